@@ -1,0 +1,518 @@
+"""Token corpora and batches: tokenizers, the embedded default corpus, text and token-file sources.
+
+A corpus is two 1-D arrays of token ids, a train split and a held-out eval split, kept in their compact
+storage dtype (uint8, uint16 or uint32) and widened to int64 one batch at a time. Batch `step` of a run is a
+pure function of (seed, step), so resuming or forking a run needs no loader state:
+
+    corpus = load_corpus(DataConfig())  # this Python's standard library sources, as bytes
+    x, y = train_batch(corpus, step=0, batch_size=16, seq_len=256, seed=0)  # (16, 256) int64 each
+
+Sources (`DataConfig.source`):
+
+- "embedded": the `.py` sources of the standard library of the Python running this code, its reference
+  docs included (`pydoc_data/topics.py`); test suites and site-packages are left out. Nothing is downloaded.
+  Built once, then cached under $POWERSWEEP_CACHE (default ~/.cache/powersweep).
+- a utf-8 text file, directory or glob: held out by file when there are >= 2 files, else the text's tail.
+- a pre-tokenized `.bin` file (raw uint16/uint32 ids, no header) with a `<file>.json` sidecar
+  {"dtype": "uint16", "vocab_size": N}; `write_token_file` writes the pair. The eval split is its tail.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import platform
+import sys
+import sysconfig
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Sequence
+
+import numpy as np
+import torch
+
+from proxy_models.config import BYTE_VOCAB, ConfigError
+
+MIN_TRAIN_WINDOWS = 10  # a train split must hold at least this many disjoint (seq_len + 1)-token windows
+TOKEN_DTYPES = ("uint16", "uint32")  # storage dtypes of .bin token files
+CACHE_FORMAT = 2  # bump when the embedded corpus is built differently, so old cache entries are ignored
+SKIPPED_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"}
+FULL_HASH_BYTES = 64 << 20  # arrays larger than this are fingerprinted from evenly spaced samples
+HASH_SAMPLES = 256  # samples of a large array, 64 KiB each
+
+
+class DataError(ConfigError):
+    """A corpus cannot be loaded or cannot serve a batch; the message names the source, the counts and a fix."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the tokens come from and how many are held out for evaluation."""
+
+    source: str = "embedded"  # "embedded", a text file/dir/glob, or a .bin token file
+    tokenizer: str | None = None  # path to a tokenizer.json (Hugging Face tokenizers); None = bytes (vocab 256)
+    eval_fraction: float = 0.05  # share held out for evaluation: whole files by bytes, or the tail of one file
+    eval_tokens: int = 65_536  # size of the fixed eval set, in tokens
+    max_bytes: int = 16_000_000  # cap on the embedded corpus, in bytes of source text
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str) or not self.source:
+            raise DataError(f"source={self.source!r}: give 'embedded', a text file/dir/glob or a .bin token file")
+        if self.tokenizer is not None and (not isinstance(self.tokenizer, str) or not self.tokenizer):
+            raise DataError(f"tokenizer={self.tokenizer!r}: give the path to a tokenizer.json, or None for bytes")
+        if not _is_number(self.eval_fraction) or not 0 < self.eval_fraction < 1:
+            raise DataError(f"eval_fraction={self.eval_fraction!r}: must be a number in (0, 1), e.g. 0.05")
+        for name in ("eval_tokens", "max_bytes"):
+            _require_int(name, getattr(self, name), minimum=1)
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value
+class TokenCorpus:
+    """Train and held-out eval token ids in their storage dtype; every id is in [0, vocab_size)."""
+
+    train: np.ndarray  # 1-D integer array of token ids
+    eval: np.ndarray  # 1-D integer array of held-out token ids, never seen in training
+    vocab_size: int  # number of distinct token ids the tokenizer can produce
+    name: str  # human-readable description for result rows
+    fingerprint: str  # short hash of the content and split, recorded with results
+
+    def __post_init__(self) -> None:
+        _require_int("vocab_size", self.vocab_size, minimum=1)
+        for split in ("train", "eval"):
+            ids = getattr(self, split)
+            if not isinstance(ids, np.ndarray) or ids.ndim != 1 or ids.dtype.kind not in "iu":
+                raise DataError(f"corpus {self.name!r}: {split} must be a 1-D integer numpy array, got {ids!r:.80}")
+            if ids.size == 0:
+                raise DataError(f"corpus {self.name!r} has 0 {split} tokens: use a larger corpus")
+            _check_ids(f"the {split} split of corpus {self.name!r}", ids, self.vocab_size)
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens (vocab 256): nothing to train or load, and every text round-trips."""
+
+    vocab_size = BYTE_VOCAB
+    name = "bytes"
+    fingerprint = "bytes"  # identifies the tokenizer in cache keys
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return [self.encode(text) for text in texts]
+
+    def decode(self, ids) -> str:
+        return np.asarray(ids, dtype=np.uint8).tobytes().decode("utf-8", errors="replace")
+
+
+class HFTokenizer:
+    """A Hugging Face `tokenizers` tokenizer.json read from disk; the package is imported only here."""
+
+    def __init__(self, path: str):
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as exc:
+            raise DataError(f"tokenizer={path!r} needs the 'tokenizers' package: pip install "
+                            "'powersweep[tokenizers]', or drop tokenizer to use bytes") from exc
+        if not os.path.isfile(path):
+            raise DataError(f"tokenizer={path!r}: no such file; give the path to a tokenizer.json or None for bytes")
+        raw = Path(path).read_bytes()
+        try:
+            self._tokenizer = Tokenizer.from_str(raw.decode("utf-8"))
+        except Exception as exc:  # the Rust side raises a bare Exception for malformed files
+            raise DataError(f"tokenizer={path!r} is not a valid tokenizer.json ({exc})") from exc
+        self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        self.name = os.path.basename(path)
+        self.fingerprint = hashlib.sha256(raw).hexdigest()[:16]
+
+    def encode(self, text: str) -> np.ndarray:
+        return self.encode_batch([text])[0]
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        dtype = _storage_dtype(self.vocab_size)
+        return [np.asarray(encoding.ids, dtype=dtype) for encoding in self._tokenizer.encode_batch(list(texts))]
+
+    def decode(self, ids) -> str:
+        return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
+
+def load_tokenizer(path: str | None) -> ByteTokenizer | HFTokenizer:
+    """The tokenizer.json at `path`, or the byte tokenizer when `path` is None."""
+    return ByteTokenizer() if path is None else HFTokenizer(path)
+
+
+def load_corpus(config: DataConfig) -> TokenCorpus:
+    """The corpus `config.source` names, tokenized and split into train and eval.
+
+    >>> load_corpus(DataConfig(source="notes/**/*.md", tokenizer="tokenizer.json"))
+    """
+    if config.source == "embedded":
+        return _load_embedded(config)
+    if config.source.endswith(".bin"):
+        return _load_token_file(config)
+    return _load_text(config)
+
+
+def train_batch(corpus: TokenCorpus, *, step: int, batch_size: int, seq_len: int,
+                seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch `step` of a run seeded `seed`: `batch_size` windows at random offsets of the train split.
+
+    A pure function of (seed, step): the offsets come from numpy.random.default_rng([seed, step]), so steps
+    can be drawn in any order (resume, fork) with no loader state. Returns int64 tensors (x, y), each
+    (batch_size, seq_len), where y is x shifted left by one token.
+    """
+    for name, value, minimum in (("step", step, 0), ("seed", seed, 0), ("batch_size", batch_size, 1),
+                                 ("seq_len", seq_len, 1)):
+        _require_int(name, value, minimum=minimum)
+    _require_tokens(corpus, "train", seq_len, windows=MIN_TRAIN_WINDOWS)
+    offsets = np.random.default_rng([seed, step]).integers(0, len(corpus.train) - seq_len, size=batch_size)
+    return _windows(corpus.train, offsets, seq_len)
+
+
+def eval_batches(corpus: TokenCorpus, *, seq_len: int, batch_size: int,
+                 eval_tokens: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The fixed held-out set: the same windows of the eval split for every run, as (x, y) int64 batches.
+
+    floor(eval_tokens / seq_len) non-overlapping windows (None = as many as the eval split holds), spread
+    evenly over the eval split so that a small eval set still samples all of it; when the split holds just
+    eval_tokens they are contiguous from its start. The windows do not depend on batch_size, so runs with
+    different batch sizes score the same tokens; the last batch may hold fewer than batch_size windows.
+    """
+    _require_int("seq_len", seq_len, minimum=1)
+    _require_int("batch_size", batch_size, minimum=1)
+    if eval_tokens is not None:
+        _require_int("eval_tokens", eval_tokens, minimum=seq_len)
+    _require_tokens(corpus, "eval", seq_len, windows=1)
+    x, y = _windows(corpus.eval, _eval_starts(len(corpus.eval), seq_len, eval_tokens), seq_len)
+    return list(zip(x.split(batch_size), y.split(batch_size)))
+
+
+def embedded_files(config: DataConfig | None = None) -> tuple[list[str], list[str]]:
+    """(train, eval): the standard-library files of the embedded corpus, relative to `stdlib_root()`, sorted.
+
+    The train split is the concatenation of the train files in this order (likewise eval).
+    """
+    config = config or DataConfig()
+    return _split_by_name(dict(_stdlib_files(config.max_bytes)), config.eval_fraction)
+
+
+def stdlib_root() -> Path:
+    """The standard-library directory of the running Python (outside any virtual environment)."""
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def write_token_file(path: str | os.PathLike, tokens, *, vocab_size: int, dtype: str | None = None) -> None:
+    """Write `tokens` as a raw token file at `path` and its sidecar `<path>.json`, each atomically.
+
+    dtype defaults to uint16 when vocab_size <= 65536, else uint32.
+
+    >>> write_token_file("corpus.bin", ids, vocab_size=50257)  # then DataConfig(source="corpus.bin")
+    """
+    path = str(path)
+    _require_int("vocab_size", vocab_size, minimum=1)
+    dtype = dtype or ("uint16" if vocab_size <= 1 << 16 else "uint32")
+    _check_token_format(f"write_token_file({path!r})", dtype, vocab_size)
+    ids = np.asarray(tokens)
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        raise DataError(f"tokens for {path!r} must be a 1-D integer array, got dtype {ids.dtype}, shape {ids.shape}")
+    _check_ids(f"tokens for {path!r}", ids, vocab_size)
+    _atomic_write(path, lambda stream: ids.astype(dtype, copy=False).tofile(stream))
+    sidecar = json.dumps({"dtype": dtype, "vocab_size": vocab_size}).encode()
+    _atomic_write(path + ".json", lambda stream: stream.write(sidecar))
+
+
+def _load_text(config: DataConfig) -> TokenCorpus:
+    files = _text_files(config.source)
+    tokenizer = load_tokenizer(config.tokenizer)
+    name = _describe(config.source, tokenizer)
+    if len(files) == 1:
+        ids = _encode(tokenizer, [_read_text(path) for path in files.values()])
+        cut = _tail_cut(len(ids), config.eval_fraction)
+        return _make_corpus(ids[:cut], ids[cut:], tokenizer.vocab_size, name)
+    train_names, eval_names = _split_by_name({key: os.path.getsize(path) for key, path in files.items()},
+                                             config.eval_fraction)
+    train = _encode(tokenizer, [_read_text(files[key]) for key in train_names])
+    held_out = _encode(tokenizer, [_read_text(files[key]) for key in eval_names])
+    return _make_corpus(train, held_out, tokenizer.vocab_size, name)
+
+
+def _text_files(source: str) -> dict[str, str]:
+    """{key: path} of the files `source` names, sorted by key (the path relative to a directory source)."""
+    if os.path.isfile(source):
+        return {os.path.basename(source): source}
+    if os.path.isdir(source):
+        root = Path(source)
+        paths = [p for p in root.rglob("*") if p.is_file() and not _hidden(p.relative_to(root))]
+        files = {p.relative_to(root).as_posix(): str(p) for p in paths}
+    elif any(char in source for char in "*?["):
+        files = {p: p for p in glob.glob(source, recursive=True) if os.path.isfile(p)}
+    else:
+        raise DataError(f"source={source!r}: no such file or directory; give 'embedded', a text file/dir/glob "
+                        "or a .bin token file")
+    if not files:
+        raise DataError(f"source={source!r} holds no files: point it at utf-8 text files")
+    return dict(sorted(files.items()))
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def _read_text(path: str) -> str:
+    try:
+        return Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path!r} is not utf-8 text (bad byte at offset {exc.start}): convert it, leave it out "
+                        "with a glob such as 'dir/**/*.txt', or pre-tokenize it into a .bin token file") from exc
+
+
+def _load_token_file(config: DataConfig) -> TokenCorpus:
+    path = config.source
+    if config.tokenizer is not None:
+        raise DataError(f"tokenizer={config.tokenizer!r} with the pre-tokenized source={path!r}: its sidecar "
+                        "already fixes the vocabulary; drop tokenizer")
+    if not os.path.isfile(path):
+        raise DataError(f"source={path!r}: no such token file; write one with "
+                        "write_token_file(path, tokens, vocab_size=N)")
+    dtype, vocab_size = _read_sidecar(path)
+    size, itemsize = os.path.getsize(path), np.dtype(dtype).itemsize
+    if size == 0 or size % itemsize:
+        raise DataError(f"token file {path!r} has {size} bytes, not a positive multiple of {itemsize} "
+                        f"({dtype}, from its sidecar): the file is empty or truncated, or the sidecar dtype is wrong")
+    ids = np.asarray(np.memmap(path, dtype=dtype, mode="r"))  # a plain ndarray view of the mapped file
+    cut = _tail_cut(len(ids), config.eval_fraction)
+    return _make_corpus(ids[:cut], ids[cut:], vocab_size, path)
+
+
+def _read_sidecar(path: str) -> tuple[str, int]:
+    sidecar = path + ".json"
+    if not os.path.isfile(sidecar):
+        raise DataError(f"token file {path!r} has no sidecar {sidecar!r}: write "
+                        '{"dtype": "uint16", "vocab_size": N} there, or create both with write_token_file')
+    try:
+        meta = json.loads(Path(sidecar).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"sidecar {sidecar!r} is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict) or set(meta) != {"dtype", "vocab_size"}:
+        raise DataError(f"sidecar {sidecar!r} holds {meta!r:.200}: it must be an object with exactly the keys "
+                        "'dtype' and 'vocab_size'")
+    _check_token_format(f"sidecar {sidecar!r}", meta["dtype"], meta["vocab_size"])
+    return meta["dtype"], meta["vocab_size"]
+
+
+def _check_token_format(where: str, dtype, vocab_size) -> None:
+    if dtype not in TOKEN_DTYPES:
+        raise DataError(f"{where}: dtype={dtype!r} is not supported; use one of {list(TOKEN_DTYPES)}")
+    limit = np.iinfo(dtype).max + 1
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not 0 < vocab_size <= limit:
+        raise DataError(f"{where}: vocab_size={vocab_size!r} must be an integer in [1, {limit}] for dtype {dtype}")
+
+
+def _load_embedded(config: DataConfig) -> TokenCorpus:
+    tokenizer = load_tokenizer(config.tokenizer)
+    files = _stdlib_files(config.max_bytes)
+    key = _cache_key(config, tokenizer, files)
+    stem = _cache_dir() / f"embedded-{_digest(json.dumps(key, sort_keys=True).encode())}"
+    cached = _read_cache(stem, key)
+    if cached is not None:
+        return cached
+    train_names, eval_names = _split_by_name(dict(files), config.eval_fraction)
+    corpus = _make_corpus(_encode_stdlib(tokenizer, train_names), _encode_stdlib(tokenizer, eval_names),
+                          tokenizer.vocab_size, _describe(f"embedded python-{platform.python_version()} stdlib",
+                                                          tokenizer))
+    _write_cache(stem, key, corpus, train_names, eval_names)
+    return corpus
+
+
+def _stdlib_files(max_bytes: int) -> list[tuple[str, int]]:
+    """(relative path, bytes) of the non-empty stdlib .py files, sorted, up to `max_bytes` in total."""
+    found = sorted(_walk_sources(stdlib_root()))
+    kept, total = [], 0
+    for name, size in found:
+        if total + size > max_bytes:
+            break
+        kept.append((name, size))
+        total += size
+    if not found:
+        raise DataError(f"no Python source files under {str(stdlib_root())!r}: this Python ships without its "
+                        "standard-library sources; use a text or .bin token file as source")
+    if len(kept) < 2:
+        raise DataError(f"max_bytes={max_bytes} keeps {len(kept)} of {len(found)} standard-library files, and a "
+                        f"train/eval split by file needs 2: raise max_bytes (the default is 16_000_000)")
+    return kept
+
+
+def _walk_sources(root: Path):
+    for directory, subdirs, names in os.walk(root):
+        subdirs[:] = [d for d in subdirs if d not in SKIPPED_DIRS and not d.startswith(".")]
+        for name in names:
+            path = Path(directory, name)
+            if name.endswith(".py") and path.is_file() and path.stat().st_size > 0:
+                yield path.relative_to(root).as_posix(), path.stat().st_size
+
+
+def _encode_stdlib(tokenizer, names: list[str]) -> np.ndarray:
+    root = stdlib_root()
+    return _encode(tokenizer, [(root / name).read_bytes().decode("utf-8", errors="replace") for name in names])
+
+
+def _cache_key(config: DataConfig, tokenizer, files: list[tuple[str, int]]) -> dict:
+    """Everything the embedded corpus depends on; a changed stdlib file list or size gives a new key."""
+    listing = "\n".join(f"{name}\t{size}" for name, size in files).encode()
+    return {"format": CACHE_FORMAT, "python": sys.version, "stdlib": str(stdlib_root()),
+            "max_bytes": config.max_bytes, "eval_fraction": config.eval_fraction,
+            "tokenizer": tokenizer.fingerprint, "files": _digest(listing)}
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("POWERSWEEP_CACHE") or Path.home() / ".cache" / "powersweep")
+
+
+def _read_cache(stem: Path, key: dict) -> TokenCorpus | None:
+    """The cached corpus under `stem`, or None when it is missing, stale or damaged."""
+    try:
+        meta = json.loads(Path(f"{stem}.json").read_text(encoding="utf-8"))
+        train, held_out = np.load(f"{stem}.train.npy"), np.load(f"{stem}.eval.npy")
+        if meta["key"] != key or _fingerprint(train, held_out, meta["vocab_size"]) != meta["fingerprint"]:
+            return None
+        return TokenCorpus(train, held_out, meta["vocab_size"], meta["name"], meta["fingerprint"])
+    except (OSError, EOFError, ValueError, KeyError, TypeError):  # DataError is a ValueError
+        return None
+
+
+def _write_cache(stem: Path, key: dict, corpus: TokenCorpus, train_names: list[str], eval_names: list[str]) -> None:
+    """Store `corpus` under `stem`; the JSON sidecar goes last, so its presence marks a complete entry."""
+    meta = {"key": key, "name": corpus.name, "vocab_size": corpus.vocab_size, "fingerprint": corpus.fingerprint,
+            "train_tokens": len(corpus.train), "eval_tokens": len(corpus.eval),
+            "train_files": train_names, "eval_files": eval_names}
+    try:
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(f"{stem}.train.npy", lambda stream: np.save(stream, corpus.train))
+        _atomic_write(f"{stem}.eval.npy", lambda stream: np.save(stream, corpus.eval))
+        _atomic_write(f"{stem}.json", lambda stream: stream.write(json.dumps(meta, indent=1).encode()))
+    except OSError:
+        pass  # the cache only saves time: an unwritable cache directory must not stop a run
+
+
+def _atomic_write(path: str, write: Callable[[BinaryIO], object]) -> None:
+    """Write `path` through a temporary file in the same directory, so readers never see part of it."""
+    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+        os.chmod(temporary, 0o644)  # mkstemp makes 0600 files; token files and caches are meant to be shared
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def _split_by_name(sizes: dict[str, int], eval_fraction: float) -> tuple[list[str], list[str]]:
+    """(train, eval) file names, each sorted; the eval files hold about eval_fraction of all bytes.
+
+    Files are taken in the order of their names' sha256 hashes while they fit in the eval budget, so the
+    split is fixed, and a file larger than the budget (pydoc_data/topics.py, say) always stays in train.
+    """
+    assert len(sizes) >= 2, sizes
+    budget, used, held_out = eval_fraction * sum(sizes.values()), 0, []
+    for name in sorted(sizes, key=lambda name: hashlib.sha256(name.encode()).hexdigest()):
+        if used + sizes[name] <= budget:
+            held_out.append(name)
+            used += sizes[name]
+    held_out = held_out or [min(sizes, key=lambda name: (sizes[name], name))]  # no file fits: the smallest
+    return sorted(set(sizes) - set(held_out)), sorted(held_out)
+
+
+def _tail_cut(length: int, eval_fraction: float) -> int:
+    """Index where the eval tail of a `length`-token stream starts (at least one eval token)."""
+    return length - max(1, round(length * eval_fraction))
+
+
+def _encode(tokenizer, texts: list[str]) -> np.ndarray:
+    pieces = tokenizer.encode_batch(texts)
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=_storage_dtype(tokenizer.vocab_size))
+
+
+def _storage_dtype(vocab_size: int) -> type:
+    return np.uint8 if vocab_size <= 1 << 8 else np.uint16 if vocab_size <= 1 << 16 else np.uint32
+
+
+def _describe(source: str, tokenizer) -> str:
+    return source if isinstance(tokenizer, ByteTokenizer) else f"{source} via {tokenizer.name}"
+
+
+def _make_corpus(train: np.ndarray, held_out: np.ndarray, vocab_size: int, name: str) -> TokenCorpus:
+    if len(train) == 0 or len(held_out) == 0:
+        raise DataError(f"corpus {name!r} has {len(train)} train and {len(held_out)} eval tokens: both splits "
+                        "need tokens; use a larger corpus or a larger eval_fraction")
+    return TokenCorpus(train, held_out, vocab_size, name, _fingerprint(train, held_out, vocab_size))
+
+
+def _fingerprint(train: np.ndarray, held_out: np.ndarray, vocab_size: int) -> str:
+    """Hash of both splits (so also of where the split falls), their dtype and the vocab size."""
+    digest = hashlib.sha256(f"{vocab_size}|{train.dtype.str}|{len(train)}|{len(held_out)}".encode())
+    for ids in (train, held_out):
+        for chunk in _hash_chunks(ids):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def _hash_chunks(ids: np.ndarray):
+    """All of `ids`, or HASH_SAMPLES evenly spaced 64 KiB slices of it when larger than FULL_HASH_BYTES."""
+    if ids.nbytes <= FULL_HASH_BYTES:
+        yield np.ascontiguousarray(ids).data
+        return
+    width = (64 << 10) // ids.itemsize
+    for start in np.linspace(0, len(ids) - width, HASH_SAMPLES).astype(np.int64):
+        yield np.ascontiguousarray(ids[start:start + width]).data
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _windows(ids: np.ndarray, starts: np.ndarray, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) int64 tensors (len(starts), seq_len): the windows ids[s : s + seq_len + 1], y = x shifted by one."""
+    tokens = ids[starts[:, None] + np.arange(seq_len + 1)]  # (B, T + 1) in the storage dtype
+    return torch.from_numpy(tokens[:, :-1].astype(np.int64)), torch.from_numpy(tokens[:, 1:].astype(np.int64))
+
+
+def _eval_starts(length: int, seq_len: int, eval_tokens: int | None) -> np.ndarray:
+    """Start offsets of the eval windows: evenly spread, non-overlapping inputs, last target in range."""
+    usable = length - 1  # the last token is only ever a target
+    count = min(eval_tokens or usable, usable) // seq_len
+    stride = (usable - seq_len) // (count - 1) if count > 1 else 0  # >= seq_len, since count * seq_len <= usable
+    return np.arange(count, dtype=np.int64) * stride
+
+
+def _require_tokens(corpus: TokenCorpus, split: str, seq_len: int, *, windows: int) -> None:
+    """Raise unless the split holds `windows` disjoint windows of seq_len + 1 tokens (inputs and targets)."""
+    have, need = len(getattr(corpus, split)), windows * (seq_len + 1)
+    if have < need:
+        fix = "a larger eval_fraction, " if split == "eval" else ""
+        raise DataError(f"corpus {corpus.name!r} has {have} {split} tokens; seq_len={seq_len} needs at least "
+                        f"{need} ({windows} window{'s' * (windows > 1)}): use a larger corpus, {fix}"
+                        "or a shorter seq_len")
+
+
+def _check_ids(what: str, ids: np.ndarray, vocab_size: int) -> None:
+    """Raise unless every id is in [0, vocab_size); free when the dtype cannot hold anything else."""
+    info = np.iinfo(ids.dtype)
+    if ids.size == 0 or (info.min == 0 and info.max < vocab_size):
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= vocab_size:
+        raise DataError(f"{what} holds token id {low if low < 0 else high}, outside [0, vocab_size={vocab_size}): "
+                        "the ids come from a larger vocabulary; fix vocab_size (e.g. in the token-file sidecar) "
+                        "or re-tokenize with the matching tokenizer")
+
+
+def _require_int(name: str, value, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise DataError(f"{name}={value!r}: must be an integer >= {minimum}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
