@@ -1,0 +1,106 @@
+"""Command-line hooks: the `analyze` and `predict` subcommands, for the CLI package to register.
+
+>>> sub = parser.add_subparsers(dest="command")
+>>> add_analyze_parser(sub); add_predict_parser(sub)
+>>> args = parser.parse_args(["predict", "--coefficients", "out/coefficients.json", "--batch-size", "1024",
+...                           "--tokens", "1e12"])
+>>> args.func(args)   # prints lr_opt with its CI; user errors raise AnalysisError
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from analysis.errors import AnalysisError
+from analysis.export import lm_engine_snippet, predict_lr, read_coefficients
+from analysis.pipeline import analyze
+from analysis.report import write_report
+from analysis.table import BATCH_UNITS, load_table
+
+
+def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `analyze TABLE [--map FIELD=COLUMN ...] [--out DIR] ...`; its handler is ``analyze_command``."""
+    p = subparsers.add_parser("analyze", help="fit the learning-rate law of a sweep and write a report")
+    p.add_argument("table", help="results table: CSV or Parquet file, or a (hive-partitioned) directory of them")
+    p.add_argument("--map", nargs="+", action="extend", default=[], metavar="FIELD=COLUMN",
+                   help="read FIELD from the table's COLUMN, e.g. lr=config.lr loss=eval/loss")
+    p.add_argument("--batch-unit", choices=BATCH_UNITS, default="sequences", help="unit of the batch_size column")
+    p.add_argument("--seq-len", type=int, help="tokens per sequence, to convert a batch size given in tokens")
+    p.add_argument("--out", default="out/analysis", help="report directory (default: out/analysis)")
+    p.add_argument("--top-k", type=int, default=3, help="batch sizes kept per (model, T) (default 3, as the paper)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0: analytic)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--schedule", help="schedule whose runs locate lr_opt, when the table mixes several")
+    p.add_argument("--include-flagged", action="store_true", help="let edge cells into the point fits")
+    p.add_argument("--no-figures", action="store_true", help="write the numbers only (faster)")
+    p.set_defaults(func=analyze_command)
+    return p
+
+
+def parse_mapping(items: list[str]) -> dict[str, str]:
+    """``["lr=config.lr", ...]`` -> ``{"lr": "config.lr"}``; the column may itself contain '='."""
+    mapping = {}
+    for item in items:
+        field, sep, column = item.partition("=")
+        if not sep or not field or not column:
+            raise AnalysisError(f"--map {item!r}: write FIELD=COLUMN, e.g. --map lr=learning_rate")
+        mapping[field.strip()] = column
+    return mapping
+
+
+def analyze_command(args: argparse.Namespace) -> int:
+    """Load, analyse, write the report; print where everything went and the fitted a, b with CIs."""
+    table = load_table(args.table, mapping=parse_mapping(args.map), batch_unit=args.batch_unit, seq_len=args.seq_len)
+    for entry in table.attrs.get("skipped_files", []):
+        print(f"warning: skipped unreadable file {entry}", file=sys.stderr)
+    result = analyze(table, top_k=args.top_k, n_boot=args.bootstrap, seed=args.seed, schedule=args.schedule,
+                     include_flagged=args.include_flagged)
+    paths = write_report(table, args.out, result=result, figures=not args.no_figures)
+    print(f"report:        {paths.index_html}")
+    print(f"cells:         {paths.cells_csv}")
+    print(f"figures:       {len(paths.figures)} written to {paths.index_html.parent}"
+          + (f", skipped: {', '.join(paths.skipped)}" if paths.skipped else ""))
+    if paths.coefficients is None:
+        reason = result.gamma.pooled.reason if result.gamma is not None else "no runs with a fixed peak lr"
+        raise AnalysisError(f"no coefficients written: the gamma fit failed ({reason}); see {paths.index_html}")
+    fit = result.gamma.pooled
+    print(f"coefficients:  {paths.coefficients}")
+    print(f"gamma = lr_opt / batch_size = a * T^b with a = {fit.a:.4g} (95% CI {fit.a_ci.low:.4g} to "
+          f"{fit.a_ci.high:.4g}), b = {fit.b:.4f} (95% CI {fit.b_ci.low:.4f} to {fit.b_ci.high:.4f}), "
+          f"{fit.n_points} cells")
+    return 0
+
+
+def add_predict_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `predict --coefficients FILE --batch-size B --tokens T`; its handler is ``predict_command``."""
+    p = subparsers.add_parser("predict", help="predict the optimal peak lr from coefficients.json")
+    p.add_argument("--coefficients", required=True, help="coefficients.json written by `analyze`")
+    p.add_argument("--batch-size", type=float, required=True, help="batch size in sequences")
+    p.add_argument("--tokens", type=float, required=True, help="training tokens, e.g. 1e12")
+    p.add_argument("--seq-len", type=int, help="also print an lm-engine power-scheduler snippet for this seq_len")
+    p.add_argument("--lr-max", type=float, help="lr_max for the snippet (default: the file's)")
+    p.set_defaults(func=predict_command)
+    return p
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    """Print lr_opt with its 95% CI (and an lm-engine snippet when --seq-len is given)."""
+    coefficients = read_coefficients(args.coefficients)
+    pred = predict_lr(coefficients, batch_size=args.batch_size, tokens=args.tokens)
+    print(f"lr_opt = {pred.lr_opt:.4g} (95% CI {pred.ci_low:.4g} to {pred.ci_high:.4g}, {pred.ci_method}) "
+          f"for batch_size = {args.batch_size:g} sequences, tokens = {args.tokens:g}")
+    if pred.extrapolation > 1.5:
+        print(f"note: tokens = {args.tokens:g} is {pred.extrapolation:.3g}x outside the swept token range "
+              f"{coefficients.get('tokens_range')}: an extrapolation")
+    lr_max = coefficients.get("lr_max")
+    if lr_max is not None and pred.lr_opt > lr_max:
+        print(f"note: lr_opt exceeds the suggested lr_max = {lr_max:.4g}")
+    if args.seq_len is not None:
+        if not float(args.batch_size).is_integer():
+            raise AnalysisError(f"--batch-size {args.batch_size:g}: the lm-engine snippet needs a whole number")
+        snippet = lm_engine_snippet(coefficients, batch_size=int(args.batch_size), seq_len=args.seq_len,
+                                    lr_max=args.lr_max)
+        print(json.dumps(snippet, indent=2))
+    return 0

@@ -1,0 +1,242 @@
+"""coefficients.json: the fitted law, its uncertainty and provenance; predictions and an lm-engine snippet.
+
+The file holds the pooled fit gamma = lr_opt / batch_size = a * tokens**b with 95% CIs and the
+paired bootstrap samples of (a, b), so that a prediction's CI keeps the strong correlation of
+a and b. Units: tokens in tokens, batch_size in sequences (of the sweep's seq_len), lr is the
+peak learning rate of the muP base model, before per-layer muP multipliers.
+
+>>> write_coefficients(result, "out/coefficients.json")
+>>> predict_lr(read_coefficients("out/coefficients.json"), batch_size=1024, tokens=1e12)
+Prediction(lr_opt=..., ci_low=..., ci_high=..., ...)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analysis.errors import AnalysisError
+from analysis.fit import CI_LEVEL, PowerLawFit
+from analysis.pipeline import Analysis
+
+FORMAT = "powersweep-coefficients/1"
+FORMULA = "lr(n) = min(lr_max, batch_size * a * n**b)"
+LR_MAX_RULE = "half the smallest peak lr that diverged in the sweep; null when none diverged"
+
+
+def suggest_lr_max(table: pd.DataFrame, *, schedule: str | None = None) -> float | None:
+    """Half the smallest lr (non-power runs of ``schedule``, all if None) that diverged; None if none did."""
+    runs = table[~table["schedule"].eq("power")]
+    if schedule is not None:
+        runs = runs[runs["schedule"].eq(schedule)]
+    diverged = runs.loc[runs["status"].eq("diverged"), "lr"]
+    return float(diverged.min()) / 2 if len(diverged) else None
+
+
+def coefficients(result: Analysis) -> dict:
+    """The contents of coefficients.json (plain JSON types; NaN becomes null)."""
+    if result.gamma is None or not result.gamma.pooled.ok:
+        reason = "no runs with a fixed peak lr" if result.gamma is None else result.gamma.pooled.reason
+        raise AnalysisError(f"no coefficients to write: the gamma fit failed ({reason}); see the report's notes")
+    pooled = result.gamma.pooled
+    content = {
+        "format": FORMAT, "formula": FORMULA, "lr_opt_formula": "lr_opt = batch_size * a * tokens**b",
+        **_fit_summary(pooled), "ci_level": CI_LEVEL, "cov_ln_a_b": pooled.cov.tolist(),
+        "bootstrap": {"n": len(pooled.boot_b), "seed": result.settings.seed, "a": np.exp(pooled.boot_ln_a).tolist(),
+                      "b": pooled.boot_b.tolist()},
+        "lr_max": suggest_lr_max(result.table, schedule=result.schedule), "lr_max_rule": LR_MAX_RULE,
+        "diverged_lr_by_batch_size": _diverged_by_batch(result),
+        "tokens_range": [float(result.cells.loc[result.cells["used"], "tokens"].min()),
+                         float(result.cells.loc[result.cells["used"], "tokens"].max())],
+        "units": _units(result.table),
+        "per_model": {name: _fit_summary(fit) for name, fit in result.gamma.per_model.items()},
+        "paper_method": _fit_summary(result.gamma.paper),
+        "critical_batch": _critical_summary(result),
+        "power_search": _power_summary(result),
+        "provenance": _provenance(result),
+    }
+    return _plain(content)
+
+
+def _fit_summary(fit: PowerLawFit) -> dict:
+    return {"a": fit.a, "b": fit.b, "a_ci": [fit.a_ci.low, fit.a_ci.high], "b_ci": [fit.b_ci.low, fit.b_ci.high],
+            "r2": fit.r2, "n_cells": fit.n_points, "ci_method": fit.ci_method,
+            "holdout": None if fit.holdout is None else {
+                "tokens": fit.holdout.x, "ratio": fit.holdout.ratio, "abs_log_error": fit.holdout.abs_log_error}}
+
+
+def _critical_summary(result: Analysis) -> dict | None:
+    law = result.critical.law if result.critical is not None else None
+    if law is None or not law.ok:
+        return None
+    return {"formula": "Bc = c * tokens**zeta (sequences)", "c": law.a, "zeta": law.b,
+            "c_ci": [law.a_ci.low, law.a_ci.high], "zeta_ci": [law.b_ci.low, law.b_ci.high]}
+
+
+def _power_summary(result: Analysis) -> dict | None:
+    if result.power is None:
+        return None
+    best = result.power.overall
+    return {"a": best.a, "b": best.b, "a_ci": [best.a_ci.low, best.a_ci.high], "b_ci": [best.b_ci.low, best.b_ci.high],
+            "method": best.method, "n_runs": best.n_runs}
+
+
+def _diverged_by_batch(result: Analysis) -> dict[str, float]:
+    # Divergence limits grow with batch size; the single lr_max above is the most cautious of them.
+    runs = result.table[result.table["schedule"].eq(result.schedule) & result.table["status"].eq("diverged")]
+    return {str(b): float(lr) for b, lr in runs.groupby("batch_size")["lr"].min().items()}
+
+
+def _units(table: pd.DataFrame) -> dict:
+    seq_lens = sorted(set(table["seq_len"].dropna().astype(int)))
+    seq_len = seq_lens[0] if len(seq_lens) == 1 else (seq_lens or None)  # several: batch sizes are not comparable
+    return {"tokens": "tokens", "batch_size": "sequences", "seq_len": seq_len,
+            "lr": "peak learning rate of the muP base model, before per-layer muP multipliers",
+            "gamma": "lr per sequence of batch", "loss": "nats/token"}
+
+
+def _provenance(result: Analysis) -> dict:
+    cells, table = result.cells, result.table
+    flags = pd.Series([f for text in cells["flags"] for f in text.split(";") if f]).value_counts()
+    shas = sorted({str(s) for s in table["git_sha"].dropna()})
+    return {"sweep_ids": sorted(set(table["sweep_id"])), "schedule": result.schedule, "n_runs": len(table),
+            "n_cells": len(cells), "n_cells_used": int(cells["used"].sum()), "flags": flags.to_dict(),
+            "models": sorted(set(cells["model"])), "top_k": result.settings.top_k,
+            "git_sha": shas[0] if len(shas) == 1 else (shas or None),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _plain(value):
+    """JSON-ready copy: numpy scalars to Python, NaN and inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def write_coefficients(result: Analysis, path: str | Path) -> Path:
+    """Write coefficients.json (see ``coefficients``) and return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(coefficients(result), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return path
+
+
+def read_coefficients(path: str | Path) -> dict:
+    """Read and check a coefficients.json file."""
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise AnalysisError(f"could not read coefficients file '{path}': {err}") from None
+    return _checked(content, str(path))
+
+
+def _checked(content: dict, where: str) -> dict:
+    if not isinstance(content, dict):
+        raise AnalysisError(f"coefficients {where}: expected a JSON object, got {type(content).__name__}")
+    for key in ("a", "b"):
+        value = content.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise AnalysisError(f"coefficients {where}: key {key!r} is {value!r}, must be a number; "
+                                "write the file with `powersweep analyze`")
+    if content["a"] <= 0:
+        raise AnalysisError(f"coefficients {where}: a={content['a']!r} must be positive")
+    return content
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The WSD-optimal peak lr at one (batch_size, tokens), with its 95% CI."""
+
+    lr_opt: float
+    ci_low: float
+    ci_high: float
+    ci_method: str = "bootstrap"  # "bootstrap" (paired (a, b) samples), "covariance" or "none"
+    extrapolation: float = 1.0  # how many times beyond the swept token range (1: inside it)
+
+
+def predict_lr(coefficients: dict | str | Path, *, batch_size: float, tokens: float) -> Prediction:
+    """lr_opt = batch_size * a * tokens**b, batch size in sequences, tokens in tokens.
+
+    The CI is the 2.5-97.5 percentile of batch_size * a_i * tokens**b_i over the paired bootstrap
+    samples stored in the file (so it keeps the correlation of a and b); without samples, the
+    normal interval of ln lr_opt from the stored covariance of (ln a, b).
+    """
+    content = _content(coefficients)
+    for name, value in (("batch_size", batch_size), ("tokens", tokens)):
+        if not value > 0:
+            raise AnalysisError(f"{name}={value!r}: must be a positive number")
+    ln_t = math.log(tokens)
+    lr = batch_size * content["a"] * tokens ** content["b"]
+    low, high, method = _prediction_interval(content, ln_t, batch_size)
+    return Prediction(lr, low, high, method, _extrapolation(content, tokens))
+
+
+def _content(coefficients: dict | str | Path) -> dict:
+    if isinstance(coefficients, (str, Path)):
+        return read_coefficients(coefficients)
+    return _checked(coefficients, "(in memory)")
+
+
+def _prediction_interval(content: dict, ln_t: float, batch_size: float) -> tuple[float, float, str]:
+    samples = content.get("bootstrap") or {}
+    a, b = np.asarray(samples.get("a") or [], float), np.asarray(samples.get("b") or [], float)
+    if len(a) >= 20 and len(a) == len(b):
+        low, high = np.percentile(np.log(batch_size * a) + b * ln_t, [2.5, 97.5])
+        return math.exp(low), math.exp(high), "bootstrap"
+    cov = np.asarray(content.get("cov_ln_a_b") or np.full((2, 2), np.nan), dtype=float)
+    var = cov[0, 0] + ln_t * ln_t * cov[1, 1] + 2 * ln_t * cov[0, 1]
+    if not np.isfinite(var):
+        return float("nan"), float("nan"), "none"
+    centre = math.log(batch_size * content["a"]) + content["b"] * ln_t
+    half = stats.norm.ppf(0.975) * math.sqrt(max(var, 0.0))
+    return math.exp(centre - half), math.exp(centre + half), "covariance"
+
+
+def _extrapolation(content: dict, tokens: float) -> float:
+    low, high = (content.get("tokens_range") or [tokens, tokens])[:2]
+    if low is None or high is None:
+        return 1.0
+    return max(tokens / high, low / tokens, 1.0)
+
+
+def lm_engine_snippet(coefficients: dict | str | Path, *, batch_size: int, seq_len: int,
+                      lr_max: float | None = None) -> dict:
+    """Config fragment for the power scheduler of IBM's lm-engine (open-lm-engine/lm-engine).
+
+    Assumption, from lm_engine/optimization/lr_scheduler.py: its PowerScheduler sets
+    lr(step) = min(optimizer lr, a * (step * c)**b) after a linear warmup to that value, and needs
+    num_constant_steps == 0. With c = tokens per step = batch_size * seq_len, step * c is the number
+    of tokens seen n, so the paper's lr(n) = min(lr_max, batch_size * a * n**b) needs lm-engine's
+    a = batch_size * a, its b = b, and the optimizer lr = lr_max. ``batch_size`` is the global batch
+    in sequences (all data-parallel ranks and accumulation steps). Decay phases are set elsewhere.
+    """
+    content = _content(coefficients)
+    for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
+        if not (isinstance(value, (int, np.integer)) and value > 0):
+            raise AnalysisError(f"{name}={value!r}: must be a positive whole number")
+    lr_max = lr_max if lr_max is not None else content.get("lr_max")
+    if lr_max is None or not lr_max > 0:
+        raise AnalysisError(f"lr_max={lr_max!r}: the coefficients have no lr_max (no run diverged); "
+                            "pass one, e.g. lr_max=0.02 as in the paper")
+    return {
+        "optimizer_args": {"class_args": {"lr": float(lr_max)}},
+        "lr_scheduler_args": {
+            "lr_decay_style": "power", "num_constant_steps": 0,
+            "extra_lr_scheduler_args": {"a": float(batch_size * content["a"]), "b": float(content["b"]),
+                                        "c": int(batch_size * seq_len)},
+        },
+    }

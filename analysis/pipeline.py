@@ -1,0 +1,95 @@
+"""The whole analysis of one results table, as one named result.
+
+>>> result = analyze(load_table("runs/"), top_k=3, n_boot=1000, seed=0)
+>>> result.gamma.pooled.a, result.gamma.pooled.b
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from analysis.band import BandFit, band_fit
+from analysis.fit import GammaFits, Transfer, fit_gamma, transfer
+from analysis.optimum import choose_schedule, find_optima
+from analysis.power_search import PowerSearch, power_search
+from analysis.regimes import CriticalBatch, Sensitivity, fit_critical_batch, label_regimes, sensitivity
+from analysis.table import load_table
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Choices of one analysis; every field has the default the command line uses."""
+
+    top_k: int = 3  # batch sizes kept per (model, tokens), as in the paper
+    n_boot: int = 1000  # bootstrap resamples for every CI; 0 gives analytic intervals
+    seed: int = 0  # seed of the bootstrap
+    schedule: str | None = None  # schedule whose runs locate lr_opt; None: the table's only non-power one
+    include_flagged: bool = False  # let edge / too-small cells into the point fits
+    half_width: int = 2  # grid points each side of the argmin in the quadratic
+    band_eps: float = 0.003  # relative loss tolerance of the band fit
+    near_factor: float = 3.0  # B within [Bc / f, Bc * f] is "near_critical"
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything fitted from one table; parts without data are None and say why in ``notes``."""
+
+    table: pd.DataFrame  # validated input
+    cells: pd.DataFrame  # one row per cell: optimum, flags, gamma, top_k, used, bc, regime
+    gamma: GammaFits | None
+    transfer: Transfer | None
+    critical: CriticalBatch | None
+    sensitivity: Sensitivity | None
+    band: BandFit | None
+    power: PowerSearch | None
+    settings: Settings
+    schedule: str | None  # the schedule analysed for lr_opt
+    notes: tuple[str, ...]
+
+
+def analyze(table: pd.DataFrame, **options) -> Analysis:
+    """Run every step on a results table; ``options`` are the fields of ``Settings``.
+
+    The table is validated first (``load_table``) unless it came from ``load_table``.
+    """
+    settings = Settings(**options)
+    if not table.attrs.get("validated"):
+        table = load_table(table)
+    schedule = choose_schedule(table, settings.schedule)
+    power = power_search(table, n_boot=settings.n_boot, seed=settings.seed)
+    notes = [f"skipped unreadable file {entry}" for entry in table.attrs.get("skipped_files", [])]
+    if power is None:
+        notes.append("no runs with schedule 'power': the (a, b) search (Fig. 5-6) is skipped")
+    if schedule is None:
+        notes.append("no runs with a fixed peak lr (wsd, cosine, constant): lr_opt, gamma and regime fits are skipped")
+        empty = find_optima(table.iloc[:0])
+        return Analysis(table, empty, None, None, None, None, None, power, settings, None, tuple(notes))
+    return _point_analysis(table, schedule, settings, power, notes)
+
+
+def _point_analysis(table, schedule: str, settings: Settings, power: PowerSearch | None, notes: list[str]) -> Analysis:
+    boot = {"n_boot": settings.n_boot, "seed": settings.seed}
+    cells = find_optima(table, schedule=schedule, half_width=settings.half_width)
+    gamma = fit_gamma(cells, top_k=settings.top_k, include_flagged=settings.include_flagged, **boot)
+    critical = fit_critical_batch(cells, **boot)
+    labelled = label_regimes(gamma.cells, critical, near_factor=settings.near_factor)
+    notes += _fit_notes(gamma, critical, cells)
+    return Analysis(
+        table=table, cells=labelled, gamma=gamma, transfer=transfer(gamma), critical=critical,
+        sensitivity=sensitivity(cells, **boot), band=band_fit(table, eps=settings.band_eps, schedule=schedule),
+        power=power, settings=settings, schedule=schedule, notes=tuple(notes),
+    )
+
+
+def _fit_notes(gamma: GammaFits, critical: CriticalBatch, cells: pd.DataFrame) -> list[str]:
+    notes = []
+    if not gamma.pooled.ok:
+        notes.append(f"gamma fit failed: {gamma.pooled.reason}")
+    if not critical.law.ok:
+        notes.append(f"critical batch size law not fitted: {critical.law.reason}")
+    flagged = int((~cells["ok"].astype(bool)).sum())
+    if flagged:
+        notes.append(f"{flagged} of {len(cells)} cells are flagged and left out of the point fits (see cells.csv)")
+    return notes

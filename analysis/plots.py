@@ -1,0 +1,267 @@
+"""Figures of the analysis, after the paper's Fig. 1-6, drawn on matplotlib's Agg canvas.
+
+Each ``fig_*`` function returns a ``matplotlib.figure.Figure`` (no pyplot state, so nothing leaks
+between calls); ``save_figure`` writes it as PNG and SVG. Axes carry units; lr, tokens and batch
+size are on log scales as in the paper.
+
+>>> save_figure(fig_gamma_vs_tokens(result.gamma), "out", "fig4_gamma_vs_tokens")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from analysis.errors import AnalysisError
+from analysis.fit import GammaFits, PowerLawFit
+from analysis.optimum import model_order
+from analysis.power_search import PowerSearch
+from analysis.regimes import CriticalBatch, Sensitivity, surge_curve
+
+Curve = tuple[np.ndarray, np.ndarray] | Callable[[np.ndarray], np.ndarray]
+PAPER_A, PAPER_B = 4.6, -0.51  # the paper's Eq. 5, drawn for reference
+LR_AXIS = "peak learning rate (muP base)"
+
+
+@dataclass(frozen=True)
+class FigureFiles:
+    """Where one figure was written."""
+
+    png: Path
+    svg: Path
+
+
+def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> FigureFiles:
+    """Write ``fig`` as ``stem.png`` (120 dpi) and ``stem.svg`` under ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = FigureFiles(out / f"{stem}.png", out / f"{stem}.svg")
+    fig.savefig(files.png, dpi=120)
+    fig.savefig(files.svg)
+    return files
+
+
+def _figure(nrows: int, ncols: int, title: str, *, size: tuple[float, float] = (5.0, 3.8)):
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    FigureCanvasAgg(fig)  # the Agg canvas: no display, no global pyplot state
+    fig.suptitle(title)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _colours(values) -> dict:
+    values = sorted(set(values))
+    cmap = colormaps["viridis"]
+    return {v: cmap(i / max(len(values) - 1, 1)) for i, v in enumerate(values)}
+
+
+def _fmt_tokens(t: float) -> str:
+    return f"{t / 1e9:g}B" if t >= 1e9 else f"{t / 1e6:g}M"
+
+
+def _log_axes(ax, xlabel: str, ylabel: str, title: str = "", *, logy: bool = True) -> None:
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    box = ax.dataLim
+    if not (np.isfinite(box.get_points()).all() and box.x1 > 0 and (box.y1 > 0 or not logy)):
+        # empty artists still count as data to matplotlib; a log axis without positive data cannot be drawn
+        ax.text(0.5, 0.5, "no data to show", ha="center", va="center", transform=ax.transAxes)
+        return
+    ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _legend(ax, **options) -> None:
+    if ax.get_legend_handles_labels()[0]:  # matplotlib warns about an empty legend
+        ax.legend(**options)
+
+
+def fig_schedules(curves: Mapping[str, Curve], *, tokens: np.ndarray | None = None) -> Figure:
+    """Fig. 1: lr against tokens seen for each named schedule.
+
+    A curve is a pair (tokens array, lr array) or a callable lr(tokens), evaluated on ``tokens``
+    (default: 400 points from 1e6 to 1e12).
+    """
+    if not curves:
+        raise AnalysisError("curves is empty: pass {name: (tokens, lr)} or {name: callable}")
+    grid = np.geomspace(1e6, 1e12, 400) if tokens is None else np.asarray(tokens, dtype=float)
+    fig, axes = _figure(1, 1, "Fig. 1: learning-rate schedules", size=(6.4, 4.2))
+    ax = axes[0, 0]
+    for name, curve in curves.items():
+        x, y = (grid, np.asarray(curve(grid), dtype=float)) if callable(curve) else map(np.asarray, curve)
+        ax.plot(x, y, label=name)
+    ax.set_xscale("log")
+    ax.set(xlabel="tokens seen n (tokens)", ylabel=f"lr(n), {LR_AXIS}")
+    ax.grid(True, alpha=0.3)
+    _legend(ax, fontsize="small")
+    return fig
+
+
+def fig_loss_vs_lr(points: pd.DataFrame, cells: pd.DataFrame) -> Figure:
+    """Fig. 2: loss against lr, per T at one batch size (left) and per batch size at one T (right).
+
+    One row per model; diverged lrs are drawn as crosses on the top edge, lr_opt as a vertical tick.
+    """
+    models = model_order(points)
+    fig, axes = _figure(len(models), 2, "Fig. 2: eval loss vs learning rate")
+    for row, model in enumerate(models):
+        mine = points[points["model"].eq(model)]
+        batch_ref, tokens_ref = _middle(mine["batch_size"]), _middle(mine["tokens"])  # like the paper's B=128, T=128B
+        _loss_panel(axes[row, 0], mine[mine["batch_size"].eq(batch_ref)], cells, "tokens",
+                    f"{model}, batch size {batch_ref} sequences")
+        _loss_panel(axes[row, 1], mine[mine["tokens"].eq(tokens_ref)], cells, "batch_size",
+                    f"{model}, T = {_fmt_tokens(tokens_ref)} tokens")
+    return fig
+
+
+def _middle(values: pd.Series):
+    ordered = sorted(values.unique().tolist())
+    return ordered[len(ordered) // 2]
+
+
+def _loss_panel(ax, points: pd.DataFrame, cells: pd.DataFrame, by: str, title: str) -> None:
+    colours = _colours(points[by])
+    finite = np.isfinite(points["loss"])
+    top = points.loc[finite, "loss"].max() if finite.any() else 1.0
+    for value, group in points.groupby(by, sort=True):
+        ok = np.isfinite(group["loss"])
+        label = _fmt_tokens(value) if by == "tokens" else f"B={value}"
+        ax.plot(group.loc[ok, "lr"], group.loc[ok, "loss"], "o-", ms=3, color=colours[value], label=label)
+        ax.plot(group.loc[~ok, "lr"], np.full((~ok).sum(), top), "x", color=colours[value])
+        cell = cells[cells["model"].eq(group["model"].iloc[0]) & cells["tokens"].eq(group["tokens"].iloc[0])
+                     & cells["batch_size"].eq(group["batch_size"].iloc[0])]
+        if len(cell) and np.isfinite(cell["lr_opt"].iloc[0]):
+            ax.axvline(cell["lr_opt"].iloc[0], color=colours[value], lw=0.8, ls=":")
+    _log_axes(ax, f"{LR_AXIS} (x: diverged)", "eval loss (nats/token)", title, logy=False)
+    _legend(ax, fontsize="x-small", ncol=2)
+
+
+def fig_lr_opt_vs_batch(gamma: GammaFits) -> Figure:
+    """Fig. 3: lr_opt against batch size per T, one panel per model, with the pooled fit B * a * T**b."""
+    cells = gamma.cells[np.isfinite(gamma.cells["lr_opt"])]
+    models = model_order(cells)
+    fig, axes = _figure(1, max(len(models), 1), "Fig. 3: optimal lr vs batch size (dashed: pooled fit)")
+    colours = _colours(cells["tokens"])
+    for ax, model in zip(axes[0], models):
+        for t, group in cells[cells["model"].eq(model)].groupby("tokens", sort=True):
+            ok = group["ok"].astype(bool)
+            ax.errorbar(group.loc[ok, "batch_size"], group.loc[ok, "lr_opt"], yerr=group.loc[ok, "lr_opt_se"], fmt="o-",
+                        ms=3, color=colours[t], label=_fmt_tokens(t))
+            ax.plot(group.loc[~ok, "batch_size"], group.loc[~ok, "lr_opt"], "o", mfc="none", color=colours[t])
+            if gamma.pooled.ok:
+                batch = np.sort(group["batch_size"].to_numpy(float))
+                ax.plot(batch, batch * gamma.pooled.predict(t), "--", lw=0.8, color=colours[t])
+        _log_axes(ax, "batch size (sequences)", f"lr_opt, {LR_AXIS}", f"{model} (hollow: flagged)")
+        _legend(ax, fontsize="x-small", ncol=2)
+    return fig
+
+
+def fig_gamma_vs_tokens(gamma: GammaFits) -> Figure:
+    """Fig. 4: gamma = lr_opt / B of the kept batch sizes against T, per model and pooled, with fit and 95% band."""
+    fits = [*gamma.per_model.items(), ("pooled", gamma.pooled)]
+    fig, axes = _figure(1, len(fits), "Fig. 4: gamma = lr_opt / batch size vs training tokens")
+    for ax, (name, fit) in zip(axes[0], fits):
+        cells = gamma.cells if name == "pooled" else gamma.cells[gamma.cells["model"].eq(name)]
+        used, kept = cells[cells["used"]], cells[cells["top_k"] & ~cells["used"]]
+        ax.errorbar(used["tokens"], used["gamma"], yerr=used["gamma"] * used["ln_lr_opt_se"], fmt="o", ms=3,
+                    label=f"top-{gamma.top_k} cells")
+        ax.plot(kept["tokens"], kept["gamma"], "o", mfc="none", color="grey", label="flagged (not fitted)")
+        _draw_fit(ax, fit, cells["tokens"])
+        _log_axes(ax, "training tokens T (tokens)", "gamma (lr per sequence)", name)
+        _legend(ax, fontsize="x-small")
+    return fig
+
+
+def _draw_fit(ax, fit: PowerLawFit, x_values, *, paper: bool = True) -> None:
+    x = np.geomspace(float(np.min(x_values)), float(np.max(x_values)), 100) if len(x_values) else np.empty(0)
+    if fit.ok and len(x):
+        band = fit.band(x)
+        ax.fill_between(x, band.low, band.high, alpha=0.25, color="crimson", label="95% CI")
+        ax.plot(x, fit.predict(x), color="crimson", label=f"fit {fit.a:.3g} * T^{fit.b:.3f}")
+    if paper and len(x):
+        ax.plot(x, PAPER_A * x**PAPER_B, ":", color="grey", label="paper: 4.6 * T^-0.51")
+
+
+def fig_power_loss(power: PowerSearch) -> Figure:
+    """Fig. 5: loss above each (T, B) group's best run against a (left) and b (right), per T."""
+    runs = power.runs[power.runs["finite"]]
+    fig, axes = _figure(1, 2, "Fig. 5: Power scheduler search, loss vs a and vs b")
+    colours = _colours(runs["tokens"])
+    for ax, name in zip(axes[0], ("power_a", "power_b")):
+        for t, group in runs.groupby("tokens", sort=True):
+            ax.plot(group[name], group["delta_loss"], ".", alpha=0.4, color=colours[t])
+            profile = group.groupby(name)["delta_loss"].min()  # best over the other coefficient
+            ax.plot(profile.index, profile.to_numpy(), "-", color=colours[t], label=_fmt_tokens(t))
+        ax.set(xlabel=f"{name[-1]} (dimensionless)", ylabel="loss - best loss of its (T, B) (nats/token)")
+        ax.xaxis.set_major_locator(MaxNLocator(6))
+        ax.grid(True, alpha=0.3)
+        _legend(ax, fontsize="x-small", title="T (line: best over the other)")
+    return fig
+
+
+def fig_power_best(power: PowerSearch) -> Figure:
+    """Fig. 6: the best a and b of each (T, B) against T, with 95% CIs and the overall best."""
+    groups = power.per_group
+    fig, axes = _figure(1, 2, "Fig. 6: best Power scheduler coefficients vs training tokens")
+    colours = _colours(groups["batch_size"])
+    overall = power.overall
+    for ax, name, best, ci in zip(axes[0], ("a", "b"), (overall.a, overall.b), (overall.a_ci, overall.b_ci)):
+        for batch, group in groups.groupby("batch_size", sort=True):
+            err = np.abs(np.vstack([group[name] - group[f"{name}_low"], group[f"{name}_high"] - group[name]]))
+            ax.errorbar(group["tokens"], group[name], yerr=np.nan_to_num(err), fmt="o", ms=4, capsize=2,
+                        color=colours[batch], label=f"B={batch}")
+        ax.axhline(best, color="k", lw=1, label=f"overall {best:.3g}")
+        if np.isfinite(ci.low):
+            ax.axhspan(ci.low, ci.high, color="k", alpha=0.1)
+        ax.set_xscale("log")
+        ax.set(xlabel="training tokens T (tokens)", ylabel=f"best {name} (dimensionless)")
+        ax.grid(True, alpha=0.3)
+        _legend(ax, fontsize="x-small")
+    return fig
+
+
+def fig_critical_batch(cells: pd.DataFrame, critical: CriticalBatch) -> Figure:
+    """lr_opt against batch size with the fitted surge curve per T (left); Bc against T with its law (right)."""
+    fig, axes = _figure(1, 2, "Critical batch size: lr_opt(B) = 2 lr_peak / (sqrt(B/Bc) + sqrt(Bc/B))")
+    usable = cells[cells["ok"].astype(bool) & np.isfinite(cells["lr_opt"])]
+    colours = _colours(usable["tokens"])
+    per = critical.per_tokens
+    for (model, t), group in usable.groupby(["model", "tokens"], sort=True):
+        ax = axes[0, 0]
+        ax.plot(group["batch_size"], group["lr_opt"], "o", ms=3, color=colours[t])
+        fit = per[per["model"].eq(model) & per["tokens"].eq(t)]
+        if len(fit) and np.isfinite(fit["bc"].iloc[0]):
+            batch = np.geomspace(group["batch_size"].min(), group["batch_size"].max(), 60)
+            ax.plot(batch, surge_curve(batch, fit["lr_peak"].iloc[0], fit["bc"].iloc[0]), "-", color=colours[t],
+                    lw=0.8, label=f"{model} {_fmt_tokens(t)}")
+    _log_axes(axes[0, 0], "batch size (sequences)", f"lr_opt, {LR_AXIS}", "lines: fits with Bc inside the swept B")
+    _legend(axes[0, 0], fontsize="xx-small", ncol=2)
+    good = per[per["flag"].eq("")]
+    axes[0, 1].errorbar(good["tokens"], good["bc"], yerr=good["bc"] * good["ln_bc_se"].fillna(0), fmt="o", ms=4)
+    _draw_fit(axes[0, 1], critical.law, good["tokens"], paper=False)
+    _log_axes(axes[0, 1], "training tokens T (tokens)", "critical batch size Bc (sequences)",
+              critical.law.reason or f"Bc = {critical.law.a:.3g} * T^{critical.law.b:.3f}")
+    return fig
+
+
+def fig_sensitivity(sens: Sensitivity) -> Figure:
+    """Curvature of loss in ln(lr) at the optimum against T (left), and the loss of an lr off by 2x (right)."""
+    fig, axes = _figure(1, 2, "Sensitivity of the loss to the learning rate")
+    per = sens.per_tokens
+    for model, group in per.groupby("model", sort=True):
+        axes[0, 0].plot(group["tokens"], group["curvature"], "o-", ms=3, label=model)
+        axes[0, 1].plot(group["tokens"], group["penalty_2x"], "o-", ms=3, label=model)
+    _draw_fit(axes[0, 0], sens.pooled, per["tokens"], paper=False)
+    _log_axes(axes[0, 0], "training tokens T (tokens)", "d2 loss / d(ln lr)^2 (nats)", "median over batch sizes")
+    _log_axes(axes[0, 1], "training tokens T (tokens)", "loss penalty of lr x2 or /2 (nats/token)")
+    for ax in axes[0]:
+        _legend(ax, fontsize="x-small")
+    return fig

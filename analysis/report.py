@@ -1,0 +1,238 @@
+"""Write a whole report: figures (PNG and SVG), index.html, cells.csv and coefficients.json.
+
+>>> paths = write_report(load_table("runs/"), "out/analysis")
+>>> paths.index_html
+PosixPath('out/analysis/index.html')
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis import plots
+from analysis.errors import AnalysisError
+from analysis.export import FORMULA, suggest_lr_max, write_coefficients
+from analysis.fit import PowerLawFit
+from analysis.optimum import lr_points
+from analysis.pipeline import Analysis, analyze
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Everything ``write_report`` wrote."""
+
+    index_html: Path
+    cells_csv: Path
+    coefficients: Path | None  # None when the gamma fit failed (the page says why)
+    figures: dict[str, plots.FigureFiles]
+    skipped: dict[str, str]  # figure stem -> why it was not drawn
+
+
+def write_report(
+    table: pd.DataFrame, out_dir: str | Path, *, result: Analysis | None = None,
+    schedules: Mapping[str, plots.Curve] | None = None, figures: bool = True, **options,
+) -> ReportPaths:
+    """Analyse ``table`` (or reuse ``result``) and write the report under ``out_dir``.
+
+    ``schedules`` feeds Fig. 1 ({name: (tokens, lr)} or {name: callable}); by default Fig. 1 shows
+    the fitted Power schedule. ``options`` go to ``analyze`` (top_k, n_boot, seed, schedule, ...).
+    Figures whose data are absent are skipped and the page says why.
+    """
+    result = result if result is not None else analyze(table, **options)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cells_csv = out / "cells.csv"
+    result.cells.to_csv(cells_csv, index=False)
+    coefficients = _try_coefficients(result, out / "coefficients.json")
+    drawn, skipped = _write_figures(result, out, schedules) if figures else ({}, {"all": "figures=False"})
+    index = out / "index.html"
+    index.write_text(_page(result, drawn, skipped, coefficients is not None), encoding="utf-8")
+    return ReportPaths(index, cells_csv, coefficients, drawn, skipped)
+
+
+def _try_coefficients(result: Analysis, path: Path) -> Path | None:
+    try:
+        return write_coefficients(result, path)
+    except AnalysisError:
+        path.unlink(missing_ok=True)  # a stale file from an earlier run must not pass for this one
+        return None
+
+
+CAPTIONS = {
+    "fig1_schedules": "Fig. 1: learning-rate schedules",
+    "fig2_loss_vs_lr": "Fig. 2: loss vs lr per T and per batch size",
+    "fig3_lr_opt_vs_batch": "Fig. 3: lr_opt vs batch size per T",
+    "fig4_gamma_vs_tokens": "Fig. 4: gamma vs T with fit and 95% band, per model size",
+    "fig5_power_loss": "Fig. 5: Power search, loss vs a and vs b",
+    "fig6_power_best": "Fig. 6: best (a, b) vs T",
+    "fig7_critical_batch": "lr_opt vs batch size with the fitted critical batch size Bc(T)",
+    "fig8_sensitivity": "Sensitivity of the loss to the lr vs T",
+}
+
+
+def _figure_plan(result: Analysis, schedules) -> dict[str, tuple[Callable[[], Figure] | None, str]]:
+    """stem -> (builder, or None with the reason it is skipped)."""
+    part = functools.partial
+    cells, power = result.cells, result.power
+    gamma_ok = result.gamma is not None and result.gamma.pooled.ok
+    curves = schedules or (_fitted_power_curves(result) if gamma_ok else None)
+    no_cells = None if len(cells) else "no runs with a fixed peak lr (wsd, cosine, constant)"
+    no_power = None if power is not None else "no runs with schedule 'power'"
+    sens = result.sensitivity
+    no_sens = no_cells or (None if sens is not None and len(sens.per_tokens) else "no cell with a convex optimum")
+    plan = {
+        "fig1_schedules": (curves and part(plots.fig_schedules, curves), "no schedules given and no fitted law"),
+        "fig2_loss_vs_lr": (not no_cells and part(_fig2, result), no_cells),
+        "fig3_lr_opt_vs_batch": (not no_cells and part(plots.fig_lr_opt_vs_batch, result.gamma), no_cells),
+        "fig4_gamma_vs_tokens": (not no_cells and part(plots.fig_gamma_vs_tokens, result.gamma), no_cells),
+        "fig5_power_loss": (not no_power and part(plots.fig_power_loss, power), no_power),
+        "fig6_power_best": (not no_power and part(plots.fig_power_best, power), no_power),
+        "fig7_critical_batch": (not no_cells and part(plots.fig_critical_batch, cells, result.critical), no_cells),
+        "fig8_sensitivity": (not no_sens and part(plots.fig_sensitivity, sens), no_sens),
+    }
+    return {stem: (build or None, why) for stem, (build, why) in plan.items()}
+
+
+def _fig2(result: Analysis) -> Figure:
+    return plots.fig_loss_vs_lr(lr_points(result.table, schedule=result.schedule), result.cells)
+
+
+def _fitted_power_curves(result: Analysis) -> dict[str, Callable]:
+    fit = result.gamma.pooled
+    lr_max = suggest_lr_max(result.table, schedule=result.schedule) or np.inf
+    used = result.cells.loc[result.cells["used"], "batch_size"]
+    batches = sorted({int(used.min()), int(used.median()), int(used.max())})
+    return {f"Power, B={b}" + ("" if np.isinf(lr_max) else f", lr_max={lr_max:.3g}"):
+            functools.partial(_power_lr, a=fit.a, b=fit.b, batch_size=b, lr_max=lr_max) for b in batches}
+
+
+def _power_lr(tokens: np.ndarray, *, a: float, b: float, batch_size: int, lr_max: float) -> np.ndarray:
+    return np.minimum(lr_max, batch_size * a * tokens**b)
+
+
+def _write_figures(result: Analysis, out: Path, schedules) -> tuple[dict, dict]:
+    drawn, skipped = {}, {}
+    for stem, (build, why) in _figure_plan(result, schedules).items():
+        if not build:
+            skipped[stem] = why
+            continue
+        drawn[stem] = plots.save_figure(build(), out, stem)
+    return drawn, skipped
+
+
+def _page(result: Analysis, drawn: dict, skipped: dict, has_coefficients: bool) -> str:
+    parts = [_head(), "<h1>Learning-rate law of the sweep</h1>", _summary(result, has_coefficients)]
+    parts += [_gamma_section(result), _critical_section(result), _sensitivity_section(result), _band_section(result)]
+    parts += [_power_section(result), _figures_section(drawn, skipped), "</body></html>"]
+    return "\n".join(p for p in parts if p)
+
+
+def _head() -> str:
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>powersweep analysis</title><style>"
+            "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
+            "table{border-collapse:collapse;font-size:small}td,th{border:1px solid #ccc;padding:2px 6px}"
+            "img{max-width:100%}</style></head><body>")
+
+
+def _esc(text) -> str:
+    return html.escape(str(text))
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0)
+
+
+def _summary(result: Analysis, has_coefficients: bool) -> str:
+    cells = result.cells
+    items = [f"schedule analysed for lr_opt: {_esc(result.schedule)}", f"runs: {len(result.table)}",
+             f"sweeps: {_esc(', '.join(sorted(set(result.table['sweep_id']))) or '-')}",
+             f"cells: {len(cells)}, used in point fits: {int(cells['used'].sum()) if 'used' in cells else 0}",
+             "coefficients.json: " + ("<a href='coefficients.json'>written</a>" if has_coefficients else "not written"),
+             "per-cell table: <a href='cells.csv'>cells.csv</a>"]
+    notes = "".join(f"<li>{_esc(n)}</li>" for n in result.notes)
+    listed = "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+    return listed + (f"<h3>Notes</h3><ul>{notes}</ul>" if notes else "")
+
+
+def _fit_row(name: str, fit: PowerLawFit) -> dict:
+    hold = fit.holdout
+    return {"fit": name, "a": fit.a, "a 95% CI": f"[{fit.a_ci.low:.3g}, {fit.a_ci.high:.3g}]", "b": fit.b,
+            "b 95% CI": f"[{fit.b_ci.low:.4g}, {fit.b_ci.high:.4g}]", "R2 (log)": fit.r2, "points": fit.n_points,
+            "largest-T held out: predicted/observed": hold.ratio if hold else np.nan, "note": fit.reason}
+
+
+def _gamma_section(result: Analysis) -> str:
+    if result.gamma is None:
+        return ""
+    g = result.gamma
+    rows = [_fit_row("pooled (weighted, sub-grid lr_opt)", g.pooled)]
+    rows += [_fit_row(f"model {m}", f) for m, f in g.per_model.items()]
+    rows.append(_fit_row("paper recipe (grid argmin, mean gamma of top-k, unweighted)", g.paper))
+    tr = result.transfer
+    agree = (f"Across model sizes the b intervals {'overlap' if tr.b_agree else 'do NOT all overlap'}; gamma at "
+             f"T = {tr.tokens_ref:.3g} tokens: {'overlap' if tr.gamma_agree else 'do NOT all overlap'}.")
+    return (f"<h2>gamma = lr_opt / batch_size = a * T^b</h2><p>Scheduler: <code>{_esc(FORMULA)}</code>; top-{g.top_k} "
+            f"batch sizes per (model, T); CIs: {_esc(g.pooled.ci_method)}.</p>{_table(pd.DataFrame(rows))}"
+            f"<h3>Transfer across model size</h3><p>{_esc(agree)}</p>{_table(tr.table)}")
+
+
+def _critical_section(result: Analysis) -> str:
+    if result.critical is None:
+        return ""
+    law = result.critical.law
+    head = (f"Bc = {law.a:.3g} * T^{law.b:.3f}, zeta 95% CI [{law.b_ci.low:.3f}, {law.b_ci.high:.3f}]"
+            if law.ok else f"Bc(T) not fitted: {law.reason}")
+    counts = result.cells["regime"].value_counts().to_dict() if "regime" in result.cells else {}
+    return (f"<h2>Critical batch size</h2><p>{_esc(head)}. Cell regimes: {_esc(counts)}.</p>"
+            f"{_table(result.critical.per_tokens)}")
+
+
+def _sensitivity_section(result: Analysis) -> str:
+    sens = result.sensitivity
+    if sens is None or not sens.pooled.ok:
+        return ""
+    ci = sens.pooled.b_ci
+    trend = ("falls as T grows (as Time Transfer reports)" if ci.high < 0 else
+             "rises as T grows" if ci.low > 0 else "shows no clear trend with T")
+    return (f"<h2>Sensitivity to lr</h2><p>curvature d2loss/d(ln lr)^2 = {sens.pooled.a:.3g} * T^{sens.pooled.b:.3f} "
+            f"(exponent 95% CI [{ci.low:.3f}, {ci.high:.3f}]): the sensitivity of the loss to the lr {trend}.</p>"
+            f"{_table(sens.per_tokens)}")
+
+
+def _band_section(result: Analysis) -> str:
+    band = result.band
+    if band is None:
+        return ""
+    laws = [("lr (band of each (model, T))", band.lr_law), ("batch size (same band)", band.batch_law),
+            ("gamma (band of each cell)", band.gamma_law)]
+    rows = [{"law": name, "formula": law.formula() if law.ok else "-", "points": law.n_points, "R2": law.r2,
+             "note": law.reason} for name, law in laws]
+    return (f"<h2>Band fit (Step Law style, eps = {band.eps:g} relative)</h2><p>Compare the gamma law's ln_T "
+            f"coefficient with b above.</p>{_table(pd.DataFrame(rows))}")
+
+
+def _power_section(result: Analysis) -> str:
+    if result.power is None:
+        return ""
+    best = result.power.overall
+    text = (f"overall best a = {best.a:.3g} (95% CI [{best.a_ci.low:.3g}, {best.a_ci.high:.3g}]), b = {best.b:.4g} "
+            f"(95% CI [{best.b_ci.low:.4g}, {best.b_ci.high:.4g}]), method {best.method}")
+    return f"<h2>Power scheduler (a, b) search</h2><p>{_esc(text)}</p>{_table(result.power.per_group)}"
+
+
+def _figures_section(drawn: dict, skipped: dict) -> str:
+    parts = ["<h2>Figures</h2>"]
+    for stem, files in drawn.items():
+        parts.append(f"<figure><img src='{_esc(files.png.name)}' alt='{_esc(stem)}'><figcaption>"
+                     f"{_esc(CAPTIONS[stem])} (<a href='{_esc(files.svg.name)}'>SVG</a>)</figcaption></figure>")
+    parts += [f"<p>Skipped {_esc(CAPTIONS.get(stem, stem))} ({_esc(stem)}): {_esc(why)}</p>"
+              for stem, why in skipped.items()]
+    return "\n".join(parts)

@@ -1,0 +1,134 @@
+"""Sweep tables drawn from a planted learning-rate law: for tests, demos and benchmarks.
+
+The loss of a run (nats/token) is
+
+    L(N, T) + batch_penalty * ln(B / Bc(T))**2 + k(T) * (ln lr - ln lr_opt(B, T))**2 + noise
+
+with ``lr_opt = B * a * T**b`` (the paper's Eq. 6, ``lr_law="linear"``) or the critical-batch
+form ``2 * lr_peak(T) / (sqrt(B / Bc) + sqrt(Bc / B))`` (``lr_law="critical"``). Runs with
+``lr > diverge_ratio * lr_opt`` diverge (status 'diverged', NaN loss). The floor L(N, T) uses
+the Chinchilla fit E + A / N**alpha + B / T**beta (Hoffmann et al. 2022, Eq. 10).
+
+>>> table = synthetic_table(PlantedLaw(a=4.6, b=-0.51), SweepGrid(n_seeds=2), seed=0)
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis.errors import AnalysisError
+
+PAPER_TOKENS = (2e9, 4e9, 8e9, 16e9, 32e9, 64e9, 128e9, 256e9)  # the paper's Table 2
+PAPER_BATCH_SIZES = (16, 32, 64, 128, 256, 512)  # the paper's Table 2, sequences of 4096 tokens
+PAPER_LRS = (0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256)  # the paper's Table 2
+PAPER_MODELS = (("12M", 12e6), ("36M", 36e6), ("121M", 121e6))  # the paper's Table 2
+_CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}  # Hoffmann et al. 2022
+_T_PIVOT = 1e10  # tokens where `curvature` is given
+
+
+@dataclass(frozen=True)
+class PlantedLaw:
+    """The true optimum and loss landscape of a synthetic sweep."""
+
+    a: float = 4.6  # gamma = lr_opt / batch_size = a * T**b (paper Eq. 5: 4.6 and -0.51)
+    b: float = -0.51
+    lr_law: str = "linear"  # "linear" (paper) or "critical" (lr_opt peaks at B = Bc)
+    bc_c: float = 1.28e-3  # critical batch size Bc(T) = bc_c * T**bc_zeta, in sequences
+    bc_zeta: float = 0.5
+    peak_c: float = 0.02  # "critical" law: lr_peak(T) = peak_c * (T / 1e9)**peak_q
+    peak_q: float = -0.3
+    curvature: float = 0.02  # k at T = 1e10 tokens: nats per (ln lr)**2
+    curvature_exp: float = 0.0  # k(T) = curvature * (T / 1e10)**curvature_exp
+    batch_penalty: float = 0.005  # nats per (ln(B / Bc))**2: the best batch size is near Bc
+    noise_sd: float = 0.002  # nats, independent per run
+    diverge_ratio: float = 8.0  # lr above diverge_ratio * lr_opt diverges
+
+    def critical_batch(self, tokens: np.ndarray | float) -> np.ndarray:
+        return self.bc_c * np.asarray(tokens, dtype=float) ** self.bc_zeta
+
+    def lr_opt(self, batch_size: np.ndarray | float, tokens: np.ndarray | float) -> np.ndarray:
+        """The planted optimal peak lr at ``batch_size`` sequences and ``tokens`` tokens."""
+        batch, tokens = np.asarray(batch_size, dtype=float), np.asarray(tokens, dtype=float)
+        if self.lr_law == "linear":
+            return batch * self.a * tokens**self.b
+        if self.lr_law == "critical":
+            ratio = batch / self.critical_batch(tokens)
+            peak = self.peak_c * (tokens / 1e9) ** self.peak_q
+            return 2 * peak / (np.sqrt(ratio) + np.sqrt(1 / ratio))
+        raise AnalysisError(f"lr_law={self.lr_law!r}: must be 'linear' or 'critical'")
+
+    def sharpness(self, tokens: np.ndarray | float) -> np.ndarray:
+        """k(T): d2(loss)/d(ln lr)**2 / 2 at the optimum, in nats."""
+        return self.curvature * (np.asarray(tokens, dtype=float) / _T_PIVOT) ** self.curvature_exp
+
+    def floor(self, n_params: np.ndarray, tokens: np.ndarray, batch_size: np.ndarray) -> np.ndarray:
+        """Loss at the optimal lr (nats/token), before noise."""
+        c = _CHINCHILLA
+        n, t = np.asarray(n_params, float), np.asarray(tokens, float)
+        base = c["E"] + c["A"] / n ** c["alpha"] + c["B"] / t ** c["beta"]
+        return base + self.batch_penalty * np.log(np.asarray(batch_size, float) / self.critical_batch(tokens)) ** 2
+
+
+@dataclass(frozen=True)
+class SweepGrid:
+    """Which runs a synthetic sweep holds: every combination of the values below, times seeds."""
+
+    models: tuple[tuple[str, float], ...] = PAPER_MODELS  # (name, n_params)
+    tokens: tuple[float, ...] = PAPER_TOKENS
+    batch_sizes: tuple[int, ...] = PAPER_BATCH_SIZES  # sequences
+    lrs: tuple[float, ...] = tuple(np.geomspace(1e-4, 0.1, 21).tolist())  # factor 1.41 apart
+    n_seeds: int = 1
+    seq_len: int = 4096  # tokens per sequence
+
+
+def synthetic_table(
+    law: PlantedLaw = PlantedLaw(), grid: SweepGrid = SweepGrid(), *, seed: int = 0, sweep_id: str = "synthetic",
+) -> pd.DataFrame:
+    """A tidy table (one row per run) of WSD runs on ``grid`` whose losses follow ``law``."""
+    names, n_params = zip(*grid.models)
+    m, t, bs, lr, s = (a.ravel() for a in np.meshgrid(
+        np.arange(len(names)), grid.tokens, grid.batch_sizes, grid.lrs, np.arange(grid.n_seeds), indexing="ij"))
+    lr_opt = law.lr_opt(bs, t)
+    loss = law.floor(np.asarray(n_params)[m], t, bs) + law.sharpness(t) * np.log(lr / lr_opt) ** 2
+    loss = loss + np.random.default_rng(seed).normal(0.0, law.noise_sd, size=loss.shape)
+    diverged = lr > law.diverge_ratio * lr_opt
+    frame = _runs_frame(sweep_id, np.asarray(names)[m], np.asarray(n_params)[m], t, bs, lr, s, grid.seq_len)
+    return frame.assign(loss_eval=np.where(diverged, np.nan, loss), status=np.where(diverged, "diverged", "ok"),
+                        schedule="wsd", power_a=np.nan, power_b=np.nan, lr_max=np.nan)
+
+
+def synthetic_power_table(
+    law: PlantedLaw = PlantedLaw(a=4.0, b=-0.51), *, a_values: tuple[float, ...] = (3.0, 3.5, 4.0, 4.5, 5.0),
+    b_values: tuple[float, ...] = (-0.6, -0.55, -0.5, -0.45, -0.4), tokens: tuple[float, ...] = (8e9, 16e9, 32e9),
+    batch_sizes: tuple[int, ...] = (32, 64, 128), model: tuple[str, float] = ("36M", 36e6), lr_max: float = 0.02,
+    n_seeds: int = 1, seq_len: int = 4096, seed: int = 0, sweep_id: str = "synthetic-power",
+) -> pd.DataFrame:
+    """Power-scheduler runs over an (a, b) grid, as in the paper's Table 3 search.
+
+    A run pays for how far its lr(n) = min(lr_max, B * a * n**b) strays from the planted optimum
+    B * a_true * n**b_true over its last decade of tokens (mean squared log ratio): so the loss is
+    lowest at the planted (a, b), flat along a ridge, as in the paper's Fig. 5.
+    """
+    a, b, t, bs, s = (x.ravel() for x in np.meshgrid(a_values, b_values, tokens, batch_sizes, np.arange(n_seeds),
+                                                     indexing="ij"))
+    n = t[:, None] * np.geomspace(0.1, 1.0, 16)[None, :]  # (runs, 16) tokens in the last decade
+    lr_run = np.minimum(lr_max, bs[:, None] * a[:, None] * n ** b[:, None])
+    stray = np.mean(np.log(lr_run / law.lr_opt(bs[:, None], n)) ** 2, axis=1)
+    loss = law.floor(np.full(t.shape, model[1]), t, bs) + law.sharpness(t) * stray
+    loss = loss + np.random.default_rng(seed).normal(0.0, law.noise_sd, size=loss.shape)
+    same = functools.partial(np.full, t.shape)
+    frame = _runs_frame(sweep_id, same(model[0]), same(model[1]), t, bs, same(lr_max), s, seq_len)
+    return frame.assign(loss_eval=loss, status="ok", schedule="power", power_a=a, power_b=b, lr_max=lr_max)
+
+
+def _runs_frame(sweep_id, model, n_params, tokens, batch_size, lr, seed, seq_len) -> pd.DataFrame:
+    return pd.DataFrame({
+        "run_id": [f"{sweep_id}-{i}" for i in range(len(tokens))], "model": model,
+        "n_params": np.asarray(n_params, dtype="int64"), "lr": np.asarray(lr, dtype=float),
+        "batch_size": np.asarray(batch_size, dtype="int64"), "seq_len": seq_len, "tokens": np.asarray(tokens, float),
+        "seed": np.asarray(seed, dtype="int64"), "sweep_id": sweep_id,
+    })

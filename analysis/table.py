@@ -1,0 +1,274 @@
+"""Read the results table (CSV or Parquet; a file or a hive-partitioned directory) and validate it.
+
+One row is one evaluation of one run. Units: ``tokens`` in training tokens, ``batch_size`` in
+sequences, ``lr`` is the peak learning rate of the muP base model, ``loss_eval`` in nats/token.
+Only ``model``, ``tokens``, ``batch_size``, ``lr`` and ``loss_eval`` are required.
+
+>>> table = load_table("runs/", mapping={"lr": "config.lr", "loss_eval": "eval/loss"})
+>>> table.attrs["skipped_files"]  # unreadable files of a directory, each with its reason
+[]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analysis.errors import AnalysisError
+
+REQUIRED = ("model", "tokens", "batch_size", "lr", "loss_eval")
+KNOWN = REQUIRED + (
+    "run_id", "n_params", "seq_len", "status", "schedule", "power_a", "power_b", "lr_max", "seed", "sweep_id",
+    "git_sha",
+)
+NUMERIC = ("lr", "batch_size", "tokens", "loss_eval", "n_params", "seq_len", "power_a", "power_b", "lr_max", "seed")
+ALIASES = {"loss": "loss_eval"}  # `--map loss=COL` reads better on a command line
+STATUSES = ("ok", "diverged", "failed")
+BATCH_UNITS = ("sequences", "tokens")
+_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+_READ_ERRORS = (OSError, ValueError, UnicodeDecodeError, pa.ArrowException, pd.errors.ParserError)
+
+
+def load_table(
+    source: str | Path | pd.DataFrame,
+    *,
+    mapping: dict[str, str] | None = None,
+    batch_unit: str = "sequences",
+    seq_len: int | None = None,
+) -> pd.DataFrame:
+    """Read, rename and validate a results table; return it with every known column filled in.
+
+    ``mapping`` is ``{our_name: their_column}`` (e.g. a W&B export's ``{"lr": "config.lr"}``).
+    ``batch_unit="tokens"`` converts batch sizes counted in tokens to sequences of ``seq_len``
+    tokens (the argument, else the table's ``seq_len`` column). A directory is read recursively;
+    ``key=value`` folder names become columns; files that cannot be read are skipped and listed in
+    ``table.attrs["skipped_files"]``. Raises ``AnalysisError`` naming the column, a bad value and the fix.
+    """
+    frame, skipped = _read(source)
+    frame = _apply_mapping(frame, mapping or {})
+    frame = _validate(frame, batch_unit=batch_unit, seq_len=seq_len)
+    frame.attrs["skipped_files"] = skipped
+    frame.attrs["validated"] = True  # lets analyze() skip a second validation
+    return frame
+
+
+def _read(source: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    if isinstance(source, pd.DataFrame):
+        return source.copy(), []
+    path = Path(source)
+    if not path.exists():
+        raise AnalysisError(f"table path '{path}' does not exist: pass a CSV or Parquet file, or a directory of them")
+    if path.is_dir():
+        return _read_directory(path)
+    return _read_file(path), []
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    kind = _SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise AnalysisError(f"table file '{path}' has suffix {path.suffix!r}: use one of {', '.join(_SUFFIXES)}")
+    try:
+        if kind == "parquet":
+            return pq.read_table(path).to_pandas()
+        return pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
+    except _READ_ERRORS as err:
+        raise AnalysisError(f"could not read table file '{path}': {err}") from None
+
+
+def _read_directory(root: Path) -> tuple[pd.DataFrame, list[str]]:
+    frames, skipped = [], []
+    for path in _table_files(root):
+        try:
+            frames.append(_with_partitions(_read_file(path), path.relative_to(root)))
+        except AnalysisError as err:
+            skipped.append(f"{path}: {err}")
+    if not frames:
+        detail = f"; first problem: {skipped[0]}" if skipped else ""
+        raise AnalysisError(f"no readable .csv or .parquet file under '{root}'{detail}")
+    frames = [f for f in frames if len(f)] or frames[:1]  # concat warns about all-empty frames
+    return pd.concat(frames, ignore_index=True), skipped
+
+
+def _table_files(root: Path) -> list[Path]:
+    # Hidden and underscore files (_SUCCESS, .crc) are bookkeeping of writers, not data.
+    return sorted(
+        p for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in _SUFFIXES
+        and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
+    )
+
+
+def _with_partitions(frame: pd.DataFrame, relative: Path) -> pd.DataFrame:
+    for part in relative.parts[:-1]:
+        key, sep, value = part.partition("=")
+        if sep and key not in frame.columns:  # a column stored in the file wins over its folder name
+            frame[key] = unquote(value)
+    return frame
+
+
+def _apply_mapping(frame: pd.DataFrame, mapping: dict[str, str]) -> pd.DataFrame:
+    out = frame.copy()
+    for ours, theirs in mapping.items():
+        name = ALIASES.get(ours, ours)
+        if name not in KNOWN:
+            raise AnalysisError(
+                f"unknown field {ours!r} in --map {ours}={theirs}: known fields are {', '.join(KNOWN)} (or 'loss')"
+            )
+        if theirs not in frame.columns:
+            raise AnalysisError(
+                f"column {theirs!r} (mapped to {name!r}) not found in table (columns: {_names(frame.columns)}); "
+                f"fix --map {ours}={theirs}"
+            )
+        out[name] = frame[theirs]  # copied, not renamed: one source column may feed two fields
+    return out
+
+
+def _validate(frame: pd.DataFrame, *, batch_unit: str, seq_len: int | None) -> pd.DataFrame:
+    _require_columns(frame)
+    out = frame.reset_index(drop=True)
+    for name in NUMERIC:
+        if name in out.columns:
+            out[name] = _numeric(out[name], name)
+    out = _fill_defaults(out)
+    out["batch_size"] = _batch_in_sequences(out, batch_unit, seq_len)
+    out["status"] = _status(out)
+    _check_required_values(out)
+    out = _drop_restated_runs(out)
+    return out[list(KNOWN) + [c for c in out.columns if c not in KNOWN]].reset_index(drop=True)
+
+
+def _require_columns(frame: pd.DataFrame) -> None:
+    power_only = "schedule" in frame.columns and frame["schedule"].astype(str).str.lower().eq("power").all()
+    needed = [c for c in REQUIRED if not (c == "lr" and power_only)]  # power runs are set by (a, b, lr_max)
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        quoted = ", ".join(repr(c) for c in missing)
+        fix = " ".join(f"{c}=YOUR_COLUMN" for c in missing)
+        noun = "column" if len(missing) == 1 else "columns"
+        raise AnalysisError(f"{noun} {quoted} not found in table (columns: {_names(frame.columns)}); pass --map {fix}")
+
+
+def _numeric(series: pd.Series, name: str) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return pd.Series(series.to_numpy(dtype=float, na_value=np.nan), index=series.index)  # Int64 NA -> NaN
+    text = series.astype("string").str.strip()
+    values = pd.to_numeric(text.where(text != ""), errors="coerce").astype("float64")
+    bad = values.isna() & text.notna() & (text != "")
+    bad &= ~text.str.lower().isin(["nan", "none", "null", "<na>"])
+    if bad.any():
+        row = bad.idxmax()
+        raise AnalysisError(
+            f"column {name!r} has {int(bad.sum())} non-numeric value(s), e.g. {series[row]!r} in row {row}: "
+            f"fix the table or map {name} to a numeric column with --map {name}=COLUMN"
+        )
+    return values
+
+
+def _fill_defaults(frame: pd.DataFrame) -> pd.DataFrame:
+    defaults = {
+        "run_id": None, "n_params": np.nan, "seq_len": np.nan, "status": "ok", "schedule": "wsd", "power_a": np.nan,
+        "power_b": np.nan, "lr_max": np.nan, "seed": 0.0, "sweep_id": "", "git_sha": None, "lr": np.nan,
+    }
+    for name, value in defaults.items():
+        if name not in frame.columns:
+            frame[name] = value
+    frame["run_id"] = frame["run_id"].astype("string").fillna(pd.Series([f"row{i}" for i in range(len(frame))]))
+    frame["schedule"] = frame["schedule"].astype("string").str.strip().str.lower().fillna("wsd").astype(str)
+    frame["sweep_id"] = frame["sweep_id"].astype("string").fillna("").astype(str)
+    frame["seed"] = frame["seed"].fillna(0.0).astype("int64")
+    frame["model"] = _model_names(frame["model"])
+    return frame
+
+
+def _model_names(series: pd.Series) -> pd.Series:
+    if series.isna().any():
+        row = series.isna().idxmax()
+        raise AnalysisError(f"column 'model' is empty in {int(series.isna().sum())} row(s), e.g. row {row}: "
+                            "give every run a model name")
+    return series.astype(str)
+
+
+def _batch_in_sequences(frame: pd.DataFrame, batch_unit: str, seq_len: int | None) -> pd.Series:
+    if batch_unit not in BATCH_UNITS:
+        raise AnalysisError(f"batch_unit={batch_unit!r}: must be one of {', '.join(BATCH_UNITS)}")
+    batch = frame["batch_size"]
+    if batch_unit == "tokens":
+        per_seq = _seq_len_for_tokens(frame, seq_len)
+        batch = batch / per_seq
+        frame["seq_len"] = per_seq
+    _check_positive(batch, "batch_size")
+    whole = np.isclose(batch, np.round(batch), rtol=1e-9, atol=1e-6)
+    if not whole.all():
+        row = int(np.flatnonzero(~whole)[0])
+        raise AnalysisError(
+            f"batch_size={frame['batch_size'].iloc[row]!r} in row {row} is not a whole number of sequences"
+            + (f" of seq_len={frame['seq_len'].iloc[row]:g} tokens" if batch_unit == "tokens" else "")
+            + ": check --batch-unit and --seq-len"
+        )
+    return np.round(batch).astype("int64")
+
+
+def _seq_len_for_tokens(frame: pd.DataFrame, seq_len: int | None) -> pd.Series:
+    if seq_len is not None:
+        if seq_len <= 0:
+            raise AnalysisError(f"seq_len={seq_len}: must be a positive number of tokens per sequence")
+        return pd.Series(float(seq_len), index=frame.index)
+    column = frame["seq_len"]
+    if column.isna().any() or (column <= 0).any():
+        raise AnalysisError(
+            "batch_unit='tokens' needs the sequence length to convert batch sizes to sequences: "
+            "pass --seq-len N (tokens per sequence) or give the table a seq_len column"
+        )
+    return column
+
+
+def _status(frame: pd.DataFrame) -> pd.Series:
+    status = frame["status"].astype("string").str.strip().str.lower().fillna("ok")
+    unknown = ~status.isin(STATUSES)
+    if unknown.any():
+        values = sorted(set(status[unknown]))
+        raise AnalysisError(f"column 'status' has value(s) {values}: must be one of {', '.join(STATUSES)}")
+    # A NaN or infinite loss is a divergence whatever the status says; never a number to average.
+    blown = status.eq("ok") & ~np.isfinite(frame["loss_eval"].to_numpy(dtype=float))
+    return status.mask(blown, "diverged").astype(str)
+
+
+def _check_required_values(frame: pd.DataFrame) -> None:
+    power = frame["schedule"].eq("power")
+    for name in ("tokens", "lr"):
+        rows = frame[name] if name == "tokens" else frame.loc[~power, name]
+        missing = rows.isna()
+        if missing.any():
+            raise AnalysisError(f"column {name!r} is empty in {int(missing.sum())} row(s), e.g. row "
+                                f"{missing.idxmax()}: every run needs a value")
+        _check_positive(rows, name)
+    for name in ("power_a", "power_b"):
+        bad = power & ~np.isfinite(frame[name])
+        if bad.any():
+            raise AnalysisError(f"schedule='power' rows need {name}: row {bad.idxmax()} has {name}="
+                                f"{frame[name][bad.idxmax()]!r}; pass --map {name}=COLUMN")
+
+
+def _check_positive(values: pd.Series, name: str) -> None:
+    bad = ~(values > 0)
+    if bad.any():
+        row = bad.idxmax()
+        raise AnalysisError(f"{name}={values[row]!r} in row {row}: must be a positive number")
+
+
+def _drop_restated_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    # The store may hold a run twice after a retry; as in the store, the newest row wins.
+    if "created_at" not in frame.columns:
+        return frame
+    ordered = frame.sort_values("created_at", kind="stable")
+    return ordered.drop_duplicates(subset=["sweep_id", "run_id"], keep="last").sort_index()
+
+
+def _names(columns: pd.Index) -> str:
+    names = [str(c) for c in columns]
+    return ", ".join(names[:30]) + (f", ... ({len(names)} in all)" if len(names) > 30 else "")

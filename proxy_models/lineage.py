@@ -1,0 +1,135 @@
+"""One lineage trains every token budget of a run: a trunk with a decay branch forked per smaller budget.
+
+With WSD or Power (same warmup, seed and data order) a run of budget T follows the longest run's lr
+exactly until its decay starts, so its result can come from a branch forked off one shared trunk: save the
+state, run the branch's decay, evaluate, restore, continue. Tokens trained fall from sum(T_i) to
+(1 - f) * T_max + f * sum(T_i). The fork step is found by comparing the two lr sequences themselves, so a
+schedule that depends on T everywhere (cosine) forks at step 0: every budget is then a solo run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from proxy_models.data import TokenCorpus
+from proxy_models.trainer import RunResult, TrainConfig, Trainer
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One budget of a lineage: where it leaves the trunk and where it ends, in steps."""
+
+    tokens: float  # the budget as requested
+    fork_step: int  # steps shared with the trunk
+    steps: int  # steps of the full run of this budget
+
+
+def plan_branches(config: TrainConfig, budgets: Sequence[float]) -> list[Branch]:
+    """Branches in ascending budget order; the largest budget is the trunk itself (fork_step == steps)."""
+    budgets = sorted(set(budgets))
+    trunk = replace(config, tokens=budgets[-1])
+    branches = []
+    for tokens in budgets:
+        solo = replace(config, tokens=tokens)
+        fork = solo.steps if tokens == budgets[-1] else _fork_step(solo, trunk)
+        branches.append(Branch(tokens=tokens, fork_step=fork, steps=solo.steps))
+    return branches
+
+
+def _fork_step(solo: TrainConfig, trunk: TrainConfig) -> int:
+    """Steps the solo run shares with the trunk: those whose lr is taken before the solo decay starts.
+
+    Step k takes its lr at (k + 1) * tokens_per_step tokens (see Trainer.lr_at_step).
+    """
+    tps = solo.tokens_per_step
+    fork_tokens = solo.schedule.fork_point(solo.steps * tps)
+    return min(int(fork_tokens // tps), solo.steps, trunk.steps)
+
+
+def planned_tokens(config: TrainConfig, budgets: Sequence[float]) -> int:
+    """Tokens a lineage trains: the trunk once, plus each branch past its fork."""
+    branches = plan_branches(config, budgets)
+    tps = config.tokens_per_step
+    return tps * (branches[-1].steps + sum(b.steps - b.fork_step for b in branches[:-1]))
+
+
+def train_lineage(
+    config: TrainConfig,
+    budgets: Sequence[float],
+    *,
+    corpus: TokenCorpus | None = None,
+    checkpoint_dir: str | None = None,
+    checkpoint_every_steps: int = 0,
+    log: Callable | None = None,
+) -> list[RunResult]:
+    """Result rows of every budget (ascending), each equal to a solo run of that budget.
+
+    With `checkpoint_dir` the trunk is saved at every fork point and finished results are kept, so a lineage
+    killed at any moment resumes without redoing finished branches and without changing any result.
+    """
+    branches = plan_branches(config, budgets)
+    trunk_total = branches[-1].steps * config.tokens_per_step
+    trainer = Trainer(replace(config, tokens=branches[-1].tokens), corpus=corpus, log=log)
+    done = _Progress(checkpoint_dir, trainer)
+    for branch in branches:
+        if branch.tokens in done.results:
+            continue
+        trainer.train_to(branch.fork_step, total_tokens=trunk_total, checkpoint_path=done.trunk_path,
+                         checkpoint_every_steps=checkpoint_every_steps)
+        done.record(branch, _run_branch(trainer, branch))
+    return [done.results[b.tokens] for b in branches]
+
+
+def _run_branch(trainer: Trainer, branch: Branch) -> RunResult:
+    """Train the branch's decay from the trunk's state, evaluate, and put the trunk back."""
+    if trainer.diverged:  # the trunk diverged before this fork: the budget inherits it
+        return trainer.result(tokens=branch.tokens)
+    trunk_state = copy.deepcopy(trainer.state_dict())
+    total = branch.steps * trainer.cfg.tokens_per_step
+    trainer.train_to(branch.steps, total_tokens=total)
+    result = trainer.result(tokens=branch.tokens)
+    if branch.fork_step < branch.steps:
+        trainer.load_state_dict(trunk_state)
+    return result
+
+
+class _Progress:
+    """Finished results and the trunk checkpoint of a lineage, on disk when a directory is given."""
+
+    def __init__(self, directory: str | None, trainer: Trainer):
+        self.directory, self.trainer, self.results = directory, trainer, {}
+        if directory is None:
+            return
+        os.makedirs(directory, exist_ok=True)
+        if os.path.exists(self._path("results.json")):
+            with open(self._path("results.json")) as f:
+                self.results = {row["tokens"]: RunResult(**row) for row in json.load(f)}
+        if os.path.exists(self.trunk_path):
+            trainer.load_checkpoint(self.trunk_path)
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    @property
+    def trunk_path(self) -> str | None:
+        return None if self.directory is None else self._path("trunk.pt")
+
+    def record(self, branch: Branch, result: RunResult) -> None:
+        self.results[branch.tokens] = result
+        if self.directory is None:
+            return
+        tmp = self._path(f"results.json.tmp-{os.getpid()}")
+        with open(tmp, "w") as f:
+            json.dump([r.to_row() for r in self.results.values()], f, allow_nan=True)
+        os.replace(tmp, self._path("results.json"))
+
+
+def token_ratio(config: TrainConfig, budgets: Sequence[float]) -> float:
+    """Tokens a lineage trains over the tokens of independent runs of every budget."""
+    independent = sum(replace(config, tokens=t).steps for t in set(budgets)) * config.tokens_per_step
+    return planned_tokens(config, budgets) / independent if independent else math.nan

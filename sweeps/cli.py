@@ -1,0 +1,103 @@
+"""The `powersweep` command line. User mistakes print one line on stderr and exit with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from analysis import AnalysisError
+from analysis.commands import add_analyze_parser, add_predict_parser
+from proxy_models.config import PAPER_PARAMS, PRESETS, ConfigError
+from proxy_models.data import DataConfig, DataError
+from proxy_models.schedules import DECAY_SHAPES, SCHEDULES, ScheduleConfig
+from proxy_models.trainer import TrainConfig, Trainer
+
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, AnalysisError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        print(f"powersweep {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="powersweep", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_presets_parser(sub)
+    add_train_one_parser(sub)
+    add_analyze_parser(sub)
+    add_predict_parser(sub)
+    return parser
+
+
+def add_presets_parser(sub) -> None:
+    p = sub.add_parser("presets", help="list model presets with parameter counts (and the paper's)")
+    p.set_defaults(func=presets_command)
+
+
+def presets_command(args) -> int:
+    print(f"{'preset':<16}{'d_model':>8}{'layers':>7}{'params':>12}{'active*':>12}{'paper':>12}{'m_width':>8}")
+    for name, cfg in PRESETS.items():
+        paper = PAPER_PARAMS.get(name, {})
+        paper_text = "/".join(f"{v / 1e6:.0f}M" for v in paper.values()) or "-"
+        active = cfg.num_params(active=True, embedding=False) if cfg.is_moe else cfg.num_params()
+        print(f"{name:<16}{cfg.d_model:>8}{cfg.n_layers:>7}{cfg.num_params() / 1e6:>11.2f}M"
+              f"{active / 1e6:>11.2f}M{paper_text:>12}{cfg.m_width:>8g}")
+    print("* active parameters of MoE presets exclude the embedding, as the paper's Table 4 counts them")
+    return 0
+
+
+def add_train_one_parser(sub) -> None:
+    p = sub.add_parser("train-one", help="train one proxy run and print its result row as JSON")
+    p.add_argument("--model", default="cpu-s", help="preset name (see `powersweep presets`)")
+    p.add_argument("--seq-len", type=int, help="override the preset's context length, in tokens")
+    p.add_argument("--schedule", default="wsd", choices=SCHEDULES)
+    p.add_argument("--lr", type=float, default=1e-2, help="peak lr (constant, cosine, wsd)")
+    p.add_argument("--batch-size", type=int, default=16, help="sequences per step")
+    p.add_argument("--tokens", type=float, default=2e6, help="training tokens")
+    p.add_argument("--warmup-tokens", type=float, default=0.0)
+    p.add_argument("--decay-fraction", type=float, default=0.1)
+    p.add_argument("--decay-shape", default="linear", choices=DECAY_SHAPES)
+    p.add_argument("--power-a", type=float, default=4.0)
+    p.add_argument("--power-b", type=float, default=-0.51)
+    p.add_argument("--lr-max", type=float, default=0.02)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default="embedded", help="'embedded', text file/dir/glob, or a .bin token file")
+    p.add_argument("--tokenizer", help="tokenizer.json (default: bytes)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--checkpoint", help="checkpoint file: resumed from if present, written periodically")
+    p.add_argument("--checkpoint-every-steps", type=int, default=0)
+    p.set_defaults(func=train_one_command)
+
+
+def train_one_command(args) -> int:
+    schedule = ScheduleConfig(
+        name=args.schedule, lr=args.lr, warmup_tokens=args.warmup_tokens, decay_fraction=args.decay_fraction,
+        decay_shape=args.decay_shape, power_a=args.power_a, power_b=args.power_b, lr_max=args.lr_max,
+    )
+    config = TrainConfig(
+        model=args.model, model_overrides={"seq_len": args.seq_len} if args.seq_len else {}, schedule=schedule,
+        batch_size=args.batch_size, tokens=args.tokens, seed=args.seed, device=args.device, dtype=args.dtype,
+        data=DataConfig(source=args.data, tokenizer=args.tokenizer),
+    )
+    trainer = Trainer(config, log=lambda status: print(_progress(status, config), file=sys.stderr, flush=True))
+    result = trainer.run(checkpoint_path=args.checkpoint, checkpoint_every_steps=args.checkpoint_every_steps)
+    print(json.dumps(result.to_row(), allow_nan=True))
+    return 0
+
+
+def _progress(status: dict, config: TrainConfig) -> str:
+    done = status["step"] / config.steps
+    return f"step {status['step']}/{config.steps} ({done:.0%})  tokens {status['tokens']:.3g}  " \
+           f"loss_train {status['loss_train']:.4f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+
+from analysis.band import band_fit
+from analysis.errors import AnalysisError
+from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
+from analysis.table import load_table
+
+
+def test_gamma_band_slope_matches_the_planted_b(paper_table):
+    band = band_fit(paper_table, eps=0.003)
+    assert band.gamma_law.ok and band.gamma_law.coef["ln_T"] == pytest.approx(-0.51, abs=0.03)
+    assert abs(band.gamma_law.coef["ln_N"]) < 0.05  # muP: no model-size dependence was planted
+    assert band.n_band_runs > 0
+
+
+def test_batch_band_follows_the_best_batch_size():
+    # The planted loss prefers B = Bc(T) = c * T**0.5; sweep batch sizes wide enough to contain it.
+    grid = SweepGrid(models=(("36M", 36e6),), tokens=(1e9, 4e9, 16e9, 64e9),
+                     batch_sizes=tuple(2**k for k in range(3, 12)), lrs=tuple(np.geomspace(1e-4, 1.0, 29).tolist()))
+    law = PlantedLaw(batch_penalty=0.02, noise_sd=0.001)
+    band = band_fit(load_table(synthetic_table(law, grid, seed=2)), eps=0.002)
+    assert band.batch_law.coef["ln_T"] == pytest.approx(0.5, abs=0.1)
+    assert "ln_N" not in band.lr_law.coef  # one model size: ln N cannot be separated
+
+
+def test_band_needs_two_token_counts_and_a_sane_eps(paper_table):
+    one_t = paper_table[paper_table["tokens"].eq(2e9)]
+    assert not band_fit(one_t).gamma_law.ok
+    with pytest.raises(AnalysisError, match="eps=1.5"):
+        band_fit(paper_table, eps=1.5)
+
+
+def test_formula_text_names_the_terms(paper_table):
+    text = band_fit(paper_table).gamma_law.formula()
+    assert text.startswith("ln_gamma = ") and "*ln_T" in text

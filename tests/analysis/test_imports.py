@@ -1,0 +1,22 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import analysis
+
+FORBIDDEN = {"torch", "ray", "proxy_models", "sweeps", "matplotlib.pyplot"}
+
+
+def test_analysis_imports_nothing_upstream():
+    # A fresh interpreter: this test process may have imported anything.
+    code = ("import sys, analysis, analysis.commands, analysis.report, analysis.plots, analysis.synthetic; "
+            f"print(sorted(m for m in sys.modules if m in {FORBIDDEN!r} or m.split('.')[0] in {FORBIDDEN!r}))")
+    root = Path(analysis.__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_public_names_are_exported():
+    assert 5 <= len(analysis.__all__) <= 15
+    for name in analysis.__all__:
+        assert getattr(analysis, name).__doc__, name

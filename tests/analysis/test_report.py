@@ -1,0 +1,79 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import plots
+from analysis.pipeline import analyze
+from analysis.report import CAPTIONS, write_report
+from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_power_table, synthetic_table
+from analysis.table import load_table
+
+SMALL = SweepGrid(models=(("12M", 12e6), ("36M", 36e6)), tokens=(2e9, 8e9, 32e9), batch_sizes=(32, 64, 128, 256),
+                  lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()))
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory):
+    table = load_table(pd.concat([synthetic_table(PlantedLaw(), SMALL, seed=1),
+                                  synthetic_power_table(tokens=(8e9, 32e9), batch_sizes=(64,), seed=2)]))
+    out = tmp_path_factory.mktemp("report")
+    return write_report(table, out, n_boot=200), out
+
+
+def test_every_figure_is_written_as_png_and_svg_and_shown_on_the_page(full_report):
+    paths, out = full_report
+    assert set(paths.figures) == set(CAPTIONS) and paths.skipped == {}
+    page = paths.index_html.read_text()
+    for stem, files in paths.figures.items():
+        assert files.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "<svg" in files.svg.read_text()[:2000]
+        assert f"src='{stem}.png'" in page and f"href='{stem}.svg'" in page
+    assert paths.coefficients == out / "coefficients.json" and paths.coefficients.exists()
+    assert pd.read_csv(paths.cells_csv).shape[0] == 2 * 3 * 4
+
+
+def test_page_shows_the_fitted_numbers(full_report):
+    paths, _ = full_report
+    page = paths.index_html.read_text()
+    for text in ("gamma = lr_opt / batch_size = a * T^b", "paper recipe", "Transfer across model size",
+                 "Power scheduler (a, b) search", "Band fit", "Critical batch size", "lr(n) = min(lr_max"):
+        assert text in page
+
+
+def test_missing_power_runs_skip_fig_5_and_6_and_say_so(tmp_path):
+    grid = SweepGrid(models=(("36M", 36e6),), tokens=(2e9, 8e9, 32e9), batch_sizes=(32, 64, 128),
+                     lrs=tuple(np.geomspace(1e-4, 0.1, 13).tolist()))
+    paths = write_report(load_table(synthetic_table(grid=grid)), tmp_path, n_boot=100)
+    assert set(paths.skipped) == {"fig5_power_loss", "fig6_power_best"}
+    assert not (tmp_path / "fig5_power_loss.png").exists()
+    page = paths.index_html.read_text()
+    assert "Skipped Fig. 5: Power search" in page and "no runs with schedule &#x27;power&#x27;" in page
+
+
+def test_power_only_table_skips_the_point_figures(tmp_path):
+    table = load_table(synthetic_power_table(tokens=(16e9,), batch_sizes=(64,)))
+    paths = write_report(table, tmp_path, n_boot=50)
+    assert set(paths.figures) == {"fig5_power_loss", "fig6_power_best"}
+    assert paths.coefficients is None and not (tmp_path / "coefficients.json").exists()
+    assert "no runs with a fixed peak lr" in paths.index_html.read_text()
+
+
+def test_schedules_figure_takes_arrays_or_callables(tmp_path):
+    tokens = np.geomspace(1e6, 1e10, 50)
+    fig = plots.fig_schedules({"constant": (tokens, np.full(50, 0.01)),
+                               "power": lambda n: np.minimum(0.02, 64 * 4.0 * n**-0.51)})
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.lines] == ["constant", "power"]
+    assert ax.get_xscale() == "log" and "(tokens)" in ax.get_xlabel() and fig.get_suptitle()
+    files = plots.save_figure(fig, tmp_path, "schedules")
+    assert files.png.exists() and files.svg.exists()
+
+
+def test_gamma_figure_has_log_axes_units_and_a_panel_per_model():
+    result = analyze(load_table(synthetic_table(PlantedLaw(), SMALL, seed=3)), n_boot=100)
+    fig = plots.fig_gamma_vs_tokens(result.gamma)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["12M", "36M", "pooled"]
+    for ax in fig.axes:
+        assert ax.get_xscale() == ax.get_yscale() == "log"
+        assert ax.get_xlabel() == "training tokens T (tokens)" and "gamma" in ax.get_ylabel()

@@ -1,0 +1,139 @@
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from analysis.errors import AnalysisError
+from analysis.table import load_table
+
+
+def _runs(n: int = 6, **extra) -> pd.DataFrame:
+    frame = pd.DataFrame({
+        "model": "36M", "tokens": 2e9, "batch_size": 64, "lr": np.geomspace(1e-3, 3e-2, n),
+        "loss_eval": np.linspace(3.2, 3.0, n),
+    })
+    return frame.assign(**extra)
+
+
+def test_minimal_table_gets_defaults():
+    table = load_table(_runs())
+    assert set(table["status"]) == {"ok"}
+    assert set(table["schedule"]) == {"wsd"}
+    assert table["seed"].tolist() == [0] * 6
+    assert table["batch_size"].dtype == np.int64
+    assert table.attrs["skipped_files"] == []
+
+
+def test_nan_and_inf_losses_become_diverged_and_failed_stays_failed():
+    frame = _runs(loss_eval=[3.1, np.nan, np.inf, 3.0, 3.0, 3.0], status=["ok", "ok", "ok", "failed", "ok", "diverged"])
+    table = load_table(frame)
+    assert table["status"].tolist() == ["ok", "diverged", "diverged", "failed", "ok", "diverged"]
+
+
+def test_missing_column_error_names_it_and_the_fix():
+    with pytest.raises(AnalysisError) as err:
+        load_table(_runs().drop(columns=["lr"]))
+    message = str(err.value)
+    assert "column 'lr' not found in table (columns: model, tokens, batch_size, loss_eval)" in message
+    assert "--map lr=YOUR_COLUMN" in message
+
+
+def test_mapping_renames_wandb_style_columns():
+    frame = _runs().rename(columns={"lr": "config.lr", "loss_eval": "eval/loss", "batch_size": "config.bs"})
+    table = load_table(frame, mapping={"lr": "config.lr", "loss": "eval/loss", "batch_size": "config.bs"})
+    assert table["lr"].iloc[0] == pytest.approx(1e-3)
+    assert table["loss_eval"].iloc[-1] == pytest.approx(3.0)
+
+
+def test_mapping_to_absent_column_and_unknown_field_are_errors():
+    with pytest.raises(AnalysisError, match="column 'learning_rate' \\(mapped to 'lr'\\) not found"):
+        load_table(_runs(), mapping={"lr": "learning_rate"})
+    with pytest.raises(AnalysisError, match="unknown field 'lrr'"):
+        load_table(_runs(), mapping={"lrr": "lr"})
+
+
+def test_non_numeric_value_is_named_with_a_sample():
+    frame = _runs().astype({"lr": object})
+    frame.loc[2, "lr"] = "3e-3x"
+    with pytest.raises(AnalysisError) as err:
+        load_table(frame)
+    assert "column 'lr'" in str(err.value) and "'3e-3x'" in str(err.value) and "row 2" in str(err.value)
+
+
+def test_numeric_strings_and_nullable_ints_are_read():
+    frame = _runs().astype({"lr": str, "batch_size": "Int64"})
+    table = load_table(frame)
+    assert table["lr"].iloc[0] == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("column, value, fix", [("lr", -1.0, "positive"), ("batch_size", 0, "positive"),
+                                                ("tokens", np.nan, "empty")])
+def test_bad_values_are_errors(column, value, fix):
+    frame = _runs()
+    frame.loc[1, column] = value
+    with pytest.raises(AnalysisError, match=fix):
+        load_table(frame)
+
+
+def test_unknown_status_is_an_error():
+    with pytest.raises(AnalysisError, match="'exploded'"):
+        load_table(_runs(status="exploded"))
+
+
+def test_batch_in_tokens_is_converted_to_sequences():
+    frame = _runs(batch_size=64 * 2048)
+    assert load_table(frame, batch_unit="tokens", seq_len=2048)["batch_size"].iloc[0] == 64
+    assert load_table(frame.assign(seq_len=4096), batch_unit="tokens")["batch_size"].iloc[0] == 32
+    with pytest.raises(AnalysisError, match="--seq-len"):
+        load_table(frame, batch_unit="tokens")
+    with pytest.raises(AnalysisError, match="not a whole number of sequences"):
+        load_table(frame, batch_unit="tokens", seq_len=3000)
+
+
+def test_csv_and_parquet_files_read_the_same(tmp_path):
+    frame = _runs(schedule="wsd", seed=1)
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    pq.write_table(pa.Table.from_pandas(frame), tmp_path / "runs.parquet")
+    from_csv, from_parquet = load_table(tmp_path / "runs.csv"), load_table(tmp_path / "runs.parquet")
+    pd.testing.assert_frame_equal(from_csv.drop(columns="run_id"), from_parquet.drop(columns="run_id"))
+
+
+def test_hive_directory_reads_partitions_and_skips_a_corrupt_file(tmp_path):
+    for sweep in ("a", "b"):
+        part = tmp_path / f"sweep_id={sweep}"
+        part.mkdir()
+        pq.write_table(pa.Table.from_pandas(_runs()), part / "part-0.parquet")
+    (tmp_path / "sweep_id=b" / "part-1.parquet").write_bytes(b"not parquet at all")
+    (tmp_path / "_SUCCESS.csv").write_text("ignored")
+    table = load_table(tmp_path)
+    assert sorted(set(table["sweep_id"])) == ["a", "b"]
+    assert len(table) == 12
+    assert len(table.attrs["skipped_files"]) == 1 and "part-1.parquet" in table.attrs["skipped_files"][0]
+
+
+def test_directory_with_no_readable_file_is_an_error(tmp_path):
+    (tmp_path / "x.parquet").write_bytes(b"garbage")
+    with pytest.raises(AnalysisError, match="no readable"):
+        load_table(tmp_path)
+
+
+def test_missing_path_and_bad_suffix_are_errors(tmp_path):
+    with pytest.raises(AnalysisError, match="does not exist"):
+        load_table(tmp_path / "nope.csv")
+    (tmp_path / "runs.txt").write_text("a,b\n")
+    with pytest.raises(AnalysisError, match="suffix"):
+        load_table(tmp_path / "runs.txt")
+
+
+def test_restated_run_keeps_the_newest_row():
+    frame = _runs(2, run_id=["r1", "r1"], created_at=pd.to_datetime(["2024-01-02", "2024-01-01"], utc=True))
+    table = load_table(frame)
+    assert len(table) == 1 and table["lr"].iloc[0] == pytest.approx(1e-3)
+
+
+def test_power_only_table_needs_no_lr_but_needs_a_and_b():
+    power = _runs().drop(columns="lr").assign(schedule="power", power_a=4.0, power_b=-0.51, lr_max=0.02)
+    assert len(load_table(power)) == 6
+    with pytest.raises(AnalysisError, match="power_b"):
+        load_table(power.assign(power_b=np.nan))

@@ -1,0 +1,102 @@
+import math
+
+import pytest
+
+from proxy_models import lineage
+from proxy_models.data import DataConfig
+from proxy_models.lineage import plan_branches, token_ratio, train_lineage
+from proxy_models.schedules import ScheduleConfig
+from proxy_models.trainer import TrainConfig, Trainer
+
+STEP_TOKENS = 4 * 32  # batch 4 x seq_len 32
+
+
+def config(schedule: ScheduleConfig, **kwargs) -> TrainConfig:
+    return TrainConfig(model="cpu-xs", model_overrides={"seq_len": 32, "n_layers": 1}, batch_size=4,
+                       tokens=STEP_TOKENS * 40, schedule=schedule, dtype="float64",
+                       data=DataConfig(eval_tokens=4096), **kwargs)
+
+
+WSD = ScheduleConfig(name="wsd", lr=2e-2, warmup_tokens=STEP_TOKENS * 3, decay_fraction=0.25)
+POWER = ScheduleConfig(name="power", power_a=4.0, power_b=-0.51, lr_max=0.02, warmup_tokens=STEP_TOKENS * 3,
+                       decay_fraction=0.25, decay_shape="exp")
+BUDGETS = [STEP_TOKENS * 12, STEP_TOKENS * 20, STEP_TOKENS * 40]
+
+
+def scanned_fork(cfg: TrainConfig, trunk: TrainConfig) -> int:
+    """The oracle: first step whose lr differs between the solo schedule and the trunk's."""
+    solo_total, trunk_total = cfg.steps * cfg.tokens_per_step, trunk.steps * trunk.tokens_per_step
+    for k in range(cfg.steps):
+        n = (k + 1) * cfg.tokens_per_step
+        if cfg.schedule.lr_at(n, total_tokens=solo_total, batch_size=4) != cfg.schedule.lr_at(
+                n, total_tokens=trunk_total, batch_size=4):
+            return k
+    return cfg.steps
+
+
+@pytest.mark.parametrize("schedule", [WSD, POWER, ScheduleConfig(name="cosine", lr=1e-2)], ids=str)
+def test_fork_step_matches_a_scan_of_the_two_lr_sequences(schedule):
+    base = config(schedule)
+    trunk = TrainConfig(**{**base.__dict__, "tokens": BUDGETS[-1]})
+    for branch in plan_branches(base, BUDGETS)[:-1]:
+        solo = TrainConfig(**{**base.__dict__, "tokens": branch.tokens})
+        assert branch.fork_step == scanned_fork(solo, trunk)
+    if schedule.name == "cosine":  # depends on T everywhere: every budget runs solo
+        assert all(b.fork_step == 0 for b in plan_branches(base, BUDGETS)[:-1])
+
+
+@pytest.mark.parametrize("schedule", [WSD, POWER], ids=["wsd", "power"])
+def test_each_branch_equals_its_solo_run(schedule, corpus):
+    rows = train_lineage(config(schedule), BUDGETS, corpus=corpus)
+    for row, tokens in zip(rows, BUDGETS):
+        solo = Trainer(TrainConfig(**{**config(schedule).__dict__, "tokens": tokens}), corpus=corpus).run()
+        assert row.tokens == tokens and row.status == "ok"
+        assert row.loss_eval == pytest.approx(solo.loss_eval, rel=1e-6)
+        assert row.loss_train == pytest.approx(solo.loss_train, rel=1e-6)
+
+
+def test_paper_table2_token_ratio():
+    """Table 2: T = 2B..256B, 10% decay: (0.9 * 256 + 0.1 * 510) / 510 = 0.552."""
+    paper = TrainConfig(model="paper-12m", batch_size=128, tokens=256e9,
+                        schedule=ScheduleConfig(name="wsd", lr=1e-3, warmup_tokens=1e9, decay_fraction=0.1))
+    budgets = [2e9 * 2**i for i in range(8)]
+    assert token_ratio(paper, budgets) == pytest.approx(0.552, abs=5e-4)
+
+
+def test_killed_lineage_resumes_without_redoing_finished_branches(corpus, tmp_path, monkeypatch):
+    cfg = config(WSD)
+    expected = train_lineage(cfg, BUDGETS, corpus=corpus)
+    real_branch, calls = lineage._run_branch, []
+
+    def crash_on_second(trainer, branch):
+        calls.append(branch.tokens)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real_branch(trainer, branch)
+
+    monkeypatch.setattr(lineage, "_run_branch", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=str(tmp_path), checkpoint_every_steps=7)
+    calls.clear()
+    monkeypatch.setattr(lineage, "_run_branch", lambda t, b: calls.append(b.tokens) or real_branch(t, b))
+    resumed = train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=str(tmp_path), checkpoint_every_steps=7)
+    assert calls == BUDGETS[1:]  # the first budget was finished before the kill
+    assert [r.loss_eval for r in resumed] == pytest.approx([r.loss_eval for r in expected], rel=1e-12)
+
+
+def test_trunk_divergence_marks_later_budgets_and_keeps_earlier(corpus, monkeypatch):
+    cfg = config(WSD)
+    branches = plan_branches(cfg, BUDGETS)
+    blow_up_at = branches[1].fork_step - 2  # past the end of the first branch, before the second fork
+    assert blow_up_at > branches[0].steps
+    real_step = Trainer.train_step
+
+    def faulty(self, lr):
+        loss = real_step(self, lr)
+        return math.nan if self.step > blow_up_at else loss
+
+    monkeypatch.setattr(Trainer, "train_step", faulty)
+    rows = train_lineage(cfg, BUDGETS, corpus=corpus)
+    assert rows[0].status == "ok"
+    assert [r.status for r in rows[1:]] == ["diverged", "diverged"]
+    assert rows[1].diverged_at_tokens == rows[2].diverged_at_tokens == (blow_up_at + 1) * STEP_TOKENS
