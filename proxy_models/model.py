@@ -31,7 +31,19 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
+def causal_attention(q, k, v, *, scale: float) -> torch.Tensor:
+    """softmax(q k^T * scale + causal mask) v with plain matmuls: what torch.func.vmap batches natively."""
+    if k.shape[1] != q.shape[1]:  # grouped-query attention: share each k/v head across its query heads
+        k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
+    T = q.shape[2]
+    scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, T, T)
+    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    return scores.masked_fill(mask, float("-inf")).softmax(dim=-1) @ v
+
+
 class Attention(nn.Module):
+    use_sdpa = True  # False: causal_attention (packed variants run under vmap, which has no SDPA rule on CPU)
+
     def __init__(self, cfg: ProxyConfig):
         super().__init__()
         self.n_heads, self.kv_heads, self.d_head = cfg.n_heads, cfg.kv_heads, cfg.d_head
@@ -46,9 +58,12 @@ class Attention(nn.Module):
         q = self.q(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, hd)
         k, v = self.kv(x).view(B, T, 2, self.kv_heads, self.d_head).permute(2, 0, 3, 1, 4)  # (B, Hkv, T, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, scale=self.scale, enable_gqa=self.kv_heads != self.n_heads
-        )  # (B, H, T, hd)
+        if self.use_sdpa:
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, scale=self.scale, enable_gqa=self.kv_heads != self.n_heads
+            )  # (B, H, T, hd)
+        else:
+            y = causal_attention(q, k, v, scale=self.scale)
         return self.o(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -117,7 +132,8 @@ class ProxyLM(nn.Module):
         logits = F.linear(self.norm(x), self.wte.weight) / self.cfg.m_width  # (B, T, vocab)
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        full = logits.flatten(0, 1).to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32, keep fp64
+        loss = F.cross_entropy(full, targets.flatten())
         return logits, loss
 
     def aux_loss(self) -> torch.Tensor:

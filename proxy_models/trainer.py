@@ -176,7 +176,7 @@ class Trainer:
         x, y = x.to(self.device), y.to(self.device)
         set_lr(self.optimizer, lr)
         micro = cfg.micro_batch_size or cfg.batch_size
-        total = torch.zeros((), device=self.device)
+        total = torch.zeros((), device=self.device, dtype=torch.float64)
         for xs, ys in zip(x.split(micro), y.split(micro)):
             with self.autocast():
                 _, loss = self.model(xs, ys)

@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_presets_parser(sub)
     add_train_one_parser(sub)
+    add_demo_parser(sub)
     add_analyze_parser(sub)
     add_predict_parser(sub)
     return parser
@@ -90,6 +91,29 @@ def train_one_command(args) -> int:
     trainer = Trainer(config, log=lambda status: print(_progress(status, config), file=sys.stderr, flush=True))
     result = trainer.run(checkpoint_path=args.checkpoint, checkpoint_every_steps=args.checkpoint_every_steps)
     print(json.dumps(result.to_row(), allow_nan=True))
+    return 0
+
+
+def add_demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="the main job: real CPU proxy runs of cpu-s at two learning rates")
+    p.add_argument("--tokens", type=float, default=1e6, help="training tokens per run")
+    p.add_argument("--lrs", type=float, nargs="+", default=[3e-3, 3e-2], help="peak learning rates")
+    p.set_defaults(func=demo_command)
+
+
+def demo_command(args) -> int:
+    rows = []
+    for lr in args.lrs:
+        config = TrainConfig(model="cpu-s", batch_size=16, tokens=args.tokens,
+                             schedule=ScheduleConfig(name="wsd", lr=lr, warmup_tokens=args.tokens / 20))
+        print(f"cpu-s, wsd, lr {lr:g}, batch 16 x {config.proxy.seq_len}, {args.tokens:g} tokens", file=sys.stderr)
+        trainer = Trainer(config, log=lambda status: print(_progress(status, config), file=sys.stderr, flush=True))
+        result = trainer.run()
+        rows.append((trainer.first_loss, result))
+    print(f"{'lr':>8} {'first loss':>11} {'loss_train':>11} {'loss_eval':>10} {'tokens/s':>9} {'MFU':>6}  status")
+    for first, r in rows:
+        print(f"{r.lr:>8g} {first:>11.4f} {r.loss_train:>11.4f} {r.loss_eval:>10.4f} {r.tokens_per_s:>9,.0f} "
+              f"{r.mfu:>6.1%}  {r.status}")
     return 0
 
 

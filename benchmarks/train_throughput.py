@@ -1,0 +1,59 @@
+"""Training throughput of the CPU presets: tokens/s and MFU per preset, median of repeated timings.
+
+MFU = 6 * params * tokens/s over the fp32 matmul peak measured in this same process.
+Run: .venv/bin/python benchmarks/train_throughput.py [--presets cpu-xs cpu-s cpu-m] [--steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from proxy_models.perf import matmul_peak_flops, mfu
+from proxy_models.schedules import ScheduleConfig
+from proxy_models.trainer import TrainConfig, Trainer
+
+
+def time_steps(trainer: Trainer, steps: int) -> float:
+    """Seconds per step over `steps` steps (after the caller's warm-up)."""
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step(1e-3)
+    return (time.perf_counter() - start) / steps
+
+
+def measure(preset: str, *, batch_size: int, seq_len: int, steps: int, repeats: int) -> dict:
+    config = TrainConfig(model=preset, model_overrides={"seq_len": seq_len}, batch_size=batch_size,
+                         tokens=batch_size * seq_len * 10**6, schedule=ScheduleConfig(name="constant", lr=1e-3))
+    trainer = Trainer(config)
+    time_steps(trainer, 3)  # warm-up: allocator, kernels
+    per_step = statistics.median(time_steps(trainer, steps) for _ in range(repeats))
+    tokens_per_s = batch_size * seq_len / per_step
+    n_params = config.proxy.num_params(active=True)
+    peak = matmul_peak_flops("cpu", torch.float32)
+    return {"preset": preset, "params": n_params, "tokens_per_s": tokens_per_s,
+            "mfu": mfu(n_params, tokens_per_s, peak), "peak_gflops": peak / 1e9}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--presets", nargs="+", default=["cpu-xs", "cpu-s", "cpu-m"])
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size} x seq {args.seq_len}")
+    print("| preset | params | tokens/s (median) | MFU | fp32 matmul peak |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for preset in args.presets:
+        r = measure(preset, batch_size=args.batch_size, seq_len=args.seq_len, steps=args.steps, repeats=args.repeats)
+        print(f"| {r['preset']} | {r['params'] / 1e6:.2f}M | {r['tokens_per_s']:,.0f} | {r['mfu']:.1%} "
+              f"| {r['peak_gflops']:.0f} GFLOP/s |")
+
+
+if __name__ == "__main__":
+    main()
