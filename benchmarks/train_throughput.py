@@ -1,7 +1,8 @@
-"""Training throughput of the CPU presets: tokens/s and MFU per preset, median of repeated timings.
+"""Training throughput: tokens/s and MFU per preset, and packed variants vs solo runs.
 
-MFU = 6 * params * tokens/s over the fp32 matmul peak measured in this same process.
-Run: .venv/bin/python benchmarks/train_throughput.py [--presets cpu-xs cpu-s cpu-m] [--steps 20]
+MFU = 6 * params * tokens/s over the fp32 matmul peak measured in this same process. Packing: K variants
+in one lockstep process vs K solo runs one after another, as tokens * variants / s and their ratio.
+Run: .venv/bin/python benchmarks/train_throughput.py [--presets cpu-xs cpu-s cpu-m] [--pack 1 2 4 8]
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 
 import torch
 
+from proxy_models.packed import PackedTrainer
 from proxy_models.perf import matmul_peak_flops, mfu
 from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import TrainConfig, Trainer
@@ -38,6 +40,28 @@ def measure(preset: str, *, batch_size: int, seq_len: int, steps: int, repeats: 
             "mfu": mfu(n_params, tokens_per_s, peak), "peak_gflops": peak / 1e9}
 
 
+def measure_packing(preset: str, k: int, *, batch_size: int, seq_len: int, steps: int, repeats: int) -> dict:
+    """tokens * variants / s of K packed variants, and of one solo run (K solo runs take K times as long)."""
+    config = TrainConfig(model=preset, model_overrides={"seq_len": seq_len}, batch_size=batch_size,
+                         tokens=batch_size * seq_len * 10**6, schedule=ScheduleConfig(name="constant", lr=1e-3))
+    packed = PackedTrainer(config, [config.schedule] * k)
+    lrs = torch.full((k,), 1e-3)
+
+    def packed_steps(n: int) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            packed.train_step(lrs)
+        return (time.perf_counter() - start) / n
+
+    packed_steps(2)
+    per_step = statistics.median(packed_steps(steps) for _ in range(repeats))
+    solo = Trainer(config)
+    time_steps(solo, 2)
+    solo_step = statistics.median(time_steps(solo, steps) for _ in range(repeats))
+    tokens = batch_size * seq_len
+    return {"packed": k * tokens / per_step, "solo": tokens / solo_step}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--presets", nargs="+", default=["cpu-xs", "cpu-s", "cpu-m"])
@@ -45,6 +69,8 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pack", type=int, nargs="*", default=[1, 2, 4, 8], help="K values to compare")
+    parser.add_argument("--pack-presets", nargs="*", default=["cpu-xs", "cpu-s"])
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size} x seq {args.seq_len}")
     print("| preset | params | tokens/s (median) | MFU | fp32 matmul peak |")
@@ -53,6 +79,14 @@ def main() -> None:
         r = measure(preset, batch_size=args.batch_size, seq_len=args.seq_len, steps=args.steps, repeats=args.repeats)
         print(f"| {r['preset']} | {r['params'] / 1e6:.2f}M | {r['tokens_per_s']:,.0f} | {r['mfu']:.1%} "
               f"| {r['peak_gflops']:.0f} GFLOP/s |")
+    if args.pack:
+        print("\n| preset | K | packed tokens*variants/s | solo tokens/s | packed / solo |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+    for preset in args.pack_presets if args.pack else []:
+        for k in args.pack:
+            r = measure_packing(preset, k, batch_size=args.batch_size, seq_len=args.seq_len, steps=args.steps,
+                                repeats=args.repeats)
+            print(f"| {preset} | {k} | {r['packed']:,.0f} | {r['solo']:,.0f} | {r['packed'] / r['solo']:.2f}x |")
 
 
 if __name__ == "__main__":
