@@ -25,20 +25,23 @@ def device_name(device: torch.device) -> str:
 
 @functools.cache
 def matmul_peak_flops(device_type: str = "cpu", dtype: torch.dtype = torch.float32, size: int = 1024) -> float:
-    """Best-of-N FLOP/s of a square matmul measured in this process: the denominator of MFU."""
+    """Best FLOP/s of one square matmul over 20 timed calls in this process: the denominator of MFU.
+
+    Best-of rather than mean: a busy machine only ever slows a call down, never speeds it up.
+    """
     device = torch.device(device_type)
     if device.type == "cuda":
         size = max(size, 8192)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
+    a @ b  # warm-up: threads, allocator, kernel selection
     best = float("inf")
-    for _ in range(5):
+    for _ in range(20):
         _sync(device)
         start = time.perf_counter()
-        for _ in range(3):
-            a @ b
+        a @ b
         _sync(device)
-        best = min(best, (time.perf_counter() - start) / 3)
+        best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
 
 
