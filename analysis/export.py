@@ -28,16 +28,25 @@ from analysis.pipeline import Analysis
 
 FORMAT = "powersweep-coefficients/1"
 FORMULA = "lr(n) = min(lr_max, batch_size * a * n**b)"
-LR_MAX_RULE = "half the smallest peak lr that diverged in the sweep; null when none diverged"
+LR_MAX_RULE = ("half the smallest peak lr that diverged at the largest batch size with a divergence; "
+               "null when none diverged")
 
 
 def suggest_lr_max(table: pd.DataFrame, *, schedule: str | None = None) -> float | None:
-    """Half the smallest lr (non-power runs of ``schedule``, all if None) that diverged; None if none did."""
+    """Half the smallest diverged lr at the largest batch size that saw a divergence; None if none did.
+
+    The Power schedule's cap binds early in a large-batch run, and divergence limits grow with batch size:
+    the smallest diverged lr of the whole sweep (a small batch late in training) would cap it far below
+    lr_opt. Runs of ``schedule`` (all non-power runs if None) count.
+    """
     runs = table[~table["schedule"].eq("power")]
     if schedule is not None:
         runs = runs[runs["schedule"].eq(schedule)]
-    diverged = runs.loc[runs["status"].eq("diverged"), "lr"]
-    return float(diverged.min()) / 2 if len(diverged) else None
+    diverged = runs[runs["status"].eq("diverged")]
+    if diverged.empty:
+        return None
+    largest = diverged["batch_size"].max()
+    return float(diverged.loc[diverged["batch_size"].eq(largest), "lr"].min()) / 2
 
 
 def coefficients(result: Analysis) -> dict:
@@ -89,7 +98,7 @@ def _power_summary(result: Analysis) -> dict | None:
 
 
 def _diverged_by_batch(result: Analysis) -> dict[str, float]:
-    # Divergence limits grow with batch size; the single lr_max above is the most cautious of them.
+    # Divergence limits grow with batch size: the lr_max above takes the largest batch size's.
     runs = result.table[result.table["schedule"].eq(result.schedule) & result.table["status"].eq("diverged")]
     return {str(b): float(lr) for b, lr in runs.groupby("batch_size")["lr"].min().items()}
 

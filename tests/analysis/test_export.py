@@ -55,9 +55,13 @@ def test_units_and_provenance(result):
     assert set(content["per_model"]) == {"12M", "36M", "121M"}
 
 
-def test_lr_max_is_half_the_smallest_diverged_lr(result):
-    diverged = result.table.loc[result.table["status"].eq("diverged"), "lr"]
-    assert coefficients(result)["lr_max"] == pytest.approx(diverged.min() / 2)
+def test_lr_max_is_half_the_smallest_diverged_lr_at_the_largest_batch_size(result):
+    diverged = result.table[result.table["status"].eq("diverged")]
+    at_largest = diverged.loc[diverged["batch_size"].eq(diverged["batch_size"].max()), "lr"]
+    content = coefficients(result)
+    assert content["lr_max"] == pytest.approx(at_largest.min() / 2)
+    assert content["lr_max"] > diverged["lr"].min() / 2  # not capped by small-batch divergences
+    assert content["diverged_lr_by_batch_size"][str(diverged["batch_size"].max())] == at_largest.min()
     calm = load_table(synthetic_table(PlantedLaw(diverge_ratio=1e9)))
     assert suggest_lr_max(calm) is None
 
