@@ -66,11 +66,13 @@ def train_lineage(
     checkpoint_dir: str | None = None,
     checkpoint_every_steps: int = 0,
     log: Callable | None = None,
+    on_result: Callable[[RunResult], None] | None = None,
 ) -> list[RunResult]:
     """Result rows of every budget (ascending), each equal to a solo run of that budget.
 
     With `checkpoint_dir` the trunk is saved at every fork point and finished results are kept, so a lineage
     killed at any moment resumes without redoing finished branches and without changing any result.
+    `on_result` sees each budget's row as soon as it is final (e.g. to store it).
     """
     branches = plan_branches(config, budgets)
     trunk_total = branches[-1].steps * config.tokens_per_step
@@ -82,6 +84,8 @@ def train_lineage(
         trainer.train_to(branch.fork_step, total_tokens=trunk_total, checkpoint_path=done.trunk_path,
                          checkpoint_every_steps=checkpoint_every_steps)
         done.record(branch, _run_branch(trainer, branch))
+        if on_result is not None:
+            on_result(done.results[branch.tokens])
     return [done.results[b.tokens] for b in branches]
 
 

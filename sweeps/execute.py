@@ -1,0 +1,128 @@
+"""Ray Tune execution: one trial per lineage, each finished budget written to the results store at once.
+
+The store, not Ray's experiment state, is the source of truth: a trial writes each budget's row as soon as
+it is final, and its lineage checkpoints let a retried trial continue where it stopped. A sweep started
+again only needs the lineages whose rows the store lacks (see `missing_budgets`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from importlib import metadata
+
+from proxy_models.lineage import train_lineage
+from proxy_models.trainer import RunResult, TrainConfig
+from sweeps.store import ResultStore
+
+PACKAGES = ("torch", "ray", "numpy", "pandas", "pyarrow", "powersweep")
+
+
+@dataclass(frozen=True)
+class LineageJob:
+    """One Ray trial: a lineage (one trajectory, several token budgets) and the run_id of each budget."""
+
+    lineage_id: str  # deterministic id of the trajectory's resolved config
+    config: TrainConfig  # tokens = the largest budget
+    budgets: tuple[float, ...]  # token budgets to evaluate, ascending
+    run_ids: tuple[str, ...]  # one per budget, same order
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """Where results go and how trials run."""
+
+    store_uri: str  # results store (local path or pyarrow/fsspec URI)
+    sweep_id: str  # partition of the store this sweep writes
+    checkpoint_root: str  # local or shared directory for lineage checkpoints
+    cpus_per_trial: float = 1.0  # Ray resources of one trial
+    gpus_per_trial: float = 0.0  # fractional GPUs pack several trials on one GPU
+    max_concurrent: int = 0  # 0 = as many as resources allow
+    max_retries: int = 2  # retries of a crashed trial (it resumes from its checkpoint)
+    address: str | None = None  # existing Ray cluster; None starts a local Ray in this process
+
+
+def missing_budgets(job: LineageJob, stored_run_ids: set[str]) -> LineageJob | None:
+    """The job restricted to budgets without a stored row (None if complete).
+
+    Dropping finished budgets changes no other result: each branch depends only on the trunk up to its own
+    fork, and the trunk's lr up to any remaining budget's fork does not depend on the largest budget.
+    """
+    keep = [(t, r) for t, r in zip(job.budgets, job.run_ids) if r not in stored_run_ids]
+    if not keep:
+        return None
+    budgets, run_ids = zip(*keep)
+    return replace(job, budgets=budgets, run_ids=run_ids, config=replace(job.config, tokens=max(budgets)))
+
+
+@functools.cache
+def provenance() -> dict[str, str]:
+    """git revision and package versions recorded with every row."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {"git_sha": _git_sha(), "versions": json.dumps(versions, sort_keys=True)}
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=os.path.dirname(os.path.abspath(__file__)))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def store_row(result: RunResult, *, job: LineageJob, run_id: str) -> dict:
+    """A trainer row plus the ids and provenance the store needs."""
+    return {**result.to_row(), "run_id": run_id, "lineage_id": job.lineage_id, **provenance()}
+
+
+def run_job(job: LineageJob, settings: ExecutionSettings) -> None:
+    """Train one lineage and store each budget's row as soon as it is final (the body of one trial)."""
+    store = ResultStore(settings.store_uri)
+    run_id_of = dict(zip(job.budgets, job.run_ids))
+
+    def save(result: RunResult) -> None:
+        run_id = run_id_of[result.tokens]
+        store.write([store_row(result, job=job, run_id=run_id)], sweep_id=settings.sweep_id, name=run_id)
+
+    checkpoint_dir = os.path.join(settings.checkpoint_root, settings.sweep_id, job.lineage_id)
+    train_lineage(job.config, job.budgets, checkpoint_dir=checkpoint_dir, on_result=save)
+
+
+def _trial(params: dict) -> None:
+    from ray import tune
+
+    run_job(params["job"], params["settings"])
+    tune.report({"budgets_done": len(params["job"].budgets)})
+
+
+def execute(jobs: Sequence[LineageJob], settings: ExecutionSettings) -> int:
+    """Run every job as a Ray Tune trial; returns the number of trials that errored."""
+    import ray
+    from ray import tune
+
+    if not jobs:
+        return 0
+    if not ray.is_initialized():
+        ray.init(address=settings.address, include_dashboard=False, configure_logging=False,
+                 log_to_driver=False)
+    trainable = tune.with_resources(_trial, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"job": tune.grid_search(list(jobs)), "settings": settings},
+        tune_config=tune.TuneConfig(max_concurrent_trials=settings.max_concurrent or None, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=settings.sweep_id, storage_path=os.path.abspath(os.path.join(settings.checkpoint_root, "ray")),
+            failure_config=tune.FailureConfig(max_failures=settings.max_retries), verbose=0,
+        ),
+    )
+    return sum(1 for r in tuner.fit() if r.error is not None)

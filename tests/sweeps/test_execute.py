@@ -1,0 +1,47 @@
+from dataclasses import replace
+
+import pytest
+
+from proxy_models.data import DataConfig
+from proxy_models.schedules import ScheduleConfig
+from proxy_models.trainer import TrainConfig
+from sweeps.execute import ExecutionSettings, LineageJob, execute, missing_budgets
+from sweeps.store import ResultStore
+
+STEP = 4 * 32
+
+
+def job(lr: float, budgets=(STEP * 8, STEP * 16)) -> LineageJob:
+    config = TrainConfig(model="cpu-xs", model_overrides={"seq_len": 32, "n_layers": 1}, batch_size=4,
+                         tokens=max(budgets), schedule=ScheduleConfig(name="wsd", lr=lr, warmup_tokens=STEP),
+                         data=DataConfig(eval_tokens=1024))
+    lineage_id = f"lr{lr:g}"
+    return LineageJob(lineage_id, config, tuple(budgets), tuple(f"{lineage_id}-{t}" for t in budgets))
+
+
+def test_missing_budgets_keeps_only_unstored_runs():
+    j = job(1e-2, budgets=(STEP * 4, STEP * 8, STEP * 16))
+    assert missing_budgets(j, set()) == j
+    assert missing_budgets(j, set(j.run_ids)) is None
+    partial = missing_budgets(j, {j.run_ids[2]})
+    assert partial.budgets == (STEP * 4, STEP * 8) and partial.config.tokens == STEP * 8
+    assert partial.run_ids == j.run_ids[:2]
+
+
+@pytest.mark.slow
+def test_ray_sweep_writes_every_budget_to_the_store(tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    try:
+        jobs = [job(3e-3), job(1e-2)]
+        settings = ExecutionSettings(store_uri=str(tmp_path / "store"), sweep_id="t",
+                                     checkpoint_root=str(tmp_path / "ckpt"))
+        assert execute(jobs, settings) == 0
+        table = ResultStore(settings.store_uri).read(sweep_id="t").table
+        assert sorted(table["run_id"]) == sorted(r for j in jobs for r in j.run_ids)
+        assert set(table["status"]) == {"ok"} and table["loss_eval"].notna().all()
+        assert set(table["lineage_id"]) == {"lr0.003", "lr0.01"} and table["git_sha"].notna().all()
+        stored = set(table["run_id"])
+        assert [missing_budgets(j, stored) for j in jobs] == [None, None]
+    finally:
+        ray.shutdown()
