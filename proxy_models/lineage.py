@@ -30,14 +30,14 @@ class Branch:
 
 
 def plan_branches(config: TrainConfig, budgets: Sequence[float]) -> list[Branch]:
-    """Branches in ascending budget order; the largest budget is the trunk itself (fork_step == steps)."""
+    """Branches in ascending budget order. The largest budget is a branch too: the trunk stops at its decay
+    start, so a trunk checkpoint never holds a decayed state and a longer budget can still fork from it."""
     budgets = sorted(set(budgets))
     trunk = replace(config, tokens=budgets[-1])
     branches = []
     for tokens in budgets:
         solo = replace(config, tokens=tokens)
-        fork = solo.steps if tokens == budgets[-1] else _fork_step(solo, trunk)
-        branches.append(Branch(tokens=tokens, fork_step=fork, steps=solo.steps))
+        branches.append(Branch(tokens=tokens, fork_step=_fork_step(solo, trunk), steps=solo.steps))
     return branches
 
 
@@ -55,7 +55,7 @@ def planned_tokens(config: TrainConfig, budgets: Sequence[float]) -> int:
     """Tokens a lineage trains: the trunk once, plus each branch past its fork."""
     branches = plan_branches(config, budgets)
     tps = config.tokens_per_step
-    return tps * (branches[-1].steps + sum(b.steps - b.fork_step for b in branches[:-1]))
+    return tps * (branches[-1].fork_step + sum(b.steps - b.fork_step for b in branches))
 
 
 def train_lineage(
@@ -81,6 +81,8 @@ def train_lineage(
     for branch in branches:
         if branch.tokens in done.results:
             continue
+        if trainer.step > branch.fork_step:  # the checkpointed trunk is past this fork: start it again
+            trainer = done.trainer = Trainer(replace(config, tokens=branches[-1].tokens), corpus=corpus, log=log)
         trainer.train_to(branch.fork_step, total_tokens=trunk_total, checkpoint_path=done.trunk_path,
                          checkpoint_every_steps=checkpoint_every_steps)
         done.record(branch, _run_branch(trainer, branch))

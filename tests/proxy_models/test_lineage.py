@@ -24,8 +24,8 @@ BUDGETS = [STEP_TOKENS * 12, STEP_TOKENS * 20, STEP_TOKENS * 40]
 
 
 def scanned_fork(cfg: TrainConfig, trunk: TrainConfig) -> int:
-    """The oracle: first step whose lr differs between the solo schedule and the trunk's."""
-    solo_total, trunk_total = cfg.steps * cfg.tokens_per_step, trunk.steps * trunk.tokens_per_step
+    """The oracle: first step whose lr differs between the solo schedule and that of a longer run."""
+    solo_total, trunk_total = cfg.steps * cfg.tokens_per_step, 2 * trunk.steps * trunk.tokens_per_step
     for k in range(cfg.steps):
         n = (k + 1) * cfg.tokens_per_step
         if cfg.schedule.lr_at(n, total_tokens=solo_total, batch_size=4) != cfg.schedule.lr_at(
@@ -38,11 +38,11 @@ def scanned_fork(cfg: TrainConfig, trunk: TrainConfig) -> int:
 def test_fork_step_matches_a_scan_of_the_two_lr_sequences(schedule):
     base = config(schedule)
     trunk = TrainConfig(**{**base.__dict__, "tokens": BUDGETS[-1]})
-    for branch in plan_branches(base, BUDGETS)[:-1]:
+    for branch in plan_branches(base, BUDGETS):
         solo = TrainConfig(**{**base.__dict__, "tokens": branch.tokens})
         assert branch.fork_step == scanned_fork(solo, trunk)
     if schedule.name == "cosine":  # depends on T everywhere: every budget runs solo
-        assert all(b.fork_step == 0 for b in plan_branches(base, BUDGETS)[:-1])
+        assert all(b.fork_step == 0 for b in plan_branches(base, BUDGETS))
 
 
 @pytest.mark.parametrize("schedule", [WSD, POWER], ids=["wsd", "power"])
@@ -82,6 +82,23 @@ def test_killed_lineage_resumes_without_redoing_finished_branches(corpus, tmp_pa
     resumed = train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=str(tmp_path), checkpoint_every_steps=7)
     assert calls == BUDGETS[1:]  # the first budget was finished before the kill
     assert [r.loss_eval for r in resumed] == pytest.approx([r.loss_eval for r in expected], rel=1e-12)
+
+
+def test_adding_a_smaller_budget_after_the_trunk_passed_its_fork(corpus, tmp_path):
+    """A resumed lineage whose trunk checkpoint is past a new budget's fork restarts the trunk: exact."""
+    cfg = config(WSD)
+    train_lineage(cfg, BUDGETS[1:], corpus=corpus, checkpoint_dir=str(tmp_path))
+    extended = train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=str(tmp_path))
+    solo = Trainer(TrainConfig(**{**cfg.__dict__, "tokens": BUDGETS[0]}), corpus=corpus).run()
+    assert extended[0].loss_eval == pytest.approx(solo.loss_eval, rel=1e-12)
+
+
+def test_adding_a_larger_budget_continues_the_trunk(corpus, tmp_path):
+    cfg = config(WSD)
+    train_lineage(cfg, BUDGETS[:2], corpus=corpus, checkpoint_dir=str(tmp_path))
+    extended = train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=str(tmp_path))
+    solo = Trainer(TrainConfig(**{**cfg.__dict__, "tokens": BUDGETS[2]}), corpus=corpus).run()
+    assert extended[2].loss_eval == pytest.approx(solo.loss_eval, rel=1e-12)
 
 
 def test_trunk_divergence_marks_later_budgets_and_keeps_earlier(corpus, monkeypatch):
