@@ -12,8 +12,10 @@ from proxy_models.config import PAPER_PARAMS, PRESETS, ConfigError
 from proxy_models.data import DataConfig, DataError
 from proxy_models.schedules import DECAY_SHAPES, SCHEDULES, ScheduleConfig
 from proxy_models.trainer import TrainConfig, Trainer
+from sweeps.plan import format_plan, plan
+from sweeps.spec import SpecError, load_spec
 
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, AnalysisError)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, AnalysisError, SpecError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_presets_parser(sub)
     add_train_one_parser(sub)
     add_demo_parser(sub)
+    add_plan_parser(sub)
     add_analyze_parser(sub)
     add_predict_parser(sub)
     return parser
@@ -91,6 +94,19 @@ def train_one_command(args) -> int:
     trainer = Trainer(config, log=lambda status: print(_progress(status, config), file=sys.stderr, flush=True))
     result = trainer.run(checkpoint_path=args.checkpoint, checkpoint_every_steps=args.checkpoint_every_steps)
     print(json.dumps(result.to_row(), allow_nan=True))
+    return 0
+
+
+def add_plan_parser(sub) -> None:
+    p = sub.add_parser("plan", help="expand a sweep spec into lineages and report runs and tokens")
+    p.add_argument("spec", help="sweep YAML, e.g. sweeps/specs/paper-wsd.yaml")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=plan_command)
+
+
+def plan_command(args) -> int:
+    p = plan(load_spec(args.spec))
+    print(json.dumps(p.summary(), indent=2) if args.json else format_plan(p))
     return 0
 
 

@@ -16,20 +16,11 @@ from dataclasses import dataclass, replace
 from importlib import metadata
 
 from proxy_models.lineage import train_lineage
-from proxy_models.trainer import RunResult, TrainConfig
+from proxy_models.trainer import RunResult
+from sweeps.plan import LineageJob
 from sweeps.store import ResultStore
 
 PACKAGES = ("torch", "ray", "numpy", "pandas", "pyarrow", "powersweep")
-
-
-@dataclass(frozen=True)
-class LineageJob:
-    """One Ray trial: a lineage (one trajectory, several token budgets) and the run_id of each budget."""
-
-    lineage_id: str  # deterministic id of the trajectory's resolved config
-    config: TrainConfig  # tokens = the largest budget
-    budgets: tuple[float, ...]  # token budgets to evaluate, ascending
-    run_ids: tuple[str, ...]  # one per budget, same order
 
 
 @dataclass(frozen=True)

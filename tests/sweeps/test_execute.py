@@ -5,7 +5,8 @@ import pytest
 from proxy_models.data import DataConfig
 from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import TrainConfig
-from sweeps.execute import ExecutionSettings, LineageJob, execute, missing_budgets
+from sweeps.execute import ExecutionSettings, execute, missing_budgets
+from sweeps.plan import LineageJob
 from sweeps.store import ResultStore
 
 STEP = 4 * 32

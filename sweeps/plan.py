@@ -1,0 +1,122 @@
+"""Planning: a validated spec expands into lineages (one Ray trial each) with deterministic ids.
+
+`lineage_id` hashes everything that determines a training trajectory except its length; `run_id` hashes
+the lineage_id and one token budget. Neither depends on the other values of a grid, so adding values to
+a spec and running it again finds every finished run_id in the store and runs only the new cells.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import asdict, dataclass, field, replace
+
+from proxy_models.data import DataConfig
+from proxy_models.lineage import plan_branches, planned_tokens
+from proxy_models.schedules import ScheduleConfig
+from proxy_models.trainer import TrainConfig
+from sweeps.spec import SweepSpec
+
+
+@dataclass(frozen=True)
+class LineageJob:
+    """One Ray trial: a lineage (one trajectory, several token budgets) and the run_id of each budget."""
+
+    lineage_id: str  # deterministic id of the trajectory's resolved config
+    config: TrainConfig  # tokens = the largest budget
+    budgets: tuple[float, ...]  # token budgets to evaluate, ascending
+    run_ids: tuple[str, ...]  # one per budget, same order
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The lineages of a sweep and what they cost in tokens."""
+
+    sweep_id: str
+    jobs: tuple[LineageJob, ...]
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def runs(self) -> int:
+        return sum(len(j.budgets) for j in self.jobs)
+
+    @property
+    def tokens_independent(self) -> int:
+        """Tokens if every (run, budget) trained on its own."""
+        return sum(replace(j.config, tokens=t).steps * j.config.tokens_per_step for j in self.jobs for t in j.budgets)
+
+    @property
+    def tokens_planned(self) -> int:
+        return sum(planned_tokens(j.config, j.budgets) for j in self.jobs)
+
+    def summary(self) -> dict:
+        independent = self.tokens_independent
+        return {"sweep_id": self.sweep_id, "runs": self.runs, "lineages": len(self.jobs),
+                "tokens_independent": independent, "tokens_planned": self.tokens_planned,
+                "ratio": self.tokens_planned / independent if independent else None, "notes": list(self.notes)}
+
+
+def short_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def plan(spec: SweepSpec) -> Plan:
+    """Expand the spec's grid into lineages; cosine budgets become solo lineages (they share no trunk)."""
+    budgets = tuple(sorted(spec.search.tokens))
+    jobs, notes = [], []
+    for config in _trajectories(spec, max(budgets)):
+        if all(b.fork_step == 0 for b in plan_branches(config, budgets)) and len(budgets) > 1:
+            jobs.extend(_job(replace(config, tokens=t), (t,)) for t in budgets)
+        else:
+            jobs.append(_job(config, budgets))
+    if spec.search.mode == "optuna":
+        notes.append(f"optuna mode: {spec.search.n_trials} (a, b) trials are chosen while the sweep runs")
+    if spec.train.schedule == "cosine":
+        notes.append("cosine depends on the budget at every step: each budget runs as its own lineage")
+    return Plan(sweep_id=spec.name, jobs=tuple(jobs), notes=tuple(notes))
+
+
+def _job(config: TrainConfig, budgets: tuple[float, ...]) -> LineageJob:
+    identity = {k: v for k, v in asdict(config).items() if k not in ("tokens", "log_every_steps", "device")}
+    if len(budgets) == 1 and config.schedule.name == "cosine":
+        identity["tokens"] = budgets[0]  # a cosine trajectory is tied to its budget
+    lineage_id = short_hash(identity)
+    return LineageJob(lineage_id, config, budgets, tuple(short_hash([lineage_id, t]) for t in budgets))
+
+
+def _trajectories(spec: SweepSpec, longest: float):
+    """One TrainConfig per combination of model, batch size, seed and lr (or power a, b, lr_max)."""
+    s, t = spec.search, spec.train
+    overrides = {**t.model_overrides, **({"seq_len": t.seq_len} if t.seq_len else {})}
+    for model, batch_size, seed, schedule in itertools.product(s.models, s.batch_size, s.seeds, _schedules(spec)):
+        yield TrainConfig(
+            model=model, model_overrides=overrides, schedule=schedule, batch_size=batch_size, tokens=longest,
+            seed=seed, data=DataConfig(source=t.data.source, tokenizer=t.data.tokenizer,
+                                       eval_tokens=t.data.eval_tokens),
+            weight_decay=t.weight_decay, beta1=t.beta1, beta2=t.beta2, grad_clip=t.grad_clip, dtype=t.dtype,
+            divergence_factor=t.divergence_factor,
+        )
+
+
+def _schedules(spec: SweepSpec):
+    t, s = spec.train, spec.search
+    common = dict(name=t.schedule, warmup_tokens=t.warmup_tokens, decay_fraction=t.decay_fraction,
+                  decay_shape=t.decay_shape)
+    if t.schedule != "power":
+        return [ScheduleConfig(lr=lr, **common) for lr in s.lr]
+    if s.mode == "optuna":
+        return []  # chosen trial by trial at run time
+    return [ScheduleConfig(power_a=a, power_b=b, lr_max=m, **common)
+            for a, b, m in itertools.product(s.power_a, s.power_b, s.lr_max)]
+
+
+def format_plan(p: Plan) -> str:
+    """A short human summary."""
+    s = p.summary()
+    lines = [f"sweep {s['sweep_id']}: {s['runs']} runs in {s['lineages']} lineages",
+             f"tokens if independent: {s['tokens_independent']:.4g}",
+             f"tokens planned:        {s['tokens_planned']:.4g}"]
+    if s["ratio"] is not None:
+        lines.append(f"ratio:                 {s['ratio']:.3f}")
+    return "\n".join(lines + [f"note: {n}" for n in s["notes"]])

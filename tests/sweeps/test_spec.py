@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sweeps.spec import SpecError, load_spec, parse_tokens, spec_from_dict
+
+SPECS = sorted((Path(__file__).parents[2] / "sweeps" / "specs").glob("*.yaml"))
+BASE = {"name": "t", "search": {"lr": [0.01, 0.02], "tokens": ["1M", "2M"]}}
+
+
+def with_(**changes) -> dict:
+    spec = yaml.safe_load(yaml.safe_dump(BASE))
+    for path, value in changes.items():
+        *parents, last = path.split("__")
+        node = spec
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return spec
+
+
+@pytest.mark.parametrize("text, tokens", [(2e6, 2e6), ("2e6", 2e6), ("500M", 5e8), ("2B", 2e9), ("1T", 1e12)])
+def test_token_counts(text, tokens):
+    assert parse_tokens(text) == tokens
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_shipped_specs_load_and_round_trip(path):
+    spec = load_spec(str(path))
+    again = spec_from_dict(yaml.safe_load(yaml.safe_dump(spec.to_dict())))
+    assert again == spec and again.fingerprint == spec.fingerprint
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"search__lrs": [0.1]}, "unknown key 'search.lrs' in spec: did you mean 'lr'"),
+        ({"search__lr": [0.01, -1]}, "search.lr="),
+        ({"search__lr": [0.01, 0.01]}, "repeats a value"),
+        ({"search__batch_size": []}, "search.batch_size is empty"),
+        ({"search__models": ["cpu-xxl"]}, "'cpu-xxl' is not a preset"),
+        ({"train__warmup_tokens": "2M"}, "search.tokens=1e+06 leaves no stable phase"),
+        ({"train__schedule": "power"}, "search.lr is for fixed-peak schedules"),
+        ({"search__power_a": [4.0]}, "apply to schedule 'power'"),
+        ({"train__decay_shape": "step"}, "train.decay_shape='step'"),
+        ({"search__tokens": ["lots"]}, "not a token count"),
+    ],
+)
+def test_bad_specs_name_field_value_and_fix(changes, fragment):
+    with pytest.raises(SpecError, match=fragment.replace("(", r"\(").replace("+", r"\+")):
+        spec_from_dict(with_(**changes))
+
+
+def test_missing_file_and_bad_yaml_are_clear(tmp_path):
+    with pytest.raises(SpecError, match="not found"):
+        load_spec(str(tmp_path / "nope.yaml"))
+    (tmp_path / "bad.yaml").write_text("name: [unclosed")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(str(tmp_path / "bad.yaml"))
