@@ -91,6 +91,7 @@ def _ols(frame: pd.DataFrame, response: str, terms: list[str]) -> LinearLaw:
         return LinearLaw(response, n_points=len(y), reason=f"{len(y)} band runs for {design.shape[1]} coefficients")
     cov = np.sum(resid**2) / dof * np.linalg.inv(design.T @ design)
     names = ["const", *terms]
-    r2 = 1 - np.sum(resid**2) / np.sum((y - y.mean()) ** 2)
+    spread = np.sum((y - y.mean()) ** 2)
+    r2 = 1 - np.sum(resid**2) / spread if spread > 0 else np.nan  # every band run at one lr: R^2 undefined
     return LinearLaw(response, dict(zip(names, coef.tolist())), dict(zip(names, np.sqrt(np.diag(cov)).tolist())),
                      len(y), float(r2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from analysis import AnalysisError
@@ -14,8 +15,11 @@ from proxy_models.schedules import DECAY_SHAPES, SCHEDULES, ScheduleConfig
 from proxy_models.trainer import TrainConfig, Trainer
 from sweeps.plan import format_plan, plan
 from sweeps.spec import SpecError, load_spec
+from sweeps.store import StoreError
+from sweeps.sweep import resume, status, submit
 
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, AnalysisError, SpecError)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, AnalysisError, SpecError, StoreError)
+SPECS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "specs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_one_parser(sub)
     add_demo_parser(sub)
     add_plan_parser(sub)
+    add_submit_parser(sub)
+    add_resume_parser(sub)
+    add_status_parser(sub)
     add_analyze_parser(sub)
     add_predict_parser(sub)
     return parser
@@ -110,27 +117,62 @@ def plan_command(args) -> int:
     return 0
 
 
+def add_submit_parser(sub) -> None:
+    p = sub.add_parser("submit", help="run a sweep spec (only what its store lacks) on local Ray or a cluster")
+    p.add_argument("spec", help="sweep YAML")
+    p.add_argument("--storage", help="results store URI (default: the spec's run.storage, else runs/<name>)")
+    p.add_argument("--address", help="existing Ray cluster address (default: start Ray in this process)")
+    p.set_defaults(func=lambda args: _report(submit(load_spec(args.spec), storage=args.storage,
+                                                    address=args.address)))
+
+
+def add_resume_parser(sub) -> None:
+    p = sub.add_parser("resume", help="finish a stored sweep: runs only what the store lacks")
+    p.add_argument("dir", help="the sweep's storage directory")
+    p.add_argument("--sweep", help="sweep name, when the storage holds several")
+    p.add_argument("--address", help="existing Ray cluster address")
+    p.set_defaults(func=lambda args: _report(resume(args.dir, sweep_id=args.sweep, address=args.address)))
+
+
+def _report(result) -> int:
+    print(format_plan(result.plan), file=sys.stderr)
+    print(f"ran {result.lineages_run} lineages ({result.failed_trials} failed); results in {result.storage}")
+    return 1 if result.failed_trials else 0
+
+
+def add_status_parser(sub) -> None:
+    p = sub.add_parser("status", help="per-state counts and per-cell progress of a stored sweep")
+    p.add_argument("dir", help="the sweep's storage directory")
+    p.add_argument("--sweep", help="sweep name, when the storage holds several")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=status_command)
+
+
+def status_command(args) -> int:
+    s = status(args.dir, sweep_id=args.sweep)
+    if args.json:
+        print(json.dumps(s, indent=2, default=float))
+        return 0
+    print(f"sweep {s['sweep_id']}: {s['planned']} runs planned; " +
+          ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())))
+    for cell in s["cells"]:
+        print(f"  {cell['model']:<12} batch {cell['batch_size']:>4}  tokens {cell['tokens']:>12,}  "
+              f"runs {cell['runs_done']}")
+    return 0
+
+
 def add_demo_parser(sub) -> None:
-    p = sub.add_parser("demo", help="the main job: real CPU proxy runs of cpu-s at two learning rates")
-    p.add_argument("--tokens", type=float, default=1e6, help="training tokens per run")
-    p.add_argument("--lrs", type=float, nargs="+", default=[3e-3, 3e-2], help="peak learning rates")
+    p = sub.add_parser("demo", help="the main job: the cpu-quick sweep -> Parquet -> analysis -> coefficients")
+    p.add_argument("--storage", default="runs/cpu-quick", help="results store (default runs/cpu-quick)")
+    p.add_argument("--out", default="out/cpu-quick", help="analysis report directory")
     p.set_defaults(func=demo_command)
 
 
 def demo_command(args) -> int:
-    rows = []
-    for lr in args.lrs:
-        config = TrainConfig(model="cpu-s", batch_size=16, tokens=args.tokens,
-                             schedule=ScheduleConfig(name="wsd", lr=lr, warmup_tokens=args.tokens / 20))
-        print(f"cpu-s, wsd, lr {lr:g}, batch 16 x {config.proxy.seq_len}, {args.tokens:g} tokens", file=sys.stderr)
-        trainer = Trainer(config, log=lambda status: print(_progress(status, config), file=sys.stderr, flush=True))
-        result = trainer.run()
-        rows.append((trainer.first_loss, result))
-    print(f"{'lr':>8} {'first loss':>11} {'loss_train':>11} {'loss_eval':>10} {'tokens/s':>9} {'MFU':>6}  status")
-    for first, r in rows:
-        print(f"{r.lr:>8g} {first:>11.4f} {r.loss_train:>11.4f} {r.loss_eval:>10.4f} {r.tokens_per_s:>9,.0f} "
-              f"{r.mfu:>6.1%}  {r.status}")
-    return 0
+    result = submit(load_spec(os.path.join(SPECS_DIR, "cpu-quick.yaml")), storage=args.storage)
+    print(f"results: {result.storage} ({result.lineages_run} lineages run, {result.failed_trials} failed)")
+    analyze_args = build_parser().parse_args(["analyze", os.path.join(args.storage, "results"), "--out", args.out])
+    return analyze_args.func(analyze_args)
 
 
 def _progress(status: dict, config: TrainConfig) -> str:

@@ -96,6 +96,28 @@ def _trial(params: dict) -> None:
     tune.report({"budgets_done": len(params["job"].budgets)})
 
 
+def _progress_callback(total: int):
+    """A Tune callback printing one status line per finished trial."""
+    import sys
+    import time
+
+    from ray import tune
+
+    class Progress(tune.Callback):
+        def __init__(self):
+            self.done, self.start = 0, time.perf_counter()
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.done += 1
+            elapsed = time.perf_counter() - self.start
+            print(f"[{self.done}/{total} lineages] {elapsed:.0f}s elapsed", file=sys.stderr, flush=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            print(f"trial {trial.trial_id} failed: {trial.error_file}", file=sys.stderr, flush=True)
+
+    return Progress()
+
+
 def execute(jobs: Sequence[LineageJob], settings: ExecutionSettings) -> int:
     """Run every job as a Ray Tune trial; returns the number of trials that errored."""
     import ray
@@ -114,6 +136,7 @@ def execute(jobs: Sequence[LineageJob], settings: ExecutionSettings) -> int:
         run_config=tune.RunConfig(
             name=settings.sweep_id, storage_path=os.path.abspath(os.path.join(settings.checkpoint_root, "ray")),
             failure_config=tune.FailureConfig(max_failures=settings.max_retries), verbose=0,
+            callbacks=[_progress_callback(len(jobs))],
         ),
     )
     return sum(1 for r in tuner.fit() if r.error is not None)

@@ -1,0 +1,82 @@
+"""The public sweep layer: submit a spec (or resume one) and ask for its status. Thin over plan, execute
+and the store."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from sweeps.execute import ExecutionSettings, execute, missing_budgets
+from sweeps.plan import Plan, plan
+from sweeps.spec import SpecError, SweepSpec, load_spec, spec_from_dict
+from sweeps.store import ResultStore, StoreError
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    plan: Plan
+    lineages_run: int  # lineages that still had missing budgets
+    failed_trials: int
+    storage: str
+
+
+def spec_path(sweep_id: str) -> str:
+    return f"sweeps/{sweep_id}/spec.json"
+
+
+def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None = None) -> SubmitResult:
+    """Run what the store lacks of `spec`'s plan; the resolved spec is stored next to the results."""
+    storage = _absolute(storage or spec.storage)  # Ray trials run in their own working directories
+    store = ResultStore(storage)
+    store.write_json(spec_path(spec.name), spec.to_dict())
+    p = plan(spec)
+    stored = store.run_ids(sweep_id=spec.name)
+    jobs = [j for j in (missing_budgets(job, stored) for job in p.jobs) if j is not None]
+    settings = ExecutionSettings(
+        store_uri=storage, sweep_id=spec.name, checkpoint_root=_checkpoint_root(storage),
+        cpus_per_trial=spec.run.cpus_per_trial, gpus_per_trial=spec.run.gpus_per_trial,
+        max_concurrent=spec.run.max_concurrent, max_retries=spec.run.max_retries, address=address,
+    )
+    return SubmitResult(plan=p, lineages_run=len(jobs), failed_trials=execute(jobs, settings), storage=storage)
+
+
+def resume(storage: str, *, sweep_id: str | None = None, address: str | None = None) -> SubmitResult:
+    """Submit the stored spec again: only the runs the store lacks are trained."""
+    return submit(stored_spec(storage, sweep_id=sweep_id), storage=storage, address=address)
+
+
+def stored_spec(storage: str, *, sweep_id: str | None = None) -> SweepSpec:
+    sweep_id = sweep_id or _only_sweep(storage)
+    try:
+        return spec_from_dict(ResultStore(storage).read_json(spec_path(sweep_id)))
+    except StoreError:
+        raise SpecError(f"no sweep {sweep_id!r} in {storage!r}: submit a spec there first") from None
+
+
+def _only_sweep(storage: str) -> str:
+    names = sorted(os.listdir(os.path.join(storage, "sweeps"))) if os.path.isdir(os.path.join(storage, "sweeps")) else []
+    if len(names) != 1:
+        raise SpecError(f"storage {storage!r} holds sweeps {names}: name one with --sweep NAME")
+    return names[0]
+
+
+def _absolute(storage: str) -> str:
+    return storage if "://" in storage else os.path.abspath(storage)
+
+
+def _checkpoint_root(storage: str) -> str:
+    if "://" not in storage or storage.startswith("file://"):
+        return os.path.join(storage.removeprefix("file://"), "checkpoints")
+    return os.path.join(os.path.expanduser("~"), ".cache", "powersweep", "checkpoints")
+
+
+def status(storage: str, *, sweep_id: str | None = None) -> dict:
+    """Per-state counts of the planned runs, and per-cell (model, batch_size, tokens) progress."""
+    spec = stored_spec(storage, sweep_id=sweep_id)
+    table = ResultStore(storage).read(sweep_id=spec.name).table
+    planned = {r for j in plan(spec).jobs for r in j.run_ids}
+    done = table[table["run_id"].isin(planned)]
+    counts = done["status"].value_counts().to_dict()
+    counts["missing"] = len(planned) - len(done)
+    cells = done.groupby(["model", "batch_size", "tokens"]).size().rename("runs_done").reset_index()
+    return {"sweep_id": spec.name, "planned": len(planned), "counts": counts, "cells": cells.to_dict("records")}

@@ -1,0 +1,54 @@
+import pytest
+import yaml
+
+from sweeps.cli import main
+from sweeps.spec import spec_from_dict
+from sweeps.store import ResultStore
+from sweeps.sweep import status, submit
+
+TINY = {
+    "name": "tiny",
+    "search": {"models": ["cpu-xs"], "batch_size": [4], "lr": [0.004, 0.016], "tokens": [1024, 2048]},
+    "train": {"warmup_tokens": 128, "seq_len": 32, "model_overrides": {"n_layers": 1},
+              "data": {"eval_tokens": 1024}},
+}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_submit_resume_and_extend_run_only_what_the_store_lacks(tmp_path, local_ray, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    storage = "store"  # relative: trials run in other working directories and must still find it
+    first = submit(spec_from_dict(TINY), storage=storage)
+    assert first.lineages_run == 2 and first.failed_trials == 0
+    table = ResultStore(storage).read(sweep_id="tiny").table
+    assert len(table) == 4 and table["run_id"].is_unique
+    created = dict(zip(table["run_id"], table["created_at"]))
+
+    assert main(["resume", storage]) == 0  # nothing missing: nothing runs
+    assert "ran 0 lineages" in capsys.readouterr().out
+
+    extended = {**TINY, "search": {**TINY["search"], "lr": [0.004, 0.016, 0.064]}}
+    assert submit(spec_from_dict(extended), storage=storage).lineages_run == 1  # only the new lr
+    table = ResultStore(storage).read(sweep_id="tiny").table
+    assert len(table) == 6 and table["run_id"].is_unique
+    assert all(table.set_index("run_id").loc[r, "created_at"] == t for r, t in created.items())  # not recomputed
+    s = status(storage)
+    assert s["planned"] == 6 and s["counts"].get("missing") == 0
+
+
+def test_cli_spec_errors_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**TINY, "search": {**TINY["search"], "batchsize": [4]}}))
+    assert main(["submit", str(bad), "--storage", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "did you mean 'batch_size'" in err[0]
+    assert not (tmp_path / "s").exists()  # nothing written
+    assert main(["status", str(tmp_path / "nothing")]) == 2
