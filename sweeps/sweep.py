@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from sweeps.execute import ExecutionSettings, execute, missing_budgets
 from sweeps.plan import Plan, plan
-from sweeps.spec import SpecError, SweepSpec, load_spec, spec_from_dict
+from sweeps.spec import SpecError, SweepSpec, spec_from_dict
 from sweeps.store import ResultStore, StoreError
 
 
