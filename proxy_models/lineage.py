@@ -32,23 +32,21 @@ class Branch:
 def plan_branches(config: TrainConfig, budgets: Sequence[float]) -> list[Branch]:
     """Branches in ascending budget order. The largest budget is a branch too: the trunk stops at its decay
     start, so a trunk checkpoint never holds a decayed state and a longer budget can still fork from it."""
-    budgets = sorted(set(budgets))
-    trunk = replace(config, tokens=budgets[-1])
     branches = []
-    for tokens in budgets:
+    for tokens in sorted(set(budgets)):
         solo = replace(config, tokens=tokens)
-        branches.append(Branch(tokens=tokens, fork_step=_fork_step(solo, trunk), steps=solo.steps))
+        branches.append(Branch(tokens=tokens, fork_step=_fork_step(solo), steps=solo.steps))
     return branches
 
 
-def _fork_step(solo: TrainConfig, trunk: TrainConfig) -> int:
+def _fork_step(solo: TrainConfig) -> int:
     """Steps the solo run shares with the trunk: those whose lr is taken before the solo decay starts.
 
     Step k takes its lr at (k + 1) * tokens_per_step tokens (see Trainer.lr_at_step).
     """
     tps = solo.tokens_per_step
     fork_tokens = solo.schedule.fork_point(solo.steps * tps)
-    return min(int(fork_tokens // tps), solo.steps, trunk.steps)
+    return min(int(fork_tokens // tps), solo.steps)
 
 
 def planned_tokens(config: TrainConfig, budgets: Sequence[float]) -> int:
@@ -135,7 +133,12 @@ class _Progress:
         os.replace(tmp, self._path("results.json"))
 
 
+def independent_tokens(config: TrainConfig, budgets: Sequence[float]) -> int:
+    """Tokens that separate runs of every budget would train."""
+    return sum(replace(config, tokens=t).steps for t in set(budgets)) * config.tokens_per_step
+
+
 def token_ratio(config: TrainConfig, budgets: Sequence[float]) -> float:
     """Tokens a lineage trains over the tokens of independent runs of every budget."""
-    independent = sum(replace(config, tokens=t).steps for t in set(budgets)) * config.tokens_per_step
+    independent = independent_tokens(config, budgets)
     return planned_tokens(config, budgets) / independent if independent else math.nan

@@ -70,7 +70,9 @@ class TrainConfig:
 
     @property
     def tokens_per_step(self) -> int:
-        return self.batch_size * self.proxy.seq_len
+        # Read every step: look seq_len up rather than building the whole ProxyConfig.
+        seq_len = self.model_overrides.get("seq_len") or get_preset(self.model).seq_len
+        return self.batch_size * seq_len
 
     @property
     def steps(self) -> int:

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 
 from proxy_models.data import DataConfig
-from proxy_models.lineage import plan_branches, planned_tokens
+from proxy_models.lineage import independent_tokens, plan_branches, planned_tokens
 from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import TrainConfig
 from sweeps.spec import SweepSpec
@@ -44,7 +44,7 @@ class Plan:
     @property
     def tokens_independent(self) -> int:
         """Tokens if every (run, budget) trained on its own."""
-        return sum(replace(j.config, tokens=t).steps * j.config.tokens_per_step for j in self.jobs for t in j.budgets)
+        return sum(independent_tokens(j.config, j.budgets) for j in self.jobs)
 
     @property
     def tokens_planned(self) -> int:
