@@ -34,7 +34,7 @@ class ExecutionSettings:
     gpus_per_trial: float = 0.0  # fractional GPUs pack several trials on one GPU
     max_concurrent: int = 0  # 0 = as many as resources allow
     max_retries: int = 2  # retries of a crashed trial (it resumes from its checkpoint)
-    address: str | None = None  # existing Ray cluster; None starts a local Ray in this process
+    address: str | None = None  # existing Ray cluster; None starts a fresh local Ray in this process
 
 
 def missing_budgets(job: LineageJob, stored_run_ids: set[str]) -> LineageJob | None:
@@ -126,7 +126,8 @@ def execute(jobs: Sequence[LineageJob], settings: ExecutionSettings) -> int:
     if not jobs:
         return 0
     if not ray.is_initialized():
-        ray.init(address=settings.address, include_dashboard=False, configure_logging=False,
+        # "local", not None: None would attach to any cluster a `ray start` left on this machine.
+        ray.init(address=settings.address or "local", include_dashboard=False, configure_logging=False,
                  log_to_driver=False)
     trainable = tune.with_resources(_trial, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
     tuner = tune.Tuner(

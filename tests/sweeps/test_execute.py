@@ -31,7 +31,7 @@ def test_missing_budgets_keeps_only_unstored_runs():
 @pytest.mark.slow
 def test_ray_sweep_writes_every_budget_to_the_store(tmp_path):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     try:
         jobs = [job(3e-3), job(1e-2)]
         settings = ExecutionSettings(store_uri=str(tmp_path / "store"), sweep_id="t",
