@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import optuna
 import pandas as pd
@@ -32,6 +33,9 @@ from ray.tune.search.optuna import OptunaSearch
 from sweeps.execute import ExecutionSettings, fit, missing_budgets, run_job
 from sweeps.plan import Study, trial_job
 from sweeps.store import ResultStore
+
+__all__ = ["METRIC", "StudySearch", "distributions", "divergence_penalty", "journal", "objective", "reconcile",
+           "SearchRun", "run_studies", "stored_run_ids", "stored_trials"]
 
 METRIC = "objective"  # what a trial reports: mean loss_eval over the budgets, nats/token
 PARAMS = ("power_a", "power_b")  # Optuna parameter names: the results table's columns
@@ -200,18 +204,23 @@ def _search_trial(params: dict) -> None:
     tune.report({METRIC: objective(losses, params["penalty"]), "budgets_done": len(new)})
 
 
-def run_studies(studies: Sequence[Study], settings: ExecutionSettings) -> tuple[int, int]:
-    """Run the trials each study lacks (n_trials minus its completed lineages in the store) in one Tuner.
+@dataclass(frozen=True)
+class SearchRun:
+    """What `run_studies` did."""
 
-    Returns (trials run, trials that errored).
-    """
+    trials_run: int  # trials started: each trains one lineage (or its missing budgets)
+    failed_trials: int  # trials that errored after their retries
+
+
+def run_studies(studies: Sequence[Study], settings: ExecutionSettings) -> SearchRun:
+    """Run the trials each study lacks (n_trials minus its completed lineages in the store) in one Tuner."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from the progress callback
     table = ResultStore(settings.store_uri).read(sweep_id=settings.sweep_id).table
     storage = journal(settings)
     cells = [_Cell(study, storage, table) for study in studies]
     total = sum(cell.left for cell in cells)
     if not total:
-        return 0, 0
+        return SearchRun(0, 0)
     failed = fit(_search_trial, settings, param_space={"settings": settings}, total=total,
                  search_alg=StudySearch(cells), num_samples=total)
-    return total, failed
+    return SearchRun(total, failed)

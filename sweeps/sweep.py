@@ -40,7 +40,8 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
     if p.studies:
         from sweeps.search import run_studies  # imports Ray and Optuna: only when a search runs
 
-        ran, failed = run_studies(p.studies, settings)
+        search = run_studies(p.studies, settings)
+        ran, failed = search.trials_run, search.failed_trials
     else:
         ran, failed = len(jobs), execute(jobs, settings)
     return SubmitResult(plan=p, lineages_run=ran, failed_trials=failed, storage=storage)

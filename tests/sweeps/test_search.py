@@ -1,7 +1,9 @@
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 optuna = pytest.importorskip("optuna")
 pytest.importorskip("ray")
@@ -19,6 +21,7 @@ from sweeps.store import ResultStore  # noqa: E402
 from sweeps.sweep import _checkpoint_root, spec_path, status  # noqa: E402
 from tests.sweeps.test_sweep import local_ray  # noqa: E402, F401  (the module's Ray fixture)
 
+SPECS = Path(__file__).parents[2] / "sweeps" / "specs"
 A_RANGE, B_RANGE = (3.0, 5.0), (-0.6, -0.4)
 TINY = {
     "name": "tiny-optuna",
@@ -149,3 +152,12 @@ def test_search_resumes_a_killed_driver_and_runs_n_trials_per_cell(tmp_path, loc
     power = analyze(load_table("store/results"), n_boot=0).power  # the (a, b) search of analysis/
     assert len(power.per_group) == 2 * 2 and set(power.per_group["n_runs"]) == {3}
     assert power.per_group["a_grid"].between(*A_RANGE).all()
+
+
+def test_paper_power_comment_switches_the_spec_to_optuna():
+    text = (SPECS / "paper-power.yaml").read_text()
+    switch = yaml.safe_load("\n".join(line[4:] for line in text.splitlines() if line.startswith("#   ")))
+    values = yaml.safe_load(text)
+    search = {k: v for k, v in values["search"].items() if k not in ("power_a", "power_b")} | switch
+    summary = plan(spec_from_dict({**values, "search": search})).summary()
+    assert (summary["runs"], summary["lineages"]) == (32 * 5 * 7, 32 * 5)
