@@ -35,7 +35,7 @@ from sweeps.plan import Study, trial_job
 from sweeps.store import ResultStore
 
 __all__ = ["METRIC", "StudySearch", "distributions", "divergence_penalty", "journal", "objective", "reconcile",
-           "SearchRun", "run_studies", "stored_run_ids", "stored_trials"]
+           "completed_trials", "SearchRun", "run_studies", "stored_run_ids", "stored_trials"]
 
 METRIC = "objective"  # what a trial reports: mean loss_eval over the budgets, nats/token
 PARAMS = ("power_a", "power_b")  # Optuna parameter names: the results table's columns
@@ -100,8 +100,7 @@ def reconcile(study: Study, storage, trials: dict[Point, dict[str, float]]) -> o
 
     Returns the study with the (a, b) to run again enqueued: they are asked before any new sample.
     """
-    penalty, budgets = divergence_penalty(study), len(study.template.budgets)
-    complete = {p: objective(list(runs.values()), penalty) for p, runs in trials.items() if len(runs) == budgets}
+    complete = completed_trials(study, trials)
     loaded = optuna.create_study(storage=storage, study_name=study.study_id, direction="minimize",
                                  load_if_exists=True)
     again = _close_stale(loaded, complete) + [p for p in trials if p not in complete]
@@ -115,6 +114,12 @@ def reconcile(study: Study, storage, trials: dict[Point, dict[str, float]]) -> o
         if point not in complete and point not in waiting:
             loaded.enqueue_trial(dict(zip(PARAMS, point)))
     return loaded
+
+
+def completed_trials(study: Study, trials: dict[Point, dict[str, float]]) -> dict[Point, float]:
+    """The objective of each of the store's `trials` that has every budget stored."""
+    penalty, budgets = divergence_penalty(study), len(study.template.budgets)
+    return {p: objective(list(runs.values()), penalty) for p, runs in trials.items() if len(runs) == budgets}
 
 
 def _close_stale(loaded: optuna.Study, complete: dict[Point, float]) -> list[Point]:
@@ -146,8 +151,7 @@ class _Cell:
         loaded = reconcile(study, storage, trials)
         self.study, self.penalty = study, divergence_penalty(study)
         self.stored = {r: loss for runs in trials.values() for r, loss in runs.items()}
-        complete = sum(len(runs) == len(study.template.budgets) for runs in trials.values())
-        self.left = max(study.n_trials - complete, 0)
+        self.left = max(study.n_trials - len(completed_trials(study, trials)), 0)
         # Seeded by the study and its history: a resumed study draws new points, not its first ones again.
         seed = (int(study.study_id[:8], 16) + len(loaded.trials)) % 2**32
         sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=study.concurrency > 1)
