@@ -76,8 +76,10 @@ def store_row(result: RunResult, *, job: LineageJob, run_id: str) -> dict:
     return {**result.to_row(), "run_id": run_id, "lineage_id": job.lineage_id, **provenance()}
 
 
-def run_job(job: LineageJob, settings: ExecutionSettings) -> None:
-    """Train one lineage and store each budget's row as soon as it is final (the body of one trial)."""
+def run_job(job: LineageJob, settings: ExecutionSettings) -> list[RunResult]:
+    """Train one lineage and store each budget's row as soon as it is final (the body of one trial).
+
+    Returns the rows of the job's budgets, ascending."""
     store = ResultStore(settings.store_uri)
     run_id_of = dict(zip(job.budgets, job.run_ids))
 
@@ -86,7 +88,7 @@ def run_job(job: LineageJob, settings: ExecutionSettings) -> None:
         store.write([store_row(result, job=job, run_id=run_id)], sweep_id=settings.sweep_id, name=run_id)
 
     checkpoint_dir = os.path.join(settings.checkpoint_root, settings.sweep_id, job.lineage_id)
-    train_lineage(job.config, job.budgets, checkpoint_dir=checkpoint_dir, on_result=save)
+    return train_lineage(job.config, job.budgets, checkpoint_dir=checkpoint_dir, on_result=save)
 
 
 def _trial(params: dict) -> None:
@@ -120,24 +122,36 @@ def _progress_callback(total: int):
 
 def execute(jobs: Sequence[LineageJob], settings: ExecutionSettings) -> int:
     """Run every job as a Ray Tune trial; returns the number of trials that errored."""
-    import ray
     from ray import tune
 
     if not jobs:
         return 0
+    return fit(_trial, settings, param_space={"job": tune.grid_search(list(jobs)), "settings": settings},
+               total=len(jobs))
+
+
+def fit(trainable, settings: ExecutionSettings, *, param_space: dict, total: int, **tune_options) -> int:
+    """Run `trainable`'s trials with the sweep's resources, concurrency, retries and progress callback.
+
+    `tune_options` go to TuneConfig (e.g. a search_alg and num_samples); returns the trials that errored.
+    """
+    import ray
+    from ray import tune
+
     if not ray.is_initialized():
         # "local", not None: None would attach to any cluster a `ray start` left on this machine.
         ray.init(address=settings.address or "local", include_dashboard=False, configure_logging=False,
                  log_to_driver=False)
-    trainable = tune.with_resources(_trial, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+    trainable = tune.with_resources(trainable, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
     tuner = tune.Tuner(
         trainable,
-        param_space={"job": tune.grid_search(list(jobs)), "settings": settings},
-        tune_config=tune.TuneConfig(max_concurrent_trials=settings.max_concurrent or None, reuse_actors=True),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=settings.max_concurrent or None, reuse_actors=True,
+                                    **tune_options),
         run_config=tune.RunConfig(
             name=settings.sweep_id, storage_path=os.path.abspath(os.path.join(settings.checkpoint_root, "ray")),
             failure_config=tune.FailureConfig(max_failures=settings.max_retries), verbose=0,
-            callbacks=[_progress_callback(len(jobs))],
+            callbacks=[_progress_callback(total)],
         ),
     )
     return sum(1 for r in tuner.fit() if r.error is not None)

@@ -3,6 +3,10 @@
 `lineage_id` hashes everything that determines a training trajectory except its length; `run_id` hashes
 the lineage_id and one token budget. Neither depends on the other values of a grid, so adding values to
 a spec and running it again finds every finished run_id in the store and runs only the new cells.
+
+In optuna mode the plan holds studies instead of jobs: one per cell (model, batch_size, seed, lr_max), each
+n_trials lineages whose (a, b) are sampled while the sweep runs (sweeps/search.py); a trial's lineage gets
+its ids from the same scheme (`trial_job`), so its rows are found in the store like any other.
 """
 
 from __future__ import annotations
@@ -30,29 +34,60 @@ class LineageJob:
 
 
 @dataclass(frozen=True)
+class Study:
+    """One Optuna study of the power (a, b) search: n_trials lineages of `template`, each with its own a, b.
+
+    The template's a, b are the centres of the ranges; a lineage's tokens do not depend on them.
+    """
+
+    study_id: str  # hash of the template and the ranges: another range starts another study
+    template: LineageJob
+    n_trials: int
+    a_range: tuple[float, float]
+    b_range: tuple[float, float]
+    concurrency: int = 1  # trials of this study in flight at once
+
+
+def trial_job(study: Study, a: float, b: float) -> LineageJob:
+    """The lineage of one trial: the template with Power a, b; its ids follow from its config as in grid mode."""
+    config = study.template.config
+    return _job(replace(config, schedule=replace(config.schedule, power_a=float(a), power_b=float(b))),
+                study.template.budgets)
+
+
+@dataclass(frozen=True)
 class Plan:
-    """The lineages of a sweep and what they cost in tokens."""
+    """The lineages of a sweep (fixed jobs, or Optuna studies of n_trials lineages) and their token cost."""
 
     sweep_id: str
     jobs: tuple[LineageJob, ...]
     notes: tuple[str, ...] = field(default=())
+    studies: tuple[Study, ...] = field(default=())
+
+    def _lineages(self):
+        """(job, copies): each fixed job once, each study's template n_trials times."""
+        return [(j, 1) for j in self.jobs] + [(s.template, s.n_trials) for s in self.studies]
 
     @property
     def runs(self) -> int:
-        return sum(len(j.budgets) for j in self.jobs)
+        return sum(n * len(j.budgets) for j, n in self._lineages())
+
+    @property
+    def lineages(self) -> int:
+        return sum(n for _, n in self._lineages())
 
     @property
     def tokens_independent(self) -> int:
         """Tokens if every (run, budget) trained on its own."""
-        return sum(independent_tokens(j.config, j.budgets) for j in self.jobs)
+        return sum(n * independent_tokens(j.config, j.budgets) for j, n in self._lineages())
 
     @property
     def tokens_planned(self) -> int:
-        return sum(planned_tokens(j.config, j.budgets) for j in self.jobs)
+        return sum(n * planned_tokens(j.config, j.budgets) for j, n in self._lineages())
 
     def summary(self) -> dict:
         independent = self.tokens_independent
-        return {"sweep_id": self.sweep_id, "runs": self.runs, "lineages": len(self.jobs),
+        return {"sweep_id": self.sweep_id, "runs": self.runs, "lineages": self.lineages,
                 "tokens_independent": independent, "tokens_planned": self.tokens_planned,
                 "ratio": self.tokens_planned / independent if independent else None, "notes": list(self.notes)}
 
@@ -64,17 +99,29 @@ def short_hash(obj) -> str:
 def plan(spec: SweepSpec) -> Plan:
     """Expand the spec's grid into lineages; cosine budgets become solo lineages (they share no trunk)."""
     budgets = tuple(sorted(spec.search.tokens))
+    if spec.search.mode == "optuna":
+        return _optuna_plan(spec, budgets)
     jobs, notes = [], []
     for config in _trajectories(spec, max(budgets)):
         if all(b.fork_step == 0 for b in plan_branches(config, budgets)) and len(budgets) > 1:
             jobs.extend(_job(replace(config, tokens=t), (t,)) for t in budgets)
         else:
             jobs.append(_job(config, budgets))
-    if spec.search.mode == "optuna":
-        notes.append(f"optuna mode: {spec.search.n_trials} (a, b) trials are chosen while the sweep runs")
     if spec.train.schedule == "cosine":
         notes.append("cosine depends on the budget at every step: each budget runs as its own lineage")
     return Plan(sweep_id=spec.name, jobs=tuple(jobs), notes=tuple(notes))
+
+
+def _optuna_plan(spec: SweepSpec, budgets: tuple[float, ...]) -> Plan:
+    """One study per cell; its template's a, b (the ranges' centres) stand for the trials' sampled ones."""
+    s = spec.search
+    studies = []
+    for config in _trajectories(spec, max(budgets)):
+        template = _job(config, budgets)
+        studies.append(Study(short_hash(["optuna", template.lineage_id, s.a_range, s.b_range]), template,
+                             s.n_trials, s.a_range, s.b_range, s.study_concurrency))
+    note = f"optuna mode: {s.n_trials} (a, b) trials per cell are chosen while the sweep runs"
+    return Plan(sweep_id=spec.name, jobs=(), notes=(note,), studies=tuple(studies))
 
 
 def _job(config: TrainConfig, budgets: tuple[float, ...]) -> LineageJob:
@@ -105,8 +152,9 @@ def _schedules(spec: SweepSpec):
                   decay_shape=t.decay_shape)
     if t.schedule != "power":
         return [ScheduleConfig(lr=lr, **common) for lr in s.lr]
-    if s.mode == "optuna":
-        return []  # chosen trial by trial at run time
+    if s.mode == "optuna":  # one template per lr_max: the study samples a, b
+        return [ScheduleConfig(power_a=sum(s.a_range) / 2, power_b=sum(s.b_range) / 2, lr_max=m, **common)
+                for m in s.lr_max]
     return [ScheduleConfig(power_a=a, power_b=b, lr_max=m, **common)
             for a, b, m in itertools.product(s.power_a, s.power_b, s.lr_max)]
 

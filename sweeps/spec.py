@@ -51,16 +51,17 @@ class SearchSpec(_Strict):
     power_b: list[float] = Field(default_factory=list)  # Power b grid (power schedule)
     lr_max: list[float] = Field(default_factory=lambda: [0.02])  # Power cap grid (power schedule)
     mode: Literal["grid", "optuna"] = "grid"  # optuna: TPE over a_range x b_range (power only)
-    n_trials: int = 32  # Optuna trials
+    n_trials: int = 32  # Optuna trials per cell (model, batch_size, seed, lr_max)
     a_range: tuple[float, float] = (3.0, 5.0)  # Table 3's a search range
     b_range: tuple[float, float] = (-0.6, -0.4)  # Table 3's b search range
+    study_concurrency: int = 1  # optuna: trials of one study in flight at once; 1 keeps each study reproducible
 
     @field_validator("tokens", mode="before")
     @classmethod
     def _tokens(cls, values):
         return [parse_tokens(v) for v in values] if isinstance(values, list) else values
 
-    @field_validator("lr", "batch_size", "tokens", "power_a", "lr_max", "n_trials")
+    @field_validator("lr", "batch_size", "tokens", "power_a", "lr_max", "n_trials", "study_concurrency")
     @classmethod
     def _positive(cls, values):
         for v in values if isinstance(values, list) else [values]:
@@ -69,6 +70,18 @@ class SearchSpec(_Strict):
         if isinstance(values, list) and len(set(values)) != len(values):
             raise ValueError(f"{values} repeats a value: list each value once")
         return values
+
+    @field_validator("a_range", "b_range")
+    @classmethod
+    def _range(cls, value, info):
+        low, high = value
+        if not low < high:
+            raise ValueError(f"{list(value)} is not [low, high]: give the lower bound first")
+        if info.field_name == "a_range" and low <= 0:
+            raise ValueError(f"{list(value)}: a must be positive, e.g. [3, 5]")
+        if info.field_name == "b_range" and high >= 0:
+            raise ValueError(f"{list(value)}: b must be negative, e.g. [-0.6, -0.4]")
+        return value
 
     @field_validator("models")
     @classmethod

@@ -37,7 +37,14 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
         cpus_per_trial=spec.run.cpus_per_trial, gpus_per_trial=spec.run.gpus_per_trial,
         max_concurrent=spec.run.max_concurrent, max_retries=spec.run.max_retries, address=address,
     )
-    return SubmitResult(plan=p, lineages_run=len(jobs), failed_trials=execute(jobs, settings), storage=storage)
+    if p.studies:
+        from sweeps.search import run_studies  # imports Ray and Optuna: only when a search runs
+
+        search = run_studies(p.studies, settings)
+        ran, failed = search.trials_run, search.failed_trials
+    else:
+        ran, failed = len(jobs), execute(jobs, settings)
+    return SubmitResult(plan=p, lineages_run=ran, failed_trials=failed, storage=storage)
 
 
 def resume(storage: str, *, sweep_id: str | None = None, address: str | None = None) -> SubmitResult:
@@ -74,9 +81,19 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     """Per-state counts of the planned runs, and per-cell (model, batch_size, tokens) progress."""
     spec = stored_spec(storage, sweep_id=sweep_id)
     table = ResultStore(storage).read(sweep_id=spec.name).table
-    planned = {r for j in plan(spec).jobs for r in j.run_ids}
+    p = plan(spec)
+    planned = {r for j in p.jobs for r in j.run_ids} | _trial_run_ids(p, table)
     done = table[table["run_id"].isin(planned)]
     counts = done["status"].value_counts().to_dict()
-    counts["missing"] = len(planned) - len(done)
+    counts["missing"] = max(p.runs - len(done), 0)
     cells = done.groupby(["model", "batch_size", "tokens"]).size().rename("runs_done").reset_index()
-    return {"sweep_id": spec.name, "planned": len(planned), "counts": counts, "cells": cells.to_dict("records")}
+    return {"sweep_id": spec.name, "planned": p.runs, "counts": counts, "cells": cells.to_dict("records")}
+
+
+def _trial_run_ids(p: Plan, table) -> set[str]:
+    """run_ids of the stored rows of an optuna sweep's trials (none for a grid)."""
+    if not p.studies:
+        return set()
+    from sweeps.search import stored_run_ids
+
+    return stored_run_ids(p.studies, table)

@@ -58,3 +58,19 @@ def test_missing_file_and_bad_yaml_are_clear(tmp_path):
     (tmp_path / "bad.yaml").write_text("name: [unclosed")
     with pytest.raises(SpecError, match="not valid YAML"):
         load_spec(str(tmp_path / "bad.yaml"))
+
+
+@pytest.mark.parametrize(
+    "search, fragment",
+    [
+        ({"a_range": [5, 3]}, "search.a_range=[5, 3]: [5.0, 3.0] is not [low, high]: give the lower bound first"),
+        ({"a_range": [0, 2]}, "search.a_range=[0, 2]: [0.0, 2.0]: a must be positive"),
+        ({"b_range": [-0.5, 0.1]}, "search.b_range=[-0.5, 0.1]: [-0.5, 0.1]: b must be negative"),
+        ({"study_concurrency": 0}, "search.study_concurrency=0: 0 must be positive"),
+    ],
+)
+def test_bad_optuna_search_names_field_value_and_fix(search, fragment):
+    values = {"name": "t", "search": {"tokens": ["1M"], "mode": "optuna", **search}, "train": {"schedule": "power"}}
+    with pytest.raises(SpecError) as error:
+        spec_from_dict(values)
+    assert str(error.value).startswith(fragment)
