@@ -62,7 +62,13 @@ def analyze_command(args: argparse.Namespace) -> int:
     print(f"cells:         {paths.cells_csv}")
     print(f"figures:       {len(paths.figures)} written to {paths.index_html.parent}"
           + (f", skipped: {', '.join(paths.skipped)}" if paths.skipped else ""))
+    if result.power is not None:
+        print(_power_line(result.power.overall))
     if paths.coefficients is None:
+        if result.schedule is None and result.power is not None:
+            print("coefficients:  not written: the gamma law needs runs with a fixed peak lr (wsd, cosine, "
+                  "constant); this table has power runs only, whose best (a, b) is above")
+            return 0
         reason = result.gamma.pooled.reason if result.gamma is not None else "no runs with a fixed peak lr"
         raise AnalysisError(f"no coefficients written: the gamma fit failed ({reason}); see {paths.index_html}")
     fit = result.gamma.pooled
@@ -71,6 +77,13 @@ def analyze_command(args: argparse.Namespace) -> int:
           f"{fit.a_ci.high:.4g}), b = {fit.b:.4f} (95% CI {fit.b_ci.low:.4f} to {fit.b_ci.high:.4f}), "
           f"{fit.n_points} cells")
     return 0
+
+
+def _power_line(best) -> str:
+    """The (a, b) search's best Power-scheduler coefficients, one line."""
+    return (f"power search:  a = {best.a:.4g} (95% CI {best.a_ci.low:.4g} to {best.a_ci.high:.4g}), "
+            f"b = {best.b:.4f} (95% CI {best.b_ci.low:.4f} to {best.b_ci.high:.4f}), {best.method}, "
+            f"{best.n_runs} runs")
 
 
 def add_predict_parser(subparsers) -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ import pytest
 
 from analysis.commands import add_analyze_parser, add_predict_parser, parse_mapping
 from analysis.errors import AnalysisError
-from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
+from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_power_table, synthetic_table
 
 GRID = SweepGrid(models=(("36M", 36e6),), tokens=(2e9, 8e9, 32e9, 128e9), batch_sizes=(32, 64, 128),
                  lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()))
@@ -109,3 +109,14 @@ def test_failed_fit_still_writes_the_report_then_raises(tmp_path):
     with pytest.raises(AnalysisError, match="no coefficients written"):
         _run(["analyze", str(path), "--out", str(tmp_path / "out"), "--no-figures"])
     assert (tmp_path / "out" / "index.html").exists()
+
+
+def test_power_only_table_reports_the_ab_search_and_succeeds(tmp_path, capsys):
+    path = tmp_path / "power.csv"
+    synthetic_power_table(PlantedLaw(a=4.0, b=-0.51)).to_csv(path, index=False)
+    assert _run(["analyze", str(path), "--out", str(tmp_path / "out"), "--no-figures", "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("power search:"))
+    b = float(line.split("b = ")[1].split()[0])
+    assert abs(b - (-0.51)) < 0.03  # the planted exponent, recovered
+    assert "coefficients:  not written" in out and not (tmp_path / "out" / "coefficients.json").exists()
