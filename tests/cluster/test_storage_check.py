@@ -10,14 +10,6 @@ from cluster.jobs import ClusterError
 from cluster.storage_check import PROBE_DIR, check_shared_storage
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=1, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def test_a_store_every_node_sees_passes_and_leaves_no_probe(local_ray, tmp_path):
     assert check_shared_storage(str(tmp_path / "store")) == 1
     assert os.listdir(tmp_path / "store" / PROBE_DIR) == []
