@@ -103,7 +103,7 @@ def _client(address: str, token: str | None = None):
     """A JobSubmissionClient carrying the bearer token, and where the token came from."""
     from ray.job_submission import JobSubmissionClient
 
-    token, source = (token, "the token given") if token else auth_token()
+    token, source = (token, "the token argument") if token else auth_token()
     headers = {"Authorization": f"Bearer {token}"} if token else None
     with _jobs_errors(address, source):
         return JobSubmissionClient(address, headers=headers), source
