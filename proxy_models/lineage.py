@@ -70,7 +70,8 @@ def train_lineage(
 
     With `checkpoint_dir` the trunk is saved at every fork point and finished results are kept, so a lineage
     killed at any moment resumes without redoing finished branches and without changing any result.
-    `on_result` sees each budget's row as soon as it is final (e.g. to store it).
+    `on_result` sees each budget's row as soon as it is final (e.g. to store it), before the row is recorded as
+    finished: a lineage killed inside `on_result` calls it again for that budget when it resumes.
     """
     branches = plan_branches(config, budgets)
     trunk_total = branches[-1].steps * config.tokens_per_step
@@ -83,9 +84,10 @@ def train_lineage(
             trainer = done.trainer = Trainer(replace(config, tokens=branches[-1].tokens), corpus=corpus, log=log)
         trainer.train_to(branch.fork_step, total_tokens=trunk_total, checkpoint_path=done.trunk_path,
                          checkpoint_every_steps=checkpoint_every_steps)
-        done.record(branch, _run_branch(trainer, branch))
-        if on_result is not None:
-            on_result(done.results[branch.tokens])
+        result = _run_branch(trainer, branch)
+        if on_result is not None:  # before record: a run killed in between redoes the branch, never skips its row
+            on_result(result)
+        done.record(branch, result)
     return [done.results[b.tokens] for b in branches]
 
 

@@ -9,6 +9,15 @@ import sys
 
 from analysis import AnalysisError
 from analysis.commands import add_analyze_parser, add_predict_parser
+from cluster.commands import (
+    ADDRESS_HELP,
+    add_logs_parser,
+    add_stop_parser,
+    job_status_command,
+    resume_job_command,
+    submit_job_command,
+)
+from cluster.jobs import ClusterError, is_jobs_address
 from proxy_models.config import PAPER_PARAMS, PRESETS, ConfigError
 from proxy_models.data import DataConfig, DataError
 from proxy_models.schedules import DECAY_SHAPES, SCHEDULES, ScheduleConfig
@@ -18,7 +27,8 @@ from sweeps.spec import SpecError, load_spec
 from sweeps.store import StoreError
 from sweeps.sweep import resume, status, submit
 
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, AnalysisError, SpecError, StoreError)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, AnalysisError, SpecError, StoreError,
+                                             ClusterError)
 SPECS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "specs")
 
 
@@ -42,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_submit_parser(sub)
     add_resume_parser(sub)
     add_status_parser(sub)
+    add_logs_parser(sub)
+    add_stop_parser(sub)
     add_analyze_parser(sub)
     add_predict_parser(sub)
     return parser
@@ -121,17 +133,29 @@ def add_submit_parser(sub) -> None:
     p = sub.add_parser("submit", help="run a sweep spec (only what its store lacks) on local Ray or a cluster")
     p.add_argument("spec", help="sweep YAML")
     p.add_argument("--storage", help="results store URI (default: the spec's run.storage, else runs/<name>)")
-    p.add_argument("--address", help="existing Ray cluster address (default: start Ray in this process)")
-    p.set_defaults(func=lambda args: _report(submit(load_spec(args.spec), storage=args.storage,
-                                                    address=args.address)))
+    p.add_argument("--address", help="Ray cluster: http://HEAD:8265 submits a Ray job and prints its id; "
+                   "ray://HEAD:10001 or HEAD:6379 runs the driver here (default: start Ray in this process)")
+    p.set_defaults(func=submit_command)
+
+
+def submit_command(args) -> int:
+    if is_jobs_address(args.address):
+        return submit_job_command(args)
+    return _report(submit(load_spec(args.spec), storage=args.storage, address=args.address))
 
 
 def add_resume_parser(sub) -> None:
     p = sub.add_parser("resume", help="finish a stored sweep: runs only what the store lacks")
     p.add_argument("dir", help="the sweep's storage directory")
     p.add_argument("--sweep", help="sweep name, when the storage holds several")
-    p.add_argument("--address", help="existing Ray cluster address")
-    p.set_defaults(func=lambda args: _report(resume(args.dir, sweep_id=args.sweep, address=args.address)))
+    p.add_argument("--address", help="Ray cluster, as for submit (http://HEAD:8265 submits a Ray job)")
+    p.set_defaults(func=resume_command)
+
+
+def resume_command(args) -> int:
+    if is_jobs_address(args.address):
+        return resume_job_command(args)
+    return _report(resume(args.dir, sweep_id=args.sweep, address=args.address))
 
 
 def _report(result) -> int:
@@ -141,14 +165,18 @@ def _report(result) -> int:
 
 
 def add_status_parser(sub) -> None:
-    p = sub.add_parser("status", help="per-state counts and per-cell progress of a stored sweep")
-    p.add_argument("dir", help="the sweep's storage directory")
+    p = sub.add_parser("status", help="per-state counts and per-cell progress of a stored sweep, or the state "
+                       "of a sweep submitted as a Ray job (JOB_ID --address)")
+    p.add_argument("dir", metavar="DIR|JOB_ID", help="the sweep's storage directory, or a job id with --address")
+    p.add_argument("--address", help=ADDRESS_HELP)
     p.add_argument("--sweep", help="sweep name, when the storage holds several")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=status_command)
 
 
 def status_command(args) -> int:
+    if args.address:
+        return job_status_command(args)
     s = status(args.dir, sweep_id=args.sweep)
     if args.json:
         print(json.dumps(s, indent=2, default=float))

@@ -173,6 +173,11 @@ class ResultStore:
             where = f"read_json({relpath!r}) in storage URI {self.uri!r}"
             raise StoreError(f"{where}: not valid JSON ({error}): rewrite it with write_json") from None
 
+    def delete(self, relpath: str) -> None:
+        """Remove the metadata file at ``relpath`` under the root, if there is one (results are never deleted)."""
+        _check_relpath(relpath)
+        _delete_quietly(self._fs, self._path(relpath))
+
     def _put(self, path: str, data: bytes) -> None:
         """Make ``path`` hold ``data``, with no moment where a reader sees part of it."""
         if self._write_whole_objects:

@@ -27,6 +27,8 @@ def spec_path(sweep_id: str) -> str:
 def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None = None) -> SubmitResult:
     """Run what the store lacks of `spec`'s plan; the resolved spec is stored next to the results."""
     storage = _absolute(storage or spec.storage)  # Ray trials run in their own working directories
+    if address not in (None, "local"):
+        _check_cluster_storage(storage, address)
     store = ResultStore(storage)
     store.write_json(spec_path(spec.name), spec.to_dict())
     p = plan(spec)
@@ -65,6 +67,13 @@ def _only_sweep(storage: str) -> str:
     if len(names) != 1:
         raise SpecError(f"storage {storage!r} holds sweeps {names}: name one with --sweep NAME")
     return names[0]
+
+
+def _check_cluster_storage(storage: str, address: str) -> None:
+    """Every node of an existing cluster must write the store: probe it before anything is stored."""
+    from cluster.storage_check import check_shared_storage
+
+    check_shared_storage(storage, address=address)
 
 
 def _absolute(storage: str) -> str:

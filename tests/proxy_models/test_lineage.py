@@ -84,6 +84,21 @@ def test_killed_lineage_resumes_without_redoing_finished_branches(corpus, tmp_pa
     assert [r.loss_eval for r in resumed] == pytest.approx([r.loss_eval for r in expected], rel=1e-12)
 
 
+def test_a_lineage_killed_while_storing_a_row_stores_it_again_on_resume(corpus, tmp_path):
+    """A trial killed inside on_result (mid store write) must not resume past the row it never stored."""
+    cfg, stored = config(WSD), []
+
+    def store_then_die(result):
+        if result.tokens == BUDGETS[1]:
+            raise KeyboardInterrupt("killed while writing the row")
+        stored.append(result.tokens)
+
+    with pytest.raises(KeyboardInterrupt):
+        train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=str(tmp_path), on_result=store_then_die)
+    train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=str(tmp_path), on_result=lambda r: stored.append(r.tokens))
+    assert stored == BUDGETS  # each budget reached the store once, the interrupted one on resume
+
+
 def test_adding_a_smaller_budget_after_the_trunk_passed_its_fork(corpus, tmp_path):
     """A resumed lineage whose trunk checkpoint is past a new budget's fork restarts the trunk: exact."""
     cfg = config(WSD)

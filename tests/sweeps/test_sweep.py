@@ -14,14 +14,6 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_submit_resume_and_extend_run_only_what_the_store_lacks(tmp_path, local_ray, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

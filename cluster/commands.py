@@ -1,0 +1,77 @@
+"""`powersweep` subcommands for sweeps submitted to a cluster as Ray jobs: submit, status, logs, stop.
+
+`sweeps.cli` hands over to these when `--address` is a Jobs API address (http://HOST:8265); a ray:// or
+host:port address keeps the driver in the calling process.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from cluster.jobs import job_logs, job_status, stop_job, submit_job
+from sweeps.spec import load_spec
+from sweeps.sweep import stored_spec
+
+ADDRESS_HELP = "the cluster's Jobs API (dashboard) address, e.g. http://127.0.0.1:8265"
+
+
+def submit_job_command(args) -> int:
+    """`powersweep submit SPEC --address http://...`: print the job id of the submitted sweep driver."""
+    spec = load_spec(args.spec)
+    return _submitted(submit_job(spec, storage=args.storage or spec.storage, address=args.address), args.address)
+
+
+def resume_job_command(args) -> int:
+    """`powersweep resume DIR --address http://...`: the stored spec again, as a job (runs what DIR lacks)."""
+    spec = stored_spec(args.dir, sweep_id=args.sweep)
+    return _submitted(submit_job(spec, storage=args.dir, address=args.address), args.address)
+
+
+def _submitted(job_id: str, address: str) -> int:
+    print(job_id)
+    print(f"follow it: powersweep status {job_id} --address {address}  |  powersweep logs {job_id} "
+          f"--address {address} --follow  |  powersweep stop {job_id} --address {address}", file=sys.stderr)
+    return 0
+
+
+def job_status_command(args) -> int:
+    """`powersweep status JOB_ID --address http://...`: the job's state and the sweep it runs."""
+    info = job_status(args.dir, address=args.address)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    meta = info["metadata"]
+    print(f"job {info['job_id']}: {info['status']} (sweep {meta.get('sweep_id', '?')}, "
+          f"storage {meta.get('storage', '?')})")
+    if info["message"]:
+        print(f"  {info['message'].strip()}")
+    return 0
+
+
+def add_logs_parser(sub) -> None:
+    p = sub.add_parser("logs", help="the output of a sweep submitted to a cluster as a Ray job")
+    p.add_argument("job_id", help="the id `powersweep submit --address http://...` printed")
+    p.add_argument("--address", required=True, help=ADDRESS_HELP)
+    p.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+    p.set_defaults(func=logs_command)
+
+
+def logs_command(args) -> int:
+    text = job_logs(args.job_id, address=args.address, follow=args.follow)
+    if text is not None:
+        print(text, end="")
+    return 0
+
+
+def add_stop_parser(sub) -> None:
+    p = sub.add_parser("stop", help="stop a sweep submitted to a cluster (stored rows stay; resume finishes it)")
+    p.add_argument("job_id", help="the id `powersweep submit --address http://...` printed")
+    p.add_argument("--address", required=True, help=ADDRESS_HELP)
+    p.set_defaults(func=stop_command)
+
+
+def stop_command(args) -> int:
+    stopped = stop_job(args.job_id, address=args.address)
+    print(f"job {args.job_id}: {'stop requested' if stopped else 'had already ended'}")
+    return 0

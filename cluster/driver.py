@@ -1,0 +1,35 @@
+"""The sweep driver of a job submitted with `powersweep submit SPEC --address http://HOST:8265`.
+
+It runs on the head node in the job's working directory (the uploaded project) and connects to the
+cluster the job runs on: the Jobs API sets RAY_ADDRESS for it, so a `ray start` cluster elsewhere on
+the node is never picked up by accident.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from cluster.jobs import SPEC_ENV, STORAGE_ENV
+from sweeps.cli import USER_ERRORS
+from sweeps.plan import format_plan
+from sweeps.spec import spec_from_dict
+from sweeps.sweep import submit
+
+
+def main() -> int:
+    """Run what the store lacks of the job's spec on this cluster; exit 2 on a user error, 1 on failed trials."""
+    try:
+        spec = spec_from_dict(json.loads(os.environ[SPEC_ENV]))
+        result = submit(spec, storage=os.environ[STORAGE_ENV], address=os.environ.get("RAY_ADDRESS") or "auto")
+    except USER_ERRORS as err:
+        print(f"powersweep driver: error: {err}", file=sys.stderr, flush=True)
+        return 2
+    print(format_plan(result.plan), file=sys.stderr)
+    print(f"ran {result.lineages_run} lineages ({result.failed_trials} failed); results in {result.storage}")
+    return 1 if result.failed_trials else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Check, before a sweep starts on a cluster, that every node can write its results store.
+
+One tiny Ray task per alive node writes a probe file through the store's own filesystem and reads it back;
+the driver then reads every node's probe, so a store that each node writes to its own local disk (not
+shared) fails here, with one line naming the URI and the node, instead of losing rows mid-sweep.
+"""
+
+from __future__ import annotations
+
+from cluster.jobs import ClusterError
+from sweeps.store import ResultStore, StoreError
+
+PROBE_DIR = "cluster-probes"  # under the store's root; probes are deleted after the check
+PROBE_TIMEOUT_S = 300.0  # a node may first have to unpack the job's working directory
+SHARED_FIX = "use a filesystem every node mounts at the same path, or an object store (s3://, gs://)"
+
+
+def check_shared_storage(uri: str, *, address: str | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> int:
+    """Probe `uri` from every alive node of the Ray cluster; returns the number of nodes checked.
+
+    Connects to `address` first unless Ray is already initialised (inside a Ray job use "auto").
+    Raises ClusterError naming the URI and the node when a node cannot write there or the
+    driver cannot read back what a node wrote.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, configure_logging=False, log_to_driver=False)
+    nodes = {node["NodeID"]: _label(node) for node in ray.nodes() if node["Alive"]}
+    store = ResultStore(uri)
+    try:
+        _probe_every_node(uri, nodes, timeout_s)
+        _read_back(store, nodes)
+    finally:
+        for node_id in nodes:
+            store.delete(_probe_path(node_id))
+    return len(nodes)
+
+
+def _label(node: dict) -> str:
+    return f"{node['NodeManagerAddress']} (node id {node['NodeID'][:12]})"
+
+
+def _probe_path(node_id: str) -> str:
+    return f"{PROBE_DIR}/{node_id}.json"
+
+
+def _probe_every_node(uri: str, nodes: dict[str, str], timeout_s: float) -> None:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    probe = ray.remote(num_cpus=0, max_retries=0)(_write_and_read)  # 0 CPUs: runs on a busy or CPU-less head
+    refs = {node_id: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
+            .remote(uri, _probe_path(node_id), node_id) for node_id in nodes}
+    for node_id, ref in refs.items():
+        try:
+            error = ray.get(ref, timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            error = f"no probe ran there within {timeout_s:g} s (see the node's runtime_env logs)"
+        except ray.exceptions.RayError as err:
+            error = str(err).strip().splitlines()[-1]
+        if error:
+            raise ClusterError(f"storage {uri!r} is not writable from node {nodes[node_id]}: {error}: "
+                                    f"{SHARED_FIX}")
+
+
+def _write_and_read(uri: str, relpath: str, node_id: str) -> str | None:
+    """Runs on one node: None if the probe round-trips through the store, else why not (one line)."""
+    try:
+        store = ResultStore(uri)
+        store.write_json(relpath, {"node_id": node_id})
+        if store.read_json(relpath) != {"node_id": node_id}:
+            return "the probe read back differs from what was written"
+    except (OSError, StoreError, ValueError) as err:
+        return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+    return None
+
+
+def _read_back(store: ResultStore, nodes: dict[str, str]) -> None:
+    for node_id, label in nodes.items():
+        try:
+            seen = store.read_json(_probe_path(node_id))
+        except StoreError:
+            seen = None
+        if seen != {"node_id": node_id}:
+            raise ClusterError(f"storage {store.uri!r}: node {label} wrote a probe there, but the driver "
+                                    f"cannot read it (each node sees its own disk): {SHARED_FIX}")

@@ -1,0 +1,89 @@
+"""A sweep submitted through the Jobs API to a real three-node cluster survives a worker node dying."""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+
+import pytest
+import yaml
+
+from cluster.jobs import ClusterError, job_logs, job_status, submit_job
+from sweeps.cli import main
+from sweeps.plan import plan
+from sweeps.spec import spec_from_dict
+from sweeps.store import ResultStore
+
+# Six lineages of two budgets on two one-CPU workers: most are still queued or running when a node dies.
+SPEC = {
+    "name": "multinode",
+    "search": {"models": ["cpu-xs"], "batch_size": [4], "lr": [0.002, 0.004, 0.008, 0.016, 0.032, 0.064],
+               "tokens": [4096, 8192]},
+    "train": {"warmup_tokens": 128, "seq_len": 32, "model_overrides": {"n_layers": 1},
+              "data": {"eval_tokens": 1024}},
+    "run": {"cpus_per_trial": 1, "max_retries": 3},
+}
+JOB_TIMEOUT_S = 240.0
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+def wait_for(condition, *, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+def wait_for_end(job_id: str, address: str) -> dict:
+    def ended():
+        state = job_status(job_id, address=address)
+        return state["status"] in TERMINAL and state
+
+    return wait_for(ended, timeout_s=JOB_TIMEOUT_S, what=f"job {job_id} to end")
+
+
+@pytest.mark.slow
+def test_sweep_job_survives_a_worker_node_dying(local_cluster, tmp_path, monkeypatch, capsys):
+    workers = [local_cluster.add_worker(num_cpus=1) for _ in range(2)]
+    address = local_cluster.address
+    with pytest.raises(ClusterError, match="refused the token .* set RAY_AUTH_TOKEN"):
+        job_status("no-such-job", address=address, token="0" * 64)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", local_cluster.token)  # as a user would, for the CLI and the calls below
+
+    spec = spec_from_dict(SPEC)
+    (tmp_path / "file").write_text("a file where a directory of the store should be")
+    unwritable = submit_job(spec, storage=str(tmp_path / "file" / "store"), address=address)
+    storage = str(tmp_path / "store")  # one disk: every node of this cluster sees it
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(SPEC))
+    assert main(["submit", str(tmp_path / "spec.yaml"), "--storage", storage, "--address", address]) == 0
+    job_id = capsys.readouterr().out.strip()
+    store = ResultStore(storage)
+
+    def busy_worker_after_first_row():
+        if not store.read(sweep_id=spec.name).table.empty:
+            return next((w for w in workers if w.running_trials()), None)
+
+    victim = wait_for(busy_worker_after_first_row, timeout_s=JOB_TIMEOUT_S, what="a stored row and a busy worker")
+    rows_before = len(store.read(sweep_id=spec.name).table)
+    local_cluster.kill_raylet(victim)
+    state = wait_for_end(job_id, address)
+    logs = job_logs(job_id, address=address)
+    assert state["status"] == "SUCCEEDED", logs[-3000:]
+
+    result = store.read(sweep_id=spec.name)
+    planned = sorted(r for j in plan(spec).jobs for r in j.run_ids)
+    assert sorted(result.table["run_id"]) == planned  # every planned row, each once
+    assert result.duplicates_dropped == 0 and result.corrupt_files == []
+    assert set(result.table["status"]) == {"ok"}
+    errored = glob.glob(os.path.join(storage, "checkpoints", "ray", spec.name, "*", "error.txt"))
+    print(f"killed {victim.name} with {rows_before} of {len(planned)} rows stored; trials retried: {len(errored)}")
+    assert errored, "no trial was interrupted: the node died idle"
+
+    assert wait_for_end(unwritable, address)["status"] == "FAILED"  # before any trial: nothing stored
+    error = job_logs(unwritable, address=address).strip().splitlines()[-1]
+    assert f"error: storage '{tmp_path / 'file' / 'store'}' is not writable from node " in error
+    assert "(node id " in error and "NotADirectoryError" in error

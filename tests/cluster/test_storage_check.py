@@ -1,0 +1,29 @@
+"""The storage check on a real (one-node, local) Ray: it writes from a worker process, reads from the driver."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from cluster.jobs import ClusterError
+from cluster.storage_check import PROBE_DIR, check_shared_storage
+
+
+def test_a_store_every_node_sees_passes_and_leaves_no_probe(local_ray, tmp_path):
+    assert check_shared_storage(str(tmp_path / "store")) == 1
+    assert os.listdir(tmp_path / "store" / PROBE_DIR) == []
+
+
+def test_a_store_a_node_cannot_write_names_the_uri_and_the_node(local_ray, tmp_path):
+    (tmp_path / "file").write_text("a file where the store's directory should be")
+    uri = str(tmp_path / "file" / "store")
+    with pytest.raises(ClusterError, match=f"storage '{uri}' is not writable from node \\S+ \\(node id \\w+\\): "):
+        check_shared_storage(uri)
+
+
+def test_a_store_private_to_each_process_is_not_shared(local_ray):
+    # memory:// lives in each process: the worker's probe is invisible to the driver, as a node-local disk is.
+    unseen = "node \\S+ \\(node id \\w+\\) wrote a probe there, but the driver cannot read it"
+    with pytest.raises(ClusterError, match=unseen):
+        check_shared_storage("memory://psprobe/store")
