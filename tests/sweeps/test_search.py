@@ -4,22 +4,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from optuna.trial import TrialState
 
-optuna = pytest.importorskip("optuna")
-pytest.importorskip("ray")
-
-from optuna.trial import TrialState  # noqa: E402
-
-from analysis import analyze, load_table  # noqa: E402
-
-from sweeps import search  # noqa: E402
-from sweeps.cli import main  # noqa: E402
-from sweeps.execute import ExecutionSettings, missing_budgets, run_job  # noqa: E402
-from sweeps.plan import plan, trial_job  # noqa: E402
-from sweeps.spec import spec_from_dict  # noqa: E402
-from sweeps.store import ResultStore  # noqa: E402
-from sweeps.sweep import _checkpoint_root, spec_path, status  # noqa: E402
-from tests.sweeps.test_sweep import local_ray  # noqa: E402, F401  (the module's Ray fixture)
+from analysis import analyze, load_table
+from sweeps import search
+from sweeps.cli import main
+from sweeps.execute import ExecutionSettings, missing_budgets, run_job
+from sweeps.plan import plan, trial_job
+from sweeps.spec import spec_from_dict
+from sweeps.store import ResultStore
+from sweeps.sweep import _checkpoint_root, spec_path, status
 
 SPECS = Path(__file__).parents[2] / "sweeps" / "specs"
 A_RANGE, B_RANGE = (3.0, 5.0), (-0.6, -0.4)
