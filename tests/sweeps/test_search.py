@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import optuna
 import yaml
 from optuna.trial import TrialState
 
