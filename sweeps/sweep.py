@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from sweeps.execute import ExecutionSettings, execute, missing_budgets
+from sweeps.execute import ExecutionSettings, execute, missing_rows
 from sweeps.plan import Plan, plan
 from sweeps.spec import SpecError, SweepSpec, spec_from_dict
 from sweeps.store import ResultStore, StoreError
@@ -15,7 +15,7 @@ from sweeps.store import ResultStore, StoreError
 @dataclass(frozen=True)
 class SubmitResult:
     plan: Plan
-    lineages_run: int  # lineages that still had missing budgets
+    lineages_run: int  # lineages that still had missing budgets (trained in packs of run.pack)
     failed_trials: int
     storage: str
 
@@ -31,13 +31,14 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
     store.write_json(spec_path(spec.name), spec.to_dict())
     p = plan(spec)
     stored = store.run_ids(sweep_id=spec.name)
-    jobs = [j for j in (missing_budgets(job, stored) for job in p.jobs) if j is not None]
+    jobs = [j for j in (missing_rows(trial, stored) for trial in p.trials) if j is not None]
     settings = ExecutionSettings(
         store_uri=storage, sweep_id=spec.name, checkpoint_root=_checkpoint_root(storage),
         cpus_per_trial=spec.run.cpus_per_trial, gpus_per_trial=spec.run.gpus_per_trial,
         max_concurrent=spec.run.max_concurrent, max_retries=spec.run.max_retries, address=address,
     )
-    return SubmitResult(plan=p, lineages_run=len(jobs), failed_trials=execute(jobs, settings), storage=storage)
+    lineages = sum(len(j.members) for j in jobs)
+    return SubmitResult(plan=p, lineages_run=lineages, failed_trials=execute(jobs, settings), storage=storage)
 
 
 def resume(storage: str, *, sweep_id: str | None = None, address: str | None = None) -> SubmitResult:
@@ -71,12 +72,18 @@ def _checkpoint_root(storage: str) -> str:
 
 
 def status(storage: str, *, sweep_id: str | None = None) -> dict:
-    """Per-state counts of the planned runs, and per-cell (model, batch_size, tokens) progress."""
+    """Per-state counts of the planned budget results, per-cell (model, batch_size, tokens) progress, and the
+    trunk evaluations (planned, stored, missing) counted apart."""
     spec = stored_spec(storage, sweep_id=sweep_id)
     table = ResultStore(storage).read(sweep_id=spec.name).table
-    planned = {r for j in plan(spec).jobs for r in j.run_ids}
+    p = plan(spec)
+    planned = {r for j in p.jobs for r in j.run_ids}
     done = table[table["run_id"].isin(planned)]
     counts = done["status"].value_counts().to_dict()
     counts["missing"] = len(planned) - len(done)
     cells = done.groupby(["model", "batch_size", "tokens"]).size().rename("runs_done").reset_index()
-    return {"sweep_id": spec.name, "planned": len(planned), "counts": counts, "cells": cells.to_dict("records")}
+    trunk_planned = p.row_ids - planned
+    trunk_done = int(table["run_id"].isin(trunk_planned).sum())
+    trunk = {"planned": len(trunk_planned), "done": trunk_done, "missing": len(trunk_planned) - trunk_done}
+    return {"sweep_id": spec.name, "planned": len(planned), "counts": counts, "cells": cells.to_dict("records"),
+            "trunk": trunk}

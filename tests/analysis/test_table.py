@@ -137,3 +137,16 @@ def test_power_only_table_needs_no_lr_but_needs_a_and_b():
     assert len(load_table(power)) == 6
     with pytest.raises(AnalysisError, match="power_b"):
         load_table(power.assign(power_b=np.nan))
+
+
+def test_trunk_rows_are_left_out_and_counted():
+    frame = _runs(phase=["final", "trunk", None, "trunk", "final", np.nan])
+    table = load_table(frame)
+    assert len(table) == 4 and table.attrs["trunk_rows_dropped"] == 2
+    assert table["lr"].tolist() == pytest.approx(frame["lr"][[0, 2, 4, 5]].tolist())
+    assert load_table(_runs()).attrs["trunk_rows_dropped"] == 0  # tables without the column: every row
+
+
+def test_unknown_phase_is_named():
+    with pytest.raises(AnalysisError, match="column 'phase' has value\\(s\\) \\['trnk'\\]"):
+        load_table(_runs(phase="trnk"))

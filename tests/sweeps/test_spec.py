@@ -58,3 +58,13 @@ def test_missing_file_and_bad_yaml_are_clear(tmp_path):
     (tmp_path / "bad.yaml").write_text("name: [unclosed")
     with pytest.raises(SpecError, match="not valid YAML"):
         load_spec(str(tmp_path / "bad.yaml"))
+
+
+def test_pack_with_a_mixture_of_experts_is_one_line_naming_run_pack():
+    values = {"name": "p", "search": {"models": ["cpu-xs", "cpu-moe"], "lr": [0.01], "tokens": ["1M"]},
+              "run": {"pack": 2}}
+    with pytest.raises(SpecError) as err:
+        spec_from_dict(values)
+    message = str(err.value)
+    assert "run.pack=2" in message and "'cpu-moe'" in message and "run.pack: 1" in message and "\n" not in message
+    spec_from_dict({**values, "run": {"pack": 1}})  # the same spec unpacked is fine
