@@ -52,7 +52,7 @@ def test_ray_sweep_writes_every_budget_to_the_store(tmp_path):
                                      checkpoint_root=str(tmp_path / "ckpt"))
         assert execute(jobs, settings) == 0
         table = ResultStore(settings.store_uri).read(sweep_id="t").table
-        assert sorted(table["run_id"]) == sorted(r for j in jobs for r in j.run_ids)
+        assert sorted(table["run_id"]) == sorted(r for j in jobs for r in j.row_ids)  # budgets and trunk rows
         assert set(table["status"]) == {"ok"} and table["loss_eval"].notna().all()
         assert set(table["lineage_id"]) == {"lr0.003", "lr0.01"} and table["git_sha"].notna().all()
         stored = set(table["run_id"])
