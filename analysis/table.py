@@ -49,7 +49,8 @@ def load_table(
     tokens (the argument, else the table's ``seq_len`` column). A directory is read recursively;
     ``key=value`` folder names become columns; files that cannot be read are skipped and listed in
     ``table.attrs["skipped_files"]``. Trunk evaluations of a lineage (``phase`` 'trunk') are no budget's
-result: they are left out and counted in ``table.attrs["trunk_rows_dropped"]``. Raises ``AnalysisError`` naming the column, a bad value and the fix.
+    result: they are left out and counted in ``table.attrs["trunk_rows_dropped"]``. Raises ``AnalysisError``
+    naming the column, a bad value and the fix.
     """
     frame, skipped = _read(source)
     frame = _apply_mapping(frame, mapping or {})
