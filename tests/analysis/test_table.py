@@ -5,6 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from analysis.errors import AnalysisError
+from analysis.pipeline import analyze
+from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
 from analysis.table import load_table
 
 
@@ -150,3 +152,16 @@ def test_trunk_rows_are_left_out_and_counted():
 def test_unknown_phase_is_named():
     with pytest.raises(AnalysisError, match="column 'phase' has value\\(s\\) \\['trnk'\\]"):
         load_table(_runs(phase="trnk"))
+
+
+def test_analysis_of_a_table_with_trunk_rows_equals_that_without_and_says_so():
+    grid = SweepGrid(models=(("12M", 12e6), ("36M", 36e6)), tokens=(2e9, 8e9, 32e9), batch_sizes=(32, 64, 128),
+                     lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()))
+    final = synthetic_table(PlantedLaw(), grid, seed=3)
+    trunk = final.assign(phase="trunk", loss_eval=final["loss_eval"] - 0.5,  # lower: would win every optimum
+                         run_id=[f"t{i}" for i in range(len(final))])
+    with_trunk = analyze(pd.concat([final.assign(phase="final"), trunk], ignore_index=True), n_boot=0)
+    alone = analyze(final, n_boot=0)
+    pd.testing.assert_frame_equal(with_trunk.cells, alone.cells)
+    assert f"left out {len(trunk)} trunk rows" in " ".join(with_trunk.notes)
+    assert not any("trunk" in note for note in alone.notes)
