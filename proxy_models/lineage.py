@@ -5,6 +5,9 @@ exactly until its decay starts, so its result can come from a branch forked off 
 state, run the branch's decay, evaluate, restore, continue. Tokens trained fall from sum(T_i) to
 (1 - f) * T_max + f * sum(T_i). The fork step is found by comparing the two lr sequences themselves, so a
 schedule that depends on T everywhere (cosine) forks at step 0: every budget is then a solo run.
+
+At each fork the trunk itself is evaluated too (a row with phase 'trunk': stable-phase loss, not a budget's
+result). `train_packed_lineage` runs the same driver over a PackedTrainer: K schedule variants in lockstep.
 """
 
 from __future__ import annotations

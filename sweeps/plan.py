@@ -2,7 +2,9 @@
 
 `lineage_id` hashes everything that determines a training trajectory except its length; `run_id` hashes
 the lineage_id and one token budget. Neither depends on the other values of a grid, so adding values to
-a spec and running it again finds every finished run_id in the store and runs only the new cells.
+a spec and running it again finds every finished run_id in the store and runs only the new cells. A trunk
+evaluation's id hashes the lineage_id and the fork's tokens. `run.pack` groups lineages into trials
+(`pack_jobs`) without touching any id.
 """
 
 from __future__ import annotations
