@@ -60,6 +60,9 @@ def analyze(table: pd.DataFrame, **options) -> Analysis:
     schedule = choose_schedule(table, settings.schedule)
     power = power_search(table, n_boot=settings.n_boot, seed=settings.seed)
     notes = [f"skipped unreadable file {entry}" for entry in table.attrs.get("skipped_files", [])]
+    if table.attrs.get("trunk_rows_dropped"):
+        notes.append(f"left out {table.attrs['trunk_rows_dropped']} trunk rows (phase 'trunk': a lineage's "
+                     "stable-phase evaluations at its forks, not budget results)")
     if power is None:
         notes.append("no runs with schedule 'power': the (a, b) search (Fig. 5-6) is skipped")
     if schedule is None:

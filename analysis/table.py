@@ -29,6 +29,7 @@ KNOWN = REQUIRED + (
 NUMERIC = ("lr", "batch_size", "tokens", "loss_eval", "n_params", "seq_len", "power_a", "power_b", "lr_max", "seed")
 ALIASES = {"loss": "loss_eval"}  # `--map loss=COL` reads better on a command line
 STATUSES = ("ok", "diverged", "failed")
+PHASES = ("final", "trunk")
 BATCH_UNITS = ("sequences", "tokens")
 _SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 _READ_ERRORS = (OSError, ValueError, UnicodeDecodeError, pa.ArrowException, pd.errors.ParserError)
@@ -47,12 +48,16 @@ def load_table(
     ``batch_unit="tokens"`` converts batch sizes counted in tokens to sequences of ``seq_len``
     tokens (the argument, else the table's ``seq_len`` column). A directory is read recursively;
     ``key=value`` folder names become columns; files that cannot be read are skipped and listed in
-    ``table.attrs["skipped_files"]``. Raises ``AnalysisError`` naming the column, a bad value and the fix.
+    ``table.attrs["skipped_files"]``. Trunk evaluations of a lineage (``phase`` 'trunk') are no budget's
+    result: they are left out and counted in ``table.attrs["trunk_rows_dropped"]``. Raises ``AnalysisError``
+    naming the column, a bad value and the fix.
     """
     frame, skipped = _read(source)
     frame = _apply_mapping(frame, mapping or {})
+    frame, trunk_rows = _final_rows(frame)
     frame = _validate(frame, batch_unit=batch_unit, seq_len=seq_len)
     frame.attrs["skipped_files"] = skipped
+    frame.attrs["trunk_rows_dropped"] = trunk_rows
     frame.attrs["validated"] = True  # lets analyze() skip a second validation
     return frame
 
@@ -126,6 +131,20 @@ def _apply_mapping(frame: pd.DataFrame, mapping: dict[str, str]) -> pd.DataFrame
             )
         out[name] = frame[theirs]  # copied, not renamed: one source column may feed two fields
     return out
+
+
+def _final_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The budget results (phase 'final', or no phase: files written before the column) and how many trunk
+    rows were left out."""
+    if "phase" not in frame.columns:
+        return frame, 0
+    phase = frame["phase"].astype("string").str.strip().str.lower()
+    unknown = ~phase.isin(PHASES) & phase.notna()
+    if unknown.any():
+        raise AnalysisError(f"column 'phase' has value(s) {sorted(set(phase[unknown]))}: must be one of "
+                            f"{', '.join(PHASES)} (or empty, read as 'final')")
+    trunk = phase.eq("trunk").fillna(False).to_numpy(dtype=bool)
+    return frame[~trunk], int(trunk.sum())
 
 
 def _validate(frame: pd.DataFrame, *, batch_unit: str, seq_len: int | None) -> pd.DataFrame:

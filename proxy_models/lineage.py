@@ -5,6 +5,9 @@ exactly until its decay starts, so its result can come from a branch forked off 
 state, run the branch's decay, evaluate, restore, continue. Tokens trained fall from sum(T_i) to
 (1 - f) * T_max + f * sum(T_i). The fork step is found by comparing the two lr sequences themselves, so a
 schedule that depends on T everywhere (cosine) forks at step 0: every budget is then a solo run.
+
+At each fork the trunk itself is evaluated too (a row with phase 'trunk': stable-phase loss, not a budget's
+result). `train_packed_lineage` runs the same driver over a PackedTrainer: K schedule variants in lockstep.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from proxy_models.data import TokenCorpus
+from proxy_models.data import TokenCorpus, load_corpus
+from proxy_models.packed import PackedTrainer
+from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import RunResult, TrainConfig, Trainer
 
 
@@ -56,10 +61,22 @@ def planned_tokens(config: TrainConfig, budgets: Sequence[float]) -> int:
     return tps * (branches[-1].fork_step + sum(b.steps - b.fork_step for b in branches))
 
 
+def trunk_steps(config: TrainConfig, budgets: Sequence[float]) -> list[int]:
+    """Steps where the lineage evaluates its trunk: every branch's fork (the largest budget's too), ascending.
+    A fork at step 0 (cosine) has no trunk to evaluate."""
+    return sorted({b.fork_step for b in plan_branches(config, budgets) if b.fork_step > 0})
+
+
+def trunk_tokens(config: TrainConfig, budgets: Sequence[float]) -> list[int]:
+    """Tokens seen at each trunk evaluation: the `tokens` of the lineage's trunk rows."""
+    return [step * config.tokens_per_step for step in trunk_steps(config, budgets)]
+
+
 def train_lineage(
     config: TrainConfig,
     budgets: Sequence[float],
     *,
+    trunk_at: Sequence[int] | None = None,
     corpus: TokenCorpus | None = None,
     checkpoint_dir: str | None = None,
     checkpoint_every_steps: int = 0,
@@ -68,55 +85,116 @@ def train_lineage(
 ) -> list[RunResult]:
     """Result rows of every budget (ascending), each equal to a solo run of that budget.
 
-    With `checkpoint_dir` the trunk is saved at every fork point and finished results are kept, so a lineage
-    killed at any moment resumes without redoing finished branches and without changing any result.
-    `on_result` sees each budget's row as soon as it is final (e.g. to store it), before the row is recorded as
-    finished: a lineage killed inside `on_result` calls it again for that budget when it resumes.
+    The trunk is also evaluated at the tokens `trunk_at` (default `trunk_tokens(config, budgets)`) that it
+    reaches, as rows with phase 'trunk'; evaluating changes no budget's result. With `checkpoint_dir` the
+    trunk is saved at every fork point and finished rows are kept, so a lineage killed at any moment resumes
+    without redoing finished branches and without changing any result. `on_result` sees each row, trunk rows
+    included, as soon as it is final (e.g. to store it).
     """
-    branches = plan_branches(config, budgets)
-    trunk_total = branches[-1].steps * config.tokens_per_step
-    trainer = Trainer(replace(config, tokens=branches[-1].tokens), corpus=corpus, log=log)
-    done = _Progress(checkpoint_dir, trainer)
-    for branch in branches:
-        if branch.tokens in done.results:
+    trunk = replace(config, tokens=max(budgets))
+    rows = _drive(lambda: Trainer(trunk, corpus=corpus, log=log), plan_branches(config, budgets),
+                  _at_steps(config, budgets, trunk_at), _Progress(checkpoint_dir),
+                  on_result=on_result and (lambda _, row: on_result(row)), every=checkpoint_every_steps)
+    return rows[0]
+
+
+def train_packed_lineage(
+    config: TrainConfig,
+    schedules: Sequence[ScheduleConfig],
+    budgets: Sequence[float],
+    *,
+    trunk_at: Sequence[int] | None = None,
+    corpus: TokenCorpus | None = None,
+    checkpoint_dir: str | None = None,
+    checkpoint_every_steps: int = 0,
+    on_result: Callable[[int, RunResult], None] | None = None,
+) -> list[list[RunResult]]:
+    """`train_lineage` for K variants of `config` that differ only in their schedule, trained in lockstep
+    (PackedTrainer): the budget rows of each variant, in `schedules` order. `on_result(i, row)` sees the rows
+    of variant i. The fork points depend only on budgets, decay_fraction and step size, so all variants fork
+    together; a variant diverged in the trunk gets diverged rows for every later budget and trunk point."""
+    config = replace(config, schedule=schedules[0], tokens=max(budgets))
+    corpus = corpus if corpus is not None else load_corpus(config.data)  # once, not per trunk restart
+    return _drive(lambda: PackedTrainer(config, schedules, corpus=corpus), plan_branches(config, budgets),
+                  _at_steps(config, budgets, trunk_at), _Progress(checkpoint_dir), k=len(schedules),
+                  on_result=on_result, every=checkpoint_every_steps)
+
+
+def _at_steps(config: TrainConfig, budgets: Sequence[float], trunk_at: Sequence[int] | None) -> list[int]:
+    if trunk_at is None:
+        return trunk_steps(config, budgets)
+    return [int(tokens // config.tokens_per_step) for tokens in trunk_at]
+
+
+@dataclass(frozen=True)
+class _Event:
+    """One evaluation of a lineage: the trunk at a step, or a budget's branch forked at a step."""
+
+    step: int  # trunk step where it happens
+    phase: str  # 'trunk' | 'final'
+    tokens: float  # the rows' tokens: tokens seen (trunk) or the budget (final)
+    branch: Branch | None = None
+
+
+def _events(branches: list[Branch], at_steps: Sequence[int], tokens_per_step: int) -> list[_Event]:
+    """Trunk points and branches in trunk order; a trunk point comes before a branch forked at the same step."""
+    trunk = [_Event(step, "trunk", step * tokens_per_step) for step in at_steps]
+    finals = [_Event(b.fork_step, "final", b.tokens, b) for b in branches]
+    return sorted(trunk + finals, key=lambda e: (e.step, e.phase == "final"))
+
+
+def _drive(new_trainer: Callable, branches: list[Branch], at_steps: Sequence[int], done: _Progress, *,
+           k: int = 1, on_result: Callable | None, every: int) -> list[list[RunResult]]:
+    """Walk the trunk through every event not yet recorded; returns each variant's budget rows (ascending).
+
+    `new_trainer()` gives a Trainer or a PackedTrainer: both offer train_to, state_dict / load_state_dict,
+    save / load_checkpoint, results (one row per variant) and diverged (every variant)."""
+    trainer = done.resume(new_trainer())
+    trunk_total = branches[-1].steps * trainer.cfg.tokens_per_step
+    for event in _events(branches, at_steps, trainer.cfg.tokens_per_step):
+        if done.has(event, k):
             continue
-        if trainer.step > branch.fork_step:  # the checkpointed trunk is past this fork: start it again
-            trainer = done.trainer = Trainer(replace(config, tokens=branches[-1].tokens), corpus=corpus, log=log)
-        trainer.train_to(branch.fork_step, total_tokens=trunk_total, checkpoint_path=done.trunk_path,
-                         checkpoint_every_steps=checkpoint_every_steps)
-        result = _run_branch(trainer, branch)
-        if on_result is not None:  # before record: a run killed in between redoes the branch, never skips its row
-            on_result(result)
-        done.record(branch, result)
-    return [done.results[b.tokens] for b in branches]
+        if trainer.step > event.step:
+            if event.branch is None:  # the trunk is past this point already: no state left to evaluate
+                continue
+            trainer = new_trainer()  # the checkpointed trunk is past this fork: start it again
+        trainer.train_to(event.step, total_tokens=trunk_total, checkpoint_path=done.trunk_path,
+                         checkpoint_every_steps=every)
+        rows = _run_branch(trainer, event.branch) if event.branch else _trunk_rows(trainer, event.tokens)
+        done.record(event, rows, on_result)
+    return [[done.results[(i, "final", b.tokens)] for b in branches] for i in range(k)]
 
 
-def _run_branch(trainer: Trainer, branch: Branch) -> RunResult:
+def _trunk_rows(trainer, tokens: float) -> list[RunResult]:
+    """The trunk evaluated as it is: stable phase, before any decay."""
+    return [replace(row, phase="trunk") for row in trainer.results(tokens=tokens)]
+
+
+def _run_branch(trainer, branch: Branch) -> list[RunResult]:
     """Train the branch's decay from the trunk's state, evaluate, and put the trunk back."""
     if trainer.diverged:  # the trunk diverged before this fork: the budget inherits it
-        return trainer.result(tokens=branch.tokens)
+        return trainer.results(tokens=branch.tokens)
     trunk_state = copy.deepcopy(trainer.state_dict())
     total = branch.steps * trainer.cfg.tokens_per_step
     trainer.train_to(branch.steps, total_tokens=total)
-    result = trainer.result(tokens=branch.tokens)
+    rows = trainer.results(tokens=branch.tokens)
     if branch.fork_step < branch.steps:
         trainer.load_state_dict(trunk_state)
-    return result
+    return rows
 
 
 class _Progress:
-    """Finished results and the trunk checkpoint of a lineage, on disk when a directory is given."""
+    """Finished rows, keyed (variant, phase, tokens), and the trunk checkpoint of a lineage, on disk when a
+    directory is given."""
 
-    def __init__(self, directory: str | None, trainer: Trainer):
-        self.directory, self.trainer, self.results = directory, trainer, {}
+    def __init__(self, directory: str | None):
+        self.directory, self.results = directory, {}
         if directory is None:
             return
         os.makedirs(directory, exist_ok=True)
         if os.path.exists(self._path("results.json")):
             with open(self._path("results.json")) as f:
-                self.results = {row["tokens"]: RunResult(**row) for row in json.load(f)}
-        if os.path.exists(self.trunk_path):
-            trainer.load_checkpoint(self.trunk_path)
+                self.results = dict(_saved(row) for row in json.load(f))
 
     def _path(self, name: str) -> str:
         return os.path.join(self.directory, name)
@@ -125,14 +203,34 @@ class _Progress:
     def trunk_path(self) -> str | None:
         return None if self.directory is None else self._path("trunk.pt")
 
-    def record(self, branch: Branch, result: RunResult) -> None:
-        self.results[branch.tokens] = result
+    def resume(self, trainer):
+        """`trainer`, with the saved trunk loaded if there is one."""
+        if self.trunk_path and os.path.exists(self.trunk_path):
+            trainer.load_checkpoint(self.trunk_path)
+        return trainer
+
+    def has(self, event: _Event, k: int) -> bool:
+        return all((i, event.phase, event.tokens) in self.results for i in range(k))
+
+    def record(self, event: _Event, rows: list[RunResult], on_result: Callable | None) -> None:
+        """Hand the rows on, then keep them: a kill in between repeats the rows, never loses them."""
+        for i, row in enumerate(rows):
+            if on_result is not None:
+                on_result(i, row)
+            self.results[(i, event.phase, event.tokens)] = row
         if self.directory is None:
             return
         tmp = self._path(f"results.json.tmp-{os.getpid()}")
         with open(tmp, "w") as f:
-            json.dump([r.to_row() for r in self.results.values()], f, allow_nan=True)
+            json.dump([{**row.to_row(), "variant": key[0]} for key, row in self.results.items()], f, allow_nan=True)
         os.replace(tmp, self._path("results.json"))
+
+
+def _saved(row: dict) -> tuple[tuple[int, str, float], RunResult]:
+    """((variant, phase, tokens), row) of a saved row; files written before packing and trunk rows hold
+    variant 0's final rows."""
+    result = RunResult(**{k: v for k, v in row.items() if k != "variant"})
+    return (row.get("variant", 0), result.phase, result.tokens), result
 
 
 def independent_tokens(config: TrainConfig, budgets: Sequence[float]) -> int:

@@ -55,6 +55,8 @@ class PackedTrainer:
         self.diverged_at = torch.full((self.k,), math.nan, dtype=torch.float64)
         self.loss_history: list[torch.Tensor] = []
         self.train_seconds = 0.0
+        self.device = self.solo[0].device
+        self.lr_dtype = torch.float64 if config.dtype == "float64" else torch.float32
 
     def _losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         def one(params):
@@ -95,14 +97,43 @@ class PackedTrainer:
             return torch.ones_like(norms)
         return (self.cfg.grad_clip / (norms + 1e-6)).clamp(max=1.0)
 
+    @property
+    def diverged(self) -> bool:
+        """Every variant diverged: nothing left to train."""
+        return not torch.isnan(self.diverged_at).any()
+
+    # The same loops and files as a solo run, so one lineage driver serves both.
+    train_to = Trainer.train_to
+    save_checkpoint = Trainer.save_checkpoint
+    load_checkpoint = Trainer.load_checkpoint
+
+    def _train_until(self, step: int, total_tokens: float | None) -> None:
+        start = time.perf_counter()
+        while self.step < step and not self.diverged:
+            lrs = [t.lr_at_step(self.step, total_tokens=total_tokens) for t in self.solo]
+            self._watch(self.train_step(torch.tensor(lrs, dtype=self.lr_dtype)))
+        self.train_seconds += time.perf_counter() - start
+
     def train(self) -> None:
         """Train every variant for the configured budget (each under its own schedule)."""
-        total = self.cfg.steps * self.cfg.tokens_per_step
-        start = time.perf_counter()
-        while self.step < self.cfg.steps and torch.isnan(self.diverged_at).any():
-            lrs = torch.tensor([t.lr_at_step(self.step, total_tokens=total) for t in self.solo])
-            self._watch(self.train_step(lrs.to(torch.float64 if self.cfg.dtype == "float64" else torch.float32)))
-        self.train_seconds += time.perf_counter() - start
+        self.train_to(self.cfg.steps, total_tokens=self.cfg.steps * self.cfg.tokens_per_step)
+
+    def state_dict(self) -> dict:
+        """The whole lockstep state; tensors are live references (copy before training on)."""
+        history = torch.stack(self.loss_history) if self.loss_history else torch.empty(0, self.k, dtype=torch.float64)
+        return {"params": {n: p.detach() for n, p in self.params.items()}, "m": self.m, "v": self.v,
+                "step": self.step, "first_loss": self.first_loss, "diverged_at": self.diverged_at,
+                "loss_history": history, "train_seconds": self.train_seconds}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        for name, p in self.params.items():  # in place: the stacked parameters stay the autograd leaves
+            p.copy_(state["params"][name])
+            self.m[name].copy_(state["m"][name])
+            self.v[name].copy_(state["v"][name])
+        self.step, self.train_seconds = state["step"], state["train_seconds"]
+        self.first_loss, self.diverged_at = state["first_loss"].clone(), state["diverged_at"].clone()
+        self.loss_history = list(state["loss_history"].cpu().unbind(0))
 
     def _watch(self, losses: torch.Tensor) -> None:
         self.first_loss = torch.where(torch.isnan(self.first_loss), losses, self.first_loss)
@@ -115,8 +146,10 @@ class PackedTrainer:
         self.train()
         return self.results()
 
-    def results(self) -> list[RunResult]:
-        """Copy each variant's weights into its solo trainer and evaluate it there."""
+    def results(self, *, tokens: float | None = None) -> list[RunResult]:
+        """Copy each variant's weights into its solo trainer and evaluate it there: one row per variant, for
+        the budget `tokens` (default the configured one). Each row's tokens_per_s is its own tokens over the
+        trial's wall time, so the trial's throughput is their sum over the variants."""
         rows = []
         window = torch.stack(self.loss_history) if self.loss_history else None
         for i, trainer in enumerate(self.solo):
@@ -127,7 +160,7 @@ class PackedTrainer:
             trainer.first_loss = float(self.first_loss[i])
             trainer.recent_losses = window[:, i].tolist() if window is not None else []
             trainer.train_seconds = self.train_seconds
-            rows.append(trainer.result(tokens=self.cfg.tokens))
+            rows.append(trainer.result(tokens=self.cfg.tokens if tokens is None else tokens))
         return rows
 
 

@@ -108,6 +108,7 @@ class RunResult:
     tokens_per_s: float
     mfu: float
     device: str
+    phase: str = "final"  # final: the budget's result after its decay | trunk: the stable-phase trunk at a fork
 
     def to_row(self) -> dict:
         return asdict(self)
@@ -227,6 +228,10 @@ class Trainer:
         return _result_row(self.cfg, self.proxy, tokens=tokens, loss_eval=loss_eval, loss_train=self.loss_train,
                            diverged_at=self.diverged_at, wall_s=self.train_seconds, tokens_per_s=tokens_per_s,
                            mfu=mfu(n_params, tokens_per_s, peak), device=device_name(self.device))
+
+    def results(self, *, tokens: float) -> list[RunResult]:
+        """`result` as a list of one: the lineage driver serves solo and packed trainers alike."""
+        return [self.result(tokens=tokens)]
 
     def run(self, *, checkpoint_path: str | None = None, checkpoint_every_steps: int = 0) -> RunResult:
         """Train the configured budget (resuming from `checkpoint_path` if it exists) and evaluate."""

@@ -2,12 +2,12 @@
 
 The Optuna mode lives in sweeps.search (imported on use: it needs Ray and Optuna)."""
 
-from sweeps.plan import LineageJob, Plan, Study, plan, trial_job
+from sweeps.plan import LineageJob, PackedJob, Plan, Study, plan, trial_job
 from sweeps.spec import SpecError, SweepSpec, load_spec
 from sweeps.store import ResultStore, StoreError
 from sweeps.sweep import resume, status, submit
 
 __all__ = [
-    "LineageJob", "Plan", "Study", "plan", "trial_job", "SpecError", "SweepSpec", "load_spec", "ResultStore",
-    "StoreError", "resume", "status", "submit",
+    "LineageJob", "PackedJob", "Plan", "Study", "plan", "trial_job", "SpecError", "SweepSpec", "load_spec",
+    "ResultStore", "StoreError", "resume", "status", "submit",
 ]

@@ -183,6 +183,7 @@ def status_command(args) -> int:
         return 0
     print(f"sweep {s['sweep_id']}: {s['planned']} runs planned; " +
           ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())))
+    print(f"trunk evaluations: {s['trunk']['done']} of {s['trunk']['planned']} stored")
     for cell in s["cells"]:
         print(f"  {cell['model']:<12} batch {cell['batch_size']:>4}  tokens {cell['tokens']:>12,}  "
               f"runs {cell['runs_done']}")

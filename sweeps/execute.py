@@ -1,4 +1,4 @@
-"""Ray Tune execution: one trial per lineage, each finished budget written to the results store at once.
+"""Ray Tune execution: one trial per lineage (or pack of lineages), each row written to the store at once.
 
 The store, not Ray's experiment state, is the source of truth: a trial writes each budget's row as soon as
 it is final, and its lineage checkpoints let a retried trial continue where it stopped. A sweep started
@@ -11,13 +11,13 @@ import functools
 import json
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from importlib import metadata
 
-from proxy_models.lineage import train_lineage
+from proxy_models.lineage import train_lineage, train_packed_lineage, trunk_tokens
 from proxy_models.trainer import RunResult
-from sweeps.plan import LineageJob
+from sweeps.plan import LineageJob, PackedJob, short_hash
 from sweeps.store import ResultStore
 
 PACKAGES = ("torch", "ray", "numpy", "pandas", "pyarrow", "powersweep")
@@ -38,7 +38,8 @@ class ExecutionSettings:
 
 
 def missing_budgets(job: LineageJob, stored_run_ids: set[str]) -> LineageJob | None:
-    """The job restricted to budgets without a stored row (None if complete).
+    """The job restricted to budgets without a stored row (None if complete), and to the missing trunk
+    evaluations that the trunk passes on its way to those budgets.
 
     Dropping finished budgets changes no other result: each branch depends only on the trunk up to its own
     fork, and the trunk's lr up to any remaining budget's fork does not depend on the largest budget.
@@ -47,7 +48,22 @@ def missing_budgets(job: LineageJob, stored_run_ids: set[str]) -> LineageJob | N
     if not keep:
         return None
     budgets, run_ids = zip(*keep)
-    return replace(job, budgets=budgets, run_ids=run_ids, config=replace(job.config, tokens=max(budgets)))
+    config = replace(job.config, tokens=max(budgets))
+    last = max(trunk_tokens(config, budgets), default=0)
+    trunk = [(t, r) for t, r in zip(job.trunk_tokens, job.trunk_run_ids) if r not in stored_run_ids and t <= last]
+    return replace(job, budgets=budgets, run_ids=run_ids, config=config,
+                   trunk_tokens=tuple(t for t, _ in trunk), trunk_run_ids=tuple(r for _, r in trunk))
+
+
+def missing_rows(trial: LineageJob | PackedJob, stored_run_ids: set[str]) -> PackedJob | None:
+    """A trial restricted to its members with missing budget rows (see `missing_budgets`); None if none."""
+    members = [missing_budgets(m, stored_run_ids) for m in _members(trial)]
+    members = [m for m in members if m is not None]
+    return PackedJob(tuple(members)) if members else None
+
+
+def _members(trial: LineageJob | PackedJob) -> tuple[LineageJob, ...]:
+    return trial.members if isinstance(trial, PackedJob) else (trial,)
 
 
 @functools.cache
@@ -76,19 +92,35 @@ def store_row(result: RunResult, *, job: LineageJob, run_id: str) -> dict:
     return {**result.to_row(), "run_id": run_id, "lineage_id": job.lineage_id, **provenance()}
 
 
-def run_job(job: LineageJob, settings: ExecutionSettings) -> list[RunResult]:
-    """Train one lineage and store each budget's row as soon as it is final (the body of one trial).
+def run_job(job: LineageJob | PackedJob, settings: ExecutionSettings) -> list[list[RunResult]]:
+    """Train one trial (a lineage, or a pack of them in lockstep) and store each row of the job as soon as it
+    is final: budget results and trunk evaluations. Returns each member's rows of the trial's budgets, ascending."""
+    members = _members(job)
+    root = os.path.join(settings.checkpoint_root, settings.sweep_id)
+    if len(members) == 1:
+        m = members[0]
+        return [train_lineage(m.config, m.budgets, trunk_at=m.trunk_tokens,
+                              checkpoint_dir=os.path.join(root, m.lineage_id), on_result=_saver(m, settings))]
+    packed, savers = PackedJob(members), [_saver(m, settings) for m in members]
+    checkpoint_dir = os.path.join(root, "pack-" + short_hash(sorted(m.lineage_id for m in members)))
+    return train_packed_lineage(packed.config, [m.config.schedule for m in members], packed.budgets,
+                                trunk_at=packed.trunk_tokens, checkpoint_dir=checkpoint_dir,
+                                on_result=lambda i, row: savers[i](row))
 
-    Returns the rows of the job's budgets, ascending."""
+
+def _saver(job: LineageJob, settings: ExecutionSettings) -> Callable[[RunResult], None]:
+    """Writes a row of `job` to the store if the job asks for it (a pack trains the union of its members'
+    budgets; each member writes only its own missing rows)."""
     store = ResultStore(settings.store_uri)
-    run_id_of = dict(zip(job.budgets, job.run_ids))
+    ids = {**{("final", t): r for t, r in zip(job.budgets, job.run_ids)},
+           **{("trunk", t): r for t, r in zip(job.trunk_tokens, job.trunk_run_ids)}}
 
     def save(result: RunResult) -> None:
-        run_id = run_id_of[result.tokens]
-        store.write([store_row(result, job=job, run_id=run_id)], sweep_id=settings.sweep_id, name=run_id)
+        run_id = ids.get((result.phase, result.tokens))
+        if run_id is not None:
+            store.write([store_row(result, job=job, run_id=run_id)], sweep_id=settings.sweep_id, name=run_id)
 
-    checkpoint_dir = os.path.join(settings.checkpoint_root, settings.sweep_id, job.lineage_id)
-    return train_lineage(job.config, job.budgets, checkpoint_dir=checkpoint_dir, on_result=save)
+    return save
 
 
 def _trial(params: dict) -> None:
@@ -120,8 +152,9 @@ def _progress_callback(total: int):
     return Progress()
 
 
-def execute(jobs: Sequence[LineageJob], settings: ExecutionSettings) -> int:
-    """Run every job as a Ray Tune trial; returns the number of trials that errored."""
+def execute(jobs: Sequence[LineageJob | PackedJob], settings: ExecutionSettings) -> int:
+    """Run every job (a lineage or a pack of lineages) as a Ray Tune trial; returns the number of trials that
+    errored."""
     from ray import tune
 
     if not jobs:

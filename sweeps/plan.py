@@ -2,7 +2,9 @@
 
 `lineage_id` hashes everything that determines a training trajectory except its length; `run_id` hashes
 the lineage_id and one token budget. Neither depends on the other values of a grid, so adding values to
-a spec and running it again finds every finished run_id in the store and runs only the new cells.
+a spec and running it again finds every finished run_id in the store and runs only the new cells. A trunk
+evaluation's id hashes the lineage_id and the fork's tokens. `run.pack` groups lineages into trials
+(`pack_jobs`) without touching any id.
 
 In optuna mode the plan holds studies instead of jobs: one per cell (model, batch_size, seed, lr_max), each
 n_trials lineages whose (a, b) are sampled while the sweep runs (sweeps/search.py); a trial's lineage gets
@@ -14,13 +16,17 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from proxy_models.data import DataConfig
-from proxy_models.lineage import independent_tokens, plan_branches, planned_tokens
+from proxy_models.lineage import independent_tokens, plan_branches, planned_tokens, trunk_tokens
 from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import TrainConfig
 from sweeps.spec import SweepSpec
+
+
+SEARCHED = ("lr", "power_a", "power_b", "lr_max")  # schedule fields a pack's variants may differ in
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,35 @@ class LineageJob:
     config: TrainConfig  # tokens = the largest budget
     budgets: tuple[float, ...]  # token budgets to evaluate, ascending
     run_ids: tuple[str, ...]  # one per budget, same order
+    trunk_tokens: tuple[int, ...] = ()  # tokens seen at each trunk evaluation (fork points), ascending
+    trunk_run_ids: tuple[str, ...] = ()  # one per trunk evaluation, same order
+
+    @property
+    def row_ids(self) -> tuple[str, ...]:
+        """Every row the lineage writes: budget results, then trunk evaluations."""
+        return self.run_ids + self.trunk_run_ids
+
+
+@dataclass(frozen=True)
+class PackedJob:
+    """One Ray trial: lineages that differ only in their schedule's searched values, trained in lockstep.
+    Each member keeps its own ids; one member trains as a plain lineage."""
+
+    members: tuple[LineageJob, ...]
+
+    @property
+    def config(self) -> TrainConfig:
+        """The shared config (members[0]'s schedule), trained to the largest budget of any member."""
+        return replace(self.members[0].config, tokens=max(self.budgets))
+
+    @property
+    def budgets(self) -> tuple[float, ...]:
+        """The union of the members' budgets, ascending."""
+        return tuple(sorted({t for m in self.members for t in m.budgets}))
+
+    @property
+    def trunk_tokens(self) -> tuple[int, ...]:
+        return tuple(sorted({t for m in self.members for t in m.trunk_tokens}))
 
 
 @dataclass(frozen=True)
@@ -63,6 +98,7 @@ class Plan:
     jobs: tuple[LineageJob, ...]
     notes: tuple[str, ...] = field(default=())
     studies: tuple[Study, ...] = field(default=())
+    pack: int = 1  # lineages per trial (run.pack)
 
     def _lineages(self):
         """(job, copies): each fixed job once, each study's template n_trials times."""
@@ -77,6 +113,16 @@ class Plan:
         return sum(n for _, n in self._lineages())
 
     @property
+    def row_ids(self) -> frozenset[str]:
+        """Every row the plan writes: budget results and trunk evaluations."""
+        return frozenset(r for j in self.jobs for r in j.row_ids)
+
+    @property
+    def trials(self) -> tuple[PackedJob, ...]:
+        """The Ray trials: lineages grouped by `pack_jobs`."""
+        return pack_jobs(self.jobs, self.pack)
+
+    @property
     def tokens_independent(self) -> int:
         """Tokens if every (run, budget) trained on its own."""
         return sum(n * independent_tokens(j.config, j.budgets) for j, n in self._lineages())
@@ -88,6 +134,8 @@ class Plan:
     def summary(self) -> dict:
         independent = self.tokens_independent
         return {"sweep_id": self.sweep_id, "runs": self.runs, "lineages": self.lineages,
+                "trunk_rows": sum(n * len(j.trunk_run_ids) for j, n in self._lineages()),
+                "trials": len(self.trials) + sum(s.n_trials for s in self.studies),
                 "tokens_independent": independent, "tokens_planned": self.tokens_planned,
                 "ratio": self.tokens_planned / independent if independent else None, "notes": list(self.notes)}
 
@@ -109,7 +157,10 @@ def plan(spec: SweepSpec) -> Plan:
             jobs.append(_job(config, budgets))
     if spec.train.schedule == "cosine":
         notes.append("cosine depends on the budget at every step: each budget runs as its own lineage")
-    return Plan(sweep_id=spec.name, jobs=tuple(jobs), notes=tuple(notes))
+    if spec.run.pack > 1:
+        notes.append(f"pack {spec.run.pack}: lineages that differ only in their schedule's searched values "
+                     "train in lockstep, one trial per pack")
+    return Plan(sweep_id=spec.name, jobs=tuple(jobs), notes=tuple(notes), pack=spec.run.pack)
 
 
 def _optuna_plan(spec: SweepSpec, budgets: tuple[float, ...]) -> Plan:
@@ -129,7 +180,30 @@ def _job(config: TrainConfig, budgets: tuple[float, ...]) -> LineageJob:
     if len(budgets) == 1 and config.schedule.name == "cosine":
         identity["tokens"] = budgets[0]  # a cosine trajectory is tied to its budget
     lineage_id = short_hash(identity)
-    return LineageJob(lineage_id, config, budgets, tuple(short_hash([lineage_id, t]) for t in budgets))
+    trunk = tuple(trunk_tokens(config, budgets))
+    return LineageJob(lineage_id, config, budgets, tuple(short_hash([lineage_id, t]) for t in budgets),
+                      trunk, tuple(trunk_row_id(lineage_id, t) for t in trunk))
+
+
+def trunk_row_id(lineage_id: str, tokens: int) -> str:
+    """run_id of the trunk evaluation at `tokens` (the fork's tokens seen)."""
+    return short_hash([lineage_id, "trunk", tokens])
+
+
+def pack_jobs(jobs: Sequence[LineageJob], pack: int) -> tuple[PackedJob, ...]:
+    """Groups of at most `pack` lineages, in plan order, that share everything but the schedule's searched
+    values (lr; power a, b, lr_max): model, batch size, seed, budgets and train settings. Ids stay per member,
+    so they do not depend on `pack`."""
+    groups: dict[str, list[LineageJob]] = {}
+    for job in jobs:
+        groups.setdefault(_pack_key(job), []).append(job)
+    return tuple(PackedJob(tuple(g[i:i + pack])) for g in groups.values() for i in range(0, len(g), pack))
+
+
+def _pack_key(job: LineageJob) -> str:
+    config = asdict(job.config)
+    config["schedule"] = {k: v for k, v in config["schedule"].items() if k not in SEARCHED}
+    return short_hash([config, job.budgets])
 
 
 def _trajectories(spec: SweepSpec, longest: float):
@@ -162,7 +236,8 @@ def _schedules(spec: SweepSpec):
 def format_plan(p: Plan) -> str:
     """A short human summary."""
     s = p.summary()
-    lines = [f"sweep {s['sweep_id']}: {s['runs']} runs in {s['lineages']} lineages",
+    lines = [f"sweep {s['sweep_id']}: {s['runs']} runs in {s['lineages']} lineages ({s['trials']} trials), "
+             f"plus {s['trunk_rows']} trunk evaluations",
              f"tokens if independent: {s['tokens_independent']:.4g}",
              f"tokens planned:        {s['tokens_planned']:.4g}"]
     if s["ratio"] is not None:

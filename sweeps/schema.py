@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 STATUSES = ("ok", "diverged", "failed")
+PHASES = ("final", "trunk")
 
 
 class StoreError(ValueError):
@@ -63,7 +64,9 @@ COLUMNS: tuple[Column, ...] = (
            "dimensionless / exponent b (negative) of the same Power schedule; null for other schedules"),
     Column("batch_size", _INT, True, "sequences / sequences per optimizer step"),
     Column("seq_len", _INT, True, "tokens / tokens per sequence"),
-    Column("tokens", _INT, True, "tokens / training tokens seen at this evaluation (the token budget)"),
+    Column("tokens", _INT, True,
+           "tokens / training tokens seen at this evaluation: the token budget (phase 'final') or the tokens "
+           "seen at the fork (phase 'trunk')"),
     Column("warmup_tokens", _INT, False, "tokens / length of the warmup phase"),
     Column("decay_fraction", _FLOAT, False,
            "fraction 0-1 / share of `tokens` spent in the final decay phase; null without one"),
@@ -77,10 +80,17 @@ COLUMNS: tuple[Column, ...] = (
     Column("diverged_at_tokens", _INT, False,
            "tokens / tokens seen when divergence was detected; null unless status is 'diverged'"),
     Column("wall_s", _FLOAT, False, "seconds / wall-clock training time up to `tokens`"),
-    Column("tokens_per_s", _FLOAT, False, "tokens/second / training throughput"),
+    Column("tokens_per_s", _FLOAT, False,
+           "tokens/second / training throughput; in a packed trial (run.pack > 1) this variant's share: its "
+           "tokens over the trial's wall time, so the trial's throughput is the sum over its variants"),
     Column("mfu", _FLOAT, False,
-           "fraction 0-1 / model FLOPs utilisation: 6 * n_params * tokens_per_s over the measured matmul peak"),
+           "fraction 0-1 / model FLOPs utilisation: 6 * n_params * tokens_per_s over the measured matmul peak; "
+           "in a packed trial this variant's share, summing to the trial's MFU"),
     Column("device", _STR, False, "name / accelerator that trained the run, e.g. 'NVIDIA H100 80GB HBM3' or 'cpu'"),
+    Column("phase", _STR, False,
+           "label / 'final': a budget's result at the end of its decay (what analysis uses); 'trunk': the "
+           "lineage's trunk evaluated at a fork point (stable-phase loss, not a budget result); null (files "
+           "written before the column existed) reads as 'final'"),
     Column("git_sha", _STR, False, "hex / git commit of the code that produced the row"),
     Column("versions", _STR, False, "JSON text / object {package: version} of the packages that produced the row"),
     Column("created_at", _TIMESTAMP, True,
@@ -156,8 +166,9 @@ def _checked_value(column: Column, value: Any, where: str) -> Any:
             f"{column.name}={_short(value)} ({type(value).__name__}) in {where}: must be a {_expected(column.type)}"
             + ("" if column.required else " or None")
         )
-    if column.name == "status" and stored not in STATUSES:
-        raise StoreError(f"status={value!r} in {where}: must be one of {', '.join(map(repr, STATUSES))}")
+    allowed = {"status": STATUSES, "phase": PHASES}.get(column.name)
+    if allowed and stored not in allowed:
+        raise StoreError(f"{column.name}={value!r} in {where}: must be one of {', '.join(map(repr, allowed))}")
     return stored
 
 

@@ -203,7 +203,7 @@ def _search_trial(params: dict) -> None:
     """One trial: train the missing budgets of its lineage, report the objective over all its budgets."""
     from ray import tune
 
-    new = run_job(params["job"], params["settings"]) if params["job"] is not None else []
+    new = run_job(params["job"], params["settings"])[0] if params["job"] is not None else []
     losses = [*params["earlier"], *(result.loss_eval for result in new)]
     tune.report({METRIC: objective(losses, params["penalty"]), "budgets_done": len(new)})
 

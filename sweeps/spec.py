@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from proxy_models.config import PRESETS
+from proxy_models.config import PRESETS, get_preset
 from proxy_models.schedules import DECAY_SHAPES
 
 _SUFFIX = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
@@ -170,6 +170,7 @@ class SweepSpec(_Strict):
         for name in ("models", "batch_size", "tokens", "seeds"):
             if not getattr(s, name):
                 raise ValueError(f"search.{name} is empty: give at least one value")
+        _check_pack(self.run.pack, s.models, t.model_overrides)
         for tokens in s.tokens:
             if tokens * (1 - t.decay_fraction) <= t.warmup_tokens:
                 raise ValueError(f"search.tokens={tokens:g} leaves no stable phase after warmup_tokens="
@@ -187,6 +188,16 @@ class SweepSpec(_Strict):
     @property
     def storage(self) -> str:
         return self.run.storage or f"runs/{self.name}"
+
+
+def _check_pack(pack: int, models: list[str], overrides: dict) -> None:
+    """Packing trains dense models only (PackedTrainer); the error names run.pack, its value and the fix."""
+    if pack < 1:
+        raise ValueError(f"run.pack={pack}: must be at least 1 (1 trains one lineage per trial)")
+    moe = [m for m in models if pack > 1 and get_preset(m, **overrides).is_moe]
+    if moe:
+        raise ValueError(f"run.pack={pack}: {moe[0]!r} is a mixture of experts and packing trains dense models "
+                         "only; set run.pack: 1")
 
 
 def spec_from_dict(values: dict) -> SweepSpec:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from sweeps.execute import ExecutionSettings, execute, missing_budgets
+from sweeps.execute import ExecutionSettings, execute, missing_rows
 from sweeps.plan import Plan, plan
 from sweeps.spec import SpecError, SweepSpec, spec_from_dict
 from sweeps.store import ResultStore, StoreError
@@ -15,7 +15,7 @@ from sweeps.store import ResultStore, StoreError
 @dataclass(frozen=True)
 class SubmitResult:
     plan: Plan
-    lineages_run: int  # lineages that still had missing budgets
+    lineages_run: int  # lineages that still had missing budgets (trained in packs of run.pack)
     failed_trials: int
     storage: str
 
@@ -33,7 +33,7 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
     store.write_json(spec_path(spec.name), spec.to_dict())
     p = plan(spec)
     stored = store.run_ids(sweep_id=spec.name)
-    jobs = [j for j in (missing_budgets(job, stored) for job in p.jobs) if j is not None]
+    jobs = [j for j in (missing_rows(trial, stored) for trial in p.trials) if j is not None]
     settings = ExecutionSettings(
         store_uri=storage, sweep_id=spec.name, checkpoint_root=_checkpoint_root(storage),
         cpus_per_trial=spec.run.cpus_per_trial, gpus_per_trial=spec.run.gpus_per_trial,
@@ -45,7 +45,7 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
         search = run_studies(p.studies, settings)
         ran, failed = search.trials_run, search.failed_trials
     else:
-        ran, failed = len(jobs), execute(jobs, settings)
+        ran, failed = sum(len(j.members) for j in jobs), execute(jobs, settings)
     return SubmitResult(plan=p, lineages_run=ran, failed_trials=failed, storage=storage)
 
 
@@ -87,7 +87,8 @@ def _checkpoint_root(storage: str) -> str:
 
 
 def status(storage: str, *, sweep_id: str | None = None) -> dict:
-    """Per-state counts of the planned runs, and per-cell (model, batch_size, tokens) progress."""
+    """Per-state counts of the planned budget results, per-cell (model, batch_size, tokens) progress, and the
+    trunk evaluations (planned, stored, missing) counted apart."""
     spec = stored_spec(storage, sweep_id=sweep_id)
     table = ResultStore(storage).read(sweep_id=spec.name).table
     p = plan(spec)
@@ -96,11 +97,16 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     counts = done["status"].value_counts().to_dict()
     counts["missing"] = max(p.runs - len(done), 0)
     cells = done.groupby(["model", "batch_size", "tokens"]).size().rename("runs_done").reset_index()
-    return {"sweep_id": spec.name, "planned": p.runs, "counts": counts, "cells": cells.to_dict("records")}
+    lineages = {j.lineage_id for j in p.jobs} | set(done["lineage_id"])
+    trunk_done = int((table["phase"].eq("trunk") & table["lineage_id"].isin(lineages)).sum())
+    trunk_planned = p.summary()["trunk_rows"]
+    trunk = {"planned": trunk_planned, "done": trunk_done, "missing": max(trunk_planned - trunk_done, 0)}
+    return {"sweep_id": spec.name, "planned": p.runs, "counts": counts, "cells": cells.to_dict("records"),
+            "trunk": trunk}
 
 
 def _trial_run_ids(p: Plan, table) -> set[str]:
-    """run_ids of the stored rows of an optuna sweep's trials (none for a grid)."""
+    """run_ids of the stored budget rows of an optuna sweep's trials (none for a grid)."""
     if not p.studies:
         return set()
     from sweeps.search import stored_run_ids

@@ -5,6 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from analysis.errors import AnalysisError
+from analysis.pipeline import analyze
+from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
 from analysis.table import load_table
 
 
@@ -137,3 +139,29 @@ def test_power_only_table_needs_no_lr_but_needs_a_and_b():
     assert len(load_table(power)) == 6
     with pytest.raises(AnalysisError, match="power_b"):
         load_table(power.assign(power_b=np.nan))
+
+
+def test_trunk_rows_are_left_out_and_counted():
+    frame = _runs(phase=["final", "trunk", None, "trunk", "final", np.nan])
+    table = load_table(frame)
+    assert len(table) == 4 and table.attrs["trunk_rows_dropped"] == 2
+    assert table["lr"].tolist() == pytest.approx(frame["lr"][[0, 2, 4, 5]].tolist())
+    assert load_table(_runs()).attrs["trunk_rows_dropped"] == 0  # tables without the column: every row
+
+
+def test_unknown_phase_is_named():
+    with pytest.raises(AnalysisError, match="column 'phase' has value\\(s\\) \\['trnk'\\]"):
+        load_table(_runs(phase="trnk"))
+
+
+def test_analysis_of_a_table_with_trunk_rows_equals_that_without_and_says_so():
+    grid = SweepGrid(models=(("12M", 12e6), ("36M", 36e6)), tokens=(2e9, 8e9, 32e9), batch_sizes=(32, 64, 128),
+                     lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()))
+    final = synthetic_table(PlantedLaw(), grid, seed=3)
+    trunk = final.assign(phase="trunk", loss_eval=final["loss_eval"] - 0.5,  # lower: would win every optimum
+                         run_id=[f"t{i}" for i in range(len(final))])
+    with_trunk = analyze(pd.concat([final.assign(phase="final"), trunk], ignore_index=True), n_boot=0)
+    alone = analyze(final, n_boot=0)
+    pd.testing.assert_frame_equal(with_trunk.cells, alone.cells)
+    assert f"left out {len(trunk)} trunk rows" in " ".join(with_trunk.notes)
+    assert not any("trunk" in note for note in alone.notes)

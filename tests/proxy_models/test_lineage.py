@@ -1,10 +1,11 @@
 import math
+from dataclasses import replace
 
 import pytest
 
 from proxy_models import lineage
 from proxy_models.data import DataConfig
-from proxy_models.lineage import plan_branches, token_ratio, train_lineage
+from proxy_models.lineage import plan_branches, token_ratio, train_lineage, train_packed_lineage
 from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import TrainConfig, Trainer
 
@@ -63,22 +64,31 @@ def test_paper_table2_token_ratio():
     assert token_ratio(paper, budgets) == pytest.approx(0.552, abs=5e-4)
 
 
-def test_killed_lineage_resumes_without_redoing_finished_branches(corpus, tmp_path, monkeypatch):
-    cfg = config(WSD)
-    expected = train_lineage(cfg, BUDGETS, corpus=corpus)
-    real_branch, calls = lineage._run_branch, []
+REAL_BRANCH = lineage._run_branch
+
+
+def kill_at_second_branch(monkeypatch) -> list:
+    """Make the lineage's second branch raise as a kill would; returns the budgets whose branch was started."""
+    calls = []
 
     def crash_on_second(trainer, branch):
         calls.append(branch.tokens)
         if len(calls) == 2:
             raise KeyboardInterrupt("killed")
-        return real_branch(trainer, branch)
+        return REAL_BRANCH(trainer, branch)
 
     monkeypatch.setattr(lineage, "_run_branch", crash_on_second)
+    return calls
+
+
+def test_killed_lineage_resumes_without_redoing_finished_branches(corpus, tmp_path, monkeypatch):
+    cfg = config(WSD)
+    expected = train_lineage(cfg, BUDGETS, corpus=corpus)
+    calls = kill_at_second_branch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=str(tmp_path), checkpoint_every_steps=7)
     calls.clear()
-    monkeypatch.setattr(lineage, "_run_branch", lambda t, b: calls.append(b.tokens) or real_branch(t, b))
+    monkeypatch.setattr(lineage, "_run_branch", lambda t, b: calls.append(b.tokens) or REAL_BRANCH(t, b))
     resumed = train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=str(tmp_path), checkpoint_every_steps=7)
     assert calls == BUDGETS[1:]  # the first budget was finished before the kill
     assert [r.loss_eval for r in resumed] == pytest.approx([r.loss_eval for r in expected], rel=1e-12)
@@ -88,14 +98,18 @@ def test_a_lineage_killed_while_storing_a_row_stores_it_again_on_resume(corpus, 
     """A trial killed inside on_result (mid store write) must not resume past the row it never stored."""
     cfg, stored = config(WSD), []
 
+    def store(result):
+        if result.phase == "final":
+            stored.append(result.tokens)
+
     def store_then_die(result):
-        if result.tokens == BUDGETS[1]:
+        if result.phase == "final" and result.tokens == BUDGETS[1]:
             raise KeyboardInterrupt("killed while writing the row")
-        stored.append(result.tokens)
+        store(result)
 
     with pytest.raises(KeyboardInterrupt):
         train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=str(tmp_path), on_result=store_then_die)
-    train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=str(tmp_path), on_result=lambda r: stored.append(r.tokens))
+    train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=str(tmp_path), on_result=store)
     assert stored == BUDGETS  # each budget reached the store once, the interrupted one on resume
 
 
@@ -132,3 +146,98 @@ def test_trunk_divergence_marks_later_budgets_and_keeps_earlier(corpus, monkeypa
     assert rows[0].status == "ok"
     assert [r.status for r in rows[1:]] == ["diverged", "diverged"]
     assert rows[1].diverged_at_tokens == rows[2].diverged_at_tokens == (blow_up_at + 1) * STEP_TOKENS
+
+
+def rows_by_key(rows) -> dict:
+    return {(r.phase, r.tokens): r for r in rows}
+
+
+def test_trunk_rows_are_the_trunk_evaluated_at_every_fork(corpus):
+    cfg = config(WSD)
+    seen = []
+    finals = train_lineage(cfg, BUDGETS, corpus=corpus, on_result=seen.append)
+    forks = [b.fork_step for b in plan_branches(cfg, BUDGETS)]
+    trunk = [r for r in seen if r.phase == "trunk"]
+    assert [r.tokens for r in trunk] == [f * STEP_TOKENS for f in forks] == lineage.trunk_tokens(cfg, BUDGETS)
+    assert [r for r in seen if r.phase == "final"] == finals
+    longest = Trainer(TrainConfig(**{**cfg.__dict__, "tokens": BUDGETS[-1]}), corpus=corpus)
+    for fork, row in zip(forks, trunk):  # the longest run, stopped before its decay, evaluated there
+        longest.train_to(fork, total_tokens=BUDGETS[-1])
+        assert row.loss_eval == pytest.approx(longest.evaluate(), rel=1e-12) and row.status == "ok"
+
+
+def test_killed_lineage_emits_every_row_once(corpus, tmp_path, monkeypatch):
+    cfg = config(WSD)
+    expected = []
+    train_lineage(cfg, BUDGETS, corpus=corpus, on_result=expected.append)
+    seen = []
+
+    def crash_on_second(trainer, branch):
+        if branch.tokens == BUDGETS[1]:
+            raise KeyboardInterrupt("killed")
+        return REAL_BRANCH(trainer, branch)
+
+    monkeypatch.setattr(lineage, "_run_branch", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=str(tmp_path), on_result=seen.append)
+    monkeypatch.setattr(lineage, "_run_branch", REAL_BRANCH)
+    train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=str(tmp_path), on_result=seen.append)
+    assert sorted(rows_by_key(seen)) == sorted(rows_by_key(expected)) and len(seen) == len(expected)
+    for key, row in rows_by_key(expected).items():
+        assert rows_by_key(seen)[key].loss_eval == pytest.approx(row.loss_eval, rel=1e-12)
+
+
+VARIANTS = {
+    "wsd": [ScheduleConfig(name="wsd", lr=lr, warmup_tokens=STEP_TOKENS * 3, decay_fraction=0.25)
+            for lr in (2e-3, 5e-3)],  # lrs well below the chaotic range (see test_packed.py)
+    "power": [ScheduleConfig(name="power", power_a=4.0, power_b=-0.51, lr_max=m, warmup_tokens=STEP_TOKENS * 3,
+                             decay_fraction=0.25, decay_shape="exp") for m in (0.002, 0.005)],
+}
+
+
+def packed_rows(schedules, corpus, **kwargs) -> list[list]:
+    """Every row of each variant of a packed lineage, in the order it was handed on."""
+    seen = [[] for _ in schedules]
+    train_packed_lineage(config(schedules[0]), schedules, BUDGETS, corpus=corpus,
+                         on_result=lambda i, row: seen[i].append(row), **kwargs)
+    return seen
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_packed_lineage_equals_each_variants_solo_lineage(name, corpus):
+    schedules = VARIANTS[name]
+    for schedule, rows in zip(schedules, packed_rows(schedules, corpus)):
+        solo = []
+        train_lineage(config(schedule), BUDGETS, corpus=corpus, on_result=solo.append)
+        assert [(r.phase, r.tokens, r.status) for r in rows] == [(r.phase, r.tokens, r.status) for r in solo]
+        for row, expected in zip(rows, solo):  # budget rows and trunk rows alike
+            assert row.loss_eval == pytest.approx(expected.loss_eval, rel=1e-6)
+            assert row.loss_train == pytest.approx(expected.loss_train, rel=1e-6)
+            assert row.lr_max == expected.lr_max or row.lr == expected.lr
+
+
+def test_killed_packed_lineage_resumes_from_its_checkpoint(corpus, tmp_path, monkeypatch):
+    schedules = VARIANTS["wsd"]
+    expected = packed_rows(schedules, corpus)
+    calls = kill_at_second_branch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        packed_rows(schedules, corpus, checkpoint_dir=str(tmp_path), checkpoint_every_steps=7)
+    calls.clear()
+    monkeypatch.setattr(lineage, "_run_branch", lambda t, b: calls.append(b.tokens) or REAL_BRANCH(t, b))
+    resumed = packed_rows(schedules, corpus, checkpoint_dir=str(tmp_path), checkpoint_every_steps=7)
+    assert calls == BUDGETS[1:]  # the first budget was finished before the kill
+    for rows, full in zip(resumed, expected):  # only the rows not handed on before the kill come again
+        assert [(r.phase, r.tokens) for r in rows] == [(r.phase, r.tokens) for r in full[-len(rows):]]
+        assert [r.loss_eval for r in rows] == pytest.approx([r.loss_eval for r in full[-len(rows):]], rel=1e-12)
+
+
+def test_a_variant_diverged_in_the_trunk_does_not_disturb_the_others(corpus):
+    schedules = [VARIANTS["wsd"][1], replace(VARIANTS["wsd"][1], lr=80.0)]
+    packed = packed_rows(schedules, corpus)
+    for schedule, rows in zip(schedules, packed):
+        solo = []
+        train_lineage(config(schedule), BUDGETS, corpus=corpus, on_result=solo.append)
+        assert [r.status for r in rows] == [r.status for r in solo]
+        assert [r.diverged_at_tokens for r in rows] == pytest.approx([r.diverged_at_tokens for r in solo], nan_ok=True)
+        assert [r.loss_eval for r in rows] == pytest.approx([r.loss_eval for r in solo], rel=1e-6, nan_ok=True)
+    assert {r.status for r in packed[0]} == {"ok"} and {r.status for r in packed[1]} == {"diverged"}

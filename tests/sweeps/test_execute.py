@@ -2,10 +2,11 @@
 import pytest
 
 from proxy_models.data import DataConfig
+from proxy_models.lineage import trunk_tokens
 from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import TrainConfig
-from sweeps.execute import ExecutionSettings, execute, missing_budgets
-from sweeps.plan import LineageJob
+from sweeps.execute import ExecutionSettings, execute, missing_budgets, missing_rows
+from sweeps.plan import LineageJob, PackedJob
 from sweeps.store import ResultStore
 
 STEP = 4 * 32
@@ -16,7 +17,9 @@ def job(lr: float, budgets=(STEP * 8, STEP * 16)) -> LineageJob:
                          tokens=max(budgets), schedule=ScheduleConfig(name="wsd", lr=lr, warmup_tokens=STEP),
                          data=DataConfig(eval_tokens=1024))
     lineage_id = f"lr{lr:g}"
-    return LineageJob(lineage_id, config, tuple(budgets), tuple(f"{lineage_id}-{t}" for t in budgets))
+    trunk = tuple(trunk_tokens(config, budgets))
+    return LineageJob(lineage_id, config, tuple(budgets), tuple(f"{lineage_id}-{t}" for t in budgets),
+                      trunk, tuple(f"{lineage_id}-trunk-{t}" for t in trunk))
 
 
 def test_missing_budgets_keeps_only_unstored_runs():
@@ -26,6 +29,17 @@ def test_missing_budgets_keeps_only_unstored_runs():
     partial = missing_budgets(j, {j.run_ids[2]})
     assert partial.budgets == (STEP * 4, STEP * 8) and partial.config.tokens == STEP * 8
     assert partial.run_ids == j.run_ids[:2]
+    assert partial.trunk_tokens == j.trunk_tokens[:2]  # the largest fork is not passed any more
+    only_last = missing_budgets(j, set(j.run_ids[:2]) | {j.trunk_run_ids[1]})
+    assert only_last.trunk_run_ids == (j.trunk_run_ids[0], j.trunk_run_ids[2])  # passed on the way: written
+
+
+def test_complete_members_leave_their_pack():
+    a, b = job(1e-2), job(3e-3)
+    assert missing_rows(PackedJob((a, b)), set(a.run_ids)) == PackedJob((b,))
+    assert missing_rows(PackedJob((a, b)), set(a.run_ids + b.run_ids)) is None
+    rest = missing_rows(PackedJob((a, b)), {a.run_ids[0], b.run_ids[1]})
+    assert rest.budgets == (STEP * 8, STEP * 16) and [m.budgets for m in rest.members] == [(STEP * 16,), (STEP * 8,)]
 
 
 @pytest.mark.slow
@@ -38,7 +52,7 @@ def test_ray_sweep_writes_every_budget_to_the_store(tmp_path):
                                      checkpoint_root=str(tmp_path / "ckpt"))
         assert execute(jobs, settings) == 0
         table = ResultStore(settings.store_uri).read(sweep_id="t").table
-        assert sorted(table["run_id"]) == sorted(r for j in jobs for r in j.run_ids)
+        assert sorted(table["run_id"]) == sorted(r for j in jobs for r in j.row_ids)  # budgets and trunk rows
         assert set(table["status"]) == {"ok"} and table["loss_eval"].notna().all()
         assert set(table["lineage_id"]) == {"lr0.003", "lr0.01"} and table["git_sha"].notna().all()
         stored = set(table["run_id"])

@@ -74,3 +74,13 @@ def test_bad_optuna_search_names_field_value_and_fix(search, fragment):
     with pytest.raises(SpecError) as error:
         spec_from_dict(values)
     assert str(error.value).startswith(fragment)
+
+
+def test_pack_with_a_mixture_of_experts_is_one_line_naming_run_pack():
+    values = {"name": "p", "search": {"models": ["cpu-xs", "cpu-moe"], "lr": [0.01], "tokens": ["1M"]},
+              "run": {"pack": 2}}
+    with pytest.raises(SpecError) as err:
+        spec_from_dict(values)
+    message = str(err.value)
+    assert "run.pack=2" in message and "'cpu-moe'" in message and "run.pack: 1" in message and "\n" not in message
+    spec_from_dict({**values, "run": {"pack": 1}})  # the same spec unpacked is fine

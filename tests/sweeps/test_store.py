@@ -21,8 +21,8 @@ from sweeps.store import ResultStore, StoreError
 
 T0 = dt.datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=dt.timezone.utc)
 
-STRINGS = ("sweep_id", "run_id", "lineage_id", "schedule", "model", "decay_shape", "status", "device", "git_sha",
-           "versions")
+STRINGS = ("sweep_id", "run_id", "lineage_id", "schedule", "model", "decay_shape", "status", "device", "phase",
+           "git_sha", "versions")
 INTEGERS = ("n_params", "n_params_non_embedding", "batch_size", "seq_len", "tokens", "warmup_tokens", "seed",
             "diverged_at_tokens")
 FLOATS = ("m_width", "lr", "lr_max", "power_a", "power_b", "decay_fraction", "loss_eval", "ppl_eval", "loss_train",
@@ -45,7 +45,7 @@ def full_row(run_id: str = "r1", **overrides) -> dict:
         "decay_fraction": 0.1, "decay_shape": "exp", "seed": 7,
         "loss_eval": 3.25, "ppl_eval": math.exp(3.25), "loss_train": 3.3,
         "status": "ok", "diverged_at_tokens": None, "wall_s": 812.5, "tokens_per_s": 6.15e6, "mfu": 0.41,
-        "device": "NVIDIA H100 80GB HBM3", "git_sha": "0123abcd", "versions": '{"torch": "2.13.0"}',
+        "device": "NVIDIA H100 80GB HBM3", "phase": "trunk", "git_sha": "0123abcd", "versions": '{"torch": "2.13.0"}',
         "created_at": T0,
     }
     return {**row, **overrides}
@@ -236,6 +236,7 @@ def test_files_from_older_or_other_writers_are_conformed(store):
     assert {name: str(dtype) for name, dtype in result.table.dtypes.items()} == EXPECTED_DTYPES
     old = result.table.set_index("run_id").loc["r1"]
     assert old["model"] == "d256-l4" and old["seed"] == 0 and pd.isna(old["loss_eval"]) and pd.isna(old["device"])
+    assert pd.isna(old["phase"])  # files from before the column: null, read as 'final' by analysis
 
 
 def test_duplicate_run_id_keeps_the_newest_and_counts_the_rest(store):
@@ -368,3 +369,8 @@ def test_object_stores_are_written_in_one_put():
     assert store_module._is_object_store(pafs.PyFileSystem(pafs.FSSpecHandler(memory))) is False
     assert store_module._is_object_store(pafs.LocalFileSystem()) is False
     assert store_module._is_object_store(pafs.S3FileSystem(anonymous=True, region="us-east-1")) is True
+
+
+def test_a_phase_outside_final_and_trunk_is_refused(tmp_path):
+    with pytest.raises(StoreError, match="phase='middle' in row 0 .*'final', 'trunk'"):
+        ResultStore(str(tmp_path)).write([full_row(phase="middle")], sweep_id="s", name="n")

@@ -21,7 +21,7 @@ def test_submit_resume_and_extend_run_only_what_the_store_lacks(tmp_path, local_
     first = submit(spec_from_dict(TINY), storage=storage)
     assert first.lineages_run == 2 and first.failed_trials == 0
     table = ResultStore(storage).read(sweep_id="tiny").table
-    assert len(table) == 4 and table["run_id"].is_unique
+    assert len(table) == 8 and table["run_id"].is_unique and (table["phase"] == "final").sum() == 4  # + 4 trunk
     created = dict(zip(table["run_id"], table["created_at"]))
 
     assert main(["resume", storage]) == 0  # nothing missing: nothing runs
@@ -30,7 +30,7 @@ def test_submit_resume_and_extend_run_only_what_the_store_lacks(tmp_path, local_
     extended = {**TINY, "search": {**TINY["search"], "lr": [0.004, 0.016, 0.064]}}
     assert submit(spec_from_dict(extended), storage=storage).lineages_run == 1  # only the new lr
     table = ResultStore(storage).read(sweep_id="tiny").table
-    assert len(table) == 6 and table["run_id"].is_unique
+    assert len(table) == 12 and table["run_id"].is_unique
     assert all(table.set_index("run_id").loc[r, "created_at"] == t for r, t in created.items())  # not recomputed
     s = status(storage)
     assert s["planned"] == 6 and s["counts"].get("missing") == 0
@@ -44,3 +44,20 @@ def test_cli_spec_errors_exit_2(tmp_path, capsys):
     assert len(err) == 1 and "did you mean 'batch_size'" in err[0]
     assert not (tmp_path / "s").exists()  # nothing written
     assert main(["status", str(tmp_path / "nothing")]) == 2
+
+
+@pytest.mark.slow
+def test_a_packed_sweep_stores_the_rows_of_an_unpacked_one(tmp_path, local_ray):
+    exact = {**TINY, "train": {**TINY["train"], "dtype": "float64"}}
+    tables = {}
+    for pack in (1, 2):
+        result = submit(spec_from_dict({**exact, "run": {"pack": pack}}), storage=str(tmp_path / f"pack{pack}"))
+        assert result.failed_trials == 0 and result.lineages_run == 2
+        tables[pack] = ResultStore(result.storage).read(sweep_id="tiny").table.set_index("run_id").sort_index()
+    solo, packed = tables[1], tables[2]
+    assert list(packed.index) == list(solo.index) and len(solo) == 2 * (2 + 2)  # 2 lineages: 2 budgets, 2 forks
+    assert (packed["phase"] == solo["phase"]).all() and set(solo["phase"]) == {"final", "trunk"}
+    assert packed["loss_eval"].to_numpy() == pytest.approx(solo["loss_eval"].to_numpy(), rel=1e-9)
+    assert packed["loss_train"].to_numpy() == pytest.approx(solo["loss_train"].to_numpy(), rel=1e-9)
+    s = status(str(tmp_path / "pack2"))
+    assert s["counts"] == {"ok": 4, "missing": 0} and s["trunk"] == {"planned": 4, "done": 4, "missing": 0}
