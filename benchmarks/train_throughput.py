@@ -75,8 +75,8 @@ def main() -> None:
     parser.add_argument("--pack-presets", nargs="*", default=["cpu-xs", "cpu-s"])
     parser.add_argument("--compile", action="store_true", help="TrainConfig(compile=True) for the preset table")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size} x seq {args.seq_len}, "
-          f"compile={args.compile}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"batch {args.batch_size} x seq {args.seq_len}, compile={args.compile}")
     print("| preset | params | tokens/s (median) | MFU | fp32 matmul peak | first step (s) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for preset in args.presets:
