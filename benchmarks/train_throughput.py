@@ -2,7 +2,8 @@
 
 MFU = 6 * params * tokens/s over the fp32 matmul peak measured in this same process. Packing: K variants
 in one lockstep process vs K solo runs one after another, as tokens * variants / s and their ratio.
-Run: .venv/bin/python benchmarks/train_throughput.py [--presets cpu-xs cpu-s cpu-m] [--pack 1 2 4 8]
+Run: .venv/bin/python benchmarks/train_throughput.py [--presets cpu-xs cpu-s cpu-m] [--pack 1 2 4 8] [--compile]
+--compile times TrainConfig(compile=True) steps and reports the seconds of the first (compiling) step.
 """
 
 from __future__ import annotations
@@ -27,17 +28,18 @@ def time_steps(trainer: Trainer, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def measure(preset: str, *, batch_size: int, seq_len: int, steps: int, repeats: int) -> dict:
-    config = TrainConfig(model=preset, model_overrides={"seq_len": seq_len}, batch_size=batch_size,
+def measure(preset: str, *, batch_size: int, seq_len: int, steps: int, repeats: int, compile: bool = False) -> dict:
+    config = TrainConfig(model=preset, model_overrides={"seq_len": seq_len}, batch_size=batch_size, compile=compile,
                          tokens=batch_size * seq_len * 10**6, schedule=ScheduleConfig(name="constant", lr=1e-3))
     trainer = Trainer(config)
-    time_steps(trainer, 3)  # warm-up: allocator, kernels
+    first_step_s = time_steps(trainer, 1)  # includes the compile when compile=True
+    time_steps(trainer, 2)  # warm-up: allocator, kernels
     per_step = statistics.median(time_steps(trainer, steps) for _ in range(repeats))
     tokens_per_s = batch_size * seq_len / per_step
     n_params = config.proxy.num_params(active=True)
     peak = matmul_peak_flops("cpu", torch.float32)
     return {"preset": preset, "params": n_params, "tokens_per_s": tokens_per_s,
-            "mfu": mfu(n_params, tokens_per_s, peak), "peak_gflops": peak / 1e9}
+            "mfu": mfu(n_params, tokens_per_s, peak), "peak_gflops": peak / 1e9, "first_step_s": first_step_s}
 
 
 def measure_packing(preset: str, k: int, *, batch_size: int, seq_len: int, steps: int, repeats: int) -> dict:
@@ -71,14 +73,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pack", type=int, nargs="*", default=[1, 2, 4, 8], help="K values to compare")
     parser.add_argument("--pack-presets", nargs="*", default=["cpu-xs", "cpu-s"])
+    parser.add_argument("--compile", action="store_true", help="TrainConfig(compile=True) for the preset table")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size} x seq {args.seq_len}")
-    print("| preset | params | tokens/s (median) | MFU | fp32 matmul peak |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"batch {args.batch_size} x seq {args.seq_len}, compile={args.compile}")
+    print("| preset | params | tokens/s (median) | MFU | fp32 matmul peak | first step (s) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for preset in args.presets:
-        r = measure(preset, batch_size=args.batch_size, seq_len=args.seq_len, steps=args.steps, repeats=args.repeats)
+        r = measure(preset, batch_size=args.batch_size, seq_len=args.seq_len, steps=args.steps, repeats=args.repeats,
+                    compile=args.compile)
         print(f"| {r['preset']} | {r['params'] / 1e6:.2f}M | {r['tokens_per_s']:,.0f} | {r['mfu']:.1%} "
-              f"| {r['peak_gflops']:.0f} GFLOP/s |")
+              f"| {r['peak_gflops']:.0f} GFLOP/s | {r['first_step_s']:.1f} |")
     if args.pack:
         print("\n| preset | K | packed tokens*variants/s | solo tokens/s | packed / solo |")
         print("| --- | ---: | ---: | ---: | ---: |")

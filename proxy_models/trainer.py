@@ -47,6 +47,7 @@ class TrainConfig:
     log_every_steps: int = 50  # progress line interval
     eval_batch_size: int = 32  # sequences per evaluation forward (does not change the eval set)
     moe_backend: str = "auto"  # auto | torch | scattermoe
+    compile: bool = False  # torch.compile forward + loss: ~1.2x faster CPU steps; compiling: 10 s cached, minutes cold
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "tokens", "divergence_factor", "log_every_steps", "eval_batch_size"):
@@ -131,8 +132,10 @@ class Trainer:
         self.model = ProxyLM(self.proxy, moe_backend=config.moe_backend).to(self.device, self.param_dtype)
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, m_width=self.proxy.m_width, weight_decay=config.weight_decay),
-            lr=0.0, betas=(config.beta1, config.beta2), eps=config.eps,
+            lr=0.0, betas=(config.beta1, config.beta2), eps=config.eps, fused=True,  # one kernel per group
         )
+        # Same parameters, compiled code; `self.model` stays the plain module (checkpoints, packing, eval).
+        self.forward = torch.compile(self.model) if config.compile else self.model
         self.step, self.first_loss, self.diverged_at = 0, math.nan, math.nan
         self.recent_losses: list[float] = []
         self.train_seconds = 0.0
@@ -182,7 +185,7 @@ class Trainer:
         total = torch.zeros((), device=self.device, dtype=torch.float64)
         for xs, ys in zip(x.split(micro), y.split(micro)):
             with self.autocast():
-                _, loss = self.model(xs, ys)
+                _, loss = self.forward(xs, ys)
                 objective = loss + self.proxy.router_aux_loss * self.model.aux_loss()
             (objective * (xs.shape[0] / cfg.batch_size)).backward()
             total += loss.detach() * (xs.shape[0] / cfg.batch_size)

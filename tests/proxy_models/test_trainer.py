@@ -1,6 +1,7 @@
 import math
 
 import pytest
+import torch
 
 from proxy_models.config import ConfigError
 from proxy_models.data import DataConfig
@@ -71,3 +72,14 @@ def test_moe_model_trains(corpus):
 def test_bad_config_names_field(kwargs, fragment):
     with pytest.raises(ConfigError, match=fragment):
         tiny_config(**kwargs)
+
+
+@pytest.mark.slow
+def test_compiled_forward_trains_like_eager(corpus):
+    config = tiny_config(dtype="float64", tokens=8 * 64 * 6, schedule=ScheduleConfig(name="constant", lr=1e-2))
+    eager = Trainer(config, corpus=corpus)
+    compiled = Trainer(TrainConfig(**{**config.__dict__, "compile": True}), corpus=corpus)
+    eager.run(), compiled.run()
+    assert compiled.recent_losses == pytest.approx(eager.recent_losses, rel=1e-9)
+    for p, q in zip(eager.model.parameters(), compiled.model.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-9, atol=1e-12)  # the compiled forward trained the same weights
