@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from importlib import metadata
+from typing import TextIO
 
-from proxy_models.lineage import train_lineage
+from proxy_models.lineage import Attempt, train_lineage
 from proxy_models.trainer import RunResult
 from sweeps.plan import LineageJob
+from sweeps.progress import ExecutionReport, StatusPrinter, Tracker, tune_callback
 from sweeps.store import ResultStore
 
 PACKAGES = ("torch", "ray", "numpy", "pandas", "pyarrow", "powersweep")
@@ -35,6 +39,8 @@ class ExecutionSettings:
     max_concurrent: int = 0  # 0 = as many as resources allow
     max_retries: int = 2  # retries of a crashed trial (it resumes from its checkpoint)
     address: str | None = None  # existing Ray cluster; None starts a fresh local Ray in this process
+    checkpoint_every_steps: int = 500  # trunk checkpoint interval, in steps: a retry loses at most this many
+    lineages_per_trial: int = 0  # 0 = auto: one lineage per trial up to MAX_TRIALS trials, then grouped
 
 
 def missing_budgets(job: LineageJob, stored_run_ids: set[str]) -> LineageJob | None:
@@ -76,68 +82,115 @@ def store_row(result: RunResult, *, job: LineageJob, run_id: str) -> dict:
     return {**result.to_row(), "run_id": run_id, "lineage_id": job.lineage_id, **provenance()}
 
 
-def run_job(job: LineageJob, settings: ExecutionSettings) -> None:
-    """Train one lineage and store each budget's row as soon as it is final (the body of one trial)."""
+def run_job(job: LineageJob, settings: ExecutionSettings, *,
+            on_stored: Callable[[str, Attempt], None] | None = None) -> Attempt:
+    """Train one lineage and store each budget's row as soon as it is final (the body of one trial).
+
+    `on_stored(run_id, attempt)` follows each stored row. Returns what this process did for the lineage.
+    """
     store = ResultStore(settings.store_uri)
     run_id_of = dict(zip(job.budgets, job.run_ids))
+    attempt = Attempt()
 
     def save(result: RunResult) -> None:
         run_id = run_id_of[result.tokens]
-        store.write([store_row(result, job=job, run_id=run_id)], sweep_id=settings.sweep_id, name=run_id)
+        if not store.has(sweep_id=settings.sweep_id, name=run_id):  # stored before a retry: keep that row
+            store.write([store_row(result, job=job, run_id=run_id)], sweep_id=settings.sweep_id, name=run_id)
+        if on_stored is not None:
+            on_stored(run_id, attempt)
 
     checkpoint_dir = os.path.join(settings.checkpoint_root, settings.sweep_id, job.lineage_id)
-    train_lineage(job.config, job.budgets, checkpoint_dir=checkpoint_dir, on_result=save)
+    train_lineage(job.config, job.budgets, checkpoint_dir=checkpoint_dir, on_result=save, attempt=attempt,
+                  checkpoint_every_steps=settings.checkpoint_every_steps)
+    return attempt
 
 
 def _trial(params: dict) -> None:
+    """One Ray Tune trial: its lineages one after another, reporting after each stored row."""
     from ray import tune
 
-    run_job(params["job"], params["settings"])
-    tune.report({"budgets_done": len(params["job"].budgets)})
+    start, finished = time.perf_counter(), {"train_s": 0.0, "eval_s": 0.0}
+
+    def report(run_id: str, attempt: Attempt) -> None:
+        tune.report({"run_id": run_id, "worker_pid": os.getpid(), "trial_s": time.perf_counter() - start,
+                     "train_s": finished["train_s"] + attempt.train_s,
+                     "eval_s": finished["eval_s"] + attempt.eval_s})
+
+    for job in params["jobs"]:
+        attempt = run_job(job, params["settings"], on_stored=report)
+        finished["train_s"] += attempt.train_s
+        finished["eval_s"] += attempt.eval_s
 
 
-def _progress_callback(total: int):
-    """A Tune callback printing one status line per finished trial."""
-    import sys
-    import time
+MAX_TRIALS = 256  # above this many lineages, a trial runs several (Tune's cost grows with trial count)
 
+
+def trial_groups(jobs: Sequence[LineageJob], lineages_per_trial: int = 0) -> list[tuple[LineageJob, ...]]:
+    """The jobs of each trial, in plan order: `lineages_per_trial` each, or (0) at most MAX_TRIALS trials."""
+    size = lineages_per_trial or math.ceil(len(jobs) / MAX_TRIALS)
+    return [tuple(jobs[i:i + size]) for i in range(0, len(jobs), size)]
+
+
+# Tune's defaults that cost time per trial and are of no use here: the store holds every result, so
+# Tune's CSV/JSON/TensorBoard loggers are dropped and its experiment state is saved rarely.
+TUNE_ENV = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_GLOBAL_CHECKPOINT_S": "60"}
+
+
+def build_tuner(trainable: Callable, trials: Sequence, settings: ExecutionSettings, *,
+                callbacks: Sequence = ()):
+    """The Tuner execute() runs: one trial per item of `trials` (its `jobs` parameter), our Tune settings."""
     from ray import tune
 
-    class Progress(tune.Callback):
-        def __init__(self):
-            self.done, self.start = 0, time.perf_counter()
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self.done += 1
-            elapsed = time.perf_counter() - self.start
-            print(f"[{self.done}/{total} lineages] {elapsed:.0f}s elapsed", file=sys.stderr, flush=True)
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            print(f"trial {trial.trial_id} failed: {trial.error_file}", file=sys.stderr, flush=True)
-
-    return Progress()
-
-
-def execute(jobs: Sequence[LineageJob], settings: ExecutionSettings) -> int:
-    """Run every job as a Ray Tune trial; returns the number of trials that errored."""
-    import ray
-    from ray import tune
-
-    if not jobs:
-        return 0
-    if not ray.is_initialized():
-        # "local", not None: None would attach to any cluster a `ray start` left on this machine.
-        ray.init(address=settings.address or "local", include_dashboard=False, configure_logging=False,
-                 log_to_driver=False)
-    trainable = tune.with_resources(_trial, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"job": tune.grid_search(list(jobs)), "settings": settings},
+    for name, value in TUNE_ENV.items():
+        os.environ.setdefault(name, value)  # read by Tune when fit() starts; a value set by the user wins
+    resources = tune.with_resources(trainable, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+    return tune.Tuner(
+        resources,
+        param_space={"jobs": tune.grid_search(list(trials)), "settings": settings},
         tune_config=tune.TuneConfig(max_concurrent_trials=settings.max_concurrent or None, reuse_actors=True),
         run_config=tune.RunConfig(
             name=settings.sweep_id, storage_path=os.path.abspath(os.path.join(settings.checkpoint_root, "ray")),
             failure_config=tune.FailureConfig(max_failures=settings.max_retries), verbose=0,
-            callbacks=[_progress_callback(len(jobs))],
+            callbacks=list(callbacks),
         ),
     )
-    return sum(1 for r in tuner.fit() if r.error is not None)
+
+
+def init_ray(settings: ExecutionSettings) -> None:
+    """Start a fresh local Ray (or attach to `settings.address`) unless Ray is running in this process."""
+    import ray
+
+    if not ray.is_initialized():
+        # "local", not None: None would attach to any cluster a `ray start` left on this machine.
+        ray.init(address=settings.address or "local", include_dashboard=False, configure_logging=False,
+                 log_to_driver=False)
+
+
+def slots(settings: ExecutionSettings, trials: int) -> int:
+    """How many trials run at once: the concurrency limit, else what the cluster's resources allow."""
+    import ray
+
+    resources = ray.cluster_resources()
+    fits = [resources.get("CPU", 0) / settings.cpus_per_trial] if settings.cpus_per_trial else []
+    if settings.gpus_per_trial:
+        fits.append(resources.get("GPU", 0) / settings.gpus_per_trial)
+    limit = int(min(fits)) if fits else trials
+    return max(1, min(trials, settings.max_concurrent or limit, limit))
+
+
+def execute(jobs: Sequence[LineageJob], settings: ExecutionSettings, *,
+            stream: TextIO | None = None) -> ExecutionReport:
+    """Run every job in Ray Tune trials, a status line on `stream` (stderr) as rows are stored.
+
+    Returns the number of trials that errored and where the wall time went.
+    """
+    tracker = Tracker(jobs)
+    if not jobs:
+        return tracker.report(failed_trials=0, slots=0)
+    init_ray(settings)
+    printer = StatusPrinter(tracker, stream=stream)
+    groups = trial_groups(jobs, settings.lineages_per_trial)
+    tuner = build_tuner(_trial, groups, settings, callbacks=[tune_callback(printer)])
+    failed = sum(1 for r in tuner.fit() if r.error is not None)
+    printer.update(final=True)
+    return tracker.report(failed_trials=failed, slots=slots(settings, len(groups)))

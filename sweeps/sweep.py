@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sweeps.execute import ExecutionSettings, execute, missing_budgets
 from sweeps.plan import Plan, plan
+from sweeps.progress import ExecutionReport
 from sweeps.spec import SpecError, SweepSpec, spec_from_dict
 from sweeps.store import ResultStore, StoreError
 
@@ -18,6 +19,7 @@ class SubmitResult:
     lineages_run: int  # lineages that still had missing budgets
     failed_trials: int
     storage: str
+    execution: ExecutionReport  # where the wall time went
 
 
 def spec_path(sweep_id: str) -> str:
@@ -36,8 +38,11 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
         store_uri=storage, sweep_id=spec.name, checkpoint_root=_checkpoint_root(storage),
         cpus_per_trial=spec.run.cpus_per_trial, gpus_per_trial=spec.run.gpus_per_trial,
         max_concurrent=spec.run.max_concurrent, max_retries=spec.run.max_retries, address=address,
+        checkpoint_every_steps=spec.run.checkpoint_every_steps,
     )
-    return SubmitResult(plan=p, lineages_run=len(jobs), failed_trials=execute(jobs, settings), storage=storage)
+    report = execute(jobs, settings)
+    return SubmitResult(plan=p, lineages_run=len(jobs), failed_trials=report.failed_trials, storage=storage,
+                        execution=report)
 
 
 def resume(storage: str, *, sweep_id: str | None = None, address: str | None = None) -> SubmitResult:

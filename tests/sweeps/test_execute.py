@@ -36,7 +36,7 @@ def test_ray_sweep_writes_every_budget_to_the_store(tmp_path):
         jobs = [job(3e-3), job(1e-2)]
         settings = ExecutionSettings(store_uri=str(tmp_path / "store"), sweep_id="t",
                                      checkpoint_root=str(tmp_path / "ckpt"))
-        assert execute(jobs, settings) == 0
+        assert execute(jobs, settings).failed_trials == 0
         table = ResultStore(settings.store_uri).read(sweep_id="t").table
         assert sorted(table["run_id"]) == sorted(r for j in jobs for r in j.run_ids)
         assert set(table["status"]) == {"ok"} and table["loss_eval"].notna().all()
