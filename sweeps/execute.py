@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import os
 import subprocess
@@ -143,6 +144,8 @@ def build_tuner(trainable: Callable, trials: Sequence, settings: ExecutionSettin
 
     for name, value in TUNE_ENV.items():
         os.environ.setdefault(name, value)  # read by Tune when fit() starts; a value set by the user wins
+    # Without its loggers Tune finds no result files per trial and would warn about every trial at the end.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     resources = tune.with_resources(trainable, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
     return tune.Tuner(
         resources,
