@@ -102,9 +102,10 @@ def main() -> None:
         return
     for mode, what in MODES.items():
         n = args.default_trials if mode == "default" and args.default_trials else args.trials
-        out = subprocess.run([sys.executable, __file__, "--mode", mode, "--trials", str(n)], check=True,
-                             capture_output=True, text=True).stdout
-        print(f"{what}: {out.strip().splitlines()[-1]}", flush=True)
+        done = subprocess.run([sys.executable, __file__, "--mode", mode, "--trials", str(n)],
+                              capture_output=True, text=True)
+        last = (done.stdout.strip().splitlines() or [""])[-1] if done.returncode == 0 else done.stderr[-2000:]
+        print(f"{what}: {last}", flush=True)
 
 
 if __name__ == "__main__":
