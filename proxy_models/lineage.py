@@ -17,7 +17,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from proxy_models.data import TokenCorpus, load_corpus
 from proxy_models.packed import PackedTrainer
@@ -32,6 +32,30 @@ class Branch:
     tokens: float  # the budget as requested
     fork_step: int  # steps shared with the trunk
     steps: int  # steps of the full run of this budget
+
+
+@dataclass
+class Attempt:
+    """What one process did for a lineage, never restored by checkpoints: shows whether a retried lineage
+    continued from its checkpoint, and where a trial's time went."""
+
+    pid: int = field(default_factory=os.getpid)
+    start_step: int = 0  # trunk step restored from the checkpoint (0: trained from scratch)
+    steps_trained: int = 0  # optimizer steps this process ran, trunk and branches
+    train_s: float = 0.0  # seconds in those steps
+    eval_s: float = 0.0  # seconds evaluating on the held-out set
+
+    def add(self, before: tuple[int, float, float], trainer) -> None:
+        """Count what `trainer` did since `before` (its `_work` then)."""
+        now = _work(trainer)
+        self.steps_trained += now[0] - before[0]
+        self.train_s += now[1] - before[1]
+        self.eval_s += now[2] - before[2]
+
+
+def _work(trainer) -> tuple[int, float, float]:
+    """Steps, training seconds and eval seconds a Trainer or PackedTrainer object has spent so far."""
+    return trainer.steps_trained, trainer.seconds_trained, trainer.eval_seconds
 
 
 def plan_branches(config: TrainConfig, budgets: Sequence[float]) -> list[Branch]:
@@ -82,18 +106,22 @@ def train_lineage(
     checkpoint_every_steps: int = 0,
     log: Callable | None = None,
     on_result: Callable[[RunResult], None] | None = None,
+    attempt: Attempt | None = None,
 ) -> list[RunResult]:
     """Result rows of every budget (ascending), each equal to a solo run of that budget.
 
     The trunk is also evaluated at the tokens `trunk_at` (default `trunk_tokens(config, budgets)`) that it
     reaches, as rows with phase 'trunk'; evaluating changes no budget's result. With `checkpoint_dir` the
-    trunk is saved at every fork point and finished rows are kept, so a lineage killed at any moment resumes
-    without redoing finished branches and without changing any result. `on_result` sees each row, trunk rows
-    included, as soon as it is final (e.g. to store it).
+    trunk is saved at every fork point (and every `checkpoint_every_steps` steps) and finished rows are kept,
+    so a lineage killed at any moment resumes without redoing finished branches and without changing any
+    result; each process's `Attempt` is kept there too (attempts.json, see `load_attempts`). `on_result` sees
+    each row, trunk rows included, as soon as it is final (e.g. to store it), before the row is recorded as
+    finished: a lineage killed inside `on_result` hands that row on again when it resumes. `attempt`, if given,
+    is filled in as it trains.
     """
     trunk = replace(config, tokens=max(budgets))
     rows = _drive(lambda: Trainer(trunk, corpus=corpus, log=log), plan_branches(config, budgets),
-                  _at_steps(config, budgets, trunk_at), _Progress(checkpoint_dir),
+                  _at_steps(config, budgets, trunk_at), _Progress(checkpoint_dir, attempt or Attempt()),
                   on_result=on_result and (lambda _, row: on_result(row)), every=checkpoint_every_steps)
     return rows[0]
 
@@ -108,6 +136,7 @@ def train_packed_lineage(
     checkpoint_dir: str | None = None,
     checkpoint_every_steps: int = 0,
     on_result: Callable[[int, RunResult], None] | None = None,
+    attempt: Attempt | None = None,
 ) -> list[list[RunResult]]:
     """`train_lineage` for K variants of `config` that differ only in their schedule, trained in lockstep
     (PackedTrainer): the budget rows of each variant, in `schedules` order. `on_result(i, row)` sees the rows
@@ -116,8 +145,8 @@ def train_packed_lineage(
     config = replace(config, schedule=schedules[0], tokens=max(budgets))
     corpus = corpus if corpus is not None else load_corpus(config.data)  # once, not per trunk restart
     return _drive(lambda: PackedTrainer(config, schedules, corpus=corpus), plan_branches(config, budgets),
-                  _at_steps(config, budgets, trunk_at), _Progress(checkpoint_dir), k=len(schedules),
-                  on_result=on_result, every=checkpoint_every_steps)
+                  _at_steps(config, budgets, trunk_at), _Progress(checkpoint_dir, attempt or Attempt()),
+                  k=len(schedules), on_result=on_result, every=checkpoint_every_steps)
 
 
 def _at_steps(config: TrainConfig, budgets: Sequence[float], trunk_at: Sequence[int] | None) -> list[int]:
@@ -158,9 +187,11 @@ def _drive(new_trainer: Callable, branches: list[Branch], at_steps: Sequence[int
             if event.branch is None:  # the trunk is past this point already: no state left to evaluate
                 continue
             trainer = new_trainer()  # the checkpointed trunk is past this fork: start it again
+        before = _work(trainer)
         trainer.train_to(event.step, total_tokens=trunk_total, checkpoint_path=done.trunk_path,
                          checkpoint_every_steps=every)
         rows = _run_branch(trainer, event.branch) if event.branch else _trunk_rows(trainer, event.tokens)
+        done.attempt.add(before, trainer)
         done.record(event, rows, on_result)
     return [[done.results[(i, "final", b.tokens)] for b in branches] for i in range(k)]
 
@@ -187,14 +218,20 @@ class _Progress:
     """Finished rows, keyed (variant, phase, tokens), and the trunk checkpoint of a lineage, on disk when a
     directory is given."""
 
-    def __init__(self, directory: str | None):
-        self.directory, self.results = directory, {}
+    def __init__(self, directory: str | None, attempt: Attempt):
+        self.directory, self.results, self.attempt = directory, {}, attempt
+        self.earlier_attempts: list[dict] = []
         if directory is None:
             return
         os.makedirs(directory, exist_ok=True)
-        if os.path.exists(self._path("results.json")):
-            with open(self._path("results.json")) as f:
-                self.results = dict(_saved(row) for row in json.load(f))
+        self.results = dict(_saved(row) for row in self._load("results.json"))
+        self.earlier_attempts = self._load("attempts.json")
+
+    def _load(self, name: str) -> list[dict]:
+        if not os.path.exists(self._path(name)):
+            return []
+        with open(self._path(name)) as f:
+            return json.load(f)
 
     def _path(self, name: str) -> str:
         return os.path.join(self.directory, name)
@@ -207,6 +244,8 @@ class _Progress:
         """`trainer`, with the saved trunk loaded if there is one."""
         if self.trunk_path and os.path.exists(self.trunk_path):
             trainer.load_checkpoint(self.trunk_path)
+        self.attempt.start_step = trainer.step
+        self._save_attempts()
         return trainer
 
     def has(self, event: _Event, k: int) -> bool:
@@ -218,12 +257,29 @@ class _Progress:
             if on_result is not None:
                 on_result(i, row)
             self.results[(i, event.phase, event.tokens)] = row
+        self._dump("results.json", [{**row.to_row(), "variant": key[0]} for key, row in self.results.items()])
+        self._save_attempts()
+
+    def _save_attempts(self) -> None:
+        self._dump("attempts.json", [*self.earlier_attempts, asdict(self.attempt)])
+
+    def _dump(self, name: str, rows: list[dict]) -> None:
+        """Write atomically: a kill leaves the old file or the new one, never part of one."""
         if self.directory is None:
             return
-        tmp = self._path(f"results.json.tmp-{os.getpid()}")
+        tmp = self._path(f"{name}.tmp-{os.getpid()}")
         with open(tmp, "w") as f:
-            json.dump([{**row.to_row(), "variant": key[0]} for key, row in self.results.items()], f, allow_nan=True)
-        os.replace(tmp, self._path("results.json"))
+            json.dump(rows, f, allow_nan=True)
+        os.replace(tmp, self._path(name))
+
+
+def load_attempts(checkpoint_dir: str) -> list[Attempt]:
+    """Every process's `Attempt` at a lineage, oldest first, as last saved (at start and after each row)."""
+    path = os.path.join(checkpoint_dir, "attempts.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [Attempt(**row) for row in json.load(f)]
 
 
 def _saved(row: dict) -> tuple[tuple[int, str, float], RunResult]:

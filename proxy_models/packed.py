@@ -55,6 +55,7 @@ class PackedTrainer:
         self.diverged_at = torch.full((self.k,), math.nan, dtype=torch.float64)
         self.loss_history: list[torch.Tensor] = []
         self.train_seconds = 0.0
+        self.steps_trained, self.seconds_trained = 0, 0.0  # what this object did (retry accounting)
         self.device = self.solo[0].device
         self.lr_dtype = torch.float64 if config.dtype == "float64" else torch.float32
 
@@ -108,11 +109,19 @@ class PackedTrainer:
     load_checkpoint = Trainer.load_checkpoint
 
     def _train_until(self, step: int, total_tokens: float | None) -> None:
-        start = time.perf_counter()
+        start, start_step = time.perf_counter(), self.step
         while self.step < step and not self.diverged:
             lrs = [t.lr_at_step(self.step, total_tokens=total_tokens) for t in self.solo]
             self._watch(self.train_step(torch.tensor(lrs, dtype=self.lr_dtype)))
-        self.train_seconds += time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        self.train_seconds += seconds
+        self.seconds_trained += seconds  # never restored by checkpoints, like Trainer's
+        self.steps_trained += self.step - start_step
+
+    @property
+    def eval_seconds(self) -> float:
+        """Seconds the variants' evaluations took (they run in the solo trainers)."""
+        return sum(t.eval_seconds for t in self.solo)
 
     def train(self) -> None:
         """Train every variant for the configured budget (each under its own schedule)."""

@@ -138,7 +138,9 @@ class Trainer:
         self.forward = torch.compile(self.model) if config.compile else self.model
         self.step, self.first_loss, self.diverged_at = 0, math.nan, math.nan
         self.recent_losses: list[float] = []
-        self.train_seconds = 0.0
+        self.train_seconds = 0.0  # restored by checkpoints: the run's own training time
+        # What this object did, never restored by checkpoints (retry and overhead accounting).
+        self.steps_trained, self.seconds_trained, self.eval_seconds = 0, 0.0, 0.0
 
     @property
     def tokens_seen(self) -> int:
@@ -166,13 +168,16 @@ class Trainer:
                 self.save_checkpoint(checkpoint_path)
 
     def _train_until(self, step: int, total_tokens: float | None) -> None:
-        start = time.perf_counter()
+        start, start_step = time.perf_counter(), self.step
         while self.step < step and not self.diverged:
             loss = self.train_step(self.lr_at_step(self.step, total_tokens=total_tokens))
             self._watch(loss)
             if self.log and self.step % self.cfg.log_every_steps == 0:
                 self.log({"step": self.step, "tokens": self.tokens_seen, "loss_train": self.loss_train})
-        self.train_seconds += time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        self.train_seconds += seconds
+        self.seconds_trained += seconds
+        self.steps_trained += self.step - start_step
 
     def train_step(self, lr: float) -> float:
         """One optimizer step on batch `self.step`; returns its cross-entropy (nats/token)."""
@@ -210,6 +215,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> float:
         """Mean cross-entropy (nats/token) over the fixed held-out set."""
+        start = time.perf_counter()
         self.model.eval()
         batches = eval_batches(self.corpus, seq_len=self.proxy.seq_len, batch_size=self.cfg.eval_batch_size,
                                eval_tokens=self.cfg.data.eval_tokens)
@@ -219,6 +225,7 @@ class Trainer:
                 _, loss = self.model(x.to(self.device), y.to(self.device))
             total, windows = total + loss.item() * x.shape[0], windows + x.shape[0]
         self.model.train()
+        self.eval_seconds += time.perf_counter() - start
         return total / windows
 
     def result(self, *, tokens: float) -> RunResult:

@@ -23,6 +23,7 @@ from proxy_models.data import DataConfig, DataError
 from proxy_models.schedules import DECAY_SHAPES, SCHEDULES, ScheduleConfig
 from proxy_models.trainer import TrainConfig, Trainer
 from sweeps.plan import format_plan, plan
+from sweeps.progress import bar
 from sweeps.spec import SpecError, load_spec
 from sweeps.store import StoreError
 from sweeps.sweep import resume, status, submit
@@ -160,6 +161,8 @@ def resume_command(args) -> int:
 
 def _report(result) -> int:
     print(format_plan(result.plan), file=sys.stderr)
+    if result.lineages_run and result.execution is not None:
+        print(result.execution.format(), file=sys.stderr)
     print(f"ran {result.lineages_run} lineages ({result.failed_trials} failed); results in {result.storage}")
     return 1 if result.failed_trials else 0
 
@@ -181,7 +184,8 @@ def status_command(args) -> int:
     if args.json:
         print(json.dumps(s, indent=2, default=float))
         return 0
-    print(f"sweep {s['sweep_id']}: {s['planned']} runs planned; " +
+    done = s["planned"] - s["counts"].get("missing", 0)
+    print(f"sweep {s['sweep_id']}: {done}/{s['planned']} runs done {bar(done / max(s['planned'], 1))}; " +
           ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())))
     print(f"trunk evaluations: {s['trunk']['done']} of {s['trunk']['planned']} stored")
     for cell in s["cells"]:
@@ -200,6 +204,10 @@ def add_demo_parser(sub) -> None:
 def demo_command(args) -> int:
     result = submit(load_spec(os.path.join(SPECS_DIR, "cpu-quick.yaml")), storage=args.storage)
     print(f"results: {result.storage} ({result.lineages_run} lineages run, {result.failed_trials} failed)")
+    if result.lineages_run:
+        summary = result.plan.summary()
+        print(f"tokens trained {summary['tokens_planned']:.4g} vs {summary['tokens_independent']:.4g} for "
+              f"independent runs ({summary['ratio']:.3f}); {result.execution.format()}")
     analyze_args = build_parser().parse_args(["analyze", os.path.join(args.storage, "results"), "--out", args.out])
     return analyze_args.func(analyze_args)
 

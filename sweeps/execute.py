@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import math
 import os
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from importlib import metadata
+from typing import TextIO
 
-from proxy_models.lineage import train_lineage, train_packed_lineage, trunk_tokens
+from proxy_models.lineage import Attempt, train_lineage, train_packed_lineage, trunk_tokens
 from proxy_models.trainer import RunResult
 from sweeps.plan import LineageJob, PackedJob, short_hash
+from sweeps.progress import ExecutionReport, StatusPrinter, Tracker, trials_done_callback, tune_callback
 from sweeps.store import ResultStore
 
 PACKAGES = ("torch", "ray", "numpy", "pandas", "pyarrow", "powersweep")
@@ -35,6 +40,8 @@ class ExecutionSettings:
     max_concurrent: int = 0  # 0 = as many as resources allow
     max_retries: int = 2  # retries of a crashed trial (it resumes from its checkpoint)
     address: str | None = None  # existing Ray cluster; None starts a fresh local Ray in this process
+    checkpoint_every_steps: int = 500  # trunk checkpoint interval, in steps: a retry loses at most this many
+    lineages_per_trial: int = 0  # 0 = auto: one trial per job up to MAX_TRIALS trials, then grouped
 
 
 def missing_budgets(job: LineageJob, stored_run_ids: set[str]) -> LineageJob | None:
@@ -92,99 +99,146 @@ def store_row(result: RunResult, *, job: LineageJob, run_id: str) -> dict:
     return {**result.to_row(), "run_id": run_id, "lineage_id": job.lineage_id, **provenance()}
 
 
-def run_job(job: LineageJob | PackedJob, settings: ExecutionSettings) -> list[list[RunResult]]:
-    """Train one trial (a lineage, or a pack of them in lockstep) and store each row of the job as soon as it
-    is final: budget results and trunk evaluations. Returns each member's rows of the trial's budgets, ascending."""
-    members = _members(job)
+def run_job(job: LineageJob | PackedJob, settings: ExecutionSettings, *, attempt: Attempt | None = None,
+            on_stored: Callable[[str], None] | None = None) -> list[list[RunResult]]:
+    """Train one job (a lineage, or a pack of them in lockstep) and store each of its rows as soon as it is
+    final: budget results and trunk evaluations. `on_stored(run_id)` follows each stored row; `attempt` is
+    filled in with what this process did. Returns each member's rows of the job's budgets, ascending."""
+    members, attempt = _members(job), attempt or Attempt()
     root = os.path.join(settings.checkpoint_root, settings.sweep_id)
+    common = dict(checkpoint_every_steps=settings.checkpoint_every_steps, attempt=attempt)
     if len(members) == 1:
         m = members[0]
         return [train_lineage(m.config, m.budgets, trunk_at=m.trunk_tokens,
-                              checkpoint_dir=os.path.join(root, m.lineage_id), on_result=_saver(m, settings))]
-    packed, savers = PackedJob(members), [_saver(m, settings) for m in members]
+                              checkpoint_dir=os.path.join(root, m.lineage_id), on_result=_saver(m, settings, on_stored),
+                              **common)]
+    packed, savers = PackedJob(members), [_saver(m, settings, on_stored) for m in members]
     checkpoint_dir = os.path.join(root, "pack-" + short_hash(sorted(m.lineage_id for m in members)))
     return train_packed_lineage(packed.config, [m.config.schedule for m in members], packed.budgets,
                                 trunk_at=packed.trunk_tokens, checkpoint_dir=checkpoint_dir,
-                                on_result=lambda i, row: savers[i](row))
+                                on_result=lambda i, row: savers[i](row), **common)
 
 
-def _saver(job: LineageJob, settings: ExecutionSettings) -> Callable[[RunResult], None]:
+def _saver(job: LineageJob, settings: ExecutionSettings, on_stored: Callable[[str], None] | None):
     """Writes a row of `job` to the store if the job asks for it (a pack trains the union of its members'
-    budgets; each member writes only its own missing rows)."""
+    budgets; each member writes only its own missing rows). A row stored before a retry keeps that file."""
     store = ResultStore(settings.store_uri)
     ids = {**{("final", t): r for t, r in zip(job.budgets, job.run_ids)},
            **{("trunk", t): r for t, r in zip(job.trunk_tokens, job.trunk_run_ids)}}
 
     def save(result: RunResult) -> None:
         run_id = ids.get((result.phase, result.tokens))
-        if run_id is not None:
+        if run_id is None:
+            return
+        if not store.has(sweep_id=settings.sweep_id, name=run_id):
             store.write([store_row(result, job=job, run_id=run_id)], sweep_id=settings.sweep_id, name=run_id)
+        if on_stored is not None:
+            on_stored(run_id)
 
     return save
 
 
 def _trial(params: dict) -> None:
+    """One Ray Tune trial: its jobs one after another, reporting after each stored row."""
     from ray import tune
 
-    run_job(params["job"], params["settings"])
-    tune.report({"budgets_done": len(params["job"].budgets)})
+    start, finished, attempt = time.perf_counter(), {"train_s": 0.0, "eval_s": 0.0}, Attempt()
+
+    def report(run_id: str) -> None:
+        tune.report({"run_id": run_id, "worker_pid": os.getpid(), "trial_s": time.perf_counter() - start,
+                     "train_s": finished["train_s"] + attempt.train_s,
+                     "eval_s": finished["eval_s"] + attempt.eval_s})
+
+    for job in params["jobs"]:
+        attempt = Attempt()
+        run_job(job, params["settings"], attempt=attempt, on_stored=report)
+        finished["train_s"] += attempt.train_s
+        finished["eval_s"] += attempt.eval_s
 
 
-def _progress_callback(total: int):
-    """A Tune callback printing one status line per finished trial."""
-    import sys
-    import time
+MAX_TRIALS = 256  # above this many jobs, a trial runs several (Tune's cost grows with the trial count)
 
+
+def trial_groups(jobs: Sequence, jobs_per_trial: int = 0) -> list[tuple]:
+    """The jobs of each trial, in plan order: `jobs_per_trial` each, or (0) at most MAX_TRIALS trials."""
+    size = jobs_per_trial or math.ceil(len(jobs) / MAX_TRIALS)
+    return [tuple(jobs[i:i + size]) for i in range(0, len(jobs), size)]
+
+
+# Tune's defaults that cost time per trial and are of no use here: the store holds every result, so
+# Tune's CSV/JSON/TensorBoard loggers are dropped and its experiment state is saved rarely.
+TUNE_ENV = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_GLOBAL_CHECKPOINT_S": "60"}
+
+
+def build_tuner(trainable: Callable, settings: ExecutionSettings, *, param_space: dict, callbacks: Sequence = (),
+                **tune_options):
+    """The Tuner of a sweep: our resources, concurrency, retries and Tune settings; `tune_options` go to
+    TuneConfig (e.g. a search_alg and num_samples)."""
     from ray import tune
 
-    class Progress(tune.Callback):
-        def __init__(self):
-            self.done, self.start = 0, time.perf_counter()
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self.done += 1
-            elapsed = time.perf_counter() - self.start
-            print(f"[{self.done}/{total} lineages] {elapsed:.0f}s elapsed", file=sys.stderr, flush=True)
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            print(f"trial {trial.trial_id} failed: {trial.error_file}", file=sys.stderr, flush=True)
-
-    return Progress()
-
-
-def execute(jobs: Sequence[LineageJob | PackedJob], settings: ExecutionSettings) -> int:
-    """Run every job (a lineage or a pack of lineages) as a Ray Tune trial; returns the number of trials that
-    errored."""
-    from ray import tune
-
-    if not jobs:
-        return 0
-    return fit(_trial, settings, param_space={"job": tune.grid_search(list(jobs)), "settings": settings},
-               total=len(jobs))
-
-
-def fit(trainable, settings: ExecutionSettings, *, param_space: dict, total: int, **tune_options) -> int:
-    """Run `trainable`'s trials with the sweep's resources, concurrency, retries and progress callback.
-
-    `tune_options` go to TuneConfig (e.g. a search_alg and num_samples); returns the trials that errored.
-    """
-    import ray
-    from ray import tune
-
-    if not ray.is_initialized():
-        # "local", not None: None would attach to any cluster a `ray start` left on this machine.
-        ray.init(address=settings.address or "local", include_dashboard=False, configure_logging=False,
-                 log_to_driver=False)
-    trainable = tune.with_resources(trainable, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
-    tuner = tune.Tuner(
-        trainable,
+    for name, value in TUNE_ENV.items():
+        os.environ.setdefault(name, value)  # read by Tune when fit() starts; a value set by the user wins
+    # Without its loggers Tune finds no result files per trial and would warn about every trial at the end.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    resources = tune.with_resources(trainable, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+    return tune.Tuner(
+        resources,
         param_space=param_space,
         tune_config=tune.TuneConfig(max_concurrent_trials=settings.max_concurrent or None, reuse_actors=True,
                                     **tune_options),
         run_config=tune.RunConfig(
             name=settings.sweep_id, storage_path=os.path.abspath(os.path.join(settings.checkpoint_root, "ray")),
             failure_config=tune.FailureConfig(max_failures=settings.max_retries), verbose=0,
-            callbacks=[_progress_callback(total)],
+            callbacks=list(callbacks),
         ),
     )
+
+
+def init_ray(settings: ExecutionSettings) -> None:
+    """Start a fresh local Ray (or attach to `settings.address`) unless Ray is running in this process."""
+    import ray
+
+    if not ray.is_initialized():
+        # "local", not None: None would attach to any cluster a `ray start` left on this machine.
+        ray.init(address=settings.address or "local", include_dashboard=False, configure_logging=False,
+                 log_to_driver=False)
+
+
+def slots(settings: ExecutionSettings, trials: int) -> int:
+    """How many trials run at once: the concurrency limit, else what the cluster's resources allow."""
+    import ray
+
+    resources = ray.cluster_resources()
+    fits = [resources.get("CPU", 0) / settings.cpus_per_trial] if settings.cpus_per_trial else []
+    if settings.gpus_per_trial:
+        fits.append(resources.get("GPU", 0) / settings.gpus_per_trial)
+    limit = int(min(fits)) if fits else trials
+    return max(1, min(trials, settings.max_concurrent or limit, limit))
+
+
+def execute(jobs: Sequence[LineageJob | PackedJob], settings: ExecutionSettings, *,
+            stream: TextIO | None = None) -> ExecutionReport:
+    """Run every job (a lineage or a pack of lineages) in Ray Tune trials, with a status line on `stream`
+    (stderr) as rows are stored. Returns the number of trials that errored and where the wall time went."""
+    from ray import tune
+
+    tracker = Tracker([m for job in jobs for m in _members(job)])
+    if not jobs:
+        return tracker.report(failed_trials=0, slots=0)
+    init_ray(settings)
+    printer = StatusPrinter(tracker, stream=stream)
+    groups = trial_groups(jobs, settings.lineages_per_trial)
+    tuner = build_tuner(_trial, settings, param_space={"jobs": tune.grid_search(groups), "settings": settings},
+                        callbacks=[tune_callback(printer)])
+    failed = sum(1 for r in tuner.fit() if r.error is not None)
+    printer.update(final=True)
+    return tracker.report(failed_trials=failed, slots=slots(settings, len(groups)))
+
+
+def fit(trainable: Callable, settings: ExecutionSettings, *, param_space: dict, total: int, **tune_options) -> int:
+    """Run `trainable`'s trials (e.g. an Optuna search's) with the sweep's settings and a line per finished
+    trial; returns the number of trials that errored."""
+    init_ray(settings)
+    tuner = build_tuner(trainable, settings, param_space=param_space, callbacks=[trials_done_callback(total)],
+                        **tune_options)
     return sum(1 for r in tuner.fit() if r.error is not None)

@@ -136,6 +136,7 @@ class RunSpec(_Strict):
     pack: int = 1  # variants trained in lockstep per trial (GPU; keep 1 on CPU)
     max_concurrent: int = 0  # 0 = as many as resources allow
     max_retries: int = 2  # retries of a crashed trial (resumes from its checkpoint)
+    checkpoint_every_steps: int = Field(500, ge=0)  # trunk checkpoint interval, steps; 0 = at forks only
     storage: str | None = None  # results store URI; default runs/<name>
 
 

@@ -118,6 +118,13 @@ class ResultStore:
         self._put(self._path(relpath), _parquet_bytes(table.drop_columns([PARTITION])))
         return self._uri(relpath)
 
+    def has(self, *, sweep_id: str, name: str) -> bool:
+        """Whether ``write(..., sweep_id=sweep_id, name=name)`` has completed (one stat, no read)."""
+        _check_segment("sweep_id", sweep_id)
+        _check_segment("name", name)
+        path = self._path(f"{RESULTS_DIR}/{PARTITION}={sweep_id}/{name}.parquet")
+        return self._fs.get_file_info(path).type == pafs.FileType.File
+
     def read(self, *, sweep_id: str | None = None) -> ReadResult:
         """Read every result (or one sweep's), skipping and reporting files that cannot be read.
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sweeps.execute import ExecutionSettings, execute, missing_rows
 from sweeps.plan import Plan, plan
+from sweeps.progress import ExecutionReport
 from sweeps.spec import SpecError, SweepSpec, spec_from_dict
 from sweeps.store import ResultStore, StoreError
 
@@ -18,6 +19,7 @@ class SubmitResult:
     lineages_run: int  # lineages that still had missing budgets (trained in packs of run.pack)
     failed_trials: int
     storage: str
+    execution: ExecutionReport | None  # where the wall time went (None for an Optuna search)
 
 
 def spec_path(sweep_id: str) -> str:
@@ -38,15 +40,17 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
         store_uri=storage, sweep_id=spec.name, checkpoint_root=_checkpoint_root(storage),
         cpus_per_trial=spec.run.cpus_per_trial, gpus_per_trial=spec.run.gpus_per_trial,
         max_concurrent=spec.run.max_concurrent, max_retries=spec.run.max_retries, address=address,
+        checkpoint_every_steps=spec.run.checkpoint_every_steps,
     )
     if p.studies:
         from sweeps.search import run_studies  # imports Ray and Optuna: only when a search runs
 
         search = run_studies(p.studies, settings)
-        ran, failed = search.trials_run, search.failed_trials
-    else:
-        ran, failed = sum(len(j.members) for j in jobs), execute(jobs, settings)
-    return SubmitResult(plan=p, lineages_run=ran, failed_trials=failed, storage=storage)
+        return SubmitResult(plan=p, lineages_run=search.trials_run, failed_trials=search.failed_trials,
+                            storage=storage, execution=None)
+    report = execute(jobs, settings)
+    return SubmitResult(plan=p, lineages_run=sum(len(j.members) for j in jobs), failed_trials=report.failed_trials,
+                        storage=storage, execution=report)
 
 
 def resume(storage: str, *, sweep_id: str | None = None, address: str | None = None) -> SubmitResult:

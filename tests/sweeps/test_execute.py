@@ -43,19 +43,14 @@ def test_complete_members_leave_their_pack():
 
 
 @pytest.mark.slow
-def test_ray_sweep_writes_every_budget_to_the_store(tmp_path):
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    try:
-        jobs = [job(3e-3), job(1e-2)]
-        settings = ExecutionSettings(store_uri=str(tmp_path / "store"), sweep_id="t",
-                                     checkpoint_root=str(tmp_path / "ckpt"))
-        assert execute(jobs, settings) == 0
-        table = ResultStore(settings.store_uri).read(sweep_id="t").table
-        assert sorted(table["run_id"]) == sorted(r for j in jobs for r in j.row_ids)  # budgets and trunk rows
-        assert set(table["status"]) == {"ok"} and table["loss_eval"].notna().all()
-        assert set(table["lineage_id"]) == {"lr0.003", "lr0.01"} and table["git_sha"].notna().all()
-        stored = set(table["run_id"])
-        assert [missing_budgets(j, stored) for j in jobs] == [None, None]
-    finally:
-        ray.shutdown()
+def test_ray_sweep_writes_every_budget_to_the_store(tmp_path, local_ray):
+    jobs = [job(3e-3), job(1e-2)]
+    settings = ExecutionSettings(store_uri=str(tmp_path / "store"), sweep_id="t",
+                                 checkpoint_root=str(tmp_path / "ckpt"))
+    assert execute(jobs, settings).failed_trials == 0
+    table = ResultStore(settings.store_uri).read(sweep_id="t").table
+    assert sorted(table["run_id"]) == sorted(r for j in jobs for r in j.row_ids)  # budgets and trunk rows
+    assert set(table["status"]) == {"ok"} and table["loss_eval"].notna().all()
+    assert set(table["lineage_id"]) == {"lr0.003", "lr0.01"} and table["git_sha"].notna().all()
+    stored = set(table["run_id"])
+    assert [missing_budgets(j, stored) for j in jobs] == [None, None]

@@ -34,6 +34,8 @@ def test_submit_resume_and_extend_run_only_what_the_store_lacks(tmp_path, local_
     assert all(table.set_index("run_id").loc[r, "created_at"] == t for r, t in created.items())  # not recomputed
     s = status(storage)
     assert s["planned"] == 6 and s["counts"].get("missing") == 0
+    assert main(["status", storage]) == 0
+    assert "6/6 runs done [####" in capsys.readouterr().out
 
 
 def test_cli_spec_errors_exit_2(tmp_path, capsys):

@@ -1,0 +1,188 @@
+"""Progress of a running sweep (rows stored, lineages done, elapsed, ETA) and where its wall time went.
+
+Trials report once per stored budget (see `execute._trial`); `Tracker` turns those reports into a status
+line and, at the end, an `ExecutionReport`. It knows nothing of Ray: `tune_callback` adapts it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from proxy_models.lineage import plan_branches
+from sweeps.plan import LineageJob
+
+
+@dataclass(frozen=True)
+class ExecutionReport:
+    """Where the wall time of one `execute` call went, in seconds summed over trials.
+
+    `slots` is how many trials could run at once; wall_s * slots is the trial time on offer. Training is the
+    optimizer steps, eval the held-out evaluations; the rest of each trial's time is setup (model, corpus)
+    and store writes; whatever wall_s * slots the trials did not use is Ray and driver overhead (start-up,
+    scheduling, idle slots while the last trials finish).
+    """
+
+    failed_trials: int
+    rows_stored: int
+    wall_s: float  # execute() from start to end, Ray start-up included
+    slots: int  # concurrent trial slots
+    train_s: float  # optimizer steps
+    eval_s: float  # held-out evaluations
+    trial_s: float  # trial bodies, from start to their last report
+
+    @property
+    def offered_s(self) -> float:
+        return self.wall_s * self.slots
+
+    def share(self, seconds: float) -> float:
+        """`seconds` as a share of the trial time on offer."""
+        return seconds / self.offered_s if self.offered_s > 0 else float("nan")
+
+    def summary(self) -> dict:
+        """Shares of wall_s * slots: training, eval, trial setup and store writes, Ray and driver."""
+        return {
+            "wall_s": self.wall_s, "slots": self.slots, "rows_stored": self.rows_stored,
+            "failed_trials": self.failed_trials, "training": self.share(self.train_s),
+            "outside_training": 1 - self.share(self.train_s), "eval": self.share(self.eval_s),
+            "trial_other": self.share(self.trial_s - self.train_s - self.eval_s),
+            "ray_and_driver": 1 - self.share(self.trial_s),
+        }
+
+    def format(self) -> str:
+        s = self.summary()
+        return (f"wall {_duration(self.wall_s)} x {self.slots} slots: training {s['training']:.1%}, outside "
+                f"training {s['outside_training']:.1%} (eval {s['eval']:.1%}, trial setup and store writes "
+                f"{s['trial_other']:.1%}, Ray and driver {s['ray_and_driver']:.1%})")
+
+
+class Tracker:
+    """Rows stored and tokens done of a running sweep, from the trials' per-budget reports."""
+
+    def __init__(self, jobs: Sequence[LineageJob], *, clock=time.perf_counter):
+        self.clock, self.start = clock, clock()
+        self.lineage_of: dict[str, str] = {}
+        self.tokens_at: dict[str, int] = {}  # run_id -> tokens its lineage has trained once it is stored
+        self.remaining: dict[str, int] = {}  # lineage_id -> budgets not stored yet
+        for job in jobs:
+            self.remaining[job.lineage_id] = len(job.run_ids)
+            for run_id, tokens in zip(job.run_ids, _tokens_at_each_budget(job)):
+                self.lineage_of[run_id], self.tokens_at[run_id] = job.lineage_id, tokens
+        self.tokens_planned = sum(_tokens_at_each_budget(j)[-1] for j in jobs)
+        self.stored: set[str] = set()
+        self.lineage_tokens: dict[str, int] = {}
+        self.work: dict[tuple[str, int], dict] = {}  # (trial_id, pid) -> its latest cumulative timings
+
+    def on_report(self, trial_id: str, report: dict) -> bool:
+        """Take one trial report; True if it stored a row not seen before."""
+        self.work[(trial_id, report["worker_pid"])] = report
+        run_id = report["run_id"]
+        if run_id in self.stored or run_id not in self.lineage_of:
+            return False
+        self.stored.add(run_id)
+        lineage = self.lineage_of[run_id]
+        self.remaining[lineage] -= 1
+        self.lineage_tokens[lineage] = max(self.lineage_tokens.get(lineage, 0), self.tokens_at[run_id])
+        return True
+
+    @property
+    def fraction_done(self) -> float:
+        """Share of the planned tokens whose results are stored (the rows of small budgets come early)."""
+        return sum(self.lineage_tokens.values()) / self.tokens_planned if self.tokens_planned else 1.0
+
+    def line(self) -> str:
+        """rows stored / planned with a bar, lineages done, elapsed and ETA."""
+        elapsed, done = self.clock() - self.start, self.fraction_done
+        eta = _duration(elapsed * (1 - done) / done) if done > 0 else "?"
+        lineages_done = sum(1 for n in self.remaining.values() if n == 0)
+        return (f"rows {len(self.stored)}/{len(self.lineage_of)} {bar(done)} {done:.0%}  lineages "
+                f"{lineages_done}/{len(self.remaining)}  elapsed {_duration(elapsed)}  eta {eta}")
+
+    def report(self, *, failed_trials: int, slots: int) -> ExecutionReport:
+        total = {k: sum(w[k] for w in self.work.values()) for k in ("train_s", "eval_s", "trial_s")}
+        return ExecutionReport(failed_trials=failed_trials, rows_stored=len(self.stored),
+                               wall_s=self.clock() - self.start, slots=slots, **total)
+
+
+def _tokens_at_each_budget(job: LineageJob) -> list[int]:
+    """Tokens the lineage has trained when each budget's row is stored (budgets ascending)."""
+    tokens_per_step, trained, out = job.config.tokens_per_step, 0, []
+    branches = plan_branches(job.config, job.budgets)
+    trunk = 0
+    for branch in branches:
+        trained += (branch.fork_step - trunk) + (branch.steps - branch.fork_step)
+        trunk = branch.fork_step
+        out.append(trained * tokens_per_step)
+    return out
+
+
+def bar(fraction: float, width: int = 24) -> str:
+    """A text progress bar: [#########---------------]."""
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes}m{seconds:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+class StatusPrinter:
+    """Writes the tracker's line to a stream: rewritten in place on a terminal, else every `interval_s`."""
+
+    def __init__(self, tracker: Tracker, *, stream: TextIO | None = None, interval_s: float = 10.0):
+        self.tracker, self._stream, self.interval_s = tracker, stream, interval_s
+        self.tty = self.stream.isatty()
+        self.last = -float("inf")
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream or sys.stderr  # looked up late: Tune pickles its callbacks, stderr does not pickle
+
+    def update(self, *, final: bool = False) -> None:
+        now = self.tracker.clock()
+        if not (final or self.tty or now - self.last >= self.interval_s):
+            return
+        self.last = now
+        end = "\n" if final or not self.tty else ""
+        print(("\r" if self.tty else "") + self.tracker.line(), end=end, file=self.stream, flush=True)
+
+
+def tune_callback(printer: StatusPrinter):
+    """A Ray Tune callback feeding the trials' reports to `printer`'s tracker."""
+    from ray import tune
+
+    class Progress(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if printer.tracker.on_report(trial.trial_id, result):
+                printer.update()
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            print(f"\ntrial {trial.trial_id} failed: {trial.error_file}", file=printer.stream, flush=True)
+
+    return Progress()
+
+
+def trials_done_callback(total: int):
+    """A Ray Tune callback printing one line per finished trial (trials that report only at their end)."""
+    from ray import tune
+
+    class TrialsDone(tune.Callback):
+        def __init__(self):
+            self.done, self.start = 0, time.perf_counter()
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.done += 1
+            elapsed = _duration(time.perf_counter() - self.start)
+            print(f"[{self.done}/{total} trials] {elapsed} elapsed", file=sys.stderr, flush=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            print(f"trial {trial.trial_id} failed: {trial.error_file}", file=sys.stderr, flush=True)
+
+    return TrialsDone()

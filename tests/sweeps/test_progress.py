@@ -1,0 +1,59 @@
+import io
+
+import pytest
+
+from proxy_models.lineage import planned_tokens
+from sweeps.progress import StatusPrinter, Tracker, bar
+from test_execute import STEP, job
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def report(run_id: str, pid: int = 1, **seconds) -> dict:
+    return {"run_id": run_id, "worker_pid": pid, "train_s": 0.0, "eval_s": 0.0, "trial_s": 0.0, **seconds}
+
+
+def test_tracker_counts_each_row_once_and_ends_at_the_planned_tokens():
+    jobs = [job(1e-2, budgets=(STEP * 8, STEP * 16, STEP * 32)), job(3e-3)]
+    tracker = Tracker(jobs, clock=Clock())
+    assert tracker.tokens_planned == sum(planned_tokens(j.config, j.budgets) for j in jobs)
+    fractions = []
+    for j in jobs:
+        for run_id in j.run_ids:
+            assert tracker.on_report("trial", report(run_id))
+            assert not tracker.on_report("trial", report(run_id, pid=2))  # a retry stores it again
+            fractions.append(tracker.fraction_done)
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert "rows 5/5" in tracker.line() and "lineages 2/2" in tracker.line()
+
+
+def test_report_shares_add_up_and_count_the_latest_report_of_each_attempt():
+    clock = Clock()
+    tracker = Tracker([job(1e-2)], clock=clock)
+    second = job(1e-2).run_ids
+    tracker.on_report("a", report(second[0], pid=1, train_s=1.0, eval_s=0.5, trial_s=2.0))
+    tracker.on_report("a", report(second[1], pid=1, train_s=3.0, eval_s=1.0, trial_s=5.0))
+    tracker.on_report("a", report(second[1], pid=2, train_s=2.0, eval_s=0.0, trial_s=2.5))  # the retry
+    clock.now = 5.0
+    summary = tracker.report(failed_trials=0, slots=2).summary()
+    assert summary["training"] == pytest.approx(5.0 / 10) and summary["eval"] == pytest.approx(1.0 / 10)
+    parts = summary["training"] + summary["eval"] + summary["trial_other"] + summary["ray_and_driver"]
+    assert parts == pytest.approx(1.0) and summary["outside_training"] == pytest.approx(0.5)
+
+
+def test_status_printer_writes_a_line_per_interval_off_a_terminal():
+    clock, out = Clock(), io.StringIO()
+    tracker = Tracker([job(1e-2)], clock=clock)
+    printer = StatusPrinter(tracker, stream=out, interval_s=10)
+    printer.update()
+    clock.now = 5.0
+    printer.update()  # within the interval: nothing
+    printer.update(final=True)
+    assert len(out.getvalue().splitlines()) == 2
+    assert bar(0.5, width=4) == "[##--]" and bar(2.0, width=2) == "[##]"
