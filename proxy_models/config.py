@@ -140,6 +140,9 @@ PRESETS: dict[str, ProxyConfig] = {
     # Table 4 lists m_width 8 for PowerLM-3B, but 2304 / 256 = 9; we keep d_base 256 for every preset.
     "powerlm-3b": _paper_table4(2304, 40, 36, 36, 0.22, mlp_hidden=9216),
     "powermoe-3b": _paper_table4(1536, 32, 24, 8, 0.22, n_experts=40, top_k=8, expert_hidden=512),
+    # The main job's model: so small (32K parameters) that a CPU sweep reaches thousands of steps and tens of
+    # tokens per parameter in minutes, where lr_opt is set by training noise, as in the paper's runs.
+    "cpu-xxs": replace(_cpu(32), n_layers=2),
     "cpu-xs": _cpu(64),
     "cpu-s": _cpu(128),
     "cpu-m": _cpu(256),
