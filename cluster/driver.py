@@ -12,8 +12,7 @@ import os
 import sys
 
 from cluster.jobs import SPEC_ENV, STORAGE_ENV
-from sweeps.cli import USER_ERRORS
-from sweeps.plan import format_plan
+from sweeps.cli import USER_ERRORS, report
 from sweeps.spec import spec_from_dict
 from sweeps.sweep import submit
 
@@ -26,9 +25,7 @@ def main() -> int:
     except USER_ERRORS as err:
         print(f"powersweep driver: error: {err}", file=sys.stderr, flush=True)
         return 2
-    print(format_plan(result.plan), file=sys.stderr)
-    print(f"ran {result.lineages_run} lineages ({result.failed_trials} failed); results in {result.storage}")
-    return 1 if result.failed_trials else 0
+    return report(result)
 
 
 if __name__ == "__main__":

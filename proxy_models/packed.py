@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -109,14 +108,9 @@ class PackedTrainer:
     load_checkpoint = Trainer.load_checkpoint
 
     def _train_until(self, step: int, total_tokens: float | None) -> None:
-        start, start_step = time.perf_counter(), self.step
         while self.step < step and not self.diverged:
             lrs = [t.lr_at_step(self.step, total_tokens=total_tokens) for t in self.solo]
             self._watch(self.train_step(torch.tensor(lrs, dtype=self.lr_dtype)))
-        seconds = time.perf_counter() - start
-        self.train_seconds += seconds
-        self.seconds_trained += seconds  # never restored by checkpoints, like Trainer's
-        self.steps_trained += self.step - start_step
 
     @property
     def eval_seconds(self) -> float:

@@ -47,7 +47,7 @@ class TrainConfig:
     log_every_steps: int = 50  # progress line interval
     eval_batch_size: int = 32  # sequences per evaluation forward (does not change the eval set)
     moe_backend: str = "auto"  # auto | torch | scattermoe
-    compile: bool = False  # torch.compile forward + loss: ~1.2x faster CPU steps; compiling: 10 s cached, minutes cold
+    compile: bool = False  # torch.compile forward + loss; no faster for cpu-s on 2 cores (benchmarks/RESULTS.md)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "tokens", "divergence_factor", "log_every_steps", "eval_batch_size"):
@@ -163,21 +163,21 @@ class Trainer:
         """
         every = checkpoint_every_steps or max(step - self.step, 1)
         while self.step < step and not self.diverged:
+            start, start_step = time.perf_counter(), self.step
             self._train_until(min(self.step + every, step), total_tokens)
+            seconds = time.perf_counter() - start
+            self.train_seconds += seconds  # the run's own time: restored by checkpoints
+            self.seconds_trained += seconds  # this object's work: never restored (retry accounting)
+            self.steps_trained += self.step - start_step
             if checkpoint_path:
                 self.save_checkpoint(checkpoint_path)
 
     def _train_until(self, step: int, total_tokens: float | None) -> None:
-        start, start_step = time.perf_counter(), self.step
         while self.step < step and not self.diverged:
             loss = self.train_step(self.lr_at_step(self.step, total_tokens=total_tokens))
             self._watch(loss)
             if self.log and self.step % self.cfg.log_every_steps == 0:
                 self.log({"step": self.step, "tokens": self.tokens_seen, "loss_train": self.loss_train})
-        seconds = time.perf_counter() - start
-        self.train_seconds += seconds
-        self.seconds_trained += seconds
-        self.steps_trained += self.step - start_step
 
     def train_step(self, lr: float) -> float:
         """One optimizer step on batch `self.step`; returns its cross-entropy (nats/token)."""

@@ -142,7 +142,7 @@ def add_submit_parser(sub) -> None:
 def submit_command(args) -> int:
     if is_jobs_address(args.address):
         return submit_job_command(args)
-    return _report(submit(load_spec(args.spec), storage=args.storage, address=args.address))
+    return report(submit(load_spec(args.spec), storage=args.storage, address=args.address))
 
 
 def add_resume_parser(sub) -> None:
@@ -156,10 +156,11 @@ def add_resume_parser(sub) -> None:
 def resume_command(args) -> int:
     if is_jobs_address(args.address):
         return resume_job_command(args)
-    return _report(resume(args.dir, sweep_id=args.sweep, address=args.address))
+    return report(resume(args.dir, sweep_id=args.sweep, address=args.address))
 
 
-def _report(result) -> int:
+def report(result) -> int:
+    """Print what a submit or resume did (plan, wall-time breakdown, where the results are); its exit code."""
     print(format_plan(result.plan), file=sys.stderr)
     if result.lineages_run and result.execution is not None:
         print(result.execution.format(), file=sys.stderr)

@@ -142,7 +142,7 @@ def _trial(params: dict) -> None:
     """One Ray Tune trial: its jobs one after another, reporting after each stored row."""
     from ray import tune
 
-    start, finished, attempt = time.perf_counter(), {"train_s": 0.0, "eval_s": 0.0}, Attempt()
+    start, finished = time.perf_counter(), {"train_s": 0.0, "eval_s": 0.0}
 
     def report(run_id: str) -> None:
         tune.report({"run_id": run_id, "worker_pid": os.getpid(), "trial_s": time.perf_counter() - start,

@@ -113,6 +113,11 @@ class Plan:
         return sum(n for _, n in self._lineages())
 
     @property
+    def trunk_rows(self) -> int:
+        """Trunk evaluations the plan writes (an optuna study's n_trials lineages each write theirs)."""
+        return sum(n * len(j.trunk_run_ids) for j, n in self._lineages())
+
+    @property
     def row_ids(self) -> frozenset[str]:
         """Every row the plan writes: budget results and trunk evaluations."""
         return frozenset(r for j in self.jobs for r in j.row_ids)
@@ -134,7 +139,7 @@ class Plan:
     def summary(self) -> dict:
         independent = self.tokens_independent
         return {"sweep_id": self.sweep_id, "runs": self.runs, "lineages": self.lineages,
-                "trunk_rows": sum(n * len(j.trunk_run_ids) for j, n in self._lineages()),
+                "trunk_rows": self.trunk_rows,
                 "trials": len(self.trials) + sum(s.n_trials for s in self.studies),
                 "tokens_independent": independent, "tokens_planned": self.tokens_planned,
                 "ratio": self.tokens_planned / independent if independent else None, "notes": list(self.notes)}

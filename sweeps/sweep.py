@@ -103,8 +103,7 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     cells = done.groupby(["model", "batch_size", "tokens"]).size().rename("runs_done").reset_index()
     lineages = {j.lineage_id for j in p.jobs} | set(done["lineage_id"])
     trunk_done = int((table["phase"].eq("trunk") & table["lineage_id"].isin(lineages)).sum())
-    trunk_planned = p.summary()["trunk_rows"]
-    trunk = {"planned": trunk_planned, "done": trunk_done, "missing": max(trunk_planned - trunk_done, 0)}
+    trunk = {"planned": p.trunk_rows, "done": trunk_done, "missing": max(p.trunk_rows - trunk_done, 0)}
     return {"sweep_id": spec.name, "planned": p.runs, "counts": counts, "cells": cells.to_dict("records"),
             "trunk": trunk}
 
