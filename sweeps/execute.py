@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from importlib import metadata
 from typing import TextIO
 
-from proxy_models.lineage import Attempt, train_lineage, train_packed_lineage, trunk_tokens
+from proxy_models.lineage import Attempt, planned_tokens, train_lineage, train_packed_lineage, trunk_tokens
 from proxy_models.trainer import RunResult
 from sweeps.plan import LineageJob, PackedJob, short_hash
 from sweeps.progress import ExecutionReport, StatusPrinter, Tracker, trials_done_callback, tune_callback
@@ -160,9 +160,23 @@ MAX_TRIALS = 256  # above this many jobs, a trial runs several (Tune's cost grow
 
 
 def trial_groups(jobs: Sequence, jobs_per_trial: int = 0) -> list[tuple]:
-    """The jobs of each trial, in plan order: `jobs_per_trial` each, or (0) at most MAX_TRIALS trials."""
+    """The jobs of each trial, longest first: `jobs_per_trial` each, or (0) at most MAX_TRIALS trials.
+
+    Trials start in this order, so the longest start first and the last slots to free up hold short ones:
+    a sweep whose jobs differ in size (models, batch sizes) does not end waiting on one long straggler.
+    """
+    jobs = sorted(jobs, key=job_cost, reverse=True)  # stable: equal costs keep plan order
     size = jobs_per_trial or math.ceil(len(jobs) / MAX_TRIALS)
     return [tuple(jobs[i:i + size]) for i in range(0, len(jobs), size)]
+
+
+def job_cost(job: LineageJob | PackedJob) -> tuple[float, int]:
+    """Relative cost of a job: training FLOPs (6 * active params * planned tokens * variants), then its
+    steps (what small models, bound by per-step overhead, spend their time on)."""
+    config = job.config
+    tokens = planned_tokens(config, job.budgets)
+    flops = 6 * config.proxy.num_params(active=True) * tokens * len(_members(job))
+    return flops, tokens // config.tokens_per_step
 
 
 # Tune's defaults that cost time per trial and are of no use here: the store holds every result, so

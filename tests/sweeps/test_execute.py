@@ -5,7 +5,7 @@ from proxy_models.data import DataConfig
 from proxy_models.lineage import trunk_tokens
 from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import TrainConfig
-from sweeps.execute import ExecutionSettings, execute, missing_budgets, missing_rows
+from sweeps.execute import MAX_TRIALS, ExecutionSettings, execute, job_cost, missing_budgets, missing_rows, trial_groups
 from sweeps.plan import LineageJob, PackedJob
 from sweeps.store import ResultStore
 
@@ -40,6 +40,16 @@ def test_complete_members_leave_their_pack():
     assert missing_rows(PackedJob((a, b)), set(a.run_ids + b.run_ids)) is None
     rest = missing_rows(PackedJob((a, b)), {a.run_ids[0], b.run_ids[1]})
     assert rest.budgets == (STEP * 8, STEP * 16) and [m.budgets for m in rest.members] == [(STEP * 16,), (STEP * 8,)]
+
+
+def test_trials_start_longest_first_and_keep_plan_order_between_equals():
+    short, long, pack = job(1e-2), job(3e-3, budgets=(STEP * 8, STEP * 64)), PackedJob((job(1e-3), job(2e-3)))
+    equal = job(5e-3)
+    assert job_cost(long) > job_cost(pack) > job_cost(short) == job_cost(equal)
+    assert trial_groups([short, equal, long, pack]) == [(long,), (pack,), (short,), (equal,)]
+    many = [job(1e-3 * (i + 1)) for i in range(2 * MAX_TRIALS + 1)]
+    groups = trial_groups(many)
+    assert len(groups) <= MAX_TRIALS and [j for g in groups for j in g] == many
 
 
 @pytest.mark.slow
