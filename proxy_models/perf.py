@@ -25,9 +25,16 @@ def device_name(device: torch.device) -> str:
 
 @functools.cache
 def matmul_peak_flops(device_type: str = "cpu", dtype: torch.dtype = torch.float32, size: int = 1024) -> float:
-    """Best FLOP/s of one square matmul over 20 timed calls in this process: the denominator of MFU.
+    """Best FLOP/s of one square matmul over 20 timed calls in this process: the denominator of MFU."""
+    return measure_matmul_flops(device_type, dtype, size=size, calls=20)
 
-    Best-of rather than mean: a busy machine only ever slows a call down, never speeds it up.
+
+def measure_matmul_flops(device_type: str = "cpu", dtype: torch.dtype = torch.float32, *, size: int = 1024,
+                         calls: int = 20) -> float:
+    """Best FLOP/s of one square matmul over `calls` timed calls, measured now (not cached).
+
+    Best-of rather than mean: a busy machine only ever slows a call down, never speeds it up. On a machine
+    whose speed drifts (shared hosts), measure it next to the work it is the denominator for.
     """
     device = torch.device(device_type)
     if device.type == "cuda":
@@ -36,7 +43,7 @@ def matmul_peak_flops(device_type: str = "cpu", dtype: torch.dtype = torch.float
     b = torch.randn(size, size, device=device, dtype=dtype)
     a @ b  # warm-up: threads, allocator, kernel selection
     best = float("inf")
-    for _ in range(20):
+    for _ in range(calls):
         _sync(device)
         start = time.perf_counter()
         a @ b
