@@ -47,7 +47,7 @@ class TrainConfig:
     log_every_steps: int = 50  # progress line interval
     eval_batch_size: int = 32  # sequences per evaluation forward (does not change the eval set)
     moe_backend: str = "auto"  # auto | torch | scattermoe
-    compile: bool = False  # torch.compile forward + loss: cpu-s steps ~1.25x faster, after a compile (RESULTS.md)
+    compile: bool = False  # torch.compile forward + loss: cpu-s steps ~1.2x faster, after a compile (RESULTS.md)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "tokens", "divergence_factor", "log_every_steps", "eval_batch_size"):
