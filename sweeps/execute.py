@@ -160,23 +160,33 @@ MAX_TRIALS = 256  # above this many jobs, a trial runs several (Tune's cost grow
 
 
 def trial_groups(jobs: Sequence, jobs_per_trial: int = 0) -> list[tuple]:
-    """The jobs of each trial, longest first: `jobs_per_trial` each, or (0) at most MAX_TRIALS trials.
-
-    Trials start in this order, so the longest start first and the last slots to free up hold short ones:
-    a sweep whose jobs differ in size (models, batch sizes) does not end waiting on one long straggler.
-    """
-    jobs = sorted(jobs, key=job_cost, reverse=True)  # stable: equal costs keep plan order
+    """The jobs of each trial, in order: `jobs_per_trial` each, or (0) as many as keep it to MAX_TRIALS trials."""
     size = jobs_per_trial or math.ceil(len(jobs) / MAX_TRIALS)
     return [tuple(jobs[i:i + size]) for i in range(0, len(jobs), size)]
 
 
-def job_cost(job: LineageJob | PackedJob) -> tuple[float, int]:
-    """Relative cost of a job: training FLOPs (6 * active params * planned tokens * variants), then its
-    steps (what small models, bound by per-step overhead, spend their time on)."""
+def longest_first(jobs: Sequence[LineageJob | PackedJob], *, device: str = "cpu") -> list:
+    """`jobs` by estimated duration, longest first (equal estimates keep their order).
+
+    Trials start in this order, so the last slots to free up hold short jobs: a sweep whose jobs differ in
+    size (models, batch sizes, budgets) does not end waiting on one long straggler.
+    """
+    return sorted(jobs, key=lambda job: job_cost(job, device=device), reverse=True)
+
+
+# A step's fixed cost (dispatch, optimizer, data), in the matmul FLOPs the device does in the same time; only
+# used to order jobs. CPU: cpu-xxs at batch 4 x 64 spends ~2.5 ms of its ~4.6 ms step on it at ~23 GFLOP/s
+# (its step time at batch 4 and 8, one thread). GPU: an assumed ~5 ms per step at ~200 TFLOP/s.
+STEP_OVERHEAD_FLOPS = {"cpu": 6e7, "gpu": 1e12}
+
+
+def job_cost(job: LineageJob | PackedJob, *, device: str = "cpu") -> float:
+    """Estimated duration of a job, in FLOP-equivalents: its training FLOPs (6 * active params * planned
+    tokens * variants) plus a fixed cost per optimizer step, which small models are bound by."""
     config = job.config
     tokens = planned_tokens(config, job.budgets)
     flops = 6 * config.proxy.num_params(active=True) * tokens * len(_members(job))
-    return flops, tokens // config.tokens_per_step
+    return flops + tokens // config.tokens_per_step * STEP_OVERHEAD_FLOPS[device]
 
 
 # Tune's defaults that cost time per trial and are of no use here: the store holds every result, so
@@ -241,7 +251,8 @@ def execute(jobs: Sequence[LineageJob | PackedJob], settings: ExecutionSettings,
         return tracker.report(failed_trials=0, slots=0)
     init_ray(settings)
     printer = StatusPrinter(tracker, stream=stream)
-    groups = trial_groups(jobs, settings.lineages_per_trial)
+    device = "gpu" if settings.gpus_per_trial else "cpu"
+    groups = trial_groups(longest_first(jobs, device=device), settings.lineages_per_trial)
     tuner = build_tuner(_trial, settings, param_space={"jobs": tune.grid_search(groups), "settings": settings},
                         callbacks=[tune_callback(printer)])
     failed = sum(1 for r in tuner.fit() if r.error is not None)

@@ -75,6 +75,7 @@ class Tracker:
         self.stored: set[str] = set()
         self.lineage_tokens: dict[str, int] = {}
         self.work: dict[tuple[str, int], dict] = {}  # (trial_id, pid) -> its latest cumulative timings
+        self.first_row: tuple[float, float] | None = None  # (clock, fraction_done) once the first row is stored
 
     def on_report(self, trial_id: str, report: dict) -> bool:
         """Take one trial report; True if it stored a row not seen before."""
@@ -86,6 +87,8 @@ class Tracker:
         lineage = self.lineage_of[run_id]
         self.remaining[lineage] -= 1
         self.lineage_tokens[lineage] = max(self.lineage_tokens.get(lineage, 0), self.tokens_at[run_id])
+        if self.first_row is None:
+            self.first_row = (self.clock(), self.fraction_done)
         return True
 
     @property
@@ -93,10 +96,20 @@ class Tracker:
         """Share of the planned tokens whose results are stored (the rows of small budgets come early)."""
         return sum(self.lineage_tokens.values()) / self.tokens_planned if self.tokens_planned else 1.0
 
+    def eta_s(self) -> float | None:
+        """Seconds left at the rate since the first stored row (start-up is not part of the rate); None until a
+        second row shows the rate."""
+        if self.first_row is None:
+            return None
+        (since, done_then), done = self.first_row, self.fraction_done
+        if done <= done_then:
+            return None
+        return (self.clock() - since) * (1 - done) / (done - done_then)
+
     def line(self) -> str:
         """rows stored / planned with a bar, lineages done, elapsed and ETA."""
-        elapsed, done = self.clock() - self.start, self.fraction_done
-        eta = _duration(elapsed * (1 - done) / done) if done > 0 else "?"
+        elapsed, done, eta_s = self.clock() - self.start, self.fraction_done, self.eta_s()
+        eta = "?" if eta_s is None else _duration(eta_s)
         lineages_done = sum(1 for n in self.remaining.values() if n == 0)
         return (f"rows {len(self.stored)}/{len(self.lineage_of)} {bar(done)} {done:.0%}  lineages "
                 f"{lineages_done}/{len(self.remaining)}  elapsed {_duration(elapsed)}  eta {eta}")

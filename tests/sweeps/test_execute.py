@@ -1,11 +1,22 @@
 
+from dataclasses import replace
+
 import pytest
 
 from proxy_models.data import DataConfig
 from proxy_models.lineage import trunk_tokens
 from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import TrainConfig
-from sweeps.execute import MAX_TRIALS, ExecutionSettings, execute, job_cost, missing_budgets, missing_rows, trial_groups
+from sweeps.execute import (
+    MAX_TRIALS,
+    ExecutionSettings,
+    execute,
+    job_cost,
+    longest_first,
+    missing_budgets,
+    missing_rows,
+    trial_groups,
+)
 from sweeps.plan import LineageJob, PackedJob
 from sweeps.store import ResultStore
 
@@ -46,10 +57,23 @@ def test_trials_start_longest_first_and_keep_plan_order_between_equals():
     short, long, pack = job(1e-2), job(3e-3, budgets=(STEP * 8, STEP * 64)), PackedJob((job(1e-3), job(2e-3)))
     equal = job(5e-3)
     assert job_cost(long) > job_cost(pack) > job_cost(short) == job_cost(equal)
-    assert trial_groups([short, equal, long, pack]) == [(long,), (pack,), (short,), (equal,)]
+    for device in ("cpu", "gpu"):
+        assert longest_first([short, equal, long, pack], device=device) == [long, pack, short, equal]
+
+
+def test_of_two_jobs_with_the_same_flops_the_one_with_more_steps_starts_first():
+    small_batch = job(1e-3)
+    big_batch = replace(small_batch, lineage_id="big", config=replace(small_batch.config, batch_size=8))
+    assert big_batch.config.steps == small_batch.config.steps // 2
+    assert job_cost(small_batch) > job_cost(big_batch)
+    assert longest_first([big_batch, small_batch]) == [small_batch, big_batch]
+
+
+def test_trial_groups_keep_the_order_and_stay_under_max_trials():
     many = [job(1e-3 * (i + 1)) for i in range(2 * MAX_TRIALS + 1)]
     groups = trial_groups(many)
     assert len(groups) <= MAX_TRIALS and [j for g in groups for j in g] == many
+    assert trial_groups(many[:5], 2) == [tuple(many[:2]), tuple(many[2:4]), (many[4],)]
 
 
 @pytest.mark.slow

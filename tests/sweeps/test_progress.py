@@ -33,6 +33,23 @@ def test_tracker_counts_each_row_once_and_ends_at_the_planned_tokens():
     assert "rows 5/5" in tracker.line() and "lineages 2/2" in tracker.line()
 
 
+def test_eta_comes_from_the_rate_after_the_first_row_not_from_start_up():
+    clock = Clock()
+    j = job(1e-2, budgets=(STEP * 8, STEP * 16, STEP * 32))
+    tracker = Tracker([j], clock=clock)
+    clock.now = 100.0  # start-up: no row yet
+    assert tracker.eta_s() is None and "eta ?" in tracker.line()
+    tracker.on_report("a", report(j.run_ids[0]))
+    assert tracker.eta_s() is None  # one row gives no rate
+    first = tracker.fraction_done
+    clock.now = 110.0
+    tracker.on_report("a", report(j.run_ids[1]))
+    rate = (tracker.fraction_done - first) / 10.0
+    assert tracker.eta_s() == pytest.approx((1 - tracker.fraction_done) / rate)
+    tracker.on_report("a", report(j.run_ids[2]))
+    assert tracker.eta_s() == pytest.approx(0.0) and "eta 0s" in tracker.line()
+
+
 def test_report_shares_add_up_and_count_the_latest_report_of_each_attempt():
     clock = Clock()
     tracker = Tracker([job(1e-2)], clock=clock)
