@@ -130,7 +130,7 @@ class Trainer:
             )
         torch.manual_seed(config.seed)
         self.model = ProxyLM(self.proxy, moe_backend=config.moe_backend).to(self.device, self.param_dtype)
-        self.params = list(self.model.parameters())  # listed once: walking the modules every step costs ~5%
+        self.params = list(self.model.parameters())  # listed once: walking the modules each step shows on small models
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, m_width=self.proxy.m_width, weight_decay=config.weight_decay),
             lr=0.0, betas=(config.beta1, config.beta2), eps=config.eps, fused=True,  # one kernel per group
