@@ -11,14 +11,25 @@ commands. Nothing here imports torch, ray, proxy_models or sweeps.
 >>> write_report(result.table, "out/analysis", result=result)
 """
 
+import importlib
+
 from analysis.errors import AnalysisError
-from analysis.export import Prediction, lm_engine_snippet, predict_lr, read_coefficients, write_coefficients
-from analysis.fit import fit_power_law
-from analysis.optimum import find_optima
-from analysis.pipeline import Analysis, analyze
-from analysis.report import write_report
-from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
-from analysis.table import load_table
+
+# Public name -> module. Loaded on first use, so that `import analysis.commands` (the CLI's --help) does not
+# pull in pandas, scipy and matplotlib.
+_LAZY = {
+    "Analysis": "pipeline", "analyze": "pipeline", "PlantedLaw": "synthetic", "SweepGrid": "synthetic",
+    "synthetic_table": "synthetic", "Prediction": "export", "lm_engine_snippet": "export", "predict_lr": "export",
+    "read_coefficients": "export", "write_coefficients": "export", "find_optima": "optimum",
+    "fit_power_law": "fit", "write_report": "report", "load_table": "table",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"analysis.{_LAZY[name]}"), name)
+
 
 __all__ = [
     "AnalysisError",

@@ -1,5 +1,7 @@
 """Command-line hooks: the `analyze` and `predict` subcommands, for the CLI package to register.
 
+Only argparse at import time: pandas, scipy and matplotlib load inside the handlers, so `--help` is fast.
+
 >>> sub = parser.add_subparsers(dest="command")
 >>> add_analyze_parser(sub); add_predict_parser(sub)
 >>> args = parser.parse_args(["predict", "--coefficients", "out/coefficients.json", "--batch-size", "1024",
@@ -13,11 +15,13 @@ import argparse
 import json
 import sys
 
+from pathlib import Path
+
 from analysis.errors import AnalysisError
-from analysis.export import lm_engine_snippet, predict_lr, read_coefficients
-from analysis.pipeline import analyze
-from analysis.report import write_report
-from analysis.table import BATCH_UNITS, load_table
+
+BATCH_UNITS = ("sequences", "tokens")  # as analysis.table.BATCH_UNITS, which imports pandas
+DIVERGE_FACTOR = 1.5  # as analysis.table.DIVERGE_FACTOR
+BAND = 0.0025  # as analysis.pipeline.Settings.band_eps
 
 
 def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
@@ -34,6 +38,11 @@ def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.add_argument("--schedule", help="schedule whose runs locate lr_opt, when the table mixes several")
     p.add_argument("--include-flagged", action="store_true", help="let edge cells into the point fits")
+    p.add_argument("--diverge-factor", type=float, default=DIVERGE_FACTOR,
+                   help=f"a run whose loss is above this times the best loss of its cell counts as diverged, "
+                        f"whatever its status (default {DIVERGE_FACTOR})")
+    p.add_argument("--band", type=float, default=BAND,
+                   help=f"relative loss band of the Step-Law-style fit (default {BAND}, i.e. {BAND:.2%})")
     p.add_argument("--no-figures", action="store_true", help="write the numbers only (faster)")
     p.set_defaults(func=analyze_command)
     return p
@@ -52,11 +61,16 @@ def parse_mapping(items: list[str]) -> dict[str, str]:
 
 def analyze_command(args: argparse.Namespace) -> int:
     """Load, analyse, write the report; print where everything went and the fitted a, b with CIs."""
+    from analysis.pipeline import analyze
+    from analysis.report import write_report
+    from analysis.table import load_table
+
+    _check_out_dir(args.out)
     table = load_table(args.table, mapping=parse_mapping(args.map), batch_unit=args.batch_unit, seq_len=args.seq_len)
-    for entry in table.attrs.get("skipped_files", []):
-        print(f"warning: skipped unreadable file {entry}", file=sys.stderr)
     result = analyze(table, top_k=args.top_k, n_boot=args.bootstrap, seed=args.seed, schedule=args.schedule,
-                     include_flagged=args.include_flagged)
+                     include_flagged=args.include_flagged, diverge_factor=args.diverge_factor, band_eps=args.band)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
     paths = write_report(table, args.out, result=result, figures=not args.no_figures)
     print(f"report:        {paths.index_html}")
     print(f"cells:         {paths.cells_csv}")
@@ -77,6 +91,12 @@ def analyze_command(args: argparse.Namespace) -> int:
           f"{fit.a_ci.high:.4g}), b = {fit.b:.4f} (95% CI {fit.b_ci.low:.4f} to {fit.b_ci.high:.4f}), "
           f"{fit.n_points} cells")
     return 0
+
+
+def _check_out_dir(out: str) -> None:
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise AnalysisError(f"--out {out}: is a file, not a directory; pass a directory for the report")
 
 
 def _power_line(best) -> str:
@@ -100,6 +120,8 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
 
 def predict_command(args: argparse.Namespace) -> int:
     """Print lr_opt with its 95% CI (and an lm-engine snippet when --seq-len is given)."""
+    from analysis.export import lm_engine_snippet, predict_lr, read_coefficients
+
     coefficients = read_coefficients(args.coefficients)
     pred = predict_lr(coefficients, batch_size=args.batch_size, tokens=args.tokens)
     print(f"lr_opt = {pred.lr_opt:.4g} (95% CI {pred.ci_low:.4g} to {pred.ci_high:.4g}, {pred.ci_method}) "

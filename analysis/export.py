@@ -239,8 +239,8 @@ def lm_engine_snippet(coefficients: dict | str | Path, *, batch_size: int, seq_l
             raise AnalysisError(f"{name}={value!r}: must be a positive whole number")
     lr_max = lr_max if lr_max is not None else content.get("lr_max")
     if lr_max is None or not lr_max > 0:
-        raise AnalysisError(f"lr_max={lr_max!r}: the coefficients have no lr_max (no run diverged); "
-                            "pass one, e.g. lr_max=0.02 as in the paper")
+        raise AnalysisError(f"lr_max={lr_max!r}: the coefficients have no lr_max (no run diverged); pass one "
+                            "(--lr-max on the command line), e.g. --lr-max 0.02 as in the paper")
     return {
         "optimizer_args": {"class_args": {"lr": float(lr_max)}},
         "lr_scheduler_args": {

@@ -180,7 +180,8 @@ def _bootstrap(lx, ly, w, x_ref: float, n_boot: int, rng: np.random.Generator) -
     with np.errstate(divide="ignore", invalid="ignore"):
         b = (sw * sdy - sd * sy) / det
         c = (sy - b * sd) / sw
-    return {"ln_a": (c - b * x_ref)[good], "b": b[good], "c": c[good]}
+        ln_a = c - b * x_ref  # inf - inf where det is 0: those resamples are dropped below
+    return {"ln_a": ln_a[good], "b": b[good], "c": c[good]}
 
 
 def _intervals(core: dict, boot: dict, n: int) -> dict:

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import pandas as pd
 
@@ -15,7 +15,8 @@ from analysis.fit import GammaFits, Transfer, fit_gamma, transfer
 from analysis.optimum import choose_schedule, find_optima
 from analysis.power_search import PowerSearch, power_search
 from analysis.regimes import CriticalBatch, Sensitivity, fit_critical_batch, label_regimes, sensitivity
-from analysis.table import load_table
+from analysis.errors import AnalysisError
+from analysis.table import DIVERGE_FACTOR, load_table, mark_blowups
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,23 @@ class Settings:
     schedule: str | None = None  # schedule whose runs locate lr_opt; None: the table's only non-power one
     include_flagged: bool = False  # let edge / too-small cells into the point fits
     half_width: int = 2  # grid points each side of the argmin in the quadratic
-    band_eps: float = 0.003  # relative loss tolerance of the band fit
+    band_eps: float = 0.0025  # relative loss tolerance of the band fit (Step Law uses 0.25%)
     near_factor: float = 3.0  # B within [Bc / f, Bc * f] is "near_critical"
+    diverge_factor: float = DIVERGE_FACTOR  # loss above this times its cell's best: the run diverged
+
+    def __post_init__(self) -> None:
+        minimum = {"top_k": 1, "n_boot": 0, "half_width": 1}
+        for name, low in minimum.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < low:
+                raise AnalysisError(f"{name}={value!r}: must be a whole number >= {low} ({_FLAGS[name]})")
+        if not 0 < self.band_eps < 1:
+            raise AnalysisError(f"band_eps={self.band_eps!r}: must be a relative loss tolerance in (0, 1), e.g. 0.0025")
+        if not self.near_factor > 1:
+            raise AnalysisError(f"near_factor={self.near_factor!r}: must be above 1")
+
+
+_FLAGS = {"top_k": "--top-k", "n_boot": "--bootstrap; 0 gives analytic intervals", "half_width": "half_width"}
 
 
 @dataclass(frozen=True)
@@ -54,12 +70,17 @@ def analyze(table: pd.DataFrame, **options) -> Analysis:
 
     The table is validated first (``load_table``) unless it came from ``load_table``.
     """
+    unknown = sorted(set(options) - {f.name for f in fields(Settings)})
+    if unknown:
+        raise AnalysisError(f"unknown analysis option(s) {unknown}: known are {[f.name for f in fields(Settings)]}")
     settings = Settings(**options)
     if not table.attrs.get("validated"):
         table = load_table(table)
+    table = mark_blowups(table, diverge_factor=settings.diverge_factor)
     schedule = choose_schedule(table, settings.schedule)
+    _require_results(table, schedule)
     power = power_search(table, n_boot=settings.n_boot, seed=settings.seed)
-    notes = [f"skipped unreadable file {entry}" for entry in table.attrs.get("skipped_files", [])]
+    notes = [f"skipped file {entry}" for entry in table.attrs.get("skipped_files", [])] + _input_notes(table)
     if table.attrs.get("trunk_rows_dropped"):
         notes.append(f"left out {table.attrs['trunk_rows_dropped']} trunk rows (phase 'trunk': a lineage's "
                      "stable-phase evaluations at its forks, not budget results)")
@@ -70,6 +91,26 @@ def analyze(table: pd.DataFrame, **options) -> Analysis:
         empty = find_optima(table.iloc[:0])
         return Analysis(table, empty, None, None, None, None, None, power, settings, None, tuple(notes))
     return _point_analysis(table, schedule, settings, power, notes)
+
+
+def _require_results(table: pd.DataFrame, schedule: str | None) -> None:
+    runs = table if schedule is None else table[table["schedule"].isin([schedule, "power"])]
+    if len(runs) and runs["status"].eq("failed").all():
+        raise AnalysisError(f"every one of the {len(runs)} runs has status 'failed' (the job broke, not the lr): "
+                            "nothing to analyse; resume the sweep or fix the status column")
+
+
+def _input_notes(table: pd.DataFrame) -> list[str]:
+    notes = []
+    duplicates = table.attrs.get("duplicate_run_ids", [])
+    if duplicates:
+        notes.append(f"{len(duplicates)} run id(s) name several rows (e.g. {duplicates[0]!r}): they are kept as "
+                     "separate runs (averaged as seeds); give each run its own run_id or drop the copies")
+    if table.attrs.get("blowups"):
+        notes.append(f"{table.attrs['blowups']} run(s) with a finite loss above "
+                     f"{table.attrs.get('diverge_factor', DIVERGE_FACTOR):g}x the best loss of their cell count as "
+                     "diverged (they bound lr_max); set the factor with --diverge-factor")
+    return notes
 
 
 def _point_analysis(table, schedule: str, settings: Settings, power: PowerSearch | None, notes: list[str]) -> Analysis:

@@ -31,6 +31,9 @@ ALIASES = {"loss": "loss_eval"}  # `--map loss=COL` reads better on a command li
 STATUSES = ("ok", "diverged", "failed")
 PHASES = ("final", "trunk")
 BATCH_UNITS = ("sequences", "tokens")
+MAX_LR = 1e3  # no optimiser's peak lr is near this; larger values are a wrong column or unit
+MAX_BATCH_SIZE = 1e9  # sequences
+DIVERGE_FACTOR = 1.5  # a run whose loss is above 1.5x its cell's best loss diverged (see mark_blowups)
 _SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 _READ_ERRORS = (OSError, ValueError, UnicodeDecodeError, pa.ArrowException, pd.errors.ParserError)
 
@@ -52,24 +55,25 @@ def load_table(
     result: they are left out and counted in ``table.attrs["trunk_rows_dropped"]``. Raises ``AnalysisError``
     naming the column, a bad value and the fix.
     """
-    frame, skipped = _read(source)
+    frame, skipped = _read(source, mapping or {})
     frame = _apply_mapping(frame, mapping or {})
     frame, trunk_rows = _final_rows(frame)
     frame = _validate(frame, batch_unit=batch_unit, seq_len=seq_len)
     frame.attrs["skipped_files"] = skipped
     frame.attrs["trunk_rows_dropped"] = trunk_rows
+    frame.attrs["duplicate_run_ids"] = _duplicate_run_ids(frame)
     frame.attrs["validated"] = True  # lets analyze() skip a second validation
     return frame
 
 
-def _read(source: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def _read(source: str | Path | pd.DataFrame, mapping: dict[str, str]) -> tuple[pd.DataFrame, list[str]]:
     if isinstance(source, pd.DataFrame):
         return source.copy(), []
     path = Path(source)
     if not path.exists():
         raise AnalysisError(f"table path '{path}' does not exist: pass a CSV or Parquet file, or a directory of them")
     if path.is_dir():
-        return _read_directory(path)
+        return _read_directory(path, mapping)
     return _read_file(path), []
 
 
@@ -85,18 +89,39 @@ def _read_file(path: Path) -> pd.DataFrame:
         raise AnalysisError(f"could not read table file '{path}': {err}") from None
 
 
-def _read_directory(root: Path) -> tuple[pd.DataFrame, list[str]]:
-    frames, skipped = [], []
+def _read_directory(root: Path, mapping: dict[str, str]) -> tuple[pd.DataFrame, list[str]]:
+    frames, skipped, paths = [], [], []
     for path in _table_files(root):
         try:
             frames.append(_with_partitions(_read_file(path), path.relative_to(root)))
+            paths.append(path)
         except AnalysisError as err:
             skipped.append(f"{path}: {err}")
+    frames, foreign = _without_foreign(frames, paths, mapping)
+    skipped += foreign
     if not frames:
         detail = f"; first problem: {skipped[0]}" if skipped else ""
         raise AnalysisError(f"no readable .csv or .parquet file under '{root}'{detail}")
     frames = [f for f in frames if len(f)] or frames[:1]  # concat warns about all-empty frames
     return pd.concat(frames, ignore_index=True), skipped
+
+
+def _without_foreign(frames: list[pd.DataFrame], paths: list[Path], mapping: dict[str, str]):
+    """Drop files of another schema (no model, tokens, lr or loss column), when some file has the results schema.
+
+    When none has it, every file is kept, so the missing-column error names the columns and the --map fix.
+    """
+    sources = {ALIASES.get(ours, ours): theirs for ours, theirs in mapping.items()}
+    needed = [sources.get(name, name) for name in REQUIRED if name != "lr"]  # power-only tables have no lr
+
+    def ours(frame: pd.DataFrame) -> bool:
+        return all(column in frame.columns for column in needed)
+    if not any(ours(f) for f in frames):
+        return frames, []
+    kept = [f for f in frames if ours(f)]
+    foreign = [f"{path}: not a results table (no column {', '.join(repr(c) for c in needed if c not in f.columns)})"
+               for f, path in zip(frames, paths) if not ours(f)]
+    return kept, foreign
 
 
 def _table_files(root: Path) -> list[Path]:
@@ -173,6 +198,16 @@ def _require_columns(frame: pd.DataFrame) -> None:
 
 
 def _numeric(series: pd.Series, name: str) -> pd.Series:
+    values = _as_float(series, name)
+    infinite = np.isinf(values) if name != "loss_eval" else pd.Series(False, index=values.index)  # inf loss: diverged
+    if infinite.any():
+        row = infinite.idxmax()
+        raise AnalysisError(f"{name}={float(values[row])} in row {row}: must be a finite number; fix the table or "
+                            f"map {name} to another column with --map {name}=COLUMN")
+    return values
+
+
+def _as_float(series: pd.Series, name: str) -> pd.Series:
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
         return pd.Series(series.to_numpy(dtype=float, na_value=np.nan), index=series.index)  # Int64 NA -> NaN
     text = series.astype("string").str.strip()
@@ -216,20 +251,39 @@ def _batch_in_sequences(frame: pd.DataFrame, batch_unit: str, seq_len: int | Non
     if batch_unit not in BATCH_UNITS:
         raise AnalysisError(f"batch_unit={batch_unit!r}: must be one of {', '.join(BATCH_UNITS)}")
     batch = frame["batch_size"]
+    if batch_unit == "sequences" and seq_len is not None:
+        frame["seq_len"] = _seq_len_for_sequences(frame, seq_len)
     if batch_unit == "tokens":
         per_seq = _seq_len_for_tokens(frame, seq_len)
         batch = batch / per_seq
         frame["seq_len"] = per_seq
     _check_positive(batch, "batch_size")
+    if (batch > MAX_BATCH_SIZE).any():
+        row = int(np.argmax(batch.to_numpy() > MAX_BATCH_SIZE))
+        raise AnalysisError(f"batch_size={float(frame['batch_size'].iloc[row]):g} in row {row} is above {MAX_BATCH_SIZE:g} "
+                            "sequences: check --batch-unit (tokens?) and the batch_size column")
     whole = np.isclose(batch, np.round(batch), rtol=1e-9, atol=1e-6)
     if not whole.all():
         row = int(np.flatnonzero(~whole)[0])
         raise AnalysisError(
-            f"batch_size={frame['batch_size'].iloc[row]!r} in row {row} is not a whole number of sequences"
+            f"batch_size={_plain(frame['batch_size'].iloc[row])} in row {row} is not a whole number of sequences"
             + (f" of seq_len={frame['seq_len'].iloc[row]:g} tokens" if batch_unit == "tokens" else "")
             + ": check --batch-unit and --seq-len"
         )
     return np.round(batch).astype("int64")
+
+
+def _seq_len_for_sequences(frame: pd.DataFrame, seq_len: int) -> pd.Series:
+    # With batch sizes in sequences, --seq-len only states the sequence length; it must not contradict the table.
+    if seq_len <= 0:
+        raise AnalysisError(f"seq_len={seq_len}: must be a positive number of tokens per sequence")
+    column = frame["seq_len"]
+    clash = column.notna() & (column != seq_len)
+    if clash.any():
+        raise AnalysisError(f"--seq-len {seq_len} disagrees with the table's seq_len column "
+                            f"({_plain(column[clash].iloc[0])} in row {clash.idxmax()}): drop --seq-len, or pass "
+                            "--batch-unit tokens if batch_size counts tokens")
+    return pd.Series(float(seq_len), index=frame.index)
 
 
 def _seq_len_for_tokens(frame: pd.DataFrame, seq_len: int | None) -> pd.Series:
@@ -266,18 +320,23 @@ def _check_required_values(frame: pd.DataFrame) -> None:
             raise AnalysisError(f"column {name!r} is empty in {int(missing.sum())} row(s), e.g. row "
                                 f"{missing.idxmax()}: every run needs a value")
         _check_positive(rows, name)
+    too_big = frame["lr"] > MAX_LR
+    if too_big.any():
+        row = too_big.idxmax()
+        raise AnalysisError(f"lr={float(frame['lr'][row]):g} in row {row} is above {MAX_LR:g}, not a learning rate: "
+                            "check the lr column or --map lr=COLUMN")
     for name in ("power_a", "power_b"):
         bad = power & ~np.isfinite(frame[name])
         if bad.any():
             raise AnalysisError(f"schedule='power' rows need {name}: row {bad.idxmax()} has {name}="
-                                f"{frame[name][bad.idxmax()]!r}; pass --map {name}=COLUMN")
+                                f"{_plain(frame[name][bad.idxmax()])}; pass --map {name}=COLUMN")
 
 
 def _check_positive(values: pd.Series, name: str) -> None:
     bad = ~(values > 0)
     if bad.any():
         row = bad.idxmax()
-        raise AnalysisError(f"{name}={values[row]!r} in row {row}: must be a positive number")
+        raise AnalysisError(f"{name}={_plain(values[row])} in row {row}: must be a positive number")
 
 
 def _drop_restated_runs(frame: pd.DataFrame) -> pd.DataFrame:
@@ -286,6 +345,39 @@ def _drop_restated_runs(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     ordered = frame.sort_values("created_at", kind="stable")
     return ordered.drop_duplicates(subset=["sweep_id", "run_id"], keep="last").sort_index()
+
+
+def _duplicate_run_ids(frame: pd.DataFrame) -> list[str]:
+    """run ids that name more than one row of a sweep (a store never writes those; a hand-made CSV may)."""
+    ids = frame.loc[~frame["run_id"].str.match(r"^row\d+$"), ["sweep_id", "run_id"]]
+    return sorted(set(ids.loc[ids.duplicated(keep=False), "run_id"]))
+
+
+def mark_blowups(frame: pd.DataFrame, *, diverge_factor: float = DIVERGE_FACTOR) -> pd.DataFrame:
+    """Status 'diverged' for every 'ok' run whose loss is non-finite or above ``diverge_factor`` times the
+    lowest finite loss of its cell (schedule, model, tokens, batch_size), whatever the status column said.
+
+    A run that blew up and recovered to a high plateau (loss 7 where the cell's best is 2.3) did not find
+    a bowl: it bounds lr_max like a NaN does. The count of re-labelled runs is in ``attrs["blowups"]``.
+    """
+    if not diverge_factor > 1:
+        raise AnalysisError(f"diverge_factor={diverge_factor!r}: must be above 1 (a loss this many times the best "
+                            f"of its cell counts as diverged), e.g. {DIVERGE_FACTOR}")
+    out = frame.copy()
+    ok = out["status"].eq("ok")
+    loss = out["loss_eval"].where(ok & np.isfinite(out["loss_eval"]))
+    keys = [out[k] for k in ("schedule", "model", "tokens", "batch_size")]
+    best = loss.groupby(keys, dropna=False).transform("min")
+    blown = ok & ~(out["loss_eval"] <= diverge_factor * best)
+    out["status"] = out["status"].mask(blown, "diverged")
+    out.attrs["blowups"] = int((blown & np.isfinite(out["loss_eval"])).sum())
+    out.attrs["diverge_factor"] = diverge_factor
+    return out
+
+
+def _plain(value) -> str:
+    """A number as a person writes it (736, 0.5, nan), never numpy's repr (np.float64(736.0))."""
+    return f"{float(value):g}" if isinstance(value, (int, float, np.number)) else repr(value)
 
 
 def _names(columns: pd.Index) -> str:

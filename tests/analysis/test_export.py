@@ -82,7 +82,7 @@ def test_lm_engine_snippet_reproduces_the_power_schedule(result):
 
 def test_lm_engine_snippet_needs_an_lr_max():
     content = {"a": 4.6, "b": -0.51, "lr_max": None}
-    with pytest.raises(AnalysisError, match="pass one, e.g. lr_max=0.02"):
+    with pytest.raises(AnalysisError, match="--lr-max 0.02"):
         lm_engine_snippet(content, batch_size=1024, seq_len=4096)
     snippet = lm_engine_snippet(content, batch_size=8, seq_len=16, lr_max=0.01)
     assert snippet["optimizer_args"]["class_args"]["lr"] == 0.01

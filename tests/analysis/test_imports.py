@@ -20,3 +20,21 @@ def test_public_names_are_exported():
     assert 5 <= len(analysis.__all__) <= 15
     for name in analysis.__all__:
         assert getattr(analysis, name).__doc__, name
+
+
+def test_the_command_layer_imports_no_numeric_library():
+    # `powersweep analyze --help` must not pay for pandas, scipy or matplotlib.
+    heavy = ("pandas", "scipy", "matplotlib", "numpy", "pyarrow")
+    code = (f"import sys, analysis, analysis.commands; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            f"{heavy!r}))")
+    root = Path(analysis.__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_command_layer_defaults_match_the_library():
+    from analysis import commands, pipeline, table
+
+    assert commands.BATCH_UNITS == table.BATCH_UNITS
+    assert commands.DIVERGE_FACTOR == table.DIVERGE_FACTOR == pipeline.Settings().diverge_factor
+    assert commands.BAND == pipeline.Settings().band_eps
