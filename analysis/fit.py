@@ -101,7 +101,7 @@ class PowerLawFit:
 
 def fit_power_law(
     x: np.ndarray, y: np.ndarray, *, se: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0,
-    holdout: bool = True,
+    holdout: bool = True, draws: np.ndarray | None = None,
 ) -> PowerLawFit:
     """Fit y = a * x**b by weighted least squares of ln y on ln x.
 
@@ -110,16 +110,26 @@ def fit_power_law(
     points scatter more than their errors say. CIs are bootstrap percentiles over resampled points,
     widened for small samples (analytic t-intervals when ``n_boot`` is 0). ``holdout`` refits
     without the largest x.
+
+    ``draws`` (n points, R) are bootstrap draws of each point's ln y from its own estimator (e.g. the
+    per-cell lr_opt draws of ``find_optima``). With them the bootstrap is parametric: each resample is
+    the fitted line plus every point's draw minus its estimate plus the extra scatter tau, so the CIs
+    carry the error of the estimator that made each point as well as the scatter about the line.
     """
-    x, y, se = _clean(x, y, se)
+    x, y, se, draws = _clean(x, y, se, draws)
     lx, ly = np.log(x), np.log(y)
     n_x = len(np.unique(lx))
     if n_x < 2:
         return _failed(len(x), n_x, f"needs points at 2 or more distinct x, got {n_x} from {len(x)} point(s)")
     weights = _weights(lx, ly, se)
     core = _weighted_line(lx, ly, weights)
-    boot = _bootstrap(lx, ly, weights, core["x_ref"], n_boot, np.random.default_rng(seed))
-    cis = _intervals(core, boot, len(x))
+    rng = np.random.default_rng(seed)
+    if draws is not None and n_boot > 0 and draws.shape[1] >= _MIN_BOOT:
+        boot = _draw_bootstrap(lx, ly, weights, core, draws[:, :n_boot], _tau2(lx, ly, se), rng)
+        cis = _intervals(core, boot, len(x), widen=False)
+    else:
+        boot = _bootstrap(lx, ly, weights, core["x_ref"], n_boot, rng)
+        cis = _intervals(core, boot, len(x))
     held = _holdout(x, y, se) if holdout else None
     return PowerLawFit(
         a=math.exp(core["ln_a"]), b=core["b"], a_ci=cis["a"], b_ci=cis["b"], x_ref=math.exp(core["x_ref"]),
@@ -128,25 +138,35 @@ def fit_power_law(
     )
 
 
-def _clean(x, y, se) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _clean(x, y, se, draws=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.shape != y.shape:
         raise AnalysisError(f"x has {x.size} values but y has {y.size}: give one y per x")
     keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    if draws is not None:
+        draws = np.asarray(draws, dtype=float).reshape(len(x), -1)
+        keep &= np.isfinite(draws).all(axis=1)
+        draws = draws[keep]
     if se is None:
-        return x[keep], y[keep], None
+        return x[keep], y[keep], None, draws
     se = np.asarray(se, dtype=float)[keep]
     good = np.isfinite(se) & (se > 0)
     fill = np.median(se[good]) if good.any() else 1.0  # an unknown error counts as a typical one
-    return x[keep], y[keep], np.where(good, se, fill)
+    return x[keep], y[keep], np.where(good, se, fill), draws
+
+
+def _tau2(lx: np.ndarray, ly: np.ndarray, se: np.ndarray | None) -> float:
+    """Scatter about the line beyond the points' own errors (method of moments), in (ln y)**2."""
+    if se is None:
+        return 0.0
+    line = _weighted_line(lx, ly, np.ones_like(lx))
+    return max(0.0, line["resid_var"] - float(np.mean(se**2)))
 
 
 def _weights(lx: np.ndarray, ly: np.ndarray, se: np.ndarray | None) -> np.ndarray:
     if se is None:
         return np.ones_like(lx)
-    line = _weighted_line(lx, ly, np.ones_like(lx))
-    tau2 = max(0.0, line["resid_var"] - float(np.mean(se**2)))
-    return 1.0 / (se**2 + tau2)
+    return 1.0 / (se**2 + _tau2(lx, ly, se))
 
 
 def _weighted_line(lx: np.ndarray, ly: np.ndarray, w: np.ndarray) -> dict:
@@ -184,13 +204,24 @@ def _bootstrap(lx, ly, w, x_ref: float, n_boot: int, rng: np.random.Generator) -
     return {"ln_a": ln_a[good], "b": b[good], "c": c[good]}
 
 
-def _intervals(core: dict, boot: dict, n: int) -> dict:
+def _draw_bootstrap(lx, ly, w, core: dict, draws: np.ndarray, tau2: float, rng: np.random.Generator) -> dict:
+    """Resample y as line + (draw - estimate) + N(0, tau2) for every column of ``draws`` (n, R), refit each."""
+    d = lx - core["x_ref"]
+    line = core["c"] + core["b"] * d
+    ys = line[:, None] + (draws - ly[:, None]) + math.sqrt(tau2) * rng.standard_normal(draws.shape)  # (n, R)
+    sw, sdd = float(np.sum(w)), float(np.sum(w * d * d))
+    b = (w * d) @ ys / sdd  # d is centred under w: slope and level separate
+    c = w @ ys / sw
+    return {"ln_a": c - b * core["x_ref"], "b": b, "c": c}
+
+
+def _intervals(core: dict, boot: dict, n: int, *, widen: bool = True) -> dict:
     tail = 100 * (1 - CI_LEVEL) / 2
     if len(boot["b"]) >= _MIN_BOOT:
-        # Percentile intervals from few points run narrow; widen them about the estimate by the
-        # small-sample factor sqrt(n / (n - 2)) * t(n - 2) / z (1.1 at 24 cells, 1 for many cells).
+        # Percentile intervals from resampled points run narrow when the points are few; widen them about
+        # the estimate by the small-sample factor sqrt(n / (n - 2)) * t(n - 2) / z (1.1 at 24 cells).
         q = 1 - tail / 100
-        widen = math.sqrt(n / (n - 2)) * stats.t.ppf(q, n - 2) / stats.norm.ppf(q) if n > 2 else 1.0
+        widen = math.sqrt(n / (n - 2)) * stats.t.ppf(q, n - 2) / stats.norm.ppf(q) if widen and n > 2 else 1.0
 
         def pct(values, centre):
             low, high = np.percentile(values, [tail, 100 - tail])
@@ -265,7 +296,7 @@ def fit_gamma(
 
     def one(frame: pd.DataFrame, offset: int) -> PowerLawFit:
         return fit_power_law(frame["tokens"], frame["gamma"], se=frame["ln_lr_opt_se"], n_boot=n_boot,
-                             seed=seed + offset)
+                             seed=seed + offset, draws=gamma_draws(frame))
 
     per_model = {m: one(used[used["model"].eq(m)], i + 1) for i, m in enumerate(model_order(used))}
     pooled = one(used, 0)
@@ -273,6 +304,16 @@ def fit_gamma(
         pooled = replace(pooled, reason=f"no usable cell among {len(cells)}: every top-{top_k} cell is flagged "
                                         "(see the flags and reason columns of cells.csv)")
     return GammaFits(pooled, per_model, paper_fit(cells, top_k=top_k, n_boot=n_boot, seed=seed), chosen, top_k)
+
+
+def gamma_draws(cells: pd.DataFrame) -> np.ndarray | None:
+    """(cells, R) draws of ln gamma from the per-cell lr_opt draws; None when a cell has none."""
+    if "ln_lr_opt_draws" not in cells or not len(cells):
+        return None
+    rows = cells["ln_lr_opt_draws"].tolist()
+    if any(r is None or np.ndim(r) != 1 for r in rows) or len({len(r) for r in rows}) != 1:
+        return None
+    return np.stack(rows) - np.log(cells["batch_size"].to_numpy(float))[:, None]
 
 
 def paper_fit(cells: pd.DataFrame, *, top_k: int = 3, n_boot: int = 1000, seed: int = 0) -> PowerLawFit:

@@ -2,8 +2,9 @@
 
 Seeds of one lr are averaged first. A diverged run is worse than any finite loss: an lr where any
 seed diverged can never be the optimum, and its loss is never averaged. Around the grid argmin a
-quadratic in ln(lr) is fitted; its vertex is the sub-grid estimate, kept only when the quadratic is
-convex and the vertex lies inside the fitted window. Cells whose best lr is at an end of the grid,
+bowl in ln(lr) with a curvature of its own on each side is fitted (``analysis.bowl``; a parabola's
+vertex lands on the flatter, low-lr side of a real bowl); its vertex is the sub-grid estimate, and a
+perturbation bootstrap of the window's losses gives its error. Cells whose best lr is at an end of the grid,
 or next to a diverged lr, are flagged ``edge_low``/``edge_high`` and marked not ``ok``.
 
 >>> cells = find_optima(table)
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.bowl import BowlFit, fit_bowl
 from analysis.errors import AnalysisError
 
 CELL_KEYS = ("model", "tokens", "batch_size")
@@ -78,6 +80,7 @@ class _Quadratic:
 
     coef: np.ndarray  # (3,)
     xtx_inv: np.ndarray  # (3, 3)
+    design: np.ndarray  # (n, 3) Vandermonde rows of the window
     rss: float
     dof: int
     low: float
@@ -99,17 +102,25 @@ class _CellFit:
     n_runs: int
     best: int | None  # index of the grid argmin; None when every lr diverged
     quad: _Quadratic | None
+    bowl: BowlFit | None  # the two-sided bowl, when the window holds 2+ points each side of the argmin
+    d: np.ndarray  # the window's ln(lr) - ln(grid argmin)
     flags: tuple[str, ...]
     reason: str
 
 
-def find_optima(table: pd.DataFrame, *, schedule: str | None = None, half_width: int = 2) -> pd.DataFrame:
+def find_optima(
+    table: pd.DataFrame, *, schedule: str | None = None, half_width: int = 3, n_draws: int = 200, seed: int = 0,
+) -> pd.DataFrame:
     """One row per cell with lr_opt_grid, lr_opt, lr_opt_se, loss_opt, n_points, n_diverged and flags.
 
-    ``half_width`` grid points on each side of the argmin enter the quadratic (fewer where a
-    neighbour diverged). ``lr_opt_se`` is in lr units, ``ln_lr_opt_se`` is the standard error of
-    ln(lr_opt); ``curvature`` is d2(loss)/d(ln lr)^2 at the optimum (nats) and ``penalty_2x`` the
-    loss (nats) of an lr off by a factor 2. ``ok`` is False for flagged cells, with a ``reason``.
+    Up to ``half_width`` grid points on each side of the argmin (fewer where a neighbour diverged) enter
+    the estimate: a two-sided bowl (``method`` 'bowl', see ``analysis.bowl``) when the window holds two
+    or more points on each side of the argmin, else a parabola ('quadratic'), else the grid argmin.
+    ``ln_lr_opt_draws`` holds ``n_draws`` bootstrap draws of ln(lr_opt): the losses of the window
+    perturbed by the pooled noise and the estimator run again, so they carry the estimator's own error.
+    ``lr_opt_se`` is in lr units, ``ln_lr_opt_se`` the standard deviation of the draws; ``curvature`` is
+    d2(loss)/d(ln lr)^2 at the optimum (nats, the mean of both sides) and ``penalty_2x`` the loss (nats)
+    of an lr off by a factor 2. ``ok`` is False for flagged cells, with a ``reason``.
     """
     if half_width < 1:
         raise AnalysisError(f"half_width={half_width}: must be at least 1 grid point on each side")
@@ -119,9 +130,10 @@ def find_optima(table: pd.DataFrame, *, schedule: str | None = None, half_width:
     bounds = _group_bounds(points)
     fits = [_fit_cell(points.iloc[s:e], half_width) for s, e in bounds]
     noise_var = _pooled_noise(fits)
-    rows = [_cell_row(fit, noise_var) for fit in fits]
+    rng = np.random.default_rng(seed)
+    rows = [_cell_row(fit, noise_var, n_draws, rng) for fit in fits]
     keys = points.iloc[[s for s, _ in bounds]][[*CELL_KEYS, "n_params"]].reset_index(drop=True)
-    return pd.concat([keys, pd.DataFrame(rows)], axis=1)[list(CELL_COLUMNS)]
+    return pd.concat([keys, pd.DataFrame(rows)], axis=1)[[*CELL_COLUMNS, "ln_lr_opt_draws"]]
 
 
 def _group_bounds(points: pd.DataFrame) -> list[tuple[int, int]]:
@@ -133,18 +145,28 @@ def _group_bounds(points: pd.DataFrame) -> list[tuple[int, int]]:
 def _fit_cell(cell: pd.DataFrame, half_width: int) -> _CellFit:
     lr, loss = cell["lr"].to_numpy(float), cell["loss"].to_numpy(float)
     finite, n_runs = np.isfinite(loss), int(cell["n_runs"].sum())
+    empty = np.empty(0)
     if not finite.any():
         reason = f"all {len(lr)} lrs diverged: lower the lr grid"
-        return _CellFit(lr, loss, n_runs, None, None, ("all_diverged",), reason)
+        return _CellFit(lr, loss, n_runs, None, None, None, empty, ("all_diverged",), reason)
     best = int(np.argmin(np.where(finite, loss, np.inf)))
     flags, reasons = _edge_flags(lr, finite, best)
     if finite.sum() < 3:
         flags.append("too_few_points")
         reasons.append(f"only {int(finite.sum())} finite lr(s), need 3: add lrs around {lr[best]:.3g}")
-    quad = None if flags else _fit_window(np.log(lr), loss, finite, best, half_width)
-    if quad is not None and not quad.accepted:
-        flags.append("quadratic_rejected")  # not blocking: the grid argmin stands, with a wider error
-    return _CellFit(lr, loss, n_runs, best, quad, tuple(flags), "; ".join(reasons))
+    low, high = _window(finite, best, half_width)
+    x = np.log(lr)
+    d, y = x[low:high + 1] - x[best], loss[low:high + 1]  # centred on the argmin: well conditioned
+    bowl = quad = None
+    if not flags and best - low >= 2 and high - best >= 2:
+        bowl = fit_bowl(d, y, low=d[best - low - 1], high=d[best - low + 1])
+        if not bowl.convex[0]:
+            bowl = None
+    if not flags and bowl is None and high - low >= 2:
+        quad = _fit_quadratic(d, y)
+        if not quad.accepted:
+            flags.append("quadratic_rejected")  # not blocking: the grid argmin stands, with a wider error
+    return _CellFit(lr, loss, n_runs, best, quad, bowl, d, tuple(flags), "; ".join(reasons))
 
 
 def _edge_flags(lr: np.ndarray, finite: np.ndarray, best: int) -> tuple[list[str], list[str]]:
@@ -164,30 +186,36 @@ def _edge_flags(lr: np.ndarray, finite: np.ndarray, best: int) -> tuple[list[str
     return flags, reasons
 
 
-def _fit_window(x: np.ndarray, y: np.ndarray, finite: np.ndarray, best: int, half_width: int) -> _Quadratic | None:
+def _window(finite: np.ndarray, best: int, half_width: int) -> tuple[int, int]:
+    """Indices [low, high] of up to ``half_width`` finite neighbours on each side of the argmin."""
     low = high = best
     while low > 0 and best - low < half_width and finite[low - 1]:
         low -= 1
-    while high < len(x) - 1 and high - best < half_width and finite[high + 1]:
+    while high < len(finite) - 1 and high - best < half_width and finite[high + 1]:
         high += 1
-    if high - low < 2:
-        return None
-    d = x[low:high + 1] - x[best]  # centred on the argmin so the normal equations stay well conditioned
+    return low, high
+
+
+def _fit_quadratic(d: np.ndarray, y: np.ndarray) -> _Quadratic:
     design = np.vander(d, 3, increasing=True)
     xtx_inv = np.linalg.inv(design.T @ design)
-    coef = xtx_inv @ design.T @ y[low:high + 1]
-    rss = float(np.sum((y[low:high + 1] - design @ coef) ** 2))
-    return _Quadratic(coef, xtx_inv, rss, len(d) - 3, float(d[0]), float(d[-1]))
+    coef = xtx_inv @ design.T @ y
+    rss = float(np.sum((y - design @ coef) ** 2))
+    return _Quadratic(coef, xtx_inv, design, rss, len(d) - 3, float(d[0]), float(d[-1]))
 
 
 def _pooled_noise(fits: list[_CellFit]) -> float | None:
-    # One noise variance for all cells: a 5-point window leaves 2 degrees of freedom, too few alone.
-    quads = [f.quad for f in fits if f.quad is not None and f.quad.accepted and f.quad.dof > 0]
-    dof = sum(q.dof for q in quads)
-    return sum(q.rss for q in quads) / dof if dof else None
+    # One noise variance (nats**2, of a seed-mean loss) for all cells: one window leaves too few degrees of freedom.
+    rss = dof = 0.0
+    for fit in fits:
+        if fit.bowl is not None:
+            rss, dof = rss + float(fit.bowl.rss[0]), dof + fit.bowl.dof
+        elif fit.quad is not None and fit.quad.accepted:
+            rss, dof = rss + fit.quad.rss, dof + fit.quad.dof
+    return rss / dof if dof else None
 
 
-def _cell_row(fit: _CellFit, noise_var: float | None) -> dict:
+def _cell_row(fit: _CellFit, noise_var: float | None, n_draws: int, rng: np.random.Generator) -> dict:
     finite = np.isfinite(fit.loss)
     row = {
         "n_points": len(fit.lr), "n_finite": int(finite.sum()), "n_diverged": int((~finite).sum()),
@@ -195,39 +223,49 @@ def _cell_row(fit: _CellFit, noise_var: float | None) -> dict:
         "edge_low": "edge_low" in fit.flags, "edge_high": "edge_high" in fit.flags,
         "ok": not BLOCKING_FLAGS.intersection(fit.flags), "flags": ";".join(fit.flags), "reason": fit.reason,
     }
-    return row | (_no_optimum() if fit.best is None else _optimum(fit, noise_var))
+    return row | (_no_optimum() if fit.best is None else _optimum(fit, noise_var, n_draws, rng))
 
 
 def _no_optimum() -> dict:
     nan = float("nan")
     return {"lr_opt": nan, "lr_opt_se": nan, "ln_lr_opt_se": nan, "lr_opt_grid": nan, "loss_opt": nan,
-            "loss_opt_grid": nan, "method": "none", "curvature": nan, "penalty_2x": nan}
+            "loss_opt_grid": nan, "method": "none", "curvature": nan, "penalty_2x": nan, "ln_lr_opt_draws": None}
 
 
-def _optimum(fit: _CellFit, noise_var: float | None) -> dict:
+def _optimum(fit: _CellFit, noise_var: float | None, n_draws: int, rng: np.random.Generator) -> dict:
     x, best = np.log(fit.lr), fit.best
-    # A grid argmin is off by up to half a step, uniformly: sd = step / sqrt(12) in ln(lr).
-    grid_se = _grid_step(x, best) / math.sqrt(12.0)
     quad = fit.quad if fit.quad is not None and fit.quad.accepted else None
-    if quad is None:
-        ln_opt, se, loss_opt, curvature, method = x[best], grid_se, fit.loss[best], float("nan"), "grid"
-    else:
+    step = _grid_step(x, best)
+    if noise_var is not None and fit.bowl is not None:
+        bowl = fit.bowl
+        offset, loss_opt, curvature, method = bowl.vertex[0], bowl.floor[0], bowl.k_low[0] + bowl.k_high[0], "bowl"
+        noisy = bowl.fitted + rng.normal(0.0, math.sqrt(noise_var), (len(fit.d), n_draws))
+        sides = fit.d[fit.d < 0][-1], fit.d[fit.d > 0][0]  # the argmin's neighbours bound the vertex
+        draws = fit_bowl(fit.d, noisy, low=sides[0], high=sides[1]).vertex
+    elif noise_var is not None and quad is not None:
         c0, c1, c2 = quad.coef
-        ln_opt, loss_opt, curvature, method = x[best] + quad.vertex, c0 - c1 * c1 / (4 * c2), 2 * c2, "quadratic"
-        # Floor: one lucky low-residual fit must not dominate a weighted fit downstream.
-        se = max(_vertex_se(quad, noise_var), grid_se / 4) if noise_var is not None else grid_se
+        offset, loss_opt, curvature, method = quad.vertex, c0 - c1 * c1 / (4 * c2), 2 * c2, "quadratic"
+        noisy = (quad.design @ quad.coef)[:, None] + rng.normal(0.0, math.sqrt(noise_var), (len(fit.d), n_draws))
+        draws = _quadratic_vertices(quad, noisy)
+    else:
+        # A grid argmin is off by up to half a step, uniformly.
+        offset, loss_opt, curvature, method = 0.0, fit.loss[best], float("nan"), "grid"
+        draws = rng.uniform(-step / 2, step / 2, n_draws)
+    se = float(np.std(draws)) if n_draws > 1 else step / math.sqrt(12.0)
+    ln_opt = x[best] + offset
     lr_opt = math.exp(ln_opt)
     return {"lr_opt": lr_opt, "lr_opt_se": lr_opt * se, "ln_lr_opt_se": se, "lr_opt_grid": fit.lr[best],
             "loss_opt": loss_opt, "loss_opt_grid": fit.loss[best], "method": method, "curvature": curvature,
-            "penalty_2x": curvature / 2 * _LN2_SQUARED}
+            "penalty_2x": curvature / 2 * _LN2_SQUARED, "ln_lr_opt_draws": x[best] + draws}
+
+
+def _quadratic_vertices(quad: _Quadratic, noisy: np.ndarray) -> np.ndarray:
+    """(R,) the vertex of each column's parabola, kept inside the window (a flat or concave draw: the argmin)."""
+    c = quad.xtx_inv @ quad.design.T @ noisy  # (3, R)
+    vertex = np.divide(-c[1], 2 * c[2], out=np.zeros(noisy.shape[1]), where=c[2] > 0)
+    return np.clip(vertex, quad.low, quad.high)
 
 
 def _grid_step(x: np.ndarray, best: int) -> float:
     low, high = max(best - 1, 0), min(best + 1, len(x) - 1)
     return (x[high] - x[low]) / max(high - low, 1)
-
-
-def _vertex_se(quad: _Quadratic, noise_var: float) -> float:
-    _, c1, c2 = quad.coef
-    grad = np.array([0.0, -1.0 / (2 * c2), c1 / (2 * c2 * c2)])  # d(vertex)/d(c0, c1, c2)
-    return float(np.sqrt(max(noise_var * grad @ quad.xtx_inv @ grad, 0.0)))

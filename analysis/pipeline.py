@@ -28,7 +28,7 @@ class Settings:
     seed: int = 0  # seed of the bootstrap
     schedule: str | None = None  # schedule whose runs locate lr_opt; None: the table's only non-power one
     include_flagged: bool = False  # let edge / too-small cells into the point fits
-    half_width: int = 2  # grid points each side of the argmin in the quadratic
+    half_width: int = 3  # grid points each side of the argmin in the per-cell bowl
     band_eps: float = 0.0025  # relative loss tolerance of the band fit (Step Law uses 0.25%)
     near_factor: float = 3.0  # B within [Bc / f, Bc * f] is "near_critical"
     diverge_factor: float = DIVERGE_FACTOR  # loss above this times its cell's best: the run diverged
@@ -45,6 +45,7 @@ class Settings:
             raise AnalysisError(f"near_factor={self.near_factor!r}: must be above 1")
 
 
+MIN_DRAWS = 200  # per-cell lr_opt draws even with n_boot 0: they give each cell's standard error
 _FLAGS = {"top_k": "--top-k", "n_boot": "--bootstrap; 0 gives analytic intervals", "half_width": "half_width"}
 
 
@@ -115,7 +116,8 @@ def _input_notes(table: pd.DataFrame) -> list[str]:
 
 def _point_analysis(table, schedule: str, settings: Settings, power: PowerSearch | None, notes: list[str]) -> Analysis:
     boot = {"n_boot": settings.n_boot, "seed": settings.seed}
-    cells = find_optima(table, schedule=schedule, half_width=settings.half_width)
+    cells = find_optima(table, schedule=schedule, half_width=settings.half_width,
+                        n_draws=max(settings.n_boot, MIN_DRAWS), seed=settings.seed)
     gamma = fit_gamma(cells, top_k=settings.top_k, include_flagged=settings.include_flagged, **boot)
     critical = fit_critical_batch(cells, **boot)
     labelled = label_regimes(gamma.cells, critical, near_factor=settings.near_factor)

@@ -146,7 +146,7 @@ def sensitivity(cells: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> Se
 
     ``penalty_2x`` = curvature / 2 * ln(2)**2 is the loss (nats) of an lr off by a factor 2.
     """
-    usable = cells[cells["ok"].astype(bool) & cells["method"].eq("quadratic") & (cells["curvature"] > 0)]
+    usable = cells[cells["ok"].astype(bool) & cells["method"].isin(["bowl", "quadratic"]) & (cells["curvature"] > 0)]
     per_tokens = usable.groupby(["model", "tokens"], sort=True).agg(
         curvature=("curvature", "median"), penalty_2x=("penalty_2x", "median"), n_cells=("curvature", "size"),
     ).reset_index()

@@ -50,7 +50,7 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cells_csv = out / "cells.csv"
-    result.cells.to_csv(cells_csv, index=False)
+    result.cells.drop(columns=["ln_lr_opt_draws"], errors="ignore").to_csv(cells_csv, index=False)
     coefficients = _try_coefficients(result, out / "coefficients.json")
     drawn, skipped = _write_figures(result, out, schedules) if figures else ({}, {"all": "figures=False"})
     index = out / "index.html"

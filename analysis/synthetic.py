@@ -2,7 +2,9 @@
 
 The loss of a run (nats/token) is
 
-    L(N, T) + batch_penalty * ln(B / Bc(T))**2 + k(T) * (ln lr - ln lr_opt(B, T))**2 + noise
+    L(N, T) + batch_penalty * ln(B / Bc(T))**2 + k(T) * s * (ln lr - ln lr_opt(B, T))**2 + noise
+
+with s = 1 below lr_opt and s = ``asymmetry`` above it (real bowls climb faster past the optimum).
 
 with ``lr_opt = B * a * T**b`` (the paper's Eq. 6, ``lr_law="linear"``) or the critical-batch
 form ``2 * lr_peak(T) / (sqrt(B / Bc) + sqrt(Bc / B))`` (``lr_law="critical"``). Runs with
@@ -37,12 +39,14 @@ class PlantedLaw:
     a: float = 4.6  # gamma = lr_opt / batch_size = a * T**b (paper Eq. 5: 4.6 and -0.51)
     b: float = -0.51
     lr_law: str = "linear"  # "linear" (paper) or "critical" (lr_opt peaks at B = Bc)
+    batch_exp: float = 1.0  # "linear" law: lr_opt = B**batch_exp * a * T**b (the paper: 1, lr proportional to B)
     bc_c: float = 1.28e-3  # critical batch size Bc(T) = bc_c * T**bc_zeta, in sequences
     bc_zeta: float = 0.5
     peak_c: float = 0.02  # "critical" law: lr_peak(T) = peak_c * (T / 1e9)**peak_q
     peak_q: float = -0.3
     curvature: float = 0.02  # k at T = 1e10 tokens: nats per (ln lr)**2
     curvature_exp: float = 0.0  # k(T) = curvature * (T / 1e10)**curvature_exp
+    asymmetry: float = 1.0  # above lr_opt the bowl is this many times steeper than below (1: symmetric)
     batch_penalty: float = 0.005  # nats per (ln(B / Bc))**2: the best batch size is near Bc
     noise_sd: float = 0.002  # nats, independent per run
     diverge_ratio: float = 8.0  # lr above diverge_ratio * lr_opt diverges
@@ -54,7 +58,7 @@ class PlantedLaw:
         """The planted optimal peak lr at ``batch_size`` sequences and ``tokens`` tokens."""
         batch, tokens = np.asarray(batch_size, dtype=float), np.asarray(tokens, dtype=float)
         if self.lr_law == "linear":
-            return batch * self.a * tokens**self.b
+            return batch**self.batch_exp * self.a * tokens**self.b
         if self.lr_law == "critical":
             ratio = batch / self.critical_batch(tokens)
             peak = self.peak_c * (tokens / 1e9) ** self.peak_q
@@ -93,7 +97,8 @@ def synthetic_table(
     m, t, bs, lr, s = (a.ravel() for a in np.meshgrid(
         np.arange(len(names)), grid.tokens, grid.batch_sizes, grid.lrs, np.arange(grid.n_seeds), indexing="ij"))
     lr_opt = law.lr_opt(bs, t)
-    loss = law.floor(np.asarray(n_params)[m], t, bs) + law.sharpness(t) * np.log(lr / lr_opt) ** 2
+    u = np.log(lr / lr_opt)
+    loss = law.floor(np.asarray(n_params)[m], t, bs) + law.sharpness(t) * np.where(u > 0, law.asymmetry, 1.0) * u**2
     loss = loss + np.random.default_rng(seed).normal(0.0, law.noise_sd, size=loss.shape)
     diverged = lr > law.diverge_ratio * lr_opt
     frame = _runs_frame(sweep_id, np.asarray(names)[m], np.asarray(n_params)[m], t, bs, lr, s, grid.seq_len)

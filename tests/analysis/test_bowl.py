@@ -1,0 +1,31 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analysis.bowl import fit_bowl
+
+
+@settings(max_examples=40, deadline=None)
+@given(vertex=st.floats(-0.3, 0.3), k_low=st.floats(0.005, 0.1), ratio=st.floats(0.25, 5.0),
+       step=st.floats(0.3, 0.7))
+def test_a_noise_free_two_sided_bowl_is_recovered(vertex, k_low, ratio, step):
+    d = step * np.arange(-3, 4)
+    y = 2.5 + k_low * np.minimum(d - vertex, 0) ** 2 + k_low * ratio * np.maximum(d - vertex, 0) ** 2
+    fit = fit_bowl(d, y, low=-step, high=step)
+    assert fit.vertex[0] == pytest.approx(vertex, abs=2e-3 * step)
+    assert fit.k_high[0] / fit.k_low[0] == pytest.approx(ratio, rel=0.02)
+    assert fit.convex[0]
+
+
+def test_every_column_is_fitted_on_its_own():
+    d = 0.5 * np.arange(-3, 4)
+    columns = [2 + 0.03 * np.where(d > m, 3.0, 1.0) * (d - m) ** 2 for m in (-0.4, 0.0, 0.35)]
+    fit = fit_bowl(d, np.column_stack(columns))
+    assert fit.vertex == pytest.approx([-0.4, 0.0, 0.35], abs=2e-3)
+    assert fit.fitted.shape == (7, 3) and fit.dof == 3
+
+
+def test_too_few_points_is_an_error():
+    with pytest.raises(ValueError, match="needs 5 points"):
+        fit_bowl(np.arange(4.0), np.ones(4))
