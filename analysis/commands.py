@@ -85,12 +85,26 @@ def analyze_command(args: argparse.Namespace) -> int:
             return 0
         reason = result.gamma.pooled.reason if result.gamma is not None else "no runs with a fixed peak lr"
         raise AnalysisError(f"no coefficients written: the gamma fit failed ({reason}); see {paths.index_html}")
-    fit = result.gamma.pooled
     print(f"coefficients:  {paths.coefficients}")
-    print(f"gamma = lr_opt / batch_size = a * T^b with a = {fit.a:.4g} (95% CI {fit.a_ci.low:.4g} to "
-          f"{fit.a_ci.high:.4g}), b = {fit.b:.4f} (95% CI {fit.b_ci.low:.4f} to {fit.b_ci.high:.4f}), "
-          f"{fit.n_points} cells")
+    for line in _headline_lines(result):
+        print(line)
     return 0
+
+
+def _headline_lines(result) -> list[str]:
+    """The law that holds for this table, one line per fit."""
+    gamma = result.gamma
+    if result.headline == "per_model_batch_law":
+        return ["headline:      lr_opt = c * B^alpha * T^beta per model (gamma is not batch-invariant here)"] + [
+            f"  model {name}: alpha = {law.alpha:.3f} (95% CI {law.alpha_ci.low:.3f} to {law.alpha_ci.high:.3f}), "
+            f"beta = {law.coef['beta']:.3f} (95% CI {law.ci['beta'].low:.3f} to {law.ci['beta'].high:.3f}), "
+            f"{law.n_cells} cells" for name, law in result.batch.items() if law.ok]
+    fits = gamma.per_model.items() if result.headline == "per_model_gamma" else [("pooled", gamma.pooled)]
+    head = ("headline:      gamma = a * T^b per model (the models' laws differ; the pooled law is not used)"
+            if result.headline == "per_model_gamma" else "headline:      gamma = a * T^b pooled over models")
+    return [head] + [f"gamma = lr_opt / batch_size = a * T^b ({name}) with a = {fit.a:.4g} (95% CI "
+                     f"{fit.a_ci.low:.4g} to {fit.a_ci.high:.4g}), b = {fit.b:.4f} (95% CI {fit.b_ci.low:.4f} to "
+                     f"{fit.b_ci.high:.4f}), {fit.n_points} cells" for name, fit in fits if fit.ok]
 
 
 def _check_out_dir(out: str) -> None:
@@ -110,6 +124,9 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     """Register `predict --coefficients FILE --batch-size B --tokens T`; its handler is ``predict_command``."""
     p = subparsers.add_parser("predict", help="predict the optimal peak lr from coefficients.json")
     p.add_argument("--coefficients", required=True, help="coefficients.json written by `analyze`")
+    p.add_argument("--model", help="the model whose law answers (see the report's per-model laws)")
+    p.add_argument("--n-params", type=float,
+                   help="parameters of the target model: lr_opt interpolated in ln N between the fitted models")
     p.add_argument("--batch-size", type=float, required=True, help="batch size in sequences")
     p.add_argument("--tokens", type=float, required=True, help="training tokens, e.g. 1e12")
     p.add_argument("--seq-len", type=int, help="also print an lm-engine power-scheduler snippet for this seq_len")
@@ -123,9 +140,12 @@ def predict_command(args: argparse.Namespace) -> int:
     from analysis.export import lm_engine_snippet, predict_lr, read_coefficients
 
     coefficients = read_coefficients(args.coefficients)
-    pred = predict_lr(coefficients, batch_size=args.batch_size, tokens=args.tokens)
+    pred = predict_lr(coefficients, batch_size=args.batch_size, tokens=args.tokens, model=args.model,
+                      n_params=args.n_params)
     print(f"lr_opt = {pred.lr_opt:.4g} (95% CI {pred.ci_low:.4g} to {pred.ci_high:.4g}, {pred.ci_method}) "
-          f"for batch_size = {args.batch_size:g} sequences, tokens = {args.tokens:g}")
+          f"for batch_size = {args.batch_size:g} sequences, tokens = {args.tokens:g}; law: {pred.law}")
+    for note in pred.notes:
+        print(f"note: {note}")
     if pred.extrapolation > 1.5:
         print(f"note: tokens = {args.tokens:g} is {pred.extrapolation:.3g}x outside the swept token range "
               f"{coefficients.get('tokens_range')}: an extrapolation")

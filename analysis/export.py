@@ -65,7 +65,9 @@ def coefficients(result: Analysis) -> dict:
         "tokens_range": [float(result.cells.loc[result.cells["used"], "tokens"].min()),
                          float(result.cells.loc[result.cells["used"], "tokens"].max())],
         "units": _units(result.table),
-        "per_model": {name: _fit_summary(fit) for name, fit in result.gamma.per_model.items()},
+        "headline": result.headline,
+        "per_model": {name: _model_summary(result, name, fit) for name, fit in result.gamma.per_model.items()},
+        "batch_laws": {name: _batch_summary(law) for name, law in result.batch.items() if law.ok},
         "paper_method": _fit_summary(result.gamma.paper),
         "critical_batch": _critical_summary(result),
         "power_search": _power_summary(result),
@@ -79,6 +81,28 @@ def _fit_summary(fit: PowerLawFit) -> dict:
             "r2": fit.r2, "n_cells": fit.n_points, "ci_method": fit.ci_method,
             "holdout": None if fit.holdout is None else {
                 "tokens": fit.holdout.x, "ratio": fit.holdout.ratio, "abs_log_error": fit.holdout.abs_log_error}}
+
+
+def _model_summary(result: Analysis, name: str, fit: PowerLawFit) -> dict:
+    """One model's gamma law with its paired bootstrap samples and the (B, T) ranges its cells span."""
+    used = result.cells[result.cells["used"] & result.cells["model"].eq(name)]
+    sizes = result.cells.loc[result.cells["model"].eq(name), "n_params"].dropna()
+    return _fit_summary(fit) | {
+        "n_params": float(sizes.median()) if len(sizes) else None,
+        "tokens_range": [float(used["tokens"].min()), float(used["tokens"].max())] if len(used) else None,
+        "batch_range": [float(used["batch_size"].min()), float(used["batch_size"].max())] if len(used) else None,
+        "bootstrap": {"a": np.exp(fit.boot_ln_a).tolist(), "b": fit.boot_b.tolist()},
+    }
+
+
+def _batch_summary(law) -> dict:
+    ci = {t: [law.ci[t].low, law.ci[t].high] for t in law.ci}
+    return {"formula": "lr_opt = c * batch_size**alpha * tokens**beta", "c": math.exp(law.coef["ln_c"]),
+            "alpha": law.alpha, "beta": law.coef["beta"], "alpha_ci": ci["alpha"], "beta_ci": ci["beta"],
+            "c_ci": [math.exp(v) for v in ci["ln_c"]], "linear": law.linear, "n_cells": law.n_cells,
+            "batch_range": list(law.batch_range), "tokens_range": list(law.tokens_range),
+            "bootstrap": {"ln_c": law.boot[:, 0].tolist(), "alpha": law.boot[:, 1].tolist(),
+                          "beta": law.boot[:, 2].tolist()}}
 
 
 def _critical_summary(result: Analysis) -> dict | None:
@@ -175,23 +199,117 @@ class Prediction:
     ci_high: float
     ci_method: str = "bootstrap"  # "bootstrap" (paired (a, b) samples), "covariance" or "none"
     extrapolation: float = 1.0  # how many times beyond the swept token range (1: inside it)
+    law: str = "pooled gamma"  # which law answered, e.g. "model 36M: lr_opt = c * B^alpha * T^beta"
+    notes: tuple[str, ...] = ()  # one line each: batch size outside the fitted range, ...
 
 
-def predict_lr(coefficients: dict | str | Path, *, batch_size: float, tokens: float) -> Prediction:
-    """lr_opt = batch_size * a * tokens**b, batch size in sequences, tokens in tokens.
+def predict_lr(coefficients: dict | str | Path, *, batch_size: float, tokens: float, model: str | None = None,
+               n_params: float | None = None) -> Prediction:
+    """The optimal peak lr at ``batch_size`` sequences and ``tokens`` tokens, with its 95% CI.
 
-    The CI is the 2.5-97.5 percentile of batch_size * a_i * tokens**b_i over the paired bootstrap
-    samples stored in the file (so it keeps the correlation of a and b); without samples, the
-    normal interval of ln lr_opt from the stored covariance of (ln a, b).
+    Without ``model`` or ``n_params``: the pooled law lr_opt = batch_size * a * tokens**b, refused when the
+    file's ``headline`` says the models' laws differ or gamma is not batch-invariant. With ``model``: that
+    model's law (its batch law lr_opt = c * B**alpha * T**beta when alpha's interval excludes 1, else its
+    gamma law). With ``n_params``: ln lr_opt interpolated linearly in ln N between the two models around it
+    (refused outside the fitted models' N). The CI comes from the paired bootstrap samples in the file.
     """
     content = _content(coefficients)
     for name, value in (("batch_size", batch_size), ("tokens", tokens)):
         if not value > 0:
             raise AnalysisError(f"{name}={value!r}: must be a positive number")
+    if model is not None and n_params is not None:
+        raise AnalysisError("pass --model or --n-params, not both")
+    if n_params is not None:
+        return _interpolated(content, batch_size, tokens, n_params)
+    if model is not None:
+        return _for_model(content, batch_size, tokens, model)
+    _check_pooled(content)
     ln_t = math.log(tokens)
     lr = batch_size * content["a"] * tokens ** content["b"]
     low, high, method = _prediction_interval(content, ln_t, batch_size)
     return Prediction(lr, low, high, method, _extrapolation(content, tokens))
+
+
+def _check_pooled(content: dict) -> None:
+    headline = content.get("headline", "pooled_gamma")
+    if headline in ("pooled_gamma", "none"):
+        return
+    models = ", ".join(content.get("per_model", {}))
+    why = ("gamma = lr_opt / batch_size is not batch-invariant in this table" if headline == "per_model_batch_law"
+           else "the models' gamma laws differ (the transfer test failed)")
+    raise AnalysisError(f"the pooled law does not hold: {why}; pass --model NAME (one of: {models}) "
+                        "or --n-params N")
+
+
+def _for_model(content: dict, batch_size: float, tokens: float, model: str) -> Prediction:
+    per_model = content.get("per_model") or {}
+    if model not in per_model:
+        raise AnalysisError(f"--model {model!r} is not in the coefficients: choose one of {', '.join(per_model)}")
+    batch_law = (content.get("batch_laws") or {}).get(model)
+    fit = per_model[model]
+    if batch_law is not None and not batch_law.get("linear", True):
+        lr, low, high = _batch_law_lr(batch_law, batch_size, tokens)
+        ranges, law = batch_law, f"model {model}: lr_opt = c * B^alpha * T^beta (alpha = {batch_law['alpha']:.3g})"
+    else:
+        if fit.get("a") is None or fit.get("b") is None:
+            raise AnalysisError(f"model {model!r} has no fitted law in the coefficients: see the report's notes")
+        lr, low, high = _gamma_lr(fit, batch_size, tokens)
+        ranges, law = fit, f"model {model}: gamma = a * T^b"
+    notes = _range_notes(ranges, batch_size, tokens)
+    return Prediction(lr, low, high, "bootstrap", _extrapolation(ranges, tokens), law, notes)
+
+
+def _gamma_lr(fit: dict, batch_size: float, tokens: float) -> tuple[float, float, float]:
+    samples = fit.get("bootstrap") or {}
+    a, b = np.asarray(samples.get("a") or [], float), np.asarray(samples.get("b") or [], float)
+    lr = batch_size * fit["a"] * tokens ** fit["b"]
+    if len(a) < 20:
+        return lr, float("nan"), float("nan")
+    low, high = np.percentile(np.log(batch_size * a) + b * math.log(tokens), [2.5, 97.5])
+    return lr, math.exp(low), math.exp(high)
+
+
+def _batch_law_lr(law: dict, batch_size: float, tokens: float) -> tuple[float, float, float]:
+    lr = law["c"] * batch_size ** law["alpha"] * tokens ** law["beta"]
+    boot = law.get("bootstrap") or {}
+    ln_c = np.asarray(boot.get("ln_c") or [], float)
+    if len(ln_c) < 20:
+        return lr, float("nan"), float("nan")
+    samples = ln_c + np.asarray(boot["alpha"]) * math.log(batch_size) + np.asarray(boot["beta"]) * math.log(tokens)
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return lr, math.exp(low), math.exp(high)
+
+
+def _range_notes(ranges: dict, batch_size: float, tokens: float) -> tuple[str, ...]:
+    notes = []
+    batch_range = ranges.get("batch_range")
+    if batch_range and not batch_range[0] / 1.5 <= batch_size <= batch_range[1] * 1.5:
+        notes.append(f"batch_size = {batch_size:g} is outside the fitted batch sizes {batch_range[0]:g} to "
+                     f"{batch_range[1]:g} sequences: an extrapolation")
+    return tuple(notes)
+
+
+def _interpolated(content: dict, batch_size: float, tokens: float, n_params: float) -> Prediction:
+    sizes = sorted((m["n_params"], name) for name, m in (content.get("per_model") or {}).items()
+                   if m.get("n_params") and m.get("a") is not None)
+    if len({n for n, _ in sizes}) < 2:
+        raise AnalysisError(f"--n-params {n_params:g} needs fitted models of 2 or more sizes with n_params in the "
+                            f"table; these coefficients have {len(sizes)}: pass --model instead")
+    if not sizes[0][0] <= n_params <= sizes[-1][0]:
+        raise AnalysisError(f"--n-params {n_params:g} is outside the fitted models' sizes {sizes[0][0]:g} to "
+                            f"{sizes[-1][0]:g}: pass a size inside them (an N law is not extrapolated)")
+    upper = next(i for i, (n, _) in enumerate(sizes) if n >= n_params)
+    lower = max(upper - 1, 0)
+    below, above = (_for_model(content, batch_size, tokens, sizes[i][1]) for i in (lower, upper))
+    span = math.log(sizes[upper][0] / sizes[lower][0])
+    weight = math.log(n_params / sizes[lower][0]) / span if span > 0 else 0.0
+
+    def mix(x: float, y: float) -> float:
+        return math.exp((1 - weight) * math.log(x) + weight * math.log(y))
+    law = f"interpolated in ln N between models {sizes[lower][1]} and {sizes[upper][1]}"
+    return Prediction(mix(below.lr_opt, above.lr_opt), mix(below.ci_low, above.ci_low),
+                      mix(below.ci_high, above.ci_high), "bootstrap", max(below.extrapolation, above.extrapolation),
+                      law, tuple(dict.fromkeys(below.notes + above.notes)))
 
 
 def _content(coefficients: dict | str | Path) -> dict:

@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import pandas as pd
 
 from analysis.band import BandFit, band_fit
+from analysis.batch_scaling import BatchLaw, fit_batch_laws
 from analysis.fit import GammaFits, Transfer, fit_gamma, transfer
 from analysis.optimum import choose_schedule, find_optima
 from analysis.power_search import PowerSearch, power_search
@@ -64,6 +65,33 @@ class Analysis:
     settings: Settings
     schedule: str | None  # the schedule analysed for lr_opt
     notes: tuple[str, ...]
+    batch: dict[str, BatchLaw] = field(default_factory=dict)  # per model: lr_opt = c * B**alpha * T**beta
+
+    @property
+    def headline(self) -> str:
+        """Which law a reader should use (see ``HEADLINES``)."""
+        return headline(self)
+
+
+HEADLINES = {
+    "pooled_gamma": "gamma = lr_opt / batch_size = a * T^b, pooled over models (it transfers across them)",
+    "per_model_gamma": "gamma = a * T^b per model: the models' laws differ, so the pooled one is not used",
+    "per_model_batch_law": "lr_opt = c * B^alpha * T^beta per model: gamma is not batch-invariant (alpha != 1)",
+    "none": "no law could be fitted",
+}
+
+
+def headline(result: Analysis) -> str:
+    """'per_model_batch_law' when some model's alpha interval excludes 1; else 'per_model_gamma' when the
+    per-model gamma laws disagree (several models); else 'pooled_gamma'; 'none' without a gamma fit."""
+    if result.gamma is None or not result.gamma.pooled.ok:
+        return "none"
+    if any(law.ok and not law.linear for law in result.batch.values()):
+        return "per_model_batch_law"
+    fits = [f for f in result.gamma.per_model.values() if f.ok]
+    if len(fits) > 1 and result.transfer is not None and not (result.transfer.b_agree and result.transfer.gamma_agree):
+        return "per_model_gamma"
+    return "pooled_gamma"
 
 
 def analyze(table: pd.DataFrame, **options) -> Analysis:
@@ -121,12 +149,23 @@ def _point_analysis(table, schedule: str, settings: Settings, power: PowerSearch
     gamma = fit_gamma(cells, top_k=settings.top_k, include_flagged=settings.include_flagged, **boot)
     critical = fit_critical_batch(cells, **boot)
     labelled = label_regimes(gamma.cells, critical, near_factor=settings.near_factor)
-    notes += _fit_notes(gamma, critical, cells)
+    batch = fit_batch_laws(cells, **boot)
+    notes += _fit_notes(gamma, critical, cells) + _batch_notes(batch)
     return Analysis(
         table=table, cells=labelled, gamma=gamma, transfer=transfer(gamma), critical=critical,
         sensitivity=sensitivity(cells, **boot), band=band_fit(table, eps=settings.band_eps, schedule=schedule),
-        power=power, settings=settings, schedule=schedule, notes=tuple(notes),
+        power=power, settings=settings, schedule=schedule, notes=tuple(notes), batch=batch,
     )
+
+
+def _batch_notes(batch: dict[str, BatchLaw]) -> list[str]:
+    notes = []
+    for model, law in batch.items():
+        if law.ok and not law.linear:
+            notes.append(f"gamma = lr_opt / batch_size is not batch-invariant for model {model}: lr_opt ~ "
+                         f"B^{law.alpha:.3g} (95% CI {law.alpha_ci.low:.3g} to {law.alpha_ci.high:.3g}), not B^1; "
+                         "use the per-model law lr_opt = c * B^alpha * T^beta (predict --model)")
+    return notes
 
 
 def _fit_notes(gamma: GammaFits, critical: CriticalBatch, cells: pd.DataFrame) -> list[str]:

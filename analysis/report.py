@@ -22,7 +22,7 @@ from analysis.errors import AnalysisError
 from analysis.export import FORMULA, suggest_lr_max, write_coefficients
 from analysis.fit import PowerLawFit
 from analysis.optimum import lr_points
-from analysis.pipeline import Analysis, analyze
+from analysis.pipeline import HEADLINES, Analysis, analyze
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,8 @@ def _write_figures(result: Analysis, out: Path, schedules) -> tuple[dict, dict]:
 
 def _page(result: Analysis, drawn: dict, skipped: dict, has_coefficients: bool) -> str:
     parts = [_head(), "<h1>Learning-rate law of the sweep</h1>", _summary(result, has_coefficients)]
-    parts += [_gamma_section(result), _critical_section(result), _sensitivity_section(result), _band_section(result)]
+    parts += [_batch_section(result), _gamma_section(result), _critical_section(result),
+              _sensitivity_section(result), _band_section(result)]
     parts += [_power_section(result), _figures_section(drawn, skipped), "</body></html>"]
     return "\n".join(p for p in parts if p)
 
@@ -152,7 +153,8 @@ def _table(frame: pd.DataFrame) -> str:
 
 def _summary(result: Analysis, has_coefficients: bool) -> str:
     cells = result.cells
-    items = [f"schedule analysed for lr_opt: {_esc(result.schedule)}", f"runs: {len(result.table)}",
+    items = [f"<b>headline law: {_esc(HEADLINES[result.headline])}</b>",
+             f"schedule analysed for lr_opt: {_esc(result.schedule)}", f"runs: {len(result.table)}",
              f"sweeps: {_esc(', '.join(sorted(set(result.table['sweep_id']))) or '-')}",
              f"cells: {len(cells)}, used in point fits: {int(cells['used'].sum()) if 'used' in cells else 0}",
              "coefficients.json: " + ("<a href='coefficients.json'>written</a>" if has_coefficients else "not written"),
@@ -167,6 +169,18 @@ def _fit_row(name: str, fit: PowerLawFit) -> dict:
     return {"fit": name, "a": fit.a, "a 95% CI": f"[{fit.a_ci.low:.3g}, {fit.a_ci.high:.3g}]", "b": fit.b,
             "b 95% CI": f"[{fit.b_ci.low:.4g}, {fit.b_ci.high:.4g}]", "R2 (log)": fit.r2, "points": fit.n_points,
             "largest-T held out: predicted/observed": hold.ratio if hold else np.nan, "note": fit.reason}
+
+
+def _batch_section(result: Analysis) -> str:
+    if not result.batch:
+        return ""
+    rows = [{"model": name, "alpha": law.alpha, "alpha 95% CI": f"[{law.alpha_ci.low:.3g}, {law.alpha_ci.high:.3g}]",
+             "beta": law.coef["beta"], "beta 95% CI": f"[{law.ci['beta'].low:.3g}, {law.ci['beta'].high:.3g}]",
+             "gamma batch-invariant (alpha = 1 inside CI)": "yes" if law.linear else ("no" if law.ok else "-"),
+             "cells": law.n_cells, "note": law.reason} for name, law in result.batch.items()]
+    return ("<h2>Batch-size scaling: lr_opt = c * B^alpha * T^beta per model</h2><p>The paper's gamma = lr_opt / B "
+            "assumes alpha = 1. Where alpha's interval excludes 1, gamma is not batch-invariant for this table and "
+            f"the per-model law above is the one to use (<code>predict --model</code>).</p>{_table(pd.DataFrame(rows))}")
 
 
 def _gamma_section(result: Analysis) -> str:
