@@ -36,7 +36,10 @@ def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, help="batch sizes kept per (model, T) (default 3, as the paper)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0: analytic)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    p.add_argument("--schedule", help="schedule whose runs locate lr_opt, when the table mixes several")
+    p.add_argument("--schedule", help="schedule whose runs locate lr_opt, when the table mixes several; "
+                                      "also the schedule of rows whose table has none (else shown as unknown)")
+    p.add_argument("--parametrisation", choices=("mup", "sp"),
+                   help="parametrisation of rows whose table does not say (else shown as unknown)")
     p.add_argument("--include-flagged", action="store_true", help="let edge cells into the point fits")
     p.add_argument("--diverge-factor", type=float, default=DIVERGE_FACTOR,
                    help=f"a run whose loss is above this times the best loss of its cell counts as diverged, "
@@ -66,7 +69,8 @@ def analyze_command(args: argparse.Namespace) -> int:
     from analysis.table import load_table
 
     _check_out_dir(args.out)
-    table = load_table(args.table, mapping=parse_mapping(args.map), batch_unit=args.batch_unit, seq_len=args.seq_len)
+    table = load_table(args.table, mapping=parse_mapping(args.map), batch_unit=args.batch_unit, seq_len=args.seq_len,
+                       schedule=args.schedule, parametrisation=args.parametrisation)
     result = analyze(table, top_k=args.top_k, n_boot=args.bootstrap, seed=args.seed, schedule=args.schedule,
                      include_flagged=args.include_flagged, diverge_factor=args.diverge_factor, band_eps=args.band)
     for note in result.notes:

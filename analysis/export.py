@@ -64,7 +64,7 @@ def coefficients(result: Analysis) -> dict:
         "diverged_lr_by_batch_size": _diverged_by_batch(result),
         "tokens_range": [float(result.cells.loc[result.cells["used"], "tokens"].min()),
                          float(result.cells.loc[result.cells["used"], "tokens"].max())],
-        "units": _units(result.table),
+        "units": _units(result.table, result.parametrisation),
         "headline": result.headline,
         "per_model": {name: _model_summary(result, name, fit) for name, fit in result.gamma.per_model.items()},
         "batch_laws": {name: _batch_summary(law) for name, law in result.batch.items() if law.ok},
@@ -127,19 +127,25 @@ def _diverged_by_batch(result: Analysis) -> dict[str, float]:
     return {str(b): float(lr) for b, lr in runs.groupby("batch_size")["lr"].min().items()}
 
 
-def _units(table: pd.DataFrame) -> dict:
+LR_UNITS = {"mup": "peak learning rate of the muP base model, before per-layer muP multipliers",
+            "sp": "peak learning rate (standard parametrisation)",
+            "unknown": "peak learning rate, as the table's lr column gives it (parametrisation not stated)",
+            "mixed": "peak learning rate (the table mixes parametrisations)"}
+
+
+def _units(table: pd.DataFrame, parametrisation: str) -> dict:
     seq_lens = sorted(set(table["seq_len"].dropna().astype(int)))
     seq_len = seq_lens[0] if len(seq_lens) == 1 else (seq_lens or None)  # several: batch sizes are not comparable
-    return {"tokens": "tokens", "batch_size": "sequences", "seq_len": seq_len,
-            "lr": "peak learning rate of the muP base model, before per-layer muP multipliers",
-            "gamma": "lr per sequence of batch", "loss": "nats/token"}
+    return {"tokens": "tokens", "batch_size": "sequences", "seq_len": seq_len, "lr": LR_UNITS[parametrisation],
+            "gamma": "lr per sequence of batch", "loss": "nats/token", "n_params": "parameters"}
 
 
 def _provenance(result: Analysis) -> dict:
     cells, table = result.cells, result.table
     flags = pd.Series([f for text in cells["flags"] for f in text.split(";") if f]).value_counts()
     shas = sorted({str(s) for s in table["git_sha"].dropna()})
-    return {"sweep_ids": sorted(set(table["sweep_id"])), "schedule": result.schedule, "n_runs": len(table),
+    return {"sweep_ids": sorted(set(table["sweep_id"])), "schedule": result.schedule,
+            "parametrisation": result.parametrisation, "n_runs": len(table),
             "n_cells": len(cells), "n_cells_used": int(cells["used"].sum()), "flags": flags.to_dict(),
             "models": sorted(set(cells["model"])), "top_k": result.settings.top_k,
             "git_sha": shas[0] if len(shas) == 1 else (shas or None),

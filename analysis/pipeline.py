@@ -68,6 +68,18 @@ class Analysis:
     batch: dict[str, BatchLaw] = field(default_factory=dict)  # per model: lr_opt = c * B**alpha * T**beta
 
     @property
+    def parametrisation(self) -> str:
+        """'mup', 'sp', 'unknown' or 'mixed', from the table's analysed rows."""
+        rows = self.table if self.schedule is None else self.table[self.table["schedule"].eq(self.schedule)]
+        values = set(rows["parametrisation"]) if "parametrisation" in rows else {"unknown"}
+        return values.pop() if len(values) == 1 else ("mixed" if values else "unknown")
+
+    @property
+    def paper_applies(self) -> bool:
+        """The paper's gamma = 4.6 * T^-0.51 was measured on muP models with WSD: compare only with those."""
+        return self.parametrisation == "mup" and self.schedule == "wsd"
+
+    @property
     def headline(self) -> str:
         """Which law a reader should use (see ``HEADLINES``)."""
         return headline(self)

@@ -9,6 +9,7 @@ size are on log scales as in the paper.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,10 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from analysis.errors import AnalysisError
+from analysis.batch_scaling import BatchLaw
 from analysis.fit import GammaFits, PowerLawFit
 from analysis.optimum import model_order
 from analysis.power_search import PowerSearch
@@ -28,7 +30,14 @@ from analysis.regimes import CriticalBatch, Sensitivity, surge_curve
 
 Curve = tuple[np.ndarray, np.ndarray] | Callable[[np.ndarray], np.ndarray]
 PAPER_A, PAPER_B = 4.6, -0.51  # the paper's Eq. 5, drawn for reference
-LR_AXIS = "peak learning rate (muP base)"
+LR_AXIS = "peak learning rate"
+MAX_COLUMNS = 3  # panels per row: wider figures are unreadable at the page's width (1200 px)
+
+
+def lr_label(parametrisation: str) -> str:
+    """The lr axis label: 'muP base' only when the table says the runs are muP."""
+    return f"{LR_AXIS} (muP base)" if parametrisation == "mup" else (
+        f"{LR_AXIS} (SP)" if parametrisation == "sp" else LR_AXIS)
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,17 @@ def _figure(nrows: int, ncols: int, title: str, *, size: tuple[float, float] = (
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
+def _panels(n: int, title: str, *, size: tuple[float, float] = (4.2, 3.4)):
+    """A figure of ``n`` panels wrapped at MAX_COLUMNS per row; returns it and the n axes in use."""
+    ncols = max(1, min(n, MAX_COLUMNS))
+    nrows = max(1, -(-n // ncols))
+    fig, axes = _figure(nrows, ncols, title, size=size)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:max(n, 1)]
+
+
 def _colours(values) -> dict:
     values = sorted(set(values))
     cmap = colormaps["viridis"]
@@ -74,38 +94,70 @@ def _log_axes(ax, xlabel: str, ylabel: str, title: str = "", *, logy: bool = Tru
         ax.text(0.5, 0.5, "no data to show", ha="center", va="center", transform=ax.transAxes)
         return
     ax.set_xscale("log")
+    _log_ticks(ax.xaxis, box.x0, box.x1)
     if logy:
         ax.set_yscale("log")
+        _log_ticks(ax.yaxis, box.y0, box.y1)
     ax.grid(True, which="major", alpha=0.3)
 
 
+def _log_ticks(axis, low: float, high: float) -> None:
+    """Labelled ticks at 1, 2, 5 x 10^k over short spans, powers of ten over long ones; minor ticks unlabelled
+    (matplotlib labels minor ticks on short log axes, and those labels overlap)."""
+    decades = np.log10(high / low) if low > 0 and high > low else 0.0
+    if decades < 0.5:  # under half a decade: evenly spaced round numbers, as on a linear axis
+        axis.set_major_locator(MaxNLocator(nbins=4))
+    else:
+        subs = (1.0,) if decades > 2.5 else (1.0, 3.0) if decades > 1.2 else (1.0, 2.0, 5.0)
+        axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=8))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: _tick(v)))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _tick(value: float) -> str:
+    if value >= 1e9:
+        return f"{value / 1e9:g}B"
+    if value >= 1e6:
+        return f"{value / 1e6:g}M"
+    return f"{value:g}"
+
+
+def _figure_legend(fig: Figure, axes, **options) -> None:
+    """One legend for panels that share their keys, outside the panels on the right."""
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="outside right upper", **options)
+
+
 def _legend(ax, **options) -> None:
+    """The legend to the right of the panel, off the data."""
     if ax.get_legend_handles_labels()[0]:  # matplotlib warns about an empty legend
-        ax.legend(**options)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **options)
 
 
-def fig_schedules(curves: Mapping[str, Curve], *, tokens: np.ndarray | None = None) -> Figure:
+def fig_schedules(curves: Mapping[str, Curve], *, tokens: np.ndarray | None = None, lr_axis: str = LR_AXIS) -> Figure:
     """Fig. 1: lr against tokens seen for each named schedule.
 
     A curve is a pair (tokens array, lr array) or a callable lr(tokens), evaluated on ``tokens``
-    (default: 400 points from 1e6 to 1e12).
+    (default: 400 points from 1e6 to 1e12; the report passes the swept token range).
     """
     if not curves:
         raise AnalysisError("curves is empty: pass {name: (tokens, lr)} or {name: callable}")
     grid = np.geomspace(1e6, 1e12, 400) if tokens is None else np.asarray(tokens, dtype=float)
-    fig, axes = _figure(1, 1, "Fig. 1: learning-rate schedules", size=(6.4, 4.2))
+    fig, axes = _figure(1, 1, "Fig. 1: learning-rate schedules", size=(7.5, 4.2))
     ax = axes[0, 0]
     for name, curve in curves.items():
         x, y = (grid, np.asarray(curve(grid), dtype=float)) if callable(curve) else map(np.asarray, curve)
         ax.plot(x, y, label=name)
-    ax.set_xscale("log")
-    ax.set(xlabel="tokens seen n (tokens)", ylabel=f"lr(n), {LR_AXIS}")
-    ax.grid(True, alpha=0.3)
+    _log_axes(ax, "tokens seen n (tokens)", f"lr(n), {lr_axis}")
     _legend(ax, fontsize="small")
     return fig
 
 
-def fig_loss_vs_lr(points: pd.DataFrame, cells: pd.DataFrame) -> Figure:
+def fig_loss_vs_lr(points: pd.DataFrame, cells: pd.DataFrame, *, lr_axis: str = LR_AXIS) -> Figure:
     """Fig. 2: loss against lr, per T at one batch size (left) and per batch size at one T (right).
 
     One row per model; diverged lrs are drawn as crosses on the top edge, lr_opt as a vertical tick.
@@ -116,9 +168,9 @@ def fig_loss_vs_lr(points: pd.DataFrame, cells: pd.DataFrame) -> Figure:
         mine = points[points["model"].eq(model)]
         batch_ref, tokens_ref = _middle(mine["batch_size"]), _middle(mine["tokens"])  # like the paper's B=128, T=128B
         _loss_panel(axes[row, 0], mine[mine["batch_size"].eq(batch_ref)], cells, "tokens",
-                    f"{model}, batch size {batch_ref} sequences")
+                    f"{model}, batch size {batch_ref} sequences", lr_axis)
         _loss_panel(axes[row, 1], mine[mine["tokens"].eq(tokens_ref)], cells, "batch_size",
-                    f"{model}, T = {_fmt_tokens(tokens_ref)} tokens")
+                    f"{model}, T = {_fmt_tokens(tokens_ref)} tokens", lr_axis)
     return fig
 
 
@@ -127,7 +179,7 @@ def _middle(values: pd.Series):
     return ordered[len(ordered) // 2]
 
 
-def _loss_panel(ax, points: pd.DataFrame, cells: pd.DataFrame, by: str, title: str) -> None:
+def _loss_panel(ax, points: pd.DataFrame, cells: pd.DataFrame, by: str, title: str, lr_axis: str) -> None:
     colours = _colours(points[by])
     finite = np.isfinite(points["loss"])
     top = points.loc[finite, "loss"].max() if finite.any() else 1.0
@@ -140,52 +192,60 @@ def _loss_panel(ax, points: pd.DataFrame, cells: pd.DataFrame, by: str, title: s
                      & cells["batch_size"].eq(group["batch_size"].iloc[0])]
         if len(cell) and np.isfinite(cell["lr_opt"].iloc[0]):
             ax.axvline(cell["lr_opt"].iloc[0], color=colours[value], lw=0.8, ls=":")
-    _log_axes(ax, f"{LR_AXIS} (x: diverged)", "eval loss (nats/token)", title, logy=False)
-    _legend(ax, fontsize="x-small", ncol=2)
+    _log_axes(ax, f"{lr_axis} (x: diverged)", "eval loss (nats/token)", title, logy=False)
+    _legend(ax, fontsize="x-small")
 
 
-def fig_lr_opt_vs_batch(gamma: GammaFits) -> Figure:
-    """Fig. 3: lr_opt against batch size per T, one panel per model, with the pooled fit B * a * T**b."""
+def fig_lr_opt_vs_batch(gamma: GammaFits, *, laws: Mapping[str, BatchLaw] | None = None, pooled: bool = True,
+                        lr_axis: str = LR_AXIS) -> Figure:
+    """Fig. 3: lr_opt against batch size per T, one panel per model (4 per row); dashed: the model's batch law
+    c * B**alpha * T**beta where ``laws`` has one, else the pooled fit B * a * T**b when ``pooled``."""
     cells = gamma.cells[np.isfinite(gamma.cells["lr_opt"])]
     models = model_order(cells)
-    fig, axes = _figure(1, max(len(models), 1), "Fig. 3: optimal lr vs batch size (dashed: pooled fit)")
+    fig, axes = _panels(len(models), "Fig. 3: optimal lr vs batch size (dashed: the fitted law)")
     colours = _colours(cells["tokens"])
-    for ax, model in zip(axes[0], models):
+    for ax, model in zip(axes, models):
+        law = (laws or {}).get(model)
         for t, group in cells[cells["model"].eq(model)].groupby("tokens", sort=True):
             ok = group["ok"].astype(bool)
             ax.errorbar(group.loc[ok, "batch_size"], group.loc[ok, "lr_opt"], yerr=group.loc[ok, "lr_opt_se"], fmt="o-",
                         ms=3, color=colours[t], label=_fmt_tokens(t))
             ax.plot(group.loc[~ok, "batch_size"], group.loc[~ok, "lr_opt"], "o", mfc="none", color=colours[t])
-            if gamma.pooled.ok:
-                batch = np.sort(group["batch_size"].to_numpy(float))
+            batch = np.sort(group["batch_size"].to_numpy(float))
+            if law is not None and law.ok:
+                ax.plot(batch, [law.predict(b, t) for b in batch], "--", lw=0.8, color=colours[t])
+            elif pooled and gamma.pooled.ok:
                 ax.plot(batch, batch * gamma.pooled.predict(t), "--", lw=0.8, color=colours[t])
-        _log_axes(ax, "batch size (sequences)", f"lr_opt, {LR_AXIS}", f"{model} (hollow: flagged)")
-        _legend(ax, fontsize="x-small", ncol=2)
+        title = f"{model}" + (f", alpha = {law.alpha:.2f}" if law is not None and law.ok else "")
+        _log_axes(ax, "batch size (sequences)", f"lr_opt, {lr_axis}", title)
+    _figure_legend(fig, axes, fontsize="small", title="T (hollow: flagged)", title_fontsize="small")
     return fig
 
 
-def fig_gamma_vs_tokens(gamma: GammaFits) -> Figure:
-    """Fig. 4: gamma = lr_opt / B of the kept batch sizes against T, per model and pooled, with fit and 95% band."""
-    fits = [*gamma.per_model.items(), ("pooled", gamma.pooled)]
-    fig, axes = _figure(1, len(fits), "Fig. 4: gamma = lr_opt / batch size vs training tokens")
-    for ax, (name, fit) in zip(axes[0], fits):
+def fig_gamma_vs_tokens(gamma: GammaFits, *, paper: bool = True, pooled: bool = True) -> Figure:
+    """Fig. 4: gamma = lr_opt / B of the kept batch sizes against T, per model (and pooled when ``pooled``), with
+    fit and 95% band; the paper's 4.6 * T^-0.51 only when ``paper`` (muP models trained with WSD)."""
+    fits = [*gamma.per_model.items()] + ([("pooled", gamma.pooled)] if pooled or not gamma.per_model else [])
+    fig, axes = _panels(len(fits), "Fig. 4: gamma = lr_opt / batch size vs training tokens")
+    for ax, (name, fit) in zip(axes, fits):
         cells = gamma.cells if name == "pooled" else gamma.cells[gamma.cells["model"].eq(name)]
         used, kept = cells[cells["used"]], cells[cells["top_k"] & ~cells["used"]]
         ax.errorbar(used["tokens"], used["gamma"], yerr=used["gamma"] * used["ln_lr_opt_se"], fmt="o", ms=3,
                     label=f"top-{gamma.top_k} cells")
         ax.plot(kept["tokens"], kept["gamma"], "o", mfc="none", color="grey", label="flagged (not fitted)")
-        _draw_fit(ax, fit, cells["tokens"])
-        _log_axes(ax, "training tokens T (tokens)", "gamma (lr per sequence)", name)
-        _legend(ax, fontsize="x-small")
+        _draw_fit(ax, fit, cells["tokens"], paper=paper, formula=False)
+        title = f"{name}: {fit.a:.3g} * T^{fit.b:.3f}" if fit.ok else f"{name}: not fitted"
+        _log_axes(ax, "training tokens T (tokens)", "gamma (lr per sequence)", title)
+    _figure_legend(fig, axes, fontsize="small")
     return fig
 
 
-def _draw_fit(ax, fit: PowerLawFit, x_values, *, paper: bool = True) -> None:
+def _draw_fit(ax, fit: PowerLawFit, x_values, *, paper: bool = True, formula: bool = True) -> None:
     x = np.geomspace(float(np.min(x_values)), float(np.max(x_values)), 100) if len(x_values) else np.empty(0)
     if fit.ok and len(x):
         band = fit.band(x)
         ax.fill_between(x, band.low, band.high, alpha=0.25, color="crimson", label="95% CI")
-        ax.plot(x, fit.predict(x), color="crimson", label=f"fit {fit.a:.3g} * T^{fit.b:.3f}")
+        ax.plot(x, fit.predict(x), color="crimson", label=f"fit {fit.a:.3g} * T^{fit.b:.3f}" if formula else "fit")
     if paper and len(x):
         ax.plot(x, PAPER_A * x**PAPER_B, ":", color="grey", label="paper: 4.6 * T^-0.51")
 
@@ -203,7 +263,7 @@ def fig_power_loss(power: PowerSearch) -> Figure:
         ax.set(xlabel=f"{name[-1]} (dimensionless)", ylabel="loss - best loss of its (T, B) (nats/token)")
         ax.xaxis.set_major_locator(MaxNLocator(6))
         ax.grid(True, alpha=0.3)
-        _legend(ax, fontsize="x-small", title="T (line: best over the other)")
+    _figure_legend(fig, axes[0], fontsize="small", title="T (line: best over the other)", title_fontsize="small")
     return fig
 
 
@@ -222,13 +282,14 @@ def fig_power_best(power: PowerSearch) -> Figure:
         if np.isfinite(ci.low):
             ax.axhspan(ci.low, ci.high, color="k", alpha=0.1)
         ax.set_xscale("log")
+        _log_ticks(ax.xaxis, float(groups["tokens"].min()), float(groups["tokens"].max()))
         ax.set(xlabel="training tokens T (tokens)", ylabel=f"best {name} (dimensionless)")
         ax.grid(True, alpha=0.3)
         _legend(ax, fontsize="x-small")
     return fig
 
 
-def fig_critical_batch(cells: pd.DataFrame, critical: CriticalBatch) -> Figure:
+def fig_critical_batch(cells: pd.DataFrame, critical: CriticalBatch, *, lr_axis: str = LR_AXIS) -> Figure:
     """lr_opt against batch size with the fitted surge curve per T (left); Bc against T with its law (right)."""
     fig, axes = _figure(1, 2, "Critical batch size: lr_opt(B) = 2 lr_peak / (sqrt(B/Bc) + sqrt(Bc/B))")
     usable = cells[cells["ok"].astype(bool) & np.isfinite(cells["lr_opt"])]
@@ -242,13 +303,19 @@ def fig_critical_batch(cells: pd.DataFrame, critical: CriticalBatch) -> Figure:
             batch = np.geomspace(group["batch_size"].min(), group["batch_size"].max(), 60)
             ax.plot(batch, surge_curve(batch, fit["lr_peak"].iloc[0], fit["bc"].iloc[0]), "-", color=colours[t],
                     lw=0.8, label=f"{model} {_fmt_tokens(t)}")
-    _log_axes(axes[0, 0], "batch size (sequences)", f"lr_opt, {LR_AXIS}", "lines: fits with Bc inside the swept B")
-    _legend(axes[0, 0], fontsize="xx-small", ncol=2)
+    _log_axes(axes[0, 0], "batch size (sequences)", f"lr_opt, {lr_axis}", "lines: Bc inside the swept B")
+    _legend(axes[0, 0], fontsize="xx-small")
     good = per[per["flag"].eq("")]
+    if good.empty:
+        axes[0, 1].axis("off")  # nothing to plot: say why, wrapped inside the panel
+        why = textwrap.fill(f"Bc(T) not fitted: {critical.law.reason}", 45)
+        axes[0, 1].text(0.5, 0.5, why, ha="center", va="center", transform=axes[0, 1].transAxes)
+        return fig
     axes[0, 1].errorbar(good["tokens"], good["bc"], yerr=good["bc"] * good["ln_bc_se"].fillna(0), fmt="o", ms=4)
     _draw_fit(axes[0, 1], critical.law, good["tokens"], paper=False)
     _log_axes(axes[0, 1], "training tokens T (tokens)", "critical batch size Bc (sequences)",
-              critical.law.reason or f"Bc = {critical.law.a:.3g} * T^{critical.law.b:.3f}")
+              f"Bc = {critical.law.a:.3g} * T^{critical.law.b:.3f}" if critical.law.ok else "Bc(T) not fitted")
+    _legend(axes[0, 1], fontsize="xx-small")
     return fig
 
 
@@ -256,7 +323,8 @@ def fig_sensitivity(sens: Sensitivity) -> Figure:
     """Curvature of loss in ln(lr) at the optimum against T (left), and the loss of an lr off by 2x (right)."""
     fig, axes = _figure(1, 2, "Sensitivity of the loss to the learning rate")
     per = sens.per_tokens
-    for model, group in per.groupby("model", sort=True):
+    for model in model_order(per) if len(per) else []:
+        group = per[per["model"].eq(model)]
         axes[0, 0].plot(group["tokens"], group["curvature"], "o-", ms=3, label=model)
         axes[0, 1].plot(group["tokens"], group["penalty_2x"], "o-", ms=3, label=model)
     _draw_fit(axes[0, 0], sens.pooled, per["tokens"], paper=False)

@@ -149,6 +149,7 @@ def sensitivity(cells: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> Se
     usable = cells[cells["ok"].astype(bool) & cells["method"].isin(["bowl", "quadratic"]) & (cells["curvature"] > 0)]
     per_tokens = usable.groupby(["model", "tokens"], sort=True).agg(
         curvature=("curvature", "median"), penalty_2x=("penalty_2x", "median"), n_cells=("curvature", "size"),
+        n_params=("n_params", "first"),
     ).reset_index()
     pooled = fit_power_law(usable["tokens"], usable["curvature"], n_boot=n_boot, seed=seed)
     per_model = {str(m): fit_power_law(g["tokens"], g["curvature"], n_boot=n_boot, seed=seed + i + 1)

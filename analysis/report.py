@@ -83,26 +83,35 @@ def _figure_plan(result: Analysis, schedules) -> dict[str, tuple[Callable[[], Fi
     part = functools.partial
     cells, power = result.cells, result.power
     gamma_ok = result.gamma is not None and result.gamma.pooled.ok
-    curves = schedules or (_fitted_power_curves(result) if gamma_ok else None)
+    pooled = result.headline == "pooled_gamma"
+    curves = schedules or (_fitted_power_curves(result) if gamma_ok and pooled else None)
+    lr_axis = plots.lr_label(result.parametrisation)
+    swept = cells["tokens"] if len(cells) else result.table["tokens"]
+    tokens = np.geomspace(float(swept.min()) / 4, float(swept.max()), 400) if len(swept) else None
     no_cells = None if len(cells) else "no runs with a fixed peak lr (wsd, cosine, constant)"
     no_power = None if power is not None else "no runs with schedule 'power'"
     sens = result.sensitivity
     no_sens = no_cells or (None if sens is not None and len(sens.per_tokens) else "no cell with a convex optimum")
     plan = {
-        "fig1_schedules": (curves and part(plots.fig_schedules, curves), "no schedules given and no fitted law"),
-        "fig2_loss_vs_lr": (not no_cells and part(_fig2, result), no_cells),
-        "fig3_lr_opt_vs_batch": (not no_cells and part(plots.fig_lr_opt_vs_batch, result.gamma), no_cells),
-        "fig4_gamma_vs_tokens": (not no_cells and part(plots.fig_gamma_vs_tokens, result.gamma), no_cells),
+        "fig1_schedules": (curves and part(plots.fig_schedules, curves, tokens=tokens, lr_axis=lr_axis),
+                           "no schedules given and no pooled law that holds for this table (see the headline)"),
+        "fig2_loss_vs_lr": (not no_cells and part(_fig2, result, lr_axis), no_cells),
+        "fig3_lr_opt_vs_batch": (not no_cells and part(
+            plots.fig_lr_opt_vs_batch, result.gamma, pooled=pooled, lr_axis=lr_axis,
+            laws={m: law for m, law in result.batch.items() if not law.linear}), no_cells),
+        "fig4_gamma_vs_tokens": (not no_cells and part(plots.fig_gamma_vs_tokens, result.gamma,
+                                                       paper=result.paper_applies, pooled=pooled), no_cells),
         "fig5_power_loss": (not no_power and part(plots.fig_power_loss, power), no_power),
         "fig6_power_best": (not no_power and part(plots.fig_power_best, power), no_power),
-        "fig7_critical_batch": (not no_cells and part(plots.fig_critical_batch, cells, result.critical), no_cells),
+        "fig7_critical_batch": (not no_cells and part(plots.fig_critical_batch, cells, result.critical,
+                                                      lr_axis=lr_axis), no_cells),
         "fig8_sensitivity": (not no_sens and part(plots.fig_sensitivity, sens), no_sens),
     }
     return {stem: (build or None, why) for stem, (build, why) in plan.items()}
 
 
-def _fig2(result: Analysis) -> Figure:
-    return plots.fig_loss_vs_lr(lr_points(result.table, schedule=result.schedule), result.cells)
+def _fig2(result: Analysis, lr_axis: str) -> Figure:
+    return plots.fig_loss_vs_lr(lr_points(result.table, schedule=result.schedule), result.cells, lr_axis=lr_axis)
 
 
 def _fitted_power_curves(result: Analysis) -> dict[str, Callable]:
@@ -154,7 +163,9 @@ def _table(frame: pd.DataFrame) -> str:
 def _summary(result: Analysis, has_coefficients: bool) -> str:
     cells = result.cells
     items = [f"<b>headline law: {_esc(HEADLINES[result.headline])}</b>",
-             f"schedule analysed for lr_opt: {_esc(result.schedule)}", f"runs: {len(result.table)}",
+             f"schedule analysed for lr_opt: {_esc(result.schedule)}; parametrisation: "
+             f"{_esc(result.parametrisation)} (from the table or --schedule / --parametrisation)",
+             f"runs: {len(result.table)}",
              f"sweeps: {_esc(', '.join(sorted(set(result.table['sweep_id']))) or '-')}",
              f"cells: {len(cells)}, used in point fits: {int(cells['used'].sum()) if 'used' in cells else 0}",
              "coefficients.json: " + ("<a href='coefficients.json'>written</a>" if has_coefficients else "not written"),

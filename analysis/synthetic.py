@@ -103,7 +103,7 @@ def synthetic_table(
     diverged = lr > law.diverge_ratio * lr_opt
     frame = _runs_frame(sweep_id, np.asarray(names)[m], np.asarray(n_params)[m], t, bs, lr, s, grid.seq_len)
     return frame.assign(loss_eval=np.where(diverged, np.nan, loss), status=np.where(diverged, "diverged", "ok"),
-                        schedule="wsd", power_a=np.nan, power_b=np.nan, lr_max=np.nan)
+                        schedule="wsd", power_a=np.nan, power_b=np.nan, lr_max=np.nan, parametrisation="mup")
 
 
 def synthetic_power_table(
@@ -127,7 +127,8 @@ def synthetic_power_table(
     loss = loss + np.random.default_rng(seed).normal(0.0, law.noise_sd, size=loss.shape)
     same = functools.partial(np.full, t.shape)
     frame = _runs_frame(sweep_id, same(model[0]), same(model[1]), t, bs, same(lr_max), s, seq_len)
-    return frame.assign(loss_eval=loss, status="ok", schedule="power", power_a=a, power_b=b, lr_max=lr_max)
+    return frame.assign(loss_eval=loss, status="ok", schedule="power", power_a=a, power_b=b, lr_max=lr_max,
+                        parametrisation="mup")
 
 
 def _runs_frame(sweep_id, model, n_params, tokens, batch_size, lr, seed, seq_len) -> pd.DataFrame:

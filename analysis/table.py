@@ -1,7 +1,7 @@
 """Read the results table (CSV or Parquet; a file or a hive-partitioned directory) and validate it.
 
 One row is one evaluation of one run. Units: ``tokens`` in training tokens, ``batch_size`` in
-sequences, ``lr`` is the peak learning rate of the muP base model, ``loss_eval`` in nats/token.
+sequences, ``lr`` is the peak learning rate (of the muP base model under muP), ``loss_eval`` in nats/token.
 Only ``model``, ``tokens``, ``batch_size``, ``lr`` and ``loss_eval`` are required.
 
 >>> table = load_table("runs/", mapping={"lr": "config.lr", "loss_eval": "eval/loss"})
@@ -24,8 +24,9 @@ from analysis.errors import AnalysisError
 REQUIRED = ("model", "tokens", "batch_size", "lr", "loss_eval")
 KNOWN = REQUIRED + (
     "run_id", "n_params", "seq_len", "status", "schedule", "power_a", "power_b", "lr_max", "seed", "sweep_id",
-    "git_sha",
+    "git_sha", "parametrisation",
 )
+PARAMETRISATIONS = {"mup": "mup", "µp": "mup", "mu-p": "mup", "sp": "sp", "standard": "sp", "unknown": "unknown"}
 NUMERIC = ("lr", "batch_size", "tokens", "loss_eval", "n_params", "seq_len", "power_a", "power_b", "lr_max", "seed")
 ALIASES = {"loss": "loss_eval"}  # `--map loss=COL` reads better on a command line
 STATUSES = ("ok", "diverged", "failed")
@@ -44,6 +45,8 @@ def load_table(
     mapping: dict[str, str] | None = None,
     batch_unit: str = "sequences",
     seq_len: int | None = None,
+    schedule: str | None = None,
+    parametrisation: str | None = None,
 ) -> pd.DataFrame:
     """Read, rename and validate a results table; return it with every known column filled in.
 
@@ -54,10 +57,15 @@ def load_table(
     ``table.attrs["skipped_files"]``. Trunk evaluations of a lineage (``phase`` 'trunk') are no budget's
     result: they are left out and counted in ``table.attrs["trunk_rows_dropped"]``. Raises ``AnalysisError``
     naming the column, a bad value and the fix.
+
+    What the table does not say stays unknown: rows without a ``schedule`` get ``schedule`` (the argument)
+    or 'unknown', rows without a ``parametrisation`` ('mup' or 'sp') get ``parametrisation`` or 'unknown'.
     """
     frame, skipped = _read(source, mapping or {})
     frame = _apply_mapping(frame, mapping or {})
     frame, trunk_rows = _final_rows(frame)
+    _require_columns(frame)  # before filling in what the table did not say, so the error lists its own columns
+    frame = _stated(frame, schedule=schedule, parametrisation=parametrisation)
     frame = _validate(frame, batch_unit=batch_unit, seq_len=seq_len)
     frame.attrs["skipped_files"] = skipped
     frame.attrs["trunk_rows_dropped"] = trunk_rows
@@ -172,6 +180,24 @@ def _final_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return frame[~trunk], int(trunk.sum())
 
 
+def _stated(frame: pd.DataFrame, *, schedule: str | None, parametrisation: str | None) -> pd.DataFrame:
+    """Fill schedule and parametrisation from the arguments where the table is silent; never overwrite it."""
+    out = frame.copy()
+    for name, value in (("schedule", schedule), ("parametrisation", parametrisation)):
+        fill = "unknown" if value is None else str(value).strip().lower()
+        if name not in out.columns:
+            out[name] = fill
+        else:
+            out[name] = out[name].astype("string").str.strip().str.lower().fillna(fill).astype(str)
+    known = out["parametrisation"].map(PARAMETRISATIONS)
+    if known.isna().any():
+        row = known.isna().idxmax()
+        raise AnalysisError(f"parametrisation={out['parametrisation'][row]!r} in row {row}: must be 'mup' or 'sp' "
+                            "(or empty, read as unknown); fix the column or pass --parametrisation")
+    out["parametrisation"] = known
+    return out
+
+
 def _validate(frame: pd.DataFrame, *, batch_unit: str, seq_len: int | None) -> pd.DataFrame:
     _require_columns(frame)
     out = frame.reset_index(drop=True)
@@ -225,14 +251,14 @@ def _as_float(series: pd.Series, name: str) -> pd.Series:
 
 def _fill_defaults(frame: pd.DataFrame) -> pd.DataFrame:
     defaults = {
-        "run_id": None, "n_params": np.nan, "seq_len": np.nan, "status": "ok", "schedule": "wsd", "power_a": np.nan,
+        "run_id": None, "n_params": np.nan, "seq_len": np.nan, "status": "ok", "schedule": "unknown", "power_a": np.nan,
         "power_b": np.nan, "lr_max": np.nan, "seed": 0.0, "sweep_id": "", "git_sha": None, "lr": np.nan,
     }
     for name, value in defaults.items():
         if name not in frame.columns:
             frame[name] = value
     frame["run_id"] = frame["run_id"].astype("string").fillna(pd.Series([f"row{i}" for i in range(len(frame))]))
-    frame["schedule"] = frame["schedule"].astype("string").str.strip().str.lower().fillna("wsd").astype(str)
+    frame["schedule"] = frame["schedule"].astype("string").str.strip().str.lower().fillna("unknown").astype(str)
     frame["sweep_id"] = frame["sweep_id"].astype("string").fillna("").astype(str)
     frame["seed"] = frame["seed"].fillna(0.0).astype("int64")
     frame["model"] = _model_names(frame["model"])

@@ -3,6 +3,8 @@ import pandas as pd
 import pytest
 
 from analysis import plots
+from analysis.export import coefficients
+from analysis.optimum import lr_points
 from analysis.pipeline import analyze
 from analysis.report import CAPTIONS, write_report
 from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_power_table, synthetic_table
@@ -72,8 +74,57 @@ def test_schedules_figure_takes_arrays_or_callables(tmp_path):
 def test_gamma_figure_has_log_axes_units_and_a_panel_per_model():
     result = analyze(load_table(synthetic_table(PlantedLaw(), SMALL, seed=3)), n_boot=100)
     fig = plots.fig_gamma_vs_tokens(result.gamma)
-    titles = [ax.get_title() for ax in fig.axes]
-    assert titles == ["12M", "36M", "pooled"]
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert [t.split(":")[0] for t in titles] == ["12M", "36M", "pooled"]
+    assert titles[0] == f"12M: {result.gamma.per_model['12M'].a:.3g} * T^{result.gamma.per_model['12M'].b:.3f}"
     for ax in fig.axes:
         assert ax.get_xscale() == ax.get_yscale() == "log"
         assert ax.get_xlabel() == "training tokens T (tokens)" and "gamma" in ax.get_ylabel()
+
+
+FIVE = SweepGrid(models=tuple((f"m{i}", 1e7 * 2**i) for i in range(5)), tokens=(2e9, 8e9), batch_sizes=(32, 64),
+                 lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()))
+
+
+def _figure_stats(fig):
+    fig.canvas.draw()  # tick labels exist only after a draw
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    return visible, fig.get_size_inches() * 120
+
+
+def test_panels_wrap_and_figures_fit_the_page():
+    result = analyze(load_table(synthetic_table(PlantedLaw(), FIVE, seed=2)), n_boot=50)
+    for fig in (plots.fig_gamma_vs_tokens(result.gamma), plots.fig_lr_opt_vs_batch(result.gamma)):
+        visible, pixels = _figure_stats(fig)
+        columns = {round(ax.get_position().x0, 3) for ax in visible}
+        assert len(columns) <= plots.MAX_COLUMNS <= 4 and len(visible) >= 5
+        assert pixels[0] <= 1600  # shown at 1200 px wide: scaled by 0.75 at most
+
+
+def test_log_axes_label_no_minor_ticks_and_legends_sit_off_the_data():
+    result = analyze(load_table(synthetic_table(PlantedLaw(), SMALL, seed=3)), n_boot=50)
+    points = lr_points(result.table, schedule=result.schedule)
+    fig = plots.fig_loss_vs_lr(points, result.cells)
+    visible, _ = _figure_stats(fig)
+    for ax in visible:
+        assert all(not t.get_text() for t in ax.xaxis.get_minorticklabels())
+        labels = [t.get_text() for t in ax.xaxis.get_majorticklabels() if t.get_text()]
+        assert 2 <= len(labels) <= 6
+        legend = ax.get_legend()
+        if legend is not None:  # drawn to the right of the panel, not over its data
+            assert legend.get_window_extent().x0 >= ax.get_window_extent().x1
+
+
+def test_the_papers_line_and_mup_labels_only_where_the_table_says_mup_and_wsd():
+    mup = analyze(load_table(synthetic_table(PlantedLaw(), SMALL, seed=3)), n_boot=50)
+    unknown = analyze(load_table(synthetic_table(PlantedLaw(), SMALL, seed=3).drop(
+        columns=["parametrisation", "schedule"])), n_boot=50)
+    assert mup.paper_applies and not unknown.paper_applies and unknown.parametrisation == "unknown"
+
+    def paper_lines(result):
+        fig = plots.fig_gamma_vs_tokens(result.gamma, paper=result.paper_applies)
+        return sum(line.get_label().startswith("paper") for ax in fig.axes for line in ax.get_lines())
+    assert paper_lines(mup) > 0 and paper_lines(unknown) == 0
+    assert "muP" in plots.lr_label("mup") and "muP" not in plots.lr_label("unknown")
+    assert coefficients(unknown)["units"]["lr"].endswith("(parametrisation not stated)")
+    assert coefficients(unknown)["provenance"]["schedule"] == "unknown"

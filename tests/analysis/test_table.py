@@ -21,7 +21,8 @@ def _runs(n: int = 6, **extra) -> pd.DataFrame:
 def test_minimal_table_gets_defaults():
     table = load_table(_runs())
     assert set(table["status"]) == {"ok"}
-    assert set(table["schedule"]) == {"wsd"}
+    assert set(table["schedule"]) == {"unknown"}  # what the table does not say is not guessed
+    assert set(table["parametrisation"]) == {"unknown"}
     assert table["seed"].tolist() == [0] * 6
     assert table["batch_size"].dtype == np.int64
     assert table.attrs["skipped_files"] == []
@@ -165,3 +166,12 @@ def test_analysis_of_a_table_with_trunk_rows_equals_that_without_and_says_so():
     pd.testing.assert_frame_equal(with_trunk.cells, alone.cells)
     assert f"left out {len(trunk)} trunk rows" in " ".join(with_trunk.notes)
     assert not any("trunk" in note for note in alone.notes)
+
+
+def test_schedule_and_parametrisation_come_from_the_table_or_the_arguments():
+    stated = load_table(_runs(), schedule="WSD", parametrisation="sp")
+    assert set(stated["schedule"]) == {"wsd"} and set(stated["parametrisation"]) == {"sp"}
+    kept = load_table(_runs(schedule="cosine", parametrisation="muP"), schedule="wsd", parametrisation="sp")
+    assert set(kept["schedule"]) == {"cosine"} and set(kept["parametrisation"]) == {"mup"}  # the table wins
+    with pytest.raises(AnalysisError, match="parametrisation='ntk' in row 0: must be 'mup' or 'sp'"):
+        load_table(_runs(parametrisation="ntk"))
