@@ -131,7 +131,10 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", help="the model whose law answers (see the report's per-model laws)")
     p.add_argument("--n-params", type=float,
                    help="parameters of the target model: lr_opt interpolated in ln N between the fitted models")
-    p.add_argument("--batch-size", type=float, required=True, help="batch size in sequences")
+    p.add_argument("--law", choices=("headline", "joint"), default="headline",
+                   help="headline: the law the report names (default); joint: lr_opt(N, T) and B_opt(T) from the "
+                        "band fit (needs --n-params when the law has an N term; --batch-size not needed)")
+    p.add_argument("--batch-size", type=float, help="batch size in sequences (needed except with --law joint)")
     p.add_argument("--tokens", type=float, required=True, help="training tokens, e.g. 1e12")
     p.add_argument("--seq-len", type=int, help="also print an lm-engine power-scheduler snippet for this seq_len")
     p.add_argument("--lr-max", type=float, help="lr_max for the snippet (default: the file's)")
@@ -141,9 +144,13 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
 
 def predict_command(args: argparse.Namespace) -> int:
     """Print lr_opt with its 95% CI (and an lm-engine snippet when --seq-len is given)."""
-    from analysis.export import lm_engine_snippet, predict_lr, read_coefficients
+    from analysis.export import lm_engine_snippet, predict_lr, read_coefficients, scheduler_coefficients
 
     coefficients = read_coefficients(args.coefficients)
+    if args.law == "joint":
+        return _predict_joint(coefficients, args)
+    if args.batch_size is None:
+        raise AnalysisError("--batch-size is needed (sequences per step), except with --law joint")
     pred = predict_lr(coefficients, batch_size=args.batch_size, tokens=args.tokens, model=args.model,
                       n_params=args.n_params)
     print(f"lr_opt = {pred.lr_opt:.4g} (95% CI {pred.ci_low:.4g} to {pred.ci_high:.4g}, {pred.ci_method}) "
@@ -159,7 +166,20 @@ def predict_command(args: argparse.Namespace) -> int:
     if args.seq_len is not None:
         if not float(args.batch_size).is_integer():
             raise AnalysisError(f"--batch-size {args.batch_size:g}: the lm-engine snippet needs a whole number")
-        snippet = lm_engine_snippet(coefficients, batch_size=int(args.batch_size), seq_len=args.seq_len,
-                                    lr_max=args.lr_max)
+        law = scheduler_coefficients(coefficients, model=args.model, batch_size=args.batch_size)
+        snippet = lm_engine_snippet(law, batch_size=int(args.batch_size), seq_len=args.seq_len, lr_max=args.lr_max)
         print(json.dumps(snippet, indent=2))
+    return 0
+
+
+def _predict_joint(coefficients: dict, args: argparse.Namespace) -> int:
+    from analysis.export import predict_joint
+
+    pred = predict_joint(coefficients, tokens=args.tokens, n_params=args.n_params)
+    size = "" if args.n_params is None else f"n_params = {args.n_params:g}, "
+    print(f"lr_opt = {pred.lr_opt:.4g} (95% CI {pred.lr_ci[0]:.4g} to {pred.lr_ci[1]:.4g}) and batch_opt = "
+          f"{pred.batch_opt:.4g} sequences (95% CI {pred.batch_ci[0]:.4g} to {pred.batch_ci[1]:.4g}) for {size}"
+          f"tokens = {args.tokens:g}; law: joint band fit")
+    for note in pred.notes:
+        print(f"note: {note}")
     return 0

@@ -69,6 +69,7 @@ def coefficients(result: Analysis) -> dict:
         "per_model": {name: _model_summary(result, name, fit) for name, fit in result.gamma.per_model.items()},
         "batch_laws": {name: _batch_summary(law) for name, law in result.batch.items() if law.ok},
         "paper_method": _fit_summary(result.gamma.paper),
+        "joint_law": _joint_summary(result),
         "critical_batch": _critical_summary(result),
         "power_search": _power_summary(result),
         "provenance": _provenance(result),
@@ -103,6 +104,32 @@ def _batch_summary(law) -> dict:
             "batch_range": list(law.batch_range), "tokens_range": list(law.tokens_range),
             "bootstrap": {"ln_c": law.boot[:, 0].tolist(), "alpha": law.boot[:, 1].tolist(),
                           "beta": law.boot[:, 2].tolist()}}
+
+
+JOINT_FORMULAS = {"lr": "ln lr_opt = const + ln_N * ln(n_params) + ln_T * ln(tokens)",
+                  "batch": "ln batch_opt = const + ln_T * ln(tokens)  (sequences)",
+                  "gamma": "ln(lr_opt / batch_size) = const + ln_N * ln(n_params) + ln_T * ln(tokens)"}
+
+
+def _joint_summary(result: Analysis) -> dict | None:
+    """The band (Step Law style) laws lr(N, T), B_opt(T) and, for muP tables, gamma(N, T), with bootstrap CIs."""
+    band = result.band
+    if band is None:
+        return None
+    laws = {"lr": band.lr_law, "batch": band.batch_law}
+    if result.parametrisation == "mup":  # under SP the gamma law's N term mixes width effects muP removes
+        laws["gamma"] = band.gamma_law
+    return {"band": band.eps, "notes": list(band.notes),
+            **{name: _linear_summary(law, JOINT_FORMULAS[name]) for name, law in laws.items()}}
+
+
+def _linear_summary(law, formula: str) -> dict:
+    if not law.ok:
+        return {"formula": formula, "reason": law.reason}
+    names = list(law.coef)
+    return {"formula": formula, "coef": law.coef, "ci": {k: list(v) for k, v in law.ci.items()},
+            "ranges": {k: list(v) for k, v in law.ranges.items()}, "n_points": law.n_points, "r2": law.r2,
+            "bootstrap": {name: law.boot[:, i].tolist() for i, name in enumerate(names)} if law.boot.size else None}
 
 
 def _critical_summary(result: Analysis) -> dict | None:
@@ -373,3 +400,66 @@ def lm_engine_snippet(coefficients: dict | str | Path, *, batch_size: int, seq_l
                                         "c": int(batch_size * seq_len)},
         },
     }
+
+
+@dataclass(frozen=True)
+class JointPrediction:
+    """lr_opt(N, T) and the best batch size B_opt(T) from the joint (band) laws, with 95% CIs."""
+
+    lr_opt: float
+    lr_ci: tuple[float, float]
+    batch_opt: float  # sequences
+    batch_ci: tuple[float, float]
+    notes: tuple[str, ...] = ()
+
+
+def predict_joint(coefficients: dict | str | Path, *, tokens: float, n_params: float | None = None) -> JointPrediction:
+    """The joint laws at (n_params, tokens): refused outside the fitted N (or without N when the law has an N
+    term); a T outside the fitted tokens is noted."""
+    content = _content(coefficients)
+    joint = content.get("joint_law") or {}
+    lr_law, batch_law = joint.get("lr") or {}, joint.get("batch") or {}
+    for name, law in (("lr", lr_law), ("batch", batch_law)):
+        if "coef" not in law:
+            raise AnalysisError(f"the coefficients have no joint {name} law ({law.get('reason', 'not fitted')}); "
+                                "predict with the headline law instead (drop --law joint)")
+    terms = {"ln_T": math.log(tokens)}
+    if "ln_N" in lr_law["coef"]:
+        low, high = lr_law["ranges"]["N"]
+        if n_params is None or not low <= n_params <= high:
+            raise AnalysisError(f"--n-params {n_params if n_params is None else f'{n_params:g}'}: the joint lr law "
+                                f"needs a model size inside its fitted range {low:g} to {high:g} parameters")
+        terms["ln_N"] = math.log(n_params)
+    notes = tuple(f"tokens = {tokens:g} is outside the joint {name} law's fitted tokens {law['ranges']['T'][0]:g} to "
+                  f"{law['ranges']['T'][1]:g}: an extrapolation" for name, law in (("lr", lr_law), ("batch", batch_law))
+                  if not law["ranges"]["T"][0] <= tokens <= law["ranges"]["T"][1])
+    lr, lr_ci = _linear_prediction(lr_law, terms)
+    batch, batch_ci = _linear_prediction(batch_law, terms)
+    return JointPrediction(lr, lr_ci, batch, batch_ci, notes)
+
+
+def _linear_prediction(law: dict, terms: dict[str, float]) -> tuple[float, tuple[float, float]]:
+    coef = law["coef"]
+    centre = coef["const"] + sum(v * terms[k] for k, v in coef.items() if k != "const")
+    boot = law.get("bootstrap") or {}
+    if not boot or len(boot.get("const") or []) < 20:
+        return math.exp(centre), (float("nan"), float("nan"))
+    samples = np.asarray(boot["const"]) + sum(np.asarray(boot[k]) * terms[k] for k in coef if k != "const")
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return math.exp(centre), (math.exp(low), math.exp(high))
+
+
+def scheduler_coefficients(coefficients: dict | str | Path, *, model: str | None, batch_size: float) -> dict:
+    """The file's content with ``a`` and ``b`` of the law that answers for ``model`` at ``batch_size``, so that
+    the Power schedule lr(n) = min(lr_max, batch_size * a * n**b) follows it: the pooled law without a model;
+    the model's gamma law; or, for a batch law, a = c * batch_size**(alpha - 1) and b = beta."""
+    content = _content(coefficients)
+    if model is None:
+        _check_pooled(content)
+        return content
+    _for_model(content, batch_size, 1.0, model)  # the same checks and errors as a prediction
+    law = (content.get("batch_laws") or {}).get(model)
+    if law is not None and not law.get("linear", True):
+        return content | {"a": law["c"] * batch_size ** (law["alpha"] - 1), "b": law["beta"]}
+    fit = content["per_model"][model]
+    return content | {"a": fit["a"], "b": fit["b"]}

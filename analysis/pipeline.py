@@ -146,7 +146,8 @@ def _input_notes(table: pd.DataFrame) -> list[str]:
     duplicates = table.attrs.get("duplicate_run_ids", [])
     if duplicates:
         notes.append(f"{len(duplicates)} run id(s) name several rows (e.g. {duplicates[0]!r}): they are kept as "
-                     "separate runs (averaged as seeds); give each run its own run_id or drop the copies")
+                     "separate runs (as seeds where they share a cell and lr); give each run its own run_id or drop "
+                     "the copies")
     if table.attrs.get("blowups"):
         notes.append(f"{table.attrs['blowups']} run(s) with a finite loss above "
                      f"{table.attrs.get('diverge_factor', DIVERGE_FACTOR):g}x the best loss of their cell count as "
@@ -162,10 +163,11 @@ def _point_analysis(table, schedule: str, settings: Settings, power: PowerSearch
     critical = fit_critical_batch(cells, **boot)
     labelled = label_regimes(gamma.cells, critical, near_factor=settings.near_factor)
     batch = fit_batch_laws(cells, **boot)
-    notes += _fit_notes(gamma, critical, cells) + _batch_notes(batch)
+    band = band_fit(table, eps=settings.band_eps, schedule=schedule, **boot)
+    notes += _fit_notes(gamma, critical, cells) + _batch_notes(batch) + list(band.notes)
     return Analysis(
         table=table, cells=labelled, gamma=gamma, transfer=transfer(gamma), critical=critical,
-        sensitivity=sensitivity(cells, **boot), band=band_fit(table, eps=settings.band_eps, schedule=schedule),
+        sensitivity=sensitivity(cells, **boot), band=band,
         power=power, settings=settings, schedule=schedule, notes=tuple(notes), batch=batch,
     )
 

@@ -238,10 +238,16 @@ def _band_section(result: Analysis) -> str:
         return ""
     laws = [("lr (band of each (model, T))", band.lr_law), ("batch size (same band)", band.batch_law),
             ("gamma (band of each cell)", band.gamma_law)]
-    rows = [{"law": name, "formula": law.formula() if law.ok else "-", "points": law.n_points, "R2": law.r2,
-             "note": law.reason} for name, law in laws]
-    return (f"<h2>Band fit (Step Law style, eps = {band.eps:g} relative)</h2><p>Compare the gamma law's ln_T "
-            f"coefficient with b above.</p>{_table(pd.DataFrame(rows))}")
+    rows = [{"law": name, "formula": law.formula() if law.ok else "-", "95% CIs": _coef_cis(law),
+             "points": law.n_points, "R2": law.r2, "note": law.reason} for name, law in laws]
+    notes = "".join(f"<p>Note: {_esc(n)}</p>" for n in band.notes)
+    return (f"<h2>Band fit (Step Law style, eps = {band.eps:g} relative, --band)</h2><p>Exported as "
+            f"<code>joint_law</code> in coefficients.json (<code>predict --law joint</code>). Compare the gamma law's "
+            f"ln_T coefficient with b above.</p>{notes}{_table(pd.DataFrame(rows))}")
+
+
+def _coef_cis(law) -> str:
+    return "; ".join(f"{k}: [{lo:.3g}, {hi:.3g}]" for k, (lo, hi) in law.ci.items()) if law.ci else "-"
 
 
 def _power_section(result: Analysis) -> str:

@@ -6,7 +6,8 @@ import pytest
 
 from analysis.errors import AnalysisError
 from analysis.export import (
-    FORMULA, coefficients, lm_engine_snippet, predict_lr, read_coefficients, suggest_lr_max, write_coefficients,
+    FORMULA, coefficients, lm_engine_snippet, predict_joint, predict_lr, read_coefficients, scheduler_coefficients,
+    suggest_lr_max, write_coefficients,
 )
 from analysis.pipeline import analyze
 from analysis.synthetic import PlantedLaw, synthetic_table
@@ -108,3 +109,30 @@ def test_failed_fit_writes_no_coefficients():
                           "loss_eval": 3 + 0.05 * np.log(np.geomspace(1e-3, 1e-1, 7) / 0.01) ** 2})
     with pytest.raises(AnalysisError, match="gamma fit failed"):
         coefficients(analyze(one_t, n_boot=0))
+
+
+def test_the_joint_law_is_exported_with_intervals_and_ranges_and_predicts(result):
+    content = coefficients(result)
+    joint = content["joint_law"]
+    assert joint["band"] == 0.0025 and set(joint) >= {"lr", "batch", "gamma"}  # gamma: a muP table
+    lr = joint["lr"]
+    assert lr["ranges"]["N"] == [12e6, 121e6] and lr["ranges"]["T"] == [2e9, 256e9]
+    assert lr["ci"]["ln_T"][0] < lr["coef"]["ln_T"] < lr["ci"]["ln_T"][1]
+    low, high = joint["gamma"]["ci"]["ln_T"]
+    assert low < -0.51 < high
+    pred = predict_joint(content, tokens=32e9, n_params=36e6)
+    assert pred.lr_ci[0] < pred.lr_opt < pred.lr_ci[1] and pred.batch_ci[0] < pred.batch_opt < pred.batch_ci[1]
+    with pytest.raises(AnalysisError, match="inside its fitted range"):
+        predict_joint(content, tokens=32e9, n_params=1e9)
+    assert any("extrapolation" in note for note in predict_joint(content, tokens=1e12, n_params=36e6).notes)
+
+
+def test_the_scheduler_snippet_follows_the_law_that_answers(result):
+    content = coefficients(result)
+    assert scheduler_coefficients(content, model=None, batch_size=64)["a"] == content["a"]
+    mine = scheduler_coefficients(content, model="36M", batch_size=64)
+    assert (mine["a"], mine["b"]) == (content["per_model"]["36M"]["a"], content["per_model"]["36M"]["b"])
+    bent = content | {"batch_laws": {"36M": {"c": 0.01, "alpha": 0.5, "beta": -0.4, "linear": False,
+                                             "batch_range": [32, 512], "tokens_range": [2e9, 256e9]}}}
+    law = scheduler_coefficients(bent, model="36M", batch_size=64)
+    assert 64 * law["a"] * 1e10 ** law["b"] == pytest.approx(0.01 * 64**0.5 * 1e10**-0.4)
