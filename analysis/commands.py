@@ -45,7 +45,7 @@ def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
                    help=f"a run whose loss is above this times the best loss of its cell counts as diverged, "
                         f"whatever its status (default {DIVERGE_FACTOR})")
     p.add_argument("--band", type=float, default=BAND,
-                   help=f"relative loss band of the Step-Law-style fit (default {BAND}, i.e. {BAND:.2%})")
+                   help=f"relative loss band of the Step-Law-style fit (default {BAND}, i.e. {BAND * 100:g} percent)")
     p.add_argument("--no-figures", action="store_true", help="write the numbers only (faster)")
     p.set_defaults(func=analyze_command)
     return p

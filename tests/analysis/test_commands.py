@@ -120,3 +120,14 @@ def test_power_only_table_reports_the_ab_search_and_succeeds(tmp_path, capsys):
     b = float(line.split("b = ")[1].split()[0])
     assert abs(b - (-0.51)) < 0.03  # the planted exponent, recovered
     assert "coefficients:  not written" in out and not (tmp_path / "out" / "coefficients.json").exists()
+
+
+@pytest.mark.parametrize("command", ["analyze", "predict"])
+def test_help_renders_and_names_the_new_options(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        _parser().parse_args([command, "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    wanted = {"analyze": ("--diverge-factor", "--band", "--parametrisation"),
+              "predict": ("--model", "--n-params", "--law")}[command]
+    assert all(option in text for option in wanted)
