@@ -50,16 +50,20 @@ def fit_bowl(d: np.ndarray, y: np.ndarray, *, low: float | None = None, high: fl
     """
     d = np.asarray(d, dtype=float)
     y2 = np.asarray(y, dtype=float).reshape(len(d), -1)  # (n, R)
-    if len(d) < MIN_POINTS:
-        raise ValueError(f"fit_bowl needs {MIN_POINTS} points, got {len(d)}")
-    low = d[1] if low is None else low
-    high = d[-2] if high is None else high
-    grid = np.linspace(low, high, _CANDIDATES)  # (G,)
-    rss = _profile(d, y2, grid)  # (G, R)
-    vertex = _refine(grid, rss)
+    vertex = bowl_vertices(d, y2, low=low, high=high)
     coef, fitted = _solve(d, y2, vertex)
     resid = np.sum((y2 - fitted) ** 2, axis=0)
     return BowlFit(vertex, coef[0], coef[1], coef[2], fitted, resid, len(d) - 4)
+
+
+def bowl_vertices(d: np.ndarray, y: np.ndarray, *, low: float | None = None, high: float | None = None) -> np.ndarray:
+    """Only the vertex of each column's bowl (what a bootstrap of lr_opt needs): (R,)."""
+    d = np.asarray(d, dtype=float)
+    if len(d) < MIN_POINTS:
+        raise ValueError(f"fit_bowl needs {MIN_POINTS} points, got {len(d)}")
+    y2 = np.asarray(y, dtype=float).reshape(len(d), -1)
+    grid = np.linspace(d[1] if low is None else low, d[-2] if high is None else high, _CANDIDATES)  # (G,)
+    return _refine(grid, _profile(d, y2, grid))
 
 
 def _design(d: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -71,8 +75,15 @@ def _design(d: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 def _profile(d: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
     design = _design(d, grid)  # (G, n, 3)
-    coef = np.linalg.pinv(design) @ y[None, :, :]  # (G, 3, R)
-    return np.sum((y[None, :, :] - design @ coef) ** 2, axis=1)  # (G, R)
+    hat = design @ _left_inverse(design)  # (G, n, n): the projection onto each candidate's columns
+    resid = y[None, :, :] - hat @ y[None, :, :]  # (G, n, R)
+    return np.einsum("gnr,gnr->gr", resid, resid)  # (G, R)
+
+
+def _left_inverse(design: np.ndarray) -> np.ndarray:
+    """(..., 3, n): (X'X)^-1 X' of each stacked design; a column of zeros (no point on a side) gets no weight."""
+    xtx = np.swapaxes(design, -1, -2) @ design
+    return np.linalg.pinv(xtx, hermitian=True) @ np.swapaxes(design, -1, -2)
 
 
 def _refine(grid: np.ndarray, rss: np.ndarray) -> np.ndarray:
@@ -89,6 +100,6 @@ def _refine(grid: np.ndarray, rss: np.ndarray) -> np.ndarray:
 def _solve(d: np.ndarray, y: np.ndarray, vertex: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(3, R) coefficients and (n, R) fitted values with each column's own vertex."""
     design = _design(d, vertex)  # (R, n, 3)
-    coef = np.einsum("rkn,nr->kr", np.linalg.pinv(design), y)  # (3, R)
+    coef = np.einsum("rkn,nr->kr", _left_inverse(design), y)  # (3, R)
     fitted = np.einsum("rnk,kr->nr", design, coef)
     return coef, fitted

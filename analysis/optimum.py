@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.bowl import BowlFit, fit_bowl
+from analysis.bowl import BowlFit, bowl_vertices, fit_bowl
 from analysis.errors import AnalysisError
 
 CELL_KEYS = ("model", "tokens", "batch_size")
@@ -241,7 +241,7 @@ def _optimum(fit: _CellFit, noise_var: float | None, n_draws: int, rng: np.rando
         offset, loss_opt, curvature, method = bowl.vertex[0], bowl.floor[0], bowl.k_low[0] + bowl.k_high[0], "bowl"
         noisy = bowl.fitted + rng.normal(0.0, math.sqrt(noise_var), (len(fit.d), n_draws))
         sides = fit.d[fit.d < 0][-1], fit.d[fit.d > 0][0]  # the argmin's neighbours bound the vertex
-        draws = fit_bowl(fit.d, noisy, low=sides[0], high=sides[1]).vertex
+        draws = bowl_vertices(fit.d, noisy, low=sides[0], high=sides[1])
     elif noise_var is not None and quad is not None:
         c0, c1, c2 = quad.coef
         offset, loss_opt, curvature, method = quad.vertex, c0 - c1 * c1 / (4 * c2), 2 * c2, "quadratic"
