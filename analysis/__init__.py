@@ -1,10 +1,12 @@
 """Learning-rate laws from sweeps of small muP proxy models (the Power Scheduler methodology).
 
-Data flow: ``load_table`` (one tidy row per run-evaluation) -> ``analyze`` (per-cell lr_opt,
-gamma = a * T**b fits with bootstrap CIs, critical batch size, sensitivity, band and (a, b)
-search) -> ``write_report`` (figures, index.html, cells.csv, coefficients.json) -> ``predict_lr``.
-Modules: table, optimum, fit, regimes, band, power_search, plots, report, export, synthetic,
-commands. Nothing here imports torch, ray, proxy_models or sweeps.
+Data flow: ``load_table`` (one tidy row per run-evaluation) -> ``analyze`` (per-cell lr_opt from a
+two-sided bowl with bootstrap draws, gamma = a * T**b fits, per-model batch laws lr_opt = c * B**alpha
+* T**beta, critical batch size, sensitivity, the joint band laws and the (a, b) search, all with CIs)
+-> ``write_report`` (figures, index.html, cells.csv, coefficients.json) -> ``predict_lr``.
+Modules: table, bowl, optimum, fit, batch_scaling, regimes, band, power_search, plots, report, export,
+synthetic, calibration, commands. Nothing here imports torch, ray, proxy_models or sweeps; the
+command hooks import nothing numeric until a command runs.
 
 >>> from analysis import load_table, analyze, write_report, predict_lr
 >>> result = analyze(load_table("runs/"))

@@ -148,6 +148,11 @@ def _input_notes(table: pd.DataFrame) -> list[str]:
         notes.append(f"{len(duplicates)} run id(s) name several rows (e.g. {duplicates[0]!r}): they are kept as "
                      "separate runs (as seeds where they share a cell and lr); give each run its own run_id or drop "
                      "the copies")
+    unstated = [name for name in ("schedule", "parametrisation") if table[name].eq("unknown").all()]
+    if unstated:
+        flags = " ".join(f"--{name} NAME" for name in unstated)
+        notes.append(f"the table does not say its {' or '.join(unstated)}: shown as unknown, and the paper's "
+                     f"4.6 * T^-0.51 (muP, wsd) is not drawn; state it with {flags}")
     if table.attrs.get("blowups"):
         notes.append(f"{table.attrs['blowups']} run(s) with a finite loss above "
                      f"{table.attrs.get('diverge_factor', DIVERGE_FACTOR):g}x the best loss of their cell count as "

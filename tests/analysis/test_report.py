@@ -120,6 +120,8 @@ def test_the_papers_line_and_mup_labels_only_where_the_table_says_mup_and_wsd():
     unknown = analyze(load_table(synthetic_table(PlantedLaw(), SMALL, seed=3).drop(
         columns=["parametrisation", "schedule"])), n_boot=50)
     assert mup.paper_applies and not unknown.paper_applies and unknown.parametrisation == "unknown"
+    assert sum("does not say its schedule or parametrisation" in n for n in unknown.notes) == 1
+    assert not any("does not say" in n for n in mup.notes)
 
     def paper_lines(result):
         fig = plots.fig_gamma_vs_tokens(result.gamma, paper=result.paper_applies)
