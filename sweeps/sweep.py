@@ -48,6 +48,12 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
         search = run_studies(p.studies, settings)
         return SubmitResult(plan=p, lineages_run=search.trials_run, failed_trials=search.failed_trials,
                             storage=storage, execution=None)
+    if p.searches:
+        from sweeps.rounds import run_rounds  # adaptive mode: rounds until every group's search ends
+
+        rounds = run_rounds(p.searches, settings, pack=p.pack)
+        return SubmitResult(plan=p, lineages_run=rounds.lineages_run, failed_trials=rounds.failed_trials,
+                            storage=storage, execution=rounds.execution)
     report = execute(jobs, settings)
     return SubmitResult(plan=p, lineages_run=sum(len(j.members) for j in jobs), failed_trials=report.failed_trials,
                         storage=storage, execution=report)
@@ -97,15 +103,28 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     table = ResultStore(storage).read(sweep_id=spec.name).table
     p = plan(spec)
     planned = {r for j in p.jobs for r in j.run_ids} | _trial_run_ids(p, table)
+    adaptive = _adaptive_status(p, table)
+    planned |= adaptive.get("run_ids", set())
     done = table[table["run_id"].isin(planned)]
     counts = done["status"].value_counts().to_dict()
-    counts["missing"] = max(p.runs - len(done), 0)
+    counts["missing"] = max((len(planned) if adaptive else p.runs) - len(done), 0)
     cells = done.groupby(["model", "batch_size", "tokens"]).size().rename("runs_done").reset_index()
     lineages = {j.lineage_id for j in p.jobs} | set(done["lineage_id"])
     trunk_done = int((table["phase"].eq("trunk") & table["lineage_id"].isin(lineages)).sum())
-    trunk = {"planned": p.trunk_rows, "done": trunk_done, "missing": max(p.trunk_rows - trunk_done, 0)}
-    return {"sweep_id": spec.name, "planned": p.runs, "counts": counts, "cells": cells.to_dict("records"),
-            "trunk": trunk}
+    trunk_planned = len(adaptive["trunk_ids"]) if adaptive else p.trunk_rows
+    trunk = {"planned": trunk_planned, "done": trunk_done, "missing": max(trunk_planned - trunk_done, 0)}
+    return {"sweep_id": spec.name, "planned": len(planned) if adaptive else p.runs, "counts": counts,
+            "cells": cells.to_dict("records"), "trunk": trunk,
+            **({"adaptive": adaptive["groups"]} if adaptive else {})}
+
+
+def _adaptive_status(p: Plan, table) -> dict:
+    """An adaptive sweep's groups and the rows its searches have asked for so far ({} for other modes)."""
+    if not p.searches:
+        return {}
+    from sweeps.rounds import adaptive_status
+
+    return adaptive_status(p.searches, table)
 
 
 def _trial_run_ids(p: Plan, table) -> set[str]:
