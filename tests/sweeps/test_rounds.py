@@ -1,7 +1,6 @@
 """Adaptive rounds: the search state from the store, a driver killed mid-round, status, and analysis."""
 
 import math
-import os
 import time
 
 import numpy as np
@@ -132,3 +131,50 @@ def test_grid_and_adaptive_rows_analyse_alike(tmp_path):
         g, a = cells["grid"].loc[tokens], cells["adaptive"].loc[tokens]
         assert a["lr_opt_grid"] == g["lr_opt_grid"] and a["ok"]
         assert a["lr_opt"] == pytest.approx(g["lr_opt"], rel=0.05)
+
+
+LONG = {**ADAPTIVE, "run": {"checkpoint_every_steps": 20}}  # lineages of 32-128 steps: a kill lands mid-round
+
+
+@pytest.mark.slow
+def test_driver_killed_in_a_later_round_resumes_to_the_runs_of_an_uninterrupted_sweep(tmp_path, local_ray):
+    from sweeps.sweep import submit
+
+    spec = spec_from_dict(LONG)
+    reference = submit(spec, storage=str(tmp_path / "reference"))
+    assert reference.failed_trials == 0
+    expected = ResultStore(str(tmp_path / "reference")).read(sweep_id="adaptive").table
+    first_round = {r for j in plan(spec).jobs for r in j.run_ids}
+    assert set(expected["run_id"]) > first_round | set(expected.query("phase == 'trunk'")["run_id"])
+
+    spec_file, storage = tmp_path / "adaptive.yaml", tmp_path / "store"
+    spec_file.write_text(yaml.safe_dump(LONG))
+    driver = cli("submit", str(spec_file), "--storage", str(storage))
+    try:  # the event: the first budget row of a later round is stored
+        while not later_rows(storage, first_round) and driver.poll() is None:
+            time.sleep(0.2)
+        assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
+    finally:
+        kill_session(driver.pid)
+        driver.wait()
+    before = ResultStore(str(storage)).read(sweep_id="adaptive").table
+    searches = plan(spec).searches
+    state = search_state(searches[0], stored_results(before))
+    assert state.rounds and state.pending, "the kill should land inside a round after the first"
+    resumed = cli("resume", str(storage))
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()[-2000:]
+    reap_session(resumed.pid, wait_s=10)
+    after = ResultStore(str(storage)).read(sweep_id="adaptive")
+    assert sorted(after.table["run_id"]) == sorted(expected["run_id"]) and after.duplicates_dropped == 0
+    losses = after.table.set_index("run_id")["loss_eval"]
+    assert np.allclose(losses[expected["run_id"]], expected["loss_eval"], equal_nan=True)
+    created = after.table.set_index("run_id")["created_at"]
+    assert all(created[r] == t for r, t in zip(before["run_id"], before["created_at"]))  # not recomputed
+
+
+def later_rows(storage, first_round: set[str]) -> bool:
+    """Whether a budget row outside the first round is stored."""
+    if not (storage / "results" / "sweep_id=adaptive").is_dir():
+        return False
+    table = ResultStore(str(storage)).read(sweep_id="adaptive").table
+    return bool((~table["run_id"].isin(first_round) & table["phase"].eq("final")).any())
