@@ -7,12 +7,12 @@ through every token budget: one lineage per lr yields every budget. Each later r
 
 * the argmin k0 of the finite losses at T (diverged lrs count as worse than any finite loss, and every lr
   above the smallest diverged one is ignored: divergence bounds the range from above);
-* wanted: the lattice neighbours k0 - 1 and k0 + 1 (the bracket at the target resolution) and at least two
-  finite points on each side. A side with no point is extended by one coarse `spacing` step (an edge
-  argmin), or, below a diverged lr, bisected towards it; when both sides have points but a neighbour is
-  missing, the search jumps to the lattice points around the vertex of the parabola (in ln lr) through the
-  argmin and its nearest points on each side; a side with only its neighbour gets the point next to that.
-  The side above is closed by an lr that diverged.
+* wanted: the lattice points k0 -+ 1 and k0 -+ 2, two on each side at the target resolution: the window of
+  the analysis' quadratic, so a budget's lr_opt comes out as a full grid's at that resolution would give it.
+  A side with no point is extended by one coarse `spacing` step (an edge argmin), or, below a diverged lr,
+  bisected towards it; when both sides have points but a neighbour of k0 is missing, the search jumps to the
+  lattice points around the vertex of the parabola (in ln lr) through the argmin and its nearest points on
+  each side; once k0 -+ 1 are there, k0 -+ 2 are asked for. An lr that diverged closes the side above.
 
 An lr asked for by budget T is trained through every budget up to T (more budgets cost only their decay
 branches), and an lr trained to a smaller budget before is extended, resuming its lineage. The search of a
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["Policy", "Bracket", "SearchState", "brackets", "lr_value", "next_round", "replay", "wanted"]
 
-SIDE_POINTS = 2  # lattice points wanted on each side of a budget's argmin
+SIDE_POINTS = 2  # lattice points wanted on each side of a budget's argmin: the analysis' half_width
 
 
 @dataclass(frozen=True)
@@ -93,10 +93,11 @@ def wanted(points: dict[int, float], policy: Policy) -> dict[int, int]:
                      if lower[-1] < k < upper[0] and k not in points and k < ceiling})
     elif best - 1 not in points:  # the lr above diverged: bisect towards the nearest point below
         asks[best - max((best - lower[-1]) // 2, 1)] = 1
-    if best - 1 in finite and len(lower) < SIDE_POINTS:
-        asks.setdefault(best - 2, 2)
-    if best + 1 in finite and len(upper) < SIDE_POINTS and best + 2 < ceiling:
-        asks.setdefault(best + 2, 2)
+    for j in range(2, SIDE_POINTS + 1):  # the quadratic's window: the points next to those, at resolution
+        if best - j + 1 in finite:
+            asks.setdefault(best - j, 2)
+        if best + j - 1 in finite and best + j < ceiling:
+            asks.setdefault(best + j, 2)
     return {k: r for k, r in asks.items() if k not in points}
 
 

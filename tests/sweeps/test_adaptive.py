@@ -51,7 +51,7 @@ def law(tokens):
     return 4e-3 * (tokens / 1e6) ** -0.5
 
 
-POLICY = Policy(anchor=1e-4, resolution=2 ** 0.25, spacing_steps=8, start=(0, 8, 16, 24), max_lineages=12)
+POLICY = Policy(anchor=1e-4, resolution=2 ** 0.25, spacing_steps=8, start=(0, 8, 16, 24), max_lineages=16)
 
 
 def test_interior_optimum_is_bracketed_at_the_resolution_with_a_fraction_of_the_grid():
@@ -62,7 +62,7 @@ def test_interior_optimum_is_bracketed_at_the_resolution_with_a_fraction_of_the_
         assert abs(math.log(b.lr_best / law(b.tokens))) <= math.log(POLICY.resolution) / 2 + 0.01
     full = lineage_tokens()[BUDGETS[-1]]
     used = sum(lineage_tokens()[t] for t in state.requested.values())
-    assert used < 0.36 * 25 * full  # the grid at the final resolution over the same range: 25 lineages
+    assert used < 0.45 * 25 * full  # the grid at the final resolution over the same range: 25 lineages
 
 
 def test_edge_optimum_extends_the_range_in_coarse_steps():
