@@ -116,7 +116,8 @@ def evaluate(surface: Surface, table: pd.DataFrame) -> dict:
     cells = result.cells.set_index("tokens")
     errors = [abs(math.log(cells.loc[t, "lr_opt"] / surface.lr_opt(t))) for t in BUDGETS if cells.loc[t, "ok"]]
     fitted = result.gamma.pooled.b if result.gamma is not None and result.gamma.pooled.ok else math.nan
-    return {"lr_errors": errors, "unusable": len(BUDGETS) - len(errors), "b_error": abs(fitted - surface.b)}
+    return {"lr_errors": errors, "unusable": len(BUDGETS) - len(errors), "b_error": abs(fitted - surface.b),
+            "lr_opt": tuple(cells.loc[t, "lr_opt"] for t in BUDGETS)}
 
 
 def main() -> None:
@@ -149,9 +150,13 @@ def summary(frame: pd.DataFrame, n: int) -> str:
                      f"{np.nanmedian(b):.4f} | {np.nanquantile(b, 0.9):.4f} | {np.nanmax(b):.4f} |")
     adaptive = frame[frame["method"] == "adaptive"]
     pairs = frame.pivot(index="surface", columns="method", values="b_error")
+    optima = frame.pivot(index="surface", columns="method", values="lr_opt")
+    same = sum(np.allclose(g, a, rtol=1e-9, equal_nan=True) for g, a in zip(optima["grid"], optima["adaptive"]))
     lines.append(f"adaptive: stopped {adaptive['reason'].value_counts().to_dict()}; rounds median "
-                 f"{adaptive['rounds'].median():.0f}, max {adaptive['rounds'].max()}; b error lower than the grid's "
-                 f"on {(pairs['adaptive'] < pairs['grid']).sum()} of {len(pairs)} surfaces")
+                 f"{adaptive['rounds'].median():.0f}, max {adaptive['rounds'].max()}; every budget's lr_opt equal to "
+                 f"the grid's on {same} of {n} surfaces; b error lower than the grid's on "
+                 f"{(pairs['adaptive'] < pairs['grid'] - 1e-12).sum()}, higher on "
+                 f"{(pairs['adaptive'] > pairs['grid'] + 1e-12).sum()}")
     return "\n".join(lines)
 
 
