@@ -218,14 +218,13 @@ class Bracket:
 
 def brackets(state: SearchState, policy: Policy, budgets: Sequence[float]) -> list[Bracket]:
     """Each budget's bracket after the completed rounds."""
-    out = []
-    for budget in sorted(budgets):
-        points = _at(state.observed, budget)
-        best, _ = _argmin(points)
-        below = max((k for k in points if best is not None and k < best), default=None)
-        above = min((k for k in points if best is not None and k > best), default=None)
-        value = lambda k: None if k is None else lr_value(policy, k)  # noqa: E731
-        out.append(Bracket(budget, value(below), value(best), value(above),
-                           above is not None and not math.isfinite(points[above]),
-                           bool(points) and not wanted(points, policy)))
-    return out
+    return [_bracket(_at(state.observed, budget), budget, policy) for budget in sorted(budgets)]
+
+
+def _bracket(points: dict[int, float], budget: float, policy: Policy) -> Bracket:
+    best, _ = _argmin(points)
+    below = max((k for k in points if best is not None and k < best), default=None)
+    above = min((k for k in points if best is not None and k > best), default=None)
+    values = [None if k is None else lr_value(policy, k) for k in (below, best, above)]
+    return Bracket(budget, *values, above_diverged=above is not None and not math.isfinite(points[above]),
+                   bracketed=bool(points) and not wanted(points, policy))
