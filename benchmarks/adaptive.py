@@ -140,7 +140,8 @@ def main() -> None:
 def summary(frame: pd.DataFrame, n: int) -> str:
     lines = [f"{n} surfaces, {len(BUDGETS)} budgets each; lattice 2**0.25 over 128x ({SPAN + 1} grid lrs)",
              "| method | lineage tokens / grid's (mean, max) | median abs ln lr_opt error | 90th pct | cells not "
-             "usable | median abs b error | 90th pct | max |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "usable | median abs b error | 90th pct | max |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for method in ("grid", "adaptive"):
         part = frame[frame["method"] == method]
         errors = np.concatenate(part["lr_errors"].to_numpy())
