@@ -202,7 +202,7 @@ def adaptive_lines(group: dict) -> list[str]:
     pending = f", next round {len(group['pending_lrs'])} lrs" if group["pending_lrs"] else ""
     lines = [f"adaptive {group['model']} batch {group['batch_size']} seed {group['seed']}: "
              f"{group['rounds_done']} rounds done, {group['lrs']} lrs{pending} ({group['state']})"]
-    for b in group["brackets"]:
+    for b in group["brackets"] if group["rounds_done"] else []:  # brackets of completed rounds only
         above = "diverged" if b["above_diverged"] else _lr(b["lr_above"])
         lines.append(f"  tokens {b['tokens']:>12,.0f}  best lr {_lr(b['lr_best'])} in [{_lr(b['lr_below'])}, "
                      f"{above}]  {'bracketed' if b['bracketed'] else 'searching'}")

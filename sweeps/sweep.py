@@ -111,6 +111,8 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     cells = done.groupby(["model", "batch_size", "tokens"]).size().rename("runs_done").reset_index()
     lineages = {j.lineage_id for j in p.jobs} | set(done["lineage_id"])
     trunk_done = int((table["phase"].eq("trunk") & table["lineage_id"].isin(lineages)).sum())
+    if adaptive:  # the trunk rows its searches asked for, not every trunk row of their lineages
+        trunk_done = int(table["run_id"].isin(adaptive["trunk_ids"]).sum())
     trunk_planned = len(adaptive["trunk_ids"]) if adaptive else p.trunk_rows
     trunk = {"planned": trunk_planned, "done": trunk_done, "missing": max(trunk_planned - trunk_done, 0)}
     return {"sweep_id": spec.name, "planned": len(planned) if adaptive else p.runs, "counts": counts,

@@ -97,11 +97,22 @@ def test_a_driver_killed_at_any_row_resumes_to_the_same_final_runs(tmp_path):
         assert stored_ids(settings) == expected
 
 
-def test_status_shows_rounds_and_brackets(tmp_path):
-    searches = plan(spec_from_dict(ADAPTIVE)).searches
+def test_status_shows_rounds_and_brackets(tmp_path, capsys):
+    from sweeps.cli import main
+    from sweeps.sweep import spec_path
+
+    spec = spec_from_dict(ADAPTIVE)
+    searches = plan(spec).searches
     settings = settings_for(tmp_path, "store")
     run_rounds(searches, settings, run=fake_execute())
-    table = ResultStore(settings.store_uri).read(sweep_id="adaptive").table
+    store = ResultStore(settings.store_uri)
+    store.write_json(spec_path("adaptive"), spec.to_dict())
+    table = store.read(sweep_id="adaptive").table
+    assert main(["status", settings.store_uri]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"sweep adaptive: {len(table)}/{len(table)} runs done")
+    assert any(line.startswith("adaptive cpu-xs batch 4 seed 0: ") and line.endswith("(bracketed)") for line in lines)
+    assert sum("bracketed" in line and "best lr" in line for line in lines) == 3  # one per budget
     status = adaptive_status(searches, table)
     (group,) = status["groups"]
     assert group["state"] == "bracketed" and group["rounds_done"] >= 3 and not group["pending_lrs"]
