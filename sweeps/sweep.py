@@ -102,31 +102,35 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     spec = stored_spec(storage, sweep_id=sweep_id)
     table = ResultStore(storage).read(sweep_id=spec.name).table
     p = plan(spec)
+    if p.searches:
+        return _adaptive_status(spec.name, p, table)
     planned = {r for j in p.jobs for r in j.run_ids} | _trial_run_ids(p, table)
-    adaptive = _adaptive_status(p, table)
-    planned |= adaptive.get("run_ids", set())
     done = table[table["run_id"].isin(planned)]
     counts = done["status"].value_counts().to_dict()
-    counts["missing"] = max((len(planned) if adaptive else p.runs) - len(done), 0)
+    counts["missing"] = max(p.runs - len(done), 0)
     cells = done.groupby(["model", "batch_size", "tokens"]).size().rename("runs_done").reset_index()
     lineages = {j.lineage_id for j in p.jobs} | set(done["lineage_id"])
     trunk_done = int((table["phase"].eq("trunk") & table["lineage_id"].isin(lineages)).sum())
-    if adaptive:  # the trunk rows its searches asked for, not every trunk row of their lineages
-        trunk_done = int(table["run_id"].isin(adaptive["trunk_ids"]).sum())
-    trunk_planned = len(adaptive["trunk_ids"]) if adaptive else p.trunk_rows
-    trunk = {"planned": trunk_planned, "done": trunk_done, "missing": max(trunk_planned - trunk_done, 0)}
-    return {"sweep_id": spec.name, "planned": len(planned) if adaptive else p.runs, "counts": counts,
-            "cells": cells.to_dict("records"), "trunk": trunk,
-            **({"adaptive": adaptive["groups"]} if adaptive else {})}
+    trunk = {"planned": p.trunk_rows, "done": trunk_done, "missing": max(p.trunk_rows - trunk_done, 0)}
+    return {"sweep_id": spec.name, "planned": p.runs, "counts": counts, "cells": cells.to_dict("records"),
+            "trunk": trunk}
 
 
-def _adaptive_status(p: Plan, table) -> dict:
-    """An adaptive sweep's groups and the rows its searches have asked for so far ({} for other modes)."""
-    if not p.searches:
-        return {}
+def _adaptive_status(sweep_id: str, p: Plan, table) -> dict:
+    """`status` of an adaptive sweep: the rows its searches have asked for so far (completed rounds and the
+    one in progress) count as planned; per group, the rounds done and each budget's bracket."""
     from sweeps.rounds import adaptive_status
 
-    return adaptive_status(p.searches, table)
+    searches = adaptive_status(p.searches, table)
+    done = table[table["run_id"].isin(searches["run_ids"])]
+    counts = done["status"].value_counts().to_dict()
+    counts["missing"] = len(searches["run_ids"]) - len(done)
+    cells = done.groupby(["model", "batch_size", "tokens"]).size().rename("runs_done").reset_index()
+    trunk_done = int(table["run_id"].isin(searches["trunk_ids"]).sum())
+    trunk = {"planned": len(searches["trunk_ids"]), "done": trunk_done,
+             "missing": len(searches["trunk_ids"]) - trunk_done}
+    return {"sweep_id": sweep_id, "planned": len(searches["run_ids"]), "counts": counts,
+            "cells": cells.to_dict("records"), "trunk": trunk, "adaptive": searches["groups"]}
 
 
 def _trial_run_ids(p: Plan, table) -> set[str]:
