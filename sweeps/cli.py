@@ -192,7 +192,25 @@ def status_command(args) -> int:
     for cell in s["cells"]:
         print(f"  {cell['model']:<12} batch {cell['batch_size']:>4}  tokens {cell['tokens']:>12,}  "
               f"runs {cell['runs_done']}")
+    for group in s.get("adaptive", []):
+        print("\n".join(adaptive_lines(group)))
     return 0
+
+
+def adaptive_lines(group: dict) -> list[str]:
+    """An adaptive group's rounds and, per budget, the trained lrs around its argmin."""
+    pending = f", next round {len(group['pending_lrs'])} lrs" if group["pending_lrs"] else ""
+    lines = [f"adaptive {group['model']} batch {group['batch_size']} seed {group['seed']}: "
+             f"{group['rounds_done']} rounds done, {group['lrs']} lrs{pending} ({group['state']})"]
+    for b in group["brackets"] if group["rounds_done"] else []:  # brackets of completed rounds only
+        above = "diverged" if b["above_diverged"] else _lr(b["lr_above"])
+        lines.append(f"  tokens {b['tokens']:>12,.0f}  best lr {_lr(b['lr_best'])} in [{_lr(b['lr_below'])}, "
+                     f"{above}]  {'bracketed' if b['bracketed'] else 'searching'}")
+    return lines
+
+
+def _lr(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def add_demo_parser(sub) -> None:

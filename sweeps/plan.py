@@ -23,7 +23,8 @@ from proxy_models.data import DataConfig
 from proxy_models.lineage import independent_tokens, plan_branches, planned_tokens, trunk_tokens
 from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import TrainConfig
-from sweeps.spec import SweepSpec
+from sweeps.adaptive import Policy, lr_value
+from sweeps.spec import AdaptiveSpec, SweepSpec
 
 
 SEARCHED = ("lr", "power_a", "power_b", "lr_max")  # schedule fields a pack's variants may differ in
@@ -99,6 +100,7 @@ class Plan:
     notes: tuple[str, ...] = field(default=())
     studies: tuple[Study, ...] = field(default=())
     pack: int = 1  # lineages per trial (run.pack)
+    searches: tuple[LrSearch, ...] = field(default=())  # adaptive mode: one per group; `jobs` is their first round
 
     def _lineages(self):
         """(job, copies): each fixed job once, each study's template n_trials times."""
@@ -142,7 +144,8 @@ class Plan:
                 "trunk_rows": self.trunk_rows,
                 "trials": len(self.trials) + sum(s.n_trials for s in self.studies),
                 "tokens_independent": independent, "tokens_planned": self.tokens_planned,
-                "ratio": self.tokens_planned / independent if independent else None, "notes": list(self.notes)}
+                "ratio": self.tokens_planned / independent if independent else None, "notes": list(self.notes),
+                **({"tokens_bound": sum(s.tokens_bound for s in self.searches)} if self.searches else {})}
 
 
 def short_hash(obj) -> str:
@@ -154,6 +157,8 @@ def plan(spec: SweepSpec) -> Plan:
     budgets = tuple(sorted(spec.search.tokens))
     if spec.search.mode == "optuna":
         return _optuna_plan(spec, budgets)
+    if spec.search.mode == "adaptive":
+        return _adaptive_plan(spec, budgets)
     jobs, notes = [], []
     for config in _trajectories(spec, max(budgets)):
         if all(b.fork_step == 0 for b in plan_branches(config, budgets)) and len(budgets) > 1:
@@ -238,6 +243,58 @@ def _schedules(spec: SweepSpec):
             for a, b, m in itertools.product(s.power_a, s.power_b, s.lr_max)]
 
 
+@dataclass(frozen=True)
+class LrSearch:
+    """The adaptive lr search of one group (model, batch size, seed, train settings): its lineages are the
+    template's config at the lrs the policy asks for (sweeps/adaptive.py), with ids as in grid mode."""
+
+    template: TrainConfig  # the group's trajectory; its lr is replaced by each lattice value
+    budgets: tuple[float, ...]  # token budgets, ascending
+    policy: Policy
+    lineage_tokens: tuple[tuple[float, int], ...]  # (T, tokens of one lineage through every budget up to T)
+
+    @property
+    def tokens_bound(self) -> float:
+        """The most tokens the search may train: the lineage budget."""
+        return self.policy.max_lineages * self.lineage_tokens[-1][1]
+
+    def jobs(self, k: int, top: float) -> list[LineageJob]:
+        """The lineage(s) of lattice index k through every budget up to `top` (cosine: one per budget)."""
+        config = replace(self.template, schedule=replace(self.template.schedule, lr=lr_value(self.policy, k)))
+        return _lineage_jobs(config, tuple(t for t in self.budgets if t <= top))
+
+
+def adaptive_policy(spec: AdaptiveSpec) -> Policy:
+    """The search policy of an `adaptive` block: a lattice anchored at lr_range's low end."""
+    step = spec.spacing_steps
+    return Policy(anchor=spec.lr_range[0], resolution=spec.resolution, spacing_steps=step,
+                  start=tuple(j * step for j in range(len(spec.start_lrs))), max_lineages=spec.max_lineages,
+                  max_rounds=spec.max_rounds)
+
+
+def _adaptive_plan(spec: SweepSpec, budgets: tuple[float, ...]) -> Plan:
+    """One search per group; the plan's jobs are the first round (every start lr through every budget)."""
+    policy, searches, jobs = adaptive_policy(spec.search.adaptive), [], []
+    placeholder = spec.model_copy(update={"search": spec.search.model_copy(update={"lr": [policy.anchor]})})
+    for config in _trajectories(placeholder, max(budgets)):  # one per group; each lineage sets its own lr
+        tokens = tuple((t, planned_tokens(config, [b for b in budgets if b <= t])) for t in budgets)
+        search = LrSearch(config, budgets, policy, tokens)
+        searches.append(search)
+        jobs.extend(j for k in policy.start for j in search.jobs(k, budgets[-1]))
+    a = spec.search.adaptive
+    note = (f"adaptive mode: round 1 trains {len(policy.start)} lrs per group ({a.spacing:g}x apart from "
+            f"{a.lr_range[0]:g}); later rounds add lrs down to {a.resolution:.4g}x around each budget's optimum, "
+            f"at most {policy.max_rounds} rounds and {a.max_lineages:g} lineages' tokens per group")
+    return Plan(sweep_id=spec.name, jobs=tuple(jobs), notes=(note,), pack=spec.run.pack, searches=tuple(searches))
+
+
+def _lineage_jobs(config: TrainConfig, budgets: tuple[float, ...]) -> list[LineageJob]:
+    """One lineage through `budgets`, or one per budget where they share no trunk (cosine)."""
+    if all(b.fork_step == 0 for b in plan_branches(config, budgets)) and len(budgets) > 1:
+        return [_job(replace(config, tokens=t), (t,)) for t in budgets]
+    return [_job(replace(config, tokens=max(budgets)), budgets)]
+
+
 def format_plan(p: Plan) -> str:
     """A short human summary."""
     s = p.summary()
@@ -247,4 +304,8 @@ def format_plan(p: Plan) -> str:
              f"tokens planned:        {s['tokens_planned']:.4g}"]
     if s["ratio"] is not None:
         lines.append(f"ratio:                 {s['ratio']:.3f}")
+    if p.searches:
+        lines[0] = f"sweep {s['sweep_id']}, adaptive: round 1 is " + lines[0].removeprefix(f"sweep {s['sweep_id']}: ")
+        lines.append(f"tokens at most:        {s['tokens_bound']:.4g} (the lineage budget of "
+                     f"{len(p.searches)} group{'s' if len(p.searches) > 1 else ''})")
     return "\n".join(lines + [f"note: {n}" for n in s["notes"]])

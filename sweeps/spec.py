@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import re
 from typing import Any, Literal
 
@@ -39,6 +40,44 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class AdaptiveSpec(_Strict):
+    """search.mode adaptive: per group (model, batch size, seed), lrs chosen round by round where they inform
+    every budget's lr_opt (sweeps/adaptive.py). Lrs lie on a lattice: lr_range[0] * resolution**k."""
+
+    lr_range: tuple[float, float] = (1e-4, 1e-2)  # first round: lrs from low up to high, `spacing` apart
+    spacing: float = 2.0  # ratio between first-round lrs and of a step beyond an edge optimum; resolution**m
+    resolution: float = 2 ** 0.25  # ratio between the lrs next to every budget's optimum when the search ends
+    max_lineages: float = 8.0  # lineage budget per group: the tokens of this many lineages through every budget
+    max_rounds: int = Field(10, ge=1)  # rounds per group at most, the first included
+
+    @field_validator("lr_range")
+    @classmethod
+    def _lr_range(cls, value):
+        low, high = value
+        if not 0 < low <= high:
+            raise ValueError(f"{list(value)} is not [low, high] of positive lrs: give e.g. [1e-4, 1e-2]")
+        return value
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution(cls, value):
+        if not 1.05 <= value <= 4:  # lrs are kept to 3 significant digits: finer steps would collide
+            raise ValueError(f"{value!r} must be a ratio between 1.05 and 4, e.g. 1.189 (2**0.25)")
+        return value
+
+    @property
+    def spacing_steps(self) -> int:
+        """Lattice steps (of `resolution`) between first-round lrs."""
+        return round(math.log(self.spacing) / math.log(self.resolution))
+
+    @property
+    def start_lrs(self) -> list[float]:
+        """The first round's lrs (before rounding to 3 significant digits)."""
+        low, high = self.lr_range
+        count = math.floor(math.log(high / low) / math.log(self.spacing) + 1e-6) + 1
+        return [low * self.spacing ** j for j in range(count)]
+
+
 class SearchSpec(_Strict):
     """What to search: every combination of these values is one run (or one Optuna trial's space)."""
 
@@ -50,11 +89,12 @@ class SearchSpec(_Strict):
     power_a: list[float] = Field(default_factory=list)  # Power a grid (power schedule)
     power_b: list[float] = Field(default_factory=list)  # Power b grid (power schedule)
     lr_max: list[float] = Field(default_factory=lambda: [0.02])  # Power cap grid (power schedule)
-    mode: Literal["grid", "optuna"] = "grid"  # optuna: TPE over a_range x b_range (power only)
+    mode: Literal["grid", "optuna", "adaptive"] = "grid"  # optuna: power (a, b) by TPE; adaptive: lr round by round
     n_trials: int = 32  # Optuna trials per cell (model, batch_size, seed, lr_max)
     a_range: tuple[float, float] = (3.0, 5.0)  # Table 3's a search range
     b_range: tuple[float, float] = (-0.6, -0.4)  # Table 3's b search range
     study_concurrency: int = 1  # optuna: trials of one study in flight at once; 1 keeps each study reproducible
+    adaptive: AdaptiveSpec = Field(default_factory=AdaptiveSpec)  # adaptive mode: lr range, resolution, budget
 
     @field_validator("tokens", mode="before")
     @classmethod
@@ -156,6 +196,7 @@ class SweepSpec(_Strict):
     @model_validator(mode="after")
     def _consistent(self):
         s, t = self.search, self.train
+        _check_adaptive(s, t.schedule)
         if t.schedule == "power":
             if s.lr:
                 raise ValueError("search.lr is for fixed-peak schedules: the power schedule searches "
@@ -164,7 +205,7 @@ class SweepSpec(_Strict):
                 raise ValueError("search.power_a and search.power_b: give both grids, or mode: optuna")
         elif s.power_a or s.power_b:
             raise ValueError(f"search.power_a/power_b apply to schedule 'power', not {t.schedule!r}: use search.lr")
-        elif not s.lr:
+        elif not s.lr and s.mode != "adaptive":
             raise ValueError(f"search.lr is empty: give the peak lrs to try with schedule {t.schedule!r}")
         if s.mode == "optuna" and t.schedule != "power":
             raise ValueError("search.mode=optuna searches the power schedule's (a, b): set train.schedule: power")
@@ -189,6 +230,26 @@ class SweepSpec(_Strict):
     @property
     def storage(self) -> str:
         return self.run.storage or f"runs/{self.name}"
+
+
+def _check_adaptive(search: SearchSpec, schedule: str) -> None:
+    """Adaptive mode searches the peak lr of wsd, cosine or constant; its first lrs come from adaptive.lr_range."""
+    if search.mode != "adaptive":
+        return
+    if schedule == "power":
+        raise ValueError("search.mode=adaptive searches a peak lr: use train.schedule wsd, cosine or constant "
+                         "(mode: optuna searches the power schedule)")
+    if search.lr:
+        raise ValueError(f"search.lr={search.lr} is for grid mode: adaptive mode starts from "
+                         "search.adaptive.lr_range and spacing; remove search.lr")
+    a = search.adaptive
+    steps = math.log(max(a.spacing, 1.0)) / math.log(a.resolution)
+    if a.spacing < a.resolution or abs(steps - round(steps)) > 0.01:
+        raise ValueError(f"search.adaptive.spacing={a.spacing!r} is not a whole power of resolution="
+                         f"{a.resolution!r}: use e.g. spacing {a.resolution ** max(round(steps), 1):.4g}")
+    if a.max_lineages < len(a.start_lrs):
+        raise ValueError(f"search.adaptive.max_lineages={a.max_lineages!r} is less than the {len(a.start_lrs)} "
+                         "lrs of the first round: raise it or narrow lr_range")
 
 
 def _check_pack(pack: int, models: list[str], overrides: dict) -> None:

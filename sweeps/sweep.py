@@ -48,6 +48,12 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
         search = run_studies(p.studies, settings)
         return SubmitResult(plan=p, lineages_run=search.trials_run, failed_trials=search.failed_trials,
                             storage=storage, execution=None)
+    if p.searches:
+        from sweeps.rounds import run_rounds  # adaptive mode: rounds until every group's search ends
+
+        rounds = run_rounds(p.searches, settings, pack=p.pack)
+        return SubmitResult(plan=p, lineages_run=rounds.lineages_run, failed_trials=rounds.failed_trials,
+                            storage=storage, execution=rounds.execution)
     report = execute(jobs, settings)
     return SubmitResult(plan=p, lineages_run=sum(len(j.members) for j in jobs), failed_trials=report.failed_trials,
                         storage=storage, execution=report)
@@ -96,6 +102,8 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     spec = stored_spec(storage, sweep_id=sweep_id)
     table = ResultStore(storage).read(sweep_id=spec.name).table
     p = plan(spec)
+    if p.searches:
+        return _adaptive_status(spec.name, p, table)
     planned = {r for j in p.jobs for r in j.run_ids} | _trial_run_ids(p, table)
     done = table[table["run_id"].isin(planned)]
     counts = done["status"].value_counts().to_dict()
@@ -106,6 +114,23 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     trunk = {"planned": p.trunk_rows, "done": trunk_done, "missing": max(p.trunk_rows - trunk_done, 0)}
     return {"sweep_id": spec.name, "planned": p.runs, "counts": counts, "cells": cells.to_dict("records"),
             "trunk": trunk}
+
+
+def _adaptive_status(sweep_id: str, p: Plan, table) -> dict:
+    """`status` of an adaptive sweep: the rows its searches have asked for so far (completed rounds and the
+    one in progress) count as planned; per group, the rounds done and each budget's bracket."""
+    from sweeps.rounds import adaptive_status
+
+    searches = adaptive_status(p.searches, table)
+    done = table[table["run_id"].isin(searches["run_ids"])]
+    counts = done["status"].value_counts().to_dict()
+    counts["missing"] = len(searches["run_ids"]) - len(done)
+    cells = done.groupby(["model", "batch_size", "tokens"]).size().rename("runs_done").reset_index()
+    trunk_done = int(table["run_id"].isin(searches["trunk_ids"]).sum())
+    trunk = {"planned": len(searches["trunk_ids"]), "done": trunk_done,
+             "missing": len(searches["trunk_ids"]) - trunk_done}
+    return {"sweep_id": sweep_id, "planned": len(searches["run_ids"]), "counts": counts,
+            "cells": cells.to_dict("records"), "trunk": trunk, "adaptive": searches["groups"]}
 
 
 def _trial_run_ids(p: Plan, table) -> set[str]:

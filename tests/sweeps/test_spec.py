@@ -84,3 +84,33 @@ def test_pack_with_a_mixture_of_experts_is_one_line_naming_run_pack():
     message = str(err.value)
     assert "run.pack=2" in message and "'cpu-moe'" in message and "run.pack: 1" in message and "\n" not in message
     spec_from_dict({**values, "run": {"pack": 1}})  # the same spec unpacked is fine
+
+
+@pytest.mark.parametrize(
+    "search, schedule, fragment",
+    [
+        ({"lr": [0.01]}, "wsd", "search.lr=[0.01] is for grid mode: adaptive mode starts from search.adaptive"),
+        ({}, "power", "search.mode=adaptive searches a peak lr: use train.schedule wsd, cosine or constant"),
+        ({"adaptive": {"spacing": 3}}, "wsd", "search.adaptive.spacing=3.0 is not a whole power of resolution="),
+        ({"adaptive": {"spacing": 0.5}}, "cosine", "search.adaptive.spacing=0.5 is not a whole power"),
+        ({"adaptive": {"lr_range": [0.01, 0.001]}}, "wsd", "search.adaptive.lr_range=[0.01, 0.001]: [0.01, 0.001] is "
+                                                            "not [low, high]"),
+        ({"adaptive": {"resolution": 1.01}}, "wsd", "search.adaptive.resolution=1.01: 1.01 must be a ratio between"),
+        ({"adaptive": {"max_lineages": 2}}, "wsd", "search.adaptive.max_lineages=2.0 is less than the 7 lrs of the "
+                                                   "first round: raise it or narrow lr_range"),
+        ({"adaptive": {"max_rounds": 0}}, "constant", "search.adaptive.max_rounds=0: Input should be greater than"),
+        ({"adaptive": {"spacng": 2}}, "wsd", "unknown key 'search.adaptive.spacng' in spec: did you mean 'spacing'?"),
+    ],
+)
+def test_bad_adaptive_search_names_field_value_and_fix(search, schedule, fragment):
+    values = {"name": "t", "search": {"tokens": ["1M"], "mode": "adaptive", **search}, "train": {"schedule": schedule}}
+    with pytest.raises(SpecError) as error:
+        spec_from_dict(values)
+    assert str(error.value).startswith(fragment), str(error.value)
+
+
+def test_adaptive_defaults_start_at_2x_and_end_at_a_quarter_octave():
+    spec = spec_from_dict({"name": "t", "search": {"tokens": ["1M"], "mode": "adaptive"}})
+    adaptive = spec.search.adaptive
+    assert adaptive.spacing_steps == 4 and len(adaptive.start_lrs) == 7  # 1e-4 .. 6.4e-3 at 2x
+    assert adaptive.start_lrs[-1] == pytest.approx(6.4e-3)
