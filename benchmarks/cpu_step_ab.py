@@ -2,8 +2,9 @@
 
 The main job trains cpu-xxs at batch 4 x 64 (sweeps/specs/cpu-quick.yaml). Each round runs one fresh
 process per tree, alternating which goes first, and each process times `--steps` steps of Trainer.train_to
-after a warm-up; the medians over rounds and their ratio are printed. On a shared host only the ratio of
-interleaved runs means anything.
+after a warm-up, in wall time and in the process's CPU time (one thread: on a busy host the CPU time
+leaves out the waits for a core that the wall time holds); the medians over rounds and their ratios are
+printed. On a shared host only the ratio of interleaved runs means anything.
 
 Run: .venv/bin/python benchmarks/cpu_step_ab.py --baseline /path/to/other/checkout [--rounds 6 --steps 300]
 """
@@ -27,20 +28,21 @@ config = TrainConfig(model="cpu-xxs", model_overrides={"seq_len": 64}, batch_siz
                      schedule=ScheduleConfig(name="constant", lr=1e-2), device="cpu", log_every_steps=10**6)
 trainer = Trainer(config)
 trainer.train_to(30, total_tokens=None)
-start = time.perf_counter()
+start, cpu_start = time.perf_counter(), time.process_time()
 trainer.train_to(30 + STEPS, total_tokens=None)
-print(json.dumps({"steps_per_s": STEPS / (time.perf_counter() - start), "source": proxy_models.__file__}))
+print(json.dumps({"steps_per_s": STEPS / (time.perf_counter() - start),
+                  "steps_per_cpu_s": STEPS / (time.process_time() - cpu_start), "source": proxy_models.__file__}))
 """
 
 
-def steps_per_s(tree: str, steps: int) -> float:
-    """One fresh process importing the package from `tree`."""
+def steps_per_s(tree: str, steps: int) -> dict:
+    """One fresh process importing the package from `tree`: its steps per wall second and per CPU second."""
     env = {**os.environ, "PYTHONPATH": tree}
     done = subprocess.run([sys.executable, "-c", CHILD.replace("STEPS", str(steps))], env=env, cwd=tree,
                           capture_output=True, text=True, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["source"].startswith(os.path.abspath(tree)), result  # the tree asked for, not the installed one
-    return result["steps_per_s"]
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,15 +53,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     trees = {"this tree": os.path.abspath(os.path.join(os.path.dirname(__file__), "..")),
              "baseline": os.path.abspath(args.baseline)}
-    rates: dict[str, list[float]] = {name: [] for name in trees}
+    rates: dict[str, list[dict]] = {name: [] for name in trees}
     for i in range(args.rounds):
         order = list(trees) if i % 2 == 0 else list(reversed(trees))
         for name in order:
             rates[name].append(steps_per_s(trees[name], args.steps))
-        print(f"round {i + 1}: " + ", ".join(f"{n} {rates[n][-1]:.1f}" for n in trees), flush=True)
-    medians = {name: statistics.median(r) for name, r in rates.items()}
-    print(", ".join(f"{name}: median {m:.1f} steps/s" for name, m in medians.items()) +
-          f"; ratio this/baseline {medians['this tree'] / medians['baseline']:.3f}")
+        print(f"round {i + 1}: " + ", ".join(f"{n} {rates[n][-1]['steps_per_s']:.1f} steps/s "
+                                             f"({rates[n][-1]['steps_per_cpu_s']:.1f} per CPU s)" for n in trees),
+              flush=True)
+    for key in ("steps_per_s", "steps_per_cpu_s"):
+        medians = {name: statistics.median(r[key] for r in rs) for name, rs in rates.items()}
+        print(f"{key}: " + ", ".join(f"{name} median {m:.1f}" for name, m in medians.items()) +
+              f"; ratio this/baseline {medians['this tree'] / medians['baseline']:.3f}")
     return 0
 
 
