@@ -14,7 +14,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from torch.utils.checkpoint import checkpoint
+
 from proxy_models.config import ProxyConfig
+from proxy_models.head import head_loss, resolve_head
 from proxy_models.moe import MoEMLP
 
 
@@ -97,7 +100,16 @@ class Block(nn.Module):
 
 
 class ProxyLM(nn.Module):
-    """Decoder-only language model; `forward(idx, targets)` returns (logits, cross-entropy in nats/token)."""
+    """Decoder-only language model; `forward(idx, targets)` returns (logits, cross-entropy in nats/token).
+
+    With targets the loss comes from the head path `head` (proxy_models/head.py): 'full' returns the
+    logits too; 'chunked' and 'fused' never build them and return None in their place.
+    `activation_checkpointing` keeps only each block's input for backward and recomputes the rest.
+    """
+
+    head = "auto"  # auto | full | chunked | fused (the packed trainer's vmap needs 'full')
+    head_chunk_tokens = 0  # tokens per chunk of the chunked head; 0 = 64 MiB of fp32 logits
+    activation_checkpointing = False
 
     def __init__(self, cfg: ProxyConfig, *, moe_backend: str = "auto"):
         super().__init__()
@@ -127,14 +139,23 @@ class ProxyLM(nn.Module):
         x = self.wte(idx) * m_emb  # muP (Table 1, embedding multiplier). (B, T, d)
         cos, sin = self.rope_cos[:T].to(x.dtype), self.rope_sin[:T].to(x.dtype)
         for block in self.blocks:
-            x = block(x, cos, sin)
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, cos, sin, use_reentrant=False)
+            else:
+                x = block(x, cos, sin)
+        h = self.norm(x)  # (B, T, d)
         # Tied output head scaled by 1 / m_width, as IBM's Granite/PowerLM models do under muP.
-        logits = F.linear(self.norm(x), self.wte.weight) / self.cfg.m_width  # (B, T, vocab)
+        scale = 1.0 / self.cfg.m_width
         if targets is None:
-            return logits, None
-        full = logits.flatten(0, 1).to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32, keep fp64
-        loss = F.cross_entropy(full, targets.flatten())
-        return logits, loss
+            return F.linear(h, self.wte.weight) / self.cfg.m_width, None  # (B, T, vocab)
+        head = resolve_head(self.head, n_tokens=targets.numel(), vocab_size=self.cfg.vocab_size, device=h.device)
+        if head == "full":
+            logits = F.linear(h, self.wte.weight) / self.cfg.m_width  # (B, T, vocab)
+            full = logits.flatten(0, 1).to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32
+            return logits, F.cross_entropy(full, targets.flatten())
+        loss = head_loss(h.flatten(0, 1), self.wte.weight, targets.flatten(), scale=scale, head=head,
+                         chunk_tokens=self.head_chunk_tokens)
+        return None, loss
 
     def aux_loss(self) -> torch.Tensor:
         """Sum of the MoE load-balancing losses of the last forward (0 for dense models)."""

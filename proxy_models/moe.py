@@ -85,14 +85,22 @@ class MoEMLP(nn.Module):
         return torch.zeros_like(x).index_add_(0, token, y_sorted)
 
     def _scattermoe(self, x, weights, experts) -> torch.Tensor:
+        """ScatterMoE's kernels on operands of one dtype: autocast's when it is on, with autocast off inside.
+
+        Its backward multiplies the tensors it saved with the incoming gradient as they come; under autocast
+        those mix fp32 and bf16 ("expected scalar type Float but found BFloat16"). The casts of the expert
+        weights are autograd ops, so their gradients still reach the fp32 parameters.
+        """
         flatten_sort_count, parallel_linear = scattermoe_ops()
+        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
         sorted_experts, sorted_copies, offsets = flatten_sort_count(experts, self.n_experts)
-        h = parallel_linear(x, self.w_in, self.top_k, sorted_experts, sorted_copies, offsets, grouped_out=True)
-        gate, up = h.chunk(2, dim=-1)
-        return parallel_linear(
-            F.silu(gate) * up, self.w_out, 1, sorted_experts, sorted_copies, offsets,
-            gates=weights, grouped_in=True,
-        )
+        with torch.autocast("cuda", enabled=False):
+            x, weights, w_in, w_out = (t.to(dtype) for t in (x, weights, self.w_in, self.w_out))
+            h = parallel_linear(x, w_in, self.top_k, sorted_experts, sorted_copies, offsets, grouped_out=True)
+            gate, up = h.chunk(2, dim=-1)
+            return parallel_linear(
+                F.silu(gate) * up, w_out, 1, sorted_experts, sorted_copies, offsets, gates=weights, grouped_in=True,
+            )
 
 
 def reference_moe(moe: MoEMLP, x: torch.Tensor) -> torch.Tensor:

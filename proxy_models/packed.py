@@ -42,6 +42,7 @@ class PackedTrainer:
         for module in self.model.modules():
             if isinstance(module, Attention):
                 module.use_sdpa = False
+        self.model.head = "full"  # vmap has no rule for the chunked head's autograd.Function
         self.params = {name: torch.stack([dict(t.model.named_parameters())[name].detach() for t in self.solo])
                        .requires_grad_() for name, _ in self.model.named_parameters()}
         self.lr_scale = {n: (1 / config.proxy.m_width if is_hidden_matrix(n, p) else 1.0)

@@ -16,12 +16,26 @@ import torch
 
 from proxy_models.config import ConfigError, ProxyConfig, get_preset
 from proxy_models.data import DataConfig, TokenCorpus, eval_batches, load_corpus, train_batch
+from proxy_models.head import HEADS, resolve_head
+from proxy_models.memory import GIB, USABLE_FRACTION, choose_micro_batch, divisors_descending
 from proxy_models.model import ProxyLM
 from proxy_models.mup import param_groups, set_lr
-from proxy_models.perf import device_name, matmul_peak_flops, mfu, resolve_device
+from proxy_models.perf import (
+    attention_flops_per_token,
+    compute_dtype,
+    device_name,
+    mfu,
+    peak_flops,
+    resolve_device,
+    utilisation,
+)
 from proxy_models.schedules import ScheduleConfig
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+CHECKPOINTING = ("auto", "on", "off")
+# How a run executes, not what it trains: left out of a lineage's identity (sweeps/plan.py).
+EXECUTION_FIELDS = ("head", "activation_checkpointing", "memory_budget_gib")
+CUDA_CHECK_EVERY_STEPS = 16  # on CUDA, losses stay on the device and are read (one sync) every this many steps
 
 
 @dataclass(frozen=True)
@@ -40,14 +54,18 @@ class TrainConfig:
     beta2: float = 0.95  # AdamW
     eps: float = 1e-8  # AdamW
     grad_clip: float = 1.0  # global gradient-norm clip; 0 disables
-    micro_batch_size: int | None = None  # split each step into micro-batches of this many sequences
+    micro_batch_size: int | str | None = None  # sequences per micro-batch; None: 'auto' on CUDA, else whole
+    # batch; 'auto': the largest divisor of batch_size whose step fits the memory budget (proxy_models/memory.py)
     divergence_factor: float = 2.0  # loss above factor * first-step loss (or non-finite) = diverged
     device: str = "auto"  # auto | cpu | cuda[:i]
     dtype: str = "auto"  # auto (bf16 autocast on CUDA, float32 on CPU) | float32 | float64 | bfloat16
     log_every_steps: int = 50  # progress line interval
     eval_batch_size: int = 32  # sequences per evaluation forward (does not change the eval set)
     moe_backend: str = "auto"  # auto | torch | scattermoe
-    compile: bool = False  # torch.compile forward + loss: cpu-s steps ~1.2x faster, after a compile (RESULTS.md)
+    compile: bool = False  # torch.compile each block (the head's loss stays eager); see RESULTS.md
+    head: str = "auto"  # output head's loss: auto | full | chunked | fused (proxy_models/head.py)
+    activation_checkpointing: str = "auto"  # auto (only when an auto micro-batch needs it to fit) | on | off
+    memory_budget_gib: float | None = None  # memory one step may use, GiB; None = 90% of free CUDA memory
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "tokens", "divergence_factor", "log_every_steps", "eval_batch_size"):
@@ -55,15 +73,27 @@ class TrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be positive")
         if self.dtype not in (*DTYPES, "auto"):
             raise ConfigError(f"dtype={self.dtype!r}: choose one of {['auto', *DTYPES]}")
-        if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
-            raise ConfigError(
-                f"micro_batch_size={self.micro_batch_size} does not divide batch_size={self.batch_size}"
-            )
+        self._validate_execution()
         if self.steps < 1:
             raise ConfigError(
                 f"tokens={self.tokens:g} is less than one step of batch_size * seq_len = {self.tokens_per_step}"
             )
         self.schedule.validate(total_tokens=self.steps * self.tokens_per_step)
+
+    def _validate_execution(self) -> None:
+        micro = self.micro_batch_size
+        if isinstance(micro, str) and micro != "auto":
+            raise ConfigError(f"micro_batch_size={micro!r}: a positive integer, 'auto' or None")
+        if isinstance(micro, int) and (micro <= 0 or self.batch_size % micro):
+            raise ConfigError(f"micro_batch_size={micro} does not divide batch_size={self.batch_size}")
+        if self.head not in HEADS:
+            raise ConfigError(f"head={self.head!r}: choose one of {list(HEADS)}")
+        if self.activation_checkpointing not in CHECKPOINTING:
+            raise ConfigError(
+                f"activation_checkpointing={self.activation_checkpointing!r}: choose one of {list(CHECKPOINTING)}"
+            )
+        if self.memory_budget_gib is not None and self.memory_budget_gib <= 0:
+            raise ConfigError(f"memory_budget_gib={self.memory_budget_gib!r}: must be positive (GiB)")
 
     @property
     def proxy(self) -> ProxyConfig:
@@ -110,6 +140,7 @@ class RunResult:
     mfu: float
     device: str
     phase: str = "final"  # final: the budget's result after its decay | trunk: the stable-phase trunk at a fork
+    mfu_attention: float = math.nan  # mfu with attention FLOPs (perf.py); nan in rows saved before it existed
 
     def to_row(self) -> dict:
         return asdict(self)
@@ -130,15 +161,22 @@ class Trainer:
             )
         torch.manual_seed(config.seed)
         self.model = ProxyLM(self.proxy, moe_backend=config.moe_backend).to(self.device, self.param_dtype)
+        self.model.head = config.head
+        self.micro_batch_size, self.model.activation_checkpointing = self._plan_micro_batch()
+        self.micro_batch_shrinks = 0  # out-of-memory errors that halved the micro-batch (never restored)
         self.params = list(self.model.parameters())  # listed once: walking the modules each step shows on small models
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, m_width=self.proxy.m_width, weight_decay=config.weight_decay),
             lr=0.0, betas=(config.beta1, config.beta2), eps=config.eps, fused=True,  # one kernel per group
         )
-        # Same parameters, compiled code; `self.model` stays the plain module (checkpoints, packing, eval).
-        self.forward = torch.compile(self.model) if config.compile else self.model
+        if config.compile:  # the blocks only: the chunked or fused head's loss is already one pass per chunk
+            for block in self.model.blocks:
+                block.compile()  # in place: parameter names, checkpoints and packing do not change
         self.step, self.first_loss, self.diverged_at = 0, math.nan, math.nan
         self.recent_losses: list[float] = []
+        self.pending_losses: list[torch.Tensor] = []  # on the device, not yet read by the host
+        # CPU steps are synchronous anyway: read every loss at once, so a divergence stops the run at once.
+        self.check_every = CUDA_CHECK_EVERY_STEPS if self.device.type == "cuda" else 1
         self.train_seconds = 0.0  # restored by checkpoints: the run's own training time
         # What this object did, never restored by checkpoints (retry and overhead accounting).
         self.steps_trained, self.seconds_trained, self.eval_seconds = 0, 0.0, 0.0
@@ -175,39 +213,120 @@ class Trainer:
 
     def _train_until(self, step: int, total_tokens: float | None) -> None:
         while self.step < step and not self.diverged:
-            loss = self.train_step(self.lr_at_step(self.step, total_tokens=total_tokens))
-            self._watch(loss)
-            if self.log and self.step % self.cfg.log_every_steps == 0:
+            self.pending_losses.append(self.train_step(self.lr_at_step(self.step, total_tokens=total_tokens)))
+            logging = self.log and self.step % self.cfg.log_every_steps == 0
+            if logging or len(self.pending_losses) >= self.check_every:
+                self._check_losses()
+            if logging:
                 self.log({"step": self.step, "tokens": self.tokens_seen, "loss_train": self.loss_train})
+        self._check_losses()  # every loss read (and the device idle) before the caller times or saves
 
-    def train_step(self, lr: float) -> float:
-        """One optimizer step on batch `self.step`; returns its cross-entropy (nats/token)."""
-        cfg = self.cfg
-        x, y = train_batch(self.corpus, step=self.step, batch_size=cfg.batch_size,
-                           seq_len=self.proxy.seq_len, seed=cfg.seed)
-        x, y = x.to(self.device), y.to(self.device)
+    def train_step(self, lr: float) -> torch.Tensor:
+        """One optimizer step on batch `self.step`; returns its cross-entropy (nats/token) as a 0-d tensor on
+        the device, so that nothing waits for the device here."""
+        x, y = self._batch()
         set_lr(self.optimizer, lr)
-        micro = cfg.micro_batch_size or cfg.batch_size
-        total = torch.zeros((), device=self.device, dtype=torch.float64)
-        for xs, ys in zip(x.split(micro), y.split(micro)):
-            with self.autocast():
-                _, loss = self.forward(xs, ys)
-                objective = loss + self.proxy.router_aux_loss * self.model.aux_loss()
-            (objective * (xs.shape[0] / cfg.batch_size)).backward()
-            total += loss.detach() * (xs.shape[0] / cfg.batch_size)
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        loss = self._gradients(x, y)
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return total.item()
+        return loss
 
-    def _watch(self, loss: float) -> None:
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch `self.step` on the device; on CUDA copied from pinned memory without waiting for it."""
+        x, y = train_batch(self.corpus, step=self.step, batch_size=self.cfg.batch_size,
+                           seq_len=self.proxy.seq_len, seed=self.cfg.seed)
+        if self.device.type != "cuda":
+            return x, y
+        return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
+
+    def _gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The step's gradients, accumulated over micro-batches. A CUDA out-of-memory error halves the
+        micro-batch and starts the step's gradients again: no update was applied, so the step is the same."""
+        while True:
+            try:
+                return self._accumulate(x, y)
+            except torch.cuda.OutOfMemoryError:
+                if not self._can_shrink():
+                    raise
+            self._shrink_micro_batch()  # outside `except`: the failed attempt's tensors are freed by now
+
+    def _accumulate(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Backward over the micro-batches, each weighted by its share of the batch; the mean loss."""
+        total = None
+        for xs, ys in zip(x.split(self.micro_batch_size), y.split(self.micro_batch_size)):
+            share = xs.shape[0] / self.cfg.batch_size
+            with self.autocast():
+                _, loss = self.model(xs, ys)
+                objective = loss + self.proxy.router_aux_loss * self.model.aux_loss() if self.proxy.is_moe else loss
+            (objective * share).backward()
+            part = loss.detach().double() * share
+            total = part if total is None else total + part
+        return total
+
+    def _can_shrink(self) -> bool:
+        return self.micro_batch_size > 1 or not self.model.activation_checkpointing
+
+    def _shrink_micro_batch(self) -> None:
+        """Half the micro-batch (the largest divisor of batch_size at most half of it); at one sequence,
+        checkpoint the blocks instead."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        smaller = [d for d in divisors_descending(self.cfg.batch_size) if d <= self.micro_batch_size // 2]
+        if smaller:
+            self.micro_batch_size = smaller[0]
+        else:
+            self.model.activation_checkpointing = True
+        self.micro_batch_shrinks += 1
+
+    def _plan_micro_batch(self) -> tuple[int, bool]:
+        """(micro-batch size, activation checkpointing) from the config; 'auto' from the memory estimate."""
+        cfg, forced = self.cfg, self.cfg.activation_checkpointing == "on"
+        micro = cfg.micro_batch_size
+        if micro is None:
+            micro = "auto" if self.device.type == "cuda" else cfg.batch_size
+        if micro != "auto":
+            return micro, forced
+        head = resolve_head(cfg.head, n_tokens=cfg.tokens_per_step, vocab_size=self.proxy.vocab_size,
+                            device=self.device)
+        choice = choose_micro_batch(
+            self.proxy, batch_size=cfg.batch_size, budget_bytes=self.memory_budget_bytes(),
+            checkpointing=cfg.activation_checkpointing, head=head, param_bytes=self.param_dtype.itemsize,
+            compute_bytes=compute_dtype(self.device, cfg.dtype).itemsize,
+        )
+        return choice.micro_batch_size, choice.activation_checkpointing
+
+    def memory_budget_bytes(self) -> int:
+        """Bytes a step may use: memory_budget_gib, else 90% of the CUDA memory free or held by this process."""
+        if self.cfg.memory_budget_gib is not None:
+            return int(self.cfg.memory_budget_gib * GIB)
+        if self.device.type != "cuda":
+            raise ConfigError("micro_batch_size='auto' off CUDA needs memory_budget_gib (e.g. 4): "
+                              "there is no device memory to measure")
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return int((free + torch.cuda.memory_allocated(self.device)) * USABLE_FRACTION)
+
+    def _check_losses(self) -> None:
+        """Read the pending losses (one host sync) and watch them in step order."""
+        if not self.pending_losses:
+            return
+        losses = torch.stack(self.pending_losses).tolist()
+        first_step, self.pending_losses = self.step - len(losses), []
+        for i, loss in enumerate(losses):
+            if self.diverged:
+                break
+            self._watch(loss, tokens=(first_step + i + 1) * self.cfg.tokens_per_step)
+
+    def _watch(self, loss: float, *, tokens: int) -> None:
+        """Record the loss of the step that ended at `tokens` seen; mark divergence there."""
         if math.isnan(self.first_loss):
             self.first_loss = loss
         self.recent_losses = (self.recent_losses + [loss])[-self.cfg.log_every_steps:]
         if not math.isfinite(loss) or loss > self.cfg.divergence_factor * self.first_loss:
-            self.diverged_at = float(self.tokens_seen)
+            self.diverged_at = float(tokens)
 
     @property
     def loss_train(self) -> float:
@@ -234,11 +353,14 @@ class Trainer:
         loss_eval = math.nan if self.diverged else self.evaluate()
         trained = self.step * self.cfg.tokens_per_step
         tokens_per_s = trained / self.train_seconds if self.train_seconds else math.nan
-        n_params = self.proxy.num_params(active=True)
-        peak = matmul_peak_flops(self.device.type, torch.float32)
+        n_params, p = self.proxy.num_params(active=True), self.proxy
+        peak = peak_flops(self.device, compute_dtype(self.device, self.cfg.dtype))
+        attention = attention_flops_per_token(p.n_layers, p.n_heads, p.d_head, p.seq_len)
         return _result_row(self.cfg, self.proxy, tokens=tokens, loss_eval=loss_eval, loss_train=self.loss_train,
                            diverged_at=self.diverged_at, wall_s=self.train_seconds, tokens_per_s=tokens_per_s,
-                           mfu=mfu(n_params, tokens_per_s, peak), device=device_name(self.device))
+                           mfu=mfu(n_params, tokens_per_s, peak),
+                           mfu_attention=utilisation(6 * n_params + attention, tokens_per_s, peak),
+                           device=device_name(self.device))
 
     def results(self, *, tokens: float) -> list[RunResult]:
         """`result` as a list of one: the lineage driver serves solo and packed trainers alike."""

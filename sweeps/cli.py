@@ -20,9 +20,10 @@ from cluster.commands import (
 from cluster.jobs import ClusterError, is_jobs_address
 from proxy_models.config import PAPER_PARAMS, PRESETS, ConfigError
 from proxy_models.data import DataConfig, DataError
+from proxy_models.memory import parse_bytes
 from proxy_models.schedules import DECAY_SHAPES, SCHEDULES, ScheduleConfig
 from proxy_models.trainer import TrainConfig, Trainer
-from sweeps.plan import format_plan, plan
+from sweeps.plan import format_memory_table, format_plan, memory_table, plan
 from sweeps.progress import bar
 from sweeps.spec import SpecError, load_spec
 from sweeps.store import StoreError
@@ -121,12 +122,22 @@ def add_plan_parser(sub) -> None:
     p = sub.add_parser("plan", help="expand a sweep spec into lineages and report runs and tokens")
     p.add_argument("spec", help="sweep YAML, e.g. sweeps/specs/paper-wsd.yaml")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--gpu-memory", help="also show each cell's micro-batch and estimated peak memory on a GPU "
+                   "of this size, e.g. 80GiB")
     p.set_defaults(func=plan_command)
 
 
 def plan_command(args) -> int:
     p = plan(load_spec(args.spec))
-    print(json.dumps(p.summary(), indent=2) if args.json else format_plan(p))
+    if args.gpu_memory is None:
+        print(json.dumps(p.summary(), indent=2) if args.json else format_plan(p))
+        return 0
+    gpu_bytes = parse_bytes(args.gpu_memory)
+    rows = memory_table(p, gpu_bytes=gpu_bytes)
+    if args.json:
+        print(json.dumps({**p.summary(), "memory": rows}, indent=2))
+    else:
+        print(format_plan(p) + "\n" + format_memory_table(rows, gpu_bytes=gpu_bytes))
     return 0
 
 

@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass, field, replace
 
 from proxy_models.data import DataConfig
 from proxy_models.lineage import independent_tokens, plan_branches, planned_tokens, trunk_tokens
+from proxy_models.memory import GIB, choose_micro_batch, device_budget
 from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import TrainConfig
+from proxy_models.trainer import EXECUTION_FIELDS, TrainConfig
 from sweeps.adaptive import Policy, lr_value
 from sweeps.spec import AdaptiveSpec, SweepSpec
 
@@ -186,7 +187,8 @@ def _optuna_plan(spec: SweepSpec, budgets: tuple[float, ...]) -> Plan:
 
 
 def _job(config: TrainConfig, budgets: tuple[float, ...]) -> LineageJob:
-    identity = {k: v for k, v in asdict(config).items() if k not in ("tokens", "log_every_steps", "device")}
+    excluded = ("tokens", "log_every_steps", "device", *EXECUTION_FIELDS)  # how a run executes is not its id
+    identity = {k: v for k, v in asdict(config).items() if k not in excluded}
     if len(budgets) == 1 and config.schedule.name == "cosine":
         identity["tokens"] = budgets[0]  # a cosine trajectory is tied to its budget
     lineage_id = short_hash(identity)
@@ -309,3 +311,31 @@ def format_plan(p: Plan) -> str:
         lines.append(f"tokens at most:        {s['tokens_bound']:.4g} (the lineage budget of "
                      f"{len(p.searches)} group{'s' if len(p.searches) > 1 else ''})")
     return "\n".join(lines + [f"note: {n}" for n in s["notes"]])
+
+
+def memory_table(p: Plan, *, gpu_bytes: int) -> list[dict]:
+    """Per cell (model, batch size): the micro-batch and activation checkpointing `micro_batch_size: auto`
+    would choose on a GPU of `gpu_bytes` (bf16 autocast, fused head), and the step's estimated peak.
+    Raises ConfigError when a cell does not fit even one sequence at a time."""
+    budget, rows = device_budget(gpu_bytes), {}
+    for job, _ in p._lineages():
+        cfg = job.config
+        key = (cfg.model, cfg.batch_size, cfg.proxy.seq_len)
+        if key not in rows:
+            choice = choose_micro_batch(cfg.proxy, batch_size=cfg.batch_size, budget_bytes=budget)
+            rows[key] = {"model": cfg.model, "batch_size": cfg.batch_size, "seq_len": cfg.proxy.seq_len,
+                         "micro_batch_size": choice.micro_batch_size,
+                         "activation_checkpointing": choice.activation_checkpointing,
+                         "peak_gib": choice.memory.peak / GIB, "budget_gib": budget / GIB}
+    return list(rows.values())
+
+
+def format_memory_table(rows: list[dict], *, gpu_bytes: int) -> str:
+    """The memory table as text, one line per cell."""
+    budget = rows[0]["budget_gib"] if rows else device_budget(gpu_bytes) / GIB
+    lines = [f"memory per step on a {gpu_bytes / GIB:.1f} GiB GPU (bf16, fused head; plan for {budget:.1f} GiB):",
+             f"  {'model':<14}{'batch':>6}{'seq':>6}{'micro':>7}  {'checkpointing':<14}{'peak GiB':>9}"]
+    for r in rows:
+        lines.append(f"  {r['model']:<14}{r['batch_size']:>6}{r['seq_len']:>6}{r['micro_batch_size']:>7}  "
+                     f"{'on' if r['activation_checkpointing'] else 'off':<14}{r['peak_gib']:>9.2f}")
+    return "\n".join(lines)

@@ -84,8 +84,12 @@ COLUMNS: tuple[Column, ...] = (
            "tokens/second / training throughput; in a packed trial (run.pack > 1) this variant's share: its "
            "tokens over the trial's wall time, so the trial's throughput is the sum over its variants"),
     Column("mfu", _FLOAT, False,
-           "fraction 0-1 / model FLOPs utilisation: 6 * n_params * tokens_per_s over the measured matmul peak; "
+           "fraction 0-1 / model FLOPs utilisation: 6 * n_params * tokens_per_s over the matmul peak of the run's "
+           "precision (bf16 on CUDA: data sheet or measured; fp32 measured on CPU), at most 1; "
            "in a packed trial this variant's share, summing to the trial's MFU"),
+    Column("mfu_attention", _FLOAT, False,
+           "fraction 0-1 / mfu with attention: (6 * n_params + 12 * n_layers * n_heads * d_head * seq_len) * "
+           "tokens_per_s over the peak of the run's precision (bf16 on CUDA); null in rows from before it"),
     Column("device", _STR, False, "name / accelerator that trained the run, e.g. 'NVIDIA H100 80GB HBM3' or 'cpu'"),
     Column("phase", _STR, False,
            "label / 'final': a budget's result at the end of its decay (what analysis uses); 'trunk': the "

@@ -2,6 +2,7 @@ import math
 from dataclasses import replace
 
 import pytest
+import torch
 
 from proxy_models import lineage
 from proxy_models.data import DataConfig
@@ -139,7 +140,7 @@ def test_trunk_divergence_marks_later_budgets_and_keeps_earlier(corpus, monkeypa
 
     def faulty(self, lr):
         loss = real_step(self, lr)
-        return math.nan if self.step > blow_up_at else loss
+        return torch.full_like(loss, math.nan) if self.step > blow_up_at else loss
 
     monkeypatch.setattr(Trainer, "train_step", faulty)
     rows = train_lineage(cfg, BUDGETS, corpus=corpus)

@@ -83,3 +83,95 @@ def test_compiled_forward_trains_like_eager(corpus):
     assert compiled.recent_losses == pytest.approx(eager.recent_losses, rel=1e-9)
     for p, q in zip(eager.model.parameters(), compiled.model.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-9, atol=1e-12)  # the compiled forward trained the same weights
+
+
+SMALL = {"seq_len": 16, "n_layers": 1}
+
+
+def small_config(**kwargs) -> TrainConfig:
+    defaults = dict(model="cpu-xs", model_overrides=SMALL, batch_size=8, tokens=8 * 16 * 6, dtype="float64",
+                    schedule=ScheduleConfig(name="constant", lr=1e-2), data=DataConfig(eval_tokens=1024))
+    return TrainConfig(**{**defaults, **kwargs})
+
+
+def test_injected_out_of_memory_halves_the_micro_batch_and_the_run_ends_the_same(corpus, monkeypatch):
+    uninterrupted = Trainer(small_config(micro_batch_size=4), corpus=corpus)
+    expected = uninterrupted.run()
+    trainer = Trainer(small_config(micro_batch_size=4), corpus=corpus)
+    real_forward, calls = trainer.model.forward, []
+
+    def forward(x, y=None):  # the second micro-batch of step 2 runs out of memory, after one backward
+        calls.append((trainer.step, x.shape[0]))
+        if calls[-1] == (2, 4) and calls.count((2, 4)) == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return real_forward(x, y)
+
+    monkeypatch.setattr(trainer.model, "forward", forward)
+    row = trainer.run()
+    assert trainer.micro_batch_size == 2 and trainer.micro_batch_shrinks == 1
+    assert (2, 2) in calls and trainer.step == uninterrupted.step
+    assert row.status == expected.status == "ok"
+    assert row.loss_eval == pytest.approx(expected.loss_eval, rel=1e-12)
+    assert trainer.recent_losses == pytest.approx(uninterrupted.recent_losses, rel=1e-12)
+
+
+def test_out_of_memory_at_one_sequence_turns_on_checkpointing_then_gives_up(corpus, monkeypatch):
+    trainer = Trainer(small_config(batch_size=1, tokens=16 * 3), corpus=corpus)
+
+    def forward(x, y=None):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+
+    monkeypatch.setattr(trainer.model, "forward", forward)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        trainer.run()
+    assert trainer.model.activation_checkpointing and trainer.micro_batch_shrinks == 1
+
+
+def test_auto_micro_batch_is_the_largest_that_fits_the_budget(corpus):
+    from proxy_models.memory import GIB, step_memory
+
+    proxy = small_config().proxy
+    fits_two = step_memory(proxy, micro_batch_size=2, compute_bytes=8, param_bytes=8, head="full").peak + 1
+    trainer = Trainer(small_config(micro_batch_size="auto", memory_budget_gib=fits_two / GIB), corpus=corpus)
+    assert trainer.micro_batch_size == 2 and not trainer.model.activation_checkpointing
+    whole = Trainer(small_config(micro_batch_size="auto", memory_budget_gib=1.0), corpus=corpus)
+    assert whole.micro_batch_size == 8
+    assert Trainer(small_config(), corpus=corpus).micro_batch_size == 8  # CPU default: the whole batch
+    with pytest.raises(ConfigError, match="memory_budget_gib"):
+        Trainer(small_config(micro_batch_size="auto"), corpus=corpus)
+
+
+def test_activation_checkpointing_and_micro_batches_train_like_the_full_batch(corpus):
+    whole = Trainer(small_config(), corpus=corpus)
+    whole.run()
+    split = Trainer(small_config(micro_batch_size=2, activation_checkpointing="on"), corpus=corpus)
+    split.run()
+    assert split.model.activation_checkpointing
+    assert split.recent_losses == pytest.approx(whole.recent_losses, rel=1e-12)
+    for p, q in zip(whole.model.parameters(), split.model.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("check_every, stops_at", [(1, 8), (5, 10)])
+def test_divergence_read_every_few_steps_reports_the_first_bad_step(corpus, monkeypatch, check_every, stops_at):
+    def fake_step(self, lr):  # losses stay on the device until read; step 8 is the first non-finite one
+        self.step += 1
+        return torch.tensor(math.nan if self.step >= 8 else 3.0, dtype=torch.float64)
+
+    monkeypatch.setattr(Trainer, "train_step", fake_step)
+    trainer = Trainer(small_config(tokens=8 * 16 * 30), corpus=corpus)
+    trainer.check_every = check_every
+    trainer.train_to(30, total_tokens=None)
+    assert trainer.diverged_at == 8 * 8 * 16  # tokens seen after step 8, however late it was read
+    assert trainer.step == stops_at and trainer.recent_losses[:7] == [3.0] * 7
+    assert len(trainer.recent_losses) == 8 and math.isnan(trainer.recent_losses[-1])  # nothing after step 8
+    assert not trainer.pending_losses
+
+
+@pytest.mark.parametrize("kwargs, fragment", [({"micro_batch_size": "big"}, "micro_batch_size='big'"),
+                                              ({"head": "fast"}, "head='fast'"),
+                                              ({"activation_checkpointing": "yes"}, "activation_checkpointing"),
+                                              ({"memory_budget_gib": 0}, "memory_budget_gib=0")])
+def test_bad_execution_settings_name_the_field(kwargs, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        small_config(**kwargs)

@@ -60,3 +60,12 @@ def test_packs_group_schedule_variants_and_keep_ids():
                                                          "lr_max": [0.01, 0.02]},
                                  "train": {"schedule": "power", "seq_len": 64}, "run": {"pack": 8}}))
     assert [len(t.members) for t in power.trials] == [4]
+
+
+def test_ids_of_stored_sweeps_do_not_change_with_execution_settings():
+    # Values computed before the head, checkpointing and memory-budget fields existed: a store written
+    # then must still find its rows.
+    job = plan(spec_from_dict({"name": "t", "search": {"lr": [0.01], "tokens": ["1M", "2M"]},
+                               "train": {"seq_len": 64}})).jobs[0]
+    assert job.lineage_id == "b73efed7e3872189"
+    assert job.run_ids == ("fb9298ccb8baed24", "986a1cf497d913ee")

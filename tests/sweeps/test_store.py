@@ -26,7 +26,7 @@ STRINGS = ("sweep_id", "run_id", "lineage_id", "schedule", "model", "decay_shape
 INTEGERS = ("n_params", "n_params_non_embedding", "batch_size", "seq_len", "tokens", "warmup_tokens", "seed",
             "diverged_at_tokens")
 FLOATS = ("m_width", "lr", "lr_max", "power_a", "power_b", "decay_fraction", "loss_eval", "ppl_eval", "loss_train",
-          "wall_s", "tokens_per_s", "mfu")
+          "wall_s", "tokens_per_s", "mfu", "mfu_attention")
 EXPECTED_DTYPES = {
     **dict.fromkeys(STRINGS, "string"),
     **dict.fromkeys(INTEGERS, "Int64"),

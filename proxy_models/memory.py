@@ -1,0 +1,138 @@
+"""Peak memory of one training step from shapes alone, and the micro-batch that fits a memory budget.
+
+The estimate adds what a step holds at its peak (the start of backward):
+- state: parameters, their gradients and AdamW's two moments (4 copies in the parameter dtype), plus the
+  compute-dtype copies of the weights autocast makes and the matmuls save;
+- activations saved for backward, per token and layer: the fp32 residual stream at both norms, the
+  norms' outputs cast for the matmuls, q, k, v, their rotated copies, the attention output (and its
+  log-sum-exp) and its transposed copy, and the SwiGLU's [gate | up], silu(gate) and product; with
+  activation checkpointing only each block's input, plus one block's recomputed activations;
+- the head: the full path holds (N, vocab) logits in the compute dtype and three fp32 (N, vocab) buffers
+  (upcast, log-softmax, gradient); the chunked and fused paths hold the gradients of h and of the
+  embedding matrix and one chunk of logits;
+- transient: one layer's activation gradients during backward.
+Attention is SDPA (flash or memory-efficient): no (T, T) scores. Checked against measured peaks in
+benchmarks/RESULTS.md ("Memory of one step").
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from proxy_models.config import ConfigError, ProxyConfig
+from proxy_models.head import chunk_tokens_for
+
+GIB = 2**30
+USABLE_FRACTION = 0.9  # of free device memory: the allocator's fragmentation and cuBLAS/cuDNN workspaces
+CUDA_CONTEXT_BYTES = GIB  # what the CUDA context and kernels' code take before any tensor
+_UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
+          "tib": 2**40}
+
+
+@dataclass(frozen=True)
+class StepMemory:
+    """Bytes one training step holds at its peak, by kind; `peak` is their sum."""
+
+    state: int  # parameters, gradients, AdamW moments, compute-dtype weight copies
+    activations: int  # saved for backward by one micro-batch
+    head: int  # the output head's buffers
+    transient: int  # one layer's activation gradients during backward
+
+    @property
+    def peak(self) -> int:
+        return self.state + self.activations + self.head + self.transient
+
+
+@dataclass(frozen=True)
+class MicroBatchChoice:
+    """The micro-batch (sequences) and checkpointing chosen for a budget, and the step's estimated memory."""
+
+    micro_batch_size: int
+    activation_checkpointing: bool
+    memory: StepMemory
+
+
+def parse_bytes(text: str) -> int:
+    """'80GiB' -> 85899345920, '80GB' -> 8e10, '512MiB', '1e9' (bytes). Raises ConfigError otherwise."""
+    match = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+    unit = match and match.group(2).lower()
+    if not match or unit not in _UNITS:
+        raise ConfigError(f"memory size {text!r}: write a number and a unit, e.g. 80GiB, 80GB or 512MiB")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def layer_activation_bytes(cfg: ProxyConfig, *, compute_bytes: int, residual_bytes: int) -> int:
+    """Bytes one block saves for backward, per token."""
+    d, hd, h, kv = cfg.d_model, cfg.d_head, cfg.n_heads, cfg.kv_heads
+    norms = 2 * d * (residual_bytes + compute_bytes)  # norm inputs (residual stream) and cast outputs
+    attention = compute_bytes * hd * (h + 2 * kv + h + kv + 2 * h) + 4 * h  # q,kv; rotated q,k; out, copy; lse
+    if cfg.is_moe:  # each token's top_k copies: gathered rows, [gate | up], silu, product; router logits
+        mlp = cfg.top_k * compute_bytes * (d + 4 * cfg.expert_hidden) + 4 * cfg.n_experts
+    else:
+        mlp = 4 * cfg.mlp_hidden * compute_bytes
+    return norms + attention + mlp
+
+
+def head_bytes(cfg: ProxyConfig, tokens: int, *, head: str, compute_bytes: int, residual_bytes: int) -> int:
+    """Bytes of the output head's buffers for `tokens` tokens on path `head` (full, chunked or fused)."""
+    v, d = cfg.vocab_size, cfg.d_model
+    if head == "full":
+        return tokens * v * (compute_bytes + 3 * 4)
+    if head == "fused":  # liger: chunk = next power of 2 of tokens / ceil(V / d)
+        chunk = 2 ** math.ceil(math.log2(max(1, math.ceil(tokens / math.ceil(v / d)))))
+        return tokens * d * compute_bytes + v * d * 4 + 2 * min(chunk, tokens) * v * compute_bytes
+    chunk = min(tokens, chunk_tokens_for(v))
+    return tokens * d * residual_bytes + v * d * 4 + chunk * v * (4 + 2 * compute_bytes)
+
+
+def step_memory(cfg: ProxyConfig, *, micro_batch_size: int, compute_bytes: int = 2, param_bytes: int = 4,
+                activation_checkpointing: bool = False, head: str = "fused") -> StepMemory:
+    """Estimated peak bytes of one step of `cfg` at `micro_batch_size` sequences of cfg.seq_len tokens.
+
+    compute_bytes: 2 under bf16 autocast, else param_bytes; head: 'full', 'chunked' or 'fused'.
+    """
+    tokens = micro_batch_size * cfg.seq_len
+    params = cfg.num_params()
+    casts = params * compute_bytes if compute_bytes != param_bytes else 0
+    layer = layer_activation_bytes(cfg, compute_bytes=compute_bytes, residual_bytes=param_bytes)
+    if activation_checkpointing:
+        saved = tokens * cfg.n_layers * cfg.d_model * param_bytes + tokens * layer
+    else:
+        saved = tokens * cfg.n_layers * layer
+    saved += 3 * tokens * cfg.d_model * param_bytes  # embedding output, final norm's input and output
+    return StepMemory(state=4 * params * param_bytes + casts, activations=saved,
+                      head=head_bytes(cfg, tokens, head=head, compute_bytes=compute_bytes,
+                                      residual_bytes=param_bytes),
+                      transient=tokens * layer)
+
+
+def device_budget(total_bytes: int) -> int:
+    """Bytes a step may plan for on a GPU of `total_bytes`: what the context leaves, less the margin."""
+    return int((total_bytes - CUDA_CONTEXT_BYTES) * USABLE_FRACTION)
+
+
+def divisors_descending(n: int) -> list[int]:
+    return [k for k in range(n, 0, -1) if n % k == 0]
+
+
+def choose_micro_batch(cfg: ProxyConfig, *, batch_size: int, budget_bytes: int, checkpointing: str = "auto",
+                       **precision) -> MicroBatchChoice:
+    """The largest divisor of batch_size whose step fits `budget_bytes`; with checkpointing 'auto' the
+    blocks are checkpointed only when no micro-batch fits without ('on' and 'off' force it).
+
+    `precision` goes to `step_memory` (compute_bytes, param_bytes, head). Raises ConfigError when not even
+    one sequence fits.
+    """
+    options = {"off": (False,), "on": (True,), "auto": (False, True)}[checkpointing]
+    for ckpt in options:
+        for micro in divisors_descending(batch_size):
+            memory = step_memory(cfg, micro_batch_size=micro, activation_checkpointing=ckpt, **precision)
+            if memory.peak <= budget_bytes:
+                return MicroBatchChoice(micro, ckpt, memory)
+    smallest = step_memory(cfg, micro_batch_size=1, activation_checkpointing=options[-1], **precision)
+    raise ConfigError(
+        f"memory budget {budget_bytes / GIB:.2f} GiB: one sequence of {cfg.seq_len} tokens needs about "
+        f"{smallest.peak / GIB:.2f} GiB; use a device with more memory or a shorter seq_len"
+    )
