@@ -141,6 +141,7 @@ class RunResult:
     device: str
     phase: str = "final"  # final: the budget's result after its decay | trunk: the stable-phase trunk at a fork
     mfu_attention: float = math.nan  # mfu with attention FLOPs (perf.py); nan in rows saved before it existed
+    parametrisation: str = "mup"  # every ProxyLM is muP; analysis reads it to label axes and draw the paper's law
 
     def to_row(self) -> dict:
         return asdict(self)

@@ -90,6 +90,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("mfu_attention", _FLOAT, False,
            "fraction 0-1 / mfu with attention: (6 * n_params + 12 * n_layers * n_heads * d_head * seq_len) * "
            "tokens_per_s over the peak of the run's precision (bf16 on CUDA); null in rows from before it"),
+    Column("parametrisation", _STR, False,
+           "name / 'mup': every proxy model here is muP (proxy_models/model.py); null in rows from before it"),
     Column("device", _STR, False, "name / accelerator that trained the run, e.g. 'NVIDIA H100 80GB HBM3' or 'cpu'"),
     Column("phase", _STR, False,
            "label / 'final': a budget's result at the end of its decay (what analysis uses); 'trunk': the "
