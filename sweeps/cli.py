@@ -162,10 +162,18 @@ def resume_command(args) -> int:
 def report(result) -> int:
     """Print what a submit or resume did (plan, wall-time breakdown, where the results are); its exit code."""
     print(format_plan(result.plan), file=sys.stderr)
+    if result.replaced_lock:
+        print(f"took over the sweep's lock from a driver that is gone: {result.replaced_lock}", file=sys.stderr)
+    for moved in result.set_aside:
+        print(f"moved aside an unreadable result file, its run trained again: {moved}", file=sys.stderr)
     if result.lineages_run and result.execution is not None:
         print(result.execution.format(), file=sys.stderr)
     print(f"ran {result.lineages_run} lineages ({result.failed_trials} failed); results in {result.storage}")
-    return 1 if result.failed_trials else 0
+    if result.unreadable:
+        print(f"powersweep: error: {len(result.unreadable)} planned rows are not readable in the store: "
+              f"{'; '.join(result.unreadable[:3])}{' ...' if len(result.unreadable) > 3 else ''}: run resume "
+              "again once the cause is fixed", file=sys.stderr)
+    return 1 if result.failed_trials or result.unreadable else 0
 
 
 def add_status_parser(sub) -> None:
@@ -189,6 +197,10 @@ def status_command(args) -> int:
     print(f"sweep {s['sweep_id']}: {done}/{s['planned']} runs done {bar(done / max(s['planned'], 1))}; " +
           ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())))
     print(f"trunk evaluations: {s['trunk']['done']} of {s['trunk']['planned']} stored")
+    for report in s["unreadable_files"]:
+        print(f"  unreadable, skipped (resume moves a planned run's file aside and trains it again): {report}")
+    for uri in s["set_aside_files"]:
+        print(f"  set aside earlier (kept, never read): {uri}")
     for cell in s["cells"]:
         print(f"  {cell['model']:<12} batch {cell['batch_size']:>4}  tokens {cell['tokens']:>12,}  "
               f"runs {cell['runs_done']}")

@@ -42,6 +42,7 @@ class ExecutionSettings:
     address: str | None = None  # existing Ray cluster; None starts a fresh local Ray in this process
     checkpoint_every_steps: int = 500  # trunk checkpoint interval, in steps: a retry loses at most this many
     lineages_per_trial: int = 0  # 0 = auto: one trial per job up to MAX_TRIALS trials, then grouped
+    driver: dict | None = None  # the driver process (sweeps.lock.holder()): trials store nothing once it is gone
 
 
 def missing_budgets(job: LineageJob, stored_run_ids: set[str]) -> LineageJob | None:
@@ -49,9 +50,12 @@ def missing_budgets(job: LineageJob, stored_run_ids: set[str]) -> LineageJob | N
     evaluations that the trunk passes on its way to those budgets.
 
     Dropping finished budgets changes no other result: each branch depends only on the trunk up to its own
-    fork, and the trunk's lr up to any remaining budget's fork does not depend on the largest budget.
+    fork, and the trunk's lr up to any remaining budget's fork does not depend on the largest budget. A missing
+    trunk evaluation keeps the budget forked there (its stored row is not written again), so the trunk passes it.
     """
-    keep = [(t, r) for t, r in zip(job.budgets, job.run_ids) if r not in stored_run_ids]
+    lost_trunk = {t for t, r in zip(job.trunk_tokens, job.trunk_run_ids) if r not in stored_run_ids}
+    forks = dict(zip(job.budgets, _fork_tokens(job)))
+    keep = [(t, r) for t, r in zip(job.budgets, job.run_ids) if r not in stored_run_ids or forks[t] in lost_trunk]
     if not keep:
         return None
     budgets, run_ids = zip(*keep)
@@ -60,6 +64,11 @@ def missing_budgets(job: LineageJob, stored_run_ids: set[str]) -> LineageJob | N
     trunk = [(t, r) for t, r in zip(job.trunk_tokens, job.trunk_run_ids) if r not in stored_run_ids and t <= last]
     return replace(job, budgets=budgets, run_ids=run_ids, config=config,
                    trunk_tokens=tuple(t for t, _ in trunk), trunk_run_ids=tuple(r for _, r in trunk))
+
+
+def _fork_tokens(job: LineageJob) -> list[int]:
+    """Tokens seen at each budget's fork point, in `job.budgets` order (the trunk row taken there)."""
+    return [max(trunk_tokens(replace(job.config, tokens=t), [t]), default=0) for t in job.budgets]
 
 
 def missing_rows(trial: LineageJob | PackedJob, stored_run_ids: set[str]) -> PackedJob | None:
@@ -106,7 +115,8 @@ def run_job(job: LineageJob | PackedJob, settings: ExecutionSettings, *, attempt
     filled in with what this process did. Returns each member's rows of the job's budgets, ascending."""
     members, attempt = _members(job), attempt or Attempt()
     root = os.path.join(settings.checkpoint_root, settings.sweep_id)
-    common = dict(checkpoint_every_steps=settings.checkpoint_every_steps, attempt=attempt)
+    common = dict(checkpoint_every_steps=settings.checkpoint_every_steps, attempt=attempt,
+                  redo=lost_rows(members, settings))
     if len(members) == 1:
         m = members[0]
         return [train_lineage(m.config, m.budgets, trunk_at=m.trunk_tokens,
@@ -117,6 +127,18 @@ def run_job(job: LineageJob | PackedJob, settings: ExecutionSettings, *, attempt
     return train_packed_lineage(packed.config, [m.config.schedule for m in members], packed.budgets,
                                 trunk_at=packed.trunk_tokens, checkpoint_dir=checkpoint_dir,
                                 on_result=lambda i, row: savers[i](row), **common)
+
+
+def lost_rows(members: Sequence[LineageJob], settings: ExecutionSettings) -> set[tuple[str, float]]:
+    """(phase, tokens) of the rows a job asks for that the store cannot read now: whatever the lineage's
+    checkpoint recorded, they are trained again (the store, not the checkpoint, says what is done)."""
+    store = ResultStore(settings.store_uri)
+    lost = set()
+    for m in members:
+        rows = [*(("final", t, r) for t, r in zip(m.budgets, m.run_ids)),
+                *(("trunk", t, r) for t, r in zip(m.trunk_tokens, m.trunk_run_ids))]
+        lost |= {(phase, float(t)) for phase, t, r in rows if not store.has(sweep_id=settings.sweep_id, name=r)}
+    return lost
 
 
 def _saver(job: LineageJob, settings: ExecutionSettings, on_stored: Callable[[str], None] | None):
@@ -131,11 +153,25 @@ def _saver(job: LineageJob, settings: ExecutionSettings, on_stored: Callable[[st
         if run_id is None:
             return
         if not store.has(sweep_id=settings.sweep_id, name=run_id):
+            check_driver(settings.driver)
             store.write([store_row(result, job=job, run_id=run_id)], sweep_id=settings.sweep_id, name=run_id)
         if on_stored is not None:
             on_stored(run_id)
 
     return save
+
+
+class DriverGone(RuntimeError):
+    """The sweep's driver process has ended: its trials must not write any more rows."""
+
+
+def check_driver(driver: dict | None) -> None:
+    """Raise DriverGone if `driver` (host, pid, start time) is known to have ended; on another host the
+    cluster ends the driver's trials with it."""
+    from sweeps.lock import describe, is_alive
+
+    if driver is not None and is_alive(driver) is False:
+        raise DriverGone(f"the sweep's driver, {describe(driver)}, has ended: nothing more is stored")
 
 
 def _trial(params: dict) -> None:

@@ -36,8 +36,8 @@ def job(lr: float, budgets=(STEP * 8, STEP * 16)) -> LineageJob:
 def test_missing_budgets_keeps_only_unstored_runs():
     j = job(1e-2, budgets=(STEP * 4, STEP * 8, STEP * 16))
     assert missing_budgets(j, set()) == j
-    assert missing_budgets(j, set(j.run_ids)) is None
-    partial = missing_budgets(j, {j.run_ids[2]})
+    assert missing_budgets(j, set(j.row_ids)) is None
+    partial = missing_budgets(j, {j.run_ids[2], j.trunk_run_ids[2]})
     assert partial.budgets == (STEP * 4, STEP * 8) and partial.config.tokens == STEP * 8
     assert partial.run_ids == j.run_ids[:2]
     assert partial.trunk_tokens == j.trunk_tokens[:2]  # the largest fork is not passed any more
@@ -45,11 +45,18 @@ def test_missing_budgets_keeps_only_unstored_runs():
     assert only_last.trunk_run_ids == (j.trunk_run_ids[0], j.trunk_run_ids[2])  # passed on the way: written
 
 
+def test_a_lost_trunk_row_keeps_the_budget_forked_there():
+    j = job(1e-2, budgets=(STEP * 4, STEP * 8, STEP * 16))
+    lost = missing_budgets(j, set(j.row_ids) - {j.trunk_run_ids[1]})
+    assert lost.budgets == (STEP * 8,) and lost.trunk_run_ids == (j.trunk_run_ids[1],)
+    assert lost.trunk_tokens == (j.trunk_tokens[1],)
+
+
 def test_complete_members_leave_their_pack():
     a, b = job(1e-2), job(3e-3)
-    assert missing_rows(PackedJob((a, b)), set(a.run_ids)) == PackedJob((b,))
-    assert missing_rows(PackedJob((a, b)), set(a.run_ids + b.run_ids)) is None
-    rest = missing_rows(PackedJob((a, b)), {a.run_ids[0], b.run_ids[1]})
+    assert missing_rows(PackedJob((a, b)), set(a.row_ids)) == PackedJob((b,))
+    assert missing_rows(PackedJob((a, b)), set(a.row_ids + b.row_ids)) is None
+    rest = missing_rows(PackedJob((a, b)), {a.run_ids[0], a.trunk_run_ids[0], b.run_ids[1], b.trunk_run_ids[1]})
     assert rest.budgets == (STEP * 8, STEP * 16) and [m.budgets for m in rest.members] == [(STEP * 16,), (STEP * 8,)]
 
 
