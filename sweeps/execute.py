@@ -264,6 +264,23 @@ def init_ray(settings: ExecutionSettings) -> None:
                  log_to_driver=False)
 
 
+def check_resources(settings: ExecutionSettings) -> None:
+    """A trial's CPUs and GPUs must fit on one node of the cluster as it is now, else Tune would wait forever:
+    SpecError naming the field, what the largest node has and the fix."""
+    import ray
+
+    from sweeps.spec import SpecError
+
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    for field, key, need in (("cpus_per_trial", "CPU", settings.cpus_per_trial),
+                             ("gpus_per_trial", "GPU", settings.gpus_per_trial)):
+        largest = max((node.get(key, 0.0) for node in nodes), default=0.0)
+        if need > largest:
+            raise SpecError(f"run.{field}={need:g}: no node of the Ray cluster has that many ({largest:g} {key}s on "
+                            f"the largest of its {len(nodes)} nodes), so no trial could start: lower run.{field} "
+                            "or add such a node")
+
+
 def slots(settings: ExecutionSettings, trials: int) -> int:
     """How many trials run at once: the concurrency limit, else what the cluster's resources allow."""
     import ray
@@ -286,6 +303,7 @@ def execute(jobs: Sequence[LineageJob | PackedJob], settings: ExecutionSettings,
     if not jobs:
         return tracker.report(failed_trials=0, slots=0)
     init_ray(settings)
+    check_resources(settings)
     printer = StatusPrinter(tracker, stream=stream)
     device = "gpu" if settings.gpus_per_trial else "cpu"
     groups = trial_groups(longest_first(jobs, device=device), settings.lineages_per_trial)
@@ -300,6 +318,7 @@ def fit(trainable: Callable, settings: ExecutionSettings, *, param_space: dict, 
     """Run `trainable`'s trials (e.g. an Optuna search's) with the sweep's settings and a line per finished
     trial; returns the number of trials that errored."""
     init_ray(settings)
+    check_resources(settings)
     tuner = build_tuner(trainable, settings, param_space=param_space, callbacks=[trials_done_callback(total)],
                         **tune_options)
     return sum(1 for r in tuner.fit() if r.error is not None)

@@ -3,6 +3,7 @@ and the store."""
 
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass, replace
 
@@ -38,6 +39,7 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
     (`SweepLock`). A store with nothing to do is only read, so a read-only finished store can be resumed.
     """
     storage = _absolute(storage or spec.storage)  # Ray trials run in their own working directories
+    check_data(spec)
     if address not in (None, "local"):
         _check_cluster_storage(storage, address)
     store, p = ResultStore(storage), plan(spec)
@@ -49,6 +51,18 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
         result = _run(spec, p, store, storage, address)
     return replace(result, set_aside=set_aside, unreadable=_unreadable(store, spec, p, result),
                    replaced_lock=lock.previous and describe(lock.previous))
+
+
+def check_data(spec: SweepSpec) -> None:
+    """The spec's data source and tokenizer must exist where the driver runs, before anything is stored or any
+    trial starts (a missing file would otherwise fail inside every trial, retries included)."""
+    data = spec.train.data
+    if data.source != "embedded" and not glob.glob(os.path.expanduser(data.source), recursive=True):
+        raise SpecError(f"train.data.source={data.source!r}: no such file, directory or glob match here: give an "
+                        "existing text file, directory, glob or .bin token file, or 'embedded'")
+    if data.tokenizer is not None and not os.path.isfile(os.path.expanduser(data.tokenizer)):
+        raise SpecError(f"train.data.tokenizer={data.tokenizer!r}: no such file: give a tokenizer.json, or leave it "
+                        "out for bytes")
 
 
 def _run(spec: SweepSpec, p: Plan, store: ResultStore, storage: str, address: str | None) -> SubmitResult:

@@ -18,6 +18,7 @@ from sweeps.execute import (
     trial_groups,
 )
 from sweeps.plan import LineageJob, PackedJob
+from sweeps.spec import SpecError
 from sweeps.store import ResultStore
 
 STEP = 4 * 32
@@ -95,3 +96,14 @@ def test_ray_sweep_writes_every_budget_to_the_store(tmp_path, local_ray):
     assert set(table["lineage_id"]) == {"lr0.003", "lr0.01"} and table["git_sha"].notna().all()
     stored = set(table["run_id"])
     assert [missing_budgets(j, stored) for j in jobs] == [None, None]
+
+
+@pytest.mark.parametrize("resources, field", [({"gpus_per_trial": 1.0}, "run.gpus_per_trial=1: no node"),
+                                              ({"cpus_per_trial": 100.0}, "run.cpus_per_trial=100: no node")])
+def test_resources_no_node_has_are_refused_before_any_trial(tmp_path, local_ray, resources, field):
+    settings = ExecutionSettings(store_uri=str(tmp_path / "store"), sweep_id="t", checkpoint_root=str(tmp_path),
+                                 **resources)
+    with pytest.raises(SpecError) as error:
+        execute([job(1e-2)], settings)
+    assert str(error.value).startswith(field) and "\n" not in str(error.value)
+    assert ResultStore(settings.store_uri).read(sweep_id="t").table.empty
