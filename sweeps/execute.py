@@ -7,6 +7,7 @@ again only needs the lineages whose rows the store lacks (see `missing_budgets`)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -258,8 +259,13 @@ def init_ray(settings: ExecutionSettings) -> None:
     """Start a fresh local Ray (or attach to `settings.address`) unless Ray is running in this process."""
     import ray
 
-    if not ray.is_initialized():
-        # "local", not None: None would attach to any cluster a `ray start` left on this machine.
+    if ray.is_initialized():
+        return
+    from sweeps.lifetime import ray_of_this_driver
+
+    # "local", not None: None would attach to any cluster a `ray start` left on this machine.
+    local = settings.address in (None, "local")
+    with ray_of_this_driver() if local else contextlib.nullcontext():
         ray.init(address=settings.address or "local", include_dashboard=False, configure_logging=False,
                  log_to_driver=False)
 
