@@ -221,7 +221,8 @@ class ResultStore:
             return action()
         except OSError as error:
             reason = error.strerror or str(error).splitlines()[0]
-            raise StoreError(f"storage URI {self.uri!r}: cannot {what} ({relpath}: {reason}): make the store "
+            raise StoreError(f"storage URI {self.uri!r}: cannot {what} ({relpath}: {type(error).__name__}: "
+                             f"{reason}): make the store "
                              "writable for this user, or give another --storage") from None
 
     def _move(self, source: str, destination: str) -> None:
