@@ -142,3 +142,16 @@ def test_a_read_only_store_is_read_and_a_repair_is_refused_in_one_line(finished,
     code, out, err = resume(storage, capsys)
     assert code == 0 and "ran 1 lineages (0 failed)" in out, err
     assert_repaired(storage, reference)
+
+
+@pytest.mark.parametrize("content, fragment", [(b"\x00\xff not json", "its stored spec sweeps/tiny/spec.json cannot "
+                                                                      "be read"),
+                                               (b'{"name": "tiny"}', "is not a valid spec (search is missing")])
+def test_a_damaged_stored_spec_says_so_instead_of_no_sweep(tmp_path, capsys, content, fragment):
+    spec = tmp_path / "store" / "sweeps" / "tiny" / "spec.json"
+    spec.parent.mkdir(parents=True)
+    spec.write_bytes(content)
+    for command in ("status", "resume"):
+        assert main([command, str(tmp_path / "store")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and fragment in err[0] and "no sweep" not in err[0], err
