@@ -1,6 +1,7 @@
 """Sweeps: specs, planning, Ray Tune execution and the Parquet results store, behind a small public layer.
 
-The Optuna mode lives in sweeps.search (imported on use: it needs Ray and Optuna)."""
+The Optuna mode lives in sweeps.search (imported on use: it needs Ray and Optuna). Planning is
+`sweeps.plan.plan(spec)`: the package exports names lazily, and `sweeps.plan` is the module."""
 
 import importlib
 
@@ -11,7 +12,6 @@ _EXPORTS = {
     "PackedJob": "sweeps.plan",
     "Plan": "sweeps.plan",
     "Study": "sweeps.plan",
-    "plan": "sweeps.plan",
     "trial_job": "sweeps.plan",
     "SpecError": "sweeps.spec",
     "SweepSpec": "sweeps.spec",
