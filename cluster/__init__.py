@@ -3,10 +3,25 @@
 Launch configurations (Ray cluster launcher, KubeRay, SLURM) live next to this package; see cluster/README.md.
 """
 
-from cluster.jobs import ClusterError, auth_token, is_jobs_address, job_logs, job_status, stop_job, submit_job
-from cluster.storage_check import check_shared_storage
+import importlib
 
-__all__ = [
-    "ClusterError", "auth_token", "check_shared_storage", "is_jobs_address", "job_logs", "job_status", "stop_job",
-    "submit_job",
-]
+# public name -> module defining it: imported on first use, so importing one submodule (e.g. for
+# `powersweep --help`) does not import torch, Ray or pandas through this package.
+_EXPORTS = {
+    "ClusterError": "cluster.jobs",
+    "auth_token": "cluster.jobs",
+    "is_jobs_address": "cluster.jobs",
+    "job_logs": "cluster.jobs",
+    "job_status": "cluster.jobs",
+    "stop_job": "cluster.jobs",
+    "submit_job": "cluster.jobs",
+    "check_shared_storage": "cluster.storage_check",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

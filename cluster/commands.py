@@ -10,20 +10,22 @@ import json
 import sys
 
 from cluster.jobs import job_logs, job_status, stop_job, submit_job
-from sweeps.spec import load_spec
-from sweeps.sweep import stored_spec
 
 ADDRESS_HELP = "the cluster's Jobs API (dashboard) address, e.g. http://127.0.0.1:8265"
 
 
 def submit_job_command(args) -> int:
     """`powersweep submit SPEC --address http://...`: print the job id of the submitted sweep driver."""
+    from sweeps.spec import load_spec
+
     spec = load_spec(args.spec)
     return _submitted(submit_job(spec, storage=args.storage or spec.storage, address=args.address), args.address)
 
 
 def resume_job_command(args) -> int:
     """`powersweep resume DIR --address http://...`: the stored spec again, as a job (runs what DIR lacks)."""
+    from sweeps.sweep import stored_spec  # the store's pandas and pyarrow: only for this command
+
     spec = stored_spec(args.dir, sweep_id=args.sweep)
     return _submitted(submit_job(spec, storage=args.dir, address=args.address), args.address)
 

@@ -12,7 +12,7 @@ import os
 import sys
 
 from cluster.jobs import SPEC_ENV, STORAGE_ENV
-from sweeps.cli import USER_ERRORS, report
+from sweeps.cli import is_user_error, report
 from sweeps.spec import spec_from_dict
 from sweeps.sweep import submit
 
@@ -22,7 +22,9 @@ def main() -> int:
     try:
         spec = spec_from_dict(json.loads(os.environ[SPEC_ENV]))
         result = submit(spec, storage=os.environ[STORAGE_ENV], address=os.environ.get("RAY_ADDRESS") or "auto")
-    except USER_ERRORS as err:
+    except Exception as err:
+        if not is_user_error(err):
+            raise
         print(f"powersweep driver: error: {err}", file=sys.stderr, flush=True)
         return 2
     return report(result)

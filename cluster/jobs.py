@@ -11,14 +11,15 @@ cluster's token on the client: `RAY_AUTH_TOKEN`, else the file named by `RAY_AUT
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import sys
 import uuid
+from typing import TYPE_CHECKING
 
-from sweeps.spec import SweepSpec
+if TYPE_CHECKING:
+    from sweeps.spec import SweepSpec
 
 DRIVER = "python -m cluster.driver"  # run on the head node, in the job's working directory
 SPEC_ENV = "POWERSWEEP_SPEC"  # the resolved spec, as JSON
@@ -145,6 +146,8 @@ def job_logs(job_id: str, *, address: str, follow: bool = False, token: str | No
     with _jobs_errors(address, source, job_id):
         if not follow:
             return client.get_job_logs(job_id)
+        import asyncio  # only to follow a job: asyncio costs a third of a second to import
+
         asyncio.run(_print_tail(client, job_id))
     return None
 

@@ -1,13 +1,30 @@
 """One proxy run: muP models, schedules, data and the trainer. Knows nothing of Ray or sweeps."""
 
-from proxy_models.config import PRESETS, ConfigError, ProxyConfig, get_preset
-from proxy_models.data import DataConfig, load_corpus
-from proxy_models.lineage import plan_branches, train_lineage, train_packed_lineage
-from proxy_models.model import ProxyLM
-from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import RunResult, TrainConfig, Trainer
+import importlib
 
-__all__ = [
-    "PRESETS", "ConfigError", "ProxyConfig", "get_preset", "DataConfig", "load_corpus", "plan_branches",
-    "train_lineage", "train_packed_lineage", "ProxyLM", "ScheduleConfig", "RunResult", "TrainConfig", "Trainer",
-]
+# public name -> module defining it: imported on first use, so importing one submodule (e.g. for
+# `powersweep --help`) does not import torch, Ray or pandas through this package.
+_EXPORTS = {
+    "PRESETS": "proxy_models.config",
+    "ConfigError": "proxy_models.config",
+    "ProxyConfig": "proxy_models.config",
+    "get_preset": "proxy_models.config",
+    "DataConfig": "proxy_models.data",
+    "load_corpus": "proxy_models.data",
+    "plan_branches": "proxy_models.lineage",
+    "train_lineage": "proxy_models.lineage",
+    "train_packed_lineage": "proxy_models.lineage",
+    "ProxyLM": "proxy_models.model",
+    "ScheduleConfig": "proxy_models.schedules",
+    "RunResult": "proxy_models.trainer",
+    "TrainConfig": "proxy_models.trainer",
+    "Trainer": "proxy_models.trainer",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

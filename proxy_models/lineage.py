@@ -16,7 +16,7 @@ import copy
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from proxy_models.data import TokenCorpus, load_corpus
@@ -107,6 +107,7 @@ def train_lineage(
     log: Callable | None = None,
     on_result: Callable[[RunResult], None] | None = None,
     attempt: Attempt | None = None,
+    redo: Collection[tuple[str, float]] = (),
 ) -> list[RunResult]:
     """Result rows of every budget (ascending), each equal to a solo run of that budget.
 
@@ -117,11 +118,12 @@ def train_lineage(
     result; each process's `Attempt` is kept there too (attempts.json, see `load_attempts`). `on_result` sees
     each row, trunk rows included, as soon as it is final (e.g. to store it), before the row is recorded as
     finished: a lineage killed inside `on_result` hands that row on again when it resumes. `attempt`, if given,
-    is filled in as it trains.
+    is filled in as it trains. `redo` names rows, as (phase, tokens), that the checkpoint directory recorded but
+    the caller lost (e.g. a results store that no longer holds them): they are trained and handed on again.
     """
     trunk = replace(config, tokens=max(budgets))
     rows = _drive(lambda: Trainer(trunk, corpus=corpus, log=log), plan_branches(config, budgets),
-                  _at_steps(config, budgets, trunk_at), _Progress(checkpoint_dir, attempt or Attempt()),
+                  _at_steps(config, budgets, trunk_at), _Progress(checkpoint_dir, attempt or Attempt(), redo),
                   on_result=on_result and (lambda _, row: on_result(row)), every=checkpoint_every_steps)
     return rows[0]
 
@@ -137,15 +139,17 @@ def train_packed_lineage(
     checkpoint_every_steps: int = 0,
     on_result: Callable[[int, RunResult], None] | None = None,
     attempt: Attempt | None = None,
+    redo: Collection[tuple[str, float]] = (),
 ) -> list[list[RunResult]]:
     """`train_lineage` for K variants of `config` that differ only in their schedule, trained in lockstep
     (PackedTrainer): the budget rows of each variant, in `schedules` order. `on_result(i, row)` sees the rows
     of variant i. The fork points depend only on budgets, decay_fraction and step size, so all variants fork
-    together; a variant diverged in the trunk gets diverged rows for every later budget and trunk point."""
+    together; a variant diverged in the trunk gets diverged rows for every later budget and trunk point.
+    `redo` applies to every variant."""
     config = replace(config, schedule=schedules[0], tokens=max(budgets))
     corpus = corpus if corpus is not None else load_corpus(config.data)  # once, not per trunk restart
     return _drive(lambda: PackedTrainer(config, schedules, corpus=corpus), plan_branches(config, budgets),
-                  _at_steps(config, budgets, trunk_at), _Progress(checkpoint_dir, attempt or Attempt()),
+                  _at_steps(config, budgets, trunk_at), _Progress(checkpoint_dir, attempt or Attempt(), redo),
                   k=len(schedules), on_result=on_result, every=checkpoint_every_steps)
 
 
@@ -184,9 +188,9 @@ def _drive(new_trainer: Callable, branches: list[Branch], at_steps: Sequence[int
         if done.has(event, k):
             continue
         if trainer.step > event.step:
-            if event.branch is None:  # the trunk is past this point already: no state left to evaluate
+            if event.branch is None and not done.lost(event):  # no state left to evaluate: the trunk is past it
                 continue
-            trainer = new_trainer()  # the checkpointed trunk is past this fork: start it again
+            trainer = new_trainer()  # the checkpointed trunk is past this fork (or lost trunk row): start again
         before = _work(trainer)
         trainer.train_to(event.step, total_tokens=trunk_total, checkpoint_path=done.trunk_path,
                          checkpoint_every_steps=every)
@@ -218,14 +222,20 @@ class _Progress:
     """Finished rows, keyed (variant, phase, tokens), and the trunk checkpoint of a lineage, on disk when a
     directory is given."""
 
-    def __init__(self, directory: str | None, attempt: Attempt):
+    def __init__(self, directory: str | None, attempt: Attempt, redo: Collection[tuple[str, float]] = ()):
         self.directory, self.results, self.attempt = directory, {}, attempt
+        self.redo = {(phase, float(tokens)) for phase, tokens in redo}
         self.earlier_attempts: list[dict] = []
         if directory is None:
             return
         os.makedirs(directory, exist_ok=True)
-        self.results = dict(_saved(row) for row in self._load("results.json"))
+        saved = dict(_saved(row) for row in self._load("results.json"))
+        self.results = {key: row for key, row in saved.items() if (key[1], float(key[2])) not in self.redo}
         self.earlier_attempts = self._load("attempts.json")
+
+    def lost(self, event: _Event) -> bool:
+        """Whether the caller asked for this row again though it was recorded."""
+        return (event.phase, float(event.tokens)) in self.redo
 
     def _load(self, name: str) -> list[dict]:
         if not os.path.exists(self._path(name)):

@@ -1,14 +1,17 @@
-"""The `powersweep` command line. User mistakes print one line on stderr and exit with code 2."""
+"""The `powersweep` command line. User mistakes print one line on stderr and exit with code 2.
+
+Torch, Ray, pandas and the analysis stack are imported inside the commands that use them, so `--help` and the
+parsing of any command stay fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 
-from analysis import AnalysisError
-from analysis.commands import add_analyze_parser, add_predict_parser
 from cluster.commands import (
     ADDRESS_HELP,
     add_logs_parser,
@@ -17,34 +20,48 @@ from cluster.commands import (
     resume_job_command,
     submit_job_command,
 )
-from cluster.jobs import ClusterError, is_jobs_address
-from proxy_models.config import PAPER_PARAMS, PRESETS, ConfigError
-from proxy_models.data import DataConfig, DataError
-from proxy_models.memory import parse_bytes
-from proxy_models.schedules import DECAY_SHAPES, SCHEDULES, ScheduleConfig
-from proxy_models.trainer import TrainConfig, Trainer
-from sweeps.plan import format_memory_table, format_plan, memory_table, plan
-from sweeps.progress import bar
-from sweeps.spec import SpecError, load_spec
-from sweeps.store import StoreError
-from sweeps.sweep import resume, status, submit
+from cluster.jobs import is_jobs_address
+from proxy_models.config import PAPER_PARAMS, PRESETS
+from proxy_models.schedules import DECAY_SHAPES, SCHEDULES
 
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, AnalysisError, SpecError, StoreError,
-                                             ClusterError)
+# (module, exception class) of every user mistake: one line and exit code 2. Looked up only among modules
+# already imported: an error can only come from a module that was.
+USER_ERRORS = (("proxy_models.config", "ConfigError"), ("proxy_models.data", "DataError"),
+               ("analysis.errors", "AnalysisError"), ("sweeps.spec", "SpecError"), ("sweeps.schema", "StoreError"),
+               ("cluster.jobs", "ClusterError"))
+# Subcommands registered by another package, imported only when that subcommand runs: name -> (module,
+# function adding its parser, the help line `powersweep --help` shows).
+DEFERRED = {
+    "analyze": ("analysis.commands", "add_analyze_parser", "fit the learning-rate law of a sweep and write a report"),
+    "predict": ("analysis.commands", "add_predict_parser", "predict the optimal peak lr from coefficients.json"),
+}
 SPECS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "specs")
 
 
+def is_user_error(error: BaseException) -> bool:
+    """Whether `error` is a user mistake (one of USER_ERRORS), without importing anything."""
+    for module, name in USER_ERRORS:
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(error, getattr(loaded, name)):
+            return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except USER_ERRORS as err:
+    except Exception as err:
+        if not is_user_error(err):
+            raise
         print(f"powersweep {args.command}: error: {err}", file=sys.stderr)
         return 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; a DEFERRED subcommand gets its full parser only when `argv` names it."""
     parser = argparse.ArgumentParser(prog="powersweep", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     add_presets_parser(sub)
@@ -56,8 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_status_parser(sub)
     add_logs_parser(sub)
     add_stop_parser(sub)
-    add_analyze_parser(sub)
-    add_predict_parser(sub)
+    command = next((a for a in argv or () if not a.startswith("-")), None)
+    for name, (module, adder, help_line) in DEFERRED.items():
+        if name == command:
+            getattr(importlib.import_module(module), adder)(sub)
+        else:
+            sub.add_parser(name, help=help_line, add_help=False)
     return parser
 
 
@@ -103,6 +124,10 @@ def add_train_one_parser(sub) -> None:
 
 
 def train_one_command(args) -> int:
+    from proxy_models.data import DataConfig
+    from proxy_models.schedules import ScheduleConfig
+    from proxy_models.trainer import TrainConfig, Trainer
+
     schedule = ScheduleConfig(
         name=args.schedule, lr=args.lr, warmup_tokens=args.warmup_tokens, decay_fraction=args.decay_fraction,
         decay_shape=args.decay_shape, power_a=args.power_a, power_b=args.power_b, lr_max=args.lr_max,
@@ -127,11 +152,26 @@ def add_plan_parser(sub) -> None:
     p.set_defaults(func=plan_command)
 
 
+def checked_spec(path: str):
+    """The validated spec at `path`; a grid above GRID_WARNING runs gets a line on stderr with the count."""
+    from sweeps.spec import GRID_WARNING, load_spec
+
+    spec = load_spec(path)
+    if spec.planned_runs > GRID_WARNING:
+        print(f"powersweep: warning: {path} expands to {spec.planned_runs:,} runs (more than {GRID_WARNING:,}); "
+              "check the grid before submitting it", file=sys.stderr)
+    return spec
+
+
 def plan_command(args) -> int:
-    p = plan(load_spec(args.spec))
+    from sweeps.plan import format_memory_table, format_plan, memory_table, plan
+
+    p = plan(checked_spec(args.spec))
     if args.gpu_memory is None:
         print(json.dumps(p.summary(), indent=2) if args.json else format_plan(p))
         return 0
+    from proxy_models.memory import parse_bytes
+
     gpu_bytes = parse_bytes(args.gpu_memory)
     rows = memory_table(p, gpu_bytes=gpu_bytes)
     if args.json:
@@ -153,7 +193,9 @@ def add_submit_parser(sub) -> None:
 def submit_command(args) -> int:
     if is_jobs_address(args.address):
         return submit_job_command(args)
-    return report(submit(load_spec(args.spec), storage=args.storage, address=args.address))
+    from sweeps.sweep import submit
+
+    return report(submit(checked_spec(args.spec), storage=args.storage, address=args.address))
 
 
 def add_resume_parser(sub) -> None:
@@ -167,16 +209,28 @@ def add_resume_parser(sub) -> None:
 def resume_command(args) -> int:
     if is_jobs_address(args.address):
         return resume_job_command(args)
+    from sweeps.sweep import resume
+
     return report(resume(args.dir, sweep_id=args.sweep, address=args.address))
 
 
 def report(result) -> int:
     """Print what a submit or resume did (plan, wall-time breakdown, where the results are); its exit code."""
+    from sweeps.plan import format_plan
+
     print(format_plan(result.plan), file=sys.stderr)
+    if result.replaced_lock:
+        print(f"took over the sweep's lock from a driver that is gone: {result.replaced_lock}", file=sys.stderr)
+    for moved in result.set_aside:
+        print(f"moved aside an unreadable result file, its run trained again: {moved}", file=sys.stderr)
     if result.lineages_run and result.execution is not None:
         print(result.execution.format(), file=sys.stderr)
     print(f"ran {result.lineages_run} lineages ({result.failed_trials} failed); results in {result.storage}")
-    return 1 if result.failed_trials else 0
+    if result.unreadable:
+        print(f"powersweep: error: {len(result.unreadable)} planned rows are not readable in the store: "
+              f"{'; '.join(result.unreadable[:3])}{' ...' if len(result.unreadable) > 3 else ''}: run resume "
+              "again once the cause is fixed", file=sys.stderr)
+    return 1 if result.failed_trials or result.unreadable else 0
 
 
 def add_status_parser(sub) -> None:
@@ -192,6 +246,9 @@ def add_status_parser(sub) -> None:
 def status_command(args) -> int:
     if args.address:
         return job_status_command(args)
+    from sweeps.progress import bar
+    from sweeps.sweep import status
+
     s = status(args.dir, sweep_id=args.sweep)
     if args.json:
         print(json.dumps(s, indent=2, default=float))
@@ -200,6 +257,10 @@ def status_command(args) -> int:
     print(f"sweep {s['sweep_id']}: {done}/{s['planned']} runs done {bar(done / max(s['planned'], 1))}; " +
           ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())))
     print(f"trunk evaluations: {s['trunk']['done']} of {s['trunk']['planned']} stored")
+    for report in s["unreadable_files"]:
+        print(f"  unreadable, skipped (resume moves a planned run's file aside and trains it again): {report}")
+    for uri in s["set_aside_files"]:
+        print(f"  set aside earlier (kept, never read): {uri}")
     for cell in s["cells"]:
         print(f"  {cell['model']:<12} batch {cell['batch_size']:>4}  tokens {cell['tokens']:>12,}  "
               f"runs {cell['runs_done']}")
@@ -232,13 +293,17 @@ def add_demo_parser(sub) -> None:
 
 
 def demo_command(args) -> int:
+    from sweeps.spec import load_spec
+    from sweeps.sweep import submit
+
     result = submit(load_spec(os.path.join(SPECS_DIR, "cpu-quick.yaml")), storage=args.storage)
     print(f"results: {result.storage} ({result.lineages_run} lineages run, {result.failed_trials} failed)")
     if result.lineages_run:
         summary = result.plan.summary()
         print(f"tokens trained {summary['tokens_planned']:.4g} vs {summary['tokens_independent']:.4g} for "
               f"independent runs ({summary['ratio']:.3f}); {result.execution.format()}")
-    analyze_args = build_parser().parse_args(["analyze", os.path.join(args.storage, "results"), "--out", args.out])
+    argv = ["analyze", os.path.join(args.storage, "results"), "--out", args.out]
+    analyze_args = build_parser(argv).parse_args(argv)
     return analyze_args.func(analyze_args)
 
 

@@ -7,6 +7,7 @@ again only needs the lineages whose rows the store lacks (see `missing_budgets`)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -42,6 +43,7 @@ class ExecutionSettings:
     address: str | None = None  # existing Ray cluster; None starts a fresh local Ray in this process
     checkpoint_every_steps: int = 500  # trunk checkpoint interval, in steps: a retry loses at most this many
     lineages_per_trial: int = 0  # 0 = auto: one trial per job up to MAX_TRIALS trials, then grouped
+    driver: dict | None = None  # the driver process (sweeps.lock.holder()): trials store nothing once it is gone
 
 
 def missing_budgets(job: LineageJob, stored_run_ids: set[str]) -> LineageJob | None:
@@ -49,9 +51,12 @@ def missing_budgets(job: LineageJob, stored_run_ids: set[str]) -> LineageJob | N
     evaluations that the trunk passes on its way to those budgets.
 
     Dropping finished budgets changes no other result: each branch depends only on the trunk up to its own
-    fork, and the trunk's lr up to any remaining budget's fork does not depend on the largest budget.
+    fork, and the trunk's lr up to any remaining budget's fork does not depend on the largest budget. A missing
+    trunk evaluation keeps the budget forked there (its stored row is not written again), so the trunk passes it.
     """
-    keep = [(t, r) for t, r in zip(job.budgets, job.run_ids) if r not in stored_run_ids]
+    lost_trunk = {t for t, r in zip(job.trunk_tokens, job.trunk_run_ids) if r not in stored_run_ids}
+    forks = dict(zip(job.budgets, _fork_tokens(job)))
+    keep = [(t, r) for t, r in zip(job.budgets, job.run_ids) if r not in stored_run_ids or forks[t] in lost_trunk]
     if not keep:
         return None
     budgets, run_ids = zip(*keep)
@@ -60,6 +65,11 @@ def missing_budgets(job: LineageJob, stored_run_ids: set[str]) -> LineageJob | N
     trunk = [(t, r) for t, r in zip(job.trunk_tokens, job.trunk_run_ids) if r not in stored_run_ids and t <= last]
     return replace(job, budgets=budgets, run_ids=run_ids, config=config,
                    trunk_tokens=tuple(t for t, _ in trunk), trunk_run_ids=tuple(r for _, r in trunk))
+
+
+def _fork_tokens(job: LineageJob) -> list[int]:
+    """Tokens seen at each budget's fork point, in `job.budgets` order (the trunk row taken there)."""
+    return [max(trunk_tokens(replace(job.config, tokens=t), [t]), default=0) for t in job.budgets]
 
 
 def missing_rows(trial: LineageJob | PackedJob, stored_run_ids: set[str]) -> PackedJob | None:
@@ -106,7 +116,8 @@ def run_job(job: LineageJob | PackedJob, settings: ExecutionSettings, *, attempt
     filled in with what this process did. Returns each member's rows of the job's budgets, ascending."""
     members, attempt = _members(job), attempt or Attempt()
     root = os.path.join(settings.checkpoint_root, settings.sweep_id)
-    common = dict(checkpoint_every_steps=settings.checkpoint_every_steps, attempt=attempt)
+    common = dict(checkpoint_every_steps=settings.checkpoint_every_steps, attempt=attempt,
+                  redo=lost_rows(members, settings))
     if len(members) == 1:
         m = members[0]
         return [train_lineage(m.config, m.budgets, trunk_at=m.trunk_tokens,
@@ -117,6 +128,18 @@ def run_job(job: LineageJob | PackedJob, settings: ExecutionSettings, *, attempt
     return train_packed_lineage(packed.config, [m.config.schedule for m in members], packed.budgets,
                                 trunk_at=packed.trunk_tokens, checkpoint_dir=checkpoint_dir,
                                 on_result=lambda i, row: savers[i](row), **common)
+
+
+def lost_rows(members: Sequence[LineageJob], settings: ExecutionSettings) -> set[tuple[str, float]]:
+    """(phase, tokens) of the rows a job asks for that the store cannot read now: whatever the lineage's
+    checkpoint recorded, they are trained again (the store, not the checkpoint, says what is done)."""
+    store = ResultStore(settings.store_uri)
+    lost = set()
+    for m in members:
+        rows = [*(("final", t, r) for t, r in zip(m.budgets, m.run_ids)),
+                *(("trunk", t, r) for t, r in zip(m.trunk_tokens, m.trunk_run_ids))]
+        lost |= {(phase, float(t)) for phase, t, r in rows if not store.has(sweep_id=settings.sweep_id, name=r)}
+    return lost
 
 
 def _saver(job: LineageJob, settings: ExecutionSettings, on_stored: Callable[[str], None] | None):
@@ -131,11 +154,25 @@ def _saver(job: LineageJob, settings: ExecutionSettings, on_stored: Callable[[st
         if run_id is None:
             return
         if not store.has(sweep_id=settings.sweep_id, name=run_id):
+            check_driver(settings.driver)
             store.write([store_row(result, job=job, run_id=run_id)], sweep_id=settings.sweep_id, name=run_id)
         if on_stored is not None:
             on_stored(run_id)
 
     return save
+
+
+class DriverGone(RuntimeError):
+    """The sweep's driver process has ended: its trials must not write any more rows."""
+
+
+def check_driver(driver: dict | None) -> None:
+    """Raise DriverGone if `driver` (host, pid, start time) is known to have ended; on another host the
+    cluster ends the driver's trials with it."""
+    from sweeps.lock import describe, is_alive
+
+    if driver is not None and is_alive(driver) is False:
+        raise DriverGone(f"the sweep's driver, {describe(driver)}, has ended: nothing more is stored")
 
 
 def _trial(params: dict) -> None:
@@ -222,10 +259,32 @@ def init_ray(settings: ExecutionSettings) -> None:
     """Start a fresh local Ray (or attach to `settings.address`) unless Ray is running in this process."""
     import ray
 
-    if not ray.is_initialized():
-        # "local", not None: None would attach to any cluster a `ray start` left on this machine.
+    if ray.is_initialized():
+        return
+    from sweeps.lifetime import ray_of_this_driver
+
+    # "local", not None: None would attach to any cluster a `ray start` left on this machine.
+    local = settings.address in (None, "local")
+    with ray_of_this_driver() if local else contextlib.nullcontext():
         ray.init(address=settings.address or "local", include_dashboard=False, configure_logging=False,
                  log_to_driver=False)
+
+
+def check_resources(settings: ExecutionSettings) -> None:
+    """A trial's CPUs and GPUs must fit on one node of the cluster as it is now, else Tune would wait forever:
+    SpecError naming the field, what the largest node has and the fix."""
+    import ray
+
+    from sweeps.spec import SpecError
+
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    for field, key, need in (("cpus_per_trial", "CPU", settings.cpus_per_trial),
+                             ("gpus_per_trial", "GPU", settings.gpus_per_trial)):
+        largest = max((node.get(key, 0.0) for node in nodes), default=0.0)
+        if need > largest:
+            raise SpecError(f"run.{field}={need:g}: no node of the Ray cluster has that many ({largest:g} {key}s on "
+                            f"the largest of its {len(nodes)} nodes), so no trial could start: lower run.{field} "
+                            "or add such a node")
 
 
 def slots(settings: ExecutionSettings, trials: int) -> int:
@@ -250,6 +309,7 @@ def execute(jobs: Sequence[LineageJob | PackedJob], settings: ExecutionSettings,
     if not jobs:
         return tracker.report(failed_trials=0, slots=0)
     init_ray(settings)
+    check_resources(settings)
     printer = StatusPrinter(tracker, stream=stream)
     device = "gpu" if settings.gpus_per_trial else "cpu"
     groups = trial_groups(longest_first(jobs, device=device), settings.lineages_per_trial)
@@ -264,6 +324,7 @@ def fit(trainable: Callable, settings: ExecutionSettings, *, param_space: dict, 
     """Run `trainable`'s trials (e.g. an Optuna search's) with the sweep's settings and a line per finished
     trial; returns the number of trials that errored."""
     init_ray(settings)
+    check_resources(settings)
     tuner = build_tuner(trainable, settings, param_space=param_space, callbacks=[trials_done_callback(total)],
                         **tune_options)
     return sum(1 for r in tuner.fit() if r.error is not None)

@@ -49,6 +49,12 @@ def search_state(search: LrSearch, results: Results) -> SearchState:
     return replay(lambda k, t: results.get(ids(k)[t]), search.policy, search.budgets, dict(search.lineage_tokens))
 
 
+def searches_done(searches: Sequence[LrSearch], table: pd.DataFrame) -> bool:
+    """Whether every group's search has ended on the stored rows (a resume would train nothing)."""
+    results = stored_results(table)
+    return all(search_state(s, results).done for s in searches)
+
+
 def round_jobs(search: LrSearch, state: SearchState, stored_run_ids: set[str]) -> list[LineageJob]:
     """The pending round's lineages, each restricted to its budgets the store lacks."""
     jobs = [j for k, top in sorted(state.pending.items()) for j in search.jobs(k, top)]

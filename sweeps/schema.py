@@ -76,7 +76,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("ppl_eval", _FLOAT, False, "dimensionless / held-out perplexity, exp(loss_eval)"),
     Column("loss_train", _FLOAT, False, "nats/token / mean training loss over the last logging window before `tokens`"),
     Column("status", _STR, True,
-           "label / 'ok', 'diverged' (loss blew up, see diverged_at_tokens) or 'failed' (the run crashed)"),
+           "label / 'ok' or 'diverged' (loss blew up, see diverged_at_tokens); 'failed' is accepted from "
+           "other writers but never written by a sweep: a crashed trial is retried and writes its rows only once "
+           "they are final"),
     Column("diverged_at_tokens", _INT, False,
            "tokens / tokens seen when divergence was detected; null unless status is 'diverged'"),
     Column("wall_s", _FLOAT, False, "seconds / wall-clock training time up to `tokens`"),

@@ -151,6 +151,7 @@ class _Cell:
         loaded = reconcile(study, storage, trials)
         self.study, self.penalty = study, divergence_penalty(study)
         self.stored = {r: loss for runs in trials.values() for r, loss in runs.items()}
+        self.stored_ids = set(table["run_id"])  # trunk rows too: a lost one is trained again
         self.left = max(study.n_trials - len(completed_trials(study, trials)), 0)
         # Seeded by the study and its history: a resumed study draws new points, not its first ones again.
         seed = (int(study.study_id[:8], 16) + len(loaded.trials)) % 2**32
@@ -162,8 +163,10 @@ class _Cell:
     def trial_config(self, params: dict) -> dict:
         """The trial's config: its lineage less the budgets already stored, and those budgets' losses."""
         job = trial_job(self.study, *(params[name] for name in PARAMS))
-        earlier = tuple(self.stored[r] for r in job.run_ids if r in self.stored)
-        return {"job": missing_budgets(job, set(self.stored)), "earlier": earlier, "penalty": self.penalty}
+        todo = missing_budgets(job, self.stored_ids)
+        again = set(todo.run_ids) if todo is not None else set()  # trained again: counted from the new rows
+        earlier = tuple(self.stored[r] for r in job.run_ids if r in self.stored and r not in again)
+        return {"job": todo, "earlier": earlier, "penalty": self.penalty}
 
 
 class StudySearch(Searcher):

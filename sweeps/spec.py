@@ -6,20 +6,38 @@ A spec file has four keys: `name`, `search` (grids), `train` (schedule, optimize
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
 import math
 import re
-from typing import Any, Literal
+import reprlib
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from proxy_models.config import PRESETS, get_preset
+from proxy_models.config import PRESETS, ConfigError, ProxyConfig, get_preset
 from proxy_models.schedules import DECAY_SHAPES
+from sweeps.safe_yaml import YamlLimitError, load_yaml
 
 _SUFFIX = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+MAX_TOKENS = 1e15  # per budget: 1000x the largest budget of the paper's 3B models
+MAX_SEED = 2**32 - 1  # numpy's seed range
+MAX_NAME = 100  # characters: the name is a directory in the store and in Ray's storage
+MAX_MESSAGE = 300  # characters of an error line: the value shown in it is cut to fit
+GRID_WARNING = 10_000  # runs: `plan` and `submit` print the count above this
+GRID_LIMIT = 200_000  # runs: above this a spec is refused (planning alone would take minutes)
 
 
 class SpecError(ValueError):
@@ -28,12 +46,79 @@ class SpecError(ValueError):
 
 def parse_tokens(value: Any) -> float:
     """Token counts as numbers or strings with a suffix: 2e6, "2e6", "500M", "2B", "1T"."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is a boolean, not a token count: write e.g. 2e6, 500M or 2B")
+    if isinstance(value, (int, float)):
+        return _finite(value)
     match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([KMBGT]?)\s*", str(value))
-    if not match:
-        raise ValueError(f"{value!r} is not a token count: write e.g. 2e6, 500M or 2B")
-    return float(match.group(1)) * _SUFFIX.get(match.group(2), 1.0)
+    try:
+        tokens = float(match.group(1)) * _SUFFIX.get(match.group(2), 1.0) if match else None
+    except ValueError:
+        tokens = None
+    if tokens is None:
+        raise ValueError(f"{_short(value)} is not a token count: write e.g. 2e6, 500M or 2B")
+    return _finite(tokens)
+
+
+def _finite(value: int | float) -> float:
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{_short(value)} is not a finite number: give a finite value")
+    return number
+
+
+def _number(value: Any) -> float:
+    """A finite real number. YAML 1.1 reads 1e-3 (no dot) as a string, so numeric strings count; booleans do
+    not (`true` is not 1)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is a boolean, not a number")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"{_short(value)} is not a number") from None
+    if not isinstance(value, (int, float)):
+        raise ValueError(f"{_short(value)} is not a number")
+    return _finite(value)
+
+
+def _integer(value: Any) -> int:
+    """An integer written as one: not a boolean, not 4.0, not "4"."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{_short(value)} is not an integer: write a whole number such as 4")
+    return value
+
+
+def _at_least(low: float, *, high: float | None = None, high_open: bool = False, what: str = "number"):
+    def check(value):
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if value < low or too_high:
+            bound = "" if high is None else (f" and below {high:g}" if high_open else f" and at most {high:g}")
+            raise ValueError(f"{value!r} must be a {what} of at least {low:g}{bound}")
+        return value
+    return AfterValidator(check)
+
+
+def _positive():
+    def check(value):
+        if value <= 0:
+            raise ValueError(f"{value!r} must be positive")
+        return value
+    return AfterValidator(check)
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+Positive = Annotated[float, BeforeValidator(_number), _positive()]
+NonNegative = Annotated[float, BeforeValidator(_number), _at_least(0)]
+Fraction = Annotated[float, BeforeValidator(_number), _at_least(0, high=1, high_open=True, what="fraction")]
+PositiveInt = Annotated[int, BeforeValidator(_integer), _positive()]
+NonNegativeInt = Annotated[int, BeforeValidator(_integer), _at_least(0, what="whole number")]
+Tokens = Annotated[float, BeforeValidator(parse_tokens), _at_least(1, high=MAX_TOKENS, what="token count")]
+Seed = Annotated[int, BeforeValidator(_integer), _at_least(0, high=MAX_SEED, what="seed")]
+Flag = Annotated[bool, Field(strict=True)]
 
 
 class _Strict(BaseModel):
@@ -82,33 +167,33 @@ class SearchSpec(_Strict):
     """What to search: every combination of these values is one run (or one Optuna trial's space)."""
 
     models: list[str] = Field(default_factory=lambda: ["cpu-xs"])  # preset names
-    lr: list[float] = Field(default_factory=list)  # peak lrs (constant, cosine, wsd)
-    batch_size: list[int] = Field(default_factory=lambda: [16])  # sequences per step
-    tokens: list[float] = Field(default_factory=list)  # training budgets T (numbers or "2B")
-    seeds: list[int] = Field(default_factory=lambda: [0])  # init and data-order seeds
-    power_a: list[float] = Field(default_factory=list)  # Power a grid (power schedule)
-    power_b: list[float] = Field(default_factory=list)  # Power b grid (power schedule)
-    lr_max: list[float] = Field(default_factory=lambda: [0.02])  # Power cap grid (power schedule)
+    lr: list[Positive] = Field(default_factory=list)  # peak lrs (constant, cosine, wsd)
+    batch_size: list[PositiveInt] = Field(default_factory=lambda: [16])  # sequences per step
+    tokens: list[Tokens] = Field(default_factory=list)  # training budgets T (numbers or "2B")
+    seeds: list[Seed] = Field(default_factory=lambda: [0])  # init and data-order seeds, 0 to 2**32 - 1
+    power_a: list[Positive] = Field(default_factory=list)  # Power a grid (power schedule)
+    power_b: list[Number] = Field(default_factory=list)  # Power b grid (power schedule), negative
+    lr_max: list[Positive] = Field(default_factory=lambda: [0.02])  # Power cap grid (power schedule)
     mode: Literal["grid", "optuna", "adaptive"] = "grid"  # optuna: power (a, b) by TPE; adaptive: lr round by round
-    n_trials: int = 32  # Optuna trials per cell (model, batch_size, seed, lr_max)
-    a_range: tuple[float, float] = (3.0, 5.0)  # Table 3's a search range
-    b_range: tuple[float, float] = (-0.6, -0.4)  # Table 3's b search range
-    study_concurrency: int = 1  # optuna: trials of one study in flight at once; 1 keeps each study reproducible
+    n_trials: PositiveInt = 32  # Optuna trials per cell (model, batch_size, seed, lr_max)
+    a_range: tuple[Number, Number] = (3.0, 5.0)  # Table 3's a search range
+    b_range: tuple[Number, Number] = (-0.6, -0.4)  # Table 3's b search range
+    study_concurrency: PositiveInt = 1  # optuna: trials of one study in flight at once; 1 keeps studies reproducible
     adaptive: AdaptiveSpec = Field(default_factory=AdaptiveSpec)  # adaptive mode: lr range, resolution, budget
 
-    @field_validator("tokens", mode="before")
+    @field_validator("models", "lr", "batch_size", "tokens", "seeds", "power_a", "power_b", "lr_max")
     @classmethod
-    def _tokens(cls, values):
-        return [parse_tokens(v) for v in values] if isinstance(values, list) else values
+    def _distinct(cls, values):
+        if len(set(values)) != len(values):
+            raise ValueError(f"{_short(values)} repeats a value: list each value once")
+        return values
 
-    @field_validator("lr", "batch_size", "tokens", "power_a", "lr_max", "n_trials", "study_concurrency")
+    @field_validator("power_b")
     @classmethod
-    def _positive(cls, values):
-        for v in values if isinstance(values, list) else [values]:
-            if v <= 0:
-                raise ValueError(f"{v!r} must be positive")
-        if isinstance(values, list) and len(set(values)) != len(values):
-            raise ValueError(f"{values} repeats a value: list each value once")
+    def _negative(cls, values):
+        for v in values:
+            if v >= 0:
+                raise ValueError(f"{v!r}: b must be negative, e.g. -0.51 (the paper's fit)")
         return values
 
     @field_validator("a_range", "b_range")
@@ -133,32 +218,33 @@ class SearchSpec(_Strict):
 
 
 class DataSpec(_Strict):
-    source: str = "embedded"  # "embedded", a text file/dir/glob, or a .bin token file
-    tokenizer: str | None = None  # tokenizer.json; None = bytes
-    eval_tokens: int = 65_536  # fixed held-out set size, in tokens
+    source: str = Field("embedded", min_length=1)  # "embedded", a text file/dir/glob, or a .bin token file
+    tokenizer: str | None = Field(None, min_length=1)  # tokenizer.json; None = bytes
+    eval_tokens: PositiveInt = 65_536  # fixed held-out set size, in tokens
 
 
 class TrainSpec(_Strict):
     """What to train: schedule family and its fixed settings, optimizer, data, precision."""
 
     schedule: Literal["constant", "cosine", "wsd", "power"] = "wsd"
-    warmup_tokens: float = 0.0  # linear warmup, in tokens (numbers or "1B")
-    decay_fraction: float = 0.1  # share of each budget spent decaying (wsd, power)
+    warmup_tokens: Annotated[float, BeforeValidator(parse_tokens), _at_least(0)] = 0.0  # linear warmup, tokens
+    decay_fraction: Fraction = 0.1  # share of each budget spent decaying (wsd, power), in [0, 1)
     decay_shape: str = "linear"  # linear | cosine | exp | 1-sqrt
-    weight_decay: float = 0.1  # AdamW
-    beta1: float = 0.9  # AdamW
-    beta2: float = 0.95  # AdamW
-    grad_clip: float = 1.0  # global norm clip; 0 disables
-    seq_len: int | None = None  # override the presets' context length
+    weight_decay: NonNegative = 0.1  # AdamW
+    beta1: Fraction = 0.9  # AdamW, in [0, 1)
+    beta2: Fraction = 0.95  # AdamW, in [0, 1)
+    grad_clip: NonNegative = 1.0  # global norm clip; 0 disables
+    seq_len: PositiveInt | None = None  # override the presets' context length
     model_overrides: dict[str, Any] = Field(default_factory=dict)  # other ProxyConfig fields
     data: DataSpec = Field(default_factory=DataSpec)
-    dtype: str = "auto"  # auto | float32 | float64 | bfloat16
-    divergence_factor: float = 2.0  # loss above factor * first loss = diverged
+    dtype: Literal["auto", "float32", "float64", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA, else fp32
+    divergence_factor: Annotated[float, BeforeValidator(_number), _at_least(1, what="factor")] = 2.0  # loss above
+    # factor * first loss = diverged
 
-    @field_validator("warmup_tokens", mode="before")
+    @field_validator("model_overrides")
     @classmethod
-    def _tokens(cls, value):
-        return parse_tokens(value)
+    def _overrides(cls, values):
+        return {key: _override(key, value) for key, value in values.items()}
 
     @field_validator("decay_shape")
     @classmethod
@@ -171,13 +257,20 @@ class TrainSpec(_Strict):
 class RunSpec(_Strict):
     """Where and how to run: resources of one trial, packing, concurrency, storage."""
 
-    cpus_per_trial: float = 1.0  # Ray CPUs per trial
-    gpus_per_trial: float = 0.0  # Ray GPUs per trial (fractions pack trials on one GPU)
-    pack: int = 1  # variants trained in lockstep per trial (GPU; keep 1 on CPU)
-    max_concurrent: int = 0  # 0 = as many as resources allow
-    max_retries: int = 2  # retries of a crashed trial (resumes from its checkpoint)
-    checkpoint_every_steps: int = Field(500, ge=0)  # trunk checkpoint interval, steps; 0 = at forks only
-    storage: str | None = None  # results store URI; default runs/<name>
+    cpus_per_trial: NonNegative = 1.0  # Ray CPUs per trial
+    gpus_per_trial: NonNegative = 0.0  # Ray GPUs per trial (fractions pack trials on one GPU)
+    pack: PositiveInt = 1  # variants trained in lockstep per trial (GPU; keep 1 on CPU)
+    max_concurrent: NonNegativeInt = 0  # 0 = as many as resources allow
+    max_retries: Annotated[int, BeforeValidator(_integer), _at_least(0, high=100, what="retry count")] = 2  # of a
+    # crashed trial (it resumes from its checkpoint)
+    checkpoint_every_steps: NonNegativeInt = 500  # trunk checkpoint interval, steps; 0 = at forks only
+    storage: str | None = Field(None, min_length=1)  # results store URI; default runs/<name>
+
+    @model_validator(mode="after")
+    def _some_resource(self):
+        if self.cpus_per_trial == 0 and self.gpus_per_trial == 0:
+            raise ValueError("run.cpus_per_trial and run.gpus_per_trial are both 0: a trial needs a CPU or a GPU")
+        return self
 
 
 class SweepSpec(_Strict):
@@ -189,8 +282,11 @@ class SweepSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value):
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
-            raise ValueError(f"{value!r}: use letters, digits, '.', '_' and '-'")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value) or len(value) > MAX_NAME:
+            raise ValueError(f"{_short(value)}: use 1 to {MAX_NAME} letters, digits, '.', '_' and '-', starting "
+                             "with a letter or digit (the name is a directory of the store)")
+        if value.endswith(".parquet"):
+            raise ValueError(f"{value!r}: a name ending in '.parquet' would read as a result file; drop the suffix")
         return value
 
     @model_validator(mode="after")
@@ -212,7 +308,12 @@ class SweepSpec(_Strict):
         for name in ("models", "batch_size", "tokens", "seeds"):
             if not getattr(s, name):
                 raise ValueError(f"search.{name} is empty: give at least one value")
+        _check_models(s.models, t.model_overrides)
         _check_pack(self.run.pack, s.models, t.model_overrides)
+        _check_steps(self)
+        if self.planned_runs > GRID_LIMIT:
+            raise ValueError(f"the search expands to {self.planned_runs:,} runs, more than {GRID_LIMIT:,}: split it "
+                             "into several sweeps or use fewer values")
         for tokens in s.tokens:
             if tokens * (1 - t.decay_fraction) <= t.warmup_tokens:
                 raise ValueError(f"search.tokens={tokens:g} leaves no stable phase after warmup_tokens="
@@ -230,6 +331,59 @@ class SweepSpec(_Strict):
     @property
     def storage(self) -> str:
         return self.run.storage or f"runs/{self.name}"
+
+    @property
+    def planned_runs(self) -> int:
+        """Budget results the search expands to (Optuna: n_trials per cell), counted without expanding it."""
+        s = self.search
+        if s.mode == "adaptive":
+            per_cell = s.adaptive.max_lineages  # the bound: every lineage the search may add
+        elif self.train.schedule != "power":
+            per_cell = len(s.lr)
+        else:
+            per_cell = s.n_trials if s.mode == "optuna" else len(s.power_a) * len(s.power_b)
+            per_cell *= len(s.lr_max)
+        return len(s.models) * len(s.batch_size) * len(s.seeds) * len(s.tokens) * per_cell
+
+
+def _override(key: str, value: Any) -> Any:
+    """A model_overrides value of a known ProxyConfig field, of that field's type."""
+    fields = {f.name: str(f.type) for f in dataclasses.fields(ProxyConfig)}
+    if key not in fields:
+        close = difflib.get_close_matches(key, fields, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known keys: {sorted(fields)}"
+        raise ValueError(f"unknown model field {key!r}: {hint}")
+    kind = fields[key]
+    if kind == "bool" and not isinstance(value, bool):
+        raise ValueError(f"{key}={_short(value)} must be true or false")
+    if kind == "str" and not isinstance(value, str):
+        raise ValueError(f"{key}={_short(value)} must be a string")
+    if kind in ("int", "int | None") and not (value is None and kind == "int | None"):
+        _integer(value)
+    if kind == "float":
+        value = _number(value)
+    return value
+
+
+def _check_steps(spec: SweepSpec) -> None:
+    """Every budget must be at least one optimizer step (batch_size x seq_len tokens) of every model."""
+    overrides = spec.train.model_overrides
+    seq_len = spec.train.seq_len or max(get_preset(m, **overrides).seq_len for m in spec.search.models)
+    step = max(spec.search.batch_size) * seq_len
+    for tokens in spec.search.tokens:
+        if tokens < step:
+            raise ValueError(f"search.tokens={tokens:g} is less than one optimizer step of batch_size "
+                             f"{max(spec.search.batch_size)} x seq_len {seq_len} = {step} tokens: raise the budget "
+                             "or lower batch_size")
+
+
+def _check_models(models: list[str], overrides: dict) -> None:
+    """Every preset with the overrides applied must be a valid model (ProxyConfig's own checks)."""
+    for name in models:
+        try:
+            get_preset(name, **overrides)
+        except ConfigError as error:
+            raise ValueError(f"train.model_overrides on {name!r}: {error}") from None
 
 
 def _check_adaptive(search: SearchSpec, schedule: str) -> None:
@@ -264,27 +418,50 @@ def _check_pack(pack: int, models: list[str], overrides: dict) -> None:
 
 def spec_from_dict(values: dict) -> SweepSpec:
     """Validate a spec dict; a problem raises SpecError with one line naming field, value and fix."""
+    if not isinstance(values, dict):
+        raise SpecError(f"a spec is a mapping with name, search, train and run, not {_short(values)}")
     try:
         return SweepSpec.model_validate(values)
     except ValidationError as err:
-        raise SpecError(_one_line(err.errors()[0], values)) from None
+        raise SpecError(_cut(_one_line(err.errors()[0], values))) from None
 
 
 def load_spec(path: str) -> SweepSpec:
+    """Read and validate the spec YAML at `path` (size, depth and duplicate keys checked before parsing ends)."""
     try:
-        with open(path) as f:
-            values = yaml.safe_load(f)
+        values = load_yaml(path)
     except FileNotFoundError:
         raise SpecError(f"spec file {path!r} not found: give the path to a sweep YAML") from None
+    except IsADirectoryError:
+        raise SpecError(f"spec file {path!r} is a directory: give the path to a sweep YAML in it") from None
+    except OSError as err:
+        raise SpecError(f"spec file {path!r} cannot be read ({err.strerror}): give a readable sweep YAML") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"spec file {path!r} is not text (UTF-8): give a sweep YAML") from None
+    except YamlLimitError as err:
+        raise SpecError(_cut(f"spec file {path!r} {err}")) from None
     except yaml.YAMLError as err:
-        raise SpecError(f"spec file {path!r} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise SpecError(_cut(f"spec file {path!r} is not valid YAML: {str(err).splitlines()[0]}")) from None
     if not isinstance(values, dict):
         raise SpecError(f"spec file {path!r} must hold a mapping with name, search, train and run")
     return spec_from_dict(values)
 
 
+def _short(value: Any) -> str:
+    """repr cut to a few dozen characters: a value shown in an error, however large it is."""
+    short = reprlib.Repr()
+    short.maxstring, short.maxother, short.maxlist, short.maxdict, short.maxlevel = 60, 60, 6, 4, 3
+    return short.repr(value)
+
+
+def _cut(message: str) -> str:
+    """One line of at most MAX_MESSAGE characters."""
+    line = " ".join(message.split())
+    return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 3] + "..."
+
+
 def _one_line(error: dict, values: dict) -> str:
-    loc = ".".join(str(part) for part in error["loc"])
+    loc = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         known = _known_keys(error["loc"][:-1])
@@ -295,7 +472,7 @@ def _one_line(error: dict, values: dict) -> str:
         return f"{loc} is missing from the spec: add it"
     if not loc:
         return message
-    return f"{loc}={error.get('input')!r}: {message}"
+    return f"{loc}={_short(error.get('input'))}: {message}"
 
 
 def _known_keys(parent: tuple) -> list[str]:

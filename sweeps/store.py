@@ -4,6 +4,7 @@ The store, not Ray's experiment state, is the source of truth for which runs are
 Layout under the root of the URI::
 
     results/sweep_id=<sweep_id>/<name>.parquet   # one file per write(), columns of SCHEMA minus sweep_id
+    set-aside/sweep_id=<sweep_id>/<name>.<UTC time>.parquet   # unreadable files moved out of results/, kept
     <any other relpath>.json                     # small metadata files, e.g. sweeps/<sweep_id>/spec.json
 
 Every file appears whole or not at all. Object stores (s3, gcs, azure) replace an object
@@ -28,7 +29,7 @@ import os
 import posixpath
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -54,6 +55,7 @@ __all__ = ["COLUMN_DOCS", "SCHEMA", "STATUSES", "ReadResult", "ResultStore", "St
 logger = logging.getLogger(__name__)
 
 RESULTS_DIR = "results"
+SET_ASIDE_DIR = "set-aside"  # unreadable result files moved out of the way: kept for a person, never read
 PARTITION = "sweep_id"
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _HIDDEN_PREFIXES = (".", "_")  # the prefixes pyarrow.dataset discovery skips by default
@@ -119,11 +121,14 @@ class ResultStore:
         return self._uri(relpath)
 
     def has(self, *, sweep_id: str, name: str) -> bool:
-        """Whether ``write(..., sweep_id=sweep_id, name=name)`` has completed (one stat, no read)."""
+        """Whether ``write(..., sweep_id=sweep_id, name=name)`` has completed and its file reads as rows (a
+        truncated, overwritten or foreign file does not count)."""
         _check_segment("sweep_id", sweep_id)
         _check_segment("name", name)
         path = self._path(f"{RESULTS_DIR}/{PARTITION}={sweep_id}/{name}.parquet")
-        return self._fs.get_file_info(path).type == pafs.FileType.File
+        if self._fs.get_file_info(path).type != pafs.FileType.File:
+            return False
+        return isinstance(self._load_file(path), pa.Table)
 
     def read(self, *, sweep_id: str | None = None) -> ReadResult:
         """Read every result (or one sweep's), skipping and reporting files that cannot be read.
@@ -148,6 +153,31 @@ class ResultStore:
         for report in result.corrupt_files:
             logger.warning("results store %s: skipped unreadable file %s", self.uri, report)
         return set(result.table["run_id"])
+
+    def set_aside(self, *, sweep_id: str, names: Collection[str]) -> list[str]:
+        """Move each file ``<name>.parquet`` of ``names`` in the sweep's partition that cannot be read as rows
+        (truncated, overwritten, another schema) to ``set-aside/``, where it is kept and never read, so its run
+        is stored again. Returns ``"<old URI> -> <new URI> (<reason>)"`` for each file moved."""
+        _check_segment("sweep_id", sweep_id)
+        moved = []
+        for path in self._result_files(sweep_id):
+            name = posixpath.basename(path).removesuffix(".parquet")
+            reason = self._load_file(path) if name in names else None
+            if isinstance(reason, str):
+                stamp = _now().strftime("%Y%m%dT%H%M%S%fZ")
+                relpath = f"{SET_ASIDE_DIR}/{PARTITION}={sweep_id}/{name}.{stamp}.parquet"
+                self._guarded("move an unreadable result file aside", relpath,
+                              lambda: self._move(path, self._path(relpath)))
+                moved.append(f"{self._uri_of(path)} -> {self._uri(relpath)} ({reason})")
+        return moved
+
+    def set_aside_files(self, *, sweep_id: str) -> list[str]:
+        """URIs of the files ``set_aside`` moved out of the sweep's partition, oldest first."""
+        _check_segment("sweep_id", sweep_id)
+        base = self._path(f"{SET_ASIDE_DIR}/{PARTITION}={sweep_id}")
+        infos = self._fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+        names = sorted((info.mtime_ns or 0, info.base_name) for info in infos if info.is_file)
+        return [self._uri(f"{SET_ASIDE_DIR}/{PARTITION}={sweep_id}/{name}") for _, name in names]
 
     def write_json(self, relpath: str, obj: Any) -> str:
         """Store ``obj`` as JSON at ``relpath`` under the root, atomically. Returns the file's URI.
@@ -185,8 +215,26 @@ class ResultStore:
         _check_relpath(relpath)
         _delete_quietly(self._fs, self._path(relpath))
 
+    def _guarded(self, what: str, relpath: str, action: Callable[[], T]) -> T:
+        """Run a write; a store that refuses it (read-only, permissions, full) is one line naming it."""
+        try:
+            return action()
+        except OSError as error:
+            reason = error.strerror or str(error).splitlines()[0]
+            raise StoreError(f"storage URI {self.uri!r}: cannot {what} ({relpath}: {type(error).__name__}: "
+                             f"{reason}): make the store "
+                             "writable for this user, or give another --storage") from None
+
+    def _move(self, source: str, destination: str) -> None:
+        self._fs.create_dir(posixpath.dirname(destination), recursive=True)
+        self._fs.move(source, destination)
+
     def _put(self, path: str, data: bytes) -> None:
         """Make ``path`` hold ``data``, with no moment where a reader sees part of it."""
+        relpath = posixpath.relpath(path, self._root)
+        self._guarded("write", relpath, lambda: self._put_unguarded(path, data))
+
+    def _put_unguarded(self, path: str, data: bytes) -> None:
         if self._write_whole_objects:
             _write_bytes(self._fs, path, data)  # a single PUT: the object appears complete or not at all
             return

@@ -3,10 +3,12 @@ and the store."""
 
 from __future__ import annotations
 
+import glob
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sweeps.execute import ExecutionSettings, execute, missing_rows
+from sweeps.lock import SweepLock, describe, holder
 from sweeps.plan import Plan, plan
 from sweeps.progress import ExecutionReport
 from sweeps.spec import SpecError, SweepSpec, spec_from_dict
@@ -20,6 +22,9 @@ class SubmitResult:
     failed_trials: int
     storage: str
     execution: ExecutionReport | None  # where the wall time went (None for an Optuna search)
+    set_aside: tuple[str, ...] = ()  # unreadable result files moved out of results/ before training ("old -> new")
+    unreadable: tuple[str, ...] = ()  # planned rows the store still cannot read at the end, "run_id: why"
+    replaced_lock: str | None = None  # the dead driver whose lock this one took over
 
 
 def spec_path(sweep_id: str) -> str:
@@ -27,20 +32,47 @@ def spec_path(sweep_id: str) -> str:
 
 
 def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None = None) -> SubmitResult:
-    """Run what the store lacks of `spec`'s plan; the resolved spec is stored next to the results."""
+    """Run what the store lacks of `spec`'s plan; the resolved spec is stored next to the results.
+
+    The store decides what is done: a row counts only if its file reads; an unreadable file of a planned row is
+    moved aside (kept, see `ResultStore.set_aside`) and its run trained again. One driver per sweep at a time
+    (`SweepLock`). A store with nothing to do is only read, so a read-only finished store can be resumed.
+    """
     storage = _absolute(storage or spec.storage)  # Ray trials run in their own working directories
+    check_data(spec)
     if address not in (None, "local"):
         _check_cluster_storage(storage, address)
-    store = ResultStore(storage)
-    store.write_json(spec_path(spec.name), spec.to_dict())
-    p = plan(spec)
+    store, p = ResultStore(storage), plan(spec)
+    if not p.studies and _complete(store, spec, p):
+        return SubmitResult(plan=p, lineages_run=0, failed_trials=0, storage=storage, execution=None)
+    with SweepLock(storage, spec.name) as lock:
+        _store_spec(store, spec)
+        set_aside = () if p.studies else tuple(store.set_aside(sweep_id=spec.name, names=p.row_ids))
+        result = _run(spec, p, store, storage, address)
+    return replace(result, set_aside=set_aside, unreadable=_unreadable(store, spec, p, result),
+                   replaced_lock=lock.previous and describe(lock.previous))
+
+
+def check_data(spec: SweepSpec) -> None:
+    """The spec's data source and tokenizer must exist where the driver runs, before anything is stored or any
+    trial starts (a missing file would otherwise fail inside every trial, retries included)."""
+    data = spec.train.data
+    if data.source != "embedded" and not glob.glob(os.path.expanduser(data.source), recursive=True):
+        raise SpecError(f"train.data.source={data.source!r}: no such file, directory or glob match here: give an "
+                        "existing text file, directory, glob or .bin token file, or 'embedded'")
+    if data.tokenizer is not None and not os.path.isfile(os.path.expanduser(data.tokenizer)):
+        raise SpecError(f"train.data.tokenizer={data.tokenizer!r}: no such file: give a tokenizer.json, or leave it "
+                        "out for bytes")
+
+
+def _run(spec: SweepSpec, p: Plan, store: ResultStore, storage: str, address: str | None) -> SubmitResult:
     stored = store.run_ids(sweep_id=spec.name)
     jobs = [j for j in (missing_rows(trial, stored) for trial in p.trials) if j is not None]
     settings = ExecutionSettings(
         store_uri=storage, sweep_id=spec.name, checkpoint_root=_checkpoint_root(storage),
         cpus_per_trial=spec.run.cpus_per_trial, gpus_per_trial=spec.run.gpus_per_trial,
         max_concurrent=spec.run.max_concurrent, max_retries=spec.run.max_retries, address=address,
-        checkpoint_every_steps=spec.run.checkpoint_every_steps,
+        checkpoint_every_steps=spec.run.checkpoint_every_steps, driver=holder(),
     )
     if p.studies:
         from sweeps.search import run_studies  # imports Ray and Optuna: only when a search runs
@@ -59,6 +91,42 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
                         storage=storage, execution=report)
 
 
+def _complete(store: ResultStore, spec: SweepSpec, p: Plan) -> bool:
+    """Whether the store already holds the spec as given and a readable row of every planned run."""
+    try:
+        same_spec = store.read_json(spec_path(spec.name)) == spec.to_dict()
+    except StoreError:
+        return False
+    if not same_spec or not p.searches:
+        return same_spec and p.row_ids <= store.run_ids(sweep_id=spec.name)
+    from sweeps.rounds import searches_done  # adaptive: done when every group's search has ended on the store
+
+    return searches_done(p.searches, store.read(sweep_id=spec.name).table)
+
+
+def _store_spec(store: ResultStore, spec: SweepSpec) -> None:
+    """Write the resolved spec next to the results, unless that very spec is there already."""
+    try:
+        if store.read_json(spec_path(spec.name)) == spec.to_dict():
+            return
+    except StoreError:
+        pass  # none yet, or unreadable: write it
+    store.write_json(spec_path(spec.name), spec.to_dict())
+
+
+def _unreadable(store: ResultStore, spec: SweepSpec, p: Plan, result: SubmitResult) -> tuple[str, ...]:
+    """Planned rows the store cannot read after the run, each with why ("run_id: reason")."""
+    if p.studies:
+        return ()
+    read = store.read(sweep_id=spec.name)
+    missing = sorted(p.row_ids - set(read.table["run_id"]))
+    why = (f"{result.failed_trials} trials failed: see their errors above" if result.failed_trials else
+           "no trial wrote it")
+    corrupt = {report.split(": ", 1)[0].rsplit("/", 1)[-1].removesuffix(".parquet"): report
+               for report in read.corrupt_files}
+    return tuple(f"{r}: {corrupt.get(r, why)}" for r in missing)
+
+
 def resume(storage: str, *, sweep_id: str | None = None, address: str | None = None) -> SubmitResult:
     """Submit the stored spec again: only the runs the store lacks are trained."""
     return submit(stored_spec(storage, sweep_id=sweep_id), storage=storage, address=address)
@@ -66,10 +134,19 @@ def resume(storage: str, *, sweep_id: str | None = None, address: str | None = N
 
 def stored_spec(storage: str, *, sweep_id: str | None = None) -> SweepSpec:
     sweep_id = sweep_id or _only_sweep(storage)
+    store = ResultStore(storage)
     try:
-        return spec_from_dict(ResultStore(storage).read_json(spec_path(sweep_id)))
-    except StoreError:
-        raise SpecError(f"no sweep {sweep_id!r} in {storage!r}: submit a spec there first") from None
+        values = store.read_json(spec_path(sweep_id))
+    except StoreError as error:
+        if "no such file" in str(error):
+            raise SpecError(f"no sweep {sweep_id!r} in {storage!r}: submit a spec there first") from None
+        raise SpecError(f"sweep {sweep_id!r} in {storage!r}: its stored spec {spec_path(sweep_id)} cannot be read "
+                        "(not valid JSON): submit the sweep's YAML again with --storage, which rewrites it") from None
+    try:
+        return spec_from_dict(values if isinstance(values, dict) else {})
+    except SpecError as error:
+        raise SpecError(f"sweep {sweep_id!r} in {storage!r}: its stored spec {spec_path(sweep_id)} is not a valid "
+                        f"spec ({error}): submit the sweep's YAML again with --storage") from None
 
 
 def _only_sweep(storage: str) -> str:
@@ -97,10 +174,13 @@ def _checkpoint_root(storage: str) -> str:
 
 
 def status(storage: str, *, sweep_id: str | None = None) -> dict:
-    """Per-state counts of the planned budget results, per-cell (model, batch_size, tokens) progress, and the
-    trunk evaluations (planned, stored, missing) counted apart."""
+    """Per-state counts of the planned budget results, per-cell (model, batch_size, tokens) progress, the
+    trunk evaluations (planned, stored, missing) counted apart, the files in the sweep's results that cannot
+    be read ("<URI>: <reason>"; their rows count as missing) and those moved aside by an earlier resume."""
     spec = stored_spec(storage, sweep_id=sweep_id)
-    table = ResultStore(storage).read(sweep_id=spec.name).table
+    store = ResultStore(storage)
+    read = store.read(sweep_id=spec.name)
+    table = read.table
     p = plan(spec)
     if p.searches:
         return _adaptive_status(spec.name, p, table)
@@ -113,7 +193,8 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     trunk_done = int((table["phase"].eq("trunk") & table["lineage_id"].isin(lineages)).sum())
     trunk = {"planned": p.trunk_rows, "done": trunk_done, "missing": max(p.trunk_rows - trunk_done, 0)}
     return {"sweep_id": spec.name, "planned": p.runs, "counts": counts, "cells": cells.to_dict("records"),
-            "trunk": trunk}
+            "trunk": trunk, "unreadable_files": read.corrupt_files,
+            "set_aside_files": store.set_aside_files(sweep_id=spec.name)}
 
 
 def _adaptive_status(sweep_id: str, p: Plan, table) -> dict:

@@ -41,9 +41,9 @@ class Node:
     def raylet(self) -> psutil.Process | None:
         return next((p for p in _tree(self.process.pid) if p.name() == "raylet"), None)
 
-    def running_trials(self) -> list[psutil.Process]:
-        """Worker processes executing a Tune trial (Ray names them after the actor's class and method)."""
-        return [p for p in _tree(self.process.pid) if "ImplicitFunc" in " ".join(_cmdline(p))]
+    def tree(self) -> list[psutil.Process]:
+        """The node's processes: `ray start`, its raylet and the raylet's workers."""
+        return _tree(self.process.pid)
 
 
 @dataclass

@@ -1,15 +1,21 @@
-"""A sweep submitted through the Jobs API to a real three-node cluster survives a worker node dying."""
+"""A sweep submitted through the Jobs API to a real three-node cluster survives a worker node dying.
+
+The node dies while a trial is held mid-lineage: the test freezes (SIGSTOP) a trial's worker process once the
+trial has started its lineage and before the lineage's rows are all stored, so the kill always interrupts it.
+"""
 
 from __future__ import annotations
 
 import glob
 import os
+import signal
 import time
 
 import pytest
 import yaml
 
 from cluster.jobs import ClusterError, job_logs, job_status, submit_job
+from proxy_models.lineage import load_attempts
 from sweeps.cli import main
 from sweeps.plan import plan
 from sweeps.spec import spec_from_dict
@@ -46,6 +52,27 @@ def wait_for_end(job_id: str, address: str) -> dict:
     return wait_for(ended, timeout_s=JOB_TIMEOUT_S, what=f"job {job_id} to end")
 
 
+def frozen_trial(spec, storage: str, workers) -> tuple | None:
+    """(node, pid) of a trial frozen with SIGSTOP in the middle of its lineage, or None if none is yet.
+
+    A trial records its worker's pid (attempts.json) before it trains; once frozen it cannot finish, so if its
+    lineage still lacks a stored row the node's death is sure to interrupt it. A trial caught after its last
+    row is let go again.
+    """
+    stored = set(ResultStore(storage).read(sweep_id=spec.name).table["run_id"])
+    for job in plan(spec).jobs:
+        for attempt in load_attempts(os.path.join(storage, "checkpoints", spec.name, job.lineage_id)):
+            node = next((w for w in workers if attempt.pid in {p.pid for p in w.tree()}), None)
+            if node is None:
+                continue  # an earlier attempt's process, or one on another node
+            os.kill(attempt.pid, signal.SIGSTOP)
+            stored = set(ResultStore(storage).read(sweep_id=spec.name).table["run_id"])
+            if not set(job.row_ids) <= stored:
+                return node, attempt.pid
+            os.kill(attempt.pid, signal.SIGCONT)
+    return None
+
+
 @pytest.mark.slow
 def test_sweep_job_survives_a_worker_node_dying(local_cluster, tmp_path, monkeypatch, capsys):
     workers = [local_cluster.add_worker(num_cpus=1) for _ in range(2)]
@@ -63,13 +90,11 @@ def test_sweep_job_survives_a_worker_node_dying(local_cluster, tmp_path, monkeyp
     job_id = capsys.readouterr().out.strip()
     store = ResultStore(storage)
 
-    def busy_worker_after_first_row():
-        if not store.read(sweep_id=spec.name).table.empty:
-            return next((w for w in workers if w.running_trials()), None)
-
-    victim = wait_for(busy_worker_after_first_row, timeout_s=JOB_TIMEOUT_S, what="a stored row and a busy worker")
+    victim, frozen = wait_for(lambda: frozen_trial(spec, storage, workers), timeout_s=JOB_TIMEOUT_S,
+                              what="a trial that has started its lineage and not stored all of its rows")
     rows_before = len(store.read(sweep_id=spec.name).table)
     local_cluster.kill_raylet(victim)
+    os.kill(frozen, signal.SIGKILL)  # the rest of the dead machine: the frozen trial goes with it
     state = wait_for_end(job_id, address)
     logs = job_logs(job_id, address=address)
     assert state["status"] == "SUCCEEDED", logs[-3000:]

@@ -18,6 +18,7 @@ from sweeps.execute import (
     trial_groups,
 )
 from sweeps.plan import LineageJob, PackedJob
+from sweeps.spec import SpecError
 from sweeps.store import ResultStore
 
 STEP = 4 * 32
@@ -36,8 +37,8 @@ def job(lr: float, budgets=(STEP * 8, STEP * 16)) -> LineageJob:
 def test_missing_budgets_keeps_only_unstored_runs():
     j = job(1e-2, budgets=(STEP * 4, STEP * 8, STEP * 16))
     assert missing_budgets(j, set()) == j
-    assert missing_budgets(j, set(j.run_ids)) is None
-    partial = missing_budgets(j, {j.run_ids[2]})
+    assert missing_budgets(j, set(j.row_ids)) is None
+    partial = missing_budgets(j, {j.run_ids[2], j.trunk_run_ids[2]})
     assert partial.budgets == (STEP * 4, STEP * 8) and partial.config.tokens == STEP * 8
     assert partial.run_ids == j.run_ids[:2]
     assert partial.trunk_tokens == j.trunk_tokens[:2]  # the largest fork is not passed any more
@@ -45,11 +46,18 @@ def test_missing_budgets_keeps_only_unstored_runs():
     assert only_last.trunk_run_ids == (j.trunk_run_ids[0], j.trunk_run_ids[2])  # passed on the way: written
 
 
+def test_a_lost_trunk_row_keeps_the_budget_forked_there():
+    j = job(1e-2, budgets=(STEP * 4, STEP * 8, STEP * 16))
+    lost = missing_budgets(j, set(j.row_ids) - {j.trunk_run_ids[1]})
+    assert lost.budgets == (STEP * 8,) and lost.trunk_run_ids == (j.trunk_run_ids[1],)
+    assert lost.trunk_tokens == (j.trunk_tokens[1],)
+
+
 def test_complete_members_leave_their_pack():
     a, b = job(1e-2), job(3e-3)
-    assert missing_rows(PackedJob((a, b)), set(a.run_ids)) == PackedJob((b,))
-    assert missing_rows(PackedJob((a, b)), set(a.run_ids + b.run_ids)) is None
-    rest = missing_rows(PackedJob((a, b)), {a.run_ids[0], b.run_ids[1]})
+    assert missing_rows(PackedJob((a, b)), set(a.row_ids)) == PackedJob((b,))
+    assert missing_rows(PackedJob((a, b)), set(a.row_ids + b.row_ids)) is None
+    rest = missing_rows(PackedJob((a, b)), {a.run_ids[0], a.trunk_run_ids[0], b.run_ids[1], b.trunk_run_ids[1]})
     assert rest.budgets == (STEP * 8, STEP * 16) and [m.budgets for m in rest.members] == [(STEP * 16,), (STEP * 8,)]
 
 
@@ -88,3 +96,14 @@ def test_ray_sweep_writes_every_budget_to_the_store(tmp_path, local_ray):
     assert set(table["lineage_id"]) == {"lr0.003", "lr0.01"} and table["git_sha"].notna().all()
     stored = set(table["run_id"])
     assert [missing_budgets(j, stored) for j in jobs] == [None, None]
+
+
+@pytest.mark.parametrize("resources, field", [({"gpus_per_trial": 1.0}, "run.gpus_per_trial=1: no node"),
+                                              ({"cpus_per_trial": 100.0}, "run.cpus_per_trial=100: no node")])
+def test_resources_no_node_has_are_refused_before_any_trial(tmp_path, local_ray, resources, field):
+    settings = ExecutionSettings(store_uri=str(tmp_path / "store"), sweep_id="t", checkpoint_root=str(tmp_path),
+                                 **resources)
+    with pytest.raises(SpecError) as error:
+        execute([job(1e-2)], settings)
+    assert str(error.value).startswith(field) and "\n" not in str(error.value)
+    assert ResultStore(settings.store_uri).read(sweep_id="t").table.empty

@@ -154,6 +154,8 @@ def test_driver_killed_in_a_later_round_resumes_to_the_runs_of_an_uninterrupted_
     spec = spec_from_dict(LONG)
     reference = submit(spec, storage=str(tmp_path / "reference"))
     assert reference.failed_trials == 0
+    again = submit(spec, storage=str(tmp_path / "reference"))  # every search ended: nothing to train
+    assert again.lineages_run == 0 and again.execution is None
     expected = ResultStore(str(tmp_path / "reference")).read(sweep_id="adaptive").table
     first_round = {r for j in plan(spec).jobs for r in j.run_ids}
     assert set(expected["run_id"]) > first_round | set(expected.query("phase == 'trunk'")["run_id"])

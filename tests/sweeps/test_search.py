@@ -109,7 +109,7 @@ def kill_mid_search(study, settings) -> dict:
     journal.tell(finished, search.objective([r.loss_eval for r in results], search.divergence_penalty(study)))
     killed = journal.ask(search.distributions(study)).params
     job = trial_job(study, *killed.values())
-    run_job(missing_budgets(job, {job.run_ids[-1]}), settings)
+    run_job(missing_budgets(job, {job.run_ids[-1], job.trunk_run_ids[-1]}), settings)  # its first budget only
     return killed
 
 

@@ -36,7 +36,7 @@ def test_shipped_specs_load_and_round_trip(path):
     "changes, fragment",
     [
         ({"search__lrs": [0.1]}, "unknown key 'search.lrs' in spec: did you mean 'lr'"),
-        ({"search__lr": [0.01, -1]}, "search.lr="),
+        ({"search__lr": [0.01, -1]}, "search.lr[1]=-1: "),
         ({"search__lr": [0.01, 0.01]}, "repeats a value"),
         ({"search__batch_size": []}, "search.batch_size is empty"),
         ({"search__models": ["cpu-xxl"]}, "'cpu-xxl' is not a preset"),
@@ -48,8 +48,9 @@ def test_shipped_specs_load_and_round_trip(path):
     ],
 )
 def test_bad_specs_name_field_value_and_fix(changes, fragment):
-    with pytest.raises(SpecError, match=fragment.replace("(", r"\(").replace("+", r"\+")):
+    with pytest.raises(SpecError) as error:
         spec_from_dict(with_(**changes))
+    assert fragment in str(error.value)
 
 
 def test_missing_file_and_bad_yaml_are_clear(tmp_path):
@@ -114,3 +115,78 @@ def test_adaptive_defaults_start_at_2x_and_end_at_a_quarter_octave():
     adaptive = spec.search.adaptive
     assert adaptive.spacing_steps == 4 and len(adaptive.start_lrs) == 7  # 1e-4 .. 6.4e-3 at 2x
     assert adaptive.start_lrs[-1] == pytest.approx(6.4e-3)
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"search__seeds": [-1]}, "search.seeds[0]=-1: -1 must be a seed of at least 0"),
+        ({"search__batch_size": [True]}, "search.batch_size[0]=True: True is not an integer"),
+        ({"search__batch_size": [4.0]}, "search.batch_size[0]=4.0: 4.0 is not an integer"),
+        ({"search__lr": [float("nan")]}, "search.lr[0]=nan: nan is not a finite number"),
+        ({"search__lr": [True]}, "search.lr[0]=True: True is a boolean, not a number"),
+        ({"search__tokens": [1e30]}, "search.tokens[0]=1e+30: 1e+30 must be a token count of at least 1 and at most"),
+        ({"search__tokens": ["1e400"]}, "search.tokens[0]='1e400': inf is not a finite number"),
+        ({"train__beta1": 2}, "train.beta1=2: 2.0 must be a fraction of at least 0 and below 1"),
+        ({"train__beta2": 1.0}, "train.beta2=1.0: 1.0 must be a fraction"),
+        ({"train__grad_clip": -1}, "train.grad_clip=-1: -1.0 must be a number of at least 0"),
+        ({"train__weight_decay": -1}, "train.weight_decay=-1"),
+        ({"train__decay_fraction": 1}, "train.decay_fraction=1: 1.0 must be a fraction of at least 0 and below 1"),
+        ({"train__seq_len": -64}, "train.seq_len=-64: -64 must be positive"),
+        ({"train__model_overrides": {"n_layer": 2}}, "unknown model field 'n_layer': did you mean 'n_layers'?"),
+        ({"train__model_overrides": {"n_layers": True}}, "True is not an integer"),
+        ({"train__model_overrides": {"n_kv_heads": 3}}, "train.model_overrides on 'cpu-xs': n_kv_heads=3"),
+        ({"train__dtype": "fp8"}, "train.dtype='fp8'"),
+        ({"run__max_retries": -1}, "run.max_retries=-1: -1 must be a retry count of at least 0"),
+        ({"run__max_concurrent": -1}, "run.max_concurrent=-1"),
+        ({"run__cpus_per_trial": -1}, "run.cpus_per_trial=-1"),
+        ({"run__gpus_per_trial": float("inf")}, "run.gpus_per_trial=inf"),
+        ({"name": "x" * 300}, "use 1 to 100 letters"),
+        ({"name": "x.parquet"}, "a name ending in '.parquet'"),
+        ({"search__tokens": [100]}, "is less than one optimizer step"),
+        ({"search__lr": [i / 1e6 + 1e-3 for i in range(250_000)]}, "expands to 500,000 runs, more than 200,000"),
+    ],
+)
+def test_every_field_is_checked_for_type_and_range(changes, fragment):
+    with pytest.raises(SpecError) as error:
+        spec_from_dict(with_(**changes))
+    message = str(error.value)
+    assert fragment in message and "\n" not in message and len(message) <= 300
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("name: a\nname: b\nsearch: {lr: [0.01], tokens: [1M]}\n", "key 'name' is given twice"),
+        ("name: t\nsearch: " + "[" * 100_000 + "]" * 100_000 + "\n", "nests deeper than 32 levels"),
+        ("name: t\nsearch: {lr: [0.01], tokens: [1M]}\ntrain: {model_overrides: " + "{a: " * 40 + "1" + "}" * 40
+         + "}\n", "nests deeper than 32 levels"),
+        ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, "
+                                                           f"*{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi")),
+         "expands to more than 200,000 values"),
+        ("name: t\nsearch: {lr: [.nan], tokens: [1M]}\n", "search.lr[0]=nan"),
+        ("name: t\nsearch: {lr: [0.01], tokens: [.inf]}\n", "search.tokens[0]=inf"),
+        ("[1, 2]\n", "must hold a mapping"),
+    ],
+)
+def test_yaml_that_is_too_deep_too_large_or_repeats_a_key_is_refused_before_it_is_built(tmp_path, text, fragment):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as error:
+        load_spec(str(path))
+    message = str(error.value)
+    assert fragment in message and "\n" not in message and len(message) <= 300
+
+
+def test_binary_files_directories_and_huge_files_are_one_line(tmp_path):
+    (tmp_path / "binary.yaml").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "huge.yaml").write_text("# padding\n" * 200_000)
+    for path, fragment in [(tmp_path / "binary.yaml", "binary"), (tmp_path, "is a directory"),
+                           (tmp_path / "huge.yaml", "more than 1,000,000")]:
+        with pytest.raises(SpecError, match=fragment):
+            load_spec(str(path))
+
+
+def test_planned_runs_counts_the_grid_without_expanding_it():
+    spec = spec_from_dict(with_(search__seeds=[0, 1], search__batch_size=[4, 8, 16]))
+    assert spec.planned_runs == 2 * 2 * 3 * 2  # lr x tokens x batch sizes x seeds

@@ -1,0 +1,157 @@
+"""Store faults after a finished sweep, each followed by `resume`: the store, not the lineage checkpoints, decides
+what is done, so every planned row ends readable, once, with the losses of an uninterrupted run."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from sweeps.cli import main
+from sweeps.plan import plan
+from sweeps.spec import spec_from_dict
+from sweeps.store import ResultStore
+from test_sweep import TINY
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2  # linux/prctl.h, linux/capability.h
+
+
+def row_file(storage: str, run_id: str) -> str:
+    return os.path.join(storage, "results", "sweep_id=tiny", f"{run_id}.parquet")
+
+
+def losses(storage: str) -> dict:
+    result = ResultStore(storage).read(sweep_id="tiny")
+    assert result.duplicates_dropped == 0
+    return dict(zip(result.table["run_id"], result.table["loss_eval"]))
+
+
+def resume(storage: str, capsys) -> tuple[int, str, str]:
+    code = main(["resume", storage])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, local_ray):
+    """A finished TINY sweep (2 lineages: 4 budget rows, 4 trunk rows) and its losses by run_id."""
+    parent = tmp_path_factory.mktemp("faults")
+    storage, spec_file = str(parent / "store"), parent / "tiny.yaml"
+    spec_file.write_text(yaml.safe_dump(TINY))
+    assert main(["submit", str(spec_file), "--storage", storage]) == 0
+    yield storage, losses(storage)
+    subprocess.run(["chmod", "-R", "u+w", storage], check=True)
+
+
+def planned() -> list[str]:
+    return sorted(plan(spec_from_dict(TINY)).row_ids)
+
+
+def assert_repaired(storage: str, reference: dict) -> None:
+    now = losses(storage)
+    assert sorted(now) == planned()  # every planned row, each once
+    assert now == pytest.approx(reference, rel=1e-6)
+
+
+def row_ids(phase: str) -> list[str]:
+    """The planned run_ids of budget results ('final') or trunk evaluations ('trunk')."""
+    jobs = plan(spec_from_dict(TINY)).jobs
+    return sorted(r for j in jobs for r in (j.run_ids if phase == "final" else j.trunk_run_ids))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["truncated", "random bytes", "deleted"])
+def test_a_damaged_row_is_set_aside_and_trained_again(finished, fault, capsys):
+    storage, reference = finished
+    victim = {"truncated": row_ids("final")[-1], "random bytes": row_ids("trunk")[1],
+              "deleted": row_ids("final")[0]}[fault]
+    path = row_file(storage, victim)
+    data = open(path, "rb").read()
+    if fault == "deleted":
+        os.remove(path)
+    else:
+        with open(path, "wb") as f:
+            f.write(data[: len(data) // 2] if fault == "truncated" else os.urandom(len(data)))
+    assert main(["status", storage]) == 0
+    shown = capsys.readouterr().out
+    assert (f"{victim}.parquet" in shown) == (fault != "deleted")  # status names the unreadable file
+    assert "runs done" in shown
+    code, out, err = resume(storage, capsys)
+    assert code == 0, err
+    assert ("moved aside an unreadable result file" in err and f"{victim}.parquet" in err) == (fault != "deleted")
+    assert "ran 1 lineages (0 failed)" in out
+    assert_repaired(storage, reference)
+    aside = [os.path.basename(uri) for uri in ResultStore(storage).set_aside_files(sweep_id="tiny")]
+    assert any(name.startswith(f"{victim}.") for name in aside) == (fault != "deleted")  # kept for a person
+
+
+@pytest.mark.slow
+def test_a_foreign_file_is_skipped_with_a_note_and_left_in_place(finished, capsys):
+    storage, reference = finished
+    foreign = os.path.join(storage, "results", "sweep_id=tiny", "notes.parquet")
+    pq.write_table(pa.table({"comment": ["not a result row"]}), foreign)
+    assert main(["status", storage]) == 0
+    assert "notes.parquet" in capsys.readouterr().out
+    code, out, err = resume(storage, capsys)
+    assert code == 0 and "ran 0 lineages" in out, err
+    assert os.path.exists(foreign)  # not ours: kept where it is
+    assert_repaired(storage, reference)
+    os.remove(foreign)
+
+
+def without_permission_override() -> None:
+    """In the child before exec: root loses the capabilities that let it write read-only files."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def unprivileged_resume(storage: str) -> subprocess.CompletedProcess:
+    """`powersweep resume` by a process that file permissions apply to (root's are dropped)."""
+    env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONDONTWRITEBYTECODE": "1"}
+    drop = without_permission_override if os.geteuid() == 0 else None
+    return subprocess.run([sys.executable, "-m", "sweeps.cli", "resume", storage], env=env, capture_output=True,
+                          text=True, preexec_fn=drop, timeout=120)
+
+
+@pytest.mark.slow
+def test_a_read_only_store_is_read_and_a_repair_is_refused_in_one_line(finished, capsys):
+    storage, reference = finished
+    victim = row_ids("final")[1]
+    subprocess.run(["chmod", "-R", "a-w", storage], check=True)
+    try:
+        complete = unprivileged_resume(storage)
+        assert complete.returncode == 0 and "ran 0 lineages" in complete.stdout, complete.stderr
+        subprocess.run(["chmod", "u+w", os.path.dirname(row_file(storage, victim))], check=True)
+        os.remove(row_file(storage, victim))
+        subprocess.run(["chmod", "a-w", os.path.dirname(row_file(storage, victim))], check=True)
+        refused = unprivileged_resume(storage)
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", storage], check=True)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and len(lines) == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert storage in lines[0] and "writable" in lines[0]
+    code, out, err = resume(storage, capsys)
+    assert code == 0 and "ran 1 lineages (0 failed)" in out, err
+    assert_repaired(storage, reference)
+
+
+@pytest.mark.parametrize("content, fragment", [(b"\x00\xff not json", "its stored spec sweeps/tiny/spec.json cannot "
+                                                                      "be read"),
+                                               (b'{"name": "tiny"}', "is not a valid spec (search is missing")])
+def test_a_damaged_stored_spec_says_so_instead_of_no_sweep(tmp_path, capsys, content, fragment):
+    spec = tmp_path / "store" / "sweeps" / "tiny" / "spec.json"
+    spec.parent.mkdir(parents=True)
+    spec.write_bytes(content)
+    for command in ("status", "resume"):
+        assert main([command, str(tmp_path / "store")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and fragment in err[0] and "no sweep" not in err[0], err
