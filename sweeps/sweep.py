@@ -182,8 +182,9 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     read = store.read(sweep_id=spec.name)
     table = read.table
     p = plan(spec)
+    files = {"unreadable_files": read.corrupt_files, "set_aside_files": store.set_aside_files(sweep_id=spec.name)}
     if p.searches:
-        return _adaptive_status(spec.name, p, table)
+        return {**_adaptive_status(spec.name, p, table), **files}
     planned = {r for j in p.jobs for r in j.run_ids} | _trial_run_ids(p, table)
     done = table[table["run_id"].isin(planned)]
     counts = done["status"].value_counts().to_dict()
@@ -193,8 +194,7 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     trunk_done = int((table["phase"].eq("trunk") & table["lineage_id"].isin(lineages)).sum())
     trunk = {"planned": p.trunk_rows, "done": trunk_done, "missing": max(p.trunk_rows - trunk_done, 0)}
     return {"sweep_id": spec.name, "planned": p.runs, "counts": counts, "cells": cells.to_dict("records"),
-            "trunk": trunk, "unreadable_files": read.corrupt_files,
-            "set_aside_files": store.set_aside_files(sweep_id=spec.name)}
+            "trunk": trunk, **files}
 
 
 def _adaptive_status(sweep_id: str, p: Plan, table) -> dict:
