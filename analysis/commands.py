@@ -221,8 +221,9 @@ def _predict_joint(coefficients: dict, args: argparse.Namespace) -> int:
 
     pred = predict_joint(coefficients, tokens=args.tokens, n_params=args.n_params)
     size = "" if args.n_params is None else f"n_params = {args.n_params:g}, "
-    print(f"lr_opt = {pred.lr_opt:.4g} (95% CI {pred.lr_ci[0]:.4g} to {pred.lr_ci[1]:.4g}) and batch_opt = "
-          f"{pred.batch_opt:.4g} sequences (95% CI {pred.batch_ci[0]:.4g} to {pred.batch_ci[1]:.4g}) for {size}"
+    batch = ("" if pred.batch_opt != pred.batch_opt else  # NaN: no batch law (a note says why)
+             f" and batch_opt = {pred.batch_opt:.4g} sequences (95% CI {pred.batch_ci[0]:.4g} to {pred.batch_ci[1]:.4g})")
+    print(f"lr_opt = {pred.lr_opt:.4g} (95% CI {pred.lr_ci[0]:.4g} to {pred.lr_ci[1]:.4g}){batch} for {size}"
           f"tokens = {args.tokens:g}; law: joint band fit")
     for note in pred.notes:
         print(f"note: {note}")

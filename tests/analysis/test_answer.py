@@ -138,3 +138,21 @@ def test_refresh_only_when_asked(tmp_path):
     plain = write_report(table, tmp_path / "plain", n_boot=50, figures=False).index_html.read_text()
     watched = write_report(table, tmp_path / "watch", n_boot=50, figures=False, refresh_s=5).index_html.read_text()
     assert "http-equiv" not in plain and "<meta http-equiv='refresh' content='5'>" in watched
+
+
+def test_one_batch_size_has_no_joint_batch_law_and_predict_joint_gives_the_lr_alone(one_batch_report, capsys):
+    from analysis.commands import add_predict_parser
+    import argparse
+
+    paths, table = one_batch_report
+    band = analyze(table, n_boot=50).band
+    assert not band.batch_law.ok and "sweep at least 3 batch sizes" in band.batch_law.reason
+    assert band.lr_law.ok
+    parser = argparse.ArgumentParser()
+    add_predict_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["predict", "--coefficients", str(paths.coefficients), "--law", "joint",
+                              "--tokens", "64e9"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("lr_opt = ") and "batch_opt" not in out.splitlines()[0]
+    assert "note: no batch_opt: the sweep has 1 batch size(s)" in out
