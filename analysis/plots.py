@@ -131,7 +131,8 @@ def _figure_legend(fig: Figure, axes, **options) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
     if entries:
-        fig.legend(list(entries.values()), list(entries), loc="outside right upper", **options)
+        # centred: at the top it would sit over the end of the figure title
+        fig.legend(list(entries.values()), list(entries), loc="outside right center", **options)
 
 
 def _legend(ax, **options) -> None:

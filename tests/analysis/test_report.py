@@ -142,3 +142,4 @@ def test_one_model_gamma_figure_has_one_panel_wide_enough_for_its_title():
     renderer = fig.canvas.get_renderer()
     title = fig._suptitle.get_window_extent(renderer)
     assert title.x0 >= 0 and title.x1 <= fig.bbox.width  # not clipped at the figure's edges
+    assert not title.overlaps(fig.legends[0].get_window_extent(renderer))
