@@ -4,8 +4,8 @@ Data flow: ``load_table`` (one tidy row per run-evaluation) -> ``analyze`` (per-
 two-sided bowl with bootstrap draws, gamma = a * T**b fits, per-model batch laws lr_opt = c * B**alpha
 * T**beta, critical batch size, sensitivity, the joint band laws and the (a, b) search, all with CIs)
 -> ``write_report`` (figures, index.html, cells.csv, coefficients.json) -> ``predict_lr``.
-Modules: table, bowl, optimum, fit, batch_scaling, regimes, band, power_search, plots, report, export,
-synthetic, calibration, commands. Nothing here imports torch, ray, proxy_models or sweeps; the
+Modules: table, bowl, optimum, fit, batch_scaling, regimes, band, power_search, plots, answer, report,
+export, watch, synthetic, calibration, commands. Nothing here imports torch, ray, proxy_models or sweeps; the
 command hooks import nothing numeric until a command runs.
 
 >>> from analysis import load_table, analyze, write_report, predict_lr

@@ -29,6 +29,7 @@ from analysis.optimum import CELL_KEYS, lr_points
 
 MIN_SIZES = 3  # distinct N for an exponent in N
 MIN_SPAN = 2.0  # largest / smallest N
+MIN_BATCH_SIZES = 3  # swept batch sizes for B_opt(T): with one, ln B is a constant and its "law" a fitted zero
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,18 @@ def band_fit(table: pd.DataFrame, *, eps: float = 0.0025, schedule: str | None =
     boot = {"n_boot": n_boot, "rng": np.random.default_rng(seed)}
     return BandFit(
         eps=eps, lr_law=_ols(points[group_band], "ln_lr", [*n_terms, "ln_T"], **boot),
-        batch_law=_ols(points[group_band], "ln_B", ["ln_T"], **boot),
+        batch_law=_batch_law(points, group_band, boot),
         gamma_law=_ols(points[cell_band], "ln_gamma", [*n_terms, "ln_T"], **boot), n_band_runs=int(group_band.sum()),
         notes=notes,
     )
+
+
+def _batch_law(points: pd.DataFrame, band: pd.Series, boot: dict) -> LinearLaw:
+    swept = points["batch_size"].nunique()
+    if swept < MIN_BATCH_SIZES:
+        return LinearLaw("ln_B", n_points=int(band.sum()), reason=f"the sweep has {swept} batch size(s): B_opt(T) "
+                         f"needs {MIN_BATCH_SIZES} or more; sweep at least {MIN_BATCH_SIZES} batch sizes")
+    return _ols(points[band], "ln_B", ["ln_T"], **boot)
 
 
 def _size_terms(points: pd.DataFrame) -> tuple[list[str], tuple[str, ...]]:

@@ -22,6 +22,7 @@ from analysis.errors import AnalysisError
 BATCH_UNITS = ("sequences", "tokens")  # as analysis.table.BATCH_UNITS, which imports pandas
 DIVERGE_FACTOR = 1.5  # as analysis.table.DIVERGE_FACTOR
 BAND = 0.0025  # as analysis.pipeline.Settings.band_eps
+WATCH_INTERVAL_S = 5.0  # a sweep's results land every few seconds at most; polling is a directory listing
 
 
 def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
@@ -47,6 +48,11 @@ def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--band", type=float, default=BAND,
                    help=f"relative loss band of the Step-Law-style fit (default {BAND}, i.e. {BAND * 100:g} percent)")
     p.add_argument("--no-figures", action="store_true", help="write the numbers only (faster)")
+    p.add_argument("--watch", action="store_true",
+                   help="re-render the report whenever the table's files change, e.g. while a sweep runs; the page "
+                        "reloads itself; Ctrl-C ends it")
+    p.add_argument("--interval", type=float, default=WATCH_INTERVAL_S,
+                   help=f"seconds between checks of the table's files with --watch (default {WATCH_INTERVAL_S:g})")
     p.set_defaults(func=analyze_command)
     return p
 
@@ -64,18 +70,24 @@ def parse_mapping(items: list[str]) -> dict[str, str]:
 
 def analyze_command(args: argparse.Namespace) -> int:
     """Load, analyse, write the report; print where everything went and the fitted a, b with CIs."""
+    _check_out_dir(args.out)
+    if args.watch:
+        return watch_command(args)
+    return _analyze_once(args)
+
+
+def _analyze_once(args: argparse.Namespace, *, refresh_s: float | None = None) -> int:
     from analysis.pipeline import analyze
     from analysis.report import write_report
     from analysis.table import load_table
 
-    _check_out_dir(args.out)
     table = load_table(args.table, mapping=parse_mapping(args.map), batch_unit=args.batch_unit, seq_len=args.seq_len,
                        schedule=args.schedule, parametrisation=args.parametrisation)
     result = analyze(table, top_k=args.top_k, n_boot=args.bootstrap, seed=args.seed, schedule=args.schedule,
                      include_flagged=args.include_flagged, diverge_factor=args.diverge_factor, band_eps=args.band)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
-    paths = write_report(table, args.out, result=result, figures=not args.no_figures)
+    paths = write_report(table, args.out, result=result, figures=not args.no_figures, refresh_s=refresh_s)
     print(f"report:        {paths.index_html}")
     print(f"cells:         {paths.cells_csv}")
     print(f"figures:       {len(paths.figures)} written to {paths.index_html.parent}"
@@ -92,6 +104,38 @@ def analyze_command(args: argparse.Namespace) -> int:
     print(f"coefficients:  {paths.coefficients}")
     for line in _headline_lines(result):
         print(line)
+    return 0
+
+
+def watch_command(args: argparse.Namespace) -> int:
+    """Re-render the report each time the table's files change, until Ctrl-C; a table that cannot be
+    analysed yet (too few runs) gives a waiting page that says why."""
+    from analysis.report import write_waiting_page
+    from analysis.watch import WatchState, watch
+
+    if not args.interval > 0:
+        raise AnalysisError(f"--interval {args.interval:g}: must be a positive number of seconds, e.g. 5")
+    refresh = max(args.interval, 1.0)
+
+    index = Path(args.out) / "index.html"
+
+    def render() -> None:
+        before = index.stat().st_mtime_ns if index.exists() else None
+        try:
+            _analyze_once(args, refresh_s=refresh)
+        except AnalysisError as error:
+            if not index.exists() or index.stat().st_mtime_ns == before:  # a failed fit still writes its page
+                write_waiting_page(args.out, str(error), refresh_s=refresh)
+            raise
+
+    state = WatchState(args.table, render)
+    print(f"watching {args.table} every {args.interval:g} s; report: {index}; Ctrl-C ends",
+          file=sys.stderr)
+    try:
+        watch(state, interval_s=args.interval, errors=(AnalysisError,),
+              on_error=lambda error: print(f"waiting: {error}", file=sys.stderr))
+    except KeyboardInterrupt:
+        print(f"stopped after {state.renders} render(s)", file=sys.stderr)
     return 0
 
 
@@ -177,8 +221,9 @@ def _predict_joint(coefficients: dict, args: argparse.Namespace) -> int:
 
     pred = predict_joint(coefficients, tokens=args.tokens, n_params=args.n_params)
     size = "" if args.n_params is None else f"n_params = {args.n_params:g}, "
-    print(f"lr_opt = {pred.lr_opt:.4g} (95% CI {pred.lr_ci[0]:.4g} to {pred.lr_ci[1]:.4g}) and batch_opt = "
-          f"{pred.batch_opt:.4g} sequences (95% CI {pred.batch_ci[0]:.4g} to {pred.batch_ci[1]:.4g}) for {size}"
+    batch = ("" if pred.batch_opt != pred.batch_opt else  # NaN: no batch law (a note says why)
+             f" and batch_opt = {pred.batch_opt:.4g} sequences (95% CI {pred.batch_ci[0]:.4g} to {pred.batch_ci[1]:.4g})")
+    print(f"lr_opt = {pred.lr_opt:.4g} (95% CI {pred.lr_ci[0]:.4g} to {pred.lr_ci[1]:.4g}){batch} for {size}"
           f"tokens = {args.tokens:g}; law: joint band fit")
     for note in pred.notes:
         print(f"note: {note}")

@@ -408,7 +408,7 @@ class JointPrediction:
 
     lr_opt: float
     lr_ci: tuple[float, float]
-    batch_opt: float  # sequences
+    batch_opt: float  # sequences; NaN without a batch law (one swept batch size), ``notes`` says why
     batch_ci: tuple[float, float]
     notes: tuple[str, ...] = ()
 
@@ -419,10 +419,9 @@ def predict_joint(coefficients: dict | str | Path, *, tokens: float, n_params: f
     content = _content(coefficients)
     joint = content.get("joint_law") or {}
     lr_law, batch_law = joint.get("lr") or {}, joint.get("batch") or {}
-    for name, law in (("lr", lr_law), ("batch", batch_law)):
-        if "coef" not in law:
-            raise AnalysisError(f"the coefficients have no joint {name} law ({law.get('reason', 'not fitted')}); "
-                                "predict with the headline law instead (drop --law joint)")
+    if "coef" not in lr_law:
+        raise AnalysisError(f"the coefficients have no joint lr law ({lr_law.get('reason', 'not fitted')}); "
+                            "predict with the headline law instead (drop --law joint)")
     terms = {"ln_T": math.log(tokens)}
     if "ln_N" in lr_law["coef"]:
         low, high = lr_law["ranges"]["N"]
@@ -430,10 +429,14 @@ def predict_joint(coefficients: dict | str | Path, *, tokens: float, n_params: f
             raise AnalysisError(f"--n-params {n_params if n_params is None else f'{n_params:g}'}: the joint lr law "
                                 f"needs a model size inside its fitted range {low:g} to {high:g} parameters")
         terms["ln_N"] = math.log(n_params)
+    fitted = [(name, law) for name, law in (("lr", lr_law), ("batch", batch_law)) if "coef" in law]
     notes = tuple(f"tokens = {tokens:g} is outside the joint {name} law's fitted tokens {law['ranges']['T'][0]:g} to "
-                  f"{law['ranges']['T'][1]:g}: an extrapolation" for name, law in (("lr", lr_law), ("batch", batch_law))
+                  f"{law['ranges']['T'][1]:g}: an extrapolation" for name, law in fitted
                   if not law["ranges"]["T"][0] <= tokens <= law["ranges"]["T"][1])
     lr, lr_ci = _linear_prediction(lr_law, terms)
+    if "coef" not in batch_law:  # e.g. one swept batch size: no batch answer, the lr one still holds
+        nan = float("nan")
+        return JointPrediction(lr, lr_ci, nan, (nan, nan), notes + (f"no batch_opt: {batch_law.get('reason')}",))
     batch, batch_ci = _linear_prediction(batch_law, terms)
     return JointPrediction(lr, lr_ci, batch, batch_ci, notes)
 

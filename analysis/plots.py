@@ -69,6 +69,8 @@ def _panels(n: int, title: str, *, size: tuple[float, float] = (4.2, 3.4)):
     """A figure of ``n`` panels wrapped at MAX_COLUMNS per row; returns it and the n axes in use."""
     ncols = max(1, min(n, MAX_COLUMNS))
     nrows = max(1, -(-n // ncols))
+    if ncols == 1:  # room for the title and the legend beside one panel
+        size = (size[0] * 1.7, size[1])
     fig, axes = _figure(nrows, ncols, title, size=size)
     flat = list(axes.ravel())
     for ax in flat[n:]:
@@ -129,7 +131,8 @@ def _figure_legend(fig: Figure, axes, **options) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
     if entries:
-        fig.legend(list(entries.values()), list(entries), loc="outside right upper", **options)
+        # centred: at the top it would sit over the end of the figure title
+        fig.legend(list(entries.values()), list(entries), loc="outside right center", **options)
 
 
 def _legend(ax, **options) -> None:
@@ -225,7 +228,9 @@ def fig_lr_opt_vs_batch(gamma: GammaFits, *, laws: Mapping[str, BatchLaw] | None
 def fig_gamma_vs_tokens(gamma: GammaFits, *, paper: bool = True, pooled: bool = True) -> Figure:
     """Fig. 4: gamma = lr_opt / B of the kept batch sizes against T, per model (and pooled when ``pooled``), with
     fit and 95% band; the paper's 4.6 * T^-0.51 only when ``paper`` (muP models trained with WSD)."""
-    fits = [*gamma.per_model.items()] + ([("pooled", gamma.pooled)] if pooled or not gamma.per_model else [])
+    single = len(gamma.per_model) == 1  # its pooled panel would repeat the model's, point for point
+    fits = [*gamma.per_model.items()] + ([("pooled", gamma.pooled)] if (pooled and not single) or not gamma.per_model
+                                         else [])
     fig, axes = _panels(len(fits), "Fig. 4: gamma = lr_opt / batch size vs training tokens")
     for ax, (name, fit) in zip(axes, fits):
         cells = gamma.cells if name == "pooled" else gamma.cells[gamma.cells["model"].eq(name)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import html
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import plots
+from analysis.answer import SCALE_UP, Answer, answer, batch_identified, models_compared
 from analysis.errors import AnalysisError
-from analysis.export import FORMULA, suggest_lr_max, write_coefficients
+from analysis.export import FORMULA, read_coefficients, suggest_lr_max, write_coefficients
 from analysis.fit import PowerLawFit
 from analysis.optimum import lr_points
 from analysis.pipeline import HEADLINES, Analysis, analyze
@@ -38,13 +40,15 @@ class ReportPaths:
 
 def write_report(
     table: pd.DataFrame, out_dir: str | Path, *, result: Analysis | None = None,
-    schedules: Mapping[str, plots.Curve] | None = None, figures: bool = True, **options,
+    schedules: Mapping[str, plots.Curve] | None = None, figures: bool = True, refresh_s: float | None = None,
+    **options,
 ) -> ReportPaths:
     """Analyse ``table`` (or reuse ``result``) and write the report under ``out_dir``.
 
     ``schedules`` feeds Fig. 1 ({name: (tokens, lr)} or {name: callable}); by default Fig. 1 shows
     the fitted Power schedule. ``options`` go to ``analyze`` (top_k, n_boot, seed, schedule, ...).
-    Figures whose data are absent are skipped and the page says why.
+    Figures whose data are absent are skipped and the page says why. ``refresh_s`` makes the page reload
+    itself every so many seconds (for watching a sweep fill in).
     """
     result = result if result is not None else analyze(table, **options)
     out = Path(out_dir)
@@ -53,9 +57,27 @@ def write_report(
     result.cells.drop(columns=["ln_lr_opt_draws"], errors="ignore").to_csv(cells_csv, index=False)
     coefficients = _try_coefficients(result, out / "coefficients.json")
     drawn, skipped = _write_figures(result, out, schedules) if figures else ({}, {"all": "figures=False"})
+    ans = answer(result, read_coefficients(coefficients) if coefficients is not None else None)
     index = out / "index.html"
-    index.write_text(_page(result, drawn, skipped, coefficients is not None), encoding="utf-8")
+    _write_atomic(index, _page(result, ans, drawn, skipped, coefficients is not None, refresh_s))
     return ReportPaths(index, cells_csv, coefficients, drawn, skipped)
+
+
+def write_waiting_page(out_dir: str | Path, why: str, *, refresh_s: float) -> Path:
+    """A page that says the table cannot be analysed yet, and reloads itself (watch mode)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    index = out / "index.html"
+    _write_atomic(index, f"{_head(refresh_s)}<h1>Learning-rate law of the sweep</h1><section id='answer'>"
+                         f"<p>Waiting for results: {_esc(why)}</p></section></body></html>")
+    return index
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    # a browser reloading the page mid-write (watch mode) must see the old page or the new one, never half
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 def _try_coefficients(result: Analysis, path: Path) -> Path | None:
@@ -90,21 +112,23 @@ def _figure_plan(result: Analysis, schedules) -> dict[str, tuple[Callable[[], Fi
     tokens = np.geomspace(float(swept.min()) / 4, float(swept.max()), 400) if len(swept) else None
     no_cells = None if len(cells) else "no runs with a fixed peak lr (wsd, cosine, constant)"
     no_power = None if power is not None else "no runs with schedule 'power'"
+    no_batch = no_cells or (None if batch_identified(result) else
+                            "the sweep has too few batch sizes to fit a batch-size law (see the answer at the top)")
     sens = result.sensitivity
     no_sens = no_cells or (None if sens is not None and len(sens.per_tokens) else "no cell with a convex optimum")
     plan = {
         "fig1_schedules": (curves and part(plots.fig_schedules, curves, tokens=tokens, lr_axis=lr_axis),
                            "no schedules given and no pooled law that holds for this table (see the headline)"),
         "fig2_loss_vs_lr": (not no_cells and part(_fig2, result, lr_axis), no_cells),
-        "fig3_lr_opt_vs_batch": (not no_cells and part(
+        "fig3_lr_opt_vs_batch": (not no_batch and part(
             plots.fig_lr_opt_vs_batch, result.gamma, pooled=pooled, lr_axis=lr_axis,
-            laws={m: law for m, law in result.batch.items() if not law.linear}), no_cells),
+            laws={m: law for m, law in result.batch.items() if not law.linear}), no_batch),
         "fig4_gamma_vs_tokens": (not no_cells and part(plots.fig_gamma_vs_tokens, result.gamma,
                                                        paper=result.paper_applies, pooled=pooled), no_cells),
         "fig5_power_loss": (not no_power and part(plots.fig_power_loss, power), no_power),
         "fig6_power_best": (not no_power and part(plots.fig_power_best, power), no_power),
-        "fig7_critical_batch": (not no_cells and part(plots.fig_critical_batch, cells, result.critical,
-                                                      lr_axis=lr_axis), no_cells),
+        "fig7_critical_batch": (not no_batch and part(plots.fig_critical_batch, cells, result.critical,
+                                                      lr_axis=lr_axis), no_batch),
         "fig8_sensitivity": (not no_sens and part(plots.fig_sensitivity, sens), no_sens),
     }
     return {stem: (build or None, why) for stem, (build, why) in plan.items()}
@@ -137,27 +161,98 @@ def _write_figures(result: Analysis, out: Path, schedules) -> tuple[dict, dict]:
     return drawn, skipped
 
 
-def _page(result: Analysis, drawn: dict, skipped: dict, has_coefficients: bool) -> str:
-    parts = [_head(), "<h1>Learning-rate law of the sweep</h1>", _summary(result, has_coefficients)]
+def _page(result: Analysis, ans: Answer, drawn: dict, skipped: dict, has_coefficients: bool,
+          refresh_s: float | None) -> str:
+    """The answer first, then the figures, then the details and tables."""
+    parts = [_head(refresh_s), "<h1>Learning-rate law of the sweep</h1>", _answer_section(ans),
+             _figures_section(drawn, skipped), "<h2>Details</h2>", _summary(result, has_coefficients)]
     parts += [_batch_section(result), _gamma_section(result), _critical_section(result),
               _sensitivity_section(result), _band_section(result)]
-    parts += [_power_section(result), _figures_section(drawn, skipped), "</body></html>"]
+    parts += [_power_section(result), "</body></html>"]
     return "\n".join(p for p in parts if p)
 
 
-def _head() -> str:
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>powersweep analysis</title><style>"
-            "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
+def _head(refresh_s: float | None = None) -> str:
+    refresh = f"<meta http-equiv='refresh' content='{refresh_s:g}'>" if refresh_s else ""
+    return ("<!doctype html><html><head><meta charset='utf-8'>" + refresh + "<title>powersweep analysis</title><style>"
+            "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em;line-height:1.4}"
             "table{border-collapse:collapse;font-size:small}td,th{border:1px solid #ccc;padding:2px 6px}"
-            "img{max-width:100%}</style></head><body>")
+            "td{text-align:right}th{background:#f3f3f3}"
+            "#answer{border:2px solid #2a6;border-radius:6px;padding:0.5em 1.2em;background:#f6fbf7}"
+            "#answer .law{font-size:1.15em}pre{background:#fff;border:1px solid #ccc;padding:0.5em;overflow-x:auto}"
+            ".missing{color:#864}figure{margin:1em 0}img{max-width:100%}</style></head><body>")
+
+
+def _answer_section(ans: Answer) -> str:
+    """The block a reader sees first: law, interval, cells, recommendations, scheduler line, missing fits."""
+    parts = ["<section id='answer'><h2>Answer</h2>"]
+    if not ans.law:
+        parts.append(f"<p class='law'><b>No law could be fitted:</b> {_esc(ans.why)}.</p>")
+    else:
+        parts.append(f"<p class='law'>{_esc(ans.law)}</p>")
+        parts.append("<ul class='formulas'>" + "".join(f"<li><code>{_esc(f)}</code></li>" for f in ans.formulas)
+                     + "</ul>")
+        parts.append(f"<p class='cells'>Backed by {ans.n_cells} of {ans.n_cells_total} cells (model, batch size, "
+                     "T): each cell's optimum is located on its own lr grid.</p>")
+        parts.append(_recommendations(ans))
+        parts.append("<p>Power schedule to use (paste):</p>"
+                     f"<pre class='scheduler'>{_esc(ans.scheduler)}</pre>")
+        parts.append(_snippet(ans))
+    if ans.missing:
+        items = "".join(f"<li><b>{_esc(m.fit)}</b>: {_esc(m.why)}; {_esc(m.sweep)}.</li>" for m in ans.missing)
+        parts.append(f"<div class='missing'><p>Not identified by this sweep (not shown as results):</p>"
+                     f"<ul>{items}</ul></div>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _recommendations(ans: Answer) -> str:
+    """One row per batch size, one column per T: lr_opt and its 95% CI."""
+    recs = ans.recommendations
+    if not recs:
+        return ""
+    model = recs[0].model
+    rows = {}
+    for r in recs:
+        ci = f" ({r.ci_low:.3g} to {r.ci_high:.3g})" if np.isfinite(r.ci_low) else ""
+        rows.setdefault(r.batch_size, {"batch size (sequences)": r.batch_size})[f"T = {_tokens(r.tokens)}"] = \
+            f"{r.lr_opt:.3g}{ci}"
+    top = min(r.tokens for r in recs) / min(SCALE_UP)
+    scales = ", ".join(f"{f}x" for f in SCALE_UP)
+    who = "any of the swept models (the pooled law)" if model is None else f"model {_esc(model)}"
+    return (f"<p>Recommended peak lr (95% CI) for {who} at {scales} the largest swept T ({_tokens(top)} tokens), "
+            "beyond the swept range, so extrapolations; <code>powersweep predict</code> gives the same numbers:</p>"
+            + _table(pd.DataFrame(list(rows.values())), table_id="recommendations"))
+
+
+def _tokens(tokens: float) -> str:
+    """1.6e10 -> '16B': token counts as people say them."""
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if tokens >= scale:
+            return f"{tokens / scale:.3g}{suffix}"
+    return f"{tokens:.3g}"
+
+
+def _snippet(ans: Answer) -> str:
+    if ans.snippet is None:
+        return f"<p>lm-engine fragment: {_esc(ans.snippet_note)}.</p>"
+    return (f"<p>Scheduler for {_esc(ans.snippet_note)}:</p>"
+            f"<pre class='snippet'>{_esc(json.dumps(_rounded(ans.snippet), indent=2))}</pre>")
+
+
+def _rounded(value):
+    """Floats to 4 significant digits: the law's own CIs are far wider, and 889.5406809011157 reads as noise."""
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return float(f"{value:.4g}") if isinstance(value, float) else value
 
 
 def _esc(text) -> str:
     return html.escape(str(text))
 
 
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0)
+def _table(frame: pd.DataFrame, *, table_id: str | None = None) -> str:
+    return frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0, table_id=table_id)
 
 
 def _summary(result: Analysis, has_coefficients: bool) -> str:
@@ -183,7 +278,7 @@ def _fit_row(name: str, fit: PowerLawFit) -> dict:
 
 
 def _batch_section(result: Analysis) -> str:
-    if not result.batch:
+    if not result.batch or not batch_identified(result):
         return ""
     rows = [{"model": name, "alpha": law.alpha, "alpha 95% CI": f"[{law.alpha_ci.low:.3g}, {law.alpha_ci.high:.3g}]",
              "beta": law.coef["beta"], "beta 95% CI": f"[{law.ci['beta'].low:.3g}, {law.ci['beta'].high:.3g}]",
@@ -199,18 +294,20 @@ def _gamma_section(result: Analysis) -> str:
         return ""
     g = result.gamma
     rows = [_fit_row("pooled (weighted, sub-grid lr_opt)", g.pooled)]
-    rows += [_fit_row(f"model {m}", f) for m, f in g.per_model.items()]
+    rows += [_fit_row(f"model {m}", f) for m, f in g.per_model.items()] if models_compared(result) else []
     rows.append(_fit_row("paper recipe (grid argmin, mean gamma of top-k, unweighted)", g.paper))
+    head = (f"<h2>gamma = lr_opt / batch_size = a * T^b</h2><p>Scheduler: <code>{_esc(FORMULA)}</code>; top-{g.top_k} "
+            f"batch sizes per (model, T); CIs: {_esc(g.pooled.ci_method)}.</p>{_table(pd.DataFrame(rows))}")
     tr = result.transfer
+    if not models_compared(result):  # one model: nothing to transfer across
+        return head
     agree = (f"Across model sizes the b intervals {'overlap' if tr.b_agree else 'do NOT all overlap'}; gamma at "
              f"T = {tr.tokens_ref:.3g} tokens: {'overlap' if tr.gamma_agree else 'do NOT all overlap'}.")
-    return (f"<h2>gamma = lr_opt / batch_size = a * T^b</h2><p>Scheduler: <code>{_esc(FORMULA)}</code>; top-{g.top_k} "
-            f"batch sizes per (model, T); CIs: {_esc(g.pooled.ci_method)}.</p>{_table(pd.DataFrame(rows))}"
-            f"<h3>Transfer across model size</h3><p>{_esc(agree)}</p>{_table(tr.table)}")
+    return f"{head}<h3>Transfer across model size</h3><p>{_esc(agree)}</p>{_table(tr.table)}"
 
 
 def _critical_section(result: Analysis) -> str:
-    if result.critical is None:
+    if result.critical is None or not batch_identified(result):
         return ""
     law = result.critical.law
     head = (f"Bc = {law.a:.3g} * T^{law.b:.3f}, zeta 95% CI [{law.b_ci.low:.3f}, {law.b_ci.high:.3f}]"
@@ -238,6 +335,8 @@ def _band_section(result: Analysis) -> str:
         return ""
     laws = [("lr (band of each (model, T))", band.lr_law), ("batch size (same band)", band.batch_law),
             ("gamma (band of each cell)", band.gamma_law)]
+    if not batch_identified(result):  # one batch size: ln B is a constant, its "law" a fitted zero
+        laws = [laws[0]]
     rows = [{"law": name, "formula": law.formula() if law.ok else "-", "95% CIs": _coef_cis(law),
              "points": law.n_points, "R2": law.r2, "note": law.reason} for name, law in laws]
     notes = "".join(f"<p>Note: {_esc(n)}</p>" for n in band.notes)

@@ -130,3 +130,16 @@ def test_the_papers_line_and_mup_labels_only_where_the_table_says_mup_and_wsd():
     assert "muP" in plots.lr_label("mup") and "muP" not in plots.lr_label("unknown")
     assert coefficients(unknown)["units"]["lr"].endswith("(parametrisation not stated)")
     assert coefficients(unknown)["provenance"]["schedule"] == "unknown"
+
+
+def test_one_model_gamma_figure_has_one_panel_wide_enough_for_its_title():
+    grid = SweepGrid(models=(("36M", 36e6),), tokens=(2e9, 8e9, 32e9), batch_sizes=(64,),
+                     lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()))
+    result = analyze(load_table(synthetic_table(PlantedLaw(), grid, seed=3)), n_boot=50)
+    fig = plots.fig_gamma_vs_tokens(result.gamma)
+    visible, _ = _figure_stats(fig)
+    assert [ax.get_title().split(":")[0] for ax in visible] == ["36M"]
+    renderer = fig.canvas.get_renderer()
+    title = fig._suptitle.get_window_extent(renderer)
+    assert title.x0 >= 0 and title.x1 <= fig.bbox.width  # not clipped at the figure's edges
+    assert not title.overlaps(fig.legends[0].get_window_extent(renderer))
