@@ -44,7 +44,9 @@ def is_alive(owner: dict) -> bool | None:
     if owner.get("host") != socket.gethostname():
         return None
     try:
-        return abs(psutil.Process(int(owner["pid"])).create_time() - float(owner["process_start"])) < 1.0
+        process = psutil.Process(int(owner["pid"]))
+        same = abs(process.create_time() - float(owner["process_start"])) < 1.0
+        return same and process.status() != psutil.STATUS_ZOMBIE  # killed but not yet reaped: dead
     except (psutil.NoSuchProcess, KeyError, TypeError, ValueError):
         return False
 

@@ -76,9 +76,11 @@ def test_a_killed_driver_leaves_no_ray_process_and_stores_nothing_after(tmp_path
         marker = f"{driver.pid}:{psutil.Process(driver.pid).create_time():.3f}"
         watchdog = watchdog_of(marker)
         processes = psutil.Process(driver.pid).children(recursive=True) + marked(marker)
-        killed_at = dt.datetime.now(dt.timezone.utc)
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait()
+        # From here the driver is dead to every check (a trial checks before each write); a write whose check
+        # passed just before the kill may still land between the kill and this line, never after it.
+        killed_at = dt.datetime.now(dt.timezone.utc)
         watchdog.wait(timeout=60)  # the event: the watchdog has cleaned up and ended
         left = alive(processes) + marked(marker)
         assert not left, f"outlived the driver: {[(p.pid, p.name()) for p in left]}"
