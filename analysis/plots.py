@@ -121,6 +121,8 @@ def _tick(value: float) -> str:
         return f"{value / 1e9:g}B"
     if value >= 1e6:
         return f"{value / 1e6:g}M"
+    if value >= 1e4:  # 300K beside 1M, not 300000 (batch sizes up to 5000 stay plain)
+        return f"{value / 1e3:g}K"
     return f"{value:g}"
 
 

@@ -143,3 +143,9 @@ def test_one_model_gamma_figure_has_one_panel_wide_enough_for_its_title():
     title = fig._suptitle.get_window_extent(renderer)
     assert title.x0 >= 0 and title.x1 <= fig.bbox.width  # not clipped at the figure's edges
     assert not title.overlaps(fig.legends[0].get_window_extent(renderer))
+
+
+def test_tick_labels_use_one_format_per_magnitude():
+    # token axes read 300K, 1M, 3M (not 300000 beside 1M); batch sizes and lrs stay plain numbers
+    assert [plots._tick(v) for v in (3e5, 1e6, 3e6, 2e9)] == ["300K", "1M", "3M", "2B"]
+    assert [plots._tick(v) for v in (2048, 5e-4)] == ["2048", "0.0005"]
