@@ -58,13 +58,18 @@ def test_scattermoe_backend_without_package_is_a_clear_error():
         moe(torch.randn(3, 8))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or scattermoe_ops() is None, reason="needs CUDA + scattermoe")
-def test_scattermoe_equals_torch_path_on_gpu():
+def gpu_moe() -> tuple[MoEMLP, torch.Tensor]:
+    """A seeded MoE on the torch backend and an input that needs its gradient, both on CUDA."""
     torch.manual_seed(0)
     moe = MoEMLP(64, 128, 8, 2, backend="torch").cuda()
     for p in moe.parameters():
         torch.nn.init.normal_(p, std=0.05)
-    x = torch.randn(512, 64, device="cuda", requires_grad=True)
+    return moe, torch.randn(512, 64, device="cuda", requires_grad=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or scattermoe_ops() is None, reason="needs CUDA + scattermoe")
+def test_scattermoe_equals_torch_path_on_gpu():
+    moe, x = gpu_moe()
     y_torch = moe(x)
     moe.backend = "scattermoe"
     y_scatter = moe(x)
@@ -76,11 +81,7 @@ def test_scattermoe_equals_torch_path_on_gpu():
 
 @pytest.mark.skipif(not torch.cuda.is_available() or scattermoe_ops() is None, reason="needs CUDA + scattermoe")
 def test_scattermoe_trains_under_bf16_autocast_like_the_torch_path():
-    torch.manual_seed(0)
-    moe = MoEMLP(64, 128, 8, 2, backend="torch").cuda()
-    for p in moe.parameters():
-        torch.nn.init.normal_(p, std=0.05)
-    x = torch.randn(512, 64, device="cuda", requires_grad=True)
+    moe, x = gpu_moe()
     grads = {}
     for backend in ("torch", "scattermoe"):
         moe.backend = backend
