@@ -17,7 +17,7 @@ import os
 import sys
 
 from sweeps import progress
-from sweeps.cli import SPECS_DIR
+from sweeps.cli.sweep_commands import SPECS_DIR
 from sweeps.spec import load_spec
 from sweeps.sweep import submit
 

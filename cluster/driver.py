@@ -12,7 +12,7 @@ import os
 import sys
 
 from cluster.jobs import SPEC_ENV, STORAGE_ENV
-from sweeps.cli import is_user_error, report
+from sweeps.cli.sweep_commands import is_user_error, report
 from sweeps.spec import spec_from_dict
 from sweeps.sweep import submit
 

@@ -141,7 +141,7 @@ def test_refresh_only_when_asked(tmp_path):
 
 
 def test_one_batch_size_has_no_joint_batch_law_and_predict_joint_gives_the_lr_alone(one_batch_report, capsys):
-    from analysis.commands import add_predict_parser
+    from sweeps.cli.analysis_commands import add_predict_parser
     import argparse
 
     paths, table = one_batch_report

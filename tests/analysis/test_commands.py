@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from analysis.commands import add_analyze_parser, add_predict_parser, parse_mapping
+from sweeps.cli.analysis_commands import add_analyze_parser, add_predict_parser, parse_mapping
 from analysis.errors import AnalysisError
 from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_power_table, synthetic_table
 

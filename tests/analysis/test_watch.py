@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from analysis.commands import add_analyze_parser
+from sweeps.cli.analysis_commands import add_analyze_parser
 from analysis.errors import AnalysisError
 from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
 from analysis.watch import WatchState, render_if_changed, signature, watch

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from cluster.commands import (
+from sweeps.cli.cluster_commands import (
     ADDRESS_HELP,
     add_logs_parser,
     add_stop_parser,
@@ -32,8 +32,8 @@ USER_ERRORS = (("proxy_models.config", "ConfigError"), ("proxy_models.data", "Da
 # Subcommands registered by another package, imported only when that subcommand runs: name -> (module,
 # function adding its parser, the help line `powersweep --help` shows).
 DEFERRED = {
-    "analyze": ("analysis.commands", "add_analyze_parser", "fit the learning-rate law of a sweep and write a report"),
-    "predict": ("analysis.commands", "add_predict_parser", "predict the optimal peak lr from coefficients.json"),
+    "analyze": ("sweeps.cli.analysis_commands", "add_analyze_parser", "fit the learning-rate law of a sweep and write a report"),
+    "predict": ("sweeps.cli.analysis_commands", "add_predict_parser", "predict the optimal peak lr from coefficients.json"),
 }
 SPECS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "specs")
 
