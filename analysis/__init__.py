@@ -5,8 +5,8 @@ two-sided bowl with bootstrap draws, gamma = a * T**b fits, per-model batch laws
 * T**beta, critical batch size, sensitivity, the joint band laws and the (a, b) search, all with CIs)
 -> ``write_report`` (figures, index.html, cells.csv, coefficients.json) -> ``predict_lr``.
 Modules: table, bowl, optimum, fit, batch_scaling, regimes, band, power_search, plots, answer, report,
-export, watch, synthetic, calibration, commands. Nothing here imports torch, ray, proxy_models or sweeps; the
-command hooks import nothing numeric until a command runs.
+export, summary, watch, synthetic, calibration. Nothing here imports torch, ray, proxy_models or sweeps (the
+command line, `sweeps.cli`, calls in).
 
 >>> from analysis import load_table, analyze, write_report, predict_lr
 >>> result = analyze(load_table("runs/"))
@@ -17,7 +17,7 @@ import importlib
 
 from analysis.errors import AnalysisError
 
-# Public name -> module. Loaded on first use, so that `import analysis.commands` (the CLI's --help) does not
+# Public name -> module. Loaded on first use, so that `import analysis` (the CLI's AnalysisError) does not
 # pull in pandas, scipy and matplotlib.
 _LAZY = {
     "Analysis": "pipeline", "analyze": "pipeline", "PlantedLaw": "synthetic", "SweepGrid": "synthetic",

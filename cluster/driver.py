@@ -2,7 +2,7 @@
 
 It runs on the head node in the job's working directory (the uploaded project) and connects to the
 cluster the job runs on: the Jobs API sets RAY_ADDRESS for it, so a `ray start` cluster elsewhere on
-the node is never picked up by accident.
+the node is never picked up by accident. It reports as `powersweep submit` does (`sweeps.outcome`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import json
 import os
 import sys
 
-from cluster.jobs import SPEC_ENV, STORAGE_ENV
-from sweeps.cli.sweep_commands import is_user_error, report
+from cluster.jobs import SPEC_ENV, STORAGE_ENV, ClusterError
+from cluster.storage_check import check_shared_storage
+from sweeps.outcome import is_user_error, print_report
 from sweeps.spec import spec_from_dict
 from sweeps.sweep import submit
 
@@ -21,13 +22,14 @@ def main() -> int:
     """Run what the store lacks of the job's spec on this cluster; exit 2 on a user error, 1 on failed trials."""
     try:
         spec = spec_from_dict(json.loads(os.environ[SPEC_ENV]))
-        result = submit(spec, storage=os.environ[STORAGE_ENV], address=os.environ.get("RAY_ADDRESS") or "auto")
+        result = submit(spec, storage=os.environ[STORAGE_ENV], address=os.environ.get("RAY_ADDRESS") or "auto",
+                        check_storage=check_shared_storage)
     except Exception as err:
-        if not is_user_error(err):
+        if not (isinstance(err, ClusterError) or is_user_error(err)):
             raise
         print(f"powersweep driver: error: {err}", file=sys.stderr, flush=True)
         return 2
-    return report(result)
+    return print_report(result)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from sweeps.execute import ExecutionSettings, execute, missing_rows
@@ -13,6 +14,9 @@ from sweeps.plan import Plan, plan
 from sweeps.progress import ExecutionReport
 from sweeps.spec import SpecError, SweepSpec, spec_from_dict
 from sweeps.store import ResultStore, StoreError
+
+# Checks that every node of a cluster at `address` can write the store at a URI; raises a user error if not.
+StorageCheck = Callable[..., object]
 
 
 @dataclass(frozen=True)
@@ -31,17 +35,20 @@ def spec_path(sweep_id: str) -> str:
     return f"sweeps/{sweep_id}/spec.json"
 
 
-def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None = None) -> SubmitResult:
+def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None = None,
+           check_storage: StorageCheck | None = None) -> SubmitResult:
     """Run what the store lacks of `spec`'s plan; the resolved spec is stored next to the results.
 
     The store decides what is done: a row counts only if its file reads; an unreadable file of a planned row is
     moved aside (kept, see `ResultStore.set_aside`) and its run trained again. One driver per sweep at a time
     (`SweepLock`). A store with nothing to do is only read, so a read-only finished store can be resumed.
+    On an existing cluster (`address` neither None nor "local"), `check_storage(storage, address=address)` runs
+    before anything is stored, e.g. `cluster.storage_check.check_shared_storage`: every node must see the store.
     """
     storage = _absolute(storage or spec.storage)  # Ray trials run in their own working directories
     check_data(spec)
-    if address not in (None, "local"):
-        _check_cluster_storage(storage, address)
+    if address not in (None, "local") and check_storage is not None:
+        check_storage(storage, address=address)
     store, p = ResultStore(storage), plan(spec)
     if not p.studies and _complete(store, spec, p):
         return SubmitResult(plan=p, lineages_run=0, failed_trials=0, storage=storage, execution=None)
@@ -127,9 +134,11 @@ def _unreadable(store: ResultStore, spec: SweepSpec, p: Plan, result: SubmitResu
     return tuple(f"{r}: {corrupt.get(r, why)}" for r in missing)
 
 
-def resume(storage: str, *, sweep_id: str | None = None, address: str | None = None) -> SubmitResult:
+def resume(storage: str, *, sweep_id: str | None = None, address: str | None = None,
+           check_storage: StorageCheck | None = None) -> SubmitResult:
     """Submit the stored spec again: only the runs the store lacks are trained."""
-    return submit(stored_spec(storage, sweep_id=sweep_id), storage=storage, address=address)
+    return submit(stored_spec(storage, sweep_id=sweep_id), storage=storage, address=address,
+                  check_storage=check_storage)
 
 
 def stored_spec(storage: str, *, sweep_id: str | None = None) -> SweepSpec:
@@ -154,13 +163,6 @@ def _only_sweep(storage: str) -> str:
     if len(names) != 1:
         raise SpecError(f"storage {storage!r} holds sweeps {names}: name one with --sweep NAME")
     return names[0]
-
-
-def _check_cluster_storage(storage: str, address: str) -> None:
-    """Every node of an existing cluster must write the store: probe it before anything is stored."""
-    from cluster.storage_check import check_shared_storage
-
-    check_shared_storage(storage, address=address)
 
 
 def _absolute(storage: str) -> str:

@@ -1,4 +1,5 @@
-"""Command-line hooks: the `analyze` and `predict` subcommands, for the CLI package to register.
+"""The analysis commands: `analyze` and `predict`, over the analysis library (its summary lines in
+`analysis.summary`).
 
 Only argparse at import time: pandas, scipy and matplotlib load inside the handlers, so `--help` is fast.
 
@@ -79,6 +80,7 @@ def analyze_command(args: argparse.Namespace) -> int:
 def _analyze_once(args: argparse.Namespace, *, refresh_s: float | None = None) -> int:
     from analysis.pipeline import analyze
     from analysis.report import write_report
+    from analysis.summary import check_coefficients, report_lines
     from analysis.table import load_table
 
     table = load_table(args.table, mapping=parse_mapping(args.map), batch_unit=args.batch_unit, seq_len=args.seq_len,
@@ -88,22 +90,8 @@ def _analyze_once(args: argparse.Namespace, *, refresh_s: float | None = None) -
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     paths = write_report(table, args.out, result=result, figures=not args.no_figures, refresh_s=refresh_s)
-    print(f"report:        {paths.index_html}")
-    print(f"cells:         {paths.cells_csv}")
-    print(f"figures:       {len(paths.figures)} written to {paths.index_html.parent}"
-          + (f", skipped: {', '.join(paths.skipped)}" if paths.skipped else ""))
-    if result.power is not None:
-        print(_power_line(result.power.overall))
-    if paths.coefficients is None:
-        if result.schedule is None and result.power is not None:
-            print("coefficients:  not written: the gamma law needs runs with a fixed peak lr (wsd, cosine, "
-                  "constant); this table has power runs only, whose best (a, b) is above")
-            return 0
-        reason = result.gamma.pooled.reason if result.gamma is not None else "no runs with a fixed peak lr"
-        raise AnalysisError(f"no coefficients written: the gamma fit failed ({reason}); see {paths.index_html}")
-    print(f"coefficients:  {paths.coefficients}")
-    for line in _headline_lines(result):
-        print(line)
+    print("\n".join(report_lines(result, paths)))
+    check_coefficients(result, paths)
     return 0
 
 
@@ -139,33 +127,10 @@ def watch_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _headline_lines(result) -> list[str]:
-    """The law that holds for this table, one line per fit."""
-    gamma = result.gamma
-    if result.headline == "per_model_batch_law":
-        return ["headline:      lr_opt = c * B^alpha * T^beta per model (gamma is not batch-invariant here)"] + [
-            f"  model {name}: alpha = {law.alpha:.3f} (95% CI {law.alpha_ci.low:.3f} to {law.alpha_ci.high:.3f}), "
-            f"beta = {law.coef['beta']:.3f} (95% CI {law.ci['beta'].low:.3f} to {law.ci['beta'].high:.3f}), "
-            f"{law.n_cells} cells" for name, law in result.batch.items() if law.ok]
-    fits = gamma.per_model.items() if result.headline == "per_model_gamma" else [("pooled", gamma.pooled)]
-    head = ("headline:      gamma = a * T^b per model (the models' laws differ; the pooled law is not used)"
-            if result.headline == "per_model_gamma" else "headline:      gamma = a * T^b pooled over models")
-    return [head] + [f"gamma = lr_opt / batch_size = a * T^b ({name}) with a = {fit.a:.4g} (95% CI "
-                     f"{fit.a_ci.low:.4g} to {fit.a_ci.high:.4g}), b = {fit.b:.4f} (95% CI {fit.b_ci.low:.4f} to "
-                     f"{fit.b_ci.high:.4f}), {fit.n_points} cells" for name, fit in fits if fit.ok]
-
-
 def _check_out_dir(out: str) -> None:
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise AnalysisError(f"--out {out}: is a file, not a directory; pass a directory for the report")
-
-
-def _power_line(best) -> str:
-    """The (a, b) search's best Power-scheduler coefficients, one line."""
-    return (f"power search:  a = {best.a:.4g} (95% CI {best.a_ci.low:.4g} to {best.a_ci.high:.4g}), "
-            f"b = {best.b:.4f} (95% CI {best.b_ci.low:.4f} to {best.b_ci.high:.4f}), {best.method}, "
-            f"{best.n_runs} runs")
 
 
 def add_predict_parser(subparsers) -> argparse.ArgumentParser:
@@ -189,6 +154,7 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
 def predict_command(args: argparse.Namespace) -> int:
     """Print lr_opt with its 95% CI (and an lm-engine snippet when --seq-len is given)."""
     from analysis.export import lm_engine_snippet, predict_lr, read_coefficients, scheduler_coefficients
+    from analysis.summary import prediction_lines
 
     coefficients = read_coefficients(args.coefficients)
     if args.law == "joint":
@@ -197,16 +163,7 @@ def predict_command(args: argparse.Namespace) -> int:
         raise AnalysisError("--batch-size is needed (sequences per step), except with --law joint")
     pred = predict_lr(coefficients, batch_size=args.batch_size, tokens=args.tokens, model=args.model,
                       n_params=args.n_params)
-    print(f"lr_opt = {pred.lr_opt:.4g} (95% CI {pred.ci_low:.4g} to {pred.ci_high:.4g}, {pred.ci_method}) "
-          f"for batch_size = {args.batch_size:g} sequences, tokens = {args.tokens:g}; law: {pred.law}")
-    for note in pred.notes:
-        print(f"note: {note}")
-    if pred.extrapolation > 1.5:
-        print(f"note: tokens = {args.tokens:g} is {pred.extrapolation:.3g}x outside the swept token range "
-              f"{coefficients.get('tokens_range')}: an extrapolation")
-    lr_max = coefficients.get("lr_max")
-    if lr_max is not None and pred.lr_opt > lr_max:
-        print(f"note: lr_opt exceeds the suggested lr_max = {lr_max:.4g}")
+    print("\n".join(prediction_lines(pred, coefficients, batch_size=args.batch_size, tokens=args.tokens)))
     if args.seq_len is not None:
         if not float(args.batch_size).is_integer():
             raise AnalysisError(f"--batch-size {args.batch_size:g}: the lm-engine snippet needs a whole number")
@@ -218,13 +175,8 @@ def predict_command(args: argparse.Namespace) -> int:
 
 def _predict_joint(coefficients: dict, args: argparse.Namespace) -> int:
     from analysis.export import predict_joint
+    from analysis.summary import joint_prediction_lines
 
     pred = predict_joint(coefficients, tokens=args.tokens, n_params=args.n_params)
-    size = "" if args.n_params is None else f"n_params = {args.n_params:g}, "
-    batch = ("" if pred.batch_opt != pred.batch_opt else  # NaN: no batch law (a note says why)
-             f" and batch_opt = {pred.batch_opt:.4g} sequences (95% CI {pred.batch_ci[0]:.4g} to {pred.batch_ci[1]:.4g})")
-    print(f"lr_opt = {pred.lr_opt:.4g} (95% CI {pred.lr_ci[0]:.4g} to {pred.lr_ci[1]:.4g}){batch} for {size}"
-          f"tokens = {args.tokens:g}; law: joint band fit")
-    for note in pred.notes:
-        print(f"note: {note}")
+    print("\n".join(joint_prediction_lines(pred, tokens=args.tokens, n_params=args.n_params)))
     return 0

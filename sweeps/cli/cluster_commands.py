@@ -1,6 +1,6 @@
-"""`powersweep` subcommands for sweeps submitted to a cluster as Ray jobs: submit, status, logs, stop.
+"""`powersweep` subcommands for sweeps submitted to a cluster as Ray jobs: submit, resume, status, logs, stop.
 
-`sweeps.cli` hands over to these when `--address` is a Jobs API address (http://HOST:8265); a ray:// or
+The sweep commands hand over to these when `--address` is a Jobs API address (http://HOST:8265); a ray:// or
 host:port address keeps the driver in the calling process.
 """
 
@@ -49,6 +49,12 @@ def job_status_command(args) -> int:
     if info["message"]:
         print(f"  {info['message'].strip()}")
     return 0
+
+
+def add_parsers(sub) -> None:
+    """Register logs and stop (submit, resume and status take a Jobs API address themselves)."""
+    add_logs_parser(sub)
+    add_stop_parser(sub)
 
 
 def add_logs_parser(sub) -> None:

@@ -1,69 +1,25 @@
-"""The `powersweep` command line. User mistakes print one line on stderr and exit with code 2.
+"""The sweep commands: presets, train-one, demo, plan, submit, resume, status. Each handler parses nothing
+itself: it calls the sweeps (or proxy_models) library, prints, and returns the exit code.
 
-Torch, Ray, pandas and the analysis stack are imported inside the commands that use them, so `--help` and the
-parsing of any command stay fast.
+Torch, Ray and pandas are imported inside the handlers that use them, so `--help` stays fast.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import json
 import os
 import sys
 
-from sweeps.cli.cluster_commands import (
-    ADDRESS_HELP,
-    add_logs_parser,
-    add_stop_parser,
-    job_status_command,
-    resume_job_command,
-    submit_job_command,
-)
 from cluster.jobs import is_jobs_address
 from proxy_models.config import PAPER_PARAMS, PRESETS
 from proxy_models.schedules import DECAY_SHAPES, SCHEDULES
+from sweeps.cli.cluster_commands import ADDRESS_HELP, job_status_command, resume_job_command, submit_job_command
 
-# (module, exception class) of every user mistake: one line and exit code 2. Looked up only among modules
-# already imported: an error can only come from a module that was.
-USER_ERRORS = (("proxy_models.config", "ConfigError"), ("proxy_models.data", "DataError"),
-               ("analysis.errors", "AnalysisError"), ("sweeps.spec", "SpecError"), ("sweeps.schema", "StoreError"),
-               ("cluster.jobs", "ClusterError"))
-# Subcommands registered by another package, imported only when that subcommand runs: name -> (module,
-# function adding its parser, the help line `powersweep --help` shows).
-DEFERRED = {
-    "analyze": ("sweeps.cli.analysis_commands", "add_analyze_parser", "fit the learning-rate law of a sweep and write a report"),
-    "predict": ("sweeps.cli.analysis_commands", "add_predict_parser", "predict the optimal peak lr from coefficients.json"),
-}
-SPECS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "specs")
+SPECS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs")
 
 
-def is_user_error(error: BaseException) -> bool:
-    """Whether `error` is a user mistake (one of USER_ERRORS), without importing anything."""
-    for module, name in USER_ERRORS:
-        loaded = sys.modules.get(module)
-        if loaded is not None and isinstance(error, getattr(loaded, name)):
-            return True
-    return False
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except Exception as err:
-        if not is_user_error(err):
-            raise
-        print(f"powersweep {args.command}: error: {err}", file=sys.stderr)
-        return 2
-
-
-def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The parser; a DEFERRED subcommand gets its full parser only when `argv` names it."""
-    parser = argparse.ArgumentParser(prog="powersweep", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_parsers(sub) -> None:
+    """Register the sweep commands: presets, train-one, demo, plan, submit, resume, status."""
     add_presets_parser(sub)
     add_train_one_parser(sub)
     add_demo_parser(sub)
@@ -71,15 +27,6 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     add_submit_parser(sub)
     add_resume_parser(sub)
     add_status_parser(sub)
-    add_logs_parser(sub)
-    add_stop_parser(sub)
-    command = next((a for a in argv or () if not a.startswith("-")), None)
-    for name, (module, adder, help_line) in DEFERRED.items():
-        if name == command:
-            getattr(importlib.import_module(module), adder)(sub)
-        else:
-            sub.add_parser(name, help=help_line, add_help=False)
-    return parser
 
 
 def add_presets_parser(sub) -> None:
@@ -193,9 +140,12 @@ def add_submit_parser(sub) -> None:
 def submit_command(args) -> int:
     if is_jobs_address(args.address):
         return submit_job_command(args)
+    from cluster.storage_check import check_shared_storage
+    from sweeps.outcome import print_report
     from sweeps.sweep import submit
 
-    return report(submit(checked_spec(args.spec), storage=args.storage, address=args.address))
+    return print_report(submit(checked_spec(args.spec), storage=args.storage, address=args.address,
+                               check_storage=check_shared_storage))
 
 
 def add_resume_parser(sub) -> None:
@@ -209,28 +159,12 @@ def add_resume_parser(sub) -> None:
 def resume_command(args) -> int:
     if is_jobs_address(args.address):
         return resume_job_command(args)
+    from cluster.storage_check import check_shared_storage
+    from sweeps.outcome import print_report
     from sweeps.sweep import resume
 
-    return report(resume(args.dir, sweep_id=args.sweep, address=args.address))
-
-
-def report(result) -> int:
-    """Print what a submit or resume did (plan, wall-time breakdown, where the results are); its exit code."""
-    from sweeps.plan import format_plan
-
-    print(format_plan(result.plan), file=sys.stderr)
-    if result.replaced_lock:
-        print(f"took over the sweep's lock from a driver that is gone: {result.replaced_lock}", file=sys.stderr)
-    for moved in result.set_aside:
-        print(f"moved aside an unreadable result file, its run trained again: {moved}", file=sys.stderr)
-    if result.lineages_run and result.execution is not None:
-        print(result.execution.format(), file=sys.stderr)
-    print(f"ran {result.lineages_run} lineages ({result.failed_trials} failed); results in {result.storage}")
-    if result.unreadable:
-        print(f"powersweep: error: {len(result.unreadable)} planned rows are not readable in the store: "
-              f"{'; '.join(result.unreadable[:3])}{' ...' if len(result.unreadable) > 3 else ''}: run resume "
-              "again once the cause is fixed", file=sys.stderr)
-    return 1 if result.failed_trials or result.unreadable else 0
+    return print_report(resume(args.dir, sweep_id=args.sweep, address=args.address,
+                               check_storage=check_shared_storage))
 
 
 def add_status_parser(sub) -> None:
@@ -246,43 +180,12 @@ def add_status_parser(sub) -> None:
 def status_command(args) -> int:
     if args.address:
         return job_status_command(args)
-    from sweeps.progress import bar
+    from sweeps.outcome import status_lines
     from sweeps.sweep import status
 
     s = status(args.dir, sweep_id=args.sweep)
-    if args.json:
-        print(json.dumps(s, indent=2, default=float))
-        return 0
-    done = s["planned"] - s["counts"].get("missing", 0)
-    print(f"sweep {s['sweep_id']}: {done}/{s['planned']} runs done {bar(done / max(s['planned'], 1))}; " +
-          ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())))
-    print(f"trunk evaluations: {s['trunk']['done']} of {s['trunk']['planned']} stored")
-    for report in s["unreadable_files"]:
-        print(f"  unreadable, skipped (resume moves a planned run's file aside and trains it again): {report}")
-    for uri in s["set_aside_files"]:
-        print(f"  set aside earlier (kept, never read): {uri}")
-    for cell in s["cells"]:
-        print(f"  {cell['model']:<12} batch {cell['batch_size']:>4}  tokens {cell['tokens']:>12,}  "
-              f"runs {cell['runs_done']}")
-    for group in s.get("adaptive", []):
-        print("\n".join(adaptive_lines(group)))
+    print(json.dumps(s, indent=2, default=float) if args.json else "\n".join(status_lines(s)))
     return 0
-
-
-def adaptive_lines(group: dict) -> list[str]:
-    """An adaptive group's rounds and, per budget, the trained lrs around its argmin."""
-    pending = f", next round {len(group['pending_lrs'])} lrs" if group["pending_lrs"] else ""
-    lines = [f"adaptive {group['model']} batch {group['batch_size']} seed {group['seed']}: "
-             f"{group['rounds_done']} rounds done, {group['lrs']} lrs{pending} ({group['state']})"]
-    for b in group["brackets"] if group["rounds_done"] else []:  # brackets of completed rounds only
-        above = "diverged" if b["above_diverged"] else _lr(b["lr_above"])
-        lines.append(f"  tokens {b['tokens']:>12,.0f}  best lr {_lr(b['lr_best'])} in [{_lr(b['lr_below'])}, "
-                     f"{above}]  {'bracketed' if b['bracketed'] else 'searching'}")
-    return lines
-
-
-def _lr(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}"
 
 
 def add_demo_parser(sub) -> None:
@@ -302,6 +205,8 @@ def demo_command(args) -> int:
         summary = result.plan.summary()
         print(f"tokens trained {summary['tokens_planned']:.4g} vs {summary['tokens_independent']:.4g} for "
               f"independent runs ({summary['ratio']:.3f}); {result.execution.format()}")
+    from sweeps.cli import build_parser  # the analyze command's own defaults
+
     argv = ["analyze", os.path.join(args.storage, "results"), "--out", args.out]
     analyze_args = build_parser(argv).parse_args(argv)
     return analyze_args.func(analyze_args)
@@ -312,6 +217,3 @@ def _progress(status: dict, config: TrainConfig) -> str:
     return f"step {status['step']}/{config.steps} ({done:.0%})  tokens {status['tokens']:.3g}  " \
            f"loss_train {status['loss_train']:.4f}"
 
-
-if __name__ == "__main__":
-    sys.exit(main())

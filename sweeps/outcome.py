@@ -1,0 +1,85 @@
+"""What a sweep did and where it stands, as text for a person, and which errors are the user's to fix.
+
+Shared by the `powersweep` command line and the cluster's job driver, so both print the same report and
+turn the same mistakes into one line and exit code 2.
+
+>>> code = print_report(submit(spec))   # plan and wall time on stderr, where the results are on stdout
+>>> print("\\n".join(status_lines(status("runs/cpu-quick"))))
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sweeps.sweep import SubmitResult
+
+# (module, exception class) of every user mistake the sweep libraries raise. Looked up only among modules
+# already imported (an error can only come from a module that was), so asking imports nothing.
+USER_ERRORS = (("proxy_models.config", "ConfigError"), ("proxy_models.data", "DataError"),
+               ("analysis.errors", "AnalysisError"), ("sweeps.spec", "SpecError"), ("sweeps.schema", "StoreError"))
+
+
+def is_user_error(error: BaseException) -> bool:
+    """Whether `error` is a user mistake (one of USER_ERRORS), without importing anything."""
+    for module, name in USER_ERRORS:
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(error, getattr(loaded, name)):
+            return True
+    return False
+
+
+def print_report(result: SubmitResult) -> int:
+    """Print what a submit or resume did (plan, wall-time breakdown, where the results are); its exit code:
+    1 when a trial failed or a planned row is still unreadable, else 0."""
+    from sweeps.plan import format_plan
+
+    print(format_plan(result.plan), file=sys.stderr)
+    if result.replaced_lock:
+        print(f"took over the sweep's lock from a driver that is gone: {result.replaced_lock}", file=sys.stderr)
+    for moved in result.set_aside:
+        print(f"moved aside an unreadable result file, its run trained again: {moved}", file=sys.stderr)
+    if result.lineages_run and result.execution is not None:
+        print(result.execution.format(), file=sys.stderr)
+    print(f"ran {result.lineages_run} lineages ({result.failed_trials} failed); results in {result.storage}")
+    if result.unreadable:
+        print(f"powersweep: error: {len(result.unreadable)} planned rows are not readable in the store: "
+              f"{'; '.join(result.unreadable[:3])}{' ...' if len(result.unreadable) > 3 else ''}: run resume "
+              "again once the cause is fixed", file=sys.stderr)
+    return 1 if result.failed_trials or result.unreadable else 0
+
+
+def status_lines(s: dict) -> list[str]:
+    """`sweeps.sweep.status(...)` as lines: the done/planned bar with per-state counts, trunk evaluations,
+    unreadable and set-aside files, per-cell progress and, for an adaptive sweep, each group's search."""
+    from sweeps.progress import bar
+
+    done = s["planned"] - s["counts"].get("missing", 0)
+    lines = [f"sweep {s['sweep_id']}: {done}/{s['planned']} runs done {bar(done / max(s['planned'], 1))}; " +
+             ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())),
+             f"trunk evaluations: {s['trunk']['done']} of {s['trunk']['planned']} stored"]
+    lines += [f"  unreadable, skipped (resume moves a planned run's file aside and trains it again): {report}"
+              for report in s["unreadable_files"]]
+    lines += [f"  set aside earlier (kept, never read): {uri}" for uri in s["set_aside_files"]]
+    lines += [f"  {cell['model']:<12} batch {cell['batch_size']:>4}  tokens {cell['tokens']:>12,}  "
+              f"runs {cell['runs_done']}" for cell in s["cells"]]
+    for group in s.get("adaptive", []):
+        lines += adaptive_lines(group)
+    return lines
+
+
+def adaptive_lines(group: dict) -> list[str]:
+    """An adaptive group's rounds and, per budget, the trained lrs around its argmin."""
+    pending = f", next round {len(group['pending_lrs'])} lrs" if group["pending_lrs"] else ""
+    lines = [f"adaptive {group['model']} batch {group['batch_size']} seed {group['seed']}: "
+             f"{group['rounds_done']} rounds done, {group['lrs']} lrs{pending} ({group['state']})"]
+    for b in group["brackets"] if group["rounds_done"] else []:  # brackets of completed rounds only
+        above = "diverged" if b["above_diverged"] else _lr(b["lr_above"])
+        lines.append(f"  tokens {b['tokens']:>12,.0f}  best lr {_lr(b['lr_best'])} in [{_lr(b['lr_below'])}, "
+                     f"{above}]  {'bracketed' if b['bracketed'] else 'searching'}")
+    return lines
+
+
+def _lr(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"

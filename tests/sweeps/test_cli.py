@@ -1,0 +1,28 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_closed_stdout_ends_the_command_quietly():
+    # `powersweep status DIR | head -1`: the reader goes away while the command still writes. The read end is
+    # closed before the command starts, so every write meets a closed pipe.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "sweeps.cli", "presets"], cwd=ROOT, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode == 1
+
+
+def test_the_help_lists_every_command_family():
+    done = subprocess.run([sys.executable, "-m", "sweeps.cli", "--help"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, check=True)
+    for command in ("presets", "train-one", "demo", "plan", "submit", "resume", "status", "logs", "stop", "analyze",
+                    "predict"):
+        assert f"    {command} " in done.stdout, command
