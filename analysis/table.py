@@ -20,17 +20,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.errors import AnalysisError
+from sweeps.schema import PHASES, SCHEMA, STATUSES  # the store's columns: their one definition (no torch, no Ray)
 
 REQUIRED = ("model", "tokens", "batch_size", "lr", "loss_eval")
+# The columns of the store's schema that analysis reads (and `--map` can fill), in the order of its table.
 KNOWN = REQUIRED + (
     "run_id", "n_params", "seq_len", "status", "schedule", "power_a", "power_b", "lr_max", "seed", "sweep_id",
     "git_sha", "parametrisation",
 )
 PARAMETRISATIONS = {"mup": "mup", "µp": "mup", "mu-p": "mup", "sp": "sp", "standard": "sp", "unknown": "unknown"}
-NUMERIC = ("lr", "batch_size", "tokens", "loss_eval", "n_params", "seq_len", "power_a", "power_b", "lr_max", "seed")
+NUMERIC = tuple(name for name in KNOWN if pa.types.is_integer(SCHEMA.field(name).type)
+                or pa.types.is_floating(SCHEMA.field(name).type))
 ALIASES = {"loss": "loss_eval"}  # `--map loss=COL` reads better on a command line
-STATUSES = ("ok", "diverged", "failed")
-PHASES = ("final", "trunk")
 BATCH_UNITS = ("sequences", "tokens")
 MAX_LR = 1e3  # no optimiser's peak lr is near this; larger values are a wrong column or unit
 MAX_BATCH_SIZE = 1e9  # sequences

@@ -1,7 +1,8 @@
 """Columns of the results table: names, Arrow types, units, and validation of result rows.
 
 One row is one evaluation of one run at one token budget. ``SCHEMA`` is the single
-definition of the table; ``COLUMN_DOCS`` gives the unit and meaning of every column.
+definition of the table, for the store and for `analysis.table` (which reads its names, types, statuses and
+phases: keep this module free of torch and Ray); ``COLUMN_DOCS`` gives the unit and meaning of every column.
 
 Example::
 
