@@ -9,15 +9,15 @@ _EXPORTS = {
     "ConfigError": "proxy_models.config",
     "ProxyConfig": "proxy_models.config",
     "get_preset": "proxy_models.config",
-    "DataConfig": "proxy_models.data",
+    "DataConfig": "proxy_models.run_config",
     "load_corpus": "proxy_models.data",
-    "plan_branches": "proxy_models.lineage",
+    "plan_branches": "proxy_models.budgets",
     "train_lineage": "proxy_models.lineage",
     "train_packed_lineage": "proxy_models.lineage",
     "ProxyLM": "proxy_models.model",
     "ScheduleConfig": "proxy_models.schedules",
     "RunResult": "proxy_models.trainer",
-    "TrainConfig": "proxy_models.trainer",
+    "TrainConfig": "proxy_models.run_config",
     "Trainer": "proxy_models.trainer",
 }
 

@@ -34,7 +34,8 @@ from typing import BinaryIO, Callable, Sequence
 import numpy as np
 import torch
 
-from proxy_models.config import BYTE_VOCAB, ConfigError
+from proxy_models.config import BYTE_VOCAB
+from proxy_models.run_config import DataConfig, DataError, require_int
 
 MIN_TRAIN_WINDOWS = 10  # a train split must hold at least this many disjoint (seq_len + 1)-token windows
 TOKEN_DTYPES = ("uint16", "uint32")  # storage dtypes of .bin token files
@@ -42,31 +43,6 @@ CACHE_FORMAT = 2  # bump when the embedded corpus is built differently, so old c
 SKIPPED_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"}
 FULL_HASH_BYTES = 64 << 20  # arrays larger than this are fingerprinted from evenly spaced samples
 HASH_SAMPLES = 256  # samples of a large array, 64 KiB each
-
-
-class DataError(ConfigError):
-    """A corpus cannot be loaded or cannot serve a batch; the message names the source, the counts and a fix."""
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where the tokens come from and how many are held out for evaluation."""
-
-    source: str = "embedded"  # "embedded", a text file/dir/glob, or a .bin token file
-    tokenizer: str | None = None  # path to a tokenizer.json (Hugging Face tokenizers); None = bytes (vocab 256)
-    eval_fraction: float = 0.05  # share held out for evaluation: whole files by bytes, or the tail of one file
-    eval_tokens: int = 65_536  # size of the fixed eval set, in tokens
-    max_bytes: int = 16_000_000  # cap on the embedded corpus, in bytes of source text
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.source, str) or not self.source:
-            raise DataError(f"source={self.source!r}: give 'embedded', a text file/dir/glob or a .bin token file")
-        if self.tokenizer is not None and (not isinstance(self.tokenizer, str) or not self.tokenizer):
-            raise DataError(f"tokenizer={self.tokenizer!r}: give the path to a tokenizer.json, or None for bytes")
-        if not _is_number(self.eval_fraction) or not 0 < self.eval_fraction < 1:
-            raise DataError(f"eval_fraction={self.eval_fraction!r}: must be a number in (0, 1), e.g. 0.05")
-        for name in ("eval_tokens", "max_bytes"):
-            _require_int(name, getattr(self, name), minimum=1)
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value
@@ -80,7 +56,7 @@ class TokenCorpus:
     fingerprint: str  # short hash of the content and split, recorded with results
 
     def __post_init__(self) -> None:
-        _require_int("vocab_size", self.vocab_size, minimum=1)
+        require_int("vocab_size", self.vocab_size, minimum=1)
         for split in ("train", "eval"):
             ids = getattr(self, split)
             if not isinstance(ids, np.ndarray) or ids.ndim != 1 or ids.dtype.kind not in "iu":
@@ -165,7 +141,7 @@ def train_batch(corpus: TokenCorpus, *, step: int, batch_size: int, seq_len: int
     """
     for name, value, minimum in (("step", step, 0), ("seed", seed, 0), ("batch_size", batch_size, 1),
                                  ("seq_len", seq_len, 1)):
-        _require_int(name, value, minimum=minimum)
+        require_int(name, value, minimum=minimum)
     _require_tokens(corpus, "train", seq_len, windows=MIN_TRAIN_WINDOWS)
     offsets = np.random.default_rng([seed, step]).integers(0, len(corpus.train) - seq_len, size=batch_size)
     return _windows(corpus.train, offsets, seq_len)
@@ -180,10 +156,10 @@ def eval_batches(corpus: TokenCorpus, *, seq_len: int, batch_size: int,
     eval_tokens they are contiguous from its start. The windows do not depend on batch_size, so runs with
     different batch sizes score the same tokens; the last batch may hold fewer than batch_size windows.
     """
-    _require_int("seq_len", seq_len, minimum=1)
-    _require_int("batch_size", batch_size, minimum=1)
+    require_int("seq_len", seq_len, minimum=1)
+    require_int("batch_size", batch_size, minimum=1)
     if eval_tokens is not None:
-        _require_int("eval_tokens", eval_tokens, minimum=seq_len)
+        require_int("eval_tokens", eval_tokens, minimum=seq_len)
     _require_tokens(corpus, "eval", seq_len, windows=1)
     x, y = _windows(corpus.eval, _eval_starts(len(corpus.eval), seq_len, eval_tokens), seq_len)
     return list(zip(x.split(batch_size), y.split(batch_size)))
@@ -211,7 +187,7 @@ def write_token_file(path: str | os.PathLike, tokens, *, vocab_size: int, dtype:
     >>> write_token_file("corpus.bin", ids, vocab_size=50257)  # then DataConfig(source="corpus.bin")
     """
     path = str(path)
-    _require_int("vocab_size", vocab_size, minimum=1)
+    require_int("vocab_size", vocab_size, minimum=1)
     dtype = dtype or ("uint16" if vocab_size <= 1 << 16 else "uint32")
     _check_token_format(f"write_token_file({path!r})", dtype, vocab_size)
     ids = np.asarray(tokens)
@@ -507,12 +483,3 @@ def _check_ids(what: str, ids: np.ndarray, vocab_size: int) -> None:
         raise DataError(f"{what} holds token id {low if low < 0 else high}, outside [0, vocab_size={vocab_size}): "
                         "the ids come from a larger vocabulary; fix vocab_size (e.g. in the token-file sidecar) "
                         "or re-tokenize with the matching tokenizer")
-
-
-def _require_int(name: str, value, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise DataError(f"{name}={value!r}: must be an integer >= {minimum}")
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

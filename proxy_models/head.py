@@ -15,8 +15,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
-HEADS = ("auto", "full", "chunked", "fused")
-CHUNK_BYTES = 64 * 2**20  # fp32 logits of one chunk: 64 MiB keeps the chunk's matmuls large and its memory small
+from proxy_models.memory import chunk_tokens_for
+from proxy_models.run_config import HEADS
 
 
 @functools.cache
@@ -28,11 +28,6 @@ def liger_loss():
         return None
     # fp32 accumulation of the weight's gradient over chunks; bf16 would round each chunk's share away.
     return LigerFusedLinearCrossEntropyLoss(reduction="mean", accum_dtype=torch.float32)
-
-
-def chunk_tokens_for(vocab_size: int) -> int:
-    """Tokens per chunk whose fp32 logits take CHUNK_BYTES."""
-    return max(1, CHUNK_BYTES // (4 * vocab_size))
 
 
 def resolve_head(head: str, *, n_tokens: int, vocab_size: int, device: torch.device) -> str:

@@ -14,24 +14,23 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
+from proxy_models.budgets import (  # noqa: F401 (token arithmetic, re-exported)
+    Branch,
+    independent_tokens,
+    plan_branches,
+    planned_tokens,
+    token_ratio,
+    trunk_steps,
+    trunk_tokens,
+)
 from proxy_models.data import TokenCorpus, load_corpus
 from proxy_models.packed import PackedTrainer
 from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import RunResult, TrainConfig, Trainer
-
-
-@dataclass(frozen=True)
-class Branch:
-    """One budget of a lineage: where it leaves the trunk and where it ends, in steps."""
-
-    tokens: float  # the budget as requested
-    fork_step: int  # steps shared with the trunk
-    steps: int  # steps of the full run of this budget
 
 
 @dataclass
@@ -56,44 +55,6 @@ class Attempt:
 def _work(trainer) -> tuple[int, float, float]:
     """Steps, training seconds and eval seconds a Trainer or PackedTrainer object has spent so far."""
     return trainer.steps_trained, trainer.seconds_trained, trainer.eval_seconds
-
-
-def plan_branches(config: TrainConfig, budgets: Sequence[float]) -> list[Branch]:
-    """Branches in ascending budget order. The largest budget is a branch too: the trunk stops at its decay
-    start, so a trunk checkpoint never holds a decayed state and a longer budget can still fork from it."""
-    branches = []
-    for tokens in sorted(set(budgets)):
-        solo = replace(config, tokens=tokens)
-        branches.append(Branch(tokens=tokens, fork_step=_fork_step(solo), steps=solo.steps))
-    return branches
-
-
-def _fork_step(solo: TrainConfig) -> int:
-    """Steps the solo run shares with the trunk: those whose lr is taken before the solo decay starts.
-
-    Step k takes its lr at (k + 1) * tokens_per_step tokens (see Trainer.lr_at_step).
-    """
-    tps = solo.tokens_per_step
-    fork_tokens = solo.schedule.fork_point(solo.steps * tps)
-    return min(int(fork_tokens // tps), solo.steps)
-
-
-def planned_tokens(config: TrainConfig, budgets: Sequence[float]) -> int:
-    """Tokens a lineage trains: the trunk once, plus each branch past its fork."""
-    branches = plan_branches(config, budgets)
-    tps = config.tokens_per_step
-    return tps * (branches[-1].fork_step + sum(b.steps - b.fork_step for b in branches))
-
-
-def trunk_steps(config: TrainConfig, budgets: Sequence[float]) -> list[int]:
-    """Steps where the lineage evaluates its trunk: every branch's fork (the largest budget's too), ascending.
-    A fork at step 0 (cosine) has no trunk to evaluate."""
-    return sorted({b.fork_step for b in plan_branches(config, budgets) if b.fork_step > 0})
-
-
-def trunk_tokens(config: TrainConfig, budgets: Sequence[float]) -> list[int]:
-    """Tokens seen at each trunk evaluation: the `tokens` of the lineage's trunk rows."""
-    return [step * config.tokens_per_step for step in trunk_steps(config, budgets)]
 
 
 def train_lineage(
@@ -297,14 +258,3 @@ def _saved(row: dict) -> tuple[tuple[int, str, float], RunResult]:
     variant 0's final rows."""
     result = RunResult(**{k: v for k, v in row.items() if k != "variant"})
     return (row.get("variant", 0), result.phase, result.tokens), result
-
-
-def independent_tokens(config: TrainConfig, budgets: Sequence[float]) -> int:
-    """Tokens that separate runs of every budget would train."""
-    return sum(replace(config, tokens=t).steps for t in set(budgets)) * config.tokens_per_step
-
-
-def token_ratio(config: TrainConfig, budgets: Sequence[float]) -> float:
-    """Tokens a lineage trains over the tokens of independent runs of every budget."""
-    independent = independent_tokens(config, budgets)
-    return planned_tokens(config, budgets) / independent if independent else math.nan

@@ -22,9 +22,9 @@ import re
 from dataclasses import dataclass
 
 from proxy_models.config import ConfigError, ProxyConfig
-from proxy_models.head import chunk_tokens_for
 
 GIB = 2**30
+CHUNK_BYTES = 64 * 2**20  # fp32 logits of one chunk of the chunked head: 64 MiB keeps its matmuls large, its memory small
 USABLE_FRACTION = 0.9  # of free device memory: the allocator's fragmentation and cuBLAS/cuDNN workspaces
 CUDA_CONTEXT_BYTES = GIB  # what the CUDA context and kernels' code take before any tensor
 _UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
@@ -52,6 +52,11 @@ class MicroBatchChoice:
     micro_batch_size: int
     activation_checkpointing: bool
     memory: StepMemory
+
+
+def chunk_tokens_for(vocab_size: int) -> int:
+    """Tokens per chunk of the chunked head (proxy_models/head.py) whose fp32 logits take CHUNK_BYTES."""
+    return max(1, CHUNK_BYTES // (4 * vocab_size))
 
 
 def parse_bytes(text: str) -> int:

@@ -10,13 +10,13 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
-from proxy_models.config import ConfigError, ProxyConfig, get_preset
-from proxy_models.data import DataConfig, TokenCorpus, eval_batches, load_corpus, train_batch
-from proxy_models.head import HEADS, resolve_head
+from proxy_models.config import ConfigError, ProxyConfig
+from proxy_models.data import TokenCorpus, eval_batches, load_corpus, train_batch
+from proxy_models.head import resolve_head
 from proxy_models.memory import GIB, USABLE_FRACTION, choose_micro_batch, divisors_descending
 from proxy_models.model import ProxyLM
 from proxy_models.mup import param_groups, set_lr
@@ -29,85 +29,10 @@ from proxy_models.perf import (
     resolve_device,
     utilisation,
 )
-from proxy_models.schedules import ScheduleConfig
+from proxy_models.run_config import DTYPE_NAMES, TrainConfig
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
-CHECKPOINTING = ("auto", "on", "off")
-# How a run executes, not what it trains: left out of a lineage's identity (sweeps/plan.py).
-EXECUTION_FIELDS = ("head", "activation_checkpointing", "memory_budget_gib")
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 CUDA_CHECK_EVERY_STEPS = 16  # on CUDA, losses stay on the device and are read (one sync) every this many steps
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """What to train for one proxy run. `model` is a preset name; `model_overrides` replace its fields."""
-
-    model: str = "cpu-s"  # preset name (proxy_models.config.PRESETS)
-    model_overrides: dict = field(default_factory=dict)  # e.g. {"seq_len": 128}
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # lr as a function of tokens seen
-    batch_size: int = 16  # sequences per optimizer step (the paper's beta)
-    tokens: float = 2e6  # training tokens T (rounded down to whole steps)
-    seed: int = 0  # init and data order
-    data: DataConfig = field(default_factory=DataConfig)  # corpus and eval set
-    weight_decay: float = 0.1  # AdamW decoupled decay on matrices
-    beta1: float = 0.9  # AdamW
-    beta2: float = 0.95  # AdamW
-    eps: float = 1e-8  # AdamW
-    grad_clip: float = 1.0  # global gradient-norm clip; 0 disables
-    micro_batch_size: int | str | None = None  # sequences per micro-batch; None: 'auto' on CUDA, else whole
-    # batch; 'auto': the largest divisor of batch_size whose step fits the memory budget (proxy_models/memory.py)
-    divergence_factor: float = 2.0  # loss above factor * first-step loss (or non-finite) = diverged
-    device: str = "auto"  # auto | cpu | cuda[:i]
-    dtype: str = "auto"  # auto (bf16 autocast on CUDA, float32 on CPU) | float32 | float64 | bfloat16
-    log_every_steps: int = 50  # progress line interval
-    eval_batch_size: int = 32  # sequences per evaluation forward (does not change the eval set)
-    moe_backend: str = "auto"  # auto | torch | scattermoe
-    compile: bool = False  # torch.compile each block (the head's loss stays eager); see RESULTS.md
-    head: str = "auto"  # output head's loss: auto | full | chunked | fused (proxy_models/head.py)
-    activation_checkpointing: str = "auto"  # auto (only when an auto micro-batch needs it to fit) | on | off
-    memory_budget_gib: float | None = None  # memory one step may use, GiB; None = 90% of free CUDA memory
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "tokens", "divergence_factor", "log_every_steps", "eval_batch_size"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name}={getattr(self, name)!r}: must be positive")
-        if self.dtype not in (*DTYPES, "auto"):
-            raise ConfigError(f"dtype={self.dtype!r}: choose one of {['auto', *DTYPES]}")
-        self._validate_execution()
-        if self.steps < 1:
-            raise ConfigError(
-                f"tokens={self.tokens:g} is less than one step of batch_size * seq_len = {self.tokens_per_step}"
-            )
-        self.schedule.validate(total_tokens=self.steps * self.tokens_per_step)
-
-    def _validate_execution(self) -> None:
-        micro = self.micro_batch_size
-        if isinstance(micro, str) and micro != "auto":
-            raise ConfigError(f"micro_batch_size={micro!r}: a positive integer, 'auto' or None")
-        if isinstance(micro, int) and (micro <= 0 or self.batch_size % micro):
-            raise ConfigError(f"micro_batch_size={micro} does not divide batch_size={self.batch_size}")
-        if self.head not in HEADS:
-            raise ConfigError(f"head={self.head!r}: choose one of {list(HEADS)}")
-        if self.activation_checkpointing not in CHECKPOINTING:
-            raise ConfigError(
-                f"activation_checkpointing={self.activation_checkpointing!r}: choose one of {list(CHECKPOINTING)}"
-            )
-        if self.memory_budget_gib is not None and self.memory_budget_gib <= 0:
-            raise ConfigError(f"memory_budget_gib={self.memory_budget_gib!r}: must be positive (GiB)")
-
-    @property
-    def proxy(self) -> ProxyConfig:
-        return get_preset(self.model, **self.model_overrides)
-
-    @property
-    def tokens_per_step(self) -> int:
-        # Read every step: look seq_len up rather than building the whole ProxyConfig.
-        seq_len = self.model_overrides.get("seq_len") or get_preset(self.model).seq_len
-        return self.batch_size * seq_len
-
-    @property
-    def steps(self) -> int:
-        return int(self.tokens // self.tokens_per_step)
 
 
 @dataclass

@@ -19,11 +19,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 
-from proxy_models.data import DataConfig
-from proxy_models.lineage import independent_tokens, plan_branches, planned_tokens, trunk_tokens
+from proxy_models.budgets import independent_tokens, plan_branches, planned_tokens, trunk_tokens
 from proxy_models.memory import GIB, choose_micro_batch, device_budget
+from proxy_models.run_config import EXECUTION_FIELDS, DataConfig, TrainConfig
 from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import EXECUTION_FIELDS, TrainConfig
 from sweeps.adaptive import Policy, lr_value
 from sweeps.spec import AdaptiveSpec, SweepSpec
 
