@@ -262,10 +262,14 @@ def init_ray(settings: ExecutionSettings) -> None:
     if ray.is_initialized():
         return
     from sweeps.lifetime import ray_of_this_driver
+    from sweeps.loopback import loopback_only
 
     # "local", not None: None would attach to any cluster a `ray start` left on this machine.
     local = settings.address in (None, "local")
-    with ray_of_this_driver() if local else contextlib.nullcontext():
+    with contextlib.ExitStack() as local_only:
+        if local:  # it ends with this driver and listens on 127.0.0.1 only
+            local_only.enter_context(ray_of_this_driver())
+            local_only.enter_context(loopback_only())
         ray.init(address=settings.address or "local", include_dashboard=False, configure_logging=False,
                  log_to_driver=False)
 
