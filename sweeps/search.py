@@ -78,6 +78,25 @@ def stored_run_ids(studies: Sequence[Study], table: pd.DataFrame) -> set[str]:
     return {r for s in studies for runs in stored_trials(s, table).values() for r in runs}
 
 
+def known_row_ids(studies: Sequence[Study], settings: ExecutionSettings, table: pd.DataFrame) -> set[str]:
+    """Every row (budget results and trunk evaluations) of every trial the studies know of: the (a, b) in the
+    sweep's journal, in any state, and those of the lineages the store holds rows of. These are the search's
+    planned rows, for the store's checks: an unreadable file among them is set aside and its run trained again,
+    and each must be readable when the sweep ends. A trial the journal lost whose every file is unreadable is
+    not known; its files are left in place, and a new sample takes its place."""
+    storage = journal(settings)
+    ids = set()
+    for study in studies:
+        points = set(stored_trials(study, table))
+        try:
+            trials = optuna.load_study(study_name=study.study_id, storage=storage).get_trials(deepcopy=False)
+        except KeyError:  # no such study in the journal yet
+            trials = []
+        points |= {p for p in (_point(t.params) for t in trials) if None not in p}
+        ids |= {r for point in points for r in trial_job(study, *point).row_ids}
+    return ids
+
+
 def _in_ranges(study: Study, point: Point) -> bool:
     return all(low <= x <= high for x, (low, high) in zip(point, (study.a_range, study.b_range)))
 

@@ -54,9 +54,10 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
         return SubmitResult(plan=p, lineages_run=0, failed_trials=0, storage=storage, execution=None)
     with SweepLock(storage, spec.name) as lock:
         _store_spec(store, spec)
-        set_aside = () if p.studies else tuple(store.set_aside(sweep_id=spec.name, names=p.row_ids))
-        result = _run(spec, p, store, storage, address)
-    return replace(result, set_aside=set_aside, unreadable=_unreadable(store, spec, p, result),
+        settings = _settings(spec, storage, address)
+        set_aside = tuple(store.set_aside(sweep_id=spec.name, names=_planned_rows(p, store, settings)))
+        result = _run(spec, p, store, settings)
+    return replace(result, set_aside=set_aside, unreadable=_unreadable(store, p, result, settings),
                    replaced_lock=lock.previous and describe(lock.previous))
 
 
@@ -72,15 +73,28 @@ def check_data(spec: SweepSpec) -> None:
                         "out for bytes")
 
 
-def _run(spec: SweepSpec, p: Plan, store: ResultStore, storage: str, address: str | None) -> SubmitResult:
-    stored = store.run_ids(sweep_id=spec.name)
-    jobs = [j for j in (missing_rows(trial, stored) for trial in p.trials) if j is not None]
-    settings = ExecutionSettings(
+def _settings(spec: SweepSpec, storage: str, address: str | None) -> ExecutionSettings:
+    return ExecutionSettings(
         store_uri=storage, sweep_id=spec.name, checkpoint_root=_checkpoint_root(storage),
         cpus_per_trial=spec.run.cpus_per_trial, gpus_per_trial=spec.run.gpus_per_trial,
         max_concurrent=spec.run.max_concurrent, max_retries=spec.run.max_retries, address=address,
         checkpoint_every_steps=spec.run.checkpoint_every_steps, driver=holder(),
     )
+
+
+def _planned_rows(p: Plan, store: ResultStore, settings: ExecutionSettings) -> frozenset[str] | set[str]:
+    """The rows the sweep writes: the plan's, or for an Optuna search those of every trial it knows of."""
+    if not p.studies:
+        return p.row_ids
+    from sweeps.search import known_row_ids  # imports Optuna: only for a search
+
+    return known_row_ids(p.studies, settings, store.read(sweep_id=settings.sweep_id).table)
+
+
+def _run(spec: SweepSpec, p: Plan, store: ResultStore, settings: ExecutionSettings) -> SubmitResult:
+    storage = settings.store_uri
+    stored = store.run_ids(sweep_id=spec.name)
+    jobs = [j for j in (missing_rows(trial, stored) for trial in p.trials) if j is not None]
     if p.studies:
         from sweeps.search import run_studies  # imports Ray and Optuna: only when a search runs
 
@@ -121,12 +135,10 @@ def _store_spec(store: ResultStore, spec: SweepSpec) -> None:
     store.write_json(spec_path(spec.name), spec.to_dict())
 
 
-def _unreadable(store: ResultStore, spec: SweepSpec, p: Plan, result: SubmitResult) -> tuple[str, ...]:
+def _unreadable(store: ResultStore, p: Plan, result: SubmitResult, settings: ExecutionSettings) -> tuple[str, ...]:
     """Planned rows the store cannot read after the run, each with why ("run_id: reason")."""
-    if p.studies:
-        return ()
-    read = store.read(sweep_id=spec.name)
-    missing = sorted(p.row_ids - set(read.table["run_id"]))
+    read = store.read(sweep_id=settings.sweep_id)
+    missing = sorted(set(_planned_rows(p, store, settings)) - set(read.table["run_id"]))
     why = (f"{result.failed_trials} trials failed: see their errors above" if result.failed_trials else
            "no trial wrote it")
     corrupt = {report.split(": ", 1)[0].rsplit("/", 1)[-1].removesuffix(".parquet"): report
@@ -160,6 +172,10 @@ def stored_spec(storage: str, *, sweep_id: str | None = None) -> SweepSpec:
 
 def _only_sweep(storage: str) -> str:
     names = sorted(os.listdir(os.path.join(storage, "sweeps"))) if os.path.isdir(os.path.join(storage, "sweeps")) else []
+    if not names:
+        where = "does not exist" if not os.path.exists(storage) else "holds no sweep (no sweeps/<name>/spec.json)"
+        raise SpecError(f"storage {storage!r} {where}: give the directory a sweep was submitted to (its --storage, "
+                        "else runs/<name>)")
     if len(names) != 1:
         raise SpecError(f"storage {storage!r} holds sweeps {names}: name one with --sweep NAME")
     return names[0]

@@ -26,3 +26,12 @@ def test_the_help_lists_every_command_family():
     for command in ("presets", "train-one", "demo", "plan", "submit", "resume", "status", "logs", "stop", "analyze",
                     "predict"):
         assert f"    {command} " in done.stdout, command
+
+
+def test_status_of_a_directory_without_a_sweep_says_so(tmp_path, capsys):
+    from sweeps.cli import main
+
+    for path, says in ((tmp_path / "missing", "does not exist"), (tmp_path, "holds no sweep")):
+        assert main(["status", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err and "--sweep" not in err

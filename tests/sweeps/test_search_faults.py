@@ -1,0 +1,82 @@
+"""An Optuna search's store gets the grid's checks: an unreadable row of a known trial is set aside (kept, named by
+`status` and `resume`) and its lineage trained again, with the journal or without it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from sweeps.cli import main
+from sweeps.execute import ExecutionSettings
+from sweeps.plan import plan
+from sweeps.search import journal
+from sweeps.spec import spec_from_dict
+from sweeps.store import ResultStore
+from sweeps.sweep import _checkpoint_root
+from test_search import tiny
+
+SPEC = tiny(n_trials=2)  # 2 cells x 2 trials x 2 budgets, and the trunk rows
+
+
+def stored(storage: str):
+    result = ResultStore(storage).read(sweep_id=SPEC["name"])
+    assert result.duplicates_dropped == 0
+    return result.table
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, local_ray):
+    parent = tmp_path_factory.mktemp("search-faults")
+    storage, spec_file = str(parent / "store"), parent / "search.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC))
+    assert main(["submit", str(spec_file), "--storage", storage]) == 0
+    table = stored(storage)
+    return storage, dict(zip(table["run_id"], table["loss_eval"]))
+
+
+def journal_path(storage: str) -> str:
+    return os.path.join(_checkpoint_root(storage), SPEC["name"], "optuna.journal")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("journal_kept", [True, False], ids=["journal", "journal-lost"])
+def test_an_unreadable_search_row_is_set_aside_and_trained_again(finished, journal_kept, capsys):
+    storage, reference = finished
+    finals = sorted(r for r, phase in zip(*(stored(storage)[c] for c in ("run_id", "phase"))) if phase == "final")
+    victim = finals[0 if journal_kept else -1]
+    path = os.path.join(storage, "results", f"sweep_id={SPEC['name']}", f"{victim}.parquet")
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+    if not journal_kept:
+        os.remove(journal_path(storage))
+    assert main(["status", storage]) == 0
+    assert f"{victim}.parquet" in capsys.readouterr().out  # status names the unreadable file
+
+    assert main(["resume", storage]) == 0
+    out, err = capsys.readouterr()
+    assert "moved aside an unreadable result file" in err and f"{victim}.parquet" in err
+    assert "ran 1 lineages (0 failed)" in out  # the victim's lineage, no new sample
+    table = stored(storage)
+    assert sorted(table["run_id"]) == sorted(reference)  # every row once, none new
+    assert dict(zip(table["run_id"], table["loss_eval"])) == pytest.approx(reference, rel=1e-6)
+    aside = [os.path.basename(uri) for uri in ResultStore(storage).set_aside_files(sweep_id=SPEC["name"])]
+    assert any(name.startswith(f"{victim}.") for name in aside)
+
+
+def test_a_search_knows_the_rows_of_its_journals_trials_even_without_stored_rows(tmp_path):
+    import optuna
+
+    from sweeps import search
+
+    spec = spec_from_dict(SPEC)
+    study = plan(spec).studies[0]
+    settings = ExecutionSettings(store_uri=str(tmp_path), sweep_id=spec.name, checkpoint_root=str(tmp_path / "ck"))
+    loaded = optuna.create_study(storage=journal(settings), study_name=study.study_id, direction="minimize")
+    loaded.add_trial(optuna.trial.create_trial(params={"power_a": 3.5, "power_b": -0.5},
+                                               distributions=search.distributions(study), value=3.0))
+    empty = ResultStore(str(tmp_path)).read(sweep_id=spec.name).table
+    known = search.known_row_ids(plan(spec).studies, settings, empty)
+    assert known == set(search.trial_job(study, 3.5, -0.5).row_ids)
