@@ -1,5 +1,5 @@
-"""The sweep commands: presets, train-one, demo, plan, submit, resume, status. Each handler parses nothing
-itself: it calls the sweeps (or proxy_models) library, prints, and returns the exit code.
+"""The sweep commands: presets, train-one, demo, plan, submit, resume, status. Each handler takes the parsed
+arguments, calls the sweeps (or proxy_models) library, prints, and returns the exit code.
 
 Torch, Ray and pandas are imported inside the handlers that use them, so `--help` stays fast.
 """
