@@ -42,7 +42,8 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
     check_data(spec)
     if address not in (None, "local"):
         _check_cluster_storage(storage, address)
-    store, p = ResultStore(storage), plan(spec)
+    store, p = ResultStore(storage), plan(spec, gpu_bytes=gpu_memory(spec))
+    p = replace(p, notes=p.notes + check_gpu_shares(spec, p))  # before anything is stored: may refuse
     if not p.studies and _complete(store, spec, p):
         return SubmitResult(plan=p, lineages_run=0, failed_trials=0, storage=storage, execution=None)
     with SweepLock(storage, spec.name) as lock:
@@ -51,6 +52,45 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
         result = _run(spec, p, store, storage, address)
     return replace(result, set_aside=set_aside, unreadable=_unreadable(store, spec, p, result),
                    replaced_lock=lock.previous and describe(lock.previous))
+
+
+def gpu_memory(spec: SweepSpec) -> int | None:
+    """Bytes of one GPU for the plan: run.gpu_memory, else the first local GPU's when the spec uses GPUs or
+    packs automatically, else None."""
+    from proxy_models.memory import parse_bytes
+
+    if spec.run.gpu_memory:
+        return parse_bytes(spec.run.gpu_memory)
+    if not (spec.run.uses_gpu or spec.run.pack == "auto"):
+        return None
+    import torch
+
+    return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
+
+
+def _requested_gpus(spec: SweepSpec) -> float:
+    """run.gpus_per_trial as a floor on each trial's GPU share ('auto': none, the estimate decides)."""
+    return 0.0 if spec.run.gpus_per_trial == "auto" else spec.run.gpus_per_trial
+
+
+def check_gpu_shares(spec: SweepSpec, p: Plan) -> tuple[str, ...]:
+    """The notes on trials whose requested GPU share was too small for their memory estimate (the share is
+    raised). SpecError when gpus_per_trial is 'auto' with no GPU memory known, or a trial fits no GPU."""
+    from proxy_models.config import ConfigError
+    from sweeps.plan import gpu_share
+
+    if not spec.run.uses_gpu or p.studies:
+        return ()
+    if p.gpu_bytes is None:
+        if spec.run.gpus_per_trial == "auto":
+            raise SpecError("run.gpus_per_trial=auto needs the GPU's memory: set run.gpu_memory (e.g. 80GiB) or "
+                            "run where a GPU is visible")
+        return ()
+    try:
+        notes = {gpu_share(t, gpu_bytes=p.gpu_bytes, requested=_requested_gpus(spec))[1] for t in p.trials}
+    except ConfigError as error:
+        raise SpecError(f"run.gpu_memory={p.gpu_bytes / 2**30:.1f}GiB: {error}") from None
+    return tuple(sorted(n for n in notes if n))
 
 
 def check_data(spec: SweepSpec) -> None:
@@ -70,9 +110,10 @@ def _run(spec: SweepSpec, p: Plan, store: ResultStore, storage: str, address: st
     jobs = [j for j in (missing_rows(trial, stored) for trial in p.trials) if j is not None]
     settings = ExecutionSettings(
         store_uri=storage, sweep_id=spec.name, checkpoint_root=_checkpoint_root(storage),
-        cpus_per_trial=spec.run.cpus_per_trial, gpus_per_trial=spec.run.gpus_per_trial,
+        cpus_per_trial=spec.run.cpus_per_trial, gpus_per_trial=_requested_gpus(spec),
         max_concurrent=spec.run.max_concurrent, max_retries=spec.run.max_retries, address=address,
         checkpoint_every_steps=spec.run.checkpoint_every_steps, driver=holder(),
+        gpu_memory_bytes=p.gpu_bytes if spec.run.uses_gpu else None,
     )
     if p.studies:
         from sweeps.search import run_studies  # imports Ray and Optuna: only when a search runs
