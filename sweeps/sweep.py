@@ -7,7 +7,7 @@ import glob
 import os
 from dataclasses import dataclass, replace
 
-from sweeps.execute import ExecutionSettings, execute, missing_rows
+from sweeps.execute import ExecutionSettings, execute, missing_rows, trial_gpus
 from sweeps.lock import SweepLock, describe, holder
 from sweeps.plan import Plan, plan
 from sweeps.progress import ExecutionReport
@@ -79,7 +79,7 @@ def check_gpu_shares(spec: SweepSpec, p: Plan) -> tuple[str, ...]:
     from proxy_models.config import ConfigError
     from sweeps.plan import gpu_share
 
-    if not spec.run.uses_gpu or p.studies:
+    if not spec.run.uses_gpu:
         return ()
     if p.gpu_bytes is None:
         if spec.run.gpus_per_trial == "auto":
@@ -87,7 +87,8 @@ def check_gpu_shares(spec: SweepSpec, p: Plan) -> tuple[str, ...]:
                             "run where a GPU is visible")
         return ()
     try:
-        notes = {gpu_share(t, gpu_bytes=p.gpu_bytes, requested=_requested_gpus(spec))[1] for t in p.trials}
+        notes = {gpu_share(t, gpu_bytes=p.gpu_bytes, requested=_requested_gpus(spec))[1]
+                 for t in [*p.trials, *(s.template for s in p.studies)]}
     except ConfigError as error:
         raise SpecError(f"run.gpu_memory={p.gpu_bytes / 2**30:.1f}GiB: {error}") from None
     return tuple(sorted(n for n in notes if n))
@@ -118,6 +119,8 @@ def _run(spec: SweepSpec, p: Plan, store: ResultStore, storage: str, address: st
     if p.studies:
         from sweeps.search import run_studies  # imports Ray and Optuna: only when a search runs
 
+        if settings.gpu_memory_bytes is not None:  # every trial of a study has its template's shape
+            settings = replace(settings, gpus_per_trial=trial_gpus([s.template for s in p.studies], settings))
         search = run_studies(p.studies, settings)
         return SubmitResult(plan=p, lineages_run=search.trials_run, failed_trials=search.failed_trials,
                             storage=storage, execution=None)
