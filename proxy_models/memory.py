@@ -106,8 +106,10 @@ def step_memory(cfg: ProxyConfig, *, micro_batch_size: int, compute_bytes: int =
         saved = tokens * cfg.n_layers * layer
     saved += 3 * tokens * cfg.d_model * param_bytes  # embedding output, final norm's input and output
     head_buffers = head_bytes(cfg, tokens, head=head, compute_bytes=compute_bytes, residual_bytes=param_bytes)
+    # A pack's backward hands back every gradient before they are added into its (K, P) buffer.
+    handed_back = variants * params * param_bytes if variants > 1 else 0
     return StepMemory(state=variants * (4 * params * param_bytes + casts), activations=variants * saved,
-                      head=variants * head_buffers, transient=variants * tokens * layer)
+                      head=variants * head_buffers, transient=variants * tokens * layer + handed_back)
 
 
 def device_budget(total_bytes: int) -> int:
