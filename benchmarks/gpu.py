@@ -232,6 +232,8 @@ def gpu_sweep(*, quick: bool, budgets: list[str], out: str, solo_tokens_per_s: f
     from sweeps.sweep import submit
 
     storage = os.path.join(os.path.abspath(out), "gpu-sweep-store")
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the tables before held memory in this process: leave the GPU to the trials
     result = submit(spec_from_dict(sweep_spec(quick=quick, budgets=budgets)), storage=storage)
     table = ResultStore(storage).read(sweep_id="gpu-sweep").table
     records = [json.loads(e) for e in table["execution"].dropna()]
