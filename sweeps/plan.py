@@ -414,7 +414,8 @@ def format_memory_table(rows: list[dict], *, gpu_bytes: int) -> str:
              f"  {'model':<14}{'batch':>6}{'seq':>6}{'pack':>5}{'micro':>7}  {'checkpointing':<14}{'peak GiB':>9}"
              f"{'GPU share':>10}{'per GPU':>8}"]
     for r in rows:
-        lines.append(f"  {r['model']:<14}{r['batch_size']:>6}{r['seq_len']:>6}{r['pack']:>5}{r['micro_batch_size']:>7}  "
-                     f"{'on' if r['activation_checkpointing'] else 'off':<14}{r['peak_gib']:>9.2f}"
+        lines.append(f"  {r['model']:<14}{r['batch_size']:>6}{r['seq_len']:>6}{r['pack']:>5}"
+                     f"{r['micro_batch_size']:>7}  {'on' if r['activation_checkpointing'] else 'off':<14}"
+                     f"{r['peak_gib']:>9.2f}"
                      f"{r['gpu_share']:>10.2f}{r['trials_per_gpu']:>8}")
     return "\n".join(lines)
