@@ -7,17 +7,31 @@ grid (sweeps/specs/paper-wsd.yaml), each as the Trainer runs it by default (bf16
 of the precision the run uses. Peak memory is torch's allocator high-water on CUDA; on CPU the process's
 RSS high-water up to that row (it never falls, so later rows read at least the earlier ones).
 
-Run on a GPU:  python benchmarks/gpu.py --out DIR [--compile]   (about 5 minutes on one H100)
-Run on a CPU:  python benchmarks/gpu.py --quick --out DIR      (tiny shapes, under a minute; checks it works)
-The table is printed and written to DIR/gpu.md, the rows to DIR/gpu.json.
+Two more tables (issue "GPU, many runs"):
+- packed: K = 1, 2, 4, 8 variants of paper-12m (16 x 1024 and 16 x 4096) in one PackedTrainer, tokens x
+  variants / s against one solo Trainer of the same shape (`vs solo`), and peak memory; measured in rounds
+  (solo, then each K) and reported as medians, so a busy machine slows every column alike;
+- sweep: 16 lineages of paper-12m (4 lrs x 4 seeds, batch 16 x 1024, budgets --sweep-budgets) submitted through
+  a local Ray on this machine's GPU with `pack: auto` and `gpus_per_trial: auto`: rows stored of planned,
+  trials failed, rows whose step ran out of memory (halved or split), the tokens trained over the sweep's wall
+  time against one solo run's tokens/s, and the share of wall time outside training (as `submit` prints it).
+
+Run on a GPU:  python benchmarks/gpu.py --out DIR [--compile] [--only one packed sweep]   (one H100: one-run
+               table about 5 minutes, packed about 2, sweep about 5 with the default budgets)
+Run on a CPU:  python benchmarks/gpu.py --quick --out DIR      (tiny shapes, a few minutes; checks it works)
+CPU packing:   python benchmarks/gpu.py --only packed --device cpu --packed-preset cpu-s --packed-shapes 16x256 \
+               --repeats 3 --out DIR
+The tables are printed and written to DIR/gpu.md, the rows to DIR/gpu.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,6 +41,7 @@ import torch
 from proxy_models.data import DataConfig, load_corpus
 from proxy_models.memory import GIB
 from proxy_models.moe import scattermoe_ops
+from proxy_models.packed import PackedTrainer
 from proxy_models.perf import attention_flops_per_token, compute_dtype, device_name, peak_flops, resolve_device
 from proxy_models.perf import mfu as model_flops_utilisation
 from proxy_models.perf import utilisation
@@ -124,6 +139,126 @@ def format_table(rows: list[dict], *, device: str, compile: bool) -> str:
     return "\n".join(lines)
 
 
+def packed_cases(preset: str, shapes: list[str], packs: list[int], quick: bool) -> list[tuple[str, int, dict, int]]:
+    """(preset, batch, overrides, K) of the packed table; K 0 stands for the solo Trainer."""
+    rows = []
+    for shape in shapes:
+        batch, seq = (int(v) for v in shape.split("x"))
+        overrides = {**(QUICK if quick else {}), "seq_len": seq}
+        rows += [(preset, batch, overrides, k) for k in (0, *packs)]
+    return rows
+
+
+def measure_packed(preset: str, batch_size: int, overrides: dict, k: int, *, corpus, device: str, steps: int) -> dict:
+    """tokens x variants / s of K packed variants (lrs 1e-3 .. K e-3), or of one solo Trainer (k 0)."""
+    seq_len = overrides["seq_len"]
+    config = TrainConfig(model=preset, model_overrides=overrides, batch_size=batch_size, device=device,
+                         tokens=batch_size * seq_len * (steps + 1), schedule=ScheduleConfig(name="constant", lr=1e-3),
+                         log_every_steps=10**6)
+    _reset_peak(resolve_device(device))
+    if k == 0:
+        trainer = Trainer(config, corpus=corpus)
+    else:
+        trainer = PackedTrainer(config, [ScheduleConfig(name="constant", lr=1e-3 * (i + 1)) for i in range(k)],
+                                corpus=corpus)
+    trainer.train_to(1, total_tokens=None)
+    start = time.perf_counter()
+    trainer.train_to(1 + steps, total_tokens=None)  # reads every loss at its end: the device is idle then
+    seconds = time.perf_counter() - start
+    return {"preset": preset, "batch_size": batch_size, "seq_len": seq_len, "pack": k or "solo",
+            "tokens_variants_per_s": max(k, 1) * steps * config.tokens_per_step / seconds,
+            "peak_gib": _peak_bytes(trainer.device) / GIB, "micro_batch_size": trainer.micro_batch_size}
+
+
+def packed_table(cases: list, *, repeats: int, **kwargs) -> list[dict]:
+    """Every case once per round, `repeats` rounds; per case the median, and its ratio to the solo row."""
+    rounds: dict[int, list[dict]] = {}
+    for _ in range(repeats):
+        for i, case in enumerate(cases):
+            try:
+                rounds.setdefault(i, []).append(measure_packed(*case, **kwargs))
+            except torch.cuda.OutOfMemoryError as error:
+                rounds.setdefault(i, []).append({"preset": case[0], "batch_size": case[1], "pack": case[3],
+                                                 "seq_len": case[2]["seq_len"],
+                                                 "skipped": f"out of memory: {str(error).splitlines()[0]}"})
+            print(json.dumps(rounds[i][-1]), file=sys.stderr, flush=True)
+    rows, solo = [], None
+    for i, measured in rounds.items():
+        ok = [r for r in measured if "skipped" not in r]
+        if not ok:
+            rows.append(measured[0])
+            continue
+        row = {**ok[0], "tokens_variants_per_s": statistics.median(r["tokens_variants_per_s"] for r in ok),
+               # CUDA resets the peak per measurement; CPU's RSS high-water never falls: its first round counts
+               "peak_gib": min(r["peak_gib"] for r in ok), "repeats": len(ok)}
+        solo = row["tokens_variants_per_s"] if row["pack"] == "solo" else solo
+        rows.append({**row, "vs_solo": row["tokens_variants_per_s"] / solo if solo else math.nan})
+    return rows
+
+
+def format_packed(rows: list[dict], *, device: str) -> str:
+    lines = [f"packed variants, device: {device} (medians over rounds; vs solo: over one solo run of the shape)",
+             "| preset | batch x seq | K | tokens x variants / s | vs solo | peak GiB | micro-batch |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        shape = f"{r['batch_size']} x {r['seq_len']}"
+        if "skipped" in r:
+            lines.append(f"| {r['preset']} | {shape} | {r['pack']} | skipped: {r['skipped']} | | | |")
+            continue
+        lines.append(f"| {r['preset']} | {shape} | {r['pack']} | {r['tokens_variants_per_s']:,.0f} | "
+                     f"{r['vs_solo']:.2f}x | {r['peak_gib']:.2f} | {r['micro_batch_size']} |")
+    return "\n".join(lines)
+
+
+def sweep_spec(*, quick: bool, budgets: list[str]) -> dict:
+    """16 lineages of paper-12m (4 lrs x 4 seeds) on the GPU, packed and shared as the estimate allows; --quick:
+    4 lineages of cpu-xxs on the CPU, in packs of 2."""
+    if quick:
+        return {"name": "gpu-sweep", "search": {"models": ["cpu-xxs"], "lr": [1e-3, 2e-3, 4e-3, 8e-3],
+                                                "batch_size": [4], "tokens": ["8K", "16K"], "seeds": [0]},
+                "train": {"seq_len": 64, "data": {"eval_tokens": 2048}},
+                "run": {"pack": 2, "cpus_per_trial": 1, "checkpoint_every_steps": 0}}
+    return {"name": "gpu-sweep", "search": {"models": ["paper-12m"], "lr": [1e-3, 2e-3, 4e-3, 8e-3],
+                                            "batch_size": [16], "tokens": budgets, "seeds": [0, 1, 2, 3]},
+            "train": {"seq_len": 1024, "warmup_tokens": "1M"},
+            "run": {"pack": "auto", "gpus_per_trial": "auto", "cpus_per_trial": 1, "checkpoint_every_steps": 0}}
+
+
+def gpu_sweep(*, quick: bool, budgets: list[str], out: str, solo_tokens_per_s: float) -> dict:
+    """Submit `sweep_spec` to a fresh store under `out` through a local Ray; what it stored and where the wall
+    time went."""
+    from sweeps.spec import spec_from_dict
+    from sweeps.store import ResultStore
+    from sweeps.sweep import submit
+
+    storage = os.path.join(os.path.abspath(out), "gpu-sweep-store")
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the tables before held memory in this process: leave the GPU to the trials
+    result = submit(spec_from_dict(sweep_spec(quick=quick, budgets=budgets)), storage=storage)
+    table = ResultStore(storage).read(sweep_id="gpu-sweep").table
+    records = [json.loads(e) for e in table["execution"].dropna()]
+    report = result.execution.summary()
+    tokens_per_s = result.plan.tokens_planned / report["wall_s"]
+    return {"lineages": result.plan.lineages, "trials": len(result.plan.trials),
+            "rows_stored": len(table), "rows_planned": len(result.plan.row_ids), "failed_trials": result.failed_trials,
+            "rows_out_of_memory": sum(1 for r in records if r.get("out_of_memory_shrinks") or r.get("pack_split")),
+            "tokens_per_s": tokens_per_s, "solo_tokens_per_s": solo_tokens_per_s,
+            "vs_solo": tokens_per_s / solo_tokens_per_s, "wall_s": report["wall_s"],
+            "outside_training": report["outside_training"], "breakdown": result.execution.format()}
+
+
+def format_sweep(r: dict) -> str:
+    return "\n".join([
+        "sweep through local Ray (tokens trained / wall time, vs one solo run's tokens/s at the same shape)",
+        "| lineages | trials | rows stored / planned | failed trials | rows out of memory | tokens/s | vs solo "
+        "| wall s | outside training |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {r['lineages']} | {r['trials']} | {r['rows_stored']} / {r['rows_planned']} | {r['failed_trials']} | "
+        f"{r['rows_out_of_memory']} | {r['tokens_per_s']:,.0f} | {r['vs_solo']:.2f}x | {r['wall_s']:.0f} | "
+        f"{r['outside_training']:.1%} |",
+        r["breakdown"]])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="directory for gpu.md and gpu.json (e.g. $OUT)")
@@ -131,21 +266,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="timed steps per row (default 3, --quick 1)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the blocks (TrainConfig.compile)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (--quick: cpu)")
+    parser.add_argument("--only", nargs="+", choices=("one", "packed", "sweep"), default=["one", "packed", "sweep"],
+                        help="tables to run (default all)")
+    parser.add_argument("--packed-preset", default="paper-12m", help="model of the packed table")
+    parser.add_argument("--packed-shapes", nargs="+", help="batch x seq of the packed table (default 16x1024 "
+                        "16x4096; --quick 4x32)")
+    parser.add_argument("--pack", type=int, nargs="+", default=[1, 2, 4, 8], help="K values of the packed table")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of the packed table (medians)")
+    parser.add_argument("--sweep-budgets", nargs="+", default=["4M", "8M", "16M"],
+                        help="token budgets of the sweep's lineages (the issue's target: 8M 16M 32M 64M)")
     args = parser.parse_args(argv)
     device = "cpu" if args.quick else resolve_device(args.device).type
-    corpus = load_corpus(DataConfig())
-    rows = []
-    for case in cases(args.quick):
-        rows.append(run_case(case, corpus=corpus, device=device, steps=args.steps or (1 if args.quick else 3),
-                             compile=args.compile))
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    table = format_table(rows, device=device_name(torch.device(device)), compile=args.compile)
+    corpus, steps = load_corpus(DataConfig()), args.steps or (1 if args.quick else 3)
+    name = device_name(torch.device(device))
+    tables, rows = [], {"device": name}
+    if "one" in args.only:
+        rows["rows"] = []
+        for case in cases(args.quick):
+            rows["rows"].append(run_case(case, corpus=corpus, device=device, steps=steps, compile=args.compile))
+            print(json.dumps(rows["rows"][-1]), file=sys.stderr, flush=True)
+        tables.append(format_table(rows["rows"], device=name, compile=args.compile))
+    if "packed" in args.only:
+        shapes = args.packed_shapes or (["4x32"] if args.quick else ["16x1024", "16x4096"])
+        rows["packed"] = packed_table(packed_cases(args.packed_preset, shapes, args.pack, args.quick),
+                                      repeats=args.repeats, corpus=corpus, device=device, steps=steps)
+        tables.append(format_packed(rows["packed"], device=name))
+    if "sweep" in args.only:
+        search, train = (spec := sweep_spec(quick=args.quick, budgets=args.sweep_budgets))["search"], spec["train"]
+        solo = measure_packed(search["models"][0], search["batch_size"][0], {"seq_len": train["seq_len"]}, 0,
+                              corpus=corpus, device=device, steps=steps)  # the sweep's shape, one solo run
+        rows["sweep"] = gpu_sweep(quick=args.quick, budgets=args.sweep_budgets, out=args.out,
+                                  solo_tokens_per_s=solo["tokens_variants_per_s"])
+        tables.append(format_sweep(rows["sweep"]))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "gpu.md"), "w") as f:
-        f.write(table + "\n")
+        f.write("\n\n".join(tables) + "\n")
     with open(os.path.join(args.out, "gpu.json"), "w") as f:
-        json.dump({"device": device_name(torch.device(device)), "rows": rows}, f, indent=2)
-    print(table)
+        json.dump(rows, f, indent=2)
+    print("\n\n".join(tables))
     return 0
 
 

@@ -15,6 +15,7 @@ _EXPORTS = {
     "train_lineage": "proxy_models.lineage",
     "train_packed_lineage": "proxy_models.lineage",
     "ProxyLM": "proxy_models.model",
+    "PackedTrainer": "proxy_models.packed",
     "ScheduleConfig": "proxy_models.schedules",
     "RunResult": "proxy_models.trainer",
     "TrainConfig": "proxy_models.run_config",

@@ -93,10 +93,13 @@ def head_bytes(cfg: ProxyConfig, tokens: int, *, head: str, compute_bytes: int, 
 
 
 def step_memory(cfg: ProxyConfig, *, micro_batch_size: int, compute_bytes: int = 2, param_bytes: int = 4,
-                activation_checkpointing: bool = False, head: str = "fused") -> StepMemory:
+                activation_checkpointing: bool = False, head: str = "fused", variants: int = 1) -> StepMemory:
     """Estimated peak bytes of one step of `cfg` at `micro_batch_size` sequences of cfg.seq_len tokens.
 
-    compute_bytes: 2 under bf16 autocast, else param_bytes; head: 'full', 'chunked' or 'fused'.
+    compute_bytes: 2 under bf16 autocast, else param_bytes; head: 'full', 'chunked' or 'fused'. `variants`
+    packed in lockstep (proxy_models/packed.py) hold every kind of memory once each: stacked parameters and
+    optimizer state, activations of the variants folded into the batch, and each variant's head buffers
+    (their gradients wait for backward).
     """
     tokens = micro_batch_size * cfg.seq_len
     params = cfg.num_params()
@@ -107,10 +110,11 @@ def step_memory(cfg: ProxyConfig, *, micro_batch_size: int, compute_bytes: int =
     else:
         saved = tokens * cfg.n_layers * layer
     saved += 3 * tokens * cfg.d_model * param_bytes  # embedding output, final norm's input and output
-    return StepMemory(state=4 * params * param_bytes + casts, activations=saved,
-                      head=head_bytes(cfg, tokens, head=head, compute_bytes=compute_bytes,
-                                      residual_bytes=param_bytes),
-                      transient=tokens * layer)
+    head_buffers = head_bytes(cfg, tokens, head=head, compute_bytes=compute_bytes, residual_bytes=param_bytes)
+    # A pack's backward hands back every gradient before they are added into its (K, P) buffer.
+    handed_back = variants * params * param_bytes if variants > 1 else 0
+    return StepMemory(state=variants * (4 * params * param_bytes + casts), activations=variants * saved,
+                      head=variants * head_buffers, transient=variants * tokens * layer + handed_back)
 
 
 def device_budget(total_bytes: int) -> int:
@@ -127,8 +131,8 @@ def choose_micro_batch(cfg: ProxyConfig, *, batch_size: int, budget_bytes: int, 
     """The largest divisor of batch_size whose step fits `budget_bytes`; with checkpointing 'auto' the
     blocks are checkpointed only when no micro-batch fits without ('on' and 'off' force it).
 
-    `precision` goes to `step_memory` (compute_bytes, param_bytes, head). Raises ConfigError when not even
-    one sequence fits.
+    `precision` goes to `step_memory` (compute_bytes, param_bytes, head, variants). Raises ConfigError when not
+    even one sequence fits.
     """
     options = {"off": (False,), "on": (True,), "auto": (False, True)}[checkpointing]
     for ckpt in options:

@@ -34,19 +34,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
-def causal_attention(q, k, v, *, scale: float) -> torch.Tensor:
-    """softmax(q k^T * scale + causal mask) v with plain matmuls: what torch.func.vmap batches natively."""
-    if k.shape[1] != q.shape[1]:  # grouped-query attention: share each k/v head across its query heads
-        k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
-    T = q.shape[2]
-    scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, T, T)
-    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
-    return scores.masked_fill(mask, float("-inf")).softmax(dim=-1) @ v
-
-
 class Attention(nn.Module):
-    use_sdpa = True  # False: causal_attention (packed variants run under vmap, which has no SDPA rule on CPU)
-
     def __init__(self, cfg: ProxyConfig):
         super().__init__()
         self.n_heads, self.kv_heads, self.d_head = cfg.n_heads, cfg.kv_heads, cfg.d_head
@@ -61,12 +49,9 @@ class Attention(nn.Module):
         q = self.q(x).view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, hd)
         k, v = self.kv(x).view(B, T, 2, self.kv_heads, self.d_head).permute(2, 0, 3, 1, 4)  # (B, Hkv, T, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if self.use_sdpa:
-            y = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, scale=self.scale, enable_gqa=self.kv_heads != self.n_heads
-            )  # (B, H, T, hd)
-        else:
-            y = causal_attention(q, k, v, scale=self.scale)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, scale=self.scale, enable_gqa=self.kv_heads != self.n_heads
+        )  # (B, H, T, hd)
         return self.o(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -107,7 +92,7 @@ class ProxyLM(nn.Module):
     `activation_checkpointing` keeps only each block's input for backward and recomputes the rest.
     """
 
-    head = "auto"  # auto | full | chunked | fused (the packed trainer's vmap needs 'full')
+    head = "auto"  # auto | full | chunked | fused
     head_chunk_tokens = 0  # tokens per chunk of the chunked head; 0 = 64 MiB of fp32 logits
     activation_checkpointing = False
 

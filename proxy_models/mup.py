@@ -1,12 +1,24 @@
-"""muP optimizer parameter groups: hidden matrices learn at lr / m_width (Table 1, learning rate scaling).
+"""muP optimizer settings: hidden matrices learn at lr / m_width (Table 1, learning rate scaling).
 
-Each group carries `lr_scale`, the multiplier of the schedule's lr for that group; the trainer sets
-`group["lr"] = group["lr_scale"] * schedule_lr` every step, so the schedule stays one pure function.
+`multipliers` is the one place that says, per parameter, its multiplier of the schedule's lr and its weight
+decay. The solo trainer groups parameters by them (`param_groups`; it sets `group["lr"] = group["lr_scale"] *
+schedule_lr` every step, so the schedule stays one pure function); the packed trainer spreads them over its
+stacked parameters (proxy_models/packed.py).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch.nn as nn
+
+
+class Multipliers(NamedTuple):
+    """What AdamW applies to one parameter: lr = lr_scale * schedule lr; decoupled weight decay."""
+
+    group: str  # hidden | embedding | gains
+    lr_scale: float
+    weight_decay: float
 
 
 def is_hidden_matrix(name: str, param: nn.Parameter) -> bool:
@@ -14,22 +26,31 @@ def is_hidden_matrix(name: str, param: nn.Parameter) -> bool:
     return param.ndim >= 2 and name != "wte.weight"
 
 
-def param_groups(model: nn.Module, *, m_width: float, weight_decay: float) -> list[dict]:
-    """AdamW groups: hidden matrices (lr / m_width, decayed), embedding (lr, decayed), gains (lr, no decay)."""
-    hidden, embedding, gains = [], [], []
+def multipliers(model: nn.Module, *, m_width: float, weight_decay: float) -> dict[str, Multipliers]:
+    """Per parameter name: hidden matrices lr / m_width and decayed, the embedding lr and decayed, gains lr
+    and not decayed."""
+    table = {}
     for name, p in model.named_parameters():
         if is_hidden_matrix(name, p):
-            hidden.append(p)
+            table[name] = Multipliers("hidden", 1.0 / m_width, weight_decay)
         elif p.ndim >= 2:
-            embedding.append(p)
+            table[name] = Multipliers("embedding", 1.0, weight_decay)
         else:
-            gains.append(p)
-    groups = [
-        {"name": "hidden", "params": hidden, "lr_scale": 1.0 / m_width, "weight_decay": weight_decay},
-        {"name": "embedding", "params": embedding, "lr_scale": 1.0, "weight_decay": weight_decay},
-        {"name": "gains", "params": gains, "lr_scale": 1.0, "weight_decay": 0.0},
-    ]
-    return [g for g in groups if g["params"]]
+            table[name] = Multipliers("gains", 1.0, 0.0)
+    return table
+
+
+def param_groups(model: nn.Module, *, m_width: float, weight_decay: float) -> list[dict]:
+    """AdamW groups of `multipliers`: hidden matrices, embedding, gains (in that order; empty ones left out)."""
+    table = multipliers(model, m_width=m_width, weight_decay=weight_decay)
+    groups: dict[str, dict] = {}
+    for group in ("hidden", "embedding", "gains"):
+        for name, p in model.named_parameters():
+            m = table[name]
+            if m.group == group:
+                groups.setdefault(group, {"name": group, "params": [], "lr_scale": m.lr_scale,
+                                          "weight_decay": m.weight_decay})["params"].append(p)
+    return list(groups.values())
 
 
 def set_lr(optimizer, lr: float) -> None:

@@ -1,173 +1,225 @@
 """Packed variants: K runs that differ only in their schedule (lr, or Power a and b) trained in lockstep.
 
-The K models' weights are stacked on a leading variant dimension and one `torch.func.vmap`-ed forward and
-backward serves all of them on the same batch. Each variant has its own lr, its own gradient clipping and
-its own divergence mask: a diverged variant stops updating and cannot disturb the others, since no
-computation mixes variants. On a GPU this fills a chip that one 12M-parameter model leaves idle.
+Every parameter of the K models lives in one (K, P) buffer, a row per variant, and the forward applies
+the variants' weights as batched matrix products: (K, N, d_in) @ (K, d_in, d_out), one bmm per weight for
+all K. Attention folds the variants into SDPA's batch dimension ((K * B, H, T, d_head): flash or
+memory-efficient attention, no (T, T) scores), and the output head is the memory-lean head of
+proxy_models/head.py, once per variant. AdamW is one set of elementwise ops over the (K, P) buffers, with
+the per-variant lr as a (K, 1) column and the muP multipliers as a (P,) row (proxy_models/mup.py).
+
+Each variant has its own lr, gradient clipping and divergence mask: the mask is updated on the device from
+every step's losses (no host sync), so a diverged variant stops updating at once and cannot disturb the
+others, since no computation mixes variants. The loop itself (micro-batches, out-of-memory halving, the
+loss watch, evaluation, rows, checkpoints) is the solo run's (proxy_models/trainer.py, TrainingLoop).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
-from torch.func import functional_call, vmap
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
-from proxy_models.config import ConfigError
-from proxy_models.data import TokenCorpus, load_corpus, train_batch
-from proxy_models.model import Attention
-from proxy_models.mup import is_hidden_matrix
+from proxy_models.config import ConfigError, ProxyConfig
+from proxy_models.data import TokenCorpus
+from proxy_models.head import head_loss, resolve_head
+from proxy_models.model import ProxyLM, apply_rope
+from proxy_models.mup import multipliers
 from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import RunResult, TrainConfig, Trainer
+from proxy_models.trainer import RunResult, TrainConfig, TrainingLoop
 
 
-class PackedTrainer:
+def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Each variant's x @ W.T as one batched matmul: x (K, N, d_in), weight (K, d_out, d_in) -> (K, N, d_out)."""
+    return torch.bmm(x, weight.transpose(1, 2))
+
+
+def _rms_norm(x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """nn.RMSNorm with each variant's gain: x (K, N, d), gain (K, d)."""
+    return F.rms_norm(x, (x.shape[-1],)) * gain[:, None, :]
+
+
+def _attention(x: torch.Tensor, p: dict[str, torch.Tensor], cfg: ProxyConfig, cos, sin, batch: int) -> torch.Tensor:
+    """Causal RoPE attention of every variant at once: x (K, B * T, d) -> (K, B * T, d)."""
+    k_variants, T = x.shape[0], x.shape[1] // batch
+    q = _linear(x, p["q"]).view(k_variants * batch, T, cfg.n_heads, cfg.d_head).transpose(1, 2)  # (K*B, H, T, hd)
+    k, v = _linear(x, p["kv"]).view(k_variants * batch, T, 2, cfg.kv_heads, cfg.d_head).permute(2, 0, 3, 1, 4)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    # muP (Table 1, attention logit scaling): divide logits by d_head, not sqrt(d_head).
+    scale = 1.0 / cfg.d_head if cfg.use_mup else 1.0 / math.sqrt(cfg.d_head)
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
+                                       enable_gqa=cfg.kv_heads != cfg.n_heads)  # (K*B, H, T, hd)
+    return _linear(y.transpose(1, 2).reshape(k_variants, batch * T, -1), p["o"])
+
+
+def _block(x: torch.Tensor, p: dict[str, torch.Tensor], cfg: ProxyConfig, cos, sin, batch: int) -> torch.Tensor:
+    """One pre-norm block (proxy_models/model.py's Block) of every variant: x (K, B * T, d)."""
+    # muP (Table 1, residual multiplier): scale each branch output before the residual add.
+    m_residual = cfg.m_residual if cfg.use_mup else 1.0
+    x = x + m_residual * _attention(_rms_norm(x, p["attn_norm"]), p, cfg, cos, sin, batch)
+    gate, up = _linear(_rms_norm(x, p["mlp_norm"]), p["w_in"]).chunk(2, dim=-1)  # [gate | up]
+    return x + m_residual * _linear(F.silu(gate) * up, p["w_out"])
+
+
+def block_params(params: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+    """Block i's stacked weights under short names (q, kv, o, w_in, w_out, attn_norm, mlp_norm)."""
+    prefix = f"blocks.{i}."
+    return {name[len(prefix):].split(".")[-2]: p for name, p in params.items() if name.startswith(prefix)}
+
+
+def packed_hidden(params: dict[str, torch.Tensor], blocks: Sequence[dict[str, torch.Tensor]], idx: torch.Tensor,
+                  cfg: ProxyConfig, rope: tuple[torch.Tensor, torch.Tensor], *, checkpointing: bool = False
+                  ) -> torch.Tensor:
+    """The final norm's output of every variant, (K, B * T, d), for tokens idx (B, T) shared by all.
+    `params` are ProxyLM's parameters stacked on a variant dimension, `blocks` their `block_params`."""
+    wte = params["wte.weight"]  # (K, V, d)
+    k_variants, vocab = wte.shape[0], wte.shape[1]
+    offsets = torch.arange(k_variants, device=idx.device)[:, None] * vocab
+    # Variant k's rows of the stacked table start at k * V.
+    x = F.embedding(idx.flatten()[None] + offsets, wte.reshape(-1, wte.shape[-1]))  # (K, B*T, d)
+    x = x * (cfg.m_emb if cfg.use_mup else 1.0)  # muP (Table 1, embedding multiplier)
+    T, batch = idx.shape[1], idx.shape[0]
+    cos, sin = rope[0][:T].to(x.dtype), rope[1][:T].to(x.dtype)
+    for p in blocks:
+        if checkpointing and torch.is_grad_enabled():
+            x = checkpoint(_block, x, p, cfg, cos, sin, batch, use_reentrant=False)
+        else:
+            x = _block(x, p, cfg, cos, sin, batch)
+    return _rms_norm(x, params["norm.weight"])
+
+
+class PackedTrainer(TrainingLoop):
     """Trains `len(schedules)` variants of `config` at once; `results()` gives one RunResult each."""
 
     def __init__(self, config: TrainConfig, schedules: Sequence[ScheduleConfig], *,
                  corpus: TokenCorpus | None = None):
         if config.proxy.is_moe:
             raise ConfigError(f"model={config.model!r} is a mixture of experts: packing supports dense models; "
-                              "use pack=1 for MoE")
-        if config.micro_batch_size is not None:
-            raise ConfigError("micro_batch_size with packing: unsupported; pack fewer variants instead")
-        corpus = corpus if corpus is not None else load_corpus(config.data)
-        # Solo trainers initialise each variant exactly as a solo run would, and later evaluate it.
-        self.solo = [Trainer(replace(config, schedule=s), corpus=corpus) for s in schedules]
-        self.cfg, self.corpus, self.k = config, corpus, len(schedules)
-        self.model = copy.deepcopy(self.solo[0].model)  # stateless skeleton for functional_call
-        for module in self.model.modules():
-            if isinstance(module, Attention):
-                module.use_sdpa = False
-        self.model.head = "full"  # vmap has no rule for the chunked head's autograd.Function
-        self.params = {name: torch.stack([dict(t.model.named_parameters())[name].detach() for t in self.solo])
-                       .requires_grad_() for name, _ in self.model.named_parameters()}
-        self.lr_scale = {n: (1 / config.proxy.m_width if is_hidden_matrix(n, p) else 1.0)
-                         for n, p in self.model.named_parameters()}
-        self.decay = {n: config.weight_decay if p.ndim >= 2 else 0.0 for n, p in self.model.named_parameters()}
-        self.m = {n: torch.zeros_like(p) for n, p in self.params.items()}
-        self.v = {n: torch.zeros_like(p) for n, p in self.params.items()}
-        self.step = 0
-        self.first_loss = torch.full((self.k,), math.nan, dtype=torch.float64)
-        self.diverged_at = torch.full((self.k,), math.nan, dtype=torch.float64)
-        self.loss_history: list[torch.Tensor] = []
-        self.train_seconds = 0.0
-        self.steps_trained, self.seconds_trained = 0, 0.0  # what this object did (retry accounting)
-        self.device = self.solo[0].device
-        self.lr_dtype = torch.float64 if config.dtype == "float64" else torch.float32
+                              "use pack=1 (run.pack: 1) for MoE")
+        super().__init__(replace(config, schedule=schedules[0]), schedules, corpus=corpus, log=None)
+        torch.manual_seed(config.seed)  # every variant starts from the solo run's initial weights
+        skeleton = ProxyLM(self.proxy).to(self.device, self.param_dtype)
+        self.rope = (skeleton.rope_cos, skeleton.rope_sin)
+        named = dict(skeleton.named_parameters())
+        sizes = [p.numel() for p in named.values()]
+        self.flat = torch.cat([p.detach().flatten() for p in named.values()]).repeat(self.k, 1)  # (K, P)
+        self.params = {}  # name -> (K, *shape): views of self.flat, the autograd leaves of the forward
+        for (name, p), start in zip(named.items(), _offsets(sizes)):
+            self.params[name] = self.flat[:, start:start + p.numel()].view(self.k, *p.shape).requires_grad_()
+        self.blocks = [block_params(self.params, i) for i in range(self.proxy.n_layers)]
+        self.grad, self.m, self.v = (torch.zeros_like(self.flat) for _ in range(3))
+        self.grads = [self.grad[:, s:s + n].view_as(p) for (s, n), p in zip(zip(_offsets(sizes), sizes),
+                                                                             self.params.values())]
+        mults = multipliers(skeleton, m_width=self.proxy.m_width, weight_decay=config.weight_decay)
+        self.lr_scale = _row([mults[n].lr_scale for n in named], sizes, self.flat)  # (P,) muP lr multipliers
+        self.decay = _row([mults[n].lr_scale * mults[n].weight_decay for n in named], sizes, self.flat)
+        self.active = torch.ones(self.k, dtype=torch.bool, device=self.device)  # not diverged, on the device
+        self.first_device = torch.full((self.k,), math.nan, dtype=torch.float64, device=self.device)
+        self.lrs = torch.zeros(self.k, dtype=self.param_dtype, device=self.device)
+        self.micro_batch_size, self.checkpointing = self._plan_micro_batch()
 
-    def _losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        def one(params):
-            return functional_call(self.model, params, (x, y))[1]
-        with self.solo[0].autocast():
-            return vmap(one)(self.params)  # (K,)
+    def lr_at_step(self, step: int, *, total_tokens: float | None) -> torch.Tensor:
+        """The K variants' lrs of step `step`, (K,) on the device (copied without waiting for it)."""
+        lrs = torch.tensor(self.schedule_lrs(step, total_tokens=total_tokens), dtype=self.param_dtype)
+        return lrs.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else lrs
 
-    def train_step(self, lrs: torch.Tensor) -> torch.Tensor:
-        """One lockstep step with per-variant lrs (K,); returns the K losses (nats/token)."""
-        x, y = train_batch(self.corpus, step=self.step, batch_size=self.cfg.batch_size,
-                           seq_len=self.cfg.proxy.seq_len, seed=self.cfg.seed)
-        device = self.solo[0].device
-        losses = self._losses(x.to(device), y.to(device))
-        grads = torch.autograd.grad(losses.sum(), list(self.params.values()))
-        self._adamw(dict(zip(self.params, grads)), lrs.to(device))
-        self.step += 1
-        return losses.detach().double().cpu()
+    def _set_lr(self, lrs: torch.Tensor) -> None:
+        self.lrs = lrs
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each variant's mean cross-entropy (nats/token) on tokens x, targets y (B, T): (K,)."""
+        h = packed_hidden(self.params, self.blocks, x, self.proxy, self.rope, checkpointing=self.checkpointing)
+        wte, targets = self.params["wte.weight"], y.flatten()
+        head = resolve_head(self.cfg.head, n_tokens=targets.numel(), vocab_size=self.proxy.vocab_size,
+                            device=self.device)
+        # Tied output head scaled by 1 / m_width (muP), each variant through the memory-lean head.
+        return torch.stack([head_loss(h[i], wte[i], targets, scale=1.0 / self.proxy.m_width, head=head)
+                            for i in range(self.k)])
+
+    def _objective(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        losses = self.losses(x, y)
+        return losses, losses
+
+    def _backward(self, objective: torch.Tensor) -> None:
+        """Add the gradients into the (K, P) gradient buffer (micro-batches accumulate there)."""
+        grads = torch.autograd.grad(objective, list(self.params.values()))
+        torch._foreach_add_(self.grads, grads)
 
     @torch.no_grad()
-    def _adamw(self, grads: dict[str, torch.Tensor], lrs: torch.Tensor) -> None:
-        """AdamW as torch.optim.AdamW computes it, vectorised over variants, after per-variant clipping."""
+    def _update(self, losses: torch.Tensor) -> None:
+        """Mask variants whose loss diverged, then AdamW as torch.optim.AdamW computes it, after per-variant
+        gradient clipping, over all variants at once."""
         cfg, t = self.cfg, self.step + 1
-        active = torch.isnan(self.diverged_at).to(lrs.device)
-        coef = self._clip_coef(grads) * active
-        for name, p in self.params.items():
-            g = torch.nan_to_num(grads[name]) * _bcast(coef, p)
-            lr = _bcast(lrs * active, p) * self.lr_scale[name]
-            p.mul_(1 - lr * self.decay[name])
-            self.m[name].lerp_(g, 1 - cfg.beta1)
-            self.v[name].mul_(cfg.beta2).addcmul_(g, g, value=1 - cfg.beta2)
-            denom = (self.v[name].sqrt() / math.sqrt(1 - cfg.beta2**t)).add_(cfg.eps)
-            p.sub_(lr / (1 - cfg.beta1**t) * self.m[name] / denom)
+        self._mask_diverged(losses)
+        norms = self.grad.norm(dim=1)  # (K,): each variant's global gradient norm, as clip_grad_norm_ takes it
+        coef = (cfg.grad_clip / (norms + 1e-6)).clamp(max=1.0) if cfg.grad_clip > 0 else torch.ones_like(norms)
+        coef = torch.where(self.active, coef, 0.0)[:, None]
+        g = self.grad.nan_to_num_().mul_(coef)
+        lr = (self.lrs * self.active)[:, None]  # (K, 1); a diverged variant's lr is 0
+        self.flat.mul_(1 - lr * self.decay)
+        self.m.lerp_(g, 1 - cfg.beta1)
+        self.v.mul_(cfg.beta2).addcmul_(g, g, value=1 - cfg.beta2)
+        denom = (self.v.sqrt() / math.sqrt(1 - cfg.beta2**t)).add_(cfg.eps)
+        self.flat.addcdiv_(self.m * (lr * self.lr_scale / (1 - cfg.beta1**t)), denom, value=-1.0)
 
-    def _clip_coef(self, grads: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per-variant global-norm clipping factor (K,), as clip_grad_norm_ applies it."""
-        norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads.values()]).norm(dim=0)
-        if self.cfg.grad_clip <= 0:
-            return torch.ones_like(norms)
-        return (self.cfg.grad_clip / (norms + 1e-6)).clamp(max=1.0)
+    def _mask_diverged(self, losses: torch.Tensor) -> None:
+        """The watch's divergence rule (TrainingLoop._watch) on the device: no host sync."""
+        self.first_device = torch.where(torch.isnan(self.first_device), losses, self.first_device)
+        bad = ~torch.isfinite(losses) | (losses > self.cfg.divergence_factor * self.first_device)
+        self.active &= ~bad
 
-    @property
-    def diverged(self) -> bool:
-        """Every variant diverged: nothing left to train."""
-        return not torch.isnan(self.diverged_at).any()
+    def _zero_grad(self) -> None:
+        self.grad.zero_()
 
-    # The same loops and files as a solo run, so one lineage driver serves both.
-    train_to = Trainer.train_to
-    save_checkpoint = Trainer.save_checkpoint
-    load_checkpoint = Trainer.load_checkpoint
+    def _eval_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.losses(x, y)
 
-    def _train_until(self, step: int, total_tokens: float | None) -> None:
-        while self.step < step and not self.diverged:
-            lrs = [t.lr_at_step(self.step, total_tokens=total_tokens) for t in self.solo]
-            self._watch(self.train_step(torch.tensor(lrs, dtype=self.lr_dtype)))
-
-    @property
-    def eval_seconds(self) -> float:
-        """Seconds the variants' evaluations took (they run in the solo trainers)."""
-        return sum(t.eval_seconds for t in self.solo)
+    def _eval_mode(self, on: bool) -> None:
+        """No dropout or other train/eval difference in the proxy model."""
 
     def train(self) -> None:
         """Train every variant for the configured budget (each under its own schedule)."""
         self.train_to(self.cfg.steps, total_tokens=self.cfg.steps * self.cfg.tokens_per_step)
-
-    def state_dict(self) -> dict:
-        """The whole lockstep state; tensors are live references (copy before training on)."""
-        history = torch.stack(self.loss_history) if self.loss_history else torch.empty(0, self.k, dtype=torch.float64)
-        return {"params": {n: p.detach() for n, p in self.params.items()}, "m": self.m, "v": self.v,
-                "step": self.step, "first_loss": self.first_loss, "diverged_at": self.diverged_at,
-                "loss_history": history, "train_seconds": self.train_seconds}
-
-    @torch.no_grad()
-    def load_state_dict(self, state: dict) -> None:
-        for name, p in self.params.items():  # in place: the stacked parameters stay the autograd leaves
-            p.copy_(state["params"][name])
-            self.m[name].copy_(state["m"][name])
-            self.v[name].copy_(state["v"][name])
-        self.step, self.train_seconds = state["step"], state["train_seconds"]
-        self.first_loss, self.diverged_at = state["first_loss"].clone(), state["diverged_at"].clone()
-        self.loss_history = list(state["loss_history"].cpu().unbind(0))
-
-    def _watch(self, losses: torch.Tensor) -> None:
-        self.first_loss = torch.where(torch.isnan(self.first_loss), losses, self.first_loss)
-        bad = ~torch.isfinite(losses) | (losses > self.cfg.divergence_factor * self.first_loss)
-        newly = bad & torch.isnan(self.diverged_at)
-        self.diverged_at[newly] = float(self.step * self.cfg.tokens_per_step)
-        self.loss_history = (self.loss_history + [losses])[-self.cfg.log_every_steps:]
 
     def train_and_results(self) -> list[RunResult]:
         self.train()
         return self.results()
 
     def results(self, *, tokens: float | None = None) -> list[RunResult]:
-        """Copy each variant's weights into its solo trainer and evaluate it there: one row per variant, for
-        the budget `tokens` (default the configured one). Each row's tokens_per_s is its own tokens over the
-        trial's wall time, so the trial's throughput is their sum over the variants."""
-        rows = []
-        window = torch.stack(self.loss_history) if self.loss_history else None
-        for i, trainer in enumerate(self.solo):
-            with torch.no_grad():
-                for name, p in trainer.model.named_parameters():
-                    p.copy_(self.params[name][i])
-            trainer.step, trainer.diverged_at = self.step, float(self.diverged_at[i])
-            trainer.first_loss = float(self.first_loss[i])
-            trainer.recent_losses = window[:, i].tolist() if window is not None else []
-            trainer.train_seconds = self.train_seconds
-            rows.append(trainer.result(tokens=self.cfg.tokens if tokens is None else tokens))
-        return rows
+        """One row per variant for the budget `tokens` (default the configured one)."""
+        return super().results(tokens=self.cfg.tokens if tokens is None else tokens)
+
+    def variant_state(self, i: int) -> dict[str, torch.Tensor]:
+        """Variant i's weights under ProxyLM's parameter names (copies): e.g. to load into a solo model."""
+        return {name: p[i].detach().clone() for name, p in self.params.items()}
+
+    def model_state(self) -> dict:
+        return {"params": self.flat, "m": self.m, "v": self.v}
+
+    @torch.no_grad()
+    def load_model_state(self, state: dict) -> None:
+        for mine, saved in ((self.flat, "params"), (self.m, "m"), (self.v, "v")):
+            mine.copy_(state[saved])  # in place: the parameter views stay the autograd leaves
+
+    def load_state_dict(self, state: dict) -> None:
+        if isinstance(state["params"], dict):  # a checkpoint from before the (K, P) buffer: one tensor per name
+            state = {**state, **{key: torch.cat([state[key][n].flatten(1) for n in self.params], dim=1)
+                                 for key in ("params", "m", "v")},
+                     "first_loss": state["first_loss"].tolist(), "diverged_at": state["diverged_at"].tolist(),
+                     "recent_losses": state["loss_history"].T.tolist()}
+        super().load_state_dict(state)
+        self.active = torch.tensor([math.isnan(d) for d in self.diverged_ats], device=self.device)
+        self.first_device = torch.tensor(self.first_losses, dtype=torch.float64, device=self.device)
 
 
-def _bcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(K,) -> (K, 1, ..., 1) broadcasting against a stacked parameter."""
-    return values.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+def _offsets(sizes: list[int]) -> list[int]:
+    """Where each parameter starts in a variant's row."""
+    return [sum(sizes[:i]) for i in range(len(sizes))]
+
+
+def _row(values: list[float], sizes: list[int], like: torch.Tensor) -> torch.Tensor:
+    """One value per parameter spread over its elements: (P,)."""
+    return torch.cat([torch.full((n,), v, dtype=like.dtype, device=like.device) for v, n in zip(values, sizes)])

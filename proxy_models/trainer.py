@@ -6,18 +6,24 @@ whole training state is (model, optimizer, step): a checkpoint restores a run ex
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
 from proxy_models.config import ConfigError, ProxyConfig
 from proxy_models.data import TokenCorpus, eval_batches, load_corpus, train_batch
 from proxy_models.head import resolve_head
-from proxy_models.memory import GIB, USABLE_FRACTION, choose_micro_batch, divisors_descending
+from proxy_models.memory import (
+    GIB,
+    USABLE_FRACTION,
+    choose_micro_batch,
+    divisors_descending,
+)
 from proxy_models.model import ProxyLM
 from proxy_models.mup import param_groups, set_lr
 from proxy_models.perf import (
@@ -30,6 +36,7 @@ from proxy_models.perf import (
     utilisation,
 )
 from proxy_models.run_config import DTYPE_NAMES, TrainConfig
+from proxy_models.schedules import ScheduleConfig
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 CUDA_CHECK_EVERY_STEPS = 16  # on CUDA, losses stay on the device and are read (one sync) every this many steps
@@ -67,16 +74,27 @@ class RunResult:
     phase: str = "final"  # final: the budget's result after its decay | trunk: the stable-phase trunk at a fork
     mfu_attention: float = math.nan  # mfu with attention FLOPs (perf.py); nan in rows saved before it existed
     parametrisation: str = "mup"  # every ProxyLM is muP; analysis reads it to label axes and draw the paper's law
+    execution: str = ""  # JSON: how it trained (pack, micro-batch, checkpointing, out-of-memory); see TrainingLoop
 
     def to_row(self) -> dict:
         return asdict(self)
 
 
-class Trainer:
-    """Trains one proxy model. `run()` does the whole run; lineages call `train_to` and `evaluate`."""
+class TrainingLoop:
+    """The training loop of K variants that train in lockstep on the same batches and differ only in their
+    schedule: K = 1 is a solo run (`Trainer`), K > 1 packed variants (proxy_models/packed.py).
 
-    def __init__(self, config: TrainConfig, *, corpus: TokenCorpus | None = None, log: Callable | None = None):
+    Everything but the model is here, once: batches, lrs, micro-batches and out-of-memory halving, the
+    per-step loss watch (divergence per variant), evaluation, result rows, timing and checkpoints. A subclass
+    gives the model's side: `lr_at_step`, `_set_lr`, `_objective`, `_backward`, `_update`, `_zero_grad`,
+    `_eval_losses`, `_eval_mode`, the `checkpointing` attribute and `model_state` / `load_model_state`.
+    """
+
+    def __init__(self, config: TrainConfig, schedules: Sequence[ScheduleConfig], *, corpus: TokenCorpus | None,
+                 log: Callable | None):
         self.cfg, self.proxy, self.log = config, config.proxy, log
+        self.configs = tuple(config if s == config.schedule else replace(config, schedule=s) for s in schedules)
+        self.k = len(self.configs)
         self.device = resolve_device(config.device)
         self.param_dtype, self.autocast = _precision(config.dtype, self.device)
         self.corpus = corpus if corpus is not None else load_corpus(config.data)
@@ -85,21 +103,11 @@ class Trainer:
                 f"corpus vocab {self.corpus.vocab_size} > model vocab_size {self.proxy.vocab_size}: "
                 "use a model with a larger vocab_size or a smaller tokenizer"
             )
-        torch.manual_seed(config.seed)
-        self.model = ProxyLM(self.proxy, moe_backend=config.moe_backend).to(self.device, self.param_dtype)
-        self.model.head = config.head
-        self.micro_batch_size, self.model.activation_checkpointing = self._plan_micro_batch()
         self.micro_batch_shrinks = 0  # out-of-memory errors that halved the micro-batch (never restored)
-        self.params = list(self.model.parameters())  # listed once: walking the modules each step shows on small models
-        self.optimizer = torch.optim.AdamW(
-            param_groups(self.model, m_width=self.proxy.m_width, weight_decay=config.weight_decay),
-            lr=0.0, betas=(config.beta1, config.beta2), eps=config.eps, fused=True,  # one kernel per group
-        )
-        if config.compile:  # the blocks only: the chunked or fused head's loss is already one pass per chunk
-            for block in self.model.blocks:
-                block.compile()  # in place: parameter names, checkpoints and packing do not change
-        self.step, self.first_loss, self.diverged_at = 0, math.nan, math.nan
-        self.recent_losses: list[float] = []
+        self.step = 0
+        self.first_losses = [math.nan] * self.k  # per variant: the first step's loss
+        self.diverged_ats = [math.nan] * self.k  # per variant: tokens seen at its first bad step
+        self.loss_windows: list[list[float]] = [[] for _ in range(self.k)]  # per variant: the last losses
         self.pending_losses: list[torch.Tensor] = []  # on the device, not yet read by the host
         # CPU steps are synchronous anyway: read every loss at once, so a divergence stops the run at once.
         self.check_every = CUDA_CHECK_EVERY_STEPS if self.device.type == "cuda" else 1
@@ -113,12 +121,13 @@ class Trainer:
 
     @property
     def diverged(self) -> bool:
-        return not math.isnan(self.diverged_at)
+        """Every variant diverged: nothing left to train."""
+        return not any(math.isnan(d) for d in self.diverged_ats)
 
-    def lr_at_step(self, step: int, *, total_tokens: float | None) -> float:
-        """lr of step `step`, evaluated at the tokens seen once that step's batch is consumed."""
+    def schedule_lrs(self, step: int, *, total_tokens: float | None) -> list[float]:
+        """Each variant's lr of step `step`, evaluated at the tokens seen once that step's batch is consumed."""
         tokens = (step + 1) * self.cfg.tokens_per_step
-        return self.cfg.schedule.lr_at(tokens, total_tokens=total_tokens, batch_size=self.cfg.batch_size)
+        return [c.schedule.lr_at(tokens, total_tokens=total_tokens, batch_size=c.batch_size) for c in self.configs]
 
     def train_to(self, step: int, *, total_tokens: float | None, checkpoint_path: str | None = None,
                  checkpoint_every_steps: int = 0) -> None:
@@ -147,18 +156,16 @@ class Trainer:
                 self.log({"step": self.step, "tokens": self.tokens_seen, "loss_train": self.loss_train})
         self._check_losses()  # every loss read (and the device idle) before the caller times or saves
 
-    def train_step(self, lr: float) -> torch.Tensor:
-        """One optimizer step on batch `self.step`; returns its cross-entropy (nats/token) as a 0-d tensor on
-        the device, so that nothing waits for the device here."""
+    def train_step(self, lr) -> torch.Tensor:
+        """One optimizer step on batch `self.step` at `lr` (what `lr_at_step` gives); returns its cross-entropy
+        (nats/token; 0-d solo, (K,) packed) on the device, so that nothing waits for the device here."""
         x, y = self._batch()
-        set_lr(self.optimizer, lr)
-        loss = self._gradients(x, y)
-        if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._set_lr(lr)
+        losses = self._gradients(x, y)
+        self._update(losses)
+        self._zero_grad()
         self.step += 1
-        return loss
+        return losses
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch `self.step` on the device; on CUDA copied from pinned memory without waiting for it."""
@@ -180,36 +187,36 @@ class Trainer:
             self._shrink_micro_batch()  # outside `except`: the failed attempt's tensors are freed by now
 
     def _accumulate(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Backward over the micro-batches, each weighted by its share of the batch; the mean loss."""
+        """Backward over the micro-batches, each weighted by its share of the batch; the mean loss(es)."""
         total = None
         for xs, ys in zip(x.split(self.micro_batch_size), y.split(self.micro_batch_size)):
             share = xs.shape[0] / self.cfg.batch_size
             with self.autocast():
-                _, loss = self.model(xs, ys)
-                objective = loss + self.proxy.router_aux_loss * self.model.aux_loss() if self.proxy.is_moe else loss
-            (objective * share).backward()
+                objective, loss = self._objective(xs, ys)
+            self._backward((objective * share).sum())  # variants share no parameter: one backward for all
             part = loss.detach().double() * share
             total = part if total is None else total + part
         return total
 
     def _can_shrink(self) -> bool:
-        return self.micro_batch_size > 1 or not self.model.activation_checkpointing
+        return self.micro_batch_size > 1 or not self.checkpointing
 
     def _shrink_micro_batch(self) -> None:
         """Half the micro-batch (the largest divisor of batch_size at most half of it); at one sequence,
         checkpoint the blocks instead."""
-        self.optimizer.zero_grad(set_to_none=True)
+        self._zero_grad()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         smaller = [d for d in divisors_descending(self.cfg.batch_size) if d <= self.micro_batch_size // 2]
         if smaller:
             self.micro_batch_size = smaller[0]
         else:
-            self.model.activation_checkpointing = True
+            self.checkpointing = True
         self.micro_batch_shrinks += 1
 
     def _plan_micro_batch(self) -> tuple[int, bool]:
-        """(micro-batch size, activation checkpointing) from the config; 'auto' from the memory estimate."""
+        """(micro-batch size, activation checkpointing) from the config; 'auto' from the memory estimate of
+        all K variants' step."""
         cfg, forced = self.cfg, self.cfg.activation_checkpointing == "on"
         micro = cfg.micro_batch_size
         if micro is None:
@@ -221,7 +228,7 @@ class Trainer:
         choice = choose_micro_batch(
             self.proxy, batch_size=cfg.batch_size, budget_bytes=self.memory_budget_bytes(),
             checkpointing=cfg.activation_checkpointing, head=head, param_bytes=self.param_dtype.itemsize,
-            compute_bytes=compute_dtype(self.device, cfg.dtype).itemsize,
+            compute_bytes=compute_dtype(self.device, cfg.dtype).itemsize, variants=self.k,
         )
         return choice.micro_batch_size, choice.activation_checkpointing
 
@@ -239,79 +246,91 @@ class Trainer:
         """Read the pending losses (one host sync) and watch them in step order."""
         if not self.pending_losses:
             return
-        losses = torch.stack(self.pending_losses).tolist()
+        losses = torch.stack(self.pending_losses).reshape(len(self.pending_losses), self.k).tolist()
         first_step, self.pending_losses = self.step - len(losses), []
-        for i, loss in enumerate(losses):
+        for i, step_losses in enumerate(losses):
             if self.diverged:
                 break
-            self._watch(loss, tokens=(first_step + i + 1) * self.cfg.tokens_per_step)
+            self._watch(step_losses, tokens=(first_step + i + 1) * self.cfg.tokens_per_step)
 
-    def _watch(self, loss: float, *, tokens: int) -> None:
-        """Record the loss of the step that ended at `tokens` seen; mark divergence there."""
-        if math.isnan(self.first_loss):
-            self.first_loss = loss
-        self.recent_losses = (self.recent_losses + [loss])[-self.cfg.log_every_steps:]
-        if not math.isfinite(loss) or loss > self.cfg.divergence_factor * self.first_loss:
-            self.diverged_at = float(tokens)
+    def _watch(self, losses: list[float], *, tokens: int) -> None:
+        """Record each variant's loss of the step that ended at `tokens` seen; mark divergence there. A diverged
+        variant records nothing more."""
+        for i, loss in enumerate(losses):
+            if not math.isnan(self.diverged_ats[i]):
+                continue
+            if math.isnan(self.first_losses[i]):
+                self.first_losses[i] = loss
+            self.loss_windows[i] = (self.loss_windows[i] + [loss])[-self.cfg.log_every_steps:]
+            if not math.isfinite(loss) or loss > self.cfg.divergence_factor * self.first_losses[i]:
+                self.diverged_ats[i] = float(tokens)
+
+    def variant_loss_train(self, i: int) -> float:
+        """Mean training loss of variant i over its last logging window (nats/token)."""
+        window = self.loss_windows[i]
+        return sum(window) / len(window) if window else math.nan
 
     @property
     def loss_train(self) -> float:
-        return sum(self.recent_losses) / len(self.recent_losses) if self.recent_losses else math.nan
+        """The first variant's (a solo run's) `variant_loss_train`."""
+        return self.variant_loss_train(0)
 
     @torch.no_grad()
-    def evaluate(self) -> float:
-        """Mean cross-entropy (nats/token) over the fixed held-out set."""
+    def evaluate_variants(self) -> list[float]:
+        """Each variant's mean cross-entropy (nats/token) over the fixed held-out set."""
         start = time.perf_counter()
-        self.model.eval()
+        self._eval_mode(True)
         batches = eval_batches(self.corpus, seq_len=self.proxy.seq_len, batch_size=self.cfg.eval_batch_size,
                                eval_tokens=self.cfg.data.eval_tokens)
-        total, windows = 0.0, 0
+        total, windows = None, 0
         for x, y in batches:  # the last batch may hold fewer windows: weight by window count
             with self.autocast():
-                _, loss = self.model(x.to(self.device), y.to(self.device))
-            total, windows = total + loss.item() * x.shape[0], windows + x.shape[0]
-        self.model.train()
+                losses = self._eval_losses(x.to(self.device), y.to(self.device))
+            part = losses.double() * x.shape[0]  # float64 sums on the device, read once at the end
+            total, windows = part if total is None else total + part, windows + x.shape[0]
+        self._eval_mode(False)
+        result = (total / windows).reshape(self.k).tolist()
         self.eval_seconds += time.perf_counter() - start
-        return total / windows
+        return result
 
-    def result(self, *, tokens: float) -> RunResult:
-        """The result row of the budget `tokens`, evaluating the model as it is now."""
-        loss_eval = math.nan if self.diverged else self.evaluate()
+    def results(self, *, tokens: float) -> list[RunResult]:
+        """One result row per variant for the budget `tokens`, evaluating the variants as they are now. Each
+        row's tokens_per_s is its own tokens over the run's wall time: a packed run's throughput is their sum."""
+        evals = [math.nan] * self.k if self.diverged else self.evaluate_variants()
         trained = self.step * self.cfg.tokens_per_step
         tokens_per_s = trained / self.train_seconds if self.train_seconds else math.nan
         n_params, p = self.proxy.num_params(active=True), self.proxy
         peak = peak_flops(self.device, compute_dtype(self.device, self.cfg.dtype))
         attention = attention_flops_per_token(p.n_layers, p.n_heads, p.d_head, p.seq_len)
-        return _result_row(self.cfg, self.proxy, tokens=tokens, loss_eval=loss_eval, loss_train=self.loss_train,
-                           diverged_at=self.diverged_at, wall_s=self.train_seconds, tokens_per_s=tokens_per_s,
-                           mfu=mfu(n_params, tokens_per_s, peak),
-                           mfu_attention=utilisation(6 * n_params + attention, tokens_per_s, peak),
-                           device=device_name(self.device))
+        return [_result_row(config, self.proxy, tokens=tokens, loss_train=self.variant_loss_train(i),
+                            loss_eval=evals[i] if math.isnan(self.diverged_ats[i]) else math.nan,
+                            diverged_at=self.diverged_ats[i], wall_s=self.train_seconds, tokens_per_s=tokens_per_s,
+                            mfu=mfu(n_params, tokens_per_s, peak),
+                            mfu_attention=utilisation(6 * n_params + attention, tokens_per_s, peak),
+                            device=device_name(self.device), execution=self.execution())
+                for i, config in enumerate(self.configs)]
 
-    def results(self, *, tokens: float) -> list[RunResult]:
-        """`result` as a list of one: the lineage driver serves solo and packed trainers alike."""
-        return [self.result(tokens=tokens)]
-
-    def run(self, *, checkpoint_path: str | None = None, checkpoint_every_steps: int = 0) -> RunResult:
-        """Train the configured budget (resuming from `checkpoint_path` if it exists) and evaluate."""
-        if checkpoint_path and os.path.exists(checkpoint_path):
-            self.load_checkpoint(checkpoint_path)
-        self.train_to(self.cfg.steps, total_tokens=self.cfg.steps * self.cfg.tokens_per_step,
-                      checkpoint_path=checkpoint_path, checkpoint_every_steps=checkpoint_every_steps)
-        return self.result(tokens=self.cfg.tokens)
+    def execution(self) -> str:
+        """How this object trained, as JSON text for the row's provenance: variants packed, micro-batch,
+        checkpointing and the out-of-memory errors it absorbed (this process's, not restored by checkpoints)."""
+        return json.dumps({"pack": self.k, "micro_batch_size": self.micro_batch_size,
+                           "activation_checkpointing": bool(self.checkpointing),
+                           "out_of_memory_shrinks": self.micro_batch_shrinks}, sort_keys=True)
 
     def state_dict(self) -> dict:
-        return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
-            "first_loss": self.first_loss, "diverged_at": self.diverged_at, "recent_losses": self.recent_losses,
-            "train_seconds": self.train_seconds,
-        }
+        """The whole training state; tensors are live references (copy before training on)."""
+        return {**self.model_state(), "step": self.step, "first_loss": list(self.first_losses),
+                "diverged_at": list(self.diverged_ats), "recent_losses": [list(w) for w in self.loss_windows],
+                "train_seconds": self.train_seconds}
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step, self.first_loss, self.diverged_at = state["step"], state["first_loss"], state["diverged_at"]
-        self.recent_losses, self.train_seconds = list(state["recent_losses"]), state["train_seconds"]
+        self.load_model_state(state)
+        self.step, self.train_seconds = state["step"], state["train_seconds"]
+        self.first_losses, self.diverged_ats = _per_variant(state["first_loss"]), _per_variant(state["diverged_at"])
+        windows = state["recent_losses"]
+        if self.k == 1 and windows and not isinstance(windows[0], list):
+            windows = [windows]  # a solo checkpoint written before packing shared this loop
+        self.loss_windows = [list(w) for w in windows]
 
     def save_checkpoint(self, path: str) -> None:
         """Write the training state atomically (temp file, then rename)."""
@@ -321,6 +340,103 @@ class Trainer:
 
     def load_checkpoint(self, path: str) -> None:
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+
+
+def _per_variant(value) -> list[float]:
+    """A checkpoint's per-variant floats; solo checkpoints written before packing shared this loop held one."""
+    return [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
+
+
+class Trainer(TrainingLoop):
+    """Trains one proxy model. `run()` does the whole run; lineages call `train_to` and `results`."""
+
+    def __init__(self, config: TrainConfig, *, corpus: TokenCorpus | None = None, log: Callable | None = None):
+        super().__init__(config, (config.schedule,), corpus=corpus, log=log)
+        torch.manual_seed(config.seed)
+        self.model = ProxyLM(self.proxy, moe_backend=config.moe_backend).to(self.device, self.param_dtype)
+        self.model.head = config.head
+        self.micro_batch_size, self.checkpointing = self._plan_micro_batch()
+        self.params = list(self.model.parameters())  # listed once: walking the modules each step shows on small models
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.model, m_width=self.proxy.m_width, weight_decay=config.weight_decay),
+            lr=0.0, betas=(config.beta1, config.beta2), eps=config.eps, fused=True,  # one kernel per group
+        )
+        if config.compile:  # the blocks only: the chunked or fused head's loss is already one pass per chunk
+            for block in self.model.blocks:
+                block.compile()  # in place: parameter names, checkpoints and packing do not change
+
+    @property
+    def checkpointing(self) -> bool:
+        """Activation checkpointing of the blocks."""
+        return self.model.activation_checkpointing
+
+    @checkpointing.setter
+    def checkpointing(self, on: bool) -> None:
+        self.model.activation_checkpointing = on
+
+    @property
+    def first_loss(self) -> float:
+        return self.first_losses[0]
+
+    @property
+    def diverged_at(self) -> float:
+        return self.diverged_ats[0]
+
+    @property
+    def recent_losses(self) -> list[float]:
+        return self.loss_windows[0]
+
+    def lr_at_step(self, step: int, *, total_tokens: float | None) -> float:
+        """lr of step `step`, evaluated at the tokens seen once that step's batch is consumed."""
+        return self.schedule_lrs(step, total_tokens=total_tokens)[0]
+
+    def _set_lr(self, lr: float) -> None:
+        set_lr(self.optimizer, lr)
+
+    def _objective(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(what to backpropagate, the cross-entropy): MoE adds its load-balancing loss."""
+        _, loss = self.model(x, y)
+        return (loss + self.proxy.router_aux_loss * self.model.aux_loss() if self.proxy.is_moe else loss), loss
+
+    def _backward(self, objective: torch.Tensor) -> None:
+        objective.backward()
+
+    def _update(self, losses: torch.Tensor) -> None:
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.optimizer.step()
+
+    def _zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _eval_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.model(x, y)[1]
+
+    def _eval_mode(self, on: bool) -> None:
+        self.model.train(not on)
+
+    def evaluate(self) -> float:
+        """Mean cross-entropy (nats/token) over the fixed held-out set."""
+        return self.evaluate_variants()[0]
+
+    def result(self, *, tokens: float) -> RunResult:
+        """The result row of the budget `tokens`, evaluating the model as it is now."""
+        return self.results(tokens=tokens)[0]
+
+    def run(self, *, checkpoint_path: str | None = None, checkpoint_every_steps: int = 0) -> RunResult:
+        """Train the configured budget (resuming from `checkpoint_path` if it exists) and evaluate."""
+        if checkpoint_path and os.path.exists(checkpoint_path):
+            self.load_checkpoint(checkpoint_path)
+        self.train_to(self.cfg.steps, total_tokens=self.cfg.steps * self.cfg.tokens_per_step,
+                      checkpoint_path=checkpoint_path, checkpoint_every_steps=checkpoint_every_steps)
+        return self.result(tokens=self.cfg.tokens)
+
+    def model_state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_model_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 def _precision(dtype: str, device: torch.device):

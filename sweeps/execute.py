@@ -20,9 +20,11 @@ from dataclasses import dataclass, replace
 from importlib import metadata
 from typing import TextIO
 
+import torch
+
 from proxy_models.lineage import Attempt, planned_tokens, train_lineage, train_packed_lineage, trunk_tokens
 from proxy_models.trainer import RunResult
-from sweeps.plan import LineageJob, PackedJob, short_hash
+from sweeps.plan import LineageJob, PackedJob, gpu_share, short_hash, trial_budget_gib
 from sweeps.progress import ExecutionReport, StatusPrinter, Tracker, trials_done_callback, tune_callback
 from sweeps.store import ResultStore
 
@@ -44,6 +46,12 @@ class ExecutionSettings:
     checkpoint_every_steps: int = 500  # trunk checkpoint interval, in steps: a retry loses at most this many
     lineages_per_trial: int = 0  # 0 = auto: one trial per job up to MAX_TRIALS trials, then grouped
     driver: dict | None = None  # the driver process (sweeps.lock.holder()): trials store nothing once it is gone
+    gpu_memory_bytes: int | None = None  # memory of one GPU: each trial asks for its estimate's share of one
+    # (at least gpus_per_trial) and plans its steps within it (sweeps.plan.gpu_share); None: gpus_per_trial as is
+
+    @property
+    def uses_gpu(self) -> bool:
+        return bool(self.gpus_per_trial) or self.gpu_memory_bytes is not None
 
 
 def missing_budgets(job: LineageJob, stored_run_ids: set[str]) -> LineageJob | None:
@@ -104,30 +112,77 @@ def _git_sha() -> str | None:
     return out.stdout.strip() or None
 
 
-def store_row(result: RunResult, *, job: LineageJob, run_id: str) -> dict:
-    """A trainer row plus the ids and provenance the store needs."""
-    return {**result.to_row(), "run_id": run_id, "lineage_id": job.lineage_id, **provenance()}
+def store_row(result: RunResult, *, job: LineageJob, run_id: str, execution: dict | None = None) -> dict:
+    """A trainer row plus the ids and provenance the store needs; `execution` adds to the row's execution
+    record (e.g. that its pack was split after running out of memory)."""
+    row = {**result.to_row(), "run_id": run_id, "lineage_id": job.lineage_id, **provenance()}
+    if execution:
+        row["execution"] = json.dumps({**json.loads(result.execution or "{}"), **execution}, sort_keys=True)
+    return row
 
 
 def run_job(job: LineageJob | PackedJob, settings: ExecutionSettings, *, attempt: Attempt | None = None,
-            on_stored: Callable[[str], None] | None = None) -> list[list[RunResult]]:
+            on_stored: Callable[[str], None] | None = None, execution: dict | None = None) -> list[list[RunResult]]:
     """Train one job (a lineage, or a pack of them in lockstep) and store each of its rows as soon as it is
     final: budget results and trunk evaluations. `on_stored(run_id)` follows each stored row; `attempt` is
-    filled in with what this process did. Returns each member's rows of the job's budgets, ascending."""
-    members, attempt = _members(job), attempt or Attempt()
+    filled in with what this process did. On a GPU of known size the job's steps plan within its share
+    (`sweeps.plan.gpu_share`). A pack that runs out of CUDA memory even at one sequence per micro-batch is
+    split in two, each half training the rows still missing (`pack_split` in their rows' execution record).
+    Returns each member's rows of the job's budgets, ascending (after a split: the rows the halves trained)."""
+    job, attempt = _within_gpu_share(job, settings), attempt or Attempt()
+    members = _members(job)
+    try:
+        return _train_job(members, settings, attempt=attempt, on_stored=on_stored, execution=execution)
+    except torch.cuda.OutOfMemoryError:
+        if len(members) == 1:
+            raise
+    # Outside `except`: the failed pack's tensors are freed by now.
+    store = ResultStore(settings.store_uri)
+    stored = {r for m in members for r in m.row_ids if store.has(sweep_id=settings.sweep_id, name=r)}
+    splits, rows = (execution or {}).get("pack_split", 0) + 1, []
+    for half in (members[:len(members) // 2], members[len(members) // 2:]):
+        rest = missing_rows(PackedJob(half), stored)
+        if rest is not None:
+            rows += run_job(rest, settings, attempt=attempt, on_stored=on_stored, execution={"pack_split": splits})
+    return rows
+
+
+def _train_job(members: Sequence[LineageJob], settings: ExecutionSettings, *, attempt: Attempt,
+               on_stored: Callable[[str], None] | None, execution: dict | None) -> list[list[RunResult]]:
     root = os.path.join(settings.checkpoint_root, settings.sweep_id)
     common = dict(checkpoint_every_steps=settings.checkpoint_every_steps, attempt=attempt,
                   redo=lost_rows(members, settings))
+    savers = [_saver(m, settings, on_stored, execution) for m in members]
     if len(members) == 1:
         m = members[0]
         return [train_lineage(m.config, m.budgets, trunk_at=m.trunk_tokens,
-                              checkpoint_dir=os.path.join(root, m.lineage_id), on_result=_saver(m, settings, on_stored),
-                              **common)]
-    packed, savers = PackedJob(members), [_saver(m, settings, on_stored) for m in members]
+                              checkpoint_dir=os.path.join(root, m.lineage_id), on_result=savers[0], **common)]
+    packed = PackedJob(tuple(members))
     checkpoint_dir = os.path.join(root, "pack-" + short_hash(sorted(m.lineage_id for m in members)))
     return train_packed_lineage(packed.config, [m.config.schedule for m in members], packed.budgets,
                                 trunk_at=packed.trunk_tokens, checkpoint_dir=checkpoint_dir,
                                 on_result=lambda i, row: savers[i](row), **common)
+
+
+def trial_gpus(jobs: Sequence[LineageJob | PackedJob], settings: ExecutionSettings) -> float:
+    """GPUs a trial running `jobs` asks Ray for: the largest of their shares on a GPU of known size, else
+    gpus_per_trial."""
+    if settings.gpu_memory_bytes is None:
+        return settings.gpus_per_trial
+    return max(gpu_share(j, gpu_bytes=settings.gpu_memory_bytes, requested=settings.gpus_per_trial)[0] for j in jobs)
+
+
+def _within_gpu_share(job: LineageJob | PackedJob, settings: ExecutionSettings) -> LineageJob | PackedJob:
+    """The job with its members' step memory budget set to its share of the GPU (on a GPU of known size), so
+    that `micro_batch_size: auto` plans within it and not within whatever other trials left free."""
+    if settings.gpu_memory_bytes is None:
+        return job
+    share = trial_gpus([job], settings)
+    budget = trial_budget_gib(share, gpu_bytes=settings.gpu_memory_bytes)
+    members = tuple(replace(m, config=replace(m.config, memory_budget_gib=budget)) for m in _members(job))
+    if torch.cuda.is_available():  # the allocator enforces the share: an overrun is this trial's OOM, not another's
+        torch.cuda.set_per_process_memory_fraction(min(share, 1.0))
+    return PackedJob(members) if isinstance(job, PackedJob) else members[0]
 
 
 def lost_rows(members: Sequence[LineageJob], settings: ExecutionSettings) -> set[tuple[str, float]]:
@@ -142,7 +197,8 @@ def lost_rows(members: Sequence[LineageJob], settings: ExecutionSettings) -> set
     return lost
 
 
-def _saver(job: LineageJob, settings: ExecutionSettings, on_stored: Callable[[str], None] | None):
+def _saver(job: LineageJob, settings: ExecutionSettings, on_stored: Callable[[str], None] | None,
+           execution: dict | None = None):
     """Writes a row of `job` to the store if the job asks for it (a pack trains the union of its members'
     budgets; each member writes only its own missing rows). A row stored before a retry keeps that file."""
     store = ResultStore(settings.store_uri)
@@ -155,7 +211,8 @@ def _saver(job: LineageJob, settings: ExecutionSettings, on_stored: Callable[[st
             return
         if not store.has(sweep_id=settings.sweep_id, name=run_id):
             check_driver(settings.driver)
-            store.write([store_row(result, job=job, run_id=run_id)], sweep_id=settings.sweep_id, name=run_id)
+            store.write([store_row(result, job=job, run_id=run_id, execution=execution)], sweep_id=settings.sweep_id,
+                        name=run_id)
         if on_stored is not None:
             on_stored(run_id)
 
@@ -241,7 +298,9 @@ def build_tuner(trainable: Callable, settings: ExecutionSettings, *, param_space
         os.environ.setdefault(name, value)  # read by Tune when fit() starts; a value set by the user wins
     # Without its loggers Tune finds no result files per trial and would warn about every trial at the end.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    resources = tune.with_resources(trainable, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+    resources = tune.with_resources(trainable, _resources(settings) if settings.gpu_memory_bytes is not None
+                                    and "jobs" in param_space else
+                                    {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
     return tune.Tuner(
         resources,
         param_space=param_space,
@@ -253,6 +312,16 @@ def build_tuner(trainable: Callable, settings: ExecutionSettings, *, param_space
             callbacks=list(callbacks),
         ),
     )
+
+
+def _resources(settings: ExecutionSettings) -> Callable:
+    """Each trial's Ray resources from its jobs: its CPUs and its share of a GPU (`trial_gpus`)."""
+    from ray.tune import PlacementGroupFactory
+
+    def resources(config: dict) -> PlacementGroupFactory:
+        return PlacementGroupFactory([{"CPU": settings.cpus_per_trial, "GPU": trial_gpus(config["jobs"], settings)}])
+
+    return resources
 
 
 def init_ray(settings: ExecutionSettings) -> None:
@@ -313,10 +382,12 @@ def execute(jobs: Sequence[LineageJob | PackedJob], settings: ExecutionSettings,
     if not jobs:
         return tracker.report(failed_trials=0, slots=0)
     init_ray(settings)
+    device = "gpu" if settings.uses_gpu else "cpu"
+    groups = trial_groups(longest_first(jobs, device=device), settings.lineages_per_trial)
+    if settings.gpu_memory_bytes is not None:  # the largest share stands for all in the checks below
+        settings = replace(settings, gpus_per_trial=max(trial_gpus(g, settings) for g in groups))
     check_resources(settings)
     printer = StatusPrinter(tracker, stream=stream)
-    device = "gpu" if settings.gpus_per_trial else "cpu"
-    groups = trial_groups(longest_first(jobs, device=device), settings.lineages_per_trial)
     tuner = build_tuner(_trial, settings, param_space={"jobs": tune.grid_search(groups), "settings": settings},
                         callbacks=[tune_callback(printer)])
     failed = sum(1 for r in tuner.fit() if r.error is not None)

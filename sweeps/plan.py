@@ -16,16 +16,30 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 
-from proxy_models.budgets import independent_tokens, plan_branches, planned_tokens, trunk_tokens
-from proxy_models.memory import GIB, choose_micro_batch, device_budget
+from proxy_models.budgets import (
+    independent_tokens,
+    plan_branches,
+    planned_tokens,
+    trunk_tokens,
+)
+from proxy_models.memory import (
+    CUDA_CONTEXT_BYTES,
+    GIB,
+    USABLE_FRACTION,
+    MicroBatchChoice,
+    choose_micro_batch,
+    device_budget,
+    parse_bytes,
+    step_memory,
+)
 from proxy_models.run_config import EXECUTION_FIELDS, DataConfig, TrainConfig
 from proxy_models.schedules import ScheduleConfig
 from sweeps.adaptive import Policy, lr_value
 from sweeps.spec import AdaptiveSpec, SweepSpec
-
 
 SEARCHED = ("lr", "power_a", "power_b", "lr_max")  # schedule fields a pack's variants may differ in
 
@@ -99,7 +113,8 @@ class Plan:
     jobs: tuple[LineageJob, ...]
     notes: tuple[str, ...] = field(default=())
     studies: tuple[Study, ...] = field(default=())
-    pack: int = 1  # lineages per trial (run.pack)
+    pack: int | str = 1  # lineages per trial (run.pack); 'auto': from the memory estimate and gpu_bytes
+    gpu_bytes: int | None = None  # memory of one GPU (run.gpu_memory, plan --gpu-memory); None: unknown
     searches: tuple[LrSearch, ...] = field(default=())  # adaptive mode: one per group; `jobs` is their first round
 
     def _lineages(self):
@@ -127,7 +142,7 @@ class Plan:
     @property
     def trials(self) -> tuple[PackedJob, ...]:
         """The Ray trials: lineages grouped by `pack_jobs`."""
-        return pack_jobs(self.jobs, self.pack)
+        return pack_jobs(self.jobs, self.pack, gpu_bytes=self.gpu_bytes)
 
     @property
     def tokens_independent(self) -> int:
@@ -152,13 +167,16 @@ def short_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def plan(spec: SweepSpec) -> Plan:
-    """Expand the spec's grid into lineages; cosine budgets become solo lineages (they share no trunk)."""
+def plan(spec: SweepSpec, *, gpu_bytes: int | None = None) -> Plan:
+    """Expand the spec's grid into lineages; cosine budgets become solo lineages (they share no trunk).
+    `gpu_bytes` (default: run.gpu_memory) sizes `pack: auto` and each trial's share of a GPU."""
     budgets = tuple(sorted(spec.search.tokens))
+    if gpu_bytes is None and spec.run.gpu_memory:
+        gpu_bytes = parse_bytes(spec.run.gpu_memory)
     if spec.search.mode == "optuna":
-        return _optuna_plan(spec, budgets)
+        return replace(_optuna_plan(spec, budgets), gpu_bytes=gpu_bytes)
     if spec.search.mode == "adaptive":
-        return _adaptive_plan(spec, budgets)
+        return replace(_adaptive_plan(spec, budgets), gpu_bytes=gpu_bytes)
     jobs, notes = [], []
     for config in _trajectories(spec, max(budgets)):
         if all(b.fork_step == 0 for b in plan_branches(config, budgets)) and len(budgets) > 1:
@@ -167,10 +185,13 @@ def plan(spec: SweepSpec) -> Plan:
             jobs.append(_job(config, budgets))
     if spec.train.schedule == "cosine":
         notes.append("cosine depends on the budget at every step: each budget runs as its own lineage")
-    if spec.run.pack > 1:
+    if spec.run.pack != 1:
         notes.append(f"pack {spec.run.pack}: lineages that differ only in their schedule's searched values "
                      "train in lockstep, one trial per pack")
-    return Plan(sweep_id=spec.name, jobs=tuple(jobs), notes=tuple(notes), pack=spec.run.pack)
+    if spec.run.pack == "auto":
+        notes.append(f"pack auto: as many variants per trial as fit {gpu_bytes / GIB:.1f} GiB of GPU memory"
+                     if gpu_bytes else "pack auto: no GPU memory known (run.gpu_memory): one variant per trial")
+    return Plan(sweep_id=spec.name, jobs=tuple(jobs), notes=tuple(notes), pack=spec.run.pack, gpu_bytes=gpu_bytes)
 
 
 def _optuna_plan(spec: SweepSpec, budgets: tuple[float, ...]) -> Plan:
@@ -201,14 +222,70 @@ def trunk_row_id(lineage_id: str, tokens: int) -> str:
     return short_hash([lineage_id, "trunk", tokens])
 
 
-def pack_jobs(jobs: Sequence[LineageJob], pack: int) -> tuple[PackedJob, ...]:
+def pack_jobs(jobs: Sequence[LineageJob], pack: int | str, *, gpu_bytes: int | None = None
+              ) -> tuple[PackedJob, ...]:
     """Groups of at most `pack` lineages, in plan order, that share everything but the schedule's searched
     values (lr; power a, b, lr_max): model, batch size, seed, budgets and train settings. Ids stay per member,
-    so they do not depend on `pack`."""
+    so they do not depend on `pack`. `pack` 'auto' packs each group by `auto_pack` on a GPU of `gpu_bytes`."""
     groups: dict[str, list[LineageJob]] = {}
     for job in jobs:
         groups.setdefault(_pack_key(job), []).append(job)
-    return tuple(PackedJob(tuple(g[i:i + pack])) for g in groups.values() for i in range(0, len(g), pack))
+    trials = []
+    for g in groups.values():
+        size = auto_pack(g[0].config, gpu_bytes=gpu_bytes, candidates=len(g)) if pack == "auto" else pack
+        trials.extend(PackedJob(tuple(g[i:i + size])) for i in range(0, len(g), size))
+    return tuple(trials)
+
+
+MAX_PACK = 16  # pack: auto packs at most this many variants in one trial
+
+
+def auto_pack(config: TrainConfig, *, gpu_bytes: int | None, candidates: int = MAX_PACK) -> int:
+    """`pack: auto`: the most variants (at most `candidates` and MAX_PACK) whose step at the whole batch fits
+    a GPU of `gpu_bytes` by the memory estimate (bf16, fused head); 1 when no GPU memory is known or none fit.
+    More variants per trial beat more trials per GPU: one process, one CUDA context, larger kernels."""
+    if gpu_bytes is None:
+        return 1
+    budget = device_budget(gpu_bytes)
+    for k in range(min(candidates, MAX_PACK), 1, -1):
+        if step_memory(config.proxy, micro_batch_size=config.batch_size, variants=k).peak <= budget:
+            return k
+    return 1
+
+
+def trial_memory(trial: LineageJob | PackedJob, *, gpu_bytes: int) -> MicroBatchChoice:
+    """The micro-batch a trial's step takes on a whole GPU of `gpu_bytes` (all its variants together), and the
+    step's estimated memory. Raises ConfigError when not even one sequence fits."""
+    members = trial.members if isinstance(trial, PackedJob) else (trial,)
+    config = trial.config
+    return choose_micro_batch(config.proxy, batch_size=config.batch_size, budget_bytes=device_budget(gpu_bytes),
+                              variants=len(members))
+
+
+def gpu_share(trial: LineageJob | PackedJob, *, gpu_bytes: int, requested: float = 0.0) -> tuple[float, str | None]:
+    """(GPUs the trial asks Ray for, a note when `requested` was raised). The share is the trial's estimated
+    bytes (its step and a CUDA context) over what a GPU of `gpu_bytes` offers, rounded up to 1/100: Ray never
+    places more trials on a GPU than their estimates fit. A `requested` share at least that large is kept."""
+    need = CUDA_CONTEXT_BYTES + trial_memory(trial, gpu_bytes=gpu_bytes).memory.peak
+    share = min(1.0, math.ceil(need / (gpu_bytes * USABLE_FRACTION) * 100) / 100)
+    if requested >= share:
+        return requested, None
+    config = trial.config
+    note = None if not requested else (
+        f"run.gpus_per_trial={requested:g} is too small for {config.model} batch {config.batch_size} "
+        f"x {_members_count(trial)} variants: its step needs about {need / GIB:.1f} GiB of the "
+        f"{gpu_bytes / GIB:.1f} GiB GPU, so it asks for {share:g} GPU")
+    return share, note
+
+
+def trial_budget_gib(share: float, *, gpu_bytes: int) -> float:
+    """The memory budget (GiB) a trial's steps plan for within its share of a GPU: the share of what a GPU
+    offers, less its own CUDA context."""
+    return max(share * gpu_bytes * USABLE_FRACTION - CUDA_CONTEXT_BYTES, 0) / GIB
+
+
+def _members_count(trial: LineageJob | PackedJob) -> int:
+    return len(trial.members) if isinstance(trial, PackedJob) else 1
 
 
 def _pack_key(job: LineageJob) -> str:
@@ -312,29 +389,36 @@ def format_plan(p: Plan) -> str:
     return "\n".join(lines + [f"note: {n}" for n in s["notes"]])
 
 
-def memory_table(p: Plan, *, gpu_bytes: int) -> list[dict]:
-    """Per cell (model, batch size): the micro-batch and activation checkpointing `micro_batch_size: auto`
-    would choose on a GPU of `gpu_bytes` (bf16 autocast, fused head), and the step's estimated peak.
+def memory_table(p: Plan, *, gpu_bytes: int, gpus_per_trial: float = 0.0) -> list[dict]:
+    """Per kind of trial (model, batch size, variants packed): the micro-batch and activation checkpointing
+    `micro_batch_size: auto` would choose on a GPU of `gpu_bytes` (bf16 autocast, fused head), the step's
+    estimated peak, the share of a GPU the trial asks Ray for (`gpu_share`) and so how many run on one GPU.
     Raises ConfigError when a cell does not fit even one sequence at a time."""
     budget, rows = device_budget(gpu_bytes), {}
-    for job, _ in p._lineages():
-        cfg = job.config
-        key = (cfg.model, cfg.batch_size, cfg.proxy.seq_len)
+    trials = list(pack_jobs(p.jobs, p.pack, gpu_bytes=gpu_bytes)) + [s.template for s in p.studies]
+    for trial in trials:
+        cfg, k = trial.config, _members_count(trial)
+        key = (cfg.model, cfg.batch_size, cfg.proxy.seq_len, k)
         if key not in rows:
-            choice = choose_micro_batch(cfg.proxy, batch_size=cfg.batch_size, budget_bytes=budget)
-            rows[key] = {"model": cfg.model, "batch_size": cfg.batch_size, "seq_len": cfg.proxy.seq_len,
+            choice = trial_memory(trial, gpu_bytes=gpu_bytes)
+            share, _ = gpu_share(trial, gpu_bytes=gpu_bytes, requested=gpus_per_trial)
+            rows[key] = {"model": cfg.model, "batch_size": cfg.batch_size, "seq_len": cfg.proxy.seq_len, "pack": k,
                          "micro_batch_size": choice.micro_batch_size,
                          "activation_checkpointing": choice.activation_checkpointing,
-                         "peak_gib": choice.memory.peak / GIB, "budget_gib": budget / GIB}
+                         "peak_gib": choice.memory.peak / GIB, "budget_gib": budget / GIB, "gpu_share": share,
+                         "trials_per_gpu": int(1 / share + 1e-9) if share <= 1 else 0}
     return list(rows.values())
 
 
 def format_memory_table(rows: list[dict], *, gpu_bytes: int) -> str:
-    """The memory table as text, one line per cell."""
+    """The memory table as text, one line per kind of trial."""
     budget = rows[0]["budget_gib"] if rows else device_budget(gpu_bytes) / GIB
     lines = [f"memory per step on a {gpu_bytes / GIB:.1f} GiB GPU (bf16, fused head; plan for {budget:.1f} GiB):",
-             f"  {'model':<14}{'batch':>6}{'seq':>6}{'micro':>7}  {'checkpointing':<14}{'peak GiB':>9}"]
+             f"  {'model':<14}{'batch':>6}{'seq':>6}{'pack':>5}{'micro':>7}  {'checkpointing':<14}{'peak GiB':>9}"
+             f"{'GPU share':>10}{'per GPU':>8}"]
     for r in rows:
-        lines.append(f"  {r['model']:<14}{r['batch_size']:>6}{r['seq_len']:>6}{r['micro_batch_size']:>7}  "
-                     f"{'on' if r['activation_checkpointing'] else 'off':<14}{r['peak_gib']:>9.2f}")
+        lines.append(f"  {r['model']:<14}{r['batch_size']:>6}{r['seq_len']:>6}{r['pack']:>5}"
+                     f"{r['micro_batch_size']:>7}  {'on' if r['activation_checkpointing'] else 'off':<14}"
+                     f"{r['peak_gib']:>9.2f}"
+                     f"{r['gpu_share']:>10.2f}{r['trials_per_gpu']:>8}")
     return "\n".join(lines)

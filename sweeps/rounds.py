@@ -85,7 +85,7 @@ def run_rounds(searches: Sequence[LrSearch], settings: ExecutionSettings, *, pac
         key = sorted(r for j in jobs for r in j.run_ids)
         if not jobs or key == previous:
             break
-        report = run(list(pack_jobs(jobs, pack)), settings)
+        report = run(list(pack_jobs(jobs, pack, gpu_bytes=settings.gpu_memory_bytes)), settings)
         reports.append(report)
         lineages, previous = lineages + len(jobs), key
         if report.failed_trials:

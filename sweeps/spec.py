@@ -121,6 +121,29 @@ Seed = Annotated[int, BeforeValidator(_integer), _at_least(0, high=MAX_SEED, wha
 Flag = Annotated[bool, Field(strict=True)]
 
 
+def _or_auto(check):
+    """'auto', or a value that `check` accepts (one validator: errors name the field, not union branches)."""
+    return BeforeValidator(lambda value: value if value == "auto" else check(value))
+
+
+def _non_negative(value: Any) -> float:
+    number = _number(value)
+    if number < 0:
+        raise ValueError(f"{number!r} must be a number of at least 0, or auto")
+    return number
+
+
+def _positive_integer(value: Any) -> int:
+    number = _integer(value)
+    if number <= 0:
+        raise ValueError(f"{number!r} must be positive, or auto")
+    return number
+
+
+NonNegativeOrAuto = Annotated[Any, _or_auto(_non_negative)]
+PositiveIntOrAuto = Annotated[Any, _or_auto(_positive_integer)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -258,8 +281,11 @@ class RunSpec(_Strict):
     """Where and how to run: resources of one trial, packing, concurrency, storage."""
 
     cpus_per_trial: NonNegative = 1.0  # Ray CPUs per trial
-    gpus_per_trial: NonNegative = 0.0  # Ray GPUs per trial (fractions pack trials on one GPU)
-    pack: PositiveInt = 1  # variants trained in lockstep per trial (GPU; keep 1 on CPU)
+    gpus_per_trial: NonNegativeOrAuto = 0.0  # Ray GPUs per trial; with a known gpu_memory at least
+    # each trial's memory estimate's share of the GPU (a smaller value is raised, with a note); auto: that share
+    pack: PositiveIntOrAuto = 1  # variants trained in lockstep per trial (GPU; keep 1 on CPU); auto:
+    # as many as the memory estimate fits on gpu_memory (1 without a GPU)
+    gpu_memory: str | None = Field(None, min_length=1)  # memory of one GPU, e.g. 80GiB; None: the local GPU's
     max_concurrent: NonNegativeInt = 0  # 0 = as many as resources allow
     max_retries: Annotated[int, BeforeValidator(_integer), _at_least(0, high=100, what="retry count")] = 2  # of a
     # crashed trial (it resumes from its checkpoint)
@@ -271,6 +297,19 @@ class RunSpec(_Strict):
         if self.cpus_per_trial == 0 and self.gpus_per_trial == 0:
             raise ValueError("run.cpus_per_trial and run.gpus_per_trial are both 0: a trial needs a CPU or a GPU")
         return self
+
+    @field_validator("gpu_memory")
+    @classmethod
+    def _gpu_memory(cls, value):
+        from proxy_models.memory import parse_bytes  # imports torch (through head.py): only when given
+
+        if value is not None and parse_bytes(value) <= 0:
+            raise ValueError(f"{value!r} is not a memory size: write e.g. 80GiB, 80GB or 40960MiB")
+        return value
+
+    @property
+    def uses_gpu(self) -> bool:
+        return self.gpus_per_trial == "auto" or self.gpus_per_trial > 0
 
 
 class SweepSpec(_Strict):
@@ -406,11 +445,11 @@ def _check_adaptive(search: SearchSpec, schedule: str) -> None:
                          "lrs of the first round: raise it or narrow lr_range")
 
 
-def _check_pack(pack: int, models: list[str], overrides: dict) -> None:
+def _check_pack(pack: int | str, models: list[str], overrides: dict) -> None:
     """Packing trains dense models only (PackedTrainer); the error names run.pack, its value and the fix."""
-    if pack < 1:
+    if pack != "auto" and pack < 1:
         raise ValueError(f"run.pack={pack}: must be at least 1 (1 trains one lineage per trial)")
-    moe = [m for m in models if pack > 1 and get_preset(m, **overrides).is_moe]
+    moe = [m for m in models if pack != 1 and get_preset(m, **overrides).is_moe]
     if moe:
         raise ValueError(f"run.pack={pack}: {moe[0]!r} is a mixture of experts and packing trains dense models "
                          "only; set run.pack: 1")

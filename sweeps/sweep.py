@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from sweeps.execute import ExecutionSettings, execute, missing_rows
+from sweeps.execute import ExecutionSettings, execute, missing_rows, trial_gpus
 from sweeps.lock import SweepLock, describe, holder
 from sweeps.plan import Plan, plan
 from sweeps.progress import ExecutionReport
@@ -49,16 +49,57 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
     check_data(spec)
     if address not in (None, "local") and check_storage is not None:
         check_storage(storage, address=address)
-    store, p = ResultStore(storage), plan(spec)
+    store, p = ResultStore(storage), plan(spec, gpu_bytes=gpu_memory(spec))
+    p = replace(p, notes=p.notes + check_gpu_shares(spec, p))  # before anything is stored: may refuse
     if not p.studies and _complete(store, spec, p):
         return SubmitResult(plan=p, lineages_run=0, failed_trials=0, storage=storage, execution=None)
     with SweepLock(storage, spec.name) as lock:
         _store_spec(store, spec)
-        settings = _settings(spec, storage, address)
+        settings = _settings(spec, p, storage, address)
         set_aside = tuple(store.set_aside(sweep_id=spec.name, names=_planned_rows(p, store, settings)))
         result = _run(spec, p, store, settings)
     return replace(result, set_aside=set_aside, unreadable=_unreadable(store, p, result, settings),
                    replaced_lock=lock.previous and describe(lock.previous))
+
+
+def gpu_memory(spec: SweepSpec) -> int | None:
+    """Bytes of one GPU for the plan: run.gpu_memory, else the first local GPU's when the spec uses GPUs or
+    packs automatically, else None."""
+    from proxy_models.memory import parse_bytes
+
+    if spec.run.gpu_memory:
+        return parse_bytes(spec.run.gpu_memory)
+    if not (spec.run.uses_gpu or spec.run.pack == "auto"):
+        return None
+    import torch
+
+    return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
+
+
+def _requested_gpus(spec: SweepSpec) -> float:
+    """run.gpus_per_trial as a floor on each trial's GPU share ('auto': none, the estimate decides)."""
+    return 0.0 if spec.run.gpus_per_trial == "auto" else spec.run.gpus_per_trial
+
+
+def check_gpu_shares(spec: SweepSpec, p: Plan) -> tuple[str, ...]:
+    """The notes on trials whose requested GPU share was too small for their memory estimate (the share is
+    raised). SpecError when gpus_per_trial is 'auto' with no GPU memory known, or a trial fits no GPU."""
+    from proxy_models.config import ConfigError
+    from sweeps.plan import gpu_share
+
+    if not spec.run.uses_gpu:
+        return ()
+    if p.gpu_bytes is None:
+        if spec.run.gpus_per_trial == "auto":
+            raise SpecError("run.gpus_per_trial=auto needs the GPU's memory: set run.gpu_memory (e.g. 80GiB) or "
+                            "run where a GPU is visible")
+        return ()
+    try:
+        notes = {gpu_share(t, gpu_bytes=p.gpu_bytes, requested=_requested_gpus(spec))[1]
+                 for t in [*p.trials, *(s.template for s in p.studies)]}
+    except ConfigError as error:
+        raise SpecError(f"run.gpu_memory={p.gpu_bytes / 2**30:.1f}GiB: {error}") from None
+    return tuple(sorted(n for n in notes if n))
 
 
 def check_data(spec: SweepSpec) -> None:
@@ -73,12 +114,13 @@ def check_data(spec: SweepSpec) -> None:
                         "out for bytes")
 
 
-def _settings(spec: SweepSpec, storage: str, address: str | None) -> ExecutionSettings:
+def _settings(spec: SweepSpec, p: Plan, storage: str, address: str | None) -> ExecutionSettings:
     return ExecutionSettings(
         store_uri=storage, sweep_id=spec.name, checkpoint_root=_checkpoint_root(storage),
-        cpus_per_trial=spec.run.cpus_per_trial, gpus_per_trial=spec.run.gpus_per_trial,
+        cpus_per_trial=spec.run.cpus_per_trial, gpus_per_trial=_requested_gpus(spec),
         max_concurrent=spec.run.max_concurrent, max_retries=spec.run.max_retries, address=address,
         checkpoint_every_steps=spec.run.checkpoint_every_steps, driver=holder(),
+        gpu_memory_bytes=p.gpu_bytes if spec.run.uses_gpu else None,
     )
 
 
@@ -98,6 +140,8 @@ def _run(spec: SweepSpec, p: Plan, store: ResultStore, settings: ExecutionSettin
     if p.studies:
         from sweeps.search import run_studies  # imports Ray and Optuna: only when a search runs
 
+        if settings.gpu_memory_bytes is not None:  # every trial of a study has its template's shape
+            settings = replace(settings, gpus_per_trial=trial_gpus([s.template for s in p.studies], settings))
         search = run_studies(p.studies, settings)
         return SubmitResult(plan=p, lineages_run=search.trials_run, failed_trials=search.failed_trials,
                             storage=storage, execution=None)

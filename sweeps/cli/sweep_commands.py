@@ -113,14 +113,17 @@ def checked_spec(path: str):
 def plan_command(args) -> int:
     from sweeps.plan import format_memory_table, format_plan, memory_table, plan
 
-    p = plan(checked_spec(args.spec))
+    spec = checked_spec(args.spec)
     if args.gpu_memory is None:
+        p = plan(spec)
         print(json.dumps(p.summary(), indent=2) if args.json else format_plan(p))
         return 0
     from proxy_models.memory import parse_bytes
 
     gpu_bytes = parse_bytes(args.gpu_memory)
-    rows = memory_table(p, gpu_bytes=gpu_bytes)
+    p = plan(spec, gpu_bytes=gpu_bytes)
+    rows = memory_table(p, gpu_bytes=gpu_bytes, gpus_per_trial=0.0 if spec.run.gpus_per_trial == "auto"
+                        else spec.run.gpus_per_trial)
     if args.json:
         print(json.dumps({**p.summary(), "memory": rows}, indent=2))
     else:

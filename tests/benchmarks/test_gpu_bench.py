@@ -9,16 +9,25 @@ ROOT = Path(__file__).parents[2]
 
 
 @pytest.mark.slow
-def test_quick_gpu_benchmark_runs_on_cpu_and_writes_its_table(tmp_path):
+def test_quick_gpu_benchmark_runs_on_cpu_and_writes_its_tables(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--quick", "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
-    rows = json.loads((tmp_path / "gpu.json").read_text())["rows"]
+    result = json.loads((tmp_path / "gpu.json").read_text())
+    rows = result["rows"]
     measured = [r for r in rows if "skipped" not in r]
     assert [r["preset"] for r in rows[:6]] == [p for p in ("paper-12m", "paper-36m", "paper-121m") for _ in (0, 1)]
     assert {r["preset"] for r in rows[6:]} == {"moe torch", "moe scattermoe"}
     for r in measured:
         assert r["tokens_per_s"] > 0 and r["peak_gib"] > 0 and r["batch_size"] % r["micro_batch_size"] == 0
         assert 0 < r["mfu"] <= r["mfu_attention"] <= 1
-    table = (tmp_path / "gpu.md").read_text()
-    assert table.startswith("device: cpu") and table.count("\n| paper-") == 6
+    packed = result["packed"]
+    assert [r["pack"] for r in packed] == ["solo", 1, 2, 4, 8] and packed[0]["vs_solo"] == 1.0
+    assert all(r["tokens_variants_per_s"] > 0 and r["peak_gib"] > 0 for r in packed)
+    sweep = result["sweep"]
+    assert sweep["rows_stored"] == sweep["rows_planned"] == 16 and sweep["failed_trials"] == 0
+    assert sweep["lineages"] == 4 and sweep["trials"] == 2 and 0 < sweep["outside_training"] < 1
+    one, packed_md, sweep_md = (tmp_path / "gpu.md").read_text().split("\n\n")
+    assert one.startswith("device: cpu") and one.count("\n| paper-") == 6
+    assert packed_md.startswith("packed variants") and packed_md.count("\n| paper-12m | 4 x 32 |") == 5
+    assert sweep_md.startswith("sweep through local Ray") and "| 4 | 2 | 16 / 16 | 0 | 0 |" in sweep_md

@@ -1,9 +1,12 @@
+import json
 import math
 
 import pytest
+import torch
 
 from proxy_models.config import ConfigError
 from proxy_models.data import DataConfig
+from proxy_models.model import ProxyLM
 from proxy_models.packed import PackedTrainer
 from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import TrainConfig, Trainer
@@ -32,7 +35,7 @@ def test_each_packed_variant_equals_its_solo_run(corpus):
     schedules = [ScheduleConfig(name="wsd", lr=lr, warmup_tokens=4 * 32 * 2) for lr in (1e-3, 3e-3, 1e-2)]
     packed = PackedTrainer(cfg, schedules, corpus=corpus)
     packed.train()
-    trajectories = [[float(step[i]) for step in packed.loss_history] for i in range(3)]
+    trajectories = packed.loss_windows
     for i, (schedule, row) in enumerate(zip(schedules, packed.results())):
         trainer, expected = solo(cfg, schedule, corpus)
         assert trajectories[i] == pytest.approx(trainer.recent_losses, rel=REL)
@@ -62,3 +65,88 @@ def test_diverged_variant_is_masked_and_does_not_disturb_the_others(corpus):
 def test_moe_packing_is_refused_with_a_clear_error(corpus):
     with pytest.raises(ConfigError, match="pack=1"):
         PackedTrainer(config(model="cpu-moe"), [ScheduleConfig()], corpus=corpus)
+
+
+def test_packed_forward_equals_each_variants_own_model(corpus):
+    """Distinct weights per variant (and grouped-query attention): each variant's loss and gradients are those of
+    a ProxyLM holding its weights, through bmm, folded SDPA and the chunked head."""
+    cfg = config(model_overrides={"seq_len": 32, "n_layers": 2, "n_kv_heads": 1}, head="chunked")
+    packed = PackedTrainer(cfg, [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 2e-3, 3e-3)],
+                           corpus=corpus)
+    with torch.no_grad():
+        packed.flat.add_(torch.randn_like(packed.flat) * 0.01)
+    x, y = packed._batch()
+    losses = packed.losses(x, y)
+    grads = torch.autograd.grad(losses.sum(), list(packed.params.values()))
+    for i in range(3):
+        model = ProxyLM(cfg.proxy).double()
+        model.head, model.head_chunk_tokens = "chunked", 40  # several chunks of the 128 tokens
+        model.load_state_dict(packed.variant_state(i), strict=False)
+        loss = model(x, y)[1]
+        assert loss.item() == pytest.approx(losses[i].item(), rel=1e-12)
+        loss.backward()
+        for (name, p), g in zip(model.named_parameters(), grads):
+            torch.testing.assert_close(g[i], p.grad, rtol=1e-10, atol=1e-14, msg=name)
+
+
+def test_micro_batches_and_checkpointing_train_packed_variants_like_the_whole_batch(corpus):
+    schedules = [ScheduleConfig(name="wsd", lr=lr, warmup_tokens=256) for lr in (1e-3, 3e-3)]
+    whole = PackedTrainer(config(tokens=4 * 32 * 4), schedules, corpus=corpus)
+    whole.train()
+    split = PackedTrainer(config(tokens=4 * 32 * 4, micro_batch_size=2, activation_checkpointing="on"), schedules,
+                          corpus=corpus)
+    split.train()
+    assert split.micro_batch_size == 2 and split.checkpointing
+    assert split.loss_windows == [pytest.approx(w, rel=1e-12) for w in whole.loss_windows]
+    torch.testing.assert_close(split.flat, whole.flat, rtol=1e-10, atol=1e-13)
+
+
+def test_injected_out_of_memory_halves_the_packed_micro_batch_and_ends_the_same(corpus, monkeypatch):
+    schedules = [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 3e-3)]
+    expected = PackedTrainer(config(tokens=4 * 32 * 5), schedules, corpus=corpus).train_and_results()
+    trainer = PackedTrainer(config(tokens=4 * 32 * 5), schedules, corpus=corpus)
+    real, calls = trainer.losses, []
+
+    def losses(x, y):  # step 3's whole batch runs out of memory, once
+        calls.append((trainer.step, x.shape[0]))
+        if calls[-1] == (3, 4) and torch.is_grad_enabled():
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(x, y)
+
+    monkeypatch.setattr(trainer, "losses", losses)
+    rows = trainer.train_and_results()
+    assert trainer.micro_batch_size == 2 and trainer.micro_batch_shrinks == 1 and (3, 2) in calls
+    assert json.loads(rows[0].execution) == {"pack": 2, "micro_batch_size": 2, "activation_checkpointing": False,
+                                             "out_of_memory_shrinks": 1}
+    assert [r.loss_eval for r in rows] == pytest.approx([r.loss_eval for r in expected], rel=1e-12)
+
+
+def test_a_checkpoint_restores_the_packed_state_exactly(corpus, tmp_path):
+    schedules = [ScheduleConfig(name="wsd", lr=lr, warmup_tokens=256) for lr in (1e-3, 3e-3)]
+    uninterrupted = PackedTrainer(config(), schedules, corpus=corpus).train_and_results()
+    first = PackedTrainer(config(), schedules, corpus=corpus)
+    first.train_to(5, total_tokens=config().steps * config().tokens_per_step, checkpoint_path=str(tmp_path / "c.pt"))
+    resumed = PackedTrainer(config(), schedules, corpus=corpus)
+    resumed.load_checkpoint(str(tmp_path / "c.pt"))
+    assert [r.loss_eval for r in resumed.train_and_results()] == [r.loss_eval for r in uninterrupted]
+
+
+def test_a_checkpoint_written_before_the_flat_buffer_still_resumes(corpus, tmp_path):
+    """Packed checkpoints used to hold one stacked tensor per parameter name and the loss history (steps, K)."""
+    schedules = [ScheduleConfig(name="wsd", lr=lr, warmup_tokens=256) for lr in (1e-3, 3e-3)]
+    uninterrupted = PackedTrainer(config(), schedules, corpus=corpus).train_and_results()
+    first = PackedTrainer(config(), schedules, corpus=corpus)
+    first.train_to(5, total_tokens=config().steps * config().tokens_per_step)
+    def columns(buffer):  # each parameter's columns of a (K, P) buffer, in its own (K, *shape)
+        return {n: buffer[:, p.storage_offset():p.storage_offset() + p[0].numel()].reshape(p.shape)
+                for n, p in first.params.items()}
+
+    per_name = {key: columns(buffer) for key, buffer in (("params", first.flat), ("m", first.m), ("v", first.v))}
+    old = {**per_name, "step": first.step, "train_seconds": first.train_seconds,
+           "first_loss": torch.tensor(first.first_losses, dtype=torch.float64),
+           "diverged_at": torch.tensor(first.diverged_ats, dtype=torch.float64),
+           "loss_history": torch.tensor(first.loss_windows, dtype=torch.float64).T}
+    torch.save(old, tmp_path / "old.pt")
+    resumed = PackedTrainer(config(), schedules, corpus=corpus)
+    resumed.load_checkpoint(str(tmp_path / "old.pt"))
+    assert [r.loss_eval for r in resumed.train_and_results()] == [r.loss_eval for r in uninterrupted]

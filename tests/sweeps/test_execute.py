@@ -1,10 +1,13 @@
 
+import json
 from dataclasses import replace
 
 import pytest
+import torch
 
 from proxy_models.data import DataConfig
 from proxy_models.lineage import trunk_tokens
+from proxy_models.packed import PackedTrainer
 from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import TrainConfig
 from sweeps.execute import (
@@ -15,6 +18,7 @@ from sweeps.execute import (
     longest_first,
     missing_budgets,
     missing_rows,
+    run_job,
     trial_groups,
 )
 from sweeps.plan import LineageJob, PackedJob
@@ -107,3 +111,59 @@ def test_resources_no_node_has_are_refused_before_any_trial(tmp_path, local_ray,
         execute([job(1e-2)], settings)
     assert str(error.value).startswith(field) and "\n" not in str(error.value)
     assert ResultStore(settings.store_uri).read(sweep_id="t").table.empty
+
+
+def f64(j: LineageJob) -> LineageJob:
+    return replace(j, config=replace(j.config, dtype="float64"))
+
+
+def local_settings(root) -> ExecutionSettings:
+    return ExecutionSettings(store_uri=str(root / "store"), sweep_id="t", checkpoint_root=str(root / "ckpt"))
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_out_of_memory_in_a_packed_trial_loses_no_row(tmp_path, monkeypatch, persistent):
+    """An injected CUDA out-of-memory error at step 5 halves the pack's micro-batch; one that persists down to
+    one sequence splits the pack (3 -> 1 + 2 -> 1 + 1 + 1). Either way every planned row is stored once, with
+    the losses of solo runs (float64), and its execution record says what happened."""
+    jobs = [f64(job(lr)) for lr in (1e-3, 3e-3, 1e-2)]
+    for j in jobs:
+        run_job(j, local_settings(tmp_path / "solo"))
+    real = PackedTrainer.losses
+
+    def losses(self, x, y):
+        if torch.is_grad_enabled() and self.step == 5 and (persistent or x.shape[0] == 4):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(self, x, y)
+
+    monkeypatch.setattr(PackedTrainer, "losses", losses)
+    run_job(PackedJob(tuple(jobs)), local_settings(tmp_path / "packed"))
+    solo = ResultStore(str(tmp_path / "solo" / "store")).read(sweep_id="t").table.set_index("run_id")
+    read = ResultStore(str(tmp_path / "packed" / "store")).read(sweep_id="t")
+    packed = read.table.set_index("run_id")
+    assert read.duplicates_dropped == 0 and sorted(packed.index) == sorted(r for j in jobs for r in j.row_ids)
+    assert packed["loss_eval"].to_dict() == pytest.approx(solo.loss_eval[packed.index].to_dict(), rel=1e-7)
+    records = [json.loads(e) for e in packed["execution"]]
+    if persistent:
+        assert {(r["pack"], r["pack_split"]) for r in records} == {(1, 1), (1, 2)}
+    else:
+        assert {(r["pack"], r["micro_batch_size"], r["out_of_memory_shrinks"]) for r in records} == {(3, 2, 1)}
+
+
+def test_on_a_gpu_of_known_size_each_trial_asks_for_its_estimates_share_and_plans_within_it(tmp_path):
+    from sweeps.execute import _resources, _within_gpu_share, trial_gpus
+    from sweeps.plan import gpu_share, trial_budget_gib
+
+    gpu_bytes = 2 * 2**30  # a fake 2 GiB GPU: the tiny jobs' estimates are a small share of it
+    settings = replace(local_settings(tmp_path), gpu_memory_bytes=gpu_bytes)
+    pack, single = PackedJob((job(1e-3), job(3e-3))), job(1e-2)
+    share = gpu_share(pack, gpu_bytes=gpu_bytes)[0]
+    assert 0 < gpu_share(single, gpu_bytes=gpu_bytes)[0] <= share < 1
+    assert trial_gpus([single, pack], settings) == share  # a trial of several jobs asks for the largest share
+    [bundle] = _resources(settings)({"jobs": (pack,)}).bundles
+    assert bundle == {"CPU": 1.0, "GPU": share}
+    within = _within_gpu_share(pack, settings)
+    assert {m.config.memory_budget_gib for m in within.members} == {trial_budget_gib(share, gpu_bytes=gpu_bytes)}
+    assert [m.lineage_id for m in within.members] == [m.lineage_id for m in pack.members]
+    assert trial_gpus([pack], replace(settings, gpus_per_trial=0.5)) == max(0.5, share)
+    assert _within_gpu_share(pack, local_settings(tmp_path)) == pack  # no GPU size known: as planned

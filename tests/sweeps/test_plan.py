@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.plan import plan
+from proxy_models.memory import CUDA_CONTEXT_BYTES, USABLE_FRACTION, device_budget, step_memory
+from sweeps.plan import format_memory_table, gpu_share, memory_table, plan, trial_budget_gib, trial_memory
 from sweeps.spec import load_spec, spec_from_dict
 
 SPECS = Path(__file__).parents[2] / "sweeps" / "specs"
@@ -69,3 +70,52 @@ def test_ids_of_stored_sweeps_do_not_change_with_execution_settings():
                                "train": {"seq_len": 64}})).jobs[0]
     assert job.lineage_id == "b73efed7e3872189"
     assert job.run_ids == ("fb9298ccb8baed24", "986a1cf497d913ee")
+
+
+GIB = 2**30
+
+
+def gpu_spec(**run):
+    return spec_from_dict({"name": "g", "search": {"models": ["paper-12m"], "lr": [1e-3, 2e-3, 4e-3, 8e-3],
+                                                   "batch_size": [16], "tokens": ["4M", "8M"], "seeds": [0, 1]},
+                           "train": {"seq_len": 1024}, "run": run})
+
+
+@pytest.mark.parametrize("gpu_gib", [8, 24, 80])
+def test_pack_auto_packs_as_many_variants_as_the_estimate_fits(gpu_gib):
+    p = plan(gpu_spec(pack="auto"), gpu_bytes=gpu_gib * GIB)
+    sizes = {len(t.members) for t in p.trials}
+    k = max(sizes)
+    config = p.trials[0].config
+    assert step_memory(config.proxy, micro_batch_size=16, variants=k).peak <= device_budget(gpu_gib * GIB)
+    if k < 4:  # one more variant would not fit (4 lrs per seed is the most a trial can pack here)
+        assert step_memory(config.proxy, micro_batch_size=16, variants=k + 1).peak > device_budget(gpu_gib * GIB)
+    assert sorted(r for t in p.trials for m in t.members for r in m.row_ids) == sorted(p.row_ids)
+    assert p.row_ids == plan(gpu_spec()).row_ids  # ids do not depend on packing
+
+
+def test_pack_auto_without_gpu_memory_is_one_per_trial_with_a_note():
+    p = plan(gpu_spec(pack="auto"))
+    assert {len(t.members) for t in p.trials} == {1} and any("no GPU memory known" in n for n in p.notes)
+
+
+@pytest.mark.parametrize("gpu_gib", [16, 80])
+def test_a_trials_gpu_share_covers_its_estimate_and_a_small_request_is_raised(gpu_gib):
+    gpu_bytes = gpu_gib * GIB
+    trial = plan(gpu_spec(pack=4), gpu_bytes=gpu_bytes).trials[0]
+    share, note = gpu_share(trial, gpu_bytes=gpu_bytes)
+    need = CUDA_CONTEXT_BYTES + trial_memory(trial, gpu_bytes=gpu_bytes).memory.peak
+    assert need <= share * gpu_bytes * USABLE_FRACTION < need + 0.01 * gpu_bytes and note is None
+    per_gpu = int(1 / share)  # what Ray places on one GPU: their estimates fit together
+    assert per_gpu * need <= gpu_bytes * USABLE_FRACTION
+    raised, note = gpu_share(trial, gpu_bytes=gpu_bytes, requested=share / 2)
+    assert raised == share and "run.gpus_per_trial=" in note and "\n" not in note
+    assert gpu_share(trial, gpu_bytes=gpu_bytes, requested=1.0) == (1.0, None)  # more than needed is kept
+    assert trial_budget_gib(share, gpu_bytes=gpu_bytes) * GIB >= trial_memory(trial, gpu_bytes=gpu_bytes).memory.peak
+
+
+def test_plan_gpu_memory_table_shows_each_trials_share():
+    p = plan(gpu_spec(pack="auto", gpus_per_trial="auto"), gpu_bytes=80 * GIB)
+    [row] = memory_table(p, gpu_bytes=80 * GIB)
+    assert row["pack"] == 4 and row["trials_per_gpu"] == int(1 / row["gpu_share"]) >= 1
+    assert "GPU share" in format_memory_table([row], gpu_bytes=80 * GIB)

@@ -190,3 +190,14 @@ def test_binary_files_directories_and_huge_files_are_one_line(tmp_path):
 def test_planned_runs_counts_the_grid_without_expanding_it():
     spec = spec_from_dict(with_(search__seeds=[0, 1], search__batch_size=[4, 8, 16]))
     assert spec.planned_runs == 2 * 2 * 3 * 2  # lr x tokens x batch sizes x seeds
+
+
+def test_pack_and_gpus_per_trial_take_auto_and_gpu_memory_a_size():
+    values = {"name": "g", "search": {"lr": [0.01], "tokens": ["1M"]}}
+    run = spec_from_dict({**values, "run": {"pack": "auto", "gpus_per_trial": "auto", "gpu_memory": "80GiB"}}).run
+    assert run.pack == "auto" and run.gpus_per_trial == "auto" and run.uses_gpu
+    for field, value, fragment in (("pack", "max", "run.pack='max'"), ("gpus_per_trial", "all", "run.gpus_per_trial"),
+                                   ("gpu_memory", "lots", "run.gpu_memory='lots'")):
+        with pytest.raises(SpecError) as error:
+            spec_from_dict({**values, "run": {field: value}})
+        assert str(error.value).startswith(fragment) and "\n" not in str(error.value)

@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from sweeps.cli import main
-from sweeps.spec import spec_from_dict
+from sweeps.spec import SpecError, spec_from_dict
 from sweeps.store import ResultStore
 from sweeps.sweep import status, submit
 
@@ -63,3 +63,20 @@ def test_a_packed_sweep_stores_the_rows_of_an_unpacked_one(tmp_path, local_ray):
     assert packed["loss_train"].to_numpy() == pytest.approx(solo["loss_train"].to_numpy(), rel=1e-9)
     s = status(str(tmp_path / "pack2"))
     assert s["counts"] == {"ok": 4, "missing": 0} and s["trunk"] == {"planned": 4, "done": 4, "missing": 0}
+
+
+def test_gpu_shares_are_refused_or_corrected_before_anything_runs():
+    from sweeps.plan import plan
+    from sweeps.sweep import check_gpu_shares
+
+    values = {"name": "g", "search": {"models": ["paper-12m"], "lr": [1e-3, 2e-3], "batch_size": [32],
+                                      "tokens": ["4M"]}, "train": {"seq_len": 1024}}
+    auto = spec_from_dict({**values, "run": {"gpus_per_trial": "auto"}})
+    with pytest.raises(SpecError, match=r"^run.gpus_per_trial=auto needs the GPU's memory: set run.gpu_memory"):
+        check_gpu_shares(auto, plan(auto))
+    small = spec_from_dict({**values, "run": {"gpus_per_trial": 0.01, "gpu_memory": "80GiB"}})
+    [note] = check_gpu_shares(small, plan(small))
+    assert note.startswith("run.gpus_per_trial=0.01 is too small for paper-12m batch 32")
+    tiny = spec_from_dict({**values, "run": {"gpus_per_trial": "auto", "gpu_memory": "1GiB"}})
+    with pytest.raises(SpecError, match=r"^run.gpu_memory=1.0GiB: memory budget"):
+        check_gpu_shares(tiny, plan(tiny))

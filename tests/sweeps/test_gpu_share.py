@@ -1,0 +1,52 @@
+"""Trials placed by their memory estimate's share of a GPU, through a local Ray that has one (logical) GPU."""
+
+import json
+
+import pytest
+
+from proxy_models.data import DataConfig
+from proxy_models.lineage import trunk_tokens
+from proxy_models.schedules import ScheduleConfig
+from proxy_models.trainer import TrainConfig
+from sweeps.execute import ExecutionSettings, execute, trial_gpus
+from sweeps.plan import LineageJob, PackedJob
+from sweeps.store import ResultStore
+
+STEP = 4 * 32
+
+
+@pytest.fixture(scope="module")
+def ray_with_a_gpu():
+    """A fresh local Ray that offers one GPU: Ray schedules by the resource, the trials train on the CPU."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, configure_logging=False,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def job(lr: float) -> LineageJob:
+    budgets = (STEP * 6, STEP * 12)
+    config = TrainConfig(model="cpu-xs", model_overrides={"seq_len": 32, "n_layers": 1}, batch_size=4,
+                         tokens=max(budgets), schedule=ScheduleConfig(name="wsd", lr=lr, warmup_tokens=STEP),
+                         data=DataConfig(eval_tokens=1024), device="cpu")
+    lineage_id = f"lr{lr:g}"
+    trunk = tuple(trunk_tokens(config, budgets))
+    return LineageJob(lineage_id, config, budgets, tuple(f"{lineage_id}-{t}" for t in budgets), trunk,
+                      tuple(f"{lineage_id}-trunk-{t}" for t in trunk))
+
+
+@pytest.mark.slow
+def test_trials_sized_by_their_estimate_share_a_gpu_and_store_every_row(tmp_path, ray_with_a_gpu):
+    jobs = [PackedJob((job(1e-3), job(3e-3))), job(1e-2)]
+    settings = ExecutionSettings(store_uri=str(tmp_path / "store"), sweep_id="t", checkpoint_root=str(tmp_path),
+                                 gpu_memory_bytes=8 * 2**30)  # a fake 8 GiB GPU: each trial takes a small share
+    assert 0 < trial_gpus(jobs, settings) < 0.5
+    report = execute(jobs, settings)
+    assert report.failed_trials == 0 and report.slots == 2
+    table = ResultStore(settings.store_uri).read(sweep_id="t").table
+    members = [job(1e-3), job(3e-3), job(1e-2)]
+    assert sorted(table["run_id"]) == sorted(r for m in members for r in m.row_ids)
+    packs = {row.lineage_id: json.loads(row.execution)["pack"] for row in table.itertuples()}
+    assert packs == {"lr0.001": 2, "lr0.003": 2, "lr0.01": 1}
