@@ -17,6 +17,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from proxy_models.config import ConfigError
+from proxy_models.curves import CurveRecorder
 from proxy_models.data import TokenCorpus, load_corpus, train_batch
 from proxy_models.model import Attention
 from proxy_models.mup import is_hidden_matrix
@@ -55,6 +56,7 @@ class PackedTrainer:
         self.diverged_at = torch.full((self.k,), math.nan, dtype=torch.float64)
         self.loss_history: list[torch.Tensor] = []
         self.train_seconds = 0.0
+        self.curve = CurveRecorder.for_run(config, schedules)  # one curve per variant, restored by checkpoints
         self.steps_trained, self.seconds_trained = 0, 0.0  # what this object did (retry accounting)
         self.device = self.solo[0].device
         self.lr_dtype = torch.float64 if config.dtype == "float64" else torch.float32
@@ -127,7 +129,7 @@ class PackedTrainer:
         history = torch.stack(self.loss_history) if self.loss_history else torch.empty(0, self.k, dtype=torch.float64)
         return {"params": {n: p.detach() for n, p in self.params.items()}, "m": self.m, "v": self.v,
                 "step": self.step, "first_loss": self.first_loss, "diverged_at": self.diverged_at,
-                "loss_history": history, "train_seconds": self.train_seconds}
+                "loss_history": history, "train_seconds": self.train_seconds, "curve": self.curve.state_dict()}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict) -> None:
@@ -138,8 +140,10 @@ class PackedTrainer:
         self.step, self.train_seconds = state["step"], state["train_seconds"]
         self.first_loss, self.diverged_at = state["first_loss"].clone(), state["diverged_at"].clone()
         self.loss_history = list(state["loss_history"].cpu().unbind(0))
+        self.curve.load_state_dict(state.get("curve"), step=self.step)
 
     def _watch(self, losses: torch.Tensor) -> None:
+        self.curve.watch(losses.tolist(), tokens=self.step * self.cfg.tokens_per_step)
         self.first_loss = torch.where(torch.isnan(self.first_loss), losses, self.first_loss)
         bad = ~torch.isfinite(losses) | (losses > self.cfg.divergence_factor * self.first_loss)
         newly = bad & torch.isnan(self.diverged_at)

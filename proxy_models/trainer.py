@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from proxy_models.config import ConfigError, ProxyConfig, get_preset
+from proxy_models.curves import CurveRecorder
 from proxy_models.data import DataConfig, TokenCorpus, eval_batches, load_corpus, train_batch
 from proxy_models.head import HEADS, resolve_head
 from proxy_models.memory import GIB, USABLE_FRACTION, choose_micro_batch, divisors_descending
@@ -179,6 +180,7 @@ class Trainer:
         # CPU steps are synchronous anyway: read every loss at once, so a divergence stops the run at once.
         self.check_every = CUDA_CHECK_EVERY_STEPS if self.device.type == "cuda" else 1
         self.train_seconds = 0.0  # restored by checkpoints: the run's own training time
+        self.curve = CurveRecorder.for_run(config)  # log-spaced loss points, restored by checkpoints
         # What this object did, never restored by checkpoints (retry and overhead accounting).
         self.steps_trained, self.seconds_trained, self.eval_seconds = 0, 0.0, 0.0
 
@@ -323,6 +325,7 @@ class Trainer:
 
     def _watch(self, loss: float, *, tokens: int) -> None:
         """Record the loss of the step that ended at `tokens` seen; mark divergence there."""
+        self.curve.watch(loss, tokens=tokens)
         if math.isnan(self.first_loss):
             self.first_loss = loss
         self.recent_losses = (self.recent_losses + [loss])[-self.cfg.log_every_steps:]
@@ -379,7 +382,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
             "first_loss": self.first_loss, "diverged_at": self.diverged_at, "recent_losses": self.recent_losses,
-            "train_seconds": self.train_seconds,
+            "train_seconds": self.train_seconds, "curve": self.curve.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -387,6 +390,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.first_loss, self.diverged_at = state["step"], state["first_loss"], state["diverged_at"]
         self.recent_losses, self.train_seconds = list(state["recent_losses"]), state["train_seconds"]
+        self.curve.load_state_dict(state.get("curve"), step=self.step)
 
     def save_checkpoint(self, path: str) -> None:
         """Write the training state atomically (temp file, then rename)."""
