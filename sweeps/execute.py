@@ -20,8 +20,10 @@ from dataclasses import dataclass, replace
 from importlib import metadata
 from typing import TextIO
 
+from proxy_models.curves import DEFAULT_GRID
 from proxy_models.lineage import Attempt, planned_tokens, train_lineage, train_packed_lineage, trunk_tokens
 from proxy_models.trainer import RunResult
+from sweeps.curves import curve_saver
 from sweeps.plan import LineageJob, PackedJob, short_hash
 from sweeps.progress import ExecutionReport, StatusPrinter, Tracker, trials_done_callback, tune_callback
 from sweeps.store import ResultStore
@@ -44,6 +46,7 @@ class ExecutionSettings:
     checkpoint_every_steps: int = 500  # trunk checkpoint interval, in steps: a retry loses at most this many
     lineages_per_trial: int = 0  # 0 = auto: one trial per job up to MAX_TRIALS trials, then grouped
     driver: dict | None = None  # the driver process (sweeps.lock.holder()): trials store nothing once it is gone
+    curves: bool = True  # store each lineage's training curve (sweeps/curves.py) beside the results
 
 
 def missing_budgets(job: LineageJob, stored_run_ids: set[str]) -> LineageJob | None:
@@ -110,24 +113,41 @@ def store_row(result: RunResult, *, job: LineageJob, run_id: str) -> dict:
 
 
 def run_job(job: LineageJob | PackedJob, settings: ExecutionSettings, *, attempt: Attempt | None = None,
-            on_stored: Callable[[str], None] | None = None) -> list[list[RunResult]]:
+            on_stored: Callable[[str], None] | None = None,
+            on_curve: Callable[[LineageJob, list[dict]], None] | None = None) -> list[list[RunResult]]:
     """Train one job (a lineage, or a pack of them in lockstep) and store each of its rows as soon as it is
-    final: budget results and trunk evaluations. `on_stored(run_id)` follows each stored row; `attempt` is
-    filled in with what this process did. Returns each member's rows of the job's budgets, ascending."""
+    final: budget results and trunk evaluations, each after its lineage's curve points up to it (with
+    `settings.curves`). `on_stored(run_id)` follows each stored row; `on_curve(member, rows)` each stored batch
+    of a member's curve points (`sweeps.curves.curve_records`); `attempt` is filled in with what this process
+    did. Returns each member's rows of the job's budgets, ascending."""
     members, attempt = _members(job), attempt or Attempt()
     root = os.path.join(settings.checkpoint_root, settings.sweep_id)
     common = dict(checkpoint_every_steps=settings.checkpoint_every_steps, attempt=attempt,
-                  redo=lost_rows(members, settings))
+                  redo=lost_rows(members, settings), curve_grid=DEFAULT_GRID if settings.curves else None)
+    curves = [_curve_writer(m, settings, on_curve) for m in members] if settings.curves else None
     if len(members) == 1:
         m = members[0]
         return [train_lineage(m.config, m.budgets, trunk_at=m.trunk_tokens,
                               checkpoint_dir=os.path.join(root, m.lineage_id), on_result=_saver(m, settings, on_stored),
-                              **common)]
+                              on_curve=curves and curves[0], **common)]
     packed, savers = PackedJob(members), [_saver(m, settings, on_stored) for m in members]
     checkpoint_dir = os.path.join(root, "pack-" + short_hash(sorted(m.lineage_id for m in members)))
     return train_packed_lineage(packed.config, [m.config.schedule for m in members], packed.budgets,
                                 trunk_at=packed.trunk_tokens, checkpoint_dir=checkpoint_dir,
-                                on_result=lambda i, row: savers[i](row), **common)
+                                on_result=lambda i, row: savers[i](row),
+                                on_curve=curves and (lambda i, points: curves[i](points)), **common)
+
+
+def _curve_writer(job: LineageJob, settings: ExecutionSettings,
+                  on_curve: Callable[[LineageJob, list[dict]], None] | None) -> Callable[[list[dict]], None]:
+    """Merges `job`'s curve points into its lineage's curve file (while the driver lives), then `on_curve`."""
+    store = ResultStore(settings.store_uri)
+
+    def write(rows: list[dict]) -> None:
+        check_driver(settings.driver)
+        store.write_curve(rows, sweep_id=settings.sweep_id, name=job.lineage_id)
+
+    return curve_saver(job, write, on_curve)
 
 
 def lost_rows(members: Sequence[LineageJob], settings: ExecutionSettings) -> set[tuple[str, float]]:
