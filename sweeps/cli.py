@@ -257,6 +257,7 @@ def status_command(args) -> int:
     print(f"sweep {s['sweep_id']}: {done}/{s['planned']} runs done {bar(done / max(s['planned'], 1))}; " +
           ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())))
     print(f"trunk evaluations: {s['trunk']['done']} of {s['trunk']['planned']} stored")
+    print(f"curves: {s['curves']['stored']} of {s['curves']['lineages']} lineages stored")
     for report in s["unreadable_files"]:
         print(f"  unreadable, skipped (resume moves a planned run's file aside and trains it again): {report}")
     for uri in s["set_aside_files"]:

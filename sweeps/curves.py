@@ -107,3 +107,8 @@ def curve_saver(job: LineageJob, write: Callable[[list[dict]], None],
             on_curve(job, rows)
 
     return save
+
+
+def curve_status(names: set[str], lineages: set[str]) -> dict:
+    """`status`'s curve line: of the sweep's `lineages`, how many have a stored curve file (`names`)."""
+    return {"lineages": len(lineages), "stored": len(names & lineages)}
