@@ -4,10 +4,9 @@ A store keeps each lineage's curve beside its results (``<store>/curves/sweep_id
 written by the sweep; columns in README "Training curves"). A run's curve is its lineage's trunk up to the
 run's fork, then the run's own decay branch.
 
-A **spike** is a near-divergence: the mean training loss between two curve points rises more than
-``SPIKE_RISE`` (20%) above the lowest mean seen before it, then comes back within ``SPIKE_RECOVER`` (5%) of
-that minimum. A rise that never comes back is a divergence, not a spike. Points of the first
-``SPIKE_FROM_STEP`` steps are left out: they are single noisy steps while the loss falls fastest.
+A **spike** is a near-divergence: the mean training loss over a window of ``SPIKE_WINDOW_STEPS`` (100) steps
+rises more than ``SPIKE_RISE`` (20%) above the lowest window mean before it, then comes back within
+``SPIKE_RECOVER`` (5%) of that minimum. A rise that never comes back is a divergence, not a spike.
 
 >>> curves = load_curves("runs/cpu-quick/results")       # empty when the store has no curves
 >>> table = mark_spikes(load_table("runs/cpu-quick/results"), curves)
@@ -29,7 +28,8 @@ from analysis.errors import AnalysisError
 CURVES_DIR = "curves"  # beside results/ in a store
 SPIKE_RISE = 0.2  # relative rise of the mean train loss above its running minimum that counts as a jump
 SPIKE_RECOVER = 0.05  # back within this of that minimum afterwards: the run recovered (a spike)
-SPIKE_FROM_STEP = 50  # points before this step are single noisy steps: not looked at
+SPIKE_WINDOW_STEPS = 100  # the loss is looked at as means over windows of at least this many steps: one step's
+# loss at batch 4 x 64 varies by tens of percent, a 100-step mean by a few
 _KEYS = ["sweep_id", "lineage_id"]
 _COLUMNS = ["sweep_id", "lineage_id", "run_id", "segment", "budget", "fork_tokens", "kind", "step", "tokens", "lr",
             "loss_train", "loss_train_mean", "loss_eval"]
@@ -90,19 +90,38 @@ class Spike:
     loss: float  # the mean train loss there (NaN if none)
 
 
+def window_means(curve: pd.DataFrame, *, window: int = SPIKE_WINDOW_STEPS, relative: float = 0.0) -> pd.DataFrame:
+    """A run's mean train loss pooled, in token order, into windows of at least ``window`` steps, and of at least
+    ``relative`` times the step where the window ends (tokens and step of each window's end, ``loss``). A point
+    added where a segment ends covers steps that the next grid point covers again, so it is left out; curves
+    without ``mean_steps`` count the steps since the previous point."""
+    points = curve[curve["kind"].eq("train")].sort_values("tokens", kind="stable") if "kind" in curve else curve
+    step = points["step"].to_numpy(dtype=float)
+    n = points["mean_steps"].to_numpy(dtype=float) if "mean_steps" in points else np.full(len(points), np.nan)
+    n = np.where(np.isfinite(n), n, np.diff(step, prepend=0.0))
+    covered_again = np.append(step[1:] - n[1:] < step[:-1], False) if len(step) else np.array([], bool)
+    windows, total, steps = [], 0.0, 0.0
+    for i in np.flatnonzero(~covered_again):
+        total, steps = total + points["loss_train_mean"].iloc[i] * n[i], steps + n[i]
+        if steps >= max(window, relative * step[i]) or i == len(step) - 1:
+            windows.append((points["tokens"].iloc[i], step[i], total / steps))
+            total, steps = 0.0, 0.0
+    return pd.DataFrame(windows, columns=["tokens", "step", "loss"])
+
+
 def detect_spike(curve: pd.DataFrame, *, rise: float = SPIKE_RISE, recover: float = SPIKE_RECOVER,
-                 from_step: int = SPIKE_FROM_STEP) -> Spike:
-    """Whether one run's curve (train points in token order) jumped by more than ``rise`` above its running
-    minimum and later came back within ``recover`` of it. A non-finite loss, or a jump that never comes back,
-    is a divergence: not flagged."""
-    points = curve[curve["step"] >= from_step]
-    loss = points["loss_train_mean"].to_numpy(dtype=float)
+                 window: int = SPIKE_WINDOW_STEPS) -> Spike:
+    """Whether one run's curve jumped by more than ``rise`` above its running minimum and later came back
+    within ``recover`` of it, looking at the mean loss of windows of ``window`` steps (``window_means``). A
+    non-finite loss, or a jump that never comes back, is a divergence: not flagged."""
+    windows = window_means(curve, window=window)
+    loss = windows["loss"].to_numpy(dtype=float)
     if len(loss) < 3 or not np.isfinite(loss).all():
         return Spike(False, 0.0, np.nan, np.nan)
-    floor = np.minimum.accumulate(loss)[:-1]  # the lowest mean before each later point
+    floor = np.minimum.accumulate(loss)[:-1]  # the lowest mean before each later window
     rel = loss[1:] / floor - 1
     peak = int(np.argmax(rel))
-    found = Spike(False, max(float(rel[peak]), 0.0), float(points["tokens"].iloc[peak + 1]), float(loss[peak + 1]))
+    found = Spike(False, max(float(rel[peak]), 0.0), float(windows["tokens"].iloc[peak + 1]), float(loss[peak + 1]))
     jumps = np.flatnonzero(rel > rise)
     if not len(jumps):
         return found
@@ -185,11 +204,25 @@ def cell_curves(table: pd.DataFrame, curves: pd.DataFrame, cell: str | None = No
     peak = runs[["sweep_id", "run_id", "lr"]].rename(columns={"lr": "peak_lr"})
     lineage_lr = (curves[_KEYS + ["run_id"]].dropna(subset=["run_id"]).drop_duplicates()
                   .merge(peak, on=["sweep_id", "run_id"]).groupby(_KEYS)["peak_lr"].first().reset_index())
-    points = curves.merge(lineage_lr, on=_KEYS)
+    points = _pooled(curves.merge(lineage_lr, on=_KEYS))
     flagged = runs[runs["spike"].fillna(False).astype(bool)] if "spike" in runs else runs.iloc[:0]
     per_run = run_curves(curves[curves.set_index(_KEYS).index.isin(lineage_lr.set_index(_KEYS).index)])
     spikes = [{"peak_lr": r.lr, **_spike_point(per_run.get((r.sweep_id, r.run_id)))} for r in flagged.itertuples()]
     return CellCurves(model, batch, points, pd.DataFrame(spikes, columns=["peak_lr", "tokens", "loss"]))
+
+
+DRAW_WINDOW_STEPS, DRAW_WINDOW_FRACTION = 8, 0.05  # a drawn point pools at least 8 steps and 5% of its step
+
+
+def _pooled(points: pd.DataFrame) -> pd.DataFrame:
+    """The points to draw: each segment's train points pooled (``window_means``) so one noisy step is not a
+    line's peak, and the eval points as they are."""
+    keys = [*_KEYS, "segment", "budget", "fork_tokens", "peak_lr"]
+    train = points[points["kind"].eq("train")]
+    pooled = [window_means(group, window=DRAW_WINDOW_STEPS, relative=DRAW_WINDOW_FRACTION)
+              .rename(columns={"loss": "loss_train_mean"}).assign(**dict(zip(keys, key)), kind="train")
+              for key, group in train.groupby(keys, dropna=False)]
+    return pd.concat([*pooled, points[points["kind"].eq("eval")]], ignore_index=True)
 
 
 def _spike_point(curve: pd.DataFrame | None) -> dict:

@@ -362,7 +362,7 @@ def fig_curves(points: pd.DataFrame, spikes: pd.DataFrame, *, title: str, lr_axi
         ax.plot(shown["tokens"], shown["loss"], "x", color="crimson", ms=9, mew=2,
                 label="spike (flagged run)" if len(shown) else None)
         _loss_limits(ax, train[train["tokens"] >= max(low, train["tokens"].max() / 100)])
-    _log_axes(axes[0, 0], "tokens seen (tokens)", "train loss, mean since previous point (nats/token)",
+    _log_axes(axes[0, 0], "tokens seen (tokens)", "train loss (nats/token), mean over >= 5% of the steps",
               "whole run (dots: held-out loss)", logy=False)
     _log_axes(axes[0, 1], "tokens seen (tokens)", "", "decay branches from their forks", logy=False)
     _figure_legend(fig, axes[0], fontsize="small", title=lr_axis)
@@ -375,8 +375,7 @@ def _draw_lineage(ax, points: pd.DataFrame, colour, label: str) -> None:
     trunk = train[train["segment"].eq("trunk")]
     ax.plot(trunk["tokens"], trunk["loss_train_mean"], "-", color=colour, lw=1.2, label=label)
     for fork, branch in train[train["segment"].eq("decay")].groupby("fork_tokens"):
-        start = trunk[trunk["tokens"].eq(fork)]
-        line = pd.concat([start, branch]) if len(start) else branch
+        line = pd.concat([trunk[trunk["tokens"] <= fork].tail(1), branch])  # leaves the trunk at its fork
         ax.plot(line["tokens"], line["loss_train_mean"], "-", color=colour, lw=0.9, alpha=0.85)
     evals = points[points["kind"].eq("eval")]
     ax.plot(evals["tokens"], evals["loss_eval"], "o", color=colour, ms=3.5, mec="black", mew=0.4)

@@ -7,7 +7,8 @@ step) and the held-out loss evaluated there. A decay branch's grid starts at its
 is drawn with tens of points.
 
 Each train point holds the loss of its own step (`loss_train`) and the mean over the steps since the previous
-grid point (`loss_train_mean`, the step itself included): a spike between two points still shows in the mean.
+grid point (`loss_train_mean` over `mean_steps` steps, the step itself included): a spike between two points
+still shows in the mean.
 Points added where a segment ends do not restart that mean, so every grid point is the same whatever forks a
 run visited. The recorder's state is part of the trainer's checkpoint: a run resumed from it neither loses nor
 repeats a point.
@@ -30,7 +31,7 @@ TRUNK = "trunk"  # the segment shared by every budget of a lineage, up to each f
 DECAY = "decay"  # one budget's branch, from its fork to its last step
 TRAIN, EVAL = "train", "eval"  # a point's kind: a training step's loss, or the held-out loss evaluated there
 COLUMNS = ("segment", "budget", "fork_tokens", "kind", "step", "tokens", "lr", "loss_train", "loss_train_mean",
-           "loss_eval")
+           "mean_steps", "loss_eval")
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class CurveRecorder:
         self.segment, self.budget, self.start_step, self.total_tokens = segment, budget, start_step, total_tokens
         self.step, self.kept_step = start_step, -1  # the last step watched, the last train point's step
         self.next_step = start_step + self.grid.next_after(0) if self.grid else 0
-        self.columns: dict[str, list] = {name: [] for name in ("kind", "step", "lr", "loss", "mean", "eval")}
+        self.columns: dict[str, list] = {name: [] for name in ("kind", "step", "lr", "loss", "mean", "n", "eval")}
         self._restart_mean()
 
     def _restart_mean(self) -> None:
@@ -130,6 +131,7 @@ class CurveRecorder:
                                    for s in self.schedules])
         self.columns["loss"].append(list(self.last_loss))
         self.columns["mean"].append([s / self.mean_steps for s in self.loss_sum])
+        self.columns["n"].append(self.mean_steps)
         self.columns["eval"].append([math.nan] * len(self.schedules))
 
     def close(self) -> None:
@@ -144,7 +146,7 @@ class CurveRecorder:
         if self.grid is None:
             return
         nan = [math.nan] * len(self.schedules)
-        for name, value in (("kind", EVAL), ("step", step), ("lr", nan), ("loss", nan), ("mean", nan),
+        for name, value in (("kind", EVAL), ("step", step), ("lr", nan), ("loss", nan), ("mean", nan), ("n", 0),
                             ("eval", list(losses))):
             self.columns[name].append(value)
 
@@ -155,14 +157,15 @@ class CurveRecorder:
 
     def points(self, variant: int = 0) -> list[dict]:
         """The current segment's points of one variant, oldest first, as dicts with the keys of COLUMNS
-        (tokens seen, lr, losses in nats/token; `budget` and `fork_tokens` NaN on the trunk)."""
+        (tokens seen, lr, losses in nats/token; `budget` and `fork_tokens` NaN on the trunk; `mean_steps` 0 on
+        eval points)."""
         c, tps = self.columns, self.tokens_per_step
         fork = math.nan if self.segment == TRUNK else float(self.start_step * tps)
         return [{"segment": self.segment, "budget": self.budget, "fork_tokens": fork, "kind": kind, "step": step,
                  "tokens": step * tps, "lr": lr[variant], "loss_train": loss[variant],
-                 "loss_train_mean": mean[variant], "loss_eval": ev[variant]}
-                for kind, step, lr, loss, mean, ev in zip(c["kind"], c["step"], c["lr"], c["loss"], c["mean"],
-                                                          c["eval"])]
+                 "loss_train_mean": mean[variant], "mean_steps": n, "loss_eval": ev[variant]}
+                for kind, step, lr, loss, mean, n, ev in zip(c["kind"], c["step"], c["lr"], c["loss"], c["mean"],
+                                                             c["n"], c["eval"])]
 
     def state_dict(self) -> dict:
         """Plain lists and numbers (loads with torch.load(weights_only=True))."""

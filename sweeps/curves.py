@@ -41,6 +41,7 @@ CURVE_SCHEMA = pa.schema([
     pa.field("lr", _FLOAT),  # learning rate of that step (muP base lr); null on eval points
     pa.field("loss_train", _FLOAT),  # nats/token / the step's training loss
     pa.field("loss_train_mean", _FLOAT),  # nats/token / mean training loss since the previous grid point
+    pa.field("mean_steps", _INT),  # steps / the steps that mean covers (ending at `step`); 0 on eval points
     pa.field("loss_eval", _FLOAT),  # nats/token / held-out loss (eval points only)
 ])
 
