@@ -343,9 +343,10 @@ def fig_sensitivity(sens: Sensitivity) -> Figure:
 
 
 def fig_curves(points: pd.DataFrame, spikes: pd.DataFrame, *, title: str, lr_axis: str = LR_AXIS) -> Figure:
-    """Training loss against tokens seen for one cell: one colour per peak lr; each lr's trunk, with each
-    budget's decay branch leaving it at its fork; held-out losses as dots (at forks and at each budget's end);
-    the flagged runs' spikes as crosses. Left: the whole run; right: the decays, zoomed.
+    """Training loss (pooled means, see analysis/curves.py) against tokens seen for one cell: one colour per peak
+    lr; each lr's trunk, with each budget's decay branch leaving it at its fork; held-out losses as dots (at
+    forks and at each budget's end); the flagged runs' spikes as crosses. Left: the whole run; right: the
+    decays, zoomed.
 
     ``points`` are curve points (analysis/curves.py) with the lineage's ``peak_lr``; ``spikes`` has peak_lr,
     tokens and loss of each flagged run.
@@ -361,8 +362,8 @@ def fig_curves(points: pd.DataFrame, spikes: pd.DataFrame, *, title: str, lr_axi
         shown = spikes[spikes["tokens"] >= low]
         ax.plot(shown["tokens"], shown["loss"], "x", color="crimson", ms=9, mew=2,
                 label="spike (flagged run)" if len(shown) else None)
-        _loss_limits(ax, train[train["tokens"] >= max(low, train["tokens"].max() / 100)])
-    _log_axes(axes[0, 0], "tokens seen (tokens)", "train loss (nats/token), mean over >= 5% of the steps",
+        _loss_limits(ax, points[points["tokens"] >= max(low, train["tokens"].max() / 100)])
+    _log_axes(axes[0, 0], "tokens seen (tokens)", "train loss (nats/token)",
               "whole run (dots: held-out loss)", logy=False)
     _log_axes(axes[0, 1], "tokens seen (tokens)", "", "decay branches from their forks", logy=False)
     _figure_legend(fig, axes[0], fontsize="small", title=lr_axis)
@@ -382,9 +383,9 @@ def _draw_lineage(ax, points: pd.DataFrame, colour, label: str) -> None:
 
 
 def _loss_limits(ax, points: pd.DataFrame) -> None:
-    """y from just below the lowest loss to the highest of the later points: the first steps' losses (near
-    ln(vocab)) would flatten everything else."""
-    loss = points["loss_train_mean"].to_numpy(dtype=float)
+    """y from just below the lowest loss (train or held-out) to the highest of the later points: the first
+    steps' losses (near ln(vocab)) would flatten everything else."""
+    loss = np.concatenate([points[c].to_numpy(dtype=float) for c in ("loss_train_mean", "loss_eval")])
     loss = loss[np.isfinite(loss)]
     if len(loss):
         span = max(loss.max() - loss.min(), 1e-3)

@@ -2,7 +2,8 @@
 
 1. A/B of a lineage of the main job's model (cpu-xxs, batch 4 x 64, WSD as in sweeps/specs/cpu-quick.yaml)
    with curves on (the default grid, every point handed on) and off (no grid), interleaved in one process,
-   one thread, alternating which goes first; wall and CPU seconds per lineage, medians over rounds, ratio.
+   one thread, alternating which goes first; wall and CPU seconds per lineage, medians over rounds, the
+   ratio of the medians and the median of each round's ratio.
 2. The recorder's own cost per step: `CurveRecorder.watch` called as the trainer calls it, in ns, against
    the step time measured in (1).
 3. The trial's curve writes: the points the "on" lineage handed on, written as the trial writes them (one
@@ -98,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
                                              f"{runs[a][-1]['cpu_s']:.2f} s CPU" for a in runs), flush=True)
     for key in ("wall_s", "cpu_s"):
         med = {arm: statistics.median(r[key] for r in rs) for arm, rs in runs.items()}
+        paired = statistics.median(a[key] / b[key] for a, b in zip(runs["on"], runs["off"]))
         print(f"lineage {key}: curves on median {med['on']:.3f}, off {med['off']:.3f}; "
-              f"ratio on/off {med['on'] / med['off']:.4f}")
+              f"ratio on/off {med['on'] / med['off']:.4f}; median of the rounds' ratios {paired:.4f}")
     handed = runs["on"][-1]["handed"]
     ns = watch_ns(config)
     step_s = statistics.median(r["cpu_s"] for r in runs["off"]) / (planned_tokens(config, budgets)

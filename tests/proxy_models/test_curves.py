@@ -77,6 +77,7 @@ def test_trunk_points_are_the_watched_losses_and_their_means(corpus):
     for p in sorted(trunk, key=lambda p: p["step"]):
         assert p["loss_train"] == pytest.approx(losses[p["step"] - 1], rel=1e-12)
         assert p["loss_train_mean"] == pytest.approx(sum(losses[previous:p["step"]]) / (p["step"] - previous))
+        assert p["mean_steps"] == p["step"] - previous
         assert p["tokens"] == p["step"] * cfg.tokens_per_step
         if p["step"] in grid:  # a point added at a fork does not restart the mean
             previous = p["step"]
