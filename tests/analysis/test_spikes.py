@@ -169,3 +169,16 @@ def test_a_store_without_curves_says_why_the_figure_is_skipped(tmp_path, store_w
     except AnalysisError:
         pytest.skip("gamma fit failed on the made-up rows")
     assert "no training curves" in paths.skipped["fig0_curves"]
+
+
+def test_the_command_line_excludes_spikes_and_refuses_a_cell_without_curves(store_with_curves, tmp_path, capsys):
+    from sweeps.cli import main
+
+    results = str(store_with_curves / "results")
+    code = main(["analyze", results, "--out", str(tmp_path / "a"), "--bootstrap", "0", "--exclude-spikes"])
+    assert "1 run(s) spiked" in capsys.readouterr().err and code in (0, 2)  # 2: the made-up rows fit no law
+    cells = pd.read_csv(tmp_path / "a" / "cells.csv")
+    assert cells["n_points"].sum() == 7  # 8 runs less the spiked one
+    assert main(["analyze", results, "--out", str(tmp_path / "b"), "--curves-cell", "cpu-xxs:8"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the analysis' notes: one line
+    assert "error: --curves-cell 'cpu-xxs:8'" in error and "cells with curves: cpu-xxs:4" in error
