@@ -14,8 +14,8 @@ run visited. The recorder's state is part of the trainer's checkpoint: a run res
 repeats a point.
 
 >>> grid = CurveGrid(first_steps=10, per_decade=40)
->>> len(grid.offsets(15_625))   # the main job's longest run: 15,625 steps
-136
+>>> len(grid.offsets(12_500)), len(grid.offsets(3_125))   # the main job's longest trunk and decay, in steps
+(132, 108)
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class CurveGrid:
     """The steps a segment keeps, counted from the segment's start (offset 1 is its first step)."""
 
     first_steps: int = 10  # every one of the segment's first steps (the loss falls fastest there)
-    per_decade: int = 40  # then this many log-spaced steps per decade: 15,625 steps keep 136 points
+    per_decade: int = 40  # then this many log-spaced steps per decade: 12,500 steps keep 132 points
 
     def __post_init__(self) -> None:
         for name in ("first_steps", "per_decade"):
