@@ -153,6 +153,11 @@ def _input_notes(table: pd.DataFrame) -> list[str]:
         flags = " ".join(f"--{name} NAME" for name in unstated)
         notes.append(f"the table does not say its {' or '.join(unstated)}: shown as unknown, and the paper's "
                      f"4.6 * T^-0.51 (muP, wsd) is not drawn; state it with {flags}")
+    if table.attrs.get("spikes"):
+        done = ("left out (--exclude-spikes)" if table.attrs.get("spikes_excluded") else
+                "kept and marked (column spike; --exclude-spikes leaves them out)")
+        notes.append(f"{table.attrs['spikes']} run(s) spiked: their training loss jumped and recovered (a "
+                     f"near-divergence, see the loss curves); {done}")
     if table.attrs.get("blowups"):
         notes.append(f"{table.attrs['blowups']} run(s) with a finite loss above "
                      f"{table.attrs.get('diverge_factor', DIVERGE_FACTOR):g}x the best loss of their cell count as "

@@ -340,3 +340,53 @@ def fig_sensitivity(sens: Sensitivity) -> Figure:
     for ax in axes[0]:
         _legend(ax, fontsize="x-small")
     return fig
+
+
+def fig_curves(points: pd.DataFrame, spikes: pd.DataFrame, *, title: str, lr_axis: str = LR_AXIS) -> Figure:
+    """Training loss (pooled means, see analysis/curves.py) against tokens seen for one cell: one colour per peak
+    lr; each lr's trunk, with each budget's decay branch leaving it at its fork; held-out losses as dots (at
+    forks and at each budget's end); the flagged runs' spikes as crosses. Left: the whole run; right: the
+    decays, zoomed.
+
+    ``points`` are curve points (analysis/curves.py) with the lineage's ``peak_lr``; ``spikes`` has peak_lr,
+    tokens and loss of each flagged run.
+    """
+    fig, axes = _figure(1, 2, title, size=(5.6, 4.2))
+    colours = _colours(points["peak_lr"])
+    train = points[points["kind"].eq("train")]
+    decay = train[train["segment"].eq("decay")]
+    first_fork = decay["fork_tokens"].min() if len(decay) else train["tokens"].max() / 2
+    for ax, low in zip(axes[0], (0.0, first_fork / 2)):
+        for lr, lineage in points.groupby("peak_lr", sort=True):
+            _draw_lineage(ax, lineage[lineage["tokens"] >= low], colours[lr], f"lr {lr:.3g}")
+        shown = spikes[spikes["tokens"] >= low]
+        ax.plot(shown["tokens"], shown["loss"], "x", color="crimson", ms=9, mew=2,
+                label="spike (flagged run)" if len(shown) else None)
+        _loss_limits(ax, points[points["tokens"] >= max(low, train["tokens"].max() / 100)])
+    _log_axes(axes[0, 0], "tokens seen (tokens)", "train loss (nats/token)",
+              "whole run (dots: held-out loss)", logy=False)
+    _log_axes(axes[0, 1], "tokens seen (tokens)", "", "decay branches from their forks", logy=False)
+    _figure_legend(fig, axes[0], fontsize="small", title=lr_axis)
+    return fig
+
+
+def _draw_lineage(ax, points: pd.DataFrame, colour, label: str) -> None:
+    """One lineage: its trunk, then each decay branch joined to the trunk point at its fork."""
+    train = points[points["kind"].eq("train")].sort_values("tokens")
+    trunk = train[train["segment"].eq("trunk")]
+    ax.plot(trunk["tokens"], trunk["loss_train_mean"], "-", color=colour, lw=1.2, label=label)
+    for fork, branch in train[train["segment"].eq("decay")].groupby("fork_tokens"):
+        line = pd.concat([trunk[trunk["tokens"] <= fork].tail(1), branch])  # leaves the trunk at its fork
+        ax.plot(line["tokens"], line["loss_train_mean"], "-", color=colour, lw=0.9, alpha=0.85)
+    evals = points[points["kind"].eq("eval")]
+    ax.plot(evals["tokens"], evals["loss_eval"], "o", color=colour, ms=3.5, mec="black", mew=0.4)
+
+
+def _loss_limits(ax, points: pd.DataFrame) -> None:
+    """y from just below the lowest loss (train or held-out) to the highest of the later points: the first
+    steps' losses (near ln(vocab)) would flatten everything else."""
+    loss = np.concatenate([points[c].to_numpy(dtype=float) for c in ("loss_train_mean", "loss_eval")])
+    loss = loss[np.isfinite(loss)]
+    if len(loss):
+        span = max(loss.max() - loss.min(), 1e-3)
+        ax.set_ylim(loss.min() - 0.05 * span, loss.max() + 0.05 * span)

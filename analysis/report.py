@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from analysis import plots
 from analysis.answer import SCALE_UP, Answer, answer, batch_identified, models_compared
+from analysis.curves import CellCurves, cell_curves
 from analysis.errors import AnalysisError
 from analysis.export import FORMULA, read_coefficients, suggest_lr_max, write_coefficients
 from analysis.fit import PowerLawFit
@@ -41,22 +42,25 @@ class ReportPaths:
 def write_report(
     table: pd.DataFrame, out_dir: str | Path, *, result: Analysis | None = None,
     schedules: Mapping[str, plots.Curve] | None = None, figures: bool = True, refresh_s: float | None = None,
-    **options,
+    curves: pd.DataFrame | None = None, curves_cell: str | None = None, **options,
 ) -> ReportPaths:
     """Analyse ``table`` (or reuse ``result``) and write the report under ``out_dir``.
 
     ``schedules`` feeds Fig. 1 ({name: (tokens, lr)} or {name: callable}); by default Fig. 1 shows
     the fitted Power schedule. ``options`` go to ``analyze`` (top_k, n_boot, seed, schedule, ...).
     Figures whose data are absent are skipped and the page says why. ``refresh_s`` makes the page reload
-    itself every so many seconds (for watching a sweep fill in).
+    itself every so many seconds (for watching a sweep fill in). ``curves`` (analysis.curves.load_curves) feed
+    the loss-curve figure of the cell ``curves_cell`` ('MODEL:BATCH'; default: the cell with the most lrs at
+    its largest T).
     """
     result = result if result is not None else analyze(table, **options)
+    cell = _curve_cell(result, curves, curves_cell)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cells_csv = out / "cells.csv"
     result.cells.drop(columns=["ln_lr_opt_draws"], errors="ignore").to_csv(cells_csv, index=False)
     coefficients = _try_coefficients(result, out / "coefficients.json")
-    drawn, skipped = _write_figures(result, out, schedules) if figures else ({}, {"all": "figures=False"})
+    drawn, skipped = _write_figures(result, out, schedules, cell) if figures else ({}, {"all": "figures=False"})
     ans = answer(result, read_coefficients(coefficients) if coefficients is not None else None)
     index = out / "index.html"
     _write_atomic(index, _page(result, ans, drawn, skipped, coefficients is not None, refresh_s))
@@ -89,6 +93,7 @@ def _try_coefficients(result: Analysis, path: Path) -> Path | None:
 
 
 CAPTIONS = {
+    "fig0_curves": "Loss curves of one cell: one colour per lr, decay branches leaving the trunk at their forks",
     "fig1_schedules": "Fig. 1: learning-rate schedules",
     "fig2_loss_vs_lr": "Fig. 2: loss vs lr per T and per batch size",
     "fig3_lr_opt_vs_batch": "Fig. 3: lr_opt vs batch size per T",
@@ -100,7 +105,21 @@ CAPTIONS = {
 }
 
 
-def _figure_plan(result: Analysis, schedules) -> dict[str, tuple[Callable[[], Figure] | None, str]]:
+def _curve_cell(result: Analysis, curves: pd.DataFrame | None, cell: str | None) -> CellCurves | str | None:
+    """The curves the report draws, or why there are none (a bad ``cell`` raises AnalysisError); None when no
+    curves were given (the figure is left out)."""
+    if curves is None:
+        return None
+    if not len(curves):
+        return "no training curves beside the results (sweeps store them under curves/ since they were added)"
+    if result.schedule is None:
+        return "no runs with a fixed peak lr to draw one curve per lr"
+    table = result.table[result.table["schedule"].eq(result.schedule)]
+    return cell_curves(table, curves, cell)
+
+
+def _figure_plan(result: Analysis, schedules, cell: CellCurves | str | None = None
+                 ) -> dict[str, tuple[Callable[[], Figure] | None, str]]:
     """stem -> (builder, or None with the reason it is skipped)."""
     part = functools.partial
     cells, power = result.cells, result.power
@@ -117,6 +136,9 @@ def _figure_plan(result: Analysis, schedules) -> dict[str, tuple[Callable[[], Fi
     sens = result.sensitivity
     no_sens = no_cells or (None if sens is not None and len(sens.per_tokens) else "no cell with a convex optimum")
     plan = {
+        "fig0_curves": (isinstance(cell, CellCurves) and part(
+            plots.fig_curves, cell.points, cell.spikes, lr_axis=lr_axis, title=f"Loss curves: {cell.model}, batch "
+            f"size {cell.batch_size} sequences (another cell: --curves-cell MODEL:BATCH)"), str(cell)),
         "fig1_schedules": (curves and part(plots.fig_schedules, curves, tokens=tokens, lr_axis=lr_axis),
                            "no schedules given and no pooled law that holds for this table (see the headline)"),
         "fig2_loss_vs_lr": (not no_cells and part(_fig2, result, lr_axis), no_cells),
@@ -131,6 +153,8 @@ def _figure_plan(result: Analysis, schedules) -> dict[str, tuple[Callable[[], Fi
                                                       lr_axis=lr_axis), no_batch),
         "fig8_sensitivity": (not no_sens and part(plots.fig_sensitivity, sens), no_sens),
     }
+    if cell is None:
+        del plan["fig0_curves"]
     return {stem: (build or None, why) for stem, (build, why) in plan.items()}
 
 
@@ -151,9 +175,9 @@ def _power_lr(tokens: np.ndarray, *, a: float, b: float, batch_size: int, lr_max
     return np.minimum(lr_max, batch_size * a * tokens**b)
 
 
-def _write_figures(result: Analysis, out: Path, schedules) -> tuple[dict, dict]:
+def _write_figures(result: Analysis, out: Path, schedules, cell: CellCurves | str | None) -> tuple[dict, dict]:
     drawn, skipped = {}, {}
-    for stem, (build, why) in _figure_plan(result, schedules).items():
+    for stem, (build, why) in _figure_plan(result, schedules, cell).items():
         if not build:
             skipped[stem] = why
             continue

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from analysis.curves import CURVES_DIR
 from analysis.errors import AnalysisError
 from sweeps.schema import PHASES, SCHEMA, STATUSES  # the store's columns: their one definition (no torch, no Ray)
 
@@ -139,7 +140,13 @@ def _table_files(root: Path) -> list[Path]:
         p for p in root.rglob("*")
         if p.is_file() and p.suffix.lower() in _SUFFIXES
         and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
+        and not _is_curve_file(p.relative_to(root).parts)
     )
+
+
+def _is_curve_file(parts: tuple[str, ...]) -> bool:
+    """A store's training curve (curves/sweep_id=<id>/...), read by analysis/curves.py, not a results file."""
+    return any(a == CURVES_DIR and b.startswith("sweep_id=") for a, b in zip(parts, parts[1:]))
 
 
 def _with_partitions(frame: pd.DataFrame, relative: Path) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from proxy_models.budgets import (  # noqa: F401 (token arithmetic, re-exported)
     trunk_steps,
     trunk_tokens,
 )
+from proxy_models.curves import DEFAULT_GRID, CurveGrid
 from proxy_models.data import TokenCorpus, load_corpus
 from proxy_models.packed import PackedTrainer
 from proxy_models.schedules import ScheduleConfig
@@ -69,6 +70,8 @@ def train_lineage(
     on_result: Callable[[RunResult], None] | None = None,
     attempt: Attempt | None = None,
     redo: Collection[tuple[str, float]] = (),
+    on_curve: Callable[[list[dict]], None] | None = None,
+    curve_grid: CurveGrid | None = DEFAULT_GRID,
 ) -> list[RunResult]:
     """Result rows of every budget (ascending), each equal to a solo run of that budget.
 
@@ -81,11 +84,17 @@ def train_lineage(
     finished: a lineage killed inside `on_result` hands that row on again when it resumes. `attempt`, if given,
     is filled in as it trains. `redo` names rows, as (phase, tokens), that the checkpoint directory recorded but
     the caller lost (e.g. a results store that no longer holds them): they are trained and handed on again.
+
+    `on_curve` sees, at each evaluation and before its rows, the curve points (proxy_models.curves) of the trunk
+    so far and of the branch just finished, as dicts; a point may be handed on more than once (after a resume),
+    always with the same key (segment, budget, kind, step). `curve_grid` None keeps no points.
     """
     trunk = replace(config, tokens=max(budgets))
-    rows = _drive(lambda: Trainer(trunk, corpus=corpus, log=log), plan_branches(config, budgets),
-                  _at_steps(config, budgets, trunk_at), _Progress(checkpoint_dir, attempt or Attempt(), redo),
-                  on_result=on_result and (lambda _, row: on_result(row)), every=checkpoint_every_steps)
+    rows = _drive(_with_grid(lambda: Trainer(trunk, corpus=corpus, log=log), curve_grid),
+                  plan_branches(config, budgets), _at_steps(config, budgets, trunk_at),
+                  _Progress(checkpoint_dir, attempt or Attempt(), redo),
+                  on_result=on_result and (lambda _, row: on_result(row)), every=checkpoint_every_steps,
+                  on_curve=on_curve and (lambda _, points: on_curve(points)))
     return rows[0]
 
 
@@ -101,17 +110,32 @@ def train_packed_lineage(
     on_result: Callable[[int, RunResult], None] | None = None,
     attempt: Attempt | None = None,
     redo: Collection[tuple[str, float]] = (),
+    on_curve: Callable[[int, list[dict]], None] | None = None,
+    curve_grid: CurveGrid | None = DEFAULT_GRID,
 ) -> list[list[RunResult]]:
     """`train_lineage` for K variants of `config` that differ only in their schedule, trained in lockstep
     (PackedTrainer): the budget rows of each variant, in `schedules` order. `on_result(i, row)` sees the rows
     of variant i. The fork points depend only on budgets, decay_fraction and step size, so all variants fork
     together; a variant diverged in the trunk gets diverged rows for every later budget and trunk point.
-    `redo` applies to every variant."""
+    `redo` applies to every variant; `on_curve(i, points)` sees variant i's curve points."""
     config = replace(config, schedule=schedules[0], tokens=max(budgets))
     corpus = corpus if corpus is not None else load_corpus(config.data)  # once, not per trunk restart
-    return _drive(lambda: PackedTrainer(config, schedules, corpus=corpus), plan_branches(config, budgets),
-                  _at_steps(config, budgets, trunk_at), _Progress(checkpoint_dir, attempt or Attempt(), redo),
-                  k=len(schedules), on_result=on_result, every=checkpoint_every_steps)
+    return _drive(_with_grid(lambda: PackedTrainer(config, schedules, corpus=corpus), curve_grid),
+                  plan_branches(config, budgets), _at_steps(config, budgets, trunk_at),
+                  _Progress(checkpoint_dir, attempt or Attempt(), redo),
+                  k=len(schedules), on_result=on_result, every=checkpoint_every_steps, on_curve=on_curve)
+
+
+def _with_grid(new_trainer: Callable, grid: CurveGrid | None) -> Callable:
+    """`new_trainer` whose trainers keep curve points on `grid` (None: none)."""
+    if grid == DEFAULT_GRID:
+        return new_trainer
+
+    def new():
+        trainer = new_trainer()
+        trainer.curve.set_grid(grid)
+        return trainer
+    return new
 
 
 def _at_steps(config: TrainConfig, budgets: Sequence[float], trunk_at: Sequence[int] | None) -> list[int]:
@@ -138,7 +162,8 @@ def _events(branches: list[Branch], at_steps: Sequence[int], tokens_per_step: in
 
 
 def _drive(new_trainer: Callable, branches: list[Branch], at_steps: Sequence[int], done: _Progress, *,
-           k: int = 1, on_result: Callable | None, every: int) -> list[list[RunResult]]:
+           k: int = 1, on_result: Callable | None, every: int,
+           on_curve: Callable | None = None) -> list[list[RunResult]]:
     """Walk the trunk through every event not yet recorded; returns each variant's budget rows (ascending).
 
     `new_trainer()` gives a Trainer or a PackedTrainer: both offer train_to, state_dict / load_state_dict,
@@ -155,28 +180,45 @@ def _drive(new_trainer: Callable, branches: list[Branch], at_steps: Sequence[int
         before = _work(trainer)
         trainer.train_to(event.step, total_tokens=trunk_total, checkpoint_path=done.trunk_path,
                          checkpoint_every_steps=every)
-        rows = _run_branch(trainer, event.branch) if event.branch else _trunk_rows(trainer, event.tokens)
+        rows, curves = _run_branch(trainer, event.branch) if event.branch else _trunk_rows(trainer, event.tokens)
         done.attempt.add(before, trainer)
+        for i, points in enumerate(curves if on_curve is not None else ()):
+            on_curve(i, points)  # before the rows are recorded: a kill in between hands the points on again
         done.record(event, rows, on_result)
     return [[done.results[(i, "final", b.tokens)] for b in branches] for i in range(k)]
 
 
-def _trunk_rows(trainer, tokens: float) -> list[RunResult]:
-    """The trunk evaluated as it is: stable phase, before any decay."""
-    return [replace(row, phase="trunk") for row in trainer.results(tokens=tokens)]
+def _trunk_rows(trainer, tokens: float) -> tuple[list[RunResult], list[list[dict]]]:
+    """The trunk evaluated as it is: stable phase, before any decay; and each variant's trunk curve so far."""
+    rows = [replace(row, phase="trunk") for row in trainer.results(tokens=tokens)]
+    return rows, _segment_points(trainer, rows)
 
 
-def _run_branch(trainer, branch: Branch) -> list[RunResult]:
-    """Train the branch's decay from the trunk's state, evaluate, and put the trunk back."""
+def _segment_points(trainer, rows: list[RunResult]) -> list[list[dict]]:
+    """Close the trainer's current curve segment here, with the rows' held-out losses: each variant's points."""
+    trainer.curve.close()
+    trainer.curve.add_eval(trainer.step, [row.loss_eval for row in rows])
+    return [trainer.curve.points(i) for i in range(len(rows))]
+
+
+def _run_branch(trainer, branch: Branch) -> tuple[list[RunResult], list[list[dict]]]:
+    """Train the branch's decay from the trunk's state, evaluate, and put the trunk back; with each variant's
+    curve: the trunk's points so far, then the branch's."""
+    trainer.curve.close()
+    trunk = [trainer.curve.points(i) for i in range(trainer.curve.variants)]
     if trainer.diverged:  # the trunk diverged before this fork: the budget inherits it
-        return trainer.results(tokens=branch.tokens)
+        return trainer.results(tokens=branch.tokens), trunk
     trunk_state = copy.deepcopy(trainer.state_dict())
     total = branch.steps * trainer.cfg.tokens_per_step
+    trainer.curve.begin(branch.tokens, fork_step=branch.fork_step, total_tokens=total)
     trainer.train_to(branch.steps, total_tokens=total)
     rows = trainer.results(tokens=branch.tokens)
+    curves = [t + b for t, b in zip(trunk, _segment_points(trainer, rows))]
     if branch.fork_step < branch.steps:
         trainer.load_state_dict(trunk_state)
-    return rows
+    else:
+        trainer.curve.load_state_dict(trunk_state["curve"])  # no step trained: only the curve left the trunk
+    return rows, curves
 
 
 class _Progress:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from proxy_models.config import ConfigError, ProxyConfig
+from proxy_models.curves import CurveRecorder
 from proxy_models.data import TokenCorpus, eval_batches, load_corpus, train_batch
 from proxy_models.head import resolve_head
 from proxy_models.memory import (
@@ -112,6 +113,7 @@ class TrainingLoop:
         # CPU steps are synchronous anyway: read every loss at once, so a divergence stops the run at once.
         self.check_every = CUDA_CHECK_EVERY_STEPS if self.device.type == "cuda" else 1
         self.train_seconds = 0.0  # restored by checkpoints: the run's own training time
+        self.curve = CurveRecorder.for_run(config, schedules)  # per variant: log-spaced loss points, checkpointed
         # What this object did, never restored by checkpoints (retry and overhead accounting).
         self.steps_trained, self.seconds_trained, self.eval_seconds = 0, 0.0, 0.0
 
@@ -256,6 +258,7 @@ class TrainingLoop:
     def _watch(self, losses: list[float], *, tokens: int) -> None:
         """Record each variant's loss of the step that ended at `tokens` seen; mark divergence there. A diverged
         variant records nothing more."""
+        self.curve.watch(losses, tokens=tokens)
         for i, loss in enumerate(losses):
             if not math.isnan(self.diverged_ats[i]):
                 continue
@@ -321,7 +324,7 @@ class TrainingLoop:
         """The whole training state; tensors are live references (copy before training on)."""
         return {**self.model_state(), "step": self.step, "first_loss": list(self.first_losses),
                 "diverged_at": list(self.diverged_ats), "recent_losses": [list(w) for w in self.loss_windows],
-                "train_seconds": self.train_seconds}
+                "train_seconds": self.train_seconds, "curve": self.curve.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.load_model_state(state)
@@ -331,6 +334,7 @@ class TrainingLoop:
         if self.k == 1 and windows and not isinstance(windows[0], list):
             windows = [windows]  # a solo checkpoint written before packing shared this loop
         self.loss_windows = [list(w) for w in windows]
+        self.curve.load_state_dict(state.get("curve"), step=self.step)
 
     def save_checkpoint(self, path: str) -> None:
         """Write the training state atomically (temp file, then rename)."""

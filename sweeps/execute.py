@@ -22,8 +22,10 @@ from typing import TextIO
 
 import torch
 
+from proxy_models.curves import DEFAULT_GRID
 from proxy_models.lineage import Attempt, planned_tokens, train_lineage, train_packed_lineage, trunk_tokens
 from proxy_models.trainer import RunResult
+from sweeps.curves import curve_saver
 from sweeps.plan import LineageJob, PackedJob, gpu_share, short_hash, trial_budget_gib
 from sweeps.progress import ExecutionReport, StatusPrinter, Tracker, trials_done_callback, tune_callback
 from sweeps.store import ResultStore
@@ -48,6 +50,7 @@ class ExecutionSettings:
     driver: dict | None = None  # the driver process (sweeps.lock.holder()): trials store nothing once it is gone
     gpu_memory_bytes: int | None = None  # memory of one GPU: each trial asks for its estimate's share of one
     # (at least gpus_per_trial) and plans its steps within it (sweeps.plan.gpu_share); None: gpus_per_trial as is
+    curves: bool = True  # store each lineage's training curve (sweeps/curves.py) beside the results
 
     @property
     def uses_gpu(self) -> bool:
@@ -122,17 +125,22 @@ def store_row(result: RunResult, *, job: LineageJob, run_id: str, execution: dic
 
 
 def run_job(job: LineageJob | PackedJob, settings: ExecutionSettings, *, attempt: Attempt | None = None,
-            on_stored: Callable[[str], None] | None = None, execution: dict | None = None) -> list[list[RunResult]]:
+            on_stored: Callable[[str], None] | None = None,
+            on_curve: Callable[[LineageJob, list[dict]], None] | None = None,
+            execution: dict | None = None) -> list[list[RunResult]]:
     """Train one job (a lineage, or a pack of them in lockstep) and store each of its rows as soon as it is
-    final: budget results and trunk evaluations. `on_stored(run_id)` follows each stored row; `attempt` is
-    filled in with what this process did. On a GPU of known size the job's steps plan within its share
-    (`sweeps.plan.gpu_share`). A pack that runs out of CUDA memory even at one sequence per micro-batch is
-    split in two, each half training the rows still missing (`pack_split` in their rows' execution record).
+    final: budget results and trunk evaluations, each after its lineage's curve points up to it (with
+    `settings.curves`). `on_stored(run_id)` follows each stored row; `on_curve(member, rows)` each stored batch
+    of a member's curve points (`sweeps.curves.curve_records`); `attempt` is filled in with what this process
+    did. On a GPU of known size the job's steps plan within its share (`sweeps.plan.gpu_share`). A pack that
+    runs out of CUDA memory even at one sequence per micro-batch is split in two, each half training the rows
+    still missing (`pack_split` in their rows' execution record).
     Returns each member's rows of the job's budgets, ascending (after a split: the rows the halves trained)."""
     job, attempt = _within_gpu_share(job, settings), attempt or Attempt()
     members = _members(job)
     try:
-        return _train_job(members, settings, attempt=attempt, on_stored=on_stored, execution=execution)
+        return _train_job(members, settings, attempt=attempt, on_stored=on_stored, on_curve=on_curve,
+                          execution=execution)
     except torch.cuda.OutOfMemoryError:
         if len(members) == 1:
             raise
@@ -143,25 +151,42 @@ def run_job(job: LineageJob | PackedJob, settings: ExecutionSettings, *, attempt
     for half in (members[:len(members) // 2], members[len(members) // 2:]):
         rest = missing_rows(PackedJob(half), stored)
         if rest is not None:
-            rows += run_job(rest, settings, attempt=attempt, on_stored=on_stored, execution={"pack_split": splits})
+            rows += run_job(rest, settings, attempt=attempt, on_stored=on_stored, on_curve=on_curve,
+                            execution={"pack_split": splits})
     return rows
 
 
 def _train_job(members: Sequence[LineageJob], settings: ExecutionSettings, *, attempt: Attempt,
-               on_stored: Callable[[str], None] | None, execution: dict | None) -> list[list[RunResult]]:
+               on_stored: Callable[[str], None] | None, on_curve: Callable[[LineageJob, list[dict]], None] | None,
+               execution: dict | None) -> list[list[RunResult]]:
     root = os.path.join(settings.checkpoint_root, settings.sweep_id)
     common = dict(checkpoint_every_steps=settings.checkpoint_every_steps, attempt=attempt,
-                  redo=lost_rows(members, settings))
+                  redo=lost_rows(members, settings), curve_grid=DEFAULT_GRID if settings.curves else None)
     savers = [_saver(m, settings, on_stored, execution) for m in members]
+    curves = [_curve_writer(m, settings, on_curve) for m in members] if settings.curves else None
     if len(members) == 1:
         m = members[0]
         return [train_lineage(m.config, m.budgets, trunk_at=m.trunk_tokens,
-                              checkpoint_dir=os.path.join(root, m.lineage_id), on_result=savers[0], **common)]
+                              checkpoint_dir=os.path.join(root, m.lineage_id), on_result=savers[0],
+                              on_curve=curves and curves[0], **common)]
     packed = PackedJob(tuple(members))
     checkpoint_dir = os.path.join(root, "pack-" + short_hash(sorted(m.lineage_id for m in members)))
     return train_packed_lineage(packed.config, [m.config.schedule for m in members], packed.budgets,
                                 trunk_at=packed.trunk_tokens, checkpoint_dir=checkpoint_dir,
-                                on_result=lambda i, row: savers[i](row), **common)
+                                on_result=lambda i, row: savers[i](row),
+                                on_curve=curves and (lambda i, points: curves[i](points)), **common)
+
+
+def _curve_writer(job: LineageJob, settings: ExecutionSettings,
+                  on_curve: Callable[[LineageJob, list[dict]], None] | None) -> Callable[[list[dict]], None]:
+    """Merges `job`'s curve points into its lineage's curve file (while the driver lives), then `on_curve`."""
+    store = ResultStore(settings.store_uri)
+
+    def write(rows: list[dict]) -> None:
+        check_driver(settings.driver)
+        store.write_curve(rows, sweep_id=settings.sweep_id, name=job.lineage_id)
+
+    return curve_saver(job, write, on_curve)
 
 
 def trial_gpus(jobs: Sequence[LineageJob | PackedJob], settings: ExecutionSettings) -> float:

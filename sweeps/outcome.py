@@ -58,7 +58,8 @@ def status_lines(s: dict) -> list[str]:
     done = s["planned"] - s["counts"].get("missing", 0)
     lines = [f"sweep {s['sweep_id']}: {done}/{s['planned']} runs done {bar(done / max(s['planned'], 1))}; " +
              ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())),
-             f"trunk evaluations: {s['trunk']['done']} of {s['trunk']['planned']} stored"]
+             f"trunk evaluations: {s['trunk']['done']} of {s['trunk']['planned']} stored",
+             f"curves: {s['curves']['stored']} of {s['curves']['lineages']} lineages stored"]
     lines += [f"  unreadable, skipped (resume moves a planned run's file aside and trains it again): {report}"
               for report in s["unreadable_files"]]
     lines += [f"  set aside earlier (kept, never read): {uri}" for uri in s["set_aside_files"]]

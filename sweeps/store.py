@@ -4,6 +4,7 @@ The store, not Ray's experiment state, is the source of truth for which runs are
 Layout under the root of the URI::
 
     results/sweep_id=<sweep_id>/<name>.parquet   # one file per write(), columns of SCHEMA minus sweep_id
+    curves/sweep_id=<sweep_id>/<lineage_id>.parquet   # a lineage's training curve (sweeps/curves.py)
     set-aside/sweep_id=<sweep_id>/<name>.<UTC time>.parquet   # unreadable files moved out of results/, kept
     <any other relpath>.json                     # small metadata files, e.g. sweeps/<sweep_id>/spec.json
 
@@ -39,6 +40,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from sweeps.curves import CURVE_SCHEMA, CURVES_DIR, conform_curve, merge_points
 from sweeps.schema import (
     COLUMN_DOCS,
     REQUIRED,
@@ -214,6 +216,51 @@ class ResultStore:
         """Remove the metadata file at ``relpath`` under the root, if there is one (results are never deleted)."""
         _check_relpath(relpath)
         _delete_quietly(self._fs, self._path(relpath))
+
+    def write_curve(self, rows: Sequence[Mapping[str, Any]], *, sweep_id: str, name: str) -> str:
+        """Merge curve points (rows of ``sweeps.curves.CURVE_SCHEMA``) into ``curves/sweep_id=<sweep_id>/<name>.parquet``
+        by key, replacing the file atomically; an unreadable file there is replaced. Returns the file's URI."""
+        _check_segment("sweep_id", sweep_id)
+        _check_segment("name", name)
+        relpath = f"{CURVES_DIR}/{PARTITION}={sweep_id}/{name}.parquet"
+        old = self._load_curve(self._path(relpath))
+        self._put(self._path(relpath), _parquet_bytes(merge_points(old if isinstance(old, pa.Table) else None, rows)))
+        return self._uri(relpath)
+
+    def read_curves(self, *, sweep_id: str | None = None) -> ReadResult:
+        """Every stored curve point (or one sweep's), with a sweep_id column; unreadable files are skipped and
+        named in ``corrupt_files``. Empty (with the columns) when there are none."""
+        paths = self._curve_files(sweep_id)
+        loaded = _map_threads(self._load_curve, paths)
+        tables = [t.add_column(0, PARTITION, pa.array([_curve_sweep(p)] * len(t), pa.string()))
+                  for p, t in zip(paths, loaded) if isinstance(t, pa.Table)]
+        corrupt = [f"{self._uri(posixpath.relpath(p, self._root))}: {why}" for p, why in zip(paths, loaded)
+                   if isinstance(why, str)]
+        schema = pa.schema([pa.field(PARTITION, pa.string()), *CURVE_SCHEMA])
+        frame = (pa.concat_tables(tables) if tables else schema.empty_table()).to_pandas()
+        return ReadResult(table=frame, corrupt_files=corrupt, duplicates_dropped=0)
+
+    def curve_names(self, *, sweep_id: str) -> set[str]:
+        """Names (lineage ids) of the sweep's stored curve files."""
+        return {posixpath.basename(p).removesuffix(".parquet") for p in self._curve_files(sweep_id)}
+
+    def _curve_files(self, sweep_id: str | None) -> list[str]:
+        base = self._path(CURVES_DIR)
+        if sweep_id is not None:
+            _check_segment("sweep_id", sweep_id)
+            base = f"{base}/{PARTITION}={sweep_id}"
+        infos = self._fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        return sorted(i.path for i in infos if i.is_file and i.path.endswith(".parquet") and not _is_hidden(i.path, base))
+
+    def _load_curve(self, path: str) -> pa.Table | str | None:
+        """A curve file conformed to CURVE_SCHEMA, the reason it cannot be read, or None if there is none."""
+        try:
+            with self._fs.open_input_file(path) as handle:
+                return conform_curve(pq.ParquetFile(handle).read(use_threads=False))
+        except FileNotFoundError:
+            return None
+        except (pa.ArrowException, OSError, ValueError) as error:
+            return f"{type(error).__name__}: {error}"
 
     def _guarded(self, what: str, relpath: str, action: Callable[[], T]) -> T:
         """Run a write; a store that refuses it (read-only, permissions, full) is one line naming it."""
@@ -418,6 +465,11 @@ def _partition_value(relpath: str) -> str | None:
     key, _, value = parts[0].partition("=")
     is_result = len(parts) == 2 and parts[1].endswith(".parquet") and key == PARTITION
     return value if is_result and _SEGMENT.fullmatch(value) else None
+
+
+def _curve_sweep(path: str) -> str:
+    """``.../curves/sweep_id=<id>/<name>.parquet`` -> ``<id>``."""
+    return posixpath.basename(posixpath.dirname(path)).partition("=")[2]
 
 
 def _now() -> dt.datetime:

@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from sweeps.curves import curve_status
 from sweeps.execute import ExecutionSettings, execute, missing_rows, trial_gpus
 from sweeps.lock import SweepLock, describe, holder
 from sweeps.plan import Plan, plan
@@ -238,15 +239,18 @@ def _checkpoint_root(storage: str) -> str:
 def status(storage: str, *, sweep_id: str | None = None) -> dict:
     """Per-state counts of the planned budget results, per-cell (model, batch_size, tokens) progress, the
     trunk evaluations (planned, stored, missing) counted apart, the files in the sweep's results that cannot
-    be read ("<URI>: <reason>"; their rows count as missing) and those moved aside by an earlier resume."""
+    be read ("<URI>: <reason>"; their rows count as missing), those moved aside by an earlier resume, and how
+    many lineages have a stored curve (``curves``: lineages, stored)."""
     spec = stored_spec(storage, sweep_id=sweep_id)
     store = ResultStore(storage)
     read = store.read(sweep_id=spec.name)
     table = read.table
     p = plan(spec)
     files = {"unreadable_files": read.corrupt_files, "set_aside_files": store.set_aside_files(sweep_id=spec.name)}
+    curves = store.curve_names(sweep_id=spec.name)
     if p.searches:
-        return {**_adaptive_status(spec.name, p, table), **files}
+        adaptive = _adaptive_status(spec.name, p, table)
+        return {**adaptive, **files, "curves": curve_status(curves, set(table["lineage_id"]))}
     planned = {r for j in p.jobs for r in j.run_ids} | _trial_run_ids(p, table)
     done = table[table["run_id"].isin(planned)]
     counts = done["status"].value_counts().to_dict()
@@ -256,7 +260,7 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     trunk_done = int((table["phase"].eq("trunk") & table["lineage_id"].isin(lineages)).sum())
     trunk = {"planned": p.trunk_rows, "done": trunk_done, "missing": max(p.trunk_rows - trunk_done, 0)}
     return {"sweep_id": spec.name, "planned": p.runs, "counts": counts, "cells": cells.to_dict("records"),
-            "trunk": trunk, **files}
+            "trunk": trunk, **files, "curves": curve_status(curves, lineages)}
 
 
 def _adaptive_status(sweep_id: str, p: Plan, table) -> dict:

@@ -49,6 +49,10 @@ def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--band", type=float, default=BAND,
                    help=f"relative loss band of the Step-Law-style fit (default {BAND}, i.e. {BAND * 100:g} percent)")
     p.add_argument("--no-figures", action="store_true", help="write the numbers only (faster)")
+    p.add_argument("--exclude-spikes", action="store_true", help="leave out runs whose training loss jumped and "
+                   "recovered (a near-divergence, from the store's curves); by default they are kept and marked")
+    p.add_argument("--curves-cell", metavar="MODEL:BATCH", help="the cell whose loss curves the report draws "
+                   "(default: the one with the most lrs at its largest T)")
     p.add_argument("--watch", action="store_true",
                    help="re-render the report whenever the table's files change, e.g. while a sweep runs; the page "
                         "reloads itself; Ctrl-C ends it")
@@ -78,6 +82,7 @@ def analyze_command(args: argparse.Namespace) -> int:
 
 
 def _analyze_once(args: argparse.Namespace, *, refresh_s: float | None = None) -> int:
+    from analysis.curves import attach_curves
     from analysis.pipeline import analyze
     from analysis.report import write_report
     from analysis.summary import check_coefficients, report_lines
@@ -85,11 +90,13 @@ def _analyze_once(args: argparse.Namespace, *, refresh_s: float | None = None) -
 
     table = load_table(args.table, mapping=parse_mapping(args.map), batch_unit=args.batch_unit, seq_len=args.seq_len,
                        schedule=args.schedule, parametrisation=args.parametrisation)
+    table, curves = attach_curves(table, args.table, exclude_spikes=args.exclude_spikes)
     result = analyze(table, top_k=args.top_k, n_boot=args.bootstrap, seed=args.seed, schedule=args.schedule,
                      include_flagged=args.include_flagged, diverge_factor=args.diverge_factor, band_eps=args.band)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
-    paths = write_report(table, args.out, result=result, figures=not args.no_figures, refresh_s=refresh_s)
+    paths = write_report(table, args.out, result=result, figures=not args.no_figures, refresh_s=refresh_s,
+                         curves=curves, curves_cell=args.curves_cell)
     print("\n".join(report_lines(result, paths)))
     check_coefficients(result, paths)
     return 0

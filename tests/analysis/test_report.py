@@ -24,7 +24,7 @@ def full_report(tmp_path_factory):
 
 def test_every_figure_is_written_as_png_and_svg_and_shown_on_the_page(full_report):
     paths, out = full_report
-    assert set(paths.figures) == set(CAPTIONS) and paths.skipped == {}
+    assert set(paths.figures) == set(CAPTIONS) - {"fig0_curves"} and paths.skipped == {}  # curves: test_spikes.py
     page = paths.index_html.read_text()
     for stem, files in paths.figures.items():
         assert files.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -15,6 +15,7 @@ from sweeps.execute import ExecutionSettings, execute
 from sweeps.plan import plan
 from sweeps.spec import spec_from_dict
 from sweeps.store import ResultStore
+from test_curve_store import expected_keys, stored_curve
 from test_execute import STEP, job
 from test_sweep import TINY
 
@@ -122,6 +123,8 @@ def test_killed_worker_is_retried_from_its_checkpoint(tmp_path, local_ray):
     assert retry.start_step > 0 and retry.start_step % 10 == 0  # continued from a periodic trunk checkpoint
     steps = planned_tokens(long.config, long.budgets) // long.config.tokens_per_step
     assert retry.steps_trained == steps - retry.start_step
+    curve = stored_curve(settings, long.lineage_id)  # every point of the lineage once, the retry's included
+    assert set(curve.index) == expected_keys(long) and curve.index.is_unique
 
 
 @pytest.mark.slow

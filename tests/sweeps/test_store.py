@@ -375,3 +375,49 @@ def test_object_stores_are_written_in_one_put():
 def test_a_phase_outside_final_and_trunk_is_refused(tmp_path):
     with pytest.raises(StoreError, match="phase='middle' in row 0 .*'final', 'trunk'"):
         ResultStore(str(tmp_path)).write([full_row(phase="middle")], sweep_id="s", name="n")
+
+
+def curve_point(step: int, *, segment: str = "trunk", budget: float | None = None, kind: str = "train",
+                loss: float = 3.0, **extra) -> dict:
+    return {"lineage_id": "lin-1", "run_id": None if segment == "trunk" else "r1", "segment": segment,
+            "budget": budget, "fork_tokens": None if budget is None else 1024.0, "kind": kind, "step": step,
+            "tokens": step * 128, "lr": 1e-3, "loss_train": loss, "loss_train_mean": loss,
+            "loss_eval": math.nan, **extra}
+
+
+def test_curve_round_trip_keeps_every_point_and_its_sweep(store):
+    points = [curve_point(s) for s in (1, 2, 3)] + [curve_point(3, kind="eval", loss_eval=3.5)]
+    points += [curve_point(s, segment="decay", budget=2048.0) for s in (4, 5)]
+    store.write_curve(points, sweep_id="s1", name="lin-1")
+    table = store.read_curves(sweep_id="s1").table
+    assert len(table) == len(points) and set(table["sweep_id"]) == {"s1"}
+    assert list(zip(table["segment"], table["kind"], table["step"])) == [
+        ("trunk", "train", 1), ("trunk", "train", 2), ("trunk", "train", 3), ("trunk", "eval", 3),
+        ("decay", "train", 4), ("decay", "train", 5)]
+    assert table["budget"].isna().sum() == 4 and table.loc[3, "loss_eval"] == 3.5
+    assert store.curve_names(sweep_id="s1") == {"lin-1"} and store.read_curves(sweep_id="other").table.empty
+    assert store.read(sweep_id="s1").table.empty  # curves are not results
+
+
+def test_writing_a_curve_again_merges_by_key_and_the_newest_point_wins(store):
+    store.write_curve([curve_point(s, loss=4.0) for s in (1, 2, 3)], sweep_id="s1", name="lin-1")
+    store.write_curve([curve_point(s, loss=3.0) for s in (3, 4)] + [curve_point(4, segment="decay", budget=512.0)],
+                      sweep_id="s1", name="lin-1")  # a resumed lineage hands point 3 on again
+    table = store.read_curves(sweep_id="s1").table
+    trunk = table[table["segment"].eq("trunk")]
+    assert list(trunk["step"]) == [1, 2, 3, 4] and list(trunk["loss_train"]) == [4.0, 4.0, 3.0, 3.0]
+    assert len(table) == 5 and not table.duplicated(["segment", "budget", "kind", "step"]).any()
+
+
+def test_an_unreadable_curve_file_is_reported_and_replaced_on_write(store):
+    store.write_curve([curve_point(1)], sweep_id="s1", name="lin-2")
+    put_raw(store, f"{store._root}/curves/sweep_id=s1/lin-1.parquet", b"not parquet")
+    read = store.read_curves(sweep_id="s1")
+    assert len(read.table) == 1 and len(read.corrupt_files) == 1 and "lin-1.parquet" in read.corrupt_files[0]
+    store.write_curve([curve_point(1), curve_point(2)], sweep_id="s1", name="lin-1")
+    assert len(store.read_curves(sweep_id="s1").table) == 3
+
+
+def test_an_empty_store_has_no_curves_but_their_columns(store):
+    table = store.read_curves().table
+    assert table.empty and {"sweep_id", "lineage_id", "segment", "step", "loss_train_mean"} <= set(table.columns)

@@ -34,8 +34,10 @@ def test_submit_resume_and_extend_run_only_what_the_store_lacks(tmp_path, local_
     assert all(table.set_index("run_id").loc[r, "created_at"] == t for r, t in created.items())  # not recomputed
     s = status(storage)
     assert s["planned"] == 6 and s["counts"].get("missing") == 0
+    assert s["curves"] == {"lineages": 3, "stored": 3}  # each lineage's curve, beside its rows
     assert main(["status", storage]) == 0
-    assert "6/6 runs done [####" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "6/6 runs done [####" in out and "curves: 3 of 3 lineages stored" in out
 
 
 def test_cli_spec_errors_exit_2(tmp_path, capsys):

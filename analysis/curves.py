@@ -1,0 +1,231 @@
+"""Training curves in the analysis: read a store's curve files, each run's curve, and a spike detector.
+
+A store keeps each lineage's curve beside its results (``<store>/curves/sweep_id=<id>/<lineage_id>.parquet``,
+written by the sweep; columns in README "Training curves"). A run's curve is its lineage's trunk up to the
+run's fork, then the run's own decay branch.
+
+A **spike** is a near-divergence: the mean training loss over a window of ``SPIKE_WINDOW_STEPS`` (100) steps
+rises more than ``SPIKE_RISE`` (20%) above the lowest window mean before it, then comes back within
+``SPIKE_RECOVER`` (5%) of that minimum. A rise that never comes back is a divergence, not a spike.
+
+>>> curves = load_curves("runs/cpu-quick/results")       # empty when the store has no curves
+>>> table = mark_spikes(load_table("runs/cpu-quick/results"), curves)
+>>> table[["run_id", "spike", "spike_rise"]]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analysis.errors import AnalysisError
+
+CURVES_DIR = "curves"  # beside results/ in a store
+SPIKE_RISE = 0.2  # relative rise of the mean train loss above its running minimum that counts as a jump
+SPIKE_RECOVER = 0.05  # back within this of that minimum afterwards: the run recovered (a spike)
+SPIKE_WINDOW_STEPS = 100  # the loss is looked at as means over windows of at least this many steps: one step's
+# loss at batch 4 x 64 varies by tens of percent, a 100-step mean by a few
+_KEYS = ["sweep_id", "lineage_id"]
+_COLUMNS = ["sweep_id", "lineage_id", "run_id", "segment", "budget", "fork_tokens", "kind", "step", "tokens", "lr",
+            "loss_train", "loss_train_mean", "loss_eval"]
+
+
+def curve_roots(source: str | Path) -> list[Path]:
+    """The curve folders of the store(s) a results table is read from: ``<store>/curves`` beside a ``results``
+    directory, and every ``curves`` folder under a directory of stores."""
+    path = Path(source)
+    if not path.is_dir():
+        return []
+    roots = [path.parent / CURVES_DIR] if path.name == "results" else []
+    roots += [p for p in path.rglob(CURVES_DIR) if p.is_dir()]
+    return sorted({r.resolve() for r in roots if r.is_dir()})
+
+
+def load_curves(source: str | Path) -> pd.DataFrame:
+    """Every curve point of the store(s) of a results table (see ``curve_roots``), with a ``sweep_id`` column;
+    empty when there are none. Unreadable files are skipped and named in ``attrs["skipped_files"]``."""
+    frames, skipped = [], []
+    for root in curve_roots(source):
+        for path in sorted(root.glob("sweep_id=*/*.parquet")):
+            if path.name.startswith((".", "_")):
+                continue
+            try:
+                frames.append(pq.read_table(path).to_pandas().assign(sweep_id=path.parent.name.partition("=")[2]))
+            except (OSError, ValueError, pa.ArrowException) as err:
+                skipped.append(f"{path}: {err}")
+    curves = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_COLUMNS)
+    curves.attrs["skipped_files"] = skipped
+    return curves
+
+
+def run_curves(curves: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    """(sweep_id, run_id) -> the run's training points in token order: its lineage's trunk up to its fork, then
+    its decay branch."""
+    train = curves[curves["kind"].eq("train")]
+    trunks = {key: t for key, t in train[train["segment"].eq("trunk")].groupby(_KEYS)}
+    out = {}
+    for (sweep_id, run_id), decay in curves[curves["segment"].eq("decay")].groupby(["sweep_id", "run_id"]):
+        trunk = trunks.get((sweep_id, decay["lineage_id"].iloc[0]))
+        fork = decay["fork_tokens"].iloc[0]
+        parts = [trunk[trunk["tokens"] <= fork]] if trunk is not None else []
+        parts.append(decay[decay["kind"].eq("train")])
+        parts = [p for p in parts if len(p)]
+        if parts:
+            out[(sweep_id, run_id)] = pd.concat(parts).sort_values("tokens", kind="stable")
+    return out
+
+
+@dataclass(frozen=True)
+class Spike:
+    """What the detector found on one run's curve."""
+
+    flagged: bool  # the loss jumped and came back: a near-divergence
+    rise: float  # the largest relative rise of the mean train loss above its running minimum (0 if none)
+    at_tokens: float  # where that rise is (NaN if none)
+    loss: float  # the mean train loss there (NaN if none)
+
+
+def window_means(curve: pd.DataFrame, *, window: int = SPIKE_WINDOW_STEPS, relative: float = 0.0) -> pd.DataFrame:
+    """A run's mean train loss pooled, in token order, into windows of at least ``window`` steps, and of at least
+    ``relative`` times the step where the window ends (tokens and step of each window's end, ``loss``). A point
+    added where a segment ends covers steps that the next grid point covers again, so it is left out; curves
+    without ``mean_steps`` count the steps since the previous point."""
+    points = curve[curve["kind"].eq("train")].sort_values("tokens", kind="stable") if "kind" in curve else curve
+    step = points["step"].to_numpy(dtype=float)
+    n = points["mean_steps"].to_numpy(dtype=float) if "mean_steps" in points else np.full(len(points), np.nan)
+    since_previous = np.diff(step, prepend=step[0] - 1) if len(step) else step  # a segment's first point: 1 step
+    n = np.where(np.isfinite(n), n, since_previous)
+    covered_again = np.append(step[1:] - n[1:] < step[:-1], False) if len(step) else np.array([], bool)
+    windows, total, steps = [], 0.0, 0.0
+    for i in np.flatnonzero(~covered_again):
+        total, steps = total + points["loss_train_mean"].iloc[i] * n[i], steps + n[i]
+        if steps >= max(window, relative * step[i]) or i == len(step) - 1:
+            windows.append((points["tokens"].iloc[i], step[i], total / steps))
+            total, steps = 0.0, 0.0
+    return pd.DataFrame(windows, columns=["tokens", "step", "loss"])
+
+
+def detect_spike(curve: pd.DataFrame, *, rise: float = SPIKE_RISE, recover: float = SPIKE_RECOVER,
+                 window: int = SPIKE_WINDOW_STEPS) -> Spike:
+    """Whether one run's curve jumped by more than ``rise`` above its running minimum and later came back
+    within ``recover`` of it, looking at the mean loss of windows of ``window`` steps (``window_means``). A
+    non-finite loss, or a jump that never comes back, is a divergence: not flagged."""
+    windows = window_means(curve, window=window)
+    loss = windows["loss"].to_numpy(dtype=float)
+    if len(loss) < 3 or not np.isfinite(loss).all():
+        return Spike(False, 0.0, np.nan, np.nan)
+    floor = np.minimum.accumulate(loss)[:-1]  # the lowest mean before each later window
+    rel = loss[1:] / floor - 1
+    peak = int(np.argmax(rel))
+    found = Spike(False, max(float(rel[peak]), 0.0), float(windows["tokens"].iloc[peak + 1]), float(loss[peak + 1]))
+    jumps = np.flatnonzero(rel > rise)
+    if not len(jumps):
+        return found
+    first = jumps[0]
+    recovered = (loss[first + 2:] <= floor[first] * (1 + recover)).any()
+    return Spike(bool(recovered), found.rise, found.at_tokens, found.loss)
+
+
+def mark_spikes(table: pd.DataFrame, curves: pd.DataFrame | None, *, exclude: bool = False,
+                rise: float = SPIKE_RISE, recover: float = SPIKE_RECOVER) -> pd.DataFrame:
+    """``table`` with columns ``spike`` (boolean; NA for runs without a curve) and ``spike_rise`` (the largest
+    relative rise); with ``exclude``, flagged runs are dropped. ``attrs["spikes"]`` counts the flagged runs,
+    ``attrs["spikes_excluded"]`` those dropped."""
+    if not 0 < recover < rise:
+        raise AnalysisError(f"spike thresholds rise={rise!r}, recover={recover!r}: need 0 < recover < rise")
+    out = table.copy()
+    found = {key: detect_spike(c, rise=rise, recover=recover) for key, c in run_curves(curves).items()} \
+        if curves is not None and len(curves) else {}
+    keys = list(zip(out["sweep_id"], out["run_id"]))
+    out["spike"] = pd.array([found[k].flagged if k in found else pd.NA for k in keys], dtype="boolean")
+    out["spike_rise"] = [found[k].rise if k in found else np.nan for k in keys]
+    flagged = out["spike"].fillna(False).to_numpy(dtype=bool)
+    out.attrs["spikes"] = int(flagged.sum())
+    if exclude:
+        out = out[~flagged].reset_index(drop=True)
+        out.attrs["spikes_excluded"] = int(flagged.sum())
+    return out
+
+
+def attach_curves(table: pd.DataFrame, source: str | Path, *, exclude_spikes: bool = False
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The curves of the store(s) ``source`` names (``load_curves``) and ``table`` with the spike columns
+    (``mark_spikes``); the command line's one call."""
+    curves = load_curves(source)
+    return mark_spikes(table, curves, exclude=exclude_spikes), curves
+
+
+@dataclass(frozen=True)
+class CellCurves:
+    """The curves of one cell (model, batch size): what the report's curve figure draws."""
+
+    model: str
+    batch_size: int
+    points: pd.DataFrame  # curve points of the cell's lineages, with the lineage's peak lr as `peak_lr`
+    spikes: pd.DataFrame  # one row per flagged run: peak_lr, tokens, loss (where its rise peaked)
+
+
+def choose_cell(table: pd.DataFrame, curves: pd.DataFrame, cell: str | None = None) -> tuple[str, int]:
+    """The (model, batch_size) whose curves the report draws: ``cell`` ('MODEL:BATCH'), else the one with the
+    most lrs with a curve at its largest T (then the larger T)."""
+    runs = _runs_with_curves(table, curves)
+    if cell is not None:
+        model, _, batch = cell.rpartition(":")
+        if not model or not batch.isdigit():
+            raise AnalysisError(f"--curves-cell {cell!r}: write MODEL:BATCH, e.g. cpu-xxs:4")
+        if not (runs["model"].eq(model) & runs["batch_size"].eq(int(batch))).any():
+            have = sorted({f"{m}:{b:g}" for m, b in zip(runs["model"], runs["batch_size"])})
+            raise AnalysisError(f"--curves-cell {cell!r}: no run of that model and batch size has a curve; "
+                                f"cells with curves: {', '.join(have) or 'none'}")
+        return model, int(batch)
+    largest = runs[runs["tokens"].eq(runs.groupby(["model", "batch_size"])["tokens"].transform("max"))]
+    score = largest.groupby(["model", "batch_size"]).agg(lrs=("lr", "nunique"), tokens=("tokens", "max"))
+    model, batch = score.sort_values(["lrs", "tokens"], ascending=False, kind="stable").index[0]
+    return model, int(batch)
+
+
+def _runs_with_curves(table: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    with_curve = set(zip(curves["sweep_id"], curves["run_id"].dropna()))
+    runs = table[[k in with_curve for k in zip(table["sweep_id"], table["run_id"])]]
+    if runs.empty:
+        raise AnalysisError("no run of the table has a stored curve (curves/ beside results/): nothing to draw")
+    return runs
+
+
+def cell_curves(table: pd.DataFrame, curves: pd.DataFrame, cell: str | None = None) -> CellCurves:
+    """The curves of the chosen cell (``choose_cell``), each point with its lineage's peak lr."""
+    model, batch = choose_cell(table, curves, cell)
+    runs = _runs_with_curves(table, curves)
+    runs = runs[runs["model"].eq(model) & runs["batch_size"].eq(batch)]
+    peak = runs[["sweep_id", "run_id", "lr"]].rename(columns={"lr": "peak_lr"})
+    lineage_lr = (curves[_KEYS + ["run_id"]].dropna(subset=["run_id"]).drop_duplicates()
+                  .merge(peak, on=["sweep_id", "run_id"]).groupby(_KEYS)["peak_lr"].first().reset_index())
+    points = _pooled(curves.merge(lineage_lr, on=_KEYS))
+    flagged = runs[runs["spike"].fillna(False).astype(bool)] if "spike" in runs else runs.iloc[:0]
+    per_run = run_curves(curves[curves.set_index(_KEYS).index.isin(lineage_lr.set_index(_KEYS).index)])
+    spikes = [{"peak_lr": r.lr, **_spike_point(per_run.get((r.sweep_id, r.run_id)))} for r in flagged.itertuples()]
+    return CellCurves(model, batch, points, pd.DataFrame(spikes, columns=["peak_lr", "tokens", "loss"]))
+
+
+DRAW_WINDOW_STEPS, DRAW_WINDOW_FRACTION = 8, 0.05  # a drawn point pools at least 8 steps and 5% of its step
+
+
+def _pooled(points: pd.DataFrame) -> pd.DataFrame:
+    """The points to draw: each segment's train points pooled (``window_means``) so one noisy step is not a
+    line's peak, and the eval points as they are."""
+    keys = [*_KEYS, "segment", "budget", "fork_tokens", "peak_lr"]
+    train = points[points["kind"].eq("train")]
+    pooled = [window_means(group, window=DRAW_WINDOW_STEPS, relative=DRAW_WINDOW_FRACTION)
+              .rename(columns={"loss": "loss_train_mean"}).assign(**dict(zip(keys, key)), kind="train")
+              for key, group in train.groupby(keys, dropna=False)]
+    return pd.concat([*pooled, points[points["kind"].eq("eval")]], ignore_index=True)
+
+
+def _spike_point(curve: pd.DataFrame | None) -> dict:
+    spike = detect_spike(curve) if curve is not None else Spike(False, 0.0, np.nan, np.nan)
+    return {"tokens": spike.at_tokens, "loss": spike.loss}
