@@ -43,7 +43,7 @@ def watched_losses(cfg: TrainConfig, corpus, *, tokens: float, steps: int, total
     trainer = Trainer(TrainConfig(**{**cfg.__dict__, "tokens": tokens}), corpus=corpus)
     seen = []
     real = trainer._watch
-    trainer._watch = lambda loss, *, tokens: seen.append(loss) or real(loss, tokens=tokens)
+    trainer._watch = lambda losses, *, tokens: seen.append(losses[0]) or real(losses, tokens=tokens)  # K = 1
     trainer.train_to(steps, total_tokens=total_tokens)
     return seen
 
