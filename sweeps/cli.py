@@ -165,8 +165,11 @@ def checked_spec(path: str):
 
 def plan_command(args) -> int:
     from sweeps.plan import format_memory_table, format_plan, memory_table, plan
+    from sweeps.trackers import check_loggers
 
-    p = plan(checked_spec(args.spec))
+    spec = checked_spec(args.spec)
+    check_loggers(spec.run.loggers)  # as submit would: a logger's package missing here is one line now
+    p = plan(spec)
     if args.gpu_memory is None:
         print(json.dumps(p.summary(), indent=2) if args.json else format_plan(p))
         return 0

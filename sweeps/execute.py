@@ -25,6 +25,7 @@ from proxy_models.trainer import RunResult
 from sweeps.plan import LineageJob, PackedJob, short_hash
 from sweeps.progress import ExecutionReport, StatusPrinter, Tracker, trials_done_callback, tune_callback
 from sweeps.store import ResultStore
+from sweeps.trackers import LineageLog, lineage_logs
 
 PACKAGES = ("torch", "ray", "numpy", "pandas", "pyarrow", "powersweep")
 
@@ -44,6 +45,8 @@ class ExecutionSettings:
     checkpoint_every_steps: int = 500  # trunk checkpoint interval, in steps: a retry loses at most this many
     lineages_per_trial: int = 0  # 0 = auto: one trial per job up to MAX_TRIALS trials, then grouped
     driver: dict | None = None  # the driver process (sweeps.lock.holder()): trials store nothing once it is gone
+    loggers: tuple[str, ...] = ()  # experiment trackers fed per step and per stored row (sweeps/trackers.py)
+    tracking_root: str | None = None  # where the trackers write (trackers.tracking_root of the store)
 
 
 def missing_budgets(job: LineageJob, stored_run_ids: set[str]) -> LineageJob | None:
@@ -115,15 +118,25 @@ def run_job(job: LineageJob | PackedJob, settings: ExecutionSettings, *, attempt
     final: budget results and trunk evaluations. `on_stored(run_id)` follows each stored row; `attempt` is
     filled in with what this process did. Returns each member's rows of the job's budgets, ascending."""
     members, attempt = _members(job), attempt or Attempt()
+    with lineage_logs(members, loggers=settings.loggers, root=settings.tracking_root,
+                      sweep_id=settings.sweep_id) as logs:
+        return _train_job(members, settings, attempt=attempt, on_stored=on_stored, logs=logs)
+
+
+def _train_job(members: Sequence[LineageJob], settings: ExecutionSettings, *, attempt: Attempt,
+               on_stored: Callable[[str], None] | None, logs: Sequence) -> list[list[RunResult]]:
+    """`run_job`'s training; `logs` holds each member's LineageLog (None without loggers)."""
     root = os.path.join(settings.checkpoint_root, settings.sweep_id)
     common = dict(checkpoint_every_steps=settings.checkpoint_every_steps, attempt=attempt,
                   redo=lost_rows(members, settings))
     if len(members) == 1:
         m = members[0]
         return [train_lineage(m.config, m.budgets, trunk_at=m.trunk_tokens,
-                              checkpoint_dir=os.path.join(root, m.lineage_id), on_result=_saver(m, settings, on_stored),
+                              checkpoint_dir=os.path.join(root, m.lineage_id),
+                              on_result=_saver(m, settings, on_stored, logs[0]), log=logs[0] and logs[0].step,
                               **common)]
-    packed, savers = PackedJob(members), [_saver(m, settings, on_stored) for m in members]
+    packed = PackedJob(members)
+    savers = [_saver(m, settings, on_stored, log) for m, log in zip(members, logs)]
     checkpoint_dir = os.path.join(root, "pack-" + short_hash(sorted(m.lineage_id for m in members)))
     return train_packed_lineage(packed.config, [m.config.schedule for m in members], packed.budgets,
                                 trunk_at=packed.trunk_tokens, checkpoint_dir=checkpoint_dir,
@@ -142,9 +155,11 @@ def lost_rows(members: Sequence[LineageJob], settings: ExecutionSettings) -> set
     return lost
 
 
-def _saver(job: LineageJob, settings: ExecutionSettings, on_stored: Callable[[str], None] | None):
+def _saver(job: LineageJob, settings: ExecutionSettings, on_stored: Callable[[str], None] | None,
+           log: LineageLog | None = None):
     """Writes a row of `job` to the store if the job asks for it (a pack trains the union of its members'
-    budgets; each member writes only its own missing rows). A row stored before a retry keeps that file."""
+    budgets; each member writes only its own missing rows), then hands it to `log`, the job's trackers. A row
+    stored before a retry keeps that file."""
     store = ResultStore(settings.store_uri)
     ids = {**{("final", t): r for t, r in zip(job.budgets, job.run_ids)},
            **{("trunk", t): r for t, r in zip(job.trunk_tokens, job.trunk_run_ids)}}
@@ -156,6 +171,8 @@ def _saver(job: LineageJob, settings: ExecutionSettings, on_stored: Callable[[st
         if not store.has(sweep_id=settings.sweep_id, name=run_id):
             check_driver(settings.driver)
             store.write([store_row(result, job=job, run_id=run_id)], sweep_id=settings.sweep_id, name=run_id)
+        if log is not None:
+            log.row(result)
         if on_stored is not None:
             on_stored(run_id)
 

@@ -13,6 +13,7 @@ from sweeps.plan import Plan, plan
 from sweeps.progress import ExecutionReport
 from sweeps.spec import SpecError, SweepSpec, spec_from_dict
 from sweeps.store import ResultStore, StoreError
+from sweeps.trackers import check_loggers, prepare, tracking_root
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
     """
     storage = _absolute(storage or spec.storage)  # Ray trials run in their own working directories
     check_data(spec)
+    check_loggers(spec.run.loggers)
     if address not in (None, "local"):
         _check_cluster_storage(storage, address)
     store, p = ResultStore(storage), plan(spec)
@@ -73,7 +75,9 @@ def _run(spec: SweepSpec, p: Plan, store: ResultStore, storage: str, address: st
         cpus_per_trial=spec.run.cpus_per_trial, gpus_per_trial=spec.run.gpus_per_trial,
         max_concurrent=spec.run.max_concurrent, max_retries=spec.run.max_retries, address=address,
         checkpoint_every_steps=spec.run.checkpoint_every_steps, driver=holder(),
+        loggers=tuple(spec.run.loggers), tracking_root=tracking_root(storage),
     )
+    prepare(settings.loggers, settings.tracking_root, spec.name)
     if p.studies:
         from sweeps.search import run_studies  # imports Ray and Optuna: only when a search runs
 
