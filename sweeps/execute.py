@@ -25,7 +25,7 @@ from proxy_models.trainer import RunResult
 from sweeps.plan import LineageJob, PackedJob, short_hash
 from sweeps.progress import ExecutionReport, StatusPrinter, Tracker, trials_done_callback, tune_callback
 from sweeps.store import ResultStore
-from sweeps.trackers import LineageLog, lineage_logs
+from sweeps.trackers import LineageLog, lineage_logs, tracking_root
 
 PACKAGES = ("torch", "ray", "numpy", "pandas", "pyarrow", "powersweep")
 
@@ -46,7 +46,7 @@ class ExecutionSettings:
     lineages_per_trial: int = 0  # 0 = auto: one trial per job up to MAX_TRIALS trials, then grouped
     driver: dict | None = None  # the driver process (sweeps.lock.holder()): trials store nothing once it is gone
     loggers: tuple[str, ...] = ()  # experiment trackers fed per step and per stored row (sweeps/trackers.py)
-    tracking_root: str | None = None  # where the trackers write (trackers.tracking_root of the store)
+    tracking_root: str | None = None  # where the trackers write; None = trackers.tracking_root(store_uri)
 
 
 def missing_budgets(job: LineageJob, stored_run_ids: set[str]) -> LineageJob | None:
@@ -118,8 +118,8 @@ def run_job(job: LineageJob | PackedJob, settings: ExecutionSettings, *, attempt
     final: budget results and trunk evaluations. `on_stored(run_id)` follows each stored row; `attempt` is
     filled in with what this process did. Returns each member's rows of the job's budgets, ascending."""
     members, attempt = _members(job), attempt or Attempt()
-    with lineage_logs(members, loggers=settings.loggers, root=settings.tracking_root,
-                      sweep_id=settings.sweep_id) as logs:
+    with lineage_logs(members, loggers=settings.loggers, sweep_id=settings.sweep_id,
+                      root=settings.tracking_root or tracking_root(settings.store_uri)) as logs:
         return _train_job(members, settings, attempt=attempt, on_stored=on_stored, logs=logs)
 
 

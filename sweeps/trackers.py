@@ -268,7 +268,7 @@ def flat_params(config, **extra) -> dict:
 
 
 @contextlib.contextmanager
-def lineage_logs(members: Sequence, *, loggers: Sequence[str], root: str | None,
+def lineage_logs(members: Sequence, *, loggers: Sequence[str], root: str,
                  sweep_id: str) -> Iterator[list[LineageLog | None]]:
     """A LineageLog per member (a LineageJob) with a run per logger, or None each without loggers; every run is
     finished on the way out, as failed if training raised."""

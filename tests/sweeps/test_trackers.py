@@ -130,7 +130,7 @@ def test_wandb_writes_an_offline_run_holding_the_config_and_metrics(tmp_path, mo
 
 def lineage_config(log_every_steps: int) -> TrainConfig:
     return TrainConfig(model="cpu-xs", model_overrides={"seq_len": 32, "n_layers": 1}, batch_size=4,
-                       tokens=STEP_TOKENS * 40, dtype="float64", data=DataConfig(eval_tokens=1024),
+                       tokens=STEP_TOKENS * 24, dtype="float64", data=DataConfig(eval_tokens=1024),
                        schedule=ScheduleConfig(name="wsd", lr=2e-2, warmup_tokens=STEP_TOKENS * 3,
                                                decay_fraction=0.25),
                        log_every_steps=log_every_steps)
@@ -144,7 +144,7 @@ def corpus():
 def test_a_lineage_curve_splits_into_its_trunk_and_each_budget_s_solo_curve(corpus):
     """Trunk points up to a budget's fork followed by its branch points are the curve of a solo run of that
     budget, and every series is monotone in step."""
-    config, budgets = lineage_config(3), [STEP_TOKENS * 12, STEP_TOKENS * 20, STEP_TOKENS * 40]
+    config, budgets = lineage_config(2), [STEP_TOKENS * 8, STEP_TOKENS * 16, STEP_TOKENS * 24]
     forks = {float(b.tokens): b.fork_step for b in plan_branches(config, budgets)}
     recorder = Recorder()
     log = LineageLog([recorder], forks=forks, tokens_per_step=STEP_TOKENS)
@@ -171,7 +171,7 @@ def test_a_lineage_curve_splits_into_its_trunk_and_each_budget_s_solo_curve(corp
 
 
 def test_rows_give_final_and_trunk_metrics_at_their_last_step(corpus):
-    config, budgets = lineage_config(1000), [STEP_TOKENS * 12, STEP_TOKENS * 40]
+    config, budgets = lineage_config(1000), [STEP_TOKENS * 8, STEP_TOKENS * 24]
     recorder = Recorder()
     log = LineageLog([recorder], forks={}, tokens_per_step=STEP_TOKENS)
     rows = train_lineage(config, budgets, corpus=corpus, on_result=log.row)
@@ -184,7 +184,8 @@ def test_run_names_and_params_describe_the_lineage():
     config = lineage_config(50)
     assert run_name(config, "0123456789abcdef") == "cpu-xs_bs4_wsd_lr0.02_s0_01234567"
     params = flat_params(config, lineage_id="x", budgets=[1.0, 2.0])
-    assert params["schedule.lr"] == 0.02 and params["model_overrides.seq_len"] == 32 and params["budgets"] == "[1.0, 2.0]"
+    assert params["schedule.lr"] == 0.02 and params["model_overrides.seq_len"] == 32
+    assert params["budgets"] == "[1.0, 2.0]"
     assert params["data.tokenizer"] is None and params["lineage_id"] == "x"
     assert [budget_label(t) for t in (512, 125e3, 4e6, 1.5e9)] == ["512", "125K", "4M", "1.5B"]
 
@@ -221,7 +222,8 @@ def test_loggers_are_off_by_default():
 def test_a_missing_logger_package_stops_plan_and_submit_naming_the_extra(tmp_path, monkeypatch, capsys):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
-    with pytest.raises(SpecError, match=r"logger 'mlflow' needs the package 'mlflow'.*pip install 'powersweep\[mlflow\]'"):
+    needs = r"logger 'mlflow' needs the package 'mlflow'.*pip install 'powersweep\[mlflow\]'"
+    with pytest.raises(SpecError, match=needs):
         check_loggers(["tensorboard", "mlflow"])
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({**TINY, "run": {"loggers": ["mlflow"]}}))
@@ -250,3 +252,19 @@ def test_a_sweep_with_loggers_sends_each_lineage_its_curve_and_stored_rows(tmp_p
             assert [v for _, v in metrics["final/loss_eval"]] == pytest.approx([v for _, v in expected], rel=1e-6)
             assert [s for s, _ in metrics["loss_train/trunk"]] == [50, 100], logger  # every 50 steps
             assert status in (None, "FINISHED")
+
+
+def test_each_member_of_a_packed_trial_gets_its_own_run_with_its_rows(tmp_path):
+    from sweeps.execute import ExecutionSettings, run_job
+    from sweeps.plan import plan
+
+    [trial] = plan(spec_from_dict({**TINY, "run": {"pack": 2}})).trials
+    settings = ExecutionSettings(store_uri=str(tmp_path / "store"), sweep_id="tiny", checkpoint_root=str(tmp_path),
+                                 loggers=("tensorboard",))
+    rows = run_job(trial, settings)
+    root = tmp_path / "store" / "tracking"  # the default: under the store
+    for member, member_rows in zip(trial.members, rows):
+        params, metrics, _ = tensorboard_read(root, "tiny", run_name(member.config, member.lineage_id))
+        assert params["lineage_id"] == member.lineage_id and params["schedule.lr"] == member.config.schedule.lr
+        assert [v for _, v in metrics["final/loss_eval"]] == pytest.approx([r.loss_eval for r in member_rows], rel=1e-6)
+        assert not any(key.startswith("loss_train/") for key in metrics)  # packed trials send rows only
