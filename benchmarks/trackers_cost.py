@@ -34,22 +34,22 @@ from sweeps.plan import plan
 from sweeps.spec import spec_from_dict
 from sweeps import trackers
 torch.set_num_threads(1)
-inside = [0.0]  # seconds spent in the trackers' own calls: start (import included), log, finish
+inside = {"__init__": 0.0, "log": 0.0, "finish": 0.0}  # seconds in the trackers' own calls (start: import too)
 
 
-def timed(method):
+def timed(method, name):
     def call(*args, **kwargs):
         start = time.perf_counter()
         try:
             return method(*args, **kwargs)
         finally:
-            inside[0] += time.perf_counter() - start
+            inside[name] += time.perf_counter() - start
     return call
 
 
 for backend in trackers.BACKENDS.values():
-    for name in ("__init__", "log", "finish"):
-        setattr(backend, name, timed(getattr(backend, name)))
+    for name in inside:
+        setattr(backend, name, timed(getattr(backend, name), name))
 loggers, budgets = tuple(sys.argv[1:-1]), int(sys.argv[-1])
 with open(os.path.join("sweeps", "specs", "cpu-quick.yaml")) as f:
     values = yaml.safe_load(f)
@@ -63,7 +63,8 @@ with tempfile.TemporaryDirectory() as tmp:
     start, cpu_start = time.perf_counter(), time.process_time()
     run_job(job, settings)
     print(json.dumps({"wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu_start,
-                      "tracker_s": inside[0],
+                      "tracker_s": sum(inside.values()), "start_s": inside["__init__"], "log_s": inside["log"],
+                      "finish_s": inside["finish"],
                       "steps": planned_tokens(job.config, job.budgets) // job.config.tokens_per_step}))
 """
 
@@ -93,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     print(f"steps trained per run: {times['off'][-1]['steps']}")
     for name in args.loggers:
-        inside = statistics.median(t["tracker_s"] for t in times[name])
+        inside = {key: statistics.median(t[key] for t in times[name]) for key in ("start_s", "log_s", "finish_s")}
+        total = statistics.median(t["tracker_s"] for t in times[name])
         wall = statistics.median(t["wall_s"] for t in times[name])
-        print(f"{name}: median {inside:.3f} s inside the tracker's calls, {inside / wall:.2%} of its median wall time")
+        print(f"{name}: median {total:.3f} s inside the tracker's calls ({total / wall:.2%} of its median wall time): "
+              + ", ".join(f"{key} {value:.3f}" for key, value in inside.items()))
     for key in ("wall_s", "cpu_s"):
         medians = {name: statistics.median(t[key] for t in ts) for name, ts in times.items()}
         print(f"{key}: " + ", ".join(f"{name} median {m:.2f} (x{m / medians['off']:.3f})"
