@@ -29,6 +29,7 @@ from sweeps.curves import curve_saver
 from sweeps.plan import LineageJob, PackedJob, gpu_share, short_hash, trial_budget_gib
 from sweeps.progress import ExecutionReport, StatusPrinter, Tracker, trials_done_callback, tune_callback
 from sweeps.store import ResultStore
+from sweeps.trackers import LineageLog, lineage_logs, tracking_root
 
 PACKAGES = ("torch", "ray", "numpy", "pandas", "pyarrow", "powersweep")
 
@@ -51,6 +52,8 @@ class ExecutionSettings:
     gpu_memory_bytes: int | None = None  # memory of one GPU: each trial asks for its estimate's share of one
     # (at least gpus_per_trial) and plans its steps within it (sweeps.plan.gpu_share); None: gpus_per_trial as is
     curves: bool = True  # store each lineage's training curve (sweeps/curves.py) beside the results
+    loggers: tuple[str, ...] = ()  # experiment trackers fed per step and per stored row (sweeps/trackers.py)
+    tracking_root: str | None = None  # where the trackers write; None = trackers.tracking_root(store_uri)
 
     @property
     def uses_gpu(self) -> bool:
@@ -130,7 +133,8 @@ def run_job(job: LineageJob | PackedJob, settings: ExecutionSettings, *, attempt
             execution: dict | None = None) -> list[list[RunResult]]:
     """Train one job (a lineage, or a pack of them in lockstep) and store each of its rows as soon as it is
     final: budget results and trunk evaluations, each after its lineage's curve points up to it (with
-    `settings.curves`). `on_stored(run_id)` follows each stored row; `on_curve(member, rows)` each stored batch
+    `settings.curves`), each handed to the job's trackers (`settings.loggers`). `on_stored(run_id)` follows each
+    stored row; `on_curve(member, rows)` each stored batch
     of a member's curve points (`sweeps.curves.curve_records`); `attempt` is filled in with what this process
     did. On a GPU of known size the job's steps plan within its share (`sweeps.plan.gpu_share`). A pack that
     runs out of CUDA memory even at one sequence per micro-batch is split in two, each half training the rows
@@ -139,8 +143,10 @@ def run_job(job: LineageJob | PackedJob, settings: ExecutionSettings, *, attempt
     job, attempt = _within_gpu_share(job, settings), attempt or Attempt()
     members = _members(job)
     try:
-        return _train_job(members, settings, attempt=attempt, on_stored=on_stored, on_curve=on_curve,
-                          execution=execution)
+        with lineage_logs(members, loggers=settings.loggers, sweep_id=settings.sweep_id,
+                          root=settings.tracking_root or tracking_root(settings.store_uri)) as logs:
+            return _train_job(members, settings, attempt=attempt, on_stored=on_stored, on_curve=on_curve,
+                              execution=execution, logs=logs)
     except torch.cuda.OutOfMemoryError:
         if len(members) == 1:
             raise
@@ -158,17 +164,18 @@ def run_job(job: LineageJob | PackedJob, settings: ExecutionSettings, *, attempt
 
 def _train_job(members: Sequence[LineageJob], settings: ExecutionSettings, *, attempt: Attempt,
                on_stored: Callable[[str], None] | None, on_curve: Callable[[LineageJob, list[dict]], None] | None,
-               execution: dict | None) -> list[list[RunResult]]:
+               execution: dict | None, logs: Sequence) -> list[list[RunResult]]:
+    """`run_job`'s training; `logs` holds each member's LineageLog (None without loggers)."""
     root = os.path.join(settings.checkpoint_root, settings.sweep_id)
     common = dict(checkpoint_every_steps=settings.checkpoint_every_steps, attempt=attempt,
                   redo=lost_rows(members, settings), curve_grid=DEFAULT_GRID if settings.curves else None)
-    savers = [_saver(m, settings, on_stored, execution) for m in members]
+    savers = [_saver(m, settings, on_stored, execution, log) for m, log in zip(members, logs)]
     curves = [_curve_writer(m, settings, on_curve) for m in members] if settings.curves else None
     if len(members) == 1:
         m = members[0]
         return [train_lineage(m.config, m.budgets, trunk_at=m.trunk_tokens,
                               checkpoint_dir=os.path.join(root, m.lineage_id), on_result=savers[0],
-                              on_curve=curves and curves[0], **common)]
+                              on_curve=curves and curves[0], log=logs[0] and logs[0].step, **common)]
     packed = PackedJob(tuple(members))
     checkpoint_dir = os.path.join(root, "pack-" + short_hash(sorted(m.lineage_id for m in members)))
     return train_packed_lineage(packed.config, [m.config.schedule for m in members], packed.budgets,
@@ -223,9 +230,10 @@ def lost_rows(members: Sequence[LineageJob], settings: ExecutionSettings) -> set
 
 
 def _saver(job: LineageJob, settings: ExecutionSettings, on_stored: Callable[[str], None] | None,
-           execution: dict | None = None):
+           execution: dict | None = None, log: LineageLog | None = None):
     """Writes a row of `job` to the store if the job asks for it (a pack trains the union of its members'
-    budgets; each member writes only its own missing rows). A row stored before a retry keeps that file."""
+    budgets; each member writes only its own missing rows), then hands it to `log`, the job's trackers. A row
+    stored before a retry keeps that file."""
     store = ResultStore(settings.store_uri)
     ids = {**{("final", t): r for t, r in zip(job.budgets, job.run_ids)},
            **{("trunk", t): r for t, r in zip(job.trunk_tokens, job.trunk_run_ids)}}
@@ -238,6 +246,8 @@ def _saver(job: LineageJob, settings: ExecutionSettings, on_stored: Callable[[st
             check_driver(settings.driver)
             store.write([store_row(result, job=job, run_id=run_id, execution=execution)], sweep_id=settings.sweep_id,
                         name=run_id)
+        if log is not None:
+            log.row(result)
         if on_stored is not None:
             on_stored(run_id)
 

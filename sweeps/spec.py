@@ -38,6 +38,7 @@ MAX_NAME = 100  # characters: the name is a directory in the store and in Ray's 
 MAX_MESSAGE = 300  # characters of an error line: the value shown in it is cut to fit
 GRID_WARNING = 10_000  # runs: `plan` and `submit` print the count above this
 GRID_LIMIT = 200_000  # runs: above this a spec is refused (planning alone would take minutes)
+LOGGERS = ("tensorboard", "mlflow", "wandb")  # run.loggers: experiment trackers (sweeps/trackers.py)
 
 
 class SpecError(ValueError):
@@ -291,6 +292,17 @@ class RunSpec(_Strict):
     # crashed trial (it resumes from its checkpoint)
     checkpoint_every_steps: NonNegativeInt = 500  # trunk checkpoint interval, steps; 0 = at forks only
     storage: str | None = Field(None, min_length=1)  # results store URI; default runs/<name>
+    loggers: list[str] = Field(default_factory=list)  # experiment trackers fed per step and per row; [] = none
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers(cls, values):
+        for name in values:
+            if name not in LOGGERS:
+                raise ValueError(f"{_short(name)} is not a logger: choose from {list(LOGGERS)}")
+        if len(set(values)) != len(values):
+            raise ValueError(f"{_short(values)} repeats a logger: list each once")
+        return values
 
     @model_validator(mode="after")
     def _some_resource(self):

@@ -15,6 +15,7 @@ from sweeps.plan import Plan, plan
 from sweeps.progress import ExecutionReport
 from sweeps.spec import SpecError, SweepSpec, spec_from_dict
 from sweeps.store import ResultStore, StoreError
+from sweeps.trackers import check_loggers, prepare, tracking_root
 
 # Checks that every node of a cluster at `address` can write the store at a URI; raises a user error if not.
 StorageCheck = Callable[..., object]
@@ -48,6 +49,7 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
     """
     storage = _absolute(storage or spec.storage)  # Ray trials run in their own working directories
     check_data(spec)
+    check_loggers(spec.run.loggers)
     if address not in (None, "local") and check_storage is not None:
         check_storage(storage, address=address)
     store, p = ResultStore(storage), plan(spec, gpu_bytes=gpu_memory(spec))
@@ -122,6 +124,7 @@ def _settings(spec: SweepSpec, p: Plan, storage: str, address: str | None) -> Ex
         max_concurrent=spec.run.max_concurrent, max_retries=spec.run.max_retries, address=address,
         checkpoint_every_steps=spec.run.checkpoint_every_steps, driver=holder(),
         gpu_memory_bytes=p.gpu_bytes if spec.run.uses_gpu else None,
+        loggers=tuple(spec.run.loggers), tracking_root=tracking_root(storage),
     )
 
 
@@ -136,6 +139,7 @@ def _planned_rows(p: Plan, store: ResultStore, settings: ExecutionSettings) -> f
 
 def _run(spec: SweepSpec, p: Plan, store: ResultStore, settings: ExecutionSettings) -> SubmitResult:
     storage = settings.store_uri
+    prepare(settings.loggers, settings.tracking_root, spec.name)
     stored = store.run_ids(sweep_id=spec.name)
     jobs = [j for j in (missing_rows(trial, stored) for trial in p.trials) if j is not None]
     if p.studies:

@@ -112,8 +112,10 @@ def checked_spec(path: str):
 
 def plan_command(args) -> int:
     from sweeps.plan import format_memory_table, format_plan, memory_table, plan
+    from sweeps.trackers import check_loggers
 
     spec = checked_spec(args.spec)
+    check_loggers(spec.run.loggers)  # as submit would: a logger's package missing here is one line now
     if args.gpu_memory is None:
         p = plan(spec)
         print(json.dumps(p.summary(), indent=2) if args.json else format_plan(p))

@@ -1,0 +1,295 @@
+"""Experiment trackers (`run.loggers`): each lineage's training curve and stored rows, sent to TensorBoard, MLflow
+or W&B through the library's own client, offline by default, under the store's `tracking/` folder.
+
+One tracker run per lineage, named from its model, batch size, searched values and seed plus its lineage id, with
+the lineage's resolved config as parameters. Two kinds of metrics reach it:
+
+* per step, through `LineageLog.step` (the trainer's `log` callback; any source of curve points can feed it):
+  `loss_train/trunk` on the shared trunk and `loss_train/<budget>` (e.g. `loss_train/125K`) on a budget's decay
+  branch, at the trainer's step;
+* per stored row, through `LineageLog.row`: `final/<metric>` (a budget's result) or `trunk/<metric>` (the trunk
+  evaluated at a fork), for loss_eval, loss_train, diverged (0 or 1) and tokens, at the row's last step.
+
+A lineage trains its trunk up to a fork, then the branch past it, then puts the trunk back: the trainer's steps
+repeat. Naming each segment apart keeps every series monotone in step, so each tracker draws it as one line and
+the forks show. Ray Tune's logger callbacks (TBXLoggerCallback, MLflowLoggerCallback, WandbLoggerCallback) run on
+the driver and see only what a trial reports, once per stored row, with the trial's jobs as its config; these
+clients run inside the trial, next to the trainer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Protocol
+
+from sweeps.spec import LOGGERS, SpecError
+
+# Import names each logger needs, and the pip extra that installs them (pyproject.toml).
+REQUIREMENTS = {"tensorboard": ("tensorboardX",), "mlflow": ("mlflow", "sqlalchemy", "alembic"), "wandb": ("wandb",)}
+Point = tuple[str, float, int]  # (metric key, value, step)
+MLFLOW_BATCH = 1000  # metrics per log_batch call (MLflow's limit)
+MLFLOW_PARAMS = 100  # params per log_batch call (MLflow's limit)
+
+
+def check_loggers(loggers: Sequence[str]) -> None:
+    """SpecError naming the logger and the pip extra when a logger's package is not installed here."""
+    for name in loggers:
+        if name not in LOGGERS:
+            raise SpecError(f"run.loggers={list(loggers)}: {name!r} is not a logger: choose from {list(LOGGERS)}")
+        missing = [module for module in REQUIREMENTS[name] if importlib.util.find_spec(module) is None]
+        if missing:
+            raise SpecError(f"run.loggers={list(loggers)}: logger {name!r} needs the package {missing[0]!r}, which "
+                            f"is not installed: pip install 'powersweep[{name}]' (or remove {name!r})")
+
+
+def tracking_root(store_uri: str) -> str:
+    """Where trackers write by default: `<store>/tracking` for a local store; a remote store's trackers write
+    under ~/.cache/powersweep/tracking (their clients write local files)."""
+    if "://" not in store_uri or store_uri.startswith("file://"):
+        return os.path.join(os.path.abspath(store_uri.removeprefix("file://")), "tracking")
+    return os.path.join(os.path.expanduser("~"), ".cache", "powersweep", "tracking")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One tracker run: where it goes and what describes it."""
+
+    root: str  # tracking folder (see `tracking_root`)
+    sweep_id: str  # TensorBoard folder, MLflow experiment and W&B project, unless the environment names them
+    name: str  # readable run name
+    key: str  # stable id across retries (the lineage id): a retried lineage continues its run
+    params: dict  # the resolved config, flattened
+
+
+class TrackerRun(Protocol):
+    """What every backend offers: log points, then finish (failed or not)."""
+
+    def log(self, points: Sequence[Point]) -> None: ...
+
+    def finish(self, *, failed: bool = False) -> None: ...
+
+
+class TensorBoardRun:
+    """A TensorBoard event file per lineage, by tensorboardX (the writer Ray Tune's TBXLoggerCallback uses):
+    `<root>/tensorboard/<sweep_id>/<name>`; the config as text."""
+
+    def __init__(self, target: Target):
+        from tensorboardX import SummaryWriter
+
+        self.writer = SummaryWriter(logdir=os.path.join(target.root, "tensorboard", target.sweep_id, target.name))
+        self.writer.add_text("config", "```\n" + json.dumps(target.params, indent=1, sort_keys=True) + "\n```")
+
+    def log(self, points: Sequence[Point]) -> None:
+        for key, value, step in points:
+            self.writer.add_scalar(key, value, global_step=step)
+        self.writer.flush()  # a person watching sees each batch of points; one write per batch
+
+    def finish(self, *, failed: bool = False) -> None:
+        self.writer.close()
+
+
+def mlflow_uri(root: str) -> str:
+    """MLFLOW_TRACKING_URI when set, else an SQLite store `<root>/mlflow.db` (MLflow's own local backend; its
+    file store is in maintenance mode and refused by default since MLflow 3.13)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///" + os.path.join(os.path.abspath(root), "mlflow.db")
+
+
+class MLflowRun:
+    """An MLflow run per lineage through MlflowClient: experiment = MLFLOW_EXPERIMENT_NAME or the sweep id, the
+    lineage id as tag `lineage_id` (a retried lineage continues its run), the config as params."""
+
+    def __init__(self, target: Target):
+        from mlflow import MlflowClient
+        from mlflow.entities import Param
+
+        self.client = MlflowClient(tracking_uri=mlflow_uri(target.root))
+        experiment = mlflow_experiment(self.client, os.environ.get("MLFLOW_EXPERIMENT_NAME") or target.sweep_id)
+        found = self.client.search_runs([experiment], filter_string=f"tags.lineage_id = '{target.key}'",
+                                        max_results=1)
+        if found:
+            self.run_id = found[0].info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            return
+        self.run_id = self.client.create_run(experiment, run_name=target.name,
+                                             tags={"lineage_id": target.key}).info.run_id
+        params = [Param(key, str(value)) for key, value in sorted(target.params.items())]
+        for i in range(0, len(params), MLFLOW_PARAMS):
+            self.client.log_batch(self.run_id, params=params[i:i + MLFLOW_PARAMS])
+
+    def log(self, points: Sequence[Point]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, value, now, step) for key, value, step in points]
+        for i in range(0, len(metrics), MLFLOW_BATCH):
+            self.client.log_batch(self.run_id, metrics=metrics[i:i + MLFLOW_BATCH])
+
+    def finish(self, *, failed: bool = False) -> None:
+        self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
+
+
+def mlflow_experiment(client, name: str) -> str:
+    """The id of experiment `name`, created if missing (another process may create it at the same moment)."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:
+        return client.get_experiment_by_name(name).experiment_id
+
+
+class WandbRun:
+    """A W&B run per lineage with `wandb.init`: offline under `<root>/wandb` unless WANDB_MODE or WANDB_DIR say
+    otherwise, project WANDB_PROJECT or the sweep id, run id the lineage id (a retried lineage resumes it)."""
+
+    def __init__(self, target: Target):
+        import wandb
+
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT") or target.sweep_id, name=target.name, id=target.key,
+            resume="allow", config=target.params, reinit="create_new",
+            mode=None if os.environ.get("WANDB_MODE") else "offline",
+            dir=None if os.environ.get("WANDB_DIR") else _made(target.root),
+            settings=wandb.Settings(console="off", silent=True),
+        )
+        self.run.define_metric("step")  # the trainer's step, which repeats across segments: W&B's own must not
+        for prefix in ("loss_train", "final", "trunk"):
+            self.run.define_metric(f"{prefix}/*", step_metric="step")
+
+    def log(self, points: Sequence[Point]) -> None:
+        for key, value, step in points:
+            self.run.log({key: value, "step": step})
+
+    def finish(self, *, failed: bool = False) -> None:
+        self.run.finish(exit_code=1 if failed else 0)
+
+
+def _made(directory: str) -> str:
+    os.makedirs(directory, exist_ok=True)
+    return directory
+
+
+BACKENDS = {"tensorboard": TensorBoardRun, "mlflow": MLflowRun, "wandb": WandbRun}
+
+
+def prepare(loggers: Sequence[str], root: str, sweep_id: str) -> None:
+    """Driver side, before any trial starts: the tracking folder, and MLflow's database and experiment made once
+    (concurrent trials would otherwise race to create its tables)."""
+    if not loggers:
+        return
+    check_loggers(loggers)
+    os.makedirs(root, exist_ok=True)
+    if "mlflow" in loggers:
+        from mlflow import MlflowClient
+
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration on the first use
+        mlflow_experiment(MlflowClient(tracking_uri=mlflow_uri(root)),
+                          os.environ.get("MLFLOW_EXPERIMENT_NAME") or sweep_id)
+
+
+def budget_label(tokens: float) -> str:
+    """A budget as a metric-key fragment: 125000 -> '125K', 4e6 -> '4M', 1.5e9 -> '1.5B'."""
+    for suffix, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if tokens >= scale:
+            return f"{tokens / scale:.6g}{suffix}"
+    return f"{tokens:.6g}"
+
+
+class LineageLog:
+    """The tracker runs of one lineage and the per-step points not yet placed on the trunk or a branch.
+
+    Points wait until the next evaluation (a trunk row, or a budget's final row forked at `forks[tokens]`): those
+    past that budget's fork step belong to its branch, the others to the trunk.
+    """
+
+    def __init__(self, runs: Sequence[TrackerRun], *, forks: Mapping[float, int], tokens_per_step: int):
+        self.runs, self.forks, self.tokens_per_step = list(runs), dict(forks), tokens_per_step
+        self.pending: list[tuple[int, float]] = []  # (step, loss_train) since the last evaluation
+
+    def step(self, point: Mapping) -> None:
+        """The per-step source: a point with the trainer's `step` and `loss_train` (nats/token)."""
+        self.pending.append((int(point["step"]), float(point["loss_train"])))
+
+    def row(self, row) -> None:
+        """A row as it is stored (a RunResult): its metrics, after the points it closes."""
+        fork = self.forks.get(float(row.tokens), -1) if row.phase == "final" else None
+        branch = f"loss_train/{budget_label(row.tokens)}"
+        points = [(branch if fork is not None and step > fork else "loss_train/trunk", loss, step)
+                  for step, loss in self.pending]
+        at = round(row.tokens / self.tokens_per_step)
+        metrics = {"loss_eval": row.loss_eval, "loss_train": row.loss_train,
+                   "diverged": float(row.status == "diverged"), "tokens": float(row.tokens)}
+        self.pending = []
+        self._send(points + [(f"{row.phase}/{key}", float(value), at) for key, value in metrics.items()])
+
+    def _send(self, points: list[Point]) -> None:
+        for run in self.runs:
+            run.log(points)
+
+    def finish(self, *, failed: bool = False) -> None:
+        """End every run; points after the last evaluation (a failed attempt's) are dropped: its retry trains
+        them again."""
+        for run in self.runs:
+            run.finish(failed=failed)
+
+
+def run_name(config, lineage_id: str) -> str:
+    """Readable and unique: model, batch size, the schedule's searched values, seed, lineage id."""
+    s = config.schedule
+    searched = f"a{s.power_a:g}_b{s.power_b:g}_max{s.lr_max:g}" if s.name == "power" else f"lr{s.lr:g}"
+    name = f"{config.model}_bs{config.batch_size}_{s.name}_{searched}_s{config.seed}_{lineage_id[:8]}"
+    return re.sub(r"[^A-Za-z0-9_.+-]", "-", name)
+
+
+def flat_params(config, **extra) -> dict:
+    """The resolved config as flat `section.field` parameters (JSON scalars; lists and dicts as JSON text)."""
+    flat = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict) and value:
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        else:
+            flat[prefix] = value if isinstance(value, (str, int, float, bool)) or value is None else json.dumps(value)
+
+    walk("", {**dataclasses.asdict(config), **extra})
+    return flat
+
+
+@contextlib.contextmanager
+def lineage_logs(members: Sequence, *, loggers: Sequence[str], root: str,
+                 sweep_id: str) -> Iterator[list[LineageLog | None]]:
+    """A LineageLog per member (a LineageJob) with a run per logger, or None each without loggers; every run is
+    finished on the way out, as failed if training raised."""
+    if not loggers:
+        yield [None] * len(members)
+        return
+    from proxy_models.lineage import plan_branches
+
+    logs = []
+    try:
+        for m in members:
+            target = Target(root, sweep_id, run_name(m.config, m.lineage_id), m.lineage_id,
+                            flat_params(m.config, lineage_id=m.lineage_id, budgets=list(m.budgets)))
+            forks = {float(b.tokens): b.fork_step for b in plan_branches(m.config, m.budgets)}
+            logs.append(LineageLog([], forks=forks, tokens_per_step=m.config.tokens_per_step))
+            for name in loggers:
+                logs[-1].runs.append(BACKENDS[name](target))
+        yield logs
+    except BaseException:
+        for log in logs:
+            log.finish(failed=True)
+        raise
+    for log in logs:
+        log.finish()
