@@ -1,6 +1,9 @@
 import numpy as np
+import pytest
 
-from analysis.calibration import calibrate, planted_sweep
+from analysis.calibration import ALPHA_BATCH_SIZES, ALPHA_RANGE, calibrate, calibrate_alpha, planted_sweep
+from analysis.pipeline import analyze
+from analysis.report import write_report
 
 
 def test_b_intervals_cover_the_planted_b_on_asymmetric_bowls():
@@ -16,3 +19,29 @@ def test_planted_sweeps_vary_what_they_should():
     spacings = [planted_sweep(seed)[2] for seed in range(5)]
     assert len({law.b for law in laws}) == 5 and all(law.asymmetry >= 2 for law in laws)
     assert all(np.sqrt(2) <= s <= 2 for s in spacings)
+
+
+def test_alpha_intervals_cover_the_planted_alpha_on_multi_batch_sweeps():
+    # The small version of `benchmarks/calibration.py --law alpha`: 30 planted sweeps, alpha uniform in [0.3, 1].
+    result = calibrate_alpha(30, n_boot=200, first_seed=1000)
+    assert 0.8 <= result.coverage_alpha  # 95% nominal; below 80% in 30 sweeps has probability < 0.2%
+    assert result.median_alpha_width < 0.15  # covering by being uselessly wide does not count
+    assert result.median_alpha_error < 0.03
+    planted = result.sweeps["alpha"]
+    assert planted.between(*ALPHA_RANGE).all() and planted.max() - planted.min() > 0.4
+
+
+@pytest.mark.parametrize("alpha, most_said, least_said", [(1.0, 1, 0), (0.5, 5, 5)])
+def test_report_says_gamma_is_not_batch_invariant_where_alphas_interval_excludes_one(tmp_path, alpha, most_said,
+                                                                                      least_said):
+    # Planted alpha = 1: the statement in at most 1 of 5 sweeps (nominal 5% each); planted 0.5: in every one.
+    said = 0
+    for seed in range(5):
+        _, table, _ = planted_sweep(seed, batch_sizes=ALPHA_BATCH_SIZES, alpha_range=(alpha, alpha))
+        result = analyze(table, n_boot=200, seed=seed)
+        page = write_report(table, tmp_path / str(seed), result=result, figures=False).index_html.read_text()
+        statement = any("not batch-invariant for model m" in note for note in result.notes)
+        assert statement == (not result.batch["m"].linear) == ("not batch-invariant for model m" in page)
+        assert statement == (result.headline == "per_model_batch_law")
+        said += statement
+    assert least_said <= said <= most_said
