@@ -29,6 +29,11 @@ TOKENS = (2e9, 8e9, 32e9, 128e9)
 BATCH_SIZES = (32, 64, 128)
 ALPHA_BATCH_SIZES = (32, 64, 128, 256)  # sequences: an exponent of B needs a few doublings
 ALPHA_RANGE = (0.3, 1.0)  # planted alpha: real sweeps show 0.1-0.6, the paper assumes 1
+# sweeps/specs/cpu-quick.yaml: 8 lrs sqrt(2) apart, 6 budgets (tokens), batch 4 of 64-token sequences
+MAIN_JOB_LRS = (0.000177, 0.00025, 0.000354, 0.0005, 0.000707, 0.001, 0.00141, 0.002)
+MAIN_JOB_TOKENS = (125e3, 250e3, 500e3, 1e6, 2e6, 4e6)
+# lr_opt = 4 * a * T**b falls from 1.1e-3 to 5.5e-4 over the budgets, as the main job's measured optima do
+MAIN_JOB_LAW = PlantedLaw(a=0.003335, b=-0.21, asymmetry=3.0, curvature=0.02, noise_sd=0.002)
 
 
 @dataclass(frozen=True)
@@ -118,3 +123,34 @@ def calibrate_alpha(n_sweeps: int = 200, *, n_boot: int = 1000, first_seed: int 
     return AlphaCalibration(sweeps, float(sweeps["covered"].mean()), float(sweeps["covered_resampled"].mean()),
                             float(sweeps["alpha_error"].median()),
                             float((sweeps["alpha_high"] - sweeps["alpha_low"]).median()))
+
+
+@dataclass(frozen=True)
+class MainJobCalibration:
+    """The outcome of ``calibrate_main_job``: per sweep in ``sweeps``, per budget in ``cells``, and summaries."""
+
+    sweeps: pd.DataFrame  # seed, b_fit, b_low, b_high, covered
+    cells: pd.DataFrame  # per budget: mean ln(lr_opt / planted), its sd, rms of error / standard error
+    coverage_b: float
+    median_b: float
+    median_b_width: float
+
+
+def calibrate_main_job(n_sweeps: int = 200, *, law: PlantedLaw = MAIN_JOB_LAW, n_boot: int = 1000,
+                       first_seed: int = 0) -> MainJobCalibration:
+    """Plant ``law`` on the main job's grid ``n_sweeps`` times (new noise each) and fit b as ``analyze`` does."""
+    grid = SweepGrid(models=(("cpu-xxs", 31904),), tokens=MAIN_JOB_TOKENS, batch_sizes=(4,), lrs=MAIN_JOB_LRS,
+                     seq_len=64)
+    rows, cells = [], []
+    for seed in range(first_seed, first_seed + n_sweeps):
+        found = find_optima(load_table(synthetic_table(law, grid, seed=seed)), n_draws=n_boot, seed=seed)
+        fit = fit_gamma(found, n_boot=n_boot, seed=seed).pooled
+        rows.append({"seed": seed, "b_fit": fit.b, "b_low": fit.b_ci.low, "b_high": fit.b_ci.high,
+                     "covered": fit.b_ci.contains(law.b)})
+        error = np.log(found["lr_opt"] / law.lr_opt(found["batch_size"], found["tokens"]))
+        cells.append(found[["tokens", "method"]].assign(error=error, z=error / found["ln_lr_opt_se"]))
+    sweeps, every = pd.DataFrame(rows), pd.concat(cells, ignore_index=True)
+    per_budget = every.groupby("tokens").agg(bias=("error", "mean"), sd=("error", "std"),
+                                             rms_z=("z", lambda z: float(np.sqrt(np.mean(z**2))))).reset_index()
+    return MainJobCalibration(sweeps, per_budget, float(sweeps["covered"].mean()), float(sweeps["b_fit"].median()),
+                              float((sweeps["b_high"] - sweeps["b_low"]).median()))

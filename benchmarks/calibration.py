@@ -4,8 +4,10 @@ Each sweep plants gamma = a * T**b with random a and b, asymmetric loss bowls, n
 random spacing (sqrt(2) to 2) and offset (see analysis/calibration.py), then fits it as `analyze` does.
 Targets: the 95% interval of b holds the planted b in 90-98% of sweeps; the median error of gamma at
 the largest T is within 5%. With --law alpha each sweep also plants lr_opt ~ B**alpha (alpha uniform in
-[0.3, 1], 4 batch sizes) and the target is the coverage of alpha's 95% interval, 90-98%.
-Run: .venv/bin/python benchmarks/calibration.py [--law gamma|alpha] [--sweeps 200] [--bootstrap 1000]
+[0.3, 1], 4 batch sizes) and the target is the coverage of alpha's 95% interval, 90-98%. With --law main-job
+one planted law (b = -0.21, bowls 3x steeper above lr_opt) is fitted on the main job's own grid
+(sweeps/specs/cpu-quick.yaml) with new noise each time: coverage of b, and each budget's lr_opt error.
+Run: .venv/bin/python benchmarks/calibration.py [--law gamma|alpha|main-job] [--sweeps 200] [--bootstrap 1000]
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout without `pip install -e .`
 
-from analysis.calibration import calibrate, calibrate_alpha  # noqa: E402
+from analysis.calibration import MAIN_JOB_LAW, calibrate, calibrate_alpha, calibrate_main_job  # noqa: E402
 
 
 def gamma_report(sweeps: int, n_boot: int) -> None:
@@ -44,14 +46,27 @@ def alpha_report(sweeps: int, n_boot: int) -> None:
     print(f"median width of alpha's interval:              {result.median_alpha_width:.4f}")
 
 
+def main_job_report(sweeps: int, n_boot: int) -> None:
+    result = calibrate_main_job(sweeps, n_boot=n_boot)
+    print(f"sweeps: {len(result.sweeps)}, bootstrap: {n_boot}, planted b: {MAIN_JOB_LAW.b}")
+    print(f"coverage of b's 95% interval: {result.coverage_b:.3f} (target 0.90-0.98)")
+    print(f"median b:                     {result.median_b:+.4f}")
+    print(f"median width of b's interval: {result.median_b_width:.4f}")
+    print("per budget: mean and sd of ln(lr_opt / planted), rms of error / standard error")
+    print(result.cells.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+REPORTS = {"gamma": gamma_report, "alpha": alpha_report, "main-job": main_job_report}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--law", choices=("gamma", "alpha"), default="gamma")
+    parser.add_argument("--law", choices=tuple(REPORTS), default="gamma")
     parser.add_argument("--sweeps", type=int, default=200)
     parser.add_argument("--bootstrap", type=int, default=1000)
     args = parser.parse_args()
     start = time.perf_counter()
-    (gamma_report if args.law == "gamma" else alpha_report)(args.sweeps, args.bootstrap)
+    REPORTS[args.law](args.sweeps, args.bootstrap)
     print(f"wall time: {time.perf_counter() - start:.1f} s")
     return 0
 
