@@ -113,6 +113,13 @@ def _log_ticks(axis, low: float, high: float) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
+def _swept_ticks(axis, values) -> None:
+    """Ticks at the swept values themselves (batch sizes 32, 64, 128, not 50, 100, 200) when there are few."""
+    swept = sorted(set(np.asarray(values, dtype=float).tolist()))
+    if 2 <= len(swept) <= 8:  # more would crowd the axis
+        axis.set_major_locator(FixedLocator(swept))
+
+
 def _tick(value: float, *, scientific: bool = False) -> str:
     if scientific and 0 < value < 1:
         mantissa, exponent = f"{value:e}".split("e")
@@ -230,6 +237,7 @@ def fig_lr_opt_vs_batch(gamma: GammaFits, *, laws: Mapping[str, BatchLaw] | None
                 ax.plot(batch, batch * gamma.pooled.predict(t), "--", lw=0.8, color=colours[t])
         title = f"{model}" + (f", alpha = {law.alpha:.2f}" if law is not None and law.ok else "")
         _log_axes(ax, "batch size (sequences)", f"lr_opt, {lr_axis}", title)
+        _swept_ticks(ax.xaxis, cells.loc[cells["model"].eq(model), "batch_size"])
     _figure_legend(fig, axes, fontsize="small", title="T (hollow: flagged)", title_fontsize="small")
     return fig
 
@@ -300,9 +308,7 @@ def fig_power_best(power: PowerSearch) -> Figure:
             ax.axhspan(ci.low, ci.high, color="k", alpha=0.1)
         ax.set_xscale("log")
         _log_ticks(ax.xaxis, float(groups["tokens"].min()), float(groups["tokens"].max()))
-        swept = sorted(groups["tokens"].unique())
-        if len(swept) <= 8:  # ticks at the swept T, where the points are (more would crowd the axis)
-            ax.xaxis.set_major_locator(FixedLocator(swept))
+        _swept_ticks(ax.xaxis, groups["tokens"])
         ax.set(xlabel="training tokens T (tokens)", ylabel=f"best {name} (dimensionless)")
         ax.grid(True, alpha=0.3)
         _legend(ax, fontsize="x-small")
@@ -327,6 +333,7 @@ def fig_critical_batch(cells: pd.DataFrame, critical: CriticalBatch, *, lr_axis:
             ax.plot(batch, surge_curve(batch, fit["lr_peak"].iloc[0], fit["bc"].iloc[0]), "-", color=colours[t],
                     lw=0.8, label=f"{model} {_tick(t)}")
     _log_axes(axes[0, 0], "batch size (sequences)", f"lr_opt, {lr_axis}", "lines: Bc inside the swept B")
+    _swept_ticks(axes[0, 0].xaxis, usable["batch_size"])
     _legend(axes[0, 0], fontsize="x-small")
     good = per[per["flag"].eq("")]
     if good.empty:

@@ -195,3 +195,11 @@ def test_the_papers_line_only_for_its_unit_of_batch_size():
     table = synthetic_table(PlantedLaw(), SMALL, seed=3)
     assert analyze(load_table(table), n_boot=50).paper_applies
     assert not analyze(load_table(table.assign(seq_len=64)), n_boot=50).paper_applies
+
+
+def test_batch_axes_tick_at_the_swept_batch_sizes():
+    result = analyze(load_table(synthetic_table(PlantedLaw(), SMALL, seed=3)), n_boot=50)
+    for fig in (plots.fig_lr_opt_vs_batch(result.gamma), plots.fig_critical_batch(result.cells, result.critical)):
+        visible, _ = _figure_stats(fig)
+        labels = [t.get_text() for t in visible[0].xaxis.get_majorticklabels() if t.get_text()]
+        assert labels == ["32", "64", "128", "256"]  # SMALL's batch sizes, not 50, 100, 200
