@@ -7,7 +7,8 @@ vertex lands on the flatter, low-lr side of a real bowl); its vertex is the sub-
 perturbation bootstrap of the window's losses gives its error. The vertex may lie up to two grid steps
 from the argmin: on a shallow bowl noise moves the argmin a step off the optimum, and a vertex held to
 the argmin's neighbours then cannot reach it (nor can its draws, so the interval misses it too). Cells whose best lr is at an end of the grid,
-or next to a diverged lr, are flagged ``edge_low``/``edge_high`` and marked not ``ok``.
+or next to a diverged lr, are flagged ``edge_low``/``edge_high`` and marked not ``ok``; those with a single lr on
+one side of the argmin (the grid's end or a diverged lr two steps away) ``one_side``, kept, with a wider error.
 
 >>> cells = find_optima(table)
 >>> cells[["model", "tokens", "batch_size", "lr_opt", "lr_opt_se", "flags"]]
@@ -174,6 +175,8 @@ def _fit_cell(cell: pd.DataFrame, half_width: int) -> _CellFit:
         quad = _fit_quadratic(d, y)
         if not quad.accepted:
             flags.append("quadratic_rejected")  # not blocking: the grid argmin stands, with a wider error
+    if not BLOCKING_FLAGS.intersection(flags) and min(best - low, high - best) == 1 < half_width:
+        flags.append("one_side")  # not blocking: one lr on a side of the argmin sets that side's curvature alone
     return _CellFit(lr, loss, n_runs, best, quad, bowl, d, reach, tuple(flags), "; ".join(reasons))
 
 

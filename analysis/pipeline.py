@@ -200,4 +200,11 @@ def _fit_notes(gamma: GammaFits, critical: CriticalBatch, cells: pd.DataFrame) -
     flagged = int((~cells["ok"].astype(bool)).sum())
     if flagged:
         notes.append(f"{flagged} of {len(cells)} cells are flagged and left out of the point fits (see cells.csv)")
+    one_side = cells[cells["flags"].str.split(";").apply(lambda f: "one_side" in f)]
+    if len(one_side):
+        first = one_side.iloc[0]
+        notes.append(f"{len(one_side)} of {len(cells)} cells have a single lr on one side of their best lr (flag "
+                     f"one_side; e.g. model {first['model']}, T = {first['tokens']:g}, batch size "
+                     f"{int(first['batch_size'])}): their lr_opt is kept, with a wider interval; to tighten it, "
+                     "extend the lr grid past that side")
     return notes

@@ -6,6 +6,7 @@ import pytest
 
 from analysis.errors import AnalysisError
 from analysis.optimum import choose_schedule, find_optima, lr_points
+from analysis.pipeline import analyze
 from analysis.synthetic import PAPER_LRS, PlantedLaw, synthetic_table
 from analysis.table import load_table
 
@@ -147,6 +148,16 @@ def test_one_point_past_the_argmin_still_takes_the_asymmetric_bowl():
     row = _one(_cell(lr, 3.0 + 0.05 * np.where(u > 0, 4.0, 1.0) * u**2))
     assert row["method"] == "bowl" and row["lr_opt_grid"] == pytest.approx(lr[5])
     assert row["lr_opt"] == pytest.approx(opt, rel=0.01)
+    assert row["ok"] and row["flags"] == "one_side"  # kept, and said
+    centred = _one(_cell(lr, 3.0 + 0.05 * np.log(lr / lr[3]) ** 2))
+    assert centred["flags"] == ""
+
+
+def test_cells_with_one_side_short_are_named_in_a_note():
+    lr = np.geomspace(1e-3, 1e-1, 7)
+    frames = [_cell(lr, 3.0 + 0.05 * np.log(lr / lr[j]) ** 2).assign(tokens=t) for j, t in ((5, 1e9), (3, 4e9))]
+    notes = [n for n in analyze(pd.concat(frames), n_boot=0).notes if "one_side" in n]
+    assert len(notes) == 1 and notes[0].startswith("1 of 2 cells") and "T = 1e+09" in notes[0]
 
 
 def test_standard_errors_are_roughly_calibrated(one_model_grid):
