@@ -6,9 +6,10 @@ bowl in ln(lr) with a curvature of its own on each side is fitted (``analysis.bo
 vertex lands on the flatter, low-lr side of a real bowl); its vertex is the sub-grid estimate, and a
 perturbation bootstrap of the window's losses gives its error. The vertex may lie up to two grid steps
 from the argmin: on a shallow bowl noise moves the argmin a step off the optimum, and a vertex held to
-the argmin's neighbours then cannot reach it (nor can its draws, so the interval misses it too). Cells whose best lr is at an end of the grid,
-or next to a diverged lr, are flagged ``edge_low``/``edge_high`` and marked not ``ok``; those with a single lr on
-one side of the argmin (the grid's end or a diverged lr two steps away) ``one_side``, kept, with a wider error.
+the argmin's neighbours then cannot reach it (nor can its draws, so the interval misses it too). Cells
+whose best lr is at an end of the grid, or next to a diverged lr, are flagged ``edge_low``/``edge_high`` and
+marked not ``ok``; those with a single lr on one side of the argmin (the grid's end or a diverged lr two steps
+away) ``one_side``, kept, with a wider error.
 
 >>> cells = find_optima(table)
 >>> cells[["model", "tokens", "batch_size", "lr_opt", "lr_opt_se", "flags"]]
