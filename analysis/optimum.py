@@ -120,7 +120,7 @@ def find_optima(
     """One row per cell with lr_opt_grid, lr_opt, lr_opt_se, loss_opt, n_points, n_diverged and flags.
 
     Up to ``half_width`` grid points on each side of the argmin (fewer where a neighbour diverged) enter
-    the estimate: a two-sided bowl (``method`` 'bowl', see ``analysis.bowl``) when the window holds five or
+    the estimate: a two-sided bowl (``method`` 'bowl', see ``analysis.bowl``) when the window holds four or
     more points (its vertex within ``VERTEX_REACH`` points of the argmin), else a parabola ('quadratic'),
     else the grid argmin.
     ``ln_lr_opt_draws`` holds ``n_draws`` bootstrap draws of ln(lr_opt): the losses of the window
@@ -172,9 +172,9 @@ def _fit_cell(cell: pd.DataFrame, half_width: int) -> _CellFit:
         bowl = fit_bowl(d, y, low=reach[0], high=reach[1])
         if not bowl.convex[0]:
             bowl = None
-    if not flags and bowl is None and high - low >= 2:
-        quad = _fit_quadratic(d, y)
-        if not quad.accepted:
+    if not flags and (bowl is None or bowl.dof == 0) and high - low >= 2:
+        quad = _fit_quadratic(d, y)  # with a 4-point bowl, only for its degree of freedom in the pooled noise
+        if not quad.accepted and bowl is None:
             flags.append("quadratic_rejected")  # not blocking: the grid argmin stands, with a wider error
     if not BLOCKING_FLAGS.intersection(flags) and min(best - low, high - best) == 1 < half_width:
         flags.append("one_side")  # not blocking: one lr on a side of the argmin sets that side's curvature alone
@@ -220,7 +220,7 @@ def _pooled_noise(fits: list[_CellFit]) -> float | None:
     # One noise variance (nats**2, of a seed-mean loss) for all cells: one window leaves too few degrees of freedom.
     rss = dof = 0.0
     for fit in fits:
-        if fit.bowl is not None:
+        if fit.bowl is not None and fit.bowl.dof > 0:
             rss, dof = rss + float(fit.bowl.rss[0]), dof + fit.bowl.dof
         elif fit.quad is not None and fit.quad.accepted:
             rss, dof = rss + fit.quad.rss, dof + fit.quad.dof

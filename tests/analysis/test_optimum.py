@@ -194,3 +194,15 @@ def test_failed_runs_are_left_out_not_counted_as_diverged():
     lr = np.geomspace(1e-3, 1e-1, 5)
     row = _one(_cell(lr, [3.2, 3.1, np.nan, 3.1, 3.2], status=["ok", "ok", "failed", "ok", "ok"]))
     assert row["n_points"] == 4 and row["n_diverged"] == 0
+
+
+def test_a_window_of_four_lrs_reads_the_optimum_as_seven_do():
+    # An adaptive search's window: 4 finite lrs a factor 2 apart, the next one up diverged. A parabola through
+    # them put this asymmetric bowl's optimum 10% low; the bowl reads it as the full grid does.
+    lr = 0.002 * 2.0 ** np.arange(-3, 4)
+    u = np.log(lr / 0.01)
+    loss = 3 + np.where(u > 0, 0.1, 0.05) * u**2 + 0.001 * np.sin(1e4 * lr)
+    seven = _one(_cell(np.r_[lr, 0.032], np.r_[loss, np.nan], status=["ok"] * 7 + ["diverged"]))
+    four = _one(_cell(np.r_[lr[3:], 0.032], np.r_[loss[3:], np.nan], status=["ok"] * 4 + ["diverged"]))
+    assert four["method"] == seven["method"] == "bowl"
+    assert four["lr_opt"] == pytest.approx(seven["lr_opt"], rel=0.02) == pytest.approx(0.01, rel=0.06)
