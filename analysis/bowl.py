@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MIN_POINTS = 5  # four coefficients (floor, k_low, k_high, m) and one degree of freedom
+MIN_POINTS = 4  # four coefficients (floor, k_low, k_high, m); the noise level comes from other cells
 _CANDIDATES = 81
 
 

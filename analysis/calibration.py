@@ -1,22 +1,25 @@
-"""Do the gamma law's intervals mean what they say? Coverage by simulation over planted sweeps.
+"""Do the fitted laws' intervals mean what they say? Coverage by simulation over planted sweeps.
 
 Each simulated sweep draws a planted law gamma = a * T**b (a log-uniform in [2, 10], b uniform in
 [-0.65, -0.35]), asymmetric loss bowls (2 to 4 times steeper above lr_opt), a noise level, and an lr
 grid of random spacing (a factor sqrt(2) to 2) and random offset, then runs the per-cell estimator and
 the pooled fit as ``analyze`` does. Over many sweeps a 95% interval of b should hold the planted b in
-about 95% of them.
+about 95% of them. ``calibrate_alpha`` does the same for the batch-size exponent of
+lr_opt = c * B**alpha * T**beta (``analysis.batch_scaling``), with a planted alpha in [0.3, 1].
 
 >>> summary = calibrate(n_sweeps=200, n_boot=1000)
 >>> summary.coverage_b, summary.median_gamma_error
+>>> calibrate_alpha(n_sweeps=200, n_boot=1000).coverage_alpha
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
+from analysis.batch_scaling import fit_batch_law
 from analysis.fit import fit_gamma
 from analysis.optimum import find_optima
 from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
@@ -24,6 +27,13 @@ from analysis.table import load_table
 
 TOKENS = (2e9, 8e9, 32e9, 128e9)
 BATCH_SIZES = (32, 64, 128)
+ALPHA_BATCH_SIZES = (32, 64, 128, 256)  # sequences: an exponent of B needs a few doublings
+ALPHA_RANGE = (0.3, 1.0)  # planted alpha: real sweeps show 0.1-0.6, the paper assumes 1
+# sweeps/specs/cpu-quick.yaml: 8 lrs sqrt(2) apart, 6 budgets (tokens), batch 4 of 64-token sequences
+MAIN_JOB_LRS = (0.000177, 0.00025, 0.000354, 0.0005, 0.000707, 0.001, 0.00141, 0.002)
+MAIN_JOB_TOKENS = (125e3, 250e3, 500e3, 1e6, 2e6, 4e6)
+# lr_opt = 4 * a * T**b falls from 1.1e-3 to 5.5e-4 over the budgets, as the main job's measured optima do
+MAIN_JOB_LAW = PlantedLaw(a=0.003335, b=-0.21, asymmetry=3.0, curvature=0.02, noise_sd=0.002)
 
 
 @dataclass(frozen=True)
@@ -37,18 +47,26 @@ class Calibration:
     median_b_width: float  # median width of the b interval
 
 
-def planted_sweep(seed: int) -> tuple[PlantedLaw, pd.DataFrame, float]:
-    """A random planted law, its sweep's table and the grid spacing (ratio of neighbouring lrs)."""
+def planted_sweep(
+    seed: int, *, batch_sizes: tuple[int, ...] = BATCH_SIZES, alpha_range: tuple[float, float] | None = None,
+) -> tuple[PlantedLaw, pd.DataFrame, float]:
+    """A random planted law, its sweep's table and the grid spacing (ratio of neighbouring lrs).
+
+    With ``alpha_range`` the law's batch exponent (lr_opt ~ B**alpha) is drawn uniformly from it; without,
+    it is the paper's 1 and the draws are those of the gamma calibration's published numbers.
+    """
     rng = np.random.default_rng(seed)
     law = PlantedLaw(a=float(np.exp(rng.uniform(np.log(2), np.log(10)))), b=float(rng.uniform(-0.65, -0.35)),
                      asymmetry=float(rng.uniform(2.0, 4.0)), noise_sd=float(rng.uniform(0.001, 0.004)),
                      curvature=float(rng.uniform(0.015, 0.04)))
     spacing = float(rng.uniform(np.sqrt(2), 2.0))
-    optima = law.lr_opt(np.array(BATCH_SIZES)[:, None], np.array(TOKENS)[None, :])
+    if alpha_range is not None:
+        law = replace(law, batch_exp=float(rng.uniform(*alpha_range)))
+    optima = law.lr_opt(np.array(batch_sizes)[:, None], np.array(TOKENS)[None, :])
     low, high = optima.min() / 12, optima.max() * 12  # the divergence above 8x lr_opt trims the top
     steps = np.arange(int(np.ceil(np.log(high / low) / np.log(spacing))) + 1)
     lrs = low * spacing ** (steps + rng.uniform(0.0, 1.0))  # the grid lands anywhere relative to lr_opt
-    grid = SweepGrid(models=(("m", 36e6),), tokens=TOKENS, batch_sizes=BATCH_SIZES, lrs=tuple(lrs.tolist()))
+    grid = SweepGrid(models=(("m", 36e6),), tokens=TOKENS, batch_sizes=batch_sizes, lrs=tuple(lrs.tolist()))
     return law, synthetic_table(law, grid, seed=seed), spacing
 
 
@@ -71,3 +89,68 @@ def calibrate(n_sweeps: int = 200, *, n_boot: int = 1000, first_seed: int = 0) -
     sweeps = pd.DataFrame([one_sweep(s, n_boot=n_boot) for s in range(first_seed, first_seed + n_sweeps)])
     return Calibration(sweeps, float(sweeps["covered"].mean()), float(sweeps["gamma_covered"].mean()),
                        float(sweeps["gamma_error"].median()), float((sweeps["b_high"] - sweeps["b_low"]).median()))
+
+
+@dataclass(frozen=True)
+class AlphaCalibration:
+    """The outcome of ``calibrate_alpha``: one row per sweep in ``sweeps``, and the summaries."""
+
+    sweeps: pd.DataFrame  # alpha, alpha_fit, alpha_low, alpha_high, covered, covered_resampled, ...
+    coverage_alpha: float  # share of sweeps whose 95% interval of alpha holds the planted alpha
+    coverage_resampled: float  # the same for an interval that only resamples cells (no per-cell draws)
+    median_alpha_error: float  # median |alpha fitted - planted|
+    median_alpha_width: float  # median width of alpha's interval
+
+
+def one_alpha_sweep(seed: int, *, n_boot: int = 1000) -> dict:
+    """Fit the batch law of one planted multi-batch sweep; the planted alpha, the fitted one and its intervals."""
+    law, table, spacing = planted_sweep(seed, batch_sizes=ALPHA_BATCH_SIZES, alpha_range=ALPHA_RANGE)
+    cells = find_optima(load_table(table), n_draws=n_boot, seed=seed)
+    usable = cells[cells["ok"].astype(bool) & np.isfinite(cells["lr_opt"])]
+    fit = fit_batch_law(usable, "m", n_boot=n_boot, seed=seed)
+    # The same law with the cells resampled instead of each cell's own lr_opt draws: what the draws add.
+    resampled = fit_batch_law(usable.drop(columns="ln_lr_opt_draws"), "m", n_boot=n_boot, seed=seed)
+    return {"seed": seed, "alpha": law.batch_exp, "b": law.b, "asymmetry": law.asymmetry, "noise_sd": law.noise_sd,
+            "spacing": spacing, "alpha_fit": fit.alpha, "alpha_low": fit.alpha_ci.low,
+            "alpha_high": fit.alpha_ci.high, "covered": fit.alpha_ci.contains(law.batch_exp),
+            "covered_resampled": resampled.alpha_ci.contains(law.batch_exp),
+            "alpha_error": abs(fit.alpha - law.batch_exp), "n_cells": fit.n_cells}
+
+
+def calibrate_alpha(n_sweeps: int = 200, *, n_boot: int = 1000, first_seed: int = 0) -> AlphaCalibration:
+    """Run ``n_sweeps`` planted multi-batch sweeps (seeds ``first_seed`` onwards) and summarise alpha's coverage."""
+    sweeps = pd.DataFrame([one_alpha_sweep(s, n_boot=n_boot) for s in range(first_seed, first_seed + n_sweeps)])
+    return AlphaCalibration(sweeps, float(sweeps["covered"].mean()), float(sweeps["covered_resampled"].mean()),
+                            float(sweeps["alpha_error"].median()),
+                            float((sweeps["alpha_high"] - sweeps["alpha_low"]).median()))
+
+
+@dataclass(frozen=True)
+class MainJobCalibration:
+    """The outcome of ``calibrate_main_job``: per sweep in ``sweeps``, per budget in ``cells``, and summaries."""
+
+    sweeps: pd.DataFrame  # seed, b_fit, b_low, b_high, covered
+    cells: pd.DataFrame  # per budget: mean ln(lr_opt / planted), its sd, rms of error / standard error
+    coverage_b: float
+    median_b: float
+    median_b_width: float
+
+
+def calibrate_main_job(n_sweeps: int = 200, *, law: PlantedLaw = MAIN_JOB_LAW, n_boot: int = 1000,
+                       first_seed: int = 0) -> MainJobCalibration:
+    """Plant ``law`` on the main job's grid ``n_sweeps`` times (new noise each) and fit b as ``analyze`` does."""
+    grid = SweepGrid(models=(("cpu-xxs", 31904),), tokens=MAIN_JOB_TOKENS, batch_sizes=(4,), lrs=MAIN_JOB_LRS,
+                     seq_len=64)
+    rows, cells = [], []
+    for seed in range(first_seed, first_seed + n_sweeps):
+        found = find_optima(load_table(synthetic_table(law, grid, seed=seed)), n_draws=n_boot, seed=seed)
+        fit = fit_gamma(found, n_boot=n_boot, seed=seed).pooled
+        rows.append({"seed": seed, "b_fit": fit.b, "b_low": fit.b_ci.low, "b_high": fit.b_ci.high,
+                     "covered": fit.b_ci.contains(law.b)})
+        error = np.log(found["lr_opt"] / law.lr_opt(found["batch_size"], found["tokens"]))
+        cells.append(found[["tokens", "method"]].assign(error=error, z=error / found["ln_lr_opt_se"]))
+    sweeps, every = pd.DataFrame(rows), pd.concat(cells, ignore_index=True)
+    per_budget = every.groupby("tokens").agg(bias=("error", "mean"), sd=("error", "std"),
+                                             rms_z=("z", lambda z: float(np.sqrt(np.mean(z**2))))).reset_index()
+    return MainJobCalibration(sweeps, per_budget, float(sweeps["covered"].mean()), float(sweeps["b_fit"].median()),
+                              float((sweeps["b_high"] - sweeps["b_low"]).median()))

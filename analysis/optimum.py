@@ -4,8 +4,12 @@ Seeds of one lr are averaged first. A diverged run is worse than any finite loss
 seed diverged can never be the optimum, and its loss is never averaged. Around the grid argmin a
 bowl in ln(lr) with a curvature of its own on each side is fitted (``analysis.bowl``; a parabola's
 vertex lands on the flatter, low-lr side of a real bowl); its vertex is the sub-grid estimate, and a
-perturbation bootstrap of the window's losses gives its error. Cells whose best lr is at an end of the grid,
-or next to a diverged lr, are flagged ``edge_low``/``edge_high`` and marked not ``ok``.
+perturbation bootstrap of the window's losses gives its error. The vertex may lie up to two grid steps
+from the argmin: on a shallow bowl noise moves the argmin a step off the optimum, and a vertex held to
+the argmin's neighbours then cannot reach it (nor can its draws, so the interval misses it too). Cells
+whose best lr is at an end of the grid, or next to a diverged lr, are flagged ``edge_low``/``edge_high`` and
+marked not ``ok``; those with a single lr on one side of the argmin (the grid's end or a diverged lr two steps
+away) ``one_side``, kept, with a wider error.
 
 >>> cells = find_optima(table)
 >>> cells[["model", "tokens", "batch_size", "lr_opt", "lr_opt_se", "flags"]]
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.bowl import BowlFit, bowl_vertices, fit_bowl
+from analysis.bowl import MIN_POINTS, BowlFit, bowl_vertices, fit_bowl
 from analysis.errors import AnalysisError
 
 CELL_KEYS = ("model", "tokens", "batch_size")
@@ -31,6 +35,7 @@ CELL_COLUMNS = (
     "reason",
 )
 _LN2_SQUARED = math.log(2.0) ** 2
+VERTEX_REACH = 2  # grid points either side of the argmin the bowl's vertex may move to
 
 
 def choose_schedule(table: pd.DataFrame, schedule: str | None = None) -> str | None:
@@ -102,8 +107,9 @@ class _CellFit:
     n_runs: int
     best: int | None  # index of the grid argmin; None when every lr diverged
     quad: _Quadratic | None
-    bowl: BowlFit | None  # the two-sided bowl, when the window holds 2+ points each side of the argmin
+    bowl: BowlFit | None  # the two-sided bowl, when the window holds MIN_POINTS points
     d: np.ndarray  # the window's ln(lr) - ln(grid argmin)
+    vertex_range: tuple[float, float]  # where in d the bowl's vertex (and each of its draws) may lie
     flags: tuple[str, ...]
     reason: str
 
@@ -114,8 +120,9 @@ def find_optima(
     """One row per cell with lr_opt_grid, lr_opt, lr_opt_se, loss_opt, n_points, n_diverged and flags.
 
     Up to ``half_width`` grid points on each side of the argmin (fewer where a neighbour diverged) enter
-    the estimate: a two-sided bowl (``method`` 'bowl', see ``analysis.bowl``) when the window holds two
-    or more points on each side of the argmin, else a parabola ('quadratic'), else the grid argmin.
+    the estimate: a two-sided bowl (``method`` 'bowl', see ``analysis.bowl``) when the window holds four or
+    more points (its vertex within ``VERTEX_REACH`` points of the argmin), else a parabola ('quadratic'),
+    else the grid argmin.
     ``ln_lr_opt_draws`` holds ``n_draws`` bootstrap draws of ln(lr_opt): the losses of the window
     perturbed by the pooled noise and the estimator run again, so they carry the estimator's own error.
     ``lr_opt_se`` is in lr units, ``ln_lr_opt_se`` the standard deviation of the draws; ``curvature`` is
@@ -148,7 +155,7 @@ def _fit_cell(cell: pd.DataFrame, half_width: int) -> _CellFit:
     empty = np.empty(0)
     if not finite.any():
         reason = f"all {len(lr)} lrs diverged: lower the lr grid"
-        return _CellFit(lr, loss, n_runs, None, None, None, empty, ("all_diverged",), reason)
+        return _CellFit(lr, loss, n_runs, None, None, None, empty, (0.0, 0.0), ("all_diverged",), reason)
     best = int(np.argmin(np.where(finite, loss, np.inf)))
     flags, reasons = _edge_flags(lr, finite, best)
     if finite.sum() < 3:
@@ -158,15 +165,20 @@ def _fit_cell(cell: pd.DataFrame, half_width: int) -> _CellFit:
     x = np.log(lr)
     d, y = x[low:high + 1] - x[best], loss[low:high + 1]  # centred on the argmin: well conditioned
     bowl = quad = None
-    if not flags and best - low >= 2 and high - best >= 2:
-        bowl = fit_bowl(d, y, low=d[best - low - 1], high=d[best - low + 1])
+    reach = d[max(best - low - VERTEX_REACH, 0)], d[min(best - low + VERTEX_REACH, len(d) - 1)]
+    # One point on a side of the argmin (the grid's end is near) still takes the bowl: a parabola there puts
+    # the vertex on the flat side of an asymmetric bowl, with an error too small to show it.
+    if not flags and len(d) >= MIN_POINTS:
+        bowl = fit_bowl(d, y, low=reach[0], high=reach[1])
         if not bowl.convex[0]:
             bowl = None
-    if not flags and bowl is None and high - low >= 2:
-        quad = _fit_quadratic(d, y)
-        if not quad.accepted:
+    if not flags and (bowl is None or bowl.dof == 0) and high - low >= 2:
+        quad = _fit_quadratic(d, y)  # with a 4-point bowl, only for its degree of freedom in the pooled noise
+        if not quad.accepted and bowl is None:
             flags.append("quadratic_rejected")  # not blocking: the grid argmin stands, with a wider error
-    return _CellFit(lr, loss, n_runs, best, quad, bowl, d, tuple(flags), "; ".join(reasons))
+    if not BLOCKING_FLAGS.intersection(flags) and min(best - low, high - best) == 1 < half_width:
+        flags.append("one_side")  # not blocking: one lr on a side of the argmin sets that side's curvature alone
+    return _CellFit(lr, loss, n_runs, best, quad, bowl, d, reach, tuple(flags), "; ".join(reasons))
 
 
 def _edge_flags(lr: np.ndarray, finite: np.ndarray, best: int) -> tuple[list[str], list[str]]:
@@ -208,7 +220,7 @@ def _pooled_noise(fits: list[_CellFit]) -> float | None:
     # One noise variance (nats**2, of a seed-mean loss) for all cells: one window leaves too few degrees of freedom.
     rss = dof = 0.0
     for fit in fits:
-        if fit.bowl is not None:
+        if fit.bowl is not None and fit.bowl.dof > 0:
             rss, dof = rss + float(fit.bowl.rss[0]), dof + fit.bowl.dof
         elif fit.quad is not None and fit.quad.accepted:
             rss, dof = rss + fit.quad.rss, dof + fit.quad.dof
@@ -240,8 +252,7 @@ def _optimum(fit: _CellFit, noise_var: float | None, n_draws: int, rng: np.rando
         bowl = fit.bowl
         offset, loss_opt, curvature, method = bowl.vertex[0], bowl.floor[0], bowl.k_low[0] + bowl.k_high[0], "bowl"
         noisy = bowl.fitted + rng.normal(0.0, math.sqrt(noise_var), (len(fit.d), n_draws))
-        sides = fit.d[fit.d < 0][-1], fit.d[fit.d > 0][0]  # the argmin's neighbours bound the vertex
-        draws = bowl_vertices(fit.d, noisy, low=sides[0], high=sides[1])
+        draws = bowl_vertices(fit.d, noisy, low=fit.vertex_range[0], high=fit.vertex_range[1])
     elif noise_var is not None and quad is not None:
         c0, c1, c2 = quad.coef
         offset, loss_opt, curvature, method = quad.vertex, c0 - c1 * c1 / (4 * c2), 2 * c2, "quadratic"

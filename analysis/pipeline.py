@@ -46,6 +46,7 @@ class Settings:
             raise AnalysisError(f"near_factor={self.near_factor!r}: must be above 1")
 
 
+PAPER_SEQ_LEN = 4096  # tokens per sequence of the paper's batch sizes (its Table 2): the unit of its gamma
 MIN_DRAWS = 200  # per-cell lr_opt draws even with n_boot 0: they give each cell's standard error
 _FLAGS = {"top_k": "--top-k", "n_boot": "--bootstrap; 0 gives analytic intervals", "half_width": "half_width"}
 
@@ -76,8 +77,11 @@ class Analysis:
 
     @property
     def paper_applies(self) -> bool:
-        """The paper's gamma = 4.6 * T^-0.51 was measured on muP models with WSD: compare only with those."""
-        return self.parametrisation == "mup" and self.schedule == "wsd"
+        """The paper's gamma = 4.6 * T^-0.51 was measured on muP models with WSD, its batch in sequences of 4096
+        tokens (its Table 2): compare only with those, as gamma per sequence of other lengths is in other units."""
+        rows = self.table if self.schedule is None else self.table[self.table["schedule"].eq(self.schedule)]
+        paper_unit = "seq_len" in rows and len(rows) > 0 and bool(rows["seq_len"].eq(PAPER_SEQ_LEN).all())
+        return self.parametrisation == "mup" and self.schedule == "wsd" and paper_unit
 
     @property
     def headline(self) -> str:
@@ -201,4 +205,11 @@ def _fit_notes(gamma: GammaFits, critical: CriticalBatch, cells: pd.DataFrame) -
     flagged = int((~cells["ok"].astype(bool)).sum())
     if flagged:
         notes.append(f"{flagged} of {len(cells)} cells are flagged and left out of the point fits (see cells.csv)")
+    one_side = cells[cells["flags"].str.split(";").apply(lambda f: "one_side" in f)]
+    if len(one_side):
+        first = one_side.iloc[0]
+        notes.append(f"{len(one_side)} of {len(cells)} cells have a single lr on one side of their best lr (flag "
+                     f"one_side; e.g. model {first['model']}, T = {first['tokens']:g}, batch size "
+                     f"{int(first['batch_size'])}): their lr_opt is kept, with a wider interval; to tighten it, "
+                     "extend the lr grid past that side")
     return notes

@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from analysis.errors import AnalysisError
 from analysis.batch_scaling import BatchLaw
@@ -84,10 +84,6 @@ def _colours(values) -> dict:
     return {v: cmap(i / max(len(values) - 1, 1)) for i, v in enumerate(values)}
 
 
-def _fmt_tokens(t: float) -> str:
-    return f"{t / 1e9:g}B" if t >= 1e9 else f"{t / 1e6:g}M"
-
-
 def _log_axes(ax, xlabel: str, ylabel: str, title: str = "", *, logy: bool = True) -> None:
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     box = ax.dataLim
@@ -112,11 +108,22 @@ def _log_ticks(axis, low: float, high: float) -> None:
     else:
         subs = (1.0,) if decades > 2.5 else (1.0, 3.0) if decades > 1.2 else (1.0, 2.0, 5.0)
         axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=8))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: _tick(v)))
+    small = 0 < low < 1e-4  # below 1e-4 '%g' writes 5e-05 beside 0.0001: such an axis is in powers of ten
+    axis.set_major_formatter(FuncFormatter(lambda v, _: _tick(v, scientific=small)))
     axis.set_minor_formatter(NullFormatter())
 
 
-def _tick(value: float) -> str:
+def _swept_ticks(axis, values) -> None:
+    """Ticks at the swept values themselves (batch sizes 32, 64, 128, not 50, 100, 200) when there are few."""
+    swept = sorted(set(np.asarray(values, dtype=float).tolist()))
+    if 2 <= len(swept) <= 8:  # more would crowd the axis
+        axis.set_major_locator(FixedLocator(swept))
+
+
+def _tick(value: float, *, scientific: bool = False) -> str:
+    if scientific and 0 < value < 1:
+        mantissa, exponent = f"{value:e}".split("e")
+        return f"{float(mantissa):g}e{int(exponent)}"  # 5e-5, 1e-4, 2.5e-3
     if value >= 1e9:
         return f"{value / 1e9:g}B"
     if value >= 1e6:
@@ -165,17 +172,22 @@ def fig_schedules(curves: Mapping[str, Curve], *, tokens: np.ndarray | None = No
 def fig_loss_vs_lr(points: pd.DataFrame, cells: pd.DataFrame, *, lr_axis: str = LR_AXIS) -> Figure:
     """Fig. 2: loss against lr, per T at one batch size (left) and per batch size at one T (right).
 
-    One row per model; diverged lrs are drawn as crosses on the top edge, lr_opt as a vertical tick.
+    One row per model; diverged lrs are drawn as crosses on the top edge, lr_opt as a star at the fitted
+    minimum. The right panel is left out when no model has more than one batch size (it would repeat a curve
+    of the left one).
     """
     models = model_order(points)
-    fig, axes = _figure(len(models), 2, "Fig. 2: eval loss vs learning rate")
+    by_batch = bool(len(points)) and points.groupby("model")["batch_size"].nunique().max() > 1
+    fig, axes = _figure(len(models), 2 if by_batch else 1, "Fig. 2: eval loss vs learning rate",
+                        size=(5.0, 3.8) if by_batch else (7.5, 4.2))
     for row, model in enumerate(models):
         mine = points[points["model"].eq(model)]
         batch_ref, tokens_ref = _middle(mine["batch_size"]), _middle(mine["tokens"])  # like the paper's B=128, T=128B
         _loss_panel(axes[row, 0], mine[mine["batch_size"].eq(batch_ref)], cells, "tokens",
                     f"{model}, batch size {batch_ref} sequences", lr_axis)
-        _loss_panel(axes[row, 1], mine[mine["tokens"].eq(tokens_ref)], cells, "batch_size",
-                    f"{model}, T = {_fmt_tokens(tokens_ref)} tokens", lr_axis)
+        if by_batch:
+            _loss_panel(axes[row, 1], mine[mine["tokens"].eq(tokens_ref)], cells, "batch_size",
+                        f"{model}, T = {_tick(tokens_ref)} tokens", lr_axis)
     return fig
 
 
@@ -190,14 +202,16 @@ def _loss_panel(ax, points: pd.DataFrame, cells: pd.DataFrame, by: str, title: s
     top = points.loc[finite, "loss"].max() if finite.any() else 1.0
     for value, group in points.groupby(by, sort=True):
         ok = np.isfinite(group["loss"])
-        label = _fmt_tokens(value) if by == "tokens" else f"B={value}"
+        label = _tick(value) if by == "tokens" else f"B={value}"
         ax.plot(group.loc[ok, "lr"], group.loc[ok, "loss"], "o-", ms=3, color=colours[value], label=label)
         ax.plot(group.loc[~ok, "lr"], np.full((~ok).sum(), top), "x", color=colours[value])
         cell = cells[cells["model"].eq(group["model"].iloc[0]) & cells["tokens"].eq(group["tokens"].iloc[0])
                      & cells["batch_size"].eq(group["batch_size"].iloc[0])]
         if len(cell) and np.isfinite(cell["lr_opt"].iloc[0]):
-            ax.axvline(cell["lr_opt"].iloc[0], color=colours[value], lw=0.8, ls=":")
-    _log_axes(ax, f"{lr_axis} (x: diverged)", "eval loss (nats/token)", title, logy=False)
+            # on its curve, not a line across the others: which optimum is whose reads at a glance
+            ax.plot(cell["lr_opt"].iloc[0], cell["loss_opt"].iloc[0], "*", ms=9, color=colours[value], mec="k",
+                    mew=0.5, zorder=3)
+    _log_axes(ax, f"{lr_axis} (x: diverged, *: lr_opt)", "eval loss (nats/token)", title, logy=False)
     _legend(ax, fontsize="x-small")
 
 
@@ -214,7 +228,7 @@ def fig_lr_opt_vs_batch(gamma: GammaFits, *, laws: Mapping[str, BatchLaw] | None
         for t, group in cells[cells["model"].eq(model)].groupby("tokens", sort=True):
             ok = group["ok"].astype(bool)
             ax.errorbar(group.loc[ok, "batch_size"], group.loc[ok, "lr_opt"], yerr=group.loc[ok, "lr_opt_se"], fmt="o-",
-                        ms=3, color=colours[t], label=_fmt_tokens(t))
+                        ms=3, color=colours[t], label=_tick(t))
             ax.plot(group.loc[~ok, "batch_size"], group.loc[~ok, "lr_opt"], "o", mfc="none", color=colours[t])
             batch = np.sort(group["batch_size"].to_numpy(float))
             if law is not None and law.ok:
@@ -223,6 +237,7 @@ def fig_lr_opt_vs_batch(gamma: GammaFits, *, laws: Mapping[str, BatchLaw] | None
                 ax.plot(batch, batch * gamma.pooled.predict(t), "--", lw=0.8, color=colours[t])
         title = f"{model}" + (f", alpha = {law.alpha:.2f}" if law is not None and law.ok else "")
         _log_axes(ax, "batch size (sequences)", f"lr_opt, {lr_axis}", title)
+        _swept_ticks(ax.xaxis, cells.loc[cells["model"].eq(model), "batch_size"])
     _figure_legend(fig, axes, fontsize="small", title="T (hollow: flagged)", title_fontsize="small")
     return fig
 
@@ -239,7 +254,8 @@ def fig_gamma_vs_tokens(gamma: GammaFits, *, paper: bool = True, pooled: bool = 
         used, kept = cells[cells["used"]], cells[cells["top_k"] & ~cells["used"]]
         ax.errorbar(used["tokens"], used["gamma"], yerr=used["gamma"] * used["ln_lr_opt_se"], fmt="o", ms=3,
                     label=f"top-{gamma.top_k} cells")
-        ax.plot(kept["tokens"], kept["gamma"], "o", mfc="none", color="grey", label="flagged (not fitted)")
+        if len(kept):  # no legend entry for what is not drawn
+            ax.plot(kept["tokens"], kept["gamma"], "o", mfc="none", color="grey", label="flagged (not fitted)")
         _draw_fit(ax, fit, cells["tokens"], paper=paper, formula=False)
         title = f"{name}: {fit.a:.3g} * T^{fit.b:.3f}" if fit.ok else f"{name}: not fitted"
         _log_axes(ax, "training tokens T (tokens)", "gamma (lr per sequence)", title)
@@ -266,7 +282,7 @@ def fig_power_loss(power: PowerSearch) -> Figure:
         for t, group in runs.groupby("tokens", sort=True):
             ax.plot(group[name], group["delta_loss"], ".", alpha=0.4, color=colours[t])
             profile = group.groupby(name)["delta_loss"].min()  # best over the other coefficient
-            ax.plot(profile.index, profile.to_numpy(), "-", color=colours[t], label=_fmt_tokens(t))
+            ax.plot(profile.index, profile.to_numpy(), "-", color=colours[t], label=_tick(t))
         ax.set(xlabel=f"{name[-1]} (dimensionless)", ylabel="loss - best loss of its (T, B) (nats/token)")
         ax.xaxis.set_major_locator(MaxNLocator(6))
         ax.grid(True, alpha=0.3)
@@ -279,17 +295,20 @@ def fig_power_best(power: PowerSearch) -> Figure:
     groups = power.per_group
     fig, axes = _figure(1, 2, "Fig. 6: best Power scheduler coefficients vs training tokens")
     colours = _colours(groups["batch_size"])
+    batches = sorted(groups["batch_size"].unique())
     overall = power.overall
     for ax, name, best, ci in zip(axes[0], ("a", "b"), (overall.a, overall.b), (overall.a_ci, overall.b_ci)):
-        for batch, group in groups.groupby("batch_size", sort=True):
+        for i, (batch, group) in enumerate(groups.groupby("batch_size", sort=True)):
             err = np.abs(np.vstack([group[name] - group[f"{name}_low"], group[f"{name}_high"] - group[name]]))
-            ax.errorbar(group["tokens"], group[name], yerr=np.nan_to_num(err), fmt="o", ms=4, capsize=2,
+            dodge = 1.04 ** (i - (len(batches) - 1) / 2)  # batch sizes side by side: error bars at one T overlap
+            ax.errorbar(group["tokens"] * dodge, group[name], yerr=np.nan_to_num(err), fmt="o", ms=4, capsize=2,
                         color=colours[batch], label=f"B={batch}")
         ax.axhline(best, color="k", lw=1, label=f"overall {best:.3g}")
         if np.isfinite(ci.low):
             ax.axhspan(ci.low, ci.high, color="k", alpha=0.1)
         ax.set_xscale("log")
         _log_ticks(ax.xaxis, float(groups["tokens"].min()), float(groups["tokens"].max()))
+        _swept_ticks(ax.xaxis, groups["tokens"])
         ax.set(xlabel="training tokens T (tokens)", ylabel=f"best {name} (dimensionless)")
         ax.grid(True, alpha=0.3)
         _legend(ax, fontsize="x-small")
@@ -302,16 +321,20 @@ def fig_critical_batch(cells: pd.DataFrame, critical: CriticalBatch, *, lr_axis:
     usable = cells[cells["ok"].astype(bool) & np.isfinite(cells["lr_opt"])]
     colours = _colours(usable["tokens"])
     per = critical.per_tokens
+    named = set()
     for (model, t), group in usable.groupby(["model", "tokens"], sort=True):
         ax = axes[0, 0]
-        ax.plot(group["batch_size"], group["lr_opt"], "o", ms=3, color=colours[t])
+        ax.plot(group["batch_size"], group["lr_opt"], "o", ms=3, color=colours[t],
+                label=None if t in named else f"T = {_tick(t)}")  # the colours need a key even where no line is fitted
+        named.add(t)
         fit = per[per["model"].eq(model) & per["tokens"].eq(t)]
         if len(fit) and np.isfinite(fit["bc"].iloc[0]):
             batch = np.geomspace(group["batch_size"].min(), group["batch_size"].max(), 60)
             ax.plot(batch, surge_curve(batch, fit["lr_peak"].iloc[0], fit["bc"].iloc[0]), "-", color=colours[t],
-                    lw=0.8, label=f"{model} {_fmt_tokens(t)}")
+                    lw=0.8, label=f"{model} {_tick(t)}")
     _log_axes(axes[0, 0], "batch size (sequences)", f"lr_opt, {lr_axis}", "lines: Bc inside the swept B")
-    _legend(axes[0, 0], fontsize="xx-small")
+    _swept_ticks(axes[0, 0].xaxis, usable["batch_size"])
+    _legend(axes[0, 0], fontsize="x-small")
     good = per[per["flag"].eq("")]
     if good.empty:
         axes[0, 1].axis("off")  # nothing to plot: say why, wrapped inside the panel
@@ -322,7 +345,7 @@ def fig_critical_batch(cells: pd.DataFrame, critical: CriticalBatch, *, lr_axis:
     _draw_fit(axes[0, 1], critical.law, good["tokens"], paper=False)
     _log_axes(axes[0, 1], "training tokens T (tokens)", "critical batch size Bc (sequences)",
               f"Bc = {critical.law.a:.3g} * T^{critical.law.b:.3f}" if critical.law.ok else "Bc(T) not fitted")
-    _legend(axes[0, 1], fontsize="xx-small")
+    _legend(axes[0, 1], fontsize="x-small")
     return fig
 
 
@@ -337,8 +360,7 @@ def fig_sensitivity(sens: Sensitivity) -> Figure:
     _draw_fit(axes[0, 0], sens.pooled, per["tokens"], paper=False)
     _log_axes(axes[0, 0], "training tokens T (tokens)", "d2 loss / d(ln lr)^2 (nats)", "median over batch sizes")
     _log_axes(axes[0, 1], "training tokens T (tokens)", "loss penalty of lr x2 or /2 (nats/token)")
-    for ax in axes[0]:
-        _legend(ax, fontsize="x-small")
+    _figure_legend(fig, axes[0], fontsize="small")  # the panels share their models: one key, beside both
     return fig
 
 

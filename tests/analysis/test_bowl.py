@@ -27,5 +27,14 @@ def test_every_column_is_fitted_on_its_own():
 
 
 def test_too_few_points_is_an_error():
-    with pytest.raises(ValueError, match="needs 5 points"):
-        fit_bowl(np.arange(4.0), np.ones(4))
+    with pytest.raises(ValueError, match="needs 4 points"):
+        fit_bowl(np.arange(3.0), np.ones(3))
+
+
+def test_four_points_pin_an_asymmetric_bowl():
+    # three below the optimum set floor, k_low and m; the one above sets k_high
+    d = np.array([-2.0, -1.0, 0.0, 1.0])
+    m = 0.3
+    fit = fit_bowl(d, 3.0 + 0.05 * np.where(d > m, 4.0, 1.0) * (d - m) ** 2, low=-1.0, high=1.0)
+    assert fit.vertex[0] == pytest.approx(m, abs=1e-3) and fit.dof == 0
+    assert fit.k_high[0] == pytest.approx(0.2, rel=1e-2) and fit.k_low[0] == pytest.approx(0.05, rel=1e-2)

@@ -149,3 +149,57 @@ def test_tick_labels_use_one_format_per_magnitude():
     # token axes read 300K, 1M, 3M (not 300000 beside 1M); batch sizes and lrs stay plain numbers
     assert [plots._tick(v) for v in (3e5, 1e6, 3e6, 2e9)] == ["300K", "1M", "3M", "2B"]
     assert [plots._tick(v) for v in (2048, 5e-4)] == ["2048", "0.0005"]
+
+
+def test_an_axis_below_1e_4_writes_every_tick_as_a_power_of_ten():
+    # '%g' gives 5e-05 beside 0.0001 on one axis; gamma per sequence sits there for every real sweep
+    assert [plots._tick(v, scientific=True) for v in (5e-5, 1e-4, 2.5e-4, 3e-3, 30.0)] == \
+        ["5e-5", "1e-4", "2.5e-4", "3e-3", "30"]
+    result = analyze(load_table(synthetic_table(PlantedLaw(), SMALL, seed=3)), n_boot=50)
+    visible, _ = _figure_stats(plots.fig_gamma_vs_tokens(result.gamma))
+    labels = [t.get_text() for ax in visible for t in ax.yaxis.get_majorticklabels() if t.get_text()]
+    assert labels and all("e-" in label and "e-0" not in label for label in labels)
+
+
+def test_loss_figure_marks_each_optimum_on_its_curve_and_drops_a_repeated_panel():
+    one_batch = SweepGrid(models=(("36M", 36e6),), tokens=(2e9, 8e9, 32e9), batch_sizes=(64,),
+                          lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()))
+    for grid, panels in ((SMALL, 2 * 2), (one_batch, 1)):
+        result = analyze(load_table(synthetic_table(PlantedLaw(), grid, seed=3)), n_boot=50)
+        fig = plots.fig_loss_vs_lr(lr_points(result.table, schedule=result.schedule), result.cells)
+        visible, _ = _figure_stats(fig)
+        assert len(visible) == panels  # one batch size: the per-batch panel would repeat one curve
+        stars = [line for ax in visible for line in ax.get_lines() if line.get_marker() == "*"]
+        lines = [line for ax in visible for line in ax.get_lines() if line.get_marker() == "o"]
+        assert len(stars) == len(lines)  # one per curve, at its fitted minimum
+        for star in stars:
+            cell = result.cells[np.isclose(result.cells["lr_opt"], star.get_xdata()[0])]
+            assert len(cell) == 1 and star.get_ydata()[0] == pytest.approx(cell["loss_opt"].iloc[0])
+        assert [t.get_text() for t in visible[0].get_legend().get_texts()] == ["2B", "8B", "32B"]
+
+
+def test_keys_name_only_what_is_drawn():
+    result = analyze(load_table(synthetic_table(PlantedLaw(), SMALL, seed=3)), n_boot=50)
+    fig4 = plots.fig_gamma_vs_tokens(result.gamma)
+    assert not result.gamma.cells.eval("top_k & ~used").any()
+    assert "flagged (not fitted)" not in [t.get_text() for t in fig4.legends[0].get_texts()]
+    fig8 = plots.fig_sensitivity(result.sensitivity)  # two panels, one key beside both
+    assert len(fig8.legends) == 1 and all(ax.get_legend() is None for ax in fig8.axes)
+    fig7 = plots.fig_critical_batch(result.cells, result.critical)  # the colours of T have a key, fitted or not
+    keys = [t.get_text() for t in fig7.axes[0].get_legend().get_texts()]
+    assert [k for k in keys if k.startswith("T = ")] == ["T = 2B", "T = 8B", "T = 32B"]
+
+
+def test_the_papers_line_only_for_its_unit_of_batch_size():
+    # gamma is lr per sequence: the paper's sequences hold 4096 tokens, the main job's 64
+    table = synthetic_table(PlantedLaw(), SMALL, seed=3)
+    assert analyze(load_table(table), n_boot=50).paper_applies
+    assert not analyze(load_table(table.assign(seq_len=64)), n_boot=50).paper_applies
+
+
+def test_batch_axes_tick_at_the_swept_batch_sizes():
+    result = analyze(load_table(synthetic_table(PlantedLaw(), SMALL, seed=3)), n_boot=50)
+    for fig in (plots.fig_lr_opt_vs_batch(result.gamma), plots.fig_critical_batch(result.cells, result.critical)):
+        visible, _ = _figure_stats(fig)
+        labels = [t.get_text() for t in visible[0].xaxis.get_majorticklabels() if t.get_text()]
+        assert labels == ["32", "64", "128", "256"]  # SMALL's batch sizes, not 50, 100, 200
