@@ -115,12 +115,14 @@ def adaptive_cells(surface: Surface) -> tuple[list[tuple[int, float]], float, st
 def spent(state) -> dict:
     """Where the search's lineage tokens went, in full lineages: per round (the first, the budgets' climb) and
     per use: tokens of an lr up to the largest budget whose final window (argmin and side_points lattice
-    points on each side) holds it inform the estimate; the rest of its lineage, and lrs in no window, do not."""
+    points on each side) holds it inform the estimate; the rest of its lineage, and lrs in no window, do not;
+    and the sum over rounds of each round's longest lineage: the wall time with a slot for every lineage."""
     tokens, full = lineage_tokens(), lineage_tokens()[BUDGETS[-1]]
-    per_round, trained = [], {}
+    per_round, longest, trained = [], [], {}
     for r in state.rounds:
-        per_round.append(sum(tokens[t] - tokens.get(trained.get(k), 0) for k, t in r.items()
-                             if t > trained.get(k, 0)) / full)
+        added = [tokens[t] - tokens.get(trained.get(k), 0) for k, t in r.items() if t > trained.get(k, 0)]
+        per_round.append(sum(added) / full)
+        longest.append(max(added, default=0.0) / full)
         for k, t in r.items():
             trained[k] = max(trained.get(k, 0), t)
     informs: dict[int, float] = {}
@@ -133,7 +135,7 @@ def spent(state) -> dict:
                     informs[k] = max(informs.get(k, 0), t)
     useful = sum(tokens[informs[k]] for k in trained if k in informs) / full
     return {"round_1": per_round[0], "later_rounds": sum(per_round[1:]), "informing": useful,
-            "not_informing": sum(per_round) - useful}
+            "not_informing": sum(per_round) - useful, "longest_per_round": sum(longest)}
 
 
 def evaluate(surface: Surface, table: pd.DataFrame) -> dict:
@@ -184,7 +186,8 @@ def summary(frame: pd.DataFrame, n: int) -> str:
                  f"the grid's on {same} of {n} surfaces; b error lower than the grid's on "
                  f"{(pairs['adaptive'] < pairs['grid'] - 1e-12).sum()}, higher on "
                  f"{(pairs['adaptive'] > pairs['grid'] + 1e-12).sum()}")
-    where = {c: adaptive[c].mean() for c in ("round_1", "later_rounds", "informing", "not_informing")}
+    where = {c: adaptive[c].mean() for c in ("round_1", "later_rounds", "informing", "not_informing",
+                                               "longest_per_round")}
     lines.append("adaptive tokens, mean per surface in full lineages: "
                  + ", ".join(f"{k} {v:.2f}" for k, v in where.items()) + f"; lineage tokens / grid's: median {adaptive['tokens'].median():.3f}, "
                  f"10th-90th pct {adaptive['tokens'].quantile(0.1):.3f}-{adaptive['tokens'].quantile(0.9):.3f}")
