@@ -4,10 +4,12 @@ import dataclasses
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from analysis import analyze
 from sweeps.adaptive import Policy, brackets, first_round, lr_value, next_round, predicted, replay, wanted
 
 BUDGETS = (1e6, 2e6, 4e6, 8e6, 16e6)
@@ -180,3 +182,34 @@ def test_lattice_values_match_a_sqrt2_grid():
     policy = Policy(anchor=2.5e-4, resolution=2 ** 0.5, spacing_steps=2, start=(0, 2, 4, 6), max_lineages=8)
     assert [lr_value(policy, k) for k in range(-1, 7)] == [0.000177, 0.00025, 0.000354, 0.0005, 0.000707, 0.001,
                                                           0.00141, 0.002]  # the main job's grid
+
+
+def _rows(loss, policy, cells):
+    """Result rows of `cells` (lattice index, budget) as the analysis reads them."""
+    out = []
+    for k, tokens in cells:
+        lr = lr_value(policy, k)
+        value = loss(lr, tokens)
+        out.append({"model": "m", "n_params": 10**6, "tokens": tokens, "batch_size": 8, "lr": lr, "schedule": "wsd",
+                    "loss_eval": value if math.isfinite(value) else np.nan,
+                    "status": "ok" if math.isfinite(value) else "diverged"})
+    return pd.DataFrame(out)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.floats(-1.0, 1.0), st.floats(-0.7, -0.2), st.floats(0.02, 0.08), st.floats(1.0, 3.0),
+       st.floats(0.0005, 0.002), st.floats(1.5, 6.0), st.integers(0, 99))
+def test_noisy_surfaces_give_the_grids_lr_opt_at_every_budget(log_shift, b, low, ratio, noise, edge, seed):
+    """Noise, asymmetry and a divergence edge: the analysis finds the same lr_opt in the adaptive rows as in a
+    full grid at the final resolution (one wide enough that no budget's window reaches its ends)."""
+    true = lambda tokens: 1e-3 * math.exp(log_shift) * (tokens / 1e6) ** b  # noqa: E731
+    loss = surface(true, low=low, high=low * ratio, noise=noise, seed=seed, diverge=lambda t: edge * true(t))
+    state = search(loss, POLICY)
+    assert state.reason == "bracketed"
+    adaptive = [(k, t) for k, top in state.requested.items() for t in BUDGETS if t <= top]
+    grid = [(k, t) for k in range(-20, 52) for t in BUDGETS]
+    cells = {name: analyze(_rows(loss, POLICY, c), n_boot=0, seed=0).cells.set_index("tokens")
+             for name, c in (("grid", grid), ("adaptive", adaptive))}
+    for t in BUDGETS:
+        assert cells["adaptive"].loc[t, "lr_opt"] == pytest.approx(cells["grid"].loc[t, "lr_opt"], rel=1e-9)
+        assert cells["adaptive"].loc[t, "ok"] == cells["grid"].loc[t, "ok"]
