@@ -41,7 +41,8 @@ DECAY = 0.1  # the paper's WSD: 10% of the tokens in the decay phase
 BATCH = 64  # sequences
 RESOLUTION = 2 ** 0.25
 SPAN = 28  # lattice steps of the start range: 2**7 = 128x, the paper's 8 lrs at 2x
-POLICY = Policy(anchor=2e-4, resolution=RESOLUTION, spacing_steps=8, start=(0, 8, 16, 24), max_lineages=14)
+POLICY = Policy(anchor=2e-4, resolution=RESOLUTION, spacing_steps=8, start=(0, 8, 16, 24), max_lineages=14,
+                max_rounds=40)
 
 
 def lineage_tokens() -> dict[float, float]:
@@ -102,12 +103,39 @@ def grid_cells() -> tuple[list[tuple[int, float]], float]:
     return [(k, t) for k in ks for t in BUDGETS], len(ks) * lineage_tokens()[BUDGETS[-1]]
 
 
-def adaptive_cells(surface: Surface) -> tuple[list[tuple[int, float]], float, str, int]:
-    """The cells the adaptive search trains on `surface`, its lineage tokens, why it stopped, its rounds."""
+def adaptive_cells(surface: Surface) -> tuple[list[tuple[int, float]], float, str, int, dict]:
+    """The cells the adaptive search trains on `surface`, its lineage tokens, why it stopped, its rounds, and
+    where its tokens went (`spent`)."""
     tokens = lineage_tokens()
     state = replay(lambda k, t: surface.loss(lr_value(POLICY, k), t), POLICY, BUDGETS, tokens)
     cells = [(k, t) for k, top in state.requested.items() for t in BUDGETS if t <= top]
-    return cells, sum(tokens[t] for t in state.requested.values()), state.reason, len(state.rounds)
+    return cells, sum(tokens[t] for t in state.requested.values()), state.reason, len(state.rounds), spent(state)
+
+
+def spent(state) -> dict:
+    """Where the search's lineage tokens went, in full lineages: per round (the first, the budgets' climb) and
+    per use: tokens of an lr up to the largest budget whose final window (argmin and side_points lattice
+    points on each side) holds it inform the estimate; the rest of its lineage, and lrs in no window, do not;
+    and the sum over rounds of each round's longest lineage: the wall time with a slot for every lineage."""
+    tokens, full = lineage_tokens(), lineage_tokens()[BUDGETS[-1]]
+    per_round, longest, trained = [], [], {}
+    for r in state.rounds:
+        added = [tokens[t] - tokens.get(trained.get(k), 0) for k, t in r.items() if t > trained.get(k, 0)]
+        per_round.append(sum(added) / full)
+        longest.append(max(added, default=0.0) / full)
+        for k, t in r.items():
+            trained[k] = max(trained.get(k, 0), t)
+    informs: dict[int, float] = {}
+    for t in BUDGETS:
+        points = {k: loss for (k, bt), loss in state.observed.items() if bt == t and math.isfinite(loss)}
+        if points:
+            best = min(points, key=points.get)
+            for k in range(best - POLICY.side_points, best + POLICY.side_points + 1):
+                if k in points:
+                    informs[k] = max(informs.get(k, 0), t)
+    useful = sum(tokens[informs[k]] for k in trained if k in informs) / full
+    return {"round_1": per_round[0], "later_rounds": sum(per_round[1:]), "informing": useful,
+            "not_informing": sum(per_round) - useful, "longest_per_round": sum(longest)}
 
 
 def evaluate(surface: Surface, table: pd.DataFrame) -> dict:
@@ -129,10 +157,10 @@ def main() -> None:
     records, start = [], time.perf_counter()
     for i in range(args.surfaces):
         surface = random_surface(rng, args.seed * 1000 + i)
-        cells, tokens, reason, rounds = adaptive_cells(surface)
+        cells, tokens, reason, rounds, where = adaptive_cells(surface)
         for method, chosen, used in (("grid", grid, grid_tokens), ("adaptive", cells, tokens)):
             records.append({"surface": i, "method": method, "tokens": used / grid_tokens, "reason": reason,
-                            "rounds": rounds, **evaluate(surface, rows(surface, chosen))})
+                            "rounds": rounds, **where, **evaluate(surface, rows(surface, chosen))})
     print(summary(pd.DataFrame(records), args.surfaces))
     print(f"({time.perf_counter() - start:.0f} s)")
 
@@ -158,6 +186,11 @@ def summary(frame: pd.DataFrame, n: int) -> str:
                  f"the grid's on {same} of {n} surfaces; b error lower than the grid's on "
                  f"{(pairs['adaptive'] < pairs['grid'] - 1e-12).sum()}, higher on "
                  f"{(pairs['adaptive'] > pairs['grid'] + 1e-12).sum()}")
+    where = {c: adaptive[c].mean() for c in ("round_1", "later_rounds", "informing", "not_informing",
+                                               "longest_per_round")}
+    lines.append("adaptive tokens, mean per surface in full lineages: "
+                 + ", ".join(f"{k} {v:.2f}" for k, v in where.items()) + f"; lineage tokens / grid's: median {adaptive['tokens'].median():.3f}, "
+                 f"10th-90th pct {adaptive['tokens'].quantile(0.1):.3f}-{adaptive['tokens'].quantile(0.9):.3f}")
     return "\n".join(lines)
 
 

@@ -2,22 +2,28 @@
 
 One search covers a group (model, batch size, seed, train settings). Its lrs lie on a lattice,
 `lr_k = anchor * resolution**k` (k an integer index), so every value the search can ask for is known up front
-and a value asked for twice is the same run. The first round trains the start indices (`spacing` steps apart)
-through every token budget: one lineage per lr yields every budget. Each later round looks at every budget T:
+and a value asked for twice is the same run. The search climbs the budgets, because a lineage's cost is
+dominated by its largest budget (each budget doubles the one below) while the optimum moves little from one
+budget to the next:
 
-* the argmin k0 of the finite losses at T (diverged lrs count as worse than any finite loss, and every lr
-  above the smallest diverged one is ignored: divergence bounds the range from above);
-* wanted: the lattice points k0 -+ 1 and k0 -+ 2, two on each side at the target resolution: the window of
-  the analysis' quadratic, so a budget's lr_opt comes out as a full grid's at that resolution would give it.
-  A side with no point is extended by one coarse `spacing` step (an edge argmin), or, below a diverged lr,
-  bisected towards it; when both sides have points but a neighbour of k0 is missing, the search jumps to the
-  lattice points around the vertex of the parabola (in ln lr) through the argmin and its nearest points on
-  each side; once k0 -+ 1 are there, k0 -+ 2 are asked for. An lr that diverged closes the side above.
+* round 1 trains the start indices (`spacing` steps apart) through the smallest budget only;
+* the smallest budget is searched coarsely: a side of its argmin k0 with no point is extended by one
+  `spacing` step (an edge argmin), or, below a diverged lr, bisected towards it; when both sides have points
+  but a neighbour of k0 is missing, the search jumps to the lattice points around the vertex of the parabola
+  (in ln lr) through the argmin and its nearest points on each side; then the rest of its window;
+* once every budget below it is settled (its argmin has both neighbours), the next budget starts at its
+  predicted optimum (the argmins below extrapolated along log T: the gamma law is a straight line there)
+  with `side_points - 1` lattice points on each side, and asks for what its window lacks until its own
+  argmin has them;
+* wanted at every budget: the lattice points k0 -+ 1 ... k0 -+ side_points at the target resolution (3 on
+  each side: the window of the analysis' bowl fit, its half_width), so a budget's lr_opt comes out as a full
+  grid's at that resolution would give it. A diverged lr (diverged ones count as worse than any finite loss)
+  closes the range above it, at its budget and every larger one.
 
-An lr asked for by budget T is trained through every budget up to T (more budgets cost only their decay
-branches), and an lr trained to a smaller budget before is extended, resuming its lineage. The search of a
-group ends when no budget asks for anything (every budget's lr_opt is bracketed), when the next round would
-exceed the lineage budget (`max_lineages` full lineages' tokens), or after `max_rounds` rounds.
+An lr asked for by budget T is trained through every budget up to T and no further (more budgets cost only
+their decay branches), and an lr trained to a smaller budget before is extended, resuming its lineage. The
+search of a group ends when no budget asks for anything (every budget's lr_opt is bracketed), when the next
+round would exceed the lineage budget (`max_lineages` full lineages' tokens), or after `max_rounds` rounds.
 
 The state is derived from the stored results only (`replay`): round 1 is fixed, and round r + 1 is computed
 from the results of rounds 1..r alone, so a driver killed in the middle of a round recomputes the same round
@@ -30,9 +36,10 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Policy", "Bracket", "SearchState", "brackets", "lr_value", "next_round", "replay", "wanted"]
+__all__ = ["Policy", "Bracket", "SearchState", "brackets", "first_round", "lr_value", "next_round", "predicted",
+           "replay", "wanted"]
 
-SIDE_POINTS = 2  # lattice points wanted on each side of a budget's argmin: the analysis' half_width
+TREND_BUDGETS = 3  # budgets below it whose argmins predict where a budget's optimum lies
 
 
 @dataclass(frozen=True)
@@ -44,10 +51,18 @@ class Policy:
     spacing_steps: int  # lattice steps between start lrs, and of an extension beyond an edge argmin
     start: tuple[int, ...]  # lattice indices of the first round
     max_lineages: float  # budget: tokens of this many lineages through every token budget
-    max_rounds: int = 10  # rounds at most, the first included
+    max_rounds: int = 30  # rounds at most, the first included
+    side_points: int = 3  # lattice points wanted on each side of every budget's argmin: the analysis' half_width
 
     def __post_init__(self):
         assert self.anchor > 0 and self.resolution > 1 and self.spacing_steps >= 1 and self.start
+        assert self.side_points >= 1
+
+    @property
+    def predicted_points(self) -> int:
+        """Lattice points on each side of a budget's predicted argmin that it starts with: one fewer than its
+        window, so a prediction one step off wastes little; the outer ones follow once the argmin settles."""
+        return max(self.side_points - 1, 1)
 
 
 def lr_value(policy: Policy, k: int) -> float:
@@ -72,17 +87,26 @@ def _argmin(points: dict[int, float]) -> tuple[int | None, int | None]:
     return (min(finite)[1] if finite else None), diverged
 
 
-def wanted(points: dict[int, float], policy: Policy) -> dict[int, int]:
+def wanted(points: dict[int, float], policy: Policy, *, coarse: bool = True) -> dict[int, int]:
     """Lattice indices that one budget's results (index -> loss) ask for next, each with its rank (1: a point
-    next to the optimum or an extension, 2: a second point on a side); {} when the budget is bracketed."""
+    next to the optimum or an extension, 2: a second point on a side); {} when the budget is bracketed.
+
+    `coarse` (the smallest budget, where the optimum's place is not known yet): an open side is extended by
+    one `spacing` step, a gap around the argmin is jumped into at the parabola's vertex. Otherwise the budget
+    was started at its predicted optimum, and asks for what its window lacks at the resolution."""
     if not points:
         return {}
     best, diverged = _argmin(points)
     if best is None:  # every lr diverged at this budget: go lower
-        return {min(points) - policy.spacing_steps: 1}
+        low = min(points)
+        return {low - policy.spacing_steps: 1} if coarse else {low - 1: 1, low - 2: 1}
+    ceiling = diverged if diverged is not None else math.inf  # nothing at or above it is asked for
+    if not coarse:
+        side = policy.side_points
+        asks = {best + d: 1 if abs(d) == 1 else 2 for d in range(-side, side + 1) if d}
+        return {k: r for k, r in asks.items() if k not in points and k < ceiling}
     finite = {k for k, loss in points.items() if math.isfinite(loss) and (diverged is None or k < diverged)}
     lower, upper = sorted(k for k in finite if k < best), sorted(k for k in finite if k > best)
-    ceiling = diverged if diverged is not None else math.inf  # nothing at or above it is asked for
     asks = _outer_asks(best, lower, upper, ceiling, policy)
     if asks:  # an open side first: the other side is refined once the optimum is known to lie between
         return asks
@@ -93,7 +117,7 @@ def wanted(points: dict[int, float], policy: Policy) -> dict[int, int]:
                      if lower[-1] < k < upper[0] and k not in points and k < ceiling})
     elif best - 1 not in points:  # the lr above diverged: bisect towards the nearest point below
         asks[best - max((best - lower[-1]) // 2, 1)] = 1
-    for j in range(2, SIDE_POINTS + 1):  # the quadratic's window: the points next to those, at resolution
+    for j in range(2, policy.side_points + 1):  # the bowl's window: the points next to those, at resolution
         if best - j + 1 in finite:
             asks.setdefault(best - j, 2)
         if best + j - 1 in finite and best + j < ceiling:
@@ -123,6 +147,44 @@ def _vertex(points: dict[int, float], left: int, best: int, right: int) -> int:
     return min(max(round(vertex), left + 1), right - 1)
 
 
+def predicted(history: Sequence[tuple[float, int]], budget: float, ceiling: float, *,
+              points: int = 2) -> dict[int, int]:
+    """The first lrs of a budget no lr has reached yet: the lattice points around the optimum extrapolated
+    from the budgets below it, `history` their (tokens, argmin index), all bracketed. lr_opt moves as a
+    power of T (the gamma law), so the argmin is a straight line in log T: fitted to the last
+    `TREND_BUDGETS` budgets (a law that bends, flat at small T, is followed), flat from a single one; `points`
+    lattice points on each side of it."""
+    recent = history[-TREND_BUDGETS:]
+    x = [math.log2(t) for t, _ in recent]
+    y = [k for _, k in recent]
+    x_mean, y_mean = sum(x) / len(x), sum(y) / len(y)
+    spread = sum((xi - x_mean) ** 2 for xi in x)
+    slope = sum((xi - x_mean) * (yi - y_mean) for xi, yi in zip(x, y)) / spread if spread else 0.0
+    centre = min(round(y[-1] + slope * (math.log2(budget) - x[-1])), int(min(ceiling, 2**62)) - 1)
+    asks = {centre + d: 1 if abs(d) <= 1 else 2 for d in range(-points, points + 1)}
+    return {k: r for k, r in asks.items() if k < ceiling}
+
+
+def _asks(observed: Observed, policy: Policy, budgets: Sequence[float]) -> dict[float, dict[int, int]]:
+    """Per budget, what it asks for (index -> rank), budgets ascending: every budget that has results asks
+    for what its window lacks; the first budget without any is started at its predicted optimum once every
+    budget below it is settled (its argmin has its neighbours: what is missing is the window's outer points,
+    asked for in the same round). A diverged lr closes the range above it at every larger budget too."""
+    out, history, ceiling = {}, [], math.inf
+    for i, budget in enumerate(sorted(budgets)):
+        points = _at(observed, budget)
+        if not points:
+            if history and len(history) == i:
+                out[budget] = predicted(history, budget, ceiling, points=policy.predicted_points)
+            break
+        out[budget] = wanted(points, policy, coarse=i == 0)
+        best, diverged = _argmin(points)
+        ceiling = min(ceiling, diverged if diverged is not None else math.inf)
+        if best is not None and all(rank > 1 for rank in out[budget].values()):
+            history.append((budget, best))  # settled: only its window's outer points are missing
+    return out
+
+
 def next_round(observed: Observed, requested: Round, policy: Policy, budgets: Sequence[float],
                lineage_tokens: Mapping[float, float]) -> tuple[Round, str]:
     """The next round (index -> budget to train through) and why it is what it is.
@@ -132,18 +194,24 @@ def next_round(observed: Observed, requested: Round, policy: Policy, budgets: Se
     """
     budgets = sorted(budgets)
     if not requested:
-        return {k: budgets[-1] for k in policy.start}, "first round"
+        return first_round(policy, budgets), "first round"
     want: Round = {}
     rank: dict[int, tuple[int, int]] = {}  # (best rank, -budgets asking)
-    for budget in budgets:
-        for k, r in wanted(_at(observed, budget), policy).items():
+    for budget, asks in _asks(observed, policy, budgets).items():
+        for k, r in asks.items():
             if requested.get(k, 0) < budget:
                 want[k] = max(want.get(k, 0), budget)
-                best, asks = rank.get(k, (r, 0))
-                rank[k] = (min(best, r), asks - 1)
+                best, count = rank.get(k, (r, 0))
+                rank[k] = (min(best, r), count - 1)
     if not want:
         return {}, "bracketed"
     return _within_budget(want, rank, requested, policy, lineage_tokens)
+
+
+def first_round(policy: Policy, budgets: Sequence[float]) -> Round:
+    """The start lrs, through the smallest budget only: it costs little, and the larger budgets start at
+    the optimum it points to."""
+    return {k: min(budgets) for k in policy.start}
 
 
 def _within_budget(want: Round, rank: dict[int, tuple[int, int]], requested: Round, policy: Policy,
@@ -218,13 +286,15 @@ class Bracket:
 
 def brackets(state: SearchState, policy: Policy, budgets: Sequence[float]) -> list[Bracket]:
     """Each budget's bracket after the completed rounds."""
-    return [_bracket(_at(state.observed, budget), budget, policy) for budget in sorted(budgets)]
+    asks = _asks(state.observed, policy, budgets)
+    return [_bracket(_at(state.observed, budget), budget, policy, bool(asks.get(budget)))
+            for budget in sorted(budgets)]
 
 
-def _bracket(points: dict[int, float], budget: float, policy: Policy) -> Bracket:
+def _bracket(points: dict[int, float], budget: float, policy: Policy, asking: bool) -> Bracket:
     best, _ = _argmin(points)
     below = max((k for k in points if best is not None and k < best), default=None)
     above = min((k for k in points if best is not None and k > best), default=None)
     values = [None if k is None else lr_value(policy, k) for k in (below, best, above)]
     return Bracket(budget, *values, above_diverged=above is not None and not math.isfinite(points[above]),
-                   bracketed=bool(points) and not wanted(points, policy))
+                   bracketed=bool(points) and not asking)

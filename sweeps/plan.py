@@ -38,7 +38,7 @@ from proxy_models.memory import (
 )
 from proxy_models.run_config import EXECUTION_FIELDS, DataConfig, TrainConfig
 from proxy_models.schedules import ScheduleConfig
-from sweeps.adaptive import Policy, lr_value
+from sweeps.adaptive import Policy, first_round, lr_value
 from sweeps.spec import AdaptiveSpec, SweepSpec
 
 SEARCHED = ("lr", "power_a", "power_b", "lr_max")  # schedule fields a pack's variants may differ in
@@ -347,21 +347,22 @@ def adaptive_policy(spec: AdaptiveSpec) -> Policy:
     step = spec.spacing_steps
     return Policy(anchor=spec.lr_range[0], resolution=spec.resolution, spacing_steps=step,
                   start=tuple(j * step for j in range(len(spec.start_lrs))), max_lineages=spec.max_lineages,
-                  max_rounds=spec.max_rounds)
+                  max_rounds=spec.max_rounds, side_points=spec.side_points)
 
 
 def _adaptive_plan(spec: SweepSpec, budgets: tuple[float, ...]) -> Plan:
-    """One search per group; the plan's jobs are the first round (every start lr through every budget)."""
+    """One search per group; the plan's jobs are the first round (every start lr through the smallest budget)."""
     policy, searches, jobs = adaptive_policy(spec.search.adaptive), [], []
     placeholder = spec.model_copy(update={"search": spec.search.model_copy(update={"lr": [policy.anchor]})})
     for config in _trajectories(placeholder, max(budgets)):  # one per group; each lineage sets its own lr
         tokens = tuple((t, planned_tokens(config, [b for b in budgets if b <= t])) for t in budgets)
         search = LrSearch(config, budgets, policy, tokens)
         searches.append(search)
-        jobs.extend(j for k in policy.start for j in search.jobs(k, budgets[-1]))
+        jobs.extend(j for k, top in first_round(policy, budgets).items() for j in search.jobs(k, top))
     a = spec.search.adaptive
     note = (f"adaptive mode: round 1 trains {len(policy.start)} lrs per group ({a.spacing:g}x apart from "
-            f"{a.lr_range[0]:g}); later rounds add lrs down to {a.resolution:.4g}x around each budget's optimum, "
+            f"{a.lr_range[0]:g}) through the smallest budget; later rounds climb the budgets and add lrs down to "
+            f"{a.resolution:.4g}x around each budget's optimum, "
             f"at most {policy.max_rounds} rounds and {a.max_lineages:g} lineages' tokens per group")
     return Plan(sweep_id=spec.name, jobs=tuple(jobs), notes=(note,), pack=spec.run.pack, searches=tuple(searches))
 

@@ -157,7 +157,8 @@ class AdaptiveSpec(_Strict):
     spacing: float = 2.0  # ratio between first-round lrs and of a step beyond an edge optimum; resolution**m
     resolution: float = 2 ** 0.25  # ratio between the lrs next to every budget's optimum when the search ends
     max_lineages: float = 8.0  # lineage budget per group: the tokens of this many lineages through every budget
-    max_rounds: int = Field(10, ge=1)  # rounds per group at most, the first included
+    max_rounds: int = Field(30, ge=1)  # rounds per group at most, the first included (about 2 per budget)
+    side_points: int = Field(3, ge=1, le=8)  # lrs wanted on each side of every budget's optimum (analysis: 3)
 
     @field_validator("lr_range")
     @classmethod

@@ -1,13 +1,16 @@
 """The adaptive lr search policy on synthetic loss surfaces: brackets found, divergence, budgets, replay."""
 
+import dataclasses
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sweeps.adaptive import Policy, brackets, lr_value, next_round, replay, wanted
+from analysis import analyze
+from sweeps.adaptive import Policy, brackets, first_round, lr_value, next_round, predicted, replay, wanted
 
 BUDGETS = (1e6, 2e6, 4e6, 8e6, 16e6)
 DECAY = 0.2
@@ -62,7 +65,37 @@ def test_interior_optimum_is_bracketed_at_the_resolution_with_a_fraction_of_the_
         assert abs(math.log(b.lr_best / law(b.tokens))) <= math.log(POLICY.resolution) / 2 + 0.01
     full = lineage_tokens()[BUDGETS[-1]]
     used = sum(lineage_tokens()[t] for t in state.requested.values())
-    assert used < 0.45 * 25 * full  # the grid at the final resolution over the same range: 25 lineages
+    assert used < 0.4 * 25 * full  # the grid at the final resolution over the same range: 25 lineages
+
+
+def test_first_round_reaches_the_smallest_budget_only():
+    assert next_round({}, {}, POLICY, BUDGETS, lineage_tokens()) == ({k: 1e6 for k in POLICY.start}, "first round")
+    assert first_round(POLICY, BUDGETS[::-1]) == {k: 1e6 for k in POLICY.start}
+
+
+@pytest.mark.parametrize("side", [2, 3])
+def test_lineages_reach_the_largest_budget_only_inside_its_window(side):
+    """The expensive lineages are the largest budget's: on a noiseless law, exactly its argmin and side_points
+    lattice points on each side reach it, and every lr stops at a budget whose window it is in."""
+    policy = dataclasses.replace(POLICY, side_points=side)
+    state = search(surface(law), policy)
+    argmins = {t: min((k for (k, bt) in state.observed if bt == t), key=lambda k: state.observed[(k, t)])
+               for t in BUDGETS}
+    best = argmins[BUDGETS[-1]]
+    reaching = sorted(k for k, t in state.requested.items() if t == BUDGETS[-1])
+    assert reaching == list(range(best - side, best + side + 1))
+    for k, t in state.requested.items():
+        if t > BUDGETS[1]:  # the second budget starts from one budget's argmin: no trend to follow yet
+            assert abs(k - argmins[t]) <= side
+
+
+def test_a_budget_starts_at_the_optimum_extrapolated_from_the_budgets_below():
+    history = [(1e6, 20), (2e6, 18), (4e6, 16)]  # lr_opt falls 2 lattice steps per doubling of T
+    assert set(predicted(history, 8e6, math.inf)) == {12, 13, 14, 15, 16}
+    assert set(predicted(history, 16e6, math.inf)) == {10, 11, 12, 13, 14}  # two doublings ahead
+    assert set(predicted(history[:1], 2e6, math.inf)) == {18, 19, 20, 21, 22}  # one budget: no trend, flat
+    assert set(predicted(history, 8e6, 15)) == {12, 13, 14}  # nothing at or above a diverged lr
+    assert {k for k, r in predicted(history, 8e6, math.inf).items() if r == 1} == {13, 14, 15}
 
 
 def test_edge_optimum_extends_the_range_in_coarse_steps():
@@ -89,6 +122,9 @@ def test_divergence_bounds_the_range_from_above():
     # no lr is trained more than one coarse step above the edge: bisection, not extension, once one diverged
     edge = max(diverge(t) for t in BUDGETS)
     assert max(lr_value(POLICY, k) for k in state.requested) < edge * 2 ** 1.01
+    for (k, t), value in state.observed.items():  # a diverged lr closes the range above it at larger budgets
+        if not math.isfinite(value):
+            assert all(top <= t for k2, top in state.requested.items() if k2 >= k)
 
 
 def test_flat_bowl_with_noise_ends_within_the_lineage_budget():
@@ -146,3 +182,34 @@ def test_lattice_values_match_a_sqrt2_grid():
     policy = Policy(anchor=2.5e-4, resolution=2 ** 0.5, spacing_steps=2, start=(0, 2, 4, 6), max_lineages=8)
     assert [lr_value(policy, k) for k in range(-1, 7)] == [0.000177, 0.00025, 0.000354, 0.0005, 0.000707, 0.001,
                                                           0.00141, 0.002]  # the main job's grid
+
+
+def _rows(loss, policy, cells):
+    """Result rows of `cells` (lattice index, budget) as the analysis reads them."""
+    out = []
+    for k, tokens in cells:
+        lr = lr_value(policy, k)
+        value = loss(lr, tokens)
+        out.append({"model": "m", "n_params": 10**6, "tokens": tokens, "batch_size": 8, "lr": lr, "schedule": "wsd",
+                    "loss_eval": value if math.isfinite(value) else np.nan,
+                    "status": "ok" if math.isfinite(value) else "diverged"})
+    return pd.DataFrame(out)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.floats(-1.0, 1.0), st.floats(-0.7, -0.2), st.floats(0.02, 0.08), st.floats(1.0, 3.0),
+       st.floats(0.0005, 0.002), st.floats(1.5, 6.0), st.integers(0, 99))
+def test_noisy_surfaces_give_the_grids_lr_opt_at_every_budget(log_shift, b, low, ratio, noise, edge, seed):
+    """Noise, asymmetry and a divergence edge: the analysis finds the same lr_opt in the adaptive rows as in a
+    full grid at the final resolution (one wide enough that no budget's window reaches its ends)."""
+    true = lambda tokens: 1e-3 * math.exp(log_shift) * (tokens / 1e6) ** b  # noqa: E731
+    loss = surface(true, low=low, high=low * ratio, noise=noise, seed=seed, diverge=lambda t: edge * true(t))
+    state = search(loss, POLICY)
+    assert state.reason == "bracketed"
+    adaptive = [(k, t) for k, top in state.requested.items() for t in BUDGETS if t <= top]
+    grid = [(k, t) for k in range(-20, 52) for t in BUDGETS]
+    cells = {name: analyze(_rows(loss, POLICY, c), n_boot=0, seed=0).cells.set_index("tokens")
+             for name, c in (("grid", grid), ("adaptive", adaptive))}
+    for t in BUDGETS:
+        assert cells["adaptive"].loc[t, "lr_opt"] == pytest.approx(cells["grid"].loc[t, "lr_opt"], rel=1e-9)
+        assert cells["adaptive"].loc[t, "ok"] == cells["grid"].loc[t, "ok"]
