@@ -171,7 +171,7 @@ def plan(spec: SweepSpec, *, gpu_bytes: int | None = None) -> Plan:
     """Expand the spec's grid into lineages; cosine budgets become solo lineages (they share no trunk).
     `gpu_bytes` (default: run.gpu_memory) sizes `pack: auto` and each trial's share of a GPU."""
     budgets = tuple(sorted(spec.search.tokens))
-    if gpu_bytes is None and spec.run.gpu_memory:
+    if gpu_bytes is None and spec.run.gpu_memory and spec.run.uses_gpu:  # trials without a GPU run on the CPU
         gpu_bytes = parse_bytes(spec.run.gpu_memory)
     if spec.search.mode == "optuna":
         return replace(_optuna_plan(spec, budgets), gpu_bytes=gpu_bytes)
@@ -189,9 +189,16 @@ def plan(spec: SweepSpec, *, gpu_bytes: int | None = None) -> Plan:
         notes.append(f"pack {spec.run.pack}: lineages that differ only in their schedule's searched values "
                      "train in lockstep, one trial per pack")
     if spec.run.pack == "auto":
-        notes.append(f"pack auto: as many variants per trial as fit {gpu_bytes / GIB:.1f} GiB of GPU memory"
-                     if gpu_bytes else "pack auto: no GPU memory known (run.gpu_memory): one variant per trial")
+        notes.append(_pack_auto_note(spec, gpu_bytes))
     return Plan(sweep_id=spec.name, jobs=tuple(jobs), notes=tuple(notes), pack=spec.run.pack, gpu_bytes=gpu_bytes)
+
+
+def _pack_auto_note(spec: SweepSpec, gpu_bytes: int | None) -> str:
+    if gpu_bytes:
+        return f"pack auto: as many variants per trial as fit {gpu_bytes / GIB:.1f} GiB of GPU memory"
+    if not spec.run.uses_gpu:
+        return "pack auto: trials run on the CPU (run.gpus_per_trial: 0): one variant per trial"
+    return "pack auto: no GPU memory known (run.gpu_memory): one variant per trial"
 
 
 def _optuna_plan(spec: SweepSpec, budgets: tuple[float, ...]) -> Plan:

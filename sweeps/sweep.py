@@ -66,14 +66,14 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
 
 
 def gpu_memory(spec: SweepSpec) -> int | None:
-    """Bytes of one GPU for the plan: run.gpu_memory, else the first local GPU's when the spec uses GPUs or
-    packs automatically, else None."""
+    """Bytes of one GPU for the plan: None when the trials ask for no GPU (they run on the CPU, so nothing is sized
+    by GPU memory), else run.gpu_memory, else the first local GPU's (None without one)."""
     from proxy_models.memory import parse_bytes
 
+    if not spec.run.uses_gpu:
+        return None
     if spec.run.gpu_memory:
         return parse_bytes(spec.run.gpu_memory)
-    if not (spec.run.uses_gpu or spec.run.pack == "auto"):
-        return None
     import torch
 
     return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None

@@ -5,6 +5,7 @@ import pytest
 from proxy_models.memory import CUDA_CONTEXT_BYTES, USABLE_FRACTION, device_budget, step_memory
 from sweeps.plan import format_memory_table, gpu_share, memory_table, plan, trial_budget_gib, trial_memory
 from sweeps.spec import load_spec, spec_from_dict
+from sweeps.sweep import gpu_memory
 
 SPECS = Path(__file__).parents[2] / "sweeps" / "specs"
 
@@ -95,8 +96,18 @@ def test_pack_auto_packs_as_many_variants_as_the_estimate_fits(gpu_gib):
 
 
 def test_pack_auto_without_gpu_memory_is_one_per_trial_with_a_note():
-    p = plan(gpu_spec(pack="auto"))
+    p = plan(gpu_spec(pack="auto", gpus_per_trial=1))
     assert {len(t.members) for t in p.trials} == {1} and any("no GPU memory known" in n for n in p.notes)
+
+
+def test_pack_auto_on_the_cpu_ignores_gpu_memory():
+    """Trials that ask for no GPU run on the CPU: run.gpu_memory sizes nothing there."""
+    on_cpu = gpu_spec(pack="auto", gpu_memory="80GiB")
+    p = plan(on_cpu)
+    assert p.gpu_bytes is None and {len(t.members) for t in p.trials} == {1}
+    assert any("trials run on the CPU" in n for n in p.notes) and gpu_memory(on_cpu) is None
+    on_gpu = gpu_spec(pack="auto", gpu_memory="80GiB", gpus_per_trial="auto")
+    assert gpu_memory(on_gpu) == plan(on_gpu).gpu_bytes == 80 * GIB and max(len(t.members) for t in plan(on_gpu).trials) > 1
 
 
 @pytest.mark.parametrize("gpu_gib", [16, 80])
