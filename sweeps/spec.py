@@ -453,6 +453,10 @@ def _check_adaptive(search: SearchSpec, schedule: str) -> None:
     if a.spacing < a.resolution or abs(steps - round(steps)) > 0.01:
         raise ValueError(f"search.adaptive.spacing={a.spacing!r} is not a whole power of resolution="
                          f"{a.resolution!r}: use e.g. spacing {a.resolution ** max(round(steps), 1):.4g}")
+    if a.max_lineages < 2 * a.side_points + 1:  # the largest budget's optimum and side_points lrs on each side
+        raise ValueError(f"search.adaptive.max_lineages={a.max_lineages!r} cannot hold the {2 * a.side_points + 1} "
+                         f"lineages that bracket the largest budget's optimum with side_points={a.side_points} lrs on "
+                         f"each side: raise it to {2 * a.side_points + 1} or lower side_points")
     if a.max_lineages < len(a.start_lrs):
         raise ValueError(f"search.adaptive.max_lineages={a.max_lineages!r} is less than the {len(a.start_lrs)} "
                          "lrs of the first round: raise it or narrow lr_range")

@@ -97,8 +97,12 @@ def test_pack_with_a_mixture_of_experts_is_one_line_naming_run_pack():
         ({"adaptive": {"lr_range": [0.01, 0.001]}}, "wsd", "search.adaptive.lr_range=[0.01, 0.001]: [0.01, 0.001] is "
                                                             "not [low, high]"),
         ({"adaptive": {"resolution": 1.01}}, "wsd", "search.adaptive.resolution=1.01: 1.01 must be a ratio between"),
-        ({"adaptive": {"max_lineages": 2}}, "wsd", "search.adaptive.max_lineages=2.0 is less than the 7 lrs of the "
-                                                   "first round: raise it or narrow lr_range"),
+        ({"adaptive": {"max_lineages": 7.5, "spacing": 1.4142135623730951}}, "wsd",
+         "search.adaptive.max_lineages=7.5 is less than the 14 lrs of the first round: raise it or narrow lr_range"),
+        ({"adaptive": {"max_lineages": 6}}, "wsd", "search.adaptive.max_lineages=6.0 cannot hold the 7 lineages that "
+                                                   "bracket the largest budget's optimum with side_points=3 lrs"),
+        ({"adaptive": {"max_lineages": 3, "side_points": 1}}, "wsd", "search.adaptive.max_lineages=3.0 is less than "
+                                                                    "the 7 lrs of the first round"),
         ({"adaptive": {"max_rounds": 0}}, "constant", "search.adaptive.max_rounds=0: Input should be greater than"),
         ({"adaptive": {"spacng": 2}}, "wsd", "unknown key 'search.adaptive.spacng' in spec: did you mean 'spacing'?"),
     ],
