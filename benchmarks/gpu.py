@@ -16,16 +16,18 @@ Two more tables (issue "GPU, many runs"):
   trials failed, rows whose step ran out of memory (halved or split), the tokens trained over the sweep's wall
   time against one solo run's tokens/s, and the share of wall time outside training (as `submit` prints it).
 
-And a compile table (issue "GPU, one run", item 4): one shape (paper-12m at 16 x 4096; --quick a tiny one on
-the CPU) trained in fresh processes (benchmarks/first_step.py): eager, then compiled with an empty compile
-cache (cold), then compiled again in a new process with the cache the first left (warm): first-step seconds,
-steady tokens/s, and inductor's cache hits and misses (what a sweep's second trial on a node pays).
+And a compile table: one shape (paper-12m at 16 x 4096; --quick a tiny one on
+the CPU) trained in fresh processes (benchmarks/first_step.py): compiled with an empty compile cache (cold),
+then --repeats rounds of eager and of compiled in a new process with the cache the first left (warm, what a
+sweep's later trials on a node pay): first-step seconds, steady tokens/s (medians), inductor's cache hits
+and misses.
 
 Run on a GPU:  python benchmarks/gpu.py --out DIR [--compile auto|true|false] [--only one packed sweep compile]
-               (one H100: one-run table about 5 minutes, packed about 2, sweep about 5 with the default budgets)
+               (one H100: one-run table about 5 minutes, packed about 2, sweep about 5 with the default budgets,
+               compile about 3: a cold first compiled step of paper-12m takes about a minute there)
 Run on a CPU:  python benchmarks/gpu.py --quick --out DIR      (tiny shapes, a few minutes; checks it works)
 CPU compile:   python benchmarks/gpu.py --only compile --device cpu --compile-preset cpu-s --compile-shape 16x256 \
-               --out DIR
+               --steps 10 --repeats 3 --out DIR
 CPU packing:   python benchmarks/gpu.py --only packed --device cpu --packed-preset cpu-s --packed-shapes 16x256 \
                --repeats 3 --out DIR
 The tables are printed and written to DIR/gpu.md, the rows to DIR/gpu.json.
@@ -269,39 +271,45 @@ def format_sweep(r: dict) -> str:
         r["breakdown"]])
 
 
-def compile_runs(preset: str, shape: str, *, quick: bool, device: str, steps: int) -> list[dict]:
-    """The shape in fresh processes: eager, compiled with a cold cache, compiled with the warm cache."""
+COMPILE_RUNS = ("eager", "compiled, cold cache", "compiled, warm cache")  # rows of the compile table
+
+
+def compile_runs(preset: str, shape: str, *, quick: bool, device: str, steps: int, repeats: int) -> list[dict]:
+    """The shape in fresh processes: compiled once into an empty cache (cold), then `repeats` rounds of eager
+    and compiled with the cache the first left (warm). One row per kind, medians over its processes."""
     batch, seq = (int(v) for v in shape.split("x"))
-    overrides = {**(QUICK if quick else {}), "seq_len": seq}
+    config = {"model": preset, "batch_size": batch, "model_overrides": {**(QUICK if quick else {}), "seq_len": seq}}
     env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
-    rows = []
+    runs: dict[str, list[dict]] = {label: [] for label in COMPILE_RUNS}
     with tempfile.TemporaryDirectory(prefix="powersweep-compile-bench-") as cache:  # empty: the first is cold
-        for label, compile in (("eager", False), ("compiled, cold cache", True), ("compiled, warm cache", True)):
-            config = {"model": preset, "batch_size": batch, "model_overrides": overrides, "compile": compile}
+        for label in (COMPILE_RUNS[1], *COMPILE_RUNS[::2] * repeats):
             start = time.perf_counter()
             done = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "first_step.py"),
-                                   json.dumps(config), "--steps", str(steps), "--device", device],
+                                   json.dumps({**config, "compile": label != "eager"}), "--steps", str(steps),
+                                   "--device", device],
                                   env={**env, "POWERSWEEP_COMPILE_CACHE": cache}, capture_output=True, text=True)
             if done.returncode:
                 raise RuntimeError(f"{label}: first_step.py failed: {done.stderr[-2000:]}")
-            rows.append({"run": label, "preset": preset, "batch_size": batch, "seq_len": seq,
-                         "process_s": time.perf_counter() - start, **json.loads(done.stdout.splitlines()[-1])})
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    return rows
+            runs[label].append({"process_s": time.perf_counter() - start, **json.loads(done.stdout.splitlines()[-1])})
+            print(json.dumps({"run": label, **runs[label][-1]}), file=sys.stderr, flush=True)
+    timed = ("first_step_s", "process_s", "process_to_first_step_s", "tokens_per_s")
+    return [{"run": label, "preset": preset, "batch_size": batch, "seq_len": seq, "processes": len(measured),
+             **measured[0], **{key: statistics.median(r[key] for r in measured) for key in timed}}
+            for label, measured in runs.items()]
 
 
 def format_compile(rows: list[dict], *, device: str) -> str:
     eager = rows[0]
-    lines = [f"compile, device: {device} (each row a fresh process; cache: inductor's FX graph and AOT autograd "
-             "caches on disk)",
-             "| run | batch x seq | first step s | process s | tokens/s | vs eager | fx graph hit / miss "
+    lines = [f"compile, device: {device} (fresh processes, medians; the compiled code cached on disk by inductor's "
+             "FX graph and AOT autograd caches)",
+             "| run | batch x seq | processes | first step s | process s | tokens/s | vs eager | fx graph hit / miss "
              "| autograd hit / miss |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['run']} | {r['batch_size']} x {r['seq_len']} | {r['first_step_s']:.2f} | "
-                     f"{r['process_s']:.1f} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s'] / eager['tokens_per_s']:.2f}x "
-                     f"| {r['fxgraph_cache_hit']} / {r['fxgraph_cache_miss']} | "
-                     f"{r['autograd_cache_hit']} / {r['autograd_cache_miss']} |")
+        lines.append(f"| {r['run']} | {r['batch_size']} x {r['seq_len']} | {r['processes']} | "
+                     f"{r['first_step_s']:.2f} | {r['process_s']:.1f} | {r['tokens_per_s']:,.0f} | "
+                     f"{r['tokens_per_s'] / eager['tokens_per_s']:.2f}x | {r['fxgraph_cache_hit']} / "
+                     f"{r['fxgraph_cache_miss']} | {r['autograd_cache_hit']} / {r['autograd_cache_miss']} |")
     return "\n".join(lines)
 
 
@@ -320,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packed-shapes", nargs="+", help="batch x seq of the packed table (default 16x1024 "
                         "16x4096; --quick 4x32)")
     parser.add_argument("--pack", type=int, nargs="+", default=[1, 2, 4, 8], help="K values of the packed table")
-    parser.add_argument("--repeats", type=int, default=1, help="rounds of the packed table (medians)")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of the packed and compile tables (medians)")
     parser.add_argument("--sweep-budgets", nargs="+", default=["4M", "8M", "16M"],
                         help="token budgets of the sweep's lineages (the issue's target: 8M 16M 32M 64M)")
     parser.add_argument("--compile-preset", default="paper-12m", help="model of the compile table")
@@ -351,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         tables.append(format_sweep(rows["sweep"]))
     if "compile" in args.only:
         shape = args.compile_shape or ("4x32" if args.quick else "16x4096")
-        rows["compile"] = compile_runs(args.compile_preset, shape, quick=args.quick, device=device, steps=steps)
+        rows["compile"] = compile_runs(args.compile_preset, shape, quick=args.quick, device=device, steps=steps,
+                                       repeats=args.repeats)
         tables.append(format_compile(rows["compile"], device=name))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "gpu.md"), "w") as f:

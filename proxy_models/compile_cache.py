@@ -41,13 +41,18 @@ def compile_cache_dir() -> str:
     return os.path.join(base, "powersweep", "compile")
 
 
-def compile_blocks(blocks: Iterable[torch.nn.Module]) -> str:
+def compile_blocks(blocks: Iterable[torch.nn.Module]) -> str | None:
     """torch.compile each block in place (parameter names, checkpoints and packing do not change), with
-    inductor's caches in `compile_cache_dir()`; returns that directory. Compiling happens at the first
-    forward, so the directory is set here, before it."""
+    inductor's caches in `compile_cache_dir()`; returns that directory, or None where it cannot be made (a
+    read-only home: inductor's own default, a temporary directory, still caches per machine). Compiling
+    happens at the first forward, so the directory is set here, before it."""
     directory = compile_cache_dir()
-    os.makedirs(directory, exist_ok=True)
-    os.environ[TORCH_ENV_VAR] = directory
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError:
+        directory = None
+    else:
+        os.environ[TORCH_ENV_VAR] = directory
     for block in blocks:
         block.compile()
     return directory

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from proxy_models.compile_cache import compile_cache_dir, resolve_compile
+from proxy_models.compile_cache import compile_blocks, compile_cache_dir, resolve_compile
 from proxy_models.config import ConfigError
 from proxy_models.run_config import DataConfig
 from proxy_models.trainer import TrainConfig, Trainer
@@ -48,6 +48,18 @@ def test_cache_dir_is_ours_then_torchs_then_the_user_cache(monkeypatch, tmp_path
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert compile_cache_dir() == str(tmp_path / "xdg" / "powersweep" / "compile")
+
+
+def test_compiling_sets_inductors_cache_dir_and_survives_one_that_cannot_be_made(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "before"))
+    monkeypatch.setenv("POWERSWEEP_COMPILE_CACHE", str(tmp_path / "cache"))
+    block = torch.nn.Linear(2, 2)
+    assert compile_blocks([block]) == str(tmp_path / "cache") == os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    assert (tmp_path / "cache").is_dir()
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("POWERSWEEP_COMPILE_CACHE", str(tmp_path / "file" / "cache"))  # under a file: no dir
+    assert compile_blocks([torch.nn.Linear(2, 2)]) is None
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache")  # left as it was
 
 
 def test_a_cpu_run_is_eager_by_default_and_its_row_says_so(corpus):
