@@ -1,6 +1,7 @@
 """Train one config for a few steps in this (fresh) process and print, as one JSON line: the first step's
-seconds (it holds any compile), the steady tokens/s of the steps after it, the losses, and inductor's cache
-counters (hits and misses of the FX graph cache and the AOT autograd cache).
+seconds (it holds any compile), the steady tokens/s of the steps after it, the losses, inductor's cache
+counters (hits and misses of the FX graph cache and the AOT autograd cache) and the seconds of dynamo's
+tracing and of its backend (compiling, or loading from the cache).
 
 benchmarks/gpu.py runs it in fresh processes (eager; compiled with a cold cache; compiled again with the
 cache the first left) for its compile table. The compile cache is wherever POWERSWEEP_COMPILE_CACHE points
@@ -20,11 +21,14 @@ import time
 START = time.perf_counter()
 
 import torch  # noqa: E402  (after START: the import is part of what a fresh process pays)
-from torch._dynamo.utils import counters  # noqa: E402
+from torch._dynamo.utils import compilation_time_metrics, counters  # noqa: E402
 
 from proxy_models.schedules import ScheduleConfig  # noqa: E402
 from proxy_models.trainer import TrainConfig, Trainer  # noqa: E402
 
+# dynamo's phases (seconds, summed over the graphs compiled): tracing the Python bytecode into a graph, and the
+# backend (inductor: generating and compiling kernels, or loading them from the cache)
+PHASES = {"tracing_s": "bytecode_tracing", "backend_s": "OutputGraph.call_user_compiler"}
 COUNTERS = (("inductor", "fxgraph_cache_hit"), ("inductor", "fxgraph_cache_miss"),
             ("aot_autograd", "autograd_cache_hit"), ("aot_autograd", "autograd_cache_miss"))
 
@@ -45,7 +49,8 @@ def first_step(config: dict, *, steps: int, device: str) -> dict:
             "process_to_first_step_s": since_start_s,
             "tokens_per_s": steps * cfg.tokens_per_step / (time.perf_counter() - start),
             "loss_first": trainer.first_loss, "loss_last": trainer.recent_losses[-1],
-            **{name: counters[group][name] for group, name in COUNTERS}}
+            **{name: counters[group][name] for group, name in COUNTERS},
+            **{key: sum(compilation_time_metrics.get(phase, [])) for key, phase in PHASES.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:

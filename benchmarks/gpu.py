@@ -19,8 +19,8 @@ Two more tables (issue "GPU, many runs"):
 And a compile table: one shape (paper-12m at 16 x 4096; --quick a tiny one on
 the CPU) trained in fresh processes (benchmarks/first_step.py): compiled with an empty compile cache (cold),
 then --repeats rounds of eager and of compiled in a new process with the cache the first left (warm, what a
-sweep's later trials on a node pay): first-step seconds, steady tokens/s (medians), inductor's cache hits
-and misses.
+sweep's later trials on a node pay): first-step seconds and, of them, dynamo's tracing and backend seconds
+(compiling, or loading from the cache), steady tokens/s (medians), inductor's cache hits and misses.
 
 Run on a GPU:  python benchmarks/gpu.py --out DIR [--compile auto|true|false] [--only one packed sweep compile]
                (one H100: one-run table about 5 minutes, packed about 2, sweep about 5 with the default budgets,
@@ -292,7 +292,7 @@ def compile_runs(preset: str, shape: str, *, quick: bool, device: str, steps: in
                 raise RuntimeError(f"{label}: first_step.py failed: {done.stderr[-2000:]}")
             runs[label].append({"process_s": time.perf_counter() - start, **json.loads(done.stdout.splitlines()[-1])})
             print(json.dumps({"run": label, **runs[label][-1]}), file=sys.stderr, flush=True)
-    timed = ("first_step_s", "process_s", "process_to_first_step_s", "tokens_per_s")
+    timed = ("first_step_s", "process_s", "process_to_first_step_s", "tokens_per_s", "tracing_s", "backend_s")
     return [{"run": label, "preset": preset, "batch_size": batch, "seq_len": seq, "processes": len(measured),
              **measured[0], **{key: statistics.median(r[key] for r in measured) for key in timed}}
             for label, measured in runs.items()]
@@ -302,12 +302,13 @@ def format_compile(rows: list[dict], *, device: str) -> str:
     eager = rows[0]
     lines = [f"compile, device: {device} (fresh processes, medians; the compiled code cached on disk by inductor's "
              "FX graph and AOT autograd caches)",
-             "| run | batch x seq | processes | first step s | process s | tokens/s | vs eager | fx graph hit / miss "
-             "| autograd hit / miss |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| run | batch x seq | processes | first step s | of it: tracing s, backend s | process s | tokens/s "
+             "| vs eager | fx graph hit / miss | autograd hit / miss |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['run']} | {r['batch_size']} x {r['seq_len']} | {r['processes']} | "
-                     f"{r['first_step_s']:.2f} | {r['process_s']:.1f} | {r['tokens_per_s']:,.0f} | "
+                     f"{r['first_step_s']:.2f} | {r['tracing_s']:.2f}, {r['backend_s']:.2f} | "
+                     f"{r['process_s']:.1f} | {r['tokens_per_s']:,.0f} | "
                      f"{r['tokens_per_s'] / eager['tokens_per_s']:.2f}x | {r['fxgraph_cache_hit']} / "
                      f"{r['fxgraph_cache_miss']} | {r['autograd_cache_hit']} / {r['autograd_cache_miss']} |")
     return "\n".join(lines)
