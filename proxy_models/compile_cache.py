@@ -1,9 +1,9 @@
 """Compiling a model's blocks, with the compiled code cached on disk for every process of the machine.
 
-`compile` is 'auto' by default: on CUDA the blocks are compiled (the paper presets train about 2.5x faster,
-benchmarks/RESULTS.md), elsewhere they run eager (a first compile on a CPU costs tens of seconds, more than
-a short proxy run gains). Compiled and eager runs are the same run up to float rounding, so the choice is
-an execution detail, never part of a run's identity (sweeps/plan.py).
+`compile` is 'auto' by default: on CUDA the blocks of a dense model are compiled; elsewhere (a first compile
+on a CPU costs tens of seconds, more than a short proxy run gains) and for MoE models they run eager.
+Compiled and eager runs are the same run up to float rounding, so the choice is an execution detail, never
+part of a run's identity (sweeps/plan.py).
 
 Inductor's FX graph cache and AOT autograd cache (both on by default in torch 2.13) keep the compiled code
 of every graph under one directory, keyed by the graph, shapes and torch version. Pointing every trial
@@ -24,10 +24,12 @@ ENV_VAR = "POWERSWEEP_COMPILE_CACHE"
 TORCH_ENV_VAR = "TORCHINDUCTOR_CACHE_DIR"  # read by inductor whenever it opens its caches
 
 
-def resolve_compile(compile: str | bool, device: torch.device) -> bool:
-    """Whether to compile: the config's bool as is; 'auto' compiles on CUDA only."""
+def resolve_compile(compile: str | bool, device: torch.device, *, moe: bool = False) -> bool:
+    """Whether to compile: the config's bool as is; 'auto' compiles dense models on CUDA. An MoE block's
+    expert split sizes are read on the host each step (moe.py), a graph break with new shapes every step,
+    so 'auto' leaves MoE models eager."""
     if compile == "auto":
-        return device.type == "cuda"
+        return device.type == "cuda" and not moe
     return bool(compile)
 
 

@@ -368,7 +368,7 @@ class Trainer(TrainingLoop):
             param_groups(self.model, m_width=self.proxy.m_width, weight_decay=config.weight_decay),
             lr=0.0, betas=(config.beta1, config.beta2), eps=config.eps, fused=True,  # one kernel per group
         )
-        self.compiled = resolve_compile(config.compile, self.device)
+        self.compiled = resolve_compile(config.compile, self.device, moe=self.proxy.is_moe)
         if self.compiled:  # the blocks only: the chunked or fused head's loss is already one pass per chunk
             compile_blocks(self.model.blocks)
 

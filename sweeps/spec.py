@@ -130,7 +130,7 @@ def _or_auto(check):
 def _compile_choice(value: Any) -> str | bool:
     if isinstance(value, bool) or value == "auto":
         return value
-    raise ValueError("choose auto (compile on CUDA only), true or false")
+    raise ValueError("choose auto (compile dense models on CUDA), true or false")
 
 
 def _non_negative(value: Any) -> float:
@@ -301,7 +301,7 @@ class RunSpec(_Strict):
     storage: str | None = Field(None, min_length=1)  # results store URI; default runs/<name>
     loggers: list[str] = Field(default_factory=list)  # experiment trackers fed per step and per row; [] = none
     compile: Annotated[str | bool, BeforeValidator(_compile_choice)] = "auto"  # torch.compile the blocks: auto
-    # (on CUDA only) | true | false; how a run executes, not what it trains: ids do not depend on it
+    # (dense models on CUDA) | true | false; how a run executes, not what it trains: ids do not depend on it
 
     @field_validator("loggers")
     @classmethod

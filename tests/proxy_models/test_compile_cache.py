@@ -28,9 +28,10 @@ print(json.dumps({"losses": trainer.recent_losses, "compiled": trainer.compiled,
 """
 
 
-def test_auto_compiles_on_cuda_only_and_a_boolean_is_kept():
+def test_auto_compiles_dense_models_on_cuda_only_and_a_boolean_is_kept():
     assert resolve_compile("auto", torch.device("cuda")) and not resolve_compile("auto", torch.device("cpu"))
-    assert resolve_compile(True, torch.device("cpu")) and not resolve_compile(False, torch.device("cuda"))
+    assert not resolve_compile("auto", torch.device("cuda"), moe=True)
+    assert resolve_compile(True, torch.device("cpu"), moe=True) and not resolve_compile(False, torch.device("cuda"))
 
 
 @pytest.mark.parametrize("value", [1, 0, "yes", "true", None])
