@@ -16,11 +16,11 @@ Two more tables (issue "GPU, many runs"):
   trials failed, rows whose step ran out of memory (halved or split), the tokens trained over the sweep's wall
   time against one solo run's tokens/s, and the share of wall time outside training (as `submit` prints it).
 
-And a compile table: one shape (paper-12m at 16 x 4096; --quick a tiny one on
-the CPU) trained in fresh processes (benchmarks/first_step.py): compiled with an empty compile cache (cold),
-then --repeats rounds of eager and of compiled in a new process with the cache the first left (warm, what a
-sweep's later trials on a node pay): first-step seconds and, of them, dynamo's tracing and backend seconds
-(compiling, or loading from the cache), steady tokens/s (medians), inductor's cache hits and misses.
+And a compile table: one shape (paper-12m at 16 x 4096; --quick a tiny one on the CPU) trained in fresh
+processes (benchmarks/first_step.py): compiled with an empty compile cache (cold), then --repeats rounds of
+eager and of compiled in a new process with the cache the first left (warm, what a sweep's later trials on
+a node pay): first-step seconds and, of them, dynamo's tracing and backend seconds (compiling, or loading
+from the cache), steady tokens/s (medians), inductor's cache hits and misses.
 
 Run on a GPU:  python benchmarks/gpu.py --out DIR [--compile auto|true|false] [--only one packed sweep compile]
                (one H100: one-run table about 5 minutes, packed about 2, sweep about 5 with the default budgets,
@@ -280,6 +280,8 @@ def compile_runs(preset: str, shape: str, *, quick: bool, device: str, steps: in
     batch, seq = (int(v) for v in shape.split("x"))
     config = {"model": preset, "batch_size": batch, "model_overrides": {**(QUICK if quick else {}), "seq_len": seq}}
     env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the tables before held memory in this process: leave the GPU to the children
     runs: dict[str, list[dict]] = {label: [] for label in COMPILE_RUNS}
     with tempfile.TemporaryDirectory(prefix="powersweep-compile-bench-") as cache:  # empty: the first is cold
         for label in (COMPILE_RUNS[1], *COMPILE_RUNS[::2] * repeats):
