@@ -9,16 +9,26 @@ RSS high-water up to that row (it never falls, so later rows read at least the e
 
 Two more tables (issue "GPU, many runs"):
 - packed: K = 1, 2, 4, 8 variants of paper-12m (16 x 1024 and 16 x 4096) in one PackedTrainer, tokens x
-  variants / s against one solo Trainer of the same shape (`vs solo`), and peak memory; measured in rounds
+  variants / s against one solo Trainer of the same shape (`vs solo`; compiled on CUDA, as a solo trial runs
+  there, while packed variants run eager), and peak memory; measured in rounds
   (solo, then each K) and reported as medians, so a busy machine slows every column alike;
 - sweep: 16 lineages of paper-12m (4 lrs x 4 seeds, batch 16 x 1024, budgets --sweep-budgets) submitted through
   a local Ray on this machine's GPU with `pack: auto` and `gpus_per_trial: auto`: rows stored of planned,
   trials failed, rows whose step ran out of memory (halved or split), the tokens trained over the sweep's wall
   time against one solo run's tokens/s, and the share of wall time outside training (as `submit` prints it).
 
-Run on a GPU:  python benchmarks/gpu.py --out DIR [--compile] [--only one packed sweep]   (one H100: one-run
-               table about 5 minutes, packed about 2, sweep about 5 with the default budgets)
+And a compile table: one shape (paper-12m at 16 x 4096; --quick a tiny one on the CPU) trained in fresh
+processes (benchmarks/first_step.py): compiled with an empty compile cache (cold), then --repeats rounds of
+eager and of compiled in a new process with the cache the first left (warm, what a sweep's later trials on
+a node pay): first-step seconds and, of them, dynamo's tracing and backend seconds (compiling, or loading
+from the cache), steady tokens/s (medians), inductor's cache hits and misses.
+
+Run on a GPU:  python benchmarks/gpu.py --out DIR [--compile auto|true|false] [--only one packed sweep compile]
+               (one H100: one-run table about 5 minutes, packed about 2, sweep about 5 with the default budgets,
+               compile about 3: a cold first compiled step of paper-12m takes about a minute there)
 Run on a CPU:  python benchmarks/gpu.py --quick --out DIR      (tiny shapes, a few minutes; checks it works)
+CPU compile:   python benchmarks/gpu.py --only compile --device cpu --compile-preset cpu-s --compile-shape 16x256 \
+               --steps 10 --repeats 3 --out DIR
 CPU packing:   python benchmarks/gpu.py --only packed --device cpu --packed-preset cpu-s --packed-shapes 16x256 \
                --repeats 3 --out DIR
 The tables are printed and written to DIR/gpu.md, the rows to DIR/gpu.json.
@@ -32,7 +42,9 @@ import math
 import os
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -74,7 +86,7 @@ def cases(quick: bool) -> list[Case]:
     return rows
 
 
-def measure(case: Case, *, corpus, device: str, steps: int, compile: bool) -> dict:
+def measure(case: Case, *, corpus, device: str, steps: int, compile: str | bool) -> dict:
     """Train one step (timed alone: it holds any compile), then `steps` more, timed together."""
     seq_len = case.overrides.get("seq_len", 4096)
     config = TrainConfig(model=case.preset, model_overrides=case.overrides, batch_size=case.batch_size,
@@ -94,7 +106,7 @@ def measure(case: Case, *, corpus, device: str, steps: int, compile: bool) -> di
     attention = attention_flops_per_token(proxy.n_layers, proxy.n_heads, proxy.d_head, proxy.seq_len)
     return {"preset": case.label or case.preset, "batch_size": case.batch_size, "seq_len": proxy.seq_len,
             "tokens_per_s": tokens_per_s, "peak_gib": _peak_bytes(trainer.device) / GIB,
-            "micro_batch_size": trainer.micro_batch_size,
+            "micro_batch_size": trainer.micro_batch_size, "compiled": trainer.compiled,
             "checkpointing": trainer.model.activation_checkpointing,
             "mfu": model_flops_utilisation(n_params, tokens_per_s, peak),
             "mfu_attention": utilisation(6 * n_params + attention, tokens_per_s, peak),
@@ -124,8 +136,9 @@ def run_case(case: Case, **kwargs) -> dict:
         return {**skipped, "skipped": f"out of memory: {str(error).splitlines()[0]}"}
 
 
-def format_table(rows: list[dict], *, device: str, compile: bool) -> str:
-    lines = [f"device: {device}; compile: {compile}",
+def format_table(rows: list[dict], *, device: str, compile: str | bool) -> str:
+    compiled = sorted({str(r["compiled"]) for r in rows if "compiled" in r})
+    lines = [f"device: {device}; compile: {compile} (compiled: {', '.join(compiled) or 'no row ran'})",
              "| preset | batch x seq | tokens/s | peak GiB | micro-batch | mfu | mfu_attention | first step s |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -259,23 +272,73 @@ def format_sweep(r: dict) -> str:
         r["breakdown"]])
 
 
+COMPILE_RUNS = ("eager", "compiled, cold cache", "compiled, warm cache")  # rows of the compile table
+
+
+def compile_runs(preset: str, shape: str, *, quick: bool, device: str, steps: int, repeats: int) -> list[dict]:
+    """The shape in fresh processes: compiled once into an empty cache (cold), then `repeats` rounds of eager
+    and compiled with the cache the first left (warm). One row per kind, medians over its processes."""
+    batch, seq = (int(v) for v in shape.split("x"))
+    config = {"model": preset, "batch_size": batch, "model_overrides": {**(QUICK if quick else {}), "seq_len": seq}}
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the tables before held memory in this process: leave the GPU to the children
+    runs: dict[str, list[dict]] = {label: [] for label in COMPILE_RUNS}
+    with tempfile.TemporaryDirectory(prefix="powersweep-compile-bench-") as cache:  # empty: the first is cold
+        for label in (COMPILE_RUNS[1], *COMPILE_RUNS[::2] * repeats):
+            start = time.perf_counter()
+            done = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "first_step.py"),
+                                   json.dumps({**config, "compile": label != "eager"}), "--steps", str(steps),
+                                   "--device", device],
+                                  env={**env, "POWERSWEEP_COMPILE_CACHE": cache}, capture_output=True, text=True)
+            if done.returncode:
+                raise RuntimeError(f"{label}: first_step.py failed: {done.stderr[-2000:]}")
+            runs[label].append({"process_s": time.perf_counter() - start, **json.loads(done.stdout.splitlines()[-1])})
+            print(json.dumps({"run": label, **runs[label][-1]}), file=sys.stderr, flush=True)
+    timed = ("first_step_s", "process_s", "process_to_first_step_s", "tokens_per_s", "tracing_s", "backend_s")
+    return [{"run": label, "preset": preset, "batch_size": batch, "seq_len": seq, "processes": len(measured),
+             **measured[0], **{key: statistics.median(r[key] for r in measured) for key in timed}}
+            for label, measured in runs.items()]
+
+
+def format_compile(rows: list[dict], *, device: str) -> str:
+    eager = rows[0]
+    lines = [f"compile, device: {device} (fresh processes, medians; the compiled code cached on disk by inductor's "
+             "FX graph and AOT autograd caches)",
+             "| run | batch x seq | processes | first step s | of it: tracing s, backend s | process s | tokens/s "
+             "| vs eager | fx graph hit / miss | autograd hit / miss |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['run']} | {r['batch_size']} x {r['seq_len']} | {r['processes']} | "
+                     f"{r['first_step_s']:.2f} | {r['tracing_s']:.2f}, {r['backend_s']:.2f} | "
+                     f"{r['process_s']:.1f} | {r['tokens_per_s']:,.0f} | "
+                     f"{r['tokens_per_s'] / eager['tokens_per_s']:.2f}x | {r['fxgraph_cache_hit']} / "
+                     f"{r['fxgraph_cache_miss']} | {r['autograd_cache_hit']} / {r['autograd_cache_miss']} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="directory for gpu.md and gpu.json (e.g. $OUT)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes on CPU: checks the benchmark runs")
     parser.add_argument("--steps", type=int, help="timed steps per row (default 3, --quick 1)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the blocks (TrainConfig.compile)")
+    parser.add_argument("--compile", default="auto", choices=("auto", "true", "false"),
+                        help="torch.compile the blocks in the one-run table (TrainConfig.compile; auto: on CUDA)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (--quick: cpu)")
-    parser.add_argument("--only", nargs="+", choices=("one", "packed", "sweep"), default=["one", "packed", "sweep"],
+    parser.add_argument("--only", nargs="+", choices=("one", "packed", "sweep", "compile"),
+                        default=["one", "packed", "sweep", "compile"],
                         help="tables to run (default all)")
     parser.add_argument("--packed-preset", default="paper-12m", help="model of the packed table")
     parser.add_argument("--packed-shapes", nargs="+", help="batch x seq of the packed table (default 16x1024 "
                         "16x4096; --quick 4x32)")
     parser.add_argument("--pack", type=int, nargs="+", default=[1, 2, 4, 8], help="K values of the packed table")
-    parser.add_argument("--repeats", type=int, default=1, help="rounds of the packed table (medians)")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of the packed and compile tables (medians)")
     parser.add_argument("--sweep-budgets", nargs="+", default=["4M", "8M", "16M"],
                         help="token budgets of the sweep's lineages (the issue's target: 8M 16M 32M 64M)")
+    parser.add_argument("--compile-preset", default="paper-12m", help="model of the compile table")
+    parser.add_argument("--compile-shape", help="batch x seq of the compile table (default 16x4096; --quick 4x32)")
     args = parser.parse_args(argv)
+    compile = {"true": True, "false": False}.get(args.compile, args.compile)
     device = "cpu" if args.quick else resolve_device(args.device).type
     corpus, steps = load_corpus(DataConfig()), args.steps or (1 if args.quick else 3)
     name = device_name(torch.device(device))
@@ -283,9 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     if "one" in args.only:
         rows["rows"] = []
         for case in cases(args.quick):
-            rows["rows"].append(run_case(case, corpus=corpus, device=device, steps=steps, compile=args.compile))
+            rows["rows"].append(run_case(case, corpus=corpus, device=device, steps=steps, compile=compile))
             print(json.dumps(rows["rows"][-1]), file=sys.stderr, flush=True)
-        tables.append(format_table(rows["rows"], device=name, compile=args.compile))
+        tables.append(format_table(rows["rows"], device=name, compile=compile))
     if "packed" in args.only:
         shapes = args.packed_shapes or (["4x32"] if args.quick else ["16x1024", "16x4096"])
         rows["packed"] = packed_table(packed_cases(args.packed_preset, shapes, args.pack, args.quick),
@@ -298,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
         rows["sweep"] = gpu_sweep(quick=args.quick, budgets=args.sweep_budgets, out=args.out,
                                   solo_tokens_per_s=solo["tokens_variants_per_s"])
         tables.append(format_sweep(rows["sweep"]))
+    if "compile" in args.only:
+        shape = args.compile_shape or ("4x32" if args.quick else "16x4096")
+        rows["compile"] = compile_runs(args.compile_preset, shape, quick=args.quick, device=device, steps=steps,
+                                       repeats=args.repeats)
+        tables.append(format_compile(rows["compile"], device=name))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "gpu.md"), "w") as f:
         f.write("\n\n".join(tables) + "\n")

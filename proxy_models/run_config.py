@@ -17,7 +17,7 @@ DTYPE_NAMES = ("float32", "float64", "bfloat16")  # TrainConfig.dtype besides "a
 HEADS = ("auto", "full", "chunked", "fused")  # output heads' losses (proxy_models/head.py)
 CHECKPOINTING = ("auto", "on", "off")
 # How a run executes, not what it trains: left out of a lineage's identity (sweeps/plan.py).
-EXECUTION_FIELDS = ("head", "activation_checkpointing", "memory_budget_gib")
+EXECUTION_FIELDS = ("head", "activation_checkpointing", "memory_budget_gib", "compile")
 
 
 class DataError(ConfigError):
@@ -69,7 +69,8 @@ class TrainConfig:
     log_every_steps: int = 50  # progress line interval
     eval_batch_size: int = 32  # sequences per evaluation forward (does not change the eval set)
     moe_backend: str = "auto"  # auto | torch | scattermoe
-    compile: bool = False  # torch.compile each block (the head's loss stays eager); see RESULTS.md
+    compile: str | bool = "auto"  # torch.compile each block (the head's loss stays eager); auto: dense on CUDA
+    # (proxy_models/compile_cache.py, which also caches the compiled code on disk); see RESULTS.md
     head: str = "auto"  # output head's loss: auto | full | chunked | fused (proxy_models/head.py)
     activation_checkpointing: str = "auto"  # auto (only when an auto micro-batch needs it to fit) | on | off
     memory_budget_gib: float | None = None  # memory one step may use, GiB; None = 90% of free CUDA memory
@@ -93,6 +94,8 @@ class TrainConfig:
             raise ConfigError(f"micro_batch_size={micro!r}: a positive integer, 'auto' or None")
         if isinstance(micro, int) and (micro <= 0 or self.batch_size % micro):
             raise ConfigError(f"micro_batch_size={micro} does not divide batch_size={self.batch_size}")
+        if not (isinstance(self.compile, bool) or self.compile == "auto"):  # 1 and "true" are not bools
+            raise ConfigError(f"compile={self.compile!r}: choose 'auto' (compile dense models on CUDA), true or false")
         if self.head not in HEADS:
             raise ConfigError(f"head={self.head!r}: choose one of {list(HEADS)}")
         if self.activation_checkpointing not in CHECKPOINTING:

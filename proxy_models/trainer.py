@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
+from proxy_models.compile_cache import compile_blocks, resolve_compile
 from proxy_models.config import ConfigError, ProxyConfig
 from proxy_models.curves import CurveRecorder
 from proxy_models.data import TokenCorpus, eval_batches, load_corpus, train_batch
@@ -104,6 +105,7 @@ class TrainingLoop:
                 f"corpus vocab {self.corpus.vocab_size} > model vocab_size {self.proxy.vocab_size}: "
                 "use a model with a larger vocab_size or a smaller tokenizer"
             )
+        self.compiled = False  # blocks compiled (a subclass that compiles sets it)
         self.micro_batch_shrinks = 0  # out-of-memory errors that halved the micro-batch (never restored)
         self.step = 0
         self.first_losses = [math.nan] * self.k  # per variant: the first step's loss
@@ -315,8 +317,9 @@ class TrainingLoop:
 
     def execution(self) -> str:
         """How this object trained, as JSON text for the row's provenance: variants packed, micro-batch,
-        checkpointing and the out-of-memory errors it absorbed (this process's, not restored by checkpoints)."""
-        return json.dumps({"pack": self.k, "micro_batch_size": self.micro_batch_size,
+        checkpointing, compiled blocks and the out-of-memory errors it absorbed (this process's, not restored by
+        checkpoints)."""
+        return json.dumps({"pack": self.k, "micro_batch_size": self.micro_batch_size, "compiled": self.compiled,
                            "activation_checkpointing": bool(self.checkpointing),
                            "out_of_memory_shrinks": self.micro_batch_shrinks}, sort_keys=True)
 
@@ -365,9 +368,9 @@ class Trainer(TrainingLoop):
             param_groups(self.model, m_width=self.proxy.m_width, weight_decay=config.weight_decay),
             lr=0.0, betas=(config.beta1, config.beta2), eps=config.eps, fused=True,  # one kernel per group
         )
-        if config.compile:  # the blocks only: the chunked or fused head's loss is already one pass per chunk
-            for block in self.model.blocks:
-                block.compile()  # in place: parameter names, checkpoints and packing do not change
+        self.compiled = resolve_compile(config.compile, self.device, moe=self.proxy.is_moe)
+        if self.compiled:  # the blocks only: the chunked or fused head's loss is already one pass per chunk
+            compile_blocks(self.model.blocks)
 
     @property
     def checkpointing(self) -> bool:

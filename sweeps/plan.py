@@ -216,6 +216,7 @@ def _optuna_plan(spec: SweepSpec, budgets: tuple[float, ...]) -> Plan:
 def _job(config: TrainConfig, budgets: tuple[float, ...]) -> LineageJob:
     excluded = ("tokens", "log_every_steps", "device", *EXECUTION_FIELDS)  # how a run executes is not its id
     identity = {k: v for k, v in asdict(config).items() if k not in excluded}
+    identity["compile"] = False  # an execution detail now; every id made before it was one hashed False
     if len(budgets) == 1 and config.schedule.name == "cosine":
         identity["tokens"] = budgets[0]  # a cosine trajectory is tied to its budget
     lineage_id = short_hash(identity)
@@ -311,7 +312,7 @@ def _trajectories(spec: SweepSpec, longest: float):
             seed=seed, data=DataConfig(source=t.data.source, tokenizer=t.data.tokenizer,
                                        eval_tokens=t.data.eval_tokens),
             weight_decay=t.weight_decay, beta1=t.beta1, beta2=t.beta2, grad_clip=t.grad_clip, dtype=t.dtype,
-            divergence_factor=t.divergence_factor,
+            divergence_factor=t.divergence_factor, compile=spec.run.compile,
         )
 
 

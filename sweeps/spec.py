@@ -127,6 +127,12 @@ def _or_auto(check):
     return BeforeValidator(lambda value: value if value == "auto" else check(value))
 
 
+def _compile_choice(value: Any) -> str | bool:
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise ValueError("choose auto (compile dense models on CUDA), true or false")
+
+
 def _non_negative(value: Any) -> float:
     number = _number(value)
     if number < 0:
@@ -294,6 +300,8 @@ class RunSpec(_Strict):
     checkpoint_every_steps: NonNegativeInt = 500  # trunk checkpoint interval, steps; 0 = at forks only
     storage: str | None = Field(None, min_length=1)  # results store URI; default runs/<name>
     loggers: list[str] = Field(default_factory=list)  # experiment trackers fed per step and per row; [] = none
+    compile: Annotated[str | bool, BeforeValidator(_compile_choice)] = "auto"  # torch.compile the blocks: auto
+    # (dense models on CUDA) | true | false; how a run executes, not what it trains: ids do not depend on it
 
     @field_validator("loggers")
     @classmethod

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 
@@ -12,3 +14,9 @@ def local_ray():
         ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def compile_cache(tmp_path_factory):
+    """Code the tests compile is cached in a temporary directory, not the user's (proxy_models/compile_cache.py)."""
+    os.environ["POWERSWEEP_COMPILE_CACHE"] = str(tmp_path_factory.mktemp("compile-cache"))

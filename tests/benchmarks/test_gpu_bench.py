@@ -27,7 +27,13 @@ def test_quick_gpu_benchmark_runs_on_cpu_and_writes_its_tables(tmp_path):
     sweep = result["sweep"]
     assert sweep["rows_stored"] == sweep["rows_planned"] == 16 and sweep["failed_trials"] == 0
     assert sweep["lineages"] == 4 and sweep["trials"] == 2 and 0 < sweep["outside_training"] < 1
-    one, packed_md, sweep_md = (tmp_path / "gpu.md").read_text().split("\n\n")
+    eager, cold, warm = result["compile"]
+    assert [r["compiled"] for r in (eager, cold, warm)] == [False, True, True]
+    assert cold["fxgraph_cache_miss"] >= 2 and cold["fxgraph_cache_hit"] == 0  # compiled into the empty cache
+    assert warm["fxgraph_cache_hit"] == cold["fxgraph_cache_miss"] and warm["fxgraph_cache_miss"] == 0
+    assert warm["loss_last"] == cold["loss_last"] and all(r["first_step_s"] > 0 for r in (eager, cold, warm))
+    one, packed_md, sweep_md, compile_md = (tmp_path / "gpu.md").read_text().split("\n\n")
+    assert compile_md.startswith("compile, device: cpu") and compile_md.count("\n| compiled, ") == 2
     assert one.startswith("device: cpu") and one.count("\n| paper-") == 6
     assert packed_md.startswith("packed variants") and packed_md.count("\n| paper-12m | 4 x 32 |") == 5
     assert sweep_md.startswith("sweep through local Ray") and "| 4 | 2 | 16 / 16 | 0 | 0 |" in sweep_md

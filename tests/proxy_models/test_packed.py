@@ -117,7 +117,7 @@ def test_injected_out_of_memory_halves_the_packed_micro_batch_and_ends_the_same(
     rows = trainer.train_and_results()
     assert trainer.micro_batch_size == 2 and trainer.micro_batch_shrinks == 1 and (3, 2) in calls
     assert json.loads(rows[0].execution) == {"pack": 2, "micro_batch_size": 2, "activation_checkpointing": False,
-                                             "out_of_memory_shrinks": 1}
+                                             "compiled": False, "out_of_memory_shrinks": 1}
     assert [r.loss_eval for r in rows] == pytest.approx([r.loss_eval for r in expected], rel=1e-12)
 
 

@@ -98,6 +98,7 @@ def test_ray_sweep_writes_every_budget_to_the_store(tmp_path, local_ray):
     assert sorted(table["run_id"]) == sorted(r for j in jobs for r in j.row_ids)  # budgets and trunk rows
     assert set(table["status"]) == {"ok"} and table["loss_eval"].notna().all()
     assert set(table["lineage_id"]) == {"lr0.003", "lr0.01"} and table["git_sha"].notna().all()
+    assert {json.loads(e)["compiled"] for e in table["execution"]} == {False}  # compile 'auto' on a CPU: eager
     stored = set(table["run_id"])
     assert [missing_budgets(j, stored) for j in jobs] == [None, None]
 

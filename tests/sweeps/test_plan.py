@@ -1,3 +1,5 @@
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -130,3 +132,26 @@ def test_plan_gpu_memory_table_shows_each_trials_share():
     [row] = memory_table(p, gpu_bytes=80 * GIB)
     assert row["pack"] == 4 and row["trials_per_gpu"] == int(1 / row["gpu_share"]) >= 1
     assert "GPU share" in format_memory_table([row], gpu_bytes=80 * GIB)
+
+
+# sha256 of the sorted row ids (budget rows and trunk evaluations) each shipped spec planned at 37f4688, when
+# `compile` was a bool that sweeps left False: a stored sweep keeps its ids now that compile is 'auto'.
+IDS_AT_37F4688 = {"cpu-quick": (96, "23e969df9f8d3ecb"), "paper-wsd": (2304, "ae8aeb6eabbe1e11"),
+                  "paper-power": (1750, "a3c39c11d7f37027"), "cpu-quick-adaptive": (8, "36cf089eb5f41932")}
+
+
+@pytest.mark.parametrize("name", sorted(IDS_AT_37F4688))
+def test_shipped_specs_plan_the_row_ids_they_planned_before_compile_became_an_execution_detail(name):
+    ids = sorted(plan(load_spec(str(SPECS / f"{name}.yaml"))).row_ids)
+    assert (len(ids), hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16]) == IDS_AT_37F4688[name]
+
+
+def test_compile_changes_no_id():
+    def planned(compile):
+        return plan(spec_from_dict({"name": "t", "search": {"lr": [0.01, 0.02], "tokens": ["1M", "2M"]},
+                                    "train": {"seq_len": 64}, "run": {"compile": compile}}))
+
+    plans = [planned(c) for c in ("auto", True, False)]
+    assert [p.jobs[0].config.compile for p in plans] == ["auto", True, False]  # the spec's choice reaches the run
+    assert plans[0].row_ids == plans[1].row_ids == plans[2].row_ids
+    assert [j.lineage_id for j in plans[0].jobs] == [j.lineage_id for j in plans[1].jobs]

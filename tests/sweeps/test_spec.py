@@ -205,3 +205,14 @@ def test_pack_and_gpus_per_trial_take_auto_and_gpu_memory_a_size():
         with pytest.raises(SpecError) as error:
             spec_from_dict({**values, "run": {field: value}})
         assert str(error.value).startswith(fragment) and "\n" not in str(error.value)
+
+
+def test_run_compile_takes_auto_or_a_boolean_and_refuses_anything_else_in_one_line():
+    assert spec_from_dict(BASE).run.compile == "auto"
+    for value in ("auto", True, False):
+        assert spec_from_dict(with_(run__compile=value)).run.compile is value or value == "auto"
+    for value in (1, "yes", "on", None):
+        with pytest.raises(SpecError) as error:
+            spec_from_dict(with_(run__compile=value))
+        message = str(error.value)
+        assert message.startswith(f"run.compile={value!r}") and "auto" in message and "\n" not in message

@@ -1,0 +1,89 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from proxy_models.compile_cache import compile_blocks, compile_cache_dir, resolve_compile
+from proxy_models.config import ConfigError
+from proxy_models.run_config import DataConfig
+from proxy_models.trainer import TrainConfig, Trainer
+
+TINY = dict(model="cpu-xxs", model_overrides={"seq_len": 64}, batch_size=2, tokens=2 * 64 * 3)
+
+# A fresh process: train TINY compiled for 3 steps with the compile cache under argv[1]; print its losses and
+# inductor's cache counters.
+CHILD = """
+import json, sys
+from torch._dynamo.utils import counters
+from proxy_models.schedules import ScheduleConfig
+from proxy_models.trainer import TrainConfig, Trainer
+trainer = Trainer(TrainConfig(**json.loads(sys.argv[1]), schedule=ScheduleConfig(name="constant", lr=1e-3),
+                              compile=True))
+trainer.train_to(3, total_tokens=None)
+print(json.dumps({"losses": trainer.recent_losses, "compiled": trainer.compiled,
+                  "inductor": dict(counters["inductor"]), "aot_autograd": dict(counters["aot_autograd"])}))
+"""
+
+
+def test_auto_compiles_dense_models_on_cuda_only_and_a_boolean_is_kept():
+    assert resolve_compile("auto", torch.device("cuda")) and not resolve_compile("auto", torch.device("cpu"))
+    assert not resolve_compile("auto", torch.device("cuda"), moe=True)
+    assert resolve_compile(True, torch.device("cpu"), moe=True) and not resolve_compile(False, torch.device("cuda"))
+
+
+@pytest.mark.parametrize("value", [1, 0, "yes", "true", None])
+def test_compile_is_auto_or_a_boolean(value):
+    with pytest.raises(ConfigError, match=r"^compile=.*choose 'auto'"):
+        TrainConfig(compile=value)
+
+
+def test_cache_dir_is_ours_then_torchs_then_the_user_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("POWERSWEEP_COMPILE_CACHE", str(tmp_path / "ours"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "torch"))
+    assert compile_cache_dir() == str(tmp_path / "ours")
+    monkeypatch.delenv("POWERSWEEP_COMPILE_CACHE")
+    assert compile_cache_dir() == str(tmp_path / "torch")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert compile_cache_dir() == str(tmp_path / "xdg" / "powersweep" / "compile")
+
+
+def test_compiling_sets_inductors_cache_dir_and_survives_one_that_cannot_be_made(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "before"))
+    monkeypatch.setenv("POWERSWEEP_COMPILE_CACHE", str(tmp_path / "cache"))
+    block = torch.nn.Linear(2, 2)
+    assert compile_blocks([block]) == str(tmp_path / "cache") == os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    assert (tmp_path / "cache").is_dir()
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("POWERSWEEP_COMPILE_CACHE", str(tmp_path / "file" / "cache"))  # under a file: no dir
+    assert compile_blocks([torch.nn.Linear(2, 2)]) is None
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache")  # left as it was
+
+
+def test_a_cpu_run_is_eager_by_default_and_its_row_says_so(corpus):
+    trainer = Trainer(TrainConfig(**TINY, data=DataConfig(eval_tokens=256)), corpus=corpus)
+    assert trainer.cfg.compile == "auto" and not trainer.compiled
+    assert json.loads(trainer.run().execution)["compiled"] is False
+
+
+def _child(cache: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(TINY)], capture_output=True, text=True,
+                          env={**env, "POWERSWEEP_COMPILE_CACHE": cache}, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_a_second_process_loads_the_compiled_code_from_disk_and_trains_the_same(tmp_path):
+    first, second = _child(str(tmp_path / "cache")), _child(str(tmp_path / "cache"))
+    assert first["compiled"] and second["compiled"]
+    assert first["inductor"].get("fxgraph_cache_miss", 0) >= 2  # forward and backward graphs compiled...
+    assert first["inductor"].get("fxgraph_cache_hit", 0) == 0
+    assert second["inductor"].get("fxgraph_cache_miss", 0) == 0  # ...and loaded, not compiled, the second time
+    assert second["inductor"]["fxgraph_cache_hit"] == first["inductor"]["fxgraph_cache_miss"]
+    assert second["aot_autograd"].get("autograd_cache_hit", 0) >= 1
+    assert second["losses"] == first["losses"] and len(first["losses"]) == 3
