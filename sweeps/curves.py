@@ -110,6 +110,7 @@ def curve_saver(job: LineageJob, write: Callable[[list[dict]], None],
     return save
 
 
-def curve_status(names: set[str], lineages: set[str]) -> dict:
-    """`status`'s curve line: of the sweep's `lineages`, how many have a stored curve file (`names`)."""
-    return {"lineages": len(lineages), "stored": len(names & lineages)}
+def curve_status(names: set[str], lineages: set[str], *, on: bool = True) -> dict:
+    """`status`'s curve line: of the sweep's `lineages`, how many have a stored curve file (`names`); `on` is
+    False for a sweep whose spec turned curves off (`run.curves: false`), which stores none."""
+    return {"lineages": len(lineages), "stored": len(names & lineages), "on": on}

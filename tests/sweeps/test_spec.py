@@ -141,6 +141,8 @@ def test_adaptive_defaults_start_at_2x_and_end_at_a_quarter_octave():
         ({"run__max_concurrent": -1}, "run.max_concurrent=-1"),
         ({"run__cpus_per_trial": -1}, "run.cpus_per_trial=-1"),
         ({"run__gpus_per_trial": float("inf")}, "run.gpus_per_trial=inf"),
+        ({"run__curves": 1}, "run.curves=1: 1 is not a boolean: write true or false"),
+        ({"run__curves": "no"}, "run.curves='no': 'no' is not a boolean: write true or false"),
         ({"name": "x" * 300}, "use 1 to 100 letters"),
         ({"name": "x.parquet"}, "a name ending in '.parquet'"),
         ({"search__tokens": [100]}, "is less than one optimizer step"),
@@ -201,3 +203,12 @@ def test_pack_and_gpus_per_trial_take_auto_and_gpu_memory_a_size():
         with pytest.raises(SpecError) as error:
             spec_from_dict({**values, "run": {field: value}})
         assert str(error.value).startswith(fragment) and "\n" not in str(error.value)
+
+
+def test_run_curves_is_on_by_default_and_a_yaml_boolean_turns_it_off(tmp_path):
+    assert spec_from_dict(with_()).run.curves is True
+    path = tmp_path / "off.yaml"
+    path.write_text(yaml.safe_dump(with_()) + "run: {curves: false}\n")
+    spec = load_spec(str(path))
+    assert spec.run.curves is False
+    assert spec_from_dict(spec.model_dump(mode="json")).run.curves is False  # the stored spec keeps it
