@@ -111,7 +111,8 @@ def _curve_cell(result: Analysis, curves: pd.DataFrame | None, cell: str | None)
     if curves is None:
         return None
     if not len(curves):
-        return "no training curves beside the results (sweeps store them under curves/ since they were added)"
+        return ("no training curves beside the results (sweeps store them under curves/ since they were added, "
+                "unless the spec says run.curves: false)")
     if result.schedule is None:
         return "no runs with a fixed peak lr to draw one curve per lr"
     table = result.table[result.table["schedule"].eq(result.schedule)]

@@ -3,8 +3,8 @@
 Each measurement is a fresh process that trains one lineage of sweeps/specs/cpu-quick.yaml (cpu-xxs, batch 4 x 64,
 WSD, lr 5e-4) through `execute.run_job`, the trial's own path (rows written to a Parquet store in a temporary
 directory), with `--budgets` of its budgets (default 125K to 1M: about 4,600 steps) and one torch thread. The
-time covers run_job whole: the logger's import, its run's start and finish, every per-step point (each 50 steps)
-and every stored row; the driver's `prepare` (MLflow's database made once per sweep) runs before the clock starts.
+time covers run_job whole: the logger's import, its run's start and finish, every curve point (the curve grid's:
+loss_train, loss_train_mean and lr per train point, loss_eval per eval point) and every stored row; the driver's `prepare` (MLflow's database made once per sweep) runs before the clock starts.
 On a busy shared host the A/B difference can drown in noise, so each run also sums the wall time spent inside
 the trackers' own calls (start, import included; log; finish), a direct measure of what they add on this thread
 (W&B's service process and TensorBoard's writer thread work beside it).
@@ -35,10 +35,12 @@ from sweeps.spec import spec_from_dict
 from sweeps import trackers
 torch.set_num_threads(1)
 inside = {"__init__": 0.0, "log": 0.0, "finish": 0.0}  # seconds in the trackers' own calls (start: import too)
+sent = [0]  # metric points handed to the trackers' log
 
 
 def timed(method, name):
     def call(*args, **kwargs):
+        sent[0] += len(args[1]) if name == "log" else 0
         start = time.perf_counter()
         try:
             return method(*args, **kwargs)
@@ -64,7 +66,7 @@ with tempfile.TemporaryDirectory() as tmp:
     run_job(job, settings)
     print(json.dumps({"wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu_start,
                       "tracker_s": sum(inside.values()), "start_s": inside["__init__"], "log_s": inside["log"],
-                      "finish_s": inside["finish"],
+                      "finish_s": inside["finish"], "points": sent[0],
                       "steps": planned_tokens(job.config, job.budgets) // job.config.tokens_per_step}))
 """
 
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {i + 1}: " + ", ".join(f"{n} {times[n][-1]['wall_s']:.2f} s ({times[n][-1]['cpu_s']:.2f} CPU s, "
                                              f"{times[n][-1]['tracker_s']:.3f} s in trackers)" for n in conditions),
               flush=True)
-    print(f"steps trained per run: {times['off'][-1]['steps']}")
+    print(f"steps trained per run: {times['off'][-1]['steps']}; metric points sent per logger: "
+          + ", ".join(f"{name} {times[name][-1]['points']}" for name in args.loggers))
     for name in args.loggers:
         inside = {key: statistics.median(t[key] for t in times[name]) for key in ("start_s", "log_s", "finish_s")}
         total = statistics.median(t["tracker_s"] for t in times[name])

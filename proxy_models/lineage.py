@@ -66,7 +66,6 @@ def train_lineage(
     corpus: TokenCorpus | None = None,
     checkpoint_dir: str | None = None,
     checkpoint_every_steps: int = 0,
-    log: Callable | None = None,
     on_result: Callable[[RunResult], None] | None = None,
     attempt: Attempt | None = None,
     redo: Collection[tuple[str, float]] = (),
@@ -90,7 +89,7 @@ def train_lineage(
     always with the same key (segment, budget, kind, step). `curve_grid` None keeps no points.
     """
     trunk = replace(config, tokens=max(budgets))
-    rows = _drive(_with_grid(lambda: Trainer(trunk, corpus=corpus, log=log), curve_grid),
+    rows = _drive(_with_grid(lambda: Trainer(trunk, corpus=corpus), curve_grid),
                   plan_branches(config, budgets), _at_steps(config, budgets, trunk_at),
                   _Progress(checkpoint_dir, attempt or Attempt(), redo),
                   on_result=on_result and (lambda _, row: on_result(row)), every=checkpoint_every_steps,

@@ -10,8 +10,8 @@ null budget; a decay branch's have segment 'decay' and the budget's tokens. Writ
 the file by key (the newest copy of a point wins) and replaces the file atomically, so a lineage that hands its
 points on again after a resume rewrites them in place.
 
-`curve_records` is the one place a trial turns a lineage's points into rows (list of dicts with the ids): a
-tracker that wants the curve (TensorBoard, MLflow, W&B) takes them from `run_job(..., on_curve=...)`.
+`curve_records` is the one place a trial turns a lineage's points into rows (list of dicts with the ids): the
+trackers of `run.loggers` (sweeps/trackers.py) get these rows, and `run_job(..., on_curve=...)` hands them on.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def conform_curve(table: pa.Table) -> pa.Table:
 def curve_saver(job: LineageJob, write: Callable[[list[dict]], None],
                 on_curve: Callable[[LineageJob, list[dict]], None] | None = None) -> Callable[[list[dict]], None]:
     """The lineage driver's `on_curve` for `job`: its points as rows (`curve_records`), written with `write`
-    (e.g. the store's, merging by key), then handed to `on_curve(job, rows)` if given (e.g. a tracker)."""
+    (e.g. the store's, merging by key), then handed to `on_curve(job, rows)` if given."""
 
     def save(points: list[dict]) -> None:
         if not points:
@@ -110,6 +110,7 @@ def curve_saver(job: LineageJob, write: Callable[[list[dict]], None],
     return save
 
 
-def curve_status(names: set[str], lineages: set[str]) -> dict:
-    """`status`'s curve line: of the sweep's `lineages`, how many have a stored curve file (`names`)."""
-    return {"lineages": len(lineages), "stored": len(names & lineages)}
+def curve_status(names: set[str], lineages: set[str], *, on: bool = True) -> dict:
+    """`status`'s curve line: of the sweep's `lineages`, how many have a stored curve file (`names`); `on` is
+    False for a sweep whose spec turned curves off (`run.curves: false`), which stores none."""
+    return {"lineages": len(lineages), "stored": len(names & lineages), "on": on}

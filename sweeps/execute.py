@@ -52,7 +52,7 @@ class ExecutionSettings:
     gpu_memory_bytes: int | None = None  # memory of one GPU: each trial asks for its estimate's share of one
     # (at least gpus_per_trial) and plans its steps within it (sweeps.plan.gpu_share); None: gpus_per_trial as is
     curves: bool = True  # store each lineage's training curve (sweeps/curves.py) beside the results
-    loggers: tuple[str, ...] = ()  # experiment trackers fed per step and per stored row (sweeps/trackers.py)
+    loggers: tuple[str, ...] = ()  # experiment trackers fed the curve points and stored rows (sweeps/trackers.py)
     tracking_root: str | None = None  # where the trackers write; None = trackers.tracking_root(store_uri)
 
     @property
@@ -132,10 +132,11 @@ def run_job(job: LineageJob | PackedJob, settings: ExecutionSettings, *, attempt
             on_curve: Callable[[LineageJob, list[dict]], None] | None = None,
             execution: dict | None = None) -> list[list[RunResult]]:
     """Train one job (a lineage, or a pack of them in lockstep) and store each of its rows as soon as it is
-    final: budget results and trunk evaluations, each after its lineage's curve points up to it (with
-    `settings.curves`), each handed to the job's trackers (`settings.loggers`). `on_stored(run_id)` follows each
-    stored row; `on_curve(member, rows)` each stored batch
-    of a member's curve points (`sweeps.curves.curve_records`); `attempt` is filled in with what this process
+    final: budget results and trunk evaluations, each after its lineage's curve points up to it (stored with
+    `settings.curves`); points and rows are handed to the job's trackers (`settings.loggers`), which are fed from
+    the curve recorder whether or not its points are stored. `on_stored(run_id)` follows each stored row;
+    `on_curve(member, rows)` each batch of a member's curve points (`sweeps.curves.curve_records`), when
+    the recorder runs (curves or loggers on); `attempt` is filled in with what this process
     did. On a GPU of known size the job's steps plan within its share (`sweeps.plan.gpu_share`). A pack that
     runs out of CUDA memory even at one sequence per micro-batch is split in two, each half training the rows
     still missing (`pack_split` in their rows' execution record).
@@ -167,15 +168,16 @@ def _train_job(members: Sequence[LineageJob], settings: ExecutionSettings, *, at
                execution: dict | None, logs: Sequence) -> list[list[RunResult]]:
     """`run_job`'s training; `logs` holds each member's LineageLog (None without loggers)."""
     root = os.path.join(settings.checkpoint_root, settings.sweep_id)
+    recorded = settings.curves or any(log is not None for log in logs)  # the recorder is cheap: trackers use it
     common = dict(checkpoint_every_steps=settings.checkpoint_every_steps, attempt=attempt,
-                  redo=lost_rows(members, settings), curve_grid=DEFAULT_GRID if settings.curves else None)
+                  redo=lost_rows(members, settings), curve_grid=DEFAULT_GRID if recorded else None)
     savers = [_saver(m, settings, on_stored, execution, log) for m, log in zip(members, logs)]
-    curves = [_curve_writer(m, settings, on_curve) for m in members] if settings.curves else None
+    curves = [_curve_writer(m, settings, on_curve, log) for m, log in zip(members, logs)] if recorded else None
     if len(members) == 1:
         m = members[0]
         return [train_lineage(m.config, m.budgets, trunk_at=m.trunk_tokens,
                               checkpoint_dir=os.path.join(root, m.lineage_id), on_result=savers[0],
-                              on_curve=curves and curves[0], log=logs[0] and logs[0].step, **common)]
+                              on_curve=curves and curves[0], **common)]
     packed = PackedJob(tuple(members))
     checkpoint_dir = os.path.join(root, "pack-" + short_hash(sorted(m.lineage_id for m in members)))
     return train_packed_lineage(packed.config, [m.config.schedule for m in members], packed.budgets,
@@ -185,13 +187,22 @@ def _train_job(members: Sequence[LineageJob], settings: ExecutionSettings, *, at
 
 
 def _curve_writer(job: LineageJob, settings: ExecutionSettings,
-                  on_curve: Callable[[LineageJob, list[dict]], None] | None) -> Callable[[list[dict]], None]:
-    """Merges `job`'s curve points into its lineage's curve file (while the driver lives), then `on_curve`."""
+                  on_curve: Callable[[LineageJob, list[dict]], None] | None,
+                  log: LineageLog | None = None) -> Callable[[list[dict]], None]:
+    """Merges `job`'s curve points into its lineage's curve file (with `settings.curves`, while the driver
+    lives), hands them to `log` (the job's trackers), then to `on_curve`. The trackers skip the points of the
+    stored curve: an earlier attempt at the lineage stored them, then sent them."""
     store = ResultStore(settings.store_uri)
+    if log is not None and settings.curves:
+        stored = store.read_curve(sweep_id=settings.sweep_id, name=job.lineage_id)
+        log.skip([] if stored is None else stored.to_pylist())
 
     def write(rows: list[dict]) -> None:
-        check_driver(settings.driver)
-        store.write_curve(rows, sweep_id=settings.sweep_id, name=job.lineage_id)
+        if settings.curves:
+            check_driver(settings.driver)
+            store.write_curve(rows, sweep_id=settings.sweep_id, name=job.lineage_id)
+        if log is not None:
+            log.curve(rows)
 
     return curve_saver(job, write, on_curve)
 

@@ -59,7 +59,7 @@ def status_lines(s: dict) -> list[str]:
     lines = [f"sweep {s['sweep_id']}: {done}/{s['planned']} runs done {bar(done / max(s['planned'], 1))}; " +
              ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())),
              f"trunk evaluations: {s['trunk']['done']} of {s['trunk']['planned']} stored",
-             f"curves: {s['curves']['stored']} of {s['curves']['lineages']} lineages stored"]
+             curve_line(s["curves"])]
     lines += [f"  unreadable, skipped (resume moves a planned run's file aside and trains it again): {report}"
               for report in s["unreadable_files"]]
     lines += [f"  set aside earlier (kept, never read): {uri}" for uri in s["set_aside_files"]]
@@ -68,6 +68,13 @@ def status_lines(s: dict) -> list[str]:
     for group in s.get("adaptive", []):
         lines += adaptive_lines(group)
     return lines
+
+
+def curve_line(curves: dict) -> str:
+    """How many lineages have a stored curve, or that the sweep stores none (its spec says `run.curves: false`)."""
+    if not curves.get("on", True):
+        return "curves: off (run.curves: false): none stored"
+    return f"curves: {curves['stored']} of {curves['lineages']} lineages stored"
 
 
 def adaptive_lines(group: dict) -> list[str]:

@@ -119,7 +119,16 @@ PositiveInt = Annotated[int, BeforeValidator(_integer), _positive()]
 NonNegativeInt = Annotated[int, BeforeValidator(_integer), _at_least(0, what="whole number")]
 Tokens = Annotated[float, BeforeValidator(parse_tokens), _at_least(1, high=MAX_TOKENS, what="token count")]
 Seed = Annotated[int, BeforeValidator(_integer), _at_least(0, high=MAX_SEED, what="seed")]
-Flag = Annotated[bool, Field(strict=True)]
+
+
+def _boolean(value: Any) -> bool:
+    """true or false, as YAML writes them: not 1, not "yes" (a number or a string is a mistake, not a switch)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{_short(value)} is not a boolean: write true or false")
+    return value
+
+
+Flag = Annotated[bool, BeforeValidator(_boolean)]
 
 
 def _or_auto(check):
@@ -302,6 +311,7 @@ class RunSpec(_Strict):
     loggers: list[str] = Field(default_factory=list)  # experiment trackers fed per step and per row; [] = none
     compile: Annotated[str | bool, BeforeValidator(_compile_choice)] = "auto"  # torch.compile the blocks: auto
     # (dense models on CUDA) | true | false; how a run executes, not what it trains: ids do not depend on it
+    curves: Flag = True  # store each lineage's training curve beside the results (trackers get it either way)
 
     @field_validator("loggers")
     @classmethod

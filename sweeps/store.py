@@ -244,6 +244,14 @@ class ResultStore:
         """Names (lineage ids) of the sweep's stored curve files."""
         return {posixpath.basename(p).removesuffix(".parquet") for p in self._curve_files(sweep_id)}
 
+    def read_curve(self, *, sweep_id: str, name: str) -> pa.Table | None:
+        """One stored curve (the lineage ``name``'s), conformed to CURVE_SCHEMA; None if there is none or it
+        cannot be read (``write_curve`` replaces such a file)."""
+        _check_segment("sweep_id", sweep_id)
+        _check_segment("name", name)
+        table = self._load_curve(self._path(f"{CURVES_DIR}/{PARTITION}={sweep_id}/{name}.parquet"))
+        return table if isinstance(table, pa.Table) else None
+
     def _curve_files(self, sweep_id: str | None) -> list[str]:
         base = self._path(CURVES_DIR)
         if sweep_id is not None:

@@ -124,7 +124,7 @@ def _settings(spec: SweepSpec, p: Plan, storage: str, address: str | None) -> Ex
         max_concurrent=spec.run.max_concurrent, max_retries=spec.run.max_retries, address=address,
         checkpoint_every_steps=spec.run.checkpoint_every_steps, driver=holder(),
         gpu_memory_bytes=p.gpu_bytes if spec.run.uses_gpu else None,
-        loggers=tuple(spec.run.loggers), tracking_root=tracking_root(storage),
+        loggers=tuple(spec.run.loggers), tracking_root=tracking_root(storage), curves=spec.run.curves,
     )
 
 
@@ -254,7 +254,7 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     curves = store.curve_names(sweep_id=spec.name)
     if p.searches:
         adaptive = _adaptive_status(spec.name, p, table)
-        return {**adaptive, **files, "curves": curve_status(curves, set(table["lineage_id"]))}
+        return {**adaptive, **files, "curves": curve_status(curves, set(table["lineage_id"]), on=spec.run.curves)}
     planned = {r for j in p.jobs for r in j.run_ids} | _trial_run_ids(p, table)
     done = table[table["run_id"].isin(planned)]
     counts = done["status"].value_counts().to_dict()
@@ -264,7 +264,7 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     trunk_done = int((table["phase"].eq("trunk") & table["lineage_id"].isin(lineages)).sum())
     trunk = {"planned": p.trunk_rows, "done": trunk_done, "missing": max(p.trunk_rows - trunk_done, 0)}
     return {"sweep_id": spec.name, "planned": p.runs, "counts": counts, "cells": cells.to_dict("records"),
-            "trunk": trunk, **files, "curves": curve_status(curves, lineages)}
+            "trunk": trunk, **files, "curves": curve_status(curves, lineages, on=spec.run.curves)}
 
 
 def _adaptive_status(sweep_id: str, p: Plan, table) -> dict:

@@ -1,12 +1,14 @@
 """Experiment trackers (`run.loggers`): each lineage's training curve and stored rows, sent to TensorBoard, MLflow
 or W&B through the library's own client, offline by default, under the store's `tracking/` folder.
 
-One tracker run per lineage, named from its model, batch size, searched values and seed plus its lineage id, with
-the lineage's resolved config as parameters. Two kinds of metrics reach it:
+One tracker run per lineage (per variant of a packed trial), named from its model, batch size, searched values and
+seed plus its lineage id, with the lineage's resolved config as parameters. Two kinds of metrics reach it:
 
-* per step, through `LineageLog.step` (the trainer's `log` callback; any source of curve points can feed it):
-  `loss_train/trunk` on the shared trunk and `loss_train/<budget>` (e.g. `loss_train/125K`) on a budget's decay
-  branch, at the trainer's step;
+* per curve point, through `LineageLog.curve`: the points of the lineage's training curve (proxy_models.curves:
+  every one of a segment's first 10 steps, then 40 log-spaced steps per decade, a point where a segment ends,
+  and the held-out loss at each fork and budget), the same points the store keeps under `curves/`:
+  `loss_train/<segment>`, `loss_train_mean/<segment>`, `lr/<segment>` and `loss_eval/<segment>`, where the
+  segment is `trunk` (shared by every budget) or a budget's decay branch (e.g. `loss_train/125K`), at the step;
 * per stored row, through `LineageLog.row`: `final/<metric>` (a budget's result) or `trunk/<metric>` (the trunk
   evaluated at a fork), for loss_eval, loss_train, diverged (0 or 1) and tokens, at the row's last step.
 
@@ -22,12 +24,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
+import itertools
 import json
 import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from sweeps.spec import LOGGERS, SpecError
@@ -164,12 +167,12 @@ class WandbRun:
             settings=wandb.Settings(console="off", silent=True),
         )
         self.run.define_metric("step")  # the trainer's step, which repeats across segments: W&B's own must not
-        for prefix in ("loss_train", "final", "trunk"):
+        for prefix in ("loss_train", "loss_train_mean", "lr", "loss_eval", "final", "trunk"):
             self.run.define_metric(f"{prefix}/*", step_metric="step")
 
     def log(self, points: Sequence[Point]) -> None:
-        for key, value, step in points:
-            self.run.log({key: value, "step": step})
+        for step, same_step in itertools.groupby(points, key=lambda point: point[2]):
+            self.run.log({**{key: value for key, value, _ in same_step}, "step": step})  # one W&B row per step
 
     def finish(self, *, failed: bool = False) -> None:
         self.run.finish(exit_code=1 if failed else 0)
@@ -206,40 +209,59 @@ def budget_label(tokens: float) -> str:
     return f"{tokens:.6g}"
 
 
-class LineageLog:
-    """The tracker runs of one lineage and the per-step points not yet placed on the trunk or a branch.
+def curve_metrics(point: Mapping) -> list[Point]:
+    """A curve point (sweeps.curves.CURVE_SCHEMA, or proxy_models.curves' dict) as tracker points at its step,
+    keyed by segment (`trunk`, or the budget's label on its decay branch): a train point gives
+    `loss_train/<segment>` (that step's loss), `loss_train_mean/<segment>` (mean since the previous point) and
+    `lr/<segment>`; an eval point gives `loss_eval/<segment>` (the held-out loss evaluated there)."""
+    segment = "trunk" if point["segment"] == "trunk" else budget_label(float(point["budget"]))
+    names = ("loss_eval",) if point["kind"] == "eval" else ("loss_train", "loss_train_mean", "lr")
+    return [(f"{name}/{segment}", float(point[name]), int(point["step"])) for name in names]
 
-    Points wait until the next evaluation (a trunk row, or a budget's final row forked at `forks[tokens]`): those
-    past that budget's fork step belong to its branch, the others to the trunk.
+
+def point_key(point: Mapping) -> tuple:
+    """A curve point's key within its lineage (sweeps.curves.KEY): the trunk's budget is None, stored or not."""
+    budget = None if point["segment"] == "trunk" else float(point["budget"])
+    return point["segment"], budget, point["kind"], int(point["step"])
+
+
+class LineageLog:
+    """The tracker runs of one lineage: its curve points, each sent once, and its stored rows' metrics.
+
+    The lineage driver hands on the whole trunk so far at every evaluation (proxy_models.lineage): a point whose
+    key was sent already (`sent`, e.g. the points of the lineage's stored curve, sent by an earlier attempt) is
+    not sent again, so every series stays monotone in step. A trunk and each decay branch are apart
+    (`loss_train/trunk`, `loss_train/125K`), so each tracker draws each as one line and the forks show.
     """
 
-    def __init__(self, runs: Sequence[TrackerRun], *, forks: Mapping[float, int], tokens_per_step: int):
-        self.runs, self.forks, self.tokens_per_step = list(runs), dict(forks), tokens_per_step
-        self.pending: list[tuple[int, float]] = []  # (step, loss_train) since the last evaluation
+    def __init__(self, runs: Sequence[TrackerRun], *, tokens_per_step: int, sent: Iterable[tuple] = ()):
+        self.runs, self.tokens_per_step = list(runs), tokens_per_step
+        self.sent = set(sent)  # point_key of every curve point the runs have
 
-    def step(self, point: Mapping) -> None:
-        """The per-step source: a point with the trainer's `step` and `loss_train` (nats/token)."""
-        self.pending.append((int(point["step"]), float(point["loss_train"])))
+    def skip(self, points: Iterable[Mapping]) -> None:
+        """Curve points the runs already have (e.g. the lineage's stored curve, sent by an earlier attempt)."""
+        self.sent.update(point_key(p) for p in points)
+
+    def curve(self, points: Sequence[Mapping]) -> None:
+        """Curve points (sweeps.curves.curve_records rows, or the recorder's dicts); the new ones are sent."""
+        new = [p for p in points if point_key(p) not in self.sent]
+        self.sent.update(point_key(p) for p in new)
+        if new:
+            self._send([metric for p in new for metric in curve_metrics(p)])
 
     def row(self, row) -> None:
-        """A row as it is stored (a RunResult): its metrics, after the points it closes."""
-        fork = self.forks.get(float(row.tokens), -1) if row.phase == "final" else None
-        branch = f"loss_train/{budget_label(row.tokens)}"
-        points = [(branch if fork is not None and step > fork else "loss_train/trunk", loss, step)
-                  for step, loss in self.pending]
+        """A row as it is stored (a RunResult): `<phase>/<metric>` at its last step."""
         at = round(row.tokens / self.tokens_per_step)
         metrics = {"loss_eval": row.loss_eval, "loss_train": row.loss_train,
                    "diverged": float(row.status == "diverged"), "tokens": float(row.tokens)}
-        self.pending = []
-        self._send(points + [(f"{row.phase}/{key}", float(value), at) for key, value in metrics.items()])
+        self._send([(f"{row.phase}/{key}", float(value), at) for key, value in metrics.items()])
 
     def _send(self, points: list[Point]) -> None:
         for run in self.runs:
             run.log(points)
 
     def finish(self, *, failed: bool = False) -> None:
-        """End every run; points after the last evaluation (a failed attempt's) are dropped: its retry trains
-        them again."""
+        """End every run (as failed if training raised)."""
         for run in self.runs:
             run.finish(failed=failed)
 
@@ -275,15 +297,12 @@ def lineage_logs(members: Sequence, *, loggers: Sequence[str], root: str,
     if not loggers:
         yield [None] * len(members)
         return
-    from proxy_models.lineage import plan_branches
-
     logs = []
     try:
         for m in members:
             target = Target(root, sweep_id, run_name(m.config, m.lineage_id), m.lineage_id,
                             flat_params(m.config, lineage_id=m.lineage_id, budgets=list(m.budgets)))
-            forks = {float(b.tokens): b.fork_step for b in plan_branches(m.config, m.budgets)}
-            logs.append(LineageLog([], forks=forks, tokens_per_step=m.config.tokens_per_step))
+            logs.append(LineageLog([], tokens_per_step=m.config.tokens_per_step))
             for name in loggers:
                 logs[-1].runs.append(BACKENDS[name](target))
         yield logs

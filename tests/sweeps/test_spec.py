@@ -145,6 +145,8 @@ def test_adaptive_defaults_start_at_2x_and_end_at_a_quarter_octave():
         ({"run__max_concurrent": -1}, "run.max_concurrent=-1"),
         ({"run__cpus_per_trial": -1}, "run.cpus_per_trial=-1"),
         ({"run__gpus_per_trial": float("inf")}, "run.gpus_per_trial=inf"),
+        ({"run__curves": 1}, "run.curves=1: 1 is not a boolean: write true or false"),
+        ({"run__curves": "no"}, "run.curves='no': 'no' is not a boolean: write true or false"),
         ({"name": "x" * 300}, "use 1 to 100 letters"),
         ({"name": "x.parquet"}, "a name ending in '.parquet'"),
         ({"search__tokens": [100]}, "is less than one optimizer step"),
@@ -216,3 +218,12 @@ def test_run_compile_takes_auto_or_a_boolean_and_refuses_anything_else_in_one_li
             spec_from_dict(with_(run__compile=value))
         message = str(error.value)
         assert message.startswith(f"run.compile={value!r}") and "auto" in message and "\n" not in message
+
+
+def test_run_curves_is_on_by_default_and_a_yaml_boolean_turns_it_off(tmp_path):
+    assert spec_from_dict(with_()).run.curves is True
+    path = tmp_path / "off.yaml"
+    path.write_text(yaml.safe_dump(with_()) + "run: {curves: false}\n")
+    spec = load_spec(str(path))
+    assert spec.run.curves is False
+    assert spec_from_dict(spec.model_dump(mode="json")).run.curves is False  # the stored spec keeps it

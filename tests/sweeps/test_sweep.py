@@ -34,10 +34,21 @@ def test_submit_resume_and_extend_run_only_what_the_store_lacks(tmp_path, local_
     assert all(table.set_index("run_id").loc[r, "created_at"] == t for r, t in created.items())  # not recomputed
     s = status(storage)
     assert s["planned"] == 6 and s["counts"].get("missing") == 0
-    assert s["curves"] == {"lineages": 3, "stored": 3}  # each lineage's curve, beside its rows
+    assert s["curves"] == {"lineages": 3, "stored": 3, "on": True}  # each lineage's curve, beside its rows
     assert main(["status", storage]) == 0
     out = capsys.readouterr().out
     assert "6/6 runs done [####" in out and "curves: 3 of 3 lineages stored" in out
+
+
+@pytest.mark.slow
+def test_a_sweep_with_curves_off_stores_none_and_status_says_so(tmp_path, local_ray, capsys):
+    result = submit(spec_from_dict({**TINY, "run": {"curves": False}}), storage=str(tmp_path / "store"))
+    assert result.failed_trials == 0 and len(ResultStore(result.storage).read(sweep_id="tiny").table) == 8
+    assert not (tmp_path / "store" / "curves").exists() and not (tmp_path / "store" / "tracking").exists()
+    assert status(result.storage)["curves"] == {"lineages": 2, "stored": 0, "on": False}
+    assert main(["status", result.storage]) == 0
+    out = capsys.readouterr().out
+    assert "curves: off (run.curves: false): none stored" in out and "lineages stored" not in out
 
 
 def test_cli_spec_errors_exit_2(tmp_path, capsys):

@@ -1,7 +1,7 @@
-import dataclasses
 import importlib.util
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +10,7 @@ import yaml
 from proxy_models.data import DataConfig, load_corpus
 from proxy_models.lineage import plan_branches, train_lineage
 from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import TrainConfig, Trainer
+from proxy_models.trainer import TrainConfig
 from sweeps.cli import main
 from sweeps.spec import SpecError, spec_from_dict
 from sweeps.store import ResultStore
@@ -22,7 +22,9 @@ from sweeps.trackers import (
     budget_label,
     check_loggers,
     flat_params,
+    curve_metrics,
     mlflow_uri,
+    point_key,
     prepare,
     run_name,
     tracking_root,
@@ -141,39 +143,57 @@ def corpus():
     return load_corpus(lineage_config(50).data)
 
 
-def test_a_lineage_curve_splits_into_its_trunk_and_each_budget_s_solo_curve(corpus):
-    """Trunk points up to a budget's fork followed by its branch points are the curve of a solo run of that
-    budget, and every series is monotone in step."""
+def test_a_lineage_sends_each_curve_point_once_on_its_segment_then_its_rows(corpus):
+    """The driver hands on the whole trunk at every evaluation; the trackers get each point once, as it was
+    recorded, the trunk and each budget's branch as series of their own, each monotone in step."""
     config, budgets = lineage_config(2), [STEP_TOKENS * 8, STEP_TOKENS * 16, STEP_TOKENS * 24]
     forks = {float(b.tokens): b.fork_step for b in plan_branches(config, budgets)}
     recorder = Recorder()
-    log = LineageLog([recorder], forks=forks, tokens_per_step=STEP_TOKENS)
-    calls = []
-    train_lineage(config, budgets, corpus=corpus, log=lambda p: (calls.append(p), log.step(p)), on_result=log.row)
+    log = LineageLog([recorder], tokens_per_step=STEP_TOKENS)
+    handed = []
+    rows = train_lineage(config, budgets, corpus=corpus, on_curve=lambda points: (handed.extend(points),
+                                                                                  log.curve(points)), on_result=log.row)
     log.finish()
-    assert recorder.finished == "ok" and not log.pending
-    trunk = recorder.series("loss_train/trunk")
-    branch_points = [p for p in recorder.points if p[0].startswith("loss_train/") and p[0] != "loss_train/trunk"]
-    assert len(trunk) + len(branch_points) == len(calls)  # every point once
+    unique = {point_key(p): p for p in handed}
+    assert recorder.finished == "ok" and len(unique) < len(handed)  # the trunk came more than once
+    assert len([p for p in recorder.points if p[0].startswith("loss_train/")]) == sum(
+        p["kind"] == "train" for p in unique.values())
     for tokens in budgets:
-        solo = []
-        Trainer(dataclasses.replace(config, tokens=tokens), corpus=corpus,
-                log=lambda p: solo.append((p["step"], p["loss_train"]))).run()
-        branch = recorder.series(f"loss_train/{budget_label(tokens)}")
-        assert all(step > forks[tokens] for step, _ in branch)
-        lineage_curve = [p for p in trunk if p[0] <= forks[tokens]] + branch
-        assert [s for s, _ in lineage_curve] == [s for s, _ in solo]
-        assert [v for _, v in lineage_curve] == pytest.approx([v for _, v in solo], rel=1e-9)
+        branch = [p for p in unique.values() if p["segment"] == "decay" and p["budget"] == tokens]
+        label = budget_label(tokens)
+        train = [p for p in branch if p["kind"] == "train"]
+        for name in ("loss_train", "loss_train_mean", "lr"):
+            assert recorder.series(f"{name}/{label}") == [(p["step"], p[name]) for p in train]
+        assert all(step > forks[tokens] for step, _ in recorder.series(f"loss_train/{label}"))
+    trunk = [p for p in unique.values() if p["segment"] == "trunk" and p["kind"] == "train"]
+    assert recorder.series("loss_train/trunk") == [(p["step"], p["loss_train"]) for p in trunk]
+    assert recorder.series("lr/trunk")[:3] == [(p["step"], p["lr"]) for p in trunk[:3]] and trunk[0]["step"] == 1
+    final_eval = [(t // STEP_TOKENS, r.loss_eval) for t, r in zip(budgets, rows)]
+    assert [recorder.series(f"loss_eval/{budget_label(t)}")[0] for t in budgets] == final_eval
+    assert recorder.series("final/loss_eval") == final_eval
     for key in {p[0] for p in recorder.points}:
         steps = [s for s, _ in recorder.series(key)]
         assert steps == sorted(set(steps)), key
-    assert [s for s, _ in recorder.series("final/tokens")] == [t // STEP_TOKENS for t in budgets]
+
+
+def test_points_sent_by_an_earlier_attempt_are_not_sent_again():
+    points = [{"segment": "trunk", "budget": math.nan, "kind": "train", "step": s, "lr": 0.01, "loss_train": 3.0,
+               "loss_train_mean": 3.1} for s in (1, 2, 3)]
+    points.append({"segment": "decay", "budget": 1000.0, "kind": "eval", "step": 8, "loss_eval": 2.5})
+    recorder = Recorder()
+    stored = [{**points[0], "budget": None}, points[3]]  # as the store reads them back: the trunk's budget is null
+    log = LineageLog([recorder], tokens_per_step=STEP_TOKENS, sent={point_key(p) for p in stored})
+    log.curve(points)
+    log.curve(points)
+    assert recorder.series("loss_train/trunk") == [(2, 3.0), (3, 3.0)]
+    assert recorder.series("loss_train_mean/trunk") == [(2, 3.1), (3, 3.1)]
+    assert recorder.series("loss_eval/1K") == []
 
 
 def test_rows_give_final_and_trunk_metrics_at_their_last_step(corpus):
     config, budgets = lineage_config(1000), [STEP_TOKENS * 8, STEP_TOKENS * 24]
     recorder = Recorder()
-    log = LineageLog([recorder], forks={}, tokens_per_step=STEP_TOKENS)
+    log = LineageLog([recorder], tokens_per_step=STEP_TOKENS)
     rows = train_lineage(config, budgets, corpus=corpus, on_result=log.row)
     assert recorder.series("final/loss_eval") == [(t // STEP_TOKENS, r.loss_eval) for t, r in zip(budgets, rows)]
     assert recorder.series("final/diverged") == [(t // STEP_TOKENS, 0.0) for t in budgets]
@@ -250,21 +270,96 @@ def test_a_sweep_with_loggers_sends_each_lineage_its_curve_and_stored_rows(tmp_p
             expected = sorted((int(t) // STEP_TOKENS, v) for t, v in zip(rows["tokens"], rows["loss_eval"]))
             assert [s for s, _ in metrics["final/loss_eval"]] == [s for s, _ in expected], logger
             assert [v for _, v in metrics["final/loss_eval"]] == pytest.approx([v for _, v in expected], rel=1e-6)
-            assert [s for s, _ in metrics["loss_train/trunk"]] == [50, 100], logger  # every 50 steps
+            assert_same_series(curve_series(metrics), stored_series(result.storage, "tiny", params["lineage_id"]))
             assert status in (None, "FINISHED")
 
 
-def test_each_member_of_a_packed_trial_gets_its_own_run_with_its_rows(tmp_path):
+CURVE_METRICS = ("loss_train/", "loss_train_mean/", "lr/", "loss_eval/")
+
+
+def curve_series(metrics: dict) -> dict:
+    """A tracker run's curve metrics (its row metrics left out)."""
+    return {key: points for key, points in metrics.items() if key.startswith(CURVE_METRICS)}
+
+
+def stored_series(storage, sweep_id: str, lineage_id: str) -> dict:
+    """The store's curve of a lineage as the metric series trackers should hold: {key: [(step, value)]}."""
+    series = {}
+    for point in ResultStore(storage).read_curve(sweep_id=sweep_id, name=lineage_id).to_pylist():
+        for key, value, step in curve_metrics(point):
+            series.setdefault(key, []).append((step, value))
+    return series
+
+
+def assert_same_series(got: dict, expected: dict) -> None:
+    assert sorted(got) == sorted(expected)
+    for key, points in expected.items():
+        assert [s for s, _ in got[key]] == [s for s, _ in points], key
+        assert [v for _, v in got[key]] == pytest.approx([v for _, v in points], rel=1e-6), key  # TB: float32
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    """One packed trial of two lrs run with TensorBoard, curves stored and not: (trial, {curves: settings, rows})."""
     from sweeps.execute import ExecutionSettings, run_job
     from sweeps.plan import plan
 
     [trial] = plan(spec_from_dict({**TINY, "run": {"pack": 2}})).trials
-    settings = ExecutionSettings(store_uri=str(tmp_path / "store"), sweep_id="tiny", checkpoint_root=str(tmp_path),
-                                 loggers=("tensorboard",))
-    rows = run_job(trial, settings)
-    root = tmp_path / "store" / "tracking"  # the default: under the store
+    runs = {}
+    for curves in (True, False):
+        root = tmp_path_factory.mktemp(f"curves-{str(curves).lower()}")
+        settings = ExecutionSettings(store_uri=str(root / "store"), sweep_id="tiny", checkpoint_root=str(root),
+                                     loggers=("tensorboard",), curves=curves)
+        runs[curves] = settings, run_job(trial, settings)
+    return trial, runs
+
+
+def test_each_member_of_a_packed_trial_gets_its_own_run_with_its_rows_and_its_curve(packed):
+    trial, runs = packed
+    settings, rows = runs[True]
+    root = tracking_root(settings.store_uri)  # the default: under the store
+    trunks = []
     for member, member_rows in zip(trial.members, rows):
         params, metrics, _ = tensorboard_read(root, "tiny", run_name(member.config, member.lineage_id))
         assert params["lineage_id"] == member.lineage_id and params["schedule.lr"] == member.config.schedule.lr
         assert [v for _, v in metrics["final/loss_eval"]] == pytest.approx([r.loss_eval for r in member_rows], rel=1e-6)
-        assert not any(key.startswith("loss_train/") for key in metrics)  # packed trials send rows only
+        assert_same_series(curve_series(metrics), stored_series(settings.store_uri, "tiny", member.lineage_id))
+        assert {"loss_train/trunk", "lr/8.192K", "loss_eval/16.384K"} <= set(metrics)
+        trunks.append(metrics["lr/trunk"])
+    assert trunks[0] != trunks[1]  # each variant's own curve (its own lr), not the pack's first
+
+
+def test_with_curves_off_nothing_is_stored_and_the_trackers_get_the_same_points(packed):
+    trial, runs = packed
+    (on, on_rows), (off, off_rows) = runs[True], runs[False]
+    assert not os.path.exists(os.path.join(off.store_uri, "curves"))
+    assert os.path.exists(os.path.join(on.store_uri, "curves"))
+    assert [[r.loss_eval for r in rows] for rows in off_rows] == [[r.loss_eval for r in rows] for rows in on_rows]
+    for member in trial.members:
+        name = run_name(member.config, member.lineage_id)
+        _, metrics_off, _ = tensorboard_read(tracking_root(off.store_uri), "tiny", name)
+        _, metrics_on, _ = tensorboard_read(tracking_root(on.store_uri), "tiny", name)
+        assert curve_series(metrics_off) and metrics_off == metrics_on
+
+
+def test_a_lineage_trained_again_does_not_send_the_stored_curve_points_twice(tmp_path):
+    """Its last budget's row lost, the lineage trains again from its checkpoint and the driver hands on the
+    whole trunk again: the MLflow run it continues holds each point once."""
+    from sweeps.execute import ExecutionSettings, missing_rows, run_job
+    from sweeps.plan import plan
+
+    job = plan(spec_from_dict(TINY)).jobs[0]
+    settings = ExecutionSettings(store_uri=str(tmp_path / "store"), sweep_id="tiny", checkpoint_root=str(tmp_path),
+                                 loggers=("mlflow",))
+    root = tracking_root(settings.store_uri)
+    prepare(["mlflow"], root, "tiny")
+    run_job(job, settings)
+    _, first, _ = mlflow_read(root, "tiny", run_name(job.config, job.lineage_id))
+    lost = tmp_path / "store" / "results" / "sweep_id=tiny" / f"{job.run_ids[-1]}.parquet"
+    lost.unlink()
+    stored = set(job.row_ids) - {job.run_ids[-1]}
+    run_job(missing_rows(job, stored), settings)
+    _, again, status = mlflow_read(root, "tiny", run_name(job.config, job.lineage_id))
+    assert status == "FINISHED" and lost.exists()
+    assert_same_series(curve_series(again), stored_series(settings.store_uri, "tiny", job.lineage_id))
+    assert curve_series(again) == curve_series(first)
