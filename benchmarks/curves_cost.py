@@ -24,9 +24,10 @@ import time
 
 import torch
 
+from proxy_models.budgets import planned_tokens, trunk_tokens
 from proxy_models.curves import DEFAULT_GRID, CurveRecorder
 from proxy_models.data import DataConfig, load_corpus
-from proxy_models.lineage import planned_tokens, train_lineage, trunk_tokens
+from proxy_models.lineage import train_lineage
 from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import TrainConfig
 from sweeps.curves import curve_saver

@@ -28,7 +28,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 CHILD = """
 import json, os, sys, tempfile, time, torch, yaml
-from proxy_models.lineage import planned_tokens
+from proxy_models.budgets import planned_tokens
 from sweeps.execute import ExecutionSettings, run_job
 from sweeps.plan import plan
 from sweeps.spec import spec_from_dict

@@ -18,15 +18,7 @@ import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
-from proxy_models.budgets import (  # noqa: F401 (token arithmetic, re-exported)
-    Branch,
-    independent_tokens,
-    plan_branches,
-    planned_tokens,
-    token_ratio,
-    trunk_steps,
-    trunk_tokens,
-)
+from proxy_models.budgets import Branch, plan_branches, trunk_steps
 from proxy_models.curves import DEFAULT_GRID, CurveGrid
 from proxy_models.data import TokenCorpus, load_corpus
 from proxy_models.packed import PackedTrainer

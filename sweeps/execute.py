@@ -22,8 +22,9 @@ from typing import TextIO
 
 import torch
 
+from proxy_models.budgets import planned_tokens, trunk_tokens
 from proxy_models.curves import DEFAULT_GRID
-from proxy_models.lineage import Attempt, planned_tokens, train_lineage, train_packed_lineage, trunk_tokens
+from proxy_models.lineage import Attempt, train_lineage, train_packed_lineage
 from proxy_models.trainer import RunResult
 from sweeps.curves import curve_saver
 from sweeps.plan import LineageJob, PackedJob, gpu_share, short_hash, trial_budget_gib

@@ -12,6 +12,7 @@ import sys
 
 from cluster.jobs import is_jobs_address
 from proxy_models.config import PAPER_PARAMS, PRESETS
+from proxy_models.run_config import TrainConfig
 from proxy_models.schedules import DECAY_SHAPES, SCHEDULES
 from sweeps.cli.cluster_commands import ADDRESS_HELP, job_status_command, resume_job_command, submit_job_command
 

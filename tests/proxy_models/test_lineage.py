@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from proxy_models import lineage
+from proxy_models.budgets import plan_branches, token_ratio, trunk_tokens
 from proxy_models.data import DataConfig
-from proxy_models.lineage import plan_branches, token_ratio, train_lineage, train_packed_lineage
+from proxy_models.lineage import train_lineage, train_packed_lineage
 from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import TrainConfig, Trainer
 
@@ -159,7 +160,7 @@ def test_trunk_rows_are_the_trunk_evaluated_at_every_fork(corpus):
     finals = train_lineage(cfg, BUDGETS, corpus=corpus, on_result=seen.append)
     forks = [b.fork_step for b in plan_branches(cfg, BUDGETS)]
     trunk = [r for r in seen if r.phase == "trunk"]
-    assert [r.tokens for r in trunk] == [f * STEP_TOKENS for f in forks] == lineage.trunk_tokens(cfg, BUDGETS)
+    assert [r.tokens for r in trunk] == [f * STEP_TOKENS for f in forks] == trunk_tokens(cfg, BUDGETS)
     assert [r for r in seen if r.phase == "final"] == finals
     longest = Trainer(TrainConfig(**{**cfg.__dict__, "tokens": BUDGETS[-1]}), corpus=corpus)
     for fork, row in zip(forks, trunk):  # the longest run, stopped before its decay, evaluated there

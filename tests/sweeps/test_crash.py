@@ -10,7 +10,8 @@ import time
 import pytest
 import yaml
 
-from proxy_models.lineage import load_attempts, planned_tokens
+from proxy_models.budgets import planned_tokens
+from proxy_models.lineage import load_attempts
 from sweeps.execute import ExecutionSettings, execute
 from sweeps.plan import plan
 from sweeps.spec import spec_from_dict

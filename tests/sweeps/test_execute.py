@@ -5,8 +5,8 @@ from dataclasses import replace
 import pytest
 import torch
 
+from proxy_models.budgets import trunk_tokens
 from proxy_models.data import DataConfig
-from proxy_models.lineage import trunk_tokens
 from proxy_models.packed import PackedTrainer
 from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import TrainConfig

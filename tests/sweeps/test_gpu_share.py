@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from proxy_models.budgets import trunk_tokens
 from proxy_models.data import DataConfig
-from proxy_models.lineage import trunk_tokens
 from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import TrainConfig
 from sweeps.execute import ExecutionSettings, execute, trial_gpus

@@ -2,7 +2,7 @@ import io
 
 import pytest
 
-from proxy_models.lineage import planned_tokens
+from proxy_models.budgets import planned_tokens
 from sweeps.progress import StatusPrinter, Tracker, bar
 from test_execute import STEP, job
 
