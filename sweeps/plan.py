@@ -171,8 +171,8 @@ def plan(spec: SweepSpec, *, gpu_bytes: int | None = None) -> Plan:
     """Expand the spec's grid into lineages; cosine budgets become solo lineages (they share no trunk).
     `gpu_bytes` (default: run.gpu_memory) sizes `pack: auto` and each trial's share of a GPU."""
     budgets = tuple(sorted(spec.search.tokens))
-    if gpu_bytes is None and spec.run.gpu_memory and spec.run.uses_gpu:  # trials without a GPU run on the CPU
-        gpu_bytes = parse_bytes(spec.run.gpu_memory)
+    if gpu_bytes is None:
+        gpu_bytes = spec_gpu_bytes(spec)
     if spec.search.mode == "optuna":
         return replace(_optuna_plan(spec, budgets), gpu_bytes=gpu_bytes)
     if spec.search.mode == "adaptive":
@@ -191,6 +191,12 @@ def plan(spec: SweepSpec, *, gpu_bytes: int | None = None) -> Plan:
     if spec.run.pack == "auto":
         notes.append(_pack_auto_note(spec, gpu_bytes))
     return Plan(sweep_id=spec.name, jobs=tuple(jobs), notes=tuple(notes), pack=spec.run.pack, gpu_bytes=gpu_bytes)
+
+
+def spec_gpu_bytes(spec: SweepSpec) -> int | None:
+    """Bytes of one GPU as the spec gives them: run.gpu_memory, for trials that ask for a GPU. None when the
+    spec names no size, and when the trials run on the CPU (nothing is sized by GPU memory there)."""
+    return parse_bytes(spec.run.gpu_memory) if spec.run.uses_gpu and spec.run.gpu_memory else None
 
 
 def _pack_auto_note(spec: SweepSpec, gpu_bytes: int | None) -> str:

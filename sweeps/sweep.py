@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from sweeps.curves import curve_status
 from sweeps.execute import ExecutionSettings, execute, missing_rows, trial_gpus
 from sweeps.lock import SweepLock, describe, holder
-from sweeps.plan import Plan, plan
+from sweeps.plan import Plan, plan, spec_gpu_bytes
 from sweeps.progress import ExecutionReport
 from sweeps.spec import SpecError, SweepSpec, spec_from_dict
 from sweeps.store import ResultStore, StoreError
@@ -68,12 +68,8 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
 def gpu_memory(spec: SweepSpec) -> int | None:
     """Bytes of one GPU for the plan: None when the trials ask for no GPU (they run on the CPU, so nothing is sized
     by GPU memory), else run.gpu_memory, else the first local GPU's (None without one)."""
-    from proxy_models.memory import parse_bytes
-
-    if not spec.run.uses_gpu:
-        return None
-    if spec.run.gpu_memory:
-        return parse_bytes(spec.run.gpu_memory)
+    if not spec.run.uses_gpu or spec.run.gpu_memory:
+        return spec_gpu_bytes(spec)
     import torch
 
     return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None

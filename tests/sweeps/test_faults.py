@@ -11,13 +11,12 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from sweeps.cli import main
 from sweeps.plan import plan
 from sweeps.spec import spec_from_dict
 from sweeps.store import ResultStore
-from test_sweep import TINY
+from test_sweep import TINY, submitted
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2  # linux/prctl.h, linux/capability.h
@@ -42,10 +41,7 @@ def resume(storage: str, capsys) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, local_ray):
     """A finished TINY sweep (2 lineages: 4 budget rows, 4 trunk rows) and its losses by run_id."""
-    parent = tmp_path_factory.mktemp("faults")
-    storage, spec_file = str(parent / "store"), parent / "tiny.yaml"
-    spec_file.write_text(yaml.safe_dump(TINY))
-    assert main(["submit", str(spec_file), "--storage", storage]) == 0
+    storage = submitted(tmp_path_factory.mktemp("faults"), TINY)
     yield storage, losses(storage)
     subprocess.run(["chmod", "-R", "u+w", storage], check=True)
 

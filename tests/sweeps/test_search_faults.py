@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 
 import pytest
-import yaml
 
 from sweeps.cli import main
 from sweeps.execute import ExecutionSettings
@@ -16,6 +15,7 @@ from sweeps.spec import spec_from_dict
 from sweeps.store import ResultStore
 from sweeps.sweep import _checkpoint_root
 from test_search import tiny
+from test_sweep import submitted
 
 SPEC = tiny(n_trials=2)  # 2 cells x 2 trials x 2 budgets, and the trunk rows
 
@@ -28,10 +28,7 @@ def stored(storage: str):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, local_ray):
-    parent = tmp_path_factory.mktemp("search-faults")
-    storage, spec_file = str(parent / "store"), parent / "search.yaml"
-    spec_file.write_text(yaml.safe_dump(SPEC))
-    assert main(["submit", str(spec_file), "--storage", storage]) == 0
+    storage = submitted(tmp_path_factory.mktemp("search-faults"), SPEC)
     table = stored(storage)
     return storage, dict(zip(table["run_id"], table["loss_eval"]))
 

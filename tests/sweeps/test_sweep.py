@@ -15,6 +15,14 @@ TINY = {
 
 
 @pytest.mark.slow
+def submitted(parent, spec: dict) -> str:
+    """`spec` submitted through the CLI into a new store under the folder `parent`; the store's path."""
+    storage, spec_file = str(parent / "store"), parent / f"{spec['name']}.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    assert main(["submit", str(spec_file), "--storage", storage]) == 0
+    return storage
+
+
 def test_submit_resume_and_extend_run_only_what_the_store_lacks(tmp_path, local_ray, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     storage = "store"  # relative: trials run in other working directories and must still find it
