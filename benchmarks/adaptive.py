@@ -9,14 +9,19 @@ same noise at every (lr, T):
 
 * grid: every lr of the lattice from the lowest to the highest start lr at the final resolution, each a
   lineage through every budget;
-* adaptive: `sweeps.adaptive.replay` from the same start lrs (4x apart) to the same resolution.
+* adaptive: `sweeps.adaptive.replay` from the same start lrs (4x apart) to the same resolution;
+* coarse grid: every second lattice lr (at 2^(1/4): a sqrt(2) grid over the same range, 15 lrs), which a
+  search at the finer resolution should beat if a finer lattice gave a finer estimate.
+
+`--resolution` sets the lattice of all three (2^(1/4) by default; sqrt(2): 15 grid lrs, the coarse grid is
+the paper's 8 lrs at 2x); the surfaces are the same at every resolution.
 
 Both tables go through `analysis.analyze` (lr_opt per cell by its quadratic, the pooled gamma fit); the
 table reports the error of every budget's lr_opt and of b against the planted truth, the cells the analysis
 could not use, and the lineage tokens each method trained (a lineage through budgets up to T costs
 0.9 T + 0.1 * sum of those budgets).
 
-    python benchmarks/adaptive.py --surfaces 50 --seed 0
+    python benchmarks/adaptive.py --surfaces 50 --seed 0 [--resolution 1.41421356]
 """
 
 from __future__ import annotations
@@ -43,6 +48,18 @@ RESOLUTION = 2 ** 0.25
 SPAN = 28  # lattice steps of the start range: 2**7 = 128x, the paper's 8 lrs at 2x
 POLICY = Policy(anchor=2e-4, resolution=RESOLUTION, spacing_steps=8, start=(0, 8, 16, 24), max_lineages=14,
                 max_rounds=40)
+
+
+def lattice(resolution: float) -> tuple[Policy, int]:
+    """The search policy and the range in lattice steps at `resolution` (a whole root of 2): the same 128x
+    range, start lrs 4x apart, and the same lineage budget in tokens (14 lineages at 2^(1/4), half a grid)."""
+    per_doubling = round(math.log(2) / math.log(resolution))
+    if per_doubling < 1 or abs(2 ** (1 / per_doubling) - resolution) > 1e-6:
+        raise SystemExit(f"--resolution {resolution}: use a whole root of 2, e.g. 1.41421356 or 1.18920712")
+    policy = Policy(anchor=POLICY.anchor, resolution=2 ** (1 / per_doubling), spacing_steps=2 * per_doubling,
+                    start=tuple(2 * per_doubling * i for i in range(4)), max_lineages=POLICY.max_lineages,
+                    max_rounds=POLICY.max_rounds)
+    return policy, 7 * per_doubling
 
 
 def lineage_tokens() -> dict[float, float]:
@@ -85,11 +102,11 @@ def random_surface(rng: np.random.Generator, seed: int) -> Surface:
                    noise_sd=rng.uniform(0.0005, 0.002), seed=seed)
 
 
-def rows(surface: Surface, cells: list[tuple[int, float]]) -> pd.DataFrame:
+def rows(surface: Surface, cells: list[tuple[int, float]], policy: Policy = POLICY) -> pd.DataFrame:
     """A results table of `cells` (lattice index, budget) on `surface`."""
     out = []
     for k, tokens in cells:
-        lr = lr_value(POLICY, k)
+        lr = lr_value(policy, k)
         loss = surface.loss(lr, tokens)
         out.append({"model": "m", "n_params": 10**8, "tokens": tokens, "batch_size": BATCH, "lr": lr,
                     "loss_eval": loss if math.isfinite(loss) else np.nan, "schedule": "wsd",
@@ -97,22 +114,23 @@ def rows(surface: Surface, cells: list[tuple[int, float]]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def grid_cells() -> tuple[list[tuple[int, float]], float]:
-    """Every lattice lr of the start range through every budget, and its lineage tokens."""
-    ks = range(POLICY.start[0], POLICY.start[0] + SPAN + 1)
+def grid_cells(step: int = 1, policy: Policy = POLICY, span: int = SPAN) -> tuple[list[tuple[int, float]], float]:
+    """Every `step`-th lattice lr of the start range through every budget, and its lineage tokens."""
+    ks = range(policy.start[0], policy.start[0] + span + 1, step)
     return [(k, t) for k in ks for t in BUDGETS], len(ks) * lineage_tokens()[BUDGETS[-1]]
 
 
-def adaptive_cells(surface: Surface) -> tuple[list[tuple[int, float]], float, str, int, dict]:
+def adaptive_cells(surface: Surface, policy: Policy = POLICY) -> tuple[list[tuple[int, float]], float, str, int, dict]:
     """The cells the adaptive search trains on `surface`, its lineage tokens, why it stopped, its rounds, and
     where its tokens went (`spent`)."""
     tokens = lineage_tokens()
-    state = replay(lambda k, t: surface.loss(lr_value(POLICY, k), t), POLICY, BUDGETS, tokens)
+    state = replay(lambda k, t: surface.loss(lr_value(policy, k), t), policy, BUDGETS, tokens)
     cells = [(k, t) for k, top in state.requested.items() for t in BUDGETS if t <= top]
-    return cells, sum(tokens[t] for t in state.requested.values()), state.reason, len(state.rounds), spent(state)
+    return (cells, sum(tokens[t] for t in state.requested.values()), state.reason, len(state.rounds),
+            spent(state, policy.side_points))
 
 
-def spent(state) -> dict:
+def spent(state, side_points: int = POLICY.side_points) -> dict:
     """Where the search's lineage tokens went, in full lineages: per round (the first, the budgets' climb) and
     per use: tokens of an lr up to the largest budget whose final window (argmin and side_points lattice
     points on each side) holds it inform the estimate; the rest of its lineage, and lrs in no window, do not;
@@ -130,7 +148,7 @@ def spent(state) -> dict:
         points = {k: loss for (k, bt), loss in state.observed.items() if bt == t and math.isfinite(loss)}
         if points:
             best = min(points, key=points.get)
-            for k in range(best - POLICY.side_points, best + POLICY.side_points + 1):
+            for k in range(best - side_points, best + side_points + 1):
                 if k in points:
                     informs[k] = max(informs.get(k, 0), t)
     useful = sum(tokens[informs[k]] for k in trained if k in informs) / full
@@ -152,25 +170,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--surfaces", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resolution", type=float, default=RESOLUTION, help="lattice ratio (default 2^(1/4))")
     args = parser.parse_args()
-    rng, grid, grid_tokens = np.random.default_rng(args.seed), *grid_cells()
+    policy, span = lattice(args.resolution)
+    rng, grid, grid_tokens = np.random.default_rng(args.seed), *grid_cells(policy=policy, span=span)
+    coarse, coarse_tokens = grid_cells(step=2, policy=policy, span=span)
     records, start = [], time.perf_counter()
     for i in range(args.surfaces):
         surface = random_surface(rng, args.seed * 1000 + i)
-        cells, tokens, reason, rounds, where = adaptive_cells(surface)
-        for method, chosen, used in (("grid", grid, grid_tokens), ("adaptive", cells, tokens)):
+        cells, tokens, reason, rounds, where = adaptive_cells(surface, policy)
+        for method, chosen, used in (("grid", grid, grid_tokens), ("adaptive", cells, tokens),
+                                     ("coarse grid", coarse, coarse_tokens)):
             records.append({"surface": i, "method": method, "tokens": used / grid_tokens, "reason": reason,
-                            "rounds": rounds, **where, **evaluate(surface, rows(surface, chosen))})
-    print(summary(pd.DataFrame(records), args.surfaces))
+                            "rounds": rounds, **where, **evaluate(surface, rows(surface, chosen, policy))})
+    print(summary(pd.DataFrame(records), args.surfaces, policy.resolution, span))
     print(f"({time.perf_counter() - start:.0f} s)")
 
 
-def summary(frame: pd.DataFrame, n: int) -> str:
-    lines = [f"{n} surfaces, {len(BUDGETS)} budgets each; lattice 2**0.25 over 128x ({SPAN + 1} grid lrs)",
+def summary(frame: pd.DataFrame, n: int, resolution: float = RESOLUTION, span: int = SPAN) -> str:
+    lines = [f"{n} surfaces, {len(BUDGETS)} budgets each; lattice {resolution:.4g} over 128x ({span + 1} grid lrs; "
+             f"coarse grid {resolution ** 2:.4g}, {span // 2 + 1} lrs)",
              "| method | lineage tokens / grid's (mean, max) | median abs ln lr_opt error | 90th pct | cells not "
              "usable | median abs b error | 90th pct | max |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for method in ("grid", "adaptive"):
+    for method in ("grid", "adaptive", "coarse grid"):
         part = frame[frame["method"] == method]
         errors = np.concatenate(part["lr_errors"].to_numpy())
         b = part["b_error"].to_numpy()

@@ -47,7 +47,7 @@ class Policy:
     """How one group's lrs are searched (see the module docstring)."""
 
     anchor: float  # lr at lattice index 0 (the lowest start lr)
-    resolution: float  # target ratio between neighbouring lrs around every optimum, e.g. 2**0.25
+    resolution: float  # target ratio between neighbouring lrs around every optimum, e.g. sqrt(2)
     spacing_steps: int  # lattice steps between start lrs, and of an extension beyond an edge argmin
     start: tuple[int, ...]  # lattice indices of the first round
     max_lineages: float  # budget: tokens of this many lineages through every token budget

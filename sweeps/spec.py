@@ -170,7 +170,10 @@ class AdaptiveSpec(_Strict):
 
     lr_range: tuple[float, float] = (1e-4, 1e-2)  # first round: lrs from low up to high, `spacing` apart
     spacing: float = 2.0  # ratio between first-round lrs and of a step beyond an edge optimum; resolution**m
-    resolution: float = 2 ** 0.25  # ratio between the lrs next to every budget's optimum when the search ends
+    # ratio between the lrs next to every budget's optimum when the search ends; sqrt(2), not finer: with the
+    # analysis' window of 3 lrs on each side, 2**0.25 gave twice the error in lr_opt and b on simulated surfaces
+    # (benchmarks/RESULTS.md, "Which resolution")
+    resolution: float = 2 ** 0.5
     max_lineages: float = 8.0  # lineage budget per group: the tokens of this many lineages through every budget
     max_rounds: int = Field(30, ge=1)  # rounds per group at most, the first included (about 2 per budget)
     side_points: int = Field(3, ge=1, le=8)  # lrs wanted on each side of every budget's optimum (analysis: 3)
@@ -187,7 +190,7 @@ class AdaptiveSpec(_Strict):
     @classmethod
     def _resolution(cls, value):
         if not 1.05 <= value <= 4:  # lrs are kept to 3 significant digits: finer steps would collide
-            raise ValueError(f"{value!r} must be a ratio between 1.05 and 4, e.g. 1.189 (2**0.25)")
+            raise ValueError(f"{value!r} must be a ratio between 1.05 and 4, e.g. 1.41421356 (sqrt(2))")
         return value
 
     @property

@@ -114,10 +114,11 @@ def test_bad_adaptive_search_names_field_value_and_fix(search, schedule, fragmen
     assert str(error.value).startswith(fragment), str(error.value)
 
 
-def test_adaptive_defaults_start_at_2x_and_end_at_a_quarter_octave():
+def test_adaptive_defaults_start_at_2x_and_end_at_half_an_octave():
     spec = spec_from_dict({"name": "t", "search": {"tokens": ["1M"], "mode": "adaptive"}})
     adaptive = spec.search.adaptive
-    assert adaptive.spacing_steps == 4 and len(adaptive.start_lrs) == 7  # 1e-4 .. 6.4e-3 at 2x
+    assert adaptive.resolution == pytest.approx(2 ** 0.5)
+    assert adaptive.spacing_steps == 2 and len(adaptive.start_lrs) == 7  # 1e-4 .. 6.4e-3 at 2x
     assert adaptive.start_lrs[-1] == pytest.approx(6.4e-3)
 
 
