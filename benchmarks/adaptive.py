@@ -45,21 +45,20 @@ BUDGETS = tuple(2e9 * 2**i for i in range(8))  # the paper's Table 2: 2B to 256B
 DECAY = 0.1  # the paper's WSD: 10% of the tokens in the decay phase
 BATCH = 64  # sequences
 RESOLUTION = 2 ** 0.25
-SPAN = 28  # lattice steps of the start range: 2**7 = 128x, the paper's 8 lrs at 2x
-POLICY = Policy(anchor=2e-4, resolution=RESOLUTION, spacing_steps=8, start=(0, 8, 16, 24), max_lineages=14,
-                max_rounds=40)
 
 
 def lattice(resolution: float) -> tuple[Policy, int]:
-    """The search policy and the range in lattice steps at `resolution` (a whole root of 2): the same 128x
-    range, start lrs 4x apart, and the same lineage budget in tokens (14 lineages at 2^(1/4), half a grid)."""
+    """The search policy at `resolution` (a whole root of 2) and its start range in lattice steps: 128x from
+    2e-4 (the paper's 8 lrs at 2x), start lrs 4x apart, a budget of 14 full lineages' tokens, 40 rounds."""
     per_doubling = round(math.log(2) / math.log(resolution))
     if per_doubling < 1 or abs(2 ** (1 / per_doubling) - resolution) > 1e-6:
         raise SystemExit(f"--resolution {resolution}: use a whole root of 2, e.g. 1.41421356 or 1.18920712")
-    policy = Policy(anchor=POLICY.anchor, resolution=2 ** (1 / per_doubling), spacing_steps=2 * per_doubling,
-                    start=tuple(2 * per_doubling * i for i in range(4)), max_lineages=POLICY.max_lineages,
-                    max_rounds=POLICY.max_rounds)
+    policy = Policy(anchor=2e-4, resolution=2 ** (1 / per_doubling), spacing_steps=2 * per_doubling,
+                    start=tuple(2 * per_doubling * i for i in range(4)), max_lineages=14, max_rounds=40)
     return policy, 7 * per_doubling
+
+
+POLICY, SPAN = lattice(RESOLUTION)  # the surfaces are placed on this lattice, whatever the search's
 
 
 def lineage_tokens() -> dict[float, float]:
@@ -102,7 +101,7 @@ def random_surface(rng: np.random.Generator, seed: int) -> Surface:
                    noise_sd=rng.uniform(0.0005, 0.002), seed=seed)
 
 
-def rows(surface: Surface, cells: list[tuple[int, float]], policy: Policy = POLICY) -> pd.DataFrame:
+def rows(surface: Surface, cells: list[tuple[int, float]], policy: Policy) -> pd.DataFrame:
     """A results table of `cells` (lattice index, budget) on `surface`."""
     out = []
     for k, tokens in cells:
@@ -114,13 +113,13 @@ def rows(surface: Surface, cells: list[tuple[int, float]], policy: Policy = POLI
     return pd.DataFrame(out)
 
 
-def grid_cells(step: int = 1, policy: Policy = POLICY, span: int = SPAN) -> tuple[list[tuple[int, float]], float]:
+def grid_cells(policy: Policy, span: int, step: int = 1) -> tuple[list[tuple[int, float]], float]:
     """Every `step`-th lattice lr of the start range through every budget, and its lineage tokens."""
     ks = range(policy.start[0], policy.start[0] + span + 1, step)
     return [(k, t) for k in ks for t in BUDGETS], len(ks) * lineage_tokens()[BUDGETS[-1]]
 
 
-def adaptive_cells(surface: Surface, policy: Policy = POLICY) -> tuple[list[tuple[int, float]], float, str, int, dict]:
+def adaptive_cells(surface: Surface, policy: Policy) -> tuple[list[tuple[int, float]], float, str, int, dict]:
     """The cells the adaptive search trains on `surface`, its lineage tokens, why it stopped, its rounds, and
     where its tokens went (`spent`)."""
     tokens = lineage_tokens()
@@ -130,7 +129,7 @@ def adaptive_cells(surface: Surface, policy: Policy = POLICY) -> tuple[list[tupl
             spent(state, policy.side_points))
 
 
-def spent(state, side_points: int = POLICY.side_points) -> dict:
+def spent(state, side_points: int) -> dict:
     """Where the search's lineage tokens went, in full lineages: per round (the first, the budgets' climb) and
     per use: tokens of an lr up to the largest budget whose final window (argmin and side_points lattice
     points on each side) holds it inform the estimate; the rest of its lineage, and lrs in no window, do not;
@@ -173,8 +172,8 @@ def main() -> None:
     parser.add_argument("--resolution", type=float, default=RESOLUTION, help="lattice ratio (default 2^(1/4))")
     args = parser.parse_args()
     policy, span = lattice(args.resolution)
-    rng, grid, grid_tokens = np.random.default_rng(args.seed), *grid_cells(policy=policy, span=span)
-    coarse, coarse_tokens = grid_cells(step=2, policy=policy, span=span)
+    rng, grid, grid_tokens = np.random.default_rng(args.seed), *grid_cells(policy, span)
+    coarse, coarse_tokens = grid_cells(policy, span, step=2)
     records, start = [], time.perf_counter()
     for i in range(args.surfaces):
         surface = random_surface(rng, args.seed * 1000 + i)
@@ -187,7 +186,7 @@ def main() -> None:
     print(f"({time.perf_counter() - start:.0f} s)")
 
 
-def summary(frame: pd.DataFrame, n: int, resolution: float = RESOLUTION, span: int = SPAN) -> str:
+def summary(frame: pd.DataFrame, n: int, resolution: float, span: int) -> str:
     lines = [f"{n} surfaces, {len(BUDGETS)} budgets each; lattice {resolution:.4g} over 128x ({span + 1} grid lrs; "
              f"coarse grid {resolution ** 2:.4g}, {span // 2 + 1} lrs)",
              "| method | lineage tokens / grid's (mean, max) | median abs ln lr_opt error | 90th pct | cells not "
