@@ -7,6 +7,10 @@ grid (sweeps/specs/paper-wsd.yaml), each as the Trainer runs it by default (bf16
 of the precision the run uses. Peak memory is torch's allocator high-water on CUDA; on CPU the process's
 RSS high-water up to that row (it never falls, so later rows read at least the earlier ones).
 
+A head table: paper-12m at 16 x 1024 and 16 x 4096 with each output head path (proxy_models/head.py) and chunk
+size: liger-kernel's fused kernel with its own chunking, with 256 MiB and with 1 GiB chunks of logits; the
+pure-torch chunked path with 64 MiB (the CPU default) and 1 GiB chunks: tokens/s and peak memory of the step.
+
 Two more tables (issue "GPU, many runs"):
 - packed: K = 1, 2, 4, 8 variants of paper-12m (16 x 1024 and 16 x 4096) in one PackedTrainer, tokens x
   variants / s against one solo Trainer of the same shape (`vs solo`; compiled on CUDA, as a solo trial runs
@@ -23,9 +27,10 @@ eager and of compiled in a new process with the cache the first left (warm, what
 a node pay): first-step seconds and, of them, dynamo's tracing and backend seconds (compiling, or loading
 from the cache), steady tokens/s (medians), inductor's cache hits and misses.
 
-Run on a GPU:  python benchmarks/gpu.py --out DIR [--compile auto|true|false] [--only one packed sweep compile]
-               (one H100: one-run table about 5 minutes, packed about 2, sweep about 5 with the default budgets,
-               compile about 3: a cold first compiled step of paper-12m takes about a minute there)
+Run on a GPU:  python benchmarks/gpu.py --out DIR [--compile auto|true|false] [--only one head packed sweep compile]
+               (one H100, 2026-11-27: the one-run table 130 s with 3 timed steps a row, the packed table 57 s,
+               compile 81 s; the head table about 100 s; the sweep with the default budgets did not finish
+               in 260 s: give it its own call)
 Run on a CPU:  python benchmarks/gpu.py --quick --out DIR      (tiny shapes, a few minutes; checks it works)
 CPU compile:   python benchmarks/gpu.py --only compile --device cpu --compile-preset cpu-s --compile-shape 16x256 \
                --steps 10 --repeats 3 --out DIR
@@ -37,6 +42,7 @@ The tables are printed and written to DIR/gpu.md, the rows to DIR/gpu.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -46,11 +52,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 
 import torch
 
+from proxy_models import memory
 from proxy_models.data import DataConfig, load_corpus
+from proxy_models.head import liger_loss
 from proxy_models.memory import GIB
 from proxy_models.moe import scattermoe_ops
 from proxy_models.packed import PackedTrainer
@@ -62,6 +71,7 @@ from proxy_models.trainer import TrainConfig, Trainer
 
 PAPER_BATCHES = (16, 512)  # the smallest and largest batch_size of sweeps/specs/paper-wsd.yaml
 QUICK = {"n_layers": 1, "seq_len": 32, "vocab_size": 1024}  # --quick: every preset shrunk to CPU size
+MIN_TIMED_S = 2.0  # on a GPU, timed steps last at least this long
 MOE_SHAPE = {"n_layers": 4}  # paper-1b-moe's width, experts and top-k, at 4 layers: the backends' comparison
 
 
@@ -74,6 +84,7 @@ class Case:
     overrides: dict = field(default_factory=dict)
     moe_backend: str = "auto"
     label: str = ""
+    head: str = "auto"
 
 
 def cases(quick: bool) -> list[Case]:
@@ -87,20 +98,18 @@ def cases(quick: bool) -> list[Case]:
 
 
 def measure(case: Case, *, corpus, device: str, steps: int, compile: str | bool) -> dict:
-    """Train one step (timed alone: it holds any compile), then `steps` more, timed together."""
+    """The first step timed alone (it holds any compile), then `timed_steps`."""
     seq_len = case.overrides.get("seq_len", 4096)
     config = TrainConfig(model=case.preset, model_overrides=case.overrides, batch_size=case.batch_size,
-                         tokens=case.batch_size * seq_len * (steps + 1), device=device, compile=compile,
-                         moe_backend=case.moe_backend, schedule=ScheduleConfig(name="constant", lr=1e-3),
-                         log_every_steps=10**6)
+                         tokens=case.batch_size * seq_len, device=device, compile=compile,
+                         moe_backend=case.moe_backend, head=case.head,
+                         schedule=ScheduleConfig(name="constant", lr=1e-3), log_every_steps=10**6)
     trainer = Trainer(config, corpus=corpus)
     _reset_peak(trainer.device)
     start = time.perf_counter()
     trainer.train_to(1, total_tokens=None)  # train_to reads the losses at its end: the device is idle then
     first_step_s = time.perf_counter() - start
-    start = time.perf_counter()
-    trainer.train_to(1 + steps, total_tokens=None)
-    tokens_per_s = steps * config.tokens_per_step / (time.perf_counter() - start)
+    tokens_per_s = timed_steps(trainer, steps) * config.tokens_per_step
     proxy, n_params = config.proxy, config.proxy.num_params(active=True)
     peak = peak_flops(trainer.device, compute_dtype(trainer.device, config.dtype))
     attention = attention_flops_per_token(proxy.n_layers, proxy.n_heads, proxy.d_head, proxy.seq_len)
@@ -111,6 +120,21 @@ def measure(case: Case, *, corpus, device: str, steps: int, compile: str | bool)
             "mfu": model_flops_utilisation(n_params, tokens_per_s, peak),
             "mfu_attention": utilisation(6 * n_params + attention, tokens_per_s, peak),
             "first_step_s": first_step_s, "peak_tflops": peak / 1e12}
+
+
+def timed_steps(trainer, steps: int) -> float:
+    """Steps per second after one untimed warm-up step (a compiled model may compile again at its second call):
+    at least `steps` steps and, on a GPU, at least MIN_TIMED_S seconds, so short steps are not timed by the
+    host's noise. Every loss is read before the clock stops."""
+    trainer.train_to(trainer.step + 1, total_tokens=None)
+    start, first = time.perf_counter(), trainer.step
+    trainer.train_to(first + steps, total_tokens=None)
+    seconds = time.perf_counter() - start
+    if trainer.device.type == "cuda" and seconds < MIN_TIMED_S:
+        more = math.ceil((MIN_TIMED_S - seconds) / (seconds / steps))
+        trainer.train_to(trainer.step + more, total_tokens=None)
+        seconds = time.perf_counter() - start
+    return (trainer.step - first) / seconds
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -132,13 +156,21 @@ def run_case(case: Case, **kwargs) -> dict:
         return {**skipped, "skipped": "scattermoe needs CUDA and its package (README, GPU)"}
     try:
         return measure(case, **kwargs)
-    except torch.cuda.OutOfMemoryError as error:  # a row of the table, not the end of the benchmark
-        return {**skipped, "skipped": f"out of memory: {str(error).splitlines()[0]}"}
+    except Exception as error:  # a row of the table, not the end of the benchmark
+        return {**skipped, "skipped": why_not(error)}
 
 
-def format_table(rows: list[dict], *, device: str, compile: str | bool) -> str:
+def why_not(error: Exception) -> str:
+    """A table cell for a row that did not run; the traceback goes to stderr for the failures that are bugs."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return f"out of memory: {str(error).splitlines()[0]}"
+    traceback.print_exception(error, file=sys.stderr)
+    return f"failed: {type(error).__name__}: {(str(error).splitlines() or [''])[0][:160]}"
+
+
+def format_table(rows: list[dict], *, device: str, compile: str | bool, title: str = "one run") -> str:
     compiled = sorted({str(r["compiled"]) for r in rows if "compiled" in r})
-    lines = [f"device: {device}; compile: {compile} (compiled: {', '.join(compiled) or 'no row ran'})",
+    lines = [f"{title}, device: {device}; compile: {compile} (compiled: {', '.join(compiled) or 'no row ran'})",
              "| preset | batch x seq | tokens/s | peak GiB | micro-batch | mfu | mfu_attention | first step s |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -150,6 +182,39 @@ def format_table(rows: list[dict], *, device: str, compile: str | bool) -> str:
                      f"{r['peak_gib']:.2f} | {micro} | {r['mfu']:.3f} | {r['mfu_attention']:.3f} | "
                      f"{r['first_step_s']:.1f} |")
     return "\n".join(lines)
+
+
+# (head path, chunk bytes) of the head table; fused at 1 byte is liger-kernel's own chunking (chunk_mem_const 1)
+HEAD_ROWS = (("fused", 2**30), ("fused", 1), ("chunked", 2**30), ("fused", 2**28), ("chunked", 64 * 2**20))
+
+
+@contextlib.contextmanager
+def chunk_bytes(head: str, n_bytes: int):
+    """The head path's chunk size (proxy_models/memory.py) set to `n_bytes` for the rows inside."""
+    name = "FUSED_CHUNK_BYTES" if head == "fused" else "CHUNK_BYTES"
+    before = getattr(memory, name)
+    setattr(memory, name, n_bytes)
+    try:
+        yield
+    finally:
+        setattr(memory, name, before)
+
+
+def head_table(preset: str, shapes: list[str], *, quick: bool, **kwargs) -> list[dict]:
+    """One row per head path and chunk size at each shape: tokens/s and peak memory of the whole step."""
+    rows = []
+    for shape in shapes:
+        batch, seq = (int(v) for v in shape.split("x"))
+        for head, n_bytes in HEAD_ROWS:
+            label = f"{head}, {'liger default' if n_bytes == 1 else f'{n_bytes / 2**20:,.0f} MiB'}"
+            case = Case(preset, batch, {**(QUICK if quick else {}), "seq_len": seq}, label=label, head=head)
+            if head == "fused" and (kwargs["device"] != "cuda" or liger_loss() is None):
+                rows.append({"preset": label, "batch_size": batch, "skipped": "fused needs CUDA and liger-kernel"})
+            else:
+                with chunk_bytes(head, n_bytes):
+                    rows.append(run_case(case, **kwargs))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
 
 
 def packed_cases(preset: str, shapes: list[str], packs: list[int], quick: bool) -> list[tuple[str, int, dict, int]]:
@@ -166,7 +231,7 @@ def measure_packed(preset: str, batch_size: int, overrides: dict, k: int, *, cor
     """tokens x variants / s of K packed variants (lrs 1e-3 .. K e-3), or of one solo Trainer (k 0)."""
     seq_len = overrides["seq_len"]
     config = TrainConfig(model=preset, model_overrides=overrides, batch_size=batch_size, device=device,
-                         tokens=batch_size * seq_len * (steps + 1), schedule=ScheduleConfig(name="constant", lr=1e-3),
+                         tokens=batch_size * seq_len, schedule=ScheduleConfig(name="constant", lr=1e-3),
                          log_every_steps=10**6)
     _reset_peak(resolve_device(device))
     if k == 0:
@@ -175,11 +240,9 @@ def measure_packed(preset: str, batch_size: int, overrides: dict, k: int, *, cor
         trainer = PackedTrainer(config, [ScheduleConfig(name="constant", lr=1e-3 * (i + 1)) for i in range(k)],
                                 corpus=corpus)
     trainer.train_to(1, total_tokens=None)
-    start = time.perf_counter()
-    trainer.train_to(1 + steps, total_tokens=None)  # reads every loss at its end: the device is idle then
-    seconds = time.perf_counter() - start
+    steps_per_s = timed_steps(trainer, steps)
     return {"preset": preset, "batch_size": batch_size, "seq_len": seq_len, "pack": k or "solo",
-            "tokens_variants_per_s": max(k, 1) * steps * config.tokens_per_step / seconds,
+            "tokens_variants_per_s": max(k, 1) * steps_per_s * config.tokens_per_step,
             "peak_gib": _peak_bytes(trainer.device) / GIB, "micro_batch_size": trainer.micro_batch_size}
 
 
@@ -190,10 +253,9 @@ def packed_table(cases: list, *, repeats: int, **kwargs) -> list[dict]:
         for i, case in enumerate(cases):
             try:
                 rounds.setdefault(i, []).append(measure_packed(*case, **kwargs))
-            except torch.cuda.OutOfMemoryError as error:
+            except Exception as error:
                 rounds.setdefault(i, []).append({"preset": case[0], "batch_size": case[1], "pack": case[3],
-                                                 "seq_len": case[2]["seq_len"],
-                                                 "skipped": f"out of memory: {str(error).splitlines()[0]}"})
+                                                 "seq_len": case[2]["seq_len"], "skipped": why_not(error)})
             print(json.dumps(rounds[i][-1]), file=sys.stderr, flush=True)
     rows, solo = [], None
     for i, measured in rounds.items():
@@ -325,11 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", default="auto", choices=("auto", "true", "false"),
                         help="torch.compile the blocks in the one-run table (TrainConfig.compile; auto: on CUDA)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (--quick: cpu)")
-    parser.add_argument("--only", nargs="+", choices=("one", "packed", "sweep", "compile"),
-                        default=["one", "packed", "sweep", "compile"],
+    parser.add_argument("--only", nargs="+", choices=("one", "head", "packed", "sweep", "compile"),
+                        default=["one", "head", "packed", "sweep", "compile"],
                         help="tables to run (default all)")
-    parser.add_argument("--packed-preset", default="paper-12m", help="model of the packed table")
-    parser.add_argument("--packed-shapes", nargs="+", help="batch x seq of the packed table (default 16x1024 "
+    parser.add_argument("--packed-preset", default="paper-12m", help="model of the head and packed tables")
+    parser.add_argument("--packed-shapes", nargs="+", help="batch x seq of the head and packed tables (default 16x1024 "
                         "16x4096; --quick 4x32)")
     parser.add_argument("--pack", type=int, nargs="+", default=[1, 2, 4, 8], help="K values of the packed table")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of the packed and compile tables (medians)")
@@ -349,11 +411,19 @@ def main(argv: list[str] | None = None) -> int:
             rows["rows"].append(run_case(case, corpus=corpus, device=device, steps=steps, compile=compile))
             print(json.dumps(rows["rows"][-1]), file=sys.stderr, flush=True)
         tables.append(format_table(rows["rows"], device=name, compile=compile))
+        write(args.out, tables, rows)
+    if "head" in args.only:
+        shapes = args.packed_shapes or (["4x32"] if args.quick else ["16x4096", "16x1024"])
+        rows["head"] = head_table(args.packed_preset, shapes, quick=args.quick, corpus=corpus, device=device,
+                                  steps=steps, compile=compile)
+        tables.append(format_table(rows["head"], device=name, compile=compile, title="output head paths"))
+        write(args.out, tables, rows)
     if "packed" in args.only:
         shapes = args.packed_shapes or (["4x32"] if args.quick else ["16x1024", "16x4096"])
         rows["packed"] = packed_table(packed_cases(args.packed_preset, shapes, args.pack, args.quick),
                                       repeats=args.repeats, corpus=corpus, device=device, steps=steps)
         tables.append(format_packed(rows["packed"], device=name))
+        write(args.out, tables, rows)
     if "sweep" in args.only:
         search, train = (spec := sweep_spec(quick=args.quick, budgets=args.sweep_budgets))["search"], spec["train"]
         solo = measure_packed(search["models"][0], search["batch_size"][0], {"seq_len": train["seq_len"]}, 0,
@@ -361,18 +431,24 @@ def main(argv: list[str] | None = None) -> int:
         rows["sweep"] = gpu_sweep(quick=args.quick, budgets=args.sweep_budgets, out=args.out,
                                   solo_tokens_per_s=solo["tokens_variants_per_s"])
         tables.append(format_sweep(rows["sweep"]))
+        write(args.out, tables, rows)
     if "compile" in args.only:
         shape = args.compile_shape or ("4x32" if args.quick else "16x4096")
         rows["compile"] = compile_runs(args.compile_preset, shape, quick=args.quick, device=device, steps=steps,
                                        repeats=args.repeats)
         tables.append(format_compile(rows["compile"], device=name))
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "gpu.md"), "w") as f:
-        f.write("\n\n".join(tables) + "\n")
-    with open(os.path.join(args.out, "gpu.json"), "w") as f:
-        json.dump(rows, f, indent=2)
+        write(args.out, tables, rows)
     print("\n\n".join(tables))
     return 0
+
+
+def write(out: str, tables: list[str], rows: dict) -> None:
+    """gpu.md and gpu.json as they stand: called after each table, so a run cut short keeps the tables it made."""
+    os.makedirs(out, exist_ok=True)
+    for name, text in (("gpu.md", "\n\n".join(tables) + "\n"), ("gpu.json", json.dumps(rows, indent=2))):
+        with open(os.path.join(out, name + ".tmp"), "w") as f:
+            f.write(text)
+        os.replace(os.path.join(out, name + ".tmp"), os.path.join(out, name))
 
 
 if __name__ == "__main__":

@@ -4,30 +4,33 @@ Three paths compute the same mean cross-entropy (nats/token) of N tokens:
 - "full": the logits of all N tokens at once, upcast to fp32 (what autograd would do; small models);
 - "chunked": pure torch, `chunk_tokens` rows of logits at a time, each chunk's gradient computed in the
   forward (as fused kernels do), so only one chunk of logits ever exists (the CPU default for big heads);
-- "fused": liger-kernel's Triton fused linear cross-entropy (CUDA, the `gpu` extra).
+- "fused": liger-kernel's Triton fused linear cross-entropy (CUDA, the `gpu` extra), in a few large chunks.
 `scale` is the muP output multiplier 1 / m_width; every path applies it exactly.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 
 import torch
 import torch.nn.functional as F
 
-from proxy_models.memory import chunk_tokens_for
+from proxy_models.memory import chunk_tokens_for, fused_chunking
 from proxy_models.run_config import HEADS
 
 
 @functools.cache
 def liger_loss():
-    """liger-kernel's fused linear cross-entropy module (mean over tokens), or None when not installed."""
+    """liger-kernel's fused linear cross-entropy function, or None when it is not installed (or older than
+    0.8.5, whose chunk size cannot be set)."""
     try:
-        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+        from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
     except ImportError:
         return None
-    # fp32 accumulation of the weight's gradient over chunks; bf16 would round each chunk's share away.
-    return LigerFusedLinearCrossEntropyLoss(reduction="mean", accum_dtype=torch.float32)
+    if "chunk_mem_const" not in inspect.signature(liger_fused_linear_cross_entropy).parameters:
+        return None
+    return liger_fused_linear_cross_entropy
 
 
 def resolve_head(head: str, *, n_tokens: int, vocab_size: int, device: torch.device) -> str:
@@ -67,14 +70,18 @@ def full_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, s
 
 
 def fused_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, scale: float) -> torch.Tensor:
-    """liger-kernel's fused kernel on (scale * h) and weight, both in the autocast dtype when autocast is on.
+    """liger-kernel's fused kernel on (scale * h) and weight, both in the autocast dtype when autocast is on,
+    in chunks of FUSED_CHUNK_BYTES of logits (proxy_models/memory.py).
 
     scale * (h @ W.T) == (scale * h) @ W.T, so the muP multiplier goes on h. The kernel runs with autocast
     off and explicit dtypes: liger's matmuls do not cast mixed inputs themselves.
     """
     dtype = _matmul_dtype(h)
+    chunk_mem_const, _ = fused_chunking(targets.numel(), weight.shape[0], weight.shape[1], compute_bytes=dtype.itemsize)
     with torch.autocast("cuda", enabled=False):
-        return liger_loss()(weight.to(dtype), (h * scale).to(dtype), targets)
+        # fp32 accumulation of the weight's gradient over chunks; bf16 would round each chunk's share away.
+        return liger_loss()((h * scale).to(dtype), weight.to(dtype), targets, reduction="mean",
+                            accum_dtype=torch.float32, chunk_mem_const=chunk_mem_const)
 
 
 def _loss_dtype(logits: torch.Tensor) -> torch.dtype:

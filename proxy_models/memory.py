@@ -17,7 +17,6 @@ benchmarks/RESULTS.md ("Memory of one step").
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
@@ -25,6 +24,10 @@ from proxy_models.config import ConfigError, ProxyConfig
 
 GIB = 2**30
 CHUNK_BYTES = 64 * 2**20  # fp32 logits of one chunk of the chunked head: 64 MiB keeps its matmuls large, its memory small
+# Logits (compute dtype) of one chunk of the fused head. liger-kernel's own default bounds a chunk's logits by
+# the size of its input, V / d_model chunks per step: 384 for paper-12m (d_model 128), each a handful of small
+# kernels, which left the step waiting on the host (benchmarks/RESULTS.md, "GPU"). 1 GiB makes it a few chunks.
+FUSED_CHUNK_BYTES = 2**30
 USABLE_FRACTION = 0.9  # of free device memory: the allocator's fragmentation and cuBLAS/cuDNN workspaces
 CUDA_CONTEXT_BYTES = GIB  # what the CUDA context and kernels' code take before any tensor
 _UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
@@ -80,14 +83,31 @@ def layer_activation_bytes(cfg: ProxyConfig, *, compute_bytes: int, residual_byt
     return norms + attention + mlp
 
 
+def fused_chunking(tokens: int, vocab_size: int, d_model: int, *, compute_bytes: int) -> tuple[int, int]:
+    """(chunk_mem_const, rows per chunk) for liger-kernel's fused linear cross-entropy of `tokens` rows: the
+    fewest chunks whose logits fit FUSED_CHUNK_BYTES. liger cuts N rows into ceil(V / (c * d)) parts and rounds
+    a part up to a power of two rows; c = chunk_mem_const."""
+    most_rows = max(1, FUSED_CHUNK_BYTES // (vocab_size * compute_bytes))
+    for c in range(-(-vocab_size // d_model), 0, -1):  # from one part down; fewer parts, bigger chunks
+        rows = _liger_chunk_rows(tokens, vocab_size, d_model, c)
+        if rows <= most_rows:
+            return c, rows
+    return 1, _liger_chunk_rows(tokens, vocab_size, d_model, 1)
+
+
+def _liger_chunk_rows(tokens: int, vocab_size: int, d_model: int, chunk_mem_const: int) -> int:
+    parts = -(-vocab_size // (chunk_mem_const * d_model))
+    return min(tokens, 1 << (-(-tokens // parts) - 1).bit_length())
+
+
 def head_bytes(cfg: ProxyConfig, tokens: int, *, head: str, compute_bytes: int, residual_bytes: int) -> int:
     """Bytes of the output head's buffers for `tokens` tokens on path `head` (full, chunked or fused)."""
     v, d = cfg.vocab_size, cfg.d_model
     if head == "full":
         return tokens * v * (compute_bytes + 3 * 4)
-    if head == "fused":  # liger: chunk = next power of 2 of tokens / ceil(V / d)
-        chunk = 2 ** math.ceil(math.log2(max(1, math.ceil(tokens / math.ceil(v / d)))))
-        return tokens * d * compute_bytes + v * d * 4 + 2 * min(chunk, tokens) * v * compute_bytes
+    if head == "fused":
+        _, chunk = fused_chunking(tokens, v, d, compute_bytes=compute_bytes)
+        return tokens * d * compute_bytes + v * d * 4 + 2 * chunk * v * compute_bytes
     chunk = min(tokens, chunk_tokens_for(v))
     return tokens * d * residual_bytes + v * d * 4 + chunk * v * (4 + 2 * compute_bytes)
 

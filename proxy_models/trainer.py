@@ -237,14 +237,15 @@ class TrainingLoop:
         return choice.micro_batch_size, choice.activation_checkpointing
 
     def memory_budget_bytes(self) -> int:
-        """Bytes a step may use: memory_budget_gib, else 90% of the CUDA memory free or held by this process."""
+        """Bytes a step may use: memory_budget_gib, else 90% of the CUDA memory free or held by this process
+        (allocated, or cached by its allocator from an earlier trainer: reused before the device's free memory)."""
         if self.cfg.memory_budget_gib is not None:
             return int(self.cfg.memory_budget_gib * GIB)
         if self.device.type != "cuda":
             raise ConfigError("micro_batch_size='auto' off CUDA needs memory_budget_gib (e.g. 4): "
                               "there is no device memory to measure")
         free, _ = torch.cuda.mem_get_info(self.device)
-        return int((free + torch.cuda.memory_allocated(self.device)) * USABLE_FRACTION)
+        return int((free + torch.cuda.memory_reserved(self.device)) * USABLE_FRACTION)
 
     def _check_losses(self) -> None:
         """Read the pending losses (one host sync) and watch them in step order."""

@@ -21,6 +21,9 @@ def test_quick_gpu_benchmark_runs_on_cpu_and_writes_its_tables(tmp_path):
     for r in measured:
         assert r["tokens_per_s"] > 0 and r["peak_gib"] > 0 and r["batch_size"] % r["micro_batch_size"] == 0
         assert 0 < r["mfu"] <= r["mfu_attention"] <= 1
+    head = result["head"]  # on CPU the chunked path at two chunk sizes; the fused rows need CUDA
+    assert [r["preset"] for r in head if "skipped" not in r] == ["chunked, 1,024 MiB", "chunked, 64 MiB"]
+    assert all(r["skipped"].startswith("fused needs CUDA") for r in head if r["preset"].startswith("fused"))
     packed = result["packed"]
     assert [r["pack"] for r in packed] == ["solo", 1, 2, 4, 8] and packed[0]["vs_solo"] == 1.0
     assert all(r["tokens_variants_per_s"] > 0 and r["peak_gib"] > 0 for r in packed)
@@ -32,8 +35,9 @@ def test_quick_gpu_benchmark_runs_on_cpu_and_writes_its_tables(tmp_path):
     assert cold["fxgraph_cache_miss"] >= 2 and cold["fxgraph_cache_hit"] == 0  # compiled into the empty cache
     assert warm["fxgraph_cache_hit"] == cold["fxgraph_cache_miss"] and warm["fxgraph_cache_miss"] == 0
     assert warm["loss_last"] == cold["loss_last"] and all(r["first_step_s"] > 0 for r in (eager, cold, warm))
-    one, packed_md, sweep_md, compile_md = (tmp_path / "gpu.md").read_text().split("\n\n")
+    one, head_md, packed_md, sweep_md, compile_md = (tmp_path / "gpu.md").read_text().split("\n\n")
     assert compile_md.startswith("compile, device: cpu") and compile_md.count("\n| compiled, ") == 2
-    assert one.startswith("device: cpu") and one.count("\n| paper-") == 6
+    assert one.startswith("one run, device: cpu") and one.count("\n| paper-") == 6
+    assert head_md.startswith("output head paths") and head_md.count("\n| chunked, ") == 2
     assert packed_md.startswith("packed variants") and packed_md.count("\n| paper-12m | 4 x 32 |") == 5
     assert sweep_md.startswith("sweep through local Ray") and "| 4 | 2 | 16 / 16 | 0 | 0 |" in sweep_md

@@ -91,7 +91,8 @@ def test_auto_head_is_plain_for_small_logits_and_chunked_for_big_ones():
 @pytest.mark.skipif(not torch.cuda.is_available() or liger_loss() is None, reason="needs CUDA + liger-kernel")
 @pytest.mark.parametrize("autocast", [False, True])
 def test_fused_equals_full_on_gpu(autocast):
-    h, w, y = (t.detach().float().cuda() for t in inputs(n=300, d=64, vocab=1000))
+    h, w, y = inputs(n=300, d=64, vocab=1000)
+    h, w, y = h.detach().float().cuda(), w.detach().float().cuda(), y.cuda()
     results = {}
     for path in ("full", "fused"):
         hh, ww = h.clone().requires_grad_(), w.clone().requires_grad_()

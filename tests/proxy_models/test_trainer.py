@@ -141,6 +141,19 @@ def test_auto_micro_batch_is_the_largest_that_fits_the_budget(corpus):
         Trainer(small_config(micro_batch_size="auto"), corpus=corpus)
 
 
+def test_cuda_budget_counts_the_memory_this_process_already_caches(corpus, monkeypatch):
+    # A trainer built after another in the same process (a benchmark's rows, a lineage's retry) finds the first
+    # one's memory cached by torch's allocator: neither free on the device nor allocated, yet its to reuse.
+    from proxy_models.memory import GIB, USABLE_FRACTION
+
+    trainer = Trainer(small_config(), corpus=corpus)
+    trainer.device = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * GIB, 80 * GIB))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 30 * GIB)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 2 * GIB)
+    assert trainer.memory_budget_bytes() == int(40 * GIB * USABLE_FRACTION)
+
+
 def test_activation_checkpointing_and_micro_batches_train_like_the_full_batch(corpus):
     whole = Trainer(small_config(), corpus=corpus)
     whole.run()

@@ -1,0 +1,91 @@
+"""Where a training step's time goes: torch.profiler over a few steps of one preset at one shape.
+
+Prints, for the profiled steps: the wall time per step, the device's busy time per step (the sum of its
+kernels' time; on CPU the ops' own time), and the 20 ops with the most device time and the 20 with the most
+host time. A step whose device time is far below its wall time waits on the host (kernel launches, Python,
+synchronisations): the host table says where.
+
+    python benchmarks/step_profile.py --preset paper-12m --shape 16x1024 [--pack 8] [--out DIR]
+    python benchmarks/step_profile.py --preset cpu-xxs --shape 4x64 --device cpu     (checks it works here)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from torch.profiler import ProfilerActivity, profile
+
+from proxy_models.data import DataConfig, load_corpus
+from proxy_models.packed import PackedTrainer
+from proxy_models.perf import device_name, resolve_device
+from proxy_models.schedules import ScheduleConfig
+from proxy_models.trainer import TrainConfig, Trainer
+
+ROWS = 20
+
+
+def trainer_for(preset: str, shape: str, *, pack: int, device: str, compile: str | bool, head: str):
+    batch, seq = (int(v) for v in shape.split("x"))
+    config = TrainConfig(model=preset, model_overrides={"seq_len": seq}, batch_size=batch, tokens=batch * seq,
+                         device=device, compile=compile, head=head, log_every_steps=10**6,
+                         schedule=ScheduleConfig(name="constant", lr=1e-3))
+    corpus = load_corpus(DataConfig())
+    if pack:
+        return PackedTrainer(config, [ScheduleConfig(name="constant", lr=1e-3 * (i + 1)) for i in range(pack)],
+                             corpus=corpus)
+    return Trainer(config, corpus=corpus)
+
+
+def device_seconds(event) -> float:
+    """An op's own device time in seconds (the attribute's name changed across torch versions)."""
+    micros = getattr(event, "self_device_time_total", None)
+    return (micros if micros is not None else event.self_cuda_time_total) / 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="paper-12m")
+    parser.add_argument("--shape", default="16x1024", help="batch x seq")
+    parser.add_argument("--pack", type=int, default=0, help="K packed variants (0: one solo Trainer)")
+    parser.add_argument("--steps", type=int, default=5, help="profiled steps, after 2 untimed warm-up steps")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", default="auto", choices=("auto", "true", "false"))
+    parser.add_argument("--head", default="auto", help="auto | full | chunked | fused")
+    parser.add_argument("--out", help="also write the report to DIR/step-profile-<preset>-<shape>-k<pack>.txt")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    compile = {"true": True, "false": False}.get(args.compile, args.compile)
+    trainer = trainer_for(args.preset, args.shape, pack=args.pack, device=device.type, compile=compile,
+                          head=args.head)
+    trainer.train_to(2, total_tokens=None)  # compiles, and a compiled model's second call may compile again
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        trainer.train_to(2 + args.steps, total_tokens=None)  # reads every loss at its end
+        wall = (time.perf_counter() - start) / args.steps
+    events = prof.key_averages()
+    on_device = device.type == "cuda"
+    busy = sum(device_seconds(e) if on_device else e.self_cpu_time_total / 1e6 for e in events) / args.steps
+    head = (f"{args.preset} {args.shape} pack {args.pack or 'solo'} on {device_name(device)} "
+            f"(compiled: {trainer.compiled}, micro-batch {trainer.micro_batch_size}, head {args.head}): "
+            f"wall {wall * 1e3:.1f} ms/step, {'device' if on_device else 'host ops'} busy {busy * 1e3:.1f} "
+            f"ms/step ({busy / wall:.0%})")
+    sort_device = "self_device_time_total" if on_device and hasattr(events[0], "self_device_time_total") else (
+        "self_cuda_time_total")
+    tables = [events.table(sort_by=sort_device, row_limit=ROWS)] if on_device else []
+    tables.append(events.table(sort_by="self_cpu_time_total", row_limit=ROWS))
+    report = "\n\n".join([head, *tables])
+    print(report)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        name = f"step-profile-{args.preset}-{args.shape}-k{args.pack}.txt"
+        with open(os.path.join(args.out, name), "w") as f:
+            f.write(report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
