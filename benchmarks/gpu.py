@@ -13,8 +13,8 @@ pure-torch chunked path with 64 MiB (the CPU default) and 1 GiB chunks: tokens/s
 
 Two more tables (issue "GPU, many runs"):
 - packed: K = 1, 2, 4, 8 variants of paper-12m (16 x 1024 and 16 x 4096) in one PackedTrainer, tokens x
-  variants / s against one solo Trainer of the same shape (`vs solo`; compiled on CUDA, as a solo trial runs
-  there, while packed variants run eager), and peak memory; measured in rounds
+  variants / s against one solo Trainer of the same shape (`vs solo`; both compiled on CUDA, as trials run
+  there), and peak memory; measured in rounds
   (solo, then each K) and reported as medians, so a busy machine slows every column alike;
 - sweep: 16 lineages of paper-12m (4 lrs x 4 seeds, batch 16 x 1024, budgets --sweep-budgets) submitted through
   a local Ray on this machine's GPU with `pack: auto` and `gpus_per_trial: auto`: rows stored of planned,

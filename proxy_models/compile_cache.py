@@ -1,6 +1,6 @@
 """Compiling a model's blocks, with the compiled code cached on disk for every process of the machine.
 
-`compile` is 'auto' by default: on CUDA the blocks of a dense model are compiled; elsewhere (a first compile
+`compile` is 'auto' by default: on CUDA the blocks of a dense model are compiled (solo and packed); elsewhere (a first compile
 on a CPU costs tens of seconds, more than a short proxy run gains) and for MoE models they run eager.
 Compiled and eager runs are the same run up to float rounding, so the choice is an execution detail, never
 part of a run's identity (sweeps/plan.py).
@@ -16,7 +16,7 @@ generating them. The directory is `$POWERSWEEP_COMPILE_CACHE`, else `$XDG_CACHE_
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -48,13 +48,24 @@ def compile_blocks(blocks: Iterable[torch.nn.Module]) -> str | None:
     inductor's caches in `compile_cache_dir()`; returns that directory, or None where it cannot be made (a
     read-only home: inductor's own default, a temporary directory, still caches per machine). Compiling
     happens at the first forward, so the directory is set here, before it."""
+    directory = use_compile_cache()
+    for block in blocks:
+        block.compile()
+    return directory
+
+
+def compile_function(fn: Callable) -> Callable:
+    """torch.compile a function (packed variants' block, proxy_models/packed.py) with the same on-disk cache."""
+    use_compile_cache()
+    return torch.compile(fn)
+
+
+def use_compile_cache() -> str | None:
+    """Point inductor's caches at `compile_cache_dir()`; the directory, or None where it cannot be made."""
     directory = compile_cache_dir()
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError:
-        directory = None
-    else:
-        os.environ[TORCH_ENV_VAR] = directory
-    for block in blocks:
-        block.compile()
+        return None
+    os.environ[TORCH_ENV_VAR] = directory
     return directory

@@ -100,16 +100,19 @@ def _liger_chunk_rows(tokens: int, vocab_size: int, d_model: int, chunk_mem_cons
     return min(tokens, 1 << (-(-tokens // parts) - 1).bit_length())
 
 
-def head_bytes(cfg: ProxyConfig, tokens: int, *, head: str, compute_bytes: int, residual_bytes: int) -> int:
-    """Bytes of the output head's buffers for `tokens` tokens on path `head` (full, chunked or fused)."""
+def head_bytes(cfg: ProxyConfig, tokens: int, *, head: str, compute_bytes: int, residual_bytes: int,
+               variants: int = 1) -> int:
+    """Bytes of the output head's buffers for `tokens` tokens on path `head` (full, chunked or fused). Packed
+    `variants` run their heads one after another: each keeps its gradients (or logits) for backward, while
+    one chunk of logits exists at a time."""
     v, d = cfg.vocab_size, cfg.d_model
     if head == "full":
-        return tokens * v * (compute_bytes + 3 * 4)
+        return variants * tokens * v * (compute_bytes + 3 * 4)
     if head == "fused":
         _, chunk = fused_chunking(tokens, v, d, compute_bytes=compute_bytes)
-        return tokens * d * compute_bytes + v * d * 4 + 2 * chunk * v * compute_bytes
+        return variants * (tokens * d * compute_bytes + v * d * 4) + 2 * chunk * v * compute_bytes
     chunk = min(tokens, chunk_tokens_for(v))
-    return tokens * d * residual_bytes + v * d * 4 + chunk * v * (4 + 2 * compute_bytes)
+    return variants * (tokens * d * residual_bytes + v * d * 4) + chunk * v * (4 + 2 * compute_bytes)
 
 
 def step_memory(cfg: ProxyConfig, *, micro_batch_size: int, compute_bytes: int = 2, param_bytes: int = 4,
@@ -118,8 +121,8 @@ def step_memory(cfg: ProxyConfig, *, micro_batch_size: int, compute_bytes: int =
 
     compute_bytes: 2 under bf16 autocast, else param_bytes; head: 'full', 'chunked' or 'fused'. `variants`
     packed in lockstep (proxy_models/packed.py) hold every kind of memory once each: stacked parameters and
-    optimizer state, activations of the variants folded into the batch, and each variant's head buffers
-    (their gradients wait for backward).
+    optimizer state, activations of the variants folded into the batch, and each variant's head gradients
+    (they wait for backward), with one chunk of logits at a time.
     """
     tokens = micro_batch_size * cfg.seq_len
     params = cfg.num_params()
@@ -130,11 +133,12 @@ def step_memory(cfg: ProxyConfig, *, micro_batch_size: int, compute_bytes: int =
     else:
         saved = tokens * cfg.n_layers * layer
     saved += 3 * tokens * cfg.d_model * param_bytes  # embedding output, final norm's input and output
-    head_buffers = head_bytes(cfg, tokens, head=head, compute_bytes=compute_bytes, residual_bytes=param_bytes)
+    head_buffers = head_bytes(cfg, tokens, head=head, compute_bytes=compute_bytes, residual_bytes=param_bytes,
+                              variants=variants)
     # A pack's backward hands back every gradient before they are added into its (K, P) buffer.
     handed_back = variants * params * param_bytes if variants > 1 else 0
     return StepMemory(state=variants * (4 * params * param_bytes + casts), activations=variants * saved,
-                      head=variants * head_buffers, transient=variants * tokens * layer + handed_back)
+                      head=head_buffers, transient=variants * tokens * layer + handed_back)
 
 
 def device_budget(total_bytes: int) -> int:

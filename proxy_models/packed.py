@@ -9,20 +9,23 @@ the per-variant lr as a (K, 1) column and the muP multipliers as a (P,) row (pro
 
 Each variant has its own lr, gradient clipping and divergence mask: the mask is updated on the device from
 every step's losses (no host sync), so a diverged variant stops updating at once and cannot disturb the
-others, since no computation mixes variants. The loop itself (micro-batches, out-of-memory halving, the
+others, since no computation mixes variants. The block is compiled where a solo run's blocks are
+(`compile: auto`: on CUDA), one compiled function for every layer. The loop itself (micro-batches, out-of-memory halving, the
 loss watch, evaluation, rows, checkpoints) is the solo run's (proxy_models/trainer.py, TrainingLoop).
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from proxy_models.compile_cache import compile_function, resolve_compile
 from proxy_models.config import ConfigError, ProxyConfig
 from proxy_models.data import TokenCorpus
 from proxy_models.head import head_loss, resolve_head
@@ -64,6 +67,12 @@ def _block(x: torch.Tensor, p: dict[str, torch.Tensor], cfg: ProxyConfig, cos, s
     return x + m_residual * _linear(F.silu(gate) * up, p["w_out"])
 
 
+@functools.cache
+def compiled_block() -> Callable:
+    """`_block` compiled once per process, shared by every PackedTrainer and layer."""
+    return compile_function(_block)
+
+
 def block_params(params: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
     """Block i's stacked weights under short names (q, kv, o, w_in, w_out, attn_norm, mlp_norm)."""
     prefix = f"blocks.{i}."
@@ -71,10 +80,11 @@ def block_params(params: dict[str, torch.Tensor], i: int) -> dict[str, torch.Ten
 
 
 def packed_hidden(params: dict[str, torch.Tensor], blocks: Sequence[dict[str, torch.Tensor]], idx: torch.Tensor,
-                  cfg: ProxyConfig, rope: tuple[torch.Tensor, torch.Tensor], *, checkpointing: bool = False
-                  ) -> torch.Tensor:
+                  cfg: ProxyConfig, rope: tuple[torch.Tensor, torch.Tensor], *, checkpointing: bool = False,
+                  block: Callable = _block) -> torch.Tensor:
     """The final norm's output of every variant, (K, B * T, d), for tokens idx (B, T) shared by all.
-    `params` are ProxyLM's parameters stacked on a variant dimension, `blocks` their `block_params`."""
+    `params` are ProxyLM's parameters stacked on a variant dimension, `blocks` their `block_params`; `block`
+    is `_block` or its compiled form."""
     wte = params["wte.weight"]  # (K, V, d)
     k_variants, vocab = wte.shape[0], wte.shape[1]
     offsets = torch.arange(k_variants, device=idx.device)[:, None] * vocab
@@ -85,9 +95,9 @@ def packed_hidden(params: dict[str, torch.Tensor], blocks: Sequence[dict[str, to
     cos, sin = rope[0][:T].to(x.dtype), rope[1][:T].to(x.dtype)
     for p in blocks:
         if checkpointing and torch.is_grad_enabled():
-            x = checkpoint(_block, x, p, cfg, cos, sin, batch, use_reentrant=False)
+            x = checkpoint(block, x, p, cfg, cos, sin, batch, use_reentrant=False)
         else:
-            x = _block(x, p, cfg, cos, sin, batch)
+            x = block(x, p, cfg, cos, sin, batch)
     return _rms_norm(x, params["norm.weight"])
 
 
@@ -120,6 +130,9 @@ class PackedTrainer(TrainingLoop):
         self.first_device = torch.full((self.k,), math.nan, dtype=torch.float64, device=self.device)
         self.lrs = torch.zeros(self.k, dtype=self.param_dtype, device=self.device)
         self.micro_batch_size, self.checkpointing = self._plan_micro_batch()
+        # As a solo run's blocks (proxy_models/compile_cache.py): one compiled block serves every layer.
+        self.compiled = resolve_compile(config.compile, self.device)
+        self.block = compiled_block() if self.compiled else _block
 
     def lr_at_step(self, step: int, *, total_tokens: float | None) -> torch.Tensor:
         """The K variants' lrs of step `step`, (K,) on the device (copied without waiting for it)."""
@@ -131,7 +144,8 @@ class PackedTrainer(TrainingLoop):
 
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Each variant's mean cross-entropy (nats/token) on tokens x, targets y (B, T): (K,)."""
-        h = packed_hidden(self.params, self.blocks, x, self.proxy, self.rope, checkpointing=self.checkpointing)
+        h = packed_hidden(self.params, self.blocks, x, self.proxy, self.rope, checkpointing=self.checkpointing,
+                          block=self.block)
         wte, targets = self.params["wte.weight"], y.flatten()
         head = resolve_head(self.cfg.head, n_tokens=targets.numel(), vocab_size=self.proxy.vocab_size,
                             device=self.device)

@@ -91,3 +91,12 @@ def test_fused_chunking_takes_the_largest_chunk_mem_const_that_fits(tokens, voca
         assert rows <= most
     if c < -(-vocab // d):  # one more would not fit (or would be the same chunk)
         assert memory._liger_chunk_rows(tokens, vocab, d, c + 1) > most
+
+
+def test_packed_variants_hold_their_head_gradients_but_share_one_chunk_of_logits():
+    # The K heads run one after another: each keeps (tokens, d) and (V, d) gradients; the logits are freed.
+    cfg = get_preset("paper-12m")
+    solo, packed = (step_memory(cfg, micro_batch_size=16, variants=k).head for k in (1, 8))
+    tokens, held = 16 * cfg.seq_len, 16 * cfg.seq_len * cfg.d_model * 2 + cfg.vocab_size * cfg.d_model * 4
+    _, chunk = memory.fused_chunking(tokens, cfg.vocab_size, cfg.d_model, compute_bytes=2)
+    assert solo == held + 2 * chunk * cfg.vocab_size * 2 and packed == solo + 7 * held

@@ -43,6 +43,18 @@ def test_each_packed_variant_equals_its_solo_run(corpus):
         assert row.lr == schedule.lr and row.status == "ok"
 
 
+def test_compiled_packed_variants_train_like_eager_ones(corpus):
+    # The compiled block (compile: auto turns it on for CUDA) is the same computation: float64 to rounding.
+    schedules = [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 1e-2)]
+    eager = PackedTrainer(config(compile=False), schedules, corpus=corpus)
+    compiled = PackedTrainer(config(compile=True), schedules, corpus=corpus)
+    eager.train(), compiled.train()
+    assert compiled.compiled and not eager.compiled and json.loads(compiled.execution())["compiled"]
+    for got, want in zip(compiled.loss_windows, eager.loss_windows):
+        assert got == pytest.approx(want, rel=1e-9)
+    torch.testing.assert_close(compiled.flat, eager.flat, rtol=1e-9, atol=1e-12)
+
+
 def test_power_variants_pack_too(corpus):
     cfg = config()
     schedules = [ScheduleConfig(name="power", power_a=a, power_b=-0.51, lr_max=0.02, warmup_tokens=256)

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Every GPU measurement, each in its own process under its own time limit, so that one that fails or runs
+# long leaves the others' results: tables go to OUT/<part>/gpu.md (written as each table is done), logs to
+# OUT/<part>.log, and a line per part with its exit status and seconds to OUT/parts.txt.
+#
+#   bash benchmarks/gpu_all.sh OUT [part ...]
+#
+# Parts, in the default order (most telling first), with their limits in seconds on one H100:
+#   profile (60)   where a paper-12m step's time goes, solo and 8 packed variants (benchmarks/step_profile.py)
+#   packed (120)   the packed table          one (240)    the one-run table
+#   tests (120)    the CUDA-only tests       sweep (240)  the 16-lineage sweep through Ray
+#   head (120)     the head paths table      compile (120) the compile table
+set -u
+OUT=${1:?usage: bash benchmarks/gpu_all.sh OUT [part ...]}
+shift
+PARTS=("${@:-profile packed one tests sweep head compile}")
+export PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+
+run() {  # name limit command...
+  local name=$1 limit=$2 start=$SECONDS
+  shift 2
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  echo "$name rc $? in $((SECONDS - start)) s" | tee -a "$OUT/parts.txt"
+}
+
+for part in ${PARTS[*]}; do
+  case $part in
+    profile) run profile-solo 60 $PY benchmarks/step_profile.py --preset paper-12m --shape 16x1024 --out "$OUT"
+             run profile-k8 60 $PY benchmarks/step_profile.py --preset paper-12m --shape 16x1024 --pack 8 \
+                 --out "$OUT" ;;
+    tests) run tests 120 $PY -m pytest -q -rs -p no:cacheprovider tests/proxy_models/test_head.py \
+               tests/proxy_models/test_moe.py ;;
+    one|head|packed|sweep|compile) run "$part" "$(case $part in one|sweep) echo 240;; *) echo 120;; esac)" \
+                                       $PY benchmarks/gpu.py --only "$part" --out "$OUT/$part" ;;
+    *) echo "unknown part $part: profile packed one tests sweep head compile" >&2; exit 2 ;;
+  esac
+done
