@@ -4,6 +4,8 @@
 # OUT/<part>.log, and a line per part with its exit status and seconds to OUT/parts.txt.
 #
 #   bash benchmarks/gpu_all.sh OUT [part ...]
+#   ARGS="--compile-mode reduce-overhead" bash benchmarks/gpu_all.sh OUT profile one   (extra arguments for
+#   benchmarks/gpu.py and step_profile.py)
 #
 # Parts, in the default order (most telling first), with their limits in seconds on one H100:
 #   profile (60)   where a paper-12m step's time goes, solo and 8 packed variants (benchmarks/step_profile.py)
@@ -17,6 +19,7 @@ PARTS=("${@:-profile packed one tests sweep head compile}")
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
+ARGS=${ARGS:-}
 
 run() {  # name limit command...
   local name=$1 limit=$2 start=$SECONDS
@@ -27,13 +30,13 @@ run() {  # name limit command...
 
 for part in ${PARTS[*]}; do
   case $part in
-    profile) run profile-solo 60 $PY benchmarks/step_profile.py --preset paper-12m --shape 16x1024 --out "$OUT"
+    profile) run profile-solo 60 $PY benchmarks/step_profile.py --preset paper-12m --shape 16x1024 --out "$OUT" $ARGS
              run profile-k8 60 $PY benchmarks/step_profile.py --preset paper-12m --shape 16x1024 --pack 8 \
-                 --out "$OUT" ;;
+                 --out "$OUT" $ARGS ;;
     tests) run tests 120 $PY -m pytest -q -rs -p no:cacheprovider tests/proxy_models/test_head.py \
                tests/proxy_models/test_moe.py ;;
     one|head|packed|sweep|compile) run "$part" "$(case $part in one|sweep) echo 240;; *) echo 120;; esac)" \
-                                       $PY benchmarks/gpu.py --only "$part" --out "$OUT/$part" ;;
+                                       $PY benchmarks/gpu.py --only "$part" --out "$OUT/$part" $ARGS ;;
     *) echo "unknown part $part: profile packed one tests sweep head compile" >&2; exit 2 ;;
   esac
 done

@@ -43,21 +43,21 @@ def compile_cache_dir() -> str:
     return os.path.join(base, "powersweep", "compile")
 
 
-def compile_blocks(blocks: Iterable[torch.nn.Module]) -> str | None:
+def compile_blocks(blocks: Iterable[torch.nn.Module], *, mode: str = "default") -> str | None:
     """torch.compile each block in place (parameter names, checkpoints and packing do not change), with
     inductor's caches in `compile_cache_dir()`; returns that directory, or None where it cannot be made (a
     read-only home: inductor's own default, a temporary directory, still caches per machine). Compiling
-    happens at the first forward, so the directory is set here, before it."""
+    happens at the first forward, so the directory is set here, before it. `mode` is torch.compile's."""
     directory = use_compile_cache()
     for block in blocks:
-        block.compile()
+        block.compile(mode=mode)
     return directory
 
 
-def compile_function(fn: Callable) -> Callable:
+def compile_function(fn: Callable, *, mode: str = "default") -> Callable:
     """torch.compile a function (packed variants' block, proxy_models/packed.py) with the same on-disk cache."""
     use_compile_cache()
-    return torch.compile(fn)
+    return torch.compile(fn, mode=mode)
 
 
 def use_compile_cache() -> str | None:

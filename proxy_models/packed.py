@@ -68,9 +68,9 @@ def _block(x: torch.Tensor, p: dict[str, torch.Tensor], cfg: ProxyConfig, cos, s
 
 
 @functools.cache
-def compiled_block() -> Callable:
-    """`_block` compiled once per process, shared by every PackedTrainer and layer."""
-    return compile_function(_block)
+def compiled_block(mode: str = "default") -> Callable:
+    """`_block` compiled once per process and mode, shared by every PackedTrainer and layer."""
+    return compile_function(_block, mode=mode)
 
 
 def block_params(params: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
@@ -132,7 +132,7 @@ class PackedTrainer(TrainingLoop):
         self.micro_batch_size, self.checkpointing = self._plan_micro_batch()
         # As a solo run's blocks (proxy_models/compile_cache.py): one compiled block serves every layer.
         self.compiled = resolve_compile(config.compile, self.device)
-        self.block = compiled_block() if self.compiled else _block
+        self.block = compiled_block(config.compile_mode) if self.compiled else _block
 
     def lr_at_step(self, step: int, *, total_tokens: float | None) -> torch.Tensor:
         """The K variants' lrs of step `step`, (K,) on the device (copied without waiting for it)."""

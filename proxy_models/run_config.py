@@ -15,9 +15,11 @@ from proxy_models.schedules import ScheduleConfig
 
 DTYPE_NAMES = ("float32", "float64", "bfloat16")  # TrainConfig.dtype besides "auto" (torch dtypes in the trainer)
 HEADS = ("auto", "full", "chunked", "fused")  # output heads' losses (proxy_models/head.py)
+# torch.compile's modes for compiled blocks; reduce-overhead replays each block's kernels as a CUDA graph
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CHECKPOINTING = ("auto", "on", "off")
 # How a run executes, not what it trains: left out of a lineage's identity (sweeps/plan.py).
-EXECUTION_FIELDS = ("head", "activation_checkpointing", "memory_budget_gib", "compile")
+EXECUTION_FIELDS = ("head", "activation_checkpointing", "memory_budget_gib", "compile", "compile_mode")
 
 
 class DataError(ConfigError):
@@ -71,6 +73,7 @@ class TrainConfig:
     moe_backend: str = "auto"  # auto | torch | scattermoe
     compile: str | bool = "auto"  # torch.compile each block (the head's loss stays eager); auto: dense on CUDA
     # (proxy_models/compile_cache.py, which also caches the compiled code on disk); see RESULTS.md
+    compile_mode: str = "default"  # torch.compile's mode where blocks compile: one of COMPILE_MODES
     head: str = "auto"  # output head's loss: auto | full | chunked | fused (proxy_models/head.py)
     activation_checkpointing: str = "auto"  # auto (only when an auto micro-batch needs it to fit) | on | off
     memory_budget_gib: float | None = None  # memory one step may use, GiB; None = 90% of free CUDA memory
@@ -96,6 +99,8 @@ class TrainConfig:
             raise ConfigError(f"micro_batch_size={micro} does not divide batch_size={self.batch_size}")
         if not (isinstance(self.compile, bool) or self.compile == "auto"):  # 1 and "true" are not bools
             raise ConfigError(f"compile={self.compile!r}: choose 'auto' (compile dense models on CUDA), true or false")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ConfigError(f"compile_mode={self.compile_mode!r}: choose one of {list(COMPILE_MODES)}")
         if self.head not in HEADS:
             raise ConfigError(f"head={self.head!r}: choose one of {list(HEADS)}")
         if self.activation_checkpointing not in CHECKPOINTING:

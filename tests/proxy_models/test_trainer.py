@@ -141,6 +141,16 @@ def test_auto_micro_batch_is_the_largest_that_fits_the_budget(corpus):
         Trainer(small_config(micro_batch_size="auto"), corpus=corpus)
 
 
+def test_compile_mode_reaches_every_compiled_block(corpus, monkeypatch):
+    modes = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: modes.append(kwargs.get("mode")))
+    Trainer(small_config(compile=True, compile_mode="reduce-overhead", model_overrides={**SMALL, "n_layers": 3}),
+            corpus=corpus)
+    assert modes == ["reduce-overhead"] * 3
+    Trainer(small_config(compile=False, compile_mode="reduce-overhead"), corpus=corpus)
+    assert len(modes) == 3  # a mode alone compiles nothing
+
+
 def test_cuda_budget_counts_the_memory_this_process_already_caches(corpus, monkeypatch):
     # A trainer built after another in the same process (a benchmark's rows, a lineage's retry) finds the first
     # one's memory cached by torch's allocator: neither free on the device nor allocated, yet its to reuse.
@@ -183,6 +193,7 @@ def test_divergence_read_every_few_steps_reports_the_first_bad_step(corpus, monk
 
 @pytest.mark.parametrize("kwargs, fragment", [({"micro_batch_size": "big"}, "micro_batch_size='big'"),
                                               ({"head": "fast"}, "head='fast'"),
+                                              ({"compile_mode": "cudagraphs"}, "compile_mode='cudagraphs'"),
                                               ({"activation_checkpointing": "yes"}, "activation_checkpointing"),
                                               ({"memory_budget_gib": 0}, "memory_budget_gib=0")])
 def test_bad_execution_settings_name_the_field(kwargs, fragment):

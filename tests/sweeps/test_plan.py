@@ -154,4 +154,7 @@ def test_compile_changes_no_id():
     plans = [planned(c) for c in ("auto", True, False)]
     assert [p.jobs[0].config.compile for p in plans] == ["auto", True, False]  # the spec's choice reaches the run
     assert plans[0].row_ids == plans[1].row_ids == plans[2].row_ids
+    graphed = plan(spec_from_dict({"name": "t", "search": {"lr": [0.01, 0.02], "tokens": ["1M", "2M"]},
+                                   "train": {"seq_len": 64}, "run": {"compile_mode": "reduce-overhead"}}))
+    assert graphed.jobs[0].config.compile_mode == "reduce-overhead" and graphed.row_ids == plans[0].row_ids
     assert [j.lineage_id for j in plans[0].jobs] == [j.lineage_id for j in plans[1].jobs]
