@@ -43,6 +43,22 @@ def compile_cache_dir() -> str:
     return os.path.join(base, "powersweep", "compile")
 
 
+# torch.compile's modes that replay the compiled code as CUDA graphs. Those cannot chain replays of one compiled
+# block (block i's output overwritten by block i + 1's replay: pytorch/pytorch#152887), so in these modes the
+# blocks compile together, as one graph of the whole trunk.
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def compile_model(model, *, mode: str = "default") -> str | None:
+    """Compile a ProxyLM's blocks in place: each block alone, or in a CUDA-graph mode the trunk as a whole (a
+    cold compile that grows with the layer count). Returns the cache directory (see `compile_blocks`)."""
+    if mode in CUDA_GRAPH_MODES:
+        directory = use_compile_cache()
+        model.trunk = torch.compile(model.trunk, mode=mode)
+        return directory
+    return compile_blocks(model.blocks, mode=mode)
+
+
 def compile_blocks(blocks: Iterable[torch.nn.Module], *, mode: str = "default") -> str | None:
     """torch.compile each block in place (parameter names, checkpoints and packing do not change), with
     inductor's caches in `compile_cache_dir()`; returns that directory, or None where it cannot be made (a

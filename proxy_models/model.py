@@ -123,12 +123,7 @@ class ProxyLM(nn.Module):
         m_emb = self.cfg.m_emb if self.cfg.use_mup else 1.0
         x = self.wte(idx) * m_emb  # muP (Table 1, embedding multiplier). (B, T, d)
         cos, sin = self.rope_cos[:T].to(x.dtype), self.rope_sin[:T].to(x.dtype)
-        for block in self.blocks:
-            if self.activation_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, cos, sin, use_reentrant=False)
-            else:
-                x = block(x, cos, sin)
-        h = self.norm(x)  # (B, T, d)
+        h = self.norm(self.trunk(x, cos, sin))  # (B, T, d)
         # Tied output head scaled by 1 / m_width, as IBM's Granite/PowerLM models do under muP.
         scale = 1.0 / self.cfg.m_width
         if targets is None:
@@ -141,6 +136,16 @@ class ProxyLM(nn.Module):
         loss = head_loss(h.flatten(0, 1), self.wte.weight, targets.flatten(), scale=scale, head=head,
                          chunk_tokens=self.head_chunk_tokens)
         return None, loss
+
+    def trunk(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """The blocks in order, each checkpointed when asked (proxy_models/compile_cache.py compiles either each
+        block or, for CUDA graphs, this whole method)."""
+        for block in self.blocks:
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, cos, sin, use_reentrant=False)
+            else:
+                x = block(x, cos, sin)
+        return x
 
     def aux_loss(self) -> torch.Tensor:
         """Sum of the MoE load-balancing losses of the last forward (0 for dense models)."""

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from proxy_models.compile_cache import compile_function, resolve_compile
+from proxy_models.compile_cache import CUDA_GRAPH_MODES, compile_function, resolve_compile
 from proxy_models.config import ConfigError, ProxyConfig
 from proxy_models.data import TokenCorpus
 from proxy_models.head import head_loss, resolve_head
@@ -68,9 +68,12 @@ def _block(x: torch.Tensor, p: dict[str, torch.Tensor], cfg: ProxyConfig, cos, s
 
 
 @functools.cache
-def compiled_block(mode: str = "default") -> Callable:
-    """`_block` compiled once per process and mode, shared by every PackedTrainer and layer."""
-    return compile_function(_block, mode=mode)
+def compiled_trunk(mode: str = "default") -> Callable:
+    """`_trunk` with `_block` compiled once per process and mode, shared by every PackedTrainer and layer; in a
+    CUDA-graph mode the whole trunk compiled instead (proxy_models/compile_cache.py says why)."""
+    if mode in CUDA_GRAPH_MODES:
+        return compile_function(_trunk, mode=mode)
+    return functools.partial(_trunk, block=compile_function(_block, mode=mode))
 
 
 def block_params(params: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
@@ -79,12 +82,23 @@ def block_params(params: dict[str, torch.Tensor], i: int) -> dict[str, torch.Ten
     return {name[len(prefix):].split(".")[-2]: p for name, p in params.items() if name.startswith(prefix)}
 
 
+def _trunk(x: torch.Tensor, blocks: Sequence[dict[str, torch.Tensor]], cfg: ProxyConfig, cos, sin, batch: int,
+           checkpointing: bool, block: Callable = _block) -> torch.Tensor:
+    """Every block in order (checkpointed when asked), `block` being `_block` or its compiled form."""
+    for p in blocks:
+        if checkpointing and torch.is_grad_enabled():
+            x = checkpoint(block, x, p, cfg, cos, sin, batch, use_reentrant=False)
+        else:
+            x = block(x, p, cfg, cos, sin, batch)
+    return x
+
+
 def packed_hidden(params: dict[str, torch.Tensor], blocks: Sequence[dict[str, torch.Tensor]], idx: torch.Tensor,
                   cfg: ProxyConfig, rope: tuple[torch.Tensor, torch.Tensor], *, checkpointing: bool = False,
-                  block: Callable = _block) -> torch.Tensor:
+                  trunk: Callable = _trunk) -> torch.Tensor:
     """The final norm's output of every variant, (K, B * T, d), for tokens idx (B, T) shared by all.
-    `params` are ProxyLM's parameters stacked on a variant dimension, `blocks` their `block_params`; `block`
-    is `_block` or its compiled form."""
+    `params` are ProxyLM's parameters stacked on a variant dimension, `blocks` their `block_params`; `trunk`
+    is `_trunk` or a compiled form (`compiled_trunk`)."""
     wte = params["wte.weight"]  # (K, V, d)
     k_variants, vocab = wte.shape[0], wte.shape[1]
     offsets = torch.arange(k_variants, device=idx.device)[:, None] * vocab
@@ -93,12 +107,7 @@ def packed_hidden(params: dict[str, torch.Tensor], blocks: Sequence[dict[str, to
     x = x * (cfg.m_emb if cfg.use_mup else 1.0)  # muP (Table 1, embedding multiplier)
     T, batch = idx.shape[1], idx.shape[0]
     cos, sin = rope[0][:T].to(x.dtype), rope[1][:T].to(x.dtype)
-    for p in blocks:
-        if checkpointing and torch.is_grad_enabled():
-            x = checkpoint(block, x, p, cfg, cos, sin, batch, use_reentrant=False)
-        else:
-            x = block(x, p, cfg, cos, sin, batch)
-    return _rms_norm(x, params["norm.weight"])
+    return _rms_norm(trunk(x, blocks, cfg, cos, sin, batch, checkpointing), params["norm.weight"])
 
 
 class PackedTrainer(TrainingLoop):
@@ -130,9 +139,9 @@ class PackedTrainer(TrainingLoop):
         self.first_device = torch.full((self.k,), math.nan, dtype=torch.float64, device=self.device)
         self.lrs = torch.zeros(self.k, dtype=self.param_dtype, device=self.device)
         self.micro_batch_size, self.checkpointing = self._plan_micro_batch()
-        # As a solo run's blocks (proxy_models/compile_cache.py): one compiled block serves every layer.
+        # Compiled as a solo run is (proxy_models/compile_cache.py): one compiled block serves every layer.
         self.compiled = resolve_compile(config.compile, self.device)
-        self.block = compiled_block(config.compile_mode) if self.compiled else _block
+        self.trunk = compiled_trunk(config.compile_mode) if self.compiled else _trunk
 
     def lr_at_step(self, step: int, *, total_tokens: float | None) -> torch.Tensor:
         """The K variants' lrs of step `step`, (K,) on the device (copied without waiting for it)."""
@@ -145,7 +154,7 @@ class PackedTrainer(TrainingLoop):
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Each variant's mean cross-entropy (nats/token) on tokens x, targets y (B, T): (K,)."""
         h = packed_hidden(self.params, self.blocks, x, self.proxy, self.rope, checkpointing=self.checkpointing,
-                          block=self.block)
+                          trunk=self.trunk)
         wte, targets = self.params["wte.weight"], y.flatten()
         head = resolve_head(self.cfg.head, n_tokens=targets.numel(), vocab_size=self.proxy.vocab_size,
                             device=self.device)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from proxy_models.compile_cache import compile_blocks, resolve_compile
+from proxy_models.compile_cache import compile_model, resolve_compile
 from proxy_models.config import ConfigError, ProxyConfig
 from proxy_models.curves import CurveRecorder
 from proxy_models.data import TokenCorpus, eval_batches, load_corpus, train_batch
@@ -371,7 +371,7 @@ class Trainer(TrainingLoop):
         )
         self.compiled = resolve_compile(config.compile, self.device, moe=self.proxy.is_moe)
         if self.compiled:  # the blocks only: the chunked or fused head's loss is already one pass per chunk
-            compile_blocks(self.model.blocks, mode=config.compile_mode)
+            compile_model(self.model, mode=config.compile_mode)
 
     @property
     def checkpointing(self) -> bool:

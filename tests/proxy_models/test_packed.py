@@ -53,6 +53,10 @@ def test_compiled_packed_variants_train_like_eager_ones(corpus):
     for got, want in zip(compiled.loss_windows, eager.loss_windows):
         assert got == pytest.approx(want, rel=1e-9)
     torch.testing.assert_close(compiled.flat, eager.flat, rtol=1e-9, atol=1e-12)
+    graphed = PackedTrainer(config(compile=True, compile_mode="reduce-overhead"), schedules, corpus=corpus)
+    graphed.train()  # the whole trunk compiled (CUDA graphs on a GPU; on CPU inductor alone)
+    for got, want in zip(graphed.loss_windows, eager.loss_windows):
+        assert got == pytest.approx(want, rel=1e-9)
 
 
 def test_power_variants_pack_too(corpus):

@@ -141,14 +141,31 @@ def test_auto_micro_batch_is_the_largest_that_fits_the_budget(corpus):
         Trainer(small_config(micro_batch_size="auto"), corpus=corpus)
 
 
-def test_compile_mode_reaches_every_compiled_block(corpus, monkeypatch):
-    modes = []
-    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: modes.append(kwargs.get("mode")))
-    Trainer(small_config(compile=True, compile_mode="reduce-overhead", model_overrides={**SMALL, "n_layers": 3}),
+def test_compile_mode_reaches_every_compiled_block_or_the_whole_trunk_for_cuda_graphs(corpus, monkeypatch):
+    blocks, functions = [], []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: blocks.append(kwargs.get("mode")))
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: functions.append(kwargs.get("mode")) or fn)
+    three = {**SMALL, "n_layers": 3}
+    Trainer(small_config(compile=True, compile_mode="max-autotune-no-cudagraphs", model_overrides=three),
             corpus=corpus)
-    assert modes == ["reduce-overhead"] * 3
+    assert blocks == ["max-autotune-no-cudagraphs"] * 3 and not functions
+    # CUDA graphs cannot chain the replays of one compiled block (compile_cache.py): the trunk compiles whole.
+    Trainer(small_config(compile=True, compile_mode="reduce-overhead", model_overrides=three), corpus=corpus)
+    assert functions == ["reduce-overhead"] and len(blocks) == 3
     Trainer(small_config(compile=False, compile_mode="reduce-overhead"), corpus=corpus)
-    assert len(modes) == 3  # a mode alone compiles nothing
+    assert functions == ["reduce-overhead"] and len(blocks) == 3  # a mode alone compiles nothing
+
+
+def test_trunk_compiled_for_cuda_graphs_trains_like_eager(corpus):
+    # On CPU inductor compiles the trunk and leaves CUDA graphs out: the same computation, float64 to rounding.
+    config = small_config(model_overrides={**SMALL, "n_layers": 2})
+    eager = Trainer(config, corpus=corpus)
+    graphed = Trainer(TrainConfig(**{**config.__dict__, "compile": True, "compile_mode": "reduce-overhead"}),
+                      corpus=corpus)
+    eager.run(), graphed.run()
+    assert graphed.recent_losses == pytest.approx(eager.recent_losses, rel=1e-9)
+    for p, q in zip(eager.model.parameters(), graphed.model.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-9, atol=1e-12)
 
 
 def test_cuda_budget_counts_the_memory_this_process_already_caches(corpus, monkeypatch):
