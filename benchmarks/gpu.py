@@ -66,7 +66,7 @@ from proxy_models.packed import PackedTrainer
 from proxy_models.perf import attention_flops_per_token, compute_dtype, device_name, peak_flops, resolve_device
 from proxy_models.perf import mfu as model_flops_utilisation
 from proxy_models.perf import utilisation
-from proxy_models.run_config import COMPILE_MODES
+from proxy_models.run_config import COMPILE_MODES, COMPILE_SCOPES
 from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import TrainConfig, Trainer
 
@@ -98,12 +98,12 @@ def cases(quick: bool) -> list[Case]:
     return rows
 
 
-def measure(case: Case, *, corpus, device: str, steps: int, compile: str | bool, compile_mode: str = "default"
+def measure(case: Case, *, corpus, device: str, steps: int, compile: str | bool, compiling: dict | None = None
             ) -> dict:
     """The first step timed alone (it holds any compile), then `timed_steps`."""
     seq_len = case.overrides.get("seq_len", 4096)
     config = TrainConfig(model=case.preset, model_overrides=case.overrides, batch_size=case.batch_size,
-                         tokens=case.batch_size * seq_len, device=device, compile=compile, compile_mode=compile_mode,
+                         tokens=case.batch_size * seq_len, device=device, compile=compile, **(compiling or {}),
                          moe_backend=case.moe_backend, head=case.head,
                          schedule=ScheduleConfig(name="constant", lr=1e-3), log_every_steps=10**6)
     trainer = Trainer(config, corpus=corpus)
@@ -230,11 +230,11 @@ def packed_cases(preset: str, shapes: list[str], packs: list[int], quick: bool) 
 
 
 def measure_packed(preset: str, batch_size: int, overrides: dict, k: int, *, corpus, device: str, steps: int,
-                   compile_mode: str = "default") -> dict:
+                   compiling: dict | None = None) -> dict:
     """tokens x variants / s of K packed variants (lrs 1e-3 .. K e-3), or of one solo Trainer (k 0)."""
     seq_len = overrides["seq_len"]
     config = TrainConfig(model=preset, model_overrides=overrides, batch_size=batch_size, device=device,
-                         compile_mode=compile_mode, tokens=batch_size * seq_len,
+                         tokens=batch_size * seq_len, **(compiling or {}),
                          schedule=ScheduleConfig(name="constant", lr=1e-3),
                          log_every_steps=10**6)
     _reset_peak(resolve_device(device))
@@ -303,8 +303,8 @@ def sweep_spec(*, quick: bool, budgets: list[str]) -> dict:
             "run": {"pack": "auto", "gpus_per_trial": "auto", "cpus_per_trial": 1, "checkpoint_every_steps": 0}}
 
 
-def gpu_sweep(*, quick: bool, budgets: list[str], out: str, solo_tokens_per_s: float, compile_mode: str = "default"
-              ) -> dict:
+def gpu_sweep(*, quick: bool, budgets: list[str], out: str, solo_tokens_per_s: float,
+              compiling: dict | None = None) -> dict:
     """Submit `sweep_spec` to a fresh store under `out` through a local Ray; what it stored and where the wall
     time went."""
     from sweeps.spec import spec_from_dict
@@ -315,7 +315,7 @@ def gpu_sweep(*, quick: bool, budgets: list[str], out: str, solo_tokens_per_s: f
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the tables before held memory in this process: leave the GPU to the trials
     spec = sweep_spec(quick=quick, budgets=budgets)
-    spec["run"]["compile_mode"] = compile_mode
+    spec["run"].update(compiling or {})
     result = submit(spec_from_dict(spec), storage=storage)
     table = ResultStore(storage).read(sweep_id="gpu-sweep").table
     records = [json.loads(e) for e in table["execution"].dropna()]
@@ -345,12 +345,12 @@ COMPILE_RUNS = ("eager", "compiled, cold cache", "compiled, warm cache")  # rows
 
 
 def compile_runs(preset: str, shape: str, *, quick: bool, device: str, steps: int, repeats: int,
-                 compile_mode: str = "default") -> list[dict]:
+                 compiling: dict | None = None) -> list[dict]:
     """The shape in fresh processes: compiled once into an empty cache (cold), then `repeats` rounds of eager
     and compiled with the cache the first left (warm). One row per kind, medians over its processes."""
     batch, seq = (int(v) for v in shape.split("x"))
     config = {"model": preset, "batch_size": batch, "model_overrides": {**(QUICK if quick else {}), "seq_len": seq},
-              "compile_mode": compile_mode}
+              **(compiling or {})}
     env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the tables before held memory in this process: leave the GPU to the children
@@ -396,7 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", default="auto", choices=("auto", "true", "false"),
                         help="torch.compile the blocks in the one-run table (TrainConfig.compile; auto: on CUDA)")
     parser.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
-                        help="torch.compile's mode for compiled blocks (TrainConfig.compile_mode), every table")
+                        help="torch.compile's mode (TrainConfig.compile_mode), every table")
+    parser.add_argument("--compile-scope", default="auto", choices=COMPILE_SCOPES,
+                        help="each block or the whole trunk as one graph (TrainConfig.compile_scope), every table")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (--quick: cpu)")
     parser.add_argument("--only", nargs="+", choices=("one", "head", "packed", "sweep", "compile"),
                         default=["one", "head", "packed", "sweep", "compile"],
@@ -412,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile-shape", help="batch x seq of the compile table (default 16x4096; --quick 4x32)")
     args = parser.parse_args(argv)
     compile = {"true": True, "false": False}.get(args.compile, args.compile)
+    compiling = {"compile_mode": args.compile_mode, "compile_scope": args.compile_scope}
     device = "cpu" if args.quick else resolve_device(args.device).type
     corpus, steps = load_corpus(DataConfig()), args.steps or (1 if args.quick else 3)
     name = device_name(torch.device(device))
@@ -420,37 +423,37 @@ def main(argv: list[str] | None = None) -> int:
         rows["rows"] = []
         for case in cases(args.quick):
             rows["rows"].append(run_case(case, corpus=corpus, device=device, steps=steps, compile=compile,
-                                         compile_mode=args.compile_mode))
+                                         compiling=compiling))
             print(json.dumps(rows["rows"][-1]), file=sys.stderr, flush=True)
         tables.append(format_table(rows["rows"], device=name, compile=compile))
         write(args.out, tables, rows)
     if "head" in args.only:
         shapes = args.packed_shapes or (["4x32"] if args.quick else ["16x4096", "16x1024"])
         rows["head"] = head_table(args.packed_preset, shapes, quick=args.quick, corpus=corpus, device=device,
-                                  steps=steps, compile=compile, compile_mode=args.compile_mode)
+                                  steps=steps, compile=compile, compiling=compiling)
         tables.append(format_table(rows["head"], device=name, compile=compile, title="output head paths"))
         write(args.out, tables, rows)
     if "packed" in args.only:
         shapes = args.packed_shapes or (["4x32"] if args.quick else ["16x1024", "16x4096"])
         rows["packed"] = packed_table(packed_cases(args.packed_preset, shapes, args.pack, args.quick),
                                       repeats=args.repeats, corpus=corpus, device=device, steps=steps,
-                                      compile_mode=args.compile_mode)
+                                      compiling=compiling)
         tables.append(format_packed(rows["packed"], device=name))
         write(args.out, tables, rows)
     if "sweep" in args.only:
         search, train = (spec := sweep_spec(quick=args.quick, budgets=args.sweep_budgets))["search"], spec["train"]
         solo = measure_packed(search["models"][0], search["batch_size"][0], {"seq_len": train["seq_len"]}, 0,
                               corpus=corpus, device=device, steps=steps,
-                              compile_mode=args.compile_mode)  # the sweep's shape, one solo run
+                              compiling=compiling)  # the sweep's shape, one solo run
         rows["sweep"] = gpu_sweep(quick=args.quick, budgets=args.sweep_budgets, out=args.out,
-                                  compile_mode=args.compile_mode,
+                                  compiling=compiling,
                                   solo_tokens_per_s=solo["tokens_variants_per_s"])
         tables.append(format_sweep(rows["sweep"]))
         write(args.out, tables, rows)
     if "compile" in args.only:
         shape = args.compile_shape or ("4x32" if args.quick else "16x4096")
         rows["compile"] = compile_runs(args.compile_preset, shape, quick=args.quick, device=device, steps=steps,
-                                       repeats=args.repeats, compile_mode=args.compile_mode)
+                                       repeats=args.repeats, compiling=compiling)
         tables.append(format_compile(rows["compile"], device=name))
         write(args.out, tables, rows)
     print("\n\n".join(tables))

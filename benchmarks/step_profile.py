@@ -28,10 +28,10 @@ ROWS = 20
 
 
 def trainer_for(preset: str, shape: str, *, pack: int, device: str, compile: str | bool, head: str,
-                compile_mode: str = "default"):
+                compiling: dict | None = None):
     batch, seq = (int(v) for v in shape.split("x"))
     config = TrainConfig(model=preset, model_overrides={"seq_len": seq}, batch_size=batch, tokens=batch * seq,
-                         device=device, compile=compile, compile_mode=compile_mode, head=head, log_every_steps=10**6,
+                         device=device, compile=compile, head=head, log_every_steps=10**6, **(compiling or {}),
                          schedule=ScheduleConfig(name="constant", lr=1e-3))
     corpus = load_corpus(DataConfig())
     if pack:
@@ -56,12 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", default="auto", choices=("auto", "true", "false"))
     parser.add_argument("--head", default="auto", help="auto | full | chunked | fused")
     parser.add_argument("--compile-mode", default="default", help="torch.compile's mode (TrainConfig.compile_mode)")
+    parser.add_argument("--compile-scope", default="auto", help="blocks | trunk | auto (TrainConfig.compile_scope)")
     parser.add_argument("--out", help="also write the report to DIR/step-profile-<preset>-<shape>-k<pack>.txt")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     compile = {"true": True, "false": False}.get(args.compile, args.compile)
     trainer = trainer_for(args.preset, args.shape, pack=args.pack, device=device.type, compile=compile,
-                          head=args.head, compile_mode=args.compile_mode)
+                          head=args.head,
+                          compiling={"compile_mode": args.compile_mode, "compile_scope": args.compile_scope})
     trainer.train_to(2, total_tokens=None)  # compiles, and a compiled model's second call may compile again
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        name = f"step-profile-{args.preset}-{args.shape}-k{args.pack}-{args.compile_mode}.txt"
+        name = f"step-profile-{args.preset}-{args.shape}-k{args.pack}-{args.compile_mode}-{args.compile_scope}.txt"
         with open(os.path.join(args.out, name), "w") as f:
             f.write(report + "\n")
     return 0

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from proxy_models.run_config import CUDA_GRAPH_MODES
+
 ENV_VAR = "POWERSWEEP_COMPILE_CACHE"
 TORCH_ENV_VAR = "TORCHINDUCTOR_CACHE_DIR"  # read by inductor whenever it opens its caches
 
@@ -43,16 +45,15 @@ def compile_cache_dir() -> str:
     return os.path.join(base, "powersweep", "compile")
 
 
-# torch.compile's modes that replay the compiled code as CUDA graphs. Those cannot chain replays of one compiled
-# block (block i's output overwritten by block i + 1's replay: pytorch/pytorch#152887), so in these modes the
-# blocks compile together, as one graph of the whole trunk.
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+def whole_trunk(mode: str, scope: str) -> bool:
+    """Whether the blocks compile as one graph (TrainConfig.compile_scope; 'auto': in CUDA_GRAPH_MODES only)."""
+    return scope == "trunk" or (scope == "auto" and mode in CUDA_GRAPH_MODES)
 
 
-def compile_model(model, *, mode: str = "default") -> str | None:
-    """Compile a ProxyLM's blocks in place: each block alone, or in a CUDA-graph mode the trunk as a whole (a
-    cold compile that grows with the layer count). Returns the cache directory (see `compile_blocks`)."""
-    if mode in CUDA_GRAPH_MODES:
+def compile_model(model, *, mode: str = "default", scope: str = "auto") -> str | None:
+    """Compile a ProxyLM's blocks in place: each block alone, or the trunk as a whole (`whole_trunk`: a cold
+    compile that grows with the layer count). Returns the cache directory (see `compile_blocks`)."""
+    if whole_trunk(mode, scope):
         directory = use_compile_cache()
         model.trunk = torch.compile(model.trunk, mode=mode)
         return directory

@@ -17,6 +17,7 @@ benchmarks/RESULTS.md ("Memory of one step").
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -86,8 +87,14 @@ def layer_activation_bytes(cfg: ProxyConfig, *, compute_bytes: int, residual_byt
 def fused_chunking(tokens: int, vocab_size: int, d_model: int, *, compute_bytes: int) -> tuple[int, int]:
     """(chunk_mem_const, rows per chunk) for liger-kernel's fused linear cross-entropy of `tokens` rows: the
     fewest chunks whose logits fit FUSED_CHUNK_BYTES. liger cuts N rows into ceil(V / (c * d)) parts and rounds
-    a part up to a power of two rows; c = chunk_mem_const."""
-    most_rows = max(1, FUSED_CHUNK_BYTES // (vocab_size * compute_bytes))
+    a part up to a power of two rows; c = chunk_mem_const. Called every step: cached."""
+    return _fused_chunking(tokens, vocab_size, d_model, compute_bytes, FUSED_CHUNK_BYTES)
+
+
+@functools.lru_cache(maxsize=256)
+def _fused_chunking(tokens: int, vocab_size: int, d_model: int, compute_bytes: int, chunk_bytes: int
+                    ) -> tuple[int, int]:
+    most_rows = max(1, chunk_bytes // (vocab_size * compute_bytes))
     for c in range(-(-vocab_size // d_model), 0, -1):  # from one part down; fewer parts, bigger chunks
         rows = _liger_chunk_rows(tokens, vocab_size, d_model, c)
         if rows <= most_rows:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from proxy_models.compile_cache import CUDA_GRAPH_MODES, compile_function, resolve_compile
+from proxy_models.compile_cache import compile_function, resolve_compile, whole_trunk
 from proxy_models.config import ConfigError, ProxyConfig
 from proxy_models.data import TokenCorpus
 from proxy_models.head import head_loss, resolve_head
@@ -68,10 +68,10 @@ def _block(x: torch.Tensor, p: dict[str, torch.Tensor], cfg: ProxyConfig, cos, s
 
 
 @functools.cache
-def compiled_trunk(mode: str = "default") -> Callable:
-    """`_trunk` with `_block` compiled once per process and mode, shared by every PackedTrainer and layer; in a
-    CUDA-graph mode the whole trunk compiled instead (proxy_models/compile_cache.py says why)."""
-    if mode in CUDA_GRAPH_MODES:
+def compiled_trunk(mode: str = "default", scope: str = "auto") -> Callable:
+    """`_trunk` with `_block` compiled once per process and mode, shared by every PackedTrainer and layer, or
+    the whole trunk compiled (`whole_trunk`, proxy_models/compile_cache.py)."""
+    if whole_trunk(mode, scope):
         return compile_function(_trunk, mode=mode)
     return functools.partial(_trunk, block=compile_function(_block, mode=mode))
 
@@ -141,7 +141,7 @@ class PackedTrainer(TrainingLoop):
         self.micro_batch_size, self.checkpointing = self._plan_micro_batch()
         # Compiled as a solo run is (proxy_models/compile_cache.py): one compiled block serves every layer.
         self.compiled = resolve_compile(config.compile, self.device)
-        self.trunk = compiled_trunk(config.compile_mode) if self.compiled else _trunk
+        self.trunk = compiled_trunk(config.compile_mode, config.compile_scope) if self.compiled else _trunk
 
     def lr_at_step(self, step: int, *, total_tokens: float | None) -> torch.Tensor:
         """The K variants' lrs of step `step`, (K,) on the device (copied without waiting for it)."""

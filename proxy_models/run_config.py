@@ -17,9 +17,13 @@ DTYPE_NAMES = ("float32", "float64", "bfloat16")  # TrainConfig.dtype besides "a
 HEADS = ("auto", "full", "chunked", "fused")  # output heads' losses (proxy_models/head.py)
 # torch.compile's modes for compiled blocks; reduce-overhead replays each block's kernels as a CUDA graph
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# Of them, those that replay the compiled code as CUDA graphs. Those cannot chain replays of one compiled block
+# (block i's output overwritten by block i + 1's replay: pytorch/pytorch#152887): the trunk compiles whole.
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+COMPILE_SCOPES = ("auto", "blocks", "trunk")  # one graph per block, or the whole trunk; auto: trunk for CUDA graphs
 CHECKPOINTING = ("auto", "on", "off")
 # How a run executes, not what it trains: left out of a lineage's identity (sweeps/plan.py).
-EXECUTION_FIELDS = ("head", "activation_checkpointing", "memory_budget_gib", "compile", "compile_mode")
+EXECUTION_FIELDS = ("head", "activation_checkpointing", "memory_budget_gib", "compile", "compile_mode", "compile_scope")
 
 
 class DataError(ConfigError):
@@ -74,6 +78,8 @@ class TrainConfig:
     compile: str | bool = "auto"  # torch.compile each block (the head's loss stays eager); auto: dense on CUDA
     # (proxy_models/compile_cache.py, which also caches the compiled code on disk); see RESULTS.md
     compile_mode: str = "default"  # torch.compile's mode where blocks compile: one of COMPILE_MODES
+    compile_scope: str = "auto"  # blocks (each its own graph, one compile for all) | trunk (all blocks one graph:
+    # fewer calls a step, a compile that grows with the layers) | auto (blocks; trunk in CUDA_GRAPH_MODES)
     head: str = "auto"  # output head's loss: auto | full | chunked | fused (proxy_models/head.py)
     activation_checkpointing: str = "auto"  # auto (only when an auto micro-batch needs it to fit) | on | off
     memory_budget_gib: float | None = None  # memory one step may use, GiB; None = 90% of free CUDA memory
@@ -101,6 +107,11 @@ class TrainConfig:
             raise ConfigError(f"compile={self.compile!r}: choose 'auto' (compile dense models on CUDA), true or false")
         if self.compile_mode not in COMPILE_MODES:
             raise ConfigError(f"compile_mode={self.compile_mode!r}: choose one of {list(COMPILE_MODES)}")
+        if self.compile_scope not in COMPILE_SCOPES:
+            raise ConfigError(f"compile_scope={self.compile_scope!r}: choose one of {list(COMPILE_SCOPES)}")
+        if self.compile_scope == "blocks" and self.compile_mode in CUDA_GRAPH_MODES:
+            raise ConfigError(f"compile_scope='blocks' with compile_mode={self.compile_mode!r}: CUDA graphs cannot "
+                              "chain one compiled block's replays; use compile_scope 'trunk' or 'auto'")
         if self.head not in HEADS:
             raise ConfigError(f"head={self.head!r}: choose one of {list(HEADS)}")
         if self.activation_checkpointing not in CHECKPOINTING:

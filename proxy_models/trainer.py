@@ -371,7 +371,7 @@ class Trainer(TrainingLoop):
         )
         self.compiled = resolve_compile(config.compile, self.device, moe=self.proxy.is_moe)
         if self.compiled:  # the blocks only: the chunked or fused head's loss is already one pass per chunk
-            compile_model(self.model, mode=config.compile_mode)
+            compile_model(self.model, mode=config.compile_mode, scope=config.compile_scope)
 
     @property
     def checkpointing(self) -> bool:

@@ -319,6 +319,7 @@ def _trajectories(spec: SweepSpec, longest: float):
                                        eval_tokens=t.data.eval_tokens),
             weight_decay=t.weight_decay, beta1=t.beta1, beta2=t.beta2, grad_clip=t.grad_clip, dtype=t.dtype,
             divergence_factor=t.divergence_factor, compile=spec.run.compile, compile_mode=spec.run.compile_mode,
+            compile_scope=spec.run.compile_scope,
         )
 
 

@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from proxy_models.config import PRESETS, ConfigError, ProxyConfig, get_preset
-from proxy_models.run_config import COMPILE_MODES
+from proxy_models.run_config import COMPILE_MODES, COMPILE_SCOPES
 from proxy_models.schedules import DECAY_SHAPES
 from sweeps.safe_yaml import YamlLimitError, load_yaml
 
@@ -316,7 +316,9 @@ class RunSpec(_Strict):
     compile: Annotated[str | bool, BeforeValidator(_compile_choice)] = "auto"  # torch.compile the blocks: auto
     # (dense models on CUDA) | true | false; how a run executes, not what it trains: ids do not depend on it
     compile_mode: Literal[COMPILE_MODES] = "default"  # torch.compile's mode where blocks compile; reduce-overhead
-    # replays each block as a CUDA graph (fewer host launches for small models); not part of any id either
+    # replays the blocks as CUDA graphs (fewer host launches for small models); not part of any id either
+    compile_scope: Literal[COMPILE_SCOPES] = "auto"  # blocks | trunk (all blocks one graph) | auto (blocks;
+    # trunk with reduce-overhead or max-autotune, whose CUDA graphs cannot chain one block's replays)
     curves: Flag = True  # store each lineage's training curve beside the results (trackers get it either way)
 
     @field_validator("loggers")

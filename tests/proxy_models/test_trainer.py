@@ -154,6 +154,8 @@ def test_compile_mode_reaches_every_compiled_block_or_the_whole_trunk_for_cuda_g
     assert functions == ["reduce-overhead"] and len(blocks) == 3
     Trainer(small_config(compile=False, compile_mode="reduce-overhead"), corpus=corpus)
     assert functions == ["reduce-overhead"] and len(blocks) == 3  # a mode alone compiles nothing
+    Trainer(small_config(compile=True, compile_scope="trunk", model_overrides=three), corpus=corpus)
+    assert functions == ["reduce-overhead", "default"] and len(blocks) == 3  # the trunk asked for in any mode
 
 
 def test_trunk_compiled_for_cuda_graphs_trains_like_eager(corpus):
@@ -211,6 +213,9 @@ def test_divergence_read_every_few_steps_reports_the_first_bad_step(corpus, monk
 @pytest.mark.parametrize("kwargs, fragment", [({"micro_batch_size": "big"}, "micro_batch_size='big'"),
                                               ({"head": "fast"}, "head='fast'"),
                                               ({"compile_mode": "cudagraphs"}, "compile_mode='cudagraphs'"),
+                                              ({"compile_scope": "model"}, "compile_scope='model'"),
+                                              ({"compile_scope": "blocks", "compile_mode": "reduce-overhead"},
+                                               "compile_scope='blocks' with compile_mode='reduce-overhead'"),
                                               ({"activation_checkpointing": "yes"}, "activation_checkpointing"),
                                               ({"memory_budget_gib": 0}, "memory_budget_gib=0")])
 def test_bad_execution_settings_name_the_field(kwargs, fragment):

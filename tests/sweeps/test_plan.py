@@ -155,6 +155,8 @@ def test_compile_changes_no_id():
     assert [p.jobs[0].config.compile for p in plans] == ["auto", True, False]  # the spec's choice reaches the run
     assert plans[0].row_ids == plans[1].row_ids == plans[2].row_ids
     graphed = plan(spec_from_dict({"name": "t", "search": {"lr": [0.01, 0.02], "tokens": ["1M", "2M"]},
-                                   "train": {"seq_len": 64}, "run": {"compile_mode": "reduce-overhead"}}))
+                                   "train": {"seq_len": 64},
+                                   "run": {"compile_mode": "reduce-overhead", "compile_scope": "trunk"}}))
     assert graphed.jobs[0].config.compile_mode == "reduce-overhead" and graphed.row_ids == plans[0].row_ids
+    assert graphed.jobs[0].config.compile_scope == "trunk"
     assert [j.lineage_id for j in plans[0].jobs] == [j.lineage_id for j in plans[1].jobs]

@@ -224,6 +224,10 @@ def test_run_compile_takes_auto_or_a_boolean_and_refuses_anything_else_in_one_li
     with pytest.raises(SpecError) as error:
         spec_from_dict(with_(run__compile_mode="cudagraphs"))
     assert str(error.value).startswith("run.compile_mode='cudagraphs'") and "reduce-overhead" in str(error.value)
+    assert spec_from_dict(BASE).run.compile_scope == "auto"
+    with pytest.raises(SpecError) as error:
+        spec_from_dict(with_(run__compile_scope="model"))
+    assert str(error.value).startswith("run.compile_scope='model'") and "trunk" in str(error.value)
 
 
 def test_run_curves_is_on_by_default_and_a_yaml_boolean_turns_it_off(tmp_path):
