@@ -1,7 +1,8 @@
 """Compiling a model's blocks, with the compiled code cached on disk for every process of the machine.
 
-`compile` is 'auto' by default: on CUDA the blocks of a dense model are compiled (solo and packed); elsewhere (a first compile
-on a CPU costs tens of seconds, more than a short proxy run gains) and for MoE models they run eager.
+`compile` is 'auto' by default: on CUDA the blocks of a dense model are compiled (solo and packed);
+elsewhere (a first compile on a CPU costs tens of seconds, more than a short proxy run gains) and for MoE
+models they run eager. `compile_scope` says whether each block is its own graph or the trunk is one.
 Compiled and eager runs are the same run up to float rounding, so the choice is an execution detail, never
 part of a run's identity (sweeps/plan.py).
 
@@ -50,14 +51,13 @@ def whole_trunk(mode: str, scope: str) -> bool:
     return scope == "trunk" or (scope == "auto" and mode in CUDA_GRAPH_MODES)
 
 
-def compile_model(model, *, mode: str = "default", scope: str = "auto") -> str | None:
+def compile_model(model, *, mode: str = "default", scope: str = "auto") -> None:
     """Compile a ProxyLM's blocks in place: each block alone, or the trunk as a whole (`whole_trunk`: a cold
-    compile that grows with the layer count). Returns the cache directory (see `compile_blocks`)."""
+    compile that grows with the layer count)."""
     if whole_trunk(mode, scope):
-        directory = use_compile_cache()
-        model.trunk = torch.compile(model.trunk, mode=mode)
-        return directory
-    return compile_blocks(model.blocks, mode=mode)
+        model.trunk = compile_function(model.trunk, mode=mode)
+    else:
+        compile_blocks(model.blocks, mode=mode)
 
 
 def compile_blocks(blocks: Iterable[torch.nn.Module], *, mode: str = "default") -> str | None:
@@ -72,7 +72,7 @@ def compile_blocks(blocks: Iterable[torch.nn.Module], *, mode: str = "default") 
 
 
 def compile_function(fn: Callable, *, mode: str = "default") -> Callable:
-    """torch.compile a function (packed variants' block, proxy_models/packed.py) with the same on-disk cache."""
+    """torch.compile a function (a model's trunk, packed variants' block or trunk) with the same on-disk cache."""
     use_compile_cache()
     return torch.compile(fn, mode=mode)
 

@@ -15,7 +15,7 @@ from proxy_models.schedules import ScheduleConfig
 
 DTYPE_NAMES = ("float32", "float64", "bfloat16")  # TrainConfig.dtype besides "auto" (torch dtypes in the trainer)
 HEADS = ("auto", "full", "chunked", "fused")  # output heads' losses (proxy_models/head.py)
-# torch.compile's modes for compiled blocks; reduce-overhead replays each block's kernels as a CUDA graph
+# torch.compile's modes for compiled blocks; reduce-overhead replays the compiled kernels as CUDA graphs
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Of them, those that replay the compiled code as CUDA graphs. Those cannot chain replays of one compiled block
 # (block i's output overwritten by block i + 1's replay: pytorch/pytorch#152887): the trunk compiles whole.

@@ -370,7 +370,7 @@ class Trainer(TrainingLoop):
             lr=0.0, betas=(config.beta1, config.beta2), eps=config.eps, fused=True,  # one kernel per group
         )
         self.compiled = resolve_compile(config.compile, self.device, moe=self.proxy.is_moe)
-        if self.compiled:  # the blocks only: the chunked or fused head's loss is already one pass per chunk
+        if self.compiled:  # the blocks (or the trunk) only: the head's loss is already one pass per chunk
             compile_model(self.model, mode=config.compile_mode, scope=config.compile_scope)
 
     @property
