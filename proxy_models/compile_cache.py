@@ -52,8 +52,8 @@ def whole_trunk(mode: str, scope: str) -> bool:
 
 
 def compile_model(model, *, mode: str = "default", scope: str = "auto") -> None:
-    """Compile a ProxyLM's blocks in place: each block alone, or the trunk as a whole (`whole_trunk`: a cold
-    compile that grows with the layer count)."""
+    """Compile a ProxyLM's blocks in place: each block alone, or the trunk as a whole (`whole_trunk`; its dense
+    layers reuse one traced block: proxy_models/model.py's `run_dense_block`)."""
     if whole_trunk(mode, scope):
         model.trunk = compile_function(model.trunk, mode=mode)
     else:

@@ -84,6 +84,16 @@ class Block(nn.Module):
         return x + self.m_residual * self.mlp(self.mlp_norm(x))
 
 
+def run_block(block: Block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return block(x, cos, sin)
+
+
+# A compiled trunk traces one dense block and reuses its code for every layer (torch's hierarchical compilation),
+# so its cold compile does not grow with the layer count. An MoE block breaks the graph on the host (moe.py),
+# which a reused region cannot hold: it is traced inline. In eager both are plain calls.
+run_dense_block = torch.compiler.nested_compile_region(run_block)
+
+
 class ProxyLM(nn.Module):
     """Decoder-only language model; `forward(idx, targets)` returns (logits, cross-entropy in nats/token).
 
@@ -139,12 +149,13 @@ class ProxyLM(nn.Module):
 
     def trunk(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """The blocks in order, each checkpointed when asked (proxy_models/compile_cache.py compiles either each
-        block or, for CUDA graphs, this whole method)."""
+        block or this whole method)."""
+        run = run_block if self.cfg.is_moe else run_dense_block
         for block in self.blocks:
             if self.activation_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, cos, sin, use_reentrant=False)
+                x = checkpoint(run, block, x, cos, sin, use_reentrant=False)
             else:
-                x = block(x, cos, sin)
+                x = run(block, x, cos, sin)
         return x
 
     def aux_loss(self) -> torch.Tensor:

@@ -79,7 +79,7 @@ class TrainConfig:
     # (proxy_models/compile_cache.py, which also caches the compiled code on disk); see RESULTS.md
     compile_mode: str = "default"  # torch.compile's mode where blocks compile: one of COMPILE_MODES
     compile_scope: str = "auto"  # blocks (each its own graph, one compile for all) | trunk (all blocks one graph:
-    # fewer calls a step, a compile that grows with the layers) | auto (blocks; trunk in CUDA_GRAPH_MODES)
+    # fewer calls a step, a longer cold compile) | auto (blocks; trunk in CUDA_GRAPH_MODES)
     head: str = "auto"  # output head's loss: auto | full | chunked | fused (proxy_models/head.py)
     activation_checkpointing: str = "auto"  # auto (only when an auto micro-batch needs it to fit) | on | off
     memory_budget_gib: float | None = None  # memory one step may use, GiB; None = 90% of free CUDA memory
