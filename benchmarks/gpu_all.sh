@@ -8,6 +8,9 @@
 #   benchmarks/gpu.py and step_profile.py)
 #
 # Parts, in the default order (most telling first), with their limits in seconds on one H100:
+#   modes (5 x 120) paper-12m solo at 16 x 4096 under compile scope blocks, trunk and CUDA graphs, and 8 packed
+#                  variants at 16 x 1024 under blocks and CUDA graphs: tokens/s and where a step's time goes
+#                  (benchmarks/step_profile.py; reports in OUT/modes/, their first lines in OUT/modes.md)
 #   profile (60)   where a paper-12m step's time goes, solo and 8 packed variants (benchmarks/step_profile.py)
 #   packed (120)   the packed table          one (240)    the one-run table
 #   tests (120)    the CUDA-only tests       sweep (240)  the 16-lineage sweep through Ray
@@ -15,7 +18,7 @@
 set -u
 OUT=${1:?usage: bash benchmarks/gpu_all.sh OUT [part ...]}
 shift
-PARTS=("${@:-profile packed one tests sweep head compile}")
+PARTS=("${@:-modes profile packed one tests sweep head compile}")
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
@@ -28,8 +31,23 @@ run() {  # name limit command...
   echo "$name rc $? in $((SECONDS - start)) s" | tee -a "$OUT/parts.txt"
 }
 
+modes() {  # each compile setting, solo at 16 x 4096 and 8 packed at 16 x 1024 (packed trunk: CUDA graphs only)
+  local setting shape pack
+  for setting in "blocks default" "trunk default" "auto reduce-overhead"; do
+    set -- $setting
+    for shape in solo-16x4096 k8-16x1024; do
+      [ "$shape" = k8-16x1024 ] && [ "$1 $2" = "trunk default" ] && continue
+      pack=0; [ "${shape%%-*}" = k8 ] && pack=8
+      run "modes-$shape-$1-$2" 120 $PY benchmarks/step_profile.py --preset paper-12m --shape "${shape#*-}" \
+          --pack $pack --compile-scope "$1" --compile-mode "$2" --out "$OUT/modes"
+    done
+  done
+  head -qn1 "$OUT"/modes/*.txt > "$OUT/modes.md" 2>/dev/null
+}
+
 for part in ${PARTS[*]}; do
   case $part in
+    modes) modes ;;
     profile) run profile-solo 60 $PY benchmarks/step_profile.py --preset paper-12m --shape 16x1024 --out "$OUT" $ARGS
              run profile-k8 60 $PY benchmarks/step_profile.py --preset paper-12m --shape 16x1024 --pack 8 \
                  --out "$OUT" $ARGS ;;
@@ -37,6 +55,6 @@ for part in ${PARTS[*]}; do
                tests/proxy_models/test_moe.py ;;
     one|head|packed|sweep|compile) run "$part" "$(case $part in one|sweep) echo 240;; *) echo 120;; esac)" \
                                        $PY benchmarks/gpu.py --only "$part" --out "$OUT/$part" $ARGS ;;
-    *) echo "unknown part $part: profile packed one tests sweep head compile" >&2; exit 2 ;;
+    *) echo "unknown part $part: modes profile packed one tests sweep head compile" >&2; exit 2 ;;
   esac
 done

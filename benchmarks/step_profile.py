@@ -1,8 +1,9 @@
 """Where a training step's time goes: torch.profiler over a few steps of one preset at one shape.
 
-Prints, for the profiled steps: the wall time per step, the device's busy time per step (the sum of its
-kernels' time; on CPU the ops' own time), and the 20 ops with the most device time and the 20 with the most
-host time. A step whose device time is far below its wall time waits on the host (kernel launches, Python,
+Prints the wall time per step and tokens x variants / s of `--steps` steps without the profiler (its tracing
+slows a step that waits on the host), then, for as many profiled steps: the wall time per step, the device's
+busy time per step (the sum of its kernels' time; on CPU the ops' own time), and the 20 ops with the most
+device time and the 20 with the most host time. A step whose device time is far below its wall time waits on the host (kernel launches, Python,
 synchronisations): the host table says where.
 
     python benchmarks/step_profile.py --preset paper-12m --shape 16x1024 [--pack 8] [--out DIR]
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="paper-12m")
     parser.add_argument("--shape", default="16x1024", help="batch x seq")
     parser.add_argument("--pack", type=int, default=0, help="K packed variants (0: one solo Trainer)")
-    parser.add_argument("--steps", type=int, default=5, help="profiled steps, after 2 untimed warm-up steps")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps, then as many profiled, after 2 warm-up "
+                        "steps")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", default="auto", choices=("auto", "true", "false"))
     parser.add_argument("--head", default="auto", help="auto | full | chunked | fused")
@@ -65,18 +67,23 @@ def main(argv: list[str] | None = None) -> int:
                           head=args.head,
                           compiling={"compile_mode": args.compile_mode, "compile_scope": args.compile_scope})
     trainer.train_to(2, total_tokens=None)  # compiles, and a compiled model's second call may compile again
+    start = time.perf_counter()
+    trainer.train_to(2 + args.steps, total_tokens=None)  # reads every loss at its end
+    unprofiled = (time.perf_counter() - start) / args.steps  # the profiler's tracing slows a host-bound step
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         start = time.perf_counter()
-        trainer.train_to(2 + args.steps, total_tokens=None)  # reads every loss at its end
+        trainer.train_to(2 + 2 * args.steps, total_tokens=None)
         wall = (time.perf_counter() - start) / args.steps
     events = prof.key_averages()
     on_device = device.type == "cuda"
     busy = sum(device_seconds(e) if on_device else e.self_cpu_time_total / 1e6 for e in events) / args.steps
+    tokens_per_s = trainer.cfg.tokens_per_step * trainer.k / unprofiled
     head = (f"{args.preset} {args.shape} pack {args.pack or 'solo'} on {device_name(device)} "
-            f"(compiled: {trainer.compiled}, micro-batch {trainer.micro_batch_size}, head {args.head}): "
-            f"wall {wall * 1e3:.1f} ms/step, {'device' if on_device else 'host ops'} busy {busy * 1e3:.1f} "
-            f"ms/step ({busy / wall:.0%})")
+            f"(compiled: {trainer.compiled}, mode {args.compile_mode}, scope {args.compile_scope}, micro-batch "
+            f"{trainer.micro_batch_size}, head {args.head}): {unprofiled * 1e3:.1f} ms/step, "
+            f"{tokens_per_s:,.0f} tokens x variants/s unprofiled; profiled wall {wall * 1e3:.1f} ms/step, "
+            f"{'device' if on_device else 'host ops'} busy {busy * 1e3:.1f} ms/step ({busy / wall:.0%})")
     sort_device = "self_device_time_total" if on_device and hasattr(events[0], "self_device_time_total") else (
         "self_cuda_time_total")
     tables = [events.table(sort_by=sort_device, row_limit=ROWS)] if on_device else []

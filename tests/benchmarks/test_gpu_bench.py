@@ -41,3 +41,17 @@ def test_quick_gpu_benchmark_runs_on_cpu_and_writes_its_tables(tmp_path):
     assert head_md.startswith("output head paths") and head_md.count("\n| chunked, ") == 2
     assert packed_md.startswith("packed variants") and packed_md.count("\n| paper-12m | 4 x 32 |") == 5
     assert sweep_md.startswith("sweep through local Ray") and "| 4 | 2 | 16 / 16 | 0 | 0 |" in sweep_md
+
+
+def test_step_profile_reports_the_unprofiled_step_and_where_its_time_goes(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_profile.py"), "--preset", "cpu-xxs",
+                           "--shape", "4x64", "--pack", "2", "--steps", "2", "--device", "cpu", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [report] = tmp_path.glob("step-profile-cpu-xxs-4x64-k2-*.txt")
+    head, host_table = report.read_text().split("\n\n")[:2]
+    assert head.startswith("cpu-xxs 4x64 pack 2 on cpu") and "tokens x variants/s unprofiled" in head
+    tokens_per_s = float(head.split(" ms/step, ")[1].split(" tokens")[0].replace(",", ""))
+    step_ms = float(head.split("): ")[1].split(" ms/step")[0])
+    assert tokens_per_s == pytest.approx(4 * 64 * 2 / (step_ms / 1e3), rel=0.05)  # two variants' tokens a step
+    assert "aten::bmm" in host_table  # the packed variants' batched matmuls, in the host ops table
