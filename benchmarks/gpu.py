@@ -29,8 +29,8 @@ from the cache), steady tokens/s (medians), inductor's cache hits and misses.
 
 Run on a GPU:  python benchmarks/gpu.py --out DIR [--compile auto|true|false] [--only one head packed sweep compile]
                (one H100, 2026-11-27: the one-run table 130 s with 3 timed steps a row, the packed table 57 s,
-               compile 81 s; the head table about 100 s; the sweep with the default budgets did not finish
-               in 260 s: give it its own call)
+               compile 81 s; the head table about 100 s; the sweep with budgets 4M 8M 16M, 275M tokens, did
+               not finish in 260 s: its default is now 1M 2M 4M, 69M tokens)
 Run on a CPU:  python benchmarks/gpu.py --quick --out DIR      (tiny shapes, a few minutes; checks it works)
 CPU compile:   python benchmarks/gpu.py --only compile --device cpu --compile-preset cpu-s --compile-shape 16x256 \
                --steps 10 --repeats 3 --out DIR
@@ -299,7 +299,7 @@ def sweep_spec(*, quick: bool, budgets: list[str]) -> dict:
                 "run": {"pack": 2, "cpus_per_trial": 1, "checkpoint_every_steps": 0}}
     return {"name": "gpu-sweep", "search": {"models": ["paper-12m"], "lr": [1e-3, 2e-3, 4e-3, 8e-3],
                                             "batch_size": [16], "tokens": budgets, "seeds": [0, 1, 2, 3]},
-            "train": {"seq_len": 1024, "warmup_tokens": "1M"},
+            "train": {"seq_len": 1024, "warmup_tokens": "256K"},
             "run": {"pack": "auto", "gpus_per_trial": "auto", "cpus_per_trial": 1, "checkpoint_every_steps": 0}}
 
 
@@ -307,15 +307,20 @@ def gpu_sweep(*, quick: bool, budgets: list[str], out: str, solo_tokens_per_s: f
               compiling: dict | None = None) -> dict:
     """Submit `sweep_spec` to a fresh store under `out` through a local Ray; what it stored and where the wall
     time went."""
+    from sweeps.plan import plan
     from sweeps.spec import spec_from_dict
     from sweeps.store import ResultStore
     from sweeps.sweep import submit
 
-    storage = os.path.join(os.path.abspath(out), "gpu-sweep-store")
+    os.makedirs(out, exist_ok=True)
+    storage = tempfile.mkdtemp(prefix="gpu-sweep-store-", dir=out)  # fresh: a store of an earlier run would resume
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the tables before held memory in this process: leave the GPU to the trials
     spec = sweep_spec(quick=quick, budgets=budgets)
     spec["run"].update(compiling or {})
+    planned = plan(spec_from_dict(spec)).tokens_planned
+    print(f"sweep: {planned:,} tokens planned: {planned / solo_tokens_per_s / 60:.1f} min at one solo run's tokens/s, "
+          f"{planned / solo_tokens_per_s / 180:.1f} min at 3x", file=sys.stderr, flush=True)
     result = submit(spec_from_dict(spec), storage=storage)
     table = ResultStore(storage).read(sweep_id="gpu-sweep").table
     records = [json.loads(e) for e in table["execution"].dropna()]
@@ -408,8 +413,9 @@ def main(argv: list[str] | None = None) -> int:
                         "16x4096; --quick 4x32)")
     parser.add_argument("--pack", type=int, nargs="+", default=[1, 2, 4, 8], help="K values of the packed table")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of the packed and compile tables (medians)")
-    parser.add_argument("--sweep-budgets", nargs="+", default=["4M", "8M", "16M"],
-                        help="token budgets of the sweep's lineages (the issue's target: 8M 16M 32M 64M)")
+    parser.add_argument("--sweep-budgets", nargs="+", default=["1M", "2M", "4M"],
+                        help="token budgets of the sweep's lineages (default: 69M tokens in all, a few minutes on one "
+                        "H100; budgets to 64M plan 1.1G tokens, over ten minutes at any rate one H100 reaches)")
     parser.add_argument("--compile-preset", default="paper-12m", help="model of the compile table")
     parser.add_argument("--compile-shape", help="batch x seq of the compile table (default 16x4096; --quick 4x32)")
     args = parser.parse_args(argv)
