@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -167,6 +168,31 @@ def test_trunk_compiled_for_cuda_graphs_trains_like_eager(corpus):
     eager.run(), graphed.run()
     assert graphed.recent_losses == pytest.approx(eager.recent_losses, rel=1e-9)
     for p, q in zip(eager.model.parameters(), graphed.model.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("pack", [1, 2])
+def test_cuda_graphs_accumulate_micro_batches_like_eager_on_gpu(corpus, pack):
+    # A replay writes its outputs, the gradients among them, into the same memory as the replay before it: the
+    # micro-batches' gradients must still add up, solo (into .grad) and packed (into the flat buffer).
+    from proxy_models.packed import PackedTrainer
+
+    runs = {}
+    for compiling in ({"compile": False}, {"compile": True, "compile_mode": "reduce-overhead"}):
+        config = small_config(device="cuda", micro_batch_size=2, model_overrides={**SMALL, "n_layers": 2},
+                              **compiling)
+        if pack == 1:
+            trainer = Trainer(config, corpus=corpus)
+            trainer.run()
+            runs[trainer.compiled] = (trainer.recent_losses, list(trainer.model.parameters()))
+        else:
+            trainer = PackedTrainer(config, [config.schedule, replace(config.schedule, lr=3e-3)], corpus=corpus)
+            trainer.train()
+            runs[trainer.compiled] = (trainer.loss_windows[1], [trainer.flat])
+    (eager_losses, eager_params), (graphed_losses, graphed_params) = runs[False], runs[True]
+    assert graphed_losses == pytest.approx(eager_losses, rel=1e-9)
+    for p, q in zip(eager_params, graphed_params):
         torch.testing.assert_close(q, p, rtol=1e-9, atol=1e-12)
 
 
