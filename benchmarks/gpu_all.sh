@@ -38,7 +38,7 @@ modes() {  # each compile setting, solo at 16 x 4096 and 8 packed at 16 x 1024 (
     for shape in solo-16x4096 k8-16x1024; do
       [ "$shape" = k8-16x1024 ] && [ "$1 $2" = "trunk default" ] && continue
       pack=0; [ "${shape%%-*}" = k8 ] && pack=8
-      # the packed trunk is traced layer by layer (model.py's reused block is solo only): a longer cold compile
+      # the packed trunk's cold compile is about twice its block's (RESULTS.md, CPU)
       limit=120; [ "$pack $1" = "8 auto" ] && limit=150
       run "modes-$shape-$1-$2" $limit $PY benchmarks/step_profile.py --preset paper-12m --shape "${shape#*-}" \
           --pack $pack --compile-scope "$1" --compile-mode "$2" --out "$OUT/modes"

@@ -1,7 +1,8 @@
 """Packed variants: K runs that differ only in their schedule (lr, or Power a and b) trained in lockstep.
 
-Every parameter of the K models lives in one (K, P) buffer, a row per variant, and the forward applies
-the variants' weights as batched matrix products: (K, N, d_in) @ (K, d_in, d_out), one bmm per weight for
+Every parameter of the K models lives in one (K, P) buffer, a row per variant, in ProxyLM's order: the
+embedding, each block's weights side by side (a layer's columns, laid out by `BlockSpec`), the final norm.
+The forward applies the variants' weights as batched matrix products: (K, N, d_in) @ (K, d_in, d_out), one bmm per weight for
 all K. Attention folds the variants into SDPA's batch dimension ((K * B, H, T, d_head): flash or
 memory-efficient attention, no (T, T) scores), and the output head is the memory-lean head of
 proxy_models/head.py, once per variant. AdamW is one set of elementwise ops over the (K, P) buffers, with
@@ -10,7 +11,8 @@ the per-variant lr as a (K, 1) column and the muP multipliers as a (P,) row (pro
 Each variant has its own lr, gradient clipping and divergence mask: the mask is updated on the device from
 every step's losses (no host sync), so a diverged variant stops updating at once and cannot disturb the
 others, since no computation mixes variants. The block is compiled where a solo run's blocks are
-(`compile: auto`: on CUDA), one compiled function for every layer, or the trunk as one (`compile_scope`).
+(`compile: auto`: on CUDA), one compiled function for every layer, or the trunk as one (`compile_scope`),
+which traces one block and reuses its code for every layer.
 The loop itself (micro-batches, out-of-memory halving, the loss watch, evaluation, rows, checkpoints) is the
 solo run's (proxy_models/trainer.py, TrainingLoop).
 """
@@ -21,6 +23,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -46,26 +49,58 @@ def _rms_norm(x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, (x.shape[-1],)) * gain[:, None, :]
 
 
-def _attention(x: torch.Tensor, p: dict[str, torch.Tensor], cfg: ProxyConfig, cos, sin, batch: int) -> torch.Tensor:
+class BlockSpec(NamedTuple):
+    """What a packed block needs of the model: its settings and where its weights sit in a layer's (K, P_layer)
+    columns. Plain constants: a compiled trunk reuses one block's code for every layer only when the block's
+    inputs are tensors and constants."""
+
+    n_heads: int
+    kv_heads: int
+    d_head: int
+    attention_scale: float  # muP (Table 1, attention logit scaling): 1 / d_head, not 1 / sqrt(d_head)
+    m_residual: float  # muP (Table 1, residual multiplier)
+    layout: tuple[tuple[str, tuple[int, ...]], ...]  # (short name, shape) of each weight, in ProxyLM's order
+
+
+def block_spec(cfg: ProxyConfig, block: torch.nn.Module) -> BlockSpec:
+    """The BlockSpec of ProxyLM `block`'s (attn_norm, q, kv, o, mlp_norm, w_in, w_out)."""
+    return BlockSpec(cfg.n_heads, cfg.kv_heads, cfg.d_head,
+                     1.0 / cfg.d_head if cfg.use_mup else 1.0 / math.sqrt(cfg.d_head),
+                     cfg.m_residual if cfg.use_mup else 1.0,
+                     tuple((name.split(".")[-2], tuple(p.shape)) for name, p in block.named_parameters()))
+
+
+def unpack_layer(layer: torch.Tensor, spec: BlockSpec) -> dict[str, torch.Tensor]:
+    """A layer's (K, P_layer) columns as each weight's (K, *shape) view."""
+    views, start = {}, 0
+    for name, shape in spec.layout:
+        size = math.prod(shape)
+        views[name] = layer[:, start:start + size].view(layer.shape[0], *shape)
+        start += size
+    return views
+
+
+def _attention(x: torch.Tensor, p: dict[str, torch.Tensor], spec: BlockSpec, cos, sin, batch: int) -> torch.Tensor:
     """Causal RoPE attention of every variant at once: x (K, B * T, d) -> (K, B * T, d)."""
     k_variants, T = x.shape[0], x.shape[1] // batch
-    q = _linear(x, p["q"]).view(k_variants * batch, T, cfg.n_heads, cfg.d_head).transpose(1, 2)  # (K*B, H, T, hd)
-    k, v = _linear(x, p["kv"]).view(k_variants * batch, T, 2, cfg.kv_heads, cfg.d_head).permute(2, 0, 3, 1, 4)
+    q = _linear(x, p["q"]).view(k_variants * batch, T, spec.n_heads, spec.d_head).transpose(1, 2)  # (K*B, H, T, hd)
+    k, v = _linear(x, p["kv"]).view(k_variants * batch, T, 2, spec.kv_heads, spec.d_head).permute(2, 0, 3, 1, 4)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    # muP (Table 1, attention logit scaling): divide logits by d_head, not sqrt(d_head).
-    scale = 1.0 / cfg.d_head if cfg.use_mup else 1.0 / math.sqrt(cfg.d_head)
-    y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
-                                       enable_gqa=cfg.kv_heads != cfg.n_heads)  # (K*B, H, T, hd)
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=spec.attention_scale,
+                                       enable_gqa=spec.kv_heads != spec.n_heads)  # (K*B, H, T, hd)
     return _linear(y.transpose(1, 2).reshape(k_variants, batch * T, -1), p["o"])
 
 
-def _block(x: torch.Tensor, p: dict[str, torch.Tensor], cfg: ProxyConfig, cos, sin, batch: int) -> torch.Tensor:
-    """One pre-norm block (proxy_models/model.py's Block) of every variant: x (K, B * T, d)."""
+# A compiled trunk traces one block and reuses its code for every layer, as a solo run's does (model.py).
+@torch.compiler.nested_compile_region
+def _block(x: torch.Tensor, layer: torch.Tensor, spec: BlockSpec, cos, sin, batch: int) -> torch.Tensor:
+    """One pre-norm block (proxy_models/model.py's Block) of every variant: x (K, B * T, d); `layer` holds the
+    block's weights, (K, P_layer) as `spec` lays them out."""
+    p = unpack_layer(layer, spec)  # views made inside the block: a reused block's inputs may not alias
     # muP (Table 1, residual multiplier): scale each branch output before the residual add.
-    m_residual = cfg.m_residual if cfg.use_mup else 1.0
-    x = x + m_residual * _attention(_rms_norm(x, p["attn_norm"]), p, cfg, cos, sin, batch)
+    x = x + spec.m_residual * _attention(_rms_norm(x, p["attn_norm"]), p, spec, cos, sin, batch)
     gate, up = _linear(_rms_norm(x, p["mlp_norm"]), p["w_in"]).chunk(2, dim=-1)  # [gate | up]
-    return x + m_residual * _linear(F.silu(gate) * up, p["w_out"])
+    return x + spec.m_residual * _linear(F.silu(gate) * up, p["w_out"])
 
 
 @functools.cache
@@ -77,30 +112,23 @@ def compiled_trunk(mode: str = "default", scope: str = "auto") -> Callable:
     return functools.partial(_trunk, block=compile_function(_block, mode=mode))
 
 
-def block_params(params: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
-    """Block i's stacked weights under short names (q, kv, o, w_in, w_out, attn_norm, mlp_norm)."""
-    prefix = f"blocks.{i}."
-    return {name[len(prefix):].split(".")[-2]: p for name, p in params.items() if name.startswith(prefix)}
-
-
-def _trunk(x: torch.Tensor, blocks: Sequence[dict[str, torch.Tensor]], cfg: ProxyConfig, cos, sin, batch: int,
+def _trunk(x: torch.Tensor, layers: Sequence[torch.Tensor], spec: BlockSpec, cos, sin, batch: int,
            checkpointing: bool, block: Callable = _block) -> torch.Tensor:
     """Every block in order (checkpointed when asked), `block` being `_block` or its compiled form."""
-    for p in blocks:
+    for layer in layers:
         if checkpointing and torch.is_grad_enabled():
-            x = checkpoint(block, x, p, cfg, cos, sin, batch, use_reentrant=False)
+            x = checkpoint(block, x, layer, spec, cos, sin, batch, use_reentrant=False)
         else:
-            x = block(x, p, cfg, cos, sin, batch)
+            x = block(x, layer, spec, cos, sin, batch)
     return x
 
 
-def packed_hidden(params: dict[str, torch.Tensor], blocks: Sequence[dict[str, torch.Tensor]], idx: torch.Tensor,
-                  cfg: ProxyConfig, rope: tuple[torch.Tensor, torch.Tensor], *, checkpointing: bool = False,
-                  trunk: Callable = _trunk) -> torch.Tensor:
-    """The final norm's output of every variant, (K, B * T, d), for tokens idx (B, T) shared by all.
-    `params` are ProxyLM's parameters stacked on a variant dimension, `blocks` their `block_params`; `trunk`
-    is `_trunk` or a compiled form (`compiled_trunk`)."""
-    wte = params["wte.weight"]  # (K, V, d)
+def packed_hidden(wte: torch.Tensor, layers: Sequence[torch.Tensor], norm: torch.Tensor, spec: BlockSpec,
+                  idx: torch.Tensor, cfg: ProxyConfig, rope: tuple[torch.Tensor, torch.Tensor], *,
+                  checkpointing: bool = False, trunk: Callable = _trunk) -> torch.Tensor:
+    """The final norm's output of every variant, (K, B * T, d), for tokens idx (B, T) shared by all: `wte`
+    (K, V, d), each block's weights (K, P_layer) as `spec` lays them out, the final norm's gains (K, d), all
+    stacked on a variant dimension; `trunk` is `_trunk` or a compiled form (`compiled_trunk`)."""
     k_variants, vocab = wte.shape[0], wte.shape[1]
     offsets = torch.arange(k_variants, device=idx.device)[:, None] * vocab
     # Variant k's rows of the stacked table start at k * V.
@@ -108,7 +136,7 @@ def packed_hidden(params: dict[str, torch.Tensor], blocks: Sequence[dict[str, to
     x = x * (cfg.m_emb if cfg.use_mup else 1.0)  # muP (Table 1, embedding multiplier)
     T, batch = idx.shape[1], idx.shape[0]
     cos, sin = rope[0][:T].to(x.dtype), rope[1][:T].to(x.dtype)
-    return _rms_norm(trunk(x, blocks, cfg, cos, sin, batch, checkpointing), params["norm.weight"])
+    return _rms_norm(trunk(x, layers, spec, cos, sin, batch, checkpointing), norm)
 
 
 class PackedTrainer(TrainingLoop):
@@ -126,13 +154,16 @@ class PackedTrainer(TrainingLoop):
         named = dict(skeleton.named_parameters())
         sizes = [p.numel() for p in named.values()]
         self.flat = torch.cat([p.detach().flatten() for p in named.values()]).repeat(self.k, 1)  # (K, P)
-        self.params = {}  # name -> (K, *shape): views of self.flat, the autograd leaves of the forward
-        for (name, p), start in zip(named.items(), _offsets(sizes)):
-            self.params[name] = self.flat[:, start:start + p.numel()].view(self.k, *p.shape).requires_grad_()
-        self.blocks = [block_params(self.params, i) for i in range(self.proxy.n_layers)]
+        self.params = {name: self.flat[:, start:start + p.numel()].view(self.k, *p.shape)  # (K, *shape) views
+                       for (name, p), start in zip(named.items(), _offsets(sizes))}
+        # The autograd leaves: views of self.flat's columns for the embedding, each block (its weights side by
+        # side, as `spec` lays them out) and the final norm, in that order, as ProxyLM keeps its parameters.
+        self.spec = block_spec(self.proxy, skeleton.blocks[0])
+        layer_size = sum(math.prod(shape) for _, shape in self.spec.layout)
+        columns = [sizes[0], *[layer_size] * self.proxy.n_layers, sizes[-1]]
+        self.leaves = [self.flat[:, s:s + n].requires_grad_() for s, n in zip(_offsets(columns), columns)]
         self.grad, self.m, self.v = (torch.zeros_like(self.flat) for _ in range(3))
-        self.grads = [self.grad[:, s:s + n].view_as(p) for (s, n), p in zip(zip(_offsets(sizes), sizes),
-                                                                             self.params.values())]
+        self.grads = [self.grad[:, s:s + n] for s, n in zip(_offsets(columns), columns)]
         mults = multipliers(skeleton, m_width=self.proxy.m_width, weight_decay=config.weight_decay)
         self.lr_scale = _row([mults[n].lr_scale for n in named], sizes, self.flat)  # (P,) muP lr multipliers
         self.decay = _row([mults[n].lr_scale * mults[n].weight_decay for n in named], sizes, self.flat)
@@ -154,9 +185,10 @@ class PackedTrainer(TrainingLoop):
 
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Each variant's mean cross-entropy (nats/token) on tokens x, targets y (B, T): (K,)."""
-        h = packed_hidden(self.params, self.blocks, x, self.proxy, self.rope, checkpointing=self.checkpointing,
+        wte, *layers, norm = self.leaves
+        wte, targets = wte.view(self.params["wte.weight"].shape), y.flatten()
+        h = packed_hidden(wte, layers, norm, self.spec, x, self.proxy, self.rope, checkpointing=self.checkpointing,
                           trunk=self.trunk)
-        wte, targets = self.params["wte.weight"], y.flatten()
         head = resolve_head(self.cfg.head, n_tokens=targets.numel(), vocab_size=self.proxy.vocab_size,
                             device=self.device)
         # Tied output head scaled by 1 / m_width (muP), each variant through the memory-lean head.
@@ -169,7 +201,7 @@ class PackedTrainer(TrainingLoop):
 
     def _backward(self, objective: torch.Tensor) -> None:
         """Add the gradients into the (K, P) gradient buffer (micro-batches accumulate there)."""
-        grads = torch.autograd.grad(objective, list(self.params.values()))
+        grads = torch.autograd.grad(objective, self.leaves)
         torch._foreach_add_(self.grads, grads)
 
     @torch.no_grad()

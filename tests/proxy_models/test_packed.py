@@ -59,6 +59,26 @@ def test_compiled_packed_variants_train_like_eager_ones(corpus):
         assert got == pytest.approx(want, rel=1e-9)
 
 
+def test_a_compiled_packed_trunk_traces_one_block_for_every_layer(corpus):
+    # As a solo trunk does (test_compile_cache.py): the cold compile does not grow with the layer count.
+    from proxy_models.packed import _trunk
+
+    trainer = PackedTrainer(config(model_overrides={"seq_len": 16, "n_layers": 3}, dtype="float32"),
+                            [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 2e-3)], corpus=corpus)
+    nodes = []
+
+    def record(graph, example_inputs):
+        nodes.extend(graph.graph.nodes)
+        return graph.forward
+
+    _, *layers, _ = trainer.leaves
+    x = torch.randn(2, 2 * 16, trainer.proxy.d_model)
+    with torch.no_grad():  # the forward graph is enough: backward needs a real backend for the regions
+        torch.compile(_trunk, backend=record)(x, layers, trainer.spec, *(r[:16] for r in trainer.rope), 2, False)
+    calls = [getattr(n.target, "__name__", str(n.target)) for n in nodes if n.op == "call_function"]
+    assert calls.count("invoke_subgraph") == 3 and {n.target for n in nodes if n.op == "get_attr"} == {"subgraph_0"}
+
+
 def test_power_variants_pack_too(corpus):
     cfg = config()
     schedules = [ScheduleConfig(name="power", power_a=a, power_b=-0.51, lr_max=0.02, warmup_tokens=256)
@@ -93,7 +113,8 @@ def test_packed_forward_equals_each_variants_own_model(corpus):
         packed.flat.add_(torch.randn_like(packed.flat) * 0.01)
     x, y = packed._batch()
     losses = packed.losses(x, y)
-    grads = torch.autograd.grad(losses.sum(), list(packed.params.values()))
+    grads = torch.autograd.grad(losses.sum(), packed.leaves)
+    grads = torch.cat([g.flatten(1) for g in grads], dim=1)  # (K, P): the leaves are packed.flat's columns
     for i in range(3):
         model = ProxyLM(cfg.proxy).double()
         model.head, model.head_chunk_tokens = "chunked", 40  # several chunks of the 128 tokens
@@ -101,8 +122,11 @@ def test_packed_forward_equals_each_variants_own_model(corpus):
         loss = model(x, y)[1]
         assert loss.item() == pytest.approx(losses[i].item(), rel=1e-12)
         loss.backward()
-        for (name, p), g in zip(model.named_parameters(), grads):
-            torch.testing.assert_close(g[i], p.grad, rtol=1e-10, atol=1e-14, msg=name)
+        start = 0
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(grads[i, start:start + p.numel()].view_as(p), p.grad, rtol=1e-10, atol=1e-14,
+                                       msg=name)
+            start += p.numel()
 
 
 def test_micro_batches_and_checkpointing_train_packed_variants_like_the_whole_batch(corpus):
