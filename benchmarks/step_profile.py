@@ -1,7 +1,7 @@
 """Where a training step's time goes: torch.profiler over a few steps of one preset at one shape.
 
-Prints the wall time per step and tokens x variants / s of `--steps` steps without the profiler (its tracing
-slows a step that waits on the host), then, for as many profiled steps: the wall time per step, the device's
+Prints the wall time per step and tokens x variants / s of `--steps` steps (on a GPU at least 2 s of them)
+without the profiler (its tracing slows a step that waits on the host), then, for as many profiled steps: the wall time per step, the device's
 busy time per step (the sum of its kernels' time; on CPU the ops' own time), and the 20 ops with the most
 device time and the 20 with the most host time. A step whose device time is far below its wall time waits on the host (kernel launches, Python,
 synchronisations): the host table says where.
@@ -26,6 +26,7 @@ from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import TrainConfig, Trainer
 
 ROWS = 20
+MIN_TIMED_S = 2.0  # on a GPU the unprofiled steps last at least this long, as benchmarks/gpu.py times them
 
 
 def trainer_for(preset: str, shape: str, *, pack: int, device: str, compile: str | bool, head: str,
@@ -67,16 +68,17 @@ def main(argv: list[str] | None = None) -> int:
                           head=args.head,
                           compiling={"compile_mode": args.compile_mode, "compile_scope": args.compile_scope})
     trainer.train_to(2, total_tokens=None)  # compiles, and a compiled model's second call may compile again
+    on_device = device.type == "cuda"
     start = time.perf_counter()
-    trainer.train_to(2 + args.steps, total_tokens=None)  # reads every loss at its end
-    unprofiled = (time.perf_counter() - start) / args.steps  # the profiler's tracing slows a host-bound step
+    while trainer.step < 2 + args.steps or (on_device and time.perf_counter() - start < MIN_TIMED_S):
+        trainer.train_to(trainer.step + args.steps, total_tokens=None)  # reads every loss at its end
+    unprofiled = (time.perf_counter() - start) / (trainer.step - 2)  # the profiler's tracing slows a host-bound step
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         start = time.perf_counter()
-        trainer.train_to(2 + 2 * args.steps, total_tokens=None)
+        trainer.train_to(trainer.step + args.steps, total_tokens=None)
         wall = (time.perf_counter() - start) / args.steps
     events = prof.key_averages()
-    on_device = device.type == "cuda"
     busy = sum(device_seconds(e) if on_device else e.self_cpu_time_total / 1e6 for e in events) / args.steps
     tokens_per_s = trainer.cfg.tokens_per_step * trainer.k / unprofiled
     head = (f"{args.preset} {args.shape} pack {args.pack or 'solo'} on {device_name(device)} "
