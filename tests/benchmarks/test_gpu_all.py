@@ -1,0 +1,38 @@
+"""benchmarks/gpu_all.sh drives a GPU session's measurements: a dry run (PYTHON=echo) checks what it would run."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+
+
+def dry_run(tmp_path, *parts: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_all.sh"), str(tmp_path), *parts], cwd=ROOT,
+                          env={**os.environ, "PYTHON": "echo"}, capture_output=True, text=True, timeout=60)
+
+
+def test_modes_and_tests_parts_run_what_exists_with_flags_it_takes(tmp_path):
+    assert dry_run(tmp_path, "modes", "tests").returncode == 0
+    parts = (tmp_path / "parts.txt").read_text().splitlines()
+    assert [p.split(" rc ")[0] for p in parts] == [
+        "modes-solo-16x4096-blocks-default", "modes-k8-16x1024-blocks-default", "modes-solo-16x4096-trunk-default",
+        "modes-solo-16x4096-auto-reduce-overhead", "modes-k8-16x1024-auto-reduce-overhead", "tests"]
+    helps = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_profile.py"), "--help"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120).stdout
+    flags = set(re.findall(r"--[a-z][a-z-]*", helps))
+    for log in tmp_path.glob("modes-*.log"):
+        script, *args = log.read_text().split()
+        assert script == "benchmarks/step_profile.py"
+        assert {a for a in args if a.startswith("--")} <= flags
+    _, _, *tests = (tmp_path / "tests.log").read_text().split()  # -m pytest ... files and node ids
+    for test in (t for t in tests if t.startswith("tests/")):
+        path, _, name = test.partition("::")
+        assert (ROOT / path).exists() and (not name or f"def {name}(" in (ROOT / path).read_text())
+
+
+def test_an_unknown_part_is_refused(tmp_path):
+    done = dry_run(tmp_path, "nonsense")
+    assert done.returncode == 2 and "unknown part nonsense" in done.stderr
