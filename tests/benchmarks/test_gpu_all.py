@@ -14,19 +14,27 @@ def dry_run(tmp_path, *parts: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "PYTHON": "echo"}, capture_output=True, text=True, timeout=60)
 
 
-def test_modes_and_tests_parts_run_what_exists_with_flags_it_takes(tmp_path):
-    assert dry_run(tmp_path, "modes", "tests").returncode == 0
-    parts = (tmp_path / "parts.txt").read_text().splitlines()
-    assert [p.split(" rc ")[0] for p in parts] == [
-        "modes-solo-16x4096-blocks-default", "modes-k8-16x1024-blocks-default", "modes-solo-16x4096-trunk-default",
-        "modes-solo-16x4096-auto-reduce-overhead", "modes-k8-16x1024-auto-reduce-overhead", "tests"]
-    helps = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_profile.py"), "--help"], cwd=ROOT,
+def flags_of(script: str) -> set[str]:
+    helps = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"], cwd=ROOT,
                            capture_output=True, text=True, timeout=120).stdout
-    flags = set(re.findall(r"--[a-z][a-z-]*", helps))
-    for log in tmp_path.glob("modes-*.log"):
-        script, *args = log.read_text().split()
-        assert script == "benchmarks/step_profile.py"
-        assert {a for a in args if a.startswith("--")} <= flags
+    return set(re.findall(r"--[a-z][a-z-]*", helps))
+
+
+def test_every_part_runs_what_exists_with_flags_it_takes(tmp_path):
+    assert dry_run(tmp_path).returncode == 0  # every part, in the default order
+    parts = [p.split(" rc ")[0] for p in (tmp_path / "parts.txt").read_text().splitlines()]
+    assert parts == ["modes-solo-16x4096-blocks-default", "modes-k8-16x1024-blocks-default",
+                     "modes-solo-16x4096-trunk-default", "modes-solo-16x4096-auto-reduce-overhead",
+                     "modes-k8-16x1024-auto-reduce-overhead", "profile-solo", "profile-k8", "packed", "one", "tests",
+                     "sweep", "head", "compile"]
+    flags = {script: flags_of(script) for script in ("step_profile.py", "gpu.py")}
+    for part in parts:
+        if part == "tests":
+            continue
+        script, *args = (tmp_path / f"{part}.log").read_text().split()
+        assert {a for a in args if a.startswith("--")} <= flags[Path(script).name], part
+        if script.endswith("gpu.py"):
+            assert args[args.index("--only") + 1] == part
     _, _, *tests = (tmp_path / "tests.log").read_text().split()  # -m pytest ... files and node ids
     for test in (t for t in tests if t.startswith("tests/")):
         path, _, name = test.partition("::")
