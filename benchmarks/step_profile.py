@@ -1,10 +1,10 @@
 """Where a training step's time goes: torch.profiler over a few steps of one preset at one shape.
 
 Prints the wall time per step and tokens x variants / s of `--steps` steps (on a GPU at least 2 s of them)
-without the profiler (its tracing slows a step that waits on the host), then, for as many profiled steps: the wall time per step, the device's
-busy time per step (the sum of its kernels' time; on CPU the ops' own time), and the 20 ops with the most
-device time and the 20 with the most host time. A step whose device time is far below its wall time waits on the host (kernel launches, Python,
-synchronisations): the host table says where.
+without the profiler (its tracing slows a step that waits on the host); then, for as many profiled steps, the
+wall time per step, the device's busy time per step (the sum of its kernels' time; on CPU the ops' own time),
+and the 20 ops with the most device time and the 20 with the most host time. A step whose device time is far
+below its wall time waits on the host (kernel launches, Python, synchronisations): the host table says where.
 
     python benchmarks/step_profile.py --preset paper-12m --shape 16x1024 [--pack 8] [--out DIR]
     python benchmarks/step_profile.py --preset cpu-xxs --shape 4x64 --device cpu     (checks it works here)

@@ -85,6 +85,7 @@ class Block(nn.Module):
 
 
 def run_block(block: Block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """block(x, cos, sin), as a function of the block: what a reused compiled region wraps."""
     return block(x, cos, sin)
 
 

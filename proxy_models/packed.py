@@ -2,9 +2,9 @@
 
 Every parameter of the K models lives in one (K, P) buffer, a row per variant, in ProxyLM's order: the
 embedding, each block's weights side by side (a layer's columns, laid out by `BlockSpec`), the final norm.
-The forward applies the variants' weights as batched matrix products: (K, N, d_in) @ (K, d_in, d_out), one bmm per weight for
-all K. Attention folds the variants into SDPA's batch dimension ((K * B, H, T, d_head): flash or
-memory-efficient attention, no (T, T) scores), and the output head is the memory-lean head of
+The forward applies the variants' weights as batched matrix products: (K, N, d_in) @ (K, d_in, d_out), one
+bmm per weight for all K. Attention folds the variants into SDPA's batch dimension ((K * B, H, T, d_head):
+flash or memory-efficient attention, no (T, T) scores), and the output head is the memory-lean head of
 proxy_models/head.py, once per variant. AdamW is one set of elementwise ops over the (K, P) buffers, with
 the per-variant lr as a (K, 1) column and the muP multipliers as a (P,) row (proxy_models/mup.py).
 
@@ -63,7 +63,8 @@ class BlockSpec(NamedTuple):
 
 
 def block_spec(cfg: ProxyConfig, block: torch.nn.Module) -> BlockSpec:
-    """The BlockSpec of ProxyLM `block`'s (attn_norm, q, kv, o, mlp_norm, w_in, w_out)."""
+    """The BlockSpec of a ProxyLM block of `cfg`, its weights (attn_norm, q, kv, o, mlp_norm, w_in, w_out) in
+    the order the block holds them."""
     return BlockSpec(cfg.n_heads, cfg.kv_heads, cfg.d_head,
                      1.0 / cfg.d_head if cfg.use_mup else 1.0 / math.sqrt(cfg.d_head),
                      cfg.m_residual if cfg.use_mup else 1.0,
