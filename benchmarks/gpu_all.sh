@@ -13,7 +13,8 @@
 #                  (benchmarks/step_profile.py; reports in OUT/modes/, their first lines in OUT/modes.md)
 #   profile (60)   where a paper-12m step's time goes, solo and 8 packed variants (benchmarks/step_profile.py)
 #   packed (120)   the packed table          one (240)    the one-run table
-#   tests (150)    the CUDA-only tests       sweep (240)  the 16-lineage sweep through Ray
+#   tests (150)    the CUDA-only tests       sweep (330)  the 16-lineage sweep through Ray (69M tokens:
+#                                                         240 s at the packed rate measured so far, 290k/s)
 #   head (120)     the head paths table      compile (120) the compile table
 set -u
 OUT=${1:?usage: bash benchmarks/gpu_all.sh OUT [part ...]}
@@ -56,7 +57,7 @@ for part in ${PARTS[*]}; do
     tests) run tests 150 $PY -m pytest -q -rs -p no:cacheprovider tests/proxy_models/test_head.py \
                tests/proxy_models/test_moe.py \
                tests/proxy_models/test_trainer.py::test_cuda_graphs_accumulate_micro_batches_like_eager_on_gpu ;;
-    one|head|packed|sweep|compile) run "$part" "$(case $part in one|sweep) echo 240;; *) echo 120;; esac)" \
+    one|head|packed|sweep|compile) run "$part" "$(case $part in one) echo 240;; sweep) echo 330;; *) echo 120;; esac)" \
                                        $PY benchmarks/gpu.py --only "$part" --out "$OUT/$part" $ARGS ;;
     *) echo "unknown part $part: modes profile packed one tests sweep head compile" >&2; exit 2 ;;
   esac
