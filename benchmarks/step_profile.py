@@ -3,8 +3,9 @@
 Prints the wall time per step and tokens x variants / s of `--steps` steps (on a GPU at least 2 s of them)
 without the profiler (its tracing slows a step that waits on the host); then, for as many profiled steps, the
 wall time per step, the device's busy time per step (the sum of its kernels' time; on CPU the ops' own time),
-and the 20 ops with the most device time and the 20 with the most host time. A step whose device time is far
-below its wall time waits on the host (kernel launches, Python, synchronisations): the host table says where.
+on a GPU the kernel and CUDA-graph launches per step, and the 20 ops with the most device time and the 20
+with the most host time. A step whose device time is far below its wall time waits on the host (kernel
+launches, Python, synchronisations): the host table says where.
 
     python benchmarks/step_profile.py --preset paper-12m --shape 16x1024 [--pack 8] [--out DIR]
     python benchmarks/step_profile.py --preset cpu-xxs --shape 4x64 --device cpu     (checks it works here)
@@ -81,11 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     events = prof.key_averages()
     busy = sum(device_seconds(e) if on_device else e.self_cpu_time_total / 1e6 for e in events) / args.steps
     tokens_per_s = trainer.cfg.tokens_per_step * trainer.k / unprofiled
+    # what the host asks of a GPU a step: kernel launches (cudaLaunchKernel, cuLaunchKernel...) and graph replays
+    launches = sum(e.count for e in events if "LaunchKernel" in e.key or "GraphLaunch" in e.key) / args.steps
     head = (f"{args.preset} {args.shape} pack {args.pack or 'solo'} on {device_name(device)} "
             f"(compiled: {trainer.compiled}, mode {args.compile_mode}, scope {args.compile_scope}, micro-batch "
             f"{trainer.micro_batch_size}, head {args.head}): {unprofiled * 1e3:.1f} ms/step, "
             f"{tokens_per_s:,.0f} tokens x variants/s unprofiled; profiled wall {wall * 1e3:.1f} ms/step, "
-            f"{'device' if on_device else 'host ops'} busy {busy * 1e3:.1f} ms/step ({busy / wall:.0%})")
+            f"{'device' if on_device else 'host ops'} busy {busy * 1e3:.1f} ms/step ({busy / wall:.0%})"
+            + (f", {launches:,.0f} kernel or graph launches/step" if on_device else ""))
     sort_device = "self_device_time_total" if on_device and hasattr(events[0], "self_device_time_total") else (
         "self_cuda_time_total")
     tables = [events.table(sort_by=sort_device, row_limit=ROWS)] if on_device else []
