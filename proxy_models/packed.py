@@ -92,16 +92,19 @@ def _attention(x: torch.Tensor, p: dict[str, torch.Tensor], spec: BlockSpec, cos
     return _linear(y.transpose(1, 2).reshape(k_variants, batch * T, -1), p["o"])
 
 
-# A compiled trunk traces one block and reuses its code for every layer, as a solo run's does (model.py).
-@torch.compiler.nested_compile_region
 def _block(x: torch.Tensor, layer: torch.Tensor, spec: BlockSpec, cos, sin, batch: int) -> torch.Tensor:
     """One pre-norm block (proxy_models/model.py's Block) of every variant: x (K, B * T, d); `layer` holds the
     block's weights, (K, P_layer) as `spec` lays them out."""
-    p = unpack_layer(layer, spec)  # views made inside the block: a reused block's inputs may not alias
+    p = unpack_layer(layer, spec)  # views made inside the block: the inputs of a reused block may not alias
     # muP (Table 1, residual multiplier): scale each branch output before the residual add.
     x = x + spec.m_residual * _attention(_rms_norm(x, p["attn_norm"]), p, spec, cos, sin, batch)
     gate, up = _linear(_rms_norm(x, p["mlp_norm"]), p["w_in"]).chunk(2, dim=-1)  # [gate | up]
     return x + spec.m_residual * _linear(F.silu(gate) * up, p["w_out"])
+
+
+# A compiled trunk traces one block and reuses its code for every layer, as a solo run's does (model.py); a
+# block compiled alone is `_block` itself. In eager both are plain calls.
+_reused_block = torch.compiler.nested_compile_region(_block)
 
 
 @functools.cache
@@ -114,8 +117,8 @@ def compiled_trunk(mode: str = "default", scope: str = "auto") -> Callable:
 
 
 def _trunk(x: torch.Tensor, layers: Sequence[torch.Tensor], spec: BlockSpec, cos, sin, batch: int,
-           checkpointing: bool, block: Callable = _block) -> torch.Tensor:
-    """Every block in order (checkpointed when asked), `block` being `_block` or its compiled form."""
+           checkpointing: bool, block: Callable = _reused_block) -> torch.Tensor:
+    """Every block in order (checkpointed when asked), `block` being `_reused_block` or `_block` compiled."""
     for layer in layers:
         if checkpointing and torch.is_grad_enabled():
             x = checkpoint(block, x, layer, spec, cos, sin, batch, use_reentrant=False)

@@ -115,3 +115,22 @@ def test_a_compiled_dense_trunk_traces_one_block_for_every_layer():
     assert "scaled_dot_product_attention" not in calls  # the attention is inside it, not inlined
     calls, subgraphs = traced_trunk("cpu-moe", n_layers=2)  # host-read split sizes break the graph: inline
     assert "invoke_subgraph" not in calls and not subgraphs and "scaled_dot_product_attention" in calls
+
+
+def test_a_compiled_trunk_trains_under_bf16_autocast_like_eager(corpus):
+    # The CUDA default precision, here on CPU: the reused block is traced under autocast, solo and packed.
+    from proxy_models.packed import PackedTrainer
+    from proxy_models.schedules import ScheduleConfig
+
+    config = dict(model="cpu-xs", model_overrides={"seq_len": 32, "n_layers": 3}, batch_size=4, tokens=4 * 32 * 4,
+                  dtype="bfloat16", schedule=ScheduleConfig(name="constant", lr=1e-3))
+    schedules = [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 2e-3)]
+    losses = {}
+    for compile in (False, True):
+        cfg = TrainConfig(**config, compile=compile, compile_scope="trunk")
+        solo, packed = Trainer(cfg, corpus=corpus), PackedTrainer(cfg, schedules, corpus=corpus)
+        solo.run(), packed.train()
+        assert solo.compiled == packed.compiled == compile
+        losses[compile] = [solo.recent_losses, *packed.loss_windows]
+    for compiled, eager in zip(losses[True], losses[False]):
+        assert compiled == pytest.approx(eager, rel=2e-3)  # bf16 rounding, in another order
