@@ -316,12 +316,13 @@ def gpu_sweep(*, quick: bool, budgets: list[str], out: str, solo_tokens_per_s: f
     storage = tempfile.mkdtemp(prefix="gpu-sweep-store-", dir=out)  # fresh: a store of an earlier run would resume
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the tables before held memory in this process: leave the GPU to the trials
-    spec = sweep_spec(quick=quick, budgets=budgets)
-    spec["run"].update(compiling or {})
-    planned = plan(spec_from_dict(spec)).tokens_planned
+    raw = sweep_spec(quick=quick, budgets=budgets)
+    raw["run"].update(compiling or {})
+    spec = spec_from_dict(raw)
+    planned = plan(spec).tokens_planned
     print(f"sweep: {planned:,} tokens planned: {planned / solo_tokens_per_s / 60:.1f} min at one solo run's tokens/s, "
           f"{planned / solo_tokens_per_s / 180:.1f} min at 3x", file=sys.stderr, flush=True)
-    result = submit(spec_from_dict(spec), storage=storage)
+    result = submit(spec, storage=storage)
     table = ResultStore(storage).read(sweep_id="gpu-sweep").table
     records = [json.loads(e) for e in table["execution"].dropna()]
     report = result.execution.summary()

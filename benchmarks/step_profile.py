@@ -20,6 +20,8 @@ import time
 
 from torch.profiler import ProfilerActivity, profile
 
+from gpu import timed_steps  # benchmarks/gpu.py: this script's directory is on the path
+
 from proxy_models.data import DataConfig, load_corpus
 from proxy_models.packed import PackedTrainer
 from proxy_models.perf import device_name, resolve_device
@@ -27,7 +29,6 @@ from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import TrainConfig, Trainer
 
 ROWS = 20
-MIN_TIMED_S = 2.0  # on a GPU the unprofiled steps last at least this long, as benchmarks/gpu.py times them
 
 
 def trainer_for(preset: str, shape: str, *, pack: int, device: str, compile: str | bool, head: str,
@@ -54,27 +55,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="paper-12m")
     parser.add_argument("--shape", default="16x1024", help="batch x seq")
     parser.add_argument("--pack", type=int, default=0, help="K packed variants (0: one solo Trainer)")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps, then as many profiled, after 2 warm-up "
-                        "steps")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (on a GPU at least 2 s), then as many "
+                        "profiled, after 2 warm-up steps")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", default="auto", choices=("auto", "true", "false"))
     parser.add_argument("--head", default="auto", help="auto | full | chunked | fused")
     parser.add_argument("--compile-mode", default="default", help="torch.compile's mode (TrainConfig.compile_mode)")
     parser.add_argument("--compile-scope", default="auto", help="blocks | trunk | auto (TrainConfig.compile_scope)")
-    parser.add_argument("--out", help="also write the report to DIR/step-profile-<preset>-<shape>-k<pack>.txt")
+    parser.add_argument("--out", help="also write the report to "
+                        "DIR/step-profile-<preset>-<shape>-k<pack>-<compile mode>-<compile scope>.txt")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     compile = {"true": True, "false": False}.get(args.compile, args.compile)
     trainer = trainer_for(args.preset, args.shape, pack=args.pack, device=device.type, compile=compile,
                           head=args.head,
                           compiling={"compile_mode": args.compile_mode, "compile_scope": args.compile_scope})
-    trainer.train_to(2, total_tokens=None)  # compiles, and a compiled model's second call may compile again
+    trainer.train_to(1, total_tokens=None)  # compiles (timed_steps takes one more step before its clock)
     on_device = device.type == "cuda"
-    start = time.perf_counter()
-    while trainer.step < 2 + args.steps or (on_device and time.perf_counter() - start < MIN_TIMED_S):
-        trainer.train_to(trainer.step + args.steps, total_tokens=None)  # reads every loss at its end
-    unprofiled = (time.perf_counter() - start) / (trainer.step - 2)  # the profiler's tracing slows a host-bound step
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    unprofiled = 1 / timed_steps(trainer, args.steps)  # the profiler's tracing slows a step waiting on the host
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_device else [])
     with profile(activities=activities) as prof:
         start = time.perf_counter()
         trainer.train_to(trainer.step + args.steps, total_tokens=None)
