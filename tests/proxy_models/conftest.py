@@ -7,3 +7,24 @@ from proxy_models.data import DataConfig, load_corpus
 def corpus():
     """The embedded corpus (built once, then cached on disk)."""
     return load_corpus(DataConfig())
+
+
+@pytest.fixture
+def traced():
+    """`traced(fn, *args)`: what dynamo puts in the forward graph of fn(*args), as (the names of the functions it
+    calls, the subgraphs it holds). Forward only, no_grad: backward needs a real backend for reused regions."""
+    import torch
+
+    def trace(fn, *args) -> tuple[list[str], set[str]]:
+        nodes = []
+
+        def record(graph, example_inputs):
+            nodes.extend(graph.graph.nodes)
+            return graph.forward
+
+        with torch.no_grad():
+            torch.compile(fn, backend=record)(*args)
+        calls = [getattr(n.target, "__name__", str(n.target)) for n in nodes if n.op == "call_function"]
+        return calls, {n.target for n in nodes if n.op == "get_attr"}
+
+    return trace

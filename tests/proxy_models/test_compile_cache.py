@@ -89,31 +89,21 @@ def test_a_second_process_loads_the_compiled_code_from_disk_and_trains_the_same(
     assert second["losses"] == first["losses"] and len(first["losses"]) == 3
 
 
-def traced_trunk(preset: str, n_layers: int) -> tuple[list[str], set[str]]:
-    """What dynamo puts in the graph of a ProxyLM's trunk: the functions it calls, and the subgraphs it holds."""
+def traced_trunk(traced, preset: str, n_layers: int) -> tuple[list[str], set[str]]:
+    """`traced` (conftest.py) of a ProxyLM's trunk."""
     from proxy_models.config import get_preset
     from proxy_models.model import ProxyLM
 
     model = ProxyLM(get_preset(preset, n_layers=n_layers, seq_len=16))
-    nodes = []
-
-    def record(graph, example_inputs):
-        nodes.extend(graph.graph.nodes)
-        return graph.forward
-
-    x = torch.randn(2, 16, model.cfg.d_model)
-    with torch.no_grad():  # the forward graph is enough: backward needs a real backend for the regions
-        torch.compile(model.trunk, backend=record)(x, model.rope_cos[:16], model.rope_sin[:16])
-    calls = [getattr(n.target, "__name__", str(n.target)) for n in nodes if n.op == "call_function"]
-    return calls, {n.target for n in nodes if n.op == "get_attr"}
+    return traced(model.trunk, torch.randn(2, 16, model.cfg.d_model), model.rope_cos[:16], model.rope_sin[:16])
 
 
-def test_a_compiled_dense_trunk_traces_one_block_for_every_layer():
+def test_a_compiled_dense_trunk_traces_one_block_for_every_layer(traced):
     # Hierarchical compilation: the cold compile of a trunk no longer grows with its 32 layers (RESULTS.md).
-    calls, subgraphs = traced_trunk("cpu-xxs", n_layers=3)
+    calls, subgraphs = traced_trunk(traced, "cpu-xxs", n_layers=3)
     assert calls.count("invoke_subgraph") == 3 and len(subgraphs) == 1  # one body, called by every layer
     assert "scaled_dot_product_attention" not in calls  # the attention is inside it, not inlined
-    calls, subgraphs = traced_trunk("cpu-moe", n_layers=2)  # host-read split sizes break the graph: inline
+    calls, subgraphs = traced_trunk(traced, "cpu-moe", n_layers=2)  # host-read split sizes break the graph: inline
     assert "invoke_subgraph" not in calls and not subgraphs and "scaled_dot_product_attention" in calls
 
 

@@ -59,24 +59,16 @@ def test_compiled_packed_variants_train_like_eager_ones(corpus):
         assert got == pytest.approx(want, rel=1e-9)
 
 
-def test_a_compiled_packed_trunk_traces_one_block_for_every_layer(corpus):
+def test_a_compiled_packed_trunk_traces_one_block_for_every_layer(corpus, traced):
     # As a solo trunk does (test_compile_cache.py): the cold compile does not grow with the layer count.
     from proxy_models.packed import _trunk
 
     trainer = PackedTrainer(config(model_overrides={"seq_len": 16, "n_layers": 3}, dtype="float32"),
                             [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 2e-3)], corpus=corpus)
-    nodes = []
-
-    def record(graph, example_inputs):
-        nodes.extend(graph.graph.nodes)
-        return graph.forward
-
     _, *layers, _ = trainer.leaves
     x = torch.randn(2, 2 * 16, trainer.proxy.d_model)
-    with torch.no_grad():  # the forward graph is enough: backward needs a real backend for the regions
-        torch.compile(_trunk, backend=record)(x, layers, trainer.spec, *(r[:16] for r in trainer.rope), 2, False)
-    calls = [getattr(n.target, "__name__", str(n.target)) for n in nodes if n.op == "call_function"]
-    assert calls.count("invoke_subgraph") == 3 and {n.target for n in nodes if n.op == "get_attr"} == {"subgraph_0"}
+    calls, subgraphs = traced(_trunk, x, layers, trainer.spec, *(r[:16] for r in trainer.rope), 2, False)
+    assert calls.count("invoke_subgraph") == 3 and subgraphs == {"subgraph_0"}
 
 
 def test_power_variants_pack_too(corpus):
