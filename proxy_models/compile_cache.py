@@ -2,9 +2,12 @@
 
 `compile` is 'auto' by default: on CUDA the blocks of a dense model are compiled (solo and packed);
 elsewhere (a first compile on a CPU costs tens of seconds, more than a short proxy run gains) and for MoE
-models they run eager. `compile_scope` says whether each block is its own graph or the trunk is one.
+models they run eager. `compile_scope` says whether the block is one graph that serves every layer or the
+trunk is one.
 Compiled and eager runs are the same run up to float rounding, so the choice is an execution detail, never
-part of a run's identity (sweeps/plan.py).
+part of a run's identity (sweeps/plan.py). That is also why 'auto' falls back to eager where compiling fails
+on a machine (no C compiler for inductor or Triton, an unsupported GPU): the run goes on, and its row says why
+(`compile_error`); with `compile: true` the failure is an error that says how to turn compiling off.
 
 Inductor's FX graph cache and AOT autograd cache (both on by default in torch 2.13) keep the compiled code
 of every graph under one directory, keyed by the graph, shapes and torch version. Pointing every trial
@@ -17,10 +20,11 @@ generating them. The directory is `$POWERSWEEP_COMPILE_CACHE`, else `$XDG_CACHE_
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import torch
 
+from proxy_models.model import run_block
 from proxy_models.run_config import CUDA_GRAPH_MODES
 
 ENV_VAR = "POWERSWEEP_COMPILE_CACHE"
@@ -52,27 +56,33 @@ def whole_trunk(mode: str, scope: str) -> bool:
 
 
 def compile_model(model, *, mode: str = "default", scope: str = "auto") -> None:
-    """Compile a ProxyLM's blocks in place: each block alone, or the trunk as a whole (`whole_trunk`; its dense
-    layers reuse one traced block: proxy_models/model.py's `run_dense_block`)."""
+    """Compile a ProxyLM's blocks in place: one compiled block function for every layer, or the trunk as a
+    whole (`whole_trunk`; its dense layers reuse one traced block: proxy_models/model.py's `run_dense_block`).
+    Parameter names, checkpoints and packing do not change; `uncompile_model` undoes it."""
     if whole_trunk(mode, scope):
         model.trunk = compile_function(model.trunk, mode=mode)
     else:
-        compile_blocks(model.blocks, mode=mode)
+        model.compiled_block = compile_function(run_block, mode=mode)
 
 
-def compile_blocks(blocks: Iterable[torch.nn.Module], *, mode: str = "default") -> str | None:
-    """torch.compile each block in place (parameter names, checkpoints and packing do not change), with
-    inductor's caches in `compile_cache_dir()`; returns that directory, or None where it cannot be made (a
-    read-only home: inductor's own default, a temporary directory, still caches per machine). Compiling
-    happens at the first forward, so the directory is set here, before it. `mode` is torch.compile's."""
-    directory = use_compile_cache()
-    for block in blocks:
-        block.compile(mode=mode)
-    return directory
+def uncompile_model(model) -> None:
+    """Put a ProxyLM compiled by `compile_model` back to eager."""
+    for name in ("trunk", "compiled_block"):
+        model.__dict__.pop(name, None)
+
+
+def compile_failure(error: Exception) -> str:
+    """One line on why compiling failed, for a warning, an error and the row's provenance: the backend's own
+    error where dynamo wraps one (BackendCompilerFailed)."""
+    cause = getattr(error, "inner_exception", None) or error
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {lines[0] if lines else 'no message'}"[:300]
 
 
 def compile_function(fn: Callable, *, mode: str = "default") -> Callable:
-    """torch.compile a function (a model's trunk, packed variants' block or trunk) with the same on-disk cache."""
+    """torch.compile a function (a model's block or trunk, packed variants' block or trunk) with inductor's caches
+    in `compile_cache_dir()`. Compiling happens at the first call, so the directory is set here, before it.
+    `mode` is torch.compile's."""
     use_compile_cache()
     return torch.compile(fn, mode=mode)
 

@@ -106,6 +106,7 @@ class ProxyLM(nn.Module):
     head = "auto"  # auto | full | chunked | fused
     head_chunk_tokens = 0  # tokens per chunk of the chunked head; 0 = 64 MiB of fp32 logits
     activation_checkpointing = False
+    compiled_block = None  # `run_block` compiled, for every layer (proxy_models/compile_cache.py); None: eager
 
     def __init__(self, cfg: ProxyConfig, *, moe_backend: str = "auto"):
         super().__init__()
@@ -149,9 +150,9 @@ class ProxyLM(nn.Module):
         return None, loss
 
     def trunk(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """The blocks in order, each checkpointed when asked (proxy_models/compile_cache.py compiles either each
-        block or this whole method)."""
-        run = run_block if self.cfg.is_moe else run_dense_block
+        """The blocks in order, each checkpointed when asked (proxy_models/compile_cache.py compiles either the
+        block function or this whole method)."""
+        run = self.compiled_block or (run_block if self.cfg.is_moe else run_dense_block)
         for block in self.blocks:
             if self.activation_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(run, block, x, cos, sin, use_reentrant=False)

@@ -240,6 +240,9 @@ class PackedTrainer(TrainingLoop):
     def _eval_mode(self, on: bool) -> None:
         """No dropout or other train/eval difference in the proxy model."""
 
+    def _uncompile(self) -> None:
+        self.trunk = _trunk
+
     def train(self) -> None:
         """Train every variant for the configured budget (each under its own schedule)."""
         self.train_to(self.cfg.steps, total_tokens=self.cfg.steps * self.cfg.tokens_per_step)

@@ -75,8 +75,9 @@ class TrainConfig:
     log_every_steps: int = 50  # progress line interval
     eval_batch_size: int = 32  # sequences per evaluation forward (does not change the eval set)
     moe_backend: str = "auto"  # auto | torch | scattermoe
-    compile: str | bool = "auto"  # torch.compile each block (the head's loss stays eager); auto: dense on CUDA
-    # (proxy_models/compile_cache.py, which also caches the compiled code on disk); see RESULTS.md
+    compile: str | bool = "auto"  # torch.compile the blocks (the head's loss stays eager); auto: dense on CUDA,
+    # eager where compiling fails on the machine (proxy_models/compile_cache.py, which also caches the compiled
+    # code on disk); see RESULTS.md
     compile_mode: str = "default"  # torch.compile's mode where blocks compile: one of COMPILE_MODES
     compile_scope: str = "auto"  # blocks (each its own graph, one compile for all) | trunk (all blocks one graph:
     # fewer calls a step, a longer cold compile) | auto (blocks; trunk in CUDA_GRAPH_MODES)

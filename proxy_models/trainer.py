@@ -10,12 +10,14 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import torch
+from torch._dynamo.exc import TorchDynamoException
 
-from proxy_models.compile_cache import compile_model, resolve_compile
+from proxy_models.compile_cache import compile_failure, compile_model, resolve_compile, uncompile_model
 from proxy_models.config import ConfigError, ProxyConfig
 from proxy_models.curves import CurveRecorder
 from proxy_models.data import TokenCorpus, eval_batches, load_corpus, train_batch
@@ -89,7 +91,8 @@ class TrainingLoop:
     Everything but the model is here, once: batches, lrs, micro-batches and out-of-memory halving, the
     per-step loss watch (divergence per variant), evaluation, result rows, timing and checkpoints. A subclass
     gives the model's side: `lr_at_step`, `_set_lr`, `_objective`, `_backward`, `_update`, `_zero_grad`,
-    `_eval_losses`, `_eval_mode`, the `checkpointing` attribute and `model_state` / `load_model_state`.
+    `_eval_losses`, `_eval_mode`, `_uncompile`, the `checkpointing` attribute and `model_state` /
+    `load_model_state`.
     """
 
     def __init__(self, config: TrainConfig, schedules: Sequence[ScheduleConfig], *, corpus: TokenCorpus | None,
@@ -106,6 +109,7 @@ class TrainingLoop:
                 "use a model with a larger vocab_size or a smaller tokenizer"
             )
         self.compiled = False  # blocks compiled (a subclass that compiles sets it)
+        self.compile_error: str | None = None  # why compile 'auto' fell back to eager, if it did
         self.micro_batch_shrinks = 0  # out-of-memory errors that halved the micro-batch (never restored)
         self.step = 0
         self.first_losses = [math.nan] * self.k  # per variant: the first step's loss
@@ -184,7 +188,7 @@ class TrainingLoop:
         micro-batch and starts the step's gradients again: no update was applied, so the step is the same."""
         while True:
             try:
-                return self._accumulate(x, y)
+                return self._eager_if_compiling_fails(self._accumulate, x, y)
             except torch.cuda.OutOfMemoryError:
                 if not self._can_shrink():
                     raise
@@ -201,6 +205,24 @@ class TrainingLoop:
             part = loss.detach().double() * share
             total = part if total is None else total + part
         return total
+
+    def _eager_if_compiling_fails(self, fn: Callable, *args):
+        """fn(*args); where compiling fails on this machine and `compile` is 'auto', fn(*args) again in eager
+        (the step's gradients start again, as after an out-of-memory error). With compile=True it is an error."""
+        try:
+            return fn(*args)
+        except TorchDynamoException as error:
+            if not self.compiled:
+                raise
+            reason = compile_failure(error)
+            if self.cfg.compile != "auto":
+                raise ConfigError(f"compile=True: torch.compile failed on this machine ({reason}); set compile "
+                                  "to 'auto' to train eager where it fails, or to false") from error
+        warnings.warn(f"torch.compile failed on this machine, training eager: {reason}", RuntimeWarning)
+        self._zero_grad()
+        self._uncompile()
+        self.compiled, self.compile_error = False, reason
+        return fn(*args)
 
     def _can_shrink(self) -> bool:
         return self.micro_batch_size > 1 or not self.checkpointing
@@ -281,10 +303,15 @@ class TrainingLoop:
         """The first variant's (a solo run's) `variant_loss_train`."""
         return self.variant_loss_train(0)
 
-    @torch.no_grad()
     def evaluate_variants(self) -> list[float]:
         """Each variant's mean cross-entropy (nats/token) over the fixed held-out set."""
         start = time.perf_counter()
+        result = self._eager_if_compiling_fails(self._evaluate)
+        self.eval_seconds += time.perf_counter() - start
+        return result
+
+    @torch.no_grad()
+    def _evaluate(self) -> list[float]:
         self._eval_mode(True)
         batches = eval_batches(self.corpus, seq_len=self.proxy.seq_len, batch_size=self.cfg.eval_batch_size,
                                eval_tokens=self.cfg.data.eval_tokens)
@@ -295,9 +322,7 @@ class TrainingLoop:
             part = losses.double() * x.shape[0]  # float64 sums on the device, read once at the end
             total, windows = part if total is None else total + part, windows + x.shape[0]
         self._eval_mode(False)
-        result = (total / windows).reshape(self.k).tolist()
-        self.eval_seconds += time.perf_counter() - start
-        return result
+        return (total / windows).reshape(self.k).tolist()
 
     def results(self, *, tokens: float) -> list[RunResult]:
         """One result row per variant for the budget `tokens`, evaluating the variants as they are now. Each
@@ -318,11 +343,12 @@ class TrainingLoop:
 
     def execution(self) -> str:
         """How this object trained, as JSON text for the row's provenance: variants packed, micro-batch,
-        checkpointing, compiled blocks and the out-of-memory errors it absorbed (this process's, not restored by
-        checkpoints)."""
+        checkpointing, compiled blocks (and why not, where compiling failed) and the out-of-memory errors it
+        absorbed (this process's, not restored by checkpoints)."""
+        failed = {"compile_error": self.compile_error} if self.compile_error else {}
         return json.dumps({"pack": self.k, "micro_batch_size": self.micro_batch_size, "compiled": self.compiled,
                            "activation_checkpointing": bool(self.checkpointing),
-                           "out_of_memory_shrinks": self.micro_batch_shrinks}, sort_keys=True)
+                           "out_of_memory_shrinks": self.micro_batch_shrinks, **failed}, sort_keys=True)
 
     def state_dict(self) -> dict:
         """The whole training state; tensors are live references (copy before training on)."""
@@ -419,6 +445,9 @@ class Trainer(TrainingLoop):
 
     def _eval_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.model(x, y)[1]
+
+    def _uncompile(self) -> None:
+        uncompile_model(self.model)
 
     def _eval_mode(self, on: bool) -> None:
         self.model.train(not on)

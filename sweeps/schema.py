@@ -104,7 +104,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("versions", _STR, False, "JSON text / object {package: version} of the packages that produced the row"),
     Column("execution", _STR, False,
            "JSON text / how the row's run executed: variants packed with it (`pack`), `micro_batch_size`, "
-           "`activation_checkpointing`, whether the blocks were `compiled`, CUDA out-of-memory errors absorbed by "
+           "`activation_checkpointing`, whether the blocks were `compiled` (and `compile_error`, why not, where "
+           "compiling failed and the run fell back to eager), CUDA out-of-memory errors absorbed by "
            "halving the micro-batch (`out_of_memory_shrinks`) and `pack_split` when an out-of-memory pack was "
            "retrained in smaller packs; null in rows from before it"),
     Column("created_at", _TIMESTAMP, True,

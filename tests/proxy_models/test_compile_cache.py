@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import subprocess
 import sys
@@ -6,14 +7,15 @@ import sys
 import pytest
 import torch
 
-from proxy_models.compile_cache import compile_blocks, compile_cache_dir, resolve_compile
+from proxy_models.compile_cache import compile_cache_dir, resolve_compile, use_compile_cache
 from proxy_models.config import ConfigError
 from proxy_models.run_config import DataConfig
+from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import TrainConfig, Trainer
 
 TINY = dict(model="cpu-xxs", model_overrides={"seq_len": 64}, batch_size=2, tokens=2 * 64 * 3)
 
-# A fresh process: train TINY compiled for 3 steps with the compile cache under argv[1]; print its losses and
+# A fresh process: train TINY (argv[1]) compiled for 3 steps; print its losses, whether it compiled and
 # inductor's cache counters.
 CHILD = """
 import json, sys
@@ -24,7 +26,8 @@ trainer = Trainer(TrainConfig(**json.loads(sys.argv[1]), schedule=ScheduleConfig
                               compile=True))
 trainer.train_to(3, total_tokens=None)
 print(json.dumps({"losses": trainer.recent_losses, "compiled": trainer.compiled,
-                  "inductor": dict(counters["inductor"]), "aot_autograd": dict(counters["aot_autograd"])}))
+                  "compile_error": trainer.compile_error, "inductor": dict(counters["inductor"]),
+                  "aot_autograd": dict(counters["aot_autograd"])}))
 """
 
 
@@ -54,12 +57,11 @@ def test_cache_dir_is_ours_then_torchs_then_the_user_cache(monkeypatch, tmp_path
 def test_compiling_sets_inductors_cache_dir_and_survives_one_that_cannot_be_made(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "before"))
     monkeypatch.setenv("POWERSWEEP_COMPILE_CACHE", str(tmp_path / "cache"))
-    block = torch.nn.Linear(2, 2)
-    assert compile_blocks([block]) == str(tmp_path / "cache") == os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    assert use_compile_cache() == str(tmp_path / "cache") == os.environ["TORCHINDUCTOR_CACHE_DIR"]
     assert (tmp_path / "cache").is_dir()
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("POWERSWEEP_COMPILE_CACHE", str(tmp_path / "file" / "cache"))  # under a file: no dir
-    assert compile_blocks([torch.nn.Linear(2, 2)]) is None
+    assert use_compile_cache() is None
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache")  # left as it was
 
 
@@ -69,10 +71,10 @@ def test_a_cpu_run_is_eager_by_default_and_its_row_says_so(corpus):
     assert json.loads(trainer.run().execution)["compiled"] is False
 
 
-def _child(cache: str) -> dict:
+def _child(cache: str, script: str = CHILD, **env_vars: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
-    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(TINY)], capture_output=True, text=True,
-                          env={**env, "POWERSWEEP_COMPILE_CACHE": cache}, timeout=600)
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(TINY)], capture_output=True, text=True,
+                          env={**env, "POWERSWEEP_COMPILE_CACHE": cache, **env_vars}, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1])
 
@@ -124,3 +126,92 @@ def test_a_compiled_trunk_trains_under_bf16_autocast_like_eager(corpus):
         losses[compile] = [solo.recent_losses, *packed.loss_windows]
     for compiled, eager in zip(losses[True], losses[False]):
         assert compiled == pytest.approx(eager, rel=2e-3)  # bf16 rounding, in another order
+
+
+FAILS = "no working C compiler (injected)"
+
+
+@pytest.fixture
+def auto_compiles_and_fails(monkeypatch):
+    """`compile: auto` compiles here, as on CUDA, with a backend that fails when `fails()` says so."""
+    import proxy_models.packed
+    import proxy_models.trainer
+
+    state = {"fails": lambda: True, "compiles": 0}
+
+    def backend(graph, example_inputs):
+        state["compiles"] += 1
+        if state["fails"]():
+            raise RuntimeError(FAILS)
+        return graph.forward
+
+    compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None: compile(fn, backend=backend))
+    for module in (proxy_models.trainer, proxy_models.packed):
+        monkeypatch.setattr(module, "resolve_compile", lambda compile, device, moe=False: compile in ("auto", True))
+    torch._dynamo.reset()  # nothing compiled by earlier tests with another backend, nor kept for later ones
+    proxy_models.packed.compiled_trunk.cache_clear()
+    yield state
+    torch._dynamo.reset()
+    proxy_models.packed.compiled_trunk.cache_clear()
+
+
+def _eager_and_falling_back(corpus, config: TrainConfig, pack: int):
+    from proxy_models.packed import PackedTrainer
+
+    schedules = [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 3e-3)][:pack]
+    runs = []
+    for compile in (False, "auto"):
+        cfg = TrainConfig(**{**config.__dict__, "compile": compile})
+        trainer = Trainer(cfg, corpus=corpus) if pack == 1 else PackedTrainer(cfg, schedules, corpus=corpus)
+        runs.append((trainer, trainer.results(tokens=cfg.tokens) if trainer.train_to(
+            cfg.steps, total_tokens=cfg.steps * cfg.tokens_per_step) is None else None))
+    return runs
+
+
+@pytest.mark.parametrize("pack", [1, 2])
+def test_auto_trains_eager_where_compiling_fails_and_the_rows_say_why(corpus, auto_compiles_and_fails, pack):
+    # A machine without a C compiler for inductor or Triton: the run goes on eager from the step that failed.
+    config = TrainConfig(**TINY, dtype="float64", data=DataConfig(eval_tokens=256))
+    with pytest.warns(RuntimeWarning, match="torch.compile failed on this machine, training eager: .*injected"):
+        (eager, eager_rows), (fell_back, rows) = _eager_and_falling_back(corpus, config, pack)
+    assert auto_compiles_and_fails["compiles"] >= 1 and not fell_back.compiled
+    assert fell_back.loss_windows == eager.loss_windows and len(eager.loss_windows[0]) == 3  # the same steps
+    assert [r.loss_eval for r in rows] == [r.loss_eval for r in eager_rows]
+    for row in rows:
+        execution = json.loads(row.execution)
+        assert execution["compiled"] is False and FAILS in execution["compile_error"]
+    assert "compile_error" not in json.loads(eager_rows[0].execution)
+
+
+# As CHILD, with `compile: auto` compiling on this CPU as it does on CUDA.
+AUTO_CHILD = CHILD.replace("compile=True", "compile='auto'").replace(
+    "from torch._dynamo.utils import counters",
+    "from torch._dynamo.utils import counters\nimport proxy_models.trainer\n"
+    "proxy_models.trainer.resolve_compile = lambda compile, device, moe=False: True")
+
+
+@pytest.mark.slow
+def test_auto_trains_eager_on_a_machine_without_a_working_c_compiler(tmp_path):
+    # Inductor's own failure, in a fresh process with an empty compile cache (nothing compiled to load).
+    run = _child(str(tmp_path / "cache"), AUTO_CHILD, CXX=str(tmp_path / "no-such-c++"))
+    assert run["compiled"] is False and len(run["losses"]) == 3 and all(math.isfinite(x) for x in run["losses"])
+    assert "C++ compiler" in run["compile_error"] and "no-such-c++" in run["compile_error"]
+
+
+def test_auto_evaluates_eager_where_only_the_evaluation_fails_to_compile(corpus, auto_compiles_and_fails):
+    # The held-out loss runs without gradients: a graph of its own, compiled at the first evaluation.
+    auto_compiles_and_fails["fails"] = lambda: not torch.is_grad_enabled()
+    config = TrainConfig(**TINY, dtype="float64", data=DataConfig(eval_tokens=256))
+    with pytest.warns(RuntimeWarning, match="training eager"):
+        (eager, eager_rows), (fell_back, rows) = _eager_and_falling_back(corpus, config, pack=1)
+    assert rows[0].loss_eval == eager_rows[0].loss_eval
+    assert FAILS in json.loads(rows[0].execution)["compile_error"]
+
+
+def test_compile_true_where_compiling_fails_is_an_error_that_says_how_to_turn_it_off(corpus,
+                                                                                      auto_compiles_and_fails):
+    trainer = Trainer(TrainConfig(**TINY, compile=True, data=DataConfig(eval_tokens=256)), corpus=corpus)
+    with pytest.raises(ConfigError, match=r"^compile=True: torch.compile failed on this machine \(.*injected\)\); "
+                                          r"set compile to 'auto' .* or to false$"):
+        trainer.run()
