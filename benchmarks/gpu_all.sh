@@ -7,19 +7,20 @@
 #   ARGS="--compile-mode reduce-overhead" bash benchmarks/gpu_all.sh OUT profile one   (extra arguments for
 #   benchmarks/gpu.py and step_profile.py)
 #
-# Parts, in the default order (most telling first), with their limits in seconds on one H100:
+# Parts, in the default order (the CUDA-only tests first: short, and what every number relies on; then the most
+# telling), with their limits in seconds on one H100:
+#   tests (150)    the CUDA-only tests
 #   modes (4 x 120, 150) paper-12m solo at 16 x 4096 under compile scope blocks, trunk and CUDA graphs, and 8 packed
 #                  variants at 16 x 1024 under blocks and CUDA graphs: tokens/s and where a step's time goes
 #                  (benchmarks/step_profile.py; reports in OUT/modes/, their first lines in OUT/modes.md)
 #   profile (60)   where a paper-12m step's time goes, solo and 8 packed variants (benchmarks/step_profile.py)
 #   packed (120)   the packed table          one (240)    the one-run table
-#   tests (150)    the CUDA-only tests       sweep (330)  the 16-lineage sweep through Ray (69M tokens:
-#                                                         240 s at the packed rate measured so far, 290k/s)
+#   sweep (330)    the 16-lineage sweep through Ray (69M tokens: 240 s at the packed rate measured so far, 290k/s)
 #   head (120)     the head paths table      compile (120) the compile table
 set -u
 OUT=${1:?usage: bash benchmarks/gpu_all.sh OUT [part ...]}
 shift
-PARTS=("${@:-modes profile packed one tests sweep head compile}")
+PARTS=("${@:-tests modes profile packed one sweep head compile}")
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
@@ -59,6 +60,6 @@ for part in ${PARTS[*]}; do
                tests/proxy_models/test_trainer.py::test_cuda_graphs_accumulate_micro_batches_like_eager_on_gpu ;;
     one|head|packed|sweep|compile) run "$part" "$(case $part in one) echo 240;; sweep) echo 330;; *) echo 120;; esac)" \
                                        $PY benchmarks/gpu.py --only "$part" --out "$OUT/$part" $ARGS ;;
-    *) echo "unknown part $part: modes profile packed one tests sweep head compile" >&2; exit 2 ;;
+    *) echo "unknown part $part: tests modes profile packed one sweep head compile" >&2; exit 2 ;;
   esac
 done
