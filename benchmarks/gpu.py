@@ -107,7 +107,7 @@ def measure(case: Case, *, corpus, device: str, steps: int, compile: str | bool,
                          moe_backend=case.moe_backend, head=case.head,
                          schedule=ScheduleConfig(name="constant", lr=1e-3), log_every_steps=10**6)
     trainer = Trainer(config, corpus=corpus)
-    _reset_peak(trainer.device)
+    reset_peak(trainer.device)
     start = time.perf_counter()
     trainer.train_to(1, total_tokens=None)  # train_to reads the losses at its end: the device is idle then
     first_step_s = time.perf_counter() - start
@@ -116,7 +116,7 @@ def measure(case: Case, *, corpus, device: str, steps: int, compile: str | bool,
     peak = peak_flops(trainer.device, compute_dtype(trainer.device, config.dtype))
     attention = attention_flops_per_token(proxy.n_layers, proxy.n_heads, proxy.d_head, proxy.seq_len)
     return {"preset": case.label or case.preset, "batch_size": case.batch_size, "seq_len": proxy.seq_len,
-            "tokens_per_s": tokens_per_s, "peak_gib": _peak_bytes(trainer.device) / GIB,
+            "tokens_per_s": tokens_per_s, "peak_gib": peak_bytes(trainer.device) / GIB,
             "micro_batch_size": trainer.micro_batch_size, "compiled": trainer.compiled,
             "checkpointing": trainer.model.activation_checkpointing,
             "mfu": model_flops_utilisation(n_params, tokens_per_s, peak),
@@ -139,13 +139,15 @@ def timed_steps(trainer, steps: int) -> float:
     return (trainer.step - first) / seconds
 
 
-def _reset_peak(device: torch.device) -> None:
+def reset_peak(device: torch.device) -> None:
+    """Start `peak_bytes` afresh (CUDA; a process's peak memory on CPU cannot be reset)."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _peak_bytes(device: torch.device) -> int:
+def peak_bytes(device: torch.device) -> int:
+    """The most memory tensors held since `reset_peak` on CUDA; on CPU the process's peak resident memory."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
@@ -237,7 +239,7 @@ def measure_packed(preset: str, batch_size: int, overrides: dict, k: int, *, cor
                          tokens=batch_size * seq_len, **(compiling or {}),
                          schedule=ScheduleConfig(name="constant", lr=1e-3),
                          log_every_steps=10**6)
-    _reset_peak(resolve_device(device))
+    reset_peak(resolve_device(device))
     if k == 0:
         trainer = Trainer(config, corpus=corpus)
     else:
@@ -247,7 +249,7 @@ def measure_packed(preset: str, batch_size: int, overrides: dict, k: int, *, cor
     steps_per_s = timed_steps(trainer, steps)
     return {"preset": preset, "batch_size": batch_size, "seq_len": seq_len, "pack": k or "solo",
             "tokens_variants_per_s": max(k, 1) * steps_per_s * config.tokens_per_step,
-            "peak_gib": _peak_bytes(trainer.device) / GIB, "micro_batch_size": trainer.micro_batch_size}
+            "peak_gib": peak_bytes(trainer.device) / GIB, "micro_batch_size": trainer.micro_batch_size}
 
 
 def packed_table(cases: list, *, repeats: int, **kwargs) -> list[dict]:

@@ -1,7 +1,8 @@
 """Where a training step's time goes: torch.profiler over a few steps of one preset at one shape.
 
 Prints the wall time per step and tokens x variants / s of `--steps` steps (on a GPU at least 2 s of them)
-without the profiler (its tracing slows a step that waits on the host); then, for as many profiled steps, the
+without the profiler (its tracing slows a step that waits on the host), and the peak memory of the steps up to
+then (GPU: tensors, CUDA graphs' pools included; CPU: the process); then, for as many profiled steps, the
 wall time per step, the device's busy time per step (the sum of its kernels' time; on CPU the ops' own time),
 on a GPU the kernel and CUDA-graph launches per step, and the 20 ops with the most device time and the 20
 with the most host time. A step whose device time is far below its wall time waits on the host (kernel
@@ -20,9 +21,10 @@ import time
 
 from torch.profiler import ProfilerActivity, profile
 
-from gpu import timed_steps  # benchmarks/gpu.py: this script's directory is on the path
+from gpu import peak_bytes, reset_peak, timed_steps  # benchmarks/gpu.py: this script's directory is on the path
 
 from proxy_models.data import DataConfig, load_corpus
+from proxy_models.memory import GIB
 from proxy_models.packed import PackedTrainer
 from proxy_models.perf import device_name, resolve_device
 from proxy_models.schedules import ScheduleConfig
@@ -67,12 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     compile = {"true": True, "false": False}.get(args.compile, args.compile)
+    reset_peak(device)
     trainer = trainer_for(args.preset, args.shape, pack=args.pack, device=device.type, compile=compile,
                           head=args.head,
                           compiling={"compile_mode": args.compile_mode, "compile_scope": args.compile_scope})
     trainer.train_to(1, total_tokens=None)  # compiles (timed_steps takes one more step before its clock)
     on_device = device.type == "cuda"
     unprofiled = 1 / timed_steps(trainer, args.steps)  # the profiler's tracing slows a step waiting on the host
+    peak_gib = peak_bytes(device) / GIB
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_device else [])
     with profile(activities=activities) as prof:
         start = time.perf_counter()
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     head = (f"{args.preset} {args.shape} pack {args.pack or 'solo'} on {device_name(device)} "
             f"(compiled: {trainer.compiled}, mode {args.compile_mode}, scope {args.compile_scope}, micro-batch "
             f"{trainer.micro_batch_size}, head {args.head}): {unprofiled * 1e3:.1f} ms/step, "
-            f"{tokens_per_s:,.0f} tokens x variants/s unprofiled; profiled wall {wall * 1e3:.1f} ms/step, "
+            f"{tokens_per_s:,.0f} tokens x variants/s unprofiled, peak {peak_gib:.2f} GiB; profiled wall {wall * 1e3:.1f} ms/step, "
             f"{'device' if on_device else 'host ops'} busy {busy * 1e3:.1f} ms/step ({busy / wall:.0%})"
             + (f", {launches:,.0f} kernel or graph launches/step" if on_device else ""))
     sort_device = "self_device_time_total" if on_device and hasattr(events[0], "self_device_time_total") else (

@@ -54,4 +54,5 @@ def test_step_profile_reports_the_unprofiled_step_and_where_its_time_goes(tmp_pa
     tokens_per_s = float(head.split(" ms/step, ")[1].split(" tokens")[0].replace(",", ""))
     step_ms = float(head.split("): ")[1].split(" ms/step")[0])
     assert tokens_per_s == pytest.approx(4 * 64 * 2 / (step_ms / 1e3), rel=0.05)  # two variants' tokens a step
+    assert float(head.split(", peak ")[1].split(" GiB")[0]) > 0.1  # this process's peak (torch alone is more)
     assert "aten::bmm" in host_table  # the packed variants' batched matmuls, in the host ops table
