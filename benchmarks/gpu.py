@@ -332,6 +332,8 @@ def gpu_sweep(*, quick: bool, budgets: list[str], out: str, solo_tokens_per_s: f
     return {"lineages": result.plan.lineages, "trials": len(result.plan.trials),
             "rows_stored": len(table), "rows_planned": len(result.plan.row_ids), "failed_trials": result.failed_trials,
             "rows_out_of_memory": sum(1 for r in records if r.get("out_of_memory_shrinks") or r.get("pack_split")),
+            "rows_compiled": sum(1 for r in records if r.get("compiled")),
+            "compile_errors": sorted({r["compile_error"] for r in records if r.get("compile_error")}),
             "tokens_per_s": tokens_per_s, "solo_tokens_per_s": solo_tokens_per_s,
             "vs_solo": tokens_per_s / solo_tokens_per_s, "wall_s": report["wall_s"],
             "outside_training": report["outside_training"], "breakdown": result.execution.format()}
@@ -340,13 +342,13 @@ def gpu_sweep(*, quick: bool, budgets: list[str], out: str, solo_tokens_per_s: f
 def format_sweep(r: dict) -> str:
     return "\n".join([
         "sweep through local Ray (tokens trained / wall time, vs one solo run's tokens/s at the same shape)",
-        "| lineages | trials | rows stored / planned | failed trials | rows out of memory | tokens/s | vs solo "
-        "| wall s | outside training |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| lineages | trials | rows stored / planned | failed trials | rows out of memory | rows compiled | tokens/s "
+        "| vs solo | wall s | outside training |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {r['lineages']} | {r['trials']} | {r['rows_stored']} / {r['rows_planned']} | {r['failed_trials']} | "
-        f"{r['rows_out_of_memory']} | {r['tokens_per_s']:,.0f} | {r['vs_solo']:.2f}x | {r['wall_s']:.0f} | "
-        f"{r['outside_training']:.1%} |",
-        r["breakdown"]])
+        f"{r['rows_out_of_memory']} | {r['rows_compiled']} | {r['tokens_per_s']:,.0f} | {r['vs_solo']:.2f}x | "
+        f"{r['wall_s']:.0f} | {r['outside_training']:.1%} |",
+        r["breakdown"], *(f"compiling failed, rows trained eager: {e}" for e in r["compile_errors"])])
 
 
 COMPILE_RUNS = ("eager", "compiled, cold cache", "compiled, warm cache")  # rows of the compile table
