@@ -7,7 +7,8 @@ trunk is one.
 Compiled and eager runs are the same run up to float rounding, so the choice is an execution detail, never
 part of a run's identity (sweeps/plan.py). That is also why 'auto' falls back to eager where compiling fails
 on a machine (no C compiler for inductor or Triton, an unsupported GPU): the run goes on, and its row says why
-(`compile_error`); with `compile: true` the failure is an error that says how to turn compiling off.
+(`compile_error`), and later runs of the process start eager; with `compile: true` the failure is an error
+that says how to turn compiling off.
 
 Inductor's FX graph cache and AOT autograd cache (both on by default in torch 2.13) keep the compiled code
 of every graph under one directory, keyed by the graph, shapes and torch version. Pointing every trial
@@ -71,12 +72,22 @@ def uncompile_model(model) -> None:
         model.__dict__.pop(name, None)
 
 
-def compile_failure(error: Exception) -> str:
-    """One line on why compiling failed, for a warning, an error and the row's provenance: the backend's own
-    error where dynamo wraps one (BackendCompilerFailed)."""
+_failure: str | None = None  # why compiling failed in this process: 'auto' does not try again here
+
+
+def record_compile_failure(error: Exception) -> str:
+    """Remember for this process that compiling failed, and say why in one line (for a warning, an error and
+    the row's provenance): the backend's own error where dynamo wraps one (BackendCompilerFailed)."""
+    global _failure
     cause = getattr(error, "inner_exception", None) or error
     lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-    return f"{type(cause).__name__}: {lines[0] if lines else 'no message'}"[:300]
+    _failure = f"{type(cause).__name__}: {lines[0] if lines else 'no message'}"[:300]
+    return _failure
+
+
+def compile_failed_here() -> str | None:
+    """Why compiling failed earlier in this process (`record_compile_failure`), or None."""
+    return _failure
 
 
 def compile_function(fn: Callable, *, mode: str = "default") -> Callable:

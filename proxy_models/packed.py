@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from proxy_models.compile_cache import compile_function, resolve_compile, whole_trunk
+from proxy_models.compile_cache import compile_function, whole_trunk
 from proxy_models.config import ConfigError, ProxyConfig
 from proxy_models.data import TokenCorpus
 from proxy_models.head import head_loss, resolve_head
@@ -176,7 +176,7 @@ class PackedTrainer(TrainingLoop):
         self.lrs = torch.zeros(self.k, dtype=self.param_dtype, device=self.device)
         self.micro_batch_size, self.checkpointing = self._plan_micro_batch()
         # Compiled as a solo run is (proxy_models/compile_cache.py): one compiled block serves every layer.
-        self.compiled = resolve_compile(config.compile, self.device)
+        self.compiled = self._compiles()
         self.trunk = compiled_trunk(config.compile_mode, config.compile_scope) if self.compiled else _trunk
 
     def lr_at_step(self, step: int, *, total_tokens: float | None) -> torch.Tensor:

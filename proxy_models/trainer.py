@@ -17,7 +17,13 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch._dynamo.exc import TorchDynamoException
 
-from proxy_models.compile_cache import compile_failure, compile_model, resolve_compile, uncompile_model
+from proxy_models.compile_cache import (
+    compile_failed_here,
+    compile_model,
+    record_compile_failure,
+    resolve_compile,
+    uncompile_model,
+)
 from proxy_models.config import ConfigError, ProxyConfig
 from proxy_models.curves import CurveRecorder
 from proxy_models.data import TokenCorpus, eval_batches, load_corpus, train_batch
@@ -206,6 +212,16 @@ class TrainingLoop:
             total = part if total is None else total + part
         return total
 
+    def _compiles(self, *, moe: bool = False) -> bool:
+        """Whether to compile the model (`resolve_compile`); 'auto' does not where compiling failed earlier in
+        this process (the rows' `compile_error` says why)."""
+        if not resolve_compile(self.cfg.compile, self.device, moe=moe):
+            return False
+        if self.cfg.compile == "auto" and compile_failed_here():
+            self.compile_error = compile_failed_here()
+            return False
+        return True
+
     def _eager_if_compiling_fails(self, fn: Callable, *args):
         """fn(*args); where compiling fails on this machine and `compile` is 'auto', fn(*args) again in eager
         (the step's gradients start again, as after an out-of-memory error). With compile=True it is an error."""
@@ -214,7 +230,7 @@ class TrainingLoop:
         except TorchDynamoException as error:
             if not self.compiled:
                 raise
-            reason = compile_failure(error)
+            reason = record_compile_failure(error)
             if self.cfg.compile != "auto":
                 raise ConfigError(f"compile=True: torch.compile failed on this machine ({reason}); set compile "
                                   "to 'auto' to train eager where it fails, or to false") from error
@@ -395,7 +411,7 @@ class Trainer(TrainingLoop):
             param_groups(self.model, m_width=self.proxy.m_width, weight_decay=config.weight_decay),
             lr=0.0, betas=(config.beta1, config.beta2), eps=config.eps, fused=True,  # one kernel per group
         )
-        self.compiled = resolve_compile(config.compile, self.device, moe=self.proxy.is_moe)
+        self.compiled = self._compiles(moe=self.proxy.is_moe)
         if self.compiled:  # the blocks (or the trunk) only: the head's loss is already one pass per chunk
             compile_model(self.model, mode=config.compile_mode, scope=config.compile_scope)
 

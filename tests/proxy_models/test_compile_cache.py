@@ -3,6 +3,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -134,6 +135,7 @@ FAILS = "no working C compiler (injected)"
 @pytest.fixture
 def auto_compiles_and_fails(monkeypatch):
     """`compile: auto` compiles here, as on CUDA, with a backend that fails when `fails()` says so."""
+    import proxy_models.compile_cache
     import proxy_models.packed
     import proxy_models.trainer
 
@@ -147,8 +149,8 @@ def auto_compiles_and_fails(monkeypatch):
 
     compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, mode=None: compile(fn, backend=backend))
-    for module in (proxy_models.trainer, proxy_models.packed):
-        monkeypatch.setattr(module, "resolve_compile", lambda compile, device, moe=False: compile in ("auto", True))
+    monkeypatch.setattr(proxy_models.trainer, "resolve_compile", lambda compile, device, moe=False: bool(compile))
+    monkeypatch.setattr(proxy_models.compile_cache, "_failure", None)  # and forgotten after the test
     torch._dynamo.reset()  # nothing compiled by earlier tests with another backend, nor kept for later ones
     proxy_models.packed.compiled_trunk.cache_clear()
     yield state
@@ -197,6 +199,19 @@ def test_auto_trains_eager_on_a_machine_without_a_working_c_compiler(tmp_path):
     run = _child(str(tmp_path / "cache"), AUTO_CHILD, CXX=str(tmp_path / "no-such-c++"))
     assert run["compiled"] is False and len(run["losses"]) == 3 and all(math.isfinite(x) for x in run["losses"])
     assert "C++ compiler" in run["compile_error"] and "no-such-c++" in run["compile_error"]
+
+
+def test_after_a_failed_compile_auto_starts_eager_in_the_same_process(corpus, auto_compiles_and_fails):
+    # A trial process trains many lineages: the machine that cannot compile is found out once.
+    config = TrainConfig(**TINY, compile="auto", data=DataConfig(eval_tokens=256))
+    with pytest.warns(RuntimeWarning, match="training eager"):
+        Trainer(config, corpus=corpus).run()
+    tried = auto_compiles_and_fails["compiles"]
+    later = Trainer(config, corpus=corpus)
+    assert not later.compiled and FAILS in later.compile_error
+    assert FAILS in json.loads(later.run().execution)["compile_error"]
+    assert auto_compiles_and_fails["compiles"] == tried  # not tried again
+    assert Trainer(replace(config, compile=True), corpus=corpus).compiled  # asked for outright: tried again
 
 
 def test_auto_evaluates_eager_where_only_the_evaluation_fails_to_compile(corpus, auto_compiles_and_fails):
