@@ -215,12 +215,10 @@ class TrainingLoop:
     def _compiles(self, *, moe: bool = False) -> bool:
         """Whether to compile the model (`resolve_compile`); 'auto' does not where compiling failed earlier in
         this process (the rows' `compile_error` says why)."""
-        if not resolve_compile(self.cfg.compile, self.device, moe=moe):
-            return False
-        if self.cfg.compile == "auto" and compile_failed_here():
+        wanted = resolve_compile(self.cfg.compile, self.device, moe=moe)
+        if wanted and self.cfg.compile == "auto":
             self.compile_error = compile_failed_here()
-            return False
-        return True
+        return wanted and not self.compile_error
 
     def _eager_if_compiling_fails(self, fn: Callable, *args):
         """fn(*args); where compiling fails on this machine and `compile` is 'auto', fn(*args) again in eager

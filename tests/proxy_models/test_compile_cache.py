@@ -164,10 +164,10 @@ def _eager_and_falling_back(corpus, config: TrainConfig, pack: int):
     schedules = [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 3e-3)][:pack]
     runs = []
     for compile in (False, "auto"):
-        cfg = TrainConfig(**{**config.__dict__, "compile": compile})
+        cfg = replace(config, compile=compile)
         trainer = Trainer(cfg, corpus=corpus) if pack == 1 else PackedTrainer(cfg, schedules, corpus=corpus)
-        runs.append((trainer, trainer.results(tokens=cfg.tokens) if trainer.train_to(
-            cfg.steps, total_tokens=cfg.steps * cfg.tokens_per_step) is None else None))
+        trainer.train_to(cfg.steps, total_tokens=cfg.steps * cfg.tokens_per_step)
+        runs.append((trainer, trainer.results(tokens=cfg.tokens)))
     return runs
 
 
@@ -201,7 +201,7 @@ def test_auto_trains_eager_on_a_machine_without_a_working_c_compiler(tmp_path):
     assert "C++ compiler" in run["compile_error"] and "no-such-c++" in run["compile_error"]
 
 
-def test_after_a_failed_compile_auto_starts_eager_in_the_same_process(corpus, auto_compiles_and_fails):
+def test_after_a_failed_compile_auto_starts_eager_in_the_same_process(corpus, auto_compiles_and_fails, monkeypatch):
     # A trial process trains many lineages: the machine that cannot compile is found out once.
     config = TrainConfig(**TINY, compile="auto", data=DataConfig(eval_tokens=256))
     with pytest.warns(RuntimeWarning, match="training eager"):
@@ -212,6 +212,10 @@ def test_after_a_failed_compile_auto_starts_eager_in_the_same_process(corpus, au
     assert FAILS in json.loads(later.run().execution)["compile_error"]
     assert auto_compiles_and_fails["compiles"] == tried  # not tried again
     assert Trainer(replace(config, compile=True), corpus=corpus).compiled  # asked for outright: tried again
+    import proxy_models.trainer
+
+    monkeypatch.setattr(proxy_models.trainer, "resolve_compile", resolve_compile)  # auto as it is on this CPU
+    assert Trainer(config, corpus=corpus).compile_error is None  # eager anyway: no failure to report
 
 
 def test_auto_evaluates_eager_where_only_the_evaluation_fails_to_compile(corpus, auto_compiles_and_fails):
