@@ -90,12 +90,21 @@ def compile_failed_here() -> str | None:
     return _failure
 
 
+RECOMPILE_LIMIT = 64  # graphs one compiled function keeps (shapes, grad modes) before dynamo runs it eager
+
+
 def compile_function(fn: Callable, *, mode: str = "default") -> Callable:
     """torch.compile a function (a model's block or trunk, packed variants' block or trunk) with inductor's caches
     in `compile_cache_dir()`. Compiling happens at the first call, so the directory is set here, before it.
-    `mode` is torch.compile's."""
+    `mode` is torch.compile's.
+
+    The graphs are static: a run's shapes are fixed (its micro-batch, the evaluation's batch), and a new shape
+    (a halved micro-batch, another model in the same process) compiles a graph of its own rather than one
+    with symbolic sizes, whose kernels cannot specialise to the sizes. Every model of a process shares the
+    compiled block function, so dynamo may keep up to RECOMPILE_LIMIT graphs of it."""
     use_compile_cache()
-    return torch.compile(fn, mode=mode)
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    return torch.compile(fn, mode=mode, dynamic=False)
 
 
 def use_compile_cache() -> str | None:

@@ -45,7 +45,7 @@ from proxy_models.perf import (
     resolve_device,
     utilisation,
 )
-from proxy_models.run_config import DTYPE_NAMES, TrainConfig
+from proxy_models.run_config import CUDA_GRAPH_MODES, DTYPE_NAMES, TrainConfig
 from proxy_models.schedules import ScheduleConfig
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
@@ -412,6 +412,9 @@ class Trainer(TrainingLoop):
         self.compiled = self._compiles(moe=self.proxy.is_moe)
         if self.compiled:  # the blocks (or the trunk) only: the head's loss is already one pass per chunk
             compile_model(self.model, mode=config.compile_mode, scope=config.compile_scope)
+        if self._graphed:
+            for p in self.params:
+                p.grad = torch.zeros_like(p)
 
     @property
     def checkpointing(self) -> bool:
@@ -454,8 +457,16 @@ class Trainer(TrainingLoop):
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         self.optimizer.step()
 
+    @property
+    def _graphed(self) -> bool:
+        """Whether the compiled blocks replay as CUDA graphs."""
+        return self.compiled and self.device.type == "cuda" and self.cfg.compile_mode in CUDA_GRAPH_MODES
+
     def _zero_grad(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
+        # A CUDA-graph replay writes its gradients into memory that the next replay reuses, and autograd keeps a
+        # first gradient as `.grad` without copying it (pytorch/pytorch#169545): the next micro-batch would
+        # overwrite it. Gradients kept allocated and zeroed in place take each micro-batch's gradient as a sum.
+        self.optimizer.zero_grad(set_to_none=not self._graphed)
 
     def _eval_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.model(x, y)[1]

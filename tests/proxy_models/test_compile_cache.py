@@ -110,6 +110,34 @@ def test_a_compiled_dense_trunk_traces_one_block_for_every_layer(traced):
     assert "invoke_subgraph" not in calls and not subgraphs and "scaled_dot_product_attention" in calls
 
 
+def test_every_compiled_graph_is_static_across_shapes_and_the_evaluation(corpus, monkeypatch):
+    # Two runs of other sequence lengths in one process and an evaluation (batch 32, not the training's 2): each
+    # shape gets a graph of its own with its sizes fixed, none with symbolic sizes its kernels cannot specialise to.
+    import proxy_models.trainer
+
+    graphs = []
+
+    def record(graph, example_inputs):
+        graphs.append([tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor)]
+                      + [x for x in example_inputs if not isinstance(x, torch.Tensor)])
+        return graph.forward
+
+    compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None, **kwargs: compile(fn, backend=record, **kwargs))
+    monkeypatch.setattr(proxy_models.trainer, "resolve_compile", lambda compile, device, moe=False: bool(compile))
+    torch._dynamo.reset()
+    for seq_len in (32, 64):
+        config = TrainConfig(**{**TINY, "model_overrides": {"seq_len": seq_len}, "tokens": 2 * seq_len * 2},
+                             compile=True, data=DataConfig(eval_tokens=32 * seq_len))
+        Trainer(config, corpus=corpus).run()
+    torch._dynamo.reset()
+    assert len(graphs) == 4  # (training, evaluation) x 2 sequence lengths
+    sizes = [s for g in graphs for shape in g for s in (shape if isinstance(shape, tuple) else (shape,))]
+    assert not any(isinstance(s, torch.SymInt) for s in sizes), graphs
+    hidden = {shape[:2] for g in graphs for shape in g if isinstance(shape, tuple) and len(shape) == 3}
+    assert hidden == {(2, 32), (32, 32), (2, 64), (32, 64)}, graphs  # (batch, seq, d_model)
+
+
 def test_a_compiled_trunk_trains_under_bf16_autocast_like_eager(corpus):
     # The CUDA default precision, here on CPU: the reused block is traced under autocast, solo and packed.
     from proxy_models.packed import PackedTrainer
@@ -148,7 +176,7 @@ def auto_compiles_and_fails(monkeypatch):
         return graph.forward
 
     compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda fn, mode=None: compile(fn, backend=backend))
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None, **kwargs: compile(fn, backend=backend, **kwargs))
     monkeypatch.setattr(proxy_models.trainer, "resolve_compile", lambda compile, device, moe=False: bool(compile))
     monkeypatch.setattr(proxy_models.compile_cache, "_failure", None)  # and forgotten after the test
     torch._dynamo.reset()  # nothing compiled by earlier tests with another backend, nor kept for later ones
