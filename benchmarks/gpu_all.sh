@@ -15,7 +15,7 @@
 #                  (benchmarks/step_profile.py; reports in OUT/modes/, their first lines in OUT/modes.md)
 #   profile (60)   where a paper-12m step's time goes, solo and 8 packed variants (benchmarks/step_profile.py)
 #   packed (120)   the packed table          one (240)    the one-run table
-#   sweep (330)    the 16-lineage sweep through Ray (69M tokens: 240 s at the packed rate measured so far, 290k/s)
+#   sweep (330)    the 16-lineage sweep through Ray (69M tokens; as 4 lrs x 4 seeds it took 151 s on one H200)
 #   head (120)     the head paths table      compile (120) the compile table
 set -u
 OUT=${1:?usage: bash benchmarks/gpu_all.sh OUT [part ...]}

@@ -19,6 +19,7 @@ import os
 import sys
 import time
 
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from gpu import peak_bytes, reset_peak, timed_steps  # benchmarks/gpu.py: this script's directory is on the path
@@ -83,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         trainer.train_to(trainer.step + args.steps, total_tokens=None)
         wall = (time.perf_counter() - start) / args.steps
     events = prof.key_averages()
-    busy = sum(device_seconds(e) if on_device else e.self_cpu_time_total / 1e6 for e in events) / args.steps
+    # a GPU's busy time: its kernels' and copies' own time, as the device table's total counts it (an op's device
+    # time is that of the kernels it launched: summing both would count each kernel twice)
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
+    busy = (sum(device_seconds(e) for e in kernels) if on_device
+            else sum(e.self_cpu_time_total for e in events) / 1e6) / args.steps
     tokens_per_s = trainer.cfg.tokens_per_step * trainer.k / unprofiled
     # what the host asks of a GPU a step: kernel launches (cudaLaunchKernel, cuLaunchKernel...) and graph replays
     launches = sum(e.count for e in events if "LaunchKernel" in e.key or "GraphLaunch" in e.key) / args.steps
@@ -91,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             f"(compiled: {trainer.compiled}, mode {args.compile_mode}, scope {args.compile_scope}, micro-batch "
             f"{trainer.micro_batch_size}, head {args.head}): {unprofiled * 1e3:.1f} ms/step, "
             f"{tokens_per_s:,.0f} tokens x variants/s unprofiled, peak {peak_gib:.2f} GiB; profiled wall {wall * 1e3:.1f} ms/step, "
-            f"{'device' if on_device else 'host ops'} busy {busy * 1e3:.1f} ms/step ({busy / wall:.0%})"
+            f"{'device' if on_device else 'host ops'} busy {busy * 1e3:.1f} ms/step ({busy / unprofiled:.0%} of the "
+            "unprofiled step)"
             + (f", {launches:,.0f} kernel or graph launches/step" if on_device else ""))
     sort_device = "self_device_time_total" if on_device and hasattr(events[0], "self_device_time_total") else (
         "self_cuda_time_total")
