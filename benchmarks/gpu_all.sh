@@ -7,20 +7,23 @@
 #   ARGS="--compile-mode reduce-overhead" bash benchmarks/gpu_all.sh OUT profile one   (extra arguments for
 #   benchmarks/gpu.py and step_profile.py)
 #
-# Parts, in the default order (the CUDA-only tests first: short, and what every number relies on; then the most
-# telling), with their limits in seconds on one H100:
+# Parts, in the default order (the CUDA-only tests first: short, and what every number relies on; then what is
+# least measured so far), with their limits in seconds on one H100:
 #   tests (150)    the CUDA-only tests
+#   profile (3 x 60) where a paper-12m step's time goes at 16 x 1024: solo (blocks compiled, and CUDA graphs:
+#                  a solo step this small waits on the host) and 8 packed variants (benchmarks/step_profile.py)
+#   packed (120)   the packed table
+#   sweep (360)    the 16-lineage sweep through Ray, budgets $SWEEP_BUDGETS (default 4M 8M 16M: 275M tokens,
+#                  about 200 s at the rate of 8 packed variants on one H200)
+#   one (240)      the one-run table
 #   modes (4 x 120, 150) paper-12m solo at 16 x 4096 under compile scope blocks, trunk and CUDA graphs, and 8 packed
 #                  variants at 16 x 1024 under blocks and CUDA graphs: tokens/s and where a step's time goes
 #                  (benchmarks/step_profile.py; reports in OUT/modes/, their first lines in OUT/modes.md)
-#   profile (60)   where a paper-12m step's time goes, solo and 8 packed variants (benchmarks/step_profile.py)
-#   packed (120)   the packed table          one (240)    the one-run table
-#   sweep (330)    the 16-lineage sweep through Ray (69M tokens; as 4 lrs x 4 seeds it took 151 s on one H200)
 #   head (120)     the head paths table      compile (120) the compile table
 set -u
 OUT=${1:?usage: bash benchmarks/gpu_all.sh OUT [part ...]}
 shift
-PARTS=("${@:-tests modes profile packed one sweep head compile}")
+PARTS=("${@:-tests profile packed sweep one modes head compile}")
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
@@ -53,13 +56,17 @@ for part in ${PARTS[*]}; do
   case $part in
     modes) modes ;;
     profile) run profile-solo 60 $PY benchmarks/step_profile.py --preset paper-12m --shape 16x1024 --out "$OUT" $ARGS
+             run profile-solo-graphs 60 $PY benchmarks/step_profile.py --preset paper-12m --shape 16x1024 \
+                 --compile-mode reduce-overhead --out "$OUT"
              run profile-k8 60 $PY benchmarks/step_profile.py --preset paper-12m --shape 16x1024 --pack 8 \
                  --out "$OUT" $ARGS ;;
     tests) run tests 150 $PY -m pytest -q -rs -p no:cacheprovider tests/proxy_models/test_head.py \
                tests/proxy_models/test_moe.py \
                tests/proxy_models/test_trainer.py::test_cuda_graphs_accumulate_micro_batches_like_eager_on_gpu ;;
-    one|head|packed|sweep|compile) run "$part" "$(case $part in one) echo 240;; sweep) echo 330;; *) echo 120;; esac)" \
-                                       $PY benchmarks/gpu.py --only "$part" --out "$OUT/$part" $ARGS ;;
-    *) echo "unknown part $part: tests modes profile packed one sweep head compile" >&2; exit 2 ;;
+    sweep) run sweep 360 $PY benchmarks/gpu.py --only sweep --sweep-budgets ${SWEEP_BUDGETS:-4M 8M 16M} \
+               --out "$OUT/sweep" $ARGS ;;
+    one|head|packed|compile) run "$part" "$(case $part in one) echo 240;; *) echo 120;; esac)" \
+                                 $PY benchmarks/gpu.py --only "$part" --out "$OUT/$part" $ARGS ;;
+    *) echo "unknown part $part: tests profile packed sweep one modes head compile" >&2; exit 2 ;;
   esac
 done

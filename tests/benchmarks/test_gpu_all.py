@@ -23,10 +23,10 @@ def flags_of(script: str) -> set[str]:
 def test_every_part_runs_what_exists_with_flags_it_takes(tmp_path):
     assert dry_run(tmp_path).returncode == 0  # every part, in the default order
     parts = [p.split(" rc ")[0] for p in (tmp_path / "parts.txt").read_text().splitlines()]
-    assert parts == ["tests", "modes-solo-16x4096-blocks-default", "modes-k8-16x1024-blocks-default",
+    assert parts == ["tests", "profile-solo", "profile-solo-graphs", "profile-k8", "packed", "sweep", "one",
+                     "modes-solo-16x4096-blocks-default", "modes-k8-16x1024-blocks-default",
                      "modes-solo-16x4096-trunk-default", "modes-solo-16x4096-auto-reduce-overhead",
-                     "modes-k8-16x1024-auto-reduce-overhead", "profile-solo", "profile-k8", "packed", "one", "sweep",
-                     "head", "compile"]
+                     "modes-k8-16x1024-auto-reduce-overhead", "head", "compile"]
     flags = {script: flags_of(script) for script in ("step_profile.py", "gpu.py")}
     for part in parts:
         if part == "tests":
