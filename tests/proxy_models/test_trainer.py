@@ -170,6 +170,22 @@ def test_trunk_compiled_for_cuda_graphs_trains_like_eager(corpus):
         torch.testing.assert_close(q, p, rtol=1e-9, atol=1e-12)
 
 
+def test_gradients_kept_for_cuda_graphs_train_like_gradients_set_to_none(corpus, monkeypatch):
+    # Under CUDA graphs a solo run keeps its gradients allocated and zeroes them in place (a replay's output
+    # cannot become .grad); elsewhere they are dropped each step. Both are the same run, micro-batches included.
+    config = small_config(micro_batch_size=2)
+    dropped = Trainer(config, corpus=corpus)
+    dropped.run()
+    monkeypatch.setattr(Trainer, "_graphed", property(lambda self: True))
+    kept = Trainer(config, corpus=corpus)
+    assert all(p.grad is not None and not p.grad.any() for p in kept.params)
+    kept.run()
+    assert all(p.grad is not None and not p.grad.any() for p in kept.params)  # zeroed after the last step
+    assert kept.recent_losses == dropped.recent_losses
+    for p, q in zip(dropped.params, kept.params):
+        torch.testing.assert_close(q, p, rtol=0, atol=0)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("pack", [1, 2])
 def test_cuda_graphs_accumulate_micro_batches_like_eager_on_gpu(corpus, pack):
