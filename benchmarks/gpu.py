@@ -309,8 +309,8 @@ def sweep_spec(*, quick: bool, budgets: list[str], seeds: int = 1) -> dict:
 
 def gpu_sweep(raw: dict, *, out: str, solo_tokens_per_s: float,
               compiling: dict | None = None) -> dict:
-    """Submit a `sweep_spec` to a fresh store under `out` through a local Ray; what it stored and where the wall
-    time went."""
+    """Submit a `sweep_spec` (its run settings with `compiling`) to a fresh store under `out` through a local
+    Ray; what it stored and where the wall time went."""
     from sweeps.plan import plan
     from sweeps.spec import spec_from_dict
     from sweeps.store import ResultStore
@@ -320,8 +320,7 @@ def gpu_sweep(raw: dict, *, out: str, solo_tokens_per_s: float,
     storage = tempfile.mkdtemp(prefix="gpu-sweep-store-", dir=out)  # fresh: a store of an earlier run would resume
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the tables before held memory in this process: leave the GPU to the trials
-    raw["run"].update(compiling or {})
-    spec = spec_from_dict(raw)
+    spec = spec_from_dict({**raw, "run": {**raw["run"], **(compiling or {})}})
     planned = plan(spec).tokens_planned
     print(f"sweep: {planned:,} tokens planned: {planned / solo_tokens_per_s / 60:.1f} min at one solo run's tokens/s, "
           f"{planned / solo_tokens_per_s / 180:.1f} min at 3x", file=sys.stderr, flush=True)

@@ -84,18 +84,21 @@ def main(argv: list[str] | None = None) -> int:
         trainer.train_to(trainer.step + args.steps, total_tokens=None)
         wall = (time.perf_counter() - start) / args.steps
     events = prof.key_averages()
-    # a GPU's busy time: its kernels' and copies' own time, as the device table's total counts it (an op's device
-    # time is that of the kernels it launched: summing both would count each kernel twice)
-    kernels = [e for e in events if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)]
-    busy = (sum(device_seconds(e) for e in kernels) if on_device
-            else sum(e.self_cpu_time_total for e in events) / 1e6) / args.steps
+    if on_device:  # its kernels' and copies' own time, as the device table's total counts it (an op's device time
+        # is that of the kernels it launched: summing both would count each kernel twice)
+        busy = sum(device_seconds(e) for e in events
+                   if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False))
+    else:
+        busy = sum(e.self_cpu_time_total for e in events) / 1e6
+    busy /= args.steps
     tokens_per_s = trainer.cfg.tokens_per_step * trainer.k / unprofiled
     # what the host asks of a GPU a step: kernel launches (cudaLaunchKernel, cuLaunchKernel...) and graph replays
     launches = sum(e.count for e in events if "LaunchKernel" in e.key or "GraphLaunch" in e.key) / args.steps
     head = (f"{args.preset} {args.shape} pack {args.pack or 'solo'} on {device_name(device)} "
             f"(compiled: {trainer.compiled}, mode {args.compile_mode}, scope {args.compile_scope}, micro-batch "
             f"{trainer.micro_batch_size}, head {args.head}): {unprofiled * 1e3:.1f} ms/step, "
-            f"{tokens_per_s:,.0f} tokens x variants/s unprofiled, peak {peak_gib:.2f} GiB; profiled wall {wall * 1e3:.1f} ms/step, "
+            f"{tokens_per_s:,.0f} tokens x variants/s unprofiled, peak {peak_gib:.2f} GiB; "
+            f"profiled wall {wall * 1e3:.1f} ms/step, "
             f"{'device' if on_device else 'host ops'} busy {busy * 1e3:.1f} ms/step ({busy / unprofiled:.0%} of the "
             "unprofiled step)"
             + (f", {launches:,.0f} kernel or graph launches/step" if on_device else ""))
