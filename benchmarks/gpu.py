@@ -16,9 +16,9 @@ Two more tables (issue "GPU, many runs"):
   variants / s against one solo Trainer of the same shape (`vs solo`; both compiled on CUDA, as trials run
   there), and peak memory; measured in rounds
   (solo, then each K) and reported as medians, so a busy machine slows every column alike;
-- sweep: 16 lineages of paper-12m (16 lrs of one seed, or with --sweep-seeds 4, 4 lrs x 4 seeds; batch 16 x 1024,
-  budgets --sweep-budgets) submitted through a local Ray on this machine's GPU with `pack: auto` and
-  `gpus_per_trial: auto` (lineages of one seed pack into one trial; seeds train apart): rows stored of planned,
+- sweep: 16 lineages of paper-12m (4 lrs x 4 seeds, or 16 / --sweep-seeds lrs of that many seeds; batch 16 x
+  1024, budgets --sweep-budgets) submitted through a local Ray on this machine's GPU with `pack: auto` and
+  `gpus_per_trial: auto` (lineages of every lr and seed pack into trials as the estimate fits): rows stored of planned,
   trials failed, rows whose step ran out of memory (halved or split), the tokens trained over the sweep's wall
   time against one solo run's tokens/s, and the share of wall time outside training (as `submit` prints it).
 
@@ -292,14 +292,14 @@ def format_packed(rows: list[dict], *, device: str) -> str:
     return "\n".join(lines)
 
 
-def sweep_spec(*, quick: bool, budgets: list[str], seeds: int = 1) -> dict:
+def sweep_spec(*, quick: bool, budgets: list[str], seeds: int = 4) -> dict:
     """16 lineages of paper-12m on the GPU (16 / seeds lrs, a factor 2^(1/3) apart from 5e-4, x seeds), packed
-    and shared as the estimate allows; --quick: 4 lineages of cpu-xxs on the CPU, in packs of 2."""
+    and shared as the estimate allows; --quick: 4 lineages of cpu-xxs on the CPU (2 lrs x 2 seeds), one pack."""
     if quick:
-        return {"name": "gpu-sweep", "search": {"models": ["cpu-xxs"], "lr": [1e-3, 2e-3, 4e-3, 8e-3],
-                                                "batch_size": [4], "tokens": ["8K", "16K"], "seeds": [0]},
+        return {"name": "gpu-sweep", "search": {"models": ["cpu-xxs"], "lr": [1e-3, 4e-3],
+                                                "batch_size": [4], "tokens": ["8K", "16K"], "seeds": [0, 1]},
                 "train": {"seq_len": 64, "data": {"eval_tokens": 2048}},
-                "run": {"pack": 2, "cpus_per_trial": 1, "checkpoint_every_steps": 0}}
+                "run": {"pack": 4, "cpus_per_trial": 1, "checkpoint_every_steps": 0}}
     lrs = [5e-4 * 2 ** (i / 3) for i in range(16 // seeds)]
     return {"name": "gpu-sweep", "search": {"models": ["paper-12m"], "lr": lrs,
                                             "batch_size": [16], "tokens": budgets, "seeds": list(range(seeds))},
@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-budgets", nargs="+", default=["1M", "2M", "4M"],
                         help="token budgets of the sweep's lineages (default: 69M tokens in all, a few minutes on one "
                         "H100; budgets to 64M plan 1.1G tokens, over ten minutes at any rate one H100 reaches)")
-    parser.add_argument("--sweep-seeds", type=int, default=1, choices=(1, 2, 4),
+    parser.add_argument("--sweep-seeds", type=int, default=4, choices=(1, 2, 4),
                         help="seeds of the sweep's 16 lineages (16 / seeds lrs each)")
     parser.add_argument("--compile-preset", default="paper-12m", help="model of the compile table")
     parser.add_argument("--compile-shape", help="batch x seq of the compile table (default 16x4096; --quick 4x32)")

@@ -7,7 +7,7 @@ state, run the branch's decay, evaluate, restore, continue. Tokens trained fall 
 schedule that depends on T everywhere (cosine) forks at step 0: every budget is then a solo run.
 
 At each fork the trunk itself is evaluated too (a row with phase 'trunk': stable-phase loss, not a budget's
-result). `train_packed_lineage` runs the same driver over a PackedTrainer: K schedule variants in lockstep.
+result). `train_packed_lineage` runs the same driver over a PackedTrainer: K variants (schedules, seeds) in lockstep.
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ def train_packed_lineage(
     schedules: Sequence[ScheduleConfig],
     budgets: Sequence[float],
     *,
+    seeds: Sequence[int] | None = None,
     trunk_at: Sequence[int] | None = None,
     corpus: TokenCorpus | None = None,
     checkpoint_dir: str | None = None,
@@ -104,14 +105,15 @@ def train_packed_lineage(
     on_curve: Callable[[int, list[dict]], None] | None = None,
     curve_grid: CurveGrid | None = DEFAULT_GRID,
 ) -> list[list[RunResult]]:
-    """`train_lineage` for K variants of `config` that differ only in their schedule, trained in lockstep
-    (PackedTrainer): the budget rows of each variant, in `schedules` order. `on_result(i, row)` sees the rows
+    """`train_lineage` for K variants of `config` that differ only in their schedule and seed (`seeds`, default
+    config.seed for all), trained in lockstep (PackedTrainer): the budget rows of each variant, in `schedules`
+    order. `on_result(i, row)` sees the rows
     of variant i. The fork points depend only on budgets, decay_fraction and step size, so all variants fork
     together; a variant diverged in the trunk gets diverged rows for every later budget and trunk point.
     `redo` applies to every variant; `on_curve(i, points)` sees variant i's curve points."""
     config = replace(config, schedule=schedules[0], tokens=max(budgets))
     corpus = corpus if corpus is not None else load_corpus(config.data)  # once, not per trunk restart
-    return _drive(_with_grid(lambda: PackedTrainer(config, schedules, corpus=corpus), curve_grid),
+    return _drive(_with_grid(lambda: PackedTrainer(config, schedules, seeds=seeds, corpus=corpus), curve_grid),
                   plan_branches(config, budgets), _at_steps(config, budgets, trunk_at),
                   _Progress(checkpoint_dir, attempt or Attempt(), redo),
                   k=len(schedules), on_result=on_result, every=checkpoint_every_steps, on_curve=on_curve)

@@ -1,4 +1,4 @@
-"""Packed variants: K runs that differ only in their schedule (lr, or Power a and b) trained in lockstep.
+"""Packed variants: K runs that differ only in their schedule (lr, or Power a and b) and seed, trained in lockstep.
 
 Every parameter of the K models lives in one (K, P) buffer, a row per variant, in ProxyLM's order: the
 embedding, each block's weights side by side (a layer's columns, laid out by `BlockSpec`), the final norm.
@@ -8,7 +8,8 @@ flash or memory-efficient attention, no (T, T) scores), and the output head is t
 proxy_models/head.py, once per variant. AdamW is one set of elementwise ops over the (K, P) buffers, with
 the per-variant lr as a (K, 1) column and the muP multipliers as a (P,) row (proxy_models/mup.py).
 
-Each variant has its own lr, gradient clipping and divergence mask: the mask is updated on the device from
+Each variant has its own initial weights and batches (its seed's, as its solo run), lr, gradient clipping and
+divergence mask: the mask is updated on the device from
 every step's losses (no host sync), so a diverged variant stops updating at once and cannot disturb the
 others, since no computation mixes variants. The block is compiled where a solo run's blocks are
 (`compile: auto`: on CUDA), one compiled function for every layer, or the trunk as one (`compile_scope`),
@@ -130,34 +131,41 @@ def _trunk(x: torch.Tensor, layers: Sequence[torch.Tensor], spec: BlockSpec, cos
 def packed_hidden(wte: torch.Tensor, layers: Sequence[torch.Tensor], norm: torch.Tensor, spec: BlockSpec,
                   idx: torch.Tensor, cfg: ProxyConfig, rope: tuple[torch.Tensor, torch.Tensor], *,
                   checkpointing: bool = False, trunk: Callable = _trunk) -> torch.Tensor:
-    """The final norm's output of every variant, (K, B * T, d), for tokens idx (B, T) shared by all: `wte`
-    (K, V, d), each block's weights (K, P_layer) as `spec` lays them out, the final norm's gains (K, d), all
-    stacked on a variant dimension; `trunk` is `_trunk` or a compiled form (`compiled_trunk`)."""
+    """The final norm's output of every variant, (K, B * T, d), for tokens idx (B, T) shared by all or (K, B, T)
+    a batch per variant: `wte` (K, V, d), each block's weights (K, P_layer) as `spec` lays them out, the final
+    norm's gains (K, d), all stacked on a variant dimension; `trunk` is `_trunk` or a compiled form."""
     k_variants, vocab = wte.shape[0], wte.shape[1]
     offsets = torch.arange(k_variants, device=idx.device)[:, None] * vocab
+    tokens = idx.reshape(k_variants, -1) if idx.dim() == 3 else idx.flatten()[None]  # (K or 1, B*T)
     # Variant k's rows of the stacked table start at k * V.
-    x = F.embedding(idx.flatten()[None] + offsets, wte.reshape(-1, wte.shape[-1]))  # (K, B*T, d)
+    x = F.embedding(tokens + offsets, wte.reshape(-1, wte.shape[-1]))  # (K, B*T, d)
     x = x * (cfg.m_emb if cfg.use_mup else 1.0)  # muP (Table 1, embedding multiplier)
-    T, batch = idx.shape[1], idx.shape[0]
+    T, batch = idx.shape[-1], idx.shape[-2]
     cos, sin = rope[0][:T].to(x.dtype), rope[1][:T].to(x.dtype)
     return _rms_norm(trunk(x, layers, spec, cos, sin, batch, checkpointing), norm)
 
 
 class PackedTrainer(TrainingLoop):
-    """Trains `len(schedules)` variants of `config` at once; `results()` gives one RunResult each."""
+    """Trains `len(schedules)` variants of `config` at once, variant i under schedules[i] and seeds[i] (default:
+    config.seed for all); `results()` gives one RunResult each."""
 
     def __init__(self, config: TrainConfig, schedules: Sequence[ScheduleConfig], *,
-                 corpus: TokenCorpus | None = None):
+                 seeds: Sequence[int] | None = None, corpus: TokenCorpus | None = None):
         if config.proxy.is_moe:
             raise ConfigError(f"model={config.model!r} is a mixture of experts: packing supports dense models; "
                               "use pack=1 (run.pack: 1) for MoE")
-        super().__init__(replace(config, schedule=schedules[0]), schedules, corpus=corpus, log=None)
-        torch.manual_seed(config.seed)  # every variant starts from the solo run's initial weights
-        skeleton = ProxyLM(self.proxy).to(self.device, self.param_dtype)
+        super().__init__(replace(config, schedule=schedules[0], seed=config.seed if seeds is None else seeds[0]),
+                         schedules, seeds=seeds, corpus=corpus, log=None)
+        rows = {}  # every variant starts from its solo run's initial weights: one model per seed
+        for seed in dict.fromkeys(self.seeds):
+            torch.manual_seed(seed)
+            skeleton = ProxyLM(self.proxy).to(self.device, self.param_dtype)
+            rows[seed] = torch.cat([p.detach().flatten() for p in skeleton.parameters()])
         self.rope = (skeleton.rope_cos, skeleton.rope_sin)
         named = dict(skeleton.named_parameters())
         sizes = [p.numel() for p in named.values()]
-        self.flat = torch.cat([p.detach().flatten() for p in named.values()]).repeat(self.k, 1)  # (K, P)
+        self.flat = torch.stack([rows[seed] for seed in self.seeds])  # (K, P)
+        del rows
         self.params = {name: self.flat[:, start:start + p.numel()].view(self.k, *p.shape)  # (K, *shape) views
                        for (name, p), start in zip(named.items(), _offsets(sizes))}
         # The autograd leaves: views of self.flat's columns for the embedding, each block (its weights side by
@@ -188,15 +196,17 @@ class PackedTrainer(TrainingLoop):
         self.lrs = lrs
 
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Each variant's mean cross-entropy (nats/token) on tokens x, targets y (B, T): (K,)."""
+        """Each variant's mean cross-entropy (nats/token) on tokens x, targets y: (B, T) shared by all variants
+        or (K, B, T) a batch each. Returns (K,)."""
         wte, *layers, norm = self.leaves
-        wte, targets = wte.view(self.params["wte.weight"].shape), y.flatten()
+        wte = wte.view(self.params["wte.weight"].shape)
+        targets = y.reshape(self.k, -1) if y.dim() == 3 else y.flatten().expand(self.k, -1)  # (K, B*T)
         h = packed_hidden(wte, layers, norm, self.spec, x, self.proxy, self.rope, checkpointing=self.checkpointing,
                           trunk=self.trunk)
-        head = resolve_head(self.cfg.head, n_tokens=targets.numel(), vocab_size=self.proxy.vocab_size,
+        head = resolve_head(self.cfg.head, n_tokens=targets.shape[1], vocab_size=self.proxy.vocab_size,
                             device=self.device)
         # Tied output head scaled by 1 / m_width (muP), each variant through the memory-lean head.
-        return torch.stack([head_loss(h[i], wte[i], targets, scale=1.0 / self.proxy.m_width, head=head)
+        return torch.stack([head_loss(h[i], wte[i], targets[i], scale=1.0 / self.proxy.m_width, head=head)
                             for i in range(self.k)])
 
     def _objective(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -91,8 +91,9 @@ class RunResult:
 
 
 class TrainingLoop:
-    """The training loop of K variants that train in lockstep on the same batches and differ only in their
-    schedule: K = 1 is a solo run (`Trainer`), K > 1 packed variants (proxy_models/packed.py).
+    """The training loop of K variants that train in lockstep and differ only in their schedule and seed: K = 1
+    is a solo run (`Trainer`), K > 1 packed variants (proxy_models/packed.py). Variants of one seed train on
+    the same batches; variants of several seeds each on their own seed's, as their solo runs would.
 
     Everything but the model is here, once: batches, lrs, micro-batches and out-of-memory halving, the
     per-step loss watch (divergence per variant), evaluation, result rows, timing and checkpoints. A subclass
@@ -101,10 +102,16 @@ class TrainingLoop:
     `load_model_state`.
     """
 
-    def __init__(self, config: TrainConfig, schedules: Sequence[ScheduleConfig], *, corpus: TokenCorpus | None,
-                 log: Callable | None):
+    def __init__(self, config: TrainConfig, schedules: Sequence[ScheduleConfig], *, seeds: Sequence[int] | None,
+                 corpus: TokenCorpus | None, log: Callable | None):
         self.cfg, self.proxy, self.log = config, config.proxy, log
-        self.configs = tuple(config if s == config.schedule else replace(config, schedule=s) for s in schedules)
+        seeds = [config.seed] * len(schedules) if seeds is None else list(seeds)
+        if len(seeds) != len(schedules):
+            raise ConfigError(f"seeds={seeds}: give one seed per schedule ({len(schedules)}), or none for "
+                              f"seed {config.seed} throughout")
+        self.configs = tuple(config if (s, seed) == (config.schedule, config.seed) else
+                             replace(config, schedule=s, seed=seed) for s, seed in zip(schedules, seeds))
+        self.seeds = tuple(seeds)
         self.k = len(self.configs)
         self.device = resolve_device(config.device)
         self.param_dtype, self.autocast = _precision(config.dtype, self.device)
@@ -182,9 +189,14 @@ class TrainingLoop:
         return losses
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch `self.step` on the device; on CUDA copied from pinned memory without waiting for it."""
-        x, y = train_batch(self.corpus, step=self.step, batch_size=self.cfg.batch_size,
-                           seq_len=self.proxy.seq_len, seed=self.cfg.seed)
+        """Batch `self.step` on the device: (B, T) tokens and targets when every variant has one seed, else
+        (K, B, T), each variant's seed's batch. On CUDA copied from pinned memory without waiting for it."""
+        batches = {seed: train_batch(self.corpus, step=self.step, batch_size=self.cfg.batch_size,
+                                     seq_len=self.proxy.seq_len, seed=seed) for seed in dict.fromkeys(self.seeds)}
+        if len(batches) == 1:
+            x, y = batches[self.seeds[0]]
+        else:
+            x, y = (torch.stack([batches[seed][i] for seed in self.seeds]) for i in (0, 1))
         if self.device.type != "cuda":
             return x, y
         return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
@@ -202,9 +214,9 @@ class TrainingLoop:
 
     def _accumulate(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Backward over the micro-batches, each weighted by its share of the batch; the mean loss(es)."""
-        total = None
-        for xs, ys in zip(x.split(self.micro_batch_size), y.split(self.micro_batch_size)):
-            share = xs.shape[0] / self.cfg.batch_size
+        total = None  # the batch dimension is the one before the sequence: (B, T), or (K, B, T) per variant
+        for xs, ys in zip(x.split(self.micro_batch_size, dim=-2), y.split(self.micro_batch_size, dim=-2)):
+            share = xs.shape[-2] / self.cfg.batch_size
             with self.autocast():
                 objective, loss = self._objective(xs, ys)
             self._backward((objective * share).sum())  # variants share no parameter: one backward for all
@@ -399,7 +411,7 @@ class Trainer(TrainingLoop):
     """Trains one proxy model. `run()` does the whole run; lineages call `train_to` and `results`."""
 
     def __init__(self, config: TrainConfig, *, corpus: TokenCorpus | None = None, log: Callable | None = None):
-        super().__init__(config, (config.schedule,), corpus=corpus, log=log)
+        super().__init__(config, (config.schedule,), seeds=None, corpus=corpus, log=log)
         torch.manual_seed(config.seed)
         self.model = ProxyLM(self.proxy, moe_backend=config.moe_backend).to(self.device, self.param_dtype)
         self.model.head = config.head

@@ -182,7 +182,8 @@ def _train_job(members: Sequence[LineageJob], settings: ExecutionSettings, *, at
     packed = PackedJob(tuple(members))
     checkpoint_dir = os.path.join(root, "pack-" + short_hash(sorted(m.lineage_id for m in members)))
     return train_packed_lineage(packed.config, [m.config.schedule for m in members], packed.budgets,
-                                trunk_at=packed.trunk_tokens, checkpoint_dir=checkpoint_dir,
+                                seeds=[m.config.seed for m in members], trunk_at=packed.trunk_tokens,
+                                checkpoint_dir=checkpoint_dir,
                                 on_result=lambda i, row: savers[i](row),
                                 on_curve=curves and (lambda i, points: curves[i](points)), **common)
 

@@ -63,14 +63,14 @@ class LineageJob:
 
 @dataclass(frozen=True)
 class PackedJob:
-    """One Ray trial: lineages that differ only in their schedule's searched values, trained in lockstep.
-    Each member keeps its own ids; one member trains as a plain lineage."""
+    """One Ray trial: lineages that differ only in their schedule's searched values and seed, trained in
+    lockstep. Each member keeps its own ids; one member trains as a plain lineage."""
 
     members: tuple[LineageJob, ...]
 
     @property
     def config(self) -> TrainConfig:
-        """The shared config (members[0]'s schedule), trained to the largest budget of any member."""
+        """The shared config (members[0]'s schedule and seed), trained to the largest budget of any member."""
         return replace(self.members[0].config, tokens=max(self.budgets))
 
     @property
@@ -187,7 +187,7 @@ def plan(spec: SweepSpec, *, gpu_bytes: int | None = None) -> Plan:
         notes.append("cosine depends on the budget at every step: each budget runs as its own lineage")
     if spec.run.pack != 1:
         notes.append(f"pack {spec.run.pack}: lineages that differ only in their schedule's searched values "
-                     "train in lockstep, one trial per pack")
+                     "and seed train in lockstep, one trial per pack")
     if spec.run.pack == "auto":
         notes.append(_pack_auto_note(spec, gpu_bytes))
     return Plan(sweep_id=spec.name, jobs=tuple(jobs), notes=tuple(notes), pack=spec.run.pack, gpu_bytes=gpu_bytes)
@@ -239,7 +239,7 @@ def trunk_row_id(lineage_id: str, tokens: int) -> str:
 def pack_jobs(jobs: Sequence[LineageJob], pack: int | str, *, gpu_bytes: int | None = None
               ) -> tuple[PackedJob, ...]:
     """Groups of at most `pack` lineages, in plan order, that share everything but the schedule's searched
-    values (lr; power a, b, lr_max): model, batch size, seed, budgets and train settings. Ids stay per member,
+    values (lr; power a, b, lr_max) and the seed: model, batch size, budgets and train settings. Ids stay per member,
     so they do not depend on `pack`. `pack` 'auto' packs each group by `auto_pack` on a GPU of `gpu_bytes`."""
     groups: dict[str, list[LineageJob]] = {}
     for job in jobs:
@@ -305,6 +305,7 @@ def _members_count(trial: LineageJob | PackedJob) -> int:
 def _pack_key(job: LineageJob) -> str:
     config = asdict(job.config)
     config["schedule"] = {k: v for k, v in config["schedule"].items() if k not in SEARCHED}
+    del config["seed"]  # a packed variant trains on its own seed's weights and batches
     return short_hash([config, job.budgets])
 
 

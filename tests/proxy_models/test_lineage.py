@@ -205,12 +205,14 @@ def packed_rows(schedules, corpus, **kwargs) -> list[list]:
     return seen
 
 
-@pytest.mark.parametrize("name", VARIANTS)
-def test_packed_lineage_equals_each_variants_solo_lineage(name, corpus):
+@pytest.mark.parametrize("name, seeds", [("wsd", None), ("power", None), ("wsd", (3, 4))])
+def test_packed_lineage_equals_each_variants_solo_lineage(name, seeds, corpus):
     schedules = VARIANTS[name]
-    for schedule, rows in zip(schedules, packed_rows(schedules, corpus)):
+    seeds = seeds or (0,) * len(schedules)
+    for schedule, seed, rows in zip(schedules, seeds, packed_rows(schedules, corpus, seeds=seeds)):
         solo = []
-        train_lineage(config(schedule), BUDGETS, corpus=corpus, on_result=solo.append)
+        train_lineage(config(schedule, seed=seed), BUDGETS, corpus=corpus, on_result=solo.append)
+        assert {r.seed for r in rows} == {seed}
         assert [(r.phase, r.tokens, r.status) for r in rows] == [(r.phase, r.tokens, r.status) for r in solo]
         for row, expected in zip(rows, solo):  # budget rows and trunk rows alike
             assert row.loss_eval == pytest.approx(expected.loss_eval, rel=1e-6)

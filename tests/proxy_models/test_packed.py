@@ -43,6 +43,33 @@ def test_each_packed_variant_equals_its_solo_run(corpus):
         assert row.lr == schedule.lr and row.status == "ok"
 
 
+def test_variants_of_several_seeds_each_equal_their_solo_run(corpus):
+    """Each variant starts from its seed's initial weights and trains on its seed's batches, micro-batches
+    included: packing lineages of several seeds changes none of their rows."""
+    cfg = config(micro_batch_size=2)
+    lrs, seeds = (1e-3, 3e-3, 3e-3, 1e-2), (1, 0, 1, 2)
+    schedules = [ScheduleConfig(name="wsd", lr=lr, warmup_tokens=4 * 32 * 2) for lr in lrs]
+    packed = PackedTrainer(cfg, schedules, seeds=seeds, corpus=corpus)
+    initial = packed.flat.clone()
+    x, _ = packed._batch()
+    assert x.shape == (4, 4, 32) and torch.equal(x[0], x[2]) and not torch.equal(x[0], x[1])
+    rows = packed.train_and_results()
+    for i, (schedule, seed, row) in enumerate(zip(schedules, seeds, rows)):
+        trainer = Trainer(TrainConfig(**{**cfg.__dict__, "schedule": schedule, "seed": seed}), corpus=corpus)
+        start = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+        assert torch.equal(initial[i], start)
+        expected = trainer.run()
+        assert packed.loss_windows[i] == pytest.approx(trainer.recent_losses, rel=REL)
+        assert row.loss_eval == pytest.approx(expected.loss_eval, rel=REL)
+        assert (row.seed, row.lr) == (seed, schedule.lr)
+    assert rows[1].loss_eval != pytest.approx(rows[2].loss_eval, rel=1e-3)  # one lr, two seeds: two runs
+
+
+def test_seeds_are_one_per_schedule(corpus):
+    with pytest.raises(ConfigError, match=r"seeds=\[0\]: give one seed per schedule \(2\)"):
+        PackedTrainer(config(), [ScheduleConfig(), ScheduleConfig(lr=1e-3)], seeds=[0], corpus=corpus)
+
+
 def test_compiled_packed_variants_train_like_eager_ones(corpus):
     # The compiled block (compile: auto turns it on for CUDA) is the same computation: float64 to rounding.
     schedules = [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 1e-2)]

@@ -28,11 +28,11 @@ from sweeps.store import ResultStore
 STEP = 4 * 32
 
 
-def job(lr: float, budgets=(STEP * 8, STEP * 16)) -> LineageJob:
+def job(lr: float, budgets=(STEP * 8, STEP * 16), seed: int = 0) -> LineageJob:
     config = TrainConfig(model="cpu-xs", model_overrides={"seq_len": 32, "n_layers": 1}, batch_size=4,
                          tokens=max(budgets), schedule=ScheduleConfig(name="wsd", lr=lr, warmup_tokens=STEP),
-                         data=DataConfig(eval_tokens=1024))
-    lineage_id = f"lr{lr:g}"
+                         data=DataConfig(eval_tokens=1024), seed=seed)
+    lineage_id = f"lr{lr:g}" + (f"-seed{seed}" if seed else "")
     trunk = tuple(trunk_tokens(config, budgets))
     return LineageJob(lineage_id, config, tuple(budgets), tuple(f"{lineage_id}-{t}" for t in budgets),
                       trunk, tuple(f"{lineage_id}-trunk-{t}" for t in trunk))
@@ -126,14 +126,14 @@ def local_settings(root) -> ExecutionSettings:
 def test_out_of_memory_in_a_packed_trial_loses_no_row(tmp_path, monkeypatch, persistent):
     """An injected CUDA out-of-memory error at step 5 halves the pack's micro-batch; one that persists down to
     one sequence splits the pack (3 -> 1 + 2 -> 1 + 1 + 1). Either way every planned row is stored once, with
-    the losses of solo runs (float64), and its execution record says what happened."""
-    jobs = [f64(job(lr)) for lr in (1e-3, 3e-3, 1e-2)]
+    the losses of solo runs (float64), and its execution record says what happened. The pack holds two seeds."""
+    jobs = [f64(job(lr, seed=seed)) for lr, seed in ((1e-3, 0), (3e-3, 1), (1e-2, 0))]
     for j in jobs:
         run_job(j, local_settings(tmp_path / "solo"))
     real = PackedTrainer.losses
 
     def losses(self, x, y):
-        if torch.is_grad_enabled() and self.step == 5 and (persistent or x.shape[0] == 4):
+        if torch.is_grad_enabled() and self.step == 5 and (persistent or x.shape[-2] == 4):  # the whole batch
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
         return real(self, x, y)
 

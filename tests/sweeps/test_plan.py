@@ -66,6 +66,18 @@ def test_packs_group_schedule_variants_and_keep_ids():
     assert [len(t.members) for t in power.trials] == [4]
 
 
+def test_packs_group_the_lineages_of_several_seeds():
+    values = {"name": "p", "search": {"lr": [0.01, 0.02], "batch_size": [8, 16], "tokens": ["1M", "2M"],
+                                      "seeds": [0, 1]}, "train": {"seq_len": 64}}
+    packed = plan(spec_from_dict({**values, "run": {"pack": 4}}))
+    assert packed.row_ids == plan(spec_from_dict(values)).row_ids
+    assert [len(t.members) for t in packed.trials] == [4, 4]
+    for trial in packed.trials:  # one batch size per pack, every (lr, seed) once
+        assert len({m.config.batch_size for m in trial.members}) == 1
+        assert {(m.config.schedule.lr, m.config.seed) for m in trial.members} == {
+            (lr, seed) for lr in (0.01, 0.02) for seed in (0, 1)}
+
+
 def test_ids_of_stored_sweeps_do_not_change_with_execution_settings():
     # Values computed before the head, checkpointing and memory-budget fields existed: a store written
     # then must still find its rows.
@@ -91,7 +103,7 @@ def test_pack_auto_packs_as_many_variants_as_the_estimate_fits(gpu_gib):
     k = max(sizes)
     config = p.trials[0].config
     assert step_memory(config.proxy, micro_batch_size=16, variants=k).peak <= device_budget(gpu_gib * GIB)
-    if k < 4:  # one more variant would not fit (4 lrs per seed is the most a trial can pack here)
+    if k < 8:  # one more variant would not fit (4 lrs x 2 seeds is the most a trial can pack here)
         assert step_memory(config.proxy, micro_batch_size=16, variants=k + 1).peak > device_budget(gpu_gib * GIB)
     assert sorted(r for t in p.trials for m in t.members for r in m.row_ids) == sorted(p.row_ids)
     assert p.row_ids == plan(gpu_spec()).row_ids  # ids do not depend on packing
@@ -130,7 +142,7 @@ def test_a_trials_gpu_share_covers_its_estimate_and_a_small_request_is_raised(gp
 def test_plan_gpu_memory_table_shows_each_trials_share():
     p = plan(gpu_spec(pack="auto", gpus_per_trial="auto"), gpu_bytes=80 * GIB)
     [row] = memory_table(p, gpu_bytes=80 * GIB)
-    assert row["pack"] == 4 and row["trials_per_gpu"] == int(1 / row["gpu_share"]) >= 1
+    assert row["pack"] == 8 and row["trials_per_gpu"] == int(1 / row["gpu_share"]) >= 1  # 4 lrs x 2 seeds, one trial
     assert "GPU share" in format_memory_table([row], gpu_bytes=80 * GIB)
 
 
