@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
+from proxy_models import checkpoint
 from proxy_models.budgets import Branch, plan_branches, trunk_steps
 from proxy_models.curves import DEFAULT_GRID, CurveGrid
 from proxy_models.data import TokenCorpus, load_corpus
@@ -36,18 +37,20 @@ class Attempt:
     steps_trained: int = 0  # optimizer steps this process ran, trunk and branches
     train_s: float = 0.0  # seconds in those steps
     eval_s: float = 0.0  # seconds evaluating on the held-out set
+    checkpoint_s: float = 0.0  # seconds training waited for trunk checkpoints (copies and earlier writes)
 
-    def add(self, before: tuple[int, float, float], trainer) -> None:
+    def add(self, before: tuple[int, float, float, float], trainer) -> None:
         """Count what `trainer` did since `before` (its `_work` then)."""
         now = _work(trainer)
         self.steps_trained += now[0] - before[0]
         self.train_s += now[1] - before[1]
         self.eval_s += now[2] - before[2]
+        self.checkpoint_s += now[3] - before[3]
 
 
-def _work(trainer) -> tuple[int, float, float]:
-    """Steps, training seconds and eval seconds a Trainer or PackedTrainer object has spent so far."""
-    return trainer.steps_trained, trainer.seconds_trained, trainer.eval_seconds
+def _work(trainer) -> tuple[int, float, float, float]:
+    """Steps, training seconds, eval seconds and checkpoint seconds a Trainer or PackedTrainer has spent so far."""
+    return trainer.steps_trained, trainer.seconds_trained, trainer.eval_seconds, trainer.checkpoint_seconds
 
 
 def train_lineage(
@@ -178,6 +181,8 @@ def _drive(new_trainer: Callable, branches: list[Branch], at_steps: Sequence[int
         for i, points in enumerate(curves if on_curve is not None else ()):
             on_curve(i, points)  # before the rows are recorded: a kill in between hands the points on again
         done.record(event, rows, on_result)
+    if done.trunk_path:
+        checkpoint.wait(done.trunk_path)  # the lineage ends with its last trunk checkpoint on disk
     return [[done.results[(i, "final", b.tokens)] for b in branches] for i in range(k)]
 
 
@@ -248,7 +253,7 @@ class _Progress:
 
     def resume(self, trainer):
         """`trainer`, with the saved trunk loaded if there is one."""
-        if self.trunk_path and os.path.exists(self.trunk_path):
+        if self.trunk_path:
             trainer.load_checkpoint(self.trunk_path)
         self.attempt.start_step = trainer.step
         self._save_attempts()

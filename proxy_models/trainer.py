@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -17,6 +16,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch._dynamo.exc import TorchDynamoException
 
+from proxy_models import checkpoint
 from proxy_models.compile_cache import (
     compile_failed_here,
     compile_model,
@@ -135,6 +135,7 @@ class TrainingLoop:
         self.curve = CurveRecorder.for_run(config, schedules)  # per variant: log-spaced loss points, checkpointed
         # What this object did, never restored by checkpoints (retry and overhead accounting).
         self.steps_trained, self.seconds_trained, self.eval_seconds = 0, 0.0, 0.0
+        self.checkpoint_seconds = 0.0  # training held up by checkpoint saves (their writes run in the background)
 
     @property
     def tokens_seen(self) -> int:
@@ -154,7 +155,8 @@ class TrainingLoop:
                  checkpoint_every_steps: int = 0) -> None:
         """Train until `self.step == step` (or divergence) under the schedule for budget `total_tokens`.
 
-        With `checkpoint_path`, the state is saved every `checkpoint_every_steps` steps and at the end.
+        With `checkpoint_path`, the state is saved every `checkpoint_every_steps` steps and at the end, each
+        written in the background while training goes on.
         """
         every = checkpoint_every_steps or max(step - self.step, 1)
         while self.step < step and not self.diverged:
@@ -165,7 +167,7 @@ class TrainingLoop:
             self.seconds_trained += seconds  # this object's work: never restored (retry accounting)
             self.steps_trained += self.step - start_step
             if checkpoint_path:
-                self.save_checkpoint(checkpoint_path)
+                self.save_checkpoint(checkpoint_path, background=True)
 
     def _train_until(self, step: int, total_tokens: float | None) -> None:
         while self.step < step and not self.diverged:
@@ -392,14 +394,22 @@ class TrainingLoop:
         self.loss_windows = [list(w) for w in windows]
         self.curve.load_state_dict(state.get("curve"), step=self.step)
 
-    def save_checkpoint(self, path: str) -> None:
-        """Write the training state atomically (temp file, then rename)."""
-        tmp = f"{path}.tmp-{os.getpid()}"
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+    def save_checkpoint(self, path: str, *, background: bool = False) -> None:
+        """Save the training state to `path` atomically. In the background (proxy_models/checkpoint.py) it returns
+        once the state is copied to host memory and the previous write of `path` is done; readers of `path` in
+        this process wait for the file."""
+        start = time.perf_counter()
+        checkpoint.save(self.state_dict(), path)
+        if not background:
+            checkpoint.wait(path)
+        self.checkpoint_seconds += time.perf_counter() - start
 
-    def load_checkpoint(self, path: str) -> None:
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+    def load_checkpoint(self, path: str) -> bool:
+        """Restore the state saved at `path`, if there is one (once this process's write of it is done)."""
+        state = checkpoint.load(path, map_location=self.device)
+        if state is not None:
+            self.load_state_dict(state)
+        return state is not None
 
 
 def _per_variant(value) -> list[float]:
@@ -498,12 +508,16 @@ class Trainer(TrainingLoop):
         return self.results(tokens=tokens)[0]
 
     def run(self, *, checkpoint_path: str | None = None, checkpoint_every_steps: int = 0) -> RunResult:
-        """Train the configured budget (resuming from `checkpoint_path` if it exists) and evaluate."""
-        if checkpoint_path and os.path.exists(checkpoint_path):
+        """Train the configured budget (resuming from `checkpoint_path` if it exists) and evaluate. Returns once
+        the last checkpoint is written."""
+        if checkpoint_path:
             self.load_checkpoint(checkpoint_path)
         self.train_to(self.cfg.steps, total_tokens=self.cfg.steps * self.cfg.tokens_per_step,
                       checkpoint_path=checkpoint_path, checkpoint_every_steps=checkpoint_every_steps)
-        return self.result(tokens=self.cfg.tokens)
+        result = self.result(tokens=self.cfg.tokens)
+        if checkpoint_path:
+            checkpoint.wait(checkpoint_path)
+        return result
 
     def model_state(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}

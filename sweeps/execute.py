@@ -284,18 +284,18 @@ def _trial(params: dict) -> None:
     """One Ray Tune trial: its jobs one after another, reporting after each stored row."""
     from ray import tune
 
-    start, finished = time.perf_counter(), {"train_s": 0.0, "eval_s": 0.0}
+    start, timed = time.perf_counter(), ("train_s", "eval_s", "checkpoint_s")
+    finished = dict.fromkeys(timed, 0.0)
 
     def report(run_id: str) -> None:
         tune.report({"run_id": run_id, "worker_pid": os.getpid(), "trial_s": time.perf_counter() - start,
-                     "train_s": finished["train_s"] + attempt.train_s,
-                     "eval_s": finished["eval_s"] + attempt.eval_s})
+                     **{key: finished[key] + getattr(attempt, key) for key in timed}})
 
     for job in params["jobs"]:
         attempt = Attempt()
         run_job(job, params["settings"], attempt=attempt, on_stored=report)
-        finished["train_s"] += attempt.train_s
-        finished["eval_s"] += attempt.eval_s
+        for key in timed:
+            finished[key] += getattr(attempt, key)
 
 
 MAX_TRIALS = 256  # above this many jobs, a trial runs several (Tune's cost grows with the trial count)

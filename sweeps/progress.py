@@ -21,9 +21,10 @@ class ExecutionReport:
     """Where the wall time of one `execute` call went, in seconds summed over trials.
 
     `slots` is how many trials could run at once; wall_s * slots is the trial time on offer. Training is the
-    optimizer steps, eval the held-out evaluations; the rest of each trial's time is setup (model, corpus)
-    and store writes; whatever wall_s * slots the trials did not use is Ray and driver overhead (start-up,
-    scheduling, idle slots while the last trials finish).
+    optimizer steps, eval the held-out evaluations, checkpoints the time training waited for trunk checkpoints
+    (their copies to host memory; the writes run in the background); the rest of each trial's time is setup
+    (model, corpus) and store writes; whatever wall_s * slots the trials did not use is Ray and driver overhead
+    (start-up, scheduling, idle slots while the last trials finish).
     """
 
     failed_trials: int
@@ -33,6 +34,7 @@ class ExecutionReport:
     train_s: float  # optimizer steps
     eval_s: float  # held-out evaluations
     trial_s: float  # trial bodies, from start to their last report
+    checkpoint_s: float = 0.0  # trunk checkpoints (copies to host memory; waits for an earlier write)
 
     @property
     def offered_s(self) -> float:
@@ -43,19 +45,21 @@ class ExecutionReport:
         return seconds / self.offered_s if self.offered_s > 0 else float("nan")
 
     def summary(self) -> dict:
-        """Shares of wall_s * slots: training, eval, trial setup and store writes, Ray and driver."""
+        """Shares of wall_s * slots: training, eval, checkpoints, trial setup and store writes, Ray and driver."""
         return {
             "wall_s": self.wall_s, "slots": self.slots, "rows_stored": self.rows_stored,
             "failed_trials": self.failed_trials, "training": self.share(self.train_s),
             "outside_training": 1 - self.share(self.train_s), "eval": self.share(self.eval_s),
-            "trial_other": self.share(self.trial_s - self.train_s - self.eval_s),
+            "checkpoints": self.share(self.checkpoint_s),
+            "trial_other": self.share(self.trial_s - self.train_s - self.eval_s - self.checkpoint_s),
             "ray_and_driver": 1 - self.share(self.trial_s),
         }
 
     def format(self) -> str:
         s = self.summary()
         return (f"wall {_duration(self.wall_s)} x {self.slots} slots: training {s['training']:.1%}, outside "
-                f"training {s['outside_training']:.1%} (eval {s['eval']:.1%}, trial setup and store writes "
+                f"training {s['outside_training']:.1%} (eval {s['eval']:.1%}, checkpoints {s['checkpoints']:.1%}, "
+                f"trial setup and store writes "
                 f"{s['trial_other']:.1%}, Ray and driver {s['ray_and_driver']:.1%})")
 
 
@@ -115,7 +119,7 @@ class Tracker:
                 f"{lineages_done}/{len(self.remaining)}  elapsed {_duration(elapsed)}  eta {eta}")
 
     def report(self, *, failed_trials: int, slots: int) -> ExecutionReport:
-        total = {k: sum(w[k] for w in self.work.values()) for k in ("train_s", "eval_s", "trial_s")}
+        total = {k: sum(w[k] for w in self.work.values()) for k in ("train_s", "eval_s", "trial_s", "checkpoint_s")}
         return ExecutionReport(failed_trials=failed_trials, rows_stored=len(self.stored),
                                wall_s=self.clock() - self.start, slots=slots, **total)
 

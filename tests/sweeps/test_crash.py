@@ -117,6 +117,7 @@ def test_killed_worker_is_retried_from_its_checkpoint(tmp_path, local_ray):
     report = execute([long], settings)
     killer.join()
     assert killed and report.failed_trials == 0
+    assert 0 < report.checkpoint_s < report.trial_s  # the saves every 10 steps, timed apart from training
     table = ResultStore(settings.store_uri).read(sweep_id="t").table
     assert sorted(table["run_id"]) == sorted(long.row_ids) and set(table["status"]) == {"ok"}
     first, retry = load_attempts(str(tmp_path / "t" / long.lineage_id))

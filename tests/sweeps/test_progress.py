@@ -16,7 +16,8 @@ class Clock:
 
 
 def report(run_id: str, pid: int = 1, **seconds) -> dict:
-    return {"run_id": run_id, "worker_pid": pid, "train_s": 0.0, "eval_s": 0.0, "trial_s": 0.0, **seconds}
+    return {"run_id": run_id, "worker_pid": pid, "train_s": 0.0, "eval_s": 0.0, "trial_s": 0.0, "checkpoint_s": 0.0,
+            **seconds}
 
 
 def test_tracker_counts_each_row_once_and_ends_at_the_planned_tokens():
@@ -55,12 +56,15 @@ def test_report_shares_add_up_and_count_the_latest_report_of_each_attempt():
     tracker = Tracker([job(1e-2)], clock=clock)
     second = job(1e-2).run_ids
     tracker.on_report("a", report(second[0], pid=1, train_s=1.0, eval_s=0.5, trial_s=2.0))
-    tracker.on_report("a", report(second[1], pid=1, train_s=3.0, eval_s=1.0, trial_s=5.0))
+    tracker.on_report("a", report(second[1], pid=1, train_s=3.0, eval_s=1.0, trial_s=5.0, checkpoint_s=0.25))
     tracker.on_report("a", report(second[1], pid=2, train_s=2.0, eval_s=0.0, trial_s=2.5))  # the retry
     clock.now = 5.0
     summary = tracker.report(failed_trials=0, slots=2).summary()
     assert summary["training"] == pytest.approx(5.0 / 10) and summary["eval"] == pytest.approx(1.0 / 10)
-    parts = summary["training"] + summary["eval"] + summary["trial_other"] + summary["ray_and_driver"]
+    assert summary["checkpoints"] == pytest.approx(0.25 / 10)
+    assert summary["trial_other"] == pytest.approx((7.5 - 5.0 - 1.0 - 0.25) / 10)
+    parts = (summary["training"] + summary["eval"] + summary["checkpoints"] + summary["trial_other"]
+             + summary["ray_and_driver"])
     assert parts == pytest.approx(1.0) and summary["outside_training"] == pytest.approx(0.5)
 
 

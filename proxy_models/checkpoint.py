@@ -1,0 +1,69 @@
+"""Checkpoint files written in the background, so that training goes on while a state is written.
+
+`save(state, path)` copies the state to host memory, the only part the caller waits for, then writes it
+atomically (a temp file, then a rename) on a thread of its own. A packed trunk of 16 paper-12m variants is
+2.4 GB of weights and Adam moments: written in the caller's thread it would stop training for seconds at every
+fork. A path has at most one write in flight: `save`, `load` and `wait` of a path first wait for this
+process's write of it, so a reader sees the last state saved, and a write's error is raised there.
+A process killed while writing leaves the previous file (and a temp file beside it).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import torch
+
+_writes: dict[str, tuple[threading.Thread, list[BaseException]]] = {}  # path -> its write in flight and its error
+_lock = threading.Lock()
+
+
+def save(state: dict, path: str) -> None:
+    """Write `state` (nested dicts, lists and tuples of tensors and plain values) to `path` in the background.
+    Returns once the state is copied: the caller may change its tensors at once."""
+    snapshot = _host_copy(state)
+    wait(path)
+    errors: list[BaseException] = []
+    thread = threading.Thread(target=_write, args=(snapshot, path, errors), name=f"checkpoint {path}")
+    with _lock:
+        _writes[os.path.abspath(path)] = (thread, errors)
+    thread.start()
+
+
+def wait(path: str) -> None:
+    """Return once this process's write of `path` (if any) is done; raise its error, if it failed."""
+    with _lock:
+        thread, errors = _writes.pop(os.path.abspath(path), (None, []))
+    if thread is not None:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def load(path: str, *, map_location: torch.device | str) -> dict | None:
+    """The state saved at `path` (after this process's write of it is done), or None if there is none."""
+    wait(path)
+    if not os.path.exists(path):
+        return None
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _write(state: dict, path: str, errors: list[BaseException]) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException as error:  # raised to the caller by the next wait, save or load of `path`
+        errors.append(error)
+
+
+def _host_copy(value):
+    """`value` with every tensor copied to host memory and every container rebuilt: nothing shared with it."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: _host_copy(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_host_copy(v) for v in value)
+    return value
