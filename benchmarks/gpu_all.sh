@@ -13,8 +13,9 @@
 #   profile (3 x 60) where a paper-12m step's time goes at 16 x 1024: solo (blocks compiled, and CUDA graphs:
 #                  a solo step this small waits on the host) and 8 packed variants (benchmarks/step_profile.py)
 #   packed (120)   the packed table
-#   sweep (360)    the 16-lineage sweep through Ray, budgets $SWEEP_BUDGETS (default 4M 8M 16M: 275M tokens,
-#                  about 200 s at the rate of 8 packed variants on one H200)
+#   sweep (360)    the 16-lineage sweep through Ray (4 lrs x 4 seeds, one trial of 16 on an 80 GB GPU), budgets
+#                  $SWEEP_BUDGETS (default 4M 8M 16M: 275M tokens, about 200 s at the rate of 8 packed variants
+#                  on one H200)
 #   one (240)      the one-run table
 #   modes (4 x 120, 150) paper-12m solo at 16 x 4096 under compile scope blocks, trunk and CUDA graphs, and 8 packed
 #                  variants at 16 x 1024 under blocks and CUDA graphs: tokens/s and where a step's time goes

@@ -3,8 +3,8 @@
 `save(state, path)` copies the state to host memory, the only part the caller waits for, then writes it
 atomically (a temp file, then a rename) on a thread of its own. A packed trunk of 16 paper-12m variants is
 2.4 GB of weights and Adam moments: written in the caller's thread it would stop training for seconds at every
-fork. A path has at most one write in flight: `save`, `load` and `wait` of a path first wait for this
-process's write of it, so a reader sees the last state saved, and a write's error is raised there.
+fork. A path has at most one write in flight: `save`, `load`, `exists` and `wait` of a path first wait for
+this process's write of it, so a reader sees the last state saved, and a write's error is raised there.
 A process killed while writing leaves the previous file (and a temp file beside it).
 """
 
@@ -22,8 +22,8 @@ _lock = threading.Lock()
 def save(state: dict, path: str) -> None:
     """Write `state` (nested dicts, lists and tuples of tensors and plain values) to `path` in the background.
     Returns once the state is copied: the caller may change its tensors at once."""
+    wait(path)  # first: one snapshot of a path in host memory at a time
     snapshot = _host_copy(state)
-    wait(path)
     errors: list[BaseException] = []
     thread = threading.Thread(target=_write, args=(snapshot, path, errors), name=f"checkpoint {path}")
     with _lock:
@@ -41,11 +41,15 @@ def wait(path: str) -> None:
         raise errors[0]
 
 
-def load(path: str, *, map_location: torch.device | str) -> dict | None:
-    """The state saved at `path` (after this process's write of it is done), or None if there is none."""
+def exists(path: str) -> bool:
+    """Whether a state is saved at `path`, once this process's write of it is done."""
     wait(path)
-    if not os.path.exists(path):
-        return None
+    return os.path.exists(path)
+
+
+def load(path: str, *, map_location: torch.device | str) -> dict:
+    """The state saved at `path`, once this process's write of it is done."""
+    wait(path)
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
@@ -54,7 +58,7 @@ def _write(state: dict, path: str, errors: list[BaseException]) -> None:
     try:
         torch.save(state, tmp)
         os.replace(tmp, path)
-    except BaseException as error:  # raised to the caller by the next wait, save or load of `path`
+    except BaseException as error:  # raised to the caller by the next wait (save, load, exists) of `path`
         errors.append(error)
 
 

@@ -110,8 +110,7 @@ def train_packed_lineage(
 ) -> list[list[RunResult]]:
     """`train_lineage` for K variants of `config` that differ only in their schedule and seed (`seeds`, default
     config.seed for all), trained in lockstep (PackedTrainer): the budget rows of each variant, in `schedules`
-    order. `on_result(i, row)` sees the rows
-    of variant i. The fork points depend only on budgets, decay_fraction and step size, so all variants fork
+    order. `on_result(i, row)` sees the rows of variant i. The fork points depend only on budgets, decay_fraction and step size, so all variants fork
     together; a variant diverged in the trunk gets diverged rows for every later budget and trunk point.
     `redo` applies to every variant; `on_curve(i, points)` sees variant i's curve points."""
     config = replace(config, schedule=schedules[0], tokens=max(budgets))
@@ -253,7 +252,7 @@ class _Progress:
 
     def resume(self, trainer):
         """`trainer`, with the saved trunk loaded if there is one."""
-        if self.trunk_path:
+        if self.trunk_path and checkpoint.exists(self.trunk_path):
             trainer.load_checkpoint(self.trunk_path)
         self.attempt.start_step = trainer.step
         self._save_attempts()

@@ -404,12 +404,9 @@ class TrainingLoop:
             checkpoint.wait(path)
         self.checkpoint_seconds += time.perf_counter() - start
 
-    def load_checkpoint(self, path: str) -> bool:
-        """Restore the state saved at `path`, if there is one (once this process's write of it is done)."""
-        state = checkpoint.load(path, map_location=self.device)
-        if state is not None:
-            self.load_state_dict(state)
-        return state is not None
+    def load_checkpoint(self, path: str) -> None:
+        """Restore the state saved at `path` (once this process's write of it is done)."""
+        self.load_state_dict(checkpoint.load(path, map_location=self.device))
 
 
 def _per_variant(value) -> list[float]:
@@ -510,7 +507,7 @@ class Trainer(TrainingLoop):
     def run(self, *, checkpoint_path: str | None = None, checkpoint_every_steps: int = 0) -> RunResult:
         """Train the configured budget (resuming from `checkpoint_path` if it exists) and evaluate. Returns once
         the last checkpoint is written."""
-        if checkpoint_path:
+        if checkpoint_path and checkpoint.exists(checkpoint_path):
             self.load_checkpoint(checkpoint_path)
         self.train_to(self.cfg.steps, total_tokens=self.cfg.steps * self.cfg.tokens_per_step,
                       checkpoint_path=checkpoint_path, checkpoint_every_steps=checkpoint_every_steps)

@@ -70,5 +70,21 @@ def test_a_failed_write_is_raised_by_the_next_wait_and_leaves_the_previous_file(
     assert checkpoint.load(path, map_location="cpu") == {"step": 1}
 
 
-def test_load_of_a_path_never_saved_is_none(tmp_path):
-    assert checkpoint.load(str(tmp_path / "none.pt"), map_location="cpu") is None
+def test_a_path_never_saved_does_not_exist_and_does_not_load(tmp_path):
+    path = str(tmp_path / "none.pt")
+    assert not checkpoint.exists(path)
+    with pytest.raises(FileNotFoundError):
+        checkpoint.load(path, map_location="cpu")
+
+
+def test_exists_waits_for_the_first_write_of_a_path(tmp_path, gate):
+    path = str(tmp_path / "trunk.pt")
+    checkpoint.save({"step": 1}, path)
+    seen = []
+    reader = threading.Thread(target=lambda: seen.append(checkpoint.exists(path)))
+    reader.start()
+    reader.join(timeout=0.5)
+    assert reader.is_alive() and not seen  # no file yet, but a write of it in flight
+    gate.set()
+    reader.join(timeout=60)
+    assert seen == [True]
