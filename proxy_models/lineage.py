@@ -110,9 +110,10 @@ def train_packed_lineage(
 ) -> list[list[RunResult]]:
     """`train_lineage` for K variants of `config` that differ only in their schedule and seed (`seeds`, default
     config.seed for all), trained in lockstep (PackedTrainer): the budget rows of each variant, in `schedules`
-    order. `on_result(i, row)` sees the rows of variant i. The fork points depend only on budgets, decay_fraction and step size, so all variants fork
-    together; a variant diverged in the trunk gets diverged rows for every later budget and trunk point.
-    `redo` applies to every variant; `on_curve(i, points)` sees variant i's curve points."""
+    order. `on_result(i, row)` sees the rows of variant i. The fork points depend only on budgets,
+    decay_fraction and step size, so all variants fork together; a variant diverged in the trunk gets diverged
+    rows for every later budget and trunk point. `redo` applies to every variant; `on_curve(i, points)` sees
+    variant i's curve points."""
     config = replace(config, schedule=schedules[0], tokens=max(budgets))
     corpus = corpus if corpus is not None else load_corpus(config.data)  # once, not per trunk restart
     return _drive(_with_grid(lambda: PackedTrainer(config, schedules, seeds=seeds, corpus=corpus), curve_grid),

@@ -10,9 +10,9 @@ the per-variant lr as a (K, 1) column and the muP multipliers as a (P,) row (pro
 
 Each variant has its own initial weights and batches (its seed's, as its solo run), lr, gradient clipping and
 divergence mask: the mask is updated on the device from every step's losses (no host sync), so a diverged
-variant stops updating at once and cannot disturb the others, since no computation mixes variants. The block is compiled where a solo run's blocks are
-(`compile: auto`: on CUDA), one compiled function for every layer, or the trunk as one (`compile_scope`),
-which traces one block and reuses its code for every layer.
+variant stops updating at once and cannot disturb the others, since no computation mixes variants. The block
+is compiled where a solo run's blocks are (`compile: auto`: on CUDA), one compiled function for every layer,
+or the trunk as one (`compile_scope`), which traces one block and reuses its code for every layer.
 The loop itself (micro-batches, out-of-memory halving, the loss watch, evaluation, rows, checkpoints) is the
 solo run's (proxy_models/trainer.py, TrainingLoop).
 """

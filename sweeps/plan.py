@@ -239,8 +239,8 @@ def trunk_row_id(lineage_id: str, tokens: int) -> str:
 def pack_jobs(jobs: Sequence[LineageJob], pack: int | str, *, gpu_bytes: int | None = None
               ) -> tuple[PackedJob, ...]:
     """Groups of at most `pack` lineages, in plan order, that share everything but the schedule's searched
-    values (lr; power a, b, lr_max) and the seed: model, batch size, budgets and train settings. Ids stay per member,
-    so they do not depend on `pack`. `pack` 'auto' packs each group by `auto_pack` on a GPU of `gpu_bytes`."""
+    values (lr; power a, b, lr_max) and the seed: model, batch size, budgets and train settings. Ids stay per
+    member, so they do not depend on `pack`. `pack` 'auto' packs each group by `auto_pack` on a GPU of `gpu_bytes`."""
     groups: dict[str, list[LineageJob]] = {}
     for job in jobs:
         groups.setdefault(_pack_key(job), []).append(job)
