@@ -148,6 +148,12 @@ def step_memory(cfg: ProxyConfig, *, micro_batch_size: int, compute_bytes: int =
                       head=head_buffers, transient=variants * tokens * layer + handed_back)
 
 
+def trunk_copy_bytes(cfg: ProxyConfig, *, variants: int = 1, param_bytes: int = 4) -> int:
+    """Bytes of the trunk state a lineage keeps on the device while a branch decays (proxy_models/lineage.py
+    copies it at each fork and restores it after): every variant's weights and both AdamW moments."""
+    return 3 * variants * cfg.num_params() * param_bytes
+
+
 def device_budget(total_bytes: int) -> int:
     """Bytes a step may plan for on a GPU of `total_bytes`: what the context leaves, less the margin."""
     return int((total_bytes - CUDA_CONTEXT_BYTES) * USABLE_FRACTION)

@@ -223,7 +223,7 @@ def _within_gpu_share(job: LineageJob | PackedJob, settings: ExecutionSettings) 
     if settings.gpu_memory_bytes is None:
         return job
     share = trial_gpus([job], settings)
-    budget = trial_budget_gib(share, gpu_bytes=settings.gpu_memory_bytes)
+    budget = trial_budget_gib(job, share, gpu_bytes=settings.gpu_memory_bytes)
     members = tuple(replace(m, config=replace(m.config, memory_budget_gib=budget)) for m in _members(job))
     if torch.cuda.is_available():  # the allocator enforces the share: an overrun is this trial's OOM, not another's
         torch.cuda.set_per_process_memory_fraction(min(share, 1.0))

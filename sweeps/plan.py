@@ -35,6 +35,7 @@ from proxy_models.memory import (
     device_budget,
     parse_bytes,
     step_memory,
+    trunk_copy_bytes,
 )
 from proxy_models.run_config import EXECUTION_FIELDS, DataConfig, TrainConfig
 from proxy_models.schedules import ScheduleConfig
@@ -255,32 +256,41 @@ MAX_PACK = 16  # pack: auto packs at most this many variants in one trial
 
 
 def auto_pack(config: TrainConfig, *, gpu_bytes: int | None, candidates: int = MAX_PACK) -> int:
-    """`pack: auto`: the most variants (at most `candidates` and MAX_PACK) whose step at the whole batch fits
-    a GPU of `gpu_bytes` by the memory estimate (bf16, fused head); 1 when no GPU memory is known or none fit.
-    More variants per trial beat more trials per GPU: one process, one CUDA context, larger kernels."""
+    """`pack: auto`: the most variants (at most `candidates` and MAX_PACK) whose step at the whole batch, beside
+    their trunk copy, fits a GPU of `gpu_bytes` by the memory estimate (bf16, fused head); 1 when no GPU memory
+    is known or none fit. More variants per trial beat more trials per GPU: one process, one CUDA context,
+    larger kernels."""
     if gpu_bytes is None:
         return 1
     budget = device_budget(gpu_bytes)
     for k in range(min(candidates, MAX_PACK), 1, -1):
-        if step_memory(config.proxy, micro_batch_size=config.batch_size, variants=k).peak <= budget:
+        step = step_memory(config.proxy, micro_batch_size=config.batch_size, variants=k)
+        if step.peak + trunk_copy_bytes(config.proxy, variants=k) <= budget:
             return k
     return 1
 
 
 def trial_memory(trial: LineageJob | PackedJob, *, gpu_bytes: int) -> MicroBatchChoice:
-    """The micro-batch a trial's step takes on a whole GPU of `gpu_bytes` (all its variants together), and the
-    step's estimated memory. Raises ConfigError when not even one sequence fits."""
-    members = trial.members if isinstance(trial, PackedJob) else (trial,)
+    """The micro-batch a trial's step takes on a whole GPU of `gpu_bytes` (all its variants together) beside
+    the trunk copy its lineage holds while a branch decays (`trial_trunk_copy`), and the step's estimated
+    memory. Raises ConfigError when not even one sequence fits."""
     config = trial.config
-    return choose_micro_batch(config.proxy, batch_size=config.batch_size, budget_bytes=device_budget(gpu_bytes),
-                              variants=len(members))
+    return choose_micro_batch(config.proxy, batch_size=config.batch_size,
+                              budget_bytes=device_budget(gpu_bytes) - trial_trunk_copy(trial),
+                              variants=_members_count(trial))
+
+
+def trial_trunk_copy(trial: LineageJob | PackedJob) -> int:
+    """Bytes of the trunk state the trial's lineage keeps on the device while a branch decays."""
+    return trunk_copy_bytes(trial.config.proxy, variants=_members_count(trial))
 
 
 def gpu_share(trial: LineageJob | PackedJob, *, gpu_bytes: int, requested: float = 0.0) -> tuple[float, str | None]:
     """(GPUs the trial asks Ray for, a note when `requested` was raised). The share is the trial's estimated
-    bytes (its step and a CUDA context) over what a GPU of `gpu_bytes` offers, rounded up to 1/100: Ray never
-    places more trials on a GPU than their estimates fit. A `requested` share at least that large is kept."""
-    need = CUDA_CONTEXT_BYTES + trial_memory(trial, gpu_bytes=gpu_bytes).memory.peak
+    bytes (its step, its trunk copy and a CUDA context) over what a GPU of `gpu_bytes` offers, rounded up to
+    1/100: Ray never places more trials on a GPU than their estimates fit. A `requested` share at least that
+    large is kept."""
+    need = CUDA_CONTEXT_BYTES + trial_memory(trial, gpu_bytes=gpu_bytes).memory.peak + trial_trunk_copy(trial)
     share = min(1.0, math.ceil(need / (gpu_bytes * USABLE_FRACTION) * 100) / 100)
     if requested >= share:
         return requested, None
@@ -292,10 +302,10 @@ def gpu_share(trial: LineageJob | PackedJob, *, gpu_bytes: int, requested: float
     return share, note
 
 
-def trial_budget_gib(share: float, *, gpu_bytes: int) -> float:
+def trial_budget_gib(trial: LineageJob | PackedJob, share: float, *, gpu_bytes: int) -> float:
     """The memory budget (GiB) a trial's steps plan for within its share of a GPU: the share of what a GPU
-    offers, less its own CUDA context."""
-    return max(share * gpu_bytes * USABLE_FRACTION - CUDA_CONTEXT_BYTES, 0) / GIB
+    offers, less its own CUDA context and its trunk copy."""
+    return max(share * gpu_bytes * USABLE_FRACTION - CUDA_CONTEXT_BYTES - trial_trunk_copy(trial), 0) / GIB
 
 
 def _members_count(trial: LineageJob | PackedJob) -> int:
@@ -408,9 +418,9 @@ def format_plan(p: Plan) -> str:
 
 def memory_table(p: Plan, *, gpu_bytes: int, gpus_per_trial: float = 0.0) -> list[dict]:
     """Per kind of trial (model, batch size, variants packed): the micro-batch and activation checkpointing
-    `micro_batch_size: auto` would choose on a GPU of `gpu_bytes` (bf16 autocast, fused head), the step's
-    estimated peak, the share of a GPU the trial asks Ray for (`gpu_share`) and so how many run on one GPU.
-    Raises ConfigError when a cell does not fit even one sequence at a time."""
+    `micro_batch_size: auto` would choose on a GPU of `gpu_bytes` (bf16 autocast, fused head), the trial's
+    estimated peak (its step and its trunk copy), the share of a GPU the trial asks Ray for (`gpu_share`) and
+    so how many run on one GPU. Raises ConfigError when a cell does not fit even one sequence at a time."""
     budget, rows = device_budget(gpu_bytes), {}
     trials = list(pack_jobs(p.jobs, p.pack, gpu_bytes=gpu_bytes)) + [s.template for s in p.studies]
     for trial in trials:
@@ -422,7 +432,8 @@ def memory_table(p: Plan, *, gpu_bytes: int, gpus_per_trial: float = 0.0) -> lis
             rows[key] = {"model": cfg.model, "batch_size": cfg.batch_size, "seq_len": cfg.proxy.seq_len, "pack": k,
                          "micro_batch_size": choice.micro_batch_size,
                          "activation_checkpointing": choice.activation_checkpointing,
-                         "peak_gib": choice.memory.peak / GIB, "budget_gib": budget / GIB, "gpu_share": share,
+                         "peak_gib": (choice.memory.peak + trial_trunk_copy(trial)) / GIB,
+                         "budget_gib": budget / GIB, "gpu_share": share,
                          "trials_per_gpu": int(1 / share + 1e-9) if share <= 1 else 0}
     return list(rows.values())
 
@@ -430,7 +441,8 @@ def memory_table(p: Plan, *, gpu_bytes: int, gpus_per_trial: float = 0.0) -> lis
 def format_memory_table(rows: list[dict], *, gpu_bytes: int) -> str:
     """The memory table as text, one line per kind of trial."""
     budget = rows[0]["budget_gib"] if rows else device_budget(gpu_bytes) / GIB
-    lines = [f"memory per step on a {gpu_bytes / GIB:.1f} GiB GPU (bf16, fused head; plan for {budget:.1f} GiB):",
+    lines = [f"memory per trial on a {gpu_bytes / GIB:.1f} GiB GPU (a step and the trunk copy; bf16, fused head; "
+             f"plan for {budget:.1f} GiB):",
              f"  {'model':<14}{'batch':>6}{'seq':>6}{'pack':>5}{'micro':>7}  {'checkpointing':<14}{'peak GiB':>9}"
              f"{'GPU share':>10}{'per GPU':>8}"]
     for r in rows:

@@ -1,12 +1,16 @@
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy_models import memory
 from proxy_models.config import ConfigError, get_preset
-from proxy_models.memory import GIB, choose_micro_batch, device_budget, parse_bytes, step_memory
+from proxy_models.memory import GIB, choose_micro_batch, device_budget, parse_bytes, step_memory, trunk_copy_bytes
+from proxy_models.packed import PackedTrainer
+from proxy_models.schedules import ScheduleConfig
+from proxy_models.trainer import TrainConfig, Trainer
 from sweeps.plan import memory_table, plan
 from sweeps.spec import load_spec
 
@@ -100,3 +104,24 @@ def test_packed_variants_hold_their_head_gradients_but_share_one_chunk_of_logits
     tokens, held = 16 * cfg.seq_len, 16 * cfg.seq_len * cfg.d_model * 2 + cfg.vocab_size * cfg.d_model * 4
     _, chunk = memory.fused_chunking(tokens, cfg.vocab_size, cfg.d_model, compute_bytes=2)
     assert solo == held + 2 * chunk * cfg.vocab_size * 2 and packed == solo + 7 * held
+
+
+def _tensors(value):
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (dict, list, tuple)):
+        for v in value.values() if isinstance(value, dict) else value:
+            yield from _tensors(v)
+
+
+@pytest.mark.parametrize("variants", [1, 3])
+def test_the_trunk_copy_is_what_a_lineage_copies_at_a_fork(corpus, variants):
+    """The state a lineage deep-copies at each fork and holds while the branch decays: weights and both AdamW
+    moments of every variant (and the optimizer's 0-d step counters of a solo run)."""
+    cfg = TrainConfig(model="cpu-xs", model_overrides={"seq_len": 32}, batch_size=2, tokens=128,
+                      schedule=ScheduleConfig(name="constant", lr=1e-3))
+    schedules = [cfg.schedule] * variants
+    trainer = Trainer(cfg, corpus=corpus) if variants == 1 else PackedTrainer(cfg, schedules, corpus=corpus)
+    trainer.train_to(1, total_tokens=None)  # AdamW's moments exist from the first step
+    held = sum(t.numel() * t.element_size() for t in _tensors(trainer.state_dict()) if t.dim() > 0)
+    assert held == trunk_copy_bytes(cfg.proxy, variants=variants)

@@ -164,7 +164,7 @@ def test_on_a_gpu_of_known_size_each_trial_asks_for_its_estimates_share_and_plan
     [bundle] = _resources(settings)({"jobs": (pack,)}).bundles
     assert bundle == {"CPU": 1.0, "GPU": share}
     within = _within_gpu_share(pack, settings)
-    assert {m.config.memory_budget_gib for m in within.members} == {trial_budget_gib(share, gpu_bytes=gpu_bytes)}
+    assert {m.config.memory_budget_gib for m in within.members} == {trial_budget_gib(pack, share, gpu_bytes=gpu_bytes)}
     assert [m.lineage_id for m in within.members] == [m.lineage_id for m in pack.members]
     assert trial_gpus([pack], replace(settings, gpus_per_trial=0.5)) == max(0.5, share)
     assert _within_gpu_share(pack, local_settings(tmp_path)) == pack  # no GPU size known: as planned
