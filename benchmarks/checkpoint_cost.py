@@ -7,6 +7,7 @@ background (proxy_models/checkpoint.py); `--synchronous` waits for each write, a
 
     python benchmarks/checkpoint_cost.py --preset paper-12m --pack 16 --shape 1x64 --budgets 12 24 36
     python benchmarks/checkpoint_cost.py ... --synchronous
+    python benchmarks/checkpoint_cost.py --device cuda --preset paper-12m --pack 16 --shape 16x1024 --budgets 10 20 30
 
 Budgets are in steps; the lineage's checkpoints go to a temporary directory under --dir (default: the system's
 temporary directory, where a sweep's checkpoint_root would be on this machine).
@@ -34,12 +35,12 @@ from proxy_models.trainer import TrainConfig  # noqa: E402
 
 
 def measure(preset: str, pack: int, shape: str, budgets_steps: list[int], *, every: int, directory: str | None,
-            synchronous: bool) -> dict:
+            synchronous: bool, device: str = "cpu") -> dict:
     batch, seq = (int(v) for v in shape.split("x"))
     tokens_per_step = batch * seq
     budgets = [b * tokens_per_step for b in budgets_steps]
     config = TrainConfig(model=preset, model_overrides={"seq_len": seq}, batch_size=batch, tokens=max(budgets),
-                         device="cpu", data=DataConfig(eval_tokens=seq * 4),
+                         device=device, data=DataConfig(eval_tokens=seq * 4),
                          schedule=ScheduleConfig(name="wsd", lr=1e-3, warmup_tokens=tokens_per_step,
                                                  decay_fraction=0.2))
     schedules = [ScheduleConfig(name="wsd", lr=1e-3 * 2 ** (i / 4), warmup_tokens=tokens_per_step,
@@ -55,8 +56,8 @@ def measure(preset: str, pack: int, shape: str, budgets_steps: list[int], *, eve
         wall_s = time.perf_counter() - start
         state_bytes = os.path.getsize(os.path.join(root, "trunk.pt"))
     outside = wall_s - attempt.train_s - attempt.eval_s
-    return {"preset": preset, "pack": pack, "shape": shape, "budgets_steps": budgets_steps, "every": every,
-            "synchronous": synchronous, "checkpoint_gb": state_bytes / 1e9, "wall_s": wall_s,
+    return {"preset": preset, "pack": pack, "shape": shape, "device": device, "budgets_steps": budgets_steps,
+            "every": every, "synchronous": synchronous, "checkpoint_gb": state_bytes / 1e9, "wall_s": wall_s,
             "train_s": attempt.train_s, "eval_s": attempt.eval_s, "outside_s": outside,
             "checkpoint_s": getattr(attempt, "checkpoint_s", math.nan), "steps": attempt.steps_trained,
             "n_params": get_preset(preset, seq_len=seq).num_params()}
@@ -71,11 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=0, help="checkpoint_every_steps (0: at forks only)")
     parser.add_argument("--dir", help="where the checkpoints are written (default: the temporary directory)")
     parser.add_argument("--synchronous", action="store_true", help="wait for every write, as saves did before")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto (where the lineage trains)")
     args = parser.parse_args(argv)
     row = measure(args.preset, args.pack, args.shape, args.budgets, every=args.every, directory=args.dir,
-                  synchronous=args.synchronous)
+                  synchronous=args.synchronous, device=args.device)
     print(json.dumps(row))
-    print(f"{row['preset']} x {row['pack']} ({row['checkpoint_gb']:.2f} GB a checkpoint), {row['steps']} steps: "
+    print(f"{row['preset']} x {row['pack']} on {row['device']} ({row['checkpoint_gb']:.2f} GB a checkpoint), "
+          f"{row['steps']} steps: "
           f"wall {row['wall_s']:.1f} s, training {row['train_s']:.1f} s, eval {row['eval_s']:.1f} s, outside "
           f"{row['outside_s']:.1f} s, of it waiting for checkpoints {row['checkpoint_s']:.1f} s"
           + (" (synchronous)" if row["synchronous"] else ""))

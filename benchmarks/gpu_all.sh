@@ -21,6 +21,9 @@
 #                  variants at 16 x 1024 under blocks and CUDA graphs: tokens/s and where a step's time goes
 #                  (benchmarks/step_profile.py; reports in OUT/modes/, their first lines in OUT/modes.md)
 #   head (120)     the head paths table      compile (120) the compile table
+# Not in the default order:
+#   checkpoint (2 x 150) what trunk checkpoints cost a lineage of 16 packed paper-12m variants at 16 x 1024, saved in
+#                  the background and synchronously (benchmarks/checkpoint_cost.py)
 set -u
 OUT=${1:?usage: bash benchmarks/gpu_all.sh OUT [part ...]}
 shift
@@ -64,10 +67,14 @@ for part in ${PARTS[*]}; do
     tests) run tests 150 $PY -m pytest -q -rs -p no:cacheprovider tests/proxy_models/test_head.py \
                tests/proxy_models/test_moe.py \
                tests/proxy_models/test_trainer.py::test_cuda_graphs_accumulate_micro_batches_like_eager_on_gpu ;;
+    checkpoint) for mode in "" --synchronous; do
+                  run "checkpoint${mode:+-synchronous}" 150 $PY benchmarks/checkpoint_cost.py --device cuda \
+                      --preset paper-12m --pack 16 --shape 16x1024 --budgets 10 20 30 $mode
+                done ;;
     sweep) run sweep 360 $PY benchmarks/gpu.py --only sweep --sweep-budgets ${SWEEP_BUDGETS:-4M 8M 16M} \
                --out "$OUT/sweep" $ARGS ;;
     one|head|packed|compile) run "$part" "$(case $part in one) echo 240;; *) echo 120;; esac)" \
                                  $PY benchmarks/gpu.py --only "$part" --out "$OUT/$part" $ARGS ;;
-    *) echo "unknown part $part: tests profile packed sweep one modes head compile" >&2; exit 2 ;;
+    *) echo "unknown part $part: tests profile packed sweep one modes head compile checkpoint" >&2; exit 2 ;;
   esac
 done

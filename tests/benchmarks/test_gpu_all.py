@@ -41,6 +41,17 @@ def test_every_part_runs_what_exists_with_flags_it_takes(tmp_path):
         assert (ROOT / path).exists() and (not name or f"def {name}(" in (ROOT / path).read_text())
 
 
+def test_the_checkpoint_part_runs_both_modes_with_flags_the_benchmark_takes(tmp_path):
+    assert dry_run(tmp_path, "checkpoint").returncode == 0
+    parts = [p.split(" rc ")[0] for p in (tmp_path / "parts.txt").read_text().splitlines()]
+    assert parts == ["checkpoint", "checkpoint-synchronous"]
+    for part in parts:
+        script, *args = (tmp_path / f"{part}.log").read_text().split()
+        assert Path(script).name == "checkpoint_cost.py"
+        assert {a for a in args if a.startswith("--")} <= flags_of("checkpoint_cost.py")
+        assert ("--synchronous" in args) == part.endswith("synchronous")
+
+
 def test_an_unknown_part_is_refused(tmp_path):
     done = dry_run(tmp_path, "nonsense")
     assert done.returncode == 2 and "unknown part nonsense" in done.stderr
