@@ -16,9 +16,9 @@ Two more tables (issue "GPU, many runs"):
   variants / s against one solo Trainer of the same shape (`vs solo`; both compiled on CUDA, as trials run
   there), and peak memory; measured in rounds
   (solo, then each K) and reported as medians, so a busy machine slows every column alike;
-- sweep: 16 lineages of paper-12m (4 lrs x 4 seeds, or 16 / --sweep-seeds lrs of that many seeds; batch 16 x
-  1024, budgets --sweep-budgets) submitted through a local Ray on this machine's GPU with `pack: auto` and
-  `gpus_per_trial: auto` (lineages of every lr and seed pack into trials as the estimate fits): rows stored of planned,
+- sweep: 16 lineages of paper-12m (--sweep-seeds S: 16 / S lrs x S seeds, by default 4 x 4; batch 16 x 1024,
+  budgets --sweep-budgets) submitted through a local Ray on this machine's GPU with `pack: auto` and
+  `gpus_per_trial: auto` (lineages of every lr and seed pack as the estimate fits): rows stored of planned,
   trials failed, rows whose step ran out of memory (halved or split), the tokens trained over the sweep's wall
   time against one solo run's tokens/s, and the share of wall time outside training (as `submit` prints it).
 
