@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -59,7 +58,7 @@ def measure(preset: str, pack: int, shape: str, budgets_steps: list[int], *, eve
     return {"preset": preset, "pack": pack, "shape": shape, "device": device, "budgets_steps": budgets_steps,
             "every": every, "synchronous": synchronous, "checkpoint_gb": state_bytes / 1e9, "wall_s": wall_s,
             "train_s": attempt.train_s, "eval_s": attempt.eval_s, "outside_s": outside,
-            "checkpoint_s": getattr(attempt, "checkpoint_s", math.nan), "steps": attempt.steps_trained,
+            "checkpoint_s": attempt.checkpoint_s, "steps": attempt.steps_trained,
             "n_params": get_preset(preset, seq_len=seq).num_params()}
 
 

@@ -111,7 +111,6 @@ class TrainingLoop:
                               f"seed {config.seed} throughout")
         self.configs = tuple(config if (s, seed) == (config.schedule, config.seed) else
                              replace(config, schedule=s, seed=seed) for s, seed in zip(schedules, seeds))
-        self.seeds = tuple(seeds)
         self.k = len(self.configs)
         self.device = resolve_device(config.device)
         self.param_dtype, self.autocast = _precision(config.dtype, self.device)
@@ -136,6 +135,11 @@ class TrainingLoop:
         # What this object did, never restored by checkpoints (retry and overhead accounting).
         self.steps_trained, self.seconds_trained, self.eval_seconds = 0, 0.0, 0.0
         self.checkpoint_seconds = 0.0  # training held up by checkpoint saves (their writes run in the background)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """Each variant's seed: its initial weights and its batches."""
+        return tuple(c.seed for c in self.configs)
 
     @property
     def tokens_seen(self) -> int:
