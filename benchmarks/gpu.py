@@ -119,7 +119,7 @@ def measure(case: Case, *, corpus, device: str, steps: int, compile: str | bool,
     return {"preset": case.label or case.preset, "batch_size": case.batch_size, "seq_len": proxy.seq_len,
             "tokens_per_s": tokens_per_s, "peak_gib": peak_bytes(trainer.device) / GIB,
             "micro_batch_size": trainer.micro_batch_size, "compiled": trainer.compiled,
-            "checkpointing": trainer.model.activation_checkpointing,
+            "compile_mode": trainer.compile_mode, "checkpointing": trainer.model.activation_checkpointing,
             "mfu": model_flops_utilisation(n_params, tokens_per_s, peak),
             "mfu_attention": utilisation(6 * n_params + attention, tokens_per_s, peak),
             "first_step_s": first_step_s, "peak_tflops": peak / 1e12}
@@ -175,7 +175,9 @@ def why_not(error: Exception) -> str:
 
 def format_table(rows: list[dict], *, device: str, compile: str | bool, title: str = "one run") -> str:
     compiled = sorted({str(r["compiled"]) for r in rows if "compiled" in r})
-    lines = [f"{title}, device: {device}; compile: {compile} (compiled: {', '.join(compiled) or 'no row ran'})",
+    modes = sorted({r["compile_mode"] for r in rows if r.get("compiled")})
+    lines = [f"{title}, device: {device}; compile: {compile} (compiled: {', '.join(compiled) or 'no row ran'}"
+             f"{'; mode ' + ', '.join(modes) if modes else ''})",
              "| preset | batch x seq | tokens/s | peak GiB | micro-batch | mfu | mfu_attention | first step s |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -405,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="timed steps per row (default 3, --quick 1)")
     parser.add_argument("--compile", default="auto", choices=("auto", "true", "false"),
                         help="torch.compile the blocks in the one-run table (TrainConfig.compile; auto: on CUDA)")
-    parser.add_argument("--compile-mode", default="default", choices=COMPILE_MODES,
+    parser.add_argument("--compile-mode", default="auto", choices=COMPILE_MODES,
                         help="torch.compile's mode (TrainConfig.compile_mode), every table")
     parser.add_argument("--compile-scope", default="auto", choices=COMPILE_SCOPES,
                         help="each block or the whole trunk as one graph (TrainConfig.compile_scope), every table")

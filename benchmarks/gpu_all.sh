@@ -10,8 +10,8 @@
 # Parts, in the default order (the CUDA-only tests first: short, and what every number relies on; then what is
 # least measured so far), with their limits in seconds on one H100:
 #   tests (150)    the CUDA-only tests
-#   profile (3 x 60) where a paper-12m step's time goes at 16 x 1024: solo (blocks compiled, and CUDA graphs:
-#                  a solo step this small waits on the host) and 8 packed variants (benchmarks/step_profile.py)
+#   profile (3 x 60) where a paper-12m step's time goes at 16 x 1024: solo (the trunk as CUDA graphs, the
+#                  default, and the blocks compiled without them) and 8 packed variants (benchmarks/step_profile.py)
 #   packed (120)   the packed table
 #   sweep (360)    the 16-lineage sweep through Ray (4 lrs x 4 seeds, one trial of 16 on an 80 GB GPU), budgets
 #                  $SWEEP_BUDGETS (default 4M 8M 16M: 275M tokens, about 200 s at the rate of 8 packed variants
@@ -60,8 +60,8 @@ for part in ${PARTS[*]}; do
   case $part in
     modes) modes ;;
     profile) run profile-solo 60 $PY benchmarks/step_profile.py --preset paper-12m --shape 16x1024 --out "$OUT" $ARGS
-             run profile-solo-graphs 60 $PY benchmarks/step_profile.py --preset paper-12m --shape 16x1024 \
-                 --compile-mode reduce-overhead --out "$OUT"
+             run profile-solo-no-graphs 60 $PY benchmarks/step_profile.py --preset paper-12m --shape 16x1024 \
+                 --compile-mode default --out "$OUT"
              run profile-k8 60 $PY benchmarks/step_profile.py --preset paper-12m --shape 16x1024 --pack 8 \
                  --out "$OUT" $ARGS ;;
     tests) run tests 150 $PY -m pytest -q -rs -p no:cacheprovider tests/proxy_models/test_head.py \

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", default="auto", choices=("auto", "true", "false"))
     parser.add_argument("--head", default="auto", help="auto | full | chunked | fused")
-    parser.add_argument("--compile-mode", default="default", help="torch.compile's mode (TrainConfig.compile_mode)")
+    parser.add_argument("--compile-mode", default="auto", help="torch.compile's mode (TrainConfig.compile_mode)")
     parser.add_argument("--compile-scope", default="auto", help="blocks | trunk | auto (TrainConfig.compile_scope)")
     parser.add_argument("--out", help="also write the report to "
                         "DIR/step-profile-<preset>-<shape>-k<pack>-<compile mode>-<compile scope>.txt")
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     # what the host asks of a GPU a step: kernel launches (cudaLaunchKernel, cuLaunchKernel...) and graph replays
     launches = sum(e.count for e in events if "LaunchKernel" in e.key or "GraphLaunch" in e.key) / args.steps
     head = (f"{args.preset} {args.shape} pack {args.pack or 'solo'} on {device_name(device)} "
-            f"(compiled: {trainer.compiled}, mode {args.compile_mode}, scope {args.compile_scope}, micro-batch "
+            f"(compiled: {trainer.compiled}, mode {trainer.compile_mode}, scope {args.compile_scope}, micro-batch "
             f"{trainer.micro_batch_size}, head {args.head}): {unprofiled * 1e3:.1f} ms/step, "
             f"{tokens_per_s:,.0f} tokens x variants/s unprofiled, peak {peak_gib:.2f} GiB; "
             f"profiled wall {wall * 1e3:.1f} ms/step, "
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        name = f"step-profile-{args.preset}-{args.shape}-k{args.pack}-{args.compile_mode}-{args.compile_scope}.txt"
+        name = f"step-profile-{args.preset}-{args.shape}-k{args.pack}-{trainer.compile_mode}-{args.compile_scope}.txt"
         with open(os.path.join(args.out, name), "w") as f:
             f.write(report + "\n")
     return 0

@@ -41,6 +41,22 @@ def resolve_compile(compile: str | bool, device: torch.device, *, moe: bool = Fa
     return bool(compile)
 
 
+def resolve_compile_mode(mode: str, scope: str, device: torch.device, *, packed: bool = False,
+                         moe: bool = False) -> str:
+    """torch.compile's mode (TrainConfig.compile_mode): as given; 'auto' is 'reduce-overhead' (the trunk replayed
+    as CUDA graphs) for a solo dense run on CUDA unless its scope is 'blocks', and 'default' elsewhere.
+
+    A small model's solo step launches about 1,700 kernels; on one H100 node that host work took 113 ms of a
+    step whose kernels ran 63 ms (paper-12m at 16 x 4096), and CUDA graphs ran the same step in 71 ms. Packed
+    variants' kernels are K times larger, so their step does not wait on the host, and graphs only add memory
+    (8 variants on one H200: 10 GiB more, 2.7% slower). MoE blocks read their experts' sizes on the host each
+    step. benchmarks/RESULTS.md has the numbers."""
+    if mode != "auto":
+        return mode
+    graphs = device.type == "cuda" and not packed and not moe and scope != "blocks"
+    return "reduce-overhead" if graphs else "default"
+
+
 def compile_cache_dir() -> str:
     """The directory of compiled code shared by this machine's trials (see the module docstring)."""
     if os.environ.get(ENV_VAR):

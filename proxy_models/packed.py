@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from proxy_models.compile_cache import compile_function, whole_trunk
+from proxy_models.compile_cache import compile_function, resolve_compile_mode, whole_trunk
 from proxy_models.config import ConfigError, ProxyConfig
 from proxy_models.data import TokenCorpus
 from proxy_models.head import head_loss, resolve_head
@@ -184,7 +184,8 @@ class PackedTrainer(TrainingLoop):
         self.micro_batch_size, self.checkpointing = self._plan_micro_batch()
         # Compiled as a solo run is (proxy_models/compile_cache.py): one compiled block serves every layer.
         self.compiled = self._compiles()
-        self.trunk = compiled_trunk(config.compile_mode, config.compile_scope) if self.compiled else _trunk
+        self.compile_mode = resolve_compile_mode(config.compile_mode, config.compile_scope, self.device, packed=True)
+        self.trunk = compiled_trunk(self.compile_mode, config.compile_scope) if self.compiled else _trunk
 
     def lr_at_step(self, step: int, *, total_tokens: float | None) -> torch.Tensor:
         """The K variants' lrs of step `step`, (K,) on the device (copied without waiting for it)."""

@@ -15,8 +15,9 @@ from proxy_models.schedules import ScheduleConfig
 
 DTYPE_NAMES = ("float32", "float64", "bfloat16")  # TrainConfig.dtype besides "auto" (torch dtypes in the trainer)
 HEADS = ("auto", "full", "chunked", "fused")  # output heads' losses (proxy_models/head.py)
-# torch.compile's modes for compiled blocks; reduce-overhead replays the compiled kernels as CUDA graphs
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# torch.compile's modes for compiled blocks; reduce-overhead replays the compiled kernels as CUDA graphs; auto:
+# reduce-overhead for a solo dense run on CUDA, default elsewhere (proxy_models/compile_cache.py)
+COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Of them, those that replay the compiled code as CUDA graphs. Those cannot chain replays of one compiled block
 # (block i's output overwritten by block i + 1's replay: pytorch/pytorch#152887): the trunk compiles whole.
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -78,9 +79,10 @@ class TrainConfig:
     compile: str | bool = "auto"  # torch.compile the blocks (the head's loss stays eager); auto: dense on CUDA,
     # eager where compiling fails on the machine (proxy_models/compile_cache.py, which also caches the compiled
     # code on disk); see RESULTS.md
-    compile_mode: str = "default"  # torch.compile's mode where blocks compile: one of COMPILE_MODES
+    compile_mode: str = "auto"  # torch.compile's mode where blocks compile: one of COMPILE_MODES (auto: CUDA
+    # graphs for a solo dense run on CUDA, where a small model's step otherwise waits on the host)
     compile_scope: str = "auto"  # blocks (each its own graph, one compile for all) | trunk (all blocks one graph:
-    # fewer calls a step, a longer cold compile) | auto (blocks; trunk in CUDA_GRAPH_MODES)
+    # fewer calls a step, a longer cold compile) | auto (blocks; trunk under CUDA graphs)
     head: str = "auto"  # output head's loss: auto | full | chunked | fused (proxy_models/head.py)
     activation_checkpointing: str = "auto"  # auto (only when an auto micro-batch needs it to fit) | on | off
     memory_budget_gib: float | None = None  # memory one step may use, GiB; None = 90% of free CUDA memory

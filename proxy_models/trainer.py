@@ -22,6 +22,7 @@ from proxy_models.compile_cache import (
     compile_model,
     record_compile_failure,
     resolve_compile,
+    resolve_compile_mode,
     uncompile_model,
 )
 from proxy_models.config import ConfigError, ProxyConfig
@@ -121,6 +122,7 @@ class TrainingLoop:
                 "use a model with a larger vocab_size or a smaller tokenizer"
             )
         self.compiled = False  # blocks compiled (a subclass that compiles sets it)
+        self.compile_mode = "default"  # torch.compile's mode, 'auto' resolved (a subclass that compiles sets it)
         self.compile_error: str | None = None  # why compile 'auto' fell back to eager, if it did
         self.micro_batch_shrinks = 0  # out-of-memory errors that halved the micro-batch (never restored)
         self.step = 0
@@ -378,7 +380,8 @@ class TrainingLoop:
         checkpointing, compiled blocks (and why not, where compiling failed) and the out-of-memory errors it
         absorbed (this process's, not restored by checkpoints)."""
         failed = {"compile_error": self.compile_error} if self.compile_error else {}
-        return json.dumps({"pack": self.k, "micro_batch_size": self.micro_batch_size, "compiled": self.compiled,
+        mode = {"compile_mode": self.compile_mode} if self.compiled else {}
+        return json.dumps({"pack": self.k, "micro_batch_size": self.micro_batch_size, "compiled": self.compiled, **mode,
                            "activation_checkpointing": bool(self.checkpointing),
                            "out_of_memory_shrinks": self.micro_batch_shrinks, **failed}, sort_keys=True)
 
@@ -433,8 +436,10 @@ class Trainer(TrainingLoop):
             lr=0.0, betas=(config.beta1, config.beta2), eps=config.eps, fused=True,  # one kernel per group
         )
         self.compiled = self._compiles(moe=self.proxy.is_moe)
+        self.compile_mode = resolve_compile_mode(config.compile_mode, config.compile_scope, self.device,
+                                                 moe=self.proxy.is_moe)
         if self.compiled:  # the blocks (or the trunk) only: the head's loss is already one pass per chunk
-            compile_model(self.model, mode=config.compile_mode, scope=config.compile_scope)
+            compile_model(self.model, mode=self.compile_mode, scope=config.compile_scope)
         if self._graphed:
             for p in self.params:
                 p.grad = torch.zeros_like(p)
@@ -483,7 +488,7 @@ class Trainer(TrainingLoop):
     @property
     def _graphed(self) -> bool:
         """Whether the compiled blocks replay as CUDA graphs."""
-        return self.compiled and self.device.type == "cuda" and self.cfg.compile_mode in CUDA_GRAPH_MODES
+        return self.compiled and self.device.type == "cuda" and self.compile_mode in CUDA_GRAPH_MODES
 
     def _zero_grad(self) -> None:
         # A CUDA-graph replay writes its gradients into memory that the next replay reuses, and autograd keeps a

@@ -315,8 +315,9 @@ class RunSpec(_Strict):
     loggers: list[str] = Field(default_factory=list)  # experiment trackers fed per step and per row; [] = none
     compile: Annotated[str | bool, BeforeValidator(_compile_choice)] = "auto"  # torch.compile the blocks: auto
     # (dense models on CUDA) | true | false; how a run executes, not what it trains: ids do not depend on it
-    compile_mode: Literal[COMPILE_MODES] = "default"  # torch.compile's mode where blocks compile; reduce-overhead
-    # replays the blocks as CUDA graphs (fewer host launches for small models); not part of any id either
+    compile_mode: Literal[COMPILE_MODES] = "auto"  # torch.compile's mode where blocks compile; reduce-overhead
+    # replays the trunk as CUDA graphs (fewer host launches for small models); auto: that for solo dense runs on
+    # CUDA, default elsewhere; not part of any id either
     compile_scope: Literal[COMPILE_SCOPES] = "auto"  # blocks | trunk (all blocks one graph) | auto (blocks;
     # trunk with reduce-overhead or max-autotune, whose CUDA graphs cannot chain one block's replays)
     curves: Flag = True  # store each lineage's training curve beside the results (trackers get it either way)

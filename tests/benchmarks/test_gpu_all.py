@@ -23,7 +23,7 @@ def flags_of(script: str) -> set[str]:
 def test_every_part_runs_what_exists_with_flags_it_takes(tmp_path):
     assert dry_run(tmp_path).returncode == 0  # every part, in the default order
     parts = [p.split(" rc ")[0] for p in (tmp_path / "parts.txt").read_text().splitlines()]
-    assert parts == ["tests", "profile-solo", "profile-solo-graphs", "profile-k8", "packed", "sweep", "one",
+    assert parts == ["tests", "profile-solo", "profile-solo-no-graphs", "profile-k8", "packed", "sweep", "one",
                      "modes-solo-16x4096-blocks-default", "modes-k8-16x1024-blocks-default",
                      "modes-solo-16x4096-trunk-default", "modes-solo-16x4096-auto-reduce-overhead",
                      "modes-k8-16x1024-auto-reduce-overhead", "head", "compile"]

@@ -8,7 +8,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from proxy_models.compile_cache import compile_cache_dir, resolve_compile, use_compile_cache
+from proxy_models.compile_cache import (
+    compile_cache_dir,
+    resolve_compile,
+    resolve_compile_mode,
+    use_compile_cache,
+)
 from proxy_models.config import ConfigError
 from proxy_models.run_config import DataConfig
 from proxy_models.schedules import ScheduleConfig
@@ -36,6 +41,18 @@ def test_auto_compiles_dense_models_on_cuda_only_and_a_boolean_is_kept():
     assert resolve_compile("auto", torch.device("cuda")) and not resolve_compile("auto", torch.device("cpu"))
     assert not resolve_compile("auto", torch.device("cuda"), moe=True)
     assert resolve_compile(True, torch.device("cpu"), moe=True) and not resolve_compile(False, torch.device("cuda"))
+
+
+def test_auto_mode_replays_a_solo_dense_trunk_as_cuda_graphs_on_cuda_only():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert resolve_compile_mode("auto", "auto", cuda) == "reduce-overhead"
+    assert resolve_compile_mode("auto", "trunk", cuda) == "reduce-overhead"
+    assert resolve_compile_mode("auto", "blocks", cuda) == "default"  # graphs cannot chain one block's replays
+    assert resolve_compile_mode("auto", "auto", cuda, packed=True) == "default"  # large kernels: no host wait
+    assert resolve_compile_mode("auto", "auto", cuda, moe=True) == "default"  # expert sizes read on the host
+    assert resolve_compile_mode("auto", "auto", cpu) == "default"
+    for mode in ("default", "reduce-overhead", "max-autotune"):  # a mode asked for is kept
+        assert resolve_compile_mode(mode, "auto", cpu, packed=True) == mode
 
 
 @pytest.mark.parametrize("value", [1, 0, "yes", "true", None])

@@ -77,6 +77,7 @@ def test_compiled_packed_variants_train_like_eager_ones(corpus):
     compiled = PackedTrainer(config(compile=True), schedules, corpus=corpus)
     eager.train(), compiled.train()
     assert compiled.compiled and not eager.compiled and json.loads(compiled.execution())["compiled"]
+    assert compiled.compile_mode == "default" and "compile_mode" not in json.loads(eager.execution())
     for got, want in zip(compiled.loss_windows, eager.loss_windows):
         assert got == pytest.approx(want, rel=1e-9)
     torch.testing.assert_close(compiled.flat, eager.flat, rtol=1e-9, atol=1e-12)

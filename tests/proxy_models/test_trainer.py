@@ -1,3 +1,4 @@
+import json
 import math
 from dataclasses import replace
 
@@ -156,6 +157,9 @@ def test_compile_mode_reaches_the_compiled_block_or_the_whole_trunk_for_cuda_gra
     assert len(compiled) == 2  # a mode alone compiles nothing
     Trainer(small_config(compile=True, compile_scope="trunk", model_overrides=three), corpus=corpus)
     assert compiled[2:] == [("trunk", "default")]  # the trunk asked for in any mode
+    auto = Trainer(small_config(compile=True, model_overrides=three), corpus=corpus)  # compile_mode auto, on CPU
+    assert compiled[3:] == [("run_block", "default")] and auto.compile_mode == "default"
+    assert json.loads(auto.execution())["compile_mode"] == "default"
 
 
 def test_trunk_compiled_for_cuda_graphs_trains_like_eager(corpus):

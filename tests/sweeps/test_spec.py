@@ -219,7 +219,7 @@ def test_run_compile_takes_auto_or_a_boolean_and_refuses_anything_else_in_one_li
             spec_from_dict(with_(run__compile=value))
         message = str(error.value)
         assert message.startswith(f"run.compile={value!r}") and "auto" in message and "\n" not in message
-    assert spec_from_dict(BASE).run.compile_mode == "default"
+    assert spec_from_dict(BASE).run.compile_mode == "auto"
     assert spec_from_dict(with_(run__compile_mode="reduce-overhead")).run.compile_mode == "reduce-overhead"
     with pytest.raises(SpecError) as error:
         spec_from_dict(with_(run__compile_mode="cudagraphs"))
