@@ -14,8 +14,8 @@
 #                  default, and the blocks compiled without them) and 8 packed variants (benchmarks/step_profile.py)
 #   packed (120)   the packed table
 #   sweep (360)    the 16-lineage sweep through Ray (4 lrs x 4 seeds, one trial of 16 on an 80 GB GPU), budgets
-#                  $SWEEP_BUDGETS (default 4M 8M 16M: 275M tokens, about 200 s at the rate of 8 packed variants
-#                  on one H200)
+#                  $SWEEP_BUDGETS (default 3M 6M 12M: 207M tokens; the part took 299 s on one H100, the sweep's
+#                  wall 250 s)
 #   one (240)      the one-run table
 #   modes (4 x 120, 150) paper-12m solo at 16 x 4096 under compile scope blocks, trunk and CUDA graphs, and 8 packed
 #                  variants at 16 x 1024 under blocks and CUDA graphs: tokens/s and where a step's time goes
@@ -71,7 +71,7 @@ for part in ${PARTS[*]}; do
                   run "checkpoint${mode:+-synchronous}" 150 $PY benchmarks/checkpoint_cost.py --device cuda \
                       --preset paper-12m --pack 16 --shape 16x1024 --budgets 10 20 30 $mode
                 done ;;
-    sweep) run sweep 360 $PY benchmarks/gpu.py --only sweep --sweep-budgets ${SWEEP_BUDGETS:-4M 8M 16M} \
+    sweep) run sweep 360 $PY benchmarks/gpu.py --only sweep --sweep-budgets ${SWEEP_BUDGETS:-3M 6M 12M} \
                --out "$OUT/sweep" $ARGS ;;
     one|head|packed|compile) run "$part" "$(case $part in one) echo 240;; *) echo 120;; esac)" \
                                  $PY benchmarks/gpu.py --only "$part" --out "$OUT/$part" $ARGS ;;

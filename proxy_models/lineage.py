@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
@@ -38,6 +39,7 @@ class Attempt:
     train_s: float = 0.0  # seconds in those steps
     eval_s: float = 0.0  # seconds evaluating on the held-out set
     checkpoint_s: float = 0.0  # seconds training waited for trunk checkpoints (copies and earlier writes)
+    record_s: float = 0.0  # seconds recording rows: on_result and on_curve (a sweep's store) and results.json
 
     def add(self, before: tuple[int, float, float, float], trainer) -> None:
         """Count what `trainer` did since `before` (its `_work` then)."""
@@ -178,11 +180,13 @@ def _drive(new_trainer: Callable, branches: list[Branch], at_steps: Sequence[int
                          checkpoint_every_steps=every)
         rows, curves = _run_branch(trainer, event.branch) if event.branch else _trunk_rows(trainer, event.tokens)
         done.attempt.add(before, trainer)
+        start = time.perf_counter()
         for i, points in enumerate(curves if on_curve is not None else ()):
             on_curve(i, points)  # before the rows are recorded: a kill in between hands the points on again
         done.record(event, rows, on_result)
+        done.attempt.record_s += time.perf_counter() - start
     if done.trunk_path:
-        checkpoint.wait(done.trunk_path)  # the lineage ends with its last trunk checkpoint on disk
+        checkpoint.finish(done.trunk_path)  # the lineage ends with its last trunk checkpoint on disk
     return [[done.results[(i, "final", b.tokens)] for b in branches] for i in range(k)]
 
 

@@ -185,7 +185,9 @@ class PackedTrainer(TrainingLoop):
         # Compiled as a solo run is (proxy_models/compile_cache.py): one compiled block serves every layer.
         self.compiled = self._compiles()
         self.compile_mode = resolve_compile_mode(config.compile_mode, config.compile_scope, self.device, packed=True)
-        self.trunk = compiled_trunk(self.compile_mode, config.compile_scope) if self.compiled else _trunk
+        self.trunk = _trunk
+        if self.compiled:
+            self._compile()
 
     def lr_at_step(self, step: int, *, total_tokens: float | None) -> torch.Tensor:
         """The K variants' lrs of step `step`, (K,) on the device (copied without waiting for it)."""
@@ -249,6 +251,9 @@ class PackedTrainer(TrainingLoop):
 
     def _eval_mode(self, on: bool) -> None:
         """No dropout or other train/eval difference in the proxy model."""
+
+    def _compile(self) -> None:
+        self.trunk = compiled_trunk(self.compile_mode, self.cfg.compile_scope)
 
     def _uncompile(self) -> None:
         self.trunk = _trunk

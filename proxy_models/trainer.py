@@ -99,7 +99,7 @@ class TrainingLoop:
     Everything but the model is here, once: batches, lrs, micro-batches and out-of-memory halving, the
     per-step loss watch (divergence per variant), evaluation, result rows, timing and checkpoints. A subclass
     gives the model's side: `lr_at_step`, `_set_lr`, `_objective`, `_backward`, `_update`, `_zero_grad`,
-    `_eval_losses`, `_eval_mode`, `_uncompile`, the `checkpointing` attribute and `model_state` /
+    `_eval_losses`, `_eval_mode`, `_compile`, `_uncompile`, the `checkpointing` attribute and `model_state` /
     `load_model_state`.
     """
 
@@ -258,13 +258,25 @@ class TrainingLoop:
         self.compiled, self.compile_error = False, reason
         return fn(*args)
 
+    def _leave_cuda_graphs(self) -> None:
+        """Compile the model again in mode 'default': a CUDA graph holds its memory pool as long as it lives, so
+        after an out-of-memory error the smaller micro-batch trains without graphs (and frees theirs)."""
+        from torch._inductor.cudagraph_trees import reset_cudagraph_trees  # inductor's: imported when compiling
+
+        self._uncompile()
+        reset_cudagraph_trees()
+        self.compile_mode = "default"
+        self._compile()
+
     def _can_shrink(self) -> bool:
         return self.micro_batch_size > 1 or not self.checkpointing
 
     def _shrink_micro_batch(self) -> None:
         """Half the micro-batch (the largest divisor of batch_size at most half of it); at one sequence,
-        checkpoint the blocks instead."""
+        checkpoint the blocks instead. Under CUDA graphs, compile again without them first."""
         self._zero_grad()
+        if self.compiled and self.compile_mode in CUDA_GRAPH_MODES:
+            self._leave_cuda_graphs()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         smaller = [d for d in divisors_descending(self.cfg.batch_size) if d <= self.micro_batch_size // 2]
@@ -438,8 +450,8 @@ class Trainer(TrainingLoop):
         self.compiled = self._compiles(moe=self.proxy.is_moe)
         self.compile_mode = resolve_compile_mode(config.compile_mode, config.compile_scope, self.device,
                                                  moe=self.proxy.is_moe)
-        if self.compiled:  # the blocks (or the trunk) only: the head's loss is already one pass per chunk
-            compile_model(self.model, mode=self.compile_mode, scope=config.compile_scope)
+        if self.compiled:
+            self._compile()
         if self._graphed:
             for p in self.params:
                 p.grad = torch.zeros_like(p)
@@ -499,6 +511,9 @@ class Trainer(TrainingLoop):
     def _eval_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.model(x, y)[1]
 
+    def _compile(self) -> None:  # the blocks (or the trunk) only: the head's loss is already one pass per chunk
+        compile_model(self.model, mode=self.compile_mode, scope=self.cfg.compile_scope)
+
     def _uncompile(self) -> None:
         uncompile_model(self.model)
 
@@ -522,7 +537,7 @@ class Trainer(TrainingLoop):
                       checkpoint_path=checkpoint_path, checkpoint_every_steps=checkpoint_every_steps)
         result = self.result(tokens=self.cfg.tokens)
         if checkpoint_path:
-            checkpoint.wait(checkpoint_path)
+            checkpoint.finish(checkpoint_path)
         return result
 
     def model_state(self) -> dict:

@@ -6,6 +6,7 @@ line and, at the end, an `ExecutionReport`. It knows nothing of Ray: `tune_callb
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -22,9 +23,11 @@ class ExecutionReport:
 
     `slots` is how many trials could run at once; wall_s * slots is the trial time on offer. Training is the
     optimizer steps, eval the held-out evaluations, checkpoints the time training waited for trunk checkpoints
-    (their copies to host memory; the writes run in the background); the rest of each trial's time is setup
-    (model, corpus) and store writes; whatever wall_s * slots the trials did not use is Ray and driver overhead
-    (start-up, scheduling, idle slots while the last trials finish).
+    (their copies to host memory; the writes run in the background), store writes the rows and curve points
+    written to the store; the rest of each trial's time is its setup (model, corpus, the lineage's state).
+    Start-up is the wall time before the first trial began (Ray's start, the trial's process and imports),
+    when every slot is idle; whatever else of wall_s * slots the trials did not use is Ray and driver overhead
+    (scheduling, later trials' processes, idle slots while the last trials finish).
     """
 
     failed_trials: int
@@ -35,6 +38,8 @@ class ExecutionReport:
     eval_s: float  # held-out evaluations
     trial_s: float  # trial bodies, from start to their last report
     checkpoint_s: float = 0.0  # trunk checkpoints (copies to host memory; waits for an earlier write)
+    record_s: float = 0.0  # rows and curve points written to the store (and the lineage's results file)
+    startup_s: float = 0.0  # wall seconds before the first trial body began
 
     @property
     def offered_s(self) -> float:
@@ -45,29 +50,33 @@ class ExecutionReport:
         return seconds / self.offered_s if self.offered_s > 0 else float("nan")
 
     def summary(self) -> dict:
-        """Shares of wall_s * slots: training, eval, checkpoints, trial setup and store writes, Ray and driver."""
+        """Shares of wall_s * slots: training, eval, checkpoints, store writes, trial setup, start-up, and
+        Ray and driver; they add up to 1."""
+        startup = self.share(self.startup_s * self.slots)
         return {
             "wall_s": self.wall_s, "slots": self.slots, "rows_stored": self.rows_stored,
             "failed_trials": self.failed_trials, "training": self.share(self.train_s),
             "outside_training": 1 - self.share(self.train_s), "eval": self.share(self.eval_s),
-            "checkpoints": self.share(self.checkpoint_s),
-            "trial_other": self.share(self.trial_s - self.train_s - self.eval_s - self.checkpoint_s),
-            "ray_and_driver": 1 - self.share(self.trial_s),
+            "checkpoints": self.share(self.checkpoint_s), "store_writes": self.share(self.record_s),
+            "trial_setup": self.share(self.trial_s - self.train_s - self.eval_s - self.checkpoint_s - self.record_s),
+            "startup": startup, "ray_and_driver": 1 - self.share(self.trial_s) - startup,
         }
 
     def format(self) -> str:
         s = self.summary()
         return (f"wall {_duration(self.wall_s)} x {self.slots} slots: training {s['training']:.1%}, outside "
                 f"training {s['outside_training']:.1%} (eval {s['eval']:.1%}, checkpoints {s['checkpoints']:.1%}, "
-                f"trial setup and store writes "
-                f"{s['trial_other']:.1%}, Ray and driver {s['ray_and_driver']:.1%})")
+                f"store writes {s['store_writes']:.1%}, trial setup {s['trial_setup']:.1%}, start-up "
+                f"{s['startup']:.1%}, Ray and driver {s['ray_and_driver']:.1%})")
 
 
 class Tracker:
     """Rows stored and tokens done of a running sweep, from the trials' per-budget reports."""
 
-    def __init__(self, jobs: Sequence[LineageJob], *, clock=time.perf_counter):
+    def __init__(self, jobs: Sequence[LineageJob], *, clock=time.perf_counter, wall_clock=time.time):
         self.clock, self.start = clock, clock()
+        self.wall_start = wall_clock()  # trials report their start on this clock (time.time, across processes)
+        self.first_trial_at: float | None = None
         self.lineage_of: dict[str, str] = {}
         self.tokens_at: dict[str, int] = {}  # run_id -> tokens its lineage has trained once it is stored
         self.remaining: dict[str, int] = {}  # lineage_id -> budgets not stored yet
@@ -84,6 +93,8 @@ class Tracker:
     def on_report(self, trial_id: str, report: dict) -> bool:
         """Take one trial report; True if it stored a row not seen before."""
         self.work[(trial_id, report["worker_pid"])] = report
+        if "started_at" in report:
+            self.first_trial_at = min(report["started_at"], self.first_trial_at or math.inf)
         run_id = report["run_id"]
         if run_id in self.stored or run_id not in self.lineage_of:
             return False
@@ -119,9 +130,12 @@ class Tracker:
                 f"{lineages_done}/{len(self.remaining)}  elapsed {_duration(elapsed)}  eta {eta}")
 
     def report(self, *, failed_trials: int, slots: int) -> ExecutionReport:
-        total = {k: sum(w[k] for w in self.work.values()) for k in ("train_s", "eval_s", "trial_s", "checkpoint_s")}
-        return ExecutionReport(failed_trials=failed_trials, rows_stored=len(self.stored),
-                               wall_s=self.clock() - self.start, slots=slots, **total)
+        keys = ("train_s", "eval_s", "trial_s", "checkpoint_s", "record_s")
+        total = {k: sum(w.get(k, 0.0) for w in self.work.values()) for k in keys}
+        wall_s = self.clock() - self.start
+        startup_s = 0.0 if self.first_trial_at is None else min(max(self.first_trial_at - self.wall_start, 0.0), wall_s)
+        return ExecutionReport(failed_trials=failed_trials, rows_stored=len(self.stored), wall_s=wall_s, slots=slots,
+                               startup_s=startup_s, **total)
 
 
 def _tokens_at_each_budget(job: LineageJob) -> list[int]:

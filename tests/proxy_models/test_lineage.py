@@ -1,4 +1,5 @@
 import math
+import time
 from dataclasses import replace
 
 import pytest
@@ -245,3 +246,16 @@ def test_a_variant_diverged_in_the_trunk_does_not_disturb_the_others(corpus):
         assert [r.diverged_at_tokens for r in rows] == pytest.approx([r.diverged_at_tokens for r in solo], nan_ok=True)
         assert [r.loss_eval for r in rows] == pytest.approx([r.loss_eval for r in solo], rel=1e-6, nan_ok=True)
     assert {r.status for r in packed[0]} == {"ok"} and {r.status for r in packed[1]} == {"diverged"}
+
+
+def test_the_time_spent_recording_rows_is_counted(corpus):
+    def slow_record(row, seconds=0.05):  # a store write that takes at least `seconds`
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            pass
+
+    attempt, seen = lineage.Attempt(), []
+    train_lineage(config(WSD), BUDGETS, corpus=corpus, on_result=lambda row: (seen.append(row), slow_record(row)),
+                  attempt=attempt)
+    assert len(seen) == 2 * len(BUDGETS)  # a trunk row and a budget row per fork
+    assert attempt.record_s >= len(seen) * 0.05 and attempt.train_s > 0

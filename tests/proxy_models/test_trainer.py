@@ -117,6 +117,32 @@ def test_injected_out_of_memory_halves_the_micro_batch_and_the_run_ends_the_same
     assert trainer.recent_losses == pytest.approx(uninterrupted.recent_losses, rel=1e-12)
 
 
+def test_out_of_memory_under_cuda_graphs_compiles_again_without_them(corpus, monkeypatch):
+    # A graph holds its memory pool while it lives: the halved micro-batch trains as blocks compiled in mode
+    # 'default'. On CPU reduce-overhead compiles the trunk with inductor alone; the run is the same either way.
+    eager = Trainer(small_config(micro_batch_size=4), corpus=corpus)
+    expected = eager.run()
+    trainer = Trainer(small_config(micro_batch_size=4, compile=True, compile_mode="reduce-overhead"), corpus=corpus)
+    assert "trunk" in trainer.model.__dict__ and trainer.compile_mode == "reduce-overhead"
+    reset = []
+    monkeypatch.setattr("torch._inductor.cudagraph_trees.reset_cudagraph_trees", lambda: reset.append(True))
+    real_forward, calls = trainer.model.forward, []
+
+    def forward(x, y=None):  # step 2's second micro-batch runs out of memory
+        calls.append((trainer.step, x.shape[0]))
+        if calls[-1] == (2, 4) and calls.count((2, 4)) == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return real_forward(x, y)
+
+    monkeypatch.setattr(trainer.model, "forward", forward)
+    row = trainer.run()
+    assert trainer.micro_batch_size == 2 and reset == [True] and trainer.compiled
+    assert trainer.compile_mode == "default" and "compiled_block" in trainer.model.__dict__
+    assert "trunk" not in trainer.model.__dict__ and json.loads(row.execution)["compile_mode"] == "default"
+    assert row.loss_eval == pytest.approx(expected.loss_eval, rel=1e-9)
+    assert trainer.recent_losses == pytest.approx(eager.recent_losses, rel=1e-9)
+
+
 def test_out_of_memory_at_one_sequence_turns_on_checkpointing_then_gives_up(corpus, monkeypatch):
     trainer = Trainer(small_config(batch_size=1, tokens=16 * 3), corpus=corpus)
 

@@ -52,20 +52,34 @@ def test_eta_comes_from_the_rate_after_the_first_row_not_from_start_up():
 
 
 def test_report_shares_add_up_and_count_the_latest_report_of_each_attempt():
-    clock = Clock()
-    tracker = Tracker([job(1e-2)], clock=clock)
+    clock, wall = Clock(), Clock()
+    wall.now = 1000.0
+    tracker = Tracker([job(1e-2)], clock=clock, wall_clock=wall)
     second = job(1e-2).run_ids
-    tracker.on_report("a", report(second[0], pid=1, train_s=1.0, eval_s=0.5, trial_s=2.0))
-    tracker.on_report("a", report(second[1], pid=1, train_s=3.0, eval_s=1.0, trial_s=5.0, checkpoint_s=0.25))
-    tracker.on_report("a", report(second[1], pid=2, train_s=2.0, eval_s=0.0, trial_s=2.5))  # the retry
-    clock.now = 5.0
-    summary = tracker.report(failed_trials=0, slots=2).summary()
+    tracker.on_report("a", report(second[0], pid=1, train_s=1.0, eval_s=0.5, trial_s=2.0, started_at=1000.5))
+    tracker.on_report("a", report(second[1], pid=1, train_s=3.0, eval_s=1.0, trial_s=4.0, checkpoint_s=0.25,
+                                  record_s=0.25, started_at=1000.5))
+    tracker.on_report("a", report(second[1], pid=2, train_s=2.0, eval_s=0.0, trial_s=2.5, started_at=1002.0))
+    clock.now = 5.0  # the retry above; 0.5 s of the wall passed before the first trial began
+    result = tracker.report(failed_trials=0, slots=2)
+    summary = result.summary()
+    assert result.startup_s == pytest.approx(0.5) and summary["startup"] == pytest.approx(0.5 * 2 / 10)
     assert summary["training"] == pytest.approx(5.0 / 10) and summary["eval"] == pytest.approx(1.0 / 10)
-    assert summary["checkpoints"] == pytest.approx(0.25 / 10)
-    assert summary["trial_other"] == pytest.approx((7.5 - 5.0 - 1.0 - 0.25) / 10)
-    parts = (summary["training"] + summary["eval"] + summary["checkpoints"] + summary["trial_other"]
-             + summary["ray_and_driver"])
-    assert parts == pytest.approx(1.0) and summary["outside_training"] == pytest.approx(0.5)
+    assert summary["checkpoints"] == pytest.approx(0.25 / 10) and summary["store_writes"] == pytest.approx(0.25 / 10)
+    assert summary["trial_setup"] == pytest.approx((6.5 - 5.0 - 1.0 - 0.25 - 0.25) / 10)
+    assert summary["ray_and_driver"] == pytest.approx(1 - 6.5 / 10 - 0.1)
+    parts = ("training", "eval", "checkpoints", "store_writes", "trial_setup", "startup", "ray_and_driver")
+    assert sum(summary[p] for p in parts) == pytest.approx(1.0) and summary["outside_training"] == pytest.approx(0.5)
+    assert "store writes 2.5%, trial setup 0.0%, start-up 10.0%, Ray and driver 25.0%" in result.format()
+
+
+def test_start_up_is_none_of_the_wall_until_a_trial_reports_its_start():
+    clock, wall = Clock(), Clock()
+    tracker = Tracker([job(1e-2)], clock=clock, wall_clock=wall)
+    clock.now = 3.0
+    assert tracker.report(failed_trials=1, slots=1).startup_s == 0.0  # no trial ran: nothing to split off
+    tracker.on_report("a", report(job(1e-2).run_ids[0], started_at=9.0))  # a clock ahead of the driver's
+    assert tracker.report(failed_trials=0, slots=1).startup_s == 3.0  # never more than the wall
 
 
 def test_status_printer_writes_a_line_per_interval_off_a_terminal():
