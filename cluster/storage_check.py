@@ -7,6 +7,8 @@ shared) fails here, with one line naming the URI and the node, instead of losing
 
 from __future__ import annotations
 
+import time
+
 from cluster.jobs import ClusterError
 from sweeps.store import ResultStore, StoreError
 
@@ -46,22 +48,28 @@ def _probe_path(node_id: str) -> str:
 
 
 def _probe_every_node(uri: str, nodes: dict[str, str], timeout_s: float) -> None:
+    """Every node's probe, each one waited for (within `timeout_s` in all), so that no failed probe is left
+    for Ray to print about after the check's own error; raises for the most telling failure."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     probe = ray.remote(num_cpus=0, max_retries=0)(_write_and_read)  # 0 CPUs: runs on a busy or CPU-less head
     refs = {node_id: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
             .remote(uri, _probe_path(node_id), node_id) for node_id in nodes}
+    deadline, failures = time.monotonic() + timeout_s, []
     for node_id, ref in refs.items():
         try:
-            error = ray.get(ref, timeout=timeout_s)
+            error = ray.get(ref, timeout=max(deadline - time.monotonic(), 0.0))
+            if error:
+                failures.append((0, node_id, error))  # the probe ran there and could not use the store
         except ray.exceptions.GetTimeoutError:
-            error = f"no probe ran there within {timeout_s:g} s (see the node's runtime_env logs)"
-        except ray.exceptions.RayError as err:
-            error = str(err).strip().splitlines()[-1]
-        if error:
-            raise ClusterError(f"storage {uri!r} is not writable from node {nodes[node_id]}: {error}: "
-                                    f"{SHARED_FIX}")
+            failures.append((1, node_id, f"no probe ran there within {timeout_s:g} s (see the node's runtime_env "
+                                         "logs)"))
+        except ray.exceptions.RayError as err:  # the node or its worker died, say
+            failures.append((1, node_id, str(err).strip().splitlines()[-1]))
+    if failures:
+        _, node_id, error = min(failures, key=lambda f: f[0])  # the first of the store's own failures, if any
+        raise ClusterError(f"storage {uri!r} is not writable from node {nodes[node_id]}: {error}: {SHARED_FIX}")
 
 
 def _write_and_read(uri: str, relpath: str, node_id: str) -> str | None:

@@ -40,19 +40,23 @@ class Attempt:
     eval_s: float = 0.0  # seconds evaluating on the held-out set
     checkpoint_s: float = 0.0  # seconds training waited for trunk checkpoints (copies and earlier writes)
     record_s: float = 0.0  # seconds recording rows: on_result and on_curve (a sweep's store) and results.json
+    first_step_s: float = 0.0  # of train_s, each trainer's first step (compiling, when compiled)
 
-    def add(self, before: tuple[int, float, float, float], trainer) -> None:
+    def add(self, before: tuple[int, float, float, float, float], trainer) -> None:
         """Count what `trainer` did since `before` (its `_work` then)."""
         now = _work(trainer)
         self.steps_trained += now[0] - before[0]
         self.train_s += now[1] - before[1]
         self.eval_s += now[2] - before[2]
         self.checkpoint_s += now[3] - before[3]
+        self.first_step_s += now[4] - before[4]
 
 
-def _work(trainer) -> tuple[int, float, float, float]:
-    """Steps, training seconds, eval seconds and checkpoint seconds a Trainer or PackedTrainer has spent so far."""
-    return trainer.steps_trained, trainer.seconds_trained, trainer.eval_seconds, trainer.checkpoint_seconds
+def _work(trainer) -> tuple[int, float, float, float, float]:
+    """Steps, training seconds, eval seconds, checkpoint seconds and first-step seconds a Trainer or
+    PackedTrainer has spent so far."""
+    return (trainer.steps_trained, trainer.seconds_trained, trainer.eval_seconds, trainer.checkpoint_seconds,
+            trainer.first_step_seconds)
 
 
 def train_lineage(

@@ -137,6 +137,7 @@ class TrainingLoop:
         # What this object did, never restored by checkpoints (retry and overhead accounting).
         self.steps_trained, self.seconds_trained, self.eval_seconds = 0, 0.0, 0.0
         self.checkpoint_seconds = 0.0  # training held up by checkpoint saves (their writes run in the background)
+        self.first_step_seconds = 0.0  # host seconds of this object's first step (its compile, when compiled)
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -177,7 +178,10 @@ class TrainingLoop:
 
     def _train_until(self, step: int, total_tokens: float | None) -> None:
         while self.step < step and not self.diverged:
+            first = time.perf_counter() if not self.first_step_seconds else None
             self.pending_losses.append(self.train_step(self.lr_at_step(self.step, total_tokens=total_tokens)))
+            if first is not None:
+                self.first_step_seconds = time.perf_counter() - first
             logging = self.log and self.step % self.cfg.log_every_steps == 0
             if logging or len(self.pending_losses) >= self.check_every:
                 self._check_losses()

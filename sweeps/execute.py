@@ -285,7 +285,7 @@ def _trial(params: dict) -> None:
     from ray import tune
 
     started_at, start = time.time(), time.perf_counter()  # wall clock: the driver's start-up ends here
-    timed = ("train_s", "eval_s", "checkpoint_s", "record_s")
+    timed = ("train_s", "eval_s", "checkpoint_s", "record_s", "first_step_s")
     finished = dict.fromkeys(timed, 0.0)
 
     def report(run_id: str) -> None:

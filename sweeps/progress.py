@@ -22,11 +22,12 @@ class ExecutionReport:
     """Where the wall time of one `execute` call went, in seconds summed over trials.
 
     `slots` is how many trials could run at once; wall_s * slots is the trial time on offer. Training is the
-    optimizer steps, eval the held-out evaluations, checkpoints the time training waited for trunk checkpoints
-    (their copies to host memory; the writes run in the background), store writes the rows and curve points
-    written to the store; the rest of each trial's time is its setup (model, corpus, the lineage's state).
-    Start-up is the wall time before the first trial began (Ray's start, the trial's process and imports),
-    when every slot is idle; whatever else of wall_s * slots the trials did not use is Ray and driver overhead
+    optimizer steps (of them, first steps: each trainer's first, which compiles when compiled), eval the
+    held-out evaluations, checkpoints the time training waited for trunk checkpoints (their copies to host
+    memory; the writes run in the background), store writes the rows and curve points written to the store;
+    the rest of each trial's time is its setup (model, corpus, the lineage's state). Start-up is the wall time
+    before the first trial began (Ray's start, the trial's process and imports), when every slot is idle;
+    whatever else of wall_s * slots the trials did not use is Ray and driver overhead
     (scheduling, later trials' processes, idle slots while the last trials finish).
     """
 
@@ -40,6 +41,7 @@ class ExecutionReport:
     checkpoint_s: float = 0.0  # trunk checkpoints (copies to host memory; waits for an earlier write)
     record_s: float = 0.0  # rows and curve points written to the store (and the lineage's results file)
     startup_s: float = 0.0  # wall seconds before the first trial body began
+    first_step_s: float = 0.0  # of train_s, each trainer's first step (compiling, when compiled)
 
     @property
     def offered_s(self) -> float:
@@ -56,6 +58,7 @@ class ExecutionReport:
         return {
             "wall_s": self.wall_s, "slots": self.slots, "rows_stored": self.rows_stored,
             "failed_trials": self.failed_trials, "training": self.share(self.train_s),
+            "first_steps": self.share(self.first_step_s),
             "outside_training": 1 - self.share(self.train_s), "eval": self.share(self.eval_s),
             "checkpoints": self.share(self.checkpoint_s), "store_writes": self.share(self.record_s),
             "trial_setup": self.share(self.trial_s - self.train_s - self.eval_s - self.checkpoint_s - self.record_s),
@@ -64,7 +67,8 @@ class ExecutionReport:
 
     def format(self) -> str:
         s = self.summary()
-        return (f"wall {_duration(self.wall_s)} x {self.slots} slots: training {s['training']:.1%}, outside "
+        return (f"wall {_duration(self.wall_s)} x {self.slots} slots: training {s['training']:.1%} (first steps "
+                f"{s['first_steps']:.1%}), outside "
                 f"training {s['outside_training']:.1%} (eval {s['eval']:.1%}, checkpoints {s['checkpoints']:.1%}, "
                 f"store writes {s['store_writes']:.1%}, trial setup {s['trial_setup']:.1%}, start-up "
                 f"{s['startup']:.1%}, Ray and driver {s['ray_and_driver']:.1%})")
@@ -130,7 +134,7 @@ class Tracker:
                 f"{lineages_done}/{len(self.remaining)}  elapsed {_duration(elapsed)}  eta {eta}")
 
     def report(self, *, failed_trials: int, slots: int) -> ExecutionReport:
-        keys = ("train_s", "eval_s", "trial_s", "checkpoint_s", "record_s")
+        keys = ("train_s", "eval_s", "trial_s", "checkpoint_s", "record_s", "first_step_s")
         total = {k: sum(w.get(k, 0.0) for w in self.work.values()) for k in keys}
         wall_s = self.clock() - self.start
         startup_s = 0.0 if self.first_trial_at is None else min(max(self.first_trial_at - self.wall_start, 0.0), wall_s)

@@ -100,7 +100,7 @@ def _combined(reports: list[ExecutionReport]) -> ExecutionReport | None:
         return None
     total = {name: sum(getattr(r, name) for r in reports)
              for name in ("failed_trials", "rows_stored", "wall_s", "train_s", "eval_s", "trial_s", "checkpoint_s",
-                          "record_s", "startup_s")}
+                          "record_s", "startup_s", "first_step_s")}
     return ExecutionReport(slots=max(r.slots for r in reports), **total)
 
 

@@ -27,3 +27,26 @@ def test_a_store_private_to_each_process_is_not_shared(local_ray):
     unseen = "node \\S+ \\(node id \\w+\\) wrote a probe there, but the driver cannot read it"
     with pytest.raises(ClusterError, match=unseen):
         check_shared_storage("memory://psprobe/store")
+
+
+def test_every_probe_is_waited_for_and_the_stores_own_failure_is_named(local_ray, tmp_path, monkeypatch):
+    # A node that dies mid-check fails its probe too; the check still collects every probe (none left for Ray
+    # to report after the check's error) and names the store's own failure rather than the dead node.
+    import ray
+
+    from cluster import storage_check
+
+    asked = []
+
+    def get(ref, timeout=None):
+        asked.append(timeout)
+        if len(asked) == 1:
+            raise ray.exceptions.WorkerCrashedError()
+        return "NotADirectoryError: [Errno 20] Not a directory"
+
+    nodes = {"a": "10.0.0.1 (node id a)", "b": "10.0.0.2 (node id b)"}  # two nodes' probes, both run here
+    monkeypatch.setattr("ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy", lambda *a, **k: "DEFAULT")
+    monkeypatch.setattr(ray, "get", get)
+    with pytest.raises(ClusterError, match=r"from node 10\.0\.0\.2 \(node id b\): NotADirectoryError"):
+        storage_check._probe_every_node(str(tmp_path / "store"), nodes, timeout_s=30.0)
+    assert len(asked) == 2 and all(0 <= t <= 30.0 for t in asked)  # one deadline for all

@@ -248,7 +248,7 @@ def test_a_variant_diverged_in_the_trunk_does_not_disturb_the_others(corpus):
     assert {r.status for r in packed[0]} == {"ok"} and {r.status for r in packed[1]} == {"diverged"}
 
 
-def test_the_time_spent_recording_rows_is_counted(corpus):
+def test_the_time_spent_recording_rows_and_on_first_steps_is_counted(corpus):
     def slow_record(row, seconds=0.05):  # a store write that takes at least `seconds`
         start = time.perf_counter()
         while time.perf_counter() - start < seconds:
@@ -259,3 +259,4 @@ def test_the_time_spent_recording_rows_is_counted(corpus):
                   attempt=attempt)
     assert len(seen) == 2 * len(BUDGETS)  # a trunk row and a budget row per fork
     assert attempt.record_s >= len(seen) * 0.05 and attempt.train_s > 0
+    assert 0 < attempt.first_step_s < attempt.train_s  # one trainer: one first step, counted within training

@@ -143,6 +143,16 @@ def test_out_of_memory_under_cuda_graphs_compiles_again_without_them(corpus, mon
     assert trainer.recent_losses == pytest.approx(eager.recent_losses, rel=1e-9)
 
 
+def test_the_first_step_of_a_trainer_is_timed_once(corpus, monkeypatch):
+    trainer, clock = Trainer(small_config(), corpus=corpus), iter(i * i for i in range(1000))  # each read longer
+    monkeypatch.setattr("proxy_models.trainer.time.perf_counter", lambda: float(next(clock)))
+    trainer.train_to(2, total_tokens=None)
+    first = trainer.first_step_seconds
+    trainer.train_to(4, total_tokens=None)
+    assert first >= 1.0 and trainer.first_step_seconds == first  # step 0's, not updated by later steps
+    assert trainer.seconds_trained > first
+
+
 def test_out_of_memory_at_one_sequence_turns_on_checkpointing_then_gives_up(corpus, monkeypatch):
     trainer = Trainer(small_config(batch_size=1, tokens=16 * 3), corpus=corpus)
 
