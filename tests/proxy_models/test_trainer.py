@@ -96,19 +96,26 @@ def small_config(**kwargs) -> TrainConfig:
     return TrainConfig(**{**defaults, **kwargs})
 
 
-def test_injected_out_of_memory_halves_the_micro_batch_and_the_run_ends_the_same(corpus, monkeypatch):
-    uninterrupted = Trainer(small_config(micro_batch_size=4), corpus=corpus)
-    expected = uninterrupted.run()
-    trainer = Trainer(small_config(micro_batch_size=4), corpus=corpus)
+def out_of_memory_in_step_2(trainer: Trainer, monkeypatch) -> list[tuple[int, int]]:
+    """The second micro-batch of 4 of step 2 runs out of memory (after one backward); returns the (step,
+    micro-batch) of every forward."""
     real_forward, calls = trainer.model.forward, []
 
-    def forward(x, y=None):  # the second micro-batch of step 2 runs out of memory, after one backward
+    def forward(x, y=None):
         calls.append((trainer.step, x.shape[0]))
         if calls[-1] == (2, 4) and calls.count((2, 4)) == 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
         return real_forward(x, y)
 
     monkeypatch.setattr(trainer.model, "forward", forward)
+    return calls
+
+
+def test_injected_out_of_memory_halves_the_micro_batch_and_the_run_ends_the_same(corpus, monkeypatch):
+    uninterrupted = Trainer(small_config(micro_batch_size=4), corpus=corpus)
+    expected = uninterrupted.run()
+    trainer = Trainer(small_config(micro_batch_size=4), corpus=corpus)
+    calls = out_of_memory_in_step_2(trainer, monkeypatch)
     row = trainer.run()
     assert trainer.micro_batch_size == 2 and trainer.micro_batch_shrinks == 1
     assert (2, 2) in calls and trainer.step == uninterrupted.step
@@ -126,15 +133,7 @@ def test_out_of_memory_under_cuda_graphs_compiles_again_without_them(corpus, mon
     assert "trunk" in trainer.model.__dict__ and trainer.compile_mode == "reduce-overhead"
     reset = []
     monkeypatch.setattr("torch._inductor.cudagraph_trees.reset_cudagraph_trees", lambda: reset.append(True))
-    real_forward, calls = trainer.model.forward, []
-
-    def forward(x, y=None):  # step 2's second micro-batch runs out of memory
-        calls.append((trainer.step, x.shape[0]))
-        if calls[-1] == (2, 4) and calls.count((2, 4)) == 2:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
-        return real_forward(x, y)
-
-    monkeypatch.setattr(trainer.model, "forward", forward)
+    out_of_memory_in_step_2(trainer, monkeypatch)
     row = trainer.run()
     assert trainer.micro_batch_size == 2 and reset == [True] and trainer.compiled
     assert trainer.compile_mode == "default" and "compiled_block" in trainer.model.__dict__
