@@ -29,9 +29,9 @@ a node pay): first-step seconds and, of them, dynamo's tracing and backend secon
 from the cache), steady tokens/s (medians), inductor's cache hits and misses.
 
 Run on a GPU:  python benchmarks/gpu.py --out DIR [--compile auto|true|false] [--only one head packed sweep compile]
-               (one H100, 2026-11-27: the one-run table 130 s with 3 timed steps a row, the packed table 57 s,
-               compile 81 s; the head table about 100 s; the sweep with budgets 4M 8M 16M, 275M tokens, did
-               not finish in 260 s: its default is now 1M 2M 4M, 69M tokens)
+               (one H100, 2026-11-27: the one-run table 152 s, the packed table 57 s, compile 81 s, the head
+               table about 100 s; the sweep with budgets 3M 6M 12M, 207M tokens, 299 s with its solo run; by
+               default its budgets are 1M 2M 4M, 69M tokens)
 Run on a CPU:  python benchmarks/gpu.py --quick --out DIR      (tiny shapes, a few minutes; checks it works)
 CPU compile:   python benchmarks/gpu.py --only compile --device cpu --compile-preset cpu-s --compile-shape 16x256 \
                --steps 10 --repeats 3 --out DIR
