@@ -4,8 +4,11 @@
 # OUT/<part>.log, and a line per part with its exit status and seconds to OUT/parts.txt.
 #
 #   bash benchmarks/gpu_all.sh OUT [part ...]
-#   ARGS="--compile-mode reduce-overhead" bash benchmarks/gpu_all.sh OUT profile one   (extra arguments for
+#   ARGS="--compile-mode default" bash benchmarks/gpu_all.sh OUT profile one   (extra arguments for
 #   benchmarks/gpu.py and step_profile.py)
+#
+# Within 15 minutes of one H100 (the machine's start included), two calls on the warm machine: `tests one`
+# (270 s there on 2026-11-27, plus 19 s of setup), then at once `sweep` (299 s).
 #
 # Parts, in the default order (the CUDA-only tests first: short, and what every number relies on; then what is
 # least measured so far), with their limits in seconds on one H100:
