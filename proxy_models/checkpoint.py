@@ -7,9 +7,8 @@ fork. A path has at most one write in flight: `save`, `load`, `exists` and `wait
 this process's write of it, so a reader sees the last state saved, and a write's error is raised there.
 A process killed while writing leaves the previous file (and a temp file beside it).
 
-The host copy of a path's state is kept for its next save, which copies into it (pinned memory for CUDA
-tensors, which the device copies into at full speed, and no new allocation to fault in); `finish(path)`
-waits for the last write and frees it.
+The host copy of CUDA tensors is pinned memory, which the device copies into at full speed; torch's host
+allocator caches it once the write has dropped it, so the next save reuses it rather than allocating again.
 """
 
 from __future__ import annotations
@@ -20,27 +19,19 @@ import threading
 import torch
 
 _writes: dict[str, tuple[threading.Thread, list[BaseException]]] = {}  # path -> its write in flight and its error
-_snapshots: dict[str, object] = {}  # path -> the host copy of its last state, reused by its next save
 _lock = threading.Lock()
 
 
 def save(state: dict, path: str) -> None:
     """Write `state` (nested dicts, lists and tuples of tensors and plain values) to `path` in the background.
     Returns once the state is copied: the caller may change its tensors at once."""
-    wait(path)  # first: the host copy of the last save is free once its write is done
-    key = os.path.abspath(path)
-    snapshot = _snapshots[key] = _host_copy(state, into=_snapshots.get(key))
+    wait(path)  # first: one snapshot of a path in host memory at a time
+    snapshot, key = _host_copy(state), os.path.abspath(path)
     errors: list[BaseException] = []
     thread = threading.Thread(target=_write, args=(snapshot, path, errors), name=f"checkpoint {path}")
     with _lock:
         _writes[key] = (thread, errors)
     thread.start()
-
-
-def finish(path: str) -> None:
-    """`wait(path)`, then free the host copy kept for the path's next save (a lineage's last save is done)."""
-    wait(path)
-    _snapshots.pop(os.path.abspath(path), None)
 
 
 def wait(path: str) -> None:
@@ -74,19 +65,14 @@ def _write(state: dict, path: str, errors: list[BaseException]) -> None:
         errors.append(error)
 
 
-def _host_copy(value, *, into=None):
-    """`value` with every tensor copied to host memory and every container rebuilt: nothing shared with it.
-    A tensor is copied into its counterpart in `into` (an earlier copy of the same structure) where shape and
-    dtype match, else into a new one (pinned when the tensor is on CUDA)."""
+def _host_copy(value):
+    """`value` with every tensor copied to host memory (pinned for a CUDA tensor) and every container rebuilt:
+    nothing shared with it."""
     if isinstance(value, torch.Tensor):
         value = value.detach()
-        if not (isinstance(into, torch.Tensor) and into.shape == value.shape and into.dtype == value.dtype):
-            into = torch.empty(value.shape, dtype=value.dtype, pin_memory=value.is_cuda)
-        return into.copy_(value)  # a blocking copy: the writer thread reads it next
+        return torch.empty(value.shape, dtype=value.dtype, pin_memory=value.is_cuda).copy_(value)  # blocking
     if isinstance(value, dict):
-        into = into if isinstance(into, dict) else {}
-        return {key: _host_copy(v, into=into.get(key)) for key, v in value.items()}
+        return {key: _host_copy(v) for key, v in value.items()}
     if isinstance(value, (list, tuple)):
-        into = into if isinstance(into, (list, tuple)) and len(into) == len(value) else [None] * len(value)
-        return type(value)(_host_copy(v, into=i) for v, i in zip(value, into))
+        return type(value)(_host_copy(v) for v in value)
     return value

@@ -190,7 +190,7 @@ def _drive(new_trainer: Callable, branches: list[Branch], at_steps: Sequence[int
         done.record(event, rows, on_result)
         done.attempt.record_s += time.perf_counter() - start
     if done.trunk_path:
-        checkpoint.finish(done.trunk_path)  # the lineage ends with its last trunk checkpoint on disk
+        checkpoint.wait(done.trunk_path)  # the lineage ends with its last trunk checkpoint on disk
     return [[done.results[(i, "final", b.tokens)] for b in branches] for i in range(k)]
 
 

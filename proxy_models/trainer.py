@@ -541,7 +541,7 @@ class Trainer(TrainingLoop):
                       checkpoint_path=checkpoint_path, checkpoint_every_steps=checkpoint_every_steps)
         result = self.result(tokens=self.cfg.tokens)
         if checkpoint_path:
-            checkpoint.finish(checkpoint_path)
+            checkpoint.wait(checkpoint_path)
         return result
 
     def model_state(self) -> dict:

@@ -28,7 +28,7 @@ from proxy_models.lineage import Attempt, train_lineage, train_packed_lineage
 from proxy_models.trainer import RunResult
 from sweeps.curves import curve_saver
 from sweeps.plan import LineageJob, PackedJob, gpu_share, short_hash, trial_budget_gib
-from sweeps.progress import ExecutionReport, StatusPrinter, Tracker, trials_done_callback, tune_callback
+from sweeps.progress import TIMED, ExecutionReport, StatusPrinter, Tracker, trials_done_callback, tune_callback
 from sweeps.store import ResultStore
 from sweeps.trackers import LineageLog, lineage_logs, tracking_root
 
@@ -285,18 +285,17 @@ def _trial(params: dict) -> None:
     from ray import tune
 
     started_at, start = time.time(), time.perf_counter()  # wall clock: the driver's start-up ends here
-    timed = ("train_s", "eval_s", "checkpoint_s", "record_s", "first_step_s")
-    finished = dict.fromkeys(timed, 0.0)
+    finished = dict.fromkeys(TIMED, 0.0)
 
     def report(run_id: str) -> None:
         tune.report({"run_id": run_id, "worker_pid": os.getpid(), "started_at": started_at,
                      "trial_s": time.perf_counter() - start,
-                     **{key: finished[key] + getattr(attempt, key) for key in timed}})
+                     **{key: finished[key] + getattr(attempt, key) for key in TIMED}})
 
     for job in params["jobs"]:
         attempt = Attempt()
         run_job(job, params["settings"], attempt=attempt, on_stored=report)
-        for key in timed:
+        for key in TIMED:
             finished[key] += getattr(attempt, key)
 
 

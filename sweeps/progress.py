@@ -17,6 +17,10 @@ from proxy_models.lineage import plan_branches
 from sweeps.plan import LineageJob
 
 
+# Seconds a trial reports, each the sum over its jobs' `Attempt`s (proxy_models/lineage.py) of the same field.
+TIMED = ("train_s", "eval_s", "checkpoint_s", "record_s", "first_step_s")
+
+
 @dataclass(frozen=True)
 class ExecutionReport:
     """Where the wall time of one `execute` call went, in seconds summed over trials.
@@ -67,11 +71,11 @@ class ExecutionReport:
 
     def format(self) -> str:
         s = self.summary()
-        return (f"wall {_duration(self.wall_s)} x {self.slots} slots: training {s['training']:.1%} (first steps "
-                f"{s['first_steps']:.1%}), outside "
-                f"training {s['outside_training']:.1%} (eval {s['eval']:.1%}, checkpoints {s['checkpoints']:.1%}, "
-                f"store writes {s['store_writes']:.1%}, trial setup {s['trial_setup']:.1%}, start-up "
-                f"{s['startup']:.1%}, Ray and driver {s['ray_and_driver']:.1%})")
+        return (f"wall {_duration(self.wall_s)} x {self.slots} slots: training {s['training']:.1%} "
+                f"(first steps {s['first_steps']:.1%}), outside training {s['outside_training']:.1%} "
+                f"(eval {s['eval']:.1%}, checkpoints {s['checkpoints']:.1%}, store writes {s['store_writes']:.1%}, "
+                f"trial setup {s['trial_setup']:.1%}, start-up {s['startup']:.1%}, "
+                f"Ray and driver {s['ray_and_driver']:.1%})")
 
 
 class Tracker:
@@ -80,7 +84,7 @@ class Tracker:
     def __init__(self, jobs: Sequence[LineageJob], *, clock=time.perf_counter, wall_clock=time.time):
         self.clock, self.start = clock, clock()
         self.wall_start = wall_clock()  # trials report their start on this clock (time.time, across processes)
-        self.first_trial_at: float | None = None
+        self.first_trial_at = math.inf  # the earliest start a trial reported
         self.lineage_of: dict[str, str] = {}
         self.tokens_at: dict[str, int] = {}  # run_id -> tokens its lineage has trained once it is stored
         self.remaining: dict[str, int] = {}  # lineage_id -> budgets not stored yet
@@ -97,8 +101,7 @@ class Tracker:
     def on_report(self, trial_id: str, report: dict) -> bool:
         """Take one trial report; True if it stored a row not seen before."""
         self.work[(trial_id, report["worker_pid"])] = report
-        if "started_at" in report:
-            self.first_trial_at = min(report["started_at"], self.first_trial_at or math.inf)
+        self.first_trial_at = min(self.first_trial_at, report.get("started_at", math.inf))
         run_id = report["run_id"]
         if run_id in self.stored or run_id not in self.lineage_of:
             return False
@@ -134,10 +137,10 @@ class Tracker:
                 f"{lineages_done}/{len(self.remaining)}  elapsed {_duration(elapsed)}  eta {eta}")
 
     def report(self, *, failed_trials: int, slots: int) -> ExecutionReport:
-        keys = ("train_s", "eval_s", "trial_s", "checkpoint_s", "record_s", "first_step_s")
-        total = {k: sum(w.get(k, 0.0) for w in self.work.values()) for k in keys}
+        total = {k: sum(w.get(k, 0.0) for w in self.work.values()) for k in ("trial_s", *TIMED)}
         wall_s = self.clock() - self.start
-        startup_s = 0.0 if self.first_trial_at is None else min(max(self.first_trial_at - self.wall_start, 0.0), wall_s)
+        started = self.first_trial_at < math.inf  # a trial reported its start: the wall before it is start-up
+        startup_s = min(max(self.first_trial_at - self.wall_start, 0.0), wall_s) if started else 0.0
         return ExecutionReport(failed_trials=failed_trials, rows_stored=len(self.stored), wall_s=wall_s, slots=slots,
                                startup_s=startup_s, **total)
 

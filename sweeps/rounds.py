@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import pandas as pd
 
@@ -98,9 +98,7 @@ def _combined(reports: list[ExecutionReport]) -> ExecutionReport | None:
     """One report over several rounds: seconds summed, the largest slot count."""
     if not reports:
         return None
-    total = {name: sum(getattr(r, name) for r in reports)
-             for name in ("failed_trials", "rows_stored", "wall_s", "train_s", "eval_s", "trial_s", "checkpoint_s",
-                          "record_s", "startup_s", "first_step_s")}
+    total = {f.name: sum(getattr(r, f.name) for r in reports) for f in fields(ExecutionReport) if f.name != "slots"}
     return ExecutionReport(slots=max(r.slots for r in reports), **total)
 
 
