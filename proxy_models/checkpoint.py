@@ -5,7 +5,9 @@ atomically (a temp file, then a rename) on a thread of its own. A packed trunk o
 2.4 GB of weights and Adam moments: written in the caller's thread it would stop training for seconds at every
 fork. A path has at most one write in flight: `save`, `load`, `exists` and `wait` of a path first wait for
 this process's write of it, so a reader sees the last state saved, and a write's error is raised there.
-A process killed while writing leaves the previous file (and a temp file beside it).
+A process killed while writing leaves the previous file, and a temp file beside it named after its host and
+pid (`temp_path`); `remove_stale_temps` deletes those of this host's ended processes (a lineage's next attempt
+calls it). A write that fails removes its own temp file.
 
 The host copy of CUDA tensors is pinned memory, which the device copies into at full speed; torch's host
 allocator caches it once the write has dropped it, so the next save reuses it rather than allocating again.
@@ -13,7 +15,10 @@ allocator caches it once the write has dropped it, so the next save reuses it ra
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
+import socket
 import threading
 
 import torch
@@ -56,12 +61,46 @@ def load(path: str, *, map_location: torch.device | str) -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def temp_path(path: str) -> str:
+    """The temp file this process writes `path` through: `<path>.tmp-<host>-<pid>`, unique to the writer on a
+    file system that several hosts share."""
+    return f"{path}.tmp-{socket.gethostname()}-{os.getpid()}"
+
+
+def remove_stale_temps(directory: str) -> list[str]:
+    """Delete the temp files (`temp_path`) in `directory` left by processes of this host that have ended, as a
+    process killed while writing leaves them; returns their paths. A live writer's, another host's (it cannot
+    be told from here) and any other file stay."""
+    prefix = f".tmp-{socket.gethostname()}-"
+    removed = []
+    for tmp in glob.glob(os.path.join(glob.escape(directory), f"*{glob.escape(prefix)}*")):
+        pid = tmp.rpartition(prefix)[2]
+        if pid.isdigit() and not _running(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+                removed.append(tmp)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """Whether a process `pid` exists on this host (a pid reused since counts: the file then stays)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _write(state: dict, path: str, errors: list[BaseException]) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = temp_path(path)
     try:
         torch.save(state, tmp)
         os.replace(tmp, path)
     except BaseException as error:  # raised to the caller by the next wait (save, load, exists) of `path`
+        with contextlib.suppress(OSError):
+            os.remove(tmp)  # a partial file (a full disk) must not stay beside the checkpoint
         errors.append(error)
 
 

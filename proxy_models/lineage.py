@@ -238,6 +238,7 @@ class _Progress:
         if directory is None:
             return
         os.makedirs(directory, exist_ok=True)
+        checkpoint.remove_stale_temps(directory)  # what a killed attempt was writing
         saved = dict(_saved(row) for row in self._load("results.json"))
         self.results = {key: row for key, row in saved.items() if (key[1], float(key[2])) not in self.redo}
         self.earlier_attempts = self._load("attempts.json")
@@ -286,7 +287,7 @@ class _Progress:
         """Write atomically: a kill leaves the old file or the new one, never part of one."""
         if self.directory is None:
             return
-        tmp = self._path(f"{name}.tmp-{os.getpid()}")
+        tmp = checkpoint.temp_path(self._path(name))
         with open(tmp, "w") as f:
             json.dump(rows, f, allow_nan=True)
         os.replace(tmp, self._path(name))

@@ -1,4 +1,7 @@
 import os
+import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -89,3 +92,33 @@ def test_exists_waits_for_the_first_write_of_a_path(tmp_path, gate):
     reader.join(timeout=60)
     assert seen == [True]
 
+
+
+def test_a_failed_write_removes_its_partial_temp_file(tmp_path, monkeypatch):
+    path = str(tmp_path / "trunk.pt")
+
+    def disk_full_midway(obj, f):
+        with open(f, "wb") as stream:
+            stream.write(b"part of a state")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full_midway)
+    checkpoint.save({"step": 1}, path)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.wait(path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_stale_temps_of_ended_processes_of_this_host_are_removed_and_no_other_file(tmp_path):
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                           check=True)  # run() has reaped it: its pid names no process now
+    host = socket.gethostname()
+    files = {"ended": f"trunk.pt.tmp-{host}-{int(ended.stdout)}", "mine": f"trunk.pt.tmp-{host}-{os.getpid()}",
+             "other host": f"trunk.pt.tmp-{host}x-{int(ended.stdout)}", "checkpoint": "trunk.pt",
+             "results": f"results.json.tmp-{host}-{int(ended.stdout)}"}
+    for name in files.values():
+        (tmp_path / name).write_bytes(b"x")
+    removed = checkpoint.remove_stale_temps(str(tmp_path))
+    assert sorted(removed) == sorted(str(tmp_path / files[k]) for k in ("ended", "results"))
+    assert sorted(os.listdir(tmp_path)) == sorted(files[k] for k in ("mine", "other host", "checkpoint"))
+    assert checkpoint.temp_path(str(tmp_path / "trunk.pt")) == str(tmp_path / files["mine"])

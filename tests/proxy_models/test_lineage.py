@@ -1,4 +1,8 @@
 import math
+import os
+import socket
+import subprocess
+import sys
 import time
 from dataclasses import replace
 
@@ -114,6 +118,52 @@ def test_a_lineage_killed_while_storing_a_row_stores_it_again_on_resume(corpus, 
         train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=str(tmp_path), on_result=store_then_die)
     train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=str(tmp_path), on_result=store)
     assert stored == BUDGETS  # each budget reached the store once, the interrupted one on resume
+
+
+# A lineage process whose second trunk checkpoint never finishes: its write leaves part of a file, says so in
+# the file argv[3], then waits on its stdin (the test kills it there).
+STUCK_WRITER = """
+import importlib.util, os, sys, torch
+spec = importlib.util.spec_from_file_location("lineage_tests", sys.argv[1])
+tests = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tests)
+directory, writing = sys.argv[2], sys.argv[3]
+real_save = torch.save
+
+def save(obj, f):
+    if os.path.basename(f).startswith("trunk.pt.tmp-") and os.path.exists(os.path.join(directory, "trunk.pt")):
+        with open(f, "wb") as stream:
+            stream.write(b"part of a trunk")
+        open(writing, "w").close()
+        sys.stdin.read()
+    real_save(obj, f)
+
+torch.save = save
+from proxy_models.data import load_corpus
+cfg = tests.config(tests.WSD)
+tests.train_lineage(cfg, tests.BUDGETS, corpus=load_corpus(cfg.data), checkpoint_dir=directory)
+"""
+
+
+def test_a_lineage_killed_while_writing_its_checkpoint_resumes_and_removes_the_temp_file(corpus, tmp_path):
+    directory, writing = tmp_path / "lineage", tmp_path / "writing"
+    child = subprocess.Popen([sys.executable, "-c", STUCK_WRITER, __file__, str(directory), str(writing)],
+                             stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not writing.exists():
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the child never reached its second checkpoint"
+            time.sleep(0.05)
+    finally:
+        child.kill()
+        child.wait()
+    left = [name for name in os.listdir(directory) if ".tmp-" in name]
+    assert left == [f"trunk.pt.tmp-{socket.gethostname()}-{child.pid}"]  # beside the first checkpoint
+    resumed = train_lineage(config(WSD), BUDGETS, corpus=corpus, checkpoint_dir=str(directory))
+    expected = train_lineage(config(WSD), BUDGETS, corpus=corpus)
+    assert [r.loss_eval for r in resumed] == pytest.approx([r.loss_eval for r in expected], rel=1e-12)
+    assert not [name for name in os.listdir(directory) if ".tmp-" in name]
 
 
 def test_adding_a_smaller_budget_after_the_trunk_passed_its_fork(corpus, tmp_path):
