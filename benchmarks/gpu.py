@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import math
 import os
@@ -107,8 +108,8 @@ def measure(case: Case, *, corpus, device: str, steps: int, compile: str | bool,
                          tokens=case.batch_size * seq_len, device=device, compile=compile, **(compiling or {}),
                          moe_backend=case.moe_backend, head=case.head,
                          schedule=ScheduleConfig(name="constant", lr=1e-3), log_every_steps=10**6)
+    fresh_start(resolve_device(device))
     trainer = Trainer(config, corpus=corpus)
-    reset_peak(trainer.device)
     start = time.perf_counter()
     trainer.train_to(1, total_tokens=None)  # train_to reads the losses at its end: the device is idle then
     first_step_s = time.perf_counter() - start
@@ -140,15 +141,22 @@ def timed_steps(trainer, steps: int) -> float:
     return (trainer.step - first) / seconds
 
 
-def reset_peak(device: torch.device) -> None:
-    """Start `peak_bytes` afresh (CUDA; a process's peak memory on CPU cannot be reset)."""
+def fresh_start(device: torch.device) -> None:
+    """Start a row as a process of its own would: no compiled graphs or CUDA graphs of the rows before it (their
+    memory pools freed, their recompiles not counted against the limit), nothing left in torch's cache, and
+    `peak_bytes` afresh (CUDA; a process's peak memory on CPU cannot be reset)."""
+    gc.collect()
+    torch._dynamo.reset()
     if device.type == "cuda":
+        if "torch._inductor.cudagraph_trees" in sys.modules:  # imported by a compile in CUDA-graph mode
+            sys.modules["torch._inductor.cudagraph_trees"].reset_cudagraph_trees()
+        gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
 
 
 def peak_bytes(device: torch.device) -> int:
-    """The most memory tensors held since `reset_peak` on CUDA; on CPU the process's peak resident memory."""
+    """The most memory tensors held since `fresh_start` on CUDA; on CPU the process's peak resident memory."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
@@ -242,7 +250,7 @@ def measure_packed(preset: str, batch_size: int, overrides: dict, k: int, *, cor
                          tokens=batch_size * seq_len, **(compiling or {}),
                          schedule=ScheduleConfig(name="constant", lr=1e-3),
                          log_every_steps=10**6)
-    reset_peak(resolve_device(device))
+    fresh_start(resolve_device(device))
     if k == 0:
         trainer = Trainer(config, corpus=corpus)
     else:

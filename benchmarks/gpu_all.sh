@@ -12,7 +12,7 @@
 #
 # Parts, in the default order (the CUDA-only tests first: short, and what every number relies on; then what is
 # least measured so far), with their limits in seconds on one H100:
-#   tests (150)    the CUDA-only tests
+#   tests (210)    the CUDA-only tests
 #   profile (3 x 60) where a paper-12m step's time goes at 16 x 1024: solo (the trunk as CUDA graphs, the
 #                  default, and the blocks compiled without them) and 8 packed variants (benchmarks/step_profile.py)
 #   packed (120)   the packed table
@@ -67,9 +67,10 @@ for part in ${PARTS[*]}; do
                  --compile-mode default --out "$OUT"
              run profile-k8 60 $PY benchmarks/step_profile.py --preset paper-12m --shape 16x1024 --pack 8 \
                  --out "$OUT" $ARGS ;;
-    tests) run tests 150 $PY -m pytest -q -rs -p no:cacheprovider tests/proxy_models/test_head.py \
+    tests) run tests 210 $PY -m pytest -q -rs -p no:cacheprovider tests/proxy_models/test_head.py \
                tests/proxy_models/test_moe.py \
-               tests/proxy_models/test_trainer.py::test_cuda_graphs_accumulate_micro_batches_like_eager_on_gpu ;;
+               tests/proxy_models/test_trainer.py::test_cuda_graphs_accumulate_micro_batches_like_eager_on_gpu \
+               tests/proxy_models/test_lineage.py::test_cuda_graphs_train_a_whole_lineage_like_eager_on_gpu ;;
     checkpoint) for mode in "" --synchronous; do
                   run "checkpoint${mode:+-synchronous}" 150 $PY benchmarks/checkpoint_cost.py --device cuda \
                       --preset paper-12m --pack 16 --shape 16x1024 --budgets 10 20 30 $mode

@@ -22,7 +22,7 @@ import time
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from gpu import peak_bytes, reset_peak, timed_steps  # benchmarks/gpu.py: this script's directory is on the path
+from gpu import peak_bytes, fresh_start, timed_steps  # benchmarks/gpu.py: this script's directory is on the path
 
 from proxy_models.data import DataConfig, load_corpus
 from proxy_models.memory import GIB
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     compile = {"true": True, "false": False}.get(args.compile, args.compile)
-    reset_peak(device)
+    fresh_start(device)
     trainer = trainer_for(args.preset, args.shape, pack=args.pack, device=device.type, compile=compile,
                           head=args.head,
                           compiling={"compile_mode": args.compile_mode, "compile_scope": args.compile_scope})

@@ -1,3 +1,4 @@
+import json
 import math
 import os
 import socket
@@ -310,3 +311,31 @@ def test_the_time_spent_recording_rows_and_on_first_steps_is_counted(corpus):
     assert len(seen) == 2 * len(BUDGETS)  # a trunk row and a budget row per fork
     assert attempt.record_s >= len(seen) * 0.05 and attempt.train_s > 0
     assert 0 < attempt.first_step_s < attempt.train_s  # one trainer: one first step, counted within training
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("pack", [1, 2])
+def test_cuda_graphs_train_a_whole_lineage_like_eager_on_gpu(corpus, tmp_path, pack):
+    # The default on CUDA (compile_mode 'auto': a solo run's trunk replayed as CUDA graphs) through everything a
+    # sweep's lineage does between steps: held-out evaluation (no grad, another batch), trunk rows, forks whose
+    # branch state is copied and put back, checkpoints copied to pinned host memory. Packed variants as well.
+    # lrs well below WSD's 2e-2, where this model's training is chaotic: float rounding grows by orders of
+    # magnitude a step there, so compiled and eager runs drift apart as two eager runs of other kernels would.
+    schedules = [replace(WSD, lr=2e-3), replace(WSD, lr=5e-3)]
+
+    def rows(compiling: dict, checkpoint_dir: str) -> list:
+        cfg = config(schedules[0], device="cuda", head="chunked", **compiling)  # float64: liger's kernel is fp32
+        seen = []
+        if pack == 1:
+            train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=checkpoint_dir, on_result=seen.append)
+        else:
+            train_packed_lineage(cfg, schedules, BUDGETS, seeds=[0, 1], corpus=corpus,
+                                 checkpoint_dir=checkpoint_dir, on_result=lambda i, row: seen.append(row))
+        return seen
+
+    eager = rows({"compile": False}, str(tmp_path / "eager"))
+    graphed = rows({"compile": True, "compile_mode": "reduce-overhead"}, str(tmp_path / "graphed"))
+    assert [json.loads(r.execution)["compile_mode"] for r in graphed] == ["reduce-overhead"] * len(eager)
+    assert [(r.phase, r.tokens) for r in graphed] == [(r.phase, r.tokens) for r in eager]
+    assert [r.loss_eval for r in graphed] == pytest.approx([r.loss_eval for r in eager], rel=1e-9)
+    assert [r.loss_train for r in graphed] == pytest.approx([r.loss_train for r in eager], rel=1e-9)
