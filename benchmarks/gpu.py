@@ -5,7 +5,9 @@ grid (sweeps/specs/paper-wsd.yaml), each as the Trainer runs it by default (bf16
 `micro_batch_size` auto on CUDA); then one MoE shape under each MoE backend (torch, scattermoe).
 `mfu` counts 6N FLOPs per token, `mfu_attention` adds attention (proxy_models/perf.py), both over the peak
 of the precision the run uses. Peak memory is torch's allocator high-water on CUDA; on CPU the process's
-RSS high-water up to that row (it never falls, so later rows read at least the earlier ones).
+RSS high-water up to that row (it never falls, so later rows read at least the earlier ones). Each row starts
+without the compiled graphs, CUDA graphs and cached memory of the rows before it (`fresh_start`), as a trial
+process of its own would.
 
 A head table: paper-12m at 16 x 1024 and 16 x 4096 with each output head path (proxy_models/head.py) and chunk
 size: liger-kernel's fused kernel with its own chunking, with 256 MiB and with 1 GiB chunks of logits; the
