@@ -21,6 +21,7 @@ import os
 import socket
 import threading
 
+import psutil
 import torch
 
 _writes: dict[str, tuple[threading.Thread, list[BaseException]]] = {}  # path -> its write in flight and its error
@@ -83,14 +84,14 @@ def remove_stale_temps(directory: str) -> list[str]:
 
 
 def _running(pid: int) -> bool:
-    """Whether a process `pid` exists on this host (a pid reused since counts: the file then stays)."""
+    """Whether a process `pid` runs on this host (a pid reused since counts: the file then stays); one killed
+    but not yet reaped has ended."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:  # another user's process
+    except psutil.AccessDenied:  # another user's process
         return True
-    return True
 
 
 def _write(state: dict, path: str, errors: list[BaseException]) -> None:

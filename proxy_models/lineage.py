@@ -12,6 +12,7 @@ result). `train_packed_lineage` runs the same driver over a PackedTrainer: K var
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -288,9 +289,14 @@ class _Progress:
         if self.directory is None:
             return
         tmp = checkpoint.temp_path(self._path(name))
-        with open(tmp, "w") as f:
-            json.dump(rows, f, allow_nan=True)
-        os.replace(tmp, self._path(name))
+        try:
+            with open(tmp, "w") as f:
+                json.dump(rows, f, allow_nan=True)
+            os.replace(tmp, self._path(name))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
 
 
 def load_attempts(checkpoint_dir: str) -> list[Attempt]:

@@ -3,7 +3,9 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
+import psutil
 import pytest
 import torch
 
@@ -122,3 +124,20 @@ def test_stale_temps_of_ended_processes_of_this_host_are_removed_and_no_other_fi
     assert sorted(removed) == sorted(str(tmp_path / files[k]) for k in ("ended", "results"))
     assert sorted(os.listdir(tmp_path)) == sorted(files[k] for k in ("mine", "other host", "checkpoint"))
     assert checkpoint.temp_path(str(tmp_path / "trunk.pt")) == str(tmp_path / files["mine"])
+
+
+def test_a_killed_writer_not_yet_reaped_has_ended(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        tmp = tmp_path / f"trunk.pt.tmp-{socket.gethostname()}-{child.pid}"
+        tmp.write_bytes(b"part of a state")
+        assert checkpoint.remove_stale_temps(str(tmp_path)) == []  # it runs
+        child.kill()
+        deadline = time.monotonic() + 60
+        while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:  # killed, and nobody has waited for it
+            assert time.monotonic() < deadline, "the killed child never became a zombie"
+            time.sleep(0.01)
+        assert checkpoint.remove_stale_temps(str(tmp_path)) == [str(tmp)] and not tmp.exists()
+    finally:
+        child.kill()
+        child.wait()
