@@ -147,13 +147,14 @@ tests.train_lineage(cfg, tests.BUDGETS, corpus=load_corpus(cfg.data), checkpoint
 
 
 def test_a_lineage_killed_while_writing_its_checkpoint_resumes_and_removes_the_temp_file(corpus, tmp_path):
-    directory, writing = tmp_path / "lineage", tmp_path / "writing"
-    child = subprocess.Popen([sys.executable, "-c", STUCK_WRITER, __file__, str(directory), str(writing)],
-                             stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    directory, writing, stderr = tmp_path / "lineage", tmp_path / "writing", tmp_path / "stderr"
+    with open(stderr, "wb") as log:  # a file, not a pipe: a full pipe would stop the child before its checkpoint
+        child = subprocess.Popen([sys.executable, "-c", STUCK_WRITER, __file__, str(directory), str(writing)],
+                                 stdin=subprocess.PIPE, stderr=log)
     try:
         deadline = time.monotonic() + 300
         while not writing.exists():
-            assert child.poll() is None, child.stderr.read().decode()[-2000:]
+            assert child.poll() is None, stderr.read_text()[-2000:]
             assert time.monotonic() < deadline, "the child never reached its second checkpoint"
             time.sleep(0.05)
     finally:
