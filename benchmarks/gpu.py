@@ -150,8 +150,9 @@ def fresh_start(device: torch.device) -> None:
     gc.collect()
     torch._dynamo.reset()
     if device.type == "cuda":
-        if "torch._inductor.cudagraph_trees" in sys.modules:  # imported by a compile in CUDA-graph mode
-            sys.modules["torch._inductor.cudagraph_trees"].reset_cudagraph_trees()
+        from torch._inductor.cudagraph_trees import reset_cudagraph_trees
+
+        reset_cudagraph_trees()
         gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)

@@ -20,6 +20,7 @@ import glob
 import os
 import socket
 import threading
+from collections.abc import Callable
 
 import psutil
 import torch
@@ -94,14 +95,23 @@ def _running(pid: int) -> bool:
         return True
 
 
-def _write(state: dict, path: str, errors: list[BaseException]) -> None:
+def write_atomically(path: str, write: Callable[[str], object]) -> None:
+    """`write(temp)` the whole file to `temp_path(path)`, then rename it over `path`: a kill leaves the old file
+    or the new one, never part of one. A write that fails (a full disk) removes its partial temp file."""
     tmp = temp_path(path)
     try:
-        torch.save(state, tmp)
+        write(tmp)
         os.replace(tmp, path)
-    except BaseException as error:  # raised to the caller by the next wait (save, load, exists) of `path`
+    except BaseException:
         with contextlib.suppress(OSError):
-            os.remove(tmp)  # a partial file (a full disk) must not stay beside the checkpoint
+            os.remove(tmp)
+        raise
+
+
+def _write(state: dict, path: str, errors: list[BaseException]) -> None:
+    try:
+        write_atomically(path, lambda tmp: torch.save(state, tmp))
+    except BaseException as error:  # raised to the caller by the next wait (save, load, exists) of `path`
         errors.append(error)
 
 

@@ -12,7 +12,6 @@ result). `train_packed_lineage` runs the same driver over a PackedTrainer: K var
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
@@ -288,15 +287,12 @@ class _Progress:
         """Write atomically: a kill leaves the old file or the new one, never part of one."""
         if self.directory is None:
             return
-        tmp = checkpoint.temp_path(self._path(name))
-        try:
-            with open(tmp, "w") as f:
-                json.dump(rows, f, allow_nan=True)
-            os.replace(tmp, self._path(name))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-            raise
+        checkpoint.write_atomically(self._path(name), lambda tmp: _dump_json(rows, tmp))
+
+
+def _dump_json(rows: list[dict], path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(rows, f, allow_nan=True)
 
 
 def load_attempts(checkpoint_dir: str) -> list[Attempt]:
