@@ -105,6 +105,14 @@ def attention_flops_per_token(n_layers: int, n_heads: int, d_head: int, seq_len:
     return 12 * n_layers * n_heads * d_head * seq_len
 
 
+def layer_seconds(proxy, tokens: int, peak: float) -> float:
+    """Seconds one layer's forward and backward of `tokens` tokens would take at `peak` FLOP/s: 6 FLOPs per
+    parameter of the layers and attention's FLOPs per token (`attention_flops_per_token`), over the layers."""
+    flops = 6 * proxy.num_params(active=True, embedding=False)
+    flops += attention_flops_per_token(proxy.n_layers, proxy.n_heads, proxy.d_head, proxy.seq_len)
+    return flops * tokens / proxy.n_layers / peak
+
+
 def utilisation(flops_per_token: float, tokens_per_s: float, peak: float) -> float:
     """Achieved FLOP/s over the peak, never above 1: a rate above the peak means the peak was measured low
     (a busy host), and what was achieved is then the best estimate of the peak."""

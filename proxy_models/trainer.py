@@ -41,6 +41,7 @@ from proxy_models.perf import (
     attention_flops_per_token,
     compute_dtype,
     device_name,
+    layer_seconds,
     mfu,
     peak_flops,
     resolve_device,
@@ -453,7 +454,7 @@ class Trainer(TrainingLoop):
         )
         self.compiled = self._compiles(moe=self.proxy.is_moe)
         self.compile_mode = resolve_compile_mode(config.compile_mode, config.compile_scope, self.device,
-                                                 moe=self.proxy.is_moe)
+                                                 moe=self.proxy.is_moe, layer_seconds=self._layer_seconds())
         if self.compiled:
             self._compile()
         if self._graphed:
@@ -500,6 +501,14 @@ class Trainer(TrainingLoop):
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         self.optimizer.step()
+
+    def _layer_seconds(self) -> float:
+        """One layer's forward and backward of a micro-batch at the device's peak (where 'auto' picks CUDA
+        graphs: compile_cache.resolve_compile_mode); 0 where it cannot matter, so no peak is measured there."""
+        if self.device.type != "cuda" or self.cfg.compile_mode != "auto":
+            return 0.0
+        peak = peak_flops(self.device, compute_dtype(self.device, self.cfg.dtype))
+        return layer_seconds(self.proxy, self.micro_batch_size * self.proxy.seq_len, peak)
 
     @property
     def _graphed(self) -> bool:

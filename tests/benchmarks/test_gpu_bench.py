@@ -39,6 +39,7 @@ def test_quick_gpu_benchmark_runs_on_cpu_and_writes_its_tables(tmp_path):
     one, head_md, packed_md, sweep_md, compile_md = (tmp_path / "gpu.md").read_text().split("\n\n")
     assert compile_md.startswith("compile, device: cpu") and compile_md.count("\n| compiled, ") == 2
     assert one.startswith("one run, device: cpu") and one.count("\n| paper-") == 6
+    assert one.count(" | eager |\n") == 7  # compile: auto runs eager on CPU; every row says how it ran
     assert head_md.startswith("output head paths") and head_md.count("\n| chunked, ") == 2
     assert packed_md.startswith("packed variants") and packed_md.count("\n| paper-12m | 4 x 32 |") == 5
     assert sweep_md.startswith("sweep through local Ray") and "| 4 | 1 | 16 / 16 | 0 | 0 | 0 |" in sweep_md

@@ -14,7 +14,8 @@ from proxy_models.compile_cache import (
     resolve_compile_mode,
     use_compile_cache,
 )
-from proxy_models.config import ConfigError
+from proxy_models.config import PRESETS, ConfigError
+from proxy_models.perf import layer_seconds, table_peak_flops
 from proxy_models.run_config import DataConfig
 from proxy_models.schedules import ScheduleConfig
 from proxy_models.trainer import TrainConfig, Trainer
@@ -53,6 +54,30 @@ def test_auto_mode_replays_a_solo_dense_trunk_as_cuda_graphs_on_cuda_only():
     assert resolve_compile_mode("auto", "auto", cpu) == "default"
     for mode in ("default", "reduce-overhead", "max-autotune"):  # a mode asked for is kept
         assert resolve_compile_mode(mode, "auto", cpu, packed=True) == mode
+        assert resolve_compile_mode(mode, "auto", cuda, layer_seconds=1.0) == mode
+
+
+@pytest.mark.parametrize(("preset", "micro_batch_size", "graphs"), [
+    ("paper-12m", 16, True),  # measured 1.57x faster as CUDA graphs on one H100 (benchmarks/RESULTS.md)
+    ("paper-12m", 64, False),  # the largest Table 2 batch's micro-batch: no faster there
+    ("paper-36m", 16, False),  # no faster
+    ("paper-121m", 16, False),  # no faster, and 0.55 GiB more
+])
+def test_auto_mode_uses_cuda_graphs_only_where_a_layer_waits_on_the_host(preset, micro_batch_size, graphs):
+    proxy, h100_bf16 = PRESETS[preset], table_peak_flops("NVIDIA H100 80GB HBM3")
+    seconds = layer_seconds(proxy, micro_batch_size * proxy.seq_len, h100_bf16)
+    mode = resolve_compile_mode("auto", "auto", torch.device("cuda"), layer_seconds=seconds)
+    assert mode == ("reduce-overhead" if graphs else "default")
+
+
+def test_layer_seconds_is_a_layers_share_of_the_step_flops_at_peak():
+    proxy = PRESETS["paper-12m"]
+    # paper-12m at seq 4096 costs about 275 MFLOP per token, 6N plus attention; the layers are all but the
+    # (tied) embedding's 6 FLOPs per parameter.
+    layers_per_token = layer_seconds(proxy, 1, 1.0) * proxy.n_layers
+    embedding = proxy.num_params() - proxy.num_params(embedding=False)
+    assert layers_per_token + 6 * embedding == pytest.approx(275e6, rel=0.01)
+    assert layer_seconds(proxy, 4096, 2.0) == pytest.approx(4096 * layer_seconds(proxy, 1, 1.0) / 2)
 
 
 @pytest.mark.parametrize("value", [1, 0, "yes", "true", None])
