@@ -187,7 +187,8 @@ def why_not(error: Exception) -> str:
 def format_table(rows: list[dict], *, device: str, compile: str | bool, title: str = "one run") -> str:
     """The one-run table; `compiled` says how each row ran: eager, or torch.compile's mode."""
     lines = [f"{title}, device: {device}; compile: {compile}",
-             "| preset | batch x seq | tokens/s | peak GiB | micro-batch | mfu | mfu_attention | first step s | compiled |",
+             "| preset | batch x seq | tokens/s | peak GiB | micro-batch | mfu | mfu_attention | first step s "
+             "| compiled |",
              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         if "skipped" in r:

@@ -8,8 +8,7 @@
 #   benchmarks/gpu.py and step_profile.py)
 #
 # Within 15 minutes of one H100 (the machine's start included), two calls on the warm machine: `tests one`
-# (270 s there on 2026-11-27, plus 19 s of setup, before the CUDA-graph lineage test joined `tests`), then at
-# once `sweep` (299 s).
+# (154 s and 187 s there on 2026-11-27, plus up to 28 s of setup), then at once `sweep` (299 s).
 #
 # Parts, in the default order (the CUDA-only tests first: short, and what every number relies on; then what is
 # least measured so far), with their limits in seconds on one H100:

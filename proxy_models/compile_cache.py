@@ -43,7 +43,7 @@ def resolve_compile(compile: str | bool, device: torch.device, *, moe: bool = Fa
 
 # CUDA graphs pay where a step waits on the host: where one layer's forward and backward of a micro-batch would
 # take under this many seconds even at the chip's bf16 peak, its ~50 kernel launches take longer than the kernels.
-# One H100 node (benchmarks/RESULTS.md): paper-12m at 16 x 4096 (0.49 ms a layer at peak) ran 1.57x faster as
+# One H100 node (benchmarks/RESULTS.md): paper-12m at 16 x 4096 (0.49 ms a layer at peak) ran 1.5-1.6x faster as
 # CUDA graphs; paper-36m at 16 x 4096 (1.13 ms) and paper-12m at micro-batch 64 x 4096 (1.97 ms) no faster.
 HOST_BOUND_LAYER_SECONDS = 0.75e-3
 

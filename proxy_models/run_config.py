@@ -16,7 +16,8 @@ from proxy_models.schedules import ScheduleConfig
 DTYPE_NAMES = ("float32", "float64", "bfloat16")  # TrainConfig.dtype besides "auto" (torch dtypes in the trainer)
 HEADS = ("auto", "full", "chunked", "fused")  # output heads' losses (proxy_models/head.py)
 # torch.compile's modes for compiled blocks; reduce-overhead replays the compiled kernels as CUDA graphs; auto:
-# reduce-overhead for a solo dense run on CUDA, default elsewhere (proxy_models/compile_cache.py)
+# reduce-overhead for a solo dense run on CUDA whose step waits on the host, default elsewhere
+# (proxy_models/compile_cache.py)
 COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Of them, those that replay the compiled code as CUDA graphs. Those cannot chain replays of one compiled block
 # (block i's output overwritten by block i + 1's replay: pytorch/pytorch#152887): the trunk compiles whole.

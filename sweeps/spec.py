@@ -317,7 +317,7 @@ class RunSpec(_Strict):
     # (dense models on CUDA) | true | false; how a run executes, not what it trains: ids do not depend on it
     compile_mode: Literal[COMPILE_MODES] = "auto"  # torch.compile's mode where blocks compile; reduce-overhead
     # replays the trunk as CUDA graphs (fewer host launches for small models); auto: that for solo dense runs on
-    # CUDA, default elsewhere; not part of any id either
+    # CUDA whose step waits on the host (small micro-steps), default elsewhere; not part of any id either
     compile_scope: Literal[COMPILE_SCOPES] = "auto"  # blocks | trunk (all blocks one graph) | auto (blocks;
     # trunk with reduce-overhead or max-autotune, whose CUDA graphs cannot chain one block's replays)
     curves: Flag = True  # store each lineage's training curve beside the results (trackers get it either way)

@@ -58,7 +58,7 @@ def test_auto_mode_replays_a_solo_dense_trunk_as_cuda_graphs_on_cuda_only():
 
 
 @pytest.mark.parametrize(("preset", "micro_batch_size", "graphs"), [
-    ("paper-12m", 16, True),  # measured 1.57x faster as CUDA graphs on one H100 (benchmarks/RESULTS.md)
+    ("paper-12m", 16, True),  # 1.5-1.6x faster as CUDA graphs on one H100 (benchmarks/RESULTS.md)
     ("paper-12m", 64, False),  # the largest Table 2 batch's micro-batch: no faster there
     ("paper-36m", 16, False),  # no faster
     ("paper-121m", 16, False),  # no faster, and 0.55 GiB more
