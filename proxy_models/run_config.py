@@ -81,7 +81,7 @@ class TrainConfig:
     # eager where compiling fails on the machine (proxy_models/compile_cache.py, which also caches the compiled
     # code on disk); see RESULTS.md
     compile_mode: str = "auto"  # torch.compile's mode where blocks compile: one of COMPILE_MODES (auto: CUDA
-    # graphs for a solo dense run on CUDA, where a small model's step otherwise waits on the host)
+    # graphs for a solo dense run on CUDA whose small micro-steps would otherwise wait on the host)
     compile_scope: str = "auto"  # blocks (each its own graph, one compile for all) | trunk (all blocks one graph:
     # fewer calls a step, a longer cold compile) | auto (blocks; trunk under CUDA graphs)
     head: str = "auto"  # output head's loss: auto | full | chunked | fused (proxy_models/head.py)
