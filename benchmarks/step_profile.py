@@ -22,7 +22,7 @@ import time
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from gpu import peak_bytes, fresh_start, timed_steps  # benchmarks/gpu.py: this script's directory is on the path
+from gpu import fresh_start, peak_bytes, timed_steps  # benchmarks/gpu.py: this script's directory is on the path
 
 from proxy_models.data import DataConfig, load_corpus
 from proxy_models.memory import GIB
