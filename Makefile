@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(VENV)/bin/powersweep demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -X faulthandler -m pytest -q  # -X: a crash, even at exit, prints every thread's stack
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py
