@@ -13,7 +13,7 @@ import sys
 
 from cluster.jobs import SPEC_ENV, STORAGE_ENV, ClusterError
 from cluster.storage_check import check_shared_storage
-from sweeps.outcome import is_user_error, print_report
+from sweeps.outcome import is_user_error, one_line, print_report
 from sweeps.spec import spec_from_dict
 from sweeps.sweep import submit
 
@@ -27,7 +27,7 @@ def main() -> int:
     except Exception as err:
         if not (isinstance(err, ClusterError) or is_user_error(err)):
             raise
-        print(f"powersweep driver: error: {err}", file=sys.stderr, flush=True)
+        print(one_line(f"powersweep driver: error: {err}"), file=sys.stderr, flush=True)
         return 2
     return print_report(result)
 

@@ -27,7 +27,7 @@ from proxy_models.curves import DEFAULT_GRID
 from proxy_models.lineage import Attempt, train_lineage, train_packed_lineage
 from proxy_models.trainer import RunResult
 from sweeps.curves import curve_saver
-from sweeps.plan import LineageJob, PackedJob, gpu_share, short_hash, trial_budget_gib
+from sweeps.plan import LineageJob, PackedJob, gpu_share, settings_id, short_hash, trial_budget_gib
 from sweeps.progress import TIMED, ExecutionReport, StatusPrinter, Tracker, trials_done_callback, tune_callback
 from sweeps.store import ResultStore
 from sweeps.trackers import LineageLog, lineage_logs, tracking_root
@@ -122,7 +122,8 @@ def _git_sha() -> str | None:
 def store_row(result: RunResult, *, job: LineageJob, run_id: str, execution: dict | None = None) -> dict:
     """A trainer row plus the ids and provenance the store needs; `execution` adds to the row's execution
     record (e.g. that its pack was split after running out of memory)."""
-    row = {**result.to_row(), "run_id": run_id, "lineage_id": job.lineage_id, **provenance()}
+    row = {**result.to_row(), "run_id": run_id, "lineage_id": job.lineage_id,
+           "settings_id": settings_id(job.config), **provenance()}
     if execution:
         row["execution"] = json.dumps({**json.loads(result.execution or "{}"), **execution}, sort_keys=True)
     return row

@@ -21,6 +21,17 @@ USER_ERRORS = (("proxy_models.config", "ConfigError"), ("proxy_models.data", "Da
                ("analysis.errors", "AnalysisError"), ("sweeps.spec", "SpecError"), ("sweeps.schema", "StoreError"))
 
 
+MAX_LINE = 300  # characters of an error line shown to a person: longer ones are cut, ending in "..."
+
+
+def one_line(message: object, *, limit: int = MAX_LINE) -> str:
+    """`message` as one line of at most `limit` characters: whitespace runs (newlines too) become one space.
+    Every error line the command line and the job driver print goes through it, so that a value however large
+    (a 200 MB CSV header, a YAML document) never floods the terminal."""
+    line = " ".join(str(message).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def is_user_error(error: BaseException) -> bool:
     """Whether `error` is a user mistake (one of USER_ERRORS), without importing anything."""
     for module, name in USER_ERRORS:

@@ -220,9 +220,25 @@ def _optuna_plan(spec: SweepSpec, budgets: tuple[float, ...]) -> Plan:
     return Plan(sweep_id=spec.name, jobs=(), notes=(note,), studies=tuple(studies))
 
 
-def _job(config: TrainConfig, budgets: tuple[float, ...]) -> LineageJob:
+def _identity(config: TrainConfig) -> dict:
+    """What determines a trajectory: the resolved config less its length and how it executes."""
     excluded = ("tokens", "log_every_steps", "device", *EXECUTION_FIELDS)  # how a run executes is not its id
-    identity = {k: v for k, v in asdict(config).items() if k not in excluded}
+    return {k: v for k, v in asdict(config).items() if k not in excluded}
+
+
+def settings_id(config: TrainConfig) -> str:
+    """Hash of a run's training settings other than its cell and searched values (model, batch size, seed; lr
+    or power a, b, lr_max): runs with equal settings_id differ only in those, so analysis may average or
+    compare them; runs whose settings_id differ (another warmup, optimizer, corpus...) never share a cell."""
+    identity = _identity(config)
+    identity["schedule"] = {k: v for k, v in identity["schedule"].items() if k not in SEARCHED}
+    for name in ("model", "batch_size", "seed"):
+        del identity[name]
+    return short_hash(["settings", identity])
+
+
+def _job(config: TrainConfig, budgets: tuple[float, ...]) -> LineageJob:
+    identity = _identity(config)
     identity["compile"] = False  # an execution detail now; every id made before it was one hashed False
     if len(budgets) == 1 and config.schedule.name == "cosine":
         identity["tokens"] = budgets[0]  # a cosine trajectory is tied to its budget

@@ -95,6 +95,11 @@ COLUMNS: tuple[Column, ...] = (
            "tokens_per_s over the peak of the run's precision (bf16 on CUDA); null in rows from before it"),
     Column("parametrisation", _STR, False,
            "name / 'mup': every proxy model here is muP (proxy_models/model.py); null in rows from before it"),
+    Column("settings_id", _STR, False,
+           "id / hash of the run's training settings other than its cell (model, batch_size, tokens) and its "
+           "searched values (seed, lr, power_a, power_b, lr_max): warmup, decay, optimizer, data, model overrides; "
+           "rows of one cell and lr with different settings_id were trained differently and are never averaged; "
+           "null in rows from before it"),
     Column("device", _STR, False, "name / accelerator that trained the run, e.g. 'NVIDIA H100 80GB HBM3' or 'cpu'"),
     Column("phase", _STR, False,
            "label / 'final': a budget's result at the end of its decay (what analysis uses); 'trunk': the "

@@ -30,13 +30,13 @@ from pydantic import (
 from proxy_models.config import PRESETS, ConfigError, ProxyConfig, get_preset
 from proxy_models.run_config import COMPILE_MODES, COMPILE_SCOPES
 from proxy_models.schedules import DECAY_SHAPES
+from sweeps.outcome import one_line as _cut  # one error line, cut to a readable length
 from sweeps.safe_yaml import YamlLimitError, load_yaml
 
 _SUFFIX = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
 MAX_TOKENS = 1e15  # per budget: 1000x the largest budget of the paper's 3B models
 MAX_SEED = 2**32 - 1  # numpy's seed range
 MAX_NAME = 100  # characters: the name is a directory in the store and in Ray's storage
-MAX_MESSAGE = 300  # characters of an error line: the value shown in it is cut to fit
 GRID_WARNING = 10_000  # runs: `plan` and `submit` print the count above this
 GRID_LIMIT = 200_000  # runs: above this a spec is refused (planning alone would take minutes)
 LOGGERS = ("tensorboard", "mlflow", "wandb")  # run.loggers: experiment trackers (sweeps/trackers.py)
@@ -535,12 +535,6 @@ def _short(value: Any) -> str:
     short = reprlib.Repr()
     short.maxstring, short.maxother, short.maxlist, short.maxdict, short.maxlevel = 60, 60, 6, 4, 3
     return short.repr(value)
-
-
-def _cut(message: str) -> str:
-    """One line of at most MAX_MESSAGE characters."""
-    line = " ".join(message.split())
-    return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 3] + "..."
 
 
 def _one_line(error: dict, values: dict) -> str:

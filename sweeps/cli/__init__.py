@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if not is_user_error(err):
             raise
-        print(f"powersweep {args.command}: error: {err}", file=sys.stderr)
+        from sweeps.outcome import one_line
+
+        print(one_line(f"powersweep {args.command}: error: {err}"), file=sys.stderr)
         return 2
 
 
