@@ -17,6 +17,7 @@ from analysis.optimum import choose_schedule, find_optima
 from analysis.power_search import PowerSearch, power_search
 from analysis.regimes import CriticalBatch, Sensitivity, fit_critical_batch, label_regimes, sensitivity
 from analysis.errors import AnalysisError
+from analysis.run_settings import require_uniform_settings
 from analysis.table import DIVERGE_FACTOR, load_table, mark_blowups
 
 
@@ -123,6 +124,7 @@ def analyze(table: pd.DataFrame, **options) -> Analysis:
         table = load_table(table)
     table = mark_blowups(table, diverge_factor=settings.diverge_factor)
     schedule = choose_schedule(table, settings.schedule)
+    require_uniform_settings(table, {schedule, "power"} - {None})  # rows of one cell are averaged as seeds
     _require_results(table, schedule)
     power = power_search(table, n_boot=settings.n_boot, seed=settings.seed)
     notes = [f"skipped file {entry}" for entry in table.attrs.get("skipped_files", [])] + _input_notes(table)

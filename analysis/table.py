@@ -27,7 +27,7 @@ REQUIRED = ("model", "tokens", "batch_size", "lr", "loss_eval")
 # The columns of the store's schema that analysis reads (and `--map` can fill), in the order of its table.
 KNOWN = REQUIRED + (
     "run_id", "n_params", "seq_len", "status", "schedule", "power_a", "power_b", "lr_max", "seed", "sweep_id",
-    "git_sha", "parametrisation",
+    "git_sha", "parametrisation", "warmup_tokens", "decay_fraction", "decay_shape", "settings_id",
 )
 PARAMETRISATIONS = {"mup": "mup", "µp": "mup", "mu-p": "mup", "sp": "sp", "standard": "sp", "unknown": "unknown"}
 NUMERIC = tuple(name for name in KNOWN if pa.types.is_integer(SCHEMA.field(name).type)
@@ -37,6 +37,7 @@ BATCH_UNITS = ("sequences", "tokens")
 MAX_LR = 1e3  # no optimiser's peak lr is near this; larger values are a wrong column or unit
 MAX_BATCH_SIZE = 1e9  # sequences
 DIVERGE_FACTOR = 1.5  # a run whose loss is above 1.5x its cell's best loss diverged (see mark_blowups)
+SET_ASIDE_DIR = "set-aside"  # as sweeps.store.SET_ASIDE_DIR: a replaced sweep's runs must not mix with its new ones
 _SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 _READ_ERRORS = (OSError, ValueError, UnicodeDecodeError, pa.ArrowException, pd.errors.ParserError)
 
@@ -140,13 +141,14 @@ def _table_files(root: Path) -> list[Path]:
         p for p in root.rglob("*")
         if p.is_file() and p.suffix.lower() in _SUFFIXES
         and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
-        and not _is_curve_file(p.relative_to(root).parts)
+        and not _is_beside_results(p.relative_to(root).parts)
     )
 
 
-def _is_curve_file(parts: tuple[str, ...]) -> bool:
-    """A store's training curve (curves/sweep_id=<id>/...), read by analysis/curves.py, not a results file."""
-    return any(a == CURVES_DIR and b.startswith("sweep_id=") for a, b in zip(parts, parts[1:]))
+def _is_beside_results(parts: tuple[str, ...]) -> bool:
+    """A store's training curve (curves/sweep_id=<id>/..., read by analysis/curves.py) or a file it set aside
+    (set-aside/sweep_id=<id>/...: unreadable, or a sweep that `submit --replace` replaced), not a results file."""
+    return any(a in (CURVES_DIR, SET_ASIDE_DIR) and b.startswith("sweep_id=") for a, b in zip(parts, parts[1:]))
 
 
 def _with_partitions(frame: pd.DataFrame, relative: Path) -> pd.DataFrame:
@@ -212,6 +214,7 @@ def _validate(frame: pd.DataFrame, *, batch_unit: str, seq_len: int | None) -> p
     for name in NUMERIC:
         if name in out.columns:
             out[name] = _numeric(out[name], name)
+    _check_losses(out)  # before _fill_defaults, so a row is named by the table's own run_id
     out = _fill_defaults(out)
     out["batch_size"] = _batch_in_sequences(out, batch_unit, seq_len)
     out["status"] = _status(out)
@@ -233,7 +236,8 @@ def _require_columns(frame: pd.DataFrame) -> None:
 
 def _numeric(series: pd.Series, name: str) -> pd.Series:
     values = _as_float(series, name)
-    infinite = np.isinf(values) if name != "loss_eval" else pd.Series(False, index=values.index)  # inf loss: diverged
+    # An infinite loss is a diverged run (+inf, see _status) or a wrong sign (-inf, see _check_losses).
+    infinite = np.isinf(values) if name != "loss_eval" else pd.Series(False, index=values.index)
     if infinite.any():
         row = infinite.idxmax()
         raise AnalysisError(f"{name}={float(values[row])} in row {row}: must be a finite number; fix the table or "
@@ -257,10 +261,30 @@ def _as_float(series: pd.Series, name: str) -> pd.Series:
     return values
 
 
+def _check_losses(frame: pd.DataFrame) -> None:
+    """Refuse a negative loss: a held-out cross-entropy never is one, so the column or its sign is wrong.
+
+    NaN and +inf stay: they are how a diverged run's loss reads (see _status); -inf is no divergence.
+    """
+    negative = frame["loss_eval"] < 0
+    if negative.any():
+        row = negative.idxmax()
+        raise AnalysisError(f"loss_eval={_plain(frame['loss_eval'][row])} in {_row_name(frame, row)} "
+                            f"({int(negative.sum())} negative row(s)): a held-out loss in nats/token is never "
+                            "negative; fix the table or map loss to the loss column with --map loss=COLUMN")
+
+
+def _row_name(frame: pd.DataFrame, row) -> str:
+    """'run 'abc' (row 4)' where the table gives the row a run_id, else 'row 4'."""
+    run_id = frame["run_id"][row] if "run_id" in frame.columns else None
+    return f"run {str(run_id)!r} (row {row})" if pd.notna(run_id) else f"row {row}"
+
+
 def _fill_defaults(frame: pd.DataFrame) -> pd.DataFrame:
     defaults = {
         "run_id": None, "n_params": np.nan, "seq_len": np.nan, "status": "ok", "schedule": "unknown", "power_a": np.nan,
         "power_b": np.nan, "lr_max": np.nan, "seed": 0.0, "sweep_id": "", "git_sha": None, "lr": np.nan,
+        "warmup_tokens": np.nan, "decay_fraction": np.nan, "decay_shape": None, "settings_id": None,
     }
     for name, value in defaults.items():
         if name not in frame.columns:
@@ -340,7 +364,7 @@ def _status(frame: pd.DataFrame) -> pd.Series:
     if unknown.any():
         values = sorted(set(status[unknown]))
         raise AnalysisError(f"column 'status' has value(s) {values}: must be one of {', '.join(STATUSES)}")
-    # A NaN or infinite loss is a divergence whatever the status says; never a number to average.
+    # A NaN or +inf loss is a divergence whatever the status says; never a number to average (-inf: _check_losses).
     blown = status.eq("ok") & ~np.isfinite(frame["loss_eval"].to_numpy(dtype=float))
     return status.mask(blown, "diverged").astype(str)
 

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from cluster.jobs import SPEC_ENV, STORAGE_ENV, ClusterError
+from cluster.jobs import REPLACE_ENV, SPEC_ENV, STORAGE_ENV, ClusterError
 from cluster.storage_check import check_shared_storage
 from sweeps.outcome import is_user_error, one_line, print_report
 from sweeps.spec import spec_from_dict
@@ -23,7 +23,7 @@ def main() -> int:
     try:
         spec = spec_from_dict(json.loads(os.environ[SPEC_ENV]))
         result = submit(spec, storage=os.environ[STORAGE_ENV], address=os.environ.get("RAY_ADDRESS") or "auto",
-                        check_storage=check_shared_storage)
+                        check_storage=check_shared_storage, replace_sweep=os.environ.get(REPLACE_ENV) == "1")
     except Exception as err:
         if not (isinstance(err, ClusterError) or is_user_error(err)):
             raise

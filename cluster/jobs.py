@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 DRIVER = "python -m cluster.driver"  # run on the head node, in the job's working directory
 SPEC_ENV = "POWERSWEEP_SPEC"  # the resolved spec, as JSON
 STORAGE_ENV = "POWERSWEEP_STORAGE"  # the results store URI every node writes to
+REPLACE_ENV = "POWERSWEEP_REPLACE"  # "1": submit --replace (the stored sweep of the name is set aside)
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Never uploaded: environments, results, reports and caches (gitignore patterns; a leading / anchors the
 # pattern at the project root).
@@ -110,22 +111,24 @@ def _client(address: str, token: str | None = None):
         return JobSubmissionClient(address, headers=headers), source
 
 
-def runtime_env(spec: SweepSpec, storage: str) -> dict:
+def runtime_env(spec: SweepSpec, storage: str, *, replace_sweep: bool = False) -> dict:
     """The job's runtime environment: the project as working directory, the sweep in its environment."""
     return {
         "working_dir": PROJECT_ROOT,
         "excludes": EXCLUDES,
-        "env_vars": {SPEC_ENV: json.dumps(spec.to_dict()), STORAGE_ENV: storage},
+        "env_vars": {SPEC_ENV: json.dumps(spec.to_dict()), STORAGE_ENV: storage,
+                     REPLACE_ENV: "1" if replace_sweep else "0"},
     }
 
 
-def submit_job(spec: SweepSpec, *, storage: str, address: str, token: str | None = None) -> str:
+def submit_job(spec: SweepSpec, *, storage: str, address: str, token: str | None = None,
+               replace_sweep: bool = False) -> str:
     """Submit `spec`'s sweep driver as a Ray job at `address` (http://HOST:8265); returns the job id."""
     storage = cluster_storage(storage)
     client, source = _client(address, token)
     with _jobs_errors(address, source):
         return client.submit_job(
-            entrypoint=DRIVER, runtime_env=runtime_env(spec, storage),
+            entrypoint=DRIVER, runtime_env=runtime_env(spec, storage, replace_sweep=replace_sweep),
             submission_id=f"powersweep-{spec.name}-{uuid.uuid4().hex[:8]}",
             metadata={"sweep_id": spec.name, "storage": storage},
         )

@@ -165,6 +165,16 @@ def eval_batches(corpus: TokenCorpus, *, seq_len: int, batch_size: int,
     return list(zip(x.split(batch_size), y.split(batch_size)))
 
 
+def check_windows(corpus: TokenCorpus, *, seq_len: int, eval_tokens: int | None = None) -> None:
+    """Raise DataError unless `corpus` serves what every run of seq_len needs: train batches (`train_batch`)
+    and the held-out set (`eval_batches`, with `eval_tokens` of at least one window)."""
+    _require_tokens(corpus, "train", seq_len, windows=MIN_TRAIN_WINDOWS)
+    _require_tokens(corpus, "eval", seq_len, windows=1)
+    if eval_tokens is not None and eval_tokens < seq_len:
+        raise DataError(f"eval_tokens={eval_tokens} is less than one eval window of seq_len={seq_len} tokens: "
+                        f"raise train.data.eval_tokens to at least {seq_len}")
+
+
 def embedded_files(config: DataConfig | None = None) -> tuple[list[str], list[str]]:
     """(train, eval): the standard-library files of the embedded corpus, relative to `stdlib_root()`, sorted.
 

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from proxy_models.curves import DEFAULT_GRID
 from proxy_models.lineage import Attempt, train_lineage, train_packed_lineage
 from proxy_models.trainer import RunResult
 from sweeps.curves import curve_saver
+from sweeps.failures import fatal_stop, raise_fatal, reporting_fatal
 from sweeps.plan import LineageJob, PackedJob, gpu_share, settings_id, short_hash, trial_budget_gib
 from sweeps.progress import TIMED, ExecutionReport, StatusPrinter, Tracker, trials_done_callback, tune_callback
 from sweeps.store import ResultStore
@@ -177,16 +179,29 @@ def _train_job(members: Sequence[LineageJob], settings: ExecutionSettings, *, at
     curves = [_curve_writer(m, settings, on_curve, log) for m, log in zip(members, logs)] if recorded else None
     if len(members) == 1:
         m = members[0]
+        checkpoint_dir = _whole_curve(os.path.join(root, m.lineage_id), members, settings)
         return [train_lineage(m.config, m.budgets, trunk_at=m.trunk_tokens,
-                              checkpoint_dir=os.path.join(root, m.lineage_id), on_result=savers[0],
+                              checkpoint_dir=checkpoint_dir, on_result=savers[0],
                               on_curve=curves and curves[0], **common)]
     packed = PackedJob(tuple(members))
     checkpoint_dir = os.path.join(root, "pack-" + short_hash(sorted(m.lineage_id for m in members)))
+    checkpoint_dir = _whole_curve(checkpoint_dir, members, settings)
     return train_packed_lineage(packed.config, [m.config.schedule for m in members], packed.budgets,
                                 seeds=[m.config.seed for m in members], trunk_at=packed.trunk_tokens,
                                 checkpoint_dir=checkpoint_dir,
                                 on_result=lambda i, row: savers[i](row),
                                 on_curve=curves and (lambda i, points: curves[i](points)), **common)
+
+
+def _whole_curve(checkpoint_dir: str, members: Sequence[LineageJob], settings: ExecutionSettings) -> str:
+    """`checkpoint_dir`, emptied first when a member stores curves but has none stored (deleted, or set aside
+    as unreadable): resumed from its checkpoint, the lineage would store a curve without its earlier points,
+    so it trains again from the start (its stored rows are not written again)."""
+    store = ResultStore(settings.store_uri)
+    if settings.curves and os.path.isdir(checkpoint_dir) and any(
+            store.read_curve(sweep_id=settings.sweep_id, name=m.lineage_id) is None for m in members):
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return checkpoint_dir
 
 
 def _curve_writer(job: LineageJob, settings: ExecutionSettings,
@@ -339,16 +354,20 @@ TUNE_ENV = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_GLOBAL_CHECKPOINT_S
 
 
 def build_tuner(trainable: Callable, settings: ExecutionSettings, *, param_space: dict, callbacks: Sequence = (),
-                **tune_options):
+                stop=None, **tune_options):
     """The Tuner of a sweep: our resources, concurrency, retries and Tune settings; `tune_options` go to
-    TuneConfig (e.g. a search_alg and num_samples)."""
+    TuneConfig (e.g. a search_alg and num_samples). The trainable reports a deterministic error instead of
+    raising it (`sweeps.failures`), and `stop` (a `failures.fatal_stop()`) then ends every trial."""
     from ray import tune
 
     for name, value in TUNE_ENV.items():
         os.environ.setdefault(name, value)  # read by Tune when fit() starts; a value set by the user wins
     # Without its loggers Tune finds no result files per trial and would warn about every trial at the end.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    resources = tune.with_resources(trainable, _resources(settings) if settings.gpu_memory_bytes is not None
+    # Tune's experiment state is not the sweep's record (the store is): a failed save of it (a full disk) is
+    # no news to a person, and the trials' own writes say what went wrong in one line (sweeps/failures.py).
+    logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
+    resources = tune.with_resources(reporting_fatal(trainable), _resources(settings) if settings.gpu_memory_bytes is not None
                                     and "jobs" in param_space else
                                     {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
     return tune.Tuner(
@@ -359,7 +378,7 @@ def build_tuner(trainable: Callable, settings: ExecutionSettings, *, param_space
         run_config=tune.RunConfig(
             name=settings.sweep_id, storage_path=os.path.abspath(os.path.join(settings.checkpoint_root, "ray")),
             failure_config=tune.FailureConfig(max_failures=settings.max_retries), verbose=0,
-            callbacks=list(callbacks),
+            callbacks=list(callbacks), stop=stop,
         ),
     )
 
@@ -389,6 +408,8 @@ def init_ray(settings: ExecutionSettings) -> None:
         if local:  # it ends with this driver and listens on 127.0.0.1 only
             local_only.enter_context(ray_of_this_driver())
             local_only.enter_context(loopback_only())
+            # Whether this private Ray uses a token is no news at every submit: keep stderr to our lines.
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(address=settings.address or "local", include_dashboard=False, configure_logging=False,
                  log_to_driver=False)
 
@@ -437,12 +458,18 @@ def execute(jobs: Sequence[LineageJob | PackedJob], settings: ExecutionSettings,
     if settings.gpu_memory_bytes is not None:  # the largest share stands for all in the checks below
         settings = replace(settings, gpus_per_trial=max(trial_gpus(g, settings) for g in groups))
     check_resources(settings)
-    printer = StatusPrinter(tracker, stream=stream)
+    printer, stop = StatusPrinter(tracker, stream=stream), fatal_stop()
     tuner = build_tuner(_trial, settings, param_space={"jobs": tune.grid_search(groups), "settings": settings},
-                        callbacks=[tune_callback(printer)])
+                        callbacks=[tune_callback(printer)], stop=stop)
     failed = sum(1 for r in tuner.fit() if r.error is not None)
     printer.update(final=True)
+    raise_fatal(stop, log_dirs=log_dirs(settings))
     return tracker.report(failed_trials=failed, slots=slots(settings, len(groups)))
+
+
+def log_dirs(settings: ExecutionSettings) -> list[str]:
+    """Where a trial's traceback is written for a person: beside the sweep's checkpoints (local)."""
+    return [os.path.join(settings.checkpoint_root, settings.sweep_id, "logs")]
 
 
 def fit(trainable: Callable, settings: ExecutionSettings, *, param_space: dict, total: int, **tune_options) -> int:
@@ -450,6 +477,9 @@ def fit(trainable: Callable, settings: ExecutionSettings, *, param_space: dict, 
     trial; returns the number of trials that errored."""
     init_ray(settings)
     check_resources(settings)
+    stop = fatal_stop()
     tuner = build_tuner(trainable, settings, param_space=param_space, callbacks=[trials_done_callback(total)],
-                        **tune_options)
-    return sum(1 for r in tuner.fit() if r.error is not None)
+                        stop=stop, **tune_options)
+    failed = sum(1 for r in tuner.fit() if r.error is not None)
+    raise_fatal(stop, log_dirs=log_dirs(settings))
+    return failed

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import json
@@ -24,7 +25,7 @@ import uuid
 
 import psutil
 
-from sweeps.store import ResultStore, StoreError
+from sweeps.store import ResultStore, StoreError, write_failure
 
 LOCK_NAME = "driver.lock"
 
@@ -74,20 +75,47 @@ class SweepLock:
             self._claim(ResultStore(self.storage))
         return self
 
+    def check(self) -> None:
+        """SweepLockError if another driver holds the lock now; takes nothing and writes nothing, so a driver
+        can refuse before it starts Ray or writes (`__enter__` still decides)."""
+        local = _local_path(self.storage)
+        if local is None:
+            try:
+                owner = ResultStore(self.storage).read_json(self.relpath)
+            except StoreError:
+                return
+            if owner and is_alive(owner) is not False and owner.get("token") != self._me["token"]:
+                raise self._held(owner, f"{self.storage.rstrip('/')}/{self.relpath}", claim=True)
+            return
+        path = os.path.join(local, "sweeps", self.sweep_id, LOCK_NAME)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return  # no lock file: nobody holds it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise self._held(_read_owner(fd), path) from None
+        finally:
+            os.close(fd)  # closing drops the probe's own flock
+
     def __exit__(self, *exc) -> None:
         if self._fd is not None:
+            with contextlib.suppress(OSError):  # a driver that ends leaves no holder behind to "take over" from
+                os.ftruncate(self._fd, 0)
             os.close(self._fd)  # releases the flock; the file stays (unlinking it would race a next holder)
             self._fd = None
         elif self._store is not None:
             self._store.delete(self.relpath)
 
     def _flock(self, path: str) -> None:
+        made = _missing_dirs(os.path.dirname(path))
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
-            raise StoreError(f"storage {self.storage!r}: cannot take the sweep's lock {path} ({error.strerror}): "
-                             "make the store writable for this user, or give another --storage") from None
+            _remove_dirs(made)
+            raise self._unwritable(path, error) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -95,9 +123,19 @@ class SweepLock:
             os.close(fd)
             raise self._held(owner, path) from None
         self.previous = _read_owner(fd) or None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(self._me).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(self._me).encode(), 0)
+        except OSError as error:  # a full disk: leave no empty lock behind, nor a sweep directory it made
+            os.close(fd)
+            if made:
+                os.remove(path)
+            _remove_dirs(made)
+            raise self._unwritable(path, error) from None
         self._fd = fd
+
+    def _unwritable(self, path: str, error: OSError) -> StoreError:
+        return StoreError(f"storage {self.storage!r}: cannot take the sweep's lock {path}: {write_failure(error)}")
 
     def _claim(self, store: ResultStore) -> None:
         try:
@@ -119,6 +157,23 @@ class SweepLock:
             "wait for it to finish or stop it"
         return SweepLockError(f"sweep {self.sweep_id!r} in {self.storage!r} is being run by another driver, "
                               f"{describe(owner)}: {fix}; one driver per sweep at a time")
+
+
+def _missing_dirs(directory: str) -> list[str]:
+    """The directories `os.makedirs(directory)` would create, deepest first."""
+    missing = []
+    while directory and not os.path.exists(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    return missing
+
+
+def _remove_dirs(directories: list[str]) -> None:
+    for directory in directories:  # deepest first; only those still empty
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return
 
 
 def _read_owner(fd: int) -> dict:

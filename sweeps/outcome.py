@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 # (module, exception class) of every user mistake the sweep libraries raise. Looked up only among modules
 # already imported (an error can only come from a module that was), so asking imports nothing.
 USER_ERRORS = (("proxy_models.config", "ConfigError"), ("proxy_models.data", "DataError"),
-               ("analysis.errors", "AnalysisError"), ("sweeps.spec", "SpecError"), ("sweeps.schema", "StoreError"))
+               ("analysis.errors", "AnalysisError"), ("sweeps.spec", "SpecError"), ("sweeps.schema", "StoreError"),
+               ("sweeps.failures", "SweepFailure"))
 
 
 MAX_LINE = 300  # characters of an error line shown to a person: longer ones are cut, ending in "..."
@@ -49,8 +50,12 @@ def print_report(result: SubmitResult) -> int:
     print(format_plan(result.plan), file=sys.stderr)
     if result.replaced_lock:
         print(f"took over the sweep's lock from a driver that is gone: {result.replaced_lock}", file=sys.stderr)
+    if result.replaced:
+        print(f"--replace: the sweep's earlier rows, curves and spec were moved aside, kept: {result.replaced}",
+              file=sys.stderr)
     for moved in result.set_aside:
-        print(f"moved aside an unreadable result file, its run trained again: {moved}", file=sys.stderr)
+        kind = "curve file, its lineage" if "/curves/" in moved.split(" -> ")[0] else "result file, its run"
+        print(f"moved aside an unreadable {kind} trained again: {moved}", file=sys.stderr)
     if result.lineages_run and result.execution is not None:
         print(result.execution.format(), file=sys.stderr)
     print(f"ran {result.lineages_run} lineages ({result.failed_trials} failed); results in {result.storage}")
@@ -74,6 +79,7 @@ def status_lines(s: dict) -> list[str]:
     lines += [f"  unreadable, skipped (resume moves a planned run's file aside and trains it again): {report}"
               for report in s["unreadable_files"]]
     lines += [f"  set aside earlier (kept, never read): {uri}" for uri in s["set_aside_files"]]
+    lines += [f"  replaced by --replace (kept, never read): {uri}" for uri in s.get("replaced", [])]
     lines += [f"  {cell['model']:<12} batch {cell['batch_size']:>4}  tokens {cell['tokens']:>12,}  "
               f"runs {cell['runs_done']}" for cell in s["cells"]]
     for group in s.get("adaptive", []):

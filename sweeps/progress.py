@@ -99,7 +99,10 @@ class Tracker:
         self.first_row: tuple[float, float] | None = None  # (clock, fraction_done) once the first row is stored
 
     def on_report(self, trial_id: str, report: dict) -> bool:
-        """Take one trial report; True if it stored a row not seen before."""
+        """Take one trial report; True if it stored a row not seen before (a trial's report of a deterministic
+        error, `sweeps.failures`, stores none)."""
+        if "run_id" not in report:
+            return False
         self.work[(trial_id, report["worker_pid"])] = report
         self.first_trial_at = min(self.first_trial_at, report.get("started_at", math.inf))
         run_id = report["run_id"]

@@ -6,6 +6,8 @@ Layout under the root of the URI::
     results/sweep_id=<sweep_id>/<name>.parquet   # one file per write(), columns of SCHEMA minus sweep_id
     curves/sweep_id=<sweep_id>/<lineage_id>.parquet   # a lineage's training curve (sweeps/curves.py)
     set-aside/sweep_id=<sweep_id>/<name>.<UTC time>.parquet   # unreadable files moved out of results/, kept
+    set-aside/sweep_id=<sweep_id>/<name>.curve.<UTC time>.parquet   # unreadable curve files, kept
+    set-aside/sweep_id=<sweep_id>/replaced-<UTC time>/   # a sweep's results, curves and spec before --replace
     <any other relpath>.json                     # small metadata files, e.g. sweeps/<sweep_id>/spec.json
 
 Every file appears whole or not at all. Object stores (s3, gcs, azure) replace an object
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -58,6 +61,7 @@ logger = logging.getLogger(__name__)
 
 RESULTS_DIR = "results"
 SET_ASIDE_DIR = "set-aside"  # unreadable result files moved out of the way: kept for a person, never read
+REPLACED_PREFIX = "replaced-"  # set-aside/sweep_id=<id>/replaced-<time>/: a sweep's files before --replace
 PARTITION = "sweep_id"
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _HIDDEN_PREFIXES = (".", "_")  # the prefixes pyarrow.dataset discovery skips by default
@@ -98,6 +102,11 @@ class ResultStore:
     def filesystem(self) -> pafs.FileSystem:
         """The pyarrow filesystem holding the store, for other readers such as ``pyarrow.dataset``."""
         return self._fs
+
+    @property
+    def local_dir(self) -> str | None:
+        """The store's directory on this machine's filesystem; None for an object store or other remote one."""
+        return self._root if isinstance(self._fs, pafs.LocalFileSystem) else None
 
     @property
     def results_dir(self) -> str:
@@ -166,12 +175,67 @@ class ResultStore:
             name = posixpath.basename(path).removesuffix(".parquet")
             reason = self._load_file(path) if name in names else None
             if isinstance(reason, str):
-                stamp = _now().strftime("%Y%m%dT%H%M%S%fZ")
-                relpath = f"{SET_ASIDE_DIR}/{PARTITION}={sweep_id}/{name}.{stamp}.parquet"
-                self._guarded("move an unreadable result file aside", relpath,
-                              lambda: self._move(path, self._path(relpath)))
-                moved.append(f"{self._uri_of(path)} -> {self._uri(relpath)} ({reason})")
+                moved.append(self._move_aside(path, sweep_id, "result", reason))
         return moved
+
+    def _move_aside(self, path: str, sweep_id: str, kind: str, reason: str) -> str:
+        """Move an unreadable ``kind`` file ('result' or 'curve') to the sweep's set-aside folder, where
+        ``set_aside_files`` lists it; returns "<old URI> -> <new URI> (<reason>)"."""
+        name = posixpath.basename(path).removesuffix(".parquet")
+        stamp = _now().strftime("%Y%m%dT%H%M%S%fZ")
+        suffix = ".curve" if kind == "curve" else ""
+        relpath = f"{SET_ASIDE_DIR}/{PARTITION}={sweep_id}/{name}{suffix}.{stamp}.parquet"
+        self._guarded(f"move an unreadable {kind} file aside", relpath, lambda: self._move(path, self._path(relpath)))
+        return f"{self._uri(posixpath.relpath(path, self._root))} -> {self._uri(relpath)} ({reason})"
+
+    def set_aside_curves(self, *, sweep_id: str) -> list[str]:
+        """Move each of the sweep's curve files that cannot be read to ``set-aside/`` (kept, never read), as
+        ``set_aside`` does for results: a lineage trained again writes a new curve, never into a broken one.
+        Returns ``"<old URI> -> <new URI> (<reason>)"`` for each file moved."""
+        moved = []
+        for path in self._curve_files(sweep_id):
+            reason = self._load_curve(path)
+            if isinstance(reason, str):
+                moved.append(self._move_aside(path, sweep_id, "curve", reason))
+        return moved
+
+    def unreadable_curves(self, *, sweep_id: str) -> list[str]:
+        """"<URI>: <reason>" for each of the sweep's curve files that cannot be read."""
+        paths = self._curve_files(sweep_id)
+        loaded = _map_threads(self._load_curve, paths)
+        return [f"{self._uri(posixpath.relpath(p, self._root))}: {why}" for p, why in zip(paths, loaded)
+                if isinstance(why, str)]
+
+    def replace_sweep(self, *, sweep_id: str) -> str | None:
+        """Move every result and curve file of the sweep, and its stored spec, to
+        ``set-aside/sweep_id=<id>/replaced-<UTC time>/`` (kept, never read), so that the sweep starts empty.
+        Returns that folder's URI, or None when the sweep had nothing stored."""
+        _check_segment("sweep_id", sweep_id)
+        stamp = _now().strftime("%Y%m%dT%H%M%S%fZ")
+        folder = f"{SET_ASIDE_DIR}/{PARTITION}={sweep_id}/{REPLACED_PREFIX}{stamp}"
+        spec = self._path(f"sweeps/{sweep_id}/spec.json")
+        moves = [(p, f"{folder}/{RESULTS_DIR}/{posixpath.basename(p)}") for p in self._result_files(sweep_id)]
+        moves += [(p, f"{folder}/{CURVES_DIR}/{posixpath.basename(p)}") for p in self._curve_files(sweep_id)]
+        if self._fs.get_file_info(spec).is_file:
+            moves.append((spec, f"{folder}/spec.json"))
+        for source, relpath in moves:
+            self._guarded("move a replaced sweep's file aside", relpath, lambda: self._move(source, self._path(relpath)))
+        return self._uri(folder) if moves else None
+
+    def replaced(self, *, sweep_id: str) -> list[str]:
+        """"<URI> (<n> rows, <m> curves)" for each earlier version of the sweep that ``replace_sweep`` set
+        aside, oldest first."""
+        _check_segment("sweep_id", sweep_id)
+        base = self._path(f"{SET_ASIDE_DIR}/{PARTITION}={sweep_id}")
+        infos = self._fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+        found = []
+        for name in sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory
+                           and i.base_name.startswith(REPLACED_PREFIX)):
+            counts = [len(self._fs.get_file_info(pafs.FileSelector(f"{base}/{name}/{kind}", allow_not_found=True)))
+                      for kind in (RESULTS_DIR, CURVES_DIR)]
+            found.append(f"{self._uri(f'{SET_ASIDE_DIR}/{PARTITION}={sweep_id}/{name}')} ({counts[0]} rows, "
+                         f"{counts[1]} curves)")
+        return found
 
     def set_aside_files(self, *, sweep_id: str) -> list[str]:
         """URIs of the files ``set_aside`` moved out of the sweep's partition, oldest first."""
@@ -224,6 +288,8 @@ class ResultStore:
         _check_segment("name", name)
         relpath = f"{CURVES_DIR}/{PARTITION}={sweep_id}/{name}.parquet"
         old = self._load_curve(self._path(relpath))
+        if isinstance(old, str):  # broken since the sweep started: kept aside, never silently overwritten
+            logger.warning("results store %s: %s", self.uri, self._move_aside(self._path(relpath), sweep_id, "curve", old))
         self._put(self._path(relpath), _parquet_bytes(merge_points(old if isinstance(old, pa.Table) else None, rows)))
         return self._uri(relpath)
 
@@ -275,10 +341,7 @@ class ResultStore:
         try:
             return action()
         except OSError as error:
-            reason = error.strerror or str(error).splitlines()[0]
-            raise StoreError(f"storage URI {self.uri!r}: cannot {what} ({relpath}: {type(error).__name__}: "
-                             f"{reason}): make the store "
-                             "writable for this user, or give another --storage") from None
+            raise StoreError(f"storage URI {self.uri!r}: cannot {what} ({relpath}): {write_failure(error)}") from None
 
     def _move(self, source: str, destination: str) -> None:
         self._fs.create_dir(posixpath.dirname(destination), recursive=True)
@@ -427,6 +490,21 @@ def _drop_duplicates(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     kept = newest_last.drop_duplicates([PARTITION, "run_id"], keep="last")
     kept = kept.sort_values([PARTITION, "run_id"], kind="stable").reset_index(drop=True)
     return kept, len(frame) - len(kept)
+
+
+# errno -> what a person can do about a write the filesystem refused
+_WRITE_FIXES = {
+    errno.ENOSPC: "free space on that filesystem, or give another --storage",
+    errno.EDQUOT: "raise the disk quota or free space under it, or give another --storage",
+    errno.EROFS: "the filesystem is read-only: give a writable --storage",
+}
+
+
+def write_failure(error: OSError) -> str:
+    """'<reason>: <fix>' for a write the filesystem refused: a full disk is not a permission problem."""
+    reason = os.strerror(error.errno) if error.errno else error.strerror or str(error).splitlines()[0]
+    fix = _WRITE_FIXES.get(error.errno, "make the store writable for this user, or give another --storage")
+    return f"[errno {error.errno}] {reason}: {fix}"
 
 
 def _map_threads(function: Callable[[str], T], items: list[str]) -> list[T]:

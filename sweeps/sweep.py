@@ -3,15 +3,19 @@ and the store."""
 
 from __future__ import annotations
 
-import glob
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import psutil
+
 from sweeps.curves import curve_status
-from sweeps.execute import ExecutionSettings, execute, missing_rows, trial_gpus
+from sweeps.execute import ExecutionSettings, check_resources, execute, init_ray, missing_rows, trial_gpus
+from sweeps.identity import differences
 from sweeps.lock import SweepLock, describe, holder
 from sweeps.plan import Plan, plan, spec_gpu_bytes
+from sweeps.preflight import check_data, check_free_space, check_host_memory, check_writable
 from sweeps.progress import ExecutionReport
 from sweeps.spec import SpecError, SweepSpec, spec_from_dict
 from sweeps.store import ResultStore, StoreError
@@ -31,6 +35,7 @@ class SubmitResult:
     set_aside: tuple[str, ...] = ()  # unreadable result files moved out of results/ before training ("old -> new")
     unreadable: tuple[str, ...] = ()  # planned rows the store still cannot read at the end, "run_id: why"
     replaced_lock: str | None = None  # the dead driver whose lock this one took over
+    replaced: str | None = None  # with --replace: where the sweep's earlier rows, curves and spec were moved
 
 
 def spec_path(sweep_id: str) -> str:
@@ -38,12 +43,17 @@ def spec_path(sweep_id: str) -> str:
 
 
 def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None = None,
-           check_storage: StorageCheck | None = None) -> SubmitResult:
+           check_storage: StorageCheck | None = None, replace_sweep: bool = False) -> SubmitResult:
     """Run what the store lacks of `spec`'s plan; the resolved spec is stored next to the results.
 
-    The store decides what is done: a row counts only if its file reads; an unreadable file of a planned row is
-    moved aside (kept, see `ResultStore.set_aside`) and its run trained again. One driver per sweep at a time
-    (`SweepLock`). A store with nothing to do is only read, so a read-only finished store can be resumed.
+    A sweep's identity is its settings (`sweeps.identity`): a spec whose settings differ from the stored
+    sweep's of the same name is refused (SpecError naming the fields), unless `replace_sweep`, which moves the
+    stored rows, curves and spec aside (kept, named by `status`) and starts the sweep afresh; grids may change.
+    Everything that can be checked before a trial runs is (`sweeps.preflight`, Ray's resources and each CPU
+    trial's memory): a refusal writes nothing. The store decides what is done: a row counts only if its file
+    reads; an unreadable row or curve file of the sweep is moved aside (kept, see `ResultStore.set_aside`)
+    and its run trained again. One driver per sweep at a time (`SweepLock`). A store with nothing to do is
+    only read, so a read-only finished store can be resumed.
     On an existing cluster (`address` neither None nor "local"), `check_storage(storage, address=address)` runs
     before anything is stored, e.g. `cluster.storage_check.check_shared_storage`: every node must see the store.
     """
@@ -54,15 +64,68 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
         check_storage(storage, address=address)
     store, p = ResultStore(storage), plan(spec, gpu_bytes=gpu_memory(spec))
     p = replace(p, notes=p.notes + check_gpu_shares(spec, p))  # before anything is stored: may refuse
-    if not p.studies and _complete(store, spec, p):
+    _check_settings(store, spec, replace_sweep=replace_sweep)
+    if not replace_sweep and not p.studies and _complete(store, spec, p):
         return SubmitResult(plan=p, lineages_run=0, failed_trials=0, storage=storage, execution=None)
+    settings = _settings(spec, p, storage, address)
+    SweepLock(storage, spec.name).check()  # another driver at work: refused before Ray starts
+    local_ray = address in (None, "local")
+    if local_ray and not settings.uses_gpu:
+        check_host_memory(p, node_bytes=psutil.virtual_memory().available, where="this machine (available now)")
+    _check_room(store, p, settings, stored_rows=0 if replace_sweep else len(store.run_ids(sweep_id=spec.name)))
+    _start_ray(settings, p, check_memory=not local_ray)
     with SweepLock(storage, spec.name) as lock:
+        replaced = _replace(store, settings) if replace_sweep else None
         _store_spec(store, spec)
-        settings = _settings(spec, p, storage, address)
-        set_aside = tuple(store.set_aside(sweep_id=spec.name, names=_planned_rows(p, store, settings)))
+        set_aside = (*store.set_aside(sweep_id=spec.name, names=_planned_rows(p, store, settings)),
+                     *store.set_aside_curves(sweep_id=spec.name))
         result = _run(spec, p, store, settings)
     return replace(result, set_aside=set_aside, unreadable=_unreadable(store, p, result, settings),
-                   replaced_lock=lock.previous and describe(lock.previous))
+                   replaced_lock=lock.previous and describe(lock.previous), replaced=replaced)
+
+
+def _check_settings(store: ResultStore, spec: SweepSpec, *, replace_sweep: bool) -> None:
+    """SpecError when the store holds a sweep of this name whose settings differ from `spec`'s (unless it is
+    to be replaced): its rows and the new ones would be mixed as if they were one sweep's."""
+    try:
+        stored = stored_spec(store.uri, sweep_id=spec.name)
+    except SpecError:
+        return  # no sweep of this name yet, or a spec unreadable: the submitted one is stored
+    changed = differences(stored, spec)
+    if changed and not replace_sweep:
+        raise SpecError(f"sweep {spec.name!r} in {store.uri!r} holds runs of other settings, which would mix with "
+                        f"these ({'; '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}): give the spec a new "
+                        "name, or submit with --replace to move the stored runs aside (kept)")
+
+
+def _check_room(store: ResultStore, p: Plan, settings: ExecutionSettings, *, stored_rows: int) -> None:
+    """On a local store: every directory the sweep writes takes a file, and the disk has room for the plan."""
+    local = store.local_dir
+    if local is None:
+        return
+    sweep = settings.sweep_id
+    check_writable([os.path.join(local, "results", f"sweep_id={sweep}"), os.path.join(local, "curves",
+                    f"sweep_id={sweep}"), os.path.join(local, "sweeps", sweep), os.path.join(local, "set-aside"),
+                    os.path.join(settings.checkpoint_root, sweep)])
+    check_free_space(p, directory=local, stored_rows=stored_rows)
+
+
+def _start_ray(settings: ExecutionSettings, p: Plan, *, check_memory: bool) -> None:
+    """Start (or join) Ray and check, before anything is written, that a trial's CPUs and GPUs fit a node and
+    (`check_memory`, on a cluster) that a CPU trial's estimated memory fits the largest node's."""
+    import ray
+
+    init_ray(settings)
+    check_resources(settings)
+    if check_memory and not settings.uses_gpu:
+        memory = max((node["Resources"].get("memory", 0.0) for node in ray.nodes() if node.get("Alive")), default=0.0)
+        check_host_memory(p, node_bytes=memory, where="the largest node of the cluster")
+
+
+def _replace(store: ResultStore, settings: ExecutionSettings) -> str | None:
+    """Set the stored sweep aside for --replace; its lineage checkpoints (caches of its runs) are deleted."""
+    shutil.rmtree(os.path.join(settings.checkpoint_root, settings.sweep_id), ignore_errors=True)
+    return store.replace_sweep(sweep_id=settings.sweep_id)
 
 
 def gpu_memory(spec: SweepSpec) -> int | None:
@@ -101,18 +164,6 @@ def check_gpu_shares(spec: SweepSpec, p: Plan) -> tuple[str, ...]:
     return tuple(sorted(n for n in notes if n))
 
 
-def check_data(spec: SweepSpec) -> None:
-    """The spec's data source and tokenizer must exist where the driver runs, before anything is stored or any
-    trial starts (a missing file would otherwise fail inside every trial, retries included)."""
-    data = spec.train.data
-    if data.source != "embedded" and not glob.glob(os.path.expanduser(data.source), recursive=True):
-        raise SpecError(f"train.data.source={data.source!r}: no such file, directory or glob match here: give an "
-                        "existing text file, directory, glob or .bin token file, or 'embedded'")
-    if data.tokenizer is not None and not os.path.isfile(os.path.expanduser(data.tokenizer)):
-        raise SpecError(f"train.data.tokenizer={data.tokenizer!r}: no such file: give a tokenizer.json, or leave it "
-                        "out for bytes")
-
-
 def _settings(spec: SweepSpec, p: Plan, storage: str, address: str | None) -> ExecutionSettings:
     return ExecutionSettings(
         store_uri=storage, sweep_id=spec.name, checkpoint_root=_checkpoint_root(storage),
@@ -136,7 +187,7 @@ def _planned_rows(p: Plan, store: ResultStore, settings: ExecutionSettings) -> f
 def _run(spec: SweepSpec, p: Plan, store: ResultStore, settings: ExecutionSettings) -> SubmitResult:
     storage = settings.store_uri
     prepare(settings.loggers, settings.tracking_root, spec.name)
-    stored = store.run_ids(sweep_id=spec.name)
+    stored = _stored_for_planning(p, store, settings)
     jobs = [j for j in (missing_rows(trial, stored) for trial in p.trials) if j is not None]
     if p.studies:
         from sweeps.search import run_studies  # imports Ray and Optuna: only when a search runs
@@ -155,6 +206,18 @@ def _run(spec: SweepSpec, p: Plan, store: ResultStore, settings: ExecutionSettin
     report = execute(jobs, settings)
     return SubmitResult(plan=p, lineages_run=sum(len(j.members) for j in jobs), failed_trials=report.failed_trials,
                         storage=storage, execution=report)
+
+
+def _stored_for_planning(p: Plan, store: ResultStore, settings: ExecutionSettings) -> set[str]:
+    """The stored row ids the missing jobs are planned from. A lineage that lacks rows and its curve (deleted,
+    or set aside as unreadable) trains all its budgets again from the start, so that its new curve is whole:
+    its stored rows count as missing here (they are not written again, `execute._saver`)."""
+    stored = store.run_ids(sweep_id=settings.sweep_id)
+    if not settings.curves:
+        return stored
+    curves = store.curve_names(sweep_id=settings.sweep_id)
+    redo = {r for j in p.jobs if j.lineage_id not in curves and not set(j.row_ids) <= stored for r in j.row_ids}
+    return stored - redo
 
 
 def _complete(store: ResultStore, spec: SweepSpec, p: Plan) -> bool:
@@ -186,8 +249,7 @@ def _unreadable(store: ResultStore, p: Plan, result: SubmitResult, settings: Exe
     missing = sorted(set(_planned_rows(p, store, settings)) - set(read.table["run_id"]))
     why = (f"{result.failed_trials} trials failed: see their errors above" if result.failed_trials else
            "no trial wrote it")
-    corrupt = {report.split(": ", 1)[0].rsplit("/", 1)[-1].removesuffix(".parquet"): report
-               for report in read.corrupt_files}
+    corrupt = {_file_name(report): report for report in read.corrupt_files}
     return tuple(f"{r}: {corrupt.get(r, why)}" for r in missing)
 
 
@@ -216,7 +278,9 @@ def stored_spec(storage: str, *, sweep_id: str | None = None) -> SweepSpec:
 
 
 def _only_sweep(storage: str) -> str:
-    names = sorted(os.listdir(os.path.join(storage, "sweeps"))) if os.path.isdir(os.path.join(storage, "sweeps")) else []
+    root = os.path.join(storage, "sweeps")
+    names = sorted(n for n in os.listdir(root) if os.path.isfile(os.path.join(root, n, "spec.json"))) \
+        if os.path.isdir(root) else []
     if not names:
         where = "does not exist" if not os.path.exists(storage) else "holds no sweep (no sweeps/<name>/spec.json)"
         raise SpecError(f"storage {storage!r} {where}: give the directory a sweep was submitted to (its --storage, "
@@ -240,14 +304,18 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     """Per-state counts of the planned budget results, per-cell (model, batch_size, tokens) progress, the
     trunk evaluations (planned, stored, missing) counted apart, the files in the sweep's results that cannot
     be read ("<URI>: <reason>"; their rows count as missing), those moved aside by an earlier resume, and how
-    many lineages have a stored curve (``curves``: lineages, stored)."""
+    many lineages have a readable stored curve (``curves``: lineages, stored; an unreadable curve file is
+    named with the unreadable files), and the earlier versions of the sweep that --replace set aside."""
     spec = stored_spec(storage, sweep_id=sweep_id)
     store = ResultStore(storage)
     read = store.read(sweep_id=spec.name)
     table = read.table
     p = plan(spec)
-    files = {"unreadable_files": read.corrupt_files, "set_aside_files": store.set_aside_files(sweep_id=spec.name)}
-    curves = store.curve_names(sweep_id=spec.name)
+    broken_curves = store.unreadable_curves(sweep_id=spec.name)
+    files = {"unreadable_files": read.corrupt_files + broken_curves,
+             "set_aside_files": store.set_aside_files(sweep_id=spec.name),
+             "replaced": store.replaced(sweep_id=spec.name)}
+    curves = store.curve_names(sweep_id=spec.name) - {_file_name(report) for report in broken_curves}
     if p.searches:
         adaptive = _adaptive_status(spec.name, p, table)
         return {**adaptive, **files, "curves": curve_status(curves, set(table["lineage_id"]), on=spec.run.curves)}
@@ -261,6 +329,11 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     trunk = {"planned": p.trunk_rows, "done": trunk_done, "missing": max(p.trunk_rows - trunk_done, 0)}
     return {"sweep_id": spec.name, "planned": p.runs, "counts": counts, "cells": cells.to_dict("records"),
             "trunk": trunk, **files, "curves": curve_status(curves, lineages, on=spec.run.curves)}
+
+
+def _file_name(report: str) -> str:
+    """'<URI>/<name>.parquet: <reason>' -> '<name>'."""
+    return report.split(": ", 1)[0].rsplit("/", 1)[-1].removesuffix(".parquet")
 
 
 def _adaptive_status(sweep_id: str, p: Plan, table) -> dict:

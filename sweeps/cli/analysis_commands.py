@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from analysis.errors import AnalysisError
 BATCH_UNITS = ("sequences", "tokens")  # as analysis.table.BATCH_UNITS, which imports pandas
 DIVERGE_FACTOR = 1.5  # as analysis.table.DIVERGE_FACTOR
 BAND = 0.0025  # as analysis.pipeline.Settings.band_eps
+PROBE_PREFIX = ".powersweep-write-probe-"  # hidden: a table directory's reader skips it (analysis.table)
 WATCH_INTERVAL_S = 5.0  # a sweep's results land every few seconds at most; polling is a directory listing
 
 
@@ -135,9 +137,19 @@ def watch_command(args: argparse.Namespace) -> int:
 
 
 def _check_out_dir(out: str) -> None:
+    """Refuse an --out the report cannot be written to now, not after minutes of bootstrap: create and remove a
+    hidden file in it, or, while it does not exist, in its nearest existing parent (where it will be created;
+    creating it now would leave an empty directory behind a table that then fails to load)."""
     path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise AnalysisError(f"--out {out}: is a file, not a directory; pass a directory for the report")
+    try:  # exists() too may fail, e.g. on a parent this user may not list
+        if path.exists() and not path.is_dir():
+            raise AnalysisError(f"--out {out}: is a file, not a directory; pass a directory for the report")
+        existing = next(p for p in (path, *path.parents) if p.exists())  # '.' or '/' ends the walk
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=PROBE_PREFIX):
+            pass
+    except OSError as err:
+        raise AnalysisError(f"--out {out}: cannot write the report there ({err.strerror or err}); give a writable "
+                            "directory with --out DIR") from None
 
 
 def add_predict_parser(subparsers) -> argparse.ArgumentParser:

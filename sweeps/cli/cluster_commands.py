@@ -19,7 +19,8 @@ def submit_job_command(args) -> int:
     from sweeps.spec import load_spec
 
     spec = load_spec(args.spec)
-    return _submitted(submit_job(spec, storage=args.storage or spec.storage, address=args.address), args.address)
+    return _submitted(submit_job(spec, storage=args.storage or spec.storage, address=args.address,
+                                 replace_sweep=args.replace), args.address)
 
 
 def resume_job_command(args) -> int:

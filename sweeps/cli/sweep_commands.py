@@ -140,6 +140,8 @@ def add_submit_parser(sub) -> None:
     p.add_argument("--storage", help="results store URI (default: the spec's run.storage, else runs/<name>)")
     p.add_argument("--address", help="Ray cluster: http://HEAD:8265 submits a Ray job and prints its id; "
                    "ray://HEAD:10001 or HEAD:6379 runs the driver here (default: start Ray in this process)")
+    p.add_argument("--replace", action="store_true", help="the stored sweep of this name has other settings: move "
+                   "its rows, curves and spec aside (kept, named by status) and run the spec afresh")
     p.set_defaults(func=submit_command)
 
 
@@ -151,7 +153,7 @@ def submit_command(args) -> int:
     from sweeps.sweep import submit
 
     return print_report(submit(checked_spec(args.spec), storage=args.storage, address=args.address,
-                               check_storage=check_shared_storage))
+                               check_storage=check_shared_storage, replace_sweep=args.replace))
 
 
 def add_resume_parser(sub) -> None:

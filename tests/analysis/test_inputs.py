@@ -129,3 +129,12 @@ def test_a_blown_up_run_bounds_lr_max_and_leaves_the_optimum(runs):
     mine = result.cells[result.cells["tokens"].eq(2e9) & result.cells["batch_size"].eq(64)].iloc[0]
     assert mine["n_diverged"] == (runs.loc[cell, "status"].eq("diverged")).sum() + 1
     assert any("--diverge-factor" in note for note in result.notes)
+
+
+def test_a_negative_loss_is_one_line(runs, tmp_path, capsys):
+    bad = runs.copy()
+    bad.loc[7, "loss_eval"] = -3.0
+    bad.to_csv(tmp_path / "t.csv", index=False)
+    code, _, err = _cli(["analyze", str(tmp_path / "t.csv"), "--out", str(tmp_path / "out")], capsys)
+    _one_line_error(code, err, "loss_eval=-3", "run 'synthetic-7' (row 7)", "never negative", "--map loss=COLUMN")
+    assert not (tmp_path / "out").exists()

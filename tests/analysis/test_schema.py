@@ -38,6 +38,7 @@ def stored_row(i: int, *, lr: float, batch_size: int, tokens: int, loss: float, 
         "status": status, "diverged_at_tokens": tokens // 2 if status == "diverged" else None, "wall_s": 1.5,
         "tokens_per_s": 1e5, "mfu": 0.01, "mfu_attention": 0.012, "parametrisation": "mup", "device": "cpu",
         "phase": phase, "git_sha": "abc123", "versions": '{"torch": "2.13.0"}', "created_at": T0,
+        "settings_id": "0123456789abcdef",
     }
 
 

@@ -175,3 +175,34 @@ def test_schedule_and_parametrisation_come_from_the_table_or_the_arguments():
     assert set(kept["schedule"]) == {"cosine"} and set(kept["parametrisation"]) == {"mup"}  # the table wins
     with pytest.raises(AnalysisError, match="parametrisation='ntk' in row 0: must be 'mup' or 'sp'"):
         load_table(_runs(parametrisation="ntk"))
+
+
+@pytest.mark.parametrize(("run_id", "named"), [([f"r{i}" for i in range(6)], "run 'r2' (row 2)"), (None, "row 2")])
+def test_a_negative_loss_is_refused_naming_the_run(run_id, named):
+    frame = _runs(loss_eval=[3.2, 3.1, -3.0, 3.0, 3.0, 3.0])
+    frame = frame if run_id is None else frame.assign(run_id=run_id)
+    with pytest.raises(AnalysisError) as err:
+        load_table(frame)
+    assert f"loss_eval=-3 in {named}" in str(err.value) and "--map loss=COLUMN" in str(err.value)
+
+
+@pytest.mark.parametrize("status", ["ok", "diverged", "failed"])
+def test_minus_inf_loss_is_no_divergence_but_an_error(status):
+    frame = _runs(loss_eval=[3.2, 3.1, 3.05, 3.0, 3.0, -np.inf], status=["ok"] * 5 + [status])
+    with pytest.raises(AnalysisError, match="loss_eval=-inf in row 5"):
+        load_table(frame)
+
+
+def test_nan_and_inf_loss_of_a_diverged_run_are_kept():
+    frame = _runs(loss_eval=[3.2, 3.1, 3.0, 3.0, np.nan, np.inf], status=["ok"] * 4 + ["diverged"] * 2)
+    table = load_table(frame)
+    assert table["status"].tolist() == ["ok"] * 4 + ["diverged"] * 2
+    assert np.isnan(table["loss_eval"].iloc[4]) and table["loss_eval"].iloc[5] == np.inf
+
+
+def test_a_negative_loss_no_longer_marks_its_cell_diverged():
+    # It used to pass as the cell's best loss, making every other run a 'blow-up' above 1.5x of it.
+    table = synthetic_table(PlantedLaw(), SweepGrid(models=(("36M", 36e6),), tokens=(2e9,), batch_sizes=(64,)), seed=0)
+    table.loc[3, "loss_eval"] = -3.0
+    with pytest.raises(AnalysisError, match="loss_eval=-3 in run 'synthetic-3' \\(row 3\\)"):
+        analyze(table, n_boot=0)

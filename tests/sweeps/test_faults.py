@@ -151,3 +151,32 @@ def test_a_damaged_stored_spec_says_so_instead_of_no_sweep(tmp_path, capsys, con
         assert main([command, str(tmp_path / "store")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and fragment in err[0] and "no sweep" not in err[0], err
+
+
+def curve_keys(storage: str, lineage_id: str) -> list[tuple]:
+    table = ResultStore(storage).read_curve(sweep_id="tiny", name=lineage_id).to_pandas()
+    return sorted(zip(table["segment"], table["budget"].fillna(-1.0), table["kind"], table["step"]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["truncated", "random bytes"])
+def test_a_damaged_curve_is_named_set_aside_and_its_lineage_trained_whole_again(finished, fault, capsys):
+    storage, reference = finished
+    job = plan(spec_from_dict(TINY)).jobs[0]
+    before = curve_keys(storage, job.lineage_id)
+    path = os.path.join(storage, "curves", "sweep_id=tiny", f"{job.lineage_id}.parquet")
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2] if fault == "truncated" else os.urandom(len(data)))
+    os.remove(row_file(storage, job.run_ids[0]))  # and a row of the same lineage: it must train again
+    assert main(["status", storage]) == 0
+    shown = capsys.readouterr().out
+    assert "curves: 1 of 2 lineages stored" in shown and f"{job.lineage_id}.parquet: " in shown
+    code, out, err = resume(storage, capsys)
+    assert code == 0 and "ran 1 lineages (0 failed)" in out, err
+    assert "moved aside an unreadable curve file" in err and f"{job.lineage_id}.parquet" in err
+    assert curve_keys(storage, job.lineage_id) == before  # whole again: never a shorter curve
+    assert_repaired(storage, reference)
+    assert main(["status", storage]) == 0
+    shown = capsys.readouterr().out
+    assert "curves: 2 of 2 lineages stored" in shown and f"{job.lineage_id}.curve." in shown  # the broken one, kept

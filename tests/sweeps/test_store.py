@@ -21,7 +21,7 @@ from sweeps.store import ResultStore, StoreError
 
 T0 = dt.datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=dt.timezone.utc)
 
-STRINGS = ("sweep_id", "run_id", "lineage_id", "schedule", "model", "decay_shape", "status", "parametrisation",
+STRINGS = ("sweep_id", "run_id", "lineage_id", "schedule", "model", "decay_shape", "status", "parametrisation", "settings_id",
            "device", "phase", "git_sha", "versions", "execution")
 INTEGERS = ("n_params", "n_params_non_embedding", "batch_size", "seq_len", "tokens", "warmup_tokens", "seed",
             "diverged_at_tokens")
@@ -45,7 +45,8 @@ def full_row(run_id: str = "r1", **overrides) -> dict:
         "decay_fraction": 0.1, "decay_shape": "exp", "seed": 7,
         "loss_eval": 3.25, "ppl_eval": math.exp(3.25), "loss_train": 3.3,
         "status": "ok", "diverged_at_tokens": None, "wall_s": 812.5, "tokens_per_s": 6.15e6, "mfu": 0.41,
-        "parametrisation": "mup", "device": "NVIDIA H100 80GB HBM3", "phase": "trunk", "git_sha": "0123abcd",
+        "parametrisation": "mup", "settings_id": "5e771a6b0d2c4f3e", "device": "NVIDIA H100 80GB HBM3",
+        "phase": "trunk", "git_sha": "0123abcd",
         "versions": '{"torch": "2.13.0"}', "execution": '{"micro_batch_size": 16, "pack": 4}',
         "created_at": T0,
     }
