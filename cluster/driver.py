@@ -13,17 +13,25 @@ import sys
 
 from cluster.jobs import REPLACE_ENV, SPEC_ENV, STORAGE_ENV, ClusterError
 from cluster.storage_check import check_shared_storage
+from sweeps.interrupt import SweepInterrupted, interruptible, resume_hint
 from sweeps.outcome import is_user_error, one_line, print_report
 from sweeps.spec import spec_from_dict
 from sweeps.sweep import submit
 
 
 def main() -> int:
-    """Run what the store lacks of the job's spec on this cluster; exit 2 on a user error, 1 on failed trials."""
+    """Run what the store lacks of the job's spec on this cluster; exit 2 on a user error, 1 on failed trials, 143
+    when stopped (`powersweep stop` sends SIGTERM), after one line naming the command that finishes the sweep."""
     try:
-        spec = spec_from_dict(json.loads(os.environ[SPEC_ENV]))
-        result = submit(spec, storage=os.environ[STORAGE_ENV], address=os.environ.get("RAY_ADDRESS") or "auto",
-                        check_storage=check_shared_storage, replace_sweep=os.environ.get(REPLACE_ENV) == "1")
+        spec, storage = spec_from_dict(json.loads(os.environ[SPEC_ENV])), os.environ[STORAGE_ENV]
+        # Resumed from where the job was submitted: through the cluster's Jobs API, whose address this driver
+        # does not know.
+        hint = resume_hint(storage, sweep_id=spec.name, address="http://HEAD:8265")
+        with interruptible(program="powersweep driver", resume=hint):
+            result = submit(spec, storage=storage, address=os.environ.get("RAY_ADDRESS") or "auto",
+                            check_storage=check_shared_storage, replace_sweep=os.environ.get(REPLACE_ENV) == "1")
+    except SweepInterrupted as stop:  # its line is printed
+        return stop.exit_code
     except Exception as err:
         if not (isinstance(err, ClusterError) or is_user_error(err)):
             raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from cluster.jobs import ClusterError
+from sweeps.interrupt import ray_starting
 from sweeps.store import ResultStore, StoreError
 
 PROBE_DIR = "cluster-probes"  # under the store's root; probes are deleted after the check
@@ -27,7 +28,8 @@ def check_shared_storage(uri: str, *, address: str | None = None, timeout_s: flo
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address, configure_logging=False, log_to_driver=False)
+        with ray_starting():  # a driver's SIGTERM stays its own (sweeps/interrupt.py)
+            ray.init(address=address, configure_logging=False, log_to_driver=False)
     nodes = {node["NodeID"]: _label(node) for node in ray.nodes() if node["Alive"]}
     store = ResultStore(uri)
     try:
@@ -80,7 +82,8 @@ def _write_and_read(uri: str, relpath: str, node_id: str) -> str | None:
         if store.read_json(relpath) != {"node_id": node_id}:
             return "the probe read back differs from what was written"
     except (OSError, StoreError, ValueError) as err:
-        return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        text = str(err).strip().removeprefix(f"storage URI {uri!r}: ")  # the caller's line names the store
+        return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
     return None
 
 

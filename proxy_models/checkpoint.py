@@ -110,9 +110,16 @@ def write_atomically(path: str, write: Callable[[str], object]) -> None:
 
 def _write(state: dict, path: str, errors: list[BaseException]) -> None:
     try:
-        write_atomically(path, lambda tmp: torch.save(state, tmp))
+        write_atomically(path, lambda tmp: _save(state, tmp))
     except BaseException as error:  # raised to the caller by the next wait (save, load, exists) of `path`
         errors.append(error)
+
+
+def _save(state: dict, path: str) -> None:
+    """torch.save through a Python file: a full disk is then an OSError (ENOSPC) a caller can name, not the
+    RuntimeError torch's own file writer raises."""
+    with open(path, "wb") as handle:
+        torch.save(state, handle)
 
 
 def _host_copy(value):

@@ -194,12 +194,17 @@ def _train_job(members: Sequence[LineageJob], settings: ExecutionSettings, *, at
 
 
 def _whole_curve(checkpoint_dir: str, members: Sequence[LineageJob], settings: ExecutionSettings) -> str:
-    """`checkpoint_dir`, emptied first when a member stores curves but has none stored (deleted, or set aside
-    as unreadable): resumed from its checkpoint, the lineage would store a curve without its earlier points,
-    so it trains again from the start (its stored rows are not written again)."""
+    """`checkpoint_dir`, emptied first when a member has stored rows but no stored curve (deleted, or set aside
+    as unreadable; a curve is written before each row): resumed from its checkpoint, the lineage would store a
+    curve without its earlier points, so it trains again from the start (its stored rows are not written again).
+    Before its first row a lineage's points wait in the checkpointed recorder: resuming loses none."""
     store = ResultStore(settings.store_uri)
-    if settings.curves and os.path.isdir(checkpoint_dir) and any(
-            store.read_curve(sweep_id=settings.sweep_id, name=m.lineage_id) is None for m in members):
+
+    def curve_lost(m: LineageJob) -> bool:
+        return store.read_curve(sweep_id=settings.sweep_id, name=m.lineage_id) is None and any(
+            store.has(sweep_id=settings.sweep_id, name=r) for r in m.row_ids)
+
+    if settings.curves and os.path.isdir(checkpoint_dir) and any(curve_lost(m) for m in members):
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return checkpoint_dir
 
@@ -350,7 +355,20 @@ def job_cost(job: LineageJob | PackedJob, *, device: str = "cpu") -> float:
 
 # Tune's defaults that cost time per trial and are of no use here: the store holds every result, so
 # Tune's CSV/JSON/TensorBoard loggers are dropped and its experiment state is saved rarely.
-TUNE_ENV = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_GLOBAL_CHECKPOINT_S": "60"}
+# Tune's newer console output prints its configuration and every errored trial's result table whatever the
+# verbosity; the classic reporter at verbose=0 prints nothing, and the sweep's own status line says the rest.
+TUNE_ENV = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_GLOBAL_CHECKPOINT_S": "60", "RAY_AIR_NEW_OUTPUT": "0"}
+
+
+class _OneLine(logging.Filter):
+    """Tune logs a failed trial attempt with its traceback; a person gets its last line (the trial's own
+    traceback stays in its error file, which the sweep's status names when the trial fails for good)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            lines = str(record.exc_info[1]).strip().splitlines() or [type(record.exc_info[1]).__name__]
+            record.msg, record.args, record.exc_info = f"{record.getMessage()}: {lines[-1]}", (), None
+        return True
 
 
 def build_tuner(trainable: Callable, settings: ExecutionSettings, *, param_space: dict, callbacks: Sequence = (),
@@ -367,7 +385,11 @@ def build_tuner(trainable: Callable, settings: ExecutionSettings, *, param_space
     # Tune's experiment state is not the sweep's record (the store is): a failed save of it (a full disk) is
     # no news to a person, and the trials' own writes say what went wrong in one line (sweeps/failures.py).
     logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
-    resources = tune.with_resources(reporting_fatal(trainable), _resources(settings) if settings.gpu_memory_bytes is not None
+    controller = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, _OneLine) for f in controller.filters):
+        controller.addFilter(_OneLine())
+    resources = tune.with_resources(reporting_fatal(trainable),
+                                    _resources(settings) if settings.gpu_memory_bytes is not None
                                     and "jobs" in param_space else
                                     {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
     return tune.Tuner(
@@ -399,12 +421,15 @@ def init_ray(settings: ExecutionSettings) -> None:
 
     if ray.is_initialized():
         return
+    from sweeps.interrupt import ray_starting
     from sweeps.lifetime import ray_of_this_driver
     from sweeps.loopback import loopback_only
 
     # "local", not None: None would attach to any cluster a `ray start` left on this machine.
     local = settings.address in (None, "local")
     with contextlib.ExitStack() as local_only:
+        local_only.enter_context(ray_starting())  # first in, last out: a signal held while Ray starts is raised
+        # once the watchdog runs, and Ray's own signal handlers give way to the driver's (sweeps/interrupt.py)
         if local:  # it ends with this driver and listens on 127.0.0.1 only
             local_only.enter_context(ray_of_this_driver())
             local_only.enter_context(loopback_only())

@@ -93,8 +93,8 @@ def raise_fatal(stop, *, log_dirs: Sequence[str]) -> None:
     if stop.fatal is None:
         return
     log = write_log(stop.fatal[TRACEBACK], log_dirs=log_dirs)
-    then = f" [a retry would fail again: the sweep stopped; resume once fixed; traceback: {log}]"
-    raise SweepFailure(_cut_middle(one_line(stop.fatal[FATAL], limit=10**6), max(MAX_LINE - 40 - len(then), 80))
+    then = f" [not retried: the sweep stopped; resume once fixed; traceback: {log}]"
+    raise SweepFailure(_cut_middle(one_line(stop.fatal[FATAL], limit=10**6), max(MAX_LINE - 30 - len(then), 80))
                        + then)
 
 
@@ -102,7 +102,7 @@ def _cut_middle(line: str, limit: int) -> str:
     """`line` in at most `limit` characters, its middle left out: a cause's end holds the reason and the fix."""
     if len(line) <= limit:
         return line
-    head = limit // 3
+    head = min(limit // 4, 40)
     return line[:head] + "..." + line[len(line) - (limit - head - 3):]
 
 

@@ -219,7 +219,8 @@ class ResultStore:
         if self._fs.get_file_info(spec).is_file:
             moves.append((spec, f"{folder}/spec.json"))
         for source, relpath in moves:
-            self._guarded("move a replaced sweep's file aside", relpath, lambda: self._move(source, self._path(relpath)))
+            self._guarded("move a replaced sweep's file aside", relpath,
+                          lambda: self._move(source, self._path(relpath)))
         return self._uri(folder) if moves else None
 
     def replaced(self, *, sweep_id: str) -> list[str]:
@@ -289,7 +290,8 @@ class ResultStore:
         relpath = f"{CURVES_DIR}/{PARTITION}={sweep_id}/{name}.parquet"
         old = self._load_curve(self._path(relpath))
         if isinstance(old, str):  # broken since the sweep started: kept aside, never silently overwritten
-            logger.warning("results store %s: %s", self.uri, self._move_aside(self._path(relpath), sweep_id, "curve", old))
+            moved = self._move_aside(self._path(relpath), sweep_id, "curve", old)
+            logger.warning("results store %s: %s", self.uri, moved)
         self._put(self._path(relpath), _parquet_bytes(merge_points(old if isinstance(old, pa.Table) else None, rows)))
         return self._uri(relpath)
 
@@ -494,7 +496,7 @@ def _drop_duplicates(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 # errno -> what a person can do about a write the filesystem refused
 _WRITE_FIXES = {
-    errno.ENOSPC: "free space on that filesystem, or give another --storage",
+    errno.ENOSPC: "free space there or give another --storage",
     errno.EDQUOT: "raise the disk quota or free space under it, or give another --storage",
     errno.EROFS: "the filesystem is read-only: give a writable --storage",
 }
@@ -504,7 +506,7 @@ def write_failure(error: OSError) -> str:
     """'<reason>: <fix>' for a write the filesystem refused: a full disk is not a permission problem."""
     reason = os.strerror(error.errno) if error.errno else error.strerror or str(error).splitlines()[0]
     fix = _WRITE_FIXES.get(error.errno, "make the store writable for this user, or give another --storage")
-    return f"[errno {error.errno}] {reason}: {fix}"
+    return f"{type(error).__name__} [errno {error.errno}] {reason}: {fix}"
 
 
 def _map_threads(function: Callable[[str], T], items: list[str]) -> list[T]:

@@ -16,6 +16,7 @@ import os
 import sys
 
 from sweeps.cli import cluster_commands, sweep_commands
+from sweeps.interrupt import SweepInterrupted
 
 DESCRIPTION = "The `powersweep` command line. User mistakes print one line on stderr and exit with code 2."
 # Subcommands whose parser module is imported only when that subcommand runs: name -> (module, function adding
@@ -31,7 +32,8 @@ __all__ = ["build_parser", "is_user_error", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `powersweep ARGV`; returns the exit code (2 for a user mistake, after one line on stderr)."""
+    """Run `powersweep ARGV`; returns the exit code (2 for a user mistake, after one line on stderr; 130 or 143 for
+    a sweep ended by SIGINT or SIGTERM, after one line naming the command that finishes it)."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
@@ -40,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except BrokenPipeError:
         return _reader_gone()
+    except SweepInterrupted as stop:  # its line is printed: see sweeps/interrupt.py
+        return stop.exit_code
     except Exception as err:
         if not is_user_error(err):
             raise

@@ -152,8 +152,11 @@ def submit_command(args) -> int:
     from sweeps.outcome import print_report
     from sweeps.sweep import submit
 
-    return print_report(submit(checked_spec(args.spec), storage=args.storage, address=args.address,
-                               check_storage=check_shared_storage, replace_sweep=args.replace))
+    spec = checked_spec(args.spec)
+    with interruptible_sweep(args, storage=args.storage or spec.storage, sweep_id=spec.name):
+        result = submit(spec, storage=args.storage, address=args.address, check_storage=check_shared_storage,
+                        replace_sweep=args.replace)
+    return print_report(result)
 
 
 def add_resume_parser(sub) -> None:
@@ -171,8 +174,18 @@ def resume_command(args) -> int:
     from sweeps.outcome import print_report
     from sweeps.sweep import resume
 
-    return print_report(resume(args.dir, sweep_id=args.sweep, address=args.address,
-                               check_storage=check_shared_storage))
+    with interruptible_sweep(args, storage=args.dir, sweep_id=args.sweep):
+        result = resume(args.dir, sweep_id=args.sweep, address=args.address, check_storage=check_shared_storage)
+    return print_report(result)
+
+
+def interruptible_sweep(args, *, storage: str, sweep_id: str | None):
+    """Around a sweep the command runs here: SIGINT and SIGTERM end it with one line naming the resume command
+    (exit code 130, 143; `sweeps.interrupt`)."""
+    from sweeps.interrupt import interruptible, resume_hint
+
+    hint = resume_hint(storage, sweep_id=sweep_id, address=getattr(args, "address", None))
+    return interruptible(program=f"powersweep {args.command}", resume=hint)
 
 
 def add_status_parser(sub) -> None:
@@ -207,7 +220,9 @@ def demo_command(args) -> int:
     from sweeps.spec import load_spec
     from sweeps.sweep import submit
 
-    result = submit(load_spec(os.path.join(SPECS_DIR, "cpu-quick.yaml")), storage=args.storage)
+    spec = load_spec(os.path.join(SPECS_DIR, "cpu-quick.yaml"))
+    with interruptible_sweep(args, storage=args.storage, sweep_id=spec.name):
+        result = submit(spec, storage=args.storage)
     print(f"results: {result.storage} ({result.lineages_run} lineages run, {result.failed_trials} failed)")
     if result.lineages_run:
         summary = result.plan.summary()

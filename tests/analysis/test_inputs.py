@@ -138,3 +138,13 @@ def test_a_negative_loss_is_one_line(runs, tmp_path, capsys):
     code, _, err = _cli(["analyze", str(tmp_path / "t.csv"), "--out", str(tmp_path / "out")], capsys)
     _one_line_error(code, err, "loss_eval=-3", "run 'synthetic-7' (row 7)", "never negative", "--map loss=COLUMN")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("header", ["columns", "one name"])
+def test_a_huge_header_is_an_error_line_of_readable_length(tmp_path, capsys, header):
+    names = [f"c{i:07d}" for i in range(250_000)] if header == "columns" else ["x" * 2_000_000]
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(names) + "\n" + ",".join("1" for _ in names) + "\n")  # a header of 2 MB
+    assert main(["analyze", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) <= 301 and "not found in table" in err and err.rstrip().endswith("...")

@@ -61,7 +61,7 @@ def cli(*args: str) -> subprocess.Popen:
     (DataError("corpus 'x' has 10 train tokens"), "has 10 train tokens"),
     (ConfigError("tokens=1 is less than one step"), "less than one step"),
     (StoreError("storage URI 's': cannot write"), "cannot write"),
-    (OSError(errno.ENOSPC, "No space left on device", "/store/f"), "free space on that filesystem"),
+    (OSError(errno.ENOSPC, "No space left on device", "/store/f"), "free space there or give another --storage"),
     (OSError(errno.EROFS, "Read-only file system"), "give a writable --storage"),
     (PermissionError(errno.EACCES, "Permission denied"), "make the store writable"),
     (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"), "host memory"),
@@ -105,7 +105,7 @@ def test_a_disk_that_fills_mid_sweep_ends_it_in_one_line_without_retries(tmp_pat
         lines = [line for line in err.splitlines() if not line.startswith("rows ")]  # the progress line
         assert driver.returncode == 2, err
         assert lines[-1].startswith("powersweep submit: error: ") and "No space left on device" in lines[-1]
-        assert "free space on that filesystem" in lines[-1] and "Traceback" not in err
+        assert "free space there or give another --storage" in lines[-1] and "Traceback" not in err
         log = lines[-1].rsplit("traceback: ", 1)[1].rstrip("]")
         assert "Traceback" in open(log).read()
         for attempts in (storage / "checkpoints" / "fill").glob("*/attempts.json"):

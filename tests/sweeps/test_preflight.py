@@ -100,7 +100,7 @@ def test_a_lock_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
     with small_filesystem(tmp_path / "disk", "64k") as disk:
         fill(disk)
         with pytest.raises(StoreError, match=r"cannot take the sweep's lock .*\[errno 28\] No space left on device: "
-                                             "free space on that filesystem"):
+                                             "free space there or give another --storage"):
             SweepLock(str(disk / "store"), "tiny").__enter__()
         assert sorted(os.listdir(disk)) == ["filler"]  # no sweep directory, no empty lock
 
