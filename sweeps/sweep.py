@@ -68,12 +68,7 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
     if not replace_sweep and not p.studies and _complete(store, spec, p):
         return SubmitResult(plan=p, lineages_run=0, failed_trials=0, storage=storage, execution=None)
     settings = _settings(spec, p, storage, address)
-    SweepLock(storage, spec.name).check()  # another driver at work: refused before Ray starts
-    local_ray = address in (None, "local")
-    if local_ray and not settings.uses_gpu:
-        check_host_memory(p, node_bytes=psutil.virtual_memory().available, where="this machine (available now)")
-    _check_room(store, p, settings, stored_rows=0 if replace_sweep else len(store.run_ids(sweep_id=spec.name)))
-    _start_ray(settings, p, check_memory=not local_ray)
+    _check_before_writing(store, p, settings, replace_sweep=replace_sweep)
     with SweepLock(storage, spec.name) as lock:
         replaced = _replace(store, settings) if replace_sweep else None
         _store_spec(store, spec)
@@ -96,6 +91,18 @@ def _check_settings(store: ResultStore, spec: SweepSpec, *, replace_sweep: bool)
         raise SpecError(f"sweep {spec.name!r} in {store.uri!r} holds runs of other settings, which would mix with "
                         f"these ({'; '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}): give the spec a new "
                         "name, or submit with --replace to move the stored runs aside (kept)")
+
+
+def _check_before_writing(store: ResultStore, p: Plan, settings: ExecutionSettings, *, replace_sweep: bool) -> None:
+    """What would refuse the sweep later, checked before the lock, the spec or a row is written: no other
+    driver, a CPU trial's memory, the store's room and directories, then Ray's resources (Ray starts here)."""
+    SweepLock(store.uri, settings.sweep_id).check()
+    local_ray = settings.address in (None, "local")
+    if local_ray and not settings.uses_gpu:
+        check_host_memory(p, node_bytes=psutil.virtual_memory().available, where="this machine (available now)")
+    stored = 0 if replace_sweep else len(store.run_ids(sweep_id=settings.sweep_id))
+    _check_room(store, p, settings, stored_rows=stored)
+    _start_ray(settings, p, check_memory=not local_ray)
 
 
 def _check_room(store: ResultStore, p: Plan, settings: ExecutionSettings, *, stored_rows: int) -> None:
