@@ -116,10 +116,15 @@ def _write(state: dict, path: str, errors: list[BaseException]) -> None:
 
 
 def _save(state: dict, path: str) -> None:
-    """torch.save through a Python file: a full disk is then an OSError (ENOSPC) a caller can name, not the
-    RuntimeError torch's own file writer raises."""
+    """torch.save through a Python file, so that a full disk is the OSError (ENOSPC) a caller can name: torch's
+    writer reports the failed write as a RuntimeError of its own, raised while the OSError is handled."""
     with open(path, "wb") as handle:
-        torch.save(state, handle)
+        try:
+            torch.save(state, handle)
+        except RuntimeError as error:
+            if isinstance(error.__context__, OSError):
+                raise error.__context__ from None
+            raise
 
 
 def _host_copy(value):

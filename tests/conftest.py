@@ -20,3 +20,25 @@ def local_ray():
 def compile_cache(tmp_path_factory):
     """Code the tests compile is cached in a temporary directory, not the user's (proxy_models/compile_cache.py)."""
     os.environ["POWERSWEEP_COMPILE_CACHE"] = str(tmp_path_factory.mktemp("compile-cache"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A filesystem of a given size for the test: `small_disk("256k")` mounts a tmpfs and returns its path (a
+    full disk made for real, as root on Linux); the test is skipped where mounting is not allowed."""
+    import subprocess
+
+    mounted = []
+
+    def mount(size: str):
+        path = tmp_path / f"disk-{len(mounted)}"
+        path.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small filesystem here: {done.stderr.decode().strip()}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], check=True)

@@ -99,9 +99,9 @@ def test_exists_waits_for_the_first_write_of_a_path(tmp_path, gate):
 def test_a_failed_write_removes_its_partial_temp_file(tmp_path, monkeypatch):
     path = str(tmp_path / "trunk.pt")
 
-    def disk_full_midway(obj, f):
-        with open(f, "wb") as stream:
-            stream.write(b"part of a state")
+    def disk_full_midway(obj, f):  # f: the open temp file
+        f.write(b"part of a state")
+        f.flush()
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full_midway)
@@ -148,3 +148,13 @@ def test_a_killed_writer_not_yet_reaped_has_ended(tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_checkpoint_on_a_full_disk_is_an_enospc_and_leaves_no_temp_file(small_disk):
+    disk = small_disk("256k")
+    path = str(disk / "trunk.pt")
+    checkpoint.save({"weights": torch.zeros(2**20)}, path)  # 4 MiB into 256 KiB
+    with pytest.raises(OSError) as raised:
+        checkpoint.wait(path)
+    assert raised.value.errno == 28  # a disk full, as a caller can tell it (sweeps/failures.py)
+    assert os.listdir(disk) == []

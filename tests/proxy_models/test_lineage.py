@@ -131,10 +131,10 @@ spec.loader.exec_module(tests)
 directory, writing = sys.argv[2], sys.argv[3]
 real_save = torch.save
 
-def save(obj, f):
-    if os.path.basename(f).startswith("trunk.pt.tmp-") and os.path.exists(os.path.join(directory, "trunk.pt")):
-        with open(f, "wb") as stream:
-            stream.write(b"part of a trunk")
+def save(obj, f):  # f: the open temp file (proxy_models/checkpoint.py)
+    if os.path.basename(f.name).startswith("trunk.pt.tmp-") and os.path.exists(os.path.join(directory, "trunk.pt")):
+        f.write(b"part of a trunk")
+        f.flush()
         open(writing, "w").close()
         sys.stdin.read()
     real_save(obj, f)

@@ -28,20 +28,6 @@ FILL = {**TINY, "name": "fill", "search": {**TINY["search"], "lr": [0.002, 0.004
         "run": {"checkpoint_every_steps": 20, "max_retries": 2}}
 
 
-@contextlib.contextmanager
-def small_filesystem(path, size: str):
-    """A tmpfs of `size` mounted at `path` (root on Linux); skips the test where mounting is not allowed."""
-    os.makedirs(path, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                             capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small filesystem here: {mounted.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
-
-
 def fill(directory) -> None:
     """Write zeros under `directory` until its filesystem is full."""
     with open(os.path.join(directory, "filler"), "wb") as handle:
@@ -91,34 +77,34 @@ def test_the_driver_names_the_cause_and_a_log_holding_the_traceback(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_disk_that_fills_mid_sweep_ends_it_in_one_line_without_retries(tmp_path):
-    with small_filesystem(tmp_path / "disk", "64m") as disk:
-        spec_file, storage = tmp_path / "fill.yaml", disk / "store"
-        spec_file.write_text(yaml.safe_dump(FILL))
-        driver = cli("submit", str(spec_file), "--storage", str(storage))
-        results = storage / "results" / "sweep_id=fill"
-        while driver.poll() is None and not (results.is_dir() and any(results.glob("*.parquet"))):
-            time.sleep(0.05)  # the event: the first row is stored
-        fill(disk)
-        _, err = driver.communicate(timeout=300)
-        reap_session(driver.pid, wait_s=10)
-        lines = [line for line in err.splitlines() if not line.startswith("rows ")]  # the progress line
-        assert driver.returncode == 2, err
-        assert lines[-1].startswith("powersweep submit: error: ") and "No space left on device" in lines[-1]
-        assert "free space there or give another --storage" in lines[-1] and "Traceback" not in err
-        log = lines[-1].rsplit("traceback: ", 1)[1].rstrip("]")
-        assert "Traceback" in open(log).read()
-        for attempts in (storage / "checkpoints" / "fill").glob("*/attempts.json"):
-            assert len(load_attempts(str(attempts.parent))) == 1  # not retried
-        store = ResultStore(str(storage))
-        stored = store.read(sweep_id="fill").table
-        created = dict(zip(stored["run_id"], stored["created_at"]))
-        assert len(created) >= 1 and stored["run_id"].is_unique
+def test_a_disk_that_fills_mid_sweep_ends_it_in_one_line_without_retries(tmp_path, small_disk):
+    disk = small_disk("64m")
+    spec_file, storage = tmp_path / "fill.yaml", disk / "store"
+    spec_file.write_text(yaml.safe_dump(FILL))
+    driver = cli("submit", str(spec_file), "--storage", str(storage))
+    results = storage / "results" / "sweep_id=fill"
+    while driver.poll() is None and not (results.is_dir() and any(results.glob("*.parquet"))):
+        time.sleep(0.05)  # the event: the first row is stored
+    fill(disk)
+    _, err = driver.communicate(timeout=300)
+    reap_session(driver.pid, wait_s=10)
+    lines = [line for line in err.splitlines() if not line.startswith("rows ")]  # the progress line
+    assert driver.returncode == 2, err
+    assert lines[-1].startswith("powersweep submit: error: ") and "No space left on device" in lines[-1]
+    assert "free space there or give another --storage" in lines[-1] and "Traceback" not in err
+    log = lines[-1].rsplit("traceback: ", 1)[1].rstrip("]")
+    assert "Traceback" in open(log).read()
+    for attempts in (storage / "checkpoints" / "fill").glob("*/attempts.json"):
+        assert len(load_attempts(str(attempts.parent))) == 1  # not retried
+    store = ResultStore(str(storage))
+    stored = store.read(sweep_id="fill").table
+    created = dict(zip(stored["run_id"], stored["created_at"]))
+    assert len(created) >= 1 and stored["run_id"].is_unique
 
-        os.remove(disk / "filler")
-        assert subprocess.run([sys.executable, "-m", "sweeps.cli", "resume", str(storage)], capture_output=True,
-                              env={**os.environ, "PYTHONPATH": ROOT}, timeout=300).returncode == 0
-        after = store.read(sweep_id="fill")
-        assert sorted(after.table["run_id"]) == sorted(plan(spec_from_dict(FILL)).row_ids)
-        assert after.duplicates_dropped == 0 and after.corrupt_files == []
-        assert all(after.table.set_index("run_id").loc[r, "created_at"] == t for r, t in created.items())
+    os.remove(disk / "filler")
+    assert subprocess.run([sys.executable, "-m", "sweeps.cli", "resume", str(storage)], capture_output=True,
+                          env={**os.environ, "PYTHONPATH": ROOT}, timeout=300).returncode == 0
+    after = store.read(sweep_id="fill")
+    assert sorted(after.table["run_id"]) == sorted(plan(spec_from_dict(FILL)).row_ids)
+    assert after.duplicates_dropped == 0 and after.corrupt_files == []
+    assert all(after.table.set_index("run_id").loc[r, "created_at"] == t for r, t in created.items())

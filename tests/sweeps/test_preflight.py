@@ -16,7 +16,7 @@ from sweeps.plan import plan
 from sweeps.preflight import host_bytes, sweep_bytes
 from sweeps.spec import spec_from_dict
 from sweeps.store import StoreError
-from test_failures import ROOT, fill, small_filesystem
+from test_failures import ROOT, fill
 from test_sweep import TINY
 
 
@@ -64,11 +64,11 @@ def test_the_estimates_grow_with_the_model_and_the_plan():
     assert sweep_bytes(more) > sweep_bytes(small)
 
 
-def test_a_store_without_room_for_the_sweep_is_refused(tmp_path, capsys):
-    with small_filesystem(tmp_path / "disk", "256k") as disk:
-        line = refused(tmp_path, capsys, TINY, storage=disk / "store")
-        assert "free space there, or give another --storage" in line and "needs about" in line
-        assert os.listdir(disk) == []
+def test_a_store_without_room_for_the_sweep_is_refused(tmp_path, capsys, small_disk):
+    disk = small_disk("256k")
+    line = refused(tmp_path, capsys, TINY, storage=disk / "store")
+    assert "free space there, or give another --storage" in line and "needs about" in line
+    assert os.listdir(disk) == []
 
 
 def test_a_directory_that_takes_no_file_is_refused_before_training(tmp_path, capsys):
@@ -96,13 +96,13 @@ def test_resources_no_node_has_are_refused_before_anything_is_written(tmp_path, 
     assert not storage.exists()
 
 
-def test_a_lock_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
-    with small_filesystem(tmp_path / "disk", "64k") as disk:
-        fill(disk)
-        with pytest.raises(StoreError, match=r"cannot take the sweep's lock .*\[errno 28\] No space left on device: "
-                                             "free space there or give another --storage"):
-            SweepLock(str(disk / "store"), "tiny").__enter__()
-        assert sorted(os.listdir(disk)) == ["filler"]  # no sweep directory, no empty lock
+def test_a_lock_on_a_full_disk_is_one_line_and_leaves_nothing(small_disk):
+    disk = small_disk("64k")
+    fill(disk)
+    with pytest.raises(StoreError, match=r"cannot take the sweep's lock .*\[errno 28\] No space left on device: "
+                                         "free space there or give another --storage"):
+        SweepLock(str(disk / "store"), "tiny").__enter__()
+    assert sorted(os.listdir(disk)) == ["filler"]  # no sweep directory, no empty lock
 
 
 def test_a_lock_write_that_fails_leaves_nothing(tmp_path, monkeypatch):
