@@ -15,6 +15,7 @@ from analysis.band import MIN_BATCH_SIZES  # distinct batch sizes for an exponen
 from analysis.band import MIN_SIZES as MIN_MODELS  # distinct model sizes for an N law
 from analysis.errors import AnalysisError
 from analysis.export import lm_engine_snippet, predict_lr, scheduler_coefficients
+from analysis.order import model_order
 from analysis.pipeline import Analysis
 
 MIN_TOKENS = 3  # distinct token budgets for a T exponent with a residual
@@ -113,10 +114,8 @@ def _answering_model(result: Analysis) -> str | None:
     if result.headline == "pooled_gamma":
         return None
     cells = result.cells
-    sizes = cells.groupby("model")["n_params"].max() if "n_params" in cells else None
-    if sizes is not None and sizes.notna().any():
-        return str(sizes.idxmax())
-    return str(sorted(cells["model"].unique())[-1])
+    sized = cells[np.isfinite(cells["n_params"])] if "n_params" in cells else cells.iloc[:0]
+    return model_order(sized if len(sized) else cells)[-1]  # the largest model of known size, if any is known
 
 
 def recommendations(result: Analysis, coefficients: dict, *, model: str | None) -> list[Recommendation]:

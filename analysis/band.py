@@ -25,6 +25,7 @@ import pandas as pd
 
 from analysis.errors import AnalysisError
 from analysis.optimum import CELL_KEYS, lr_points
+from analysis.order import model_order
 
 
 MIN_SIZES = 3  # distinct N for an exponent in N
@@ -105,7 +106,7 @@ def _batch_law(points: pd.DataFrame, band: pd.Series, boot: dict) -> LinearLaw:
 def _size_terms(points: pd.DataFrame) -> tuple[list[str], tuple[str, ...]]:
     """["ln_N"] when the models' sizes can identify an exponent in N, else [] and a note why not."""
     sizes = points.groupby("model")["n_params"].first()
-    missing = sorted(sizes[~np.isfinite(sizes)].index.astype(str))
+    missing = [m for m in model_order(points) if not np.isfinite(sizes[m])]
     if missing:
         return [], (f"band fit without an N term: n_params is missing for model(s) {', '.join(missing)}; "
                     "add an n_params column or pass --map n_params=COLUMN",)

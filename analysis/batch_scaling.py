@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.fit import CI_LEVEL, Interval, gamma_draws
-from analysis.optimum import model_order
+from analysis.order import model_order
 
 TERMS = ("ln_c", "alpha", "beta")
 

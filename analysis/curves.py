@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.errors import AnalysisError
+from analysis.order import model_order
 
 CURVES_DIR = "curves"  # beside results/ in a store
 SPIKE_RISE = 0.2  # relative rise of the mean train loss above its running minimum that counts as a jump
@@ -179,7 +180,9 @@ def choose_cell(table: pd.DataFrame, curves: pd.DataFrame, cell: str | None = No
         if not model or not batch.isdigit():
             raise AnalysisError(f"--curves-cell {cell!r}: write MODEL:BATCH, e.g. cpu-xxs:4")
         if not (runs["model"].eq(model) & runs["batch_size"].eq(int(batch))).any():
-            have = sorted({f"{m}:{b:g}" for m, b in zip(runs["model"], runs["batch_size"])})
+            rank = {name: i for i, name in enumerate(model_order(runs))}
+            have = [f"{m}:{b:g}" for m, b in sorted(set(zip(runs["model"], runs["batch_size"])),
+                                                   key=lambda cell: (rank[cell[0]], cell[1]))]
             raise AnalysisError(f"--curves-cell {cell!r}: no run of that model and batch size has a curve; "
                                 f"cells with curves: {', '.join(have) or 'none'}")
         return model, int(batch)

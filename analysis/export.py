@@ -24,6 +24,7 @@ from scipy import stats
 
 from analysis.errors import AnalysisError
 from analysis.fit import CI_LEVEL, PowerLawFit
+from analysis.order import model_order
 from analysis.pipeline import Analysis
 
 FORMAT = "powersweep-coefficients/1"
@@ -174,7 +175,7 @@ def _provenance(result: Analysis) -> dict:
     return {"sweep_ids": sorted(set(table["sweep_id"])), "schedule": result.schedule,
             "parametrisation": result.parametrisation, "n_runs": len(table),
             "n_cells": len(cells), "n_cells_used": int(cells["used"].sum()), "flags": flags.to_dict(),
-            "models": sorted(set(cells["model"])), "top_k": result.settings.top_k,
+            "models": model_order(cells), "top_k": result.settings.top_k,
             "git_sha": shas[0] if len(shas) == 1 else (shas or None),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 

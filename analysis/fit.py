@@ -20,7 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.errors import AnalysisError
-from analysis.optimum import model_order
+from analysis.order import in_model_order, model_order
 
 CI_LEVEL = 0.95
 _MIN_BOOT = 20  # fewer usable resamples than this: fall back to the analytic interval
@@ -303,7 +303,8 @@ def fit_gamma(
     if used.empty:
         pooled = replace(pooled, reason=f"no usable cell among {len(cells)}: every top-{top_k} cell is flagged "
                                         "(see the flags and reason columns of cells.csv)")
-    return GammaFits(pooled, per_model, paper_fit(cells, top_k=top_k, n_boot=n_boot, seed=seed), chosen, top_k)
+    paper = paper_fit(cells, top_k=top_k, n_boot=n_boot, seed=seed)
+    return GammaFits(pooled, per_model, paper, in_model_order(chosen), top_k)  # rows moved after the fits: same numbers
 
 
 def gamma_draws(cells: pd.DataFrame) -> np.ndarray | None:

@@ -54,13 +54,6 @@ def choose_schedule(table: pd.DataFrame, schedule: str | None = None) -> str | N
     return names[0] if names else None
 
 
-def model_order(frame: pd.DataFrame) -> list[str]:
-    """Model names from smallest to largest n_params (by name where n_params is unknown)."""
-    sizes = frame.groupby("model")["n_params"].median() if "n_params" in frame else pd.Series(dtype=float)
-    names = frame["model"].unique().tolist()
-    return sorted(names, key=lambda m: (not np.isfinite(sizes.get(m, np.nan)), sizes.get(m, 0.0), m))
-
-
 def lr_points(table: pd.DataFrame, *, schedule: str | None = None) -> pd.DataFrame:
     """One row per (model, tokens, batch_size, lr): the mean loss over seeds, +inf if any seed diverged.
 

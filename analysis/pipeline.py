@@ -17,6 +17,8 @@ from analysis.optimum import choose_schedule, find_optima
 from analysis.power_search import PowerSearch, power_search
 from analysis.regimes import CriticalBatch, Sensitivity, fit_critical_batch, label_regimes, sensitivity
 from analysis.errors import AnalysisError
+from analysis.merge import DEFAULT_TOLERANCE, check_tolerance, merge_budgets, merge_notes, repeat_note
+from analysis.order import in_model_order, model_order
 from analysis.run_settings import require_uniform_settings
 from analysis.table import DIVERGE_FACTOR, load_table, mark_blowups
 
@@ -34,6 +36,7 @@ class Settings:
     band_eps: float = 0.0025  # relative loss tolerance of the band fit (Step Law uses 0.25%)
     near_factor: float = 3.0  # B within [Bc / f, Bc * f] is "near_critical"
     diverge_factor: float = DIVERGE_FACTOR  # loss above this times its cell's best: the run diverged
+    tokens_tolerance: float = DEFAULT_TOLERANCE  # a model's budgets this close (relative) are one; 0: none merge
 
     def __post_init__(self) -> None:
         minimum = {"top_k": 1, "n_boot": 0, "half_width": 1}
@@ -45,6 +48,7 @@ class Settings:
             raise AnalysisError(f"band_eps={self.band_eps!r}: must be a relative loss tolerance in (0, 1), e.g. 0.0025")
         if not self.near_factor > 1:
             raise AnalysisError(f"near_factor={self.near_factor!r}: must be above 1")
+        check_tolerance(self.tokens_tolerance)
 
 
 PAPER_SEQ_LEN = 4096  # tokens per sequence of the paper's batch sizes (its Table 2): the unit of its gamma
@@ -121,7 +125,9 @@ def analyze(table: pd.DataFrame, **options) -> Analysis:
         raise AnalysisError(f"unknown analysis option(s) {unknown}: known are {[f.name for f in fields(Settings)]}")
     settings = Settings(**options)
     if not table.attrs.get("validated"):
-        table = load_table(table)
+        table = load_table(table, tokens_tolerance=settings.tokens_tolerance)
+    # Before anything groups by cell: budgets that differ by rounding (two sweep versions) are one cell.
+    table = merge_budgets(table, settings.tokens_tolerance)
     table = mark_blowups(table, diverge_factor=settings.diverge_factor)
     schedule = choose_schedule(table, settings.schedule)
     require_uniform_settings(table, {schedule, "power"} - {None})  # rows of one cell are averaged as seeds
@@ -148,7 +154,8 @@ def _require_results(table: pd.DataFrame, schedule: str | None) -> None:
 
 
 def _input_notes(table: pd.DataFrame) -> list[str]:
-    notes = []
+    merges = [*table.attrs.get("batch_merges", []), *table.attrs.get("budget_merges", [])]
+    notes = merge_notes(merges, model_order(table))
     duplicates = table.attrs.get("duplicate_run_ids", [])
     if duplicates:
         notes.append(f"{len(duplicates)} run id(s) name several rows (e.g. {duplicates[0]!r}): they are kept as "
@@ -180,7 +187,9 @@ def _point_analysis(table, schedule: str, settings: Settings, power: PowerSearch
     labelled = label_regimes(gamma.cells, critical, near_factor=settings.near_factor)
     batch = fit_batch_laws(cells, **boot)
     band = band_fit(table, eps=settings.band_eps, schedule=schedule, **boot)
-    notes += _fit_notes(gamma, critical, cells) + _batch_notes(batch) + list(band.notes)
+    labelled = in_model_order(labelled, model_order(cells))  # after the fits: the rows move, the numbers stay
+    notes += repeat_note(table, schedule) + _fit_notes(gamma, critical, labelled) + _batch_notes(batch)
+    notes += list(band.notes)
     return Analysis(
         table=table, cells=labelled, gamma=gamma, transfer=transfer(gamma), critical=critical,
         sensitivity=sensitivity(cells, **boot), band=band,

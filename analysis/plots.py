@@ -24,7 +24,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocat
 from analysis.errors import AnalysisError
 from analysis.batch_scaling import BatchLaw
 from analysis.fit import GammaFits, PowerLawFit
-from analysis.optimum import model_order
+from analysis.order import in_model_order, model_order
 from analysis.power_search import PowerSearch
 from analysis.regimes import CriticalBatch, Sensitivity, surge_curve
 
@@ -322,7 +322,9 @@ def fig_critical_batch(cells: pd.DataFrame, critical: CriticalBatch, *, lr_axis:
     colours = _colours(usable["tokens"])
     per = critical.per_tokens
     named = set()
-    for (model, t), group in usable.groupby(["model", "tokens"], sort=True):
+    ordered = in_model_order(usable.sort_values("tokens", kind="stable"))  # models by size, T ascending in each
+    for model, t in dict.fromkeys(zip(ordered["model"], ordered["tokens"])):
+        group = usable[usable["model"].eq(model) & usable["tokens"].eq(t)]
         ax = axes[0, 0]
         ax.plot(group["batch_size"], group["lr_opt"], "o", ms=3, color=colours[t],
                 label=None if t in named else f"T = {_tick(t)}")  # the colours need a key even where no line is fitted

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.fit import Interval
+from analysis.order import in_model_order, model_order
 
 GROUP_KEYS = ("model", "tokens", "batch_size")
 _TAIL = 2.5  # percent in each tail of a 95% interval
@@ -75,7 +76,8 @@ def power_search(table: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> P
         surface = _fit_surface(group[group["finite"]], centre, n_boot, rng)
         rows.append(dict(zip(GROUP_KEYS, key)) | _group_row(group, surface, centre))
         surfaces.append(surface)
-    return PowerSearch(runs, pd.DataFrame(rows), _overall(runs, [s for s in surfaces if s is not None], centre))
+    per_group = in_model_order(pd.DataFrame(rows), model_order(runs))  # after the draws: the same numbers
+    return PowerSearch(runs, per_group, _overall(runs, [s for s in surfaces if s is not None], centre))
 
 
 def _features(u: np.ndarray, v: np.ndarray) -> np.ndarray:

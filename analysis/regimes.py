@@ -23,6 +23,7 @@ import pandas as pd
 from scipy import optimize
 
 from analysis.fit import PowerLawFit, fit_power_law
+from analysis.order import in_model_order, model_order
 
 REGIMES = ("small_batch", "near_critical", "large_batch", "unknown")
 _LN2 = float(np.log(2.0))
@@ -63,7 +64,7 @@ def fit_critical_batch(cells: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0
     if len(per_tokens) and not len(good):
         law = _with_reason(law, f"no T has its critical batch size inside the swept batch sizes "
                                 f"(flags: {sorted(set(per_tokens['flag']))}); sweep wider batch sizes")
-    return CriticalBatch(per_tokens, law)
+    return CriticalBatch(in_model_order(per_tokens, model_order(cells)), law)
 
 
 def _with_reason(fit: PowerLawFit, reason: str) -> PowerLawFit:
@@ -152,6 +153,7 @@ def sensitivity(cells: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> Se
         n_params=("n_params", "first"),
     ).reset_index()
     pooled = fit_power_law(usable["tokens"], usable["curvature"], n_boot=n_boot, seed=seed)
-    per_model = {str(m): fit_power_law(g["tokens"], g["curvature"], n_boot=n_boot, seed=seed + i + 1)
-                 for i, (m, g) in enumerate(usable.groupby("model", sort=True))}
-    return Sensitivity(per_tokens, pooled, per_model)
+    fits = {str(m): fit_power_law(g["tokens"], g["curvature"], n_boot=n_boot, seed=seed + i + 1)
+            for i, (m, g) in enumerate(usable.groupby("model", sort=True))}  # seeds as before: the same numbers
+    order = model_order(usable)
+    return Sensitivity(in_model_order(per_tokens, order), pooled, {m: fits[m] for m in order})

@@ -11,6 +11,7 @@ Only ``model``, ``tokens``, ``batch_size``, ``lr`` and ``loss_eval`` are require
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 
 from analysis.curves import CURVES_DIR
 from analysis.errors import AnalysisError
+from analysis.merge import DEFAULT_TOLERANCE, check_tolerance, merge_close
 from sweeps.schema import PHASES, SCHEMA, STATUSES  # the store's columns: their one definition (no torch, no Ray)
 
 REQUIRED = ("model", "tokens", "batch_size", "lr", "loss_eval")
@@ -50,12 +52,15 @@ def load_table(
     seq_len: int | None = None,
     schedule: str | None = None,
     parametrisation: str | None = None,
+    tokens_tolerance: float = DEFAULT_TOLERANCE,
 ) -> pd.DataFrame:
     """Read, rename and validate a results table; return it with every known column filled in.
 
     ``mapping`` is ``{our_name: their_column}`` (e.g. a W&B export's ``{"lr": "config.lr"}``).
     ``batch_unit="tokens"`` converts batch sizes counted in tokens to sequences of ``seq_len``
-    tokens (the argument, else the table's ``seq_len`` column). A directory is read recursively;
+    tokens (the argument, else the table's ``seq_len`` column); converted batch sizes of one model within
+    ``tokens_tolerance`` (relative) of each other are one, their median rounded to whole sequences, listed in
+    ``table.attrs["batch_merges"]`` (``analysis.merge``). A directory is read recursively;
     ``key=value`` folder names become columns; files that cannot be read are skipped and listed in
     ``table.attrs["skipped_files"]``. Trunk evaluations of a lineage (``phase`` 'trunk') are no budget's
     result: they are left out and counted in ``table.attrs["trunk_rows_dropped"]``. Raises ``AnalysisError``
@@ -69,8 +74,10 @@ def load_table(
     frame, trunk_rows = _final_rows(frame)
     _require_columns(frame)  # before filling in what the table did not say, so the error lists its own columns
     frame = _stated(frame, schedule=schedule, parametrisation=parametrisation)
-    frame = _validate(frame, batch_unit=batch_unit, seq_len=seq_len)
+    frame, batch_merges = _validate(frame, batch_unit=batch_unit, seq_len=seq_len,
+                                    tolerance=check_tolerance(tokens_tolerance))
     frame.attrs["skipped_files"] = skipped
+    frame.attrs["batch_merges"] = batch_merges
     frame.attrs["trunk_rows_dropped"] = trunk_rows
     frame.attrs["duplicate_run_ids"] = _duplicate_run_ids(frame)
     frame.attrs["validated"] = True  # lets analyze() skip a second validation
@@ -208,7 +215,8 @@ def _stated(frame: pd.DataFrame, *, schedule: str | None, parametrisation: str |
     return out
 
 
-def _validate(frame: pd.DataFrame, *, batch_unit: str, seq_len: int | None) -> pd.DataFrame:
+def _validate(frame: pd.DataFrame, *, batch_unit: str, seq_len: int | None, tolerance: float
+              ) -> tuple[pd.DataFrame, list]:
     _require_columns(frame)
     out = frame.reset_index(drop=True)
     for name in NUMERIC:
@@ -216,11 +224,11 @@ def _validate(frame: pd.DataFrame, *, batch_unit: str, seq_len: int | None) -> p
             out[name] = _numeric(out[name], name)
     _check_losses(out)  # before _fill_defaults, so a row is named by the table's own run_id
     out = _fill_defaults(out)
-    out["batch_size"] = _batch_in_sequences(out, batch_unit, seq_len)
+    out["batch_size"], merges = _batch_in_sequences(out, batch_unit, seq_len, tolerance)
     out["status"] = _status(out)
     _check_required_values(out)
     out = _drop_restated_runs(out)
-    return out[list(KNOWN) + [c for c in out.columns if c not in KNOWN]].reset_index(drop=True)
+    return out[list(KNOWN) + [c for c in out.columns if c not in KNOWN]].reset_index(drop=True), merges
 
 
 def _require_columns(frame: pd.DataFrame) -> None:
@@ -305,7 +313,8 @@ def _model_names(series: pd.Series) -> pd.Series:
     return series.astype(str)
 
 
-def _batch_in_sequences(frame: pd.DataFrame, batch_unit: str, seq_len: int | None) -> pd.Series:
+def _batch_in_sequences(frame: pd.DataFrame, batch_unit: str, seq_len: int | None, tolerance: float
+                        ) -> tuple[pd.Series, list]:
     if batch_unit not in BATCH_UNITS:
         raise AnalysisError(f"batch_unit={batch_unit!r}: must be one of {', '.join(BATCH_UNITS)}")
     batch = frame["batch_size"]
@@ -320,6 +329,9 @@ def _batch_in_sequences(frame: pd.DataFrame, batch_unit: str, seq_len: int | Non
         row = int(np.argmax(batch.to_numpy() > MAX_BATCH_SIZE))
         raise AnalysisError(f"batch_size={float(frame['batch_size'].iloc[row]):g} in row {row} is above {MAX_BATCH_SIZE:g} "
                             "sequences: check --batch-unit (tokens?) and the batch_size column")
+    merges = []
+    if batch_unit == "tokens":  # a batch in tokens over a seq_len may come out a rounding off its nominal sequences
+        batch, merges = _merged_batches(frame.assign(batch_size=batch), tolerance)
     whole = np.isclose(batch, np.round(batch), rtol=1e-9, atol=1e-6)
     if not whole.all():
         row = int(np.flatnonzero(~whole)[0])
@@ -328,7 +340,20 @@ def _batch_in_sequences(frame: pd.DataFrame, batch_unit: str, seq_len: int | Non
             + (f" of seq_len={frame['seq_len'].iloc[row]:g} tokens" if batch_unit == "tokens" else "")
             + ": check --batch-unit and --seq-len"
         )
-    return np.round(batch).astype("int64")
+    return np.round(batch).astype("int64"), merges
+
+
+def _merged_batches(frame: pd.DataFrame, tolerance: float) -> tuple[pd.Series, list]:
+    """Batch sizes (sequences, per model) within ``tolerance`` of each other as one: their median, rounded to whole
+    sequences where it lies within the tolerance of a whole number (else the whole-number check names it)."""
+    batch, merges = merge_close(frame, "batch_size", by=("model",), tolerance=tolerance)
+    rounded = []
+    for merge in merges:
+        whole = float(np.round(merge.value))
+        value = whole if whole > 0 and abs(merge.value - whole) <= tolerance * whole else merge.value
+        batch = batch.mask(batch.eq(merge.value) & frame["model"].eq(merge.where["model"]), value)
+        rounded.append(replace(merge, value=value))
+    return batch, rounded
 
 
 def _seq_len_for_sequences(frame: pd.DataFrame, seq_len: int) -> pd.Series:

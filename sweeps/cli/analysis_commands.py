@@ -23,6 +23,7 @@ from analysis.errors import AnalysisError
 
 BATCH_UNITS = ("sequences", "tokens")  # as analysis.table.BATCH_UNITS, which imports pandas
 DIVERGE_FACTOR = 1.5  # as analysis.table.DIVERGE_FACTOR
+TOKENS_TOLERANCE = 0.01  # as analysis.merge.DEFAULT_TOLERANCE
 BAND = 0.0025  # as analysis.pipeline.Settings.band_eps
 PROBE_PREFIX = ".powersweep-write-probe-"  # hidden: a table directory's reader skips it (analysis.table)
 WATCH_INTERVAL_S = 5.0  # a sweep's results land every few seconds at most; polling is a directory listing
@@ -48,6 +49,9 @@ def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--diverge-factor", type=float, default=DIVERGE_FACTOR,
                    help=f"a run whose loss is above this times the best loss of its cell counts as diverged, "
                         f"whatever its status (default {DIVERGE_FACTOR})")
+    p.add_argument("--tokens-tolerance", type=float, default=TOKENS_TOLERANCE,
+                   help="a model's token budgets (and batch sizes converted from tokens) within this relative "
+                        f"difference are one cell at their median (default {TOKENS_TOLERANCE}; 0 keeps them apart)")
     p.add_argument("--band", type=float, default=BAND,
                    help=f"relative loss band of the Step-Law-style fit (default {BAND}, i.e. {BAND * 100:g} percent)")
     p.add_argument("--no-figures", action="store_true", help="write the numbers only (faster)")
@@ -77,6 +81,9 @@ def parse_mapping(items: list[str]) -> dict[str, str]:
 
 def analyze_command(args: argparse.Namespace) -> int:
     """Load, analyse, write the report; print where everything went and the fitted a, b with CIs."""
+    from analysis.merge import check_tolerance
+
+    check_tolerance(args.tokens_tolerance)  # an option's mistake is one line before the table is read
     _check_out_dir(args.out)
     if args.watch:
         return watch_command(args)
@@ -91,10 +98,12 @@ def _analyze_once(args: argparse.Namespace, *, refresh_s: float | None = None) -
     from analysis.table import load_table
 
     table = load_table(args.table, mapping=parse_mapping(args.map), batch_unit=args.batch_unit, seq_len=args.seq_len,
-                       schedule=args.schedule, parametrisation=args.parametrisation)
+                       schedule=args.schedule, parametrisation=args.parametrisation,
+                       tokens_tolerance=args.tokens_tolerance)
     table, curves = attach_curves(table, args.table, exclude_spikes=args.exclude_spikes)
     result = analyze(table, top_k=args.top_k, n_boot=args.bootstrap, seed=args.seed, schedule=args.schedule,
-                     include_flagged=args.include_flagged, diverge_factor=args.diverge_factor, band_eps=args.band)
+                     include_flagged=args.include_flagged, diverge_factor=args.diverge_factor, band_eps=args.band,
+                     tokens_tolerance=args.tokens_tolerance)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     paths = write_report(table, args.out, result=result, figures=not args.no_figures, refresh_s=refresh_s,

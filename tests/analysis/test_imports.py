@@ -41,3 +41,4 @@ def test_the_command_layer_defaults_match_the_library():
     assert commands.BATCH_UNITS == table.BATCH_UNITS
     assert commands.DIVERGE_FACTOR == table.DIVERGE_FACTOR == pipeline.Settings().diverge_factor
     assert commands.BAND == pipeline.Settings().band_eps
+    assert commands.TOKENS_TOLERANCE == pipeline.Settings().tokens_tolerance
