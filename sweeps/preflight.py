@@ -2,7 +2,8 @@
 field or path, the value and the fix, and leaves the store as it was.
 
 - the data: the source and tokenizer exist, and the corpus they make holds the train and eval windows of
-  every model's seq_len (checked by loading it, as a trial would: it is cached for the trials);
+  every model's seq_len (checked by loading it, as a trial would: the embedded corpus comes from its cache, a
+  text source is tokenized here once more than the trials tokenize it);
 - the store: each directory the sweep writes takes a file (a probe, removed again);
 - the disk: free space for the sweep's rows, curves and lineage checkpoints, estimated from the plan;
 - memory: a CPU trial's estimated peak fits the memory of a node (GPU trials are sized against the GPU by
