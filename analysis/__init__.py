@@ -7,7 +7,7 @@ two-sided bowl with bootstrap draws, gamma = a * T**b fits, per-model batch laws
 Modules: table, merge (budgets that differ by rounding), order (models by size), bowl, optimum, fit,
 batch_scaling, regimes, band, power_search, plots, answer, report, export, summary, watch, synthetic, calibration.
 Nothing here imports torch, ray or proxy_models, and of sweeps only the store's schema (`sweeps.schema`, the one
-definition of the results columns); the command line, `sweeps.cli`, calls in.
+definition of the results columns); the command line, `powersweep.cli`, calls in.
 
 >>> from analysis import load_table, analyze, write_report, predict_lr
 >>> result = analyze(load_table("runs/"))
@@ -16,7 +16,7 @@ definition of the results columns); the command line, `sweeps.cli`, calls in.
 
 import importlib
 
-from analysis.errors import AnalysisError
+from powersweep.analysis.errors import AnalysisError
 
 # Public name -> module. Loaded on first use, so that `import analysis` (the CLI's AnalysisError) does not
 # pull in pandas, scipy and matplotlib.

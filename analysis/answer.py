@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.band import MIN_BATCH_SIZES  # distinct batch sizes for an exponent in B (alpha, Bc(T), B_opt(T))
-from analysis.band import MIN_SIZES as MIN_MODELS  # distinct model sizes for an N law
-from analysis.errors import AnalysisError
-from analysis.export import lm_engine_snippet, predict_lr, scheduler_coefficients
-from analysis.order import model_order
-from analysis.pipeline import Analysis
+from powersweep.analysis.band import MIN_BATCH_SIZES  # distinct batch sizes for an exponent in B (alpha, Bc(T), B_opt(T))
+from powersweep.analysis.band import MIN_SIZES as MIN_MODELS  # distinct model sizes for an N law
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.export import lm_engine_snippet, predict_lr, scheduler_coefficients
+from powersweep.analysis.order import model_order
+from powersweep.analysis.pipeline import Analysis
 
 MIN_TOKENS = 3  # distinct token budgets for a T exponent with a residual
 SCALE_UP = (4, 16, 64)  # recommendations at the largest swept T times these

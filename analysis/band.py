@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.errors import AnalysisError
-from analysis.optimum import CELL_KEYS, lr_points
-from analysis.order import model_order
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.optimum import CELL_KEYS, lr_points
+from powersweep.analysis.order import model_order
 
 
 MIN_SIZES = 3  # distinct N for an exponent in N

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.fit import CI_LEVEL, Interval, gamma_draws
-from analysis.order import model_order
+from powersweep.analysis.fit import CI_LEVEL, Interval, gamma_draws
+from powersweep.analysis.order import model_order
 
 TERMS = ("ln_c", "alpha", "beta")
 

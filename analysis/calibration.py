@@ -19,11 +19,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from analysis.batch_scaling import fit_batch_law
-from analysis.fit import fit_gamma
-from analysis.optimum import find_optima
-from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
-from analysis.table import load_table
+from powersweep.analysis.batch_scaling import fit_batch_law
+from powersweep.analysis.fit import fit_gamma
+from powersweep.analysis.optimum import find_optima
+from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
+from powersweep.analysis.table import load_table
 
 TOKENS = (2e9, 8e9, 32e9, 128e9)
 BATCH_SIZES = (32, 64, 128)

@@ -23,8 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.errors import AnalysisError
-from analysis.order import model_order
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.order import model_order
 
 CURVES_DIR = "curves"  # beside results/ in a store
 SPIKE_RISE = 0.2  # relative rise of the mean train loss above its running minimum that counts as a jump

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.errors import AnalysisError
-from analysis.fit import CI_LEVEL, PowerLawFit
-from analysis.order import model_order
-from analysis.pipeline import Analysis
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.fit import CI_LEVEL, PowerLawFit
+from powersweep.analysis.order import model_order
+from powersweep.analysis.pipeline import Analysis
 
 FORMAT = "powersweep-coefficients/1"
 FORMULA = "lr(n) = min(lr_max, batch_size * a * n**b)"

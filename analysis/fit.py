@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.errors import AnalysisError
-from analysis.order import in_model_order, model_order
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.order import in_model_order, model_order
 
 CI_LEVEL = 0.95
 _MIN_BOOT = 20  # fewer usable resamples than this: fall back to the analytic interval

@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from analysis.errors import AnalysisError
-from analysis.order import model_order
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.order import model_order
 
 DEFAULT_TOLERANCE = 0.01  # relative: budgets of one grid are 1.25x or more apart, rounding moves them far less
 # Budgets merge per model, across its batch sizes: a grid's budget is one T for every batch size (steps x batch x

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.bowl import MIN_POINTS, BowlFit, bowl_vertices, fit_bowl
-from analysis.errors import AnalysisError
+from powersweep.analysis.bowl import MIN_POINTS, BowlFit, bowl_vertices, fit_bowl
+from powersweep.analysis.errors import AnalysisError
 
 CELL_KEYS = ("model", "tokens", "batch_size")
 # Flags that keep a cell out of point fits: its optimum is not bracketed by finite losses.

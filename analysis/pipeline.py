@@ -10,17 +10,17 @@ from dataclasses import dataclass, field, fields
 
 import pandas as pd
 
-from analysis.band import BandFit, band_fit
-from analysis.batch_scaling import BatchLaw, fit_batch_laws
-from analysis.fit import GammaFits, Transfer, fit_gamma, transfer
-from analysis.optimum import choose_schedule, find_optima
-from analysis.power_search import PowerSearch, power_search
-from analysis.regimes import CriticalBatch, Sensitivity, fit_critical_batch, label_regimes, sensitivity
-from analysis.errors import AnalysisError
-from analysis.merge import DEFAULT_TOLERANCE, check_tolerance, merge_budgets, merge_notes, repeat_note
-from analysis.order import in_model_order, model_order
-from analysis.run_settings import require_uniform_settings
-from analysis.table import DIVERGE_FACTOR, load_table, mark_blowups
+from powersweep.analysis.band import BandFit, band_fit
+from powersweep.analysis.batch_scaling import BatchLaw, fit_batch_laws
+from powersweep.analysis.fit import GammaFits, Transfer, fit_gamma, transfer
+from powersweep.analysis.optimum import choose_schedule, find_optima
+from powersweep.analysis.power_search import PowerSearch, power_search
+from powersweep.analysis.regimes import CriticalBatch, Sensitivity, fit_critical_batch, label_regimes, sensitivity
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.merge import DEFAULT_TOLERANCE, check_tolerance, merge_budgets, merge_notes, repeat_note
+from powersweep.analysis.order import in_model_order, model_order
+from powersweep.analysis.run_settings import require_uniform_settings
+from powersweep.analysis.table import DIVERGE_FACTOR, load_table, mark_blowups
 
 
 @dataclass(frozen=True)

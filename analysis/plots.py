@@ -21,12 +21,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from analysis.errors import AnalysisError
-from analysis.batch_scaling import BatchLaw
-from analysis.fit import GammaFits, PowerLawFit
-from analysis.order import in_model_order, model_order
-from analysis.power_search import PowerSearch
-from analysis.regimes import CriticalBatch, Sensitivity, surge_curve
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.batch_scaling import BatchLaw
+from powersweep.analysis.fit import GammaFits, PowerLawFit
+from powersweep.analysis.order import in_model_order, model_order
+from powersweep.analysis.power_search import PowerSearch
+from powersweep.analysis.regimes import CriticalBatch, Sensitivity, surge_curve
 
 Curve = tuple[np.ndarray, np.ndarray] | Callable[[np.ndarray], np.ndarray]
 PAPER_A, PAPER_B = 4.6, -0.51  # the paper's Eq. 5, drawn for reference

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.fit import Interval
-from analysis.order import in_model_order, model_order
+from powersweep.analysis.fit import Interval
+from powersweep.analysis.order import in_model_order, model_order
 
 GROUP_KEYS = ("model", "tokens", "batch_size")
 _TAIL = 2.5  # percent in each tail of a 95% interval

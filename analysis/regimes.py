@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 
-from analysis.fit import PowerLawFit, fit_power_law
-from analysis.order import in_model_order, model_order
+from powersweep.analysis.fit import PowerLawFit, fit_power_law
+from powersweep.analysis.order import in_model_order, model_order
 
 REGIMES = ("small_batch", "near_critical", "large_batch", "unknown")
 _LN2 = float(np.log(2.0))

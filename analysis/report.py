@@ -18,14 +18,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis import plots
-from analysis.answer import SCALE_UP, Answer, answer, batch_identified, models_compared
-from analysis.curves import CellCurves, cell_curves
-from analysis.errors import AnalysisError
-from analysis.export import FORMULA, read_coefficients, suggest_lr_max, write_coefficients
-from analysis.fit import PowerLawFit
-from analysis.optimum import lr_points
-from analysis.pipeline import HEADLINES, Analysis, analyze
+from powersweep.analysis import plots
+from powersweep.analysis.answer import SCALE_UP, Answer, answer, batch_identified, models_compared
+from powersweep.analysis.curves import CellCurves, cell_curves
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.export import FORMULA, read_coefficients, suggest_lr_max, write_coefficients
+from powersweep.analysis.fit import PowerLawFit
+from powersweep.analysis.optimum import lr_points
+from powersweep.analysis.pipeline import HEADLINES, Analysis, analyze
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from analysis.errors import AnalysisError
+from powersweep.analysis.errors import AnalysisError
 
 # settings_id hashes every training setting but the cell and the searched values (sweeps/plan.py): it is last
 # because the named columns say better which setting differs.

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from analysis.errors import AnalysisError
+from powersweep.analysis.errors import AnalysisError
 
 if TYPE_CHECKING:
-    from analysis.export import JointPrediction, Prediction
-    from analysis.pipeline import Analysis
-    from analysis.report import ReportPaths
+    from powersweep.analysis.export import JointPrediction, Prediction
+    from powersweep.analysis.pipeline import Analysis
+    from powersweep.analysis.report import ReportPaths
 
 EXTRAPOLATION_NOTE = 1.5  # a prediction this many times outside the swept tokens gets a note
 

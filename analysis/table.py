@@ -20,10 +20,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.curves import CURVES_DIR
-from analysis.errors import AnalysisError
-from analysis.merge import DEFAULT_TOLERANCE, check_tolerance, merge_close
-from sweeps.schema import PHASES, SCHEMA, STATUSES  # the store's columns: their one definition (no torch, no Ray)
+from powersweep.analysis.curves import CURVES_DIR
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.merge import DEFAULT_TOLERANCE, check_tolerance, merge_close
+from powersweep.sweeps.schema import PHASES, SCHEMA, STATUSES  # the store's columns: their one definition (no torch, no Ray)
 
 REQUIRED = ("model", "tokens", "batch_size", "lr", "loss_eval")
 # The columns of the store's schema that analysis reads (and `--map` can fill), in the order of its table.

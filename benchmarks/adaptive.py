@@ -38,8 +38,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis import analyze  # noqa: E402
-from sweeps.adaptive import Policy, lr_value, replay  # noqa: E402
+from powersweep.analysis import analyze  # noqa: E402
+from powersweep.sweeps.adaptive import Policy, lr_value, replay  # noqa: E402
 
 BUDGETS = tuple(2e9 * 2**i for i in range(8))  # the paper's Table 2: 2B to 256B tokens
 DECAY = 0.1  # the paper's WSD: 10% of the tokens in the decay phase

@@ -19,12 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis import analyze  # noqa: E402
-from sweeps.adaptive import lr_value  # noqa: E402
-from sweeps.plan import plan  # noqa: E402
-from sweeps.rounds import search_state, stored_results  # noqa: E402
-from sweeps.spec import load_spec  # noqa: E402
-from sweeps.store import ResultStore  # noqa: E402
+from powersweep.analysis import analyze  # noqa: E402
+from powersweep.sweeps.adaptive import lr_value  # noqa: E402
+from powersweep.sweeps.plan import plan  # noqa: E402
+from powersweep.sweeps.rounds import search_state, stored_results  # noqa: E402
+from powersweep.sweeps.spec import load_spec  # noqa: E402
+from powersweep.sweeps.store import ResultStore  # noqa: E402
 
 
 def busiest_slot(costs: list[float], slots: int) -> float:

@@ -22,8 +22,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout without `pip install -e .`
 
-from analysis import PlantedLaw, SweepGrid, analyze, load_table, synthetic_table, write_report  # noqa: E402
-from analysis.synthetic import synthetic_power_table  # noqa: E402
+from powersweep.analysis import PlantedLaw, SweepGrid, analyze, load_table, synthetic_table, write_report  # noqa: E402
+from powersweep.analysis.synthetic import synthetic_power_table  # noqa: E402
 
 BUDGET_S = 10.0
 COMMAND = "python benchmarks/analysis_bench.py"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout without `pip install -e .`
 
-from analysis.calibration import MAIN_JOB_LAW, calibrate, calibrate_alpha, calibrate_main_job  # noqa: E402
+from powersweep.analysis.calibration import MAIN_JOB_LAW, calibrate, calibrate_alpha, calibrate_main_job  # noqa: E402
 
 
 def gamma_report(sweeps: int, n_boot: int) -> None:

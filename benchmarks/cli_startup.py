@@ -1,4 +1,4 @@
-"""Wall time of `powersweep --help` (python -m sweeps.cli --help), for this checkout and optionally others.
+"""Wall time of `powersweep --help` (python -m powersweep.cli --help), for this checkout and optionally others.
 
 Each round runs every checkout once, in turn, so a busy machine slows them alike; prints the median per
 checkout and, with two or more, the ratio to the first.
@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def help_seconds(checkout: str) -> float:
     env = {**os.environ, "PYTHONPATH": checkout}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "sweeps.cli", "--help"], env=env, cwd=checkout, check=True,
+    subprocess.run([sys.executable, "-m", "powersweep.cli", "--help"], env=env, cwd=checkout, check=True,
                    stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 

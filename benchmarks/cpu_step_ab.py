@@ -20,9 +20,9 @@ import sys
 
 CHILD = """
 import json, time, torch, proxy_models
-from proxy_models.data import DataConfig
-from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import TrainConfig, Trainer
+from powersweep.proxy_models.data import DataConfig
+from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.trainer import TrainConfig, Trainer
 torch.set_num_threads(1)
 config = TrainConfig(model="cpu-xxs", model_overrides={"seq_len": 64}, batch_size=4, tokens=4 * 64 * 10**6,
                      schedule=ScheduleConfig(name="constant", lr=1e-2), device="cpu", log_every_steps=10**6)

@@ -24,15 +24,15 @@ import time
 
 import torch
 
-from proxy_models.budgets import planned_tokens, trunk_tokens
-from proxy_models.curves import DEFAULT_GRID, CurveRecorder
-from proxy_models.data import DataConfig, load_corpus
-from proxy_models.lineage import train_lineage
-from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import TrainConfig
-from sweeps.curves import curve_saver
-from sweeps.plan import LineageJob
-from sweeps.store import ResultStore
+from powersweep.proxy_models.budgets import planned_tokens, trunk_tokens
+from powersweep.proxy_models.curves import DEFAULT_GRID, CurveRecorder
+from powersweep.proxy_models.data import DataConfig, load_corpus
+from powersweep.proxy_models.lineage import train_lineage
+from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.trainer import TrainConfig
+from powersweep.sweeps.curves import curve_saver
+from powersweep.sweeps.plan import LineageJob
+from powersweep.sweeps.store import ResultStore
 
 SUFFIX = {"K": 1e3, "M": 1e6}
 

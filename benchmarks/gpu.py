@@ -61,18 +61,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from proxy_models import memory
-from proxy_models.data import DataConfig, load_corpus
-from proxy_models.head import liger_loss
-from proxy_models.memory import GIB
-from proxy_models.moe import scattermoe_ops
-from proxy_models.packed import PackedTrainer
-from proxy_models.perf import attention_flops_per_token, compute_dtype, device_name, peak_flops, resolve_device
-from proxy_models.perf import mfu as model_flops_utilisation
-from proxy_models.perf import utilisation
-from proxy_models.run_config import COMPILE_MODES, COMPILE_SCOPES
-from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import TrainConfig, Trainer
+from powersweep.proxy_models import memory
+from powersweep.proxy_models.data import DataConfig, load_corpus
+from powersweep.proxy_models.head import liger_loss
+from powersweep.proxy_models.memory import GIB
+from powersweep.proxy_models.moe import scattermoe_ops
+from powersweep.proxy_models.packed import PackedTrainer
+from powersweep.proxy_models.perf import attention_flops_per_token, compute_dtype, device_name, peak_flops, resolve_device
+from powersweep.proxy_models.perf import mfu as model_flops_utilisation
+from powersweep.proxy_models.perf import utilisation
+from powersweep.proxy_models.run_config import COMPILE_MODES, COMPILE_SCOPES
+from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.trainer import TrainConfig, Trainer
 
 PAPER_BATCHES = (16, 512)  # the smallest and largest batch_size of sweeps/specs/paper-wsd.yaml
 QUICK = {"n_layers": 1, "seq_len": 32, "vocab_size": 1024}  # --quick: every preset shrunk to CPU size
@@ -323,10 +323,10 @@ def gpu_sweep(raw: dict, *, out: str, solo_tokens_per_s: float,
               compiling: dict | None = None) -> dict:
     """Submit a `sweep_spec` (its run settings with `compiling`) to a fresh store under `out` through a local
     Ray; what it stored and where the wall time went."""
-    from sweeps.plan import plan
-    from sweeps.spec import spec_from_dict
-    from sweeps.store import ResultStore
-    from sweeps.sweep import submit
+    from powersweep.sweeps.plan import plan
+    from powersweep.sweeps.spec import spec_from_dict
+    from powersweep.sweeps.store import ResultStore
+    from powersweep.sweeps.sweep import submit
 
     os.makedirs(out, exist_ok=True)
     storage = tempfile.mkdtemp(prefix="gpu-sweep-store-", dir=out)  # fresh: a store of an earlier run would resume

@@ -16,10 +16,10 @@ import argparse
 import os
 import sys
 
-from sweeps import progress
-from sweeps.cli.sweep_commands import SPECS_DIR
-from sweeps.spec import load_spec
-from sweeps.sweep import submit
+from powersweep.sweeps import progress
+from powersweep.cli.sweep_commands import SPECS_DIR
+from powersweep.sweeps.spec import load_spec
+from powersweep.sweeps.sweep import submit
 
 SPEC = os.path.join(SPECS_DIR, "cpu-quick.yaml")
 

@@ -62,7 +62,7 @@ def timed_state_saves() -> dict:
 def build(mode: str, lineages: int, root: str):
     from ray import tune
 
-    from sweeps.execute import ExecutionSettings, build_tuner, trial_groups
+    from powersweep.sweeps.execute import ExecutionSettings, build_tuner, trial_groups
 
     if mode == "default":
         trainable = tune.with_resources(trivial_trial, {"cpu": 1})

@@ -27,10 +27,10 @@ VARIANTS = {
 
 def child(preset: str, batch_size: int, seq_len: int, settings: dict) -> dict:
     """Build the trainer, train one step, and report RSS high-water before and after, and the estimate."""
-    from proxy_models.data import DataConfig
-    from proxy_models.memory import GIB, step_memory
-    from proxy_models.schedules import ScheduleConfig
-    from proxy_models.trainer import TrainConfig, Trainer
+    from powersweep.proxy_models.data import DataConfig
+    from powersweep.proxy_models.memory import GIB, step_memory
+    from powersweep.proxy_models.schedules import ScheduleConfig
+    from powersweep.proxy_models.trainer import TrainConfig, Trainer
 
     config = TrainConfig(model=preset, model_overrides={"seq_len": seq_len}, batch_size=batch_size, device="cpu",
                          tokens=batch_size * seq_len * 2, schedule=ScheduleConfig(name="constant", lr=1e-3),

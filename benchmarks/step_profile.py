@@ -24,12 +24,12 @@ from torch.profiler import ProfilerActivity, profile
 
 from gpu import fresh_start, peak_bytes, timed_steps  # benchmarks/gpu.py: this script's directory is on the path
 
-from proxy_models.data import DataConfig, load_corpus
-from proxy_models.memory import GIB
-from proxy_models.packed import PackedTrainer
-from proxy_models.perf import device_name, resolve_device
-from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import TrainConfig, Trainer
+from powersweep.proxy_models.data import DataConfig, load_corpus
+from powersweep.proxy_models.memory import GIB
+from powersweep.proxy_models.packed import PackedTrainer
+from powersweep.proxy_models.perf import device_name, resolve_device
+from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.trainer import TrainConfig, Trainer
 
 ROWS = 20
 

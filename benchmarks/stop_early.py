@@ -30,7 +30,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweeps.store import ResultStore  # noqa: E402
+from powersweep.sweeps.store import ResultStore  # noqa: E402
 
 
 def needed_later(final: pd.DataFrame, fork_tokens: float, decay: float, window: int) -> tuple[set[float], set[float]]:
@@ -121,7 +121,7 @@ def store_report(storage: str, sweep: str, window: int) -> None:
 def synthetic_table(surface, gain: float, power: float) -> pd.DataFrame:
     """A full grid's final and trunk rows on one simulated surface (see the module docstring)."""
     from adaptive import BUDGETS, DECAY, POLICY, SPAN  # benchmarks/adaptive.py, next to this file
-    from sweeps.adaptive import lr_value
+    from powersweep.sweeps.adaptive import lr_value
 
     rows = []
     for k in range(POLICY.start[0], POLICY.start[0] + SPAN + 1):

@@ -28,11 +28,11 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 CHILD = """
 import json, os, sys, tempfile, time, torch, yaml
-from proxy_models.budgets import planned_tokens
-from sweeps.execute import ExecutionSettings, run_job
-from sweeps.plan import plan
-from sweeps.spec import spec_from_dict
-from sweeps import trackers
+from powersweep.proxy_models.budgets import planned_tokens
+from powersweep.sweeps.execute import ExecutionSettings, run_job
+from powersweep.sweeps.plan import plan
+from powersweep.sweeps.spec import spec_from_dict
+from powersweep.sweeps import trackers
 torch.set_num_threads(1)
 inside = {"__init__": 0.0, "log": 0.0, "finish": 0.0}  # seconds in the trackers' own calls (start: import too)
 sent = [0]  # metric points handed to the trackers' log

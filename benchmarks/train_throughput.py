@@ -16,10 +16,10 @@ import time
 
 import torch
 
-from proxy_models.packed import PackedTrainer
-from proxy_models.perf import measure_matmul_flops, mfu
-from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import TrainConfig, Trainer
+from powersweep.proxy_models.packed import PackedTrainer
+from powersweep.proxy_models.perf import measure_matmul_flops, mfu
+from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.trainer import TrainConfig, Trainer
 
 
 def time_steps(trainer: Trainer, steps: int) -> float:

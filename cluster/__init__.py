@@ -8,14 +8,14 @@ import importlib
 # public name -> module defining it: imported on first use, so importing one submodule (e.g. for
 # `powersweep --help`) does not import torch, Ray or pandas through this package.
 _EXPORTS = {
-    "ClusterError": "cluster.jobs",
-    "auth_token": "cluster.jobs",
-    "is_jobs_address": "cluster.jobs",
-    "job_logs": "cluster.jobs",
-    "job_status": "cluster.jobs",
-    "stop_job": "cluster.jobs",
-    "submit_job": "cluster.jobs",
-    "check_shared_storage": "cluster.storage_check",
+    "ClusterError": "powersweep.cluster.jobs",
+    "auth_token": "powersweep.cluster.jobs",
+    "is_jobs_address": "powersweep.cluster.jobs",
+    "job_logs": "powersweep.cluster.jobs",
+    "job_status": "powersweep.cluster.jobs",
+    "stop_job": "powersweep.cluster.jobs",
+    "submit_job": "powersweep.cluster.jobs",
+    "check_shared_storage": "powersweep.cluster.storage_check",
 }
 
 __all__ = list(_EXPORTS)

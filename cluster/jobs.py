@@ -1,7 +1,7 @@
 """Submit a sweep driver to a Ray cluster through the Ray Jobs API, and follow it.
 
 `submit_job` sends the project itself as the job's working directory (the Ray runtime environment), with
-the resolved spec and the storage URI in its environment; `cluster.driver` runs on the head node and
+the resolved spec and the storage URI in its environment; `powersweep.job_driver` runs on the head node and
 connects to its own cluster. The other functions take the job id that `submit_job` returned.
 
 Clusters with token authentication (the default for Ray >= 2.59 clusters started with a token) need the
@@ -19,9 +19,9 @@ import uuid
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sweeps.spec import SweepSpec
+    from powersweep.sweeps.spec import SweepSpec
 
-DRIVER = "python -m cluster.driver"  # run on the head node, in the job's working directory
+DRIVER = "python -m powersweep.job_driver"  # run on the head node, in the job's working directory
 SPEC_ENV = "POWERSWEEP_SPEC"  # the resolved spec, as JSON
 STORAGE_ENV = "POWERSWEEP_STORAGE"  # the results store URI every node writes to
 REPLACE_ENV = "POWERSWEEP_REPLACE"  # "1": submit --replace (the stored sweep of the name is set aside)

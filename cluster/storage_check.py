@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 
-from cluster.jobs import ClusterError
-from sweeps.interrupt import ray_starting
-from sweeps.store import ResultStore, StoreError
+from powersweep.cluster.jobs import ClusterError
+from powersweep.sweeps.interrupt import ray_starting
+from powersweep.sweeps.store import ResultStore, StoreError
 
 PROBE_DIR = "cluster-probes"  # under the store's root; probes are deleted after the check
 PROBE_TIMEOUT_S = 300.0  # a node may first have to unpack the job's working directory

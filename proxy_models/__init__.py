@@ -5,21 +5,21 @@ import importlib
 # public name -> module defining it: imported on first use, so importing one submodule (e.g. for
 # `powersweep --help`) does not import torch, Ray or pandas through this package.
 _EXPORTS = {
-    "PRESETS": "proxy_models.config",
-    "ConfigError": "proxy_models.config",
-    "ProxyConfig": "proxy_models.config",
-    "get_preset": "proxy_models.config",
-    "DataConfig": "proxy_models.run_config",
-    "load_corpus": "proxy_models.data",
-    "plan_branches": "proxy_models.budgets",
-    "train_lineage": "proxy_models.lineage",
-    "train_packed_lineage": "proxy_models.lineage",
-    "ProxyLM": "proxy_models.model",
-    "PackedTrainer": "proxy_models.packed",
-    "ScheduleConfig": "proxy_models.schedules",
-    "RunResult": "proxy_models.trainer",
-    "TrainConfig": "proxy_models.run_config",
-    "Trainer": "proxy_models.trainer",
+    "PRESETS": "powersweep.proxy_models.config",
+    "ConfigError": "powersweep.proxy_models.config",
+    "ProxyConfig": "powersweep.proxy_models.config",
+    "get_preset": "powersweep.proxy_models.config",
+    "DataConfig": "powersweep.proxy_models.run_config",
+    "load_corpus": "powersweep.proxy_models.data",
+    "plan_branches": "powersweep.proxy_models.budgets",
+    "train_lineage": "powersweep.proxy_models.lineage",
+    "train_packed_lineage": "powersweep.proxy_models.lineage",
+    "ProxyLM": "powersweep.proxy_models.model",
+    "PackedTrainer": "powersweep.proxy_models.packed",
+    "ScheduleConfig": "powersweep.proxy_models.schedules",
+    "RunResult": "powersweep.proxy_models.trainer",
+    "TrainConfig": "powersweep.proxy_models.run_config",
+    "Trainer": "powersweep.proxy_models.trainer",
 }
 
 __all__ = list(_EXPORTS)

@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from proxy_models.run_config import TrainConfig
+from powersweep.proxy_models.run_config import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-from proxy_models.memory import chunk_tokens_for, fused_chunking
-from proxy_models.run_config import HEADS
+from powersweep.proxy_models.memory import chunk_tokens_for, fused_chunking
+from powersweep.proxy_models.run_config import HEADS
 
 
 @functools.cache

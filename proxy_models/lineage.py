@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
-from proxy_models import checkpoint
-from proxy_models.budgets import Branch, plan_branches, trunk_steps
-from proxy_models.curves import DEFAULT_GRID, CurveGrid
-from proxy_models.data import TokenCorpus, load_corpus
-from proxy_models.packed import PackedTrainer
-from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import RunResult, TrainConfig, Trainer
+from powersweep.proxy_models import checkpoint
+from powersweep.proxy_models.budgets import Branch, plan_branches, trunk_steps
+from powersweep.proxy_models.curves import DEFAULT_GRID, CurveGrid
+from powersweep.proxy_models.data import TokenCorpus, load_corpus
+from powersweep.proxy_models.packed import PackedTrainer
+from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.trainer import RunResult, TrainConfig, Trainer
 
 
 @dataclass

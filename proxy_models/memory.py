@@ -21,7 +21,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from proxy_models.config import ConfigError, ProxyConfig
+from powersweep.proxy_models.config import ConfigError, ProxyConfig
 
 GIB = 2**30
 CHUNK_BYTES = 64 * 2**20  # fp32 logits of one chunk of the chunked head: 64 MiB keeps its matmuls large, its memory small

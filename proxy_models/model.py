@@ -16,9 +16,9 @@ import torch.nn.functional as F
 
 from torch.utils.checkpoint import checkpoint
 
-from proxy_models.config import ProxyConfig
-from proxy_models.head import head_loss, resolve_head
-from proxy_models.moe import MoEMLP
+from powersweep.proxy_models.config import ProxyConfig
+from powersweep.proxy_models.head import head_loss, resolve_head
+from powersweep.proxy_models.moe import MoEMLP
 
 
 def rope_tables(seq_len: int, d_head: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:

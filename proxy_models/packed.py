@@ -29,14 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from proxy_models.compile_cache import compile_function, resolve_compile_mode, whole_trunk
-from proxy_models.config import ConfigError, ProxyConfig
-from proxy_models.data import TokenCorpus
-from proxy_models.head import head_loss, resolve_head
-from proxy_models.model import ProxyLM, apply_rope
-from proxy_models.mup import multipliers
-from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import RunResult, TrainConfig, TrainingLoop
+from powersweep.proxy_models.compile_cache import compile_function, resolve_compile_mode, whole_trunk
+from powersweep.proxy_models.config import ConfigError, ProxyConfig
+from powersweep.proxy_models.data import TokenCorpus
+from powersweep.proxy_models.head import head_loss, resolve_head
+from powersweep.proxy_models.model import ProxyLM, apply_rope
+from powersweep.proxy_models.mup import multipliers
+from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.trainer import RunResult, TrainConfig, TrainingLoop
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass, field
 
-from proxy_models.config import ConfigError, ProxyConfig, get_preset
-from proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.config import ConfigError, ProxyConfig, get_preset
+from powersweep.proxy_models.schedules import ScheduleConfig
 
 DTYPE_NAMES = ("float32", "float64", "bfloat16")  # TrainConfig.dtype besides "auto" (torch dtypes in the trainer)
 HEADS = ("auto", "full", "chunked", "fused")  # output heads' losses (proxy_models/head.py)

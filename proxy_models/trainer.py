@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch._dynamo.exc import TorchDynamoException
 
-from proxy_models import checkpoint
-from proxy_models.compile_cache import (
+from powersweep.proxy_models import checkpoint
+from powersweep.proxy_models.compile_cache import (
     compile_failed_here,
     compile_model,
     record_compile_failure,
@@ -25,19 +25,19 @@ from proxy_models.compile_cache import (
     resolve_compile_mode,
     uncompile_model,
 )
-from proxy_models.config import ConfigError, ProxyConfig
-from proxy_models.curves import CurveRecorder
-from proxy_models.data import TokenCorpus, eval_batches, load_corpus, train_batch
-from proxy_models.head import resolve_head
-from proxy_models.memory import (
+from powersweep.proxy_models.config import ConfigError, ProxyConfig
+from powersweep.proxy_models.curves import CurveRecorder
+from powersweep.proxy_models.data import TokenCorpus, eval_batches, load_corpus, train_batch
+from powersweep.proxy_models.head import resolve_head
+from powersweep.proxy_models.memory import (
     GIB,
     USABLE_FRACTION,
     choose_micro_batch,
     divisors_descending,
 )
-from proxy_models.model import ProxyLM
-from proxy_models.mup import param_groups, set_lr
-from proxy_models.perf import (
+from powersweep.proxy_models.model import ProxyLM
+from powersweep.proxy_models.mup import param_groups, set_lr
+from powersweep.proxy_models.perf import (
     attention_flops_per_token,
     compute_dtype,
     device_name,
@@ -47,8 +47,8 @@ from proxy_models.perf import (
     resolve_device,
     utilisation,
 )
-from proxy_models.run_config import CUDA_GRAPH_MODES, DTYPE_NAMES, TrainConfig
-from proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.run_config import CUDA_GRAPH_MODES, DTYPE_NAMES, TrainConfig
+from powersweep.proxy_models.schedules import ScheduleConfig
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 CUDA_CHECK_EVERY_STEPS = 16  # on CUDA, losses stay on the device and are read (one sync) every this many steps

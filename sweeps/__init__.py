@@ -8,19 +8,19 @@ import importlib
 # public name -> module defining it: imported on first use, so importing one submodule (e.g. for
 # `powersweep --help`) does not import torch, Ray or pandas through this package.
 _EXPORTS = {
-    "LineageJob": "sweeps.plan",
-    "PackedJob": "sweeps.plan",
-    "Plan": "sweeps.plan",
-    "Study": "sweeps.plan",
-    "trial_job": "sweeps.plan",
-    "SpecError": "sweeps.spec",
-    "SweepSpec": "sweeps.spec",
-    "load_spec": "sweeps.spec",
-    "ResultStore": "sweeps.store",
-    "StoreError": "sweeps.store",
-    "resume": "sweeps.sweep",
-    "status": "sweeps.sweep",
-    "submit": "sweeps.sweep",
+    "LineageJob": "powersweep.sweeps.plan",
+    "PackedJob": "powersweep.sweeps.plan",
+    "Plan": "powersweep.sweeps.plan",
+    "Study": "powersweep.sweeps.plan",
+    "trial_job": "powersweep.sweeps.plan",
+    "SpecError": "powersweep.sweeps.spec",
+    "SweepSpec": "powersweep.sweeps.spec",
+    "load_spec": "powersweep.sweeps.spec",
+    "ResultStore": "powersweep.sweeps.store",
+    "StoreError": "powersweep.sweeps.store",
+    "resume": "powersweep.sweeps.sweep",
+    "status": "powersweep.sweeps.sweep",
+    "submit": "powersweep.sweeps.sweep",
 }
 
 __all__ = list(_EXPORTS)

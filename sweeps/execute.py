@@ -23,16 +23,16 @@ from typing import TextIO
 
 import torch
 
-from proxy_models.budgets import planned_tokens, trunk_tokens
-from proxy_models.curves import DEFAULT_GRID
-from proxy_models.lineage import Attempt, train_lineage, train_packed_lineage
-from proxy_models.trainer import RunResult
-from sweeps.curves import curve_saver
-from sweeps.failures import fatal_stop, raise_fatal, reporting_fatal
-from sweeps.plan import LineageJob, PackedJob, gpu_share, settings_id, short_hash, trial_budget_gib
-from sweeps.progress import TIMED, ExecutionReport, StatusPrinter, Tracker, trials_done_callback, tune_callback
-from sweeps.store import ResultStore
-from sweeps.trackers import LineageLog, lineage_logs, tracking_root
+from powersweep.proxy_models.budgets import planned_tokens, trunk_tokens
+from powersweep.proxy_models.curves import DEFAULT_GRID
+from powersweep.proxy_models.lineage import Attempt, train_lineage, train_packed_lineage
+from powersweep.proxy_models.trainer import RunResult
+from powersweep.sweeps.curves import curve_saver
+from powersweep.sweeps.failures import fatal_stop, raise_fatal, reporting_fatal
+from powersweep.sweeps.plan import LineageJob, PackedJob, gpu_share, settings_id, short_hash, trial_budget_gib
+from powersweep.sweeps.progress import TIMED, ExecutionReport, StatusPrinter, Tracker, trials_done_callback, tune_callback
+from powersweep.sweeps.store import ResultStore
+from powersweep.sweeps.trackers import LineageLog, lineage_logs, tracking_root
 
 PACKAGES = ("torch", "ray", "numpy", "pandas", "pyarrow", "powersweep")
 
@@ -295,7 +295,7 @@ class DriverGone(RuntimeError):
 def check_driver(driver: dict | None) -> None:
     """Raise DriverGone if `driver` (host, pid, start time) is known to have ended; on another host the
     cluster ends the driver's trials with it."""
-    from sweeps.lock import describe, is_alive
+    from powersweep.sweeps.lock import describe, is_alive
 
     if driver is not None and is_alive(driver) is False:
         raise DriverGone(f"the sweep's driver, {describe(driver)}, has ended: nothing more is stored")
@@ -421,9 +421,9 @@ def init_ray(settings: ExecutionSettings) -> None:
 
     if ray.is_initialized():
         return
-    from sweeps.interrupt import ray_starting
-    from sweeps.lifetime import ray_of_this_driver
-    from sweeps.loopback import loopback_only
+    from powersweep.sweeps.interrupt import ray_starting
+    from powersweep.sweeps.lifetime import ray_of_this_driver
+    from powersweep.sweeps.loopback import loopback_only
 
     # "local", not None: None would attach to any cluster a `ray start` left on this machine.
     local = settings.address in (None, "local")
@@ -444,7 +444,7 @@ def check_resources(settings: ExecutionSettings) -> None:
     SpecError naming the field, what the largest node has and the fix."""
     import ray
 
-    from sweeps.spec import SpecError
+    from powersweep.sweeps.spec import SpecError
 
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     for field, key, need in (("cpus_per_trial", "CPU", settings.cpus_per_trial),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sweeps.spec import SweepSpec, _short
+from powersweep.sweeps.spec import SweepSpec, _short
 
 GRIDS = ("models", "lr", "batch_size", "tokens", "seeds", "power_a", "power_b", "lr_max", "n_trials")
 SEARCH_EXECUTION = ("study_concurrency",)  # how a search runs its trials, not what they train

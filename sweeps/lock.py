@@ -25,7 +25,7 @@ import uuid
 
 import psutil
 
-from sweeps.store import ResultStore, StoreError, write_failure
+from powersweep.sweeps.store import ResultStore, StoreError, write_failure
 
 LOCK_NAME = "driver.lock"
 

@@ -13,13 +13,13 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sweeps.sweep import SubmitResult
+    from powersweep.sweeps.sweep import SubmitResult
 
 # (module, exception class) of every user mistake the sweep libraries raise. Looked up only among modules
 # already imported (an error can only come from a module that was), so asking imports nothing.
-USER_ERRORS = (("proxy_models.config", "ConfigError"), ("proxy_models.data", "DataError"),
-               ("analysis.errors", "AnalysisError"), ("sweeps.spec", "SpecError"), ("sweeps.schema", "StoreError"),
-               ("sweeps.failures", "SweepFailure"))
+USER_ERRORS = (("powersweep.proxy_models.config", "ConfigError"), ("powersweep.proxy_models.data", "DataError"),
+               ("powersweep.analysis.errors", "AnalysisError"), ("powersweep.sweeps.spec", "SpecError"), ("powersweep.sweeps.schema", "StoreError"),
+               ("powersweep.sweeps.failures", "SweepFailure"))
 
 
 MAX_LINE = 300  # characters of an error line shown to a person: longer ones are cut, ending in "..."
@@ -45,7 +45,7 @@ def is_user_error(error: BaseException) -> bool:
 def print_report(result: SubmitResult) -> int:
     """Print what a submit or resume did (plan, wall-time breakdown, where the results are); its exit code:
     1 when a trial failed or a planned row is still unreadable, else 0."""
-    from sweeps.plan import format_plan
+    from powersweep.sweeps.plan import format_plan
 
     print(format_plan(result.plan), file=sys.stderr)
     if result.replaced_lock:
@@ -69,7 +69,7 @@ def print_report(result: SubmitResult) -> int:
 def status_lines(s: dict) -> list[str]:
     """`sweeps.sweep.status(...)` as lines: the done/planned bar with per-state counts, trunk evaluations,
     unreadable and set-aside files, per-cell progress and, for an adaptive sweep, each group's search."""
-    from sweeps.progress import bar
+    from powersweep.sweeps.progress import bar
 
     done = s["planned"] - s["counts"].get("missing", 0)
     lines = [f"sweep {s['sweep_id']}: {done}/{s['planned']} runs done {bar(done / max(s['planned'], 1))}; " +

@@ -20,13 +20,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 
-from proxy_models.budgets import (
+from powersweep.proxy_models.budgets import (
     independent_tokens,
     plan_branches,
     planned_tokens,
     trunk_tokens,
 )
-from proxy_models.memory import (
+from powersweep.proxy_models.memory import (
     CUDA_CONTEXT_BYTES,
     GIB,
     USABLE_FRACTION,
@@ -37,10 +37,10 @@ from proxy_models.memory import (
     step_memory,
     trunk_copy_bytes,
 )
-from proxy_models.run_config import EXECUTION_FIELDS, DataConfig, TrainConfig
-from proxy_models.schedules import ScheduleConfig
-from sweeps.adaptive import Policy, first_round, lr_value
-from sweeps.spec import AdaptiveSpec, SweepSpec
+from powersweep.proxy_models.run_config import EXECUTION_FIELDS, DataConfig, TrainConfig
+from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.sweeps.adaptive import Policy, first_round, lr_value
+from powersweep.sweeps.spec import AdaptiveSpec, SweepSpec
 
 SEARCHED = ("lr", "power_a", "power_b", "lr_max")  # schedule fields a pack's variants may differ in
 

@@ -17,12 +17,12 @@ import os
 import shutil
 import uuid
 
-from proxy_models.budgets import trunk_tokens
-from proxy_models.memory import step_memory, trunk_copy_bytes
-from proxy_models.run_config import TrainConfig
-from sweeps.plan import LineageJob, PackedJob, Plan
-from sweeps.spec import SpecError, SweepSpec
-from sweeps.store import StoreError, write_failure
+from powersweep.proxy_models.budgets import trunk_tokens
+from powersweep.proxy_models.memory import step_memory, trunk_copy_bytes
+from powersweep.proxy_models.run_config import TrainConfig
+from powersweep.sweeps.plan import LineageJob, PackedJob, Plan
+from powersweep.sweeps.spec import SpecError, SweepSpec
+from powersweep.sweeps.store import StoreError, write_failure
 
 # Bytes on disk, measured on stored sweeps (cpu-quick): a result file is 10-13 KB, a lineage's curve 20-60 KB.
 ROW_FILE_BYTES = 16 * 2**10
@@ -35,8 +35,8 @@ PROCESS_BYTES = 600 * 2**20  # a trial process before its model: Python, torch a
 def check_data(spec: SweepSpec) -> None:
     """The spec's data source and tokenizer must exist where the driver runs and make a corpus that serves the
     train and eval windows of every model: a bad corpus would otherwise fail inside every trial."""
-    from proxy_models.config import get_preset
-    from proxy_models.data import DataConfig, DataError, check_windows, load_corpus
+    from powersweep.proxy_models.config import get_preset
+    from powersweep.proxy_models.data import DataConfig, DataError, check_windows, load_corpus
 
     data = spec.train.data
     if data.source != "embedded" and not glob.glob(os.path.expanduser(data.source), recursive=True):

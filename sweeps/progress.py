@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from proxy_models.lineage import plan_branches
-from sweeps.plan import LineageJob
+from powersweep.proxy_models.lineage import plan_branches
+from powersweep.sweeps.plan import LineageJob
 
 
 # Seconds a trial reports, each the sum over its jobs' `Attempt`s (proxy_models/lineage.py) of the same field.

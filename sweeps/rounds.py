@@ -15,11 +15,11 @@ from dataclasses import dataclass, fields
 
 import pandas as pd
 
-from sweeps.adaptive import SearchState, brackets, lr_value, replay
-from sweeps.execute import ExecutionSettings, execute, missing_budgets
-from sweeps.plan import LineageJob, LrSearch, pack_jobs
-from sweeps.progress import ExecutionReport
-from sweeps.store import ResultStore
+from powersweep.sweeps.adaptive import SearchState, brackets, lr_value, replay
+from powersweep.sweeps.execute import ExecutionSettings, execute, missing_budgets
+from powersweep.sweeps.plan import LineageJob, LrSearch, pack_jobs
+from powersweep.sweeps.progress import ExecutionReport
+from powersweep.sweeps.store import ResultStore
 
 Results = dict[str, float]  # run_id -> loss_eval of a stored budget row (math.inf if it diverged)
 

@@ -30,9 +30,9 @@ from optuna.trial import TrialState
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeps.execute import ExecutionSettings, fit, missing_budgets, run_job
-from sweeps.plan import Study, trial_job
-from sweeps.store import ResultStore
+from powersweep.sweeps.execute import ExecutionSettings, fit, missing_budgets, run_job
+from powersweep.sweeps.plan import Study, trial_job
+from powersweep.sweeps.store import ResultStore
 
 __all__ = ["METRIC", "StudySearch", "distributions", "divergence_penalty", "journal", "objective", "reconcile",
            "completed_trials", "SearchRun", "run_studies", "stored_run_ids", "stored_trials"]

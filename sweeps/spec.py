@@ -27,11 +27,11 @@ from pydantic import (
     model_validator,
 )
 
-from proxy_models.config import PRESETS, ConfigError, ProxyConfig, get_preset
-from proxy_models.run_config import COMPILE_MODES, COMPILE_SCOPES
-from proxy_models.schedules import DECAY_SHAPES
-from sweeps.outcome import one_line as _cut  # one error line, cut to a readable length
-from sweeps.safe_yaml import YamlLimitError, load_yaml
+from powersweep.proxy_models.config import PRESETS, ConfigError, ProxyConfig, get_preset
+from powersweep.proxy_models.run_config import COMPILE_MODES, COMPILE_SCOPES
+from powersweep.proxy_models.schedules import DECAY_SHAPES
+from powersweep.sweeps.outcome import one_line as _cut  # one error line, cut to a readable length
+from powersweep.sweeps.safe_yaml import YamlLimitError, load_yaml
 
 _SUFFIX = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
 MAX_TOKENS = 1e15  # per budget: 1000x the largest budget of the paper's 3B models
@@ -341,7 +341,7 @@ class RunSpec(_Strict):
     @field_validator("gpu_memory")
     @classmethod
     def _gpu_memory(cls, value):
-        from proxy_models.memory import parse_bytes  # imports torch (through head.py): only when given
+        from powersweep.proxy_models.memory import parse_bytes  # imports torch (through head.py): only when given
 
         if value is not None and parse_bytes(value) <= 0:
             raise ValueError(f"{value!r} is not a memory size: write e.g. 80GiB, 80GB or 40960MiB")

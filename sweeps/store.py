@@ -43,8 +43,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from sweeps.curves import CURVE_SCHEMA, CURVES_DIR, conform_curve, merge_points
-from sweeps.schema import (
+from powersweep.sweeps.curves import CURVE_SCHEMA, CURVES_DIR, conform_curve, merge_points
+from powersweep.sweeps.schema import (
     COLUMN_DOCS,
     REQUIRED,
     SCHEMA,

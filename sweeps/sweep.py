@@ -10,16 +10,16 @@ from dataclasses import dataclass, replace
 
 import psutil
 
-from sweeps.curves import curve_status
-from sweeps.execute import ExecutionSettings, check_resources, execute, init_ray, missing_rows, trial_gpus
-from sweeps.identity import differences
-from sweeps.lock import SweepLock, describe, holder
-from sweeps.plan import Plan, plan, spec_gpu_bytes
-from sweeps.preflight import check_data, check_free_space, check_host_memory, check_writable
-from sweeps.progress import ExecutionReport
-from sweeps.spec import SpecError, SweepSpec, spec_from_dict
-from sweeps.store import ResultStore, StoreError
-from sweeps.trackers import check_loggers, prepare, tracking_root
+from powersweep.sweeps.curves import curve_status
+from powersweep.sweeps.execute import ExecutionSettings, check_resources, execute, init_ray, missing_rows, trial_gpus
+from powersweep.sweeps.identity import differences
+from powersweep.sweeps.lock import SweepLock, describe, holder
+from powersweep.sweeps.plan import Plan, plan, spec_gpu_bytes
+from powersweep.sweeps.preflight import check_data, check_free_space, check_host_memory, check_writable
+from powersweep.sweeps.progress import ExecutionReport
+from powersweep.sweeps.spec import SpecError, SweepSpec, spec_from_dict
+from powersweep.sweeps.store import ResultStore, StoreError
+from powersweep.sweeps.trackers import check_loggers, prepare, tracking_root
 
 # Checks that every node of a cluster at `address` can write the store at a URI; raises a user error if not.
 StorageCheck = Callable[..., object]
@@ -153,8 +153,8 @@ def _requested_gpus(spec: SweepSpec) -> float:
 def check_gpu_shares(spec: SweepSpec, p: Plan) -> tuple[str, ...]:
     """The notes on trials whose requested GPU share was too small for their memory estimate (the share is
     raised). SpecError when gpus_per_trial is 'auto' with no GPU memory known, or a trial fits no GPU."""
-    from proxy_models.config import ConfigError
-    from sweeps.plan import gpu_share
+    from powersweep.proxy_models.config import ConfigError
+    from powersweep.sweeps.plan import gpu_share
 
     if not spec.run.uses_gpu:
         return ()
@@ -186,7 +186,7 @@ def _planned_rows(p: Plan, store: ResultStore, settings: ExecutionSettings) -> f
     """The rows the sweep writes: the plan's, or for an Optuna search those of every trial it knows of."""
     if not p.studies:
         return p.row_ids
-    from sweeps.search import known_row_ids  # imports Optuna: only for a search
+    from powersweep.sweeps.search import known_row_ids  # imports Optuna: only for a search
 
     return known_row_ids(p.studies, settings, store.read(sweep_id=settings.sweep_id).table)
 
@@ -197,7 +197,7 @@ def _run(spec: SweepSpec, p: Plan, store: ResultStore, settings: ExecutionSettin
     stored = _stored_for_planning(p, store, settings)
     jobs = [j for j in (missing_rows(trial, stored) for trial in p.trials) if j is not None]
     if p.studies:
-        from sweeps.search import run_studies  # imports Ray and Optuna: only when a search runs
+        from powersweep.sweeps.search import run_studies  # imports Ray and Optuna: only when a search runs
 
         if settings.gpu_memory_bytes is not None:  # every trial of a study has its template's shape
             settings = replace(settings, gpus_per_trial=trial_gpus([s.template for s in p.studies], settings))
@@ -205,7 +205,7 @@ def _run(spec: SweepSpec, p: Plan, store: ResultStore, settings: ExecutionSettin
         return SubmitResult(plan=p, lineages_run=search.trials_run, failed_trials=search.failed_trials,
                             storage=storage, execution=None)
     if p.searches:
-        from sweeps.rounds import run_rounds  # adaptive mode: rounds until every group's search ends
+        from powersweep.sweeps.rounds import run_rounds  # adaptive mode: rounds until every group's search ends
 
         rounds = run_rounds(p.searches, settings, pack=p.pack)
         return SubmitResult(plan=p, lineages_run=rounds.lineages_run, failed_trials=rounds.failed_trials,
@@ -235,7 +235,7 @@ def _complete(store: ResultStore, spec: SweepSpec, p: Plan) -> bool:
         return False
     if not same_spec or not p.searches:
         return same_spec and p.row_ids <= store.run_ids(sweep_id=spec.name)
-    from sweeps.rounds import searches_done  # adaptive: done when every group's search has ended on the store
+    from powersweep.sweeps.rounds import searches_done  # adaptive: done when every group's search has ended on the store
 
     return searches_done(p.searches, store.read(sweep_id=spec.name).table)
 
@@ -346,7 +346,7 @@ def _file_name(report: str) -> str:
 def _adaptive_status(sweep_id: str, p: Plan, table) -> dict:
     """`status` of an adaptive sweep: the rows its searches have asked for so far (completed rounds and the
     one in progress) count as planned; per group, the rounds done and each budget's bracket."""
-    from sweeps.rounds import adaptive_status
+    from powersweep.sweeps.rounds import adaptive_status
 
     searches = adaptive_status(p.searches, table)
     done = table[table["run_id"].isin(searches["run_ids"])]
@@ -364,6 +364,6 @@ def _trial_run_ids(p: Plan, table) -> set[str]:
     """run_ids of the stored budget rows of an optuna sweep's trials (none for a grid)."""
     if not p.studies:
         return set()
-    from sweeps.search import stored_run_ids
+    from powersweep.sweeps.search import stored_run_ids
 
     return stored_run_ids(p.studies, table)

@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
-from sweeps.spec import LOGGERS, SpecError
+from powersweep.sweeps.spec import LOGGERS, SpecError
 
 # Import names each logger needs, and the pip extra that installs them (pyproject.toml).
 REQUIREMENTS = {"tensorboard": ("tensorboardX",), "mlflow": ("mlflow", "sqlalchemy", "alembic"), "wandb": ("wandb",)}

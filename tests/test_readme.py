@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from sweeps.schema import SCHEMA
+from powersweep.sweeps.schema import SCHEMA
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.synthetic import PAPER_MODELS, PlantedLaw, SweepGrid, synthetic_table
-from analysis.table import load_table
+from powersweep.analysis.synthetic import PAPER_MODELS, PlantedLaw, SweepGrid, synthetic_table
+from powersweep.analysis.table import load_table
 
 # Finer than the paper's lr grid, so that most cells bracket their optimum.
 FINE_LRS = tuple(np.geomspace(1e-4, 0.1, 21).tolist())

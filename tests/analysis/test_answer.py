@@ -6,12 +6,12 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from analysis.answer import SCALE_UP, answer
-from analysis.export import predict_lr, read_coefficients
-from analysis.pipeline import analyze
-from analysis.report import write_report
-from analysis.synthetic import PAPER_MODELS, PlantedLaw, SweepGrid, synthetic_table
-from analysis.table import load_table
+from powersweep.analysis.answer import SCALE_UP, answer
+from powersweep.analysis.export import predict_lr, read_coefficients
+from powersweep.analysis.pipeline import analyze
+from powersweep.analysis.report import write_report
+from powersweep.analysis.synthetic import PAPER_MODELS, PlantedLaw, SweepGrid, synthetic_table
+from powersweep.analysis.table import load_table
 
 LRS = tuple(np.geomspace(1e-4, 0.1, 15).tolist())
 ONE_BATCH = SweepGrid(models=(("36M", 36e6),), tokens=(2e9, 4e9, 8e9, 16e9, 32e9), batch_sizes=(64,), lrs=LRS)
@@ -141,7 +141,7 @@ def test_refresh_only_when_asked(tmp_path):
 
 
 def test_one_batch_size_has_no_joint_batch_law_and_predict_joint_gives_the_lr_alone(one_batch_report, capsys):
-    from sweeps.cli.analysis_commands import add_predict_parser
+    from powersweep.cli.analysis_commands import add_predict_parser
     import argparse
 
     paths, table = one_batch_report

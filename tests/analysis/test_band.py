@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from analysis.band import band_fit
-from analysis.errors import AnalysisError
-from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
-from analysis.table import load_table
+from powersweep.analysis.band import band_fit
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
+from powersweep.analysis.table import load_table
 
 
 def test_gamma_band_slope_matches_the_planted_b(paper_table):

@@ -2,13 +2,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.batch_scaling import fit_batch_laws
-from analysis.errors import AnalysisError
-from analysis.export import coefficients, predict_lr
-from analysis.optimum import find_optima
-from analysis.pipeline import analyze
-from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
-from analysis.table import load_table
+from powersweep.analysis.batch_scaling import fit_batch_laws
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.export import coefficients, predict_lr
+from powersweep.analysis.optimum import find_optima
+from powersweep.analysis.pipeline import analyze
+from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
+from powersweep.analysis.table import load_table
 
 LRS = tuple(np.geomspace(1e-5, 0.3, 31).tolist())
 TOKENS, BATCHES = (2e9, 8e9, 32e9, 128e9), (32, 64, 128, 256)
@@ -96,7 +96,7 @@ def test_equal_size_models_stay_apart():
 
 
 def test_command_line_prints_the_law_that_holds_and_predicts_per_model(tmp_path, capsys):
-    from sweeps.cli import main
+    from powersweep.cli import main
 
     table = pd.concat([synthetic_table(law, SweepGrid(models=((n, s),), tokens=TOKENS, batch_sizes=BATCHES, lrs=LRS),
                                        seed=i, sweep_id=n)

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.bowl import fit_bowl
+from powersweep.analysis.bowl import fit_bowl
 
 
 @settings(max_examples=40, deadline=None)

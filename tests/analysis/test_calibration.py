@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from analysis.calibration import (ALPHA_BATCH_SIZES, ALPHA_RANGE, MAIN_JOB_LAW, calibrate, calibrate_alpha,
+from powersweep.analysis.calibration import (ALPHA_BATCH_SIZES, ALPHA_RANGE, MAIN_JOB_LAW, calibrate, calibrate_alpha,
                                   calibrate_main_job, planted_sweep)
-from analysis.pipeline import analyze
-from analysis.report import write_report
+from powersweep.analysis.pipeline import analyze
+from powersweep.analysis.report import write_report
 
 
 def test_b_intervals_cover_the_planted_b_on_asymmetric_bowls():

@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from sweeps.cli.analysis_commands import add_analyze_parser, add_predict_parser, parse_mapping
-from analysis.errors import AnalysisError
-from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_power_table, synthetic_table
+from powersweep.cli.analysis_commands import add_analyze_parser, add_predict_parser, parse_mapping
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_power_table, synthetic_table
 
 GRID = SweepGrid(models=(("36M", 36e6),), tokens=(2e9, 8e9, 32e9, 128e9), batch_sizes=(32, 64, 128),
                  lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()))

@@ -4,14 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.errors import AnalysisError
-from analysis.export import (
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.export import (
     FORMULA, coefficients, lm_engine_snippet, predict_joint, predict_lr, read_coefficients, scheduler_coefficients,
     suggest_lr_max, write_coefficients,
 )
-from analysis.pipeline import analyze
-from analysis.synthetic import PlantedLaw, synthetic_table
-from analysis.table import load_table
+from powersweep.analysis.pipeline import analyze
+from powersweep.analysis.synthetic import PlantedLaw, synthetic_table
+from powersweep.analysis.table import load_table
 
 
 @pytest.fixture(scope="module")

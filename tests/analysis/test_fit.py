@@ -6,10 +6,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis.fit import fit_gamma, fit_power_law, paper_fit, select_cells, transfer
-from analysis.optimum import find_optima
-from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
-from analysis.table import load_table
+from powersweep.analysis.fit import fit_gamma, fit_power_law, paper_fit, select_cells, transfer
+from powersweep.analysis.optimum import find_optima
+from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
+from powersweep.analysis.table import load_table
 
 
 def test_exact_power_law_is_recovered_exactly():

@@ -2,16 +2,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import analysis
+from powersweep import analysis
 
-FORBIDDEN = {"torch", "ray", "proxy_models", "sweeps", "matplotlib.pyplot"}
-SCHEMA = {"sweeps", "sweeps.schema"}  # the store's schema, read by analysis.table (it imports no torch or Ray)
+FORBIDDEN = ("torch", "ray", "powersweep.proxy_models", "powersweep.sweeps", "matplotlib.pyplot")
+# the store's schema, read by analysis.table (it imports no torch or Ray), and the package holding it
+SCHEMA = ("powersweep.sweeps", "powersweep.sweeps.schema")
 
 
 def test_analysis_imports_nothing_upstream():
     # A fresh interpreter: this test process may have imported anything.
-    code = ("import sys, analysis, analysis.report, analysis.plots, analysis.synthetic; "
-            f"print(sorted(m for m in sys.modules if (m in {FORBIDDEN!r} or m.split('.')[0] in {FORBIDDEN!r}) "
+    code = ("import sys, powersweep.analysis.report, powersweep.analysis.plots, powersweep.analysis.synthetic; "
+            f"print(sorted(m for m in sys.modules if (m in {FORBIDDEN!r} or m.startswith({tuple(f + '.' for f in FORBIDDEN)!r})) "
             f"and m not in {SCHEMA!r}))")
     root = Path(analysis.__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
@@ -27,7 +28,8 @@ def test_public_names_are_exported():
 def test_the_command_layer_imports_no_numeric_library():
     # `powersweep analyze --help` must not pay for pandas, scipy or matplotlib.
     heavy = ("pandas", "scipy", "matplotlib", "numpy", "pyarrow")
-    code = (f"import sys, analysis, sweeps.cli.analysis_commands; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+    code = (f"import sys, powersweep.analysis, powersweep.cli.analysis_commands; print(sorted(m for m in sys.modules if "
+            f"m.split('.')[0] in "
             f"{heavy!r}))")
     root = Path(analysis.__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
@@ -35,8 +37,8 @@ def test_the_command_layer_imports_no_numeric_library():
 
 
 def test_the_command_layer_defaults_match_the_library():
-    from analysis import pipeline, table
-    from sweeps.cli import analysis_commands as commands
+    from powersweep.analysis import pipeline, table
+    from powersweep.cli import analysis_commands as commands
 
     assert commands.BATCH_UNITS == table.BATCH_UNITS
     assert commands.DIVERGE_FACTOR == table.DIVERGE_FACTOR == pipeline.Settings().diverge_factor

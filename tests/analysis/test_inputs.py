@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.pipeline import analyze
-from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
-from analysis.table import load_table, mark_blowups
-from sweeps.cli import main
+from powersweep.analysis.pipeline import analyze
+from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
+from powersweep.analysis.table import load_table, mark_blowups
+from powersweep.cli import main
 
 GRID = SweepGrid(models=(("36M", 36e6),), tokens=(2e9, 8e9, 32e9), batch_sizes=(32, 64, 128),
                  lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()))

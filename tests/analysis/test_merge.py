@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.errors import AnalysisError
-from analysis.merge import tolerance_groups
-from analysis.optimum import lr_points
-from analysis.pipeline import analyze
-from analysis.report import write_report
-from analysis.synthetic import PlantedLaw, synthetic_table
-from analysis.table import load_table
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.merge import tolerance_groups
+from powersweep.analysis.optimum import lr_points
+from powersweep.analysis.pipeline import analyze
+from powersweep.analysis.report import write_report
+from powersweep.analysis.synthetic import PlantedLaw, synthetic_table
+from powersweep.analysis.table import load_table
 
 # The budgets of a public MoE sweep merged from two sweep versions (0.03% apart), and two more of its grid.
 V1_TOKENS = (1.983906e9, 4e9, 9.701425e9, 32e9)
@@ -149,7 +149,7 @@ def test_batch_sizes_converted_from_tokens_merge_within_the_tolerance():
 
 @pytest.mark.parametrize("tolerance, cells_per_budget", [(None, 1), ("0", 2)])
 def test_the_command_merges_by_its_tolerance_option(one_model_grid, tmp_path, capsys, tolerance, cells_per_budget):
-    from sweeps.cli import main
+    from powersweep.cli import main
 
     grid = one_model_grid(tokens=V1_TOKENS)
     path = tmp_path / "two-versions.csv"
@@ -162,7 +162,7 @@ def test_the_command_merges_by_its_tolerance_option(one_model_grid, tmp_path, ca
 
 
 def test_the_command_refuses_a_negative_tolerance_in_one_line(tmp_path, capsys):
-    from sweeps.cli import main
+    from powersweep.cli import main
 
     assert main(["analyze", str(tmp_path), "--tokens-tolerance", "-0.1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

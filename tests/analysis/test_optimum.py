@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.errors import AnalysisError
-from analysis.optimum import choose_schedule, find_optima, lr_points
-from analysis.pipeline import analyze
-from analysis.synthetic import PAPER_LRS, PlantedLaw, synthetic_table
-from analysis.table import load_table
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.optimum import choose_schedule, find_optima, lr_points
+from powersweep.analysis.pipeline import analyze
+from powersweep.analysis.synthetic import PAPER_LRS, PlantedLaw, synthetic_table
+from powersweep.analysis.table import load_table
 
 
 def _cell(lr, loss, status=None, seed=0) -> pd.DataFrame:

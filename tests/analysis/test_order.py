@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import plots
-from analysis.optimum import lr_points
-from analysis.order import model_order, natural_key
-from analysis.pipeline import analyze
-from analysis.report import write_report
-from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
-from analysis.table import load_table
+from powersweep.analysis import plots
+from powersweep.analysis.optimum import lr_points
+from powersweep.analysis.order import model_order, natural_key
+from powersweep.analysis.pipeline import analyze
+from powersweep.analysis.report import write_report
+from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
+from powersweep.analysis.table import load_table
 
 WIDTHS = ("1024", "1280", "512", "768")  # a string sort draws them in this order
 

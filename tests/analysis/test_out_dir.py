@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
-from sweeps.cli import main
+from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
+from powersweep.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 GRID = SweepGrid(models=(("36M", 36e6),), tokens=(2e9, 8e9), batch_sizes=(32, 64),
@@ -67,7 +67,7 @@ def _one_line(code: int, err: str, out: Path | str, *words: str) -> str:
 def test_out_under_a_file_is_one_line_from_the_installed_command(table_csv, tmp_path):
     (tmp_path / "a_file").write_text("mine")
     out = tmp_path / "a_file" / "sub"
-    done = subprocess.run([sys.executable, "-m", "sweeps.cli", "analyze", str(table_csv), "--out", str(out),
+    done = subprocess.run([sys.executable, "-m", "powersweep.cli", "analyze", str(table_csv), "--out", str(out),
                            "--no-figures"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     _one_line(done.returncode, done.stderr, out, "(Not a directory)")
     assert done.stdout == ""  # no report lines: nothing was analysed

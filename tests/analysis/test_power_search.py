@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.power_search import power_search
-from analysis.synthetic import PlantedLaw, synthetic_power_table
-from analysis.table import load_table
+from powersweep.analysis.power_search import power_search
+from powersweep.analysis.synthetic import PlantedLaw, synthetic_power_table
+from powersweep.analysis.table import load_table
 
 
 @pytest.fixture(scope="module")

@@ -2,18 +2,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.fit import fit_gamma
-from analysis.optimum import find_optima
-from analysis.regimes import fit_critical_batch, label_regimes, sensitivity, surge_curve
-from analysis.synthetic import PlantedLaw, synthetic_table
-from analysis.table import load_table
+from powersweep.analysis.fit import fit_gamma
+from powersweep.analysis.optimum import find_optima
+from powersweep.analysis.regimes import fit_critical_batch, label_regimes, sensitivity, surge_curve
+from powersweep.analysis.synthetic import PlantedLaw, synthetic_table
+from powersweep.analysis.table import load_table
 
 CRITICAL = PlantedLaw(lr_law="critical", bc_c=1.28e-3, bc_zeta=0.5, curvature_exp=-0.3, noise_sd=0.002)
 
 
 @pytest.fixture(scope="module")
 def critical_cells():
-    from analysis.synthetic import SweepGrid
+    from powersweep.analysis.synthetic import SweepGrid
     grid = SweepGrid(models=(("36M", 36e6),), tokens=(1e9, 3e9, 1e10, 3e10, 1e11),
                      batch_sizes=tuple(int(b) for b in np.geomspace(8, 4096, 10)),
                      lrs=tuple(np.geomspace(1e-4, 0.3, 25).tolist()))

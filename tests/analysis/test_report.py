@@ -2,13 +2,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import plots
-from analysis.export import coefficients
-from analysis.optimum import lr_points
-from analysis.pipeline import analyze
-from analysis.report import CAPTIONS, write_report
-from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_power_table, synthetic_table
-from analysis.table import load_table
+from powersweep.analysis import plots
+from powersweep.analysis.export import coefficients
+from powersweep.analysis.optimum import lr_points
+from powersweep.analysis.pipeline import analyze
+from powersweep.analysis.report import CAPTIONS, write_report
+from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_power_table, synthetic_table
+from powersweep.analysis.table import load_table
 
 SMALL = SweepGrid(models=(("12M", 12e6), ("36M", 36e6)), tokens=(2e9, 8e9, 32e9), batch_sizes=(32, 64, 128, 256),
                   lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()))

@@ -5,13 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.errors import AnalysisError
-from analysis.optimum import lr_points
-from analysis.pipeline import analyze
-from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_power_table, synthetic_table
-from analysis.table import load_table
-from sweeps.cli import main
-from sweeps.store import ResultStore
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.optimum import lr_points
+from powersweep.analysis.pipeline import analyze
+from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_power_table, synthetic_table
+from powersweep.analysis.table import load_table
+from powersweep.cli import main
+from powersweep.sweeps.store import ResultStore
 
 GRID = SweepGrid(models=(("36M", 36e6),), tokens=(2e9, 8e9, 32e9), batch_sizes=(32, 64, 128),
                  lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()))

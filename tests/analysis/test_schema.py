@@ -9,10 +9,10 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis import table as analysis_table
-from analysis.table import load_table
-from sweeps.schema import PHASES, SCHEMA, STATUSES
-from sweeps.store import ResultStore
+from powersweep.analysis import table as analysis_table
+from powersweep.analysis.table import load_table
+from powersweep.sweeps.schema import PHASES, SCHEMA, STATUSES
+from powersweep.sweeps.store import ResultStore
 
 T0 = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.curves import (
+from powersweep.analysis.curves import (
     SPIKE_WINDOW_STEPS,
     SPIKE_RECOVER,
     SPIKE_RISE,
@@ -17,10 +17,10 @@ from analysis.curves import (
     mark_spikes,
     window_means,
 )
-from analysis.errors import AnalysisError
-from analysis.report import write_report
-from analysis.table import load_table
-from sweeps.store import ResultStore
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.report import write_report
+from powersweep.analysis.table import load_table
+from powersweep.sweeps.store import ResultStore
 
 STEPS = np.unique(np.round(np.geomspace(1, 5000, 150))).astype(int)
 TPS = 256  # tokens per step
@@ -173,7 +173,7 @@ def test_a_store_without_curves_says_why_the_figure_is_skipped(tmp_path, store_w
 
 
 def test_the_command_line_excludes_spikes_and_refuses_a_cell_without_curves(store_with_curves, tmp_path, capsys):
-    from sweeps.cli import main
+    from powersweep.cli import main
 
     results = str(store_with_curves / "results")
     code = main(["analyze", results, "--out", str(tmp_path / "a"), "--bootstrap", "0", "--exclude-spikes"])

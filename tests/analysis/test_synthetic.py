@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.errors import AnalysisError
-from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_power_table, synthetic_table
-from analysis.table import KNOWN, load_table
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_power_table, synthetic_table
+from powersweep.analysis.table import KNOWN, load_table
 
 
 def test_linear_law_is_the_papers_equation_6():

@@ -4,10 +4,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.errors import AnalysisError
-from analysis.pipeline import analyze
-from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
-from analysis.table import load_table
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.pipeline import analyze
+from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
+from powersweep.analysis.table import load_table
 
 
 def _runs(n: int = 6, **extra) -> pd.DataFrame:

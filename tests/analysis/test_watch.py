@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-from sweeps.cli.analysis_commands import add_analyze_parser
-from analysis.errors import AnalysisError
-from analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
-from analysis.watch import WatchState, render_if_changed, signature, watch
+from powersweep.cli.analysis_commands import add_analyze_parser
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
+from powersweep.analysis.watch import WatchState, render_if_changed, signature, watch
 
 GRID = SweepGrid(models=(("36M", 36e6),), tokens=(2e9, 8e9, 32e9), batch_sizes=(64,),
                  lrs=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1))
@@ -97,7 +97,7 @@ def test_analyze_watch_writes_a_waiting_page_then_the_report_and_ends_on_ctrl_c(
         else:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr("analysis.watch.time.sleep", sleep)
+    monkeypatch.setattr("powersweep.analysis.watch.time.sleep", sleep)
     rc = _run(["analyze", str(results), "--out", str(out), "--watch", "--interval", "2", "--no-figures",
                "--bootstrap", "50"])
     assert rc == 0 and len(pages) == 2

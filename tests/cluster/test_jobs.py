@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from cluster.jobs import PROJECT_ROOT, ClusterError, auth_token, cluster_storage, is_jobs_address, runtime_env
-from sweeps.cli import main
-from sweeps.spec import spec_from_dict
+from powersweep.cluster.jobs import PROJECT_ROOT, ClusterError, auth_token, cluster_storage, is_jobs_address, runtime_env
+from powersweep.cli import main
+from powersweep.sweeps.spec import spec_from_dict
 
 TINY = {"name": "tiny", "search": {"models": ["cpu-xs"], "batch_size": [4], "lr": [0.004], "tokens": [1024]},
         "train": {"warmup_tokens": 128, "seq_len": 32}}

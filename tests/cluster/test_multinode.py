@@ -14,12 +14,12 @@ import time
 import pytest
 import yaml
 
-from cluster.jobs import ClusterError, job_logs, job_status, submit_job
-from proxy_models.lineage import load_attempts
-from sweeps.cli import main
-from sweeps.plan import plan
-from sweeps.spec import spec_from_dict
-from sweeps.store import ResultStore
+from powersweep.cluster.jobs import ClusterError, job_logs, job_status, submit_job
+from powersweep.proxy_models.lineage import load_attempts
+from powersweep.cli import main
+from powersweep.sweeps.plan import plan
+from powersweep.sweeps.spec import spec_from_dict
+from powersweep.sweeps.store import ResultStore
 
 # Six lineages of two budgets on two one-CPU workers: most are still queued or running when a node dies.
 SPEC = {

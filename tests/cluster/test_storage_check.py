@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from cluster.jobs import ClusterError
-from cluster.storage_check import PROBE_DIR, check_shared_storage
+from powersweep.cluster.jobs import ClusterError
+from powersweep.cluster.storage_check import PROBE_DIR, check_shared_storage
 
 
 def test_a_store_every_node_sees_passes_and_leaves_no_probe(local_ray, tmp_path):
@@ -34,7 +34,7 @@ def test_every_probe_is_waited_for_and_the_stores_own_failure_is_named(local_ray
     # to report after the check's error) and names the store's own failure rather than the dead node.
     import ray
 
-    from cluster import storage_check
+    from powersweep.cluster import storage_check
 
     asked = []
 

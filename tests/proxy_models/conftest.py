@@ -1,6 +1,6 @@
 import pytest
 
-from proxy_models.data import DataConfig, load_corpus
+from powersweep.proxy_models.data import DataConfig, load_corpus
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import psutil
 import pytest
 import torch
 
-from proxy_models import checkpoint
+from powersweep.proxy_models import checkpoint
 
 REAL_SAVE = torch.save
 

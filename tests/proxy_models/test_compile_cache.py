@@ -8,17 +8,17 @@ from dataclasses import replace
 import pytest
 import torch
 
-from proxy_models.compile_cache import (
+from powersweep.proxy_models.compile_cache import (
     compile_cache_dir,
     resolve_compile,
     resolve_compile_mode,
     use_compile_cache,
 )
-from proxy_models.config import PRESETS, ConfigError
-from proxy_models.perf import layer_seconds, table_peak_flops
-from proxy_models.run_config import DataConfig
-from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import TrainConfig, Trainer
+from powersweep.proxy_models.config import PRESETS, ConfigError
+from powersweep.proxy_models.perf import layer_seconds, table_peak_flops
+from powersweep.proxy_models.run_config import DataConfig
+from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.trainer import TrainConfig, Trainer
 
 TINY = dict(model="cpu-xxs", model_overrides={"seq_len": 64}, batch_size=2, tokens=2 * 64 * 3)
 
@@ -27,8 +27,8 @@ TINY = dict(model="cpu-xxs", model_overrides={"seq_len": 64}, batch_size=2, toke
 CHILD = """
 import json, sys
 from torch._dynamo.utils import counters
-from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import TrainConfig, Trainer
+from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.trainer import TrainConfig, Trainer
 trainer = Trainer(TrainConfig(**json.loads(sys.argv[1]), schedule=ScheduleConfig(name="constant", lr=1e-3),
                               compile=True))
 trainer.train_to(3, total_tokens=None)
@@ -136,8 +136,8 @@ def test_a_second_process_loads_the_compiled_code_from_disk_and_trains_the_same(
 
 def traced_trunk(traced, preset: str, n_layers: int) -> tuple[list[str], set[str]]:
     """`traced` (conftest.py) of a ProxyLM's trunk."""
-    from proxy_models.config import get_preset
-    from proxy_models.model import ProxyLM
+    from powersweep.proxy_models.config import get_preset
+    from powersweep.proxy_models.model import ProxyLM
 
     model = ProxyLM(get_preset(preset, n_layers=n_layers, seq_len=16))
     return traced(model.trunk, torch.randn(2, 16, model.cfg.d_model), model.rope_cos[:16], model.rope_sin[:16])
@@ -155,7 +155,7 @@ def test_a_compiled_dense_trunk_traces_one_block_for_every_layer(traced):
 def test_every_compiled_graph_is_static_across_shapes_and_the_evaluation(corpus, monkeypatch):
     # Two runs of other sequence lengths in one process and an evaluation (batch 32, not the training's 2): each
     # shape gets a graph of its own with its sizes fixed, none with symbolic sizes its kernels cannot specialise to.
-    import proxy_models.trainer
+    from powersweep.proxy_models import trainer
 
     graphs = []  # each graph's example inputs
 
@@ -165,7 +165,7 @@ def test_every_compiled_graph_is_static_across_shapes_and_the_evaluation(corpus,
 
     compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, mode=None, **kwargs: compile(fn, backend=record, **kwargs))
-    monkeypatch.setattr(proxy_models.trainer, "resolve_compile", lambda compile, device, moe=False: bool(compile))
+    monkeypatch.setattr(trainer, "resolve_compile", lambda compile, device, moe=False: bool(compile))
     torch._dynamo.reset()
     for seq_len in (32, 64):
         config = TrainConfig(**{**TINY, "model_overrides": {"seq_len": seq_len}, "tokens": 2 * seq_len * 2},
@@ -181,8 +181,8 @@ def test_every_compiled_graph_is_static_across_shapes_and_the_evaluation(corpus,
 
 def test_a_compiled_trunk_trains_under_bf16_autocast_like_eager(corpus):
     # The CUDA default precision, here on CPU: the reused block is traced under autocast, solo and packed.
-    from proxy_models.packed import PackedTrainer
-    from proxy_models.schedules import ScheduleConfig
+    from powersweep.proxy_models.packed import PackedTrainer
+    from powersweep.proxy_models.schedules import ScheduleConfig
 
     config = dict(model="cpu-xs", model_overrides={"seq_len": 32, "n_layers": 3}, batch_size=4, tokens=4 * 32 * 4,
                   dtype="bfloat16", schedule=ScheduleConfig(name="constant", lr=1e-3))
@@ -204,9 +204,7 @@ FAILS = "no working C compiler (injected)"
 @pytest.fixture
 def auto_compiles_and_fails(monkeypatch):
     """`compile: auto` compiles here, as on CUDA, with a backend that fails when `fails()` says so."""
-    import proxy_models.compile_cache
-    import proxy_models.packed
-    import proxy_models.trainer
+    from powersweep.proxy_models import compile_cache, packed, trainer
 
     state = {"fails": lambda: True, "compiles": 0}
 
@@ -218,17 +216,17 @@ def auto_compiles_and_fails(monkeypatch):
 
     compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, mode=None, **kwargs: compile(fn, backend=backend, **kwargs))
-    monkeypatch.setattr(proxy_models.trainer, "resolve_compile", lambda compile, device, moe=False: bool(compile))
-    monkeypatch.setattr(proxy_models.compile_cache, "_failure", None)  # and forgotten after the test
+    monkeypatch.setattr(trainer, "resolve_compile", lambda compile, device, moe=False: bool(compile))
+    monkeypatch.setattr(compile_cache, "_failure", None)  # and forgotten after the test
     torch._dynamo.reset()  # nothing compiled by earlier tests with another backend, nor kept for later ones
-    proxy_models.packed.compiled_trunk.cache_clear()
+    packed.compiled_trunk.cache_clear()
     yield state
     torch._dynamo.reset()
-    proxy_models.packed.compiled_trunk.cache_clear()
+    packed.compiled_trunk.cache_clear()
 
 
 def _eager_and_falling_back(corpus, config: TrainConfig, pack: int):
-    from proxy_models.packed import PackedTrainer
+    from powersweep.proxy_models.packed import PackedTrainer
 
     schedules = [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 3e-3)][:pack]
     runs = []
@@ -281,9 +279,9 @@ def test_after_a_failed_compile_auto_starts_eager_in_the_same_process(corpus, au
     assert FAILS in json.loads(later.run().execution)["compile_error"]
     assert auto_compiles_and_fails["compiles"] == tried  # not tried again
     assert Trainer(replace(config, compile=True), corpus=corpus).compiled  # asked for outright: tried again
-    import proxy_models.trainer
+    from powersweep.proxy_models import trainer
 
-    monkeypatch.setattr(proxy_models.trainer, "resolve_compile", resolve_compile)  # auto as it is on this CPU
+    monkeypatch.setattr(trainer, "resolve_compile", resolve_compile)  # auto as it is on this CPU
     assert Trainer(config, corpus=corpus).compile_error is None  # eager anyway: no failure to report
 
 

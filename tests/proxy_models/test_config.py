@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from proxy_models.config import PAPER_PARAMS, PRESETS, ConfigError, ProxyConfig, get_preset
-from proxy_models.model import ProxyLM
+from powersweep.proxy_models.config import PAPER_PARAMS, PRESETS, ConfigError, ProxyConfig, get_preset
+from powersweep.proxy_models.model import ProxyLM
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_PARAMS))

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from proxy_models.config import ConfigError
-from proxy_models.data import (
+from powersweep.proxy_models.config import ConfigError
+from powersweep.proxy_models.data import (
     MIN_TRAIN_WINDOWS,
     ByteTokenizer,
     DataConfig,

@@ -10,12 +10,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from proxy_models import lineage
-from proxy_models.budgets import plan_branches, token_ratio, trunk_tokens
-from proxy_models.data import DataConfig
-from proxy_models.lineage import train_lineage, train_packed_lineage
-from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import TrainConfig, Trainer
+from powersweep.proxy_models import lineage
+from powersweep.proxy_models.budgets import plan_branches, token_ratio, trunk_tokens
+from powersweep.proxy_models.data import DataConfig
+from powersweep.proxy_models.lineage import train_lineage, train_packed_lineage
+from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.trainer import TrainConfig, Trainer
 
 STEP_TOKENS = 4 * 32  # batch 4 x seq_len 32
 
@@ -140,7 +140,7 @@ def save(obj, f):  # f: the open temp file (proxy_models/checkpoint.py)
     real_save(obj, f)
 
 torch.save = save
-from proxy_models.data import load_corpus
+from powersweep.proxy_models.data import load_corpus
 cfg = tests.config(tests.WSD)
 tests.train_lineage(cfg, tests.BUDGETS, corpus=load_corpus(cfg.data), checkpoint_dir=directory)
 """

@@ -5,14 +5,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy_models import memory
-from proxy_models.config import ConfigError, get_preset
-from proxy_models.memory import GIB, choose_micro_batch, device_budget, parse_bytes, step_memory, trunk_copy_bytes
-from proxy_models.packed import PackedTrainer
-from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import TrainConfig, Trainer
-from sweeps.plan import memory_table, plan
-from sweeps.spec import load_spec
+from powersweep.proxy_models import memory
+from powersweep.proxy_models.config import ConfigError, get_preset
+from powersweep.proxy_models.memory import GIB, choose_micro_batch, device_budget, parse_bytes, step_memory, trunk_copy_bytes
+from powersweep.proxy_models.packed import PackedTrainer
+from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.trainer import TrainConfig, Trainer
+from powersweep.sweeps.plan import memory_table, plan
+from powersweep.sweeps.spec import load_spec
 
 SPECS = Path(__file__).parents[2] / "sweeps" / "specs"
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from proxy_models.moe import MoEMLP, load_balance_loss, reference_moe, route, scattermoe_ops
+from powersweep.proxy_models.moe import MoEMLP, load_balance_loss, reference_moe, route, scattermoe_ops
 
 
 def make_moe(seed=0, **kwargs):

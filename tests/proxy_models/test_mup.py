@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from proxy_models.config import ProxyConfig, get_preset
-from proxy_models.model import ProxyLM
-from proxy_models.mup import param_groups, set_lr
+from powersweep.proxy_models.config import ProxyConfig, get_preset
+from powersweep.proxy_models.model import ProxyLM
+from powersweep.proxy_models.mup import param_groups, set_lr
 
 
 def test_hidden_matrices_get_lr_over_m_width():

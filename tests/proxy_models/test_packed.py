@@ -4,12 +4,12 @@ import math
 import pytest
 import torch
 
-from proxy_models.config import ConfigError
-from proxy_models.data import DataConfig
-from proxy_models.model import ProxyLM
-from proxy_models.packed import PackedTrainer
-from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import TrainConfig, Trainer
+from powersweep.proxy_models.config import ConfigError
+from powersweep.proxy_models.data import DataConfig
+from powersweep.proxy_models.model import ProxyLM
+from powersweep.proxy_models.packed import PackedTrainer
+from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.trainer import TrainConfig, Trainer
 
 STEPS = 12
 # float64. Gradients agree to 1e-16, but Adam's first steps divide tiny gradients by their own size, which
@@ -89,7 +89,7 @@ def test_compiled_packed_variants_train_like_eager_ones(corpus):
 
 def test_a_compiled_packed_trunk_traces_one_block_for_every_layer(corpus, traced):
     # As a solo trunk does (test_compile_cache.py): the cold compile does not grow with the layer count.
-    from proxy_models.packed import _trunk
+    from powersweep.proxy_models.packed import _trunk
 
     trainer = PackedTrainer(config(model_overrides={"seq_len": 16, "n_layers": 3}, dtype="float32"),
                             [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 2e-3)], corpus=corpus)

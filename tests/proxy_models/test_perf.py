@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from proxy_models.perf import matmul_peak_flops, measure_matmul_flops, mfu
+from powersweep.proxy_models.perf import matmul_peak_flops, measure_matmul_flops, mfu
 
 
 def test_mfu_is_six_flops_per_parameter_and_token_over_the_peak():
@@ -18,7 +18,7 @@ def test_measured_matmul_flops_are_a_rate_and_the_peak_is_measured_once():
 
 
 def test_utilisation_is_never_above_one_even_against_a_peak_measured_low():
-    from proxy_models.perf import utilisation
+    from powersweep.proxy_models.perf import utilisation
     fake_peak = 1e9  # far below what 6 * 1e8 * 1e4 FLOP/s would need
     assert mfu(100_000_000, 10_000, fake_peak) == 1.0
     assert utilisation(275e6, 1e6, fake_peak) == 1.0
@@ -27,8 +27,8 @@ def test_utilisation_is_never_above_one_even_against_a_peak_measured_low():
 
 
 def test_attention_flops_put_paper_12m_at_about_275_mflop_per_token():
-    from proxy_models.config import get_preset
-    from proxy_models.perf import attention_flops_per_token
+    from powersweep.proxy_models.config import get_preset
+    from powersweep.proxy_models.perf import attention_flops_per_token
     cfg = get_preset("paper-12m")
     attention = attention_flops_per_token(cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.seq_len)
     assert attention == 12 * 32 * 2 * 64 * 4096
@@ -39,12 +39,12 @@ def test_attention_flops_put_paper_12m_at_about_275_mflop_per_token():
                                         ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-80GB", 312e12),
                                         ("NVIDIA GeForce GTX 1080", None)])
 def test_bf16_peak_of_known_chips(name, peak):
-    from proxy_models.perf import table_peak_flops
+    from powersweep.proxy_models.perf import table_peak_flops
     assert table_peak_flops(name) == peak
 
 
 def test_compute_dtype_is_bf16_on_cuda_by_default_and_the_run_dtype_elsewhere():
-    from proxy_models.perf import compute_dtype
+    from powersweep.proxy_models.perf import compute_dtype
     assert compute_dtype(torch.device("cuda"), "auto") == torch.bfloat16
     assert compute_dtype(torch.device("cpu"), "auto") == torch.float32
     assert compute_dtype(torch.device("cpu"), "float64") == torch.float64

@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy_models.config import ConfigError
-from proxy_models.schedules import (
+from powersweep.proxy_models.config import ConfigError
+from powersweep.proxy_models.schedules import (
     DECAY_SHAPES, PowerScheduler, ScheduleConfig, decay_factor, lr_lambda, power, power_lr, torch_scheduler, wsd,
 )
 

@@ -5,10 +5,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from proxy_models.config import ConfigError
-from proxy_models.data import DataConfig
-from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import TrainConfig, Trainer
+from powersweep.proxy_models.config import ConfigError
+from powersweep.proxy_models.data import DataConfig
+from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.trainer import TrainConfig, Trainer
 
 TINY = {"seq_len": 64, "n_layers": 2}
 
@@ -144,7 +144,7 @@ def test_out_of_memory_under_cuda_graphs_compiles_again_without_them(corpus, mon
 
 def test_the_first_step_of_a_trainer_is_timed_once(corpus, monkeypatch):
     trainer, clock = Trainer(small_config(), corpus=corpus), iter(i * i for i in range(1000))  # each read longer
-    monkeypatch.setattr("proxy_models.trainer.time.perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr("powersweep.proxy_models.trainer.time.perf_counter", lambda: float(next(clock)))
     trainer.train_to(2, total_tokens=None)
     first = trainer.first_step_seconds
     trainer.train_to(4, total_tokens=None)
@@ -165,7 +165,7 @@ def test_out_of_memory_at_one_sequence_turns_on_checkpointing_then_gives_up(corp
 
 
 def test_auto_micro_batch_is_the_largest_that_fits_the_budget(corpus):
-    from proxy_models.memory import GIB, step_memory
+    from powersweep.proxy_models.memory import GIB, step_memory
 
     proxy = small_config().proxy
     fits_two = step_memory(proxy, micro_batch_size=2, compute_bytes=8, param_bytes=8, head="full").peak + 1
@@ -230,7 +230,7 @@ def test_gradients_kept_for_cuda_graphs_train_like_gradients_set_to_none(corpus,
 def test_cuda_graphs_accumulate_micro_batches_like_eager_on_gpu(corpus, pack):
     # A replay writes its outputs, the gradients among them, into the same memory as the replay before it: the
     # micro-batches' gradients must still add up, solo (into .grad) and packed (into the flat buffer).
-    from proxy_models.packed import PackedTrainer
+    from powersweep.proxy_models.packed import PackedTrainer
 
     runs = {}
     for compiling in ({"compile": False}, {"compile": True, "compile_mode": "reduce-overhead"}):
@@ -253,7 +253,7 @@ def test_cuda_graphs_accumulate_micro_batches_like_eager_on_gpu(corpus, pack):
 def test_cuda_budget_counts_the_memory_this_process_already_caches(corpus, monkeypatch):
     # A trainer built after another in the same process (a benchmark's rows, a lineage's retry) finds the first
     # one's memory cached by torch's allocator: neither free on the device nor allocated, yet its to reuse.
-    from proxy_models.memory import GIB, USABLE_FRACTION
+    from powersweep.proxy_models.memory import GIB, USABLE_FRACTION
 
     trainer = Trainer(small_config(), corpus=corpus)
     trainer.device = torch.device("cuda")

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis import analyze
-from sweeps.adaptive import Policy, brackets, first_round, lr_value, next_round, predicted, replay, wanted
+from powersweep.analysis import analyze
+from powersweep.sweeps.adaptive import Policy, brackets, first_round, lr_value, next_round, predicted, replay, wanted
 
 BUDGETS = (1e6, 2e6, 4e6, 8e6, 16e6)
 DECAY = 0.2

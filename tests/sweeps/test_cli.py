@@ -12,7 +12,7 @@ def test_a_closed_stdout_ends_the_command_quietly():
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        done = subprocess.run([sys.executable, "-m", "sweeps.cli", "presets"], cwd=ROOT, stdout=write_end,
+        done = subprocess.run([sys.executable, "-m", "powersweep.cli", "presets"], cwd=ROOT, stdout=write_end,
                               stderr=subprocess.PIPE, text=True, timeout=120)
     finally:
         os.close(write_end)
@@ -21,7 +21,7 @@ def test_a_closed_stdout_ends_the_command_quietly():
 
 
 def test_the_help_lists_every_command_family():
-    done = subprocess.run([sys.executable, "-m", "sweeps.cli", "--help"], cwd=ROOT, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "powersweep.cli", "--help"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, check=True)
     for command in ("presets", "train-one", "demo", "plan", "submit", "resume", "status", "logs", "stop", "analyze",
                     "predict"):
@@ -29,7 +29,7 @@ def test_the_help_lists_every_command_family():
 
 
 def test_status_of_a_directory_without_a_sweep_says_so(tmp_path, capsys):
-    from sweeps.cli import main
+    from powersweep.cli import main
 
     for path, says in ((tmp_path / "missing", "does not exist"), (tmp_path, "holds no sweep")):
         assert main(["status", str(path)]) == 2

@@ -10,12 +10,12 @@ import time
 import pytest
 import yaml
 
-from proxy_models.budgets import planned_tokens
-from proxy_models.lineage import load_attempts
-from sweeps.execute import ExecutionSettings, execute
-from sweeps.plan import plan
-from sweeps.spec import spec_from_dict
-from sweeps.store import ResultStore
+from powersweep.proxy_models.budgets import planned_tokens
+from powersweep.proxy_models.lineage import load_attempts
+from powersweep.sweeps.execute import ExecutionSettings, execute
+from powersweep.sweeps.plan import plan
+from powersweep.sweeps.spec import spec_from_dict
+from powersweep.sweeps.store import ResultStore
 from test_curve_store import expected_keys, stored_curve
 from test_execute import STEP, job
 from test_sweep import TINY
@@ -30,7 +30,7 @@ CRASH = {**TINY, "name": "crash", "search": {**TINY["search"], "lr": [0.002, 0.0
 def cli(*args: str, **kwargs) -> subprocess.Popen:
     """`powersweep ARGS` in its own session, so the test can find every process it starts."""
     env = {**os.environ, "PYTHONPATH": ROOT}
-    return subprocess.Popen([sys.executable, "-m", "sweeps.cli", *args], env=env, start_new_session=True,
+    return subprocess.Popen([sys.executable, "-m", "powersweep.cli", *args], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)
 
 

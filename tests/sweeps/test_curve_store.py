@@ -3,11 +3,11 @@
 import pandas as pd
 import pytest
 
-from proxy_models.curves import CurveGrid
-from proxy_models.lineage import plan_branches
-from sweeps.execute import ExecutionSettings, run_job
-from sweeps.plan import LineageJob, PackedJob
-from sweeps.store import ResultStore
+from powersweep.proxy_models.curves import CurveGrid
+from powersweep.proxy_models.lineage import plan_branches
+from powersweep.sweeps.execute import ExecutionSettings, run_job
+from powersweep.sweeps.plan import LineageJob, PackedJob
+from powersweep.sweeps.store import ResultStore
 from test_execute import STEP, job
 
 KEY = ["segment", "budget", "kind", "step"]

@@ -13,10 +13,10 @@ import psutil
 import pytest
 import yaml
 
-from sweeps.lifetime import MARKER
-from sweeps.plan import plan
-from sweeps.spec import spec_from_dict
-from sweeps.store import ResultStore
+from powersweep.sweeps.lifetime import MARKER
+from powersweep.sweeps.plan import plan
+from powersweep.sweeps.spec import spec_from_dict
+from powersweep.sweeps.store import ResultStore
 from test_crash import CRASH, cli, stored_files
 
 MOMENTS = {
@@ -47,7 +47,7 @@ def marked(marker: str) -> list[psutil.Process]:
 
 
 def watchdog_of(marker: str) -> psutil.Process:
-    return next(p for p in psutil.process_iter() if marker in " ".join(_cmdline(p)) and "sweeps.lifetime" in
+    return next(p for p in psutil.process_iter() if marker in " ".join(_cmdline(p)) and "powersweep.sweeps.lifetime" in
                 " ".join(_cmdline(p)))
 
 

@@ -5,12 +5,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from proxy_models.budgets import trunk_tokens
-from proxy_models.data import DataConfig
-from proxy_models.packed import PackedTrainer
-from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import TrainConfig
-from sweeps.execute import (
+from powersweep.proxy_models.budgets import trunk_tokens
+from powersweep.proxy_models.data import DataConfig
+from powersweep.proxy_models.packed import PackedTrainer
+from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.trainer import TrainConfig
+from powersweep.sweeps.execute import (
     MAX_TRIALS,
     ExecutionSettings,
     execute,
@@ -21,9 +21,9 @@ from sweeps.execute import (
     run_job,
     trial_groups,
 )
-from sweeps.plan import LineageJob, PackedJob
-from sweeps.spec import SpecError
-from sweeps.store import ResultStore
+from powersweep.sweeps.plan import LineageJob, PackedJob
+from powersweep.sweeps.spec import SpecError
+from powersweep.sweeps.store import ResultStore
 
 STEP = 4 * 32
 
@@ -152,8 +152,8 @@ def test_out_of_memory_in_a_packed_trial_loses_no_row(tmp_path, monkeypatch, per
 
 
 def test_on_a_gpu_of_known_size_each_trial_asks_for_its_estimates_share_and_plans_within_it(tmp_path):
-    from sweeps.execute import _resources, _within_gpu_share, trial_gpus
-    from sweeps.plan import gpu_share, trial_budget_gib
+    from powersweep.sweeps.execute import _resources, _within_gpu_share, trial_gpus
+    from powersweep.sweeps.plan import gpu_share, trial_budget_gib
 
     gpu_bytes = 2 * 2**30  # a fake 2 GiB GPU: the tiny jobs' estimates are a small share of it
     settings = replace(local_settings(tmp_path), gpu_memory_bytes=gpu_bytes)

@@ -11,13 +11,13 @@ import time
 import pytest
 import yaml
 
-from proxy_models.config import ConfigError
-from proxy_models.data import DataError
-from proxy_models.lineage import load_attempts
-from sweeps.failures import SweepFailure, fatal_reason, raise_fatal
-from sweeps.plan import plan
-from sweeps.spec import spec_from_dict
-from sweeps.store import ResultStore, StoreError
+from powersweep.proxy_models.config import ConfigError
+from powersweep.proxy_models.data import DataError
+from powersweep.proxy_models.lineage import load_attempts
+from powersweep.sweeps.failures import SweepFailure, fatal_reason, raise_fatal
+from powersweep.sweeps.plan import plan
+from powersweep.sweeps.spec import spec_from_dict
+from powersweep.sweeps.store import ResultStore, StoreError
 from test_crash import reap_session
 from test_sweep import TINY
 
@@ -39,7 +39,7 @@ def fill(directory) -> None:
 
 def cli(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": ROOT}
-    return subprocess.Popen([sys.executable, "-m", "sweeps.cli", *args], env=env, start_new_session=True,
+    return subprocess.Popen([sys.executable, "-m", "powersweep.cli", *args], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -102,7 +102,7 @@ def test_a_disk_that_fills_mid_sweep_ends_it_in_one_line_without_retries(tmp_pat
     assert len(created) >= 1 and stored["run_id"].is_unique
 
     os.remove(disk / "filler")
-    assert subprocess.run([sys.executable, "-m", "sweeps.cli", "resume", str(storage)], capture_output=True,
+    assert subprocess.run([sys.executable, "-m", "powersweep.cli", "resume", str(storage)], capture_output=True,
                           env={**os.environ, "PYTHONPATH": ROOT}, timeout=300).returncode == 0
     after = store.read(sweep_id="fill")
     assert sorted(after.table["run_id"]) == sorted(plan(spec_from_dict(FILL)).row_ids)

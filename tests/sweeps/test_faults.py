@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sweeps.cli import main
-from sweeps.plan import plan
-from sweeps.spec import spec_from_dict
-from sweeps.store import ResultStore
+from powersweep.cli import main
+from powersweep.sweeps.plan import plan
+from powersweep.sweeps.spec import spec_from_dict
+from powersweep.sweeps.store import ResultStore
 from test_sweep import TINY, submitted
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -114,7 +114,7 @@ def unprivileged_resume(storage: str) -> subprocess.CompletedProcess:
     """`powersweep resume` by a process that file permissions apply to (root's are dropped)."""
     env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONDONTWRITEBYTECODE": "1"}
     drop = without_permission_override if os.geteuid() == 0 else None
-    return subprocess.run([sys.executable, "-m", "sweeps.cli", "resume", storage], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "powersweep.cli", "resume", storage], env=env, capture_output=True,
                           text=True, preexec_fn=drop, timeout=120)
 
 

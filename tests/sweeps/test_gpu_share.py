@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from proxy_models.budgets import trunk_tokens
-from proxy_models.data import DataConfig
-from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import TrainConfig
-from sweeps.execute import ExecutionSettings, execute, trial_gpus
-from sweeps.plan import LineageJob, PackedJob
-from sweeps.store import ResultStore
+from powersweep.proxy_models.budgets import trunk_tokens
+from powersweep.proxy_models.data import DataConfig
+from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.trainer import TrainConfig
+from powersweep.sweeps.execute import ExecutionSettings, execute, trial_gpus
+from powersweep.sweeps.plan import LineageJob, PackedJob
+from powersweep.sweeps.store import ResultStore
 
 STEP = 4 * 32
 

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from sweeps.cli import main
-from sweeps.identity import differences
-from sweeps.spec import spec_from_dict
-from sweeps.store import ResultStore
-from sweeps.sweep import status
+from powersweep.cli import main
+from powersweep.sweeps.identity import differences
+from powersweep.sweeps.spec import spec_from_dict
+from powersweep.sweeps.store import ResultStore
+from powersweep.sweeps.sweep import status
 from test_sweep import TINY, submitted
 
 WARMER = {**TINY, "train": {**TINY["train"], "warmup_tokens": 256}}

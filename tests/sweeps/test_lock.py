@@ -12,9 +12,9 @@ import uuid
 import pytest
 import yaml
 
-from sweeps.cli import main
-from sweeps.lock import SweepLock, SweepLockError, holder
-from sweeps.store import ResultStore
+from powersweep.cli import main
+from powersweep.sweeps.lock import SweepLock, SweepLockError, holder
+from powersweep.sweeps.store import ResultStore
 from test_sweep import TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

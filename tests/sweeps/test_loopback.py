@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.loopback import LOOPBACK, SINGLE_MACHINE_ENV
+from powersweep.sweeps.loopback import LOOPBACK, SINGLE_MACHINE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
@@ -18,7 +18,7 @@ SCRIPT = """
 import json, os, sys, time
 {first}
 import psutil
-from sweeps.execute import ExecutionSettings, init_ray
+from powersweep.sweeps.execute import ExecutionSettings, init_ray
 
 init_ray(ExecutionSettings(store_uri=sys.argv[1], sweep_id="loopback", checkpoint_root=sys.argv[1]))
 import ray

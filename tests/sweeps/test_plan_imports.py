@@ -16,7 +16,7 @@ SPECS = sorted(p.name for p in (ROOT / "sweeps" / "specs").glob("*.yaml"))
 @pytest.mark.parametrize("options", [[], ["--json"], ["--gpu-memory", "80GiB"]], ids=["text", "json", "memory"])
 def test_plan_imports_no_torch_and_no_ray(spec, options):
     code = ("import contextlib, io, json, sys\n"
-            "from sweeps.cli import main\n"
+            "from powersweep.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
             f"    code = main(['plan', 'sweeps/specs/{spec}', *{options!r}])\n"
             f"heavy = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})\n"

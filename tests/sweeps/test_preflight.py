@@ -10,12 +10,12 @@ import sys
 import pytest
 import yaml
 
-from sweeps.cli import main
-from sweeps.lock import SweepLock
-from sweeps.plan import plan
-from sweeps.preflight import host_bytes, sweep_bytes
-from sweeps.spec import spec_from_dict
-from sweeps.store import StoreError
+from powersweep.cli import main
+from powersweep.sweeps.lock import SweepLock
+from powersweep.sweeps.plan import plan
+from powersweep.sweeps.preflight import host_bytes, sweep_bytes
+from powersweep.sweeps.spec import spec_from_dict
+from powersweep.sweeps.store import StoreError
 from test_failures import ROOT, fill
 from test_sweep import TINY
 
@@ -89,7 +89,7 @@ def test_a_directory_that_takes_no_file_is_refused_before_training(tmp_path, cap
 def test_resources_no_node_has_are_refused_before_anything_is_written(tmp_path, field, value):
     spec_file, storage = tmp_path / "spec.yaml", tmp_path / "store"
     spec_file.write_text(yaml.safe_dump({**TINY, "run": {field: value}}))
-    done = subprocess.run([sys.executable, "-m", "sweeps.cli", "submit", str(spec_file), "--storage", str(storage)],
+    done = subprocess.run([sys.executable, "-m", "powersweep.cli", "submit", str(spec_file), "--storage", str(storage)],
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT}, timeout=300)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and f"run.{field}={value}" in lines[0], done.stderr

@@ -2,8 +2,8 @@ import io
 
 import pytest
 
-from proxy_models.budgets import planned_tokens
-from sweeps.progress import StatusPrinter, Tracker, bar
+from powersweep.proxy_models.budgets import planned_tokens
+from powersweep.sweeps.progress import StatusPrinter, Tracker, bar
 from test_execute import STEP, job
 
 

@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis import analyze
-from sweeps.execute import ExecutionSettings
-from sweeps.plan import PackedJob, format_plan, plan
-from sweeps.progress import ExecutionReport
-from sweeps.rounds import adaptive_status, run_rounds, search_state, stored_results
-from sweeps.spec import SpecError, spec_from_dict
-from sweeps.store import ResultStore
+from powersweep.analysis import analyze
+from powersweep.sweeps.execute import ExecutionSettings
+from powersweep.sweeps.plan import PackedJob, format_plan, plan
+from powersweep.sweeps.progress import ExecutionReport
+from powersweep.sweeps.rounds import adaptive_status, run_rounds, search_state, stored_results
+from powersweep.sweeps.spec import SpecError, spec_from_dict
+from powersweep.sweeps.store import ResultStore
 from test_crash import cli, kill_session, reap_session
 from test_sweep import TINY
 
@@ -112,8 +112,8 @@ def test_a_driver_killed_at_any_row_resumes_to_the_same_final_runs(tmp_path):
 
 
 def test_status_shows_rounds_and_brackets(tmp_path, capsys):
-    from sweeps.cli import main
-    from sweeps.sweep import spec_path
+    from powersweep.cli import main
+    from powersweep.sweeps.sweep import spec_path
 
     spec = spec_from_dict(ADAPTIVE)
     searches = plan(spec).searches
@@ -163,7 +163,7 @@ LONG = {**ADAPTIVE, "run": {"checkpoint_every_steps": 20}}  # lineages of 32-128
 
 @pytest.mark.slow
 def test_driver_killed_in_a_later_round_resumes_to_the_runs_of_an_uninterrupted_sweep(tmp_path, local_ray):
-    from sweeps.sweep import submit
+    from powersweep.sweeps.sweep import submit
 
     spec = spec_from_dict(LONG)
     reference = submit(spec, storage=str(tmp_path / "reference"))

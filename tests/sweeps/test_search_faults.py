@@ -7,13 +7,13 @@ import os
 
 import pytest
 
-from sweeps.cli import main
-from sweeps.execute import ExecutionSettings
-from sweeps.plan import plan
-from sweeps.search import journal
-from sweeps.spec import spec_from_dict
-from sweeps.store import ResultStore
-from sweeps.sweep import _checkpoint_root
+from powersweep.cli import main
+from powersweep.sweeps.execute import ExecutionSettings
+from powersweep.sweeps.plan import plan
+from powersweep.sweeps.search import journal
+from powersweep.sweeps.spec import spec_from_dict
+from powersweep.sweeps.store import ResultStore
+from powersweep.sweeps.sweep import _checkpoint_root
 from test_search import tiny
 from test_sweep import submitted
 
@@ -66,7 +66,7 @@ def test_an_unreadable_search_row_is_set_aside_and_trained_again(finished, journ
 def test_a_search_knows_the_rows_of_its_journals_trials_even_without_stored_rows(tmp_path):
     import optuna
 
-    from sweeps import search
+    from powersweep.sweeps import search
 
     spec = spec_from_dict(SPEC)
     study = plan(spec).studies[0]

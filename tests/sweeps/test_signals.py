@@ -11,11 +11,11 @@ import time
 import pytest
 import yaml
 
-from sweeps import interrupt
-from sweeps.interrupt import SweepInterrupted, interruptible, ray_starting, resume_hint
-from sweeps.plan import plan
-from sweeps.spec import spec_from_dict
-from sweeps.store import ResultStore
+from powersweep.sweeps import interrupt
+from powersweep.sweeps.interrupt import SweepInterrupted, interruptible, ray_starting, resume_hint
+from powersweep.sweeps.plan import plan
+from powersweep.sweeps.spec import spec_from_dict
+from powersweep.sweeps.store import ResultStore
 from test_crash import cli, reap_session
 from test_driver_kill import wait_for
 

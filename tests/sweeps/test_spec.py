@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweeps.spec import SpecError, load_spec, parse_tokens, spec_from_dict
+from powersweep.sweeps.spec import SpecError, load_spec, parse_tokens, spec_from_dict
 
 SPECS = sorted((Path(__file__).parents[2] / "sweeps" / "specs").glob("*.yaml"))
 BASE = {"name": "t", "search": {"lr": [0.01, 0.02], "tokens": ["1M", "2M"]}}

@@ -16,8 +16,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sweeps import execute
-from sweeps.cli import main
+from powersweep.sweeps import execute
+from powersweep.cli import main
 
 VALID = {
     "name": "fuzz",

@@ -15,9 +15,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from sweeps import store as store_module
-from sweeps.schema import COLUMN_DOCS, REQUIRED, SCHEMA, STATUSES
-from sweeps.store import ResultStore, StoreError
+from powersweep.sweeps import store as store_module
+from powersweep.sweeps.schema import COLUMN_DOCS, REQUIRED, SCHEMA, STATUSES
+from powersweep.sweeps.store import ResultStore, StoreError
 
 T0 = dt.datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=dt.timezone.utc)
 

@@ -1,10 +1,10 @@
 import pytest
 import yaml
 
-from sweeps.cli import main
-from sweeps.spec import SpecError, spec_from_dict
-from sweeps.store import ResultStore
-from sweeps.sweep import status, submit
+from powersweep.cli import main
+from powersweep.sweeps.spec import SpecError, spec_from_dict
+from powersweep.sweeps.store import ResultStore
+from powersweep.sweeps.sweep import status, submit
 
 TINY = {
     "name": "tiny",
@@ -87,8 +87,8 @@ def test_a_packed_sweep_stores_the_rows_of_an_unpacked_one(tmp_path, local_ray):
 
 
 def test_gpu_shares_are_refused_or_corrected_before_anything_runs():
-    from sweeps.plan import plan
-    from sweeps.sweep import check_gpu_shares
+    from powersweep.sweeps.plan import plan
+    from powersweep.sweeps.sweep import check_gpu_shares
 
     values = {"name": "g", "search": {"models": ["paper-12m"], "lr": [1e-3, 2e-3], "batch_size": [32],
                                       "tokens": ["4M"]}, "train": {"seq_len": 1024}}

@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proxy_models.data import DataConfig, load_corpus
-from proxy_models.lineage import plan_branches, train_lineage
-from proxy_models.schedules import ScheduleConfig
-from proxy_models.trainer import TrainConfig
-from sweeps.cli import main
-from sweeps.spec import SpecError, spec_from_dict
-from sweeps.store import ResultStore
-from sweeps.sweep import submit
-from sweeps.trackers import (
+from powersweep.proxy_models.data import DataConfig, load_corpus
+from powersweep.proxy_models.lineage import plan_branches, train_lineage
+from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.trainer import TrainConfig
+from powersweep.cli import main
+from powersweep.sweeps.spec import SpecError, spec_from_dict
+from powersweep.sweeps.store import ResultStore
+from powersweep.sweeps.sweep import submit
+from powersweep.sweeps.trackers import (
     BACKENDS,
     LineageLog,
     Target,
@@ -301,8 +301,8 @@ def assert_same_series(got: dict, expected: dict) -> None:
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
     """One packed trial of two lrs run with TensorBoard, curves stored and not: (trial, {curves: settings, rows})."""
-    from sweeps.execute import ExecutionSettings, run_job
-    from sweeps.plan import plan
+    from powersweep.sweeps.execute import ExecutionSettings, run_job
+    from powersweep.sweeps.plan import plan
 
     [trial] = plan(spec_from_dict({**TINY, "run": {"pack": 2}})).trials
     runs = {}
@@ -345,8 +345,8 @@ def test_with_curves_off_nothing_is_stored_and_the_trackers_get_the_same_points(
 def test_a_lineage_trained_again_does_not_send_the_stored_curve_points_twice(tmp_path):
     """Its last budget's row lost, the lineage trains again from its checkpoint and the driver hands on the
     whole trunk again: the MLflow run it continues holds each point once."""
-    from sweeps.execute import ExecutionSettings, missing_rows, run_job
-    from sweeps.plan import plan
+    from powersweep.sweeps.execute import ExecutionSettings, missing_rows, run_job
+    from powersweep.sweeps.plan import plan
 
     job = plan(spec_from_dict(TINY)).jobs[0]
     settings = ExecutionSettings(store_uri=str(tmp_path / "store"), sweep_id="tiny", checkpoint_root=str(tmp_path),

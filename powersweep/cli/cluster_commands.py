@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import sys
 
-from cluster.jobs import job_logs, job_status, stop_job, submit_job
+from powersweep.cluster.jobs import job_logs, job_status, stop_job, submit_job
 
 ADDRESS_HELP = "the cluster's Jobs API (dashboard) address, e.g. http://127.0.0.1:8265"
 
 
 def submit_job_command(args) -> int:
     """`powersweep submit SPEC --address http://...`: print the job id of the submitted sweep driver."""
-    from sweeps.spec import load_spec
+    from powersweep.sweeps.spec import load_spec
 
     spec = load_spec(args.spec)
     return _submitted(submit_job(spec, storage=args.storage or spec.storage, address=args.address,
@@ -25,7 +25,7 @@ def submit_job_command(args) -> int:
 
 def resume_job_command(args) -> int:
     """`powersweep resume DIR --address http://...`: the stored spec again, as a job (runs what DIR lacks)."""
-    from sweeps.sweep import stored_spec  # the store's pandas and pyarrow: only for this command
+    from powersweep.sweeps.sweep import stored_spec  # the store's pandas and pyarrow: only for this command
 
     spec = stored_spec(args.dir, sweep_id=args.sweep)
     return _submitted(submit_job(spec, storage=args.dir, address=args.address), args.address)

@@ -19,7 +19,7 @@ import tempfile
 
 from pathlib import Path
 
-from analysis.errors import AnalysisError
+from powersweep.analysis.errors import AnalysisError
 
 BATCH_UNITS = ("sequences", "tokens")  # as analysis.table.BATCH_UNITS, which imports pandas
 DIVERGE_FACTOR = 1.5  # as analysis.table.DIVERGE_FACTOR
@@ -81,7 +81,7 @@ def parse_mapping(items: list[str]) -> dict[str, str]:
 
 def analyze_command(args: argparse.Namespace) -> int:
     """Load, analyse, write the report; print where everything went and the fitted a, b with CIs."""
-    from analysis.merge import check_tolerance
+    from powersweep.analysis.merge import check_tolerance
 
     check_tolerance(args.tokens_tolerance)  # an option's mistake is one line before the table is read
     _check_out_dir(args.out)
@@ -91,11 +91,11 @@ def analyze_command(args: argparse.Namespace) -> int:
 
 
 def _analyze_once(args: argparse.Namespace, *, refresh_s: float | None = None) -> int:
-    from analysis.curves import attach_curves
-    from analysis.pipeline import analyze
-    from analysis.report import write_report
-    from analysis.summary import check_coefficients, report_lines
-    from analysis.table import load_table
+    from powersweep.analysis.curves import attach_curves
+    from powersweep.analysis.pipeline import analyze
+    from powersweep.analysis.report import write_report
+    from powersweep.analysis.summary import check_coefficients, report_lines
+    from powersweep.analysis.table import load_table
 
     table = load_table(args.table, mapping=parse_mapping(args.map), batch_unit=args.batch_unit, seq_len=args.seq_len,
                        schedule=args.schedule, parametrisation=args.parametrisation,
@@ -116,8 +116,8 @@ def _analyze_once(args: argparse.Namespace, *, refresh_s: float | None = None) -
 def watch_command(args: argparse.Namespace) -> int:
     """Re-render the report each time the table's files change, until Ctrl-C; a table that cannot be
     analysed yet (too few runs) gives a waiting page that says why."""
-    from analysis.report import write_waiting_page
-    from analysis.watch import WatchState, watch
+    from powersweep.analysis.report import write_waiting_page
+    from powersweep.analysis.watch import WatchState, watch
 
     if not args.interval > 0:
         raise AnalysisError(f"--interval {args.interval:g}: must be a positive number of seconds, e.g. 5")
@@ -181,8 +181,8 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
 
 def predict_command(args: argparse.Namespace) -> int:
     """Print lr_opt with its 95% CI (and an lm-engine snippet when --seq-len is given)."""
-    from analysis.export import lm_engine_snippet, predict_lr, read_coefficients, scheduler_coefficients
-    from analysis.summary import prediction_lines
+    from powersweep.analysis.export import lm_engine_snippet, predict_lr, read_coefficients, scheduler_coefficients
+    from powersweep.analysis.summary import prediction_lines
 
     coefficients = read_coefficients(args.coefficients)
     if args.law == "joint":
@@ -202,8 +202,8 @@ def predict_command(args: argparse.Namespace) -> int:
 
 
 def _predict_joint(coefficients: dict, args: argparse.Namespace) -> int:
-    from analysis.export import predict_joint
-    from analysis.summary import joint_prediction_lines
+    from powersweep.analysis.export import predict_joint
+    from powersweep.analysis.summary import joint_prediction_lines
 
     pred = predict_joint(coefficients, tokens=args.tokens, n_params=args.n_params)
     print("\n".join(joint_prediction_lines(pred, tokens=args.tokens, n_params=args.n_params)))

@@ -11,12 +11,12 @@ import json
 import os
 import sys
 
-from cluster.jobs import REPLACE_ENV, SPEC_ENV, STORAGE_ENV, ClusterError
-from cluster.storage_check import check_shared_storage
-from sweeps.interrupt import SweepInterrupted, interruptible, resume_hint
-from sweeps.outcome import is_user_error, one_line, print_report
-from sweeps.spec import spec_from_dict
-from sweeps.sweep import submit
+from powersweep.cluster.jobs import REPLACE_ENV, SPEC_ENV, STORAGE_ENV, ClusterError
+from powersweep.cluster.storage_check import check_shared_storage
+from powersweep.sweeps.interrupt import SweepInterrupted, interruptible, resume_hint
+from powersweep.sweeps.outcome import is_user_error, one_line, print_report
+from powersweep.sweeps.spec import spec_from_dict
+from powersweep.sweeps.sweep import submit
 
 
 def main() -> int:

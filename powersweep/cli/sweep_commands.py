@@ -10,11 +10,11 @@ import json
 import os
 import sys
 
-from cluster.jobs import is_jobs_address
-from proxy_models.config import PAPER_PARAMS, PRESETS
-from proxy_models.run_config import TrainConfig
-from proxy_models.schedules import DECAY_SHAPES, SCHEDULES
-from sweeps.cli.cluster_commands import ADDRESS_HELP, job_status_command, resume_job_command, submit_job_command
+from powersweep.cluster.jobs import is_jobs_address
+from powersweep.proxy_models.config import PAPER_PARAMS, PRESETS
+from powersweep.proxy_models.run_config import TrainConfig
+from powersweep.proxy_models.schedules import DECAY_SHAPES, SCHEDULES
+from powersweep.cli.cluster_commands import ADDRESS_HELP, job_status_command, resume_job_command, submit_job_command
 
 SPECS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs")
 
@@ -72,9 +72,9 @@ def add_train_one_parser(sub) -> None:
 
 
 def train_one_command(args) -> int:
-    from proxy_models.data import DataConfig
-    from proxy_models.schedules import ScheduleConfig
-    from proxy_models.trainer import TrainConfig, Trainer
+    from powersweep.proxy_models.data import DataConfig
+    from powersweep.proxy_models.schedules import ScheduleConfig
+    from powersweep.proxy_models.trainer import TrainConfig, Trainer
 
     schedule = ScheduleConfig(
         name=args.schedule, lr=args.lr, warmup_tokens=args.warmup_tokens, decay_fraction=args.decay_fraction,
@@ -102,7 +102,7 @@ def add_plan_parser(sub) -> None:
 
 def checked_spec(path: str):
     """The validated spec at `path`; a grid above GRID_WARNING runs gets a line on stderr with the count."""
-    from sweeps.spec import GRID_WARNING, load_spec
+    from powersweep.sweeps.spec import GRID_WARNING, load_spec
 
     spec = load_spec(path)
     if spec.planned_runs > GRID_WARNING:
@@ -112,8 +112,8 @@ def checked_spec(path: str):
 
 
 def plan_command(args) -> int:
-    from sweeps.plan import format_memory_table, format_plan, memory_table, plan
-    from sweeps.trackers import check_loggers
+    from powersweep.sweeps.plan import format_memory_table, format_plan, memory_table, plan
+    from powersweep.sweeps.trackers import check_loggers
 
     spec = checked_spec(args.spec)
     check_loggers(spec.run.loggers)  # as submit would: a logger's package missing here is one line now
@@ -121,7 +121,7 @@ def plan_command(args) -> int:
         p = plan(spec)
         print(json.dumps(p.summary(), indent=2) if args.json else format_plan(p))
         return 0
-    from proxy_models.memory import parse_bytes
+    from powersweep.proxy_models.memory import parse_bytes
 
     gpu_bytes = parse_bytes(args.gpu_memory)
     p = plan(spec, gpu_bytes=gpu_bytes)
@@ -148,9 +148,9 @@ def add_submit_parser(sub) -> None:
 def submit_command(args) -> int:
     if is_jobs_address(args.address):
         return submit_job_command(args)
-    from cluster.storage_check import check_shared_storage
-    from sweeps.outcome import print_report
-    from sweeps.sweep import submit
+    from powersweep.cluster.storage_check import check_shared_storage
+    from powersweep.sweeps.outcome import print_report
+    from powersweep.sweeps.sweep import submit
 
     spec = checked_spec(args.spec)
     with interruptible_sweep(args, storage=args.storage or spec.storage, sweep_id=spec.name):
@@ -170,9 +170,9 @@ def add_resume_parser(sub) -> None:
 def resume_command(args) -> int:
     if is_jobs_address(args.address):
         return resume_job_command(args)
-    from cluster.storage_check import check_shared_storage
-    from sweeps.outcome import print_report
-    from sweeps.sweep import resume
+    from powersweep.cluster.storage_check import check_shared_storage
+    from powersweep.sweeps.outcome import print_report
+    from powersweep.sweeps.sweep import resume
 
     with interruptible_sweep(args, storage=args.dir, sweep_id=args.sweep):
         result = resume(args.dir, sweep_id=args.sweep, address=args.address, check_storage=check_shared_storage)
@@ -182,7 +182,7 @@ def resume_command(args) -> int:
 def interruptible_sweep(args, *, storage: str, sweep_id: str | None):
     """Around a sweep the command runs here: SIGINT and SIGTERM end it with one line naming the resume command
     (exit code 130, 143; `sweeps.interrupt`)."""
-    from sweeps.interrupt import interruptible, resume_hint
+    from powersweep.sweeps.interrupt import interruptible, resume_hint
 
     hint = resume_hint(storage, sweep_id=sweep_id, address=getattr(args, "address", None))
     return interruptible(program=f"powersweep {args.command}", resume=hint)
@@ -201,8 +201,8 @@ def add_status_parser(sub) -> None:
 def status_command(args) -> int:
     if args.address:
         return job_status_command(args)
-    from sweeps.outcome import status_lines
-    from sweeps.sweep import status
+    from powersweep.sweeps.outcome import status_lines
+    from powersweep.sweeps.sweep import status
 
     s = status(args.dir, sweep_id=args.sweep)
     print(json.dumps(s, indent=2, default=float) if args.json else "\n".join(status_lines(s)))
@@ -217,8 +217,8 @@ def add_demo_parser(sub) -> None:
 
 
 def demo_command(args) -> int:
-    from sweeps.spec import load_spec
-    from sweeps.sweep import submit
+    from powersweep.sweeps.spec import load_spec
+    from powersweep.sweeps.sweep import submit
 
     spec = load_spec(os.path.join(SPECS_DIR, "cpu-quick.yaml"))
     with interruptible_sweep(args, storage=args.storage, sweep_id=spec.name):
@@ -228,7 +228,7 @@ def demo_command(args) -> int:
         summary = result.plan.summary()
         print(f"tokens trained {summary['tokens_planned']:.4g} vs {summary['tokens_independent']:.4g} for "
               f"independent runs ({summary['ratio']:.3f}); {result.execution.format()}")
-    from sweeps.cli import build_parser  # the analyze command's own defaults
+    from powersweep.cli import build_parser  # the analyze command's own defaults
 
     argv = ["analyze", os.path.join(args.storage, "results"), "--out", args.out]
     analyze_args = build_parser(argv).parse_args(argv)

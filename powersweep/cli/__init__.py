@@ -15,16 +15,16 @@ import importlib
 import os
 import sys
 
-from sweeps.cli import cluster_commands, sweep_commands
-from sweeps.interrupt import SweepInterrupted
+from powersweep.cli import cluster_commands, sweep_commands
+from powersweep.sweeps.interrupt import SweepInterrupted
 
 DESCRIPTION = "The `powersweep` command line. User mistakes print one line on stderr and exit with code 2."
 # Subcommands whose parser module is imported only when that subcommand runs: name -> (module, function adding
 # its parser, the help line `powersweep --help` shows).
 DEFERRED = {
-    "analyze": ("sweeps.cli.analysis_commands", "add_analyze_parser",
+    "analyze": ("powersweep.cli.analysis_commands", "add_analyze_parser",
                 "fit the learning-rate law of a sweep and write a report"),
-    "predict": ("sweeps.cli.analysis_commands", "add_predict_parser",
+    "predict": ("powersweep.cli.analysis_commands", "add_predict_parser",
                 "predict the optimal peak lr from coefficients.json"),
 }
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if not is_user_error(err):
             raise
-        from sweeps.outcome import one_line
+        from powersweep.sweeps.outcome import one_line
 
         print(one_line(f"powersweep {args.command}: error: {err}"), file=sys.stderr)
         return 2
@@ -70,8 +70,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 def is_user_error(error: BaseException) -> bool:
     """A mistake the user can fix: an error of the libraries' USER_ERRORS, or a cluster submission refused."""
-    from cluster.jobs import ClusterError
-    from sweeps.outcome import is_user_error as is_library_user_error
+    from powersweep.cluster.jobs import ClusterError
+    from powersweep.sweeps.outcome import is_user_error as is_library_user_error
 
     return isinstance(error, ClusterError) or is_library_user_error(error)
 
