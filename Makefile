@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,13 @@ demo: $(STAMP)
 	$(VENV)/bin/powersweep demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff format --check --quiet . || { echo "the tree is not formatted: run make format"; exit 1; }
+	$(VENV)/bin/ruff check --quiet .
 	$(PY) -X faulthandler -m pytest -q  # -X: a crash, even at exit, prints every thread's stack
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py
