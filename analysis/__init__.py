@@ -21,10 +21,20 @@ from powersweep.analysis.errors import AnalysisError
 # Public name -> module. Loaded on first use, so that `import analysis` (the CLI's AnalysisError) does not
 # pull in pandas, scipy and matplotlib.
 _LAZY = {
-    "Analysis": "pipeline", "analyze": "pipeline", "PlantedLaw": "synthetic", "SweepGrid": "synthetic",
-    "synthetic_table": "synthetic", "Prediction": "export", "lm_engine_snippet": "export", "predict_lr": "export",
-    "read_coefficients": "export", "write_coefficients": "export", "find_optima": "optimum",
-    "fit_power_law": "fit", "write_report": "report", "load_table": "table",
+    "Analysis": "pipeline",
+    "analyze": "pipeline",
+    "PlantedLaw": "synthetic",
+    "SweepGrid": "synthetic",
+    "synthetic_table": "synthetic",
+    "Prediction": "export",
+    "lm_engine_snippet": "export",
+    "predict_lr": "export",
+    "read_coefficients": "export",
+    "write_coefficients": "export",
+    "find_optima": "optimum",
+    "fit_power_law": "fit",
+    "write_report": "report",
+    "load_table": "table",
 }
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from powersweep.analysis.band import MIN_BATCH_SIZES  # distinct batch sizes for an exponent in B (alpha, Bc(T), B_opt(T))
+from powersweep.analysis.band import (
+    MIN_BATCH_SIZES,
+)  # distinct batch sizes for an exponent in B (alpha, Bc(T), B_opt(T))
 from powersweep.analysis.band import MIN_SIZES as MIN_MODELS  # distinct model sizes for an N law
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.export import lm_engine_snippet, predict_lr, scheduler_coefficients
@@ -69,8 +70,17 @@ def answer(result: Analysis, coefficients: dict | None) -> Answer:
     model = _answering_model(result)
     recs = tuple(recommendations(result, coefficients, model=model))
     scheduler, snippet, note = _scheduler(result, coefficients, model, recs)
-    return Answer(_law_words(result, model), tuple(_formulas(result)), _n_cells(result), total, recs,
-                  scheduler, snippet, note, missing)
+    return Answer(
+        _law_words(result, model),
+        tuple(_formulas(result)),
+        _n_cells(result),
+        total,
+        recs,
+        scheduler,
+        snippet,
+        note,
+        missing,
+    )
 
 
 def counts(result: Analysis) -> dict[str, int]:
@@ -84,16 +94,29 @@ def missing_fits(result: Analysis) -> list[Missing]:
     n = counts(result)
     out = []
     if n["batch_size"] < MIN_BATCH_SIZES:
-        out.append(Missing("batch-size scaling (lr_opt ~ B^alpha, critical batch size Bc(T), best batch size B_opt(T))",
-                           f"the sweep has {_plural(n['batch_size'], 'batch size')}",
-                           f"sweep at least {MIN_BATCH_SIZES} batch sizes, e.g. 4x apart"))
+        out.append(
+            Missing(
+                "batch-size scaling (lr_opt ~ B^alpha, critical batch size Bc(T), best batch size B_opt(T))",
+                f"the sweep has {_plural(n['batch_size'], 'batch size')}",
+                f"sweep at least {MIN_BATCH_SIZES} batch sizes, e.g. 4x apart",
+            )
+        )
     if n["model"] < MIN_MODELS:
-        out.append(Missing("model-size scaling (lr_opt as a function of N, transfer across sizes)",
-                           f"the sweep has {_plural(n['model'], 'model size')}",
-                           f"sweep at least {MIN_MODELS} model sizes spanning 2x or more in parameters"))
+        out.append(
+            Missing(
+                "model-size scaling (lr_opt as a function of N, transfer across sizes)",
+                f"the sweep has {_plural(n['model'], 'model size')}",
+                f"sweep at least {MIN_MODELS} model sizes spanning 2x or more in parameters",
+            )
+        )
     if n["tokens"] < MIN_TOKENS:
-        out.append(Missing("the T exponent b", f"the sweep has {_plural(n['tokens'], 'token budget')}",
-                           f"sweep at least {MIN_TOKENS} token budgets, e.g. 2x apart"))
+        out.append(
+            Missing(
+                "the T exponent b",
+                f"the sweep has {_plural(n['tokens'], 'token budget')}",
+                f"sweep at least {MIN_TOKENS} token budgets, e.g. 2x apart",
+            )
+        )
     return out
 
 
@@ -135,31 +158,45 @@ def recommendations(result: Analysis, coefficients: dict, *, model: str | None) 
 
 def _law_words(result: Analysis, model: str | None) -> str:
     if result.headline == "per_model_batch_law":
-        return ("The optimal peak lr follows lr_opt = c * B^alpha * T^beta for each model: it does not grow in "
-                f"proportion to the batch size here, so each model has its own law (recommendations: model {model}).")
+        return (
+            "The optimal peak lr follows lr_opt = c * B^alpha * T^beta for each model: it does not grow in "
+            f"proportion to the batch size here, so each model has its own law (recommendations: model {model})."
+        )
     if result.headline == "per_model_gamma":
-        return ("The optimal peak lr grows in proportion to the batch size and falls as a power of the training "
-                "tokens T, but the models' laws differ, so each has its own (recommendations: the largest, "
-                f"model {model}).")
+        return (
+            "The optimal peak lr grows in proportion to the batch size and falls as a power of the training "
+            "tokens T, but the models' laws differ, so each has its own (recommendations: the largest, "
+            f"model {model})."
+        )
     b = result.gamma.pooled.b
-    trend = f"{'falls' if b < 0 else 'rises'} as T^{b:.2f} with the training tokens T: doubling T multiplies it by {2 ** b:.2f}"
+    trend = f"{'falls' if b < 0 else 'rises'} as T^{b:.2f} with the training tokens T: doubling T multiplies it by {2**b:.2f}"
     if not batch_identified(result):  # proportional to B is the paper's finding, not this sweep's
         swept = ", ".join(str(int(v)) for v in sorted(result.cells["batch_size"].unique()))
-        return (f"The optimal peak lr {trend}, measured at batch size {swept} sequences; at other batch sizes it is "
-                "taken to grow in proportion to B, as the paper finds (this sweep cannot test that).")
+        return (
+            f"The optimal peak lr {trend}, measured at batch size {swept} sequences; at other batch sizes it is "
+            "taken to grow in proportion to B, as the paper finds (this sweep cannot test that)."
+        )
     return f"The optimal peak lr grows in proportion to the batch size B and {trend}."
 
 
 def _formulas(result: Analysis) -> list[str]:
     gamma = result.gamma
     if result.headline == "per_model_batch_law":
-        return [f"model {name}: lr_opt = {np.exp(law.coef['ln_c']):.3g} * B^{law.alpha:.3f} * T^{law.coef['beta']:.3f}; "
-                f"alpha 95% CI [{law.alpha_ci.low:.3f}, {law.alpha_ci.high:.3f}], beta 95% CI "
-                f"[{law.ci['beta'].low:.3f}, {law.ci['beta'].high:.3f}]" for name, law in result.batch.items() if law.ok]
+        return [
+            f"model {name}: lr_opt = {np.exp(law.coef['ln_c']):.3g} * B^{law.alpha:.3f} * T^{law.coef['beta']:.3f}; "
+            f"alpha 95% CI [{law.alpha_ci.low:.3f}, {law.alpha_ci.high:.3f}], beta 95% CI "
+            f"[{law.ci['beta'].low:.3f}, {law.ci['beta'].high:.3f}]"
+            for name, law in result.batch.items()
+            if law.ok
+        ]
     fits = gamma.per_model.items() if result.headline == "per_model_gamma" else [(None, gamma.pooled)]
-    return [("" if name is None else f"model {name}: ") +
-            f"lr_opt = B * a * T^b with a = {fit.a:.4g} (95% CI {fit.a_ci.low:.4g} to {fit.a_ci.high:.4g}), "
-            f"b = {fit.b:.4f} (95% CI {fit.b_ci.low:.4f} to {fit.b_ci.high:.4f})" for name, fit in fits if fit.ok]
+    return [
+        ("" if name is None else f"model {name}: ")
+        + f"lr_opt = B * a * T^b with a = {fit.a:.4g} (95% CI {fit.a_ci.low:.4g} to {fit.a_ci.high:.4g}), "
+        f"b = {fit.b:.4f} (95% CI {fit.b_ci.low:.4f} to {fit.b_ci.high:.4f})"
+        for name, fit in fits
+        if fit.ok
+    ]
 
 
 def _n_cells(result: Analysis) -> int:
@@ -170,8 +207,9 @@ def _n_cells(result: Analysis) -> int:
     return result.gamma.pooled.n_points
 
 
-def _scheduler(result: Analysis, coefficients: dict, model: str | None,
-               recs: tuple[Recommendation, ...]) -> tuple[str, dict | None, str]:
+def _scheduler(
+    result: Analysis, coefficients: dict, model: str | None, recs: tuple[Recommendation, ...]
+) -> tuple[str, dict | None, str]:
     """The Power schedule line at the largest recommended batch size, and lm-engine's fragment for it."""
     batch = max(r.batch_size for r in recs)
     law = scheduler_coefficients(coefficients, model=model, batch_size=batch)
@@ -180,12 +218,22 @@ def _scheduler(result: Analysis, coefficients: dict, model: str | None,
     line = f"lr(n) = min({cap}, {batch} * {law['a']:.4g} * n**{law['b']:.4f})  # n: tokens seen, batch {batch} sequences"
     seq = result.table["seq_len"].dropna() if "seq_len" in result.table else []
     if len(seq) == 0:
-        return line, None, "the table has no seq_len: run `powersweep predict ... --seq-len L` for lm-engine's fragment"
+        return (
+            line,
+            None,
+            "the table has no seq_len: run `powersweep predict ... --seq-len L` for lm-engine's fragment",
+        )
     seq_len = int(seq.max())
     if lr_max is None:
-        return line, None, (f"no run diverged, so the sweep sets no lr_max: choose one and run `powersweep predict "
-                            f"--coefficients coefficients.json --batch-size {batch} --tokens T --seq-len {seq_len} "
-                            "--lr-max LR`")
+        return (
+            line,
+            None,
+            (
+                f"no run diverged, so the sweep sets no lr_max: choose one and run `powersweep predict "
+                f"--coefficients coefficients.json --batch-size {batch} --tokens T --seq-len {seq_len} "
+                "--lr-max LR`"
+            ),
+        )
     try:
         snippet = lm_engine_snippet(law, batch_size=batch, seq_len=seq_len)
     except AnalysisError as error:

@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.optimum import CELL_KEYS, lr_points
 from powersweep.analysis.order import model_order
 
-
 MIN_SIZES = 3  # distinct N for an exponent in N
 MIN_SPAN = 2.0  # largest / smallest N
-MIN_BATCH_SIZES = 3  # swept batch sizes for B_opt(T): with one, ln B is a constant and its "law" a fitted zero
+MIN_BATCH_SIZES = (
+    3  # swept batch sizes for B_opt(T): with one, ln B is a constant and its "law" a fitted zero
+)
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,14 @@ class LinearLaw:
 
     def predict(self, **terms: float) -> float:
         """The response at ``ln_N=..., ln_T=...`` (log values), back on its own scale (exp)."""
-        return float(np.exp(self.coef["const"] + sum(v * terms[k] for k, v in self.coef.items() if k != "const")))
+        return float(
+            np.exp(self.coef["const"] + sum(v * terms[k] for k, v in self.coef.items() if k != "const"))
+        )
 
     def formula(self) -> str:
-        terms = " ".join(f"{'+' if v >= 0 else '-'} {abs(v):.4g}*{k}" for k, v in self.coef.items() if k != "const")
+        terms = " ".join(
+            f"{'+' if v >= 0 else '-'} {abs(v):.4g}*{k}" for k, v in self.coef.items() if k != "const"
+        )
         return f"{self.response} = {self.coef.get('const', float('nan')):.4g} {terms}".strip()
 
 
@@ -72,8 +76,14 @@ class BandFit:
     notes: tuple[str, ...] = ()  # why a term was left out (missing or too narrow a range of N)
 
 
-def band_fit(table: pd.DataFrame, *, eps: float = 0.0025, schedule: str | None = None, n_boot: int = 1000,
-             seed: int = 0) -> BandFit:
+def band_fit(
+    table: pd.DataFrame,
+    *,
+    eps: float = 0.0025,
+    schedule: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> BandFit:
     """Fit the band laws on the seed-averaged lr points of ``table`` (diverged points never enter)."""
     if not 0 < eps < 1:
         raise AnalysisError(f"eps={eps}: must be a relative loss tolerance between 0 and 1, e.g. 0.0025")
@@ -88,9 +98,11 @@ def band_fit(table: pd.DataFrame, *, eps: float = 0.0025, schedule: str | None =
     n_terms, notes = _size_terms(points)
     boot = {"n_boot": n_boot, "rng": np.random.default_rng(seed)}
     return BandFit(
-        eps=eps, lr_law=_ols(points[group_band], "ln_lr", [*n_terms, "ln_T"], **boot),
+        eps=eps,
+        lr_law=_ols(points[group_band], "ln_lr", [*n_terms, "ln_T"], **boot),
         batch_law=_batch_law(points, group_band, boot),
-        gamma_law=_ols(points[cell_band], "ln_gamma", [*n_terms, "ln_T"], **boot), n_band_runs=int(group_band.sum()),
+        gamma_law=_ols(points[cell_band], "ln_gamma", [*n_terms, "ln_T"], **boot),
+        n_band_runs=int(group_band.sum()),
         notes=notes,
     )
 
@@ -98,8 +110,12 @@ def band_fit(table: pd.DataFrame, *, eps: float = 0.0025, schedule: str | None =
 def _batch_law(points: pd.DataFrame, band: pd.Series, boot: dict) -> LinearLaw:
     swept = points["batch_size"].nunique()
     if swept < MIN_BATCH_SIZES:
-        return LinearLaw("ln_B", n_points=int(band.sum()), reason=f"the sweep has {swept} batch size(s): B_opt(T) "
-                         f"needs {MIN_BATCH_SIZES} or more; sweep at least {MIN_BATCH_SIZES} batch sizes")
+        return LinearLaw(
+            "ln_B",
+            n_points=int(band.sum()),
+            reason=f"the sweep has {swept} batch size(s): B_opt(T) "
+            f"needs {MIN_BATCH_SIZES} or more; sweep at least {MIN_BATCH_SIZES} batch sizes",
+        )
     return _ols(points[band], "ln_B", ["ln_T"], **boot)
 
 
@@ -108,13 +124,17 @@ def _size_terms(points: pd.DataFrame) -> tuple[list[str], tuple[str, ...]]:
     sizes = points.groupby("model")["n_params"].first()
     missing = [m for m in model_order(points) if not np.isfinite(sizes[m])]
     if missing:
-        return [], (f"band fit without an N term: n_params is missing for model(s) {', '.join(missing)}; "
-                    "add an n_params column or pass --map n_params=COLUMN",)
+        return [], (
+            f"band fit without an N term: n_params is missing for model(s) {', '.join(missing)}; "
+            "add an n_params column or pass --map n_params=COLUMN",
+        )
     distinct = np.unique(sizes.to_numpy(float))
     if len(sizes) > 1 and (len(distinct) < MIN_SIZES or distinct.max() / distinct.min() < MIN_SPAN):
-        return [], (f"band fit without an N term: the models' sizes ({len(distinct)} distinct, "
-                    f"{distinct.min():.3g} to {distinct.max():.3g} parameters) are too few or too close to identify "
-                    f"an exponent in N (needs {MIN_SIZES} or more spanning a factor {MIN_SPAN:g})",)
+        return [], (
+            f"band fit without an N term: the models' sizes ({len(distinct)} distinct, "
+            f"{distinct.min():.3g} to {distinct.max():.3g} parameters) are too few or too close to identify "
+            f"an exponent in N (needs {MIN_SIZES} or more spanning a factor {MIN_SPAN:g})",
+        )
     return (["ln_N"] if len(distinct) > 1 else []), ()
 
 
@@ -123,34 +143,63 @@ def _in_band(points: pd.DataFrame, keys: list[str], eps: float) -> pd.Series:
     return points["loss"] <= (1 + eps) * best
 
 
-def _ols(frame: pd.DataFrame, response: str, terms: list[str], *, n_boot: int = 0,
-         rng: np.random.Generator | None = None) -> LinearLaw:
+def _ols(
+    frame: pd.DataFrame,
+    response: str,
+    terms: list[str],
+    *,
+    n_boot: int = 0,
+    rng: np.random.Generator | None = None,
+) -> LinearLaw:
     # A term with a single value (one model size, or n_params unknown) cannot be separated from the constant.
     terms = [t for t in terms if frame[t].notna().all() and frame[t].nunique() > 1]
     if "ln_T" not in terms:
-        return LinearLaw(response, n_points=len(frame), reason="needs near-optimal runs at 2 or more token counts")
+        return LinearLaw(
+            response, n_points=len(frame), reason="needs near-optimal runs at 2 or more token counts"
+        )
     design = np.column_stack([np.ones(len(frame))] + [frame[t].to_numpy(float) for t in terms])
     y = frame[response].to_numpy(float)
     coef, *_ = np.linalg.lstsq(design, y, rcond=None)
     resid = y - design @ coef
     dof = len(y) - design.shape[1]
     if dof <= 0:
-        return LinearLaw(response, n_points=len(y), reason=f"{len(y)} band runs for {design.shape[1]} coefficients")
+        return LinearLaw(
+            response, n_points=len(y), reason=f"{len(y)} band runs for {design.shape[1]} coefficients"
+        )
     cov = np.sum(resid**2) / dof * np.linalg.inv(design.T @ design)
     names = ["const", *terms]
     spread = np.sum((y - y.mean()) ** 2)
     r2 = 1 - np.sum(resid**2) / spread if spread > 0 else np.nan  # every band run at one lr: R^2 undefined
-    boot = _group_bootstrap(design, y, frame["group"].to_numpy(), n_boot, rng) if n_boot > 0 else np.empty((0, 0))
-    ci = ({n: (float(lo), float(hi)) for n, lo, hi in zip(names, *np.percentile(boot, [2.5, 97.5], axis=0))}
-          if len(boot) >= 20 else {})
-    ranges = {name: (float(frame[column].min()), float(frame[column].max()))
-              for name, column in (("N", "n_params"), ("T", "tokens")) if frame[column].notna().all()}
-    return LinearLaw(response, dict(zip(names, coef.tolist())), dict(zip(names, np.sqrt(np.diag(cov)).tolist())),
-                     len(y), float(r2), ci=ci, ranges=ranges, boot=boot)
+    boot = (
+        _group_bootstrap(design, y, frame["group"].to_numpy(), n_boot, rng)
+        if n_boot > 0
+        else np.empty((0, 0))
+    )
+    ci = (
+        {n: (float(lo), float(hi)) for n, lo, hi in zip(names, *np.percentile(boot, [2.5, 97.5], axis=0))}
+        if len(boot) >= 20
+        else {}
+    )
+    ranges = {
+        name: (float(frame[column].min()), float(frame[column].max()))
+        for name, column in (("N", "n_params"), ("T", "tokens"))
+        if frame[column].notna().all()
+    }
+    return LinearLaw(
+        response,
+        dict(zip(names, coef.tolist())),
+        dict(zip(names, np.sqrt(np.diag(cov)).tolist())),
+        len(y),
+        float(r2),
+        ci=ci,
+        ranges=ranges,
+        boot=boot,
+    )
 
 
-def _group_bootstrap(design: np.ndarray, y: np.ndarray, groups: np.ndarray, n_boot: int,
-                     rng: np.random.Generator) -> np.ndarray:
+def _group_bootstrap(
+    design: np.ndarray, y: np.ndarray, groups: np.ndarray, n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
     """(R, terms): least squares on resampled groups (each group's rows weighted by how often it was drawn)."""
     labels, index = np.unique(groups, return_inverse=True)
     counts = rng.multinomial(len(labels), np.full(len(labels), 1.0 / len(labels)), size=n_boot)  # (R, groups)

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-
 from powersweep.analysis.fit import CI_LEVEL, Interval, gamma_draws
 from powersweep.analysis.order import model_order
 
@@ -55,7 +54,9 @@ class BatchLaw:
         return self.ok and self.alpha_ci.contains(1.0)
 
     def predict(self, batch_size: float, tokens: float) -> float:
-        return math.exp(self.coef["ln_c"] + self.alpha * math.log(batch_size) + self.coef["beta"] * math.log(tokens))
+        return math.exp(
+            self.coef["ln_c"] + self.alpha * math.log(batch_size) + self.coef["beta"] * math.log(tokens)
+        )
 
     def interval(self, batch_size: float, tokens: float) -> Interval:
         """95% interval of lr_opt at (batch_size, tokens) from the paired bootstrap samples."""
@@ -70,15 +71,20 @@ class BatchLaw:
 def fit_batch_laws(cells: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> dict[str, BatchLaw]:
     """One ``BatchLaw`` per model, smallest first, fitted on the model's ``ok`` cells with a finite lr_opt."""
     usable = cells[cells["ok"].astype(bool) & np.isfinite(cells["lr_opt"])]
-    return {m: fit_batch_law(usable[usable["model"].eq(m)], m, n_boot=n_boot, seed=seed + i)
-            for i, m in enumerate(model_order(usable))}
+    return {
+        m: fit_batch_law(usable[usable["model"].eq(m)], m, n_boot=n_boot, seed=seed + i)
+        for i, m in enumerate(model_order(usable))
+    }
 
 
 def fit_batch_law(cells: pd.DataFrame, model: str, *, n_boot: int = 1000, seed: int = 0) -> BatchLaw:
     """Weighted least squares of ln lr_opt on (1, ln B, ln T); weights 1 / (se**2 + scatter**2)."""
     batch, tokens = cells["batch_size"].to_numpy(float), cells["tokens"].to_numpy(float)
-    ranges = ((float(batch.min()), float(batch.max())), (float(tokens.min()), float(tokens.max()))) \
-        if len(cells) else ((math.nan, math.nan), (math.nan, math.nan))
+    ranges = (
+        ((float(batch.min()), float(batch.max())), (float(tokens.min()), float(tokens.max())))
+        if len(cells)
+        else ((math.nan, math.nan), (math.nan, math.nan))
+    )
     reason = _unidentified(batch, tokens)
     if reason:
         return _failed(model, len(cells), ranges, reason)
@@ -137,5 +143,12 @@ def _intervals(boot: np.ndarray) -> dict[str, Interval]:
 
 def _failed(model: str, n: int, ranges, reason: str) -> BatchLaw:
     nan = float("nan")
-    return BatchLaw(model, {t: nan for t in TERMS}, {t: Interval(nan, nan) for t in TERMS}, n, *ranges,
-                    np.empty((0, 3)), reason)
+    return BatchLaw(
+        model,
+        {t: nan for t in TERMS},
+        {t: Interval(nan, nan) for t in TERMS},
+        n,
+        *ranges,
+        np.empty((0, 3)),
+        reason,
+    )

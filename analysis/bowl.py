@@ -56,7 +56,9 @@ def fit_bowl(d: np.ndarray, y: np.ndarray, *, low: float | None = None, high: fl
     return BowlFit(vertex, coef[0], coef[1], coef[2], fitted, resid, len(d) - 4)
 
 
-def bowl_vertices(d: np.ndarray, y: np.ndarray, *, low: float | None = None, high: float | None = None) -> np.ndarray:
+def bowl_vertices(
+    d: np.ndarray, y: np.ndarray, *, low: float | None = None, high: float | None = None
+) -> np.ndarray:
     """Only the vertex of each column's bowl (what a bootstrap of lr_opt needs): (R,)."""
     d = np.asarray(d, dtype=float)
     if len(d) < MIN_POINTS:

@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-
 from powersweep.analysis.batch_scaling import fit_batch_law
 from powersweep.analysis.fit import fit_gamma
 from powersweep.analysis.optimum import find_optima
@@ -48,7 +47,10 @@ class Calibration:
 
 
 def planted_sweep(
-    seed: int, *, batch_sizes: tuple[int, ...] = BATCH_SIZES, alpha_range: tuple[float, float] | None = None,
+    seed: int,
+    *,
+    batch_sizes: tuple[int, ...] = BATCH_SIZES,
+    alpha_range: tuple[float, float] | None = None,
 ) -> tuple[PlantedLaw, pd.DataFrame, float]:
     """A random planted law, its sweep's table and the grid spacing (ratio of neighbouring lrs).
 
@@ -56,9 +58,13 @@ def planted_sweep(
     it is the paper's 1 and the draws are those of the gamma calibration's published numbers.
     """
     rng = np.random.default_rng(seed)
-    law = PlantedLaw(a=float(np.exp(rng.uniform(np.log(2), np.log(10)))), b=float(rng.uniform(-0.65, -0.35)),
-                     asymmetry=float(rng.uniform(2.0, 4.0)), noise_sd=float(rng.uniform(0.001, 0.004)),
-                     curvature=float(rng.uniform(0.015, 0.04)))
+    law = PlantedLaw(
+        a=float(np.exp(rng.uniform(np.log(2), np.log(10)))),
+        b=float(rng.uniform(-0.65, -0.35)),
+        asymmetry=float(rng.uniform(2.0, 4.0)),
+        noise_sd=float(rng.uniform(0.001, 0.004)),
+        curvature=float(rng.uniform(0.015, 0.04)),
+    )
     spacing = float(rng.uniform(np.sqrt(2), 2.0))
     if alpha_range is not None:
         law = replace(law, batch_exp=float(rng.uniform(*alpha_range)))
@@ -78,17 +84,33 @@ def one_sweep(seed: int, *, n_boot: int = 1000) -> dict:
     t_max = max(TOKENS)
     truth = law.a * t_max**law.b
     band = fit.band([t_max])
-    return {"seed": seed, "a": law.a, "b": law.b, "asymmetry": law.asymmetry, "noise_sd": law.noise_sd,
-            "spacing": spacing, "b_fit": fit.b, "b_low": fit.b_ci.low, "b_high": fit.b_ci.high,
-            "covered": fit.b_ci.contains(law.b), "gamma_covered": bool(band.low[0] <= truth <= band.high[0]),
-            "gamma_error": abs(float(fit.predict(t_max)) / truth - 1), "n_cells": fit.n_points}
+    return {
+        "seed": seed,
+        "a": law.a,
+        "b": law.b,
+        "asymmetry": law.asymmetry,
+        "noise_sd": law.noise_sd,
+        "spacing": spacing,
+        "b_fit": fit.b,
+        "b_low": fit.b_ci.low,
+        "b_high": fit.b_ci.high,
+        "covered": fit.b_ci.contains(law.b),
+        "gamma_covered": bool(band.low[0] <= truth <= band.high[0]),
+        "gamma_error": abs(float(fit.predict(t_max)) / truth - 1),
+        "n_cells": fit.n_points,
+    }
 
 
 def calibrate(n_sweeps: int = 200, *, n_boot: int = 1000, first_seed: int = 0) -> Calibration:
     """Run ``n_sweeps`` planted sweeps (seeds ``first_seed`` onwards) and summarise the coverage."""
     sweeps = pd.DataFrame([one_sweep(s, n_boot=n_boot) for s in range(first_seed, first_seed + n_sweeps)])
-    return Calibration(sweeps, float(sweeps["covered"].mean()), float(sweeps["gamma_covered"].mean()),
-                       float(sweeps["gamma_error"].median()), float((sweeps["b_high"] - sweeps["b_low"]).median()))
+    return Calibration(
+        sweeps,
+        float(sweeps["covered"].mean()),
+        float(sweeps["gamma_covered"].mean()),
+        float(sweeps["gamma_error"].median()),
+        float((sweeps["b_high"] - sweeps["b_low"]).median()),
+    )
 
 
 @dataclass(frozen=True)
@@ -110,19 +132,35 @@ def one_alpha_sweep(seed: int, *, n_boot: int = 1000) -> dict:
     fit = fit_batch_law(usable, "m", n_boot=n_boot, seed=seed)
     # The same law with the cells resampled instead of each cell's own lr_opt draws: what the draws add.
     resampled = fit_batch_law(usable.drop(columns="ln_lr_opt_draws"), "m", n_boot=n_boot, seed=seed)
-    return {"seed": seed, "alpha": law.batch_exp, "b": law.b, "asymmetry": law.asymmetry, "noise_sd": law.noise_sd,
-            "spacing": spacing, "alpha_fit": fit.alpha, "alpha_low": fit.alpha_ci.low,
-            "alpha_high": fit.alpha_ci.high, "covered": fit.alpha_ci.contains(law.batch_exp),
-            "covered_resampled": resampled.alpha_ci.contains(law.batch_exp),
-            "alpha_error": abs(fit.alpha - law.batch_exp), "n_cells": fit.n_cells}
+    return {
+        "seed": seed,
+        "alpha": law.batch_exp,
+        "b": law.b,
+        "asymmetry": law.asymmetry,
+        "noise_sd": law.noise_sd,
+        "spacing": spacing,
+        "alpha_fit": fit.alpha,
+        "alpha_low": fit.alpha_ci.low,
+        "alpha_high": fit.alpha_ci.high,
+        "covered": fit.alpha_ci.contains(law.batch_exp),
+        "covered_resampled": resampled.alpha_ci.contains(law.batch_exp),
+        "alpha_error": abs(fit.alpha - law.batch_exp),
+        "n_cells": fit.n_cells,
+    }
 
 
 def calibrate_alpha(n_sweeps: int = 200, *, n_boot: int = 1000, first_seed: int = 0) -> AlphaCalibration:
     """Run ``n_sweeps`` planted multi-batch sweeps (seeds ``first_seed`` onwards) and summarise alpha's coverage."""
-    sweeps = pd.DataFrame([one_alpha_sweep(s, n_boot=n_boot) for s in range(first_seed, first_seed + n_sweeps)])
-    return AlphaCalibration(sweeps, float(sweeps["covered"].mean()), float(sweeps["covered_resampled"].mean()),
-                            float(sweeps["alpha_error"].median()),
-                            float((sweeps["alpha_high"] - sweeps["alpha_low"]).median()))
+    sweeps = pd.DataFrame(
+        [one_alpha_sweep(s, n_boot=n_boot) for s in range(first_seed, first_seed + n_sweeps)]
+    )
+    return AlphaCalibration(
+        sweeps,
+        float(sweeps["covered"].mean()),
+        float(sweeps["covered_resampled"].mean()),
+        float(sweeps["alpha_error"].median()),
+        float((sweeps["alpha_high"] - sweeps["alpha_low"]).median()),
+    )
 
 
 @dataclass(frozen=True)
@@ -136,21 +174,40 @@ class MainJobCalibration:
     median_b_width: float
 
 
-def calibrate_main_job(n_sweeps: int = 200, *, law: PlantedLaw = MAIN_JOB_LAW, n_boot: int = 1000,
-                       first_seed: int = 0) -> MainJobCalibration:
+def calibrate_main_job(
+    n_sweeps: int = 200, *, law: PlantedLaw = MAIN_JOB_LAW, n_boot: int = 1000, first_seed: int = 0
+) -> MainJobCalibration:
     """Plant ``law`` on the main job's grid ``n_sweeps`` times (new noise each) and fit b as ``analyze`` does."""
-    grid = SweepGrid(models=(("cpu-xxs", 31904),), tokens=MAIN_JOB_TOKENS, batch_sizes=(4,), lrs=MAIN_JOB_LRS,
-                     seq_len=64)
+    grid = SweepGrid(
+        models=(("cpu-xxs", 31904),), tokens=MAIN_JOB_TOKENS, batch_sizes=(4,), lrs=MAIN_JOB_LRS, seq_len=64
+    )
     rows, cells = [], []
     for seed in range(first_seed, first_seed + n_sweeps):
         found = find_optima(load_table(synthetic_table(law, grid, seed=seed)), n_draws=n_boot, seed=seed)
         fit = fit_gamma(found, n_boot=n_boot, seed=seed).pooled
-        rows.append({"seed": seed, "b_fit": fit.b, "b_low": fit.b_ci.low, "b_high": fit.b_ci.high,
-                     "covered": fit.b_ci.contains(law.b)})
+        rows.append(
+            {
+                "seed": seed,
+                "b_fit": fit.b,
+                "b_low": fit.b_ci.low,
+                "b_high": fit.b_ci.high,
+                "covered": fit.b_ci.contains(law.b),
+            }
+        )
         error = np.log(found["lr_opt"] / law.lr_opt(found["batch_size"], found["tokens"]))
         cells.append(found[["tokens", "method"]].assign(error=error, z=error / found["ln_lr_opt_se"]))
     sweeps, every = pd.DataFrame(rows), pd.concat(cells, ignore_index=True)
-    per_budget = every.groupby("tokens").agg(bias=("error", "mean"), sd=("error", "std"),
-                                             rms_z=("z", lambda z: float(np.sqrt(np.mean(z**2))))).reset_index()
-    return MainJobCalibration(sweeps, per_budget, float(sweeps["covered"].mean()), float(sweeps["b_fit"].median()),
-                              float((sweeps["b_high"] - sweeps["b_low"]).median()))
+    per_budget = (
+        every.groupby("tokens")
+        .agg(
+            bias=("error", "mean"), sd=("error", "std"), rms_z=("z", lambda z: float(np.sqrt(np.mean(z**2))))
+        )
+        .reset_index()
+    )
+    return MainJobCalibration(
+        sweeps,
+        per_budget,
+        float(sweeps["covered"].mean()),
+        float(sweeps["b_fit"].median()),
+        float((sweeps["b_high"] - sweeps["b_low"]).median()),
+    )

@@ -22,18 +22,32 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.order import model_order
 
 CURVES_DIR = "curves"  # beside results/ in a store
 SPIKE_RISE = 0.2  # relative rise of the mean train loss above its running minimum that counts as a jump
 SPIKE_RECOVER = 0.05  # back within this of that minimum afterwards: the run recovered (a spike)
-SPIKE_WINDOW_STEPS = 100  # the loss is looked at as means over windows of at least this many steps: one step's
+SPIKE_WINDOW_STEPS = (
+    100  # the loss is looked at as means over windows of at least this many steps: one step's
+)
 # loss at batch 4 x 64 varies by tens of percent, a 100-step mean by a few
 _KEYS = ["sweep_id", "lineage_id"]
-_COLUMNS = ["sweep_id", "lineage_id", "run_id", "segment", "budget", "fork_tokens", "kind", "step", "tokens", "lr",
-            "loss_train", "loss_train_mean", "loss_eval"]
+_COLUMNS = [
+    "sweep_id",
+    "lineage_id",
+    "run_id",
+    "segment",
+    "budget",
+    "fork_tokens",
+    "kind",
+    "step",
+    "tokens",
+    "lr",
+    "loss_train",
+    "loss_train_mean",
+    "loss_eval",
+]
 
 
 def curve_roots(source: str | Path) -> list[Path]:
@@ -56,7 +70,9 @@ def load_curves(source: str | Path) -> pd.DataFrame:
             if path.name.startswith((".", "_")):
                 continue
             try:
-                frames.append(pq.read_table(path).to_pandas().assign(sweep_id=path.parent.name.partition("=")[2]))
+                frames.append(
+                    pq.read_table(path).to_pandas().assign(sweep_id=path.parent.name.partition("=")[2])
+                )
             except (OSError, ValueError, pa.ArrowException) as err:
                 skipped.append(f"{path}: {err}")
     curves = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_COLUMNS)
@@ -91,15 +107,21 @@ class Spike:
     loss: float  # the mean train loss there (NaN if none)
 
 
-def window_means(curve: pd.DataFrame, *, window: int = SPIKE_WINDOW_STEPS, relative: float = 0.0) -> pd.DataFrame:
+def window_means(
+    curve: pd.DataFrame, *, window: int = SPIKE_WINDOW_STEPS, relative: float = 0.0
+) -> pd.DataFrame:
     """A run's mean train loss pooled, in token order, into windows of at least ``window`` steps, and of at least
     ``relative`` times the step where the window ends (tokens and step of each window's end, ``loss``). A point
     added where a segment ends covers steps that the next grid point covers again, so it is left out; curves
     without ``mean_steps`` count the steps since the previous point."""
-    points = curve[curve["kind"].eq("train")].sort_values("tokens", kind="stable") if "kind" in curve else curve
+    points = (
+        curve[curve["kind"].eq("train")].sort_values("tokens", kind="stable") if "kind" in curve else curve
+    )
     step = points["step"].to_numpy(dtype=float)
     n = points["mean_steps"].to_numpy(dtype=float) if "mean_steps" in points else np.full(len(points), np.nan)
-    since_previous = np.diff(step, prepend=step[0] - 1) if len(step) else step  # a segment's first point: 1 step
+    since_previous = (
+        np.diff(step, prepend=step[0] - 1) if len(step) else step
+    )  # a segment's first point: 1 step
     n = np.where(np.isfinite(n), n, since_previous)
     covered_again = np.append(step[1:] - n[1:] < step[:-1], False) if len(step) else np.array([], bool)
     windows, total, steps = [], 0.0, 0.0
@@ -111,8 +133,13 @@ def window_means(curve: pd.DataFrame, *, window: int = SPIKE_WINDOW_STEPS, relat
     return pd.DataFrame(windows, columns=["tokens", "step", "loss"])
 
 
-def detect_spike(curve: pd.DataFrame, *, rise: float = SPIKE_RISE, recover: float = SPIKE_RECOVER,
-                 window: int = SPIKE_WINDOW_STEPS) -> Spike:
+def detect_spike(
+    curve: pd.DataFrame,
+    *,
+    rise: float = SPIKE_RISE,
+    recover: float = SPIKE_RECOVER,
+    window: int = SPIKE_WINDOW_STEPS,
+) -> Spike:
     """Whether one run's curve jumped by more than ``rise`` above its running minimum and later came back
     within ``recover`` of it, looking at the mean loss of windows of ``window`` steps (``window_means``). A
     non-finite loss, or a jump that never comes back, is a divergence: not flagged."""
@@ -123,25 +150,36 @@ def detect_spike(curve: pd.DataFrame, *, rise: float = SPIKE_RISE, recover: floa
     floor = np.minimum.accumulate(loss)[:-1]  # the lowest mean before each later window
     rel = loss[1:] / floor - 1
     peak = int(np.argmax(rel))
-    found = Spike(False, max(float(rel[peak]), 0.0), float(windows["tokens"].iloc[peak + 1]), float(loss[peak + 1]))
+    found = Spike(
+        False, max(float(rel[peak]), 0.0), float(windows["tokens"].iloc[peak + 1]), float(loss[peak + 1])
+    )
     jumps = np.flatnonzero(rel > rise)
     if not len(jumps):
         return found
     first = jumps[0]
-    recovered = (loss[first + 2:] <= floor[first] * (1 + recover)).any()
+    recovered = (loss[first + 2 :] <= floor[first] * (1 + recover)).any()
     return Spike(bool(recovered), found.rise, found.at_tokens, found.loss)
 
 
-def mark_spikes(table: pd.DataFrame, curves: pd.DataFrame | None, *, exclude: bool = False,
-                rise: float = SPIKE_RISE, recover: float = SPIKE_RECOVER) -> pd.DataFrame:
+def mark_spikes(
+    table: pd.DataFrame,
+    curves: pd.DataFrame | None,
+    *,
+    exclude: bool = False,
+    rise: float = SPIKE_RISE,
+    recover: float = SPIKE_RECOVER,
+) -> pd.DataFrame:
     """``table`` with columns ``spike`` (boolean; NA for runs without a curve) and ``spike_rise`` (the largest
     relative rise); with ``exclude``, flagged runs are dropped. ``attrs["spikes"]`` counts the flagged runs,
     ``attrs["spikes_excluded"]`` those dropped."""
     if not 0 < recover < rise:
         raise AnalysisError(f"spike thresholds rise={rise!r}, recover={recover!r}: need 0 < recover < rise")
     out = table.copy()
-    found = {key: detect_spike(c, rise=rise, recover=recover) for key, c in run_curves(curves).items()} \
-        if curves is not None and len(curves) else {}
+    found = (
+        {key: detect_spike(c, rise=rise, recover=recover) for key, c in run_curves(curves).items()}
+        if curves is not None and len(curves)
+        else {}
+    )
     keys = list(zip(out["sweep_id"], out["run_id"]))
     out["spike"] = pd.array([found[k].flagged if k in found else pd.NA for k in keys], dtype="boolean")
     out["spike_rise"] = [found[k].rise if k in found else np.nan for k in keys]
@@ -153,8 +191,9 @@ def mark_spikes(table: pd.DataFrame, curves: pd.DataFrame | None, *, exclude: bo
     return out
 
 
-def attach_curves(table: pd.DataFrame, source: str | Path, *, exclude_spikes: bool = False
-                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def attach_curves(
+    table: pd.DataFrame, source: str | Path, *, exclude_spikes: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The curves of the store(s) ``source`` names (``load_curves``) and ``table`` with the spike columns
     (``mark_spikes``); the command line's one call."""
     curves = load_curves(source)
@@ -181,10 +220,16 @@ def choose_cell(table: pd.DataFrame, curves: pd.DataFrame, cell: str | None = No
             raise AnalysisError(f"--curves-cell {cell!r}: write MODEL:BATCH, e.g. cpu-xxs:4")
         if not (runs["model"].eq(model) & runs["batch_size"].eq(int(batch))).any():
             rank = {name: i for i, name in enumerate(model_order(runs))}
-            have = [f"{m}:{b:g}" for m, b in sorted(set(zip(runs["model"], runs["batch_size"])),
-                                                   key=lambda cell: (rank[cell[0]], cell[1]))]
-            raise AnalysisError(f"--curves-cell {cell!r}: no run of that model and batch size has a curve; "
-                                f"cells with curves: {', '.join(have) or 'none'}")
+            have = [
+                f"{m}:{b:g}"
+                for m, b in sorted(
+                    set(zip(runs["model"], runs["batch_size"])), key=lambda cell: (rank[cell[0]], cell[1])
+                )
+            ]
+            raise AnalysisError(
+                f"--curves-cell {cell!r}: no run of that model and batch size has a curve; "
+                f"cells with curves: {', '.join(have) or 'none'}"
+            )
         return model, int(batch)
     largest = runs[runs["tokens"].eq(runs.groupby(["model", "batch_size"])["tokens"].transform("max"))]
     score = largest.groupby(["model", "batch_size"]).agg(lrs=("lr", "nunique"), tokens=("tokens", "max"))
@@ -196,7 +241,9 @@ def _runs_with_curves(table: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
     with_curve = set(zip(curves["sweep_id"], curves["run_id"].dropna()))
     runs = table[[k in with_curve for k in zip(table["sweep_id"], table["run_id"])]]
     if runs.empty:
-        raise AnalysisError("no run of the table has a stored curve (curves/ beside results/): nothing to draw")
+        raise AnalysisError(
+            "no run of the table has a stored curve (curves/ beside results/): nothing to draw"
+        )
     return runs
 
 
@@ -206,12 +253,21 @@ def cell_curves(table: pd.DataFrame, curves: pd.DataFrame, cell: str | None = No
     runs = _runs_with_curves(table, curves)
     runs = runs[runs["model"].eq(model) & runs["batch_size"].eq(batch)]
     peak = runs[["sweep_id", "run_id", "lr"]].rename(columns={"lr": "peak_lr"})
-    lineage_lr = (curves[_KEYS + ["run_id"]].dropna(subset=["run_id"]).drop_duplicates()
-                  .merge(peak, on=["sweep_id", "run_id"]).groupby(_KEYS)["peak_lr"].first().reset_index())
+    lineage_lr = (
+        curves[_KEYS + ["run_id"]]
+        .dropna(subset=["run_id"])
+        .drop_duplicates()
+        .merge(peak, on=["sweep_id", "run_id"])
+        .groupby(_KEYS)["peak_lr"]
+        .first()
+        .reset_index()
+    )
     points = _pooled(curves.merge(lineage_lr, on=_KEYS))
     flagged = runs[runs["spike"].fillna(False).astype(bool)] if "spike" in runs else runs.iloc[:0]
     per_run = run_curves(curves[curves.set_index(_KEYS).index.isin(lineage_lr.set_index(_KEYS).index)])
-    spikes = [{"peak_lr": r.lr, **_spike_point(per_run.get((r.sweep_id, r.run_id)))} for r in flagged.itertuples()]
+    spikes = [
+        {"peak_lr": r.lr, **_spike_point(per_run.get((r.sweep_id, r.run_id)))} for r in flagged.itertuples()
+    ]
     return CellCurves(model, batch, points, pd.DataFrame(spikes, columns=["peak_lr", "tokens", "loss"]))
 
 
@@ -223,9 +279,12 @@ def _pooled(points: pd.DataFrame) -> pd.DataFrame:
     line's peak, and the eval points as they are."""
     keys = [*_KEYS, "segment", "budget", "fork_tokens", "peak_lr"]
     train = points[points["kind"].eq("train")]
-    pooled = [window_means(group, window=DRAW_WINDOW_STEPS, relative=DRAW_WINDOW_FRACTION)
-              .rename(columns={"loss": "loss_train_mean"}).assign(**dict(zip(keys, key)), kind="train")
-              for key, group in train.groupby(keys, dropna=False)]
+    pooled = [
+        window_means(group, window=DRAW_WINDOW_STEPS, relative=DRAW_WINDOW_FRACTION)
+        .rename(columns={"loss": "loss_train_mean"})
+        .assign(**dict(zip(keys, key)), kind="train")
+        for key, group in train.groupby(keys, dropna=False)
+    ]
     return pd.concat([*pooled, points[points["kind"].eq("eval")]], ignore_index=True)
 
 

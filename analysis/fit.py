@@ -17,10 +17,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.order import in_model_order, model_order
+from scipy import stats
 
 CI_LEVEL = 0.95
 _MIN_BOOT = 20  # fewer usable resamples than this: fall back to the analytic interval
@@ -100,8 +99,14 @@ class PowerLawFit:
 
 
 def fit_power_law(
-    x: np.ndarray, y: np.ndarray, *, se: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0,
-    holdout: bool = True, draws: np.ndarray | None = None,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    se: np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    holdout: bool = True,
+    draws: np.ndarray | None = None,
 ) -> PowerLawFit:
     """Fit y = a * x**b by weighted least squares of ln y on ln x.
 
@@ -132,9 +137,20 @@ def fit_power_law(
         cis = _intervals(core, boot, len(x))
     held = _holdout(x, y, se) if holdout else None
     return PowerLawFit(
-        a=math.exp(core["ln_a"]), b=core["b"], a_ci=cis["a"], b_ci=cis["b"], x_ref=math.exp(core["x_ref"]),
-        y_ref_ci=cis["y_ref"], r2=core["r2"], n_points=len(x), n_x=n_x, cov=core["cov"], ci_method=cis["method"],
-        holdout=held, boot_ln_a=boot["ln_a"], boot_b=boot["b"],
+        a=math.exp(core["ln_a"]),
+        b=core["b"],
+        a_ci=cis["a"],
+        b_ci=cis["b"],
+        x_ref=math.exp(core["x_ref"]),
+        y_ref_ci=cis["y_ref"],
+        r2=core["r2"],
+        n_points=len(x),
+        n_x=n_x,
+        cov=core["cov"],
+        ci_method=cis["method"],
+        holdout=held,
+        boot_ln_a=boot["ln_a"],
+        boot_b=boot["b"],
     )
 
 
@@ -182,8 +198,17 @@ def _weighted_line(lx: np.ndarray, ly: np.ndarray, w: np.ndarray) -> dict:
     cov = np.array([[var_c + x_ref**2 * var_b, -x_ref * var_b], [-x_ref * var_b, var_b]])
     total = float(np.sum(w * (ly - c) ** 2))
     r2 = 1.0 - float(np.sum(w * resid**2)) / total if total > 0 else float("nan")
-    return {"x_ref": x_ref, "b": b, "c": c, "ln_a": c - b * x_ref, "cov": cov, "var_c": var_c, "dof": dof,
-            "r2": r2, "resid_var": float(np.mean(resid**2))}
+    return {
+        "x_ref": x_ref,
+        "b": b,
+        "c": c,
+        "ln_a": c - b * x_ref,
+        "cov": cov,
+        "var_c": var_c,
+        "dof": dof,
+        "r2": r2,
+        "resid_var": float(np.mean(resid**2)),
+    }
 
 
 def _bootstrap(lx, ly, w, x_ref: float, n_boot: int, rng: np.random.Generator) -> dict:
@@ -226,15 +251,25 @@ def _intervals(core: dict, boot: dict, n: int, *, widen: bool = True) -> dict:
         def pct(values, centre):
             low, high = np.percentile(values, [tail, 100 - tail])
             return float(centre + widen * (low - centre)), float(centre + widen * (high - centre))
+
         (a0, a1), (b0, b1) = pct(boot["ln_a"], core["ln_a"]), pct(boot["b"], core["b"])
         c0, c1 = pct(boot["c"], core["c"])
-        return {"a": Interval(math.exp(a0), math.exp(a1)), "b": Interval(b0, b1),
-                "y_ref": Interval(math.exp(c0), math.exp(c1)), "method": "bootstrap"}
+        return {
+            "a": Interval(math.exp(a0), math.exp(a1)),
+            "b": Interval(b0, b1),
+            "y_ref": Interval(math.exp(c0), math.exp(c1)),
+            "method": "bootstrap",
+        }
     t = float(stats.t.ppf(1 - tail / 100, core["dof"])) if core["dof"] > 0 else float("nan")
-    half_a, half_b, half_c = (t * math.sqrt(max(v, 0.0)) for v in (core["cov"][0, 0], core["cov"][1, 1], core["var_c"]))
-    return {"a": Interval(math.exp(core["ln_a"] - half_a), math.exp(core["ln_a"] + half_a)),
-            "b": Interval(core["b"] - half_b, core["b"] + half_b),
-            "y_ref": Interval(math.exp(core["c"] - half_c), math.exp(core["c"] + half_c)), "method": "analytic"}
+    half_a, half_b, half_c = (
+        t * math.sqrt(max(v, 0.0)) for v in (core["cov"][0, 0], core["cov"][1, 1], core["var_c"])
+    )
+    return {
+        "a": Interval(math.exp(core["ln_a"] - half_a), math.exp(core["ln_a"] + half_a)),
+        "b": Interval(core["b"] - half_b, core["b"] + half_b),
+        "y_ref": Interval(math.exp(core["c"] - half_c), math.exp(core["c"] + half_c)),
+        "method": "analytic",
+    }
 
 
 def _holdout(x: np.ndarray, y: np.ndarray, se: np.ndarray | None) -> Holdout | None:
@@ -243,15 +278,34 @@ def _holdout(x: np.ndarray, y: np.ndarray, se: np.ndarray | None) -> Holdout | N
     if len(np.unique(x[train])) < 2:
         return None
     lx, ly = np.log(x), np.log(y)
-    line = _weighted_line(lx[train], ly[train], _weights(lx[train], ly[train], None if se is None else se[train]))
+    line = _weighted_line(
+        lx[train], ly[train], _weights(lx[train], ly[train], None if se is None else se[train])
+    )
     err = line["ln_a"] + line["b"] * lx[~train] - ly[~train]  # ln(predicted / observed)
-    return Holdout(float(top), math.exp(float(np.mean(err))), float(np.mean(np.abs(err))), int((~train).sum()))
+    return Holdout(
+        float(top), math.exp(float(np.mean(err))), float(np.mean(np.abs(err))), int((~train).sum())
+    )
 
 
 def _failed(n: int, n_x: int, reason: str) -> PowerLawFit:
     nan, empty = float("nan"), np.empty(0)
-    return PowerLawFit(nan, nan, Interval(nan, nan), Interval(nan, nan), nan, Interval(nan, nan), nan, n, n_x,
-                       np.full((2, 2), nan), "none", None, empty, empty, reason)
+    return PowerLawFit(
+        nan,
+        nan,
+        Interval(nan, nan),
+        Interval(nan, nan),
+        nan,
+        Interval(nan, nan),
+        nan,
+        n,
+        n_x,
+        np.full((2, 2), nan),
+        "none",
+        None,
+        empty,
+        empty,
+        reason,
+    )
 
 
 @dataclass(frozen=True)
@@ -284,7 +338,12 @@ def select_cells(cells: pd.DataFrame, *, top_k: int = 3, include_flagged: bool =
 
 
 def fit_gamma(
-    cells: pd.DataFrame, *, top_k: int = 3, n_boot: int = 1000, seed: int = 0, include_flagged: bool = False,
+    cells: pd.DataFrame,
+    *,
+    top_k: int = 3,
+    n_boot: int = 1000,
+    seed: int = 0,
+    include_flagged: bool = False,
 ) -> GammaFits:
     """Fit gamma = a * T**b on the kept cells, weighted by the lr_opt standard errors.
 
@@ -295,16 +354,27 @@ def fit_gamma(
     used = chosen[chosen["used"]]
 
     def one(frame: pd.DataFrame, offset: int) -> PowerLawFit:
-        return fit_power_law(frame["tokens"], frame["gamma"], se=frame["ln_lr_opt_se"], n_boot=n_boot,
-                             seed=seed + offset, draws=gamma_draws(frame))
+        return fit_power_law(
+            frame["tokens"],
+            frame["gamma"],
+            se=frame["ln_lr_opt_se"],
+            n_boot=n_boot,
+            seed=seed + offset,
+            draws=gamma_draws(frame),
+        )
 
     per_model = {m: one(used[used["model"].eq(m)], i + 1) for i, m in enumerate(model_order(used))}
     pooled = one(used, 0)
     if used.empty:
-        pooled = replace(pooled, reason=f"no usable cell among {len(cells)}: every top-{top_k} cell is flagged "
-                                        "(see the flags and reason columns of cells.csv)")
+        pooled = replace(
+            pooled,
+            reason=f"no usable cell among {len(cells)}: every top-{top_k} cell is flagged "
+            "(see the flags and reason columns of cells.csv)",
+        )
     paper = paper_fit(cells, top_k=top_k, n_boot=n_boot, seed=seed)
-    return GammaFits(pooled, per_model, paper, in_model_order(chosen), top_k)  # rows moved after the fits: same numbers
+    return GammaFits(
+        pooled, per_model, paper, in_model_order(chosen), top_k
+    )  # rows moved after the fits: same numbers
 
 
 def gamma_draws(cells: pd.DataFrame) -> np.ndarray | None:
@@ -343,23 +413,38 @@ def transfer(fits: GammaFits) -> Transfer:
     anti-correlated with b. gamma at the pooled fit's pivot T is compared instead.
     """
     t_ref = fits.pooled.x_ref if fits.pooled.ok else float("nan")
-    rows = [_transfer_row(name, fit, t_ref) for name, fit in [*fits.per_model.items(), ("pooled", fits.pooled)]]
+    rows = [
+        _transfer_row(name, fit, t_ref) for name, fit in [*fits.per_model.items(), ("pooled", fits.pooled)]
+    ]
     table = pd.DataFrame(rows)
     models = [f for f in fits.per_model.values() if f.ok]
     b_agree = _all_overlap([f.b_ci for f in models])
     g_rows = table[(table["model"] != "pooled") & np.isfinite(table["b"])]
-    gamma_agree = _all_overlap([Interval(lo, hi) for lo, hi in zip(g_rows["gamma_ref_low"], g_rows["gamma_ref_high"])])
+    gamma_agree = _all_overlap(
+        [Interval(lo, hi) for lo, hi in zip(g_rows["gamma_ref_low"], g_rows["gamma_ref_high"])]
+    )
     return Transfer(table, t_ref, b_agree, gamma_agree)
 
 
 def _transfer_row(name: str, fit: PowerLawFit, t_ref: float) -> dict:
     ok = fit.ok and np.isfinite(t_ref)
     band = fit.band([t_ref]) if ok else Band(np.array([np.nan]), np.array([np.nan]))
-    return {"model": name, "n_cells": fit.n_points, "a": fit.a, "a_low": fit.a_ci.low, "a_high": fit.a_ci.high,
-            "b": fit.b, "b_low": fit.b_ci.low, "b_high": fit.b_ci.high,
-            "gamma_ref": float(fit.predict(t_ref)) if ok else np.nan, "gamma_ref_low": float(band.low[0]),
-            "gamma_ref_high": float(band.high[0]), "r2": fit.r2, "reason": fit.reason}
+    return {
+        "model": name,
+        "n_cells": fit.n_points,
+        "a": fit.a,
+        "a_low": fit.a_ci.low,
+        "a_high": fit.a_ci.high,
+        "b": fit.b,
+        "b_low": fit.b_ci.low,
+        "b_high": fit.b_ci.high,
+        "gamma_ref": float(fit.predict(t_ref)) if ok else np.nan,
+        "gamma_ref_low": float(band.low[0]),
+        "gamma_ref_high": float(band.high[0]),
+        "r2": fit.r2,
+        "reason": fit.reason,
+    }
 
 
 def _all_overlap(intervals: list[Interval]) -> bool:
-    return all(p.overlaps(q) for i, p in enumerate(intervals) for q in intervals[i + 1:])
+    return all(p.overlaps(q) for i, p in enumerate(intervals) for q in intervals[i + 1 :])

@@ -20,11 +20,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.order import model_order
 
-DEFAULT_TOLERANCE = 0.01  # relative: budgets of one grid are 1.25x or more apart, rounding moves them far less
+DEFAULT_TOLERANCE = (
+    0.01  # relative: budgets of one grid are 1.25x or more apart, rounding moves them far less
+)
 # Budgets merge per model, across its batch sizes: a grid's budget is one T for every batch size (steps x batch x
 # seq_len rounds differently per batch size), and the fits group cells by (model, T) (top-k batch sizes, Bc(T)).
 BUDGET_GROUP = ("model",)
@@ -45,13 +46,17 @@ class Merge:
 def check_tolerance(tolerance: float) -> float:
     """``tolerance`` as a float; AnalysisError for a negative, infinite or non-numeric one, or one of 1 or more."""
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or math.isnan(tolerance):
-        raise AnalysisError(f"--tokens-tolerance {tolerance!r}: must be a number >= 0 (a relative difference, e.g. "
-                            "0.01)")
+        raise AnalysisError(
+            f"--tokens-tolerance {tolerance!r}: must be a number >= 0 (a relative difference, e.g. 0.01)"
+        )
     if tolerance < 0:
-        raise AnalysisError(f"--tokens-tolerance {tolerance:g}: must be >= 0 (a relative difference, e.g. 0.01)")
+        raise AnalysisError(
+            f"--tokens-tolerance {tolerance:g}: must be >= 0 (a relative difference, e.g. 0.01)"
+        )
     if tolerance >= 1:  # 1 would merge budgets 2x apart: likely a percentage
-        raise AnalysisError(f"--tokens-tolerance {tolerance:g}: must be below 1 (a relative difference: 0.01 is "
-                            "1 percent)")
+        raise AnalysisError(
+            f"--tokens-tolerance {tolerance:g}: must be below 1 (a relative difference: 0.01 is 1 percent)"
+        )
     return float(tolerance)
 
 
@@ -67,8 +72,9 @@ def tolerance_groups(values: Iterable[float], tolerance: float) -> list[tuple[fl
     return [tuple(g) for g in groups]
 
 
-def merge_close(frame: pd.DataFrame, column: str, *, by: Sequence[str], tolerance: float
-                ) -> tuple[pd.Series, list[Merge]]:
+def merge_close(
+    frame: pd.DataFrame, column: str, *, by: Sequence[str], tolerance: float
+) -> tuple[pd.Series, list[Merge]]:
     """``frame[column]`` with the values of each ``by`` group that lie within ``tolerance`` of each other (see
     ``tolerance_groups``) replaced by the median of their distinct values, and one ``Merge`` per such set.
 
@@ -83,7 +89,9 @@ def merge_close(frame: pd.DataFrame, column: str, *, by: Sequence[str], toleranc
             if len(group) < 2:
                 continue
             value = float(np.median(group))
-            out = out.astype(float)  # a no-op on the float columns analysed; never an int column set to a median
+            out = out.astype(
+                float
+            )  # a no-op on the float columns analysed; never an int column set to a median
             out.loc[values.index[values.isin(group)]] = value
             merges.append(Merge(column, group, value, dict(zip(by, key))))
     return out, merges
@@ -110,12 +118,21 @@ def _batch_sizes(table: pd.DataFrame, merge: Merge) -> tuple:
 def merge_notes(merges: Sequence[Merge], order: Sequence[str]) -> list[str]:
     """One note per merge (models in ``order``), at most ``MAX_NOTES`` and then one for the rest."""
     rank = {name: i for i, name in enumerate(order)}
-    ranked = sorted(merges, key=lambda m: (rank.get(str(m.where.get("model")), len(rank)), m.column,
-                                           m.where.get("batch_size", 0), m.value))
+    ranked = sorted(
+        merges,
+        key=lambda m: (
+            rank.get(str(m.where.get("model")), len(rank)),
+            m.column,
+            m.where.get("batch_size", 0),
+            m.value,
+        ),
+    )
     notes = [_merge_note(m) for m in ranked[:MAX_NOTES]]
     if len(ranked) > MAX_NOTES:
-        notes.append(f"{len(ranked) - MAX_NOTES} more sets of values within the tolerance analysed as one each "
-                     "(--tokens-tolerance; the analysis table's tokens_reported keeps the budgets as given)")
+        notes.append(
+            f"{len(ranked) - MAX_NOTES} more sets of values within the tolerance analysed as one each "
+            "(--tokens-tolerance; the analysis table's tokens_reported keeps the budgets as given)"
+        )
     return notes
 
 
@@ -123,10 +140,14 @@ def _merge_note(merge: Merge) -> str:
     if merge.column == "tokens":
         batches = merge.where["batch_size"]
         batch = f"batch {number(batches[0])}" if len(batches) == 1 else f"batch sizes {listing(batches)}"
-        return (f"tokens {_span(merge.values)} (model {merge.where['model']}, {batch}) analysed as one "
-                f"{'cell' if len(batches) == 1 else 'budget'} at {number(merge.value)} (within --tokens-tolerance)")
-    return (f"batch sizes {_span(merge.values)} sequences (model {merge.where['model']}; batch_size in tokens / "
-            f"seq_len) analysed as one batch size of {number(merge.value)} sequences (within --tokens-tolerance)")
+        return (
+            f"tokens {_span(merge.values)} (model {merge.where['model']}, {batch}) analysed as one "
+            f"{'cell' if len(batches) == 1 else 'budget'} at {number(merge.value)} (within --tokens-tolerance)"
+        )
+    return (
+        f"batch sizes {_span(merge.values)} sequences (model {merge.where['model']}; batch_size in tokens / "
+        f"seq_len) analysed as one batch size of {number(merge.value)} sequences (within --tokens-tolerance)"
+    )
 
 
 def repeat_note(table: pd.DataFrame, schedule: str) -> list[str]:
@@ -142,10 +163,12 @@ def repeat_note(table: pd.DataFrame, schedule: str) -> list[str]:
         return []
     rank = {name: i for i, name in enumerate(model_order(runs))}
     model, tokens, batch, lr = min(repeated.index, key=lambda point: (rank[point[0]], *point[1:]))
-    return [f"{int(repeated['size'].sum())} runs at {len(repeated)} (cell, lr) points come from budgets merged "
-            f"within --tokens-tolerance (e.g. model {model}, batch {batch:g}, T = {number(tokens)}, lr {lr:.3g}: "
-            f"{int(repeated.loc[(model, tokens, batch, lr), 'size'])} runs): averaged as seeds are (n_runs counts "
-            "them)"]
+    return [
+        f"{int(repeated['size'].sum())} runs at {len(repeated)} (cell, lr) points come from budgets merged "
+        f"within --tokens-tolerance (e.g. model {model}, batch {batch:g}, T = {number(tokens)}, lr {lr:.3g}: "
+        f"{int(repeated.loc[(model, tokens, batch, lr), 'size'])} runs): averaged as seeds are (n_runs counts "
+        "them)"
+    ]
 
 
 def _span(values: Sequence[float]) -> str:

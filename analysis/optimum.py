@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
 from powersweep.analysis.bowl import MIN_POINTS, BowlFit, bowl_vertices, fit_bowl
 from powersweep.analysis.errors import AnalysisError
 
@@ -30,8 +29,25 @@ CELL_KEYS = ("model", "tokens", "batch_size")
 # Flags that keep a cell out of point fits: its optimum is not bracketed by finite losses.
 BLOCKING_FLAGS = frozenset({"all_diverged", "too_few_points", "edge_low", "edge_high"})
 CELL_COLUMNS = (
-    *CELL_KEYS, "n_params", "lr_opt", "lr_opt_se", "ln_lr_opt_se", "lr_opt_grid", "loss_opt", "loss_opt_grid", "method",
-    "curvature", "penalty_2x", "n_points", "n_finite", "n_diverged", "n_runs", "edge_low", "edge_high", "ok", "flags",
+    *CELL_KEYS,
+    "n_params",
+    "lr_opt",
+    "lr_opt_se",
+    "ln_lr_opt_se",
+    "lr_opt_grid",
+    "loss_opt",
+    "loss_opt_grid",
+    "method",
+    "curvature",
+    "penalty_2x",
+    "n_points",
+    "n_finite",
+    "n_diverged",
+    "n_runs",
+    "edge_low",
+    "edge_high",
+    "ok",
+    "flags",
     "reason",
 )
 _LN2_SQUARED = math.log(2.0) ** 2
@@ -49,8 +65,10 @@ def choose_schedule(table: pd.DataFrame, schedule: str | None = None) -> str | N
             raise AnalysisError(f"schedule={schedule!r} has no runs in the table: choose one of {names}")
         return schedule
     if len(names) > 1:
-        raise AnalysisError(f"the table mixes schedules {names} whose optimal lr differ: "
-                            "choose one with schedule=NAME (--schedule NAME)")
+        raise AnalysisError(
+            f"the table mixes schedules {names} whose optimal lr differ: "
+            "choose one with schedule=NAME (--schedule NAME)"
+        )
     return names[0] if names else None
 
 
@@ -62,12 +80,19 @@ def lr_points(table: pd.DataFrame, *, schedule: str | None = None) -> pd.DataFra
     """
     name = choose_schedule(table, schedule)
     runs = table[table["schedule"].eq(name) & ~table["status"].eq("failed")]
-    frame = runs.assign(loss_ok=runs["loss_eval"].where(runs["status"].eq("ok")),
-                        diverged=runs["status"].eq("diverged"))
-    points = frame.groupby([*CELL_KEYS, "lr"], sort=True).agg(
-        loss=("loss_ok", "mean"), n_runs=("loss_ok", "size"), n_diverged=("diverged", "sum"),
-        n_params=("n_params", "first"),
-    ).reset_index()
+    frame = runs.assign(
+        loss_ok=runs["loss_eval"].where(runs["status"].eq("ok")), diverged=runs["status"].eq("diverged")
+    )
+    points = (
+        frame.groupby([*CELL_KEYS, "lr"], sort=True)
+        .agg(
+            loss=("loss_ok", "mean"),
+            n_runs=("loss_ok", "size"),
+            n_diverged=("diverged", "sum"),
+            n_params=("n_params", "first"),
+        )
+        .reset_index()
+    )
     points["loss"] = points["loss"].where(points["n_diverged"].eq(0), np.inf)
     return points
 
@@ -108,7 +133,12 @@ class _CellFit:
 
 
 def find_optima(
-    table: pd.DataFrame, *, schedule: str | None = None, half_width: int = 3, n_draws: int = 200, seed: int = 0,
+    table: pd.DataFrame,
+    *,
+    schedule: str | None = None,
+    half_width: int = 3,
+    n_draws: int = 200,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """One row per cell with lr_opt_grid, lr_opt, lr_opt_se, loss_opt, n_points, n_diverged and flags.
 
@@ -156,7 +186,7 @@ def _fit_cell(cell: pd.DataFrame, half_width: int) -> _CellFit:
         reasons.append(f"only {int(finite.sum())} finite lr(s), need 3: add lrs around {lr[best]:.3g}")
     low, high = _window(finite, best, half_width)
     x = np.log(lr)
-    d, y = x[low:high + 1] - x[best], loss[low:high + 1]  # centred on the argmin: well conditioned
+    d, y = x[low : high + 1] - x[best], loss[low : high + 1]  # centred on the argmin: well conditioned
     bowl = quad = None
     reach = d[max(best - low - VERTEX_REACH, 0)], d[min(best - low + VERTEX_REACH, len(d) - 1)]
     # One point on a side of the argmin (the grid's end is near) still takes the bowl: a parabola there puts
@@ -170,7 +200,9 @@ def _fit_cell(cell: pd.DataFrame, half_width: int) -> _CellFit:
         if not quad.accepted and bowl is None:
             flags.append("quadratic_rejected")  # not blocking: the grid argmin stands, with a wider error
     if not BLOCKING_FLAGS.intersection(flags) and min(best - low, high - best) == 1 < half_width:
-        flags.append("one_side")  # not blocking: one lr on a side of the argmin sets that side's curvature alone
+        flags.append(
+            "one_side"
+        )  # not blocking: one lr on a side of the argmin sets that side's curvature alone
     return _CellFit(lr, loss, n_runs, best, quad, bowl, d, reach, tuple(flags), "; ".join(reasons))
 
 
@@ -187,7 +219,9 @@ def _edge_flags(lr: np.ndarray, finite: np.ndarray, best: int) -> tuple[list[str
         reasons.append(f"best lr {lr[best]:.3g} is the highest of the grid: extend the grid up")
     elif not finite[best + 1]:
         flags.append("edge_high")
-        reasons.append(f"the lr above the best one ({lr[best + 1]:.3g}) diverged: the optimum may sit at the edge")
+        reasons.append(
+            f"the lr above the best one ({lr[best + 1]:.3g}) diverged: the optimum may sit at the edge"
+        )
     return flags, reasons
 
 
@@ -223,18 +257,33 @@ def _pooled_noise(fits: list[_CellFit]) -> float | None:
 def _cell_row(fit: _CellFit, noise_var: float | None, n_draws: int, rng: np.random.Generator) -> dict:
     finite = np.isfinite(fit.loss)
     row = {
-        "n_points": len(fit.lr), "n_finite": int(finite.sum()), "n_diverged": int((~finite).sum()),
+        "n_points": len(fit.lr),
+        "n_finite": int(finite.sum()),
+        "n_diverged": int((~finite).sum()),
         "n_runs": fit.n_runs,
-        "edge_low": "edge_low" in fit.flags, "edge_high": "edge_high" in fit.flags,
-        "ok": not BLOCKING_FLAGS.intersection(fit.flags), "flags": ";".join(fit.flags), "reason": fit.reason,
+        "edge_low": "edge_low" in fit.flags,
+        "edge_high": "edge_high" in fit.flags,
+        "ok": not BLOCKING_FLAGS.intersection(fit.flags),
+        "flags": ";".join(fit.flags),
+        "reason": fit.reason,
     }
     return row | (_no_optimum() if fit.best is None else _optimum(fit, noise_var, n_draws, rng))
 
 
 def _no_optimum() -> dict:
     nan = float("nan")
-    return {"lr_opt": nan, "lr_opt_se": nan, "ln_lr_opt_se": nan, "lr_opt_grid": nan, "loss_opt": nan,
-            "loss_opt_grid": nan, "method": "none", "curvature": nan, "penalty_2x": nan, "ln_lr_opt_draws": None}
+    return {
+        "lr_opt": nan,
+        "lr_opt_se": nan,
+        "ln_lr_opt_se": nan,
+        "lr_opt_grid": nan,
+        "loss_opt": nan,
+        "loss_opt_grid": nan,
+        "method": "none",
+        "curvature": nan,
+        "penalty_2x": nan,
+        "ln_lr_opt_draws": None,
+    }
 
 
 def _optimum(fit: _CellFit, noise_var: float | None, n_draws: int, rng: np.random.Generator) -> dict:
@@ -243,13 +292,20 @@ def _optimum(fit: _CellFit, noise_var: float | None, n_draws: int, rng: np.rando
     step = _grid_step(x, best)
     if noise_var is not None and fit.bowl is not None:
         bowl = fit.bowl
-        offset, loss_opt, curvature, method = bowl.vertex[0], bowl.floor[0], bowl.k_low[0] + bowl.k_high[0], "bowl"
+        offset, loss_opt, curvature, method = (
+            bowl.vertex[0],
+            bowl.floor[0],
+            bowl.k_low[0] + bowl.k_high[0],
+            "bowl",
+        )
         noisy = bowl.fitted + rng.normal(0.0, math.sqrt(noise_var), (len(fit.d), n_draws))
         draws = bowl_vertices(fit.d, noisy, low=fit.vertex_range[0], high=fit.vertex_range[1])
     elif noise_var is not None and quad is not None:
         c0, c1, c2 = quad.coef
         offset, loss_opt, curvature, method = quad.vertex, c0 - c1 * c1 / (4 * c2), 2 * c2, "quadratic"
-        noisy = (quad.design @ quad.coef)[:, None] + rng.normal(0.0, math.sqrt(noise_var), (len(fit.d), n_draws))
+        noisy = (quad.design @ quad.coef)[:, None] + rng.normal(
+            0.0, math.sqrt(noise_var), (len(fit.d), n_draws)
+        )
         draws = _quadratic_vertices(quad, noisy)
     else:
         # A grid argmin is off by up to half a step, uniformly.
@@ -258,9 +314,18 @@ def _optimum(fit: _CellFit, noise_var: float | None, n_draws: int, rng: np.rando
     se = float(np.std(draws)) if n_draws > 1 else step / math.sqrt(12.0)
     ln_opt = x[best] + offset
     lr_opt = math.exp(ln_opt)
-    return {"lr_opt": lr_opt, "lr_opt_se": lr_opt * se, "ln_lr_opt_se": se, "lr_opt_grid": fit.lr[best],
-            "loss_opt": loss_opt, "loss_opt_grid": fit.loss[best], "method": method, "curvature": curvature,
-            "penalty_2x": curvature / 2 * _LN2_SQUARED, "ln_lr_opt_draws": x[best] + draws}
+    return {
+        "lr_opt": lr_opt,
+        "lr_opt_se": lr_opt * se,
+        "ln_lr_opt_se": se,
+        "lr_opt_grid": fit.lr[best],
+        "loss_opt": loss_opt,
+        "loss_opt_grid": fit.loss[best],
+        "method": method,
+        "curvature": curvature,
+        "penalty_2x": curvature / 2 * _LN2_SQUARED,
+        "ln_lr_opt_draws": x[best] + draws,
+    }
 
 
 def _quadratic_vertices(quad: _Quadratic, noisy: np.ndarray) -> np.ndarray:

@@ -27,12 +27,16 @@ def natural_key(name: str) -> tuple:
 def model_order(frame: pd.DataFrame) -> list[str]:
     """The frame's model names from smallest to largest median n_params; those without one after, by name."""
     names = frame["model"].astype(str).unique().tolist() if len(frame) else []
-    sizes = (frame.groupby(frame["model"].astype(str))["n_params"].median() if "n_params" in frame
-             else pd.Series(dtype=float))
+    sizes = (
+        frame.groupby(frame["model"].astype(str))["n_params"].median()
+        if "n_params" in frame
+        else pd.Series(dtype=float)
+    )
 
     def key(name: str) -> tuple:
         size = float(sizes.get(name, np.nan))
         return (not np.isfinite(size), size if np.isfinite(size) else 0.0, natural_key(name))
+
     return sorted(names, key=key)
 
 

@@ -9,16 +9,27 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 import pandas as pd
-
 from powersweep.analysis.band import BandFit, band_fit
 from powersweep.analysis.batch_scaling import BatchLaw, fit_batch_laws
-from powersweep.analysis.fit import GammaFits, Transfer, fit_gamma, transfer
-from powersweep.analysis.optimum import choose_schedule, find_optima
-from powersweep.analysis.power_search import PowerSearch, power_search
-from powersweep.analysis.regimes import CriticalBatch, Sensitivity, fit_critical_batch, label_regimes, sensitivity
 from powersweep.analysis.errors import AnalysisError
-from powersweep.analysis.merge import DEFAULT_TOLERANCE, check_tolerance, merge_budgets, merge_notes, repeat_note
+from powersweep.analysis.fit import GammaFits, Transfer, fit_gamma, transfer
+from powersweep.analysis.merge import (
+    DEFAULT_TOLERANCE,
+    check_tolerance,
+    merge_budgets,
+    merge_notes,
+    repeat_note,
+)
+from powersweep.analysis.optimum import choose_schedule, find_optima
 from powersweep.analysis.order import in_model_order, model_order
+from powersweep.analysis.power_search import PowerSearch, power_search
+from powersweep.analysis.regimes import (
+    CriticalBatch,
+    Sensitivity,
+    fit_critical_batch,
+    label_regimes,
+    sensitivity,
+)
 from powersweep.analysis.run_settings import require_uniform_settings
 from powersweep.analysis.table import DIVERGE_FACTOR, load_table, mark_blowups
 
@@ -36,7 +47,9 @@ class Settings:
     band_eps: float = 0.0025  # relative loss tolerance of the band fit (Step Law uses 0.25%)
     near_factor: float = 3.0  # B within [Bc / f, Bc * f] is "near_critical"
     diverge_factor: float = DIVERGE_FACTOR  # loss above this times its cell's best: the run diverged
-    tokens_tolerance: float = DEFAULT_TOLERANCE  # a model's budgets this close (relative) are one; 0: none merge
+    tokens_tolerance: float = (
+        DEFAULT_TOLERANCE  # a model's budgets this close (relative) are one; 0: none merge
+    )
 
     def __post_init__(self) -> None:
         minimum = {"top_k": 1, "n_boot": 0, "half_width": 1}
@@ -45,7 +58,9 @@ class Settings:
             if not isinstance(value, int) or value < low:
                 raise AnalysisError(f"{name}={value!r}: must be a whole number >= {low} ({_FLAGS[name]})")
         if not 0 < self.band_eps < 1:
-            raise AnalysisError(f"band_eps={self.band_eps!r}: must be a relative loss tolerance in (0, 1), e.g. 0.0025")
+            raise AnalysisError(
+                f"band_eps={self.band_eps!r}: must be a relative loss tolerance in (0, 1), e.g. 0.0025"
+            )
         if not self.near_factor > 1:
             raise AnalysisError(f"near_factor={self.near_factor!r}: must be above 1")
         check_tolerance(self.tokens_tolerance)
@@ -110,7 +125,11 @@ def headline(result: Analysis) -> str:
     if any(law.ok and not law.linear for law in result.batch.values()):
         return "per_model_batch_law"
     fits = [f for f in result.gamma.per_model.values() if f.ok]
-    if len(fits) > 1 and result.transfer is not None and not (result.transfer.b_agree and result.transfer.gamma_agree):
+    if (
+        len(fits) > 1
+        and result.transfer is not None
+        and not (result.transfer.b_agree and result.transfer.gamma_agree)
+    ):
         return "per_model_gamma"
     return "pooled_gamma"
 
@@ -122,7 +141,9 @@ def analyze(table: pd.DataFrame, **options) -> Analysis:
     """
     unknown = sorted(set(options) - {f.name for f in fields(Settings)})
     if unknown:
-        raise AnalysisError(f"unknown analysis option(s) {unknown}: known are {[f.name for f in fields(Settings)]}")
+        raise AnalysisError(
+            f"unknown analysis option(s) {unknown}: known are {[f.name for f in fields(Settings)]}"
+        )
     settings = Settings(**options)
     if not table.attrs.get("validated"):
         table = load_table(table, tokens_tolerance=settings.tokens_tolerance)
@@ -135,12 +156,16 @@ def analyze(table: pd.DataFrame, **options) -> Analysis:
     power = power_search(table, n_boot=settings.n_boot, seed=settings.seed)
     notes = [f"skipped file {entry}" for entry in table.attrs.get("skipped_files", [])] + _input_notes(table)
     if table.attrs.get("trunk_rows_dropped"):
-        notes.append(f"left out {table.attrs['trunk_rows_dropped']} trunk rows (phase 'trunk': a lineage's "
-                     "stable-phase evaluations at its forks, not budget results)")
+        notes.append(
+            f"left out {table.attrs['trunk_rows_dropped']} trunk rows (phase 'trunk': a lineage's "
+            "stable-phase evaluations at its forks, not budget results)"
+        )
     if power is None:
         notes.append("no runs with schedule 'power': the (a, b) search (Fig. 5-6) is skipped")
     if schedule is None:
-        notes.append("no runs with a fixed peak lr (wsd, cosine, constant): lr_opt, gamma and regime fits are skipped")
+        notes.append(
+            "no runs with a fixed peak lr (wsd, cosine, constant): lr_opt, gamma and regime fits are skipped"
+        )
         empty = find_optima(table.iloc[:0])
         return Analysis(table, empty, None, None, None, None, None, power, settings, None, tuple(notes))
     return _point_analysis(table, schedule, settings, power, notes)
@@ -149,8 +174,10 @@ def analyze(table: pd.DataFrame, **options) -> Analysis:
 def _require_results(table: pd.DataFrame, schedule: str | None) -> None:
     runs = table if schedule is None else table[table["schedule"].isin([schedule, "power"])]
     if len(runs) and runs["status"].eq("failed").all():
-        raise AnalysisError(f"every one of the {len(runs)} runs has status 'failed' (the job broke, not the lr): "
-                            "nothing to analyse; resume the sweep or fix the status column")
+        raise AnalysisError(
+            f"every one of the {len(runs)} runs has status 'failed' (the job broke, not the lr): "
+            "nothing to analyse; resume the sweep or fix the status column"
+        )
 
 
 def _input_notes(table: pd.DataFrame) -> list[str]:
@@ -158,30 +185,48 @@ def _input_notes(table: pd.DataFrame) -> list[str]:
     notes = merge_notes(merges, model_order(table))
     duplicates = table.attrs.get("duplicate_run_ids", [])
     if duplicates:
-        notes.append(f"{len(duplicates)} run id(s) name several rows (e.g. {duplicates[0]!r}): they are kept as "
-                     "separate runs (as seeds where they share a cell and lr); give each run its own run_id or drop "
-                     "the copies")
+        notes.append(
+            f"{len(duplicates)} run id(s) name several rows (e.g. {duplicates[0]!r}): they are kept as "
+            "separate runs (as seeds where they share a cell and lr); give each run its own run_id or drop "
+            "the copies"
+        )
     unstated = [name for name in ("schedule", "parametrisation") if table[name].eq("unknown").all()]
     if unstated:
         flags = " ".join(f"--{name} NAME" for name in unstated)
-        notes.append(f"the table does not say its {' or '.join(unstated)}: shown as unknown, and the paper's "
-                     f"4.6 * T^-0.51 (muP, wsd) is not drawn; state it with {flags}")
+        notes.append(
+            f"the table does not say its {' or '.join(unstated)}: shown as unknown, and the paper's "
+            f"4.6 * T^-0.51 (muP, wsd) is not drawn; state it with {flags}"
+        )
     if table.attrs.get("spikes"):
-        done = ("left out (--exclude-spikes)" if table.attrs.get("spikes_excluded") else
-                "kept and marked (column spike; --exclude-spikes leaves them out)")
-        notes.append(f"{table.attrs['spikes']} run(s) spiked: their training loss jumped and recovered (a "
-                     f"near-divergence, see the loss curves); {done}")
+        done = (
+            "left out (--exclude-spikes)"
+            if table.attrs.get("spikes_excluded")
+            else "kept and marked (column spike; --exclude-spikes leaves them out)"
+        )
+        notes.append(
+            f"{table.attrs['spikes']} run(s) spiked: their training loss jumped and recovered (a "
+            f"near-divergence, see the loss curves); {done}"
+        )
     if table.attrs.get("blowups"):
-        notes.append(f"{table.attrs['blowups']} run(s) with a finite loss above "
-                     f"{table.attrs.get('diverge_factor', DIVERGE_FACTOR):g}x the best loss of their cell count as "
-                     "diverged (they bound lr_max); set the factor with --diverge-factor")
+        notes.append(
+            f"{table.attrs['blowups']} run(s) with a finite loss above "
+            f"{table.attrs.get('diverge_factor', DIVERGE_FACTOR):g}x the best loss of their cell count as "
+            "diverged (they bound lr_max); set the factor with --diverge-factor"
+        )
     return notes
 
 
-def _point_analysis(table, schedule: str, settings: Settings, power: PowerSearch | None, notes: list[str]) -> Analysis:
+def _point_analysis(
+    table, schedule: str, settings: Settings, power: PowerSearch | None, notes: list[str]
+) -> Analysis:
     boot = {"n_boot": settings.n_boot, "seed": settings.seed}
-    cells = find_optima(table, schedule=schedule, half_width=settings.half_width,
-                        n_draws=max(settings.n_boot, MIN_DRAWS), seed=settings.seed)
+    cells = find_optima(
+        table,
+        schedule=schedule,
+        half_width=settings.half_width,
+        n_draws=max(settings.n_boot, MIN_DRAWS),
+        seed=settings.seed,
+    )
     gamma = fit_gamma(cells, top_k=settings.top_k, include_flagged=settings.include_flagged, **boot)
     critical = fit_critical_batch(cells, **boot)
     labelled = label_regimes(gamma.cells, critical, near_factor=settings.near_factor)
@@ -191,9 +236,18 @@ def _point_analysis(table, schedule: str, settings: Settings, power: PowerSearch
     notes += repeat_note(table, schedule) + _fit_notes(gamma, critical, labelled) + _batch_notes(batch)
     notes += list(band.notes)
     return Analysis(
-        table=table, cells=labelled, gamma=gamma, transfer=transfer(gamma), critical=critical,
-        sensitivity=sensitivity(cells, **boot), band=band,
-        power=power, settings=settings, schedule=schedule, notes=tuple(notes), batch=batch,
+        table=table,
+        cells=labelled,
+        gamma=gamma,
+        transfer=transfer(gamma),
+        critical=critical,
+        sensitivity=sensitivity(cells, **boot),
+        band=band,
+        power=power,
+        settings=settings,
+        schedule=schedule,
+        notes=tuple(notes),
+        batch=batch,
     )
 
 
@@ -201,9 +255,11 @@ def _batch_notes(batch: dict[str, BatchLaw]) -> list[str]:
     notes = []
     for model, law in batch.items():
         if law.ok and not law.linear:
-            notes.append(f"gamma = lr_opt / batch_size is not batch-invariant for model {model}: lr_opt ~ "
-                         f"B^{law.alpha:.3g} (95% CI {law.alpha_ci.low:.3g} to {law.alpha_ci.high:.3g}), not B^1; "
-                         "use the per-model law lr_opt = c * B^alpha * T^beta (predict --model)")
+            notes.append(
+                f"gamma = lr_opt / batch_size is not batch-invariant for model {model}: lr_opt ~ "
+                f"B^{law.alpha:.3g} (95% CI {law.alpha_ci.low:.3g} to {law.alpha_ci.high:.3g}), not B^1; "
+                "use the per-model law lr_opt = c * B^alpha * T^beta (predict --model)"
+            )
     return notes
 
 
@@ -215,12 +271,16 @@ def _fit_notes(gamma: GammaFits, critical: CriticalBatch, cells: pd.DataFrame) -
         notes.append(f"critical batch size law not fitted: {critical.law.reason}")
     flagged = int((~cells["ok"].astype(bool)).sum())
     if flagged:
-        notes.append(f"{flagged} of {len(cells)} cells are flagged and left out of the point fits (see cells.csv)")
+        notes.append(
+            f"{flagged} of {len(cells)} cells are flagged and left out of the point fits (see cells.csv)"
+        )
     one_side = cells[cells["flags"].str.split(";").apply(lambda f: "one_side" in f)]
     if len(one_side):
         first = one_side.iloc[0]
-        notes.append(f"{len(one_side)} of {len(cells)} cells have a single lr on one side of their best lr (flag "
-                     f"one_side; e.g. model {first['model']}, T = {first['tokens']:g}, batch size "
-                     f"{int(first['batch_size'])}): their lr_opt is kept, with a wider interval; to tighten it, "
-                     "extend the lr grid past that side")
+        notes.append(
+            f"{len(one_side)} of {len(cells)} cells have a single lr on one side of their best lr (flag "
+            f"one_side; e.g. model {first['model']}, T = {first['tokens']:g}, batch size "
+            f"{int(first['batch_size'])}): their lr_opt is kept, with a wider interval; to tighten it, "
+            "extend the lr grid past that side"
+        )
     return notes

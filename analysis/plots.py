@@ -20,9 +20,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
-
-from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.batch_scaling import BatchLaw
+from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.fit import GammaFits, PowerLawFit
 from powersweep.analysis.order import in_model_order, model_order
 from powersweep.analysis.power_search import PowerSearch
@@ -36,8 +35,11 @@ MAX_COLUMNS = 3  # panels per row: wider figures are unreadable at the page's wi
 
 def lr_label(parametrisation: str) -> str:
     """The lr axis label: 'muP base' only when the table says the runs are muP."""
-    return f"{LR_AXIS} (muP base)" if parametrisation == "mup" else (
-        f"{LR_AXIS} (SP)" if parametrisation == "sp" else LR_AXIS)
+    return (
+        f"{LR_AXIS} (muP base)"
+        if parametrisation == "mup"
+        else (f"{LR_AXIS} (SP)" if parametrisation == "sp" else LR_AXIS)
+    )
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def _panels(n: int, title: str, *, size: tuple[float, float] = (4.2, 3.4)):
     flat = list(axes.ravel())
     for ax in flat[n:]:
         ax.set_visible(False)
-    return fig, flat[:max(n, 1)]
+    return fig, flat[: max(n, 1)]
 
 
 def _colours(values) -> dict:
@@ -150,7 +152,9 @@ def _legend(ax, **options) -> None:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **options)
 
 
-def fig_schedules(curves: Mapping[str, Curve], *, tokens: np.ndarray | None = None, lr_axis: str = LR_AXIS) -> Figure:
+def fig_schedules(
+    curves: Mapping[str, Curve], *, tokens: np.ndarray | None = None, lr_axis: str = LR_AXIS
+) -> Figure:
     """Fig. 1: lr against tokens seen for each named schedule.
 
     A curve is a pair (tokens array, lr array) or a callable lr(tokens), evaluated on ``tokens``
@@ -178,16 +182,35 @@ def fig_loss_vs_lr(points: pd.DataFrame, cells: pd.DataFrame, *, lr_axis: str = 
     """
     models = model_order(points)
     by_batch = bool(len(points)) and points.groupby("model")["batch_size"].nunique().max() > 1
-    fig, axes = _figure(len(models), 2 if by_batch else 1, "Fig. 2: eval loss vs learning rate",
-                        size=(5.0, 3.8) if by_batch else (7.5, 4.2))
+    fig, axes = _figure(
+        len(models),
+        2 if by_batch else 1,
+        "Fig. 2: eval loss vs learning rate",
+        size=(5.0, 3.8) if by_batch else (7.5, 4.2),
+    )
     for row, model in enumerate(models):
         mine = points[points["model"].eq(model)]
-        batch_ref, tokens_ref = _middle(mine["batch_size"]), _middle(mine["tokens"])  # like the paper's B=128, T=128B
-        _loss_panel(axes[row, 0], mine[mine["batch_size"].eq(batch_ref)], cells, "tokens",
-                    f"{model}, batch size {batch_ref} sequences", lr_axis)
+        batch_ref, tokens_ref = (
+            _middle(mine["batch_size"]),
+            _middle(mine["tokens"]),
+        )  # like the paper's B=128, T=128B
+        _loss_panel(
+            axes[row, 0],
+            mine[mine["batch_size"].eq(batch_ref)],
+            cells,
+            "tokens",
+            f"{model}, batch size {batch_ref} sequences",
+            lr_axis,
+        )
         if by_batch:
-            _loss_panel(axes[row, 1], mine[mine["tokens"].eq(tokens_ref)], cells, "batch_size",
-                        f"{model}, T = {_tick(tokens_ref)} tokens", lr_axis)
+            _loss_panel(
+                axes[row, 1],
+                mine[mine["tokens"].eq(tokens_ref)],
+                cells,
+                "batch_size",
+                f"{model}, T = {_tick(tokens_ref)} tokens",
+                lr_axis,
+            )
     return fig
 
 
@@ -205,18 +228,34 @@ def _loss_panel(ax, points: pd.DataFrame, cells: pd.DataFrame, by: str, title: s
         label = _tick(value) if by == "tokens" else f"B={value}"
         ax.plot(group.loc[ok, "lr"], group.loc[ok, "loss"], "o-", ms=3, color=colours[value], label=label)
         ax.plot(group.loc[~ok, "lr"], np.full((~ok).sum(), top), "x", color=colours[value])
-        cell = cells[cells["model"].eq(group["model"].iloc[0]) & cells["tokens"].eq(group["tokens"].iloc[0])
-                     & cells["batch_size"].eq(group["batch_size"].iloc[0])]
+        cell = cells[
+            cells["model"].eq(group["model"].iloc[0])
+            & cells["tokens"].eq(group["tokens"].iloc[0])
+            & cells["batch_size"].eq(group["batch_size"].iloc[0])
+        ]
         if len(cell) and np.isfinite(cell["lr_opt"].iloc[0]):
             # on its curve, not a line across the others: which optimum is whose reads at a glance
-            ax.plot(cell["lr_opt"].iloc[0], cell["loss_opt"].iloc[0], "*", ms=9, color=colours[value], mec="k",
-                    mew=0.5, zorder=3)
+            ax.plot(
+                cell["lr_opt"].iloc[0],
+                cell["loss_opt"].iloc[0],
+                "*",
+                ms=9,
+                color=colours[value],
+                mec="k",
+                mew=0.5,
+                zorder=3,
+            )
     _log_axes(ax, f"{lr_axis} (x: diverged, *: lr_opt)", "eval loss (nats/token)", title, logy=False)
     _legend(ax, fontsize="x-small")
 
 
-def fig_lr_opt_vs_batch(gamma: GammaFits, *, laws: Mapping[str, BatchLaw] | None = None, pooled: bool = True,
-                        lr_axis: str = LR_AXIS) -> Figure:
+def fig_lr_opt_vs_batch(
+    gamma: GammaFits,
+    *,
+    laws: Mapping[str, BatchLaw] | None = None,
+    pooled: bool = True,
+    lr_axis: str = LR_AXIS,
+) -> Figure:
     """Fig. 3: lr_opt against batch size per T, one panel per model (4 per row); dashed: the model's batch law
     c * B**alpha * T**beta where ``laws`` has one, else the pooled fit B * a * T**b when ``pooled``."""
     cells = gamma.cells[np.isfinite(gamma.cells["lr_opt"])]
@@ -227,8 +266,15 @@ def fig_lr_opt_vs_batch(gamma: GammaFits, *, laws: Mapping[str, BatchLaw] | None
         law = (laws or {}).get(model)
         for t, group in cells[cells["model"].eq(model)].groupby("tokens", sort=True):
             ok = group["ok"].astype(bool)
-            ax.errorbar(group.loc[ok, "batch_size"], group.loc[ok, "lr_opt"], yerr=group.loc[ok, "lr_opt_se"], fmt="o-",
-                        ms=3, color=colours[t], label=_tick(t))
+            ax.errorbar(
+                group.loc[ok, "batch_size"],
+                group.loc[ok, "lr_opt"],
+                yerr=group.loc[ok, "lr_opt_se"],
+                fmt="o-",
+                ms=3,
+                color=colours[t],
+                label=_tick(t),
+            )
             ax.plot(group.loc[~ok, "batch_size"], group.loc[~ok, "lr_opt"], "o", mfc="none", color=colours[t])
             batch = np.sort(group["batch_size"].to_numpy(float))
             if law is not None and law.ok:
@@ -246,16 +292,25 @@ def fig_gamma_vs_tokens(gamma: GammaFits, *, paper: bool = True, pooled: bool = 
     """Fig. 4: gamma = lr_opt / B of the kept batch sizes against T, per model (and pooled when ``pooled``), with
     fit and 95% band; the paper's 4.6 * T^-0.51 only when ``paper`` (muP models trained with WSD)."""
     single = len(gamma.per_model) == 1  # its pooled panel would repeat the model's, point for point
-    fits = [*gamma.per_model.items()] + ([("pooled", gamma.pooled)] if (pooled and not single) or not gamma.per_model
-                                         else [])
+    fits = [*gamma.per_model.items()] + (
+        [("pooled", gamma.pooled)] if (pooled and not single) or not gamma.per_model else []
+    )
     fig, axes = _panels(len(fits), "Fig. 4: gamma = lr_opt / batch size vs training tokens")
     for ax, (name, fit) in zip(axes, fits):
         cells = gamma.cells if name == "pooled" else gamma.cells[gamma.cells["model"].eq(name)]
         used, kept = cells[cells["used"]], cells[cells["top_k"] & ~cells["used"]]
-        ax.errorbar(used["tokens"], used["gamma"], yerr=used["gamma"] * used["ln_lr_opt_se"], fmt="o", ms=3,
-                    label=f"top-{gamma.top_k} cells")
+        ax.errorbar(
+            used["tokens"],
+            used["gamma"],
+            yerr=used["gamma"] * used["ln_lr_opt_se"],
+            fmt="o",
+            ms=3,
+            label=f"top-{gamma.top_k} cells",
+        )
         if len(kept):  # no legend entry for what is not drawn
-            ax.plot(kept["tokens"], kept["gamma"], "o", mfc="none", color="grey", label="flagged (not fitted)")
+            ax.plot(
+                kept["tokens"], kept["gamma"], "o", mfc="none", color="grey", label="flagged (not fitted)"
+            )
         _draw_fit(ax, fit, cells["tokens"], paper=paper, formula=False)
         title = f"{name}: {fit.a:.3g} * T^{fit.b:.3f}" if fit.ok else f"{name}: not fitted"
         _log_axes(ax, "training tokens T (tokens)", "gamma (lr per sequence)", title)
@@ -268,7 +323,9 @@ def _draw_fit(ax, fit: PowerLawFit, x_values, *, paper: bool = True, formula: bo
     if fit.ok and len(x):
         band = fit.band(x)
         ax.fill_between(x, band.low, band.high, alpha=0.25, color="crimson", label="95% CI")
-        ax.plot(x, fit.predict(x), color="crimson", label=f"fit {fit.a:.3g} * T^{fit.b:.3f}" if formula else "fit")
+        ax.plot(
+            x, fit.predict(x), color="crimson", label=f"fit {fit.a:.3g} * T^{fit.b:.3f}" if formula else "fit"
+        )
     if paper and len(x):
         ax.plot(x, PAPER_A * x**PAPER_B, ":", color="grey", label="paper: 4.6 * T^-0.51")
 
@@ -286,7 +343,9 @@ def fig_power_loss(power: PowerSearch) -> Figure:
         ax.set(xlabel=f"{name[-1]} (dimensionless)", ylabel="loss - best loss of its (T, B) (nats/token)")
         ax.xaxis.set_major_locator(MaxNLocator(6))
         ax.grid(True, alpha=0.3)
-    _figure_legend(fig, axes[0], fontsize="small", title="T (line: best over the other)", title_fontsize="small")
+    _figure_legend(
+        fig, axes[0], fontsize="small", title="T (line: best over the other)", title_fontsize="small"
+    )
     return fig
 
 
@@ -300,9 +359,19 @@ def fig_power_best(power: PowerSearch) -> Figure:
     for ax, name, best, ci in zip(axes[0], ("a", "b"), (overall.a, overall.b), (overall.a_ci, overall.b_ci)):
         for i, (batch, group) in enumerate(groups.groupby("batch_size", sort=True)):
             err = np.abs(np.vstack([group[name] - group[f"{name}_low"], group[f"{name}_high"] - group[name]]))
-            dodge = 1.04 ** (i - (len(batches) - 1) / 2)  # batch sizes side by side: error bars at one T overlap
-            ax.errorbar(group["tokens"] * dodge, group[name], yerr=np.nan_to_num(err), fmt="o", ms=4, capsize=2,
-                        color=colours[batch], label=f"B={batch}")
+            dodge = 1.04 ** (
+                i - (len(batches) - 1) / 2
+            )  # batch sizes side by side: error bars at one T overlap
+            ax.errorbar(
+                group["tokens"] * dodge,
+                group[name],
+                yerr=np.nan_to_num(err),
+                fmt="o",
+                ms=4,
+                capsize=2,
+                color=colours[batch],
+                label=f"B={batch}",
+            )
         ax.axhline(best, color="k", lw=1, label=f"overall {best:.3g}")
         if np.isfinite(ci.low):
             ax.axhspan(ci.low, ci.high, color="k", alpha=0.1)
@@ -322,18 +391,32 @@ def fig_critical_batch(cells: pd.DataFrame, critical: CriticalBatch, *, lr_axis:
     colours = _colours(usable["tokens"])
     per = critical.per_tokens
     named = set()
-    ordered = in_model_order(usable.sort_values("tokens", kind="stable"))  # models by size, T ascending in each
+    ordered = in_model_order(
+        usable.sort_values("tokens", kind="stable")
+    )  # models by size, T ascending in each
     for model, t in dict.fromkeys(zip(ordered["model"], ordered["tokens"])):
         group = usable[usable["model"].eq(model) & usable["tokens"].eq(t)]
         ax = axes[0, 0]
-        ax.plot(group["batch_size"], group["lr_opt"], "o", ms=3, color=colours[t],
-                label=None if t in named else f"T = {_tick(t)}")  # the colours need a key even where no line is fitted
+        ax.plot(
+            group["batch_size"],
+            group["lr_opt"],
+            "o",
+            ms=3,
+            color=colours[t],
+            label=None if t in named else f"T = {_tick(t)}",
+        )  # the colours need a key even where no line is fitted
         named.add(t)
         fit = per[per["model"].eq(model) & per["tokens"].eq(t)]
         if len(fit) and np.isfinite(fit["bc"].iloc[0]):
             batch = np.geomspace(group["batch_size"].min(), group["batch_size"].max(), 60)
-            ax.plot(batch, surge_curve(batch, fit["lr_peak"].iloc[0], fit["bc"].iloc[0]), "-", color=colours[t],
-                    lw=0.8, label=f"{model} {_tick(t)}")
+            ax.plot(
+                batch,
+                surge_curve(batch, fit["lr_peak"].iloc[0], fit["bc"].iloc[0]),
+                "-",
+                color=colours[t],
+                lw=0.8,
+                label=f"{model} {_tick(t)}",
+            )
     _log_axes(axes[0, 0], "batch size (sequences)", f"lr_opt, {lr_axis}", "lines: Bc inside the swept B")
     _swept_ticks(axes[0, 0].xaxis, usable["batch_size"])
     _legend(axes[0, 0], fontsize="x-small")
@@ -343,10 +426,16 @@ def fig_critical_batch(cells: pd.DataFrame, critical: CriticalBatch, *, lr_axis:
         why = textwrap.fill(f"Bc(T) not fitted: {critical.law.reason}", 45)
         axes[0, 1].text(0.5, 0.5, why, ha="center", va="center", transform=axes[0, 1].transAxes)
         return fig
-    axes[0, 1].errorbar(good["tokens"], good["bc"], yerr=good["bc"] * good["ln_bc_se"].fillna(0), fmt="o", ms=4)
+    axes[0, 1].errorbar(
+        good["tokens"], good["bc"], yerr=good["bc"] * good["ln_bc_se"].fillna(0), fmt="o", ms=4
+    )
     _draw_fit(axes[0, 1], critical.law, good["tokens"], paper=False)
-    _log_axes(axes[0, 1], "training tokens T (tokens)", "critical batch size Bc (sequences)",
-              f"Bc = {critical.law.a:.3g} * T^{critical.law.b:.3f}" if critical.law.ok else "Bc(T) not fitted")
+    _log_axes(
+        axes[0, 1],
+        "training tokens T (tokens)",
+        "critical batch size Bc (sequences)",
+        f"Bc = {critical.law.a:.3g} * T^{critical.law.b:.3f}" if critical.law.ok else "Bc(T) not fitted",
+    )
     _legend(axes[0, 1], fontsize="x-small")
     return fig
 
@@ -360,7 +449,9 @@ def fig_sensitivity(sens: Sensitivity) -> Figure:
         axes[0, 0].plot(group["tokens"], group["curvature"], "o-", ms=3, label=model)
         axes[0, 1].plot(group["tokens"], group["penalty_2x"], "o-", ms=3, label=model)
     _draw_fit(axes[0, 0], sens.pooled, per["tokens"], paper=False)
-    _log_axes(axes[0, 0], "training tokens T (tokens)", "d2 loss / d(ln lr)^2 (nats)", "median over batch sizes")
+    _log_axes(
+        axes[0, 0], "training tokens T (tokens)", "d2 loss / d(ln lr)^2 (nats)", "median over batch sizes"
+    )
     _log_axes(axes[0, 1], "training tokens T (tokens)", "loss penalty of lr x2 or /2 (nats/token)")
     _figure_legend(fig, axes[0], fontsize="small")  # the panels share their models: one key, beside both
     return fig
@@ -384,11 +475,23 @@ def fig_curves(points: pd.DataFrame, spikes: pd.DataFrame, *, title: str, lr_axi
         for lr, lineage in points.groupby("peak_lr", sort=True):
             _draw_lineage(ax, lineage[lineage["tokens"] >= low], colours[lr], f"lr {lr:.3g}")
         shown = spikes[spikes["tokens"] >= low]
-        ax.plot(shown["tokens"], shown["loss"], "x", color="crimson", ms=9, mew=2,
-                label="spike (flagged run)" if len(shown) else None)
+        ax.plot(
+            shown["tokens"],
+            shown["loss"],
+            "x",
+            color="crimson",
+            ms=9,
+            mew=2,
+            label="spike (flagged run)" if len(shown) else None,
+        )
         _loss_limits(ax, points[points["tokens"] >= max(low, train["tokens"].max() / 100)])
-    _log_axes(axes[0, 0], "tokens seen (tokens)", "train loss (nats/token)",
-              "whole run (dots: held-out loss)", logy=False)
+    _log_axes(
+        axes[0, 0],
+        "tokens seen (tokens)",
+        "train loss (nats/token)",
+        "whole run (dots: held-out loss)",
+        logy=False,
+    )
     _log_axes(axes[0, 1], "tokens seen (tokens)", "", "decay branches from their forks", logy=False)
     _figure_legend(fig, axes[0], fontsize="small", title=lr_axis)
     return fig

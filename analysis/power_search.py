@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
 from powersweep.analysis.fit import Interval
 from powersweep.analysis.order import in_model_order, model_order
 
@@ -38,7 +37,9 @@ class BestAB:
     b: float
     a_ci: Interval
     b_ci: Interval
-    method: str  # "surface" (interior minimum), "surface_edge" (on the searched box's edge) or "grid" (best run)
+    method: (
+        str  # "surface" (interior minimum), "surface_edge" (on the searched box's edge) or "grid" (best run)
+    )
     n_runs: int
 
 
@@ -84,7 +85,9 @@ def _features(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.column_stack([np.ones_like(u), u, v, u * u, u * v, v * v])
 
 
-def _fit_surface(group: pd.DataFrame, centre: np.ndarray, n_boot: int, rng: np.random.Generator) -> _Surface | None:
+def _fit_surface(
+    group: pd.DataFrame, centre: np.ndarray, n_boot: int, rng: np.random.Generator
+) -> _Surface | None:
     mean_delta = group.groupby(["power_a", "power_b"])["delta_loss"].transform("mean")
     group = group[mean_delta <= mean_delta.quantile(SURFACE_QUANTILE)]
     u = np.log(group["power_a"].to_numpy(float)) - centre[0]
@@ -107,7 +110,9 @@ def _boot_surfaces(x: np.ndarray, y: np.ndarray, n_boot: int, rng: np.random.Gen
     k = x.shape[1]
     xtx = (counts @ (x[:, :, None] * x[:, None, :]).reshape(n, k * k)).reshape(-1, k, k)  # (n_boot, 6, 6)
     xty = counts @ (x * y[:, None])  # (n_boot, 6)
-    ridge = 1e-10 * np.trace(xtx, axis1=1, axis2=2)[:, None, None] * np.eye(k)  # keeps rank-poor resamples solvable
+    ridge = (
+        1e-10 * np.trace(xtx, axis1=1, axis2=2)[:, None, None] * np.eye(k)
+    )  # keeps rank-poor resamples solvable
     coef = np.linalg.solve(xtx + ridge, xty[..., None])[..., 0]
     eig = np.linalg.eigvalsh(xtx)  # ascending, per resample
     return coef[eig[:, 0] > 1e-9 * eig[:, -1]]
@@ -115,7 +120,7 @@ def _boot_surfaces(x: np.ndarray, y: np.ndarray, n_boot: int, rng: np.random.Gen
 
 def _quadratic(coef: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Surfaces (n, 6) evaluated at candidate points u, v of shape (n, k)."""
-    c = [coef[:, i:i + 1] for i in range(6)]
+    c = [coef[:, i : i + 1] for i in range(6)]
     return c[0] + c[1] * u + c[2] * v + c[3] * u * u + c[4] * u * v + c[5] * v * v
 
 
@@ -161,26 +166,51 @@ def _group_row(group: pd.DataFrame, surface: _Surface | None, centre: np.ndarray
     if finite.empty:
         return row | _no_best()
     top = finite.loc[finite["loss_eval"].idxmin()]
-    row |= {"a_grid": float(top["power_a"]), "b_grid": float(top["power_b"]), "loss_grid": float(top["loss_eval"])}
+    row |= {
+        "a_grid": float(top["power_a"]),
+        "b_grid": float(top["power_b"]),
+        "loss_grid": float(top["loss_eval"]),
+    }
     best = _best_ab(surface, centre, row["a_grid"], row["b_grid"], len(group))
-    return row | {"a": best.a, "a_low": best.a_ci.low, "a_high": best.a_ci.high, "b": best.b, "b_low": best.b_ci.low,
-                  "b_high": best.b_ci.high, "method": best.method}
+    return row | {
+        "a": best.a,
+        "a_low": best.a_ci.low,
+        "a_high": best.a_ci.high,
+        "b": best.b,
+        "b_low": best.b_ci.low,
+        "b_high": best.b_ci.high,
+        "method": best.method,
+    }
 
 
 def _no_best() -> dict:
     nan = float("nan")
-    return {"a_grid": nan, "b_grid": nan, "loss_grid": nan, "a": nan, "a_low": nan, "a_high": nan, "b": nan,
-            "b_low": nan, "b_high": nan, "method": "none"}
+    return {
+        "a_grid": nan,
+        "b_grid": nan,
+        "loss_grid": nan,
+        "a": nan,
+        "a_low": nan,
+        "a_high": nan,
+        "b": nan,
+        "b_low": nan,
+        "b_high": nan,
+        "method": "none",
+    }
 
 
-def _best_ab(surface: _Surface | None, centre: np.ndarray, a_grid: float, b_grid: float, n_runs: int) -> BestAB:
+def _best_ab(
+    surface: _Surface | None, centre: np.ndarray, a_grid: float, b_grid: float, n_runs: int
+) -> BestAB:
     if surface is None:
         nan = Interval(float("nan"), float("nan"))
         return BestAB(a_grid, b_grid, nan, nan, "grid", n_runs)
     point, interior = _minimum(surface.coef, surface.low, surface.high)
     a_ci, b_ci = _boot_intervals(surface, centre)
     method = "surface" if interior[0] else "surface_edge"
-    return BestAB(math.exp(point[0, 0] + centre[0]), float(point[0, 1] + centre[1]), a_ci, b_ci, method, n_runs)
+    return BestAB(
+        math.exp(point[0, 0] + centre[0]), float(point[0, 1] + centre[1]), a_ci, b_ci, method, n_runs
+    )
 
 
 def _boot_intervals(surface: _Surface, centre: np.ndarray) -> tuple[Interval, Interval]:
@@ -201,6 +231,10 @@ def _overall(runs: pd.DataFrame, surfaces: list[_Surface], centre: np.ndarray) -
     if not surfaces:
         return _best_ab(None, centre, float(a_grid), float(b_grid), len(runs))
     boot_n = min(len(s.boot) for s in surfaces)
-    total = _Surface(sum(s.coef for s in surfaces), sum(s.boot[:boot_n] for s in surfaces),
-                     np.max([s.low for s in surfaces], axis=0), np.min([s.high for s in surfaces], axis=0))
+    total = _Surface(
+        sum(s.coef for s in surfaces),
+        sum(s.boot[:boot_n] for s in surfaces),
+        np.max([s.low for s in surfaces], axis=0),
+        np.min([s.high for s in surfaces], axis=0),
+    )
     return _best_ab(total, centre, float(a_grid), float(b_grid), len(runs))

@@ -20,10 +20,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
-
 from powersweep.analysis.fit import PowerLawFit, fit_power_law
 from powersweep.analysis.order import in_model_order, model_order
+from scipy import optimize
 
 REGIMES = ("small_batch", "near_critical", "large_batch", "unknown")
 _LN2 = float(np.log(2.0))
@@ -57,13 +56,21 @@ def fit_critical_batch(cells: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0
     left out of the Bc(T) fit.
     """
     usable = cells[cells["ok"].astype(bool) & np.isfinite(cells["lr_opt"])]
-    rows = [{"model": m, "tokens": t, **_fit_surge(g)} for (m, t), g in usable.groupby(["model", "tokens"], sort=True)]
-    per_tokens = pd.DataFrame(rows, columns=["model", "tokens", "lr_peak", "bc", "ln_bc_se", "n_cells", "flag"])
+    rows = [
+        {"model": m, "tokens": t, **_fit_surge(g)}
+        for (m, t), g in usable.groupby(["model", "tokens"], sort=True)
+    ]
+    per_tokens = pd.DataFrame(
+        rows, columns=["model", "tokens", "lr_peak", "bc", "ln_bc_se", "n_cells", "flag"]
+    )
     good = per_tokens[per_tokens["flag"].eq("")]
     law = fit_power_law(good["tokens"], good["bc"], se=good["ln_bc_se"], n_boot=n_boot, seed=seed)
     if len(per_tokens) and not len(good):
-        law = _with_reason(law, f"no T has its critical batch size inside the swept batch sizes "
-                                f"(flags: {sorted(set(per_tokens['flag']))}); sweep wider batch sizes")
+        law = _with_reason(
+            law,
+            f"no T has its critical batch size inside the swept batch sizes "
+            f"(flags: {sorted(set(per_tokens['flag']))}); sweep wider batch sizes",
+        )
     return CriticalBatch(in_model_order(per_tokens, model_order(cells)), law)
 
 
@@ -75,15 +82,28 @@ def _fit_surge(group: pd.DataFrame) -> dict:
     ln_b = np.log(group["batch_size"].to_numpy(float))
     ln_lr = np.log(group["lr_opt"].to_numpy(float))
     se = group["ln_lr_opt_se"].to_numpy(float)
-    w = 1.0 / np.where(np.isfinite(se) & (se > 0), se, np.nanmedian(se) if np.isfinite(se).any() else 1.0) ** 2
+    w = (
+        1.0
+        / np.where(np.isfinite(se) & (se > 0), se, np.nanmedian(se) if np.isfinite(se).any() else 1.0) ** 2
+    )
     if len(np.unique(ln_b)) < 3:
-        return {"lr_peak": np.nan, "bc": np.nan, "ln_bc_se": np.nan, "n_cells": len(ln_b),
-                "flag": "too_few_batch_sizes"}
+        return {
+            "lr_peak": np.nan,
+            "bc": np.nan,
+            "ln_bc_se": np.nan,
+            "n_cells": len(ln_b),
+            "flag": "too_few_batch_sizes",
+        }
     ln_bc = _best_ln_bc(ln_b, ln_lr, w)
     ln_peak = float(np.sum(w * (ln_lr - _ln_shape(ln_b, ln_bc))) / np.sum(w))
     if ln_b.min() <= ln_bc <= ln_b.max():
-        return {"lr_peak": np.exp(ln_peak), "bc": np.exp(ln_bc), "ln_bc_se": _ln_bc_se(ln_b, ln_lr, w, ln_peak, ln_bc),
-                "n_cells": len(ln_b), "flag": ""}
+        return {
+            "lr_peak": np.exp(ln_peak),
+            "bc": np.exp(ln_bc),
+            "ln_bc_se": _ln_bc_se(ln_b, ln_lr, w, ln_peak, ln_bc),
+            "n_cells": len(ln_b),
+            "flag": "",
+        }
     # Outside the swept batch sizes the fit only bounds Bc: report no value, only the side.
     flag = "bc_below_range" if ln_bc < ln_b.min() else "bc_above_range"
     return {"lr_peak": np.exp(ln_peak), "bc": np.nan, "ln_bc_se": np.nan, "n_cells": len(ln_b), "flag": flag}
@@ -101,15 +121,21 @@ def _best_ln_bc(ln_b: np.ndarray, ln_lr: np.ndarray, w: np.ndarray) -> float:
     grid = np.linspace(ln_b.min() - 3, ln_b.max() + 3, 241)
     j = int(np.argmin(_profile_chi2(grid, ln_b, ln_lr, w)))
     low, high = grid[max(j - 1, 0)], grid[min(j + 1, len(grid) - 1)]
-    best = optimize.minimize_scalar(lambda u: float(_profile_chi2(u, ln_b, ln_lr, w)[0]), bounds=(low, high),
-                                    method="bounded", options={"xatol": 1e-6})
+    best = optimize.minimize_scalar(
+        lambda u: float(_profile_chi2(u, ln_b, ln_lr, w)[0]),
+        bounds=(low, high),
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
     return float(best.x)
 
 
 def _ln_bc_se(ln_b, ln_lr, w, ln_peak: float, ln_bc: float) -> float:
     resid = ln_lr - ln_peak - _ln_shape(ln_b, ln_bc)
     dof = len(ln_b) - 2
-    jac = np.column_stack([np.ones_like(ln_b), 0.5 * np.tanh((ln_b - ln_bc) / 2)])  # d(model)/d(ln peak, ln Bc)
+    jac = np.column_stack(
+        [np.ones_like(ln_b), 0.5 * np.tanh((ln_b - ln_bc) / 2)]
+    )  # d(model)/d(ln peak, ln Bc)
     info = jac.T @ (w[:, None] * jac)
     if dof <= 0 or np.linalg.cond(info) > 1e12:
         return float("nan")
@@ -125,11 +151,16 @@ def label_regimes(cells: pd.DataFrame, critical: CriticalBatch, *, near_factor: 
     out = cells.drop(columns=[c for c in ("bc", "batch_over_bc", "regime") if c in cells.columns])
     out = out.merge(per, on=["model", "tokens"], how="left")
     if critical.law.ok:
-        out["bc"] = out["bc"].fillna(pd.Series(critical.law.predict(out["tokens"].to_numpy(float)), index=out.index))
+        out["bc"] = out["bc"].fillna(
+            pd.Series(critical.law.predict(out["tokens"].to_numpy(float)), index=out.index)
+        )
     out["batch_over_bc"] = out["batch_size"] / out["bc"]
     ratio = out["batch_over_bc"]
-    out["regime"] = np.select([ratio < 1 / near_factor, ratio > near_factor, ratio.notna()],
-                              ["small_batch", "large_batch", "near_critical"], default="unknown")
+    out["regime"] = np.select(
+        [ratio < 1 / near_factor, ratio > near_factor, ratio.notna()],
+        ["small_batch", "large_batch", "near_critical"],
+        default="unknown",
+    )
     return out
 
 
@@ -147,13 +178,23 @@ def sensitivity(cells: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> Se
 
     ``penalty_2x`` = curvature / 2 * ln(2)**2 is the loss (nats) of an lr off by a factor 2.
     """
-    usable = cells[cells["ok"].astype(bool) & cells["method"].isin(["bowl", "quadratic"]) & (cells["curvature"] > 0)]
-    per_tokens = usable.groupby(["model", "tokens"], sort=True).agg(
-        curvature=("curvature", "median"), penalty_2x=("penalty_2x", "median"), n_cells=("curvature", "size"),
-        n_params=("n_params", "first"),
-    ).reset_index()
+    usable = cells[
+        cells["ok"].astype(bool) & cells["method"].isin(["bowl", "quadratic"]) & (cells["curvature"] > 0)
+    ]
+    per_tokens = (
+        usable.groupby(["model", "tokens"], sort=True)
+        .agg(
+            curvature=("curvature", "median"),
+            penalty_2x=("penalty_2x", "median"),
+            n_cells=("curvature", "size"),
+            n_params=("n_params", "first"),
+        )
+        .reset_index()
+    )
     pooled = fit_power_law(usable["tokens"], usable["curvature"], n_boot=n_boot, seed=seed)
-    fits = {str(m): fit_power_law(g["tokens"], g["curvature"], n_boot=n_boot, seed=seed + i + 1)
-            for i, (m, g) in enumerate(usable.groupby("model", sort=True))}  # seeds as before: the same numbers
+    fits = {
+        str(m): fit_power_law(g["tokens"], g["curvature"], n_boot=n_boot, seed=seed + i + 1)
+        for i, (m, g) in enumerate(usable.groupby("model", sort=True))
+    }  # seeds as before: the same numbers
     order = model_order(usable)
     return Sensitivity(in_model_order(per_tokens, order), pooled, {m: fits[m] for m in order})

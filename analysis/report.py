@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-
 from powersweep.analysis import plots
 from powersweep.analysis.answer import SCALE_UP, Answer, answer, batch_identified, models_compared
 from powersweep.analysis.curves import CellCurves, cell_curves
@@ -40,9 +39,16 @@ class ReportPaths:
 
 
 def write_report(
-    table: pd.DataFrame, out_dir: str | Path, *, result: Analysis | None = None,
-    schedules: Mapping[str, plots.Curve] | None = None, figures: bool = True, refresh_s: float | None = None,
-    curves: pd.DataFrame | None = None, curves_cell: str | None = None, **options,
+    table: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    result: Analysis | None = None,
+    schedules: Mapping[str, plots.Curve] | None = None,
+    figures: bool = True,
+    refresh_s: float | None = None,
+    curves: pd.DataFrame | None = None,
+    curves_cell: str | None = None,
+    **options,
 ) -> ReportPaths:
     """Analyse ``table`` (or reuse ``result``) and write the report under ``out_dir``.
 
@@ -60,7 +66,9 @@ def write_report(
     cells_csv = out / "cells.csv"
     result.cells.drop(columns=["ln_lr_opt_draws"], errors="ignore").to_csv(cells_csv, index=False)
     coefficients = _try_coefficients(result, out / "coefficients.json")
-    drawn, skipped = _write_figures(result, out, schedules, cell) if figures else ({}, {"all": "figures=False"})
+    drawn, skipped = (
+        _write_figures(result, out, schedules, cell) if figures else ({}, {"all": "figures=False"})
+    )
     ans = answer(result, read_coefficients(coefficients) if coefficients is not None else None)
     index = out / "index.html"
     _write_atomic(index, _page(result, ans, drawn, skipped, coefficients is not None, refresh_s))
@@ -72,8 +80,11 @@ def write_waiting_page(out_dir: str | Path, why: str, *, refresh_s: float) -> Pa
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     index = out / "index.html"
-    _write_atomic(index, f"{_head(refresh_s)}<h1>Learning-rate law of the sweep</h1><section id='answer'>"
-                         f"<p>Waiting for results: {_esc(why)}</p></section></body></html>")
+    _write_atomic(
+        index,
+        f"{_head(refresh_s)}<h1>Learning-rate law of the sweep</h1><section id='answer'>"
+        f"<p>Waiting for results: {_esc(why)}</p></section></body></html>",
+    )
     return index
 
 
@@ -111,16 +122,19 @@ def _curve_cell(result: Analysis, curves: pd.DataFrame | None, cell: str | None)
     if curves is None:
         return None
     if not len(curves):
-        return ("no training curves beside the results (sweeps store them under curves/ since they were added, "
-                "unless the spec says run.curves: false)")
+        return (
+            "no training curves beside the results (sweeps store them under curves/ since they were added, "
+            "unless the spec says run.curves: false)"
+        )
     if result.schedule is None:
         return "no runs with a fixed peak lr to draw one curve per lr"
     table = result.table[result.table["schedule"].eq(result.schedule)]
     return cell_curves(table, curves, cell)
 
 
-def _figure_plan(result: Analysis, schedules, cell: CellCurves | str | None = None
-                 ) -> dict[str, tuple[Callable[[], Figure] | None, str]]:
+def _figure_plan(
+    result: Analysis, schedules, cell: CellCurves | str | None = None
+) -> dict[str, tuple[Callable[[], Figure] | None, str]]:
     """stem -> (builder, or None with the reason it is skipped)."""
     part = functools.partial
     cells, power = result.cells, result.power
@@ -132,26 +146,55 @@ def _figure_plan(result: Analysis, schedules, cell: CellCurves | str | None = No
     tokens = np.geomspace(float(swept.min()) / 4, float(swept.max()), 400) if len(swept) else None
     no_cells = None if len(cells) else "no runs with a fixed peak lr (wsd, cosine, constant)"
     no_power = None if power is not None else "no runs with schedule 'power'"
-    no_batch = no_cells or (None if batch_identified(result) else
-                            "the sweep has too few batch sizes to fit a batch-size law (see the answer at the top)")
+    no_batch = no_cells or (
+        None
+        if batch_identified(result)
+        else "the sweep has too few batch sizes to fit a batch-size law (see the answer at the top)"
+    )
     sens = result.sensitivity
-    no_sens = no_cells or (None if sens is not None and len(sens.per_tokens) else "no cell with a convex optimum")
+    no_sens = no_cells or (
+        None if sens is not None and len(sens.per_tokens) else "no cell with a convex optimum"
+    )
     plan = {
-        "fig0_curves": (isinstance(cell, CellCurves) and part(
-            plots.fig_curves, cell.points, cell.spikes, lr_axis=lr_axis, title=f"Loss curves: {cell.model}, batch "
-            f"size {cell.batch_size} sequences (another cell: --curves-cell MODEL:BATCH)"), str(cell)),
-        "fig1_schedules": (curves and part(plots.fig_schedules, curves, tokens=tokens, lr_axis=lr_axis),
-                           "no schedules given and no pooled law that holds for this table (see the headline)"),
+        "fig0_curves": (
+            isinstance(cell, CellCurves)
+            and part(
+                plots.fig_curves,
+                cell.points,
+                cell.spikes,
+                lr_axis=lr_axis,
+                title=f"Loss curves: {cell.model}, batch "
+                f"size {cell.batch_size} sequences (another cell: --curves-cell MODEL:BATCH)",
+            ),
+            str(cell),
+        ),
+        "fig1_schedules": (
+            curves and part(plots.fig_schedules, curves, tokens=tokens, lr_axis=lr_axis),
+            "no schedules given and no pooled law that holds for this table (see the headline)",
+        ),
         "fig2_loss_vs_lr": (not no_cells and part(_fig2, result, lr_axis), no_cells),
-        "fig3_lr_opt_vs_batch": (not no_batch and part(
-            plots.fig_lr_opt_vs_batch, result.gamma, pooled=pooled, lr_axis=lr_axis,
-            laws={m: law for m, law in result.batch.items() if not law.linear}), no_batch),
-        "fig4_gamma_vs_tokens": (not no_cells and part(plots.fig_gamma_vs_tokens, result.gamma,
-                                                       paper=result.paper_applies, pooled=pooled), no_cells),
+        "fig3_lr_opt_vs_batch": (
+            not no_batch
+            and part(
+                plots.fig_lr_opt_vs_batch,
+                result.gamma,
+                pooled=pooled,
+                lr_axis=lr_axis,
+                laws={m: law for m, law in result.batch.items() if not law.linear},
+            ),
+            no_batch,
+        ),
+        "fig4_gamma_vs_tokens": (
+            not no_cells
+            and part(plots.fig_gamma_vs_tokens, result.gamma, paper=result.paper_applies, pooled=pooled),
+            no_cells,
+        ),
         "fig5_power_loss": (not no_power and part(plots.fig_power_loss, power), no_power),
         "fig6_power_best": (not no_power and part(plots.fig_power_best, power), no_power),
-        "fig7_critical_batch": (not no_batch and part(plots.fig_critical_batch, cells, result.critical,
-                                                      lr_axis=lr_axis), no_batch),
+        "fig7_critical_batch": (
+            not no_batch and part(plots.fig_critical_batch, cells, result.critical, lr_axis=lr_axis),
+            no_batch,
+        ),
         "fig8_sensitivity": (not no_sens and part(plots.fig_sensitivity, sens), no_sens),
     }
     if cell is None:
@@ -160,7 +203,9 @@ def _figure_plan(result: Analysis, schedules, cell: CellCurves | str | None = No
 
 
 def _fig2(result: Analysis, lr_axis: str) -> Figure:
-    return plots.fig_loss_vs_lr(lr_points(result.table, schedule=result.schedule), result.cells, lr_axis=lr_axis)
+    return plots.fig_loss_vs_lr(
+        lr_points(result.table, schedule=result.schedule), result.cells, lr_axis=lr_axis
+    )
 
 
 def _fitted_power_curves(result: Analysis) -> dict[str, Callable]:
@@ -168,15 +213,21 @@ def _fitted_power_curves(result: Analysis) -> dict[str, Callable]:
     lr_max = suggest_lr_max(result.table, schedule=result.schedule) or np.inf
     used = result.cells.loc[result.cells["used"], "batch_size"]
     batches = sorted({int(used.min()), int(used.median()), int(used.max())})
-    return {f"Power, B={b}" + ("" if np.isinf(lr_max) else f", lr_max={lr_max:.3g}"):
-            functools.partial(_power_lr, a=fit.a, b=fit.b, batch_size=b, lr_max=lr_max) for b in batches}
+    return {
+        f"Power, B={b}" + ("" if np.isinf(lr_max) else f", lr_max={lr_max:.3g}"): functools.partial(
+            _power_lr, a=fit.a, b=fit.b, batch_size=b, lr_max=lr_max
+        )
+        for b in batches
+    }
 
 
 def _power_lr(tokens: np.ndarray, *, a: float, b: float, batch_size: int, lr_max: float) -> np.ndarray:
     return np.minimum(lr_max, batch_size * a * tokens**b)
 
 
-def _write_figures(result: Analysis, out: Path, schedules, cell: CellCurves | str | None) -> tuple[dict, dict]:
+def _write_figures(
+    result: Analysis, out: Path, schedules, cell: CellCurves | str | None
+) -> tuple[dict, dict]:
     drawn, skipped = {}, {}
     for stem, (build, why) in _figure_plan(result, schedules, cell).items():
         if not build:
@@ -186,26 +237,42 @@ def _write_figures(result: Analysis, out: Path, schedules, cell: CellCurves | st
     return drawn, skipped
 
 
-def _page(result: Analysis, ans: Answer, drawn: dict, skipped: dict, has_coefficients: bool,
-          refresh_s: float | None) -> str:
+def _page(
+    result: Analysis, ans: Answer, drawn: dict, skipped: dict, has_coefficients: bool, refresh_s: float | None
+) -> str:
     """The answer first, then the figures, then the details and tables."""
-    parts = [_head(refresh_s), "<h1>Learning-rate law of the sweep</h1>", _answer_section(ans),
-             _figures_section(drawn, skipped), "<h2>Details</h2>", _summary(result, has_coefficients)]
-    parts += [_batch_section(result), _gamma_section(result), _critical_section(result),
-              _sensitivity_section(result), _band_section(result)]
+    parts = [
+        _head(refresh_s),
+        "<h1>Learning-rate law of the sweep</h1>",
+        _answer_section(ans),
+        _figures_section(drawn, skipped),
+        "<h2>Details</h2>",
+        _summary(result, has_coefficients),
+    ]
+    parts += [
+        _batch_section(result),
+        _gamma_section(result),
+        _critical_section(result),
+        _sensitivity_section(result),
+        _band_section(result),
+    ]
     parts += [_power_section(result), "</body></html>"]
     return "\n".join(p for p in parts if p)
 
 
 def _head(refresh_s: float | None = None) -> str:
     refresh = f"<meta http-equiv='refresh' content='{refresh_s:g}'>" if refresh_s else ""
-    return ("<!doctype html><html><head><meta charset='utf-8'>" + refresh + "<title>powersweep analysis</title><style>"
-            "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em;line-height:1.4}"
-            "table{border-collapse:collapse;font-size:small}td,th{border:1px solid #ccc;padding:2px 6px}"
-            "td{text-align:right}th{background:#f3f3f3}"
-            "#answer{border:2px solid #2a6;border-radius:6px;padding:0.5em 1.2em;background:#f6fbf7}"
-            "#answer .law{font-size:1.15em}pre{background:#fff;border:1px solid #ccc;padding:0.5em;overflow-x:auto}"
-            ".missing{color:#864}figure{margin:1em 0}img{max-width:100%}</style></head><body>")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        + refresh
+        + "<title>powersweep analysis</title><style>"
+        "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em;line-height:1.4}"
+        "table{border-collapse:collapse;font-size:small}td,th{border:1px solid #ccc;padding:2px 6px}"
+        "td{text-align:right}th{background:#f3f3f3}"
+        "#answer{border:2px solid #2a6;border-radius:6px;padding:0.5em 1.2em;background:#f6fbf7}"
+        "#answer .law{font-size:1.15em}pre{background:#fff;border:1px solid #ccc;padding:0.5em;overflow-x:auto}"
+        ".missing{color:#864}figure{margin:1em 0}img{max-width:100%}</style></head><body>"
+    )
 
 
 def _answer_section(ans: Answer) -> str:
@@ -215,18 +282,28 @@ def _answer_section(ans: Answer) -> str:
         parts.append(f"<p class='law'><b>No law could be fitted:</b> {_esc(ans.why)}.</p>")
     else:
         parts.append(f"<p class='law'>{_esc(ans.law)}</p>")
-        parts.append("<ul class='formulas'>" + "".join(f"<li><code>{_esc(f)}</code></li>" for f in ans.formulas)
-                     + "</ul>")
-        parts.append(f"<p class='cells'>Backed by {ans.n_cells} of {ans.n_cells_total} cells (model, batch size, "
-                     "T): each cell's optimum is located on its own lr grid.</p>")
+        parts.append(
+            "<ul class='formulas'>"
+            + "".join(f"<li><code>{_esc(f)}</code></li>" for f in ans.formulas)
+            + "</ul>"
+        )
+        parts.append(
+            f"<p class='cells'>Backed by {ans.n_cells} of {ans.n_cells_total} cells (model, batch size, "
+            "T): each cell's optimum is located on its own lr grid.</p>"
+        )
         parts.append(_recommendations(ans))
-        parts.append("<p>Power schedule to use (paste):</p>"
-                     f"<pre class='scheduler'>{_esc(ans.scheduler)}</pre>")
+        parts.append(
+            f"<p>Power schedule to use (paste):</p><pre class='scheduler'>{_esc(ans.scheduler)}</pre>"
+        )
         parts.append(_snippet(ans))
     if ans.missing:
-        items = "".join(f"<li><b>{_esc(m.fit)}</b>: {_esc(m.why)}; {_esc(m.sweep)}.</li>" for m in ans.missing)
-        parts.append(f"<div class='missing'><p>Not identified by this sweep (not shown as results):</p>"
-                     f"<ul>{items}</ul></div>")
+        items = "".join(
+            f"<li><b>{_esc(m.fit)}</b>: {_esc(m.why)}; {_esc(m.sweep)}.</li>" for m in ans.missing
+        )
+        parts.append(
+            f"<div class='missing'><p>Not identified by this sweep (not shown as results):</p>"
+            f"<ul>{items}</ul></div>"
+        )
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -240,14 +317,17 @@ def _recommendations(ans: Answer) -> str:
     rows = {}
     for r in recs:
         ci = f" ({r.ci_low:.3g} to {r.ci_high:.3g})" if np.isfinite(r.ci_low) else ""
-        rows.setdefault(r.batch_size, {"batch size (sequences)": r.batch_size})[f"T = {_tokens(r.tokens)}"] = \
-            f"{r.lr_opt:.3g}{ci}"
+        rows.setdefault(r.batch_size, {"batch size (sequences)": r.batch_size})[
+            f"T = {_tokens(r.tokens)}"
+        ] = f"{r.lr_opt:.3g}{ci}"
     top = min(r.tokens for r in recs) / min(SCALE_UP)
     scales = ", ".join(f"{f}x" for f in SCALE_UP)
     who = "any of the swept models (the pooled law)" if model is None else f"model {_esc(model)}"
-    return (f"<p>Recommended peak lr (95% CI) for {who} at {scales} the largest swept T ({_tokens(top)} tokens), "
-            "beyond the swept range, so extrapolations; <code>powersweep predict</code> gives the same numbers:</p>"
-            + _table(pd.DataFrame(list(rows.values())), table_id="recommendations"))
+    return (
+        f"<p>Recommended peak lr (95% CI) for {who} at {scales} the largest swept T ({_tokens(top)} tokens), "
+        "beyond the swept range, so extrapolations; <code>powersweep predict</code> gives the same numbers:</p>"
+        + _table(pd.DataFrame(list(rows.values())), table_id="recommendations")
+    )
 
 
 def _tokens(tokens: float) -> str:
@@ -261,8 +341,10 @@ def _tokens(tokens: float) -> str:
 def _snippet(ans: Answer) -> str:
     if ans.snippet is None:
         return f"<p>lm-engine fragment: {_esc(ans.snippet_note)}.</p>"
-    return (f"<p>Scheduler for {_esc(ans.snippet_note)}:</p>"
-            f"<pre class='snippet'>{_esc(json.dumps(_rounded(ans.snippet), indent=2))}</pre>")
+    return (
+        f"<p>Scheduler for {_esc(ans.snippet_note)}:</p>"
+        f"<pre class='snippet'>{_esc(json.dumps(_rounded(ans.snippet), indent=2))}</pre>"
+    )
 
 
 def _rounded(value):
@@ -277,19 +359,24 @@ def _esc(text) -> str:
 
 
 def _table(frame: pd.DataFrame, *, table_id: str | None = None) -> str:
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0, table_id=table_id)
+    return frame.to_html(
+        index=False, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0, table_id=table_id
+    )
 
 
 def _summary(result: Analysis, has_coefficients: bool) -> str:
     cells = result.cells
-    items = [f"<b>headline law: {_esc(HEADLINES[result.headline])}</b>",
-             f"schedule analysed for lr_opt: {_esc(result.schedule)}; parametrisation: "
-             f"{_esc(result.parametrisation)} (from the table or --schedule / --parametrisation)",
-             f"runs: {len(result.table)}",
-             f"sweeps: {_esc(', '.join(sorted(set(result.table['sweep_id']))) or '-')}",
-             f"cells: {len(cells)}, used in point fits: {int(cells['used'].sum()) if 'used' in cells else 0}",
-             "coefficients.json: " + ("<a href='coefficients.json'>written</a>" if has_coefficients else "not written"),
-             "per-cell table: <a href='cells.csv'>cells.csv</a>"]
+    items = [
+        f"<b>headline law: {_esc(HEADLINES[result.headline])}</b>",
+        f"schedule analysed for lr_opt: {_esc(result.schedule)}; parametrisation: "
+        f"{_esc(result.parametrisation)} (from the table or --schedule / --parametrisation)",
+        f"runs: {len(result.table)}",
+        f"sweeps: {_esc(', '.join(sorted(set(result.table['sweep_id']))) or '-')}",
+        f"cells: {len(cells)}, used in point fits: {int(cells['used'].sum()) if 'used' in cells else 0}",
+        "coefficients.json: "
+        + ("<a href='coefficients.json'>written</a>" if has_coefficients else "not written"),
+        "per-cell table: <a href='cells.csv'>cells.csv</a>",
+    ]
     notes = "".join(f"<li>{_esc(n)}</li>" for n in result.notes)
     listed = "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
     return listed + (f"<h3>Notes</h3><ul>{notes}</ul>" if notes else "")
@@ -297,21 +384,40 @@ def _summary(result: Analysis, has_coefficients: bool) -> str:
 
 def _fit_row(name: str, fit: PowerLawFit) -> dict:
     hold = fit.holdout
-    return {"fit": name, "a": fit.a, "a 95% CI": f"[{fit.a_ci.low:.3g}, {fit.a_ci.high:.3g}]", "b": fit.b,
-            "b 95% CI": f"[{fit.b_ci.low:.4g}, {fit.b_ci.high:.4g}]", "R2 (log)": fit.r2, "points": fit.n_points,
-            "largest-T held out: predicted/observed": hold.ratio if hold else np.nan, "note": fit.reason}
+    return {
+        "fit": name,
+        "a": fit.a,
+        "a 95% CI": f"[{fit.a_ci.low:.3g}, {fit.a_ci.high:.3g}]",
+        "b": fit.b,
+        "b 95% CI": f"[{fit.b_ci.low:.4g}, {fit.b_ci.high:.4g}]",
+        "R2 (log)": fit.r2,
+        "points": fit.n_points,
+        "largest-T held out: predicted/observed": hold.ratio if hold else np.nan,
+        "note": fit.reason,
+    }
 
 
 def _batch_section(result: Analysis) -> str:
     if not result.batch or not batch_identified(result):
         return ""
-    rows = [{"model": name, "alpha": law.alpha, "alpha 95% CI": f"[{law.alpha_ci.low:.3g}, {law.alpha_ci.high:.3g}]",
-             "beta": law.coef["beta"], "beta 95% CI": f"[{law.ci['beta'].low:.3g}, {law.ci['beta'].high:.3g}]",
-             "gamma batch-invariant (alpha = 1 inside CI)": "yes" if law.linear else ("no" if law.ok else "-"),
-             "cells": law.n_cells, "note": law.reason} for name, law in result.batch.items()]
-    return ("<h2>Batch-size scaling: lr_opt = c * B^alpha * T^beta per model</h2><p>The paper's gamma = lr_opt / B "
-            "assumes alpha = 1. Where alpha's interval excludes 1, gamma is not batch-invariant for this table and "
-            f"the per-model law above is the one to use (<code>predict --model</code>).</p>{_table(pd.DataFrame(rows))}")
+    rows = [
+        {
+            "model": name,
+            "alpha": law.alpha,
+            "alpha 95% CI": f"[{law.alpha_ci.low:.3g}, {law.alpha_ci.high:.3g}]",
+            "beta": law.coef["beta"],
+            "beta 95% CI": f"[{law.ci['beta'].low:.3g}, {law.ci['beta'].high:.3g}]",
+            "gamma batch-invariant (alpha = 1 inside CI)": "yes" if law.linear else ("no" if law.ok else "-"),
+            "cells": law.n_cells,
+            "note": law.reason,
+        }
+        for name, law in result.batch.items()
+    ]
+    return (
+        "<h2>Batch-size scaling: lr_opt = c * B^alpha * T^beta per model</h2><p>The paper's gamma = lr_opt / B "
+        "assumes alpha = 1. Where alpha's interval excludes 1, gamma is not batch-invariant for this table and "
+        f"the per-model law above is the one to use (<code>predict --model</code>).</p>{_table(pd.DataFrame(rows))}"
+    )
 
 
 def _gamma_section(result: Analysis) -> str:
@@ -321,13 +427,17 @@ def _gamma_section(result: Analysis) -> str:
     rows = [_fit_row("pooled (weighted, sub-grid lr_opt)", g.pooled)]
     rows += [_fit_row(f"model {m}", f) for m, f in g.per_model.items()] if models_compared(result) else []
     rows.append(_fit_row("paper recipe (grid argmin, mean gamma of top-k, unweighted)", g.paper))
-    head = (f"<h2>gamma = lr_opt / batch_size = a * T^b</h2><p>Scheduler: <code>{_esc(FORMULA)}</code>; top-{g.top_k} "
-            f"batch sizes per (model, T); CIs: {_esc(g.pooled.ci_method)}.</p>{_table(pd.DataFrame(rows))}")
+    head = (
+        f"<h2>gamma = lr_opt / batch_size = a * T^b</h2><p>Scheduler: <code>{_esc(FORMULA)}</code>; top-{g.top_k} "
+        f"batch sizes per (model, T); CIs: {_esc(g.pooled.ci_method)}.</p>{_table(pd.DataFrame(rows))}"
+    )
     tr = result.transfer
     if not models_compared(result):  # one model: nothing to transfer across
         return head
-    agree = (f"Across model sizes the b intervals {'overlap' if tr.b_agree else 'do NOT all overlap'}; gamma at "
-             f"T = {tr.tokens_ref:.3g} tokens: {'overlap' if tr.gamma_agree else 'do NOT all overlap'}.")
+    agree = (
+        f"Across model sizes the b intervals {'overlap' if tr.b_agree else 'do NOT all overlap'}; gamma at "
+        f"T = {tr.tokens_ref:.3g} tokens: {'overlap' if tr.gamma_agree else 'do NOT all overlap'}."
+    )
     return f"{head}<h3>Transfer across model size</h3><p>{_esc(agree)}</p>{_table(tr.table)}"
 
 
@@ -335,11 +445,16 @@ def _critical_section(result: Analysis) -> str:
     if result.critical is None or not batch_identified(result):
         return ""
     law = result.critical.law
-    head = (f"Bc = {law.a:.3g} * T^{law.b:.3f}, zeta 95% CI [{law.b_ci.low:.3f}, {law.b_ci.high:.3f}]"
-            if law.ok else f"Bc(T) not fitted: {law.reason}")
+    head = (
+        f"Bc = {law.a:.3g} * T^{law.b:.3f}, zeta 95% CI [{law.b_ci.low:.3f}, {law.b_ci.high:.3f}]"
+        if law.ok
+        else f"Bc(T) not fitted: {law.reason}"
+    )
     counts = result.cells["regime"].value_counts().to_dict() if "regime" in result.cells else {}
-    return (f"<h2>Critical batch size</h2><p>{_esc(head)}. Cell regimes: {_esc(counts)}.</p>"
-            f"{_table(result.critical.per_tokens)}")
+    return (
+        f"<h2>Critical batch size</h2><p>{_esc(head)}. Cell regimes: {_esc(counts)}.</p>"
+        f"{_table(result.critical.per_tokens)}"
+    )
 
 
 def _sensitivity_section(result: Analysis) -> str:
@@ -347,27 +462,48 @@ def _sensitivity_section(result: Analysis) -> str:
     if sens is None or not sens.pooled.ok:
         return ""
     ci = sens.pooled.b_ci
-    trend = ("falls as T grows (as Time Transfer reports)" if ci.high < 0 else
-             "rises as T grows" if ci.low > 0 else "shows no clear trend with T")
-    return (f"<h2>Sensitivity to lr</h2><p>curvature d2loss/d(ln lr)^2 = {sens.pooled.a:.3g} * T^{sens.pooled.b:.3f} "
-            f"(exponent 95% CI [{ci.low:.3f}, {ci.high:.3f}]): the sensitivity of the loss to the lr {trend}.</p>"
-            f"{_table(sens.per_tokens)}")
+    trend = (
+        "falls as T grows (as Time Transfer reports)"
+        if ci.high < 0
+        else "rises as T grows"
+        if ci.low > 0
+        else "shows no clear trend with T"
+    )
+    return (
+        f"<h2>Sensitivity to lr</h2><p>curvature d2loss/d(ln lr)^2 = {sens.pooled.a:.3g} * T^{sens.pooled.b:.3f} "
+        f"(exponent 95% CI [{ci.low:.3f}, {ci.high:.3f}]): the sensitivity of the loss to the lr {trend}.</p>"
+        f"{_table(sens.per_tokens)}"
+    )
 
 
 def _band_section(result: Analysis) -> str:
     band = result.band
     if band is None:
         return ""
-    laws = [("lr (band of each (model, T))", band.lr_law), ("batch size (same band)", band.batch_law),
-            ("gamma (band of each cell)", band.gamma_law)]
+    laws = [
+        ("lr (band of each (model, T))", band.lr_law),
+        ("batch size (same band)", band.batch_law),
+        ("gamma (band of each cell)", band.gamma_law),
+    ]
     if not batch_identified(result):  # one batch size: ln B is a constant, its "law" a fitted zero
         laws = [laws[0]]
-    rows = [{"law": name, "formula": law.formula() if law.ok else "-", "95% CIs": _coef_cis(law),
-             "points": law.n_points, "R2": law.r2, "note": law.reason} for name, law in laws]
+    rows = [
+        {
+            "law": name,
+            "formula": law.formula() if law.ok else "-",
+            "95% CIs": _coef_cis(law),
+            "points": law.n_points,
+            "R2": law.r2,
+            "note": law.reason,
+        }
+        for name, law in laws
+    ]
     notes = "".join(f"<p>Note: {_esc(n)}</p>" for n in band.notes)
-    return (f"<h2>Band fit (Step Law style, eps = {band.eps:g} relative, --band)</h2><p>Exported as "
-            f"<code>joint_law</code> in coefficients.json (<code>predict --law joint</code>). Compare the gamma law's "
-            f"ln_T coefficient with b above.</p>{notes}{_table(pd.DataFrame(rows))}")
+    return (
+        f"<h2>Band fit (Step Law style, eps = {band.eps:g} relative, --band)</h2><p>Exported as "
+        f"<code>joint_law</code> in coefficients.json (<code>predict --law joint</code>). Compare the gamma law's "
+        f"ln_T coefficient with b above.</p>{notes}{_table(pd.DataFrame(rows))}"
+    )
 
 
 def _coef_cis(law) -> str:
@@ -378,16 +514,22 @@ def _power_section(result: Analysis) -> str:
     if result.power is None:
         return ""
     best = result.power.overall
-    text = (f"overall best a = {best.a:.3g} (95% CI [{best.a_ci.low:.3g}, {best.a_ci.high:.3g}]), b = {best.b:.4g} "
-            f"(95% CI [{best.b_ci.low:.4g}, {best.b_ci.high:.4g}]), method {best.method}")
+    text = (
+        f"overall best a = {best.a:.3g} (95% CI [{best.a_ci.low:.3g}, {best.a_ci.high:.3g}]), b = {best.b:.4g} "
+        f"(95% CI [{best.b_ci.low:.4g}, {best.b_ci.high:.4g}]), method {best.method}"
+    )
     return f"<h2>Power scheduler (a, b) search</h2><p>{_esc(text)}</p>{_table(result.power.per_group)}"
 
 
 def _figures_section(drawn: dict, skipped: dict) -> str:
     parts = ["<h2>Figures</h2>"]
     for stem, files in drawn.items():
-        parts.append(f"<figure><img src='{_esc(files.png.name)}' alt='{_esc(stem)}'><figcaption>"
-                     f"{_esc(CAPTIONS[stem])} (<a href='{_esc(files.svg.name)}'>SVG</a>)</figcaption></figure>")
-    parts += [f"<p>Skipped {_esc(CAPTIONS.get(stem, stem))} ({_esc(stem)}): {_esc(why)}</p>"
-              for stem, why in skipped.items()]
+        parts.append(
+            f"<figure><img src='{_esc(files.png.name)}' alt='{_esc(stem)}'><figcaption>"
+            f"{_esc(CAPTIONS[stem])} (<a href='{_esc(files.svg.name)}'>SVG</a>)</figcaption></figure>"
+        )
+    parts += [
+        f"<p>Skipped {_esc(CAPTIONS.get(stem, stem))} ({_esc(stem)}): {_esc(why)}</p>"
+        for stem, why in skipped.items()
+    ]
     return "\n".join(parts)

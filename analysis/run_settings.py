@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import pandas as pd
-
 from powersweep.analysis.errors import AnalysisError
 
 # settings_id hashes every training setting but the cell and the searched values (sweeps/plan.py): it is last
@@ -23,7 +22,10 @@ SETTINGS = ("warmup_tokens", "decay_fraction", "decay_shape", "seq_len", "parame
 CELL = ("schedule", "model", "tokens", "batch_size")
 MAX_VALUES = 3  # values shown per column: the error is one line
 MAX_CHARS = 12  # characters shown per value (a settings_id has 16)
-UNSTATED = ("", "unknown")  # text that states nothing: load_table writes 'unknown' for an unstated parametrisation
+UNSTATED = (
+    "",
+    "unknown",
+)  # text that states nothing: load_table writes 'unknown' for an unstated parametrisation
 
 
 def require_uniform_settings(table: pd.DataFrame, schedules: Iterable[str]) -> None:
@@ -54,9 +56,11 @@ def _message(rows: pd.DataFrame, mixed: dict[str, pd.Series]) -> str:
     also = " and settings_id" if "settings_id" in mixed and "settings_id" not in named else ""
     in_mixed = pd.concat(list(mixed.values()), axis=1).any(axis=1)
     # The sweeps last: the command line cuts a long line at its end (300 characters), and the fix must survive.
-    return (f"rows sharing a cell differ in {detail}{also}: such runs are never averaged; analyze one setting at a "
-            "time (results/sweep_id=NAME or a filtered table) or re-submit the sweep with --replace"
-            f"{_sweeps(rows[in_mixed])}")
+    return (
+        f"rows sharing a cell differ in {detail}{also}: such runs are never averaged; analyze one setting at a "
+        "time (results/sweep_id=NAME or a filtered table) or re-submit the sweep with --replace"
+        f"{_sweeps(rows[in_mixed])}"
+    )
 
 
 def _counts(values: pd.Series, name: str) -> str:

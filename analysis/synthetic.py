@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
 from powersweep.analysis.errors import AnalysisError
 
 PAPER_TOKENS = (2e9, 4e9, 8e9, 16e9, 32e9, 64e9, 128e9, 256e9)  # the paper's Table 2
@@ -39,7 +38,9 @@ class PlantedLaw:
     a: float = 4.6  # gamma = lr_opt / batch_size = a * T**b (paper Eq. 5: 4.6 and -0.51)
     b: float = -0.51
     lr_law: str = "linear"  # "linear" (paper) or "critical" (lr_opt peaks at B = Bc)
-    batch_exp: float = 1.0  # "linear" law: lr_opt = B**batch_exp * a * T**b (the paper: 1, lr proportional to B)
+    batch_exp: float = (
+        1.0  # "linear" law: lr_opt = B**batch_exp * a * T**b (the paper: 1, lr proportional to B)
+    )
     bc_c: float = 1.28e-3  # critical batch size Bc(T) = bc_c * T**bc_zeta, in sequences
     bc_zeta: float = 0.5
     peak_c: float = 0.02  # "critical" law: lr_peak(T) = peak_c * (T / 1e9)**peak_q
@@ -74,7 +75,10 @@ class PlantedLaw:
         c = _CHINCHILLA
         n, t = np.asarray(n_params, float), np.asarray(tokens, float)
         base = c["E"] + c["A"] / n ** c["alpha"] + c["B"] / t ** c["beta"]
-        return base + self.batch_penalty * np.log(np.asarray(batch_size, float) / self.critical_batch(tokens)) ** 2
+        return (
+            base
+            + self.batch_penalty * np.log(np.asarray(batch_size, float) / self.critical_batch(tokens)) ** 2
+        )
 
 
 @dataclass(frozen=True)
@@ -90,27 +94,58 @@ class SweepGrid:
 
 
 def synthetic_table(
-    law: PlantedLaw = PlantedLaw(), grid: SweepGrid = SweepGrid(), *, seed: int = 0, sweep_id: str = "synthetic",
+    law: PlantedLaw = PlantedLaw(),
+    grid: SweepGrid = SweepGrid(),
+    *,
+    seed: int = 0,
+    sweep_id: str = "synthetic",
 ) -> pd.DataFrame:
     """A tidy table (one row per run) of WSD runs on ``grid`` whose losses follow ``law``."""
     names, n_params = zip(*grid.models)
-    m, t, bs, lr, s = (a.ravel() for a in np.meshgrid(
-        np.arange(len(names)), grid.tokens, grid.batch_sizes, grid.lrs, np.arange(grid.n_seeds), indexing="ij"))
+    m, t, bs, lr, s = (
+        a.ravel()
+        for a in np.meshgrid(
+            np.arange(len(names)),
+            grid.tokens,
+            grid.batch_sizes,
+            grid.lrs,
+            np.arange(grid.n_seeds),
+            indexing="ij",
+        )
+    )
     lr_opt = law.lr_opt(bs, t)
     u = np.log(lr / lr_opt)
-    loss = law.floor(np.asarray(n_params)[m], t, bs) + law.sharpness(t) * np.where(u > 0, law.asymmetry, 1.0) * u**2
+    loss = (
+        law.floor(np.asarray(n_params)[m], t, bs)
+        + law.sharpness(t) * np.where(u > 0, law.asymmetry, 1.0) * u**2
+    )
     loss = loss + np.random.default_rng(seed).normal(0.0, law.noise_sd, size=loss.shape)
     diverged = lr > law.diverge_ratio * lr_opt
     frame = _runs_frame(sweep_id, np.asarray(names)[m], np.asarray(n_params)[m], t, bs, lr, s, grid.seq_len)
-    return frame.assign(loss_eval=np.where(diverged, np.nan, loss), status=np.where(diverged, "diverged", "ok"),
-                        schedule="wsd", power_a=np.nan, power_b=np.nan, lr_max=np.nan, parametrisation="mup")
+    return frame.assign(
+        loss_eval=np.where(diverged, np.nan, loss),
+        status=np.where(diverged, "diverged", "ok"),
+        schedule="wsd",
+        power_a=np.nan,
+        power_b=np.nan,
+        lr_max=np.nan,
+        parametrisation="mup",
+    )
 
 
 def synthetic_power_table(
-    law: PlantedLaw = PlantedLaw(a=4.0, b=-0.51), *, a_values: tuple[float, ...] = (3.0, 3.5, 4.0, 4.5, 5.0),
-    b_values: tuple[float, ...] = (-0.6, -0.55, -0.5, -0.45, -0.4), tokens: tuple[float, ...] = (8e9, 16e9, 32e9),
-    batch_sizes: tuple[int, ...] = (32, 64, 128), model: tuple[str, float] = ("36M", 36e6), lr_max: float = 0.02,
-    n_seeds: int = 1, seq_len: int = 4096, seed: int = 0, sweep_id: str = "synthetic-power",
+    law: PlantedLaw = PlantedLaw(a=4.0, b=-0.51),
+    *,
+    a_values: tuple[float, ...] = (3.0, 3.5, 4.0, 4.5, 5.0),
+    b_values: tuple[float, ...] = (-0.6, -0.55, -0.5, -0.45, -0.4),
+    tokens: tuple[float, ...] = (8e9, 16e9, 32e9),
+    batch_sizes: tuple[int, ...] = (32, 64, 128),
+    model: tuple[str, float] = ("36M", 36e6),
+    lr_max: float = 0.02,
+    n_seeds: int = 1,
+    seq_len: int = 4096,
+    seed: int = 0,
+    sweep_id: str = "synthetic-power",
 ) -> pd.DataFrame:
     """Power-scheduler runs over an (a, b) grid, as in the paper's Table 3 search.
 
@@ -118,8 +153,10 @@ def synthetic_power_table(
     B * a_true * n**b_true over its last decade of tokens (mean squared log ratio): so the loss is
     lowest at the planted (a, b), flat along a ridge, as in the paper's Fig. 5.
     """
-    a, b, t, bs, s = (x.ravel() for x in np.meshgrid(a_values, b_values, tokens, batch_sizes, np.arange(n_seeds),
-                                                     indexing="ij"))
+    a, b, t, bs, s = (
+        x.ravel()
+        for x in np.meshgrid(a_values, b_values, tokens, batch_sizes, np.arange(n_seeds), indexing="ij")
+    )
     n = t[:, None] * np.geomspace(0.1, 1.0, 16)[None, :]  # (runs, 16) tokens in the last decade
     lr_run = np.minimum(lr_max, bs[:, None] * a[:, None] * n ** b[:, None])
     stray = np.mean(np.log(lr_run / law.lr_opt(bs[:, None], n)) ** 2, axis=1)
@@ -127,16 +164,33 @@ def synthetic_power_table(
     loss = loss + np.random.default_rng(seed).normal(0.0, law.noise_sd, size=loss.shape)
     same = functools.partial(np.full, t.shape)
     frame = _runs_frame(sweep_id, same(model[0]), same(model[1]), t, bs, same(lr_max), s, seq_len)
-    return frame.assign(loss_eval=loss, status="ok", schedule="power", power_a=a, power_b=b, lr_max=lr_max,
-                        parametrisation="mup")
+    return frame.assign(
+        loss_eval=loss,
+        status="ok",
+        schedule="power",
+        power_a=a,
+        power_b=b,
+        lr_max=lr_max,
+        parametrisation="mup",
+    )
 
 
 def _runs_frame(sweep_id, model, n_params, tokens, batch_size, lr, seed, seq_len) -> pd.DataFrame:
-    return pd.DataFrame({
-        "run_id": [f"{sweep_id}-{i}" for i in range(len(tokens))], "model": model,
-        "n_params": np.asarray(n_params, dtype="int64"), "lr": np.asarray(lr, dtype=float),
-        "batch_size": np.asarray(batch_size, dtype="int64"), "seq_len": seq_len, "tokens": np.asarray(tokens, float),
-        "seed": np.asarray(seed, dtype="int64"), "sweep_id": sweep_id,
-        # The planted law has no warmup or decay phase: these training settings are unstated, as in old rows.
-        "warmup_tokens": np.nan, "decay_fraction": np.nan, "decay_shape": None, "settings_id": None,
-    })
+    return pd.DataFrame(
+        {
+            "run_id": [f"{sweep_id}-{i}" for i in range(len(tokens))],
+            "model": model,
+            "n_params": np.asarray(n_params, dtype="int64"),
+            "lr": np.asarray(lr, dtype=float),
+            "batch_size": np.asarray(batch_size, dtype="int64"),
+            "seq_len": seq_len,
+            "tokens": np.asarray(tokens, float),
+            "seed": np.asarray(seed, dtype="int64"),
+            "sweep_id": sweep_id,
+            # The planted law has no warmup or decay phase: these training settings are unstated, as in old rows.
+            "warmup_tokens": np.nan,
+            "decay_fraction": np.nan,
+            "decay_shape": None,
+            "settings_id": None,
+        }
+    )

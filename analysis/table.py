@@ -19,27 +19,56 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from powersweep.analysis.curves import CURVES_DIR
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.merge import DEFAULT_TOLERANCE, check_tolerance, merge_close
-from powersweep.sweeps.schema import PHASES, SCHEMA, STATUSES  # the store's columns: their one definition (no torch, no Ray)
+from powersweep.sweeps.schema import (
+    PHASES,
+    SCHEMA,
+    STATUSES,
+)  # the store's columns: their one definition (no torch, no Ray)
 
 REQUIRED = ("model", "tokens", "batch_size", "lr", "loss_eval")
 # The columns of the store's schema that analysis reads (and `--map` can fill), in the order of its table.
 KNOWN = REQUIRED + (
-    "run_id", "n_params", "seq_len", "status", "schedule", "power_a", "power_b", "lr_max", "seed", "sweep_id",
-    "git_sha", "parametrisation", "warmup_tokens", "decay_fraction", "decay_shape", "settings_id",
+    "run_id",
+    "n_params",
+    "seq_len",
+    "status",
+    "schedule",
+    "power_a",
+    "power_b",
+    "lr_max",
+    "seed",
+    "sweep_id",
+    "git_sha",
+    "parametrisation",
+    "warmup_tokens",
+    "decay_fraction",
+    "decay_shape",
+    "settings_id",
 )
-PARAMETRISATIONS = {"mup": "mup", "µp": "mup", "mu-p": "mup", "sp": "sp", "standard": "sp", "unknown": "unknown"}
-NUMERIC = tuple(name for name in KNOWN if pa.types.is_integer(SCHEMA.field(name).type)
-                or pa.types.is_floating(SCHEMA.field(name).type))
+PARAMETRISATIONS = {
+    "mup": "mup",
+    "µp": "mup",
+    "mu-p": "mup",
+    "sp": "sp",
+    "standard": "sp",
+    "unknown": "unknown",
+}
+NUMERIC = tuple(
+    name
+    for name in KNOWN
+    if pa.types.is_integer(SCHEMA.field(name).type) or pa.types.is_floating(SCHEMA.field(name).type)
+)
 ALIASES = {"loss": "loss_eval"}  # `--map loss=COL` reads better on a command line
 BATCH_UNITS = ("sequences", "tokens")
 MAX_LR = 1e3  # no optimiser's peak lr is near this; larger values are a wrong column or unit
 MAX_BATCH_SIZE = 1e9  # sequences
 DIVERGE_FACTOR = 1.5  # a run whose loss is above 1.5x its cell's best loss diverged (see mark_blowups)
-SET_ASIDE_DIR = "set-aside"  # as sweeps.store.SET_ASIDE_DIR: a replaced sweep's runs must not mix with its new ones
+SET_ASIDE_DIR = (
+    "set-aside"  # as sweeps.store.SET_ASIDE_DIR: a replaced sweep's runs must not mix with its new ones
+)
 _SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 _READ_ERRORS = (OSError, ValueError, UnicodeDecodeError, pa.ArrowException, pd.errors.ParserError)
 
@@ -72,10 +101,13 @@ def load_table(
     frame, skipped = _read(source, mapping or {})
     frame = _apply_mapping(frame, mapping or {})
     frame, trunk_rows = _final_rows(frame)
-    _require_columns(frame)  # before filling in what the table did not say, so the error lists its own columns
+    _require_columns(
+        frame
+    )  # before filling in what the table did not say, so the error lists its own columns
     frame = _stated(frame, schedule=schedule, parametrisation=parametrisation)
-    frame, batch_merges = _validate(frame, batch_unit=batch_unit, seq_len=seq_len,
-                                    tolerance=check_tolerance(tokens_tolerance))
+    frame, batch_merges = _validate(
+        frame, batch_unit=batch_unit, seq_len=seq_len, tolerance=check_tolerance(tokens_tolerance)
+    )
     frame.attrs["skipped_files"] = skipped
     frame.attrs["batch_merges"] = batch_merges
     frame.attrs["trunk_rows_dropped"] = trunk_rows
@@ -89,7 +121,9 @@ def _read(source: str | Path | pd.DataFrame, mapping: dict[str, str]) -> tuple[p
         return source.copy(), []
     path = Path(source)
     if not path.exists():
-        raise AnalysisError(f"table path '{path}' does not exist: pass a CSV or Parquet file, or a directory of them")
+        raise AnalysisError(
+            f"table path '{path}' does not exist: pass a CSV or Parquet file, or a directory of them"
+        )
     if path.is_dir():
         return _read_directory(path, mapping)
     return _read_file(path), []
@@ -98,7 +132,9 @@ def _read(source: str | Path | pd.DataFrame, mapping: dict[str, str]) -> tuple[p
 def _read_file(path: Path) -> pd.DataFrame:
     kind = _SUFFIXES.get(path.suffix.lower())
     if kind is None:
-        raise AnalysisError(f"table file '{path}' has suffix {path.suffix!r}: use one of {', '.join(_SUFFIXES)}")
+        raise AnalysisError(
+            f"table file '{path}' has suffix {path.suffix!r}: use one of {', '.join(_SUFFIXES)}"
+        )
     try:
         if kind == "parquet":
             return pq.read_table(path).to_pandas()
@@ -134,19 +170,25 @@ def _without_foreign(frames: list[pd.DataFrame], paths: list[Path], mapping: dic
 
     def ours(frame: pd.DataFrame) -> bool:
         return all(column in frame.columns for column in needed)
+
     if not any(ours(f) for f in frames):
         return frames, []
     kept = [f for f in frames if ours(f)]
-    foreign = [f"{path}: not a results table (no column {', '.join(repr(c) for c in needed if c not in f.columns)})"
-               for f, path in zip(frames, paths) if not ours(f)]
+    foreign = [
+        f"{path}: not a results table (no column {', '.join(repr(c) for c in needed if c not in f.columns)})"
+        for f, path in zip(frames, paths)
+        if not ours(f)
+    ]
     return kept, foreign
 
 
 def _table_files(root: Path) -> list[Path]:
     # Hidden and underscore files (_SUCCESS, .crc) are bookkeeping of writers, not data.
     return sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in _SUFFIXES
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in _SUFFIXES
         and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
         and not _is_beside_results(p.relative_to(root).parts)
     )
@@ -155,7 +197,9 @@ def _table_files(root: Path) -> list[Path]:
 def _is_beside_results(parts: tuple[str, ...]) -> bool:
     """A store's training curve (curves/sweep_id=<id>/..., read by analysis/curves.py) or a file it set aside
     (set-aside/sweep_id=<id>/...: unreadable, or a sweep that `submit --replace` replaced), not a results file."""
-    return any(a in (CURVES_DIR, SET_ASIDE_DIR) and b.startswith("sweep_id=") for a, b in zip(parts, parts[1:]))
+    return any(
+        a in (CURVES_DIR, SET_ASIDE_DIR) and b.startswith("sweep_id=") for a, b in zip(parts, parts[1:])
+    )
 
 
 def _with_partitions(frame: pd.DataFrame, relative: Path) -> pd.DataFrame:
@@ -191,8 +235,10 @@ def _final_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     phase = frame["phase"].astype("string").str.strip().str.lower()
     unknown = ~phase.isin(PHASES) & phase.notna()
     if unknown.any():
-        raise AnalysisError(f"column 'phase' has value(s) {sorted(set(phase[unknown]))}: must be one of "
-                            f"{', '.join(PHASES)} (or empty, read as 'final')")
+        raise AnalysisError(
+            f"column 'phase' has value(s) {sorted(set(phase[unknown]))}: must be one of "
+            f"{', '.join(PHASES)} (or empty, read as 'final')"
+        )
     trunk = phase.eq("trunk").fillna(False).to_numpy(dtype=bool)
     return frame[~trunk], int(trunk.sum())
 
@@ -209,14 +255,17 @@ def _stated(frame: pd.DataFrame, *, schedule: str | None, parametrisation: str |
     known = out["parametrisation"].map(PARAMETRISATIONS)
     if known.isna().any():
         row = known.isna().idxmax()
-        raise AnalysisError(f"parametrisation={out['parametrisation'][row]!r} in row {row}: must be 'mup' or 'sp' "
-                            "(or empty, read as unknown); fix the column or pass --parametrisation")
+        raise AnalysisError(
+            f"parametrisation={out['parametrisation'][row]!r} in row {row}: must be 'mup' or 'sp' "
+            "(or empty, read as unknown); fix the column or pass --parametrisation"
+        )
     out["parametrisation"] = known
     return out
 
 
-def _validate(frame: pd.DataFrame, *, batch_unit: str, seq_len: int | None, tolerance: float
-              ) -> tuple[pd.DataFrame, list]:
+def _validate(
+    frame: pd.DataFrame, *, batch_unit: str, seq_len: int | None, tolerance: float
+) -> tuple[pd.DataFrame, list]:
     _require_columns(frame)
     out = frame.reset_index(drop=True)
     for name in NUMERIC:
@@ -239,7 +288,9 @@ def _require_columns(frame: pd.DataFrame) -> None:
         quoted = ", ".join(repr(c) for c in missing)
         fix = " ".join(f"{c}=YOUR_COLUMN" for c in missing)
         noun = "column" if len(missing) == 1 else "columns"
-        raise AnalysisError(f"{noun} {quoted} not found in table (columns: {_names(frame.columns)}); pass --map {fix}")
+        raise AnalysisError(
+            f"{noun} {quoted} not found in table (columns: {_names(frame.columns)}); pass --map {fix}"
+        )
 
 
 def _numeric(series: pd.Series, name: str) -> pd.Series:
@@ -248,8 +299,10 @@ def _numeric(series: pd.Series, name: str) -> pd.Series:
     infinite = np.isinf(values) if name != "loss_eval" else pd.Series(False, index=values.index)
     if infinite.any():
         row = infinite.idxmax()
-        raise AnalysisError(f"{name}={float(values[row])} in row {row}: must be a finite number; fix the table or "
-                            f"map {name} to another column with --map {name}=COLUMN")
+        raise AnalysisError(
+            f"{name}={float(values[row])} in row {row}: must be a finite number; fix the table or "
+            f"map {name} to another column with --map {name}=COLUMN"
+        )
     return values
 
 
@@ -277,9 +330,11 @@ def _check_losses(frame: pd.DataFrame) -> None:
     negative = frame["loss_eval"] < 0
     if negative.any():
         row = negative.idxmax()
-        raise AnalysisError(f"loss_eval={_plain(frame['loss_eval'][row])} in {_row_name(frame, row)} "
-                            f"({int(negative.sum())} negative row(s)): a held-out loss in nats/token is never "
-                            "negative; fix the table or map loss to the loss column with --map loss=COLUMN")
+        raise AnalysisError(
+            f"loss_eval={_plain(frame['loss_eval'][row])} in {_row_name(frame, row)} "
+            f"({int(negative.sum())} negative row(s)): a held-out loss in nats/token is never "
+            "negative; fix the table or map loss to the loss column with --map loss=COLUMN"
+        )
 
 
 def _row_name(frame: pd.DataFrame, row) -> str:
@@ -290,15 +345,32 @@ def _row_name(frame: pd.DataFrame, row) -> str:
 
 def _fill_defaults(frame: pd.DataFrame) -> pd.DataFrame:
     defaults = {
-        "run_id": None, "n_params": np.nan, "seq_len": np.nan, "status": "ok", "schedule": "unknown", "power_a": np.nan,
-        "power_b": np.nan, "lr_max": np.nan, "seed": 0.0, "sweep_id": "", "git_sha": None, "lr": np.nan,
-        "warmup_tokens": np.nan, "decay_fraction": np.nan, "decay_shape": None, "settings_id": None,
+        "run_id": None,
+        "n_params": np.nan,
+        "seq_len": np.nan,
+        "status": "ok",
+        "schedule": "unknown",
+        "power_a": np.nan,
+        "power_b": np.nan,
+        "lr_max": np.nan,
+        "seed": 0.0,
+        "sweep_id": "",
+        "git_sha": None,
+        "lr": np.nan,
+        "warmup_tokens": np.nan,
+        "decay_fraction": np.nan,
+        "decay_shape": None,
+        "settings_id": None,
     }
     for name, value in defaults.items():
         if name not in frame.columns:
             frame[name] = value
-    frame["run_id"] = frame["run_id"].astype("string").fillna(pd.Series([f"row{i}" for i in range(len(frame))]))
-    frame["schedule"] = frame["schedule"].astype("string").str.strip().str.lower().fillna("unknown").astype(str)
+    frame["run_id"] = (
+        frame["run_id"].astype("string").fillna(pd.Series([f"row{i}" for i in range(len(frame))]))
+    )
+    frame["schedule"] = (
+        frame["schedule"].astype("string").str.strip().str.lower().fillna("unknown").astype(str)
+    )
     frame["sweep_id"] = frame["sweep_id"].astype("string").fillna("").astype(str)
     frame["seed"] = frame["seed"].fillna(0.0).astype("int64")
     frame["model"] = _model_names(frame["model"])
@@ -308,13 +380,16 @@ def _fill_defaults(frame: pd.DataFrame) -> pd.DataFrame:
 def _model_names(series: pd.Series) -> pd.Series:
     if series.isna().any():
         row = series.isna().idxmax()
-        raise AnalysisError(f"column 'model' is empty in {int(series.isna().sum())} row(s), e.g. row {row}: "
-                            "give every run a model name")
+        raise AnalysisError(
+            f"column 'model' is empty in {int(series.isna().sum())} row(s), e.g. row {row}: "
+            "give every run a model name"
+        )
     return series.astype(str)
 
 
-def _batch_in_sequences(frame: pd.DataFrame, batch_unit: str, seq_len: int | None, tolerance: float
-                        ) -> tuple[pd.Series, list]:
+def _batch_in_sequences(
+    frame: pd.DataFrame, batch_unit: str, seq_len: int | None, tolerance: float
+) -> tuple[pd.Series, list]:
     if batch_unit not in BATCH_UNITS:
         raise AnalysisError(f"batch_unit={batch_unit!r}: must be one of {', '.join(BATCH_UNITS)}")
     batch = frame["batch_size"]
@@ -327,10 +402,14 @@ def _batch_in_sequences(frame: pd.DataFrame, batch_unit: str, seq_len: int | Non
     _check_positive(batch, "batch_size")
     if (batch > MAX_BATCH_SIZE).any():
         row = int(np.argmax(batch.to_numpy() > MAX_BATCH_SIZE))
-        raise AnalysisError(f"batch_size={float(frame['batch_size'].iloc[row]):g} in row {row} is above {MAX_BATCH_SIZE:g} "
-                            "sequences: check --batch-unit (tokens?) and the batch_size column")
+        raise AnalysisError(
+            f"batch_size={float(frame['batch_size'].iloc[row]):g} in row {row} is above {MAX_BATCH_SIZE:g} "
+            "sequences: check --batch-unit (tokens?) and the batch_size column"
+        )
     merges = []
-    if batch_unit == "tokens":  # a batch in tokens over a seq_len may come out a rounding off its nominal sequences
+    if (
+        batch_unit == "tokens"
+    ):  # a batch in tokens over a seq_len may come out a rounding off its nominal sequences
         batch, merges = _merged_batches(frame.assign(batch_size=batch), tolerance)
     whole = np.isclose(batch, np.round(batch), rtol=1e-9, atol=1e-6)
     if not whole.all():
@@ -363,9 +442,11 @@ def _seq_len_for_sequences(frame: pd.DataFrame, seq_len: int) -> pd.Series:
     column = frame["seq_len"]
     clash = column.notna() & (column != seq_len)
     if clash.any():
-        raise AnalysisError(f"--seq-len {seq_len} disagrees with the table's seq_len column "
-                            f"({_plain(column[clash].iloc[0])} in row {clash.idxmax()}): drop --seq-len, or pass "
-                            "--batch-unit tokens if batch_size counts tokens")
+        raise AnalysisError(
+            f"--seq-len {seq_len} disagrees with the table's seq_len column "
+            f"({_plain(column[clash].iloc[0])} in row {clash.idxmax()}): drop --seq-len, or pass "
+            "--batch-unit tokens if batch_size counts tokens"
+        )
     return pd.Series(float(seq_len), index=frame.index)
 
 
@@ -400,19 +481,25 @@ def _check_required_values(frame: pd.DataFrame) -> None:
         rows = frame[name] if name == "tokens" else frame.loc[~power, name]
         missing = rows.isna()
         if missing.any():
-            raise AnalysisError(f"column {name!r} is empty in {int(missing.sum())} row(s), e.g. row "
-                                f"{missing.idxmax()}: every run needs a value")
+            raise AnalysisError(
+                f"column {name!r} is empty in {int(missing.sum())} row(s), e.g. row "
+                f"{missing.idxmax()}: every run needs a value"
+            )
         _check_positive(rows, name)
     too_big = frame["lr"] > MAX_LR
     if too_big.any():
         row = too_big.idxmax()
-        raise AnalysisError(f"lr={float(frame['lr'][row]):g} in row {row} is above {MAX_LR:g}, not a learning rate: "
-                            "check the lr column or --map lr=COLUMN")
+        raise AnalysisError(
+            f"lr={float(frame['lr'][row]):g} in row {row} is above {MAX_LR:g}, not a learning rate: "
+            "check the lr column or --map lr=COLUMN"
+        )
     for name in ("power_a", "power_b"):
         bad = power & ~np.isfinite(frame[name])
         if bad.any():
-            raise AnalysisError(f"schedule='power' rows need {name}: row {bad.idxmax()} has {name}="
-                                f"{_plain(frame[name][bad.idxmax()])}; pass --map {name}=COLUMN")
+            raise AnalysisError(
+                f"schedule='power' rows need {name}: row {bad.idxmax()} has {name}="
+                f"{_plain(frame[name][bad.idxmax()])}; pass --map {name}=COLUMN"
+            )
 
 
 def _check_positive(values: pd.Series, name: str) -> None:
@@ -444,8 +531,10 @@ def mark_blowups(frame: pd.DataFrame, *, diverge_factor: float = DIVERGE_FACTOR)
     a bowl: it bounds lr_max like a NaN does. The count of re-labelled runs is in ``attrs["blowups"]``.
     """
     if not diverge_factor > 1:
-        raise AnalysisError(f"diverge_factor={diverge_factor!r}: must be above 1 (a loss this many times the best "
-                            f"of its cell counts as diverged), e.g. {DIVERGE_FACTOR}")
+        raise AnalysisError(
+            f"diverge_factor={diverge_factor!r}: must be above 1 (a loss this many times the best "
+            f"of its cell counts as diverged), e.g. {DIVERGE_FACTOR}"
+        )
     out = frame.copy()
     ok = out["status"].eq("ok")
     loss = out["loss_eval"].where(ok & np.isfinite(out["loss_eval"]))

@@ -65,8 +65,14 @@ def render_if_changed(state: WatchState) -> bool:
     return True
 
 
-def watch(state: WatchState, *, interval_s: float = 5.0, sleep: Callable[[float], None] | None = None,
-          on_error: Callable[[Exception], None] | None = None, errors: tuple[type[Exception], ...] = ()) -> None:
+def watch(
+    state: WatchState,
+    *,
+    interval_s: float = 5.0,
+    sleep: Callable[[float], None] | None = None,
+    on_error: Callable[[Exception], None] | None = None,
+    errors: tuple[type[Exception], ...] = (),
+) -> None:
     """Poll every ``interval_s`` seconds until interrupted (Ctrl-C raises KeyboardInterrupt to the caller).
 
     Exceptions of the types in ``errors`` (e.g. a table with too few runs yet) go to ``on_error`` and the

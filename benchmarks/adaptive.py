@@ -44,7 +44,7 @@ from powersweep.sweeps.adaptive import Policy, lr_value, replay  # noqa: E402
 BUDGETS = tuple(2e9 * 2**i for i in range(8))  # the paper's Table 2: 2B to 256B tokens
 DECAY = 0.1  # the paper's WSD: 10% of the tokens in the decay phase
 BATCH = 64  # sequences
-RESOLUTION = 2 ** 0.25
+RESOLUTION = 2**0.25
 
 
 def lattice(resolution: float) -> tuple[Policy, int]:
@@ -53,8 +53,14 @@ def lattice(resolution: float) -> tuple[Policy, int]:
     per_doubling = round(math.log(2) / math.log(resolution))
     if per_doubling < 1 or abs(2 ** (1 / per_doubling) - resolution) > 1e-6:
         raise SystemExit(f"--resolution {resolution}: use a whole root of 2, e.g. 1.41421356 or 1.18920712")
-    policy = Policy(anchor=2e-4, resolution=2 ** (1 / per_doubling), spacing_steps=2 * per_doubling,
-                    start=tuple(2 * per_doubling * i for i in range(4)), max_lineages=14, max_rounds=40)
+    policy = Policy(
+        anchor=2e-4,
+        resolution=2 ** (1 / per_doubling),
+        spacing_steps=2 * per_doubling,
+        start=tuple(2 * per_doubling * i for i in range(4)),
+        max_lineages=14,
+        max_rounds=40,
+    )
     return policy, 7 * per_doubling
 
 
@@ -85,7 +91,9 @@ class Surface:
         if lr >= self.edge * self.lr_opt(tokens):
             return math.inf
         x = math.log(lr / self.lr_opt(tokens))
-        noise = np.random.default_rng([self.seed, round(lr * 1e9), round(tokens / 1e6)]).normal(0, self.noise_sd)
+        noise = np.random.default_rng([self.seed, round(lr * 1e9), round(tokens / 1e6)]).normal(
+            0, self.noise_sd
+        )
         return 2.5 + 5 * tokens**-0.1 + (self.k_high if x > 0 else self.k_low) * x * x + noise
 
 
@@ -97,8 +105,15 @@ def random_surface(rng: np.random.Generator, seed: int) -> Surface:
     ln_top = math.log(POLICY.anchor) + 2 * math.log(RESOLUTION) + span + rng.uniform(0, max(room, 0))
     a = math.exp(ln_top) / (BATCH * BUDGETS[0] ** b)
     k_low = rng.uniform(0.02, 0.06)
-    return Surface(a=a, b=b, k_low=k_low, k_high=k_low * rng.uniform(1.0, 3.0), edge=rng.uniform(1.5, 6.0),
-                   noise_sd=rng.uniform(0.0005, 0.002), seed=seed)
+    return Surface(
+        a=a,
+        b=b,
+        k_low=k_low,
+        k_high=k_low * rng.uniform(1.0, 3.0),
+        edge=rng.uniform(1.5, 6.0),
+        noise_sd=rng.uniform(0.0005, 0.002),
+        seed=seed,
+    )
 
 
 def rows(surface: Surface, cells: list[tuple[int, float]], policy: Policy) -> pd.DataFrame:
@@ -107,9 +122,18 @@ def rows(surface: Surface, cells: list[tuple[int, float]], policy: Policy) -> pd
     for k, tokens in cells:
         lr = lr_value(policy, k)
         loss = surface.loss(lr, tokens)
-        out.append({"model": "m", "n_params": 10**8, "tokens": tokens, "batch_size": BATCH, "lr": lr,
-                    "loss_eval": loss if math.isfinite(loss) else np.nan, "schedule": "wsd",
-                    "status": "ok" if math.isfinite(loss) else "diverged"})
+        out.append(
+            {
+                "model": "m",
+                "n_params": 10**8,
+                "tokens": tokens,
+                "batch_size": BATCH,
+                "lr": lr,
+                "loss_eval": loss if math.isfinite(loss) else np.nan,
+                "schedule": "wsd",
+                "status": "ok" if math.isfinite(loss) else "diverged",
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -125,8 +149,13 @@ def adaptive_cells(surface: Surface, policy: Policy) -> tuple[list[tuple[int, fl
     tokens = lineage_tokens()
     state = replay(lambda k, t: surface.loss(lr_value(policy, k), t), policy, BUDGETS, tokens)
     cells = [(k, t) for k, top in state.requested.items() for t in BUDGETS if t <= top]
-    return (cells, sum(tokens[t] for t in state.requested.values()), state.reason, len(state.rounds),
-            spent(state, policy.side_points))
+    return (
+        cells,
+        sum(tokens[t] for t in state.requested.values()),
+        state.reason,
+        len(state.rounds),
+        spent(state, policy.side_points),
+    )
 
 
 def spent(state, side_points: int) -> dict:
@@ -151,25 +180,38 @@ def spent(state, side_points: int) -> dict:
                 if k in points:
                     informs[k] = max(informs.get(k, 0), t)
     useful = sum(tokens[informs[k]] for k in trained if k in informs) / full
-    return {"round_1": per_round[0], "later_rounds": sum(per_round[1:]), "informing": useful,
-            "not_informing": sum(per_round) - useful, "longest_per_round": sum(longest)}
+    return {
+        "round_1": per_round[0],
+        "later_rounds": sum(per_round[1:]),
+        "informing": useful,
+        "not_informing": sum(per_round) - useful,
+        "longest_per_round": sum(longest),
+    }
 
 
 def evaluate(surface: Surface, table: pd.DataFrame) -> dict:
     """Errors against the truth: ln lr_opt per budget (cells the analysis can use), and the fitted b."""
     result = analyze(table, n_boot=0, seed=0)
     cells = result.cells.set_index("tokens")
-    errors = [abs(math.log(cells.loc[t, "lr_opt"] / surface.lr_opt(t))) for t in BUDGETS if cells.loc[t, "ok"]]
+    errors = [
+        abs(math.log(cells.loc[t, "lr_opt"] / surface.lr_opt(t))) for t in BUDGETS if cells.loc[t, "ok"]
+    ]
     fitted = result.gamma.pooled.b if result.gamma is not None and result.gamma.pooled.ok else math.nan
-    return {"lr_errors": errors, "unusable": len(BUDGETS) - len(errors), "b_error": abs(fitted - surface.b),
-            "lr_opt": tuple(cells.loc[t, "lr_opt"] for t in BUDGETS)}
+    return {
+        "lr_errors": errors,
+        "unusable": len(BUDGETS) - len(errors),
+        "b_error": abs(fitted - surface.b),
+        "lr_opt": tuple(cells.loc[t, "lr_opt"] for t in BUDGETS),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--surfaces", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resolution", type=float, default=RESOLUTION, help="lattice ratio (default 2^(1/4))")
+    parser.add_argument(
+        "--resolution", type=float, default=RESOLUTION, help="lattice ratio (default 2^(1/4))"
+    )
     args = parser.parse_args()
     policy, span = lattice(args.resolution)
     rng, grid, grid_tokens = np.random.default_rng(args.seed), *grid_cells(policy, span)
@@ -178,41 +220,66 @@ def main() -> None:
     for i in range(args.surfaces):
         surface = random_surface(rng, args.seed * 1000 + i)
         cells, tokens, reason, rounds, where = adaptive_cells(surface, policy)
-        for method, chosen, used in (("grid", grid, grid_tokens), ("adaptive", cells, tokens),
-                                     ("coarse grid", coarse, coarse_tokens)):
-            records.append({"surface": i, "method": method, "tokens": used / grid_tokens, "reason": reason,
-                            "rounds": rounds, **where, **evaluate(surface, rows(surface, chosen, policy))})
+        for method, chosen, used in (
+            ("grid", grid, grid_tokens),
+            ("adaptive", cells, tokens),
+            ("coarse grid", coarse, coarse_tokens),
+        ):
+            records.append(
+                {
+                    "surface": i,
+                    "method": method,
+                    "tokens": used / grid_tokens,
+                    "reason": reason,
+                    "rounds": rounds,
+                    **where,
+                    **evaluate(surface, rows(surface, chosen, policy)),
+                }
+            )
     print(summary(pd.DataFrame(records), args.surfaces, policy.resolution, span))
     print(f"({time.perf_counter() - start:.0f} s)")
 
 
 def summary(frame: pd.DataFrame, n: int, resolution: float, span: int) -> str:
-    lines = [f"{n} surfaces, {len(BUDGETS)} budgets each; lattice {resolution:.4g} over 128x ({span + 1} grid lrs; "
-             f"coarse grid {resolution ** 2:.4g}, {span // 2 + 1} lrs)",
-             "| method | lineage tokens / grid's (mean, max) | median abs ln lr_opt error | 90th pct | cells not "
-             "usable | median abs b error | 90th pct | max |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"{n} surfaces, {len(BUDGETS)} budgets each; lattice {resolution:.4g} over 128x ({span + 1} grid lrs; "
+        f"coarse grid {resolution**2:.4g}, {span // 2 + 1} lrs)",
+        "| method | lineage tokens / grid's (mean, max) | median abs ln lr_opt error | 90th pct | cells not "
+        "usable | median abs b error | 90th pct | max |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for method in ("grid", "adaptive", "coarse grid"):
         part = frame[frame["method"] == method]
         errors = np.concatenate(part["lr_errors"].to_numpy())
         b = part["b_error"].to_numpy()
-        lines.append(f"| {method} | {part['tokens'].mean():.3f}, {part['tokens'].max():.3f} | "
-                     f"{np.median(errors):.4f} | {np.quantile(errors, 0.9):.4f} | {part['unusable'].sum()} | "
-                     f"{np.nanmedian(b):.4f} | {np.nanquantile(b, 0.9):.4f} | {np.nanmax(b):.4f} |")
+        lines.append(
+            f"| {method} | {part['tokens'].mean():.3f}, {part['tokens'].max():.3f} | "
+            f"{np.median(errors):.4f} | {np.quantile(errors, 0.9):.4f} | {part['unusable'].sum()} | "
+            f"{np.nanmedian(b):.4f} | {np.nanquantile(b, 0.9):.4f} | {np.nanmax(b):.4f} |"
+        )
     adaptive = frame[frame["method"] == "adaptive"]
     pairs = frame.pivot(index="surface", columns="method", values="b_error")
     optima = frame.pivot(index="surface", columns="method", values="lr_opt")
-    same = sum(np.allclose(g, a, rtol=1e-9, equal_nan=True) for g, a in zip(optima["grid"], optima["adaptive"]))
-    lines.append(f"adaptive: stopped {adaptive['reason'].value_counts().to_dict()}; rounds median "
-                 f"{adaptive['rounds'].median():.0f}, max {adaptive['rounds'].max()}; every budget's lr_opt equal to "
-                 f"the grid's on {same} of {n} surfaces; b error lower than the grid's on "
-                 f"{(pairs['adaptive'] < pairs['grid'] - 1e-12).sum()}, higher on "
-                 f"{(pairs['adaptive'] > pairs['grid'] + 1e-12).sum()}")
-    where = {c: adaptive[c].mean() for c in ("round_1", "later_rounds", "informing", "not_informing",
-                                               "longest_per_round")}
-    lines.append("adaptive tokens, mean per surface in full lineages: "
-                 + ", ".join(f"{k} {v:.2f}" for k, v in where.items()) + f"; lineage tokens / grid's: median {adaptive['tokens'].median():.3f}, "
-                 f"10th-90th pct {adaptive['tokens'].quantile(0.1):.3f}-{adaptive['tokens'].quantile(0.9):.3f}")
+    same = sum(
+        np.allclose(g, a, rtol=1e-9, equal_nan=True) for g, a in zip(optima["grid"], optima["adaptive"])
+    )
+    lines.append(
+        f"adaptive: stopped {adaptive['reason'].value_counts().to_dict()}; rounds median "
+        f"{adaptive['rounds'].median():.0f}, max {adaptive['rounds'].max()}; every budget's lr_opt equal to "
+        f"the grid's on {same} of {n} surfaces; b error lower than the grid's on "
+        f"{(pairs['adaptive'] < pairs['grid'] - 1e-12).sum()}, higher on "
+        f"{(pairs['adaptive'] > pairs['grid'] + 1e-12).sum()}"
+    )
+    where = {
+        c: adaptive[c].mean()
+        for c in ("round_1", "later_rounds", "informing", "not_informing", "longest_per_round")
+    }
+    lines.append(
+        "adaptive tokens, mean per surface in full lineages: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in where.items())
+        + f"; lineage tokens / grid's: median {adaptive['tokens'].median():.3f}, "
+        f"10th-90th pct {adaptive['tokens'].quantile(0.1):.3f}-{adaptive['tokens'].quantile(0.9):.3f}"
+    )
     return "\n".join(lines)
 
 

@@ -56,25 +56,36 @@ def main() -> None:
     grid = table[table["phase"].ne("trunk")]
     for search in plan(load_spec(args.spec)).searches:
         state = search_state(search, stored_results(table))
-        print(f"{state.reason}: {len(state.rounds)} rounds; waiting on the grid for "
-              f"{ {lr_value(search.policy, k): t for k, t in state.pending.items()} }")
+        print(
+            f"{state.reason}: {len(state.rounds)} rounds; waiting on the grid for "
+            f"{ {lr_value(search.policy, k): t for k, t in state.pending.items()} }"
+        )
         tokens = dict(search.lineage_tokens)
         full, per_step = tokens[search.budgets[-1]], search.template.tokens_per_step
         costs = round_costs(state.rounds, tokens)
         for r, cost in zip(state.rounds, costs):
-            print(f"  round {len(cost)} lineages, {sum(cost):,.0f} tokens, busiest of {args.slots} slots "
-                  f"{busiest_slot(cost, args.slots):,.0f}:", {lr_value(search.policy, k): t for k, t in sorted(r.items())})
+            print(
+                f"  round {len(cost)} lineages, {sum(cost):,.0f} tokens, busiest of {args.slots} slots "
+                f"{busiest_slot(cost, args.slots):,.0f}:",
+                {lr_value(search.policy, k): t for k, t in sorted(r.items())},
+            )
         used = sum(tokens[t] for t in state.requested.values())
         slot = sum(busiest_slot(c, args.slots) for c in costs)
         n_grid = grid["lr"].nunique()
-        print(f"adaptive: lineage tokens {used:,} = {used / full:.2f} full lineages, {used // per_step:,} steps; "
-              f"slot tokens {slot:,.0f}")
-        print(f"grid: lineage tokens {n_grid * full:,} ({n_grid} lineages), {n_grid * full // per_step:,} steps; "
-              f"slot tokens {busiest_slot([full] * n_grid, args.slots):,.0f}")
+        print(
+            f"adaptive: lineage tokens {used:,} = {used / full:.2f} full lineages, {used // per_step:,} steps; "
+            f"slot tokens {slot:,.0f}"
+        )
+        print(
+            f"grid: lineage tokens {n_grid * full:,} ({n_grid} lineages), {n_grid * full // per_step:,} steps; "
+            f"slot tokens {busiest_slot([full] * n_grid, args.slots):,.0f}"
+        )
         ids = {r for k, top in state.requested.items() for job in search.jobs(k, top) for r in job.run_ids}
         for name, rows in (("grid", grid), ("adaptive", table[table["run_id"].isin(ids)])):
             fit = analyze(rows, n_boot=1000, seed=0).gamma.pooled
-            print(f"{name}: {len(rows)} budget rows, b = {fit.b:.4f} [{fit.b_ci.low:.4f}, {fit.b_ci.high:.4f}]")
+            print(
+                f"{name}: {len(rows)} budget rows, b = {fit.b:.4f} [{fit.b_ci.low:.4f}, {fit.b_ci.high:.4f}]"
+            )
 
 
 if __name__ == "__main__":

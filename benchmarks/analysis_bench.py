@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout without `pip install -e .`
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[1])
+)  # runs from a checkout without `pip install -e .`
 
 from powersweep.analysis import PlantedLaw, SweepGrid, analyze, load_table, synthetic_table, write_report  # noqa: E402
 from powersweep.analysis.synthetic import synthetic_power_table  # noqa: E402
@@ -31,11 +33,17 @@ COMMAND = "python benchmarks/analysis_bench.py"
 
 def bench_table() -> pd.DataFrame:
     """96,000 WSD runs (4 models x 10 T x 8 B x 12 lr x 25 seeds) and 4,000 power runs: 100,000 rows."""
-    grid = SweepGrid(models=(("12M", 12e6), ("36M", 36e6), ("121M", 121e6), ("350M", 350e6)),
-                     tokens=tuple(np.geomspace(2e9, 256e9, 10).tolist()), batch_sizes=tuple(2**k for k in range(4, 12)),
-                     lrs=tuple(np.geomspace(1e-4, 0.1, 12).tolist()), n_seeds=25)
+    grid = SweepGrid(
+        models=(("12M", 12e6), ("36M", 36e6), ("121M", 121e6), ("350M", 350e6)),
+        tokens=tuple(np.geomspace(2e9, 256e9, 10).tolist()),
+        batch_sizes=tuple(2**k for k in range(4, 12)),
+        lrs=tuple(np.geomspace(1e-4, 0.1, 12).tolist()),
+        n_seeds=25,
+    )
     wsd = synthetic_table(PlantedLaw(a=4.6, b=-0.51), grid, seed=0)
-    power = synthetic_power_table(tokens=(8e9, 16e9, 32e9, 64e9), batch_sizes=(32, 64, 128, 256), n_seeds=10, seed=1)
+    power = synthetic_power_table(
+        tokens=(8e9, 16e9, 32e9, 64e9), batch_sizes=(32, 64, 128, 256), n_seeds=10, seed=1
+    )
     return pd.concat([wsd, power], ignore_index=True)
 
 
@@ -60,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         bench_table().to_parquet(path, index=False)
         load_s, table = timed(lambda: load_table(path), args.repeats)
     analyze_s, result = timed(lambda: analyze(table, n_boot=args.bootstrap, seed=0), args.repeats)
-    rows = [("load_table (Parquet file, validation)", load_s, args.repeats),
-            ("analyze (cells, fits, CIs)", analyze_s, args.repeats)]
+    rows = [
+        ("load_table (Parquet file, validation)", load_s, args.repeats),
+        ("analyze (cells, fits, CIs)", analyze_s, args.repeats),
+    ]
     if not args.no_plots:
         with tempfile.TemporaryDirectory() as out:
             report_s, paths = timed(lambda: write_report(table, out, result=result), 1)
@@ -72,13 +82,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_results(rows, table: pd.DataFrame, result, args) -> None:
     fit = result.gamma.pooled
-    flags = f"--repeats {args.repeats} --bootstrap {args.bootstrap}" + (" --no-plots" if args.no_plots else "")
+    flags = f"--repeats {args.repeats} --bootstrap {args.bootstrap}" + (
+        " --no-plots" if args.no_plots else ""
+    )
     print(f"Command: `{COMMAND} {flags}`")
-    print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"numpy {np.__version__}, pandas {pd.__version__}")
-    print(f"Table: {len(table):,} rows, {len(result.cells)} cells, {args.bootstrap} bootstrap resamples; "
-          f"fitted a = {fit.a:.3f} [{fit.a_ci.low:.3f}, {fit.a_ci.high:.3f}], b = {fit.b:.4f} "
-          f"[{fit.b_ci.low:.4f}, {fit.b_ci.high:.4f}] (planted 4.6, -0.51)\n")
+    print(
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"numpy {np.__version__}, pandas {pd.__version__}"
+    )
+    print(
+        f"Table: {len(table):,} rows, {len(result.cells)} cells, {args.bootstrap} bootstrap resamples; "
+        f"fitted a = {fit.a:.3f} [{fit.a_ci.low:.3f}, {fit.a_ci.high:.3f}], b = {fit.b:.4f} "
+        f"[{fit.b_ci.low:.4f}, {fit.b_ci.high:.4f}] (planted 4.6, -0.51)\n"
+    )
     print("| step | median wall time (s) | repeats |")
     print("| --- | ---: | ---: |")
     for name, seconds, repeats in rows:

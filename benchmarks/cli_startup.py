@@ -21,8 +21,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def help_seconds(checkout: str) -> float:
     env = {**os.environ, "PYTHONPATH": checkout}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "powersweep.cli", "--help"], env=env, cwd=checkout, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "powersweep.cli", "--help"],
+        env=env,
+        cwd=checkout,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 
@@ -39,8 +44,10 @@ def main() -> None:
     first = statistics.median(times[ROOT])
     for checkout, seconds in times.items():
         median = statistics.median(seconds)
-        print(f"{checkout}: median {median:.2f} s over {len(seconds)} runs (min {min(seconds):.2f}, "
-              f"max {max(seconds):.2f}); {median / first:.2f}x this checkout")
+        print(
+            f"{checkout}: median {median:.2f} s over {len(seconds)} runs (min {min(seconds):.2f}, "
+            f"max {max(seconds):.2f}); {median / first:.2f}x this checkout"
+        )
 
 
 if __name__ == "__main__":

@@ -38,33 +38,54 @@ print(json.dumps({"steps_per_s": STEPS / (time.perf_counter() - start),
 def steps_per_s(tree: str, steps: int) -> dict:
     """One fresh process importing the package from `tree`: its steps per wall second and per CPU second."""
     env = {**os.environ, "PYTHONPATH": tree}
-    done = subprocess.run([sys.executable, "-c", CHILD.replace("STEPS", str(steps))], env=env, cwd=tree,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD.replace("STEPS", str(steps))],
+        env=env,
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["source"].startswith(os.path.abspath(tree)), result  # the tree asked for, not the installed one
+    assert result["source"].startswith(os.path.abspath(tree)), (
+        result
+    )  # the tree asked for, not the installed one
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--baseline", required=True, help="another checkout of the project (e.g. main)")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args(argv)
-    trees = {"this tree": os.path.abspath(os.path.join(os.path.dirname(__file__), "..")),
-             "baseline": os.path.abspath(args.baseline)}
+    trees = {
+        "this tree": os.path.abspath(os.path.join(os.path.dirname(__file__), "..")),
+        "baseline": os.path.abspath(args.baseline),
+    }
     rates: dict[str, list[dict]] = {name: [] for name in trees}
     for i in range(args.rounds):
         order = list(trees) if i % 2 == 0 else list(reversed(trees))
         for name in order:
             rates[name].append(steps_per_s(trees[name], args.steps))
-        print(f"round {i + 1}: " + ", ".join(f"{n} {rates[n][-1]['steps_per_s']:.1f} steps/s "
-                                             f"({rates[n][-1]['steps_per_cpu_s']:.1f} per CPU s)" for n in trees),
-              flush=True)
+        print(
+            f"round {i + 1}: "
+            + ", ".join(
+                f"{n} {rates[n][-1]['steps_per_s']:.1f} steps/s "
+                f"({rates[n][-1]['steps_per_cpu_s']:.1f} per CPU s)"
+                for n in trees
+            ),
+            flush=True,
+        )
     for key in ("steps_per_s", "steps_per_cpu_s"):
         medians = {name: statistics.median(r[key] for r in rs) for name, rs in rates.items()}
-        print(f"{key}: " + ", ".join(f"{name} median {m:.1f}" for name, m in medians.items()) +
-              f"; ratio this/baseline {medians['this tree'] / medians['baseline']:.3f}")
+        print(
+            f"{key}: "
+            + ", ".join(f"{name} median {m:.1f}" for name, m in medians.items())
+            + f"; ratio this/baseline {medians['this tree'] / medians['baseline']:.3f}"
+        )
     return 0
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import collections
 import json
 
-from powersweep import proxy_models
-from torch.utils._python_dispatch import TorchDispatchMode
-
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.trainer import TrainConfig, Trainer
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from powersweep import proxy_models
 
 
 class CountOps(TorchDispatchMode):
@@ -31,8 +31,15 @@ class CountOps(TorchDispatchMode):
 
 
 def main() -> None:
-    config = TrainConfig(model="cpu-xxs", model_overrides={"seq_len": 64}, batch_size=4, tokens=4 * 64 * 10**6,
-                         schedule=ScheduleConfig(name="constant", lr=1e-2), device="cpu", log_every_steps=10**6)
+    config = TrainConfig(
+        model="cpu-xxs",
+        model_overrides={"seq_len": 64},
+        batch_size=4,
+        tokens=4 * 64 * 10**6,
+        schedule=ScheduleConfig(name="constant", lr=1e-2),
+        device="cpu",
+        log_every_steps=10**6,
+    )
     trainer = Trainer(config)
     trainer.train_to(3, total_tokens=None)
     with CountOps() as mode:

@@ -23,7 +23,6 @@ import tempfile
 import time
 
 import torch
-
 from powersweep.proxy_models.budgets import planned_tokens, trunk_tokens
 from powersweep.proxy_models.curves import DEFAULT_GRID, CurveRecorder
 from powersweep.proxy_models.data import DataConfig, load_corpus
@@ -40,16 +39,29 @@ SUFFIX = {"K": 1e3, "M": 1e6}
 def main_job_config(budget: float) -> TrainConfig:
     """cpu-quick's model, batch and schedule at lr 1e-3 (near its optimum)."""
     schedule = ScheduleConfig(name="wsd", lr=1e-3, warmup_tokens=12_500, decay_fraction=0.2)
-    return TrainConfig(model="cpu-xxs", model_overrides={"seq_len": 64}, batch_size=4, tokens=budget,
-                       schedule=schedule, device="cpu", data=DataConfig(eval_tokens=16384), log_every_steps=10**6)
+    return TrainConfig(
+        model="cpu-xxs",
+        model_overrides={"seq_len": 64},
+        batch_size=4,
+        tokens=budget,
+        schedule=schedule,
+        device="cpu",
+        data=DataConfig(eval_tokens=16384),
+        log_every_steps=10**6,
+    )
 
 
 def one_lineage(config: TrainConfig, budgets: list[float], corpus, *, curves: bool) -> dict:
     """Wall and CPU seconds of one lineage, and the point batches it handed on."""
     handed: list[list[dict]] = []
     start, cpu = time.perf_counter(), time.process_time()
-    train_lineage(config, budgets, corpus=corpus, on_curve=handed.append if curves else None,
-                  curve_grid=DEFAULT_GRID if curves else None)
+    train_lineage(
+        config,
+        budgets,
+        corpus=corpus,
+        on_curve=handed.append if curves else None,
+        curve_grid=DEFAULT_GRID if curves else None,
+    )
     return {"wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu, "handed": handed}
 
 
@@ -67,8 +79,14 @@ def write_seconds(config: TrainConfig, budgets: list[float], handed: list[list[d
     """Seconds to write the handed-on batches as a trial does (merge into the lineage's file per evaluation),
     and the points stored."""
     trunk = tuple(trunk_tokens(config, budgets))
-    job = LineageJob("bench", config, tuple(budgets), tuple(f"r{t:g}" for t in budgets), trunk,
-                     tuple(f"t{t}" for t in trunk))
+    job = LineageJob(
+        "bench",
+        config,
+        tuple(budgets),
+        tuple(f"r{t:g}" for t in budgets),
+        trunk,
+        tuple(f"t{t}" for t in trunk),
+    )
     with tempfile.TemporaryDirectory() as root:
         store = ResultStore(root)
         save = curve_saver(job, lambda rows: store.write_curve(rows, sweep_id="bench", name=job.lineage_id))
@@ -84,7 +102,9 @@ def parse_tokens(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--budgets", default="125K,250K,500K", help="the lineage's budgets (tokens)")
     args = parser.parse_args(argv)
@@ -94,25 +114,38 @@ def main(argv: list[str] | None = None) -> int:
     one_lineage(main_job_config(budgets[0]), budgets[:1], corpus, curves=True)  # warm-up
     runs: dict[str, list[dict]] = {"on": [], "off": []}
     for i in range(args.rounds):
-        for arm in (("on", "off") if i % 2 == 0 else ("off", "on")):
+        for arm in ("on", "off") if i % 2 == 0 else ("off", "on"):
             runs[arm].append(one_lineage(config, budgets, corpus, curves=arm == "on"))
-        print(f"round {i + 1}: " + ", ".join(f"curves {a} {runs[a][-1]['wall_s']:.2f} s wall, "
-                                             f"{runs[a][-1]['cpu_s']:.2f} s CPU" for a in runs), flush=True)
+        print(
+            f"round {i + 1}: "
+            + ", ".join(
+                f"curves {a} {runs[a][-1]['wall_s']:.2f} s wall, {runs[a][-1]['cpu_s']:.2f} s CPU"
+                for a in runs
+            ),
+            flush=True,
+        )
     for key in ("wall_s", "cpu_s"):
         med = {arm: statistics.median(r[key] for r in rs) for arm, rs in runs.items()}
         paired = statistics.median(a[key] / b[key] for a, b in zip(runs["on"], runs["off"]))
-        print(f"lineage {key}: curves on median {med['on']:.3f}, off {med['off']:.3f}; "
-              f"ratio on/off {med['on'] / med['off']:.4f}; median of the rounds' ratios {paired:.4f}")
+        print(
+            f"lineage {key}: curves on median {med['on']:.3f}, off {med['off']:.3f}; "
+            f"ratio on/off {med['on'] / med['off']:.4f}; median of the rounds' ratios {paired:.4f}"
+        )
     handed = runs["on"][-1]["handed"]
     ns = watch_ns(config)
-    step_s = statistics.median(r["cpu_s"] for r in runs["off"]) / (planned_tokens(config, budgets)
-                                                                    // config.tokens_per_step)
-    print(f"recorder: {ns:.0f} ns per watched step = {ns * 1e-9 / step_s * 100:.3f}% of a step "
-          f"({step_s * 1e3:.2f} ms CPU per step with curves off)")
+    step_s = statistics.median(r["cpu_s"] for r in runs["off"]) / (
+        planned_tokens(config, budgets) // config.tokens_per_step
+    )
+    print(
+        f"recorder: {ns:.0f} ns per watched step = {ns * 1e-9 / step_s * 100:.3f}% of a step "
+        f"({step_s * 1e3:.2f} ms CPU per step with curves off)"
+    )
     seconds, points = write_seconds(config, budgets, handed)
     wall = statistics.median(r["wall_s"] for r in runs["on"])
-    print(f"curve writes: {len(handed)} writes, {points} points stored, {seconds:.3f} s per lineage "
-          f"= {seconds / wall * 100:.2f}% of its median wall time with curves on")
+    print(
+        f"curve writes: {len(handed)} writes, {points} points stored, {seconds:.3f} s per lineage "
+        f"= {seconds / wall * 100:.2f}% of its median wall time with curves on"
+    )
     return 0
 
 

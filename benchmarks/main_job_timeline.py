@@ -17,9 +17,10 @@ import os
 import sys
 
 from powersweep.sweeps import progress
-from powersweep.cli.sweep_commands import SPECS_DIR
 from powersweep.sweeps.spec import load_spec
 from powersweep.sweeps.sweep import submit
+
+from powersweep.cli.sweep_commands import SPECS_DIR
 
 SPEC = os.path.join(SPECS_DIR, "cpu-quick.yaml")
 
@@ -40,7 +41,9 @@ def record_reports() -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--spec", default=SPEC)
     parser.add_argument("--storage", required=True, help="a fresh directory for the store")
     args = parser.parse_args()
@@ -49,15 +52,21 @@ def main() -> int:
     trials = record_reports()
     result = submit(load_spec(args.spec), storage=args.storage)
     print(result.execution.format())
-    print(f"{'trial':>8} {'worker':>7} {'start':>7} {'first row':>9} {'end':>7} {'train':>7} {'eval':>5} {'other':>5}")
+    print(
+        f"{'trial':>8} {'worker':>7} {'start':>7} {'first row':>9} {'end':>7} {'train':>7} {'eval':>5} {'other':>5}"
+    )
     for (trial_id, pid), t in sorted(trials.items(), key=lambda item: item[1]["start"]):
         other = t["body"] - t["train"] - t["eval"]
-        print(f"{trial_id[-8:]:>8} {pid:>7} {t['start']:7.2f} {t['first']:9.2f} {t['last']:7.2f} "
-              f"{t['train']:7.2f} {t['eval']:5.2f} {other:5.2f}")
+        print(
+            f"{trial_id[-8:]:>8} {pid:>7} {t['start']:7.2f} {t['first']:9.2f} {t['last']:7.2f} "
+            f"{t['train']:7.2f} {t['eval']:5.2f} {other:5.2f}"
+        )
     ends = sorted(t["last"] for t in trials.values())
     if len(ends) > 1:
-        print(f"first trial body at {min(t['start'] for t in trials.values()):.2f} s; "
-              f"last two trials ended {ends[-1] - ends[-2]:.2f} s apart")
+        print(
+            f"first trial body at {min(t['start'] for t in trials.values()):.2f} s; "
+            f"last two trials ended {ends[-1] - ends[-2]:.2f} s apart"
+        )
     return 1 if result.failed_trials else 0
 
 

@@ -37,8 +37,9 @@ def trivial_trial(params: dict) -> None:
     from ray import tune
 
     for item in params["jobs"]:
-        tune.report({"run_id": str(item), "worker_pid": os.getpid(), "trial_s": 0.0, "train_s": 0.0,
-                     "eval_s": 0.0})
+        tune.report(
+            {"run_id": str(item), "worker_pid": os.getpid(), "trial_s": 0.0, "train_s": 0.0, "eval_s": 0.0}
+        )
 
 
 def timed_state_saves() -> dict:
@@ -60,25 +61,31 @@ def timed_state_saves() -> dict:
 
 
 def build(mode: str, lineages: int, root: str):
-    from ray import tune
-
     from powersweep.sweeps.execute import ExecutionSettings, build_tuner, trial_groups
+    from ray import tune
 
     if mode == "default":
         trainable = tune.with_resources(trivial_trial, {"cpu": 1})
-        return tune.Tuner(trainable, param_space={"jobs": tune.grid_search([(i,) for i in range(lineages)])},
-                          run_config=tune.RunConfig(storage_path=root, name="default", verbose=0))
+        return tune.Tuner(
+            trainable,
+            param_space={"jobs": tune.grid_search([(i,) for i in range(lineages)])},
+            run_config=tune.RunConfig(storage_path=root, name="default", verbose=0),
+        )
     if mode == "ours-tune-env-off":
         os.environ.update(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="0", TUNE_GLOBAL_CHECKPOINT_S="auto")
     settings = ExecutionSettings(store_uri=root, sweep_id=mode, checkpoint_root=root)
     groups = trial_groups(list(range(lineages)), 4 if mode == "ours-grouped" else 1)
-    return build_tuner(trivial_trial, settings, param_space={"jobs": tune.grid_search(groups), "settings": settings})
+    return build_tuner(
+        trivial_trial, settings, param_space={"jobs": tune.grid_search(groups), "settings": settings}
+    )
 
 
 def run_mode(mode: str, lineages: int) -> dict:
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False
+    )
     saves = timed_state_saves()
     with tempfile.TemporaryDirectory() as root:
         tuner = build(mode, lineages, root)
@@ -86,13 +93,22 @@ def run_mode(mode: str, lineages: int) -> dict:
         results = tuner.fit()
         wall = time.perf_counter() - start
     ray.shutdown()
-    return {"mode": mode, "lineages": lineages, "trials": len(results), "wall_s": round(wall, 1),
-            "s_per_lineage": round(wall / lineages, 3), "rss_growth_mib": round(rss_mib() - rss0, 1),
-            "state_saves": saves["saves"], "state_save_s": round(saves["save_s"], 2)}
+    return {
+        "mode": mode,
+        "lineages": lineages,
+        "trials": len(results),
+        "wall_s": round(wall, 1),
+        "s_per_lineage": round(wall / lineages, 3),
+        "rss_growth_mib": round(rss_mib() - rss0, 1),
+        "state_saves": saves["saves"],
+        "state_save_s": round(saves["save_s"], 2),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--trials", type=int, default=1000, help="lineages per mode")
     parser.add_argument("--default-trials", type=int, help="lineages for mode 'default' (it is slow)")
     parser.add_argument("--mode", choices=MODES, help="run one mode in this process")
@@ -102,8 +118,9 @@ def main() -> None:
         return
     for mode, what in MODES.items():
         n = args.default_trials if mode == "default" and args.default_trials else args.trials
-        done = subprocess.run([sys.executable, __file__, "--mode", mode, "--trials", str(n)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--mode", mode, "--trials", str(n)], capture_output=True, text=True
+        )
         last = (done.stdout.strip().splitlines() or [""])[-1] if done.returncode == 0 else done.stderr[-2000:]
         print(f"{what}: {last}", flush=True)
 

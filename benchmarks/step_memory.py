@@ -32,21 +32,38 @@ def child(preset: str, batch_size: int, seq_len: int, settings: dict) -> dict:
     from powersweep.proxy_models.schedules import ScheduleConfig
     from powersweep.proxy_models.trainer import TrainConfig, Trainer
 
-    config = TrainConfig(model=preset, model_overrides={"seq_len": seq_len}, batch_size=batch_size, device="cpu",
-                         tokens=batch_size * seq_len * 2, schedule=ScheduleConfig(name="constant", lr=1e-3),
-                         data=DataConfig(eval_tokens=8192), **settings)
+    config = TrainConfig(
+        model=preset,
+        model_overrides={"seq_len": seq_len},
+        batch_size=batch_size,
+        device="cpu",
+        tokens=batch_size * seq_len * 2,
+        schedule=ScheduleConfig(name="constant", lr=1e-3),
+        data=DataConfig(eval_tokens=8192),
+        **settings,
+    )
     trainer = Trainer(config)
     before = _rss_gib()
     start = time.perf_counter()
     trainer.train_to(1, total_tokens=None)
     seconds = time.perf_counter() - start
     head = trainer.model.head if trainer.model.head != "auto" else "chunked"
-    estimate = step_memory(config.proxy, micro_batch_size=trainer.micro_batch_size, compute_bytes=4,
-                           param_bytes=4, activation_checkpointing=trainer.model.activation_checkpointing,
-                           head=head)
-    return {"before_step_gib": before, "peak_gib": _rss_gib(), "estimate_gib": estimate.peak / GIB,
-            "micro_batch_size": trainer.micro_batch_size, "checkpointing": trainer.model.activation_checkpointing,
-            "step_s": seconds}
+    estimate = step_memory(
+        config.proxy,
+        micro_batch_size=trainer.micro_batch_size,
+        compute_bytes=4,
+        param_bytes=4,
+        activation_checkpointing=trainer.model.activation_checkpointing,
+        head=head,
+    )
+    return {
+        "before_step_gib": before,
+        "peak_gib": _rss_gib(),
+        "estimate_gib": estimate.peak / GIB,
+        "micro_batch_size": trainer.micro_batch_size,
+        "checkpointing": trainer.model.activation_checkpointing,
+        "step_s": seconds,
+    }
 
 
 def _rss_gib() -> float:
@@ -54,7 +71,9 @@ def _rss_gib() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="paper-12m")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=1024)
@@ -64,14 +83,33 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(args.preset, args.batch_size, args.seq_len, json.loads(args.child))))
         return 0
     print(f"{args.preset} at {args.batch_size} x {args.seq_len}, one step, CPU fp32, each in a fresh process")
-    print(f"{'variant':<36}{'before step':>12}{'peak RSS':>10}{'estimate':>10}{'micro':>7}{'ckpt':>6}{'step s':>8}")
+    print(
+        f"{'variant':<36}{'before step':>12}{'peak RSS':>10}{'estimate':>10}{'micro':>7}{'ckpt':>6}{'step s':>8}"
+    )
     for name, settings in VARIANTS.items():
-        done = subprocess.run([sys.executable, __file__, "--preset", args.preset, "--batch-size", str(args.batch_size),
-                               "--seq-len", str(args.seq_len), "--child", json.dumps(settings)],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--preset",
+                args.preset,
+                "--batch-size",
+                str(args.batch_size),
+                "--seq-len",
+                str(args.seq_len),
+                "--child",
+                json.dumps(settings),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         r = json.loads(done.stdout.strip().splitlines()[-1])
-        print(f"{name:<36}{r['before_step_gib']:>10.2f}Gi{r['peak_gib']:>8.2f}Gi{r['estimate_gib']:>8.2f}Gi"
-              f"{r['micro_batch_size']:>7}{'on' if r['checkpointing'] else 'off':>6}{r['step_s']:>8.1f}", flush=True)
+        print(
+            f"{name:<36}{r['before_step_gib']:>10.2f}Gi{r['peak_gib']:>8.2f}Gi{r['estimate_gib']:>8.2f}Gi"
+            f"{r['micro_batch_size']:>7}{'on' if r['checkpointing'] else 'off':>6}{r['step_s']:>8.1f}",
+            flush=True,
+        )
     return 0
 
 

@@ -19,31 +19,51 @@ import os
 import sys
 import time
 
-from torch.autograd import DeviceType
-from torch.profiler import ProfilerActivity, profile
-
-from gpu import fresh_start, peak_bytes, timed_steps  # benchmarks/gpu.py: this script's directory is on the path
-
+from gpu import (
+    fresh_start,
+    peak_bytes,
+    timed_steps,
+)  # benchmarks/gpu.py: this script's directory is on the path
 from powersweep.proxy_models.data import DataConfig, load_corpus
 from powersweep.proxy_models.memory import GIB
 from powersweep.proxy_models.packed import PackedTrainer
 from powersweep.proxy_models.perf import device_name, resolve_device
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.trainer import TrainConfig, Trainer
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
 
 ROWS = 20
 
 
-def trainer_for(preset: str, shape: str, *, pack: int, device: str, compile: str | bool, head: str,
-                compiling: dict | None = None):
+def trainer_for(
+    preset: str,
+    shape: str,
+    *,
+    pack: int,
+    device: str,
+    compile: str | bool,
+    head: str,
+    compiling: dict | None = None,
+):
     batch, seq = (int(v) for v in shape.split("x"))
-    config = TrainConfig(model=preset, model_overrides={"seq_len": seq}, batch_size=batch, tokens=batch * seq,
-                         device=device, compile=compile, head=head, log_every_steps=10**6, **(compiling or {}),
-                         schedule=ScheduleConfig(name="constant", lr=1e-3))
+    config = TrainConfig(
+        model=preset,
+        model_overrides={"seq_len": seq},
+        batch_size=batch,
+        tokens=batch * seq,
+        device=device,
+        compile=compile,
+        head=head,
+        log_every_steps=10**6,
+        **(compiling or {}),
+        schedule=ScheduleConfig(name="constant", lr=1e-3),
+    )
     corpus = load_corpus(DataConfig())
     if pack:
-        return PackedTrainer(config, [ScheduleConfig(name="constant", lr=1e-3 * (i + 1)) for i in range(pack)],
-                             corpus=corpus)
+        return PackedTrainer(
+            config, [ScheduleConfig(name="constant", lr=1e-3 * (i + 1)) for i in range(pack)], corpus=corpus
+        )
     return Trainer(config, corpus=corpus)
 
 
@@ -54,29 +74,50 @@ def device_seconds(event) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="paper-12m")
     parser.add_argument("--shape", default="16x1024", help="batch x seq")
     parser.add_argument("--pack", type=int, default=0, help="K packed variants (0: one solo Trainer)")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps (on a GPU at least 2 s), then as many "
-                        "profiled, after 2 warm-up steps")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=5,
+        help="timed steps (on a GPU at least 2 s), then as many profiled, after 2 warm-up steps",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", default="auto", choices=("auto", "true", "false"))
     parser.add_argument("--head", default="auto", help="auto | full | chunked | fused")
-    parser.add_argument("--compile-mode", default="auto", help="torch.compile's mode (TrainConfig.compile_mode)")
-    parser.add_argument("--compile-scope", default="auto", help="blocks | trunk | auto (TrainConfig.compile_scope)")
-    parser.add_argument("--out", help="also write the report to "
-                        "DIR/step-profile-<preset>-<shape>-k<pack>-<compile mode>-<compile scope>.txt")
+    parser.add_argument(
+        "--compile-mode", default="auto", help="torch.compile's mode (TrainConfig.compile_mode)"
+    )
+    parser.add_argument(
+        "--compile-scope", default="auto", help="blocks | trunk | auto (TrainConfig.compile_scope)"
+    )
+    parser.add_argument(
+        "--out",
+        help="also write the report to "
+        "DIR/step-profile-<preset>-<shape>-k<pack>-<compile mode>-<compile scope>.txt",
+    )
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     compile = {"true": True, "false": False}.get(args.compile, args.compile)
     fresh_start(device)
-    trainer = trainer_for(args.preset, args.shape, pack=args.pack, device=device.type, compile=compile,
-                          head=args.head,
-                          compiling={"compile_mode": args.compile_mode, "compile_scope": args.compile_scope})
+    trainer = trainer_for(
+        args.preset,
+        args.shape,
+        pack=args.pack,
+        device=device.type,
+        compile=compile,
+        head=args.head,
+        compiling={"compile_mode": args.compile_mode, "compile_scope": args.compile_scope},
+    )
     trainer.train_to(1, total_tokens=None)  # compiles (timed_steps takes one more step before its clock)
     on_device = device.type == "cuda"
-    unprofiled = 1 / timed_steps(trainer, args.steps)  # the profiler's tracing slows a step waiting on the host
+    unprofiled = 1 / timed_steps(
+        trainer, args.steps
+    )  # the profiler's tracing slows a step waiting on the host
     peak_gib = peak_bytes(device) / GIB
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_device else [])
     with profile(activities=activities) as prof:
@@ -84,26 +125,35 @@ def main(argv: list[str] | None = None) -> int:
         trainer.train_to(trainer.step + args.steps, total_tokens=None)
         wall = (time.perf_counter() - start) / args.steps
     events = prof.key_averages()
-    if on_device:  # its kernels' and copies' own time, as the device table's total counts it (an op's device time
+    if (
+        on_device
+    ):  # its kernels' and copies' own time, as the device table's total counts it (an op's device time
         # is that of the kernels it launched: summing both would count each kernel twice)
-        busy = sum(device_seconds(e) for e in events
-                   if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False))
+        busy = sum(
+            device_seconds(e)
+            for e in events
+            if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)
+        )
     else:
         busy = sum(e.self_cpu_time_total for e in events) / 1e6
     busy /= args.steps
     tokens_per_s = trainer.cfg.tokens_per_step * trainer.k / unprofiled
     # what the host asks of a GPU a step: kernel launches (cudaLaunchKernel, cuLaunchKernel...) and graph replays
     launches = sum(e.count for e in events if "LaunchKernel" in e.key or "GraphLaunch" in e.key) / args.steps
-    head = (f"{args.preset} {args.shape} pack {args.pack or 'solo'} on {device_name(device)} "
-            f"(compiled: {trainer.compiled}, mode {trainer.compile_mode}, scope {args.compile_scope}, micro-batch "
-            f"{trainer.micro_batch_size}, head {args.head}): {unprofiled * 1e3:.1f} ms/step, "
-            f"{tokens_per_s:,.0f} tokens x variants/s unprofiled, peak {peak_gib:.2f} GiB; "
-            f"profiled wall {wall * 1e3:.1f} ms/step, "
-            f"{'device' if on_device else 'host ops'} busy {busy * 1e3:.1f} ms/step ({busy / unprofiled:.0%} of the "
-            "unprofiled step)"
-            + (f", {launches:,.0f} kernel or graph launches/step" if on_device else ""))
-    sort_device = "self_device_time_total" if on_device and hasattr(events[0], "self_device_time_total") else (
-        "self_cuda_time_total")
+    head = (
+        f"{args.preset} {args.shape} pack {args.pack or 'solo'} on {device_name(device)} "
+        f"(compiled: {trainer.compiled}, mode {trainer.compile_mode}, scope {args.compile_scope}, micro-batch "
+        f"{trainer.micro_batch_size}, head {args.head}): {unprofiled * 1e3:.1f} ms/step, "
+        f"{tokens_per_s:,.0f} tokens x variants/s unprofiled, peak {peak_gib:.2f} GiB; "
+        f"profiled wall {wall * 1e3:.1f} ms/step, "
+        f"{'device' if on_device else 'host ops'} busy {busy * 1e3:.1f} ms/step ({busy / unprofiled:.0%} of the "
+        "unprofiled step)" + (f", {launches:,.0f} kernel or graph launches/step" if on_device else "")
+    )
+    sort_device = (
+        "self_device_time_total"
+        if on_device and hasattr(events[0], "self_device_time_total")
+        else ("self_cuda_time_total")
+    )
     tables = [events.table(sort_by=sort_device, row_limit=ROWS)] if on_device else []
     tables.append(events.table(sort_by="self_cpu_time_total", row_limit=ROWS))
     report = "\n\n".join([head, *tables])

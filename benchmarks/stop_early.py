@@ -33,7 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from powersweep.sweeps.store import ResultStore  # noqa: E402
 
 
-def needed_later(final: pd.DataFrame, fork_tokens: float, decay: float, window: int) -> tuple[set[float], set[float]]:
+def needed_later(
+    final: pd.DataFrame, fork_tokens: float, decay: float, window: int
+) -> tuple[set[float], set[float]]:
     """lrs that are the argmin, or in the argmin's window, at some budget whose fork lies after `fork_tokens`."""
     best, needed = set(), set()
     for tokens, cell in final.groupby("tokens"):
@@ -43,7 +45,7 @@ def needed_later(final: pd.DataFrame, fork_tokens: float, decay: float, window: 
         lrs, losses = cell["lr"].tolist(), cell["loss"].to_numpy(float)
         i = int(np.argmin(losses))
         best.add(lrs[i])
-        needed.update(lrs[max(i - window, 0): i + window + 1])
+        needed.update(lrs[max(i - window, 0) : i + window + 1])
     return best, needed
 
 
@@ -57,8 +59,15 @@ def gaps(table: pd.DataFrame, window: int) -> pd.DataFrame:
         best, needed = needed_later(final, fork, decay, window)
         floor = points["loss"].min()
         for lr, loss in zip(points["lr"], points["loss"]):
-            out.append({"fork_tokens": fork, "lr": lr, "gap": loss - floor, "best_later": lr in best,
-                        "window_later": lr in needed})
+            out.append(
+                {
+                    "fork_tokens": fork,
+                    "lr": lr,
+                    "gap": loss - floor,
+                    "best_later": lr in best,
+                    "window_later": lr in needed,
+                }
+            )
     return pd.DataFrame(out)
 
 
@@ -107,15 +116,21 @@ def store_report(storage: str, sweep: str, window: int) -> None:
     print(frame.pivot(index="lr", columns="fork_tokens", values="gap").round(4).to_string())
     for column in ("best_later", "window_later"):
         needed = frame[frame[column]]
-        print(f"largest trunk gap of an lr that is {column.replace('_', ' ')}: {needed['gap'].max():.4f} nats")
+        print(
+            f"largest trunk gap of an lr that is {column.replace('_', ' ')}: {needed['gap'].max():.4f} nats"
+        )
     spare = frame[~frame["window_later"] & frame["fork_tokens"].lt(frame["fork_tokens"].max())]
     if len(spare):
-        print(f"(fork, lr) pairs that no later budget needs: {len(spare)}, trunk gaps {spare['gap'].min():.4f} "
-              f"to {spare['gap'].max():.4f} nats")
+        print(
+            f"(fork, lr) pairs that no later budget needs: {len(spare)}, trunk gaps {spare['gap'].min():.4f} "
+            f"to {spare['gap'].max():.4f} nats"
+        )
     final = table[~table["phase"].eq("trunk")]
     budgets, decay = sorted(final["tokens"].unique().tolist()), float(final["decay_fraction"].iloc[0])
     share, lost = saved_share(frame, safe_margin(frame), budgets, decay)
-    print(f"a stop at the safe margin {safe_margin(frame):.4f} nats saves {share:.3f} of the grid's lineage tokens")
+    print(
+        f"a stop at the safe margin {safe_margin(frame):.4f} nats saves {share:.3f} of the grid's lineage tokens"
+    )
 
 
 def synthetic_table(surface, gain: float, power: float) -> pd.DataFrame:
@@ -130,9 +145,16 @@ def synthetic_table(surface, gain: float, power: float) -> pd.DataFrame:
             loss = surface.loss(lr, t)
             trunk = loss + gain * (lr / surface.lr_opt(t)) ** power
             for phase, tokens, value in (("final", t, loss), ("trunk", (1 - DECAY) * t, trunk)):
-                rows.append({"phase": phase, "tokens": tokens, "lr": lr, "decay_fraction": DECAY,
-                             "loss_eval": value if math.isfinite(value) else np.nan,
-                             "status": "ok" if math.isfinite(value) else "diverged"})
+                rows.append(
+                    {
+                        "phase": phase,
+                        "tokens": tokens,
+                        "lr": lr,
+                        "decay_fraction": DECAY,
+                        "loss_eval": value if math.isfinite(value) else np.nan,
+                        "status": "ok" if math.isfinite(value) else "diverged",
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -146,18 +168,22 @@ def synthetic_report(n: int, seed: int, window: int, gain: float, power: float) 
     own = [saved_share(f, m, list(BUDGETS), DECAY)[0] for f, m in zip(frames, margins)]
     top = [saved_share(f, margins.max(), list(BUDGETS), DECAY) for f in frames]
     mid = [saved_share(f, float(np.median(margins)), list(BUDGETS), DECAY) for f in frames]
-    print(f"{n} surfaces, trunk = final + {gain:g} * (lr / lr_opt)**{power:g}: safe margin median "
-          f"{np.median(margins):.4f}, max {margins.max():.4f} nats; grid tokens saved (mean over surfaces): at "
-          f"each surface's own margin (an oracle) {np.mean(own):.3f}; at the largest margin "
-          f"{np.mean([s for s, _ in top]):.3f}; at the median margin {np.mean([s for s, _ in mid]):.3f}, stopping "
-          f"an lr a later budget needs on {sum(lost > 0 for _, lost in mid)} of {n} surfaces")
+    print(
+        f"{n} surfaces, trunk = final + {gain:g} * (lr / lr_opt)**{power:g}: safe margin median "
+        f"{np.median(margins):.4f}, max {margins.max():.4f} nats; grid tokens saved (mean over surfaces): at "
+        f"each surface's own margin (an oracle) {np.mean(own):.3f}; at the largest margin "
+        f"{np.mean([s for s, _ in top]):.3f}; at the median margin {np.mean([s for s, _ in mid]):.3f}, stopping "
+        f"an lr a later budget needs on {sum(lost > 0 for _, lost in mid)} of {n} surfaces"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("storage", nargs="?", help="a sweep's store (leave out for simulated surfaces)")
     parser.add_argument("--sweep", help="the sweep's name in the store")
-    parser.add_argument("--window", type=int, default=3, help="lrs each side of the argmin that the analysis fits")
+    parser.add_argument(
+        "--window", type=int, default=3, help="lrs each side of the argmin that the analysis fits"
+    )
     parser.add_argument("--surfaces", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gain", type=float, default=0.15, help="the decay's gain at lr_opt, nats")

@@ -48,7 +48,11 @@ def copies(files: list[Path]) -> Counter:
     counted = Counter()
     for path in files:
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.keyword) and isinstance(node.value, ast.Attribute) and node.value.attr == node.arg:
+            if (
+                isinstance(node, ast.keyword)
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == node.arg
+            ):
                 counted[node.arg] += 1
     return counted
 
@@ -68,15 +72,19 @@ def report(root: Path) -> None:
     for package, paths in files.items():
         lines = sum(len(p.read_text().splitlines()) for p in paths)
         print(f"  {package + '/':15s} {len(paths):3d} modules {lines:6d} lines")
-    sized = sorted(((c.end_lineno - c.lineno + 1, f"{p.relative_to(root)}:{c.name}") for p in every
-                    for c in classes(p)), reverse=True)
+    sized = sorted(
+        ((c.end_lineno - c.lineno + 1, f"{p.relative_to(root)}:{c.name}") for p in every for c in classes(p)),
+        reverse=True,
+    )
     print("  largest classes: " + ", ".join(f"{name} {n} lines" for n, name in sized[:3]))
     settings = spec_settings(root)
     declared, copied = declarations(every), copies(every)
     places = {s: declared[s] for s in settings}
-    print(f"  spec settings: {len(settings)}; classes declaring each: median {statistics.median(places.values())}, "
-          f"max {max(places.values())} ({max(places, key=places.get)}); field-by-field copies: "
-          f"{sum(copied[s] for s in settings)} in all")
+    print(
+        f"  spec settings: {len(settings)}; classes declaring each: median {statistics.median(places.values())}, "
+        f"max {max(places.values())} ({max(places, key=places.get)}); field-by-field copies: "
+        f"{sum(copied[s] for s in settings)} in all"
+    )
     for example in ("warmup_tokens", "decay_fraction", "max_retries"):
         if example in places:
             print(f"    {example}: declared in {places[example]} classes, copied {copied[example]} times")

@@ -74,13 +74,21 @@ with tempfile.TemporaryDirectory() as tmp:
 def measure(loggers: list[str], budgets: int) -> dict:
     """One fresh process: run_job of the lineage with `loggers` on; its wall and CPU seconds."""
     env = {**os.environ, "WANDB_SILENT": "true"}
-    done = subprocess.run([sys.executable, "-c", CHILD, *loggers, str(budgets)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, *loggers, str(budgets)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--budgets", type=int, default=4, help="the first N budgets of cpu-quick (6 = to 4M)")
     parser.add_argument("--loggers", nargs="+", default=["tensorboard", "mlflow", "wandb"])
@@ -88,24 +96,38 @@ def main(argv: list[str] | None = None) -> int:
     conditions = ["off", *args.loggers]
     times: dict[str, list[dict]] = {name: [] for name in conditions}
     for i in range(args.rounds):
-        order = conditions[i % len(conditions):] + conditions[:i % len(conditions)]
+        order = conditions[i % len(conditions) :] + conditions[: i % len(conditions)]
         for name in order:
             times[name].append(measure([] if name == "off" else [name], args.budgets))
-        print(f"round {i + 1}: " + ", ".join(f"{n} {times[n][-1]['wall_s']:.2f} s ({times[n][-1]['cpu_s']:.2f} CPU s, "
-                                             f"{times[n][-1]['tracker_s']:.3f} s in trackers)" for n in conditions),
-              flush=True)
-    print(f"steps trained per run: {times['off'][-1]['steps']}; metric points sent per logger: "
-          + ", ".join(f"{name} {times[name][-1]['points']}" for name in args.loggers))
+        print(
+            f"round {i + 1}: "
+            + ", ".join(
+                f"{n} {times[n][-1]['wall_s']:.2f} s ({times[n][-1]['cpu_s']:.2f} CPU s, "
+                f"{times[n][-1]['tracker_s']:.3f} s in trackers)"
+                for n in conditions
+            ),
+            flush=True,
+        )
+    print(
+        f"steps trained per run: {times['off'][-1]['steps']}; metric points sent per logger: "
+        + ", ".join(f"{name} {times[name][-1]['points']}" for name in args.loggers)
+    )
     for name in args.loggers:
-        inside = {key: statistics.median(t[key] for t in times[name]) for key in ("start_s", "log_s", "finish_s")}
+        inside = {
+            key: statistics.median(t[key] for t in times[name]) for key in ("start_s", "log_s", "finish_s")
+        }
         total = statistics.median(t["tracker_s"] for t in times[name])
         wall = statistics.median(t["wall_s"] for t in times[name])
-        print(f"{name}: median {total:.3f} s inside the tracker's calls ({total / wall:.2%} of its median wall time): "
-              + ", ".join(f"{key} {value:.3f}" for key, value in inside.items()))
+        print(
+            f"{name}: median {total:.3f} s inside the tracker's calls ({total / wall:.2%} of its median wall time): "
+            + ", ".join(f"{key} {value:.3f}" for key, value in inside.items())
+        )
     for key in ("wall_s", "cpu_s"):
         medians = {name: statistics.median(t[key] for t in ts) for name, ts in times.items()}
-        print(f"{key}: " + ", ".join(f"{name} median {m:.2f} (x{m / medians['off']:.3f})"
-                                     for name, m in medians.items()))
+        print(
+            f"{key}: "
+            + ", ".join(f"{name} median {m:.2f} (x{m / medians['off']:.3f})" for name, m in medians.items())
+        )
     return 0
 
 

@@ -28,10 +28,21 @@ REPLACE_ENV = "POWERSWEEP_REPLACE"  # "1": submit --replace (the stored sweep of
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Never uploaded: environments, results, reports and caches (gitignore patterns; a leading / anchors the
 # pattern at the project root).
-EXCLUDES = ["/.venv", "/runs", "/out", "/.git", "/build", "__pycache__", "*.egg-info", ".pytest_cache",
-            ".hypothesis"]
-TOKEN_FIX = ("set RAY_AUTH_TOKEN to the cluster's token (print it on the head node with `ray get-auth-token`) "
-             "or RAY_AUTH_TOKEN_PATH to a file holding it")
+EXCLUDES = [
+    "/.venv",
+    "/runs",
+    "/out",
+    "/.git",
+    "/build",
+    "__pycache__",
+    "*.egg-info",
+    ".pytest_cache",
+    ".hypothesis",
+]
+TOKEN_FIX = (
+    "set RAY_AUTH_TOKEN to the cluster's token (print it on the head node with `ray get-auth-token`) "
+    "or RAY_AUTH_TOKEN_PATH to a file holding it"
+)
 
 
 class ClusterError(ValueError):
@@ -46,12 +57,16 @@ def is_jobs_address(address: str | None) -> bool:
 def cluster_storage(storage: str) -> str:
     """`storage` if every node of a cluster could reach it; a relative path or memory:// cannot work."""
     if storage.startswith("memory://"):
-        raise ClusterError(f"storage {storage!r} lives in one process: on a cluster give a shared filesystem "
-                           "path or an object store URI such as s3://bucket/runs")
+        raise ClusterError(
+            f"storage {storage!r} lives in one process: on a cluster give a shared filesystem "
+            "path or an object store URI such as s3://bucket/runs"
+        )
     if "://" not in storage and not os.path.isabs(os.path.expanduser(storage)):
-        raise ClusterError(f"storage {storage!r} is a relative path, which cannot work on a cluster (the driver "
-                           "runs in its own directory on the head node): give --storage an absolute path that "
-                           "every node mounts, e.g. /shared/runs, or an object store URI such as s3://bucket/runs")
+        raise ClusterError(
+            f"storage {storage!r} is a relative path, which cannot work on a cluster (the driver "
+            "runs in its own directory on the head node): give --storage an absolute path that "
+            "every node mounts, e.g. /shared/runs, or an object store URI such as s3://bucket/runs"
+        )
     return storage
 
 
@@ -92,13 +107,17 @@ def _jobs_errors(address: str, source: str, job_id: str | None = None):
         reason = str(err.message).splitlines()[0]
         raise ClusterError(f"Ray cluster at {address} {refused} ({reason}): {TOKEN_FIX}") from None
     except ConnectionError:
-        raise ClusterError(f"no Ray dashboard answers at {address}: check the address, and forward the "
-                           "dashboard port if it listens on the head's loopback (ssh -L 8265:127.0.0.1:8265 "
-                           "HEAD, or kubectl port-forward svc/HEAD-SVC 8265)") from None
+        raise ClusterError(
+            f"no Ray dashboard answers at {address}: check the address, and forward the "
+            "dashboard port if it listens on the head's loopback (ssh -L 8265:127.0.0.1:8265 "
+            "HEAD, or kubectl port-forward svc/HEAD-SVC 8265)"
+        ) from None
     except RuntimeError as err:
         what = f"job {job_id!r}" if job_id else "submission"
-        raise ClusterError(f"{what} at {address}: {str(err).splitlines()[0]}: list the cluster's jobs with "
-                           f"`ray job list --address {address}`") from None
+        raise ClusterError(
+            f"{what} at {address}: {str(err).splitlines()[0]}: list the cluster's jobs with "
+            f"`ray job list --address {address}`"
+        ) from None
 
 
 def _client(address: str, token: str | None = None):
@@ -116,19 +135,24 @@ def runtime_env(spec: SweepSpec, storage: str, *, replace_sweep: bool = False) -
     return {
         "working_dir": PROJECT_ROOT,
         "excludes": EXCLUDES,
-        "env_vars": {SPEC_ENV: json.dumps(spec.to_dict()), STORAGE_ENV: storage,
-                     REPLACE_ENV: "1" if replace_sweep else "0"},
+        "env_vars": {
+            SPEC_ENV: json.dumps(spec.to_dict()),
+            STORAGE_ENV: storage,
+            REPLACE_ENV: "1" if replace_sweep else "0",
+        },
     }
 
 
-def submit_job(spec: SweepSpec, *, storage: str, address: str, token: str | None = None,
-               replace_sweep: bool = False) -> str:
+def submit_job(
+    spec: SweepSpec, *, storage: str, address: str, token: str | None = None, replace_sweep: bool = False
+) -> str:
     """Submit `spec`'s sweep driver as a Ray job at `address` (http://HOST:8265); returns the job id."""
     storage = cluster_storage(storage)
     client, source = _client(address, token)
     with _jobs_errors(address, source):
         return client.submit_job(
-            entrypoint=DRIVER, runtime_env=runtime_env(spec, storage, replace_sweep=replace_sweep),
+            entrypoint=DRIVER,
+            runtime_env=runtime_env(spec, storage, replace_sweep=replace_sweep),
             submission_id=f"powersweep-{spec.name}-{uuid.uuid4().hex[:8]}",
             metadata={"sweep_id": spec.name, "storage": storage},
         )
@@ -139,8 +163,13 @@ def job_status(job_id: str, *, address: str, token: str | None = None) -> dict:
     client, source = _client(address, token)
     with _jobs_errors(address, source, job_id):
         info = client.get_job_info(job_id)
-    return {"job_id": job_id, "status": str(info.status.value), "message": info.message or "",
-            "metadata": dict(info.metadata or {}), "entrypoint": info.entrypoint}
+    return {
+        "job_id": job_id,
+        "status": str(info.status.value),
+        "message": info.message or "",
+        "metadata": dict(info.metadata or {}),
+        "entrypoint": info.entrypoint,
+    }
 
 
 def job_logs(job_id: str, *, address: str, follow: bool = False, token: str | None = None) -> str | None:

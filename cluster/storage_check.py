@@ -56,8 +56,12 @@ def _probe_every_node(uri: str, nodes: dict[str, str], timeout_s: float) -> None
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     probe = ray.remote(num_cpus=0, max_retries=0)(_write_and_read)  # 0 CPUs: runs on a busy or CPU-less head
-    refs = {node_id: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
-            .remote(uri, _probe_path(node_id), node_id) for node_id in nodes}
+    refs = {
+        node_id: probe.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)
+        ).remote(uri, _probe_path(node_id), node_id)
+        for node_id in nodes
+    }
     deadline, failures = time.monotonic() + timeout_s, []
     for node_id, ref in refs.items():
         try:
@@ -65,13 +69,16 @@ def _probe_every_node(uri: str, nodes: dict[str, str], timeout_s: float) -> None
             if error:
                 failures.append((0, node_id, error))  # the probe ran there and could not use the store
         except ray.exceptions.GetTimeoutError:
-            failures.append((1, node_id, f"no probe ran there within {timeout_s:g} s (see the node's runtime_env "
-                                         "logs)"))
+            failures.append(
+                (1, node_id, f"no probe ran there within {timeout_s:g} s (see the node's runtime_env logs)")
+            )
         except ray.exceptions.RayError as err:  # the node or its worker died, say
             failures.append((1, node_id, str(err).strip().splitlines()[-1]))
     if failures:
         _, node_id, error = min(failures, key=lambda f: f[0])  # the first of the store's own failures, if any
-        raise ClusterError(f"storage {uri!r} is not writable from node {nodes[node_id]}: {error}: {SHARED_FIX}")
+        raise ClusterError(
+            f"storage {uri!r} is not writable from node {nodes[node_id]}: {error}: {SHARED_FIX}"
+        )
 
 
 def _write_and_read(uri: str, relpath: str, node_id: str) -> str | None:
@@ -94,5 +101,7 @@ def _read_back(store: ResultStore, nodes: dict[str, str]) -> None:
         except StoreError:
             seen = None
         if seen != {"node_id": node_id}:
-            raise ClusterError(f"storage {store.uri!r}: node {label} wrote a probe there, but the driver "
-                                    f"cannot read it (each node sees its own disk): {SHARED_FIX}")
+            raise ClusterError(
+                f"storage {store.uri!r}: node {label} wrote a probe there, but the driver "
+                f"cannot read it (each node sees its own disk): {SHARED_FIX}"
+            )

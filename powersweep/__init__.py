@@ -13,5 +13,6 @@ import os
 # import under the same names, so a checkout on PYTHONPATH (a Ray job's working directory) runs its own code.
 _SOURCE_TREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.isfile(os.path.join(_SOURCE_TREE, "pyproject.toml")) and os.path.isfile(
-        os.path.join(_SOURCE_TREE, "sweeps", "__init__.py")):
+    os.path.join(_SOURCE_TREE, "sweeps", "__init__.py")
+):
     __path__.append(_SOURCE_TREE)

@@ -28,8 +28,13 @@ def main() -> int:
         # does not know.
         hint = resume_hint(storage, sweep_id=spec.name, address="http://HEAD:8265")
         with interruptible(program="powersweep driver", resume=hint):
-            result = submit(spec, storage=storage, address=os.environ.get("RAY_ADDRESS") or "auto",
-                            check_storage=check_shared_storage, replace_sweep=os.environ.get(REPLACE_ENV) == "1")
+            result = submit(
+                spec,
+                storage=storage,
+                address=os.environ.get("RAY_ADDRESS") or "auto",
+                check_storage=check_shared_storage,
+                replace_sweep=os.environ.get(REPLACE_ENV) == "1",
+            )
     except SweepInterrupted as stop:  # its line is printed
         return stop.exit_code
     except Exception as err:

@@ -25,7 +25,9 @@ from collections.abc import Callable
 import psutil
 import torch
 
-_writes: dict[str, tuple[threading.Thread, list[BaseException]]] = {}  # path -> its write in flight and its error
+_writes: dict[
+    str, tuple[threading.Thread, list[BaseException]]
+] = {}  # path -> its write in flight and its error
 _lock = threading.Lock()
 
 

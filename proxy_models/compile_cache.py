@@ -24,7 +24,6 @@ import os
 from collections.abc import Callable
 
 import torch
-
 from powersweep.proxy_models.model import run_block
 from powersweep.proxy_models.run_config import CUDA_GRAPH_MODES
 
@@ -48,8 +47,15 @@ def resolve_compile(compile: str | bool, device: torch.device, *, moe: bool = Fa
 HOST_BOUND_LAYER_SECONDS = 0.75e-3
 
 
-def resolve_compile_mode(mode: str, scope: str, device: torch.device, *, packed: bool = False,
-                         moe: bool = False, layer_seconds: float = 0.0) -> str:
+def resolve_compile_mode(
+    mode: str,
+    scope: str,
+    device: torch.device,
+    *,
+    packed: bool = False,
+    moe: bool = False,
+    layer_seconds: float = 0.0,
+) -> str:
     """torch.compile's mode (TrainConfig.compile_mode): as given; 'auto' is 'reduce-overhead' (the trunk replayed
     as CUDA graphs) for a solo dense run on CUDA whose step waits on the host, unless its scope is 'blocks', and
     'default' elsewhere. `layer_seconds`: one layer's forward and backward of one micro-batch at the device's
@@ -63,8 +69,13 @@ def resolve_compile_mode(mode: str, scope: str, device: torch.device, *, packed:
     blocks read their experts' sizes on the host each step. benchmarks/RESULTS.md has the numbers."""
     if mode != "auto":
         return mode
-    graphs = (device.type == "cuda" and not packed and not moe and scope != "blocks"
-              and layer_seconds < HOST_BOUND_LAYER_SECONDS)
+    graphs = (
+        device.type == "cuda"
+        and not packed
+        and not moe
+        and scope != "blocks"
+        and layer_seconds < HOST_BOUND_LAYER_SECONDS
+    )
     return "reduce-overhead" if graphs else "default"
 
 

@@ -57,7 +57,9 @@ class ProxyConfig:
             for name in ("top_k", "expert_hidden"):
                 _require_positive(name, getattr(self, name))
             if self.top_k > self.n_experts:
-                raise ConfigError(f"top_k={self.top_k} > n_experts={self.n_experts}: top_k must be <= n_experts")
+                raise ConfigError(
+                    f"top_k={self.top_k} > n_experts={self.n_experts}: top_k must be <= n_experts"
+                )
         else:
             _require_positive("mlp_hidden", self.mlp_hidden)
 
@@ -111,16 +113,35 @@ def _require_positive(name: str, value) -> None:
 def _paper_table2(d_model: int, n_heads: int, mlp_hidden: int) -> ProxyConfig:
     # Table 2: 32 layers, head size 64, init std 0.02, m_emb = m_residual = 1, m_width = d_model / 256.
     return ProxyConfig(
-        vocab_size=PAPER_VOCAB, d_model=d_model, n_layers=32, n_heads=n_heads, d_head=64,
-        mlp_hidden=mlp_hidden, seq_len=4096, d_base=256, init_std=0.02,
+        vocab_size=PAPER_VOCAB,
+        d_model=d_model,
+        n_layers=32,
+        n_heads=n_heads,
+        d_head=64,
+        mlp_hidden=mlp_hidden,
+        seq_len=4096,
+        d_base=256,
+        init_std=0.02,
     )
 
 
-def _paper_table4(d_model: int, n_layers: int, n_heads: int, n_kv_heads: int, m_residual: float, **mlp) -> ProxyConfig:
+def _paper_table4(
+    d_model: int, n_layers: int, n_heads: int, n_kv_heads: int, m_residual: float, **mlp
+) -> ProxyConfig:
     # Table 4: head size 64, init std 0.1, m_emb 12, d_base 256 (m_width 6 for d_model 1536, 4 for 1024).
     return ProxyConfig(
-        vocab_size=PAPER_VOCAB, d_model=d_model, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads,
-        d_head=64, seq_len=4096, d_base=256, init_std=0.1, m_emb=12.0, m_residual=m_residual, **mlp,
+        vocab_size=PAPER_VOCAB,
+        d_model=d_model,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        d_head=64,
+        seq_len=4096,
+        d_base=256,
+        init_std=0.1,
+        m_emb=12.0,
+        m_residual=m_residual,
+        **mlp,
     )
 
 

@@ -30,8 +30,19 @@ from powersweep.proxy_models.schedules import ScheduleConfig
 TRUNK = "trunk"  # the segment shared by every budget of a lineage, up to each fork
 DECAY = "decay"  # one budget's branch, from its fork to its last step
 TRAIN, EVAL = "train", "eval"  # a point's kind: a training step's loss, or the held-out loss evaluated there
-COLUMNS = ("segment", "budget", "fork_tokens", "kind", "step", "tokens", "lr", "loss_train", "loss_train_mean",
-           "mean_steps", "loss_eval")
+COLUMNS = (
+    "segment",
+    "budget",
+    "fork_tokens",
+    "kind",
+    "step",
+    "tokens",
+    "lr",
+    "loss_train",
+    "loss_train_mean",
+    "mean_steps",
+    "loss_eval",
+)
 
 
 @dataclass(frozen=True)
@@ -75,19 +86,36 @@ class CurveRecorder:
     `grid=None` it keeps nothing (curves off).
     """
 
-    def __init__(self, schedules: Sequence[ScheduleConfig], *, tokens_per_step: int, batch_size: int,
-                 total_tokens: float, grid: CurveGrid | None = DEFAULT_GRID):
+    def __init__(
+        self,
+        schedules: Sequence[ScheduleConfig],
+        *,
+        tokens_per_step: int,
+        batch_size: int,
+        total_tokens: float,
+        grid: CurveGrid | None = DEFAULT_GRID,
+    ):
         self.schedules, self.grid = list(schedules), grid
         self.tokens_per_step, self.batch_size = tokens_per_step, batch_size
         self._start(TRUNK, budget=math.nan, start_step=0, total_tokens=total_tokens)
 
     @classmethod
-    def for_run(cls, config, schedules: Sequence[ScheduleConfig] | None = None, *,
-                grid: CurveGrid | None = DEFAULT_GRID) -> CurveRecorder:
+    def for_run(
+        cls,
+        config,
+        schedules: Sequence[ScheduleConfig] | None = None,
+        *,
+        grid: CurveGrid | None = DEFAULT_GRID,
+    ) -> CurveRecorder:
         """The recorder of a trainer of `config` (a TrainConfig): its trunk runs to the configured budget."""
         tps = config.tokens_per_step
-        return cls(schedules or [config.schedule], tokens_per_step=tps, batch_size=config.batch_size,
-                   total_tokens=config.steps * tps, grid=grid)
+        return cls(
+            schedules or [config.schedule],
+            tokens_per_step=tps,
+            batch_size=config.batch_size,
+            total_tokens=config.steps * tps,
+            grid=grid,
+        )
 
     @property
     def variants(self) -> int:
@@ -100,14 +128,25 @@ class CurveRecorder:
         self._start(TRUNK, budget=math.nan, start_step=0, total_tokens=self.total_tokens)
 
     def _start(self, segment: str, *, budget: float, start_step: int, total_tokens: float) -> None:
-        self.segment, self.budget, self.start_step, self.total_tokens = segment, budget, start_step, total_tokens
+        self.segment, self.budget, self.start_step, self.total_tokens = (
+            segment,
+            budget,
+            start_step,
+            total_tokens,
+        )
         self.step, self.kept_step = start_step, -1  # the last step watched, the last train point's step
         self.next_step = start_step + self.grid.next_after(0) if self.grid else 0
-        self.columns: dict[str, list] = {name: [] for name in ("kind", "step", "lr", "loss", "mean", "n", "eval")}
+        self.columns: dict[str, list] = {
+            name: [] for name in ("kind", "step", "lr", "loss", "mean", "n", "eval")
+        }
         self._restart_mean()
 
     def _restart_mean(self) -> None:
-        self.loss_sum, self.mean_steps, self.last_loss = [0.0] * len(self.schedules), 0, [math.nan] * len(self.schedules)
+        self.loss_sum, self.mean_steps, self.last_loss = (
+            [0.0] * len(self.schedules),
+            0,
+            [math.nan] * len(self.schedules),
+        )
 
     def watch(self, loss: float | Sequence[float], *, tokens: int) -> None:
         """The loss (one per variant) of the step that ended at `tokens` seen; keeps a point on the grid."""
@@ -127,8 +166,12 @@ class CurveRecorder:
         tokens, self.kept_step = step * self.tokens_per_step, step
         self.columns["kind"].append(TRAIN)
         self.columns["step"].append(step)
-        self.columns["lr"].append([s.lr_at(tokens, total_tokens=self.total_tokens, batch_size=self.batch_size)
-                                   for s in self.schedules])
+        self.columns["lr"].append(
+            [
+                s.lr_at(tokens, total_tokens=self.total_tokens, batch_size=self.batch_size)
+                for s in self.schedules
+            ]
+        )
         self.columns["loss"].append(list(self.last_loss))
         self.columns["mean"].append([s / self.mean_steps for s in self.loss_sum])
         self.columns["n"].append(self.mean_steps)
@@ -146,8 +189,15 @@ class CurveRecorder:
         if self.grid is None:
             return
         nan = [math.nan] * len(self.schedules)
-        for name, value in (("kind", EVAL), ("step", step), ("lr", nan), ("loss", nan), ("mean", nan), ("n", 0),
-                            ("eval", list(losses))):
+        for name, value in (
+            ("kind", EVAL),
+            ("step", step),
+            ("lr", nan),
+            ("loss", nan),
+            ("mean", nan),
+            ("n", 0),
+            ("eval", list(losses)),
+        ):
             self.columns[name].append(value)
 
     def begin(self, budget: float, *, fork_step: int, total_tokens: float) -> None:
@@ -161,19 +211,40 @@ class CurveRecorder:
         eval points)."""
         c, tps = self.columns, self.tokens_per_step
         fork = math.nan if self.segment == TRUNK else float(self.start_step * tps)
-        return [{"segment": self.segment, "budget": self.budget, "fork_tokens": fork, "kind": kind, "step": step,
-                 "tokens": step * tps, "lr": lr[variant], "loss_train": loss[variant],
-                 "loss_train_mean": mean[variant], "mean_steps": n, "loss_eval": ev[variant]}
-                for kind, step, lr, loss, mean, n, ev in zip(c["kind"], c["step"], c["lr"], c["loss"], c["mean"],
-                                                             c["n"], c["eval"])]
+        return [
+            {
+                "segment": self.segment,
+                "budget": self.budget,
+                "fork_tokens": fork,
+                "kind": kind,
+                "step": step,
+                "tokens": step * tps,
+                "lr": lr[variant],
+                "loss_train": loss[variant],
+                "loss_train_mean": mean[variant],
+                "mean_steps": n,
+                "loss_eval": ev[variant],
+            }
+            for kind, step, lr, loss, mean, n, ev in zip(
+                c["kind"], c["step"], c["lr"], c["loss"], c["mean"], c["n"], c["eval"]
+            )
+        ]
 
     def state_dict(self) -> dict:
         """Plain lists and numbers (loads with torch.load(weights_only=True))."""
-        return {"segment": self.segment, "budget": self.budget, "start_step": self.start_step,
-                "total_tokens": float(self.total_tokens), "step": self.step, "next_step": self.next_step,
-                "kept_step": self.kept_step,
-                "columns": {k: list(v) for k, v in self.columns.items()}, "loss_sum": list(self.loss_sum),
-                "mean_steps": self.mean_steps, "last_loss": list(self.last_loss)}
+        return {
+            "segment": self.segment,
+            "budget": self.budget,
+            "start_step": self.start_step,
+            "total_tokens": float(self.total_tokens),
+            "step": self.step,
+            "next_step": self.next_step,
+            "kept_step": self.kept_step,
+            "columns": {k: list(v) for k, v in self.columns.items()},
+            "loss_sum": list(self.loss_sum),
+            "mean_steps": self.mean_steps,
+            "last_loss": list(self.last_loss),
+        }
 
     def load_state_dict(self, state: dict | None, *, step: int = 0) -> None:
         """Restore `state_dict()`; None (a checkpoint saved before curves existed) starts an empty trunk curve
@@ -184,7 +255,11 @@ class CurveRecorder:
             self.next_step = self.grid.next_after(step) if self.grid else 0
             return
         self.segment, self.budget, self.start_step = state["segment"], state["budget"], state["start_step"]
-        self.total_tokens, self.step, self.next_step = state["total_tokens"], state["step"], state["next_step"]
+        self.total_tokens, self.step, self.next_step = (
+            state["total_tokens"],
+            state["step"],
+            state["next_step"],
+        )
         self.kept_step = state["kept_step"]
         self.columns = {k: list(v) for k, v in state["columns"].items()}
         self.loss_sum, self.mean_steps = list(state["loss_sum"]), state["mean_steps"]

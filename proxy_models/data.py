@@ -27,13 +27,13 @@ import platform
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence
+from typing import BinaryIO
 
 import numpy as np
 import torch
-
 from powersweep.proxy_models.config import BYTE_VOCAB
 from powersweep.proxy_models.run_config import DataConfig, DataError, require_int
 
@@ -60,7 +60,9 @@ class TokenCorpus:
         for split in ("train", "eval"):
             ids = getattr(self, split)
             if not isinstance(ids, np.ndarray) or ids.ndim != 1 or ids.dtype.kind not in "iu":
-                raise DataError(f"corpus {self.name!r}: {split} must be a 1-D integer numpy array, got {ids!r:.80}")
+                raise DataError(
+                    f"corpus {self.name!r}: {split} must be a 1-D integer numpy array, got {ids!r:.80}"
+                )
             if ids.size == 0:
                 raise DataError(f"corpus {self.name!r} has 0 {split} tokens: use a larger corpus")
             _check_ids(f"the {split} split of corpus {self.name!r}", ids, self.vocab_size)
@@ -90,10 +92,14 @@ class HFTokenizer:
         try:
             from tokenizers import Tokenizer
         except ImportError as exc:
-            raise DataError(f"tokenizer={path!r} needs the 'tokenizers' package: pip install "
-                            "'powersweep[tokenizers]', or drop tokenizer to use bytes") from exc
+            raise DataError(
+                f"tokenizer={path!r} needs the 'tokenizers' package: pip install "
+                "'powersweep[tokenizers]', or drop tokenizer to use bytes"
+            ) from exc
         if not os.path.isfile(path):
-            raise DataError(f"tokenizer={path!r}: no such file; give the path to a tokenizer.json or None for bytes")
+            raise DataError(
+                f"tokenizer={path!r}: no such file; give the path to a tokenizer.json or None for bytes"
+            )
         raw = Path(path).read_bytes()
         try:
             self._tokenizer = Tokenizer.from_str(raw.decode("utf-8"))
@@ -108,7 +114,9 @@ class HFTokenizer:
 
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         dtype = _storage_dtype(self.vocab_size)
-        return [np.asarray(encoding.ids, dtype=dtype) for encoding in self._tokenizer.encode_batch(list(texts))]
+        return [
+            np.asarray(encoding.ids, dtype=dtype) for encoding in self._tokenizer.encode_batch(list(texts))
+        ]
 
     def decode(self, ids) -> str:
         return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
@@ -131,24 +139,30 @@ def load_corpus(config: DataConfig) -> TokenCorpus:
     return _load_text(config)
 
 
-def train_batch(corpus: TokenCorpus, *, step: int, batch_size: int, seq_len: int,
-                seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def train_batch(
+    corpus: TokenCorpus, *, step: int, batch_size: int, seq_len: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch `step` of a run seeded `seed`: `batch_size` windows at random offsets of the train split.
 
     A pure function of (seed, step): the offsets come from numpy.random.default_rng([seed, step]), so steps
     can be drawn in any order (resume, fork) with no loader state. Returns int64 tensors (x, y), each
     (batch_size, seq_len), where y is x shifted left by one token.
     """
-    for name, value, minimum in (("step", step, 0), ("seed", seed, 0), ("batch_size", batch_size, 1),
-                                 ("seq_len", seq_len, 1)):
+    for name, value, minimum in (
+        ("step", step, 0),
+        ("seed", seed, 0),
+        ("batch_size", batch_size, 1),
+        ("seq_len", seq_len, 1),
+    ):
         require_int(name, value, minimum=minimum)
     _require_tokens(corpus, "train", seq_len, windows=MIN_TRAIN_WINDOWS)
     offsets = np.random.default_rng([seed, step]).integers(0, len(corpus.train) - seq_len, size=batch_size)
     return _windows(corpus.train, offsets, seq_len)
 
 
-def eval_batches(corpus: TokenCorpus, *, seq_len: int, batch_size: int,
-                 eval_tokens: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def eval_batches(
+    corpus: TokenCorpus, *, seq_len: int, batch_size: int, eval_tokens: int | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The fixed held-out set: the same windows of the eval split for every run, as (x, y) int64 batches.
 
     floor(eval_tokens / seq_len) non-overlapping windows (None = as many as the eval split holds), spread
@@ -171,8 +185,10 @@ def check_windows(corpus: TokenCorpus, *, seq_len: int, eval_tokens: int | None 
     _require_tokens(corpus, "train", seq_len, windows=MIN_TRAIN_WINDOWS)
     _require_tokens(corpus, "eval", seq_len, windows=1)
     if eval_tokens is not None and eval_tokens < seq_len:
-        raise DataError(f"eval_tokens={eval_tokens} is less than one eval window of seq_len={seq_len} tokens: "
-                        f"raise train.data.eval_tokens to at least {seq_len}")
+        raise DataError(
+            f"eval_tokens={eval_tokens} is less than one eval window of seq_len={seq_len} tokens: "
+            f"raise train.data.eval_tokens to at least {seq_len}"
+        )
 
 
 def embedded_files(config: DataConfig | None = None) -> tuple[list[str], list[str]]:
@@ -202,7 +218,9 @@ def write_token_file(path: str | os.PathLike, tokens, *, vocab_size: int, dtype:
     _check_token_format(f"write_token_file({path!r})", dtype, vocab_size)
     ids = np.asarray(tokens)
     if ids.ndim != 1 or ids.dtype.kind not in "iu":
-        raise DataError(f"tokens for {path!r} must be a 1-D integer array, got dtype {ids.dtype}, shape {ids.shape}")
+        raise DataError(
+            f"tokens for {path!r} must be a 1-D integer array, got dtype {ids.dtype}, shape {ids.shape}"
+        )
     _check_ids(f"tokens for {path!r}", ids, vocab_size)
     _atomic_write(path, lambda stream: ids.astype(dtype, copy=False).tofile(stream))
     sidecar = json.dumps({"dtype": dtype, "vocab_size": vocab_size}).encode()
@@ -217,8 +235,9 @@ def _load_text(config: DataConfig) -> TokenCorpus:
         ids = _encode(tokenizer, [_read_text(path) for path in files.values()])
         cut = _tail_cut(len(ids), config.eval_fraction)
         return _make_corpus(ids[:cut], ids[cut:], tokenizer.vocab_size, name)
-    train_names, eval_names = _split_by_name({key: os.path.getsize(path) for key, path in files.items()},
-                                             config.eval_fraction)
+    train_names, eval_names = _split_by_name(
+        {key: os.path.getsize(path) for key, path in files.items()}, config.eval_fraction
+    )
     train = _encode(tokenizer, [_read_text(files[key]) for key in train_names])
     held_out = _encode(tokenizer, [_read_text(files[key]) for key in eval_names])
     return _make_corpus(train, held_out, tokenizer.vocab_size, name)
@@ -235,8 +254,10 @@ def _text_files(source: str) -> dict[str, str]:
     elif any(char in source for char in "*?["):
         files = {p: p for p in glob.glob(source, recursive=True) if os.path.isfile(p)}
     else:
-        raise DataError(f"source={source!r}: no such file or directory; give 'embedded', a text file/dir/glob "
-                        "or a .bin token file")
+        raise DataError(
+            f"source={source!r}: no such file or directory; give 'embedded', a text file/dir/glob "
+            "or a .bin token file"
+        )
     if not files:
         raise DataError(f"source={source!r} holds no files: point it at utf-8 text files")
     return dict(sorted(files.items()))
@@ -250,23 +271,31 @@ def _read_text(path: str) -> str:
     try:
         return Path(path).read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path!r} is not utf-8 text (bad byte at offset {exc.start}): convert it, leave it out "
-                        "with a glob such as 'dir/**/*.txt', or pre-tokenize it into a .bin token file") from exc
+        raise DataError(
+            f"{path!r} is not utf-8 text (bad byte at offset {exc.start}): convert it, leave it out "
+            "with a glob such as 'dir/**/*.txt', or pre-tokenize it into a .bin token file"
+        ) from exc
 
 
 def _load_token_file(config: DataConfig) -> TokenCorpus:
     path = config.source
     if config.tokenizer is not None:
-        raise DataError(f"tokenizer={config.tokenizer!r} with the pre-tokenized source={path!r}: its sidecar "
-                        "already fixes the vocabulary; drop tokenizer")
+        raise DataError(
+            f"tokenizer={config.tokenizer!r} with the pre-tokenized source={path!r}: its sidecar "
+            "already fixes the vocabulary; drop tokenizer"
+        )
     if not os.path.isfile(path):
-        raise DataError(f"source={path!r}: no such token file; write one with "
-                        "write_token_file(path, tokens, vocab_size=N)")
+        raise DataError(
+            f"source={path!r}: no such token file; write one with "
+            "write_token_file(path, tokens, vocab_size=N)"
+        )
     dtype, vocab_size = _read_sidecar(path)
     size, itemsize = os.path.getsize(path), np.dtype(dtype).itemsize
     if size == 0 or size % itemsize:
-        raise DataError(f"token file {path!r} has {size} bytes, not a positive multiple of {itemsize} "
-                        f"({dtype}, from its sidecar): the file is empty or truncated, or the sidecar dtype is wrong")
+        raise DataError(
+            f"token file {path!r} has {size} bytes, not a positive multiple of {itemsize} "
+            f"({dtype}, from its sidecar): the file is empty or truncated, or the sidecar dtype is wrong"
+        )
     ids = np.asarray(np.memmap(path, dtype=dtype, mode="r"))  # a plain ndarray view of the mapped file
     cut = _tail_cut(len(ids), config.eval_fraction)
     return _make_corpus(ids[:cut], ids[cut:], vocab_size, path)
@@ -275,15 +304,19 @@ def _load_token_file(config: DataConfig) -> TokenCorpus:
 def _read_sidecar(path: str) -> tuple[str, int]:
     sidecar = path + ".json"
     if not os.path.isfile(sidecar):
-        raise DataError(f"token file {path!r} has no sidecar {sidecar!r}: write "
-                        '{"dtype": "uint16", "vocab_size": N} there, or create both with write_token_file')
+        raise DataError(
+            f"token file {path!r} has no sidecar {sidecar!r}: write "
+            '{"dtype": "uint16", "vocab_size": N} there, or create both with write_token_file'
+        )
     try:
         meta = json.loads(Path(sidecar).read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"sidecar {sidecar!r} is not valid JSON ({exc})") from exc
     if not isinstance(meta, dict) or set(meta) != {"dtype", "vocab_size"}:
-        raise DataError(f"sidecar {sidecar!r} holds {meta!r:.200}: it must be an object with exactly the keys "
-                        "'dtype' and 'vocab_size'")
+        raise DataError(
+            f"sidecar {sidecar!r} holds {meta!r:.200}: it must be an object with exactly the keys "
+            "'dtype' and 'vocab_size'"
+        )
     _check_token_format(f"sidecar {sidecar!r}", meta["dtype"], meta["vocab_size"])
     return meta["dtype"], meta["vocab_size"]
 
@@ -293,7 +326,9 @@ def _check_token_format(where: str, dtype, vocab_size) -> None:
         raise DataError(f"{where}: dtype={dtype!r} is not supported; use one of {list(TOKEN_DTYPES)}")
     limit = np.iinfo(dtype).max + 1
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not 0 < vocab_size <= limit:
-        raise DataError(f"{where}: vocab_size={vocab_size!r} must be an integer in [1, {limit}] for dtype {dtype}")
+        raise DataError(
+            f"{where}: vocab_size={vocab_size!r} must be an integer in [1, {limit}] for dtype {dtype}"
+        )
 
 
 def _load_embedded(config: DataConfig) -> TokenCorpus:
@@ -305,9 +340,12 @@ def _load_embedded(config: DataConfig) -> TokenCorpus:
     if cached is not None:
         return cached
     train_names, eval_names = _split_by_name(dict(files), config.eval_fraction)
-    corpus = _make_corpus(_encode_stdlib(tokenizer, train_names), _encode_stdlib(tokenizer, eval_names),
-                          tokenizer.vocab_size, _describe(f"embedded python-{platform.python_version()} stdlib",
-                                                          tokenizer))
+    corpus = _make_corpus(
+        _encode_stdlib(tokenizer, train_names),
+        _encode_stdlib(tokenizer, eval_names),
+        tokenizer.vocab_size,
+        _describe(f"embedded python-{platform.python_version()} stdlib", tokenizer),
+    )
     _write_cache(stem, key, corpus, train_names, eval_names)
     return corpus
 
@@ -322,11 +360,15 @@ def _stdlib_files(max_bytes: int) -> list[tuple[str, int]]:
         kept.append((name, size))
         total += size
     if not found:
-        raise DataError(f"no Python source files under {str(stdlib_root())!r}: this Python ships without its "
-                        "standard-library sources; use a text or .bin token file as source")
+        raise DataError(
+            f"no Python source files under {str(stdlib_root())!r}: this Python ships without its "
+            "standard-library sources; use a text or .bin token file as source"
+        )
     if len(kept) < 2:
-        raise DataError(f"max_bytes={max_bytes} keeps {len(kept)} of {len(found)} standard-library files, and a "
-                        f"train/eval split by file needs 2: raise max_bytes (the default is 16_000_000)")
+        raise DataError(
+            f"max_bytes={max_bytes} keeps {len(kept)} of {len(found)} standard-library files, and a "
+            f"train/eval split by file needs 2: raise max_bytes (the default is 16_000_000)"
+        )
     return kept
 
 
@@ -341,15 +383,23 @@ def _walk_sources(root: Path):
 
 def _encode_stdlib(tokenizer, names: list[str]) -> np.ndarray:
     root = stdlib_root()
-    return _encode(tokenizer, [(root / name).read_bytes().decode("utf-8", errors="replace") for name in names])
+    return _encode(
+        tokenizer, [(root / name).read_bytes().decode("utf-8", errors="replace") for name in names]
+    )
 
 
 def _cache_key(config: DataConfig, tokenizer, files: list[tuple[str, int]]) -> dict:
     """Everything the embedded corpus depends on; a changed stdlib file list or size gives a new key."""
     listing = "\n".join(f"{name}\t{size}" for name, size in files).encode()
-    return {"format": CACHE_FORMAT, "python": sys.version, "stdlib": str(stdlib_root()),
-            "max_bytes": config.max_bytes, "eval_fraction": config.eval_fraction,
-            "tokenizer": tokenizer.fingerprint, "files": _digest(listing)}
+    return {
+        "format": CACHE_FORMAT,
+        "python": sys.version,
+        "stdlib": str(stdlib_root()),
+        "max_bytes": config.max_bytes,
+        "eval_fraction": config.eval_fraction,
+        "tokenizer": tokenizer.fingerprint,
+        "files": _digest(listing),
+    }
 
 
 def _cache_dir() -> Path:
@@ -368,11 +418,20 @@ def _read_cache(stem: Path, key: dict) -> TokenCorpus | None:
         return None
 
 
-def _write_cache(stem: Path, key: dict, corpus: TokenCorpus, train_names: list[str], eval_names: list[str]) -> None:
+def _write_cache(
+    stem: Path, key: dict, corpus: TokenCorpus, train_names: list[str], eval_names: list[str]
+) -> None:
     """Store `corpus` under `stem`; the JSON sidecar goes last, so its presence marks a complete entry."""
-    meta = {"key": key, "name": corpus.name, "vocab_size": corpus.vocab_size, "fingerprint": corpus.fingerprint,
-            "train_tokens": len(corpus.train), "eval_tokens": len(corpus.eval),
-            "train_files": train_names, "eval_files": eval_names}
+    meta = {
+        "key": key,
+        "name": corpus.name,
+        "vocab_size": corpus.vocab_size,
+        "fingerprint": corpus.fingerprint,
+        "train_tokens": len(corpus.train),
+        "eval_tokens": len(corpus.eval),
+        "train_files": train_names,
+        "eval_files": eval_names,
+    }
     try:
         stem.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(f"{stem}.train.npy", lambda stream: np.save(stream, corpus.train))
@@ -431,8 +490,10 @@ def _describe(source: str, tokenizer) -> str:
 
 def _make_corpus(train: np.ndarray, held_out: np.ndarray, vocab_size: int, name: str) -> TokenCorpus:
     if len(train) == 0 or len(held_out) == 0:
-        raise DataError(f"corpus {name!r} has {len(train)} train and {len(held_out)} eval tokens: both splits "
-                        "need tokens; use a larger corpus or a larger eval_fraction")
+        raise DataError(
+            f"corpus {name!r} has {len(train)} train and {len(held_out)} eval tokens: both splits "
+            "need tokens; use a larger corpus or a larger eval_fraction"
+        )
     return TokenCorpus(train, held_out, vocab_size, name, _fingerprint(train, held_out, vocab_size))
 
 
@@ -452,7 +513,7 @@ def _hash_chunks(ids: np.ndarray):
         return
     width = (64 << 10) // ids.itemsize
     for start in np.linspace(0, len(ids) - width, HASH_SAMPLES).astype(np.int64):
-        yield np.ascontiguousarray(ids[start:start + width]).data
+        yield np.ascontiguousarray(ids[start : start + width]).data
 
 
 def _digest(data: bytes) -> str:
@@ -469,7 +530,9 @@ def _eval_starts(length: int, seq_len: int, eval_tokens: int | None) -> np.ndarr
     """Start offsets of the eval windows: evenly spread, non-overlapping inputs, last target in range."""
     usable = length - 1  # the last token is only ever a target
     count = min(eval_tokens or usable, usable) // seq_len
-    stride = (usable - seq_len) // (count - 1) if count > 1 else 0  # >= seq_len, since count * seq_len <= usable
+    stride = (
+        (usable - seq_len) // (count - 1) if count > 1 else 0
+    )  # >= seq_len, since count * seq_len <= usable
     return np.arange(count, dtype=np.int64) * stride
 
 
@@ -478,9 +541,11 @@ def _require_tokens(corpus: TokenCorpus, split: str, seq_len: int, *, windows: i
     have, need = len(getattr(corpus, split)), windows * (seq_len + 1)
     if have < need:
         fix = "a larger eval_fraction, " if split == "eval" else ""
-        raise DataError(f"corpus {corpus.name!r} has {have} {split} tokens; seq_len={seq_len} needs at least "
-                        f"{need} ({windows} window{'s' * (windows > 1)}): use a larger corpus, {fix}"
-                        "or a shorter seq_len")
+        raise DataError(
+            f"corpus {corpus.name!r} has {have} {split} tokens; seq_len={seq_len} needs at least "
+            f"{need} ({windows} window{'s' * (windows > 1)}): use a larger corpus, {fix}"
+            "or a shorter seq_len"
+        )
 
 
 def _check_ids(what: str, ids: np.ndarray, vocab_size: int) -> None:
@@ -490,6 +555,8 @@ def _check_ids(what: str, ids: np.ndarray, vocab_size: int) -> None:
         return
     low, high = int(ids.min()), int(ids.max())
     if low < 0 or high >= vocab_size:
-        raise DataError(f"{what} holds token id {low if low < 0 else high}, outside [0, vocab_size={vocab_size}): "
-                        "the ids come from a larger vocabulary; fix vocab_size (e.g. in the token-file sidecar) "
-                        "or re-tokenize with the matching tokenizer")
+        raise DataError(
+            f"{what} holds token id {low if low < 0 else high}, outside [0, vocab_size={vocab_size}): "
+            "the ids come from a larger vocabulary; fix vocab_size (e.g. in the token-file sidecar) "
+            "or re-tokenize with the matching tokenizer"
+        )

@@ -15,7 +15,6 @@ import inspect
 
 import torch
 import torch.nn.functional as F
-
 from powersweep.proxy_models.memory import chunk_tokens_for, fused_chunking
 from powersweep.proxy_models.run_config import HEADS
 
@@ -47,8 +46,15 @@ def resolve_head(head: str, *, n_tokens: int, vocab_size: int, device: torch.dev
     return "chunked" if n_tokens > chunk_tokens_for(vocab_size) else "full"
 
 
-def head_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, scale: float, head: str,
-              chunk_tokens: int = 0) -> torch.Tensor:
+def head_loss(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    scale: float,
+    head: str,
+    chunk_tokens: int = 0,
+) -> torch.Tensor:
     """Mean cross-entropy of softmax(scale * h @ weight.T) at `targets`. h: (N, d), weight: (V, d), targets (N,).
 
     `head` is one of 'full', 'chunked', 'fused' (resolved: see `resolve_head`); chunk_tokens 0 = CHUNK_BYTES.
@@ -77,11 +83,19 @@ def fused_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *, 
     off and explicit dtypes: liger's matmuls do not cast mixed inputs themselves.
     """
     dtype = _matmul_dtype(h)
-    chunk_mem_const, _ = fused_chunking(targets.numel(), weight.shape[0], weight.shape[1], compute_bytes=dtype.itemsize)
+    chunk_mem_const, _ = fused_chunking(
+        targets.numel(), weight.shape[0], weight.shape[1], compute_bytes=dtype.itemsize
+    )
     with torch.autocast("cuda", enabled=False):
         # fp32 accumulation of the weight's gradient over chunks; bf16 would round each chunk's share away.
-        return liger_loss()((h * scale).to(dtype), weight.to(dtype), targets, reduction="mean",
-                            accum_dtype=torch.float32, chunk_mem_const=chunk_mem_const)
+        return liger_loss()(
+            (h * scale).to(dtype),
+            weight.to(dtype),
+            targets,
+            reduction="mean",
+            accum_dtype=torch.float32,
+            chunk_mem_const=chunk_mem_const,
+        )
 
 
 def _loss_dtype(logits: torch.Tensor) -> torch.dtype:
@@ -122,14 +136,14 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         grad_w = torch.zeros_like(weight, dtype=torch.promote_types(weight.dtype, torch.float32))
         total = h.new_zeros((), dtype=torch.promote_types(h.dtype, torch.float32))
         for start in range(0, n, chunk):
-            h_c, y_c = h[start:start + chunk], targets[start:start + chunk]
+            h_c, y_c = h[start : start + chunk], targets[start : start + chunk]
             z = _chunk_logits(h_c, weight, scale)  # (c, V)
             lse = z.logsumexp(dim=-1)  # (c,)
             total += (lse - z.gather(1, y_c[:, None]).squeeze(1)).sum()
             grad_z = z.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
             grad_z[torch.arange(len(y_c), device=z.device), y_c] -= 1
             grad_z = grad_z.mul_(scale / n).to(mm_dtype)
-            grad_h[start:start + chunk] = grad_z @ weight.to(grad_z.dtype)
+            grad_h[start : start + chunk] = grad_z @ weight.to(grad_z.dtype)
             grad_w += grad_z.T @ h_c.to(grad_z.dtype)
         ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
         return total / n

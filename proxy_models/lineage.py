@@ -55,8 +55,13 @@ class Attempt:
 def _work(trainer) -> tuple[int, float, float, float, float]:
     """Steps, training seconds, eval seconds, checkpoint seconds and first-step seconds a Trainer or
     PackedTrainer has spent so far."""
-    return (trainer.steps_trained, trainer.seconds_trained, trainer.eval_seconds, trainer.checkpoint_seconds,
-            trainer.first_step_seconds)
+    return (
+        trainer.steps_trained,
+        trainer.seconds_trained,
+        trainer.eval_seconds,
+        trainer.checkpoint_seconds,
+        trainer.first_step_seconds,
+    )
 
 
 def train_lineage(
@@ -90,11 +95,15 @@ def train_lineage(
     always with the same key (segment, budget, kind, step). `curve_grid` None keeps no points.
     """
     trunk = replace(config, tokens=max(budgets))
-    rows = _drive(_with_grid(lambda: Trainer(trunk, corpus=corpus), curve_grid),
-                  plan_branches(config, budgets), _at_steps(config, budgets, trunk_at),
-                  _Progress(checkpoint_dir, attempt or Attempt(), redo),
-                  on_result=on_result and (lambda _, row: on_result(row)), every=checkpoint_every_steps,
-                  on_curve=on_curve and (lambda _, points: on_curve(points)))
+    rows = _drive(
+        _with_grid(lambda: Trainer(trunk, corpus=corpus), curve_grid),
+        plan_branches(config, budgets),
+        _at_steps(config, budgets, trunk_at),
+        _Progress(checkpoint_dir, attempt or Attempt(), redo),
+        on_result=on_result and (lambda _, row: on_result(row)),
+        every=checkpoint_every_steps,
+        on_curve=on_curve and (lambda _, points: on_curve(points)),
+    )
     return rows[0]
 
 
@@ -122,10 +131,16 @@ def train_packed_lineage(
     variant i's curve points."""
     config = replace(config, schedule=schedules[0], tokens=max(budgets))
     corpus = corpus if corpus is not None else load_corpus(config.data)  # once, not per trunk restart
-    return _drive(_with_grid(lambda: PackedTrainer(config, schedules, seeds=seeds, corpus=corpus), curve_grid),
-                  plan_branches(config, budgets), _at_steps(config, budgets, trunk_at),
-                  _Progress(checkpoint_dir, attempt or Attempt(), redo),
-                  k=len(schedules), on_result=on_result, every=checkpoint_every_steps, on_curve=on_curve)
+    return _drive(
+        _with_grid(lambda: PackedTrainer(config, schedules, seeds=seeds, corpus=corpus), curve_grid),
+        plan_branches(config, budgets),
+        _at_steps(config, budgets, trunk_at),
+        _Progress(checkpoint_dir, attempt or Attempt(), redo),
+        k=len(schedules),
+        on_result=on_result,
+        every=checkpoint_every_steps,
+        on_curve=on_curve,
+    )
 
 
 def _with_grid(new_trainer: Callable, grid: CurveGrid | None) -> Callable:
@@ -137,6 +152,7 @@ def _with_grid(new_trainer: Callable, grid: CurveGrid | None) -> Callable:
         trainer = new_trainer()
         trainer.curve.set_grid(grid)
         return trainer
+
     return new
 
 
@@ -163,9 +179,17 @@ def _events(branches: list[Branch], at_steps: Sequence[int], tokens_per_step: in
     return sorted(trunk + finals, key=lambda e: (e.step, e.phase == "final"))
 
 
-def _drive(new_trainer: Callable, branches: list[Branch], at_steps: Sequence[int], done: _Progress, *,
-           k: int = 1, on_result: Callable | None, every: int,
-           on_curve: Callable | None = None) -> list[list[RunResult]]:
+def _drive(
+    new_trainer: Callable,
+    branches: list[Branch],
+    at_steps: Sequence[int],
+    done: _Progress,
+    *,
+    k: int = 1,
+    on_result: Callable | None,
+    every: int,
+    on_curve: Callable | None = None,
+) -> list[list[RunResult]]:
     """Walk the trunk through every event not yet recorded; returns each variant's budget rows (ascending).
 
     `new_trainer()` gives a Trainer or a PackedTrainer: both offer train_to, state_dict / load_state_dict,
@@ -176,13 +200,23 @@ def _drive(new_trainer: Callable, branches: list[Branch], at_steps: Sequence[int
         if done.has(event, k):
             continue
         if trainer.step > event.step:
-            if event.branch is None and not done.lost(event):  # no state left to evaluate: the trunk is past it
+            if event.branch is None and not done.lost(
+                event
+            ):  # no state left to evaluate: the trunk is past it
                 continue
-            trainer = new_trainer()  # the checkpointed trunk is past this fork (or lost trunk row): start again
+            trainer = (
+                new_trainer()
+            )  # the checkpointed trunk is past this fork (or lost trunk row): start again
         before = _work(trainer)
-        trainer.train_to(event.step, total_tokens=trunk_total, checkpoint_path=done.trunk_path,
-                         checkpoint_every_steps=every)
-        rows, curves = _run_branch(trainer, event.branch) if event.branch else _trunk_rows(trainer, event.tokens)
+        trainer.train_to(
+            event.step,
+            total_tokens=trunk_total,
+            checkpoint_path=done.trunk_path,
+            checkpoint_every_steps=every,
+        )
+        rows, curves = (
+            _run_branch(trainer, event.branch) if event.branch else _trunk_rows(trainer, event.tokens)
+        )
         done.attempt.add(before, trainer)
         start = time.perf_counter()
         for i, points in enumerate(curves if on_curve is not None else ()):

@@ -24,15 +24,27 @@ from dataclasses import dataclass
 from powersweep.proxy_models.config import ConfigError, ProxyConfig
 
 GIB = 2**30
-CHUNK_BYTES = 64 * 2**20  # fp32 logits of one chunk of the chunked head: 64 MiB keeps its matmuls large, its memory small
+CHUNK_BYTES = (
+    64 * 2**20
+)  # fp32 logits of one chunk of the chunked head: 64 MiB keeps its matmuls large, its memory small
 # Logits (compute dtype) of one chunk of the fused head. liger-kernel's own default bounds a chunk's logits by
 # the size of its input, V / d_model chunks per step: 384 for paper-12m (d_model 128), each a handful of small
 # kernels, which left the step waiting on the host (benchmarks/RESULTS.md, "GPU"). 1 GiB makes it a few chunks.
 FUSED_CHUNK_BYTES = 2**30
 USABLE_FRACTION = 0.9  # of free device memory: the allocator's fragmentation and cuBLAS/cuDNN workspaces
 CUDA_CONTEXT_BYTES = GIB  # what the CUDA context and kernels' code take before any tensor
-_UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
-          "tib": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1e3,
+    "mb": 1e6,
+    "gb": 1e9,
+    "tb": 1e12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 
 @dataclass(frozen=True)
@@ -76,7 +88,9 @@ def layer_activation_bytes(cfg: ProxyConfig, *, compute_bytes: int, residual_byt
     """Bytes one block saves for backward, per token."""
     d, hd, h, kv = cfg.d_model, cfg.d_head, cfg.n_heads, cfg.kv_heads
     norms = 2 * d * (residual_bytes + compute_bytes)  # norm inputs (residual stream) and cast outputs
-    attention = compute_bytes * hd * (h + 2 * kv + h + kv + 2 * h) + 4 * h  # q,kv; rotated q,k; out, copy; lse
+    attention = (
+        compute_bytes * hd * (h + 2 * kv + h + kv + 2 * h) + 4 * h
+    )  # q,kv; rotated q,k; out, copy; lse
     if cfg.is_moe:  # each token's top_k copies: gathered rows, [gate | up], silu, product; router logits
         mlp = cfg.top_k * compute_bytes * (d + 4 * cfg.expert_hidden) + 4 * cfg.n_experts
     else:
@@ -92,8 +106,9 @@ def fused_chunking(tokens: int, vocab_size: int, d_model: int, *, compute_bytes:
 
 
 @functools.lru_cache(maxsize=256)
-def _fused_chunking(tokens: int, vocab_size: int, d_model: int, compute_bytes: int, chunk_bytes: int
-                    ) -> tuple[int, int]:
+def _fused_chunking(
+    tokens: int, vocab_size: int, d_model: int, compute_bytes: int, chunk_bytes: int
+) -> tuple[int, int]:
     most_rows = max(1, chunk_bytes // (vocab_size * compute_bytes))
     for c in range(-(-vocab_size // d_model), 0, -1):  # from one part down; fewer parts, bigger chunks
         rows = _liger_chunk_rows(tokens, vocab_size, d_model, c)
@@ -107,8 +122,9 @@ def _liger_chunk_rows(tokens: int, vocab_size: int, d_model: int, chunk_mem_cons
     return min(tokens, 1 << (-(-tokens // parts) - 1).bit_length())
 
 
-def head_bytes(cfg: ProxyConfig, tokens: int, *, head: str, compute_bytes: int, residual_bytes: int,
-               variants: int = 1) -> int:
+def head_bytes(
+    cfg: ProxyConfig, tokens: int, *, head: str, compute_bytes: int, residual_bytes: int, variants: int = 1
+) -> int:
     """Bytes of the output head's buffers for `tokens` tokens on path `head` (full, chunked or fused). Packed
     `variants` run their heads one after another: each keeps its gradients (or logits) for backward, while
     one chunk of logits exists at a time."""
@@ -122,8 +138,16 @@ def head_bytes(cfg: ProxyConfig, tokens: int, *, head: str, compute_bytes: int, 
     return variants * (tokens * d * residual_bytes + v * d * 4) + chunk * v * (4 + 2 * compute_bytes)
 
 
-def step_memory(cfg: ProxyConfig, *, micro_batch_size: int, compute_bytes: int = 2, param_bytes: int = 4,
-                activation_checkpointing: bool = False, head: str = "fused", variants: int = 1) -> StepMemory:
+def step_memory(
+    cfg: ProxyConfig,
+    *,
+    micro_batch_size: int,
+    compute_bytes: int = 2,
+    param_bytes: int = 4,
+    activation_checkpointing: bool = False,
+    head: str = "fused",
+    variants: int = 1,
+) -> StepMemory:
     """Estimated peak bytes of one step of `cfg` at `micro_batch_size` sequences of cfg.seq_len tokens.
 
     compute_bytes: 2 under bf16 autocast, else param_bytes; head: 'full', 'chunked' or 'fused'. `variants`
@@ -140,12 +164,17 @@ def step_memory(cfg: ProxyConfig, *, micro_batch_size: int, compute_bytes: int =
     else:
         saved = tokens * cfg.n_layers * layer
     saved += 3 * tokens * cfg.d_model * param_bytes  # embedding output, final norm's input and output
-    head_buffers = head_bytes(cfg, tokens, head=head, compute_bytes=compute_bytes, residual_bytes=param_bytes,
-                              variants=variants)
+    head_buffers = head_bytes(
+        cfg, tokens, head=head, compute_bytes=compute_bytes, residual_bytes=param_bytes, variants=variants
+    )
     # A pack's backward hands back every gradient before they are added into its (K, P) buffer.
     handed_back = variants * params * param_bytes if variants > 1 else 0
-    return StepMemory(state=variants * (4 * params * param_bytes + casts), activations=variants * saved,
-                      head=head_buffers, transient=variants * tokens * layer + handed_back)
+    return StepMemory(
+        state=variants * (4 * params * param_bytes + casts),
+        activations=variants * saved,
+        head=head_buffers,
+        transient=variants * tokens * layer + handed_back,
+    )
 
 
 def trunk_copy_bytes(cfg: ProxyConfig, *, variants: int = 1, param_bytes: int = 4) -> int:
@@ -163,8 +192,9 @@ def divisors_descending(n: int) -> list[int]:
     return [k for k in range(n, 0, -1) if n % k == 0]
 
 
-def choose_micro_batch(cfg: ProxyConfig, *, batch_size: int, budget_bytes: int, checkpointing: str = "auto",
-                       **precision) -> MicroBatchChoice:
+def choose_micro_batch(
+    cfg: ProxyConfig, *, batch_size: int, budget_bytes: int, checkpointing: str = "auto", **precision
+) -> MicroBatchChoice:
     """The largest divisor of batch_size whose step fits `budget_bytes`; with checkpointing 'auto' the
     blocks are checkpointed only when no micro-batch fits without ('on' and 'off' force it).
 

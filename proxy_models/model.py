@@ -13,12 +13,10 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from torch.utils.checkpoint import checkpoint
-
 from powersweep.proxy_models.config import ProxyConfig
 from powersweep.proxy_models.head import head_loss, resolve_head
 from powersweep.proxy_models.moe import MoEMLP
+from torch.utils.checkpoint import checkpoint
 
 
 def rope_tables(seq_len: int, d_head: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,12 +104,16 @@ class ProxyLM(nn.Module):
     head = "auto"  # auto | full | chunked | fused
     head_chunk_tokens = 0  # tokens per chunk of the chunked head; 0 = 64 MiB of fp32 logits
     activation_checkpointing = False
-    compiled_block = None  # `run_block` compiled, for every layer (proxy_models/compile_cache.py); None: eager
+    compiled_block = (
+        None  # `run_block` compiled, for every layer (proxy_models/compile_cache.py); None: eager
+    )
 
     def __init__(self, cfg: ProxyConfig, *, moe_backend: str = "auto"):
         super().__init__()
         if not cfg.tied_embeddings:
-            raise ValueError("tied_embeddings=False is not supported: the muP output rule assumes tied weights")
+            raise ValueError(
+                "tied_embeddings=False is not supported: the muP output rule assumes tied weights"
+            )
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg, moe_backend=moe_backend) for _ in range(cfg.n_layers))
@@ -140,13 +142,21 @@ class ProxyLM(nn.Module):
         scale = 1.0 / self.cfg.m_width
         if targets is None:
             return F.linear(h, self.wte.weight) / self.cfg.m_width, None  # (B, T, vocab)
-        head = resolve_head(self.head, n_tokens=targets.numel(), vocab_size=self.cfg.vocab_size, device=h.device)
+        head = resolve_head(
+            self.head, n_tokens=targets.numel(), vocab_size=self.cfg.vocab_size, device=h.device
+        )
         if head == "full":
             logits = F.linear(h, self.wte.weight) / self.cfg.m_width  # (B, T, vocab)
             full = logits.flatten(0, 1).to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32
             return logits, F.cross_entropy(full, targets.flatten())
-        loss = head_loss(h.flatten(0, 1), self.wte.weight, targets.flatten(), scale=scale, head=head,
-                         chunk_tokens=self.head_chunk_tokens)
+        loss = head_loss(
+            h.flatten(0, 1),
+            self.wte.weight,
+            targets.flatten(),
+            scale=scale,
+            head=head,
+            chunk_tokens=self.head_chunk_tokens,
+        )
         return None, loss
 
     def trunk(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,9 @@ def load_balance_loss(router_logits: torch.Tensor, experts: torch.Tensor, n_expe
 class MoEMLP(nn.Module):
     """SwiGLU experts with weights stacked on a leading expert dimension."""
 
-    def __init__(self, d_model: int, expert_hidden: int, n_experts: int, top_k: int, *, backend: str = "auto"):
+    def __init__(
+        self, d_model: int, expert_hidden: int, n_experts: int, top_k: int, *, backend: str = "auto"
+    ):
         super().__init__()
         self.n_experts, self.top_k, self.backend = n_experts, top_k, backend
         self.router = nn.Linear(d_model, n_experts, bias=False)
@@ -67,7 +69,9 @@ class MoEMLP(nn.Module):
         if self.backend == "auto":
             return "scattermoe" if x.is_cuda and scattermoe_ops() is not None else "torch"
         if self.backend == "scattermoe" and scattermoe_ops() is None:
-            raise RuntimeError("moe backend 'scattermoe' requested but not installed: see README (GPU install)")
+            raise RuntimeError(
+                "moe backend 'scattermoe' requested but not installed: see README (GPU install)"
+            )
         return self.backend
 
     def _grouped(self, x, weights, experts) -> torch.Tensor:
@@ -77,7 +81,7 @@ class MoEMLP(nn.Module):
         counts = torch.bincount(experts.flatten(), minlength=self.n_experts).tolist()
         outputs, start = [], 0
         for e, count in enumerate(counts):
-            rows = x[token[start:start + count]]  # (n_e, d)
+            rows = x[token[start : start + count]]  # (n_e, d)
             gate, up = (rows @ self.w_in[e]).chunk(2, dim=-1)
             outputs.append((F.silu(gate) * up) @ self.w_out[e])  # (n_e, d)
             start += count
@@ -99,7 +103,14 @@ class MoEMLP(nn.Module):
             h = parallel_linear(x, w_in, self.top_k, sorted_experts, sorted_copies, offsets, grouped_out=True)
             gate, up = h.chunk(2, dim=-1)
             return parallel_linear(
-                F.silu(gate) * up, w_out, 1, sorted_experts, sorted_copies, offsets, gates=weights, grouped_in=True,
+                F.silu(gate) * up,
+                w_out,
+                1,
+                sorted_experts,
+                sorted_copies,
+                offsets,
+                gates=weights,
+                grouped_in=True,
             )
 
 

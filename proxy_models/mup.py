@@ -48,8 +48,10 @@ def param_groups(model: nn.Module, *, m_width: float, weight_decay: float) -> li
         for name, p in model.named_parameters():
             m = table[name]
             if m.group == group:
-                groups.setdefault(group, {"name": group, "params": [], "lr_scale": m.lr_scale,
-                                          "weight_decay": m.weight_decay})["params"].append(p)
+                groups.setdefault(
+                    group,
+                    {"name": group, "params": [], "lr_scale": m.lr_scale, "weight_decay": m.weight_decay},
+                )["params"].append(p)
     return list(groups.values())
 
 

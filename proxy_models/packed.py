@@ -27,8 +27,6 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
-
 from powersweep.proxy_models.compile_cache import compile_function, resolve_compile_mode, whole_trunk
 from powersweep.proxy_models.config import ConfigError, ProxyConfig
 from powersweep.proxy_models.data import TokenCorpus
@@ -37,6 +35,7 @@ from powersweep.proxy_models.model import ProxyLM, apply_rope
 from powersweep.proxy_models.mup import multipliers
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.trainer import RunResult, TrainConfig, TrainingLoop
+from torch.utils.checkpoint import checkpoint
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -65,10 +64,14 @@ class BlockSpec(NamedTuple):
 def block_spec(cfg: ProxyConfig, block: torch.nn.Module) -> BlockSpec:
     """The BlockSpec of a ProxyLM block of `cfg`, its weights (attn_norm, q, kv, o, mlp_norm, w_in, w_out) in
     the order the block holds them."""
-    return BlockSpec(cfg.n_heads, cfg.kv_heads, cfg.d_head,
-                     1.0 / cfg.d_head if cfg.use_mup else 1.0 / math.sqrt(cfg.d_head),
-                     cfg.m_residual if cfg.use_mup else 1.0,
-                     tuple((name.split(".")[-2], tuple(p.shape)) for name, p in block.named_parameters()))
+    return BlockSpec(
+        cfg.n_heads,
+        cfg.kv_heads,
+        cfg.d_head,
+        1.0 / cfg.d_head if cfg.use_mup else 1.0 / math.sqrt(cfg.d_head),
+        cfg.m_residual if cfg.use_mup else 1.0,
+        tuple((name.split(".")[-2], tuple(p.shape)) for name, p in block.named_parameters()),
+    )
 
 
 def unpack_layer(layer: torch.Tensor, spec: BlockSpec) -> dict[str, torch.Tensor]:
@@ -76,19 +79,26 @@ def unpack_layer(layer: torch.Tensor, spec: BlockSpec) -> dict[str, torch.Tensor
     views, start = {}, 0
     for name, shape in spec.layout:
         size = math.prod(shape)
-        views[name] = layer[:, start:start + size].view(layer.shape[0], *shape)
+        views[name] = layer[:, start : start + size].view(layer.shape[0], *shape)
         start += size
     return views
 
 
-def _attention(x: torch.Tensor, p: dict[str, torch.Tensor], spec: BlockSpec, cos, sin, batch: int) -> torch.Tensor:
+def _attention(
+    x: torch.Tensor, p: dict[str, torch.Tensor], spec: BlockSpec, cos, sin, batch: int
+) -> torch.Tensor:
     """Causal RoPE attention of every variant at once: x (K, B * T, d) -> (K, B * T, d)."""
     k_variants, T = x.shape[0], x.shape[1] // batch
-    q = _linear(x, p["q"]).view(k_variants * batch, T, spec.n_heads, spec.d_head).transpose(1, 2)  # (K*B, H, T, hd)
-    k, v = _linear(x, p["kv"]).view(k_variants * batch, T, 2, spec.kv_heads, spec.d_head).permute(2, 0, 3, 1, 4)
+    q = (
+        _linear(x, p["q"]).view(k_variants * batch, T, spec.n_heads, spec.d_head).transpose(1, 2)
+    )  # (K*B, H, T, hd)
+    k, v = (
+        _linear(x, p["kv"]).view(k_variants * batch, T, 2, spec.kv_heads, spec.d_head).permute(2, 0, 3, 1, 4)
+    )
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=spec.attention_scale,
-                                       enable_gqa=spec.kv_heads != spec.n_heads)  # (K*B, H, T, hd)
+    y = F.scaled_dot_product_attention(
+        q, k, v, is_causal=True, scale=spec.attention_scale, enable_gqa=spec.kv_heads != spec.n_heads
+    )  # (K*B, H, T, hd)
     return _linear(y.transpose(1, 2).reshape(k_variants, batch * T, -1), p["o"])
 
 
@@ -116,8 +126,16 @@ def compiled_trunk(mode: str = "default", scope: str = "auto") -> Callable:
     return functools.partial(_trunk, block=compile_function(_block, mode=mode))
 
 
-def _trunk(x: torch.Tensor, layers: Sequence[torch.Tensor], spec: BlockSpec, cos, sin, batch: int,
-           checkpointing: bool, block: Callable = _reused_block) -> torch.Tensor:
+def _trunk(
+    x: torch.Tensor,
+    layers: Sequence[torch.Tensor],
+    spec: BlockSpec,
+    cos,
+    sin,
+    batch: int,
+    checkpointing: bool,
+    block: Callable = _reused_block,
+) -> torch.Tensor:
     """Every block in order (checkpointed when asked), `block` being `_reused_block` or `_block` compiled."""
     for layer in layers:
         if checkpointing and torch.is_grad_enabled():
@@ -127,9 +145,18 @@ def _trunk(x: torch.Tensor, layers: Sequence[torch.Tensor], spec: BlockSpec, cos
     return x
 
 
-def packed_hidden(wte: torch.Tensor, layers: Sequence[torch.Tensor], norm: torch.Tensor, spec: BlockSpec,
-                  idx: torch.Tensor, cfg: ProxyConfig, rope: tuple[torch.Tensor, torch.Tensor], *,
-                  checkpointing: bool = False, trunk: Callable = _trunk) -> torch.Tensor:
+def packed_hidden(
+    wte: torch.Tensor,
+    layers: Sequence[torch.Tensor],
+    norm: torch.Tensor,
+    spec: BlockSpec,
+    idx: torch.Tensor,
+    cfg: ProxyConfig,
+    rope: tuple[torch.Tensor, torch.Tensor],
+    *,
+    checkpointing: bool = False,
+    trunk: Callable = _trunk,
+) -> torch.Tensor:
     """The final norm's output of every variant, (K, B * T, d), for tokens idx (B, T) shared by all or (K, B, T)
     a batch per variant: `wte` (K, V, d), each block's weights (K, P_layer) as `spec` lays them out, the final
     norm's gains (K, d), all stacked on a variant dimension; `trunk` is `_trunk` or a compiled form."""
@@ -148,13 +175,26 @@ class PackedTrainer(TrainingLoop):
     """Trains `len(schedules)` variants of `config` at once, variant i under schedules[i] and seeds[i] (default:
     config.seed for all); `results()` gives one RunResult each."""
 
-    def __init__(self, config: TrainConfig, schedules: Sequence[ScheduleConfig], *,
-                 seeds: Sequence[int] | None = None, corpus: TokenCorpus | None = None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        schedules: Sequence[ScheduleConfig],
+        *,
+        seeds: Sequence[int] | None = None,
+        corpus: TokenCorpus | None = None,
+    ):
         if config.proxy.is_moe:
-            raise ConfigError(f"model={config.model!r} is a mixture of experts: packing supports dense models; "
-                              "use pack=1 (run.pack: 1) for MoE")
-        super().__init__(replace(config, schedule=schedules[0], seed=config.seed if seeds is None else seeds[0]),
-                         schedules, seeds=seeds, corpus=corpus, log=None)
+            raise ConfigError(
+                f"model={config.model!r} is a mixture of experts: packing supports dense models; "
+                "use pack=1 (run.pack: 1) for MoE"
+            )
+        super().__init__(
+            replace(config, schedule=schedules[0], seed=config.seed if seeds is None else seeds[0]),
+            schedules,
+            seeds=seeds,
+            corpus=corpus,
+            log=None,
+        )
         rows = {}  # every variant starts from its solo run's initial weights: one model per seed
         for seed in dict.fromkeys(self.seeds):
             torch.manual_seed(seed)
@@ -165,16 +205,18 @@ class PackedTrainer(TrainingLoop):
         sizes = [p.numel() for p in named.values()]
         self.flat = torch.stack([rows[seed] for seed in self.seeds])  # (K, P)
         del rows
-        self.params = {name: self.flat[:, start:start + p.numel()].view(self.k, *p.shape)  # (K, *shape) views
-                       for (name, p), start in zip(named.items(), _offsets(sizes))}
+        self.params = {
+            name: self.flat[:, start : start + p.numel()].view(self.k, *p.shape)  # (K, *shape) views
+            for (name, p), start in zip(named.items(), _offsets(sizes))
+        }
         # The autograd leaves: views of self.flat's columns for the embedding, each block (its weights side by
         # side, as `spec` lays them out) and the final norm, in that order, as ProxyLM keeps its parameters.
         self.spec = block_spec(self.proxy, skeleton.blocks[0])
         layer_size = sum(math.prod(shape) for _, shape in self.spec.layout)
         columns = [sizes[0], *[layer_size] * self.proxy.n_layers, sizes[-1]]
-        self.leaves = [self.flat[:, s:s + n].requires_grad_() for s, n in zip(_offsets(columns), columns)]
+        self.leaves = [self.flat[:, s : s + n].requires_grad_() for s, n in zip(_offsets(columns), columns)]
         self.grad, self.m, self.v = (torch.zeros_like(self.flat) for _ in range(3))
-        self.grads = [self.grad[:, s:s + n] for s, n in zip(_offsets(columns), columns)]
+        self.grads = [self.grad[:, s : s + n] for s, n in zip(_offsets(columns), columns)]
         mults = multipliers(skeleton, m_width=self.proxy.m_width, weight_decay=config.weight_decay)
         self.lr_scale = _row([mults[n].lr_scale for n in named], sizes, self.flat)  # (P,) muP lr multipliers
         self.decay = _row([mults[n].lr_scale * mults[n].weight_decay for n in named], sizes, self.flat)
@@ -184,7 +226,9 @@ class PackedTrainer(TrainingLoop):
         self.micro_batch_size, self.checkpointing = self._plan_micro_batch()
         # Compiled as a solo run is (proxy_models/compile_cache.py): one compiled block serves every layer.
         self.compiled = self._compiles()
-        self.compile_mode = resolve_compile_mode(config.compile_mode, config.compile_scope, self.device, packed=True)
+        self.compile_mode = resolve_compile_mode(
+            config.compile_mode, config.compile_scope, self.device, packed=True
+        )
         self.trunk = _trunk
         if self.compiled:
             self._compile()
@@ -203,13 +247,27 @@ class PackedTrainer(TrainingLoop):
         wte, *layers, norm = self.leaves
         wte = wte.view(self.params["wte.weight"].shape)
         targets = y.reshape(self.k, -1) if y.dim() == 3 else y.flatten().expand(self.k, -1)  # (K, B*T)
-        h = packed_hidden(wte, layers, norm, self.spec, x, self.proxy, self.rope, checkpointing=self.checkpointing,
-                          trunk=self.trunk)
-        head = resolve_head(self.cfg.head, n_tokens=targets.shape[1], vocab_size=self.proxy.vocab_size,
-                            device=self.device)
+        h = packed_hidden(
+            wte,
+            layers,
+            norm,
+            self.spec,
+            x,
+            self.proxy,
+            self.rope,
+            checkpointing=self.checkpointing,
+            trunk=self.trunk,
+        )
+        head = resolve_head(
+            self.cfg.head, n_tokens=targets.shape[1], vocab_size=self.proxy.vocab_size, device=self.device
+        )
         # Tied output head scaled by 1 / m_width (muP), each variant through the memory-lean head.
-        return torch.stack([head_loss(h[i], wte[i], targets[i], scale=1.0 / self.proxy.m_width, head=head)
-                            for i in range(self.k)])
+        return torch.stack(
+            [
+                head_loss(h[i], wte[i], targets[i], scale=1.0 / self.proxy.m_width, head=head)
+                for i in range(self.k)
+            ]
+        )
 
     def _objective(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         losses = self.losses(x, y)
@@ -226,8 +284,12 @@ class PackedTrainer(TrainingLoop):
         gradient clipping, over all variants at once."""
         cfg, t = self.cfg, self.step + 1
         self._mask_diverged(losses)
-        norms = self.grad.norm(dim=1)  # (K,): each variant's global gradient norm, as clip_grad_norm_ takes it
-        coef = (cfg.grad_clip / (norms + 1e-6)).clamp(max=1.0) if cfg.grad_clip > 0 else torch.ones_like(norms)
+        norms = self.grad.norm(
+            dim=1
+        )  # (K,): each variant's global gradient norm, as clip_grad_norm_ takes it
+        coef = (
+            (cfg.grad_clip / (norms + 1e-6)).clamp(max=1.0) if cfg.grad_clip > 0 else torch.ones_like(norms)
+        )
         coef = torch.where(self.active, coef, 0.0)[:, None]
         g = self.grad.nan_to_num_().mul_(coef)
         lr = (self.lrs * self.active)[:, None]  # (K, 1); a diverged variant's lr is 0
@@ -283,11 +345,19 @@ class PackedTrainer(TrainingLoop):
             mine.copy_(state[saved])  # in place: the parameter views stay the autograd leaves
 
     def load_state_dict(self, state: dict) -> None:
-        if isinstance(state["params"], dict):  # a checkpoint from before the (K, P) buffer: one tensor per name
-            state = {**state, **{key: torch.cat([state[key][n].flatten(1) for n in self.params], dim=1)
-                                 for key in ("params", "m", "v")},
-                     "first_loss": state["first_loss"].tolist(), "diverged_at": state["diverged_at"].tolist(),
-                     "recent_losses": state["loss_history"].T.tolist()}
+        if isinstance(
+            state["params"], dict
+        ):  # a checkpoint from before the (K, P) buffer: one tensor per name
+            state = {
+                **state,
+                **{
+                    key: torch.cat([state[key][n].flatten(1) for n in self.params], dim=1)
+                    for key in ("params", "m", "v")
+                },
+                "first_loss": state["first_loss"].tolist(),
+                "diverged_at": state["diverged_at"].tolist(),
+                "recent_losses": state["loss_history"].T.tolist(),
+            }
         super().load_state_dict(state)
         self.active = torch.tensor([math.isnan(d) for d in self.diverged_ats], device=self.device)
         self.first_device = torch.tensor(self.first_losses, dtype=torch.float64, device=self.device)
@@ -300,4 +370,6 @@ def _offsets(sizes: list[int]) -> list[int]:
 
 def _row(values: list[float], sizes: list[int], like: torch.Tensor) -> torch.Tensor:
     """One value per parameter spread over its elements: (P,)."""
-    return torch.cat([torch.full((n,), v, dtype=like.dtype, device=like.device) for v, n in zip(values, sizes)])
+    return torch.cat(
+        [torch.full((n,), v, dtype=like.dtype, device=like.device) for v, n in zip(values, sizes)]
+    )

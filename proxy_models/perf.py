@@ -31,13 +31,16 @@ def device_name(device: torch.device) -> str:
 
 
 @functools.cache
-def matmul_peak_flops(device_type: str = "cpu", dtype: torch.dtype = torch.float32, size: int = 1024) -> float:
+def matmul_peak_flops(
+    device_type: str = "cpu", dtype: torch.dtype = torch.float32, size: int = 1024
+) -> float:
     """Best FLOP/s of one square matmul over 20 timed calls in this process: the denominator of MFU."""
     return measure_matmul_flops(device_type, dtype, size=size, calls=20)
 
 
-def measure_matmul_flops(device_type: str = "cpu", dtype: torch.dtype = torch.float32, *, size: int = 1024,
-                         calls: int = 20) -> float:
+def measure_matmul_flops(
+    device_type: str = "cpu", dtype: torch.dtype = torch.float32, *, size: int = 1024, calls: int = 20
+) -> float:
     """Best FLOP/s of one square matmul over `calls` timed calls, measured now (not cached).
 
     Best-of rather than mean: a busy machine only ever slows a call down, never speeds it up. On a machine

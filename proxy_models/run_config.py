@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 from powersweep.proxy_models.config import ConfigError, ProxyConfig, get_preset
 from powersweep.proxy_models.schedules import ScheduleConfig
 
-DTYPE_NAMES = ("float32", "float64", "bfloat16")  # TrainConfig.dtype besides "auto" (torch dtypes in the trainer)
+DTYPE_NAMES = (
+    "float32",
+    "float64",
+    "bfloat16",
+)  # TrainConfig.dtype besides "auto" (torch dtypes in the trainer)
 HEADS = ("auto", "full", "chunked", "fused")  # output heads' losses (proxy_models/head.py)
 # torch.compile's modes for compiled blocks; reduce-overhead replays the compiled kernels as CUDA graphs; auto:
 # reduce-overhead for a solo dense run on CUDA whose step waits on the host, default elsewhere
@@ -22,10 +26,21 @@ COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-auto
 # Of them, those that replay the compiled code as CUDA graphs. Those cannot chain replays of one compiled block
 # (block i's output overwritten by block i + 1's replay: pytorch/pytorch#152887): the trunk compiles whole.
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
-COMPILE_SCOPES = ("auto", "blocks", "trunk")  # one graph per block, or the whole trunk; auto: trunk for CUDA graphs
+COMPILE_SCOPES = (
+    "auto",
+    "blocks",
+    "trunk",
+)  # one graph per block, or the whole trunk; auto: trunk for CUDA graphs
 CHECKPOINTING = ("auto", "on", "off")
 # How a run executes, not what it trains: left out of a lineage's identity (sweeps/plan.py).
-EXECUTION_FIELDS = ("head", "activation_checkpointing", "memory_budget_gib", "compile", "compile_mode", "compile_scope")
+EXECUTION_FIELDS = (
+    "head",
+    "activation_checkpointing",
+    "memory_budget_gib",
+    "compile",
+    "compile_mode",
+    "compile_scope",
+)
 
 
 class DataError(ConfigError):
@@ -37,16 +52,24 @@ class DataConfig:
     """Where the tokens come from and how many are held out for evaluation."""
 
     source: str = "embedded"  # "embedded", a text file/dir/glob, or a .bin token file
-    tokenizer: str | None = None  # path to a tokenizer.json (Hugging Face tokenizers); None = bytes (vocab 256)
-    eval_fraction: float = 0.05  # share held out for evaluation: whole files by bytes, or the tail of one file
+    tokenizer: str | None = (
+        None  # path to a tokenizer.json (Hugging Face tokenizers); None = bytes (vocab 256)
+    )
+    eval_fraction: float = (
+        0.05  # share held out for evaluation: whole files by bytes, or the tail of one file
+    )
     eval_tokens: int = 65_536  # size of the fixed eval set, in tokens
     max_bytes: int = 16_000_000  # cap on the embedded corpus, in bytes of source text
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source:
-            raise DataError(f"source={self.source!r}: give 'embedded', a text file/dir/glob or a .bin token file")
+            raise DataError(
+                f"source={self.source!r}: give 'embedded', a text file/dir/glob or a .bin token file"
+            )
         if self.tokenizer is not None and (not isinstance(self.tokenizer, str) or not self.tokenizer):
-            raise DataError(f"tokenizer={self.tokenizer!r}: give the path to a tokenizer.json, or None for bytes")
+            raise DataError(
+                f"tokenizer={self.tokenizer!r}: give the path to a tokenizer.json, or None for bytes"
+            )
         if not _is_number(self.eval_fraction) or not 0 < self.eval_fraction < 1:
             raise DataError(f"eval_fraction={self.eval_fraction!r}: must be a number in (0, 1), e.g. 0.05")
         for name in ("eval_tokens", "max_bytes"):
@@ -77,12 +100,16 @@ class TrainConfig:
     log_every_steps: int = 50  # progress line interval
     eval_batch_size: int = 32  # sequences per evaluation forward (does not change the eval set)
     moe_backend: str = "auto"  # auto | torch | scattermoe
-    compile: str | bool = "auto"  # torch.compile the blocks (the head's loss stays eager); auto: dense on CUDA,
+    compile: str | bool = (
+        "auto"  # torch.compile the blocks (the head's loss stays eager); auto: dense on CUDA,
+    )
     # eager where compiling fails on the machine (proxy_models/compile_cache.py, which also caches the compiled
     # code on disk); see RESULTS.md
     compile_mode: str = "auto"  # torch.compile's mode where blocks compile: one of COMPILE_MODES (auto: CUDA
     # graphs for a solo dense run on CUDA whose small micro-steps would otherwise wait on the host)
-    compile_scope: str = "auto"  # blocks (each its own graph, one compile for all) | trunk (all blocks one graph:
+    compile_scope: str = (
+        "auto"  # blocks (each its own graph, one compile for all) | trunk (all blocks one graph:
+    )
     # fewer calls a step, a longer cold compile) | auto (blocks; trunk under CUDA graphs)
     head: str = "auto"  # output head's loss: auto | full | chunked | fused (proxy_models/head.py)
     activation_checkpointing: str = "auto"  # auto (only when an auto micro-batch needs it to fit) | on | off
@@ -108,14 +135,18 @@ class TrainConfig:
         if isinstance(micro, int) and (micro <= 0 or self.batch_size % micro):
             raise ConfigError(f"micro_batch_size={micro} does not divide batch_size={self.batch_size}")
         if not (isinstance(self.compile, bool) or self.compile == "auto"):  # 1 and "true" are not bools
-            raise ConfigError(f"compile={self.compile!r}: choose 'auto' (compile dense models on CUDA), true or false")
+            raise ConfigError(
+                f"compile={self.compile!r}: choose 'auto' (compile dense models on CUDA), true or false"
+            )
         if self.compile_mode not in COMPILE_MODES:
             raise ConfigError(f"compile_mode={self.compile_mode!r}: choose one of {list(COMPILE_MODES)}")
         if self.compile_scope not in COMPILE_SCOPES:
             raise ConfigError(f"compile_scope={self.compile_scope!r}: choose one of {list(COMPILE_SCOPES)}")
         if self.compile_scope == "blocks" and self.compile_mode in CUDA_GRAPH_MODES:
-            raise ConfigError(f"compile_scope='blocks' with compile_mode={self.compile_mode!r}: CUDA graphs cannot "
-                              "chain one compiled block's replays; use compile_scope 'trunk' or 'auto'")
+            raise ConfigError(
+                f"compile_scope='blocks' with compile_mode={self.compile_mode!r}: CUDA graphs cannot "
+                "chain one compiled block's replays; use compile_scope 'trunk' or 'auto'"
+            )
         if self.head not in HEADS:
             raise ConfigError(f"head={self.head!r}: choose one of {list(HEADS)}")
         if self.activation_checkpointing not in CHECKPOINTING:

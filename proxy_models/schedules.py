@@ -16,7 +16,9 @@ from powersweep.proxy_models.config import ConfigError
 
 DECAY_SHAPES = ("linear", "cosine", "exp", "1-sqrt")
 SCHEDULES = ("constant", "cosine", "wsd", "power")
-EXP_DECAY_RATIO = 1e-2  # exp decay follows r**progress (shifted to end at the floor); r = 1e-2 ends near 0 smoothly
+EXP_DECAY_RATIO = (
+    1e-2  # exp decay follows r**progress (shifted to end at the floor); r = 1e-2 ends near 0 smoothly
+)
 
 
 def decay_factor(progress: float, *, shape: str, floor: float = 0.0) -> float:
@@ -50,8 +52,14 @@ def constant(tokens: float, *, lr: float, warmup_tokens: float = 0.0) -> float:
     return lr * _warmup(tokens, warmup_tokens)
 
 
-def cosine(tokens: float, *, lr: float, total_tokens: float, warmup_tokens: float = 0.0,
-           final_lr_fraction: float = 0.1) -> float:
+def cosine(
+    tokens: float,
+    *,
+    lr: float,
+    total_tokens: float,
+    warmup_tokens: float = 0.0,
+    final_lr_fraction: float = 0.1,
+) -> float:
     """Linear warmup, then a half cosine from lr to final_lr_fraction * lr at total_tokens."""
     if tokens < warmup_tokens:
         return lr * tokens / warmup_tokens
@@ -59,8 +67,16 @@ def cosine(tokens: float, *, lr: float, total_tokens: float, warmup_tokens: floa
     return lr * decay_factor(progress, shape="cosine", floor=final_lr_fraction)
 
 
-def wsd(tokens: float, *, lr: float, total_tokens: float, warmup_tokens: float = 0.0, decay_fraction: float = 0.1,
-        decay_shape: str = "linear", decay_floor: float = 0.0) -> float:
+def wsd(
+    tokens: float,
+    *,
+    lr: float,
+    total_tokens: float,
+    warmup_tokens: float = 0.0,
+    decay_fraction: float = 0.1,
+    decay_shape: str = "linear",
+    decay_floor: float = 0.0,
+) -> float:
     """Eq. 2: warmup n / N_warmup * lr, stable lr, then decay over the last decay_fraction of total_tokens."""
     decay_start = (1.0 - decay_fraction) * total_tokens
     if tokens <= decay_start:
@@ -69,16 +85,28 @@ def wsd(tokens: float, *, lr: float, total_tokens: float, warmup_tokens: float =
     return lr * decay_factor(progress, shape=decay_shape, floor=decay_floor)
 
 
-def power(tokens: float, *, batch_size: int, a: float, b: float, lr_max: float, warmup_tokens: float = 0.0,
-          total_tokens: float | None = None, decay_fraction: float = 0.0, decay_shape: str = "exp",
-          decay_floor: float = 0.0) -> float:
+def power(
+    tokens: float,
+    *,
+    batch_size: int,
+    a: float,
+    b: float,
+    lr_max: float,
+    warmup_tokens: float = 0.0,
+    total_tokens: float | None = None,
+    decay_fraction: float = 0.0,
+    decay_shape: str = "exp",
+    decay_floor: float = 0.0,
+) -> float:
     """Eq. 8: warmup to power_lr(N_warmup), then power_lr(n), then a decay of power_lr(N - N_decay).
 
     Without a budget (total_tokens None) or with decay_fraction 0 there is no decay phase, and the schedule
     depends on no budget at all.
     """
     lr_n = lambda n: power_lr(n, batch_size=batch_size, a=a, b=b, lr_max=lr_max)  # noqa: E731
-    decay_start = math.inf if total_tokens is None or decay_fraction == 0 else (1 - decay_fraction) * total_tokens
+    decay_start = (
+        math.inf if total_tokens is None or decay_fraction == 0 else (1 - decay_fraction) * total_tokens
+    )
     if tokens < warmup_tokens:
         return tokens / warmup_tokens * lr_n(warmup_tokens)
     if tokens <= decay_start:
@@ -117,7 +145,9 @@ class ScheduleConfig:
         if not 0 <= self.decay_floor < 1 or not 0 <= self.final_lr_fraction <= 1:
             raise ConfigError("decay_floor and final_lr_fraction in schedule: must be fractions in [0, 1)")
         if self.power_b >= 0:
-            raise ConfigError(f"power_b={self.power_b!r} in schedule: must be negative (the paper uses -0.51)")
+            raise ConfigError(
+                f"power_b={self.power_b!r} in schedule: must be negative (the paper uses -0.51)"
+            )
 
     def validate(self, *, total_tokens: float) -> None:
         """Check that warmup ends before the decay of a run of `total_tokens` starts."""
@@ -132,24 +162,45 @@ class ScheduleConfig:
         if self.name == "constant":
             return constant(tokens, lr=self.lr, warmup_tokens=self.warmup_tokens)
         if self.name == "power":
-            return power(tokens, batch_size=batch_size, a=self.power_a, b=self.power_b, lr_max=self.lr_max,
-                         warmup_tokens=self.warmup_tokens, total_tokens=total_tokens,
-                         decay_fraction=self.decay_fraction, decay_shape=self.decay_shape,
-                         decay_floor=self.decay_floor)
+            return power(
+                tokens,
+                batch_size=batch_size,
+                a=self.power_a,
+                b=self.power_b,
+                lr_max=self.lr_max,
+                warmup_tokens=self.warmup_tokens,
+                total_tokens=total_tokens,
+                decay_fraction=self.decay_fraction,
+                decay_shape=self.decay_shape,
+                decay_floor=self.decay_floor,
+            )
         if total_tokens is None:
             raise ConfigError(f"schedule={self.name!r} needs the run's total_tokens")
         if self.name == "cosine":
-            return cosine(tokens, lr=self.lr, total_tokens=total_tokens, warmup_tokens=self.warmup_tokens,
-                          final_lr_fraction=self.final_lr_fraction)
-        return wsd(tokens, lr=self.lr, total_tokens=total_tokens, warmup_tokens=self.warmup_tokens,
-                   decay_fraction=self.decay_fraction, decay_shape=self.decay_shape, decay_floor=self.decay_floor)
+            return cosine(
+                tokens,
+                lr=self.lr,
+                total_tokens=total_tokens,
+                warmup_tokens=self.warmup_tokens,
+                final_lr_fraction=self.final_lr_fraction,
+            )
+        return wsd(
+            tokens,
+            lr=self.lr,
+            total_tokens=total_tokens,
+            warmup_tokens=self.warmup_tokens,
+            decay_fraction=self.decay_fraction,
+            decay_shape=self.decay_shape,
+            decay_floor=self.decay_floor,
+        )
 
     def peak_lr(self, *, batch_size: int) -> float:
         """The largest lr the schedule reaches: lr, or for power its value at the end of warmup."""
         if self.name != "power":
             return self.lr
-        return power_lr(self.warmup_tokens, batch_size=batch_size, a=self.power_a, b=self.power_b,
-                        lr_max=self.lr_max)
+        return power_lr(
+            self.warmup_tokens, batch_size=batch_size, a=self.power_a, b=self.power_b, lr_max=self.lr_max
+        )
 
     def fork_point(self, total_tokens: float) -> float:
         """Tokens before which the schedule is the same for every budget: where the decay of this one starts."""
@@ -160,32 +211,47 @@ class ScheduleConfig:
         return (1.0 - self.decay_fraction) * total_tokens
 
 
-def lr_lambda(schedule: ScheduleConfig, *, tokens_per_step: int, batch_size: int,
-              total_tokens: float | None) -> Callable[[int], float]:
+def lr_lambda(
+    schedule: ScheduleConfig, *, tokens_per_step: int, batch_size: int, total_tokens: float | None
+) -> Callable[[int], float]:
     """lr of optimizer step k (0-based), taken at (k + 1) * tokens_per_step: the tokens seen after the step.
 
     So the first warmup step is not 0 and the power law never sees n = 0.
     """
-    return lambda step: schedule.lr_at((step + 1) * tokens_per_step, total_tokens=total_tokens,
-                                       batch_size=batch_size)
+    return lambda step: schedule.lr_at(
+        (step + 1) * tokens_per_step, total_tokens=total_tokens, batch_size=batch_size
+    )
 
 
-def torch_scheduler(optimizer, schedule: ScheduleConfig, *, tokens_per_step: int, batch_size: int,
-                    total_tokens: float | None):
+def torch_scheduler(
+    optimizer, schedule: ScheduleConfig, *, tokens_per_step: int, batch_size: int, total_tokens: float | None
+):
     """A LambdaLR whose group lrs are (the group's initial lr, e.g. its muP scale) * schedule lr."""
     from torch.optim.lr_scheduler import LambdaLR
 
-    return LambdaLR(optimizer, lr_lambda(schedule, tokens_per_step=tokens_per_step, batch_size=batch_size,
-                                         total_tokens=total_tokens))
+    return LambdaLR(
+        optimizer,
+        lr_lambda(
+            schedule, tokens_per_step=tokens_per_step, batch_size=batch_size, total_tokens=total_tokens
+        ),
+    )
 
 
 class PowerScheduler:
     """The Power scheduler (Eq. 8) for any torch optimizer, from a fitted coefficients.json."""
 
     @staticmethod
-    def from_coefficients(path: str, optimizer, *, batch_size: int, seq_len: int, warmup_tokens: float = 0.0,
-                          total_tokens: float | None = None, decay_fraction: float = 0.0,
-                          decay_shape: str = "exp"):
+    def from_coefficients(
+        path: str,
+        optimizer,
+        *,
+        batch_size: int,
+        seq_len: int,
+        warmup_tokens: float = 0.0,
+        total_tokens: float | None = None,
+        decay_fraction: float = 0.0,
+        decay_shape: str = "exp",
+    ):
         """LambdaLR following min(lr_max, batch_size * a * n**b) with the file's a, b and lr_max.
 
         Group lrs are multiplied by the schedule: set each group's lr to 1 (or to its muP scale 1 / m_width).
@@ -194,11 +260,22 @@ class PowerScheduler:
             coefficients = json.load(f)
         missing = [k for k in ("a", "b") if k not in coefficients]
         if missing:
-            raise ConfigError(f"coefficients file {path!r} lacks {missing}: write it with `powersweep analyze`")
+            raise ConfigError(
+                f"coefficients file {path!r} lacks {missing}: write it with `powersweep analyze`"
+            )
         schedule = ScheduleConfig(
-            name="power", power_a=coefficients["a"], power_b=coefficients["b"],
-            lr_max=coefficients.get("lr_max") or 0.02, warmup_tokens=warmup_tokens,
-            decay_fraction=decay_fraction, decay_shape=decay_shape,
+            name="power",
+            power_a=coefficients["a"],
+            power_b=coefficients["b"],
+            lr_max=coefficients.get("lr_max") or 0.02,
+            warmup_tokens=warmup_tokens,
+            decay_fraction=decay_fraction,
+            decay_shape=decay_shape,
         )
-        return torch_scheduler(optimizer, schedule, tokens_per_step=batch_size * seq_len, batch_size=batch_size,
-                               total_tokens=total_tokens)
+        return torch_scheduler(
+            optimizer,
+            schedule,
+            tokens_per_step=batch_size * seq_len,
+            batch_size=batch_size,
+            total_tokens=total_tokens,
+        )

@@ -14,8 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import torch
-from torch._dynamo.exc import TorchDynamoException
-
 from powersweep.proxy_models import checkpoint
 from powersweep.proxy_models.compile_cache import (
     compile_failed_here,
@@ -49,9 +47,12 @@ from powersweep.proxy_models.perf import (
 )
 from powersweep.proxy_models.run_config import CUDA_GRAPH_MODES, DTYPE_NAMES, TrainConfig
 from powersweep.proxy_models.schedules import ScheduleConfig
+from torch._dynamo.exc import TorchDynamoException
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
-CUDA_CHECK_EVERY_STEPS = 16  # on CUDA, losses stay on the device and are read (one sync) every this many steps
+CUDA_CHECK_EVERY_STEPS = (
+    16  # on CUDA, losses stay on the device and are read (one sync) every this many steps
+)
 
 
 @dataclass
@@ -83,10 +84,16 @@ class RunResult:
     tokens_per_s: float
     mfu: float
     device: str
-    phase: str = "final"  # final: the budget's result after its decay | trunk: the stable-phase trunk at a fork
+    phase: str = (
+        "final"  # final: the budget's result after its decay | trunk: the stable-phase trunk at a fork
+    )
     mfu_attention: float = math.nan  # mfu with attention FLOPs (perf.py); nan in rows saved before it existed
-    parametrisation: str = "mup"  # every ProxyLM is muP; analysis reads it to label axes and draw the paper's law
-    execution: str = ""  # JSON: how it trained (pack, micro-batch, checkpointing, out-of-memory); see TrainingLoop
+    parametrisation: str = (
+        "mup"  # every ProxyLM is muP; analysis reads it to label axes and draw the paper's law
+    )
+    execution: str = (
+        ""  # JSON: how it trained (pack, micro-batch, checkpointing, out-of-memory); see TrainingLoop
+    )
 
     def to_row(self) -> dict:
         return asdict(self)
@@ -104,15 +111,26 @@ class TrainingLoop:
     `load_model_state`.
     """
 
-    def __init__(self, config: TrainConfig, schedules: Sequence[ScheduleConfig], *, seeds: Sequence[int] | None,
-                 corpus: TokenCorpus | None, log: Callable | None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        schedules: Sequence[ScheduleConfig],
+        *,
+        seeds: Sequence[int] | None,
+        corpus: TokenCorpus | None,
+        log: Callable | None,
+    ):
         self.cfg, self.proxy, self.log = config, config.proxy, log
         seeds = [config.seed] * len(schedules) if seeds is None else list(seeds)
         if len(seeds) != len(schedules):
-            raise ConfigError(f"seeds={seeds}: give one seed per schedule ({len(schedules)}), or none for "
-                              f"seed {config.seed} throughout")
-        self.configs = tuple(config if (s, seed) == (config.schedule, config.seed) else
-                             replace(config, schedule=s, seed=seed) for s, seed in zip(schedules, seeds))
+            raise ConfigError(
+                f"seeds={seeds}: give one seed per schedule ({len(schedules)}), or none for "
+                f"seed {config.seed} throughout"
+            )
+        self.configs = tuple(
+            config if (s, seed) == (config.schedule, config.seed) else replace(config, schedule=s, seed=seed)
+            for s, seed in zip(schedules, seeds)
+        )
         self.k = len(self.configs)
         self.device = resolve_device(config.device)
         self.param_dtype, self.autocast = _precision(config.dtype, self.device)
@@ -123,7 +141,9 @@ class TrainingLoop:
                 "use a model with a larger vocab_size or a smaller tokenizer"
             )
         self.compiled = False  # blocks compiled (a subclass that compiles sets it)
-        self.compile_mode = "default"  # torch.compile's mode, 'auto' resolved (a subclass that compiles sets it)
+        self.compile_mode = (
+            "default"  # torch.compile's mode, 'auto' resolved (a subclass that compiles sets it)
+        )
         self.compile_error: str | None = None  # why compile 'auto' fell back to eager, if it did
         self.micro_batch_shrinks = 0  # out-of-memory errors that halved the micro-batch (never restored)
         self.step = 0
@@ -134,10 +154,14 @@ class TrainingLoop:
         # CPU steps are synchronous anyway: read every loss at once, so a divergence stops the run at once.
         self.check_every = CUDA_CHECK_EVERY_STEPS if self.device.type == "cuda" else 1
         self.train_seconds = 0.0  # restored by checkpoints: the run's own training time
-        self.curve = CurveRecorder.for_run(config, schedules)  # per variant: log-spaced loss points, checkpointed
+        self.curve = CurveRecorder.for_run(
+            config, schedules
+        )  # per variant: log-spaced loss points, checkpointed
         # What this object did, never restored by checkpoints (retry and overhead accounting).
         self.steps_trained, self.seconds_trained, self.eval_seconds = 0, 0.0, 0.0
-        self.checkpoint_seconds = 0.0  # training held up by checkpoint saves (their writes run in the background)
+        self.checkpoint_seconds = (
+            0.0  # training held up by checkpoint saves (their writes run in the background)
+        )
         self.first_step_seconds = 0.0  # host seconds of this object's first step (its compile, when compiled)
 
     @property
@@ -157,10 +181,18 @@ class TrainingLoop:
     def schedule_lrs(self, step: int, *, total_tokens: float | None) -> list[float]:
         """Each variant's lr of step `step`, evaluated at the tokens seen once that step's batch is consumed."""
         tokens = (step + 1) * self.cfg.tokens_per_step
-        return [c.schedule.lr_at(tokens, total_tokens=total_tokens, batch_size=c.batch_size) for c in self.configs]
+        return [
+            c.schedule.lr_at(tokens, total_tokens=total_tokens, batch_size=c.batch_size) for c in self.configs
+        ]
 
-    def train_to(self, step: int, *, total_tokens: float | None, checkpoint_path: str | None = None,
-                 checkpoint_every_steps: int = 0) -> None:
+    def train_to(
+        self,
+        step: int,
+        *,
+        total_tokens: float | None,
+        checkpoint_path: str | None = None,
+        checkpoint_every_steps: int = 0,
+    ) -> None:
         """Train until `self.step == step` (or divergence) under the schedule for budget `total_tokens`.
 
         With `checkpoint_path`, the state is saved every `checkpoint_every_steps` steps and at the end, each
@@ -204,15 +236,25 @@ class TrainingLoop:
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch `self.step` on the device: (B, T) tokens and targets when every variant has one seed, else
         (K, B, T), each variant's seed's batch. On CUDA copied from pinned memory without waiting for it."""
-        batches = {seed: train_batch(self.corpus, step=self.step, batch_size=self.cfg.batch_size,
-                                     seq_len=self.proxy.seq_len, seed=seed) for seed in dict.fromkeys(self.seeds)}
+        batches = {
+            seed: train_batch(
+                self.corpus,
+                step=self.step,
+                batch_size=self.cfg.batch_size,
+                seq_len=self.proxy.seq_len,
+                seed=seed,
+            )
+            for seed in dict.fromkeys(self.seeds)
+        }
         if len(batches) == 1:
             x, y = batches[self.seeds[0]]
         else:
             x, y = (torch.stack([batches[seed][i] for seed in self.seeds]) for i in (0, 1))
         if self.device.type != "cuda":
             return x, y
-        return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
+        return x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(
+            self.device, non_blocking=True
+        )
 
     def _gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The step's gradients, accumulated over micro-batches. A CUDA out-of-memory error halves the
@@ -255,8 +297,10 @@ class TrainingLoop:
                 raise
             reason = record_compile_failure(error)
             if self.cfg.compile != "auto":
-                raise ConfigError(f"compile=True: torch.compile failed on this machine ({reason}); set compile "
-                                  "to 'auto' to train eager where it fails, or to false") from error
+                raise ConfigError(
+                    f"compile=True: torch.compile failed on this machine ({reason}); set compile "
+                    "to 'auto' to train eager where it fails, or to false"
+                ) from error
         warnings.warn(f"torch.compile failed on this machine, training eager: {reason}", RuntimeWarning)
         self._zero_grad()
         self._uncompile()
@@ -266,7 +310,9 @@ class TrainingLoop:
     def _leave_cuda_graphs(self) -> None:
         """Compile the model again in mode 'default': a CUDA graph holds its memory pool as long as it lives, so
         after an out-of-memory error the smaller micro-batch trains without graphs (and frees theirs)."""
-        from torch._inductor.cudagraph_trees import reset_cudagraph_trees  # inductor's: imported when compiling
+        from torch._inductor.cudagraph_trees import (
+            reset_cudagraph_trees,
+        )  # inductor's: imported when compiling
 
         self._uncompile()
         reset_cudagraph_trees()
@@ -300,12 +346,18 @@ class TrainingLoop:
             micro = "auto" if self.device.type == "cuda" else cfg.batch_size
         if micro != "auto":
             return micro, forced
-        head = resolve_head(cfg.head, n_tokens=cfg.tokens_per_step, vocab_size=self.proxy.vocab_size,
-                            device=self.device)
+        head = resolve_head(
+            cfg.head, n_tokens=cfg.tokens_per_step, vocab_size=self.proxy.vocab_size, device=self.device
+        )
         choice = choose_micro_batch(
-            self.proxy, batch_size=cfg.batch_size, budget_bytes=self.memory_budget_bytes(),
-            checkpointing=cfg.activation_checkpointing, head=head, param_bytes=self.param_dtype.itemsize,
-            compute_bytes=compute_dtype(self.device, cfg.dtype).itemsize, variants=self.k,
+            self.proxy,
+            batch_size=cfg.batch_size,
+            budget_bytes=self.memory_budget_bytes(),
+            checkpointing=cfg.activation_checkpointing,
+            head=head,
+            param_bytes=self.param_dtype.itemsize,
+            compute_bytes=compute_dtype(self.device, cfg.dtype).itemsize,
+            variants=self.k,
         )
         return choice.micro_batch_size, choice.activation_checkpointing
 
@@ -315,8 +367,10 @@ class TrainingLoop:
         if self.cfg.memory_budget_gib is not None:
             return int(self.cfg.memory_budget_gib * GIB)
         if self.device.type != "cuda":
-            raise ConfigError("micro_batch_size='auto' off CUDA needs memory_budget_gib (e.g. 4): "
-                              "there is no device memory to measure")
+            raise ConfigError(
+                "micro_batch_size='auto' off CUDA needs memory_budget_gib (e.g. 4): "
+                "there is no device memory to measure"
+            )
         free, _ = torch.cuda.mem_get_info(self.device)
         return int((free + torch.cuda.memory_reserved(self.device)) * USABLE_FRACTION)
 
@@ -340,7 +394,7 @@ class TrainingLoop:
                 continue
             if math.isnan(self.first_losses[i]):
                 self.first_losses[i] = loss
-            self.loss_windows[i] = (self.loss_windows[i] + [loss])[-self.cfg.log_every_steps:]
+            self.loss_windows[i] = (self.loss_windows[i] + [loss])[-self.cfg.log_every_steps :]
             if not math.isfinite(loss) or loss > self.cfg.divergence_factor * self.first_losses[i]:
                 self.diverged_ats[i] = float(tokens)
 
@@ -364,8 +418,12 @@ class TrainingLoop:
     @torch.no_grad()
     def _evaluate(self) -> list[float]:
         self._eval_mode(True)
-        batches = eval_batches(self.corpus, seq_len=self.proxy.seq_len, batch_size=self.cfg.eval_batch_size,
-                               eval_tokens=self.cfg.data.eval_tokens)
+        batches = eval_batches(
+            self.corpus,
+            seq_len=self.proxy.seq_len,
+            batch_size=self.cfg.eval_batch_size,
+            eval_tokens=self.cfg.data.eval_tokens,
+        )
         total, windows = None, 0
         for x, y in batches:  # the last batch may hold fewer windows: weight by window count
             with self.autocast():
@@ -384,13 +442,23 @@ class TrainingLoop:
         n_params, p = self.proxy.num_params(active=True), self.proxy
         peak = peak_flops(self.device, compute_dtype(self.device, self.cfg.dtype))
         attention = attention_flops_per_token(p.n_layers, p.n_heads, p.d_head, p.seq_len)
-        return [_result_row(config, self.proxy, tokens=tokens, loss_train=self.variant_loss_train(i),
-                            loss_eval=evals[i] if math.isnan(self.diverged_ats[i]) else math.nan,
-                            diverged_at=self.diverged_ats[i], wall_s=self.train_seconds, tokens_per_s=tokens_per_s,
-                            mfu=mfu(n_params, tokens_per_s, peak),
-                            mfu_attention=utilisation(6 * n_params + attention, tokens_per_s, peak),
-                            device=device_name(self.device), execution=self.execution())
-                for i, config in enumerate(self.configs)]
+        return [
+            _result_row(
+                config,
+                self.proxy,
+                tokens=tokens,
+                loss_train=self.variant_loss_train(i),
+                loss_eval=evals[i] if math.isnan(self.diverged_ats[i]) else math.nan,
+                diverged_at=self.diverged_ats[i],
+                wall_s=self.train_seconds,
+                tokens_per_s=tokens_per_s,
+                mfu=mfu(n_params, tokens_per_s, peak),
+                mfu_attention=utilisation(6 * n_params + attention, tokens_per_s, peak),
+                device=device_name(self.device),
+                execution=self.execution(),
+            )
+            for i, config in enumerate(self.configs)
+        ]
 
     def execution(self) -> str:
         """How this object trained, as JSON text for the row's provenance: variants packed, micro-batch,
@@ -398,20 +466,38 @@ class TrainingLoop:
         absorbed (this process's, not restored by checkpoints)."""
         failed = {"compile_error": self.compile_error} if self.compile_error else {}
         mode = {"compile_mode": self.compile_mode} if self.compiled else {}
-        return json.dumps({"pack": self.k, "micro_batch_size": self.micro_batch_size, "compiled": self.compiled, **mode,
-                           "activation_checkpointing": bool(self.checkpointing),
-                           "out_of_memory_shrinks": self.micro_batch_shrinks, **failed}, sort_keys=True)
+        return json.dumps(
+            {
+                "pack": self.k,
+                "micro_batch_size": self.micro_batch_size,
+                "compiled": self.compiled,
+                **mode,
+                "activation_checkpointing": bool(self.checkpointing),
+                "out_of_memory_shrinks": self.micro_batch_shrinks,
+                **failed,
+            },
+            sort_keys=True,
+        )
 
     def state_dict(self) -> dict:
         """The whole training state; tensors are live references (copy before training on)."""
-        return {**self.model_state(), "step": self.step, "first_loss": list(self.first_losses),
-                "diverged_at": list(self.diverged_ats), "recent_losses": [list(w) for w in self.loss_windows],
-                "train_seconds": self.train_seconds, "curve": self.curve.state_dict()}
+        return {
+            **self.model_state(),
+            "step": self.step,
+            "first_loss": list(self.first_losses),
+            "diverged_at": list(self.diverged_ats),
+            "recent_losses": [list(w) for w in self.loss_windows],
+            "train_seconds": self.train_seconds,
+            "curve": self.curve.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.load_model_state(state)
         self.step, self.train_seconds = state["step"], state["train_seconds"]
-        self.first_losses, self.diverged_ats = _per_variant(state["first_loss"]), _per_variant(state["diverged_at"])
+        self.first_losses, self.diverged_ats = (
+            _per_variant(state["first_loss"]),
+            _per_variant(state["diverged_at"]),
+        )
         windows = state["recent_losses"]
         if self.k == 1 and windows and not isinstance(windows[0], list):
             windows = [windows]  # a solo checkpoint written before packing shared this loop
@@ -441,20 +527,32 @@ def _per_variant(value) -> list[float]:
 class Trainer(TrainingLoop):
     """Trains one proxy model. `run()` does the whole run; lineages call `train_to` and `results`."""
 
-    def __init__(self, config: TrainConfig, *, corpus: TokenCorpus | None = None, log: Callable | None = None):
+    def __init__(
+        self, config: TrainConfig, *, corpus: TokenCorpus | None = None, log: Callable | None = None
+    ):
         super().__init__(config, (config.schedule,), seeds=None, corpus=corpus, log=log)
         torch.manual_seed(config.seed)
         self.model = ProxyLM(self.proxy, moe_backend=config.moe_backend).to(self.device, self.param_dtype)
         self.model.head = config.head
         self.micro_batch_size, self.checkpointing = self._plan_micro_batch()
-        self.params = list(self.model.parameters())  # listed once: walking the modules each step shows on small models
+        self.params = list(
+            self.model.parameters()
+        )  # listed once: walking the modules each step shows on small models
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, m_width=self.proxy.m_width, weight_decay=config.weight_decay),
-            lr=0.0, betas=(config.beta1, config.beta2), eps=config.eps, fused=True,  # one kernel per group
+            lr=0.0,
+            betas=(config.beta1, config.beta2),
+            eps=config.eps,
+            fused=True,  # one kernel per group
         )
         self.compiled = self._compiles(moe=self.proxy.is_moe)
-        self.compile_mode = resolve_compile_mode(config.compile_mode, config.compile_scope, self.device,
-                                                 moe=self.proxy.is_moe, layer_seconds=self._layer_seconds())
+        self.compile_mode = resolve_compile_mode(
+            config.compile_mode,
+            config.compile_scope,
+            self.device,
+            moe=self.proxy.is_moe,
+            layer_seconds=self._layer_seconds(),
+        )
         if self.compiled:
             self._compile()
         if self._graphed:
@@ -492,7 +590,9 @@ class Trainer(TrainingLoop):
     def _objective(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(what to backpropagate, the cross-entropy): MoE adds its load-balancing loss."""
         _, loss = self.model(x, y)
-        return (loss + self.proxy.router_aux_loss * self.model.aux_loss() if self.proxy.is_moe else loss), loss
+        return (
+            loss + self.proxy.router_aux_loss * self.model.aux_loss() if self.proxy.is_moe else loss
+        ), loss
 
     def _backward(self, objective: torch.Tensor) -> None:
         objective.backward()
@@ -524,7 +624,9 @@ class Trainer(TrainingLoop):
     def _eval_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.model(x, y)[1]
 
-    def _compile(self) -> None:  # the blocks (or the trunk) only: the head's loss is already one pass per chunk
+    def _compile(
+        self,
+    ) -> None:  # the blocks (or the trunk) only: the head's loss is already one pass per chunk
         compile_model(self.model, mode=self.compile_mode, scope=self.cfg.compile_scope)
 
     def _uncompile(self) -> None:
@@ -546,8 +648,12 @@ class Trainer(TrainingLoop):
         the last checkpoint is written."""
         if checkpoint_path and checkpoint.exists(checkpoint_path):
             self.load_checkpoint(checkpoint_path)
-        self.train_to(self.cfg.steps, total_tokens=self.cfg.steps * self.cfg.tokens_per_step,
-                      checkpoint_path=checkpoint_path, checkpoint_every_steps=checkpoint_every_steps)
+        self.train_to(
+            self.cfg.steps,
+            total_tokens=self.cfg.steps * self.cfg.tokens_per_step,
+            checkpoint_path=checkpoint_path,
+            checkpoint_every_steps=checkpoint_every_steps,
+        )
         result = self.result(tokens=self.cfg.tokens)
         if checkpoint_path:
             checkpoint.wait(checkpoint_path)
@@ -576,11 +682,24 @@ def _result_row(cfg: TrainConfig, proxy: ProxyConfig, **measured) -> RunResult:
     nan = math.nan
     status = "diverged" if not math.isnan(measured["diverged_at"]) else "ok"
     return RunResult(
-        model=cfg.model, n_params=proxy.num_params(), n_params_non_embedding=proxy.num_params(embedding=False),
-        m_width=proxy.m_width, schedule=s.name, lr=s.peak_lr(batch_size=cfg.batch_size),
-        lr_max=s.lr_max if is_power else nan, power_a=s.power_a if is_power else nan,
-        power_b=s.power_b if is_power else nan, batch_size=cfg.batch_size, seq_len=proxy.seq_len,
-        tokens=measured.pop("tokens"), warmup_tokens=s.warmup_tokens, decay_fraction=s.decay_fraction,
-        decay_shape=s.decay_shape, seed=cfg.seed, ppl_eval=math.exp(measured["loss_eval"]) if status == "ok" else nan,
-        status=status, diverged_at_tokens=measured.pop("diverged_at"), **measured,
+        model=cfg.model,
+        n_params=proxy.num_params(),
+        n_params_non_embedding=proxy.num_params(embedding=False),
+        m_width=proxy.m_width,
+        schedule=s.name,
+        lr=s.peak_lr(batch_size=cfg.batch_size),
+        lr_max=s.lr_max if is_power else nan,
+        power_a=s.power_a if is_power else nan,
+        power_b=s.power_b if is_power else nan,
+        batch_size=cfg.batch_size,
+        seq_len=proxy.seq_len,
+        tokens=measured.pop("tokens"),
+        warmup_tokens=s.warmup_tokens,
+        decay_fraction=s.decay_fraction,
+        decay_shape=s.decay_shape,
+        seed=cfg.seed,
+        ppl_eval=math.exp(measured["loss_eval"]) if status == "ok" else nan,
+        status=status,
+        diverged_at_tokens=measured.pop("diverged_at"),
+        **measured,
     )

@@ -36,8 +36,18 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Policy", "Bracket", "SearchState", "brackets", "first_round", "lr_value", "next_round", "predicted",
-           "replay", "wanted"]
+__all__ = [
+    "Policy",
+    "Bracket",
+    "SearchState",
+    "brackets",
+    "first_round",
+    "lr_value",
+    "next_round",
+    "predicted",
+    "replay",
+    "wanted",
+]
 
 TREND_BUDGETS = 3  # budgets below it whose argmins predict where a budget's optimum lies
 
@@ -52,7 +62,9 @@ class Policy:
     start: tuple[int, ...]  # lattice indices of the first round
     max_lineages: float  # budget: tokens of this many lineages through every token budget
     max_rounds: int = 30  # rounds at most, the first included
-    side_points: int = 3  # lattice points wanted on each side of every budget's argmin: the analysis' half_width
+    side_points: int = (
+        3  # lattice points wanted on each side of every budget's argmin: the analysis' half_width
+    )
 
     def __post_init__(self):
         assert self.anchor > 0 and self.resolution > 1 and self.spacing_steps >= 1 and self.start
@@ -67,7 +79,7 @@ class Policy:
 
 def lr_value(policy: Policy, k: int) -> float:
     """The lr at lattice index k, to 3 significant digits (so sqrt(2) steps from 1e-3 give 0.000707, 0.00141)."""
-    return float(f"{policy.anchor * policy.resolution ** k:.3g}")
+    return float(f"{policy.anchor * policy.resolution**k:.3g}")
 
 
 # (lattice index, token budget) -> held-out loss in nats/token; math.inf for a diverged run
@@ -82,8 +94,9 @@ def _at(observed: Observed, budget: float) -> dict[int, float]:
 def _argmin(points: dict[int, float]) -> tuple[int | None, int | None]:
     """(argmin among finite losses below the smallest diverged index, that smallest diverged index)."""
     diverged = min((k for k, loss in points.items() if not math.isfinite(loss)), default=None)
-    finite = [(loss, k) for k, loss in points.items()
-              if math.isfinite(loss) and (diverged is None or k < diverged)]
+    finite = [
+        (loss, k) for k, loss in points.items() if math.isfinite(loss) and (diverged is None or k < diverged)
+    ]
     return (min(finite)[1] if finite else None), diverged
 
 
@@ -113,8 +126,13 @@ def wanted(points: dict[int, float], policy: Policy, *, coarse: bool = True) -> 
     inner_missing = best - 1 not in points or (best + 1 not in points and best + 1 < ceiling)
     if upper and inner_missing:  # jump to the lattice points around the parabola's vertex
         centre = _vertex(points, lower[-1], best, upper[0])
-        asks.update({k: 1 for k in (centre - 1, centre, centre + 1)
-                     if lower[-1] < k < upper[0] and k not in points and k < ceiling})
+        asks.update(
+            {
+                k: 1
+                for k in (centre - 1, centre, centre + 1)
+                if lower[-1] < k < upper[0] and k not in points and k < ceiling
+            }
+        )
     elif best - 1 not in points:  # the lr above diverged: bisect towards the nearest point below
         asks[best - max((best - lower[-1]) // 2, 1)] = 1
     for j in range(2, policy.side_points + 1):  # the bowl's window: the points next to those, at resolution
@@ -125,7 +143,9 @@ def wanted(points: dict[int, float], policy: Policy, *, coarse: bool = True) -> 
     return {k: r for k, r in asks.items() if k not in points}
 
 
-def _outer_asks(best: int, lower: list[int], upper: list[int], ceiling: float, policy: Policy) -> dict[int, int]:
+def _outer_asks(
+    best: int, lower: list[int], upper: list[int], ceiling: float, policy: Policy
+) -> dict[int, int]:
     """A side with no finite point: one coarse step outwards, or, below a diverged lr, halfway to it."""
     asks = {}
     if not lower:
@@ -147,8 +167,9 @@ def _vertex(points: dict[int, float], left: int, best: int, right: int) -> int:
     return min(max(round(vertex), left + 1), right - 1)
 
 
-def predicted(history: Sequence[tuple[float, int]], budget: float, ceiling: float, *,
-              points: int = 2) -> dict[int, int]:
+def predicted(
+    history: Sequence[tuple[float, int]], budget: float, ceiling: float, *, points: int = 2
+) -> dict[int, int]:
     """The first lrs of a budget no lr has reached yet: the lattice points around the optimum extrapolated
     from the budgets below it, `history` their (tokens, argmin index), all bracketed. lr_opt moves as a
     power of T (the gamma law), so the argmin is a straight line in log T: fitted to the last
@@ -185,8 +206,13 @@ def _asks(observed: Observed, policy: Policy, budgets: Sequence[float]) -> dict[
     return out
 
 
-def next_round(observed: Observed, requested: Round, policy: Policy, budgets: Sequence[float],
-               lineage_tokens: Mapping[float, float]) -> tuple[Round, str]:
+def next_round(
+    observed: Observed,
+    requested: Round,
+    policy: Policy,
+    budgets: Sequence[float],
+    lineage_tokens: Mapping[float, float],
+) -> tuple[Round, str]:
     """The next round (index -> budget to train through) and why it is what it is.
 
     `observed` holds the results of the rounds so far, `requested` what they asked for; `lineage_tokens[T]`
@@ -214,8 +240,13 @@ def first_round(policy: Policy, budgets: Sequence[float]) -> Round:
     return {k: min(budgets) for k in policy.start}
 
 
-def _within_budget(want: Round, rank: dict[int, tuple[int, int]], requested: Round, policy: Policy,
-                   lineage_tokens: Mapping[float, float]) -> tuple[Round, str]:
+def _within_budget(
+    want: Round,
+    rank: dict[int, tuple[int, int]],
+    requested: Round,
+    policy: Policy,
+    lineage_tokens: Mapping[float, float],
+) -> tuple[Round, str]:
     """The asks that fit in what is left of the lineage budget: neighbours of an argmin first, then those
     more budgets ask for, then the cheaper; when none fit, the search stops."""
     full = lineage_tokens[max(lineage_tokens)]
@@ -253,8 +284,12 @@ class SearchState:
         return not self.pending
 
 
-def replay(stored: Callable[[int, float], float | None], policy: Policy, budgets: Sequence[float],
-           lineage_tokens: Mapping[float, float]) -> SearchState:
+def replay(
+    stored: Callable[[int, float], float | None],
+    policy: Policy,
+    budgets: Sequence[float],
+    lineage_tokens: Mapping[float, float],
+) -> SearchState:
     """Rebuild a group's search from the store: `stored(k, T)` is the stored loss (math.inf if diverged) of
     index k at budget T, None if not stored. Round r + 1 is recomputed from rounds 1..r only, so the
     answer does not depend on which results of a round in progress happen to be stored already."""
@@ -287,8 +322,10 @@ class Bracket:
 def brackets(state: SearchState, policy: Policy, budgets: Sequence[float]) -> list[Bracket]:
     """Each budget's bracket after the completed rounds."""
     asks = _asks(state.observed, policy, budgets)
-    return [_bracket(_at(state.observed, budget), budget, policy, bool(asks.get(budget)))
-            for budget in sorted(budgets)]
+    return [
+        _bracket(_at(state.observed, budget), budget, policy, bool(asks.get(budget)))
+        for budget in sorted(budgets)
+    ]
 
 
 def _bracket(points: dict[int, float], budget: float, policy: Policy, asking: bool) -> Bracket:
@@ -296,5 +333,9 @@ def _bracket(points: dict[int, float], budget: float, policy: Policy, asking: bo
     below = max((k for k in points if best is not None and k < best), default=None)
     above = min((k for k in points if best is not None and k > best), default=None)
     values = [None if k is None else lr_value(policy, k) for k in (below, best, above)]
-    return Bracket(budget, *values, above_diverged=above is not None and not math.isfinite(points[above]),
-                   bracketed=bool(points) and not asking)
+    return Bracket(
+        budget,
+        *values,
+        above_diverged=above is not None and not math.isfinite(points[above]),
+        bracketed=bool(points) and not asking,
+    )

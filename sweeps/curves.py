@@ -28,22 +28,34 @@ if TYPE_CHECKING:
 CURVES_DIR = "curves"
 KEY = ("lineage_id", "segment", "budget", "kind", "step")
 _STR, _INT, _FLOAT = pa.string(), pa.int64(), pa.float64()
-CURVE_SCHEMA = pa.schema([
-    pa.field("lineage_id", _STR, nullable=False),  # id / the training trajectory (the results' lineage_id)
-    pa.field("run_id", _STR),  # id / the result row the point leads to: a decay point's budget row, a trunk
-    # evaluation's trunk row; null for trunk training points (they lead to every budget forked later)
-    pa.field("segment", _STR, nullable=False),  # 'trunk' | 'decay'
-    pa.field("budget", _FLOAT),  # tokens / the decay branch's budget; null on the trunk
-    pa.field("fork_tokens", _FLOAT),  # tokens / seen where the decay branch left the trunk; null on the trunk
-    pa.field("kind", _STR, nullable=False),  # 'train' (a training step's loss) | 'eval' (held-out loss there)
-    pa.field("step", _INT, nullable=False),  # optimizer steps done
-    pa.field("tokens", _INT, nullable=False),  # tokens seen: step * batch_size * seq_len
-    pa.field("lr", _FLOAT),  # learning rate of that step (muP base lr); null on eval points
-    pa.field("loss_train", _FLOAT),  # nats/token / the step's training loss
-    pa.field("loss_train_mean", _FLOAT),  # nats/token / mean training loss since the previous grid point
-    pa.field("mean_steps", _INT),  # steps / the steps that mean covers (ending at `step`); 0 on eval points
-    pa.field("loss_eval", _FLOAT),  # nats/token / held-out loss (eval points only)
-])
+CURVE_SCHEMA = pa.schema(
+    [
+        pa.field(
+            "lineage_id", _STR, nullable=False
+        ),  # id / the training trajectory (the results' lineage_id)
+        pa.field(
+            "run_id", _STR
+        ),  # id / the result row the point leads to: a decay point's budget row, a trunk
+        # evaluation's trunk row; null for trunk training points (they lead to every budget forked later)
+        pa.field("segment", _STR, nullable=False),  # 'trunk' | 'decay'
+        pa.field("budget", _FLOAT),  # tokens / the decay branch's budget; null on the trunk
+        pa.field(
+            "fork_tokens", _FLOAT
+        ),  # tokens / seen where the decay branch left the trunk; null on the trunk
+        pa.field(
+            "kind", _STR, nullable=False
+        ),  # 'train' (a training step's loss) | 'eval' (held-out loss there)
+        pa.field("step", _INT, nullable=False),  # optimizer steps done
+        pa.field("tokens", _INT, nullable=False),  # tokens seen: step * batch_size * seq_len
+        pa.field("lr", _FLOAT),  # learning rate of that step (muP base lr); null on eval points
+        pa.field("loss_train", _FLOAT),  # nats/token / the step's training loss
+        pa.field("loss_train_mean", _FLOAT),  # nats/token / mean training loss since the previous grid point
+        pa.field(
+            "mean_steps", _INT
+        ),  # steps / the steps that mean covers (ending at `step`); 0 on eval points
+        pa.field("loss_eval", _FLOAT),  # nats/token / held-out loss (eval points only)
+    ]
+)
 
 
 def curve_records(job: LineageJob, points: Sequence[Mapping]) -> list[dict]:
@@ -66,15 +78,23 @@ def curve_records(job: LineageJob, points: Sequence[Mapping]) -> list[dict]:
             run_id = trunk.get(int(point["tokens"])) if point["kind"] == "eval" else ""
         if run_id is not None:
             trunk_point = point["segment"] == "trunk"
-            rows.append({**point, "lineage_id": job.lineage_id, "run_id": run_id or None,
-                         **({"budget": None, "fork_tokens": None} if trunk_point else {})})
+            rows.append(
+                {
+                    **point,
+                    "lineage_id": job.lineage_id,
+                    "run_id": run_id or None,
+                    **({"budget": None, "fork_tokens": None} if trunk_point else {}),
+                }
+            )
     return rows
 
 
 def merge_points(old: pa.Table | None, rows: Sequence[Mapping]) -> pa.Table:
     """``old`` (a lineage's stored curve, or None) with ``rows`` merged in by KEY, the new copy of a point
     winning; sorted by segment, budget, step and kind (a step's train point before its eval point)."""
-    new = pa.Table.from_pylist([{f.name: row.get(f.name) for f in CURVE_SCHEMA} for row in rows], schema=CURVE_SCHEMA)
+    new = pa.Table.from_pylist(
+        [{f.name: row.get(f.name) for f in CURVE_SCHEMA} for row in rows], schema=CURVE_SCHEMA
+    )
     table = pa.concat_tables([t for t in (old, new) if t is not None])
     keys = pd.DataFrame({name: table.column(name).to_pandas() for name in KEY})
     keys["budget"] = keys["budget"].fillna(-1.0)  # the trunk's null budget as a plain key
@@ -89,13 +109,18 @@ def conform_curve(table: pa.Table) -> pa.Table:
     missing = [f.name for f in CURVE_SCHEMA if not f.nullable and f.name not in table.column_names]
     if missing:
         raise ValueError(f"not a curve file: column(s) {missing} missing")
-    columns = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
-               for f in CURVE_SCHEMA]
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
+        for f in CURVE_SCHEMA
+    ]
     return pa.Table.from_arrays(columns, schema=CURVE_SCHEMA)
 
 
-def curve_saver(job: LineageJob, write: Callable[[list[dict]], None],
-                on_curve: Callable[[LineageJob, list[dict]], None] | None = None) -> Callable[[list[dict]], None]:
+def curve_saver(
+    job: LineageJob,
+    write: Callable[[list[dict]], None],
+    on_curve: Callable[[LineageJob, list[dict]], None] | None = None,
+) -> Callable[[list[dict]], None]:
     """The lineage driver's `on_curve` for `job`: its points as rows (`curve_records`), written with `write`
     (e.g. the store's, merging by key), then handed to `on_curve(job, rows)` if given."""
 

@@ -22,7 +22,6 @@ from importlib import metadata
 from typing import TextIO
 
 import torch
-
 from powersweep.proxy_models.budgets import planned_tokens, trunk_tokens
 from powersweep.proxy_models.curves import DEFAULT_GRID
 from powersweep.proxy_models.lineage import Attempt, train_lineage, train_packed_lineage
@@ -30,7 +29,14 @@ from powersweep.proxy_models.trainer import RunResult
 from powersweep.sweeps.curves import curve_saver
 from powersweep.sweeps.failures import fatal_stop, raise_fatal, reporting_fatal
 from powersweep.sweeps.plan import LineageJob, PackedJob, gpu_share, settings_id, short_hash, trial_budget_gib
-from powersweep.sweeps.progress import TIMED, ExecutionReport, StatusPrinter, Tracker, trials_done_callback, tune_callback
+from powersweep.sweeps.progress import (
+    TIMED,
+    ExecutionReport,
+    StatusPrinter,
+    Tracker,
+    trials_done_callback,
+    tune_callback,
+)
 from powersweep.sweeps.store import ResultStore
 from powersweep.sweeps.trackers import LineageLog, lineage_logs, tracking_root
 
@@ -51,11 +57,15 @@ class ExecutionSettings:
     address: str | None = None  # existing Ray cluster; None starts a fresh local Ray in this process
     checkpoint_every_steps: int = 500  # trunk checkpoint interval, in steps: a retry loses at most this many
     lineages_per_trial: int = 0  # 0 = auto: one trial per job up to MAX_TRIALS trials, then grouped
-    driver: dict | None = None  # the driver process (sweeps.lock.holder()): trials store nothing once it is gone
+    driver: dict | None = (
+        None  # the driver process (sweeps.lock.holder()): trials store nothing once it is gone
+    )
     gpu_memory_bytes: int | None = None  # memory of one GPU: each trial asks for its estimate's share of one
     # (at least gpus_per_trial) and plans its steps within it (sweeps.plan.gpu_share); None: gpus_per_trial as is
     curves: bool = True  # store each lineage's training curve (sweeps/curves.py) beside the results
-    loggers: tuple[str, ...] = ()  # experiment trackers fed the curve points and stored rows (sweeps/trackers.py)
+    loggers: tuple[
+        str, ...
+    ] = ()  # experiment trackers fed the curve points and stored rows (sweeps/trackers.py)
     tracking_root: str | None = None  # where the trackers write; None = trackers.tracking_root(store_uri)
 
     @property
@@ -73,15 +83,25 @@ def missing_budgets(job: LineageJob, stored_run_ids: set[str]) -> LineageJob | N
     """
     lost_trunk = {t for t, r in zip(job.trunk_tokens, job.trunk_run_ids) if r not in stored_run_ids}
     forks = dict(zip(job.budgets, _fork_tokens(job)))
-    keep = [(t, r) for t, r in zip(job.budgets, job.run_ids) if r not in stored_run_ids or forks[t] in lost_trunk]
+    keep = [
+        (t, r) for t, r in zip(job.budgets, job.run_ids) if r not in stored_run_ids or forks[t] in lost_trunk
+    ]
     if not keep:
         return None
     budgets, run_ids = zip(*keep)
     config = replace(job.config, tokens=max(budgets))
     last = max(trunk_tokens(config, budgets), default=0)
-    trunk = [(t, r) for t, r in zip(job.trunk_tokens, job.trunk_run_ids) if r not in stored_run_ids and t <= last]
-    return replace(job, budgets=budgets, run_ids=run_ids, config=config,
-                   trunk_tokens=tuple(t for t, _ in trunk), trunk_run_ids=tuple(r for _, r in trunk))
+    trunk = [
+        (t, r) for t, r in zip(job.trunk_tokens, job.trunk_run_ids) if r not in stored_run_ids and t <= last
+    ]
+    return replace(
+        job,
+        budgets=budgets,
+        run_ids=run_ids,
+        config=config,
+        trunk_tokens=tuple(t for t, _ in trunk),
+        trunk_run_ids=tuple(r for _, r in trunk),
+    )
 
 
 def _fork_tokens(job: LineageJob) -> list[int]:
@@ -114,8 +134,13 @@ def provenance() -> dict[str, str]:
 
 def _git_sha() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=os.path.dirname(os.path.abspath(__file__)))
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -124,17 +149,27 @@ def _git_sha() -> str | None:
 def store_row(result: RunResult, *, job: LineageJob, run_id: str, execution: dict | None = None) -> dict:
     """A trainer row plus the ids and provenance the store needs; `execution` adds to the row's execution
     record (e.g. that its pack was split after running out of memory)."""
-    row = {**result.to_row(), "run_id": run_id, "lineage_id": job.lineage_id,
-           "settings_id": settings_id(job.config), **provenance()}
+    row = {
+        **result.to_row(),
+        "run_id": run_id,
+        "lineage_id": job.lineage_id,
+        "settings_id": settings_id(job.config),
+        **provenance(),
+    }
     if execution:
         row["execution"] = json.dumps({**json.loads(result.execution or "{}"), **execution}, sort_keys=True)
     return row
 
 
-def run_job(job: LineageJob | PackedJob, settings: ExecutionSettings, *, attempt: Attempt | None = None,
-            on_stored: Callable[[str], None] | None = None,
-            on_curve: Callable[[LineageJob, list[dict]], None] | None = None,
-            execution: dict | None = None) -> list[list[RunResult]]:
+def run_job(
+    job: LineageJob | PackedJob,
+    settings: ExecutionSettings,
+    *,
+    attempt: Attempt | None = None,
+    on_stored: Callable[[str], None] | None = None,
+    on_curve: Callable[[LineageJob, list[dict]], None] | None = None,
+    execution: dict | None = None,
+) -> list[list[RunResult]]:
     """Train one job (a lineage, or a pack of them in lockstep) and store each of its rows as soon as it is
     final: budget results and trunk evaluations, each after its lineage's curve points up to it (stored with
     `settings.curves`); points and rows are handed to the job's trackers (`settings.loggers`), which are fed from
@@ -148,10 +183,21 @@ def run_job(job: LineageJob | PackedJob, settings: ExecutionSettings, *, attempt
     job, attempt = _within_gpu_share(job, settings), attempt or Attempt()
     members = _members(job)
     try:
-        with lineage_logs(members, loggers=settings.loggers, sweep_id=settings.sweep_id,
-                          root=settings.tracking_root or tracking_root(settings.store_uri)) as logs:
-            return _train_job(members, settings, attempt=attempt, on_stored=on_stored, on_curve=on_curve,
-                              execution=execution, logs=logs)
+        with lineage_logs(
+            members,
+            loggers=settings.loggers,
+            sweep_id=settings.sweep_id,
+            root=settings.tracking_root or tracking_root(settings.store_uri),
+        ) as logs:
+            return _train_job(
+                members,
+                settings,
+                attempt=attempt,
+                on_stored=on_stored,
+                on_curve=on_curve,
+                execution=execution,
+                logs=logs,
+            )
     except torch.cuda.OutOfMemoryError:
         if len(members) == 1:
             raise
@@ -159,38 +205,73 @@ def run_job(job: LineageJob | PackedJob, settings: ExecutionSettings, *, attempt
     store = ResultStore(settings.store_uri)
     stored = {r for m in members for r in m.row_ids if store.has(sweep_id=settings.sweep_id, name=r)}
     splits, rows = (execution or {}).get("pack_split", 0) + 1, []
-    for half in (members[:len(members) // 2], members[len(members) // 2:]):
+    for half in (members[: len(members) // 2], members[len(members) // 2 :]):
         rest = missing_rows(PackedJob(half), stored)
         if rest is not None:
-            rows += run_job(rest, settings, attempt=attempt, on_stored=on_stored, on_curve=on_curve,
-                            execution={"pack_split": splits})
+            rows += run_job(
+                rest,
+                settings,
+                attempt=attempt,
+                on_stored=on_stored,
+                on_curve=on_curve,
+                execution={"pack_split": splits},
+            )
     return rows
 
 
-def _train_job(members: Sequence[LineageJob], settings: ExecutionSettings, *, attempt: Attempt,
-               on_stored: Callable[[str], None] | None, on_curve: Callable[[LineageJob, list[dict]], None] | None,
-               execution: dict | None, logs: Sequence) -> list[list[RunResult]]:
+def _train_job(
+    members: Sequence[LineageJob],
+    settings: ExecutionSettings,
+    *,
+    attempt: Attempt,
+    on_stored: Callable[[str], None] | None,
+    on_curve: Callable[[LineageJob, list[dict]], None] | None,
+    execution: dict | None,
+    logs: Sequence,
+) -> list[list[RunResult]]:
     """`run_job`'s training; `logs` holds each member's LineageLog (None without loggers)."""
     root = os.path.join(settings.checkpoint_root, settings.sweep_id)
-    recorded = settings.curves or any(log is not None for log in logs)  # the recorder is cheap: trackers use it
-    common = dict(checkpoint_every_steps=settings.checkpoint_every_steps, attempt=attempt,
-                  redo=lost_rows(members, settings), curve_grid=DEFAULT_GRID if recorded else None)
+    recorded = settings.curves or any(
+        log is not None for log in logs
+    )  # the recorder is cheap: trackers use it
+    common = dict(
+        checkpoint_every_steps=settings.checkpoint_every_steps,
+        attempt=attempt,
+        redo=lost_rows(members, settings),
+        curve_grid=DEFAULT_GRID if recorded else None,
+    )
     savers = [_saver(m, settings, on_stored, execution, log) for m, log in zip(members, logs)]
-    curves = [_curve_writer(m, settings, on_curve, log) for m, log in zip(members, logs)] if recorded else None
+    curves = (
+        [_curve_writer(m, settings, on_curve, log) for m, log in zip(members, logs)] if recorded else None
+    )
     if len(members) == 1:
         m = members[0]
         checkpoint_dir = _whole_curve(os.path.join(root, m.lineage_id), members, settings)
-        return [train_lineage(m.config, m.budgets, trunk_at=m.trunk_tokens,
-                              checkpoint_dir=checkpoint_dir, on_result=savers[0],
-                              on_curve=curves and curves[0], **common)]
+        return [
+            train_lineage(
+                m.config,
+                m.budgets,
+                trunk_at=m.trunk_tokens,
+                checkpoint_dir=checkpoint_dir,
+                on_result=savers[0],
+                on_curve=curves and curves[0],
+                **common,
+            )
+        ]
     packed = PackedJob(tuple(members))
     checkpoint_dir = os.path.join(root, "pack-" + short_hash(sorted(m.lineage_id for m in members)))
     checkpoint_dir = _whole_curve(checkpoint_dir, members, settings)
-    return train_packed_lineage(packed.config, [m.config.schedule for m in members], packed.budgets,
-                                seeds=[m.config.seed for m in members], trunk_at=packed.trunk_tokens,
-                                checkpoint_dir=checkpoint_dir,
-                                on_result=lambda i, row: savers[i](row),
-                                on_curve=curves and (lambda i, points: curves[i](points)), **common)
+    return train_packed_lineage(
+        packed.config,
+        [m.config.schedule for m in members],
+        packed.budgets,
+        seeds=[m.config.seed for m in members],
+        trunk_at=packed.trunk_tokens,
+        checkpoint_dir=checkpoint_dir,
+        on_result=lambda i, row: savers[i](row),
+        on_curve=curves and (lambda i, points: curves[i](points)),
+        **common,
+    )
 
 
 def _whole_curve(checkpoint_dir: str, members: Sequence[LineageJob], settings: ExecutionSettings) -> str:
@@ -202,16 +283,20 @@ def _whole_curve(checkpoint_dir: str, members: Sequence[LineageJob], settings: E
 
     def curve_lost(m: LineageJob) -> bool:
         return store.read_curve(sweep_id=settings.sweep_id, name=m.lineage_id) is None and any(
-            store.has(sweep_id=settings.sweep_id, name=r) for r in m.row_ids)
+            store.has(sweep_id=settings.sweep_id, name=r) for r in m.row_ids
+        )
 
     if settings.curves and os.path.isdir(checkpoint_dir) and any(curve_lost(m) for m in members):
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return checkpoint_dir
 
 
-def _curve_writer(job: LineageJob, settings: ExecutionSettings,
-                  on_curve: Callable[[LineageJob, list[dict]], None] | None,
-                  log: LineageLog | None = None) -> Callable[[list[dict]], None]:
+def _curve_writer(
+    job: LineageJob,
+    settings: ExecutionSettings,
+    on_curve: Callable[[LineageJob, list[dict]], None] | None,
+    log: LineageLog | None = None,
+) -> Callable[[list[dict]], None]:
     """Merges `job`'s curve points into its lineage's curve file (with `settings.curves`, while the driver
     lives), hands them to `log` (the job's trackers), then to `on_curve`. The trackers skip the points of the
     stored curve: an earlier attempt at the lineage stored them, then sent them."""
@@ -235,7 +320,9 @@ def trial_gpus(jobs: Sequence[LineageJob | PackedJob], settings: ExecutionSettin
     gpus_per_trial."""
     if settings.gpu_memory_bytes is None:
         return settings.gpus_per_trial
-    return max(gpu_share(j, gpu_bytes=settings.gpu_memory_bytes, requested=settings.gpus_per_trial)[0] for j in jobs)
+    return max(
+        gpu_share(j, gpu_bytes=settings.gpu_memory_bytes, requested=settings.gpus_per_trial)[0] for j in jobs
+    )
 
 
 def _within_gpu_share(job: LineageJob | PackedJob, settings: ExecutionSettings) -> LineageJob | PackedJob:
@@ -246,7 +333,9 @@ def _within_gpu_share(job: LineageJob | PackedJob, settings: ExecutionSettings) 
     share = trial_gpus([job], settings)
     budget = trial_budget_gib(job, share, gpu_bytes=settings.gpu_memory_bytes)
     members = tuple(replace(m, config=replace(m.config, memory_budget_gib=budget)) for m in _members(job))
-    if torch.cuda.is_available():  # the allocator enforces the share: an overrun is this trial's OOM, not another's
+    if (
+        torch.cuda.is_available()
+    ):  # the allocator enforces the share: an overrun is this trial's OOM, not another's
         torch.cuda.set_per_process_memory_fraction(min(share, 1.0))
     return PackedJob(members) if isinstance(job, PackedJob) else members[0]
 
@@ -257,20 +346,31 @@ def lost_rows(members: Sequence[LineageJob], settings: ExecutionSettings) -> set
     store = ResultStore(settings.store_uri)
     lost = set()
     for m in members:
-        rows = [*(("final", t, r) for t, r in zip(m.budgets, m.run_ids)),
-                *(("trunk", t, r) for t, r in zip(m.trunk_tokens, m.trunk_run_ids))]
-        lost |= {(phase, float(t)) for phase, t, r in rows if not store.has(sweep_id=settings.sweep_id, name=r)}
+        rows = [
+            *(("final", t, r) for t, r in zip(m.budgets, m.run_ids)),
+            *(("trunk", t, r) for t, r in zip(m.trunk_tokens, m.trunk_run_ids)),
+        ]
+        lost |= {
+            (phase, float(t)) for phase, t, r in rows if not store.has(sweep_id=settings.sweep_id, name=r)
+        }
     return lost
 
 
-def _saver(job: LineageJob, settings: ExecutionSettings, on_stored: Callable[[str], None] | None,
-           execution: dict | None = None, log: LineageLog | None = None):
+def _saver(
+    job: LineageJob,
+    settings: ExecutionSettings,
+    on_stored: Callable[[str], None] | None,
+    execution: dict | None = None,
+    log: LineageLog | None = None,
+):
     """Writes a row of `job` to the store if the job asks for it (a pack trains the union of its members'
     budgets; each member writes only its own missing rows), then hands it to `log`, the job's trackers. A row
     stored before a retry keeps that file."""
     store = ResultStore(settings.store_uri)
-    ids = {**{("final", t): r for t, r in zip(job.budgets, job.run_ids)},
-           **{("trunk", t): r for t, r in zip(job.trunk_tokens, job.trunk_run_ids)}}
+    ids = {
+        **{("final", t): r for t, r in zip(job.budgets, job.run_ids)},
+        **{("trunk", t): r for t, r in zip(job.trunk_tokens, job.trunk_run_ids)},
+    }
 
     def save(result: RunResult) -> None:
         run_id = ids.get((result.phase, result.tokens))
@@ -278,8 +378,11 @@ def _saver(job: LineageJob, settings: ExecutionSettings, on_stored: Callable[[st
             return
         if not store.has(sweep_id=settings.sweep_id, name=run_id):
             check_driver(settings.driver)
-            store.write([store_row(result, job=job, run_id=run_id, execution=execution)], sweep_id=settings.sweep_id,
-                        name=run_id)
+            store.write(
+                [store_row(result, job=job, run_id=run_id, execution=execution)],
+                sweep_id=settings.sweep_id,
+                name=run_id,
+            )
         if log is not None:
             log.row(result)
         if on_stored is not None:
@@ -309,9 +412,15 @@ def _trial(params: dict) -> None:
     finished = dict.fromkeys(TIMED, 0.0)
 
     def report(run_id: str) -> None:
-        tune.report({"run_id": run_id, "worker_pid": os.getpid(), "started_at": started_at,
-                     "trial_s": time.perf_counter() - start,
-                     **{key: finished[key] + getattr(attempt, key) for key in TIMED}})
+        tune.report(
+            {
+                "run_id": run_id,
+                "worker_pid": os.getpid(),
+                "started_at": started_at,
+                "trial_s": time.perf_counter() - start,
+                **{key: finished[key] + getattr(attempt, key) for key in TIMED},
+            }
+        )
 
     for job in params["jobs"]:
         attempt = Attempt()
@@ -326,7 +435,7 @@ MAX_TRIALS = 256  # above this many jobs, a trial runs several (Tune's cost grow
 def trial_groups(jobs: Sequence, jobs_per_trial: int = 0) -> list[tuple]:
     """The jobs of each trial, in order: `jobs_per_trial` each, or (0) as many as keep it to MAX_TRIALS trials."""
     size = jobs_per_trial or math.ceil(len(jobs) / MAX_TRIALS)
-    return [tuple(jobs[i:i + size]) for i in range(0, len(jobs), size)]
+    return [tuple(jobs[i : i + size]) for i in range(0, len(jobs), size)]
 
 
 def longest_first(jobs: Sequence[LineageJob | PackedJob], *, device: str = "cpu") -> list:
@@ -357,7 +466,11 @@ def job_cost(job: LineageJob | PackedJob, *, device: str = "cpu") -> float:
 # Tune's CSV/JSON/TensorBoard loggers are dropped and its experiment state is saved rarely.
 # Tune's newer console output prints its configuration and every errored trial's result table whatever the
 # verbosity; the classic reporter at verbose=0 prints nothing, and the sweep's own status line says the rest.
-TUNE_ENV = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_GLOBAL_CHECKPOINT_S": "60", "RAY_AIR_NEW_OUTPUT": "0"}
+TUNE_ENV = {
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "TUNE_GLOBAL_CHECKPOINT_S": "60",
+    "RAY_AIR_NEW_OUTPUT": "0",
+}
 
 
 class _OneLine(logging.Filter):
@@ -371,8 +484,15 @@ class _OneLine(logging.Filter):
         return True
 
 
-def build_tuner(trainable: Callable, settings: ExecutionSettings, *, param_space: dict, callbacks: Sequence = (),
-                stop=None, **tune_options):
+def build_tuner(
+    trainable: Callable,
+    settings: ExecutionSettings,
+    *,
+    param_space: dict,
+    callbacks: Sequence = (),
+    stop=None,
+    **tune_options,
+):
     """The Tuner of a sweep: our resources, concurrency, retries and Tune settings; `tune_options` go to
     TuneConfig (e.g. a search_alg and num_samples). The trainable reports a deterministic error instead of
     raising it (`sweeps.failures`), and `stop` (a `failures.fatal_stop()`) then ends every trial."""
@@ -388,19 +508,25 @@ def build_tuner(trainable: Callable, settings: ExecutionSettings, *, param_space
     controller = logging.getLogger("ray.tune.execution.tune_controller")
     if not any(isinstance(f, _OneLine) for f in controller.filters):
         controller.addFilter(_OneLine())
-    resources = tune.with_resources(reporting_fatal(trainable),
-                                    _resources(settings) if settings.gpu_memory_bytes is not None
-                                    and "jobs" in param_space else
-                                    {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
+    resources = tune.with_resources(
+        reporting_fatal(trainable),
+        _resources(settings)
+        if settings.gpu_memory_bytes is not None and "jobs" in param_space
+        else {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+    )
     return tune.Tuner(
         resources,
         param_space=param_space,
-        tune_config=tune.TuneConfig(max_concurrent_trials=settings.max_concurrent or None, reuse_actors=True,
-                                    **tune_options),
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=settings.max_concurrent or None, reuse_actors=True, **tune_options
+        ),
         run_config=tune.RunConfig(
-            name=settings.sweep_id, storage_path=os.path.abspath(os.path.join(settings.checkpoint_root, "ray")),
-            failure_config=tune.FailureConfig(max_failures=settings.max_retries), verbose=0,
-            callbacks=list(callbacks), stop=stop,
+            name=settings.sweep_id,
+            storage_path=os.path.abspath(os.path.join(settings.checkpoint_root, "ray")),
+            failure_config=tune.FailureConfig(max_failures=settings.max_retries),
+            verbose=0,
+            callbacks=list(callbacks),
+            stop=stop,
         ),
     )
 
@@ -410,7 +536,9 @@ def _resources(settings: ExecutionSettings) -> Callable:
     from ray.tune import PlacementGroupFactory
 
     def resources(config: dict) -> PlacementGroupFactory:
-        return PlacementGroupFactory([{"CPU": settings.cpus_per_trial, "GPU": trial_gpus(config["jobs"], settings)}])
+        return PlacementGroupFactory(
+            [{"CPU": settings.cpus_per_trial, "GPU": trial_gpus(config["jobs"], settings)}]
+        )
 
     return resources
 
@@ -428,32 +556,43 @@ def init_ray(settings: ExecutionSettings) -> None:
     # "local", not None: None would attach to any cluster a `ray start` left on this machine.
     local = settings.address in (None, "local")
     with contextlib.ExitStack() as local_only:
-        local_only.enter_context(ray_starting())  # first in, last out: a signal held while Ray starts is raised
+        local_only.enter_context(
+            ray_starting()
+        )  # first in, last out: a signal held while Ray starts is raised
         # once the watchdog runs, and Ray's own signal handlers give way to the driver's (sweeps/interrupt.py)
         if local:  # it ends with this driver and listens on 127.0.0.1 only
             local_only.enter_context(ray_of_this_driver())
             local_only.enter_context(loopback_only())
             # Whether this private Ray uses a token is no news at every submit: keep stderr to our lines.
-            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-        ray.init(address=settings.address or "local", include_dashboard=False, configure_logging=False,
-                 log_to_driver=False)
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+                logging.ERROR
+            )
+        ray.init(
+            address=settings.address or "local",
+            include_dashboard=False,
+            configure_logging=False,
+            log_to_driver=False,
+        )
 
 
 def check_resources(settings: ExecutionSettings) -> None:
     """A trial's CPUs and GPUs must fit on one node of the cluster as it is now, else Tune would wait forever:
     SpecError naming the field, what the largest node has and the fix."""
     import ray
-
     from powersweep.sweeps.spec import SpecError
 
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-    for field, key, need in (("cpus_per_trial", "CPU", settings.cpus_per_trial),
-                             ("gpus_per_trial", "GPU", settings.gpus_per_trial)):
+    for field, key, need in (
+        ("cpus_per_trial", "CPU", settings.cpus_per_trial),
+        ("gpus_per_trial", "GPU", settings.gpus_per_trial),
+    ):
         largest = max((node.get(key, 0.0) for node in nodes), default=0.0)
         if need > largest:
-            raise SpecError(f"run.{field}={need:g}: no node of the Ray cluster has that many ({largest:g} {key}s on "
-                            f"the largest of its {len(nodes)} nodes), so no trial could start: lower run.{field} "
-                            "or add such a node")
+            raise SpecError(
+                f"run.{field}={need:g}: no node of the Ray cluster has that many ({largest:g} {key}s on "
+                f"the largest of its {len(nodes)} nodes), so no trial could start: lower run.{field} "
+                "or add such a node"
+            )
 
 
 def slots(settings: ExecutionSettings, trials: int) -> int:
@@ -468,8 +607,9 @@ def slots(settings: ExecutionSettings, trials: int) -> int:
     return max(1, min(trials, settings.max_concurrent or limit, limit))
 
 
-def execute(jobs: Sequence[LineageJob | PackedJob], settings: ExecutionSettings, *,
-            stream: TextIO | None = None) -> ExecutionReport:
+def execute(
+    jobs: Sequence[LineageJob | PackedJob], settings: ExecutionSettings, *, stream: TextIO | None = None
+) -> ExecutionReport:
     """Run every job (a lineage or a pack of lineages) in Ray Tune trials, with a status line on `stream`
     (stderr) as rows are stored. Returns the number of trials that errored and where the wall time went."""
     from ray import tune
@@ -484,8 +624,13 @@ def execute(jobs: Sequence[LineageJob | PackedJob], settings: ExecutionSettings,
         settings = replace(settings, gpus_per_trial=max(trial_gpus(g, settings) for g in groups))
     check_resources(settings)
     printer, stop = StatusPrinter(tracker, stream=stream), fatal_stop()
-    tuner = build_tuner(_trial, settings, param_space={"jobs": tune.grid_search(groups), "settings": settings},
-                        callbacks=[tune_callback(printer)], stop=stop)
+    tuner = build_tuner(
+        _trial,
+        settings,
+        param_space={"jobs": tune.grid_search(groups), "settings": settings},
+        callbacks=[tune_callback(printer)],
+        stop=stop,
+    )
     failed = sum(1 for r in tuner.fit() if r.error is not None)
     printer.update(final=True)
     raise_fatal(stop, log_dirs=log_dirs(settings))
@@ -497,14 +642,22 @@ def log_dirs(settings: ExecutionSettings) -> list[str]:
     return [os.path.join(settings.checkpoint_root, settings.sweep_id, "logs")]
 
 
-def fit(trainable: Callable, settings: ExecutionSettings, *, param_space: dict, total: int, **tune_options) -> int:
+def fit(
+    trainable: Callable, settings: ExecutionSettings, *, param_space: dict, total: int, **tune_options
+) -> int:
     """Run `trainable`'s trials (e.g. an Optuna search's) with the sweep's settings and a line per finished
     trial; returns the number of trials that errored."""
     init_ray(settings)
     check_resources(settings)
     stop = fatal_stop()
-    tuner = build_tuner(trainable, settings, param_space=param_space, callbacks=[trials_done_callback(total)],
-                        stop=stop, **tune_options)
+    tuner = build_tuner(
+        trainable,
+        settings,
+        param_space=param_space,
+        callbacks=[trials_done_callback(total)],
+        stop=stop,
+        **tune_options,
+    )
     failed = sum(1 for r in tuner.fit() if r.error is not None)
     raise_fatal(stop, log_dirs=log_dirs(settings))
     return failed

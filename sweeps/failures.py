@@ -44,8 +44,10 @@ def fatal_reason(error: BaseException) -> str | None:
         where = f" ({error.filename})" if error.filename else ""
         return one_line(f"cannot write{where}: {write_failure(error)}")
     if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and _HOST_OOM in str(error)):
-        return ("the trial ran out of host memory: lower run.max_concurrent (fewer trials at once), or train a "
-                "smaller model or batch_size")
+        return (
+            "the trial ran out of host memory: lower run.max_concurrent (fewer trials at once), or train a "
+            "smaller model or batch_size"
+        )
     return None
 
 
@@ -94,8 +96,9 @@ def raise_fatal(stop, *, log_dirs: Sequence[str]) -> None:
         return
     log = write_log(stop.fatal[TRACEBACK], log_dirs=log_dirs)
     then = f" [not retried: the sweep stopped; resume once fixed; traceback: {log}]"
-    raise SweepFailure(_cut_middle(one_line(stop.fatal[FATAL], limit=10**6), max(MAX_LINE - 30 - len(then), 80))
-                       + then)
+    raise SweepFailure(
+        _cut_middle(one_line(stop.fatal[FATAL], limit=10**6), max(MAX_LINE - 30 - len(then), 80)) + then
+    )
 
 
 def _cut_middle(line: str, limit: int) -> str:
@@ -103,12 +106,12 @@ def _cut_middle(line: str, limit: int) -> str:
     if len(line) <= limit:
         return line
     head = min(limit // 4, 40)
-    return line[:head] + "..." + line[len(line) - (limit - head - 3):]
+    return line[:head] + "..." + line[len(line) - (limit - head - 3) :]
 
 
 def write_log(text: str, *, log_dirs: Sequence[str]) -> str:
     """Write `text` to a new file in the first of `log_dirs` (then the temp dir) that can take it; its path."""
-    name = f"trial-error-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%fZ}.log"
+    name = f"trial-error-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%fZ}.log"
     for directory in [*log_dirs, os.path.join(tempfile.gettempdir(), "powersweep-logs")]:
         path = os.path.join(directory, name)
         try:

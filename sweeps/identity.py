@@ -30,8 +30,11 @@ def settings(spec: SweepSpec) -> dict[str, Any]:
 def differences(stored: SweepSpec, new: SweepSpec) -> list[str]:
     """'field: stored -> new' for each shared setting the two specs give differently, sorted by field."""
     old, now = settings(stored), settings(new)
-    return [f"{key}: {_short(old.get(key))} -> {_short(now.get(key))}"
-            for key in sorted(old.keys() | now.keys()) if old.get(key) != now.get(key)]
+    return [
+        f"{key}: {_short(old.get(key))} -> {_short(now.get(key))}"
+        for key in sorted(old.keys() | now.keys())
+        if old.get(key) != now.get(key)
+    ]
 
 
 def _flat(prefix: str, values: dict) -> dict[str, Any]:

@@ -67,8 +67,12 @@ class _Watch:
             name = signal.Signals(self.received).name
             # On a terminal the status line may be open (sweeps/progress.py): ours starts on a line of its own.
             start = "\n" if sys.stderr.isatty() else ""
-            print(f"{start}{self.program}: interrupted by {name}; the rows stored so far are kept; to finish the "
-                  f"sweep, run: {self.resume}", file=sys.stderr, flush=True)
+            print(
+                f"{start}{self.program}: interrupted by {name}; the rows stored so far are kept; to finish the "
+                f"sweep, run: {self.resume}",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 _watch: _Watch | None = None  # set within `interruptible`

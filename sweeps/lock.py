@@ -24,7 +24,6 @@ import socket
 import uuid
 
 import psutil
-
 from powersweep.sweeps.store import ResultStore, StoreError, write_failure
 
 LOCK_NAME = "driver.lock"
@@ -36,8 +35,13 @@ class SweepLockError(StoreError):
 
 def holder() -> dict:
     """This process as a lock holder: host, pid, the process's start time (pids are reused) and when."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "process_start": psutil.Process().create_time(),
-            "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "token": uuid.uuid4().hex}
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "process_start": psutil.Process().create_time(),
+        "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "token": uuid.uuid4().hex,
+    }
 
 
 def is_alive(owner: dict) -> bool | None:
@@ -101,7 +105,9 @@ class SweepLock:
 
     def __exit__(self, *exc) -> None:
         if self._fd is not None:
-            with contextlib.suppress(OSError):  # a driver that ends leaves no holder behind to "take over" from
+            with contextlib.suppress(
+                OSError
+            ):  # a driver that ends leaves no holder behind to "take over" from
                 os.ftruncate(self._fd, 0)
             os.close(self._fd)  # releases the flock; the file stays (unlinking it would race a next holder)
             self._fd = None
@@ -135,7 +141,9 @@ class SweepLock:
         self._fd = fd
 
     def _unwritable(self, path: str, error: OSError) -> StoreError:
-        return StoreError(f"storage {self.storage!r}: cannot take the sweep's lock {path}: {write_failure(error)}")
+        return StoreError(
+            f"storage {self.storage!r}: cannot take the sweep's lock {path}: {write_failure(error)}"
+        )
 
     def _claim(self, store: ResultStore) -> None:
         try:
@@ -146,17 +154,26 @@ class SweepLock:
             raise self._held(owner, f"{self.storage.rstrip('/')}/{self.relpath}", claim=True)
         self.previous = owner
         store.write_json(self.relpath, self._me)
-        if store.read_json(self.relpath).get("token") != self._me["token"]:  # another driver claimed it meanwhile
-            raise self._held(store.read_json(self.relpath), f"{self.storage.rstrip('/')}/{self.relpath}", claim=True)
+        if (
+            store.read_json(self.relpath).get("token") != self._me["token"]
+        ):  # another driver claimed it meanwhile
+            raise self._held(
+                store.read_json(self.relpath), f"{self.storage.rstrip('/')}/{self.relpath}", claim=True
+            )
         self._store = store
 
     def _held(self, owner: dict, where: str, *, claim: bool = False) -> SweepLockError:
         """The error for a lock held by `owner`; a claim (object store) by a driver on another host may be
         stale, and only a person can tell."""
-        fix = f"if that driver is gone, delete {where}" if claim and not is_alive(owner) else \
-            "wait for it to finish or stop it"
-        return SweepLockError(f"sweep {self.sweep_id!r} in {self.storage!r} is being run by another driver, "
-                              f"{describe(owner)}: {fix}; one driver per sweep at a time")
+        fix = (
+            f"if that driver is gone, delete {where}"
+            if claim and not is_alive(owner)
+            else "wait for it to finish or stop it"
+        )
+        return SweepLockError(
+            f"sweep {self.sweep_id!r} in {self.storage!r} is being run by another driver, "
+            f"{describe(owner)}: {fix}; one driver per sweep at a time"
+        )
 
 
 def _missing_dirs(directory: str) -> list[str]:

@@ -22,7 +22,9 @@ import contextlib
 import os
 
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node address is 127.0.0.1
-LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})  # how a socket on the loopback reports its address
+LOOPBACK = frozenset(
+    {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+)  # how a socket on the loopback reports its address
 
 
 @contextlib.contextmanager
@@ -45,4 +47,3 @@ def loopback_only():
             os.environ.pop(SINGLE_MACHINE_ENV, None)
         else:
             os.environ[SINGLE_MACHINE_ENV] = before
-

@@ -17,9 +17,14 @@ if TYPE_CHECKING:
 
 # (module, exception class) of every user mistake the sweep libraries raise. Looked up only among modules
 # already imported (an error can only come from a module that was), so asking imports nothing.
-USER_ERRORS = (("powersweep.proxy_models.config", "ConfigError"), ("powersweep.proxy_models.data", "DataError"),
-               ("powersweep.analysis.errors", "AnalysisError"), ("powersweep.sweeps.spec", "SpecError"), ("powersweep.sweeps.schema", "StoreError"),
-               ("powersweep.sweeps.failures", "SweepFailure"))
+USER_ERRORS = (
+    ("powersweep.proxy_models.config", "ConfigError"),
+    ("powersweep.proxy_models.data", "DataError"),
+    ("powersweep.analysis.errors", "AnalysisError"),
+    ("powersweep.sweeps.spec", "SpecError"),
+    ("powersweep.sweeps.schema", "StoreError"),
+    ("powersweep.sweeps.failures", "SweepFailure"),
+)
 
 
 MAX_LINE = 300  # characters of an error line shown to a person: longer ones are cut, ending in "..."
@@ -49,10 +54,14 @@ def print_report(result: SubmitResult) -> int:
 
     print(format_plan(result.plan), file=sys.stderr)
     if result.replaced_lock:
-        print(f"took over the sweep's lock from a driver that is gone: {result.replaced_lock}", file=sys.stderr)
+        print(
+            f"took over the sweep's lock from a driver that is gone: {result.replaced_lock}", file=sys.stderr
+        )
     if result.replaced:
-        print(f"--replace: the sweep's earlier rows, curves and spec were moved aside, kept: {result.replaced}",
-              file=sys.stderr)
+        print(
+            f"--replace: the sweep's earlier rows, curves and spec were moved aside, kept: {result.replaced}",
+            file=sys.stderr,
+        )
     for moved in result.set_aside:
         kind = "curve file, its lineage" if "/curves/" in moved.split(" -> ")[0] else "result file, its run"
         print(f"moved aside an unreadable {kind} trained again: {moved}", file=sys.stderr)
@@ -60,9 +69,12 @@ def print_report(result: SubmitResult) -> int:
         print(result.execution.format(), file=sys.stderr)
     print(f"ran {result.lineages_run} lineages ({result.failed_trials} failed); results in {result.storage}")
     if result.unreadable:
-        print(f"powersweep: error: {len(result.unreadable)} planned rows are not readable in the store: "
-              f"{'; '.join(result.unreadable[:3])}{' ...' if len(result.unreadable) > 3 else ''}: run resume "
-              "again once the cause is fixed", file=sys.stderr)
+        print(
+            f"powersweep: error: {len(result.unreadable)} planned rows are not readable in the store: "
+            f"{'; '.join(result.unreadable[:3])}{' ...' if len(result.unreadable) > 3 else ''}: run resume "
+            "again once the cause is fixed",
+            file=sys.stderr,
+        )
     return 1 if result.failed_trials or result.unreadable else 0
 
 
@@ -72,16 +84,23 @@ def status_lines(s: dict) -> list[str]:
     from powersweep.sweeps.progress import bar
 
     done = s["planned"] - s["counts"].get("missing", 0)
-    lines = [f"sweep {s['sweep_id']}: {done}/{s['planned']} runs done {bar(done / max(s['planned'], 1))}; " +
-             ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())),
-             f"trunk evaluations: {s['trunk']['done']} of {s['trunk']['planned']} stored",
-             curve_line(s["curves"])]
-    lines += [f"  unreadable, skipped (resume moves a planned run's file aside and trains it again): {report}"
-              for report in s["unreadable_files"]]
+    lines = [
+        f"sweep {s['sweep_id']}: {done}/{s['planned']} runs done {bar(done / max(s['planned'], 1))}; "
+        + ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items())),
+        f"trunk evaluations: {s['trunk']['done']} of {s['trunk']['planned']} stored",
+        curve_line(s["curves"]),
+    ]
+    lines += [
+        f"  unreadable, skipped (resume moves a planned run's file aside and trains it again): {report}"
+        for report in s["unreadable_files"]
+    ]
     lines += [f"  set aside earlier (kept, never read): {uri}" for uri in s["set_aside_files"]]
     lines += [f"  replaced by --replace (kept, never read): {uri}" for uri in s.get("replaced", [])]
-    lines += [f"  {cell['model']:<12} batch {cell['batch_size']:>4}  tokens {cell['tokens']:>12,}  "
-              f"runs {cell['runs_done']}" for cell in s["cells"]]
+    lines += [
+        f"  {cell['model']:<12} batch {cell['batch_size']:>4}  tokens {cell['tokens']:>12,}  "
+        f"runs {cell['runs_done']}"
+        for cell in s["cells"]
+    ]
     for group in s.get("adaptive", []):
         lines += adaptive_lines(group)
     return lines
@@ -97,12 +116,16 @@ def curve_line(curves: dict) -> str:
 def adaptive_lines(group: dict) -> list[str]:
     """An adaptive group's rounds and, per budget, the trained lrs around its argmin."""
     pending = f", next round {len(group['pending_lrs'])} lrs" if group["pending_lrs"] else ""
-    lines = [f"adaptive {group['model']} batch {group['batch_size']} seed {group['seed']}: "
-             f"{group['rounds_done']} rounds done, {group['lrs']} lrs{pending} ({group['state']})"]
+    lines = [
+        f"adaptive {group['model']} batch {group['batch_size']} seed {group['seed']}: "
+        f"{group['rounds_done']} rounds done, {group['lrs']} lrs{pending} ({group['state']})"
+    ]
     for b in group["brackets"] if group["rounds_done"] else []:  # brackets of completed rounds only
         above = "diverged" if b["above_diverged"] else _lr(b["lr_above"])
-        lines.append(f"  tokens {b['tokens']:>12,.0f}  best lr {_lr(b['lr_best'])} in [{_lr(b['lr_below'])}, "
-                     f"{above}]  {'bracketed' if b['bracketed'] else 'searching'}")
+        lines.append(
+            f"  tokens {b['tokens']:>12,.0f}  best lr {_lr(b['lr_best'])} in [{_lr(b['lr_below'])}, "
+            f"{above}]  {'bracketed' if b['bracketed'] else 'searching'}"
+        )
     return lines
 
 

@@ -102,8 +102,10 @@ class Study:
 def trial_job(study: Study, a: float, b: float) -> LineageJob:
     """The lineage of one trial: the template with Power a, b; its ids follow from its config as in grid mode."""
     config = study.template.config
-    return _job(replace(config, schedule=replace(config.schedule, power_a=float(a), power_b=float(b))),
-                study.template.budgets)
+    return _job(
+        replace(config, schedule=replace(config.schedule, power_a=float(a), power_b=float(b))),
+        study.template.budgets,
+    )
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,9 @@ class Plan:
     studies: tuple[Study, ...] = field(default=())
     pack: int | str = 1  # lineages per trial (run.pack); 'auto': from the memory estimate and gpu_bytes
     gpu_bytes: int | None = None  # memory of one GPU (run.gpu_memory, plan --gpu-memory); None: unknown
-    searches: tuple[LrSearch, ...] = field(default=())  # adaptive mode: one per group; `jobs` is their first round
+    searches: tuple[LrSearch, ...] = field(
+        default=()
+    )  # adaptive mode: one per group; `jobs` is their first round
 
     def _lineages(self):
         """(job, copies): each fixed job once, each study's template n_trials times."""
@@ -156,12 +160,18 @@ class Plan:
 
     def summary(self) -> dict:
         independent = self.tokens_independent
-        return {"sweep_id": self.sweep_id, "runs": self.runs, "lineages": self.lineages,
-                "trunk_rows": self.trunk_rows,
-                "trials": len(self.trials) + sum(s.n_trials for s in self.studies),
-                "tokens_independent": independent, "tokens_planned": self.tokens_planned,
-                "ratio": self.tokens_planned / independent if independent else None, "notes": list(self.notes),
-                **({"tokens_bound": sum(s.tokens_bound for s in self.searches)} if self.searches else {})}
+        return {
+            "sweep_id": self.sweep_id,
+            "runs": self.runs,
+            "lineages": self.lineages,
+            "trunk_rows": self.trunk_rows,
+            "trials": len(self.trials) + sum(s.n_trials for s in self.studies),
+            "tokens_independent": independent,
+            "tokens_planned": self.tokens_planned,
+            "ratio": self.tokens_planned / independent if independent else None,
+            "notes": list(self.notes),
+            **({"tokens_bound": sum(s.tokens_bound for s in self.searches)} if self.searches else {}),
+        }
 
 
 def short_hash(obj) -> str:
@@ -187,11 +197,15 @@ def plan(spec: SweepSpec, *, gpu_bytes: int | None = None) -> Plan:
     if spec.train.schedule == "cosine":
         notes.append("cosine depends on the budget at every step: each budget runs as its own lineage")
     if spec.run.pack != 1:
-        notes.append(f"pack {spec.run.pack}: lineages that differ only in their schedule's searched values "
-                     "and seed train in lockstep, one trial per pack")
+        notes.append(
+            f"pack {spec.run.pack}: lineages that differ only in their schedule's searched values "
+            "and seed train in lockstep, one trial per pack"
+        )
     if spec.run.pack == "auto":
         notes.append(_pack_auto_note(spec, gpu_bytes))
-    return Plan(sweep_id=spec.name, jobs=tuple(jobs), notes=tuple(notes), pack=spec.run.pack, gpu_bytes=gpu_bytes)
+    return Plan(
+        sweep_id=spec.name, jobs=tuple(jobs), notes=tuple(notes), pack=spec.run.pack, gpu_bytes=gpu_bytes
+    )
 
 
 def spec_gpu_bytes(spec: SweepSpec) -> int | None:
@@ -214,8 +228,16 @@ def _optuna_plan(spec: SweepSpec, budgets: tuple[float, ...]) -> Plan:
     studies = []
     for config in _trajectories(spec, max(budgets)):
         template = _job(config, budgets)
-        studies.append(Study(short_hash(["optuna", template.lineage_id, s.a_range, s.b_range]), template,
-                             s.n_trials, s.a_range, s.b_range, s.study_concurrency))
+        studies.append(
+            Study(
+                short_hash(["optuna", template.lineage_id, s.a_range, s.b_range]),
+                template,
+                s.n_trials,
+                s.a_range,
+                s.b_range,
+                s.study_concurrency,
+            )
+        )
     note = f"optuna mode: {s.n_trials} (a, b) trials per cell are chosen while the sweep runs"
     return Plan(sweep_id=spec.name, jobs=(), notes=(note,), studies=tuple(studies))
 
@@ -244,8 +266,14 @@ def _job(config: TrainConfig, budgets: tuple[float, ...]) -> LineageJob:
         identity["tokens"] = budgets[0]  # a cosine trajectory is tied to its budget
     lineage_id = short_hash(identity)
     trunk = tuple(trunk_tokens(config, budgets))
-    return LineageJob(lineage_id, config, budgets, tuple(short_hash([lineage_id, t]) for t in budgets),
-                      trunk, tuple(trunk_row_id(lineage_id, t) for t in trunk))
+    return LineageJob(
+        lineage_id,
+        config,
+        budgets,
+        tuple(short_hash([lineage_id, t]) for t in budgets),
+        trunk,
+        tuple(trunk_row_id(lineage_id, t) for t in trunk),
+    )
 
 
 def trunk_row_id(lineage_id: str, tokens: int) -> str:
@@ -253,8 +281,9 @@ def trunk_row_id(lineage_id: str, tokens: int) -> str:
     return short_hash([lineage_id, "trunk", tokens])
 
 
-def pack_jobs(jobs: Sequence[LineageJob], pack: int | str, *, gpu_bytes: int | None = None
-              ) -> tuple[PackedJob, ...]:
+def pack_jobs(
+    jobs: Sequence[LineageJob], pack: int | str, *, gpu_bytes: int | None = None
+) -> tuple[PackedJob, ...]:
     """Groups of at most `pack` lineages, in plan order, that share everything but the schedule's searched
     values (lr; power a, b, lr_max) and the seed: model, batch size, budgets and train settings. Ids stay per
     member, so they do not depend on `pack`. `pack` 'auto' packs each group by `auto_pack` on a GPU of `gpu_bytes`."""
@@ -264,7 +293,7 @@ def pack_jobs(jobs: Sequence[LineageJob], pack: int | str, *, gpu_bytes: int | N
     trials = []
     for g in groups.values():
         size = auto_pack(g[0].config, gpu_bytes=gpu_bytes, candidates=len(g)) if pack == "auto" else pack
-        trials.extend(PackedJob(tuple(g[i:i + size])) for i in range(0, len(g), size))
+        trials.extend(PackedJob(tuple(g[i : i + size])) for i in range(0, len(g), size))
     return tuple(trials)
 
 
@@ -291,9 +320,12 @@ def trial_memory(trial: LineageJob | PackedJob, *, gpu_bytes: int) -> MicroBatch
     the trunk copy its lineage holds while a branch decays (`trial_trunk_copy`), and the step's estimated
     memory. Raises ConfigError when not even one sequence fits."""
     config = trial.config
-    return choose_micro_batch(config.proxy, batch_size=config.batch_size,
-                              budget_bytes=device_budget(gpu_bytes) - trial_trunk_copy(trial),
-                              variants=_members_count(trial))
+    return choose_micro_batch(
+        config.proxy,
+        batch_size=config.batch_size,
+        budget_bytes=device_budget(gpu_bytes) - trial_trunk_copy(trial),
+        variants=_members_count(trial),
+    )
 
 
 def trial_trunk_copy(trial: LineageJob | PackedJob) -> int:
@@ -301,7 +333,9 @@ def trial_trunk_copy(trial: LineageJob | PackedJob) -> int:
     return trunk_copy_bytes(trial.config.proxy, variants=_members_count(trial))
 
 
-def gpu_share(trial: LineageJob | PackedJob, *, gpu_bytes: int, requested: float = 0.0) -> tuple[float, str | None]:
+def gpu_share(
+    trial: LineageJob | PackedJob, *, gpu_bytes: int, requested: float = 0.0
+) -> tuple[float, str | None]:
     """(GPUs the trial asks Ray for, a note when `requested` was raised). The share is the trial's estimated
     bytes (its step, its trunk copy and a CUDA context) over what a GPU of `gpu_bytes` offers, rounded up to
     1/100: Ray never places more trials on a GPU than their estimates fit. A `requested` share at least that
@@ -311,10 +345,15 @@ def gpu_share(trial: LineageJob | PackedJob, *, gpu_bytes: int, requested: float
     if requested >= share:
         return requested, None
     config = trial.config
-    note = None if not requested else (
-        f"run.gpus_per_trial={requested:g} is too small for {config.model} batch {config.batch_size} "
-        f"x {_members_count(trial)} variants: its step needs about {need / GIB:.1f} GiB of the "
-        f"{gpu_bytes / GIB:.1f} GiB GPU, so it asks for {share:g} GPU")
+    note = (
+        None
+        if not requested
+        else (
+            f"run.gpus_per_trial={requested:g} is too small for {config.model} batch {config.batch_size} "
+            f"x {_members_count(trial)} variants: its step needs about {need / GIB:.1f} GiB of the "
+            f"{gpu_bytes / GIB:.1f} GiB GPU, so it asks for {share:g} GPU"
+        )
+    )
     return share, note
 
 
@@ -339,28 +378,48 @@ def _trajectories(spec: SweepSpec, longest: float):
     """One TrainConfig per combination of model, batch size, seed and lr (or power a, b, lr_max)."""
     s, t = spec.search, spec.train
     overrides = {**t.model_overrides, **({"seq_len": t.seq_len} if t.seq_len else {})}
-    for model, batch_size, seed, schedule in itertools.product(s.models, s.batch_size, s.seeds, _schedules(spec)):
+    for model, batch_size, seed, schedule in itertools.product(
+        s.models, s.batch_size, s.seeds, _schedules(spec)
+    ):
         yield TrainConfig(
-            model=model, model_overrides=overrides, schedule=schedule, batch_size=batch_size, tokens=longest,
-            seed=seed, data=DataConfig(source=t.data.source, tokenizer=t.data.tokenizer,
-                                       eval_tokens=t.data.eval_tokens),
-            weight_decay=t.weight_decay, beta1=t.beta1, beta2=t.beta2, grad_clip=t.grad_clip, dtype=t.dtype,
-            divergence_factor=t.divergence_factor, compile=spec.run.compile, compile_mode=spec.run.compile_mode,
+            model=model,
+            model_overrides=overrides,
+            schedule=schedule,
+            batch_size=batch_size,
+            tokens=longest,
+            seed=seed,
+            data=DataConfig(source=t.data.source, tokenizer=t.data.tokenizer, eval_tokens=t.data.eval_tokens),
+            weight_decay=t.weight_decay,
+            beta1=t.beta1,
+            beta2=t.beta2,
+            grad_clip=t.grad_clip,
+            dtype=t.dtype,
+            divergence_factor=t.divergence_factor,
+            compile=spec.run.compile,
+            compile_mode=spec.run.compile_mode,
             compile_scope=spec.run.compile_scope,
         )
 
 
 def _schedules(spec: SweepSpec):
     t, s = spec.train, spec.search
-    common = dict(name=t.schedule, warmup_tokens=t.warmup_tokens, decay_fraction=t.decay_fraction,
-                  decay_shape=t.decay_shape)
+    common = dict(
+        name=t.schedule,
+        warmup_tokens=t.warmup_tokens,
+        decay_fraction=t.decay_fraction,
+        decay_shape=t.decay_shape,
+    )
     if t.schedule != "power":
         return [ScheduleConfig(lr=lr, **common) for lr in s.lr]
     if s.mode == "optuna":  # one template per lr_max: the study samples a, b
-        return [ScheduleConfig(power_a=sum(s.a_range) / 2, power_b=sum(s.b_range) / 2, lr_max=m, **common)
-                for m in s.lr_max]
-    return [ScheduleConfig(power_a=a, power_b=b, lr_max=m, **common)
-            for a, b, m in itertools.product(s.power_a, s.power_b, s.lr_max)]
+        return [
+            ScheduleConfig(power_a=sum(s.a_range) / 2, power_b=sum(s.b_range) / 2, lr_max=m, **common)
+            for m in s.lr_max
+        ]
+    return [
+        ScheduleConfig(power_a=a, power_b=b, lr_max=m, **common)
+        for a, b, m in itertools.product(s.power_a, s.power_b, s.lr_max)
+    ]
 
 
 @dataclass(frozen=True)
@@ -387,9 +446,15 @@ class LrSearch:
 def adaptive_policy(spec: AdaptiveSpec) -> Policy:
     """The search policy of an `adaptive` block: a lattice anchored at lr_range's low end."""
     step = spec.spacing_steps
-    return Policy(anchor=spec.lr_range[0], resolution=spec.resolution, spacing_steps=step,
-                  start=tuple(j * step for j in range(len(spec.start_lrs))), max_lineages=spec.max_lineages,
-                  max_rounds=spec.max_rounds, side_points=spec.side_points)
+    return Policy(
+        anchor=spec.lr_range[0],
+        resolution=spec.resolution,
+        spacing_steps=step,
+        start=tuple(j * step for j in range(len(spec.start_lrs))),
+        max_lineages=spec.max_lineages,
+        max_rounds=spec.max_rounds,
+        side_points=spec.side_points,
+    )
 
 
 def _adaptive_plan(spec: SweepSpec, budgets: tuple[float, ...]) -> Plan:
@@ -402,11 +467,15 @@ def _adaptive_plan(spec: SweepSpec, budgets: tuple[float, ...]) -> Plan:
         searches.append(search)
         jobs.extend(j for k, top in first_round(policy, budgets).items() for j in search.jobs(k, top))
     a = spec.search.adaptive
-    note = (f"adaptive mode: round 1 trains {len(policy.start)} lrs per group ({a.spacing:g}x apart from "
-            f"{a.lr_range[0]:g}) through the smallest budget; later rounds climb the budgets and add lrs down to "
-            f"{a.resolution:.4g}x around each budget's optimum, "
-            f"at most {policy.max_rounds} rounds and {a.max_lineages:g} lineages' tokens per group")
-    return Plan(sweep_id=spec.name, jobs=tuple(jobs), notes=(note,), pack=spec.run.pack, searches=tuple(searches))
+    note = (
+        f"adaptive mode: round 1 trains {len(policy.start)} lrs per group ({a.spacing:g}x apart from "
+        f"{a.lr_range[0]:g}) through the smallest budget; later rounds climb the budgets and add lrs down to "
+        f"{a.resolution:.4g}x around each budget's optimum, "
+        f"at most {policy.max_rounds} rounds and {a.max_lineages:g} lineages' tokens per group"
+    )
+    return Plan(
+        sweep_id=spec.name, jobs=tuple(jobs), notes=(note,), pack=spec.run.pack, searches=tuple(searches)
+    )
 
 
 def _lineage_jobs(config: TrainConfig, budgets: tuple[float, ...]) -> list[LineageJob]:
@@ -419,16 +488,22 @@ def _lineage_jobs(config: TrainConfig, budgets: tuple[float, ...]) -> list[Linea
 def format_plan(p: Plan) -> str:
     """A short human summary."""
     s = p.summary()
-    lines = [f"sweep {s['sweep_id']}: {s['runs']} runs in {s['lineages']} lineages ({s['trials']} trials), "
-             f"plus {s['trunk_rows']} trunk evaluations",
-             f"tokens if independent: {s['tokens_independent']:.4g}",
-             f"tokens planned:        {s['tokens_planned']:.4g}"]
+    lines = [
+        f"sweep {s['sweep_id']}: {s['runs']} runs in {s['lineages']} lineages ({s['trials']} trials), "
+        f"plus {s['trunk_rows']} trunk evaluations",
+        f"tokens if independent: {s['tokens_independent']:.4g}",
+        f"tokens planned:        {s['tokens_planned']:.4g}",
+    ]
     if s["ratio"] is not None:
         lines.append(f"ratio:                 {s['ratio']:.3f}")
     if p.searches:
-        lines[0] = f"sweep {s['sweep_id']}, adaptive: round 1 is " + lines[0].removeprefix(f"sweep {s['sweep_id']}: ")
-        lines.append(f"tokens at most:        {s['tokens_bound']:.4g} (the lineage budget of "
-                     f"{len(p.searches)} group{'s' if len(p.searches) > 1 else ''})")
+        lines[0] = f"sweep {s['sweep_id']}, adaptive: round 1 is " + lines[0].removeprefix(
+            f"sweep {s['sweep_id']}: "
+        )
+        lines.append(
+            f"tokens at most:        {s['tokens_bound']:.4g} (the lineage budget of "
+            f"{len(p.searches)} group{'s' if len(p.searches) > 1 else ''})"
+        )
     return "\n".join(lines + [f"note: {n}" for n in s["notes"]])
 
 
@@ -445,25 +520,35 @@ def memory_table(p: Plan, *, gpu_bytes: int, gpus_per_trial: float = 0.0) -> lis
         if key not in rows:
             choice = trial_memory(trial, gpu_bytes=gpu_bytes)
             share, _ = gpu_share(trial, gpu_bytes=gpu_bytes, requested=gpus_per_trial)
-            rows[key] = {"model": cfg.model, "batch_size": cfg.batch_size, "seq_len": cfg.proxy.seq_len, "pack": k,
-                         "micro_batch_size": choice.micro_batch_size,
-                         "activation_checkpointing": choice.activation_checkpointing,
-                         "peak_gib": (choice.memory.peak + trial_trunk_copy(trial)) / GIB,
-                         "budget_gib": budget / GIB, "gpu_share": share,
-                         "trials_per_gpu": int(1 / share + 1e-9) if share <= 1 else 0}
+            rows[key] = {
+                "model": cfg.model,
+                "batch_size": cfg.batch_size,
+                "seq_len": cfg.proxy.seq_len,
+                "pack": k,
+                "micro_batch_size": choice.micro_batch_size,
+                "activation_checkpointing": choice.activation_checkpointing,
+                "peak_gib": (choice.memory.peak + trial_trunk_copy(trial)) / GIB,
+                "budget_gib": budget / GIB,
+                "gpu_share": share,
+                "trials_per_gpu": int(1 / share + 1e-9) if share <= 1 else 0,
+            }
     return list(rows.values())
 
 
 def format_memory_table(rows: list[dict], *, gpu_bytes: int) -> str:
     """The memory table as text, one line per kind of trial."""
     budget = rows[0]["budget_gib"] if rows else device_budget(gpu_bytes) / GIB
-    lines = [f"memory per trial on a {gpu_bytes / GIB:.1f} GiB GPU (a step and the trunk copy; bf16, fused head; "
-             f"plan for {budget:.1f} GiB):",
-             f"  {'model':<14}{'batch':>6}{'seq':>6}{'pack':>5}{'micro':>7}  {'checkpointing':<14}{'peak GiB':>9}"
-             f"{'GPU share':>10}{'per GPU':>8}"]
+    lines = [
+        f"memory per trial on a {gpu_bytes / GIB:.1f} GiB GPU (a step and the trunk copy; bf16, fused head; "
+        f"plan for {budget:.1f} GiB):",
+        f"  {'model':<14}{'batch':>6}{'seq':>6}{'pack':>5}{'micro':>7}  {'checkpointing':<14}{'peak GiB':>9}"
+        f"{'GPU share':>10}{'per GPU':>8}",
+    ]
     for r in rows:
-        lines.append(f"  {r['model']:<14}{r['batch_size']:>6}{r['seq_len']:>6}{r['pack']:>5}"
-                     f"{r['micro_batch_size']:>7}  {'on' if r['activation_checkpointing'] else 'off':<14}"
-                     f"{r['peak_gib']:>9.2f}"
-                     f"{r['gpu_share']:>10.2f}{r['trials_per_gpu']:>8}")
+        lines.append(
+            f"  {r['model']:<14}{r['batch_size']:>6}{r['seq_len']:>6}{r['pack']:>5}"
+            f"{r['micro_batch_size']:>7}  {'on' if r['activation_checkpointing'] else 'off':<14}"
+            f"{r['peak_gib']:>9.2f}"
+            f"{r['gpu_share']:>10.2f}{r['trials_per_gpu']:>8}"
+        )
     return "\n".join(lines)

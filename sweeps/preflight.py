@@ -40,15 +40,23 @@ def check_data(spec: SweepSpec) -> None:
 
     data = spec.train.data
     if data.source != "embedded" and not glob.glob(os.path.expanduser(data.source), recursive=True):
-        raise SpecError(f"train.data.source={data.source!r}: no such file, directory or glob match here: give an "
-                        "existing text file, directory, glob or .bin token file, or 'embedded'")
+        raise SpecError(
+            f"train.data.source={data.source!r}: no such file, directory or glob match here: give an "
+            "existing text file, directory, glob or .bin token file, or 'embedded'"
+        )
     if data.tokenizer is not None and not os.path.isfile(os.path.expanduser(data.tokenizer)):
-        raise SpecError(f"train.data.tokenizer={data.tokenizer!r}: no such file: give a tokenizer.json, or leave it "
-                        "out for bytes")
+        raise SpecError(
+            f"train.data.tokenizer={data.tokenizer!r}: no such file: give a tokenizer.json, or leave it "
+            "out for bytes"
+        )
     overrides = spec.train.model_overrides
     try:
-        corpus = load_corpus(DataConfig(source=data.source, tokenizer=data.tokenizer, eval_tokens=data.eval_tokens))
-        for seq_len in sorted({spec.train.seq_len or get_preset(m, **overrides).seq_len for m in spec.search.models}):
+        corpus = load_corpus(
+            DataConfig(source=data.source, tokenizer=data.tokenizer, eval_tokens=data.eval_tokens)
+        )
+        for seq_len in sorted(
+            {spec.train.seq_len or get_preset(m, **overrides).seq_len for m in spec.search.models}
+        ):
             check_windows(corpus, seq_len=seq_len, eval_tokens=data.eval_tokens)
     except DataError as error:
         raise SpecError(f"train.data.source={data.source!r}: {error}") from None
@@ -65,8 +73,9 @@ def check_writable(paths: list[str]) -> None:
                 pass
             os.remove(probe)
         except OSError as error:
-            raise StoreError(f"{path}: cannot write in {directory} before the sweep starts: "
-                             f"{write_failure(error)}") from None
+            raise StoreError(
+                f"{path}: cannot write in {directory} before the sweep starts: {write_failure(error)}"
+            ) from None
 
 
 def check_free_space(p: Plan, *, directory: str, stored_rows: int = 0) -> None:
@@ -75,9 +84,11 @@ def check_free_space(p: Plan, *, directory: str, stored_rows: int = 0) -> None:
     need = sweep_bytes(p) - stored_rows * ROW_FILE_BYTES
     free = shutil.disk_usage(_existing(directory)).free
     if need > free:
-        raise StoreError(f"storage {directory!r}: the sweep needs about {_mib(need)} for its rows, curves and "
-                         f"checkpoints and its filesystem has {_mib(free)} free: free space there, or give another "
-                         "--storage")
+        raise StoreError(
+            f"storage {directory!r}: the sweep needs about {_mib(need)} for its rows, curves and "
+            f"checkpoints and its filesystem has {_mib(free)} free: free space there, or give another "
+            "--storage"
+        )
 
 
 def sweep_bytes(p: Plan) -> int:
@@ -86,17 +97,24 @@ def sweep_bytes(p: Plan) -> int:
     trials = _trials(p)
     rows = len(p.row_ids) + sum(s.n_trials * len(s.template.row_ids) for s in p.studies)
     checkpoints = sum(2 * trunk_copy_bytes(t.config.proxy, variants=_variants(t)) for t in trials)
-    return (rows * ROW_FILE_BYTES + p.lineages * CURVE_FILE_BYTES + checkpoints + len(trials) * TUNE_STATE_BYTES
-            + SPACE_MARGIN_BYTES)
+    return (
+        rows * ROW_FILE_BYTES
+        + p.lineages * CURVE_FILE_BYTES
+        + checkpoints
+        + len(trials) * TUNE_STATE_BYTES
+        + SPACE_MARGIN_BYTES
+    )
 
 
 def check_host_memory(p: Plan, *, node_bytes: float, where: str) -> None:
     """A CPU trial's estimated peak (`host_bytes`) must fit a node of `node_bytes` (`where` names it)."""
     need, trial = max(((host_bytes(t), t) for t in _trials(p)), key=lambda pair: pair[0], default=(0, None))
     if trial is not None and need > node_bytes:
-        raise SpecError(f"model {trial.config.model!r} at batch_size {trial.config.batch_size} needs about "
-                        f"{_mib(need)} of host memory per trial and {where} has {_mib(node_bytes)}: train a smaller "
-                        "model (train.model_overrides) or batch_size, or run on a larger node")
+        raise SpecError(
+            f"model {trial.config.model!r} at batch_size {trial.config.batch_size} needs about "
+            f"{_mib(need)} of host memory per trial and {where} has {_mib(node_bytes)}: train a smaller "
+            "model (train.model_overrides) or batch_size, or run on a larger node"
+        )
 
 
 def host_bytes(trial: LineageJob | PackedJob) -> int:
@@ -104,8 +122,14 @@ def host_bytes(trial: LineageJob | PackedJob) -> int:
     head), the trunk copy its lineage keeps while a branch decays, and the process itself."""
     config: TrainConfig = trial.config
     width = 8 if config.dtype == "float64" else 4
-    step = step_memory(config.proxy, micro_batch_size=config.batch_size, compute_bytes=width, param_bytes=width,
-                       head="chunked", variants=_variants(trial)).peak
+    step = step_memory(
+        config.proxy,
+        micro_batch_size=config.batch_size,
+        compute_bytes=width,
+        param_bytes=width,
+        head="chunked",
+        variants=_variants(trial),
+    ).peak
     trunk = trunk_copy_bytes(config.proxy, variants=_variants(trial), param_bytes=width)
     return step + (trunk if trunk_tokens(config, trial.budgets) else 0) + PROCESS_BYTES
 

@@ -16,7 +16,6 @@ from typing import TextIO
 from powersweep.proxy_models.lineage import plan_branches
 from powersweep.sweeps.plan import LineageJob
 
-
 # Seconds a trial reports, each the sum over its jobs' `Attempt`s (proxy_models/lineage.py) of the same field.
 TIMED = ("train_s", "eval_s", "checkpoint_s", "record_s", "first_step_s")
 
@@ -60,22 +59,32 @@ class ExecutionReport:
         Ray and driver; they add up to 1."""
         startup = self.share(self.startup_s * self.slots)
         return {
-            "wall_s": self.wall_s, "slots": self.slots, "rows_stored": self.rows_stored,
-            "failed_trials": self.failed_trials, "training": self.share(self.train_s),
+            "wall_s": self.wall_s,
+            "slots": self.slots,
+            "rows_stored": self.rows_stored,
+            "failed_trials": self.failed_trials,
+            "training": self.share(self.train_s),
             "first_steps": self.share(self.first_step_s),
-            "outside_training": 1 - self.share(self.train_s), "eval": self.share(self.eval_s),
-            "checkpoints": self.share(self.checkpoint_s), "store_writes": self.share(self.record_s),
-            "trial_setup": self.share(self.trial_s - self.train_s - self.eval_s - self.checkpoint_s - self.record_s),
-            "startup": startup, "ray_and_driver": 1 - self.share(self.trial_s) - startup,
+            "outside_training": 1 - self.share(self.train_s),
+            "eval": self.share(self.eval_s),
+            "checkpoints": self.share(self.checkpoint_s),
+            "store_writes": self.share(self.record_s),
+            "trial_setup": self.share(
+                self.trial_s - self.train_s - self.eval_s - self.checkpoint_s - self.record_s
+            ),
+            "startup": startup,
+            "ray_and_driver": 1 - self.share(self.trial_s) - startup,
         }
 
     def format(self) -> str:
         s = self.summary()
-        return (f"wall {_duration(self.wall_s)} x {self.slots} slots: training {s['training']:.1%} "
-                f"(first steps {s['first_steps']:.1%}), outside training {s['outside_training']:.1%} "
-                f"(eval {s['eval']:.1%}, checkpoints {s['checkpoints']:.1%}, store writes {s['store_writes']:.1%}, "
-                f"trial setup {s['trial_setup']:.1%}, start-up {s['startup']:.1%}, "
-                f"Ray and driver {s['ray_and_driver']:.1%})")
+        return (
+            f"wall {_duration(self.wall_s)} x {self.slots} slots: training {s['training']:.1%} "
+            f"(first steps {s['first_steps']:.1%}), outside training {s['outside_training']:.1%} "
+            f"(eval {s['eval']:.1%}, checkpoints {s['checkpoints']:.1%}, store writes {s['store_writes']:.1%}, "
+            f"trial setup {s['trial_setup']:.1%}, start-up {s['startup']:.1%}, "
+            f"Ray and driver {s['ray_and_driver']:.1%})"
+        )
 
 
 class Tracker:
@@ -83,7 +92,9 @@ class Tracker:
 
     def __init__(self, jobs: Sequence[LineageJob], *, clock=time.perf_counter, wall_clock=time.time):
         self.clock, self.start = clock, clock()
-        self.wall_start = wall_clock()  # trials report their start on this clock (time.time, across processes)
+        self.wall_start = (
+            wall_clock()
+        )  # trials report their start on this clock (time.time, across processes)
         self.first_trial_at = math.inf  # the earliest start a trial reported
         self.lineage_of: dict[str, str] = {}
         self.tokens_at: dict[str, int] = {}  # run_id -> tokens its lineage has trained once it is stored
@@ -96,7 +107,9 @@ class Tracker:
         self.stored: set[str] = set()
         self.lineage_tokens: dict[str, int] = {}
         self.work: dict[tuple[str, int], dict] = {}  # (trial_id, pid) -> its latest cumulative timings
-        self.first_row: tuple[float, float] | None = None  # (clock, fraction_done) once the first row is stored
+        self.first_row: tuple[float, float] | None = (
+            None  # (clock, fraction_done) once the first row is stored
+        )
 
     def on_report(self, trial_id: str, report: dict) -> bool:
         """Take one trial report; True if it stored a row not seen before (a trial's report of a deterministic
@@ -136,16 +149,24 @@ class Tracker:
         elapsed, done, eta_s = self.clock() - self.start, self.fraction_done, self.eta_s()
         eta = "?" if eta_s is None else _duration(eta_s)
         lineages_done = sum(1 for n in self.remaining.values() if n == 0)
-        return (f"rows {len(self.stored)}/{len(self.lineage_of)} {bar(done)} {done:.0%}  lineages "
-                f"{lineages_done}/{len(self.remaining)}  elapsed {_duration(elapsed)}  eta {eta}")
+        return (
+            f"rows {len(self.stored)}/{len(self.lineage_of)} {bar(done)} {done:.0%}  lineages "
+            f"{lineages_done}/{len(self.remaining)}  elapsed {_duration(elapsed)}  eta {eta}"
+        )
 
     def report(self, *, failed_trials: int, slots: int) -> ExecutionReport:
         total = {k: sum(w.get(k, 0.0) for w in self.work.values()) for k in ("trial_s", *TIMED)}
         wall_s = self.clock() - self.start
         started = self.first_trial_at < math.inf  # a trial reported its start: the wall before it is start-up
         startup_s = min(max(self.first_trial_at - self.wall_start, 0.0), wall_s) if started else 0.0
-        return ExecutionReport(failed_trials=failed_trials, rows_stored=len(self.stored), wall_s=wall_s, slots=slots,
-                               startup_s=startup_s, **total)
+        return ExecutionReport(
+            failed_trials=failed_trials,
+            rows_stored=len(self.stored),
+            wall_s=wall_s,
+            slots=slots,
+            startup_s=startup_s,
+            **total,
+        )
 
 
 def _tokens_at_each_budget(job: LineageJob) -> list[int]:
@@ -184,7 +205,9 @@ class StatusPrinter:
 
     @property
     def stream(self) -> TextIO:
-        return self._stream or sys.stderr  # looked up late: Tune pickles its callbacks, stderr does not pickle
+        return (
+            self._stream or sys.stderr
+        )  # looked up late: Tune pickles its callbacks, stderr does not pickle
 
     def update(self, *, final: bool = False) -> None:
         now = self.tracker.clock()

@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import pandas as pd
-
 from powersweep.sweeps.adaptive import SearchState, brackets, lr_value, replay
 from powersweep.sweeps.execute import ExecutionSettings, execute, missing_budgets
 from powersweep.sweeps.plan import LineageJob, LrSearch, pack_jobs
@@ -37,7 +36,9 @@ def _run_ids(search: LrSearch) -> Callable[[int], dict[float, str]]:
 
     def ids(k: int) -> dict[float, str]:
         if k not in cache:
-            cache[k] = {t: r for job in search.jobs(k, search.budgets[-1]) for t, r in zip(job.budgets, job.run_ids)}
+            cache[k] = {
+                t: r for job in search.jobs(k, search.budgets[-1]) for t, r in zip(job.budgets, job.run_ids)
+            }
         return cache[k]
 
     return ids
@@ -46,7 +47,9 @@ def _run_ids(search: LrSearch) -> Callable[[int], dict[float, str]]:
 def search_state(search: LrSearch, results: Results) -> SearchState:
     """The group's search as the stored results show it (see `adaptive.replay`)."""
     ids = _run_ids(search)
-    return replay(lambda k, t: results.get(ids(k)[t]), search.policy, search.budgets, dict(search.lineage_tokens))
+    return replay(
+        lambda k, t: results.get(ids(k)[t]), search.policy, search.budgets, dict(search.lineage_tokens)
+    )
 
 
 def searches_done(searches: Sequence[LrSearch], table: pd.DataFrame) -> bool:
@@ -71,8 +74,9 @@ class RoundsRun:
     execution: ExecutionReport | None  # wall-time shares summed over the rounds; None when nothing ran
 
 
-def run_rounds(searches: Sequence[LrSearch], settings: ExecutionSettings, *, pack: int = 1,
-               run: Callable = execute) -> RoundsRun:
+def run_rounds(
+    searches: Sequence[LrSearch], settings: ExecutionSettings, *, pack: int = 1, run: Callable = execute
+) -> RoundsRun:
     """Run every group's search to its end: read the store, run what the pending rounds lack, repeat.
 
     Stops early when a round has failed trials (its rows are missing: `resume` retries it) or trains nothing
@@ -98,7 +102,9 @@ def _combined(reports: list[ExecutionReport]) -> ExecutionReport | None:
     """One report over several rounds: seconds summed, the largest slot count."""
     if not reports:
         return None
-    total = {f.name: sum(getattr(r, f.name) for r in reports) for f in fields(ExecutionReport) if f.name != "slots"}
+    total = {
+        f.name: sum(getattr(r, f.name) for r in reports) for f in fields(ExecutionReport) if f.name != "slots"
+    }
     return ExecutionReport(slots=max(r.slots for r in reports), **total)
 
 
@@ -122,8 +128,12 @@ def adaptive_status(searches: Sequence[LrSearch], table: pd.DataFrame) -> dict:
 def _group_status(search: LrSearch, state: SearchState) -> dict:
     config = search.template
     return {
-        "model": config.model, "batch_size": config.batch_size, "seed": config.seed,
-        "rounds_done": len(state.rounds), "pending_lrs": sorted(lr_value(search.policy, k) for k in state.pending),
-        "state": state.reason, "lrs": len(state.requested),
+        "model": config.model,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "rounds_done": len(state.rounds),
+        "pending_lrs": sorted(lr_value(search.policy, k) for k in state.pending),
+        "state": state.reason,
+        "lrs": len(state.requested),
         "brackets": [vars(b) for b in brackets(state, search.policy, search.budgets)],
     }

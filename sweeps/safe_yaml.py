@@ -90,8 +90,10 @@ def _measure(root) -> None:
         values = 1 + sum(measured[id(c)][0] for c in children)
         levels = 1 + max((measured[id(c)][1] for c in children), default=0)
         if values > MAX_NODES:
-            raise YamlLimitError(f"expands to more than {MAX_NODES:,} values (anchors and aliases counted every "
-                                 "time they are used): write the values out, fewer of them")
+            raise YamlLimitError(
+                f"expands to more than {MAX_NODES:,} values (anchors and aliases counted every "
+                "time they are used): write the values out, fewer of them"
+            )
         if levels > MAX_DEPTH:
             raise YamlLimitError(f"nests deeper than {MAX_DEPTH} levels: flatten it")
         measured[id(node)] = values, levels

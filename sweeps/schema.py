@@ -45,77 +45,166 @@ _STR, _INT, _FLOAT = pa.string(), pa.int64(), pa.float64()
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 COLUMNS: tuple[Column, ...] = (
-    Column("sweep_id", _STR, True, "id / the sweep; the partition key, stored as the directory name sweep_id=<id>"),
+    Column(
+        "sweep_id",
+        _STR,
+        True,
+        "id / the sweep; the partition key, stored as the directory name sweep_id=<id>",
+    ),
     Column("run_id", _STR, True, "id / one evaluation of one run at one token budget; unique within a sweep"),
-    Column("lineage_id", _STR, True,
-           "id / the training trajectory; evaluations of one run at several token budgets share it"),
-    Column("schedule", _STR, True, "name / learning-rate schedule, e.g. 'wsd', 'power', 'cosine', 'constant'"),
+    Column(
+        "lineage_id",
+        _STR,
+        True,
+        "id / the training trajectory; evaluations of one run at several token budgets share it",
+    ),
+    Column(
+        "schedule", _STR, True, "name / learning-rate schedule, e.g. 'wsd', 'power', 'cosine', 'constant'"
+    ),
     Column("model", _STR, True, "name / proxy model configuration"),
     Column("n_params", _INT, False, "parameters / all trainable parameters, embeddings included"),
     Column("n_params_non_embedding", _INT, False, "parameters / trainable parameters excluding embeddings"),
-    Column("m_width", _FLOAT, False, "dimensionless / muP width multiplier, d_model / d_model of the base model"),
-    Column("lr", _FLOAT, True,
-           "learning rate / peak learning rate of the muP base model (hidden matrices train at lr / m_width)"),
-    Column("lr_max", _FLOAT, False,
-           "learning rate / upper cap of the schedule (Power scheduler); null where the schedule has none"),
-    Column("power_a", _FLOAT, False,
-           "coefficient / a in the Power schedule lr(n) = min(lr_max, batch_size * a * n^b), batch_size in "
-           "sequences, n in tokens seen; null for other schedules"),
-    Column("power_b", _FLOAT, False,
-           "dimensionless / exponent b (negative) of the same Power schedule; null for other schedules"),
+    Column(
+        "m_width", _FLOAT, False, "dimensionless / muP width multiplier, d_model / d_model of the base model"
+    ),
+    Column(
+        "lr",
+        _FLOAT,
+        True,
+        "learning rate / peak learning rate of the muP base model (hidden matrices train at lr / m_width)",
+    ),
+    Column(
+        "lr_max",
+        _FLOAT,
+        False,
+        "learning rate / upper cap of the schedule (Power scheduler); null where the schedule has none",
+    ),
+    Column(
+        "power_a",
+        _FLOAT,
+        False,
+        "coefficient / a in the Power schedule lr(n) = min(lr_max, batch_size * a * n^b), batch_size in "
+        "sequences, n in tokens seen; null for other schedules",
+    ),
+    Column(
+        "power_b",
+        _FLOAT,
+        False,
+        "dimensionless / exponent b (negative) of the same Power schedule; null for other schedules",
+    ),
     Column("batch_size", _INT, True, "sequences / sequences per optimizer step"),
     Column("seq_len", _INT, True, "tokens / tokens per sequence"),
-    Column("tokens", _INT, True,
-           "tokens / training tokens seen at this evaluation: the token budget (phase 'final') or the tokens "
-           "seen at the fork (phase 'trunk')"),
+    Column(
+        "tokens",
+        _INT,
+        True,
+        "tokens / training tokens seen at this evaluation: the token budget (phase 'final') or the tokens "
+        "seen at the fork (phase 'trunk')",
+    ),
     Column("warmup_tokens", _INT, False, "tokens / length of the warmup phase"),
-    Column("decay_fraction", _FLOAT, False,
-           "fraction 0-1 / share of `tokens` spent in the final decay phase; null without one"),
+    Column(
+        "decay_fraction",
+        _FLOAT,
+        False,
+        "fraction 0-1 / share of `tokens` spent in the final decay phase; null without one",
+    ),
     Column("decay_shape", _STR, False, "name / shape of the decay phase, e.g. 'linear', '1-sqrt', 'exp'"),
     Column("seed", _INT, True, "integer / random seed for initialisation and data order"),
     Column("loss_eval", _FLOAT, False, "nats/token / mean held-out cross-entropy at `tokens`"),
     Column("ppl_eval", _FLOAT, False, "dimensionless / held-out perplexity, exp(loss_eval)"),
-    Column("loss_train", _FLOAT, False, "nats/token / mean training loss over the last logging window before `tokens`"),
-    Column("status", _STR, True,
-           "label / 'ok' or 'diverged' (loss blew up, see diverged_at_tokens); 'failed' is accepted from "
-           "other writers but never written by a sweep: a crashed trial is retried and writes its rows only once "
-           "they are final"),
-    Column("diverged_at_tokens", _INT, False,
-           "tokens / tokens seen when divergence was detected; null unless status is 'diverged'"),
+    Column(
+        "loss_train",
+        _FLOAT,
+        False,
+        "nats/token / mean training loss over the last logging window before `tokens`",
+    ),
+    Column(
+        "status",
+        _STR,
+        True,
+        "label / 'ok' or 'diverged' (loss blew up, see diverged_at_tokens); 'failed' is accepted from "
+        "other writers but never written by a sweep: a crashed trial is retried and writes its rows only once "
+        "they are final",
+    ),
+    Column(
+        "diverged_at_tokens",
+        _INT,
+        False,
+        "tokens / tokens seen when divergence was detected; null unless status is 'diverged'",
+    ),
     Column("wall_s", _FLOAT, False, "seconds / wall-clock training time up to `tokens`"),
-    Column("tokens_per_s", _FLOAT, False,
-           "tokens/second / training throughput; in a packed trial (run.pack > 1) this variant's share: its "
-           "tokens over the trial's wall time, so the trial's throughput is the sum over its variants"),
-    Column("mfu", _FLOAT, False,
-           "fraction 0-1 / model FLOPs utilisation: 6 * n_params * tokens_per_s over the matmul peak of the run's "
-           "precision (bf16 on CUDA: data sheet or measured; fp32 measured on CPU), at most 1; "
-           "in a packed trial this variant's share, summing to the trial's MFU"),
-    Column("mfu_attention", _FLOAT, False,
-           "fraction 0-1 / mfu with attention: (6 * n_params + 12 * n_layers * n_heads * d_head * seq_len) * "
-           "tokens_per_s over the peak of the run's precision (bf16 on CUDA); null in rows from before it"),
-    Column("parametrisation", _STR, False,
-           "name / 'mup': every proxy model here is muP (proxy_models/model.py); null in rows from before it"),
-    Column("settings_id", _STR, False,
-           "id / hash of the run's training settings other than its cell (model, batch_size, tokens) and its "
-           "searched values (seed, lr, power_a, power_b, lr_max): warmup, decay, optimizer, data, model overrides; "
-           "rows of one cell and lr with different settings_id were trained differently and are never averaged; "
-           "null in rows from before it"),
-    Column("device", _STR, False, "name / accelerator that trained the run, e.g. 'NVIDIA H100 80GB HBM3' or 'cpu'"),
-    Column("phase", _STR, False,
-           "label / 'final': a budget's result at the end of its decay (what analysis uses); 'trunk': the "
-           "lineage's trunk evaluated at a fork point (stable-phase loss, not a budget result); null (files "
-           "written before the column existed) reads as 'final'"),
+    Column(
+        "tokens_per_s",
+        _FLOAT,
+        False,
+        "tokens/second / training throughput; in a packed trial (run.pack > 1) this variant's share: its "
+        "tokens over the trial's wall time, so the trial's throughput is the sum over its variants",
+    ),
+    Column(
+        "mfu",
+        _FLOAT,
+        False,
+        "fraction 0-1 / model FLOPs utilisation: 6 * n_params * tokens_per_s over the matmul peak of the run's "
+        "precision (bf16 on CUDA: data sheet or measured; fp32 measured on CPU), at most 1; "
+        "in a packed trial this variant's share, summing to the trial's MFU",
+    ),
+    Column(
+        "mfu_attention",
+        _FLOAT,
+        False,
+        "fraction 0-1 / mfu with attention: (6 * n_params + 12 * n_layers * n_heads * d_head * seq_len) * "
+        "tokens_per_s over the peak of the run's precision (bf16 on CUDA); null in rows from before it",
+    ),
+    Column(
+        "parametrisation",
+        _STR,
+        False,
+        "name / 'mup': every proxy model here is muP (proxy_models/model.py); null in rows from before it",
+    ),
+    Column(
+        "settings_id",
+        _STR,
+        False,
+        "id / hash of the run's training settings other than its cell (model, batch_size, tokens) and its "
+        "searched values (seed, lr, power_a, power_b, lr_max): warmup, decay, optimizer, data, model overrides; "
+        "rows of one cell and lr with different settings_id were trained differently and are never averaged; "
+        "null in rows from before it",
+    ),
+    Column(
+        "device",
+        _STR,
+        False,
+        "name / accelerator that trained the run, e.g. 'NVIDIA H100 80GB HBM3' or 'cpu'",
+    ),
+    Column(
+        "phase",
+        _STR,
+        False,
+        "label / 'final': a budget's result at the end of its decay (what analysis uses); 'trunk': the "
+        "lineage's trunk evaluated at a fork point (stable-phase loss, not a budget result); null (files "
+        "written before the column existed) reads as 'final'",
+    ),
     Column("git_sha", _STR, False, "hex / git commit of the code that produced the row"),
-    Column("versions", _STR, False, "JSON text / object {package: version} of the packages that produced the row"),
-    Column("execution", _STR, False,
-           "JSON text / how the row's run executed: variants packed with it (`pack`), `micro_batch_size`, "
-           "`activation_checkpointing`, whether the blocks were `compiled` (and `compile_error`, why not, where "
-           "compiling failed and the run fell back to eager), CUDA out-of-memory errors absorbed by "
-           "halving the micro-batch (`out_of_memory_shrinks`) and `pack_split` when an out-of-memory pack was "
-           "retrained in smaller packs; null in rows from before it"),
-    Column("created_at", _TIMESTAMP, True,
-           "UTC timestamp, microseconds / when the row was written (filled in on write if absent); "
-           "the newest row wins when a run_id is stored twice"),
+    Column(
+        "versions", _STR, False, "JSON text / object {package: version} of the packages that produced the row"
+    ),
+    Column(
+        "execution",
+        _STR,
+        False,
+        "JSON text / how the row's run executed: variants packed with it (`pack`), `micro_batch_size`, "
+        "`activation_checkpointing`, whether the blocks were `compiled` (and `compile_error`, why not, where "
+        "compiling failed and the run fell back to eager), CUDA out-of-memory errors absorbed by "
+        "halving the micro-batch (`out_of_memory_shrinks`) and `pack_split` when an out-of-memory pack was "
+        "retrained in smaller packs; null in rows from before it",
+    ),
+    Column(
+        "created_at",
+        _TIMESTAMP,
+        True,
+        "UTC timestamp, microseconds / when the row was written (filled in on write if absent); "
+        "the newest row wins when a run_id is stored twice",
+    ),
 )
 
 SCHEMA = pa.schema([pa.field(c.name, c.type, nullable=not c.required) for c in COLUMNS])
@@ -188,7 +277,9 @@ def _checked_value(column: Column, value: Any, where: str) -> Any:
         )
     allowed = {"status": STATUSES, "phase": PHASES}.get(column.name)
     if allowed and stored not in allowed:
-        raise StoreError(f"{column.name}={value!r} in {where}: must be one of {', '.join(map(repr, allowed))}")
+        raise StoreError(
+            f"{column.name}={value!r} in {where}: must be one of {', '.join(map(repr, allowed))}"
+        )
     return stored
 
 

@@ -27,15 +27,26 @@ from dataclasses import dataclass
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
-from ray.tune.search import ConcurrencyLimiter, Searcher
-from ray.tune.search.optuna import OptunaSearch
-
 from powersweep.sweeps.execute import ExecutionSettings, fit, missing_budgets, run_job
 from powersweep.sweeps.plan import Study, trial_job
 from powersweep.sweeps.store import ResultStore
+from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.tune.search.optuna import OptunaSearch
 
-__all__ = ["METRIC", "StudySearch", "distributions", "divergence_penalty", "journal", "objective", "reconcile",
-           "completed_trials", "SearchRun", "run_studies", "stored_run_ids", "stored_trials"]
+__all__ = [
+    "METRIC",
+    "StudySearch",
+    "distributions",
+    "divergence_penalty",
+    "journal",
+    "objective",
+    "reconcile",
+    "completed_trials",
+    "SearchRun",
+    "run_studies",
+    "stored_run_ids",
+    "stored_trials",
+]
 
 METRIC = "objective"  # what a trial reports: mean loss_eval over the budgets, nats/token
 PARAMS = ("power_a", "power_b")  # Optuna parameter names: the results table's columns
@@ -61,9 +72,13 @@ def stored_trials(study: Study, table: pd.DataFrame) -> dict[Point, dict[str, fl
     lies in the study's ranges; the other columns only narrow the search.
     """
     config = study.template.config
-    rows = table[table["schedule"].eq("power") & table["model"].eq(config.model)
-                 & table["batch_size"].eq(config.batch_size) & table["seed"].eq(config.seed)
-                 & table["lr_max"].eq(config.schedule.lr_max)]
+    rows = table[
+        table["schedule"].eq("power")
+        & table["model"].eq(config.model)
+        & table["batch_size"].eq(config.batch_size)
+        & table["seed"].eq(config.seed)
+        & table["lr_max"].eq(config.schedule.lr_max)
+    ]
     found = {}
     for (a, b, lineage_id), group in rows.groupby(["power_a", "power_b", "lineage_id"]):
         job = trial_job(study, a, b)
@@ -103,8 +118,10 @@ def _in_ranges(study: Study, point: Point) -> bool:
 
 def distributions(study: Study) -> dict:
     """The search space: a and b uniform over the study's ranges."""
-    return {name: optuna.distributions.FloatDistribution(*bounds)
-            for name, bounds in zip(PARAMS, (study.a_range, study.b_range))}
+    return {
+        name: optuna.distributions.FloatDistribution(*bounds)
+        for name, bounds in zip(PARAMS, (study.a_range, study.b_range))
+    }
 
 
 def journal(settings: ExecutionSettings) -> optuna.storages.JournalStorage:
@@ -120,15 +137,21 @@ def reconcile(study: Study, storage, trials: dict[Point, dict[str, float]]) -> o
     Returns the study with the (a, b) to run again enqueued: they are asked before any new sample.
     """
     complete = completed_trials(study, trials)
-    loaded = optuna.create_study(storage=storage, study_name=study.study_id, direction="minimize",
-                                 load_if_exists=True)
+    loaded = optuna.create_study(
+        storage=storage, study_name=study.study_id, direction="minimize", load_if_exists=True
+    )
     again = _close_stale(loaded, complete) + [p for p in trials if p not in complete]
     told = {_point(t.params) for t in loaded.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     for point in complete.keys() - told:
-        loaded.add_trial(optuna.trial.create_trial(params=dict(zip(PARAMS, point)),
-                                                   distributions=distributions(study), value=complete[point]))
-    waiting = {_point(t.system_attrs.get("fixed_params", {}))
-               for t in loaded.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+        loaded.add_trial(
+            optuna.trial.create_trial(
+                params=dict(zip(PARAMS, point)), distributions=distributions(study), value=complete[point]
+            )
+        )
+    waiting = {
+        _point(t.system_attrs.get("fixed_params", {}))
+        for t in loaded.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    }
     for point in dict.fromkeys(again):
         if point not in complete and point not in waiting:
             loaded.enqueue_trial(dict(zip(PARAMS, point)))
@@ -175,8 +198,14 @@ class _Cell:
         # Seeded by the study and its history: a resumed study draws new points, not its first ones again.
         seed = (int(study.study_id[:8], 16) + len(loaded.trials)) % 2**32
         sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=study.concurrency > 1)
-        searcher = OptunaSearch(distributions(study), metric=METRIC, mode="min", sampler=sampler,
-                                study_name=study.study_id, storage=storage)
+        searcher = OptunaSearch(
+            distributions(study),
+            metric=METRIC,
+            mode="min",
+            sampler=sampler,
+            study_name=study.study_id,
+            storage=storage,
+        )
         self.searcher = ConcurrencyLimiter(searcher, max_concurrent=study.concurrency)
 
     def trial_config(self, params: dict) -> dict:
@@ -240,13 +269,21 @@ class SearchRun:
 
 def run_studies(studies: Sequence[Study], settings: ExecutionSettings) -> SearchRun:
     """Run the trials each study lacks (n_trials minus its completed lineages in the store) in one Tuner."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from the progress callback
+    optuna.logging.set_verbosity(
+        optuna.logging.WARNING
+    )  # one line per trial comes from the progress callback
     table = ResultStore(settings.store_uri).read(sweep_id=settings.sweep_id).table
     storage = journal(settings)
     cells = [_Cell(study, storage, table) for study in studies]
     total = sum(cell.left for cell in cells)
     if not total:
         return SearchRun(0, 0)
-    failed = fit(_search_trial, settings, param_space={"settings": settings}, total=total,
-                 search_alg=StudySearch(cells), num_samples=total)
+    failed = fit(
+        _search_trial,
+        settings,
+        param_space={"settings": settings},
+        total=total,
+        search_alg=StudySearch(cells),
+        num_samples=total,
+    )
     return SearchRun(total, failed)

@@ -16,6 +16,11 @@ import reprlib
 from typing import Annotated, Any, Literal
 
 import yaml
+from powersweep.proxy_models.config import PRESETS, ConfigError, ProxyConfig, get_preset
+from powersweep.proxy_models.run_config import COMPILE_MODES, COMPILE_SCOPES
+from powersweep.proxy_models.schedules import DECAY_SHAPES
+from powersweep.sweeps.outcome import one_line as _cut  # one error line, cut to a readable length
+from powersweep.sweeps.safe_yaml import YamlLimitError, load_yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -26,12 +31,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-from powersweep.proxy_models.config import PRESETS, ConfigError, ProxyConfig, get_preset
-from powersweep.proxy_models.run_config import COMPILE_MODES, COMPILE_SCOPES
-from powersweep.proxy_models.schedules import DECAY_SHAPES
-from powersweep.sweeps.outcome import one_line as _cut  # one error line, cut to a readable length
-from powersweep.sweeps.safe_yaml import YamlLimitError, load_yaml
 
 _SUFFIX = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
 MAX_TOKENS = 1e15  # per budget: 1000x the largest budget of the paper's 3B models
@@ -98,9 +97,12 @@ def _at_least(low: float, *, high: float | None = None, high_open: bool = False,
     def check(value):
         too_high = high is not None and (value >= high if high_open else value > high)
         if value < low or too_high:
-            bound = "" if high is None else (f" and below {high:g}" if high_open else f" and at most {high:g}")
+            bound = (
+                "" if high is None else (f" and below {high:g}" if high_open else f" and at most {high:g}")
+            )
             raise ValueError(f"{value!r} must be a {what} of at least {low:g}{bound}")
         return value
+
     return AfterValidator(check)
 
 
@@ -109,6 +111,7 @@ def _positive():
         if value <= 0:
             raise ValueError(f"{value!r} must be positive")
         return value
+
     return AfterValidator(check)
 
 
@@ -174,8 +177,10 @@ class AdaptiveSpec(_Strict):
     # ratio between the lrs next to every budget's optimum when the search ends; sqrt(2), not finer: with the
     # analysis' window of 3 lrs on each side, 2**0.25 gave twice the error in lr_opt and b on simulated surfaces
     # (benchmarks/RESULTS.md, "Which resolution")
-    resolution: float = 2 ** 0.5
-    max_lineages: float = 8.0  # lineage budget per group: the tokens of this many lineages through every budget
+    resolution: float = 2**0.5
+    max_lineages: float = (
+        8.0  # lineage budget per group: the tokens of this many lineages through every budget
+    )
     max_rounds: int = Field(30, ge=1)  # rounds per group at most, the first included (about 2 per budget)
     side_points: int = Field(3, ge=1, le=8)  # lrs wanted on each side of every budget's optimum (analysis: 3)
 
@@ -204,7 +209,7 @@ class AdaptiveSpec(_Strict):
         """The first round's lrs (before rounding to 3 significant digits)."""
         low, high = self.lr_range
         count = math.floor(math.log(high / low) / math.log(self.spacing) + 1e-6) + 1
-        return [low * self.spacing ** j for j in range(count)]
+        return [low * self.spacing**j for j in range(count)]
 
 
 class SearchSpec(_Strict):
@@ -218,12 +223,18 @@ class SearchSpec(_Strict):
     power_a: list[Positive] = Field(default_factory=list)  # Power a grid (power schedule)
     power_b: list[Number] = Field(default_factory=list)  # Power b grid (power schedule), negative
     lr_max: list[Positive] = Field(default_factory=lambda: [0.02])  # Power cap grid (power schedule)
-    mode: Literal["grid", "optuna", "adaptive"] = "grid"  # optuna: power (a, b) by TPE; adaptive: lr round by round
+    mode: Literal["grid", "optuna", "adaptive"] = (
+        "grid"  # optuna: power (a, b) by TPE; adaptive: lr round by round
+    )
     n_trials: PositiveInt = 32  # Optuna trials per cell (model, batch_size, seed, lr_max)
     a_range: tuple[Number, Number] = (3.0, 5.0)  # Table 3's a search range
     b_range: tuple[Number, Number] = (-0.6, -0.4)  # Table 3's b search range
-    study_concurrency: PositiveInt = 1  # optuna: trials of one study in flight at once; 1 keeps studies reproducible
-    adaptive: AdaptiveSpec = Field(default_factory=AdaptiveSpec)  # adaptive mode: lr range, resolution, budget
+    study_concurrency: PositiveInt = (
+        1  # optuna: trials of one study in flight at once; 1 keeps studies reproducible
+    )
+    adaptive: AdaptiveSpec = Field(
+        default_factory=AdaptiveSpec
+    )  # adaptive mode: lr range, resolution, budget
 
     @field_validator("models", "lr", "batch_size", "tokens", "seeds", "power_a", "power_b", "lr_max")
     @classmethod
@@ -271,7 +282,9 @@ class TrainSpec(_Strict):
     """What to train: schedule family and its fixed settings, optimizer, data, precision."""
 
     schedule: Literal["constant", "cosine", "wsd", "power"] = "wsd"
-    warmup_tokens: Annotated[float, BeforeValidator(parse_tokens), _at_least(0)] = 0.0  # linear warmup, tokens
+    warmup_tokens: Annotated[float, BeforeValidator(parse_tokens), _at_least(0)] = (
+        0.0  # linear warmup, tokens
+    )
     decay_fraction: Fraction = 0.1  # share of each budget spent decaying (wsd, power), in [0, 1)
     decay_shape: str = "linear"  # linear | cosine | exp | 1-sqrt
     weight_decay: NonNegative = 0.1  # AdamW
@@ -281,8 +294,12 @@ class TrainSpec(_Strict):
     seq_len: PositiveInt | None = None  # override the presets' context length
     model_overrides: dict[str, Any] = Field(default_factory=dict)  # other ProxyConfig fields
     data: DataSpec = Field(default_factory=DataSpec)
-    dtype: Literal["auto", "float32", "float64", "bfloat16"] = "auto"  # auto: bf16 autocast on CUDA, else fp32
-    divergence_factor: Annotated[float, BeforeValidator(_number), _at_least(1, what="factor")] = 2.0  # loss above
+    dtype: Literal["auto", "float32", "float64", "bfloat16"] = (
+        "auto"  # auto: bf16 autocast on CUDA, else fp32
+    )
+    divergence_factor: Annotated[float, BeforeValidator(_number), _at_least(1, what="factor")] = (
+        2.0  # loss above
+    )
     # factor * first loss = diverged
 
     @field_validator("model_overrides")
@@ -308,14 +325,22 @@ class RunSpec(_Strict):
     # as many as the memory estimate fits on gpu_memory (1 without a GPU)
     gpu_memory: str | None = Field(None, min_length=1)  # memory of one GPU, e.g. 80GiB; None: the local GPU's
     max_concurrent: NonNegativeInt = 0  # 0 = as many as resources allow
-    max_retries: Annotated[int, BeforeValidator(_integer), _at_least(0, high=100, what="retry count")] = 2  # of a
+    max_retries: Annotated[int, BeforeValidator(_integer), _at_least(0, high=100, what="retry count")] = (
+        2  # of a
+    )
     # crashed trial (it resumes from its checkpoint)
     checkpoint_every_steps: NonNegativeInt = 500  # trunk checkpoint interval, steps; 0 = at forks only
     storage: str | None = Field(None, min_length=1)  # results store URI; default runs/<name>
-    loggers: list[str] = Field(default_factory=list)  # experiment trackers fed per step and per row; [] = none
-    compile: Annotated[str | bool, BeforeValidator(_compile_choice)] = "auto"  # torch.compile the blocks: auto
+    loggers: list[str] = Field(
+        default_factory=list
+    )  # experiment trackers fed per step and per row; [] = none
+    compile: Annotated[str | bool, BeforeValidator(_compile_choice)] = (
+        "auto"  # torch.compile the blocks: auto
+    )
     # (dense models on CUDA) | true | false; how a run executes, not what it trains: ids do not depend on it
-    compile_mode: Literal[COMPILE_MODES] = "auto"  # torch.compile's mode where blocks compile; reduce-overhead
+    compile_mode: Literal[COMPILE_MODES] = (
+        "auto"  # torch.compile's mode where blocks compile; reduce-overhead
+    )
     # replays the trunk as CUDA graphs (fewer host launches for small models); auto: that for solo dense runs on
     # CUDA whose step waits on the host (small micro-steps), default elsewhere; not part of any id either
     compile_scope: Literal[COMPILE_SCOPES] = "auto"  # blocks | trunk (all blocks one graph) | auto (blocks;
@@ -335,13 +360,17 @@ class RunSpec(_Strict):
     @model_validator(mode="after")
     def _some_resource(self):
         if self.cpus_per_trial == 0 and self.gpus_per_trial == 0:
-            raise ValueError("run.cpus_per_trial and run.gpus_per_trial are both 0: a trial needs a CPU or a GPU")
+            raise ValueError(
+                "run.cpus_per_trial and run.gpus_per_trial are both 0: a trial needs a CPU or a GPU"
+            )
         return self
 
     @field_validator("gpu_memory")
     @classmethod
     def _gpu_memory(cls, value):
-        from powersweep.proxy_models.memory import parse_bytes  # imports torch (through head.py): only when given
+        from powersweep.proxy_models.memory import (
+            parse_bytes,
+        )  # imports torch (through head.py): only when given
 
         if value is not None and parse_bytes(value) <= 0:
             raise ValueError(f"{value!r} is not a memory size: write e.g. 80GiB, 80GB or 40960MiB")
@@ -362,10 +391,14 @@ class SweepSpec(_Strict):
     @classmethod
     def _name(cls, value):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value) or len(value) > MAX_NAME:
-            raise ValueError(f"{_short(value)}: use 1 to {MAX_NAME} letters, digits, '.', '_' and '-', starting "
-                             "with a letter or digit (the name is a directory of the store)")
+            raise ValueError(
+                f"{_short(value)}: use 1 to {MAX_NAME} letters, digits, '.', '_' and '-', starting "
+                "with a letter or digit (the name is a directory of the store)"
+            )
         if value.endswith(".parquet"):
-            raise ValueError(f"{value!r}: a name ending in '.parquet' would read as a result file; drop the suffix")
+            raise ValueError(
+                f"{value!r}: a name ending in '.parquet' would read as a result file; drop the suffix"
+            )
         return value
 
     @model_validator(mode="after")
@@ -374,16 +407,22 @@ class SweepSpec(_Strict):
         _check_adaptive(s, t.schedule)
         if t.schedule == "power":
             if s.lr:
-                raise ValueError("search.lr is for fixed-peak schedules: the power schedule searches "
-                                 "power_a / power_b (and lr_max) instead")
+                raise ValueError(
+                    "search.lr is for fixed-peak schedules: the power schedule searches "
+                    "power_a / power_b (and lr_max) instead"
+                )
             if s.mode == "grid" and not (s.power_a and s.power_b):
                 raise ValueError("search.power_a and search.power_b: give both grids, or mode: optuna")
         elif s.power_a or s.power_b:
-            raise ValueError(f"search.power_a/power_b apply to schedule 'power', not {t.schedule!r}: use search.lr")
+            raise ValueError(
+                f"search.power_a/power_b apply to schedule 'power', not {t.schedule!r}: use search.lr"
+            )
         elif not s.lr and s.mode != "adaptive":
             raise ValueError(f"search.lr is empty: give the peak lrs to try with schedule {t.schedule!r}")
         if s.mode == "optuna" and t.schedule != "power":
-            raise ValueError("search.mode=optuna searches the power schedule's (a, b): set train.schedule: power")
+            raise ValueError(
+                "search.mode=optuna searches the power schedule's (a, b): set train.schedule: power"
+            )
         for name in ("models", "batch_size", "tokens", "seeds"):
             if not getattr(s, name):
                 raise ValueError(f"search.{name} is empty: give at least one value")
@@ -391,12 +430,16 @@ class SweepSpec(_Strict):
         _check_pack(self.run.pack, s.models, t.model_overrides)
         _check_steps(self)
         if self.planned_runs > GRID_LIMIT:
-            raise ValueError(f"the search expands to {self.planned_runs:,} runs, more than {GRID_LIMIT:,}: split it "
-                             "into several sweeps or use fewer values")
+            raise ValueError(
+                f"the search expands to {self.planned_runs:,} runs, more than {GRID_LIMIT:,}: split it "
+                "into several sweeps or use fewer values"
+            )
         for tokens in s.tokens:
             if tokens * (1 - t.decay_fraction) <= t.warmup_tokens:
-                raise ValueError(f"search.tokens={tokens:g} leaves no stable phase after warmup_tokens="
-                                 f"{t.warmup_tokens:g}: raise the budget or shorten the warmup")
+                raise ValueError(
+                    f"search.tokens={tokens:g} leaves no stable phase after warmup_tokens="
+                    f"{t.warmup_tokens:g}: raise the budget or shorten the warmup"
+                )
         return self
 
     def to_dict(self) -> dict:
@@ -451,9 +494,11 @@ def _check_steps(spec: SweepSpec) -> None:
     step = max(spec.search.batch_size) * seq_len
     for tokens in spec.search.tokens:
         if tokens < step:
-            raise ValueError(f"search.tokens={tokens:g} is less than one optimizer step of batch_size "
-                             f"{max(spec.search.batch_size)} x seq_len {seq_len} = {step} tokens: raise the budget "
-                             "or lower batch_size")
+            raise ValueError(
+                f"search.tokens={tokens:g} is less than one optimizer step of batch_size "
+                f"{max(spec.search.batch_size)} x seq_len {seq_len} = {step} tokens: raise the budget "
+                "or lower batch_size"
+            )
 
 
 def _check_models(models: list[str], overrides: dict) -> None:
@@ -470,23 +515,35 @@ def _check_adaptive(search: SearchSpec, schedule: str) -> None:
     if search.mode != "adaptive":
         return
     if schedule == "power":
-        raise ValueError("search.mode=adaptive searches a peak lr: use train.schedule wsd, cosine or constant "
-                         "(mode: optuna searches the power schedule)")
+        raise ValueError(
+            "search.mode=adaptive searches a peak lr: use train.schedule wsd, cosine or constant "
+            "(mode: optuna searches the power schedule)"
+        )
     if search.lr:
-        raise ValueError(f"search.lr={search.lr} is for grid mode: adaptive mode starts from "
-                         "search.adaptive.lr_range and spacing; remove search.lr")
+        raise ValueError(
+            f"search.lr={search.lr} is for grid mode: adaptive mode starts from "
+            "search.adaptive.lr_range and spacing; remove search.lr"
+        )
     a = search.adaptive
     steps = math.log(max(a.spacing, 1.0)) / math.log(a.resolution)
     if a.spacing < a.resolution or abs(steps - round(steps)) > 0.01:
-        raise ValueError(f"search.adaptive.spacing={a.spacing!r} is not a whole power of resolution="
-                         f"{a.resolution!r}: use e.g. spacing {a.resolution ** max(round(steps), 1):.4g}")
-    if a.max_lineages < 2 * a.side_points + 1:  # the largest budget's optimum and side_points lrs on each side
-        raise ValueError(f"search.adaptive.max_lineages={a.max_lineages!r} cannot hold the {2 * a.side_points + 1} "
-                         f"lineages that bracket the largest budget's optimum with side_points={a.side_points} lrs on "
-                         f"each side: raise it to {2 * a.side_points + 1} or lower side_points")
+        raise ValueError(
+            f"search.adaptive.spacing={a.spacing!r} is not a whole power of resolution="
+            f"{a.resolution!r}: use e.g. spacing {a.resolution ** max(round(steps), 1):.4g}"
+        )
+    if (
+        a.max_lineages < 2 * a.side_points + 1
+    ):  # the largest budget's optimum and side_points lrs on each side
+        raise ValueError(
+            f"search.adaptive.max_lineages={a.max_lineages!r} cannot hold the {2 * a.side_points + 1} "
+            f"lineages that bracket the largest budget's optimum with side_points={a.side_points} lrs on "
+            f"each side: raise it to {2 * a.side_points + 1} or lower side_points"
+        )
     if a.max_lineages < len(a.start_lrs):
-        raise ValueError(f"search.adaptive.max_lineages={a.max_lineages!r} is less than the {len(a.start_lrs)} "
-                         "lrs of the first round: raise it or narrow lr_range")
+        raise ValueError(
+            f"search.adaptive.max_lineages={a.max_lineages!r} is less than the {len(a.start_lrs)} "
+            "lrs of the first round: raise it or narrow lr_range"
+        )
 
 
 def _check_pack(pack: int | str, models: list[str], overrides: dict) -> None:
@@ -495,8 +552,10 @@ def _check_pack(pack: int | str, models: list[str], overrides: dict) -> None:
         raise ValueError(f"run.pack={pack}: must be at least 1 (1 trains one lineage per trial)")
     moe = [m for m in models if pack != 1 and get_preset(m, **overrides).is_moe]
     if moe:
-        raise ValueError(f"run.pack={pack}: {moe[0]!r} is a mixture of experts and packing trains dense models "
-                         "only; set run.pack: 1")
+        raise ValueError(
+            f"run.pack={pack}: {moe[0]!r} is a mixture of experts and packing trains dense models "
+            "only; set run.pack: 1"
+        )
 
 
 def spec_from_dict(values: dict) -> SweepSpec:
@@ -518,7 +577,9 @@ def load_spec(path: str) -> SweepSpec:
     except IsADirectoryError:
         raise SpecError(f"spec file {path!r} is a directory: give the path to a sweep YAML in it") from None
     except OSError as err:
-        raise SpecError(f"spec file {path!r} cannot be read ({err.strerror}): give a readable sweep YAML") from None
+        raise SpecError(
+            f"spec file {path!r} cannot be read ({err.strerror}): give a readable sweep YAML"
+        ) from None
     except UnicodeDecodeError:
         raise SpecError(f"spec file {path!r} is not text (UTF-8): give a sweep YAML") from None
     except YamlLimitError as err:

@@ -42,7 +42,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-
 from powersweep.sweeps.curves import CURVE_SCHEMA, CURVES_DIR, conform_curve, merge_points
 from powersweep.sweeps.schema import (
     COLUMN_DOCS,
@@ -185,7 +184,9 @@ class ResultStore:
         stamp = _now().strftime("%Y%m%dT%H%M%S%fZ")
         suffix = ".curve" if kind == "curve" else ""
         relpath = f"{SET_ASIDE_DIR}/{PARTITION}={sweep_id}/{name}{suffix}.{stamp}.parquet"
-        self._guarded(f"move an unreadable {kind} file aside", relpath, lambda: self._move(path, self._path(relpath)))
+        self._guarded(
+            f"move an unreadable {kind} file aside", relpath, lambda: self._move(path, self._path(relpath))
+        )
         return f"{self._uri(posixpath.relpath(path, self._root))} -> {self._uri(relpath)} ({reason})"
 
     def set_aside_curves(self, *, sweep_id: str) -> list[str]:
@@ -200,11 +201,14 @@ class ResultStore:
         return moved
 
     def unreadable_curves(self, *, sweep_id: str) -> list[str]:
-        """"<URI>: <reason>" for each of the sweep's curve files that cannot be read."""
+        """ "<URI>: <reason>" for each of the sweep's curve files that cannot be read."""
         paths = self._curve_files(sweep_id)
         loaded = _map_threads(self._load_curve, paths)
-        return [f"{self._uri(posixpath.relpath(p, self._root))}: {why}" for p, why in zip(paths, loaded)
-                if isinstance(why, str)]
+        return [
+            f"{self._uri(posixpath.relpath(p, self._root))}: {why}"
+            for p, why in zip(paths, loaded)
+            if isinstance(why, str)
+        ]
 
     def replace_sweep(self, *, sweep_id: str) -> str | None:
         """Move every result and curve file of the sweep, and its stored spec, to
@@ -219,23 +223,31 @@ class ResultStore:
         if self._fs.get_file_info(spec).is_file:
             moves.append((spec, f"{folder}/spec.json"))
         for source, relpath in moves:
-            self._guarded("move a replaced sweep's file aside", relpath,
-                          lambda: self._move(source, self._path(relpath)))
+            self._guarded(
+                "move a replaced sweep's file aside", relpath, lambda: self._move(source, self._path(relpath))
+            )
         return self._uri(folder) if moves else None
 
     def replaced(self, *, sweep_id: str) -> list[str]:
-        """"<URI> (<n> rows, <m> curves)" for each earlier version of the sweep that ``replace_sweep`` set
+        """ "<URI> (<n> rows, <m> curves)" for each earlier version of the sweep that ``replace_sweep`` set
         aside, oldest first."""
         _check_segment("sweep_id", sweep_id)
         base = self._path(f"{SET_ASIDE_DIR}/{PARTITION}={sweep_id}")
         infos = self._fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
         found = []
-        for name in sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory
-                           and i.base_name.startswith(REPLACED_PREFIX)):
-            counts = [len(self._fs.get_file_info(pafs.FileSelector(f"{base}/{name}/{kind}", allow_not_found=True)))
-                      for kind in (RESULTS_DIR, CURVES_DIR)]
-            found.append(f"{self._uri(f'{SET_ASIDE_DIR}/{PARTITION}={sweep_id}/{name}')} ({counts[0]} rows, "
-                         f"{counts[1]} curves)")
+        for name in sorted(
+            i.base_name
+            for i in infos
+            if i.type == pafs.FileType.Directory and i.base_name.startswith(REPLACED_PREFIX)
+        ):
+            counts = [
+                len(self._fs.get_file_info(pafs.FileSelector(f"{base}/{name}/{kind}", allow_not_found=True)))
+                for kind in (RESULTS_DIR, CURVES_DIR)
+            ]
+            found.append(
+                f"{self._uri(f'{SET_ASIDE_DIR}/{PARTITION}={sweep_id}/{name}')} ({counts[0]} rows, "
+                f"{counts[1]} curves)"
+            )
         return found
 
     def set_aside_files(self, *, sweep_id: str) -> list[str]:
@@ -292,7 +304,10 @@ class ResultStore:
         if isinstance(old, str):  # broken since the sweep started: kept aside, never silently overwritten
             moved = self._move_aside(self._path(relpath), sweep_id, "curve", old)
             logger.warning("results store %s: %s", self.uri, moved)
-        self._put(self._path(relpath), _parquet_bytes(merge_points(old if isinstance(old, pa.Table) else None, rows)))
+        self._put(
+            self._path(relpath),
+            _parquet_bytes(merge_points(old if isinstance(old, pa.Table) else None, rows)),
+        )
         return self._uri(relpath)
 
     def read_curves(self, *, sweep_id: str | None = None) -> ReadResult:
@@ -300,10 +315,16 @@ class ResultStore:
         named in ``corrupt_files``. Empty (with the columns) when there are none."""
         paths = self._curve_files(sweep_id)
         loaded = _map_threads(self._load_curve, paths)
-        tables = [t.add_column(0, PARTITION, pa.array([_curve_sweep(p)] * len(t), pa.string()))
-                  for p, t in zip(paths, loaded) if isinstance(t, pa.Table)]
-        corrupt = [f"{self._uri(posixpath.relpath(p, self._root))}: {why}" for p, why in zip(paths, loaded)
-                   if isinstance(why, str)]
+        tables = [
+            t.add_column(0, PARTITION, pa.array([_curve_sweep(p)] * len(t), pa.string()))
+            for p, t in zip(paths, loaded)
+            if isinstance(t, pa.Table)
+        ]
+        corrupt = [
+            f"{self._uri(posixpath.relpath(p, self._root))}: {why}"
+            for p, why in zip(paths, loaded)
+            if isinstance(why, str)
+        ]
         schema = pa.schema([pa.field(PARTITION, pa.string()), *CURVE_SCHEMA])
         frame = (pa.concat_tables(tables) if tables else schema.empty_table()).to_pandas()
         return ReadResult(table=frame, corrupt_files=corrupt, duplicates_dropped=0)
@@ -326,7 +347,11 @@ class ResultStore:
             _check_segment("sweep_id", sweep_id)
             base = f"{base}/{PARTITION}={sweep_id}"
         infos = self._fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-        return sorted(i.path for i in infos if i.is_file and i.path.endswith(".parquet") and not _is_hidden(i.path, base))
+        return sorted(
+            i.path
+            for i in infos
+            if i.is_file and i.path.endswith(".parquet") and not _is_hidden(i.path, base)
+        )
 
     def _load_curve(self, path: str) -> pa.Table | str | None:
         """A curve file conformed to CURVE_SCHEMA, the reason it cannot be read, or None if there is none."""
@@ -343,7 +368,9 @@ class ResultStore:
         try:
             return action()
         except OSError as error:
-            raise StoreError(f"storage URI {self.uri!r}: cannot {what} ({relpath}): {write_failure(error)}") from None
+            raise StoreError(
+                f"storage URI {self.uri!r}: cannot {what} ({relpath}): {write_failure(error)}"
+            ) from None
 
     def _move(self, source: str, destination: str) -> None:
         self._fs.create_dir(posixpath.dirname(destination), recursive=True)
@@ -537,9 +564,13 @@ def _check_relpath(relpath: Any) -> None:
     parts = relpath.split("/") if isinstance(relpath, str) else [""]
     example = "e.g. 'sweeps/<sweep_id>/spec.json'"
     if any(part in ("", ".", "..") or part.startswith(_HIDDEN_PREFIXES) for part in parts):
-        raise StoreError(f"relpath={relpath!r}: must be a relative path without '.', '..' or hidden parts, {example}")
+        raise StoreError(
+            f"relpath={relpath!r}: must be a relative path without '.', '..' or hidden parts, {example}"
+        )
     if parts[0] == RESULTS_DIR:
-        raise StoreError(f"relpath={relpath!r}: {RESULTS_DIR}/ holds only result Parquet files; use {example}")
+        raise StoreError(
+            f"relpath={relpath!r}: {RESULTS_DIR}/ holds only result Parquet files; use {example}"
+        )
 
 
 def _is_hidden(path: str, base: str) -> bool:
@@ -561,4 +592,4 @@ def _curve_sweep(path: str) -> str:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)

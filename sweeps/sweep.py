@@ -9,9 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import psutil
-
 from powersweep.sweeps.curves import curve_status
-from powersweep.sweeps.execute import ExecutionSettings, check_resources, execute, init_ray, missing_rows, trial_gpus
+from powersweep.sweeps.execute import (
+    ExecutionSettings,
+    check_resources,
+    execute,
+    init_ray,
+    missing_rows,
+    trial_gpus,
+)
 from powersweep.sweeps.identity import differences
 from powersweep.sweeps.lock import SweepLock, describe, holder
 from powersweep.sweeps.plan import Plan, plan, spec_gpu_bytes
@@ -32,7 +38,9 @@ class SubmitResult:
     failed_trials: int
     storage: str
     execution: ExecutionReport | None  # where the wall time went (None for an Optuna search)
-    set_aside: tuple[str, ...] = ()  # unreadable result files moved out of results/ before training ("old -> new")
+    set_aside: tuple[
+        str, ...
+    ] = ()  # unreadable result files moved out of results/ before training ("old -> new")
     unreadable: tuple[str, ...] = ()  # planned rows the store still cannot read at the end, "run_id: why"
     replaced_lock: str | None = None  # the dead driver whose lock this one took over
     replaced: str | None = None  # with --replace: where the sweep's earlier rows, curves and spec were moved
@@ -42,8 +50,14 @@ def spec_path(sweep_id: str) -> str:
     return f"sweeps/{sweep_id}/spec.json"
 
 
-def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None = None,
-           check_storage: StorageCheck | None = None, replace_sweep: bool = False) -> SubmitResult:
+def submit(
+    spec: SweepSpec,
+    *,
+    storage: str | None = None,
+    address: str | None = None,
+    check_storage: StorageCheck | None = None,
+    replace_sweep: bool = False,
+) -> SubmitResult:
     """Run what the store lacks of `spec`'s plan; the resolved spec is stored next to the results.
 
     A sweep's identity is its settings (`sweeps.identity`): a spec whose settings differ from the stored
@@ -72,11 +86,18 @@ def submit(spec: SweepSpec, *, storage: str | None = None, address: str | None =
     with SweepLock(storage, spec.name) as lock:
         replaced = _replace(store, settings) if replace_sweep else None
         _store_spec(store, spec)
-        set_aside = (*store.set_aside(sweep_id=spec.name, names=_planned_rows(p, store, settings)),
-                     *store.set_aside_curves(sweep_id=spec.name))
+        set_aside = (
+            *store.set_aside(sweep_id=spec.name, names=_planned_rows(p, store, settings)),
+            *store.set_aside_curves(sweep_id=spec.name),
+        )
         result = _run(spec, p, store, settings)
-    return replace(result, set_aside=set_aside, unreadable=_unreadable(store, p, result, settings),
-                   replaced_lock=lock.previous and describe(lock.previous), replaced=replaced)
+    return replace(
+        result,
+        set_aside=set_aside,
+        unreadable=_unreadable(store, p, result, settings),
+        replaced_lock=lock.previous and describe(lock.previous),
+        replaced=replaced,
+    )
 
 
 def _check_settings(store: ResultStore, spec: SweepSpec, *, replace_sweep: bool) -> None:
@@ -88,18 +109,24 @@ def _check_settings(store: ResultStore, spec: SweepSpec, *, replace_sweep: bool)
         return  # no sweep of this name yet, or a spec unreadable: the submitted one is stored
     changed = differences(stored, spec)
     if changed and not replace_sweep:
-        raise SpecError(f"sweep {spec.name!r} in {store.uri!r} holds runs of other settings, which would mix with "
-                        f"these ({'; '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}): give the spec a new "
-                        "name, or submit with --replace to move the stored runs aside (kept)")
+        raise SpecError(
+            f"sweep {spec.name!r} in {store.uri!r} holds runs of other settings, which would mix with "
+            f"these ({'; '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}): give the spec a new "
+            "name, or submit with --replace to move the stored runs aside (kept)"
+        )
 
 
-def _check_before_writing(store: ResultStore, p: Plan, settings: ExecutionSettings, *, replace_sweep: bool) -> None:
+def _check_before_writing(
+    store: ResultStore, p: Plan, settings: ExecutionSettings, *, replace_sweep: bool
+) -> None:
     """What would refuse the sweep later, checked before the lock, the spec or a row is written: no other
     driver, a CPU trial's memory, the store's room and directories, then Ray's resources (Ray starts here)."""
     SweepLock(store.uri, settings.sweep_id).check()
     local_ray = settings.address in (None, "local")
     if local_ray and not settings.uses_gpu:
-        check_host_memory(p, node_bytes=psutil.virtual_memory().available, where="this machine (available now)")
+        check_host_memory(
+            p, node_bytes=psutil.virtual_memory().available, where="this machine (available now)"
+        )
     stored = 0 if replace_sweep else len(store.run_ids(sweep_id=settings.sweep_id))
     _check_room(store, p, settings, stored_rows=stored)
     _start_ray(settings, p, check_memory=not local_ray)
@@ -111,9 +138,15 @@ def _check_room(store: ResultStore, p: Plan, settings: ExecutionSettings, *, sto
     if local is None:
         return
     sweep = settings.sweep_id
-    check_writable([os.path.join(local, "results", f"sweep_id={sweep}"), os.path.join(local, "curves",
-                    f"sweep_id={sweep}"), os.path.join(local, "sweeps", sweep), os.path.join(local, "set-aside"),
-                    os.path.join(settings.checkpoint_root, sweep)])
+    check_writable(
+        [
+            os.path.join(local, "results", f"sweep_id={sweep}"),
+            os.path.join(local, "curves", f"sweep_id={sweep}"),
+            os.path.join(local, "sweeps", sweep),
+            os.path.join(local, "set-aside"),
+            os.path.join(settings.checkpoint_root, sweep),
+        ]
+    )
     check_free_space(p, directory=local, stored_rows=stored_rows)
 
 
@@ -125,7 +158,9 @@ def _start_ray(settings: ExecutionSettings, p: Plan, *, check_memory: bool) -> N
     init_ray(settings)
     check_resources(settings)
     if check_memory and not settings.uses_gpu:
-        memory = max((node["Resources"].get("memory", 0.0) for node in ray.nodes() if node.get("Alive")), default=0.0)
+        memory = max(
+            (node["Resources"].get("memory", 0.0) for node in ray.nodes() if node.get("Alive")), default=0.0
+        )
         check_host_memory(p, node_bytes=memory, where="the largest node of the cluster")
 
 
@@ -160,12 +195,16 @@ def check_gpu_shares(spec: SweepSpec, p: Plan) -> tuple[str, ...]:
         return ()
     if p.gpu_bytes is None:
         if spec.run.gpus_per_trial == "auto":
-            raise SpecError("run.gpus_per_trial=auto needs the GPU's memory: set run.gpu_memory (e.g. 80GiB) or "
-                            "run where a GPU is visible")
+            raise SpecError(
+                "run.gpus_per_trial=auto needs the GPU's memory: set run.gpu_memory (e.g. 80GiB) or "
+                "run where a GPU is visible"
+            )
         return ()
     try:
-        notes = {gpu_share(t, gpu_bytes=p.gpu_bytes, requested=_requested_gpus(spec))[1]
-                 for t in [*p.trials, *(s.template for s in p.studies)]}
+        notes = {
+            gpu_share(t, gpu_bytes=p.gpu_bytes, requested=_requested_gpus(spec))[1]
+            for t in [*p.trials, *(s.template for s in p.studies)]
+        }
     except ConfigError as error:
         raise SpecError(f"run.gpu_memory={p.gpu_bytes / 2**30:.1f}GiB: {error}") from None
     return tuple(sorted(n for n in notes if n))
@@ -173,12 +212,20 @@ def check_gpu_shares(spec: SweepSpec, p: Plan) -> tuple[str, ...]:
 
 def _settings(spec: SweepSpec, p: Plan, storage: str, address: str | None) -> ExecutionSettings:
     return ExecutionSettings(
-        store_uri=storage, sweep_id=spec.name, checkpoint_root=_checkpoint_root(storage),
-        cpus_per_trial=spec.run.cpus_per_trial, gpus_per_trial=_requested_gpus(spec),
-        max_concurrent=spec.run.max_concurrent, max_retries=spec.run.max_retries, address=address,
-        checkpoint_every_steps=spec.run.checkpoint_every_steps, driver=holder(),
+        store_uri=storage,
+        sweep_id=spec.name,
+        checkpoint_root=_checkpoint_root(storage),
+        cpus_per_trial=spec.run.cpus_per_trial,
+        gpus_per_trial=_requested_gpus(spec),
+        max_concurrent=spec.run.max_concurrent,
+        max_retries=spec.run.max_retries,
+        address=address,
+        checkpoint_every_steps=spec.run.checkpoint_every_steps,
+        driver=holder(),
         gpu_memory_bytes=p.gpu_bytes if spec.run.uses_gpu else None,
-        loggers=tuple(spec.run.loggers), tracking_root=tracking_root(storage), curves=spec.run.curves,
+        loggers=tuple(spec.run.loggers),
+        tracking_root=tracking_root(storage),
+        curves=spec.run.curves,
     )
 
 
@@ -202,17 +249,34 @@ def _run(spec: SweepSpec, p: Plan, store: ResultStore, settings: ExecutionSettin
         if settings.gpu_memory_bytes is not None:  # every trial of a study has its template's shape
             settings = replace(settings, gpus_per_trial=trial_gpus([s.template for s in p.studies], settings))
         search = run_studies(p.studies, settings)
-        return SubmitResult(plan=p, lineages_run=search.trials_run, failed_trials=search.failed_trials,
-                            storage=storage, execution=None)
+        return SubmitResult(
+            plan=p,
+            lineages_run=search.trials_run,
+            failed_trials=search.failed_trials,
+            storage=storage,
+            execution=None,
+        )
     if p.searches:
-        from powersweep.sweeps.rounds import run_rounds  # adaptive mode: rounds until every group's search ends
+        from powersweep.sweeps.rounds import (
+            run_rounds,
+        )  # adaptive mode: rounds until every group's search ends
 
         rounds = run_rounds(p.searches, settings, pack=p.pack)
-        return SubmitResult(plan=p, lineages_run=rounds.lineages_run, failed_trials=rounds.failed_trials,
-                            storage=storage, execution=rounds.execution)
+        return SubmitResult(
+            plan=p,
+            lineages_run=rounds.lineages_run,
+            failed_trials=rounds.failed_trials,
+            storage=storage,
+            execution=rounds.execution,
+        )
     report = execute(jobs, settings)
-    return SubmitResult(plan=p, lineages_run=sum(len(j.members) for j in jobs), failed_trials=report.failed_trials,
-                        storage=storage, execution=report)
+    return SubmitResult(
+        plan=p,
+        lineages_run=sum(len(j.members) for j in jobs),
+        failed_trials=report.failed_trials,
+        storage=storage,
+        execution=report,
+    )
 
 
 def _stored_for_planning(p: Plan, store: ResultStore, settings: ExecutionSettings) -> set[str]:
@@ -223,7 +287,9 @@ def _stored_for_planning(p: Plan, store: ResultStore, settings: ExecutionSetting
     if not settings.curves:
         return stored
     curves = store.curve_names(sweep_id=settings.sweep_id)
-    redo = {r for j in p.jobs if j.lineage_id not in curves and not set(j.row_ids) <= stored for r in j.row_ids}
+    redo = {
+        r for j in p.jobs if j.lineage_id not in curves and not set(j.row_ids) <= stored for r in j.row_ids
+    }
     return stored - redo
 
 
@@ -235,7 +301,9 @@ def _complete(store: ResultStore, spec: SweepSpec, p: Plan) -> bool:
         return False
     if not same_spec or not p.searches:
         return same_spec and p.row_ids <= store.run_ids(sweep_id=spec.name)
-    from powersweep.sweeps.rounds import searches_done  # adaptive: done when every group's search has ended on the store
+    from powersweep.sweeps.rounds import (
+        searches_done,
+    )  # adaptive: done when every group's search has ended on the store
 
     return searches_done(p.searches, store.read(sweep_id=spec.name).table)
 
@@ -250,21 +318,32 @@ def _store_spec(store: ResultStore, spec: SweepSpec) -> None:
     store.write_json(spec_path(spec.name), spec.to_dict())
 
 
-def _unreadable(store: ResultStore, p: Plan, result: SubmitResult, settings: ExecutionSettings) -> tuple[str, ...]:
+def _unreadable(
+    store: ResultStore, p: Plan, result: SubmitResult, settings: ExecutionSettings
+) -> tuple[str, ...]:
     """Planned rows the store cannot read after the run, each with why ("run_id: reason")."""
     read = store.read(sweep_id=settings.sweep_id)
     missing = sorted(set(_planned_rows(p, store, settings)) - set(read.table["run_id"]))
-    why = (f"{result.failed_trials} trials failed: see their errors above" if result.failed_trials else
-           "no trial wrote it")
+    why = (
+        f"{result.failed_trials} trials failed: see their errors above"
+        if result.failed_trials
+        else "no trial wrote it"
+    )
     corrupt = {_file_name(report): report for report in read.corrupt_files}
     return tuple(f"{r}: {corrupt.get(r, why)}" for r in missing)
 
 
-def resume(storage: str, *, sweep_id: str | None = None, address: str | None = None,
-           check_storage: StorageCheck | None = None) -> SubmitResult:
+def resume(
+    storage: str,
+    *,
+    sweep_id: str | None = None,
+    address: str | None = None,
+    check_storage: StorageCheck | None = None,
+) -> SubmitResult:
     """Submit the stored spec again: only the runs the store lacks are trained."""
-    return submit(stored_spec(storage, sweep_id=sweep_id), storage=storage, address=address,
-                  check_storage=check_storage)
+    return submit(
+        stored_spec(storage, sweep_id=sweep_id), storage=storage, address=address, check_storage=check_storage
+    )
 
 
 def stored_spec(storage: str, *, sweep_id: str | None = None) -> SweepSpec:
@@ -275,23 +354,34 @@ def stored_spec(storage: str, *, sweep_id: str | None = None) -> SweepSpec:
     except StoreError as error:
         if "no such file" in str(error):
             raise SpecError(f"no sweep {sweep_id!r} in {storage!r}: submit a spec there first") from None
-        raise SpecError(f"sweep {sweep_id!r} in {storage!r}: its stored spec {spec_path(sweep_id)} cannot be read "
-                        "(not valid JSON): submit the sweep's YAML again with --storage, which rewrites it") from None
+        raise SpecError(
+            f"sweep {sweep_id!r} in {storage!r}: its stored spec {spec_path(sweep_id)} cannot be read "
+            "(not valid JSON): submit the sweep's YAML again with --storage, which rewrites it"
+        ) from None
     try:
         return spec_from_dict(values if isinstance(values, dict) else {})
     except SpecError as error:
-        raise SpecError(f"sweep {sweep_id!r} in {storage!r}: its stored spec {spec_path(sweep_id)} is not a valid "
-                        f"spec ({error}): submit the sweep's YAML again with --storage") from None
+        raise SpecError(
+            f"sweep {sweep_id!r} in {storage!r}: its stored spec {spec_path(sweep_id)} is not a valid "
+            f"spec ({error}): submit the sweep's YAML again with --storage"
+        ) from None
 
 
 def _only_sweep(storage: str) -> str:
     root = os.path.join(storage, "sweeps")
-    names = sorted(n for n in os.listdir(root) if os.path.isfile(os.path.join(root, n, "spec.json"))) \
-        if os.path.isdir(root) else []
+    names = (
+        sorted(n for n in os.listdir(root) if os.path.isfile(os.path.join(root, n, "spec.json")))
+        if os.path.isdir(root)
+        else []
+    )
     if not names:
-        where = "does not exist" if not os.path.exists(storage) else "holds no sweep (no sweeps/<name>/spec.json)"
-        raise SpecError(f"storage {storage!r} {where}: give the directory a sweep was submitted to (its --storage, "
-                        "else runs/<name>)")
+        where = (
+            "does not exist" if not os.path.exists(storage) else "holds no sweep (no sweeps/<name>/spec.json)"
+        )
+        raise SpecError(
+            f"storage {storage!r} {where}: give the directory a sweep was submitted to (its --storage, "
+            "else runs/<name>)"
+        )
     if len(names) != 1:
         raise SpecError(f"storage {storage!r} holds sweeps {names}: name one with --sweep NAME")
     return names[0]
@@ -319,13 +409,19 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     table = read.table
     p = plan(spec)
     broken_curves = store.unreadable_curves(sweep_id=spec.name)
-    files = {"unreadable_files": read.corrupt_files + broken_curves,
-             "set_aside_files": store.set_aside_files(sweep_id=spec.name),
-             "replaced": store.replaced(sweep_id=spec.name)}
+    files = {
+        "unreadable_files": read.corrupt_files + broken_curves,
+        "set_aside_files": store.set_aside_files(sweep_id=spec.name),
+        "replaced": store.replaced(sweep_id=spec.name),
+    }
     curves = store.curve_names(sweep_id=spec.name) - {_file_name(report) for report in broken_curves}
     if p.searches:
         adaptive = _adaptive_status(spec.name, p, table)
-        return {**adaptive, **files, "curves": curve_status(curves, set(table["lineage_id"]), on=spec.run.curves)}
+        return {
+            **adaptive,
+            **files,
+            "curves": curve_status(curves, set(table["lineage_id"]), on=spec.run.curves),
+        }
     planned = {r for j in p.jobs for r in j.run_ids} | _trial_run_ids(p, table)
     done = table[table["run_id"].isin(planned)]
     counts = done["status"].value_counts().to_dict()
@@ -334,8 +430,15 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     lineages = {j.lineage_id for j in p.jobs} | set(done["lineage_id"])
     trunk_done = int((table["phase"].eq("trunk") & table["lineage_id"].isin(lineages)).sum())
     trunk = {"planned": p.trunk_rows, "done": trunk_done, "missing": max(p.trunk_rows - trunk_done, 0)}
-    return {"sweep_id": spec.name, "planned": p.runs, "counts": counts, "cells": cells.to_dict("records"),
-            "trunk": trunk, **files, "curves": curve_status(curves, lineages, on=spec.run.curves)}
+    return {
+        "sweep_id": spec.name,
+        "planned": p.runs,
+        "counts": counts,
+        "cells": cells.to_dict("records"),
+        "trunk": trunk,
+        **files,
+        "curves": curve_status(curves, lineages, on=spec.run.curves),
+    }
 
 
 def _file_name(report: str) -> str:
@@ -354,10 +457,19 @@ def _adaptive_status(sweep_id: str, p: Plan, table) -> dict:
     counts["missing"] = len(searches["run_ids"]) - len(done)
     cells = done.groupby(["model", "batch_size", "tokens"]).size().rename("runs_done").reset_index()
     trunk_done = int(table["run_id"].isin(searches["trunk_ids"]).sum())
-    trunk = {"planned": len(searches["trunk_ids"]), "done": trunk_done,
-             "missing": len(searches["trunk_ids"]) - trunk_done}
-    return {"sweep_id": sweep_id, "planned": len(searches["run_ids"]), "counts": counts,
-            "cells": cells.to_dict("records"), "trunk": trunk, "adaptive": searches["groups"]}
+    trunk = {
+        "planned": len(searches["trunk_ids"]),
+        "done": trunk_done,
+        "missing": len(searches["trunk_ids"]) - trunk_done,
+    }
+    return {
+        "sweep_id": sweep_id,
+        "planned": len(searches["run_ids"]),
+        "counts": counts,
+        "cells": cells.to_dict("records"),
+        "trunk": trunk,
+        "adaptive": searches["groups"],
+    }
 
 
 def _trial_run_ids(p: Plan, table) -> set[str]:

@@ -36,7 +36,11 @@ from typing import Protocol
 from powersweep.sweeps.spec import LOGGERS, SpecError
 
 # Import names each logger needs, and the pip extra that installs them (pyproject.toml).
-REQUIREMENTS = {"tensorboard": ("tensorboardX",), "mlflow": ("mlflow", "sqlalchemy", "alembic"), "wandb": ("wandb",)}
+REQUIREMENTS = {
+    "tensorboard": ("tensorboardX",),
+    "mlflow": ("mlflow", "sqlalchemy", "alembic"),
+    "wandb": ("wandb",),
+}
 Point = tuple[str, float, int]  # (metric key, value, step)
 MLFLOW_BATCH = 1000  # metrics per log_batch call (MLflow's limit)
 MLFLOW_PARAMS = 100  # params per log_batch call (MLflow's limit)
@@ -46,11 +50,15 @@ def check_loggers(loggers: Sequence[str]) -> None:
     """SpecError naming the logger and the pip extra when a logger's package is not installed here."""
     for name in loggers:
         if name not in LOGGERS:
-            raise SpecError(f"run.loggers={list(loggers)}: {name!r} is not a logger: choose from {list(LOGGERS)}")
+            raise SpecError(
+                f"run.loggers={list(loggers)}: {name!r} is not a logger: choose from {list(LOGGERS)}"
+            )
         missing = [module for module in REQUIREMENTS[name] if importlib.util.find_spec(module) is None]
         if missing:
-            raise SpecError(f"run.loggers={list(loggers)}: logger {name!r} needs the package {missing[0]!r}, which "
-                            f"is not installed: pip install 'powersweep[{name}]' (or remove {name!r})")
+            raise SpecError(
+                f"run.loggers={list(loggers)}: logger {name!r} needs the package {missing[0]!r}, which "
+                f"is not installed: pip install 'powersweep[{name}]' (or remove {name!r})"
+            )
 
 
 def tracking_root(store_uri: str) -> str:
@@ -87,8 +95,12 @@ class TensorBoardRun:
     def __init__(self, target: Target):
         from tensorboardX import SummaryWriter
 
-        self.writer = SummaryWriter(logdir=os.path.join(target.root, "tensorboard", target.sweep_id, target.name))
-        self.writer.add_text("config", "```\n" + json.dumps(target.params, indent=1, sort_keys=True) + "\n```")
+        self.writer = SummaryWriter(
+            logdir=os.path.join(target.root, "tensorboard", target.sweep_id, target.name)
+        )
+        self.writer.add_text(
+            "config", "```\n" + json.dumps(target.params, indent=1, sort_keys=True) + "\n```"
+        )
 
     def log(self, points: Sequence[Point]) -> None:
         for key, value, step in points:
@@ -102,7 +114,9 @@ class TensorBoardRun:
 def mlflow_uri(root: str) -> str:
     """MLFLOW_TRACKING_URI when set, else an SQLite store `<root>/mlflow.db` (MLflow's own local backend; its
     file store is in maintenance mode and refused by default since MLflow 3.13)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///" + os.path.join(os.path.abspath(root), "mlflow.db")
+    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///" + os.path.join(
+        os.path.abspath(root), "mlflow.db"
+    )
 
 
 class MLflowRun:
@@ -114,18 +128,22 @@ class MLflowRun:
         from mlflow.entities import Param
 
         self.client = MlflowClient(tracking_uri=mlflow_uri(target.root))
-        experiment = mlflow_experiment(self.client, os.environ.get("MLFLOW_EXPERIMENT_NAME") or target.sweep_id)
-        found = self.client.search_runs([experiment], filter_string=f"tags.lineage_id = '{target.key}'",
-                                        max_results=1)
+        experiment = mlflow_experiment(
+            self.client, os.environ.get("MLFLOW_EXPERIMENT_NAME") or target.sweep_id
+        )
+        found = self.client.search_runs(
+            [experiment], filter_string=f"tags.lineage_id = '{target.key}'", max_results=1
+        )
         if found:
             self.run_id = found[0].info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
             return
-        self.run_id = self.client.create_run(experiment, run_name=target.name,
-                                             tags={"lineage_id": target.key}).info.run_id
+        self.run_id = self.client.create_run(
+            experiment, run_name=target.name, tags={"lineage_id": target.key}
+        ).info.run_id
         params = [Param(key, str(value)) for key, value in sorted(target.params.items())]
         for i in range(0, len(params), MLFLOW_PARAMS):
-            self.client.log_batch(self.run_id, params=params[i:i + MLFLOW_PARAMS])
+            self.client.log_batch(self.run_id, params=params[i : i + MLFLOW_PARAMS])
 
     def log(self, points: Sequence[Point]) -> None:
         from mlflow.entities import Metric
@@ -133,7 +151,7 @@ class MLflowRun:
         now = int(time.time() * 1000)
         metrics = [Metric(key, value, now, step) for key, value, step in points]
         for i in range(0, len(metrics), MLFLOW_BATCH):
-            self.client.log_batch(self.run_id, metrics=metrics[i:i + MLFLOW_BATCH])
+            self.client.log_batch(self.run_id, metrics=metrics[i : i + MLFLOW_BATCH])
 
     def finish(self, *, failed: bool = False) -> None:
         self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
@@ -160,19 +178,27 @@ class WandbRun:
         import wandb
 
         self.run = wandb.init(
-            project=os.environ.get("WANDB_PROJECT") or target.sweep_id, name=target.name, id=target.key,
-            resume="allow", config=target.params, reinit="create_new",
+            project=os.environ.get("WANDB_PROJECT") or target.sweep_id,
+            name=target.name,
+            id=target.key,
+            resume="allow",
+            config=target.params,
+            reinit="create_new",
             mode=None if os.environ.get("WANDB_MODE") else "offline",
             dir=None if os.environ.get("WANDB_DIR") else _made(target.root),
             settings=wandb.Settings(console="off", silent=True),
         )
-        self.run.define_metric("step")  # the trainer's step, which repeats across segments: W&B's own must not
+        self.run.define_metric(
+            "step"
+        )  # the trainer's step, which repeats across segments: W&B's own must not
         for prefix in ("loss_train", "loss_train_mean", "lr", "loss_eval", "final", "trunk"):
             self.run.define_metric(f"{prefix}/*", step_metric="step")
 
     def log(self, points: Sequence[Point]) -> None:
         for step, same_step in itertools.groupby(points, key=lambda point: point[2]):
-            self.run.log({**{key: value for key, value, _ in same_step}, "step": step})  # one W&B row per step
+            self.run.log(
+                {**{key: value for key, value, _ in same_step}, "step": step}
+            )  # one W&B row per step
 
     def finish(self, *, failed: bool = False) -> None:
         self.run.finish(exit_code=1 if failed else 0)
@@ -197,8 +223,9 @@ def prepare(loggers: Sequence[str], root: str, sweep_id: str) -> None:
         from mlflow import MlflowClient
 
         logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration on the first use
-        mlflow_experiment(MlflowClient(tracking_uri=mlflow_uri(root)),
-                          os.environ.get("MLFLOW_EXPERIMENT_NAME") or sweep_id)
+        mlflow_experiment(
+            MlflowClient(tracking_uri=mlflow_uri(root)), os.environ.get("MLFLOW_EXPERIMENT_NAME") or sweep_id
+        )
 
 
 def budget_label(tokens: float) -> str:
@@ -252,8 +279,12 @@ class LineageLog:
     def row(self, row) -> None:
         """A row as it is stored (a RunResult): `<phase>/<metric>` at its last step."""
         at = round(row.tokens / self.tokens_per_step)
-        metrics = {"loss_eval": row.loss_eval, "loss_train": row.loss_train,
-                   "diverged": float(row.status == "diverged"), "tokens": float(row.tokens)}
+        metrics = {
+            "loss_eval": row.loss_eval,
+            "loss_train": row.loss_train,
+            "diverged": float(row.status == "diverged"),
+            "tokens": float(row.tokens),
+        }
         self._send([(f"{row.phase}/{key}", float(value), at) for key, value in metrics.items()])
 
     def _send(self, points: list[Point]) -> None:
@@ -283,15 +314,18 @@ def flat_params(config, **extra) -> dict:
             for key, item in value.items():
                 walk(f"{prefix}.{key}" if prefix else str(key), item)
         else:
-            flat[prefix] = value if isinstance(value, (str, int, float, bool)) or value is None else json.dumps(value)
+            flat[prefix] = (
+                value if isinstance(value, (str, int, float, bool)) or value is None else json.dumps(value)
+            )
 
     walk("", {**dataclasses.asdict(config), **extra})
     return flat
 
 
 @contextlib.contextmanager
-def lineage_logs(members: Sequence, *, loggers: Sequence[str], root: str,
-                 sweep_id: str) -> Iterator[list[LineageLog | None]]:
+def lineage_logs(
+    members: Sequence, *, loggers: Sequence[str], root: str, sweep_id: str
+) -> Iterator[list[LineageLog | None]]:
     """A LineageLog per member (a LineageJob) with a run per logger, or None each without loggers; every run is
     finished on the way out, as failed if training raised."""
     if not loggers:
@@ -300,8 +334,13 @@ def lineage_logs(members: Sequence, *, loggers: Sequence[str], root: str,
     logs = []
     try:
         for m in members:
-            target = Target(root, sweep_id, run_name(m.config, m.lineage_id), m.lineage_id,
-                            flat_params(m.config, lineage_id=m.lineage_id, budgets=list(m.budgets)))
+            target = Target(
+                root,
+                sweep_id,
+                run_name(m.config, m.lineage_id),
+                m.lineage_id,
+                flat_params(m.config, lineage_id=m.lineage_id, budgets=list(m.budgets)),
+            )
             logs.append(LineageLog([], tokens_per_step=m.config.tokens_per_step))
             for name in loggers:
                 logs[-1].runs.append(BACKENDS[name](target))

@@ -7,11 +7,12 @@ import pytest
 def local_ray():
     """A fresh local Ray for one test module ("local": never a cluster a `ray start` left on the machine)."""
     import ray
-
     from powersweep.sweeps.loopback import loopback_only
 
     with loopback_only():  # as a sweep's own local Ray: nothing outside this machine can reach it
-        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        ray.init(
+            address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False
+        )
     yield
     ray.shutdown()
 
@@ -33,7 +34,9 @@ def small_disk(tmp_path):
     def mount(size: str):
         path = tmp_path / f"disk-{len(mounted)}"
         path.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        )
         if done.returncode != 0:
             pytest.skip(f"cannot mount a small filesystem here: {done.stderr.decode().strip()}")
         mounted.append(path)

@@ -15,9 +15,21 @@ LIBRARIES = ("proxy_models", "sweeps", "analysis", "cluster")  # folders at the 
 ENTRY = ("powersweep.cli", "powersweep.job_driver")
 # What each library may not import (a name or any of its submodules).
 FORBIDDEN = {
-    "powersweep.proxy_models": ("ray", "optuna", "powersweep.sweeps", "powersweep.analysis", "powersweep.cluster"),
-    "powersweep.analysis": ("torch", "ray", "optuna", "powersweep.proxy_models", "powersweep.sweeps",
-                            "powersweep.cluster"),
+    "powersweep.proxy_models": (
+        "ray",
+        "optuna",
+        "powersweep.sweeps",
+        "powersweep.analysis",
+        "powersweep.cluster",
+    ),
+    "powersweep.analysis": (
+        "torch",
+        "ray",
+        "optuna",
+        "powersweep.proxy_models",
+        "powersweep.sweeps",
+        "powersweep.cluster",
+    ),
     "powersweep.sweeps": ("powersweep.cluster",),
     "powersweep.cluster": (),
 }
@@ -39,7 +51,9 @@ def imported(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, f"{path}: a relative import; the packages use absolute ones"
             names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from powersweep import cli`
+            names.update(
+                f"{node.module}.{alias.name}" for alias in node.names
+            )  # `from powersweep import cli`
     return names
 
 
@@ -69,8 +83,11 @@ def test_the_walk_sees_the_imports_it_checks():
 
 def test_every_library_module_belongs_to_a_library():
     # A module outside the four libraries and the entry points would escape every check below.
-    strays = sorted(name for name in library_modules() if name != "powersweep" and not any(
-        within(name, package) for package in FORBIDDEN))
+    strays = sorted(
+        name
+        for name in library_modules()
+        if name != "powersweep" and not any(within(name, package) for package in FORBIDDEN)
+    )
     assert strays == []
 
 
@@ -85,16 +102,25 @@ def test_argparse_only_in_the_entry_points():
 
 
 def test_no_library_module_imports_an_entry_point():
-    offenders = sorted(name for name, names in library_modules().items()
-                       if any(within(n, e) for n in names for e in ENTRY))
+    offenders = sorted(
+        name for name, names in library_modules().items() if any(within(n, e) for n in names for e in ENTRY)
+    )
     assert offenders == []
 
 
 def test_every_import_of_the_project_uses_its_one_name():
     # `import sweeps` would find another distribution's package of that name (W&B's sweeps extra has one).
-    paths = [p for folder in (*LIBRARIES, "powersweep", "tests", "benchmarks") for p in (ROOT / folder).rglob("*.py")]
-    bare = sorted(f"{p.relative_to(ROOT)} imports {n}" for p in paths for n in imported(p)
-                  if n.split(".")[0] in LIBRARIES)
+    paths = [
+        p
+        for folder in (*LIBRARIES, "powersweep", "tests", "benchmarks")
+        for p in (ROOT / folder).rglob("*.py")
+    ]
+    bare = sorted(
+        f"{p.relative_to(ROOT)} imports {n}"
+        for p in paths
+        for n in imported(p)
+        if n.split(".")[0] in LIBRARIES
+    )
     assert bare == []
 
 
@@ -105,8 +131,12 @@ def test_libraries_import_nothing_upstream(package):
         if not within(name, package):
             continue
         allowed = ALLOWED.get(package, set())
-        bad = {n for n in names for f in FORBIDDEN[package] if within(n, f)
-               and not any(within(n, a) for a in allowed)}
+        bad = {
+            n
+            for n in names
+            for f in FORBIDDEN[package]
+            if within(n, f) and not any(within(n, a) for a in allowed)
+        }
         offenders += [f"{name} imports {n}" for n in sorted(bad)]
     assert offenders == []
 

@@ -29,9 +29,23 @@ def wheel(tmp_path_factory) -> Path:
     """The project's wheel, built from a copy of the tree (a build writes build/ and egg-info where it runs)."""
     tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "source"
-    shutil.copytree(ROOT, source, ignore=lambda _, names: [n for n in names if n in NOT_SHIPPED
-                                                             or n.endswith(".egg-info")])
-    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp / "dist", source)
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=lambda _, names: [n for n in names if n in NOT_SHIPPED or n.endswith(".egg-info")],
+    )
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "-q",
+        "--no-deps",
+        "--no-build-isolation",
+        "-w",
+        tmp / "dist",
+        source,
+    )
     (built,) = (tmp / "dist").glob("powersweep-*.whl")
     return built
 
@@ -41,9 +55,15 @@ def test_the_wheel_installs_only_the_powersweep_import_name(wheel):
     top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top == {"powersweep"}
     # The libraries, the entry points and the shipped specs, inside it.
-    for path in ("powersweep/sweeps/plan.py", "powersweep/proxy_models/model.py", "powersweep/analysis/fit.py",
-                 "powersweep/cluster/jobs.py", "powersweep/cli/__init__.py", "powersweep/job_driver.py",
-                 "powersweep/sweeps/specs/cpu-quick.yaml"):
+    for path in (
+        "powersweep/sweeps/plan.py",
+        "powersweep/proxy_models/model.py",
+        "powersweep/analysis/fit.py",
+        "powersweep/cluster/jobs.py",
+        "powersweep/cli/__init__.py",
+        "powersweep/job_driver.py",
+        "powersweep/sweeps/specs/cpu-quick.yaml",
+    ):
         assert path in names
 
 
@@ -51,7 +71,9 @@ def test_the_wheel_installs_only_the_powersweep_import_name(wheel):
 def test_the_wheel_runs_beside_the_sweeps_package_of_wandb(wheel, tmp_path):
     # A fresh environment holding the wheel and W&B's `sweeps` package (both without their dependencies, which
     # come from this environment's site-packages, read after the fresh one's own).
-    requirement = next(r.split(";")[0] for r in importlib.metadata.requires("wandb") if "extra == 'sweeps'" in r)
+    requirement = next(
+        r.split(";")[0] for r in importlib.metadata.requires("wandb") if "extra == 'sweeps'" in r
+    )
     venv = tmp_path / "venv"
     _run(sys.executable, "-m", "venv", venv)
     python = venv / "bin" / "python"
@@ -61,9 +83,14 @@ def test_the_wheel_runs_beside_the_sweeps_package_of_wandb(wheel, tmp_path):
     Path(fresh, "deps-from-the-test-environment.pth").write_text(ours + "\n")
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    where = _run(python, "-c", "import importlib.util, powersweep.sweeps.plan as plan; "
-                 "print(importlib.util.find_spec('sweeps').origin); print(plan.__file__)",  # W&B's needs its deps
-                 cwd=tmp_path, env=env).stdout.split()
+    where = _run(
+        python,
+        "-c",
+        "import importlib.util, powersweep.sweeps.plan as plan; "
+        "print(importlib.util.find_spec('sweeps').origin); print(plan.__file__)",  # W&B's needs its deps
+        cwd=tmp_path,
+        env=env,
+    ).stdout.split()
     assert where == [f"{fresh}/sweeps/__init__.py", f"{fresh}/powersweep/sweeps/plan.py"]
     helped = _run(venv / "bin" / "powersweep", "--help", cwd=tmp_path, env=env)
     assert "usage: powersweep" in helped.stdout

@@ -22,10 +22,16 @@ DESCRIPTION = "The `powersweep` command line. User mistakes print one line on st
 # Subcommands whose parser module is imported only when that subcommand runs: name -> (module, function adding
 # its parser, the help line `powersweep --help` shows).
 DEFERRED = {
-    "analyze": ("powersweep.cli.analysis_commands", "add_analyze_parser",
-                "fit the learning-rate law of a sweep and write a report"),
-    "predict": ("powersweep.cli.analysis_commands", "add_predict_parser",
-                "predict the optimal peak lr from coefficients.json"),
+    "analyze": (
+        "powersweep.cli.analysis_commands",
+        "add_analyze_parser",
+        "fit the learning-rate law of a sweep and write a report",
+    ),
+    "predict": (
+        "powersweep.cli.analysis_commands",
+        "add_predict_parser",
+        "predict the optimal peak lr from coefficients.json",
+    ),
 }
 
 __all__ = ["build_parser", "is_user_error", "main"]

@@ -16,7 +16,6 @@ import argparse
 import json
 import sys
 import tempfile
-
 from pathlib import Path
 
 from powersweep.analysis.errors import AnalysisError
@@ -32,38 +31,85 @@ WATCH_INTERVAL_S = 5.0  # a sweep's results land every few seconds at most; poll
 def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
     """Register `analyze TABLE [--map FIELD=COLUMN ...] [--out DIR] ...`; its handler is ``analyze_command``."""
     p = subparsers.add_parser("analyze", help="fit the learning-rate law of a sweep and write a report")
-    p.add_argument("table", help="results table: CSV or Parquet file, or a (hive-partitioned) directory of them")
-    p.add_argument("--map", nargs="+", action="extend", default=[], metavar="FIELD=COLUMN",
-                   help="read FIELD from the table's COLUMN, e.g. lr=config.lr loss=eval/loss")
-    p.add_argument("--batch-unit", choices=BATCH_UNITS, default="sequences", help="unit of the batch_size column")
+    p.add_argument(
+        "table", help="results table: CSV or Parquet file, or a (hive-partitioned) directory of them"
+    )
+    p.add_argument(
+        "--map",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="read FIELD from the table's COLUMN, e.g. lr=config.lr loss=eval/loss",
+    )
+    p.add_argument(
+        "--batch-unit", choices=BATCH_UNITS, default="sequences", help="unit of the batch_size column"
+    )
     p.add_argument("--seq-len", type=int, help="tokens per sequence, to convert a batch size given in tokens")
     p.add_argument("--out", default="out/analysis", help="report directory (default: out/analysis)")
-    p.add_argument("--top-k", type=int, default=3, help="batch sizes kept per (model, T) (default 3, as the paper)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0: analytic)")
+    p.add_argument(
+        "--top-k", type=int, default=3, help="batch sizes kept per (model, T) (default 3, as the paper)"
+    )
+    p.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0: analytic)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    p.add_argument("--schedule", help="schedule whose runs locate lr_opt, when the table mixes several; "
-                                      "also the schedule of rows whose table has none (else shown as unknown)")
-    p.add_argument("--parametrisation", choices=("mup", "sp"),
-                   help="parametrisation of rows whose table does not say (else shown as unknown)")
+    p.add_argument(
+        "--schedule",
+        help="schedule whose runs locate lr_opt, when the table mixes several; "
+        "also the schedule of rows whose table has none (else shown as unknown)",
+    )
+    p.add_argument(
+        "--parametrisation",
+        choices=("mup", "sp"),
+        help="parametrisation of rows whose table does not say (else shown as unknown)",
+    )
     p.add_argument("--include-flagged", action="store_true", help="let edge cells into the point fits")
-    p.add_argument("--diverge-factor", type=float, default=DIVERGE_FACTOR,
-                   help=f"a run whose loss is above this times the best loss of its cell counts as diverged, "
-                        f"whatever its status (default {DIVERGE_FACTOR})")
-    p.add_argument("--tokens-tolerance", type=float, default=TOKENS_TOLERANCE,
-                   help="a model's token budgets (and batch sizes converted from tokens) within this relative "
-                        f"difference are one cell at their median (default {TOKENS_TOLERANCE}; 0 keeps them apart)")
-    p.add_argument("--band", type=float, default=BAND,
-                   help=f"relative loss band of the Step-Law-style fit (default {BAND}, i.e. {BAND * 100:g} percent)")
+    p.add_argument(
+        "--diverge-factor",
+        type=float,
+        default=DIVERGE_FACTOR,
+        help=f"a run whose loss is above this times the best loss of its cell counts as diverged, "
+        f"whatever its status (default {DIVERGE_FACTOR})",
+    )
+    p.add_argument(
+        "--tokens-tolerance",
+        type=float,
+        default=TOKENS_TOLERANCE,
+        help="a model's token budgets (and batch sizes converted from tokens) within this relative "
+        f"difference are one cell at their median (default {TOKENS_TOLERANCE}; 0 keeps them apart)",
+    )
+    p.add_argument(
+        "--band",
+        type=float,
+        default=BAND,
+        help=f"relative loss band of the Step-Law-style fit (default {BAND}, i.e. {BAND * 100:g} percent)",
+    )
     p.add_argument("--no-figures", action="store_true", help="write the numbers only (faster)")
-    p.add_argument("--exclude-spikes", action="store_true", help="leave out runs whose training loss jumped and "
-                   "recovered (a near-divergence, from the store's curves); by default they are kept and marked")
-    p.add_argument("--curves-cell", metavar="MODEL:BATCH", help="the cell whose loss curves the report draws "
-                   "(default: the one with the most lrs at its largest T)")
-    p.add_argument("--watch", action="store_true",
-                   help="re-render the report whenever the table's files change, e.g. while a sweep runs; the page "
-                        "reloads itself; Ctrl-C ends it")
-    p.add_argument("--interval", type=float, default=WATCH_INTERVAL_S,
-                   help=f"seconds between checks of the table's files with --watch (default {WATCH_INTERVAL_S:g})")
+    p.add_argument(
+        "--exclude-spikes",
+        action="store_true",
+        help="leave out runs whose training loss jumped and "
+        "recovered (a near-divergence, from the store's curves); by default they are kept and marked",
+    )
+    p.add_argument(
+        "--curves-cell",
+        metavar="MODEL:BATCH",
+        help="the cell whose loss curves the report draws "
+        "(default: the one with the most lrs at its largest T)",
+    )
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="re-render the report whenever the table's files change, e.g. while a sweep runs; the page "
+        "reloads itself; Ctrl-C ends it",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=WATCH_INTERVAL_S,
+        help=f"seconds between checks of the table's files with --watch (default {WATCH_INTERVAL_S:g})",
+    )
     p.set_defaults(func=analyze_command)
     return p
 
@@ -97,17 +143,38 @@ def _analyze_once(args: argparse.Namespace, *, refresh_s: float | None = None) -
     from powersweep.analysis.summary import check_coefficients, report_lines
     from powersweep.analysis.table import load_table
 
-    table = load_table(args.table, mapping=parse_mapping(args.map), batch_unit=args.batch_unit, seq_len=args.seq_len,
-                       schedule=args.schedule, parametrisation=args.parametrisation,
-                       tokens_tolerance=args.tokens_tolerance)
+    table = load_table(
+        args.table,
+        mapping=parse_mapping(args.map),
+        batch_unit=args.batch_unit,
+        seq_len=args.seq_len,
+        schedule=args.schedule,
+        parametrisation=args.parametrisation,
+        tokens_tolerance=args.tokens_tolerance,
+    )
     table, curves = attach_curves(table, args.table, exclude_spikes=args.exclude_spikes)
-    result = analyze(table, top_k=args.top_k, n_boot=args.bootstrap, seed=args.seed, schedule=args.schedule,
-                     include_flagged=args.include_flagged, diverge_factor=args.diverge_factor, band_eps=args.band,
-                     tokens_tolerance=args.tokens_tolerance)
+    result = analyze(
+        table,
+        top_k=args.top_k,
+        n_boot=args.bootstrap,
+        seed=args.seed,
+        schedule=args.schedule,
+        include_flagged=args.include_flagged,
+        diverge_factor=args.diverge_factor,
+        band_eps=args.band,
+        tokens_tolerance=args.tokens_tolerance,
+    )
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
-    paths = write_report(table, args.out, result=result, figures=not args.no_figures, refresh_s=refresh_s,
-                         curves=curves, curves_cell=args.curves_cell)
+    paths = write_report(
+        table,
+        args.out,
+        result=result,
+        figures=not args.no_figures,
+        refresh_s=refresh_s,
+        curves=curves,
+        curves_cell=args.curves_cell,
+    )
     print("\n".join(report_lines(result, paths)))
     check_coefficients(result, paths)
     return 0
@@ -135,11 +202,14 @@ def watch_command(args: argparse.Namespace) -> int:
             raise
 
     state = WatchState(args.table, render)
-    print(f"watching {args.table} every {args.interval:g} s; report: {index}; Ctrl-C ends",
-          file=sys.stderr)
+    print(f"watching {args.table} every {args.interval:g} s; report: {index}; Ctrl-C ends", file=sys.stderr)
     try:
-        watch(state, interval_s=args.interval, errors=(AnalysisError,),
-              on_error=lambda error: print(f"waiting: {error}", file=sys.stderr))
+        watch(
+            state,
+            interval_s=args.interval,
+            errors=(AnalysisError,),
+            on_error=lambda error: print(f"waiting: {error}", file=sys.stderr),
+        )
     except KeyboardInterrupt:
         print(f"stopped after {state.renders} render(s)", file=sys.stderr)
     return 0
@@ -157,8 +227,10 @@ def _check_out_dir(out: str) -> None:
         with tempfile.NamedTemporaryFile(dir=existing, prefix=PROBE_PREFIX):
             pass
     except OSError as err:
-        raise AnalysisError(f"--out {out}: cannot write the report there ({err.strerror or err}); give a writable "
-                            "directory with --out DIR") from None
+        raise AnalysisError(
+            f"--out {out}: cannot write the report there ({err.strerror or err}); give a writable "
+            "directory with --out DIR"
+        ) from None
 
 
 def add_predict_parser(subparsers) -> argparse.ArgumentParser:
@@ -166,14 +238,25 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("predict", help="predict the optimal peak lr from coefficients.json")
     p.add_argument("--coefficients", required=True, help="coefficients.json written by `analyze`")
     p.add_argument("--model", help="the model whose law answers (see the report's per-model laws)")
-    p.add_argument("--n-params", type=float,
-                   help="parameters of the target model: lr_opt interpolated in ln N between the fitted models")
-    p.add_argument("--law", choices=("headline", "joint"), default="headline",
-                   help="headline: the law the report names (default); joint: lr_opt(N, T) and B_opt(T) from the "
-                        "band fit (needs --n-params when the law has an N term; --batch-size not needed)")
-    p.add_argument("--batch-size", type=float, help="batch size in sequences (needed except with --law joint)")
+    p.add_argument(
+        "--n-params",
+        type=float,
+        help="parameters of the target model: lr_opt interpolated in ln N between the fitted models",
+    )
+    p.add_argument(
+        "--law",
+        choices=("headline", "joint"),
+        default="headline",
+        help="headline: the law the report names (default); joint: lr_opt(N, T) and B_opt(T) from the "
+        "band fit (needs --n-params when the law has an N term; --batch-size not needed)",
+    )
+    p.add_argument(
+        "--batch-size", type=float, help="batch size in sequences (needed except with --law joint)"
+    )
     p.add_argument("--tokens", type=float, required=True, help="training tokens, e.g. 1e12")
-    p.add_argument("--seq-len", type=int, help="also print an lm-engine power-scheduler snippet for this seq_len")
+    p.add_argument(
+        "--seq-len", type=int, help="also print an lm-engine power-scheduler snippet for this seq_len"
+    )
     p.add_argument("--lr-max", type=float, help="lr_max for the snippet (default: the file's)")
     p.set_defaults(func=predict_command)
     return p
@@ -181,7 +264,12 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
 
 def predict_command(args: argparse.Namespace) -> int:
     """Print lr_opt with its 95% CI (and an lm-engine snippet when --seq-len is given)."""
-    from powersweep.analysis.export import lm_engine_snippet, predict_lr, read_coefficients, scheduler_coefficients
+    from powersweep.analysis.export import (
+        lm_engine_snippet,
+        predict_lr,
+        read_coefficients,
+        scheduler_coefficients,
+    )
     from powersweep.analysis.summary import prediction_lines
 
     coefficients = read_coefficients(args.coefficients)
@@ -189,14 +277,19 @@ def predict_command(args: argparse.Namespace) -> int:
         return _predict_joint(coefficients, args)
     if args.batch_size is None:
         raise AnalysisError("--batch-size is needed (sequences per step), except with --law joint")
-    pred = predict_lr(coefficients, batch_size=args.batch_size, tokens=args.tokens, model=args.model,
-                      n_params=args.n_params)
+    pred = predict_lr(
+        coefficients, batch_size=args.batch_size, tokens=args.tokens, model=args.model, n_params=args.n_params
+    )
     print("\n".join(prediction_lines(pred, coefficients, batch_size=args.batch_size, tokens=args.tokens)))
     if args.seq_len is not None:
         if not float(args.batch_size).is_integer():
-            raise AnalysisError(f"--batch-size {args.batch_size:g}: the lm-engine snippet needs a whole number")
+            raise AnalysisError(
+                f"--batch-size {args.batch_size:g}: the lm-engine snippet needs a whole number"
+            )
         law = scheduler_coefficients(coefficients, model=args.model, batch_size=args.batch_size)
-        snippet = lm_engine_snippet(law, batch_size=int(args.batch_size), seq_len=args.seq_len, lr_max=args.lr_max)
+        snippet = lm_engine_snippet(
+            law, batch_size=int(args.batch_size), seq_len=args.seq_len, lr_max=args.lr_max
+        )
         print(json.dumps(snippet, indent=2))
     return 0
 

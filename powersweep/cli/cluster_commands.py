@@ -19,8 +19,12 @@ def submit_job_command(args) -> int:
     from powersweep.sweeps.spec import load_spec
 
     spec = load_spec(args.spec)
-    return _submitted(submit_job(spec, storage=args.storage or spec.storage, address=args.address,
-                                 replace_sweep=args.replace), args.address)
+    return _submitted(
+        submit_job(
+            spec, storage=args.storage or spec.storage, address=args.address, replace_sweep=args.replace
+        ),
+        args.address,
+    )
 
 
 def resume_job_command(args) -> int:
@@ -33,8 +37,11 @@ def resume_job_command(args) -> int:
 
 def _submitted(job_id: str, address: str) -> int:
     print(job_id)
-    print(f"follow it: powersweep status {job_id} --address {address}  |  powersweep logs {job_id} "
-          f"--address {address} --follow  |  powersweep stop {job_id} --address {address}", file=sys.stderr)
+    print(
+        f"follow it: powersweep status {job_id} --address {address}  |  powersweep logs {job_id} "
+        f"--address {address} --follow  |  powersweep stop {job_id} --address {address}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -45,8 +52,10 @@ def job_status_command(args) -> int:
         print(json.dumps(info, indent=2))
         return 0
     meta = info["metadata"]
-    print(f"job {info['job_id']}: {info['status']} (sweep {meta.get('sweep_id', '?')}, "
-          f"storage {meta.get('storage', '?')})")
+    print(
+        f"job {info['job_id']}: {info['status']} (sweep {meta.get('sweep_id', '?')}, "
+        f"storage {meta.get('storage', '?')})"
+    )
     if info["message"]:
         print(f"  {info['message'].strip()}")
     return 0
@@ -74,7 +83,9 @@ def logs_command(args) -> int:
 
 
 def add_stop_parser(sub) -> None:
-    p = sub.add_parser("stop", help="stop a sweep submitted to a cluster (stored rows stay; resume finishes it)")
+    p = sub.add_parser(
+        "stop", help="stop a sweep submitted to a cluster (stored rows stay; resume finishes it)"
+    )
     p.add_argument("job_id", help="the id `powersweep submit --address http://...` printed")
     p.add_argument("--address", required=True, help=ADDRESS_HELP)
     p.set_defaults(func=stop_command)

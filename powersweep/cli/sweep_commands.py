@@ -10,11 +10,16 @@ import json
 import os
 import sys
 
+from powersweep.cli.cluster_commands import (
+    ADDRESS_HELP,
+    job_status_command,
+    resume_job_command,
+    submit_job_command,
+)
 from powersweep.cluster.jobs import is_jobs_address
 from powersweep.proxy_models.config import PAPER_PARAMS, PRESETS
 from powersweep.proxy_models.run_config import TrainConfig
 from powersweep.proxy_models.schedules import DECAY_SHAPES, SCHEDULES
-from powersweep.cli.cluster_commands import ADDRESS_HELP, job_status_command, resume_job_command, submit_job_command
 
 SPECS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs")
 
@@ -36,13 +41,17 @@ def add_presets_parser(sub) -> None:
 
 
 def presets_command(args) -> int:
-    print(f"{'preset':<16}{'d_model':>8}{'layers':>7}{'params':>12}{'active*':>12}{'paper':>12}{'m_width':>8}")
+    print(
+        f"{'preset':<16}{'d_model':>8}{'layers':>7}{'params':>12}{'active*':>12}{'paper':>12}{'m_width':>8}"
+    )
     for name, cfg in PRESETS.items():
         paper = PAPER_PARAMS.get(name, {})
         paper_text = "/".join(f"{v / 1e6:.0f}M" for v in paper.values()) or "-"
         active = cfg.num_params(active=True, embedding=False) if cfg.is_moe else cfg.num_params()
-        print(f"{name:<16}{cfg.d_model:>8}{cfg.n_layers:>7}{cfg.num_params() / 1e6:>11.2f}M"
-              f"{active / 1e6:>11.2f}M{paper_text:>12}{cfg.m_width:>8g}")
+        print(
+            f"{name:<16}{cfg.d_model:>8}{cfg.n_layers:>7}{cfg.num_params() / 1e6:>11.2f}M"
+            f"{active / 1e6:>11.2f}M{paper_text:>12}{cfg.m_width:>8g}"
+        )
     print("* active parameters of MoE presets exclude the embedding, as the paper's Table 4 counts them")
     return 0
 
@@ -77,15 +86,29 @@ def train_one_command(args) -> int:
     from powersweep.proxy_models.trainer import TrainConfig, Trainer
 
     schedule = ScheduleConfig(
-        name=args.schedule, lr=args.lr, warmup_tokens=args.warmup_tokens, decay_fraction=args.decay_fraction,
-        decay_shape=args.decay_shape, power_a=args.power_a, power_b=args.power_b, lr_max=args.lr_max,
+        name=args.schedule,
+        lr=args.lr,
+        warmup_tokens=args.warmup_tokens,
+        decay_fraction=args.decay_fraction,
+        decay_shape=args.decay_shape,
+        power_a=args.power_a,
+        power_b=args.power_b,
+        lr_max=args.lr_max,
     )
     config = TrainConfig(
-        model=args.model, model_overrides={"seq_len": args.seq_len} if args.seq_len else {}, schedule=schedule,
-        batch_size=args.batch_size, tokens=args.tokens, seed=args.seed, device=args.device, dtype=args.dtype,
+        model=args.model,
+        model_overrides={"seq_len": args.seq_len} if args.seq_len else {},
+        schedule=schedule,
+        batch_size=args.batch_size,
+        tokens=args.tokens,
+        seed=args.seed,
+        device=args.device,
+        dtype=args.dtype,
         data=DataConfig(source=args.data, tokenizer=args.tokenizer),
     )
-    trainer = Trainer(config, log=lambda status: print(_progress(status, config), file=sys.stderr, flush=True))
+    trainer = Trainer(
+        config, log=lambda status: print(_progress(status, config), file=sys.stderr, flush=True)
+    )
     result = trainer.run(checkpoint_path=args.checkpoint, checkpoint_every_steps=args.checkpoint_every_steps)
     print(json.dumps(result.to_row(), allow_nan=True))
     return 0
@@ -95,8 +118,10 @@ def add_plan_parser(sub) -> None:
     p = sub.add_parser("plan", help="expand a sweep spec into lineages and report runs and tokens")
     p.add_argument("spec", help="sweep YAML, e.g. sweeps/specs/paper-wsd.yaml")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("--gpu-memory", help="also show each cell's micro-batch and estimated peak memory on a GPU "
-                   "of this size, e.g. 80GiB")
+    p.add_argument(
+        "--gpu-memory",
+        help="also show each cell's micro-batch and estimated peak memory on a GPU of this size, e.g. 80GiB",
+    )
     p.set_defaults(func=plan_command)
 
 
@@ -106,8 +131,11 @@ def checked_spec(path: str):
 
     spec = load_spec(path)
     if spec.planned_runs > GRID_WARNING:
-        print(f"powersweep: warning: {path} expands to {spec.planned_runs:,} runs (more than {GRID_WARNING:,}); "
-              "check the grid before submitting it", file=sys.stderr)
+        print(
+            f"powersweep: warning: {path} expands to {spec.planned_runs:,} runs (more than {GRID_WARNING:,}); "
+            "check the grid before submitting it",
+            file=sys.stderr,
+        )
     return spec
 
 
@@ -125,8 +153,11 @@ def plan_command(args) -> int:
 
     gpu_bytes = parse_bytes(args.gpu_memory)
     p = plan(spec, gpu_bytes=gpu_bytes)
-    rows = memory_table(p, gpu_bytes=gpu_bytes, gpus_per_trial=0.0 if spec.run.gpus_per_trial == "auto"
-                        else spec.run.gpus_per_trial)
+    rows = memory_table(
+        p,
+        gpu_bytes=gpu_bytes,
+        gpus_per_trial=0.0 if spec.run.gpus_per_trial == "auto" else spec.run.gpus_per_trial,
+    )
     if args.json:
         print(json.dumps({**p.summary(), "memory": rows}, indent=2))
     else:
@@ -135,13 +166,22 @@ def plan_command(args) -> int:
 
 
 def add_submit_parser(sub) -> None:
-    p = sub.add_parser("submit", help="run a sweep spec (only what its store lacks) on local Ray or a cluster")
+    p = sub.add_parser(
+        "submit", help="run a sweep spec (only what its store lacks) on local Ray or a cluster"
+    )
     p.add_argument("spec", help="sweep YAML")
     p.add_argument("--storage", help="results store URI (default: the spec's run.storage, else runs/<name>)")
-    p.add_argument("--address", help="Ray cluster: http://HEAD:8265 submits a Ray job and prints its id; "
-                   "ray://HEAD:10001 or HEAD:6379 runs the driver here (default: start Ray in this process)")
-    p.add_argument("--replace", action="store_true", help="the stored sweep of this name has other settings: move "
-                   "its rows, curves and spec aside (kept, named by status) and run the spec afresh")
+    p.add_argument(
+        "--address",
+        help="Ray cluster: http://HEAD:8265 submits a Ray job and prints its id; "
+        "ray://HEAD:10001 or HEAD:6379 runs the driver here (default: start Ray in this process)",
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="the stored sweep of this name has other settings: move "
+        "its rows, curves and spec aside (kept, named by status) and run the spec afresh",
+    )
     p.set_defaults(func=submit_command)
 
 
@@ -154,8 +194,13 @@ def submit_command(args) -> int:
 
     spec = checked_spec(args.spec)
     with interruptible_sweep(args, storage=args.storage or spec.storage, sweep_id=spec.name):
-        result = submit(spec, storage=args.storage, address=args.address, check_storage=check_shared_storage,
-                        replace_sweep=args.replace)
+        result = submit(
+            spec,
+            storage=args.storage,
+            address=args.address,
+            check_storage=check_shared_storage,
+            replace_sweep=args.replace,
+        )
     return print_report(result)
 
 
@@ -175,7 +220,9 @@ def resume_command(args) -> int:
     from powersweep.sweeps.sweep import resume
 
     with interruptible_sweep(args, storage=args.dir, sweep_id=args.sweep):
-        result = resume(args.dir, sweep_id=args.sweep, address=args.address, check_storage=check_shared_storage)
+        result = resume(
+            args.dir, sweep_id=args.sweep, address=args.address, check_storage=check_shared_storage
+        )
     return print_report(result)
 
 
@@ -189,9 +236,14 @@ def interruptible_sweep(args, *, storage: str, sweep_id: str | None):
 
 
 def add_status_parser(sub) -> None:
-    p = sub.add_parser("status", help="per-state counts and per-cell progress of a stored sweep, or the state "
-                       "of a sweep submitted as a Ray job (JOB_ID --address)")
-    p.add_argument("dir", metavar="DIR|JOB_ID", help="the sweep's storage directory, or a job id with --address")
+    p = sub.add_parser(
+        "status",
+        help="per-state counts and per-cell progress of a stored sweep, or the state "
+        "of a sweep submitted as a Ray job (JOB_ID --address)",
+    )
+    p.add_argument(
+        "dir", metavar="DIR|JOB_ID", help="the sweep's storage directory, or a job id with --address"
+    )
     p.add_argument("--address", help=ADDRESS_HELP)
     p.add_argument("--sweep", help="sweep name, when the storage holds several")
     p.add_argument("--json", action="store_true")
@@ -210,7 +262,9 @@ def status_command(args) -> int:
 
 
 def add_demo_parser(sub) -> None:
-    p = sub.add_parser("demo", help="the main job: the cpu-quick sweep -> Parquet -> analysis -> coefficients")
+    p = sub.add_parser(
+        "demo", help="the main job: the cpu-quick sweep -> Parquet -> analysis -> coefficients"
+    )
     p.add_argument("--storage", default="runs/cpu-quick", help="results store (default runs/cpu-quick)")
     p.add_argument("--out", default="out/cpu-quick", help="analysis report directory")
     p.set_defaults(func=demo_command)
@@ -226,8 +280,10 @@ def demo_command(args) -> int:
     print(f"results: {result.storage} ({result.lineages_run} lineages run, {result.failed_trials} failed)")
     if result.lineages_run:
         summary = result.plan.summary()
-        print(f"tokens trained {summary['tokens_planned']:.4g} vs {summary['tokens_independent']:.4g} for "
-              f"independent runs ({summary['ratio']:.3f}); {result.execution.format()}")
+        print(
+            f"tokens trained {summary['tokens_planned']:.4g} vs {summary['tokens_independent']:.4g} for "
+            f"independent runs ({summary['ratio']:.3f}); {result.execution.format()}"
+        )
     from powersweep.cli import build_parser  # the analyze command's own defaults
 
     argv = ["analyze", os.path.join(args.storage, "results"), "--out", args.out]
@@ -237,6 +293,7 @@ def demo_command(args) -> int:
 
 def _progress(status: dict, config: TrainConfig) -> str:
     done = status["step"] / config.steps
-    return f"step {status['step']}/{config.steps} ({done:.0%})  tokens {status['tokens']:.3g}  " \
-           f"loss_train {status['loss_train']:.4f}"
-
+    return (
+        f"step {status['step']}/{config.steps} ({done:.0%})  tokens {status['tokens']:.3g}  "
+        f"loss_train {status['loss_train']:.4f}"
+    )

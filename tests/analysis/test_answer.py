@@ -5,7 +5,6 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-
 from powersweep.analysis.answer import SCALE_UP, answer
 from powersweep.analysis.export import predict_lr, read_coefficients
 from powersweep.analysis.pipeline import analyze
@@ -15,7 +14,9 @@ from powersweep.analysis.table import load_table
 
 LRS = tuple(np.geomspace(1e-4, 0.1, 15).tolist())
 ONE_BATCH = SweepGrid(models=(("36M", 36e6),), tokens=(2e9, 4e9, 8e9, 16e9, 32e9), batch_sizes=(64,), lrs=LRS)
-THREE_MODELS = SweepGrid(models=PAPER_MODELS, tokens=(2e9, 8e9, 32e9), batch_sizes=(32, 64, 128, 256), lrs=LRS)
+THREE_MODELS = SweepGrid(
+    models=PAPER_MODELS, tokens=(2e9, 8e9, 32e9), batch_sizes=(32, 64, 128, 256), lrs=LRS
+)
 
 
 class Outline(HTMLParser):
@@ -68,7 +69,9 @@ def test_first_section_after_the_title_is_the_answer_and_precedes_every_figure_a
     assert body[0][0] == "h1" and body[1] == ("section", "answer", True)
     first_outside = next(i for i, t in enumerate(body) if i > 1 and not t[2])
     inside = body[1:first_outside]
-    assert all(t[0] != "img" for t in inside) and [t[1] for t in inside if t[0] == "table"] == ["recommendations"]
+    assert all(t[0] != "img" for t in inside) and [t[1] for t in inside if t[0] == "table"] == [
+        "recommendations"
+    ]
     before_answer_ends = {t[1] for t in inside}
     assert {"law", "formulas", "cells", "scheduler", "snippet"} <= before_answer_ends
     later = body[first_outside:]
@@ -111,8 +114,14 @@ def test_one_batch_size_names_the_batch_fits_as_missing_and_shows_none_of_them(o
     text = " ".join(_outline(page).answer_text)
     assert "batch-size scaling" in text and "the sweep has 1 batch size" in text
     assert "sweep at least 3 batch sizes" in text and "sweep at least 3 model sizes" in text
-    for shown_as_result in ("ln_B =", "Batch-size scaling: lr_opt", "Critical batch size</h2>",
-                            "Transfer across model size", "fig3_lr_opt_vs_batch.png", "fig7_critical_batch.png"):
+    for shown_as_result in (
+        "ln_B =",
+        "Batch-size scaling: lr_opt",
+        "Critical batch size</h2>",
+        "Transfer across model size",
+        "fig3_lr_opt_vs_batch.png",
+        "fig7_critical_batch.png",
+    ):
         assert shown_as_result not in page
     assert {"fig3_lr_opt_vs_batch", "fig7_critical_batch"} <= set(paths.skipped)
 
@@ -121,13 +130,19 @@ def test_three_models_and_four_batch_sizes_miss_nothing_and_show_the_batch_fits(
     paths, _ = three_model_report
     page = paths.index_html.read_text()
     assert "Not identified by this sweep" not in page
-    for shown in ("ln_B =", "Batch-size scaling: lr_opt", "Critical batch size</h2>", "Transfer across model size"):
+    for shown in (
+        "ln_B =",
+        "Batch-size scaling: lr_opt",
+        "Critical batch size</h2>",
+        "Transfer across model size",
+    ):
         assert shown in page
 
 
 def test_a_table_without_a_law_says_why_in_the_answer_block(tmp_path):
-    one_t = synthetic_table(PlantedLaw(), SweepGrid(models=(("m", 1e7),), tokens=(2e9,), batch_sizes=(64, 128),
-                                                    lrs=LRS))
+    one_t = synthetic_table(
+        PlantedLaw(), SweepGrid(models=(("m", 1e7),), tokens=(2e9,), batch_sizes=(64, 128), lrs=LRS)
+    )
     paths = write_report(load_table(one_t), tmp_path, n_boot=50, figures=False)
     text = " ".join(_outline(paths.index_html.read_text()).answer_text)
     assert "No law could be fitted" in text and "sweep at least 3 token budgets" in text
@@ -136,13 +151,16 @@ def test_a_table_without_a_law_says_why_in_the_answer_block(tmp_path):
 def test_refresh_only_when_asked(tmp_path):
     table = load_table(synthetic_table(PlantedLaw(), ONE_BATCH, seed=3))
     plain = write_report(table, tmp_path / "plain", n_boot=50, figures=False).index_html.read_text()
-    watched = write_report(table, tmp_path / "watch", n_boot=50, figures=False, refresh_s=5).index_html.read_text()
+    watched = write_report(
+        table, tmp_path / "watch", n_boot=50, figures=False, refresh_s=5
+    ).index_html.read_text()
     assert "http-equiv" not in plain and "<meta http-equiv='refresh' content='5'>" in watched
 
 
 def test_one_batch_size_has_no_joint_batch_law_and_predict_joint_gives_the_lr_alone(one_batch_report, capsys):
-    from powersweep.cli.analysis_commands import add_predict_parser
     import argparse
+
+    from powersweep.cli.analysis_commands import add_predict_parser
 
     paths, table = one_batch_report
     band = analyze(table, n_boot=50).band
@@ -150,8 +168,9 @@ def test_one_batch_size_has_no_joint_batch_law_and_predict_joint_gives_the_lr_al
     assert band.lr_law.ok
     parser = argparse.ArgumentParser()
     add_predict_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["predict", "--coefficients", str(paths.coefficients), "--law", "joint",
-                              "--tokens", "64e9"])
+    args = parser.parse_args(
+        ["predict", "--coefficients", str(paths.coefficients), "--law", "joint", "--tokens", "64e9"]
+    )
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert out.startswith("lr_opt = ") and "batch_opt" not in out.splitlines()[0]

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from powersweep.analysis.band import band_fit
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
@@ -16,8 +15,12 @@ def test_gamma_band_slope_matches_the_planted_b(paper_table):
 
 def test_batch_band_follows_the_best_batch_size():
     # The planted loss prefers B = Bc(T) = c * T**0.5; sweep batch sizes wide enough to contain it.
-    grid = SweepGrid(models=(("36M", 36e6),), tokens=(1e9, 4e9, 16e9, 64e9),
-                     batch_sizes=tuple(2**k for k in range(3, 12)), lrs=tuple(np.geomspace(1e-4, 1.0, 29).tolist()))
+    grid = SweepGrid(
+        models=(("36M", 36e6),),
+        tokens=(1e9, 4e9, 16e9, 64e9),
+        batch_sizes=tuple(2**k for k in range(3, 12)),
+        lrs=tuple(np.geomspace(1e-4, 1.0, 29).tolist()),
+    )
     law = PlantedLaw(batch_penalty=0.02, noise_sd=0.001)
     band = band_fit(load_table(synthetic_table(law, grid, seed=2)), eps=0.002)
     assert band.batch_law.coef["ln_T"] == pytest.approx(0.5, abs=0.1)
@@ -46,8 +49,12 @@ def test_band_laws_carry_bootstrap_intervals_and_data_ranges(paper_table):
 
 
 def _sizes_table(sizes: dict[str, float]):
-    grid = SweepGrid(tokens=(2e9, 8e9, 32e9), batch_sizes=(32, 64), lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()),
-                     models=tuple(sizes.items()))
+    grid = SweepGrid(
+        tokens=(2e9, 8e9, 32e9),
+        batch_sizes=(32, 64),
+        lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()),
+        models=tuple(sizes.items()),
+    )
     return load_table(synthetic_table(PlantedLaw(), grid, seed=1))
 
 
@@ -63,4 +70,6 @@ def test_missing_model_sizes_are_one_note():
     band = band_fit(table, n_boot=0)
     assert "ln_N" not in band.lr_law.coef
     assert len(band.notes) == 1 and "n_params is missing for model(s) a, b, c" in band.notes[0]
-    assert band_fit(_sizes_table({"a": 1e7, "b": 4e7, "c": 1.6e8}), n_boot=0).lr_law.coef.get("ln_N") is not None
+    assert (
+        band_fit(_sizes_table({"a": 1e7, "b": 4e7, "c": 1.6e8}), n_boot=0).lr_law.coef.get("ln_N") is not None
+    )

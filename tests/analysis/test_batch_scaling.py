@@ -1,7 +1,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from powersweep.analysis.batch_scaling import fit_batch_laws
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.export import coefficients, predict_lr
@@ -16,9 +15,15 @@ SUBLINEAR = {"s": PlantedLaw(a=30.0, batch_exp=0.4), "l": PlantedLaw(a=10.0, bat
 
 
 def _table(laws: dict[str, PlantedLaw], sizes: dict[str, float], seed: int = 0) -> pd.DataFrame:
-    parts = [synthetic_table(law, SweepGrid(models=((name, sizes[name]),), tokens=TOKENS, batch_sizes=BATCHES,
-                                            lrs=LRS), seed=seed + i, sweep_id=name)
-             for i, (name, law) in enumerate(laws.items())]
+    parts = [
+        synthetic_table(
+            law,
+            SweepGrid(models=((name, sizes[name]),), tokens=TOKENS, batch_sizes=BATCHES, lrs=LRS),
+            seed=seed + i,
+            sweep_id=name,
+        )
+        for i, (name, law) in enumerate(laws.items())
+    ]
     return load_table(pd.concat(parts, ignore_index=True))
 
 
@@ -98,19 +103,59 @@ def test_equal_size_models_stay_apart():
 def test_command_line_prints_the_law_that_holds_and_predicts_per_model(tmp_path, capsys):
     from powersweep.cli import main
 
-    table = pd.concat([synthetic_table(law, SweepGrid(models=((n, s),), tokens=TOKENS, batch_sizes=BATCHES, lrs=LRS),
-                                       seed=i, sweep_id=n)
-                       for i, ((n, law), s) in enumerate(zip(SUBLINEAR.items(), (1e7, 1e8)))])
+    table = pd.concat(
+        [
+            synthetic_table(
+                law,
+                SweepGrid(models=((n, s),), tokens=TOKENS, batch_sizes=BATCHES, lrs=LRS),
+                seed=i,
+                sweep_id=n,
+            )
+            for i, ((n, law), s) in enumerate(zip(SUBLINEAR.items(), (1e7, 1e8)))
+        ]
+    )
     table.to_csv(tmp_path / "t.csv", index=False)
-    assert main(["analyze", str(tmp_path / "t.csv"), "--out", str(tmp_path / "out"), "--no-figures",
-                 "--bootstrap", "200"]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                str(tmp_path / "t.csv"),
+                "--out",
+                str(tmp_path / "out"),
+                "--no-figures",
+                "--bootstrap",
+                "200",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr()
-    assert "headline:      lr_opt = c * B^alpha * T^beta per model" in out.out and "model s: alpha = 0.4" in out.out
+    assert (
+        "headline:      lr_opt = c * B^alpha * T^beta per model" in out.out
+        and "model s: alpha = 0.4" in out.out
+    )
     assert "not batch-invariant for model s" in out.err
     coefficients_json = str(tmp_path / "out" / "coefficients.json")
-    assert main(["predict", "--coefficients", coefficients_json, "--batch-size", "128", "--tokens", "3.2e10"]) == 2
+    assert (
+        main(["predict", "--coefficients", coefficients_json, "--batch-size", "128", "--tokens", "3.2e10"])
+        == 2
+    )
     assert "pass --model NAME" in capsys.readouterr().err
-    assert main(["predict", "--coefficients", coefficients_json, "--batch-size", "128", "--tokens", "3.2e10",
-                 "--model", "l"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--coefficients",
+                coefficients_json,
+                "--batch-size",
+                "128",
+                "--tokens",
+                "3.2e10",
+                "--model",
+                "l",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert printed.startswith("lr_opt = ") and "law: model l: lr_opt = c * B^alpha * T^beta" in printed

@@ -2,13 +2,16 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from powersweep.analysis.bowl import fit_bowl
 
 
 @settings(max_examples=40, deadline=None)
-@given(vertex=st.floats(-0.3, 0.3), k_low=st.floats(0.005, 0.1), ratio=st.floats(0.25, 5.0),
-       step=st.floats(0.3, 0.7))
+@given(
+    vertex=st.floats(-0.3, 0.3),
+    k_low=st.floats(0.005, 0.1),
+    ratio=st.floats(0.25, 5.0),
+    step=st.floats(0.3, 0.7),
+)
 def test_a_noise_free_two_sided_bowl_is_recovered(vertex, k_low, ratio, step):
     d = step * np.arange(-3, 4)
     y = 2.5 + k_low * np.minimum(d - vertex, 0) ** 2 + k_low * ratio * np.maximum(d - vertex, 0) ** 2

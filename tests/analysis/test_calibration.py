@@ -1,8 +1,14 @@
 import numpy as np
 import pytest
-
-from powersweep.analysis.calibration import (ALPHA_BATCH_SIZES, ALPHA_RANGE, MAIN_JOB_LAW, calibrate, calibrate_alpha,
-                                  calibrate_main_job, planted_sweep)
+from powersweep.analysis.calibration import (
+    ALPHA_BATCH_SIZES,
+    ALPHA_RANGE,
+    MAIN_JOB_LAW,
+    calibrate,
+    calibrate_alpha,
+    calibrate_main_job,
+    planted_sweep,
+)
 from powersweep.analysis.pipeline import analyze
 from powersweep.analysis.report import write_report
 
@@ -33,8 +39,9 @@ def test_alpha_intervals_cover_the_planted_alpha_on_multi_batch_sweeps():
 
 
 @pytest.mark.parametrize("alpha, most_said, least_said", [(1.0, 1, 0), (0.5, 5, 5)])
-def test_report_says_gamma_is_not_batch_invariant_where_alphas_interval_excludes_one(tmp_path, alpha, most_said,
-                                                                                      least_said):
+def test_report_says_gamma_is_not_batch_invariant_where_alphas_interval_excludes_one(
+    tmp_path, alpha, most_said, least_said
+):
     # Planted alpha = 1: the statement in at most 1 of 5 sweeps (nominal 5% each); planted 0.5: in every one.
     said = 0
     for seed in range(5):

@@ -3,13 +3,17 @@ import json
 
 import numpy as np
 import pytest
-
-from powersweep.cli.analysis_commands import add_analyze_parser, add_predict_parser, parse_mapping
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_power_table, synthetic_table
 
-GRID = SweepGrid(models=(("36M", 36e6),), tokens=(2e9, 8e9, 32e9, 128e9), batch_sizes=(32, 64, 128),
-                 lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()))
+from powersweep.cli.analysis_commands import add_analyze_parser, add_predict_parser, parse_mapping
+
+GRID = SweepGrid(
+    models=(("36M", 36e6),),
+    tokens=(2e9, 8e9, 32e9, 128e9),
+    batch_sizes=(32, 64, 128),
+    lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()),
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,8 +34,14 @@ def wandb_csv(tmp_path_factory):
     """A W&B-style export: other column names, batch size in tokens, loss under 'eval/loss'."""
     table = synthetic_table(PlantedLaw(), GRID, seed=4)
     table = table.assign(batch_tokens=table["batch_size"] * 4096).drop(columns=["batch_size", "seq_len"])
-    table = table.rename(columns={"lr": "config.lr", "loss_eval": "eval/loss", "tokens": "config.tokens",
-                                  "model": "config.model"})
+    table = table.rename(
+        columns={
+            "lr": "config.lr",
+            "loss_eval": "eval/loss",
+            "tokens": "config.tokens",
+            "model": "config.model",
+        }
+    )
     path = tmp_path_factory.mktemp("csv") / "export.csv"
     table.to_csv(path, index=False)
     return path
@@ -40,9 +50,25 @@ def wandb_csv(tmp_path_factory):
 @pytest.fixture(scope="module")
 def analyzed(wandb_csv, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
-    argv = ["analyze", str(wandb_csv), "--map", "lr=config.lr", "batch_size=batch_tokens", "tokens=config.tokens",
-            "model=config.model", "loss=eval/loss", "--batch-unit", "tokens", "--seq-len", "4096", "--out", str(out),
-            "--bootstrap", "200", "--no-figures"]
+    argv = [
+        "analyze",
+        str(wandb_csv),
+        "--map",
+        "lr=config.lr",
+        "batch_size=batch_tokens",
+        "tokens=config.tokens",
+        "model=config.model",
+        "loss=eval/loss",
+        "--batch-unit",
+        "tokens",
+        "--seq-len",
+        "4096",
+        "--out",
+        str(out),
+        "--bootstrap",
+        "200",
+        "--no-figures",
+    ]
     return argv, out
 
 
@@ -62,12 +88,30 @@ def test_predict_prints_lr_opt_with_ci_and_an_lm_engine_snippet(analyzed, capsys
     argv, out = analyzed
     _run(argv)
     capsys.readouterr()
-    assert _run(["predict", "--coefficients", str(out / "coefficients.json"), "--batch-size", "1024",
-                 "--tokens", "1e12", "--seq-len", "4096", "--lr-max", "0.02"]) == 0
+    assert (
+        _run(
+            [
+                "predict",
+                "--coefficients",
+                str(out / "coefficients.json"),
+                "--batch-size",
+                "1024",
+                "--tokens",
+                "1e12",
+                "--seq-len",
+                "4096",
+                "--lr-max",
+                "0.02",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
-    assert printed.startswith("lr_opt = ") and "95% CI" in printed and "batch_size = 1024 sequences" in printed
+    assert (
+        printed.startswith("lr_opt = ") and "95% CI" in printed and "batch_size = 1024 sequences" in printed
+    )
     assert "outside the swept token range" in printed  # 1e12 is beyond the largest swept T
-    snippet = json.loads(printed[printed.index("{"):])
+    snippet = json.loads(printed[printed.index("{") :])
     assert snippet["lr_scheduler_args"]["extra_lr_scheduler_args"]["c"] == 1024 * 4096
 
 
@@ -85,8 +129,20 @@ def test_mapping_to_a_wrong_column_names_it(wandb_csv, tmp_path):
 
 
 def test_batch_in_tokens_without_seq_len_is_a_user_error(wandb_csv, tmp_path):
-    argv = ["analyze", str(wandb_csv), "--map", "lr=config.lr", "batch_size=batch_tokens", "tokens=config.tokens",
-            "model=config.model", "loss=eval/loss", "--batch-unit", "tokens", "--out", str(tmp_path)]
+    argv = [
+        "analyze",
+        str(wandb_csv),
+        "--map",
+        "lr=config.lr",
+        "batch_size=batch_tokens",
+        "tokens=config.tokens",
+        "model=config.model",
+        "loss=eval/loss",
+        "--batch-unit",
+        "tokens",
+        "--out",
+        str(tmp_path),
+    ]
     with pytest.raises(AnalysisError, match="--seq-len"):
         _run(argv)
 
@@ -99,11 +155,23 @@ def test_malformed_map_item_is_a_user_error():
 
 def test_predict_with_a_missing_file_is_a_user_error(tmp_path):
     with pytest.raises(AnalysisError, match="could not read coefficients file"):
-        _run(["predict", "--coefficients", str(tmp_path / "none.json"), "--batch-size", "64", "--tokens", "1e9"])
+        _run(
+            [
+                "predict",
+                "--coefficients",
+                str(tmp_path / "none.json"),
+                "--batch-size",
+                "64",
+                "--tokens",
+                "1e9",
+            ]
+        )
 
 
 def test_failed_fit_still_writes_the_report_then_raises(tmp_path):
-    one_t = synthetic_table(PlantedLaw(), SweepGrid(models=(("m", 1e7),), tokens=(2e9,), batch_sizes=(64, 128)))
+    one_t = synthetic_table(
+        PlantedLaw(), SweepGrid(models=(("m", 1e7),), tokens=(2e9,), batch_sizes=(64, 128))
+    )
     path = tmp_path / "one.csv"
     one_t.to_csv(path, index=False)
     with pytest.raises(AnalysisError, match="no coefficients written"):
@@ -114,7 +182,9 @@ def test_failed_fit_still_writes_the_report_then_raises(tmp_path):
 def test_power_only_table_reports_the_ab_search_and_succeeds(tmp_path, capsys):
     path = tmp_path / "power.csv"
     synthetic_power_table(PlantedLaw(a=4.0, b=-0.51)).to_csv(path, index=False)
-    assert _run(["analyze", str(path), "--out", str(tmp_path / "out"), "--no-figures", "--bootstrap", "50"]) == 0
+    assert (
+        _run(["analyze", str(path), "--out", str(tmp_path / "out"), "--no-figures", "--bootstrap", "50"]) == 0
+    )
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("power search:"))
     b = float(line.split("b = ")[1].split()[0])
@@ -128,6 +198,8 @@ def test_help_renders_and_names_the_new_options(command, capsys):
         _parser().parse_args([command, "--help"])
     assert done.value.code == 0
     text = capsys.readouterr().out
-    wanted = {"analyze": ("--diverge-factor", "--band", "--parametrisation"),
-              "predict": ("--model", "--n-params", "--law")}[command]
+    wanted = {
+        "analyze": ("--diverge-factor", "--band", "--parametrisation"),
+        "predict": ("--model", "--n-params", "--law"),
+    }[command]
     assert all(option in text for option in wanted)

@@ -3,11 +3,17 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.export import (
-    FORMULA, coefficients, lm_engine_snippet, predict_joint, predict_lr, read_coefficients, scheduler_coefficients,
-    suggest_lr_max, write_coefficients,
+    FORMULA,
+    coefficients,
+    lm_engine_snippet,
+    predict_joint,
+    predict_lr,
+    read_coefficients,
+    scheduler_coefficients,
+    suggest_lr_max,
+    write_coefficients,
 )
 from powersweep.analysis.pipeline import analyze
 from powersweep.analysis.synthetic import PlantedLaw, synthetic_table
@@ -75,7 +81,9 @@ def test_lm_engine_snippet_reproduces_the_power_schedule(result):
     assert snippet["optimizer_args"]["class_args"]["lr"] == 0.02
     assert snippet["lr_scheduler_args"]["lr_decay_style"] == "power"
     steps = np.array([10, 1_000, 100_000])
-    lm_engine = np.minimum(0.02, args["a"] * (steps * args["c"]) ** args["b"])  # its PowerScheduler, lr in lr units
+    lm_engine = np.minimum(
+        0.02, args["a"] * (steps * args["c"]) ** args["b"]
+    )  # its PowerScheduler, lr in lr units
     tokens = steps * 1024 * 4096
     paper = np.minimum(0.02, 1024 * content["a"] * tokens ** content["b"])
     assert lm_engine == pytest.approx(paper, rel=1e-12)
@@ -105,8 +113,15 @@ def test_bad_files_and_arguments_are_user_errors(tmp_path):
 
 
 def test_failed_fit_writes_no_coefficients():
-    one_t = pd.DataFrame({"model": "m", "tokens": 1e9, "batch_size": 64, "lr": np.geomspace(1e-3, 1e-1, 7),
-                          "loss_eval": 3 + 0.05 * np.log(np.geomspace(1e-3, 1e-1, 7) / 0.01) ** 2})
+    one_t = pd.DataFrame(
+        {
+            "model": "m",
+            "tokens": 1e9,
+            "batch_size": 64,
+            "lr": np.geomspace(1e-3, 1e-1, 7),
+            "loss_eval": 3 + 0.05 * np.log(np.geomspace(1e-3, 1e-1, 7) / 0.01) ** 2,
+        }
+    )
     with pytest.raises(AnalysisError, match="gamma fit failed"):
         coefficients(analyze(one_t, n_boot=0))
 
@@ -121,7 +136,9 @@ def test_the_joint_law_is_exported_with_intervals_and_ranges_and_predicts(result
     low, high = joint["gamma"]["ci"]["ln_T"]
     assert low < -0.51 < high
     pred = predict_joint(content, tokens=32e9, n_params=36e6)
-    assert pred.lr_ci[0] < pred.lr_opt < pred.lr_ci[1] and pred.batch_ci[0] < pred.batch_opt < pred.batch_ci[1]
+    assert (
+        pred.lr_ci[0] < pred.lr_opt < pred.lr_ci[1] and pred.batch_ci[0] < pred.batch_opt < pred.batch_ci[1]
+    )
     with pytest.raises(AnalysisError, match="inside its fitted range"):
         predict_joint(content, tokens=32e9, n_params=1e9)
     assert any("extrapolation" in note for note in predict_joint(content, tokens=1e12, n_params=36e6).notes)
@@ -132,7 +149,17 @@ def test_the_scheduler_snippet_follows_the_law_that_answers(result):
     assert scheduler_coefficients(content, model=None, batch_size=64)["a"] == content["a"]
     mine = scheduler_coefficients(content, model="36M", batch_size=64)
     assert (mine["a"], mine["b"]) == (content["per_model"]["36M"]["a"], content["per_model"]["36M"]["b"])
-    bent = content | {"batch_laws": {"36M": {"c": 0.01, "alpha": 0.5, "beta": -0.4, "linear": False,
-                                             "batch_range": [32, 512], "tokens_range": [2e9, 256e9]}}}
+    bent = content | {
+        "batch_laws": {
+            "36M": {
+                "c": 0.01,
+                "alpha": 0.5,
+                "beta": -0.4,
+                "linear": False,
+                "batch_range": [32, 512],
+                "tokens_range": [2e9, 256e9],
+            }
+        }
+    }
     law = scheduler_coefficients(bent, model="36M", batch_size=64)
     assert 64 * law["a"] * 1e10 ** law["b"] == pytest.approx(0.01 * 64**0.5 * 1e10**-0.4)

@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from powersweep.analysis.fit import fit_gamma, fit_power_law, paper_fit, select_cells, transfer
 from powersweep.analysis.optimum import find_optima
 from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
@@ -33,7 +32,9 @@ def test_vectorised_bootstrap_equals_a_loop_of_weighted_fits():
     for i, c in enumerate(counts):
         w = c / (se**2 + tau2)  # a point drawn k times weighs k times
         b, ln_a = np.polyfit(np.log(x), np.log(y), 1, w=np.sqrt(w))
-        assert fit.boot_b[i] == pytest.approx(b, rel=1e-8) and fit.boot_ln_a[i] == pytest.approx(ln_a, rel=1e-8)
+        assert fit.boot_b[i] == pytest.approx(b, rel=1e-8) and fit.boot_ln_a[i] == pytest.approx(
+            ln_a, rel=1e-8
+        )
 
 
 def _scatter(lx, ly, se):
@@ -84,10 +85,17 @@ def test_paper_recipe_also_lands_near_the_planted_law(paper_table):
 
 
 def test_top_k_keeps_the_lowest_loss_batch_sizes_and_drops_flagged_cells():
-    cells = pd.DataFrame({
-        "model": "m", "tokens": 1e9, "batch_size": [16, 32, 64, 128], "lr_opt": [1e-3, 2e-3, 4e-3, 8e-3],
-        "loss_opt": [3.3, 3.1, 3.0, 3.2], "ok": [True, False, True, True], "ln_lr_opt_se": 0.1,
-    })
+    cells = pd.DataFrame(
+        {
+            "model": "m",
+            "tokens": 1e9,
+            "batch_size": [16, 32, 64, 128],
+            "lr_opt": [1e-3, 2e-3, 4e-3, 8e-3],
+            "loss_opt": [3.3, 3.1, 3.0, 3.2],
+            "ok": [True, False, True, True],
+            "ln_lr_opt_se": 0.1,
+        }
+    )
     chosen = select_cells(cells, top_k=3)
     assert chosen["top_k"].tolist() == [False, True, True, True]
     assert chosen["used"].tolist() == [False, False, True, True]
@@ -96,8 +104,10 @@ def test_top_k_keeps_the_lowest_loss_batch_sizes_and_drops_flagged_cells():
 
 
 def test_transfer_sees_agreement_and_disagreement(one_model_grid):
-    same = [synthetic_table(PlantedLaw(), one_model_grid(models=((name, n),)), seed=i)
-            for i, (name, n) in enumerate((("s", 1e7), ("m", 4e7)))]
+    same = [
+        synthetic_table(PlantedLaw(), one_model_grid(models=((name, n),)), seed=i)
+        for i, (name, n) in enumerate((("s", 1e7), ("m", 4e7)))
+    ]
     agree = transfer(fit_gamma(find_optima(load_table(pd.concat(same))), n_boot=500))
     assert agree.b_agree and agree.gamma_agree
     assert list(agree.table["model"]) == ["s", "m", "pooled"]
@@ -112,7 +122,9 @@ def test_property_planted_a_and_b_are_recovered(a, b, seed):
     law = PlantedLaw(a=a, b=b, noise_sd=0.001)
     tokens, batches = (2e9, 8e9, 32e9, 128e9), (32, 64, 128, 256)
     wanted = law.lr_opt(np.array(batches)[:, None], np.array(tokens)[None, :])
-    lrs = tuple(np.geomspace(wanted.min() / 6, wanted.max() * 4, 30).tolist())  # the grid brackets every optimum
+    lrs = tuple(
+        np.geomspace(wanted.min() / 6, wanted.max() * 4, 30).tolist()
+    )  # the grid brackets every optimum
     grid = SweepGrid(models=(("m", 1e7),), tokens=tokens, batch_sizes=batches, lrs=lrs)
     fit = fit_gamma(find_optima(load_table(synthetic_table(law, grid, seed=seed))), top_k=4, n_boot=0).pooled
     # 0.001 nats of noise on bowls of 0.02 nats per (ln lr)^2: each cell's lr_opt is off by ~10%, which gives b

@@ -11,9 +11,11 @@ SCHEMA = ("powersweep.sweeps", "powersweep.sweeps.schema")
 
 def test_analysis_imports_nothing_upstream():
     # A fresh interpreter: this test process may have imported anything.
-    code = ("import sys, powersweep.analysis.report, powersweep.analysis.plots, powersweep.analysis.synthetic; "
-            f"print(sorted(m for m in sys.modules if (m in {FORBIDDEN!r} or m.startswith({tuple(f + '.' for f in FORBIDDEN)!r})) "
-            f"and m not in {SCHEMA!r}))")
+    code = (
+        "import sys, powersweep.analysis.report, powersweep.analysis.plots, powersweep.analysis.synthetic; "
+        f"print(sorted(m for m in sys.modules if (m in {FORBIDDEN!r} or m.startswith({tuple(f + '.' for f in FORBIDDEN)!r})) "
+        f"and m not in {SCHEMA!r}))"
+    )
     root = Path(analysis.__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -28,9 +30,11 @@ def test_public_names_are_exported():
 def test_the_command_layer_imports_no_numeric_library():
     # `powersweep analyze --help` must not pay for pandas, scipy or matplotlib.
     heavy = ("pandas", "scipy", "matplotlib", "numpy", "pyarrow")
-    code = (f"import sys, powersweep.analysis, powersweep.cli.analysis_commands; print(sorted(m for m in sys.modules if "
-            f"m.split('.')[0] in "
-            f"{heavy!r}))")
+    code = (
+        f"import sys, powersweep.analysis, powersweep.cli.analysis_commands; print(sorted(m for m in sys.modules if "
+        f"m.split('.')[0] in "
+        f"{heavy!r}))"
+    )
     root = Path(analysis.__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -38,6 +42,7 @@ def test_the_command_layer_imports_no_numeric_library():
 
 def test_the_command_layer_defaults_match_the_library():
     from powersweep.analysis import pipeline, table
+
     from powersweep.cli import analysis_commands as commands
 
     assert commands.BATCH_UNITS == table.BATCH_UNITS

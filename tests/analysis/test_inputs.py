@@ -3,14 +3,18 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from powersweep.analysis.pipeline import analyze
 from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
 from powersweep.analysis.table import load_table, mark_blowups
+
 from powersweep.cli import main
 
-GRID = SweepGrid(models=(("36M", 36e6),), tokens=(2e9, 8e9, 32e9), batch_sizes=(32, 64, 128),
-                 lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()))
+GRID = SweepGrid(
+    models=(("36M", 36e6),),
+    tokens=(2e9, 8e9, 32e9),
+    batch_sizes=(32, 64, 128),
+    lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()),
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,19 +61,37 @@ def test_out_naming_an_existing_file_is_one_line_and_the_file_is_kept(runs, tmp_
     assert (tmp_path / "report").read_text() == "mine"
 
 
-@pytest.mark.parametrize(("flag", "value", "field"), [("--bootstrap", "-5", "n_boot"), ("--top-k", "0", "top_k"),
-                                                      ("--band", "0", "band_eps"),
-                                                      ("--diverge-factor", "0.5", "diverge_factor")])
+@pytest.mark.parametrize(
+    ("flag", "value", "field"),
+    [
+        ("--bootstrap", "-5", "n_boot"),
+        ("--top-k", "0", "top_k"),
+        ("--band", "0", "band_eps"),
+        ("--diverge-factor", "0.5", "diverge_factor"),
+    ],
+)
 def test_out_of_range_options_are_refused(runs, tmp_path, capsys, flag, value, field):
     runs.to_csv(tmp_path / "t.csv", index=False)
-    code, _, err = _cli(["analyze", str(tmp_path / "t.csv"), "--out", str(tmp_path / "out"), flag, value], capsys)
+    code, _, err = _cli(
+        ["analyze", str(tmp_path / "t.csv"), "--out", str(tmp_path / "out"), flag, value], capsys
+    )
     _one_line_error(code, err, f"{field}=")
 
 
 def test_duplicate_run_ids_are_noted(runs, tmp_path, capsys):
     pd.concat([runs, runs.iloc[:5]]).to_csv(tmp_path / "t.csv", index=False)
-    code, _, err = _cli(["analyze", str(tmp_path / "t.csv"), "--out", str(tmp_path / "out"), "--no-figures",
-                         "--bootstrap", "50"], capsys)
+    code, _, err = _cli(
+        [
+            "analyze",
+            str(tmp_path / "t.csv"),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-figures",
+            "--bootstrap",
+            "50",
+        ],
+        capsys,
+    )
     assert code == 0
     assert "5 run id(s) name several rows" in err and runs["run_id"].iloc[0] in err
     assert "5 run id(s) name several rows" in (tmp_path / "out" / "index.html").read_text()
@@ -80,8 +102,18 @@ def test_a_foreign_parquet_file_is_skipped_with_a_note(runs, tmp_path, capsys):
     (tmp_path / "store").mkdir()
     runs.to_parquet(tmp_path / "store" / "rows.parquet")
     pd.DataFrame({"x": [1, 2]}).to_parquet(tmp_path / "store" / "other.parquet")
-    code, _, err = _cli(["analyze", str(tmp_path / "store"), "--out", str(tmp_path / "out"), "--no-figures",
-                         "--bootstrap", "50"], capsys)
+    code, _, err = _cli(
+        [
+            "analyze",
+            str(tmp_path / "store"),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-figures",
+            "--bootstrap",
+            "50",
+        ],
+        capsys,
+    )
     assert code == 0
     assert "skipped file" in err and "other.parquet" in err and "not a results table" in err
     table = load_table(tmp_path / "store")
@@ -97,8 +129,9 @@ def test_only_foreign_files_still_name_the_missing_columns(tmp_path):
 
 def test_seq_len_that_contradicts_the_table_is_refused(runs, tmp_path, capsys):
     runs.to_csv(tmp_path / "t.csv", index=False)
-    code, _, err = _cli(["analyze", str(tmp_path / "t.csv"), "--out", str(tmp_path / "out"), "--seq-len", "2048"],
-                        capsys)
+    code, _, err = _cli(
+        ["analyze", str(tmp_path / "t.csv"), "--out", str(tmp_path / "out"), "--seq-len", "2048"], capsys
+    )
     _one_line_error(code, err, "--seq-len 2048", "4096")
 
 
@@ -136,7 +169,9 @@ def test_a_negative_loss_is_one_line(runs, tmp_path, capsys):
     bad.loc[7, "loss_eval"] = -3.0
     bad.to_csv(tmp_path / "t.csv", index=False)
     code, _, err = _cli(["analyze", str(tmp_path / "t.csv"), "--out", str(tmp_path / "out")], capsys)
-    _one_line_error(code, err, "loss_eval=-3", "run 'synthetic-7' (row 7)", "never negative", "--map loss=COLUMN")
+    _one_line_error(
+        code, err, "loss_eval=-3", "run 'synthetic-7' (row 7)", "never negative", "--map loss=COLUMN"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -147,4 +182,9 @@ def test_a_huge_header_is_an_error_line_of_readable_length(tmp_path, capsys, hea
     path.write_text(",".join(names) + "\n" + ",".join("1" for _ in names) + "\n")  # a header of 2 MB
     assert main(["analyze", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and len(err) <= 301 and "not found in table" in err and err.rstrip().endswith("...")
+    assert (
+        err.count("\n") == 1
+        and len(err) <= 301
+        and "not found in table" in err
+        and err.rstrip().endswith("...")
+    )

@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.merge import tolerance_groups
 from powersweep.analysis.optimum import lr_points
@@ -22,7 +21,9 @@ CELL_VALUES = ["lr_opt", "lr_opt_se", "loss_opt", "n_runs", "flags", "gamma", "u
 
 
 def _analysed(table: pd.DataFrame, **options):
-    return analyze(load_table(table, tokens_tolerance=options.get("tokens_tolerance", 0.01)), n_boot=50, **options)
+    return analyze(
+        load_table(table, tokens_tolerance=options.get("tokens_tolerance", 0.01)), n_boot=50, **options
+    )
 
 
 def _two_versions(grid) -> pd.DataFrame:
@@ -48,8 +49,10 @@ def test_budgets_jittered_around_their_nominal_give_the_unjittered_cells_and_law
     jitter = np.array([0.9975, 1.0, 1.0025])[np.arange(len(exact)) % 3]
     jittered = _analysed(exact.assign(tokens=exact["tokens"] * jitter))
     plain = _analysed(exact)
-    pd.testing.assert_frame_equal(jittered.cells[["model", "tokens", "batch_size", *CELL_VALUES]],
-                                  plain.cells[["model", "tokens", "batch_size", *CELL_VALUES]])
+    pd.testing.assert_frame_equal(
+        jittered.cells[["model", "tokens", "batch_size", *CELL_VALUES]],
+        plain.cells[["model", "tokens", "batch_size", *CELL_VALUES]],
+    )
     assert (jittered.gamma.pooled.a, jittered.gamma.pooled.b) == (plain.gamma.pooled.a, plain.gamma.pooled.b)
     assert np.array_equal(jittered.table["tokens_reported"], exact["tokens"] * jitter)  # nothing lost
 
@@ -69,14 +72,24 @@ def test_budgets_jittered_at_random_move_the_law_by_less_than_the_jitter(one_mod
     b0, b1 = plain.gamma.pooled.b, jittered.gamma.pooled.b
     assert abs(b1 - b0) <= abs(b0) * shift_sd / spread
     pivot = plain.gamma.pooled.x_ref
-    assert abs(math.log(jittered.gamma.pooled.predict(pivot) / plain.gamma.pooled.predict(pivot))) <= abs(b0) * 0.005
+    assert (
+        abs(math.log(jittered.gamma.pooled.predict(pivot) / plain.gamma.pooled.predict(pivot)))
+        <= abs(b0) * 0.005
+    )
     ln_a_moved = abs(math.log(jittered.gamma.pooled.a / plain.gamma.pooled.a))
     assert ln_a_moved <= abs(b1 - b0) * math.log(pivot) + abs(b0) * 0.005
 
 
-@pytest.mark.parametrize("batch_sizes, where", [
-    ((64,), "(model 36M, batch 64) analysed as one cell at 1.984168e9"),
-    ((32, 64, 128, 256), "(model 36M, batch sizes 32, 64, 128 and 256) analysed as one budget at 1.984168e9")])
+@pytest.mark.parametrize(
+    "batch_sizes, where",
+    [
+        ((64,), "(model 36M, batch 64) analysed as one cell at 1.984168e9"),
+        (
+            (32, 64, 128, 256),
+            "(model 36M, batch sizes 32, 64, 128 and 256) analysed as one budget at 1.984168e9",
+        ),
+    ],
+)
 def test_two_sweep_versions_give_one_cell_per_nominal_budget(one_model_grid, tmp_path, batch_sizes, where):
     grid = one_model_grid(tokens=V1_TOKENS, batch_sizes=batch_sizes)
     table = _two_versions(grid)
@@ -92,8 +105,12 @@ def test_two_sweep_versions_give_one_cell_per_nominal_budget(one_model_grid, tmp
     assert len(repeats) == 1 and repeats[0].startswith(f"{2 * n_points} runs at {n_points} (cell, lr) points")
     write_report(table, tmp_path, result=result, figures=False)
     cells = pd.read_csv(tmp_path / "cells.csv")
-    assert sorted(set(cells["tokens"])) == [1.984168e9, (4e9 + 4.0012e9) / 2, (9.701425e9 + 9.701949e9) / 2,
-                                            (32e9 + 32.0096e9) / 2]
+    assert sorted(set(cells["tokens"])) == [
+        1.984168e9,
+        (4e9 + 4.0012e9) / 2,
+        (9.701425e9 + 9.701949e9) / 2,
+        (32e9 + 32.0096e9) / 2,
+    ]
     assert set(result.table["tokens_reported"]) == set(V1_TOKENS) | set(V2_TOKENS.values())
 
 
@@ -107,16 +124,19 @@ def test_tolerance_zero_keeps_the_versions_apart(one_model_grid):
 def test_an_exact_table_gives_the_same_output_with_and_without_a_tolerance(one_model_grid, tmp_path):
     table = synthetic_table(PlantedLaw(), one_model_grid(n_seeds=2), seed=5)
     merged, apart = _analysed(table), _analysed(table, tokens_tolerance=0)
-    pd.testing.assert_frame_equal(merged.cells.drop(columns="ln_lr_opt_draws"),
-                                  apart.cells.drop(columns="ln_lr_opt_draws"))
+    pd.testing.assert_frame_equal(
+        merged.cells.drop(columns="ln_lr_opt_draws"), apart.cells.drop(columns="ln_lr_opt_draws")
+    )
     assert merged.notes == apart.notes
     for out, result in (("merged", merged), ("apart", apart)):
         write_report(table, tmp_path / out, result=result, figures=False)
     for name in ("cells.csv", "coefficients.json"):
         first, second = ((tmp_path / d / name).read_text() for d in ("merged", "apart"))
         if name.endswith(".json"):  # the date of the analysis is the one field that may differ
-            first, second = ({**json.loads(t), "provenance": {**json.loads(t)["provenance"], "date": ""}}
-                             for t in (first, second))
+            first, second = (
+                {**json.loads(t), "provenance": {**json.loads(t)["provenance"], "date": ""}}
+                for t in (first, second)
+            )
         assert first == second
 
 
@@ -135,20 +155,31 @@ def test_batch_sizes_converted_from_tokens_merge_within_the_tolerance():
     # One export wrote the batch as 262144 tokens, the other rounded it to 261900: 63.94 sequences of 4096.
     lrs = np.geomspace(1e-3, 3e-2, 7)
     bowl = np.log(lrs / 0.006) ** 2
-    frame = pd.DataFrame({"model": "36M", "tokens": 2e9, "lr": np.r_[lrs, lrs], "batch_size": [262144] * 7 + [261900] * 7,
-                          "loss_eval": np.r_[3 + bowl, 3.001 + bowl]})
+    frame = pd.DataFrame(
+        {
+            "model": "36M",
+            "tokens": 2e9,
+            "lr": np.r_[lrs, lrs],
+            "batch_size": [262144] * 7 + [261900] * 7,
+            "loss_eval": np.r_[3 + bowl, 3.001 + bowl],
+        }
+    )
     table = load_table(frame, batch_unit="tokens", seq_len=4096)
     assert table["batch_size"].eq(64).all()
     result = analyze(table, n_boot=0)
     assert len(result.cells) == 1 and result.cells["n_runs"].iloc[0] == 14
-    assert ("batch sizes 63.94043 and 64 sequences (model 36M; batch_size in tokens / seq_len) analysed as one batch "
-            "size of 64 sequences") in " | ".join(result.notes)
+    assert (
+        "batch sizes 63.94043 and 64 sequences (model 36M; batch_size in tokens / seq_len) analysed as one batch "
+        "size of 64 sequences"
+    ) in " | ".join(result.notes)
     with pytest.raises(AnalysisError, match="not a whole number of sequences"):
         load_table(frame, batch_unit="tokens", seq_len=4096, tokens_tolerance=0)
 
 
 @pytest.mark.parametrize("tolerance, cells_per_budget", [(None, 1), ("0", 2)])
-def test_the_command_merges_by_its_tolerance_option(one_model_grid, tmp_path, capsys, tolerance, cells_per_budget):
+def test_the_command_merges_by_its_tolerance_option(
+    one_model_grid, tmp_path, capsys, tolerance, cells_per_budget
+):
     from powersweep.cli import main
 
     grid = one_model_grid(tokens=V1_TOKENS)
@@ -166,4 +197,6 @@ def test_the_command_refuses_a_negative_tolerance_in_one_line(tmp_path, capsys):
 
     assert main(["analyze", str(tmp_path), "--tokens-tolerance", "-0.1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["powersweep analyze: error: --tokens-tolerance -0.1: must be >= 0 (a relative difference, e.g. 0.01)"]
+    assert err == [
+        "powersweep analyze: error: --tokens-tolerance -0.1: must be >= 0 (a relative difference, e.g. 0.01)"
+    ]

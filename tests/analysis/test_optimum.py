@@ -3,7 +3,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.optimum import choose_schedule, find_optima, lr_points
 from powersweep.analysis.pipeline import analyze
@@ -12,7 +11,9 @@ from powersweep.analysis.table import load_table
 
 
 def _cell(lr, loss, status=None, seed=0) -> pd.DataFrame:
-    frame = pd.DataFrame({"model": "m", "tokens": 1e9, "batch_size": 64, "lr": lr, "loss_eval": loss, "seed": seed})
+    frame = pd.DataFrame(
+        {"model": "m", "tokens": 1e9, "batch_size": 64, "lr": lr, "loss_eval": loss, "seed": seed}
+    )
     return frame if status is None else frame.assign(status=status)
 
 
@@ -88,7 +89,9 @@ def test_edge_flags_at_grid_ends_and_next_to_divergence():
     loss = 3.0 - lr
     loss[5:] = np.nan  # the two largest lrs diverged: the best finite lr sits at the divergence edge
     cliff = _one(_cell(lr, loss))
-    assert cliff["edge_high"] and cliff["lr_opt_grid"] == pytest.approx(lr[4]) and "diverged" in cliff["reason"]
+    assert (
+        cliff["edge_high"] and cliff["lr_opt_grid"] == pytest.approx(lr[4]) and "diverged" in cliff["reason"]
+    )
 
 
 def test_planted_edge_cells_on_the_paper_grid_are_flagged(one_model_grid):
@@ -110,11 +113,15 @@ def test_small_and_all_diverged_cells_get_a_reason_not_a_crash():
 
 def test_concave_window_falls_back_to_the_grid():
     lr = np.geomspace(1e-3, 1e-1, 6)
-    wobbly = np.array([3.5, 3.0, 3.4, 3.45, 3.1, 3.6])  # one point left of the argmin: a parabola, and a concave one
+    wobbly = np.array(
+        [3.5, 3.0, 3.4, 3.45, 3.1, 3.6]
+    )  # one point left of the argmin: a parabola, and a concave one
     row = _one(_cell(lr, wobbly))
     assert row["method"] == "grid" and "quadratic_rejected" in row["flags"] and row["ok"]
     assert row["lr_opt"] == pytest.approx(lr[1])
-    assert row["ln_lr_opt_se"] == pytest.approx(math.log(lr[1] / lr[0]) / math.sqrt(12), rel=0.15)  # 200 draws
+    assert row["ln_lr_opt_se"] == pytest.approx(
+        math.log(lr[1] / lr[0]) / math.sqrt(12), rel=0.15
+    )  # 200 draws
 
 
 def test_bowl_vertex_stays_within_two_grid_points_of_the_argmin():
@@ -155,7 +162,9 @@ def test_one_point_past_the_argmin_still_takes_the_asymmetric_bowl():
 
 def test_cells_with_one_side_short_are_named_in_a_note():
     lr = np.geomspace(1e-3, 1e-1, 7)
-    frames = [_cell(lr, 3.0 + 0.05 * np.log(lr / lr[j]) ** 2).assign(tokens=t) for j, t in ((5, 1e9), (3, 4e9))]
+    frames = [
+        _cell(lr, 3.0 + 0.05 * np.log(lr / lr[j]) ** 2).assign(tokens=t) for j, t in ((5, 1e9), (3, 4e9))
+    ]
     notes = [n for n in analyze(pd.concat(frames), n_boot=0).notes if "one_side" in n]
     assert len(notes) == 1 and notes[0].startswith("1 of 2 cells") and "T = 1e+09" in notes[0]
 
@@ -164,7 +173,9 @@ def test_standard_errors_are_roughly_calibrated(one_model_grid):
     law = PlantedLaw(noise_sd=0.003)
     cells = find_optima(load_table(synthetic_table(law, one_model_grid(n_seeds=1), seed=3)))
     cells = cells[cells["method"].eq("bowl")]
-    z = (np.log(cells["lr_opt"]) - np.log(law.lr_opt(cells["batch_size"], cells["tokens"]))) / cells["ln_lr_opt_se"]
+    z = (np.log(cells["lr_opt"]) - np.log(law.lr_opt(cells["batch_size"], cells["tokens"]))) / cells[
+        "ln_lr_opt_se"
+    ]
     assert len(z) >= 12
     assert 0.8 <= np.mean(np.abs(z) < 2.5)  # normal: 99%; allows a pooled noise estimate on few cells
     assert np.std(z) > 0.3  # not absurdly wide either

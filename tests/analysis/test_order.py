@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from powersweep.analysis import plots
 from powersweep.analysis.optimum import lr_points
 from powersweep.analysis.order import model_order, natural_key
@@ -20,8 +19,12 @@ WIDTHS = ("1024", "1280", "512", "768")  # a string sort draws them in this orde
 def _widths_table(sizes: dict[str, float] | None = None) -> pd.DataFrame:
     """Four models named by width on a small grid; without n_params unless ``sizes`` gives them."""
     models = tuple((name, (sizes or {}).get(name, 1e7)) for name in WIDTHS)
-    grid = SweepGrid(models=models, tokens=(2e9, 8e9, 32e9), batch_sizes=(32, 64, 128),
-                     lrs=tuple(np.geomspace(1e-4, 0.1, 21).tolist()))
+    grid = SweepGrid(
+        models=models,
+        tokens=(2e9, 8e9, 32e9),
+        batch_sizes=(32, 64, 128),
+        lrs=tuple(np.geomspace(1e-4, 0.1, 21).tolist()),
+    )
     table = synthetic_table(PlantedLaw(), grid, seed=2)
     return table if sizes else table.drop(columns="n_params")
 
@@ -55,8 +58,9 @@ def test_models_named_by_width_come_out_smallest_first_everywhere(widths_report)
     assert coefficients["provenance"]["models"] == want
     assert list(coefficients["per_model"]) == want and list(result.batch) == want
     assert _first_seen(result.transfer.table["model"]) == [*want, "pooled"]
-    assert _first_seen(result.critical.per_tokens["model"]) == [m for m in want if m in set(
-        result.critical.per_tokens["model"])]
+    assert _first_seen(result.critical.per_tokens["model"]) == [
+        m for m in want if m in set(result.critical.per_tokens["model"])
+    ]
     page = (out / "index.html").read_text()
     rows = [page.index(f"<td>model {m}</td>") for m in want]  # the per-model rows of the gamma table
     assert rows == sorted(rows)
@@ -68,8 +72,12 @@ def test_figures_draw_models_smallest_first(widths_report):
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert _first_seen(t.split(",")[0] for t in titles) == ["512", "768", "1024", "1280"]
     fig = plots.fig_gamma_vs_tokens(result.gamma, paper=False)
-    assert _first_seen(ax.get_title().split(":")[0] for ax in fig.axes if ax.get_title())[:4] == \
-        ["512", "768", "1024", "1280"]
+    assert _first_seen(ax.get_title().split(":")[0] for ax in fig.axes if ax.get_title())[:4] == [
+        "512",
+        "768",
+        "1024",
+        "1280",
+    ]
 
 
 def test_n_params_decides_the_order_when_names_disagree():

@@ -11,13 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
+
 from powersweep.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-GRID = SweepGrid(models=(("36M", 36e6),), tokens=(2e9, 8e9), batch_sizes=(32, 64),
-                 lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()))
+GRID = SweepGrid(
+    models=(("36M", 36e6),),
+    tokens=(2e9, 8e9),
+    batch_sizes=(32, 64),
+    lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()),
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +39,10 @@ def read_only_dir(tmp_path):
     if os.geteuid() != 0:
         path.chmod(0o555)
         undo = functools.partial(path.chmod, 0o755)
-    elif shutil.which("chattr") and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0:
+    elif (
+        shutil.which("chattr")
+        and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
+    ):
         undo = functools.partial(subprocess.run, ["chattr", "-i", str(path)], check=True)
     else:
         pytest.skip("root without chattr +i here: no directory is read-only to this test")
@@ -67,8 +74,22 @@ def _one_line(code: int, err: str, out: Path | str, *words: str) -> str:
 def test_out_under_a_file_is_one_line_from_the_installed_command(table_csv, tmp_path):
     (tmp_path / "a_file").write_text("mine")
     out = tmp_path / "a_file" / "sub"
-    done = subprocess.run([sys.executable, "-m", "powersweep.cli", "analyze", str(table_csv), "--out", str(out),
-                           "--no-figures"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "powersweep.cli",
+            "analyze",
+            str(table_csv),
+            "--out",
+            str(out),
+            "--no-figures",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     _one_line(done.returncode, done.stderr, out, "(Not a directory)")
     assert done.stdout == ""  # no report lines: nothing was analysed
     assert (tmp_path / "a_file").read_text() == "mine"

@@ -1,7 +1,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from powersweep.analysis.power_search import power_search
 from powersweep.analysis.synthetic import PlantedLaw, synthetic_power_table
 from powersweep.analysis.table import load_table
@@ -9,7 +8,9 @@ from powersweep.analysis.table import load_table
 
 @pytest.fixture(scope="module")
 def search():
-    return power_search(load_table(synthetic_power_table(PlantedLaw(a=4.0, b=-0.51), n_seeds=2, seed=3)), n_boot=500)
+    return power_search(
+        load_table(synthetic_power_table(PlantedLaw(a=4.0, b=-0.51), n_seeds=2, seed=3)), n_boot=500
+    )
 
 
 def test_planted_a_and_b_are_inside_the_overall_intervals(search):
@@ -45,7 +46,9 @@ def test_a_diverged_run_is_never_the_best():
 
 
 def test_too_few_points_fall_back_to_the_grid():
-    table = synthetic_power_table(a_values=(4.0,), b_values=(-0.55, -0.5, -0.45), tokens=(16e9,), batch_sizes=(64,))
+    table = synthetic_power_table(
+        a_values=(4.0,), b_values=(-0.55, -0.5, -0.45), tokens=(16e9,), batch_sizes=(64,)
+    )
     result = power_search(load_table(table), n_boot=100)
     assert result.per_group["method"].tolist() == ["grid"] and result.overall.method == "grid"
     assert np.isnan(result.overall.a_ci.low)

@@ -1,7 +1,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from powersweep.analysis.fit import fit_gamma
 from powersweep.analysis.optimum import find_optima
 from powersweep.analysis.regimes import fit_critical_batch, label_regimes, sensitivity, surge_curve
@@ -14,9 +13,13 @@ CRITICAL = PlantedLaw(lr_law="critical", bc_c=1.28e-3, bc_zeta=0.5, curvature_ex
 @pytest.fixture(scope="module")
 def critical_cells():
     from powersweep.analysis.synthetic import SweepGrid
-    grid = SweepGrid(models=(("36M", 36e6),), tokens=(1e9, 3e9, 1e10, 3e10, 1e11),
-                     batch_sizes=tuple(int(b) for b in np.geomspace(8, 4096, 10)),
-                     lrs=tuple(np.geomspace(1e-4, 0.3, 25).tolist()))
+
+    grid = SweepGrid(
+        models=(("36M", 36e6),),
+        tokens=(1e9, 3e9, 1e10, 3e10, 1e11),
+        batch_sizes=tuple(int(b) for b in np.geomspace(8, 4096, 10)),
+        lrs=tuple(np.geomspace(1e-4, 0.3, 25).tolist()),
+    )
     return find_optima(load_table(synthetic_table(CRITICAL, grid, seed=1)))
 
 
@@ -34,7 +37,9 @@ def test_planted_critical_batch_exponent_is_recovered(critical_cells):
     assert (critical.per_tokens["flag"] == "").all()
     assert critical.law.b_ci.contains(0.5) and critical.law.b == pytest.approx(0.5, abs=0.08)
     per = critical.per_tokens
-    assert np.all(np.abs(np.log(per["bc"] / CRITICAL.critical_batch(per["tokens"]))) < 0.6)  # each T: within 1.8x
+    assert np.all(
+        np.abs(np.log(per["bc"] / CRITICAL.critical_batch(per["tokens"]))) < 0.6
+    )  # each T: within 1.8x
 
 
 def test_linear_law_puts_bc_above_the_swept_batch_sizes(paper_table):

@@ -1,7 +1,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from powersweep.analysis import plots
 from powersweep.analysis.export import coefficients
 from powersweep.analysis.optimum import lr_points
@@ -10,21 +9,33 @@ from powersweep.analysis.report import CAPTIONS, write_report
 from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_power_table, synthetic_table
 from powersweep.analysis.table import load_table
 
-SMALL = SweepGrid(models=(("12M", 12e6), ("36M", 36e6)), tokens=(2e9, 8e9, 32e9), batch_sizes=(32, 64, 128, 256),
-                  lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()))
+SMALL = SweepGrid(
+    models=(("12M", 12e6), ("36M", 36e6)),
+    tokens=(2e9, 8e9, 32e9),
+    batch_sizes=(32, 64, 128, 256),
+    lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()),
+)
 
 
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory):
-    table = load_table(pd.concat([synthetic_table(PlantedLaw(), SMALL, seed=1),
-                                  synthetic_power_table(tokens=(8e9, 32e9), batch_sizes=(64,), seed=2)]))
+    table = load_table(
+        pd.concat(
+            [
+                synthetic_table(PlantedLaw(), SMALL, seed=1),
+                synthetic_power_table(tokens=(8e9, 32e9), batch_sizes=(64,), seed=2),
+            ]
+        )
+    )
     out = tmp_path_factory.mktemp("report")
     return write_report(table, out, n_boot=200), out
 
 
 def test_every_figure_is_written_as_png_and_svg_and_shown_on_the_page(full_report):
     paths, out = full_report
-    assert set(paths.figures) == set(CAPTIONS) - {"fig0_curves"} and paths.skipped == {}  # curves: test_spikes.py
+    assert (
+        set(paths.figures) == set(CAPTIONS) - {"fig0_curves"} and paths.skipped == {}
+    )  # curves: test_spikes.py
     page = paths.index_html.read_text()
     for stem, files in paths.figures.items():
         assert files.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -37,14 +48,25 @@ def test_every_figure_is_written_as_png_and_svg_and_shown_on_the_page(full_repor
 def test_page_shows_the_fitted_numbers(full_report):
     paths, _ = full_report
     page = paths.index_html.read_text()
-    for text in ("gamma = lr_opt / batch_size = a * T^b", "paper recipe", "Transfer across model size",
-                 "Power scheduler (a, b) search", "Band fit", "Critical batch size", "lr(n) = min(lr_max"):
+    for text in (
+        "gamma = lr_opt / batch_size = a * T^b",
+        "paper recipe",
+        "Transfer across model size",
+        "Power scheduler (a, b) search",
+        "Band fit",
+        "Critical batch size",
+        "lr(n) = min(lr_max",
+    ):
         assert text in page
 
 
 def test_missing_power_runs_skip_fig_5_and_6_and_say_so(tmp_path):
-    grid = SweepGrid(models=(("36M", 36e6),), tokens=(2e9, 8e9, 32e9), batch_sizes=(32, 64, 128),
-                     lrs=tuple(np.geomspace(1e-4, 0.1, 13).tolist()))
+    grid = SweepGrid(
+        models=(("36M", 36e6),),
+        tokens=(2e9, 8e9, 32e9),
+        batch_sizes=(32, 64, 128),
+        lrs=tuple(np.geomspace(1e-4, 0.1, 13).tolist()),
+    )
     paths = write_report(load_table(synthetic_table(grid=grid)), tmp_path, n_boot=100)
     assert set(paths.skipped) == {"fig5_power_loss", "fig6_power_best"}
     assert not (tmp_path / "fig5_power_loss.png").exists()
@@ -62,8 +84,9 @@ def test_power_only_table_skips_the_point_figures(tmp_path):
 
 def test_schedules_figure_takes_arrays_or_callables(tmp_path):
     tokens = np.geomspace(1e6, 1e10, 50)
-    fig = plots.fig_schedules({"constant": (tokens, np.full(50, 0.01)),
-                               "power": lambda n: np.minimum(0.02, 64 * 4.0 * n**-0.51)})
+    fig = plots.fig_schedules(
+        {"constant": (tokens, np.full(50, 0.01)), "power": lambda n: np.minimum(0.02, 64 * 4.0 * n**-0.51)}
+    )
     ax = fig.axes[0]
     assert [line.get_label() for line in ax.lines] == ["constant", "power"]
     assert ax.get_xscale() == "log" and "(tokens)" in ax.get_xlabel() and fig.get_suptitle()
@@ -76,14 +99,20 @@ def test_gamma_figure_has_log_axes_units_and_a_panel_per_model():
     fig = plots.fig_gamma_vs_tokens(result.gamma)
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
     assert [t.split(":")[0] for t in titles] == ["12M", "36M", "pooled"]
-    assert titles[0] == f"12M: {result.gamma.per_model['12M'].a:.3g} * T^{result.gamma.per_model['12M'].b:.3f}"
+    assert (
+        titles[0] == f"12M: {result.gamma.per_model['12M'].a:.3g} * T^{result.gamma.per_model['12M'].b:.3f}"
+    )
     for ax in fig.axes:
         assert ax.get_xscale() == ax.get_yscale() == "log"
         assert ax.get_xlabel() == "training tokens T (tokens)" and "gamma" in ax.get_ylabel()
 
 
-FIVE = SweepGrid(models=tuple((f"m{i}", 1e7 * 2**i) for i in range(5)), tokens=(2e9, 8e9), batch_sizes=(32, 64),
-                 lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()))
+FIVE = SweepGrid(
+    models=tuple((f"m{i}", 1e7 * 2**i) for i in range(5)),
+    tokens=(2e9, 8e9),
+    batch_sizes=(32, 64),
+    lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()),
+)
 
 
 def _figure_stats(fig):
@@ -117,8 +146,12 @@ def test_log_axes_label_no_minor_ticks_and_legends_sit_off_the_data():
 
 def test_the_papers_line_and_mup_labels_only_where_the_table_says_mup_and_wsd():
     mup = analyze(load_table(synthetic_table(PlantedLaw(), SMALL, seed=3)), n_boot=50)
-    unknown = analyze(load_table(synthetic_table(PlantedLaw(), SMALL, seed=3).drop(
-        columns=["parametrisation", "schedule"])), n_boot=50)
+    unknown = analyze(
+        load_table(
+            synthetic_table(PlantedLaw(), SMALL, seed=3).drop(columns=["parametrisation", "schedule"])
+        ),
+        n_boot=50,
+    )
     assert mup.paper_applies and not unknown.paper_applies and unknown.parametrisation == "unknown"
     assert sum("does not say its schedule or parametrisation" in n for n in unknown.notes) == 1
     assert not any("does not say" in n for n in mup.notes)
@@ -126,6 +159,7 @@ def test_the_papers_line_and_mup_labels_only_where_the_table_says_mup_and_wsd():
     def paper_lines(result):
         fig = plots.fig_gamma_vs_tokens(result.gamma, paper=result.paper_applies)
         return sum(line.get_label().startswith("paper") for ax in fig.axes for line in ax.get_lines())
+
     assert paper_lines(mup) > 0 and paper_lines(unknown) == 0
     assert "muP" in plots.lr_label("mup") and "muP" not in plots.lr_label("unknown")
     assert coefficients(unknown)["units"]["lr"].endswith("(parametrisation not stated)")
@@ -133,8 +167,12 @@ def test_the_papers_line_and_mup_labels_only_where_the_table_says_mup_and_wsd():
 
 
 def test_one_model_gamma_figure_has_one_panel_wide_enough_for_its_title():
-    grid = SweepGrid(models=(("36M", 36e6),), tokens=(2e9, 8e9, 32e9), batch_sizes=(64,),
-                     lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()))
+    grid = SweepGrid(
+        models=(("36M", 36e6),),
+        tokens=(2e9, 8e9, 32e9),
+        batch_sizes=(64,),
+        lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()),
+    )
     result = analyze(load_table(synthetic_table(PlantedLaw(), grid, seed=3)), n_boot=50)
     fig = plots.fig_gamma_vs_tokens(result.gamma)
     visible, _ = _figure_stats(fig)
@@ -153,8 +191,13 @@ def test_tick_labels_use_one_format_per_magnitude():
 
 def test_an_axis_below_1e_4_writes_every_tick_as_a_power_of_ten():
     # '%g' gives 5e-05 beside 0.0001 on one axis; gamma per sequence sits there for every real sweep
-    assert [plots._tick(v, scientific=True) for v in (5e-5, 1e-4, 2.5e-4, 3e-3, 30.0)] == \
-        ["5e-5", "1e-4", "2.5e-4", "3e-3", "30"]
+    assert [plots._tick(v, scientific=True) for v in (5e-5, 1e-4, 2.5e-4, 3e-3, 30.0)] == [
+        "5e-5",
+        "1e-4",
+        "2.5e-4",
+        "3e-3",
+        "30",
+    ]
     result = analyze(load_table(synthetic_table(PlantedLaw(), SMALL, seed=3)), n_boot=50)
     visible, _ = _figure_stats(plots.fig_gamma_vs_tokens(result.gamma))
     labels = [t.get_text() for ax in visible for t in ax.yaxis.get_majorticklabels() if t.get_text()]
@@ -162,8 +205,12 @@ def test_an_axis_below_1e_4_writes_every_tick_as_a_power_of_ten():
 
 
 def test_loss_figure_marks_each_optimum_on_its_curve_and_drops_a_repeated_panel():
-    one_batch = SweepGrid(models=(("36M", 36e6),), tokens=(2e9, 8e9, 32e9), batch_sizes=(64,),
-                          lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()))
+    one_batch = SweepGrid(
+        models=(("36M", 36e6),),
+        tokens=(2e9, 8e9, 32e9),
+        batch_sizes=(64,),
+        lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()),
+    )
     for grid, panels in ((SMALL, 2 * 2), (one_batch, 1)):
         result = analyze(load_table(synthetic_table(PlantedLaw(), grid, seed=3)), n_boot=50)
         fig = plots.fig_loss_vs_lr(lr_points(result.table, schedule=result.schedule), result.cells)
@@ -185,7 +232,9 @@ def test_keys_name_only_what_is_drawn():
     assert "flagged (not fitted)" not in [t.get_text() for t in fig4.legends[0].get_texts()]
     fig8 = plots.fig_sensitivity(result.sensitivity)  # two panels, one key beside both
     assert len(fig8.legends) == 1 and all(ax.get_legend() is None for ax in fig8.axes)
-    fig7 = plots.fig_critical_batch(result.cells, result.critical)  # the colours of T have a key, fitted or not
+    fig7 = plots.fig_critical_batch(
+        result.cells, result.critical
+    )  # the colours of T have a key, fitted or not
     keys = [t.get_text() for t in fig7.axes[0].get_legend().get_texts()]
     assert [k for k in keys if k.startswith("T = ")] == ["T = 2B", "T = 8B", "T = 32B"]
 
@@ -199,7 +248,10 @@ def test_the_papers_line_only_for_its_unit_of_batch_size():
 
 def test_batch_axes_tick_at_the_swept_batch_sizes():
     result = analyze(load_table(synthetic_table(PlantedLaw(), SMALL, seed=3)), n_boot=50)
-    for fig in (plots.fig_lr_opt_vs_batch(result.gamma), plots.fig_critical_batch(result.cells, result.critical)):
+    for fig in (
+        plots.fig_lr_opt_vs_batch(result.gamma),
+        plots.fig_critical_batch(result.cells, result.critical),
+    ):
         visible, _ = _figure_stats(fig)
         labels = [t.get_text() for t in visible[0].xaxis.get_majorticklabels() if t.get_text()]
         assert labels == ["32", "64", "128", "256"]  # SMALL's batch sizes, not 50, 100, 200

@@ -5,11 +5,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 from powersweep.analysis.curves import (
-    SPIKE_WINDOW_STEPS,
     SPIKE_RECOVER,
     SPIKE_RISE,
+    SPIKE_WINDOW_STEPS,
     attach_curves,
     choose_cell,
     detect_spike,
@@ -54,9 +53,11 @@ def test_a_jump_that_recovers_is_a_spike_where_it_happened():
 
 @pytest.mark.parametrize("event", ["stays_high", "nan", "rises_to_the_end"])
 def test_a_divergence_is_not_called_a_spike(event):
-    bump = {"stays_high": lambda s: 2.5 if s >= 1000 else 1.0,
-            "nan": lambda s: math.nan if s >= 1000 else 1.0,
-            "rises_to_the_end": lambda s: 1.0 + max(s - 1000, 0) / 500}[event]
+    bump = {
+        "stays_high": lambda s: 2.5 if s >= 1000 else 1.0,
+        "nan": lambda s: math.nan if s >= 1000 else 1.0,
+        "rises_to_the_end": lambda s: 1.0 + max(s - 1000, 0) / 500,
+    }[event]
     assert not detect_spike(made_up(bump=bump)).flagged
 
 
@@ -78,8 +79,15 @@ def test_single_noisy_steps_are_pooled_into_windows():
 
 def test_a_point_added_at_a_fork_is_not_counted_twice():
     steps = np.array([100, 200, 250, 300, 400])  # 250: a fork's point, covering steps 201-250 again
-    curve = pd.DataFrame({"step": steps, "tokens": steps * TPS, "loss_train_mean": [4.0, 3.0, 9.0, 3.0, 2.8],
-                          "mean_steps": [100, 100, 50, 100, 100], "kind": "train"})
+    curve = pd.DataFrame(
+        {
+            "step": steps,
+            "tokens": steps * TPS,
+            "loss_train_mean": [4.0, 3.0, 9.0, 3.0, 2.8],
+            "mean_steps": [100, 100, 50, 100, 100],
+            "kind": "train",
+        }
+    )
     windows = window_means(curve, window=SPIKE_WINDOW_STEPS)
     assert list(windows["step"]) == [100, 200, 300, 400] and list(windows["loss"]) == [4.0, 3.0, 3.0, 2.8]
 
@@ -90,7 +98,9 @@ def final_loss(lr: float, budget_steps: int) -> float:
     return 2.0 + 0.05 * math.log(lr / (8e-4 * (budget_steps / 2000) ** -0.75)) ** 2
 
 
-def write_lineage(store: ResultStore, lineage: str, lr: float, *, budgets=(2000, 5000), bump=None) -> list[dict]:
+def write_lineage(
+    store: ResultStore, lineage: str, lr: float, *, budgets=(2000, 5000), bump=None
+) -> list[dict]:
     """A lineage's curve as a sweep stores it (trunk to the last fork, a decay per budget), and its result rows."""
     curve = made_up(bump=bump, seed=int(lr * 1e5))
     points, rows = [], []
@@ -98,18 +108,58 @@ def write_lineage(store: ResultStore, lineage: str, lr: float, *, budgets=(2000,
         fork = int(0.8 * budget)
         run_id, loss_eval = f"{lineage}-{budget}", final_loss(lr, budget)
         decay = curve[(curve["step"] > fork) & (curve["step"] <= budget)]
-        points += [{"segment": "decay", "budget": float(budget * TPS), "fork_tokens": float(fork * TPS),
-                    "kind": "train", "step": int(r.step), "tokens": int(r.tokens), "loss_train_mean": r.loss_train_mean,
-                    "run_id": run_id} for r in decay.itertuples()]
-        points.append({"segment": "decay", "budget": float(budget * TPS), "fork_tokens": float(fork * TPS),
-                       "kind": "eval", "step": budget, "tokens": budget * TPS, "loss_eval": loss_eval,
-                       "run_id": run_id})
-        rows.append({"run_id": run_id, "lineage_id": lineage, "model": "cpu-xxs", "batch_size": 4, "lr": lr,
-                     "tokens": budget * TPS, "loss_eval": loss_eval, "schedule": "wsd", "status": "ok", "phase": "final",
-                     "seq_len": 64, "seed": 0})
+        points += [
+            {
+                "segment": "decay",
+                "budget": float(budget * TPS),
+                "fork_tokens": float(fork * TPS),
+                "kind": "train",
+                "step": int(r.step),
+                "tokens": int(r.tokens),
+                "loss_train_mean": r.loss_train_mean,
+                "run_id": run_id,
+            }
+            for r in decay.itertuples()
+        ]
+        points.append(
+            {
+                "segment": "decay",
+                "budget": float(budget * TPS),
+                "fork_tokens": float(fork * TPS),
+                "kind": "eval",
+                "step": budget,
+                "tokens": budget * TPS,
+                "loss_eval": loss_eval,
+                "run_id": run_id,
+            }
+        )
+        rows.append(
+            {
+                "run_id": run_id,
+                "lineage_id": lineage,
+                "model": "cpu-xxs",
+                "batch_size": 4,
+                "lr": lr,
+                "tokens": budget * TPS,
+                "loss_eval": loss_eval,
+                "schedule": "wsd",
+                "status": "ok",
+                "phase": "final",
+                "seq_len": 64,
+                "seed": 0,
+            }
+        )
     trunk = curve[curve["step"] <= int(0.8 * max(budgets))]
-    points += [{"segment": "trunk", "kind": "train", "step": int(r.step), "tokens": int(r.tokens),
-                "loss_train_mean": r.loss_train_mean} for r in trunk.itertuples()]
+    points += [
+        {
+            "segment": "trunk",
+            "kind": "train",
+            "step": int(r.step),
+            "tokens": int(r.tokens),
+            "loss_train_mean": r.loss_train_mean,
+        }
+        for r in trunk.itertuples()
+    ]
     store.write_curve([{"lineage_id": lineage, **p} for p in points], sweep_id="s", name=lineage)
     for row in rows:
         store.write([row], sweep_id="s", name=row["run_id"])
@@ -132,8 +182,9 @@ def test_curves_round_trip_from_the_store_and_flag_the_spiked_runs(store_with_cu
     flagged = set(table.loc[table["spike"].fillna(False).astype(bool), "run_id"])
     assert flagged == {"lin2-5000"}  # the 2000-step run of that lineage ended before the spike
     assert table.attrs["spikes"] == 1
-    kept, _ = attach_curves(load_table(store_with_curves / "results"), store_with_curves / "results",
-                            exclude_spikes=True)
+    kept, _ = attach_curves(
+        load_table(store_with_curves / "results"), store_with_curves / "results", exclude_spikes=True
+    )
     assert len(kept) == len(table) - 1 and "lin2-5000" not in set(kept["run_id"])
 
 
@@ -156,7 +207,11 @@ def test_the_report_draws_the_chosen_cells_curves_after_the_answer(store_with_cu
     assert paths.coefficients is not None  # the made-up rows fit a law, so the page has an answer
     assert "fig0_curves" in paths.figures and paths.figures["fig0_curves"].png.read_bytes()[:4] == b"\x89PNG"
     page = paths.index_html.read_text()
-    assert page.index("id='answer'") < page.index("src='fig0_curves.png'") < page.index("src='fig2_loss_vs_lr.png'")
+    assert (
+        page.index("id='answer'")
+        < page.index("src='fig0_curves.png'")
+        < page.index("src='fig2_loss_vs_lr.png'")
+    )
     assert choose_cell(table, curves) == ("cpu-xxs", 4)
     with pytest.raises(AnalysisError, match="--curves-cell 'cpu-xxs:8'.*cpu-xxs:4"):
         choose_cell(table, curves, "cpu-xxs:8")
@@ -166,13 +221,17 @@ def test_the_report_draws_the_chosen_cells_curves_after_the_answer(store_with_cu
 
 def test_a_store_without_curves_says_why_the_figure_is_skipped(tmp_path, store_with_curves):
     (tmp_path / "elsewhere").mkdir()
-    table, curves = attach_curves(load_table(store_with_curves / "results"), tmp_path / "elsewhere")  # no curves
+    table, curves = attach_curves(
+        load_table(store_with_curves / "results"), tmp_path / "elsewhere"
+    )  # no curves
     assert curves.empty and table["spike"].isna().all()
     paths = write_report(table, tmp_path / "out", curves=curves, n_boot=0)
     assert "no training curves" in paths.skipped["fig0_curves"]
 
 
-def test_the_command_line_excludes_spikes_and_refuses_a_cell_without_curves(store_with_curves, tmp_path, capsys):
+def test_the_command_line_excludes_spikes_and_refuses_a_cell_without_curves(
+    store_with_curves, tmp_path, capsys
+):
     from powersweep.cli import main
 
     results = str(store_with_curves / "results")

@@ -1,7 +1,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_power_table, synthetic_table
 from powersweep.analysis.table import KNOWN, load_table
@@ -28,7 +27,9 @@ def test_runs_far_above_the_optimum_diverge_with_nan_loss():
 
 def test_noise_free_loss_is_lowest_at_the_planted_optimum():
     law = PlantedLaw(noise_sd=0.0)
-    grid = SweepGrid(models=(("m", 1e7),), tokens=(1e10,), batch_sizes=(128,), lrs=tuple(np.geomspace(1e-4, 1e-1, 301)))
+    grid = SweepGrid(
+        models=(("m", 1e7),), tokens=(1e10,), batch_sizes=(128,), lrs=tuple(np.geomspace(1e-4, 1e-1, 301))
+    )
     table = synthetic_table(law, grid)
     best = table.loc[table["loss_eval"].idxmin(), "lr"]
     assert best == pytest.approx(float(law.lr_opt(128, 1e10)), rel=0.03)
@@ -41,8 +42,9 @@ def test_seed_makes_tables_reproducible():
 
 def test_power_table_is_lowest_at_the_planted_coefficients_without_noise():
     law = PlantedLaw(a=4.0, b=-0.51, noise_sd=0.0)
-    table = synthetic_power_table(law, a_values=(3.0, 4.0, 5.0), b_values=(-0.56, -0.51, -0.46), tokens=(16e9,),
-                                  batch_sizes=(64,))
+    table = synthetic_power_table(
+        law, a_values=(3.0, 4.0, 5.0), b_values=(-0.56, -0.51, -0.46), tokens=(16e9,), batch_sizes=(64,)
+    )
     best = table.loc[table["loss_eval"].idxmin()]
     assert (best["power_a"], best["power_b"]) == (4.0, -0.51)
     assert set(table["schedule"]) == {"power"} and (table["lr"] == table["lr_max"]).all()

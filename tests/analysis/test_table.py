@@ -3,7 +3,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.pipeline import analyze
 from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
@@ -11,10 +10,15 @@ from powersweep.analysis.table import load_table
 
 
 def _runs(n: int = 6, **extra) -> pd.DataFrame:
-    frame = pd.DataFrame({
-        "model": "36M", "tokens": 2e9, "batch_size": 64, "lr": np.geomspace(1e-3, 3e-2, n),
-        "loss_eval": np.linspace(3.2, 3.0, n),
-    })
+    frame = pd.DataFrame(
+        {
+            "model": "36M",
+            "tokens": 2e9,
+            "batch_size": 64,
+            "lr": np.geomspace(1e-3, 3e-2, n),
+            "loss_eval": np.linspace(3.2, 3.0, n),
+        }
+    )
     return frame.assign(**extra)
 
 
@@ -29,7 +33,9 @@ def test_minimal_table_gets_defaults():
 
 
 def test_nan_and_inf_losses_become_diverged_and_failed_stays_failed():
-    frame = _runs(loss_eval=[3.1, np.nan, np.inf, 3.0, 3.0, 3.0], status=["ok", "ok", "ok", "failed", "ok", "diverged"])
+    frame = _runs(
+        loss_eval=[3.1, np.nan, np.inf, 3.0, 3.0, 3.0], status=["ok", "ok", "ok", "failed", "ok", "diverged"]
+    )
     table = load_table(frame)
     assert table["status"].tolist() == ["ok", "diverged", "diverged", "failed", "ok", "diverged"]
 
@@ -70,8 +76,10 @@ def test_numeric_strings_and_nullable_ints_are_read():
     assert table["lr"].iloc[0] == pytest.approx(1e-3)
 
 
-@pytest.mark.parametrize("column, value, fix", [("lr", -1.0, "positive"), ("batch_size", 0, "positive"),
-                                                ("tokens", np.nan, "empty")])
+@pytest.mark.parametrize(
+    "column, value, fix",
+    [("lr", -1.0, "positive"), ("batch_size", 0, "positive"), ("tokens", np.nan, "empty")],
+)
 def test_bad_values_are_errors(column, value, fix):
     frame = _runs()
     frame.loc[1, column] = value
@@ -156,11 +164,18 @@ def test_unknown_phase_is_named():
 
 
 def test_analysis_of_a_table_with_trunk_rows_equals_that_without_and_says_so():
-    grid = SweepGrid(models=(("12M", 12e6), ("36M", 36e6)), tokens=(2e9, 8e9, 32e9), batch_sizes=(32, 64, 128),
-                     lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()))
+    grid = SweepGrid(
+        models=(("12M", 12e6), ("36M", 36e6)),
+        tokens=(2e9, 8e9, 32e9),
+        batch_sizes=(32, 64, 128),
+        lrs=tuple(np.geomspace(1e-4, 0.1, 15).tolist()),
+    )
     final = synthetic_table(PlantedLaw(), grid, seed=3)
-    trunk = final.assign(phase="trunk", loss_eval=final["loss_eval"] - 0.5,  # lower: would win every optimum
-                         run_id=[f"t{i}" for i in range(len(final))])
+    trunk = final.assign(
+        phase="trunk",
+        loss_eval=final["loss_eval"] - 0.5,  # lower: would win every optimum
+        run_id=[f"t{i}" for i in range(len(final))],
+    )
     with_trunk = analyze(pd.concat([final.assign(phase="final"), trunk], ignore_index=True), n_boot=0)
     alone = analyze(final, n_boot=0)
     pd.testing.assert_frame_equal(with_trunk.cells, alone.cells)
@@ -177,7 +192,9 @@ def test_schedule_and_parametrisation_come_from_the_table_or_the_arguments():
         load_table(_runs(parametrisation="ntk"))
 
 
-@pytest.mark.parametrize(("run_id", "named"), [([f"r{i}" for i in range(6)], "run 'r2' (row 2)"), (None, "row 2")])
+@pytest.mark.parametrize(
+    ("run_id", "named"), [([f"r{i}" for i in range(6)], "run 'r2' (row 2)"), (None, "row 2")]
+)
 def test_a_negative_loss_is_refused_naming_the_run(run_id, named):
     frame = _runs(loss_eval=[3.2, 3.1, -3.0, 3.0, 3.0, 3.0])
     frame = frame if run_id is None else frame.assign(run_id=run_id)
@@ -202,7 +219,9 @@ def test_nan_and_inf_loss_of_a_diverged_run_are_kept():
 
 def test_a_negative_loss_no_longer_marks_its_cell_diverged():
     # It used to pass as the cell's best loss, making every other run a 'blow-up' above 1.5x of it.
-    table = synthetic_table(PlantedLaw(), SweepGrid(models=(("36M", 36e6),), tokens=(2e9,), batch_sizes=(64,)), seed=0)
+    table = synthetic_table(
+        PlantedLaw(), SweepGrid(models=(("36M", 36e6),), tokens=(2e9,), batch_sizes=(64,)), seed=0
+    )
     table.loc[3, "loss_eval"] = -3.0
     with pytest.raises(AnalysisError, match="loss_eval=-3 in run 'synthetic-3' \\(row 3\\)"):
         analyze(table, n_boot=0)

@@ -3,14 +3,18 @@
 import os
 
 import pytest
-
-from powersweep.cli.analysis_commands import add_analyze_parser
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
 from powersweep.analysis.watch import WatchState, render_if_changed, signature, watch
 
-GRID = SweepGrid(models=(("36M", 36e6),), tokens=(2e9, 8e9, 32e9), batch_sizes=(64,),
-                 lrs=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1))
+from powersweep.cli.analysis_commands import add_analyze_parser
+
+GRID = SweepGrid(
+    models=(("36M", 36e6),),
+    tokens=(2e9, 8e9, 32e9),
+    batch_sizes=(64,),
+    lrs=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1),
+)
 
 
 def _counting_state(path) -> WatchState:
@@ -70,8 +74,13 @@ def test_watch_reports_expected_errors_and_goes_on_until_interrupted(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        watch(WatchState(tmp_path, render), interval_s=0.5, sleep=sleep, errors=(AnalysisError,),
-              on_error=errors.append)
+        watch(
+            WatchState(tmp_path, render),
+            interval_s=0.5,
+            sleep=sleep,
+            errors=(AnalysisError,),
+            on_error=errors.append,
+        )
     assert len(calls) == 2 and [str(e) for e in errors] == ["too few runs yet"] * 2
 
 
@@ -98,8 +107,20 @@ def test_analyze_watch_writes_a_waiting_page_then_the_report_and_ends_on_ctrl_c(
             raise KeyboardInterrupt
 
     monkeypatch.setattr("powersweep.analysis.watch.time.sleep", sleep)
-    rc = _run(["analyze", str(results), "--out", str(out), "--watch", "--interval", "2", "--no-figures",
-               "--bootstrap", "50"])
+    rc = _run(
+        [
+            "analyze",
+            str(results),
+            "--out",
+            str(out),
+            "--watch",
+            "--interval",
+            "2",
+            "--no-figures",
+            "--bootstrap",
+            "50",
+        ]
+    )
     assert rc == 0 and len(pages) == 2
     assert "Waiting for results" in pages[0] and "content='2'" in pages[0]
     assert "id='answer'" in pages[1] and "lr(n) = min(" in pages[1] and "content='2'" in pages[1]

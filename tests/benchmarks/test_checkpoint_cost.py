@@ -9,8 +9,13 @@ ROOT = Path(__file__).parents[2]
 
 
 def run(*flags: str) -> dict:
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "checkpoint_cost.py"), "--budgets", "4", "8",
-                           *flags], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "checkpoint_cost.py"), "--budgets", "4", "8", *flags],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.splitlines()[0])
 

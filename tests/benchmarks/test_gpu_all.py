@@ -10,23 +10,46 @@ ROOT = Path(__file__).parents[2]
 
 
 def dry_run(tmp_path, *parts: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_all.sh"), str(tmp_path), *parts], cwd=ROOT,
-                          env={**os.environ, "PYTHON": "echo"}, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_all.sh"), str(tmp_path), *parts],
+        cwd=ROOT,
+        env={**os.environ, "PYTHON": "echo"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def flags_of(script: str) -> set[str]:
-    helps = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=120).stdout
+    helps = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     return set(re.findall(r"--[a-z][a-z-]*", helps))
 
 
 def test_every_part_runs_what_exists_with_flags_it_takes(tmp_path):
     assert dry_run(tmp_path).returncode == 0  # every part, in the default order
     parts = [p.split(" rc ")[0] for p in (tmp_path / "parts.txt").read_text().splitlines()]
-    assert parts == ["tests", "profile-solo", "profile-solo-no-graphs", "profile-k8", "packed", "sweep", "one",
-                     "modes-solo-16x4096-blocks-default", "modes-k8-16x1024-blocks-default",
-                     "modes-solo-16x4096-trunk-default", "modes-solo-16x4096-auto-reduce-overhead",
-                     "modes-k8-16x1024-auto-reduce-overhead", "head", "compile"]
+    assert parts == [
+        "tests",
+        "profile-solo",
+        "profile-solo-no-graphs",
+        "profile-k8",
+        "packed",
+        "sweep",
+        "one",
+        "modes-solo-16x4096-blocks-default",
+        "modes-k8-16x1024-blocks-default",
+        "modes-solo-16x4096-trunk-default",
+        "modes-solo-16x4096-auto-reduce-overhead",
+        "modes-k8-16x1024-auto-reduce-overhead",
+        "head",
+        "compile",
+    ]
     flags = {script: flags_of(script) for script in ("step_profile.py", "gpu.py")}
     for part in parts:
         if part == "tests":

@@ -10,13 +10,20 @@ ROOT = Path(__file__).parents[2]
 
 @pytest.mark.slow
 def test_quick_gpu_benchmark_runs_on_cpu_and_writes_its_tables(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--quick", "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "gpu.json").read_text())
     rows = result["rows"]
     measured = [r for r in rows if "skipped" not in r]
-    assert [r["preset"] for r in rows[:6]] == [p for p in ("paper-12m", "paper-36m", "paper-121m") for _ in (0, 1)]
+    assert [r["preset"] for r in rows[:6]] == [
+        p for p in ("paper-12m", "paper-36m", "paper-121m") for _ in (0, 1)
+    ]
     assert {r["preset"] for r in rows[6:]} == {"moe torch", "moe scattermoe"}
     for r in measured:
         assert r["tokens_per_s"] > 0 and r["peak_gib"] > 0 and r["batch_size"] % r["micro_batch_size"] == 0
@@ -29,7 +36,9 @@ def test_quick_gpu_benchmark_runs_on_cpu_and_writes_its_tables(tmp_path):
     assert all(r["tokens_variants_per_s"] > 0 and r["peak_gib"] > 0 for r in packed)
     sweep = result["sweep"]
     assert sweep["rows_stored"] == sweep["rows_planned"] == 16 and sweep["failed_trials"] == 0
-    assert sweep["lineages"] == 4 and sweep["trials"] == 1 and 0 < sweep["outside_training"] < 1  # 2 seeds, 1 pack
+    assert (
+        sweep["lineages"] == 4 and sweep["trials"] == 1 and 0 < sweep["outside_training"] < 1
+    )  # 2 seeds, 1 pack
     assert sweep["rows_compiled"] == 0 and sweep["compile_errors"] == []  # compile: auto is eager on CPU
     eager, cold, warm = result["compile"]
     assert [r["compiled"] for r in (eager, cold, warm)] == [False, True, True]
@@ -46,15 +55,36 @@ def test_quick_gpu_benchmark_runs_on_cpu_and_writes_its_tables(tmp_path):
 
 
 def test_step_profile_reports_the_unprofiled_step_and_where_its_time_goes(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "step_profile.py"), "--preset", "cpu-xxs",
-                           "--shape", "4x64", "--pack", "2", "--steps", "2", "--device", "cpu", "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "step_profile.py"),
+            "--preset",
+            "cpu-xxs",
+            "--shape",
+            "4x64",
+            "--pack",
+            "2",
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     [report] = tmp_path.glob("step-profile-cpu-xxs-4x64-k2-*.txt")
     head, host_table = report.read_text().split("\n\n")[:2]
     assert head.startswith("cpu-xxs 4x64 pack 2 on cpu") and "tokens x variants/s unprofiled" in head
     tokens_per_s = float(head.split(" ms/step, ")[1].split(" tokens")[0].replace(",", ""))
     step_ms = float(head.split("): ")[1].split(" ms/step")[0])
-    assert tokens_per_s == pytest.approx(4 * 64 * 2 / (step_ms / 1e3), rel=0.05)  # two variants' tokens a step
+    assert tokens_per_s == pytest.approx(
+        4 * 64 * 2 / (step_ms / 1e3), rel=0.05
+    )  # two variants' tokens a step
     assert float(head.split(", peak ")[1].split(" GiB")[0]) > 0.1  # this process's peak (torch alone is more)
     assert "aten::bmm" in host_table  # the packed variants' batched matmuls, in the host ops table

@@ -61,23 +61,50 @@ class LocalCluster:
 
     def start_head(self, *, num_cpus: int) -> None:
         self.gcs_port, self.dashboard_port = free_port(), free_port()
-        self._start("head", ["--head", f"--port={self.gcs_port}", f"--num-cpus={num_cpus}",
-                             "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                             f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}"])
+        self._start(
+            "head",
+            [
+                "--head",
+                f"--port={self.gcs_port}",
+                f"--num-cpus={num_cpus}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
+                f"--ray-client-server-port={free_port()}",
+            ],
+        )
 
     def add_worker(self, *, num_cpus: int) -> Node:
-        return self._start(f"worker{len(self.nodes)}", [f"--address=127.0.0.1:{self.gcs_port}",
-                                                        f"--num-cpus={num_cpus}"])
+        return self._start(
+            f"worker{len(self.nodes)}", [f"--address=127.0.0.1:{self.gcs_port}", f"--num-cpus={num_cpus}"]
+        )
 
     def _start(self, name: str, args: list[str]) -> Node:
         temp_dir = os.path.join(self.base_dir, name)
-        command = [os.path.join(VENV_BIN, "ray"), "start", "--block", "--node-ip-address=127.0.0.1",
-                   f"--temp-dir={temp_dir}", "--num-gpus=0", "--object-store-memory=100000000",
-                   f"--dashboard-agent-listen-port={free_port()}", "--min-worker-port=0", "--max-worker-port=0",
-                   "--disable-usage-stats", *args]
+        command = [
+            os.path.join(VENV_BIN, "ray"),
+            "start",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--temp-dir={temp_dir}",
+            "--num-gpus=0",
+            "--object-store-memory=100000000",
+            f"--dashboard-agent-listen-port={free_port()}",
+            "--min-worker-port=0",
+            "--max-worker-port=0",
+            "--disable-usage-stats",
+            *args,
+        ]
         log = open(os.path.join(self.base_dir, f"{name}.log"), "wb")
-        process = subprocess.Popen(command, env=self.env, cwd=self.base_dir, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            env=self.env,
+            cwd=self.base_dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         node = Node(name, process, temp_dir)
         self.nodes.append(node)
         self._wait_for_raylet(node)
@@ -146,16 +173,23 @@ def cluster_env(token: str) -> dict:
     """The nodes' environment: token auth on, no project on PYTHONPATH (jobs must bring it), fast failure
     detection (a dead raylet is declared dead after 3 missed 1 s health checks instead of 5 x 3 s)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "PYTHONPATH"}
-    env.update(PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token,
-               RAY_USAGE_STATS_ENABLED="0", RAY_health_check_period_ms="1000",
-               RAY_health_check_failure_threshold="3")
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=token,
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_health_check_period_ms="1000",
+        RAY_health_check_failure_threshold="3",
+    )
     return env
 
 
 @pytest.fixture
 def local_cluster():
     """A started head (no CPUs: trials land on the workers); the test adds workers."""
-    base_dir = tempfile.mkdtemp(prefix="psray-", dir="/tmp")  # short: Ray's unix socket paths must fit 107 bytes
+    base_dir = tempfile.mkdtemp(
+        prefix="psray-", dir="/tmp"
+    )  # short: Ray's unix socket paths must fit 107 bytes
     token = secrets.token_hex(32)
     cluster = LocalCluster(base_dir=base_dir, token=token, env=cluster_env(token))
     try:

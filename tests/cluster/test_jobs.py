@@ -4,17 +4,35 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
-from powersweep.cluster.jobs import PROJECT_ROOT, ClusterError, auth_token, cluster_storage, is_jobs_address, runtime_env
-from powersweep.cli import main
+from powersweep.cluster.jobs import (
+    PROJECT_ROOT,
+    ClusterError,
+    auth_token,
+    cluster_storage,
+    is_jobs_address,
+    runtime_env,
+)
 from powersweep.sweeps.spec import spec_from_dict
 
-TINY = {"name": "tiny", "search": {"models": ["cpu-xs"], "batch_size": [4], "lr": [0.004], "tokens": [1024]},
-        "train": {"warmup_tokens": 128, "seq_len": 32}}
+from powersweep.cli import main
+
+TINY = {
+    "name": "tiny",
+    "search": {"models": ["cpu-xs"], "batch_size": [4], "lr": [0.004], "tokens": [1024]},
+    "train": {"warmup_tokens": 128, "seq_len": 32},
+}
 
 
-@pytest.mark.parametrize("address, jobs", [("http://127.0.0.1:8265", True), ("https://ray.example:443", True),
-                                           ("ray://head:10001", False), ("head:6379", False), (None, False)])
+@pytest.mark.parametrize(
+    "address, jobs",
+    [
+        ("http://127.0.0.1:8265", True),
+        ("https://ray.example:443", True),
+        ("ray://head:10001", False),
+        ("head:6379", False),
+        (None, False),
+    ],
+)
 def test_only_http_addresses_go_through_the_jobs_api(address, jobs):
     assert is_jobs_address(address) is jobs
 
@@ -58,16 +76,27 @@ def test_runtime_env_carries_the_project_and_the_sweep():
     assert env["working_dir"] == PROJECT_ROOT and {"/.venv", "/runs", "/out", "/.git"} <= set(env["excludes"])
     assert spec_from_dict(yaml.safe_load(env["env_vars"]["POWERSWEEP_SPEC"])) == spec
     assert env["env_vars"]["POWERSWEEP_STORAGE"] == "/shared/runs"
-    assert env["env_vars"]["POWERSWEEP_REPLACE"] == "0"  # the job driver sets a stored sweep aside only if asked
+    assert (
+        env["env_vars"]["POWERSWEEP_REPLACE"] == "0"
+    )  # the job driver sets a stored sweep aside only if asked
     assert runtime_env(spec, "/shared/runs", replace_sweep=True)["env_vars"]["POWERSWEEP_REPLACE"] == "1"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["submit", "SPEC", "--address", "http://127.0.0.1:9"], "storage 'runs/tiny' is a relative path"),
-    (["submit", "SPEC", "--address", "http://127.0.0.1:9", "--storage", "/shared/r"], "no Ray dashboard answers"),
-    (["status", "job-1", "--address", "http://127.0.0.1:9"], "no Ray dashboard answers at http://127.0.0.1:9"),
-    (["stop", "job-1", "--address", "http://127.0.0.1:9"], "no Ray dashboard answers"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["submit", "SPEC", "--address", "http://127.0.0.1:9"], "storage 'runs/tiny' is a relative path"),
+        (
+            ["submit", "SPEC", "--address", "http://127.0.0.1:9", "--storage", "/shared/r"],
+            "no Ray dashboard answers",
+        ),
+        (
+            ["status", "job-1", "--address", "http://127.0.0.1:9"],
+            "no Ray dashboard answers at http://127.0.0.1:9",
+        ),
+        (["stop", "job-1", "--address", "http://127.0.0.1:9"], "no Ray dashboard answers"),
+    ],
+)
 def test_cluster_commands_fail_with_one_line_and_exit_2(tmp_path, capsys, argv, message):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(yaml.safe_dump(TINY))

@@ -33,7 +33,9 @@ def test_launcher_config_is_valid_for_ray_up():
     gpu = config["available_node_types"]["gpu_worker"]
     assert gpu["resources"]["GPU"] >= 1 and config["available_node_types"]["head"]["resources"]["CPU"] == 0
     assert {".venv", "runs", "out", ".git"} <= set(config["rsync_exclude"])
-    assert config["setup_commands"][1].endswith(f"pip install -q {TORCH}")  # before the project pulls any torch
+    assert config["setup_commands"][1].endswith(
+        f"pip install -q {TORCH}"
+    )  # before the project pulls any torch
     for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
         assert "RAY_AUTH_MODE=token" in commands[-1]
     assert "--dashboard-host=127.0.0.1" in config["head_start_ray_commands"][-1]
@@ -54,8 +56,10 @@ def test_raycluster_manifest_has_the_structure_we_rely_on():
     for container in containers(manifest):
         env = {e["name"]: e for e in container["env"]}
         assert env["RAY_AUTH_MODE"]["value"] == "token"
-        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "powersweep-ray-token",
-                                                                      "key": "auth_token"}
+        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+            "name": "powersweep-ray-token",
+            "key": "auth_token",
+        }
         assert container["image"].endswith("/powersweep:0.1.0")  # cluster/Dockerfile's image, torch pinned
     for group in manifest["spec"]["workerGroupSpecs"]:
         assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
@@ -66,7 +70,9 @@ def test_raycluster_manifest_has_the_structure_we_rely_on():
 def test_image_matches_the_ray_version_and_pins_torch():
     dockerfile = (CLUSTER / "Dockerfile").read_text()
     assert f"FROM rayproject/ray:{ray.__version__}-" in dockerfile
-    assert dockerfile.index(f"pip install --no-cache-dir {TORCH}") < dockerfile.index("pip install --no-cache-dir -e")
+    assert dockerfile.index(f"pip install --no-cache-dir {TORCH}") < dockerfile.index(
+        "pip install --no-cache-dir -e"
+    )
 
 
 def test_no_launch_file_installs_an_unpinned_torch():

@@ -13,21 +13,29 @@ import time
 
 import pytest
 import yaml
-
 from powersweep.cluster.jobs import ClusterError, job_logs, job_status, submit_job
 from powersweep.proxy_models.lineage import load_attempts
-from powersweep.cli import main
 from powersweep.sweeps.plan import plan
 from powersweep.sweeps.spec import spec_from_dict
 from powersweep.sweeps.store import ResultStore
 
+from powersweep.cli import main
+
 # Six lineages of two budgets on two one-CPU workers: most are still queued or running when a node dies.
 SPEC = {
     "name": "multinode",
-    "search": {"models": ["cpu-xs"], "batch_size": [4], "lr": [0.002, 0.004, 0.008, 0.016, 0.032, 0.064],
-               "tokens": [4096, 8192]},
-    "train": {"warmup_tokens": 128, "seq_len": 32, "model_overrides": {"n_layers": 1},
-              "data": {"eval_tokens": 1024}},
+    "search": {
+        "models": ["cpu-xs"],
+        "batch_size": [4],
+        "lr": [0.002, 0.004, 0.008, 0.016, 0.032, 0.064],
+        "tokens": [4096, 8192],
+    },
+    "train": {
+        "warmup_tokens": 128,
+        "seq_len": 32,
+        "model_overrides": {"n_layers": 1},
+        "data": {"eval_tokens": 1024},
+    },
     "run": {"cpus_per_trial": 1, "max_retries": 3},
 }
 JOB_TIMEOUT_S = 240.0
@@ -79,7 +87,9 @@ def test_sweep_job_survives_a_worker_node_dying(local_cluster, tmp_path, monkeyp
     address = local_cluster.address
     with pytest.raises(ClusterError, match="refused the token .* set RAY_AUTH_TOKEN"):
         job_status("no-such-job", address=address, token="0" * 64)
-    monkeypatch.setenv("RAY_AUTH_TOKEN", local_cluster.token)  # as a user would, for the CLI and the calls below
+    monkeypatch.setenv(
+        "RAY_AUTH_TOKEN", local_cluster.token
+    )  # as a user would, for the CLI and the calls below
 
     spec = spec_from_dict(SPEC)
     (tmp_path / "file").write_text("a file where a directory of the store should be")
@@ -90,8 +100,11 @@ def test_sweep_job_survives_a_worker_node_dying(local_cluster, tmp_path, monkeyp
     job_id = capsys.readouterr().out.strip()
     store = ResultStore(storage)
 
-    victim, frozen = wait_for(lambda: frozen_trial(spec, storage, workers), timeout_s=JOB_TIMEOUT_S,
-                              what="a trial that has started its lineage and not stored all of its rows")
+    victim, frozen = wait_for(
+        lambda: frozen_trial(spec, storage, workers),
+        timeout_s=JOB_TIMEOUT_S,
+        what="a trial that has started its lineage and not stored all of its rows",
+    )
     rows_before = len(store.read(sweep_id=spec.name).table)
     local_cluster.kill_raylet(victim)
     os.kill(frozen, signal.SIGKILL)  # the rest of the dead machine: the frozen trial goes with it
@@ -105,7 +118,9 @@ def test_sweep_job_survives_a_worker_node_dying(local_cluster, tmp_path, monkeyp
     assert result.duplicates_dropped == 0 and result.corrupt_files == []
     assert set(result.table["status"]) == {"ok"}
     errored = glob.glob(os.path.join(storage, "checkpoints", "ray", spec.name, "*", "error.txt"))
-    print(f"killed {victim.name} with {rows_before} of {len(planned)} rows stored; trials retried: {len(errored)}")
+    print(
+        f"killed {victim.name} with {rows_before} of {len(planned)} rows stored; trials retried: {len(errored)}"
+    )
     assert errored, "no trial was interrupted: the node died idle"
 
     assert wait_for_end(unwritable, address)["status"] == "FAILED"  # before any trial: nothing stored

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from powersweep.cluster.jobs import ClusterError
 from powersweep.cluster.storage_check import PROBE_DIR, check_shared_storage
 
@@ -18,7 +17,9 @@ def test_a_store_every_node_sees_passes_and_leaves_no_probe(local_ray, tmp_path)
 def test_a_store_a_node_cannot_write_names_the_uri_and_the_node(local_ray, tmp_path):
     (tmp_path / "file").write_text("a file where the store's directory should be")
     uri = str(tmp_path / "file" / "store")
-    with pytest.raises(ClusterError, match=f"storage '{uri}' is not writable from node \\S+ \\(node id \\w+\\): "):
+    with pytest.raises(
+        ClusterError, match=f"storage '{uri}' is not writable from node \\S+ \\(node id \\w+\\): "
+    ):
         check_shared_storage(uri)
 
 
@@ -33,7 +34,6 @@ def test_every_probe_is_waited_for_and_the_stores_own_failure_is_named(local_ray
     # A node that dies mid-check fails its probe too; the check still collects every probe (none left for Ray
     # to report after the check's error) and names the store's own failure rather than the dead node.
     import ray
-
     from powersweep.cluster import storage_check
 
     asked = []
@@ -45,7 +45,9 @@ def test_every_probe_is_waited_for_and_the_stores_own_failure_is_named(local_ray
         return "NotADirectoryError: [Errno 20] Not a directory"
 
     nodes = {"a": "10.0.0.1 (node id a)", "b": "10.0.0.2 (node id b)"}  # two nodes' probes, both run here
-    monkeypatch.setattr("ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy", lambda *a, **k: "DEFAULT")
+    monkeypatch.setattr(
+        "ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy", lambda *a, **k: "DEFAULT"
+    )
     monkeypatch.setattr(ray, "get", get)
     with pytest.raises(ClusterError, match=r"from node 10\.0\.0\.2 \(node id b\): NotADirectoryError"):
         storage_check._probe_every_node(str(tmp_path / "store"), nodes, timeout_s=30.0)

@@ -1,5 +1,4 @@
 import pytest
-
 from powersweep.proxy_models.data import DataConfig, load_corpus
 
 

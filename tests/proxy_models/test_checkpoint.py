@@ -8,7 +8,6 @@ import time
 import psutil
 import pytest
 import torch
-
 from powersweep.proxy_models import checkpoint
 
 REAL_SAVE = torch.save
@@ -95,7 +94,6 @@ def test_exists_waits_for_the_first_write_of_a_path(tmp_path, gate):
     assert seen == [True]
 
 
-
 def test_a_failed_write_removes_its_partial_temp_file(tmp_path, monkeypatch):
     path = str(tmp_path / "trunk.pt")
 
@@ -115,9 +113,13 @@ def test_stale_temps_of_ended_processes_of_this_host_are_removed_and_no_other_fi
     with open("/proc/sys/kernel/pid_max") as f:
         ended = int(f.read()) + 1  # above the largest pid this host gives: no process has it
     host = socket.gethostname()
-    files = {"ended": f"trunk.pt.tmp-{host}-{ended}", "mine": f"trunk.pt.tmp-{host}-{os.getpid()}",
-             "other host": f"trunk.pt.tmp-{host}x-{ended}", "checkpoint": "trunk.pt",
-             "results": f"results.json.tmp-{host}-{ended}"}
+    files = {
+        "ended": f"trunk.pt.tmp-{host}-{ended}",
+        "mine": f"trunk.pt.tmp-{host}-{os.getpid()}",
+        "other host": f"trunk.pt.tmp-{host}x-{ended}",
+        "checkpoint": "trunk.pt",
+        "results": f"results.json.tmp-{host}-{ended}",
+    }
     for name in files.values():
         (tmp_path / name).write_bytes(b"x")
     removed = checkpoint.remove_stale_temps(str(tmp_path))

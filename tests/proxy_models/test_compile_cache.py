@@ -7,7 +7,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-
 from powersweep.proxy_models.compile_cache import (
     compile_cache_dir,
     resolve_compile,
@@ -41,14 +40,18 @@ print(json.dumps({"losses": trainer.recent_losses, "compiled": trainer.compiled,
 def test_auto_compiles_dense_models_on_cuda_only_and_a_boolean_is_kept():
     assert resolve_compile("auto", torch.device("cuda")) and not resolve_compile("auto", torch.device("cpu"))
     assert not resolve_compile("auto", torch.device("cuda"), moe=True)
-    assert resolve_compile(True, torch.device("cpu"), moe=True) and not resolve_compile(False, torch.device("cuda"))
+    assert resolve_compile(True, torch.device("cpu"), moe=True) and not resolve_compile(
+        False, torch.device("cuda")
+    )
 
 
 def test_auto_mode_replays_a_solo_dense_trunk_as_cuda_graphs_on_cuda_only():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert resolve_compile_mode("auto", "auto", cuda) == "reduce-overhead"
     assert resolve_compile_mode("auto", "trunk", cuda) == "reduce-overhead"
-    assert resolve_compile_mode("auto", "blocks", cuda) == "default"  # graphs cannot chain one block's replays
+    assert (
+        resolve_compile_mode("auto", "blocks", cuda) == "default"
+    )  # graphs cannot chain one block's replays
     assert resolve_compile_mode("auto", "auto", cuda, packed=True) == "default"  # large kernels: no host wait
     assert resolve_compile_mode("auto", "auto", cuda, moe=True) == "default"  # expert sizes read on the host
     assert resolve_compile_mode("auto", "auto", cpu) == "default"
@@ -57,12 +60,15 @@ def test_auto_mode_replays_a_solo_dense_trunk_as_cuda_graphs_on_cuda_only():
         assert resolve_compile_mode(mode, "auto", cuda, layer_seconds=1.0) == mode
 
 
-@pytest.mark.parametrize(("preset", "micro_batch_size", "graphs"), [
-    ("paper-12m", 16, True),  # 1.5-1.6x faster as CUDA graphs on one H100 (benchmarks/RESULTS.md)
-    ("paper-12m", 64, False),  # the largest Table 2 batch's micro-batch: no faster there
-    ("paper-36m", 16, False),  # no faster
-    ("paper-121m", 16, False),  # no faster, and 0.55 GiB more
-])
+@pytest.mark.parametrize(
+    ("preset", "micro_batch_size", "graphs"),
+    [
+        ("paper-12m", 16, True),  # 1.5-1.6x faster as CUDA graphs on one H100 (benchmarks/RESULTS.md)
+        ("paper-12m", 64, False),  # the largest Table 2 batch's micro-batch: no faster there
+        ("paper-36m", 16, False),  # no faster
+        ("paper-121m", 16, False),  # no faster, and 0.55 GiB more
+    ],
+)
 def test_auto_mode_uses_cuda_graphs_only_where_a_layer_waits_on_the_host(preset, micro_batch_size, graphs):
     proxy, h100_bf16 = PRESETS[preset], table_peak_flops("NVIDIA H100 80GB HBM3")
     seconds = layer_seconds(proxy, micro_batch_size * proxy.seq_len, h100_bf16)
@@ -116,8 +122,13 @@ def test_a_cpu_run_is_eager_by_default_and_its_row_says_so(corpus):
 
 def _child(cache: str, script: str = CHILD, **env_vars: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
-    done = subprocess.run([sys.executable, "-c", script, json.dumps(TINY)], capture_output=True, text=True,
-                          env={**env, "POWERSWEEP_COMPILE_CACHE": cache, **env_vars}, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(TINY)],
+        capture_output=True,
+        text=True,
+        env={**env, "POWERSWEEP_COMPILE_CACHE": cache, **env_vars},
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1])
 
@@ -128,7 +139,9 @@ def test_a_second_process_loads_the_compiled_code_from_disk_and_trains_the_same(
     assert first["compiled"] and second["compiled"]
     assert first["inductor"].get("fxgraph_cache_miss", 0) >= 2  # forward and backward graphs compiled...
     assert first["inductor"].get("fxgraph_cache_hit", 0) == 0
-    assert second["inductor"].get("fxgraph_cache_miss", 0) == 0  # ...and loaded, not compiled, the second time
+    assert (
+        second["inductor"].get("fxgraph_cache_miss", 0) == 0
+    )  # ...and loaded, not compiled, the second time
     assert second["inductor"]["fxgraph_cache_hit"] == first["inductor"]["fxgraph_cache_miss"]
     assert second["aot_autograd"].get("autograd_cache_hit", 0) >= 1
     assert second["losses"] == first["losses"] and len(first["losses"]) == 3
@@ -140,7 +153,9 @@ def traced_trunk(traced, preset: str, n_layers: int) -> tuple[list[str], set[str
     from powersweep.proxy_models.model import ProxyLM
 
     model = ProxyLM(get_preset(preset, n_layers=n_layers, seq_len=16))
-    return traced(model.trunk, torch.randn(2, 16, model.cfg.d_model), model.rope_cos[:16], model.rope_sin[:16])
+    return traced(
+        model.trunk, torch.randn(2, 16, model.cfg.d_model), model.rope_cos[:16], model.rope_sin[:16]
+    )
 
 
 def test_a_compiled_dense_trunk_traces_one_block_for_every_layer(traced):
@@ -148,7 +163,9 @@ def test_a_compiled_dense_trunk_traces_one_block_for_every_layer(traced):
     calls, subgraphs = traced_trunk(traced, "cpu-xxs", n_layers=3)
     assert calls.count("invoke_subgraph") == 3 and len(subgraphs) == 1  # one body, called by every layer
     assert "scaled_dot_product_attention" not in calls  # the attention is inside it, not inlined
-    calls, subgraphs = traced_trunk(traced, "cpu-moe", n_layers=2)  # host-read split sizes break the graph: inline
+    calls, subgraphs = traced_trunk(
+        traced, "cpu-moe", n_layers=2
+    )  # host-read split sizes break the graph: inline
     assert "invoke_subgraph" not in calls and not subgraphs and "scaled_dot_product_attention" in calls
 
 
@@ -164,19 +181,31 @@ def test_every_compiled_graph_is_static_across_shapes_and_the_evaluation(corpus,
         return graph.forward
 
     compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda fn, mode=None, **kwargs: compile(fn, backend=record, **kwargs))
+    monkeypatch.setattr(
+        torch, "compile", lambda fn, mode=None, **kwargs: compile(fn, backend=record, **kwargs)
+    )
     monkeypatch.setattr(trainer, "resolve_compile", lambda compile, device, moe=False: bool(compile))
     torch._dynamo.reset()
     for seq_len in (32, 64):
-        config = TrainConfig(**{**TINY, "model_overrides": {"seq_len": seq_len}, "tokens": 2 * seq_len * 2},
-                             compile=True, data=DataConfig(eval_tokens=32 * seq_len))
+        config = TrainConfig(
+            **{**TINY, "model_overrides": {"seq_len": seq_len}, "tokens": 2 * seq_len * 2},
+            compile=True,
+            data=DataConfig(eval_tokens=32 * seq_len),
+        )
         Trainer(config, corpus=corpus).run()
     torch._dynamo.reset()
     assert len(graphs) == 4  # (training, evaluation) x 2 sequence lengths
     tensors = [x for g in graphs for x in g if isinstance(x, torch.Tensor)]
-    sizes = [s for t in tensors for s in t.shape] + [x for g in graphs for x in g if not isinstance(x, torch.Tensor)]
+    sizes = [s for t in tensors for s in t.shape] + [
+        x for g in graphs for x in g if not isinstance(x, torch.Tensor)
+    ]
     assert not any(isinstance(s, torch.SymInt) for s in sizes)
-    assert {tuple(t.shape[:2]) for t in tensors if t.dim() == 3} == {(2, 32), (32, 32), (2, 64), (32, 64)}  # (B, T, d)
+    assert {tuple(t.shape[:2]) for t in tensors if t.dim() == 3} == {
+        (2, 32),
+        (32, 32),
+        (2, 64),
+        (32, 64),
+    }  # (B, T, d)
 
 
 def test_a_compiled_trunk_trains_under_bf16_autocast_like_eager(corpus):
@@ -184,8 +213,14 @@ def test_a_compiled_trunk_trains_under_bf16_autocast_like_eager(corpus):
     from powersweep.proxy_models.packed import PackedTrainer
     from powersweep.proxy_models.schedules import ScheduleConfig
 
-    config = dict(model="cpu-xs", model_overrides={"seq_len": 32, "n_layers": 3}, batch_size=4, tokens=4 * 32 * 4,
-                  dtype="bfloat16", schedule=ScheduleConfig(name="constant", lr=1e-3))
+    config = dict(
+        model="cpu-xs",
+        model_overrides={"seq_len": 32, "n_layers": 3},
+        batch_size=4,
+        tokens=4 * 32 * 4,
+        dtype="bfloat16",
+        schedule=ScheduleConfig(name="constant", lr=1e-3),
+    )
     schedules = [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 2e-3)]
     losses = {}
     for compile in (False, True):
@@ -215,7 +250,9 @@ def auto_compiles_and_fails(monkeypatch):
         return graph.forward
 
     compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda fn, mode=None, **kwargs: compile(fn, backend=backend, **kwargs))
+    monkeypatch.setattr(
+        torch, "compile", lambda fn, mode=None, **kwargs: compile(fn, backend=backend, **kwargs)
+    )
     monkeypatch.setattr(trainer, "resolve_compile", lambda compile, device, moe=False: bool(compile))
     monkeypatch.setattr(compile_cache, "_failure", None)  # and forgotten after the test
     torch._dynamo.reset()  # nothing compiled by earlier tests with another backend, nor kept for later ones
@@ -242,7 +279,9 @@ def _eager_and_falling_back(corpus, config: TrainConfig, pack: int):
 def test_auto_trains_eager_where_compiling_fails_and_the_rows_say_why(corpus, auto_compiles_and_fails, pack):
     # A machine without a C compiler for inductor or Triton: the run goes on eager from the step that failed.
     config = TrainConfig(**TINY, dtype="float64", data=DataConfig(eval_tokens=256))
-    with pytest.warns(RuntimeWarning, match="torch.compile failed on this machine, training eager: .*injected"):
+    with pytest.warns(
+        RuntimeWarning, match="torch.compile failed on this machine, training eager: .*injected"
+    ):
         (eager, eager_rows), (fell_back, rows) = _eager_and_falling_back(corpus, config, pack)
     assert auto_compiles_and_fails["compiles"] >= 1 and not fell_back.compiled
     assert fell_back.loss_windows == eager.loss_windows and len(eager.loss_windows[0]) == 3  # the same steps
@@ -257,18 +296,23 @@ def test_auto_trains_eager_where_compiling_fails_and_the_rows_say_why(corpus, au
 AUTO_CHILD = CHILD.replace("compile=True", "compile='auto'").replace(
     "from torch._dynamo.utils import counters",
     "from torch._dynamo.utils import counters\nimport proxy_models.trainer\n"
-    "proxy_models.trainer.resolve_compile = lambda compile, device, moe=False: True")
+    "proxy_models.trainer.resolve_compile = lambda compile, device, moe=False: True",
+)
 
 
 @pytest.mark.slow
 def test_auto_trains_eager_on_a_machine_without_a_working_c_compiler(tmp_path):
     # Inductor's own failure, in a fresh process with an empty compile cache (nothing compiled to load).
     run = _child(str(tmp_path / "cache"), AUTO_CHILD, CXX=str(tmp_path / "no-such-c++"))
-    assert run["compiled"] is False and len(run["losses"]) == 3 and all(math.isfinite(x) for x in run["losses"])
+    assert (
+        run["compiled"] is False and len(run["losses"]) == 3 and all(math.isfinite(x) for x in run["losses"])
+    )
     assert "C++ compiler" in run["compile_error"] and "no-such-c++" in run["compile_error"]
 
 
-def test_after_a_failed_compile_auto_starts_eager_in_the_same_process(corpus, auto_compiles_and_fails, monkeypatch):
+def test_after_a_failed_compile_auto_starts_eager_in_the_same_process(
+    corpus, auto_compiles_and_fails, monkeypatch
+):
     # A trial process trains many lineages: the machine that cannot compile is found out once.
     config = TrainConfig(**TINY, compile="auto", data=DataConfig(eval_tokens=256))
     with pytest.warns(RuntimeWarning, match="training eager"):
@@ -295,9 +339,13 @@ def test_auto_evaluates_eager_where_only_the_evaluation_fails_to_compile(corpus,
     assert FAILS in json.loads(rows[0].execution)["compile_error"]
 
 
-def test_compile_true_where_compiling_fails_is_an_error_that_says_how_to_turn_it_off(corpus,
-                                                                                      auto_compiles_and_fails):
+def test_compile_true_where_compiling_fails_is_an_error_that_says_how_to_turn_it_off(
+    corpus, auto_compiles_and_fails
+):
     trainer = Trainer(TrainConfig(**TINY, compile=True, data=DataConfig(eval_tokens=256)), corpus=corpus)
-    with pytest.raises(ConfigError, match=r"^compile=True: torch.compile failed on this machine \(.*injected\)\); "
-                                          r"set compile to 'auto' .* or to false$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^compile=True: torch.compile failed on this machine \(.*injected\)\); "
+        r"set compile to 'auto' .* or to false$",
+    ):
         trainer.run()

@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from powersweep.proxy_models.config import PAPER_PARAMS, PRESETS, ConfigError, ProxyConfig, get_preset
 from powersweep.proxy_models.model import ProxyLM
 

@@ -4,7 +4,6 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from powersweep.proxy_models.config import ConfigError
 from powersweep.proxy_models.data import (
     MIN_TRAIN_WINDOWS,
@@ -188,8 +187,10 @@ def test_token_file_round_trip(tmp_path, vocab_size, dtype):
     tokens = np.random.default_rng(0).integers(0, vocab_size, size=5_000)
     path = tmp_path / "tokens.bin"
     write_token_file(path, tokens, vocab_size=vocab_size)
-    assert json.loads((tmp_path / "tokens.bin.json").read_text()) == {"dtype": dtype.__name__,
-                                                                     "vocab_size": vocab_size}
+    assert json.loads((tmp_path / "tokens.bin.json").read_text()) == {
+        "dtype": dtype.__name__,
+        "vocab_size": vocab_size,
+    }
     corpus = load_corpus(DataConfig(source=str(path)))
     assert corpus.train.dtype == dtype and corpus.vocab_size == vocab_size
     assert len(corpus.eval) == 250 and np.array_equal(np.concatenate([corpus.train, corpus.eval]), tokens)
@@ -260,7 +261,7 @@ def test_eval_batches_are_fixed_disjoint_and_independent_of_batch_size():
 
 def test_eval_windows_are_contiguous_when_the_split_holds_just_eval_tokens():
     corpus = counting_corpus(n_eval=641)
-    (x, _), = eval_batches(corpus, seq_len=64, batch_size=16, eval_tokens=640)
+    ((x, _),) = eval_batches(corpus, seq_len=64, batch_size=16, eval_tokens=640)
     assert x[:, 0].tolist() == [10_000 + 64 * i for i in range(10)]
 
 
@@ -309,6 +310,6 @@ def test_invalid_data_config_names_field_and_value(kwargs, fragment):
 @pytest.mark.parametrize("kwargs", [{"step": -1}, {"seed": -2}, {"batch_size": 0}, {"seq_len": 0}])
 def test_train_batch_rejects_bad_arguments(kwargs):
     arguments = {"step": 0, "batch_size": 2, "seq_len": 8, "seed": 0, **kwargs}
-    (name, value), = kwargs.items()
+    ((name, value),) = kwargs.items()
     with pytest.raises(DataError, match=f"{name}={value}"):
         train_batch(counting_corpus(), **arguments)

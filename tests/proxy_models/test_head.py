@@ -4,7 +4,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from powersweep.proxy_models.config import get_preset
 from powersweep.proxy_models.head import chunk_tokens_for, full_loss, head_loss, liger_loss, resolve_head
 from powersweep.proxy_models.model import ProxyLM
@@ -47,7 +46,9 @@ def test_chunked_equals_full_for_any_shape(n, vocab, chunk, seed):
 def test_the_reference_is_the_cross_entropy_of_scaled_logits():
     h, w, y = inputs(n=4, vocab=6)
     logits = (h @ w.T) * 0.25
-    expected = sum(math.log(sum(math.exp(v) for v in row)) - row[t] for row, t in zip(logits.tolist(), y.tolist()))
+    expected = sum(
+        math.log(sum(math.exp(v) for v in row)) - row[t] for row, t in zip(logits.tolist(), y.tolist())
+    )
     assert full_loss(h, w, y, scale=0.25).item() == pytest.approx(expected / 4, rel=1e-12)
 
 

@@ -9,7 +9,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-
 from powersweep.proxy_models import lineage
 from powersweep.proxy_models.budgets import plan_branches, token_ratio, trunk_tokens
 from powersweep.proxy_models.data import DataConfig
@@ -21,14 +20,28 @@ STEP_TOKENS = 4 * 32  # batch 4 x seq_len 32
 
 
 def config(schedule: ScheduleConfig, **kwargs) -> TrainConfig:
-    return TrainConfig(model="cpu-xs", model_overrides={"seq_len": 32, "n_layers": 1}, batch_size=4,
-                       tokens=STEP_TOKENS * 40, schedule=schedule, dtype="float64",
-                       data=DataConfig(eval_tokens=4096), **kwargs)
+    return TrainConfig(
+        model="cpu-xs",
+        model_overrides={"seq_len": 32, "n_layers": 1},
+        batch_size=4,
+        tokens=STEP_TOKENS * 40,
+        schedule=schedule,
+        dtype="float64",
+        data=DataConfig(eval_tokens=4096),
+        **kwargs,
+    )
 
 
 WSD = ScheduleConfig(name="wsd", lr=2e-2, warmup_tokens=STEP_TOKENS * 3, decay_fraction=0.25)
-POWER = ScheduleConfig(name="power", power_a=4.0, power_b=-0.51, lr_max=0.02, warmup_tokens=STEP_TOKENS * 3,
-                       decay_fraction=0.25, decay_shape="exp")
+POWER = ScheduleConfig(
+    name="power",
+    power_a=4.0,
+    power_b=-0.51,
+    lr_max=0.02,
+    warmup_tokens=STEP_TOKENS * 3,
+    decay_fraction=0.25,
+    decay_shape="exp",
+)
 BUDGETS = [STEP_TOKENS * 12, STEP_TOKENS * 20, STEP_TOKENS * 40]
 
 
@@ -38,7 +51,8 @@ def scanned_fork(cfg: TrainConfig, trunk: TrainConfig) -> int:
     for k in range(cfg.steps):
         n = (k + 1) * cfg.tokens_per_step
         if cfg.schedule.lr_at(n, total_tokens=solo_total, batch_size=4) != cfg.schedule.lr_at(
-                n, total_tokens=trunk_total, batch_size=4):
+            n, total_tokens=trunk_total, batch_size=4
+        ):
             return k
     return cfg.steps
 
@@ -66,8 +80,12 @@ def test_each_branch_equals_its_solo_run(schedule, corpus):
 
 def test_paper_table2_token_ratio():
     """Table 2: T = 2B..256B, 10% decay: (0.9 * 256 + 0.1 * 510) / 510 = 0.552."""
-    paper = TrainConfig(model="paper-12m", batch_size=128, tokens=256e9,
-                        schedule=ScheduleConfig(name="wsd", lr=1e-3, warmup_tokens=1e9, decay_fraction=0.1))
+    paper = TrainConfig(
+        model="paper-12m",
+        batch_size=128,
+        tokens=256e9,
+        schedule=ScheduleConfig(name="wsd", lr=1e-3, warmup_tokens=1e9, decay_fraction=0.1),
+    )
     budgets = [2e9 * 2**i for i in range(8)]
     assert token_ratio(paper, budgets) == pytest.approx(0.552, abs=5e-4)
 
@@ -97,7 +115,9 @@ def test_killed_lineage_resumes_without_redoing_finished_branches(corpus, tmp_pa
         train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=str(tmp_path), checkpoint_every_steps=7)
     calls.clear()
     monkeypatch.setattr(lineage, "_run_branch", lambda t, b: calls.append(b.tokens) or REAL_BRANCH(t, b))
-    resumed = train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=str(tmp_path), checkpoint_every_steps=7)
+    resumed = train_lineage(
+        cfg, BUDGETS, corpus=corpus, checkpoint_dir=str(tmp_path), checkpoint_every_steps=7
+    )
     assert calls == BUDGETS[1:]  # the first budget was finished before the kill
     assert [r.loss_eval for r in resumed] == pytest.approx([r.loss_eval for r in expected], rel=1e-12)
 
@@ -148,9 +168,14 @@ tests.train_lineage(cfg, tests.BUDGETS, corpus=load_corpus(cfg.data), checkpoint
 
 def test_a_lineage_killed_while_writing_its_checkpoint_resumes_and_removes_the_temp_file(corpus, tmp_path):
     directory, writing, stderr = tmp_path / "lineage", tmp_path / "writing", tmp_path / "stderr"
-    with open(stderr, "wb") as log:  # a file, not a pipe: a full pipe would stop the child before its checkpoint
-        child = subprocess.Popen([sys.executable, "-c", STUCK_WRITER, __file__, str(directory), str(writing)],
-                                 stdin=subprocess.PIPE, stderr=log)
+    with open(
+        stderr, "wb"
+    ) as log:  # a file, not a pipe: a full pipe would stop the child before its checkpoint
+        child = subprocess.Popen(
+            [sys.executable, "-c", STUCK_WRITER, __file__, str(directory), str(writing)],
+            stdin=subprocess.PIPE,
+            stderr=log,
+        )
     try:
         deadline = time.monotonic() + 300
         while not writing.exists():
@@ -243,18 +268,36 @@ def test_killed_lineage_emits_every_row_once(corpus, tmp_path, monkeypatch):
 
 
 VARIANTS = {
-    "wsd": [ScheduleConfig(name="wsd", lr=lr, warmup_tokens=STEP_TOKENS * 3, decay_fraction=0.25)
-            for lr in (2e-3, 5e-3)],  # lrs well below the chaotic range (see test_packed.py)
-    "power": [ScheduleConfig(name="power", power_a=4.0, power_b=-0.51, lr_max=m, warmup_tokens=STEP_TOKENS * 3,
-                             decay_fraction=0.25, decay_shape="exp") for m in (0.002, 0.005)],
+    "wsd": [
+        ScheduleConfig(name="wsd", lr=lr, warmup_tokens=STEP_TOKENS * 3, decay_fraction=0.25)
+        for lr in (2e-3, 5e-3)
+    ],  # lrs well below the chaotic range (see test_packed.py)
+    "power": [
+        ScheduleConfig(
+            name="power",
+            power_a=4.0,
+            power_b=-0.51,
+            lr_max=m,
+            warmup_tokens=STEP_TOKENS * 3,
+            decay_fraction=0.25,
+            decay_shape="exp",
+        )
+        for m in (0.002, 0.005)
+    ],
 }
 
 
 def packed_rows(schedules, corpus, **kwargs) -> list[list]:
     """Every row of each variant of a packed lineage, in the order it was handed on."""
     seen = [[] for _ in schedules]
-    train_packed_lineage(config(schedules[0]), schedules, BUDGETS, corpus=corpus,
-                         on_result=lambda i, row: seen[i].append(row), **kwargs)
+    train_packed_lineage(
+        config(schedules[0]),
+        schedules,
+        BUDGETS,
+        corpus=corpus,
+        on_result=lambda i, row: seen[i].append(row),
+        **kwargs,
+    )
     return seen
 
 
@@ -284,8 +327,10 @@ def test_killed_packed_lineage_resumes_from_its_checkpoint(corpus, tmp_path, mon
     resumed = packed_rows(schedules, corpus, checkpoint_dir=str(tmp_path), checkpoint_every_steps=7)
     assert calls == BUDGETS[1:]  # the first budget was finished before the kill
     for rows, full in zip(resumed, expected):  # only the rows not handed on before the kill come again
-        assert [(r.phase, r.tokens) for r in rows] == [(r.phase, r.tokens) for r in full[-len(rows):]]
-        assert [r.loss_eval for r in rows] == pytest.approx([r.loss_eval for r in full[-len(rows):]], rel=1e-12)
+        assert [(r.phase, r.tokens) for r in rows] == [(r.phase, r.tokens) for r in full[-len(rows) :]]
+        assert [r.loss_eval for r in rows] == pytest.approx(
+            [r.loss_eval for r in full[-len(rows) :]], rel=1e-12
+        )
 
 
 def test_a_variant_diverged_in_the_trunk_does_not_disturb_the_others(corpus):
@@ -295,8 +340,12 @@ def test_a_variant_diverged_in_the_trunk_does_not_disturb_the_others(corpus):
         solo = []
         train_lineage(config(schedule), BUDGETS, corpus=corpus, on_result=solo.append)
         assert [r.status for r in rows] == [r.status for r in solo]
-        assert [r.diverged_at_tokens for r in rows] == pytest.approx([r.diverged_at_tokens for r in solo], nan_ok=True)
-        assert [r.loss_eval for r in rows] == pytest.approx([r.loss_eval for r in solo], rel=1e-6, nan_ok=True)
+        assert [r.diverged_at_tokens for r in rows] == pytest.approx(
+            [r.diverged_at_tokens for r in solo], nan_ok=True
+        )
+        assert [r.loss_eval for r in rows] == pytest.approx(
+            [r.loss_eval for r in solo], rel=1e-6, nan_ok=True
+        )
     assert {r.status for r in packed[0]} == {"ok"} and {r.status for r in packed[1]} == {"diverged"}
 
 
@@ -307,8 +356,13 @@ def test_the_time_spent_recording_rows_and_on_first_steps_is_counted(corpus):
             pass
 
     attempt, seen = lineage.Attempt(), []
-    train_lineage(config(WSD), BUDGETS, corpus=corpus, on_result=lambda row: (seen.append(row), slow_record(row)),
-                  attempt=attempt)
+    train_lineage(
+        config(WSD),
+        BUDGETS,
+        corpus=corpus,
+        on_result=lambda row: (seen.append(row), slow_record(row)),
+        attempt=attempt,
+    )
     assert len(seen) == 2 * len(BUDGETS)  # a trunk row and a budget row per fork
     assert attempt.record_s >= len(seen) * 0.05 and attempt.train_s > 0
     assert 0 < attempt.first_step_s < attempt.train_s  # one trainer: one first step, counted within training
@@ -325,13 +379,22 @@ def test_cuda_graphs_train_a_whole_lineage_like_eager_on_gpu(corpus, tmp_path, p
     schedules = [replace(WSD, lr=2e-3), replace(WSD, lr=5e-3)]
 
     def rows(compiling: dict, checkpoint_dir: str) -> list:
-        cfg = config(schedules[0], device="cuda", head="chunked", **compiling)  # float64: liger's kernel is fp32
+        cfg = config(
+            schedules[0], device="cuda", head="chunked", **compiling
+        )  # float64: liger's kernel is fp32
         seen = []
         if pack == 1:
             train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=checkpoint_dir, on_result=seen.append)
         else:
-            train_packed_lineage(cfg, schedules, BUDGETS, seeds=[0, 1], corpus=corpus,
-                                 checkpoint_dir=checkpoint_dir, on_result=lambda i, row: seen.append(row))
+            train_packed_lineage(
+                cfg,
+                schedules,
+                BUDGETS,
+                seeds=[0, 1],
+                corpus=corpus,
+                checkpoint_dir=checkpoint_dir,
+                on_result=lambda i, row: seen.append(row),
+            )
         return seen
 
     eager = rows({"compile": False}, str(tmp_path / "eager"))

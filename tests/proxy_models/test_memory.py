@@ -4,10 +4,16 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from powersweep.proxy_models import memory
 from powersweep.proxy_models.config import ConfigError, get_preset
-from powersweep.proxy_models.memory import GIB, choose_micro_batch, device_budget, parse_bytes, step_memory, trunk_copy_bytes
+from powersweep.proxy_models.memory import (
+    GIB,
+    choose_micro_batch,
+    device_budget,
+    parse_bytes,
+    step_memory,
+    trunk_copy_bytes,
+)
 from powersweep.proxy_models.packed import PackedTrainer
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.trainer import TrainConfig, Trainer
@@ -31,7 +37,9 @@ def test_memory_grows_with_the_micro_batch_and_shrinks_with_checkpointing_and_ch
     cfg = get_preset("paper-36m")
     one, two = (step_memory(cfg, micro_batch_size=m).peak for m in (1, 2))
     assert one < two < 2 * one + step_memory(cfg, micro_batch_size=1).state
-    checkpointed, plain = (step_memory(cfg, micro_batch_size=8, activation_checkpointing=on) for on in (True, False))
+    checkpointed, plain = (
+        step_memory(cfg, micro_batch_size=8, activation_checkpointing=on) for on in (True, False)
+    )
     assert checkpointed.activations < plain.activations / 4  # 32 layers: each keeps its input, one recomputes
     assert checkpointed.peak < plain.peak / 3
     full = step_memory(cfg, micro_batch_size=4, head="full")
@@ -42,7 +50,9 @@ def test_choice_is_the_largest_divisor_that_fits_then_checkpointing():
     cfg = get_preset("paper-121m")
     peak = {m: step_memory(cfg, micro_batch_size=m).peak for m in (1, 2, 3, 4, 6, 12)}
     choice = choose_micro_batch(cfg, batch_size=12, budget_bytes=peak[4] + 1)
-    assert choice.micro_batch_size == 4 and not choice.activation_checkpointing  # 6 does not fit, 5 not a divisor
+    assert (
+        choice.micro_batch_size == 4 and not choice.activation_checkpointing
+    )  # 6 does not fit, 5 not a divisor
     assert choose_micro_batch(cfg, batch_size=12, budget_bytes=peak[4] - 1).micro_batch_size == 3
     tight = choose_micro_batch(cfg, batch_size=12, budget_bytes=peak[1] - 1)
     assert tight.activation_checkpointing and tight.memory.peak < peak[1]
@@ -59,8 +69,10 @@ def test_every_cell_of_the_paper_grid_fits_an_80gb_gpu():
         assert row["peak_gib"] <= budget < 80 * 10**9 / GIB, row
 
 
-@pytest.mark.parametrize("text, expected", [("80GiB", 80 * 2**30), ("80GB", 80 * 10**9), ("512 MiB", 2**29),
-                                            ("1e9", 10**9), ("1.5GiB", 3 * 2**29)])
+@pytest.mark.parametrize(
+    "text, expected",
+    [("80GiB", 80 * 2**30), ("80GB", 80 * 10**9), ("512 MiB", 2**29), ("1e9", 10**9), ("1.5GiB", 3 * 2**29)],
+)
 def test_parse_bytes(text, expected):
     assert parse_bytes(text) == expected
 
@@ -82,8 +94,12 @@ def test_fused_head_chunks_are_few_and_fit_their_bytes():
 
 
 @settings(max_examples=200, deadline=None)
-@given(tokens=st.integers(1, 2**20), vocab=st.integers(2, 2**17), d=st.integers(8, 2048),
-       limit=st.integers(1, 2**32))
+@given(
+    tokens=st.integers(1, 2**20),
+    vocab=st.integers(2, 2**17),
+    d=st.integers(8, 2048),
+    limit=st.integers(1, 2**32),
+)
 def test_fused_chunking_takes_the_largest_chunk_mem_const_that_fits(tokens, vocab, d, limit):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(memory, "FUSED_CHUNK_BYTES", limit)
@@ -118,8 +134,13 @@ def _tensors(value):
 def test_the_trunk_copy_is_what_a_lineage_copies_at_a_fork(corpus, variants):
     """The state a lineage deep-copies at each fork and holds while the branch decays: weights and both AdamW
     moments of every variant (and the optimizer's 0-d step counters of a solo run)."""
-    cfg = TrainConfig(model="cpu-xs", model_overrides={"seq_len": 32}, batch_size=2, tokens=128,
-                      schedule=ScheduleConfig(name="constant", lr=1e-3))
+    cfg = TrainConfig(
+        model="cpu-xs",
+        model_overrides={"seq_len": 32},
+        batch_size=2,
+        tokens=128,
+        schedule=ScheduleConfig(name="constant", lr=1e-3),
+    )
     schedules = [cfg.schedule] * variants
     trainer = Trainer(cfg, corpus=corpus) if variants == 1 else PackedTrainer(cfg, schedules, corpus=corpus)
     trainer.train_to(1, total_tokens=None)  # AdamW's moments exist from the first step

@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from powersweep.proxy_models.moe import MoEMLP, load_balance_loss, reference_moe, route, scattermoe_ops
 
 
@@ -67,7 +66,9 @@ def gpu_moe() -> tuple[MoEMLP, torch.Tensor]:
     return moe, torch.randn(512, 64, device="cuda", requires_grad=True)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or scattermoe_ops() is None, reason="needs CUDA + scattermoe")
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or scattermoe_ops() is None, reason="needs CUDA + scattermoe"
+)
 def test_scattermoe_equals_torch_path_on_gpu(monkeypatch):
     import scattermoe.kernels.ops
 
@@ -78,12 +79,14 @@ def test_scattermoe_equals_torch_path_on_gpu(monkeypatch):
     moe.backend = "scattermoe"
     y_scatter = moe(x)
     torch.testing.assert_close(y_scatter, y_torch, rtol=1e-3, atol=1e-4)
-    g_torch, = torch.autograd.grad(y_torch.sum(), x)
-    g_scatter, = torch.autograd.grad(y_scatter.sum(), x)
+    (g_torch,) = torch.autograd.grad(y_torch.sum(), x)
+    (g_scatter,) = torch.autograd.grad(y_scatter.sum(), x)
     torch.testing.assert_close(g_scatter, g_torch, rtol=1e-3, atol=1e-4)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or scattermoe_ops() is None, reason="needs CUDA + scattermoe")
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or scattermoe_ops() is None, reason="needs CUDA + scattermoe"
+)
 def test_scattermoe_trains_under_bf16_autocast_like_the_torch_path():
     moe, x = gpu_moe()
     grads = {}

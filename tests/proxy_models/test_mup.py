@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-
 from powersweep.proxy_models.config import ProxyConfig, get_preset
 from powersweep.proxy_models.model import ProxyLM
 from powersweep.proxy_models.mup import param_groups, set_lr
@@ -47,8 +46,16 @@ def test_muP_multipliers_act_in_forward():
 def coordinate_scales(width: int, use_mup: bool, *, steps=5, lr=1e-2) -> dict[str, float]:
     """Mean |activation| of the last block's attention and MLP outputs and of the logits after Adam steps."""
     torch.manual_seed(0)
-    cfg = ProxyConfig(d_model=width, n_layers=2, n_heads=width // 32, d_head=32, mlp_hidden=2 * width,
-                      seq_len=64, d_base=64, use_mup=use_mup)
+    cfg = ProxyConfig(
+        d_model=width,
+        n_layers=2,
+        n_heads=width // 32,
+        d_head=32,
+        mlp_hidden=2 * width,
+        seq_len=64,
+        d_base=64,
+        use_mup=use_mup,
+    )
     model = ProxyLM(cfg)
     opt = torch.optim.AdamW(param_groups(model, m_width=cfg.m_width, weight_decay=0.0))
     x = torch.randint(0, 256, (8, 65), generator=torch.Generator().manual_seed(1))

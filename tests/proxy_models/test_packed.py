@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-
 from powersweep.proxy_models.config import ConfigError
 from powersweep.proxy_models.data import DataConfig
 from powersweep.proxy_models.model import ProxyLM
@@ -19,9 +18,16 @@ REL = 1e-7
 
 
 def config(**kwargs) -> TrainConfig:
-    base = dict(model="cpu-xs", model_overrides={"seq_len": 32, "n_layers": 2}, batch_size=4,
-                tokens=4 * 32 * STEPS, dtype="float64", log_every_steps=STEPS, data=DataConfig(eval_tokens=2048),
-                schedule=ScheduleConfig(name="wsd", lr=1e-2, warmup_tokens=4 * 32 * 2))
+    base = dict(
+        model="cpu-xs",
+        model_overrides={"seq_len": 32, "n_layers": 2},
+        batch_size=4,
+        tokens=4 * 32 * STEPS,
+        dtype="float64",
+        log_every_steps=STEPS,
+        data=DataConfig(eval_tokens=2048),
+        schedule=ScheduleConfig(name="wsd", lr=1e-2, warmup_tokens=4 * 32 * 2),
+    )
     return TrainConfig(**{**base, **kwargs})
 
 
@@ -91,8 +97,11 @@ def test_a_compiled_packed_trunk_traces_one_block_for_every_layer(corpus, traced
     # As a solo trunk does (test_compile_cache.py): the cold compile does not grow with the layer count.
     from powersweep.proxy_models.packed import _trunk
 
-    trainer = PackedTrainer(config(model_overrides={"seq_len": 16, "n_layers": 3}, dtype="float32"),
-                            [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 2e-3)], corpus=corpus)
+    trainer = PackedTrainer(
+        config(model_overrides={"seq_len": 16, "n_layers": 3}, dtype="float32"),
+        [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 2e-3)],
+        corpus=corpus,
+    )
     _, *layers, _ = trainer.leaves
     x = torch.randn(2, 2 * 16, trainer.proxy.d_model)
     calls, subgraphs = traced(_trunk, x, layers, trainer.spec, *(r[:16] for r in trainer.rope), 2, False)
@@ -101,8 +110,10 @@ def test_a_compiled_packed_trunk_traces_one_block_for_every_layer(corpus, traced
 
 def test_power_variants_pack_too(corpus):
     cfg = config()
-    schedules = [ScheduleConfig(name="power", power_a=a, power_b=-0.51, lr_max=0.02, warmup_tokens=256)
-                 for a in (0.01, 0.03)]  # tiny runs: small a keeps lr below lr_max and the chaotic range
+    schedules = [
+        ScheduleConfig(name="power", power_a=a, power_b=-0.51, lr_max=0.02, warmup_tokens=256)
+        for a in (0.01, 0.03)
+    ]  # tiny runs: small a keeps lr below lr_max and the chaotic range
     rows = PackedTrainer(cfg, schedules, corpus=corpus).train_and_results()
     for schedule, row in zip(schedules, rows):
         assert row.loss_eval == pytest.approx(solo(cfg, schedule, corpus)[1].loss_eval, rel=REL)
@@ -127,8 +138,9 @@ def test_packed_forward_equals_each_variants_own_model(corpus):
     """Distinct weights per variant (and grouped-query attention): each variant's loss and gradients are those of
     a ProxyLM holding its weights, through bmm, folded SDPA and the chunked head."""
     cfg = config(model_overrides={"seq_len": 32, "n_layers": 2, "n_kv_heads": 1}, head="chunked")
-    packed = PackedTrainer(cfg, [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 2e-3, 3e-3)],
-                           corpus=corpus)
+    packed = PackedTrainer(
+        cfg, [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 2e-3, 3e-3)], corpus=corpus
+    )
     with torch.no_grad():
         packed.flat.add_(torch.randn_like(packed.flat) * 0.01)
     x, y = packed._batch()
@@ -144,8 +156,9 @@ def test_packed_forward_equals_each_variants_own_model(corpus):
         loss.backward()
         start = 0
         for name, p in model.named_parameters():
-            torch.testing.assert_close(grads[i, start:start + p.numel()].view_as(p), p.grad, rtol=1e-10, atol=1e-14,
-                                       msg=name)
+            torch.testing.assert_close(
+                grads[i, start : start + p.numel()].view_as(p), p.grad, rtol=1e-10, atol=1e-14, msg=name
+            )
             start += p.numel()
 
 
@@ -153,8 +166,9 @@ def test_micro_batches_and_checkpointing_train_packed_variants_like_the_whole_ba
     schedules = [ScheduleConfig(name="wsd", lr=lr, warmup_tokens=256) for lr in (1e-3, 3e-3)]
     whole = PackedTrainer(config(tokens=4 * 32 * 4), schedules, corpus=corpus)
     whole.train()
-    split = PackedTrainer(config(tokens=4 * 32 * 4, micro_batch_size=2, activation_checkpointing="on"), schedules,
-                          corpus=corpus)
+    split = PackedTrainer(
+        config(tokens=4 * 32 * 4, micro_batch_size=2, activation_checkpointing="on"), schedules, corpus=corpus
+    )
     split.train()
     assert split.micro_batch_size == 2 and split.checkpointing
     assert split.loss_windows == [pytest.approx(w, rel=1e-12) for w in whole.loss_windows]
@@ -176,8 +190,13 @@ def test_injected_out_of_memory_halves_the_packed_micro_batch_and_ends_the_same(
     monkeypatch.setattr(trainer, "losses", losses)
     rows = trainer.train_and_results()
     assert trainer.micro_batch_size == 2 and trainer.micro_batch_shrinks == 1 and (3, 2) in calls
-    assert json.loads(rows[0].execution) == {"pack": 2, "micro_batch_size": 2, "activation_checkpointing": False,
-                                             "compiled": False, "out_of_memory_shrinks": 1}
+    assert json.loads(rows[0].execution) == {
+        "pack": 2,
+        "micro_batch_size": 2,
+        "activation_checkpointing": False,
+        "compiled": False,
+        "out_of_memory_shrinks": 1,
+    }
     assert [r.loss_eval for r in rows] == pytest.approx([r.loss_eval for r in expected], rel=1e-12)
 
 
@@ -185,7 +204,9 @@ def test_a_checkpoint_restores_the_packed_state_exactly(corpus, tmp_path):
     schedules = [ScheduleConfig(name="wsd", lr=lr, warmup_tokens=256) for lr in (1e-3, 3e-3)]
     uninterrupted = PackedTrainer(config(), schedules, corpus=corpus).train_and_results()
     first = PackedTrainer(config(), schedules, corpus=corpus)
-    first.train_to(5, total_tokens=config().steps * config().tokens_per_step, checkpoint_path=str(tmp_path / "c.pt"))
+    first.train_to(
+        5, total_tokens=config().steps * config().tokens_per_step, checkpoint_path=str(tmp_path / "c.pt")
+    )
     resumed = PackedTrainer(config(), schedules, corpus=corpus)
     resumed.load_checkpoint(str(tmp_path / "c.pt"))
     assert [r.loss_eval for r in resumed.train_and_results()] == [r.loss_eval for r in uninterrupted]
@@ -197,15 +218,24 @@ def test_a_checkpoint_written_before_the_flat_buffer_still_resumes(corpus, tmp_p
     uninterrupted = PackedTrainer(config(), schedules, corpus=corpus).train_and_results()
     first = PackedTrainer(config(), schedules, corpus=corpus)
     first.train_to(5, total_tokens=config().steps * config().tokens_per_step)
-    def columns(buffer):  # each parameter's columns of a (K, P) buffer, in its own (K, *shape)
-        return {n: buffer[:, p.storage_offset():p.storage_offset() + p[0].numel()].reshape(p.shape)
-                for n, p in first.params.items()}
 
-    per_name = {key: columns(buffer) for key, buffer in (("params", first.flat), ("m", first.m), ("v", first.v))}
-    old = {**per_name, "step": first.step, "train_seconds": first.train_seconds,
-           "first_loss": torch.tensor(first.first_losses, dtype=torch.float64),
-           "diverged_at": torch.tensor(first.diverged_ats, dtype=torch.float64),
-           "loss_history": torch.tensor(first.loss_windows, dtype=torch.float64).T}
+    def columns(buffer):  # each parameter's columns of a (K, P) buffer, in its own (K, *shape)
+        return {
+            n: buffer[:, p.storage_offset() : p.storage_offset() + p[0].numel()].reshape(p.shape)
+            for n, p in first.params.items()
+        }
+
+    per_name = {
+        key: columns(buffer) for key, buffer in (("params", first.flat), ("m", first.m), ("v", first.v))
+    }
+    old = {
+        **per_name,
+        "step": first.step,
+        "train_seconds": first.train_seconds,
+        "first_loss": torch.tensor(first.first_losses, dtype=torch.float64),
+        "diverged_at": torch.tensor(first.diverged_ats, dtype=torch.float64),
+        "loss_history": torch.tensor(first.loss_windows, dtype=torch.float64).T,
+    }
     torch.save(old, tmp_path / "old.pt")
     resumed = PackedTrainer(config(), schedules, corpus=corpus)
     resumed.load_checkpoint(str(tmp_path / "old.pt"))

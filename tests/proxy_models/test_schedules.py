@@ -5,10 +5,17 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from powersweep.proxy_models.config import ConfigError
 from powersweep.proxy_models.schedules import (
-    DECAY_SHAPES, PowerScheduler, ScheduleConfig, decay_factor, lr_lambda, power, power_lr, torch_scheduler, wsd,
+    DECAY_SHAPES,
+    PowerScheduler,
+    ScheduleConfig,
+    decay_factor,
+    lr_lambda,
+    power,
+    power_lr,
+    torch_scheduler,
+    wsd,
 )
 
 shapes = st.sampled_from(DECAY_SHAPES)
@@ -48,8 +55,14 @@ def test_decay_factor_is_monotone_from_one_to_floor(shape, floor, p, q):
 
 @given(budgets, fractions, shapes, floors, st.floats(0.001, 0.3))
 def test_wsd_continuous_at_boundaries_and_never_above_peak(total, fraction, shape, floor, warmup_share):
-    kw = dict(lr=0.01, total_tokens=total, warmup_tokens=warmup_share * total * (1 - fraction),
-              decay_fraction=fraction, decay_shape=shape, decay_floor=floor)
+    kw = dict(
+        lr=0.01,
+        total_tokens=total,
+        warmup_tokens=warmup_share * total * (1 - fraction),
+        decay_fraction=fraction,
+        decay_shape=shape,
+        decay_floor=floor,
+    )
     warmup_end, decay_start = kw["warmup_tokens"], (1 - fraction) * total
     eps = total * fraction * 1e-12  # 1-sqrt has an infinite slope at the decay start
     for boundary in (warmup_end, decay_start):
@@ -64,8 +77,16 @@ def test_wsd_continuous_at_boundaries_and_never_above_peak(total, fraction, shap
 
 @given(budgets, fractions, shapes, st.floats(0.001, 0.3), st.sampled_from([16, 128, 1024]))
 def test_power_continuous_capped_and_decays_to_floor(total, fraction, shape, warmup_share, batch_size):
-    kw = dict(batch_size=batch_size, a=4.0, b=-0.51, lr_max=0.02, total_tokens=total,
-              warmup_tokens=warmup_share * total * (1 - fraction), decay_fraction=fraction, decay_shape=shape)
+    kw = dict(
+        batch_size=batch_size,
+        a=4.0,
+        b=-0.51,
+        lr_max=0.02,
+        total_tokens=total,
+        warmup_tokens=warmup_share * total * (1 - fraction),
+        decay_fraction=fraction,
+        decay_shape=shape,
+    )
     decay_start = (1 - fraction) * total
     eps = total * fraction * 1e-12  # 1-sqrt has an infinite slope at the decay start
     for boundary in (kw["warmup_tokens"], decay_start):
@@ -86,13 +107,16 @@ def test_budget_independence_before_the_decay(t1, t2, fraction, position):
         assert s.fork_point(t1) == pytest.approx((1 - fraction) * t1)
     cosine = ScheduleConfig(name="cosine", lr=0.01)
     if abs(t1 - t2) > 0.01 * max(t1, t2) and 0.05 < position:
-        assert cosine.lr_at(n, total_tokens=t1, batch_size=64) != cosine.lr_at(n, total_tokens=t2, batch_size=64)
+        assert cosine.lr_at(n, total_tokens=t1, batch_size=64) != cosine.lr_at(
+            n, total_tokens=t2, batch_size=64
+        )
 
 
 def test_power_without_budget_has_no_decay():
     s = ScheduleConfig(name="power", decay_fraction=0.1)
-    assert s.lr_at(1e9, total_tokens=None, batch_size=1024) == power_lr(1e9, batch_size=1024, a=4, b=-0.51,
-                                                                          lr_max=0.02)
+    assert s.lr_at(1e9, total_tokens=None, batch_size=1024) == power_lr(
+        1e9, batch_size=1024, a=4, b=-0.51, lr_max=0.02
+    )
 
 
 def test_torch_adapter_scales_each_group_by_its_multiplier():
@@ -131,8 +155,13 @@ def test_coefficients_file_without_a_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs, fragment",
-    [({"name": "linear"}, "schedule='linear'"), ({"decay_fraction": 1.5}, "decay_fraction=1.5"),
-     ({"decay_shape": "step"}, "decay_shape='step'"), ({"lr": 0.0}, "lr=0.0"), ({"power_b": 0.5}, "power_b=0.5")],
+    [
+        ({"name": "linear"}, "schedule='linear'"),
+        ({"decay_fraction": 1.5}, "decay_fraction=1.5"),
+        ({"decay_shape": "step"}, "decay_shape='step'"),
+        ({"lr": 0.0}, "lr=0.0"),
+        ({"power_b": 0.5}, "power_b=0.5"),
+    ],
 )
 def test_invalid_schedule_names_field_and_value(kwargs, fragment):
     with pytest.raises(ConfigError, match=fragment):

@@ -4,7 +4,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-
 from powersweep.proxy_models.config import ConfigError
 from powersweep.proxy_models.data import DataConfig
 from powersweep.proxy_models.schedules import ScheduleConfig
@@ -14,9 +13,15 @@ TINY = {"seq_len": 64, "n_layers": 2}
 
 
 def tiny_config(**kwargs) -> TrainConfig:
-    defaults = dict(model="cpu-xs", model_overrides=TINY, batch_size=8, tokens=8 * 64 * 40,
-                    schedule=ScheduleConfig(name="wsd", lr=1e-2, warmup_tokens=8 * 64 * 4), log_every_steps=10,
-                    data=DataConfig(eval_tokens=8192))
+    defaults = dict(
+        model="cpu-xs",
+        model_overrides=TINY,
+        batch_size=8,
+        tokens=8 * 64 * 40,
+        schedule=ScheduleConfig(name="wsd", lr=1e-2, warmup_tokens=8 * 64 * 4),
+        log_every_steps=10,
+        data=DataConfig(eval_tokens=8192),
+    )
     defaults.update(kwargs)
     return TrainConfig(**defaults)
 
@@ -78,21 +83,32 @@ def test_bad_config_names_field(kwargs, fragment):
 
 @pytest.mark.slow
 def test_compiled_forward_trains_like_eager(corpus):
-    config = tiny_config(dtype="float64", tokens=8 * 64 * 6, schedule=ScheduleConfig(name="constant", lr=1e-2))
+    config = tiny_config(
+        dtype="float64", tokens=8 * 64 * 6, schedule=ScheduleConfig(name="constant", lr=1e-2)
+    )
     eager = Trainer(config, corpus=corpus)
     compiled = Trainer(TrainConfig(**{**config.__dict__, "compile": True}), corpus=corpus)
     eager.run(), compiled.run()
     assert compiled.recent_losses == pytest.approx(eager.recent_losses, rel=1e-9)
     for p, q in zip(eager.model.parameters(), compiled.model.parameters()):
-        torch.testing.assert_close(q, p, rtol=1e-9, atol=1e-12)  # the compiled forward trained the same weights
+        torch.testing.assert_close(
+            q, p, rtol=1e-9, atol=1e-12
+        )  # the compiled forward trained the same weights
 
 
 SMALL = {"seq_len": 16, "n_layers": 1}
 
 
 def small_config(**kwargs) -> TrainConfig:
-    defaults = dict(model="cpu-xs", model_overrides=SMALL, batch_size=8, tokens=8 * 16 * 6, dtype="float64",
-                    schedule=ScheduleConfig(name="constant", lr=1e-2), data=DataConfig(eval_tokens=1024))
+    defaults = dict(
+        model="cpu-xs",
+        model_overrides=SMALL,
+        batch_size=8,
+        tokens=8 * 16 * 6,
+        dtype="float64",
+        schedule=ScheduleConfig(name="constant", lr=1e-2),
+        data=DataConfig(eval_tokens=1024),
+    )
     return TrainConfig(**{**defaults, **kwargs})
 
 
@@ -129,7 +145,9 @@ def test_out_of_memory_under_cuda_graphs_compiles_again_without_them(corpus, mon
     # 'default'. On CPU reduce-overhead compiles the trunk with inductor alone; the run is the same either way.
     eager = Trainer(small_config(micro_batch_size=4), corpus=corpus)
     expected = eager.run()
-    trainer = Trainer(small_config(micro_batch_size=4, compile=True, compile_mode="reduce-overhead"), corpus=corpus)
+    trainer = Trainer(
+        small_config(micro_batch_size=4, compile=True, compile_mode="reduce-overhead"), corpus=corpus
+    )
     assert "trunk" in trainer.model.__dict__ and trainer.compile_mode == "reduce-overhead"
     reset = []
     monkeypatch.setattr("torch._inductor.cudagraph_trees.reset_cudagraph_trees", lambda: reset.append(True))
@@ -143,7 +161,10 @@ def test_out_of_memory_under_cuda_graphs_compiles_again_without_them(corpus, mon
 
 
 def test_the_first_step_of_a_trainer_is_timed_once(corpus, monkeypatch):
-    trainer, clock = Trainer(small_config(), corpus=corpus), iter(i * i for i in range(1000))  # each read longer
+    trainer, clock = (
+        Trainer(small_config(), corpus=corpus),
+        iter(i * i for i in range(1000)),
+    )  # each read longer
     monkeypatch.setattr("powersweep.proxy_models.trainer.time.perf_counter", lambda: float(next(clock)))
     trainer.train_to(2, total_tokens=None)
     first = trainer.first_step_seconds
@@ -180,10 +201,14 @@ def test_auto_micro_batch_is_the_largest_that_fits_the_budget(corpus):
 
 def test_compile_mode_reaches_the_compiled_block_or_the_whole_trunk_for_cuda_graphs(corpus, monkeypatch):
     compiled = []
-    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: compiled.append((fn.__name__, kwargs.get("mode"))) or fn)
+    monkeypatch.setattr(
+        torch, "compile", lambda fn, **kwargs: compiled.append((fn.__name__, kwargs.get("mode"))) or fn
+    )
     three = {**SMALL, "n_layers": 3}
-    Trainer(small_config(compile=True, compile_mode="max-autotune-no-cudagraphs", model_overrides=three),
-            corpus=corpus)
+    Trainer(
+        small_config(compile=True, compile_mode="max-autotune-no-cudagraphs", model_overrides=three),
+        corpus=corpus,
+    )
     assert compiled == [("run_block", "max-autotune-no-cudagraphs")]  # one compiled block for every layer
     # CUDA graphs cannot chain the replays of one compiled block (compile_cache.py): the trunk compiles whole.
     Trainer(small_config(compile=True, compile_mode="reduce-overhead", model_overrides=three), corpus=corpus)
@@ -192,7 +217,9 @@ def test_compile_mode_reaches_the_compiled_block_or_the_whole_trunk_for_cuda_gra
     assert len(compiled) == 2  # a mode alone compiles nothing
     Trainer(small_config(compile=True, compile_scope="trunk", model_overrides=three), corpus=corpus)
     assert compiled[2:] == [("trunk", "default")]  # the trunk asked for in any mode
-    auto = Trainer(small_config(compile=True, model_overrides=three), corpus=corpus)  # compile_mode auto, on CPU
+    auto = Trainer(
+        small_config(compile=True, model_overrides=three), corpus=corpus
+    )  # compile_mode auto, on CPU
     assert compiled[3:] == [("run_block", "default")] and auto.compile_mode == "default"
     assert json.loads(auto.execution())["compile_mode"] == "default"
 
@@ -201,8 +228,9 @@ def test_trunk_compiled_for_cuda_graphs_trains_like_eager(corpus):
     # On CPU inductor compiles the trunk and leaves CUDA graphs out: the same computation, float64 to rounding.
     config = small_config(model_overrides={**SMALL, "n_layers": 2})
     eager = Trainer(config, corpus=corpus)
-    graphed = Trainer(TrainConfig(**{**config.__dict__, "compile": True, "compile_mode": "reduce-overhead"}),
-                      corpus=corpus)
+    graphed = Trainer(
+        TrainConfig(**{**config.__dict__, "compile": True, "compile_mode": "reduce-overhead"}), corpus=corpus
+    )
     eager.run(), graphed.run()
     assert graphed.recent_losses == pytest.approx(eager.recent_losses, rel=1e-9)
     for p, q in zip(eager.model.parameters(), graphed.model.parameters()):
@@ -234,14 +262,21 @@ def test_cuda_graphs_accumulate_micro_batches_like_eager_on_gpu(corpus, pack):
 
     runs = {}
     for compiling in ({"compile": False}, {"compile": True, "compile_mode": "reduce-overhead"}):
-        config = small_config(device="cuda", micro_batch_size=2, model_overrides={**SMALL, "n_layers": 2},
-                              head="chunked", **compiling)  # float64 throughout: liger's kernel works in fp32
+        config = small_config(
+            device="cuda",
+            micro_batch_size=2,
+            model_overrides={**SMALL, "n_layers": 2},
+            head="chunked",
+            **compiling,
+        )  # float64 throughout: liger's kernel works in fp32
         if pack == 1:
             trainer = Trainer(config, corpus=corpus)
             trainer.run()
             runs[trainer.compiled] = (trainer.recent_losses, list(trainer.model.parameters()))
         else:
-            trainer = PackedTrainer(config, [config.schedule, replace(config.schedule, lr=3e-3)], corpus=corpus)
+            trainer = PackedTrainer(
+                config, [config.schedule, replace(config.schedule, lr=3e-3)], corpus=corpus
+            )
             trainer.train()
             runs[trainer.compiled] = (trainer.loss_windows[1], [trainer.flat])
     (eager_losses, eager_params), (graphed_losses, graphed_params) = runs[False], runs[True]
@@ -275,7 +310,9 @@ def test_activation_checkpointing_and_micro_batches_train_like_the_full_batch(co
 
 
 @pytest.mark.parametrize("check_every, stops_at", [(1, 8), (5, 10)])
-def test_divergence_read_every_few_steps_reports_the_first_bad_step(corpus, monkeypatch, check_every, stops_at):
+def test_divergence_read_every_few_steps_reports_the_first_bad_step(
+    corpus, monkeypatch, check_every, stops_at
+):
     def fake_step(self, lr):  # losses stay on the device until read; step 8 is the first non-finite one
         self.step += 1
         return torch.tensor(math.nan if self.step >= 8 else 3.0, dtype=torch.float64)
@@ -290,14 +327,21 @@ def test_divergence_read_every_few_steps_reports_the_first_bad_step(corpus, monk
     assert not trainer.pending_losses
 
 
-@pytest.mark.parametrize("kwargs, fragment", [({"micro_batch_size": "big"}, "micro_batch_size='big'"),
-                                              ({"head": "fast"}, "head='fast'"),
-                                              ({"compile_mode": "cudagraphs"}, "compile_mode='cudagraphs'"),
-                                              ({"compile_scope": "model"}, "compile_scope='model'"),
-                                              ({"compile_scope": "blocks", "compile_mode": "reduce-overhead"},
-                                               "compile_scope='blocks' with compile_mode='reduce-overhead'"),
-                                              ({"activation_checkpointing": "yes"}, "activation_checkpointing"),
-                                              ({"memory_budget_gib": 0}, "memory_budget_gib=0")])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"micro_batch_size": "big"}, "micro_batch_size='big'"),
+        ({"head": "fast"}, "head='fast'"),
+        ({"compile_mode": "cudagraphs"}, "compile_mode='cudagraphs'"),
+        ({"compile_scope": "model"}, "compile_scope='model'"),
+        (
+            {"compile_scope": "blocks", "compile_mode": "reduce-overhead"},
+            "compile_scope='blocks' with compile_mode='reduce-overhead'",
+        ),
+        ({"activation_checkpointing": "yes"}, "activation_checkpointing"),
+        ({"memory_budget_gib": 0}, "memory_budget_gib=0"),
+    ],
+)
 def test_bad_execution_settings_name_the_field(kwargs, fragment):
     with pytest.raises(ConfigError, match=fragment):
         small_config(**kwargs)

@@ -8,9 +8,17 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from powersweep.analysis import analyze
-from powersweep.sweeps.adaptive import Policy, brackets, first_round, lr_value, next_round, predicted, replay, wanted
+from powersweep.sweeps.adaptive import (
+    Policy,
+    brackets,
+    first_round,
+    lr_value,
+    next_round,
+    predicted,
+    replay,
+    wanted,
+)
 
 BUDGETS = (1e6, 2e6, 4e6, 8e6, 16e6)
 DECAY = 0.2
@@ -54,7 +62,7 @@ def law(tokens):
     return 4e-3 * (tokens / 1e6) ** -0.5
 
 
-POLICY = Policy(anchor=1e-4, resolution=2 ** 0.25, spacing_steps=8, start=(0, 8, 16, 24), max_lineages=16)
+POLICY = Policy(anchor=1e-4, resolution=2**0.25, spacing_steps=8, start=(0, 8, 16, 24), max_lineages=16)
 
 
 def test_interior_optimum_is_bracketed_at_the_resolution_with_a_fraction_of_the_grid():
@@ -69,7 +77,10 @@ def test_interior_optimum_is_bracketed_at_the_resolution_with_a_fraction_of_the_
 
 
 def test_first_round_reaches_the_smallest_budget_only():
-    assert next_round({}, {}, POLICY, BUDGETS, lineage_tokens()) == ({k: 1e6 for k in POLICY.start}, "first round")
+    assert next_round({}, {}, POLICY, BUDGETS, lineage_tokens()) == (
+        {k: 1e6 for k in POLICY.start},
+        "first round",
+    )
     assert first_round(POLICY, BUDGETS[::-1]) == {k: 1e6 for k in POLICY.start}
 
 
@@ -79,8 +90,10 @@ def test_lineages_reach_the_largest_budget_only_inside_its_window(side):
     lattice points on each side reach it, and every lr stops at a budget whose window it is in."""
     policy = dataclasses.replace(POLICY, side_points=side)
     state = search(surface(law), policy)
-    argmins = {t: min((k for (k, bt) in state.observed if bt == t), key=lambda k: state.observed[(k, t)])
-               for t in BUDGETS}
+    argmins = {
+        t: min((k for (k, bt) in state.observed if bt == t), key=lambda k: state.observed[(k, t)])
+        for t in BUDGETS
+    }
     best = argmins[BUDGETS[-1]]
     reaching = sorted(k for k, t in state.requested.items() if t == BUDGETS[-1])
     assert reaching == list(range(best - side, best + side + 1))
@@ -121,14 +134,14 @@ def test_divergence_bounds_the_range_from_above():
             assert b.lr_above / b.lr_best == pytest.approx(POLICY.resolution, rel=0.02)
     # no lr is trained more than one coarse step above the edge: bisection, not extension, once one diverged
     edge = max(diverge(t) for t in BUDGETS)
-    assert max(lr_value(POLICY, k) for k in state.requested) < edge * 2 ** 1.01
+    assert max(lr_value(POLICY, k) for k in state.requested) < edge * 2**1.01
     for (k, t), value in state.observed.items():  # a diverged lr closes the range above it at larger budgets
         if not math.isfinite(value):
             assert all(top <= t for k2, top in state.requested.items() if k2 >= k)
 
 
 def test_flat_bowl_with_noise_ends_within_the_lineage_budget():
-    policy = Policy(anchor=1e-4, resolution=2 ** 0.25, spacing_steps=8, start=(0, 8, 16, 24), max_lineages=9)
+    policy = Policy(anchor=1e-4, resolution=2**0.25, spacing_steps=8, start=(0, 8, 16, 24), max_lineages=9)
     loss = surface(law, low=1e-5, high=1e-5, noise=0.002, seed=3)  # noise far above the bowl's depth
     state = search(loss, policy)
     assert state.reason in ("bracketed", "lineage budget spent", "max rounds")
@@ -151,7 +164,9 @@ def test_a_round_cut_to_the_lineage_budget_keeps_the_argmin_neighbours_first():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.floats(-2.0, 2.0), st.floats(-0.7, -0.1), st.floats(0.01, 0.2), st.floats(1.0, 3.0), st.integers(0, 99))
+@given(
+    st.floats(-2.0, 2.0), st.floats(-0.7, -0.1), st.floats(0.01, 0.2), st.floats(1.0, 3.0), st.integers(0, 99)
+)
 def test_noiseless_bowls_are_always_bracketed_around_the_true_optimum(log_shift, b, low, ratio, seed):
     """Any interior power law and asymmetry: the search brackets every budget, and its argmin is the argmin of
     the full grid at the final resolution (the same lattice, over a wider range)."""
@@ -173,15 +188,27 @@ def test_replay_recomputes_a_round_in_progress_from_the_rounds_before_it():
     in_progress = [(k, t) for k, top in full.rounds[2].items() for t in BUDGETS if t <= top]
     for cut in range(len(in_progress)):
         stored = done_cells | set(in_progress[:cut])
-        partial = replay(lambda k, t: loss(lr_value(POLICY, k), t) if (k, t) in stored else None,
-                         POLICY, BUDGETS, lineage_tokens())
+        partial = replay(
+            lambda k, t: loss(lr_value(POLICY, k), t) if (k, t) in stored else None,
+            POLICY,
+            BUDGETS,
+            lineage_tokens(),
+        )
         assert partial.rounds == full.rounds[:2] and partial.pending == full.rounds[2]
 
 
 def test_lattice_values_match_a_sqrt2_grid():
-    policy = Policy(anchor=2.5e-4, resolution=2 ** 0.5, spacing_steps=2, start=(0, 2, 4, 6), max_lineages=8)
-    assert [lr_value(policy, k) for k in range(-1, 7)] == [0.000177, 0.00025, 0.000354, 0.0005, 0.000707, 0.001,
-                                                          0.00141, 0.002]  # the main job's grid
+    policy = Policy(anchor=2.5e-4, resolution=2**0.5, spacing_steps=2, start=(0, 2, 4, 6), max_lineages=8)
+    assert [lr_value(policy, k) for k in range(-1, 7)] == [
+        0.000177,
+        0.00025,
+        0.000354,
+        0.0005,
+        0.000707,
+        0.001,
+        0.00141,
+        0.002,
+    ]  # the main job's grid
 
 
 def _rows(loss, policy, cells):
@@ -190,15 +217,31 @@ def _rows(loss, policy, cells):
     for k, tokens in cells:
         lr = lr_value(policy, k)
         value = loss(lr, tokens)
-        out.append({"model": "m", "n_params": 10**6, "tokens": tokens, "batch_size": 8, "lr": lr, "schedule": "wsd",
-                    "loss_eval": value if math.isfinite(value) else np.nan,
-                    "status": "ok" if math.isfinite(value) else "diverged"})
+        out.append(
+            {
+                "model": "m",
+                "n_params": 10**6,
+                "tokens": tokens,
+                "batch_size": 8,
+                "lr": lr,
+                "schedule": "wsd",
+                "loss_eval": value if math.isfinite(value) else np.nan,
+                "status": "ok" if math.isfinite(value) else "diverged",
+            }
+        )
     return pd.DataFrame(out)
 
 
 @settings(max_examples=15, deadline=None)
-@given(st.floats(-1.0, 1.0), st.floats(-0.7, -0.2), st.floats(0.02, 0.08), st.floats(1.0, 3.0),
-       st.floats(0.0005, 0.002), st.floats(1.5, 6.0), st.integers(0, 99))
+@given(
+    st.floats(-1.0, 1.0),
+    st.floats(-0.7, -0.2),
+    st.floats(0.02, 0.08),
+    st.floats(1.0, 3.0),
+    st.floats(0.0005, 0.002),
+    st.floats(1.5, 6.0),
+    st.integers(0, 99),
+)
 def test_noisy_surfaces_give_the_grids_lr_opt_at_every_budget(log_shift, b, low, ratio, noise, edge, seed):
     """Noise, asymmetry and a divergence edge: the analysis finds the same lr_opt in the adaptive rows as in a
     full grid at the final resolution (one wide enough that no budget's window reaches its ends)."""
@@ -208,8 +251,10 @@ def test_noisy_surfaces_give_the_grids_lr_opt_at_every_budget(log_shift, b, low,
     assert state.reason == "bracketed"
     adaptive = [(k, t) for k, top in state.requested.items() for t in BUDGETS if t <= top]
     grid = [(k, t) for k in range(-20, 52) for t in BUDGETS]
-    cells = {name: analyze(_rows(loss, POLICY, c), n_boot=0, seed=0).cells.set_index("tokens")
-             for name, c in (("grid", grid), ("adaptive", adaptive))}
+    cells = {
+        name: analyze(_rows(loss, POLICY, c), n_boot=0, seed=0).cells.set_index("tokens")
+        for name, c in (("grid", grid), ("adaptive", adaptive))
+    }
     for t in BUDGETS:
         assert cells["adaptive"].loc[t, "lr_opt"] == pytest.approx(cells["grid"].loc[t, "lr_opt"], rel=1e-9)
         assert cells["adaptive"].loc[t, "ok"] == cells["grid"].loc[t, "ok"]

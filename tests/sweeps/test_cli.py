@@ -12,8 +12,14 @@ def test_a_closed_stdout_ends_the_command_quietly():
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        done = subprocess.run([sys.executable, "-m", "powersweep.cli", "presets"], cwd=ROOT, stdout=write_end,
-                              stderr=subprocess.PIPE, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "powersweep.cli", "presets"],
+            cwd=ROOT,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
     finally:
         os.close(write_end)
     assert done.stderr == ""
@@ -21,10 +27,27 @@ def test_a_closed_stdout_ends_the_command_quietly():
 
 
 def test_the_help_lists_every_command_family():
-    done = subprocess.run([sys.executable, "-m", "powersweep.cli", "--help"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, check=True)
-    for command in ("presets", "train-one", "demo", "plan", "submit", "resume", "status", "logs", "stop", "analyze",
-                    "predict"):
+    done = subprocess.run(
+        [sys.executable, "-m", "powersweep.cli", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    for command in (
+        "presets",
+        "train-one",
+        "demo",
+        "plan",
+        "submit",
+        "resume",
+        "status",
+        "logs",
+        "stop",
+        "analyze",
+        "predict",
+    ):
         assert f"    {command} " in done.stdout, command
 
 

@@ -9,7 +9,6 @@ import time
 
 import pytest
 import yaml
-
 from powersweep.proxy_models.budgets import planned_tokens
 from powersweep.proxy_models.lineage import load_attempts
 from powersweep.sweeps.execute import ExecutionSettings, execute
@@ -22,16 +21,25 @@ from test_sweep import TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Long enough lineages that a kill lands mid-sweep: 4 lineages of 128 steps on 2 slots.
-CRASH = {**TINY, "name": "crash", "search": {**TINY["search"], "lr": [0.002, 0.004, 0.008, 0.016],
-                                              "tokens": [4096, 8192, 16384]},
-         "run": {"checkpoint_every_steps": 20}}
+CRASH = {
+    **TINY,
+    "name": "crash",
+    "search": {**TINY["search"], "lr": [0.002, 0.004, 0.008, 0.016], "tokens": [4096, 8192, 16384]},
+    "run": {"checkpoint_every_steps": 20},
+}
 
 
 def cli(*args: str, **kwargs) -> subprocess.Popen:
     """`powersweep ARGS` in its own session, so the test can find every process it starts."""
     env = {**os.environ, "PYTHONPATH": ROOT}
-    return subprocess.Popen([sys.executable, "-m", "powersweep.cli", *args], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "powersweep.cli", *args],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
 
 
 def session_pids(sid: int) -> set[int]:
@@ -87,7 +95,9 @@ def test_driver_killed_mid_sweep_resumes_without_recomputing(tmp_path):
     assert 0 < len(before) < len(planned)
     resumed = cli("resume", str(storage))
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()[-2000:]
-    print(f"processes that outlived the resumed driver by 10 s: {sorted(reap_session(resumed.pid, wait_s=10))}")
+    print(
+        f"processes that outlived the resumed driver by 10 s: {sorted(reap_session(resumed.pid, wait_s=10))}"
+    )
     after = ResultStore(str(storage)).read(sweep_id="crash")
     assert sorted(after.table["run_id"]) == sorted(planned) and after.duplicates_dropped == 0  # each row once
     created = after.table.set_index("run_id")["created_at"]
@@ -109,10 +119,16 @@ def kill_when_checkpointed(directory: str, killed: list) -> None:
 @pytest.mark.slow
 def test_killed_worker_is_retried_from_its_checkpoint(tmp_path, local_ray):
     long = job(1e-2, budgets=(STEP * 200, STEP * 400))
-    settings = ExecutionSettings(store_uri=str(tmp_path / "store"), sweep_id="t", checkpoint_root=str(tmp_path),
-                                 checkpoint_every_steps=10)
+    settings = ExecutionSettings(
+        store_uri=str(tmp_path / "store"),
+        sweep_id="t",
+        checkpoint_root=str(tmp_path),
+        checkpoint_every_steps=10,
+    )
     killed = []
-    killer = threading.Thread(target=kill_when_checkpointed, args=(str(tmp_path / "t" / long.lineage_id), killed))
+    killer = threading.Thread(
+        target=kill_when_checkpointed, args=(str(tmp_path / "t" / long.lineage_id), killed)
+    )
     killer.start()
     report = execute([long], settings)
     killer.join()
@@ -132,7 +148,9 @@ def test_killed_worker_is_retried_from_its_checkpoint(tmp_path, local_ray):
 @pytest.mark.slow
 def test_diverged_runs_are_stored_and_never_retried(tmp_path, local_ray):
     blows_up = job(50.0)
-    settings = ExecutionSettings(store_uri=str(tmp_path / "store"), sweep_id="t", checkpoint_root=str(tmp_path))
+    settings = ExecutionSettings(
+        store_uri=str(tmp_path / "store"), sweep_id="t", checkpoint_root=str(tmp_path)
+    )
     assert execute([blows_up], settings).failed_trials == 0
     table = ResultStore(settings.store_uri).read(sweep_id="t").table
     assert sorted(table["run_id"]) == sorted(blows_up.row_ids) and set(table["status"]) == {"diverged"}

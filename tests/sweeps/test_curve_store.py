@@ -2,7 +2,6 @@
 
 import pandas as pd
 import pytest
-
 from powersweep.proxy_models.curves import CurveGrid
 from powersweep.proxy_models.lineage import plan_branches
 from powersweep.sweeps.execute import ExecutionSettings, run_job
@@ -21,7 +20,9 @@ def expected_keys(j: LineageJob) -> set[tuple]:
     trunk_steps = set(grid.offsets(max(forks))) | forks
     keys = {("trunk", -1.0, "train", s) for s in trunk_steps} | {("trunk", -1.0, "eval", s) for s in forks}
     for b in branches:
-        keys |= {("decay", float(b.tokens), "train", b.fork_step + o) for o in grid.offsets(b.steps - b.fork_step)}
+        keys |= {
+            ("decay", float(b.tokens), "train", b.fork_step + o) for o in grid.offsets(b.steps - b.fork_step)
+        }
         keys.add(("decay", float(b.tokens), "eval", b.steps))
     return keys
 
@@ -33,8 +34,9 @@ def stored_curve(settings: ExecutionSettings, lineage_id: str) -> pd.DataFrame:
 
 
 def settings_for(tmp_path, name: str, **kwargs) -> ExecutionSettings:
-    return ExecutionSettings(store_uri=str(tmp_path / name), sweep_id="t", checkpoint_root=str(tmp_path / f"{name}-ck"),
-                             **kwargs)
+    return ExecutionSettings(
+        store_uri=str(tmp_path / name), sweep_id="t", checkpoint_root=str(tmp_path / f"{name}-ck"), **kwargs
+    )
 
 
 BUDGETS = (STEP * 8, STEP * 16, STEP * 40)
@@ -89,7 +91,9 @@ def test_each_packed_member_stores_its_own_lineages_curve(tmp_path):
         run_job(m, solo)
         got, want = stored_curve(packed, m.lineage_id), stored_curve(solo, m.lineage_id)
         assert list(got.index) == list(want.index)
-        assert list(got["run_id"]) == list(want["run_id"])  # values: tests/proxy_models/test_curves.py (float64)
+        assert list(got["run_id"]) == list(
+            want["run_id"]
+        )  # values: tests/proxy_models/test_curves.py (float64)
 
 
 def test_a_member_resumed_with_fewer_budgets_stores_only_its_points(tmp_path):

@@ -12,7 +12,6 @@ import time
 import psutil
 import pytest
 import yaml
-
 from powersweep.sweeps.lifetime import MARKER
 from powersweep.sweeps.plan import plan
 from powersweep.sweeps.spec import spec_from_dict
@@ -20,8 +19,9 @@ from powersweep.sweeps.store import ResultStore
 from test_crash import CRASH, cli, stored_files
 
 MOMENTS = {
-    "a trial has started": lambda storage, planned: glob.glob(str(storage / "checkpoints" / "crash" / "*" /
-                                                                  "attempts.json")),
+    "a trial has started": lambda storage, planned: glob.glob(
+        str(storage / "checkpoints" / "crash" / "*" / "attempts.json")
+    ),
     "the first row is stored": lambda storage, planned: stored_files(storage) >= 1,
     "half the rows are stored": lambda storage, planned: stored_files(storage) >= len(planned) // 2,
 }
@@ -47,8 +47,11 @@ def marked(marker: str) -> list[psutil.Process]:
 
 
 def watchdog_of(marker: str) -> psutil.Process:
-    return next(p for p in psutil.process_iter() if marker in " ".join(_cmdline(p)) and "powersweep.sweeps.lifetime" in
-                " ".join(_cmdline(p)))
+    return next(
+        p
+        for p in psutil.process_iter()
+        if marker in " ".join(_cmdline(p)) and "powersweep.sweeps.lifetime" in " ".join(_cmdline(p))
+    )
 
 
 def _cmdline(process: psutil.Process) -> list[str]:
@@ -71,17 +74,18 @@ def test_a_killed_driver_leaves_no_ray_process_and_stores_nothing_after(tmp_path
     driver = cli("submit", str(spec_file), "--storage", str(storage))
     processes: list[psutil.Process] = []
     try:
-        wait_for(lambda: MOMENTS[moment](storage, planned) or driver.poll() is not None, timeout_s=300,
-                 what=moment)
+        wait_for(
+            lambda: MOMENTS[moment](storage, planned) or driver.poll() is not None, timeout_s=300, what=moment
+        )
         assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
         marker = f"{driver.pid}:{psutil.Process(driver.pid).create_time():.3f}"
         watchdog = watchdog_of(marker)
         processes = psutil.Process(driver.pid).children(recursive=True) + marked(marker)
-        killed_at = dt.datetime.now(dt.timezone.utc)
+        killed_at = dt.datetime.now(dt.UTC)
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait()
         watchdog.wait(timeout=60)  # the event: the watchdog has cleaned up and ended
-        cleaned_at = dt.datetime.now(dt.timezone.utc)
+        cleaned_at = dt.datetime.now(dt.UTC)
         left = alive(processes) + marked(marker)
         assert not left, f"outlived the driver: {[(p.pid, p.name()) for p in left]}"
     finally:

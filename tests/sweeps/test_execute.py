@@ -1,10 +1,8 @@
-
 import json
 from dataclasses import replace
 
 import pytest
 import torch
-
 from powersweep.proxy_models.budgets import trunk_tokens
 from powersweep.proxy_models.data import DataConfig
 from powersweep.proxy_models.packed import PackedTrainer
@@ -29,13 +27,25 @@ STEP = 4 * 32
 
 
 def job(lr: float, budgets=(STEP * 8, STEP * 16), seed: int = 0) -> LineageJob:
-    config = TrainConfig(model="cpu-xs", model_overrides={"seq_len": 32, "n_layers": 1}, batch_size=4,
-                         tokens=max(budgets), schedule=ScheduleConfig(name="wsd", lr=lr, warmup_tokens=STEP),
-                         data=DataConfig(eval_tokens=1024), seed=seed)
+    config = TrainConfig(
+        model="cpu-xs",
+        model_overrides={"seq_len": 32, "n_layers": 1},
+        batch_size=4,
+        tokens=max(budgets),
+        schedule=ScheduleConfig(name="wsd", lr=lr, warmup_tokens=STEP),
+        data=DataConfig(eval_tokens=1024),
+        seed=seed,
+    )
     lineage_id = f"lr{lr:g}" + (f"-seed{seed}" if seed else "")
     trunk = tuple(trunk_tokens(config, budgets))
-    return LineageJob(lineage_id, config, tuple(budgets), tuple(f"{lineage_id}-{t}" for t in budgets),
-                      trunk, tuple(f"{lineage_id}-trunk-{t}" for t in trunk))
+    return LineageJob(
+        lineage_id,
+        config,
+        tuple(budgets),
+        tuple(f"{lineage_id}-{t}" for t in budgets),
+        trunk,
+        tuple(f"{lineage_id}-trunk-{t}" for t in trunk),
+    )
 
 
 def test_missing_budgets_keeps_only_unstored_runs():
@@ -61,8 +71,13 @@ def test_complete_members_leave_their_pack():
     a, b = job(1e-2), job(3e-3)
     assert missing_rows(PackedJob((a, b)), set(a.row_ids)) == PackedJob((b,))
     assert missing_rows(PackedJob((a, b)), set(a.row_ids + b.row_ids)) is None
-    rest = missing_rows(PackedJob((a, b)), {a.run_ids[0], a.trunk_run_ids[0], b.run_ids[1], b.trunk_run_ids[1]})
-    assert rest.budgets == (STEP * 8, STEP * 16) and [m.budgets for m in rest.members] == [(STEP * 16,), (STEP * 8,)]
+    rest = missing_rows(
+        PackedJob((a, b)), {a.run_ids[0], a.trunk_run_ids[0], b.run_ids[1], b.trunk_run_ids[1]}
+    )
+    assert rest.budgets == (STEP * 8, STEP * 16) and [m.budgets for m in rest.members] == [
+        (STEP * 16,),
+        (STEP * 8,),
+    ]
 
 
 def test_trials_start_longest_first_and_keep_plan_order_between_equals():
@@ -91,23 +106,32 @@ def test_trial_groups_keep_the_order_and_stay_under_max_trials():
 @pytest.mark.slow
 def test_ray_sweep_writes_every_budget_to_the_store(tmp_path, local_ray):
     jobs = [job(3e-3), job(1e-2)]
-    settings = ExecutionSettings(store_uri=str(tmp_path / "store"), sweep_id="t",
-                                 checkpoint_root=str(tmp_path / "ckpt"))
+    settings = ExecutionSettings(
+        store_uri=str(tmp_path / "store"), sweep_id="t", checkpoint_root=str(tmp_path / "ckpt")
+    )
     assert execute(jobs, settings).failed_trials == 0
     table = ResultStore(settings.store_uri).read(sweep_id="t").table
     assert sorted(table["run_id"]) == sorted(r for j in jobs for r in j.row_ids)  # budgets and trunk rows
     assert set(table["status"]) == {"ok"} and table["loss_eval"].notna().all()
     assert set(table["lineage_id"]) == {"lr0.003", "lr0.01"} and table["git_sha"].notna().all()
-    assert {json.loads(e)["compiled"] for e in table["execution"]} == {False}  # compile 'auto' on a CPU: eager
+    assert {json.loads(e)["compiled"] for e in table["execution"]} == {
+        False
+    }  # compile 'auto' on a CPU: eager
     stored = set(table["run_id"])
     assert [missing_budgets(j, stored) for j in jobs] == [None, None]
 
 
-@pytest.mark.parametrize("resources, field", [({"gpus_per_trial": 1.0}, "run.gpus_per_trial=1: no node"),
-                                              ({"cpus_per_trial": 100.0}, "run.cpus_per_trial=100: no node")])
+@pytest.mark.parametrize(
+    "resources, field",
+    [
+        ({"gpus_per_trial": 1.0}, "run.gpus_per_trial=1: no node"),
+        ({"cpus_per_trial": 100.0}, "run.cpus_per_trial=100: no node"),
+    ],
+)
 def test_resources_no_node_has_are_refused_before_any_trial(tmp_path, local_ray, resources, field):
-    settings = ExecutionSettings(store_uri=str(tmp_path / "store"), sweep_id="t", checkpoint_root=str(tmp_path),
-                                 **resources)
+    settings = ExecutionSettings(
+        store_uri=str(tmp_path / "store"), sweep_id="t", checkpoint_root=str(tmp_path), **resources
+    )
     with pytest.raises(SpecError) as error:
         execute([job(1e-2)], settings)
     assert str(error.value).startswith(field) and "\n" not in str(error.value)
@@ -148,7 +172,9 @@ def test_out_of_memory_in_a_packed_trial_loses_no_row(tmp_path, monkeypatch, per
     if persistent:
         assert {(r["pack"], r["pack_split"]) for r in records} == {(1, 1), (1, 2)}
     else:
-        assert {(r["pack"], r["micro_batch_size"], r["out_of_memory_shrinks"]) for r in records} == {(3, 2, 1)}
+        assert {(r["pack"], r["micro_batch_size"], r["out_of_memory_shrinks"]) for r in records} == {
+            (3, 2, 1)
+        }
 
 
 def test_on_a_gpu_of_known_size_each_trial_asks_for_its_estimates_share_and_plans_within_it(tmp_path):
@@ -164,7 +190,9 @@ def test_on_a_gpu_of_known_size_each_trial_asks_for_its_estimates_share_and_plan
     [bundle] = _resources(settings)({"jobs": (pack,)}).bundles
     assert bundle == {"CPU": 1.0, "GPU": share}
     within = _within_gpu_share(pack, settings)
-    assert {m.config.memory_budget_gib for m in within.members} == {trial_budget_gib(pack, share, gpu_bytes=gpu_bytes)}
+    assert {m.config.memory_budget_gib for m in within.members} == {
+        trial_budget_gib(pack, share, gpu_bytes=gpu_bytes)
+    }
     assert [m.lineage_id for m in within.members] == [m.lineage_id for m in pack.members]
     assert trial_gpus([pack], replace(settings, gpus_per_trial=0.5)) == max(0.5, share)
     assert _within_gpu_share(pack, local_settings(tmp_path)) == pack  # no GPU size known: as planned

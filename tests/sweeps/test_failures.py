@@ -10,7 +10,6 @@ import time
 
 import pytest
 import yaml
-
 from powersweep.proxy_models.config import ConfigError
 from powersweep.proxy_models.data import DataError
 from powersweep.proxy_models.lineage import load_attempts
@@ -23,9 +22,12 @@ from test_sweep import TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # 4 lineages of 1,024 steps on 2 slots, the first row at step 16: the sweep writes for seconds after it.
-FILL = {**TINY, "name": "fill", "search": {**TINY["search"], "lr": [0.002, 0.004, 0.008, 0.016],
-                                            "tokens": [2048, 32768, 131072]},
-        "run": {"checkpoint_every_steps": 20, "max_retries": 2}}
+FILL = {
+    **TINY,
+    "name": "fill",
+    "search": {**TINY["search"], "lr": [0.002, 0.004, 0.008, 0.016], "tokens": [2048, 32768, 131072]},
+    "run": {"checkpoint_every_steps": 20, "max_retries": 2},
+}
 
 
 def fill(directory) -> None:
@@ -39,26 +41,48 @@ def fill(directory) -> None:
 
 def cli(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": ROOT}
-    return subprocess.Popen([sys.executable, "-m", "powersweep.cli", *args], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "powersweep.cli", *args],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
-@pytest.mark.parametrize("error, words", [
-    (DataError("corpus 'x' has 10 train tokens"), "has 10 train tokens"),
-    (ConfigError("tokens=1 is less than one step"), "less than one step"),
-    (StoreError("storage URI 's': cannot write"), "cannot write"),
-    (OSError(errno.ENOSPC, "No space left on device", "/store/f"), "free space there or give another --storage"),
-    (OSError(errno.EROFS, "Read-only file system"), "give a writable --storage"),
-    (PermissionError(errno.EACCES, "Permission denied"), "make the store writable"),
-    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"), "host memory"),
-])
+@pytest.mark.parametrize(
+    "error, words",
+    [
+        (DataError("corpus 'x' has 10 train tokens"), "has 10 train tokens"),
+        (ConfigError("tokens=1 is less than one step"), "less than one step"),
+        (StoreError("storage URI 's': cannot write"), "cannot write"),
+        (
+            OSError(errno.ENOSPC, "No space left on device", "/store/f"),
+            "free space there or give another --storage",
+        ),
+        (OSError(errno.EROFS, "Read-only file system"), "give a writable --storage"),
+        (PermissionError(errno.EACCES, "Permission denied"), "make the store writable"),
+        (
+            RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"),
+            "host memory",
+        ),
+    ],
+)
 def test_errors_a_retry_would_meet_again_are_one_line_with_the_fix(error, words):
     reason = fatal_reason(error)
     assert reason is not None and words in reason and "\n" not in reason
 
 
-@pytest.mark.parametrize("error", [ConnectionError("node lost"), RuntimeError("worker died"),
-                                   OSError(errno.EIO, "I/O error"), KeyError("bug")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionError("node lost"),
+        RuntimeError("worker died"),
+        OSError(errno.EIO, "I/O error"),
+        KeyError("bug"),
+    ],
+)
 def test_other_errors_are_left_to_retries(error):
     assert fatal_reason(error) is None
 
@@ -102,8 +126,15 @@ def test_a_disk_that_fills_mid_sweep_ends_it_in_one_line_without_retries(tmp_pat
     assert len(created) >= 1 and stored["run_id"].is_unique
 
     os.remove(disk / "filler")
-    assert subprocess.run([sys.executable, "-m", "powersweep.cli", "resume", str(storage)], capture_output=True,
-                          env={**os.environ, "PYTHONPATH": ROOT}, timeout=300).returncode == 0
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "powersweep.cli", "resume", str(storage)],
+            capture_output=True,
+            env={**os.environ, "PYTHONPATH": ROOT},
+            timeout=300,
+        ).returncode
+        == 0
+    )
     after = store.read(sweep_id="fill")
     assert sorted(after.table["run_id"]) == sorted(plan(spec_from_dict(FILL)).row_ids)
     assert after.duplicates_dropped == 0 and after.corrupt_files == []

@@ -11,12 +11,12 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from powersweep.cli import main
 from powersweep.sweeps.plan import plan
 from powersweep.sweeps.spec import spec_from_dict
 from powersweep.sweeps.store import ResultStore
 from test_sweep import TINY, submitted
+
+from powersweep.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2  # linux/prctl.h, linux/capability.h
@@ -66,8 +66,11 @@ def row_ids(phase: str) -> list[str]:
 @pytest.mark.parametrize("fault", ["truncated", "random bytes", "deleted"])
 def test_a_damaged_row_is_set_aside_and_trained_again(finished, fault, capsys):
     storage, reference = finished
-    victim = {"truncated": row_ids("final")[-1], "random bytes": row_ids("trunk")[1],
-              "deleted": row_ids("final")[0]}[fault]
+    victim = {
+        "truncated": row_ids("final")[-1],
+        "random bytes": row_ids("trunk")[1],
+        "deleted": row_ids("final")[0],
+    }[fault]
     path = row_file(storage, victim)
     data = open(path, "rb").read()
     if fault == "deleted":
@@ -81,7 +84,9 @@ def test_a_damaged_row_is_set_aside_and_trained_again(finished, fault, capsys):
     assert "runs done" in shown
     code, out, err = resume(storage, capsys)
     assert code == 0, err
-    assert ("moved aside an unreadable result file" in err and f"{victim}.parquet" in err) == (fault != "deleted")
+    assert ("moved aside an unreadable result file" in err and f"{victim}.parquet" in err) == (
+        fault != "deleted"
+    )
     assert "ran 1 lineages (0 failed)" in out
     assert_repaired(storage, reference)
     aside = [os.path.basename(uri) for uri in ResultStore(storage).set_aside_files(sweep_id="tiny")]
@@ -114,8 +119,14 @@ def unprivileged_resume(storage: str) -> subprocess.CompletedProcess:
     """`powersweep resume` by a process that file permissions apply to (root's are dropped)."""
     env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONDONTWRITEBYTECODE": "1"}
     drop = without_permission_override if os.geteuid() == 0 else None
-    return subprocess.run([sys.executable, "-m", "powersweep.cli", "resume", storage], env=env, capture_output=True,
-                          text=True, preexec_fn=drop, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "powersweep.cli", "resume", storage],
+        env=env,
+        capture_output=True,
+        text=True,
+        preexec_fn=drop,
+        timeout=120,
+    )
 
 
 @pytest.mark.slow
@@ -140,9 +151,13 @@ def test_a_read_only_store_is_read_and_a_repair_is_refused_in_one_line(finished,
     assert_repaired(storage, reference)
 
 
-@pytest.mark.parametrize("content, fragment", [(b"\x00\xff not json", "its stored spec sweeps/tiny/spec.json cannot "
-                                                                      "be read"),
-                                               (b'{"name": "tiny"}', "is not a valid spec (search is missing")])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (b"\x00\xff not json", "its stored spec sweeps/tiny/spec.json cannot be read"),
+        (b'{"name": "tiny"}', "is not a valid spec (search is missing"),
+    ],
+)
 def test_a_damaged_stored_spec_says_so_instead_of_no_sweep(tmp_path, capsys, content, fragment):
     spec = tmp_path / "store" / "sweeps" / "tiny" / "spec.json"
     spec.parent.mkdir(parents=True)
@@ -179,4 +194,6 @@ def test_a_damaged_curve_is_named_set_aside_and_its_lineage_trained_whole_again(
     assert_repaired(storage, reference)
     assert main(["status", storage]) == 0
     shown = capsys.readouterr().out
-    assert "curves: 2 of 2 lineages stored" in shown and f"{job.lineage_id}.curve." in shown  # the broken one, kept
+    assert (
+        "curves: 2 of 2 lineages stored" in shown and f"{job.lineage_id}.curve." in shown
+    )  # the broken one, kept

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from powersweep.proxy_models.budgets import trunk_tokens
 from powersweep.proxy_models.data import DataConfig
 from powersweep.proxy_models.schedules import ScheduleConfig
@@ -20,28 +19,50 @@ def ray_with_a_gpu():
     """A fresh local Ray that offers one GPU: Ray schedules by the resource, the trials train on the CPU."""
     import ray
 
-    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, configure_logging=False,
-             log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        num_gpus=1,
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=False,
+    )
     yield
     ray.shutdown()
 
 
 def job(lr: float) -> LineageJob:
     budgets = (STEP * 6, STEP * 12)
-    config = TrainConfig(model="cpu-xs", model_overrides={"seq_len": 32, "n_layers": 1}, batch_size=4,
-                         tokens=max(budgets), schedule=ScheduleConfig(name="wsd", lr=lr, warmup_tokens=STEP),
-                         data=DataConfig(eval_tokens=1024), device="cpu")
+    config = TrainConfig(
+        model="cpu-xs",
+        model_overrides={"seq_len": 32, "n_layers": 1},
+        batch_size=4,
+        tokens=max(budgets),
+        schedule=ScheduleConfig(name="wsd", lr=lr, warmup_tokens=STEP),
+        data=DataConfig(eval_tokens=1024),
+        device="cpu",
+    )
     lineage_id = f"lr{lr:g}"
     trunk = tuple(trunk_tokens(config, budgets))
-    return LineageJob(lineage_id, config, budgets, tuple(f"{lineage_id}-{t}" for t in budgets), trunk,
-                      tuple(f"{lineage_id}-trunk-{t}" for t in trunk))
+    return LineageJob(
+        lineage_id,
+        config,
+        budgets,
+        tuple(f"{lineage_id}-{t}" for t in budgets),
+        trunk,
+        tuple(f"{lineage_id}-trunk-{t}" for t in trunk),
+    )
 
 
 @pytest.mark.slow
 def test_trials_sized_by_their_estimate_share_a_gpu_and_store_every_row(tmp_path, ray_with_a_gpu):
     jobs = [PackedJob((job(1e-3), job(3e-3))), job(1e-2)]
-    settings = ExecutionSettings(store_uri=str(tmp_path / "store"), sweep_id="t", checkpoint_root=str(tmp_path),
-                                 gpu_memory_bytes=8 * 2**30)  # a fake 8 GiB GPU: each trial takes a small share
+    settings = ExecutionSettings(
+        store_uri=str(tmp_path / "store"),
+        sweep_id="t",
+        checkpoint_root=str(tmp_path),
+        gpu_memory_bytes=8 * 2**30,
+    )  # a fake 8 GiB GPU: each trial takes a small share
     assert 0 < trial_gpus(jobs, settings) < 0.5
     report = execute(jobs, settings)
     assert report.failed_trials == 0 and report.slots == 2

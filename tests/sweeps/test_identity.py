@@ -7,13 +7,13 @@ import os
 import pandas as pd
 import pytest
 import yaml
-
-from powersweep.cli import main
 from powersweep.sweeps.identity import differences
 from powersweep.sweeps.spec import spec_from_dict
 from powersweep.sweeps.store import ResultStore
 from powersweep.sweeps.sweep import status
 from test_sweep import TINY, submitted
+
+from powersweep.cli import main
 
 WARMER = {**TINY, "train": {**TINY["train"], "warmup_tokens": 256}}
 
@@ -26,11 +26,14 @@ def test_settings_that_differ_are_named_and_grids_and_run_are_not():
     tiny = spec_from_dict(TINY)
     assert differences(tiny, spec_from_dict(WARMER)) == ["train.warmup_tokens: 128.0 -> 256.0"]
     other_data = {**TINY, "train": {**TINY["train"], "data": {"eval_tokens": 2048}, "beta2": 0.99}}
-    assert differences(tiny, spec_from_dict(other_data)) == ["train.beta2: 0.95 -> 0.99",
-                                                             "train.data.eval_tokens: 1024 -> 2048"]
+    assert differences(tiny, spec_from_dict(other_data)) == [
+        "train.beta2: 0.95 -> 0.99",
+        "train.data.eval_tokens: 1024 -> 2048",
+    ]
     overrides = {**TINY, "train": {**TINY["train"], "model_overrides": {"n_layers": 2}}}
-    assert differences(tiny, spec_from_dict(overrides)) == ["train.model_overrides: {'n_layers': 1} -> "
-                                                            "{'n_layers': 2}"]
+    assert differences(tiny, spec_from_dict(overrides)) == [
+        "train.model_overrides: {'n_layers': 1} -> {'n_layers': 2}"
+    ]
     grids = with_search(TINY, lr=[0.002, 0.004], tokens=[1024], seeds=[0, 1], batch_size=[2, 4])
     run = {**TINY, "run": {"max_concurrent": 1, "pack": 2, "curves": False, "max_retries": 0}}
     assert differences(tiny, spec_from_dict(grids)) == [] and differences(tiny, spec_from_dict(run)) == []
@@ -48,9 +51,14 @@ def submit_cli(tmp_path, spec: dict, storage: str, *extra: str) -> int:
 
 
 @pytest.mark.slow
-def test_a_changed_spec_is_refused_replace_sets_the_old_rows_aside_and_grids_may_grow(tmp_path, local_ray, capsys):
+def test_a_changed_spec_is_refused_replace_sets_the_old_rows_aside_and_grids_may_grow(
+    tmp_path, local_ray, capsys
+):
     storage = submitted(tmp_path, TINY)
-    before, spec_json = stored_rows(storage), (tmp_path / "store" / "sweeps" / "tiny" / "spec.json").read_text()
+    before, spec_json = (
+        stored_rows(storage),
+        (tmp_path / "store" / "sweeps" / "tiny" / "spec.json").read_text(),
+    )
     capsys.readouterr()
 
     assert submit_cli(tmp_path, WARMER, storage) == 2
@@ -60,7 +68,9 @@ def test_a_changed_spec_is_refused_replace_sets_the_old_rows_aside_and_grids_may
     assert stored_rows(storage) == before  # refused: nothing trained, nothing written
     assert (tmp_path / "store" / "sweeps" / "tiny" / "spec.json").read_text() == spec_json
 
-    assert submit_cli(tmp_path, with_search(TINY, lr=[0.004, 0.016, 0.064]), storage) == 0  # a grown grid runs
+    assert (
+        submit_cli(tmp_path, with_search(TINY, lr=[0.004, 0.016, 0.064]), storage) == 0
+    )  # a grown grid runs
     grown = stored_rows(storage)
     assert len(grown) == 12 and all(grown[r] == v for r, v in before.items())  # old rows untouched
 
@@ -78,7 +88,11 @@ def test_a_changed_spec_is_refused_replace_sets_the_old_rows_aside_and_grids_may
     assert f"replaced by --replace (kept, never read): {aside[0]}" in capsys.readouterr().out
 
     out = tmp_path / "report"  # the store as a whole: the replaced runs stay out of the analysis
-    main(["analyze", storage, "--out", str(out), "--no-figures", "--bootstrap", "0"])  # 2 lrs: too few for a law
+    main(
+        ["analyze", storage, "--out", str(out), "--no-figures", "--bootstrap", "0"]
+    )  # 2 lrs: too few for a law
     assert "rows sharing a cell differ" not in capsys.readouterr().err
     cells = pd.read_csv(out / "cells.csv")
-    assert len(cells) == 2 and (cells["n_runs"] == 2).all() and (cells["n_points"] == 2).all()  # none averaged
+    assert (
+        len(cells) == 2 and (cells["n_runs"] == 2).all() and (cells["n_points"] == 2).all()
+    )  # none averaged

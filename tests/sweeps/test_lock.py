@@ -11,23 +11,30 @@ import uuid
 
 import pytest
 import yaml
-
-from powersweep.cli import main
 from powersweep.sweeps.lock import SweepLock, SweepLockError, holder
 from powersweep.sweeps.store import ResultStore
 from test_sweep import TINY
 
+from powersweep.cli import main
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-HOLD = "import sys; from sweeps.lock import SweepLock\nwith SweepLock(sys.argv[1], 'tiny'):\n" \
-       "    print('locked', flush=True); sys.stdin.read()"
+HOLD = (
+    "import sys; from sweeps.lock import SweepLock\nwith SweepLock(sys.argv[1], 'tiny'):\n"
+    "    print('locked', flush=True); sys.stdin.read()"
+)
 
 
 @pytest.fixture
 def held(tmp_path):
     """Another process holding tiny's lock in tmp_path/store until the test lets it go (closes its stdin)."""
     storage = str(tmp_path / "store")
-    process = subprocess.Popen([sys.executable, "-c", HOLD, storage], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               text=True, env={**os.environ, "PYTHONPATH": ROOT})
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD, storage],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
     assert process.stdout.readline().strip() == "locked"  # the event: it holds the lock now
     yield storage, process
     if process.poll() is None:

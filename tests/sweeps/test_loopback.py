@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from powersweep.sweeps.loopback import LOOPBACK, SINGLE_MACHINE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,8 +50,9 @@ ray.shutdown()
 @pytest.mark.parametrize("first", ["", "import ray"], ids=["fresh", "ray-imported-first"])
 def test_the_local_ray_of_submit_listens_on_loopback_only(tmp_path, first):
     script = SCRIPT.format(first=first, agents=AGENTS, env=SINGLE_MACHINE_ENV)
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     names = {name for name, _, _ in seen["sockets"]}

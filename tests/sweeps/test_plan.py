@@ -3,9 +3,15 @@ import json
 from pathlib import Path
 
 import pytest
-
 from powersweep.proxy_models.memory import CUDA_CONTEXT_BYTES, USABLE_FRACTION, device_budget, step_memory
-from powersweep.sweeps.plan import format_memory_table, gpu_share, memory_table, plan, trial_budget_gib, trial_memory
+from powersweep.sweeps.plan import (
+    format_memory_table,
+    gpu_share,
+    memory_table,
+    plan,
+    trial_budget_gib,
+    trial_memory,
+)
 from powersweep.sweeps.spec import load_spec, spec_from_dict
 from powersweep.sweeps.sweep import gpu_memory
 
@@ -20,8 +26,13 @@ def test_paper_table2_grid_ratio_is_0552():
 
 
 def spec(**search):
-    return spec_from_dict({"name": "t", "search": {"lr": [0.01, 0.02], "tokens": ["1M", "2M"], **search},
-                           "train": {"seq_len": 64}})
+    return spec_from_dict(
+        {
+            "name": "t",
+            "search": {"lr": [0.01, 0.02], "tokens": ["1M", "2M"], **search},
+            "train": {"seq_len": 64},
+        }
+    )
 
 
 def test_ids_are_deterministic_and_independent_of_other_grid_values():
@@ -34,8 +45,15 @@ def test_ids_are_deterministic_and_independent_of_other_grid_values():
 
 
 def test_cosine_budgets_become_solo_lineages():
-    p = plan(spec_from_dict({"name": "c", "search": {"lr": [0.01], "tokens": ["1M", "2M"]},
-                             "train": {"schedule": "cosine", "seq_len": 64}}))
+    p = plan(
+        spec_from_dict(
+            {
+                "name": "c",
+                "search": {"lr": [0.01], "tokens": ["1M", "2M"]},
+                "train": {"schedule": "cosine", "seq_len": 64},
+            }
+        )
+    )
     assert len(p.jobs) == 2 and p.summary()["ratio"] == pytest.approx(1.0) and p.notes
     assert p.jobs[0].lineage_id != p.jobs[1].lineage_id
 
@@ -51,8 +69,11 @@ def test_trunk_row_ids_are_planned_and_independent_of_other_grid_values():
 
 
 def test_packs_group_schedule_variants_and_keep_ids():
-    values = {"name": "p", "search": {"lr": [0.01, 0.02, 0.04], "batch_size": [8, 16], "tokens": ["1M", "2M"]},
-              "train": {"seq_len": 64}}
+    values = {
+        "name": "p",
+        "search": {"lr": [0.01, 0.02, 0.04], "batch_size": [8, 16], "tokens": ["1M", "2M"]},
+        "train": {"seq_len": 64},
+    }
     solo = plan(spec_from_dict(values))
     packed = plan(spec_from_dict({**values, "run": {"pack": 2}}))
     assert packed.jobs == solo.jobs and packed.row_ids == solo.row_ids  # ids do not depend on pack
@@ -60,29 +81,48 @@ def test_packs_group_schedule_variants_and_keep_ids():
     for trial in packed.trials:  # one batch size per pack, the lrs differ
         assert len({m.config.batch_size for m in trial.members}) == 1
         assert len({m.config.schedule.lr for m in trial.members}) == len(trial.members)
-    power = plan(spec_from_dict({"name": "w", "search": {"power_a": [3.0, 4.0], "power_b": [-0.5], "tokens": ["1M"],
-                                                         "lr_max": [0.01, 0.02]},
-                                 "train": {"schedule": "power", "seq_len": 64}, "run": {"pack": 8}}))
+    power = plan(
+        spec_from_dict(
+            {
+                "name": "w",
+                "search": {
+                    "power_a": [3.0, 4.0],
+                    "power_b": [-0.5],
+                    "tokens": ["1M"],
+                    "lr_max": [0.01, 0.02],
+                },
+                "train": {"schedule": "power", "seq_len": 64},
+                "run": {"pack": 8},
+            }
+        )
+    )
     assert [len(t.members) for t in power.trials] == [4]
 
 
 def test_packs_group_the_lineages_of_several_seeds():
-    values = {"name": "p", "search": {"lr": [0.01, 0.02], "batch_size": [8, 16], "tokens": ["1M", "2M"],
-                                      "seeds": [0, 1]}, "train": {"seq_len": 64}}
+    values = {
+        "name": "p",
+        "search": {"lr": [0.01, 0.02], "batch_size": [8, 16], "tokens": ["1M", "2M"], "seeds": [0, 1]},
+        "train": {"seq_len": 64},
+    }
     packed = plan(spec_from_dict({**values, "run": {"pack": 4}}))
     assert packed.row_ids == plan(spec_from_dict(values)).row_ids
     assert [len(t.members) for t in packed.trials] == [4, 4]
     for trial in packed.trials:  # one batch size per pack, every (lr, seed) once
         assert len({m.config.batch_size for m in trial.members}) == 1
         assert {(m.config.schedule.lr, m.config.seed) for m in trial.members} == {
-            (lr, seed) for lr in (0.01, 0.02) for seed in (0, 1)}
+            (lr, seed) for lr in (0.01, 0.02) for seed in (0, 1)
+        }
 
 
 def test_ids_of_stored_sweeps_do_not_change_with_execution_settings():
     # Values computed before the head, checkpointing and memory-budget fields existed: a store written
     # then must still find its rows.
-    job = plan(spec_from_dict({"name": "t", "search": {"lr": [0.01], "tokens": ["1M", "2M"]},
-                               "train": {"seq_len": 64}})).jobs[0]
+    job = plan(
+        spec_from_dict(
+            {"name": "t", "search": {"lr": [0.01], "tokens": ["1M", "2M"]}, "train": {"seq_len": 64}}
+        )
+    ).jobs[0]
     assert job.lineage_id == "b73efed7e3872189"
     assert job.run_ids == ("fb9298ccb8baed24", "986a1cf497d913ee")
 
@@ -91,9 +131,20 @@ GIB = 2**30
 
 
 def gpu_spec(**run):
-    return spec_from_dict({"name": "g", "search": {"models": ["paper-12m"], "lr": [1e-3, 2e-3, 4e-3, 8e-3],
-                                                   "batch_size": [16], "tokens": ["4M", "8M"], "seeds": [0, 1]},
-                           "train": {"seq_len": 1024}, "run": run})
+    return spec_from_dict(
+        {
+            "name": "g",
+            "search": {
+                "models": ["paper-12m"],
+                "lr": [1e-3, 2e-3, 4e-3, 8e-3],
+                "batch_size": [16],
+                "tokens": ["4M", "8M"],
+                "seeds": [0, 1],
+            },
+            "train": {"seq_len": 1024},
+            "run": run,
+        }
+    )
 
 
 @pytest.mark.parametrize("gpu_gib", [8, 24, 80])
@@ -126,7 +177,10 @@ def test_pack_auto_on_the_cpu_ignores_gpu_memory():
     assert p.gpu_bytes is None and {len(t.members) for t in p.trials} == {1}
     assert any("trials run on the CPU" in n for n in p.notes) and gpu_memory(on_cpu) is None
     on_gpu = gpu_spec(pack="auto", gpu_memory="80GiB", gpus_per_trial="auto")
-    assert gpu_memory(on_gpu) == plan(on_gpu).gpu_bytes == 80 * GIB and max(len(t.members) for t in plan(on_gpu).trials) > 1
+    assert (
+        gpu_memory(on_gpu) == plan(on_gpu).gpu_bytes == 80 * GIB
+        and max(len(t.members) for t in plan(on_gpu).trials) > 1
+    )
 
 
 @pytest.mark.parametrize("gpu_gib", [16, 80])
@@ -143,21 +197,29 @@ def test_a_trials_gpu_share_covers_its_estimate_and_a_small_request_is_raised(gp
     assert raised == share and "run.gpus_per_trial=" in note and "\n" not in note
     assert gpu_share(trial, gpu_bytes=gpu_bytes, requested=1.0) == (1.0, None)  # more than needed is kept
     budget = trial_budget_gib(trial, share, gpu_bytes=gpu_bytes) * GIB
-    assert budget >= trial_memory(trial, gpu_bytes=gpu_bytes).memory.peak  # the step fits beside the trunk copy
+    assert (
+        budget >= trial_memory(trial, gpu_bytes=gpu_bytes).memory.peak
+    )  # the step fits beside the trunk copy
     assert budget + trunk_copy + CUDA_CONTEXT_BYTES <= share * gpu_bytes * USABLE_FRACTION + 1
 
 
 def test_plan_gpu_memory_table_shows_each_trials_share():
     p = plan(gpu_spec(pack="auto", gpus_per_trial="auto"), gpu_bytes=80 * GIB)
     [row] = memory_table(p, gpu_bytes=80 * GIB)
-    assert row["pack"] == 8 and row["trials_per_gpu"] == int(1 / row["gpu_share"]) >= 1  # 4 lrs x 2 seeds, one trial
+    assert (
+        row["pack"] == 8 and row["trials_per_gpu"] == int(1 / row["gpu_share"]) >= 1
+    )  # 4 lrs x 2 seeds, one trial
     assert "GPU share" in format_memory_table([row], gpu_bytes=80 * GIB)
 
 
 # sha256 of the sorted row ids (budget rows and trunk evaluations) each shipped spec planned at 37f4688, when
 # `compile` was a bool that sweeps left False: a stored sweep keeps its ids now that compile is 'auto'.
-IDS_AT_37F4688 = {"cpu-quick": (96, "23e969df9f8d3ecb"), "paper-wsd": (2304, "ae8aeb6eabbe1e11"),
-                  "paper-power": (1750, "a3c39c11d7f37027"), "cpu-quick-adaptive": (8, "36cf089eb5f41932")}
+IDS_AT_37F4688 = {
+    "cpu-quick": (96, "23e969df9f8d3ecb"),
+    "paper-wsd": (2304, "ae8aeb6eabbe1e11"),
+    "paper-power": (1750, "a3c39c11d7f37027"),
+    "cpu-quick-adaptive": (8, "36cf089eb5f41932"),
+}
 
 
 @pytest.mark.parametrize("name", sorted(IDS_AT_37F4688))
@@ -168,15 +230,34 @@ def test_shipped_specs_plan_the_row_ids_they_planned_before_compile_became_an_ex
 
 def test_compile_changes_no_id():
     def planned(compile):
-        return plan(spec_from_dict({"name": "t", "search": {"lr": [0.01, 0.02], "tokens": ["1M", "2M"]},
-                                    "train": {"seq_len": 64}, "run": {"compile": compile}}))
+        return plan(
+            spec_from_dict(
+                {
+                    "name": "t",
+                    "search": {"lr": [0.01, 0.02], "tokens": ["1M", "2M"]},
+                    "train": {"seq_len": 64},
+                    "run": {"compile": compile},
+                }
+            )
+        )
 
     plans = [planned(c) for c in ("auto", True, False)]
-    assert [p.jobs[0].config.compile for p in plans] == ["auto", True, False]  # the spec's choice reaches the run
+    assert [p.jobs[0].config.compile for p in plans] == [
+        "auto",
+        True,
+        False,
+    ]  # the spec's choice reaches the run
     assert plans[0].row_ids == plans[1].row_ids == plans[2].row_ids
-    graphed = plan(spec_from_dict({"name": "t", "search": {"lr": [0.01, 0.02], "tokens": ["1M", "2M"]},
-                                   "train": {"seq_len": 64},
-                                   "run": {"compile_mode": "reduce-overhead", "compile_scope": "trunk"}}))
+    graphed = plan(
+        spec_from_dict(
+            {
+                "name": "t",
+                "search": {"lr": [0.01, 0.02], "tokens": ["1M", "2M"]},
+                "train": {"seq_len": 64},
+                "run": {"compile_mode": "reduce-overhead", "compile_scope": "trunk"},
+            }
+        )
+    )
     assert graphed.jobs[0].config.compile_mode == "reduce-overhead" and graphed.row_ids == plans[0].row_ids
     assert graphed.jobs[0].config.compile_scope == "trunk"
     assert [j.lineage_id for j in plans[0].jobs] == [j.lineage_id for j in plans[1].jobs]

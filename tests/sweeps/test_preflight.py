@@ -9,8 +9,6 @@ import sys
 
 import pytest
 import yaml
-
-from powersweep.cli import main
 from powersweep.sweeps.lock import SweepLock
 from powersweep.sweeps.plan import plan
 from powersweep.sweeps.preflight import host_bytes, sweep_bytes
@@ -18,6 +16,8 @@ from powersweep.sweeps.spec import spec_from_dict
 from powersweep.sweeps.store import StoreError
 from test_failures import ROOT, fill
 from test_sweep import TINY
+
+from powersweep.cli import main
 
 
 def refused(tmp_path, capsys, spec: dict, storage=None) -> str:
@@ -56,8 +56,14 @@ def test_a_cpu_trial_larger_than_the_machines_memory_is_refused(tmp_path, capsys
 
 
 def test_the_estimates_grow_with_the_model_and_the_plan():
-    small, wide = plan(spec_from_dict(TINY)), plan(spec_from_dict(
-        {**TINY, "train": {**TINY["train"], "model_overrides": {"n_layers": 1, "d_model": 1024}}}))
+    small, wide = (
+        plan(spec_from_dict(TINY)),
+        plan(
+            spec_from_dict(
+                {**TINY, "train": {**TINY["train"], "model_overrides": {"n_layers": 1, "d_model": 1024}}}
+            )
+        ),
+    )
     assert host_bytes(wide.trials[0]) > host_bytes(small.trials[0])
     assert sweep_bytes(wide) > sweep_bytes(small)
     more = plan(spec_from_dict({**TINY, "search": {**TINY["search"], "lr": [0.001, 0.002, 0.004, 0.016]}}))
@@ -89,8 +95,13 @@ def test_a_directory_that_takes_no_file_is_refused_before_training(tmp_path, cap
 def test_resources_no_node_has_are_refused_before_anything_is_written(tmp_path, field, value):
     spec_file, storage = tmp_path / "spec.yaml", tmp_path / "store"
     spec_file.write_text(yaml.safe_dump({**TINY, "run": {field: value}}))
-    done = subprocess.run([sys.executable, "-m", "powersweep.cli", "submit", str(spec_file), "--storage", str(storage)],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT}, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "powersweep.cli", "submit", str(spec_file), "--storage", str(storage)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        timeout=300,
+    )
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and f"run.{field}={value}" in lines[0], done.stderr
     assert not storage.exists()
@@ -99,8 +110,11 @@ def test_resources_no_node_has_are_refused_before_anything_is_written(tmp_path, 
 def test_a_lock_on_a_full_disk_is_one_line_and_leaves_nothing(small_disk):
     disk = small_disk("64k")
     fill(disk)
-    with pytest.raises(StoreError, match=r"cannot take the sweep's lock .*\[errno 28\] No space left on device: "
-                                         "free space there or give another --storage"):
+    with pytest.raises(
+        StoreError,
+        match=r"cannot take the sweep's lock .*\[errno 28\] No space left on device: "
+        "free space there or give another --storage",
+    ):
         SweepLock(str(disk / "store"), "tiny").__enter__()
     assert sorted(os.listdir(disk)) == ["filler"]  # no sweep directory, no empty lock
 

@@ -1,7 +1,6 @@
 import io
 
 import pytest
-
 from powersweep.proxy_models.budgets import planned_tokens
 from powersweep.sweeps.progress import StatusPrinter, Tracker, bar
 from test_execute import STEP, job
@@ -16,8 +15,15 @@ class Clock:
 
 
 def report(run_id: str, pid: int = 1, **seconds) -> dict:
-    return {"run_id": run_id, "worker_pid": pid, "train_s": 0.0, "eval_s": 0.0, "trial_s": 0.0, "checkpoint_s": 0.0,
-            **seconds}
+    return {
+        "run_id": run_id,
+        "worker_pid": pid,
+        "train_s": 0.0,
+        "eval_s": 0.0,
+        "trial_s": 0.0,
+        "checkpoint_s": 0.0,
+        **seconds,
+    }
 
 
 def test_tracker_counts_each_row_once_and_ends_at_the_planned_tokens():
@@ -57,8 +63,20 @@ def test_report_shares_add_up_and_count_the_latest_report_of_each_attempt():
     tracker = Tracker([job(1e-2)], clock=clock, wall_clock=wall)
     second = job(1e-2).run_ids
     tracker.on_report("a", report(second[0], pid=1, train_s=1.0, eval_s=0.5, trial_s=2.0, started_at=1000.5))
-    tracker.on_report("a", report(second[1], pid=1, train_s=3.0, eval_s=1.0, trial_s=4.0, checkpoint_s=0.25,
-                                  record_s=0.25, first_step_s=0.5, started_at=1000.5))
+    tracker.on_report(
+        "a",
+        report(
+            second[1],
+            pid=1,
+            train_s=3.0,
+            eval_s=1.0,
+            trial_s=4.0,
+            checkpoint_s=0.25,
+            record_s=0.25,
+            first_step_s=0.5,
+            started_at=1000.5,
+        ),
+    )
     tracker.on_report("a", report(second[1], pid=2, train_s=2.0, eval_s=0.0, trial_s=2.5, started_at=1002.0))
     clock.now = 5.0  # the retry above; 0.5 s of the wall passed before the first trial began
     result = tracker.report(failed_trials=0, slots=2)
@@ -66,12 +84,18 @@ def test_report_shares_add_up_and_count_the_latest_report_of_each_attempt():
     assert result.startup_s == pytest.approx(0.5) and summary["startup"] == pytest.approx(0.5 * 2 / 10)
     assert summary["training"] == pytest.approx(5.0 / 10) and summary["eval"] == pytest.approx(1.0 / 10)
     assert summary["first_steps"] == pytest.approx(0.5 / 10)  # part of training, not beside it
-    assert summary["checkpoints"] == pytest.approx(0.25 / 10) and summary["store_writes"] == pytest.approx(0.25 / 10)
+    assert summary["checkpoints"] == pytest.approx(0.25 / 10) and summary["store_writes"] == pytest.approx(
+        0.25 / 10
+    )
     assert summary["trial_setup"] == pytest.approx((6.5 - 5.0 - 1.0 - 0.25 - 0.25) / 10)
     assert summary["ray_and_driver"] == pytest.approx(1 - 6.5 / 10 - 0.1)
     parts = ("training", "eval", "checkpoints", "store_writes", "trial_setup", "startup", "ray_and_driver")
-    assert sum(summary[p] for p in parts) == pytest.approx(1.0) and summary["outside_training"] == pytest.approx(0.5)
-    assert result.format().startswith("wall 5s x 2 slots: training 50.0% (first steps 5.0%), outside training 50.0%")
+    assert sum(summary[p] for p in parts) == pytest.approx(1.0) and summary[
+        "outside_training"
+    ] == pytest.approx(0.5)
+    assert result.format().startswith(
+        "wall 5s x 2 slots: training 50.0% (first steps 5.0%), outside training 50.0%"
+    )
     assert "store writes 2.5%, trial setup 0.0%, start-up 10.0%, Ray and driver 25.0%" in result.format()
 
 

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from powersweep.analysis import analyze
 from powersweep.sweeps.execute import ExecutionSettings
 from powersweep.sweeps.plan import PackedJob, format_plan, plan
@@ -18,9 +17,17 @@ from powersweep.sweeps.store import ResultStore
 from test_crash import cli, kill_session, reap_session
 from test_sweep import TINY
 
-ADAPTIVE = {**TINY, "name": "adaptive", "search": {
-    "mode": "adaptive", "models": ["cpu-xs"], "batch_size": [4], "tokens": [4096, 8192, 16384],
-    "adaptive": {"lr_range": [0.002, 0.032], "spacing": 4, "resolution": 2, "max_lineages": 8}}}
+ADAPTIVE = {
+    **TINY,
+    "name": "adaptive",
+    "search": {
+        "mode": "adaptive",
+        "models": ["cpu-xs"],
+        "batch_size": [4],
+        "tokens": [4096, 8192, 16384],
+        "adaptive": {"lr_range": [0.002, 0.032], "spacing": 4, "resolution": 2, "max_lineages": 8},
+    },
+}
 
 
 def lr_opt(tokens: float) -> float:
@@ -48,12 +55,17 @@ def fake_execute(kill_after: int | None = None):
         for job in jobs:
             for member in job.members if isinstance(job, PackedJob) else (job,):
                 for tokens, run_id in zip(member.budgets, member.run_ids):
-                    if run_id in done:  # an extended lineage passes its stored budgets without writing them again
+                    if (
+                        run_id in done
+                    ):  # an extended lineage passes its stored budgets without writing them again
                         continue
                     if kill_after is not None and stored[0] >= kill_after:
                         raise Killed
-                    store.write([row(member, tokens, run_id, settings.sweep_id)], sweep_id=settings.sweep_id,
-                                name=run_id)
+                    store.write(
+                        [row(member, tokens, run_id, settings.sweep_id)],
+                        sweep_id=settings.sweep_id,
+                        name=run_id,
+                    )
                     stored[0] += 1
         return ExecutionReport(0, stored[0], 1.0, 2, 0.5, 0.1, 0.8)
 
@@ -62,14 +74,28 @@ def fake_execute(kill_after: int | None = None):
 
 def row(job, tokens, run_id, sweep_id) -> dict:
     config, loss = job.config, fake_loss(job.config.schedule.lr, tokens)
-    return {"sweep_id": sweep_id, "run_id": run_id, "lineage_id": job.lineage_id, "schedule": "wsd",
-            "model": config.model, "lr": config.schedule.lr, "batch_size": config.batch_size, "seq_len": 32,
-            "tokens": int(tokens), "seed": config.seed, "phase": "final", "n_params": 1000,
-            "status": "ok" if math.isfinite(loss) else "diverged", "loss_eval": loss if math.isfinite(loss) else None}
+    return {
+        "sweep_id": sweep_id,
+        "run_id": run_id,
+        "lineage_id": job.lineage_id,
+        "schedule": "wsd",
+        "model": config.model,
+        "lr": config.schedule.lr,
+        "batch_size": config.batch_size,
+        "seq_len": 32,
+        "tokens": int(tokens),
+        "seed": config.seed,
+        "phase": "final",
+        "n_params": 1000,
+        "status": "ok" if math.isfinite(loss) else "diverged",
+        "loss_eval": loss if math.isfinite(loss) else None,
+    }
 
 
 def settings_for(tmp_path, name: str) -> ExecutionSettings:
-    return ExecutionSettings(store_uri=str(tmp_path / name), sweep_id="adaptive", checkpoint_root=str(tmp_path))
+    return ExecutionSettings(
+        store_uri=str(tmp_path / name), sweep_id="adaptive", checkpoint_root=str(tmp_path)
+    )
 
 
 def stored_ids(settings: ExecutionSettings) -> list[str]:
@@ -87,8 +113,10 @@ def test_plan_shows_the_first_round_and_the_bound():
 
 
 def test_side_points_reaches_the_policy_and_is_checked():
-    spec = {**ADAPTIVE, "search": {**ADAPTIVE["search"], "adaptive": {**ADAPTIVE["search"]["adaptive"],
-                                                                     "side_points": 2}}}
+    spec = {
+        **ADAPTIVE,
+        "search": {**ADAPTIVE["search"], "adaptive": {**ADAPTIVE["search"]["adaptive"], "side_points": 2}},
+    }
     assert plan(spec_from_dict(spec)).searches[0].policy.side_points == 2
     assert plan(spec_from_dict(ADAPTIVE)).searches[0].policy.side_points == 3  # the analysis' half_width
     spec["search"]["adaptive"]["side_points"] = 0
@@ -112,8 +140,9 @@ def test_a_driver_killed_at_any_row_resumes_to_the_same_final_runs(tmp_path):
 
 
 def test_status_shows_rounds_and_brackets(tmp_path, capsys):
-    from powersweep.cli import main
     from powersweep.sweeps.sweep import spec_path
+
+    from powersweep.cli import main
 
     spec = spec_from_dict(ADAPTIVE)
     searches = plan(spec).searches
@@ -125,7 +154,9 @@ def test_status_shows_rounds_and_brackets(tmp_path, capsys):
     assert main(["status", settings.store_uri]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"sweep adaptive: {len(table)}/{len(table)} runs done")
-    assert any(line.startswith("adaptive cpu-xs batch 4 seed 0: ") and line.endswith("(bracketed)") for line in lines)
+    assert any(
+        line.startswith("adaptive cpu-xs batch 4 seed 0: ") and line.endswith("(bracketed)") for line in lines
+    )
     assert sum("bracketed" in line and "best lr" in line for line in lines) == 3  # one per budget
     status = adaptive_status(searches, table)
     (group,) = status["groups"]
@@ -144,14 +175,22 @@ def test_grid_and_adaptive_rows_analyse_alike(tmp_path):
     run_rounds(searches, settings, run=fake_execute())
     adaptive = ResultStore(settings.store_uri).read(sweep_id="adaptive").table
     lrs = sorted(set(adaptive["lr"]))
-    grid_spec = spec_from_dict({**ADAPTIVE, "search": {**{k: v for k, v in ADAPTIVE["search"].items()
-                                                         if k not in ("mode", "adaptive")},
-                                                      "lr": [0.002 * 2 ** k for k in range(-3, 8)]}})
+    grid_spec = spec_from_dict(
+        {
+            **ADAPTIVE,
+            "search": {
+                **{k: v for k, v in ADAPTIVE["search"].items() if k not in ("mode", "adaptive")},
+                "lr": [0.002 * 2**k for k in range(-3, 8)],
+            },
+        }
+    )
     grid_rows = [row(j, t, r, "grid") for j in plan(grid_spec).jobs for t, r in zip(j.budgets, j.run_ids)]
     grid = pd.DataFrame(grid_rows)
     assert set(lrs) < set(grid["lr"])
-    cells = {name: analyze(table, n_boot=0, seed=0).cells.set_index("tokens")
-             for name, table in (("grid", grid), ("adaptive", adaptive.drop(columns=["created_at"])))}
+    cells = {
+        name: analyze(table, n_boot=0, seed=0).cells.set_index("tokens")
+        for name, table in (("grid", grid), ("adaptive", adaptive.drop(columns=["created_at"])))
+    }
     for tokens in ADAPTIVE["search"]["tokens"]:
         g, a = cells["grid"].loc[tokens], cells["adaptive"].loc[tokens]
         assert a["lr_opt_grid"] == g["lr_opt_grid"] and a["ok"]

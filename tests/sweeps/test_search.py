@@ -1,29 +1,41 @@
 import math
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
-import optuna
 import yaml
 from optuna.trial import TrialState
-
 from powersweep.analysis import analyze, load_table
 from powersweep.sweeps import search
-from powersweep.cli import main
 from powersweep.sweeps.execute import ExecutionSettings, missing_budgets, run_job
 from powersweep.sweeps.plan import plan, trial_job
 from powersweep.sweeps.spec import spec_from_dict
 from powersweep.sweeps.store import ResultStore
 from powersweep.sweeps.sweep import _checkpoint_root, spec_path, status
 
+from powersweep.cli import main
+
 SPECS = Path(__file__).parents[2] / "sweeps" / "specs"
 A_RANGE, B_RANGE = (3.0, 5.0), (-0.6, -0.4)
 TINY = {
     "name": "tiny-optuna",
-    "search": {"models": ["cpu-xs"], "batch_size": [4, 8], "tokens": [1024, 2048], "mode": "optuna",
-               "n_trials": 2, "a_range": list(A_RANGE), "b_range": list(B_RANGE)},
-    "train": {"schedule": "power", "warmup_tokens": 128, "seq_len": 32, "model_overrides": {"n_layers": 1},
-              "data": {"eval_tokens": 1024}},
+    "search": {
+        "models": ["cpu-xs"],
+        "batch_size": [4, 8],
+        "tokens": [1024, 2048],
+        "mode": "optuna",
+        "n_trials": 2,
+        "a_range": list(A_RANGE),
+        "b_range": list(B_RANGE),
+    },
+    "train": {
+        "schedule": "power",
+        "warmup_tokens": 128,
+        "seq_len": 32,
+        "model_overrides": {"n_layers": 1},
+        "data": {"eval_tokens": 1024},
+    },
 }
 
 
@@ -39,7 +51,11 @@ def test_optuna_plan_costs_what_a_grid_of_as_many_points_costs():
     assert summary["runs"] == 4 * 2 * 2 and summary["lineages"] == 4 * 2  # n_trials * cells (* budgets)
     for key in ("runs", "lineages", "tokens_independent", "tokens_planned", "ratio"):
         assert summary[key] == expected[key]
-    assert len(optuna_plan.studies) == 2 and not optuna_plan.jobs and "4 (a, b) trials per cell" in summary["notes"][0]
+    assert (
+        len(optuna_plan.studies) == 2
+        and not optuna_plan.jobs
+        and "4 (a, b) trials per cell" in summary["notes"][0]
+    )
     lr_max_grid = plan(spec_from_dict(tiny(lr_max=[0.01, 0.02])))
     assert len({s.study_id for s in lr_max_grid.studies}) == 4  # lr_max is a dimension of the studies
 
@@ -55,16 +71,33 @@ def test_objective_is_the_mean_loss_with_a_finite_penalty_for_divergence():
 def rows(study, point, losses, **columns) -> list[dict]:
     job = trial_job(study, *point)
     config = job.config
-    return [{"run_id": r, "lineage_id": job.lineage_id, "schedule": "power", "model": config.model,
-             "batch_size": config.batch_size, "seed": config.seed, "lr_max": config.schedule.lr_max,
-             "power_a": point[0], "power_b": point[1], "tokens": t, "loss_eval": loss, **columns}
-            for r, t, loss in zip(job.run_ids, job.budgets, losses)]
+    return [
+        {
+            "run_id": r,
+            "lineage_id": job.lineage_id,
+            "schedule": "power",
+            "model": config.model,
+            "batch_size": config.batch_size,
+            "seed": config.seed,
+            "lr_max": config.schedule.lr_max,
+            "power_a": point[0],
+            "power_b": point[1],
+            "tokens": t,
+            "loss_eval": loss,
+            **columns,
+        }
+        for r, t, loss in zip(job.run_ids, job.budgets, losses)
+    ]
 
 
 def test_reconcile_rebuilds_a_lost_study_from_the_store_and_resumes_partial_trials():
     study, other = plan(spec_from_dict(TINY)).studies
-    table = pd.DataFrame(rows(study, (3.5, -0.5), [4.0, 3.0]) + rows(study, (4.5, -0.45), [4.2])
-                         + rows(other, (4.0, -0.5), [4.1, 3.1]) + rows(study, (6.0, -0.5), [4.0, 3.0]))
+    table = pd.DataFrame(
+        rows(study, (3.5, -0.5), [4.0, 3.0])
+        + rows(study, (4.5, -0.45), [4.2])
+        + rows(other, (4.0, -0.5), [4.1, 3.1])
+        + rows(study, (6.0, -0.5), [4.0, 3.0])
+    )
     table.loc[table["power_a"].eq(6.0), "lineage_id"] = "not-the-template"  # not a lineage of this study
     trials = search.stored_trials(study, table)
     assert set(trials) == {(3.5, -0.5), (4.5, -0.45)}
@@ -103,7 +136,9 @@ def by_cell(table: pd.DataFrame) -> dict:
 def kill_mid_search(study, settings) -> dict:
     """What a driver killed mid-search leaves: a finished trial, and a running one whose lineage stored its
     first budget only. Returns the killed trial's params."""
-    journal = optuna.create_study(study_name=study.study_id, storage=search.journal(settings), direction="minimize")
+    journal = optuna.create_study(
+        study_name=study.study_id, storage=search.journal(settings), direction="minimize"
+    )
     finished = journal.ask(search.distributions(study))
     [results] = run_job(trial_job(study, *finished.params.values()), settings)
     journal.tell(finished, search.objective([r.loss_eval for r in results], search.divergence_penalty(study)))
@@ -118,7 +153,9 @@ def test_search_resumes_a_killed_driver_and_runs_n_trials_per_cell(tmp_path, loc
     monkeypatch.chdir(tmp_path)
     spec, storage = spec_from_dict(tiny(n_trials=3)), str(tmp_path / "store")
     studies = plan(spec).studies  # batch sizes 4 and 8: the second starts from nothing
-    settings = ExecutionSettings(store_uri=storage, sweep_id="tiny-optuna", checkpoint_root=_checkpoint_root(storage))
+    settings = ExecutionSettings(
+        store_uri=storage, sweep_id="tiny-optuna", checkpoint_root=_checkpoint_root(storage)
+    )
     killed = kill_mid_search(studies[0], settings)
     ResultStore(storage).write_json(spec_path("tiny-optuna"), spec.to_dict())  # as submit does first
     before = ResultStore(storage).read(sweep_id="tiny-optuna").table.set_index("run_id")["created_at"]
@@ -130,12 +167,16 @@ def test_search_resumes_a_killed_driver_and_runs_n_trials_per_cell(tmp_path, loc
     table = stored[stored["phase"].eq("final")]
     assert len(table) == 3 * 2 * 2 and by_cell(table) == {4: 3, 8: 3}
     assert table["power_a"].between(*A_RANGE).all() and table["power_b"].between(*B_RANGE).all()
-    assert set(trial_job(studies[0], *killed.values()).run_ids) <= set(table["run_id"])  # finished, not resampled
+    assert set(trial_job(studies[0], *killed.values()).run_ids) <= set(
+        table["run_id"]
+    )  # finished, not resampled
     after = stored.set_index("run_id")["created_at"]
     assert (after[before.index] == before).all()  # no stored row recomputed
     assert status(storage)["counts"] == {"ok": 12, "missing": 0}
 
-    histories = [optuna.load_study(study_name=s.study_id, storage=search.journal(settings)).trials for s in studies]
+    histories = [
+        optuna.load_study(study_name=s.study_id, storage=search.journal(settings)).trials for s in studies
+    ]
     complete, fail = TrialState.COMPLETE, TrialState.FAIL
     assert [[t.state for t in h] for h in histories] == [[complete, fail, complete, complete], [complete] * 3]
     assert histories[0][2].params == killed  # the resumed trial ran first, then one new sample

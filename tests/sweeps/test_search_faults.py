@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
-from powersweep.cli import main
 from powersweep.sweeps.execute import ExecutionSettings
 from powersweep.sweeps.plan import plan
 from powersweep.sweeps.search import journal
@@ -16,6 +14,8 @@ from powersweep.sweeps.store import ResultStore
 from powersweep.sweeps.sweep import _checkpoint_root
 from test_search import tiny
 from test_sweep import submitted
+
+from powersweep.cli import main
 
 SPEC = tiny(n_trials=2)  # 2 cells x 2 trials x 2 budgets, and the trunk rows
 
@@ -41,7 +41,9 @@ def journal_path(storage: str) -> str:
 @pytest.mark.parametrize("journal_kept", [True, False], ids=["journal", "journal-lost"])
 def test_an_unreadable_search_row_is_set_aside_and_trained_again(finished, journal_kept, capsys):
     storage, reference = finished
-    finals = sorted(r for r, phase in zip(*(stored(storage)[c] for c in ("run_id", "phase"))) if phase == "final")
+    finals = sorted(
+        r for r, phase in zip(*(stored(storage)[c] for c in ("run_id", "phase"))) if phase == "final"
+    )
     victim = finals[0 if journal_kept else -1]
     path = os.path.join(storage, "results", f"sweep_id={SPEC['name']}", f"{victim}.parquet")
     data = open(path, "rb").read()
@@ -65,15 +67,19 @@ def test_an_unreadable_search_row_is_set_aside_and_trained_again(finished, journ
 
 def test_a_search_knows_the_rows_of_its_journals_trials_even_without_stored_rows(tmp_path):
     import optuna
-
     from powersweep.sweeps import search
 
     spec = spec_from_dict(SPEC)
     study = plan(spec).studies[0]
-    settings = ExecutionSettings(store_uri=str(tmp_path), sweep_id=spec.name, checkpoint_root=str(tmp_path / "ck"))
+    settings = ExecutionSettings(
+        store_uri=str(tmp_path), sweep_id=spec.name, checkpoint_root=str(tmp_path / "ck")
+    )
     loaded = optuna.create_study(storage=journal(settings), study_name=study.study_id, direction="minimize")
-    loaded.add_trial(optuna.trial.create_trial(params={"power_a": 3.5, "power_b": -0.5},
-                                               distributions=search.distributions(study), value=3.0))
+    loaded.add_trial(
+        optuna.trial.create_trial(
+            params={"power_a": 3.5, "power_b": -0.5}, distributions=search.distributions(study), value=3.0
+        )
+    )
     empty = ResultStore(str(tmp_path)).read(sweep_id=spec.name).table
     known = search.known_row_ids(plan(spec).studies, settings, empty)
     assert known == set(search.trial_job(study, 3.5, -0.5).row_ids)

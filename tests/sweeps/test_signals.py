@@ -10,7 +10,6 @@ import time
 
 import pytest
 import yaml
-
 from powersweep.sweeps import interrupt
 from powersweep.sweeps.interrupt import SweepInterrupted, interruptible, ray_starting, resume_hint
 from powersweep.sweeps.plan import plan
@@ -21,9 +20,11 @@ from test_driver_kill import wait_for
 
 # The first row is stored early (the trunk's evaluation at the small budget's fork); the large budget then trains
 # for several seconds more, so the signal lands mid-sweep.
-SIGNALS = {"name": "signals",
-           "search": {"models": ["cpu-xxs"], "batch_size": [4], "lr": [0.001, 0.002], "tokens": [16384, 1048576]},
-           "train": {"warmup_tokens": 2048, "seq_len": 64, "data": {"eval_tokens": 1024}}}
+SIGNALS = {
+    "name": "signals",
+    "search": {"models": ["cpu-xxs"], "batch_size": [4], "lr": [0.001, 0.002], "tokens": [16384, 1048576]},
+    "train": {"warmup_tokens": 2048, "seq_len": 64, "data": {"eval_tokens": 1024}},
+}
 NOT_OURS = ("Traceback", "*** SIGTERM", "Tuner.restore")  # Python's, Ray's C++ and Ray Tune's ways to end
 
 
@@ -40,16 +41,22 @@ def test_a_signal_to_the_process_group_ends_the_sweep_cleanly_and_resume_finishe
     planned = plan(spec_from_dict(SIGNALS)).row_ids  # budget results and trunk evaluations
     driver = cli("submit", str(spec_file), "--storage", str(storage))
     try:
-        wait_for(lambda: result_files(storage) or driver.poll() is not None, timeout_s=300, what="a stored row")
+        wait_for(
+            lambda: result_files(storage) or driver.poll() is not None, timeout_s=300, what="a stored row"
+        )
         assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
-        os.killpg(driver.pid, signum)  # the group a terminal signals: the driver (Ray's processes have their own)
+        os.killpg(
+            driver.pid, signum
+        )  # the group a terminal signals: the driver (Ray's processes have their own)
         _, err = driver.communicate(timeout=120)
     finally:
         left = reap_session(driver.pid, wait_s=30)
     lines = [line for line in err.decode().splitlines() if line.strip()]
     assert driver.returncode == 128 + signum, lines
-    assert lines[-1] == (f"powersweep submit: interrupted by {signal.Signals(signum).name}; the rows stored so far "
-                         f"are kept; to finish the sweep, run: powersweep resume {shlex.quote(str(storage))}")
+    assert lines[-1] == (
+        f"powersweep submit: interrupted by {signal.Signals(signum).name}; the rows stored so far "
+        f"are kept; to finish the sweep, run: powersweep resume {shlex.quote(str(storage))}"
+    )
     assert [line for line in lines if "interrupted" in line] == lines[-1:]
     assert not [line for line in lines if any(text in line for text in NOT_OURS)], lines
     assert not left, f"outlived the driver by 30 s: {sorted(left)}"  # its local Ray ended with it
@@ -70,7 +77,9 @@ def test_a_signal_to_the_process_group_ends_the_sweep_cleanly_and_resume_finishe
 @pytest.fixture
 def handlers(monkeypatch):
     """This process's SIGINT and SIGTERM handlers and the Tune variable, as they were before the test."""
-    monkeypatch.setattr(interrupt, "_watch", None)  # an interrupted block leaves its state: reset after the test
+    monkeypatch.setattr(
+        interrupt, "_watch", None
+    )  # an interrupted block leaves its state: reset after the test
     monkeypatch.delenv(interrupt.TUNE_SIGINT_ENV, raising=False)
     before = {s: signal.getsignal(s) for s in interrupt.SIGNALS}
     yield before
@@ -78,7 +87,9 @@ def handlers(monkeypatch):
         signal.signal(signum, handler)
 
 
-def test_a_signal_ends_the_block_with_one_line_and_one_that_ends_otherwise_restores_the_handlers(handlers, capsys):
+def test_a_signal_ends_the_block_with_one_line_and_one_that_ends_otherwise_restores_the_handlers(
+    handlers, capsys
+):
     with interruptible(program="powersweep submit", resume="powersweep resume /store"):
         assert os.environ[interrupt.TUNE_SIGINT_ENV] == "1"
         assert signal.getsignal(signal.SIGTERM) is not handlers[signal.SIGTERM]
@@ -89,8 +100,10 @@ def test_a_signal_ends_the_block_with_one_line_and_one_that_ends_otherwise_resto
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(30)  # the handler's exception ends the sleep at once
     assert stop.value.exit_code == 143
-    assert capsys.readouterr().err == ("powersweep submit: interrupted by SIGTERM; the rows stored so far are kept; "
-                                       "to finish the sweep, run: RESUME\n")
+    assert capsys.readouterr().err == (
+        "powersweep submit: interrupted by SIGTERM; the rows stored so far are kept; "
+        "to finish the sweep, run: RESUME\n"
+    )
 
 
 def test_a_signal_while_ray_starts_is_raised_once_it_has(handlers, capsys):
@@ -111,6 +124,10 @@ def test_the_resume_hint_names_the_sweep_where_the_store_holds_others(tmp_path):
     assert resume_hint(str(tmp_path), sweep_id="a") == f"powersweep resume {tmp_path}"
     (tmp_path / "sweeps" / "b").mkdir(parents=True)
     assert resume_hint(str(tmp_path), sweep_id="a") == f"powersweep resume {tmp_path} --sweep a"
-    assert resume_hint(str(tmp_path), sweep_id=None) == f"powersweep resume {tmp_path}"  # resume found the one
-    assert resume_hint("s3://bucket/runs", sweep_id="a", address="ray://head:10001") == \
-        "powersweep resume s3://bucket/runs --sweep a --address ray://head:10001"
+    assert (
+        resume_hint(str(tmp_path), sweep_id=None) == f"powersweep resume {tmp_path}"
+    )  # resume found the one
+    assert (
+        resume_hint("s3://bucket/runs", sweep_id="a", address="ray://head:10001")
+        == "powersweep resume s3://bucket/runs --sweep a --address ray://head:10001"
+    )

@@ -14,19 +14,53 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-
 from powersweep.sweeps import store as store_module
 from powersweep.sweeps.schema import COLUMN_DOCS, REQUIRED, SCHEMA, STATUSES
 from powersweep.sweeps.store import ResultStore, StoreError
 
-T0 = dt.datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
 
-STRINGS = ("sweep_id", "run_id", "lineage_id", "schedule", "model", "decay_shape", "status", "parametrisation", "settings_id",
-           "device", "phase", "git_sha", "versions", "execution")
-INTEGERS = ("n_params", "n_params_non_embedding", "batch_size", "seq_len", "tokens", "warmup_tokens", "seed",
-            "diverged_at_tokens")
-FLOATS = ("m_width", "lr", "lr_max", "power_a", "power_b", "decay_fraction", "loss_eval", "ppl_eval", "loss_train",
-          "wall_s", "tokens_per_s", "mfu", "mfu_attention")
+STRINGS = (
+    "sweep_id",
+    "run_id",
+    "lineage_id",
+    "schedule",
+    "model",
+    "decay_shape",
+    "status",
+    "parametrisation",
+    "settings_id",
+    "device",
+    "phase",
+    "git_sha",
+    "versions",
+    "execution",
+)
+INTEGERS = (
+    "n_params",
+    "n_params_non_embedding",
+    "batch_size",
+    "seq_len",
+    "tokens",
+    "warmup_tokens",
+    "seed",
+    "diverged_at_tokens",
+)
+FLOATS = (
+    "m_width",
+    "lr",
+    "lr_max",
+    "power_a",
+    "power_b",
+    "decay_fraction",
+    "loss_eval",
+    "ppl_eval",
+    "loss_train",
+    "wall_s",
+    "tokens_per_s",
+    "mfu",
+    "mfu_attention",
+)
 EXPECTED_DTYPES = {
     **dict.fromkeys(STRINGS, "string"),
     **dict.fromkeys(INTEGERS, "Int64"),
@@ -38,24 +72,57 @@ EXPECTED_DTYPES = {
 def full_row(run_id: str = "r1", **overrides) -> dict:
     """A row with every column set (except sweep_id, which comes from write())."""
     row = {
-        "run_id": run_id, "lineage_id": "lin-1", "schedule": "power", "model": "d256-l4",
-        "n_params": 12_345_678, "n_params_non_embedding": 9_876_543, "m_width": 2.0,
-        "lr": 0.02, "lr_max": 0.04, "power_a": 4.6, "power_b": -0.51,
-        "batch_size": 64, "seq_len": 1024, "tokens": 5_000_000_000, "warmup_tokens": 100_000_000,
-        "decay_fraction": 0.1, "decay_shape": "exp", "seed": 7,
-        "loss_eval": 3.25, "ppl_eval": math.exp(3.25), "loss_train": 3.3,
-        "status": "ok", "diverged_at_tokens": None, "wall_s": 812.5, "tokens_per_s": 6.15e6, "mfu": 0.41,
-        "parametrisation": "mup", "settings_id": "5e771a6b0d2c4f3e", "device": "NVIDIA H100 80GB HBM3",
-        "phase": "trunk", "git_sha": "0123abcd",
-        "versions": '{"torch": "2.13.0"}', "execution": '{"micro_batch_size": 16, "pack": 4}',
+        "run_id": run_id,
+        "lineage_id": "lin-1",
+        "schedule": "power",
+        "model": "d256-l4",
+        "n_params": 12_345_678,
+        "n_params_non_embedding": 9_876_543,
+        "m_width": 2.0,
+        "lr": 0.02,
+        "lr_max": 0.04,
+        "power_a": 4.6,
+        "power_b": -0.51,
+        "batch_size": 64,
+        "seq_len": 1024,
+        "tokens": 5_000_000_000,
+        "warmup_tokens": 100_000_000,
+        "decay_fraction": 0.1,
+        "decay_shape": "exp",
+        "seed": 7,
+        "loss_eval": 3.25,
+        "ppl_eval": math.exp(3.25),
+        "loss_train": 3.3,
+        "status": "ok",
+        "diverged_at_tokens": None,
+        "wall_s": 812.5,
+        "tokens_per_s": 6.15e6,
+        "mfu": 0.41,
+        "parametrisation": "mup",
+        "settings_id": "5e771a6b0d2c4f3e",
+        "device": "NVIDIA H100 80GB HBM3",
+        "phase": "trunk",
+        "git_sha": "0123abcd",
+        "versions": '{"torch": "2.13.0"}',
+        "execution": '{"micro_batch_size": 16, "pack": 4}',
         "created_at": T0,
     }
     return {**row, **overrides}
 
 
 def minimal_row(run_id: str = "r1", **overrides) -> dict:
-    row = {"run_id": run_id, "lineage_id": "lin-1", "schedule": "wsd", "model": "d256-l4", "lr": 0.01,
-           "batch_size": 32, "seq_len": 512, "tokens": 1_000_000, "seed": 0, "status": "ok"}
+    row = {
+        "run_id": run_id,
+        "lineage_id": "lin-1",
+        "schedule": "wsd",
+        "model": "d256-l4",
+        "lr": 0.01,
+        "batch_size": 32,
+        "seq_len": 512,
+        "tokens": 1_000_000,
+        "seed": 0,
+        "status": "ok",
+    }
     return {**row, **overrides}
 
 
@@ -94,7 +161,10 @@ def put_raw(store: ResultStore, path: str, data: bytes) -> None:
 
 
 def test_round_trip_keeps_values_and_dtypes(store):
-    rows = [full_row("r1"), full_row("r2", status="diverged", loss_eval=float("nan"), diverged_at_tokens=123_456)]
+    rows = [
+        full_row("r1"),
+        full_row("r2", status="diverged", loss_eval=float("nan"), diverged_at_tokens=123_456),
+    ]
     path = store.write(rows, sweep_id="power-s", name="lin-1")
     assert path == f"{store.uri}/results/sweep_id=power-s/lin-1.parquet"
     result = store.read()
@@ -111,23 +181,33 @@ def test_round_trip_keeps_values_and_dtypes(store):
 
 
 def test_optional_columns_are_null_and_created_at_is_filled(store):
-    before = dt.datetime.now(dt.timezone.utc)
+    before = dt.datetime.now(dt.UTC)
     store.write([minimal_row()], sweep_id="s", name="a")
     row = store.read().table.iloc[0]
     optional = set(SCHEMA.names) - REQUIRED
     assert all(pd.isna(row[name]) for name in optional)
-    assert before <= row["created_at"] <= dt.datetime.now(dt.timezone.utc)
+    assert before <= row["created_at"] <= dt.datetime.now(dt.UTC)
 
 
 def test_nan_is_null_and_whole_floats_are_ints(store):
     """Rows as the trainer reports them: token counts as floats, NaN where a value does not apply."""
     nan = float("nan")
-    row = full_row(schedule="wsd", tokens=2e6, warmup_tokens=2.0e5, lr_max=nan, power_a=nan, power_b=nan,
-                   diverged_at_tokens=nan, decay_shape=nan)
+    row = full_row(
+        schedule="wsd",
+        tokens=2e6,
+        warmup_tokens=2.0e5,
+        lr_max=nan,
+        power_a=nan,
+        power_b=nan,
+        diverged_at_tokens=nan,
+        decay_shape=nan,
+    )
     store.write([row], sweep_id="s", name="a")
     got = store.read().table.iloc[0]
     assert got["tokens"] == 2_000_000 and got["warmup_tokens"] == 200_000
-    assert all(pd.isna(got[name]) for name in ("lr_max", "power_a", "power_b", "diverged_at_tokens", "decay_shape"))
+    assert all(
+        pd.isna(got[name]) for name in ("lr_max", "power_a", "power_b", "diverged_at_tokens", "decay_shape")
+    )
     with store.filesystem.open_input_file(f"{partition_dir(store, 's')}/a.parquet") as handle:
         stored = pq.read_table(handle)
     assert stored["lr_max"].null_count == 1 and stored["tokens"].type == pa.int64()
@@ -151,9 +231,14 @@ def test_pyarrow_dataset_discovery_reads_the_same_rows(store):
     store.write([full_row("r2")], sweep_id="007", name="b")
     put_raw(store, f"{partition_dir(store, 's1')}/.a.parquet.dead.tmp", b"partial")
     partitioning = pads.partitioning(pa.schema([("sweep_id", pa.string())]), flavor="hive")
-    dataset = pads.dataset(store.results_dir, filesystem=store.filesystem, format="parquet", partitioning=partitioning)
+    dataset = pads.dataset(
+        store.results_dir, filesystem=store.filesystem, format="parquet", partitioning=partitioning
+    )
     table = dataset.to_table()
-    assert sorted(zip(table["sweep_id"].to_pylist(), table["run_id"].to_pylist())) == [("007", "r2"), ("s1", "r1")]
+    assert sorted(zip(table["sweep_id"].to_pylist(), table["run_id"].to_pylist())) == [
+        ("007", "r2"),
+        ("s1", "r1"),
+    ]
     assert store.read().table["sweep_id"].tolist() == ["007", "s1"]
 
 
@@ -227,7 +312,9 @@ def test_corrupt_files_are_reported_and_the_rest_is_read(store):
 def test_files_from_older_or_other_writers_are_conformed(store):
     row = minimal_row(created_at=T0)
     table = pa.table({name: [value] for name, value in row.items()} | {"notes": ["extra column"]})
-    table = table.set_column(table.schema.get_field_index("model"), "model", table["model"].dictionary_encode())
+    table = table.set_column(
+        table.schema.get_field_index("model"), "model", table["model"].dictionary_encode()
+    )
     table = table.set_column(table.schema.get_field_index("seed"), "seed", table["seed"].cast(pa.int32()))
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
@@ -237,7 +324,12 @@ def test_files_from_older_or_other_writers_are_conformed(store):
     assert result.corrupt_files == []
     assert {name: str(dtype) for name, dtype in result.table.dtypes.items()} == EXPECTED_DTYPES
     old = result.table.set_index("run_id").loc["r1"]
-    assert old["model"] == "d256-l4" and old["seed"] == 0 and pd.isna(old["loss_eval"]) and pd.isna(old["device"])
+    assert (
+        old["model"] == "d256-l4"
+        and old["seed"] == 0
+        and pd.isna(old["loss_eval"])
+        and pd.isna(old["device"])
+    )
     assert pd.isna(old["phase"])  # files from before the column: null, read as 'final' by analysis
 
 
@@ -245,7 +337,9 @@ def test_duplicate_run_id_keeps_the_newest_and_counts_the_rest(store):
     newer = T0 + dt.timedelta(hours=1)
     store.write([full_row("r1", loss_eval=3.0, created_at=newer)], sweep_id="s", name="retry-2")
     store.write([full_row("r1", loss_eval=9.0), full_row("r2")], sweep_id="s", name="retry-1")
-    store.write([full_row("r1", loss_eval=8.0, created_at=T0 - dt.timedelta(hours=1))], sweep_id="s", name="retry-0")
+    store.write(
+        [full_row("r1", loss_eval=8.0, created_at=T0 - dt.timedelta(hours=1))], sweep_id="s", name="retry-0"
+    )
     result = store.read()
     assert result.duplicates_dropped == 2
     assert result.table["run_id"].tolist() == ["r1", "r2"]
@@ -269,18 +363,28 @@ def test_run_ids_and_read_filter_by_sweep(store):
 
 
 INVALID_ROWS = [
-    pytest.param([{k: v for k, v in full_row().items() if k != "lr"}], r"missing required column 'lr'", id="missing"),
-    pytest.param([full_row(loss_evl=3.0)], r"unknown column 'loss_evl'.*did you mean 'loss_eval'", id="unknown"),
+    pytest.param(
+        [{k: v for k, v in full_row().items() if k != "lr"}], r"missing required column 'lr'", id="missing"
+    ),
+    pytest.param(
+        [full_row(loss_evl=3.0)], r"unknown column 'loss_evl'.*did you mean 'loss_eval'", id="unknown"
+    ),
     pytest.param([full_row(lr="0.1")], r"lr='0\.1' \(str\) in row 0 \(run_id='r1'\)", id="str-for-float"),
     pytest.param([full_row(seed=True)], r"seed=True \(bool\)", id="bool-for-int"),
     pytest.param([full_row(tokens=2**64)], r"tokens=18446744073709551616", id="int-overflow"),
     pytest.param([full_row(batch_size=32.5)], r"batch_size=32\.5 \(float\).*whole number", id="fraction"),
     pytest.param([full_row(tokens=float("inf"))], r"tokens=inf \(float\)", id="inf-for-int"),
-    pytest.param([full_row(lr=float("nan"))], r"missing required column 'lr' in row 0 .*\(value nan\)", id="nan-lr"),
+    pytest.param(
+        [full_row(lr=float("nan"))], r"missing required column 'lr' in row 0 .*\(value nan\)", id="nan-lr"
+    ),
     pytest.param([full_row(status="crashed")], r"status='crashed'.*'ok', 'diverged', 'failed'", id="status"),
     pytest.param([full_row(run_id=None)], r"missing required column 'run_id'", id="null-required"),
-    pytest.param([full_row(created_at=dt.datetime(2025, 1, 1))], r"created_at=datetime.*timezone-aware", id="naive"),
-    pytest.param([full_row("r1"), full_row("r2"), full_row("r1")], r"run_id='r1' in rows 0 and 2", id="repeated"),
+    pytest.param(
+        [full_row(created_at=dt.datetime(2025, 1, 1))], r"created_at=datetime.*timezone-aware", id="naive"
+    ),
+    pytest.param(
+        [full_row("r1"), full_row("r2"), full_row("r1")], r"run_id='r1' in rows 0 and 2", id="repeated"
+    ),
     pytest.param([full_row(sweep_id="other")], r"rows have sweep_id='other'", id="other-sweep"),
     pytest.param([full_row(), "not a row"], r"row 1='not a row'", id="not-a-dict"),
     pytest.param(full_row(), r"rows=.*non-empty list", id="dict-not-list"),
@@ -383,12 +487,30 @@ def test_a_phase_outside_final_and_trunk_is_refused(tmp_path):
         ResultStore(str(tmp_path)).write([full_row(phase="middle")], sweep_id="s", name="n")
 
 
-def curve_point(step: int, *, segment: str = "trunk", budget: float | None = None, kind: str = "train",
-                loss: float = 3.0, **extra) -> dict:
-    return {"lineage_id": "lin-1", "run_id": None if segment == "trunk" else "r1", "segment": segment,
-            "budget": budget, "fork_tokens": None if budget is None else 1024.0, "kind": kind, "step": step,
-            "tokens": step * 128, "lr": 1e-3, "loss_train": loss, "loss_train_mean": loss,
-            "loss_eval": math.nan, **extra}
+def curve_point(
+    step: int,
+    *,
+    segment: str = "trunk",
+    budget: float | None = None,
+    kind: str = "train",
+    loss: float = 3.0,
+    **extra,
+) -> dict:
+    return {
+        "lineage_id": "lin-1",
+        "run_id": None if segment == "trunk" else "r1",
+        "segment": segment,
+        "budget": budget,
+        "fork_tokens": None if budget is None else 1024.0,
+        "kind": kind,
+        "step": step,
+        "tokens": step * 128,
+        "lr": 1e-3,
+        "loss_train": loss,
+        "loss_train_mean": loss,
+        "loss_eval": math.nan,
+        **extra,
+    }
 
 
 def test_curve_round_trip_keeps_every_point_and_its_sweep(store):
@@ -398,8 +520,13 @@ def test_curve_round_trip_keeps_every_point_and_its_sweep(store):
     table = store.read_curves(sweep_id="s1").table
     assert len(table) == len(points) and set(table["sweep_id"]) == {"s1"}
     assert list(zip(table["segment"], table["kind"], table["step"])) == [
-        ("trunk", "train", 1), ("trunk", "train", 2), ("trunk", "train", 3), ("trunk", "eval", 3),
-        ("decay", "train", 4), ("decay", "train", 5)]
+        ("trunk", "train", 1),
+        ("trunk", "train", 2),
+        ("trunk", "train", 3),
+        ("trunk", "eval", 3),
+        ("decay", "train", 4),
+        ("decay", "train", 5),
+    ]
     assert table["budget"].isna().sum() == 4 and table.loc[3, "loss_eval"] == 3.5
     assert store.curve_names(sweep_id="s1") == {"lin-1"} and store.read_curves(sweep_id="other").table.empty
     assert store.read(sweep_id="s1").table.empty  # curves are not results
@@ -407,8 +534,11 @@ def test_curve_round_trip_keeps_every_point_and_its_sweep(store):
 
 def test_writing_a_curve_again_merges_by_key_and_the_newest_point_wins(store):
     store.write_curve([curve_point(s, loss=4.0) for s in (1, 2, 3)], sweep_id="s1", name="lin-1")
-    store.write_curve([curve_point(s, loss=3.0) for s in (3, 4)] + [curve_point(4, segment="decay", budget=512.0)],
-                      sweep_id="s1", name="lin-1")  # a resumed lineage hands point 3 on again
+    store.write_curve(
+        [curve_point(s, loss=3.0) for s in (3, 4)] + [curve_point(4, segment="decay", budget=512.0)],
+        sweep_id="s1",
+        name="lin-1",
+    )  # a resumed lineage hands point 3 on again
     table = store.read_curves(sweep_id="s1").table
     trunk = table[table["segment"].eq("trunk")]
     assert list(trunk["step"]) == [1, 2, 3, 4] and list(trunk["loss_train"]) == [4.0, 4.0, 3.0, 3.0]
@@ -426,4 +556,6 @@ def test_an_unreadable_curve_file_is_reported_and_replaced_on_write(store):
 
 def test_an_empty_store_has_no_curves_but_their_columns(store):
     table = store.read_curves().table
-    assert table.empty and {"sweep_id", "lineage_id", "segment", "step", "loss_train_mean"} <= set(table.columns)
+    assert table.empty and {"sweep_id", "lineage_id", "segment", "step", "loss_train_mean"} <= set(
+        table.columns
+    )

@@ -1,16 +1,20 @@
 import pytest
 import yaml
-
-from powersweep.cli import main
 from powersweep.sweeps.spec import SpecError, spec_from_dict
 from powersweep.sweeps.store import ResultStore
 from powersweep.sweeps.sweep import status, submit
 
+from powersweep.cli import main
+
 TINY = {
     "name": "tiny",
     "search": {"models": ["cpu-xs"], "batch_size": [4], "lr": [0.004, 0.016], "tokens": [1024, 2048]},
-    "train": {"warmup_tokens": 128, "seq_len": 32, "model_overrides": {"n_layers": 1},
-              "data": {"eval_tokens": 1024}},
+    "train": {
+        "warmup_tokens": 128,
+        "seq_len": 32,
+        "model_overrides": {"n_layers": 1},
+        "data": {"eval_tokens": 1024},
+    },
 }
 
 
@@ -29,7 +33,9 @@ def test_submit_resume_and_extend_run_only_what_the_store_lacks(tmp_path, local_
     first = submit(spec_from_dict(TINY), storage=storage)
     assert first.lineages_run == 2 and first.failed_trials == 0
     table = ResultStore(storage).read(sweep_id="tiny").table
-    assert len(table) == 8 and table["run_id"].is_unique and (table["phase"] == "final").sum() == 4  # + 4 trunk
+    assert (
+        len(table) == 8 and table["run_id"].is_unique and (table["phase"] == "final").sum() == 4
+    )  # + 4 trunk
     created = dict(zip(table["run_id"], table["created_at"]))
 
     assert main(["resume", storage]) == 0  # nothing missing: nothing runs
@@ -39,7 +45,9 @@ def test_submit_resume_and_extend_run_only_what_the_store_lacks(tmp_path, local_
     assert submit(spec_from_dict(extended), storage=storage).lineages_run == 1  # only the new lr
     table = ResultStore(storage).read(sweep_id="tiny").table
     assert len(table) == 12 and table["run_id"].is_unique
-    assert all(table.set_index("run_id").loc[r, "created_at"] == t for r, t in created.items())  # not recomputed
+    assert all(
+        table.set_index("run_id").loc[r, "created_at"] == t for r, t in created.items()
+    )  # not recomputed
     s = status(storage)
     assert s["planned"] == 6 and s["counts"].get("missing") == 0
     assert s["curves"] == {"lineages": 3, "stored": 3, "on": True}  # each lineage's curve, beside its rows
@@ -74,11 +82,17 @@ def test_a_packed_sweep_stores_the_rows_of_an_unpacked_one(tmp_path, local_ray):
     exact = {**TINY, "train": {**TINY["train"], "dtype": "float64"}}
     tables = {}
     for pack in (1, 2):
-        result = submit(spec_from_dict({**exact, "run": {"pack": pack}}), storage=str(tmp_path / f"pack{pack}"))
+        result = submit(
+            spec_from_dict({**exact, "run": {"pack": pack}}), storage=str(tmp_path / f"pack{pack}")
+        )
         assert result.failed_trials == 0 and result.lineages_run == 2
-        tables[pack] = ResultStore(result.storage).read(sweep_id="tiny").table.set_index("run_id").sort_index()
+        tables[pack] = (
+            ResultStore(result.storage).read(sweep_id="tiny").table.set_index("run_id").sort_index()
+        )
     solo, packed = tables[1], tables[2]
-    assert list(packed.index) == list(solo.index) and len(solo) == 2 * (2 + 2)  # 2 lineages: 2 budgets, 2 forks
+    assert list(packed.index) == list(solo.index) and len(solo) == 2 * (
+        2 + 2
+    )  # 2 lineages: 2 budgets, 2 forks
     assert (packed["phase"] == solo["phase"]).all() and set(solo["phase"]) == {"final", "trunk"}
     assert packed["loss_eval"].to_numpy() == pytest.approx(solo["loss_eval"].to_numpy(), rel=1e-9)
     assert packed["loss_train"].to_numpy() == pytest.approx(solo["loss_train"].to_numpy(), rel=1e-9)
@@ -90,10 +104,15 @@ def test_gpu_shares_are_refused_or_corrected_before_anything_runs():
     from powersweep.sweeps.plan import plan
     from powersweep.sweeps.sweep import check_gpu_shares
 
-    values = {"name": "g", "search": {"models": ["paper-12m"], "lr": [1e-3, 2e-3], "batch_size": [32],
-                                      "tokens": ["4M"]}, "train": {"seq_len": 1024}}
+    values = {
+        "name": "g",
+        "search": {"models": ["paper-12m"], "lr": [1e-3, 2e-3], "batch_size": [32], "tokens": ["4M"]},
+        "train": {"seq_len": 1024},
+    }
     auto = spec_from_dict({**values, "run": {"gpus_per_trial": "auto"}})
-    with pytest.raises(SpecError, match=r"^run.gpus_per_trial=auto needs the GPU's memory: set run.gpu_memory"):
+    with pytest.raises(
+        SpecError, match=r"^run.gpus_per_trial=auto needs the GPU's memory: set run.gpu_memory"
+    ):
         check_gpu_shares(auto, plan(auto))
     small = spec_from_dict({**values, "run": {"gpus_per_trial": 0.01, "gpu_memory": "80GiB"}})
     [note] = check_gpu_shares(small, plan(small))

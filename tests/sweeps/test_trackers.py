@@ -6,12 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from powersweep.proxy_models.data import DataConfig, load_corpus
 from powersweep.proxy_models.lineage import plan_branches, train_lineage
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.trainer import TrainConfig
-from powersweep.cli import main
 from powersweep.sweeps.spec import SpecError, spec_from_dict
 from powersweep.sweeps.store import ResultStore
 from powersweep.sweeps.sweep import submit
@@ -21,8 +19,8 @@ from powersweep.sweeps.trackers import (
     Target,
     budget_label,
     check_loggers,
-    flat_params,
     curve_metrics,
+    flat_params,
     mlflow_uri,
     point_key,
     prepare,
@@ -30,10 +28,16 @@ from powersweep.sweeps.trackers import (
     tracking_root,
 )
 
+from powersweep.cli import main
+
 STEP_TOKENS = 4 * 32  # batch 4 x seq_len 32
 PARAMS = {"model": "cpu-xs", "schedule.lr": 0.004, "schedule.power_a": math.nan, "data.tokenizer": None}
-POINTS = [("loss_train/trunk", 3.5, 10), ("loss_train/trunk", 3.0, 20), ("loss_train/1K", 2.5, 30),
-          ("final/loss_eval", 2.75, 32)]
+POINTS = [
+    ("loss_train/trunk", 3.5, 10),
+    ("loss_train/trunk", 3.0, 20),
+    ("loss_train/1K", 2.5, 30),
+    ("final/loss_eval", 2.75, 32),
+]
 
 
 class Recorder:
@@ -69,8 +73,10 @@ def mlflow_read(root, sweep_id, name):
     client = MlflowClient(tracking_uri=mlflow_uri(str(root)))
     runs = client.search_runs([client.get_experiment_by_name(sweep_id).experiment_id])
     [run] = [r for r in runs if r.info.run_name == name]
-    metrics = {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
-               for key in run.data.metrics}
+    metrics = {
+        key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+        for key in run.data.metrics
+    }
     return run.data.params, metrics, run.info.status
 
 
@@ -131,11 +137,16 @@ def test_wandb_writes_an_offline_run_holding_the_config_and_metrics(tmp_path, mo
 
 
 def lineage_config(log_every_steps: int) -> TrainConfig:
-    return TrainConfig(model="cpu-xs", model_overrides={"seq_len": 32, "n_layers": 1}, batch_size=4,
-                       tokens=STEP_TOKENS * 24, dtype="float64", data=DataConfig(eval_tokens=1024),
-                       schedule=ScheduleConfig(name="wsd", lr=2e-2, warmup_tokens=STEP_TOKENS * 3,
-                                               decay_fraction=0.25),
-                       log_every_steps=log_every_steps)
+    return TrainConfig(
+        model="cpu-xs",
+        model_overrides={"seq_len": 32, "n_layers": 1},
+        batch_size=4,
+        tokens=STEP_TOKENS * 24,
+        dtype="float64",
+        data=DataConfig(eval_tokens=1024),
+        schedule=ScheduleConfig(name="wsd", lr=2e-2, warmup_tokens=STEP_TOKENS * 3, decay_fraction=0.25),
+        log_every_steps=log_every_steps,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -151,13 +162,19 @@ def test_a_lineage_sends_each_curve_point_once_on_its_segment_then_its_rows(corp
     recorder = Recorder()
     log = LineageLog([recorder], tokens_per_step=STEP_TOKENS)
     handed = []
-    rows = train_lineage(config, budgets, corpus=corpus, on_curve=lambda points: (handed.extend(points),
-                                                                                  log.curve(points)), on_result=log.row)
+    rows = train_lineage(
+        config,
+        budgets,
+        corpus=corpus,
+        on_curve=lambda points: (handed.extend(points), log.curve(points)),
+        on_result=log.row,
+    )
     log.finish()
     unique = {point_key(p): p for p in handed}
     assert recorder.finished == "ok" and len(unique) < len(handed)  # the trunk came more than once
     assert len([p for p in recorder.points if p[0].startswith("loss_train/")]) == sum(
-        p["kind"] == "train" for p in unique.values())
+        p["kind"] == "train" for p in unique.values()
+    )
     for tokens in budgets:
         branch = [p for p in unique.values() if p["segment"] == "decay" and p["budget"] == tokens]
         label = budget_label(tokens)
@@ -167,7 +184,9 @@ def test_a_lineage_sends_each_curve_point_once_on_its_segment_then_its_rows(corp
         assert all(step > forks[tokens] for step, _ in recorder.series(f"loss_train/{label}"))
     trunk = [p for p in unique.values() if p["segment"] == "trunk" and p["kind"] == "train"]
     assert recorder.series("loss_train/trunk") == [(p["step"], p["loss_train"]) for p in trunk]
-    assert recorder.series("lr/trunk")[:3] == [(p["step"], p["lr"]) for p in trunk[:3]] and trunk[0]["step"] == 1
+    assert (
+        recorder.series("lr/trunk")[:3] == [(p["step"], p["lr"]) for p in trunk[:3]] and trunk[0]["step"] == 1
+    )
     final_eval = [(t // STEP_TOKENS, r.loss_eval) for t, r in zip(budgets, rows)]
     assert [recorder.series(f"loss_eval/{budget_label(t)}")[0] for t in budgets] == final_eval
     assert recorder.series("final/loss_eval") == final_eval
@@ -177,11 +196,24 @@ def test_a_lineage_sends_each_curve_point_once_on_its_segment_then_its_rows(corp
 
 
 def test_points_sent_by_an_earlier_attempt_are_not_sent_again():
-    points = [{"segment": "trunk", "budget": math.nan, "kind": "train", "step": s, "lr": 0.01, "loss_train": 3.0,
-               "loss_train_mean": 3.1} for s in (1, 2, 3)]
+    points = [
+        {
+            "segment": "trunk",
+            "budget": math.nan,
+            "kind": "train",
+            "step": s,
+            "lr": 0.01,
+            "loss_train": 3.0,
+            "loss_train_mean": 3.1,
+        }
+        for s in (1, 2, 3)
+    ]
     points.append({"segment": "decay", "budget": 1000.0, "kind": "eval", "step": 8, "loss_eval": 2.5})
     recorder = Recorder()
-    stored = [{**points[0], "budget": None}, points[3]]  # as the store reads them back: the trunk's budget is null
+    stored = [
+        {**points[0], "budget": None},
+        points[3],
+    ]  # as the store reads them back: the trunk's budget is null
     log = LineageLog([recorder], tokens_per_step=STEP_TOKENS, sent={point_key(p) for p in stored})
     log.curve(points)
     log.curve(points)
@@ -195,9 +227,13 @@ def test_rows_give_final_and_trunk_metrics_at_their_last_step(corpus):
     recorder = Recorder()
     log = LineageLog([recorder], tokens_per_step=STEP_TOKENS)
     rows = train_lineage(config, budgets, corpus=corpus, on_result=log.row)
-    assert recorder.series("final/loss_eval") == [(t // STEP_TOKENS, r.loss_eval) for t, r in zip(budgets, rows)]
+    assert recorder.series("final/loss_eval") == [
+        (t // STEP_TOKENS, r.loss_eval) for t, r in zip(budgets, rows)
+    ]
     assert recorder.series("final/diverged") == [(t // STEP_TOKENS, 0.0) for t in budgets]
-    assert [s for s, _ in recorder.series("trunk/loss_eval")] == [b.fork_step for b in plan_branches(config, budgets)]
+    assert [s for s, _ in recorder.series("trunk/loss_eval")] == [
+        b.fork_step for b in plan_branches(config, budgets)
+    ]
 
 
 def test_run_names_and_params_describe_the_lineage():
@@ -219,16 +255,27 @@ def test_tracking_goes_under_a_local_store_and_to_a_cache_for_a_remote_one(tmp_p
 TINY = {
     "name": "tiny",
     "search": {"models": ["cpu-xs"], "batch_size": [4], "lr": [0.004, 0.016], "tokens": [8192, 16384]},
-    "train": {"warmup_tokens": 128, "seq_len": 32, "model_overrides": {"n_layers": 1}, "data": {"eval_tokens": 1024}},
+    "train": {
+        "warmup_tokens": 128,
+        "seq_len": 32,
+        "model_overrides": {"n_layers": 1},
+        "data": {"eval_tokens": 1024},
+    },
 }
 
 
-@pytest.mark.parametrize("loggers, fragment", [
-    (["tensorbord"], "run.loggers=['tensorbord']: 'tensorbord' is not a logger: choose from "
-                     "['tensorboard', 'mlflow', 'wandb']"),
-    (["mlflow", "mlflow"], "run.loggers=['mlflow', 'mlflow']: "),
-    ("mlflow", "run.loggers='mlflow': "),
-])
+@pytest.mark.parametrize(
+    "loggers, fragment",
+    [
+        (
+            ["tensorbord"],
+            "run.loggers=['tensorbord']: 'tensorbord' is not a logger: choose from "
+            "['tensorboard', 'mlflow', 'wandb']",
+        ),
+        (["mlflow", "mlflow"], "run.loggers=['mlflow', 'mlflow']: "),
+        ("mlflow", "run.loggers='mlflow': "),
+    ],
+)
 def test_spec_refuses_unknown_or_repeated_loggers_in_one_line(loggers, fragment):
     with pytest.raises(SpecError) as error:
         spec_from_dict({**TINY, "run": {"loggers": loggers}})
@@ -241,7 +288,9 @@ def test_loggers_are_off_by_default():
 
 def test_a_missing_logger_package_stops_plan_and_submit_naming_the_extra(tmp_path, monkeypatch, capsys):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a)
+    )
     needs = r"logger 'mlflow' needs the package 'mlflow'.*pip install 'powersweep\[mlflow\]'"
     with pytest.raises(SpecError, match=needs):
         check_loggers(["tensorboard", "mlflow"])
@@ -256,8 +305,10 @@ def test_a_missing_logger_package_stops_plan_and_submit_naming_the_extra(tmp_pat
 
 @pytest.mark.slow
 def test_a_sweep_with_loggers_sends_each_lineage_its_curve_and_stored_rows(tmp_path, local_ray):
-    result = submit(spec_from_dict({**TINY, "run": {"loggers": ["tensorboard", "mlflow"]}}),
-                    storage=str(tmp_path / "store"))
+    result = submit(
+        spec_from_dict({**TINY, "run": {"loggers": ["tensorboard", "mlflow"]}}),
+        storage=str(tmp_path / "store"),
+    )
     assert result.failed_trials == 0 and result.lineages_run == 2
     table = ResultStore(result.storage).read(sweep_id="tiny").table
     root = tmp_path / "store" / "tracking"
@@ -269,8 +320,12 @@ def test_a_sweep_with_loggers_sends_each_lineage_its_curve_and_stored_rows(tmp_p
             rows = table[(table["lineage_id"] == params["lineage_id"]) & (table["phase"] == "final")]
             expected = sorted((int(t) // STEP_TOKENS, v) for t, v in zip(rows["tokens"], rows["loss_eval"]))
             assert [s for s, _ in metrics["final/loss_eval"]] == [s for s, _ in expected], logger
-            assert [v for _, v in metrics["final/loss_eval"]] == pytest.approx([v for _, v in expected], rel=1e-6)
-            assert_same_series(curve_series(metrics), stored_series(result.storage, "tiny", params["lineage_id"]))
+            assert [v for _, v in metrics["final/loss_eval"]] == pytest.approx(
+                [v for _, v in expected], rel=1e-6
+            )
+            assert_same_series(
+                curve_series(metrics), stored_series(result.storage, "tiny", params["lineage_id"])
+            )
             assert status in (None, "FINISHED")
 
 
@@ -308,8 +363,13 @@ def packed(tmp_path_factory):
     runs = {}
     for curves in (True, False):
         root = tmp_path_factory.mktemp(f"curves-{str(curves).lower()}")
-        settings = ExecutionSettings(store_uri=str(root / "store"), sweep_id="tiny", checkpoint_root=str(root),
-                                     loggers=("tensorboard",), curves=curves)
+        settings = ExecutionSettings(
+            store_uri=str(root / "store"),
+            sweep_id="tiny",
+            checkpoint_root=str(root),
+            loggers=("tensorboard",),
+            curves=curves,
+        )
         runs[curves] = settings, run_job(trial, settings)
     return trial, runs
 
@@ -321,9 +381,15 @@ def test_each_member_of_a_packed_trial_gets_its_own_run_with_its_rows_and_its_cu
     trunks = []
     for member, member_rows in zip(trial.members, rows):
         params, metrics, _ = tensorboard_read(root, "tiny", run_name(member.config, member.lineage_id))
-        assert params["lineage_id"] == member.lineage_id and params["schedule.lr"] == member.config.schedule.lr
-        assert [v for _, v in metrics["final/loss_eval"]] == pytest.approx([r.loss_eval for r in member_rows], rel=1e-6)
-        assert_same_series(curve_series(metrics), stored_series(settings.store_uri, "tiny", member.lineage_id))
+        assert (
+            params["lineage_id"] == member.lineage_id and params["schedule.lr"] == member.config.schedule.lr
+        )
+        assert [v for _, v in metrics["final/loss_eval"]] == pytest.approx(
+            [r.loss_eval for r in member_rows], rel=1e-6
+        )
+        assert_same_series(
+            curve_series(metrics), stored_series(settings.store_uri, "tiny", member.lineage_id)
+        )
         assert {"loss_train/trunk", "lr/8.192K", "loss_eval/16.384K"} <= set(metrics)
         trunks.append(metrics["lr/trunk"])
     assert trunks[0] != trunks[1]  # each variant's own curve (its own lr), not the pack's first
@@ -334,7 +400,9 @@ def test_with_curves_off_nothing_is_stored_and_the_trackers_get_the_same_points(
     (on, on_rows), (off, off_rows) = runs[True], runs[False]
     assert not os.path.exists(os.path.join(off.store_uri, "curves"))
     assert os.path.exists(os.path.join(on.store_uri, "curves"))
-    assert [[r.loss_eval for r in rows] for rows in off_rows] == [[r.loss_eval for r in rows] for rows in on_rows]
+    assert [[r.loss_eval for r in rows] for rows in off_rows] == [
+        [r.loss_eval for r in rows] for rows in on_rows
+    ]
     for member in trial.members:
         name = run_name(member.config, member.lineage_id)
         _, metrics_off, _ = tensorboard_read(tracking_root(off.store_uri), "tiny", name)
@@ -349,8 +417,9 @@ def test_a_lineage_trained_again_does_not_send_the_stored_curve_points_twice(tmp
     from powersweep.sweeps.plan import plan
 
     job = plan(spec_from_dict(TINY)).jobs[0]
-    settings = ExecutionSettings(store_uri=str(tmp_path / "store"), sweep_id="tiny", checkpoint_root=str(tmp_path),
-                                 loggers=("mlflow",))
+    settings = ExecutionSettings(
+        store_uri=str(tmp_path / "store"), sweep_id="tiny", checkpoint_root=str(tmp_path), loggers=("mlflow",)
+    )
     root = tracking_root(settings.store_uri)
     prepare(["mlflow"], root, "tiny")
     run_job(job, settings)
