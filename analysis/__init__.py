@@ -5,9 +5,9 @@ two-sided bowl with bootstrap draws, gamma = a * T**b fits, per-model batch laws
 * T**beta, critical batch size, sensitivity, the joint band laws and the (a, b) search, all with CIs)
 -> ``write_report`` (figures, index.html, cells.csv, coefficients.json) -> ``predict_lr``.
 Modules: table, merge (budgets that differ by rounding), order (models by size), bowl, optimum, fit,
-batch_scaling, regimes, band, power_search, plots, answer, report, export, summary, watch, synthetic, calibration.
-Nothing here imports torch, ray or proxy_models, and of sweeps only the store's schema (`sweeps.schema`, the one
-definition of the results columns); the command line, `powersweep.cli`, calls in.
+batch_scaling, regimes, band, power_search, plots, answer, report, export, summary, watch, synthetic,
+calibration. Nothing here imports torch, ray or proxy_models, and of sweeps only the store's schema
+(`sweeps.schema`, the one definition of the results columns); the command line, `powersweep.cli`, calls in.
 
 >>> from analysis import load_table, analyze, write_report, predict_lr
 >>> result = analyze(load_table("runs/"))

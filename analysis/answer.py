@@ -61,7 +61,8 @@ class Answer:
 
 
 def answer(result: Analysis, coefficients: dict | None) -> Answer:
-    """Build the answer from the analysis and the coefficients file's content (None when it was not written)."""
+    """Build the answer from the analysis and the coefficients file's content
+    (None when it was not written)."""
     missing = tuple(missing_fits(result))
     total = len(result.cells)
     if coefficients is None or result.headline == "none":
@@ -160,7 +161,8 @@ def _law_words(result: Analysis, model: str | None) -> str:
     if result.headline == "per_model_batch_law":
         return (
             "The optimal peak lr follows lr_opt = c * B^alpha * T^beta for each model: it does not grow in "
-            f"proportion to the batch size here, so each model has its own law (recommendations: model {model})."
+            "proportion to the batch size here, so each model has its own law "
+            f"(recommendations: model {model})."
         )
     if result.headline == "per_model_gamma":
         return (
@@ -169,12 +171,15 @@ def _law_words(result: Analysis, model: str | None) -> str:
             f"model {model})."
         )
     b = result.gamma.pooled.b
-    trend = f"{'falls' if b < 0 else 'rises'} as T^{b:.2f} with the training tokens T: doubling T multiplies it by {2**b:.2f}"
+    trend = (
+        f"{'falls' if b < 0 else 'rises'} as T^{b:.2f} with the training tokens T: doubling T "
+        f"multiplies it by {2**b:.2f}"
+    )
     if not batch_identified(result):  # proportional to B is the paper's finding, not this sweep's
         swept = ", ".join(str(int(v)) for v in sorted(result.cells["batch_size"].unique()))
         return (
-            f"The optimal peak lr {trend}, measured at batch size {swept} sequences; at other batch sizes it is "
-            "taken to grow in proportion to B, as the paper finds (this sweep cannot test that)."
+            f"The optimal peak lr {trend}, measured at batch size {swept} sequences; at other batch sizes "
+            "it is taken to grow in proportion to B, as the paper finds (this sweep cannot test that)."
         )
     return f"The optimal peak lr grows in proportion to the batch size B and {trend}."
 
@@ -183,9 +188,9 @@ def _formulas(result: Analysis) -> list[str]:
     gamma = result.gamma
     if result.headline == "per_model_batch_law":
         return [
-            f"model {name}: lr_opt = {np.exp(law.coef['ln_c']):.3g} * B^{law.alpha:.3f} * T^{law.coef['beta']:.3f}; "
-            f"alpha 95% CI [{law.alpha_ci.low:.3f}, {law.alpha_ci.high:.3f}], beta 95% CI "
-            f"[{law.ci['beta'].low:.3f}, {law.ci['beta'].high:.3f}]"
+            f"model {name}: lr_opt = {np.exp(law.coef['ln_c']):.3g} * B^{law.alpha:.3f} * "
+            f"T^{law.coef['beta']:.3f}; alpha 95% CI [{law.alpha_ci.low:.3f}, {law.alpha_ci.high:.3f}], "
+            f"beta 95% CI [{law.ci['beta'].low:.3f}, {law.ci['beta'].high:.3f}]"
             for name, law in result.batch.items()
             if law.ok
         ]
@@ -215,7 +220,10 @@ def _scheduler(
     law = scheduler_coefficients(coefficients, model=model, batch_size=batch)
     lr_max = coefficients.get("lr_max")
     cap = f"{lr_max:.3g}" if lr_max is not None else "lr_max"
-    line = f"lr(n) = min({cap}, {batch} * {law['a']:.4g} * n**{law['b']:.4f})  # n: tokens seen, batch {batch} sequences"
+    line = (
+        f"lr(n) = min({cap}, {batch} * {law['a']:.4g} * n**{law['b']:.4f})  # n: tokens seen, batch "
+        f"{batch} sequences"
+    )
     seq = result.table["seq_len"].dropna() if "seq_len" in result.table else []
     if len(seq) == 0:
         return (

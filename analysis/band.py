@@ -200,7 +200,8 @@ def _ols(
 def _group_bootstrap(
     design: np.ndarray, y: np.ndarray, groups: np.ndarray, n_boot: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """(R, terms): least squares on resampled groups (each group's rows weighted by how often it was drawn)."""
+    """(R, terms): least squares on resampled groups
+    (each group's rows weighted by how often it was drawn)."""
     labels, index = np.unique(groups, return_inverse=True)
     counts = rng.multinomial(len(labels), np.full(len(labels), 1.0 / len(labels)), size=n_boot)  # (R, groups)
     weights = counts[:, index].astype(float)  # (R, rows)

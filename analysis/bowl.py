@@ -43,7 +43,8 @@ class BowlFit:
 
 
 def fit_bowl(d: np.ndarray, y: np.ndarray, *, low: float | None = None, high: float | None = None) -> BowlFit:
-    """Fit the two-sided bowl to each column of ``y`` (n points, sorted ``d``); the vertex stays in [low, high].
+    """Fit the two-sided bowl to each column of ``y`` (n points, sorted ``d``);
+    the vertex stays in [low, high].
 
     The default range, from the second to the second-last point, leaves each side at least two points to
     set its curvature.
@@ -83,7 +84,8 @@ def _profile(d: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
 
 
 def _left_inverse(design: np.ndarray) -> np.ndarray:
-    """(..., 3, n): (X'X)^-1 X' of each stacked design; a column of zeros (no point on a side) gets no weight."""
+    """(..., 3, n): (X'X)^-1 X' of each stacked design;
+    a column of zeros (no point on a side) gets no weight."""
     xtx = np.swapaxes(design, -1, -2) @ design
     return np.linalg.pinv(xtx, hermitian=True) @ np.swapaxes(design, -1, -2)
 

@@ -125,7 +125,8 @@ class AlphaCalibration:
 
 
 def one_alpha_sweep(seed: int, *, n_boot: int = 1000) -> dict:
-    """Fit the batch law of one planted multi-batch sweep; the planted alpha, the fitted one and its intervals."""
+    """Fit the batch law of one planted multi-batch sweep;
+    the planted alpha, the fitted one and its intervals."""
     law, table, spacing = planted_sweep(seed, batch_sizes=ALPHA_BATCH_SIZES, alpha_range=ALPHA_RANGE)
     cells = find_optima(load_table(table), n_draws=n_boot, seed=seed)
     usable = cells[cells["ok"].astype(bool) & np.isfinite(cells["lr_opt"])]
@@ -150,7 +151,8 @@ def one_alpha_sweep(seed: int, *, n_boot: int = 1000) -> dict:
 
 
 def calibrate_alpha(n_sweeps: int = 200, *, n_boot: int = 1000, first_seed: int = 0) -> AlphaCalibration:
-    """Run ``n_sweeps`` planted multi-batch sweeps (seeds ``first_seed`` onwards) and summarise alpha's coverage."""
+    """Run ``n_sweeps`` planted multi-batch sweeps
+    (seeds ``first_seed`` onwards) and summarise alpha's coverage."""
     sweeps = pd.DataFrame(
         [one_alpha_sweep(s, n_boot=n_boot) for s in range(first_seed, first_seed + n_sweeps)]
     )
@@ -165,7 +167,8 @@ def calibrate_alpha(n_sweeps: int = 200, *, n_boot: int = 1000, first_seed: int 
 
 @dataclass(frozen=True)
 class MainJobCalibration:
-    """The outcome of ``calibrate_main_job``: per sweep in ``sweeps``, per budget in ``cells``, and summaries."""
+    """The outcome of ``calibrate_main_job``:
+    per sweep in ``sweeps``, per budget in ``cells``, and summaries."""
 
     sweeps: pd.DataFrame  # seed, b_fit, b_low, b_high, covered
     cells: pd.DataFrame  # per budget: mean ln(lr_opt / planted), its sd, rms of error / standard error
@@ -177,7 +180,8 @@ class MainJobCalibration:
 def calibrate_main_job(
     n_sweeps: int = 200, *, law: PlantedLaw = MAIN_JOB_LAW, n_boot: int = 1000, first_seed: int = 0
 ) -> MainJobCalibration:
-    """Plant ``law`` on the main job's grid ``n_sweeps`` times (new noise each) and fit b as ``analyze`` does."""
+    """Plant ``law`` on the main job's grid ``n_sweeps`` times
+    (new noise each) and fit b as ``analyze`` does."""
     grid = SweepGrid(
         models=(("cpu-xxs", 31904),), tokens=MAIN_JOB_TOKENS, batch_sizes=(4,), lrs=MAIN_JOB_LRS, seq_len=64
     )

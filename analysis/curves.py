@@ -81,8 +81,8 @@ def load_curves(source: str | Path) -> pd.DataFrame:
 
 
 def run_curves(curves: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
-    """(sweep_id, run_id) -> the run's training points in token order: its lineage's trunk up to its fork, then
-    its decay branch."""
+    """(sweep_id, run_id) -> the run's training points in token order: its lineage's trunk up to its fork,
+    then its decay branch."""
     train = curves[curves["kind"].eq("train")]
     trunks = {key: t for key, t in train[train["segment"].eq("trunk")].groupby(_KEYS)}
     out = {}
@@ -110,10 +110,10 @@ class Spike:
 def window_means(
     curve: pd.DataFrame, *, window: int = SPIKE_WINDOW_STEPS, relative: float = 0.0
 ) -> pd.DataFrame:
-    """A run's mean train loss pooled, in token order, into windows of at least ``window`` steps, and of at least
-    ``relative`` times the step where the window ends (tokens and step of each window's end, ``loss``). A point
-    added where a segment ends covers steps that the next grid point covers again, so it is left out; curves
-    without ``mean_steps`` count the steps since the previous point."""
+    """A run's mean train loss pooled, in token order, into windows of at least ``window`` steps, and of at
+    least ``relative`` times the step where the window ends (tokens and step of each window's end, ``loss``).
+    A point added where a segment ends covers steps that the next grid point covers again, so it is left out;
+    curves without ``mean_steps`` count the steps since the previous point."""
     points = (
         curve[curve["kind"].eq("train")].sort_values("tokens", kind="stable") if "kind" in curve else curve
     )

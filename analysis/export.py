@@ -157,7 +157,8 @@ JOINT_FORMULAS = {
 
 
 def _joint_summary(result: Analysis) -> dict | None:
-    """The band (Step Law style) laws lr(N, T), B_opt(T) and, for muP tables, gamma(N, T), with bootstrap CIs."""
+    """The band (Step Law style) laws lr(N, T), B_opt(T) and, for muP tables, gamma(N, T),
+    with bootstrap CIs."""
     band = result.band
     if band is None:
         return None
@@ -593,9 +594,9 @@ def _linear_prediction(law: dict, terms: dict[str, float]) -> tuple[float, tuple
 
 
 def scheduler_coefficients(coefficients: dict | str | Path, *, model: str | None, batch_size: float) -> dict:
-    """The file's content with ``a`` and ``b`` of the law that answers for ``model`` at ``batch_size``, so that
-    the Power schedule lr(n) = min(lr_max, batch_size * a * n**b) follows it: the pooled law without a model;
-    the model's gamma law; or, for a batch law, a = c * batch_size**(alpha - 1) and b = beta."""
+    """The file's content with ``a`` and ``b`` of the law that answers for ``model`` at ``batch_size``, so
+    that the Power schedule lr(n) = min(lr_max, batch_size * a * n**b) follows it: the pooled law without a
+    model; the model's gamma law; or, for a batch law, a = c * batch_size**(alpha - 1) and b = beta."""
     content = _content(coefficients)
     if model is None:
         _check_pooled(content)

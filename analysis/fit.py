@@ -212,7 +212,8 @@ def _weighted_line(lx: np.ndarray, ly: np.ndarray, w: np.ndarray) -> dict:
 
 
 def _bootstrap(lx, ly, w, x_ref: float, n_boot: int, rng: np.random.Generator) -> dict:
-    """All resamples at once: counts (n_boot, n) times per-point sums gives each resample's normal equations."""
+    """All resamples at once:
+    counts (n_boot, n) times per-point sums gives each resample's normal equations."""
     if n_boot <= 0:
         return {"ln_a": np.empty(0), "b": np.empty(0), "c": np.empty(0)}
     n = len(lx)
@@ -230,7 +231,8 @@ def _bootstrap(lx, ly, w, x_ref: float, n_boot: int, rng: np.random.Generator) -
 
 
 def _draw_bootstrap(lx, ly, w, core: dict, draws: np.ndarray, tau2: float, rng: np.random.Generator) -> dict:
-    """Resample y as line + (draw - estimate) + N(0, tau2) for every column of ``draws`` (n, R), refit each."""
+    """Resample y as line + (draw - estimate) + N(0, tau2)
+    for every column of ``draws`` (n, R), refit each."""
     d = lx - core["x_ref"]
     line = core["c"] + core["b"] * d
     ys = line[:, None] + (draws - ly[:, None]) + math.sqrt(tau2) * rng.standard_normal(draws.shape)  # (n, R)
@@ -310,7 +312,8 @@ def _failed(n: int, n_x: int, reason: str) -> PowerLawFit:
 
 @dataclass(frozen=True)
 class GammaFits:
-    """gamma = lr_opt / batch_size = a * T**b: pooled over model sizes, per model size, and the paper's recipe."""
+    """gamma = lr_opt / batch_size = a * T**b:
+    pooled over model sizes, per model size, and the paper's recipe."""
 
     pooled: PowerLawFit
     per_model: dict[str, PowerLawFit]

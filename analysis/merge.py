@@ -1,11 +1,12 @@
-"""Values that differ only by rounding are one value: a model's token budget, a batch size converted from tokens.
+"""Values that differ only by rounding are one value:
+a model's token budget, a batch size converted from tokens.
 
-A table merged from two versions of a sweep may state one nominal budget as T = 1.983906e9 in one and 1.98443e9
-in the other (0.03% apart). Analysed apart, each holds half the lrs, its bowl is cut short and flagged, and the
-fitted exponent moves. Within a relative ``tolerance`` they are one value, the median of the distinct values
-(so it does not depend on how many runs each version had). Groups form in sorted order from the smallest value:
-a group takes every value within the tolerance of its smallest, so no group spans more than the tolerance, and a
-chain a ~ b ~ c whose ends are further apart splits.
+A table merged from two versions of a sweep may state one nominal budget as T = 1.983906e9 in one and
+1.98443e9 in the other (0.03% apart). Analysed apart, each holds half the lrs, its bowl is cut short and
+flagged, and the fitted exponent moves. Within a relative ``tolerance`` they are one value, the median of the
+distinct values (so it does not depend on how many runs each version had). Groups form in sorted order from
+the smallest value: a group takes every value within the tolerance of its smallest, so no group spans more
+than the tolerance, and a chain a ~ b ~ c whose ends are further apart splits.
 
 >>> tolerance_groups([1.98443e9, 1.983906e9, 4e9], 0.01)
 [(1983906000.0, 1984430000.0), (4000000000.0,)]
@@ -26,8 +27,9 @@ from powersweep.analysis.order import model_order
 DEFAULT_TOLERANCE = (
     0.01  # relative: budgets of one grid are 1.25x or more apart, rounding moves them far less
 )
-# Budgets merge per model, across its batch sizes: a grid's budget is one T for every batch size (steps x batch x
-# seq_len rounds differently per batch size), and the fits group cells by (model, T) (top-k batch sizes, Bc(T)).
+# Budgets merge per model, across its batch sizes: a grid's budget is one T for every batch size (steps x
+# batch x seq_len rounds differently per batch size), and the fits group cells by (model, T) (top-k batch
+# sizes, Bc(T)).
 BUDGET_GROUP = ("model",)
 MAX_NAMED = 4  # values named in one note; more are given as their count and range
 MAX_NOTES = 10  # merge notes named one by one; a table whose every budget jitters gets one line for the rest
@@ -44,7 +46,8 @@ class Merge:
 
 
 def check_tolerance(tolerance: float) -> float:
-    """``tolerance`` as a float; AnalysisError for a negative, infinite or non-numeric one, or one of 1 or more."""
+    """``tolerance`` as a float;
+    AnalysisError for a negative, infinite or non-numeric one, or one of 1 or more."""
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or math.isnan(tolerance):
         raise AnalysisError(
             f"--tokens-tolerance {tolerance!r}: must be a number >= 0 (a relative difference, e.g. 0.01)"
@@ -99,8 +102,9 @@ def merge_close(
 
 def merge_budgets(table: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     """``table`` with the token budgets of each model that lie within ``tolerance`` of each other merged
-    (``merge_close``); the budgets as given stay in ``tokens_reported`` and the merges, each with the batch sizes
-    its rows have, in ``attrs["budget_merges"]``. Runs that then share a cell and an lr are averaged as seeds are."""
+    (``merge_close``); the budgets as given stay in ``tokens_reported`` and the merges, each with the batch
+    sizes its rows have, in ``attrs["budget_merges"]``. Runs that then share a cell and an lr are averaged as
+    seeds are."""
     out = table.copy()
     if "tokens_reported" not in out:  # a table merged before keeps the values its source gave
         out["tokens_reported"] = out["tokens"]
@@ -142,7 +146,8 @@ def _merge_note(merge: Merge) -> str:
         batch = f"batch {number(batches[0])}" if len(batches) == 1 else f"batch sizes {listing(batches)}"
         return (
             f"tokens {_span(merge.values)} (model {merge.where['model']}, {batch}) analysed as one "
-            f"{'cell' if len(batches) == 1 else 'budget'} at {number(merge.value)} (within --tokens-tolerance)"
+            f"{'cell' if len(batches) == 1 else 'budget'} at {number(merge.value)} "
+            "(within --tokens-tolerance)"
         )
     return (
         f"batch sizes {_span(merge.values)} sequences (model {merge.where['model']}; batch_size in tokens / "
@@ -151,8 +156,8 @@ def _merge_note(merge: Merge) -> str:
 
 
 def repeat_note(table: pd.DataFrame, schedule: str) -> list[str]:
-    """A note on the runs of ``schedule`` that merged budgets bring to one cell and lr (e.g. one seed of two sweep
-    versions): they are averaged as seeds are. Empty when there are none."""
+    """A note on the runs of ``schedule`` that merged budgets bring to one cell and lr (e.g. one seed of two
+    sweep versions): they are averaged as seeds are. Empty when there are none."""
     runs = table[table["schedule"].eq(schedule) & ~table["status"].eq("failed")]
     if "tokens_reported" not in runs or not len(runs):
         return []
@@ -166,8 +171,8 @@ def repeat_note(table: pd.DataFrame, schedule: str) -> list[str]:
     return [
         f"{int(repeated['size'].sum())} runs at {len(repeated)} (cell, lr) points come from budgets merged "
         f"within --tokens-tolerance (e.g. model {model}, batch {batch:g}, T = {number(tokens)}, lr {lr:.3g}: "
-        f"{int(repeated.loc[(model, tokens, batch, lr), 'size'])} runs): averaged as seeds are (n_runs counts "
-        "them)"
+        f"{int(repeated.loc[(model, tokens, batch, lr), 'size'])} runs): averaged as seeds are "
+        "(n_runs counts them)"
     ]
 
 
@@ -180,7 +185,8 @@ def _span(values: Sequence[float]) -> str:
 
 
 def listing(values: Sequence[float]) -> str:
-    """'a and b', 'a, b and c': seven significant digits (1.983906e9), more where that would show two as one."""
+    """'a and b', 'a, b and c': seven significant digits (1.983906e9),
+    more where that would show two as one."""
     digits = next((d for d in range(7, 18) if len({f"{v:.{d}g}" for v in values}) == len(set(values))), 17)
     texts = [number(v, digits) for v in values]
     return texts[0] if len(texts) == 1 else f"{', '.join(texts[:-1])} and {texts[-1]}"

@@ -244,7 +244,8 @@ def _fit_quadratic(d: np.ndarray, y: np.ndarray) -> _Quadratic:
 
 
 def _pooled_noise(fits: list[_CellFit]) -> float | None:
-    # One noise variance (nats**2, of a seed-mean loss) for all cells: one window leaves too few degrees of freedom.
+    # One noise variance (nats**2, of a seed-mean loss) for all cells: one window leaves too few degrees of
+    # freedom.
     rss = dof = 0.0
     for fit in fits:
         if fit.bowl is not None and fit.bowl.dof > 0:
@@ -329,7 +330,8 @@ def _optimum(fit: _CellFit, noise_var: float | None, n_draws: int, rng: np.rando
 
 
 def _quadratic_vertices(quad: _Quadratic, noisy: np.ndarray) -> np.ndarray:
-    """(R,) the vertex of each column's parabola, kept inside the window (a flat or concave draw: the argmin)."""
+    """(R,) the vertex of each column's parabola, kept inside the window
+    (a flat or concave draw: the argmin)."""
     c = quad.xtx_inv @ quad.design.T @ noisy  # (3, R)
     vertex = np.divide(-c[1], 2 * c[2], out=np.zeros(noisy.shape[1]), where=c[2] > 0)
     return np.clip(vertex, quad.low, quad.high)

@@ -1,7 +1,8 @@
 """The order in which models appear in every output (figures, tables, notes, coefficients.json): by size.
 
-A model's size is the median ``n_params`` of its rows; models without one follow, in the natural order of their
-names, so that '512' < '768' < '1024' and 'd256-l4' < 'd1024-l4' (a string sort puts '1024' before '512').
+A model's size is the median ``n_params`` of its rows; models without one follow, in the natural order of
+their names, so that '512' < '768' < '1024' and 'd256-l4' < 'd1024-l4' (a string sort puts '1024' before
+'512').
 
 >>> model_order(pd.DataFrame({"model": ["1024", "512", "768"]}))
 ['512', '768', '1024']
@@ -41,8 +42,8 @@ def model_order(frame: pd.DataFrame) -> list[str]:
 
 
 def in_model_order(frame: pd.DataFrame, order: list[str] | None = None) -> pd.DataFrame:
-    """``frame``'s rows with their models in ``order`` (default: ``model_order(frame)``), each model's rows in the
-    order they had. Only the rows move: fits made on the frame before keep their numbers."""
+    """``frame``'s rows with their models in ``order`` (default: ``model_order(frame)``), each model's rows in
+    the order they had. Only the rows move: fits made on the frame before keep their numbers."""
     if not len(frame) or "model" not in frame:
         return frame
     rank = {name: i for i, name in enumerate(order if order is not None else model_order(frame))}

@@ -97,8 +97,9 @@ class Analysis:
 
     @property
     def paper_applies(self) -> bool:
-        """The paper's gamma = 4.6 * T^-0.51 was measured on muP models with WSD, its batch in sequences of 4096
-        tokens (its Table 2): compare only with those, as gamma per sequence of other lengths is in other units."""
+        """The paper's gamma = 4.6 * T^-0.51 was measured on muP models with WSD, its batch in sequences of
+        4096 tokens (its Table 2): compare only with those, as gamma per sequence of other lengths is in other
+        units."""
         rows = self.table if self.schedule is None else self.table[self.table["schedule"].eq(self.schedule)]
         paper_unit = "seq_len" in rows and len(rows) > 0 and bool(rows["seq_len"].eq(PAPER_SEQ_LEN).all())
         return self.parametrisation == "mup" and self.schedule == "wsd" and paper_unit
@@ -112,7 +113,9 @@ class Analysis:
 HEADLINES = {
     "pooled_gamma": "gamma = lr_opt / batch_size = a * T^b, pooled over models (it transfers across them)",
     "per_model_gamma": "gamma = a * T^b per model: the models' laws differ, so the pooled one is not used",
-    "per_model_batch_law": "lr_opt = c * B^alpha * T^beta per model: gamma is not batch-invariant (alpha != 1)",
+    "per_model_batch_law": (
+        "lr_opt = c * B^alpha * T^beta per model: gamma is not batch-invariant (alpha != 1)"
+    ),
     "none": "no law could be fitted",
 }
 

@@ -289,8 +289,8 @@ def fig_lr_opt_vs_batch(
 
 
 def fig_gamma_vs_tokens(gamma: GammaFits, *, paper: bool = True, pooled: bool = True) -> Figure:
-    """Fig. 4: gamma = lr_opt / B of the kept batch sizes against T, per model (and pooled when ``pooled``), with
-    fit and 95% band; the paper's 4.6 * T^-0.51 only when ``paper`` (muP models trained with WSD)."""
+    """Fig. 4: gamma = lr_opt / B of the kept batch sizes against T, per model (and pooled when ``pooled``),
+    with fit and 95% band; the paper's 4.6 * T^-0.51 only when ``paper`` (muP models trained with WSD)."""
     single = len(gamma.per_model) == 1  # its pooled panel would repeat the model's, point for point
     fits = [*gamma.per_model.items()] + (
         [("pooled", gamma.pooled)] if (pooled and not single) or not gamma.per_model else []
@@ -385,7 +385,8 @@ def fig_power_best(power: PowerSearch) -> Figure:
 
 
 def fig_critical_batch(cells: pd.DataFrame, critical: CriticalBatch, *, lr_axis: str = LR_AXIS) -> Figure:
-    """lr_opt against batch size with the fitted surge curve per T (left); Bc against T with its law (right)."""
+    """lr_opt against batch size with the fitted surge curve per T (left);
+    Bc against T with its law (right)."""
     fig, axes = _figure(1, 2, "Critical batch size: lr_opt(B) = 2 lr_peak / (sqrt(B/Bc) + sqrt(Bc/B))")
     usable = cells[cells["ok"].astype(bool) & np.isfinite(cells["lr_opt"])]
     colours = _colours(usable["tokens"])
@@ -441,7 +442,8 @@ def fig_critical_batch(cells: pd.DataFrame, critical: CriticalBatch, *, lr_axis:
 
 
 def fig_sensitivity(sens: Sensitivity) -> Figure:
-    """Curvature of loss in ln(lr) at the optimum against T (left), and the loss of an lr off by 2x (right)."""
+    """Curvature of loss in ln(lr) at the optimum against T (left),
+    and the loss of an lr off by 2x (right)."""
     fig, axes = _figure(1, 2, "Sensitivity of the loss to the learning rate")
     per = sens.per_tokens
     for model in model_order(per) if len(per) else []:
@@ -458,9 +460,9 @@ def fig_sensitivity(sens: Sensitivity) -> Figure:
 
 
 def fig_curves(points: pd.DataFrame, spikes: pd.DataFrame, *, title: str, lr_axis: str = LR_AXIS) -> Figure:
-    """Training loss (pooled means, see analysis/curves.py) against tokens seen for one cell: one colour per peak
-    lr; each lr's trunk, with each budget's decay branch leaving it at its fork; held-out losses as dots (at
-    forks and at each budget's end); the flagged runs' spikes as crosses. Left: the whole run; right: the
+    """Training loss (pooled means, see analysis/curves.py) against tokens seen for one cell: one colour per
+    peak lr; each lr's trunk, with each budget's decay branch leaving it at its fork; held-out losses as dots
+    (at forks and at each budget's end); the flagged runs' spikes as crosses. Left: the whole run; right: the
     decays, zoomed.
 
     ``points`` are curve points (analysis/curves.py) with the lineage's ``peak_lr``; ``spikes`` has peak_lr,

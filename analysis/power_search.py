@@ -134,7 +134,8 @@ def _edge_argmin(quad: np.ndarray, lin: np.ndarray, low: float, high: float) -> 
 
 
 def _minimum(coef: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Minima (n, 2) in (u, v) of the surfaces ``coef`` (n, 6) over the searched box, and whether each is interior.
+    """Minima (n, 2) in (u, v) of the surfaces ``coef`` (n, 6) over the searched box,
+    and whether each is interior.
 
     An ill-determined direction (the paper's flat a) gives a saddle or a far-away vertex; the
     minimum on the box boundary then says "anywhere along this edge", which the CIs show.

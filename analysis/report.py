@@ -104,7 +104,9 @@ def _try_coefficients(result: Analysis, path: Path) -> Path | None:
 
 
 CAPTIONS = {
-    "fig0_curves": "Loss curves of one cell: one colour per lr, decay branches leaving the trunk at their forks",
+    "fig0_curves": (
+        "Loss curves of one cell: one colour per lr, decay branches leaving the trunk at their forks"
+    ),
     "fig1_schedules": "Fig. 1: learning-rate schedules",
     "fig2_loss_vs_lr": "Fig. 2: loss vs lr per T and per batch size",
     "fig3_lr_opt_vs_batch": "Fig. 3: lr_opt vs batch size per T",
@@ -270,7 +272,8 @@ def _head(refresh_s: float | None = None) -> str:
         "table{border-collapse:collapse;font-size:small}td,th{border:1px solid #ccc;padding:2px 6px}"
         "td{text-align:right}th{background:#f3f3f3}"
         "#answer{border:2px solid #2a6;border-radius:6px;padding:0.5em 1.2em;background:#f6fbf7}"
-        "#answer .law{font-size:1.15em}pre{background:#fff;border:1px solid #ccc;padding:0.5em;overflow-x:auto}"
+        "#answer .law{font-size:1.15em}"
+        "pre{background:#fff;border:1px solid #ccc;padding:0.5em;overflow-x:auto}"
         ".missing{color:#864}figure{margin:1em 0}img{max-width:100%}</style></head><body>"
     )
 
@@ -325,8 +328,8 @@ def _recommendations(ans: Answer) -> str:
     who = "any of the swept models (the pooled law)" if model is None else f"model {_esc(model)}"
     return (
         f"<p>Recommended peak lr (95% CI) for {who} at {scales} the largest swept T ({_tokens(top)} tokens), "
-        "beyond the swept range, so extrapolations; <code>powersweep predict</code> gives the same numbers:</p>"
-        + _table(pd.DataFrame(list(rows.values())), table_id="recommendations")
+        "beyond the swept range, so extrapolations; <code>powersweep predict</code> gives the same "
+        "numbers:</p>" + _table(pd.DataFrame(list(rows.values())), table_id="recommendations")
     )
 
 
@@ -348,7 +351,8 @@ def _snippet(ans: Answer) -> str:
 
 
 def _rounded(value):
-    """Floats to 4 significant digits: the law's own CIs are far wider, and 889.5406809011157 reads as noise."""
+    """Floats to 4 significant digits:
+    the law's own CIs are far wider, and 889.5406809011157 reads as noise."""
     if isinstance(value, dict):
         return {k: _rounded(v) for k, v in value.items()}
     return float(f"{value:.4g}") if isinstance(value, float) else value
@@ -414,9 +418,10 @@ def _batch_section(result: Analysis) -> str:
         for name, law in result.batch.items()
     ]
     return (
-        "<h2>Batch-size scaling: lr_opt = c * B^alpha * T^beta per model</h2><p>The paper's gamma = lr_opt / B "
-        "assumes alpha = 1. Where alpha's interval excludes 1, gamma is not batch-invariant for this table and "
-        f"the per-model law above is the one to use (<code>predict --model</code>).</p>{_table(pd.DataFrame(rows))}"
+        "<h2>Batch-size scaling: lr_opt = c * B^alpha * T^beta per model</h2><p>The paper's gamma = lr_opt "
+        "/ B assumes alpha = 1. Where alpha's interval excludes 1, gamma is not batch-invariant for this "
+        "table and the per-model law above is the one to use "
+        f"(<code>predict --model</code>).</p>{_table(pd.DataFrame(rows))}"
     )
 
 
@@ -428,8 +433,9 @@ def _gamma_section(result: Analysis) -> str:
     rows += [_fit_row(f"model {m}", f) for m, f in g.per_model.items()] if models_compared(result) else []
     rows.append(_fit_row("paper recipe (grid argmin, mean gamma of top-k, unweighted)", g.paper))
     head = (
-        f"<h2>gamma = lr_opt / batch_size = a * T^b</h2><p>Scheduler: <code>{_esc(FORMULA)}</code>; top-{g.top_k} "
-        f"batch sizes per (model, T); CIs: {_esc(g.pooled.ci_method)}.</p>{_table(pd.DataFrame(rows))}"
+        f"<h2>gamma = lr_opt / batch_size = a * T^b</h2><p>Scheduler: <code>{_esc(FORMULA)}</code>; "
+        f"top-{g.top_k} batch sizes per (model, T); CIs: "
+        f"{_esc(g.pooled.ci_method)}.</p>{_table(pd.DataFrame(rows))}"
     )
     tr = result.transfer
     if not models_compared(result):  # one model: nothing to transfer across
@@ -470,9 +476,9 @@ def _sensitivity_section(result: Analysis) -> str:
         else "shows no clear trend with T"
     )
     return (
-        f"<h2>Sensitivity to lr</h2><p>curvature d2loss/d(ln lr)^2 = {sens.pooled.a:.3g} * T^{sens.pooled.b:.3f} "
-        f"(exponent 95% CI [{ci.low:.3f}, {ci.high:.3f}]): the sensitivity of the loss to the lr {trend}.</p>"
-        f"{_table(sens.per_tokens)}"
+        f"<h2>Sensitivity to lr</h2><p>curvature d2loss/d(ln lr)^2 = {sens.pooled.a:.3g} * "
+        f"T^{sens.pooled.b:.3f} (exponent 95% CI [{ci.low:.3f}, {ci.high:.3f}]): the sensitivity of the "
+        f"loss to the lr {trend}.</p>{_table(sens.per_tokens)}"
     )
 
 
@@ -501,8 +507,8 @@ def _band_section(result: Analysis) -> str:
     notes = "".join(f"<p>Note: {_esc(n)}</p>" for n in band.notes)
     return (
         f"<h2>Band fit (Step Law style, eps = {band.eps:g} relative, --band)</h2><p>Exported as "
-        f"<code>joint_law</code> in coefficients.json (<code>predict --law joint</code>). Compare the gamma law's "
-        f"ln_T coefficient with b above.</p>{notes}{_table(pd.DataFrame(rows))}"
+        "<code>joint_law</code> in coefficients.json (<code>predict --law joint</code>). Compare the gamma "
+        f"law's ln_T coefficient with b above.</p>{notes}{_table(pd.DataFrame(rows))}"
     )
 
 
@@ -515,8 +521,8 @@ def _power_section(result: Analysis) -> str:
         return ""
     best = result.power.overall
     text = (
-        f"overall best a = {best.a:.3g} (95% CI [{best.a_ci.low:.3g}, {best.a_ci.high:.3g}]), b = {best.b:.4g} "
-        f"(95% CI [{best.b_ci.low:.4g}, {best.b_ci.high:.4g}]), method {best.method}"
+        f"overall best a = {best.a:.3g} (95% CI [{best.a_ci.low:.3g}, {best.a_ci.high:.3g}]), b = "
+        f"{best.b:.4g} (95% CI [{best.b_ci.low:.4g}, {best.b_ci.high:.4g}]), method {best.method}"
     )
     return f"<h2>Power scheduler (a, b) search</h2><p>{_esc(text)}</p>{_table(result.power.per_group)}"
 

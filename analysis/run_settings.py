@@ -3,10 +3,12 @@ and fits one bowl through its lrs.
 
 A table can hold one cell's runs under two warmups (two sweeps of one grid, or a sweep's rows from before a
 change of ``warmup_tokens``); averaged, they give the loss of neither run. Beyond its cell (schedule, model,
-tokens, batch_size) a row says how its run was trained in the columns ``SETTINGS``; within a cell each must take
-one value. A null (a row written before the column existed, or a table without it) states nothing and is ignored.
+tokens, batch_size) a row says how its run was trained in the columns ``SETTINGS``; within a cell each must
+take one value. A null (a row written before the column existed, or a table without it) states nothing and is
+ignored.
 
->>> require_uniform_settings(table, schedules={"wsd", "power"})  # AnalysisError naming the column that differs
+>>> require_uniform_settings(table, schedules={"wsd", "power"})
+# AnalysisError naming the column that differs
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ UNSTATED = (
 
 
 def require_uniform_settings(table: pd.DataFrame, schedules: Iterable[str]) -> None:
-    """Raise ``AnalysisError`` when the rows of ``schedules`` that share a cell differ in a training setting."""
+    """Raise ``AnalysisError`` when the rows of ``schedules``
+    that share a cell differ in a training setting."""
     rows = table[table["schedule"].isin(list(schedules))]
     mixed = {name: _mixed(rows, name) for name in SETTINGS if name in rows.columns}
     mixed = {name: in_mixed_cell for name, in_mixed_cell in mixed.items() if in_mixed_cell.any()}
@@ -50,15 +53,17 @@ def _mixed(rows: pd.DataFrame, name: str) -> pd.Series:
 
 
 def _message(rows: pd.DataFrame, mixed: dict[str, pd.Series]) -> str:
-    # A named column that differs explains the settings_id that differs with it; its hashes would only crowd the line.
+    # A named column that differs explains the settings_id that differs with it; its hashes would only crowd
+    # the line.
     named = [name for name in mixed if name != "settings_id"] or ["settings_id"]
     detail = "; ".join(_counts(rows.loc[mixed[name], name], name) for name in named)
     also = " and settings_id" if "settings_id" in mixed and "settings_id" not in named else ""
     in_mixed = pd.concat(list(mixed.values()), axis=1).any(axis=1)
-    # The sweeps last: the command line cuts a long line at its end (300 characters), and the fix must survive.
+    # The sweeps last: the command line cuts a long line at its end (300 characters), and the fix must
+    # survive.
     return (
-        f"rows sharing a cell differ in {detail}{also}: such runs are never averaged; analyze one setting at a "
-        "time (results/sweep_id=NAME or a filtered table) or re-submit the sweep with --replace"
+        f"rows sharing a cell differ in {detail}{also}: such runs are never averaged; analyze one setting "
+        "at a time (results/sweep_id=NAME or a filtered table) or re-submit the sweep with --replace"
         f"{_sweeps(rows[in_mixed])}"
     )
 

@@ -19,8 +19,8 @@ EXTRAPOLATION_NOTE = 1.5  # a prediction this many times outside the swept token
 
 
 def report_lines(result: Analysis, paths: ReportPaths) -> list[str]:
-    """Where the report, cells and figures went, the (a, b) search's best, and the coefficients with the headline
-    laws (or why none were written: power runs only)."""
+    """Where the report, cells and figures went, the (a, b) search's best, and the coefficients with the
+    headline laws (or why none were written: power runs only)."""
     lines = [
         f"report:        {paths.index_html}",
         f"cells:         {paths.cells_csv}",
@@ -59,9 +59,9 @@ def headline_lines(result: Analysis) -> list[str]:
         return [
             "headline:      lr_opt = c * B^alpha * T^beta per model (gamma is not batch-invariant here)"
         ] + [
-            f"  model {name}: alpha = {law.alpha:.3f} (95% CI {law.alpha_ci.low:.3f} to {law.alpha_ci.high:.3f}), "
-            f"beta = {law.coef['beta']:.3f} (95% CI {law.ci['beta'].low:.3f} to {law.ci['beta'].high:.3f}), "
-            f"{law.n_cells} cells"
+            f"  model {name}: alpha = {law.alpha:.3f} (95% CI {law.alpha_ci.low:.3f} to "
+            f"{law.alpha_ci.high:.3f}), beta = {law.coef['beta']:.3f} (95% CI {law.ci['beta'].low:.3f} to "
+            f"{law.ci['beta'].high:.3f}), {law.n_cells} cells"
             for name, law in result.batch.items()
             if law.ok
         ]
@@ -115,7 +115,10 @@ def joint_prediction_lines(pred: JointPrediction, *, tokens: float, n_params: fl
         ""
         if pred.batch_opt != pred.batch_opt
         # NaN: no batch law (a note says why)
-        else f" and batch_opt = {pred.batch_opt:.4g} sequences (95% CI {pred.batch_ci[0]:.4g} to {pred.batch_ci[1]:.4g})"
+        else (
+            f" and batch_opt = {pred.batch_opt:.4g} sequences (95% CI {pred.batch_ci[0]:.4g} to "
+            f"{pred.batch_ci[1]:.4g})"
+        )
     )
     return [
         f"lr_opt = {pred.lr_opt:.4g} (95% CI {pred.lr_ci[0]:.4g} to {pred.lr_ci[1]:.4g}){batch} for {size}"

@@ -187,7 +187,8 @@ def _runs_frame(sweep_id, model, n_params, tokens, batch_size, lr, seed, seq_len
             "tokens": np.asarray(tokens, float),
             "seed": np.asarray(seed, dtype="int64"),
             "sweep_id": sweep_id,
-            # The planted law has no warmup or decay phase: these training settings are unstated, as in old rows.
+            # The planted law has no warmup or decay phase: these training settings are unstated, as in old
+            # rows.
             "warmup_tokens": np.nan,
             "decay_fraction": np.nan,
             "decay_shape": None,

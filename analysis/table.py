@@ -161,7 +161,8 @@ def _read_directory(root: Path, mapping: dict[str, str]) -> tuple[pd.DataFrame, 
 
 
 def _without_foreign(frames: list[pd.DataFrame], paths: list[Path], mapping: dict[str, str]):
-    """Drop files of another schema (no model, tokens, lr or loss column), when some file has the results schema.
+    """Drop files of another schema (no model, tokens, lr or loss column),
+    when some file has the results schema.
 
     When none has it, every file is kept, so the missing-column error names the columns and the --map fix.
     """
@@ -196,7 +197,8 @@ def _table_files(root: Path) -> list[Path]:
 
 def _is_beside_results(parts: tuple[str, ...]) -> bool:
     """A store's training curve (curves/sweep_id=<id>/..., read by analysis/curves.py) or a file it set aside
-    (set-aside/sweep_id=<id>/...: unreadable, or a sweep that `submit --replace` replaced), not a results file."""
+    (set-aside/sweep_id=<id>/...: unreadable, or a sweep that `submit --replace` replaced), not a results
+    file."""
     return any(
         a in (CURVES_DIR, SET_ASIDE_DIR) and b.startswith("sweep_id=") for a, b in zip(parts, parts[1:])
     )
@@ -216,12 +218,13 @@ def _apply_mapping(frame: pd.DataFrame, mapping: dict[str, str]) -> pd.DataFrame
         name = ALIASES.get(ours, ours)
         if name not in KNOWN:
             raise AnalysisError(
-                f"unknown field {ours!r} in --map {ours}={theirs}: known fields are {', '.join(KNOWN)} (or 'loss')"
+                f"unknown field {ours!r} in --map {ours}={theirs}: known fields are {', '.join(KNOWN)} "
+                "(or 'loss')"
             )
         if theirs not in frame.columns:
             raise AnalysisError(
-                f"column {theirs!r} (mapped to {name!r}) not found in table (columns: {_names(frame.columns)}); "
-                f"fix --map {ours}={theirs}"
+                f"column {theirs!r} (mapped to {name!r}) not found in table "
+                f"(columns: {_names(frame.columns)}); fix --map {ours}={theirs}"
             )
         out[name] = frame[theirs]  # copied, not renamed: one source column may feed two fields
     return out
@@ -415,7 +418,8 @@ def _batch_in_sequences(
     if not whole.all():
         row = int(np.flatnonzero(~whole)[0])
         raise AnalysisError(
-            f"batch_size={_plain(frame['batch_size'].iloc[row])} in row {row} is not a whole number of sequences"
+            f"batch_size={_plain(frame['batch_size'].iloc[row])} in row {row} is not a whole number of "
+            "sequences"
             + (f" of seq_len={frame['seq_len'].iloc[row]:g} tokens" if batch_unit == "tokens" else "")
             + ": check --batch-unit and --seq-len"
         )
@@ -423,8 +427,9 @@ def _batch_in_sequences(
 
 
 def _merged_batches(frame: pd.DataFrame, tolerance: float) -> tuple[pd.Series, list]:
-    """Batch sizes (sequences, per model) within ``tolerance`` of each other as one: their median, rounded to whole
-    sequences where it lies within the tolerance of a whole number (else the whole-number check names it)."""
+    """Batch sizes (sequences, per model) within ``tolerance`` of each other as one: their median, rounded to
+    whole sequences where it lies within the tolerance of a whole number (else the whole-number check names
+    it)."""
     batch, merges = merge_close(frame, "batch_size", by=("model",), tolerance=tolerance)
     rounded = []
     for merge in merges:
@@ -436,7 +441,8 @@ def _merged_batches(frame: pd.DataFrame, tolerance: float) -> tuple[pd.Series, l
 
 
 def _seq_len_for_sequences(frame: pd.DataFrame, seq_len: int) -> pd.Series:
-    # With batch sizes in sequences, --seq-len only states the sequence length; it must not contradict the table.
+    # With batch sizes in sequences, --seq-len only states the sequence length; it must not contradict the
+    # table.
     if seq_len <= 0:
         raise AnalysisError(f"seq_len={seq_len}: must be a positive number of tokens per sequence")
     column = frame["seq_len"]
@@ -470,7 +476,8 @@ def _status(frame: pd.DataFrame) -> pd.Series:
     if unknown.any():
         values = sorted(set(status[unknown]))
         raise AnalysisError(f"column 'status' has value(s) {values}: must be one of {', '.join(STATUSES)}")
-    # A NaN or +inf loss is a divergence whatever the status says; never a number to average (-inf: _check_losses).
+    # A NaN or +inf loss is a divergence whatever the status says; never a number to average (-inf:
+    # _check_losses).
     blown = status.eq("ok") & ~np.isfinite(frame["loss_eval"].to_numpy(dtype=float))
     return status.mask(blown, "diverged").astype(str)
 

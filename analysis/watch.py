@@ -1,4 +1,5 @@
-"""Re-render a report while a sweep writes its results: poll the results' file list, re-render when it changed.
+"""Re-render a report while a sweep writes its results:
+poll the results' file list, re-render when it changed.
 
 >>> state = WatchState("runs/cpu-quick", render=lambda: write_report(load_table("runs/cpu-quick"), "out"))
 >>> render_if_changed(state)   # True: first call renders

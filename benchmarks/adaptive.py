@@ -242,8 +242,8 @@ def main() -> None:
 
 def summary(frame: pd.DataFrame, n: int, resolution: float, span: int) -> str:
     lines = [
-        f"{n} surfaces, {len(BUDGETS)} budgets each; lattice {resolution:.4g} over 128x ({span + 1} grid lrs; "
-        f"coarse grid {resolution**2:.4g}, {span // 2 + 1} lrs)",
+        f"{n} surfaces, {len(BUDGETS)} budgets each; lattice {resolution:.4g} over 128x "
+        f"({span + 1} grid lrs; coarse grid {resolution**2:.4g}, {span // 2 + 1} lrs)",
         "| method | lineage tokens / grid's (mean, max) | median abs ln lr_opt error | 90th pct | cells not "
         "usable | median abs b error | 90th pct | max |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

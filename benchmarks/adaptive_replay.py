@@ -73,12 +73,12 @@ def main() -> None:
         slot = sum(busiest_slot(c, args.slots) for c in costs)
         n_grid = grid["lr"].nunique()
         print(
-            f"adaptive: lineage tokens {used:,} = {used / full:.2f} full lineages, {used // per_step:,} steps; "
-            f"slot tokens {slot:,.0f}"
+            f"adaptive: lineage tokens {used:,} = {used / full:.2f} full lineages, {used // per_step:,} "
+            f"steps; slot tokens {slot:,.0f}"
         )
         print(
-            f"grid: lineage tokens {n_grid * full:,} ({n_grid} lineages), {n_grid * full // per_step:,} steps; "
-            f"slot tokens {busiest_slot([full] * n_grid, args.slots):,.0f}"
+            f"grid: lineage tokens {n_grid * full:,} ({n_grid} lineages), {n_grid * full // per_step:,} "
+            f"steps; slot tokens {busiest_slot([full] * n_grid, args.slots):,.0f}"
         )
         ids = {r for k, top in state.requested.items() for job in search.jobs(k, top) for r in job.run_ids}
         for name, rows in (("grid", grid), ("adaptive", table[table["run_id"].isin(ids)])):

@@ -1,8 +1,8 @@
 """Analysis speed: a 100,000-row synthetic sweep, 1,000 bootstrap resamples, median of repeated timings.
 
-Times reading and validating a Parquet file (load_table), the full analysis (per-cell lr_opt, gamma fits per model and pooled,
-critical batch size, sensitivity, band fit, (a, b) search, all with their CIs) and, separately,
-the report (figures as PNG and SVG, index.html, coefficients.json). Budget: analysis under 10 s.
+Times reading and validating a Parquet file (load_table), the full analysis (per-cell lr_opt, gamma fits per
+model and pooled, critical batch size, sensitivity, band fit, (a, b) search, all with their CIs) and,
+separately, the report (figures as PNG and SVG, index.html, coefficients.json). Budget: analysis under 10 s.
 Run: .venv/bin/python benchmarks/analysis_bench.py [--repeats 3] [--bootstrap 1000] [--no-plots]
 """
 

@@ -7,7 +7,8 @@ background (proxy_models/checkpoint.py); `--synchronous` waits for each write, a
 
     python benchmarks/checkpoint_cost.py --preset paper-12m --pack 16 --shape 1x64 --budgets 12 24 36
     python benchmarks/checkpoint_cost.py ... --synchronous
-    python benchmarks/checkpoint_cost.py --device cuda --preset paper-12m --pack 16 --shape 16x1024 --budgets 10 20 30
+    python benchmarks/checkpoint_cost.py --device cuda --preset paper-12m --pack 16 --shape 16x1024 \
+        --budgets 10 20 30
 
 Budgets are in steps; the lineage's checkpoints go to a temporary directory under --dir (default: the system's
 temporary directory, where a sweep's checkpoint_root would be on this machine).

@@ -1,4 +1,5 @@
-"""Wall time of `powersweep --help` (python -m powersweep.cli --help), for this checkout and optionally others.
+"""Wall time of `powersweep --help`
+(python -m powersweep.cli --help), for this checkout and optionally others.
 
 Each round runs every checkout once, in turn, so a busy machine slows them alike; prints the median per
 checkout and, with two or more, the ratio to the first.

@@ -31,7 +31,8 @@ trainer.train_to(30, total_tokens=None)
 start, cpu_start = time.perf_counter(), time.process_time()
 trainer.train_to(30 + STEPS, total_tokens=None)
 print(json.dumps({"steps_per_s": STEPS / (time.perf_counter() - start),
-                  "steps_per_cpu_s": STEPS / (time.process_time() - cpu_start), "source": proxy_models.__file__}))
+                  "steps_per_cpu_s": STEPS / (time.process_time() - cpu_start), \
+"source": proxy_models.__file__}))
 """
 
 

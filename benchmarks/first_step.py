@@ -25,8 +25,8 @@ from powersweep.proxy_models.schedules import ScheduleConfig  # noqa: E402
 from powersweep.proxy_models.trainer import TrainConfig, Trainer  # noqa: E402
 from torch._dynamo.utils import compilation_time_metrics, counters  # noqa: E402
 
-# dynamo's phases (seconds, summed over the graphs compiled): tracing the Python bytecode into a graph, and the
-# backend (inductor: generating and compiling kernels, or loading them from the cache)
+# dynamo's phases (seconds, summed over the graphs compiled): tracing the Python bytecode into a graph, and
+# the backend (inductor: generating and compiling kernels, or loading them from the cache)
 PHASES = {"tracing_s": "bytecode_tracing", "backend_s": "OutputGraph.call_user_compiler"}
 COUNTERS = (
     ("inductor", "fxgraph_cache_hit"),

@@ -30,15 +30,16 @@ eager and of compiled in a new process with the cache the first left (warm, what
 a node pay): first-step seconds and, of them, dynamo's tracing and backend seconds (compiling, or loading
 from the cache), steady tokens/s (medians), inductor's cache hits and misses.
 
-Run on a GPU:  python benchmarks/gpu.py --out DIR [--compile auto|true|false] [--only one head packed sweep compile]
+Run on a GPU:  python benchmarks/gpu.py --out DIR [--compile auto|true|false] \
+               [--only one head packed sweep compile]
                (one H100, 2026-11-27: the one-run table 152 s, the packed table 57 s, compile 81 s, the head
                table about 100 s; the sweep with budgets 3M 6M 12M, 207M tokens, 299 s with its solo run; by
                default its budgets are 1M 2M 4M, 69M tokens)
 Run on a CPU:  python benchmarks/gpu.py --quick --out DIR      (tiny shapes, a few minutes; checks it works)
-CPU compile:   python benchmarks/gpu.py --only compile --device cpu --compile-preset cpu-s --compile-shape 16x256 \
-               --steps 10 --repeats 3 --out DIR
-CPU packing:   python benchmarks/gpu.py --only packed --device cpu --packed-preset cpu-s --packed-shapes 16x256 \
-               --repeats 3 --out DIR
+CPU compile:   python benchmarks/gpu.py --only compile --device cpu --compile-preset cpu-s \
+               --compile-shape 16x256 --steps 10 --repeats 3 --out DIR
+CPU packing:   python benchmarks/gpu.py --only packed --device cpu --packed-preset cpu-s \
+               --packed-shapes 16x256 --repeats 3 --out DIR
 The tables are printed and written to DIR/gpu.md, the rows to DIR/gpu.json.
 """
 
@@ -154,9 +155,9 @@ def measure(
 
 
 def timed_steps(trainer, steps: int) -> float:
-    """Steps per second after one untimed warm-up step (a compiled model may compile again at its second call):
-    at least `steps` steps and, on a GPU, at least MIN_TIMED_S seconds, so short steps are not timed by the
-    host's noise. Every loss is read before the clock stops."""
+    """Steps per second after one untimed warm-up step (a compiled model may compile again at its second
+    call): at least `steps` steps and, on a GPU, at least MIN_TIMED_S seconds, so short steps are not timed by
+    the host's noise. Every loss is read before the clock stops."""
     trainer.train_to(trainer.step + 1, total_tokens=None)
     start, first = time.perf_counter(), trainer.step
     trainer.train_to(first + steps, total_tokens=None)
@@ -169,9 +170,9 @@ def timed_steps(trainer, steps: int) -> float:
 
 
 def fresh_start(device: torch.device) -> None:
-    """Start a row as a process of its own would: no compiled graphs or CUDA graphs of the rows before it (their
-    memory pools freed, their recompiles not counted against the limit), nothing left in torch's cache, and
-    `peak_bytes` afresh (CUDA; a process's peak memory on CPU cannot be reset)."""
+    """Start a row as a process of its own would: no compiled graphs or CUDA graphs of the rows before it
+    (their memory pools freed, their recompiles not counted against the limit), nothing left in torch's cache,
+    and `peak_bytes` afresh (CUDA; a process's peak memory on CPU cannot be reset)."""
     gc.collect()
     torch._dynamo.reset()
     if device.type == "cuda":
@@ -202,7 +203,8 @@ def run_case(case: Case, **kwargs) -> dict:
 
 
 def why_not(error: Exception) -> str:
-    """A table cell for a row that did not run; the traceback goes to stderr for the failures that are bugs."""
+    """A table cell for a row that did not run;
+    the traceback goes to stderr for the failures that are bugs."""
     if isinstance(error, torch.cuda.OutOfMemoryError):
         return f"out of memory: {str(error).splitlines()[0]}"
     traceback.print_exception(error, file=sys.stderr)
@@ -230,7 +232,8 @@ def format_table(rows: list[dict], *, device: str, compile: str | bool, title: s
     return "\n".join(lines)
 
 
-# (head path, chunk bytes) of the head table; fused at 1 byte is liger-kernel's own chunking (chunk_mem_const 1)
+# (head path, chunk bytes) of the head table; fused at 1 byte is liger-kernel's own chunking
+# (chunk_mem_const 1)
 HEAD_ROWS = (("fused", 2**30), ("fused", 1), ("chunked", 2**30), ("fused", 2**28), ("chunked", 64 * 2**20))
 
 
@@ -339,7 +342,7 @@ def packed_table(cases: list, *, repeats: int, **kwargs) -> list[dict]:
                 )
             print(json.dumps(rounds[i][-1]), file=sys.stderr, flush=True)
     rows, solo = [], None
-    for i, measured in rounds.items():
+    for _i, measured in rounds.items():
         ok = [r for r in measured if "skipped" not in r]
         if not ok:
             rows.append(measured[0])
@@ -376,7 +379,8 @@ def format_packed(rows: list[dict], *, device: str) -> str:
 
 def sweep_spec(*, quick: bool, budgets: list[str], seeds: int = 4) -> dict:
     """16 lineages of paper-12m on the GPU (16 / seeds lrs, a factor 2^(1/3) apart from 5e-4, x seeds), packed
-    and shared as the estimate allows; --quick: 4 lineages of cpu-xxs on the CPU (2 lrs x 2 seeds), one pack."""
+    and shared as the estimate allows; --quick: 4 lineages of cpu-xxs on the CPU (2 lrs x 2 seeds), one
+    pack."""
     if quick:
         return {
             "name": "gpu-sweep",
@@ -422,8 +426,8 @@ def gpu_sweep(raw: dict, *, out: str, solo_tokens_per_s: float, compiling: dict 
     spec = spec_from_dict({**raw, "run": {**raw["run"], **(compiling or {})}})
     planned = plan(spec).tokens_planned
     print(
-        f"sweep: {planned:,} tokens planned: {planned / solo_tokens_per_s / 60:.1f} min at one solo run's tokens/s, "
-        f"{planned / solo_tokens_per_s / 180:.1f} min at 3x",
+        f"sweep: {planned:,} tokens planned: {planned / solo_tokens_per_s / 60:.1f} min at one solo run's "
+        f"tokens/s, {planned / solo_tokens_per_s / 180:.1f} min at 3x",
         file=sys.stderr,
         flush=True,
     )
@@ -455,13 +459,15 @@ def gpu_sweep(raw: dict, *, out: str, solo_tokens_per_s: float, compiling: dict 
 def format_sweep(r: dict) -> str:
     return "\n".join(
         [
-            "sweep through local Ray (tokens trained / wall time, vs one solo run's tokens/s at the same shape)",
-            "| lineages | trials | rows stored / planned | failed trials | rows out of memory | rows compiled | tokens/s "
-            "| vs solo | wall s | outside training |",
+            "sweep through local Ray "
+            "(tokens trained / wall time, vs one solo run's tokens/s at the same shape)",
+            "| lineages | trials | rows stored / planned | failed trials | rows out of memory "
+            "| rows compiled | tokens/s | vs solo | wall s | outside training |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {r['lineages']} | {r['trials']} | {r['rows_stored']} / {r['rows_planned']} | {r['failed_trials']} | "
-            f"{r['rows_out_of_memory']} | {r['rows_compiled']} | {r['tokens_per_s']:,.0f} | {r['vs_solo']:.2f}x | "
-            f"{r['wall_s']:.0f} | {r['outside_training']:.1%} |",
+            f"| {r['lineages']} | {r['trials']} | {r['rows_stored']} / {r['rows_planned']} | "
+            f"{r['failed_trials']} | {r['rows_out_of_memory']} | {r['rows_compiled']} | "
+            f"{r['tokens_per_s']:,.0f} | {r['vs_solo']:.2f}x | {r['wall_s']:.0f} | "
+            f"{r['outside_training']:.1%} |",
             r["breakdown"],
             *(f"compiling failed, rows trained eager: {e}" for e in r["compile_errors"]),
         ]
@@ -492,7 +498,8 @@ def compile_runs(
     }
     env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
     if torch.cuda.is_available():
-        torch.cuda.empty_cache()  # the tables before held memory in this process: leave the GPU to the children
+        torch.cuda.empty_cache()  # the tables before held memory in this process:
+        # leave the GPU to the children
     runs: dict[str, list[dict]] = {label: [] for label in COMPILE_RUNS}
     with tempfile.TemporaryDirectory(prefix="powersweep-compile-bench-") as cache:  # empty: the first is cold
         for label in (COMPILE_RUNS[1], *COMPILE_RUNS[::2] * repeats):
@@ -535,8 +542,8 @@ def compile_runs(
 def format_compile(rows: list[dict], *, device: str) -> str:
     eager = rows[0]
     lines = [
-        f"compile, device: {device} (fresh processes, medians; the compiled code cached on disk by inductor's "
-        "FX graph and AOT autograd caches)",
+        f"compile, device: {device} (fresh processes, medians; the compiled code cached on disk by "
+        "inductor's FX graph and AOT autograd caches)",
         "| run | batch x seq | processes | first step s | of it: tracing s, backend s | process s | tokens/s "
         "| vs eager | fx graph hit / miss | autograd hit / miss |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -695,7 +702,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write(out: str, tables: list[str], rows: dict) -> None:
-    """gpu.md and gpu.json as they stand: called after each table, so a run cut short keeps the tables it made."""
+    """gpu.md and gpu.json as they stand:
+    called after each table, so a run cut short keeps the tables it made."""
     os.makedirs(out, exist_ok=True)
     for name, text in (("gpu.md", "\n\n".join(tables) + "\n"), ("gpu.json", json.dumps(rows, indent=2))):
         with open(os.path.join(out, name + ".tmp"), "w") as f:

@@ -53,7 +53,8 @@ def main() -> int:
     result = submit(load_spec(args.spec), storage=args.storage)
     print(result.execution.format())
     print(
-        f"{'trial':>8} {'worker':>7} {'start':>7} {'first row':>9} {'end':>7} {'train':>7} {'eval':>5} {'other':>5}"
+        f"{'trial':>8} {'worker':>7} {'start':>7} {'first row':>9} {'end':>7} {'train':>7} {'eval':>5} "
+        f"{'other':>5}"
     )
     for (trial_id, pid), t in sorted(trials.items(), key=lambda item: item[1]["start"]):
         other = t["body"] - t["train"] - t["eval"]

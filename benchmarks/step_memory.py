@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{args.preset} at {args.batch_size} x {args.seq_len}, one step, CPU fp32, each in a fresh process")
     print(
-        f"{'variant':<36}{'before step':>12}{'peak RSS':>10}{'estimate':>10}{'micro':>7}{'ckpt':>6}{'step s':>8}"
+        f"{'variant':<36}{'before step':>12}{'peak RSS':>10}{'estimate':>10}"
+        f"{'micro':>7}{'ckpt':>6}{'step s':>8}"
     )
     for name, settings in VARIANTS.items():
         done = subprocess.run(

@@ -138,16 +138,18 @@ def main(argv: list[str] | None = None) -> int:
         busy = sum(e.self_cpu_time_total for e in events) / 1e6
     busy /= args.steps
     tokens_per_s = trainer.cfg.tokens_per_step * trainer.k / unprofiled
-    # what the host asks of a GPU a step: kernel launches (cudaLaunchKernel, cuLaunchKernel...) and graph replays
+    # what the host asks of a GPU a step: kernel launches (cudaLaunchKernel, cuLaunchKernel...) and graph
+    # replays
     launches = sum(e.count for e in events if "LaunchKernel" in e.key or "GraphLaunch" in e.key) / args.steps
     head = (
         f"{args.preset} {args.shape} pack {args.pack or 'solo'} on {device_name(device)} "
-        f"(compiled: {trainer.compiled}, mode {trainer.compile_mode}, scope {args.compile_scope}, micro-batch "
-        f"{trainer.micro_batch_size}, head {args.head}): {unprofiled * 1e3:.1f} ms/step, "
+        f"(compiled: {trainer.compiled}, mode {trainer.compile_mode}, scope {args.compile_scope}, "
+        f"micro-batch {trainer.micro_batch_size}, head {args.head}): {unprofiled * 1e3:.1f} ms/step, "
         f"{tokens_per_s:,.0f} tokens x variants/s unprofiled, peak {peak_gib:.2f} GiB; "
         f"profiled wall {wall * 1e3:.1f} ms/step, "
-        f"{'device' if on_device else 'host ops'} busy {busy * 1e3:.1f} ms/step ({busy / unprofiled:.0%} of the "
-        "unprofiled step)" + (f", {launches:,.0f} kernel or graph launches/step" if on_device else "")
+        f"{'device' if on_device else 'host ops'} busy {busy * 1e3:.1f} ms/step "
+        f"({busy / unprofiled:.0%} of the unprofiled step)"
+        + (f", {launches:,.0f} kernel or graph launches/step" if on_device else "")
     )
     sort_device = (
         "self_device_time_total"
@@ -160,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        name = f"step-profile-{args.preset}-{args.shape}-k{args.pack}-{trainer.compile_mode}-{args.compile_scope}.txt"
+        name = (
+            f"step-profile-{args.preset}-{args.shape}-k{args.pack}-{trainer.compile_mode}-"
+            f"{args.compile_scope}.txt"
+        )
         with open(os.path.join(args.out, name), "w") as f:
             f.write(report + "\n")
     return 0

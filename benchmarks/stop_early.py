@@ -1,5 +1,5 @@
-"""Would stopping a lineage at its trunk lose a later budget's optimum? Measured on a sweep's stored rows, or on
-simulated surfaces.
+"""Would stopping a lineage at its trunk lose a later budget's optimum?
+Measured on a sweep's stored rows, or on simulated surfaces.
 
 A lineage writes a trunk row (phase 'trunk', stable-phase loss) at each fork. Stopping a lineage at the fork
 of budget T_i when its trunk loss is worse than the group's best trunk loss there by more than a margin
@@ -36,7 +36,8 @@ from powersweep.sweeps.store import ResultStore  # noqa: E402
 def needed_later(
     final: pd.DataFrame, fork_tokens: float, decay: float, window: int
 ) -> tuple[set[float], set[float]]:
-    """lrs that are the argmin, or in the argmin's window, at some budget whose fork lies after `fork_tokens`."""
+    """lrs that are the argmin, or in the argmin's window,
+    at some budget whose fork lies after `fork_tokens`."""
     best, needed = set(), set()
     for tokens, cell in final.groupby("tokens"):
         if (1 - decay) * tokens <= fork_tokens:
@@ -129,7 +130,8 @@ def store_report(storage: str, sweep: str, window: int) -> None:
     budgets, decay = sorted(final["tokens"].unique().tolist()), float(final["decay_fraction"].iloc[0])
     share, lost = saved_share(frame, safe_margin(frame), budgets, decay)
     print(
-        f"a stop at the safe margin {safe_margin(frame):.4f} nats saves {share:.3f} of the grid's lineage tokens"
+        f"a stop at the safe margin {safe_margin(frame):.4f} nats saves {share:.3f} of the grid's lineage "
+        "tokens"
     )
 
 
@@ -172,8 +174,8 @@ def synthetic_report(n: int, seed: int, window: int, gain: float, power: float) 
         f"{n} surfaces, trunk = final + {gain:g} * (lr / lr_opt)**{power:g}: safe margin median "
         f"{np.median(margins):.4f}, max {margins.max():.4f} nats; grid tokens saved (mean over surfaces): at "
         f"each surface's own margin (an oracle) {np.mean(own):.3f}; at the largest margin "
-        f"{np.mean([s for s, _ in top]):.3f}; at the median margin {np.mean([s for s, _ in mid]):.3f}, stopping "
-        f"an lr a later budget needs on {sum(lost > 0 for _, lost in mid)} of {n} surfaces"
+        f"{np.mean([s for s, _ in top]):.3f}; at the median margin {np.mean([s for s, _ in mid]):.3f}, "
+        f"stopping an lr a later budget needs on {sum(lost > 0 for _, lost in mid)} of {n} surfaces"
     )
 
 

@@ -2,7 +2,8 @@
 
 Prints, per checkout: modules and lines per package, the largest classes, the places each training setting of
 the spec is declared (class fields of that name) and copied (`name=<something>.name`), and the branches on
-the sweep mode in the driver and the planner (`if`/conditional tests naming jobs, studies, searches or a mode).
+the sweep mode in the driver and the planner (`if`/conditional tests naming jobs, studies, searches or a
+mode).
 
     python benchmarks/structure.py [CHECKOUT ...]
 """
@@ -81,9 +82,9 @@ def report(root: Path) -> None:
     declared, copied = declarations(every), copies(every)
     places = {s: declared[s] for s in settings}
     print(
-        f"  spec settings: {len(settings)}; classes declaring each: median {statistics.median(places.values())}, "
-        f"max {max(places.values())} ({max(places, key=places.get)}); field-by-field copies: "
-        f"{sum(copied[s] for s in settings)} in all"
+        f"  spec settings: {len(settings)}; classes declaring each: median "
+        f"{statistics.median(places.values())}, max {max(places.values())} ({max(places, key=places.get)}); "
+        f"field-by-field copies: {sum(copied[s] for s in settings)} in all"
     )
     for example in ("warmup_tokens", "decay_fraction", "max_retries"):
         if example in places:

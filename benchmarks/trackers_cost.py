@@ -1,16 +1,18 @@
-"""What `run.loggers` costs a trial of the main job: one lineage with each logger on against none, interleaved.
+"""What `run.loggers` costs a trial of the main job:
+one lineage with each logger on against none, interleaved.
 
-Each measurement is a fresh process that trains one lineage of sweeps/specs/cpu-quick.yaml (cpu-xxs, batch 4 x 64,
-WSD, lr 5e-4) through `execute.run_job`, the trial's own path (rows written to a Parquet store in a temporary
-directory), with `--budgets` of its budgets (default 125K to 1M: about 4,600 steps) and one torch thread. The
-time covers run_job whole: the logger's import, its run's start and finish, every curve point (the curve grid's:
-loss_train, loss_train_mean and lr per train point, loss_eval per eval point) and every stored row; the driver's `prepare` (MLflow's database made once per sweep) runs before the clock starts.
-On a busy shared host the A/B difference can drown in noise, so each run also sums the wall time spent inside
-the trackers' own calls (start, import included; log; finish), a direct measure of what they add on this thread
-(W&B's service process and TensorBoard's writer thread work beside it).
-Each round runs every condition once, in an order rotated per round; medians over rounds and their ratios to
-'off' are printed. A full main-job lineage (to 4M) trains about 4x the steps with the same fixed start cost, so
-its relative cost is at most this one's.
+Each measurement is a fresh process that trains one lineage of sweeps/specs/cpu-quick.yaml (cpu-xxs, batch 4 x
+64, WSD, lr 5e-4) through `execute.run_job`, the trial's own path (rows written to a Parquet store in a
+temporary directory), with `--budgets` of its budgets (default 125K to 1M: about 4,600 steps) and one torch
+thread. The time covers run_job whole: the logger's import, its run's start and finish, every curve point (the
+curve grid's: loss_train, loss_train_mean and lr per train point, loss_eval per eval point) and every stored
+row; the driver's `prepare` (MLflow's database made once per sweep) runs before the clock starts. On a busy
+shared host the A/B difference can drown in noise, so each run also sums the wall time spent inside the
+trackers' own calls (start, import included; log; finish), a direct measure of what they add on this thread
+(W&B's service process and TensorBoard's writer thread work beside it). Each round runs every condition once,
+in an order rotated per round; medians over rounds and their ratios to 'off' are printed. A full main-job
+lineage (to 4M) trains about 4x the steps with the same fixed start cost, so its relative cost is at most this
+one's.
 
 Run: .venv/bin/python benchmarks/trackers_cost.py [--rounds 3 --budgets 4 --loggers tensorboard mlflow wandb]
 """
@@ -34,7 +36,8 @@ from powersweep.sweeps.plan import plan
 from powersweep.sweeps.spec import spec_from_dict
 from powersweep.sweeps import trackers
 torch.set_num_threads(1)
-inside = {"__init__": 0.0, "log": 0.0, "finish": 0.0}  # seconds in the trackers' own calls (start: import too)
+inside = {"__init__": 0.0, "log": 0.0, "finish": 0.0}  # seconds in the trackers' own calls \
+(start: import too)
 sent = [0]  # metric points handed to the trackers' log
 
 
@@ -65,7 +68,8 @@ with tempfile.TemporaryDirectory() as tmp:
     start, cpu_start = time.perf_counter(), time.process_time()
     run_job(job, settings)
     print(json.dumps({"wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu_start,
-                      "tracker_s": sum(inside.values()), "start_s": inside["__init__"], "log_s": inside["log"],
+                      "tracker_s": sum(inside.values()), "start_s": inside["__init__"], \
+"log_s": inside["log"],
                       "finish_s": inside["finish"], "points": sent[0],
                       "steps": planned_tokens(job.config, job.budgets) // job.config.tokens_per_step}))
 """
@@ -119,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         total = statistics.median(t["tracker_s"] for t in times[name])
         wall = statistics.median(t["wall_s"] for t in times[name])
         print(
-            f"{name}: median {total:.3f} s inside the tracker's calls ({total / wall:.2%} of its median wall time): "
-            + ", ".join(f"{key} {value:.3f}" for key, value in inside.items())
+            f"{name}: median {total:.3f} s inside the tracker's calls ({total / wall:.2%} of its median "
+            "wall time): " + ", ".join(f"{key} {value:.3f}" for key, value in inside.items())
         )
     for key in ("wall_s", "cpu_s"):
         medians = {name: statistics.median(t[key] for t in ts) for name, ts in times.items()}

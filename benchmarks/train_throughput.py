@@ -3,7 +3,8 @@
 MFU = 6 * params * tokens/s over the fp32 matmul peak measured in this same process, next to each round of
 steps (a shared host's speed drifts: see `measure`). Packing: K variants in one lockstep process vs K solo
 runs one after another, as tokens * variants / s and their ratio.
-Run: .venv/bin/python benchmarks/train_throughput.py [--presets cpu-xs cpu-s cpu-m] [--pack 1 2 4 8] [--compile]
+Run: .venv/bin/python benchmarks/train_throughput.py [--presets cpu-xs cpu-s cpu-m] [--pack 1 2 4 8] \
+     [--compile]
 --compile adds TrainConfig(compile=True), timed in the same rounds as eager, with the seconds of its first
 (compiling) step.
 """

@@ -159,7 +159,8 @@ def submit_job(
 
 
 def job_status(job_id: str, *, address: str, token: str | None = None) -> dict:
-    """State of a submitted sweep: status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED), message, metadata."""
+    """State of a submitted sweep:
+    status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED), message, metadata."""
     client, source = _client(address, token)
     with _jobs_errors(address, source, job_id):
         info = client.get_job_info(job_id)

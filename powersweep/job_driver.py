@@ -20,8 +20,9 @@ from powersweep.sweeps.sweep import submit
 
 
 def main() -> int:
-    """Run what the store lacks of the job's spec on this cluster; exit 2 on a user error, 1 on failed trials, 143
-    when stopped (`powersweep stop` sends SIGTERM), after one line naming the command that finishes the sweep."""
+    """Run what the store lacks of the job's spec on this cluster; exit 2 on a user error, 1 on failed trials,
+    143 when stopped (`powersweep stop` sends SIGTERM), after one line naming the command that finishes the
+    sweep."""
     try:
         spec, storage = spec_from_dict(json.loads(os.environ[SPEC_ENV])), os.environ[STORAGE_ENV]
         # Resumed from where the job was submitted: through the cluster's Jobs API, whose address this driver

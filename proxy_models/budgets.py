@@ -1,5 +1,6 @@
-"""Token arithmetic of a lineage: where each budget forks from the trunk, the tokens the lineage trains and those
-independent runs would train. Pure functions of a TrainConfig (no torch), so a sweep is planned without it.
+"""Token arithmetic of a lineage: where each budget forks from the trunk, the tokens the lineage trains and
+those independent runs would train. Pure functions of a TrainConfig (no torch), so a sweep is planned without
+it.
 
 >>> planned_tokens(config, [1e6, 2e6, 4e6]) / independent_tokens(config, [1e6, 2e6, 4e6])   # token_ratio
 """

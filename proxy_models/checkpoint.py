@@ -98,8 +98,8 @@ def _running(pid: int) -> bool:
 
 
 def write_atomically(path: str, write: Callable[[str], object]) -> None:
-    """`write(temp)` the whole file to `temp_path(path)`, then rename it over `path`: a kill leaves the old file
-    or the new one, never part of one. A write that fails (a full disk) removes its partial temp file."""
+    """`write(temp)` the whole file to `temp_path(path)`, then rename it over `path`: a kill leaves the old
+    file or the new one, never part of one. A write that fails (a full disk) removes its partial temp file."""
     tmp = temp_path(path)
     try:
         write(tmp)
@@ -118,8 +118,9 @@ def _write(state: dict, path: str, errors: list[BaseException]) -> None:
 
 
 def _save(state: dict, path: str) -> None:
-    """torch.save through a Python file, so that a full disk is the OSError (ENOSPC) a caller can name: torch's
-    writer reports the failed write as a RuntimeError of its own, raised while the OSError is handled."""
+    """torch.save through a Python file, so that a full disk is the OSError (ENOSPC) a caller can name:
+    torch's writer reports the failed write as a RuntimeError of its own, raised while the OSError is
+    handled."""
     with open(path, "wb") as handle:
         try:
             torch.save(state, handle)

@@ -40,10 +40,11 @@ def resolve_compile(compile: str | bool, device: torch.device, *, moe: bool = Fa
     return bool(compile)
 
 
-# CUDA graphs pay where a step waits on the host: where one layer's forward and backward of a micro-batch would
-# take under this many seconds even at the chip's bf16 peak, its ~50 kernel launches take longer than the kernels.
-# One H100 node (benchmarks/RESULTS.md): paper-12m at 16 x 4096 (0.49 ms a layer at peak) ran 1.5-1.6x faster as
-# CUDA graphs; paper-36m at 16 x 4096 (1.13 ms) and paper-12m at micro-batch 64 x 4096 (1.97 ms) no faster.
+# CUDA graphs pay where a step waits on the host: where one layer's forward and backward of a micro-batch
+# would take under this many seconds even at the chip's bf16 peak, its ~50 kernel launches take longer than
+# the kernels. One H100 node (benchmarks/RESULTS.md): paper-12m at 16 x 4096 (0.49 ms a layer at peak) ran
+# 1.5-1.6x faster as CUDA graphs; paper-36m at 16 x 4096 (1.13 ms) and paper-12m at micro-batch 64 x 4096
+# (1.97 ms) no faster.
 HOST_BOUND_LAYER_SECONDS = 0.75e-3
 
 
@@ -56,17 +57,17 @@ def resolve_compile_mode(
     moe: bool = False,
     layer_seconds: float = 0.0,
 ) -> str:
-    """torch.compile's mode (TrainConfig.compile_mode): as given; 'auto' is 'reduce-overhead' (the trunk replayed
-    as CUDA graphs) for a solo dense run on CUDA whose step waits on the host, unless its scope is 'blocks', and
-    'default' elsewhere. `layer_seconds`: one layer's forward and backward of one micro-batch at the device's
-    peak (perf.layer_seconds).
+    """torch.compile's mode (TrainConfig.compile_mode): as given; 'auto' is 'reduce-overhead' (the trunk
+    replayed as CUDA graphs) for a solo dense run on CUDA whose step waits on the host, unless its scope is
+    'blocks', and 'default' elsewhere. `layer_seconds`: one layer's forward and backward of one micro-batch at
+    the device's peak (perf.layer_seconds).
 
     A small model's solo step launches about 1,700 kernels; on one H100 node that host work took 113 ms of a
     step whose kernels ran 63 ms (paper-12m at 16 x 4096), and CUDA graphs ran the same step in 71 ms. Where a
     layer's kernels take longer than its launches (HOST_BOUND_LAYER_SECONDS) graphs gain nothing and cost a
-    longer first compile (the whole trunk) and their memory pools. Packed variants' kernels are K times larger,
-    so their step does not wait on the host either (8 variants on one H200: 10 GiB more, 2.7% slower). MoE
-    blocks read their experts' sizes on the host each step. benchmarks/RESULTS.md has the numbers."""
+    longer first compile (the whole trunk) and their memory pools. Packed variants' kernels are K times
+    larger, so their step does not wait on the host either (8 variants on one H200: 10 GiB more, 2.7% slower).
+    MoE blocks read their experts' sizes on the host each step. benchmarks/RESULTS.md has the numbers."""
     if mode != "auto":
         return mode
     graphs = (
@@ -90,7 +91,8 @@ def compile_cache_dir() -> str:
 
 
 def whole_trunk(mode: str, scope: str) -> bool:
-    """Whether the blocks compile as one graph (TrainConfig.compile_scope; 'auto': in CUDA_GRAPH_MODES only)."""
+    """Whether the blocks compile as one graph
+    (TrainConfig.compile_scope; 'auto': in CUDA_GRAPH_MODES only)."""
     return scope == "trunk" or (scope == "auto" and mode in CUDA_GRAPH_MODES)
 
 
@@ -132,9 +134,9 @@ RECOMPILE_LIMIT = 64  # graphs one compiled function keeps (shapes, grad modes) 
 
 
 def compile_function(fn: Callable, *, mode: str = "default") -> Callable:
-    """torch.compile a function (a model's block or trunk, packed variants' block or trunk) with inductor's caches
-    in `compile_cache_dir()`. Compiling happens at the first call, so the directory is set here, before it.
-    `mode` is torch.compile's.
+    """torch.compile a function (a model's block or trunk, packed variants' block or trunk) with inductor's
+    caches in `compile_cache_dir()`. Compiling happens at the first call, so the directory is set here, before
+    it. `mode` is torch.compile's.
 
     The graphs are static: a run's shapes are fixed (its micro-batch, the evaluation's batch), and a new shape
     (a halved micro-batch, another model in the same process) compiles a graph of its own rather than one

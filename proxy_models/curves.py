@@ -2,9 +2,9 @@
 
 A curve costs hundreds of points, not millions. A segment (a lineage's trunk, or one budget's decay branch
 from its fork) keeps every one of its first `first_steps` steps, then `per_decade` log-spaced steps per decade
-of steps since the segment began; the lineage driver adds a point where a segment ends (a fork, a budget's last
-step) and the held-out loss evaluated there. A decay branch's grid starts at its fork, so even a short decay
-is drawn with tens of points.
+of steps since the segment began; the lineage driver adds a point where a segment ends (a fork, a budget's
+last step) and the held-out loss evaluated there. A decay branch's grid starts at its fork, so even a short
+decay is drawn with tens of points.
 
 Each train point holds the loss of its own step (`loss_train`) and the mean over the steps since the previous
 grid point (`loss_train_mean` over `mean_steps` steps, the step itself included): a spike between two points
@@ -59,7 +59,8 @@ class CurveGrid:
                 raise ConfigError(f"curve grid {name}={value!r}: must be a whole number >= 1")
 
     def next_after(self, offset: int) -> int:
-        """The smallest grid offset above `offset`: offsets up to first_steps, then round(10 ** (k / per_decade))."""
+        """The smallest grid offset above `offset`:
+        offsets up to first_steps, then round(10 ** (k / per_decade))."""
         if offset < self.first_steps:
             return offset + 1
         k = math.floor(self.per_decade * math.log10(offset)) - 1  # one below: log10 may round up at a power
@@ -178,8 +179,8 @@ class CurveRecorder:
         self.columns["eval"].append([math.nan] * len(self.schedules))
 
     def close(self) -> None:
-        """A point at the last step watched, where a segment ends (a fork, a budget's last step), unless there is
-        one. It does not restart the mean: the next grid point's mean is the same with or without it."""
+        """A point at the last step watched, where a segment ends (a fork, a budget's last step), unless there
+        is one. It does not restart the mean: the next grid point's mean is the same with or without it."""
         if self.grid is None or not self.mean_steps or self.kept_step == self.step:
             return
         self._keep(self.step)

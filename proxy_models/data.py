@@ -521,7 +521,8 @@ def _digest(data: bytes) -> str:
 
 
 def _windows(ids: np.ndarray, starts: np.ndarray, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) int64 tensors (len(starts), seq_len): the windows ids[s : s + seq_len + 1], y = x shifted by one."""
+    """(x, y) int64 tensors (len(starts), seq_len):
+    the windows ids[s : s + seq_len + 1], y = x shifted by one."""
     tokens = ids[starts[:, None] + np.arange(seq_len + 1)]  # (B, T + 1) in the storage dtype
     return torch.from_numpy(tokens[:, :-1].astype(np.int64)), torch.from_numpy(tokens[:, 1:].astype(np.int64))
 

@@ -55,7 +55,8 @@ def head_loss(
     head: str,
     chunk_tokens: int = 0,
 ) -> torch.Tensor:
-    """Mean cross-entropy of softmax(scale * h @ weight.T) at `targets`. h: (N, d), weight: (V, d), targets (N,).
+    """Mean cross-entropy of softmax(scale * h @ weight.T) at `targets`.
+    h: (N, d), weight: (V, d), targets (N,).
 
     `head` is one of 'full', 'chunked', 'fused' (resolved: see `resolve_head`); chunk_tokens 0 = CHUNK_BYTES.
     """
@@ -109,7 +110,8 @@ def _matmul_dtype(h: torch.Tensor) -> torch.dtype:
 
 
 def _chunk_logits(h_chunk: torch.Tensor, weight: torch.Tensor, scale: float) -> torch.Tensor:
-    """fp32 (or fp64) logits of one chunk, (c, V); the matmul runs in the autocast dtype when autocast is on."""
+    """fp32 (or fp64) logits of one chunk, (c, V);
+    the matmul runs in the autocast dtype when autocast is on."""
     logits = F.linear(h_chunk, weight)
     return logits.to(_loss_dtype(logits)).mul_(scale)
 

@@ -7,7 +7,8 @@ state, run the branch's decay, evaluate, restore, continue. Tokens trained fall 
 schedule that depends on T everywhere (cosine) forks at step 0: every budget is then a solo run.
 
 At each fork the trunk itself is evaluated too (a row with phase 'trunk': stable-phase loss, not a budget's
-result). `train_packed_lineage` runs the same driver over a PackedTrainer: K variants (schedules, seeds) in lockstep.
+result). `train_packed_lineage` runs the same driver over a PackedTrainer: K variants (schedules, seeds) in
+lockstep.
 """
 
 from __future__ import annotations
@@ -86,13 +87,14 @@ def train_lineage(
     so a lineage killed at any moment resumes without redoing finished branches and without changing any
     result; each process's `Attempt` is kept there too (attempts.json, see `load_attempts`). `on_result` sees
     each row, trunk rows included, as soon as it is final (e.g. to store it), before the row is recorded as
-    finished: a lineage killed inside `on_result` hands that row on again when it resumes. `attempt`, if given,
-    is filled in as it trains. `redo` names rows, as (phase, tokens), that the checkpoint directory recorded but
-    the caller lost (e.g. a results store that no longer holds them): they are trained and handed on again.
+    finished: a lineage killed inside `on_result` hands that row on again when it resumes. `attempt`, if
+    given, is filled in as it trains. `redo` names rows, as (phase, tokens), that the checkpoint directory
+    recorded but the caller lost (e.g. a results store that no longer holds them): they are trained and handed
+    on again.
 
-    `on_curve` sees, at each evaluation and before its rows, the curve points (proxy_models.curves) of the trunk
-    so far and of the branch just finished, as dicts; a point may be handed on more than once (after a resume),
-    always with the same key (segment, budget, kind, step). `curve_grid` None keeps no points.
+    `on_curve` sees, at each evaluation and before its rows, the curve points (proxy_models.curves) of the
+    trunk so far and of the branch just finished, as dicts; a point may be handed on more than once (after a
+    resume), always with the same key (segment, budget, kind, step). `curve_grid` None keeps no points.
     """
     trunk = replace(config, tokens=max(budgets))
     rows = _drive(
@@ -123,9 +125,9 @@ def train_packed_lineage(
     on_curve: Callable[[int, list[dict]], None] | None = None,
     curve_grid: CurveGrid | None = DEFAULT_GRID,
 ) -> list[list[RunResult]]:
-    """`train_lineage` for K variants of `config` that differ only in their schedule and seed (`seeds`, default
-    config.seed for all), trained in lockstep (PackedTrainer): the budget rows of each variant, in `schedules`
-    order. `on_result(i, row)` sees the rows of variant i. The fork points depend only on budgets,
+    """`train_lineage` for K variants of `config` that differ only in their schedule and seed (`seeds`,
+    default config.seed for all), trained in lockstep (PackedTrainer): the budget rows of each variant, in
+    `schedules` order. `on_result(i, row)` sees the rows of variant i. The fork points depend only on budgets,
     decay_fraction and step size, so all variants fork together; a variant diverged in the trunk gets diverged
     rows for every later budget and trunk point. `redo` applies to every variant; `on_curve(i, points)` sees
     variant i's curve points."""
@@ -173,7 +175,8 @@ class _Event:
 
 
 def _events(branches: list[Branch], at_steps: Sequence[int], tokens_per_step: int) -> list[_Event]:
-    """Trunk points and branches in trunk order; a trunk point comes before a branch forked at the same step."""
+    """Trunk points and branches in trunk order;
+    a trunk point comes before a branch forked at the same step."""
     trunk = [_Event(step, "trunk", step * tokens_per_step) for step in at_steps]
     finals = [_Event(b.fork_step, "final", b.tokens, b) for b in branches]
     return sorted(trunk + finals, key=lambda e: (e.step, e.phase == "final"))
@@ -235,7 +238,8 @@ def _trunk_rows(trainer, tokens: float) -> tuple[list[RunResult], list[list[dict
 
 
 def _segment_points(trainer, rows: list[RunResult]) -> list[list[dict]]:
-    """Close the trainer's current curve segment here, with the rows' held-out losses: each variant's points."""
+    """Close the trainer's current curve segment here, with the rows' held-out losses:
+    each variant's points."""
     trainer.curve.close()
     trainer.curve.add_eval(trainer.step, [row.loss_eval for row in rows])
     return [trainer.curve.points(i) for i in range(len(rows))]

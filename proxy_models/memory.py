@@ -29,7 +29,8 @@ CHUNK_BYTES = (
 )  # fp32 logits of one chunk of the chunked head: 64 MiB keeps its matmuls large, its memory small
 # Logits (compute dtype) of one chunk of the fused head. liger-kernel's own default bounds a chunk's logits by
 # the size of its input, V / d_model chunks per step: 384 for paper-12m (d_model 128), each a handful of small
-# kernels, which left the step waiting on the host (benchmarks/RESULTS.md, "GPU"). 1 GiB makes it a few chunks.
+# kernels, which left the step waiting on the host (benchmarks/RESULTS.md, "GPU"). 1 GiB makes it a few
+# chunks.
 FUSED_CHUNK_BYTES = 2**30
 USABLE_FRACTION = 0.9  # of free device memory: the allocator's fragmentation and cuBLAS/cuDNN workspaces
 CUDA_CONTEXT_BYTES = GIB  # what the CUDA context and kernels' code take before any tensor
@@ -100,8 +101,8 @@ def layer_activation_bytes(cfg: ProxyConfig, *, compute_bytes: int, residual_byt
 
 def fused_chunking(tokens: int, vocab_size: int, d_model: int, *, compute_bytes: int) -> tuple[int, int]:
     """(chunk_mem_const, rows per chunk) for liger-kernel's fused linear cross-entropy of `tokens` rows: the
-    fewest chunks whose logits fit FUSED_CHUNK_BYTES. liger cuts N rows into ceil(V / (c * d)) parts and rounds
-    a part up to a power of two rows; c = chunk_mem_const. Called every step: cached."""
+    fewest chunks whose logits fit FUSED_CHUNK_BYTES. liger cuts N rows into ceil(V / (c * d)) parts and
+    rounds a part up to a power of two rows; c = chunk_mem_const. Called every step: cached."""
     return _fused_chunking(tokens, vocab_size, d_model, compute_bytes, FUSED_CHUNK_BYTES)
 
 
@@ -198,8 +199,8 @@ def choose_micro_batch(
     """The largest divisor of batch_size whose step fits `budget_bytes`; with checkpointing 'auto' the
     blocks are checkpointed only when no micro-batch fits without ('on' and 'off' force it).
 
-    `precision` goes to `step_memory` (compute_bytes, param_bytes, head, variants). Raises ConfigError when not
-    even one sequence fits.
+    `precision` goes to `step_memory` (compute_bytes, param_bytes, head, variants). Raises ConfigError when
+    not even one sequence fits.
     """
     options = {"off": (False,), "on": (True,), "auto": (False, True)}[checkpointing]
     for ckpt in options:

@@ -87,9 +87,9 @@ def run_block(block: Block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tenso
     return block(x, cos, sin)
 
 
-# A compiled trunk traces one dense block and reuses its code for every layer (torch's hierarchical compilation),
-# so its cold compile does not grow with the layer count. An MoE block breaks the graph on the host (moe.py),
-# which a reused region cannot hold: it is traced inline. In eager both are plain calls.
+# A compiled trunk traces one dense block and reuses its code for every layer (torch's hierarchical
+# compilation), so its cold compile does not grow with the layer count. An MoE block breaks the graph on the
+# host (moe.py), which a reused region cannot hold: it is traced inline. In eager both are plain calls.
 run_dense_block = torch.compiler.nested_compile_region(run_block)
 
 
@@ -160,8 +160,8 @@ class ProxyLM(nn.Module):
         return None, loss
 
     def trunk(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """The blocks in order, each checkpointed when asked (proxy_models/compile_cache.py compiles either the
-        block function or this whole method)."""
+        """The blocks in order, each checkpointed when asked (proxy_models/compile_cache.py compiles either
+        the block function or this whole method)."""
         run = self.compiled_block or (run_block if self.cfg.is_moe else run_dense_block)
         for block in self.blocks:
             if self.activation_checkpointing and torch.is_grad_enabled():

@@ -32,7 +32,8 @@ def route(router_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.
 
 
 def load_balance_loss(router_logits: torch.Tensor, experts: torch.Tensor, n_experts: int) -> torch.Tensor:
-    """Switch-Transformer auxiliary loss: n_experts * sum_e (share of tokens to e) * (mean router prob of e)."""
+    """Switch-Transformer auxiliary loss:
+    n_experts * sum_e (share of tokens to e) * (mean router prob of e)."""
     probs = router_logits.float().softmax(dim=-1).mean(dim=0)  # (E,)
     counts = torch.bincount(experts.flatten(), minlength=n_experts).to(probs.dtype)
     return n_experts * torch.dot(counts / experts.numel(), probs)

@@ -41,7 +41,8 @@ def multipliers(model: nn.Module, *, m_width: float, weight_decay: float) -> dic
 
 
 def param_groups(model: nn.Module, *, m_width: float, weight_decay: float) -> list[dict]:
-    """AdamW groups of `multipliers`: hidden matrices, embedding, gains (in that order; empty ones left out)."""
+    """AdamW groups of `multipliers`: hidden matrices, embedding, gains
+    (in that order; empty ones left out)."""
     table = multipliers(model, m_width=m_width, weight_decay=weight_decay)
     groups: dict[str, dict] = {}
     for group in ("hidden", "embedding", "gains"):

@@ -1,4 +1,5 @@
-"""Packed variants: K runs that differ only in their schedule (lr, or Power a and b) and seed, trained in lockstep.
+"""Packed variants: K runs that differ only in their schedule
+(lr, or Power a and b) and seed, trained in lockstep.
 
 Every parameter of the K models lives in one (K, P) buffer, a row per variant, in ProxyLM's order: the
 embedding, each block's weights side by side (a layer's columns, laid out by `BlockSpec`), the final norm.
@@ -39,7 +40,8 @@ from torch.utils.checkpoint import checkpoint
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Each variant's x @ W.T as one batched matmul: x (K, N, d_in), weight (K, d_out, d_in) -> (K, N, d_out)."""
+    """Each variant's x @ W.T as one batched matmul:
+    x (K, N, d_in), weight (K, d_out, d_in) -> (K, N, d_out)."""
     return torch.bmm(x, weight.transpose(1, 2))
 
 
@@ -49,9 +51,9 @@ def _rms_norm(x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
 
 
 class BlockSpec(NamedTuple):
-    """What a packed block needs of the model: its settings and where its weights sit in a layer's (K, P_layer)
-    columns. Plain constants: a compiled trunk reuses one block's code for every layer only when the block's
-    inputs are tensors and constants."""
+    """What a packed block needs of the model: its settings and where its weights sit in a layer's
+    (K, P_layer) columns. Plain constants: a compiled trunk reuses one block's code for every layer only when
+    the block's inputs are tensors and constants."""
 
     n_heads: int
     kv_heads: int
@@ -157,9 +159,10 @@ def packed_hidden(
     checkpointing: bool = False,
     trunk: Callable = _trunk,
 ) -> torch.Tensor:
-    """The final norm's output of every variant, (K, B * T, d), for tokens idx (B, T) shared by all or (K, B, T)
-    a batch per variant: `wte` (K, V, d), each block's weights (K, P_layer) as `spec` lays them out, the final
-    norm's gains (K, d), all stacked on a variant dimension; `trunk` is `_trunk` or a compiled form."""
+    """The final norm's output of every variant, (K, B * T, d), for tokens idx (B, T) shared by all or
+    (K, B, T) a batch per variant: `wte` (K, V, d), each block's weights (K, P_layer) as `spec` lays them out,
+    the final norm's gains (K, d), all stacked on a variant dimension; `trunk` is `_trunk` or a compiled
+    form."""
     k_variants, vocab = wte.shape[0], wte.shape[1]
     offsets = torch.arange(k_variants, device=idx.device)[:, None] * vocab
     tokens = idx.reshape(k_variants, -1) if idx.dim() == 3 else idx.flatten()[None]  # (K or 1, B*T)
@@ -172,8 +175,8 @@ def packed_hidden(
 
 
 class PackedTrainer(TrainingLoop):
-    """Trains `len(schedules)` variants of `config` at once, variant i under schedules[i] and seeds[i] (default:
-    config.seed for all); `results()` gives one RunResult each."""
+    """Trains `len(schedules)` variants of `config` at once, variant i under schedules[i] and seeds[i]
+    (default: config.seed for all); `results()` gives one RunResult each."""
 
     def __init__(
         self,
@@ -242,8 +245,8 @@ class PackedTrainer(TrainingLoop):
         self.lrs = lrs
 
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Each variant's mean cross-entropy (nats/token) on tokens x, targets y: (B, T) shared by all variants
-        or (K, B, T) a batch each. Returns (K,)."""
+        """Each variant's mean cross-entropy (nats/token) on tokens x, targets y: (B, T) shared by all
+        variants or (K, B, T) a batch each. Returns (K,)."""
         wte, *layers, norm = self.leaves
         wte = wte.view(self.params["wte.weight"].shape)
         targets = y.reshape(self.k, -1) if y.dim() == 3 else y.flatten().expand(self.k, -1)  # (K, B*T)

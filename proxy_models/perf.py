@@ -88,14 +88,16 @@ def table_peak_flops(name: str) -> float | None:
 
 
 def compute_dtype(device: torch.device, dtype: str) -> torch.dtype:
-    """The dtype the run's matmuls compute in: bf16 under autocast ('auto' on CUDA, 'bfloat16'), else its own."""
+    """The dtype the run's matmuls compute in:
+    bf16 under autocast ('auto' on CUDA, 'bfloat16'), else its own."""
     if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
         return torch.bfloat16
     return {"float64": torch.float64}.get(dtype, torch.float32)
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
-    """The matmul peak of `dtype` on `device`: the data sheet's for known CUDA chips in bf16, else measured."""
+    """The matmul peak of `dtype` on `device`:
+    the data sheet's for known CUDA chips in bf16, else measured."""
     if device.type == "cuda" and dtype == torch.bfloat16:
         listed = table_peak_flops(torch.cuda.get_device_name(device))
         if listed is not None:

@@ -1,5 +1,5 @@
-"""What one proxy run trains, as plain validated values: `TrainConfig` and its `DataConfig`. No torch here, so a
-sweep can be planned (ids, steps, token budgets) without it; `proxy_models.trainer` trains a TrainConfig.
+"""What one proxy run trains, as plain validated values: `TrainConfig` and its `DataConfig`. No torch here, so
+a sweep can be planned (ids, steps, token budgets) without it; `proxy_models.trainer` trains a TrainConfig.
 
     config = TrainConfig(model="cpu-s", batch_size=16, tokens=2e6)
     config.steps, config.tokens_per_step   # 488 steps of 16 * 256 tokens
@@ -19,12 +19,13 @@ DTYPE_NAMES = (
     "bfloat16",
 )  # TrainConfig.dtype besides "auto" (torch dtypes in the trainer)
 HEADS = ("auto", "full", "chunked", "fused")  # output heads' losses (proxy_models/head.py)
-# torch.compile's modes for compiled blocks; reduce-overhead replays the compiled kernels as CUDA graphs; auto:
-# reduce-overhead for a solo dense run on CUDA whose step waits on the host, default elsewhere
+# torch.compile's modes for compiled blocks; reduce-overhead replays the compiled kernels as CUDA graphs;
+# auto: reduce-overhead for a solo dense run on CUDA whose step waits on the host, default elsewhere
 # (proxy_models/compile_cache.py)
 COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-# Of them, those that replay the compiled code as CUDA graphs. Those cannot chain replays of one compiled block
-# (block i's output overwritten by block i + 1's replay: pytorch/pytorch#152887): the trunk compiles whole.
+# Of them, those that replay the compiled code as CUDA graphs. Those cannot chain replays of one compiled
+# block (block i's output overwritten by block i + 1's replay: pytorch/pytorch#152887): the trunk compiles
+# whole.
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 COMPILE_SCOPES = (
     "auto",
@@ -44,7 +45,8 @@ EXECUTION_FIELDS = (
 
 
 class DataError(ConfigError):
-    """A corpus cannot be loaded or cannot serve a batch; the message names the source, the counts and a fix."""
+    """A corpus cannot be loaded or cannot serve a batch;
+    the message names the source, the counts and a fix."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ class TrainConfig:
     eps: float = 1e-8  # AdamW
     grad_clip: float = 1.0  # global gradient-norm clip; 0 disables
     micro_batch_size: int | str | None = None  # sequences per micro-batch; None: 'auto' on CUDA, else whole
-    # batch; 'auto': the largest divisor of batch_size whose step fits the memory budget (proxy_models/memory.py)
+    # batch; 'auto': the largest divisor of batch_size whose step fits the memory budget
+    # (proxy_models/memory.py)
     divergence_factor: float = 2.0  # loss above factor * first-step loss (or non-finite) = diverged
     device: str = "auto"  # auto | cpu | cuda[:i]
     dtype: str = "auto"  # auto (bf16 autocast on CUDA, float32 on CPU) | float32 | float64 | bfloat16
@@ -103,8 +106,8 @@ class TrainConfig:
     compile: str | bool = (
         "auto"  # torch.compile the blocks (the head's loss stays eager); auto: dense on CUDA,
     )
-    # eager where compiling fails on the machine (proxy_models/compile_cache.py, which also caches the compiled
-    # code on disk); see RESULTS.md
+    # eager where compiling fails on the machine (proxy_models/compile_cache.py, which also caches the
+    # compiled code on disk); see RESULTS.md
     compile_mode: str = "auto"  # torch.compile's mode where blocks compile: one of COMPILE_MODES (auto: CUDA
     # graphs for a solo dense run on CUDA whose small micro-steps would otherwise wait on the host)
     compile_scope: str = (
@@ -124,7 +127,8 @@ class TrainConfig:
         self._validate_execution()
         if self.steps < 1:
             raise ConfigError(
-                f"tokens={self.tokens:g} is less than one step of batch_size * seq_len = {self.tokens_per_step}"
+                f"tokens={self.tokens:g} is less than one step of batch_size * seq_len = "
+                f"{self.tokens_per_step}"
             )
         self.schedule.validate(total_tokens=self.steps * self.tokens_per_step)
 
@@ -151,7 +155,8 @@ class TrainConfig:
             raise ConfigError(f"head={self.head!r}: choose one of {list(HEADS)}")
         if self.activation_checkpointing not in CHECKPOINTING:
             raise ConfigError(
-                f"activation_checkpointing={self.activation_checkpointing!r}: choose one of {list(CHECKPOINTING)}"
+                f"activation_checkpointing={self.activation_checkpointing!r}: choose one of "
+                f"{list(CHECKPOINTING)}"
             )
         if self.memory_budget_gib is not None and self.memory_budget_gib <= 0:
             raise ConfigError(f"memory_budget_gib={self.memory_budget_gib!r}: must be positive (GiB)")

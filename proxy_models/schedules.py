@@ -153,8 +153,9 @@ class ScheduleConfig:
         """Check that warmup ends before the decay of a run of `total_tokens` starts."""
         if self.name in ("wsd", "power") and self.warmup_tokens > self.fork_point(total_tokens):
             raise ConfigError(
-                f"warmup_tokens={self.warmup_tokens:g} exceeds the decay start {self.fork_point(total_tokens):g} "
-                f"of a {total_tokens:g}-token run: raise tokens or shorten the warmup"
+                f"warmup_tokens={self.warmup_tokens:g} exceeds the decay start "
+                f"{self.fork_point(total_tokens):g} of a {total_tokens:g}-token run: raise tokens or "
+                "shorten the warmup"
             )
 
     def lr_at(self, tokens: float, *, total_tokens: float | None, batch_size: int) -> float:
@@ -203,7 +204,8 @@ class ScheduleConfig:
         )
 
     def fork_point(self, total_tokens: float) -> float:
-        """Tokens before which the schedule is the same for every budget: where the decay of this one starts."""
+        """Tokens before which the schedule is the same for every budget:
+        where the decay of this one starts."""
         if self.name == "cosine":
             return 0.0
         if self.name == "constant":

@@ -100,9 +100,9 @@ class RunResult:
 
 
 class TrainingLoop:
-    """The training loop of K variants that train in lockstep and differ only in their schedule and seed: K = 1
-    is a solo run (`Trainer`), K > 1 packed variants (proxy_models/packed.py). Variants of one seed train on
-    the same batches; variants of several seeds each on their own seed's, as their solo runs would.
+    """The training loop of K variants that train in lockstep and differ only in their schedule and seed:
+    K = 1 is a solo run (`Trainer`), K > 1 packed variants (proxy_models/packed.py). Variants of one seed
+    train on the same batches; variants of several seeds each on their own seed's, as their solo runs would.
 
     Everything but the model is here, once: batches, lrs, micro-batches and out-of-memory halving, the
     per-step loss watch (divergence per variant), evaluation, result rows, timing and checkpoints. A subclass
@@ -179,7 +179,8 @@ class TrainingLoop:
         return not any(math.isnan(d) for d in self.diverged_ats)
 
     def schedule_lrs(self, step: int, *, total_tokens: float | None) -> list[float]:
-        """Each variant's lr of step `step`, evaluated at the tokens seen once that step's batch is consumed."""
+        """Each variant's lr of step `step`,
+        evaluated at the tokens seen once that step's batch is consumed."""
         tokens = (step + 1) * self.cfg.tokens_per_step
         return [
             c.schedule.lr_at(tokens, total_tokens=total_tokens, batch_size=c.batch_size) for c in self.configs
@@ -223,8 +224,9 @@ class TrainingLoop:
         self._check_losses()  # every loss read (and the device idle) before the caller times or saves
 
     def train_step(self, lr) -> torch.Tensor:
-        """One optimizer step on batch `self.step` at `lr` (what `lr_at_step` gives); returns its cross-entropy
-        (nats/token; 0-d solo, (K,) packed) on the device, so that nothing waits for the device here."""
+        """One optimizer step on batch `self.step` at `lr` (what `lr_at_step` gives); returns its
+        cross-entropy (nats/token; 0-d solo, (K,) packed) on the device, so that nothing waits for the device
+        here."""
         x, y = self._batch()
         self._set_lr(lr)
         losses = self._gradients(x, y)
@@ -289,7 +291,8 @@ class TrainingLoop:
 
     def _eager_if_compiling_fails(self, fn: Callable, *args):
         """fn(*args); where compiling fails on this machine and `compile` is 'auto', fn(*args) again in eager
-        (the step's gradients start again, as after an out-of-memory error). With compile=True it is an error."""
+        (the step's gradients start again, as after an out-of-memory error). With compile=True it is an
+        error."""
         try:
             return fn(*args)
         except TorchDynamoException as error:
@@ -301,15 +304,17 @@ class TrainingLoop:
                     f"compile=True: torch.compile failed on this machine ({reason}); set compile "
                     "to 'auto' to train eager where it fails, or to false"
                 ) from error
-        warnings.warn(f"torch.compile failed on this machine, training eager: {reason}", RuntimeWarning)
+        warnings.warn(
+            f"torch.compile failed on this machine, training eager: {reason}", RuntimeWarning, stacklevel=2
+        )
         self._zero_grad()
         self._uncompile()
         self.compiled, self.compile_error = False, reason
         return fn(*args)
 
     def _leave_cuda_graphs(self) -> None:
-        """Compile the model again in mode 'default': a CUDA graph holds its memory pool as long as it lives, so
-        after an out-of-memory error the smaller micro-batch trains without graphs (and frees theirs)."""
+        """Compile the model again in mode 'default': a CUDA graph holds its memory pool as long as it lives,
+        so after an out-of-memory error the smaller micro-batch trains without graphs (and frees theirs)."""
         from torch._inductor.cudagraph_trees import (
             reset_cudagraph_trees,
         )  # inductor's: imported when compiling
@@ -363,7 +368,8 @@ class TrainingLoop:
 
     def memory_budget_bytes(self) -> int:
         """Bytes a step may use: memory_budget_gib, else 90% of the CUDA memory free or held by this process
-        (allocated, or cached by its allocator from an earlier trainer: reused before the device's free memory)."""
+        (allocated, or cached by its allocator from an earlier trainer: reused before the device's free
+        memory)."""
         if self.cfg.memory_budget_gib is not None:
             return int(self.cfg.memory_budget_gib * GIB)
         if self.device.type != "cuda":
@@ -386,8 +392,8 @@ class TrainingLoop:
             self._watch(step_losses, tokens=(first_step + i + 1) * self.cfg.tokens_per_step)
 
     def _watch(self, losses: list[float], *, tokens: int) -> None:
-        """Record each variant's loss of the step that ended at `tokens` seen; mark divergence there. A diverged
-        variant records nothing more."""
+        """Record each variant's loss of the step that ended at `tokens` seen; mark divergence there. A
+        diverged variant records nothing more."""
         self.curve.watch(losses, tokens=tokens)
         for i, loss in enumerate(losses):
             if not math.isnan(self.diverged_ats[i]):
@@ -435,7 +441,8 @@ class TrainingLoop:
 
     def results(self, *, tokens: float) -> list[RunResult]:
         """One result row per variant for the budget `tokens`, evaluating the variants as they are now. Each
-        row's tokens_per_s is its own tokens over the run's wall time: a packed run's throughput is their sum."""
+        row's tokens_per_s is its own tokens over the run's wall time: a packed run's throughput is their
+        sum."""
         evals = [math.nan] * self.k if self.diverged else self.evaluate_variants()
         trained = self.step * self.cfg.tokens_per_step
         tokens_per_s = trained / self.train_seconds if self.train_seconds else math.nan
@@ -505,9 +512,9 @@ class TrainingLoop:
         self.curve.load_state_dict(state.get("curve"), step=self.step)
 
     def save_checkpoint(self, path: str, *, background: bool = False) -> None:
-        """Save the training state to `path` atomically. In the background (proxy_models/checkpoint.py) it returns
-        once the state is copied to host memory and the previous write of `path` is done; readers of `path` in
-        this process wait for the file."""
+        """Save the training state to `path` atomically. In the background (proxy_models/checkpoint.py) it
+        returns once the state is copied to host memory and the previous write of `path` is done; readers of
+        `path` in this process wait for the file."""
         start = time.perf_counter()
         checkpoint.save(self.state_dict(), path)
         if not background:
@@ -520,7 +527,8 @@ class TrainingLoop:
 
 
 def _per_variant(value) -> list[float]:
-    """A checkpoint's per-variant floats; solo checkpoints written before packing shared this loop held one."""
+    """A checkpoint's per-variant floats;
+    solo checkpoints written before packing shared this loop held one."""
     return [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
 
 
@@ -604,7 +612,8 @@ class Trainer(TrainingLoop):
 
     def _layer_seconds(self) -> float:
         """One layer's forward and backward of a micro-batch at the device's peak (where 'auto' picks CUDA
-        graphs: compile_cache.resolve_compile_mode); 0 where it cannot matter, so no peak is measured there."""
+        graphs: compile_cache.resolve_compile_mode); 0 where it cannot matter, so no peak is measured
+        there."""
         if self.device.type != "cuda" or self.cfg.compile_mode != "auto":
             return 0.0
         peak = peak_flops(self.device, compute_dtype(self.device, self.cfg.dtype))
@@ -616,9 +625,10 @@ class Trainer(TrainingLoop):
         return self.compiled and self.device.type == "cuda" and self.compile_mode in CUDA_GRAPH_MODES
 
     def _zero_grad(self) -> None:
-        # A CUDA-graph replay writes its gradients into memory that the next replay reuses, and autograd keeps a
-        # first gradient as `.grad` without copying it (pytorch/pytorch#169545): the next micro-batch would
-        # overwrite it. Gradients kept allocated and zeroed in place take each micro-batch's gradient as a sum.
+        # A CUDA-graph replay writes its gradients into memory that the next replay reuses, and autograd keeps
+        # a first gradient as `.grad` without copying it (pytorch/pytorch#169545): the next micro-batch would
+        # overwrite it. Gradients kept allocated and zeroed in place take each micro-batch's gradient as a
+        # sum.
         self.optimizer.zero_grad(set_to_none=not self._graphed)
 
     def _eval_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -644,8 +654,8 @@ class Trainer(TrainingLoop):
         return self.results(tokens=tokens)[0]
 
     def run(self, *, checkpoint_path: str | None = None, checkpoint_every_steps: int = 0) -> RunResult:
-        """Train the configured budget (resuming from `checkpoint_path` if it exists) and evaluate. Returns once
-        the last checkpoint is written."""
+        """Train the configured budget (resuming from `checkpoint_path` if it exists) and evaluate. Returns
+        once the last checkpoint is written."""
         if checkpoint_path and checkpoint.exists(checkpoint_path):
             self.load_checkpoint(checkpoint_path)
         self.train_to(

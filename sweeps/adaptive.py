@@ -1,4 +1,5 @@
-"""The adaptive lr search policy: which lrs to train next, from the results stored so far. Pure: no Ray, no torch.
+"""The adaptive lr search policy: which lrs to train next, from the results stored so far.
+Pure: no Ray, no torch.
 
 One search covers a group (model, batch size, seed, train settings). Its lrs lie on a lattice,
 `lr_k = anchor * resolution**k` (k an integer index), so every value the search can ask for is known up front
@@ -78,7 +79,8 @@ class Policy:
 
 
 def lr_value(policy: Policy, k: int) -> float:
-    """The lr at lattice index k, to 3 significant digits (so sqrt(2) steps from 1e-3 give 0.000707, 0.00141)."""
+    """The lr at lattice index k, to 3 significant digits
+    (so sqrt(2) steps from 1e-3 give 0.000707, 0.00141)."""
     return float(f"{policy.anchor * policy.resolution**k:.3g}")
 
 

@@ -1,5 +1,5 @@
-"""Training curves in the store: one Parquet file per lineage, its points keyed so a resumed or retried lineage
-neither loses nor duplicates one.
+"""Training curves in the store: one Parquet file per lineage, its points keyed so a resumed or retried
+lineage neither loses nor duplicates one.
 
 Layout under the store's root (beside ``results/``)::
 
@@ -7,8 +7,8 @@ Layout under the store's root (beside ``results/``)::
 
 A point is keyed by (lineage_id, segment, budget, kind, step): the trunk's points have segment 'trunk' and a
 null budget; a decay branch's have segment 'decay' and the budget's tokens. Writing merges the new points into
-the file by key (the newest copy of a point wins) and replaces the file atomically, so a lineage that hands its
-points on again after a resume rewrites them in place.
+the file by key (the newest copy of a point wins) and replaces the file atomically, so a lineage that hands
+its points on again after a resume rewrites them in place.
 
 `curve_records` is the one place a trial turns a lineage's points into rows (list of dicts with the ids): the
 trackers of `run.loggers` (sweeps/trackers.py) get these rows, and `run_job(..., on_curve=...)` hands them on.
@@ -59,10 +59,10 @@ CURVE_SCHEMA = pa.schema(
 
 
 def curve_records(job: LineageJob, points: Sequence[Mapping]) -> list[dict]:
-    """A lineage's curve points (proxy_models.curves) as store rows, with its lineage_id and each point's run_id:
-    the trunk's training points, and the points that lead to the job's rows (its budgets' decay branches, its
-    trunk evaluations). A pack trains the union of its members' budgets; a member's other points were stored
-    with the rows that the job no longer asks for.
+    """A lineage's curve points (proxy_models.curves) as store rows, with its lineage_id and each point's
+    run_id: the trunk's training points, and the points that lead to the job's rows (its budgets' decay
+    branches, its trunk evaluations). A pack trains the union of its members' budgets; a member's other points
+    were stored with the rows that the job no longer asks for.
 
     Example: ``{"lineage_id": "3e88...", "run_id": "9a37...", "segment": "decay", "budget": 125000.0,
     "fork_tokens": 100096.0, "kind": "train", "step": 400, "tokens": 102400, "lr": 0.00098, "loss_train": 3.1,

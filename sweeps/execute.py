@@ -61,7 +61,8 @@ class ExecutionSettings:
         None  # the driver process (sweeps.lock.holder()): trials store nothing once it is gone
     )
     gpu_memory_bytes: int | None = None  # memory of one GPU: each trial asks for its estimate's share of one
-    # (at least gpus_per_trial) and plans its steps within it (sweeps.plan.gpu_share); None: gpus_per_trial as is
+    # (at least gpus_per_trial) and plans its steps within it (sweeps.plan.gpu_share); None: gpus_per_trial
+    # as is
     curves: bool = True  # store each lineage's training curve (sweeps/curves.py) beside the results
     loggers: tuple[
         str, ...
@@ -78,8 +79,9 @@ def missing_budgets(job: LineageJob, stored_run_ids: set[str]) -> LineageJob | N
     evaluations that the trunk passes on its way to those budgets.
 
     Dropping finished budgets changes no other result: each branch depends only on the trunk up to its own
-    fork, and the trunk's lr up to any remaining budget's fork does not depend on the largest budget. A missing
-    trunk evaluation keeps the budget forked there (its stored row is not written again), so the trunk passes it.
+    fork, and the trunk's lr up to any remaining budget's fork does not depend on the largest budget. A
+    missing trunk evaluation keeps the budget forked there (its stored row is not written again), so the trunk
+    passes it.
     """
     lost_trunk = {t for t, r in zip(job.trunk_tokens, job.trunk_run_ids) if r not in stored_run_ids}
     forks = dict(zip(job.budgets, _fork_tokens(job)))
@@ -172,14 +174,15 @@ def run_job(
 ) -> list[list[RunResult]]:
     """Train one job (a lineage, or a pack of them in lockstep) and store each of its rows as soon as it is
     final: budget results and trunk evaluations, each after its lineage's curve points up to it (stored with
-    `settings.curves`); points and rows are handed to the job's trackers (`settings.loggers`), which are fed from
-    the curve recorder whether or not its points are stored. `on_stored(run_id)` follows each stored row;
+    `settings.curves`); points and rows are handed to the job's trackers (`settings.loggers`), which are fed
+    from the curve recorder whether or not its points are stored. `on_stored(run_id)` follows each stored row;
     `on_curve(member, rows)` each batch of a member's curve points (`sweeps.curves.curve_records`), when
     the recorder runs (curves or loggers on); `attempt` is filled in with what this process
     did. On a GPU of known size the job's steps plan within its share (`sweeps.plan.gpu_share`). A pack that
     runs out of CUDA memory even at one sequence per micro-batch is split in two, each half training the rows
     still missing (`pack_split` in their rows' execution record).
-    Returns each member's rows of the job's budgets, ascending (after a split: the rows the halves trained)."""
+    Returns each member's rows of the job's budgets, ascending (after a split: the rows the halves
+    trained)."""
     job, attempt = _within_gpu_share(job, settings), attempt or Attempt()
     members = _members(job)
     try:
@@ -275,10 +278,11 @@ def _train_job(
 
 
 def _whole_curve(checkpoint_dir: str, members: Sequence[LineageJob], settings: ExecutionSettings) -> str:
-    """`checkpoint_dir`, emptied first when a member has stored rows but no stored curve (deleted, or set aside
-    as unreadable; a curve is written before each row): resumed from its checkpoint, the lineage would store a
-    curve without its earlier points, so it trains again from the start (its stored rows are not written again).
-    Before its first row a lineage's points wait in the checkpointed recorder: resuming loses none."""
+    """`checkpoint_dir`, emptied first when a member has stored rows but no stored curve (deleted, or set
+    aside as unreadable; a curve is written before each row): resumed from its checkpoint, the lineage would
+    store a curve without its earlier points, so it trains again from the start (its stored rows are not
+    written again). Before its first row a lineage's points wait in the checkpointed recorder: resuming loses
+    none."""
     store = ResultStore(settings.store_uri)
 
     def curve_lost(m: LineageJob) -> bool:
@@ -433,7 +437,8 @@ MAX_TRIALS = 256  # above this many jobs, a trial runs several (Tune's cost grow
 
 
 def trial_groups(jobs: Sequence, jobs_per_trial: int = 0) -> list[tuple]:
-    """The jobs of each trial, in order: `jobs_per_trial` each, or (0) as many as keep it to MAX_TRIALS trials."""
+    """The jobs of each trial, in order:
+    `jobs_per_trial` each, or (0) as many as keep it to MAX_TRIALS trials."""
     size = jobs_per_trial or math.ceil(len(jobs) / MAX_TRIALS)
     return [tuple(jobs[i : i + size]) for i in range(0, len(jobs), size)]
 

@@ -102,7 +102,8 @@ def raise_fatal(stop, *, log_dirs: Sequence[str]) -> None:
 
 
 def _cut_middle(line: str, limit: int) -> str:
-    """`line` in at most `limit` characters, its middle left out: a cause's end holds the reason and the fix."""
+    """`line` in at most `limit` characters, its middle left out:
+    a cause's end holds the reason and the fix."""
     if len(line) <= limit:
         return line
     head = min(limit // 4, 40)
@@ -110,7 +111,8 @@ def _cut_middle(line: str, limit: int) -> str:
 
 
 def write_log(text: str, *, log_dirs: Sequence[str]) -> str:
-    """Write `text` to a new file in the first of `log_dirs` (then the temp dir) that can take it; its path."""
+    """Write `text` to a new file in the first of `log_dirs`
+    (then the temp dir) that can take it; its path."""
     name = f"trial-error-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%fZ}.log"
     for directory in [*log_dirs, os.path.join(tempfile.gettempdir(), "powersweep-logs")]:
         path = os.path.join(directory, name)

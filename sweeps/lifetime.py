@@ -52,8 +52,8 @@ def ray_of_this_driver():
 
 
 def start_watchdog(marker: str, roots: list[int]) -> subprocess.Popen:
-    """Start the watchdog of the processes `roots` (and their descendants, and the marked ones); it ends when it
-    has cleaned up after this process."""
+    """Start the watchdog of the processes `roots` (and their descendants, and the marked ones); it ends when
+    it has cleaned up after this process."""
     watchdog = subprocess.Popen(
         [sys.executable, "-m", "powersweep.sweeps.lifetime", marker, *map(str, roots)],
         stdin=subprocess.PIPE,

@@ -1,4 +1,5 @@
-"""The local Ray a driver starts listens on the loopback interface only: nothing outside this machine can reach it.
+"""The local Ray a driver starts listens on the loopback interface only:
+nothing outside this machine can reach it.
 
 A local Ray is a one-node cluster, so no other machine needs its ports. Ray picks the address every one of its
 servers binds to (GCS, raylet, object manager, the workers' and the driver's gRPC servers, the dashboard and
@@ -31,7 +32,8 @@ LOOPBACK = frozenset(
 def loopback_only():
     """Around the `ray.init` that starts a local Ray: every server of that Ray listens on 127.0.0.1 only.
 
-    The environment and Ray's constant are restored afterwards, so this process can still join a cluster later.
+    The environment and Ray's constant are restored afterwards, so this process can still join a cluster
+    later.
     """
     before = os.environ.get(SINGLE_MACHINE_ENV)
     os.environ[SINGLE_MACHINE_ENV] = "0"

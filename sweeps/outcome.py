@@ -107,7 +107,8 @@ def status_lines(s: dict) -> list[str]:
 
 
 def curve_line(curves: dict) -> str:
-    """How many lineages have a stored curve, or that the sweep stores none (its spec says `run.curves: false`)."""
+    """How many lineages have a stored curve, or that the sweep stores none
+    (its spec says `run.curves: false`)."""
     if not curves.get("on", True):
         return "curves: off (run.curves: false): none stored"
     return f"curves: {curves['stored']} of {curves['lineages']} lineages stored"

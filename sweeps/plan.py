@@ -100,7 +100,8 @@ class Study:
 
 
 def trial_job(study: Study, a: float, b: float) -> LineageJob:
-    """The lineage of one trial: the template with Power a, b; its ids follow from its config as in grid mode."""
+    """The lineage of one trial: the template with Power a, b;
+    its ids follow from its config as in grid mode."""
     config = study.template.config
     return _job(
         replace(config, schedule=replace(config.schedule, power_a=float(a), power_b=float(b))),
@@ -286,7 +287,8 @@ def pack_jobs(
 ) -> tuple[PackedJob, ...]:
     """Groups of at most `pack` lineages, in plan order, that share everything but the schedule's searched
     values (lr; power a, b, lr_max) and the seed: model, batch size, budgets and train settings. Ids stay per
-    member, so they do not depend on `pack`. `pack` 'auto' packs each group by `auto_pack` on a GPU of `gpu_bytes`."""
+    member, so they do not depend on `pack`. `pack` 'auto' packs each group by `auto_pack` on a GPU of
+    `gpu_bytes`."""
     groups: dict[str, list[LineageJob]] = {}
     for job in jobs:
         groups.setdefault(_pack_key(job), []).append(job)
@@ -301,10 +303,10 @@ MAX_PACK = 16  # pack: auto packs at most this many variants in one trial
 
 
 def auto_pack(config: TrainConfig, *, gpu_bytes: int | None, candidates: int = MAX_PACK) -> int:
-    """`pack: auto`: the most variants (at most `candidates` and MAX_PACK) whose step at the whole batch, beside
-    their trunk copy, fits a GPU of `gpu_bytes` by the memory estimate (bf16, fused head); 1 when no GPU memory
-    is known or none fit. More variants per trial beat more trials per GPU: one process, one CUDA context,
-    larger kernels."""
+    """`pack: auto`: the most variants (at most `candidates` and MAX_PACK) whose step at the whole batch,
+    beside their trunk copy, fits a GPU of `gpu_bytes` by the memory estimate (bf16, fused head); 1 when no
+    GPU memory is known or none fit. More variants per trial beat more trials per GPU: one process, one CUDA
+    context, larger kernels."""
     if gpu_bytes is None:
         return 1
     budget = device_budget(gpu_bytes)
@@ -458,7 +460,8 @@ def adaptive_policy(spec: AdaptiveSpec) -> Policy:
 
 
 def _adaptive_plan(spec: SweepSpec, budgets: tuple[float, ...]) -> Plan:
-    """One search per group; the plan's jobs are the first round (every start lr through the smallest budget)."""
+    """One search per group; the plan's jobs are the first round
+    (every start lr through the smallest budget)."""
     policy, searches, jobs = adaptive_policy(spec.search.adaptive), [], []
     placeholder = spec.model_copy(update={"search": spec.search.model_copy(update={"lr": [policy.anchor]})})
     for config in _trajectories(placeholder, max(budgets)):  # one per group; each lineage sets its own lr

@@ -1,5 +1,5 @@
-"""What `submit` checks before it writes anything: each refusal is one line (SpecError or StoreError) naming the
-field or path, the value and the fix, and leaves the store as it was.
+"""What `submit` checks before it writes anything: each refusal is one line (SpecError or StoreError) naming
+the field or path, the value and the fix, and leaves the store as it was.
 
 - the data: the source and tokenizer exist, and the corpus they make holds the train and eval windows of
   every model's seq_len (checked by loading it, as a trial would: the embedded corpus comes from its cache, a
@@ -63,8 +63,8 @@ def check_data(spec: SweepSpec) -> None:
 
 
 def check_writable(paths: list[str]) -> None:
-    """Each local directory in `paths` (or, where it does not exist yet, its nearest existing parent) must take a
-    new file: a probe file is created and removed. StoreError naming the directory, why and the fix."""
+    """Each local directory in `paths` (or, where it does not exist yet, its nearest existing parent) must
+    take a new file: a probe file is created and removed. StoreError naming the directory, why and the fix."""
     for path in paths:
         directory = _existing(path)
         probe = os.path.join(directory, f".powersweep-probe-{uuid.uuid4().hex}")
@@ -135,7 +135,8 @@ def host_bytes(trial: LineageJob | PackedJob) -> int:
 
 
 def _trials(p: Plan) -> list[LineageJob | PackedJob]:
-    """The plan's trials, each study's template standing for its trials and each adaptive search's first round."""
+    """The plan's trials, each study's template standing for its trials
+    and each adaptive search's first round."""
     return [*p.trials, *(s.template for s in p.studies)]
 
 

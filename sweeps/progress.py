@@ -81,8 +81,8 @@ class ExecutionReport:
         return (
             f"wall {_duration(self.wall_s)} x {self.slots} slots: training {s['training']:.1%} "
             f"(first steps {s['first_steps']:.1%}), outside training {s['outside_training']:.1%} "
-            f"(eval {s['eval']:.1%}, checkpoints {s['checkpoints']:.1%}, store writes {s['store_writes']:.1%}, "
-            f"trial setup {s['trial_setup']:.1%}, start-up {s['startup']:.1%}, "
+            f"(eval {s['eval']:.1%}, checkpoints {s['checkpoints']:.1%}, store writes "
+            f"{s['store_writes']:.1%}, trial setup {s['trial_setup']:.1%}, start-up {s['startup']:.1%}, "
             f"Ray and driver {s['ray_and_driver']:.1%})"
         )
 
@@ -135,8 +135,8 @@ class Tracker:
         return sum(self.lineage_tokens.values()) / self.tokens_planned if self.tokens_planned else 1.0
 
     def eta_s(self) -> float | None:
-        """Seconds left at the rate since the first stored row (start-up is not part of the rate); None until a
-        second row shows the rate."""
+        """Seconds left at the rate since the first stored row (start-up is not part of the rate); None until
+        a second row shows the rate."""
         if self.first_row is None:
             return None
         (since, done_then), done = self.first_row, self.fraction_done

@@ -123,8 +123,8 @@ COLUMNS: tuple[Column, ...] = (
         _STR,
         True,
         "label / 'ok' or 'diverged' (loss blew up, see diverged_at_tokens); 'failed' is accepted from "
-        "other writers but never written by a sweep: a crashed trial is retried and writes its rows only once "
-        "they are final",
+        "other writers but never written by a sweep: a crashed trial is retried and writes its rows only "
+        "once they are final",
     ),
     Column(
         "diverged_at_tokens",
@@ -144,8 +144,8 @@ COLUMNS: tuple[Column, ...] = (
         "mfu",
         _FLOAT,
         False,
-        "fraction 0-1 / model FLOPs utilisation: 6 * n_params * tokens_per_s over the matmul peak of the run's "
-        "precision (bf16 on CUDA: data sheet or measured; fp32 measured on CPU), at most 1; "
+        "fraction 0-1 / model FLOPs utilisation: 6 * n_params * tokens_per_s over the matmul peak of the "
+        "run's precision (bf16 on CUDA: data sheet or measured; fp32 measured on CPU), at most 1; "
         "in a packed trial this variant's share, summing to the trial's MFU",
     ),
     Column(
@@ -166,9 +166,9 @@ COLUMNS: tuple[Column, ...] = (
         _STR,
         False,
         "id / hash of the run's training settings other than its cell (model, batch_size, tokens) and its "
-        "searched values (seed, lr, power_a, power_b, lr_max): warmup, decay, optimizer, data, model overrides; "
-        "rows of one cell and lr with different settings_id were trained differently and are never averaged; "
-        "null in rows from before it",
+        "searched values (seed, lr, power_a, power_b, lr_max): warmup, decay, optimizer, data, model "
+        "overrides; rows of one cell and lr with different settings_id were trained differently and are "
+        "never averaged; null in rows from before it",
     ),
     Column(
         "device",
@@ -272,8 +272,8 @@ def _checked_value(column: Column, value: Any, where: str) -> Any:
         return None
     if not _has_type(stored, column.type):
         raise StoreError(
-            f"{column.name}={_short(value)} ({type(value).__name__}) in {where}: must be a {_expected(column.type)}"
-            + ("" if column.required else " or None")
+            f"{column.name}={_short(value)} ({type(value).__name__}) in {where}: must be a "
+            f"{_expected(column.type)}" + ("" if column.required else " or None")
         )
     allowed = {"status": STATUSES, "phase": PHASES}.get(column.name)
     if allowed and stored not in allowed:

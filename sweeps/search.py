@@ -55,12 +55,14 @@ Point = tuple[float, float]  # (a, b)
 
 
 def objective(losses: Sequence[float], penalty: float) -> float:
-    """Mean of the budgets' eval losses (nats/token); a non-finite loss (a diverged budget) counts as `penalty`."""
+    """Mean of the budgets' eval losses (nats/token);
+    a non-finite loss (a diverged budget) counts as `penalty`."""
     return sum(loss if math.isfinite(loss) else penalty for loss in losses) / len(losses)
 
 
 def divergence_penalty(study: Study) -> float:
-    """What a diverged budget counts as: divergence_factor times the loss of a uniform prediction, ln(vocab)."""
+    """What a diverged budget counts as:
+    divergence_factor times the loss of a uniform prediction, ln(vocab)."""
     config = study.template.config
     return config.divergence_factor * math.log(config.proxy.vocab_size)
 
@@ -96,9 +98,9 @@ def stored_run_ids(studies: Sequence[Study], table: pd.DataFrame) -> set[str]:
 def known_row_ids(studies: Sequence[Study], settings: ExecutionSettings, table: pd.DataFrame) -> set[str]:
     """Every row (budget results and trunk evaluations) of every trial the studies know of: the (a, b) in the
     sweep's journal, in any state, and those of the lineages the store holds rows of. These are the search's
-    planned rows, for the store's checks: an unreadable file among them is set aside and its run trained again,
-    and each must be readable when the sweep ends. A trial the journal lost whose every file is unreadable is
-    not known; its files are left in place, and a new sample takes its place."""
+    planned rows, for the store's checks: an unreadable file among them is set aside and its run trained
+    again, and each must be readable when the sweep ends. A trial the journal lost whose every file is
+    unreadable is not known; its files are left in place, and a new sample takes its place."""
     storage = journal(settings)
     ids = set()
     for study in studies:

@@ -126,7 +126,8 @@ Seed = Annotated[int, BeforeValidator(_integer), _at_least(0, high=MAX_SEED, wha
 
 
 def _boolean(value: Any) -> bool:
-    """true or false, as YAML writes them: not 1, not "yes" (a number or a string is a mistake, not a switch)."""
+    """true or false, as YAML writes them: not 1, not "yes"
+    (a number or a string is a mistake, not a switch)."""
     if not isinstance(value, bool):
         raise ValueError(f"{_short(value)} is not a boolean: write true or false")
     return value
@@ -175,8 +176,8 @@ class AdaptiveSpec(_Strict):
     lr_range: tuple[float, float] = (1e-4, 1e-2)  # first round: lrs from low up to high, `spacing` apart
     spacing: float = 2.0  # ratio between first-round lrs and of a step beyond an edge optimum; resolution**m
     # ratio between the lrs next to every budget's optimum when the search ends; sqrt(2), not finer: with the
-    # analysis' window of 3 lrs on each side, 2**0.25 gave twice the error in lr_opt and b on simulated surfaces
-    # (benchmarks/RESULTS.md, "Which resolution")
+    # analysis' window of 3 lrs on each side, 2**0.25 gave twice the error in lr_opt and b on simulated
+    # surfaces (benchmarks/RESULTS.md, "Which resolution")
     resolution: float = 2**0.5
     max_lineages: float = (
         8.0  # lineage budget per group: the tokens of this many lineages through every budget
@@ -320,7 +321,8 @@ class RunSpec(_Strict):
 
     cpus_per_trial: NonNegative = 1.0  # Ray CPUs per trial
     gpus_per_trial: NonNegativeOrAuto = 0.0  # Ray GPUs per trial; with a known gpu_memory at least
-    # each trial's memory estimate's share of the GPU (a smaller value is raised, with a note); auto: that share
+    # each trial's memory estimate's share of the GPU (a smaller value is raised, with a note); auto: that
+    # share
     pack: PositiveIntOrAuto = 1  # variants trained in lockstep per trial (GPU; keep 1 on CPU); auto:
     # as many as the memory estimate fits on gpu_memory (1 without a GPU)
     gpu_memory: str | None = Field(None, min_length=1)  # memory of one GPU, e.g. 80GiB; None: the local GPU's
@@ -341,8 +343,8 @@ class RunSpec(_Strict):
     compile_mode: Literal[COMPILE_MODES] = (
         "auto"  # torch.compile's mode where blocks compile; reduce-overhead
     )
-    # replays the trunk as CUDA graphs (fewer host launches for small models); auto: that for solo dense runs on
-    # CUDA whose step waits on the host (small micro-steps), default elsewhere; not part of any id either
+    # replays the trunk as CUDA graphs (fewer host launches for small models); auto: that for solo dense runs
+    # on CUDA whose step waits on the host (small micro-steps), default elsewhere; not part of any id either
     compile_scope: Literal[COMPILE_SCOPES] = "auto"  # blocks | trunk (all blocks one graph) | auto (blocks;
     # trunk with reduce-overhead or max-autotune, whose CUDA graphs cannot chain one block's replays)
     curves: Flag = True  # store each lineage's training curve beside the results (trackers get it either way)
@@ -511,7 +513,8 @@ def _check_models(models: list[str], overrides: dict) -> None:
 
 
 def _check_adaptive(search: SearchSpec, schedule: str) -> None:
-    """Adaptive mode searches the peak lr of wsd, cosine or constant; its first lrs come from adaptive.lr_range."""
+    """Adaptive mode searches the peak lr of wsd, cosine or constant;
+    its first lrs come from adaptive.lr_range."""
     if search.mode != "adaptive":
         return
     if schedule == "power":
@@ -569,7 +572,8 @@ def spec_from_dict(values: dict) -> SweepSpec:
 
 
 def load_spec(path: str) -> SweepSpec:
-    """Read and validate the spec YAML at `path` (size, depth and duplicate keys checked before parsing ends)."""
+    """Read and validate the spec YAML at `path`
+    (size, depth and duplicate keys checked before parsing ends)."""
     try:
         values = load_yaml(path)
     except FileNotFoundError:

@@ -86,7 +86,8 @@ class ResultStore:
     """Result rows of every sweep, stored as Parquet under ``uri``.
 
     ``uri`` is a local path, ``file://``, a pyarrow filesystem URI (``s3://bucket/prefix``,
-    ``gs://``, ``abfs://``, ``hdfs://``) or any fsspec URI whose package is installed (``memory://``, ``az://``).
+    ``gs://``, ``abfs://``, ``hdfs://``) or any fsspec URI whose package is installed (``memory://``,
+    ``az://``).
     """
 
     def __init__(self, uri: str):
@@ -104,7 +105,8 @@ class ResultStore:
 
     @property
     def local_dir(self) -> str | None:
-        """The store's directory on this machine's filesystem; None for an object store or other remote one."""
+        """The store's directory on this machine's filesystem;
+        None for an object store or other remote one."""
         return self._root if isinstance(self._fs, pafs.LocalFileSystem) else None
 
     @property
@@ -166,8 +168,8 @@ class ResultStore:
 
     def set_aside(self, *, sweep_id: str, names: Collection[str]) -> list[str]:
         """Move each file ``<name>.parquet`` of ``names`` in the sweep's partition that cannot be read as rows
-        (truncated, overwritten, another schema) to ``set-aside/``, where it is kept and never read, so its run
-        is stored again. Returns ``"<old URI> -> <new URI> (<reason>)"`` for each file moved."""
+        (truncated, overwritten, another schema) to ``set-aside/``, where it is kept and never read, so its
+        run is stored again. Returns ``"<old URI> -> <new URI> (<reason>)"`` for each file moved."""
         _check_segment("sweep_id", sweep_id)
         moved = []
         for path in self._result_files(sweep_id):
@@ -224,7 +226,9 @@ class ResultStore:
             moves.append((spec, f"{folder}/spec.json"))
         for source, relpath in moves:
             self._guarded(
-                "move a replaced sweep's file aside", relpath, lambda: self._move(source, self._path(relpath))
+                "move a replaced sweep's file aside",
+                relpath,
+                lambda source=source, relpath=relpath: self._move(source, self._path(relpath)),
             )
         return self._uri(folder) if moves else None
 
@@ -290,13 +294,15 @@ class ResultStore:
             raise StoreError(f"{where}: not valid JSON ({error}): rewrite it with write_json") from None
 
     def delete(self, relpath: str) -> None:
-        """Remove the metadata file at ``relpath`` under the root, if there is one (results are never deleted)."""
+        """Remove the metadata file at ``relpath`` under the root, if there is one
+        (results are never deleted)."""
         _check_relpath(relpath)
         _delete_quietly(self._fs, self._path(relpath))
 
     def write_curve(self, rows: Sequence[Mapping[str, Any]], *, sweep_id: str, name: str) -> str:
-        """Merge curve points (rows of ``sweeps.curves.CURVE_SCHEMA``) into ``curves/sweep_id=<sweep_id>/<name>.parquet``
-        by key, replacing the file atomically; an unreadable file there is replaced. Returns the file's URI."""
+        """Merge curve points (rows of ``sweeps.curves.CURVE_SCHEMA``) into
+        ``curves/sweep_id=<sweep_id>/<name>.parquet`` by key, replacing the file atomically; an unreadable
+        file there is replaced. Returns the file's URI."""
         _check_segment("sweep_id", sweep_id)
         _check_segment("name", name)
         relpath = f"{CURVES_DIR}/{PARTITION}={sweep_id}/{name}.parquet"
@@ -555,8 +561,8 @@ def _check_partition(table: pa.Table, sweep_id: str, name: str) -> None:
 def _check_segment(field: str, value: Any) -> None:
     if not isinstance(value, str) or not _SEGMENT.fullmatch(value) or value.endswith(".parquet"):
         raise StoreError(
-            f"{field}={value!r}: must be 1-200 letters, digits, '.', '_' or '-', start with a letter or digit "
-            "and not end in '.parquet' (it names a directory or file in the store)"
+            f"{field}={value!r}: must be 1-200 letters, digits, '.', '_' or '-', start with a letter or "
+            "digit and not end in '.parquet' (it names a directory or file in the store)"
         )
 
 

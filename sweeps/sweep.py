@@ -62,14 +62,15 @@ def submit(
 
     A sweep's identity is its settings (`sweeps.identity`): a spec whose settings differ from the stored
     sweep's of the same name is refused (SpecError naming the fields), unless `replace_sweep`, which moves the
-    stored rows, curves and spec aside (kept, named by `status`) and starts the sweep afresh; grids may change.
-    Everything that can be checked before a trial runs is (`sweeps.preflight`, Ray's resources and each CPU
-    trial's memory): a refusal writes nothing. The store decides what is done: a row counts only if its file
-    reads; an unreadable row or curve file of the sweep is moved aside (kept, see `ResultStore.set_aside`)
-    and its run trained again. One driver per sweep at a time (`SweepLock`). A store with nothing to do is
-    only read, so a read-only finished store can be resumed.
-    On an existing cluster (`address` neither None nor "local"), `check_storage(storage, address=address)` runs
-    before anything is stored, e.g. `cluster.storage_check.check_shared_storage`: every node must see the store.
+    stored rows, curves and spec aside (kept, named by `status`) and starts the sweep afresh; grids may
+    change. Everything that can be checked before a trial runs is (`sweeps.preflight`, Ray's resources and
+    each CPU trial's memory): a refusal writes nothing. The store decides what is done: a row counts only if
+    its file reads; an unreadable row or curve file of the sweep is moved aside (kept, see
+    `ResultStore.set_aside`) and its run trained again. One driver per sweep at a time (`SweepLock`). A store
+    with nothing to do is only read, so a read-only finished store can be resumed.
+    On an existing cluster (`address` neither None nor "local"), `check_storage(storage, address=address)`
+    runs before anything is stored, e.g. `cluster.storage_check.check_shared_storage`: every node must see the
+    store.
     """
     storage = _absolute(storage or spec.storage)  # Ray trials run in their own working directories
     check_data(spec)
@@ -171,8 +172,8 @@ def _replace(store: ResultStore, settings: ExecutionSettings) -> str | None:
 
 
 def gpu_memory(spec: SweepSpec) -> int | None:
-    """Bytes of one GPU for the plan: None when the trials ask for no GPU (they run on the CPU, so nothing is sized
-    by GPU memory), else run.gpu_memory, else the first local GPU's (None without one)."""
+    """Bytes of one GPU for the plan: None when the trials ask for no GPU (they run on the CPU, so nothing is
+    sized by GPU memory), else run.gpu_memory, else the first local GPU's (None without one)."""
     if not spec.run.uses_gpu or spec.run.gpu_memory:
         return spec_gpu_bytes(spec)
     import torch

@@ -1,22 +1,23 @@
-"""Experiment trackers (`run.loggers`): each lineage's training curve and stored rows, sent to TensorBoard, MLflow
-or W&B through the library's own client, offline by default, under the store's `tracking/` folder.
+"""Experiment trackers (`run.loggers`): each lineage's training curve and stored rows, sent to TensorBoard,
+MLflow or W&B through the library's own client, offline by default, under the store's `tracking/` folder.
 
-One tracker run per lineage (per variant of a packed trial), named from its model, batch size, searched values and
-seed plus its lineage id, with the lineage's resolved config as parameters. Two kinds of metrics reach it:
+One tracker run per lineage (per variant of a packed trial), named from its model, batch size, searched values
+and seed plus its lineage id, with the lineage's resolved config as parameters. Two kinds of metrics reach it:
 
-* per curve point, through `LineageLog.curve`: the points of the lineage's training curve (proxy_models.curves:
-  every one of a segment's first 10 steps, then 40 log-spaced steps per decade, a point where a segment ends,
-  and the held-out loss at each fork and budget), the same points the store keeps under `curves/`:
-  `loss_train/<segment>`, `loss_train_mean/<segment>`, `lr/<segment>` and `loss_eval/<segment>`, where the
-  segment is `trunk` (shared by every budget) or a budget's decay branch (e.g. `loss_train/125K`), at the step;
-* per stored row, through `LineageLog.row`: `final/<metric>` (a budget's result) or `trunk/<metric>` (the trunk
-  evaluated at a fork), for loss_eval, loss_train, diverged (0 or 1) and tokens, at the row's last step.
+* per curve point, through `LineageLog.curve`: the points of the lineage's training curve
+  (proxy_models.curves: every one of a segment's first 10 steps, then 40 log-spaced steps per decade, a point
+  where a segment ends, and the held-out loss at each fork and budget), the same points the store keeps under
+  `curves/`: `loss_train/<segment>`, `loss_train_mean/<segment>`, `lr/<segment>` and `loss_eval/<segment>`,
+  where the segment is `trunk` (shared by every budget) or a budget's decay branch (e.g. `loss_train/125K`),
+  at the step;
+* per stored row, through `LineageLog.row`: `final/<metric>` (a budget's result) or `trunk/<metric>` (the
+  trunk evaluated at a fork), for loss_eval, loss_train, diverged (0 or 1) and tokens, at the row's last step.
 
-A lineage trains its trunk up to a fork, then the branch past it, then puts the trunk back: the trainer's steps
-repeat. Naming each segment apart keeps every series monotone in step, so each tracker draws it as one line and
-the forks show. Ray Tune's logger callbacks (TBXLoggerCallback, MLflowLoggerCallback, WandbLoggerCallback) run on
-the driver and see only what a trial reports, once per stored row, with the trial's jobs as its config; these
-clients run inside the trial, next to the trainer.
+A lineage trains its trunk up to a fork, then the branch past it, then puts the trunk back: the trainer's
+steps repeat. Naming each segment apart keeps every series monotone in step, so each tracker draws it as one
+line and the forks show. Ray Tune's logger callbacks (TBXLoggerCallback, MLflowLoggerCallback,
+WandbLoggerCallback) run on the driver and see only what a trial reports, once per stored row, with the
+trial's jobs as its config; these clients run inside the trial, next to the trainer.
 """
 
 from __future__ import annotations
@@ -120,8 +121,8 @@ def mlflow_uri(root: str) -> str:
 
 
 class MLflowRun:
-    """An MLflow run per lineage through MlflowClient: experiment = MLFLOW_EXPERIMENT_NAME or the sweep id, the
-    lineage id as tag `lineage_id` (a retried lineage continues its run), the config as params."""
+    """An MLflow run per lineage through MlflowClient: experiment = MLFLOW_EXPERIMENT_NAME or the sweep id,
+    the lineage id as tag `lineage_id` (a retried lineage continues its run), the config as params."""
 
     def __init__(self, target: Target):
         from mlflow import MlflowClient
@@ -171,8 +172,9 @@ def mlflow_experiment(client, name: str) -> str:
 
 
 class WandbRun:
-    """A W&B run per lineage with `wandb.init`: offline under `<root>/wandb` unless WANDB_MODE or WANDB_DIR say
-    otherwise, project WANDB_PROJECT or the sweep id, run id the lineage id (a retried lineage resumes it)."""
+    """A W&B run per lineage with `wandb.init`: offline under `<root>/wandb` unless WANDB_MODE or WANDB_DIR
+    say otherwise, project WANDB_PROJECT or the sweep id, run id the lineage id (a retried lineage resumes
+    it)."""
 
     def __init__(self, target: Target):
         import wandb
@@ -213,8 +215,8 @@ BACKENDS = {"tensorboard": TensorBoardRun, "mlflow": MLflowRun, "wandb": WandbRu
 
 
 def prepare(loggers: Sequence[str], root: str, sweep_id: str) -> None:
-    """Driver side, before any trial starts: the tracking folder, and MLflow's database and experiment made once
-    (concurrent trials would otherwise race to create its tables)."""
+    """Driver side, before any trial starts: the tracking folder, and MLflow's database and experiment made
+    once (concurrent trials would otherwise race to create its tables)."""
     if not loggers:
         return
     check_loggers(loggers)
@@ -247,7 +249,8 @@ def curve_metrics(point: Mapping) -> list[Point]:
 
 
 def point_key(point: Mapping) -> tuple:
-    """A curve point's key within its lineage (sweeps.curves.KEY): the trunk's budget is None, stored or not."""
+    """A curve point's key within its lineage (sweeps.curves.KEY):
+    the trunk's budget is None, stored or not."""
     budget = None if point["segment"] == "trunk" else float(point["budget"])
     return point["segment"], budget, point["kind"], int(point["step"])
 
@@ -255,10 +258,10 @@ def point_key(point: Mapping) -> tuple:
 class LineageLog:
     """The tracker runs of one lineage: its curve points, each sent once, and its stored rows' metrics.
 
-    The lineage driver hands on the whole trunk so far at every evaluation (proxy_models.lineage): a point whose
-    key was sent already (`sent`, e.g. the points of the lineage's stored curve, sent by an earlier attempt) is
-    not sent again, so every series stays monotone in step. A trunk and each decay branch are apart
-    (`loss_train/trunk`, `loss_train/125K`), so each tracker draws each as one line and the forks show.
+    The lineage driver hands on the whole trunk so far at every evaluation (proxy_models.lineage): a point
+    whose key was sent already (`sent`, e.g. the points of the lineage's stored curve, sent by an earlier
+    attempt) is not sent again, so every series stays monotone in step. A trunk and each decay branch are
+    apart (`loss_train/trunk`, `loss_train/125K`), so each tracker draws each as one line and the forks show.
     """
 
     def __init__(self, runs: Sequence[TrackerRun], *, tokens_per_step: int, sent: Iterable[tuple] = ()):
@@ -266,7 +269,8 @@ class LineageLog:
         self.sent = set(sent)  # point_key of every curve point the runs have
 
     def skip(self, points: Iterable[Mapping]) -> None:
-        """Curve points the runs already have (e.g. the lineage's stored curve, sent by an earlier attempt)."""
+        """Curve points the runs already have
+        (e.g. the lineage's stored curve, sent by an earlier attempt)."""
         self.sent.update(point_key(p) for p in points)
 
     def curve(self, points: Sequence[Mapping]) -> None:
@@ -326,8 +330,8 @@ def flat_params(config, **extra) -> dict:
 def lineage_logs(
     members: Sequence, *, loggers: Sequence[str], root: str, sweep_id: str
 ) -> Iterator[list[LineageLog | None]]:
-    """A LineageLog per member (a LineageJob) with a run per logger, or None each without loggers; every run is
-    finished on the way out, as failed if training raised."""
+    """A LineageLog per member (a LineageJob) with a run per logger, or None each without loggers; every run
+    is finished on the way out, as failed if training raised."""
     if not loggers:
         yield [None] * len(members)
         return

@@ -19,7 +19,8 @@ def local_ray():
 
 @pytest.fixture(autouse=True, scope="session")
 def compile_cache(tmp_path_factory):
-    """Code the tests compile is cached in a temporary directory, not the user's (proxy_models/compile_cache.py)."""
+    """Code the tests compile is cached in a temporary directory, not the user's
+    (proxy_models/compile_cache.py)."""
     os.environ["POWERSWEEP_COMPILE_CACHE"] = str(tmp_path_factory.mktemp("compile-cache"))
 
 

@@ -1,7 +1,7 @@
 """The wheel as a user installs it: one import name, `powersweep`, beside other distributions' packages.
 
-W&B's sweep extra (`pip install wandb[sweeps]`) installs a top-level package named `sweeps`; the wheel must not
-ship a package of that name (or `analysis`, `cluster`, `proxy_models`) for either to overwrite the other.
+W&B's sweep extra (`pip install wandb[sweeps]`) installs a top-level package named `sweeps`; the wheel must
+not ship a package of that name (or `analysis`, `cluster`, `proxy_models`) for either to overwrite the other.
 """
 
 import importlib.metadata
@@ -26,7 +26,8 @@ def _run(*args, **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """The project's wheel, built from a copy of the tree (a build writes build/ and egg-info where it runs)."""
+    """The project's wheel, built from a copy of the tree
+    (a build writes build/ and egg-info where it runs)."""
     tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "source"
     shutil.copytree(

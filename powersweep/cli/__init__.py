@@ -1,11 +1,11 @@
-"""The `powersweep` command line: parsing and dispatching only. User mistakes print one line on stderr and exit
-with code 2.
+"""The `powersweep` command line: parsing and dispatching only. User mistakes print one line on stderr and
+exit with code 2.
 
 One module per command family, each registering its parsers and handlers over the library it calls:
 `sweep_commands` (presets, train-one, demo, plan, submit, resume, status: sweeps and proxy_models),
 `cluster_commands` (logs, stop and the Jobs API paths of submit, resume and status: cluster) and
-`analysis_commands` (analyze, predict: analysis). Torch, Ray, pandas and the analysis stack are imported inside
-the handlers that use them, so `--help` and the parsing of any command stay fast.
+`analysis_commands` (analyze, predict: analysis). Torch, Ray, pandas and the analysis stack are imported
+inside the handlers that use them, so `--help` and the parsing of any command stay fast.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ __all__ = ["build_parser", "is_user_error", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `powersweep ARGV`; returns the exit code (2 for a user mistake, after one line on stderr; 130 or 143 for
-    a sweep ended by SIGINT or SIGTERM, after one line naming the command that finishes it)."""
+    """Run `powersweep ARGV`; returns the exit code (2 for a user mistake, after one line on stderr; 130 or
+    143 for a sweep ended by SIGINT or SIGTERM, after one line naming the command that finishes it)."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:

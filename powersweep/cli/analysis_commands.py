@@ -29,7 +29,8 @@ WATCH_INTERVAL_S = 5.0  # a sweep's results land every few seconds at most; poll
 
 
 def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `analyze TABLE [--map FIELD=COLUMN ...] [--out DIR] ...`; its handler is ``analyze_command``."""
+    """Register `analyze TABLE [--map FIELD=COLUMN ...] [--out DIR] ...`;
+    its handler is ``analyze_command``."""
     p = subparsers.add_parser("analyze", help="fit the learning-rate law of a sweep and write a report")
     p.add_argument(
         "table", help="results table: CSV or Parquet file, or a (hive-partitioned) directory of them"
@@ -216,9 +217,9 @@ def watch_command(args: argparse.Namespace) -> int:
 
 
 def _check_out_dir(out: str) -> None:
-    """Refuse an --out the report cannot be written to now, not after minutes of bootstrap: create and remove a
-    hidden file in it, or, while it does not exist, in its nearest existing parent (where it will be created;
-    creating it now would leave an empty directory behind a table that then fails to load)."""
+    """Refuse an --out the report cannot be written to now, not after minutes of bootstrap: create and remove
+    a hidden file in it, or, while it does not exist, in its nearest existing parent (where it will be
+    created; creating it now would leave an empty directory behind a table that then fails to load)."""
     path = Path(out)
     try:  # exists() too may fail, e.g. on a parent this user may not list
         if path.exists() and not path.is_dir():
@@ -234,7 +235,8 @@ def _check_out_dir(out: str) -> None:
 
 
 def add_predict_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `predict --coefficients FILE --batch-size B --tokens T`; its handler is ``predict_command``."""
+    """Register `predict --coefficients FILE --batch-size B --tokens T`;
+    its handler is ``predict_command``."""
     p = subparsers.add_parser("predict", help="predict the optimal peak lr from coefficients.json")
     p.add_argument("--coefficients", required=True, help="coefficients.json written by `analyze`")
     p.add_argument("--model", help="the model whose law answers (see the report's per-model laws)")

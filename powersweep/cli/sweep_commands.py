@@ -132,8 +132,8 @@ def checked_spec(path: str):
     spec = load_spec(path)
     if spec.planned_runs > GRID_WARNING:
         print(
-            f"powersweep: warning: {path} expands to {spec.planned_runs:,} runs (more than {GRID_WARNING:,}); "
-            "check the grid before submitting it",
+            f"powersweep: warning: {path} expands to {spec.planned_runs:,} runs "
+            f"(more than {GRID_WARNING:,}); check the grid before submitting it",
             file=sys.stderr,
         )
     return spec

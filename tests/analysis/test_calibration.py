@@ -29,7 +29,8 @@ def test_planted_sweeps_vary_what_they_should():
 
 
 def test_alpha_intervals_cover_the_planted_alpha_on_multi_batch_sweeps():
-    # The small version of `benchmarks/calibration.py --law alpha`: 30 planted sweeps, alpha uniform in [0.3, 1].
+    # The small version of `benchmarks/calibration.py --law alpha`: 30 planted sweeps, alpha uniform in
+    # [0.3, 1].
     result = calibrate_alpha(30, n_boot=200, first_seed=1000)
     assert 0.8 <= result.coverage_alpha  # 95% nominal; below 80% in 30 sweeps has probability < 0.2%
     assert result.median_alpha_width < 0.15  # covering by being uselessly wide does not count
@@ -57,8 +58,8 @@ def test_report_says_gamma_is_not_batch_invariant_where_alphas_interval_excludes
 
 def test_the_main_jobs_grid_gives_b_an_interval_that_holds_the_planted_b():
     # The planted optimum of the main job's smallest budget sits 1.6 grid steps below the grid's top, so noise
-    # often leaves one lr above the argmin; with asymmetric bowls a parabola there read lr_opt 15% low with a 4%
-    # error (z ~ 5), and a vertex held to the argmin's neighbours could not reach an optimum a step away.
+    # often leaves one lr above the argmin; with asymmetric bowls a parabola there read lr_opt 15% low with a
+    # 4% error (z ~ 5), and a vertex held to the argmin's neighbours could not reach an optimum a step away.
     result = calibrate_main_job(40, n_boot=300)
     assert result.coverage_b >= 0.85
     assert abs(result.median_b - MAIN_JOB_LAW.b) < 0.02

@@ -127,8 +127,8 @@ def test_property_planted_a_and_b_are_recovered(a, b, seed):
     )  # the grid brackets every optimum
     grid = SweepGrid(models=(("m", 1e7),), tokens=tokens, batch_sizes=batches, lrs=lrs)
     fit = fit_gamma(find_optima(load_table(synthetic_table(law, grid, seed=seed))), top_k=4, n_boot=0).pooled
-    # 0.001 nats of noise on bowls of 0.02 nats per (ln lr)^2: each cell's lr_opt is off by ~10%, which gives b
-    # a standard error of about 0.015 over these 16 cells (its analytic interval); 0.04 is 2.7 of them.
+    # 0.001 nats of noise on bowls of 0.02 nats per (ln lr)^2: each cell's lr_opt is off by ~10%, which gives
+    # b a standard error of about 0.015 over these 16 cells (its analytic interval); 0.04 is 2.7 of them.
     assert fit.b == pytest.approx(b, abs=0.04)
     assert fit.predict(fit.x_ref) == pytest.approx(a * fit.x_ref**b, rel=0.08)
 

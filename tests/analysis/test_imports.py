@@ -13,8 +13,8 @@ def test_analysis_imports_nothing_upstream():
     # A fresh interpreter: this test process may have imported anything.
     code = (
         "import sys, powersweep.analysis.report, powersweep.analysis.plots, powersweep.analysis.synthetic; "
-        f"print(sorted(m for m in sys.modules if (m in {FORBIDDEN!r} or m.startswith({tuple(f + '.' for f in FORBIDDEN)!r})) "
-        f"and m not in {SCHEMA!r}))"
+        f"print(sorted(m for m in sys.modules if (m in {FORBIDDEN!r} or "
+        f"m.startswith({tuple(f + '.' for f in FORBIDDEN)!r})) and m not in {SCHEMA!r}))"
     )
     root = Path(analysis.__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
@@ -31,8 +31,8 @@ def test_the_command_layer_imports_no_numeric_library():
     # `powersweep analyze --help` must not pay for pandas, scipy or matplotlib.
     heavy = ("pandas", "scipy", "matplotlib", "numpy", "pyarrow")
     code = (
-        f"import sys, powersweep.analysis, powersweep.cli.analysis_commands; print(sorted(m for m in sys.modules if "
-        f"m.split('.')[0] in "
+        "import sys, powersweep.analysis, powersweep.cli.analysis_commands; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         f"{heavy!r}))"
     )
     root = Path(analysis.__file__).resolve().parents[1]

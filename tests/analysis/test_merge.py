@@ -65,9 +65,9 @@ def test_budgets_jittered_at_random_move_the_law_by_less_than_the_jitter(one_mod
     plain = _analysed(exact)
     assert len(jittered.cells) == len(plain.cells)
     # Same runs per cell and lr, so the same lr_opt; only ln T moves, by 0 to 0.005 per cell. The slope then
-    # moves by at most about |b| * sd(shift) / sd(ln T) (shift sd <= 0.0025, sd(ln T) = 1.55 here: 0.16% of b),
-    # and the law at its pivot T by |b| * 0.005 (0.26%). a alone is gamma at T = 1 token, 22 e-folds below the
-    # data, where the slope's change is multiplied by ln T_pivot: it is checked through that relation.
+    # moves by at most about |b| * sd(shift) / sd(ln T) (shift sd <= 0.0025, sd(ln T) = 1.55 here: 0.16% of
+    # b), and the law at its pivot T by |b| * 0.005 (0.26%). a alone is gamma at T = 1 token, 22 e-folds below
+    # the data, where the slope's change is multiplied by ln T_pivot: it is checked through that relation.
     shift_sd, spread = 0.0025, float(np.std(np.log(plain.cells["tokens"])))
     b0, b1 = plain.gamma.pooled.b, jittered.gamma.pooled.b
     assert abs(b1 - b0) <= abs(b0) * shift_sd / spread
@@ -169,8 +169,8 @@ def test_batch_sizes_converted_from_tokens_merge_within_the_tolerance():
     result = analyze(table, n_boot=0)
     assert len(result.cells) == 1 and result.cells["n_runs"].iloc[0] == 14
     assert (
-        "batch sizes 63.94043 and 64 sequences (model 36M; batch_size in tokens / seq_len) analysed as one batch "
-        "size of 64 sequences"
+        "batch sizes 63.94043 and 64 sequences (model 36M; batch_size in tokens / seq_len) analysed as one "
+        "batch size of 64 sequences"
     ) in " | ".join(result.notes)
     with pytest.raises(AnalysisError, match="not a whole number of sequences"):
         load_table(frame, batch_unit="tokens", seq_len=4096, tokens_tolerance=0)

@@ -95,7 +95,8 @@ def test_edge_flags_at_grid_ends_and_next_to_divergence():
 
 
 def test_planted_edge_cells_on_the_paper_grid_are_flagged(one_model_grid):
-    # With the paper's lr grid (0.0002 to 0.0256), B=16 at T=256B wants lr 1.1e-4 and B=512 at T=2B wants 0.042.
+    # With the paper's lr grid (0.0002 to 0.0256), B=16 at T=256B wants lr 1.1e-4 and B=512 at T=2B wants
+    # 0.042.
     law = PlantedLaw(noise_sd=0.0)
     grid = one_model_grid(tokens=(2e9, 256e9), batch_sizes=(16, 128, 512), lrs=PAPER_LRS)
     cells = find_optima(load_table(synthetic_table(law, grid)))
@@ -134,8 +135,9 @@ def test_bowl_vertex_stays_within_two_grid_points_of_the_argmin():
 
 
 def test_an_argmin_one_step_off_the_optimum_leaves_the_optimum_inside_the_draws():
-    # A shallow asymmetric bowl, its optimum 2.4 grid steps above lr[0], and a noisy lr[1] that takes the argmin:
-    # held to the argmin's neighbours, the vertex and all its draws would stop at lr[2], short of the optimum.
+    # A shallow asymmetric bowl, its optimum 2.4 grid steps above lr[0], and a noisy lr[1] that takes the
+    # argmin: held to the argmin's neighbours, the vertex and all its draws would stop at lr[2], short of the
+    # optimum.
     lr = np.geomspace(1e-3, 1e-1, 9)
     u = np.log(lr / (lr[0] * (lr[1] / lr[0]) ** 2.4))
     loss = 3.0 + 0.02 * np.where(u > 0, 3.0, 1.0) * u**2

@@ -33,7 +33,8 @@ def table_csv(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def read_only_dir(tmp_path):
-    """A directory nobody may write to: mode 555, or for root (whom modes do not stop) the immutable attribute."""
+    """A directory nobody may write to:
+    mode 555, or for root (whom modes do not stop) the immutable attribute."""
     path = tmp_path / "read-only"
     path.mkdir()
     if os.geteuid() != 0:

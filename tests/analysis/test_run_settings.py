@@ -128,7 +128,8 @@ def test_uniform_settings_leave_the_analysis_unchanged():
 
 
 def test_null_settings_of_old_rows_do_not_split_a_cell_from_new_ones():
-    # Rows written before settings_id and parametrisation existed state nothing: seeds of one warmup still average.
+    # Rows written before settings_id and parametrisation existed state nothing: seeds of one warmup still
+    # average.
     old = _sweep("s", 1, warmup_tokens=1e9, settings_id=None, parametrisation=None)
     new = _sweep("s", 2, warmup_tokens=1e9, settings_id="a" * 16).assign(
         seed=1, run_id=lambda f: f["run_id"] + "n"
@@ -158,7 +159,8 @@ def test_the_schedule_not_analysed_is_not_checked():
 
 
 def _store_rows(table: pd.DataFrame) -> list[dict]:
-    """A synthetic sweep's rows as a sweep writes them to its store (no NaN: a diverged run's loss is null)."""
+    """A synthetic sweep's rows as a sweep writes them to its store
+    (no NaN: a diverged run's loss is null)."""
     rows = table.drop(columns=["sweep_id"]).assign(
         lineage_id=table["run_id"], tokens=table["tokens"].astype("int64")
     )
@@ -169,7 +171,8 @@ def _store_rows(table: pd.DataFrame) -> list[dict]:
 
 
 def test_after_submit_replace_the_store_holds_one_setting(tmp_path):
-    """`submit --replace`, the fix the refusal names, sets the old runs aside; analysing the store never reads them."""
+    """`submit --replace`, the fix the refusal names, sets the old runs aside;
+    analysing the store never reads them."""
     store = ResultStore(str(tmp_path))
     store.write(_store_rows(_sweep("s", 1, warmup_tokens=1e9)), sweep_id="s", name="lin-0")
     assert store.replace_sweep(sweep_id="s")

@@ -1,4 +1,5 @@
-"""The analysis table reads the store's schema (sweeps/schema.py), the one definition of the results columns."""
+"""The analysis table reads the store's schema
+(sweeps/schema.py), the one definition of the results columns."""
 
 import datetime as dt
 import math

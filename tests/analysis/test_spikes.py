@@ -1,4 +1,5 @@
-"""Curves in the analysis: reading a store's curve files, the spike detector, and the report's curve figure."""
+"""Curves in the analysis: reading a store's curve files, the spike detector,
+and the report's curve figure."""
 
 import math
 
@@ -26,7 +27,8 @@ TPS = 256  # tokens per step
 
 
 def made_up(steps=STEPS, *, bump=None, noise=0.02, seed=0) -> pd.DataFrame:
-    """A loss curve falling as a power law, with multiplicative noise; ``bump(step) -> factor`` adds an event."""
+    """A loss curve falling as a power law, with multiplicative noise;
+    ``bump(step) -> factor`` adds an event."""
     rng = np.random.default_rng(seed)
     loss = 1.5 + 4.0 * steps.astype(float) ** -0.4
     loss = loss * (1 + noise * rng.standard_normal(len(steps)))
@@ -68,8 +70,8 @@ def test_thresholds_decide_the_borderline():
 
 
 def test_single_noisy_steps_are_pooled_into_windows():
-    """Every step a point, each step's loss 30% noisy (batch 4 x 64): pooled over 100 steps, nothing is a jump;
-    a real spike of 200 steps still is."""
+    """Every step a point, each step's loss 30% noisy (batch 4 x 64): pooled over 100 steps, nothing is a
+    jump; a real spike of 200 steps still is."""
     steps = np.arange(1, 3001)
     clean = made_up(steps, noise=0.3, seed=3)
     assert not detect_spike(clean).flagged and detect_spike(clean, window=1).flagged  # unpooled: false alarm
@@ -101,7 +103,8 @@ def final_loss(lr: float, budget_steps: int) -> float:
 def write_lineage(
     store: ResultStore, lineage: str, lr: float, *, budgets=(2000, 5000), bump=None
 ) -> list[dict]:
-    """A lineage's curve as a sweep stores it (trunk to the last fork, a decay per budget), and its result rows."""
+    """A lineage's curve as a sweep stores it
+    (trunk to the last fork, a decay per budget), and its result rows."""
     curve = made_up(bump=bump, seed=int(lr * 1e5))
     points, rows = [], []
     for budget in budgets:

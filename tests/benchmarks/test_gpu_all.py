@@ -1,4 +1,5 @@
-"""benchmarks/gpu_all.sh drives a GPU session's measurements: a dry run (PYTHON=echo) checks what it would run."""
+"""benchmarks/gpu_all.sh drives a GPU session's measurements:
+a dry run (PYTHON=echo) checks what it would run."""
 
 import os
 import re

@@ -119,7 +119,8 @@ def test_sweep_job_survives_a_worker_node_dying(local_cluster, tmp_path, monkeyp
     assert set(result.table["status"]) == {"ok"}
     errored = glob.glob(os.path.join(storage, "checkpoints", "ray", spec.name, "*", "error.txt"))
     print(
-        f"killed {victim.name} with {rows_before} of {len(planned)} rows stored; trials retried: {len(errored)}"
+        f"killed {victim.name} with {rows_before} of {len(planned)} rows stored; trials retried: "
+        f"{len(errored)}"
     )
     assert errored, "no trial was interrupted: the node died idle"
 

@@ -1,4 +1,5 @@
-"""The storage check on a real (one-node, local) Ray: it writes from a worker process, reads from the driver."""
+"""The storage check on a real (one-node, local) Ray:
+it writes from a worker process, reads from the driver."""
 
 from __future__ import annotations
 

@@ -10,8 +10,9 @@ def corpus():
 
 @pytest.fixture
 def traced():
-    """`traced(fn, *args)`: what dynamo puts in the forward graph of fn(*args), as (the names of the functions it
-    calls, the subgraphs it holds). Forward only, no_grad: backward needs a real backend for reused regions."""
+    """`traced(fn, *args)`: what dynamo puts in the forward graph of fn(*args), as (the names of the functions
+    it calls, the subgraphs it holds). Forward only, no_grad: backward needs a real backend for reused
+    regions."""
     import torch
 
     def trace(fn, *args) -> tuple[list[str], set[str]]:

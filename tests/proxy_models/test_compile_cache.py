@@ -170,8 +170,9 @@ def test_a_compiled_dense_trunk_traces_one_block_for_every_layer(traced):
 
 
 def test_every_compiled_graph_is_static_across_shapes_and_the_evaluation(corpus, monkeypatch):
-    # Two runs of other sequence lengths in one process and an evaluation (batch 32, not the training's 2): each
-    # shape gets a graph of its own with its sizes fixed, none with symbolic sizes its kernels cannot specialise to.
+    # Two runs of other sequence lengths in one process and an evaluation (batch 32, not the training's 2):
+    # each shape gets a graph of its own with its sizes fixed, none with symbolic sizes its kernels cannot
+    # specialise to.
     from powersweep.proxy_models import trainer
 
     graphs = []  # each graph's example inputs

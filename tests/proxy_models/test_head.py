@@ -60,7 +60,8 @@ def test_chunked_loss_without_grad_equals_full():
 
 
 def test_model_gradients_agree_between_heads():
-    """Through the whole model (muP 1/m_width head, m_width 2): every parameter's gradient, chunked vs full."""
+    """Through the whole model (muP 1/m_width head, m_width 2):
+    every parameter's gradient, chunked vs full."""
     cfg = get_preset("cpu-m", seq_len=16, n_layers=1)
     x = torch.randint(0, 256, (3, 17))
     grads = {}

@@ -94,7 +94,8 @@ REAL_BRANCH = lineage._run_branch
 
 
 def kill_at_second_branch(monkeypatch) -> list:
-    """Make the lineage's second branch raise as a kill would; returns the budgets whose branch was started."""
+    """Make the lineage's second branch raise as a kill would;
+    returns the budgets whose branch was started."""
     calls = []
 
     def crash_on_second(trainer, branch):
@@ -152,7 +153,8 @@ directory, writing = sys.argv[2], sys.argv[3]
 real_save = torch.save
 
 def save(obj, f):  # f: the open temp file (proxy_models/checkpoint.py)
-    if os.path.basename(f.name).startswith("trunk.pt.tmp-") and os.path.exists(os.path.join(directory, "trunk.pt")):
+    if os.path.basename(f.name).startswith("trunk.pt.tmp-") and \
+os.path.exists(os.path.join(directory, "trunk.pt")):
         f.write(b"part of a trunk")
         f.flush()
         open(writing, "w").close()
@@ -371,11 +373,12 @@ def test_the_time_spent_recording_rows_and_on_first_steps_is_counted(corpus):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("pack", [1, 2])
 def test_cuda_graphs_train_a_whole_lineage_like_eager_on_gpu(corpus, tmp_path, pack):
-    # The default on CUDA (compile_mode 'auto': a solo run's trunk replayed as CUDA graphs) through everything a
-    # sweep's lineage does between steps: held-out evaluation (no grad, another batch), trunk rows, forks whose
-    # branch state is copied and put back, checkpoints copied to pinned host memory. Packed variants as well.
-    # lrs well below WSD's 2e-2, where this model's training is chaotic: float rounding grows by orders of
-    # magnitude a step there, so compiled and eager runs drift apart as two eager runs of other kernels would.
+    # The default on CUDA (compile_mode 'auto': a solo run's trunk replayed as CUDA graphs) through everything
+    # a sweep's lineage does between steps: held-out evaluation (no grad, another batch), trunk rows, forks
+    # whose branch state is copied and put back, checkpoints copied to pinned host memory. Packed variants as
+    # well. lrs well below WSD's 2e-2, where this model's training is chaotic: float rounding grows by orders
+    # of magnitude a step there, so compiled and eager runs drift apart as two eager runs of other kernels
+    # would.
     schedules = [replace(WSD, lr=2e-3), replace(WSD, lr=5e-3)]
 
     def rows(compiling: dict, checkpoint_dir: str) -> list:

@@ -26,8 +26,8 @@ SPECS = Path(__file__).parents[2] / "sweeps" / "specs"
 @pytest.mark.parametrize("preset, measured_gib", [("paper-12m", 11.9), ("paper-121m", 48.5)])
 def test_estimate_is_near_the_peaks_measured_on_an_h100(preset, measured_gib, monkeypatch):
     # Peak GPU memory of one step at 16 x 4096 measured on one H100 80GB (bf16 autocast, eager, liger-kernel's
-    # fused linear cross-entropy with its own chunking, chunk_mem_const 1); the estimate must stay within 10% so
-    # that a budget means something.
+    # fused linear cross-entropy with its own chunking, chunk_mem_const 1); the estimate must stay within 10%
+    # so that a budget means something.
     monkeypatch.setattr(memory, "FUSED_CHUNK_BYTES", 1)  # the fewest rows per chunk: liger's own chunking
     estimate = step_memory(get_preset(preset), micro_batch_size=16).peak / GIB
     assert estimate == pytest.approx(measured_gib, rel=0.10)
@@ -84,7 +84,8 @@ def test_parse_bytes_rejects_with_the_value(text):
 
 
 def test_fused_head_chunks_are_few_and_fit_their_bytes():
-    # paper-12m (d_model 128): liger's own chunking makes V / d = 384 chunks of a step; FUSED_CHUNK_BYTES a few.
+    # paper-12m (d_model 128): liger's own chunking makes V / d = 384 chunks of a step; FUSED_CHUNK_BYTES a
+    # few.
     v, d = 49152, 128
     for tokens in (16 * 1024, 16 * 4096, 64 * 4096):
         c, rows = memory.fused_chunking(tokens, v, d, compute_bytes=2)

@@ -72,7 +72,8 @@ def gpu_moe() -> tuple[MoEMLP, torch.Tensor]:
 def test_scattermoe_equals_torch_path_on_gpu(monkeypatch):
     import scattermoe.kernels.ops
 
-    # ScatterMoE's kernels multiply fp32 in TF32 by default (10-bit mantissa): off, both paths are fp32 matmuls.
+    # ScatterMoE's kernels multiply fp32 in TF32 by default (10-bit mantissa): off, both paths are fp32
+    # matmuls.
     monkeypatch.setattr(scattermoe.kernels.ops, "ALLOW_TF32", False)
     moe, x = gpu_moe()
     y_torch = moe(x)

@@ -135,8 +135,8 @@ def test_moe_packing_is_refused_with_a_clear_error(corpus):
 
 
 def test_packed_forward_equals_each_variants_own_model(corpus):
-    """Distinct weights per variant (and grouped-query attention): each variant's loss and gradients are those of
-    a ProxyLM holding its weights, through bmm, folded SDPA and the chunked head."""
+    """Distinct weights per variant (and grouped-query attention): each variant's loss and gradients are those
+    of a ProxyLM holding its weights, through bmm, folded SDPA and the chunked head."""
     cfg = config(model_overrides={"seq_len": 32, "n_layers": 2, "n_kv_heads": 1}, head="chunked")
     packed = PackedTrainer(
         cfg, [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 2e-3, 3e-3)], corpus=corpus
@@ -213,7 +213,8 @@ def test_a_checkpoint_restores_the_packed_state_exactly(corpus, tmp_path):
 
 
 def test_a_checkpoint_written_before_the_flat_buffer_still_resumes(corpus, tmp_path):
-    """Packed checkpoints used to hold one stacked tensor per parameter name and the loss history (steps, K)."""
+    """Packed checkpoints used to hold one stacked tensor per parameter name
+    and the loss history (steps, K)."""
     schedules = [ScheduleConfig(name="wsd", lr=lr, warmup_tokens=256) for lr in (1e-3, 3e-3)]
     uninterrupted = PackedTrainer(config(), schedules, corpus=corpus).train_and_results()
     first = PackedTrainer(config(), schedules, corpus=corpus)

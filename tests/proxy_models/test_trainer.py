@@ -142,7 +142,8 @@ def test_injected_out_of_memory_halves_the_micro_batch_and_the_run_ends_the_same
 
 def test_out_of_memory_under_cuda_graphs_compiles_again_without_them(corpus, monkeypatch):
     # A graph holds its memory pool while it lives: the halved micro-batch trains as blocks compiled in mode
-    # 'default'. On CPU reduce-overhead compiles the trunk with inductor alone; the run is the same either way.
+    # 'default'. On CPU reduce-overhead compiles the trunk with inductor alone; the run is the same either
+    # way.
     eager = Trainer(small_config(micro_batch_size=4), corpus=corpus)
     expected = eager.run()
     trainer = Trainer(
@@ -225,7 +226,8 @@ def test_compile_mode_reaches_the_compiled_block_or_the_whole_trunk_for_cuda_gra
 
 
 def test_trunk_compiled_for_cuda_graphs_trains_like_eager(corpus):
-    # On CPU inductor compiles the trunk and leaves CUDA graphs out: the same computation, float64 to rounding.
+    # On CPU inductor compiles the trunk and leaves CUDA graphs out: the same computation, float64 to
+    # rounding.
     config = small_config(model_overrides={**SMALL, "n_layers": 2})
     eager = Trainer(config, corpus=corpus)
     graphed = Trainer(
@@ -239,7 +241,8 @@ def test_trunk_compiled_for_cuda_graphs_trains_like_eager(corpus):
 
 def test_gradients_kept_for_cuda_graphs_train_like_gradients_set_to_none(corpus, monkeypatch):
     # Under CUDA graphs a solo run keeps its gradients allocated and zeroes them in place (a replay's output
-    # cannot become .grad); elsewhere they are dropped each step. Both are the same run, micro-batches included.
+    # cannot become .grad); elsewhere they are dropped each step. Both are the same run, micro-batches
+    # included.
     config = small_config(micro_batch_size=2)
     dropped = Trainer(config, corpus=corpus)
     dropped.run()
@@ -286,8 +289,9 @@ def test_cuda_graphs_accumulate_micro_batches_like_eager_on_gpu(corpus, pack):
 
 
 def test_cuda_budget_counts_the_memory_this_process_already_caches(corpus, monkeypatch):
-    # A trainer built after another in the same process (a benchmark's rows, a lineage's retry) finds the first
-    # one's memory cached by torch's allocator: neither free on the device nor allocated, yet its to reuse.
+    # A trainer built after another in the same process (a benchmark's rows, a lineage's retry) finds the
+    # first one's memory cached by torch's allocator: neither free on the device nor allocated, yet its to
+    # reuse.
     from powersweep.proxy_models.memory import GIB, USABLE_FRACTION
 
     trainer = Trainer(small_config(), corpus=corpus)

@@ -189,7 +189,7 @@ def test_replay_recomputes_a_round_in_progress_from_the_rounds_before_it():
     for cut in range(len(in_progress)):
         stored = done_cells | set(in_progress[:cut])
         partial = replay(
-            lambda k, t: loss(lr_value(POLICY, k), t) if (k, t) in stored else None,
+            lambda k, t, stored=stored: loss(lr_value(POLICY, k), t) if (k, t) in stored else None,
             POLICY,
             BUDGETS,
             lineage_tokens(),

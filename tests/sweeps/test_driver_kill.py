@@ -1,5 +1,5 @@
-"""kill -9 of a sweep driver at three moments: no Ray process of its own is left, and no trial goes on storing rows
-after it."""
+"""kill -9 of a sweep driver at three moments: no Ray process of its own is left, and no trial goes on storing
+rows after it."""
 
 from __future__ import annotations
 

@@ -150,7 +150,8 @@ def local_settings(root) -> ExecutionSettings:
 def test_out_of_memory_in_a_packed_trial_loses_no_row(tmp_path, monkeypatch, persistent):
     """An injected CUDA out-of-memory error at step 5 halves the pack's micro-batch; one that persists down to
     one sequence splits the pack (3 -> 1 + 2 -> 1 + 1 + 1). Either way every planned row is stored once, with
-    the losses of solo runs (float64), and its execution record says what happened. The pack holds two seeds."""
+    the losses of solo runs (float64), and its execution record says what happened. The pack holds two
+    seeds."""
     jobs = [f64(job(lr, seed=seed)) for lr, seed in ((1e-3, 0), (3e-3, 1), (1e-2, 0))]
     for j in jobs:
         run_job(j, local_settings(tmp_path / "solo"))

@@ -1,5 +1,6 @@
 """Errors in trials classified once: a deterministic one (a full disk, bad data, a store that refuses writes)
-ends the sweep in one line with no retry; the rows stored before it stay, once, and resume finishes the sweep."""
+ends the sweep in one line with no retry; the rows stored before it stay, once, and resume finishes the
+sweep."""
 
 import contextlib
 import errno

@@ -1,5 +1,5 @@
-"""Store faults after a finished sweep, each followed by `resume`: the store, not the lineage checkpoints, decides
-what is done, so every planned row ends readable, once, with the losses of an uninterrupted run."""
+"""Store faults after a finished sweep, each followed by `resume`: the store, not the lineage checkpoints,
+decides what is done, so every planned row ends readable, once, with the losses of an uninterrupted run."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""One driver per sweep: the lock names its holder, refuses a second driver in one line and outlives no holder."""
+"""One driver per sweep: the lock names its holder,
+refuses a second driver in one line and outlives no holder."""
 
 from __future__ import annotations
 

@@ -10,9 +10,9 @@ from powersweep.sweeps.loopback import LOOPBACK, SINGLE_MACHINE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
-# Starts the local Ray as `submit` does (sweeps.execute.init_ray), runs one task so that a worker exists, waits
-# until both agents listen (they start after ray.init returns), then prints every listening socket of this
-# process and its descendants: the driver, gcs_server, raylet, the agents, the dashboard, the workers.
+# Starts the local Ray as `submit` does (sweeps.execute.init_ray), runs one task so that a worker exists,
+# waits until both agents listen (they start after ray.init returns), then prints every listening socket of
+# this process and its descendants: the driver, gcs_server, raylet, the agents, the dashboard, the workers.
 SCRIPT = """
 import json, os, sys, time
 {first}

@@ -1,4 +1,5 @@
-"""`powersweep plan` needs neither torch nor Ray: planning reads presets, schedules and token arithmetic only."""
+"""`powersweep plan` needs neither torch nor Ray:
+planning reads presets, schedules and token arithmetic only."""
 
 import json
 import subprocess

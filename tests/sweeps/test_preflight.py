@@ -21,7 +21,8 @@ from powersweep.cli import main
 
 
 def refused(tmp_path, capsys, spec: dict, storage=None) -> str:
-    """Submit `spec` into `storage` (default: a new folder): exit code 2 and one stderr line, which it returns."""
+    """Submit `spec` into `storage` (default: a new folder):
+    exit code 2 and one stderr line, which it returns."""
     spec_file, storage = tmp_path / "spec.yaml", storage or tmp_path / "store"
     spec_file.write_text(yaml.safe_dump(spec))
     capsys.readouterr()

@@ -45,8 +45,9 @@ class Killed(Exception):
 
 
 def fake_execute(kill_after: int | None = None):
-    """An `execute` that stores each job's missing budget rows from `fake_loss`, one by one; with `kill_after`, the
-    driver dies once that many rows have been stored over the calls (the event the kill waits on)."""
+    """An `execute` that stores each job's missing budget rows from `fake_loss`, one by one; with
+    `kill_after`, the driver dies once that many rows have been stored over the calls (the event the kill
+    waits on)."""
     stored = [0]
 
     def run(jobs, settings: ExecutionSettings) -> ExecutionReport:

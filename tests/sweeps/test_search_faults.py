@@ -1,5 +1,5 @@
-"""An Optuna search's store gets the grid's checks: an unreadable row of a known trial is set aside (kept, named by
-`status` and `resume`) and its lineage trained again, with the journal or without it."""
+"""An Optuna search's store gets the grid's checks: an unreadable row of a known trial is set aside (kept,
+named by `status` and `resume`) and its lineage trained again, with the journal or without it."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""SIGTERM and SIGINT (a terminal's Ctrl-C) sent to a running sweep's process group: the sweep ends with exit code
-143 or 130 and one line naming `powersweep resume`, its stored rows stay, its local Ray ends with it, and resume
-finishes it (sweeps/interrupt.py). Then its parts, in this process: the handlers and the line, a signal held while
-Ray starts, the resume command."""
+"""SIGTERM and SIGINT (a terminal's Ctrl-C) sent to a running sweep's process group: the sweep ends with exit
+code 143 or 130 and one line naming `powersweep resume`, its stored rows stay, its local Ray ends with it, and
+resume finishes it (sweeps/interrupt.py). Then its parts, in this process: the handlers and the line, a signal
+held while Ray starts, the resume command."""
 
 import os
 import shlex
@@ -18,8 +18,8 @@ from powersweep.sweeps.store import ResultStore
 from test_crash import cli, reap_session
 from test_driver_kill import wait_for
 
-# The first row is stored early (the trunk's evaluation at the small budget's fork); the large budget then trains
-# for several seconds more, so the signal lands mid-sweep.
+# The first row is stored early (the trunk's evaluation at the small budget's fork); the large budget then
+# trains for several seconds more, so the signal lands mid-sweep.
 SIGNALS = {
     "name": "signals",
     "search": {"models": ["cpu-xxs"], "batch_size": [4], "lr": [0.001, 0.002], "tokens": [16384, 1048576]},

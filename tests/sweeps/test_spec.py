@@ -129,7 +129,8 @@ def test_pack_with_a_mixture_of_experts_is_one_line_naming_run_pack():
         (
             {"adaptive": {"max_lineages": 7.5, "spacing": 1.4142135623730951}},
             "wsd",
-            "search.adaptive.max_lineages=7.5 is less than the 14 lrs of the first round: raise it or narrow lr_range",
+            "search.adaptive.max_lineages=7.5 is less than the 14 lrs of the first round: raise it or "
+            "narrow lr_range",
         ),
         (
             {"adaptive": {"max_lineages": 6}},

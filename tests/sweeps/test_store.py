@@ -477,7 +477,8 @@ def test_object_stores_are_written_in_one_put():
     s3 = pafs.S3FileSystem(anonymous=True, region="us-east-1")
     try:
         assert store_module._is_object_store(s3) is True
-    finally:  # stop the AWS SDK's threads now: left to interpreter exit, they can crash it (apache/arrow#38352)
+    finally:  # stop the AWS SDK's threads now: left to interpreter exit, they can crash it
+        # (apache/arrow#38352)
         del s3
         pafs.finalize_s3()  # no later test of this process may use S3
 

@@ -128,7 +128,8 @@ def test_wandb_writes_an_offline_run_holding_the_config_and_metrics(tmp_path, mo
     run = BACKENDS["wandb"](Target(str(tmp_path), "sw", "run-a", "lineage-a", PARAMS))
     run.log(POINTS)
     run.finish()
-    wandb.teardown()  # returns once W&B's service has exited, its run file written (finish() may return first)
+    wandb.teardown()  # returns once W&B's service has exited, its run file written
+    # (finish() may return first)
     [directory] = (tmp_path / "wandb").glob("offline-run-*-lineage-a")
     data = (directory / "run-lineage-a.wandb").read_bytes()
     assert data.startswith(b":W&B")  # W&B's own record log, which `wandb sync` uploads
@@ -355,7 +356,8 @@ def assert_same_series(got: dict, expected: dict) -> None:
 
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
-    """One packed trial of two lrs run with TensorBoard, curves stored and not: (trial, {curves: settings, rows})."""
+    """One packed trial of two lrs run with TensorBoard, curves stored and not:
+    (trial, {curves: settings, rows})."""
     from powersweep.sweeps.execute import ExecutionSettings, run_job
     from powersweep.sweeps.plan import plan
 
