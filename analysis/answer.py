@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from powersweep.analysis.band import (
-    MIN_BATCH_SIZES,
-)  # distinct batch sizes for an exponent in B (alpha, Bc(T), B_opt(T))
+
+# distinct batch sizes for an exponent in B (alpha, Bc(T), B_opt(T))
+from powersweep.analysis.band import MIN_BATCH_SIZES
 from powersweep.analysis.band import MIN_SIZES as MIN_MODELS  # distinct model sizes for an N law
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.export import lm_engine_snippet, predict_lr, scheduler_coefficients

@@ -28,9 +28,8 @@ from powersweep.analysis.order import model_order
 
 MIN_SIZES = 3  # distinct N for an exponent in N
 MIN_SPAN = 2.0  # largest / smallest N
-MIN_BATCH_SIZES = (
-    3  # swept batch sizes for B_opt(T): with one, ln B is a constant and its "law" a fitted zero
-)
+# swept batch sizes for B_opt(T): with one, ln B is a constant and its "law" a fitted zero
+MIN_BATCH_SIZES = 3
 
 
 @dataclass(frozen=True)

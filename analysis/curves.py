@@ -28,10 +28,9 @@ from powersweep.analysis.order import model_order
 CURVES_DIR = "curves"  # beside results/ in a store
 SPIKE_RISE = 0.2  # relative rise of the mean train loss above its running minimum that counts as a jump
 SPIKE_RECOVER = 0.05  # back within this of that minimum afterwards: the run recovered (a spike)
-SPIKE_WINDOW_STEPS = (
-    100  # the loss is looked at as means over windows of at least this many steps: one step's
-)
-# loss at batch 4 x 64 varies by tens of percent, a 100-step mean by a few
+# the loss is looked at as means over windows of at least this many steps: one step's loss at batch 4 x 64
+# varies by tens of percent, a 100-step mean by a few
+SPIKE_WINDOW_STEPS = 100
 _KEYS = ["sweep_id", "lineage_id"]
 _COLUMNS = [
     "sweep_id",

@@ -24,9 +24,8 @@ import pandas as pd
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.order import model_order
 
-DEFAULT_TOLERANCE = (
-    0.01  # relative: budgets of one grid are 1.25x or more apart, rounding moves them far less
-)
+# relative: budgets of one grid are 1.25x or more apart, rounding moves them far less
+DEFAULT_TOLERANCE = 0.01
 # Budgets merge per model, across its batch sizes: a grid's budget is one T for every batch size (steps x
 # batch x seq_len rounds differently per batch size), and the fits group cells by (model, T) (top-k batch
 # sizes, Bc(T)).

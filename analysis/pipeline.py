@@ -47,9 +47,8 @@ class Settings:
     band_eps: float = 0.0025  # relative loss tolerance of the band fit (Step Law uses 0.25%)
     near_factor: float = 3.0  # B within [Bc / f, Bc * f] is "near_critical"
     diverge_factor: float = DIVERGE_FACTOR  # loss above this times its cell's best: the run diverged
-    tokens_tolerance: float = (
-        DEFAULT_TOLERANCE  # a model's budgets this close (relative) are one; 0: none merge
-    )
+    # a model's budgets this close (relative) are one; 0: none merge
+    tokens_tolerance: float = DEFAULT_TOLERANCE
 
     def __post_init__(self) -> None:
         minimum = {"top_k": 1, "n_boot": 0, "half_width": 1}

@@ -38,9 +38,8 @@ class PlantedLaw:
     a: float = 4.6  # gamma = lr_opt / batch_size = a * T**b (paper Eq. 5: 4.6 and -0.51)
     b: float = -0.51
     lr_law: str = "linear"  # "linear" (paper) or "critical" (lr_opt peaks at B = Bc)
-    batch_exp: float = (
-        1.0  # "linear" law: lr_opt = B**batch_exp * a * T**b (the paper: 1, lr proportional to B)
-    )
+    # "linear" law: lr_opt = B**batch_exp * a * T**b (the paper: 1, lr proportional to B)
+    batch_exp: float = 1.0
     bc_c: float = 1.28e-3  # critical batch size Bc(T) = bc_c * T**bc_zeta, in sequences
     bc_zeta: float = 0.5
     peak_c: float = 0.02  # "critical" law: lr_peak(T) = peak_c * (T / 1e9)**peak_q

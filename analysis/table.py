@@ -66,9 +66,8 @@ BATCH_UNITS = ("sequences", "tokens")
 MAX_LR = 1e3  # no optimiser's peak lr is near this; larger values are a wrong column or unit
 MAX_BATCH_SIZE = 1e9  # sequences
 DIVERGE_FACTOR = 1.5  # a run whose loss is above 1.5x its cell's best loss diverged (see mark_blowups)
-SET_ASIDE_DIR = (
-    "set-aside"  # as sweeps.store.SET_ASIDE_DIR: a replaced sweep's runs must not mix with its new ones
-)
+# as sweeps.store.SET_ASIDE_DIR: a replaced sweep's runs must not mix with its new ones
+SET_ASIDE_DIR = "set-aside"
 _SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 _READ_ERRORS = (OSError, ValueError, UnicodeDecodeError, pa.ArrowException, pd.errors.ParserError)
 

@@ -104,9 +104,8 @@ class ProxyLM(nn.Module):
     head = "auto"  # auto | full | chunked | fused
     head_chunk_tokens = 0  # tokens per chunk of the chunked head; 0 = 64 MiB of fp32 logits
     activation_checkpointing = False
-    compiled_block = (
-        None  # `run_block` compiled, for every layer (proxy_models/compile_cache.py); None: eager
-    )
+    # `run_block` compiled, for every layer (proxy_models/compile_cache.py); None: eager
+    compiled_block = None
 
     def __init__(self, cfg: ProxyConfig, *, moe_backend: str = "auto"):
         super().__init__()

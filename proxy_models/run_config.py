@@ -54,12 +54,10 @@ class DataConfig:
     """Where the tokens come from and how many are held out for evaluation."""
 
     source: str = "embedded"  # "embedded", a text file/dir/glob, or a .bin token file
-    tokenizer: str | None = (
-        None  # path to a tokenizer.json (Hugging Face tokenizers); None = bytes (vocab 256)
-    )
-    eval_fraction: float = (
-        0.05  # share held out for evaluation: whole files by bytes, or the tail of one file
-    )
+    # path to a tokenizer.json (Hugging Face tokenizers); None = bytes (vocab 256)
+    tokenizer: str | None = None
+    # share held out for evaluation: whole files by bytes, or the tail of one file
+    eval_fraction: float = 0.05
     eval_tokens: int = 65_536  # size of the fixed eval set, in tokens
     max_bytes: int = 16_000_000  # cap on the embedded corpus, in bytes of source text
 
@@ -103,17 +101,15 @@ class TrainConfig:
     log_every_steps: int = 50  # progress line interval
     eval_batch_size: int = 32  # sequences per evaluation forward (does not change the eval set)
     moe_backend: str = "auto"  # auto | torch | scattermoe
-    compile: str | bool = (
-        "auto"  # torch.compile the blocks (the head's loss stays eager); auto: dense on CUDA,
-    )
-    # eager where compiling fails on the machine (proxy_models/compile_cache.py, which also caches the
-    # compiled code on disk); see RESULTS.md
+    # torch.compile the blocks (the head's loss stays eager); auto: dense on CUDA, eager where compiling fails
+    # on the machine (proxy_models/compile_cache.py, which also caches the compiled code on disk); see
+    # RESULTS.md
+    compile: str | bool = "auto"
     compile_mode: str = "auto"  # torch.compile's mode where blocks compile: one of COMPILE_MODES (auto: CUDA
     # graphs for a solo dense run on CUDA whose small micro-steps would otherwise wait on the host)
-    compile_scope: str = (
-        "auto"  # blocks (each its own graph, one compile for all) | trunk (all blocks one graph:
-    )
-    # fewer calls a step, a longer cold compile) | auto (blocks; trunk under CUDA graphs)
+    # blocks (each its own graph, one compile for all) | trunk (all blocks one graph: fewer calls a step, a
+    # longer cold compile) | auto (blocks; trunk under CUDA graphs)
+    compile_scope: str = "auto"
     head: str = "auto"  # output head's loss: auto | full | chunked | fused (proxy_models/head.py)
     activation_checkpointing: str = "auto"  # auto (only when an auto micro-batch needs it to fit) | on | off
     memory_budget_gib: float | None = None  # memory one step may use, GiB; None = 90% of free CUDA memory

@@ -16,9 +16,8 @@ from powersweep.proxy_models.config import ConfigError
 
 DECAY_SHAPES = ("linear", "cosine", "exp", "1-sqrt")
 SCHEDULES = ("constant", "cosine", "wsd", "power")
-EXP_DECAY_RATIO = (
-    1e-2  # exp decay follows r**progress (shifted to end at the floor); r = 1e-2 ends near 0 smoothly
-)
+# exp decay follows r**progress (shifted to end at the floor); r = 1e-2 ends near 0 smoothly
+EXP_DECAY_RATIO = 1e-2
 
 
 def decay_factor(progress: float, *, shape: str, floor: float = 0.0) -> float:

@@ -50,9 +50,8 @@ from powersweep.proxy_models.schedules import ScheduleConfig
 from torch._dynamo.exc import TorchDynamoException
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
-CUDA_CHECK_EVERY_STEPS = (
-    16  # on CUDA, losses stay on the device and are read (one sync) every this many steps
-)
+# on CUDA, losses stay on the device and are read (one sync) every this many steps
+CUDA_CHECK_EVERY_STEPS = 16
 
 
 @dataclass
@@ -84,16 +83,13 @@ class RunResult:
     tokens_per_s: float
     mfu: float
     device: str
-    phase: str = (
-        "final"  # final: the budget's result after its decay | trunk: the stable-phase trunk at a fork
-    )
+    # final: the budget's result after its decay | trunk: the stable-phase trunk at a fork
+    phase: str = "final"
     mfu_attention: float = math.nan  # mfu with attention FLOPs (perf.py); nan in rows saved before it existed
-    parametrisation: str = (
-        "mup"  # every ProxyLM is muP; analysis reads it to label axes and draw the paper's law
-    )
-    execution: str = (
-        ""  # JSON: how it trained (pack, micro-batch, checkpointing, out-of-memory); see TrainingLoop
-    )
+    # every ProxyLM is muP; analysis reads it to label axes and draw the paper's law
+    parametrisation: str = "mup"
+    # JSON: how it trained (pack, micro-batch, checkpointing, out-of-memory); see TrainingLoop
+    execution: str = ""
 
     def to_row(self) -> dict:
         return asdict(self)
@@ -141,9 +137,8 @@ class TrainingLoop:
                 "use a model with a larger vocab_size or a smaller tokenizer"
             )
         self.compiled = False  # blocks compiled (a subclass that compiles sets it)
-        self.compile_mode = (
-            "default"  # torch.compile's mode, 'auto' resolved (a subclass that compiles sets it)
-        )
+        # torch.compile's mode, 'auto' resolved (a subclass that compiles sets it)
+        self.compile_mode = "default"
         self.compile_error: str | None = None  # why compile 'auto' fell back to eager, if it did
         self.micro_batch_shrinks = 0  # out-of-memory errors that halved the micro-batch (never restored)
         self.step = 0
@@ -159,9 +154,8 @@ class TrainingLoop:
         )  # per variant: log-spaced loss points, checkpointed
         # What this object did, never restored by checkpoints (retry and overhead accounting).
         self.steps_trained, self.seconds_trained, self.eval_seconds = 0, 0.0, 0.0
-        self.checkpoint_seconds = (
-            0.0  # training held up by checkpoint saves (their writes run in the background)
-        )
+        # training held up by checkpoint saves (their writes run in the background)
+        self.checkpoint_seconds = 0.0
         self.first_step_seconds = 0.0  # host seconds of this object's first step (its compile, when compiled)
 
     @property
@@ -315,9 +309,8 @@ class TrainingLoop:
     def _leave_cuda_graphs(self) -> None:
         """Compile the model again in mode 'default': a CUDA graph holds its memory pool as long as it lives,
         so after an out-of-memory error the smaller micro-batch trains without graphs (and frees theirs)."""
-        from torch._inductor.cudagraph_trees import (
-            reset_cudagraph_trees,
-        )  # inductor's: imported when compiling
+        # inductor's: imported when compiling
+        from torch._inductor.cudagraph_trees import reset_cudagraph_trees
 
         self._uncompile()
         reset_cudagraph_trees()

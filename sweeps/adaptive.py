@@ -63,9 +63,8 @@ class Policy:
     start: tuple[int, ...]  # lattice indices of the first round
     max_lineages: float  # budget: tokens of this many lineages through every token budget
     max_rounds: int = 30  # rounds at most, the first included
-    side_points: int = (
-        3  # lattice points wanted on each side of every budget's argmin: the analysis' half_width
-    )
+    # lattice points wanted on each side of every budget's argmin: the analysis' half_width
+    side_points: int = 3
 
     def __post_init__(self):
         assert self.anchor > 0 and self.resolution > 1 and self.spacing_steps >= 1 and self.start

@@ -57,16 +57,14 @@ class ExecutionSettings:
     address: str | None = None  # existing Ray cluster; None starts a fresh local Ray in this process
     checkpoint_every_steps: int = 500  # trunk checkpoint interval, in steps: a retry loses at most this many
     lineages_per_trial: int = 0  # 0 = auto: one trial per job up to MAX_TRIALS trials, then grouped
-    driver: dict | None = (
-        None  # the driver process (sweeps.lock.holder()): trials store nothing once it is gone
-    )
+    # the driver process (sweeps.lock.holder()): trials store nothing once it is gone
+    driver: dict | None = None
     gpu_memory_bytes: int | None = None  # memory of one GPU: each trial asks for its estimate's share of one
     # (at least gpus_per_trial) and plans its steps within it (sweeps.plan.gpu_share); None: gpus_per_trial
     # as is
     curves: bool = True  # store each lineage's training curve (sweeps/curves.py) beside the results
-    loggers: tuple[
-        str, ...
-    ] = ()  # experiment trackers fed the curve points and stored rows (sweeps/trackers.py)
+    # experiment trackers fed the curve points and stored rows (sweeps/trackers.py)
+    loggers: tuple[str, ...] = ()
     tracking_root: str | None = None  # where the trackers write; None = trackers.tracking_root(store_uri)
 
     @property

@@ -107,9 +107,8 @@ class Tracker:
         self.stored: set[str] = set()
         self.lineage_tokens: dict[str, int] = {}
         self.work: dict[tuple[str, int], dict] = {}  # (trial_id, pid) -> its latest cumulative timings
-        self.first_row: tuple[float, float] | None = (
-            None  # (clock, fraction_done) once the first row is stored
-        )
+        # (clock, fraction_done) once the first row is stored
+        self.first_row: tuple[float, float] | None = None
 
     def on_report(self, trial_id: str, report: dict) -> bool:
         """Take one trial report; True if it stored a row not seen before (a trial's report of a deterministic

@@ -179,9 +179,8 @@ class AdaptiveSpec(_Strict):
     # analysis' window of 3 lrs on each side, 2**0.25 gave twice the error in lr_opt and b on simulated
     # surfaces (benchmarks/RESULTS.md, "Which resolution")
     resolution: float = 2**0.5
-    max_lineages: float = (
-        8.0  # lineage budget per group: the tokens of this many lineages through every budget
-    )
+    # lineage budget per group: the tokens of this many lineages through every budget
+    max_lineages: float = 8.0
     max_rounds: int = Field(30, ge=1)  # rounds per group at most, the first included (about 2 per budget)
     side_points: int = Field(3, ge=1, le=8)  # lrs wanted on each side of every budget's optimum (analysis: 3)
 
@@ -224,15 +223,13 @@ class SearchSpec(_Strict):
     power_a: list[Positive] = Field(default_factory=list)  # Power a grid (power schedule)
     power_b: list[Number] = Field(default_factory=list)  # Power b grid (power schedule), negative
     lr_max: list[Positive] = Field(default_factory=lambda: [0.02])  # Power cap grid (power schedule)
-    mode: Literal["grid", "optuna", "adaptive"] = (
-        "grid"  # optuna: power (a, b) by TPE; adaptive: lr round by round
-    )
+    # optuna: power (a, b) by TPE; adaptive: lr round by round
+    mode: Literal["grid", "optuna", "adaptive"] = "grid"
     n_trials: PositiveInt = 32  # Optuna trials per cell (model, batch_size, seed, lr_max)
     a_range: tuple[Number, Number] = (3.0, 5.0)  # Table 3's a search range
     b_range: tuple[Number, Number] = (-0.6, -0.4)  # Table 3's b search range
-    study_concurrency: PositiveInt = (
-        1  # optuna: trials of one study in flight at once; 1 keeps studies reproducible
-    )
+    # optuna: trials of one study in flight at once; 1 keeps studies reproducible
+    study_concurrency: PositiveInt = 1
     adaptive: AdaptiveSpec = Field(
         default_factory=AdaptiveSpec
     )  # adaptive mode: lr range, resolution, budget
@@ -283,9 +280,8 @@ class TrainSpec(_Strict):
     """What to train: schedule family and its fixed settings, optimizer, data, precision."""
 
     schedule: Literal["constant", "cosine", "wsd", "power"] = "wsd"
-    warmup_tokens: Annotated[float, BeforeValidator(parse_tokens), _at_least(0)] = (
-        0.0  # linear warmup, tokens
-    )
+    # linear warmup, tokens
+    warmup_tokens: Annotated[float, BeforeValidator(parse_tokens), _at_least(0)] = 0.0
     decay_fraction: Fraction = 0.1  # share of each budget spent decaying (wsd, power), in [0, 1)
     decay_shape: str = "linear"  # linear | cosine | exp | 1-sqrt
     weight_decay: NonNegative = 0.1  # AdamW
@@ -295,13 +291,10 @@ class TrainSpec(_Strict):
     seq_len: PositiveInt | None = None  # override the presets' context length
     model_overrides: dict[str, Any] = Field(default_factory=dict)  # other ProxyConfig fields
     data: DataSpec = Field(default_factory=DataSpec)
-    dtype: Literal["auto", "float32", "float64", "bfloat16"] = (
-        "auto"  # auto: bf16 autocast on CUDA, else fp32
-    )
-    divergence_factor: Annotated[float, BeforeValidator(_number), _at_least(1, what="factor")] = (
-        2.0  # loss above
-    )
-    # factor * first loss = diverged
+    # auto: bf16 autocast on CUDA, else fp32
+    dtype: Literal["auto", "float32", "float64", "bfloat16"] = "auto"
+    # loss above factor * first loss = diverged
+    divergence_factor: Annotated[float, BeforeValidator(_number), _at_least(1, what="factor")] = 2.0
 
     @field_validator("model_overrides")
     @classmethod
@@ -327,24 +320,20 @@ class RunSpec(_Strict):
     # as many as the memory estimate fits on gpu_memory (1 without a GPU)
     gpu_memory: str | None = Field(None, min_length=1)  # memory of one GPU, e.g. 80GiB; None: the local GPU's
     max_concurrent: NonNegativeInt = 0  # 0 = as many as resources allow
-    max_retries: Annotated[int, BeforeValidator(_integer), _at_least(0, high=100, what="retry count")] = (
-        2  # of a
-    )
-    # crashed trial (it resumes from its checkpoint)
+    # retries of a crashed trial (it resumes from its checkpoint)
+    max_retries: Annotated[int, BeforeValidator(_integer), _at_least(0, high=100, what="retry count")] = 2
     checkpoint_every_steps: NonNegativeInt = 500  # trunk checkpoint interval, steps; 0 = at forks only
     storage: str | None = Field(None, min_length=1)  # results store URI; default runs/<name>
     loggers: list[str] = Field(
         default_factory=list
     )  # experiment trackers fed per step and per row; [] = none
-    compile: Annotated[str | bool, BeforeValidator(_compile_choice)] = (
-        "auto"  # torch.compile the blocks: auto
-    )
-    # (dense models on CUDA) | true | false; how a run executes, not what it trains: ids do not depend on it
-    compile_mode: Literal[COMPILE_MODES] = (
-        "auto"  # torch.compile's mode where blocks compile; reduce-overhead
-    )
-    # replays the trunk as CUDA graphs (fewer host launches for small models); auto: that for solo dense runs
-    # on CUDA whose step waits on the host (small micro-steps), default elsewhere; not part of any id either
+    # torch.compile the blocks: auto (dense models on CUDA) | true | false; how a run executes, not what it
+    # trains: ids do not depend on it
+    compile: Annotated[str | bool, BeforeValidator(_compile_choice)] = "auto"
+    # torch.compile's mode where blocks compile; reduce-overhead replays the trunk as CUDA graphs (fewer host
+    # launches for small models); auto: that for solo dense runs on CUDA whose step waits on the host (small
+    # micro-steps), default elsewhere; not part of any id either
+    compile_mode: Literal[COMPILE_MODES] = "auto"
     compile_scope: Literal[COMPILE_SCOPES] = "auto"  # blocks | trunk (all blocks one graph) | auto (blocks;
     # trunk with reduce-overhead or max-autotune, whose CUDA graphs cannot chain one block's replays)
     curves: Flag = True  # store each lineage's training curve beside the results (trackers get it either way)
@@ -370,9 +359,8 @@ class RunSpec(_Strict):
     @field_validator("gpu_memory")
     @classmethod
     def _gpu_memory(cls, value):
-        from powersweep.proxy_models.memory import (
-            parse_bytes,
-        )  # imports torch (through head.py): only when given
+        # imports torch (through head.py): only when given
+        from powersweep.proxy_models.memory import parse_bytes
 
         if value is not None and parse_bytes(value) <= 0:
             raise ValueError(f"{value!r} is not a memory size: write e.g. 80GiB, 80GB or 40960MiB")

@@ -38,9 +38,8 @@ class SubmitResult:
     failed_trials: int
     storage: str
     execution: ExecutionReport | None  # where the wall time went (None for an Optuna search)
-    set_aside: tuple[
-        str, ...
-    ] = ()  # unreadable result files moved out of results/ before training ("old -> new")
+    # unreadable result files moved out of results/ before training ("old -> new")
+    set_aside: tuple[str, ...] = ()
     unreadable: tuple[str, ...] = ()  # planned rows the store still cannot read at the end, "run_id: why"
     replaced_lock: str | None = None  # the dead driver whose lock this one took over
     replaced: str | None = None  # with --replace: where the sweep's earlier rows, curves and spec were moved
@@ -258,9 +257,8 @@ def _run(spec: SweepSpec, p: Plan, store: ResultStore, settings: ExecutionSettin
             execution=None,
         )
     if p.searches:
-        from powersweep.sweeps.rounds import (
-            run_rounds,
-        )  # adaptive mode: rounds until every group's search ends
+        # adaptive mode: rounds until every group's search ends
+        from powersweep.sweeps.rounds import run_rounds
 
         rounds = run_rounds(p.searches, settings, pack=p.pack)
         return SubmitResult(
@@ -302,9 +300,8 @@ def _complete(store: ResultStore, spec: SweepSpec, p: Plan) -> bool:
         return False
     if not same_spec or not p.searches:
         return same_spec and p.row_ids <= store.run_ids(sweep_id=spec.name)
-    from powersweep.sweeps.rounds import (
-        searches_done,
-    )  # adaptive: done when every group's search has ended on the store
+    # adaptive: done when every group's search has ended on the store
+    from powersweep.sweeps.rounds import searches_done
 
     return searches_done(p.searches, store.read(sweep_id=spec.name).table)
 
