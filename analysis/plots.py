@@ -460,13 +460,13 @@ def fig_sensitivity(sens: Sensitivity) -> Figure:
 
 
 def fig_curves(points: pd.DataFrame, spikes: pd.DataFrame, *, title: str, lr_axis: str = LR_AXIS) -> Figure:
-    """Training loss (pooled means, see analysis/curves.py) against tokens seen for one cell: one colour per
-    peak lr; each lr's trunk, with each budget's decay branch leaving it at its fork; held-out losses as dots
-    (at forks and at each budget's end); the flagged runs' spikes as crosses. Left: the whole run; right: the
-    decays, zoomed.
+    """Training loss (pooled means, see analysis/run_curves.py) against tokens seen for one cell: one colour
+    per peak lr; each lr's trunk, with each budget's decay branch leaving it at its fork; held-out losses as
+    dots (at forks and at each budget's end); the flagged runs' spikes as crosses. Left: the whole run; right:
+    the decays, zoomed.
 
-    ``points`` are curve points (analysis/curves.py) with the lineage's ``peak_lr``; ``spikes`` has peak_lr,
-    tokens and loss of each flagged run.
+    ``points`` are curve points (analysis/run_curves.py) with the lineage's ``peak_lr``; ``spikes`` has
+    peak_lr, tokens and loss of each flagged run.
     """
     fig, axes = _figure(1, 2, title, size=(5.6, 4.2))
     colours = _colours(points["peak_lr"])

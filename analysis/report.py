@@ -19,12 +19,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 from powersweep.analysis import plots
 from powersweep.analysis.answer import SCALE_UP, Answer, answer, batch_identified, models_compared
-from powersweep.analysis.curves import CellCurves, cell_curves
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.export import FORMULA, read_coefficients, suggest_lr_max, write_coefficients
 from powersweep.analysis.fit import PowerLawFit
 from powersweep.analysis.optimum import lr_points
 from powersweep.analysis.pipeline import HEADLINES, Analysis, analyze
+from powersweep.analysis.run_curves import CellCurves, cell_curves
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,9 @@ def write_report(
     ``schedules`` feeds Fig. 1 ({name: (tokens, lr)} or {name: callable}); by default Fig. 1 shows
     the fitted Power schedule. ``options`` go to ``analyze`` (top_k, n_boot, seed, schedule, ...).
     Figures whose data are absent are skipped and the page says why. ``refresh_s`` makes the page reload
-    itself every so many seconds (for watching a sweep fill in). ``curves`` (analysis.curves.load_curves) feed
-    the loss-curve figure of the cell ``curves_cell`` ('MODEL:BATCH'; default: the cell with the most lrs at
-    its largest T).
-    """
+    itself every so many seconds (for watching a sweep fill in). ``curves`` (analysis.run_curves.load_curves)
+    feed the loss-curve figure of the cell ``curves_cell`` ('MODEL:BATCH'; default: the cell with the most lrs
+    at its largest T)."""
     result = result if result is not None else analyze(table, **options)
     cell = _curve_cell(result, curves, curves_cell)
     out = Path(out_dir)

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from powersweep.analysis.curves import CURVES_DIR
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.merge import DEFAULT_TOLERANCE, check_tolerance, merge_close
+from powersweep.analysis.run_curves import CURVES_DIR
 from powersweep.sweeps.schema import (
     PHASES,
     SCHEMA,
@@ -195,9 +195,9 @@ def _table_files(root: Path) -> list[Path]:
 
 
 def _is_beside_results(parts: tuple[str, ...]) -> bool:
-    """A store's training curve (curves/sweep_id=<id>/..., read by analysis/curves.py) or a file it set aside
-    (set-aside/sweep_id=<id>/...: unreadable, or a sweep that `submit --replace` replaced), not a results
-    file."""
+    """A store's training curve (curves/sweep_id=<id>/..., read by analysis/run_curves.py) or a file it set
+    aside (set-aside/sweep_id=<id>/...: unreadable, or a sweep that `submit --replace` replaced), not a
+    results file."""
     return any(
         a in (CURVES_DIR, SET_ASIDE_DIR) and b.startswith("sweep_id=") for a, b in zip(parts, parts[1:])
     )

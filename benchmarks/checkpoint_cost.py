@@ -27,10 +27,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from powersweep.proxy_models import checkpoint  # noqa: E402
-from powersweep.proxy_models.config import get_preset  # noqa: E402
 from powersweep.proxy_models.data import DataConfig, load_corpus  # noqa: E402
 from powersweep.proxy_models.lineage import Attempt, train_packed_lineage  # noqa: E402
 from powersweep.proxy_models.schedules import ScheduleConfig  # noqa: E402
+from powersweep.proxy_models.shapes import get_preset  # noqa: E402
 from powersweep.proxy_models.trainer import TrainConfig  # noqa: E402
 
 

@@ -24,12 +24,12 @@ import time
 
 import torch
 from powersweep.proxy_models.budgets import planned_tokens, trunk_tokens
-from powersweep.proxy_models.curves import DEFAULT_GRID, CurveRecorder
+from powersweep.proxy_models.curve_recorder import DEFAULT_GRID, CurveRecorder
 from powersweep.proxy_models.data import DataConfig, load_corpus
 from powersweep.proxy_models.lineage import train_lineage
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.trainer import TrainConfig
-from powersweep.sweeps.curves import curve_saver
+from powersweep.sweeps.curve_store import curve_saver
 from powersweep.sweeps.plan import LineageJob
 from powersweep.sweeps.store import ResultStore
 

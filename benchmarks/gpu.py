@@ -76,8 +76,8 @@ from powersweep.proxy_models.perf import (
     utilisation,
 )
 from powersweep.proxy_models.perf import mfu as model_flops_utilisation
-from powersweep.proxy_models.run_config import COMPILE_MODES, COMPILE_SCOPES
 from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.train_config import COMPILE_MODES, COMPILE_SCOPES
 from powersweep.proxy_models.trainer import TrainConfig, Trainer
 
 PAPER_BATCHES = (16, 512)  # the smallest and largest batch_size of sweeps/specs/paper-wsd.yaml

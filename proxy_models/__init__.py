@@ -5,11 +5,11 @@ import importlib
 # public name -> module defining it: imported on first use, so importing one submodule (e.g. for
 # `powersweep --help`) does not import torch, Ray or pandas through this package.
 _EXPORTS = {
-    "PRESETS": "powersweep.proxy_models.config",
-    "ConfigError": "powersweep.proxy_models.config",
-    "ProxyConfig": "powersweep.proxy_models.config",
-    "get_preset": "powersweep.proxy_models.config",
-    "DataConfig": "powersweep.proxy_models.run_config",
+    "PRESETS": "powersweep.proxy_models.shapes",
+    "ConfigError": "powersweep.proxy_models.shapes",
+    "ProxyConfig": "powersweep.proxy_models.shapes",
+    "get_preset": "powersweep.proxy_models.shapes",
+    "DataConfig": "powersweep.proxy_models.train_config",
     "load_corpus": "powersweep.proxy_models.data",
     "plan_branches": "powersweep.proxy_models.budgets",
     "train_lineage": "powersweep.proxy_models.lineage",
@@ -18,7 +18,7 @@ _EXPORTS = {
     "PackedTrainer": "powersweep.proxy_models.packed",
     "ScheduleConfig": "powersweep.proxy_models.schedules",
     "RunResult": "powersweep.proxy_models.trainer",
-    "TrainConfig": "powersweep.proxy_models.run_config",
+    "TrainConfig": "powersweep.proxy_models.train_config",
     "Trainer": "powersweep.proxy_models.trainer",
 }
 

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from powersweep.proxy_models.run_config import TrainConfig
+from powersweep.proxy_models.train_config import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import torch
 from powersweep.proxy_models.model import run_block
-from powersweep.proxy_models.run_config import CUDA_GRAPH_MODES
+from powersweep.proxy_models.train_config import CUDA_GRAPH_MODES
 
 ENV_VAR = "POWERSWEEP_COMPILE_CACHE"
 TORCH_ENV_VAR = "TORCHINDUCTOR_CACHE_DIR"  # read by inductor whenever it opens its caches

@@ -34,8 +34,8 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-from powersweep.proxy_models.config import BYTE_VOCAB
-from powersweep.proxy_models.run_config import DataConfig, DataError, require_int
+from powersweep.proxy_models.shapes import BYTE_VOCAB
+from powersweep.proxy_models.train_config import DataConfig, DataError, require_int
 
 MIN_TRAIN_WINDOWS = 10  # a train split must hold at least this many disjoint (seq_len + 1)-token windows
 TOKEN_DTYPES = ("uint16", "uint32")  # storage dtypes of .bin token files

@@ -16,7 +16,7 @@ import inspect
 import torch
 import torch.nn.functional as F
 from powersweep.proxy_models.memory import chunk_tokens_for, fused_chunking
-from powersweep.proxy_models.run_config import HEADS
+from powersweep.proxy_models.train_config import HEADS
 
 
 @functools.cache

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from powersweep.proxy_models import checkpoint
 from powersweep.proxy_models.budgets import Branch, plan_branches, trunk_steps
-from powersweep.proxy_models.curves import DEFAULT_GRID, CurveGrid
+from powersweep.proxy_models.curve_recorder import DEFAULT_GRID, CurveGrid
 from powersweep.proxy_models.data import TokenCorpus, load_corpus
 from powersweep.proxy_models.packed import PackedTrainer
 from powersweep.proxy_models.schedules import ScheduleConfig
@@ -92,10 +92,9 @@ def train_lineage(
     recorded but the caller lost (e.g. a results store that no longer holds them): they are trained and handed
     on again.
 
-    `on_curve` sees, at each evaluation and before its rows, the curve points (proxy_models.curves) of the
-    trunk so far and of the branch just finished, as dicts; a point may be handed on more than once (after a
-    resume), always with the same key (segment, budget, kind, step). `curve_grid` None keeps no points.
-    """
+    `on_curve` sees, at each evaluation and before its rows, the curve points (proxy_models.curve_recorder) of
+    the trunk so far and of the branch just finished, as dicts; a point may be handed on more than once (after
+    a resume), always with the same key (segment, budget, kind, step). `curve_grid` None keeps no points."""
     trunk = replace(config, tokens=max(budgets))
     rows = _drive(
         _with_grid(lambda: Trainer(trunk, corpus=corpus), curve_grid),

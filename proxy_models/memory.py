@@ -21,7 +21,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from powersweep.proxy_models.config import ConfigError, ProxyConfig
+from powersweep.proxy_models.shapes import ConfigError, ProxyConfig
 
 GIB = 2**30
 CHUNK_BYTES = (

@@ -13,9 +13,9 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from powersweep.proxy_models.config import ProxyConfig
 from powersweep.proxy_models.head import head_loss, resolve_head
 from powersweep.proxy_models.moe import MoEMLP
+from powersweep.proxy_models.shapes import ProxyConfig
 from torch.utils.checkpoint import checkpoint
 
 

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from powersweep.proxy_models.config import ConfigError
+from powersweep.proxy_models.shapes import ConfigError
 
 DECAY_SHAPES = ("linear", "cosine", "exp", "1-sqrt")
 SCHEDULES = ("constant", "cosine", "wsd", "power")

@@ -23,8 +23,7 @@ from powersweep.proxy_models.compile_cache import (
     resolve_compile_mode,
     uncompile_model,
 )
-from powersweep.proxy_models.config import ConfigError, ProxyConfig
-from powersweep.proxy_models.curves import CurveRecorder
+from powersweep.proxy_models.curve_recorder import CurveRecorder
 from powersweep.proxy_models.data import TokenCorpus, eval_batches, load_corpus, train_batch
 from powersweep.proxy_models.head import resolve_head
 from powersweep.proxy_models.memory import (
@@ -45,8 +44,9 @@ from powersweep.proxy_models.perf import (
     resolve_device,
     utilisation,
 )
-from powersweep.proxy_models.run_config import CUDA_GRAPH_MODES, DTYPE_NAMES, TrainConfig
 from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.shapes import ConfigError, ProxyConfig
+from powersweep.proxy_models.train_config import CUDA_GRAPH_MODES, DTYPE_NAMES, TrainConfig
 from torch._dynamo.exc import TorchDynamoException
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}

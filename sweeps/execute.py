@@ -23,10 +23,10 @@ from typing import TextIO
 
 import torch
 from powersweep.proxy_models.budgets import planned_tokens, trunk_tokens
-from powersweep.proxy_models.curves import DEFAULT_GRID
+from powersweep.proxy_models.curve_recorder import DEFAULT_GRID
 from powersweep.proxy_models.lineage import Attempt, train_lineage, train_packed_lineage
 from powersweep.proxy_models.trainer import RunResult
-from powersweep.sweeps.curves import curve_saver
+from powersweep.sweeps.curve_store import curve_saver
 from powersweep.sweeps.failures import fatal_stop, raise_fatal, reporting_fatal
 from powersweep.sweeps.plan import LineageJob, PackedJob, gpu_share, settings_id, short_hash, trial_budget_gib
 from powersweep.sweeps.progress import (
@@ -62,7 +62,7 @@ class ExecutionSettings:
     gpu_memory_bytes: int | None = None  # memory of one GPU: each trial asks for its estimate's share of one
     # (at least gpus_per_trial) and plans its steps within it (sweeps.plan.gpu_share); None: gpus_per_trial
     # as is
-    curves: bool = True  # store each lineage's training curve (sweeps/curves.py) beside the results
+    curves: bool = True  # store each lineage's training curve (sweeps/curve_store.py) beside the results
     # experiment trackers fed the curve points and stored rows (sweeps/trackers.py)
     loggers: tuple[str, ...] = ()
     tracking_root: str | None = None  # where the trackers write; None = trackers.tracking_root(store_uri)
@@ -174,7 +174,7 @@ def run_job(
     final: budget results and trunk evaluations, each after its lineage's curve points up to it (stored with
     `settings.curves`); points and rows are handed to the job's trackers (`settings.loggers`), which are fed
     from the curve recorder whether or not its points are stored. `on_stored(run_id)` follows each stored row;
-    `on_curve(member, rows)` each batch of a member's curve points (`sweeps.curves.curve_records`), when
+    `on_curve(member, rows)` each batch of a member's curve points (`sweeps.curve_store.curve_records`), when
     the recorder runs (curves or loggers on); `attempt` is filled in with what this process
     did. On a GPU of known size the job's steps plan within its share (`sweeps.plan.gpu_share`). A pack that
     runs out of CUDA memory even at one sequence per micro-batch is split in two, each half training the rows

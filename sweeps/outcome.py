@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 # (module, exception class) of every user mistake the sweep libraries raise. Looked up only among modules
 # already imported (an error can only come from a module that was), so asking imports nothing.
 USER_ERRORS = (
-    ("powersweep.proxy_models.config", "ConfigError"),
+    ("powersweep.proxy_models.shapes", "ConfigError"),
     ("powersweep.proxy_models.data", "DataError"),
     ("powersweep.analysis.errors", "AnalysisError"),
     ("powersweep.sweeps.spec", "SpecError"),

@@ -37,8 +37,8 @@ from powersweep.proxy_models.memory import (
     step_memory,
     trunk_copy_bytes,
 )
-from powersweep.proxy_models.run_config import EXECUTION_FIELDS, DataConfig, TrainConfig
 from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.train_config import EXECUTION_FIELDS, DataConfig, TrainConfig
 from powersweep.sweeps.adaptive import Policy, first_round, lr_value
 from powersweep.sweeps.spec import AdaptiveSpec, SweepSpec
 

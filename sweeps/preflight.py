@@ -19,7 +19,7 @@ import uuid
 
 from powersweep.proxy_models.budgets import trunk_tokens
 from powersweep.proxy_models.memory import step_memory, trunk_copy_bytes
-from powersweep.proxy_models.run_config import TrainConfig
+from powersweep.proxy_models.train_config import TrainConfig
 from powersweep.sweeps.plan import LineageJob, PackedJob, Plan
 from powersweep.sweeps.spec import SpecError, SweepSpec
 from powersweep.sweeps.store import StoreError, write_failure
@@ -35,8 +35,8 @@ PROCESS_BYTES = 600 * 2**20  # a trial process before its model: Python, torch a
 def check_data(spec: SweepSpec) -> None:
     """The spec's data source and tokenizer must exist where the driver runs and make a corpus that serves the
     train and eval windows of every model: a bad corpus would otherwise fail inside every trial."""
-    from powersweep.proxy_models.config import get_preset
     from powersweep.proxy_models.data import DataConfig, DataError, check_windows, load_corpus
+    from powersweep.proxy_models.shapes import get_preset
 
     data = spec.train.data
     if data.source != "embedded" and not glob.glob(os.path.expanduser(data.source), recursive=True):

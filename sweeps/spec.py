@@ -16,9 +16,9 @@ import reprlib
 from typing import Annotated, Any, Literal
 
 import yaml
-from powersweep.proxy_models.config import PRESETS, ConfigError, ProxyConfig, get_preset
-from powersweep.proxy_models.run_config import COMPILE_MODES, COMPILE_SCOPES
 from powersweep.proxy_models.schedules import DECAY_SHAPES
+from powersweep.proxy_models.shapes import PRESETS, ConfigError, ProxyConfig, get_preset
+from powersweep.proxy_models.train_config import COMPILE_MODES, COMPILE_SCOPES
 from powersweep.sweeps.outcome import one_line as _cut  # one error line, cut to a readable length
 from powersweep.sweeps.safe_yaml import YamlLimitError, load_yaml
 from pydantic import (

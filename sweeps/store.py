@@ -4,7 +4,7 @@ The store, not Ray's experiment state, is the source of truth for which runs are
 Layout under the root of the URI::
 
     results/sweep_id=<sweep_id>/<name>.parquet   # one file per write(), columns of SCHEMA minus sweep_id
-    curves/sweep_id=<sweep_id>/<lineage_id>.parquet   # a lineage's training curve (sweeps/curves.py)
+    curves/sweep_id=<sweep_id>/<lineage_id>.parquet   # a lineage's training curve (sweeps/curve_store.py)
     set-aside/sweep_id=<sweep_id>/<name>.<UTC time>.parquet   # unreadable files moved out of results/, kept
     set-aside/sweep_id=<sweep_id>/<name>.curve.<UTC time>.parquet   # unreadable curve files, kept
     set-aside/sweep_id=<sweep_id>/replaced-<UTC time>/   # a sweep's results, curves and spec before --replace
@@ -42,7 +42,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from powersweep.sweeps.curves import CURVE_SCHEMA, CURVES_DIR, conform_curve, merge_points
+from powersweep.sweeps.curve_store import CURVE_SCHEMA, CURVES_DIR, conform_curve, merge_points
 from powersweep.sweeps.schema import (
     COLUMN_DOCS,
     REQUIRED,
@@ -300,7 +300,7 @@ class ResultStore:
         _delete_quietly(self._fs, self._path(relpath))
 
     def write_curve(self, rows: Sequence[Mapping[str, Any]], *, sweep_id: str, name: str) -> str:
-        """Merge curve points (rows of ``sweeps.curves.CURVE_SCHEMA``) into
+        """Merge curve points (rows of ``sweeps.curve_store.CURVE_SCHEMA``) into
         ``curves/sweep_id=<sweep_id>/<name>.parquet`` by key, replacing the file atomically; an unreadable
         file there is replaced. Returns the file's URI."""
         _check_segment("sweep_id", sweep_id)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import psutil
-from powersweep.sweeps.curves import curve_status
+from powersweep.sweeps.curve_store import curve_status
 from powersweep.sweeps.execute import (
     ExecutionSettings,
     check_resources,
@@ -188,7 +188,7 @@ def _requested_gpus(spec: SweepSpec) -> float:
 def check_gpu_shares(spec: SweepSpec, p: Plan) -> tuple[str, ...]:
     """The notes on trials whose requested GPU share was too small for their memory estimate (the share is
     raised). SpecError when gpus_per_trial is 'auto' with no GPU memory known, or a trial fits no GPU."""
-    from powersweep.proxy_models.config import ConfigError
+    from powersweep.proxy_models.shapes import ConfigError
     from powersweep.sweeps.plan import gpu_share
 
     if not spec.run.uses_gpu:

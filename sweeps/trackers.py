@@ -5,11 +5,11 @@ One tracker run per lineage (per variant of a packed trial), named from its mode
 and seed plus its lineage id, with the lineage's resolved config as parameters. Two kinds of metrics reach it:
 
 * per curve point, through `LineageLog.curve`: the points of the lineage's training curve
-  (proxy_models.curves: every one of a segment's first 10 steps, then 40 log-spaced steps per decade, a point
-  where a segment ends, and the held-out loss at each fork and budget), the same points the store keeps under
-  `curves/`: `loss_train/<segment>`, `loss_train_mean/<segment>`, `lr/<segment>` and `loss_eval/<segment>`,
-  where the segment is `trunk` (shared by every budget) or a budget's decay branch (e.g. `loss_train/125K`),
-  at the step;
+  (proxy_models.curve_recorder: every one of a segment's first 10 steps, then 40 log-spaced steps per decade,
+  a point where a segment ends, and the held-out loss at each fork and budget), the same points the store
+  keeps under `curves/`: `loss_train/<segment>`, `loss_train_mean/<segment>`, `lr/<segment>` and
+  `loss_eval/<segment>`, where the segment is `trunk` (shared by every budget) or a budget's decay branch
+  (e.g. `loss_train/125K`), at the step;
 * per stored row, through `LineageLog.row`: `final/<metric>` (a budget's result) or `trunk/<metric>` (the
   trunk evaluated at a fork), for loss_eval, loss_train, diverged (0 or 1) and tokens, at the row's last step.
 
@@ -239,17 +239,18 @@ def budget_label(tokens: float) -> str:
 
 
 def curve_metrics(point: Mapping) -> list[Point]:
-    """A curve point (sweeps.curves.CURVE_SCHEMA, or proxy_models.curves' dict) as tracker points at its step,
-    keyed by segment (`trunk`, or the budget's label on its decay branch): a train point gives
-    `loss_train/<segment>` (that step's loss), `loss_train_mean/<segment>` (mean since the previous point) and
-    `lr/<segment>`; an eval point gives `loss_eval/<segment>` (the held-out loss evaluated there)."""
+    """A curve point (sweeps.curve_store.CURVE_SCHEMA, or a proxy_models.curve_recorder dict) as tracker
+    points at its step, keyed by segment (`trunk`, or the budget's label on its decay branch): a train point
+    gives `loss_train/<segment>` (that step's loss), `loss_train_mean/<segment>` (mean since the previous
+    point) and `lr/<segment>`; an eval point gives `loss_eval/<segment>` (the held-out loss evaluated
+    there)."""
     segment = "trunk" if point["segment"] == "trunk" else budget_label(float(point["budget"]))
     names = ("loss_eval",) if point["kind"] == "eval" else ("loss_train", "loss_train_mean", "lr")
     return [(f"{name}/{segment}", float(point[name]), int(point["step"])) for name in names]
 
 
 def point_key(point: Mapping) -> tuple:
-    """A curve point's key within its lineage (sweeps.curves.KEY):
+    """A curve point's key within its lineage (sweeps.curve_store.KEY):
     the trunk's budget is None, stored or not."""
     budget = None if point["segment"] == "trunk" else float(point["budget"])
     return point["segment"], budget, point["kind"], int(point["step"])
@@ -274,7 +275,7 @@ class LineageLog:
         self.sent.update(point_key(p) for p in points)
 
     def curve(self, points: Sequence[Mapping]) -> None:
-        """Curve points (sweeps.curves.curve_records rows, or the recorder's dicts); the new ones are sent."""
+        """Send the points not sent yet (sweeps.curve_store.curve_records rows, or the recorder's dicts)."""
         new = [p for p in points if point_key(p) not in self.sent]
         self.sent.update(point_key(p) for p in new)
         if new:

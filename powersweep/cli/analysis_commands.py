@@ -138,9 +138,9 @@ def analyze_command(args: argparse.Namespace) -> int:
 
 
 def _analyze_once(args: argparse.Namespace, *, refresh_s: float | None = None) -> int:
-    from powersweep.analysis.curves import attach_curves
     from powersweep.analysis.pipeline import analyze
     from powersweep.analysis.report import write_report
+    from powersweep.analysis.run_curves import attach_curves
     from powersweep.analysis.summary import check_coefficients, report_lines
     from powersweep.analysis.table import load_table
 

@@ -17,9 +17,9 @@ from powersweep.cli.cluster_commands import (
     submit_job_command,
 )
 from powersweep.cluster.jobs import is_jobs_address
-from powersweep.proxy_models.config import PAPER_PARAMS, PRESETS
-from powersweep.proxy_models.run_config import TrainConfig
 from powersweep.proxy_models.schedules import DECAY_SHAPES, SCHEDULES
+from powersweep.proxy_models.shapes import PAPER_PARAMS, PRESETS
+from powersweep.proxy_models.train_config import TrainConfig
 
 SPECS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs")
 

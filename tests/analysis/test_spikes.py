@@ -6,7 +6,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from powersweep.analysis.curves import (
+from powersweep.analysis.errors import AnalysisError
+from powersweep.analysis.report import write_report
+from powersweep.analysis.run_curves import (
     SPIKE_RECOVER,
     SPIKE_RISE,
     SPIKE_WINDOW_STEPS,
@@ -17,8 +19,6 @@ from powersweep.analysis.curves import (
     mark_spikes,
     window_means,
 )
-from powersweep.analysis.errors import AnalysisError
-from powersweep.analysis.report import write_report
 from powersweep.analysis.table import load_table
 from powersweep.sweeps.store import ResultStore
 

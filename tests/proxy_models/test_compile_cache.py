@@ -13,10 +13,10 @@ from powersweep.proxy_models.compile_cache import (
     resolve_compile_mode,
     use_compile_cache,
 )
-from powersweep.proxy_models.config import PRESETS, ConfigError
 from powersweep.proxy_models.perf import layer_seconds, table_peak_flops
-from powersweep.proxy_models.run_config import DataConfig
 from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.shapes import PRESETS, ConfigError
+from powersweep.proxy_models.train_config import DataConfig
 from powersweep.proxy_models.trainer import TrainConfig, Trainer
 
 TINY = dict(model="cpu-xxs", model_overrides={"seq_len": 64}, batch_size=2, tokens=2 * 64 * 3)
@@ -149,8 +149,8 @@ def test_a_second_process_loads_the_compiled_code_from_disk_and_trains_the_same(
 
 def traced_trunk(traced, preset: str, n_layers: int) -> tuple[list[str], set[str]]:
     """`traced` (conftest.py) of a ProxyLM's trunk."""
-    from powersweep.proxy_models.config import get_preset
     from powersweep.proxy_models.model import ProxyLM
+    from powersweep.proxy_models.shapes import get_preset
 
     model = ProxyLM(get_preset(preset, n_layers=n_layers, seq_len=16))
     return traced(

@@ -4,7 +4,6 @@ import time
 import numpy as np
 import pytest
 import torch
-from powersweep.proxy_models.config import ConfigError
 from powersweep.proxy_models.data import (
     MIN_TRAIN_WINDOWS,
     ByteTokenizer,
@@ -18,6 +17,7 @@ from powersweep.proxy_models.data import (
     train_batch,
     write_token_file,
 )
+from powersweep.proxy_models.shapes import ConfigError
 
 SENTENCES = [
     "the cat sat on the mat",

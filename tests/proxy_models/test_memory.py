@@ -5,7 +5,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from powersweep.proxy_models import memory
-from powersweep.proxy_models.config import ConfigError, get_preset
 from powersweep.proxy_models.memory import (
     GIB,
     choose_micro_batch,
@@ -16,6 +15,7 @@ from powersweep.proxy_models.memory import (
 )
 from powersweep.proxy_models.packed import PackedTrainer
 from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.shapes import ConfigError, get_preset
 from powersweep.proxy_models.trainer import TrainConfig, Trainer
 from powersweep.sweeps.plan import memory_table, plan
 from powersweep.sweeps.spec import load_spec

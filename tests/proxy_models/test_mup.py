@@ -2,9 +2,9 @@ import math
 
 import pytest
 import torch
-from powersweep.proxy_models.config import ProxyConfig, get_preset
 from powersweep.proxy_models.model import ProxyLM
 from powersweep.proxy_models.mup import param_groups, set_lr
+from powersweep.proxy_models.shapes import ProxyConfig, get_preset
 
 
 def test_hidden_matrices_get_lr_over_m_width():

@@ -3,11 +3,11 @@ import math
 
 import pytest
 import torch
-from powersweep.proxy_models.config import ConfigError
 from powersweep.proxy_models.data import DataConfig
 from powersweep.proxy_models.model import ProxyLM
 from powersweep.proxy_models.packed import PackedTrainer
 from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.shapes import ConfigError
 from powersweep.proxy_models.trainer import TrainConfig, Trainer
 
 STEPS = 12

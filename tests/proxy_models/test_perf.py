@@ -27,8 +27,8 @@ def test_utilisation_is_never_above_one_even_against_a_peak_measured_low():
 
 
 def test_attention_flops_put_paper_12m_at_about_275_mflop_per_token():
-    from powersweep.proxy_models.config import get_preset
     from powersweep.proxy_models.perf import attention_flops_per_token
+    from powersweep.proxy_models.shapes import get_preset
 
     cfg = get_preset("paper-12m")
     attention = attention_flops_per_token(cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.seq_len)

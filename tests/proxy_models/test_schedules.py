@@ -5,7 +5,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from powersweep.proxy_models.config import ConfigError
 from powersweep.proxy_models.schedules import (
     DECAY_SHAPES,
     PowerScheduler,
@@ -17,6 +16,7 @@ from powersweep.proxy_models.schedules import (
     torch_scheduler,
     wsd,
 )
+from powersweep.proxy_models.shapes import ConfigError
 
 shapes = st.sampled_from(DECAY_SHAPES)
 fractions = st.floats(0.01, 0.5)

@@ -4,9 +4,9 @@ from dataclasses import replace
 
 import pytest
 import torch
-from powersweep.proxy_models.config import ConfigError
 from powersweep.proxy_models.data import DataConfig
 from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.shapes import ConfigError
 from powersweep.proxy_models.trainer import TrainConfig, Trainer
 
 TINY = {"seq_len": 64, "n_layers": 2}

@@ -2,7 +2,7 @@
 
 import pandas as pd
 import pytest
-from powersweep.proxy_models.curves import CurveGrid
+from powersweep.proxy_models.curve_recorder import CurveGrid
 from powersweep.proxy_models.lineage import plan_branches
 from powersweep.sweeps.execute import ExecutionSettings, run_job
 from powersweep.sweeps.plan import LineageJob, PackedJob

@@ -11,9 +11,9 @@ import time
 
 import pytest
 import yaml
-from powersweep.proxy_models.config import ConfigError
 from powersweep.proxy_models.data import DataError
 from powersweep.proxy_models.lineage import load_attempts
+from powersweep.proxy_models.shapes import ConfigError
 from powersweep.sweeps.failures import SweepFailure, fatal_reason, raise_fatal
 from powersweep.sweeps.plan import plan
 from powersweep.sweeps.spec import spec_from_dict

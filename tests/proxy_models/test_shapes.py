@@ -1,7 +1,7 @@
 import pytest
 import torch
-from powersweep.proxy_models.config import PAPER_PARAMS, PRESETS, ConfigError, ProxyConfig, get_preset
 from powersweep.proxy_models.model import ProxyLM
+from powersweep.proxy_models.shapes import PAPER_PARAMS, PRESETS, ConfigError, ProxyConfig, get_preset
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_PARAMS))

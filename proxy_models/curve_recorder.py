@@ -24,8 +24,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from powersweep.proxy_models.config import ConfigError
 from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.shapes import ConfigError
 
 TRUNK = "trunk"  # the segment shared by every budget of a lineage, up to each fork
 DECAY = "decay"  # one budget's branch, from its fork to its last step

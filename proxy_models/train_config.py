@@ -10,8 +10,8 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass, field
 
-from powersweep.proxy_models.config import ConfigError, ProxyConfig, get_preset
 from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.shapes import ConfigError, ProxyConfig, get_preset
 
 DTYPE_NAMES = (
     "float32",
@@ -80,7 +80,7 @@ class DataConfig:
 class TrainConfig:
     """What to train for one proxy run. `model` is a preset name; `model_overrides` replace its fields."""
 
-    model: str = "cpu-s"  # preset name (proxy_models.config.PRESETS)
+    model: str = "cpu-s"  # preset name (proxy_models.shapes.PRESETS)
     model_overrides: dict = field(default_factory=dict)  # e.g. {"seq_len": 128}
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # lr as a function of tokens seen
     batch_size: int = 16  # sequences per optimizer step (the paper's beta)

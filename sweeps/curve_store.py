@@ -59,10 +59,10 @@ CURVE_SCHEMA = pa.schema(
 
 
 def curve_records(job: LineageJob, points: Sequence[Mapping]) -> list[dict]:
-    """A lineage's curve points (proxy_models.curves) as store rows, with its lineage_id and each point's
-    run_id: the trunk's training points, and the points that lead to the job's rows (its budgets' decay
-    branches, its trunk evaluations). A pack trains the union of its members' budgets; a member's other points
-    were stored with the rows that the job no longer asks for.
+    """A lineage's curve points (proxy_models.curve_recorder) as store rows, with its lineage_id and each
+    point's run_id: the trunk's training points, and the points that lead to the job's rows (its budgets'
+    decay branches, its trunk evaluations). A pack trains the union of its members' budgets; a member's other
+    points were stored with the rows that the job no longer asks for.
 
     Example: ``{"lineage_id": "3e88...", "run_id": "9a37...", "segment": "decay", "budget": 125000.0,
     "fork_tokens": 100096.0, "kind": "train", "step": 400, "tokens": 102400, "lr": 0.00098, "loss_train": 3.1,
