@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.optimum import CELL_KEYS, lr_points
 from powersweep.analysis.order import model_order

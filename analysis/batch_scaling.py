@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
 from powersweep.analysis.fit import CI_LEVEL, Interval, gamma_draws
 from powersweep.analysis.order import model_order
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
+
 from powersweep.analysis.batch_scaling import fit_batch_law
 from powersweep.analysis.fit import fit_gamma
 from powersweep.analysis.optimum import find_optima

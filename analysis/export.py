@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
+
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.fit import CI_LEVEL, PowerLawFit
 from powersweep.analysis.order import model_order
 from powersweep.analysis.pipeline import Analysis
-from scipy import stats
 
 FORMAT = "powersweep-coefficients/1"
 FORMULA = "lr(n) = min(lr_max, batch_size * a * n**b)"

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
+from scipy import stats
+
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.order import in_model_order, model_order
-from scipy import stats
 
 CI_LEVEL = 0.95
 _MIN_BOOT = 20  # fewer usable resamples than this: fall back to the analytic interval

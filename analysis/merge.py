@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
+
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.order import model_order
 

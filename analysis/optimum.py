@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
 from powersweep.analysis.bowl import MIN_POINTS, BowlFit, bowl_vertices, fit_bowl
 from powersweep.analysis.errors import AnalysisError
 

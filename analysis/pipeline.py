@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 import pandas as pd
+
 from powersweep.analysis.band import BandFit, band_fit
 from powersweep.analysis.batch_scaling import BatchLaw, fit_batch_laws
 from powersweep.analysis.errors import AnalysisError

@@ -20,6 +20,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
 from powersweep.analysis.batch_scaling import BatchLaw
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.fit import GammaFits, PowerLawFit

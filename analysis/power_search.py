@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
 from powersweep.analysis.fit import Interval
 from powersweep.analysis.order import in_model_order, model_order
 

@@ -20,9 +20,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
+from scipy import optimize
+
 from powersweep.analysis.fit import PowerLawFit, fit_power_law
 from powersweep.analysis.order import in_model_order, model_order
-from scipy import optimize
 
 REGIMES = ("small_batch", "near_critical", "large_batch", "unknown")
 _LN2 = float(np.log(2.0))

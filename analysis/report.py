@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
 from powersweep.analysis import plots
 from powersweep.analysis.answer import SCALE_UP, Answer, answer, batch_identified, models_compared
 from powersweep.analysis.errors import AnalysisError

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.order import model_order
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import pandas as pd
+
 from powersweep.analysis.errors import AnalysisError
 
 # settings_id hashes every training setting but the cell and the searched values (sweeps/plan.py): it is last

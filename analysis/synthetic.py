@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
 from powersweep.analysis.errors import AnalysisError
 
 PAPER_TOKENS = (2e9, 4e9, 8e9, 16e9, 32e9, 64e9, 128e9, 256e9)  # the paper's Table 2

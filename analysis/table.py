@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.merge import DEFAULT_TOLERANCE, check_tolerance, merge_close
 from powersweep.analysis.run_curves import CURVES_DIR

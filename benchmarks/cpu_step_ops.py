@@ -11,11 +11,11 @@ from __future__ import annotations
 import collections
 import json
 
-from powersweep.proxy_models.schedules import ScheduleConfig
-from powersweep.proxy_models.trainer import TrainConfig, Trainer
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from powersweep import proxy_models
+from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.trainer import TrainConfig, Trainer
 
 
 class CountOps(TorchDispatchMode):

@@ -23,6 +23,7 @@ import tempfile
 import time
 
 import torch
+
 from powersweep.proxy_models.budgets import planned_tokens, trunk_tokens
 from powersweep.proxy_models.curve_recorder import DEFAULT_GRID, CurveRecorder
 from powersweep.proxy_models.data import DataConfig, load_corpus

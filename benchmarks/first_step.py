@@ -21,9 +21,10 @@ import time
 START = time.perf_counter()
 
 import torch  # noqa: E402  (after START: the import is part of what a fresh process pays)
+from torch._dynamo.utils import compilation_time_metrics, counters  # noqa: E402
+
 from powersweep.proxy_models.schedules import ScheduleConfig  # noqa: E402
 from powersweep.proxy_models.trainer import TrainConfig, Trainer  # noqa: E402
-from torch._dynamo.utils import compilation_time_metrics, counters  # noqa: E402
 
 # dynamo's phases (seconds, summed over the graphs compiled): tracing the Python bytecode into a graph, and
 # the backend (inductor: generating and compiling kernels, or loading them from the cache)

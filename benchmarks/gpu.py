@@ -61,6 +61,7 @@ import traceback
 from dataclasses import dataclass, field
 
 import torch
+
 from powersweep.proxy_models import memory
 from powersweep.proxy_models.data import DataConfig, load_corpus
 from powersweep.proxy_models.head import liger_loss

@@ -16,11 +16,10 @@ import argparse
 import os
 import sys
 
+from powersweep.cli.sweep_commands import SPECS_DIR
 from powersweep.sweeps import progress
 from powersweep.sweeps.spec import load_spec
 from powersweep.sweeps.sweep import submit
-
-from powersweep.cli.sweep_commands import SPECS_DIR
 
 SPEC = os.path.join(SPECS_DIR, "cpu-quick.yaml")
 

@@ -61,8 +61,9 @@ def timed_state_saves() -> dict:
 
 
 def build(mode: str, lineages: int, root: str):
-    from powersweep.sweeps.execute import ExecutionSettings, build_tuner, trial_groups
     from ray import tune
+
+    from powersweep.sweeps.execute import ExecutionSettings, build_tuner, trial_groups
 
     if mode == "default":
         trainable = tune.with_resources(trivial_trial, {"cpu": 1})

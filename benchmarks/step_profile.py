@@ -24,14 +24,15 @@ from gpu import (
     peak_bytes,
     timed_steps,
 )  # benchmarks/gpu.py: this script's directory is on the path
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
+
 from powersweep.proxy_models.data import DataConfig, load_corpus
 from powersweep.proxy_models.memory import GIB
 from powersweep.proxy_models.packed import PackedTrainer
 from powersweep.proxy_models.perf import device_name, resolve_device
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.trainer import TrainConfig, Trainer
-from torch.autograd import DeviceType
-from torch.profiler import ProfilerActivity, profile
 
 ROWS = 20
 

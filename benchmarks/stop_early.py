@@ -138,6 +138,7 @@ def store_report(storage: str, sweep: str, window: int) -> None:
 def synthetic_table(surface, gain: float, power: float) -> pd.DataFrame:
     """A full grid's final and trunk rows on one simulated surface (see the module docstring)."""
     from adaptive import BUDGETS, DECAY, POLICY, SPAN  # benchmarks/adaptive.py, next to this file
+
     from powersweep.sweeps.adaptive import lr_value
 
     rows = []

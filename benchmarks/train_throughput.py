@@ -16,6 +16,7 @@ import statistics
 import time
 
 import torch
+
 from powersweep.proxy_models.packed import PackedTrainer
 from powersweep.proxy_models.perf import measure_matmul_flops, mfu
 from powersweep.proxy_models.schedules import ScheduleConfig

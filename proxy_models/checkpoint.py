@@ -6,8 +6,8 @@ atomically (a temp file, then a rename) on a thread of its own. A packed trunk o
 fork. A path has at most one write in flight: `save`, `load`, `exists` and `wait` of a path first wait for
 this process's write of it, so a reader sees the last state saved, and a write's error is raised there.
 A process killed while writing leaves the previous file, and a temp file beside it named after its host and
-pid (`temp_path`); `remove_stale_temps` deletes those of this host's ended processes (a lineage's next attempt
-calls it). A write that fails removes its own temp file.
+pid (`files.temp_path`); `files.remove_stale_temps` deletes those of this host's ended processes (a lineage's
+next attempt calls it). A write that fails removes its own temp file.
 
 The host copy of CUDA tensors is pinned memory, which the device copies into at full speed; torch's host
 allocator caches it once the write has dropped it, so the next save reuses it rather than allocating again.
@@ -15,15 +15,13 @@ allocator caches it once the write has dropped it, so the next save reuses it ra
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import os
-import socket
 import threading
-from collections.abc import Callable
+from typing import BinaryIO
 
-import psutil
 import torch
+
+from powersweep.proxy_models.files import write_atomically
 
 _writes: dict[
     str, tuple[threading.Thread, list[BaseException]]
@@ -65,69 +63,23 @@ def load(path: str, *, map_location: torch.device | str) -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def temp_path(path: str) -> str:
-    """The temp file this process writes `path` through: `<path>.tmp-<host>-<pid>`, unique to the writer on a
-    file system that several hosts share."""
-    return f"{path}.tmp-{socket.gethostname()}-{os.getpid()}"
-
-
-def remove_stale_temps(directory: str) -> list[str]:
-    """Delete the temp files (`temp_path`) in `directory` left by processes of this host that have ended, as a
-    process killed while writing leaves them; returns their paths. A live writer's, another host's (it cannot
-    be told from here) and any other file stay."""
-    prefix = f".tmp-{socket.gethostname()}-"
-    removed = []
-    for tmp in glob.glob(os.path.join(glob.escape(directory), f"*{glob.escape(prefix)}*")):
-        pid = tmp.rpartition(prefix)[2]
-        if pid.isdigit() and not _running(int(pid)):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
-                removed.append(tmp)
-    return removed
-
-
-def _running(pid: int) -> bool:
-    """Whether a process `pid` runs on this host (a pid reused since counts: the file then stays); one killed
-    but not yet reaped has ended."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:  # another user's process
-        return True
-
-
-def write_atomically(path: str, write: Callable[[str], object]) -> None:
-    """`write(temp)` the whole file to `temp_path(path)`, then rename it over `path`: a kill leaves the old
-    file or the new one, never part of one. A write that fails (a full disk) removes its partial temp file."""
-    tmp = temp_path(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
 def _write(state: dict, path: str, errors: list[BaseException]) -> None:
     try:
-        write_atomically(path, lambda tmp: _save(state, tmp))
+        write_atomically(path, lambda stream: _save(state, stream))
     except BaseException as error:  # raised to the caller by the next wait (save, load, exists) of `path`
         errors.append(error)
 
 
-def _save(state: dict, path: str) -> None:
+def _save(state: dict, stream: BinaryIO) -> None:
     """torch.save through a Python file, so that a full disk is the OSError (ENOSPC) a caller can name:
     torch's writer reports the failed write as a RuntimeError of its own, raised while the OSError is
     handled."""
-    with open(path, "wb") as handle:
-        try:
-            torch.save(state, handle)
-        except RuntimeError as error:
-            if isinstance(error.__context__, OSError):
-                raise error.__context__ from None
-            raise
+    try:
+        torch.save(state, stream)
+    except RuntimeError as error:
+        if isinstance(error.__context__, OSError):
+            raise error.__context__ from None
+        raise
 
 
 def _host_copy(value):

@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable
 
 import torch
+
 from powersweep.proxy_models.model import run_block
 from powersweep.proxy_models.train_config import CUDA_GRAPH_MODES
 

@@ -26,14 +26,14 @@ import os
 import platform
 import sys
 import sysconfig
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
+
+from powersweep.proxy_models.files import write_atomically
 from powersweep.proxy_models.shapes import BYTE_VOCAB
 from powersweep.proxy_models.train_config import DataConfig, DataError, require_int
 
@@ -222,9 +222,9 @@ def write_token_file(path: str | os.PathLike, tokens, *, vocab_size: int, dtype:
             f"tokens for {path!r} must be a 1-D integer array, got dtype {ids.dtype}, shape {ids.shape}"
         )
     _check_ids(f"tokens for {path!r}", ids, vocab_size)
-    _atomic_write(path, lambda stream: ids.astype(dtype, copy=False).tofile(stream))
+    write_atomically(path, lambda stream: ids.astype(dtype, copy=False).tofile(stream))
     sidecar = json.dumps({"dtype": dtype, "vocab_size": vocab_size}).encode()
-    _atomic_write(path + ".json", lambda stream: stream.write(sidecar))
+    write_atomically(path + ".json", lambda stream: stream.write(sidecar))
 
 
 def _load_text(config: DataConfig) -> TokenCorpus:
@@ -434,24 +434,11 @@ def _write_cache(
     }
     try:
         stem.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(f"{stem}.train.npy", lambda stream: np.save(stream, corpus.train))
-        _atomic_write(f"{stem}.eval.npy", lambda stream: np.save(stream, corpus.eval))
-        _atomic_write(f"{stem}.json", lambda stream: stream.write(json.dumps(meta, indent=1).encode()))
+        write_atomically(f"{stem}.train.npy", lambda stream: np.save(stream, corpus.train))
+        write_atomically(f"{stem}.eval.npy", lambda stream: np.save(stream, corpus.eval))
+        write_atomically(f"{stem}.json", lambda stream: stream.write(json.dumps(meta, indent=1).encode()))
     except OSError:
         pass  # the cache only saves time: an unwritable cache directory must not stop a run
-
-
-def _atomic_write(path: str, write: Callable[[BinaryIO], object]) -> None:
-    """Write `path` through a temporary file in the same directory, so readers never see part of it."""
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-        os.chmod(temporary, 0o644)  # mkstemp makes 0600 files; token files and caches are meant to be shared
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def _split_by_name(sizes: dict[str, int], eval_fraction: float) -> tuple[list[str], list[str]]:

@@ -15,6 +15,7 @@ import inspect
 
 import torch
 import torch.nn.functional as F
+
 from powersweep.proxy_models.memory import chunk_tokens_for, fused_chunking
 from powersweep.proxy_models.train_config import HEADS
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
-from powersweep.proxy_models import checkpoint
+from powersweep.proxy_models import checkpoint, files
 from powersweep.proxy_models.budgets import Branch, plan_branches, trunk_steps
 from powersweep.proxy_models.curve_recorder import DEFAULT_GRID, CurveGrid
 from powersweep.proxy_models.data import TokenCorpus, load_corpus
@@ -275,7 +275,7 @@ class _Progress:
         if directory is None:
             return
         os.makedirs(directory, exist_ok=True)
-        checkpoint.remove_stale_temps(directory)  # what a killed attempt was writing
+        files.remove_stale_temps(directory)  # what a killed attempt was writing
         saved = dict(_saved(row) for row in self._load("results.json"))
         self.results = {key: row for key, row in saved.items() if (key[1], float(key[2])) not in self.redo}
         self.earlier_attempts = self._load("attempts.json")
@@ -324,12 +324,7 @@ class _Progress:
         """Write atomically: a kill leaves the old file or the new one, never part of one."""
         if self.directory is None:
             return
-        checkpoint.write_atomically(self._path(name), lambda tmp: _dump_json(rows, tmp))
-
-
-def _dump_json(rows: list[dict], path: str) -> None:
-    with open(path, "w") as f:
-        json.dump(rows, f, allow_nan=True)
+        files.write_atomically(self._path(name), lambda stream: stream.write(json.dumps(rows).encode()))
 
 
 def load_attempts(checkpoint_dir: str) -> list[Attempt]:

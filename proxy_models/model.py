@@ -13,10 +13,11 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
 from powersweep.proxy_models.head import head_loss, resolve_head
 from powersweep.proxy_models.moe import MoEMLP
 from powersweep.proxy_models.shapes import ProxyConfig
-from torch.utils.checkpoint import checkpoint
 
 
 def rope_tables(seq_len: int, d_head: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:

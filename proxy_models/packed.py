@@ -28,6 +28,8 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
 from powersweep.proxy_models.compile_cache import compile_function, resolve_compile_mode, whole_trunk
 from powersweep.proxy_models.data import TokenCorpus
 from powersweep.proxy_models.head import head_loss, resolve_head
@@ -36,7 +38,6 @@ from powersweep.proxy_models.mup import multipliers
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.shapes import ConfigError, ProxyConfig
 from powersweep.proxy_models.trainer import RunResult, TrainConfig, TrainingLoop
-from torch.utils.checkpoint import checkpoint
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import torch
+from torch._dynamo.exc import TorchDynamoException
+
 from powersweep.proxy_models import checkpoint
 from powersweep.proxy_models.compile_cache import (
     compile_failed_here,
@@ -47,7 +49,6 @@ from powersweep.proxy_models.perf import (
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.shapes import ConfigError, ProxyConfig
 from powersweep.proxy_models.train_config import CUDA_GRAPH_MODES, DTYPE_NAMES, TrainConfig
-from torch._dynamo.exc import TorchDynamoException
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 # on CUDA, losses stay on the device and are read (one sync) every this many steps

@@ -22,6 +22,7 @@ from importlib import metadata
 from typing import TextIO
 
 import torch
+
 from powersweep.proxy_models.budgets import planned_tokens, trunk_tokens
 from powersweep.proxy_models.curve_recorder import DEFAULT_GRID
 from powersweep.proxy_models.lineage import Attempt, train_lineage, train_packed_lineage
@@ -582,6 +583,7 @@ def check_resources(settings: ExecutionSettings) -> None:
     """A trial's CPUs and GPUs must fit on one node of the cluster as it is now, else Tune would wait forever:
     SpecError naming the field, what the largest node has and the fix."""
     import ray
+
     from powersweep.sweeps.spec import SpecError
 
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]

@@ -24,6 +24,7 @@ import socket
 import uuid
 
 import psutil
+
 from powersweep.sweeps.store import ResultStore, StoreError, write_failure
 
 LOCK_NAME = "driver.lock"

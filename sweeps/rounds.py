@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import pandas as pd
+
 from powersweep.sweeps.adaptive import SearchState, brackets, lr_value, replay
 from powersweep.sweeps.execute import ExecutionSettings, execute, missing_budgets
 from powersweep.sweeps.plan import LineageJob, LrSearch, pack_jobs

@@ -27,11 +27,12 @@ from dataclasses import dataclass
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
+from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.tune.search.optuna import OptunaSearch
+
 from powersweep.sweeps.execute import ExecutionSettings, fit, missing_budgets, run_job
 from powersweep.sweeps.plan import Study, trial_job
 from powersweep.sweeps.store import ResultStore
-from ray.tune.search import ConcurrencyLimiter, Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 __all__ = [
     "METRIC",

@@ -16,11 +16,6 @@ import reprlib
 from typing import Annotated, Any, Literal
 
 import yaml
-from powersweep.proxy_models.schedules import DECAY_SHAPES
-from powersweep.proxy_models.shapes import PRESETS, ConfigError, ProxyConfig, get_preset
-from powersweep.proxy_models.train_config import COMPILE_MODES, COMPILE_SCOPES
-from powersweep.sweeps.outcome import one_line as _cut  # one error line, cut to a readable length
-from powersweep.sweeps.safe_yaml import YamlLimitError, load_yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -31,6 +26,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from powersweep.proxy_models.schedules import DECAY_SHAPES
+from powersweep.proxy_models.shapes import PRESETS, ConfigError, ProxyConfig, get_preset
+from powersweep.proxy_models.train_config import COMPILE_MODES, COMPILE_SCOPES
+from powersweep.sweeps.outcome import one_line as _cut  # one error line, cut to a readable length
+from powersweep.sweeps.safe_yaml import YamlLimitError, load_yaml
 
 _SUFFIX = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
 MAX_TOKENS = 1e15  # per budget: 1000x the largest budget of the paper's 3B models

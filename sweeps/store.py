@@ -42,6 +42,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
 from powersweep.sweeps.curve_store import CURVE_SCHEMA, CURVES_DIR, conform_curve, merge_points
 from powersweep.sweeps.schema import (
     COLUMN_DOCS,

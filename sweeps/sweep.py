@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import psutil
+
 from powersweep.sweeps.curve_store import curve_status
 from powersweep.sweeps.execute import (
     ExecutionSettings,

@@ -7,6 +7,7 @@ import pytest
 def local_ray():
     """A fresh local Ray for one test module ("local": never a cluster a `ray start` left on the machine)."""
     import ray
+
     from powersweep.sweeps.loopback import loopback_only
 
     with loopback_only():  # as a sweep's own local Ray: nothing outside this machine can reach it

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+
 from powersweep.analysis.synthetic import PAPER_MODELS, PlantedLaw, SweepGrid, synthetic_table
 from powersweep.analysis.table import load_table
 

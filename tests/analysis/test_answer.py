@@ -5,6 +5,7 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+
 from powersweep.analysis.answer import SCALE_UP, answer
 from powersweep.analysis.export import predict_lr, read_coefficients
 from powersweep.analysis.pipeline import analyze

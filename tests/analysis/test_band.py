@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from powersweep.analysis.band import band_fit
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+
 from powersweep.analysis.batch_scaling import fit_batch_laws
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.export import coefficients, predict_lr

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from powersweep.analysis.calibration import (
     ALPHA_BATCH_SIZES,
     ALPHA_RANGE,

@@ -3,9 +3,9 @@ import json
 
 import numpy as np
 import pytest
+
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_power_table, synthetic_table
-
 from powersweep.cli.analysis_commands import add_analyze_parser, add_predict_parser, parse_mapping
 
 GRID = SweepGrid(

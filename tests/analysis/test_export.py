@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.export import (
     FORMULA,

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from powersweep.analysis.fit import fit_gamma, fit_power_law, paper_fit, select_cells, transfer
 from powersweep.analysis.optimum import find_optima
 from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table

@@ -42,7 +42,6 @@ def test_the_command_layer_imports_no_numeric_library():
 
 def test_the_command_layer_defaults_match_the_library():
     from powersweep.analysis import pipeline, table
-
     from powersweep.cli import analysis_commands as commands
 
     assert commands.BATCH_UNITS == table.BATCH_UNITS

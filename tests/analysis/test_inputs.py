@@ -3,10 +3,10 @@
 import numpy as np
 import pandas as pd
 import pytest
+
 from powersweep.analysis.pipeline import analyze
 from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
 from powersweep.analysis.table import load_table, mark_blowups
-
 from powersweep.cli import main
 
 GRID = SweepGrid(

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.merge import tolerance_groups
 from powersweep.analysis.optimum import lr_points

@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.optimum import choose_schedule, find_optima, lr_points
 from powersweep.analysis.pipeline import analyze

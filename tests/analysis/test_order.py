@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+
 from powersweep.analysis import plots
 from powersweep.analysis.optimum import lr_points
 from powersweep.analysis.order import model_order, natural_key

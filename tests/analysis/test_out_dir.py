@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
 
+from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
 from powersweep.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+
 from powersweep.analysis.power_search import power_search
 from powersweep.analysis.synthetic import PlantedLaw, synthetic_power_table
 from powersweep.analysis.table import load_table

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+
 from powersweep.analysis.fit import fit_gamma
 from powersweep.analysis.optimum import find_optima
 from powersweep.analysis.regimes import fit_critical_batch, label_regimes, sensitivity, surge_curve

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+
 from powersweep.analysis import plots
 from powersweep.analysis.export import coefficients
 from powersweep.analysis.optimum import lr_points

@@ -4,14 +4,14 @@ refused, never averaged as seeds; uniform settings leave every number as it was.
 import numpy as np
 import pandas as pd
 import pytest
+
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.optimum import lr_points
 from powersweep.analysis.pipeline import analyze
 from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_power_table, synthetic_table
 from powersweep.analysis.table import load_table
-from powersweep.sweeps.store import ResultStore
-
 from powersweep.cli import main
+from powersweep.sweeps.store import ResultStore
 
 GRID = SweepGrid(
     models=(("36M", 36e6),),

@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from powersweep.analysis import table as analysis_table
 from powersweep.analysis.table import load_table
 from powersweep.sweeps.schema import PHASES, SCHEMA, STATUSES

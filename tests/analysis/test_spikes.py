@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.report import write_report
 from powersweep.analysis.run_curves import (

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_power_table, synthetic_table
 from powersweep.analysis.table import KNOWN, load_table

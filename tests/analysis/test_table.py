@@ -3,6 +3,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.pipeline import analyze
 from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table

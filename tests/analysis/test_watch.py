@@ -3,10 +3,10 @@
 import os
 
 import pytest
+
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.synthetic import PlantedLaw, SweepGrid, synthetic_table
 from powersweep.analysis.watch import WatchState, render_if_changed, signature, watch
-
 from powersweep.cli.analysis_commands import add_analyze_parser
 
 GRID = SweepGrid(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
+
+from powersweep.cli import main
 from powersweep.cluster.jobs import (
     PROJECT_ROOT,
     ClusterError,
@@ -13,8 +15,6 @@ from powersweep.cluster.jobs import (
     runtime_env,
 )
 from powersweep.sweeps.spec import spec_from_dict
-
-from powersweep.cli import main
 
 TINY = {
     "name": "tiny",

@@ -13,13 +13,13 @@ import time
 
 import pytest
 import yaml
+
+from powersweep.cli import main
 from powersweep.cluster.jobs import ClusterError, job_logs, job_status, submit_job
 from powersweep.proxy_models.lineage import load_attempts
 from powersweep.sweeps.plan import plan
 from powersweep.sweeps.spec import spec_from_dict
 from powersweep.sweeps.store import ResultStore
-
-from powersweep.cli import main
 
 # Six lineages of two budgets on two one-CPU workers: most are still queued or running when a node dies.
 SPEC = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
+
 from powersweep.cluster.jobs import ClusterError
 from powersweep.cluster.storage_check import PROBE_DIR, check_shared_storage
 
@@ -35,6 +36,7 @@ def test_every_probe_is_waited_for_and_the_stores_own_failure_is_named(local_ray
     # A node that dies mid-check fails its probe too; the check still collects every probe (none left for Ray
     # to report after the check's error) and names the store's own failure rather than the dead node.
     import ray
+
     from powersweep.cluster import storage_check
 
     asked = []

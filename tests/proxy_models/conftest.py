@@ -1,4 +1,5 @@
 import pytest
+
 from powersweep.proxy_models.data import DataConfig, load_corpus
 
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+
 from powersweep.proxy_models.compile_cache import (
     compile_cache_dir,
     resolve_compile,

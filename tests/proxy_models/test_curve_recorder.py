@@ -4,11 +4,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from powersweep.proxy_models import lineage
 from powersweep.proxy_models.curve_recorder import DECAY, EVAL, TRAIN, TRUNK, CurveGrid
 from powersweep.proxy_models.lineage import plan_branches, train_lineage, train_packed_lineage
 from powersweep.proxy_models.trainer import TrainConfig, Trainer
-
 from tests.proxy_models.test_lineage import BUDGETS, REAL_BRANCH, VARIANTS, WSD, config
 
 

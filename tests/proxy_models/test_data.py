@@ -4,6 +4,7 @@ import time
 import numpy as np
 import pytest
 import torch
+
 from powersweep.proxy_models.data import (
     MIN_TRAIN_WINDOWS,
     ByteTokenizer,

@@ -4,6 +4,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from powersweep.proxy_models.head import chunk_tokens_for, full_loss, head_loss, liger_loss, resolve_head
 from powersweep.proxy_models.model import ProxyLM
 from powersweep.proxy_models.shapes import get_preset

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+
 from powersweep.proxy_models import lineage
 from powersweep.proxy_models.budgets import plan_branches, token_ratio, trunk_tokens
 from powersweep.proxy_models.data import DataConfig

@@ -4,6 +4,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from powersweep.proxy_models import memory
 from powersweep.proxy_models.memory import (
     GIB,

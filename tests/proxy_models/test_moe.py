@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from powersweep.proxy_models.moe import MoEMLP, load_balance_loss, reference_moe, route, scattermoe_ops
 
 

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+
 from powersweep.proxy_models.model import ProxyLM
 from powersweep.proxy_models.mup import param_groups, set_lr
 from powersweep.proxy_models.shapes import ProxyConfig, get_preset

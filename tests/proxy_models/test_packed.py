@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+
 from powersweep.proxy_models.data import DataConfig
 from powersweep.proxy_models.model import ProxyLM
 from powersweep.proxy_models.packed import PackedTrainer

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+
 from powersweep.proxy_models.perf import matmul_peak_flops, measure_matmul_flops, mfu
 
 

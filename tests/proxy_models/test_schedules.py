@@ -5,6 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from powersweep.proxy_models.schedules import (
     DECAY_SHAPES,
     PowerScheduler,

@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from powersweep.proxy_models.model import ProxyLM
 from powersweep.proxy_models.shapes import PAPER_PARAMS, PRESETS, ConfigError, ProxyConfig, get_preset
 

@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+
 from powersweep.proxy_models.data import DataConfig
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.shapes import ConfigError

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from powersweep.analysis import analyze
 from powersweep.sweeps.adaptive import (
     Policy,

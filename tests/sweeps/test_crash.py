@@ -9,15 +9,16 @@ import time
 
 import pytest
 import yaml
+from test_curve_store import expected_keys, stored_curve
+from test_execute import STEP, job
+from test_sweep import TINY
+
 from powersweep.proxy_models.budgets import planned_tokens
 from powersweep.proxy_models.lineage import load_attempts
 from powersweep.sweeps.execute import ExecutionSettings, execute
 from powersweep.sweeps.plan import plan
 from powersweep.sweeps.spec import spec_from_dict
 from powersweep.sweeps.store import ResultStore
-from test_curve_store import expected_keys, stored_curve
-from test_execute import STEP, job
-from test_sweep import TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Long enough lineages that a kill lands mid-sweep: 4 lineages of 128 steps on 2 slots.

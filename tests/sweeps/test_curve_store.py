@@ -2,12 +2,13 @@
 
 import pandas as pd
 import pytest
+from test_execute import STEP, job
+
 from powersweep.proxy_models.curve_recorder import CurveGrid
 from powersweep.proxy_models.lineage import plan_branches
 from powersweep.sweeps.execute import ExecutionSettings, run_job
 from powersweep.sweeps.plan import LineageJob, PackedJob
 from powersweep.sweeps.store import ResultStore
-from test_execute import STEP, job
 
 KEY = ["segment", "budget", "kind", "step"]
 

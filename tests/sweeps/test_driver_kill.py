@@ -12,11 +12,12 @@ import time
 import psutil
 import pytest
 import yaml
+from test_crash import CRASH, cli, stored_files
+
 from powersweep.sweeps.lifetime import MARKER
 from powersweep.sweeps.plan import plan
 from powersweep.sweeps.spec import spec_from_dict
 from powersweep.sweeps.store import ResultStore
-from test_crash import CRASH, cli, stored_files
 
 MOMENTS = {
     "a trial has started": lambda storage, planned: glob.glob(

@@ -3,6 +3,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+
 from powersweep.proxy_models.budgets import trunk_tokens
 from powersweep.proxy_models.data import DataConfig
 from powersweep.proxy_models.packed import PackedTrainer

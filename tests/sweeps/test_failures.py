@@ -11,6 +11,9 @@ import time
 
 import pytest
 import yaml
+from test_crash import reap_session
+from test_sweep import TINY
+
 from powersweep.proxy_models.data import DataError
 from powersweep.proxy_models.lineage import load_attempts
 from powersweep.proxy_models.shapes import ConfigError
@@ -18,8 +21,6 @@ from powersweep.sweeps.failures import SweepFailure, fatal_reason, raise_fatal
 from powersweep.sweeps.plan import plan
 from powersweep.sweeps.spec import spec_from_dict
 from powersweep.sweeps.store import ResultStore, StoreError
-from test_crash import reap_session
-from test_sweep import TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # 4 lineages of 1,024 steps on 2 slots, the first row at step 16: the sweep writes for seconds after it.

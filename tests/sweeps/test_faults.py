@@ -11,12 +11,12 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from powersweep.sweeps.plan import plan
-from powersweep.sweeps.spec import spec_from_dict
-from powersweep.sweeps.store import ResultStore
 from test_sweep import TINY, submitted
 
 from powersweep.cli import main
+from powersweep.sweeps.plan import plan
+from powersweep.sweeps.spec import spec_from_dict
+from powersweep.sweeps.store import ResultStore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2  # linux/prctl.h, linux/capability.h

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from powersweep.proxy_models.budgets import trunk_tokens
 from powersweep.proxy_models.data import DataConfig
 from powersweep.proxy_models.schedules import ScheduleConfig

@@ -7,13 +7,13 @@ import os
 import pandas as pd
 import pytest
 import yaml
+from test_sweep import TINY, submitted
+
+from powersweep.cli import main
 from powersweep.sweeps.identity import differences
 from powersweep.sweeps.spec import spec_from_dict
 from powersweep.sweeps.store import ResultStore
 from powersweep.sweeps.sweep import status
-from test_sweep import TINY, submitted
-
-from powersweep.cli import main
 
 WARMER = {**TINY, "train": {**TINY["train"], "warmup_tokens": 256}}
 

@@ -12,11 +12,11 @@ import uuid
 
 import pytest
 import yaml
-from powersweep.sweeps.lock import SweepLock, SweepLockError, holder
-from powersweep.sweeps.store import ResultStore
 from test_sweep import TINY
 
 from powersweep.cli import main
+from powersweep.sweeps.lock import SweepLock, SweepLockError, holder
+from powersweep.sweeps.store import ResultStore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOLD = (

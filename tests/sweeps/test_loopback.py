@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from powersweep.sweeps.loopback import LOOPBACK, SINGLE_MACHINE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from powersweep.proxy_models.memory import CUDA_CONTEXT_BYTES, USABLE_FRACTION, device_budget, step_memory
 from powersweep.sweeps.plan import (
     format_memory_table,

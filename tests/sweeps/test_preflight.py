@@ -9,15 +9,15 @@ import sys
 
 import pytest
 import yaml
+from test_failures import ROOT, fill
+from test_sweep import TINY
+
+from powersweep.cli import main
 from powersweep.sweeps.lock import SweepLock
 from powersweep.sweeps.plan import plan
 from powersweep.sweeps.preflight import host_bytes, sweep_bytes
 from powersweep.sweeps.spec import spec_from_dict
 from powersweep.sweeps.store import StoreError
-from test_failures import ROOT, fill
-from test_sweep import TINY
-
-from powersweep.cli import main
 
 
 def refused(tmp_path, capsys, spec: dict, storage=None) -> str:

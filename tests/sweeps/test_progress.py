@@ -1,9 +1,10 @@
 import io
 
 import pytest
+from test_execute import STEP, job
+
 from powersweep.proxy_models.budgets import planned_tokens
 from powersweep.sweeps.progress import StatusPrinter, Tracker, bar
-from test_execute import STEP, job
 
 
 class Clock:

@@ -7,6 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from test_crash import cli, kill_session, reap_session
+from test_sweep import TINY
+
 from powersweep.analysis import analyze
 from powersweep.sweeps.execute import ExecutionSettings
 from powersweep.sweeps.plan import PackedJob, format_plan, plan
@@ -14,8 +17,6 @@ from powersweep.sweeps.progress import ExecutionReport
 from powersweep.sweeps.rounds import adaptive_status, run_rounds, search_state, stored_results
 from powersweep.sweeps.spec import SpecError, spec_from_dict
 from powersweep.sweeps.store import ResultStore
-from test_crash import cli, kill_session, reap_session
-from test_sweep import TINY
 
 ADAPTIVE = {
     **TINY,
@@ -141,9 +142,8 @@ def test_a_driver_killed_at_any_row_resumes_to_the_same_final_runs(tmp_path):
 
 
 def test_status_shows_rounds_and_brackets(tmp_path, capsys):
-    from powersweep.sweeps.sweep import spec_path
-
     from powersweep.cli import main
+    from powersweep.sweeps.sweep import spec_path
 
     spec = spec_from_dict(ADAPTIVE)
     searches = plan(spec).searches

@@ -6,15 +6,15 @@ import pandas as pd
 import pytest
 import yaml
 from optuna.trial import TrialState
+
 from powersweep.analysis import analyze, load_table
+from powersweep.cli import main
 from powersweep.sweeps import search
 from powersweep.sweeps.execute import ExecutionSettings, missing_budgets, run_job
 from powersweep.sweeps.plan import plan, trial_job
 from powersweep.sweeps.spec import spec_from_dict
 from powersweep.sweeps.store import ResultStore
 from powersweep.sweeps.sweep import _checkpoint_root, spec_path, status
-
-from powersweep.cli import main
 
 SPECS = Path(__file__).parents[2] / "sweeps" / "specs"
 A_RANGE, B_RANGE = (3.0, 5.0), (-0.6, -0.4)

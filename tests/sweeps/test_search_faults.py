@@ -6,16 +6,16 @@ from __future__ import annotations
 import os
 
 import pytest
+from test_search import tiny
+from test_sweep import submitted
+
+from powersweep.cli import main
 from powersweep.sweeps.execute import ExecutionSettings
 from powersweep.sweeps.plan import plan
 from powersweep.sweeps.search import journal
 from powersweep.sweeps.spec import spec_from_dict
 from powersweep.sweeps.store import ResultStore
 from powersweep.sweeps.sweep import _checkpoint_root
-from test_search import tiny
-from test_sweep import submitted
-
-from powersweep.cli import main
 
 SPEC = tiny(n_trials=2)  # 2 cells x 2 trials x 2 budgets, and the trunk rows
 
@@ -67,6 +67,7 @@ def test_an_unreadable_search_row_is_set_aside_and_trained_again(finished, journ
 
 def test_a_search_knows_the_rows_of_its_journals_trials_even_without_stored_rows(tmp_path):
     import optuna
+
     from powersweep.sweeps import search
 
     spec = spec_from_dict(SPEC)

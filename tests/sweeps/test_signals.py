@@ -10,13 +10,14 @@ import time
 
 import pytest
 import yaml
+from test_crash import cli, reap_session
+from test_driver_kill import wait_for
+
 from powersweep.sweeps import interrupt
 from powersweep.sweeps.interrupt import SweepInterrupted, interruptible, ray_starting, resume_hint
 from powersweep.sweeps.plan import plan
 from powersweep.sweeps.spec import spec_from_dict
 from powersweep.sweeps.store import ResultStore
-from test_crash import cli, reap_session
-from test_driver_kill import wait_for
 
 # The first row is stored early (the trunk's evaluation at the small budget's fork); the large budget then
 # trains for several seconds more, so the signal lands mid-sweep.

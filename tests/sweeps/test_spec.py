@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from powersweep.sweeps.spec import SpecError, load_spec, parse_tokens, spec_from_dict
 
 SPECS = sorted((Path(__file__).parents[2] / "sweeps" / "specs").glob("*.yaml"))

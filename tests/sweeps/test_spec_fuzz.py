@@ -15,9 +15,9 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from powersweep.sweeps import execute
 
 from powersweep.cli import main
+from powersweep.sweeps import execute
 
 VALID = {
     "name": "fuzz",

@@ -14,6 +14,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+
 from powersweep.sweeps import store as store_module
 from powersweep.sweeps.schema import COLUMN_DOCS, REQUIRED, SCHEMA, STATUSES
 from powersweep.sweeps.store import ResultStore, StoreError

@@ -1,10 +1,10 @@
 import pytest
 import yaml
+
+from powersweep.cli import main
 from powersweep.sweeps.spec import SpecError, spec_from_dict
 from powersweep.sweeps.store import ResultStore
 from powersweep.sweeps.sweep import status, submit
-
-from powersweep.cli import main
 
 TINY = {
     "name": "tiny",

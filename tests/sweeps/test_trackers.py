@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from powersweep.cli import main
 from powersweep.proxy_models.data import DataConfig, load_corpus
 from powersweep.proxy_models.lineage import plan_branches, train_lineage
 from powersweep.proxy_models.schedules import ScheduleConfig
@@ -27,8 +29,6 @@ from powersweep.sweeps.trackers import (
     run_name,
     tracking_root,
 )
-
-from powersweep.cli import main
 
 STEP_TOKENS = 4 * 32  # batch 4 x seq_len 32
 PARAMS = {"model": "cpu-xs", "schedule.lr": 0.004, "schedule.power_a": math.nan, "data.tokenizer": None}
