@@ -247,14 +247,8 @@ class CurveRecorder:
             "last_loss": list(self.last_loss),
         }
 
-    def load_state_dict(self, state: dict | None, *, step: int = 0) -> None:
-        """Restore `state_dict()`; None (a checkpoint saved before curves existed) starts an empty trunk curve
-        at `step`, the trainer's restored step."""
-        if state is None:
-            self._start(TRUNK, budget=math.nan, start_step=0, total_tokens=self.total_tokens)
-            self.step = step
-            self.next_step = self.grid.next_after(step) if self.grid else 0
-            return
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()`."""
         self.segment, self.budget, self.start_step = state["segment"], state["budget"], state["start_step"]
         self.total_tokens, self.step, self.next_step = (
             state["total_tokens"],

@@ -337,7 +337,6 @@ def load_attempts(checkpoint_dir: str) -> list[Attempt]:
 
 
 def _saved(row: dict) -> tuple[tuple[int, str, float], RunResult]:
-    """((variant, phase, tokens), row) of a saved row; files written before packing and trunk rows hold
-    variant 0's final rows."""
+    """((variant, phase, tokens), row) of a saved row."""
     result = RunResult(**{k: v for k, v in row.items() if k != "variant"})
-    return (row.get("variant", 0), result.phase, result.tokens), result
+    return (row["variant"], result.phase, result.tokens), result

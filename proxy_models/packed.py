@@ -349,19 +349,6 @@ class PackedTrainer(TrainingLoop):
             mine.copy_(state[saved])  # in place: the parameter views stay the autograd leaves
 
     def load_state_dict(self, state: dict) -> None:
-        if isinstance(
-            state["params"], dict
-        ):  # a checkpoint from before the (K, P) buffer: one tensor per name
-            state = {
-                **state,
-                **{
-                    key: torch.cat([state[key][n].flatten(1) for n in self.params], dim=1)
-                    for key in ("params", "m", "v")
-                },
-                "first_loss": state["first_loss"].tolist(),
-                "diverged_at": state["diverged_at"].tolist(),
-                "recent_losses": state["loss_history"].T.tolist(),
-            }
         super().load_state_dict(state)
         self.active = torch.tensor([math.isnan(d) for d in self.diverged_ats], device=self.device)
         self.first_device = torch.tensor(self.first_losses, dtype=torch.float64, device=self.device)

@@ -495,15 +495,10 @@ class TrainingLoop:
     def load_state_dict(self, state: dict) -> None:
         self.load_model_state(state)
         self.step, self.train_seconds = state["step"], state["train_seconds"]
-        self.first_losses, self.diverged_ats = (
-            _per_variant(state["first_loss"]),
-            _per_variant(state["diverged_at"]),
-        )
-        windows = state["recent_losses"]
-        if self.k == 1 and windows and not isinstance(windows[0], list):
-            windows = [windows]  # a solo checkpoint written before packing shared this loop
-        self.loss_windows = [list(w) for w in windows]
-        self.curve.load_state_dict(state.get("curve"), step=self.step)
+        self.first_losses = [float(v) for v in state["first_loss"]]
+        self.diverged_ats = [float(v) for v in state["diverged_at"]]
+        self.loss_windows = [list(w) for w in state["recent_losses"]]
+        self.curve.load_state_dict(state["curve"])
 
     def save_checkpoint(self, path: str, *, background: bool = False) -> None:
         """Save the training state to `path` atomically. In the background (proxy_models/checkpoint.py) it
@@ -518,12 +513,6 @@ class TrainingLoop:
     def load_checkpoint(self, path: str) -> None:
         """Restore the state saved at `path` (once this process's write of it is done)."""
         self.load_state_dict(checkpoint.load(path, map_location=self.device))
-
-
-def _per_variant(value) -> list[float]:
-    """A checkpoint's per-variant floats;
-    solo checkpoints written before packing shared this loop held one."""
-    return [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
 
 
 class Trainer(TrainingLoop):

@@ -211,34 +211,3 @@ def test_a_checkpoint_restores_the_packed_state_exactly(corpus, tmp_path):
     resumed = PackedTrainer(config(), schedules, corpus=corpus)
     resumed.load_checkpoint(str(tmp_path / "c.pt"))
     assert [r.loss_eval for r in resumed.train_and_results()] == [r.loss_eval for r in uninterrupted]
-
-
-def test_a_checkpoint_written_before_the_flat_buffer_still_resumes(corpus, tmp_path):
-    """Packed checkpoints used to hold one stacked tensor per parameter name
-    and the loss history (steps, K)."""
-    schedules = [ScheduleConfig(name="wsd", lr=lr, warmup_tokens=256) for lr in (1e-3, 3e-3)]
-    uninterrupted = PackedTrainer(config(), schedules, corpus=corpus).train_and_results()
-    first = PackedTrainer(config(), schedules, corpus=corpus)
-    first.train_to(5, total_tokens=config().steps * config().tokens_per_step)
-
-    def columns(buffer):  # each parameter's columns of a (K, P) buffer, in its own (K, *shape)
-        return {
-            n: buffer[:, p.storage_offset() : p.storage_offset() + p[0].numel()].reshape(p.shape)
-            for n, p in first.params.items()
-        }
-
-    per_name = {
-        key: columns(buffer) for key, buffer in (("params", first.flat), ("m", first.m), ("v", first.v))
-    }
-    old = {
-        **per_name,
-        "step": first.step,
-        "train_seconds": first.train_seconds,
-        "first_loss": torch.tensor(first.first_losses, dtype=torch.float64),
-        "diverged_at": torch.tensor(first.diverged_ats, dtype=torch.float64),
-        "loss_history": torch.tensor(first.loss_windows, dtype=torch.float64).T,
-    }
-    torch.save(old, tmp_path / "old.pt")
-    resumed = PackedTrainer(config(), schedules, corpus=corpus)
-    resumed.load_checkpoint(str(tmp_path / "old.pt"))
-    assert [r.loss_eval for r in resumed.train_and_results()] == [r.loss_eval for r in uninterrupted]
