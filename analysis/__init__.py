@@ -6,10 +6,10 @@ two-sided bowl with bootstrap draws, gamma = a * T**b fits, per-model batch laws
 -> ``write_report`` (figures, index.html, cells.csv, coefficients.json) -> ``predict_lr``.
 Modules: table, merge (budgets that differ by rounding), order (models by size), bowl, optimum, fit,
 batch_scaling, regimes, band, power_search, plots, answer, report, export, summary, watch, synthetic,
-calibration. Nothing here imports torch, ray or proxy_models, and of sweeps only the store's schema
-(`sweeps.schema`, the one definition of the results columns); the command line, `powersweep.cli`, calls in.
+calibration. Nothing here imports torch, ray, proxy_models or sweeps: the results columns come from their one
+declaration, `powersweep.rows`; the command line, `powersweep.cli`, calls in.
 
->>> from analysis import load_table, analyze, write_report, predict_lr
+>>> from powersweep.analysis import load_table, analyze, write_report, predict_lr
 >>> result = analyze(load_table("runs/"))
 >>> write_report(result.table, "out/analysis", result=result)
 """

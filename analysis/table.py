@@ -23,11 +23,7 @@ import pyarrow.parquet as pq
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.merge import DEFAULT_TOLERANCE, check_tolerance, merge_close
 from powersweep.analysis.run_curves import CURVES_DIR
-from powersweep.sweeps.schema import (
-    PHASES,
-    SCHEMA,
-    STATUSES,
-)  # the store's columns: their one definition (no torch, no Ray)
+from powersweep.rows import COLUMNS, PHASES, STATUSES  # the store's columns: their one declaration
 
 REQUIRED = ("model", "tokens", "batch_size", "lr", "loss_eval")
 # The columns of the store's schema that analysis reads (and `--map` can fill), in the order of its table.
@@ -57,11 +53,7 @@ PARAMETRISATIONS = {
     "standard": "sp",
     "unknown": "unknown",
 }
-NUMERIC = tuple(
-    name
-    for name in KNOWN
-    if pa.types.is_integer(SCHEMA.field(name).type) or pa.types.is_floating(SCHEMA.field(name).type)
-)
+NUMERIC = tuple(name for name in KNOWN if {c.name: c.type for c in COLUMNS}[name] in (int, float))
 ALIASES = {"loss": "loss_eval"}  # `--map loss=COL` reads better on a command line
 BATCH_UNITS = ("sequences", "tokens")
 MAX_LR = 1e3  # no optimiser's peak lr is near this; larger values are a wrong column or unit

@@ -17,7 +17,7 @@ _EXPORTS = {
     "ProxyLM": "powersweep.proxy_models.model",
     "PackedTrainer": "powersweep.proxy_models.packed",
     "ScheduleConfig": "powersweep.proxy_models.schedules",
-    "RunResult": "powersweep.proxy_models.trainer",
+    "RunResult": "powersweep.rows",
     "TrainConfig": "powersweep.proxy_models.train_config",
     "Trainer": "powersweep.proxy_models.trainer",
 }

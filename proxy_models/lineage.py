@@ -26,7 +26,8 @@ from powersweep.proxy_models.curve_recorder import DEFAULT_GRID, CurveGrid
 from powersweep.proxy_models.data import TokenCorpus, load_corpus
 from powersweep.proxy_models.packed import PackedTrainer
 from powersweep.proxy_models.schedules import ScheduleConfig
-from powersweep.proxy_models.trainer import RunResult, TrainConfig, Trainer
+from powersweep.proxy_models.trainer import TrainConfig, Trainer
+from powersweep.rows import RunResult
 
 
 @dataclass

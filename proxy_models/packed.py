@@ -37,7 +37,8 @@ from powersweep.proxy_models.model import ProxyLM, apply_rope
 from powersweep.proxy_models.mup import multipliers
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.shapes import ConfigError, ProxyConfig
-from powersweep.proxy_models.trainer import RunResult, TrainConfig, TrainingLoop
+from powersweep.proxy_models.trainer import TrainConfig, TrainingLoop
+from powersweep.rows import RunResult
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 
 import torch
 from torch._dynamo.exc import TorchDynamoException
@@ -49,51 +49,11 @@ from powersweep.proxy_models.perf import (
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.shapes import ConfigError, ProxyConfig
 from powersweep.proxy_models.train_config import CUDA_GRAPH_MODES, DTYPE_NAMES, TrainConfig
+from powersweep.rows import RunResult
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 # on CUDA, losses stay on the device and are read (one sync) every this many steps
 CUDA_CHECK_EVERY_STEPS = 16
-
-
-@dataclass
-class RunResult:
-    """The outcome of one proxy run at one token budget: one row of the results table."""
-
-    model: str
-    n_params: int
-    n_params_non_embedding: int
-    m_width: float
-    schedule: str
-    lr: float
-    lr_max: float
-    power_a: float
-    power_b: float
-    batch_size: int
-    seq_len: int
-    tokens: float
-    warmup_tokens: float
-    decay_fraction: float
-    decay_shape: str
-    seed: int
-    loss_eval: float  # nats/token on the fixed held-out set
-    ppl_eval: float
-    loss_train: float  # mean train loss over the last logging window, nats/token
-    status: str  # ok | diverged
-    diverged_at_tokens: float
-    wall_s: float
-    tokens_per_s: float
-    mfu: float
-    device: str
-    # final: the budget's result after its decay | trunk: the stable-phase trunk at a fork
-    phase: str = "final"
-    mfu_attention: float = math.nan  # mfu with attention FLOPs (perf.py); nan in rows saved before it existed
-    # every ProxyLM is muP; analysis reads it to label axes and draw the paper's law
-    parametrisation: str = "mup"
-    # JSON: how it trained (pack, micro-batch, checkpointing, out-of-memory); see TrainingLoop
-    execution: str = ""
-
-    def to_row(self) -> dict:
-        return asdict(self)
 
 
 class TrainingLoop:

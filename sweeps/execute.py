@@ -26,7 +26,7 @@ import torch
 from powersweep.proxy_models.budgets import planned_tokens, trunk_tokens
 from powersweep.proxy_models.curve_recorder import DEFAULT_GRID
 from powersweep.proxy_models.lineage import Attempt, train_lineage, train_packed_lineage
-from powersweep.proxy_models.trainer import RunResult
+from powersweep.rows import RunResult
 from powersweep.sweeps.curve_store import curve_saver
 from powersweep.sweeps.failures import fatal_stop, raise_fatal, reporting_fatal
 from powersweep.sweeps.plan import LineageJob, PackedJob, gpu_share, settings_id, short_hash, trial_budget_gib
