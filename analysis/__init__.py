@@ -14,6 +14,9 @@ declaration, `powersweep.rows`; the command line, `powersweep.cli`, calls in.
 >>> write_report(result.table, "out/analysis", result=result)
 """
 
+if __name__ != "powersweep.analysis":  # a checkout's folder imported by its bare name: a second copy
+    raise ImportError(f"import this package as powersweep.analysis, not {__name__}")
+
 import importlib
 
 from powersweep.analysis.errors import AnalysisError

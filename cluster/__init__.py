@@ -3,6 +3,9 @@
 Launch configurations (Ray cluster launcher, KubeRay, SLURM) live next to this package; see cluster/README.md.
 """
 
+if __name__ != "powersweep.cluster":  # a checkout's folder imported by its bare name: a second copy
+    raise ImportError(f"import this package as powersweep.cluster, not {__name__}")
+
 import importlib
 
 # public name -> module defining it: imported on first use, so importing one submodule (e.g. for

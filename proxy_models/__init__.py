@@ -1,5 +1,8 @@
 """One proxy run: muP models, schedules, data and the trainer. Knows nothing of Ray or sweeps."""
 
+if __name__ != "powersweep.proxy_models":  # a checkout's folder imported by its bare name: a second copy
+    raise ImportError(f"import this package as powersweep.proxy_models, not {__name__}")
+
 import importlib
 
 # public name -> module defining it: imported on first use, so importing one submodule (e.g. for

@@ -1,7 +1,11 @@
 """Sweeps: specs, planning, Ray Tune execution and the Parquet results store, behind a small public layer.
 
-The Optuna mode lives in sweeps.search (imported on use: it needs Ray and Optuna). Planning is
-`sweeps.plan.plan(spec)`: the package exports names lazily, and `sweeps.plan` is the module."""
+The Optuna mode lives in powersweep.sweeps.search (imported on use: it needs Ray and Optuna). Planning is
+`powersweep.sweeps.plan.plan(spec)`: the package exports names lazily, and `powersweep.sweeps.plan` is the
+module."""
+
+if __name__ != "powersweep.sweeps":  # a checkout's folder imported by its bare name: a second copy
+    raise ImportError(f"import this package as powersweep.sweeps, not {__name__}")
 
 import importlib
 

@@ -297,8 +297,8 @@ def test_auto_trains_eager_where_compiling_fails_and_the_rows_say_why(corpus, au
 # As CHILD, with `compile: auto` compiling on this CPU as it does on CUDA.
 AUTO_CHILD = CHILD.replace("compile=True", "compile='auto'").replace(
     "from torch._dynamo.utils import counters",
-    "from torch._dynamo.utils import counters\nimport proxy_models.trainer\n"
-    "proxy_models.trainer.resolve_compile = lambda compile, device, moe=False: True",
+    "from torch._dynamo.utils import counters\nfrom powersweep.proxy_models import trainer as module\n"
+    "module.resolve_compile = lambda compile, device, moe=False: True",
 )
 
 

@@ -20,7 +20,7 @@ from powersweep.sweeps.store import ResultStore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOLD = (
-    "import sys; from sweeps.lock import SweepLock\nwith SweepLock(sys.argv[1], 'tiny'):\n"
+    "import sys; from powersweep.sweeps.lock import SweepLock\nwith SweepLock(sys.argv[1], 'tiny'):\n"
     "    print('locked', flush=True); sys.stdin.read()"
 )
 
