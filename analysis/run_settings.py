@@ -19,8 +19,8 @@ import pandas as pd
 
 from powersweep.analysis.errors import AnalysisError
 
-# settings_id hashes every training setting but the cell and the searched values (sweeps/plan.py): it is last
-# because the named columns say better which setting differs.
+# settings_id hashes every training setting but the cell and the searched values (sweeps/lineages.py): it is
+# last because the named columns say better which setting differs.
 SETTINGS = ("warmup_tokens", "decay_fraction", "decay_shape", "seq_len", "parametrisation", "settings_id")
 CELL = ("schedule", "model", "tokens", "batch_size")
 MAX_VALUES = 3  # values shown per column: the error is one line

@@ -54,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     table = ResultStore(args.storage).read(sweep_id=args.sweep).table.drop(columns=["created_at"])
     grid = table[table["phase"].ne("trunk")]
-    for search in plan(load_spec(args.spec)).searches:
+    for search in plan(load_spec(args.spec)).mode.searches:
         state = search_state(search, stored_results(table))
         print(
             f"{state.reason}: {len(state.rounds)} rounds; waiting on the grid for "

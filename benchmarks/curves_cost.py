@@ -31,7 +31,7 @@ from powersweep.proxy_models.lineage import train_lineage
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.trainer import TrainConfig
 from powersweep.sweeps.curve_store import curve_saver
-from powersweep.sweeps.plan import LineageJob
+from powersweep.sweeps.lineages import LineageJob
 from powersweep.sweeps.store import ResultStore
 
 SUFFIX = {"K": 1e3, "M": 1e6}

@@ -5,10 +5,10 @@ elsewhere (a first compile on a CPU costs tens of seconds, more than a short pro
 models they run eager. `compile_scope` says whether the block is one graph that serves every layer or the
 trunk is one.
 Compiled and eager runs are the same run up to float rounding, so the choice is an execution detail, never
-part of a run's identity (sweeps/plan.py). That is also why 'auto' falls back to eager where compiling fails
-on a machine (no C compiler for inductor or Triton, an unsupported GPU): the run goes on, and its row says why
-(`compile_error`), and later runs of the process start eager; with `compile: true` the failure is an error
-that says how to turn compiling off.
+part of a run's identity (sweeps/lineages.py). That is also why 'auto' falls back to eager where compiling
+fails on a machine (no C compiler for inductor or Triton, an unsupported GPU): the run goes on, and its row
+says why (`compile_error`), and later runs of the process start eager; with `compile: true` the failure is an
+error that says how to turn compiling off.
 
 Inductor's FX graph cache and AOT autograd cache (both on by default in torch 2.13) keep the compiled code
 of every graph under one directory, keyed by the graph, shapes and torch version. Pointing every trial

@@ -33,7 +33,7 @@ COMPILE_SCOPES = (
     "trunk",
 )  # one graph per block, or the whole trunk; auto: trunk for CUDA graphs
 CHECKPOINTING = ("auto", "on", "off")
-# How a run executes, not what it trains: left out of a lineage's identity (sweeps/plan.py).
+# How a run executes, not what it trains: left out of a lineage's identity (sweeps/lineages.py).
 EXECUTION_FIELDS = (
     "head",
     "activation_checkpointing",

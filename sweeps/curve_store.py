@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 if TYPE_CHECKING:
-    from powersweep.sweeps.plan import LineageJob  # imports torch: the store reads curves without it
+    from powersweep.sweeps.lineages import LineageJob  # imports torch: the store reads curves without it
 
 CURVES_DIR = "curves"
 KEY = ("lineage_id", "segment", "budget", "kind", "step")

@@ -29,7 +29,7 @@ from powersweep.proxy_models.lineage import Attempt, train_lineage, train_packed
 from powersweep.rows import RunResult
 from powersweep.sweeps.curve_store import curve_saver
 from powersweep.sweeps.failures import fatal_stop, raise_fatal, reporting_fatal
-from powersweep.sweeps.plan import LineageJob, PackedJob, gpu_share, settings_id, short_hash, trial_budget_gib
+from powersweep.sweeps.lineages import LineageJob, settings_id, short_hash
 from powersweep.sweeps.progress import (
     TIMED,
     ExecutionReport,
@@ -40,6 +40,7 @@ from powersweep.sweeps.progress import (
 )
 from powersweep.sweeps.store import ResultStore
 from powersweep.sweeps.trackers import LineageLog, lineage_logs, tracking_root
+from powersweep.sweeps.trials import PackedJob, gpu_share, trial_budget_gib
 
 PACKAGES = ("torch", "ray", "numpy", "pandas", "pyarrow", "powersweep")
 
@@ -61,7 +62,7 @@ class ExecutionSettings:
     # the driver process (sweeps.lock.holder()): trials store nothing once it is gone
     driver: dict | None = None
     gpu_memory_bytes: int | None = None  # memory of one GPU: each trial asks for its estimate's share of one
-    # (at least gpus_per_trial) and plans its steps within it (sweeps.plan.gpu_share); None: gpus_per_trial
+    # (at least gpus_per_trial) and plans its steps within it (sweeps.trials.gpu_share); None: gpus_per_trial
     # as is
     curves: bool = True  # store each lineage's training curve (sweeps/curve_store.py) beside the results
     # experiment trackers fed the curve points and stored rows (sweeps/trackers.py)
@@ -177,7 +178,7 @@ def run_job(
     from the curve recorder whether or not its points are stored. `on_stored(run_id)` follows each stored row;
     `on_curve(member, rows)` each batch of a member's curve points (`sweeps.curve_store.curve_records`), when
     the recorder runs (curves or loggers on); `attempt` is filled in with what this process
-    did. On a GPU of known size the job's steps plan within its share (`sweeps.plan.gpu_share`). A pack that
+    did. On a GPU of known size the job's steps plan within its share (`sweeps.trials.gpu_share`). A pack that
     runs out of CUDA memory even at one sequence per micro-batch is split in two, each half training the rows
     still missing (`pack_split` in their rows' execution record).
     Returns each member's rows of the job's budgets, ascending (after a split: the rows the halves

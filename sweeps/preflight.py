@@ -7,7 +7,7 @@ the field or path, the value and the fix, and leaves the store as it was.
 - the store: each directory the sweep writes takes a file (a probe, removed again);
 - the disk: free space for the sweep's rows, curves and lineage checkpoints, estimated from the plan;
 - memory: a CPU trial's estimated peak fits the memory of a node (GPU trials are sized against the GPU by
-  the plan; see `sweeps.plan.gpu_share`).
+  the plan; see `sweeps.trials.gpu_share`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ import uuid
 from powersweep.proxy_models.budgets import trunk_tokens
 from powersweep.proxy_models.memory import step_memory, trunk_copy_bytes
 from powersweep.proxy_models.train_config import TrainConfig
-from powersweep.sweeps.plan import LineageJob, PackedJob, Plan
+from powersweep.sweeps.lineages import LineageJob
+from powersweep.sweeps.plan import Plan
 from powersweep.sweeps.spec import SpecError, SweepSpec
 from powersweep.sweeps.store import StoreError, write_failure
+from powersweep.sweeps.trials import PackedJob
 
 # Bytes on disk, measured on stored sweeps (cpu-quick): a result file is 10-13 KB, a lineage's curve 20-60 KB.
 ROW_FILE_BYTES = 16 * 2**10
@@ -95,7 +97,7 @@ def sweep_bytes(p: Plan) -> int:
     """Estimated bytes a sweep writes beside its store: a file per row, a curve per lineage, and per trial two
     trunk checkpoints (the file and its replacement while it is written) and Tune's state."""
     trials = _trials(p)
-    rows = len(p.row_ids) + sum(s.n_trials * len(s.template.row_ids) for s in p.studies)
+    rows = sum(n * len(job.row_ids) for job, n in p.mode.lineages())
     checkpoints = sum(2 * trunk_copy_bytes(t.config.proxy, variants=_variants(t)) for t in trials)
     return (
         rows * ROW_FILE_BYTES
@@ -137,7 +139,7 @@ def host_bytes(trial: LineageJob | PackedJob) -> int:
 def _trials(p: Plan) -> list[LineageJob | PackedJob]:
     """The plan's trials, each study's template standing for its trials
     and each adaptive search's first round."""
-    return [*p.trials, *(s.template for s in p.studies)]
+    return p.sized_trials
 
 
 def _variants(trial: LineageJob | PackedJob) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from powersweep.proxy_models.lineage import plan_branches
-from powersweep.sweeps.plan import LineageJob
+from powersweep.sweeps.lineages import LineageJob
 
 # Seconds a trial reports, each the sum over its jobs' `Attempt`s (proxy_models/lineage.py) of the same field.
 TIMED = ("train_s", "eval_s", "checkpoint_s", "record_s", "first_step_s")

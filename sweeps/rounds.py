@@ -16,10 +16,12 @@ from dataclasses import dataclass, fields
 import pandas as pd
 
 from powersweep.sweeps.adaptive import SearchState, brackets, lr_value, replay
+from powersweep.sweeps.adaptive_mode import LrSearch
 from powersweep.sweeps.execute import ExecutionSettings, execute, missing_budgets
-from powersweep.sweeps.plan import LineageJob, LrSearch, pack_jobs
+from powersweep.sweeps.lineages import LineageJob
 from powersweep.sweeps.progress import ExecutionReport
 from powersweep.sweeps.store import ResultStore
+from powersweep.sweeps.trials import pack_jobs
 
 Results = dict[str, float]  # run_id -> loss_eval of a stored budget row (math.inf if it diverged)
 

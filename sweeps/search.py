@@ -3,8 +3,8 @@
 A cell is (model, batch_size, seed, lr_max), as in the paper's Fig. 6 (the best a, b per batch size and T).
 A trial samples a in a_range and b in b_range (continuous, TPE seeded per study) and trains one power lineage
 over every token budget of the spec with `execute.run_job`: each budget's row goes to the store as soon as it
-is final, under the run_id its config gives (`plan.trial_job`), exactly as in grid mode. The trial reports
-`objective`: the mean held-out loss (nats/token) over the budgets, where a diverged budget counts as
+is final, under the run_id its config gives (`optuna_mode.trial_job`), exactly as in grid mode. The trial
+reports `objective`: the mean held-out loss (nats/token) over the budgets, where a diverged budget counts as
 divergence_factor * ln(vocab_size) (the divergence threshold over the loss of a uniform prediction): finite,
 and above the loss of any budget that trained.
 
@@ -31,7 +31,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from powersweep.sweeps.execute import ExecutionSettings, fit, missing_budgets, run_job
-from powersweep.sweeps.plan import Study, trial_job
+from powersweep.sweeps.optuna_mode import Study, trial_job
 from powersweep.sweeps.store import ResultStore
 
 __all__ = [

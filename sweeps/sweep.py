@@ -14,10 +14,7 @@ from powersweep.sweeps.curve_store import curve_status
 from powersweep.sweeps.execute import (
     ExecutionSettings,
     check_resources,
-    execute,
     init_ray,
-    missing_rows,
-    trial_gpus,
 )
 from powersweep.sweeps.identity import differences
 from powersweep.sweeps.lock import SweepLock, describe, holder
@@ -80,7 +77,7 @@ def submit(
     store, p = ResultStore(storage), plan(spec, gpu_bytes=gpu_memory(spec))
     p = replace(p, notes=p.notes + check_gpu_shares(spec, p))  # before anything is stored: may refuse
     _check_settings(store, spec, replace_sweep=replace_sweep)
-    if not replace_sweep and not p.studies and _complete(store, spec, p):
+    if not replace_sweep and _complete(store, spec, p):
         return SubmitResult(plan=p, lineages_run=0, failed_trials=0, storage=storage, execution=None)
     settings = _settings(spec, p, storage, address)
     _check_before_writing(store, p, settings, replace_sweep=replace_sweep)
@@ -190,7 +187,7 @@ def check_gpu_shares(spec: SweepSpec, p: Plan) -> tuple[str, ...]:
     """The notes on trials whose requested GPU share was too small for their memory estimate (the share is
     raised). SpecError when gpus_per_trial is 'auto' with no GPU memory known, or a trial fits no GPU."""
     from powersweep.proxy_models.shapes import ConfigError
-    from powersweep.sweeps.plan import gpu_share
+    from powersweep.sweeps.trials import gpu_share
 
     if not spec.run.uses_gpu:
         return ()
@@ -203,8 +200,7 @@ def check_gpu_shares(spec: SweepSpec, p: Plan) -> tuple[str, ...]:
         return ()
     try:
         notes = {
-            gpu_share(t, gpu_bytes=p.gpu_bytes, requested=_requested_gpus(spec))[1]
-            for t in [*p.trials, *(s.template for s in p.studies)]
+            gpu_share(t, gpu_bytes=p.gpu_bytes, requested=_requested_gpus(spec))[1] for t in p.sized_trials
         }
     except ConfigError as error:
         raise SpecError(f"run.gpu_memory={p.gpu_bytes / 2**30:.1f}GiB: {error}") from None
@@ -230,81 +226,30 @@ def _settings(spec: SweepSpec, p: Plan, storage: str, address: str | None) -> Ex
     )
 
 
-def _planned_rows(p: Plan, store: ResultStore, settings: ExecutionSettings) -> frozenset[str] | set[str]:
-    """The rows the sweep writes: the plan's, or for an Optuna search those of every trial it knows of."""
-    if not p.studies:
-        return p.row_ids
-    from powersweep.sweeps.search import known_row_ids  # imports Optuna: only for a search
-
-    return known_row_ids(p.studies, settings, store.read(sweep_id=settings.sweep_id).table)
+def _planned_rows(p: Plan, store: ResultStore, settings: ExecutionSettings) -> set[str]:
+    """The rows the sweep writes, as far as its mode knows them before it runs."""
+    return p.mode.planned_rows(p, store, settings)
 
 
 def _run(spec: SweepSpec, p: Plan, store: ResultStore, settings: ExecutionSettings) -> SubmitResult:
-    storage = settings.store_uri
     prepare(settings.loggers, settings.tracking_root, spec.name)
-    stored = _stored_for_planning(p, store, settings)
-    jobs = [j for j in (missing_rows(trial, stored) for trial in p.trials) if j is not None]
-    if p.studies:
-        from powersweep.sweeps.search import run_studies  # imports Ray and Optuna: only when a search runs
-
-        if settings.gpu_memory_bytes is not None:  # every trial of a study has its template's shape
-            settings = replace(settings, gpus_per_trial=trial_gpus([s.template for s in p.studies], settings))
-        search = run_studies(p.studies, settings)
-        return SubmitResult(
-            plan=p,
-            lineages_run=search.trials_run,
-            failed_trials=search.failed_trials,
-            storage=storage,
-            execution=None,
-        )
-    if p.searches:
-        # adaptive mode: rounds until every group's search ends
-        from powersweep.sweeps.rounds import run_rounds
-
-        rounds = run_rounds(p.searches, settings, pack=p.pack)
-        return SubmitResult(
-            plan=p,
-            lineages_run=rounds.lineages_run,
-            failed_trials=rounds.failed_trials,
-            storage=storage,
-            execution=rounds.execution,
-        )
-    report = execute(jobs, settings)
+    ran = p.mode.run(p, store, settings)
     return SubmitResult(
         plan=p,
-        lineages_run=sum(len(j.members) for j in jobs),
-        failed_trials=report.failed_trials,
-        storage=storage,
-        execution=report,
+        lineages_run=ran.lineages_run,
+        failed_trials=ran.failed_trials,
+        storage=settings.store_uri,
+        execution=ran.execution,
     )
 
 
-def _stored_for_planning(p: Plan, store: ResultStore, settings: ExecutionSettings) -> set[str]:
-    """The stored row ids the missing jobs are planned from. A lineage that lacks rows and its curve (deleted,
-    or set aside as unreadable) trains all its budgets again from the start, so that its new curve is whole:
-    its stored rows count as missing here (they are not written again, `execute._saver`)."""
-    stored = store.run_ids(sweep_id=settings.sweep_id)
-    if not settings.curves:
-        return stored
-    curves = store.curve_names(sweep_id=settings.sweep_id)
-    redo = {
-        r for j in p.jobs if j.lineage_id not in curves and not set(j.row_ids) <= stored for r in j.row_ids
-    }
-    return stored - redo
-
-
 def _complete(store: ResultStore, spec: SweepSpec, p: Plan) -> bool:
-    """Whether the store already holds the spec as given and a readable row of every planned run."""
+    """Whether the store already holds the spec as given and every row of the sweep, readable."""
     try:
         same_spec = store.read_json(spec_path(spec.name)) == spec.to_dict()
     except StoreError:
         return False
-    if not same_spec or not p.searches:
-        return same_spec and p.row_ids <= store.run_ids(sweep_id=spec.name)
-    # adaptive: done when every group's search has ended on the store
-    from powersweep.sweeps.rounds import searches_done
-
-    return searches_done(p.searches, store.read(sweep_id=spec.name).table)
+    return same_spec and p.mode.complete(p, store)
 
 
 def _store_spec(store: ResultStore, spec: SweepSpec) -> None:
@@ -414,67 +359,11 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
         "replaced": store.replaced(sweep_id=spec.name),
     }
     curves = store.curve_names(sweep_id=spec.name) - {_file_name(report) for report in broken_curves}
-    if p.searches:
-        adaptive = _adaptive_status(spec.name, p, table)
-        return {
-            **adaptive,
-            **files,
-            "curves": curve_status(curves, set(table["lineage_id"]), on=spec.run.curves),
-        }
-    planned = {r for j in p.jobs for r in j.run_ids} | _trial_run_ids(p, table)
-    done = table[table["run_id"].isin(planned)]
-    counts = done["status"].value_counts().to_dict()
-    counts["missing"] = max(p.runs - len(done), 0)
-    cells = done.groupby(["model", "batch_size", "tokens"]).size().rename("runs_done").reset_index()
-    lineages = {j.lineage_id for j in p.jobs} | set(done["lineage_id"])
-    trunk_done = int((table["phase"].eq("trunk") & table["lineage_id"].isin(lineages)).sum())
-    trunk = {"planned": p.trunk_rows, "done": trunk_done, "missing": max(p.trunk_rows - trunk_done, 0)}
-    return {
-        "sweep_id": spec.name,
-        "planned": p.runs,
-        "counts": counts,
-        "cells": cells.to_dict("records"),
-        "trunk": trunk,
-        **files,
-        "curves": curve_status(curves, lineages, on=spec.run.curves),
-    }
+    progress = p.mode.status(p, table)
+    lineages = progress.pop("lineages")
+    return {**progress, **files, "curves": curve_status(curves, lineages, on=spec.run.curves)}
 
 
 def _file_name(report: str) -> str:
     """'<URI>/<name>.parquet: <reason>' -> '<name>'."""
     return report.split(": ", 1)[0].rsplit("/", 1)[-1].removesuffix(".parquet")
-
-
-def _adaptive_status(sweep_id: str, p: Plan, table) -> dict:
-    """`status` of an adaptive sweep: the rows its searches have asked for so far (completed rounds and the
-    one in progress) count as planned; per group, the rounds done and each budget's bracket."""
-    from powersweep.sweeps.rounds import adaptive_status
-
-    searches = adaptive_status(p.searches, table)
-    done = table[table["run_id"].isin(searches["run_ids"])]
-    counts = done["status"].value_counts().to_dict()
-    counts["missing"] = len(searches["run_ids"]) - len(done)
-    cells = done.groupby(["model", "batch_size", "tokens"]).size().rename("runs_done").reset_index()
-    trunk_done = int(table["run_id"].isin(searches["trunk_ids"]).sum())
-    trunk = {
-        "planned": len(searches["trunk_ids"]),
-        "done": trunk_done,
-        "missing": len(searches["trunk_ids"]) - trunk_done,
-    }
-    return {
-        "sweep_id": sweep_id,
-        "planned": len(searches["run_ids"]),
-        "counts": counts,
-        "cells": cells.to_dict("records"),
-        "trunk": trunk,
-        "adaptive": searches["groups"],
-    }
-
-
-def _trial_run_ids(p: Plan, table) -> set[str]:
-    """run_ids of the stored budget rows of an optuna sweep's trials (none for a grid)."""
-    if not p.studies:
-        return set()
-    from powersweep.sweeps.search import stored_run_ids
-
-    return stored_run_ids(p.studies, table)

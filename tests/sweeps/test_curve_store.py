@@ -7,8 +7,9 @@ from test_execute import STEP, job
 from powersweep.proxy_models.curve_recorder import CurveGrid
 from powersweep.proxy_models.lineage import plan_branches
 from powersweep.sweeps.execute import ExecutionSettings, run_job
-from powersweep.sweeps.plan import LineageJob, PackedJob
+from powersweep.sweeps.lineages import LineageJob
 from powersweep.sweeps.store import ResultStore
+from powersweep.sweeps.trials import PackedJob
 
 KEY = ["segment", "budget", "kind", "step"]
 

@@ -20,9 +20,10 @@ from powersweep.sweeps.execute import (
     run_job,
     trial_groups,
 )
-from powersweep.sweeps.plan import LineageJob, PackedJob
+from powersweep.sweeps.lineages import LineageJob
 from powersweep.sweeps.spec import SpecError
 from powersweep.sweeps.store import ResultStore
+from powersweep.sweeps.trials import PackedJob
 
 STEP = 4 * 32
 
@@ -181,7 +182,7 @@ def test_out_of_memory_in_a_packed_trial_loses_no_row(tmp_path, monkeypatch, per
 
 def test_on_a_gpu_of_known_size_each_trial_asks_for_its_estimates_share_and_plans_within_it(tmp_path):
     from powersweep.sweeps.execute import _resources, _within_gpu_share, trial_gpus
-    from powersweep.sweeps.plan import gpu_share, trial_budget_gib
+    from powersweep.sweeps.trials import gpu_share, trial_budget_gib
 
     gpu_bytes = 2 * 2**30  # a fake 2 GiB GPU: the tiny jobs' estimates are a small share of it
     settings = replace(local_settings(tmp_path), gpu_memory_bytes=gpu_bytes)

@@ -9,8 +9,9 @@ from powersweep.proxy_models.data import DataConfig
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.trainer import TrainConfig
 from powersweep.sweeps.execute import ExecutionSettings, execute, trial_gpus
-from powersweep.sweeps.plan import LineageJob, PackedJob
+from powersweep.sweeps.lineages import LineageJob
 from powersweep.sweeps.store import ResultStore
+from powersweep.sweeps.trials import PackedJob
 
 STEP = 4 * 32
 

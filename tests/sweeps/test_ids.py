@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from powersweep.sweeps.plan import plan, settings_id, trial_job
+from powersweep.sweeps.lineages import settings_id
+from powersweep.sweeps.optuna_mode import trial_job
+from powersweep.sweeps.plan import plan
 from powersweep.sweeps.spec import load_spec, spec_from_dict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,9 +30,10 @@ def shipped_specs() -> dict:
 
 def planned_ids(spec) -> list[str]:
     p = plan(spec)
-    jobs = [*p.jobs, *(s.template for s in p.studies)]
-    jobs += [trial_job(s, a, b) for s in p.studies for a, b in ((3.1, -0.41), (4.6, -0.51))]
-    found = [s.study_id for s in p.studies]
+    studies = getattr(p.mode, "studies", ())
+    jobs = [*p.jobs, *(s.template for s in studies)]
+    jobs += [trial_job(s, a, b) for s in studies for a, b in ((3.1, -0.41), (4.6, -0.51))]
+    found = [s.study_id for s in studies]
     for job in jobs:
         found += [job.lineage_id, *job.row_ids, settings_id(job.config)]
     return sorted(found)

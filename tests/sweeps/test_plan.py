@@ -5,16 +5,10 @@ from pathlib import Path
 import pytest
 
 from powersweep.proxy_models.memory import CUDA_CONTEXT_BYTES, USABLE_FRACTION, device_budget, step_memory
-from powersweep.sweeps.plan import (
-    format_memory_table,
-    gpu_share,
-    memory_table,
-    plan,
-    trial_budget_gib,
-    trial_memory,
-)
+from powersweep.sweeps.plan import format_memory_table, memory_table, plan
 from powersweep.sweeps.spec import load_spec, spec_from_dict
 from powersweep.sweeps.sweep import gpu_memory
+from powersweep.sweeps.trials import gpu_share, trial_budget_gib, trial_memory
 
 SPECS = Path(__file__).parents[2] / "sweeps" / "specs"
 

@@ -12,11 +12,12 @@ from test_sweep import TINY
 
 from powersweep.analysis import analyze
 from powersweep.sweeps.execute import ExecutionSettings
-from powersweep.sweeps.plan import PackedJob, format_plan, plan
+from powersweep.sweeps.plan import format_plan, plan
 from powersweep.sweeps.progress import ExecutionReport
 from powersweep.sweeps.rounds import adaptive_status, run_rounds, search_state, stored_results
 from powersweep.sweeps.spec import SpecError, spec_from_dict
 from powersweep.sweeps.store import ResultStore
+from powersweep.sweeps.trials import PackedJob
 
 ADAPTIVE = {
     **TINY,
@@ -106,9 +107,9 @@ def stored_ids(settings: ExecutionSettings) -> list[str]:
 
 def test_plan_shows_the_first_round_and_the_bound():
     p = plan(spec_from_dict(ADAPTIVE))
-    assert len(p.searches) == 1 and sorted(j.config.schedule.lr for j in p.jobs) == [0.002, 0.008, 0.032]
+    assert len(p.mode.searches) == 1 and sorted(j.config.schedule.lr for j in p.jobs) == [0.002, 0.008, 0.032]
     assert all(j.budgets == (4096,) for j in p.jobs)  # round 1 reaches the smallest budget only
-    (smallest, first), full = p.searches[0].lineage_tokens[0], p.searches[0].lineage_tokens[-1][1]
+    (smallest, first), full = p.mode.searches[0].lineage_tokens[0], p.mode.searches[0].lineage_tokens[-1][1]
     assert smallest == 4096 and first < full / 4
     assert p.summary()["tokens_bound"] == 8 * full and p.summary()["tokens_planned"] == 3 * first
     assert "adaptive: round 1 is 3 runs in 3 lineages" in format_plan(p)
@@ -119,15 +120,15 @@ def test_side_points_reaches_the_policy_and_is_checked():
         **ADAPTIVE,
         "search": {**ADAPTIVE["search"], "adaptive": {**ADAPTIVE["search"]["adaptive"], "side_points": 2}},
     }
-    assert plan(spec_from_dict(spec)).searches[0].policy.side_points == 2
-    assert plan(spec_from_dict(ADAPTIVE)).searches[0].policy.side_points == 3  # the analysis' half_width
+    assert plan(spec_from_dict(spec)).mode.searches[0].policy.side_points == 2
+    assert plan(spec_from_dict(ADAPTIVE)).mode.searches[0].policy.side_points == 3  # the analysis' half_width
     spec["search"]["adaptive"]["side_points"] = 0
     with pytest.raises(SpecError, match="side_points"):
         spec_from_dict(spec)
 
 
 def test_a_driver_killed_at_any_row_resumes_to_the_same_final_runs(tmp_path):
-    searches = plan(spec_from_dict(ADAPTIVE)).searches
+    searches = plan(spec_from_dict(ADAPTIVE)).mode.searches
     reference = settings_for(tmp_path, "reference")
     done = run_rounds(searches, reference, run=fake_execute())
     assert done.rounds_run >= 3 and done.failed_trials == 0
@@ -146,7 +147,7 @@ def test_status_shows_rounds_and_brackets(tmp_path, capsys):
     from powersweep.sweeps.sweep import spec_path
 
     spec = spec_from_dict(ADAPTIVE)
-    searches = plan(spec).searches
+    searches = plan(spec).mode.searches
     settings = settings_for(tmp_path, "store")
     run_rounds(searches, settings, run=fake_execute())
     store = ResultStore(settings.store_uri)
@@ -171,7 +172,7 @@ def test_status_shows_rounds_and_brackets(tmp_path, capsys):
 def test_grid_and_adaptive_rows_analyse_alike(tmp_path):
     """The adaptive rows are a subset of the grid's on the same lattice: the same lr_opt per cell."""
     spec = spec_from_dict(ADAPTIVE)
-    searches = plan(spec).searches
+    searches = plan(spec).mode.searches
     settings = settings_for(tmp_path, "store")
     run_rounds(searches, settings, run=fake_execute())
     adaptive = ResultStore(settings.store_uri).read(sweep_id="adaptive").table
@@ -225,7 +226,7 @@ def test_driver_killed_in_a_later_round_resumes_to_the_runs_of_an_uninterrupted_
         kill_session(driver.pid)
         driver.wait()
     before = ResultStore(str(storage)).read(sweep_id="adaptive").table
-    searches = plan(spec).searches
+    searches = plan(spec).mode.searches
     state = search_state(searches[0], stored_results(before))
     assert state.rounds and state.pending, "the kill should land inside a round after the first"
     resumed = cli("resume", str(storage))

@@ -11,7 +11,8 @@ from powersweep.analysis import analyze, load_table
 from powersweep.cli import main
 from powersweep.sweeps import search
 from powersweep.sweeps.execute import ExecutionSettings, missing_budgets, run_job
-from powersweep.sweeps.plan import plan, trial_job
+from powersweep.sweeps.optuna_mode import trial_job
+from powersweep.sweeps.plan import plan
 from powersweep.sweeps.spec import spec_from_dict
 from powersweep.sweeps.store import ResultStore
 from powersweep.sweeps.sweep import _checkpoint_root, spec_path, status
@@ -52,16 +53,16 @@ def test_optuna_plan_costs_what_a_grid_of_as_many_points_costs():
     for key in ("runs", "lineages", "tokens_independent", "tokens_planned", "ratio"):
         assert summary[key] == expected[key]
     assert (
-        len(optuna_plan.studies) == 2
+        len(optuna_plan.mode.studies) == 2
         and not optuna_plan.jobs
         and "4 (a, b) trials per cell" in summary["notes"][0]
     )
     lr_max_grid = plan(spec_from_dict(tiny(lr_max=[0.01, 0.02])))
-    assert len({s.study_id for s in lr_max_grid.studies}) == 4  # lr_max is a dimension of the studies
+    assert len({s.study_id for s in lr_max_grid.mode.studies}) == 4  # lr_max is a dimension of the studies
 
 
 def test_objective_is_the_mean_loss_with_a_finite_penalty_for_divergence():
-    study = plan(spec_from_dict(TINY)).studies[0]
+    study = plan(spec_from_dict(TINY)).mode.studies[0]
     penalty = search.divergence_penalty(study)
     assert penalty == pytest.approx(2.0 * math.log(256))  # divergence_factor * ln(byte vocab)
     assert search.objective([3.0, 2.0], penalty) == 2.5
@@ -91,7 +92,7 @@ def rows(study, point, losses, **columns) -> list[dict]:
 
 
 def test_reconcile_rebuilds_a_lost_study_from_the_store_and_resumes_partial_trials():
-    study, other = plan(spec_from_dict(TINY)).studies
+    study, other = plan(spec_from_dict(TINY)).mode.studies
     table = pd.DataFrame(
         rows(study, (3.5, -0.5), [4.0, 3.0])
         + rows(study, (4.5, -0.45), [4.2])
@@ -116,7 +117,7 @@ def test_reconcile_rebuilds_a_lost_study_from_the_store_and_resumes_partial_tria
 
 
 def test_a_study_samples_the_same_points_again_from_the_same_history():
-    study = plan(spec_from_dict(TINY)).studies[0]
+    study = plan(spec_from_dict(TINY)).mode.studies[0]
 
     def first_points(storage) -> list[tuple]:
         cell = search._Cell(study, storage, pd.DataFrame(rows(study, (3.5, -0.5), [4.0, 3.0])))
@@ -152,7 +153,7 @@ def kill_mid_search(study, settings) -> dict:
 def test_search_resumes_a_killed_driver_and_runs_n_trials_per_cell(tmp_path, local_ray, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec, storage = spec_from_dict(tiny(n_trials=3)), str(tmp_path / "store")
-    studies = plan(spec).studies  # batch sizes 4 and 8: the second starts from nothing
+    studies = plan(spec).mode.studies  # batch sizes 4 and 8: the second starts from nothing
     settings = ExecutionSettings(
         store_uri=storage, sweep_id="tiny-optuna", checkpoint_root=_checkpoint_root(storage)
     )

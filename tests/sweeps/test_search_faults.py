@@ -71,7 +71,7 @@ def test_a_search_knows_the_rows_of_its_journals_trials_even_without_stored_rows
     from powersweep.sweeps import search
 
     spec = spec_from_dict(SPEC)
-    study = plan(spec).studies[0]
+    study = plan(spec).mode.studies[0]
     settings = ExecutionSettings(
         store_uri=str(tmp_path), sweep_id=spec.name, checkpoint_root=str(tmp_path / "ck")
     )
@@ -82,5 +82,5 @@ def test_a_search_knows_the_rows_of_its_journals_trials_even_without_stored_rows
         )
     )
     empty = ResultStore(str(tmp_path)).read(sweep_id=spec.name).table
-    known = search.known_row_ids(plan(spec).studies, settings, empty)
+    known = search.known_row_ids(plan(spec).mode.studies, settings, empty)
     assert known == set(search.trial_job(study, 3.5, -0.5).row_ids)

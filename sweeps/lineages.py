@@ -1,0 +1,140 @@
+"""Lineages: a sweep's units of training (one trajectory through several token budgets) and their ids.
+
+`lineage_id` hashes everything that determines a training trajectory except its length; `run_id` hashes
+the lineage_id and one token budget. Neither depends on the other values of a grid, so adding values to
+a spec and running it again finds every finished run_id in the store and runs only the new cells. A trunk
+evaluation's id hashes the lineage_id and the fork's tokens. `settings_id` hashes a run's training settings
+apart from its cell and searched values. Every sweep mode makes its lineages here, so they share these ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+
+from powersweep.proxy_models.budgets import plan_branches, trunk_tokens
+from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.train_config import EXECUTION_FIELDS, DataConfig, TrainConfig
+from powersweep.sweeps.spec import SweepSpec
+
+SEARCHED = ("lr", "power_a", "power_b", "lr_max")  # schedule fields a pack's variants may differ in
+
+
+@dataclass(frozen=True)
+class LineageJob:
+    """One Ray trial: a lineage (one trajectory, several token budgets) and the run_id of each budget."""
+
+    lineage_id: str  # deterministic id of the trajectory's resolved config
+    config: TrainConfig  # tokens = the largest budget
+    budgets: tuple[float, ...]  # token budgets to evaluate, ascending
+    run_ids: tuple[str, ...]  # one per budget, same order
+    trunk_tokens: tuple[int, ...] = ()  # tokens seen at each trunk evaluation (fork points), ascending
+    trunk_run_ids: tuple[str, ...] = ()  # one per trunk evaluation, same order
+
+    @property
+    def row_ids(self) -> tuple[str, ...]:
+        """Every row the lineage writes: budget results, then trunk evaluations."""
+        return self.run_ids + self.trunk_run_ids
+
+
+def short_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _identity(config: TrainConfig) -> dict:
+    """What determines a trajectory: the resolved config less its length and how it executes."""
+    excluded = ("tokens", "log_every_steps", "device", *EXECUTION_FIELDS)  # how a run executes is not its id
+    return {k: v for k, v in asdict(config).items() if k not in excluded}
+
+
+def settings_id(config: TrainConfig) -> str:
+    """Hash of a run's training settings other than its cell and searched values (model, batch size, seed; lr
+    or power a, b, lr_max): runs with equal settings_id differ only in those, so analysis may average or
+    compare them; runs whose settings_id differ (another warmup, optimizer, corpus...) never share a cell."""
+    identity = _identity(config)
+    identity["schedule"] = {k: v for k, v in identity["schedule"].items() if k not in SEARCHED}
+    for name in ("model", "batch_size", "seed"):
+        del identity[name]
+    return short_hash(["settings", identity])
+
+
+def lineage_job(config: TrainConfig, budgets: tuple[float, ...]) -> LineageJob:
+    identity = _identity(config)
+    identity["compile"] = False  # an execution detail now; every id made before it was one hashed False
+    if len(budgets) == 1 and config.schedule.name == "cosine":
+        identity["tokens"] = budgets[0]  # a cosine trajectory is tied to its budget
+    lineage_id = short_hash(identity)
+    trunk = tuple(trunk_tokens(config, budgets))
+    return LineageJob(
+        lineage_id,
+        config,
+        budgets,
+        tuple(short_hash([lineage_id, t]) for t in budgets),
+        trunk,
+        tuple(trunk_row_id(lineage_id, t) for t in trunk),
+    )
+
+
+def trunk_row_id(lineage_id: str, tokens: int) -> str:
+    """run_id of the trunk evaluation at `tokens` (the fork's tokens seen)."""
+    return short_hash([lineage_id, "trunk", tokens])
+
+
+def lineage_jobs(config: TrainConfig, budgets: tuple[float, ...]) -> list[LineageJob]:
+    """One lineage through `budgets`, or one per budget where they share no trunk (cosine)."""
+    if all(b.fork_step == 0 for b in plan_branches(config, budgets)) and len(budgets) > 1:
+        return [lineage_job(replace(config, tokens=t), (t,)) for t in budgets]
+    return [lineage_job(replace(config, tokens=max(budgets)), budgets)]
+
+
+def trajectories(
+    spec: SweepSpec, longest: float, schedules: Sequence[ScheduleConfig]
+) -> Iterator[TrainConfig]:
+    """One TrainConfig per combination of model, batch size, seed and lr (or power a, b, lr_max)."""
+    s, t = spec.search, spec.train
+    overrides = {**t.model_overrides, **({"seq_len": t.seq_len} if t.seq_len else {})}
+    for model, batch_size, seed, schedule in itertools.product(s.models, s.batch_size, s.seeds, schedules):
+        yield TrainConfig(
+            model=model,
+            model_overrides=overrides,
+            schedule=schedule,
+            batch_size=batch_size,
+            tokens=longest,
+            seed=seed,
+            data=DataConfig(source=t.data.source, tokenizer=t.data.tokenizer, eval_tokens=t.data.eval_tokens),
+            weight_decay=t.weight_decay,
+            beta1=t.beta1,
+            beta2=t.beta2,
+            grad_clip=t.grad_clip,
+            dtype=t.dtype,
+            divergence_factor=t.divergence_factor,
+            compile=spec.run.compile,
+            compile_mode=spec.run.compile_mode,
+            compile_scope=spec.run.compile_scope,
+        )
+
+
+def schedule_settings(spec: SweepSpec) -> dict:
+    """The schedule's fixed settings (name, warmup, decay); its searched values (lr; power a, b, lr_max)
+    vary."""
+    t = spec.train
+    return dict(
+        name=t.schedule,
+        warmup_tokens=t.warmup_tokens,
+        decay_fraction=t.decay_fraction,
+        decay_shape=t.decay_shape,
+    )
+
+
+def grid_schedules(spec: SweepSpec) -> list[ScheduleConfig]:
+    """A schedule per searched value of the grid: each lr, or each combination of power a, b and lr_max."""
+    s, common = spec.search, schedule_settings(spec)
+    if spec.train.schedule != "power":
+        return [ScheduleConfig(lr=lr, **common) for lr in s.lr]
+    return [
+        ScheduleConfig(power_a=a, power_b=b, lr_max=m, **common)
+        for a, b, m in itertools.product(s.power_a, s.power_b, s.lr_max)
+    ]
