@@ -33,11 +33,12 @@ def fields(cls: ast.ClassDef) -> list[str]:
     return [s.target.id for s in cls.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)]
 
 
-def spec_settings(root: Path) -> list[str]:
-    """The fields of the spec's `train:` and `run:` sections."""
-    spec = root / "sweeps" / "spec.py"
-    found = {c.name: fields(c) for c in classes(spec)}
-    return sorted({f for name in ("TrainSpec", "RunSpec") for f in found.get(name, [])})
+def spec_settings() -> list[str]:
+    """The keys of the spec's `train:` and `run:` sections (this checkout's; other checkouts are read for the
+    places that declare the same names)."""
+    from powersweep.sweeps.spec import RunSpec, TrainSpec
+
+    return sorted({*TrainSpec.model_fields, *RunSpec.model_fields} - {"data"})
 
 
 def declarations(files: list[Path]) -> Counter:
@@ -45,15 +46,15 @@ def declarations(files: list[Path]) -> Counter:
 
 
 def copies(files: list[Path]) -> Counter:
-    """`name=x.name` keywords: a setting handed on field by field."""
+    """`name=<spec section>.name` keywords (the section as `spec.train`, `spec.run`, `t` or `r`): a spec
+    setting handed on field by field."""
     counted = Counter()
     for path in files:
         for node in ast.walk(ast.parse(path.read_text())):
-            if (
-                isinstance(node, ast.keyword)
-                and isinstance(node.value, ast.Attribute)
-                and node.value.attr == node.arg
-            ):
+            if not (isinstance(node, ast.keyword) and isinstance(node.value, ast.Attribute)):
+                continue
+            base = ast.unparse(node.value.value)
+            if node.value.attr == node.arg and (base in ("t", "r") or base.endswith((".train", ".run"))):
                 counted[node.arg] += 1
     return counted
 
@@ -78,7 +79,7 @@ def report(root: Path) -> None:
         reverse=True,
     )
     print("  largest classes: " + ", ".join(f"{name} {n} lines" for n, name in sized[:3]))
-    settings = spec_settings(root)
+    settings = spec_settings()
     declared, copied = declarations(every), copies(every)
     places = {s: declared[s] for s in settings}
     print(

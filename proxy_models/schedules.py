@@ -11,11 +11,35 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
+from pydantic import AfterValidator, BeforeValidator
+
+from powersweep.proxy_models.settings import (
+    Fraction,
+    Positive,
+    TokenCount,
+    at_least,
+    check_settings,
+    number,
+    one_of,
+    spec_setting,
+)
 from powersweep.proxy_models.shapes import ConfigError
 
 DECAY_SHAPES = ("linear", "cosine", "exp", "1-sqrt")
 SCHEDULES = ("constant", "cosine", "wsd", "power")
+
+
+def _negative(value: float) -> float:
+    if value >= 0:
+        raise ValueError("must be negative (the paper uses -0.51)")
+    return value
+
+
+DecayShape = Annotated[str, one_of(DECAY_SHAPES, "decay shape")]
+Negative = Annotated[float, BeforeValidator(number), AfterValidator(_negative)]
+ClosedFraction = Annotated[float, BeforeValidator(number), at_least(0, high=1, what="fraction")]
 # exp decay follows r**progress (shifted to end at the floor); r = 1e-2 ends near 0 smoothly
 EXP_DECAY_RATIO = 1e-2
 
@@ -118,35 +142,20 @@ def power(
 class ScheduleConfig:
     """A schedule and its hyperparameters; `lr_at(tokens, total_tokens=..., batch_size=...)` evaluates it."""
 
-    name: str = "wsd"  # constant | cosine | wsd | power
-    lr: float = 1e-2  # peak lr of constant, cosine and wsd (unused by power)
-    warmup_tokens: float = 0.0  # linear warmup length, in tokens
-    decay_fraction: float = 0.1  # share of the budget spent decaying (wsd, power); 0 = no decay
-    decay_shape: str = "linear"  # linear | cosine | exp | 1-sqrt
-    decay_floor: float = 0.0  # fraction of the pre-decay lr reached at the end of the decay
-    power_a: float = 4.0  # Power a (Sec. 4: a = 4, b = -0.51, lr_max = 0.02)
-    power_b: float = -0.51  # Power b
-    lr_max: float = 0.02  # Power cap on the lr
-    final_lr_fraction: float = 0.1  # cosine: final lr as a fraction of the peak
+    name: Literal[SCHEDULES] = spec_setting("wsd", key="schedule")  # constant | cosine | wsd | power
+    lr: Positive = 1e-2  # peak lr of constant, cosine and wsd (unused by power)
+    warmup_tokens: TokenCount = spec_setting(0.0)  # linear warmup length, in tokens
+    # share of each budget spent decaying (wsd, power), in [0, 1); 0 = no decay
+    decay_fraction: Fraction = spec_setting(0.1)
+    decay_shape: DecayShape = spec_setting("linear")  # linear | cosine | exp | 1-sqrt
+    decay_floor: Fraction = 0.0  # fraction of the pre-decay lr reached at the end of the decay
+    power_a: Positive = 4.0  # Power a (Sec. 4: a = 4, b = -0.51, lr_max = 0.02)
+    power_b: Negative = -0.51  # Power b
+    lr_max: Positive = 0.02  # Power cap on the lr
+    final_lr_fraction: ClosedFraction = 0.1  # cosine: final lr as a fraction of the peak
 
     def __post_init__(self) -> None:
-        if self.name not in SCHEDULES:
-            raise ConfigError(f"schedule={self.name!r}: choose one of {SCHEDULES}")
-        if self.decay_shape not in DECAY_SHAPES:
-            raise ConfigError(f"decay_shape={self.decay_shape!r}: choose one of {DECAY_SHAPES}")
-        for name in ("lr", "power_a", "lr_max"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name}={getattr(self, name)!r} in schedule: must be positive")
-        if not 0 <= self.decay_fraction < 1:
-            raise ConfigError(f"decay_fraction={self.decay_fraction!r} in schedule: must be in [0, 1)")
-        if self.warmup_tokens < 0:
-            raise ConfigError(f"warmup_tokens={self.warmup_tokens!r} in schedule: must be >= 0")
-        if not 0 <= self.decay_floor < 1 or not 0 <= self.final_lr_fraction <= 1:
-            raise ConfigError("decay_floor and final_lr_fraction in schedule: must be fractions in [0, 1)")
-        if self.power_b >= 0:
-            raise ConfigError(
-                f"power_b={self.power_b!r} in schedule: must be negative (the paper uses -0.51)"
-            )
+        check_settings(self)
 
     def validate(self, *, total_tokens: float) -> None:
         """Check that warmup ends before the decay of a run of `total_tokens` starts."""

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from powersweep.sweeps.spec import SweepSpec, _short
+from powersweep.proxy_models.settings import short
+from powersweep.sweeps.spec import SweepSpec
 
 GRIDS = ("models", "lr", "batch_size", "tokens", "seeds", "power_a", "power_b", "lr_max", "n_trials")
 SEARCH_EXECUTION = ("study_concurrency",)  # how a search runs its trials, not what they train
@@ -31,7 +32,7 @@ def differences(stored: SweepSpec, new: SweepSpec) -> list[str]:
     """'field: stored -> new' for each shared setting the two specs give differently, sorted by field."""
     old, now = settings(stored), settings(new)
     return [
-        f"{key}: {_short(old.get(key))} -> {_short(now.get(key))}"
+        f"{key}: {short(old.get(key))} -> {short(now.get(key))}"
         for key in sorted(old.keys() | now.keys())
         if old.get(key) != now.get(key)
     ]

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, replace
 
 from powersweep.proxy_models.budgets import plan_branches, trunk_tokens
 from powersweep.proxy_models.schedules import ScheduleConfig
-from powersweep.proxy_models.train_config import EXECUTION_FIELDS, DataConfig, TrainConfig
-from powersweep.sweeps.spec import SweepSpec
+from powersweep.proxy_models.train_config import EXECUTION_FIELDS, TrainConfig
+from powersweep.sweeps.spec import SweepSpec, settings_for
 
 SEARCHED = ("lr", "power_a", "power_b", "lr_max")  # schedule fields a pack's variants may differ in
 
@@ -93,40 +93,21 @@ def lineage_jobs(config: TrainConfig, budgets: tuple[float, ...]) -> list[Lineag
 def trajectories(
     spec: SweepSpec, longest: float, schedules: Sequence[ScheduleConfig]
 ) -> Iterator[TrainConfig]:
-    """One TrainConfig per combination of model, batch size, seed and lr (or power a, b, lr_max)."""
+    """One TrainConfig per combination of model, batch size, seed and schedule (its lr, or power a, b and
+    lr_max), with every setting of the spec's `train:` and `run:` sections (proxy_models/settings.py)."""
     s, t = spec.search, spec.train
-    overrides = {**t.model_overrides, **({"seq_len": t.seq_len} if t.seq_len else {})}
+    settings = {**settings_for(t, TrainConfig), **settings_for(spec.run, TrainConfig)}
+    settings["model_overrides"] = {**t.model_overrides, **({"seq_len": t.seq_len} if t.seq_len else {})}
     for model, batch_size, seed, schedule in itertools.product(s.models, s.batch_size, s.seeds, schedules):
         yield TrainConfig(
-            model=model,
-            model_overrides=overrides,
-            schedule=schedule,
-            batch_size=batch_size,
-            tokens=longest,
-            seed=seed,
-            data=DataConfig(source=t.data.source, tokenizer=t.data.tokenizer, eval_tokens=t.data.eval_tokens),
-            weight_decay=t.weight_decay,
-            beta1=t.beta1,
-            beta2=t.beta2,
-            grad_clip=t.grad_clip,
-            dtype=t.dtype,
-            divergence_factor=t.divergence_factor,
-            compile=spec.run.compile,
-            compile_mode=spec.run.compile_mode,
-            compile_scope=spec.run.compile_scope,
+            model=model, schedule=schedule, batch_size=batch_size, tokens=longest, seed=seed, **settings
         )
 
 
 def schedule_settings(spec: SweepSpec) -> dict:
     """The schedule's fixed settings (name, warmup, decay); its searched values (lr; power a, b, lr_max)
     vary."""
-    t = spec.train
-    return dict(
-        name=t.schedule,
-        warmup_tokens=t.warmup_tokens,
-        decay_fraction=t.decay_fraction,
-        decay_shape=t.decay_shape,
-    )
+    return settings_for(spec.train, ScheduleConfig)
 
 
 def grid_schedules(spec: SweepSpec) -> list[ScheduleConfig]:

@@ -12,24 +12,39 @@ import hashlib
 import json
 import math
 import re
-import reprlib
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
-from powersweep.proxy_models.schedules import DECAY_SHAPES
-from powersweep.proxy_models.shapes import PRESETS, ConfigError, ProxyConfig, get_preset
-from powersweep.proxy_models.train_config import COMPILE_MODES, COMPILE_SCOPES
+from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.settings import (
+    RUN,
+    TRAIN,
+    Flag,
+    NonNegative,
+    NonNegativeInt,
+    Number,
+    Positive,
+    PositiveInt,
+    at_least,
+    integer,
+    parse_tokens,
+    short,
+    spec_fields,
+)
+from powersweep.proxy_models.settings import number as to_number
+from powersweep.proxy_models.shapes import PRESETS, ConfigError, get_preset
+from powersweep.proxy_models.train_config import DataConfig, TrainConfig
 from powersweep.sweeps.outcome import one_line as _cut  # one error line, cut to a readable length
 from powersweep.sweeps.safe_yaml import YamlLimitError, load_yaml
 
@@ -46,95 +61,8 @@ class SpecError(ValueError):
     """A sweep spec is invalid; the message names the field, the value and the fix."""
 
 
-def parse_tokens(value: Any) -> float:
-    """Token counts as numbers or strings with a suffix: 2e6, "2e6", "500M", "2B", "1T"."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is a boolean, not a token count: write e.g. 2e6, 500M or 2B")
-    if isinstance(value, (int, float)):
-        return _finite(value)
-    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([KMBGT]?)\s*", str(value))
-    try:
-        tokens = float(match.group(1)) * _SUFFIX.get(match.group(2), 1.0) if match else None
-    except ValueError:
-        tokens = None
-    if tokens is None:
-        raise ValueError(f"{_short(value)} is not a token count: write e.g. 2e6, 500M or 2B")
-    return _finite(tokens)
-
-
-def _finite(value: int | float) -> float:
-    try:
-        number = float(value)
-    except OverflowError:
-        number = math.inf
-    if not math.isfinite(number):
-        raise ValueError(f"{_short(value)} is not a finite number: give a finite value")
-    return number
-
-
-def _number(value: Any) -> float:
-    """A finite real number. YAML 1.1 reads 1e-3 (no dot) as a string, so numeric strings count; booleans do
-    not (`true` is not 1)."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is a boolean, not a number")
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ValueError(f"{_short(value)} is not a number") from None
-    if not isinstance(value, (int, float)):
-        raise ValueError(f"{_short(value)} is not a number")
-    return _finite(value)
-
-
-def _integer(value: Any) -> int:
-    """An integer written as one: not a boolean, not 4.0, not "4"."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{_short(value)} is not an integer: write a whole number such as 4")
-    return value
-
-
-def _at_least(low: float, *, high: float | None = None, high_open: bool = False, what: str = "number"):
-    def check(value):
-        too_high = high is not None and (value >= high if high_open else value > high)
-        if value < low or too_high:
-            bound = (
-                "" if high is None else (f" and below {high:g}" if high_open else f" and at most {high:g}")
-            )
-            raise ValueError(f"{value!r} must be a {what} of at least {low:g}{bound}")
-        return value
-
-    return AfterValidator(check)
-
-
-def _positive():
-    def check(value):
-        if value <= 0:
-            raise ValueError(f"{value!r} must be positive")
-        return value
-
-    return AfterValidator(check)
-
-
-Number = Annotated[float, BeforeValidator(_number)]
-Positive = Annotated[float, BeforeValidator(_number), _positive()]
-NonNegative = Annotated[float, BeforeValidator(_number), _at_least(0)]
-Fraction = Annotated[float, BeforeValidator(_number), _at_least(0, high=1, high_open=True, what="fraction")]
-PositiveInt = Annotated[int, BeforeValidator(_integer), _positive()]
-NonNegativeInt = Annotated[int, BeforeValidator(_integer), _at_least(0, what="whole number")]
-Tokens = Annotated[float, BeforeValidator(parse_tokens), _at_least(1, high=MAX_TOKENS, what="token count")]
-Seed = Annotated[int, BeforeValidator(_integer), _at_least(0, high=MAX_SEED, what="seed")]
-
-
-def _boolean(value: Any) -> bool:
-    """true or false, as YAML writes them: not 1, not "yes"
-    (a number or a string is a mistake, not a switch)."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{_short(value)} is not a boolean: write true or false")
-    return value
-
-
-Flag = Annotated[bool, BeforeValidator(_boolean)]
+Tokens = Annotated[float, BeforeValidator(parse_tokens), at_least(1, high=MAX_TOKENS, what="token count")]
+Seed = Annotated[int, BeforeValidator(integer), at_least(0, high=MAX_SEED, what="seed")]
 
 
 def _or_auto(check):
@@ -142,21 +70,15 @@ def _or_auto(check):
     return BeforeValidator(lambda value: value if value == "auto" else check(value))
 
 
-def _compile_choice(value: Any) -> str | bool:
-    if isinstance(value, bool) or value == "auto":
-        return value
-    raise ValueError("choose auto (compile dense models on CUDA), true or false")
-
-
 def _non_negative(value: Any) -> float:
-    number = _number(value)
+    number = to_number(value)
     if number < 0:
         raise ValueError(f"{number!r} must be a number of at least 0, or auto")
     return number
 
 
 def _positive_integer(value: Any) -> int:
-    number = _integer(value)
+    number = integer(value)
     if number <= 0:
         raise ValueError(f"{number!r} must be positive, or auto")
     return number
@@ -239,7 +161,7 @@ class SearchSpec(_Strict):
     @classmethod
     def _distinct(cls, values):
         if len(set(values)) != len(values):
-            raise ValueError(f"{_short(values)} repeats a value: list each value once")
+            raise ValueError(f"{short(values)} repeats a value: list each value once")
         return values
 
     @field_validator("power_b")
@@ -271,47 +193,49 @@ class SearchSpec(_Strict):
         return values
 
 
-class DataSpec(_Strict):
-    source: str = Field("embedded", min_length=1)  # "embedded", a text file/dir/glob, or a .bin token file
-    tokenizer: str | None = Field(None, min_length=1)  # tokenizer.json; None = bytes
-    eval_tokens: PositiveInt = 65_536  # fixed held-out set size, in tokens
+def _section(name: str, doc: str, section: str, sources: tuple[type, ...], **own: Any) -> type[_Strict]:
+    """The spec section `name`: the fields of `sources` that a spec sets under `section`
+    (proxy_models/settings.py), with their types, defaults and ranges, then the section's `own` fields."""
+    fields = {}
+    for cls in sources:
+        for key, f, hint in spec_fields(cls, section):
+            nested = _NESTED.get(hint)
+            default = (
+                Field(default_factory=nested or f.default_factory)
+                if nested or f.default is dataclasses.MISSING
+                else f.default
+            )
+            fields[key] = (nested or hint, default)
+    return create_model(name, __base__=_Strict, __doc__=doc, **fields, **own)
 
 
-class TrainSpec(_Strict):
-    """What to train: schedule family and its fixed settings, optimizer, data, precision."""
-
-    schedule: Literal["constant", "cosine", "wsd", "power"] = "wsd"
-    # linear warmup, tokens
-    warmup_tokens: Annotated[float, BeforeValidator(parse_tokens), _at_least(0)] = 0.0
-    decay_fraction: Fraction = 0.1  # share of each budget spent decaying (wsd, power), in [0, 1)
-    decay_shape: str = "linear"  # linear | cosine | exp | 1-sqrt
-    weight_decay: NonNegative = 0.1  # AdamW
-    beta1: Fraction = 0.9  # AdamW, in [0, 1)
-    beta2: Fraction = 0.95  # AdamW, in [0, 1)
-    grad_clip: NonNegative = 1.0  # global norm clip; 0 disables
-    seq_len: PositiveInt | None = None  # override the presets' context length
-    model_overrides: dict[str, Any] = Field(default_factory=dict)  # other ProxyConfig fields
-    data: DataSpec = Field(default_factory=DataSpec)
-    # auto: bf16 autocast on CUDA, else fp32
-    dtype: Literal["auto", "float32", "float64", "bfloat16"] = "auto"
-    # loss above factor * first loss = diverged
-    divergence_factor: Annotated[float, BeforeValidator(_number), _at_least(1, what="factor")] = 2.0
-
-    @field_validator("model_overrides")
-    @classmethod
-    def _overrides(cls, values):
-        return {key: _override(key, value) for key, value in values.items()}
-
-    @field_validator("decay_shape")
-    @classmethod
-    def _shape(cls, value):
-        if value not in DECAY_SHAPES:
-            raise ValueError(f"{value!r} is not a decay shape: choose from {list(DECAY_SHAPES)}")
-        return value
+def settings_for(section: BaseModel, cls: type) -> dict:
+    """The values a spec's section gives the fields of `cls` (the dataclass they were declared in), by the
+    fields' names: `TrainConfig(**settings_for(spec.train, TrainConfig), ...)`."""
+    where = RUN if isinstance(section, RunSpec) else TRAIN
+    values = {}
+    for key, f, hint in spec_fields(cls, where):
+        value = getattr(section, key)
+        values[f.name] = hint(**settings_for(value, hint)) if hint in _NESTED else value
+    return values
 
 
-class RunSpec(_Strict):
-    """Where and how to run: resources of one trial, packing, concurrency, storage."""
+_NESTED: dict[type, type[_Strict]] = {}
+DataSpec = _section("DataSpec", "Where the tokens come from.", TRAIN, (DataConfig,))
+_NESTED[DataConfig] = DataSpec
+TrainSpec = _section(
+    "TrainSpec",
+    "What to train: schedule family and its fixed settings, optimizer, data, precision.",
+    TRAIN,
+    (ScheduleConfig, TrainConfig),
+    # the presets' context length; a model field, so it reaches the trainer through model_overrides
+    seq_len=(PositiveInt | None, None),
+)
+
+
+class RunSpec(_section("RunSettings", "How a run executes.", RUN, (TrainConfig,))):
+    """Where and how to run: resources of one trial, packing, concurrency, storage, and how each run executes
+    (compiling: the fields of TrainConfig marked for `run:`)."""
 
     cpus_per_trial: NonNegative = 1.0  # Ray CPUs per trial
     gpus_per_trial: NonNegativeOrAuto = 0.0  # Ray GPUs per trial; with a known gpu_memory at least
@@ -322,21 +246,12 @@ class RunSpec(_Strict):
     gpu_memory: str | None = Field(None, min_length=1)  # memory of one GPU, e.g. 80GiB; None: the local GPU's
     max_concurrent: NonNegativeInt = 0  # 0 = as many as resources allow
     # retries of a crashed trial (it resumes from its checkpoint)
-    max_retries: Annotated[int, BeforeValidator(_integer), _at_least(0, high=100, what="retry count")] = 2
+    max_retries: Annotated[int, BeforeValidator(integer), at_least(0, high=100, what="retry count")] = 2
     checkpoint_every_steps: NonNegativeInt = 500  # trunk checkpoint interval, steps; 0 = at forks only
     storage: str | None = Field(None, min_length=1)  # results store URI; default runs/<name>
     loggers: list[str] = Field(
         default_factory=list
     )  # experiment trackers fed per step and per row; [] = none
-    # torch.compile the blocks: auto (dense models on CUDA) | true | false; how a run executes, not what it
-    # trains: ids do not depend on it
-    compile: Annotated[str | bool, BeforeValidator(_compile_choice)] = "auto"
-    # torch.compile's mode where blocks compile; reduce-overhead replays the trunk as CUDA graphs (fewer host
-    # launches for small models); auto: that for solo dense runs on CUDA whose step waits on the host (small
-    # micro-steps), default elsewhere; not part of any id either
-    compile_mode: Literal[COMPILE_MODES] = "auto"
-    compile_scope: Literal[COMPILE_SCOPES] = "auto"  # blocks | trunk (all blocks one graph) | auto (blocks;
-    # trunk with reduce-overhead or max-autotune, whose CUDA graphs cannot chain one block's replays)
     curves: Flag = True  # store each lineage's training curve beside the results (trackers get it either way)
 
     @field_validator("loggers")
@@ -344,9 +259,9 @@ class RunSpec(_Strict):
     def _loggers(cls, values):
         for name in values:
             if name not in LOGGERS:
-                raise ValueError(f"{_short(name)} is not a logger: choose from {list(LOGGERS)}")
+                raise ValueError(f"{short(name)} is not a logger: choose from {list(LOGGERS)}")
         if len(set(values)) != len(values):
-            raise ValueError(f"{_short(values)} repeats a logger: list each once")
+            raise ValueError(f"{short(values)} repeats a logger: list each once")
         return values
 
     @model_validator(mode="after")
@@ -383,7 +298,7 @@ class SweepSpec(_Strict):
     def _name(cls, value):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value) or len(value) > MAX_NAME:
             raise ValueError(
-                f"{_short(value)}: use 1 to {MAX_NAME} letters, digits, '.', '_' and '-', starting "
+                f"{short(value)}: use 1 to {MAX_NAME} letters, digits, '.', '_' and '-', starting "
                 "with a letter or digit (the name is a directory of the store)"
             )
         if value.endswith(".parquet"):
@@ -457,25 +372,6 @@ class SweepSpec(_Strict):
             per_cell = s.n_trials if s.mode == "optuna" else len(s.power_a) * len(s.power_b)
             per_cell *= len(s.lr_max)
         return len(s.models) * len(s.batch_size) * len(s.seeds) * len(s.tokens) * per_cell
-
-
-def _override(key: str, value: Any) -> Any:
-    """A model_overrides value of a known ProxyConfig field, of that field's type."""
-    fields = {f.name: str(f.type) for f in dataclasses.fields(ProxyConfig)}
-    if key not in fields:
-        close = difflib.get_close_matches(key, fields, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"known keys: {sorted(fields)}"
-        raise ValueError(f"unknown model field {key!r}: {hint}")
-    kind = fields[key]
-    if kind == "bool" and not isinstance(value, bool):
-        raise ValueError(f"{key}={_short(value)} must be true or false")
-    if kind == "str" and not isinstance(value, str):
-        raise ValueError(f"{key}={_short(value)} must be a string")
-    if kind in ("int", "int | None") and not (value is None and kind == "int | None"):
-        _integer(value)
-    if kind == "float":
-        value = _number(value)
-    return value
 
 
 def _check_steps(spec: SweepSpec) -> None:
@@ -553,7 +449,7 @@ def _check_pack(pack: int | str, models: list[str], overrides: dict) -> None:
 def spec_from_dict(values: dict) -> SweepSpec:
     """Validate a spec dict; a problem raises SpecError with one line naming field, value and fix."""
     if not isinstance(values, dict):
-        raise SpecError(f"a spec is a mapping with name, search, train and run, not {_short(values)}")
+        raise SpecError(f"a spec is a mapping with name, search, train and run, not {short(values)}")
     try:
         return SweepSpec.model_validate(values)
     except ValidationError as err:
@@ -584,13 +480,6 @@ def load_spec(path: str) -> SweepSpec:
     return spec_from_dict(values)
 
 
-def _short(value: Any) -> str:
-    """repr cut to a few dozen characters: a value shown in an error, however large it is."""
-    short = reprlib.Repr()
-    short.maxstring, short.maxother, short.maxlist, short.maxdict, short.maxlevel = 60, 60, 6, 4, 3
-    return short.repr(value)
-
-
 def _one_line(error: dict, values: dict) -> str:
     loc = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
     message = error["msg"].removeprefix("Value error, ")
@@ -603,7 +492,7 @@ def _one_line(error: dict, values: dict) -> str:
         return f"{loc} is missing from the spec: add it"
     if not loc:
         return message
-    return f"{loc}={_short(error.get('input'))}: {message}"
+    return f"{loc}={short(error.get('input'))}: {message}"
 
 
 def _known_keys(parent: tuple) -> list[str]:
