@@ -33,7 +33,7 @@ import json, os, sys, tempfile, time, torch, yaml
 from powersweep.proxy_models.budgets import planned_tokens
 from powersweep.sweeps.execute import ExecutionSettings, run_job
 from powersweep.sweeps.plan import plan
-from powersweep.sweeps.spec import spec_from_dict
+from powersweep.sweeps.spec import RunSpec, spec_from_dict
 from powersweep.sweeps import trackers
 torch.set_num_threads(1)
 inside = {"__init__": 0.0, "log": 0.0, "finish": 0.0}  # seconds in the trackers' own calls \
@@ -63,7 +63,8 @@ values["search"]["tokens"] = values["search"]["tokens"][:budgets]
 [job] = plan(spec_from_dict(values)).jobs
 with tempfile.TemporaryDirectory() as tmp:
     settings = ExecutionSettings(store_uri=os.path.join(tmp, "store"), sweep_id="cost", checkpoint_root=tmp,
-                                 loggers=loggers, tracking_root=os.path.join(tmp, "tracking"))
+                                 run=RunSpec(loggers=list(loggers)),
+                                 tracking_root=os.path.join(tmp, "tracking"))
     trackers.prepare(loggers, settings.tracking_root, "cost")
     start, cpu_start = time.perf_counter(), time.process_time()
     run_job(job, settings)

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from typing import TextIO
 
@@ -38,6 +38,7 @@ from powersweep.sweeps.progress import (
     trials_done_callback,
     tune_callback,
 )
+from powersweep.sweeps.spec import RunSpec
 from powersweep.sweeps.store import ResultStore
 from powersweep.sweeps.trackers import LineageLog, lineage_logs, tracking_root
 from powersweep.sweeps.trials import PackedJob, gpu_share, trial_budget_gib
@@ -52,21 +53,18 @@ class ExecutionSettings:
     store_uri: str  # results store (local path or pyarrow/fsspec URI)
     sweep_id: str  # partition of the store this sweep writes
     checkpoint_root: str  # local or shared directory for lineage checkpoints
-    cpus_per_trial: float = 1.0  # Ray resources of one trial
-    gpus_per_trial: float = 0.0  # fractional GPUs pack several trials on one GPU
-    max_concurrent: int = 0  # 0 = as many as resources allow
-    max_retries: int = 2  # retries of a crashed trial (it resumes from its checkpoint)
+    # the spec's run: section (resources, retries, checkpoints, curves, trackers), as the spec gives it
+    run: RunSpec = field(default_factory=RunSpec)
+    # Ray GPUs of one trial: run.gpus_per_trial resolved ('auto': 0, each trial's estimate decides);
+    # fractional GPUs pack several trials on one GPU
+    gpus_per_trial: float = 0.0
     address: str | None = None  # existing Ray cluster; None starts a fresh local Ray in this process
-    checkpoint_every_steps: int = 500  # trunk checkpoint interval, in steps: a retry loses at most this many
     lineages_per_trial: int = 0  # 0 = auto: one trial per job up to MAX_TRIALS trials, then grouped
     # the driver process (sweeps.lock.holder()): trials store nothing once it is gone
     driver: dict | None = None
     gpu_memory_bytes: int | None = None  # memory of one GPU: each trial asks for its estimate's share of one
     # (at least gpus_per_trial) and plans its steps within it (sweeps.trials.gpu_share); None: gpus_per_trial
     # as is
-    curves: bool = True  # store each lineage's training curve (sweeps/curve_store.py) beside the results
-    # experiment trackers fed the curve points and stored rows (sweeps/trackers.py)
-    loggers: tuple[str, ...] = ()
     tracking_root: str | None = None  # where the trackers write; None = trackers.tracking_root(store_uri)
 
     @property
@@ -174,21 +172,21 @@ def run_job(
 ) -> list[list[RunResult]]:
     """Train one job (a lineage, or a pack of them in lockstep) and store each of its rows as soon as it is
     final: budget results and trunk evaluations, each after its lineage's curve points up to it (stored with
-    `settings.curves`); points and rows are handed to the job's trackers (`settings.loggers`), which are fed
-    from the curve recorder whether or not its points are stored. `on_stored(run_id)` follows each stored row;
-    `on_curve(member, rows)` each batch of a member's curve points (`sweeps.curve_store.curve_records`), when
-    the recorder runs (curves or loggers on); `attempt` is filled in with what this process
-    did. On a GPU of known size the job's steps plan within its share (`sweeps.trials.gpu_share`). A pack that
-    runs out of CUDA memory even at one sequence per micro-batch is split in two, each half training the rows
-    still missing (`pack_split` in their rows' execution record).
-    Returns each member's rows of the job's budgets, ascending (after a split: the rows the halves
-    trained)."""
+    `settings.run.curves`); points and rows are handed to the job's trackers (`settings.run.loggers`), which
+    are fed from the curve recorder whether or not its points are stored. `on_stored(run_id)` follows each
+    stored row; `on_curve(member, rows)` each batch of a member's curve points
+    (`sweeps.curve_store.curve_records`), when the recorder runs (curves or loggers on); `attempt` is filled
+    in with what this process did. On a GPU of known size the job's steps plan within its share
+    (`sweeps.trials.gpu_share`). A pack that runs out of CUDA memory even at one sequence per micro-batch is
+    split in two, each half training the rows still missing (`pack_split` in their rows' execution record).
+    Returns each member's rows of the job's budgets, ascending (after a split: the rows the halves trained).
+    """
     job, attempt = _within_gpu_share(job, settings), attempt or Attempt()
     members = _members(job)
     try:
         with lineage_logs(
             members,
-            loggers=settings.loggers,
+            loggers=settings.run.loggers,
             sweep_id=settings.sweep_id,
             root=settings.tracking_root or tracking_root(settings.store_uri),
         ) as logs:
@@ -234,11 +232,11 @@ def _train_job(
 ) -> list[list[RunResult]]:
     """`run_job`'s training; `logs` holds each member's LineageLog (None without loggers)."""
     root = os.path.join(settings.checkpoint_root, settings.sweep_id)
-    recorded = settings.curves or any(
+    recorded = settings.run.curves or any(
         log is not None for log in logs
     )  # the recorder is cheap: trackers use it
     common = dict(
-        checkpoint_every_steps=settings.checkpoint_every_steps,
+        checkpoint_every_steps=settings.run.checkpoint_every_steps,
         attempt=attempt,
         redo=lost_rows(members, settings),
         curve_grid=DEFAULT_GRID if recorded else None,
@@ -290,7 +288,7 @@ def _whole_curve(checkpoint_dir: str, members: Sequence[LineageJob], settings: E
             store.has(sweep_id=settings.sweep_id, name=r) for r in m.row_ids
         )
 
-    if settings.curves and os.path.isdir(checkpoint_dir) and any(curve_lost(m) for m in members):
+    if settings.run.curves and os.path.isdir(checkpoint_dir) and any(curve_lost(m) for m in members):
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return checkpoint_dir
 
@@ -301,16 +299,16 @@ def _curve_writer(
     on_curve: Callable[[LineageJob, list[dict]], None] | None,
     log: LineageLog | None = None,
 ) -> Callable[[list[dict]], None]:
-    """Merges `job`'s curve points into its lineage's curve file (with `settings.curves`, while the driver
+    """Merges `job`'s curve points into its lineage's curve file (with `settings.run.curves`, while the driver
     lives), hands them to `log` (the job's trackers), then to `on_curve`. The trackers skip the points of the
     stored curve: an earlier attempt at the lineage stored them, then sent them."""
     store = ResultStore(settings.store_uri)
-    if log is not None and settings.curves:
+    if log is not None and settings.run.curves:
         stored = store.read_curve(sweep_id=settings.sweep_id, name=job.lineage_id)
         log.skip([] if stored is None else stored.to_pylist())
 
     def write(rows: list[dict]) -> None:
-        if settings.curves:
+        if settings.run.curves:
             check_driver(settings.driver)
             store.write_curve(rows, sweep_id=settings.sweep_id, name=job.lineage_id)
         if log is not None:
@@ -517,18 +515,18 @@ def build_tuner(
         reporting_fatal(trainable),
         _resources(settings)
         if settings.gpu_memory_bytes is not None and "jobs" in param_space
-        else {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+        else {"cpu": settings.run.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
     return tune.Tuner(
         resources,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=settings.max_concurrent or None, reuse_actors=True, **tune_options
+            max_concurrent_trials=settings.run.max_concurrent or None, reuse_actors=True, **tune_options
         ),
         run_config=tune.RunConfig(
             name=settings.sweep_id,
             storage_path=os.path.abspath(os.path.join(settings.checkpoint_root, "ray")),
-            failure_config=tune.FailureConfig(max_failures=settings.max_retries),
+            failure_config=tune.FailureConfig(max_failures=settings.run.max_retries),
             verbose=0,
             callbacks=list(callbacks),
             stop=stop,
@@ -542,7 +540,7 @@ def _resources(settings: ExecutionSettings) -> Callable:
 
     def resources(config: dict) -> PlacementGroupFactory:
         return PlacementGroupFactory(
-            [{"CPU": settings.cpus_per_trial, "GPU": trial_gpus(config["jobs"], settings)}]
+            [{"CPU": settings.run.cpus_per_trial, "GPU": trial_gpus(config["jobs"], settings)}]
         )
 
     return resources
@@ -588,15 +586,15 @@ def check_resources(settings: ExecutionSettings) -> None:
     from powersweep.sweeps.spec import SpecError
 
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-    for field, key, need in (
-        ("cpus_per_trial", "CPU", settings.cpus_per_trial),
+    for name, key, need in (
+        ("cpus_per_trial", "CPU", settings.run.cpus_per_trial),
         ("gpus_per_trial", "GPU", settings.gpus_per_trial),
     ):
         largest = max((node.get(key, 0.0) for node in nodes), default=0.0)
         if need > largest:
             raise SpecError(
-                f"run.{field}={need:g}: no node of the Ray cluster has that many ({largest:g} {key}s on "
-                f"the largest of its {len(nodes)} nodes), so no trial could start: lower run.{field} "
+                f"run.{name}={need:g}: no node of the Ray cluster has that many ({largest:g} {key}s on "
+                f"the largest of its {len(nodes)} nodes), so no trial could start: lower run.{name} "
                 "or add such a node"
             )
 
@@ -606,11 +604,11 @@ def slots(settings: ExecutionSettings, trials: int) -> int:
     import ray
 
     resources = ray.cluster_resources()
-    fits = [resources.get("CPU", 0) / settings.cpus_per_trial] if settings.cpus_per_trial else []
+    fits = [resources.get("CPU", 0) / settings.run.cpus_per_trial] if settings.run.cpus_per_trial else []
     if settings.gpus_per_trial:
         fits.append(resources.get("GPU", 0) / settings.gpus_per_trial)
     limit = int(min(fits)) if fits else trials
-    return max(1, min(trials, settings.max_concurrent or limit, limit))
+    return max(1, min(trials, settings.run.max_concurrent or limit, limit))
 
 
 def execute(

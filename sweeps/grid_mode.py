@@ -93,7 +93,7 @@ def stored_for_planning(p: Plan, store: ResultStore, settings: ExecutionSettings
     or set aside as unreadable) trains all its budgets again from the start, so that its new curve is whole:
     its stored rows count as missing here (they are not written again, `execute._saver`)."""
     stored = store.run_ids(sweep_id=settings.sweep_id)
-    if not settings.curves:
+    if not settings.run.curves:
         return stored
     curves = store.curve_names(sweep_id=settings.sweep_id)
     redo = {

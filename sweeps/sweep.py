@@ -212,17 +212,12 @@ def _settings(spec: SweepSpec, p: Plan, storage: str, address: str | None) -> Ex
         store_uri=storage,
         sweep_id=spec.name,
         checkpoint_root=_checkpoint_root(storage),
-        cpus_per_trial=spec.run.cpus_per_trial,
+        run=spec.run,
         gpus_per_trial=_requested_gpus(spec),
-        max_concurrent=spec.run.max_concurrent,
-        max_retries=spec.run.max_retries,
         address=address,
-        checkpoint_every_steps=spec.run.checkpoint_every_steps,
         driver=holder(),
         gpu_memory_bytes=p.gpu_bytes if spec.run.uses_gpu else None,
-        loggers=tuple(spec.run.loggers),
         tracking_root=tracking_root(storage),
-        curves=spec.run.curves,
     )
 
 
@@ -232,7 +227,7 @@ def _planned_rows(p: Plan, store: ResultStore, settings: ExecutionSettings) -> s
 
 
 def _run(spec: SweepSpec, p: Plan, store: ResultStore, settings: ExecutionSettings) -> SubmitResult:
-    prepare(settings.loggers, settings.tracking_root, spec.name)
+    prepare(settings.run.loggers, settings.tracking_root, spec.name)
     ran = p.mode.run(p, store, settings)
     return SubmitResult(
         plan=p,

@@ -17,7 +17,7 @@ from powersweep.proxy_models.budgets import planned_tokens
 from powersweep.proxy_models.lineage import load_attempts
 from powersweep.sweeps.execute import ExecutionSettings, execute
 from powersweep.sweeps.plan import plan
-from powersweep.sweeps.spec import spec_from_dict
+from powersweep.sweeps.spec import RunSpec, spec_from_dict
 from powersweep.sweeps.store import ResultStore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -124,7 +124,7 @@ def test_killed_worker_is_retried_from_its_checkpoint(tmp_path, local_ray):
         store_uri=str(tmp_path / "store"),
         sweep_id="t",
         checkpoint_root=str(tmp_path),
-        checkpoint_every_steps=10,
+        run=RunSpec(checkpoint_every_steps=10),
     )
     killed = []
     killer = threading.Thread(

@@ -8,6 +8,7 @@ from powersweep.proxy_models.curve_recorder import CurveGrid
 from powersweep.proxy_models.lineage import plan_branches
 from powersweep.sweeps.execute import ExecutionSettings, run_job
 from powersweep.sweeps.lineages import LineageJob
+from powersweep.sweeps.spec import RunSpec
 from powersweep.sweeps.store import ResultStore
 from powersweep.sweeps.trials import PackedJob
 
@@ -37,7 +38,10 @@ def stored_curve(settings: ExecutionSettings, lineage_id: str) -> pd.DataFrame:
 
 def settings_for(tmp_path, name: str, **kwargs) -> ExecutionSettings:
     return ExecutionSettings(
-        store_uri=str(tmp_path / name), sweep_id="t", checkpoint_root=str(tmp_path / f"{name}-ck"), **kwargs
+        store_uri=str(tmp_path / name),
+        sweep_id="t",
+        checkpoint_root=str(tmp_path / f"{name}-ck"),
+        run=RunSpec(**kwargs),
     )
 
 

@@ -21,7 +21,7 @@ from powersweep.sweeps.execute import (
     trial_groups,
 )
 from powersweep.sweeps.lineages import LineageJob
-from powersweep.sweeps.spec import SpecError
+from powersweep.sweeps.spec import RunSpec, SpecError
 from powersweep.sweeps.store import ResultStore
 from powersweep.sweeps.trials import PackedJob
 
@@ -127,7 +127,7 @@ def test_ray_sweep_writes_every_budget_to_the_store(tmp_path, local_ray):
     "resources, field",
     [
         ({"gpus_per_trial": 1.0}, "run.gpus_per_trial=1: no node"),
-        ({"cpus_per_trial": 100.0}, "run.cpus_per_trial=100: no node"),
+        ({"run": RunSpec(cpus_per_trial=100.0)}, "run.cpus_per_trial=100: no node"),
     ],
 )
 def test_resources_no_node_has_are_refused_before_any_trial(tmp_path, local_ray, resources, field):

@@ -12,7 +12,7 @@ from powersweep.proxy_models.data import DataConfig, load_corpus
 from powersweep.proxy_models.lineage import plan_branches, train_lineage
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.trainer import TrainConfig
-from powersweep.sweeps.spec import SpecError, spec_from_dict
+from powersweep.sweeps.spec import RunSpec, SpecError, spec_from_dict
 from powersweep.sweeps.store import ResultStore
 from powersweep.sweeps.sweep import submit
 from powersweep.sweeps.trackers import (
@@ -369,8 +369,7 @@ def packed(tmp_path_factory):
             store_uri=str(root / "store"),
             sweep_id="tiny",
             checkpoint_root=str(root),
-            loggers=("tensorboard",),
-            curves=curves,
+            run=RunSpec(loggers=["tensorboard"], curves=curves),
         )
         runs[curves] = settings, run_job(trial, settings)
     return trial, runs
@@ -420,7 +419,10 @@ def test_a_lineage_trained_again_does_not_send_the_stored_curve_points_twice(tmp
 
     job = plan(spec_from_dict(TINY)).jobs[0]
     settings = ExecutionSettings(
-        store_uri=str(tmp_path / "store"), sweep_id="tiny", checkpoint_root=str(tmp_path), loggers=("mlflow",)
+        store_uri=str(tmp_path / "store"),
+        sweep_id="tiny",
+        checkpoint_root=str(tmp_path),
+        run=RunSpec(loggers=["mlflow"]),
     )
     root = tracking_root(settings.store_uri)
     prepare(["mlflow"], root, "tiny")
