@@ -121,7 +121,7 @@ class TrainConfig:
     weight_decay: NonNegative = spec_setting(0.1)  # AdamW decoupled decay on matrices
     beta1: Fraction = spec_setting(0.9)  # AdamW, in [0, 1)
     beta2: Fraction = spec_setting(0.95)  # AdamW, in [0, 1)
-    eps: Positive = 1e-8  # AdamW
+    eps: Positive = spec_setting(1e-8)  # AdamW
     grad_clip: NonNegative = spec_setting(1.0)  # global gradient-norm clip; 0 disables
     # sequences per micro-batch; None: 'auto' on CUDA, else the whole batch; 'auto': the largest divisor of
     # batch_size whose step fits the memory budget (proxy_models/memory.py)

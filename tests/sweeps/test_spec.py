@@ -204,6 +204,7 @@ def test_adaptive_defaults_start_at_2x_and_end_at_half_an_octave():
         ({"train__model_overrides": {"n_layers": True}}, "True is not an integer"),
         ({"train__model_overrides": {"n_kv_heads": 3}}, "train.model_overrides on 'cpu-xs': n_kv_heads=3"),
         ({"train__dtype": "fp8"}, "train.dtype='fp8'"),
+        ({"train__eps": 0}, "train.eps=0: 0.0 must be positive"),
         ({"run__max_retries": -1}, "run.max_retries=-1: -1 must be a retry count of at least 0"),
         ({"run__max_concurrent": -1}, "run.max_concurrent=-1"),
         ({"run__cpus_per_trial": -1}, "run.cpus_per_trial=-1"),
@@ -294,6 +295,15 @@ def test_pack_and_gpus_per_trial_take_auto_and_gpu_memory_a_size():
         with pytest.raises(SpecError) as error:
             spec_from_dict({**values, "run": {field: value}})
         assert str(error.value).startswith(fragment) and "\n" not in str(error.value)
+
+
+def test_a_train_setting_reaches_every_runs_config_by_its_name():
+    from powersweep.sweeps.plan import plan
+
+    spec = spec_from_dict(with_(train__eps="1e-6", train__weight_decay=0, run__compile=False))
+    configs = [job.config for job in plan(spec).jobs]
+    assert {(c.eps, c.weight_decay, c.compile) for c in configs} == {(1e-6, 0.0, False)}
+    assert spec_from_dict(with_()).train.eps == configs[0].__class__().eps  # the default is the trainer's
 
 
 def test_run_compile_takes_auto_or_a_boolean_and_refuses_anything_else_in_one_line():
