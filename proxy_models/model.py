@@ -108,8 +108,9 @@ class ProxyLM(nn.Module):
     # `run_block` compiled, for every layer (proxy_models/compile_cache.py); None: eager
     compiled_block = None
 
-    def __init__(self, cfg: ProxyConfig, *, moe_backend: str = "auto"):
+    def __init__(self, cfg: ProxyConfig, *, moe_backend: str = "auto", head: str = "auto"):
         super().__init__()
+        self.head = head
         if not cfg.tied_embeddings:
             raise ValueError(
                 "tied_embeddings=False is not supported: the muP output rule assumes tied weights"

@@ -15,7 +15,13 @@ variant stops updating at once and cannot disturb the others, since no computati
 is compiled where a solo run's blocks are (`compile: auto`: on CUDA), one compiled function for every layer,
 or the trunk as one (`compile_scope`), which traces one block and reuses its code for every layer.
 The loop itself (micro-batches, out-of-memory halving, the loss watch, evaluation, rows, checkpoints) is the
-solo run's (proxy_models/trainer.py, TrainingLoop).
+solo run's (proxy_models/loop.py); `PackedEngine` is its model side (proxy_models/engine.py).
+
+The block here is proxy_models/model.py's Block written again over stacked weights: a second copy of its
+computation (RMSNorm, RoPE attention with grouped-query heads, SwiGLU, the muP multipliers), kept because a
+module's forward cannot take K weights at once. Every change to the model's block is made in both;
+tests/proxy_models/test_packed.py checks, for every block option, that each variant's loss and gradients are
+those of a ProxyLM holding its weights.
 """
 
 from __future__ import annotations
@@ -24,20 +30,21 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from powersweep.proxy_models.compile_cache import compile_function, resolve_compile_mode, whole_trunk
+from powersweep.proxy_models.compile_cache import compile_function, whole_trunk
 from powersweep.proxy_models.data import TokenCorpus
 from powersweep.proxy_models.head import head_loss, resolve_head
+from powersweep.proxy_models.loop import TrainingLoop
 from powersweep.proxy_models.model import ProxyLM, apply_rope
 from powersweep.proxy_models.mup import multipliers
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.shapes import ConfigError, ProxyConfig
-from powersweep.proxy_models.trainer import TrainConfig, TrainingLoop
+from powersweep.proxy_models.train_config import TrainConfig
 from powersweep.rows import RunResult
 
 
@@ -176,39 +183,25 @@ def packed_hidden(
     return _rms_norm(trunk(x, layers, spec, cos, sin, batch, checkpointing), norm)
 
 
-class PackedTrainer(TrainingLoop):
-    """Trains `len(schedules)` variants of `config` at once, variant i under schedules[i] and seeds[i]
-    (default: config.seed for all); `results()` gives one RunResult each."""
+class PackedEngine:
+    """K variants of one model in a (K, P) buffer, trained by one batched forward and one AdamW: the Engine of
+    packed variants. Variant i starts from seeds[i]'s initial weights, as its solo run does."""
+
+    packed: ClassVar[bool] = True
 
     def __init__(
-        self,
-        config: TrainConfig,
-        schedules: Sequence[ScheduleConfig],
-        *,
-        seeds: Sequence[int] | None = None,
-        corpus: TokenCorpus | None = None,
+        self, config: TrainConfig, *, device: torch.device, param_dtype: torch.dtype, seeds: Sequence[int]
     ):
-        if config.proxy.is_moe:
-            raise ConfigError(
-                f"model={config.model!r} is a mixture of experts: packing supports dense models; "
-                "use pack=1 (run.pack: 1) for MoE"
-            )
-        super().__init__(
-            replace(config, schedule=schedules[0], seed=config.seed if seeds is None else seeds[0]),
-            schedules,
-            seeds=seeds,
-            corpus=corpus,
-            log=None,
-        )
+        self.cfg, self.proxy, self.device, self.k = config, config.proxy, device, len(seeds)
         rows = {}  # every variant starts from its solo run's initial weights: one model per seed
-        for seed in dict.fromkeys(self.seeds):
+        for seed in dict.fromkeys(seeds):
             torch.manual_seed(seed)
-            skeleton = ProxyLM(self.proxy).to(self.device, self.param_dtype)
+            skeleton = ProxyLM(self.proxy).to(device, param_dtype)
             rows[seed] = torch.cat([p.detach().flatten() for p in skeleton.parameters()])
         self.rope = (skeleton.rope_cos, skeleton.rope_sin)
         named = dict(skeleton.named_parameters())
         sizes = [p.numel() for p in named.values()]
-        self.flat = torch.stack([rows[seed] for seed in self.seeds])  # (K, P)
+        self.flat = torch.stack([rows[seed] for seed in seeds])  # (K, P)
         del rows
         self.params = {
             name: self.flat[:, start : start + p.numel()].view(self.k, *p.shape)  # (K, *shape) views
@@ -225,25 +218,18 @@ class PackedTrainer(TrainingLoop):
         mults = multipliers(skeleton, m_width=self.proxy.m_width, weight_decay=config.weight_decay)
         self.lr_scale = _row([mults[n].lr_scale for n in named], sizes, self.flat)  # (P,) muP lr multipliers
         self.decay = _row([mults[n].lr_scale * mults[n].weight_decay for n in named], sizes, self.flat)
-        self.active = torch.ones(self.k, dtype=torch.bool, device=self.device)  # not diverged, on the device
-        self.first_device = torch.full((self.k,), math.nan, dtype=torch.float64, device=self.device)
-        self.lrs = torch.zeros(self.k, dtype=self.param_dtype, device=self.device)
-        self.micro_batch_size, self.checkpointing = self._plan_micro_batch()
-        # Compiled as a solo run is (proxy_models/compile_cache.py): one compiled block serves every layer.
-        self.compiled = self._compiles()
-        self.compile_mode = resolve_compile_mode(
-            config.compile_mode, config.compile_scope, self.device, packed=True
-        )
-        self.trunk = _trunk
-        if self.compiled:
-            self._compile()
+        self.active = torch.ones(self.k, dtype=torch.bool, device=device)  # not diverged, on the device
+        self.first_device = torch.full((self.k,), math.nan, dtype=torch.float64, device=device)
+        self.lrs = torch.zeros(self.k, dtype=param_dtype, device=device)
+        self.checkpointing = False
+        self.trunk = _trunk  # or compiled (`compile`): one compiled block serves every layer
 
-    def lr_at_step(self, step: int, *, total_tokens: float | None) -> torch.Tensor:
-        """The K variants' lrs of step `step`, (K,) on the device (copied without waiting for it)."""
-        lrs = torch.tensor(self.schedule_lrs(step, total_tokens=total_tokens), dtype=self.param_dtype)
+    def step_lrs(self, lrs: list[float]) -> torch.Tensor:
+        """The K variants' lrs, (K,) on the device (copied without waiting for it)."""
+        lrs = torch.tensor(lrs, dtype=self.lrs.dtype)
         return lrs.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else lrs
 
-    def _set_lr(self, lrs: torch.Tensor) -> None:
+    def set_lr(self, lrs: torch.Tensor) -> None:
         self.lrs = lrs
 
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -274,20 +260,20 @@ class PackedTrainer(TrainingLoop):
             ]
         )
 
-    def _objective(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def objective(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         losses = self.losses(x, y)
         return losses, losses
 
-    def _backward(self, objective: torch.Tensor) -> None:
+    def backward(self, objective: torch.Tensor) -> None:
         """Add the gradients into the (K, P) gradient buffer (micro-batches accumulate there)."""
         grads = torch.autograd.grad(objective, self.leaves)
         torch._foreach_add_(self.grads, grads)
 
     @torch.no_grad()
-    def _update(self, losses: torch.Tensor) -> None:
+    def update(self, losses: torch.Tensor, *, step: int) -> None:
         """Mask variants whose loss diverged, then AdamW as torch.optim.AdamW computes it, after per-variant
         gradient clipping, over all variants at once."""
-        cfg, t = self.cfg, self.step + 1
+        cfg, t = self.cfg, step + 1
         self._mask_diverged(losses)
         norms = self.grad.norm(
             dim=1
@@ -305,25 +291,62 @@ class PackedTrainer(TrainingLoop):
         self.flat.addcdiv_(self.m * (lr * self.lr_scale / (1 - cfg.beta1**t)), denom, value=-1.0)
 
     def _mask_diverged(self, losses: torch.Tensor) -> None:
-        """The watch's divergence rule (TrainingLoop._watch) on the device: no host sync."""
+        """The loop's divergence rule (TrainingLoop._watch) on the device: no host sync."""
         self.first_device = torch.where(torch.isnan(self.first_device), losses, self.first_device)
         bad = ~torch.isfinite(losses) | (losses > self.cfg.divergence_factor * self.first_device)
         self.active &= ~bad
 
-    def _zero_grad(self) -> None:
+    def zero_grad(self) -> None:
         self.grad.zero_()
 
-    def _eval_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def eval_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.losses(x, y)
 
-    def _eval_mode(self, on: bool) -> None:
+    def eval_mode(self, on: bool) -> None:
         """No dropout or other train/eval difference in the proxy model."""
 
-    def _compile(self) -> None:
-        self.trunk = compiled_trunk(self.compile_mode, self.cfg.compile_scope)
+    def compile(self, mode: str, scope: str) -> None:
+        self.trunk = compiled_trunk(mode, scope)
 
-    def _uncompile(self) -> None:
+    def uncompile(self) -> None:
         self.trunk = _trunk
+
+    def model_state(self) -> dict:
+        return {"params": self.flat, "m": self.m, "v": self.v}
+
+    @torch.no_grad()
+    def load_model_state(self, state: dict) -> None:
+        for mine, saved in ((self.flat, "params"), (self.m, "m"), (self.v, "v")):
+            mine.copy_(state[saved])  # in place: the parameter views stay the autograd leaves
+        self.active = torch.tensor([math.isnan(d) for d in state["diverged_at"]], device=self.device)
+        self.first_device = torch.tensor(state["first_loss"], dtype=torch.float64, device=self.device)
+
+
+class PackedTrainer(TrainingLoop):
+    """Trains `len(schedules)` variants of `config` at once, variant i under schedules[i] and seeds[i]
+    (default: config.seed for all); `results()` gives one RunResult each."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        schedules: Sequence[ScheduleConfig],
+        *,
+        seeds: Sequence[int] | None = None,
+        corpus: TokenCorpus | None = None,
+    ):
+        if config.proxy.is_moe:
+            raise ConfigError(
+                f"model={config.model!r} is a mixture of experts: packing supports dense models; "
+                "use pack=1 (run.pack: 1) for MoE"
+            )
+        super().__init__(
+            replace(config, schedule=schedules[0], seed=config.seed if seeds is None else seeds[0]),
+            schedules,
+            PackedEngine,
+            seeds=seeds,
+            corpus=corpus,
+            log=None,
+        )
 
     def train(self) -> None:
         """Train every variant for the configured budget (each under its own schedule)."""
@@ -339,20 +362,7 @@ class PackedTrainer(TrainingLoop):
 
     def variant_state(self, i: int) -> dict[str, torch.Tensor]:
         """Variant i's weights under ProxyLM's parameter names (copies): e.g. to load into a solo model."""
-        return {name: p[i].detach().clone() for name, p in self.params.items()}
-
-    def model_state(self) -> dict:
-        return {"params": self.flat, "m": self.m, "v": self.v}
-
-    @torch.no_grad()
-    def load_model_state(self, state: dict) -> None:
-        for mine, saved in ((self.flat, "params"), (self.m, "m"), (self.v, "v")):
-            mine.copy_(state[saved])  # in place: the parameter views stay the autograd leaves
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.active = torch.tensor([math.isnan(d) for d in self.diverged_ats], device=self.device)
-        self.first_device = torch.tensor(self.first_losses, dtype=torch.float64, device=self.device)
+        return {name: p[i].detach().clone() for name, p in self.engine.params.items()}
 
 
 def _offsets(sizes: list[int]) -> list[int]:

@@ -174,7 +174,7 @@ def test_every_compiled_graph_is_static_across_shapes_and_the_evaluation(corpus,
     # Two runs of other sequence lengths in one process and an evaluation (batch 32, not the training's 2):
     # each shape gets a graph of its own with its sizes fixed, none with symbolic sizes its kernels cannot
     # specialise to.
-    from powersweep.proxy_models import trainer
+    from powersweep.proxy_models import loop
 
     graphs = []  # each graph's example inputs
 
@@ -186,7 +186,7 @@ def test_every_compiled_graph_is_static_across_shapes_and_the_evaluation(corpus,
     monkeypatch.setattr(
         torch, "compile", lambda fn, mode=None, **kwargs: compile(fn, backend=record, **kwargs)
     )
-    monkeypatch.setattr(trainer, "resolve_compile", lambda compile, device, moe=False: bool(compile))
+    monkeypatch.setattr(loop, "resolve_compile", lambda compile, device, moe=False: bool(compile))
     torch._dynamo.reset()
     for seq_len in (32, 64):
         config = TrainConfig(
@@ -241,7 +241,7 @@ FAILS = "no working C compiler (injected)"
 @pytest.fixture
 def auto_compiles_and_fails(monkeypatch):
     """`compile: auto` compiles here, as on CUDA, with a backend that fails when `fails()` says so."""
-    from powersweep.proxy_models import compile_cache, packed, trainer
+    from powersweep.proxy_models import compile_cache, loop, packed
 
     state = {"fails": lambda: True, "compiles": 0}
 
@@ -255,7 +255,7 @@ def auto_compiles_and_fails(monkeypatch):
     monkeypatch.setattr(
         torch, "compile", lambda fn, mode=None, **kwargs: compile(fn, backend=backend, **kwargs)
     )
-    monkeypatch.setattr(trainer, "resolve_compile", lambda compile, device, moe=False: bool(compile))
+    monkeypatch.setattr(loop, "resolve_compile", lambda compile, device, moe=False: bool(compile))
     monkeypatch.setattr(compile_cache, "_failure", None)  # and forgotten after the test
     torch._dynamo.reset()  # nothing compiled by earlier tests with another backend, nor kept for later ones
     packed.compiled_trunk.cache_clear()
@@ -297,7 +297,7 @@ def test_auto_trains_eager_where_compiling_fails_and_the_rows_say_why(corpus, au
 # As CHILD, with `compile: auto` compiling on this CPU as it does on CUDA.
 AUTO_CHILD = CHILD.replace("compile=True", "compile='auto'").replace(
     "from torch._dynamo.utils import counters",
-    "from torch._dynamo.utils import counters\nfrom powersweep.proxy_models import trainer as module\n"
+    "from torch._dynamo.utils import counters\nfrom powersweep.proxy_models import loop as module\n"
     "module.resolve_compile = lambda compile, device, moe=False: True",
 )
 
@@ -325,9 +325,9 @@ def test_after_a_failed_compile_auto_starts_eager_in_the_same_process(
     assert FAILS in json.loads(later.run().execution)["compile_error"]
     assert auto_compiles_and_fails["compiles"] == tried  # not tried again
     assert Trainer(replace(config, compile=True), corpus=corpus).compiled  # asked for outright: tried again
-    from powersweep.proxy_models import trainer
+    from powersweep.proxy_models import loop
 
-    monkeypatch.setattr(trainer, "resolve_compile", resolve_compile)  # auto as it is on this CPU
+    monkeypatch.setattr(loop, "resolve_compile", resolve_compile)  # auto as it is on this CPU
     assert Trainer(config, corpus=corpus).compile_error is None  # eager anyway: no failure to report
 
 

@@ -57,7 +57,7 @@ def test_variants_of_several_seeds_each_equal_their_solo_run(corpus):
     lrs, seeds = (1e-3, 3e-3, 3e-3, 1e-2), (1, 0, 1, 2)
     schedules = [ScheduleConfig(name="wsd", lr=lr, warmup_tokens=4 * 32 * 2) for lr in lrs]
     packed = PackedTrainer(cfg, schedules, seeds=seeds, corpus=corpus)
-    initial = packed.flat.clone()
+    initial = packed.engine.flat.clone()
     x, _ = packed._batch()
     assert x.shape == (4, 4, 32) and torch.equal(x[0], x[2]) and not torch.equal(x[0], x[1])
     rows = packed.train_and_results()
@@ -87,7 +87,7 @@ def test_compiled_packed_variants_train_like_eager_ones(corpus):
     assert compiled.compile_mode == "default" and "compile_mode" not in json.loads(eager.execution())
     for got, want in zip(compiled.loss_windows, eager.loss_windows):
         assert got == pytest.approx(want, rel=1e-9)
-    torch.testing.assert_close(compiled.flat, eager.flat, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(compiled.engine.flat, eager.engine.flat, rtol=1e-9, atol=1e-12)
     graphed = PackedTrainer(config(compile=True, compile_mode="reduce-overhead"), schedules, corpus=corpus)
     graphed.train()  # the whole trunk compiled (CUDA graphs on a GPU; on CPU inductor alone)
     for got, want in zip(graphed.loss_windows, eager.loss_windows):
@@ -103,9 +103,11 @@ def test_a_compiled_packed_trunk_traces_one_block_for_every_layer(corpus, traced
         [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 2e-3)],
         corpus=corpus,
     )
-    _, *layers, _ = trainer.leaves
+    _, *layers, _ = trainer.engine.leaves
     x = torch.randn(2, 2 * 16, trainer.proxy.d_model)
-    calls, subgraphs = traced(_trunk, x, layers, trainer.spec, *(r[:16] for r in trainer.rope), 2, False)
+    calls, subgraphs = traced(
+        _trunk, x, layers, trainer.engine.spec, *(r[:16] for r in trainer.engine.rope), 2, False
+    )
     assert calls.count("invoke_subgraph") == 3 and subgraphs == {"subgraph_0"}
 
 
@@ -135,19 +137,39 @@ def test_moe_packing_is_refused_with_a_clear_error(corpus):
         PackedTrainer(config(model="cpu-moe"), [ScheduleConfig()], corpus=corpus)
 
 
-def test_packed_forward_equals_each_variants_own_model(corpus):
-    """Distinct weights per variant (and grouped-query attention): each variant's loss and gradients are those
-    of a ProxyLM holding its weights, through bmm, folded SDPA and the chunked head."""
-    cfg = config(model_overrides={"seq_len": 32, "n_layers": 2, "n_kv_heads": 1}, head="chunked")
+# Every option of ProxyLM's block that a packed model takes (packed.py writes the block again over stacked
+# weights): grouped-query or full attention, muP or the standard parametrisation, its multipliers, head size
+# and RoPE.
+BLOCK_OPTIONS = {
+    "grouped-query attention": {"n_kv_heads": 1},
+    "multi-head attention": {"n_kv_heads": None},
+    "standard parametrisation": {"use_mup": False, "n_kv_heads": 2},
+    "muP multipliers, head size, RoPE base": {
+        "m_residual": 0.5,
+        "m_emb": 3.0,
+        "d_head": 16,
+        "rope_base": 500.0,
+    },
+}
+
+
+@pytest.mark.parametrize("option", sorted(BLOCK_OPTIONS))
+def test_packed_forward_equals_each_variants_own_model(corpus, option):
+    """Distinct weights per variant: each variant's loss and gradients are those of a ProxyLM holding its
+    weights, through bmm, folded SDPA and the chunked head, for every block option."""
+    overrides = {"seq_len": 32, "n_layers": 2, **BLOCK_OPTIONS[option]}
+    cfg = config(model_overrides=overrides, head="chunked")
     packed = PackedTrainer(
         cfg, [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 2e-3, 3e-3)], corpus=corpus
     )
     with torch.no_grad():
-        packed.flat.add_(torch.randn_like(packed.flat) * 0.01)
+        packed.engine.flat.add_(torch.randn_like(packed.engine.flat) * 0.01)
     x, y = packed._batch()
-    losses = packed.losses(x, y)
-    grads = torch.autograd.grad(losses.sum(), packed.leaves)
-    grads = torch.cat([g.flatten(1) for g in grads], dim=1)  # (K, P): the leaves are packed.flat's columns
+    losses = packed.engine.losses(x, y)
+    grads = torch.autograd.grad(losses.sum(), packed.engine.leaves)
+    grads = torch.cat(
+        [g.flatten(1) for g in grads], dim=1
+    )  # (K, P): the leaves are packed.engine.flat's columns
     for i in range(3):
         model = ProxyLM(cfg.proxy).double()
         model.head, model.head_chunk_tokens = "chunked", 40  # several chunks of the 128 tokens
@@ -173,14 +195,14 @@ def test_micro_batches_and_checkpointing_train_packed_variants_like_the_whole_ba
     split.train()
     assert split.micro_batch_size == 2 and split.checkpointing
     assert split.loss_windows == [pytest.approx(w, rel=1e-12) for w in whole.loss_windows]
-    torch.testing.assert_close(split.flat, whole.flat, rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(split.engine.flat, whole.engine.flat, rtol=1e-10, atol=1e-13)
 
 
 def test_injected_out_of_memory_halves_the_packed_micro_batch_and_ends_the_same(corpus, monkeypatch):
     schedules = [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 3e-3)]
     expected = PackedTrainer(config(tokens=4 * 32 * 5), schedules, corpus=corpus).train_and_results()
     trainer = PackedTrainer(config(tokens=4 * 32 * 5), schedules, corpus=corpus)
-    real, calls = trainer.losses, []
+    real, calls = trainer.engine.losses, []
 
     def losses(x, y):  # step 3's whole batch runs out of memory, once
         calls.append((trainer.step, x.shape[0]))
@@ -188,7 +210,7 @@ def test_injected_out_of_memory_halves_the_packed_micro_batch_and_ends_the_same(
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
         return real(x, y)
 
-    monkeypatch.setattr(trainer, "losses", losses)
+    monkeypatch.setattr(trainer.engine, "losses", losses)
     rows = trainer.train_and_results()
     assert trainer.micro_batch_size == 2 and trainer.micro_batch_shrinks == 1 and (3, 2) in calls
     assert json.loads(rows[0].execution) == {

@@ -8,7 +8,7 @@ import torch
 from powersweep.proxy_models.data import DataConfig
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.shapes import ConfigError
-from powersweep.proxy_models.trainer import TrainConfig, Trainer
+from powersweep.proxy_models.trainer import SoloEngine, TrainConfig, Trainer
 
 TINY = {"seq_len": 64, "n_layers": 2}
 
@@ -167,7 +167,7 @@ def test_the_first_step_of_a_trainer_is_timed_once(corpus, monkeypatch):
         Trainer(small_config(), corpus=corpus),
         iter(i * i for i in range(1000)),
     )  # each read longer
-    monkeypatch.setattr("powersweep.proxy_models.trainer.time.perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr("powersweep.proxy_models.loop.time.perf_counter", lambda: float(next(clock)))
     trainer.train_to(2, total_tokens=None)
     first = trainer.first_step_seconds
     trainer.train_to(4, total_tokens=None)
@@ -247,7 +247,7 @@ def test_gradients_kept_for_cuda_graphs_train_like_gradients_set_to_none(corpus,
     config = small_config(micro_batch_size=2)
     dropped = Trainer(config, corpus=corpus)
     dropped.run()
-    monkeypatch.setattr(Trainer, "_graphed", property(lambda self: True))
+    monkeypatch.setattr(SoloEngine, "graphed", property(lambda self: True))
     kept = Trainer(config, corpus=corpus)
     assert all(p.grad is not None and not p.grad.any() for p in kept.params)
     kept.run()
@@ -282,7 +282,7 @@ def test_cuda_graphs_accumulate_micro_batches_like_eager_on_gpu(corpus, pack):
                 config, [config.schedule, replace(config.schedule, lr=3e-3)], corpus=corpus
             )
             trainer.train()
-            runs[trainer.compiled] = (trainer.loss_windows[1], [trainer.flat])
+            runs[trainer.compiled] = (trainer.loss_windows[1], [trainer.engine.flat])
     (eager_losses, eager_params), (graphed_losses, graphed_params) = runs[False], runs[True]
     assert graphed_losses == pytest.approx(eager_losses, rel=1e-9)
     for p, q in zip(eager_params, graphed_params):

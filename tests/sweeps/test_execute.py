@@ -4,9 +4,9 @@ from dataclasses import replace
 import pytest
 import torch
 
+from powersweep.proxy_models import micro_batching
 from powersweep.proxy_models.budgets import trunk_tokens
 from powersweep.proxy_models.data import DataConfig
-from powersweep.proxy_models.packed import PackedTrainer
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.trainer import TrainConfig
 from powersweep.sweeps.execute import (
@@ -157,14 +157,14 @@ def test_out_of_memory_in_a_packed_trial_loses_no_row(tmp_path, monkeypatch, per
     jobs = [f64(job(lr, seed=seed)) for lr, seed in ((1e-3, 0), (3e-3, 1), (1e-2, 0))]
     for j in jobs:
         run_job(j, local_settings(tmp_path / "solo"))
-    real = PackedTrainer.losses
+    real = micro_batching._accumulate
 
-    def losses(self, x, y):
-        if torch.is_grad_enabled() and self.step == 5 and (persistent or x.shape[-2] == 4):  # the whole batch
+    def accumulate(loop, x, y):  # a packed step's gradients: at the whole batch, or (persistent) any size
+        if loop.engine.packed and loop.step == 5 and (persistent or loop.micro_batch_size == 4):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
-        return real(self, x, y)
+        return real(loop, x, y)
 
-    monkeypatch.setattr(PackedTrainer, "losses", losses)
+    monkeypatch.setattr(micro_batching, "_accumulate", accumulate)
     run_job(PackedJob(tuple(jobs)), local_settings(tmp_path / "packed"))
     solo = ResultStore(str(tmp_path / "solo" / "store")).read(sweep_id="t").table.set_index("run_id")
     read = ResultStore(str(tmp_path / "packed" / "store")).read(sweep_id="t")
