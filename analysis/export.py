@@ -233,9 +233,8 @@ LR_UNITS = {
 
 def _units(table: pd.DataFrame, parametrisation: str) -> dict:
     seq_lens = sorted(set(table["seq_len"].dropna().astype(int)))
-    seq_len = (
-        seq_lens[0] if len(seq_lens) == 1 else (seq_lens or None)
-    )  # several: batch sizes are not comparable
+    # several: batch sizes are not comparable
+    seq_len = seq_lens[0] if len(seq_lens) == 1 else (seq_lens or None)
     return {
         "tokens": "tokens",
         "batch_size": "sequences",

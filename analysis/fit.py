@@ -376,9 +376,8 @@ def fit_gamma(
             "(see the flags and reason columns of cells.csv)",
         )
     paper = paper_fit(cells, top_k=top_k, n_boot=n_boot, seed=seed)
-    return GammaFits(
-        pooled, per_model, paper, in_model_order(chosen), top_k
-    )  # rows moved after the fits: same numbers
+    # rows moved after the fits: same numbers
+    return GammaFits(pooled, per_model, paper, in_model_order(chosen), top_k)
 
 
 def gamma_draws(cells: pd.DataFrame) -> np.ndarray | None:

@@ -92,9 +92,8 @@ def merge_close(
             if len(group) < 2:
                 continue
             value = float(np.median(group))
-            out = out.astype(
-                float
-            )  # a no-op on the float columns analysed; never an int column set to a median
+            # a no-op on the float columns analysed; never an int column set to a median
+            out = out.astype(float)
             out.loc[values.index[values.isin(group)]] = value
             merges.append(Merge(column, group, value, dict(zip(by, key))))
     return out, merges

@@ -201,9 +201,8 @@ def _fit_cell(cell: pd.DataFrame, half_width: int) -> _CellFit:
         if not quad.accepted and bowl is None:
             flags.append("quadratic_rejected")  # not blocking: the grid argmin stands, with a wider error
     if not BLOCKING_FLAGS.intersection(flags) and min(best - low, high - best) == 1 < half_width:
-        flags.append(
-            "one_side"
-        )  # not blocking: one lr on a side of the argmin sets that side's curvature alone
+        # not blocking: one lr on a side of the argmin sets that side's curvature alone
+        flags.append("one_side")
     return _CellFit(lr, loss, n_runs, best, quad, bowl, d, reach, tuple(flags), "; ".join(reasons))
 
 

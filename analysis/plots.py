@@ -360,9 +360,8 @@ def fig_power_best(power: PowerSearch) -> Figure:
     for ax, name, best, ci in zip(axes[0], ("a", "b"), (overall.a, overall.b), (overall.a_ci, overall.b_ci)):
         for i, (batch, group) in enumerate(groups.groupby("batch_size", sort=True)):
             err = np.abs(np.vstack([group[name] - group[f"{name}_low"], group[f"{name}_high"] - group[name]]))
-            dodge = 1.04 ** (
-                i - (len(batches) - 1) / 2
-            )  # batch sizes side by side: error bars at one T overlap
+            # batch sizes side by side: error bars at one T overlap
+            dodge = 1.04 ** (i - (len(batches) - 1) / 2)
             ax.errorbar(
                 group["tokens"] * dodge,
                 group[name],
@@ -393,9 +392,8 @@ def fig_critical_batch(cells: pd.DataFrame, critical: CriticalBatch, *, lr_axis:
     colours = _colours(usable["tokens"])
     per = critical.per_tokens
     named = set()
-    ordered = in_model_order(
-        usable.sort_values("tokens", kind="stable")
-    )  # models by size, T ascending in each
+    # models by size, T ascending in each
+    ordered = in_model_order(usable.sort_values("tokens", kind="stable"))
     for model, t in dict.fromkeys(zip(ordered["model"], ordered["tokens"])):
         group = usable[usable["model"].eq(model) & usable["tokens"].eq(t)]
         ax = axes[0, 0]

@@ -111,9 +111,8 @@ def _boot_surfaces(x: np.ndarray, y: np.ndarray, n_boot: int, rng: np.random.Gen
     k = x.shape[1]
     xtx = (counts @ (x[:, :, None] * x[:, None, :]).reshape(n, k * k)).reshape(-1, k, k)  # (n_boot, 6, 6)
     xty = counts @ (x * y[:, None])  # (n_boot, 6)
-    ridge = (
-        1e-10 * np.trace(xtx, axis1=1, axis2=2)[:, None, None] * np.eye(k)
-    )  # keeps rank-poor resamples solvable
+    # keeps rank-poor resamples solvable
+    ridge = 1e-10 * np.trace(xtx, axis1=1, axis2=2)[:, None, None] * np.eye(k)
     coef = np.linalg.solve(xtx + ridge, xty[..., None])[..., 0]
     eig = np.linalg.eigvalsh(xtx)  # ascending, per resample
     return coef[eig[:, 0] > 1e-9 * eig[:, -1]]

@@ -134,9 +134,8 @@ def _best_ln_bc(ln_b: np.ndarray, ln_lr: np.ndarray, w: np.ndarray) -> float:
 def _ln_bc_se(ln_b, ln_lr, w, ln_peak: float, ln_bc: float) -> float:
     resid = ln_lr - ln_peak - _ln_shape(ln_b, ln_bc)
     dof = len(ln_b) - 2
-    jac = np.column_stack(
-        [np.ones_like(ln_b), 0.5 * np.tanh((ln_b - ln_bc) / 2)]
-    )  # d(model)/d(ln peak, ln Bc)
+    # d(model)/d(ln peak, ln Bc)
+    jac = np.column_stack([np.ones_like(ln_b), 0.5 * np.tanh((ln_b - ln_bc) / 2)])
     info = jac.T @ (w[:, None] * jac)
     if dof <= 0 or np.linalg.cond(info) > 1e12:
         return float("nan")

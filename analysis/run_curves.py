@@ -119,9 +119,8 @@ def window_means(
     )
     step = points["step"].to_numpy(dtype=float)
     n = points["mean_steps"].to_numpy(dtype=float) if "mean_steps" in points else np.full(len(points), np.nan)
-    since_previous = (
-        np.diff(step, prepend=step[0] - 1) if len(step) else step
-    )  # a segment's first point: 1 step
+    # a segment's first point: 1 step
+    since_previous = np.diff(step, prepend=step[0] - 1) if len(step) else step
     n = np.where(np.isfinite(n), n, since_previous)
     covered_again = np.append(step[1:] - n[1:] < step[:-1], False) if len(step) else np.array([], bool)
     windows, total, steps = [], 0.0, 0.0

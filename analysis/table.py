@@ -93,9 +93,8 @@ def load_table(
     frame, skipped = _read(source, mapping or {})
     frame = _apply_mapping(frame, mapping or {})
     frame, trunk_rows = _final_rows(frame)
-    _require_columns(
-        frame
-    )  # before filling in what the table did not say, so the error lists its own columns
+    # before filling in what the table did not say, so the error lists its own columns
+    _require_columns(frame)
     frame = _stated(frame, schedule=schedule, parametrisation=parametrisation)
     frame, batch_merges = _validate(
         frame, batch_unit=batch_unit, seq_len=seq_len, tolerance=check_tolerance(tokens_tolerance)
@@ -402,9 +401,8 @@ def _batch_in_sequences(
             "sequences: check --batch-unit (tokens?) and the batch_size column"
         )
     merges = []
-    if (
-        batch_unit == "tokens"
-    ):  # a batch in tokens over a seq_len may come out a rounding off its nominal sequences
+    # a batch in tokens over a seq_len may come out a rounding off its nominal sequences
+    if batch_unit == "tokens":
         batch, merges = _merged_batches(frame.assign(batch_size=batch), tolerance)
     whole = np.isclose(batch, np.round(batch), rtol=1e-9, atol=1e-6)
     if not whole.all():

@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(
-    0, str(Path(__file__).resolve().parents[1])
-)  # runs from a checkout without `pip install -e .`
+# runs from a checkout without `pip install -e .`
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from powersweep.analysis import PlantedLaw, SweepGrid, analyze, load_table, synthetic_table, write_report  # noqa: E402
 from powersweep.analysis.synthetic import synthetic_power_table  # noqa: E402

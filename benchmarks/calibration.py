@@ -17,9 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(
-    0, str(Path(__file__).resolve().parents[1])
-)  # runs from a checkout without `pip install -e .`
+# runs from a checkout without `pip install -e .`
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from powersweep.analysis.calibration import MAIN_JOB_LAW, calibrate, calibrate_alpha, calibrate_main_job  # noqa: E402
 

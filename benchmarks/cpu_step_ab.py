@@ -48,9 +48,8 @@ def steps_per_s(tree: str, steps: int) -> dict:
         check=True,
     )
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["source"].startswith(os.path.abspath(tree)), (
-        result
-    )  # the tree asked for, not the installed one
+    # the tree asked for, not the installed one
+    assert result["source"].startswith(os.path.abspath(tree)), result
     return result
 
 

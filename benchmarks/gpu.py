@@ -419,9 +419,8 @@ def gpu_sweep(raw: dict, *, out: str, solo_tokens_per_s: float, compiling: dict 
     from powersweep.sweeps.sweep import submit
 
     os.makedirs(out, exist_ok=True)
-    storage = tempfile.mkdtemp(
-        prefix="gpu-sweep-store-", dir=out
-    )  # fresh: a store of an earlier run would resume
+    # fresh: a store of an earlier run would resume
+    storage = tempfile.mkdtemp(prefix="gpu-sweep-store-", dir=out)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the tables before held memory in this process: leave the GPU to the trials
     spec = spec_from_dict({**raw, "run": {**raw["run"], **(compiling or {})}})

@@ -116,9 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     trainer.train_to(1, total_tokens=None)  # compiles (timed_steps takes one more step before its clock)
     on_device = device.type == "cuda"
-    unprofiled = 1 / timed_steps(
-        trainer, args.steps
-    )  # the profiler's tracing slows a step waiting on the host
+    # the profiler's tracing slows a step waiting on the host
+    unprofiled = 1 / timed_steps(trainer, args.steps)
     peak_gib = peak_bytes(device) / GIB
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_device else [])
     with profile(activities=activities) as prof:
@@ -126,9 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         trainer.train_to(trainer.step + args.steps, total_tokens=None)
         wall = (time.perf_counter() - start) / args.steps
     events = prof.key_averages()
-    if (
-        on_device
-    ):  # its kernels' and copies' own time, as the device table's total counts it (an op's device time
+    # its kernels' and copies' own time, as the device table's total counts it (an op's device time
+    if on_device:
         # is that of the kernels it launched: summing both would count each kernel twice)
         busy = sum(
             device_seconds(e)

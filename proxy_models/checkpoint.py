@@ -23,9 +23,8 @@ import torch
 
 from powersweep.proxy_models.files import write_atomically
 
-_writes: dict[
-    str, tuple[threading.Thread, list[BaseException]]
-] = {}  # path -> its write in flight and its error
+# path -> its write in flight and its error
+_writes: dict[str, tuple[threading.Thread, list[BaseException]]] = {}
 _lock = threading.Lock()
 
 

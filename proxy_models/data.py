@@ -518,9 +518,8 @@ def _eval_starts(length: int, seq_len: int, eval_tokens: int | None) -> np.ndarr
     """Start offsets of the eval windows: evenly spread, non-overlapping inputs, last target in range."""
     usable = length - 1  # the last token is only ever a target
     count = min(eval_tokens or usable, usable) // seq_len
-    stride = (
-        (usable - seq_len) // (count - 1) if count > 1 else 0
-    )  # >= seq_len, since count * seq_len <= usable
+    # >= seq_len, since count * seq_len <= usable
+    stride = (usable - seq_len) // (count - 1) if count > 1 else 0
     return np.arange(count, dtype=np.int64) * stride
 
 

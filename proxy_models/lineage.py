@@ -203,13 +203,11 @@ def _drive(
         if done.has(event, k):
             continue
         if trainer.step > event.step:
-            if event.branch is None and not done.lost(
-                event
-            ):  # no state left to evaluate: the trunk is past it
+            # no state left to evaluate: the trunk is past it
+            if event.branch is None and not done.lost(event):
                 continue
-            trainer = (
-                new_trainer()
-            )  # the checkpointed trunk is past this fork (or lost trunk row): start again
+            # the checkpointed trunk is past this fork (or lost trunk row): start again
+            trainer = new_trainer()
         before = _work(trainer)
         trainer.train_to(
             event.step,

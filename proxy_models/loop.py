@@ -90,9 +90,8 @@ class TrainingLoop:
         # CPU steps are synchronous anyway: read every loss at once, so a divergence stops the run at once.
         self.check_every = CUDA_CHECK_EVERY_STEPS if self.device.type == "cuda" else 1
         self.train_seconds = 0.0  # restored by checkpoints: the run's own training time
-        self.curve = CurveRecorder.for_run(
-            config, schedules
-        )  # per variant: log-spaced loss points, checkpointed
+        # per variant: log-spaced loss points, checkpointed
+        self.curve = CurveRecorder.for_run(config, schedules)
         # What this object did, never restored by checkpoints (retry and overhead accounting).
         self.steps_trained, self.seconds_trained, self.eval_seconds = 0, 0.0, 0.0
         # training held up by checkpoint saves (their writes run in the background)

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from powersweep.proxy_models.shapes import ConfigError, ProxyConfig
 
 GIB = 2**30
-CHUNK_BYTES = (
-    64 * 2**20
-)  # fp32 logits of one chunk of the chunked head: 64 MiB keeps its matmuls large, its memory small
+# fp32 logits of one chunk of the chunked head: 64 MiB keeps its matmuls large, its memory small
+CHUNK_BYTES = 64 * 2**20
 # Logits (compute dtype) of one chunk of the fused head. liger-kernel's own default bounds a chunk's logits by
 # the size of its input, V / d_model chunks per step: 384 for paper-12m (d_model 128), each a handful of small
 # kernels, which left the step waiting on the host (benchmarks/RESULTS.md, "GPU"). 1 GiB makes it a few
@@ -89,9 +88,8 @@ def layer_activation_bytes(cfg: ProxyConfig, *, compute_bytes: int, residual_byt
     """Bytes one block saves for backward, per token."""
     d, hd, h, kv = cfg.d_model, cfg.d_head, cfg.n_heads, cfg.kv_heads
     norms = 2 * d * (residual_bytes + compute_bytes)  # norm inputs (residual stream) and cast outputs
-    attention = (
-        compute_bytes * hd * (h + 2 * kv + h + kv + 2 * h) + 4 * h
-    )  # q,kv; rotated q,k; out, copy; lse
+    # q,kv; rotated q,k; out, copy; lse
+    attention = compute_bytes * hd * (h + 2 * kv + h + kv + 2 * h) + 4 * h
     if cfg.is_moe:  # each token's top_k copies: gathered rows, [gate | up], silu, product; router logits
         mlp = cfg.top_k * compute_bytes * (d + 4 * cfg.expert_hidden) + 4 * cfg.n_experts
     else:

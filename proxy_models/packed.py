@@ -100,9 +100,8 @@ def _attention(
 ) -> torch.Tensor:
     """Causal RoPE attention of every variant at once: x (K, B * T, d) -> (K, B * T, d)."""
     k_variants, T = x.shape[0], x.shape[1] // batch
-    q = (
-        _linear(x, p["q"]).view(k_variants * batch, T, spec.n_heads, spec.d_head).transpose(1, 2)
-    )  # (K*B, H, T, hd)
+    # (K*B, H, T, hd)
+    q = _linear(x, p["q"]).view(k_variants * batch, T, spec.n_heads, spec.d_head).transpose(1, 2)
     k, v = (
         _linear(x, p["kv"]).view(k_variants * batch, T, 2, spec.kv_heads, spec.d_head).permute(2, 0, 3, 1, 4)
     )
@@ -275,9 +274,8 @@ class PackedEngine:
         gradient clipping, over all variants at once."""
         cfg, t = self.cfg, step + 1
         self._mask_diverged(losses)
-        norms = self.grad.norm(
-            dim=1
-        )  # (K,): each variant's global gradient norm, as clip_grad_norm_ takes it
+        # (K,): each variant's global gradient norm, as clip_grad_norm_ takes it
+        norms = self.grad.norm(dim=1)
         coef = (
             (cfg.grad_clip / (norms + 1e-6)).clamp(max=1.0) if cfg.grad_clip > 0 else torch.ones_like(norms)
         )

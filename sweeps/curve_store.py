@@ -30,29 +30,24 @@ KEY = ("lineage_id", "segment", "budget", "kind", "step")
 _STR, _INT, _FLOAT = pa.string(), pa.int64(), pa.float64()
 CURVE_SCHEMA = pa.schema(
     [
-        pa.field(
-            "lineage_id", _STR, nullable=False
-        ),  # id / the training trajectory (the results' lineage_id)
-        pa.field(
-            "run_id", _STR
-        ),  # id / the result row the point leads to: a decay point's budget row, a trunk
-        # evaluation's trunk row; null for trunk training points (they lead to every budget forked later)
+        # id / the training trajectory (the results' lineage_id)
+        pa.field("lineage_id", _STR, nullable=False),
+        # id / the result row the point leads to: a decay point's budget row, a trunk evaluation's trunk row;
+        # null for trunk training points (they lead to every budget forked later)
+        pa.field("run_id", _STR),
         pa.field("segment", _STR, nullable=False),  # 'trunk' | 'decay'
         pa.field("budget", _FLOAT),  # tokens / the decay branch's budget; null on the trunk
-        pa.field(
-            "fork_tokens", _FLOAT
-        ),  # tokens / seen where the decay branch left the trunk; null on the trunk
-        pa.field(
-            "kind", _STR, nullable=False
-        ),  # 'train' (a training step's loss) | 'eval' (held-out loss there)
+        # tokens / seen where the decay branch left the trunk; null on the trunk
+        pa.field("fork_tokens", _FLOAT),
+        # 'train' (a training step's loss) | 'eval' (held-out loss there)
+        pa.field("kind", _STR, nullable=False),
         pa.field("step", _INT, nullable=False),  # optimizer steps done
         pa.field("tokens", _INT, nullable=False),  # tokens seen: step * batch_size * seq_len
         pa.field("lr", _FLOAT),  # learning rate of that step (muP base lr); null on eval points
         pa.field("loss_train", _FLOAT),  # nats/token / the step's training loss
         pa.field("loss_train_mean", _FLOAT),  # nats/token / mean training loss since the previous grid point
-        pa.field(
-            "mean_steps", _INT
-        ),  # steps / the steps that mean covers (ending at `step`); 0 on eval points
+        # steps / the steps that mean covers (ending at `step`); 0 on eval points
+        pa.field("mean_steps", _INT),
         pa.field("loss_eval", _FLOAT),  # nats/token / held-out loss (eval points only)
     ]
 )

@@ -232,9 +232,8 @@ def _train_job(
 ) -> list[list[RunResult]]:
     """`run_job`'s training; `logs` holds each member's LineageLog (None without loggers)."""
     root = os.path.join(settings.checkpoint_root, settings.sweep_id)
-    recorded = settings.run.curves or any(
-        log is not None for log in logs
-    )  # the recorder is cheap: trackers use it
+    # the recorder is cheap: trackers use it
+    recorded = settings.run.curves or any(log is not None for log in logs)
     common = dict(
         checkpoint_every_steps=settings.run.checkpoint_every_steps,
         attempt=attempt,
@@ -335,9 +334,8 @@ def _within_gpu_share(job: LineageJob | PackedJob, settings: ExecutionSettings) 
     share = trial_gpus([job], settings)
     budget = trial_budget_gib(job, share, gpu_bytes=settings.gpu_memory_bytes)
     members = tuple(replace(m, config=replace(m.config, memory_budget_gib=budget)) for m in _members(job))
-    if (
-        torch.cuda.is_available()
-    ):  # the allocator enforces the share: an overrun is this trial's OOM, not another's
+    # the allocator enforces the share: an overrun is this trial's OOM, not another's
+    if torch.cuda.is_available():
         torch.cuda.set_per_process_memory_fraction(min(share, 1.0))
     return PackedJob(members) if isinstance(job, PackedJob) else members[0]
 
@@ -559,10 +557,9 @@ def init_ray(settings: ExecutionSettings) -> None:
     # "local", not None: None would attach to any cluster a `ray start` left on this machine.
     local = settings.address in (None, "local")
     with contextlib.ExitStack() as local_only:
-        local_only.enter_context(
-            ray_starting()
-        )  # first in, last out: a signal held while Ray starts is raised
-        # once the watchdog runs, and Ray's own signal handlers give way to the driver's (sweeps/interrupt.py)
+        # first in, last out: a signal held while Ray starts is raised once the watchdog runs, and Ray's own
+        # signal handlers give way to the driver's (sweeps/interrupt.py)
+        local_only.enter_context(ray_starting())
         if local:  # it ends with this driver and listens on 127.0.0.1 only
             local_only.enter_context(ray_of_this_driver())
             local_only.enter_context(loopback_only())

@@ -106,9 +106,8 @@ class SweepLock:
 
     def __exit__(self, *exc) -> None:
         if self._fd is not None:
-            with contextlib.suppress(
-                OSError
-            ):  # a driver that ends leaves no holder behind to "take over" from
+            # a driver that ends leaves no holder behind to "take over" from
+            with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
             os.close(self._fd)  # releases the flock; the file stays (unlinking it would race a next holder)
             self._fd = None
@@ -155,9 +154,8 @@ class SweepLock:
             raise self._held(owner, f"{self.storage.rstrip('/')}/{self.relpath}", claim=True)
         self.previous = owner
         store.write_json(self.relpath, self._me)
-        if (
-            store.read_json(self.relpath).get("token") != self._me["token"]
-        ):  # another driver claimed it meanwhile
+        # another driver claimed it meanwhile
+        if store.read_json(self.relpath).get("token") != self._me["token"]:
             raise self._held(
                 store.read_json(self.relpath), f"{self.storage.rstrip('/')}/{self.relpath}", claim=True
             )

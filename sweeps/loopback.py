@@ -23,9 +23,8 @@ import contextlib
 import os
 
 SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node address is 127.0.0.1
-LOOPBACK = frozenset(
-    {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
-)  # how a socket on the loopback reports its address
+# how a socket on the loopback reports its address
+LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 
 
 @contextlib.contextmanager

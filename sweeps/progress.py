@@ -92,9 +92,8 @@ class Tracker:
 
     def __init__(self, jobs: Sequence[LineageJob], *, clock=time.perf_counter, wall_clock=time.time):
         self.clock, self.start = clock, clock()
-        self.wall_start = (
-            wall_clock()
-        )  # trials report their start on this clock (time.time, across processes)
+        # trials report their start on this clock (time.time, across processes)
+        self.wall_start = wall_clock()
         self.first_trial_at = math.inf  # the earliest start a trial reported
         self.lineage_of: dict[str, str] = {}
         self.tokens_at: dict[str, int] = {}  # run_id -> tokens its lineage has trained once it is stored
@@ -204,9 +203,8 @@ class StatusPrinter:
 
     @property
     def stream(self) -> TextIO:
-        return (
-            self._stream or sys.stderr
-        )  # looked up late: Tune pickles its callbacks, stderr does not pickle
+        # looked up late: Tune pickles its callbacks, stderr does not pickle
+        return self._stream or sys.stderr
 
     def update(self, *, final: bool = False) -> None:
         now = self.tracker.clock()

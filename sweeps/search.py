@@ -272,9 +272,8 @@ class SearchRun:
 
 def run_studies(studies: Sequence[Study], settings: ExecutionSettings) -> SearchRun:
     """Run the trials each study lacks (n_trials minus its completed lineages in the store) in one Tuner."""
-    optuna.logging.set_verbosity(
-        optuna.logging.WARNING
-    )  # one line per trial comes from the progress callback
+    # one line per trial comes from the progress callback
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     table = ResultStore(settings.store_uri).read(sweep_id=settings.sweep_id).table
     storage = journal(settings)
     cells = [_Cell(study, storage, table) for study in studies]

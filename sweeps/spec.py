@@ -153,9 +153,8 @@ class SearchSpec(_Strict):
     b_range: tuple[Number, Number] = (-0.6, -0.4)  # Table 3's b search range
     # optuna: trials of one study in flight at once; 1 keeps studies reproducible
     study_concurrency: PositiveInt = 1
-    adaptive: AdaptiveSpec = Field(
-        default_factory=AdaptiveSpec
-    )  # adaptive mode: lr range, resolution, budget
+    # adaptive mode: lr range, resolution, budget
+    adaptive: AdaptiveSpec = Field(default_factory=AdaptiveSpec)
 
     @field_validator("models", "lr", "batch_size", "tokens", "seeds", "power_a", "power_b", "lr_max")
     @classmethod
@@ -249,9 +248,8 @@ class RunSpec(_section("RunSettings", "How a run executes.", RUN, (TrainConfig,)
     max_retries: Annotated[int, BeforeValidator(integer), at_least(0, high=100, what="retry count")] = 2
     checkpoint_every_steps: NonNegativeInt = 500  # trunk checkpoint interval, steps; 0 = at forks only
     storage: str | None = Field(None, min_length=1)  # results store URI; default runs/<name>
-    loggers: list[str] = Field(
-        default_factory=list
-    )  # experiment trackers fed per step and per row; [] = none
+    # experiment trackers fed per step and per row; [] = none
+    loggers: list[str] = Field(default_factory=list)
     curves: Flag = True  # store each lineage's training curve beside the results (trackers get it either way)
 
     @field_validator("loggers")
@@ -419,9 +417,8 @@ def _check_adaptive(search: SearchSpec, schedule: str) -> None:
             f"search.adaptive.spacing={a.spacing!r} is not a whole power of resolution="
             f"{a.resolution!r}: use e.g. spacing {a.resolution ** max(round(steps), 1):.4g}"
         )
-    if (
-        a.max_lineages < 2 * a.side_points + 1
-    ):  # the largest budget's optimum and side_points lrs on each side
+    # the largest budget's optimum and side_points lrs on each side
+    if a.max_lineages < 2 * a.side_points + 1:
         raise ValueError(
             f"search.adaptive.max_lineages={a.max_lineages!r} cannot hold the {2 * a.side_points + 1} "
             f"lineages that bracket the largest budget's optimum with side_points={a.side_points} lrs on "

@@ -190,17 +190,15 @@ class WandbRun:
             dir=None if os.environ.get("WANDB_DIR") else _made(target.root),
             settings=wandb.Settings(console="off", silent=True),
         )
-        self.run.define_metric(
-            "step"
-        )  # the trainer's step, which repeats across segments: W&B's own must not
+        # the trainer's step, which repeats across segments: W&B's own must not
+        self.run.define_metric("step")
         for prefix in ("loss_train", "loss_train_mean", "lr", "loss_eval", "final", "trunk"):
             self.run.define_metric(f"{prefix}/*", step_metric="step")
 
     def log(self, points: Sequence[Point]) -> None:
         for step, same_step in itertools.groupby(points, key=lambda point: point[2]):
-            self.run.log(
-                {**{key: value for key, value, _ in same_step}, "step": step}
-            )  # one W&B row per step
+            # one W&B row per step
+            self.run.log({**{key: value for key, value, _ in same_step}, "step": step})
 
     def finish(self, *, failed: bool = False) -> None:
         self.run.finish(exit_code=1 if failed else 0)

@@ -52,9 +52,8 @@ def imported(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, f"{path}: a relative import; the packages use absolute ones"
             names.add(node.module)
-            names.update(
-                f"{node.module}.{alias.name}" for alias in node.names
-            )  # `from powersweep import cli`
+            # `from powersweep import cli`
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
 
 

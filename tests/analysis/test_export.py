@@ -82,9 +82,8 @@ def test_lm_engine_snippet_reproduces_the_power_schedule(result):
     assert snippet["optimizer_args"]["class_args"]["lr"] == 0.02
     assert snippet["lr_scheduler_args"]["lr_decay_style"] == "power"
     steps = np.array([10, 1_000, 100_000])
-    lm_engine = np.minimum(
-        0.02, args["a"] * (steps * args["c"]) ** args["b"]
-    )  # its PowerScheduler, lr in lr units
+    # its PowerScheduler, lr in lr units
+    lm_engine = np.minimum(0.02, args["a"] * (steps * args["c"]) ** args["b"])
     tokens = steps * 1024 * 4096
     paper = np.minimum(0.02, 1024 * content["a"] * tokens ** content["b"])
     assert lm_engine == pytest.approx(paper, rel=1e-12)

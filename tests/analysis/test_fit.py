@@ -123,9 +123,8 @@ def test_property_planted_a_and_b_are_recovered(a, b, seed):
     law = PlantedLaw(a=a, b=b, noise_sd=0.001)
     tokens, batches = (2e9, 8e9, 32e9, 128e9), (32, 64, 128, 256)
     wanted = law.lr_opt(np.array(batches)[:, None], np.array(tokens)[None, :])
-    lrs = tuple(
-        np.geomspace(wanted.min() / 6, wanted.max() * 4, 30).tolist()
-    )  # the grid brackets every optimum
+    # the grid brackets every optimum
+    lrs = tuple(np.geomspace(wanted.min() / 6, wanted.max() * 4, 30).tolist())
     grid = SweepGrid(models=(("m", 1e7),), tokens=tokens, batch_sizes=batches, lrs=lrs)
     fit = fit_gamma(find_optima(load_table(synthetic_table(law, grid, seed=seed))), top_k=4, n_boot=0).pooled
     # 0.001 nats of noise on bowls of 0.02 nats per (ln lr)^2: each cell's lr_opt is off by ~10%, which gives

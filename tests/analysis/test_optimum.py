@@ -115,15 +115,13 @@ def test_small_and_all_diverged_cells_get_a_reason_not_a_crash():
 
 def test_concave_window_falls_back_to_the_grid():
     lr = np.geomspace(1e-3, 1e-1, 6)
-    wobbly = np.array(
-        [3.5, 3.0, 3.4, 3.45, 3.1, 3.6]
-    )  # one point left of the argmin: a parabola, and a concave one
+    # one point left of the argmin: a parabola, and a concave one
+    wobbly = np.array([3.5, 3.0, 3.4, 3.45, 3.1, 3.6])
     row = _one(_cell(lr, wobbly))
     assert row["method"] == "grid" and "quadratic_rejected" in row["flags"] and row["ok"]
     assert row["lr_opt"] == pytest.approx(lr[1])
-    assert row["ln_lr_opt_se"] == pytest.approx(
-        math.log(lr[1] / lr[0]) / math.sqrt(12), rel=0.15
-    )  # 200 draws
+    # 200 draws
+    assert row["ln_lr_opt_se"] == pytest.approx(math.log(lr[1] / lr[0]) / math.sqrt(12), rel=0.15)
 
 
 def test_bowl_vertex_stays_within_two_grid_points_of_the_argmin():

@@ -38,9 +38,8 @@ def test_planted_critical_batch_exponent_is_recovered(critical_cells):
     assert (critical.per_tokens["flag"] == "").all()
     assert critical.law.b_ci.contains(0.5) and critical.law.b == pytest.approx(0.5, abs=0.08)
     per = critical.per_tokens
-    assert np.all(
-        np.abs(np.log(per["bc"] / CRITICAL.critical_batch(per["tokens"]))) < 0.6
-    )  # each T: within 1.8x
+    # each T: within 1.8x
+    assert np.all(np.abs(np.log(per["bc"] / CRITICAL.critical_batch(per["tokens"]))) < 0.6)
 
 
 def test_linear_law_puts_bc_above_the_swept_batch_sizes(paper_table):

@@ -34,9 +34,8 @@ def full_report(tmp_path_factory):
 
 def test_every_figure_is_written_as_png_and_svg_and_shown_on_the_page(full_report):
     paths, out = full_report
-    assert (
-        set(paths.figures) == set(CAPTIONS) - {"fig0_curves"} and paths.skipped == {}
-    )  # curves: test_spikes.py
+    # curves: test_spikes.py
+    assert set(paths.figures) == set(CAPTIONS) - {"fig0_curves"} and paths.skipped == {}
     page = paths.index_html.read_text()
     for stem, files in paths.figures.items():
         assert files.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -233,9 +232,8 @@ def test_keys_name_only_what_is_drawn():
     assert "flagged (not fitted)" not in [t.get_text() for t in fig4.legends[0].get_texts()]
     fig8 = plots.fig_sensitivity(result.sensitivity)  # two panels, one key beside both
     assert len(fig8.legends) == 1 and all(ax.get_legend() is None for ax in fig8.axes)
-    fig7 = plots.fig_critical_batch(
-        result.cells, result.critical
-    )  # the colours of T have a key, fitted or not
+    # the colours of T have a key, fitted or not
+    fig7 = plots.fig_critical_batch(result.cells, result.critical)
     keys = [t.get_text() for t in fig7.axes[0].get_legend().get_texts()]
     assert [k for k in keys if k.startswith("T = ")] == ["T = 2B", "T = 8B", "T = 32B"]
 

@@ -57,9 +57,8 @@ def test_the_command_refuses_a_store_of_two_warmups_in_one_line_and_one_sweep_pa
     code = main(["analyze", str(results), "--out", str(tmp_path / "out"), "--no-figures", "--bootstrap", "0"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    assert (
-        "warmup_tokens" in err and "--replace" in err
-    )  # the fix survives the command line's 300-character cut
+    # the fix survives the command line's 300-character cut
+    assert "warmup_tokens" in err and "--replace" in err
     assert not (tmp_path / "out").exists()
     code = main(
         [
@@ -119,9 +118,8 @@ def test_power_runs_of_two_warmups_are_refused():
 
 def test_uniform_settings_leave_the_analysis_unchanged():
     base = synthetic_table(PlantedLaw(), GRID, seed=5)
-    stated = base.assign(
-        warmup_tokens=1e9, decay_fraction=0.1, decay_shape="linear", settings_id=None
-    )  # old rows
+    # old rows
+    stated = base.assign(warmup_tokens=1e9, decay_fraction=0.1, decay_shape="linear", settings_id=None)
     before, after = analyze(base, n_boot=0), analyze(stated, n_boot=0)
     pd.testing.assert_frame_equal(before.cells, after.cells)
     assert (after.gamma.pooled.a, after.gamma.pooled.b) == (before.gamma.pooled.a, before.gamma.pooled.b)
@@ -141,9 +139,8 @@ def test_null_settings_of_old_rows_do_not_split_a_cell_from_new_ones():
 
 def test_settings_may_differ_between_cells():
     table = _sweep("s", 1)
-    table = table.assign(
-        warmup_tokens=table["batch_size"] * 4096 * 100.0
-    )  # warmup of 100 steps at every batch size
+    # warmup of 100 steps at every batch size
+    table = table.assign(warmup_tokens=table["batch_size"] * 4096 * 100.0)
     assert analyze(table, n_boot=0).gamma.pooled.ok
 
 
@@ -177,9 +174,8 @@ def test_after_submit_replace_the_store_holds_one_setting(tmp_path):
     store.write(_store_rows(_sweep("s", 1, warmup_tokens=1e9)), sweep_id="s", name="lin-0")
     assert store.replace_sweep(sweep_id="s")
     again = _sweep("s", 2, warmup_tokens=2e9)
-    store.write(
-        _store_rows(again.assign(run_id=again["run_id"] + "-2b")), sweep_id="s", name="lin-1"
-    )  # new ids
+    # new ids
+    store.write(_store_rows(again.assign(run_id=again["run_id"] + "-2b")), sweep_id="s", name="lin-1")
     table = load_table(tmp_path)  # the store itself, set-aside/ included
     assert set(table["warmup_tokens"]) == {2e9} and len(table) == ROWS
     assert table.attrs["skipped_files"] == []

@@ -225,9 +225,8 @@ def test_the_report_draws_the_chosen_cells_curves_after_the_answer(store_with_cu
 
 def test_a_store_without_curves_says_why_the_figure_is_skipped(tmp_path, store_with_curves):
     (tmp_path / "elsewhere").mkdir()
-    table, curves = attach_curves(
-        load_table(store_with_curves / "results"), tmp_path / "elsewhere"
-    )  # no curves
+    # no curves
+    table, curves = attach_curves(load_table(store_with_curves / "results"), tmp_path / "elsewhere")
     assert curves.empty and table["spike"].isna().all()
     paths = write_report(table, tmp_path / "out", curves=curves, n_boot=0)
     assert "no training curves" in paths.skipped["fig0_curves"]

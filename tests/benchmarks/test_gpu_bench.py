@@ -36,9 +36,8 @@ def test_quick_gpu_benchmark_runs_on_cpu_and_writes_its_tables(tmp_path):
     assert all(r["tokens_variants_per_s"] > 0 and r["peak_gib"] > 0 for r in packed)
     sweep = result["sweep"]
     assert sweep["rows_stored"] == sweep["rows_planned"] == 16 and sweep["failed_trials"] == 0
-    assert (
-        sweep["lineages"] == 4 and sweep["trials"] == 1 and 0 < sweep["outside_training"] < 1
-    )  # 2 seeds, 1 pack
+    # 2 seeds, 1 pack
+    assert sweep["lineages"] == 4 and sweep["trials"] == 1 and 0 < sweep["outside_training"] < 1
     assert sweep["rows_compiled"] == 0 and sweep["compile_errors"] == []  # compile: auto is eager on CPU
     eager, cold, warm = result["compile"]
     assert [r["compiled"] for r in (eager, cold, warm)] == [False, True, True]
@@ -83,8 +82,7 @@ def test_step_profile_reports_the_unprofiled_step_and_where_its_time_goes(tmp_pa
     assert head.startswith("cpu-xxs 4x64 pack 2 on cpu") and "tokens x variants/s unprofiled" in head
     tokens_per_s = float(head.split(" ms/step, ")[1].split(" tokens")[0].replace(",", ""))
     step_ms = float(head.split("): ")[1].split(" ms/step")[0])
-    assert tokens_per_s == pytest.approx(
-        4 * 64 * 2 / (step_ms / 1e3), rel=0.05
-    )  # two variants' tokens a step
+    # two variants' tokens a step
+    assert tokens_per_s == pytest.approx(4 * 64 * 2 / (step_ms / 1e3), rel=0.05)
     assert float(head.split(", peak ")[1].split(" GiB")[0]) > 0.1  # this process's peak (torch alone is more)
     assert "aten::bmm" in host_table  # the packed variants' batched matmuls, in the host ops table

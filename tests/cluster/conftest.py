@@ -187,9 +187,8 @@ def cluster_env(token: str) -> dict:
 @pytest.fixture
 def local_cluster():
     """A started head (no CPUs: trials land on the workers); the test adds workers."""
-    base_dir = tempfile.mkdtemp(
-        prefix="psray-", dir="/tmp"
-    )  # short: Ray's unix socket paths must fit 107 bytes
+    # short: Ray's unix socket paths must fit 107 bytes
+    base_dir = tempfile.mkdtemp(prefix="psray-", dir="/tmp")
     token = secrets.token_hex(32)
     cluster = LocalCluster(base_dir=base_dir, token=token, env=cluster_env(token))
     try:

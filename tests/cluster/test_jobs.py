@@ -76,9 +76,8 @@ def test_runtime_env_carries_the_project_and_the_sweep():
     assert env["working_dir"] == PROJECT_ROOT and {"/.venv", "/runs", "/out", "/.git"} <= set(env["excludes"])
     assert spec_from_dict(yaml.safe_load(env["env_vars"]["POWERSWEEP_SPEC"])) == spec
     assert env["env_vars"]["POWERSWEEP_STORAGE"] == "/shared/runs"
-    assert (
-        env["env_vars"]["POWERSWEEP_REPLACE"] == "0"
-    )  # the job driver sets a stored sweep aside only if asked
+    # the job driver sets a stored sweep aside only if asked
+    assert env["env_vars"]["POWERSWEEP_REPLACE"] == "0"
     assert runtime_env(spec, "/shared/runs", replace_sweep=True)["env_vars"]["POWERSWEEP_REPLACE"] == "1"
 
 

@@ -33,9 +33,8 @@ def test_launcher_config_is_valid_for_ray_up():
     gpu = config["available_node_types"]["gpu_worker"]
     assert gpu["resources"]["GPU"] >= 1 and config["available_node_types"]["head"]["resources"]["CPU"] == 0
     assert {".venv", "runs", "out", ".git"} <= set(config["rsync_exclude"])
-    assert config["setup_commands"][1].endswith(
-        f"pip install -q {TORCH}"
-    )  # before the project pulls any torch
+    # before the project pulls any torch
+    assert config["setup_commands"][1].endswith(f"pip install -q {TORCH}")
     for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
         assert "RAY_AUTH_MODE=token" in commands[-1]
     assert "--dashboard-host=127.0.0.1" in config["head_start_ray_commands"][-1]

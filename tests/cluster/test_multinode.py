@@ -87,9 +87,8 @@ def test_sweep_job_survives_a_worker_node_dying(local_cluster, tmp_path, monkeyp
     address = local_cluster.address
     with pytest.raises(ClusterError, match="refused the token .* set RAY_AUTH_TOKEN"):
         job_status("no-such-job", address=address, token="0" * 64)
-    monkeypatch.setenv(
-        "RAY_AUTH_TOKEN", local_cluster.token
-    )  # as a user would, for the CLI and the calls below
+    # as a user would, for the CLI and the calls below
+    monkeypatch.setenv("RAY_AUTH_TOKEN", local_cluster.token)
 
     spec = spec_from_dict(SPEC)
     (tmp_path / "file").write_text("a file where a directory of the store should be")

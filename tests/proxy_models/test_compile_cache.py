@@ -50,9 +50,8 @@ def test_auto_mode_replays_a_solo_dense_trunk_as_cuda_graphs_on_cuda_only():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert resolve_compile_mode("auto", "auto", cuda) == "reduce-overhead"
     assert resolve_compile_mode("auto", "trunk", cuda) == "reduce-overhead"
-    assert (
-        resolve_compile_mode("auto", "blocks", cuda) == "default"
-    )  # graphs cannot chain one block's replays
+    # graphs cannot chain one block's replays
+    assert resolve_compile_mode("auto", "blocks", cuda) == "default"
     assert resolve_compile_mode("auto", "auto", cuda, packed=True) == "default"  # large kernels: no host wait
     assert resolve_compile_mode("auto", "auto", cuda, moe=True) == "default"  # expert sizes read on the host
     assert resolve_compile_mode("auto", "auto", cpu) == "default"
@@ -140,9 +139,8 @@ def test_a_second_process_loads_the_compiled_code_from_disk_and_trains_the_same(
     assert first["compiled"] and second["compiled"]
     assert first["inductor"].get("fxgraph_cache_miss", 0) >= 2  # forward and backward graphs compiled...
     assert first["inductor"].get("fxgraph_cache_hit", 0) == 0
-    assert (
-        second["inductor"].get("fxgraph_cache_miss", 0) == 0
-    )  # ...and loaded, not compiled, the second time
+    # ...and loaded, not compiled, the second time
+    assert second["inductor"].get("fxgraph_cache_miss", 0) == 0
     assert second["inductor"]["fxgraph_cache_hit"] == first["inductor"]["fxgraph_cache_miss"]
     assert second["aot_autograd"].get("autograd_cache_hit", 0) >= 1
     assert second["losses"] == first["losses"] and len(first["losses"]) == 3
@@ -164,9 +162,8 @@ def test_a_compiled_dense_trunk_traces_one_block_for_every_layer(traced):
     calls, subgraphs = traced_trunk(traced, "cpu-xxs", n_layers=3)
     assert calls.count("invoke_subgraph") == 3 and len(subgraphs) == 1  # one body, called by every layer
     assert "scaled_dot_product_attention" not in calls  # the attention is inside it, not inlined
-    calls, subgraphs = traced_trunk(
-        traced, "cpu-moe", n_layers=2
-    )  # host-read split sizes break the graph: inline
+    # host-read split sizes break the graph: inline
+    calls, subgraphs = traced_trunk(traced, "cpu-moe", n_layers=2)
     assert "invoke_subgraph" not in calls and not subgraphs and "scaled_dot_product_attention" in calls
 
 

@@ -195,9 +195,8 @@ def test_the_curve_is_in_the_checkpoint_and_loads_with_weights_only(corpus, tmp_
     state = torch.load(tmp_path / "t.pt", weights_only=True)
     restored = Trainer(cfg, corpus=corpus)
     restored.load_checkpoint(str(tmp_path / "t.pt"))
-    assert (
-        str(restored.curve.state_dict()) == str(trainer.curve.state_dict()) == str(state["curve"])
-    )  # NaN != NaN
+    # NaN != NaN
+    assert str(restored.curve.state_dict()) == str(trainer.curve.state_dict()) == str(state["curve"])
 
 
 def test_packed_variants_have_their_solo_lineages_curves(corpus):

@@ -171,9 +171,8 @@ tests.train_lineage(cfg, tests.BUDGETS, corpus=load_corpus(cfg.data), checkpoint
 
 def test_a_lineage_killed_while_writing_its_checkpoint_resumes_and_removes_the_temp_file(corpus, tmp_path):
     directory, writing, stderr = tmp_path / "lineage", tmp_path / "writing", tmp_path / "stderr"
-    with open(
-        stderr, "wb"
-    ) as log:  # a file, not a pipe: a full pipe would stop the child before its checkpoint
+    # a file, not a pipe: a full pipe would stop the child before its checkpoint
+    with open(stderr, "wb") as log:
         child = subprocess.Popen(
             [sys.executable, "-c", STUCK_WRITER, __file__, str(directory), str(writing)],
             stdin=subprocess.PIPE,
@@ -383,9 +382,8 @@ def test_cuda_graphs_train_a_whole_lineage_like_eager_on_gpu(corpus, tmp_path, p
     schedules = [replace(WSD, lr=2e-3), replace(WSD, lr=5e-3)]
 
     def rows(compiling: dict, checkpoint_dir: str) -> list:
-        cfg = config(
-            schedules[0], device="cuda", head="chunked", **compiling
-        )  # float64: liger's kernel is fp32
+        # float64: liger's kernel is fp32
+        cfg = config(schedules[0], device="cuda", head="chunked", **compiling)
         seen = []
         if pack == 1:
             train_lineage(cfg, BUDGETS, corpus=corpus, checkpoint_dir=checkpoint_dir, on_result=seen.append)

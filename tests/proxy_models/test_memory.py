@@ -51,9 +51,8 @@ def test_choice_is_the_largest_divisor_that_fits_then_checkpointing():
     cfg = get_preset("paper-121m")
     peak = {m: step_memory(cfg, micro_batch_size=m).peak for m in (1, 2, 3, 4, 6, 12)}
     choice = choose_micro_batch(cfg, batch_size=12, budget_bytes=peak[4] + 1)
-    assert (
-        choice.micro_batch_size == 4 and not choice.activation_checkpointing
-    )  # 6 does not fit, 5 not a divisor
+    # 6 does not fit, 5 not a divisor
+    assert choice.micro_batch_size == 4 and not choice.activation_checkpointing
     assert choose_micro_batch(cfg, batch_size=12, budget_bytes=peak[4] - 1).micro_batch_size == 3
     tight = choose_micro_batch(cfg, batch_size=12, budget_bytes=peak[1] - 1)
     assert tight.activation_checkpointing and tight.memory.peak < peak[1]

@@ -167,9 +167,8 @@ def test_packed_forward_equals_each_variants_own_model(corpus, option):
     x, y = packed._batch()
     losses = packed.engine.losses(x, y)
     grads = torch.autograd.grad(losses.sum(), packed.engine.leaves)
-    grads = torch.cat(
-        [g.flatten(1) for g in grads], dim=1
-    )  # (K, P): the leaves are packed.engine.flat's columns
+    # (K, P): the leaves are packed.engine.flat's columns
+    grads = torch.cat([g.flatten(1) for g in grads], dim=1)
     for i in range(3):
         model = ProxyLM(cfg.proxy).double()
         model.head, model.head_chunk_tokens = "chunked", 40  # several chunks of the 128 tokens

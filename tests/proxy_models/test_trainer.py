@@ -92,9 +92,8 @@ def test_compiled_forward_trains_like_eager(corpus):
     eager.run(), compiled.run()
     assert compiled.recent_losses == pytest.approx(eager.recent_losses, rel=1e-9)
     for p, q in zip(eager.model.parameters(), compiled.model.parameters()):
-        torch.testing.assert_close(
-            q, p, rtol=1e-9, atol=1e-12
-        )  # the compiled forward trained the same weights
+        # the compiled forward trained the same weights
+        torch.testing.assert_close(q, p, rtol=1e-9, atol=1e-12)
 
 
 SMALL = {"seq_len": 16, "n_layers": 1}
@@ -219,9 +218,8 @@ def test_compile_mode_reaches_the_compiled_block_or_the_whole_trunk_for_cuda_gra
     assert len(compiled) == 2  # a mode alone compiles nothing
     Trainer(small_config(compile=True, compile_scope="trunk", model_overrides=three), corpus=corpus)
     assert compiled[2:] == [("trunk", "default")]  # the trunk asked for in any mode
-    auto = Trainer(
-        small_config(compile=True, model_overrides=three), corpus=corpus
-    )  # compile_mode auto, on CPU
+    # compile_mode auto, on CPU
+    auto = Trainer(small_config(compile=True, model_overrides=three), corpus=corpus)
     assert compiled[3:] == [("run_block", "default")] and auto.compile_mode == "default"
     assert json.loads(auto.execution())["compile_mode"] == "default"
 

@@ -97,9 +97,8 @@ def test_each_packed_member_stores_its_own_lineages_curve(tmp_path):
         run_job(m, solo)
         got, want = stored_curve(packed, m.lineage_id), stored_curve(solo, m.lineage_id)
         assert list(got.index) == list(want.index)
-        assert list(got["run_id"]) == list(
-            want["run_id"]
-        )  # values: tests/proxy_models/test_curves.py (float64)
+        # values: tests/proxy_models/test_curves.py (float64)
+        assert list(got["run_id"]) == list(want["run_id"])
 
 
 def test_a_member_resumed_with_fewer_budgets_stores_only_its_points(tmp_path):

@@ -194,6 +194,5 @@ def test_a_damaged_curve_is_named_set_aside_and_its_lineage_trained_whole_again(
     assert_repaired(storage, reference)
     assert main(["status", storage]) == 0
     shown = capsys.readouterr().out
-    assert (
-        "curves: 2 of 2 lineages stored" in shown and f"{job.lineage_id}.curve." in shown
-    )  # the broken one, kept
+    # the broken one, kept
+    assert "curves: 2 of 2 lineages stored" in shown and f"{job.lineage_id}.curve." in shown

@@ -68,9 +68,8 @@ def test_a_changed_spec_is_refused_replace_sets_the_old_rows_aside_and_grids_may
     assert stored_rows(storage) == before  # refused: nothing trained, nothing written
     assert (tmp_path / "store" / "sweeps" / "tiny" / "spec.json").read_text() == spec_json
 
-    assert (
-        submit_cli(tmp_path, with_search(TINY, lr=[0.004, 0.016, 0.064]), storage) == 0
-    )  # a grown grid runs
+    # a grown grid runs
+    assert submit_cli(tmp_path, with_search(TINY, lr=[0.004, 0.016, 0.064]), storage) == 0
     grown = stored_rows(storage)
     assert len(grown) == 12 and all(grown[r] == v for r, v in before.items())  # old rows untouched
 
@@ -88,11 +87,9 @@ def test_a_changed_spec_is_refused_replace_sets_the_old_rows_aside_and_grids_may
     assert f"replaced by --replace (kept, never read): {aside[0]}" in capsys.readouterr().out
 
     out = tmp_path / "report"  # the store as a whole: the replaced runs stay out of the analysis
-    main(
-        ["analyze", storage, "--out", str(out), "--no-figures", "--bootstrap", "0"]
-    )  # 2 lrs: too few for a law
+    # 2 lrs: too few for a law
+    main(["analyze", storage, "--out", str(out), "--no-figures", "--bootstrap", "0"])
     assert "rows sharing a cell differ" not in capsys.readouterr().err
     cells = pd.read_csv(out / "cells.csv")
-    assert (
-        len(cells) == 2 and (cells["n_runs"] == 2).all() and (cells["n_points"] == 2).all()
-    )  # none averaged
+    # none averaged
+    assert len(cells) == 2 and (cells["n_runs"] == 2).all() and (cells["n_points"] == 2).all()

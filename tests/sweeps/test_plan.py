@@ -192,18 +192,16 @@ def test_a_trials_gpu_share_covers_its_estimate_and_a_small_request_is_raised(gp
     assert raised == share and "run.gpus_per_trial=" in note and "\n" not in note
     assert gpu_share(trial, gpu_bytes=gpu_bytes, requested=1.0) == (1.0, None)  # more than needed is kept
     budget = trial_budget_gib(trial, share, gpu_bytes=gpu_bytes) * GIB
-    assert (
-        budget >= trial_memory(trial, gpu_bytes=gpu_bytes).memory.peak
-    )  # the step fits beside the trunk copy
+    # the step fits beside the trunk copy
+    assert budget >= trial_memory(trial, gpu_bytes=gpu_bytes).memory.peak
     assert budget + trunk_copy + CUDA_CONTEXT_BYTES <= share * gpu_bytes * USABLE_FRACTION + 1
 
 
 def test_plan_gpu_memory_table_shows_each_trials_share():
     p = plan(gpu_spec(pack="auto", gpus_per_trial="auto"), gpu_bytes=80 * GIB)
     [row] = memory_table(p, gpu_bytes=80 * GIB)
-    assert (
-        row["pack"] == 8 and row["trials_per_gpu"] == int(1 / row["gpu_share"]) >= 1
-    )  # 4 lrs x 2 seeds, one trial
+    # 4 lrs x 2 seeds, one trial
+    assert row["pack"] == 8 and row["trials_per_gpu"] == int(1 / row["gpu_share"]) >= 1
     assert "GPU share" in format_memory_table([row], gpu_bytes=80 * GIB)
 
 

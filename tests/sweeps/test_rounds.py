@@ -58,9 +58,8 @@ def fake_execute(kill_after: int | None = None):
         for job in jobs:
             for member in job.members if isinstance(job, PackedJob) else (job,):
                 for tokens, run_id in zip(member.budgets, member.run_ids):
-                    if (
-                        run_id in done
-                    ):  # an extended lineage passes its stored budgets without writing them again
+                    # an extended lineage passes its stored budgets without writing them again
+                    if run_id in done:
                         continue
                     if kill_after is not None and stored[0] >= kill_after:
                         raise Killed

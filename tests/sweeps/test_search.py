@@ -168,9 +168,8 @@ def test_search_resumes_a_killed_driver_and_runs_n_trials_per_cell(tmp_path, loc
     table = stored[stored["phase"].eq("final")]
     assert len(table) == 3 * 2 * 2 and by_cell(table) == {4: 3, 8: 3}
     assert table["power_a"].between(*A_RANGE).all() and table["power_b"].between(*B_RANGE).all()
-    assert set(trial_job(studies[0], *killed.values()).run_ids) <= set(
-        table["run_id"]
-    )  # finished, not resampled
+    # finished, not resampled
+    assert set(trial_job(studies[0], *killed.values()).run_ids) <= set(table["run_id"])
     after = stored.set_index("run_id")["created_at"]
     assert (after[before.index] == before).all()  # no stored row recomputed
     assert status(storage)["counts"] == {"ok": 12, "missing": 0}

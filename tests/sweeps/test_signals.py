@@ -46,9 +46,8 @@ def test_a_signal_to_the_process_group_ends_the_sweep_cleanly_and_resume_finishe
             lambda: result_files(storage) or driver.poll() is not None, timeout_s=300, what="a stored row"
         )
         assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
-        os.killpg(
-            driver.pid, signum
-        )  # the group a terminal signals: the driver (Ray's processes have their own)
+        # the group a terminal signals: the driver (Ray's processes have their own)
+        os.killpg(driver.pid, signum)
         _, err = driver.communicate(timeout=120)
     finally:
         left = reap_session(driver.pid, wait_s=30)
@@ -78,9 +77,8 @@ def test_a_signal_to_the_process_group_ends_the_sweep_cleanly_and_resume_finishe
 @pytest.fixture
 def handlers(monkeypatch):
     """This process's SIGINT and SIGTERM handlers and the Tune variable, as they were before the test."""
-    monkeypatch.setattr(
-        interrupt, "_watch", None
-    )  # an interrupted block leaves its state: reset after the test
+    # an interrupted block leaves its state: reset after the test
+    monkeypatch.setattr(interrupt, "_watch", None)
     monkeypatch.delenv(interrupt.TUNE_SIGINT_ENV, raising=False)
     before = {s: signal.getsignal(s) for s in interrupt.SIGNALS}
     yield before
@@ -125,9 +123,8 @@ def test_the_resume_hint_names_the_sweep_where_the_store_holds_others(tmp_path):
     assert resume_hint(str(tmp_path), sweep_id="a") == f"powersweep resume {tmp_path}"
     (tmp_path / "sweeps" / "b").mkdir(parents=True)
     assert resume_hint(str(tmp_path), sweep_id="a") == f"powersweep resume {tmp_path} --sweep a"
-    assert (
-        resume_hint(str(tmp_path), sweep_id=None) == f"powersweep resume {tmp_path}"
-    )  # resume found the one
+    # resume found the one
+    assert resume_hint(str(tmp_path), sweep_id=None) == f"powersweep resume {tmp_path}"
     assert (
         resume_hint("s3://bucket/runs", sweep_id="a", address="ray://head:10001")
         == "powersweep resume s3://bucket/runs --sweep a --address ray://head:10001"

@@ -33,9 +33,8 @@ def test_submit_resume_and_extend_run_only_what_the_store_lacks(tmp_path, local_
     first = submit(spec_from_dict(TINY), storage=storage)
     assert first.lineages_run == 2 and first.failed_trials == 0
     table = ResultStore(storage).read(sweep_id="tiny").table
-    assert (
-        len(table) == 8 and table["run_id"].is_unique and (table["phase"] == "final").sum() == 4
-    )  # + 4 trunk
+    # + 4 trunk
+    assert len(table) == 8 and table["run_id"].is_unique and (table["phase"] == "final").sum() == 4
     created = dict(zip(table["run_id"], table["created_at"]))
 
     assert main(["resume", storage]) == 0  # nothing missing: nothing runs
@@ -45,9 +44,8 @@ def test_submit_resume_and_extend_run_only_what_the_store_lacks(tmp_path, local_
     assert submit(spec_from_dict(extended), storage=storage).lineages_run == 1  # only the new lr
     table = ResultStore(storage).read(sweep_id="tiny").table
     assert len(table) == 12 and table["run_id"].is_unique
-    assert all(
-        table.set_index("run_id").loc[r, "created_at"] == t for r, t in created.items()
-    )  # not recomputed
+    # not recomputed
+    assert all(table.set_index("run_id").loc[r, "created_at"] == t for r, t in created.items())
     s = status(storage)
     assert s["planned"] == 6 and s["counts"].get("missing") == 0
     assert s["curves"] == {"lineages": 3, "stored": 3, "on": True}  # each lineage's curve, beside its rows
@@ -90,9 +88,8 @@ def test_a_packed_sweep_stores_the_rows_of_an_unpacked_one(tmp_path, local_ray):
             ResultStore(result.storage).read(sweep_id="tiny").table.set_index("run_id").sort_index()
         )
     solo, packed = tables[1], tables[2]
-    assert list(packed.index) == list(solo.index) and len(solo) == 2 * (
-        2 + 2
-    )  # 2 lineages: 2 budgets, 2 forks
+    # 2 lineages: 2 budgets, 2 forks
+    assert list(packed.index) == list(solo.index) and len(solo) == 2 * (2 + 2)
     assert (packed["phase"] == solo["phase"]).all() and set(solo["phase"]) == {"final", "trunk"}
     assert packed["loss_eval"].to_numpy() == pytest.approx(solo["loss_eval"].to_numpy(), rel=1e-9)
     assert packed["loss_train"].to_numpy() == pytest.approx(solo["loss_train"].to_numpy(), rel=1e-9)
