@@ -192,19 +192,21 @@ class SearchSpec(_Strict):
         return values
 
 
-def _section(name: str, doc: str, section: str, sources: tuple[type, ...], **own: Any) -> type[_Strict]:
+def _section(
+    name: str, doc: str, section: str, sources: tuple[type, ...], *, nested: dict | None = None, **own: Any
+) -> type[_Strict]:
     """The spec section `name`: the fields of `sources` that a spec sets under `section`
-    (proxy_models/settings.py), with their types, defaults and ranges, then the section's `own` fields."""
+    (proxy_models/settings.py), with their types, defaults and ranges; a field whose type is in `nested`
+    (a dataclass) is that section; then the section's `own` fields."""
     fields = {}
     for cls in sources:
         for key, f, hint in spec_fields(cls, section):
-            nested = _NESTED.get(hint)
-            default = (
-                Field(default_factory=nested or f.default_factory)
-                if nested or f.default is dataclasses.MISSING
-                else f.default
-            )
-            fields[key] = (nested or hint, default)
+            if hint in (nested or {}):
+                fields[key] = (nested[hint], Field(default_factory=nested[hint]))
+            elif f.default is dataclasses.MISSING:
+                fields[key] = (hint, Field(default_factory=f.default_factory))
+            else:
+                fields[key] = (hint, f.default)
     return create_model(name, __base__=_Strict, __doc__=doc, **fields, **own)
 
 
@@ -215,18 +217,17 @@ def settings_for(section: BaseModel, cls: type) -> dict:
     values = {}
     for key, f, hint in spec_fields(cls, where):
         value = getattr(section, key)
-        values[f.name] = hint(**settings_for(value, hint)) if hint in _NESTED else value
+        values[f.name] = hint(**settings_for(value, hint)) if dataclasses.is_dataclass(hint) else value
     return values
 
 
-_NESTED: dict[type, type[_Strict]] = {}
 DataSpec = _section("DataSpec", "Where the tokens come from.", TRAIN, (DataConfig,))
-_NESTED[DataConfig] = DataSpec
 TrainSpec = _section(
     "TrainSpec",
     "What to train: schedule family and its fixed settings, optimizer, data, precision.",
     TRAIN,
     (ScheduleConfig, TrainConfig),
+    nested={DataConfig: DataSpec},
     # the presets' context length; a model field, so it reaches the trainer through model_overrides
     seq_len=(PositiveInt | None, None),
 )
