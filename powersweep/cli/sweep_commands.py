@@ -10,6 +10,7 @@ import json
 import os
 import sys
 
+from powersweep import sweeps
 from powersweep.cli.cluster_commands import (
     ADDRESS_HELP,
     job_status_command,
@@ -21,7 +22,7 @@ from powersweep.proxy_models.schedules import DECAY_SHAPES, SCHEDULES
 from powersweep.proxy_models.shapes import PAPER_PARAMS, PRESETS
 from powersweep.proxy_models.train_config import TrainConfig
 
-SPECS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs")
+SPECS_DIR = os.path.join(os.path.dirname(os.path.abspath(sweeps.__file__)), "specs")  # the shipped specs
 
 
 def add_parsers(sub) -> None:

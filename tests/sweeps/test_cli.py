@@ -58,3 +58,21 @@ def test_status_of_a_directory_without_a_sweep_says_so(tmp_path, capsys):
         assert main(["status", str(path)]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and says in err and "--sweep" not in err
+
+
+def test_demo_submits_the_shipped_cpu_quick_spec(tmp_path, monkeypatch, capsys):
+    from powersweep.cli import main
+    from powersweep.sweeps import spec as spec_module
+    from powersweep.sweeps import sweep
+
+    submitted = []
+
+    def submit(spec, *, storage):  # the sweep itself is the main job's own test: stop where it starts
+        submitted.append((spec, storage))
+        raise spec_module.SpecError("stopped before the sweep")
+
+    monkeypatch.setattr(sweep, "submit", submit)
+    assert main(["demo", "--storage", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 2
+    [(spec, storage)] = submitted
+    assert spec.name == "cpu-quick" and storage == str(tmp_path / "runs")
+    assert "stopped before the sweep" in capsys.readouterr().err
