@@ -1,5 +1,6 @@
-"""Wall time of `powersweep --help`
-(python -m powersweep.cli --help), for this checkout and optionally others.
+"""Wall time of `powersweep --help` (python -m powersweep.cli --help), for this checkout and others.
+
+A checkout from before the one import name runs its command line as `python -m sweeps.cli`.
 
 Each round runs every checkout once, in turn, so a busy machine slows them alike; prints the median per
 checkout and, with two or more, the ratio to the first.
@@ -21,9 +22,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def help_seconds(checkout: str) -> float:
     env = {**os.environ, "PYTHONPATH": checkout}
+    cli = "powersweep.cli" if os.path.isdir(os.path.join(checkout, "powersweep", "cli")) else "sweeps.cli"
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "powersweep.cli", "--help"],
+        [sys.executable, "-m", cli, "--help"],
         env=env,
         cwd=checkout,
         check=True,

@@ -75,8 +75,9 @@ def check_writable(paths: list[str]) -> None:
                 pass
             os.remove(probe)
         except OSError as error:
+            where = "" if directory == path else f" in {directory}, the nearest folder that exists,"
             raise StoreError(
-                f"{path}: cannot write in {directory} before the sweep starts: {write_failure(error)}"
+                f"{path}: cannot write{where} before the sweep starts: {write_failure(error)}"
             ) from None
 
 
