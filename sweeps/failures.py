@@ -96,7 +96,18 @@ def raise_fatal(stop, *, log_dirs: Sequence[str]) -> None:
         return
     log = write_log(stop.fatal[TRACEBACK], log_dirs=log_dirs)
     then = f" [not retried: the sweep stopped; resume once fixed; traceback: {log}]"
-    raise SweepFailure(one_line(stop.fatal[FATAL], limit=max(MAX_LINE - 30 - len(then), 80)) + then)
+    raise SweepFailure(
+        _cut_middle(one_line(stop.fatal[FATAL], limit=10**6), max(MAX_LINE - 30 - len(then), 80)) + then
+    )
+
+
+def _cut_middle(line: str, limit: int) -> str:
+    """`line` in at most `limit` characters, its middle left out:
+    a cause's end holds the reason and the fix."""
+    if len(line) <= limit:
+        return line
+    head = min(limit // 4, 40)
+    return line[:head] + "..." + line[len(line) - (limit - head - 3) :]
 
 
 def write_log(text: str, *, log_dirs: Sequence[str]) -> str:

@@ -33,13 +33,9 @@ MAX_LINE = 300  # characters of an error line shown to a person: longer ones are
 def one_line(message: object, *, limit: int = MAX_LINE) -> str:
     """`message` as one line of at most `limit` characters: whitespace runs (newlines too) become one space.
     Every error line the command line and the job driver print goes through it, so that a value however large
-    (a 200 MB CSV header, a YAML document, a long path) never floods the terminal. A longer line loses its
-    middle (" ... "): its start names the field and the value, its end the reason and the fix."""
+    (a 200 MB CSV header, a YAML document) never floods the terminal."""
     line = " ".join(str(message).split())
-    if len(line) <= limit:
-        return line
-    head = limit // 2
-    return line[:head] + " ... " + line[len(line) - (limit - head - 5) :]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def is_user_error(error: BaseException) -> bool:

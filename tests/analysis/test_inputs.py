@@ -186,5 +186,5 @@ def test_a_huge_header_is_an_error_line_of_readable_length(tmp_path, capsys, hea
         err.count("\n") == 1
         and len(err) <= 301
         and "not found in table" in err
-        and " ... " in err  # the middle of the line (the 2 MB of names) left out
+        and err.rstrip().endswith("...")
     )
