@@ -23,7 +23,14 @@ import pandas as pd
 # runs from a checkout without `pip install -e .`
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from powersweep.analysis import PlantedLaw, SweepGrid, analyze, load_table, synthetic_table, write_report  # noqa: E402
+from powersweep.analysis import (  # noqa: E402
+    PlantedLaw,
+    SweepGrid,
+    analyze,
+    load_table,
+    synthetic_table,
+    write_report,
+)
 from powersweep.analysis.synthetic import synthetic_power_table  # noqa: E402
 
 BUDGET_S = 10.0

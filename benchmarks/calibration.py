@@ -20,7 +20,12 @@ from pathlib import Path
 # runs from a checkout without `pip install -e .`
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from powersweep.analysis.calibration import MAIN_JOB_LAW, calibrate, calibrate_alpha, calibrate_main_job  # noqa: E402
+from powersweep.analysis.calibration import (  # noqa: E402
+    MAIN_JOB_LAW,
+    calibrate,
+    calibrate_alpha,
+    calibrate_main_job,
+)
 
 
 def gamma_report(sweeps: int, n_boot: int) -> None:
