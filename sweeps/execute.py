@@ -38,7 +38,7 @@ from powersweep.sweeps.progress import (
     trials_done_callback,
     tune_callback,
 )
-from powersweep.sweeps.spec import RunSpec
+from powersweep.sweeps.spec import RunSpec, SpecError
 from powersweep.sweeps.store import ResultStore
 from powersweep.sweeps.trackers import LineageLog, lineage_logs, tracking_root
 from powersweep.sweeps.trials import PackedJob, gpu_share, trial_budget_gib
@@ -579,8 +579,6 @@ def check_resources(settings: ExecutionSettings) -> None:
     """A trial's CPUs and GPUs must fit on one node of the cluster as it is now, else Tune would wait forever:
     SpecError naming the field, what the largest node has and the fix."""
     import ray
-
-    from powersweep.sweeps.spec import SpecError
 
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     for name, key, need in (
