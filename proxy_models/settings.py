@@ -22,6 +22,7 @@ import re
 import reprlib
 import types
 import typing
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator
@@ -198,14 +199,14 @@ def check_settings(instance: Any, *, error: type[ConfigError] = ConfigError) -> 
     """Check every field of a dataclass `instance` against its type's validators (and a Literal's choices),
     storing what they make of it (2e6 from "2M"); `error` names the first field that fails, as the spec
     calls it."""
-    for f in dataclasses.fields(instance):
-        value = getattr(instance, f.name)
+    for name, key, check in _checks(type(instance)):
+        value = getattr(instance, name)
         try:
-            checked = _checked(value, _hints(type(instance))[f.name])
+            checked = check(value)
         except ValueError as problem:
-            raise error(f"{f.metadata.get('key') or f.name}={short(value)}: {problem}") from None
+            raise error(f"{key}={short(value)}: {problem}") from None
         if checked is not value:
-            object.__setattr__(instance, f.name, checked)
+            object.__setattr__(instance, name, checked)
 
 
 @functools.cache
@@ -213,20 +214,40 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls, include_extras=True)
 
 
-def _checked(value: Any, hint: Any) -> Any:
+@functools.cache
+def _checks(cls: type) -> tuple[tuple[str, str, Callable[[Any], Any]], ...]:
+    """(field name, spec key, check) of each field of the dataclass `cls`: its type read once, not per
+    instance (a plan makes a TrainConfig per budget of every lineage)."""
+    hints = _hints(cls)
+    return tuple(
+        (f.name, f.metadata.get("key") or f.name, _check(hints[f.name])) for f in dataclasses.fields(cls)
+    )
+
+
+def _check(hint: Any) -> Callable[[Any], Any]:
+    """The function that checks a value against `hint`: an Annotated type's validators, a Literal's choices,
+    an optional type's None or the other arm's check; any other type passes its value through."""
     arms = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else ()
     if type(None) in arms:  # an optional setting: None, or a value of its other type
-        return None if value is None else _checked(value, next(a for a in arms if a is not type(None)))
+        other = _check(next(a for a in arms if a is not type(None)))
+        return lambda value: None if value is None else other(value)
     if typing.get_origin(hint) is Literal:
-        if value not in typing.get_args(hint):
-            raise ValueError(f"choose one of {list(typing.get_args(hint))}")
-        return value
+        choices = typing.get_args(hint)
+
+        def choose(value: Any) -> Any:
+            if value not in choices:
+                raise ValueError(f"choose one of {list(choices)}")
+            return value
+
+        return choose
     if typing.get_origin(hint) is not Annotated:
+        return lambda value: value
+    rules = [r.func for r in hint.__metadata__ if isinstance(r, BeforeValidator)]
+    rules += [r.func for r in hint.__metadata__ if isinstance(r, AfterValidator)]
+
+    def validate(value: Any) -> Any:
+        for rule in rules:
+            value = rule(value)
         return value
-    for rule in hint.__metadata__:
-        if isinstance(rule, BeforeValidator):
-            value = rule.func(value)
-    for rule in hint.__metadata__:
-        if isinstance(rule, AfterValidator):
-            value = rule.func(value)
-    return value
+
+    return validate

@@ -13,7 +13,7 @@ import hashlib
 import itertools
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 
 from powersweep.proxy_models.budgets import plan_branches, trunk_tokens
 from powersweep.proxy_models.schedules import ScheduleConfig
@@ -47,7 +47,19 @@ def short_hash(obj) -> str:
 def _identity(config: TrainConfig) -> dict:
     """What determines a trajectory: the resolved config less its length and how it executes."""
     excluded = ("tokens", "log_every_steps", "device", *EXECUTION_FIELDS)  # how a run executes is not its id
-    return {k: v for k, v in asdict(config).items() if k not in excluded}
+    return {f.name: _plain(getattr(config, f.name)) for f in fields(config) if f.name not in excluded}
+
+
+def _plain(value):
+    """`dataclasses.asdict`'s values without its deep copies (a plan hashes a config per lineage): nested
+    dataclasses as dicts, containers rebuilt, everything else as it is."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
 
 
 def settings_id(config: TrainConfig) -> str:
