@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.order import model_order
+from powersweep.store_layout import CURVES_DIR, PARTITION, curve_owners, is_merged, sources
 
-CURVES_DIR = "curves"  # beside results/ in a store
 SPIKE_RISE = 0.2  # relative rise of the mean train loss above its running minimum that counts as a jump
 SPIKE_RECOVER = 0.05  # back within this of that minimum afterwards: the run recovered (a spike)
 # the loss is looked at as means over windows of at least this many steps: one step's loss at batch 4 x 64
@@ -62,19 +62,29 @@ def curve_roots(source: str | Path) -> list[Path]:
 
 
 def load_curves(source: str | Path) -> pd.DataFrame:
-    """Every curve point of the store(s) of a results table (see ``curve_roots``), with a ``sweep_id`` column;
-    empty when there are none. Unreadable files are skipped and named in ``attrs["skipped_files"]``."""
+    """Every curve point of the store(s) of a results table (see ``curve_roots``), with a ``sweep_id`` column,
+    one copy of each lineage's points (a lineage's own file, else the newest compacted file holding it:
+    ``store_layout.curve_owners``); empty when there are none. Unreadable files are skipped and named in
+    ``attrs["skipped_files"]``."""
     frames, skipped = [], []
     for root in curve_roots(source):
-        for path in sorted(root.glob("sweep_id=*/*.parquet")):
-            if path.name.startswith((".", "_")):
-                continue
-            try:
-                frames.append(
-                    pq.read_table(path).to_pandas().assign(sweep_id=path.parent.name.partition("=")[2])
-                )
-            except (OSError, ValueError, pa.ArrowException) as err:
-                skipped.append(f"{path}: {err}")
+        for folder in sorted(root.glob(f"{PARTITION}=*")):
+            loaded = {}
+            for path in sorted(folder.glob("*.parquet")):
+                if path.name.startswith((".", "_")):
+                    continue
+                try:
+                    table = pq.read_table(path)
+                    loaded[path.stem] = (table, sources(path.stem, table.schema.metadata))
+                except (OSError, ValueError, pa.ArrowException) as err:
+                    skipped.append(f"{path}: {err}")
+            owners = curve_owners((name, held) for name, (_, held) in loaded.items())
+            for name, (table, _) in loaded.items():
+                frame = table.to_pandas()
+                if is_merged(name):
+                    frame = frame[frame["lineage_id"].map(owners).eq(name)]
+                frames.append(frame.assign(sweep_id=folder.name.partition("=")[2]))
+    frames = [f for f in frames if len(f)] or frames[:1]
     curves = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_COLUMNS)
     curves.attrs["skipped_files"] = skipped
     return curves

@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.merge import DEFAULT_TOLERANCE, check_tolerance, merge_close
-from powersweep.analysis.run_curves import CURVES_DIR
 from powersweep.rows import COLUMNS, PHASES, STATUSES  # the store's columns: their one declaration
+from powersweep.store_layout import CURVES_DIR, SET_ASIDE_DIR
 
 REQUIRED = ("model", "tokens", "batch_size", "lr", "loss_eval")
 # The columns of the store's schema that analysis reads (and `--map` can fill), in the order of its table.
@@ -59,8 +59,6 @@ BATCH_UNITS = ("sequences", "tokens")
 MAX_LR = 1e3  # no optimiser's peak lr is near this; larger values are a wrong column or unit
 MAX_BATCH_SIZE = 1e9  # sequences
 DIVERGE_FACTOR = 1.5  # a run whose loss is above 1.5x its cell's best loss diverged (see mark_blowups)
-# as sweeps.store.SET_ASIDE_DIR: a replaced sweep's runs must not mix with its new ones
-SET_ASIDE_DIR = "set-aside"
 _SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 _READ_ERRORS = (OSError, ValueError, UnicodeDecodeError, pa.ArrowException, pd.errors.ParserError)
 

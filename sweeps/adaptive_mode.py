@@ -64,6 +64,7 @@ def adaptive_policy(spec: AdaptiveSpec) -> Policy:
 @dataclass(frozen=True)
 class AdaptiveMode:
     name: ClassVar[str] = "adaptive"
+    status_columns: ClassVar[None] = None  # its search reads the rows' values
     searches: tuple[LrSearch, ...]
     jobs: tuple[LineageJob, ...]  # the first round
     notes: tuple[str, ...] = ()

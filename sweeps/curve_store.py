@@ -25,7 +25,6 @@ import pyarrow as pa
 if TYPE_CHECKING:
     from powersweep.sweeps.lineages import LineageJob  # imports torch: the store reads curves without it
 
-CURVES_DIR = "curves"
 KEY = ("lineage_id", "segment", "budget", "kind", "step")
 _STR, _INT, _FLOAT = pa.string(), pa.int64(), pa.float64()
 CURVE_SCHEMA = pa.schema(

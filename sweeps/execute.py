@@ -203,8 +203,7 @@ def run_job(
         if len(members) == 1:
             raise
     # Outside `except`: the failed pack's tensors are freed by now.
-    store = ResultStore(settings.store_uri)
-    stored = {r for m in members for r in m.row_ids if store.has(sweep_id=settings.sweep_id, name=r)}
+    stored = stored_rows(members, settings)
     splits, rows = (execution or {}).get("pack_split", 0) + 1, []
     for half in (members[: len(members) // 2], members[len(members) // 2 :]):
         rest = missing_rows(PackedJob(half), stored)
@@ -234,20 +233,21 @@ def _train_job(
     root = os.path.join(settings.checkpoint_root, settings.sweep_id)
     # the recorder is cheap: trackers use it
     recorded = settings.run.curves or any(log is not None for log in logs)
+    stored = stored_rows(members, settings)
     common = dict(
         checkpoint_every_steps=settings.run.checkpoint_every_steps,
         attempt=attempt,
-        redo=lost_rows(members, settings),
+        redo=lost_rows(members, stored),
         curve_grid=DEFAULT_GRID if recorded else None,
     )
-    savers = [_saver(m, settings, on_stored, execution, log) for m, log in zip(members, logs)]
+    savers = [_saver(m, settings, stored, on_stored, execution, log) for m, log in zip(members, logs)]
     curves = (
         [_curve_writer(m, settings, on_curve, log) for m, log in zip(members, logs)] if recorded else None
     )
     if len(members) == 1:
         m = members[0]
-        checkpoint_dir = _whole_curve(os.path.join(root, m.lineage_id), members, settings)
-        return [
+        checkpoint_dir = _whole_curve(os.path.join(root, m.lineage_id), members, settings, stored)
+        rows = [
             train_lineage(
                 m.config,
                 m.budgets,
@@ -258,10 +258,11 @@ def _train_job(
                 **common,
             )
         ]
+        return _merged(rows, members, settings)
     packed = PackedJob(tuple(members))
     checkpoint_dir = os.path.join(root, "pack-" + short_hash(sorted(m.lineage_id for m in members)))
-    checkpoint_dir = _whole_curve(checkpoint_dir, members, settings)
-    return train_packed_lineage(
+    checkpoint_dir = _whole_curve(checkpoint_dir, members, settings, stored)
+    rows = train_packed_lineage(
         packed.config,
         [m.config.schedule for m in members],
         packed.budgets,
@@ -272,9 +273,29 @@ def _train_job(
         on_curve=curves and (lambda i, points: curves[i](points)),
         **common,
     )
+    return _merged(rows, members, settings)
 
 
-def _whole_curve(checkpoint_dir: str, members: Sequence[LineageJob], settings: ExecutionSettings) -> str:
+def _merged(rows: list[list[RunResult]], members: Sequence[LineageJob], settings: ExecutionSettings):
+    """`rows`, once each member's row files are merged into its lineage's file (the store keeps few files:
+    about one per lineage while a sweep runs)."""
+    store = ResultStore(settings.store_uri)
+    for m in members:
+        check_driver(settings.driver)
+        store.merge_lineage(sweep_id=settings.sweep_id, lineage_id=m.lineage_id, names=m.row_ids)
+    return rows
+
+
+def stored_rows(members: Sequence[LineageJob], settings: ExecutionSettings) -> set[str]:
+    """The row ids of `members` that the store holds now, readable."""
+    store = ResultStore(settings.store_uri)
+    names = store.stored_names(sweep_id=settings.sweep_id, lineages=[m.lineage_id for m in members])
+    return {r for m in members for r in m.row_ids} & names
+
+
+def _whole_curve(
+    checkpoint_dir: str, members: Sequence[LineageJob], settings: ExecutionSettings, stored: set[str]
+) -> str:
     """`checkpoint_dir`, emptied first when a member has stored rows but no stored curve (deleted, or set
     aside as unreadable; a curve is written before each row): resumed from its checkpoint, the lineage would
     store a curve without its earlier points, so it trains again from the start (its stored rows are not
@@ -283,8 +304,9 @@ def _whole_curve(checkpoint_dir: str, members: Sequence[LineageJob], settings: E
     store = ResultStore(settings.store_uri)
 
     def curve_lost(m: LineageJob) -> bool:
-        return store.read_curve(sweep_id=settings.sweep_id, name=m.lineage_id) is None and any(
-            store.has(sweep_id=settings.sweep_id, name=r) for r in m.row_ids
+        return (
+            bool(stored & set(m.row_ids))
+            and store.read_curve(sweep_id=settings.sweep_id, name=m.lineage_id) is None
         )
 
     if settings.run.curves and os.path.isdir(checkpoint_dir) and any(curve_lost(m) for m in members):
@@ -340,25 +362,23 @@ def _within_gpu_share(job: LineageJob | PackedJob, settings: ExecutionSettings) 
     return PackedJob(members) if isinstance(job, PackedJob) else members[0]
 
 
-def lost_rows(members: Sequence[LineageJob], settings: ExecutionSettings) -> set[tuple[str, float]]:
+def lost_rows(members: Sequence[LineageJob], stored: set[str]) -> set[tuple[str, float]]:
     """(phase, tokens) of the rows a job asks for that the store cannot read now: whatever the lineage's
     checkpoint recorded, they are trained again (the store, not the checkpoint, says what is done)."""
-    store = ResultStore(settings.store_uri)
     lost = set()
     for m in members:
         rows = [
             *(("final", t, r) for t, r in zip(m.budgets, m.run_ids)),
             *(("trunk", t, r) for t, r in zip(m.trunk_tokens, m.trunk_run_ids)),
         ]
-        lost |= {
-            (phase, float(t)) for phase, t, r in rows if not store.has(sweep_id=settings.sweep_id, name=r)
-        }
+        lost |= {(phase, float(t)) for phase, t, r in rows if r not in stored}
     return lost
 
 
 def _saver(
     job: LineageJob,
     settings: ExecutionSettings,
+    stored: set[str],
     on_stored: Callable[[str], None] | None,
     execution: dict | None = None,
     log: LineageLog | None = None,
@@ -376,7 +396,7 @@ def _saver(
         run_id = ids.get((result.phase, result.tokens))
         if run_id is None:
             return
-        if not store.has(sweep_id=settings.sweep_id, name=run_id):
+        if run_id not in stored:
             check_driver(settings.driver)
             store.write(
                 [store_row(result, job=job, run_id=run_id, execution=execution)],

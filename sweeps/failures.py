@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from powersweep.sweeps.outcome import MAX_LINE, is_user_error, one_line
-from powersweep.sweeps.store import write_failure
+from powersweep.sweeps.storage import write_failure
 
 FATAL = "fatal"  # the key of a trial's last report when it met a deterministic error
 TRACEBACK = "fatal_traceback"

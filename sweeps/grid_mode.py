@@ -26,6 +26,14 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class GridMode:
     name: ClassVar[str] = "grid"
+    status_columns: ClassVar[tuple[str, ...]] = (
+        "lineage_id",
+        "phase",
+        "status",
+        "model",
+        "batch_size",
+        "tokens",
+    )
     jobs: tuple[LineageJob, ...]
     notes: tuple[str, ...] = ()
     searched_trials: int = 0

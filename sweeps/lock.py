@@ -25,7 +25,8 @@ import uuid
 
 import psutil
 
-from powersweep.sweeps.store import ResultStore, StoreError, write_failure
+from powersweep.sweeps.storage import write_failure
+from powersweep.sweeps.store import ResultStore, StoreError
 
 LOCK_NAME = "driver.lock"
 

@@ -37,6 +37,8 @@ class SweepMode(Protocol):
     jobs: tuple[LineageJob, ...]  # the lineages known before the sweep runs
     notes: tuple[str, ...]  # what the plan says about the mode
     searched_trials: int  # trials chosen while the sweep runs, beyond `jobs` (an Optuna search's)
+    # the stored columns `status` reads (None: all): a read of a few columns stays fast at 10^5 rows
+    status_columns: ClassVar[tuple[str, ...] | None]
 
     @classmethod
     def plan(cls, spec: SweepSpec, budgets: tuple[float, ...], *, gpu_bytes: int | None) -> SweepMode:

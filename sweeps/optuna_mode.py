@@ -54,6 +54,7 @@ def trial_job(study: Study, a: float, b: float) -> LineageJob:
 @dataclass(frozen=True)
 class OptunaMode:
     name: ClassVar[str] = "optuna"
+    status_columns: ClassVar[None] = None  # its search reads the rows' values
     studies: tuple[Study, ...]
     notes: tuple[str, ...] = ()
     jobs: tuple[LineageJob, ...] = ()  # every trial is chosen while the sweep runs

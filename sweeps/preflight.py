@@ -23,7 +23,8 @@ from powersweep.proxy_models.train_config import TrainConfig
 from powersweep.sweeps.lineages import LineageJob
 from powersweep.sweeps.plan import Plan
 from powersweep.sweeps.spec import SpecError, SweepSpec
-from powersweep.sweeps.store import StoreError, write_failure
+from powersweep.sweeps.storage import write_failure
+from powersweep.sweeps.store import StoreError
 from powersweep.sweeps.trials import PackedJob
 
 # Bytes on disk, measured on stored sweeps (cpu-quick): a result file is 10-13 KB, a lineage's curve 20-60 KB.

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from powersweep.proxy_models.lineage import plan_branches
+from powersweep.proxy_models.budgets import plan_branches
 from powersweep.sweeps.lineages import LineageJob
 
 # Seconds a trial reports, each the sum over its jobs' `Attempt`s (proxy_models/lineage.py) of the same field.

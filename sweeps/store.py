@@ -1,77 +1,81 @@
 """The results store: a crash-safe, hive-partitioned Parquet dataset under one storage URI.
 
-The store, not Ray's experiment state, is the source of truth for which runs are done.
-Layout under the root of the URI::
-
-    results/sweep_id=<sweep_id>/<name>.parquet   # one file per write(), columns of SCHEMA minus sweep_id
-    curves/sweep_id=<sweep_id>/<lineage_id>.parquet   # a lineage's training curve (sweeps/curve_store.py)
-    set-aside/sweep_id=<sweep_id>/<name>.<UTC time>.parquet   # unreadable files moved out of results/, kept
-    set-aside/sweep_id=<sweep_id>/<name>.curve.<UTC time>.parquet   # unreadable curve files, kept
-    set-aside/sweep_id=<sweep_id>/replaced-<UTC time>/   # a sweep's results, curves and spec before --replace
-    <any other relpath>.json                     # small metadata files, e.g. sweeps/<sweep_id>/spec.json
-
-Every file appears whole or not at all. Object stores (s3, gcs, azure) replace an object
-in one PUT, so they are written directly; every other filesystem gets a hidden temporary
-file in the same directory (leading '.', skipped by every reader) that is then renamed.
+The store, not Ray's experiment state, is the source of truth for which runs are done. Its layout is
+`powersweep.store_layout`'s: a trial writes each row as its own file and merges its lineage's rows into one
+file when the lineage ends; `compact` merges a sweep's files into one (and its finished lineages' curves).
+A merged file is whole before the files it replaces go. Readers take the newest row of each run_id, so seeing
+both for a moment is harmless, and a file that vanishes while a reader lists it (merged meanwhile) makes the
+reader list again. Every file appears whole or not at all (sweeps/storage.py).
 
 Example::
 
     store = ResultStore("runs/store")           # or file://..., s3://bucket/prefix, memory://...
-    store.write(rows, sweep_id="wsd-small", name=lineage_id)
+    store.write(rows, sweep_id="wsd-small", name=run_id)
     done = store.run_ids(sweep_id="wsd-small")   # resume: run only what is missing
-    result = store.read(sweep_id="wsd-small")    # .table, .corrupt_files, .duplicates_dropped
+    result = store.read(sweep_id="wsd-small", columns=["status"])   # .table, .corrupt_files, ...
+    store.compact(sweep_id="wsd-small")          # few files: reads stay fast at 10^5 rows
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import errno
 import json
 import logging
-import os
 import posixpath
 import re
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any
 
-import fsspec
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from powersweep.sweeps.curve_store import CURVE_SCHEMA, CURVES_DIR, conform_curve, merge_points
+from powersweep.store_layout import (
+    COMPACTED_PREFIX,
+    CURVES_DIR,
+    LINEAGE_PREFIX,
+    MERGED_PREFIXES,
+    PARTITION,
+    RESULTS_DIR,
+    SET_ASIDE_DIR,
+    curve_owners,
+    is_merged,
+    sources,
+    sources_metadata,
+)
+from powersweep.sweeps.curve_store import CURVE_SCHEMA, conform_curve, merge_points
 from powersweep.sweeps.schema import (
     COLUMN_DOCS,
     REQUIRED,
     SCHEMA,
     STATUSES,
     StoreError,
-    empty_frame,
     rows_to_table,
     table_to_frame,
 )
+from powersweep.sweeps.storage import HIDDEN_PREFIXES, Storage, map_threads
 
-__all__ = ["COLUMN_DOCS", "SCHEMA", "STATUSES", "ReadResult", "ResultStore", "StoreError"]
+__all__ = ["COLUMN_DOCS", "SCHEMA", "STATUSES", "Compaction", "ReadResult", "ResultStore", "StoreError"]
 
 logger = logging.getLogger(__name__)
 
-RESULTS_DIR = "results"
-SET_ASIDE_DIR = "set-aside"  # unreadable result files moved out of the way: kept for a person, never read
 REPLACED_PREFIX = "replaced-"  # set-aside/sweep_id=<id>/replaced-<time>/: a sweep's files before --replace
-PARTITION = "sweep_id"
+ROW_GROUP_ROWS = 65_536  # rows per row group of a merged file: a column of one group is one read
+_RESCANS = 5  # listings a reader makes when files vanish under it (merged meanwhile) before it gives up
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-_HIDDEN_PREFIXES = (".", "_")  # the prefixes pyarrow.dataset discovery skips by default
-# Filesystems whose single-object writes are atomic and whose renames are copies.
-_OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss"})
-# pyarrow's native filesystems; others go through fsspec.
-_PYARROW_SCHEMES = frozenset({"file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss"})
 # The columns stored in each file: the partition column lives in the directory name.
 _FILE_SCHEMA = pa.schema([field for field in SCHEMA if field.name != PARTITION])
-T = TypeVar("T")
+_FILE_REQUIRED = [name for name in _FILE_SCHEMA.names if name in REQUIRED]
+_ALWAYS_READ = ("run_id", "created_at")  # which row of a run is the newest
+_CURVE_REQUIRED = [f.name for f in CURVE_SCHEMA if not f.nullable]
+_FOOTER_ONLY = ()  # `columns` that read a file's footer and no rows
+# the files a folder's readers look at: any file in results/ (a stray one is reported), curves as Parquet
+_SUFFIX = {RESULTS_DIR: "", CURVES_DIR: ".parquet"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +87,38 @@ class ReadResult:
     duplicates_dropped: int  # rows dropped because a newer row had the same (sweep_id, run_id)
 
 
+@dataclasses.dataclass(frozen=True)
+class Compaction:
+    """What ``ResultStore.compact`` did to one sweep."""
+
+    result_files: tuple[int, int]  # result files before and after
+    rows: int  # rows in the sweep's results after
+    curve_files: tuple[int, int]  # curve files before and after
+    merged: tuple[str, ...]  # URIs of the files it wrote
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _File:
+    """One Parquet file of a partition as read: its rows (None when only its footer was read), the writes it
+    holds (its name, or a merged file's list) and why it cannot be read."""
+
+    path: str
+    table: pa.Table | None = None
+    held: frozenset[str] = frozenset()
+    problem: str | None = None  # why it cannot be read; None when it reads
+    vanished: bool = False  # gone between the listing and the read
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path).removesuffix(".parquet")
+
+    @property
+    def readable(self) -> bool:
+        return self.problem is None and not self.vanished
+
+
 class ResultStore:
-    """Result rows of every sweep, stored as Parquet under ``uri``.
+    """Result rows and training curves of every sweep, stored as Parquet under ``uri``.
 
     ``uri`` is a local path, ``file://``, a pyarrow filesystem URI (``s3://bucket/prefix``,
     ``gs://``, ``abfs://``, ``hdfs://``) or any fsspec URI whose package is installed (``memory://``,
@@ -93,8 +127,8 @@ class ResultStore:
 
     def __init__(self, uri: str):
         self.uri = uri
-        self._fs, self._root = _resolve_filesystem(uri)
-        self._write_whole_objects = _is_object_store(self._fs)
+        self._storage = Storage(uri)
+        self._fs, self._root = self._storage.fs, self._storage.root
 
     def __repr__(self) -> str:
         return f"ResultStore({self.uri!r})"
@@ -115,6 +149,8 @@ class ResultStore:
         """Path of the hive-partitioned dataset on ``filesystem``."""
         return self._path(RESULTS_DIR)
 
+    # -- results --------------------------------------------------------------------------------------------
+
     def write(self, rows: Sequence[Mapping[str, Any]], *, sweep_id: str, name: str) -> str:
         """Validate ``rows`` and store them as ``results/sweep_id=<sweep_id>/<name>.parquet``.
 
@@ -123,37 +159,53 @@ class ResultStore:
         atomically, so a retried trial may simply write again. Returns the file's URI.
         """
         _check_segment("sweep_id", sweep_id)
-        _check_segment("name", name)
+        _check_name(name)
         try:
             table = rows_to_table(rows, defaults={PARTITION: sweep_id, "created_at": _now()})
         except StoreError as error:
             raise StoreError(f"write(sweep_id={sweep_id!r}, name={name!r}): {error}") from None
         _check_partition(table, sweep_id, name)
-        relpath = f"{RESULTS_DIR}/{PARTITION}={sweep_id}/{name}.parquet"
-        self._put(self._path(relpath), _parquet_bytes(table.drop_columns([PARTITION])))
-        return self._uri(relpath)
+        path = self._partition(RESULTS_DIR, sweep_id) + f"/{name}.parquet"
+        self._storage.put(path, _parquet_bytes(table.drop_columns([PARTITION])))
+        return self._storage.uri_of(path)
 
     def has(self, *, sweep_id: str, name: str) -> bool:
-        """Whether ``write(..., sweep_id=sweep_id, name=name)`` has completed and its file reads as rows (a
-        truncated, overwritten or foreign file does not count)."""
+        """Whether ``write(..., sweep_id=sweep_id, name=name)`` has completed and its rows read, in its own
+        file or in a merged one (a truncated, overwritten or foreign file does not count)."""
         _check_segment("sweep_id", sweep_id)
-        _check_segment("name", name)
-        path = self._path(f"{RESULTS_DIR}/{PARTITION}={sweep_id}/{name}.parquet")
-        if self._fs.get_file_info(path).type != pafs.FileType.File:
-            return False
-        return isinstance(self._load_file(path), pa.Table)
+        _check_name(name)
+        own = self._load_result(self._partition(RESULTS_DIR, sweep_id) + f"/{name}.parquet", ("run_id",))
+        return own.readable or name in self.stored_names(sweep_id=sweep_id)
 
-    def read(self, *, sweep_id: str | None = None) -> ReadResult:
-        """Read every result (or one sweep's), skipping and reporting files that cannot be read.
+    def stored_names(self, *, sweep_id: str, lineages: Collection[str] | None = None) -> set[str]:
+        """The names of the sweep's completed writes whose rows read, wherever they are now. With
+        ``lineages``, of the lineage files only those lineages' (a trial asks about its own lineages: the
+        other lineage files need not be opened); every row file and compacted file counts."""
+        _check_segment("sweep_id", sweep_id)
+
+        def wanted(path: str) -> bool:
+            name = posixpath.basename(path).removesuffix(".parquet")
+            return lineages is None or not name.startswith(LINEAGE_PREFIX) or name in lineage_files
+
+        lineage_files = {LINEAGE_PREFIX + lineage for lineage in lineages or ()}
+        files = self._scan(RESULTS_DIR, sweep_id, lambda p: self._load_result(p, ("run_id",)), keep=wanted)
+        return {name for f in files if f.readable for name in f.held}
+
+    def read(self, *, sweep_id: str | None = None, columns: Sequence[str] | None = None) -> ReadResult:
+        """Read every result (or one sweep's), skipping and reporting files that cannot be read; only
+        ``columns`` (and sweep_id, run_id, created_at) when given, every column of SCHEMA otherwise.
 
         Rows sharing a (sweep_id, run_id) are collapsed to the one with the newest ``created_at``.
-        A store that does not exist yet reads as an empty table with every column of ``SCHEMA``.
+        A store that does not exist yet reads as an empty table with the columns.
         """
-        paths = self._result_files(sweep_id)
-        loaded = _map_threads(self._load_file, paths)
-        tables = [table for table in loaded if isinstance(table, pa.Table)]
-        corrupt = [f"{self._uri_of(path)}: {why}" for path, why in zip(paths, loaded) if isinstance(why, str)]
-        frame = table_to_frame(pa.concat_tables(tables)) if tables else empty_frame()
+        if sweep_id is not None:
+            _check_segment("sweep_id", sweep_id)
+        wanted = _columns(columns)
+        files = self._scan(RESULTS_DIR, sweep_id, lambda p: self._load_result(p, wanted))
+        tables = [f.table for f in files if f.readable]
+        corrupt = [f"{self._storage.uri_of(f.path)}: {f.problem}" for f in files if not f.readable]
+        schema = _read_schema(wanted)
+        frame = table_to_frame(pa.concat_tables(tables) if tables else schema.empty_table())
         frame, dropped = _drop_duplicates(frame)
         return ReadResult(table=frame, corrupt_files=corrupt, duplicates_dropped=dropped)
 
@@ -162,56 +214,119 @@ class ResultStore:
 
         Rows of corrupt files are missing here (so those runs are run again) and are logged.
         """
-        result = self.read(sweep_id=sweep_id)
+        result = self.read(sweep_id=sweep_id, columns=["run_id"])
         for report in result.corrupt_files:
             logger.warning("results store %s: skipped unreadable file %s", self.uri, report)
         return set(result.table["run_id"])
 
-    def set_aside(self, *, sweep_id: str, names: Collection[str]) -> list[str]:
-        """Move each file ``<name>.parquet`` of ``names`` in the sweep's partition that cannot be read as rows
-        (truncated, overwritten, another schema) to ``set-aside/``, where it is kept and never read, so its
-        run is stored again. Returns ``"<old URI> -> <new URI> (<reason>)"`` for each file moved."""
+    def merge_lineage(self, *, sweep_id: str, lineage_id: str, names: Collection[str]) -> str | None:
+        """Merge the row files ``names`` (a lineage's rows, written one by one while it trained) and the
+        lineage's earlier merged file into ``lineage-<lineage_id>.parquet``; the row files go once it is
+        whole. Returns its URI, or None when there was nothing to merge."""
         _check_segment("sweep_id", sweep_id)
-        moved = []
-        for path in self._result_files(sweep_id):
-            name = posixpath.basename(path).removesuffix(".parquet")
-            reason = self._load_file(path) if name in names else None
-            if isinstance(reason, str):
-                moved.append(self._move_aside(path, sweep_id, "result", reason))
-        return moved
+        _check_segment("lineage_id", lineage_id)
+        into = LINEAGE_PREFIX + lineage_id
+        partition = self._partition(RESULTS_DIR, sweep_id)
+        paths = self._storage.files(RESULTS_DIR, sweep_id)
+        chosen = [p for p in paths if posixpath.basename(p).removesuffix(".parquet") in {*names, into}]
+        if not any(posixpath.basename(p) != f"{into}.parquet" for p in chosen):
+            return None  # no row file to merge
+        return self._merge_results(sweep_id, chosen, f"{partition}/{into}.parquet")
 
-    def _move_aside(self, path: str, sweep_id: str, kind: str, reason: str) -> str:
-        """Move an unreadable ``kind`` file ('result' or 'curve') to the sweep's set-aside folder, where
-        ``set_aside_files`` lists it; returns "<old URI> -> <new URI> (<reason>)"."""
-        name = posixpath.basename(path).removesuffix(".parquet")
-        stamp = _now().strftime("%Y%m%dT%H%M%S%fZ")
-        suffix = ".curve" if kind == "curve" else ""
-        relpath = f"{SET_ASIDE_DIR}/{PARTITION}={sweep_id}/{name}{suffix}.{stamp}.parquet"
-        self._guarded(
-            f"move an unreadable {kind} file aside", relpath, lambda: self._move(path, self._path(relpath))
+    def compact(self, *, sweep_id: str, curves: Collection[str] = ()) -> Compaction:
+        """Merge every readable result file of the sweep into one file, and the curves of the lineages
+        ``curves`` (finished: nothing writes their curves any more) with the earlier compacted curves into
+        one. Unreadable files stay where they are, for ``set_aside``. Safe while the sweep runs: a file is
+        deleted only once a merged file holds its rows, and only if it did not change since it was read."""
+        _check_segment("sweep_id", sweep_id)
+        stamp = f"{COMPACTED_PREFIX}{_now().strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}.parquet"
+        before = self._storage.files(RESULTS_DIR, sweep_id)
+        merged = []
+        if len(before) > 1:
+            made = self._merge_results(sweep_id, before, f"{self._partition(RESULTS_DIR, sweep_id)}/{stamp}")
+            merged += [made] if made else []
+        curve_paths = self._storage.files(CURVES_DIR, sweep_id, suffix=".parquet")
+        made = self._compact_curves(sweep_id, curve_paths, curves, stamp)
+        merged += [made] if made else []
+        after = self._storage.files(RESULTS_DIR, sweep_id)
+        rows = len(self.read(sweep_id=sweep_id, columns=["run_id"]).table)
+        return Compaction(
+            result_files=(len(before), len(after)),
+            rows=rows,
+            curve_files=(len(curve_paths), len(self._storage.files(CURVES_DIR, sweep_id, suffix=".parquet"))),
+            merged=tuple(merged),
         )
-        return f"{self._uri(posixpath.relpath(path, self._root))} -> {self._uri(relpath)} ({reason})"
+
+    def set_aside(self, *, sweep_id: str, names: Collection[str]) -> list[str]:
+        """Move each file of the sweep's results that cannot be read as rows (truncated, overwritten, another
+        schema) to ``set-aside/``, where it is kept and never read, so that its runs are stored again: the
+        files written as one of ``names``, and the store's own merged files. Returns ``"<old URI> -> <new
+        URI> (<reason>)"`` for each file moved."""
+        _check_segment("sweep_id", sweep_id)
+        files = self._scan(RESULTS_DIR, sweep_id, lambda p: self._load_result(p, ("run_id",)))
+        return [
+            self._move_aside(f, sweep_id, "result")
+            for f in files
+            if not f.readable and not f.vanished and (f.name in names or is_merged(f.name))
+        ]
+
+    # -- curves ---------------------------------------------------------------------------------------------
+
+    def write_curve(self, rows: Sequence[Mapping[str, Any]], *, sweep_id: str, name: str) -> str:
+        """Merge curve points (rows of ``sweeps.curve_store.CURVE_SCHEMA``) into the lineage's points stored
+        so far (``read_curve``) by key, and store them as ``curves/sweep_id=<sweep_id>/<name>.parquet``,
+        atomically; an unreadable file there is moved aside first. Returns the file's URI."""
+        _check_segment("sweep_id", sweep_id)
+        _check_name(name)
+        path = self._partition(CURVES_DIR, sweep_id) + f"/{name}.parquet"
+        own = self._load_curve(path, None)
+        if not own.readable and not own.vanished:  # broken since the sweep started: kept aside, never lost
+            logger.warning("results store %s: %s", self.uri, self._move_aside(own, sweep_id, "curve"))
+        old = own.table if own.readable else self._merged_curve(sweep_id, name)
+        self._storage.put(path, _parquet_bytes(merge_points(old, rows)))
+        return self._storage.uri_of(path)
+
+    def read_curve(self, *, sweep_id: str, name: str) -> pa.Table | None:
+        """One lineage's stored curve (``name``: its id), conformed to CURVE_SCHEMA, from its own file or a
+        compacted one; None if there is none or it cannot be read (``write_curve`` replaces such a file)."""
+        _check_segment("sweep_id", sweep_id)
+        _check_name(name)
+        own = self._load_curve(self._partition(CURVES_DIR, sweep_id) + f"/{name}.parquet", None)
+        return own.table if own.readable else self._merged_curve(sweep_id, name)
+
+    def read_curves(self, *, sweep_id: str | None = None) -> ReadResult:
+        """Every stored curve point (or one sweep's), with a sweep_id column, one copy of each lineage's
+        (``store_layout.curve_owners``); unreadable files are skipped and named in ``corrupt_files``. Empty
+        (with the columns) when there are none."""
+        if sweep_id is not None:
+            _check_segment("sweep_id", sweep_id)
+        files = self._scan(CURVES_DIR, sweep_id, lambda p: self._load_curve(p, None))
+        tables = []
+        for partition, group in _by_partition(f for f in files if f.readable).items():
+            for table in _owned(group).values():
+                tables.append(table.add_column(0, PARTITION, pa.array([partition] * len(table), pa.string())))
+        corrupt = [f"{self._storage.uri_of(f.path)}: {f.problem}" for f in files if not f.readable]
+        schema = pa.schema([pa.field(PARTITION, pa.string()), *CURVE_SCHEMA])
+        frame = (pa.concat_tables(tables) if tables else schema.empty_table()).to_pandas()
+        return ReadResult(table=frame, corrupt_files=corrupt, duplicates_dropped=0)
+
+    def curve_names(self, *, sweep_id: str) -> set[str]:
+        """Names (lineage ids) of the sweep's stored, readable curves, from the files' footers."""
+        return {name for f in self._curve_footers(sweep_id) if f.readable for name in f.held}
+
+    def unreadable_curves(self, *, sweep_id: str) -> list[str]:
+        """ "<URI>: <reason>" for each of the sweep's curve files whose footer cannot be read."""
+        return [
+            f"{self._storage.uri_of(f.path)}: {f.problem}" for f in self._curve_footers(sweep_id) if f.problem
+        ]
 
     def set_aside_curves(self, *, sweep_id: str) -> list[str]:
         """Move each of the sweep's curve files that cannot be read to ``set-aside/`` (kept, never read), as
         ``set_aside`` does for results: a lineage trained again writes a new curve, never into a broken one.
         Returns ``"<old URI> -> <new URI> (<reason>)"`` for each file moved."""
-        moved = []
-        for path in self._curve_files(sweep_id):
-            reason = self._load_curve(path)
-            if isinstance(reason, str):
-                moved.append(self._move_aside(path, sweep_id, "curve", reason))
-        return moved
+        return [self._move_aside(f, sweep_id, "curve") for f in self._curve_footers(sweep_id) if f.problem]
 
-    def unreadable_curves(self, *, sweep_id: str) -> list[str]:
-        """ "<URI>: <reason>" for each of the sweep's curve files that cannot be read."""
-        paths = self._curve_files(sweep_id)
-        loaded = _map_threads(self._load_curve, paths)
-        return [
-            f"{self._uri(posixpath.relpath(p, self._root))}: {why}"
-            for p, why in zip(paths, loaded)
-            if isinstance(why, str)
-        ]
+    # -- sweeps, set aside and metadata ---------------------------------------------------------------------
 
     def replace_sweep(self, *, sweep_id: str) -> str | None:
         """Move every result and curve file of the sweep, and its stored spec, to
@@ -219,23 +334,22 @@ class ResultStore:
         Returns that folder's URI, or None when the sweep had nothing stored."""
         _check_segment("sweep_id", sweep_id)
         stamp = _now().strftime("%Y%m%dT%H%M%S%fZ")
-        folder = f"{SET_ASIDE_DIR}/{PARTITION}={sweep_id}/{REPLACED_PREFIX}{stamp}"
+        folder = self._path(f"{SET_ASIDE_DIR}/{PARTITION}={sweep_id}/{REPLACED_PREFIX}{stamp}")
         spec = self._path(f"sweeps/{sweep_id}/spec.json")
-        moves = [(p, f"{folder}/{RESULTS_DIR}/{posixpath.basename(p)}") for p in self._result_files(sweep_id)]
-        moves += [(p, f"{folder}/{CURVES_DIR}/{posixpath.basename(p)}") for p in self._curve_files(sweep_id)]
+        moves = [
+            (p, f"{folder}/{kind}/{posixpath.basename(p)}")
+            for kind in (RESULTS_DIR, CURVES_DIR)
+            for p in self._storage.files(kind, sweep_id, suffix=_SUFFIX[kind])
+        ]
         if self._fs.get_file_info(spec).is_file:
             moves.append((spec, f"{folder}/spec.json"))
-        for source, relpath in moves:
-            self._guarded(
-                "move a replaced sweep's file aside",
-                relpath,
-                lambda source=source, relpath=relpath: self._move(source, self._path(relpath)),
-            )
-        return self._uri(folder) if moves else None
+        for source, destination in moves:
+            self._storage.move(source, destination, what="move a replaced sweep's file aside")
+        return self._storage.uri_of(folder) if moves else None
 
     def replaced(self, *, sweep_id: str) -> list[str]:
-        """ "<URI> (<n> rows, <m> curves)" for each earlier version of the sweep that ``replace_sweep`` set
-        aside, oldest first."""
+        """ "<URI> (<n> files of rows, <m> of curves)" for each earlier version of the sweep that
+        ``replace_sweep`` set aside, oldest first."""
         _check_segment("sweep_id", sweep_id)
         base = self._path(f"{SET_ASIDE_DIR}/{PARTITION}={sweep_id}")
         infos = self._fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
@@ -249,10 +363,7 @@ class ResultStore:
                 len(self._fs.get_file_info(pafs.FileSelector(f"{base}/{name}/{kind}", allow_not_found=True)))
                 for kind in (RESULTS_DIR, CURVES_DIR)
             ]
-            found.append(
-                f"{self._uri(f'{SET_ASIDE_DIR}/{PARTITION}={sweep_id}/{name}')} ({counts[0]} rows, "
-                f"{counts[1]} curves)"
-            )
+            found.append(f"{self._storage.uri_of(f'{base}/{name}')} ({counts[0]} rows, {counts[1]} curves)")
         return found
 
     def set_aside_files(self, *, sweep_id: str) -> list[str]:
@@ -261,7 +372,13 @@ class ResultStore:
         base = self._path(f"{SET_ASIDE_DIR}/{PARTITION}={sweep_id}")
         infos = self._fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
         names = sorted((info.mtime_ns or 0, info.base_name) for info in infos if info.is_file)
-        return [self._uri(f"{SET_ASIDE_DIR}/{PARTITION}={sweep_id}/{name}") for _, name in names]
+        return [self._storage.uri_of(f"{base}/{name}") for _, name in names]
+
+    def sweep_ids(self) -> list[str]:
+        """The sweeps whose spec is stored (``sweeps/<sweep_id>/spec.json``), sorted."""
+        infos = self._fs.get_file_info(pafs.FileSelector(self._path("sweeps"), allow_not_found=True))
+        names = [i.base_name for i in infos if i.type == pafs.FileType.Directory]
+        return sorted(n for n in names if self._fs.get_file_info(self._path(f"sweeps/{n}/spec.json")).is_file)
 
     def write_json(self, relpath: str, obj: Any) -> str:
         """Store ``obj`` as JSON at ``relpath`` under the root, atomically. Returns the file's URI.
@@ -276,8 +393,8 @@ class ResultStore:
                 f"write_json({relpath!r}): {error}; pass dicts, lists, str, finite numbers, bool or None "
                 "(e.g. a pydantic model's model_dump(mode='json'))"
             ) from None
-        self._put(self._path(relpath), text.encode())
-        return self._uri(relpath)
+        self._storage.put(self._path(relpath), text.encode())
+        return self._storage.uri_of(self._path(relpath))
 
     def read_json(self, relpath: str) -> Any:
         """Load the JSON file at ``relpath`` under the root, as written by ``write_json``."""
@@ -298,226 +415,187 @@ class ResultStore:
         """Remove the metadata file at ``relpath`` under the root, if there is one
         (results are never deleted)."""
         _check_relpath(relpath)
-        _delete_quietly(self._fs, self._path(relpath))
+        self._storage.delete(self._path(relpath))
 
-    def write_curve(self, rows: Sequence[Mapping[str, Any]], *, sweep_id: str, name: str) -> str:
-        """Merge curve points (rows of ``sweeps.curve_store.CURVE_SCHEMA``) into
-        ``curves/sweep_id=<sweep_id>/<name>.parquet`` by key, replacing the file atomically; an unreadable
-        file there is replaced. Returns the file's URI."""
-        _check_segment("sweep_id", sweep_id)
-        _check_segment("name", name)
-        relpath = f"{CURVES_DIR}/{PARTITION}={sweep_id}/{name}.parquet"
-        old = self._load_curve(self._path(relpath))
-        if isinstance(old, str):  # broken since the sweep started: kept aside, never silently overwritten
-            moved = self._move_aside(self._path(relpath), sweep_id, "curve", old)
-            logger.warning("results store %s: %s", self.uri, moved)
-        self._put(
-            self._path(relpath),
-            _parquet_bytes(merge_points(old if isinstance(old, pa.Table) else None, rows)),
-        )
-        return self._uri(relpath)
+    # -- internals ------------------------------------------------------------------------------------------
 
-    def read_curves(self, *, sweep_id: str | None = None) -> ReadResult:
-        """Every stored curve point (or one sweep's), with a sweep_id column; unreadable files are skipped and
-        named in ``corrupt_files``. Empty (with the columns) when there are none."""
-        paths = self._curve_files(sweep_id)
-        loaded = _map_threads(self._load_curve, paths)
-        tables = [
-            t.add_column(0, PARTITION, pa.array([_curve_sweep(p)] * len(t), pa.string()))
-            for p, t in zip(paths, loaded)
-            if isinstance(t, pa.Table)
-        ]
-        corrupt = [
-            f"{self._uri(posixpath.relpath(p, self._root))}: {why}"
-            for p, why in zip(paths, loaded)
-            if isinstance(why, str)
-        ]
-        schema = pa.schema([pa.field(PARTITION, pa.string()), *CURVE_SCHEMA])
-        frame = (pa.concat_tables(tables) if tables else schema.empty_table()).to_pandas()
-        return ReadResult(table=frame, corrupt_files=corrupt, duplicates_dropped=0)
+    def _scan(
+        self, folder: str, sweep_id: str | None, load: Callable[[str], _File], *, keep=lambda path: True
+    ) -> list[_File]:
+        """The visible files of ``folder``'s partition (those ``keep`` accepts), each loaded; a file that
+        vanished between the listing and its read was merged into another, which a new listing shows."""
+        for _ in range(_RESCANS):
+            paths = self._storage.files(folder, sweep_id, suffix=_SUFFIX[folder])
+            files = map_threads(load, [p for p in paths if keep(p)])
+            if not any(f.vanished for f in files):
+                return files
+        logger.warning("results store %s: files kept vanishing while read; read what stayed", self.uri)
+        return [f for f in files if not f.vanished]
 
-    def curve_names(self, *, sweep_id: str) -> set[str]:
-        """Names (lineage ids) of the sweep's stored curve files."""
-        return {posixpath.basename(p).removesuffix(".parquet") for p in self._curve_files(sweep_id)}
-
-    def read_curve(self, *, sweep_id: str, name: str) -> pa.Table | None:
-        """One stored curve (the lineage ``name``'s), conformed to CURVE_SCHEMA; None if there is none or it
-        cannot be read (``write_curve`` replaces such a file)."""
-        _check_segment("sweep_id", sweep_id)
-        _check_segment("name", name)
-        table = self._load_curve(self._path(f"{CURVES_DIR}/{PARTITION}={sweep_id}/{name}.parquet"))
-        return table if isinstance(table, pa.Table) else None
-
-    def _curve_files(self, sweep_id: str | None) -> list[str]:
-        base = self._path(CURVES_DIR)
-        if sweep_id is not None:
-            _check_segment("sweep_id", sweep_id)
-            base = f"{base}/{PARTITION}={sweep_id}"
-        infos = self._fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-        return sorted(
-            i.path
-            for i in infos
-            if i.is_file and i.path.endswith(".parquet") and not _is_hidden(i.path, base)
-        )
-
-    def _load_curve(self, path: str) -> pa.Table | str | None:
-        """A curve file conformed to CURVE_SCHEMA, the reason it cannot be read, or None if there is none."""
+    def _open(self, path: str, read: Callable[[pq.ParquetFile], pa.Table | None]) -> _File:
+        """Load the file at ``path`` with ``read`` (given the opened file; it may read its footer only)."""
+        name = posixpath.basename(path).removesuffix(".parquet")
         try:
             with self._fs.open_input_file(path) as handle:
-                return conform_curve(pq.ParquetFile(handle).read(use_threads=False))
+                parquet = pq.ParquetFile(handle)
+                held = sources(name, parquet.schema_arrow.metadata)
+                table = read(parquet)
         except FileNotFoundError:
-            return None
+            return _File(path, vanished=True)
         except (pa.ArrowException, OSError, ValueError) as error:
-            return f"{type(error).__name__}: {error}"
+            return _File(path, problem=f"{type(error).__name__}: {error}")
+        return _File(path, table, held)
 
-    def _guarded(self, what: str, relpath: str, action: Callable[[], T]) -> T:
-        """Run a write; a store that refuses it (read-only, permissions, full) is one line naming it."""
-        try:
-            return action()
-        except OSError as error:
-            raise StoreError(
-                f"storage URI {self.uri!r}: cannot {what} ({relpath}): {write_failure(error)}"
-            ) from None
-
-    def _move(self, source: str, destination: str) -> None:
-        self._fs.create_dir(posixpath.dirname(destination), recursive=True)
-        self._fs.move(source, destination)
-
-    def _put(self, path: str, data: bytes) -> None:
-        """Make ``path`` hold ``data``, with no moment where a reader sees part of it."""
-        relpath = posixpath.relpath(path, self._root)
-        self._guarded("write", relpath, lambda: self._put_unguarded(path, data))
-
-    def _put_unguarded(self, path: str, data: bytes) -> None:
-        if self._write_whole_objects:
-            _write_bytes(self._fs, path, data)  # a single PUT: the object appears complete or not at all
-            return
-        directory, basename = posixpath.split(path)
-        self._fs.create_dir(directory, recursive=True)
-        temporary = f"{directory}/.{basename}.{uuid.uuid4().hex}.tmp"
-        try:
-            _write_bytes(self._fs, temporary, data)
-            self._fs.move(temporary, path)
-        except BaseException:
-            _delete_quietly(self._fs, temporary)
-            raise
-
-    def _result_files(self, sweep_id: str | None) -> list[str]:
-        """Paths of the visible Parquet files, sorted, so reads are deterministic."""
-        base = self.results_dir
-        if sweep_id is not None:
-            _check_segment("sweep_id", sweep_id)
-            base = f"{base}/{PARTITION}={sweep_id}"
-        selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
-        infos = self._fs.get_file_info(selector)
-        return sorted(info.path for info in infos if info.is_file and not _is_hidden(info.path, base))
-
-    def _load_file(self, path: str) -> pa.Table | str:
-        """The file's rows conformed to SCHEMA, or the reason it cannot be read."""
+    def _load_result(self, path: str, columns: Sequence[str] | None) -> _File:
+        """A result file's rows (``columns`` of them, all when None) conformed to SCHEMA."""
         sweep_id = _partition_value(posixpath.relpath(path, self.results_dir))
         if sweep_id is None:
-            return f"not a {PARTITION}=<id>/<name>.parquet file of {RESULTS_DIR}/: move or delete it"
-        try:
-            with self._fs.open_input_file(path) as handle:
-                table = pq.ParquetFile(handle).read(use_threads=False)  # parallel across files instead
-            return _conform(table, sweep_id)
-        except (pa.ArrowException, OSError, ValueError) as error:
-            return f"{type(error).__name__}: {error}"
+            why = f"not a {PARTITION}=<id>/<name>.parquet file of {RESULTS_DIR}/: move or delete it"
+            return _File(path, problem=why)
+        return self._open(path, lambda parquet: _conform(parquet, sweep_id, columns))
+
+    def _load_curve(self, path: str, columns: Sequence[str] | None) -> _File:
+        """A curve file's points conformed to CURVE_SCHEMA (its footer only with ``columns=()``)."""
+
+        def read(parquet: pq.ParquetFile) -> pa.Table | None:
+            missing = [c for c in _CURVE_REQUIRED if c not in parquet.schema_arrow.names]
+            if missing:
+                raise ValueError(f"not a curve file: column(s) {missing} missing")
+            return None if columns == _FOOTER_ONLY else conform_curve(parquet.read(use_threads=False))
+
+        return self._open(path, read)
+
+    def _curve_footers(self, sweep_id: str) -> list[_File]:
+        _check_segment("sweep_id", sweep_id)
+        return self._scan(CURVES_DIR, sweep_id, lambda p: self._load_curve(p, _FOOTER_ONLY))
+
+    def _merged_curve(self, sweep_id: str, name: str) -> pa.Table | None:
+        """The lineage ``name``'s points in the sweep's compacted curve files: the newest copy."""
+        holders = [
+            f for f in self._curve_footers(sweep_id) if f.readable and is_merged(f.name) and name in f.held
+        ]
+        for f in reversed(holders):  # by name, so by time: the newest first
+            loaded = self._load_curve(f.path, None)
+            if loaded.readable:
+                return loaded.table.filter(pc.equal(loaded.table.column("lineage_id"), name))
+        return None
+
+    def _merge_results(self, sweep_id: str, paths: list[str], into: str) -> str | None:
+        """Write the readable rows of the files ``paths`` (the newest row of each run_id) to ``into``, then
+        delete those files that did not change meanwhile. None when none of them reads."""
+        stats = {p: self._storage.stat(p) for p in paths}
+        files = [f for f in map_threads(lambda p: self._load_result(p, None), paths) if f.readable]
+        if len(files) < 2 and all(is_merged(f.name) for f in files):
+            return None  # nothing new to merge
+        table = _newest_rows(pa.concat_tables([f.table for f in files])).drop_columns([PARTITION])
+        held = {name for f in files for name in f.held}
+        return self._replace_with(into, table, held, files, stats)
+
+    def _compact_curves(
+        self, sweep_id: str, paths: list[str], lineages: Collection[str], name: str
+    ) -> str | None:
+        """Merge the own curve files of ``lineages`` and the compacted ones into one compacted file, with one
+        copy of each lineage's points (``curve_owners``, over every curve file of the sweep)."""
+        stats = {p: self._storage.stat(p) for p in paths}
+        loaded = map_threads(lambda p: self._load_curve(p, None), paths)
+        readable = [f for f in loaded if f.readable]
+        chosen = [f for f in readable if is_merged(f.name) or f.name in lineages]
+        if len(chosen) < 2 and not any(not is_merged(f.name) for f in chosen):
+            return None  # nothing new to merge
+        owned = _owned(readable)
+        parts = [owned[f] for f in chosen if f in owned]
+        table = pa.concat_tables(parts) if parts else CURVE_SCHEMA.empty_table()
+        held = set(pc.unique(table.column("lineage_id")).to_pylist())
+        into = f"{self._partition(CURVES_DIR, sweep_id)}/{name}"
+        return self._replace_with(into, table, held, chosen, stats)
+
+    def _replace_with(
+        self,
+        into: str,
+        table: pa.Table,
+        held: Iterable[str],
+        files: list[_File],
+        stats: Mapping[str, tuple[int | None, int | None] | None],
+    ) -> str:
+        """Write ``table`` as the merged file ``into`` (holding the writes ``held``), then delete ``files``:
+        each only if it is as it was when read (a file written again meanwhile holds rows the merge lacks)."""
+        table = table.replace_schema_metadata(sources_metadata(held))
+        self._storage.put(into, _parquet_bytes(table, row_group_size=ROW_GROUP_ROWS))
+        for f in files:
+            if f.path != into and self._storage.stat(f.path) == stats.get(f.path):
+                self._storage.delete(f.path)
+        return self._storage.uri_of(into)
+
+    def _move_aside(self, f: _File, sweep_id: str, kind: str) -> str:
+        """Move an unreadable ``kind`` file ('result' or 'curve') to the sweep's set-aside folder, where
+        ``set_aside_files`` lists it; returns "<old URI> -> <new URI> (<reason>)"."""
+        stamp = _now().strftime("%Y%m%dT%H%M%S%fZ")
+        suffix = ".curve" if kind == "curve" else ""
+        destination = self._path(f"{SET_ASIDE_DIR}/{PARTITION}={sweep_id}/{f.name}{suffix}.{stamp}.parquet")
+        self._storage.move(f.path, destination, what=f"move an unreadable {kind} file aside")
+        return f"{self._storage.uri_of(f.path)} -> {self._storage.uri_of(destination)} ({f.problem})"
+
+    def _partition(self, folder: str, sweep_id: str) -> str:
+        return self._path(f"{folder}/{PARTITION}={sweep_id}")
 
     def _path(self, relpath: str) -> str:
-        return posixpath.join(self._root, relpath)
-
-    def _uri(self, relpath: str) -> str:
-        return (self.uri if self.uri.endswith("/") else self.uri + "/") + relpath
-
-    def _uri_of(self, path: str) -> str:
-        return self._uri(f"{RESULTS_DIR}/{posixpath.relpath(path, self.results_dir)}")
+        return self._storage.path(relpath)
 
 
-def _resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and root path of ``uri``; pyarrow's own filesystems first, then fsspec."""
-    if not isinstance(uri, str) or not uri.strip():
-        raise StoreError(f"storage URI {uri!r}: must be a local path or a URI such as s3://bucket/prefix")
-    if "://" not in uri:
-        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri)).replace(os.sep, "/")
-    scheme = uri.split("://", 1)[0].lower()
-    if scheme in _PYARROW_SCHEMES:
-        try:
-            filesystem, path = pafs.FileSystem.from_uri(uri)
-            return filesystem, path.rstrip("/") or "/"
-        except (ImportError, pa.ArrowNotImplementedError):
-            pass  # this pyarrow build lacks the filesystem: fsspec may have it
-        except (OSError, ValueError) as error:
-            fix = "check the bucket, endpoint and credentials"
-            raise StoreError(f"storage URI {uri!r}: cannot open it ({error}): {fix}") from None
-    return _fsspec_filesystem(uri, scheme)
+def _columns(columns: Sequence[str] | None) -> list[str] | None:
+    """The file columns a read asks for (None: all), with the ones every read needs; StoreError for a name
+    that is not a column."""
+    if columns is None:
+        return None
+    unknown = [c for c in columns if c not in SCHEMA.names]
+    if unknown:
+        raise StoreError(f"columns={unknown}: not columns of the results; choose from {SCHEMA.names}")
+    return [name for name in _FILE_SCHEMA.names if name in {*columns, *_ALWAYS_READ}]
 
 
-def _fsspec_filesystem(uri: str, scheme: str) -> tuple[pafs.FileSystem, str]:
-    try:
-        filesystem, path = fsspec.core.url_to_fs(uri)
-    except ImportError as error:
-        raise StoreError(f"storage URI {uri!r}: scheme {scheme!r} needs a package: {error}") from None
-    except ValueError as error:
-        fix = "use a local path, file://, s3://, gs:// or an installed fsspec protocol"
-        raise StoreError(f"storage URI {uri!r}: unknown scheme {scheme!r} ({error}): {fix}") from None
-    return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem)), path.rstrip("/") or "/"
+def _read_schema(columns: Sequence[str] | None) -> pa.Schema:
+    """The schema of a read of ``columns`` (None: all): sweep_id, then the file columns in SCHEMA's order."""
+    names = {PARTITION, *(columns if columns is not None else SCHEMA.names)}
+    return pa.schema([field for field in SCHEMA if field.name in names])
 
 
-def _is_object_store(filesystem: pafs.FileSystem) -> bool:
-    if isinstance(filesystem, pafs.PyFileSystem):
-        protocol = filesystem.handler.fs.protocol
-        protocols = {protocol} if isinstance(protocol, str) else set(protocol)
-    else:
-        protocols = {filesystem.type_name}
-    return bool(protocols & _OBJECT_STORES)
+def _conform(parquet: pq.ParquetFile, sweep_id: str, columns: Sequence[str] | None) -> pa.Table:
+    """The file's rows with the columns asked for (all of SCHEMA's when None), sweep_id taken from the file's
+    directory; ValueError if the file is not a results file.
 
-
-def _write_bytes(filesystem: pafs.FileSystem, path: str, data: bytes) -> None:
-    with filesystem.open_output_stream(path, compression=None) as stream:
-        stream.write(data)
-
-
-def _delete_quietly(filesystem: pafs.FileSystem, path: str) -> None:
-    try:
-        filesystem.delete_file(path)
-    except OSError:
-        pass  # never created, or already gone; readers skip hidden files anyway
-
-
-def _parquet_bytes(table: pa.Table) -> bytes:
-    """Encode in memory first, so a failure while encoding never reaches the filesystem."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue().to_pybytes()
-
-
-def _conform(table: pa.Table, sweep_id: str) -> pa.Table:
-    """One file's rows with SCHEMA's columns, sweep_id taken from the file's directory."""
-    if not table.schema.equals(_FILE_SCHEMA):
-        table = _cast_to_file_schema(table)
-    partition = pa.array([sweep_id] * len(table), pa.string())
-    return table.add_column(0, SCHEMA.field(PARTITION), partition)
-
-
-def _cast_to_file_schema(table: pa.Table) -> pa.Table:
-    """Fit a file written by other code or an older SCHEMA; ValueError if it cannot fit.
-
-    Optional columns it lacks become null, extra columns are ignored and dictionary-encoded
-    columns are decoded, so readers never see categorical surprises.
+    A file of other code or an older SCHEMA fits: optional columns it lacks become null, extra columns are
+    ignored and dictionary-encoded columns are decoded, so readers never see categorical surprises.
     """
-    columns = []
-    for field in _FILE_SCHEMA:
-        if field.name in table.column_names:
-            columns.append(table.column(field.name).cast(field.type))
-        elif field.name in REQUIRED:
-            raise ValueError(f"required column {field.name!r} is missing")
-        else:
-            columns.append(pa.nulls(len(table), field.type))
-    for field, column in zip(_FILE_SCHEMA, columns):
+    present = set(parquet.schema_arrow.names)
+    missing = [name for name in _FILE_REQUIRED if name not in present]
+    if missing:
+        raise ValueError(f"required column {missing[0]!r} is missing")
+    fields = [f for f in _FILE_SCHEMA if columns is None or f.name in columns]
+    table = parquet.read(columns=[f.name for f in fields if f.name in present], use_threads=False)
+    arrays = [
+        table.column(f.name).cast(f.type) if f.name in present else pa.nulls(len(table), f.type)
+        for f in fields
+    ]
+    for field, column in zip(fields, arrays):
         if not field.nullable and column.null_count:
             raise ValueError(f"required column {field.name!r} has {column.null_count} null values")
-    return pa.Table.from_arrays(columns, schema=_FILE_SCHEMA)
+    partition = pa.array([sweep_id] * len(table), pa.string())
+    return pa.Table.from_arrays([partition, *arrays], schema=_read_schema([f.name for f in fields]))
+
+
+def _newest_rows(table: pa.Table) -> pa.Table:
+    """The newest row (``created_at``) of each run_id of one sweep's rows, sorted by run_id; on equal
+    created_at the row further down ``table`` wins, as in ``_drop_duplicates``."""
+    position = pa.array(np.arange(len(table)))
+    order = pc.sort_indices(
+        table.append_column("_position", position),
+        sort_keys=[("run_id", "ascending"), ("created_at", "descending"), ("_position", "descending")],
+    )
+    table = table.take(order)
+    ids = table.column("run_id").to_numpy(zero_copy_only=False)
+    first = np.ones(len(ids), dtype=bool)
+    first[1:] = ids[1:] != ids[:-1]
+    return table.filter(pa.array(first))
 
 
 def _drop_duplicates(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -528,26 +606,31 @@ def _drop_duplicates(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return kept, len(frame) - len(kept)
 
 
-# errno -> what a person can do about a write the filesystem refused
-_WRITE_FIXES = {
-    errno.ENOSPC: "free space there or give another --storage",
-    errno.EDQUOT: "raise the disk quota or free space under it, or give another --storage",
-    errno.EROFS: "the filesystem is read-only: give a writable --storage",
-}
+def _by_partition(files: Iterable[_File]) -> dict[str, list[_File]]:
+    groups: dict[str, list[_File]] = {}
+    for f in files:
+        groups.setdefault(posixpath.basename(posixpath.dirname(f.path)).partition("=")[2], []).append(f)
+    return groups
 
 
-def write_failure(error: OSError) -> str:
-    """'<reason>: <fix>' for a write the filesystem refused: a full disk is not a permission problem."""
-    reason = os.strerror(error.errno) if error.errno else error.strerror or str(error).splitlines()[0]
-    fix = _WRITE_FIXES.get(error.errno, "make the store writable for this user, or give another --storage")
-    return f"{type(error).__name__} [errno {error.errno}] {reason}: {fix}"
+def _owned(files: list[_File]) -> dict[_File, pa.Table]:
+    """Each loaded curve file of one sweep -> its points of the lineages it owns (``curve_owners``)."""
+    owners = curve_owners((f.name, f.held) for f in files)
+    owned = {}
+    for f in files:
+        mine = [lineage for lineage in f.held if owners.get(lineage) == f.name]
+        if not is_merged(f.name):
+            owned[f] = f.table
+        elif mine:
+            owned[f] = f.table.filter(pc.is_in(f.table.column("lineage_id"), pa.array(mine, pa.string())))
+    return owned
 
 
-def _map_threads(function: Callable[[str], T], items: list[str]) -> list[T]:
-    if len(items) < 2:
-        return [function(item) for item in items]
-    with ThreadPoolExecutor() as pool:  # pyarrow decodes without the GIL, and remote reads wait on I/O
-        return list(pool.map(function, items))
+def _parquet_bytes(table: pa.Table, *, row_group_size: int | None = None) -> bytes:
+    """Encode in memory first, so a failure while encoding never reaches the filesystem."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", row_group_size=row_group_size)
+    return sink.getvalue().to_pybytes()
 
 
 def _check_partition(table: pa.Table, sweep_id: str, name: str) -> None:
@@ -567,10 +650,19 @@ def _check_segment(field: str, value: Any) -> None:
         )
 
 
+def _check_name(name: Any) -> None:
+    _check_segment("name", name)
+    if is_merged(name):
+        raise StoreError(
+            f"name={name!r}: names starting with {' or '.join(map(repr, MERGED_PREFIXES))} are the store's "
+            "merged files; choose another name"
+        )
+
+
 def _check_relpath(relpath: Any) -> None:
     parts = relpath.split("/") if isinstance(relpath, str) else [""]
     example = "e.g. 'sweeps/<sweep_id>/spec.json'"
-    if any(part in ("", ".", "..") or part.startswith(_HIDDEN_PREFIXES) for part in parts):
+    if any(part in ("", ".", "..") or part.startswith(HIDDEN_PREFIXES) for part in parts):
         raise StoreError(
             f"relpath={relpath!r}: must be a relative path without '.', '..' or hidden parts, {example}"
         )
@@ -580,22 +672,12 @@ def _check_relpath(relpath: Any) -> None:
         )
 
 
-def _is_hidden(path: str, base: str) -> bool:
-    """Temporary files and the like: skipped here as by pyarrow.dataset discovery."""
-    return any(part.startswith(_HIDDEN_PREFIXES) for part in posixpath.relpath(path, base).split("/"))
-
-
 def _partition_value(relpath: str) -> str | None:
     """``sweep_id=<id>/<name>.parquet`` -> ``<id>``; None for any other file."""
     parts = relpath.split("/")
     key, _, value = parts[0].partition("=")
     is_result = len(parts) == 2 and parts[1].endswith(".parquet") and key == PARTITION
     return value if is_result and _SEGMENT.fullmatch(value) else None
-
-
-def _curve_sweep(path: str) -> str:
-    """``.../curves/sweep_id=<id>/<name>.parquet`` -> ``<id>``."""
-    return posixpath.basename(posixpath.dirname(path)).partition("=")[2]
 
 
 def _now() -> dt.datetime:

@@ -7,15 +7,11 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import psutil
 
 from powersweep.sweeps.curve_store import curve_status
-from powersweep.sweeps.execute import (
-    ExecutionSettings,
-    check_resources,
-    init_ray,
-)
 from powersweep.sweeps.identity import differences
 from powersweep.sweeps.lock import SweepLock, describe, holder
 from powersweep.sweeps.plan import Plan, plan, spec_gpu_bytes
@@ -24,6 +20,9 @@ from powersweep.sweeps.progress import ExecutionReport
 from powersweep.sweeps.spec import SpecError, SweepSpec, spec_from_dict
 from powersweep.sweeps.store import ResultStore, StoreError
 from powersweep.sweeps.trackers import check_loggers, prepare, tracking_root
+
+if TYPE_CHECKING:
+    from powersweep.sweeps.execute import ExecutionSettings  # imports torch: status and compact need none
 
 # Checks that every node of a cluster at `address` can write the store at a URI; raises a user error if not.
 StorageCheck = Callable[..., object]
@@ -153,6 +152,8 @@ def _start_ray(settings: ExecutionSettings, p: Plan, *, check_memory: bool) -> N
     (`check_memory`, on a cluster) that a CPU trial's estimated memory fits the largest node's."""
     import ray
 
+    from powersweep.sweeps.execute import check_resources, init_ray
+
     init_ray(settings)
     check_resources(settings)
     if check_memory and not settings.uses_gpu:
@@ -208,6 +209,8 @@ def check_gpu_shares(spec: SweepSpec, p: Plan) -> tuple[str, ...]:
 
 
 def _settings(spec: SweepSpec, p: Plan, storage: str, address: str | None) -> ExecutionSettings:
+    from powersweep.sweeps.execute import ExecutionSettings
+
     return ExecutionSettings(
         store_uri=storage,
         sweep_id=spec.name,
@@ -261,7 +264,7 @@ def _unreadable(
     store: ResultStore, p: Plan, result: SubmitResult, settings: ExecutionSettings
 ) -> tuple[str, ...]:
     """Planned rows the store cannot read after the run, each with why ("run_id: reason")."""
-    read = store.read(sweep_id=settings.sweep_id)
+    read = store.read(sweep_id=settings.sweep_id, columns=["run_id"])
     missing = sorted(set(_planned_rows(p, store, settings)) - set(read.table["run_id"]))
     why = (
         f"{result.failed_trials} trials failed: see their errors above"
@@ -306,16 +309,19 @@ def stored_spec(storage: str, *, sweep_id: str | None = None) -> SweepSpec:
         ) from None
 
 
+def stored_sweeps(storage: str) -> list[str]:
+    """The names of the sweeps stored at ``storage`` (each has its spec there), sorted."""
+    return ResultStore(storage).sweep_ids()
+
+
 def _only_sweep(storage: str) -> str:
-    root = os.path.join(storage, "sweeps")
-    names = (
-        sorted(n for n in os.listdir(root) if os.path.isfile(os.path.join(root, n, "spec.json")))
-        if os.path.isdir(root)
-        else []
-    )
+    names = stored_sweeps(storage)
     if not names:
+        local = "://" not in storage
         where = (
-            "does not exist" if not os.path.exists(storage) else "holds no sweep (no sweeps/<name>/spec.json)"
+            "does not exist"
+            if local and not os.path.exists(storage)
+            else "holds no sweep (no sweeps/<name>/spec.json)"
         )
         raise SpecError(
             f"storage {storage!r} {where}: give the directory a sweep was submitted to (its --storage, "
@@ -344,9 +350,9 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     named with the unreadable files), and the earlier versions of the sweep that --replace set aside."""
     spec = stored_spec(storage, sweep_id=sweep_id)
     store = ResultStore(storage)
-    read = store.read(sweep_id=spec.name)
-    table = read.table
     p = plan(spec)
+    read = store.read(sweep_id=spec.name, columns=p.mode.status_columns)
+    table = read.table
     broken_curves = store.unreadable_curves(sweep_id=spec.name)
     files = {
         "unreadable_files": read.corrupt_files + broken_curves,

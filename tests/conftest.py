@@ -47,3 +47,13 @@ def small_disk(tmp_path):
     yield mount
     for path in mounted:
         subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 server (moto's, on 127.0.0.1) for the whole session, counting its requests
+    (tests/s3_server.py). Each test takes a bucket of its own, e.g. ``ResultStore(s3_server.bucket())``."""
+    from s3_server import S3Server  # moto loads Flask: only for the sessions that use it
+
+    with S3Server() as server:
+        yield server

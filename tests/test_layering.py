@@ -3,7 +3,8 @@
 Data flows spec -> plan -> trials -> proxy runs -> rows -> Parquet -> analysis. Everything imports as
 `powersweep.<name>`; the entry points (the command line and the Ray job driver, in `powersweep/`) sit on top,
 only parse and dispatch, and no library imports them. At the bottom, `powersweep.rows` declares the result row
-that every layer shares; it imports none of them.
+and `powersweep.store_layout` the store's folders and file names, which every layer shares; they import none
+of them.
 """
 
 import ast
@@ -14,7 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARIES = ("proxy_models", "sweeps", "analysis", "cluster")  # folders at the top of the repository
 ENTRY = ("powersweep.cli", "powersweep.job_driver")
-BASE = "powersweep.rows"  # the result row's one declaration: every layer may import it
+# The bottom: the result row's one declaration and the store's layout (folders, file names): every layer may
+# import them, and they import nothing of the project.
+BASES = ("powersweep.rows", "powersweep.store_layout")
 # What each library may not import (a name or any of its submodules).
 FORBIDDEN = {
     "powersweep.proxy_models": (
@@ -86,7 +89,7 @@ def test_every_library_module_belongs_to_a_library():
     strays = sorted(
         name
         for name in library_modules()
-        if name not in ("powersweep", BASE) and not any(within(name, package) for package in FORBIDDEN)
+        if name not in ("powersweep", *BASES) and not any(within(name, package) for package in FORBIDDEN)
     )
     assert strays == []
 
@@ -96,9 +99,10 @@ def test_the_package_root_imports_no_library():
     assert {n for n in modules()["powersweep"] if within(n, "powersweep") or n in ("torch", "ray")} == set()
 
 
-def test_the_row_declaration_imports_nothing_of_the_project_nor_a_numeric_library():
+@pytest.mark.parametrize("base", BASES)
+def test_the_bottom_modules_import_nothing_of_the_project_nor_a_numeric_library(base):
     heavy = ("torch", "pyarrow", "pandas")
-    assert {n for n in modules()[BASE] if within(n, "powersweep") or n.split(".")[0] in heavy} == set()
+    assert {n for n in modules()[base] if within(n, "powersweep") or n.split(".")[0] in heavy} == set()
 
 
 def test_argparse_only_in_the_entry_points():

@@ -1,5 +1,5 @@
-"""The sweep commands: presets, train-one, demo, plan, submit, resume, status. Each handler takes the parsed
-arguments, calls the sweeps (or proxy_models) library, prints, and returns the exit code.
+"""The sweep commands: presets, train-one, demo, plan, submit, resume, status, compact. Each handler takes the
+parsed arguments, calls the sweeps (or proxy_models) library, prints, and returns the exit code.
 
 Torch, Ray and pandas are imported inside the handlers that use them, so `--help` stays fast.
 """
@@ -26,7 +26,7 @@ SPECS_DIR = os.path.join(os.path.dirname(os.path.abspath(sweeps.__file__)), "spe
 
 
 def add_parsers(sub) -> None:
-    """Register the sweep commands: presets, train-one, demo, plan, submit, resume, status."""
+    """Register the sweep commands: presets, train-one, demo, plan, submit, resume, status, compact."""
     add_presets_parser(sub)
     add_train_one_parser(sub)
     add_demo_parser(sub)
@@ -34,6 +34,7 @@ def add_parsers(sub) -> None:
     add_submit_parser(sub)
     add_resume_parser(sub)
     add_status_parser(sub)
+    add_compact_parser(sub)
 
 
 def add_presets_parser(sub) -> None:
@@ -259,6 +260,36 @@ def status_command(args) -> int:
 
     s = status(args.dir, sweep_id=args.sweep)
     print(json.dumps(s, indent=2, default=float) if args.json else "\n".join(status_lines(s)))
+    return 0
+
+
+def add_compact_parser(sub) -> None:
+    p = sub.add_parser(
+        "compact",
+        help="merge a store's result files (and its finished lineages' curves) into few, so that reading it "
+        "stays fast; safe while a sweep runs",
+    )
+    p.add_argument("dir", metavar="DIR", help="the store: a directory or a URI such as s3://bucket/prefix")
+    p.add_argument("--sweep", help="compact this sweep only (default: every sweep in the store)")
+    p.set_defaults(func=compact_command)
+
+
+def compact_command(args) -> int:
+    import time
+
+    from powersweep.sweeps.compaction import compact, compaction_line
+    from powersweep.sweeps.sweep import stored_sweeps
+
+    names = [args.sweep] if args.sweep else stored_sweeps(args.dir)
+    if not names:
+        print(
+            f"powersweep compact: {args.dir!r} holds no sweep (no sweeps/<name>/spec.json)", file=sys.stderr
+        )
+        return 2
+    for name in names:
+        start = time.perf_counter()
+        done = compact(args.dir, sweep_id=name)
+        print(compaction_line(name, done, time.perf_counter() - start), flush=True)
     return 0
 
 

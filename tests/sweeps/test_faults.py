@@ -1,5 +1,9 @@
 """Store faults after a finished sweep, each followed by `resume`: the store, not the lineage checkpoints,
-decides what is done, so every planned row ends readable, once, with the losses of an uninterrupted run."""
+decides what is done, so every planned row ends readable, once, with the losses of an uninterrupted run.
+
+Each fault is tried on the store as the sweep leaves it (a file per lineage) and after `powersweep compact`
+(one file for the sweep's rows, one for its curves): a damaged file loses the rows it holds, and their
+lineages train again."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import pytest
 from test_sweep import TINY, submitted
 
 from powersweep.cli import main
+from powersweep.store_layout import sources
 from powersweep.sweeps.plan import plan
 from powersweep.sweeps.spec import spec_from_dict
 from powersweep.sweeps.store import ResultStore
@@ -22,8 +27,34 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2  # linux/prctl.h, linux/capability.h
 
 
-def row_file(storage: str, run_id: str) -> str:
-    return os.path.join(storage, "results", "sweep_id=tiny", f"{run_id}.parquet")
+def file_of(storage: str, run_id: str, folder: str = "results") -> str:
+    """The file of the sweep's `folder` that holds the row `run_id` (of curves: the lineage `run_id`)."""
+    base = os.path.join(storage, folder, "sweep_id=tiny")
+    for name in sorted(os.listdir(base)):
+        path = os.path.join(base, name)
+        if run_id in sources(name.removesuffix(".parquet"), pq.read_schema(path).metadata):
+            return path
+    raise AssertionError(f"no file of {base} holds {run_id}")
+
+
+def lineages_in(path: str) -> set[str]:
+    """The lineages whose rows (or points) the file holds."""
+    return set(pq.read_table(path, columns=["lineage_id"]).column("lineage_id").to_pylist())
+
+
+def set_aside(storage: str, prefix: str) -> set[str]:
+    """Names of the files set aside from the sweep whose names start with `prefix`."""
+    uris = ResultStore(storage).set_aside_files(sweep_id="tiny")
+    return {os.path.basename(uri) for uri in uris if os.path.basename(uri).startswith(prefix)}
+
+
+def damage(path: str, fault: str) -> None:
+    data = open(path, "rb").read()
+    if fault == "deleted":
+        os.remove(path)
+        return
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2] if fault == "truncated" else os.urandom(len(data)))
 
 
 def losses(storage: str) -> dict:
@@ -38,11 +69,17 @@ def resume(storage: str, capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, local_ray):
-    """A finished TINY sweep (2 lineages: 4 budget rows, 4 trunk rows) and its losses by run_id."""
+@pytest.fixture(scope="module", params=["lineage files", "compacted"])
+def finished(request, tmp_path_factory, local_ray):
+    """A finished TINY sweep (2 lineages: 4 budget rows, 4 trunk rows), its losses by run_id, and a function
+    that lays its files out as the param says (tests repair the store: each lays it out first)."""
     storage = submitted(tmp_path_factory.mktemp("faults"), TINY)
-    yield storage, losses(storage)
+
+    def arrange() -> None:
+        if request.param == "compacted":
+            assert main(["compact", storage]) == 0
+
+    yield storage, losses(storage), arrange
     subprocess.run(["chmod", "-R", "u+w", storage], check=True)
 
 
@@ -64,38 +101,36 @@ def row_ids(phase: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["truncated", "random bytes", "deleted"])
-def test_a_damaged_row_is_set_aside_and_trained_again(finished, fault, capsys):
-    storage, reference = finished
+def test_a_damaged_file_is_set_aside_and_its_rows_trained_again(finished, fault, capsys):
+    storage, reference, arrange = finished
+    arrange()
     victim = {
         "truncated": row_ids("final")[-1],
         "random bytes": row_ids("trunk")[1],
         "deleted": row_ids("final")[0],
     }[fault]
-    path = row_file(storage, victim)
-    data = open(path, "rb").read()
-    if fault == "deleted":
-        os.remove(path)
-    else:
-        with open(path, "wb") as f:
-            f.write(data[: len(data) // 2] if fault == "truncated" else os.urandom(len(data)))
+    path = file_of(storage, victim)
+    lost = lineages_in(path)
+    kept = os.path.basename(path).removesuffix(".parquet") + "."
+    aside_before = set_aside(storage, kept)
+    damage(path, fault)
     assert main(["status", storage]) == 0
     shown = capsys.readouterr().out
-    assert (f"{victim}.parquet" in shown) == (fault != "deleted")  # status names the unreadable file
+    name = os.path.basename(path)
+    assert (name in shown) == (fault != "deleted")  # status names the unreadable file
     assert "runs done" in shown
     code, out, err = resume(storage, capsys)
     assert code == 0, err
-    assert ("moved aside an unreadable result file" in err and f"{victim}.parquet" in err) == (
-        fault != "deleted"
-    )
-    assert "ran 1 lineages (0 failed)" in out
+    assert ("moved aside an unreadable result file" in err and name in err) == (fault != "deleted")
+    assert f"ran {len(lost)} lineages (0 failed)" in out
     assert_repaired(storage, reference)
-    aside = [os.path.basename(uri) for uri in ResultStore(storage).set_aside_files(sweep_id="tiny")]
-    assert any(name.startswith(f"{victim}.") for name in aside) == (fault != "deleted")  # kept for a person
+    assert len(set_aside(storage, kept) - aside_before) == (fault != "deleted")  # kept for a person
 
 
 @pytest.mark.slow
 def test_a_foreign_file_is_skipped_with_a_note_and_left_in_place(finished, capsys):
-    storage, reference = finished
+    storage, reference, arrange = finished
+    arrange()
     foreign = os.path.join(storage, "results", "sweep_id=tiny", "notes.parquet")
     pq.write_table(pa.table({"comment": ["not a result row"]}), foreign)
     assert main(["status", storage]) == 0
@@ -131,15 +166,16 @@ def unprivileged_resume(storage: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_a_read_only_store_is_read_and_a_repair_is_refused_in_one_line(finished, capsys):
-    storage, reference = finished
-    victim = row_ids("final")[1]
+    storage, reference, arrange = finished
+    arrange()
+    victim = file_of(storage, row_ids("final")[1])
     subprocess.run(["chmod", "-R", "a-w", storage], check=True)
     try:
         complete = unprivileged_resume(storage)
         assert complete.returncode == 0 and "ran 0 lineages" in complete.stdout, complete.stderr
-        subprocess.run(["chmod", "u+w", os.path.dirname(row_file(storage, victim))], check=True)
-        os.remove(row_file(storage, victim))
-        subprocess.run(["chmod", "a-w", os.path.dirname(row_file(storage, victim))], check=True)
+        subprocess.run(["chmod", "u+w", os.path.dirname(victim)], check=True)
+        os.remove(victim)
+        subprocess.run(["chmod", "a-w", os.path.dirname(victim)], check=True)
         refused = unprivileged_resume(storage)
     finally:
         subprocess.run(["chmod", "-R", "u+w", storage], check=True)
@@ -147,7 +183,7 @@ def test_a_read_only_store_is_read_and_a_repair_is_refused_in_one_line(finished,
     assert refused.returncode == 2 and len(lines) == 1 and "Traceback" not in refused.stderr, refused.stderr
     assert storage in lines[0] and "writable" in lines[0]
     code, out, err = resume(storage, capsys)
-    assert code == 0 and "ran 1 lineages (0 failed)" in out, err
+    assert code == 0 and "0 failed" in out, err
     assert_repaired(storage, reference)
 
 
@@ -176,23 +212,24 @@ def curve_keys(storage: str, lineage_id: str) -> list[tuple]:
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["truncated", "random bytes"])
 def test_a_damaged_curve_is_named_set_aside_and_its_lineage_trained_whole_again(finished, fault, capsys):
-    storage, reference = finished
+    storage, reference, arrange = finished
+    arrange()
     job = plan(spec_from_dict(TINY)).jobs[0]
-    before = curve_keys(storage, job.lineage_id)
-    path = os.path.join(storage, "curves", "sweep_id=tiny", f"{job.lineage_id}.parquet")
-    data = open(path, "rb").read()
-    with open(path, "wb") as f:
-        f.write(data[: len(data) // 2] if fault == "truncated" else os.urandom(len(data)))
-    os.remove(row_file(storage, job.run_ids[0]))  # and a row of the same lineage: it must train again
+    path = file_of(storage, job.lineage_id, "curves")
+    lost = lineages_in(path)  # a compacted curve file holds both lineages
+    before = {lineage: curve_keys(storage, lineage) for lineage in lost}
+    damage(path, fault)
+    os.remove(file_of(storage, job.run_ids[0]))  # and a row of the same lineage: it must train again
     assert main(["status", storage]) == 0
     shown = capsys.readouterr().out
-    assert "curves: 1 of 2 lineages stored" in shown and f"{job.lineage_id}.parquet: " in shown
+    name = os.path.basename(path)
+    assert f"curves: {2 - len(lost)} of 2 lineages stored" in shown and f"{name}: " in shown
     code, out, err = resume(storage, capsys)
-    assert code == 0 and "ran 1 lineages (0 failed)" in out, err
-    assert "moved aside an unreadable curve file" in err and f"{job.lineage_id}.parquet" in err
-    assert curve_keys(storage, job.lineage_id) == before  # whole again: never a shorter curve
+    assert code == 0 and "(0 failed)" in out, err
+    assert "moved aside an unreadable curve file" in err and name in err
+    assert {lineage: curve_keys(storage, lineage) for lineage in lost} == before  # whole: never shorter
     assert_repaired(storage, reference)
     assert main(["status", storage]) == 0
     shown = capsys.readouterr().out
-    # the broken one, kept
-    assert "curves: 2 of 2 lineages stored" in shown and f"{job.lineage_id}.curve." in shown
+    kept = name.removesuffix(".parquet") + ".curve."
+    assert "curves: 2 of 2 lineages stored" in shown and kept in shown  # the broken one, kept

@@ -15,7 +15,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from powersweep.sweeps import store as store_module
+from powersweep.sweeps import storage as storage_module
 from powersweep.sweeps.schema import COLUMN_DOCS, REQUIRED, SCHEMA, STATUSES
 from powersweep.sweeps.store import ResultStore, StoreError
 
@@ -269,7 +269,7 @@ def crash_halfway(filesystem, path, data):
 def test_crash_mid_write_leaves_the_visible_dataset_unchanged(store, monkeypatch):
     store.write([full_row(loss_eval=4.0)], sweep_id="s", name="a")
     before = all_files(store)
-    monkeypatch.setattr(store_module, "_write_bytes", crash_halfway)
+    monkeypatch.setattr(storage_module, "_write_bytes", crash_halfway)
     with pytest.raises(RuntimeError, match="killed mid-write"):
         store.write([full_row(loss_eval=3.0)], sweep_id="s", name="a")
     with pytest.raises(RuntimeError, match="killed mid-write"):
@@ -473,15 +473,9 @@ def test_file_uri_and_plain_path_are_the_same_store(tmp_path):
 
 def test_object_stores_are_written_in_one_put():
     memory = fsspec.filesystem("memory")
-    assert store_module._is_object_store(pafs.PyFileSystem(pafs.FSSpecHandler(memory))) is False
-    assert store_module._is_object_store(pafs.LocalFileSystem()) is False
-    s3 = pafs.S3FileSystem(anonymous=True, region="us-east-1")
-    try:
-        assert store_module._is_object_store(s3) is True
-    finally:  # stop the AWS SDK's threads now: left to interpreter exit, they can crash it
-        # (apache/arrow#38352)
-        del s3
-        pafs.finalize_s3()  # no later test of this process may use S3
+    assert storage_module._is_object_store(pafs.PyFileSystem(pafs.FSSpecHandler(memory))) is False
+    assert storage_module._is_object_store(pafs.LocalFileSystem()) is False
+    assert storage_module._is_object_store(pafs.S3FileSystem(anonymous=True, region="us-east-1")) is True
 
 
 def test_a_phase_outside_final_and_trunk_is_refused(tmp_path):

@@ -1,0 +1,183 @@
+"""The filesystem under a store's URI: paths, whole-file writes, moves, listings and the errors a person can
+act on. The results store (sweeps/store.py) decides what the files mean; this module only keeps them whole.
+
+Every file appears whole or not at all. Object stores (s3, gcs, azure) replace an object in one PUT, so they
+are written directly; every other filesystem gets a hidden temporary file in the same directory (leading '.',
+skipped by every reader) that is then renamed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import fsspec
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from powersweep.store_layout import PARTITION
+from powersweep.sweeps.schema import StoreError
+
+T = TypeVar("T")
+HIDDEN_PREFIXES = (".", "_")  # the prefixes pyarrow.dataset discovery skips by default
+# Filesystems whose single-object writes are atomic and whose renames are copies.
+_OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss"})
+# pyarrow's native filesystems; others go through fsspec.
+_PYARROW_SCHEMES = frozenset({"file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss"})
+
+
+class Storage:
+    """The files under ``uri``: a local path, ``file://``, a pyarrow filesystem URI (``s3://bucket/prefix``,
+    ``gs://``, ``abfs://``, ``hdfs://``) or any fsspec URI whose package is installed (``memory://``,
+    ``az://``). Paths are the filesystem's; relpaths are relative to the root."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.fs, self.root = _resolve_filesystem(uri)
+        self.whole_objects = _is_object_store(self.fs)
+
+    def path(self, relpath: str) -> str:
+        return posixpath.join(self.root, relpath)
+
+    def uri_of(self, path: str) -> str:
+        """The URI a person can find ``path`` (a path on the filesystem) under; a query of the store's URI
+        (``s3://bucket/prefix?endpoint_override=...``) stays at the end."""
+        base, question, query = self.uri.partition("?")
+        return f"{base.rstrip('/')}/{posixpath.relpath(path, self.root)}{question}{query}"
+
+    def files(self, folder: str, sweep_id: str | None, *, suffix: str = "") -> list[str]:
+        """Paths of the visible files (ending in ``suffix``) of ``folder``'s partition of ``sweep_id`` (of
+        every sweep when None), sorted, so reads are deterministic."""
+        base = self.path(folder) if sweep_id is None else self.path(f"{folder}/{PARTITION}={sweep_id}")
+        infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        return sorted(
+            i.path for i in infos if i.is_file and i.path.endswith(suffix) and not _is_hidden(i.path, base)
+        )
+
+    def stat(self, path: str) -> tuple[int | None, int | None] | None:
+        """(size, mtime in ns) of the file at ``path``; None if there is none."""
+        info = self.fs.get_file_info(path)
+        return (info.size, info.mtime_ns) if info.is_file else None
+
+    def put(self, path: str, data: bytes) -> None:
+        """Make ``path`` hold ``data``, with no moment where a reader sees part of it."""
+        self.guarded("write", path, lambda: self._put(path, data))
+
+    def move(self, source: str, destination: str, *, what: str) -> None:
+        def move() -> None:
+            self.fs.create_dir(posixpath.dirname(destination), recursive=True)
+            self.fs.move(source, destination)
+
+        self.guarded(what, destination, move)
+
+    def delete(self, path: str) -> None:
+        """Remove the file at ``path`` if it is there and can be removed."""
+        _delete_quietly(self.fs, path)
+
+    def guarded(self, what: str, path: str, action: Callable[[], T]) -> T:
+        """Run a write; a store that refuses it (read-only, permissions, full) is one line naming it."""
+        try:
+            return action()
+        except OSError as error:
+            relpath = posixpath.relpath(path, self.root)
+            raise StoreError(
+                f"storage URI {self.uri!r}: cannot {what} ({relpath}): {write_failure(error)}"
+            ) from None
+
+    def _put(self, path: str, data: bytes) -> None:
+        if self.whole_objects:
+            _write_bytes(self.fs, path, data)  # a single PUT: the object appears complete or not at all
+            return
+        directory, basename = posixpath.split(path)
+        self.fs.create_dir(directory, recursive=True)
+        temporary = f"{directory}/.{basename}.{uuid.uuid4().hex}.tmp"
+        try:
+            _write_bytes(self.fs, temporary, data)
+            self.fs.move(temporary, path)
+        except BaseException:
+            _delete_quietly(self.fs, temporary)
+            raise
+
+
+def _resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and root path of ``uri``; pyarrow's own filesystems first, then fsspec."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise StoreError(f"storage URI {uri!r}: must be a local path or a URI such as s3://bucket/prefix")
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri)).replace(os.sep, "/")
+    scheme = uri.split("://", 1)[0].lower()
+    if scheme in _PYARROW_SCHEMES:
+        try:
+            filesystem, path = pafs.FileSystem.from_uri(uri)
+            return filesystem, path.rstrip("/") or "/"
+        except (ImportError, pa.ArrowNotImplementedError):
+            pass  # this pyarrow build lacks the filesystem: fsspec may have it
+        except (OSError, ValueError) as error:
+            fix = "check the bucket, endpoint and credentials"
+            raise StoreError(f"storage URI {uri!r}: cannot open it ({error}): {fix}") from None
+    return _fsspec_filesystem(uri, scheme)
+
+
+def _fsspec_filesystem(uri: str, scheme: str) -> tuple[pafs.FileSystem, str]:
+    try:
+        filesystem, path = fsspec.core.url_to_fs(uri)
+    except ImportError as error:
+        raise StoreError(f"storage URI {uri!r}: scheme {scheme!r} needs a package: {error}") from None
+    except ValueError as error:
+        fix = "use a local path, file://, s3://, gs:// or an installed fsspec protocol"
+        raise StoreError(f"storage URI {uri!r}: unknown scheme {scheme!r} ({error}): {fix}") from None
+    return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem)), path.rstrip("/") or "/"
+
+
+def _is_object_store(filesystem: pafs.FileSystem) -> bool:
+    if isinstance(filesystem, pafs.PyFileSystem):
+        protocol = filesystem.handler.fs.protocol
+        protocols = {protocol} if isinstance(protocol, str) else set(protocol)
+    else:
+        protocols = {filesystem.type_name}
+    return bool(protocols & _OBJECT_STORES)
+
+
+def _write_bytes(filesystem: pafs.FileSystem, path: str, data: bytes) -> None:
+    with filesystem.open_output_stream(path, compression=None) as stream:
+        stream.write(data)
+
+
+def _delete_quietly(filesystem: pafs.FileSystem, path: str) -> None:
+    try:
+        filesystem.delete_file(path)
+    except OSError:
+        pass  # never created, or already gone; readers skip hidden files anyway
+
+
+def _is_hidden(path: str, base: str) -> bool:
+    """Temporary files and the like: skipped here as by pyarrow.dataset discovery."""
+    return any(part.startswith(HIDDEN_PREFIXES) for part in posixpath.relpath(path, base).split("/"))
+
+
+# errno -> what a person can do about a write the filesystem refused
+_WRITE_FIXES = {
+    errno.ENOSPC: "free space there or give another --storage",
+    errno.EDQUOT: "raise the disk quota or free space under it, or give another --storage",
+    errno.EROFS: "the filesystem is read-only: give a writable --storage",
+}
+
+
+def write_failure(error: OSError) -> str:
+    """'<reason>: <fix>' for a write the filesystem refused: a full disk is not a permission problem."""
+    reason = os.strerror(error.errno) if error.errno else error.strerror or str(error).splitlines()[0]
+    fix = _WRITE_FIXES.get(error.errno, "make the store writable for this user, or give another --storage")
+    return f"{type(error).__name__} [errno {error.errno}] {reason}: {fix}"
+
+
+def map_threads(function: Callable[[str], T], items: list[str]) -> list[T]:
+    """``function`` over ``items`` in threads: pyarrow decodes without the GIL; remote reads wait on I/O."""
+    if len(items) < 2:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(32, len(items))) as pool:
+        return list(pool.map(function, items))

@@ -1,0 +1,221 @@
+"""Few files, the same rows: a lineage's rows merged when it ends, `compact` merging a sweep, readers that
+see every row once whatever they race with (sweeps/store.py, sweeps/compaction.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pandas as pd
+import pytest
+from test_store import T0, curve_point, full_row, minimal_row, partition_dir, put_raw, uri  # noqa: F401
+
+from powersweep.store_layout import COMPACTED_PREFIX, LINEAGE_PREFIX
+from powersweep.sweeps.storage import Storage
+from powersweep.sweeps.store import ResultStore, StoreError
+
+
+@pytest.fixture
+def store(uri) -> ResultStore:  # noqa: F811
+    return ResultStore(uri)
+
+
+def names(store: ResultStore, sweep_id: str, folder: str = "results") -> list[str]:
+    paths = Storage(store.uri).files(folder, sweep_id)
+    return [p.rsplit("/", 1)[1] for p in paths]
+
+
+def rows(lineage: str, count: int, *, first: int = 0) -> list[dict]:
+    return [
+        minimal_row(f"{lineage}-r{i}", lineage_id=lineage, tokens=1000 * (i + 1)) for i in range(first, count)
+    ]
+
+
+def write_each(store: ResultStore, sweep_id: str, written: list[dict]) -> None:
+    for row in written:
+        store.write([row], sweep_id=sweep_id, name=row["run_id"])
+
+
+def test_a_lineage_ends_as_one_file_holding_its_rows(store):
+    write_each(store, "s", rows("a", 3) + rows("b", 2))
+    before = store.read(sweep_id="s").table
+    merged = store.merge_lineage(sweep_id="s", lineage_id="a", names=[f"a-r{i}" for i in range(3)])
+    assert merged.endswith(f"/{LINEAGE_PREFIX}a.parquet")
+    assert names(store, "s") == ["b-r0.parquet", "b-r1.parquet", f"{LINEAGE_PREFIX}a.parquet"]
+    pd.testing.assert_frame_equal(store.read(sweep_id="s").table, before)
+    assert store.has(sweep_id="s", name="a-r1") and not store.has(sweep_id="s", name="a-r9")
+    assert store.stored_names(sweep_id="s", lineages=["a"]) == {"a-r0", "a-r1", "a-r2", "b-r0", "b-r1"}
+    assert store.stored_names(sweep_id="s", lineages=[]) == {"b-r0", "b-r1"}  # other lineage files: unopened
+    # the lineage trained again (a lost row): its new row joins the same file
+    write_each(store, "s", rows("a", 4, first=3))
+    store.merge_lineage(sweep_id="s", lineage_id="a", names=[f"a-r{i}" for i in range(4)])
+    assert names(store, "s") == ["b-r0.parquet", "b-r1.parquet", f"{LINEAGE_PREFIX}a.parquet"]
+    assert len(store.read(sweep_id="s").table) == 6
+    assert store.merge_lineage(sweep_id="s", lineage_id="a", names=["a-r0"]) is None  # nothing left to merge
+
+
+def test_compact_reads_the_same_rows_from_one_file_and_leaves_what_it_cannot_read(store):
+    write_each(store, "s", rows("a", 5) + rows("b", 5))
+    store.write([full_row("a-r2", lineage_id="a", loss_eval=9.0, created_at=T0)], sweep_id="s", name="old")
+    store.write([minimal_row("other", lineage_id="c")], sweep_id="t", name="other")
+    put_raw(store, f"{partition_dir(store, 's')}/broken.parquet", b"not parquet")
+    before = store.read(sweep_id="s")
+    assert before.duplicates_dropped == 1 and len(before.corrupt_files) == 1
+    done = store.compact(sweep_id="s")
+    assert done.result_files == (12, 2) and done.rows == 10 and len(done.merged) == 1
+    files = names(store, "s")
+    assert files[0] == "broken.parquet" and files[1].startswith(COMPACTED_PREFIX)  # kept for set_aside
+    after = store.read(sweep_id="s")
+    pd.testing.assert_frame_equal(after.table, before.table)
+    assert after.duplicates_dropped == 0 and after.corrupt_files == before.corrupt_files
+    assert store.read(sweep_id="t").table["run_id"].tolist() == ["other"]  # another sweep: untouched
+    assert store.stored_names(sweep_id="s") == {f"{lin}-r{i}" for lin in "ab" for i in range(5)} | {"old"}
+    assert store.compact(sweep_id="s").merged == ()  # one readable file: nothing to do
+    moved = store.set_aside(sweep_id="s", names={"broken"})
+    assert len(moved) == 1 and len(store.read(sweep_id="s").table) == 10
+
+
+def test_a_damaged_compacted_file_is_set_aside_whatever_the_names(store):
+    write_each(store, "s", rows("a", 3))
+    store.compact(sweep_id="s")
+    [compacted] = names(store, "s")
+    put_raw(store, f"{partition_dir(store, 's')}/{compacted}", b"PAR1 truncated")
+    assert store.read(sweep_id="s").table.empty and not store.has(sweep_id="s", name="a-r0")
+    assert len(store.set_aside(sweep_id="s", names=set())) == 1 and names(store, "s") == []
+
+
+def test_read_of_some_columns_gives_them_and_the_ids(store):
+    write_each(store, "s", rows("a", 3))
+    some = store.read(sweep_id="s", columns=["status", "tokens"]).table
+    assert list(some.columns) == ["sweep_id", "run_id", "tokens", "status", "created_at"]
+    full = store.read(sweep_id="s").table
+    pd.testing.assert_frame_equal(some, full[some.columns])
+    assert list(store.read(sweep_id="none", columns=["lr"]).table.columns) == [
+        "sweep_id",
+        "run_id",
+        "lr",
+        "created_at",
+    ]
+    with pytest.raises(StoreError, match=r"columns=\['loss'\]: not columns of the results"):
+        store.read(columns=["loss"])
+
+
+def test_merged_names_are_the_stores_own(store):
+    with pytest.raises(StoreError, match="name='lineage-x'.*the store's merged files"):
+        store.write([minimal_row()], sweep_id="s", name="lineage-x")
+
+
+def lineage_points(lineage: str, steps, loss: float = 3.0) -> list[dict]:
+    return [{**curve_point(s, loss=loss), "lineage_id": lineage} for s in steps]
+
+
+def sorted_curves(table: pd.DataFrame) -> pd.DataFrame:
+    keys = ["sweep_id", "lineage_id", "segment", "kind", "step"]
+    return table.sort_values(keys).reset_index(drop=True)
+
+
+def test_finished_curves_compact_into_one_file_and_a_retrained_lineage_keeps_every_point(store):
+    for lineage in ("l1", "l2", "l3"):
+        store.write_curve(lineage_points(lineage, range(1, 4)), sweep_id="s", name=lineage)
+    before = store.read_curves(sweep_id="s").table
+    done = store.compact(sweep_id="s", curves={"l1", "l2"})  # l3 still trains
+    assert done.curve_files == (3, 2)
+    assert sorted(names(store, "s", "curves"))[1:] == ["l3.parquet"]
+    pd.testing.assert_frame_equal(sorted_curves(store.read_curves(sweep_id="s").table), sorted_curves(before))
+    assert store.curve_names(sweep_id="s") == {"l1", "l2", "l3"}
+    pd.testing.assert_frame_equal(
+        store.read_curve(sweep_id="s", name="l1").to_pandas(),
+        before[before["lineage_id"].eq("l1")].drop(columns="sweep_id").reset_index(drop=True),
+    )
+    # l1 trains again (a row was lost): its own file holds the compacted points and the new ones, and wins
+    store.write_curve(lineage_points("l1", [3, 4], loss=2.0), sweep_id="s", name="l1")
+    l1 = store.read_curve(sweep_id="s", name="l1").to_pandas()
+    assert list(l1["step"]) == [1, 2, 3, 4] and list(l1["loss_train"]) == [3.0, 3.0, 2.0, 2.0]
+    everything = store.read_curves(sweep_id="s").table
+    assert len(everything) == 10 and not everything.duplicated(["lineage_id", "step", "kind"]).any()
+    store.compact(sweep_id="s", curves={"l1", "l2", "l3"})
+    assert len(names(store, "s", "curves")) == 1
+    pd.testing.assert_frame_equal(
+        sorted_curves(store.read_curves(sweep_id="s").table), sorted_curves(everything)
+    )
+
+
+def test_a_reader_that_lists_files_merged_meanwhile_lists_again(store, monkeypatch):
+    write_each(store, "s", rows("a", 4))
+    stale = Storage(store.uri).files("results", "s")
+    store.compact(sweep_id="s")
+    real = Storage.files
+    calls = []
+
+    def first_listing_stale(self, folder, sweep_id, **kwargs):
+        calls.append(folder)
+        return stale if len(calls) == 1 else real(self, folder, sweep_id, **kwargs)
+
+    monkeypatch.setattr(Storage, "files", first_listing_stale)
+    read = store.read(sweep_id="s")
+    assert len(read.table) == 4 and read.corrupt_files == [] and len(calls) == 2
+
+
+def test_compact_beside_two_writing_sweeps_loses_and_doubles_nothing(tmp_path):
+    """Two sweeps write rows (a lineage's rows, then its merge) while `compact` runs in a loop and a reader
+    reads: every read holds every row stored before it began, and no file reads as broken."""
+    store, per_sweep, lineages = ResultStore(str(tmp_path / "store")), 60, 6
+    stored = {"s1": set(), "s2": set()}
+    writing_done = threading.Barrier(3)  # both writers, and the main thread
+    errors: list[BaseException] = []
+    failures: list[str] = []
+
+    def write(sweep_id: str) -> None:
+        try:
+            for lineage in range(lineages):
+                lineage_rows = rows(f"{sweep_id}-l{lineage}", per_sweep // lineages)
+                for row in lineage_rows:
+                    store.write([row], sweep_id=sweep_id, name=row["run_id"])
+                    stored[sweep_id].add(row["run_id"])
+                store.merge_lineage(
+                    sweep_id=sweep_id,
+                    lineage_id=f"{sweep_id}-l{lineage}",
+                    names=[r["run_id"] for r in lineage_rows],
+                )
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+        finally:
+            writing_done.wait()
+
+    def compact_and_read(stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                for sweep_id in stored:
+                    store.compact(sweep_id=sweep_id)
+                    expected = set(stored[sweep_id])  # rows stored before the read begins
+                    read = store.read(sweep_id=sweep_id)
+                    missing = expected - set(read.table["run_id"])
+                    if missing or read.corrupt_files:
+                        failures.append(f"{sweep_id}: missing {sorted(missing)}, broken {read.corrupt_files}")
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+
+    stop = threading.Event()
+    threads = [threading.Thread(target=write, args=(s,)) for s in stored]
+    threads.append(threading.Thread(target=compact_and_read, args=(stop,)))
+    for thread in threads:
+        thread.start()
+    writing_done.wait()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and failures == []
+    for sweep_id in stored:
+        store.compact(sweep_id=sweep_id)
+        read = store.read(sweep_id=sweep_id)
+        assert sorted(read.table["run_id"]) == sorted(stored[sweep_id]) and len(stored[sweep_id]) == per_sweep
+        assert read.duplicates_dropped == 0 and len(names(store, sweep_id)) == 1
+
+
+def test_created_at_decides_between_copies_across_merges(store):
+    late = T0 + dt.timedelta(seconds=5)
+    store.write([minimal_row("r", lineage_id="a", lr=0.1, created_at=late)], sweep_id="s", name="new")
+    store.write([minimal_row("r", lineage_id="a", lr=0.2, created_at=T0)], sweep_id="s", name="old")
+    assert store.read(sweep_id="s").table["lr"].tolist() == [0.1]
+    store.compact(sweep_id="s")
+    assert store.read(sweep_id="s").table["lr"].tolist() == [0.1]
