@@ -247,7 +247,8 @@ def choose_cell(table: pd.DataFrame, curves: pd.DataFrame, cell: str | None = No
 
 
 def _runs_with_curves(table: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
-    with_curve = set(zip(curves["sweep_id"], curves["run_id"].dropna()))
+    pointed = curves.dropna(subset=["run_id"])  # trunk training points lead to no one run
+    with_curve = set(zip(pointed["sweep_id"], pointed["run_id"]))
     runs = table[[k in with_curve for k in zip(table["sweep_id"], table["run_id"])]]
     if runs.empty:
         raise AnalysisError(

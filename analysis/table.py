@@ -53,6 +53,9 @@ PARAMETRISATIONS = {
     "standard": "sp",
     "unknown": "unknown",
 }
+# Read as well: which evaluation a row is (trunk rows are left out), its lineage, and which copy of a run
+# is newest.
+READ_TOO = ("phase", "lineage_id", "created_at")
 NUMERIC = tuple(name for name in KNOWN if {c.name: c.type for c in COLUMNS}[name] in (int, float))
 ALIASES = {"loss": "loss_eval"}  # `--map loss=COL` reads better on a command line
 BATCH_UNITS = ("sequences", "tokens")
@@ -115,18 +118,24 @@ def _read(source: str | Path | pd.DataFrame, mapping: dict[str, str]) -> tuple[p
         )
     if path.is_dir():
         return _read_directory(path, mapping)
-    return _read_file(path), []
+    return _read_file(path, _wanted(mapping)), []
 
 
-def _read_file(path: Path) -> pd.DataFrame:
+def _wanted(mapping: dict[str, str]) -> set[str]:
+    """The columns a Parquet file is read for: the analysis's own, and those `mapping` reads ours from."""
+    return {*KNOWN, *READ_TOO, *mapping.values()}
+
+
+def _read_file(path: Path, wanted: set[str]) -> pd.DataFrame:
     kind = _SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise AnalysisError(
             f"table file '{path}' has suffix {path.suffix!r}: use one of {', '.join(_SUFFIXES)}"
         )
     try:
-        if kind == "parquet":
-            return pq.read_table(path).to_pandas()
+        if kind == "parquet":  # only the columns it uses: a store's rows have 36, analysis reads about 20
+            names = pq.read_schema(path).names
+            return pq.read_table(path, columns=[n for n in names if n in wanted]).to_pandas()
         return pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
     except _READ_ERRORS as err:
         raise AnalysisError(f"could not read table file '{path}': {err}") from None
@@ -136,7 +145,7 @@ def _read_directory(root: Path, mapping: dict[str, str]) -> tuple[pd.DataFrame, 
     frames, skipped, paths = [], [], []
     for path in _table_files(root):
         try:
-            frames.append(_with_partitions(_read_file(path), path.relative_to(root)))
+            frames.append(_with_partitions(_read_file(path, _wanted(mapping)), path.relative_to(root)))
             paths.append(path)
         except AnalysisError as err:
             skipped.append(f"{path}: {err}")

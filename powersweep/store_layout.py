@@ -31,6 +31,10 @@ LINEAGE_PREFIX = "lineage-"  # a lineage's rows, merged by its trial when it end
 COMPACTED_PREFIX = "compacted-"  # rows or curves that `compact` merged
 MERGED_PREFIXES = (LINEAGE_PREFIX, COMPACTED_PREFIX)  # names no write may take: the store's own files
 SOURCES_KEY = b"powersweep.sources"  # a merged file's footer: the names of the files it replaced
+# every file's footer: an id of the write that made it. A merge deletes a file it read only if the file still
+# holds that write (a row written again meanwhile holds one the merge lacks); an object store's modification
+# time, to the second, cannot tell.
+WRITE_KEY = b"powersweep.write"
 
 
 def is_merged(name: str) -> bool:

@@ -258,7 +258,7 @@ def _train_job(
                 **common,
             )
         ]
-        return _merged(rows, members, settings)
+        return _merged(rows, members, settings, attempt)
     packed = PackedJob(tuple(members))
     checkpoint_dir = os.path.join(root, "pack-" + short_hash(sorted(m.lineage_id for m in members)))
     checkpoint_dir = _whole_curve(checkpoint_dir, members, settings, stored)
@@ -273,16 +273,19 @@ def _train_job(
         on_curve=curves and (lambda i, points: curves[i](points)),
         **common,
     )
-    return _merged(rows, members, settings)
+    return _merged(rows, members, settings, attempt)
 
 
-def _merged(rows: list[list[RunResult]], members: Sequence[LineageJob], settings: ExecutionSettings):
+def _merged(
+    rows: list[list[RunResult]], members: Sequence[LineageJob], settings: ExecutionSettings, attempt: Attempt
+) -> list[list[RunResult]]:
     """`rows`, once each member's row files are merged into its lineage's file (the store keeps few files:
-    about one per lineage while a sweep runs)."""
-    store = ResultStore(settings.store_uri)
+    about one per lineage while a sweep runs); the time it takes counts as store writes."""
+    start, store = time.perf_counter(), ResultStore(settings.store_uri)
     for m in members:
         check_driver(settings.driver)
         store.merge_lineage(sweep_id=settings.sweep_id, lineage_id=m.lineage_id, names=m.row_ids)
+    attempt.record_s += time.perf_counter() - start
     return rows
 
 

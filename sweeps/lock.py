@@ -25,7 +25,7 @@ import uuid
 
 import psutil
 
-from powersweep.sweeps.storage import write_failure
+from powersweep.sweeps.storage import Storage, write_failure
 from powersweep.sweeps.store import ResultStore, StoreError
 
 LOCK_NAME = "driver.lock"
@@ -91,7 +91,7 @@ class SweepLock:
             except StoreError:
                 return
             if owner and is_alive(owner) is not False and owner.get("token") != self._me["token"]:
-                raise self._held(owner, f"{self.storage.rstrip('/')}/{self.relpath}", claim=True)
+                raise self._held(owner, Storage(self.storage).uri_for(self.relpath), claim=True)
             return
         path = os.path.join(local, "sweeps", self.sweep_id, LOCK_NAME)
         try:
@@ -152,13 +152,13 @@ class SweepLock:
         except StoreError:
             owner = None  # no claim, or an unreadable one: nobody can be shown to hold it
         if owner and is_alive(owner) is not False:
-            raise self._held(owner, f"{self.storage.rstrip('/')}/{self.relpath}", claim=True)
+            raise self._held(owner, Storage(self.storage).uri_for(self.relpath), claim=True)
         self.previous = owner
         store.write_json(self.relpath, self._me)
         # another driver claimed it meanwhile
         if store.read_json(self.relpath).get("token") != self._me["token"]:
             raise self._held(
-                store.read_json(self.relpath), f"{self.storage.rstrip('/')}/{self.relpath}", claim=True
+                store.read_json(self.relpath), Storage(self.storage).uri_for(self.relpath), claim=True
             )
         self._store = store
 

@@ -50,6 +50,10 @@ class Storage:
         base, question, query = self.uri.partition("?")
         return f"{base.rstrip('/')}/{posixpath.relpath(path, self.root)}{question}{query}"
 
+    def uri_for(self, relpath: str) -> str:
+        """The URI of the file at ``relpath`` under the root."""
+        return self.uri_of(self.path(relpath))
+
     def files(self, folder: str, sweep_id: str | None, *, suffix: str = "") -> list[str]:
         """Paths of the visible files (ending in ``suffix``) of ``folder``'s partition of ``sweep_id`` (of
         every sweep when None), sorted, so reads are deterministic."""

@@ -43,6 +43,7 @@ from powersweep.store_layout import (
     PARTITION,
     RESULTS_DIR,
     SET_ASIDE_DIR,
+    WRITE_KEY,
     curve_owners,
     is_merged,
     sources,
@@ -107,6 +108,7 @@ class _File:
     held: frozenset[str] = frozenset()
     problem: str | None = None  # why it cannot be read; None when it reads
     vanished: bool = False  # gone between the listing and the read
+    write: bytes | None = None  # the id of the write that made it (WRITE_KEY); None in older files
 
     @property
     def name(self) -> str:
@@ -438,13 +440,17 @@ class ResultStore:
         try:
             with self._fs.open_input_file(path) as handle:
                 parquet = pq.ParquetFile(handle)
-                held = sources(name, parquet.schema_arrow.metadata)
+                metadata = parquet.schema_arrow.metadata or {}
+                held = sources(name, metadata)
                 table = read(parquet)
         except FileNotFoundError:
             return _File(path, vanished=True)
         except (pa.ArrowException, OSError, ValueError) as error:
+            # an object store answers a file deleted between its open and its read with another error
+            if self._fs.get_file_info(path).type == pafs.FileType.NotFound:
+                return _File(path, vanished=True)
             return _File(path, problem=f"{type(error).__name__}: {error}")
-        return _File(path, table, held)
+        return _File(path, table, held, write=metadata.get(WRITE_KEY))
 
     def _load_result(self, path: str, columns: Sequence[str] | None) -> _File:
         """A result file's rows (``columns`` of them, all when None) conformed to SCHEMA."""
@@ -483,20 +489,18 @@ class ResultStore:
     def _merge_results(self, sweep_id: str, paths: list[str], into: str) -> str | None:
         """Write the readable rows of the files ``paths`` (the newest row of each run_id) to ``into``, then
         delete those files that did not change meanwhile. None when none of them reads."""
-        stats = {p: self._storage.stat(p) for p in paths}
         files = [f for f in map_threads(lambda p: self._load_result(p, None), paths) if f.readable]
         if len(files) < 2 and all(is_merged(f.name) for f in files):
             return None  # nothing new to merge
         table = _newest_rows(pa.concat_tables([f.table for f in files])).drop_columns([PARTITION])
         held = {name for f in files for name in f.held}
-        return self._replace_with(into, table, held, files, stats)
+        return self._replace_with(into, table, held, files)
 
     def _compact_curves(
         self, sweep_id: str, paths: list[str], lineages: Collection[str], name: str
     ) -> str | None:
         """Merge the own curve files of ``lineages`` and the compacted ones into one compacted file, with one
         copy of each lineage's points (``curve_owners``, over every curve file of the sweep)."""
-        stats = {p: self._storage.stat(p) for p in paths}
         loaded = map_threads(lambda p: self._load_curve(p, None), paths)
         readable = [f for f in loaded if f.readable]
         chosen = [f for f in readable if is_merged(f.name) or f.name in lineages]
@@ -507,24 +511,25 @@ class ResultStore:
         table = pa.concat_tables(parts) if parts else CURVE_SCHEMA.empty_table()
         held = set(pc.unique(table.column("lineage_id")).to_pylist())
         into = f"{self._partition(CURVES_DIR, sweep_id)}/{name}"
-        return self._replace_with(into, table, held, chosen, stats)
+        return self._replace_with(into, table, held, chosen)
 
-    def _replace_with(
-        self,
-        into: str,
-        table: pa.Table,
-        held: Iterable[str],
-        files: list[_File],
-        stats: Mapping[str, tuple[int | None, int | None] | None],
-    ) -> str:
+    def _replace_with(self, into: str, table: pa.Table, held: Iterable[str], files: list[_File]) -> str:
         """Write ``table`` as the merged file ``into`` (holding the writes ``held``), then delete ``files``:
-        each only if it is as it was when read (a file written again meanwhile holds rows the merge lacks)."""
-        table = table.replace_schema_metadata(sources_metadata(held))
-        self._storage.put(into, _parquet_bytes(table, row_group_size=ROW_GROUP_ROWS))
+        each only if it still holds the write that was read (a file written again meanwhile holds rows the
+        merge lacks; an older file without a write id, if its size and time did not change)."""
+        stats = {f.path: self._storage.stat(f.path) for f in files if f.write is None}
+        self._storage.put(into, _parquet_bytes(table, sources_metadata(held), row_group_size=ROW_GROUP_ROWS))
         for f in files:
-            if f.path != into and self._storage.stat(f.path) == stats.get(f.path):
+            if f.path == into:
+                continue  # replaced by the merge itself
+            if self._write_of(f.path) == f.write if f.write else self._storage.stat(f.path) == stats[f.path]:
                 self._storage.delete(f.path)
         return self._storage.uri_of(into)
+
+    def _write_of(self, path: str) -> bytes | None:
+        """The write id in the footer of the file at ``path`` now; None if there is none or it is broken."""
+        f = self._open(path, lambda parquet: None)
+        return f.write if f.readable else None
 
     def _move_aside(self, f: _File, sweep_id: str, kind: str) -> str:
         """Move an unreadable ``kind`` file ('result' or 'curve') to the sweep's set-aside folder, where
@@ -626,8 +631,12 @@ def _owned(files: list[_File]) -> dict[_File, pa.Table]:
     return owned
 
 
-def _parquet_bytes(table: pa.Table, *, row_group_size: int | None = None) -> bytes:
-    """Encode in memory first, so a failure while encoding never reaches the filesystem."""
+def _parquet_bytes(
+    table: pa.Table, metadata: Mapping[bytes, bytes] | None = None, *, row_group_size: int | None = None
+) -> bytes:
+    """Encode in memory first, so a failure while encoding never reaches the filesystem; the footer holds
+    ``metadata`` and a new write id (WRITE_KEY)."""
+    table = table.replace_schema_metadata({**(metadata or {}), WRITE_KEY: uuid.uuid4().hex.encode()})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd", row_group_size=row_group_size)
     return sink.getvalue().to_pybytes()
