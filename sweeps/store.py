@@ -227,13 +227,18 @@ class ResultStore:
         whole. Returns its URI, or None when there was nothing to merge."""
         _check_segment("sweep_id", sweep_id)
         _check_segment("lineage_id", lineage_id)
-        into = LINEAGE_PREFIX + lineage_id
+        for name in names:
+            _check_name(name)
         partition = self._partition(RESULTS_DIR, sweep_id)
-        paths = self._storage.files(RESULTS_DIR, sweep_id)
-        chosen = [p for p in paths if posixpath.basename(p).removesuffix(".parquet") in {*names, into}]
-        if not any(posixpath.basename(p) != f"{into}.parquet" for p in chosen):
+        into = f"{partition}/{LINEAGE_PREFIX}{lineage_id}.parquet"
+        # the lineage's own files, looked up by name: a listing would grow with the sweep
+        infos = self._fs.get_file_info(
+            [into, *(f"{partition}/{name}.parquet" for name in sorted(set(names)))]
+        )
+        chosen = [info.path for info in infos if info.is_file]
+        if not any(path != into for path in chosen):
             return None  # no row file to merge
-        return self._merge_results(sweep_id, chosen, f"{partition}/{into}.parquet")
+        return self._merge_results(sweep_id, chosen, into)
 
     def compact(self, *, sweep_id: str, curves: Collection[str] = ()) -> Compaction:
         """Merge every readable result file of the sweep into one file, and the curves of the lineages
@@ -314,13 +319,17 @@ class ResultStore:
 
     def curve_names(self, *, sweep_id: str) -> set[str]:
         """Names (lineage ids) of the sweep's stored, readable curves, from the files' footers."""
-        return {name for f in self._curve_footers(sweep_id) if f.readable for name in f.held}
+        return self.curve_inventory(sweep_id=sweep_id)[0]
 
     def unreadable_curves(self, *, sweep_id: str) -> list[str]:
         """ "<URI>: <reason>" for each of the sweep's curve files whose footer cannot be read."""
-        return [
-            f"{self._storage.uri_of(f.path)}: {f.problem}" for f in self._curve_footers(sweep_id) if f.problem
-        ]
+        return self.curve_inventory(sweep_id=sweep_id)[1]
+
+    def curve_inventory(self, *, sweep_id: str) -> tuple[set[str], list[str]]:
+        """``curve_names`` and ``unreadable_curves`` from one read of the curve files' footers."""
+        files = self._curve_footers(sweep_id)
+        names = {name for f in files if f.readable for name in f.held}
+        return names, [f"{self._storage.uri_of(f.path)}: {f.problem}" for f in files if f.problem]
 
     def set_aside_curves(self, *, sweep_id: str) -> list[str]:
         """Move each of the sweep's curve files that cannot be read to ``set-aside/`` (kept, never read), as

@@ -353,13 +353,13 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     p = plan(spec)
     read = store.read(sweep_id=spec.name, columns=p.mode.status_columns)
     table = read.table
-    broken_curves = store.unreadable_curves(sweep_id=spec.name)
+    curves, broken_curves = store.curve_inventory(sweep_id=spec.name)
     files = {
         "unreadable_files": read.corrupt_files + broken_curves,
         "set_aside_files": store.set_aside_files(sweep_id=spec.name),
         "replaced": store.replaced(sweep_id=spec.name),
     }
-    curves = store.curve_names(sweep_id=spec.name) - {_file_name(report) for report in broken_curves}
+    curves -= {_file_name(report) for report in broken_curves}  # a newer copy than a compacted one, lost
     progress = p.mode.status(p, table)
     lineages = progress.pop("lineages")
     return {**progress, **files, "curves": curve_status(curves, lineages, on=spec.run.curves)}
