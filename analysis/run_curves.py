@@ -108,6 +108,71 @@ def run_curves(curves: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
 
 
 @dataclass(frozen=True)
+class Points:
+    """Training points of one curve in token order, as arrays: what the window means and the detector read
+    (thousands of runs a table: no DataFrame per run)."""
+
+    tokens: np.ndarray
+    step: np.ndarray  # float
+    mean_steps: np.ndarray  # float; NaN where the curve does not say
+    loss: np.ndarray  # the mean train loss since the previous point
+
+    @classmethod
+    def of(cls, curve: pd.DataFrame) -> Points:
+        """The train points of ``curve`` (a run's, or a segment's), sorted by tokens."""
+        points = _columns(curve[curve["kind"].eq("train")] if "kind" in curve else curve)
+        return points.sorted()
+
+    def sorted(self) -> Points:
+        """In token order (points at equal tokens keep theirs)."""
+        return self.take(np.argsort(self.tokens, kind="stable"))
+
+    def take(self, index: np.ndarray) -> Points:
+        return Points(self.tokens[index], self.step[index], self.mean_steps[index], self.loss[index])
+
+
+def run_points(curves: pd.DataFrame) -> dict[tuple[str, str], Points]:
+    """``run_curves`` as ``Points``: (sweep_id, run_id) -> its lineage's trunk up to its fork, then its decay
+    branch, in token order. Works on the columns' arrays: a table of 10^5 runs makes no frame per run."""
+    if curves.empty:
+        return {}
+    every = _columns(curves)
+    train, segment = curves["kind"].eq("train").to_numpy(), curves["segment"].to_numpy()
+    trunks = {key: every.take(rows) for key, rows in _groups(curves, train & (segment == "trunk"), _KEYS)}
+    lineage, fork = curves["lineage_id"].to_numpy(), curves["fork_tokens"].to_numpy(dtype=float)
+    out = {}
+    for key, rows in _groups(curves, segment == "decay", ["sweep_id", "run_id"]):
+        parts = [every.take(rows[train[rows]])]
+        trunk = trunks.get((key[0], lineage[rows[0]]))
+        if trunk is not None:
+            parts.insert(0, trunk.take(np.flatnonzero(trunk.tokens <= fork[rows[0]])))
+        points = Points(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in Points.__dataclass_fields__)
+        )
+        if len(points.tokens):
+            out[key] = points.sorted()
+    return out
+
+
+def _columns(frame: pd.DataFrame) -> Points:
+    """Every row of ``frame`` as ``Points``, in its order."""
+    steps = frame["mean_steps"] if "mean_steps" in frame else pd.Series(np.nan, index=frame.index)
+    return Points(
+        frame["tokens"].to_numpy(),
+        frame["step"].to_numpy(dtype=float),
+        pd.to_numeric(steps).to_numpy(dtype=float, na_value=np.nan),
+        pd.to_numeric(frame["loss_train_mean"]).to_numpy(dtype=float, na_value=np.nan),
+    )
+
+
+def _groups(frame: pd.DataFrame, mask: np.ndarray, keys: list[str]):
+    """(key, positions in ``frame``) of each group of ``keys`` among the rows ``mask`` selects."""
+    chosen = np.flatnonzero(mask)
+    for key, rows in frame.iloc[chosen].groupby(keys).indices.items():
+        yield key, chosen[rows]
+
+
+@dataclass(frozen=True)
 class Spike:
     """What the detector found on one run's curve."""
 
@@ -124,22 +189,34 @@ def window_means(
     least ``relative`` times the step where the window ends (tokens and step of each window's end, ``loss``).
     A point added where a segment ends covers steps that the next grid point covers again, so it is left out;
     curves without ``mean_steps`` count the steps since the previous point."""
-    points = (
-        curve[curve["kind"].eq("train")].sort_values("tokens", kind="stable") if "kind" in curve else curve
-    )
-    step = points["step"].to_numpy(dtype=float)
-    n = points["mean_steps"].to_numpy(dtype=float) if "mean_steps" in points else np.full(len(points), np.nan)
-    # a segment's first point: 1 step
-    since_previous = np.diff(step, prepend=step[0] - 1) if len(step) else step
+    tokens, step, loss = _windows(Points.of(curve), window=window, relative=relative)
+    return pd.DataFrame({"tokens": tokens, "step": step, "loss": loss})
+
+
+def _windows(points: Points, *, window: float, relative: float) -> tuple[list, list, list]:
+    """``window_means`` on ``Points``: the (tokens, step, loss) of each window's end."""
+    step, n = points.step, points.mean_steps
+    if not len(step):
+        return [], [], []
+    since_previous = np.diff(step, prepend=step[0] - 1)  # a segment's first point: 1 step
     n = np.where(np.isfinite(n), n, since_previous)
-    covered_again = np.append(step[1:] - n[1:] < step[:-1], False) if len(step) else np.array([], bool)
-    windows, total, steps = [], 0.0, 0.0
-    for i in np.flatnonzero(~covered_again):
-        total, steps = total + points["loss_train_mean"].iloc[i] * n[i], steps + n[i]
-        if steps >= max(window, relative * step[i]) or i == len(step) - 1:
-            windows.append((points["tokens"].iloc[i], step[i], total / steps))
+    covered_again = np.append(step[1:] - n[1:] < step[:-1], False)
+    tokens, ends, means = [], [], []
+    total, steps, last = 0.0, 0.0, len(step) - 1
+    loss, token_list, step_list, n_list = (
+        points.loss.tolist(),
+        points.tokens.tolist(),
+        step.tolist(),
+        n.tolist(),
+    )
+    for i in np.flatnonzero(~covered_again).tolist():
+        total, steps = total + loss[i] * n_list[i], steps + n_list[i]
+        if steps >= max(window, relative * step_list[i]) or i == last:
+            tokens.append(token_list[i])
+            ends.append(step_list[i])
+            means.append(total / steps)
             total, steps = 0.0, 0.0
-    return pd.DataFrame(windows, columns=["tokens", "step", "loss"])
+    return tokens, ends, means
 
 
 def detect_spike(
@@ -152,16 +229,18 @@ def detect_spike(
     """Whether one run's curve jumped by more than ``rise`` above its running minimum and later came back
     within ``recover`` of it, looking at the mean loss of windows of ``window`` steps (``window_means``). A
     non-finite loss, or a jump that never comes back, is a divergence: not flagged."""
-    windows = window_means(curve, window=window)
-    loss = windows["loss"].to_numpy(dtype=float)
+    return _spike(Points.of(curve), rise=rise, recover=recover, window=window)
+
+
+def _spike(points: Points, *, rise: float, recover: float, window: int = SPIKE_WINDOW_STEPS) -> Spike:
+    tokens, _, means = _windows(points, window=window, relative=0.0)
+    loss = np.asarray(means, dtype=float)
     if len(loss) < 3 or not np.isfinite(loss).all():
         return Spike(False, 0.0, np.nan, np.nan)
     floor = np.minimum.accumulate(loss)[:-1]  # the lowest mean before each later window
     rel = loss[1:] / floor - 1
     peak = int(np.argmax(rel))
-    found = Spike(
-        False, max(float(rel[peak]), 0.0), float(windows["tokens"].iloc[peak + 1]), float(loss[peak + 1])
-    )
+    found = Spike(False, max(float(rel[peak]), 0.0), float(tokens[peak + 1]), float(loss[peak + 1]))
     jumps = np.flatnonzero(rel > rise)
     if not len(jumps):
         return found
@@ -185,7 +264,7 @@ def mark_spikes(
         raise AnalysisError(f"spike thresholds rise={rise!r}, recover={recover!r}: need 0 < recover < rise")
     out = table.copy()
     found = (
-        {key: detect_spike(c, rise=rise, recover=recover) for key, c in run_curves(curves).items()}
+        {key: _spike(c, rise=rise, recover=recover) for key, c in run_points(curves).items()}
         if curves is not None and len(curves)
         else {}
     )
@@ -274,7 +353,7 @@ def cell_curves(table: pd.DataFrame, curves: pd.DataFrame, cell: str | None = No
     )
     points = _pooled(curves.merge(lineage_lr, on=_KEYS))
     flagged = runs[runs["spike"].fillna(False).astype(bool)] if "spike" in runs else runs.iloc[:0]
-    per_run = run_curves(curves[curves.set_index(_KEYS).index.isin(lineage_lr.set_index(_KEYS).index)])
+    per_run = run_points(curves[curves.set_index(_KEYS).index.isin(lineage_lr.set_index(_KEYS).index)])
     spikes = [
         {"peak_lr": r.lr, **_spike_point(per_run.get((r.sweep_id, r.run_id)))} for r in flagged.itertuples()
     ]
@@ -289,15 +368,19 @@ def _pooled(points: pd.DataFrame) -> pd.DataFrame:
     line's peak, and the eval points as they are."""
     keys = [*_KEYS, "segment", "budget", "fork_tokens", "peak_lr"]
     train = points[points["kind"].eq("train")]
-    pooled = [
-        window_means(group, window=DRAW_WINDOW_STEPS, relative=DRAW_WINDOW_FRACTION)
-        .rename(columns={"loss": "loss_train_mean"})
-        .assign(**dict(zip(keys, key)), kind="train")
-        for key, group in train.groupby(keys, dropna=False)
-    ]
-    return pd.concat([*pooled, points[points["kind"].eq("eval")]], ignore_index=True)
+    every = _columns(train)
+    columns: dict[str, list] = {name: [] for name in ["tokens", "step", "loss_train_mean", *keys]}
+    for key, index in train.groupby(keys, dropna=False).indices.items():
+        group = every.take(index).sorted()
+        tokens, step, loss = _windows(group, window=DRAW_WINDOW_STEPS, relative=DRAW_WINDOW_FRACTION)
+        for name, values in (("tokens", tokens), ("step", step), ("loss_train_mean", loss)):
+            columns[name] += values
+        for name, value in zip(keys, key):
+            columns[name] += [value] * len(tokens)
+    pooled = pd.DataFrame(columns).assign(kind="train")
+    return pd.concat([pooled, points[points["kind"].eq("eval")]], ignore_index=True)
 
 
-def _spike_point(curve: pd.DataFrame | None) -> dict:
-    spike = detect_spike(curve) if curve is not None else Spike(False, 0.0, np.nan, np.nan)
-    return {"tokens": spike.at_tokens, "loss": spike.loss}
+def _spike_point(curve: Points | None) -> dict:
+    spike = _spike(curve, rise=SPIKE_RISE, recover=SPIKE_RECOVER) if curve is not None else None
+    return {"tokens": spike.at_tokens, "loss": spike.loss} if spike else {"tokens": np.nan, "loss": np.nan}

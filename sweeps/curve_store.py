@@ -4,11 +4,13 @@ lineage neither loses nor duplicates one.
 Layout under the store's root (beside ``results/``)::
 
     curves/sweep_id=<sweep_id>/<lineage_id>.parquet   # columns of CURVE_SCHEMA minus sweep_id
+    curves/sweep_id=<sweep_id>/compacted-<time>-<hex>.parquet   # finished lineages' points, `compact`ed
 
 A point is keyed by (lineage_id, segment, budget, kind, step): the trunk's points have segment 'trunk' and a
 null budget; a decay branch's have segment 'decay' and the budget's tokens. Writing merges the new points into
-the file by key (the newest copy of a point wins) and replaces the file atomically, so a lineage that hands
-its points on again after a resume rewrites them in place.
+the lineage's stored points by key (the newest copy of a point wins) and replaces its own file atomically, so
+a lineage that hands its points on again after a resume rewrites them in place; its own file, holding every
+copy's points, wins over a compacted one (`powersweep.store_layout.curve_owners`).
 
 `curve_records` is the one place a trial turns a lineage's points into rows (list of dicts with the ids): the
 trackers of `run.loggers` (sweeps/trackers.py) get these rows, and `run_job(..., on_curve=...)` hands them on.

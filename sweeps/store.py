@@ -486,9 +486,13 @@ class ResultStore:
 
     def _merged_curve(self, sweep_id: str, name: str) -> pa.Table | None:
         """The lineage ``name``'s points in the sweep's compacted curve files: the newest copy."""
-        holders = [
-            f for f in self._curve_footers(sweep_id) if f.readable and is_merged(f.name) and name in f.held
-        ]
+        compacted = self._scan(
+            CURVES_DIR,
+            sweep_id,
+            lambda p: self._load_curve(p, _FOOTER_ONLY),
+            keep=lambda p: is_merged(posixpath.basename(p)),  # a lineage's first write opens no other's file
+        )
+        holders = [f for f in compacted if f.readable and name in f.held]
         for f in reversed(holders):  # by name, so by time: the newest first
             loaded = self._load_curve(f.path, None)
             if loaded.readable:

@@ -18,6 +18,8 @@ from powersweep.analysis.run_curves import (
     detect_spike,
     load_curves,
     mark_spikes,
+    run_curves,
+    run_points,
     window_means,
 )
 from powersweep.analysis.table import load_table
@@ -195,6 +197,18 @@ def test_curves_round_trip_from_the_store_and_flag_the_spiked_runs(store_with_cu
 def test_the_store_root_reads_as_a_table_without_its_curve_files(store_with_curves):
     table = load_table(store_with_curves)
     assert len(table) == 8 and table.attrs["skipped_files"] == []
+
+
+def test_the_array_path_gives_each_run_the_points_of_its_frame(store_with_curves):
+    # mark_spikes reads a run's points as arrays (run_points), run_curves as frames: the same points
+    curves = load_curves(store_with_curves)
+    frames, arrays = run_curves(curves), run_points(curves)
+    assert sorted(arrays) == sorted(frames) and len(arrays) >= 8
+    for key, frame in frames.items():
+        train = frame[frame["kind"].eq("train")]
+        assert arrays[key].tokens.tolist() == train["tokens"].tolist()
+        assert arrays[key].loss.tolist() == train["loss_train_mean"].tolist()
+        assert arrays[key].step.tolist() == train["step"].astype(float).tolist()
 
 
 def test_runs_without_a_curve_are_not_marked_either_way(store_with_curves):

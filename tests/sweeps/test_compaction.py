@@ -219,3 +219,49 @@ def test_created_at_decides_between_copies_across_merges(store):
     assert store.read(sweep_id="s").table["lr"].tolist() == [0.1]
     store.compact(sweep_id="s")
     assert store.read(sweep_id="s").table["lr"].tolist() == [0.1]
+
+
+@pytest.mark.slow
+def test_compact_in_a_loop_beside_a_running_sweep_loses_and_doubles_nothing(tmp_path, local_ray):
+    """`powersweep compact` runs again and again while a real sweep trains and writes: the sweep ends with
+    every planned row once, the losses of a sweep left alone, and every curve point once."""
+    from test_sweep import TINY
+
+    from powersweep.sweeps.compaction import compact
+    from powersweep.sweeps.plan import plan
+    from powersweep.sweeps.spec import spec_from_dict
+    from powersweep.sweeps.sweep import submit
+
+    spec = spec_from_dict(TINY)
+    alone = submit(spec, storage=str(tmp_path / "alone")).storage
+    storage, done, errors, rounds = str(tmp_path / "compacted"), threading.Event(), [], []
+
+    def compact_until_done() -> None:
+        spec_file = tmp_path / "compacted" / "sweeps" / "tiny" / "spec.json"
+        try:
+            while not done.wait(0.05):  # paced, not timed: every round is checked at the end alike
+                if spec_file.exists():  # written before any row
+                    rounds.append(compact(storage, sweep_id="tiny"))
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+
+    compactor = threading.Thread(target=compact_until_done)
+    compactor.start()
+    try:
+        result = submit(spec, storage=storage)
+    finally:
+        done.set()
+        compactor.join()
+    assert errors == [] and result.failed_trials == 0 and result.unreadable == ()
+    compact(storage, sweep_id="tiny")
+    read, reference = ResultStore(storage).read(sweep_id="tiny"), ResultStore(alone).read(sweep_id="tiny")
+    assert sorted(read.table["run_id"]) == sorted(plan(spec).row_ids) and read.duplicates_dropped == 0
+    losses = read.table.set_index("run_id")["loss_eval"]
+    assert losses.to_dict() == pytest.approx(
+        reference.table.set_index("run_id")["loss_eval"].to_dict(), rel=1e-6
+    )
+    curves = ResultStore(storage).read_curves(sweep_id="tiny").table
+    keys = ["lineage_id", "segment", "budget", "kind", "step"]
+    assert not curves[keys].fillna(-1).duplicated().any()
+    assert len(curves) == len(ResultStore(alone).read_curves(sweep_id="tiny").table)
+    assert len(names(ResultStore(storage), "tiny")) == 1 and len(rounds) > 0
