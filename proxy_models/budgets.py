@@ -26,22 +26,22 @@ class Branch:
 def plan_branches(config: TrainConfig, budgets: Sequence[float]) -> list[Branch]:
     """Branches in ascending budget order. The largest budget is a branch too: the trunk stops at its decay
     start, so a trunk checkpoint never holds a decayed state and a longer budget can still fork from it."""
-    return [_branch(config, tokens) for tokens in sorted(set(budgets))]
-
-
-def _branch(config: TrainConfig, tokens: float) -> Branch:
-    """The branch of `tokens`: it depends on the config only through its schedule and tokens per step, so a
-    plan of many lineages (seeds, models of one width) makes and checks each solo config once."""
-    key = (config.schedule, config.tokens_per_step, tokens)
+    key = (config.schedule, config.tokens_per_step, tuple(sorted(set(budgets))))
     if key not in _BRANCHES:
         if len(_BRANCHES) >= 100_000:
             _BRANCHES.clear()
-        solo = replace(config, tokens=tokens)  # checks the budget: at least one step, room for the warmup
-        _BRANCHES[key] = Branch(tokens=tokens, fork_step=_fork_step(solo), steps=solo.steps)
-    return _BRANCHES[key]
+        _BRANCHES[key] = tuple(_branch(config, tokens) for tokens in key[2])
+    return list(_BRANCHES[key])
 
 
-_BRANCHES: dict[tuple, Branch] = {}  # one entry per (schedule, tokens per step, budget) planned
+# (schedule, tokens per step, budgets) -> their branches: they depend on the config through these only, so a
+# plan of many lineages (seeds, models of one width) makes and checks each solo config once per lr
+_BRANCHES: dict[tuple, tuple[Branch, ...]] = {}
+
+
+def _branch(config: TrainConfig, tokens: float) -> Branch:
+    solo = replace(config, tokens=tokens)  # checks the budget: at least one step, room for the warmup
+    return Branch(tokens=tokens, fork_step=_fork_step(solo), steps=solo.steps)
 
 
 def _fork_step(solo: TrainConfig) -> int:

@@ -82,6 +82,8 @@ def missing_budgets(job: LineageJob, stored_run_ids: set[str]) -> LineageJob | N
     passes it.
     """
     lost_trunk = {t for t, r in zip(job.trunk_tokens, job.trunk_run_ids) if r not in stored_run_ids}
+    if not lost_trunk and stored_run_ids.issuperset(job.run_ids):
+        return None  # the common case of a resume: nothing of this lineage to train
     forks = dict(zip(job.budgets, _fork_tokens(job)))
     keep = [
         (t, r) for t, r in zip(job.budgets, job.run_ids) if r not in stored_run_ids or forks[t] in lost_trunk
@@ -106,7 +108,7 @@ def missing_budgets(job: LineageJob, stored_run_ids: set[str]) -> LineageJob | N
 
 def _fork_tokens(job: LineageJob) -> list[int]:
     """Tokens seen at each budget's fork point, in `job.budgets` order (the trunk row taken there)."""
-    return [max(trunk_tokens(replace(job.config, tokens=t), [t]), default=0) for t in job.budgets]
+    return [max(trunk_tokens(job.config, [t]), default=0) for t in job.budgets]  # a branch: its own length
 
 
 def missing_rows(trial: LineageJob | PackedJob, stored_run_ids: set[str]) -> PackedJob | None:

@@ -9,6 +9,7 @@ apart from its cell and searched values. Every sweep mode makes its lineages her
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -41,7 +42,11 @@ class LineageJob:
 
 
 def short_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(_ENCODER.encode(obj).encode()).hexdigest()[:16]
+
+
+# json.dumps(obj, sort_keys=True, default=str), made once: a plan hashes a dozen ids per lineage
+_ENCODER = json.JSONEncoder(sort_keys=True, default=str)
 
 
 def _identity(config: TrainConfig) -> dict:
@@ -53,13 +58,20 @@ def _identity(config: TrainConfig) -> dict:
 def _plain(value):
     """`dataclasses.asdict`'s values without its deep copies (a plan hashes a config per lineage): nested
     dataclasses as dicts, containers rebuilt, everything else as it is."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    names = _field_names(type(value))
+    if names is not None:
+        return {name: _plain(getattr(value, name)) for name in names}
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(_plain(v) for v in value)
     return value
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    """The fields of a dataclass type, in order; None for any other type."""
+    return tuple(f.name for f in fields(cls)) if is_dataclass(cls) else None
 
 
 def settings_id(config: TrainConfig) -> str:
@@ -99,7 +111,8 @@ def lineage_jobs(config: TrainConfig, budgets: tuple[float, ...]) -> list[Lineag
     """One lineage through `budgets`, or one per budget where they share no trunk (cosine)."""
     if all(b.fork_step == 0 for b in plan_branches(config, budgets)) and len(budgets) > 1:
         return [lineage_job(replace(config, tokens=t), (t,)) for t in budgets]
-    return [lineage_job(replace(config, tokens=max(budgets)), budgets)]
+    longest = config if config.tokens == max(budgets) else replace(config, tokens=max(budgets))
+    return [lineage_job(longest, budgets)]
 
 
 def trajectories(
