@@ -52,19 +52,19 @@ _ENCODER = json.JSONEncoder(sort_keys=True, default=str)
 def _identity(config: TrainConfig) -> dict:
     """What determines a trajectory: the resolved config less its length and how it executes."""
     excluded = ("tokens", "log_every_steps", "device", *EXECUTION_FIELDS)  # how a run executes is not its id
-    return {f.name: _plain(getattr(config, f.name)) for f in fields(config) if f.name not in excluded}
+    return {f.name: plain(getattr(config, f.name)) for f in fields(config) if f.name not in excluded}
 
 
-def _plain(value):
+def plain(value):
     """`dataclasses.asdict`'s values without its deep copies (a plan hashes a config per lineage): nested
     dataclasses as dicts, containers rebuilt, everything else as it is."""
     names = _field_names(type(value))
     if names is not None:
-        return {name: _plain(getattr(value, name)) for name in names}
+        return {name: plain(getattr(value, name)) for name in names}
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
+        return type(value)(plain(v) for v in value)
     return value
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 from powersweep.proxy_models.memory import (
     CUDA_CONTEXT_BYTES,
@@ -22,7 +22,7 @@ from powersweep.proxy_models.memory import (
     trunk_copy_bytes,
 )
 from powersweep.proxy_models.train_config import TrainConfig
-from powersweep.sweeps.lineages import SEARCHED, LineageJob, short_hash
+from powersweep.sweeps.lineages import SEARCHED, LineageJob, plain, short_hash
 from powersweep.sweeps.spec import SweepSpec
 
 
@@ -136,7 +136,7 @@ def members_count(trial: LineageJob | PackedJob) -> int:
 
 
 def _pack_key(job: LineageJob) -> str:
-    config = asdict(job.config)
+    config = plain(job.config)
     config["schedule"] = {k: v for k, v in config["schedule"].items() if k not in SEARCHED}
     del config["seed"]  # a packed variant trains on its own seed's weights and batches
     return short_hash([config, job.budgets])
