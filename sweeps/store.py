@@ -66,7 +66,7 @@ __all__ = ["COLUMN_DOCS", "SCHEMA", "STATUSES", "Compaction", "ReadResult", "Res
 logger = logging.getLogger(__name__)
 
 REPLACED_PREFIX = "replaced-"  # set-aside/sweep_id=<id>/replaced-<time>/: a sweep's files before --replace
-ROW_GROUP_ROWS = 65_536  # rows per row group of a merged file: a column of one group is one read
+ROW_GROUP_ROWS = 1_048_576  # rows per row group of a merged file: a column of a sweep is one range read
 _RESCANS = 5  # listings a reader makes when files vanish under it (merged meanwhile) before it gives up
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 # The columns stored in each file: the partition column lives in the directory name.
@@ -359,31 +359,41 @@ class ResultStore:
         return self._storage.uri_of(folder) if moves else None
 
     def replaced(self, *, sweep_id: str) -> list[str]:
-        """ "<URI> (<n> files of rows, <m> of curves)" for each earlier version of the sweep that
+        """ "<URI> (<n> rows, <m> curves)", files of each, for each earlier version of the sweep that
         ``replace_sweep`` set aside, oldest first."""
+        return self.set_aside_inventory(sweep_id=sweep_id)[1]
+
+    def set_aside_files(self, *, sweep_id: str) -> list[str]:
+        """URIs of the files ``set_aside`` moved out of the sweep's partition, oldest first."""
+        return self.set_aside_inventory(sweep_id=sweep_id)[0]
+
+    def set_aside_inventory(self, *, sweep_id: str) -> tuple[list[str], list[str]]:
+        """``set_aside_files`` and ``replaced`` from one listing of the sweep's set-aside folder."""
         _check_segment("sweep_id", sweep_id)
         base = self._path(f"{SET_ASIDE_DIR}/{PARTITION}={sweep_id}")
         infos = self._fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
-        found = []
+        names = sorted((info.mtime_ns or 0, info.base_name) for info in infos if info.is_file)
+        files = [self._storage.uri_of(f"{base}/{name}") for _, name in names]
+        replaced = []
         for name in sorted(
             i.base_name
             for i in infos
             if i.type == pafs.FileType.Directory and i.base_name.startswith(REPLACED_PREFIX)
         ):
-            counts = [
-                len(self._fs.get_file_info(pafs.FileSelector(f"{base}/{name}/{kind}", allow_not_found=True)))
-                for kind in (RESULTS_DIR, CURVES_DIR)
-            ]
-            found.append(f"{self._storage.uri_of(f'{base}/{name}')} ({counts[0]} rows, {counts[1]} curves)")
-        return found
+            rows = sum(self._held(f"{base}/{name}/{RESULTS_DIR}", lambda f: f.table.num_rows))
+            curves = sum(self._held(f"{base}/{name}/{CURVES_DIR}", lambda f: len(f.held)))
+            replaced.append(f"{self._storage.uri_of(f'{base}/{name}')} ({rows} rows, {curves} curves)")
+        return files, replaced
 
-    def set_aside_files(self, *, sweep_id: str) -> list[str]:
-        """URIs of the files ``set_aside`` moved out of the sweep's partition, oldest first."""
-        _check_segment("sweep_id", sweep_id)
-        base = self._path(f"{SET_ASIDE_DIR}/{PARTITION}={sweep_id}")
-        infos = self._fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
-        names = sorted((info.mtime_ns or 0, info.base_name) for info in infos if info.is_file)
-        return [self._storage.uri_of(f"{base}/{name}") for _, name in names]
+    def _held(self, folder: str, count: Callable[[_File], int]) -> list[int]:
+        """``count`` of each readable Parquet file in ``folder`` (its footer read: a table of no columns)."""
+        infos = self._fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+        files = [
+            self._open(i.path, lambda parquet: parquet.read(columns=[], use_threads=False))
+            for i in infos
+            if i.is_file and i.path.endswith(".parquet")
+        ]
+        return [count(f) for f in files if f.readable]
 
     def sweep_ids(self) -> list[str]:
         """The sweeps whose spec is stored (``sweeps/<sweep_id>/spec.json``), sorted."""
@@ -448,7 +458,7 @@ class ResultStore:
         name = posixpath.basename(path).removesuffix(".parquet")
         try:
             with self._fs.open_input_file(path) as handle:
-                parquet = pq.ParquetFile(handle)
+                parquet = pq.ParquetFile(handle, pre_buffer=True)  # a remote file: ranges coalesced
                 metadata = parquet.schema_arrow.metadata or {}
                 held = sources(name, metadata)
                 table = read(parquet)

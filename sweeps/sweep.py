@@ -354,10 +354,11 @@ def status(storage: str, *, sweep_id: str | None = None) -> dict:
     read = store.read(sweep_id=spec.name, columns=p.mode.status_columns)
     table = read.table
     curves, broken_curves = store.curve_inventory(sweep_id=spec.name)
+    set_aside, replaced = store.set_aside_inventory(sweep_id=spec.name)
     files = {
         "unreadable_files": read.corrupt_files + broken_curves,
-        "set_aside_files": store.set_aside_files(sweep_id=spec.name),
-        "replaced": store.replaced(sweep_id=spec.name),
+        "set_aside_files": set_aside,
+        "replaced": replaced,
     }
     curves -= {_file_name(report) for report in broken_curves}  # a newer copy than a compacted one, lost
     progress = p.mode.status(p, table)

@@ -156,14 +156,15 @@ def test_a_reader_that_lists_files_merged_meanwhile_lists_again(store, monkeypat
     assert len(read.table) == 4 and read.corrupt_files == [] and len(calls) == 2
 
 
-def test_compact_beside_two_writing_sweeps_loses_and_doubles_nothing(tmp_path):
-    """Two sweeps write rows (a lineage's rows, then its merge) while `compact` runs in a loop and a reader
-    reads: every read holds every row stored before it began, and no file reads as broken."""
-    store, per_sweep, lineages = ResultStore(str(tmp_path / "store")), 60, 6
-    stored = {"s1": set(), "s2": set()}
+def race_writers_and_compact(store: ResultStore, *, per_sweep: int, lineages: int) -> dict[str, set[str]]:
+    """Two sweeps write rows (a lineage's rows one file each, then its merge) while `compact` runs in a loop
+    and a reader reads; asserts every read held every row stored before it began and no file read as broken,
+    and that the reads raced the writers. Returns the run ids each sweep stored."""
+    stored: dict[str, set[str]] = {"s1": set(), "s2": set()}
     writing_done = threading.Barrier(3)  # both writers, and the main thread
     errors: list[BaseException] = []
     failures: list[str] = []
+    reads: list[int] = []
 
     def write(sweep_id: str) -> None:
         try:
@@ -172,11 +173,8 @@ def test_compact_beside_two_writing_sweeps_loses_and_doubles_nothing(tmp_path):
                 for row in lineage_rows:
                     store.write([row], sweep_id=sweep_id, name=row["run_id"])
                     stored[sweep_id].add(row["run_id"])
-                store.merge_lineage(
-                    sweep_id=sweep_id,
-                    lineage_id=f"{sweep_id}-l{lineage}",
-                    names=[r["run_id"] for r in lineage_rows],
-                )
+                names = [r["run_id"] for r in lineage_rows]
+                store.merge_lineage(sweep_id=sweep_id, lineage_id=f"{sweep_id}-l{lineage}", names=names)
         except BaseException as error:  # noqa: BLE001 - reported by the main thread
             errors.append(error)
         finally:
@@ -189,6 +187,7 @@ def test_compact_beside_two_writing_sweeps_loses_and_doubles_nothing(tmp_path):
                     store.compact(sweep_id=sweep_id)
                     expected = set(stored[sweep_id])  # rows stored before the read begins
                     read = store.read(sweep_id=sweep_id)
+                    reads.append(len(expected))
                     missing = expected - set(read.table["run_id"])
                     if missing or read.corrupt_files:
                         failures.append(f"{sweep_id}: missing {sorted(missing)}, broken {read.corrupt_files}")
@@ -205,10 +204,18 @@ def test_compact_beside_two_writing_sweeps_loses_and_doubles_nothing(tmp_path):
     for thread in threads:
         thread.join()
     assert errors == [] and failures == []
+    assert any(0 < n < per_sweep for n in reads)  # some reads raced the writers
+    assert all(len(ids) == per_sweep for ids in stored.values())
+    return stored
+
+
+def test_compact_beside_two_writing_sweeps_loses_and_doubles_nothing(tmp_path):
+    store = ResultStore(str(tmp_path / "store"))
+    stored = race_writers_and_compact(store, per_sweep=60, lineages=6)
     for sweep_id in stored:
         store.compact(sweep_id=sweep_id)
         read = store.read(sweep_id=sweep_id)
-        assert sorted(read.table["run_id"]) == sorted(stored[sweep_id]) and len(stored[sweep_id]) == per_sweep
+        assert sorted(read.table["run_id"]) == sorted(stored[sweep_id])
         assert read.duplicates_dropped == 0 and len(names(store, sweep_id)) == 1
 
 

@@ -9,14 +9,13 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from test_compaction import lineage_points, rows, sorted_curves, write_each
+from test_compaction import lineage_points, race_writers_and_compact, rows, sorted_curves, write_each
 from test_store import minimal_row
 
 from powersweep.store_layout import COMPACTED_PREFIX, LINEAGE_PREFIX, sources
@@ -443,62 +442,13 @@ def test_a_row_file_merged_away_between_its_open_and_its_read_is_listed_again(s3
 
 
 def test_compact_beside_two_writing_sweeps_on_s3_loses_and_doubles_nothing(s3_server):
-    """Two sweeps write rows (a lineage's rows one object each, then its merge) while `compact` runs in a loop
-    and a reader reads: every read holds every row stored before it began, and no object reads as broken."""
-    store, per_sweep, lineages = ResultStore(s3_server.bucket()), 24, 4
-    stored: dict[str, set[str]] = {"s1": set(), "s2": set()}
-    writing_done = threading.Barrier(3)  # both writers, and the main thread
-    errors: list[BaseException] = []
-    failures: list[str] = []
-    reads = []
-
-    def write(sweep_id: str) -> None:
-        try:
-            for lineage in range(lineages):
-                lineage_rows = rows(f"{sweep_id}-l{lineage}", per_sweep // lineages)
-                for row in lineage_rows:
-                    store.write([row], sweep_id=sweep_id, name=row["run_id"])
-                    stored[sweep_id].add(row["run_id"])
-                store.merge_lineage(
-                    sweep_id=sweep_id,
-                    lineage_id=f"{sweep_id}-l{lineage}",
-                    names=[r["run_id"] for r in lineage_rows],
-                )
-        except BaseException as error:  # noqa: BLE001 - reported by the main thread
-            errors.append(error)
-        finally:
-            writing_done.wait()
-
-    def compact_and_read(stop: threading.Event) -> None:
-        try:
-            while not stop.is_set():
-                for sweep_id in stored:
-                    store.compact(sweep_id=sweep_id)
-                    expected = set(stored[sweep_id])  # rows stored before the read begins
-                    read = store.read(sweep_id=sweep_id)
-                    reads.append(len(expected))
-                    missing = expected - set(read.table["run_id"])
-                    if missing or read.corrupt_files:
-                        failures.append(f"{sweep_id}: missing {sorted(missing)}, broken {read.corrupt_files}")
-        except BaseException as error:  # noqa: BLE001
-            errors.append(error)
-
-    stop = threading.Event()
-    threads = [threading.Thread(target=write, args=(s,)) for s in stored]
-    threads.append(threading.Thread(target=compact_and_read, args=(stop,)))
-    for thread in threads:
-        thread.start()
-    writing_done.wait()
-    stop.set()
-    for thread in threads:
-        thread.join()
-    print(f"\n{len(reads)} reads beside the writers, of {sorted(set(reads))} rows stored before each")
-    assert errors == [] and failures == []
-    assert len(reads) >= 2 and any(0 < n < per_sweep for n in reads)  # reads raced the writers
+    """test_compaction's race on S3: two sweeps write while `compact` runs in a loop and a reader reads."""
+    store = ResultStore(s3_server.bucket())
+    stored = race_writers_and_compact(store, per_sweep=24, lineages=4)
     for sweep_id in stored:
         store.compact(sweep_id=sweep_id)
         read = store.read(sweep_id=sweep_id)
-        assert sorted(read.table["run_id"]) == sorted(stored[sweep_id]) and len(stored[sweep_id]) == per_sweep
+        assert sorted(read.table["run_id"]) == sorted(stored[sweep_id])
         assert read.duplicates_dropped == 0 and read.corrupt_files == []
         [only] = listed(store, sweep_id)
         assert only.startswith(COMPACTED_PREFIX)

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 import os
 import subprocess
 import sys
@@ -15,42 +13,16 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 from s3_server import s3_operation
+from test_store import T0, curve_point, minimal_row
 
 from powersweep.sweeps.store import ResultStore
 
-T0 = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC)
 WRITE_ONE_OBJECT = {"CreateMultipartUpload": 1, "UploadPart": 1, "CompleteMultipartUpload": 1}
 
 
 def row(run_id: str, **overrides) -> dict:
     """A result row with the required columns (and a fixed created_at, so two stores hold equal rows)."""
-    required = {"run_id": run_id, "lineage_id": "lin-1", "schedule": "wsd", "model": "d256-l4", "lr": 0.01}
-    rest = {
-        "batch_size": 32,
-        "seq_len": 512,
-        "tokens": 1_000_000,
-        "seed": 0,
-        "status": "ok",
-        "created_at": T0,
-    }
-    return {**required, **rest, **overrides}
-
-
-def point(step: int, **overrides) -> dict:
-    """A trunk training point of a curve (sweeps/curve_store.CURVE_SCHEMA)."""
-    loss = 4.0 - step / 10
-    return {
-        "lineage_id": "lin-1",
-        "segment": "trunk",
-        "kind": "train",
-        "step": step,
-        "tokens": step * 128,
-        "lr": 1e-3,
-        "loss_train": loss,
-        "loss_train_mean": loss,
-        "loss_eval": math.nan,
-        **overrides,
-    }
+    return minimal_row(run_id, created_at=T0, **overrides)
 
 
 def test_a_store_uri_opens_the_prefix_in_its_bucket_and_opening_sends_nothing(s3_server):
@@ -70,7 +42,7 @@ def test_a_store_uri_opens_the_prefix_in_its_bucket_and_opening_sends_nothing(s3
 
 def test_rows_json_and_curves_read_back_as_from_a_local_store(s3_server, tmp_path):
     rows = [row("r1", loss_eval=3.25), row("r2", status="diverged", diverged_at_tokens=4096, loss_eval=None)]
-    points = [point(1), point(2), point(2, kind="eval", loss_eval=3.5)]
+    points = [curve_point(1), curve_point(2), curve_point(2, kind="eval", loss_eval=3.5)]
     stores = [ResultStore(s3_server.bucket()), ResultStore(str(tmp_path / "local"))]
     for store in stores:
         store.write(rows, sweep_id="s", name="lin-1")
@@ -106,7 +78,7 @@ def test_reading_sends_no_write(s3_server):
     store = ResultStore(s3_server.bucket())
     store.write([row("r1")], sweep_id="s", name="a")
     store.write_json("sweeps/s/spec.json", {"a": 1})
-    store.write_curve([point(1)], sweep_id="s", name="lin-1")
+    store.write_curve([curve_point(1)], sweep_id="s", name="lin-1")
     with s3_server.requests() as counted:
         store.read()
         store.run_ids()
