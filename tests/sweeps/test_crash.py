@@ -73,9 +73,9 @@ def reap_session(sid: int, *, wait_s: float) -> set[int]:
     return left
 
 
-def stored_files(storage) -> int:
-    directory = storage / "results" / "sweep_id=crash"
-    return len([n for n in os.listdir(directory) if not n.startswith(".")]) if directory.is_dir() else 0
+def stored_rows(storage) -> int:
+    """Rows the store holds now (read while a sweep writes and merges them)."""
+    return len(ResultStore(str(storage)).run_ids(sweep_id="crash"))
 
 
 @pytest.mark.slow
@@ -85,7 +85,7 @@ def test_driver_killed_mid_sweep_resumes_without_recomputing(tmp_path):
     planned = plan(spec_from_dict(CRASH)).row_ids  # budget results and trunk evaluations
     driver = cli("submit", str(spec_file), "--storage", str(storage))
     try:
-        while stored_files(storage) == 0 and driver.poll() is None:
+        while stored_rows(storage) == 0 and driver.poll() is None:
             time.sleep(0.05)
         assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
     finally:

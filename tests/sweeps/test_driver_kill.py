@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 import yaml
-from test_crash import CRASH, cli, stored_files
+from test_crash import CRASH, cli, stored_rows
 
 from powersweep.sweeps.lifetime import MARKER
 from powersweep.sweeps.plan import plan
@@ -23,8 +23,8 @@ MOMENTS = {
     "a trial has started": lambda storage, planned: glob.glob(
         str(storage / "checkpoints" / "crash" / "*" / "attempts.json")
     ),
-    "the first row is stored": lambda storage, planned: stored_files(storage) >= 1,
-    "half the rows are stored": lambda storage, planned: stored_files(storage) >= len(planned) // 2,
+    "the first row is stored": lambda storage, planned: stored_rows(storage) >= 1,
+    "half the rows are stored": lambda storage, planned: stored_rows(storage) >= len(planned) // 2,
 }
 
 

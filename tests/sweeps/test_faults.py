@@ -13,12 +13,13 @@ import subprocess
 import sys
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 import pytest
 from test_sweep import TINY, submitted
 
 from powersweep.cli import main
-from powersweep.store_layout import sources
+from powersweep.store_layout import sources, sources_metadata
 from powersweep.sweeps.plan import plan
 from powersweep.sweeps.spec import spec_from_dict
 from powersweep.sweeps.store import ResultStore
@@ -27,14 +28,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2  # linux/prctl.h, linux/capability.h
 
 
-def file_of(storage: str, run_id: str, folder: str = "results") -> str:
+def file_of(storage: str, run_id: str, folder: str = "results", *, sweep_id: str = "tiny") -> str:
     """The file of the sweep's `folder` that holds the row `run_id` (of curves: the lineage `run_id`)."""
-    base = os.path.join(storage, folder, "sweep_id=tiny")
+    base = os.path.join(storage, folder, f"sweep_id={sweep_id}")
     for name in sorted(os.listdir(base)):
         path = os.path.join(base, name)
         if run_id in sources(name.removesuffix(".parquet"), pq.read_schema(path).metadata):
             return path
     raise AssertionError(f"no file of {base} holds {run_id}")
+
+
+def drop_row(storage: str, run_id: str, *, sweep_id: str = "tiny") -> None:
+    """Lose the row `run_id` and nothing else: its file written again without it (a lineage's file holds its
+    other rows too)."""
+    path = file_of(storage, run_id, sweep_id=sweep_id)
+    table = pq.read_table(path)
+    name = os.path.basename(path).removesuffix(".parquet")
+    held = sources(name, table.schema.metadata) - {run_id}
+    kept = table.filter(pa.compute.not_equal(table.column("run_id"), run_id))
+    kept = kept.replace_schema_metadata({**(table.schema.metadata or {}), **sources_metadata(held)})
+    pq.write_table(kept, path)
 
 
 def lineages_in(path: str) -> set[str]:

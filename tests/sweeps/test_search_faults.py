@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from test_faults import damage, drop_row, file_of
 from test_search import tiny
 from test_sweep import submitted
 
@@ -39,30 +40,33 @@ def journal_path(storage: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("journal_kept", [True, False], ids=["journal", "journal-lost"])
-def test_an_unreadable_search_row_is_set_aside_and_trained_again(finished, journal_kept, capsys):
+def test_a_lost_search_row_is_trained_again_and_no_new_trial_sampled(finished, journal_kept, capsys):
+    """With its journal, a search that lost a lineage's file (all its rows) trains that trial again; without
+    its journal, it knows a trial from its stored rows, so one lost row of it trains it again."""
     storage, reference = finished
     finals = sorted(
         r for r, phase in zip(*(stored(storage)[c] for c in ("run_id", "phase"))) if phase == "final"
     )
     victim = finals[0 if journal_kept else -1]
-    path = os.path.join(storage, "results", f"sweep_id={SPEC['name']}", f"{victim}.parquet")
-    data = open(path, "rb").read()
-    with open(path, "wb") as f:
-        f.write(data[: len(data) // 2])
-    if not journal_kept:
+    path = file_of(storage, victim, sweep_id=SPEC["name"])  # its lineage's file
+    name = os.path.basename(path)
+    if journal_kept:
+        damage(path, "truncated")
+    else:
+        drop_row(storage, victim, sweep_id=SPEC["name"])
         os.remove(journal_path(storage))
     assert main(["status", storage]) == 0
-    assert f"{victim}.parquet" in capsys.readouterr().out  # status names the unreadable file
+    assert (name in capsys.readouterr().out) == journal_kept  # status names the unreadable file
 
     assert main(["resume", storage]) == 0
     out, err = capsys.readouterr()
-    assert "moved aside an unreadable result file" in err and f"{victim}.parquet" in err
+    assert ("moved aside an unreadable result file" in err and name in err) == journal_kept
     assert "ran 1 lineages (0 failed)" in out  # the victim's lineage, no new sample
     table = stored(storage)
     assert sorted(table["run_id"]) == sorted(reference)  # every row once, none new
     assert dict(zip(table["run_id"], table["loss_eval"])) == pytest.approx(reference, rel=1e-6)
     aside = [os.path.basename(uri) for uri in ResultStore(storage).set_aside_files(sweep_id=SPEC["name"])]
-    assert any(name.startswith(f"{victim}.") for name in aside)
+    assert any(a.startswith(name.removesuffix(".parquet") + ".") for a in aside) == journal_kept
 
 
 def test_a_search_knows_the_rows_of_its_journals_trials_even_without_stored_rows(tmp_path):

@@ -414,6 +414,8 @@ def test_with_curves_off_nothing_is_stored_and_the_trackers_get_the_same_points(
 def test_a_lineage_trained_again_does_not_send_the_stored_curve_points_twice(tmp_path):
     """Its last budget's row lost, the lineage trains again from its checkpoint and the driver hands on the
     whole trunk again: the MLflow run it continues holds each point once."""
+    from test_faults import drop_row
+
     from powersweep.sweeps.execute import ExecutionSettings, missing_rows, run_job
     from powersweep.sweeps.plan import plan
 
@@ -428,11 +430,10 @@ def test_a_lineage_trained_again_does_not_send_the_stored_curve_points_twice(tmp
     prepare(["mlflow"], root, "tiny")
     run_job(job, settings)
     _, first, _ = mlflow_read(root, "tiny", run_name(job.config, job.lineage_id))
-    lost = tmp_path / "store" / "results" / "sweep_id=tiny" / f"{job.run_ids[-1]}.parquet"
-    lost.unlink()
+    drop_row(settings.store_uri, job.run_ids[-1])
     stored = set(job.row_ids) - {job.run_ids[-1]}
     run_job(missing_rows(job, stored), settings)
     _, again, status = mlflow_read(root, "tiny", run_name(job.config, job.lineage_id))
-    assert status == "FINISHED" and lost.exists()
+    assert status == "FINISHED" and ResultStore(settings.store_uri).has(sweep_id="tiny", name=job.run_ids[-1])
     assert_same_series(curve_series(again), stored_series(settings.store_uri, "tiny", job.lineage_id))
     assert curve_series(again) == curve_series(first)
