@@ -434,9 +434,10 @@ def _trial(params: dict) -> None:
     from ray import tune
 
     started_at, start = time.time(), time.perf_counter()  # wall clock: the driver's start-up ends here
-    finished = dict.fromkeys(TIMED, 0.0)
+    finished, reported = dict.fromkeys(TIMED, 0.0), []
 
     def report(run_id: str) -> None:
+        reported.append(run_id)
         tune.report(
             {
                 "run_id": run_id,
@@ -450,6 +451,8 @@ def _trial(params: dict) -> None:
     for job in params["jobs"]:
         attempt = Attempt()
         run_job(job, params["settings"], attempt=attempt, on_stored=report)
+        if reported:  # the times after the last row (the lineage's merge): its row again, counted once
+            report(reported[-1])
         for key in TIMED:
             finished[key] += getattr(attempt, key)
 
