@@ -21,8 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-import pandas as pd
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 if TYPE_CHECKING:
     from powersweep.sweeps.lineages import LineageJob  # imports torch: the store reads curves without it
@@ -87,17 +88,31 @@ def curve_records(job: LineageJob, points: Sequence[Mapping]) -> list[dict]:
 
 def merge_points(old: pa.Table | None, rows: Sequence[Mapping]) -> pa.Table:
     """``old`` (a lineage's stored curve, or None) with ``rows`` merged in by KEY, the new copy of a point
-    winning; sorted by segment, budget, step and kind (a step's train point before its eval point)."""
+    winning; sorted by segment, budget, step and kind (a step's train point before its eval point). In Arrow:
+    a trial merges before each row it stores."""
     new = pa.Table.from_pylist(
         [{f.name: row.get(f.name) for f in CURVE_SCHEMA} for row in rows], schema=CURVE_SCHEMA
     )
     table = pa.concat_tables([t for t in (old, new) if t is not None])
-    keys = pd.DataFrame({name: table.column(name).to_pandas() for name in KEY})
-    keys["budget"] = keys["budget"].fillna(-1.0)  # the trunk's null budget as a plain key
-    kept = keys[~keys.duplicated(keep="last")]
-    kept = kept.assign(decay=kept["segment"].ne("trunk"), evaluated=kept["kind"].eq("eval"))
-    order = kept.sort_values(["decay", "budget", "step", "evaluated"], kind="stable").index
-    return table.take(pa.array(order.to_numpy()))
+    budget = pc.fill_null(table.column("budget"), -1.0)  # the trunk's null budget as a plain key
+    order = pa.table(
+        {
+            "decay": pc.not_equal(table.column("segment"), "trunk"),  # the trunk first
+            "budget": budget,
+            "step": table.column("step"),
+            "evaluated": pc.equal(table.column("kind"), "eval"),  # a step's train point first
+            **{name: table.column(name) for name in ("segment", "kind", "lineage_id")},
+            "position": np.arange(len(table)),  # of equal keys, the newest (last) first
+        }
+    )
+    by = ["decay", "budget", "step", "evaluated", "segment", "kind", "lineage_id"]
+    ranked = order.take(pc.sort_indices(order, [*((k, "ascending") for k in by), ("position", "descending")]))
+    changed = np.zeros(max(len(table) - 1, 0), dtype=bool)
+    for name in ("lineage_id", "segment", "budget", "kind", "step"):  # KEY: equal keys are adjacent now
+        values = ranked.column(name).to_numpy(zero_copy_only=False)
+        changed |= values[1:] != values[:-1]
+    first = np.concatenate([[True], changed]) if len(table) else np.zeros(0, dtype=bool)
+    return table.take(ranked.column("position").filter(pa.array(first)))
 
 
 def conform_curve(table: pa.Table) -> pa.Table:

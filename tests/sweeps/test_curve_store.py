@@ -115,3 +115,52 @@ def test_curves_off_stores_none(tmp_path):
     settings = settings_for(tmp_path, "s", curves=False)
     run_job(job(1e-2), settings)
     assert ResultStore(settings.store_uri).curve_names(sweep_id="t") == set()
+
+
+def merged_by_pandas(old: list[dict], new: list[dict]) -> list[tuple]:
+    """The merge as specified: the newest copy of each point by (lineage, segment, budget, kind, step), sorted
+    by segment (trunk first), budget, step and kind (train first)."""
+    frame = pd.DataFrame(old + new)
+    frame["budget"] = frame["budget"].fillna(-1.0)
+    frame = frame[~frame.duplicated(["lineage_id", "segment", "budget", "kind", "step"], keep="last")]
+    frame = frame.assign(decay=frame["segment"].ne("trunk"), evaluated=frame["kind"].eq("eval"))
+    frame = frame.sort_values(["decay", "budget", "step", "evaluated"], kind="stable")
+    return list(zip(frame["segment"], frame["budget"], frame["kind"], frame["step"], frame["loss_train"]))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_merging_points_keeps_the_newest_copy_of_each_in_curve_order(seed):
+    import numpy as np
+
+    from powersweep.sweeps.curve_store import merge_points
+
+    rng = np.random.default_rng(seed)
+
+    def points(count: int, loss: float) -> list[dict]:
+        decay = rng.random(count) < 0.5
+        budgets = rng.choice([512.0, 1024.0], count)
+        return [
+            {
+                "lineage_id": "lin",
+                "segment": "decay" if d else "trunk",
+                "budget": float(b) if d else None,
+                "kind": rng.choice(["train", "eval"]),
+                "step": int(rng.integers(0, 12)),
+                "tokens": 0,
+                "loss_train": loss + i,
+            }
+            for i, (d, b) in enumerate(zip(decay, budgets))
+        ]
+
+    old, new = points(30, 0.0), points(20, 100.0)  # steps 0-11: many keys repeat, within and across
+    stored = merge_points(merge_points(None, old), new).to_pandas()
+    got = list(
+        zip(
+            stored["segment"],
+            stored["budget"].fillna(-1.0),
+            stored["kind"],
+            stored["step"],
+            stored["loss_train"],
+        )
+    )
+    assert got == merged_by_pandas(old, new)
