@@ -3,9 +3,9 @@
 local disk and against an S3-compatible server on loopback (moto's, with its request counts).
 
 The rows are synthetic but go through the store's own write path, as a sweep's trials write them: each row
-its own file, the lineage's curve, then the lineage's merge. The sweep is cpu-quick's grid (cpu-xxs, 8 lrs, 6
-budgets, 6 trunk rows per lineage) at batch sizes 4-32, with as many seeds as the size needs (384 rows a
-seed).
+into the lineage's file (`ResultStore.lineage_rows`), then the lineage's curve. The sweep is cpu-quick's grid
+(cpu-xxs, 8 lrs, 6 budgets, 6 trunk rows per lineage) at batch sizes 4-32, with as many seeds as the size
+needs (384 rows a seed).
 Each measurement runs in a fresh process (`--measure`), so its wall time is what a person waits, imports
 included, and its peak memory is its own.
 
@@ -80,12 +80,12 @@ def fill(storage: str, values: dict, *, seed: int = 0) -> dict:
         }
         evaluations = [("final", t, r) for t, r in zip(job.budgets, job.run_ids)]
         evaluations += [("trunk", t, r) for t, r in zip(job.trunk_tokens, job.trunk_run_ids)]
+        lineage_rows = store.lineage_rows(sweep_id=sweep_spec.name, lineage_id=job.lineage_id)
         for phase, tokens, run_id in evaluations:
             value = loss(c.schedule.lr, tokens, c.batch_size, rng)
             row = {**common, "run_id": run_id, "phase": phase, "tokens": int(tokens), "loss_eval": value}
-            store.write([row], sweep_id=sweep_spec.name, name=run_id)
+            lineage_rows.write([row], name=run_id)
         store.write_curve(curve(job, rng), sweep_id=sweep_spec.name, name=job.lineage_id)
-        store.merge_lineage(sweep_id=sweep_spec.name, lineage_id=job.lineage_id, names=job.row_ids)
         rows += len(evaluations)
         if done % max(1, len(p.jobs) // 10) == 0:
             print(f"  filled {done + 1}/{len(p.jobs)} lineages", file=sys.stderr, flush=True)

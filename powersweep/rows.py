@@ -225,6 +225,7 @@ COLUMNS: tuple[Column, ...] = (
 )
 del datetime
 
+_RUN_NAMES = tuple(c.name for c in COLUMNS if c.by == RUN)
 RunResult = dataclasses.make_dataclass(
     "RunResult",
     [
@@ -241,6 +242,7 @@ RunResult = dataclasses.make_dataclass(
         "__module__": __name__,
         "__doc__": "The outcome of one proxy run at one token budget: the RUN columns of its row. Counts may "
         "be whole floats and missing values NaN, as the store converts them (`tokens=2e6`, `lr_max=nan`).",
-        "to_row": lambda self: dataclasses.asdict(self),
+        # every field is a plain value: a shallow copy is the deep one, without asdict's recursion
+        "to_row": lambda self: {name: getattr(self, name) for name in _RUN_NAMES},
     },
 )

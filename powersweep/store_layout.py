@@ -3,17 +3,18 @@ readers (analysis) agree on, and which copy of a row or curve a reader takes.
 
 Under the store's root::
 
-    results/sweep_id=<id>/<run_id>.parquet          # one write: a row as its trial stored it
-    results/sweep_id=<id>/lineage-<lineage_id>.parquet   # a lineage's rows, merged when its trial ended
+    results/sweep_id=<id>/<name>.parquet            # one write (`ResultStore.write`): rows under a name
+    results/sweep_id=<id>/lineage-<lineage_id>.parquet   # a lineage's rows, rewritten by its trial per row
     results/sweep_id=<id>/compacted-<time>-<hex>.parquet # `powersweep compact`: many files' rows in one
     curves/sweep_id=<id>/<lineage_id>.parquet       # a lineage's training curve, rewritten as it trains
     curves/sweep_id=<id>/compacted-<time>-<hex>.parquet  # finished lineages' curves in one file
     set-aside/sweep_id=<id>/...                     # unreadable files and replaced sweeps: kept, never read
 
-A merged file (``lineage-`` or ``compacted-``) names the files it took the place of in its footer (the Arrow
-schema's metadata, ``SOURCES_KEY``: a JSON list of names), so that a reader knows what it holds without
-reading its rows. A merged file is complete before the files it replaces go: a reader may see both for a
-moment, and takes one copy (results: the newest row of a run_id; curves: ``curve_owners``).
+A merged file (``lineage-`` or ``compacted-``) names the writes it holds in its footer (the Arrow schema's
+metadata, ``SOURCES_KEY``: a JSON list of names; a lineage file's are its rows' run ids), so that a reader
+knows what it holds without reading its rows. A merged file is complete before the files it replaces go: a
+reader may see both for a moment, and takes one copy (results: the newest row of a run_id; curves:
+``curve_owners``).
 
 This module imports nothing but the standard library: every layer may read a store.
 """
@@ -27,7 +28,7 @@ RESULTS_DIR = "results"
 CURVES_DIR = "curves"
 SET_ASIDE_DIR = "set-aside"  # unreadable files moved out of the way, and replaced sweeps: never read
 PARTITION = "sweep_id"  # results/sweep_id=<id>/: the partition column lives in the directory name
-LINEAGE_PREFIX = "lineage-"  # a lineage's rows, merged by its trial when it ended
+LINEAGE_PREFIX = "lineage-"  # a lineage's rows, as its trial stores them
 COMPACTED_PREFIX = "compacted-"  # rows or curves that `compact` merged
 MERGED_PREFIXES = (LINEAGE_PREFIX, COMPACTED_PREFIX)  # names no write may take: the store's own files
 SOURCES_KEY = b"powersweep.sources"  # a merged file's footer: the names of the files it replaced

@@ -1,10 +1,10 @@
 """`powersweep compact`: a stored sweep's files merged into few, so that reading it stays fast at 10^5 rows.
 
-Result rows are written once, so every readable result file merges at any time. A curve is rewritten while
-its lineage trains, so only finished lineages' curves merge: all of them when no driver runs the sweep, else
-those whose planned rows are all stored (a grid's; a search's lineages are known only to its driver). Running
-beside a sweep is safe either way: the store deletes a file only once a merged file holds it, and only if the
-file did not change since it was read (`ResultStore.compact`).
+A lineage's rows file and its curve are rewritten while it trains, so only finished lineages' files merge: all
+of them when no driver runs the sweep, else those whose planned rows are all stored (a grid's; a search's
+lineages are known only to its driver). Every other result file (rows written once, earlier compacted files)
+merges at any time. Running beside a sweep is safe either way: the store deletes a file only once a merged
+file holds it, and only if the file did not change since it was read (`ResultStore.compact`).
 
 Example::
 
@@ -21,11 +21,12 @@ from powersweep.sweeps.sweep import stored_spec
 
 def compact(storage: str, *, sweep_id: str) -> Compaction:
     """Compact the sweep ``sweep_id`` of the store at ``storage`` (its sweeps: ``sweep.stored_sweeps``)."""
-    return ResultStore(storage).compact(sweep_id=sweep_id, curves=finished_lineages(storage, sweep_id))
+    return ResultStore(storage).compact(sweep_id=sweep_id, finished=finished_lineages(storage, sweep_id))
 
 
-def finished_lineages(storage: str, sweep_id: str) -> set[str]:
-    """The lineages of the sweep whose curves no trial writes any more (see the module docstring)."""
+def finished_lineages(storage: str, sweep_id: str) -> set[str] | None:
+    """The lineages of the sweep whose files no trial writes any more (see the module docstring); None for
+    all of them, when no driver runs the sweep."""
     store = ResultStore(storage)
     try:
         SweepLock(storage, sweep_id).check()
@@ -33,7 +34,7 @@ def finished_lineages(storage: str, sweep_id: str) -> set[str]:
         stored = store.run_ids(sweep_id=sweep_id)
         p = plan(stored_spec(storage, sweep_id=sweep_id))
         return {j.lineage_id for j in p.jobs if set(j.row_ids) <= stored} if p.mode.name == "grid" else set()
-    return store.curve_names(sweep_id=sweep_id)
+    return None
 
 
 def compaction_line(sweep_id: str, done: Compaction, seconds: float) -> str:

@@ -88,31 +88,37 @@ def curve_records(job: LineageJob, points: Sequence[Mapping]) -> list[dict]:
 
 def merge_points(old: pa.Table | None, rows: Sequence[Mapping]) -> pa.Table:
     """``old`` (a lineage's stored curve, or None) with ``rows`` merged in by KEY, the new copy of a point
-    winning; sorted by segment, budget, step and kind (a step's train point before its eval point). In Arrow:
+    winning; sorted by segment, budget, step and kind (a step's train point before its eval point). In numpy:
     a trial merges before each row it stores."""
-    new = pa.Table.from_pylist(
-        [{f.name: row.get(f.name) for f in CURVE_SCHEMA} for row in rows], schema=CURVE_SCHEMA
-    )
+    new = pa.Table.from_pylist(list(rows), schema=CURVE_SCHEMA)  # a key left out is null; others ignored
     table = pa.concat_tables([t for t in (old, new) if t is not None])
-    budget = pc.fill_null(table.column("budget"), -1.0)  # the trunk's null budget as a plain key
-    order = pa.table(
-        {
-            "decay": pc.not_equal(table.column("segment"), "trunk"),  # the trunk first
-            "budget": budget,
-            "step": table.column("step"),
-            "evaluated": pc.equal(table.column("kind"), "eval"),  # a step's train point first
-            **{name: table.column(name) for name in ("segment", "kind", "lineage_id")},
-            "position": np.arange(len(table)),  # of equal keys, the newest (last) first
-        }
-    )
+    ranks = {name: _ranks(table.column(name)) for name in ("segment", "kind", "lineage_id")}
+    keys = {
+        "decay": pc.not_equal(table.column("segment"), "trunk").to_numpy(zero_copy_only=False),  # trunk first
+        "budget": pc.fill_null(table.column("budget"), -1.0).to_numpy(),  # the trunk's null as a plain key
+        "step": table.column("step").to_numpy(),
+        "evaluated": pc.equal(table.column("kind"), "eval").to_numpy(zero_copy_only=False),  # train first
+        **ranks,
+    }
     by = ["decay", "budget", "step", "evaluated", "segment", "kind", "lineage_id"]
-    ranked = order.take(pc.sort_indices(order, [*((k, "ascending") for k in by), ("position", "descending")]))
+    position = np.arange(len(table))
+    order = np.lexsort([-position, *(keys[k] for k in reversed(by))])  # of equal keys, the newest first
     changed = np.zeros(max(len(table) - 1, 0), dtype=bool)
     for name in ("lineage_id", "segment", "budget", "kind", "step"):  # KEY: equal keys are adjacent now
-        values = ranked.column(name).to_numpy(zero_copy_only=False)
+        values = keys[name][order]
         changed |= values[1:] != values[:-1]
     first = np.concatenate([[True], changed]) if len(table) else np.zeros(0, dtype=bool)
-    return table.take(ranked.column("position").filter(pa.array(first)))
+    return table.take(order[first])
+
+
+def _ranks(column: pa.ChunkedArray) -> np.ndarray:
+    """Each string's rank among the column's distinct values (in sorted order): a sort key in numpy. The
+    distinct values are few (two segments, two kinds, one lineage), so they are ranked, not the column."""
+    encoded = pc.dictionary_encode(column.combine_chunks())
+    distinct = encoded.dictionary.to_numpy(zero_copy_only=False)
+    rank = np.empty(len(distinct), dtype=np.int64)
+    rank[np.argsort(distinct, kind="stable")] = np.arange(len(distinct))
+    return rank[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 def conform_curve(table: pa.Table) -> pa.Table:

@@ -39,7 +39,7 @@ from powersweep.sweeps.progress import (
     tune_callback,
 )
 from powersweep.sweeps.spec import RunSpec, SpecError
-from powersweep.sweeps.store import ResultStore
+from powersweep.sweeps.store import LineageRows, ResultStore
 from powersweep.sweeps.trackers import LineageLog, lineage_logs, tracking_root
 from powersweep.sweeps.trials import PackedJob, gpu_share, trial_budget_gib
 
@@ -148,16 +148,15 @@ def _git_sha() -> str | None:
     return out.stdout.strip() or None
 
 
-def store_row(result: RunResult, *, job: LineageJob, run_id: str, execution: dict | None = None) -> dict:
-    """A trainer row plus the ids and provenance the store needs; `execution` adds to the row's execution
-    record (e.g. that its pack was split after running out of memory)."""
-    row = {
-        **result.to_row(),
-        "run_id": run_id,
-        "lineage_id": job.lineage_id,
-        "settings_id": settings_id(job.config),
-        **provenance(),
-    }
+def lineage_columns(job: LineageJob) -> dict:
+    """The columns every row of `job`'s lineage shares: its ids and the provenance."""
+    return {"lineage_id": job.lineage_id, "settings_id": settings_id(job.config), **provenance()}
+
+
+def store_row(result: RunResult, *, shared: dict, run_id: str, execution: dict | None = None) -> dict:
+    """A trainer row plus the ids and provenance the store needs (`shared`: `lineage_columns`); `execution`
+    adds to the row's execution record (e.g. that its pack was split after running out of memory)."""
+    row = {**result.to_row(), "run_id": run_id, **shared}
     if execution:
         row["execution"] = json.dumps({**json.loads(result.execution or "{}"), **execution}, sort_keys=True)
     return row
@@ -260,7 +259,7 @@ def _train_job(
                 **common,
             )
         ]
-        return _merged(rows, members, settings, attempt)
+        return rows
     packed = PackedJob(tuple(members))
     checkpoint_dir = os.path.join(root, "pack-" + short_hash(sorted(m.lineage_id for m in members)))
     checkpoint_dir = _whole_curve(checkpoint_dir, members, settings, stored)
@@ -275,19 +274,6 @@ def _train_job(
         on_curve=curves and (lambda i, points: curves[i](points)),
         **common,
     )
-    return _merged(rows, members, settings, attempt)
-
-
-def _merged(
-    rows: list[list[RunResult]], members: Sequence[LineageJob], settings: ExecutionSettings, attempt: Attempt
-) -> list[list[RunResult]]:
-    """`rows`, once each member's row files are merged into its lineage's file (the store keeps few files:
-    about one per lineage while a sweep runs); the time it takes counts as store writes."""
-    start, store = time.perf_counter(), ResultStore(settings.store_uri)
-    for m in members:
-        check_driver(settings.driver)
-        store.merge_lineage(sweep_id=settings.sweep_id, lineage_id=m.lineage_id, names=m.row_ids)
-    attempt.record_s += time.perf_counter() - start
     return rows
 
 
@@ -328,15 +314,16 @@ def _curve_writer(
     """Merges `job`'s curve points into its lineage's curve file (with `settings.run.curves`, while the driver
     lives), hands them to `log` (the job's trackers), then to `on_curve`. The trackers skip the points of the
     stored curve: an earlier attempt at the lineage stored them, then sent them."""
-    store = ResultStore(settings.store_uri)
-    if log is not None and settings.run.curves:
-        stored = store.read_curve(sweep_id=settings.sweep_id, name=job.lineage_id)
-        log.skip([] if stored is None else stored.to_pylist())
+    curve = None
+    if settings.run.curves:
+        curve = ResultStore(settings.store_uri).curve_writer(sweep_id=settings.sweep_id, name=job.lineage_id)
+        if log is not None:
+            log.skip(curve.points())
 
     def write(rows: list[dict]) -> None:
-        if settings.run.curves:
+        if curve is not None:
             check_driver(settings.driver)
-            store.write_curve(rows, sweep_id=settings.sweep_id, name=job.lineage_id)
+            curve.write(rows)
         if log is not None:
             log.curve(rows)
 
@@ -390,23 +377,27 @@ def _saver(
 ):
     """Writes a row of `job` to the store if the job asks for it (a pack trains the union of its members'
     budgets; each member writes only its own missing rows), then hands it to `log`, the job's trackers. A row
-    stored before a retry keeps that file."""
-    store = ResultStore(settings.store_uri)
+    stored before a retry is not written again. The rows go to the lineage's file
+    (`ResultStore.lineage_rows`), opened at the first row to write."""
+    lineage_rows: LineageRows | None = None
+    shared = lineage_columns(job)
     ids = {
         **{("final", t): r for t, r in zip(job.budgets, job.run_ids)},
         **{("trunk", t): r for t, r in zip(job.trunk_tokens, job.trunk_run_ids)},
     }
 
     def save(result: RunResult) -> None:
+        nonlocal lineage_rows
         run_id = ids.get((result.phase, result.tokens))
         if run_id is None:
             return
         if run_id not in stored:
             check_driver(settings.driver)
-            store.write(
-                [store_row(result, job=job, run_id=run_id, execution=execution)],
-                sweep_id=settings.sweep_id,
-                name=run_id,
+            if lineage_rows is None:
+                store = ResultStore(settings.store_uri)
+                lineage_rows = store.lineage_rows(sweep_id=settings.sweep_id, lineage_id=job.lineage_id)
+            lineage_rows.write(
+                [store_row(result, shared=shared, run_id=run_id, execution=execution)], name=run_id
             )
         if log is not None:
             log.row(result)
@@ -430,29 +421,38 @@ def check_driver(driver: dict | None) -> None:
 
 
 def _trial(params: dict) -> None:
-    """One Ray Tune trial: its jobs one after another, reporting after each stored row."""
+    """One Ray Tune trial: its jobs one after another, reporting after each stored row and after each job
+    (a job's last row is recorded after it is reported). The time in Ray's reports is Ray's: a report runs
+    while its row is recorded, so it is taken out of the store writes and of the trial's time."""
     from ray import tune
 
     started_at, start = time.time(), time.perf_counter()  # wall clock: the driver's start-up ends here
     finished, reported = dict.fromkeys(TIMED, 0.0), []
+    reporting_s = 0.0  # in the reports made while rows were recorded
 
-    def report(run_id: str) -> None:
-        reported.append(run_id)
+    def report(run_id: str, *, recording: bool = True) -> None:
+        nonlocal reporting_s
+        began = time.perf_counter()
+        times = {key: finished[key] + getattr(attempt, key) for key in TIMED}
+        times["record_s"] -= reporting_s
         tune.report(
             {
                 "run_id": run_id,
                 "worker_pid": os.getpid(),
                 "started_at": started_at,
-                "trial_s": time.perf_counter() - start,
-                **{key: finished[key] + getattr(attempt, key) for key in TIMED},
+                "trial_s": began - start - reporting_s,
+                **times,
             }
         )
+        if recording:
+            reported.append(run_id)
+            reporting_s += time.perf_counter() - began
 
     for job in params["jobs"]:
         attempt = Attempt()
         run_job(job, params["settings"], attempt=attempt, on_stored=report)
-        if reported:  # the times after the last row (the lineage's merge): its row again, counted once
-            report(reported[-1])
+        if reported:  # the job's times once its last row is recorded: that row again, counted once
+            report(reported[-1], recording=False)
         for key in TIMED:
             finished[key] += getattr(attempt, key)
 

@@ -31,7 +31,8 @@ class ExecutionReport:
     the rest of each trial's time is its setup (model, corpus, the lineage's state). Start-up is the wall time
     before the first trial began (Ray's start, the trial's process and imports), when every slot is idle;
     whatever else of wall_s * slots the trials did not use is Ray and driver overhead
-    (scheduling, later trials' processes, idle slots while the last trials finish).
+    (scheduling, later trials' processes, idle slots while the last trials finish, and the trials' reports to
+    Ray, which a trial takes out of its own time).
     """
 
     failed_trials: int

@@ -129,6 +129,8 @@ def _as_column_value(value: Any, column_type: type) -> Any:
     NaN means missing, as in pandas (the trainer reports lr_max=nan for schedules without a cap),
     and token counts often arrive as floats such as 2e6.
     """
+    if type(value) is str or type(value) is int:  # the common case, without the slower ABC checks below
+        return value
     if value is None or value is pd.NA or value is pd.NaT:
         return None
     if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)):
@@ -140,6 +142,8 @@ def _as_column_value(value: Any, column_type: type) -> Any:
 
 
 def _has_type(value: Any, column_type: type) -> bool:
+    if type(value) is column_type and column_type in (str, float):  # the common case, checked first
+        return True
     if column_type is str:
         return isinstance(value, str)
     if isinstance(value, bool):  # bool is an int in Python, never a count or a rate here

@@ -1,11 +1,12 @@
 """The results store: a crash-safe, hive-partitioned Parquet dataset under one storage URI.
 
 The store, not Ray's experiment state, is the source of truth for which runs are done. Its layout is
-`powersweep.store_layout`'s: a trial writes each row as its own file and merges its lineage's rows into one
-file when the lineage ends; `compact` merges a sweep's files into one (and its finished lineages' curves).
-A merged file is whole before the files it replaces go. Readers take the newest row of each run_id, so seeing
-both for a moment is harmless, and a file that vanishes while a reader lists it (merged meanwhile) makes the
-reader list again. Every file appears whole or not at all (sweeps/storage.py).
+`powersweep.store_layout`'s: a trial keeps each lineage's rows in one file, rewritten with each row the
+moment it is final (`LineageRows`), and its curve likewise (`LineageCurve`); `compact` merges a sweep's files
+into one (a running lineage's once it has finished). A merged file is whole before the files it replaces go.
+Readers take the newest row of each run_id, so seeing both for a moment is harmless, and a file that vanishes
+while a reader lists it (merged meanwhile) makes the reader list again. Every file appears whole or not at all
+(sweeps/storage.py).
 
 Example::
 
@@ -13,7 +14,8 @@ Example::
     store.write(rows, sweep_id="wsd-small", name=run_id)
     done = store.run_ids(sweep_id="wsd-small")   # resume: run only what is missing
     result = store.read(sweep_id="wsd-small", columns=["status"])   # .table, .corrupt_files, ...
-    store.compact(sweep_id="wsd-small")          # few files: reads stay fast at 10^5 rows
+    store.lineage_rows(sweep_id="wsd-small", lineage_id=lineage_id).write(rows, name=run_id)   # a trial
+    store.compact(sweep_id="wsd-small")          # few files: reads stay fast at 10^5 rows (no trial running)
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ logger = logging.getLogger(__name__)
 
 REPLACED_PREFIX = "replaced-"  # set-aside/sweep_id=<id>/replaced-<time>/: a sweep's files before --replace
 ROW_GROUP_ROWS = 1_048_576  # rows per row group of a merged file: a column of a sweep is one range read
+_READS = 3  # reads of a file that may be rewritten in place before it counts as broken
 _RESCANS = 5  # listings a reader makes when files vanish under it (merged meanwhile) before it gives up
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 # The columns stored in each file: the partition column lives in the directory name.
@@ -221,39 +224,42 @@ class ResultStore:
             logger.warning("results store %s: skipped unreadable file %s", self.uri, report)
         return set(result.table["run_id"])
 
-    def merge_lineage(self, *, sweep_id: str, lineage_id: str, names: Collection[str]) -> str | None:
-        """Merge the row files ``names`` (a lineage's rows, written one by one while it trained) and the
-        lineage's earlier merged file into ``lineage-<lineage_id>.parquet``; the row files go once it is
-        whole. Returns its URI, or None when there was nothing to merge."""
+    def lineage_rows(self, *, sweep_id: str, lineage_id: str) -> LineageRows:
+        """The writer of the lineage's rows (``LineageRows``), holding the rows its file holds now; an
+        unreadable file there is moved aside first (kept, never read)."""
         _check_segment("sweep_id", sweep_id)
         _check_segment("lineage_id", lineage_id)
-        for name in names:
-            _check_name(name)
-        partition = self._partition(RESULTS_DIR, sweep_id)
-        into = f"{partition}/{LINEAGE_PREFIX}{lineage_id}.parquet"
-        # the lineage's own files, looked up by name: a listing would grow with the sweep
-        infos = self._fs.get_file_info(
-            [into, *(f"{partition}/{name}.parquet" for name in sorted(set(names)))]
-        )
-        chosen = [info.path for info in infos if info.is_file]
-        if not any(path != into for path in chosen):
-            return None  # no row file to merge
-        return self._merge_results(sweep_id, chosen, into)
+        path = f"{self._partition(RESULTS_DIR, sweep_id)}/{LINEAGE_PREFIX}{lineage_id}.parquet"
+        own = self._load_result(path, None)
+        if not own.readable and not own.vanished:
+            logger.warning("results store %s: %s", self.uri, self._move_aside(own, sweep_id, "result"))
+        held = own.table if own.readable else None
+        return LineageRows(self._storage, path, sweep_id, held, own.held if own.readable else frozenset())
 
-    def compact(self, *, sweep_id: str, curves: Collection[str] = ()) -> Compaction:
-        """Merge every readable result file of the sweep into one file, and the curves of the lineages
-        ``curves`` (finished: nothing writes their curves any more) with the earlier compacted curves into
-        one. Unreadable files stay where they are, for ``set_aside``. Safe while the sweep runs: a file is
-        deleted only once a merged file holds its rows, and only if it did not change since it was read."""
+    def compact(self, *, sweep_id: str, finished: Collection[str] | None = None) -> Compaction:
+        """Merge the sweep's readable result files into one file, and its curves into one. A running
+        lineage's trial rewrites its rows' file and its curve: of those, only the ``finished`` lineages' merge
+        (None: every lineage, when no trial runs). Unreadable files stay where they are, for ``set_aside``.
+        Safe while the sweep runs: a file is deleted only once a merged file holds its rows, and only if it
+        did not change since it was read."""
         _check_segment("sweep_id", sweep_id)
+
+        def done(path: str) -> bool:
+            name = posixpath.basename(path).removesuffix(".parquet")
+            return (
+                finished is None
+                or not name.startswith(LINEAGE_PREFIX)
+                or name[len(LINEAGE_PREFIX) :] in finished
+            )
+
         stamp = f"{COMPACTED_PREFIX}{_now().strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}.parquet"
         before = self._storage.files(RESULTS_DIR, sweep_id)
-        merged = []
-        if len(before) > 1:
-            made = self._merge_results(sweep_id, before, f"{self._partition(RESULTS_DIR, sweep_id)}/{stamp}")
+        chosen, merged = [p for p in before if done(p)], []
+        if len(chosen) > 1:
+            made = self._merge_results(sweep_id, chosen, f"{self._partition(RESULTS_DIR, sweep_id)}/{stamp}")
             merged += [made] if made else []
         curve_paths = self._storage.files(CURVES_DIR, sweep_id, suffix=".parquet")
-        made = self._compact_curves(sweep_id, curve_paths, curves, stamp)
+        made = self._compact_curves(sweep_id, curve_paths, finished, stamp)
         merged += [made] if made else []
         after = self._storage.files(RESULTS_DIR, sweep_id)
         rows = len(self.read(sweep_id=sweep_id, columns=["run_id"]).table)
@@ -283,15 +289,20 @@ class ResultStore:
         """Merge curve points (rows of ``sweeps.curve_store.CURVE_SCHEMA``) into the lineage's points stored
         so far (``read_curve``) by key, and store them as ``curves/sweep_id=<sweep_id>/<name>.parquet``,
         atomically; an unreadable file there is moved aside first. Returns the file's URI."""
+        return self.curve_writer(sweep_id=sweep_id, name=name).write(rows)
+
+    def curve_writer(self, *, sweep_id: str, name: str) -> LineageCurve:
+        """The writer of the lineage ``name``'s curve (``LineageCurve``), holding its points stored so far; an
+        unreadable file there is moved aside first (kept, never read)."""
         _check_segment("sweep_id", sweep_id)
         _check_name(name)
         path = self._partition(CURVES_DIR, sweep_id) + f"/{name}.parquet"
         own = self._load_curve(path, None)
         if not own.readable and not own.vanished:  # broken since the sweep started: kept aside, never lost
             logger.warning("results store %s: %s", self.uri, self._move_aside(own, sweep_id, "curve"))
-        old = own.table if own.readable else self._merged_curve(sweep_id, name)
-        self._storage.put(path, _parquet_bytes(merge_points(old, rows)))
-        return self._storage.uri_of(path)
+        return LineageCurve(
+            self._storage, path, own.table if own.readable else self._merged_curve(sweep_id, name)
+        )
 
     def read_curve(self, *, sweep_id: str, name: str) -> pa.Table | None:
         """One lineage's stored curve (``name``: its id), conformed to CURVE_SCHEMA, from its own file or a
@@ -389,7 +400,7 @@ class ResultStore:
         """``count`` of each readable Parquet file in ``folder`` (its footer read: a table of no columns)."""
         infos = self._fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
         files = [
-            self._open(i.path, lambda parquet: parquet.read(columns=[], use_threads=False))
+            self._open(i.path, lambda parquet: parquet.read(columns=[], use_threads=False), rows=False)
             for i in infos
             if i.is_file and i.path.endswith(".parquet")
         ]
@@ -453,23 +464,42 @@ class ResultStore:
         logger.warning("results store %s: files kept vanishing while read; read what stayed", self.uri)
         return [f for f in files if not f.vanished]
 
-    def _open(self, path: str, read: Callable[[pq.ParquetFile], pa.Table | None]) -> _File:
-        """Load the file at ``path`` with ``read`` (given the opened file; it may read its footer only)."""
+    def _open(
+        self, path: str, read: Callable[[pq.ParquetFile], pa.Table | None], *, rows: bool = True
+    ) -> _File:
+        """Load the file at ``path`` with ``read`` (given the opened file), which reads rows, or with
+        ``rows=False`` the footer only.
+
+        A compacted file is written once under its own name: read by ranges, the footer then the columns
+        asked for. Any other file may be rewritten in place (a lineage's rows and curve, with each write), so
+        its rows are read with the whole file in one request: an object store answers a GET with one
+        version, where a footer read before a rewrite and columns read after it would not match. A file that
+        reads as broken is read again before it counts as such: it may have been rewritten meanwhile (a
+        footer read from the end of a version that grew is no footer)."""
         name = posixpath.basename(path).removesuffix(".parquet")
-        try:
-            with self._fs.open_input_file(path) as handle:
-                parquet = pq.ParquetFile(handle, pre_buffer=True)  # a remote file: ranges coalesced
-                metadata = parquet.schema_arrow.metadata or {}
-                held = sources(name, metadata)
-                table = read(parquet)
-        except FileNotFoundError:
-            return _File(path, vanished=True)
-        except (pa.ArrowException, OSError, ValueError) as error:
-            # an object store answers a file deleted between its open and its read with another error
-            if self._fs.get_file_info(path).type == pafs.FileType.NotFound:
+        rewritten = not name.startswith(COMPACTED_PREFIX)
+        whole = rows and rewritten
+        problem = None
+        for _ in range(_READS if rewritten else 1):
+            try:
+                with self._fs.open_input_file(path) as handle:
+                    source = pa.BufferReader(handle.read()) if whole else handle
+                    parquet = pq.ParquetFile(
+                        source, pre_buffer=not whole
+                    )  # ranges of a remote file coalesced
+                    metadata = parquet.schema_arrow.metadata or {}
+                    held = sources(name, metadata)
+                    table = read(parquet)
+            except FileNotFoundError:
                 return _File(path, vanished=True)
-            return _File(path, problem=f"{type(error).__name__}: {error}")
-        return _File(path, table, held, write=metadata.get(WRITE_KEY))
+            except (pa.ArrowException, OSError, ValueError) as error:
+                # an object store answers a file deleted between its open and its read with another error
+                if self._fs.get_file_info(path).type == pafs.FileType.NotFound:
+                    return _File(path, vanished=True)
+                problem = f"{type(error).__name__}: {error}"
+                continue
+            return _File(path, table, held, write=metadata.get(WRITE_KEY))
+        return _File(path, problem=problem)
 
     def _load_result(self, path: str, columns: Sequence[str] | None) -> _File:
         """A result file's rows (``columns`` of them, all when None) conformed to SCHEMA."""
@@ -488,7 +518,7 @@ class ResultStore:
                 raise ValueError(f"not a curve file: column(s) {missing} missing")
             return None if columns == _FOOTER_ONLY else conform_curve(parquet.read(use_threads=False))
 
-        return self._open(path, read)
+        return self._open(path, read, rows=columns != _FOOTER_ONLY)
 
     def _curve_footers(self, sweep_id: str) -> list[_File]:
         _check_segment("sweep_id", sweep_id)
@@ -520,13 +550,14 @@ class ResultStore:
         return self._replace_with(into, table, held, files)
 
     def _compact_curves(
-        self, sweep_id: str, paths: list[str], lineages: Collection[str], name: str
+        self, sweep_id: str, paths: list[str], finished: Collection[str] | None, name: str
     ) -> str | None:
-        """Merge the own curve files of ``lineages`` and the compacted ones into one compacted file, with one
-        copy of each lineage's points (``curve_owners``, over every curve file of the sweep)."""
+        """Merge the own curve files of the ``finished`` lineages (None: all) and the compacted ones into one
+        compacted file, with one copy of each lineage's points (``curve_owners``, over every curve file of
+        the sweep)."""
         loaded = map_threads(lambda p: self._load_curve(p, None), paths)
         readable = [f for f in loaded if f.readable]
-        chosen = [f for f in readable if is_merged(f.name) or f.name in lineages]
+        chosen = [f for f in readable if is_merged(f.name) or finished is None or f.name in finished]
         if len(chosen) < 2 and not any(not is_merged(f.name) for f in chosen):
             return None  # nothing new to merge
         owned = _owned(readable)
@@ -551,7 +582,7 @@ class ResultStore:
 
     def _write_of(self, path: str) -> bytes | None:
         """The write id in the footer of the file at ``path`` now; None if there is none or it is broken."""
-        f = self._open(path, lambda parquet: None)
+        f = self._open(path, lambda parquet: None, rows=False)
         return f.write if f.readable else None
 
     def _move_aside(self, f: _File, sweep_id: str, kind: str) -> str:
@@ -568,6 +599,66 @@ class ResultStore:
 
     def _path(self, relpath: str) -> str:
         return self._storage.path(relpath)
+
+
+class LineageRows:
+    """A lineage's rows as its trial stores them: one file, ``results/sweep_id=<id>/lineage-<id>.parquet``,
+    rewritten whole and atomically with each write, from the rows held in memory (those of the file when the
+    writer was made, then each write's). One trial at a time writes a lineage, and ``compact`` merges only
+    finished lineages' files, so no other writer changes the file meanwhile. Made by
+    ``ResultStore.lineage_rows``."""
+
+    def __init__(
+        self, storage: Storage, path: str, sweep_id: str, table: pa.Table | None, held: frozenset[str]
+    ):
+        self._storage, self._path, self._sweep_id = storage, path, sweep_id
+        self._table = table if table is not None else SCHEMA.empty_table()
+        self._run_ids = set(self._table.column("run_id").to_pylist())
+        self._held = set(held)
+
+    def write(self, rows: Sequence[Mapping[str, Any]], *, name: str) -> str:
+        """Validate ``rows`` (as ``ResultStore.write`` does) and store them in the lineage's file with the
+        rows stored before, those of the same run_id replaced, under the write ``name`` (its run_id). Invalid
+        rows raise ``StoreError`` and write nothing. Returns the file's URI."""
+        _check_name(name)
+        try:
+            new = rows_to_table(rows, defaults={PARTITION: self._sweep_id, "created_at": _now()})
+        except StoreError as error:
+            raise StoreError(f"write(sweep_id={self._sweep_id!r}, name={name!r}): {error}") from None
+        _check_partition(new, self._sweep_id, name)
+        kept, new_ids = self._table, new.column("run_id").to_pylist()
+        if self._run_ids.intersection(new_ids):  # a row written again (a retried trial): the new copy only
+            kept = kept.filter(pc.invert(pc.is_in(kept.column("run_id"), new.column("run_id"))))
+        table = pa.concat_tables([kept, new])
+        data = _parquet_bytes(
+            table.drop_columns([PARTITION]), sources_metadata({*self._held, name}), fast=True
+        )
+        self._storage.put(self._path, data)
+        self._table, self._run_ids = table, self._run_ids.union(new_ids)
+        self._held.add(name)
+        return self._storage.uri_of(self._path)
+
+
+class LineageCurve:
+    """A lineage's training curve as its trial stores it: one file,
+    ``curves/sweep_id=<id>/<lineage_id>.parquet``, rewritten whole and atomically with each write, its points
+    merged by key (``curve_store.merge_points``) into those held in memory. Made by
+    ``ResultStore.curve_writer``."""
+
+    def __init__(self, storage: Storage, path: str, table: pa.Table | None):
+        self._storage, self._path, self._table = storage, path, table
+
+    def points(self) -> list[dict]:
+        """The points stored so far, as rows."""
+        return [] if self._table is None else self._table.to_pylist()
+
+    def write(self, rows: Sequence[Mapping[str, Any]]) -> str:
+        """Merge curve points (rows of ``CURVE_SCHEMA``) into the lineage's, and store them; returns the
+        file's URI."""
+        table = merge_points(self._table, rows)
+        self._storage.put(self._path, _parquet_bytes(table, fast=True))
+        self._table = table
+        return self._storage.uri_of(self._path)
 
 
 def _columns(columns: Sequence[str] | None) -> list[str] | None:
@@ -655,13 +746,20 @@ def _owned(files: list[_File]) -> dict[_File, pa.Table]:
 
 
 def _parquet_bytes(
-    table: pa.Table, metadata: Mapping[bytes, bytes] | None = None, *, row_group_size: int | None = None
+    table: pa.Table,
+    metadata: Mapping[bytes, bytes] | None = None,
+    *,
+    row_group_size: int | None = None,
+    fast: bool = False,
 ) -> bytes:
     """Encode in memory first, so a failure while encoding never reaches the filesystem; the footer holds
-    ``metadata`` and a new write id (WRITE_KEY)."""
+    ``metadata`` and a new write id (WRITE_KEY). ``fast`` for a file rewritten with each write (a lineage's
+    rows and curve): no statistics or dictionaries, snappy, twice as fast as zstd at about the same size;
+    ``compact`` writes them again with zstd."""
     table = table.replace_schema_metadata({**(metadata or {}), WRITE_KEY: uuid.uuid4().hex.encode()})
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd", row_group_size=row_group_size)
+    encoding = {"compression": "snappy", "write_statistics": False, "use_dictionary": False} if fast else {}
+    pq.write_table(table, sink, **({"compression": "zstd"} | encoding), row_group_size=row_group_size)
     return sink.getvalue().to_pybytes()
 
 

@@ -1,5 +1,5 @@
-"""Few files, the same rows: a lineage's rows merged when it ends, `compact` merging a sweep, readers that
-see every row once whatever they race with (sweeps/store.py, sweeps/compaction.py)."""
+"""Few files, the same rows: a lineage's rows in one file its trial rewrites, `compact` merging a sweep,
+readers that see every row once whatever they race with (sweeps/store.py, sweeps/compaction.py)."""
 
 from __future__ import annotations
 
@@ -36,22 +36,58 @@ def write_each(store: ResultStore, sweep_id: str, written: list[dict]) -> None:
         store.write([row], sweep_id=sweep_id, name=row["run_id"])
 
 
-def test_a_lineage_ends_as_one_file_holding_its_rows(store):
-    write_each(store, "s", rows("a", 3) + rows("b", 2))
-    before = store.read(sweep_id="s").table
-    merged = store.merge_lineage(sweep_id="s", lineage_id="a", names=[f"a-r{i}" for i in range(3)])
-    assert merged.endswith(f"/{LINEAGE_PREFIX}a.parquet")
+def write_lineage(store: ResultStore, sweep_id: str, lineage: str, written: list[dict]) -> None:
+    writer = store.lineage_rows(sweep_id=sweep_id, lineage_id=lineage)
+    for row in written:
+        writer.write([row], name=row["run_id"])
+
+
+def test_a_lineage_keeps_its_rows_in_one_file_rewritten_with_each_row(store):
+    written = rows("a", 3)
+    write_lineage(store, "s", "a", written)
+    write_each(store, "s", rows("b", 2))
     assert names(store, "s") == ["b-r0.parquet", "b-r1.parquet", f"{LINEAGE_PREFIX}a.parquet"]
-    pd.testing.assert_frame_equal(store.read(sweep_id="s").table, before)
+    write_each(store, "t", written)  # the same rows as row files: the same table
+    ignore = ["sweep_id", "created_at"]
+    lineage_file = store.read(sweep_id="s").table.drop(columns=ignore)
+    lineage_file = lineage_file[lineage_file["lineage_id"].eq("a")].reset_index(drop=True)
+    pd.testing.assert_frame_equal(lineage_file, store.read(sweep_id="t").table.drop(columns=ignore))
     assert store.has(sweep_id="s", name="a-r1") and not store.has(sweep_id="s", name="a-r9")
     assert store.stored_names(sweep_id="s", lineages=["a"]) == {"a-r0", "a-r1", "a-r2", "b-r0", "b-r1"}
     assert store.stored_names(sweep_id="s", lineages=[]) == {"b-r0", "b-r1"}  # other lineage files: unopened
-    # the lineage trained again (a lost row): its new row joins the same file
-    write_each(store, "s", rows("a", 4, first=3))
-    store.merge_lineage(sweep_id="s", lineage_id="a", names=[f"a-r{i}" for i in range(4)])
+    # the lineage trains again (a lost row): a new writer starts from its stored rows; a row written again
+    # replaces its copy
+    writer = store.lineage_rows(sweep_id="s", lineage_id="a")
+    writer.write(rows("a", 4, first=3), name="a-r3")
+    writer.write([{**written[1], "lr": 0.5}], name="a-r1")
+    table = store.read(sweep_id="s").table
+    assert len(table) == 6 and store.read(sweep_id="s").duplicates_dropped == 0
+    assert table.set_index("run_id").loc["a-r1", "lr"] == 0.5
     assert names(store, "s") == ["b-r0.parquet", "b-r1.parquet", f"{LINEAGE_PREFIX}a.parquet"]
+    # an invalid row writes nothing
+    with pytest.raises(StoreError, match="name='a-r4'.*tokens"):
+        writer.write([{**rows("a", 5, first=4)[0], "tokens": "many"}], name="a-r4")
     assert len(store.read(sweep_id="s").table) == 6
-    assert store.merge_lineage(sweep_id="s", lineage_id="a", names=["a-r0"]) is None  # nothing left to merge
+
+
+def test_a_lineage_writer_moves_an_unreadable_file_aside_first(store):
+    write_lineage(store, "s", "a", rows("a", 2))
+    put_raw(store, f"{partition_dir(store, 's')}/{LINEAGE_PREFIX}a.parquet", b"PAR1 truncated")
+    write_lineage(store, "s", "a", rows("a", 3, first=2))
+    assert store.read(sweep_id="s").table["run_id"].tolist() == ["a-r2"]  # the others: trained again
+    [aside] = store.set_aside_files(sweep_id="s")
+    assert aside.rsplit("/", 1)[1].startswith(f"{LINEAGE_PREFIX}a.")
+
+
+def test_compact_leaves_the_files_of_lineages_still_training(store):
+    write_lineage(store, "s", "a", rows("a", 3))
+    write_lineage(store, "s", "b", rows("b", 3))
+    write_each(store, "s", rows("c", 2))
+    done = store.compact(sweep_id="s", finished={"a"})  # b still trains
+    assert done.result_files == (4, 2) and done.rows == 8
+    assert names(store, "s")[1:] == [f"{LINEAGE_PREFIX}b.parquet"]
+    write_lineage(store, "s", "b", rows("b", 4, first=3))
+    assert store.compact(sweep_id="s").result_files == (2, 1) and len(store.read(sweep_id="s").table) == 9
 
 
 def test_compact_reads_the_same_rows_from_one_file_and_leaves_what_it_cannot_read(store):
@@ -118,7 +154,7 @@ def test_finished_curves_compact_into_one_file_and_a_retrained_lineage_keeps_eve
     for lineage in ("l1", "l2", "l3"):
         store.write_curve(lineage_points(lineage, range(1, 4)), sweep_id="s", name=lineage)
     before = store.read_curves(sweep_id="s").table
-    done = store.compact(sweep_id="s", curves={"l1", "l2"})  # l3 still trains
+    done = store.compact(sweep_id="s", finished={"l1", "l2"})  # l3 still trains
     assert done.curve_files == (3, 2)
     assert sorted(names(store, "s", "curves"))[1:] == ["l3.parquet"]
     pd.testing.assert_frame_equal(sorted_curves(store.read_curves(sweep_id="s").table), sorted_curves(before))
@@ -133,7 +169,7 @@ def test_finished_curves_compact_into_one_file_and_a_retrained_lineage_keeps_eve
     assert list(l1["step"]) == [1, 2, 3, 4] and list(l1["loss_train"]) == [3.0, 3.0, 2.0, 2.0]
     everything = store.read_curves(sweep_id="s").table
     assert len(everything) == 10 and not everything.duplicated(["lineage_id", "step", "kind"]).any()
-    store.compact(sweep_id="s", curves={"l1", "l2", "l3"})
+    store.compact(sweep_id="s", finished={"l1", "l2", "l3"})
     assert len(names(store, "s", "curves")) == 1
     pd.testing.assert_frame_equal(
         sorted_curves(store.read_curves(sweep_id="s").table), sorted_curves(everything)
@@ -157,10 +193,12 @@ def test_a_reader_that_lists_files_merged_meanwhile_lists_again(store, monkeypat
 
 
 def race_writers_and_compact(store: ResultStore, *, per_sweep: int, lineages: int) -> dict[str, set[str]]:
-    """Two sweeps write rows (a lineage's rows one file each, then its merge) while `compact` runs in a loop
-    and a reader reads; asserts every read held every row stored before it began and no file read as broken,
-    and that the reads raced the writers. Returns the run ids each sweep stored."""
+    """Two sweeps write rows (each lineage's into its file, a row at a time) while `compact` runs in a loop,
+    merging the finished lineages' files, and a reader reads; asserts every read held every row stored before
+    it began and no file read as broken, and that the reads raced the writers. Returns the run ids each sweep
+    stored."""
     stored: dict[str, set[str]] = {"s1": set(), "s2": set()}
+    finished: dict[str, set[str]] = {"s1": set(), "s2": set()}
     writing_done = threading.Barrier(3)  # both writers, and the main thread
     errors: list[BaseException] = []
     failures: list[str] = []
@@ -169,12 +207,12 @@ def race_writers_and_compact(store: ResultStore, *, per_sweep: int, lineages: in
     def write(sweep_id: str) -> None:
         try:
             for lineage in range(lineages):
-                lineage_rows = rows(f"{sweep_id}-l{lineage}", per_sweep // lineages)
-                for row in lineage_rows:
-                    store.write([row], sweep_id=sweep_id, name=row["run_id"])
+                lineage_id = f"{sweep_id}-l{lineage}"
+                writer = store.lineage_rows(sweep_id=sweep_id, lineage_id=lineage_id)
+                for row in rows(lineage_id, per_sweep // lineages):
+                    writer.write([row], name=row["run_id"])
                     stored[sweep_id].add(row["run_id"])
-                names = [r["run_id"] for r in lineage_rows]
-                store.merge_lineage(sweep_id=sweep_id, lineage_id=f"{sweep_id}-l{lineage}", names=names)
+                finished[sweep_id].add(lineage_id)
         except BaseException as error:  # noqa: BLE001 - reported by the main thread
             errors.append(error)
         finally:
@@ -184,7 +222,7 @@ def race_writers_and_compact(store: ResultStore, *, per_sweep: int, lineages: in
         try:
             while not stop.is_set():
                 for sweep_id in stored:
-                    store.compact(sweep_id=sweep_id)
+                    store.compact(sweep_id=sweep_id, finished=set(finished[sweep_id]))
                     expected = set(stored[sweep_id])  # rows stored before the read begins
                     read = store.read(sweep_id=sweep_id)
                     reads.append(len(expected))

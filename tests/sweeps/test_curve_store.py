@@ -9,7 +9,7 @@ from powersweep.proxy_models.lineage import plan_branches
 from powersweep.sweeps.execute import ExecutionSettings, run_job
 from powersweep.sweeps.lineages import LineageJob
 from powersweep.sweeps.spec import RunSpec
-from powersweep.sweeps.store import ResultStore
+from powersweep.sweeps.store import LineageCurve, ResultStore
 from powersweep.sweeps.trials import PackedJob
 
 KEY = ["segment", "budget", "kind", "step"]
@@ -68,16 +68,16 @@ def test_a_trial_killed_mid_write_and_retried_stores_every_point_once(tmp_path, 
     uninterrupted = settings_for(tmp_path, "u")
     run_job(j, uninterrupted)
     settings = settings_for(tmp_path, "k", checkpoint_every_steps=5)
-    real, calls = ResultStore.write_curve, []
+    real, calls = LineageCurve.write, []
 
-    def killed_on_the_fourth_write(self, rows, **kwargs):
+    def killed_on_the_fourth_write(self, rows):
         calls.append(len(rows))
         if len(calls) == 4:
-            real(self, rows[: len(rows) // 2], **kwargs)  # as if the process died while storing
+            real(self, rows[: len(rows) // 2])  # as if the process died while storing
             raise KeyboardInterrupt("killed")
-        return real(self, rows, **kwargs)
+        return real(self, rows)
 
-    monkeypatch.setattr(ResultStore, "write_curve", killed_on_the_fourth_write)
+    monkeypatch.setattr(LineageCurve, "write", killed_on_the_fourth_write)
     with pytest.raises(KeyboardInterrupt):
         run_job(j, settings)
     monkeypatch.undo()

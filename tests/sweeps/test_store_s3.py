@@ -15,10 +15,17 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from test_compaction import lineage_points, race_writers_and_compact, rows, sorted_curves, write_each
-from test_store import minimal_row
+from test_compaction import (
+    lineage_points,
+    race_writers_and_compact,
+    rows,
+    sorted_curves,
+    write_each,
+    write_lineage,
+)
+from test_store import T0, minimal_row
 
-from powersweep.store_layout import COMPACTED_PREFIX, LINEAGE_PREFIX, sources
+from powersweep.store_layout import COMPACTED_PREFIX, sources
 from powersweep.sweeps.compaction import compact
 from powersweep.sweeps.lock import SweepLock, SweepLockError
 from powersweep.sweeps.plan import plan
@@ -59,23 +66,28 @@ def in_threads(function, items) -> None:
 # -- rows ----------------------------------------------------------------------------------------------------
 
 
-def test_rows_read_the_same_as_they_are_merged_by_lineage_and_then_compacted(s3_server):
+def test_rows_read_the_same_from_lineage_files_row_files_and_a_compacted_file(s3_server):
     store = ResultStore(s3_server.bucket())
     sizes = {"a": 4, "b": 3, "c": 2}
     by_lineage = {lineage: [r["run_id"] for r in rows(lineage, n)] for lineage, n in sizes.items()}
     every_name = {name for names in by_lineage.values() for name in names}
     written = [
-        {**row, "loss_eval": 3.0 + i / 10, "lr": 0.01 * (i + 1)}
+        {**row, "loss_eval": 3.0 + i / 10, "lr": 0.01 * (i + 1), "created_at": T0}
         for i, row in enumerate(r for lineage, n in sizes.items() for r in rows(lineage, n))
     ]
-    write_each(store, "s", written)
+    for lineage in ("a", "b"):  # as trials write: a lineage's rows in its file, one row at a time
+        write_lineage(store, "s", lineage, [r for r in written if r["lineage_id"] == lineage])
+    write_each(store, "s", [r for r in written if r["lineage_id"] == "c"])  # ResultStore.write: a file each
+    write_each(store, "u", written)  # every row its own file: the same rows
     store.write([minimal_row("other", lineage_id="x")], sweep_id="t", name="other")  # another sweep
 
-    # written: one object per row, named by the write
-    assert listed(store, "s") == sorted(f"{name}.parquet" for name in every_name)
+    assert listed(store, "s") == ["c-r0.parquet", "c-r1.parquet", "lineage-a.parquet", "lineage-b.parquet"]
+    assert footer_sources(store, "s", "lineage-a.parquet") == set(by_lineage["a"])
     before = store.read(sweep_id="s")
     assert before.corrupt_files == [] and before.duplicates_dropped == 0 and len(before.table) == 9
-    assert set(before.table["run_id"]) == every_name
+    pd.testing.assert_frame_equal(
+        before.table.drop(columns="sweep_id"), store.read(sweep_id="u").table.drop(columns="sweep_id")
+    )
 
     def same_rows_and_names(*, in_lineage_files: set[str]) -> None:
         after = store.read(sweep_id="s")
@@ -88,17 +100,6 @@ def test_rows_read_the_same_as_they_are_merged_by_lineage_and_then_compacted(s3_
         assert all(store.has(sweep_id="s", name=name) for name in every_name)
         assert not store.has(sweep_id="s", name="a-r9") and not store.has(sweep_id="s", name="other")
 
-    same_rows_and_names(in_lineage_files=set())
-
-    # lineage a ends, then b: each one file holding its rows, the row files gone
-    merged = store.merge_lineage(sweep_id="s", lineage_id="a", names=by_lineage["a"])
-    assert merged == Storage(store.uri).uri_of(f"{store.results_dir}/sweep_id=s/{LINEAGE_PREFIX}a.parquet")
-    expected = sorted([*(f"{n}.parquet" for n in by_lineage["b"] + by_lineage["c"]), "lineage-a.parquet"])
-    assert listed(store, "s") == expected
-    assert footer_sources(store, "s", "lineage-a.parquet") == set(by_lineage["a"])
-    same_rows_and_names(in_lineage_files=set(by_lineage["a"]))
-    store.merge_lineage(sweep_id="s", lineage_id="b", names=by_lineage["b"])
-    assert listed(store, "s") == ["c-r0.parquet", "c-r1.parquet", "lineage-a.parquet", "lineage-b.parquet"]
     same_rows_and_names(in_lineage_files={*by_lineage["a"], *by_lineage["b"]})
 
     # compact: one file holds every write of the sweep
@@ -111,7 +112,10 @@ def test_rows_read_the_same_as_they_are_merged_by_lineage_and_then_compacted(s3_
     assert store.compact(sweep_id="s").merged == ()  # one file: nothing to do
     assert listed(store, "s") == [compacted]
     assert store.read(sweep_id="t").table["run_id"].tolist() == ["other"]  # the other sweep: untouched
-    assert every_object(store) == [f"results/sweep_id=s/{compacted}", "results/sweep_id=t/other.parquet"]
+    assert [o for o in every_object(store) if "sweep_id=u/" not in o] == [
+        f"results/sweep_id=s/{compacted}",
+        "results/sweep_id=t/other.parquet",
+    ]
 
     # a row written after the compaction sits beside it, and the next compaction takes it in
     store.write([minimal_row("d-r0", lineage_id="d")], sweep_id="s", name="d-r0")
@@ -134,7 +138,7 @@ def test_finished_curves_compact_into_one_object_and_a_retrained_lineage_keeps_e
     before = store.read_curves(sweep_id="s").table
     assert len(before) == 9
 
-    done = store.compact(sweep_id="s", curves={"l1", "l2"})  # l3 still trains
+    done = store.compact(sweep_id="s", finished={"l1", "l2"})  # l3 still trains
     assert done.curve_files == (3, 2) and done.result_files == (0, 0)
     compacted, own = listed(store, "s", "curves")
     assert compacted.startswith(COMPACTED_PREFIX) and own == "l3.parquet"
@@ -158,7 +162,7 @@ def test_finished_curves_compact_into_one_object_and_a_retrained_lineage_keeps_e
     everything = store.read_curves(sweep_id="s").table
     assert len(everything) == 10 and not everything.duplicated(["lineage_id", "step", "kind"]).any()
 
-    store.compact(sweep_id="s", curves={"l1", "l2", "l3"})
+    store.compact(sweep_id="s", finished={"l1", "l2", "l3"})
     [last] = listed(store, "s", "curves")
     assert last.startswith(COMPACTED_PREFIX) and last != compacted
     assert footer_sources(store, "s", last, "curves") == {"l1", "l2", "l3"}
@@ -309,25 +313,27 @@ def planned_rows(job) -> list[dict]:
 
 
 def test_status_of_a_compacted_sweep_costs_a_handful_of_requests_not_one_per_row(s3_server):
-    uri = s3_server.bucket()
-    store = ResultStore(uri)
     spec = spec_from_dict(GRID)
-    store.write_json(spec_path(spec.name), spec.to_dict())
     p = plan(spec)
     lineages, row_count = len(p.jobs), len(p.row_ids)
     assert lineages == 30 and row_count == 120 and p.runs == 60 and p.trunk_rows == 60
-    # as the trials do: each row its own file as it is evaluated
-    in_threads(lambda job: write_each(store, spec.name, planned_rows(job)), p.jobs)
 
+    def stored(write) -> tuple[str, ResultStore]:
+        uri = s3_server.bucket()
+        store = ResultStore(uri)
+        store.write_json(spec_path(spec.name), spec.to_dict())
+        in_threads(lambda job: write(store, job), p.jobs)
+        return uri, store
+
+    # as `ResultStore.write` stores rows: each its own file
+    uri, _ = stored(lambda store, job: write_each(store, spec.name, planned_rows(job)))
     with s3_server.requests() as loose:
         first = status(uri)
     assert first["planned"] == 60 and first["counts"] == {"ok": 60, "missing": 0}
     assert first["trunk"] == {"planned": 60, "done": 60, "missing": 0} and first["unreadable_files"] == []
 
-    in_threads(  # each trial merges its lineage's rows when it ends
-        lambda job: store.merge_lineage(sweep_id=spec.name, lineage_id=job.lineage_id, names=job.row_ids),
-        p.jobs,
-    )
+    # as the trials store them: a lineage's rows in its own file
+    uri, store = stored(lambda store, job: write_lineage(store, spec.name, job.lineage_id, planned_rows(job)))
     assert len(listed(store, spec.name)) == lineages
     with s3_server.requests() as merged:
         assert status(uri) == first
@@ -416,7 +422,7 @@ def test_a_row_written_again_while_compact_merges_it_keeps_its_new_value(s3_serv
 
 @pytest.mark.parametrize("reader", ["read", "stored_names"])
 def test_a_row_file_merged_away_between_its_open_and_its_read_is_listed_again(s3_server, monkeypatch, reader):
-    """A trial's lineage ends while a reader reads: the reader listed the row file and opened it, and the
+    """`compact` merges a row file while a reader reads: the reader listed the row file and opened it, and the
     object is gone by the time it reads the footer. On a local disk the open file still reads; on S3 the GET
     answers 404, which the reader must take as "merged meanwhile" (list again), as it does a 404 on the open,
     not as a broken file whose rows are missing."""
@@ -427,17 +433,17 @@ def test_a_row_file_merged_away_between_its_open_and_its_read_is_listed_again(s3
     path = f"{writer.results_dir}/sweep_id=s/a-r0.parquet"
 
     def merge() -> None:
-        writer.merge_lineage(sweep_id="s", lineage_id="a", names=["a-r0"])
+        writer.compact(sweep_id="s")
 
     monkeypatch.setattr(reader_store, "_fs", MergedWhileOpen(reader_store.filesystem, path, merge))
     if reader == "read":
         read = reader_store.read(sweep_id="s", columns=["status"])
-        assert listed(writer, "s") == ["b-r0.parquet", "lineage-a.parquet"]  # the merge happened meanwhile
+        assert listed(writer, "s")[0].startswith(COMPACTED_PREFIX)  # the merge happened meanwhile
         assert read.corrupt_files == [], read.corrupt_files
         assert sorted(read.table["run_id"]) == ["a-r0", "b-r0"]
     else:
         names = reader_store.stored_names(sweep_id="s")
-        assert listed(writer, "s") == ["b-r0.parquet", "lineage-a.parquet"]
+        assert listed(writer, "s")[0].startswith(COMPACTED_PREFIX)
         assert names == {"a-r0", "b-r0"}
 
 
