@@ -182,6 +182,23 @@ COLUMNS: tuple[Column, ...] = (
         "never averaged; null in rows from before it",
     ),
     Column(
+        "data_fingerprint",
+        str,
+        RUN,
+        "hash / the corpus the run trained and was evaluated on: its tokens (large token shards sampled),"
+        " their split into train and held-out, and the vocabulary (proxy_models/data.py); rows of different"
+        " data_fingerprint saw different data, and a sweep never mixes them; null in rows from before it",
+        default="",
+    ),
+    Column(
+        "data_held_out",
+        str,
+        RUN,
+        "text / which tokens loss_eval was measured on, e.g. 'eval_source /data/fineweb_val_*.bin' or 'the"
+        " last 5% of the tokens'; null in rows from before it",
+        default="",
+    ),
+    Column(
         "device",
         str,
         RUN,

@@ -15,6 +15,15 @@ Sources (`DataConfig.source`):
 - a utf-8 text file, directory or glob: held out by file when there are >= 2 files, else the text's tail.
 - a pre-tokenized `.bin` file (raw uint16/uint32 ids, no header) with a `<file>.json` sidecar
   {"dtype": "uint16", "vocab_size": N}; `write_token_file` writes the pair. The eval split is its tail.
+- token shards (`proxy_models/token_files.py`): llm.c / modded-nanogpt `.bin` shards (their header read and
+  checked), `.npy` arrays, or several sidecar `.bin` files; named as one file, a list, a glob or a
+  directory. The held-out split is `eval_source` (e.g. llm.c's `fineweb_val_*.bin`), else a fraction of the
+  shards by tokens, else one shard's tail; the two never share a shard. The shards stay on disk (mapped).
+
+Batches. A corpus in memory (embedded, text, one sidecar `.bin`) gives each window of a batch a random
+offset; token shards are read as a stream, llm.c's way: batch k of a run takes the next batch_size windows
+of seq_len tokens after those of batch k - 1, from a start that the seed picks, so a run reads one stretch
+of the corpus (its shards, no others) and runs of any batch size see the same tokens in the same order.
 """
 
 from __future__ import annotations
@@ -29,36 +38,55 @@ import sysconfig
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from powersweep.proxy_models.files import write_atomically
 from powersweep.proxy_models.shapes import BYTE_VOCAB
+from powersweep.proxy_models.token_files import (
+    TokenStream,
+    check_token_format,
+    is_token_file,
+    read_header,
+    shard_paths,
+)
 from powersweep.proxy_models.train_config import DataConfig, DataError, require_int
 
+if TYPE_CHECKING:  # torch is imported where batches become tensors: a corpus is checked without it (`plan`)
+    import torch
+
 MIN_TRAIN_WINDOWS = 10  # a train split must hold at least this many disjoint (seq_len + 1)-token windows
-TOKEN_DTYPES = ("uint16", "uint32")  # storage dtypes of .bin token files
 CACHE_FORMAT = 2  # bump when the embedded corpus is built differently, so old cache entries are ignored
 SKIPPED_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"}
 FULL_HASH_BYTES = 64 << 20  # arrays larger than this are fingerprinted from evenly spaced samples
 HASH_SAMPLES = 256  # samples of a large array, 64 KiB each
+SHARD_HASH_SAMPLES = 16  # of a large token shard (a corpus may have hundreds): 1 MiB read from each
+
+
+ORDERS = ("random", "stream")  # how a run's batches draw their windows (see the module docstring)
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value
 class TokenCorpus:
     """Train and held-out eval token ids in their storage dtype; every id is in [0, vocab_size)."""
 
-    train: np.ndarray  # 1-D integer array of token ids
-    eval: np.ndarray  # 1-D integer array of held-out token ids, never seen in training
+    train: np.ndarray | TokenStream  # 1-D integer token ids (token shards: a stream of them, on disk)
+    eval: np.ndarray | TokenStream  # held-out token ids, never seen in training
     vocab_size: int  # number of distinct token ids the tokenizer can produce
     name: str  # human-readable description for result rows
     fingerprint: str  # short hash of the content and split, recorded with results
+    order: str = "random"  # of a run's batches: "random" windows, or the "stream" (module docstring)
+    held_out: str = ""  # which tokens the eval split holds, for result rows: "the last 5% of the tokens"
 
     def __post_init__(self) -> None:
         require_int("vocab_size", self.vocab_size, minimum=1)
+        if self.order not in ORDERS:
+            raise DataError(f"corpus {self.name!r}: order={self.order!r}; use one of {list(ORDERS)}")
         for split in ("train", "eval"):
             ids = getattr(self, split)
+            if isinstance(ids, TokenStream):  # shards: their ids are checked where they are read
+                continue
             if not isinstance(ids, np.ndarray) or ids.ndim != 1 or ids.dtype.kind not in "iu":
                 raise DataError(
                     f"corpus {self.name!r}: {split} must be a 1-D integer numpy array, got {ids!r:.80}"
@@ -134,9 +162,33 @@ def load_corpus(config: DataConfig) -> TokenCorpus:
     """
     if config.source == "embedded":
         return _load_embedded(config)
+    if is_shard_source(config.source):
+        return _load_shards(config)
     if config.source.endswith(".bin"):
         return _load_token_file(config)
     return _load_text(config)
+
+
+def is_shard_source(source: str | Sequence[str]) -> bool:
+    """Whether `source` names token shards (`proxy_models/token_files.py`) rather than text, the embedded
+    corpus or one sidecar `.bin` file (read into memory, as ever): a list, an `.npy` file, an llm.c `.bin`,
+    or a glob or directory whose files are all token files."""
+    if not isinstance(source, str):
+        return True
+    path = os.path.expanduser(source)
+    if path.endswith(".npy"):
+        return True
+    if os.path.isfile(path):
+        return path.endswith(".bin") and not os.path.isfile(path + ".json")
+    if os.path.isdir(path):
+        files = [p for p in Path(path).rglob("*") if p.is_file() and not _hidden(p.relative_to(path))]
+    elif any(char in path for char in "*?["):
+        files = [Path(p) for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
+    else:
+        return path.endswith(".bin")
+    if not files:  # a glob that matches nothing: shards if it asks for them (refused there, by name)
+        return is_token_file(path)
+    return all(is_token_file(p.name) for p in files)
 
 
 def train_batch(
@@ -156,8 +208,41 @@ def train_batch(
     ):
         require_int(name, value, minimum=minimum)
     _require_tokens(corpus, "train", seq_len, windows=MIN_TRAIN_WINDOWS)
+    if corpus.order == "stream":  # shards on disk: their ids are checked as they are read
+        x, y = _stream_batch(corpus.train, step=step, batch_size=batch_size, seq_len=seq_len, seed=seed)
+        _check_read(corpus, f"batch {step} (seed {seed})", x, y)
+        return x, y
     offsets = np.random.default_rng([seed, step]).integers(0, len(corpus.train) - seq_len, size=batch_size)
     return _windows(corpus.train, offsets, seq_len)
+
+
+def stream_start(train_tokens: int, *, seq_len: int, seed: int) -> int:
+    """Where a run seeded `seed` starts reading a stream corpus of `train_tokens` tokens."""
+    return int(np.random.default_rng([seed]).integers(0, train_tokens - seq_len))
+
+
+def passes(corpus: TokenCorpus, tokens: float) -> float:
+    """How many times a run of `tokens` training tokens reads a stream corpus's train split (above 1: some
+    tokens twice)."""
+    return tokens / len(corpus.train)
+
+
+def _stream_batch(
+    ids: np.ndarray | TokenStream, *, step: int, batch_size: int, seq_len: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch `step` of a stream corpus: windows j = step * batch_size + i of seq_len tokens each, one after
+    another from the seed's start, around the end to the beginning (passes over 1 read tokens again)."""
+    span = len(ids) - seq_len  # window starts in [0, span): the last target stays in range
+    first = (stream_start(len(ids), seq_len=seq_len, seed=seed) + step * batch_size * seq_len) % span
+    if first + batch_size * seq_len < span:  # one stretch: read once, then viewed as windows
+        import torch
+
+        tokens = np.asarray(ids[first : first + batch_size * seq_len + 1]).astype(np.int64)
+        x = torch.from_numpy(tokens[:-1].reshape(batch_size, seq_len))
+        y = torch.from_numpy(tokens[1:].reshape(batch_size, seq_len))
+        return x, y
+    starts = (first + np.arange(batch_size, dtype=np.int64) * seq_len) % span
+    return _windows(ids, starts, seq_len)
 
 
 def eval_batches(
@@ -176,6 +261,8 @@ def eval_batches(
         require_int("eval_tokens", eval_tokens, minimum=seq_len)
     _require_tokens(corpus, "eval", seq_len, windows=1)
     x, y = _windows(corpus.eval, _eval_starts(len(corpus.eval), seq_len, eval_tokens), seq_len)
+    if corpus.order == "stream":
+        _check_read(corpus, "the held-out set", x, y)
     return list(zip(x.split(batch_size), y.split(batch_size)))
 
 
@@ -215,7 +302,7 @@ def write_token_file(path: str | os.PathLike, tokens, *, vocab_size: int, dtype:
     path = str(path)
     require_int("vocab_size", vocab_size, minimum=1)
     dtype = dtype or ("uint16" if vocab_size <= 1 << 16 else "uint32")
-    _check_token_format(f"write_token_file({path!r})", dtype, vocab_size)
+    check_token_format(f"write_token_file({path!r})", dtype, vocab_size)
     ids = np.asarray(tokens)
     if ids.ndim != 1 or ids.dtype.kind not in "iu":
         raise DataError(
@@ -234,13 +321,13 @@ def _load_text(config: DataConfig) -> TokenCorpus:
     if len(files) == 1:
         ids = _encode(tokenizer, [_read_text(path) for path in files.values()])
         cut = _tail_cut(len(ids), config.eval_fraction)
-        return _make_corpus(ids[:cut], ids[cut:], tokenizer.vocab_size, name)
+        return _make_corpus(ids[:cut], ids[cut:], tokenizer.vocab_size, name, _tail(config.eval_fraction))
     train_names, eval_names = _split_by_name(
         {key: os.path.getsize(path) for key, path in files.items()}, config.eval_fraction
     )
     train = _encode(tokenizer, [_read_text(files[key]) for key in train_names])
     held_out = _encode(tokenizer, [_read_text(files[key]) for key in eval_names])
-    return _make_corpus(train, held_out, tokenizer.vocab_size, name)
+    return _make_corpus(train, held_out, tokenizer.vocab_size, name, _files(eval_names, len(files)))
 
 
 def _text_files(source: str) -> dict[str, str]:
@@ -277,58 +364,78 @@ def _read_text(path: str) -> str:
         ) from exc
 
 
+def _load_shards(config: DataConfig) -> TokenCorpus:
+    """Token shards as a stream corpus: the held-out split from `eval_source`, else by shards, else one
+    shard's tail (see the module docstring)."""
+    if config.tokenizer is not None:
+        raise DataError(
+            f"tokenizer={config.tokenizer!r} with the token shards source={_show(config.source)}: their ids "
+            "are tokenized already; drop tokenizer"
+        )
+    shards = [read_header(path) for path in shard_paths(config.source)]
+    if config.eval_source is not None:
+        held_out = [read_header(path) for path in shard_paths(config.eval_source)]
+        shared = sorted(
+            {os.path.realpath(s.path) for s in shards} & {os.path.realpath(s.path) for s in held_out}
+        )
+        if shared:
+            raise DataError(
+                f"eval_source names {len(shared)} of the training shards ({shared[0]!r}"
+                f"{', ...' if len(shared) > 1 else ''}): the held-out split never overlaps training; name "
+                "shards that source does not"
+            )
+        train, held = TokenStream.open(shards), TokenStream.open(held_out)
+        description = f"eval_source {_show(config.eval_source)}"
+    elif len(shards) >= 2:
+        by_path = {s.path: s for s in shards}
+        train_paths, eval_paths = _split_by_name(
+            {path: s.tokens for path, s in by_path.items()}, config.eval_fraction
+        )
+        train = TokenStream.open([by_path[p] for p in train_paths])
+        held = TokenStream.open([by_path[p] for p in eval_paths])
+        description = _files([os.path.basename(p) for p in eval_paths], len(shards), what="shards")
+    else:
+        ids = shards[0].ids()
+        cut = _tail_cut(len(ids), config.eval_fraction)
+        train, held = TokenStream([ids[:cut]], shards), TokenStream([ids[cut:]], shards)
+        description = _tail(config.eval_fraction)
+    vocab_size = max(s.vocab_size for s in (*train.shards, *held.shards))
+    name = (
+        config.source if isinstance(config.source, str) else f"{config.source[0]} (+{len(shards) - 1} shards)"
+    )
+    fingerprint = _stream_fingerprint(train, held, vocab_size)
+    return TokenCorpus(train, held, vocab_size, name, fingerprint, "stream", description)
+
+
+def _tail(eval_fraction: float) -> str:
+    return f"the last {eval_fraction:.0%} of the tokens"
+
+
+def _files(names: Sequence[str], total: int, *, what: str = "files") -> str:
+    """The held-out files, named (the first few) and counted."""
+    shown = ", ".join(names[:3]) + (f", ... ({len(names)})" if len(names) > 3 else "")
+    return f"{len(names)} of {total} {what}: {shown}"
+
+
+def _show(source: str | Sequence[str]) -> str:
+    """A source as a person reads it in a message."""
+    if isinstance(source, str):
+        return repr(source)
+    return repr(list(source)) if len(source) <= 2 else f"[{source[0]!r}, ... {len(source)} files]"
+
+
 def _load_token_file(config: DataConfig) -> TokenCorpus:
+    """One sidecar `.bin` file, read into a corpus in memory (random windows) with its tail held out."""
     path = config.source
     if config.tokenizer is not None:
         raise DataError(
             f"tokenizer={config.tokenizer!r} with the pre-tokenized source={path!r}: its sidecar "
             "already fixes the vocabulary; drop tokenizer"
         )
-    if not os.path.isfile(path):
-        raise DataError(
-            f"source={path!r}: no such token file; write one with "
-            "write_token_file(path, tokens, vocab_size=N)"
-        )
-    dtype, vocab_size = _read_sidecar(path)
-    size, itemsize = os.path.getsize(path), np.dtype(dtype).itemsize
-    if size == 0 or size % itemsize:
-        raise DataError(
-            f"token file {path!r} has {size} bytes, not a positive multiple of {itemsize} "
-            f"({dtype}, from its sidecar): the file is empty or truncated, or the sidecar dtype is wrong"
-        )
-    ids = np.asarray(np.memmap(path, dtype=dtype, mode="r"))  # a plain ndarray view of the mapped file
+    shard = read_header(path)
+    ids = shard.ids()
     cut = _tail_cut(len(ids), config.eval_fraction)
-    return _make_corpus(ids[:cut], ids[cut:], vocab_size, path)
-
-
-def _read_sidecar(path: str) -> tuple[str, int]:
-    sidecar = path + ".json"
-    if not os.path.isfile(sidecar):
-        raise DataError(
-            f"token file {path!r} has no sidecar {sidecar!r}: write "
-            '{"dtype": "uint16", "vocab_size": N} there, or create both with write_token_file'
-        )
-    try:
-        meta = json.loads(Path(sidecar).read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"sidecar {sidecar!r} is not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict) or set(meta) != {"dtype", "vocab_size"}:
-        raise DataError(
-            f"sidecar {sidecar!r} holds {meta!r:.200}: it must be an object with exactly the keys "
-            "'dtype' and 'vocab_size'"
-        )
-    _check_token_format(f"sidecar {sidecar!r}", meta["dtype"], meta["vocab_size"])
-    return meta["dtype"], meta["vocab_size"]
-
-
-def _check_token_format(where: str, dtype, vocab_size) -> None:
-    if dtype not in TOKEN_DTYPES:
-        raise DataError(f"{where}: dtype={dtype!r} is not supported; use one of {list(TOKEN_DTYPES)}")
-    limit = np.iinfo(dtype).max + 1
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not 0 < vocab_size <= limit:
-        raise DataError(
-            f"{where}: vocab_size={vocab_size!r} must be an integer in [1, {limit}] for dtype {dtype}"
-        )
+    return _make_corpus(ids[:cut], ids[cut:], shard.vocab_size, path, _tail(config.eval_fraction))
 
 
 def _load_embedded(config: DataConfig) -> TokenCorpus:
@@ -345,6 +452,7 @@ def _load_embedded(config: DataConfig) -> TokenCorpus:
         _encode_stdlib(tokenizer, eval_names),
         tokenizer.vocab_size,
         _describe(f"embedded python-{platform.python_version()} stdlib", tokenizer),
+        _files(eval_names, len(files)),
     )
     _write_cache(stem, key, corpus, train_names, eval_names)
     return corpus
@@ -413,7 +521,10 @@ def _read_cache(stem: Path, key: dict) -> TokenCorpus | None:
         train, held_out = np.load(f"{stem}.train.npy"), np.load(f"{stem}.eval.npy")
         if meta["key"] != key or _fingerprint(train, held_out, meta["vocab_size"]) != meta["fingerprint"]:
             return None
-        return TokenCorpus(train, held_out, meta["vocab_size"], meta["name"], meta["fingerprint"])
+        held = _files(meta["eval_files"], len(meta["train_files"]) + len(meta["eval_files"]))
+        return TokenCorpus(
+            train, held_out, meta["vocab_size"], meta["name"], meta["fingerprint"], held_out=held
+        )
     except (OSError, EOFError, ValueError, KeyError, TypeError):  # DataError is a ValueError
         return None
 
@@ -475,13 +586,28 @@ def _describe(source: str, tokenizer) -> str:
     return source if isinstance(tokenizer, ByteTokenizer) else f"{source} via {tokenizer.name}"
 
 
-def _make_corpus(train: np.ndarray, held_out: np.ndarray, vocab_size: int, name: str) -> TokenCorpus:
+def _make_corpus(
+    train: np.ndarray, held_out: np.ndarray, vocab_size: int, name: str, description: str
+) -> TokenCorpus:
     if len(train) == 0 or len(held_out) == 0:
         raise DataError(
             f"corpus {name!r} has {len(train)} train and {len(held_out)} eval tokens: both splits "
             "need tokens; use a larger corpus or a larger eval_fraction"
         )
-    return TokenCorpus(train, held_out, vocab_size, name, _fingerprint(train, held_out, vocab_size))
+    fingerprint = _fingerprint(train, held_out, vocab_size)
+    return TokenCorpus(train, held_out, vocab_size, name, fingerprint, held_out=description)
+
+
+def _stream_fingerprint(train: TokenStream, held_out: TokenStream, vocab_size: int) -> str:
+    """Hash of both splits of token shards: each shard's size and SHARD_HASH_SAMPLES slices of it (a shard
+    may hold 10^8 tokens), in order, and the vocab size."""
+    digest = hashlib.sha256(f"{vocab_size}|{train.dtype.str}|{len(train)}|{len(held_out)}".encode())
+    for stream in (train, held_out):
+        for ids in stream.arrays:
+            digest.update(f"|{len(ids)}".encode())
+            for chunk in _hash_chunks(ids, samples=SHARD_HASH_SAMPLES):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def _fingerprint(train: np.ndarray, held_out: np.ndarray, vocab_size: int) -> str:
@@ -493,13 +619,13 @@ def _fingerprint(train: np.ndarray, held_out: np.ndarray, vocab_size: int) -> st
     return digest.hexdigest()[:16]
 
 
-def _hash_chunks(ids: np.ndarray):
-    """All of `ids`, or HASH_SAMPLES evenly spaced 64 KiB slices of it when larger than FULL_HASH_BYTES."""
+def _hash_chunks(ids: np.ndarray, *, samples: int = HASH_SAMPLES):
+    """All of `ids`, or `samples` evenly spaced 64 KiB slices of it when larger than FULL_HASH_BYTES."""
     if ids.nbytes <= FULL_HASH_BYTES:
         yield np.ascontiguousarray(ids).data
         return
     width = (64 << 10) // ids.itemsize
-    for start in np.linspace(0, len(ids) - width, HASH_SAMPLES).astype(np.int64):
+    for start in np.linspace(0, len(ids) - width, samples).astype(np.int64):
         yield np.ascontiguousarray(ids[start : start + width]).data
 
 
@@ -507,10 +633,17 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def _windows(ids: np.ndarray, starts: np.ndarray, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _windows(
+    ids: np.ndarray | TokenStream, starts: np.ndarray, seq_len: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y) int64 tensors (len(starts), seq_len):
     the windows ids[s : s + seq_len + 1], y = x shifted by one."""
-    tokens = ids[starts[:, None] + np.arange(seq_len + 1)]  # (B, T + 1) in the storage dtype
+    import torch
+
+    if isinstance(ids, np.ndarray):
+        tokens = ids[starts[:, None] + np.arange(seq_len + 1)]  # (B, T + 1) in the storage dtype
+    else:  # shards on disk: a slice each
+        tokens = np.stack([ids[int(s) : int(s) + seq_len + 1] for s in starts])
     return torch.from_numpy(tokens[:, :-1].astype(np.int64)), torch.from_numpy(tokens[:, 1:].astype(np.int64))
 
 
@@ -532,6 +665,16 @@ def _require_tokens(corpus: TokenCorpus, split: str, seq_len: int, *, windows: i
             f"corpus {corpus.name!r} has {have} {split} tokens; seq_len={seq_len} needs at least "
             f"{need} ({windows} window{'s' * (windows > 1)}): use a larger corpus, {fix}"
             "or a shorter seq_len"
+        )
+
+
+def _check_read(corpus: TokenCorpus, what: str, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Raise unless the ids of `what`, read from token shards, are in the corpus's vocabulary."""
+    high = max(int(x.max()), int(y.max()))
+    if high >= corpus.vocab_size:
+        raise DataError(
+            f"corpus {corpus.name!r}: {what} holds token id {high}, outside [0, vocab_size="
+            f"{corpus.vocab_size}): a shard holds ids of a larger vocabulary than its header or sidecar says"
         )
 
 

@@ -23,13 +23,13 @@ from powersweep.proxy_models.compile_cache import (
     resolve_compile_mode,
 )
 from powersweep.proxy_models.curve_recorder import CurveRecorder
-from powersweep.proxy_models.data import TokenCorpus, eval_batches, load_corpus, train_batch
+from powersweep.proxy_models.data import TokenCorpus, eval_batches, load_corpus, passes, train_batch
 from powersweep.proxy_models.engine import EngineFactory
 from powersweep.proxy_models.perf import compute_dtype, layer_seconds, peak_flops, resolve_device
 from powersweep.proxy_models.result_rows import execution_record, result_rows
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.shapes import ConfigError
-from powersweep.proxy_models.train_config import DTYPE_NAMES, TrainConfig
+from powersweep.proxy_models.train_config import DTYPE_NAMES, DataError, TrainConfig
 from powersweep.rows import RunResult
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
@@ -79,6 +79,17 @@ class TrainingLoop:
             raise ConfigError(
                 f"corpus vocab {self.corpus.vocab_size} > model vocab_size {self.proxy.vocab_size}: "
                 "use a model with a larger vocab_size or a smaller tokenizer"
+            )
+        if (
+            self.corpus.order == "stream"
+            and not config.data.repeat
+            and passes(self.corpus, config.tokens) > 1
+        ):
+            reads = passes(self.corpus, config.tokens)
+            raise DataError(
+                f"corpus {self.corpus.name!r}: its train split holds {len(self.corpus.train):,} tokens and "
+                f"tokens={config.tokens:,.0f} would read it {reads:.2f} times: add shards, train fewer "
+                "tokens, or allow repeats with data.repeat=True"
             )
         self.compile_error: str | None = None  # why compile 'auto' fell back to eager, if it did
         self.micro_batch_shrinks = 0  # out-of-memory errors that halved the micro-batch (never restored)

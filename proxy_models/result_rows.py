@@ -51,6 +51,8 @@ def result_rows(loop: TrainingLoop, *, tokens: float) -> list[RunResult]:
             mfu_attention=utilisation(6 * n_params + attention, tokens_per_s, peak),
             device=device_name(loop.device),
             execution=execution_record(loop),
+            data_fingerprint=loop.corpus.fingerprint,
+            data_held_out=loop.corpus.held_out,
         )
         for i, config in enumerate(loop.configs)
     ]

@@ -178,11 +178,22 @@ def spec_setting(
     *,
     key: str | None = None,
     default_factory: Any = dataclasses.MISSING,
+    in_ids: Literal["always", "when set"] = "always",
 ) -> Any:
-    """A dataclass field that a sweep spec sets under `section` (as `key`, default: the field's name)."""
+    """A dataclass field that a sweep spec sets under `section` (as `key`, default: the field's name).
+    `in_ids="when set"`: a run's ids hash the field only where it differs from its default (a setting added
+    after ids were made: every id made before it stays what it was; `id_defaults`)."""
     return dataclasses.field(
-        default=default, default_factory=default_factory, metadata={"spec": section, "key": key}
+        default=default,
+        default_factory=default_factory,
+        metadata={"spec": section, "key": key, "in_ids": in_ids},
     )
+
+
+@functools.cache
+def id_defaults(cls: type) -> dict[str, Any]:
+    """Field name -> default of the fields of the dataclass `cls` that ids hash only when set otherwise."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.metadata.get("in_ids") == "when set"}
 
 
 def spec_fields(cls: type, section: str) -> list[tuple[str, dataclasses.Field, Any]]:

@@ -17,6 +17,7 @@ from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.settings import (
     RUN,
     CompileChoice,
+    Flag,
     Fraction,
     ModelOverrides,
     NonNegative,
@@ -72,6 +73,14 @@ def _text(value: Any) -> str:
     return value
 
 
+def _source(value: Any) -> str | tuple[str, ...]:
+    if isinstance(value, (list, tuple)):
+        if not value or not all(isinstance(item, str) and item for item in value):
+            raise ValueError("a list of paths must hold at least one, each a non-empty string")
+        return tuple(value)
+    return _text(value)
+
+
 def _open_fraction(value: float) -> float:
     if not 0 < value < 1:
         raise ValueError("must be a number in (0, 1), e.g. 0.05")
@@ -85,6 +94,7 @@ def _micro_batch_size(value: Any) -> int | str:
 
 
 Text = Annotated[str, BeforeValidator(_text)]
+Source = Annotated[str | tuple[str, ...], BeforeValidator(_source)]
 EvalFraction = Annotated[float, BeforeValidator(number), AfterValidator(_open_fraction)]
 MicroBatchSize = Annotated[int | str, BeforeValidator(_micro_batch_size)]
 Factor = Annotated[float, BeforeValidator(number), at_least(1, what="factor")]
@@ -94,12 +104,19 @@ Factor = Annotated[float, BeforeValidator(number), at_least(1, what="factor")]
 class DataConfig:
     """Where the tokens come from and how many are held out for evaluation."""
 
-    source: Text = spec_setting("embedded")  # "embedded", a text file/dir/glob, or a .bin token file
+    # "embedded", a text file/dir/glob, a .bin token file, or token shards: llm.c .bin or .npy files as one
+    # file, a list, a glob or a directory (proxy_models/token_files.py)
+    source: Source = spec_setting("embedded")
     tokenizer: Text | None = spec_setting(None)  # a tokenizer.json (Hugging Face tokenizers); None: bytes
     # share held out for evaluation: whole files by bytes, or the tail of one file
     eval_fraction: EvalFraction = 0.05
     eval_tokens: PositiveInt = spec_setting(65_536)  # size of the fixed held-out set, in tokens
     max_bytes: PositiveInt = 16_000_000  # cap on the embedded corpus, in bytes of source text
+    # token shards held out for evaluation (a file, list or glob: llm.c's fineweb_val_*.bin); never any of
+    # source's. None: shards held out by eval_fraction of the tokens, or one shard's tail
+    eval_source: Source | None = spec_setting(None, in_ids="when set")
+    # token shards: whether a run may read its train split more than once (a budget above its tokens)
+    repeat: Flag = spec_setting(False, in_ids="when set")
 
     def __post_init__(self) -> None:
         check_settings(self, error=DataError)

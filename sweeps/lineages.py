@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields, is_dataclass, replace
 
 from powersweep.proxy_models.budgets import plan_branches, trunk_tokens
 from powersweep.proxy_models.schedules import ScheduleConfig
+from powersweep.proxy_models.settings import id_defaults
 from powersweep.proxy_models.train_config import EXECUTION_FIELDS, TrainConfig
 from powersweep.sweeps.spec import SweepSpec, settings_for
 
@@ -57,10 +58,16 @@ def _identity(config: TrainConfig) -> dict:
 
 def plain(value):
     """`dataclasses.asdict`'s values without its deep copies (a plan hashes a config per lineage): nested
-    dataclasses as dicts, containers rebuilt, everything else as it is."""
+    dataclasses as dicts, containers rebuilt, everything else as it is; a field that ids hash only when set
+    (`settings.id_defaults`) is left out while it holds its default."""
     names = _field_names(type(value))
     if names is not None:
-        return {name: plain(getattr(value, name)) for name in names}
+        unset = id_defaults(type(value))
+        return {
+            name: plain(getattr(value, name))
+            for name in names
+            if name not in unset or getattr(value, name) != unset[name]
+        }
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -22,7 +22,7 @@ from powersweep.proxy_models.memory import step_memory, trunk_copy_bytes
 from powersweep.proxy_models.train_config import TrainConfig
 from powersweep.sweeps.lineages import LineageJob
 from powersweep.sweeps.plan import Plan
-from powersweep.sweeps.spec import SpecError, SweepSpec
+from powersweep.sweeps.spec import SpecError, SweepSpec, settings_for
 from powersweep.sweeps.storage import write_failure
 from powersweep.sweeps.store import StoreError
 from powersweep.sweeps.trials import PackedJob
@@ -35,17 +35,31 @@ SPACE_MARGIN_BYTES = 2**20  # logs, the spec, a curve's temporary copy while it 
 PROCESS_BYTES = 600 * 2**20  # a trial process before its model: Python, torch and Ray's worker (RSS measured)
 
 
-def check_data(spec: SweepSpec) -> None:
+def check_data(spec: SweepSpec) -> str:
     """The spec's data source and tokenizer must exist where the driver runs and make a corpus that serves the
-    train and eval windows of every model: a bad corpus would otherwise fail inside every trial."""
-    from powersweep.proxy_models.data import DataConfig, DataError, check_windows, load_corpus
+    train and eval windows of every model, in ids its vocabulary holds, and, for token shards, the largest
+    budget in one pass unless `train.data.repeat`: a bad corpus would otherwise fail inside every trial.
+    Returns the corpus's fingerprint (the rows' data_fingerprint)."""
+    from powersweep.proxy_models.data import (
+        DataConfig,
+        DataError,
+        check_windows,
+        is_shard_source,
+        load_corpus,
+        passes,
+    )
     from powersweep.proxy_models.shapes import get_preset
 
     data = spec.train.data
-    if data.source != "embedded" and not glob.glob(os.path.expanduser(data.source), recursive=True):
+    shards = is_shard_source(data.source)
+    if (
+        not shards
+        and data.source != "embedded"
+        and not glob.glob(os.path.expanduser(data.source), recursive=True)
+    ):
         raise SpecError(
             f"train.data.source={data.source!r}: no such file, directory or glob match here: give an "
-            "existing text file, directory, glob or .bin token file, or 'embedded'"
+            "existing text file, directory, glob, token shards (.bin, .npy) or 'embedded'"
         )
     if data.tokenizer is not None and not os.path.isfile(os.path.expanduser(data.tokenizer)):
         raise SpecError(
@@ -53,16 +67,34 @@ def check_data(spec: SweepSpec) -> None:
             "out for bytes"
         )
     overrides = spec.train.model_overrides
+    presets = {m: get_preset(m, **overrides) for m in spec.search.models}
     try:
-        corpus = load_corpus(
-            DataConfig(source=data.source, tokenizer=data.tokenizer, eval_tokens=data.eval_tokens)
-        )
-        for seq_len in sorted(
-            {spec.train.seq_len or get_preset(m, **overrides).seq_len for m in spec.search.models}
-        ):
+        corpus = load_corpus(DataConfig(**settings_for(data, DataConfig)))
+        for seq_len in sorted({spec.train.seq_len or p.seq_len for p in presets.values()}):
             check_windows(corpus, seq_len=seq_len, eval_tokens=data.eval_tokens)
-    except DataError as error:
-        raise SpecError(f"train.data.source={data.source!r}: {error}") from None
+    except DataError as error:  # token shards' errors name the file, or the setting as the spec does
+        named = str(error).startswith(("source=", "eval_source=", "tokenizer="))
+        where = "train.data: " if shards else f"train.data.source={_show(data.source)}: "
+        raise SpecError(f"train.data.{error}" if named else f"{where}{error}") from None
+    for model, preset in presets.items():
+        if corpus.vocab_size > preset.vocab_size:
+            raise SpecError(
+                f"train.data: the corpus's ids come from a vocabulary of {corpus.vocab_size:,} and model "
+                f"{model!r} has vocab_size {preset.vocab_size:,}: give the model that vocabulary "
+                f"(train.model_overrides: {{vocab_size: {corpus.vocab_size}}}) or a smaller tokenizer"
+            )
+    largest = max(spec.search.tokens)
+    if shards and not data.repeat and passes(corpus, largest) > 1:
+        raise SpecError(
+            f"train.data: the train split holds {len(corpus.train):,} tokens and the largest budget, "
+            f"{largest:,.0f}, would read it {passes(corpus, largest):.2f} times: add shards, lower the "
+            "budget, or allow repeats with train.data.repeat: true"
+        )
+    return corpus.fingerprint
+
+
+def _show(source) -> str:
+    return repr(source) if isinstance(source, str) else repr(list(source))
 
 
 def check_writable(paths: list[str]) -> None:

@@ -69,13 +69,14 @@ def submit(
     store.
     """
     storage = _absolute(storage or spec.storage)  # Ray trials run in their own working directories
-    check_data(spec)
+    fingerprint = check_data(spec)
     check_loggers(spec.run.loggers)
     if address not in (None, "local") and check_storage is not None:
         check_storage(storage, address=address)
     store, p = ResultStore(storage), plan(spec, gpu_bytes=gpu_memory(spec))
     p = replace(p, notes=p.notes + check_gpu_shares(spec, p))  # before anything is stored: may refuse
     _check_settings(store, spec, replace_sweep=replace_sweep)
+    _check_corpus(store, spec, fingerprint, replace_sweep=replace_sweep)
     if not replace_sweep and _complete(store, spec, p):
         return SubmitResult(plan=p, lineages_run=0, failed_trials=0, storage=storage, execution=None)
     settings = _settings(spec, p, storage, address)
@@ -95,6 +96,24 @@ def submit(
         replaced_lock=lock.previous and describe(lock.previous),
         replaced=replaced,
     )
+
+
+def _check_corpus(store: ResultStore, spec: SweepSpec, fingerprint: str, *, replace_sweep: bool) -> None:
+    """SpecError when rows of the sweep were trained on other data than `train.data` makes now (its
+    `data_fingerprint`): the same source, other tokens (re-tokenized, re-sharded, edited). Unless the sweep is
+    to be replaced, its rows and the new ones would be fitted as if they saw one corpus."""
+    if replace_sweep:
+        return
+    stored = store.read(sweep_id=spec.name, columns=["data_fingerprint"]).table["data_fingerprint"]
+    other = stored[stored.notna() & stored.ne("") & stored.ne(fingerprint)]
+    if len(other):
+        seen = sorted(set(other))
+        raise SpecError(
+            f"sweep {spec.name!r} holds {len(other)} rows trained on other data than train.data holds now "
+            f"(data_fingerprint {', '.join(seen[:2])}{', ...' if len(seen) > 2 else ''}, now {fingerprint}): "
+            "resume on the data those rows saw, or start afresh with --replace (their rows are kept aside) "
+            "or under another sweep name"
+        )
 
 
 def _check_settings(store: ResultStore, spec: SweepSpec, *, replace_sweep: bool) -> None:

@@ -29,5 +29,13 @@ def test_a_trainers_result_and_the_sweeps_columns_are_a_whole_stored_row():
 def test_run_result_defaults_only_the_columns_rows_from_before_them_lack():
     fields = dataclasses.fields(RunResult)
     defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
-    assert defaults.keys() == {"mfu_attention", "parametrisation", "phase", "execution"}
+    assert defaults.keys() == {
+        "mfu_attention",
+        "parametrisation",
+        "phase",
+        "execution",
+        "data_fingerprint",
+        "data_held_out",
+    }
+    assert defaults["data_fingerprint"] == defaults["data_held_out"] == ""  # unknown in older rows
     assert math.isnan(defaults["mfu_attention"]) and defaults["phase"] == "final"

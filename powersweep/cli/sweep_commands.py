@@ -143,10 +143,12 @@ def checked_spec(path: str):
 
 def plan_command(args) -> int:
     from powersweep.sweeps.plan import format_memory_table, format_plan, memory_table, plan
+    from powersweep.sweeps.preflight import check_data
     from powersweep.sweeps.trackers import check_loggers
 
     spec = checked_spec(args.spec)
     check_loggers(spec.run.loggers)  # as submit would: a logger's package missing here is one line now
+    check_data(spec)  # likewise the corpus: a missing shard or a bad header is refused here, not in a trial
     if args.gpu_memory is None:
         p = plan(spec)
         print(json.dumps(p.summary(), indent=2) if args.json else format_plan(p))

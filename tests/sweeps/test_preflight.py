@@ -1,12 +1,15 @@
-"""What submit refuses before it writes anything: data that cannot serve a run, a CPU trial too large for the
-machine's memory, a store without room or a directory that takes no file, resources no node has, a lock on a
-full disk. Each refusal is one line, exit code 2, and leaves the store as it was (here: not created)."""
+"""What submit refuses before it writes anything: data that cannot serve a run (token shards: `plan` too), a
+CPU trial too large for the machine's memory, a store without room or a directory that takes no file,
+resources no node has, a lock on a full disk. Each refusal is one line, exit code 2, and leaves the store as
+it was (here: not created)."""
 
 import errno
 import os
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 from test_failures import ROOT, fill
@@ -128,3 +131,113 @@ def test_a_lock_write_that_fails_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(StoreError, match="No space left on device"):
         SweepLock(str(tmp_path / "store"), "tiny").__enter__()
     assert not (tmp_path / "store").exists()
+
+
+def shard_spec(tmp_path, val_tokens: int = 1500, **data) -> dict:
+    """TINY on llm.c shards written here: three train shards of 2,000 GPT-2 ids and a val shard."""
+    from llmc_shards import write_llmc_shard
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_llmc_shard(tmp_path / f"fineweb_train_{i:06d}.bin", rng.integers(0, 50_257, 2000))
+    write_llmc_shard(tmp_path / "fineweb_val_000000.bin", rng.integers(0, 50_257, val_tokens))
+    train = {
+        **TINY["train"],
+        "model_overrides": {"n_layers": 1, "vocab_size": 50_304},
+        "data": {
+            "source": str(tmp_path / "fineweb_train_*.bin"),
+            "eval_source": str(tmp_path / "fineweb_val_*.bin"),
+            "eval_tokens": 1024,
+            **data,
+        },
+    }
+    return {**TINY, "train": train}
+
+
+def refused_by_plan_and_submit(tmp_path, capsys, spec: dict) -> str:
+    """`plan` and `submit` of `spec` both refuse it in the same one line, exit code 2, writing nothing."""
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    capsys.readouterr()
+    assert main(["plan", str(spec_file)]) == 2
+    planned = capsys.readouterr().err.strip().splitlines()
+    submitted = refused(tmp_path, capsys, spec)
+    assert len(planned) == 1 and planned[0].partition(" error: ")[2] == submitted.partition(" error: ")[2]
+    assert not submitted.endswith("..."), submitted  # the whole message fits the line
+    assert not (tmp_path / "store").exists()
+    return submitted
+
+
+def damaged_header(tmp_path) -> dict:
+    spec = shard_spec(tmp_path)
+    path = tmp_path / "fineweb_train_000001.bin"
+    path.write_bytes(path.read_bytes()[:-100])
+    return spec
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda t: shard_spec(t, source=str(t / "none.bin")), "none.bin': no such token file"),
+        (lambda t: shard_spec(t, source=str(t / "fine_*.bin")), "the glob matches no file here"),
+        (damaged_header, r"header says 2000 uint16 tokens \(4000 bytes\) and 3900 bytes follow"),
+        (
+            lambda t: shard_spec(t, eval_source=str(t / "fineweb_*_000000.bin")),
+            "eval_source names 1 of the training shards .* the held-out split never overlaps training",
+        ),
+        (
+            lambda t: {
+                **shard_spec(t),
+                "train": {**shard_spec(t)["train"], "model_overrides": {"n_layers": 1}},
+            },
+            "ids come from a vocabulary of 50,257 and model 'cpu-xs' has vocab_size 256",
+        ),
+        (
+            lambda t: {**shard_spec(t), "search": {**TINY["search"], "tokens": [1024, 12_000]}},
+            "the train split holds 6,000 tokens and the largest budget, 12,000, would read it 2.00 times",
+        ),
+        (lambda t: shard_spec(t, val_tokens=20), "has 20 eval tokens; seq_len=32 needs at least 33"),
+    ],
+    ids=["missing", "empty glob", "header", "overlap", "vocab", "passes", "eval windows"],
+)
+def test_token_shards_that_cannot_serve_the_sweep_are_refused_by_plan_and_submit(
+    tmp_path, capsys, make, message
+):
+    line = refused_by_plan_and_submit(tmp_path, capsys, make(tmp_path))
+    assert line.startswith("powersweep submit: error: train.data") and re.search(message, line), line
+
+
+def test_shards_read_more_than_once_are_planned_when_the_spec_allows_repeats(tmp_path, capsys):
+    spec = shard_spec(tmp_path, repeat=True)
+    spec["search"] = {**TINY["search"], "tokens": [1024, 12_000]}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["plan", str(tmp_path / "spec.yaml")]) == 0
+
+
+def test_rows_record_their_data_and_resume_refuses_rows_of_other_data(tmp_path, capsys, local_ray):
+    """A sweep on shards stores each row's data_fingerprint and held-out split; shards rewritten with other
+    tokens under the same names make `submit` refuse to resume (one line, exit 2, the store untouched), and
+    `--replace` starts the sweep afresh on them."""
+    from llmc_shards import write_llmc_shard
+
+    from powersweep.sweeps.store import ResultStore
+
+    spec_file, storage = tmp_path / "spec.yaml", str(tmp_path / "store")
+    spec_file.write_text(yaml.safe_dump(shard_spec(tmp_path)))
+    assert main(["submit", str(spec_file), "--storage", storage]) == 0
+    rows = ResultStore(storage).read(sweep_id="tiny").table
+    assert len(rows) and rows["data_fingerprint"].nunique() == 1 and len(rows["data_fingerprint"][0]) == 16
+    assert set(rows["data_held_out"]) == {f"eval_source '{tmp_path / 'fineweb_val_*.bin'}'"}
+
+    write_llmc_shard(tmp_path / "fineweb_train_000001.bin", np.arange(2000) % 50_257)  # re-sharded
+    files = sorted(p.relative_to(storage) for p in (tmp_path / "store").rglob("*") if p.is_file())
+    capsys.readouterr()
+    assert main(["submit", str(spec_file), "--storage", storage]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert f"holds {len(rows)} rows trained on other data" in line and "--replace" in line, line
+    assert sorted(p.relative_to(storage) for p in (tmp_path / "store").rglob("*") if p.is_file()) == files
+
+    assert main(["submit", str(spec_file), "--storage", storage, "--replace"]) == 0
+    again = ResultStore(storage).read(sweep_id="tiny").table
+    assert len(again) == len(rows) and again["data_fingerprint"].nunique() == 1
+    assert again["data_fingerprint"][0] != rows["data_fingerprint"][0]
