@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from powersweep.proxy_models.files import write_atomically
+from powersweep.proxy_models.prepared import is_prepared, read_manifest
 from powersweep.proxy_models.shapes import BYTE_VOCAB
 from powersweep.proxy_models.token_files import (
     TokenStream,
@@ -149,6 +150,10 @@ class HFTokenizer:
     def decode(self, ids) -> str:
         return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
 
+    def token_id(self, token: str) -> int | None:
+        """The id of `token` in the vocabulary; None when it has none."""
+        return self._tokenizer.token_to_id(token)
+
 
 def load_tokenizer(path: str | None) -> ByteTokenizer | HFTokenizer:
     """The tokenizer.json at `path`, or the byte tokenizer when `path` is None."""
@@ -176,7 +181,7 @@ def is_shard_source(source: str | Sequence[str]) -> bool:
     if not isinstance(source, str):
         return True
     path = os.path.expanduser(source)
-    if path.endswith(".npy"):
+    if path.endswith(".npy") or is_prepared(path):
         return True
     if os.path.isfile(path):
         return path.endswith(".bin") and not os.path.isfile(path + ".json")
@@ -372,7 +377,20 @@ def _load_shards(config: DataConfig) -> TokenCorpus:
             f"tokenizer={config.tokenizer!r} with the token shards source={_show(config.source)}: their ids "
             "are tokenized already; drop tokenizer"
         )
-    shards = [read_header(path) for path in shard_paths(config.source)]
+    prepared = isinstance(config.source, str) and is_prepared(config.source)
+    if prepared:  # `powersweep data prepare`'s folder: its manifest lists the shards of each split
+        manifest = read_manifest(config.source)
+        folder = os.path.expanduser(config.source)
+        split = {
+            name: [
+                read_header(os.path.join(folder, s["name"]), vocab_size=manifest["vocab_size"])
+                for s in manifest["shards"][name]
+            ]
+            for name in ("train", "eval")
+        }
+        shards = split["train"]
+    else:
+        shards = [read_header(path) for path in shard_paths(config.source)]
     if config.eval_source is not None:
         held_out = [read_header(path) for path in shard_paths(config.eval_source)]
         shared = sorted(
@@ -386,6 +404,9 @@ def _load_shards(config: DataConfig) -> TokenCorpus:
             )
         train, held = TokenStream.open(shards), TokenStream.open(held_out)
         description = f"eval_source {_show(config.eval_source)}"
+    elif prepared:
+        train, held = TokenStream.open(shards), TokenStream.open(split["eval"])
+        description = f"{manifest['held_out']} of {config.source}"
     elif len(shards) >= 2:
         by_path = {s.path: s for s in shards}
         train_paths, eval_paths = _split_by_name(

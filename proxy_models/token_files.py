@@ -95,11 +95,12 @@ def shard_paths(source: str | Sequence[str]) -> list[str]:
     return [expanded]
 
 
-def read_header(path: str) -> Shard:
-    """The shard at ``path`` as its header describes it (nothing else is read). DataError, naming the file
-    and what is wrong, for a file that is none of the formats or whose header disagrees with its size."""
+def read_header(path: str, *, vocab_size: int | None = None) -> Shard:
+    """The shard at ``path`` as its header describes it (nothing else is read; an .npy file's ids are read
+    for their largest unless ``vocab_size`` gives the vocabulary). DataError, naming the file and what is
+    wrong, for a file that is none of the formats or whose header disagrees with its size."""
     if path.endswith(".npy"):
-        return _npy_header(path)
+        return _npy_header(path, vocab_size)
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         raw = f.read(4 * HEADER_INTS)
@@ -204,7 +205,7 @@ def _sidecar_header(path: str, size: int) -> Shard:
     return Shard(path, "sidecar", dtype, size // itemsize, 0, vocab_size)
 
 
-def _npy_header(path: str) -> Shard:
+def _npy_header(path: str, vocab_size: int | None) -> Shard:
     try:
         ids = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as exc:
@@ -215,9 +216,9 @@ def _npy_header(path: str) -> Shard:
             "non-empty 1-D integer array"
         )
     sidecar = path + ".json"
-    if os.path.isfile(sidecar):
+    if vocab_size is None and os.path.isfile(sidecar):
         vocab_size = json.loads(Path(sidecar).read_text(encoding="utf-8")).get("vocab_size")
-    else:
+    elif vocab_size is None:
         vocab_size = int(ids.max()) + 1
     if ids.dtype.kind == "i" and int(ids.min()) < 0:
         raise DataError(f"token file {path!r} holds negative token ids: they are not a tokenizer's ids")

@@ -3,8 +3,9 @@ exit with code 2.
 
 One module per command family, each registering its parsers and handlers over the library it calls:
 `sweep_commands` (presets, train-one, demo, plan, submit, resume, status: sweeps and proxy_models),
-`cluster_commands` (logs, stop and the Jobs API paths of submit, resume and status: cluster) and
-`analysis_commands` (analyze, predict: analysis). Torch, Ray, pandas and the analysis stack are imported
+`cluster_commands` (logs, stop and the Jobs API paths of submit, resume and status: cluster),
+`analysis_commands` (analyze, predict: analysis) and `data_commands` (data prepare, data inspect:
+proxy_models.prepared). Torch, Ray, pandas and the analysis stack are imported
 inside the handlers that use them, so `--help` and the parsing of any command stay fast.
 """
 
@@ -31,6 +32,11 @@ DEFERRED = {
         "powersweep.cli.analysis_commands",
         "add_predict_parser",
         "predict the optimal peak lr from coefficients.json",
+    ),
+    "data": (
+        "powersweep.cli.data_commands",
+        "add_data_parser",
+        "prepare a text dataset as token shards, or inspect a prepared corpus",
     ),
 }
 
