@@ -19,6 +19,9 @@ Sources (`DataConfig.source`):
   checked), `.npy` arrays, or several sidecar `.bin` files; named as one file, a list, a glob or a
   directory. The held-out split is `eval_source` (e.g. llm.c's `fineweb_val_*.bin`), else a fraction of the
   shards by tokens, else one shard's tail; the two never share a shard. The shards stay on disk (mapped).
+- a folder `powersweep data prepare` wrote (`proxy_models/prepared.py`): its manifest's shards and split; or
+  the text dataset itself (Parquet, JSON Lines, a datasets folder) with a tokenizer, prepared once a machine
+  into the cache (`prepared_cache`).
 
 Batches. A corpus in memory (embedded, text, one sidecar `.bin`) gives each window of a batch a random
 offset; token shards are read as a stream, llm.c's way: batch k of a run takes the next batch_size windows
@@ -28,6 +31,7 @@ of the corpus (its shards, no others) and runs of any batch size see the same to
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import hashlib
 import json
@@ -36,14 +40,20 @@ import platform
 import sys
 import sysconfig
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from powersweep.proxy_models.files import write_atomically
-from powersweep.proxy_models.prepared import is_prepared, read_manifest
+from powersweep.proxy_models.prepared import (
+    is_prepared,
+    is_text_dataset,
+    prepare,
+    read_manifest,
+    source_fingerprint,
+)
 from powersweep.proxy_models.shapes import BYTE_VOCAB
 from powersweep.proxy_models.token_files import (
     TokenStream,
@@ -169,9 +179,39 @@ def load_corpus(config: DataConfig) -> TokenCorpus:
         return _load_embedded(config)
     if is_shard_source(config.source):
         return _load_shards(config)
+    if is_text_dataset(config.source):
+        return _load_shards(replace(config, source=prepared_cache(config), tokenizer=None))
     if config.source.endswith(".bin"):
         return _load_token_file(config)
     return _load_text(config)
+
+
+def prepared_cache(config: DataConfig) -> str:
+    """The folder in the cache (under $POWERSWEEP_CACHE) holding the text dataset `config.source` prepared
+    with `config.tokenizer` (`proxy_models/prepared.py`): prepared here unless it is there already. One
+    process of a machine prepares it, under a lock; the others wait for it, then read it."""
+    if config.tokenizer is None:
+        raise DataError(
+            f"source={config.source!r} is a text dataset: give tokenizer (a tokenizer.json) to prepare "
+            "it, or prepare it with `powersweep data prepare` and give the folder as source"
+        )
+    tokenizer = load_tokenizer(config.tokenizer)
+    key = json.dumps(
+        [source_fingerprint(config.source), tokenizer.fingerprint, config.text_column, config.eval_fraction]
+    )
+    folder = _cache_dir() / "prepared" / _digest(key.encode())
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{folder}.lock", "wb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process ends
+        if not is_prepared(str(folder)):
+            prepare(
+                config.source,
+                tokenizer=config.tokenizer,
+                out=str(folder),
+                text_column=config.text_column,
+                eval_fraction=config.eval_fraction,
+            )
+    return str(folder)
 
 
 def is_shard_source(source: str | Sequence[str]) -> bool:

@@ -1,7 +1,8 @@
 """Prepared corpora: a text dataset tokenized once into token shards with a manifest, read by every trial.
 
-A text dataset is Parquet files, JSON Lines (plain or compressed: .gz, .bz2, .zst, read by pyarrow), or a
-Hugging Face `datasets` directory saved with `save_to_disk` (read by `datasets`), with a named text column.
+A text dataset is Parquet files, JSON Lines (.jsonl or .ndjson, plain or compressed: .gz, .bz2, .zst, read by
+pyarrow), or a Hugging Face `datasets` directory saved with `save_to_disk` (read by `datasets`), with a named
+text column.
 `prepare` tokenizes its documents in batches (the `tokenizers` library encodes a batch on every core), each
 document after a separator token (llm.c's way: GPT-2's `<|endoftext|>`), and writes under `out`:
 
@@ -38,7 +39,7 @@ from powersweep.proxy_models.train_config import DataError
 MANIFEST = "manifest.json"
 FORMAT = "powersweep-tokens"
 SEPARATORS = ("<|endoftext|>", "</s>", "<eos>", "[SEP]")  # the first in the vocabulary separates documents
-TEXT_SUFFIXES = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".ndjson": "json"}
+TEXT_SUFFIXES = {".parquet": "parquet", ".jsonl": "json", ".ndjson": "json"}
 COMPRESSED = (".gz", ".bz2", ".zst")
 BATCH_DOCUMENTS = 1024  # documents tokenized at once
 
@@ -65,9 +66,14 @@ def read_manifest(path: str) -> dict:
 def is_text_dataset(source: str) -> bool:
     """Whether `source` names a text dataset `prepare` reads: Parquet or JSON Lines files (a file, glob or
     folder of them), or a `datasets` folder saved to disk."""
+    if not isinstance(source, str):
+        return False
     path = os.path.expanduser(source)
     if os.path.isdir(path):
-        return os.path.isfile(os.path.join(path, "dataset_info.json")) or bool(_files(path))
+        if os.path.isfile(os.path.join(path, "dataset_info.json")):
+            return True
+        files = [p for p in Path(path).rglob("*") if p.is_file() and not p.name.startswith((".", "_"))]
+        return bool(files) and all(_format(str(p)) is not None for p in files)
     return _format(path) is not None
 
 

@@ -117,6 +117,8 @@ class DataConfig:
     eval_source: Source | None = spec_setting(None, in_ids="when set")
     # token shards: whether a run may read its train split more than once (a budget above its tokens)
     repeat: Flag = spec_setting(False, in_ids="when set")
+    # a text dataset's column of documents (Parquet, JSON Lines, a datasets folder: proxy_models/prepared.py)
+    text_column: Text = spec_setting("text", in_ids="when set")
 
     def __post_init__(self) -> None:
         check_settings(self, error=DataError)

@@ -45,13 +45,14 @@ def check_data(spec: SweepSpec) -> str:
         DataError,
         check_windows,
         is_shard_source,
+        is_text_dataset,
         load_corpus,
         passes,
     )
     from powersweep.proxy_models.shapes import get_preset
 
     data = spec.train.data
-    shards = is_shard_source(data.source)
+    shards = is_shard_source(data.source) or is_text_dataset(data.source)  # read as token shards
     if (
         not shards
         and data.source != "embedded"

@@ -161,3 +161,44 @@ def test_a_sweep_trains_on_a_prepared_corpus(tmp_path, tokenizer, datasets_of, l
     assert final["loss_eval"].min() < np.log(512)  # below a uniform guess over the vocabulary: it learned
     assert set(rows["data_fingerprint"]) == {load_corpus(DataConfig(source=str(out))).fingerprint}
     assert set(rows["data_held_out"]) == {f"every 20th document of {out}"}
+
+
+PREPARE_IN_A_PROCESS = """
+import sys
+import powersweep.proxy_models.data as data
+
+real = data.prepare
+
+def counted(*args, **kwargs):
+    with open(sys.argv[2], "a") as log:
+        log.write("prepared\\n")
+    return real(*args, **kwargs)
+
+data.prepare = counted
+corpus = data.load_corpus(data.DataConfig(source=sys.argv[1], tokenizer=sys.argv[3], eval_fraction=0.05))
+print(corpus.fingerprint)
+"""
+
+
+def test_a_text_dataset_given_as_source_is_prepared_once_a_machine(tmp_path, tokenizer, datasets_of):
+    """Two processes (a machine's trials) load the same Parquet source at once: one prepares it into the cache
+    under a lock, the other waits and reads it; later loads read it too."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "POWERSWEEP_CACHE": str(tmp_path / "cache")}
+    log, script = tmp_path / "prepared.log", tmp_path / "load.py"
+    script.write_text(PREPARE_IN_A_PROCESS)
+    command = [sys.executable, str(script), datasets_of["parquet"], str(log), tokenizer]
+    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    prints = [p.communicate(timeout=300)[0].strip() for p in processes]
+    assert [p.returncode for p in processes] == [0, 0] and len(set(prints)) == 1
+    assert log.read_text() == "prepared\n"  # once, not once a process
+    [folder] = [p for p in (tmp_path / "cache" / "prepared").iterdir() if p.is_dir()]
+    assert read_manifest(str(folder))["documents"] == DOCUMENTS
+    assert subprocess.run(command, env=env, capture_output=True, text=True).stdout.strip() == prints[0]
+    assert log.read_text() == "prepared\n"
+    direct = tmp_path / "direct"
+    prepare(datasets_of["parquet"], tokenizer=tokenizer, out=str(direct), eval_fraction=0.05)
+    assert load_corpus(DataConfig(source=str(direct))).fingerprint == prints[0]  # the same corpus
