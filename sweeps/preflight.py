@@ -1,9 +1,8 @@
 """What `submit` checks before it writes anything: each refusal is one line (SpecError or StoreError) naming
 the field or path, the value and the fix, and leaves the store as it was.
 
-- the data: the source and tokenizer exist, and the corpus they make holds the train and eval windows of
-  every model's seq_len (checked by loading it, as a trial would: the embedded corpus comes from its cache, a
-  text source is tokenized here once more than the trials tokenize it);
+- the data: `sweeps/data_check.py` (`plan` checks it too, so it lives apart from this module's heavier
+  imports);
 - the store: each directory the sweep writes takes a file (a probe, removed again);
 - the disk: free space for the sweep's rows, curves and lineage checkpoints, estimated from the plan;
 - memory: a CPU trial's estimated peak fits the memory of a node (GPU trials are sized against the GPU by
@@ -12,7 +11,6 @@ the field or path, the value and the fix, and leaves the store as it was.
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import uuid
@@ -22,7 +20,7 @@ from powersweep.proxy_models.memory import step_memory, trunk_copy_bytes
 from powersweep.proxy_models.train_config import TrainConfig
 from powersweep.sweeps.lineages import LineageJob
 from powersweep.sweeps.plan import Plan
-from powersweep.sweeps.spec import SpecError, SweepSpec, settings_for
+from powersweep.sweeps.spec import SpecError
 from powersweep.sweeps.storage import write_failure
 from powersweep.sweeps.store import StoreError
 from powersweep.sweeps.trials import PackedJob
@@ -33,69 +31,6 @@ CURVE_FILE_BYTES = 96 * 2**10
 TUNE_STATE_BYTES = 256 * 2**10  # Ray Tune's experiment state, per trial (the sweep's checkpoints/ray/)
 SPACE_MARGIN_BYTES = 2**20  # logs, the spec, a curve's temporary copy while it is replaced
 PROCESS_BYTES = 600 * 2**20  # a trial process before its model: Python, torch and Ray's worker (RSS measured)
-
-
-def check_data(spec: SweepSpec) -> str:
-    """The spec's data source and tokenizer must exist where the driver runs and make a corpus that serves the
-    train and eval windows of every model, in ids its vocabulary holds, and, for token shards, the largest
-    budget in one pass unless `train.data.repeat`: a bad corpus would otherwise fail inside every trial.
-    Returns the corpus's fingerprint (the rows' data_fingerprint)."""
-    from powersweep.proxy_models.data import (
-        DataConfig,
-        DataError,
-        check_windows,
-        is_shard_source,
-        is_text_dataset,
-        load_corpus,
-        passes,
-    )
-    from powersweep.proxy_models.shapes import get_preset
-
-    data = spec.train.data
-    shards = is_shard_source(data.source) or is_text_dataset(data.source)  # read as token shards
-    if (
-        not shards
-        and data.source != "embedded"
-        and not glob.glob(os.path.expanduser(data.source), recursive=True)
-    ):
-        raise SpecError(
-            f"train.data.source={data.source!r}: no such file, directory or glob match here: give an "
-            "existing text file, directory, glob, token shards (.bin, .npy) or 'embedded'"
-        )
-    if data.tokenizer is not None and not os.path.isfile(os.path.expanduser(data.tokenizer)):
-        raise SpecError(
-            f"train.data.tokenizer={data.tokenizer!r}: no such file: give a tokenizer.json, or leave it "
-            "out for bytes"
-        )
-    overrides = spec.train.model_overrides
-    presets = {m: get_preset(m, **overrides) for m in spec.search.models}
-    try:
-        corpus = load_corpus(DataConfig(**settings_for(data, DataConfig)))
-        for seq_len in sorted({spec.train.seq_len or p.seq_len for p in presets.values()}):
-            check_windows(corpus, seq_len=seq_len, eval_tokens=data.eval_tokens)
-    except DataError as error:  # token shards' errors name the file, or the setting as the spec does
-        named = str(error).startswith(("source=", "eval_source=", "tokenizer="))
-        where = "train.data: " if shards else f"train.data.source={_show(data.source)}: "
-        raise SpecError(f"train.data.{error}" if named else f"{where}{error}") from None
-    for model, preset in presets.items():
-        if corpus.vocab_size > preset.vocab_size:
-            raise SpecError(
-                f"train.data: the corpus's ids come from a vocabulary of {corpus.vocab_size:,} and model "
-                f"{model!r} has vocab_size {preset.vocab_size:,}: give the model that vocabulary "
-                f"(train.model_overrides: {{vocab_size: {corpus.vocab_size}}}) or a smaller tokenizer"
-            )
-    largest = max(spec.search.tokens)
-    if shards and not data.repeat and passes(corpus, largest) > 1:
-        raise SpecError(
-            f"train.data: the train split holds {len(corpus.train):,} tokens and the largest budget, "
-            f"{largest:,.0f}, would read it {passes(corpus, largest):.2f} times: add shards, lower the "
-            "budget, or allow repeats with train.data.repeat: true"
-        )
-    return corpus.fingerprint
-
-
-def _show(source) -> str:
-    return repr(source) if isinstance(source, str) else repr(list(source))
 
 
 def check_writable(paths: list[str]) -> None:

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 import psutil
 
 from powersweep.sweeps.curve_store import curve_status
+from powersweep.sweeps.data_check import check_data
 from powersweep.sweeps.identity import differences
 from powersweep.sweeps.lock import SweepLock, describe, holder
 from powersweep.sweeps.plan import Plan, plan, spec_gpu_bytes
-from powersweep.sweeps.preflight import check_data, check_free_space, check_host_memory, check_writable
+from powersweep.sweeps.preflight import check_free_space, check_host_memory, check_writable
 from powersweep.sweeps.progress import ExecutionReport
 from powersweep.sweeps.spec import SpecError, SweepSpec, spec_from_dict
 from powersweep.sweeps.store import ResultStore, StoreError

@@ -142,8 +142,8 @@ def checked_spec(path: str):
 
 
 def plan_command(args) -> int:
+    from powersweep.sweeps.data_check import check_data
     from powersweep.sweeps.plan import format_memory_table, format_plan, memory_table, plan
-    from powersweep.sweeps.preflight import check_data
     from powersweep.sweeps.trackers import check_loggers
 
     spec = checked_spec(args.spec)

@@ -1,0 +1,80 @@
+"""The data a sweep trains on, checked before anything is written, by `plan` and by `submit`: each refusal
+is one line (SpecError) naming the setting or the file, the value and the fix.
+
+The source and tokenizer must exist, and the corpus they make must serve the train and eval windows of every
+model's seq_len, in ids each model's vocabulary holds; token shards must hold the largest budget in one pass
+unless `train.data.repeat`. The corpus is loaded as a trial would load it: the embedded corpus comes from its
+cache, token shards are memory-mapped, a text dataset is prepared into the cache (once a machine), a text
+source is tokenized here once more than the trials tokenize it. Nothing here imports torch, Ray, pandas or
+pyarrow (a text dataset's preparation imports pyarrow): `plan` stays light.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+from powersweep.sweeps.spec import SpecError, SweepSpec, settings_for
+
+
+def check_data(spec: SweepSpec) -> str:
+    """The spec's data source and tokenizer must exist where the driver runs and make a corpus that serves the
+    train and eval windows of every model, in ids its vocabulary holds, and, for token shards, the largest
+    budget in one pass unless `train.data.repeat`: a bad corpus would otherwise fail inside every trial.
+    Returns the corpus's fingerprint (the rows' data_fingerprint)."""
+    from powersweep.proxy_models.data import (
+        DataConfig,
+        DataError,
+        check_windows,
+        is_shard_source,
+        is_text_dataset,
+        load_corpus,
+        passes,
+    )
+    from powersweep.proxy_models.shapes import get_preset
+
+    data = spec.train.data
+    shards = is_shard_source(data.source) or is_text_dataset(data.source)  # read as token shards
+    if (
+        not shards
+        and data.source != "embedded"
+        and not glob.glob(os.path.expanduser(data.source), recursive=True)
+    ):
+        raise SpecError(
+            f"train.data.source={data.source!r}: no such file, directory or glob match here: give an "
+            "existing text file, directory, glob, token shards (.bin, .npy) or 'embedded'"
+        )
+    if data.tokenizer is not None and not os.path.isfile(os.path.expanduser(data.tokenizer)):
+        raise SpecError(
+            f"train.data.tokenizer={data.tokenizer!r}: no such file: give a tokenizer.json, or leave it "
+            "out for bytes"
+        )
+    overrides = spec.train.model_overrides
+    presets = {m: get_preset(m, **overrides) for m in spec.search.models}
+    try:
+        corpus = load_corpus(DataConfig(**settings_for(data, DataConfig)))
+        for seq_len in sorted({spec.train.seq_len or p.seq_len for p in presets.values()}):
+            check_windows(corpus, seq_len=seq_len, eval_tokens=data.eval_tokens)
+    except DataError as error:  # token shards' errors name the file, or the setting as the spec does
+        named = str(error).startswith(("source=", "eval_source=", "tokenizer="))
+        where = "train.data: " if shards else f"train.data.source={_show(data.source)}: "
+        raise SpecError(f"train.data.{error}" if named else f"{where}{error}") from None
+    for model, preset in presets.items():
+        if corpus.vocab_size > preset.vocab_size:
+            raise SpecError(
+                f"train.data: the corpus's ids come from a vocabulary of {corpus.vocab_size:,} and model "
+                f"{model!r} has vocab_size {preset.vocab_size:,}: give the model that vocabulary "
+                f"(train.model_overrides: {{vocab_size: {corpus.vocab_size}}}) or a smaller tokenizer"
+            )
+    largest = max(spec.search.tokens)
+    if shards and not data.repeat and passes(corpus, largest) > 1:
+        raise SpecError(
+            f"train.data: the train split holds {len(corpus.train):,} tokens and the largest budget, "
+            f"{largest:,.0f}, would read it {passes(corpus, largest):.2f} times: add shards, lower the "
+            "budget, or allow repeats with train.data.repeat: true"
+        )
+    return corpus.fingerprint
+
+
+def _show(source) -> str:
+    return repr(source) if isinstance(source, str) else repr(list(source))
