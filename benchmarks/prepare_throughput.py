@@ -24,7 +24,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from powersweep.proxy_models.data import embedded_files, stdlib_root
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from bpe import train_bpe  # noqa: E402 - the tests' own tokenizer trainer
+
+from powersweep.proxy_models.data import embedded_files, stdlib_root  # noqa: E402
 
 ONE_RUN = """
 import json, sys, time
@@ -46,8 +49,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.megabytes, args.vocab = 2, 1024
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     train_names, eval_names = embedded_files()
     text, budget = [], args.megabytes * 1e6
     for name in train_names + eval_names:
@@ -61,16 +62,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     results = []
     with tempfile.TemporaryDirectory() as root:
-        bpe = Tokenizer(models.BPE())
-        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        bpe.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(
-            vocab_size=args.vocab,
-            special_tokens=["<|endoftext|>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        )
-        bpe.train_from_iterator(documents, trainer=trainer)
-        bpe.save(f"{root}/tokenizer.json")
+        train_bpe(documents, vocab_size=args.vocab, path=f"{root}/tokenizer.json")
         pq.write_table(pa.table({"text": documents}), f"{root}/corpus.parquet")
         script = Path(root, "run.py")
         script.write_text(ONE_RUN)

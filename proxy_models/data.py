@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import platform
+import posixpath
 import sys
 import sysconfig
 from collections.abc import Sequence
@@ -47,12 +48,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from powersweep.proxy_models.files import write_atomically
+from powersweep.proxy_models.filesystems import is_uri, shown
 from powersweep.proxy_models.prepared import (
     is_prepared,
     is_text_dataset,
     prepare,
     read_manifest,
     source_fingerprint,
+    within,
 )
 from powersweep.proxy_models.shapes import BYTE_VOCAB
 from powersweep.proxy_models.token_files import (
@@ -218,7 +221,7 @@ def is_shard_source(source: str | Sequence[str]) -> bool:
     """Whether `source` names token shards (`proxy_models/token_files.py`) rather than text, the embedded
     corpus or one sidecar `.bin` file (read into memory, as ever): a list, an `.npy` file, an llm.c `.bin`,
     or a glob or directory whose files are all token files."""
-    if not isinstance(source, str):
+    if not isinstance(source, str) or is_uri(source):  # object storage: token shards only, for now
         return True
     path = os.path.expanduser(source)
     if path.endswith(".npy") or is_prepared(path):
@@ -420,10 +423,9 @@ def _load_shards(config: DataConfig) -> TokenCorpus:
     prepared = isinstance(config.source, str) and is_prepared(config.source)
     if prepared:  # `powersweep data prepare`'s folder: its manifest lists the shards of each split
         manifest = read_manifest(config.source)
-        folder = os.path.expanduser(config.source)
         split = {
             name: [
-                read_header(os.path.join(folder, s["name"]), vocab_size=manifest["vocab_size"])
+                read_header(within(config.source, s["name"]), vocab_size=manifest["vocab_size"])
                 for s in manifest["shards"][name]
             ]
             for name in ("train", "eval")
@@ -446,7 +448,7 @@ def _load_shards(config: DataConfig) -> TokenCorpus:
         description = f"eval_source {_show(config.eval_source)}"
     elif prepared:
         train, held = TokenStream.open(shards), TokenStream.open(split["eval"])
-        description = f"{manifest['held_out']} of {config.source}"
+        description = f"{manifest['held_out']} of {shown(config.source)}"
     elif len(shards) >= 2:
         by_path = {s.path: s for s in shards}
         train_paths, eval_paths = _split_by_name(
@@ -461,9 +463,8 @@ def _load_shards(config: DataConfig) -> TokenCorpus:
         train, held = TokenStream([ids[:cut]], shards), TokenStream([ids[cut:]], shards)
         description = _tail(config.eval_fraction)
     vocab_size = max(s.vocab_size for s in (*train.shards, *held.shards))
-    name = (
-        config.source if isinstance(config.source, str) else f"{config.source[0]} (+{len(shards) - 1} shards)"
-    )
+    first = shown(config.source if isinstance(config.source, str) else config.source[0])
+    name = first if isinstance(config.source, str) else f"{first} (+{len(shards) - 1} shards)"
     fingerprint = _stream_fingerprint(train, held, vocab_size)
     return TokenCorpus(train, held, vocab_size, name, fingerprint, "stream", description)
 
@@ -479,10 +480,11 @@ def _files(names: Sequence[str], total: int, *, what: str = "files") -> str:
 
 
 def _show(source: str | Sequence[str]) -> str:
-    """A source as a person reads it in a message."""
+    """A source as a person reads it in a message or a row (a URI without its credentials)."""
     if isinstance(source, str):
-        return repr(source)
-    return repr(list(source)) if len(source) <= 2 else f"[{source[0]!r}, ... {len(source)} files]"
+        return repr(shown(source))
+    names = [shown(s) for s in source]
+    return repr(names) if len(names) <= 2 else f"[{names[0]!r}, ... {len(names)} files]"
 
 
 def _load_token_file(config: DataConfig) -> TokenCorpus:
@@ -660,11 +662,18 @@ def _make_corpus(
 
 
 def _stream_fingerprint(train: TokenStream, held_out: TokenStream, vocab_size: int) -> str:
-    """Hash of both splits of token shards: each shard's size and SHARD_HASH_SAMPLES slices of it (a shard
-    may hold 10^8 tokens), in order, and the vocab size."""
+    """Hash of both splits of token shards, in order, and the vocab size: of each local shard its size and
+    SHARD_HASH_SAMPLES slices of it (a shard may hold 10^8 tokens); of a shard on object storage, not
+    fetched for a hash, its name and size."""
     digest = hashlib.sha256(f"{vocab_size}|{train.dtype.str}|{len(train)}|{len(held_out)}".encode())
     for stream in (train, held_out):
-        for ids in stream.arrays:
+        for i in range(stream.parts):
+            shard = stream.shards[i] if i < len(stream.shards) else None
+            if shard is not None and is_uri(shard.path):
+                name = posixpath.basename(shard.path.partition("?")[0])
+                digest.update(f"|{name}|{shard.tokens}".encode())
+                continue
+            ids = stream.array(i)
             digest.update(f"|{len(ids)}".encode())
             for chunk in _hash_chunks(ids, samples=SHARD_HASH_SAMPLES):
                 digest.update(chunk)

@@ -27,6 +27,7 @@ import glob
 import hashlib
 import json
 import os
+import posixpath
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from powersweep.proxy_models.filesystems import is_uri, resolve, shown
 from powersweep.proxy_models.train_config import DataError
 
 MANIFEST = "manifest.json"
@@ -45,22 +47,43 @@ BATCH_DOCUMENTS = 1024  # documents tokenized at once
 
 
 def is_prepared(path: str) -> bool:
-    """Whether `path` is a folder that `prepare` wrote."""
+    """Whether `path` (a folder, or one on object storage) is a folder that `prepare` wrote."""
+    if is_uri(path):
+        filesystem, folder = resolve(path, what="source", error=DataError)
+        return filesystem.get_file_info(posixpath.join(folder, MANIFEST)).is_file
     return os.path.isfile(os.path.join(os.path.expanduser(path), MANIFEST))
 
 
 def read_manifest(path: str) -> dict:
-    """The manifest of the prepared corpus at `path`; DataError if it is missing or not one."""
-    file = os.path.join(os.path.expanduser(path), MANIFEST)
+    """The manifest of the prepared corpus at `path` (a folder, or one on object storage); DataError if it
+    is missing or not one."""
+    file = within(path, MANIFEST)
     try:
-        manifest = json.loads(Path(file).read_text(encoding="utf-8"))
+        if is_uri(path):
+            filesystem, location = resolve(file, what="source", error=DataError)
+            with filesystem.open_input_stream(location) as stream:
+                manifest = json.loads(stream.read().decode("utf-8"))
+        else:
+            manifest = json.loads(Path(file).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DataError(f"{path!r} holds no {MANIFEST}: prepare it with `powersweep data prepare`") from None
+        raise DataError(
+            f"{shown(path)!r} holds no {MANIFEST}: prepare it with `powersweep data prepare`"
+        ) from None
     except (OSError, ValueError) as exc:
-        raise DataError(f"{file!r} is not a readable manifest ({exc}): prepare the corpus again") from None
+        raise DataError(
+            f"{shown(file)!r} is not a readable manifest ({exc}): prepare the corpus again"
+        ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise DataError(f"{file!r} is not a {FORMAT} manifest: prepare the corpus again")
+        raise DataError(f"{shown(file)!r} is not a {FORMAT} manifest: prepare the corpus again")
     return manifest
+
+
+def within(folder: str, name: str) -> str:
+    """The file `name` in `folder`: a local path, or a URI with `folder`'s credentials and query."""
+    if not is_uri(folder):
+        return os.path.join(os.path.expanduser(folder), name)
+    base, question, query = folder.partition("?")
+    return f"{base.rstrip('/')}/{name}{question}{query}"
 
 
 def is_text_dataset(source: str) -> bool:
@@ -99,6 +122,11 @@ def prepare(
     separator = next((t for t in SEPARATORS if encoder.token_id(t) is not None), None)
     dtype = np.uint16 if encoder.vocab_size <= 1 << 16 else np.uint32
     out = os.path.expanduser(out)
+    if os.path.exists(out) and not (os.path.isdir(out) and (is_prepared(out) or not os.listdir(out))):
+        raise DataError(
+            f"out={out!r} exists and is not a prepared corpus: give a new folder (a prepared one is replaced "
+            "whole, nothing else is)"
+        )
     staging = f"{out}.{uuid.uuid4().hex[:8]}.tmp"
     os.makedirs(staging)
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import os
 
+from powersweep.proxy_models.filesystems import shown
 from powersweep.sweeps.spec import SpecError, SweepSpec, settings_for
 
 
@@ -77,4 +78,4 @@ def check_data(spec: SweepSpec) -> str:
 
 
 def _show(source) -> str:
-    return repr(source) if isinstance(source, str) else repr(list(source))
+    return repr(shown(source)) if isinstance(source, str) else repr([shown(s) for s in source])

@@ -16,19 +16,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-import fsspec
-import pyarrow as pa
 import pyarrow.fs as pafs
 
+from powersweep.proxy_models.filesystems import is_object_store, resolve
 from powersweep.store_layout import PARTITION
 from powersweep.sweeps.schema import StoreError
 
 T = TypeVar("T")
 HIDDEN_PREFIXES = (".", "_")  # the prefixes pyarrow.dataset discovery skips by default
-# Filesystems whose single-object writes are atomic and whose renames are copies.
-_OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss"})
-# pyarrow's native filesystems; others go through fsspec.
-_PYARROW_SCHEMES = frozenset({"file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss"})
 
 
 class Storage:
@@ -38,8 +33,8 @@ class Storage:
 
     def __init__(self, uri: str):
         self.uri = uri
-        self.fs, self.root = _resolve_filesystem(uri)
-        self.whole_objects = _is_object_store(self.fs)
+        self.fs, self.root = resolve(uri, what="storage URI", error=StoreError)
+        self.whole_objects = is_object_store(self.fs)
 
     def path(self, relpath: str) -> str:
         return posixpath.join(self.root, relpath)
@@ -106,45 +101,6 @@ class Storage:
         except BaseException:
             _delete_quietly(self.fs, temporary)
             raise
-
-
-def _resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and root path of ``uri``; pyarrow's own filesystems first, then fsspec."""
-    if not isinstance(uri, str) or not uri.strip():
-        raise StoreError(f"storage URI {uri!r}: must be a local path or a URI such as s3://bucket/prefix")
-    if "://" not in uri:
-        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri)).replace(os.sep, "/")
-    scheme = uri.split("://", 1)[0].lower()
-    if scheme in _PYARROW_SCHEMES:
-        try:
-            filesystem, path = pafs.FileSystem.from_uri(uri)
-            return filesystem, path.rstrip("/") or "/"
-        except (ImportError, pa.ArrowNotImplementedError):
-            pass  # this pyarrow build lacks the filesystem: fsspec may have it
-        except (OSError, ValueError) as error:
-            fix = "check the bucket, endpoint and credentials"
-            raise StoreError(f"storage URI {uri!r}: cannot open it ({error}): {fix}") from None
-    return _fsspec_filesystem(uri, scheme)
-
-
-def _fsspec_filesystem(uri: str, scheme: str) -> tuple[pafs.FileSystem, str]:
-    try:
-        filesystem, path = fsspec.core.url_to_fs(uri)
-    except ImportError as error:
-        raise StoreError(f"storage URI {uri!r}: scheme {scheme!r} needs a package: {error}") from None
-    except ValueError as error:
-        fix = "use a local path, file://, s3://, gs:// or an installed fsspec protocol"
-        raise StoreError(f"storage URI {uri!r}: unknown scheme {scheme!r} ({error}): {fix}") from None
-    return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem)), path.rstrip("/") or "/"
-
-
-def _is_object_store(filesystem: pafs.FileSystem) -> bool:
-    if isinstance(filesystem, pafs.PyFileSystem):
-        protocol = filesystem.handler.fs.protocol
-        protocols = {protocol} if isinstance(protocol, str) else set(protocol)
-    else:
-        protocols = {filesystem.type_name}
-    return bool(protocols & _OBJECT_STORES)
 
 
 def _write_bytes(filesystem: pafs.FileSystem, path: str, data: bytes) -> None:

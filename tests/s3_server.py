@@ -45,6 +45,7 @@ class Request:
     query: str  # the raw query string, e.g. "uploadId=...&partNumber=1"
     kind: str  # the S3 operation: PutObject, UploadPart, ListObjectsV2, ... (s3_operation)
     status: int  # the HTTP status of the answer
+    range: str | None = None  # a ranged GET's Range header, e.g. "bytes=0-4095"
 
 
 class Counted:
@@ -103,7 +104,8 @@ class _RequestLog:
             copy = bool(environ.get("HTTP_X_AMZ_COPY_SOURCE"))
             kind = s3_operation(method, path, query, copy=copy)
             with self._lock:
-                self._requests.append(Request(method, path, query, kind, statuses[-1] if statuses else 500))
+                status = statuses[-1] if statuses else 500
+                self._requests.append(Request(method, path, query, kind, status, environ.get("HTTP_RANGE")))
 
     def since(self, start: int) -> list[Request]:
         with self._lock:

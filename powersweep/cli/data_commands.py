@@ -18,7 +18,11 @@ def add_data_parser(sub) -> None:
         "source", help="Parquet or JSON Lines files (a file, glob or folder), or a datasets folder"
     )
     p.add_argument("--tokenizer", required=True, help="a tokenizer.json (Hugging Face tokenizers)")
-    p.add_argument("--out", required=True, help="the folder to write (replaced whole if it exists)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="the folder to write (a prepared corpus there is replaced whole; anything else is refused)",
+    )
     p.add_argument("--text-column", default="text", help="the column holding each document's text")
     p.add_argument("--shard-tokens", type=_count, default=100_000_000, help="ids per shard, e.g. 100M")
     p.add_argument("--eval-fraction", type=float, default=0.005, help="share of documents held out")

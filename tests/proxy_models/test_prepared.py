@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from bpe import train_bpe
 
 from powersweep.cli import main
 from powersweep.proxy_models.data import (
@@ -38,18 +39,7 @@ def documents() -> list[str]:
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory, documents) -> str:
     """A byte-level BPE of 512 ids trained here, with GPT-2's document separator."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=512, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    bpe.train_from_iterator(documents, trainer=trainer)
-    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
-    bpe.save(str(path))
-    return str(path)
+    return train_bpe(documents, vocab_size=512, path=tmp_path_factory.mktemp("tokenizer") / "tokenizer.json")
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +192,17 @@ def test_a_text_dataset_given_as_source_is_prepared_once_a_machine(tmp_path, tok
     direct = tmp_path / "direct"
     prepare(datasets_of["parquet"], tokenizer=tokenizer, out=str(direct), eval_fraction=0.05)
     assert load_corpus(DataConfig(source=str(direct))).fingerprint == prints[0]  # the same corpus
+
+
+def test_prepare_replaces_only_a_prepared_corpus(tmp_path, tokenizer, datasets_of):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(DataError, match="exists and is not a prepared corpus: give a new folder"):
+        prepare(datasets_of["jsonl"], tokenizer=tokenizer, out=str(mine))
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"] and (mine / "notes.txt").read_text() == "keep me"
+    prepared = tmp_path / "prepared"
+    first = prepare(datasets_of["jsonl"], tokenizer=tokenizer, out=str(prepared), eval_fraction=0.05)
+    again = prepare(datasets_of["parquet"], tokenizer=tokenizer, out=str(prepared), eval_fraction=0.1)
+    assert read_manifest(str(prepared)) == again != first  # replaced whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "prepared"]  # no staging folder left

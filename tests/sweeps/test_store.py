@@ -15,6 +15,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+from powersweep.proxy_models.filesystems import is_object_store
 from powersweep.sweeps import storage as storage_module
 from powersweep.sweeps.schema import COLUMN_DOCS, REQUIRED, SCHEMA, STATUSES
 from powersweep.sweeps.store import ResultStore, StoreError
@@ -477,9 +478,9 @@ def test_file_uri_and_plain_path_are_the_same_store(tmp_path):
 
 def test_object_stores_are_written_in_one_put():
     memory = fsspec.filesystem("memory")
-    assert storage_module._is_object_store(pafs.PyFileSystem(pafs.FSSpecHandler(memory))) is False
-    assert storage_module._is_object_store(pafs.LocalFileSystem()) is False
-    assert storage_module._is_object_store(pafs.S3FileSystem(anonymous=True, region="us-east-1")) is True
+    assert is_object_store(pafs.PyFileSystem(pafs.FSSpecHandler(memory))) is False
+    assert is_object_store(pafs.LocalFileSystem()) is False
+    assert is_object_store(pafs.S3FileSystem(anonymous=True, region="us-east-1")) is True
 
 
 def test_a_phase_outside_final_and_trunk_is_refused(tmp_path):
