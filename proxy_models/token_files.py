@@ -166,14 +166,6 @@ class TokenStream:
     def parts(self) -> int:
         return len(self._arrays)
 
-    @property
-    def ndim(self) -> int:
-        return 1
-
-    @property
-    def size(self) -> int:
-        return len(self)
-
     def __getitem__(self, index: slice) -> np.ndarray:
         if not isinstance(index, slice) or index.step not in (None, 1):
             raise TypeError(f"a token stream takes slices with step 1, not {index!r}")
