@@ -31,7 +31,6 @@ of the corpus (its shards, no others) and runs of any batch size see the same to
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import hashlib
 import json
@@ -47,7 +46,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from powersweep.proxy_models.files import write_atomically
+from powersweep.proxy_models.files import machine_lock, write_atomically
 from powersweep.proxy_models.filesystems import is_uri, shown
 from powersweep.proxy_models.prepared import (
     is_prepared,
@@ -60,6 +59,7 @@ from powersweep.proxy_models.prepared import (
 from powersweep.proxy_models.shapes import BYTE_VOCAB
 from powersweep.proxy_models.token_files import (
     TokenStream,
+    cache_root,
     check_token_format,
     is_token_file,
     read_header,
@@ -202,10 +202,9 @@ def prepared_cache(config: DataConfig) -> str:
     key = json.dumps(
         [source_fingerprint(config.source), tokenizer.fingerprint, config.text_column, config.eval_fraction]
     )
-    folder = _cache_dir() / "prepared" / _digest(key.encode())
+    folder = cache_root() / "prepared" / _digest(key.encode())
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{folder}.lock", "wb") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process ends
+    with machine_lock(f"{folder}.lock"):
         if not is_prepared(str(folder)):
             prepare(
                 config.source,
@@ -505,7 +504,7 @@ def _load_embedded(config: DataConfig) -> TokenCorpus:
     tokenizer = load_tokenizer(config.tokenizer)
     files = _stdlib_files(config.max_bytes)
     key = _cache_key(config, tokenizer, files)
-    stem = _cache_dir() / f"embedded-{_digest(json.dumps(key, sort_keys=True).encode())}"
+    stem = cache_root() / f"embedded-{_digest(json.dumps(key, sort_keys=True).encode())}"
     cached = _read_cache(stem, key)
     if cached is not None:
         return cached
@@ -571,10 +570,6 @@ def _cache_key(config: DataConfig, tokenizer, files: list[tuple[str, int]]) -> d
         "tokenizer": tokenizer.fingerprint,
         "files": _digest(listing),
     }
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("POWERSWEEP_CACHE") or Path.home() / ".cache" / "powersweep")
 
 
 def _read_cache(stem: Path, key: dict) -> TokenCorpus | None:

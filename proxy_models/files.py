@@ -9,10 +9,11 @@ disk) removes its temp file; `remove_stale_temps` deletes those that killed proc
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 import psutil
@@ -60,3 +61,13 @@ def _running(pid: int) -> bool:
         return False
     except psutil.AccessDenied:  # another user's process
         return True
+
+
+@contextlib.contextmanager
+def machine_lock(path: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` (made if missing) for the block: the processes of one machine
+    that make the same cached thing take turns, so that one makes it and the others find it made. Released
+    when the block ends, or the process does."""
+    with open(path, "wb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

@@ -24,7 +24,6 @@ Example::
 
 from __future__ import annotations
 
-import fcntl
 import fnmatch
 import glob
 import hashlib
@@ -39,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from powersweep.proxy_models.files import machine_lock
 from powersweep.proxy_models.filesystems import is_uri, resolve, shown
 from powersweep.proxy_models.train_config import DataError
 
@@ -197,8 +197,7 @@ def fetch(uri: str) -> str:
     key = hashlib.sha256(f"{uri.split('://', 1)[0]}://{path}|{size}".encode()).hexdigest()[:16]
     local = cache_root() / "shards" / key / posixpath.basename(path)
     local.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{local}.lock", "wb") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process ends
+    with machine_lock(f"{local}.lock"):
         if not local.is_file() or local.stat().st_size != size:
             temporary = f"{local}.{uuid.uuid4().hex[:8]}.tmp"
             try:
