@@ -69,7 +69,7 @@ logger = logging.getLogger(__name__)
 
 REPLACED_PREFIX = "replaced-"  # set-aside/sweep_id=<id>/replaced-<time>/: a sweep's files before --replace
 ROW_GROUP_ROWS = 1_048_576  # rows per row group of a merged file: a column of a sweep is one range read
-_READS = 3  # reads of a file that may be rewritten in place before it counts as broken
+_READS = 10  # reads of a file rewritten in place meanwhile (a new version each) before it counts as broken
 _RESCANS = 5  # listings a reader makes when files vanish under it (merged meanwhile) before it gives up
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 # The columns stored in each file: the partition column lives in the directory name.
@@ -473,13 +473,14 @@ class ResultStore:
         A compacted file is written once under its own name: read by ranges, the footer then the columns
         asked for. Any other file may be rewritten in place (a lineage's rows and curve, with each write), so
         its rows are read with the whole file in one request: an object store answers a GET with one
-        version, where a footer read before a rewrite and columns read after it would not match. A file that
-        reads as broken is read again before it counts as such: it may have been rewritten meanwhile (a
-        footer read from the end of a version that grew is no footer)."""
+        version, where a footer read before a rewrite and columns read after it would not match. Yet an
+        object store's read is a size request then a ranged GET, and a version written between the two is cut
+        at the old size (no footer): a file that reads as broken is read again when it changed meanwhile, and
+        counts as broken when one version of it read as broken twice."""
         name = posixpath.basename(path).removesuffix(".parquet")
         rewritten = not name.startswith(COMPACTED_PREFIX)
         whole = rows and rewritten
-        problem = None
+        problem, failed_version = None, None
         for _ in range(_READS if rewritten else 1):
             try:
                 with self._fs.open_input_file(path) as handle:
@@ -494,9 +495,13 @@ class ResultStore:
                 return _File(path, vanished=True)
             except (pa.ArrowException, OSError, ValueError) as error:
                 # an object store answers a file deleted between its open and its read with another error
-                if self._fs.get_file_info(path).type == pafs.FileType.NotFound:
+                info = self._fs.get_file_info(path)
+                if info.type == pafs.FileType.NotFound:
                     return _File(path, vanished=True)
                 problem = f"{type(error).__name__}: {error}"
+                if (info.size, info.mtime) == failed_version:
+                    break
+                failed_version = (info.size, info.mtime)
                 continue
             return _File(path, table, held, write=metadata.get(WRITE_KEY))
         return _File(path, problem=problem)
