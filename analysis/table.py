@@ -30,6 +30,8 @@ REQUIRED = ("model", "tokens", "batch_size", "lr", "loss_eval")
 KNOWN = REQUIRED + (
     "run_id",
     "n_params",
+    "n_params_non_embedding",
+    "d_model",
     "seq_len",
     "status",
     "schedule",
@@ -348,6 +350,8 @@ def _fill_defaults(frame: pd.DataFrame) -> pd.DataFrame:
     defaults = {
         "run_id": None,
         "n_params": np.nan,
+        "n_params_non_embedding": np.nan,
+        "d_model": np.nan,
         "seq_len": np.nan,
         "status": "ok",
         "schedule": "unknown",

@@ -68,6 +68,13 @@ COLUMNS: tuple[Column, ...] = (
     Column("n_params", int, RUN, "parameters / all trainable parameters, embeddings included"),
     Column("n_params_non_embedding", int, RUN, "parameters / trainable parameters excluding embeddings"),
     Column(
+        "d_model",
+        int,
+        RUN,
+        "width / the model's embedding size, the width muP scales (m_width = d_model / d_base under muP); "
+        "null in rows from before it",
+    ),
+    Column(
         "m_width",
         float,
         RUN,
@@ -169,7 +176,8 @@ COLUMNS: tuple[Column, ...] = (
         "parametrisation",
         str,
         RUN,
-        "name / 'mup': every proxy model here is muP (proxy_models/model.py); null in rows from before it",
+        "name / 'mup' or 'sp' (standard parametrisation: search.parametrisation or model_overrides "
+        "use_mup: false; proxy_models/model.py); null in rows from before it",
         default="mup",
     ),
     Column(

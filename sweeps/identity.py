@@ -2,9 +2,9 @@
 they are equal; its grids may change (values added run as new cells, values removed leave their rows stored).
 
 Settings are everything under `train:` and the search's own settings (mode, Optuna's ranges, the adaptive
-search's lattice and budgets). Grid values (models, lr, batch sizes, budgets, seeds, power a, b and lr_max,
-Optuna's trial count) and `run:` (how and where trials execute: resources, packing, storage, trackers,
-compiling; no id depends on them) are not.
+search's lattice and budgets). Grid values (models, parametrisations, lr, batch sizes, budgets, seeds,
+power a, b and lr_max, Optuna's trial count) and `run:` (how and where trials execute: resources, packing,
+storage, trackers, compiling; no id depends on them) are not.
 
 >>> differences(stored_spec, new_spec)
 ['train.warmup_tokens: 2000.0 -> 4000.0']
@@ -17,7 +17,18 @@ from typing import Any
 from powersweep.proxy_models.settings import short
 from powersweep.sweeps.spec import SweepSpec
 
-GRIDS = ("models", "lr", "batch_size", "tokens", "seeds", "power_a", "power_b", "lr_max", "n_trials")
+GRIDS = (
+    "models",
+    "parametrisation",
+    "lr",
+    "batch_size",
+    "tokens",
+    "seeds",
+    "power_a",
+    "power_b",
+    "lr_max",
+    "n_trials",
+)
 SEARCH_EXECUTION = ("study_concurrency",)  # how a search runs its trials, not what they train
 
 

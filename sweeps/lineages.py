@@ -125,12 +125,19 @@ def lineage_jobs(config: TrainConfig, budgets: tuple[float, ...]) -> list[Lineag
 def trajectories(
     spec: SweepSpec, longest: float, schedules: Sequence[ScheduleConfig]
 ) -> Iterator[TrainConfig]:
-    """One TrainConfig per combination of model, batch size, seed and schedule (its lr, or power a, b and
-    lr_max), with every setting of the spec's `train:` and `run:` sections (proxy_models/settings.py)."""
+    """One TrainConfig per combination of model, parametrisation, batch size, seed and schedule (its lr, or
+    power a, b and lr_max), with every setting of the spec's `train:` and `run:` sections
+    (proxy_models/settings.py)."""
     s, t = spec.search, spec.train
     settings = {**settings_for(t, TrainConfig), **settings_for(spec.run, TrainConfig)}
-    settings["model_overrides"] = {**t.model_overrides, **({"seq_len": t.seq_len} if t.seq_len else {})}
-    for model, batch_size, seed, schedule in itertools.product(s.models, s.batch_size, s.seeds, schedules):
+    overrides = {**t.model_overrides, **({"seq_len": t.seq_len} if t.seq_len else {})}
+    for model, parametrisation, batch_size, seed, schedule in itertools.product(
+        s.models, s.parametrisation, s.batch_size, s.seeds, schedules
+    ):
+        # muP is every preset's own: a muP trajectory's overrides (and ids) do not name it
+        settings["model_overrides"] = (
+            overrides if parametrisation == "mup" else {**overrides, "use_mup": False}
+        )
         yield TrainConfig(
             model=model, schedule=schedule, batch_size=batch_size, tokens=longest, seed=seed, **settings
         )

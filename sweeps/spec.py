@@ -139,6 +139,8 @@ class SearchSpec(_Strict):
     """What to search: every combination of these values is one run (or one Optuna trial's space)."""
 
     models: list[str] = Field(default_factory=lambda: ["cpu-xs"])  # preset names
+    # muP, standard parametrisation (sp) or both: each model in each (a transfer check across widths)
+    parametrisation: list[Literal["mup", "sp"]] = Field(default_factory=lambda: ["mup"])
     lr: list[Positive] = Field(default_factory=list)  # peak lrs (constant, cosine, wsd)
     batch_size: list[PositiveInt] = Field(default_factory=lambda: [16])  # sequences per step
     tokens: list[Tokens] = Field(default_factory=list)  # training budgets T (numbers or "2B")
@@ -156,7 +158,9 @@ class SearchSpec(_Strict):
     # adaptive mode: lr range, resolution, budget
     adaptive: AdaptiveSpec = Field(default_factory=AdaptiveSpec)
 
-    @field_validator("models", "lr", "batch_size", "tokens", "seeds", "power_a", "power_b", "lr_max")
+    @field_validator(
+        "models", "parametrisation", "lr", "batch_size", "tokens", "seeds", "power_a", "power_b", "lr_max"
+    )
     @classmethod
     def _distinct(cls, values):
         if len(set(values)) != len(values):
@@ -328,9 +332,14 @@ class SweepSpec(_Strict):
             raise ValueError(
                 "search.mode=optuna searches the power schedule's (a, b): set train.schedule: power"
             )
-        for name in ("models", "batch_size", "tokens", "seeds"):
+        for name in ("models", "parametrisation", "batch_size", "tokens", "seeds"):
             if not getattr(s, name):
                 raise ValueError(f"search.{name} is empty: give at least one value")
+        if "use_mup" in t.model_overrides and s.parametrisation != ["mup"]:
+            raise ValueError(
+                "train.model_overrides.use_mup and search.parametrisation both choose the parametrisation:"
+                " drop use_mup and list it in search.parametrisation, e.g. [mup, sp]"
+            )
         _check_models(s.models, t.model_overrides)
         _check_pack(self.run.pack, s.models, t.model_overrides)
         _check_steps(self)
@@ -370,7 +379,8 @@ class SweepSpec(_Strict):
         else:
             per_cell = s.n_trials if s.mode == "optuna" else len(s.power_a) * len(s.power_b)
             per_cell *= len(s.lr_max)
-        return len(s.models) * len(s.batch_size) * len(s.seeds) * len(s.tokens) * per_cell
+        models = len(s.models) * len(s.parametrisation)
+        return models * len(s.batch_size) * len(s.seeds) * len(s.tokens) * per_cell
 
 
 def _check_steps(spec: SweepSpec) -> None:

@@ -37,6 +37,15 @@ def test_loss_falls_and_row_is_complete(corpus):
     assert row["tokens_per_s"] > 0 and 0 < row["mfu"] < 1
 
 
+def test_the_row_names_its_width_and_parametrisation(corpus):
+    config = tiny_config(tokens=8 * 64 * 8, model_overrides={**TINY, "use_mup": False})
+    standard = Trainer(config, corpus=corpus).run().to_row()
+    assert (standard["parametrisation"], standard["d_model"], standard["m_width"]) == ("sp", 64, 1.0)
+    mup = Trainer(replace(config, model_overrides=TINY), corpus=corpus).run().to_row()
+    assert (mup["parametrisation"], mup["d_model"], mup["m_width"]) == ("mup", 64, 0.5)  # d_base 128
+    assert mup["loss_eval"] != standard["loss_eval"]  # the two trained different models
+
+
 def test_checkpoint_resume_equals_uninterrupted_run(corpus, tmp_path):
     config = tiny_config(dtype="float64")
     uninterrupted = Trainer(config, corpus=corpus).run()

@@ -39,6 +39,36 @@ def test_ids_are_deterministic_and_independent_of_other_grid_values():
     assert len({j.lineage_id for j in extended.jobs}) == 3
 
 
+def test_parametrisations_are_a_grid_that_keeps_the_mup_ids():
+    mup_only, both = plan(spec()), plan(spec(parametrisation=["mup", "sp"]))
+    assert (
+        len(both.jobs) == 2 * len(mup_only.jobs)
+        and both.summary()["runs"] == spec(parametrisation=["mup", "sp"]).planned_runs
+    )
+    mup_jobs = [j for j in both.jobs if j.config.model_overrides.get("use_mup", True)]
+    sp_jobs = [j for j in both.jobs if j.config.model_overrides.get("use_mup") is False]
+    assert mup_jobs == list(mup_only.jobs)  # adding sp to a muP sweep runs only the new cells
+    assert len(sp_jobs) == len(mup_only.jobs) and not {j.lineage_id for j in sp_jobs} & {
+        j.lineage_id for j in mup_jobs
+    }
+    assert {j.config.proxy.use_mup for j in sp_jobs} == {False}
+
+
+def test_parametrisation_is_chosen_in_one_place():
+    with pytest.raises(ValueError, match=r"model_overrides.use_mup and search.parametrisation"):
+        spec_from_dict(
+            {
+                "name": "t",
+                "search": {"lr": [0.01], "tokens": ["1M"], "parametrisation": ["mup", "sp"]},
+                "train": {"seq_len": 64, "model_overrides": {"use_mup": False}},
+            }
+        )
+    with pytest.raises(ValueError, match=r"repeats a value"):
+        spec(parametrisation=["sp", "sp"])
+    with pytest.raises(ValueError, match=r"parametrisation"):
+        spec(parametrisation=["standard"])
+
+
 def test_cosine_budgets_become_solo_lineages():
     p = plan(
         spec_from_dict(
