@@ -143,8 +143,12 @@ TokenCount = Annotated[float, BeforeValidator(parse_tokens), at_least(0)]
 Flag = Annotated[bool, BeforeValidator(boolean)]
 
 
+AUTO_VOCAB = "auto"  # model_overrides.vocab_size: the corpus's vocabulary
+
+
 def model_overrides(values: dict) -> dict:
-    """`model_overrides`: known ProxyConfig fields, each a value of that field's type."""
+    """`model_overrides`: known ProxyConfig fields, each a value of that field's type (vocab_size may be
+    'auto': the corpus's)."""
     if not isinstance(values, dict):
         raise ValueError(f"{short(values)} is not a mapping of model fields, e.g. {{seq_len: 128}}")
     return {key: _override(key, value) for key, value in values.items()}
@@ -157,6 +161,8 @@ def _override(key: str, value: Any) -> Any:
         hint = f"did you mean {close[0]!r}?" if close else f"known keys: {sorted(fields)}"
         raise ValueError(f"unknown model field {key!r}: {hint}")
     kind = fields[key]
+    if key == "vocab_size" and value == AUTO_VOCAB:
+        return value  # set from the corpus before a sweep plans (sweeps/data_check.py)
     if kind == "bool" and not isinstance(value, bool):
         raise ValueError(f"{key}={short(value)} must be true or false")
     if kind == "str" and not isinstance(value, str):

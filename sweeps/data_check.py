@@ -15,14 +15,15 @@ import glob
 import os
 
 from powersweep.proxy_models.filesystems import shown
-from powersweep.sweeps.spec import SpecError, SweepSpec, settings_for
+from powersweep.sweeps.spec import SpecError, SweepSpec, settings_for, with_vocab
 
 
-def check_data(spec: SweepSpec) -> str:
+def check_data(spec: SweepSpec) -> tuple[SweepSpec, str]:
     """The spec's data source and tokenizer must exist where the driver runs and make a corpus that serves the
     train and eval windows of every model, in ids its vocabulary holds, and, for token shards, the largest
     budget in one pass unless `train.data.repeat`: a bad corpus would otherwise fail inside every trial.
-    Returns the corpus's fingerprint (the rows' data_fingerprint)."""
+    Returns the spec, its `model_overrides.vocab_size: auto` set to the corpus's vocabulary, and the corpus's
+    fingerprint (the rows' data_fingerprint)."""
     from powersweep.proxy_models.data import (
         DataConfig,
         DataError,
@@ -50,10 +51,10 @@ def check_data(spec: SweepSpec) -> str:
             f"train.data.tokenizer={data.tokenizer!r}: no such file: give a tokenizer.json, or leave it "
             "out for bytes"
         )
-    overrides = spec.train.model_overrides
-    presets = {m: get_preset(m, **overrides) for m in spec.search.models}
     try:
         corpus = load_corpus(DataConfig(**settings_for(data, DataConfig)))
+        spec = with_vocab(spec, corpus.vocab_size)
+        presets = {m: get_preset(m, **spec.train.model_overrides) for m in spec.search.models}
         for seq_len in sorted({spec.train.seq_len or p.seq_len for p in presets.values()}):
             check_windows(corpus, seq_len=seq_len, eval_tokens=data.eval_tokens)
     except DataError as error:  # token shards' errors name the file, or the setting as the spec does
@@ -65,7 +66,7 @@ def check_data(spec: SweepSpec) -> str:
             raise SpecError(
                 f"train.data: the corpus's ids come from a vocabulary of {corpus.vocab_size:,} and model "
                 f"{model!r} has vocab_size {preset.vocab_size:,}: give the model that vocabulary "
-                f"(train.model_overrides: {{vocab_size: {corpus.vocab_size}}}) or a smaller tokenizer"
+                f"(train.model_overrides: {{vocab_size: auto}}) or a smaller tokenizer"
             )
     largest = max(spec.search.tokens)
     if shards and not data.repeat and passes(corpus, largest) > 1:
@@ -74,7 +75,7 @@ def check_data(spec: SweepSpec) -> str:
             f"{largest:,.0f}, would read it {passes(corpus, largest):.2f} times: add shards, lower the "
             "budget, or allow repeats with train.data.repeat: true"
         )
-    return corpus.fingerprint
+    return spec, corpus.fingerprint
 
 
 def _show(source) -> str:

@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 
 from powersweep.proxy_models.budgets import independent_tokens, planned_tokens
 from powersweep.proxy_models.memory import GIB, device_budget, parse_bytes
+from powersweep.proxy_models.settings import AUTO_VOCAB
 from powersweep.sweeps.adaptive_mode import AdaptiveMode
 from powersweep.sweeps.grid_mode import GridMode
 from powersweep.sweeps.lineages import LineageJob
 from powersweep.sweeps.mode import SweepMode
 from powersweep.sweeps.optuna_mode import OptunaMode
-from powersweep.sweeps.spec import SweepSpec
+from powersweep.sweeps.spec import SpecError, SweepSpec
 from powersweep.sweeps.trials import (
     PackedJob,
     gpu_share,
@@ -101,6 +102,11 @@ class Plan:
 def plan(spec: SweepSpec, *, gpu_bytes: int | None = None) -> Plan:
     """Expand the spec into its mode's lineages. `gpu_bytes` (default: run.gpu_memory) sizes `pack: auto` and
     each trial's share of a GPU."""
+    if spec.train.model_overrides.get("vocab_size") == AUTO_VOCAB:
+        raise SpecError(
+            "train.model_overrides.vocab_size is 'auto': set it from the corpus first "
+            "(sweeps.data_check.check_data returns the spec with it set)"
+        )
     budgets = tuple(sorted(spec.search.tokens))
     if gpu_bytes is None:
         gpu_bytes = spec_gpu_bytes(spec)

@@ -28,6 +28,7 @@ from pydantic import (
 
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.settings import (
+    AUTO_VOCAB,
     RUN,
     TRAIN,
     Flag,
@@ -340,8 +341,8 @@ class SweepSpec(_Strict):
                 "train.model_overrides.use_mup and search.parametrisation both choose the parametrisation:"
                 " drop use_mup and list it in search.parametrisation, e.g. [mup, sp]"
             )
-        _check_models(s.models, t.model_overrides)
-        _check_pack(self.run.pack, s.models, t.model_overrides)
+        _check_models(s.models, shape_overrides(t.model_overrides))
+        _check_pack(self.run.pack, s.models, shape_overrides(t.model_overrides))
         _check_steps(self)
         if self.planned_runs > GRID_LIMIT:
             raise ValueError(
@@ -383,9 +384,24 @@ class SweepSpec(_Strict):
         return models * len(s.batch_size) * len(s.seeds) * len(s.tokens) * per_cell
 
 
+def shape_overrides(overrides: dict) -> dict:
+    """`model_overrides` for the checks of a spec's shapes: a vocab_size still 'auto' (set from the corpus
+    before planning) is the preset's meanwhile."""
+    return {k: v for k, v in overrides.items() if not (k == "vocab_size" and v == AUTO_VOCAB)}
+
+
+def with_vocab(spec: SweepSpec, vocab_size: int) -> SweepSpec:
+    """`spec` with a model_overrides.vocab_size of 'auto' set to `vocab_size` (the corpus's); else `spec`."""
+    overrides = spec.train.model_overrides
+    if overrides.get("vocab_size") != AUTO_VOCAB:
+        return spec
+    train = spec.train.model_copy(update={"model_overrides": {**overrides, "vocab_size": vocab_size}})
+    return spec.model_copy(update={"train": train})
+
+
 def _check_steps(spec: SweepSpec) -> None:
     """Every budget must be at least one optimizer step (batch_size x seq_len tokens) of every model."""
-    overrides = spec.train.model_overrides
+    overrides = shape_overrides(spec.train.model_overrides)
     seq_len = spec.train.seq_len or max(get_preset(m, **overrides).seq_len for m in spec.search.models)
     step = max(spec.search.batch_size) * seq_len
     for tokens in spec.search.tokens:

@@ -70,7 +70,7 @@ def submit(
     store.
     """
     storage = _absolute(storage or spec.storage)  # Ray trials run in their own working directories
-    fingerprint = check_data(spec)
+    spec, fingerprint = check_data(spec)  # with vocab_size: auto set: ids and the stored spec hold it
     check_loggers(spec.run.loggers)
     if address not in (None, "local") and check_storage is not None:
         check_storage(storage, address=address)

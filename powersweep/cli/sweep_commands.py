@@ -148,7 +148,7 @@ def plan_command(args) -> int:
 
     spec = checked_spec(args.spec)
     check_loggers(spec.run.loggers)  # as submit would: a logger's package missing here is one line now
-    check_data(spec)  # likewise the corpus: a missing shard or a bad header is refused here, not in a trial
+    spec, _ = check_data(spec)  # likewise the corpus (a bad shard is refused here, not in a trial)
     if args.gpu_memory is None:
         p = plan(spec)
         print(json.dumps(p.summary(), indent=2) if args.json else format_plan(p))

@@ -4,6 +4,7 @@ resources no node has, a lock on a full disk. Each refusal is one line, exit cod
 it was (here: not created)."""
 
 import errno
+import json
 import os
 import re
 import subprocess
@@ -212,6 +213,26 @@ def test_shards_read_more_than_once_are_planned_when_the_spec_allows_repeats(tmp
     spec["search"] = {**TINY["search"], "tokens": [1024, 12_000]}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     assert main(["plan", str(tmp_path / "spec.yaml")]) == 0
+
+
+def test_vocab_size_auto_is_the_corpus_vocabulary_before_any_id_is_made(tmp_path, capsys):
+    from powersweep.sweeps.data_check import check_data
+    from powersweep.sweeps.spec import SpecError
+
+    given = shard_spec(tmp_path)
+    given["train"]["model_overrides"] = {"n_layers": 1, "vocab_size": "auto"}
+    auto, fingerprint = check_data(spec_from_dict(given))
+    given["train"]["model_overrides"]["vocab_size"] = 50_257  # what the llm.c header's version implies
+    explicit, same = check_data(spec_from_dict(given))
+    assert auto == explicit and fingerprint == same
+    assert [j.run_ids for j in plan(auto).jobs] == [j.run_ids for j in plan(explicit).jobs]
+    assert {j.config.proxy.vocab_size for j in plan(auto).jobs} == {50_257}
+    with pytest.raises(SpecError, match="vocab_size is 'auto': set it from the corpus first"):
+        given["train"]["model_overrides"]["vocab_size"] = "auto"
+        plan(spec_from_dict(given))
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(given))
+    assert main(["plan", str(tmp_path / "spec.yaml"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"] == plan(explicit).summary()["runs"]
 
 
 def test_rows_record_their_data_and_resume_refuses_rows_of_other_data(tmp_path, capsys, local_ray):
