@@ -1,4 +1,4 @@
-"""Multi-node Ray: submit sweeps as Ray jobs, check that every node sees the results store.
+"""Multi-node Ray: submit sweeps as Ray jobs, check that every node sees the results store and the corpus.
 
 Launch configurations (Ray cluster launcher, KubeRay, SLURM) live next to this package; see cluster/README.md.
 """
@@ -19,6 +19,8 @@ _EXPORTS = {
     "stop_job": "powersweep.cluster.jobs",
     "submit_job": "powersweep.cluster.jobs",
     "check_shared_storage": "powersweep.cluster.storage_check",
+    "check_data_on_nodes": "powersweep.cluster.data_check",
+    "check_nodes": "powersweep.cluster.nodes",
 }
 
 __all__ = list(_EXPORTS)

@@ -7,14 +7,11 @@ shared) fails here, with one line naming the URI and the node, instead of losing
 
 from __future__ import annotations
 
-import time
-
 from powersweep.cluster.jobs import ClusterError
-from powersweep.sweeps.interrupt import ray_starting
+from powersweep.cluster.nodes import PROBE_TIMEOUT_S, NodeFailure, alive_nodes, on_every_node
 from powersweep.sweeps.store import ResultStore, StoreError
 
 PROBE_DIR = "cluster-probes"  # under the store's root; probes are deleted after the check
-PROBE_TIMEOUT_S = 300.0  # a node may first have to unpack the job's working directory
 SHARED_FIX = "use a filesystem every node mounts at the same path, or an object store (s3://, gs://)"
 
 
@@ -25,12 +22,7 @@ def check_shared_storage(uri: str, *, address: str | None = None, timeout_s: flo
     Raises ClusterError naming the URI and the node when a node cannot write there or the
     driver cannot read back what a node wrote.
     """
-    import ray
-
-    if not ray.is_initialized():
-        with ray_starting():  # a driver's SIGTERM stays its own (sweeps/interrupt.py)
-            ray.init(address=address, configure_logging=False, log_to_driver=False)
-    nodes = {node["NodeID"]: _label(node) for node in ray.nodes() if node["Alive"]}
+    nodes = alive_nodes(address)
     store = ResultStore(uri)
     try:
         _probe_every_node(uri, nodes, timeout_s)
@@ -41,43 +33,20 @@ def check_shared_storage(uri: str, *, address: str | None = None, timeout_s: flo
     return len(nodes)
 
 
-def _label(node: dict) -> str:
-    return f"{node['NodeManagerAddress']} (node id {node['NodeID'][:12]})"
-
-
 def _probe_path(node_id: str) -> str:
     return f"{PROBE_DIR}/{node_id}.json"
 
 
 def _probe_every_node(uri: str, nodes: dict[str, str], timeout_s: float) -> None:
-    """Every node's probe, each one waited for (within `timeout_s` in all), so that no failed probe is left
-    for Ray to print about after the check's own error; raises for the most telling failure."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    probe = ray.remote(num_cpus=0, max_retries=0)(_write_and_read)  # 0 CPUs: runs on a busy or CPU-less head
-    refs = {
-        node_id: probe.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)
-        ).remote(uri, _probe_path(node_id), node_id)
-        for node_id in nodes
-    }
-    deadline, failures = time.monotonic() + timeout_s, []
-    for node_id, ref in refs.items():
-        try:
-            error = ray.get(ref, timeout=max(deadline - time.monotonic(), 0.0))
-            if error:
-                failures.append((0, node_id, error))  # the probe ran there and could not use the store
-        except ray.exceptions.GetTimeoutError:
-            failures.append(
-                (1, node_id, f"no probe ran there within {timeout_s:g} s (see the node's runtime_env logs)")
-            )
-        except ray.exceptions.RayError as err:  # the node or its worker died, say
-            failures.append((1, node_id, str(err).strip().splitlines()[-1]))
+    """Every node's probe, each one waited for; raises for the most telling failure (the store's own)."""
+    answers, failures = on_every_node(
+        _write_and_read, nodes, lambda node_id: (uri, _probe_path(node_id), node_id), timeout_s=timeout_s
+    )
+    failures += [NodeFailure(nodes[n], why, ran=True) for n, why in answers.items() if why]
     if failures:
-        _, node_id, error = min(failures, key=lambda f: f[0])  # the first of the store's own failures, if any
+        failure = min(failures, key=lambda f: not f.ran)  # the first of the store's own failures, if any
         raise ClusterError(
-            f"storage {uri!r} is not writable from node {nodes[node_id]}: {error}: {SHARED_FIX}"
+            f"storage {uri!r} is not writable from node {failure.node}: {failure.why}: {SHARED_FIX}"
         )
 
 

@@ -12,7 +12,7 @@ import os
 import sys
 
 from powersweep.cluster.jobs import REPLACE_ENV, SPEC_ENV, STORAGE_ENV, ClusterError
-from powersweep.cluster.storage_check import check_shared_storage
+from powersweep.cluster.nodes import check_nodes
 from powersweep.sweeps.interrupt import SweepInterrupted, interruptible, resume_hint
 from powersweep.sweeps.outcome import is_user_error, one_line, print_report
 from powersweep.sweeps.spec import spec_from_dict
@@ -33,7 +33,7 @@ def main() -> int:
                 spec,
                 storage=storage,
                 address=os.environ.get("RAY_ADDRESS") or "auto",
-                check_storage=check_shared_storage,
+                check_nodes=check_nodes,
                 replace_sweep=os.environ.get(REPLACE_ENV) == "1",
             )
     except SweepInterrupted as stop:  # its line is printed

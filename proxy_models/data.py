@@ -189,6 +189,16 @@ def load_corpus(config: DataConfig) -> TokenCorpus:
     return _load_text(config)
 
 
+def corpus_identity(config: DataConfig) -> str:
+    """What `config` names as this machine reads it, cheaply, for comparing machines: the corpus's
+    fingerprint (token shards: their headers and sampled ids, remote ones their names and sizes), or for a
+    text dataset, which each machine prepares itself, its files' and tokenizer's hashes."""
+    if not is_shard_source(config.source) and is_text_dataset(config.source):
+        tokenizer = load_tokenizer(config.tokenizer).fingerprint if config.tokenizer else None
+        return json.dumps(["text dataset", source_fingerprint(config.source), tokenizer, config.text_column])
+    return load_corpus(config).fingerprint
+
+
 def prepared_cache(config: DataConfig) -> str:
     """The folder in the cache (under $POWERSWEEP_CACHE) holding the text dataset `config.source` prepared
     with `config.tokenizer` (`proxy_models/prepared.py`): prepared here unless it is there already. One

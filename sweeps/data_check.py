@@ -15,7 +15,7 @@ import glob
 import os
 
 from powersweep.proxy_models.filesystems import shown
-from powersweep.sweeps.spec import SpecError, SweepSpec, settings_for, with_vocab
+from powersweep.sweeps.spec import SpecError, SweepSpec, with_vocab
 
 
 def check_data(spec: SweepSpec) -> tuple[SweepSpec, str]:
@@ -25,7 +25,6 @@ def check_data(spec: SweepSpec) -> tuple[SweepSpec, str]:
     Returns the spec, its `model_overrides.vocab_size: auto` set to the corpus's vocabulary, and the corpus's
     fingerprint (the rows' data_fingerprint)."""
     from powersweep.proxy_models.data import (
-        DataConfig,
         DataError,
         check_windows,
         is_shard_source,
@@ -52,7 +51,7 @@ def check_data(spec: SweepSpec) -> tuple[SweepSpec, str]:
             "out for bytes"
         )
     try:
-        corpus = load_corpus(DataConfig(**settings_for(data, DataConfig)))
+        corpus = load_corpus(spec.data_config)
         spec = with_vocab(spec, corpus.vocab_size)
         presets = {m: get_preset(m, **spec.train.model_overrides) for m in spec.search.models}
         for seq_len in sorted({spec.train.seq_len or p.seq_len for p in presets.values()}):

@@ -366,6 +366,11 @@ class SweepSpec(_Strict):
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
     @property
+    def data_config(self) -> DataConfig:
+        """The corpus of every run (`train.data`) as the trainer takes it."""
+        return DataConfig(**settings_for(self.train.data, DataConfig))
+
+    @property
     def storage(self) -> str:
         return self.run.storage or f"runs/{self.name}"
 

@@ -25,8 +25,9 @@ from powersweep.sweeps.trackers import check_loggers, prepare, tracking_root
 if TYPE_CHECKING:
     from powersweep.sweeps.execute import ExecutionSettings  # imports torch: status and compact need none
 
-# Checks that every node of a cluster at `address` can write the store at a URI; raises a user error if not.
-StorageCheck = Callable[..., object]
+# Checks that every node of a cluster at `address` can write the store at a URI and reads the corpus of a
+# DataConfig as the driver does, e.g. `cluster.nodes.check_nodes`; raises a user error if not.
+NodeCheck = Callable[..., object]
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def submit(
     *,
     storage: str | None = None,
     address: str | None = None,
-    check_storage: StorageCheck | None = None,
+    check_nodes: NodeCheck | None = None,
     replace_sweep: bool = False,
 ) -> SubmitResult:
     """Run what the store lacks of `spec`'s plan; the resolved spec is stored next to the results.
@@ -65,15 +66,15 @@ def submit(
     its file reads; an unreadable row or curve file of the sweep is moved aside (kept, see
     `ResultStore.set_aside`) and its run trained again. One driver per sweep at a time (`SweepLock`). A store
     with nothing to do is only read, so a read-only finished store can be resumed.
-    On an existing cluster (`address` neither None nor "local"), `check_storage(storage, address=address)`
-    runs before anything is stored, e.g. `cluster.storage_check.check_shared_storage`: every node must see the
-    store.
+    On an existing cluster (`address` neither None nor "local"), `check_nodes(storage, data, address=address)`
+    runs before anything is stored, e.g. `cluster.nodes.check_nodes`: every node must see the store and read
+    the corpus (`data`, the spec's DataConfig) as the driver does.
     """
     storage = _absolute(storage or spec.storage)  # Ray trials run in their own working directories
     spec, fingerprint = check_data(spec)  # with vocab_size: auto set: ids and the stored spec hold it
     check_loggers(spec.run.loggers)
-    if address not in (None, "local") and check_storage is not None:
-        check_storage(storage, address=address)
+    if address not in (None, "local") and check_nodes is not None:
+        check_nodes(storage, spec.data_config, address=address)
     store, p = ResultStore(storage), plan(spec, gpu_bytes=gpu_memory(spec))
     p = replace(p, notes=p.notes + check_gpu_shares(spec, p))  # before anything is stored: may refuse
     _check_settings(store, spec, replace_sweep=replace_sweep)
@@ -300,11 +301,11 @@ def resume(
     *,
     sweep_id: str | None = None,
     address: str | None = None,
-    check_storage: StorageCheck | None = None,
+    check_nodes: NodeCheck | None = None,
 ) -> SubmitResult:
     """Submit the stored spec again: only the runs the store lacks are trained."""
     return submit(
-        stored_spec(storage, sweep_id=sweep_id), storage=storage, address=address, check_storage=check_storage
+        stored_spec(storage, sweep_id=sweep_id), storage=storage, address=address, check_nodes=check_nodes
     )
 
 

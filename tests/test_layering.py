@@ -78,7 +78,7 @@ def test_the_walk_sees_the_imports_it_checks():
     found = modules()
     assert "argparse" in found["powersweep.cli"]
     assert "powersweep.cli.cluster_commands" in found["powersweep.cli"]
-    assert "powersweep.cluster.storage_check.check_shared_storage" in found["powersweep.cli.sweep_commands"]
+    assert "powersweep.cluster.nodes.check_nodes" in found["powersweep.cli.sweep_commands"]
     assert "torch" in found["powersweep.proxy_models.model"]
     assert "powersweep.sweeps.sweep.submit" in found["powersweep.job_driver"]
     assert len(library_modules()) > 40

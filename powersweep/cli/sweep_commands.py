@@ -192,7 +192,7 @@ def add_submit_parser(sub) -> None:
 def submit_command(args) -> int:
     if is_jobs_address(args.address):
         return submit_job_command(args)
-    from powersweep.cluster.storage_check import check_shared_storage
+    from powersweep.cluster.nodes import check_nodes
     from powersweep.sweeps.outcome import print_report
     from powersweep.sweeps.sweep import submit
 
@@ -202,7 +202,7 @@ def submit_command(args) -> int:
             spec,
             storage=args.storage,
             address=args.address,
-            check_storage=check_shared_storage,
+            check_nodes=check_nodes,
             replace_sweep=args.replace,
         )
     return print_report(result)
@@ -219,14 +219,12 @@ def add_resume_parser(sub) -> None:
 def resume_command(args) -> int:
     if is_jobs_address(args.address):
         return resume_job_command(args)
-    from powersweep.cluster.storage_check import check_shared_storage
+    from powersweep.cluster.nodes import check_nodes
     from powersweep.sweeps.outcome import print_report
     from powersweep.sweeps.sweep import resume
 
     with interruptible_sweep(args, storage=args.dir, sweep_id=args.sweep):
-        result = resume(
-            args.dir, sweep_id=args.sweep, address=args.address, check_storage=check_shared_storage
-        )
+        result = resume(args.dir, sweep_id=args.sweep, address=args.address, check_nodes=check_nodes)
     return print_report(result)
 
 

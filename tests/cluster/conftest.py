@@ -74,12 +74,20 @@ class LocalCluster:
             ],
         )
 
-    def add_worker(self, *, num_cpus: int) -> Node:
+    def add_worker(self, *, num_cpus: int, env: dict | None = None) -> Node:
+        """A worker node; `env` sets its own variables (e.g. its own HOME, as another machine has)."""
         return self._start(
-            f"worker{len(self.nodes)}", [f"--address=127.0.0.1:{self.gcs_port}", f"--num-cpus={num_cpus}"]
+            f"worker{len(self.nodes)}",
+            [f"--address=127.0.0.1:{self.gcs_port}", f"--num-cpus={num_cpus}"],
+            env=env,
         )
 
-    def _start(self, name: str, args: list[str]) -> Node:
+    @property
+    def home(self) -> str:
+        """The nodes' HOME (unless a worker was given its own): a folder of this cluster's."""
+        return self.env["HOME"]
+
+    def _start(self, name: str, args: list[str], *, env: dict | None = None) -> Node:
         temp_dir = os.path.join(self.base_dir, name)
         command = [
             os.path.join(VENV_BIN, "ray"),
@@ -98,7 +106,7 @@ class LocalCluster:
         log = open(os.path.join(self.base_dir, f"{name}.log"), "wb")
         process = subprocess.Popen(
             command,
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=self.base_dir,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -169,11 +177,13 @@ class _gone:
         return kind is not None and issubclass(kind, (ProcessLookupError, psutil.NoSuchProcess))
 
 
-def cluster_env(token: str) -> dict:
-    """The nodes' environment: token auth on, no project on PYTHONPATH (jobs must bring it), fast failure
-    detection (a dead raylet is declared dead after 3 missed 1 s health checks instead of 5 x 3 s)."""
+def cluster_env(token: str, home: str) -> dict:
+    """The nodes' environment: token auth on, no project on PYTHONPATH (jobs must bring it), `home` as HOME
+    (not the user's), fast failure detection (a dead raylet is declared dead after 3 missed 1 s health
+    checks instead of 5 x 3 s)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "PYTHONPATH"}
     env.update(
+        HOME=home,
         PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
         RAY_AUTH_MODE="token",
         RAY_AUTH_TOKEN=token,
@@ -190,7 +200,10 @@ def local_cluster():
     # short: Ray's unix socket paths must fit 107 bytes
     base_dir = tempfile.mkdtemp(prefix="psray-", dir="/tmp")
     token = secrets.token_hex(32)
-    cluster = LocalCluster(base_dir=base_dir, token=token, env=cluster_env(token))
+    os.mkdir(os.path.join(base_dir, "home"))
+    cluster = LocalCluster(
+        base_dir=base_dir, token=token, env=cluster_env(token, os.path.join(base_dir, "home"))
+    )
     try:
         cluster.start_head(num_cpus=0)
         yield cluster

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import signal
 import time
 
+import numpy as np
 import pytest
 import yaml
 
@@ -127,3 +129,42 @@ def test_sweep_job_survives_a_worker_node_dying(local_cluster, tmp_path, monkeyp
     error = job_logs(unwritable, address=address).strip().splitlines()[-1]
     assert f"error: storage '{tmp_path / 'file' / 'store'}' is not writable from node " in error
     assert "(node id " in error and "NotADirectoryError" in error
+
+
+@pytest.mark.slow
+def test_a_node_that_reads_other_data_stops_the_sweep_before_anything_is_stored(
+    local_cluster, tmp_path, monkeypatch
+):
+    # Each machine has its own disk: the source names shards under HOME, and one worker's copy differs.
+    from llmc_shards import write_llmc_shard
+
+    other_home = tmp_path / "other-home"
+    for home, seed in ((local_cluster.home, 0), (other_home, 1)):
+        folder = os.path.join(home, "psdata")
+        os.makedirs(folder)
+        tokens = np.random.default_rng(seed).integers(0, 50_257, 15_000)
+        for i in range(3):
+            write_llmc_shard(os.path.join(folder, f"train_{i:06d}.bin"), tokens[i::3])
+    local_cluster.add_worker(num_cpus=1, env={"HOME": str(other_home)})
+    spec = {
+        **SPEC,
+        "name": "otherdata",
+        "train": {
+            **SPEC["train"],
+            "model_overrides": {"n_layers": 1, "vocab_size": "auto"},
+            "data": {"source": "~/psdata/train_*.bin", "eval_tokens": 256},
+        },
+    }
+    monkeypatch.setenv("RAY_AUTH_TOKEN", local_cluster.token)
+    storage = str(tmp_path / "store")
+    job = submit_job(spec_from_dict(spec), storage=storage, address=local_cluster.address)
+    state = wait_for_end(job, local_cluster.address)
+    logs = job_logs(job, address=local_cluster.address)
+    assert state["status"] == "FAILED", logs[-3000:]
+    error = logs.strip().splitlines()[-1]
+    assert re.search(
+        r"error: train.data.source '~/psdata/train_\*.bin' reads as other data on node \S+ \(node id \w+\) "
+        r"than where the sweep was started",
+        error,
+    ), error
+    assert not os.path.exists(os.path.join(storage, "results"))
