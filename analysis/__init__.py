@@ -5,9 +5,10 @@ two-sided bowl with bootstrap draws, gamma = a * T**b fits, per-model batch laws
 * T**beta, critical batch size, sensitivity, the joint band laws and the (a, b) search, all with CIs)
 -> ``write_report`` (figures, index.html, cells.csv, coefficients.json) -> ``predict_lr``.
 Modules: table, merge (budgets that differ by rounding), order (models by size), bowl, optimum, fit,
-batch_scaling, regimes, band, power_search, plots, answer, report, export, summary, watch, synthetic,
-calibration. Nothing here imports torch, ray, proxy_models or sweeps: the results columns come from their one
-declaration, `powersweep.rows`; the command line, `powersweep.cli`, calls in.
+batch_scaling, regimes, band, power_search, width_transfer (lr_opt against width, muP and SP), plots, answer,
+report, export, summary, watch, synthetic, calibration. Nothing here imports torch, ray, proxy_models or
+sweeps: the results columns come from their one declaration, `powersweep.rows`; the command line,
+`powersweep.cli`, calls in.
 
 >>> from powersweep.analysis import load_table, analyze, write_report, predict_lr
 >>> result = analyze(load_table("runs/"))

@@ -33,6 +33,7 @@ from powersweep.analysis.regimes import (
 )
 from powersweep.analysis.run_settings import require_uniform_settings
 from powersweep.analysis.table import DIVERGE_FACTOR, load_table, mark_blowups
+from powersweep.analysis.width_transfer import PARAMETRISATION_NAMES, WidthTransfer, width_transfer
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class Analysis:
     schedule: str | None  # the schedule analysed for lr_opt
     notes: tuple[str, ...]
     batch: dict[str, BatchLaw] = field(default_factory=dict)  # per model: lr_opt = c * B**alpha * T**beta
+    width_transfer: WidthTransfer | None = None  # drift of lr_opt in width per parametrisation
 
     @property
     def parametrisation(self) -> str:
@@ -152,9 +154,12 @@ def analyze(table: pd.DataFrame, **options) -> Analysis:
         table = load_table(table, tokens_tolerance=settings.tokens_tolerance)
     # Before anything groups by cell: budgets that differ by rounding (two sweep versions) are one cell.
     table = merge_budgets(table, settings.tokens_tolerance)
-    table = mark_blowups(table, diverge_factor=settings.diverge_factor)
     schedule = choose_schedule(table, settings.schedule)
-    require_uniform_settings(table, {schedule, "power"} - {None})  # rows of one cell are averaged as seeds
+    # Each parametrisation's cells apart: a muP and an SP model may share a name, never a bowl.
+    parts = [mark_blowups(rows, diverge_factor=settings.diverge_factor) for rows in _law_split(table)]
+    for rows in parts:
+        require_uniform_settings(rows, {schedule, "power"} - {None})  # rows of one cell are averaged as seeds
+    table, others = parts[0], parts[1:]
     _require_results(table, schedule)
     power = power_search(table, n_boot=settings.n_boot, seed=settings.seed)
     notes = [f"skipped file {entry}" for entry in table.attrs.get("skipped_files", [])] + _input_notes(table)
@@ -171,7 +176,57 @@ def analyze(table: pd.DataFrame, **options) -> Analysis:
         )
         empty = find_optima(table.iloc[:0])
         return Analysis(table, empty, None, None, None, None, None, power, settings, None, tuple(notes))
-    return _point_analysis(table, schedule, settings, power, notes)
+    notes += _law_rows_note(table, others)
+    widths = _width_transfer(pd.concat([table, *others]) if others else table, schedule, settings, notes)
+    return _point_analysis(table, schedule, settings, power, notes, widths)
+
+
+def _law_split(table: pd.DataFrame) -> list[pd.DataFrame]:
+    """[the rows the law is fitted on, then the rest per parametrisation]: the muP rows apart when the table
+    holds muP and SP rows (SP's lr_opt moves with width, so it has a law of each width); else [table]."""
+    stated = set(table["parametrisation"])
+    if not {"mup", "sp"} <= stated:
+        return [table]
+    mup = table["parametrisation"].eq("mup")
+    return [table[mup], *(table[table["parametrisation"].eq(p)] for p in sorted(stated - {"mup"}))]
+
+
+def _law_rows_note(table: pd.DataFrame, others: list[pd.DataFrame]) -> list[str]:
+    if not others:
+        return []
+    left = " and ".join(
+        f"{len(rows)} {PARAMETRISATION_NAMES[rows['parametrisation'].iloc[0]]} rows" for rows in others
+    )
+    return [
+        f"the table holds muP and SP rows: the law is fitted on its {len(table)} muP rows only; {left} are "
+        "left out of it and feed the transfer across widths"
+    ]
+
+
+def _width_transfer(table, schedule: str, settings: Settings, notes: list[str]) -> WidthTransfer | None:
+    """The drift of lr_opt in width, when the table states widths and 3 or more are located per (T, B)."""
+    widths = width_transfer(
+        table,
+        schedule=schedule,
+        half_width=settings.half_width,
+        n_draws=max(settings.n_boot, MIN_DRAWS),
+        n_boot=settings.n_boot,
+        seed=settings.seed,
+        include_flagged=settings.include_flagged,
+    )
+    if widths is None:
+        return None
+    notes += list(widths.notes)
+    if not widths.ok:
+        notes.append(f"transfer across widths not checked: {widths.reason}")
+        return None
+    notes += [
+        f"muP lr_opt moves with width: {v.text}; the proxies' law would not transfer to wider models "
+        "(check the runs' muP multipliers: m_width, init and output scale)"
+        for v in widths.verdicts.values()
+        if v.warning
+    ]
+    return widths
 
 
 def _require_results(table: pd.DataFrame, schedule: str | None) -> None:
@@ -220,7 +275,12 @@ def _input_notes(table: pd.DataFrame) -> list[str]:
 
 
 def _point_analysis(
-    table, schedule: str, settings: Settings, power: PowerSearch | None, notes: list[str]
+    table,
+    schedule: str,
+    settings: Settings,
+    power: PowerSearch | None,
+    notes: list[str],
+    widths: WidthTransfer | None = None,
 ) -> Analysis:
     boot = {"n_boot": settings.n_boot, "seed": settings.seed}
     cells = find_optima(
@@ -251,6 +311,7 @@ def _point_analysis(
         schedule=schedule,
         notes=tuple(notes),
         batch=batch,
+        width_transfer=widths,
     )
 
 

@@ -27,6 +27,7 @@ from powersweep.analysis.fit import GammaFits, PowerLawFit
 from powersweep.analysis.order import in_model_order, model_order
 from powersweep.analysis.power_search import PowerSearch
 from powersweep.analysis.regimes import CriticalBatch, Sensitivity, surge_curve
+from powersweep.analysis.width_transfer import PARAMETRISATION_NAMES, WidthTransfer
 
 Curve = tuple[np.ndarray, np.ndarray] | Callable[[np.ndarray], np.ndarray]
 PAPER_A, PAPER_B = 4.6, -0.51  # the paper's Eq. 5, drawn for reference
@@ -518,3 +519,46 @@ def _loss_limits(ax, points: pd.DataFrame) -> None:
     if len(loss):
         span = max(loss.max() - loss.min(), 1e-3)
         ax.set_ylim(loss.min() - 0.05 * span, loss.max() + 0.05 * span)
+
+
+def fig_width_transfer(widths: WidthTransfer) -> Figure:
+    """Loss against lr, one curve per width (coloured by size), one panel per parametrisation, at the largest
+    T where every width has a located lr_opt (``WidthTransfer.figure_group``), as in the muP papers' transfer
+    figures. Each width's lr_opt is a star; diverged lrs are crosses on the top edge."""
+    chosen = {p: widths.figure_group(p) for p in widths.verdicts}
+    chosen = {p: group for p, group in chosen.items() if group is not None}
+    title = "Transfer across widths: loss vs lr per width, at the largest T where every width has its lr_opt"
+    fig, axes = _panels(len(chosen), title, size=(5.0, 4.0))
+    colours = _colours(widths.points["width"]) if len(widths.points) else {}
+    for ax, (parametrisation, (tokens, batch_size)) in zip(axes, chosen.items()):
+        _width_panel(ax, widths, parametrisation, tokens, batch_size, colours)
+    label = "d_model" if widths.width_source == "d_model" else "sqrt(N non-emb.)"
+    _figure_legend(fig, axes, fontsize="small", title=f"width ({label})")
+    return fig
+
+
+def _width_panel(ax, widths: WidthTransfer, parametrisation: str, tokens: float, batch_size: int, colours):
+    here = {"parametrisation": parametrisation, "tokens": tokens, "batch_size": batch_size}
+    points, cells = (
+        frame[np.logical_and.reduce([frame[k].eq(v) for k, v in here.items()])]
+        for frame in (widths.points, widths.cells)
+    )
+    finite = np.isfinite(points["loss"])
+    top = points.loc[finite, "loss"].max() if finite.any() else 1.0
+    for width, curve in points.sort_values("lr").groupby("width", sort=True):
+        ok, colour = np.isfinite(curve["loss"]), colours[width]
+        ax.plot(curve.loc[ok, "lr"], curve.loc[ok, "loss"], "o-", ms=3, color=colour, label=f"{width:.4g}")
+        ax.plot(curve.loc[~ok, "lr"], np.full((~ok).sum(), top), "x", color=colour)
+        found = cells[cells["width"].eq(width) & cells["located"]]
+        ax.plot(found["lr_opt"], found["loss_opt"], "*", ms=11, color=colour, mec="k", mew=0.6, zorder=3)
+    verdict = widths.verdicts[parametrisation]
+    mine = widths.cells[widths.cells["parametrisation"].eq(parametrisation)]
+    n_located, n_widths = cells.loc[cells["located"], "width"].nunique(), mine["width"].nunique()
+    name, ci = PARAMETRISATION_NAMES.get(parametrisation, parametrisation), verdict.ci
+    title = (
+        f"{name}: T = {_tick(tokens)} tokens, B = {batch_size}"
+        + (f"\n(lr_opt at {n_located} of {n_widths} widths)" if n_located < n_widths else "")
+        + f"\ndrift {verdict.drift:.2f} [{ci.low:.2f}, {ci.high:.2f}] over all T: {verdict.kind}"
+    )
+    lr_axis = f"{lr_label(parametrisation)} (x: diverged, *: lr_opt)"
+    _log_axes(ax, lr_axis, "eval loss (nats/token)", title, logy=False)

@@ -26,6 +26,7 @@ from powersweep.analysis.fit import PowerLawFit
 from powersweep.analysis.optimum import lr_points
 from powersweep.analysis.pipeline import HEADLINES, Analysis, analyze
 from powersweep.analysis.run_curves import CellCurves, cell_curves
+from powersweep.analysis.width_transfer import PARAMETRISATION_NAMES, WIDTH_SOURCES, Verdict, WidthTransfer
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,9 @@ CAPTIONS = {
     "fig6_power_best": "Fig. 6: best (a, b) vs T",
     "fig7_critical_batch": "lr_opt vs batch size with the fitted critical batch size Bc(T)",
     "fig8_sensitivity": "Sensitivity of the loss to the lr vs T",
+    "fig9_width_transfer": (
+        "Transfer across widths: loss vs lr, one curve per width, per parametrisation (stars: lr_opt)"
+    ),
 }
 
 
@@ -198,9 +202,15 @@ def _figure_plan(
             no_batch,
         ),
         "fig8_sensitivity": (not no_sens and part(plots.fig_sensitivity, sens), no_sens),
+        "fig9_width_transfer": (
+            result.width_transfer is not None and part(plots.fig_width_transfer, result.width_transfer),
+            "",
+        ),
     }
     if cell is None:
         del plan["fig0_curves"]
+    if result.width_transfer is None:  # a sweep of one width, or a table that does not say its widths
+        del plan["fig9_width_transfer"]
     return {stem: (build or None, why) for stem, (build, why) in plan.items()}
 
 
@@ -246,7 +256,7 @@ def _page(
     parts = [
         _head(refresh_s),
         "<h1>Learning-rate law of the sweep</h1>",
-        _answer_section(ans),
+        _answer_section(ans, _width_warnings(result.width_transfer)),
         _figures_section(drawn, skipped),
         "<h2>Details</h2>",
         _summary(result, has_coefficients),
@@ -254,6 +264,7 @@ def _page(
     parts += [
         _batch_section(result),
         _gamma_section(result),
+        _width_section(result.width_transfer),
         _critical_section(result),
         _sensitivity_section(result),
         _band_section(result),
@@ -278,9 +289,11 @@ def _head(refresh_s: float | None = None) -> str:
     )
 
 
-def _answer_section(ans: Answer) -> str:
-    """The block a reader sees first: law, interval, cells, recommendations, scheduler line, missing fits."""
+def _answer_section(ans: Answer, warnings: tuple[str, ...] = ()) -> str:
+    """The block a reader sees first: warnings, law, interval, cells, recommendations, scheduler line, missing
+    fits."""
     parts = ["<section id='answer'><h2>Answer</h2>"]
+    parts += [f"<p class='warning'><b>Warning:</b> {_esc(w)}</p>" for w in warnings]
     if not ans.law:
         parts.append(f"<p class='law'><b>No law could be fitted:</b> {_esc(ans.why)}.</p>")
     else:
@@ -445,6 +458,67 @@ def _gamma_section(result: Analysis) -> str:
         f"T = {tr.tokens_ref:.3g} tokens: {'overlap' if tr.gamma_agree else 'do NOT all overlap'}."
     )
     return f"{head}<h3>Transfer across model size</h3><p>{_esc(agree)}</p>{_table(tr.table)}"
+
+
+def _width_warnings(widths: WidthTransfer | None) -> tuple[str, ...]:
+    if widths is None:
+        return ()
+    return tuple(
+        f"under muP, lr_opt moves with width ({v.text}): the proxies' law would not transfer to wider "
+        "models; see Transfer across widths"
+        for v in widths.verdicts.values()
+        if v.warning
+    )
+
+
+def _width_section(widths: WidthTransfer | None) -> str:
+    """lr_opt against width per (parametrisation, T, B), each group's drift, and the verdict per
+    parametrisation."""
+    if widths is None:
+        return ""
+    verdicts = "".join(
+        f"<li><b>{_esc(PARAMETRISATION_NAMES.get(p, p))}</b>: {_esc(v.text)}; {_esc(v.scope)}</li>"
+        for p, v in widths.verdicts.items()
+    )
+    notes = "".join(f"<p>Note: {_esc(n)}</p>" for n in widths.notes)
+    return (
+        "<h2>Transfer across widths</h2><p>Under muP the optimal lr should not move with width; under "
+        "standard parametrisation (SP) with Adam it drifts as width^-1. Drift: the exponent of lr_opt = c * "
+        f"width^drift, width = {_esc(WIDTH_SOURCES[widths.width_source])}; lr_opt of each cell with its 95% "
+        f"CI, '-' where it was not located.</p><ul class='width-verdicts'>{verdicts}</ul>{notes}"
+        + _table(_width_table(widths), table_id="width-transfer")
+    )
+
+
+def _width_table(widths: WidthTransfer) -> pd.DataFrame:
+    """One row per (parametrisation, T, B), one column per width: lr_opt (95% CI); then the drift."""
+    cells = widths.cells
+    name = "d_model" if widths.width_source == "d_model" else "sqrt(N non-emb.)"
+    rows = []
+    for (p, tokens, batch_size), group in cells.groupby(
+        ["parametrisation", "tokens", "batch_size"], sort=False
+    ):
+        row = {
+            "parametrisation": PARAMETRISATION_NAMES.get(p, p),
+            "T": _tokens(tokens),
+            "batch size": batch_size,
+        }
+        for width, cell in group.groupby("width"):
+            first = cell.iloc[0]
+            row[f"{name} {width:.4g}"] = (
+                f"{first['lr_opt']:.3g} ({first['lr_opt_low']:.3g} to {first['lr_opt_high']:.3g})"
+                if first["located"]
+                else "-"
+            )
+        fit = widths.fits.get((p, float(tokens), int(batch_size)))
+        row["drift (95% CI)"] = (
+            f"{fit.b:.2f} ({fit.b_ci.low:.2f} to {fit.b_ci.high:.2f})" if fit is not None and fit.ok else "-"
+        )
+        row["verdict"] = (
+            Verdict(p, fit.b, fit.b_ci, "").kind if fit is not None and fit.ok else "fewer than 3 widths"
+        )
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("-")
 
 
 def _critical_section(result: Analysis) -> str:

@@ -11,13 +11,18 @@ form ``2 * lr_peak(T) / (sqrt(B / Bc) + sqrt(Bc / B))`` (``lr_law="critical"``).
 ``lr > diverge_ratio * lr_opt`` diverge (status 'diverged', NaN loss). The floor L(N, T) uses
 the Chinchilla fit E + A / N**alpha + B / T**beta (Hoffmann et al. 2022, Eq. 10).
 
+``synthetic_width_table`` holds models that differ in width only, under muP and SP, with the same bowl about
+lr_opt(width) = lr_opt(B, T) * (width / width_base)**drift (drift 0 under muP, -1 under SP with Adam).
+
 >>> table = synthetic_table(PlantedLaw(a=4.6, b=-0.51), SweepGrid(n_seeds=2), seed=0)
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -113,24 +118,86 @@ def synthetic_table(
             indexing="ij",
         )
     )
-    lr_opt = law.lr_opt(bs, t)
+    frame = _runs_frame(sweep_id, np.asarray(names)[m], np.asarray(n_params)[m], t, bs, lr, s, grid.seq_len)
+    return frame.assign(**_bowl_runs(law, np.asarray(n_params)[m], t, bs, lr, law.lr_opt(bs, t), seed))
+
+
+def _bowl_runs(law: PlantedLaw, n_params, tokens, batch_size, lr, lr_opt, seed: int) -> dict:
+    """Columns of WSD runs whose loss is ``law``'s bowl about ``lr_opt``: loss_eval, status and the rest."""
     u = np.log(lr / lr_opt)
     loss = (
-        law.floor(np.asarray(n_params)[m], t, bs)
-        + law.sharpness(t) * np.where(u > 0, law.asymmetry, 1.0) * u**2
+        law.floor(n_params, tokens, batch_size)
+        + law.sharpness(tokens) * np.where(u > 0, law.asymmetry, 1.0) * u**2
     )
     loss = loss + np.random.default_rng(seed).normal(0.0, law.noise_sd, size=loss.shape)
     diverged = lr > law.diverge_ratio * lr_opt
-    frame = _runs_frame(sweep_id, np.asarray(names)[m], np.asarray(n_params)[m], t, bs, lr, s, grid.seq_len)
-    return frame.assign(
-        loss_eval=np.where(diverged, np.nan, loss),
-        status=np.where(diverged, "diverged", "ok"),
-        schedule="wsd",
-        power_a=np.nan,
-        power_b=np.nan,
-        lr_max=np.nan,
-        parametrisation="mup",
+    return {
+        "loss_eval": np.where(diverged, np.nan, loss),
+        "status": np.where(diverged, "diverged", "ok"),
+        "schedule": "wsd",
+        "power_a": np.nan,
+        "power_b": np.nan,
+        "lr_max": np.nan,
+        "parametrisation": "mup",
+    }
+
+
+# lr_opt ~ width**drift per parametrisation: flat under muP, 1 / width under SP with Adam
+PLANTED_DRIFTS = MappingProxyType({"mup": 0.0, "sp": -1.0})
+
+
+@dataclass(frozen=True)
+class WidthGrid:
+    """The runs of a synthetic width sweep: each width, T, batch size, lr and seed, per parametrisation."""
+
+    widths: tuple[int, ...] = (64, 128, 256, 512, 1024)  # d_model
+    width_base: int = 256  # d_model whose lr_opt is the law's own lr_opt(B, T)
+    n_layers: int = 4  # one depth for all: n_params_non_embedding = 12 * n_layers * d_model**2
+    vocab_size: int = 32768  # embedding parameters: vocab_size * d_model
+    tokens: tuple[float, ...] = (1e9, 4e9)
+    batch_sizes: tuple[int, ...] = (64,)  # sequences
+    lrs: tuple[float, ...] = tuple(1e-4 * 2 ** (k / 2) for k in range(23))  # factor sqrt(2) apart, to 0.2
+    n_seeds: int = 1
+    seq_len: int = 4096  # tokens per sequence
+
+
+def synthetic_width_table(
+    law: PlantedLaw = PlantedLaw(),
+    grid: WidthGrid = WidthGrid(),
+    *,
+    drifts: Mapping[str, float] = PLANTED_DRIFTS,
+    seed: int = 0,
+    sweep_id: str = "synthetic-width",
+) -> pd.DataFrame:
+    """WSD runs of models that differ in width only, one sweep per parametrisation in ``drifts``, with
+    lr_opt(width) = law.lr_opt(B, T) * (width / grid.width_base) ** drift and ``law``'s loss bowl about it.
+
+    Models are named by width (``d256``) in every parametrisation; rows carry ``d_model`` and
+    ``n_params_non_embedding``.
+
+    >>> table = synthetic_width_table(drifts={"mup": 0.0, "sp": -1.0})
+    """
+    width, t, bs, lr, s = (
+        a.ravel()
+        for a in np.meshgrid(
+            grid.widths, grid.tokens, grid.batch_sizes, grid.lrs, np.arange(grid.n_seeds), indexing="ij"
+        )
     )
+    non_embedding = 12 * grid.n_layers * width**2
+    n_params = non_embedding + grid.vocab_size * width
+    names = np.array([f"d{w}" for w in width])
+    frames = []
+    for i, (parametrisation, drift) in enumerate(drifts.items()):
+        lr_opt = law.lr_opt(bs, t) * (width / grid.width_base) ** drift
+        frame = _runs_frame(f"{sweep_id}-{parametrisation}", names, n_params, t, bs, lr, s, grid.seq_len)
+        runs = _bowl_runs(law, n_params, t, bs, lr, lr_opt, seed + i)
+        extra = {
+            "parametrisation": parametrisation,
+            "d_model": width,
+            "n_params_non_embedding": non_embedding,
+        }
+        frames.append(frame.assign(**(runs | extra)))
+    return pd.concat(frames, ignore_index=True)
 
 
 def synthetic_power_table(
@@ -181,6 +248,9 @@ def _runs_frame(sweep_id, model, n_params, tokens, batch_size, lr, seed, seq_len
             "run_id": [f"{sweep_id}-{i}" for i in range(len(tokens))],
             "model": model,
             "n_params": np.asarray(n_params, dtype="int64"),
+            # The planted law has no width: unstated, as in rows from before these columns.
+            "n_params_non_embedding": np.nan,
+            "d_model": np.nan,
             "lr": np.asarray(lr, dtype=float),
             "batch_size": np.asarray(batch_size, dtype="int64"),
             "seq_len": seq_len,

@@ -35,7 +35,10 @@ def full_report(tmp_path_factory):
 def test_every_figure_is_written_as_png_and_svg_and_shown_on_the_page(full_report):
     paths, out = full_report
     # curves: test_spikes.py
-    assert set(paths.figures) == set(CAPTIONS) - {"fig0_curves"} and paths.skipped == {}
+    # widths: test_width_transfer.py
+    assert (
+        set(paths.figures) == set(CAPTIONS) - {"fig0_curves", "fig9_width_transfer"} and paths.skipped == {}
+    )
     page = paths.index_html.read_text()
     for stem, files in paths.figures.items():
         assert files.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

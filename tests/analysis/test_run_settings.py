@@ -1,5 +1,5 @@
-"""Runs of one cell trained with different settings (warmup, decay, seq_len, parametrisation, settings_id) are
-refused, never averaged as seeds; uniform settings leave every number as it was."""
+"""Runs of one cell trained with different settings (warmup, decay, seq_len, settings_id) are refused, never
+averaged as seeds (muP and SP runs are analysed apart); uniform settings leave every number as it was."""
 
 import numpy as np
 import pandas as pd
@@ -93,7 +93,6 @@ def test_settings_ids_that_differ_alone_are_refused():
         ("decay_fraction", 0.1, 0.2, "decay_fraction 0.1"),
         ("decay_shape", "linear", "1-sqrt", "decay_shape 'linear'"),
         ("seq_len", 4096, 2048, "seq_len 4096"),
-        ("parametrisation", "mup", "sp", "parametrisation 'mup'"),
     ],
 )
 def test_every_settings_column_that_differs_is_named(column, first, second, shown):
@@ -102,6 +101,14 @@ def test_every_settings_column_that_differs_is_named(column, first, second, show
     )
     with pytest.raises(AnalysisError, match=f"differ in {shown} \\({ROWS} rows\\)"):
         analyze(table, n_boot=0)
+
+
+def test_mup_and_sp_runs_of_one_cell_are_analysed_apart_never_averaged():
+    # SP's lr_opt moves with width: its runs feed the transfer across widths (test_width_transfer.py)
+    mup = _sweep("a", 1, parametrisation="mup")
+    both = analyze(pd.concat([mup, _sweep("b", 2, parametrisation="sp")], ignore_index=True), n_boot=0)
+    pd.testing.assert_frame_equal(both.cells, analyze(mup, n_boot=0).cells)
+    assert any(f"{ROWS} SP rows are left out of it" in note for note in both.notes)
 
 
 def test_power_runs_of_two_warmups_are_refused():

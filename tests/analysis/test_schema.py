@@ -41,6 +41,7 @@ def stored_row(
         "model": "cpu-xxs",
         "n_params": 40_000,
         "n_params_non_embedding": 30_000,
+        "d_model": 32,
         "m_width": 1.0,
         "lr": lr,
         "lr_max": 0.02 if power else None,
