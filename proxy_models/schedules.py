@@ -7,6 +7,7 @@ batch_size explicit (in sequences) and implements Eq. 8 fully, decay included.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -247,45 +248,144 @@ def torch_scheduler(
     )
 
 
-class PowerScheduler:
-    """The Power scheduler (Eq. 8) for any torch optimizer, from a fitted coefficients.json."""
+def __getattr__(name: str):
+    # PowerScheduler subclasses torch's LRScheduler: built on first use, so that planning imports no torch
+    if name == "PowerScheduler":
+        return _power_scheduler_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    @staticmethod
-    def from_coefficients(
-        path: str,
-        optimizer,
-        *,
-        batch_size: int,
-        seq_len: int,
-        warmup_tokens: float = 0.0,
-        total_tokens: float | None = None,
-        decay_fraction: float = 0.0,
-        decay_shape: str = "exp",
-    ):
-        """LambdaLR following min(lr_max, batch_size * a * n**b) with the file's a, b and lr_max.
 
-        Group lrs are multiplied by the schedule: set each group's lr to 1 (or to its muP scale 1 / m_width).
+def read_scheduler_coefficients(path: str, *, lr_max: float | None = None) -> dict:
+    """a, b and lr_max for a PowerScheduler from a coefficients.json that `powersweep analyze` wrote: the
+    pooled law's a and b, and `lr_max` (given, else the file's: half the smallest lr that diverged at the
+    largest batch size; null when no run diverged, and then one must be given)."""
+    with open(path) as f:
+        coefficients = json.load(f)
+    missing = [k for k in ("a", "b") if coefficients.get(k) is None]
+    if missing:
+        raise ConfigError(f"coefficients file {path!r} lacks {missing}: write it with `powersweep analyze`")
+    lr_max = coefficients.get("lr_max") if lr_max is None else lr_max
+    if lr_max is None:
+        raise ConfigError(
+            f"lr_max=None: coefficients file {path!r} has no lr_max (no run of the sweep diverged): pass "
+            "lr_max=..., e.g. the largest lr the sweep trained at your batch size"
+        )
+    return {"a": coefficients["a"], "b": coefficients["b"], "lr_max": lr_max}
+
+
+@functools.cache
+def _power_scheduler_class():
+    from torch.optim.lr_scheduler import LRScheduler
+
+    class PowerScheduler(LRScheduler):
+        """The Power scheduler (Eq. 8) for any torch optimizer: it sets each group's lr to
+        ``group.get("lr_scale", 1.0) * lr(n)`` at optimizer step k, n = (k + 1) * batch_size * seq_len tokens
+        seen after the step, where lr(n) is a linear warmup over ``warmup_tokens`` to
+        min(lr_max, batch_size * a * n**b), then that law (then a decay, with ``total_tokens`` and
+        ``decay_fraction``). The optimizer's own lr is replaced, not multiplied: a per-group multiplier (e.g.
+        muP's 1 / m_width, as `mup.param_groups` writes it) goes in the group's ``lr_scale``.
+
+        >>> opt = torch.optim.AdamW(model.parameters())
+        >>> sched = PowerScheduler(opt, batch_size=1024, seq_len=4096, a=4.6, b=-0.51, lr_max=0.02,
+        ...                        warmup_tokens=1e9)
         """
-        with open(path) as f:
-            coefficients = json.load(f)
-        missing = [k for k in ("a", "b") if k not in coefficients]
-        if missing:
-            raise ConfigError(
-                f"coefficients file {path!r} lacks {missing}: write it with `powersweep analyze`"
-            )
-        schedule = ScheduleConfig(
-            name="power",
-            power_a=coefficients["a"],
-            power_b=coefficients["b"],
-            lr_max=coefficients.get("lr_max") or 0.02,
-            warmup_tokens=warmup_tokens,
-            decay_fraction=decay_fraction,
-            decay_shape=decay_shape,
-        )
-        return torch_scheduler(
+
+        def __init__(
+            self,
             optimizer,
-            schedule,
-            tokens_per_step=batch_size * seq_len,
-            batch_size=batch_size,
-            total_tokens=total_tokens,
-        )
+            *,
+            batch_size: int,
+            seq_len: int,
+            a: float,
+            b: float,
+            lr_max: float,
+            warmup_tokens: float = 0.0,
+            total_tokens: float | None = None,
+            decay_fraction: float = 0.0,
+            decay_shape: str = "exp",
+            last_epoch: int = -1,
+        ):
+            for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
+                if not (isinstance(value, int) and value > 0):
+                    raise ConfigError(
+                        f"{name}={value!r}: must be a positive whole number (sequences, tokens)"
+                    )
+            _check_group_lrs(optimizer)
+            self.schedule = ScheduleConfig(
+                name="power",
+                power_a=a,
+                power_b=b,
+                lr_max=lr_max,
+                warmup_tokens=warmup_tokens,
+                decay_fraction=decay_fraction,
+                decay_shape=decay_shape,
+            )
+            if total_tokens is not None:
+                self.schedule.validate(total_tokens=total_tokens)
+            self.lr_at_step = lr_lambda(
+                self.schedule,
+                tokens_per_step=batch_size * seq_len,
+                batch_size=batch_size,
+                total_tokens=total_tokens,
+            )
+            super().__init__(optimizer, last_epoch)
+
+        def get_lr(self) -> list[float]:
+            lr = self.lr_at_step(self.last_epoch)
+            return [group.get("lr_scale", 1.0) * lr for group in self.optimizer.param_groups]
+
+        def state_dict(self) -> dict:
+            """The step and last lrs; the schedule is the constructor's, so a checkpoint holds no function."""
+            return {
+                k: v for k, v in self.__dict__.items() if k not in ("optimizer", "schedule", "lr_at_step")
+            }
+
+        def load_state_dict(self, state_dict: dict) -> None:
+            """Resume at the saved step, the optimizer's lrs set for it (its own state need not be loaded)."""
+            super().load_state_dict(state_dict)
+            self._last_lr = self.get_lr()
+            for group, lr in zip(self.optimizer.param_groups, self._last_lr):
+                group["lr"] = lr
+
+        @classmethod
+        def from_coefficients(
+            cls,
+            path: str,
+            optimizer,
+            *,
+            batch_size: int,
+            seq_len: int,
+            lr_max: float | None = None,
+            warmup_tokens: float = 0.0,
+            total_tokens: float | None = None,
+            decay_fraction: float = 0.0,
+            decay_shape: str = "exp",
+        ):
+            """A PowerScheduler with the a and b of a coefficients.json (`read_scheduler_coefficients`),
+            capped at `lr_max` (default: the file's); the other options as the constructor's."""
+            return cls(
+                optimizer,
+                batch_size=batch_size,
+                seq_len=seq_len,
+                **read_scheduler_coefficients(path, lr_max=lr_max),
+                warmup_tokens=warmup_tokens,
+                total_tokens=total_tokens,
+                decay_fraction=decay_fraction,
+                decay_shape=decay_shape,
+            )
+
+    PowerScheduler.__module__, PowerScheduler.__qualname__ = __name__, "PowerScheduler"
+    return PowerScheduler
+
+
+def _check_group_lrs(optimizer) -> None:
+    """A group that sets an lr of its own without an lr_scale meant that lr as its multiplier; the scheduler
+    would replace it, so it is refused."""
+    default = optimizer.defaults.get("lr")
+    for i, group in enumerate(optimizer.param_groups):
+        if "lr_scale" not in group and group["lr"] != default:
+            raise ConfigError(
+                f"param group {i} has lr={group['lr']:g} (the optimizer's is {default:g}) and no lr_scale: "
+                "PowerScheduler sets each group's lr to its lr_scale times the schedule's lr, replacing the "
+                f"optimizer's; put the group's multiplier in its 'lr_scale' (e.g. lr_scale={group['lr']:g})"
+            )
