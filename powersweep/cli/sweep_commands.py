@@ -124,6 +124,11 @@ def add_plan_parser(sub) -> None:
         "--gpu-memory",
         help="also show each cell's micro-batch and estimated peak memory on a GPU of this size, e.g. 80GiB",
     )
+    p.add_argument(
+        "--gpu",
+        help="estimate the wall time on this GPU (H100, H200, ...) from the rates measured on it; "
+        "default for a GPU spec: this machine's GPU",
+    )
     p.set_defaults(func=plan_command)
 
 
@@ -142,30 +147,42 @@ def checked_spec(path: str):
 
 
 def plan_command(args) -> int:
+    from powersweep.proxy_models.memory import parse_bytes
     from powersweep.sweeps.data_check import check_data
     from powersweep.sweeps.plan import format_memory_table, format_plan, memory_table, plan
+    from powersweep.sweeps.spec import SpecError
     from powersweep.sweeps.trackers import check_loggers
+    from powersweep.sweeps.wall_estimate import GPU_BYTES, device_name, estimate_wall
 
     spec = checked_spec(args.spec)
     check_loggers(spec.run.loggers)  # as submit would: a logger's package missing here is one line now
     spec, _ = check_data(spec)  # likewise the corpus (a bad shard is refused here, not in a trial)
-    if args.gpu_memory is None:
-        p = plan(spec)
-        print(json.dumps(p.summary(), indent=2) if args.json else format_plan(p))
-        return 0
-    from powersweep.proxy_models.memory import parse_bytes
-
-    gpu_bytes = parse_bytes(args.gpu_memory)
+    try:  # the GPU named, else the one here: its measured rates give the wall estimate of a GPU spec
+        device = device_name(args.gpu) if args.gpu or spec.run.uses_gpu else None
+    except ValueError as error:
+        raise SpecError(str(error)) from None
+    gpu_bytes = parse_bytes(args.gpu_memory) if args.gpu_memory else None
+    if gpu_bytes is None and device is not None and not spec.run.gpu_memory:
+        gpu_bytes = GPU_BYTES[device]
     p = plan(spec, gpu_bytes=gpu_bytes)
-    rows = memory_table(
-        p,
-        gpu_bytes=gpu_bytes,
-        gpus_per_trial=0.0 if spec.run.gpus_per_trial == "auto" else spec.run.gpus_per_trial,
-    )
-    if args.json:
-        print(json.dumps({**p.summary(), "memory": rows}, indent=2))
-    else:
-        print(format_plan(p) + "\n" + format_memory_table(rows, gpu_bytes=gpu_bytes))
+    summary, lines = p.summary(), [format_plan(p)]
+    if device is not None:
+        estimate = estimate_wall(p, device)
+        summary["estimated_wall_s"] = estimate.seconds if estimate else None
+        lines.append(
+            estimate.format() if estimate else f"estimated wall: no rates measured on {device} for it"
+        )
+    elif spec.run.uses_gpu:
+        lines.append("estimated wall: no GPU here; name one with --gpu (e.g. --gpu H100)")
+    if gpu_bytes is not None and args.gpu_memory:
+        rows = memory_table(
+            p,
+            gpu_bytes=gpu_bytes,
+            gpus_per_trial=0.0 if spec.run.gpus_per_trial == "auto" else spec.run.gpus_per_trial,
+        )
+        summary["memory"] = rows
+        lines.append(format_memory_table(rows, gpu_bytes=gpu_bytes))
+    print(json.dumps(summary, indent=2) if args.json else "\n".join(lines))
     return 0
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from powersweep.sweeps.data_check import check_data
 from powersweep.sweeps.lineages import settings_id
 from powersweep.sweeps.optuna_mode import trial_job
 from powersweep.sweeps.plan import plan
@@ -22,7 +23,9 @@ OPTUNA = "paper-power.yaml, search.mode optuna"
 
 
 def shipped_specs() -> dict:
-    specs = {p.name: load_spec(str(p)) for p in sorted((ROOT / "sweeps" / "specs").glob("*.yaml"))}
+    """Each shipped spec as `plan` and `submit` plan it (a vocab_size of 'auto' set from its corpus)."""
+    paths = sorted((ROOT / "sweeps" / "specs").glob("*.yaml"))
+    specs = {p.name: check_data(load_spec(str(p)))[0] for p in paths}
     power = specs["paper-power.yaml"].to_dict()
     power["search"].update(mode="optuna", power_a=[], power_b=[], n_trials=4)
     return {**specs, OPTUNA: spec_from_dict(power)}

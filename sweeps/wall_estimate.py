@@ -1,0 +1,162 @@
+"""How long a sweep would take on a GPU, from the rates measured on that GPU (benchmarks/RESULTS.md).
+
+`RATES` holds training tokens/s of one trial (all its packed variants together) per device, preset, batch x
+seq and pack, each with where it was measured. A plan's trials are matched to the measured shape nearest to
+theirs (same device and preset; then the nearest pack, and the nearest tokens per step) and their tokens
+divided by its rate; trials run `slots` at a time, and the fixed start-up measured on the device is added.
+The estimate says which shape it stands on, and whether that shape is the trial's own or a neighbour's.
+Nothing here imports torch or Ray: `plan` stays light.
+
+>>> estimate_wall(plan(spec, gpu_bytes=80 * GIB), "NVIDIA H100 80GB HBM3").format()
+'estimated wall on H100: 5m42s (313.6M tokens at 1.03M tokens/s, measured ...)'
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from powersweep.sweeps.plan import Plan
+
+GPUS = ("H100", "H200", "A100", "L40S", "B200")  # the names a CUDA device name contains, and --gpu takes
+# memory of each, for `pack: auto` where the spec names none (the 80 GB A100 and H100; data sheets)
+GPU_BYTES = {"H100": 80 << 30, "H200": 141 << 30, "A100": 80 << 30, "L40S": 48 << 30, "B200": 180 << 30}
+
+
+@dataclass(frozen=True)
+class MeasuredRate:
+    device: str  # one of GPUS
+    preset: str
+    batch_size: int  # sequences per step of each variant
+    seq_len: int
+    pack: int  # variants trained together in one trial (1: solo)
+    tokens_per_s: float  # training tokens of the trial (all variants) per second of training
+    source: str  # where in benchmarks/RESULTS.md
+
+    @property
+    def step_tokens(self) -> int:
+        return self.batch_size * self.seq_len * self.pack
+
+
+_H100_2, _H100_3 = "The GPU tables, one H100, second run", "The GPU tables, one H100, third run, call 2"
+_H200 = "The GPU tables, one H200, call 2"
+RATES: tuple[MeasuredRate, ...] = (
+    MeasuredRate("H100", "paper-12m", 16, 4096, 1, 951_314, _H100_3),
+    MeasuredRate("H100", "paper-12m", 512, 4096, 1, 1_099_529, _H100_3),
+    MeasuredRate("H100", "paper-36m", 16, 4096, 1, 545_317, _H100_3),
+    MeasuredRate("H100", "paper-36m", 512, 4096, 1, 601_743, _H100_3),
+    MeasuredRate("H100", "paper-121m", 16, 4096, 1, 284_869, _H100_3),
+    MeasuredRate("H100", "paper-121m", 512, 4096, 1, 288_462, _H100_3),
+    MeasuredRate("H100", "paper-12m", 16, 1024, 1, 219_200, f"{_H100_2}, call 2 (the solo run)"),
+    # the sweep's tokens/s of wall over its share of training: 16 packed variants of 4 seeds
+    MeasuredRate("H100", "paper-12m", 16, 1024, 16, 1_034_651, f"{_H100_2}, call 2: 826,686 / 0.799"),
+    MeasuredRate("H200", "paper-12m", 16, 1024, 1, 257_962, _H200),
+    MeasuredRate("H200", "paper-12m", 16, 1024, 8, 1_378_335, _H200),
+    MeasuredRate("H200", "paper-12m", 16, 4096, 1, 861_761, _H200),
+    MeasuredRate("H200", "paper-12m", 16, 4096, 8, 1_160_632, _H200),
+)
+# Wall before the first training step and after the last (Ray's start, the trial's process, CUDA context,
+# building and compiling the variants, the end): the H100 sweep's 250 s wall less its training, eval,
+# checkpoints and store writes, about 40 s (RESULTS.md, second run, call 2).
+STARTUP_S = {"H100": 40.0, "H200": 40.0}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    device: str
+    seconds: float
+    tokens: int
+    basis: tuple[MeasuredRate, ...]  # the measured shapes the trials stood on
+    exact: bool  # every trial's own shape was measured
+
+    def format(self) -> str:
+        shapes = "; ".join(
+            f"{r.preset} {r.batch_size} x {r.seq_len}, pack {r.pack}: {r.tokens_per_s / 1e6:.3g}M tokens/s"
+            for r in self.basis[:3]
+        ) + ("; ..." if len(self.basis) > 3 else "")
+        kind = "measured" if self.exact else "nearest measured shape"
+        return (
+            f"estimated wall on {self.device}: {_duration(self.seconds)} ({self.tokens:.4g} tokens; "
+            f"{kind}: {shapes}; start-up {STARTUP_S.get(self.device, 0):.0f} s)"
+        )
+
+
+def device_name(named: str | None = None) -> str | None:
+    """The GPU model (one of GPUS) `named` gives (e.g. 'h100', 'NVIDIA H100 80GB HBM3'), else this machine's
+    first GPU as nvidia-smi names it; None when neither names one."""
+    if named is None:
+        named = _detected()
+    if named is None:
+        return None
+    found = [g for g in GPUS if g.lower() in named.lower()]
+    if not found:
+        measured = sorted({r.device for r in RATES})
+        raise ValueError(f"--gpu {named!r}: not a GPU known here; rates are measured on {measured}")
+    return found[0]
+
+
+def _detected() -> str | None:
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0].strip() if out.strip() else None
+
+
+def estimate_wall(p: Plan, device: str, *, slots: int = 1) -> Estimate | None:
+    """The wall `p`'s trials would take on `device` (one of GPUS) with `slots` GPUs; trials sharing one GPU
+    share its rate, so their times add. None when no rate of the device and the trials' presets was
+    measured."""
+    from powersweep.proxy_models.budgets import planned_tokens
+
+    trials = p.trials
+    if not trials:
+        return None
+    busy, basis, exact, tokens = [], [], True, 0
+    for trial in trials:
+        config, pack = trial.config, len(trial.members)
+        rate = _nearest(device, config.model, config.batch_size, config.proxy.seq_len, pack)
+        if rate is None:
+            return None
+        trial_tokens = sum(planned_tokens(m.config, m.budgets) for m in trial.members)
+        busy.append(trial_tokens / rate.tokens_per_s)
+        tokens += trial_tokens
+        exact &= (rate.batch_size, rate.seq_len, rate.pack) == (config.batch_size, config.proxy.seq_len, pack)
+        if rate not in basis:
+            basis.append(rate)
+    seconds = _makespan(busy, slots) + STARTUP_S.get(device, 0.0)
+    return Estimate(device, seconds, tokens, tuple(basis), exact)
+
+
+def _nearest(device: str, preset: str, batch_size: int, seq_len: int, pack: int) -> MeasuredRate | None:
+    """The measured shape closest to a trial's: its pack first (packing changes the rate most), then its
+    tokens per step (a small step waits on the host, a large one on the chip), both on a log scale."""
+    candidates = [r for r in RATES if r.device == device and r.preset == preset]
+    if not candidates:
+        return None
+    step = batch_size * seq_len * pack
+    return min(candidates, key=lambda r: (abs(math.log(r.pack / pack)), abs(math.log(r.step_tokens / step))))
+
+
+def _makespan(seconds: list[float], slots: int) -> float:
+    """Wall of running jobs of `seconds` longest first on `slots` slots (as the sweep orders its trials)."""
+    ends = [0.0] * max(slots, 1)
+    for s in sorted(seconds, reverse=True):
+        i = ends.index(min(ends))
+        ends[i] += s
+    return max(ends)
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:,.0f} days"
+    hours, rest = divmod(int(round(seconds)), 3600)
+    minutes, rest = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"

@@ -1,0 +1,100 @@
+"""`plan`'s wall-time estimate on a GPU: from the rates measured on it, each traceable to RESULTS.md."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from powersweep.cli import main
+from powersweep.sweeps.plan import plan
+from powersweep.sweeps.spec import load_spec, spec_from_dict
+from powersweep.sweeps.wall_estimate import (
+    GPU_BYTES,
+    RATES,
+    STARTUP_S,
+    device_name,
+    estimate_wall,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = (ROOT / "benchmarks" / "RESULTS.md").read_text()
+
+
+def gpu_spec(**search) -> dict:
+    return {
+        "name": "g",
+        "search": {
+            "models": ["paper-12m"],
+            "batch_size": [16],
+            "lr": [1e-3, 2e-3],
+            "tokens": ["8M"],
+            **search,
+        },
+        "train": {"seq_len": 4096, "warmup_tokens": "256K"},
+        "run": {"gpus_per_trial": 1},
+    }
+
+
+def test_every_rate_is_one_measured_in_results():
+    for rate in RATES:
+        section = rate.source.split(",")[0]
+        assert section in RESULTS, rate
+        quotient = re.search(r"([\d,]+) / ([\d.]+)$", rate.source)
+        if quotient:  # derived: tokens/s of wall over the share of it spent training
+            wall, share = float(quotient[1].replace(",", "")), float(quotient[2])
+            assert quotient[1] in RESULTS and rate.tokens_per_s == pytest.approx(wall / share, rel=1e-5)
+        else:
+            assert f"{rate.tokens_per_s:,.0f}" in RESULTS, rate
+
+
+def test_a_measured_shape_gives_tokens_over_its_rate_plus_the_start_up():
+    p = plan(spec_from_dict(gpu_spec()))  # solo trials of paper-12m at 16 x 4096: measured on the H100
+    estimate = estimate_wall(p, "H100")
+    rate = next(
+        r
+        for r in RATES
+        if (r.device, r.preset, r.batch_size, r.seq_len, r.pack) == ("H100", "paper-12m", 16, 4096, 1)
+    )
+    assert estimate.exact and estimate.basis == (rate,)
+    assert estimate.tokens == p.tokens_planned
+    assert estimate.seconds == pytest.approx(p.tokens_planned / rate.tokens_per_s + STARTUP_S["H100"])
+    twice = estimate_wall(plan(spec_from_dict(gpu_spec(tokens=["16M"]))), "H100")
+    assert twice.seconds - STARTUP_S["H100"] == pytest.approx(
+        2 * (estimate.seconds - STARTUP_S["H100"]), rel=0.02
+    )
+
+
+def test_a_shape_not_measured_stands_on_the_nearest_pack_then_step():
+    spec = load_spec(str(ROOT / "sweeps" / "specs" / "gpu-quick.yaml"))
+    spec = spec.model_copy(
+        update={"train": spec.train.model_copy(update={"model_overrides": {"vocab_size": 256}})}
+    )
+    packed = estimate_wall(plan(spec, gpu_bytes=GPU_BYTES["H100"]), "H100")  # one trial of 8 variants
+    assert not packed.exact and [(r.pack, r.batch_size, r.seq_len) for r in packed.basis] == [(16, 16, 1024)]
+    solo = estimate_wall(plan(spec), "H100")  # no GPU memory known: one variant per trial
+    assert [(r.pack, r.seq_len) for r in solo.basis] == [(1, 1024)] and solo.seconds > 3 * packed.seconds
+    assert estimate_wall(plan(spec), "A100") is None  # nothing measured there
+
+
+def test_gpu_names_and_detection():
+    assert device_name("NVIDIA H100 80GB HBM3") == device_name("h100") == "H100"
+    with pytest.raises(ValueError, match=r"--gpu 'V100': not a GPU known here; rates are measured on"):
+        device_name("V100")
+
+
+def test_plan_prints_the_estimate_of_a_gpu_spec(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: None)  # no nvidia-smi: no GPU detected here
+    spec = tmp_path / "g.yaml"
+    spec.write_text(__import__("yaml").safe_dump(gpu_spec()))
+    assert main(["plan", str(spec)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "estimated wall: no GPU here; name one with --gpu (e.g. --gpu H100)"
+    )
+    assert main(["plan", str(spec), "--gpu", "H100"]) == 0
+    assert re.search(
+        r"^estimated wall on H100: (\d+m)?\d+s \(1.599e\+07 tokens; measured: paper-12m 16 x 4096",
+        capsys.readouterr().out,
+        re.M,
+    )
+    assert main(["plan", str(spec), "--gpu", "V100"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
