@@ -30,11 +30,13 @@
 set -u
 OUT=${1:?usage: bash benchmarks/gpu_all.sh OUT [part ...]}
 shift
-PARTS=("${@:-tests profile packed sweep one modes head compile}")
+if (($#)); then PARTS=("$@"); else PARTS=(tests profile packed sweep one modes head compile); fi
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-ARGS=${ARGS:-}
+# ARGS and SWEEP_BUDGETS are lists of words: split them once, here.
+read -r -a ARGS <<< "${ARGS:-}"
+read -r -a BUDGETS <<< "${SWEEP_BUDGETS:-3M 6M 12M}"
 
 run() {  # name limit command...
   local name=$1 limit=$2 start=$SECONDS
@@ -44,41 +46,42 @@ run() {  # name limit command...
 }
 
 modes() {  # each compile setting, solo at 16 x 4096 and 8 packed at 16 x 1024 (packed trunk: CUDA graphs only)
-  local setting shape pack limit
+  local setting scope mode shape pack limit
   for setting in "blocks default" "trunk default" "auto reduce-overhead"; do
-    set -- $setting
+    read -r scope mode <<< "$setting"
     for shape in solo-16x4096 k8-16x1024; do
-      [ "$shape" = k8-16x1024 ] && [ "$1 $2" = "trunk default" ] && continue
+      [ "$shape" = k8-16x1024 ] && [ "$scope $mode" = "trunk default" ] && continue
       pack=0; [ "${shape%%-*}" = k8 ] && pack=8
       # the packed trunk's cold compile is about twice its block's (RESULTS.md, CPU)
-      limit=120; [ "$pack $1" = "8 auto" ] && limit=150
-      run "modes-$shape-$1-$2" $limit $PY benchmarks/step_profile.py --preset paper-12m --shape "${shape#*-}" \
-          --pack $pack --compile-scope "$1" --compile-mode "$2" --out "$OUT/modes"
+      limit=120; [ "$pack $scope" = "8 auto" ] && limit=150
+      run "modes-$shape-$scope-$mode" "$limit" "$PY" benchmarks/step_profile.py --preset paper-12m \
+          --shape "${shape#*-}" --pack "$pack" --compile-scope "$scope" --compile-mode "$mode" --out "$OUT/modes"
     done
   done
   head -qn1 "$OUT"/modes/*.txt > "$OUT/modes.md" 2>/dev/null || true
 }
 
-for part in ${PARTS[*]}; do
+for part in "${PARTS[@]}"; do
   case $part in
     modes) modes ;;
-    profile) run profile-solo 60 $PY benchmarks/step_profile.py --preset paper-12m --shape 16x1024 --out "$OUT" $ARGS
-             run profile-solo-no-graphs 60 $PY benchmarks/step_profile.py --preset paper-12m --shape 16x1024 \
+    profile) run profile-solo 60 "$PY" benchmarks/step_profile.py --preset paper-12m --shape 16x1024 \
+                 --out "$OUT" "${ARGS[@]}"
+             run profile-solo-no-graphs 60 "$PY" benchmarks/step_profile.py --preset paper-12m --shape 16x1024 \
                  --compile-mode default --out "$OUT"
-             run profile-k8 60 $PY benchmarks/step_profile.py --preset paper-12m --shape 16x1024 --pack 8 \
-                 --out "$OUT" $ARGS ;;
-    tests) run tests 210 $PY -m pytest -q -rs -p no:cacheprovider tests/proxy_models/test_head.py \
+             run profile-k8 60 "$PY" benchmarks/step_profile.py --preset paper-12m --shape 16x1024 --pack 8 \
+                 --out "$OUT" "${ARGS[@]}" ;;
+    tests) run tests 210 "$PY" -m pytest -q -rs -p no:cacheprovider tests/proxy_models/test_head.py \
                tests/proxy_models/test_moe.py \
                tests/proxy_models/test_trainer.py::test_cuda_graphs_accumulate_micro_batches_like_eager_on_gpu \
                tests/proxy_models/test_lineage.py::test_cuda_graphs_train_a_whole_lineage_like_eager_on_gpu ;;
     checkpoint) for mode in "" --synchronous; do
-                  run "checkpoint${mode:+-synchronous}" 150 $PY benchmarks/checkpoint_cost.py --device cuda \
-                      --preset paper-12m --pack 16 --shape 16x1024 --budgets 10 20 30 $mode
+                  run "checkpoint${mode:+-synchronous}" 150 "$PY" benchmarks/checkpoint_cost.py --device cuda \
+                      --preset paper-12m --pack 16 --shape 16x1024 --budgets 10 20 30 ${mode:+"$mode"}
                 done ;;
-    sweep) run sweep 360 $PY benchmarks/gpu.py --only sweep --sweep-budgets ${SWEEP_BUDGETS:-3M 6M 12M} \
-               --out "$OUT/sweep" $ARGS ;;
+    sweep) run sweep 360 "$PY" benchmarks/gpu.py --only sweep --sweep-budgets "${BUDGETS[@]}" \
+               --out "$OUT/sweep" "${ARGS[@]}" ;;
     one|head|packed|compile) run "$part" "$(case $part in one) echo 240;; *) echo 120;; esac)" \
-                                 $PY benchmarks/gpu.py --only "$part" --out "$OUT/$part" $ARGS ;;
+                                 "$PY" benchmarks/gpu.py --only "$part" --out "$OUT/$part" "${ARGS[@]}" ;;
     *) echo "unknown part $part: tests profile packed sweep one modes head compile checkpoint" >&2; exit 2 ;;
   esac
 done
