@@ -55,6 +55,7 @@ def submit(
     address: str | None = None,
     check_nodes: NodeCheck | None = None,
     replace_sweep: bool = False,
+    checkpoints: str | None = None,
 ) -> SubmitResult:
     """Run what the store lacks of `spec`'s plan; the resolved spec is stored next to the results.
 
@@ -68,7 +69,9 @@ def submit(
     with nothing to do is only read, so a read-only finished store can be resumed.
     On an existing cluster (`address` neither None nor "local"), `check_nodes(storage, data, address=address)`
     runs before anything is stored, e.g. `cluster.nodes.check_nodes`: every node must see the store and read
-    the corpus (`data`, the spec's DataConfig) as the driver does.
+    the corpus (`data`, the spec's DataConfig) as the driver does. `checkpoints`: the directory of the
+    lineage checkpoints, Ray's trial files and logs (default: `<storage>/checkpoints` on a local store), so
+    the store itself can hold only results, curves and the spec (e.g. a directory copied off the machine).
     """
     storage = _absolute(storage or spec.storage)  # Ray trials run in their own working directories
     spec, fingerprint = check_data(spec)  # with vocab_size: auto set: ids and the stored spec hold it
@@ -81,7 +84,7 @@ def submit(
     _check_corpus(store, spec, fingerprint, replace_sweep=replace_sweep)
     if not replace_sweep and _complete(store, spec, p):
         return SubmitResult(plan=p, lineages_run=0, failed_trials=0, storage=storage, execution=None)
-    settings = _settings(spec, p, storage, address)
+    settings = _settings(spec, p, storage, address, checkpoints=checkpoints)
     _check_before_writing(store, p, settings, replace_sweep=replace_sweep)
     with SweepLock(storage, spec.name) as lock:
         replaced = _replace(store, settings) if replace_sweep else None
@@ -229,13 +232,15 @@ def check_gpu_shares(spec: SweepSpec, p: Plan) -> tuple[str, ...]:
     return tuple(sorted(n for n in notes if n))
 
 
-def _settings(spec: SweepSpec, p: Plan, storage: str, address: str | None) -> ExecutionSettings:
+def _settings(
+    spec: SweepSpec, p: Plan, storage: str, address: str | None, *, checkpoints: str | None = None
+) -> ExecutionSettings:
     from powersweep.sweeps.execute import ExecutionSettings
 
     return ExecutionSettings(
         store_uri=storage,
         sweep_id=spec.name,
-        checkpoint_root=_checkpoint_root(storage),
+        checkpoint_root=_absolute(checkpoints) if checkpoints else _checkpoint_root(storage),
         run=spec.run,
         gpus_per_trial=_requested_gpus(spec),
         address=address,

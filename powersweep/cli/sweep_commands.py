@@ -312,20 +312,49 @@ def compact_command(args) -> int:
 
 def add_demo_parser(sub) -> None:
     p = sub.add_parser(
-        "demo", help="the main job: the cpu-quick sweep -> Parquet -> analysis -> coefficients"
+        "demo",
+        help="the main job: a sweep -> Parquet -> analysis -> coefficients (cpu-quick; --gpu: gpu-quick)",
     )
-    p.add_argument("--storage", default="runs/cpu-quick", help="results store (default runs/cpu-quick)")
-    p.add_argument("--out", default="out/cpu-quick", help="analysis report directory")
+    p.add_argument(
+        "--gpu",
+        action="store_true",
+        help="the GPU main job (sweeps/specs/gpu-quick.yaml) on this machine's GPU",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="with --gpu: the same job shrunk to a minute on this CPU (its path, not its law)",
+    )
+    p.add_argument("--storage", help="results store (default runs/<job>, e.g. runs/cpu-quick)")
+    p.add_argument("--out", help="analysis report directory (default out/<job>)")
+    p.add_argument(
+        "--checkpoints",
+        help="lineage checkpoints, Ray's trial files and logs (default <storage>/checkpoints); "
+        "elsewhere, the store holds only results, curves and the spec",
+    )
     p.set_defaults(func=demo_command)
 
 
 def demo_command(args) -> int:
-    from powersweep.sweeps.spec import load_spec
+    from powersweep.sweeps.spec import SpecError, load_spec
     from powersweep.sweeps.sweep import submit
 
-    spec = load_spec(os.path.join(SPECS_DIR, "cpu-quick.yaml"))
-    with interruptible_sweep(args, storage=args.storage, sweep_id=spec.name):
-        result = submit(spec, storage=args.storage)
+    if args.quick and not args.gpu:
+        raise SpecError("--quick shrinks the GPU main job: give it with --gpu (plain `demo` is the CPU's)")
+    spec = load_spec(os.path.join(SPECS_DIR, "gpu-quick.yaml" if args.gpu else "cpu-quick.yaml"))
+    if args.gpu and args.quick:
+        spec = quick_gpu_job(spec)
+    elif args.gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SpecError(
+                "demo --gpu: no CUDA GPU here (torch.cuda.is_available() is False): run it on a GPU node, "
+                "or `powersweep demo --gpu --quick` for the same job shrunk to this CPU"
+            )
+    storage, out = args.storage or f"runs/{spec.name}", args.out or f"out/{spec.name}"
+    with interruptible_sweep(args, storage=storage, sweep_id=spec.name):
+        result = submit(spec, storage=storage, checkpoints=args.checkpoints)
     print(f"results: {result.storage} ({result.lineages_run} lineages run, {result.failed_trials} failed)")
     if result.lineages_run:
         summary = result.plan.summary()
@@ -335,9 +364,29 @@ def demo_command(args) -> int:
         )
     from powersweep.cli import build_parser  # the analyze command's own defaults
 
-    argv = ["analyze", os.path.join(args.storage, "results"), "--out", args.out]
+    argv = ["analyze", os.path.join(storage, "results"), "--out", out]
     analyze_args = build_parser(argv).parse_args(argv)
     return analyze_args.func(analyze_args)
+
+
+def quick_gpu_job(spec):
+    """The GPU main job shrunk to this CPU: the same lrs in one pack, the same settings, on cpu-xxs at 4 x 64
+    tokens a step (32x fewer) with every token count 256x smaller, so each budget and the warmup take 8x
+    fewer steps. It checks the job's path (a packed trial, the store, the breakdown, the analysis), not its
+    law: its runs are too short for one."""
+    from powersweep.sweeps.spec import spec_from_dict
+
+    raw, shrink = spec.to_dict(), QUICK_TOKENS_DIVISOR
+    raw["name"] = f"{spec.name}-cpu"
+    tokens = [round(t / shrink) for t in spec.search.tokens]
+    raw["search"].update(models=["cpu-xxs"], batch_size=[4], tokens=tokens)
+    raw["train"].update(seq_len=64, warmup_tokens=round(spec.train.warmup_tokens / shrink))
+    raw["train"]["data"]["eval_tokens"] = 4096
+    raw["run"].update(pack=len(spec.search.lr), gpus_per_trial=0, cpus_per_trial=1)
+    return spec_from_dict(raw)
+
+
+QUICK_TOKENS_DIVISOR = 256
 
 
 def _progress(status: dict, config: TrainConfig) -> str:

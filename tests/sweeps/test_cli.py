@@ -67,7 +67,7 @@ def test_demo_submits_the_shipped_cpu_quick_spec(tmp_path, monkeypatch, capsys):
 
     submitted = []
 
-    def submit(spec, *, storage):  # the sweep itself is the main job's own test: stop where it starts
+    def submit(spec, *, storage, checkpoints=None):  # the main job's own test runs it: stop at its start
         submitted.append((spec, storage))
         raise spec_module.SpecError("stopped before the sweep")
 
@@ -76,3 +76,39 @@ def test_demo_submits_the_shipped_cpu_quick_spec(tmp_path, monkeypatch, capsys):
     [(spec, storage)] = submitted
     assert spec.name == "cpu-quick" and storage == str(tmp_path / "runs")
     assert "stopped before the sweep" in capsys.readouterr().err
+
+
+def test_demo_gpu_without_a_gpu_is_refused_in_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from powersweep.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on this CPU; a GPU node has one
+    assert main(["demo", "--gpu", "--storage", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "powersweep demo: error: demo --gpu: no CUDA GPU here (torch.cuda.is_available() is False): run it "
+        "on a GPU node, or `powersweep demo --gpu --quick` for the same job shrunk to this CPU"
+    ]
+    assert os.listdir(tmp_path) == []
+    assert main(["demo", "--quick"]) == 2
+    assert "--quick shrinks the GPU main job: give it with --gpu" in capsys.readouterr().err
+
+
+def test_the_quick_gpu_job_is_the_gpu_job_shrunk():
+    from powersweep.cli.sweep_commands import SPECS_DIR, quick_gpu_job
+    from powersweep.sweeps.spec import load_spec
+
+    gpu = load_spec(os.path.join(SPECS_DIR, "gpu-quick.yaml"))
+    quick = quick_gpu_job(gpu)
+    assert quick.search.lr == gpu.search.lr and len(quick.search.tokens) == len(gpu.search.tokens)
+    assert quick.run.pack == len(gpu.search.lr) and not quick.run.uses_gpu  # one packed trial, on the CPU
+    steps = [t / (4 * 64) for t in quick.search.tokens]
+    gpu_steps = [t / (16 * 512) for t in gpu.search.tokens]
+    assert [round(g / q, 2) for g, q in zip(gpu_steps, steps)] == [8.0] * 6  # each budget 8x fewer steps
+    assert quick.train.warmup_tokens / 256 == gpu.train.warmup_tokens / (16 * 512) / 8
+    assert (quick.train.schedule, quick.train.decay_fraction, quick.train.model_overrides) == (
+        gpu.train.schedule,
+        gpu.train.decay_fraction,
+        gpu.train.model_overrides,
+    )
