@@ -43,9 +43,15 @@ class Attempt:
     checkpoint_s: float = 0.0  # seconds training waited for trunk checkpoints (copies and earlier writes)
     record_s: float = 0.0  # seconds recording rows: on_result and on_curve (a sweep's store) and results.json
     first_step_s: float = 0.0  # of train_s, each trainer's first step (compiling, when compiled)
+    # the first trainer's setup ({'device', 'corpus', 'model'} seconds) and its first step's start and end
+    # (wall clock): the start-up breakdown of a sweep (sweeps/progress.py)
+    setup: dict = field(default_factory=dict)
+    first_step_at: tuple[float, float] | None = None
 
     def add(self, before: tuple[int, float, float, float, float], trainer) -> None:
         """Count what `trainer` did since `before` (its `_work` then)."""
+        if self.first_step_at is None and trainer.first_step_at is not None:
+            self.setup, self.first_step_at = dict(trainer.setup_seconds), trainer.first_step_at
         now = _work(trainer)
         self.steps_trained += now[0] - before[0]
         self.train_s += now[1] - before[1]

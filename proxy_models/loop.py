@@ -72,9 +72,16 @@ class TrainingLoop:
             for s, seed in zip(schedules, seeds)
         )
         self.k = len(self.configs)
+        began = time.perf_counter()
         self.device = resolve_device(config.device)
+        if self.device.type == "cuda":
+            torch.empty(
+                0, device=self.device
+            )  # the CUDA context, made here so that its cost shows as its own
         self.param_dtype, self.autocast = _precision(config.dtype, self.device)
+        device_at = time.perf_counter()
         self.corpus = corpus if corpus is not None else load_corpus(config.data)
+        corpus_at = time.perf_counter()
         if self.corpus.vocab_size > self.proxy.vocab_size:
             raise ConfigError(
                 f"corpus vocab {self.corpus.vocab_size} > model vocab_size {self.proxy.vocab_size}: "
@@ -125,6 +132,14 @@ class TrainingLoop:
         if self.compiled:
             self.engine.compile(self.compile_mode, config.compile_scope)
         self.engine.zero_grad()  # gradients start empty (or allocated and zeroed, where kept: SoloEngine)
+        # Where this object's setup went (the start-up breakdown of a sweep: sweeps/progress.py), and when its
+        # first step began and ended (wall clock, comparable across a machine's processes; None until then).
+        self.setup_seconds = {
+            "device": device_at - began,
+            "corpus": corpus_at - device_at,
+            "model": time.perf_counter() - corpus_at,
+        }
+        self.first_step_at: tuple[float, float] | None = None
 
     @property
     def checkpointing(self) -> bool:
@@ -179,11 +194,12 @@ class TrainingLoop:
 
     def _train_until(self, step: int, total_tokens: float | None) -> None:
         while self.step < step and not self.diverged:
-            first = time.perf_counter() if not self.first_step_seconds else None
+            first = (time.perf_counter(), time.time()) if not self.first_step_seconds else None
             lrs = self.engine.step_lrs(self.schedule_lrs(self.step, total_tokens=total_tokens))
             self.pending_losses.append(self.train_step(lrs))
             if first is not None:
-                self.first_step_seconds = time.perf_counter() - first
+                self.first_step_seconds = time.perf_counter() - first[0]
+                self.first_step_at = (first[1], first[1] + self.first_step_seconds)
             logging = self.log and self.step % self.cfg.log_every_steps == 0
             if logging or len(self.pending_losses) >= self.check_every:
                 self._check_losses()

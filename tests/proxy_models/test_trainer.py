@@ -1,5 +1,6 @@
 import json
 import math
+import time
 from dataclasses import replace
 
 import pytest
@@ -181,6 +182,22 @@ def test_the_first_step_of_a_trainer_is_timed_once(corpus, monkeypatch):
     trainer.train_to(4, total_tokens=None)
     assert first >= 1.0 and trainer.first_step_seconds == first  # step 0's, not updated by later steps
     assert trainer.seconds_trained > first
+
+
+def test_a_trainer_times_its_setup_and_the_wall_clock_span_of_its_first_step(corpus):
+    before = time.time()
+    trainer = Trainer(small_config(), corpus=corpus)
+    built = time.time()
+    assert set(trainer.setup_seconds) == {"device", "corpus", "model"}
+    assert all(0 <= s for s in trainer.setup_seconds.values())
+    assert sum(trainer.setup_seconds.values()) <= built - before + 0.01
+    assert trainer.first_step_at is None  # no step yet
+    trainer.train_to(3, total_tokens=None)
+    start, end = trainer.first_step_at
+    assert built <= start <= end <= time.time()
+    assert end - start == pytest.approx(trainer.first_step_seconds, abs=1e-6)
+    trainer.train_to(5, total_tokens=None)
+    assert trainer.first_step_at == (start, end)  # step 0's, kept
 
 
 def test_out_of_memory_at_one_sequence_turns_on_checkpointing_then_gives_up(corpus, monkeypatch):
