@@ -41,7 +41,7 @@ from powersweep.sweeps.progress import (
 from powersweep.sweeps.spec import RunSpec, SpecError
 from powersweep.sweeps.store import LineageRows, ResultStore
 from powersweep.sweeps.trackers import LineageLog, lineage_logs, tracking_root
-from powersweep.sweeps.trials import PackedJob, gpu_share, trial_budget_gib
+from powersweep.sweeps.trials import PackedJob, gpu_share, trial_budget_gib, trial_name
 
 PACKAGES = ("torch", "ray", "numpy", "pandas", "pyarrow", "powersweep")
 
@@ -167,15 +167,15 @@ def run_job(
     settings: ExecutionSettings,
     *,
     attempt: Attempt | None = None,
-    on_stored: Callable[[str], None] | None = None,
+    on_stored: Callable[[str, RunResult], None] | None = None,
     on_curve: Callable[[LineageJob, list[dict]], None] | None = None,
     execution: dict | None = None,
 ) -> list[list[RunResult]]:
     """Train one job (a lineage, or a pack of them in lockstep) and store each of its rows as soon as it is
     final: budget results and trunk evaluations, each after its lineage's curve points up to it (stored with
     `settings.run.curves`); points and rows are handed to the job's trackers (`settings.run.loggers`), which
-    are fed from the curve recorder whether or not its points are stored. `on_stored(run_id)` follows each
-    stored row; `on_curve(member, rows)` each batch of a member's curve points
+    are fed from the curve recorder whether or not its points are stored. `on_stored(run_id, row)` follows
+    each stored row; `on_curve(member, rows)` each batch of a member's curve points
     (`sweeps.curve_store.curve_records`), when the recorder runs (curves or loggers on); `attempt` is filled
     in with what this process did. On a GPU of known size the job's steps plan within its share
     (`sweeps.trials.gpu_share`). A pack that runs out of CUDA memory even at one sequence per micro-batch is
@@ -225,7 +225,7 @@ def _train_job(
     settings: ExecutionSettings,
     *,
     attempt: Attempt,
-    on_stored: Callable[[str], None] | None,
+    on_stored: Callable[[str, RunResult], None] | None,
     on_curve: Callable[[LineageJob, list[dict]], None] | None,
     execution: dict | None,
     logs: Sequence,
@@ -371,7 +371,7 @@ def _saver(
     job: LineageJob,
     settings: ExecutionSettings,
     stored: set[str],
-    on_stored: Callable[[str], None] | None,
+    on_stored: Callable[[str, RunResult], None] | None,
     execution: dict | None = None,
     log: LineageLog | None = None,
 ):
@@ -402,7 +402,7 @@ def _saver(
         if log is not None:
             log.row(result)
         if on_stored is not None:
-            on_stored(run_id)
+            on_stored(run_id, result)
 
     return save
 
@@ -420,23 +420,41 @@ def check_driver(driver: dict | None) -> None:
         raise DriverGone(f"the sweep's driver, {describe(driver)}, has ended: nothing more is stored")
 
 
+# A stored row's columns that each report carries to Tune (its result.json and progress.csv, and so
+# ExperimentAnalysis and ResultGrid): what the row trained and what it measured.
+TUNE_COLUMNS = (
+    "model", "schedule", "parametrisation", "batch_size", "seq_len", "lr", "power_a", "power_b", "lr_max",
+    "seed", "phase", "tokens", "loss_eval", "ppl_eval", "loss_train", "status", "n_params", "wall_s",
+    "tokens_per_s",
+)  # fmt: skip
+
+
+def tune_metrics(job: LineageJob, result: RunResult) -> dict:
+    """A stored row as Tune metrics: the columns of `TUNE_COLUMNS`, `diverged` (0 or 1) and the row's lineage;
+    the store stays the record, these let Tune's own readers and loggers show the sweep."""
+    metrics = {name: getattr(result, name) for name in TUNE_COLUMNS}
+    return metrics | {"diverged": int(result.status == "diverged"), "lineage_id": job.lineage_id}
+
+
 def _trial(params: dict) -> None:
-    """One Ray Tune trial: its jobs one after another, reporting after each stored row and after each job
-    (a job's last row is recorded after it is reported). The time in Ray's reports is Ray's: a report runs
-    while its row is recorded, so it is taken out of the store writes and of the trial's time."""
+    """One Ray Tune trial: its jobs one after another, reporting after each stored row (its `tune_metrics`)
+    and after each job (a job's last row is recorded after it is reported). The time in Ray's reports is
+    Ray's: a report runs while its row is recorded, so it is taken out of the store writes and of the trial's
+    time."""
     from ray import tune
 
     started_at, start = time.time(), time.perf_counter()  # wall clock: the driver's start-up ends here
     finished, reported = dict.fromkeys(TIMED, 0.0), []
     reporting_s = 0.0  # in the reports made while rows were recorded
 
-    def report(run_id: str, *, recording: bool = True) -> None:
+    def report(run_id: str, metrics: dict, *, recording: bool = True) -> None:
         nonlocal reporting_s
         began = time.perf_counter()
         times = {key: finished[key] + getattr(attempt, key) for key in TIMED}
         times["record_s"] -= reporting_s
         tune.report(
             {
+                **metrics,
                 "run_id": run_id,
                 "worker_pid": os.getpid(),
                 "started_at": started_at,
@@ -445,14 +463,19 @@ def _trial(params: dict) -> None:
             }
         )
         if recording:
-            reported.append(run_id)
+            reported.append((run_id, metrics))
             reporting_s += time.perf_counter() - began
+
+    member_of = {r: m for job in params["jobs"] for m in _members(job) for r in m.row_ids}
+
+    def stored(run_id: str, result: RunResult) -> None:
+        report(run_id, tune_metrics(member_of[run_id], result))
 
     for job in params["jobs"]:
         attempt = Attempt()
-        run_job(job, params["settings"], attempt=attempt, on_stored=report)
+        run_job(job, params["settings"], attempt=attempt, on_stored=stored)
         if reported:  # the job's times once its last row is recorded: that row again, counted once
-            report(reported[-1], recording=False)
+            report(*reported[-1], recording=False)
         for key in TIMED:
             finished[key] += getattr(attempt, key)
 
@@ -491,8 +514,11 @@ def job_cost(job: LineageJob | PackedJob, *, device: str = "cpu") -> float:
     return flops + tokens // config.tokens_per_step * STEP_OVERHEAD_FLOPS[device]
 
 
-# Tune's defaults that cost time per trial and are of no use here: the store holds every result, so
-# Tune's CSV/JSON/TensorBoard loggers are dropped and its experiment state is saved rarely.
+# Tune's defaults that cost time per trial and are of no use here: the store holds every result, so Tune's
+# automatic loggers are off and its experiment state is saved rarely. `build_tuner` adds back its JSON and CSV
+# loggers (result.json, progress.csv in each trial's folder: what ExperimentAnalysis and ResultGrid read), one
+# line per stored row on the driver; its TensorBoard logger stays off (`run.loggers: [tensorboard]` writes
+# each lineage's curve from inside its trial).
 # Tune's newer console output prints its configuration and every errored trial's result table whatever the
 # verbosity; the classic reporter at verbose=0 prints nothing, and the sweep's own status line says the rest.
 TUNE_ENV = {
@@ -529,7 +555,7 @@ def build_tuner(
 
     for name, value in TUNE_ENV.items():
         os.environ.setdefault(name, value)  # read by Tune when fit() starts; a value set by the user wins
-    # Without its loggers Tune finds no result files per trial and would warn about every trial at the end.
+    # A trial that stored nothing (all its rows were stored before) has no result files: Tune would warn.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     # Tune's experiment state is not the sweep's record (the store is): a failed save of it (a full disk) is
     # no news to a person, and the trials' own writes say what went wrong in one line (sweeps/failures.py).
@@ -537,6 +563,8 @@ def build_tuner(
     controller = logging.getLogger("ray.tune.execution.tune_controller")
     if not any(isinstance(f, _OneLine) for f in controller.filters):
         controller.addFilter(_OneLine())
+    from ray.tune.logger import CSVLoggerCallback
+
     resources = tune.with_resources(
         reporting_fatal(trainable),
         _resources(settings)
@@ -547,17 +575,48 @@ def build_tuner(
         resources,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=settings.run.max_concurrent or None, reuse_actors=True, **tune_options
+            max_concurrent_trials=settings.run.max_concurrent or None,
+            reuse_actors=True,
+            **tune_options,
         ),
         run_config=tune.RunConfig(
             name=settings.sweep_id,
             storage_path=os.path.abspath(os.path.join(settings.checkpoint_root, "ray")),
             failure_config=tune.FailureConfig(max_failures=settings.run.max_retries),
             verbose=0,
-            callbacks=list(callbacks),
+            callbacks=[_json_logger(), CSVLoggerCallback(), *callbacks],
             stop=stop,
         ),
     )
+
+
+def _json_logger():
+    """Tune's JSON logger (result.json), without a copy of the trial's config (its jobs) on every line: the
+    config is in the trial's params.json once, as Tune's CSV logger leaves it out of progress.csv."""
+    from ray.tune.logger import JsonLoggerCallback
+
+    class RowsJson(JsonLoggerCallback):
+        def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+            super().log_trial_result(iteration, trial, {k: v for k, v in result.items() if k != "config"})
+
+    return RowsJson()
+
+
+def trial_namer(groups: Sequence[tuple]) -> Callable:
+    """Tune's trial_name_creator (and dirname) for a grid over `groups` (`{"jobs": grid_search(groups)}`):
+    each trial is named `trials.trial_name` of its jobs. Tune keeps objects out of trial configs: a trial's
+    config holds placeholders of its jobs, those that Tune's own `inject_placeholders` makes of that grid."""
+    from collections import defaultdict
+
+    from ray.tune.impl.placeholder import inject_placeholders
+
+    grid = inject_placeholders({"jobs": {"grid_search": list(groups)}}, defaultdict(list))
+    names = {json.dumps(ph): trial_name(g) for ph, g in zip(grid["jobs"]["grid_search"], groups)}
+
+    def name(trial) -> str:
+        return names.get(json.dumps(trial.config["jobs"], default=str)) or f"trial_{trial.trial_id}"
+
+    return name
 
 
 def _resources(settings: ExecutionSettings) -> Callable:
@@ -650,13 +709,15 @@ def execute(
     if settings.gpu_memory_bytes is not None:  # the largest share stands for all in the checks below
         settings = replace(settings, gpus_per_trial=max(trial_gpus(g, settings) for g in groups))
     check_resources(settings)
-    printer, stop = StatusPrinter(tracker, stream=stream), fatal_stop()
+    printer, stop, namer = StatusPrinter(tracker, stream=stream), fatal_stop(), trial_namer(groups)
     tuner = build_tuner(
         _trial,
         settings,
         param_space={"jobs": tune.grid_search(groups), "settings": settings},
         callbacks=[tune_callback(printer)],
         stop=stop,
+        trial_name_creator=namer,
+        trial_dirname_creator=namer,
     )
     failed = sum(1 for r in tuner.fit() if r.error is not None)
     printer.update(final=True)

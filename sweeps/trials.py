@@ -8,6 +8,7 @@ the micro-batch of its steps (`trial_memory`) follow from the memory estimate (p
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -133,6 +134,25 @@ def trial_budget_gib(trial: LineageJob | PackedJob, share: float, *, gpu_bytes: 
 
 def members_count(trial: LineageJob | PackedJob) -> int:
     return len(trial.members) if isinstance(trial, PackedJob) else 1
+
+
+def trial_name(jobs: Sequence[LineageJob | PackedJob]) -> str:
+    """What a trial trains, as Ray Tune's trial name and folder: its first job's model, batch size, searched
+    values (each variant's, for a pack), seeds and lineage id, and how many more jobs it runs, e.g.
+    `cpu-xs_bs4_lr0.004+0.016_s0_3fa9c2d1` or `cpu-xs_bs4_lr0.004_s0_3fa9c2d1_+2jobs`."""
+    members = jobs[0].members if isinstance(jobs[0], PackedJob) else (jobs[0],)
+    config = members[0].config
+    searched = "+".join(dict.fromkeys(_searched(m.config.schedule) for m in members))
+    seeds = "+".join(dict.fromkeys(str(m.config.seed) for m in members))
+    more = f"_+{len(jobs) - 1}jobs" if len(jobs) > 1 else ""
+    name = f"{config.model}_bs{config.batch_size}_{searched}_s{seeds}_{members[0].lineage_id[:8]}{more}"
+    return re.sub(r"[^A-Za-z0-9_.+-]", "-", name)
+
+
+def _searched(schedule) -> str:
+    if schedule.name == "power":
+        return f"a{schedule.power_a:g}_b{schedule.power_b:g}_max{schedule.lr_max:g}"
+    return f"lr{schedule.lr:g}"
 
 
 def _pack_key(job: LineageJob) -> str:
