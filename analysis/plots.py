@@ -10,7 +10,9 @@ size are on log scales as in the paper.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,28 @@ Curve = tuple[np.ndarray, np.ndarray] | Callable[[np.ndarray], np.ndarray]
 PAPER_A, PAPER_B = 4.6, -0.51  # the paper's Eq. 5, drawn for reference
 LR_AXIS = "peak learning rate"
 MAX_COLUMNS = 3  # panels per row: wider figures are unreadable at the page's width (1200 px)
+# A phone's layout: every panel in one column, 4.2 inches wide (403 px at 96 dpi), so that a 390 px screen
+# shows the figure at about 0.9 of its size and its 10 pt labels at 12 px; titles wrapped to that width.
+NARROW_WIDTH_IN, NARROW_PANEL_HEIGHT_IN, NARROW_TITLE_CHARS = 4.2, 3.3, 48
+_narrow: ContextVar[bool] = ContextVar("narrow", default=False)
+
+
+@contextmanager
+def narrow_layout() -> Iterator[None]:
+    """Inside it, ``fig_*`` draw their panels stacked in one column, legends below: for a phone's width.
+
+    >>> with narrow_layout():
+    ...     save_figure(fig_gamma_vs_tokens(result.gamma), "out", "fig4_gamma_vs_tokens-narrow")
+    """
+    token = _narrow.set(True)
+    try:
+        yield
+    finally:
+        _narrow.reset(token)
+
+
+def _wrap(title: str) -> str:
+    return textwrap.fill(title, NARROW_TITLE_CHARS) if _narrow.get() and title else title
 
 
 def lr_label(parametrisation: str) -> str:
@@ -50,6 +74,7 @@ class FigureFiles:
 
     png: Path
     svg: Path
+    narrow_svg: Path | None = None  # the same figure in the narrow layout (a phone's width)
 
 
 def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> FigureFiles:
@@ -62,16 +87,34 @@ def save_figure(fig: Figure, out_dir: str | Path, stem: str) -> FigureFiles:
     return files
 
 
+def save_figures(build: Callable[[], Figure], out_dir: str | Path, stem: str) -> FigureFiles:
+    """``save_figure(build(), ...)``, and the figure drawn again in the narrow layout: ``stem-narrow.svg``."""
+    files = save_figure(build(), out_dir, stem)
+    with narrow_layout():
+        narrow = build()
+    narrow.savefig(files.svg.with_name(f"{stem}-narrow.svg"))
+    return FigureFiles(files.png, files.svg, files.svg.with_name(f"{stem}-narrow.svg"))
+
+
 def _figure(nrows: int, ncols: int, title: str, *, size: tuple[float, float] = (5.0, 3.8)):
-    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    """A figure and its (nrows, ncols) axes; in the narrow layout the same axes stacked in one column."""
+    narrow = _narrow.get()
+    figsize = (
+        (NARROW_WIDTH_IN, NARROW_PANEL_HEIGHT_IN * nrows * ncols + 0.4)
+        if narrow
+        else (size[0] * ncols, size[1] * nrows)
+    )
+    fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)  # the Agg canvas: no display, no global pyplot state
-    fig.suptitle(title)
+    fig.suptitle(_wrap(title))
+    if narrow:
+        return fig, fig.subplots(nrows * ncols, 1, squeeze=False).reshape(nrows, ncols)
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
 def _panels(n: int, title: str, *, size: tuple[float, float] = (4.2, 3.4)):
     """A figure of ``n`` panels wrapped at MAX_COLUMNS per row; returns it and the n axes in use."""
-    ncols = max(1, min(n, MAX_COLUMNS))
+    ncols = 1 if _narrow.get() else max(1, min(n, MAX_COLUMNS))
     nrows = max(1, -(-n // ncols))
     if ncols == 1:  # room for the title and the legend beside one panel
         size = (size[0] * 1.7, size[1])
@@ -89,7 +132,7 @@ def _colours(values) -> dict:
 
 
 def _log_axes(ax, xlabel: str, ylabel: str, title: str = "", *, logy: bool = True) -> None:
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=_wrap(title))
     box = ax.dataLim
     if not (np.isfinite(box.get_points()).all() and box.x1 > 0 and (box.y1 > 0 or not logy)):
         # empty artists still count as data to matplotlib; a log axis without positive data cannot be drawn
@@ -143,14 +186,29 @@ def _figure_legend(fig: Figure, axes, **options) -> None:
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
-    if entries:
+    if entries and _narrow.get():  # below the stacked panels: beside them it would take their width
+        ncols = _legend_columns(entries)
+        fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncols=ncols, **options)
+    elif entries:
         # centred: at the top it would sit over the end of the figure title
         fig.legend(list(entries.values()), list(entries), loc="outside right center", **options)
 
 
+def _legend_columns(labels) -> int:
+    """As many columns (up to 3) as the narrow figure's width holds for labels this long."""
+    longest = max((len(str(label)) for label in labels), default=1)
+    return max(1, min(3, NARROW_TITLE_CHARS // (longest + 6)))
+
+
 def _legend(ax, **options) -> None:
     """The legend to the right of the panel, off the data."""
-    if ax.get_legend_handles_labels()[0]:  # matplotlib warns about an empty legend
+    if not ax.get_legend_handles_labels()[0]:  # matplotlib warns about an empty legend
+        return
+    if _narrow.get():  # under the panel's x label, in columns: beside it would take half the width
+        ncols = _legend_columns(ax.get_legend_handles_labels()[1])
+        options |= {"fontsize": "small"}  # the figure is shown near its own size: x-small would be 7 px
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.24), ncols=ncols, borderaxespad=0.0, **options)
+    else:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **options)
 
 

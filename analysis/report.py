@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import html
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,7 @@ def write_waiting_page(out_dir: str | Path, why: str, *, refresh_s: float) -> Pa
     _write_atomic(
         index,
         f"{_head(refresh_s)}<h1>Learning-rate law of the sweep</h1><section id='answer'>"
-        f"<p>Waiting for results: {_esc(why)}</p></section></body></html>",
+        f"<p>Waiting for results: {_prose(why)}</p></section></body></html>",
     )
     return index
 
@@ -118,6 +119,48 @@ CAPTIONS = {
     "fig8_sensitivity": "Sensitivity of the loss to the lr vs T",
     "fig9_width_transfer": (
         "Transfer across widths: loss vs lr, one curve per width, per parametrisation (stars: lr_opt)"
+    ),
+}
+
+
+# What each figure shows, for readers who cannot see it (the img's alt text).
+ALT_TEXTS = {
+    "fig0_curves": (
+        "Eval loss against tokens seen for one model and batch size, one line per peak learning rate: "
+        "the trunk of each run, then its decay branches from their forks"
+    ),
+    "fig1_schedules": "Learning rate against tokens seen, one line per schedule",
+    "fig2_loss_vs_lr": (
+        "Eval loss against peak learning rate for each model, one curve per token budget at one batch size "
+        "and one per batch size at one token budget; crosses mark diverged runs, stars the optimal rate"
+    ),
+    "fig3_lr_opt_vs_batch": (
+        "Optimal learning rate against batch size on log axes, one series per token budget, for each model, "
+        "with the fitted law as dashed lines"
+    ),
+    "fig4_gamma_vs_tokens": (
+        "gamma, the optimal learning rate divided by batch size, against training tokens on log axes for "
+        "each model, with the fitted power law and its 95% band"
+    ),
+    "fig5_power_loss": (
+        "Power scheduler search: loss above the best run of its group against a and against b, one colour "
+        "per token budget"
+    ),
+    "fig6_power_best": (
+        "Best Power scheduler a and b of each group against training tokens, with 95% intervals and the "
+        "overall best as a horizontal line"
+    ),
+    "fig7_critical_batch": (
+        "Optimal learning rate against batch size with the fitted critical-batch curve per token budget, "
+        "and the critical batch size against training tokens with its law"
+    ),
+    "fig8_sensitivity": (
+        "Curvature of the loss in ln(lr) and the loss penalty of doubling or halving the rate, against "
+        "training tokens, per model"
+    ),
+    "fig9_width_transfer": (
+        "Eval loss against learning rate, one curve per model width, per parametrisation; stars mark each "
+        "width's optimal rate"
     ),
 }
 
@@ -245,7 +288,7 @@ def _write_figures(
         if not build:
             skipped[stem] = why
             continue
-        drawn[stem] = plots.save_figure(build(), out, stem)
+        drawn[stem] = plots.save_figures(build, out, stem)  # and the narrow layout, for a phone
     return drawn, skipped
 
 
@@ -273,19 +316,28 @@ def _page(
     return "\n".join(p for p in parts if p)
 
 
+NARROW_MAX_PX = 700  # up to this viewport width the page shows the figures' narrow layout
+
+
 def _head(refresh_s: float | None = None) -> str:
+    """The page's head. On a phone nothing is wider than the screen: text and code wrap, tables scroll
+    in their own box, figures shrink to the width (and come in their one-column layout)."""
     refresh = f"<meta http-equiv='refresh' content='{refresh_s:g}'>" if refresh_s else ""
     return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         + refresh
         + "<title>powersweep analysis</title><style>"
-        "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em;line-height:1.4}"
+        "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em;line-height:1.4;"
+        "overflow-wrap:break-word}"
         "table{border-collapse:collapse;font-size:small}td,th{border:1px solid #ccc;padding:2px 6px}"
-        "td{text-align:right}th{background:#f3f3f3}"
+        "td{text-align:right;white-space:nowrap}th{background:#f3f3f3}.scroll{overflow-x:auto;max-width:100%}"
         "#answer{border:2px solid #2a6;border-radius:6px;padding:0.5em 1.2em;background:#f6fbf7}"
-        "#answer .law{font-size:1.15em}"
-        "pre{background:#fff;border:1px solid #ccc;padding:0.5em;overflow-x:auto}"
-        ".missing{color:#864}figure{margin:1em 0}img{max-width:100%}</style></head><body>"
+        "#answer .law{font-size:1.15em}code{overflow-wrap:anywhere}"
+        "pre{background:#fff;border:1px solid #ccc;padding:0.5em;white-space:pre-wrap;overflow-wrap:anywhere}"
+        ".missing{color:#864}figure{margin:1em 0}img{max-width:100%;height:auto}"
+        f"@media (max-width:{NARROW_MAX_PX}px){{body{{padding:0.5em}}#answer{{padding:0.3em 0.6em}}"
+        "ul{padding-left:1.2em}}</style></head><body>"
     )
 
 
@@ -293,9 +345,9 @@ def _answer_section(ans: Answer, warnings: tuple[str, ...] = ()) -> str:
     """The block a reader sees first: warnings, law, interval, cells, recommendations, scheduler line, missing
     fits."""
     parts = ["<section id='answer'><h2>Answer</h2>"]
-    parts += [f"<p class='warning'><b>Warning:</b> {_esc(w)}</p>" for w in warnings]
+    parts += [f"<p class='warning'><b>Warning:</b> {_prose(w)}</p>" for w in warnings]
     if not ans.law:
-        parts.append(f"<p class='law'><b>No law could be fitted:</b> {_esc(ans.why)}.</p>")
+        parts.append(f"<p class='law'><b>No law could be fitted:</b> {_prose(ans.why)}.</p>")
     else:
         parts.append(f"<p class='law'>{_esc(ans.law)}</p>")
         parts.append(
@@ -314,7 +366,7 @@ def _answer_section(ans: Answer, warnings: tuple[str, ...] = ()) -> str:
         parts.append(_snippet(ans))
     if ans.missing:
         items = "".join(
-            f"<li><b>{_esc(m.fit)}</b>: {_esc(m.why)}; {_esc(m.sweep)}.</li>" for m in ans.missing
+            f"<li><b>{_esc(m.fit)}</b>: {_prose(m.why)}; {_prose(m.sweep)}.</li>" for m in ans.missing
         )
         parts.append(
             f"<div class='missing'><p>Not identified by this sweep (not shown as results):</p>"
@@ -356,9 +408,9 @@ def _tokens(tokens: float) -> str:
 
 def _snippet(ans: Answer) -> str:
     if ans.snippet is None:
-        return f"<p>lm-engine fragment: {_esc(ans.snippet_note)}.</p>"
+        return f"<p>lm-engine fragment: {_prose(ans.snippet_note)}.</p>"
     return (
-        f"<p>Scheduler for {_esc(ans.snippet_note)}:</p>"
+        f"<p>Scheduler for {_prose(ans.snippet_note)}:</p>"
         f"<pre class='snippet'>{_esc(json.dumps(_rounded(ans.snippet), indent=2))}</pre>"
     )
 
@@ -375,10 +427,17 @@ def _esc(text) -> str:
     return html.escape(str(text))
 
 
+def _prose(text) -> str:
+    """Escaped text with its `command` spans set as code, not shown as backticks."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _esc(text))
+
+
 def _table(frame: pd.DataFrame, *, table_id: str | None = None) -> str:
-    return frame.to_html(
+    """The table in a box of the page's width that scrolls sideways when the table is wider."""
+    table = frame.to_html(
         index=False, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0, table_id=table_id
     )
+    return f"<div class='scroll'>{table}</div>"
 
 
 def _summary(result: Analysis, has_coefficients: bool) -> str:
@@ -394,7 +453,7 @@ def _summary(result: Analysis, has_coefficients: bool) -> str:
         + ("<a href='coefficients.json'>written</a>" if has_coefficients else "not written"),
         "per-cell table: <a href='cells.csv'>cells.csv</a>",
     ]
-    notes = "".join(f"<li>{_esc(n)}</li>" for n in result.notes)
+    notes = "".join(f"<li>{_prose(n)}</li>" for n in result.notes)
     listed = "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
     return listed + (f"<h3>Notes</h3><ul>{notes}</ul>" if notes else "")
 
@@ -477,10 +536,10 @@ def _width_section(widths: WidthTransfer | None) -> str:
     if widths is None:
         return ""
     verdicts = "".join(
-        f"<li><b>{_esc(PARAMETRISATION_NAMES.get(p, p))}</b>: {_esc(v.text)}; {_esc(v.scope)}</li>"
+        f"<li><b>{_esc(PARAMETRISATION_NAMES.get(p, p))}</b>: {_prose(v.text)}; {_prose(v.scope)}</li>"
         for p, v in widths.verdicts.items()
     )
-    notes = "".join(f"<p>Note: {_esc(n)}</p>" for n in widths.notes)
+    notes = "".join(f"<p>Note: {_prose(n)}</p>" for n in widths.notes)
     return (
         "<h2>Transfer across widths</h2><p>Under muP the optimal lr should not move with width; under "
         "standard parametrisation (SP) with Adam it drifts as width^-1. Drift: the exponent of lr_opt = c * "
@@ -578,7 +637,7 @@ def _band_section(result: Analysis) -> str:
         }
         for name, law in laws
     ]
-    notes = "".join(f"<p>Note: {_esc(n)}</p>" for n in band.notes)
+    notes = "".join(f"<p>Note: {_prose(n)}</p>" for n in band.notes)
     return (
         f"<h2>Band fit (Step Law style, eps = {band.eps:g} relative, --band)</h2><p>Exported as "
         "<code>joint_law</code> in coefficients.json (<code>predict --law joint</code>). Compare the gamma "
@@ -602,14 +661,24 @@ def _power_section(result: Analysis) -> str:
 
 
 def _figures_section(drawn: dict, skipped: dict) -> str:
+    """Each figure as SVG (sharp at any size), in its one-column layout on a narrow screen; the PNG where
+    a browser shows no SVG."""
     parts = ["<h2>Figures</h2>"]
     for stem, files in drawn.items():
+        narrow = (
+            f"<source media='(max-width: {NARROW_MAX_PX}px)' srcset='{_esc(files.narrow_svg.name)}' "
+            "type='image/svg+xml'>"
+            if files.narrow_svg
+            else ""
+        )
         parts.append(
-            f"<figure><img src='{_esc(files.png.name)}' alt='{_esc(stem)}'><figcaption>"
-            f"{_esc(CAPTIONS[stem])} (<a href='{_esc(files.svg.name)}'>SVG</a>)</figcaption></figure>"
+            f"<figure><picture>{narrow}<source srcset='{_esc(files.svg.name)}' type='image/svg+xml'>"
+            f"<img src='{_esc(files.png.name)}' alt='{_esc(ALT_TEXTS[stem])}'></picture><figcaption>"
+            f"{_esc(CAPTIONS[stem])} (<a href='{_esc(files.png.name)}'>PNG</a>, "
+            f"<a href='{_esc(files.svg.name)}'>SVG</a>)</figcaption></figure>"
         )
     parts += [
-        f"<p>Skipped {_esc(CAPTIONS.get(stem, stem))} ({_esc(stem)}): {_esc(why)}</p>"
+        f"<p>Skipped {_esc(CAPTIONS.get(stem, stem))} ({_esc(stem)}): {_prose(why)}</p>"
         for stem, why in skipped.items()
     ]
     return "\n".join(parts)

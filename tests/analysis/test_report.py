@@ -44,6 +44,9 @@ def test_every_figure_is_written_as_png_and_svg_and_shown_on_the_page(full_repor
         assert files.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert "<svg" in files.svg.read_text()[:2000]
         assert f"src='{stem}.png'" in page and f"href='{stem}.svg'" in page
+        # SVG where the browser shows it, in one column on a narrow screen
+        assert f"srcset='{stem}-narrow.svg'" in page and f"srcset='{stem}.svg'" in page
+        assert "<svg" in files.narrow_svg.read_text()[:2000]
     assert paths.coefficients == out / "coefficients.json" and paths.coefficients.exists()
     assert pd.read_csv(paths.cells_csv).shape[0] == 2 * 3 * 4
 
@@ -257,3 +260,15 @@ def test_batch_axes_tick_at_the_swept_batch_sizes():
         visible, _ = _figure_stats(fig)
         labels = [t.get_text() for t in visible[0].xaxis.get_majorticklabels() if t.get_text()]
         assert labels == ["32", "64", "128", "256"]  # SMALL's batch sizes, not 50, 100, 200
+
+
+def test_commands_in_the_text_are_code_not_backticks(tmp_path):
+    grid = SweepGrid(
+        models=(("36M", 36e6),),
+        tokens=(2e9, 8e9, 32e9),
+        batch_sizes=(32, 64, 128),
+        lrs=tuple(np.geomspace(1e-4, 0.1, 13).tolist()),
+    )
+    table = load_table(synthetic_table(grid=grid).drop(columns="seq_len"))  # the note names a command
+    page = write_report(table, tmp_path, n_boot=50, figures=False).index_html.read_text()
+    assert "<code>powersweep predict ... --seq-len L</code>" in page and "`" not in page
