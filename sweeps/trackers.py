@@ -11,7 +11,12 @@ and seed plus its lineage id, with the lineage's resolved config as parameters. 
   `loss_eval/<segment>`, where the segment is `trunk` (shared by every budget) or a budget's decay branch
   (e.g. `loss_train/125K`), at the step;
 * per stored row, through `LineageLog.row`: `final/<metric>` (a budget's result) or `trunk/<metric>` (the
-  trunk evaluated at a fork), for loss_eval, loss_train, diverged (0 or 1) and tokens, at the row's last step.
+  trunk evaluated at a fork), for loss_eval, loss_train, diverged (0 or 1) and tokens, at the row's last step;
+* with every step that gets points, `tokens` (tokens seen there, step * tokens_per_step): curves of different
+  batch sizes line up on it (W&B plots against it; MLflow's charts can take it as their x axis).
+
+TensorBoard also gets HParams entries (the run's model, batch size, schedule and searched values against its
+final losses); MLflow keeps its artifacts beside its database; W&B groups a sweep's runs under its id.
 
 A lineage trains its trunk up to a fork, then the branch past it, then puts the trunk back: the trainer's
 steps repeat. Naming each segment apart keeps every series monotone in step, so each tracker draws it as one
@@ -29,6 +34,7 @@ import itertools
 import json
 import logging
 import os
+import pathlib
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -102,6 +108,9 @@ class TensorBoardRun:
         self.writer.add_text(
             "config", "```\n" + json.dumps(target.params, indent=1, sort_keys=True) + "\n```"
         )
+        experiment, session_start, _ = hparams_summaries(target.params)
+        for summary in (experiment, session_start):
+            self.writer.file_writer.add_summary(summary)
 
     def log(self, points: Sequence[Point]) -> None:
         for key, value, step in points:
@@ -109,7 +118,43 @@ class TensorBoardRun:
         self.writer.flush()  # a person watching sees each batch of points; one write per batch
 
     def finish(self, *, failed: bool = False) -> None:
+        self.writer.file_writer.add_summary(session_end(failed=failed))
         self.writer.close()
+
+
+# What the HParams dashboard shows of a run: its cell and searched values (the fields of its own schedule)
+# against its losses at the end of each budget.
+HPARAMS = (
+    "model", "batch_size", "tokens", "seed", "schedule.name", "schedule.lr", "schedule.power_a",
+    "schedule.power_b", "schedule.lr_max", "schedule.warmup_tokens", "schedule.decay_fraction",
+)  # fmt: skip
+POWER_ONLY, NOT_POWER = ("schedule.power_a", "schedule.power_b", "schedule.lr_max"), ("schedule.lr",)
+HPARAM_METRICS = ("final/loss_eval", "final/loss_train", "final/diverged")
+
+
+def hparams_summaries(params: Mapping) -> tuple:
+    """TensorBoard HParams summaries (experiment, session start, session end) of a run's `params`: the
+    `HPARAMS` it has (power's a, b and lr_max only for a power schedule, lr only for the others) against
+    `HPARAM_METRICS`, whose values are the run's own scalars."""
+    from tensorboardX.summary import hparams
+
+    skip = NOT_POWER if params.get("schedule.name") == "power" else POWER_ONLY
+    chosen = {k: params[k] for k in HPARAMS if k in params and k not in skip and params[k] is not None}
+    return hparams(chosen, dict.fromkeys(HPARAM_METRICS, 0.0))
+
+
+def session_end(*, failed: bool):
+    """The HParams session's end, as failed or not."""
+    from tensorboardX.proto.api_pb2 import Status
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
+    from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+
+    status = Status.Value("STATUS_FAILURE" if failed else "STATUS_SUCCESS")
+    content = HParamsPluginData(session_end_info=SessionEndInfo(status=status), version=0)
+    metadata = SummaryMetadata(
+        plugin_data=SummaryMetadata.PluginData(plugin_name="hparams", content=content.SerializeToString())
+    )
+    return Summary(value=[Summary.Value(tag="_hparams_/session_end_info", metadata=metadata)])
 
 
 def mlflow_uri(root: str) -> str:
@@ -130,7 +175,7 @@ class MLflowRun:
 
         self.client = MlflowClient(tracking_uri=mlflow_uri(target.root))
         experiment = mlflow_experiment(
-            self.client, os.environ.get("MLFLOW_EXPERIMENT_NAME") or target.sweep_id
+            self.client, os.environ.get("MLFLOW_EXPERIMENT_NAME") or target.sweep_id, root=target.root
         )
         found = self.client.search_runs(
             [experiment], filter_string=f"tags.lineage_id = '{target.key}'", max_results=1
@@ -158,29 +203,40 @@ class MLflowRun:
         self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
 
 
-def mlflow_experiment(client, name: str) -> str:
-    """The id of experiment `name`, created if missing (another process may create it at the same moment)."""
+def mlflow_artifacts(root: str) -> str | None:
+    """Where a new MLflow experiment keeps its artifacts: `<root>/mlflow-artifacts` beside the SQLite store
+    (MLflow's default is `./mlruns` in the working directory); a tracking server's own (None) when
+    MLFLOW_TRACKING_URI names one."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    return pathlib.Path(os.path.abspath(root), "mlflow-artifacts").as_uri()
+
+
+def mlflow_experiment(client, name: str, *, root: str) -> str:
+    """The id of experiment `name`, created if missing with its artifacts under `root` (`mlflow_artifacts`);
+    another process may create it at the same moment."""
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=mlflow_artifacts(root))
     except MlflowException:
         return client.get_experiment_by_name(name).experiment_id
 
 
 class WandbRun:
     """A W&B run per lineage with `wandb.init`: offline under `<root>/wandb` unless WANDB_MODE or WANDB_DIR
-    say otherwise, project WANDB_PROJECT or the sweep id, run id the lineage id (a retried lineage resumes
-    it)."""
+    say otherwise, project WANDB_PROJECT or the sweep id, group WANDB_RUN_GROUP or the sweep id, run id the
+    lineage id (a retried lineage resumes it). Its metrics are plotted against `tokens`."""
 
     def __init__(self, target: Target):
         import wandb
 
         self.run = wandb.init(
             project=os.environ.get("WANDB_PROJECT") or target.sweep_id,
+            group=os.environ.get("WANDB_RUN_GROUP") or target.sweep_id,
             name=target.name,
             id=target.key,
             resume="allow",
@@ -190,15 +246,20 @@ class WandbRun:
             dir=None if os.environ.get("WANDB_DIR") else _made(target.root),
             settings=wandb.Settings(console="off", silent=True),
         )
-        # the trainer's step, which repeats across segments: W&B's own must not
+        # tokens seen, so that runs of different batch sizes line up (the trainer's step, which repeats across
+        # segments, is logged too: W&B's own step must not repeat)
+        self.tokens: dict[int, float] = {}  # step -> tokens seen there
         self.run.define_metric("step")
+        self.run.define_metric("tokens")
         for prefix in ("loss_train", "loss_train_mean", "lr", "loss_eval", "final", "trunk"):
-            self.run.define_metric(f"{prefix}/*", step_metric="step")
+            self.run.define_metric(f"{prefix}/*", step_metric="tokens")
 
     def log(self, points: Sequence[Point]) -> None:
+        self.tokens.update((step, value) for key, value, step in points if key == "tokens")
         for step, same_step in itertools.groupby(points, key=lambda point: point[2]):
-            # one W&B row per step
-            self.run.log({**{key: value for key, value, _ in same_step}, "step": step})
+            # one W&B row per step, with its tokens (sent with the step's first points) to plot against
+            row = {key: value for key, value, _ in same_step} | {"step": step}
+            self.run.log(row | ({"tokens": self.tokens[step]} if step in self.tokens else {}))
 
     def finish(self, *, failed: bool = False) -> None:
         self.run.finish(exit_code=1 if failed else 0)
@@ -224,7 +285,9 @@ def prepare(loggers: Sequence[str], root: str, sweep_id: str) -> None:
 
         logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per migration on the first use
         mlflow_experiment(
-            MlflowClient(tracking_uri=mlflow_uri(root)), os.environ.get("MLFLOW_EXPERIMENT_NAME") or sweep_id
+            MlflowClient(tracking_uri=mlflow_uri(root)),
+            os.environ.get("MLFLOW_EXPERIMENT_NAME") or sweep_id,
+            root=root,
         )
 
 
@@ -266,11 +329,13 @@ class LineageLog:
     def __init__(self, runs: Sequence[TrackerRun], *, tokens_per_step: int, sent: Iterable[tuple] = ()):
         self.runs, self.tokens_per_step = list(runs), tokens_per_step
         self.sent = set(sent)  # point_key of every curve point the runs have
+        self.token_steps = {key[3] for key in self.sent}  # steps whose `tokens` the runs have
 
     def skip(self, points: Iterable[Mapping]) -> None:
         """Curve points the runs already have
         (e.g. the lineage's stored curve, sent by an earlier attempt)."""
         self.sent.update(point_key(p) for p in points)
+        self.token_steps.update(key[3] for key in self.sent)
 
     def curve(self, points: Sequence[Mapping]) -> None:
         """Send the points not sent yet (sweeps.curve_store.curve_records rows, or the recorder's dicts)."""
@@ -291,8 +356,15 @@ class LineageLog:
         self._send([(f"{row.phase}/{key}", float(value), at) for key, value in metrics.items()])
 
     def _send(self, points: list[Point]) -> None:
+        """`points`, each step with none sent before followed by `tokens` there (step * tokens_per_step)."""
+        with_tokens = []
+        for step, same_step in itertools.groupby(points, key=lambda point: point[2]):
+            with_tokens += same_step
+            if step not in self.token_steps:
+                self.token_steps.add(step)
+                with_tokens.append(("tokens", float(step * self.tokens_per_step), step))
         for run in self.runs:
-            run.log(points)
+            run.log(with_tokens)
 
     def finish(self, *, failed: bool = False) -> None:
         """End every run (as failed if training raised)."""

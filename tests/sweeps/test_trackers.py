@@ -67,6 +67,18 @@ def tensorboard_read(root, sweep_id, name):
     return params, metrics, None
 
 
+def tensorboard_hparams(root, sweep_id, name) -> dict:
+    """What TensorBoard's HParams plugin reads of a run: {tag: HParamsPluginData}."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    events = EventAccumulator(str(Path(root, "tensorboard", sweep_id, name)))
+    events.Reload()
+    return {
+        tag: HParamsPluginData.FromString(data) for tag, data in events.PluginTagToContent("hparams").items()
+    }
+
+
 def mlflow_read(root, sweep_id, name):
     from mlflow import MlflowClient
 
@@ -94,6 +106,77 @@ def test_each_backend_writes_params_and_metric_histories_that_read_back(tmp_path
     assert {k: str(v) for k, v in params.items()} == {k: str(v) for k, v in PARAMS.items()}
     assert metrics == {key: [(step, value) for k, value, step in POINTS if k == key] for key, *_ in POINTS}
     assert status in (None, "FINISHED")
+
+
+def test_tensorboard_hparams_show_the_runs_settings_against_its_final_losses(tmp_path):
+    params = {**PARAMS, "batch_size": 4, "schedule.name": "wsd", "schedule.lr_max": 0.02, "seed": 0}
+    for name, failed in (("run-a", False), ("run-b", True)):
+        run = BACKENDS["tensorboard"](Target(str(tmp_path), "sw", name, name, params))
+        run.log(POINTS)
+        run.finish(failed=failed)
+    statuses = []
+    for name in ("run-a", "run-b"):
+        data = tensorboard_hparams(tmp_path, "sw", name)
+        experiment = data["_hparams_/experiment"].experiment
+        assert [m.name.tag for m in experiment.metric_infos] == [
+            "final/loss_eval",
+            "final/loss_train",
+            "final/diverged",
+        ]
+        start = data["_hparams_/session_start_info"].session_start_info.hparams
+        assert start["model"].string_value == "cpu-xs" and start["batch_size"].number_value == 4
+        assert start["schedule.lr"].number_value == 0.004 and start["schedule.name"].string_value == "wsd"
+        assert "schedule.lr_max" not in start and "data.tokenizer" not in start  # power's only; not a setting
+        statuses.append(data["_hparams_/session_end_info"].session_end_info.status)
+        _, metrics, _ = tensorboard_read(tmp_path, "sw", name)
+        assert metrics["final/loss_eval"] == [
+            (32, 2.75)
+        ]  # the metric the dashboard shows, from the run's scalars
+    from tensorboard.plugins.hparams.api_pb2 import Status
+
+    assert statuses == [Status.STATUS_SUCCESS, Status.STATUS_FAILURE]
+
+
+def test_a_power_runs_hparams_are_its_coefficients():
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+
+    from powersweep.sweeps.trackers import hparams_summaries
+
+    params = {
+        "schedule.name": "power",
+        "schedule.lr": 0.01,
+        "schedule.power_a": 4.0,
+        "schedule.power_b": -0.51,
+    }
+    _, start, _ = hparams_summaries({**params, "schedule.lr_max": 0.02})
+    content = start.value[0].metadata.plugin_data.content
+    hparams = HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams.pop("schedule.name").string_value == "power"
+    assert {k: v.number_value for k, v in hparams.items()} == {
+        "schedule.power_a": 4.0,
+        "schedule.power_b": -0.51,
+        "schedule.lr_max": 0.02,
+    }
+
+
+def test_mlflow_keeps_its_artifacts_beside_its_database_not_in_the_working_directory(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    root = tmp_path / "store" / "tracking"
+    prepare(["mlflow"], str(root), "sw")
+    run = BACKENDS["mlflow"](Target(str(root), "sw", "run-a", "lineage-a", PARAMS))
+    client = MlflowClient(tracking_uri=mlflow_uri(str(root)))
+    client.log_text(run.run_id, "hello", "notes.txt")
+    run.finish()
+    artifacts = root / "mlflow-artifacts"
+    assert client.get_experiment_by_name("sw").artifact_location == artifacts.as_uri()
+    assert client.get_run(run.run_id).info.artifact_uri.startswith(artifacts.as_uri() + "/")
+    assert [p.read_text() for p in artifacts.rglob("notes.txt")] == ["hello"]
+    assert not any((tmp_path / "cwd").iterdir())  # no ./mlruns
 
 
 def test_a_retried_lineage_continues_its_mlflow_run(tmp_path):
@@ -135,6 +218,33 @@ def test_wandb_writes_an_offline_run_holding_the_config_and_metrics(tmp_path, mo
     assert data.startswith(b":W&B")  # W&B's own record log, which `wandb sync` uploads
     for fragment in (b"run-a", b"schedule.lr", b"0.004", b"loss_train/trunk", b"final/loss_eval", b"2.75"):
         assert fragment in data
+
+
+def test_wandb_groups_a_sweeps_runs_and_plots_them_against_tokens(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb", reason="wandb is not installed (pip install 'powersweep[wandb]')")
+    for name in ("WANDB_MODE", "WANDB_DIR", "WANDB_RUN_GROUP"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_PROJECT", "lab")
+    run = BACKENDS["wandb"](Target(str(tmp_path), "sweep-7", "run-a", "lineage-a", PARAMS))
+    log = LineageLog([run], tokens_per_step=STEP_TOKENS)
+    log._send(POINTS)
+    log.finish()
+    wandb.teardown()
+    [directory] = (tmp_path / "wandb").glob("offline-run-*-lineage-a")
+    data = (directory / "run-lineage-a.wandb").read_bytes()
+    # W&B's record log (no reader of it ships with wandb 0.31): the group, the project, the tokens axis
+    # declared and each step's tokens (step * 128) logged in its row
+    for fragment in (
+        b"sweep-7",
+        b"lab",
+        b"loss_train/*",
+        b"tokens",
+        b"1280",
+        b"2560",
+        b"3840",
+        b"4096",
+    ):
+        assert fragment in data, fragment
 
 
 def lineage_config(log_every_steps: int) -> TrainConfig:
@@ -191,9 +301,12 @@ def test_a_lineage_sends_each_curve_point_once_on_its_segment_then_its_rows(corp
     final_eval = [(t // STEP_TOKENS, r.loss_eval) for t, r in zip(budgets, rows)]
     assert [recorder.series(f"loss_eval/{budget_label(t)}")[0] for t in budgets] == final_eval
     assert recorder.series("final/loss_eval") == final_eval
-    for key in {p[0] for p in recorder.points}:
+    for key in {p[0] for p in recorder.points} - {"tokens"}:
         steps = [s for s, _ in recorder.series(key)]
         assert steps == sorted(set(steps)), key
+    every_step = sorted({step for key, _, step in recorder.points if key != "tokens"})
+    # tokens once per step that got points (a branch's steps come before the trunk's between them)
+    assert sorted(recorder.series("tokens")) == [(step, step * STEP_TOKENS) for step in every_step]
 
 
 def test_points_sent_by_an_earlier_attempt_are_not_sent_again():
@@ -328,6 +441,10 @@ def test_a_sweep_with_loggers_sends_each_lineage_its_curve_and_stored_rows(tmp_p
                 curve_series(metrics), stored_series(result.storage, "tiny", params["lineage_id"])
             )
             assert status in (None, "FINISHED")
+            tokens = sorted(metrics["tokens"])  # the tokens axis: one point per step that got points
+            assert tokens == [(s, s * STEP_TOKENS) for s in sorted({s for s, _ in tokens})], logger
+            assert {s for s, _ in metrics["final/loss_eval"]} <= {s for s, _ in tokens}
+        assert "_hparams_/session_start_info" in tensorboard_hparams(root, "tiny", name)
 
 
 CURVE_METRICS = ("loss_train/", "loss_train_mean/", "lr/", "loss_eval/")
