@@ -4,6 +4,7 @@ Shared by the `powersweep` command line and the cluster's job driver, so both pr
 turn the same mistakes into one line and exit code 2.
 
 >>> code = print_report(submit(spec))   # plan and wall time on stderr, where the results are on stdout
+>>> code = print_report(submit(spec), as_json=True)   # the same, as one JSON document on stdout
 >>> print("\\n".join(status_lines(status("runs/cpu-quick"))))
 """
 
@@ -47,9 +48,13 @@ def is_user_error(error: BaseException) -> bool:
     return False
 
 
-def print_report(result: SubmitResult) -> int:
+def print_report(result: SubmitResult, *, as_json: bool = False) -> int:
     """Print what a submit or resume did (plan, wall-time breakdown, where the results are); its exit code:
-    1 when a trial failed or a planned row is still unreadable, else 0."""
+    1 when a trial failed or a planned row is still unreadable, else 0. With `as_json`, stdout gets
+    `report_summary(result)` as one JSON document instead of the line saying where the results are (stderr
+    is the same)."""
+    import json
+
     from powersweep.sweeps.plan import format_plan
 
     print(format_plan(result.plan), file=sys.stderr)
@@ -67,7 +72,12 @@ def print_report(result: SubmitResult) -> int:
         print(f"moved aside an unreadable {kind} trained again: {moved}", file=sys.stderr)
     if result.lineages_run and result.execution is not None:
         print(result.execution.format(), file=sys.stderr)
-    print(f"ran {result.lineages_run} lineages ({result.failed_trials} failed); results in {result.storage}")
+    if as_json:
+        print(json.dumps(report_summary(result), indent=2, default=str))
+    else:
+        print(
+            f"ran {result.lineages_run} lineages ({result.failed_trials} failed); results in {result.storage}"
+        )
     if result.unreadable:
         print(
             f"powersweep: error: {len(result.unreadable)} planned rows are not readable in the store: "
@@ -76,6 +86,26 @@ def print_report(result: SubmitResult) -> int:
             file=sys.stderr,
         )
     return 1 if result.failed_trials or result.unreadable else 0
+
+
+def report_summary(result: SubmitResult) -> dict:
+    """What a submit or resume did, as `--json` prints it: where the results are, lineages run and failed, the
+    plan's summary, the wall-time breakdown in seconds (None when nothing ran or an Optuna search ran) and the
+    files set aside, unreadable or replaced."""
+    import dataclasses
+
+    execution = result.execution if result.lineages_run else None
+    return {
+        "storage": result.storage,
+        "lineages_run": result.lineages_run,
+        "failed_trials": result.failed_trials,
+        "plan": result.plan.summary(),
+        "execution": dataclasses.asdict(execution) if execution is not None else None,
+        "set_aside": list(result.set_aside),
+        "unreadable": list(result.unreadable),
+        "replaced_lock": result.replaced_lock,
+        "replaced": result.replaced,
+    }
 
 
 def status_lines(s: dict) -> list[str]:

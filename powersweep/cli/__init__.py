@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK: shell completion (README, "Command line") may call this console script
 """The `powersweep` command line: parsing and dispatching only. User mistakes print one line on stderr and
 exit with code 2.
 
@@ -5,8 +6,9 @@ One module per command family, each registering its parsers and handlers over th
 `sweep_commands` (presets, train-one, demo, plan, submit, resume, status: sweeps and proxy_models),
 `cluster_commands` (logs, stop and the Jobs API paths of submit, resume and status: cluster),
 `analysis_commands` (analyze, predict: analysis) and `data_commands` (data prepare, data inspect:
-proxy_models.prepared). Torch, Ray, pandas and the analysis stack are imported
-inside the handlers that use them, so `--help` and the parsing of any command stay fast.
+proxy_models.prepared); `options` holds what they share (sizes such as 16M, RAY_ADDRESS, `--json`,
+`--version`). Torch, Ray, pandas and the analysis stack are imported inside the handlers that use them, so
+`--help` and the parsing of any command stay fast; argcomplete only when the shell asks for completions.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import importlib
 import os
 import sys
 
-from powersweep.cli import cluster_commands, sweep_commands
+from powersweep.cli import cluster_commands, options, sweep_commands
 from powersweep.sweeps.interrupt import SweepInterrupted
 
 DESCRIPTION = "The `powersweep` command line. User mistakes print one line on stderr and exit with code 2."
@@ -46,6 +48,8 @@ __all__ = ["build_parser", "is_user_error", "main"]
 def main(argv: list[str] | None = None) -> int:
     """Run `powersweep ARGV`; returns the exit code (2 for a user mistake, after one line on stderr; 130 or
     143 for a sweep ended by SIGINT or SIGTERM, after one line naming the command that finishes it)."""
+    if argv is None and (words := options.completion_words()) is not None:
+        options.autocomplete(build_parser(words))  # the shell's tab: answers and exits
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     try:
@@ -68,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; a DEFERRED subcommand gets its full parser only when `argv` names it."""
     parser = argparse.ArgumentParser(prog="powersweep", description=DESCRIPTION)
+    parser.add_argument("--version", action=options.VersionAction, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     sweep_commands.add_parsers(sub)
     cluster_commands.add_parsers(sub)

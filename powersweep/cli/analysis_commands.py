@@ -13,12 +13,14 @@ Only argparse at import time: pandas, scipy and matplotlib load inside the handl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
 from pathlib import Path
 
 from powersweep.analysis.errors import AnalysisError
+from powersweep.cli.options import add_json_option, parameter_count, print_json, token_count
 
 BATCH_UNITS = ("sequences", "tokens")  # as analysis.table.BATCH_UNITS, which imports pandas
 DIVERGE_FACTOR = 1.5  # as analysis.table.DIVERGE_FACTOR
@@ -111,6 +113,7 @@ def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
         default=WATCH_INTERVAL_S,
         help=f"seconds between checks of the table's files with --watch (default {WATCH_INTERVAL_S:g})",
     )
+    add_json_option(p, "the paths written and the fitted laws (a, b and their CIs)")
     p.set_defaults(func=analyze_command)
     return p
 
@@ -133,15 +136,30 @@ def analyze_command(args: argparse.Namespace) -> int:
     check_tolerance(args.tokens_tolerance)  # an option's mistake is one line before the table is read
     _check_out_dir(args.out)
     if args.watch:
+        if args.json:
+            raise AnalysisError("--json prints one document: leave it out with --watch, which re-renders")
         return watch_command(args)
     return _analyze_once(args)
 
 
 def _analyze_once(args: argparse.Namespace, *, refresh_s: float | None = None) -> int:
+    from powersweep.analysis.summary import check_coefficients, report_lines
+
+    result, paths = run_analysis(args, refresh_s=refresh_s)
+    if args.json:
+        print_json(analysis_summary(result, paths))
+    else:
+        print("\n".join(report_lines(result, paths)))
+    check_coefficients(result, paths)
+    return 0
+
+
+def run_analysis(args: argparse.Namespace, *, refresh_s: float | None = None):
+    """Load the table, analyse it and write the report as `args` (analyze's) say; (Analysis, ReportPaths).
+    The analysis's notes go to stderr."""
     from powersweep.analysis.pipeline import analyze
     from powersweep.analysis.report import write_report
     from powersweep.analysis.run_curves import attach_curves
-    from powersweep.analysis.summary import check_coefficients, report_lines
     from powersweep.analysis.table import load_table
 
     table = load_table(
@@ -176,9 +194,59 @@ def _analyze_once(args: argparse.Namespace, *, refresh_s: float | None = None) -
         curves=curves,
         curves_cell=args.curves_cell,
     )
-    print("\n".join(report_lines(result, paths)))
-    check_coefficients(result, paths)
-    return 0
+    return result, paths
+
+
+def analysis_summary(result, paths) -> dict:
+    """What `analyze` prints, as `--json` prints it: the paths written (coefficients None when none were),
+    the headline law's fits with a, b and their 95% CIs (per model alpha and beta where gamma is not
+    batch-invariant), the Power (a, b) search's best, and the analysis's notes."""
+    return {
+        "report": paths.index_html,
+        "cells": paths.cells_csv,
+        "coefficients": paths.coefficients,
+        "figures": {stem: dataclasses.asdict(files) for stem, files in paths.figures.items()},
+        "figures_skipped": paths.skipped,
+        "headline": result.headline,
+        "fits": _headline_fits(result) if paths.coefficients is not None else [],
+        "power": _power(result.power.overall) if result.power is not None else None,
+        "notes": list(result.notes),
+    }
+
+
+def _headline_fits(result) -> list[dict]:
+    """The fits behind the headline law, as the text's headline lines show them."""
+    if result.headline == "per_model_batch_law":
+        return [
+            {
+                "model": name,
+                "alpha": law.alpha,
+                "alpha_ci": [law.alpha_ci.low, law.alpha_ci.high],
+                "beta": law.coef["beta"],
+                "beta_ci": [law.ci["beta"].low, law.ci["beta"].high],
+                "n_cells": law.n_cells,
+            }
+            for name, law in result.batch.items()
+            if law.ok
+        ]
+    if result.gamma is None:
+        return []
+    gamma = result.gamma
+    fits = gamma.per_model.items() if result.headline == "per_model_gamma" else [("pooled", gamma.pooled)]
+    return [{"model": name, **_ab(fit), "n_points": fit.n_points} for name, fit in fits if fit.ok]
+
+
+def _power(best) -> dict:
+    return {**_ab(best), "method": best.method, "n_runs": best.n_runs}
+
+
+def _ab(fit) -> dict:
+    return {
+        "a": fit.a,
+        "a_ci": [fit.a_ci.low, fit.a_ci.high],
+        "b": fit.b,
+        "b_ci": [fit.b_ci.low, fit.b_ci.high],
+    }
 
 
 def watch_command(args: argparse.Namespace) -> int:
@@ -242,8 +310,9 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", help="the model whose law answers (see the report's per-model laws)")
     p.add_argument(
         "--n-params",
-        type=float,
-        help="parameters of the target model: lr_opt interpolated in ln N between the fitted models",
+        type=parameter_count,
+        help="parameters of the target model, e.g. 5e7 or 50M: lr_opt interpolated in ln N between the "
+        "fitted models",
     )
     p.add_argument(
         "--law",
@@ -255,11 +324,12 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size", type=float, help="batch size in sequences (needed except with --law joint)"
     )
-    p.add_argument("--tokens", type=float, required=True, help="training tokens, e.g. 1e12")
+    p.add_argument("--tokens", type=token_count, required=True, help="training tokens, e.g. 1e12 or 1T")
     p.add_argument(
         "--seq-len", type=int, help="also print an lm-engine power-scheduler snippet for this seq_len"
     )
     p.add_argument("--lr-max", type=float, help="lr_max for the snippet (default: the file's)")
+    add_json_option(p, "lr_opt, its CI, the law and the notes (and the snippet)")
     p.set_defaults(func=predict_command)
     return p
 
@@ -282,7 +352,10 @@ def predict_command(args: argparse.Namespace) -> int:
     pred = predict_lr(
         coefficients, batch_size=args.batch_size, tokens=args.tokens, model=args.model, n_params=args.n_params
     )
-    print("\n".join(prediction_lines(pred, coefficients, batch_size=args.batch_size, tokens=args.tokens)))
+    lines = prediction_lines(pred, coefficients, batch_size=args.batch_size, tokens=args.tokens)
+    if not args.json:
+        print("\n".join(lines))
+    snippet = None
     if args.seq_len is not None:
         if not float(args.batch_size).is_integer():
             raise AnalysisError(
@@ -292,8 +365,18 @@ def predict_command(args: argparse.Namespace) -> int:
         snippet = lm_engine_snippet(
             law, batch_size=int(args.batch_size), seq_len=args.seq_len, lr_max=args.lr_max
         )
+    if args.json:
+        document = {**dataclasses.asdict(pred), "batch_size": args.batch_size, "tokens": args.tokens}
+        print_json({**document, "notes": _notes(lines), "lm_engine": snippet})
+        return 0
+    if snippet is not None:
         print(json.dumps(snippet, indent=2))
     return 0
+
+
+def _notes(lines: list[str]) -> list[str]:
+    """The notes of a prediction's lines: the law's own and those the lines add (extrapolation, lr_max)."""
+    return [line.removeprefix("note: ") for line in lines if line.startswith("note: ")]
 
 
 def _predict_joint(coefficients: dict, args: argparse.Namespace) -> int:
@@ -301,5 +384,8 @@ def _predict_joint(coefficients: dict, args: argparse.Namespace) -> int:
     from powersweep.analysis.summary import joint_prediction_lines
 
     pred = predict_joint(coefficients, tokens=args.tokens, n_params=args.n_params)
+    if args.json:  # batch_opt is null without a batch law, as the text leaves it out
+        print_json({**dataclasses.asdict(pred), "tokens": args.tokens, "n_params": args.n_params})
+        return 0
     print("\n".join(joint_prediction_lines(pred, tokens=args.tokens, n_params=args.n_params)))
     return 0

@@ -3,9 +3,10 @@ and what a prepared corpus holds (proxy_models/prepared.py)."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
+
+from powersweep.cli.options import add_json_option, print_json, whole_count
 
 
 def add_data_parser(sub) -> None:
@@ -24,14 +25,21 @@ def add_data_parser(sub) -> None:
         help="the folder to write (a prepared corpus there is replaced whole; anything else is refused)",
     )
     p.add_argument("--text-column", default="text", help="the column holding each document's text")
-    p.add_argument("--shard-tokens", type=_count, default=100_000_000, help="ids per shard, e.g. 100M")
+    p.add_argument("--shard-tokens", type=whole_count, default=100_000_000, help="ids per shard, e.g. 100M")
     p.add_argument("--eval-fraction", type=float, default=0.005, help="share of documents held out")
+    add_json_option(p, "what the prepared corpus holds")
     p.set_defaults(func=prepare_command)
     i = verbs.add_parser(
         "inspect", help="print a prepared corpus's manifest, split sizes and a decoded sample"
     )
     i.add_argument("corpus", help="a folder written by `powersweep data prepare`")
-    i.add_argument("--sample-tokens", type=int, default=64, help="ids of the first train shard to decode")
+    i.add_argument(
+        "--sample-tokens",
+        type=whole_count,
+        default=64,
+        help="ids of the first train shard to decode, e.g. 64",
+    )
+    add_json_option(i, "the manifest, the split sizes and the decoded sample")
     i.set_defaults(func=inspect_command)
 
 
@@ -56,7 +64,10 @@ def prepare_command(args) -> int:
         on_progress=progress,
     )
     print(file=sys.stderr)
-    print(summary(manifest, args.out))
+    if args.json:
+        print_json(corpus_summary(manifest, args.out))
+    else:
+        print(summary(manifest, args.out))
     return 0
 
 
@@ -66,12 +77,31 @@ def inspect_command(args) -> int:
     from powersweep.proxy_models.token_files import read_header
 
     manifest = read_manifest(args.corpus)
-    print(summary(manifest, args.corpus))
+    if not args.json:
+        print(summary(manifest, args.corpus))
     first = manifest["shards"]["train"][0]["name"]
     ids = read_header(f"{args.corpus}/{first}", vocab_size=manifest["vocab_size"]).ids()[: args.sample_tokens]
     text = HFTokenizer(f"{args.corpus}/tokenizer.json").decode(ids)
-    print(f"sample ({len(ids)} ids of {first}): {text!r}")
+    if args.json:
+        sample = {"shard": first, "ids": len(ids), "text": text}
+        print_json({**corpus_summary(manifest, args.corpus), "sample": sample})
+    else:
+        print(f"sample ({len(ids)} ids of {first}): {text!r}")
     return 0
+
+
+def corpus_summary(manifest: dict, where: str) -> dict:
+    """What `summary` says, as `--json` prints it: the tokens of each split and the whole manifest."""
+    shards = manifest["shards"]
+    tokens = {split: sum(s["tokens"] for s in shards[split]) for split in ("train", "eval")}
+    return {
+        "corpus": where,
+        "train_tokens": tokens["train"],
+        "eval_tokens": tokens["eval"],
+        "train_shards": len(shards["train"]),
+        "eval_shards": len(shards["eval"]),
+        "manifest": manifest,
+    }
 
 
 def summary(manifest: dict, where: str) -> str:
@@ -91,12 +121,3 @@ def summary(manifest: dict, where: str) -> str:
             f"  held out:   {counts['eval']:,} tokens in {len(shards['eval'])} shards",
         ]
     )
-
-
-def _count(value: str) -> int:
-    from powersweep.proxy_models.settings import parse_tokens
-
-    try:
-        return int(parse_tokens(value))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None

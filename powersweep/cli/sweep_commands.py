@@ -17,6 +17,13 @@ from powersweep.cli.cluster_commands import (
     resume_job_command,
     submit_job_command,
 )
+from powersweep.cli.options import (
+    add_json_option,
+    address_help,
+    cluster_address,
+    print_json,
+    token_count,
+)
 from powersweep.cluster.jobs import is_jobs_address
 from powersweep.proxy_models.schedules import DECAY_SHAPES, SCHEDULES
 from powersweep.proxy_models.shapes import PAPER_PARAMS, PRESETS
@@ -39,10 +46,14 @@ def add_parsers(sub) -> None:
 
 def add_presets_parser(sub) -> None:
     p = sub.add_parser("presets", help="list model presets with parameter counts (and the paper's)")
+    add_json_option(p, "each preset's shape and parameter counts")
     p.set_defaults(func=presets_command)
 
 
 def presets_command(args) -> int:
+    if args.json:
+        print_json([preset_summary(name, cfg) for name, cfg in PRESETS.items()])
+        return 0
     print(
         f"{'preset':<16}{'d_model':>8}{'layers':>7}{'params':>12}{'active*':>12}{'paper':>12}{'m_width':>8}"
     )
@@ -58,6 +69,20 @@ def presets_command(args) -> int:
     return 0
 
 
+def preset_summary(name: str, cfg) -> dict:
+    """One preset as `presets --json` prints it: the table's columns, parameter counts in parameters."""
+    return {
+        "preset": name,
+        "d_model": cfg.d_model,
+        "n_layers": cfg.n_layers,
+        "params": cfg.num_params(),
+        # as the table's active* column: MoE presets without the embedding (the paper's Table 4)
+        "active_params": cfg.num_params(active=True, embedding=False) if cfg.is_moe else cfg.num_params(),
+        "paper_params": PAPER_PARAMS.get(name, {}),
+        "m_width": cfg.m_width,
+    }
+
+
 def add_train_one_parser(sub) -> None:
     p = sub.add_parser("train-one", help="train one proxy run and print its result row as JSON")
     p.add_argument("--model", default="cpu-s", help="preset name (see `powersweep presets`)")
@@ -65,8 +90,8 @@ def add_train_one_parser(sub) -> None:
     p.add_argument("--schedule", default="wsd", choices=SCHEDULES)
     p.add_argument("--lr", type=float, default=1e-2, help="peak lr (constant, cosine, wsd)")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per step")
-    p.add_argument("--tokens", type=float, default=2e6, help="training tokens")
-    p.add_argument("--warmup-tokens", type=float, default=0.0)
+    p.add_argument("--tokens", type=token_count, default=2e6, help="training tokens, e.g. 2e6 or 2M")
+    p.add_argument("--warmup-tokens", type=token_count, default=0.0, help="warmup tokens, e.g. 2e5 or 200K")
     p.add_argument("--decay-fraction", type=float, default=0.1)
     p.add_argument("--decay-shape", default="linear", choices=DECAY_SHAPES)
     p.add_argument("--power-a", type=float, default=4.0)
@@ -195,7 +220,8 @@ def add_submit_parser(sub) -> None:
     p.add_argument(
         "--address",
         help="Ray cluster: http://HEAD:8265 submits a Ray job and prints its id; "
-        "ray://HEAD:10001 or HEAD:6379 runs the driver here (default: start Ray in this process)",
+        "ray://HEAD:10001 or HEAD:6379 runs the driver here (default: $RAY_ADDRESS when set, "
+        "else start Ray in this process)",
     )
     p.add_argument(
         "--replace",
@@ -203,10 +229,12 @@ def add_submit_parser(sub) -> None:
         help="the stored sweep of this name has other settings: move "
         "its rows, curves and spec aside (kept, named by status) and run the spec afresh",
     )
+    add_json_option(p, "what ran and where the results are (or the job id)")
     p.set_defaults(func=submit_command)
 
 
 def submit_command(args) -> int:
+    args.address = cluster_address(args.address)
     if is_jobs_address(args.address):
         return submit_job_command(args)
     from powersweep.cluster.nodes import check_nodes
@@ -222,18 +250,23 @@ def submit_command(args) -> int:
             check_nodes=check_nodes,
             replace_sweep=args.replace,
         )
-    return print_report(result)
+    return print_report(result, as_json=args.json)
 
 
 def add_resume_parser(sub) -> None:
     p = sub.add_parser("resume", help="finish a stored sweep: runs only what the store lacks")
     p.add_argument("dir", help="the sweep's storage directory")
     p.add_argument("--sweep", help="sweep name, when the storage holds several")
-    p.add_argument("--address", help="Ray cluster, as for submit (http://HEAD:8265 submits a Ray job)")
+    p.add_argument(
+        "--address",
+        help=address_help("Ray cluster, as for submit (http://HEAD:8265 submits a Ray job)"),
+    )
+    add_json_option(p, "what ran and where the results are (or the job id)")
     p.set_defaults(func=resume_command)
 
 
 def resume_command(args) -> int:
+    args.address = cluster_address(args.address)
     if is_jobs_address(args.address):
         return resume_job_command(args)
     from powersweep.cluster.nodes import check_nodes
@@ -242,7 +275,7 @@ def resume_command(args) -> int:
 
     with interruptible_sweep(args, storage=args.dir, sweep_id=args.sweep):
         result = resume(args.dir, sweep_id=args.sweep, address=args.address, check_nodes=check_nodes)
-    return print_report(result)
+    return print_report(result, as_json=args.json)
 
 
 def interruptible_sweep(args, *, storage: str, sweep_id: str | None):
@@ -258,18 +291,22 @@ def add_status_parser(sub) -> None:
     p = sub.add_parser(
         "status",
         help="per-state counts and per-cell progress of a stored sweep, or the state "
-        "of a sweep submitted as a Ray job (JOB_ID --address)",
+        "of a sweep submitted as a Ray job (JOB_ID --address, or JOB_ID with RAY_ADDRESS set)",
     )
     p.add_argument(
-        "dir", metavar="DIR|JOB_ID", help="the sweep's storage directory, or a job id with --address"
+        "dir",
+        metavar="DIR|JOB_ID",
+        help="the sweep's storage directory, or a job id with --address (or with a Jobs API address in "
+        "$RAY_ADDRESS, when no such directory exists)",
     )
     p.add_argument("--address", help=ADDRESS_HELP)
     p.add_argument("--sweep", help="sweep name, when the storage holds several")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the status as one JSON document")
     p.set_defaults(func=status_command)
 
 
 def status_command(args) -> int:
+    args.address = status_address(args.dir, args.address)
     if args.address:
         return job_status_command(args)
     from powersweep.sweeps.outcome import status_lines
@@ -280,6 +317,17 @@ def status_command(args) -> int:
     return 0
 
 
+def status_address(target: str, given: str | None) -> str | None:
+    """The Jobs API address `status TARGET` asks, or None to read TARGET as a store: `--address` when given;
+    else RAY_ADDRESS when it is a Jobs API address and TARGET names no store (no such path, no URI), so that
+    `status runs/x` keeps reading the store wherever RAY_ADDRESS points."""
+    if given:
+        return given
+    address = cluster_address(None)
+    names_a_store = "://" in target or os.path.exists(target)
+    return address if is_jobs_address(address) and not names_a_store else None
+
+
 def add_compact_parser(sub) -> None:
     p = sub.add_parser(
         "compact",
@@ -288,10 +336,12 @@ def add_compact_parser(sub) -> None:
     )
     p.add_argument("dir", metavar="DIR", help="the store: a directory or a URI such as s3://bucket/prefix")
     p.add_argument("--sweep", help="compact this sweep only (default: every sweep in the store)")
+    add_json_option(p, "what the compaction of each sweep did, once all are done")
     p.set_defaults(func=compact_command)
 
 
 def compact_command(args) -> int:
+    import dataclasses
     import time
 
     from powersweep.sweeps.compaction import compact, compaction_line
@@ -303,10 +353,16 @@ def compact_command(args) -> int:
             f"powersweep compact: {args.dir!r} holds no sweep (no sweeps/<name>/spec.json)", file=sys.stderr
         )
         return 2
+    compacted = []
     for name in names:
         start = time.perf_counter()
         done = compact(args.dir, sweep_id=name)
-        print(compaction_line(name, done, time.perf_counter() - start), flush=True)
+        seconds = time.perf_counter() - start
+        compacted.append({"sweep": name, **dataclasses.asdict(done), "seconds": seconds})
+        if not args.json:
+            print(compaction_line(name, done, seconds), flush=True)
+    if args.json:
+        print_json(compacted)
     return 0
 
 
@@ -332,6 +388,7 @@ def add_demo_parser(sub) -> None:
         help="lineage checkpoints, Ray's trial files and logs (default <storage>/checkpoints); "
         "elsewhere, the store holds only results, curves and the spec",
     )
+    add_json_option(p, "the sweep's summary and the analysis (paths written, a, b and their CIs)")
     p.set_defaults(func=demo_command)
 
 
@@ -355,8 +412,11 @@ def demo_command(args) -> int:
     storage, out = args.storage or f"runs/{spec.name}", args.out or f"out/{spec.name}"
     with interruptible_sweep(args, storage=storage, sweep_id=spec.name):
         result = submit(spec, storage=storage, checkpoints=args.checkpoints)
-    print(f"results: {result.storage} ({result.lineages_run} lineages run, {result.failed_trials} failed)")
-    if result.lineages_run:
+    if not args.json:
+        print(
+            f"results: {result.storage} ({result.lineages_run} lineages run, {result.failed_trials} failed)"
+        )
+    if result.lineages_run and not args.json:
         summary = result.plan.summary()
         print(
             f"tokens trained {summary['tokens_planned']:.4g} vs {summary['tokens_independent']:.4g} for "
@@ -366,7 +426,22 @@ def demo_command(args) -> int:
 
     argv = ["analyze", os.path.join(storage, "results"), "--out", out]
     analyze_args = build_parser(argv).parse_args(argv)
-    return analyze_args.func(analyze_args)
+    if not args.json:
+        return analyze_args.func(analyze_args)
+    return demo_json(result, analyze_args)
+
+
+def demo_json(result, analyze_args) -> int:
+    """`demo --json`: the sweep's summary (as `submit --json`) and the analysis's (as `analyze --json`) in one
+    document; a failed gamma fit is then one line on stderr, as without --json."""
+    from powersweep.analysis.summary import check_coefficients
+    from powersweep.cli.analysis_commands import analysis_summary, run_analysis
+    from powersweep.sweeps.outcome import report_summary
+
+    analysis, paths = run_analysis(analyze_args)
+    print_json({"sweep": report_summary(result), "analysis": analysis_summary(analysis, paths)})
+    check_coefficients(analysis, paths)
+    return 0
 
 
 def quick_gpu_job(spec):

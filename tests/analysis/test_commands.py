@@ -203,3 +203,50 @@ def test_help_renders_and_names_the_new_options(command, capsys):
         "predict": ("--model", "--n-params", "--law"),
     }[command]
     assert all(option in text for option in wanted)
+
+
+def test_analyze_json_holds_the_paths_and_the_fitted_a_b_with_cis(analyzed, capsys):
+    argv, out = analyzed
+    assert _run([*argv, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)  # one document: the notes went to stderr
+    content = json.loads((out / "coefficients.json").read_text())
+    assert document["report"] == str(out / "index.html") and document["cells"] == str(out / "cells.csv")
+    assert (
+        document["coefficients"] == str(out / "coefficients.json") and document["headline"] == "pooled_gamma"
+    )
+    [pooled] = document["fits"]
+    assert (pooled["a"], pooled["a_ci"], pooled["b"], pooled["b_ci"]) == (
+        content["a"],
+        content["a_ci"],
+        content["b"],
+        content["b_ci"],
+    )
+    assert pooled["b_ci"][0] < -0.51 < pooled["b_ci"][1] and document["power"] is None
+
+
+def test_analyze_json_with_watch_is_refused(analyzed):
+    argv, _ = analyzed
+    with pytest.raises(AnalysisError, match="--json prints one document"):
+        _run([*argv, "--json", "--watch"])
+
+
+def test_predict_json_is_the_text_as_numbers(analyzed, capsys):
+    argv, out = analyzed
+    _run(argv)
+    capsys.readouterr()
+    predict = ["predict", "--coefficients", str(out / "coefficients.json"), "--batch-size", "1024"]
+    predict += ["--tokens", "1T", "--seq-len", "4096"]
+    assert _run(predict) == 0
+    text = capsys.readouterr().out
+    assert _run([*predict, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert text.startswith(
+        f"lr_opt = {document['lr_opt']:.4g} (95% CI {document['ci_low']:.4g} to {document['ci_high']:.4g}"
+    )
+    assert document["tokens"] == 1e12 and document["batch_size"] == 1024
+    assert any("outside the swept token range" in note for note in document["notes"])
+    assert document["lm_engine"] == json.loads(text[text.index("{") :])
+    joint = ["predict", "--coefficients", str(out / "coefficients.json"), "--law", "joint", "--tokens", "16B"]
+    assert _run([*joint, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["lr_ci"][0] <= document["lr_opt"] <= document["lr_ci"][1] and document["tokens"] == 16e9
