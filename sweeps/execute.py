@@ -66,6 +66,9 @@ class ExecutionSettings:
     # (at least gpus_per_trial) and plans its steps within it (sweeps.trials.gpu_share); None: gpus_per_trial
     # as is
     tracking_root: str | None = None  # where the trackers write; None = trackers.tracking_root(store_uri)
+    # wall clock (time.time) of the driver's start (submit called), of Ray's start and of Ray ready: the first
+    # parts of the start-up breakdown (sweeps/progress.py); None where the caller did not mark them
+    startup_marks: tuple[float, float, float] | None = None
 
     @property
     def uses_gpu(self) -> bool:
@@ -447,11 +450,15 @@ def _trial(params: dict) -> None:
     finished, reported = dict.fromkeys(TIMED, 0.0), []
     reporting_s = 0.0  # in the reports made while rows were recorded
 
+    first: Attempt | None = None  # the first attempt that trained a step: the trial's start-up
+
     def report(run_id: str, metrics: dict, *, recording: bool = True) -> None:
-        nonlocal reporting_s
+        nonlocal reporting_s, first
         began = time.perf_counter()
         times = {key: finished[key] + getattr(attempt, key) for key in TIMED}
         times["record_s"] -= reporting_s
+        if first is None and attempt.first_step_at is not None:
+            first = attempt
         tune.report(
             {
                 **metrics,
@@ -460,6 +467,7 @@ def _trial(params: dict) -> None:
                 "started_at": started_at,
                 "trial_s": began - start - reporting_s,
                 **times,
+                **(startup_report(first) if first is not None else {}),
             }
         )
         if recording:
@@ -478,6 +486,15 @@ def _trial(params: dict) -> None:
             report(*reported[-1], recording=False)
         for key in TIMED:
             finished[key] += getattr(attempt, key)
+
+
+def startup_report(attempt: Attempt) -> dict:
+    """What a trial reports of its start-up: its first trainer's setup seconds and first step's span."""
+    return {
+        **{f"setup_{part}_s": seconds for part, seconds in attempt.setup.items()},
+        "first_step_start_at": attempt.first_step_at[0],
+        "first_step_end_at": attempt.first_step_at[1],
+    }
 
 
 MAX_TRIALS = 256  # above this many jobs, a trial runs several (Tune's cost grows with the trial count)
@@ -700,7 +717,7 @@ def execute(
     (stderr) as rows are stored. Returns the number of trials that errored and where the wall time went."""
     from ray import tune
 
-    tracker = Tracker([m for job in jobs for m in _members(job)])
+    tracker = Tracker([m for job in jobs for m in _members(job)], marks=settings.startup_marks)
     if not jobs:
         return tracker.report(failed_trials=0, slots=0)
     init_ray(settings)

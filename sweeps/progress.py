@@ -46,6 +46,10 @@ class ExecutionReport:
     record_s: float = 0.0  # rows and curve points written to the store (and the lineage's results file)
     startup_s: float = 0.0  # wall seconds before the first trial body began
     first_step_s: float = 0.0  # of train_s, each trainer's first step (compiling, when compiled)
+    # the sweep's fixed cost up to the first trial's first step, part by part in order (name, seconds): they
+    # add up to the seconds from the driver's start to the end of that step (`STARTUP_PARTS`); () when the
+    # driver's marks or the trial's report of its first step are missing
+    startup_parts: tuple[tuple[str, float], ...] = ()
 
     @property
     def offered_s(self) -> float:
@@ -75,27 +79,59 @@ class ExecutionReport:
             ),
             "startup": startup,
             "ray_and_driver": 1 - self.share(self.trial_s) - startup,
+            "startup_parts_s": dict(self.startup_parts),
         }
 
     def format(self) -> str:
+        """The shares of the wall; then, where known, the start-up to the first step part by part."""
         s = self.summary()
-        return (
+        line = (
             f"wall {_duration(self.wall_s)} x {self.slots} slots: training {s['training']:.1%} "
             f"(first steps {s['first_steps']:.1%}), outside training {s['outside_training']:.1%} "
             f"(eval {s['eval']:.1%}, checkpoints {s['checkpoints']:.1%}, store writes "
             f"{s['store_writes']:.1%}, trial setup {s['trial_setup']:.1%}, start-up {s['startup']:.1%}, "
             f"Ray and driver {s['ray_and_driver']:.1%})"
         )
+        if not self.startup_parts:
+            return line
+        parts = ", ".join(f"{STARTUP_PARTS[name]} {_seconds(s)}" for name, s in self.startup_parts)
+        total = sum(seconds for _, seconds in self.startup_parts)
+        return f"{line}\nto the first training step {_seconds(total)}: {parts}"
+
+
+# The parts of the start-up, in order, as the breakdown names them: the driver's checks (data, plan, store,
+# memory), Ray's start, then until the first trial's body ran (the driver's set-up, Tune's, the trial's
+# process and imports), the trial's set-up before its first trainer (its store, checkpoints, trackers), that
+# trainer's device (the CUDA context), corpus and model (built, compiled where it is), and its first step.
+STARTUP_PARTS = {
+    "checks": "checks",
+    "ray": "Ray's start",
+    "trial_process": "to the trial's process",
+    "trial_setup": "trial setup",
+    "device": "device",
+    "corpus": "corpus",
+    "model": "model",
+    "first_step": "first step",
+}
 
 
 class Tracker:
     """Rows stored and tokens done of a running sweep, from the trials' per-budget reports."""
 
-    def __init__(self, jobs: Sequence[LineageJob], *, clock=time.perf_counter, wall_clock=time.time):
+    def __init__(
+        self,
+        jobs: Sequence[LineageJob],
+        *,
+        clock=time.perf_counter,
+        wall_clock=time.time,
+        marks: tuple[float, float, float] | None = None,
+    ):
         self.clock, self.start = clock, clock()
         # trials report their start on this clock (time.time, across processes)
         self.wall_start = wall_clock()
+        self.marks = marks  # the driver's start, Ray's start and Ray ready (ExecutionSettings.startup_marks)
         self.first_trial_at = math.inf  # the earliest start a trial reported
+        self.first_step: dict | None = None  # the report of the trial whose first step ended first
         self.lineage_of: dict[str, str] = {}
         self.tokens_at: dict[str, int] = {}  # run_id -> tokens its lineage has trained once it is stored
         self.remaining: dict[str, int] = {}  # lineage_id -> budgets not stored yet
@@ -117,6 +153,10 @@ class Tracker:
             return False
         self.work[(trial_id, report["worker_pid"])] = report
         self.first_trial_at = min(self.first_trial_at, report.get("started_at", math.inf))
+        if "first_step_end_at" in report and (
+            self.first_step is None or report["first_step_end_at"] < self.first_step["first_step_end_at"]
+        ):
+            self.first_step = report
         run_id = report["run_id"]
         if run_id in self.stored or run_id not in self.lineage_of:
             return False
@@ -164,8 +204,28 @@ class Tracker:
             wall_s=wall_s,
             slots=slots,
             startup_s=startup_s,
+            startup_parts=self.startup_parts(),
             **total,
         )
+
+    def startup_parts(self) -> tuple[tuple[str, float], ...]:
+        """The start-up to the first trial's first step, part by part (STARTUP_PARTS), each the span between
+        two wall-clock marks: they add up to the seconds from the driver's start to that step's end."""
+        first = self.first_step
+        if self.marks is None or first is None:
+            return ()
+        submitted, ray_start, ray_ready = self.marks
+        trainer = [first.get(f"setup_{part}_s", 0.0) for part in ("device", "corpus", "model")]
+        begun = first["first_step_start_at"]
+        seconds = [
+            ray_start - submitted,
+            ray_ready - ray_start,
+            first["started_at"] - ray_ready,
+            begun - first["started_at"] - sum(trainer),
+            *trainer,
+            first["first_step_end_at"] - begun,
+        ]
+        return tuple(zip(STARTUP_PARTS, seconds))
 
 
 def _tokens_at_each_budget(job: LineageJob) -> list[int]:
@@ -178,6 +238,11 @@ def _tokens_at_each_budget(job: LineageJob) -> list[int]:
         trunk = branch.fork_step
         out.append(trained * tokens_per_step)
     return out
+
+
+def _seconds(seconds: float) -> str:
+    """A part of the start-up: to 0.1 s, or to the millisecond below 1 s (a CPU's parts take milliseconds)."""
+    return f"{seconds:.1f} s" if abs(seconds) >= 1 else f"{seconds * 1000:.0f} ms"
 
 
 def bar(fraction: float, width: int = 24) -> str:

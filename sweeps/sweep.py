@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -73,6 +74,7 @@ def submit(
     lineage checkpoints, Ray's trial files and logs (default: `<storage>/checkpoints` on a local store), so
     the store itself can hold only results, curves and the spec (e.g. a directory copied off the machine).
     """
+    submitted_at = time.time()  # the start-up breakdown counts from here (sweeps/progress.py)
     storage = _absolute(storage or spec.storage)  # Ray trials run in their own working directories
     spec, fingerprint = check_data(spec)  # with vocab_size: auto set: ids and the stored spec hold it
     check_loggers(spec.run.loggers)
@@ -85,7 +87,8 @@ def submit(
     if not replace_sweep and _complete(store, spec, p):
         return SubmitResult(plan=p, lineages_run=0, failed_trials=0, storage=storage, execution=None)
     settings = _settings(spec, p, storage, address, checkpoints=checkpoints)
-    _check_before_writing(store, p, settings, replace_sweep=replace_sweep)
+    ray_at = _check_before_writing(store, p, settings, replace_sweep=replace_sweep)
+    settings = replace(settings, startup_marks=(submitted_at, *ray_at))
     with SweepLock(storage, spec.name) as lock:
         replaced = _replace(store, settings) if replace_sweep else None
         _store_spec(store, spec)
@@ -139,9 +142,10 @@ def _check_settings(store: ResultStore, spec: SweepSpec, *, replace_sweep: bool)
 
 def _check_before_writing(
     store: ResultStore, p: Plan, settings: ExecutionSettings, *, replace_sweep: bool
-) -> None:
+) -> tuple[float, float]:
     """What would refuse the sweep later, checked before the lock, the spec or a row is written: no other
-    driver, a CPU trial's memory, the store's room and directories, then Ray's resources (Ray starts here)."""
+    driver, a CPU trial's memory, the store's room and directories, then Ray's resources (Ray starts here).
+    Returns when Ray's start began and ended (wall clock)."""
     SweepLock(store.uri, settings.sweep_id).check()
     local_ray = settings.address in (None, "local")
     if local_ray and not settings.uses_gpu:
@@ -150,7 +154,9 @@ def _check_before_writing(
         )
     stored = 0 if replace_sweep else len(store.run_ids(sweep_id=settings.sweep_id))
     _check_room(store, p, settings, stored_rows=stored)
+    ray_start = time.time()
     _start_ray(settings, p, check_memory=not local_ray)
+    return ray_start, time.time()
 
 
 def _check_room(store: ResultStore, p: Plan, settings: ExecutionSettings, *, stored_rows: int) -> None:

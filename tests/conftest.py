@@ -57,3 +57,10 @@ def s3_server():
 
     with S3Server() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def no_ray_address(monkeypatch):
+    """Commands take RAY_ADDRESS as their default cluster: a test runs on the Ray it starts, whatever the
+    caller's environment names (a test that means a cluster sets it itself)."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)

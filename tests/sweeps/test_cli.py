@@ -1,7 +1,10 @@
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,3 +115,41 @@ def test_the_quick_gpu_job_is_the_gpu_job_shrunk():
         gpu.train.decay_fraction,
         gpu.train.model_overrides,
     )
+
+
+@pytest.mark.slow
+def test_demo_gpu_quick_runs_the_gpu_job_on_the_cpu_and_keeps_its_store_small(tmp_path):
+    # The GPU main job's path on this CPU: one packed trial of 8 lrs, the store (results, curves, the spec) in
+    # one directory and the checkpoints and Ray's files in another, the breakdown, the report.
+    store, checkpoints = tmp_path / "store", tmp_path / "checkpoints"
+    done = subprocess.run(
+        [sys.executable, "-m", "powersweep.cli", "demo", "--gpu", "--quick", "--storage", str(store)]
+        + ["--out", str(tmp_path / "report"), "--checkpoints", str(checkpoints)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(os.listdir(store)) == ["curves", "results", "sweeps"]  # no checkpoints, no Ray files
+    assert (checkpoints / "gpu-quick-cpu").is_dir() and (checkpoints / "ray").is_dir()
+    assert "results: " in done.stdout and "(8 lineages run, 0 failed)" in done.stdout
+    shares = re.search(r"wall \S+ x 1 slots: training ([\d.]+)%.*outside training ([\d.]+)%", done.stdout)
+    assert float(shares[1]) + float(shares[2]) == pytest.approx(100.0, abs=0.11)
+    startup = re.search(r"^to the first training step ([\d.]+) (m?s): (.*)$", done.stdout, re.M)
+    parts = re.findall(r"([\w' ]+?) (-?[\d.]+) (m?s)(?:, |$)", startup[3])
+    assert [name for name, *_ in parts] == [
+        "checks",
+        "Ray's start",
+        "to the trial's process",
+        "trial setup",
+        "device",
+        "corpus",
+        "model",
+        "first step",
+    ]
+    seconds = [float(v) / (1000 if unit == "ms" else 1) for _, v, unit in parts]
+    total = float(startup[1]) / (1000 if startup[2] == "ms" else 1)
+    assert sum(seconds) == pytest.approx(total, abs=0.01 * len(seconds))  # each part rounded to 0.1 s or 1 ms
+    assert all(s >= 0 for s in seconds)
+    assert (tmp_path / "report" / "coefficients.json").exists()

@@ -109,6 +109,37 @@ def test_start_up_is_none_of_the_wall_until_a_trial_reports_its_start():
     assert tracker.report(failed_trials=0, slots=1).startup_s == 3.0  # never more than the wall
 
 
+def test_the_start_up_to_the_first_step_is_split_into_parts_that_add_up():
+    ids = job(1e-2).run_ids
+    marks = (100.0, 101.0, 104.0)  # the driver's start, Ray's start, Ray ready
+    tracker = Tracker([job(1e-2)], clock=Clock(), wall_clock=Clock(), marks=marks)
+    assert tracker.report(failed_trials=0, slots=1).startup_parts == ()  # no trial reported a first step
+    first = {"setup_device_s": 0.75, "setup_corpus_s": 0.25, "setup_model_s": 1.5}
+    tracker.on_report(
+        "a", report(ids[0], started_at=106.0, first_step_start_at=109.0, first_step_end_at=112.0, **first)
+    )
+    later = dict(started_at=105.0, first_step_start_at=113.0, first_step_end_at=113.5)
+    tracker.on_report("b", report(ids[1], pid=2, **first, **later))  # its first step ended later: not it
+    result = tracker.report(failed_trials=0, slots=1)
+    assert result.startup_parts == (
+        ("checks", 1.0),
+        ("ray", 3.0),
+        ("trial_process", 2.0),
+        ("trial_setup", 0.5),
+        ("device", 0.75),
+        ("corpus", 0.25),
+        ("model", 1.5),
+        ("first_step", 3.0),
+    )
+    assert sum(s for _, s in result.startup_parts) == 112.0 - 100.0  # the driver's start to the step's end
+    assert result.format().splitlines()[1] == (
+        "to the first training step 12.0 s: checks 1.0 s, Ray's start 3.0 s, to the trial's process 2.0 s, "
+        "trial setup 500 ms, device 750 ms, corpus 250 ms, model 1.5 s, first step 3.0 s"
+    )
+    assert result.summary()["startup_parts_s"]["first_step"] == 3.0
+    assert Tracker([job(1e-2)], clock=Clock()).report(failed_trials=0, slots=1).startup_parts == ()
+
+
 def test_status_printer_writes_a_line_per_interval_off_a_terminal():
     clock, out = Clock(), io.StringIO()
     tracker = Tracker([job(1e-2)], clock=clock)
