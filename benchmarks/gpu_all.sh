@@ -7,11 +7,15 @@
 #   ARGS="--compile-mode default" bash benchmarks/gpu_all.sh OUT profile one   (extra arguments for
 #   benchmarks/gpu.py and step_profile.py)
 #
-# Within 15 minutes of one H100 (the machine's start included), two calls on the warm machine: `tests one`
-# (154 s and 187 s there on 2026-11-27, plus up to 28 s of setup), then at once `sweep` (299 s).
+# Within 15 minutes of one H100 (the machine's start included): `main` alone (the GPU main job, about 6
+# minutes estimated), or two calls on the warm machine: `tests one` (154 s and 187 s there on 2026-11-27,
+# plus up to 28 s of setup), then at once `sweep` (299 s).
 #
-# Parts, in the default order (the CUDA-only tests first: short, and what every number relies on; then what is
-# least measured so far), with their limits in seconds on one H100:
+# Parts, in the default order (the GPU main job first: the product's answer from GPU runs; then the CUDA-only
+# tests: short, and what every number relies on; then what is least measured so far), with their limits in
+# seconds on one H100:
+#   main (420)     `powersweep demo --gpu` end to end and one solo run of its shape
+#                  (benchmarks/gpu_main_job.py: OUT/main/main.md, its store and report under OUT/main)
 #   tests (210)    the CUDA-only tests
 #   profile (3 x 60) where a paper-12m step's time goes at 16 x 1024: solo (the trunk as CUDA graphs, the
 #                  default, and the blocks compiled without them) and 8 packed variants (benchmarks/step_profile.py)
@@ -30,7 +34,7 @@
 set -u
 OUT=${1:?usage: bash benchmarks/gpu_all.sh OUT [part ...]}
 shift
-if (($#)); then PARTS=("$@"); else PARTS=(tests profile packed sweep one modes head compile); fi
+if (($#)); then PARTS=("$@"); else PARTS=(main tests profile packed sweep one modes head compile); fi
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
@@ -63,6 +67,7 @@ modes() {  # each compile setting, solo at 16 x 4096 and 8 packed at 16 x 1024 (
 
 for part in "${PARTS[@]}"; do
   case $part in
+    main) run main 420 "$PY" benchmarks/gpu_main_job.py --out "$OUT/main" ;;
     modes) modes ;;
     profile) run profile-solo 60 "$PY" benchmarks/step_profile.py --preset paper-12m --shape 16x1024 \
                  --out "$OUT" "${ARGS[@]}"
@@ -82,6 +87,7 @@ for part in "${PARTS[@]}"; do
                --out "$OUT/sweep" "${ARGS[@]}" ;;
     one|head|packed|compile) run "$part" "$(case $part in one) echo 240;; *) echo 120;; esac)" \
                                  "$PY" benchmarks/gpu.py --only "$part" --out "$OUT/$part" "${ARGS[@]}" ;;
-    *) echo "unknown part $part: tests profile packed sweep one modes head compile checkpoint" >&2; exit 2 ;;
+    *) echo "unknown part $part: main tests profile packed sweep one modes head compile checkpoint" >&2
+       exit 2 ;;
   esac
 done

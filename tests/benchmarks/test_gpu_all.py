@@ -36,6 +36,7 @@ def test_every_part_runs_what_exists_with_flags_it_takes(tmp_path):
     assert dry_run(tmp_path).returncode == 0  # every part, in the default order
     parts = [p.split(" rc ")[0] for p in (tmp_path / "parts.txt").read_text().splitlines()]
     assert parts == [
+        "main",
         "tests",
         "profile-solo",
         "profile-solo-no-graphs",
@@ -51,7 +52,7 @@ def test_every_part_runs_what_exists_with_flags_it_takes(tmp_path):
         "head",
         "compile",
     ]
-    flags = {script: flags_of(script) for script in ("step_profile.py", "gpu.py")}
+    flags = {script: flags_of(script) for script in ("step_profile.py", "gpu.py", "gpu_main_job.py")}
     for part in parts:
         if part == "tests":
             continue

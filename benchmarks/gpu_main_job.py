@@ -1,0 +1,172 @@
+"""The GPU main job, measured: `powersweep demo --gpu` end to end, and one solo run of its shape.
+
+1. One solo run of the job's shape (its preset, batch x seq and vocabulary, the solo default: `compile:
+   auto`, CUDA graphs where they pay) timed in this process (benchmarks/gpu.py's `measure`), then the GPU's
+   memory handed back.
+2. `powersweep demo --gpu` as a user runs it, in a process of its own, timed whole (Ray's start to the
+   written report): its store (results, curves, spec) under OUT/store, its report under OUT/report, its
+   checkpoints and Ray's files outside OUT, so OUT comes back small.
+3. OUT/main.md and OUT/main.json: the device, the whole command's wall, the sweep's breakdown as `submit`
+   prints it, the tokens trained over the sweep's wall against the solo run's tokens/s, and the law (a, b
+   with their 95% CIs, b's CI width) from the report's coefficients.json.
+
+Run on a GPU:  python benchmarks/gpu_main_job.py --out $OUT
+Run on a CPU:  python benchmarks/gpu_main_job.py --quick --out DIR   (`demo --gpu --quick`: the same job
+               shrunk to the CPU, a minute; checks the script, not the GPU's numbers)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpu import Case, fresh_start, measure  # noqa: E402 - the benchmark next to this one
+
+from powersweep.cli.sweep_commands import SPECS_DIR, quick_gpu_job  # noqa: E402
+from powersweep.proxy_models.data import DataConfig, load_corpus  # noqa: E402
+from powersweep.proxy_models.perf import device_name, resolve_device  # noqa: E402
+from powersweep.sweeps.data_check import check_data  # noqa: E402
+from powersweep.sweeps.progress import ExecutionReport  # noqa: E402
+from powersweep.sweeps.spec import load_spec  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# timed steps of the solo run: on a GPU at least gpu.MIN_TIMED_S seconds; on a CPU enough that the first
+# steps' one-off costs do not set the rate
+SOLO_STEPS = {"cuda": 20, "cpu": 200}
+
+
+def job_spec(quick: bool):
+    """The job's spec as `demo --gpu [--quick]` runs it, its vocab_size set from the corpus."""
+    spec = load_spec(os.path.join(SPECS_DIR, "gpu-quick.yaml"))
+    return check_data(quick_gpu_job(spec) if quick else spec)[0]
+
+
+def solo(spec, *, device: str) -> dict:
+    """One solo run of the job's shape, as a trial of one variant trains it by default."""
+    train = spec.train
+    overrides = {**train.model_overrides, "seq_len": train.seq_len}
+    case = Case(spec.search.models[0], spec.search.batch_size[0], overrides)
+    corpus = load_corpus(DataConfig())
+    row = measure(case, corpus=corpus, device=device, steps=SOLO_STEPS[device], compile="auto")
+    fresh_start(resolve_device(device))  # the trials get the GPU
+    return row
+
+
+def run_job(out: str, *, quick: bool) -> dict:
+    """`powersweep demo --gpu [--quick] --json` in its own process: its wall, exit code and JSON summary."""
+    checkpoints = tempfile.mkdtemp(prefix="gpu-main-job-")
+    command = [sys.executable, "-m", "powersweep.cli", "demo", "--gpu", *(["--quick"] if quick else [])]
+    command += ["--storage", os.path.join(out, "store"), "--out", os.path.join(out, "report")]
+    command += ["--checkpoints", checkpoints, "--json"]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    wall_s = time.perf_counter() - start
+    with open(os.path.join(out, "main.log"), "w") as log:
+        log.write(done.stderr + done.stdout)
+    return {
+        "command": " ".join(command[2:]),
+        "returncode": done.returncode,
+        "wall_s": wall_s,
+        "result": json.loads(done.stdout) if done.returncode == 0 else None,
+    }
+
+
+def summary(job: dict, solo_row: dict) -> dict:
+    """The job's numbers: its walls, breakdown, tokens/s against the solo run's, and its law."""
+    sweep, analysis = job["result"]["sweep"], job["result"]["analysis"]
+    raw = dict(sweep["execution"])
+    raw["startup_parts"] = tuple(tuple(part) for part in raw["startup_parts"])
+    execution = ExecutionReport(**raw)
+    tokens = sweep["plan"]["tokens_planned"]
+    tokens_per_s = tokens / execution.wall_s
+    [fit] = analysis["fits"][:1] or [{}]
+    law = {k: fit[k] for k in ("a", "a_ci", "b", "b_ci", "n_points") if k in fit}
+    if "b_ci" in law:
+        law["b_ci_width"] = law["b_ci"][1] - law["b_ci"][0]
+    return {
+        "device": solo_row["device"],
+        "command": job["command"],
+        "returncode": job["returncode"],
+        "command_wall_s": job["wall_s"],
+        "sweep_wall_s": execution.wall_s,
+        "breakdown": execution.format(),
+        "shares": execution.summary(),
+        "tokens_planned": tokens,
+        "tokens_per_s": tokens_per_s,
+        "solo_tokens_per_s": solo_row["tokens_per_s"],
+        "vs_solo": tokens_per_s / solo_row["tokens_per_s"],
+        "solo": solo_row,
+        "law": law,
+        "figures": sorted(stem for stem in analysis["figures"]),
+    }
+
+
+def format_summary(s: dict) -> str:
+    law = s["law"]
+    fit = (
+        f"a = {law['a']:.4g} [{law['a_ci'][0]:.4g}, {law['a_ci'][1]:.4g}], b = {law['b']:.4f} "
+        f"[{law['b_ci'][0]:.4f}, {law['b_ci'][1]:.4f}] (CI width {law['b_ci_width']:.3f}), "
+        f"{law['n_points']} cells"
+        if law
+        else "no coefficients written (see main.log)"
+    )
+    return "\n".join(
+        [
+            f"# The GPU main job on {s['device']}",
+            "",
+            f"`{s['command']}`: exit {s['returncode']}, {s['command_wall_s']:.0f} s whole "
+            "(Ray's start to the report)",
+            "",
+            "| what | value |",
+            "| --- | ---: |",
+            f"| sweep wall (Ray's start to the last row) | {s['sweep_wall_s']:.0f} s |",
+            f"| outside training | {s['shares']['outside_training']:.1%} |",
+            f"| tokens planned | {s['tokens_planned']:,} |",
+            f"| tokens / s over the sweep's wall | {s['tokens_per_s']:,.0f} |",
+            f"| one solo run of the shape (compile: auto) | {s['solo_tokens_per_s']:,.0f} |",
+            f"| sweep vs solo | {s['vs_solo']:.2f}x |",
+            f"| law | {fit} |",
+            "",
+            "breakdown:",
+            "",
+            *(f"    {line}" for line in s["breakdown"].splitlines()),
+            "",
+            f"figures: {', '.join(s['figures'])}",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", required=True, help="directory for main.md, main.json, the store and report")
+    parser.add_argument("--quick", action="store_true", help="the job shrunk to this CPU (checks the script)")
+    args = parser.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    device = "cpu" if args.quick else "cuda"
+    spec = job_spec(args.quick)
+    solo_row = {**solo(spec, device=device), "device": device_name(resolve_device(device))}
+    print(f"solo: {solo_row['tokens_per_s']:,.0f} tokens/s", file=sys.stderr, flush=True)
+    job = run_job(args.out, quick=args.quick)
+    if job["result"] is None:
+        print(f"the job failed (exit {job['returncode']}): see {args.out}/main.log", file=sys.stderr)
+        return job["returncode"]
+    result = summary(job, solo_row)
+    text = format_summary(result)
+    print(text, flush=True)
+    with open(os.path.join(args.out, "main.md"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(args.out, "main.json"), "w") as f:
+        json.dump(result, f, indent=2, default=str)
+    return job["returncode"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

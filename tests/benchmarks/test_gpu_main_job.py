@@ -1,0 +1,44 @@
+"""benchmarks/gpu_main_job.py --quick: the GPU main job's script on this CPU (`demo --gpu --quick`)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.mark.slow
+def test_the_main_job_script_measures_the_job_and_a_solo_run_and_writes_its_summary(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_main_job.py"), "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "main.json").read_text())
+    assert result["returncode"] == 0 and result["device"].startswith("cpu")
+    assert result["tokens_per_s"] == pytest.approx(result["tokens_planned"] / result["sweep_wall_s"])
+    assert result["vs_solo"] == pytest.approx(result["tokens_per_s"] / result["solo_tokens_per_s"])
+    assert result["sweep_wall_s"] < result["command_wall_s"]  # the command adds the analysis and its start
+    shares = result["shares"]
+    assert shares["training"] + shares["outside_training"] == pytest.approx(1.0)
+    assert list(shares["startup_parts_s"]) == [
+        "checks",
+        "ray",
+        "trial_process",
+        "trial_setup",
+        "device",
+        "corpus",
+        "model",
+        "first_step",
+    ]
+    assert {"a", "b", "b_ci", "b_ci_width"} <= set(result["law"]) and result["figures"]
+    assert sorted(os.listdir(tmp_path / "store")) == ["curves", "results", "sweeps"]  # it comes home small
+    text = (tmp_path / "main.md").read_text()
+    assert "| sweep vs solo |" in text and "to the first training step" in text
