@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny_sweep import TINY
 
 from powersweep.cli import build_parser, cluster_commands, main
 from powersweep.cli.sweep_commands import SPECS_DIR
@@ -20,16 +21,6 @@ from powersweep.cli.sweep_commands import SPECS_DIR
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("powersweep")  # the console script the install wrote
 JOBS = "http://10.0.0.1:8265"
-TINY = {  # as tests/sweeps/test_sweep.py's: 2 lineages of a 1-layer model, seconds on a CPU
-    "name": "tiny",
-    "search": {"models": ["cpu-xs"], "batch_size": [4], "lr": [0.004, 0.016], "tokens": [1024, 2048]},
-    "train": {
-        "warmup_tokens": 128,
-        "seq_len": 32,
-        "model_overrides": {"n_layers": 1},
-        "data": {"eval_tokens": 1024},
-    },
-}
 
 
 @pytest.fixture

@@ -1,21 +1,11 @@
 import pytest
 import yaml
+from tiny_sweep import TINY
 
 from powersweep.cli import main
 from powersweep.sweeps.spec import SpecError, spec_from_dict
 from powersweep.sweeps.store import ResultStore
 from powersweep.sweeps.sweep import status, submit
-
-TINY = {
-    "name": "tiny",
-    "search": {"models": ["cpu-xs"], "batch_size": [4], "lr": [0.004, 0.016], "tokens": [1024, 2048]},
-    "train": {
-        "warmup_tokens": 128,
-        "seq_len": 32,
-        "model_overrides": {"n_layers": 1},
-        "data": {"eval_tokens": 1024},
-    },
-}
 
 
 @pytest.mark.slow

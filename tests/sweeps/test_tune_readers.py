@@ -4,6 +4,7 @@ what they train, each reporting its stored rows' metrics."""
 import os
 
 import pytest
+from tiny_sweep import TINY
 
 from powersweep.sweeps.plan import plan
 from powersweep.sweeps.spec import spec_from_dict
@@ -11,16 +12,6 @@ from powersweep.sweeps.store import ResultStore
 from powersweep.sweeps.sweep import submit
 from powersweep.sweeps.trials import trial_name
 
-TINY = {
-    "name": "tiny",
-    "search": {"models": ["cpu-xs"], "batch_size": [4], "lr": [0.004, 0.016], "tokens": [1024, 2048]},
-    "train": {
-        "warmup_tokens": 128,
-        "seq_len": 32,
-        "model_overrides": {"n_layers": 1},
-        "data": {"eval_tokens": 1024},
-    },
-}
 METRICS = ("model", "batch_size", "lr", "tokens", "phase", "loss_eval", "loss_train", "status", "seed")
 
 
