@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	# torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
+	# torch first, pinned to the CPU build CI tests: the package asks only for torch>=2.8 (an environment's own
+	# torch, a CUDA build included, stays), which with no torch yet would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test,tokenizers]"
 	touch $(STAMP)

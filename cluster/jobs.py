@@ -1,8 +1,11 @@
 """Submit a sweep driver to a Ray cluster through the Ray Jobs API, and follow it.
 
-`submit_job` sends the project itself as the job's working directory (the Ray runtime environment), with
-the resolved spec and the storage URI in its environment; `powersweep.job_driver` runs on the head node and
-connects to its own cluster. The other functions take the job id that `submit_job` returned.
+`submit_job` sends the project's code with the job (its Ray runtime environment), and the resolved spec and
+the storage URI in its environment; `powersweep.job_driver` runs on the head node and connects to its own
+cluster. The code is the checkout as the job's working directory when powersweep runs from one (installed
+editable or on PYTHONPATH), else the installed `powersweep` package as a `py_modules` entry: the package's
+folder alone, never the site-packages around it (the nodes bring the dependencies). The other functions
+take the job id that `submit_job` returned.
 
 Clusters with token authentication (the default for Ray >= 2.59 clusters started with a token) need the
 cluster's token on the client: `RAY_AUTH_TOKEN`, else the file named by `RAY_AUTH_TOKEN_PATH`, else
@@ -21,11 +24,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from powersweep.sweeps.spec import SweepSpec
 
-DRIVER = "python -m powersweep.job_driver"  # run on the head node, in the job's working directory
+DRIVER = "python -m powersweep.job_driver"  # run on the head node, importing the code the job uploaded
 SPEC_ENV = "POWERSWEEP_SPEC"  # the resolved spec, as JSON
 STORAGE_ENV = "POWERSWEEP_STORAGE"  # the results store URI every node writes to
 REPLACE_ENV = "POWERSWEEP_REPLACE"  # "1": submit --replace (the stored sweep of the name is set aside)
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The folder above cluster/: a checkout's root, or in a regular install the `powersweep` package itself.
+CODE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Never uploaded: environments, results, reports and caches (gitignore patterns; a leading / anchors the
 # pattern at the project root).
 EXCLUDES = [
@@ -130,11 +134,24 @@ def _client(address: str, token: str | None = None):
         return JobSubmissionClient(address, headers=headers), source
 
 
+def job_code(root: str = CODE_ROOT) -> dict:
+    """What a job uploads from `root` (CODE_ROOT): a checkout as the job's working directory, or a regular
+    install's `powersweep` package as a py_module.
+
+    A checkout keeps the libraries' folders beside `powersweep/` (pyproject.toml maps them into it for a
+    wheel); a regular install keeps them inside the package. A py_module keeps its folder's name: Ray unpacks
+    `powersweep/` on every node and puts the folder above it on PYTHONPATH, ahead of site-packages, so
+    `python -m powersweep.job_driver` and every trial import the uploaded code, whatever the nodes have.
+    """
+    if os.path.isfile(os.path.join(root, "powersweep", "job_driver.py")):
+        return {"working_dir": root, "excludes": EXCLUDES}
+    return {"py_modules": [root], "excludes": EXCLUDES}
+
+
 def runtime_env(spec: SweepSpec, storage: str, *, replace_sweep: bool = False) -> dict:
-    """The job's runtime environment: the project as working directory, the sweep in its environment."""
+    """The job's runtime environment: the project's code (`job_code`), the sweep in its environment."""
     return {
-        "working_dir": PROJECT_ROOT,
-        "excludes": EXCLUDES,
+        **job_code(),
         "env_vars": {
             SPEC_ENV: json.dumps(spec.to_dict()),
             STORAGE_ENV: storage,

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
 from powersweep.cli import main
 from powersweep.cluster.jobs import (
-    PROJECT_ROOT,
     ClusterError,
     auth_token,
     cluster_storage,
     is_jobs_address,
+    job_code,
     runtime_env,
 )
 from powersweep.sweeps.spec import spec_from_dict
 
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {
     "name": "tiny",
     "search": {"models": ["cpu-xs"], "batch_size": [4], "lr": [0.004], "tokens": [1024]},
@@ -73,12 +76,30 @@ def test_unreadable_token_path_names_the_variable(tmp_path, monkeypatch):
 def test_runtime_env_carries_the_project_and_the_sweep():
     spec = spec_from_dict(TINY)
     env = runtime_env(spec, "/shared/runs")
-    assert env["working_dir"] == PROJECT_ROOT and {"/.venv", "/runs", "/out", "/.git"} <= set(env["excludes"])
+    # run from this checkout (installed editable): the checkout is the job's working directory
+    assert env["working_dir"] == str(ROOT) and {"/.venv", "/runs", "/out", "/.git"} <= set(env["excludes"])
+    assert "py_modules" not in env
     assert spec_from_dict(yaml.safe_load(env["env_vars"]["POWERSWEEP_SPEC"])) == spec
     assert env["env_vars"]["POWERSWEEP_STORAGE"] == "/shared/runs"
     # the job driver sets a stored sweep aside only if asked
     assert env["env_vars"]["POWERSWEEP_REPLACE"] == "0"
     assert runtime_env(spec, "/shared/runs", replace_sweep=True)["env_vars"]["POWERSWEEP_REPLACE"] == "1"
+
+
+def test_a_regular_install_sends_its_package_as_a_py_module_and_a_checkout_its_tree(tmp_path):
+    # A wheel's layout: the libraries inside powersweep/, the folder above cluster/ is the package.
+    package = tmp_path / "site-packages" / "powersweep"
+    for path in ("job_driver.py", "cluster/jobs.py", "sweeps/plan.py"):
+        (package / path).parent.mkdir(parents=True, exist_ok=True)
+        (package / path).touch()
+    assert job_code(str(package))["py_modules"] == [str(package)]
+    assert "working_dir" not in job_code(str(package))
+    # A checkout's layout: the libraries beside powersweep/, the folder above cluster/ is the checkout.
+    checkout = tmp_path / "checkout"
+    for path in ("powersweep/job_driver.py", "cluster/jobs.py", "sweeps/plan.py", "pyproject.toml"):
+        (checkout / path).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / path).touch()
+    assert job_code(str(checkout)) == {"working_dir": str(checkout), "excludes": job_code()["excludes"]}
 
 
 @pytest.mark.parametrize(
