@@ -4,14 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test format bench clean
+.PHONY: demo test docs format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned to the CPU build CI tests: the package asks only for torch>=2.8 (an environment's own
 	# torch, a CUDA build included, stays), which with no torch yet would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,tokenizers]"
+	$(PY) -m pip install -q -e ".[test,tokenizers,docs]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -22,6 +22,11 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check --quiet .
 	$(PY) -X faulthandler -m pytest -q  # -X: a crash, even at exit, prints every thread's stack
 
+# the generated reference pages (spec, its JSON Schema, command line), then the site, offline, warnings as errors
+docs: $(STAMP)
+	$(PY) docs/gen_reference.py
+	$(VENV)/bin/mkdocs build --strict --quiet
+
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
@@ -30,4 +35,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache site
