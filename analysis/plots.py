@@ -37,7 +37,7 @@ LR_AXIS = "peak learning rate"
 MAX_COLUMNS = 3  # panels per row: wider figures are unreadable at the page's width (1200 px)
 # A phone's layout: every panel in one column, 4.2 inches wide (403 px at 96 dpi), so that a 390 px screen
 # shows the figure at about 0.9 of its size and its 10 pt labels at 12 px; titles wrapped to that width.
-NARROW_WIDTH_IN, NARROW_PANEL_HEIGHT_IN, NARROW_TITLE_CHARS = 4.2, 3.3, 48
+NARROW_WIDTH_IN, NARROW_PANEL_HEIGHT_IN, NARROW_TITLE_CHARS = 4.2, 3.3, 44
 _narrow: ContextVar[bool] = ContextVar("narrow", default=False)
 
 
@@ -56,7 +56,10 @@ def narrow_layout() -> Iterator[None]:
 
 
 def _wrap(title: str) -> str:
-    return textwrap.fill(title, NARROW_TITLE_CHARS) if _narrow.get() and title else title
+    """In the narrow layout, each line of `title` wrapped to the narrow width (its own line breaks kept)."""
+    if not (_narrow.get() and title):
+        return title
+    return "\n".join(textwrap.fill(line, NARROW_TITLE_CHARS) for line in title.splitlines())
 
 
 def lr_label(parametrisation: str) -> str:
