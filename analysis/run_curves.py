@@ -1,8 +1,8 @@
 """Training curves in the analysis: read a store's curve files, each run's curve, and a spike detector.
 
 A store keeps each lineage's curve beside its results (``<store>/curves/sweep_id=<id>/<lineage_id>.parquet``,
-written by the sweep; columns in README "Training curves"). A run's curve is its lineage's trunk up to the
-run's fork, then the run's own decay branch.
+written by the sweep; columns in docs/reference/store.md, "Training curves"). A run's curve is its
+lineage's trunk up to the run's fork, then the run's own decay branch.
 
 A **spike** is a near-divergence: the mean training loss over a window of ``SPIKE_WINDOW_STEPS`` (100) steps
 rises more than ``SPIKE_RISE`` (20%) above the lowest window mean before it, then comes back within

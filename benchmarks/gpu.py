@@ -196,7 +196,7 @@ def run_case(case: Case, **kwargs) -> dict:
     """`measure`, or a row saying why the case did not run (a missing backend, out of memory)."""
     skipped = {"preset": case.label or case.preset, "batch_size": case.batch_size}
     if case.moe_backend == "scattermoe" and (kwargs["device"] != "cuda" or scattermoe_ops() is None):
-        return {**skipped, "skipped": "scattermoe needs CUDA and its package (README, GPU)"}
+        return {**skipped, "skipped": "scattermoe needs CUDA and its package (docs/how-to/gpu.md)"}
     try:
         return measure(case, **kwargs)
     except Exception as error:  # a row of the table, not the end of the benchmark

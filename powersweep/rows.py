@@ -4,7 +4,7 @@ Each `Column` names its Python type, who fills it in, its unit and meaning ("uni
 stored row must give it. The proxy run fills in the `RUN` columns: `RunResult`, the row a trainer returns,
 is made from them (proxy_models). The sweep that stores the row adds the `SWEEP` columns: ids and provenance
 (sweeps/execute.py). The store's Arrow schema (sweeps/schema.py), the columns analysis reads
-(analysis/table.py) and the README's table of columns all derive from `COLUMNS`.
+(analysis/table.py) and the docs' table of columns (docs/reference/results-table.md) derive from `COLUMNS`.
 
 Every layer imports this module, so it imports nothing of the project, nor torch, pyarrow or pandas.
 """
@@ -29,7 +29,7 @@ class Column:
     name: str
     type: type  # str, int, float or datetime (a timezone-aware UTC timestamp)
     by: str  # RUN (a field of RunResult) or SWEEP (added when the row is stored)
-    doc: str  # "unit / meaning", rendered in the README
+    doc: str  # "unit / meaning", rendered in docs/reference/results-table.md
     required: bool = False  # a stored row must give a non-null value (created_at is filled in by the store)
     default: Any = NO_DEFAULT  # RunResult's default for a RUN column
 

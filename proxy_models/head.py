@@ -39,7 +39,9 @@ def resolve_head(head: str, *, n_tokens: int, vocab_size: int, device: torch.dev
     if head not in HEADS:
         raise ValueError(f"head={head!r}: choose one of {list(HEADS)}")
     if head == "fused" and (device.type != "cuda" or liger_loss() is None):
-        raise RuntimeError("head 'fused' needs CUDA and liger-kernel: pip install -e '.[gpu]' (README, GPU)")
+        raise RuntimeError(
+            "head 'fused' needs CUDA and liger-kernel: pip install -e '.[gpu]' (docs/how-to/gpu.md)"
+        )
     if head != "auto":
         return head
     if device.type == "cuda" and liger_loss() is not None:

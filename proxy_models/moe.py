@@ -3,7 +3,7 @@
 Two backends compute the same function on the same weights:
 - "torch": sort token copies by expert and run one matmul pair per expert (runs everywhere);
 - "scattermoe": the ScatterMoE Triton kernels (Tan et al. 2024, used by the paper's MoE models), when the
-  package is importable and the input is on CUDA. It is optional; see the README for its install.
+  package is importable and the input is on CUDA. It is optional; docs/how-to/gpu.md says how to install it.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class MoEMLP(nn.Module):
             return "scattermoe" if x.is_cuda and scattermoe_ops() is not None else "torch"
         if self.backend == "scattermoe" and scattermoe_ops() is None:
             raise RuntimeError(
-                "moe backend 'scattermoe' requested but not installed: see README (GPU install)"
+                "moe backend 'scattermoe' requested but not installed: see docs/how-to/gpu.md (ScatterMoE)"
             )
         return self.backend
 

@@ -1,4 +1,4 @@
-# PYTHON_ARGCOMPLETE_OK: shell completion (README, "Command line") may call this console script
+# PYTHON_ARGCOMPLETE_OK: shell completion (docs/guide/sweeps.md, "Command line") may call this script
 """The `powersweep` command line: parsing and dispatching only. User mistakes print one line on stderr and
 exit with code 2.
 

@@ -54,7 +54,7 @@ def test_scattermoe_backend_without_package_is_a_clear_error():
     if scattermoe_ops() is not None:
         pytest.skip("scattermoe installed")
     moe = MoEMLP(8, 4, 4, 2, backend="scattermoe")
-    with pytest.raises(RuntimeError, match="README"):
+    with pytest.raises(RuntimeError, match="docs/how-to/gpu.md"):
         moe(torch.randn(3, 8))
 
 
