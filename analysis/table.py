@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.merge import DEFAULT_TOLERANCE, check_tolerance, merge_close
 from powersweep.rows import COLUMNS, PHASES, STATUSES  # the store's columns: their one declaration
-from powersweep.store_layout import CURVES_DIR, SET_ASIDE_DIR
+from powersweep.store_layout import CURVES_DIR, PARTITION, RESULTS_DIR, SET_ASIDE_DIR
 
 REQUIRED = ("model", "tokens", "batch_size", "lr", "loss_eval")
 # The columns of the store's schema that analysis reads (and `--map` can fill), in the order of its table.
@@ -144,6 +144,8 @@ def _read_file(path: Path, wanted: set[str]) -> pd.DataFrame:
 
 
 def _read_directory(root: Path, mapping: dict[str, str]) -> tuple[pd.DataFrame, list[str]]:
+    if (root / RESULTS_DIR).is_dir() and any((root / RESULTS_DIR).glob(f"{PARTITION}=*")):
+        root = root / RESULTS_DIR  # a store: its rows, not the files of its checkpoints, Tune or trackers
     frames, skipped, paths = [], [], []
     for path in _table_files(root):
         try:

@@ -102,13 +102,17 @@ def run_rounds(
 
 
 def _combined(reports: list[ExecutionReport]) -> ExecutionReport | None:
-    """One report over several rounds: seconds summed, the largest slot count."""
+    """One report over several rounds: seconds summed, the largest slot count, the first round's start-up to
+    the first step (the sweep's)."""
     if not reports:
         return None
+    own = ("slots", "startup_parts")
     total = {
-        f.name: sum(getattr(r, f.name) for r in reports) for f in fields(ExecutionReport) if f.name != "slots"
+        f.name: sum(getattr(r, f.name) for r in reports) for f in fields(ExecutionReport) if f.name not in own
     }
-    return ExecutionReport(slots=max(r.slots for r in reports), **total)
+    return ExecutionReport(
+        slots=max(r.slots for r in reports), startup_parts=reports[0].startup_parts, **total
+    )
 
 
 def adaptive_status(searches: Sequence[LrSearch], table: pd.DataFrame) -> dict:

@@ -124,6 +124,21 @@ def test_hive_directory_reads_partitions_and_skips_a_corrupt_file(tmp_path):
     assert len(table.attrs["skipped_files"]) == 1 and "part-1.parquet" in table.attrs["skipped_files"][0]
 
 
+def test_a_stores_folder_reads_its_results_only(tmp_path):
+    # Beside results/, a store holds Tune's per-trial progress.csv (under checkpoints/ray/) and trackers'
+    # files: tables of the same columns that are not results.
+    results = tmp_path / "results" / "sweep_id=a"
+    results.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pandas(_runs()), results / "lineage-x.parquet")
+    tune = tmp_path / "checkpoints" / "ray" / "a" / "trial"
+    tune.mkdir(parents=True)
+    _runs().to_csv(tune / "progress.csv", index=False)
+    (tmp_path / "tracking").mkdir()
+    _runs().to_csv(tmp_path / "tracking" / "metrics.csv", index=False)
+    assert len(load_table(tmp_path)) == len(load_table(tmp_path / "results")) == len(_runs())
+    assert len(load_table(tune)) == len(_runs())  # read when asked for by name
+
+
 def test_directory_with_no_readable_file_is_an_error(tmp_path):
     (tmp_path / "x.parquet").write_bytes(b"garbage")
     with pytest.raises(AnalysisError, match="no readable"):

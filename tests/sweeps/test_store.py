@@ -43,6 +43,7 @@ STRINGS = (
 INTEGERS = (
     "n_params",
     "n_params_non_embedding",
+    "d_model",
     "batch_size",
     "seq_len",
     "tokens",
@@ -82,6 +83,7 @@ def full_row(run_id: str = "r1", **overrides) -> dict:
         "model": "d256-l4",
         "n_params": 12_345_678,
         "n_params_non_embedding": 9_876_543,
+        "d_model": 256,
         "m_width": 2.0,
         "lr": 0.02,
         "lr_max": 0.04,
