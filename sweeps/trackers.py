@@ -13,7 +13,8 @@ and seed plus its lineage id, with the lineage's resolved config as parameters. 
 * per stored row, through `LineageLog.row`: `final/<metric>` (a budget's result) or `trunk/<metric>` (the
   trunk evaluated at a fork), for loss_eval, loss_train, diverged (0 or 1) and tokens, at the row's last step;
 * with every step that gets points, `tokens` (tokens seen there, step * tokens_per_step): curves of different
-  batch sizes line up on it (W&B plots against it; MLflow's charts can take it as their x axis).
+  batch sizes line up on it (W&B plots against it; MLflow's charts can take it as their x axis; TensorBoard,
+  whose one axis is its step, gets every point at its tokens seen).
 
 TensorBoard also gets HParams entries (the run's model, batch size, schedule and searched values against its
 final losses); MLflow keeps its artifacts beside its database; W&B groups a sweep's runs under its id.
@@ -85,6 +86,8 @@ class Target:
     name: str  # readable run name
     key: str  # stable id across retries (the lineage id): a retried lineage continues its run
     params: dict  # the resolved config, flattened
+    # tokens a step trains: TensorBoard's axis (one number per point) is then tokens seen; None: the step
+    tokens_per_step: int | None = None
 
 
 class TrackerRun(Protocol):
@@ -97,11 +100,13 @@ class TrackerRun(Protocol):
 
 class TensorBoardRun:
     """A TensorBoard event file per lineage, by tensorboardX (the writer Ray Tune's TBXLoggerCallback uses):
-    `<root>/tensorboard/<sweep_id>/<name>`; the config as text."""
+    `<root>/tensorboard/<sweep_id>/<name>`; the config as text. Its points are at tokens seen (step *
+    tokens_per_step), TensorBoard's one axis: runs of different batch sizes line up."""
 
     def __init__(self, target: Target):
         from tensorboardX import SummaryWriter
 
+        self.tokens_per_step = target.tokens_per_step or 1
         self.writer = SummaryWriter(
             logdir=os.path.join(target.root, "tensorboard", target.sweep_id, target.name)
         )
@@ -114,7 +119,7 @@ class TensorBoardRun:
 
     def log(self, points: Sequence[Point]) -> None:
         for key, value, step in points:
-            self.writer.add_scalar(key, value, global_step=step)
+            self.writer.add_scalar(key, value, global_step=step * self.tokens_per_step)
         self.writer.flush()  # a person watching sees each batch of points; one write per batch
 
     def finish(self, *, failed: bool = False) -> None:
@@ -415,6 +420,7 @@ def lineage_logs(
                 run_name(m.config, m.lineage_id),
                 m.lineage_id,
                 flat_params(m.config, lineage_id=m.lineage_id, budgets=list(m.budgets)),
+                tokens_per_step=m.config.tokens_per_step,
             )
             logs.append(LineageLog([], tokens_per_step=m.config.tokens_per_step))
             for name in loggers:
