@@ -218,7 +218,8 @@ def _width_transfer(table, schedule: str, settings: Settings, notes: list[str]) 
         return None
     notes += list(widths.notes)
     if not widths.ok:
-        notes.append(f"transfer across widths not checked: {widths.reason}")
+        if widths.cells["width"].nunique() > 1:  # a sweep of one width has nothing to transfer across
+            notes.append(f"transfer across widths not checked: {widths.reason}")
         return None
     notes += [
         f"muP lr_opt moves with width: {v.text}; the proxies' law would not transfer to wider models "
