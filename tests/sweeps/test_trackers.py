@@ -210,6 +210,14 @@ def test_mlflow_follows_its_environment(tmp_path, monkeypatch):
     assert status == "FINISHED"
 
 
+def wandb_run(tmp_path) -> dict:
+    """The lineage's offline run, read back with W&B's own record schema (tests/wandb_log.py)."""
+    from wandb_log import read_run
+
+    [directory] = (tmp_path / "wandb").glob("offline-run-*-lineage-a")
+    return read_run(directory / "run-lineage-a.wandb")
+
+
 def test_wandb_writes_an_offline_run_holding_the_config_and_metrics(tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb", reason="wandb is not installed (pip install 'powersweep[wandb]')")
     for name in ("WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT"):
@@ -219,11 +227,18 @@ def test_wandb_writes_an_offline_run_holding_the_config_and_metrics(tmp_path, mo
     run.finish()
     wandb.teardown()  # returns once W&B's service has exited, its run file written
     # (finish() may return first)
-    [directory] = (tmp_path / "wandb").glob("offline-run-*-lineage-a")
-    data = (directory / "run-lineage-a.wandb").read_bytes()
-    assert data.startswith(b":W&B")  # W&B's own record log, which `wandb sync` uploads
-    for fragment in (b"run-a", b"schedule.lr", b"0.004", b"loss_train/trunk", b"final/loss_eval", b"2.75"):
-        assert fragment in data
+    read = wandb_run(tmp_path)
+    assert (read["run"].run_id, read["run"].display_name) == ("lineage-a", "run-a")
+    # a NaN parameter goes to W&B as null (JSON has no NaN); the others as they are
+    assert read["config"] == {
+        "model": "cpu-xs",
+        "schedule.lr": 0.004,
+        "schedule.power_a": None,
+        "data.tokenizer": None,
+    }
+    logged = [(key, row[key], row["step"]) for row in read["history"] for key in row if "/" in key]
+    assert logged == POINTS
+    assert read["exited"]
 
 
 def test_wandb_groups_a_sweeps_runs_and_plots_them_against_tokens(tmp_path, monkeypatch):
@@ -236,21 +251,13 @@ def test_wandb_groups_a_sweeps_runs_and_plots_them_against_tokens(tmp_path, monk
     log._send(POINTS)
     log.finish()
     wandb.teardown()
-    [directory] = (tmp_path / "wandb").glob("offline-run-*-lineage-a")
-    data = (directory / "run-lineage-a.wandb").read_bytes()
-    # W&B's record log (no reader of it ships with wandb 0.31): the group, the project, the tokens axis
-    # declared and each step's tokens (step * 128) logged in its row
-    for fragment in (
-        b"sweep-7",
-        b"lab",
-        b"loss_train/*",
-        b"tokens",
-        b"1280",
-        b"2560",
-        b"3840",
-        b"4096",
-    ):
-        assert fragment in data, fragment
+    read = wandb_run(tmp_path)
+    assert (read["run"].run_group, read["run"].project) == ("sweep-7", "lab")
+    # every logged family is plotted against tokens seen, and each row carries its step's tokens
+    assert read["metrics"]["loss_train/*"] == read["metrics"]["final/*"] == "tokens"
+    assert [(row["step"], row["tokens"]) for row in read["history"]] == [
+        (s, s * STEP_TOKENS) for _, _, s in POINTS
+    ]
 
 
 def lineage_config(log_every_steps: int) -> TrainConfig:
