@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -88,17 +89,23 @@ def wheel(dists) -> Path:
     return dists["wheel"]
 
 
-def _fresh_venv(wheel: Path, where: Path) -> tuple[Path, str, dict]:
-    """A fresh environment holding the wheel (without its dependencies, which come from this environment's
-    site-packages, read after the fresh one's own): its python, its site-packages, and an environment without
-    PYTHONPATH to run it in."""
-    venv = where / "venv"
-    _run(sys.executable, "-m", "venv", venv)
-    python = venv / "bin" / "python"
-    _run(python, "-m", "pip", "install", "-q", "--no-deps", wheel)
+def _venv_beside_ours(where: Path) -> tuple[Path, str]:
+    """A fresh environment whose dependencies come from this environment's site-packages, read after its
+    own (its .pth files are not run there: this environment's editable powersweep is not seen): its python
+    and its site-packages."""
+    _run(sys.executable, "-m", "venv", where)
+    python = where / "bin" / "python"
     fresh = _run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
     ours = next(p for p in sys.path if p.endswith("site-packages"))
     Path(fresh, "deps-from-the-test-environment.pth").write_text(ours + "\n")
+    return python, fresh
+
+
+def _fresh_venv(wheel: Path, where: Path) -> tuple[Path, str, dict]:
+    """A fresh environment holding the wheel (without its dependencies: `_venv_beside_ours`): its python, its
+    site-packages, and an environment without PYTHONPATH to run it in."""
+    python, fresh = _venv_beside_ours(where / "venv")
+    _run(python, "-m", "pip", "install", "-q", "--no-deps", wheel)
     return python, fresh, {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
@@ -194,6 +201,45 @@ def test_a_job_from_a_regular_install_uploads_the_installed_package_alone(wheel,
         env={**env, "PYTHONPATH": str(unpacked)},
     )
     assert imported.stdout.strip() == f"{unpacked}/powersweep/sweeps/plan.py"
+
+
+@pytest.mark.slow
+def test_a_sweep_submitted_from_a_regular_install_runs_on_a_cluster_without_powersweep(wheel, tmp_path):
+    from local_cluster import running_cluster
+    from tiny_sweep import TINY
+
+    from powersweep.cluster.jobs import job_logs, job_status
+    from powersweep.sweeps.plan import plan
+    from powersweep.sweeps.spec import spec_from_dict
+    from powersweep.sweeps.store import ResultStore
+
+    python, _, env = _fresh_venv(wheel, tmp_path)  # the user's machine
+    nodes_python, _ = _venv_beside_ours(tmp_path / "nodes")  # the cluster's image: the deps, no powersweep
+    missing = subprocess.run(
+        [nodes_python, "-c", "import powersweep"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert "No module named 'powersweep'" in missing.stderr
+    (tmp_path / "spec.yaml").write_text(json.dumps(TINY))
+    storage = tmp_path / "store"  # one disk: the nodes see it
+    with running_cluster(head_cpus=2, python=str(nodes_python)) as cluster:
+        user = {**env, "RAY_AUTH_TOKEN": cluster.token, "RAY_ADDRESS": cluster.address}
+        submitted = _run(
+            python.parent / "powersweep", "submit", "spec.yaml", "--storage", storage, cwd=tmp_path, env=user
+        )
+        job_id = submitted.stdout.strip().splitlines()[-1]
+        deadline = time.monotonic() + 300
+        while (state := job_status(job_id, address=cluster.address, token=cluster.token))["status"] in (
+            "PENDING",
+            "RUNNING",
+        ):
+            assert time.monotonic() < deadline, f"job {job_id} still {state['status']} after 300 s"
+            time.sleep(1)
+        logs = job_logs(job_id, address=cluster.address, token=cluster.token)
+    assert state["status"] == "SUCCEEDED", logs[-3000:]
+    # the nodes could import powersweep only from the package the job uploaded, and the sweep is whole
+    result = ResultStore(str(storage)).read(sweep_id="tiny")
+    assert sorted(result.table["run_id"]) == sorted(plan(spec_from_dict(TINY)).row_ids)
+    assert set(result.table["status"]) == {"ok"}
 
 
 def test_a_job_from_a_checkout_uploads_the_source_tree_without_environments_or_results(tmp_path):
