@@ -131,7 +131,7 @@ def measure(what: str, storage: str, out_dir: str) -> dict:
     from powersweep.sweeps.sweep import status
 
     if what == "resume-plan":
-        import powersweep.sweeps.execute  # noqa: F401 - torch: resume imports it to train, not to plan
+        import powersweep.sweeps.execute  # noqa: F401 - resume imports it to run trials, not to plan
 
     start = time.perf_counter()
     if what == "status":

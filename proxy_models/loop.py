@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
-from torch._dynamo.exc import TorchDynamoException
 
 from powersweep.proxy_models import checkpoint, micro_batching
 from powersweep.proxy_models.compile_cache import (
@@ -256,8 +255,8 @@ class TrainingLoop:
         error."""
         try:
             return fn(*args)
-        except TorchDynamoException as error:
-            if not self.compiled:
+        except Exception as error:
+            if not self.compiled or not _compile_error(error):
                 raise
             reason = record_compile_failure(error)
             if self.cfg.compile != "auto":
@@ -396,3 +395,11 @@ def _precision(dtype: str, device: torch.device):
     if dtype == "bfloat16":
         return torch.float32, lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return DTYPES[dtype], lambda: torch.autocast(device.type, enabled=False)
+
+
+def _compile_error(error: Exception) -> bool:
+    """Whether `error` is torch.compile's. Its exception classes are imported here, where a compiled step
+    failed: importing them imports all of torch._dynamo (0.6 s), which an eager run never needs."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    return isinstance(error, TorchDynamoException)

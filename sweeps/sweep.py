@@ -24,7 +24,7 @@ from powersweep.sweeps.store import ResultStore, StoreError
 from powersweep.sweeps.trackers import check_loggers, prepare, tracking_root
 
 if TYPE_CHECKING:
-    from powersweep.sweeps.execute import ExecutionSettings  # imports torch: status and compact need none
+    from powersweep.sweeps.execute import ExecutionSettings  # execution: status and compact need none
 
 # Checks that every node of a cluster at `address` can write the store at a URI and reads the corpus of a
 # DataConfig as the driver does, e.g. `cluster.nodes.check_nodes`; raises a user error if not.

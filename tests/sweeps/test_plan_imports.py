@@ -2,6 +2,7 @@
 planning reads presets, schedules and token arithmetic only."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,3 +31,28 @@ def test_plan_imports_no_torch_and_no_ray(spec, options):
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"code": 0, "heavy": [], "planned": True}
+
+
+def test_a_cpu_sweep_starts_ray_before_importing_torch(tmp_path):
+    """The driver's start-up: everything `submit` checks before Ray starts needs no torch (only the trials
+    train), so the driver does not pay torch's import (0.7 s) before its first trial."""
+    code = (
+        "import json, sys\n"
+        "import powersweep.sweeps.sweep as sweep\n"
+        "from powersweep.sweeps.spec import spec_from_dict\n"
+        "from tiny_sweep import TINY\n"
+        "class RayStarts(Exception): pass\n"
+        "def start_ray(*args, **kwargs):\n"
+        "    raise RayStarts(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))\n"
+        "sweep._start_ray = start_ray\n"
+        "try:\n"
+        f"    sweep.submit(spec_from_dict(TINY), storage={str(tmp_path / 'store')!r})\n"
+        "except RayStarts as reached:\n"
+        "    print(json.dumps(reached.args[0]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}  # tiny_sweep
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
