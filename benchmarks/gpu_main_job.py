@@ -44,7 +44,7 @@ SOLO_STEPS = {"cuda": 20, "cpu": 200}
 def job_spec(quick: bool):
     """The job's spec as `demo --gpu [--quick]` runs it, its vocab_size set from the corpus."""
     spec = load_spec(os.path.join(SPECS_DIR, "gpu-quick.yaml"))
-    return check_data(quick_gpu_job(spec) if quick else spec)[0]
+    return check_data(quick_gpu_job(spec) if quick else spec).spec
 
 
 def solo(spec, *, device: str) -> dict:

@@ -76,12 +76,12 @@ def submit(
     """
     submitted_at = time.time()  # the start-up breakdown counts from here (sweeps/progress.py)
     storage = _absolute(storage or spec.storage)  # Ray trials run in their own working directories
-    spec, fingerprint = check_data(spec)  # with vocab_size: auto set: ids and the stored spec hold it
+    spec, fingerprint, data_notes = check_data(spec)  # vocab_size: auto set: ids and the stored spec hold it
     check_loggers(spec.run.loggers)
     if address not in (None, "local") and check_nodes is not None:
         check_nodes(storage, spec.data_config, address=address)
     store, p = ResultStore(storage), plan(spec, gpu_bytes=gpu_memory(spec))
-    p = replace(p, notes=p.notes + check_gpu_shares(spec, p))  # before anything is stored: may refuse
+    p = replace(p, notes=p.notes + data_notes + check_gpu_shares(spec, p))  # may refuse: nothing stored yet
     _check_settings(store, spec, replace_sweep=replace_sweep)
     _check_corpus(store, spec, fingerprint, replace_sweep=replace_sweep)
     if not replace_sweep and _complete(store, spec, p):

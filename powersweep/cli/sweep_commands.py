@@ -172,6 +172,8 @@ def checked_spec(path: str):
 
 
 def plan_command(args) -> int:
+    import dataclasses
+
     from powersweep.proxy_models.memory import parse_bytes
     from powersweep.sweeps.data_check import check_data
     from powersweep.sweeps.plan import format_memory_table, format_plan, memory_table, plan
@@ -181,7 +183,7 @@ def plan_command(args) -> int:
 
     spec = checked_spec(args.spec)
     check_loggers(spec.run.loggers)  # as submit would: a logger's package missing here is one line now
-    spec, _ = check_data(spec)  # likewise the corpus (a bad shard is refused here, not in a trial)
+    spec, _, data_notes = check_data(spec)  # likewise the corpus (a bad shard is refused here, not in trials)
     try:  # the GPU named, else the one here: its measured rates give the wall estimate of a GPU spec
         device = device_name(args.gpu) if args.gpu or spec.run.uses_gpu else None
     except ValueError as error:
@@ -190,6 +192,7 @@ def plan_command(args) -> int:
     if gpu_bytes is None and device is not None and not spec.run.gpu_memory:
         gpu_bytes = GPU_BYTES[device]
     p = plan(spec, gpu_bytes=gpu_bytes)
+    p = dataclasses.replace(p, notes=p.notes + data_notes)
     summary, lines = p.summary(), [format_plan(p)]
     if device is not None:
         estimate = estimate_wall(p, device)

@@ -25,7 +25,7 @@ OPTUNA = "paper-power.yaml, search.mode optuna"
 def shipped_specs() -> dict:
     """Each shipped spec as `plan` and `submit` plan it (a vocab_size of 'auto' set from its corpus)."""
     paths = sorted((ROOT / "sweeps" / "specs").glob("*.yaml"))
-    specs = {p.name: check_data(load_spec(str(p)))[0] for p in paths}
+    specs = {p.name: check_data(load_spec(str(p))).spec for p in paths}
     power = specs["paper-power.yaml"].to_dict()
     power["search"].update(mode="optuna", power_a=[], power_b=[], n_trials=4)
     return {**specs, OPTUNA: spec_from_dict(power)}

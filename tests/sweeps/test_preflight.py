@@ -208,11 +208,31 @@ def test_token_shards_that_cannot_serve_the_sweep_are_refused_by_plan_and_submit
     assert line.startswith("powersweep submit: error: train.data") and re.search(message, line), line
 
 
-def test_shards_read_more_than_once_are_planned_when_the_spec_allows_repeats(tmp_path, capsys):
+def test_shards_read_more_than_once_are_planned_and_run_when_the_spec_allows_repeats_with_a_note(
+    tmp_path, capsys, local_ray
+):
+    from powersweep.sweeps.sweep import submit
+
     spec = shard_spec(tmp_path, repeat=True)
     spec["search"] = {**TINY["search"], "tokens": [1024, 12_000]}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     assert main(["plan", str(tmp_path / "spec.yaml")]) == 0
+    note = "train.data: the largest budget (12,000 tokens) reads the train split's 6,000 tokens 2.00 times"
+    assert f"note: {note}" in capsys.readouterr().out
+    result = submit(spec_from_dict(spec), storage=str(tmp_path / "store"))
+    assert result.failed_trials == 0 and [n for n in result.plan.notes if n.startswith(note)]
+    spec["search"]["tokens"] = [1024, 6_000]  # one pass: nothing to say
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["plan", str(tmp_path / "spec.yaml"), "--json"]) == 0
+    assert not [n for n in json.loads(capsys.readouterr().out)["notes"] if n.startswith("train.data")]
+
+
+def test_the_embedded_corpus_read_more_than_once_is_a_note(tmp_path, capsys):
+    # its train split, 11.5M tokens, read 2.17 times by a budget of 25M (planned, not run)
+    spec = spec_from_dict({**TINY, "search": {**TINY["search"], "tokens": [25_000_000]}})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec.to_dict()))
+    assert main(["plan", str(tmp_path / "spec.yaml")]) == 0
+    assert "tokens 2.17 times; the paper's runs read each token once" in capsys.readouterr().out
 
 
 def test_vocab_size_auto_is_the_corpus_vocabulary_before_any_id_is_made(tmp_path, capsys):
@@ -221,9 +241,9 @@ def test_vocab_size_auto_is_the_corpus_vocabulary_before_any_id_is_made(tmp_path
 
     given = shard_spec(tmp_path)
     given["train"]["model_overrides"] = {"n_layers": 1, "vocab_size": "auto"}
-    auto, fingerprint = check_data(spec_from_dict(given))
+    auto, fingerprint, _ = check_data(spec_from_dict(given))
     given["train"]["model_overrides"]["vocab_size"] = 50_257  # what the llm.c header's version implies
-    explicit, same = check_data(spec_from_dict(given))
+    explicit, same, _ = check_data(spec_from_dict(given))
     assert auto == explicit and fingerprint == same
     assert [j.run_ids for j in plan(auto).jobs] == [j.run_ids for j in plan(explicit).jobs]
     assert {j.config.proxy.vocab_size for j in plan(auto).jobs} == {50_257}
