@@ -6,9 +6,14 @@
 2. `powersweep demo --gpu` as a user runs it, in a process of its own, timed whole (Ray's start to the
    written report): its store (results, curves, spec) under OUT/store, its report under OUT/report, its
    checkpoints and Ray's files outside OUT, so OUT comes back small.
-3. OUT/main.md and OUT/main.json: the device, the whole command's wall, the sweep's breakdown as `submit`
-   prints it, the tokens trained over the sweep's wall against the solo run's tokens/s, and the law (a, b
-   with their 95% CIs, b's CI width) from the report's coefficients.json.
+3. The start-up with a warm compile cache: the same job's shape again, every lineage cut to its first
+   `WARM_STEPS` steps, through `powersweep submit` into a throwaway store, on the cache the job just filled
+   (a GPU node's second sweep of a shape): its breakdown to the first training step.
+4. OUT/main.md and OUT/main.json: the device, the whole command's wall, the sweep's breakdown as `submit`
+   prints it, the tokens trained over the sweep's wall against the solo run's tokens/s, the law (a, b with
+   their 95% CIs, b's CI width) from the report's coefficients.json, and the warm start-up. The solo run's
+   row is written to OUT/solo.json as soon as it is measured, and the store fills as the job runs, so a
+   run stopped by its time limit still leaves them.
 
 Run on a GPU:  python benchmarks/gpu_main_job.py --out $OUT
 Run on a CPU:  python benchmarks/gpu_main_job.py --quick --out DIR   (`demo --gpu --quick`: the same job
@@ -25,6 +30,8 @@ import sys
 import tempfile
 import time
 
+import yaml
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpu import Case, fresh_start, measure  # noqa: E402 - the benchmark next to this one
 
@@ -39,6 +46,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # timed steps of the solo run: on a GPU at least gpu.MIN_TIMED_S seconds; on a CPU enough that the first
 # steps' one-off costs do not set the rate
 SOLO_STEPS = {"cuda": 20, "cpu": 200}
+
+
+WARM_STEPS = 64  # steps of each lineage in the warm start-up's sweep: its first step is what it measures
 
 
 def job_spec(quick: bool):
@@ -77,12 +87,42 @@ def run_job(out: str, *, quick: bool) -> dict:
     }
 
 
-def summary(job: dict, solo_row: dict) -> dict:
+def warm_startup(spec) -> dict:
+    """`powersweep submit` of the job's shape with every lineage cut to WARM_STEPS steps, into a throwaway
+    store, after the job filled the compile cache: its start-up parts (seconds) and breakdown."""
+    raw = spec.to_dict()
+    step_tokens = spec.search.batch_size[0] * spec.train.seq_len
+    raw["name"] = f"{spec.name}-warm"
+    raw["search"]["tokens"] = [max(WARM_STEPS * step_tokens, 2 * spec.train.warmup_tokens)]
+    with tempfile.TemporaryDirectory(prefix="gpu-main-job-warm-") as tmp:
+        path = os.path.join(tmp, "spec.yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump(raw, f)
+        command = [sys.executable, "-m", "powersweep.cli", "submit", path, "--json", "--storage", tmp]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"returncode": done.returncode, "error": done.stderr[-2000:]}
+    execution = _execution(json.loads(done.stdout)["execution"])
+    return {
+        "returncode": 0,
+        "tokens": raw["search"]["tokens"][0],
+        "startup_s": sum(seconds for _, seconds in execution.startup_parts),
+        "startup_parts_s": dict(execution.startup_parts),
+        "breakdown": execution.format(),
+    }
+
+
+def _execution(raw: dict) -> ExecutionReport:
+    """An ExecutionReport from its JSON (`submit --json`'s "execution")."""
+    raw = dict(raw)
+    raw["startup_parts"] = tuple(tuple(part) for part in raw["startup_parts"])
+    return ExecutionReport(**raw)
+
+
+def summary(job: dict, solo_row: dict, warm: dict | None = None) -> dict:
     """The job's numbers: its walls, breakdown, tokens/s against the solo run's, and its law."""
     sweep, analysis = job["result"]["sweep"], job["result"]["analysis"]
-    raw = dict(sweep["execution"])
-    raw["startup_parts"] = tuple(tuple(part) for part in raw["startup_parts"])
-    execution = ExecutionReport(**raw)
+    execution = _execution(sweep["execution"])
     tokens = sweep["plan"]["tokens_planned"]
     tokens_per_s = tokens / execution.wall_s
     [fit] = analysis["fits"][:1] or [{}]
@@ -104,6 +144,7 @@ def summary(job: dict, solo_row: dict) -> dict:
         "solo": solo_row,
         "law": law,
         "figures": sorted(stem for stem in analysis["figures"]),
+        "warm_startup": warm,
     }
 
 
@@ -138,8 +179,24 @@ def format_summary(s: dict) -> str:
             *(f"    {line}" for line in s["breakdown"].splitlines()),
             "",
             f"figures: {', '.join(s['figures'])}",
+            "",
+            *_format_warm(s.get("warm_startup")),
         ]
     )
+
+
+def _format_warm(warm: dict | None) -> list[str]:
+    if warm is None:
+        return ["warm start-up: not measured"]
+    if warm["returncode"] != 0:
+        error = warm["error"][-300:].strip()
+        return [f"warm start-up: its sweep failed (exit {warm['returncode']}): {error}"]
+    return [
+        f"warm start-up (the same shape, {warm['tokens']:,} tokens a lineage, on the compile cache the job "
+        "filled):",
+        "",
+        *(f"    {line}" for line in warm["breakdown"].splitlines()[1:]),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,11 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     spec = job_spec(args.quick)
     solo_row = {**solo(spec, device=device), "device": device_name(resolve_device(device))}
     print(f"solo: {solo_row['tokens_per_s']:,.0f} tokens/s", file=sys.stderr, flush=True)
+    with open(os.path.join(args.out, "solo.json"), "w") as f:
+        json.dump(solo_row, f, indent=2, default=str)
     job = run_job(args.out, quick=args.quick)
     if job["result"] is None:
         print(f"the job failed (exit {job['returncode']}): see {args.out}/main.log", file=sys.stderr)
         return job["returncode"]
-    result = summary(job, solo_row)
+    print(f"job: exit 0 in {job['wall_s']:.0f} s; the warm start-up next", file=sys.stderr, flush=True)
+    result = summary(job, solo_row, warm_startup(spec))
     text = format_summary(result)
     print(text, flush=True)
     with open(os.path.join(args.out, "main.md"), "w") as f:

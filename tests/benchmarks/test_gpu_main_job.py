@@ -40,5 +40,10 @@ def test_the_main_job_script_measures_the_job_and_a_solo_run_and_writes_its_summ
     ]
     assert {"a", "b", "b_ci", "b_ci_width"} <= set(result["law"]) and result["figures"]
     assert sorted(os.listdir(tmp_path / "store")) == ["curves", "results", "sweeps"]  # it comes home small
+    assert json.loads((tmp_path / "solo.json").read_text()) == result["solo"]  # written before the job ran
+    # the start-up of a second sweep of the shape: its parts, which add up to its total
+    warm = result["warm_startup"]
+    assert warm["returncode"] == 0 and list(warm["startup_parts_s"]) == list(shares["startup_parts_s"])
+    assert warm["startup_s"] == pytest.approx(sum(warm["startup_parts_s"].values()))
     text = (tmp_path / "main.md").read_text()
-    assert "| sweep vs solo |" in text and "to the first training step" in text
+    assert "| sweep vs solo |" in text and text.count("to the first training step") == 2
