@@ -12,8 +12,9 @@
 4. OUT/main.md and OUT/main.json: the device, the whole command's wall, the sweep's breakdown as `submit`
    prints it, the tokens trained over the sweep's wall against the solo run's tokens/s, the law (a, b with
    their 95% CIs, b's CI width) from the report's coefficients.json, and the warm start-up. The solo run's
-   row is written to OUT/solo.json as soon as it is measured, and the store fills as the job runs, so a
-   run stopped by its time limit still leaves them.
+   row is written to OUT/solo.json as soon as it is measured, and the store fills as the job runs. With
+   `--job-limit-s`, a job still running then is stopped (SIGTERM, as a person would) and main.md and
+   main.json say how many of its rows it stored and the law `analyze` fits to them.
 
 Run on a GPU:  python benchmarks/gpu_main_job.py --out $OUT
 Run on a CPU:  python benchmarks/gpu_main_job.py --quick --out DIR   (`demo --gpu --quick`: the same job
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -48,6 +50,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOLO_STEPS = {"cuda": 20, "cpu": 200}
 
 
+STOP_GRACE_S = 120  # for a job stopped at its limit to end its trials and exit
 WARM_STEPS = 64  # steps of each lineage in the warm start-up's sweep: its first step is what it measures
 
 
@@ -68,23 +71,64 @@ def solo(spec, *, device: str) -> dict:
     return row
 
 
-def run_job(out: str, *, quick: bool) -> dict:
-    """`powersweep demo --gpu [--quick] --json` in its own process: its wall, exit code and JSON summary."""
+def run_job(out: str, *, quick: bool, limit_s: float | None = None) -> dict:
+    """`powersweep demo --gpu [--quick] --json` in its own process: its wall, exit code and JSON summary.
+    Past `limit_s` it is stopped as a person would stop it (SIGTERM: the rows stored so far stay stored)."""
     checkpoints = tempfile.mkdtemp(prefix="gpu-main-job-")
     command = [sys.executable, "-m", "powersweep.cli", "demo", "--gpu", *(["--quick"] if quick else [])]
     command += ["--storage", os.path.join(out, "store"), "--out", os.path.join(out, "report")]
     command += ["--checkpoints", checkpoints, "--json"]
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    job = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = job.communicate(timeout=limit_s)
+        stopped = False
+    except subprocess.TimeoutExpired:
+        job.send_signal(signal.SIGTERM)
+        stdout, stderr = job.communicate(timeout=STOP_GRACE_S)
+        stopped = True
     wall_s = time.perf_counter() - start
     with open(os.path.join(out, "main.log"), "w") as log:
-        log.write(done.stderr + done.stdout)
+        log.write(stderr + stdout)
     return {
         "command": " ".join(command[2:]),
-        "returncode": done.returncode,
+        "returncode": job.returncode,
         "wall_s": wall_s,
-        "result": json.loads(done.stdout) if done.returncode == 0 else None,
+        "stopped_at_limit_s": limit_s if stopped else None,
+        "result": json.loads(stdout) if job.returncode == 0 and not stopped else None,
     }
+
+
+def stopped_summary(job: dict, out: str, spec, solo_row: dict) -> dict:
+    """A job stopped at its limit: the rows it stored of those planned, and the law `analyze` fits to them."""
+    from powersweep.sweeps.plan import plan
+    from powersweep.sweeps.store import ResultStore
+
+    stored = ResultStore(os.path.join(out, "store")).read(sweep_id=spec.name).table
+    command = [sys.executable, "-m", "powersweep.cli", "analyze", os.path.join(out, "store", "results")]
+    command += ["--out", os.path.join(out, "report"), "--json"]
+    analyzed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    fits = json.loads(analyzed.stdout)["fits"] if analyzed.returncode == 0 else []
+    return {
+        "device": solo_row["device"],
+        "command": job["command"],
+        "stopped_at_limit_s": job["stopped_at_limit_s"],
+        "rows_stored": len(stored),
+        "rows_planned": len(plan(spec).row_ids),
+        "law": _law(fits),
+        "analyze": "exit 0" if analyzed.returncode == 0 else analyzed.stderr.strip()[-300:],
+        "solo_tokens_per_s": solo_row["tokens_per_s"],
+        "solo": solo_row,
+    }
+
+
+def _law(fits: list[dict]) -> dict:
+    """a, b with their 95% CIs and b's CI width, from the analysis's first headline fit ({} without one)."""
+    [fit] = fits[:1] or [{}]
+    law = {k: fit[k] for k in ("a", "a_ci", "b", "b_ci", "n_points") if k in fit}
+    if "b_ci" in law:
+        law["b_ci_width"] = law["b_ci"][1] - law["b_ci"][0]
+    return law
 
 
 def warm_startup(spec) -> dict:
@@ -125,10 +169,7 @@ def summary(job: dict, solo_row: dict, warm: dict | None = None) -> dict:
     execution = _execution(sweep["execution"])
     tokens = sweep["plan"]["tokens_planned"]
     tokens_per_s = tokens / execution.wall_s
-    [fit] = analysis["fits"][:1] or [{}]
-    law = {k: fit[k] for k in ("a", "a_ci", "b", "b_ci", "n_points") if k in fit}
-    if "b_ci" in law:
-        law["b_ci_width"] = law["b_ci"][1] - law["b_ci"][0]
+    law = _law(analysis["fits"])
     return {
         "device": solo_row["device"],
         "command": job["command"],
@@ -148,15 +189,32 @@ def summary(job: dict, solo_row: dict, warm: dict | None = None) -> dict:
     }
 
 
-def format_summary(s: dict) -> str:
-    law = s["law"]
-    fit = (
+def _format_law(law: dict) -> str:
+    if not law:
+        return "no coefficients written (see main.log)"
+    return (
         f"a = {law['a']:.4g} [{law['a_ci'][0]:.4g}, {law['a_ci'][1]:.4g}], b = {law['b']:.4f} "
         f"[{law['b_ci'][0]:.4f}, {law['b_ci'][1]:.4f}] (CI width {law['b_ci_width']:.3f}), "
         f"{law['n_points']} cells"
-        if law
-        else "no coefficients written (see main.log)"
     )
+
+
+def format_stopped(s: dict) -> str:
+    return "\n".join(
+        [
+            f"# The GPU main job on {s['device']}: stopped at its limit",
+            "",
+            f"`{s['command']}` was stopped after {s['stopped_at_limit_s']:.0f} s (SIGTERM), with "
+            f"{s['rows_stored']} of {s['rows_planned']} rows stored (the store and main.log are here).",
+            "",
+            f"- one solo run of the shape (compile: auto): {s['solo_tokens_per_s']:,.0f} tokens/s",
+            f"- the law from the rows stored (`analyze`, {s['analyze']}): {_format_law(s['law'])}",
+        ]
+    )
+
+
+def format_summary(s: dict) -> str:
+    fit = _format_law(s["law"])
     return "\n".join(
         [
             f"# The GPU main job on {s['device']}",
@@ -205,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", required=True, help="directory for main.md, main.json, the store and report")
     parser.add_argument("--quick", action="store_true", help="the job shrunk to this CPU (checks the script)")
+    parser.add_argument(
+        "--job-limit-s",
+        type=float,
+        help="stop the job after this many seconds and fit the rows it stored (the call's own limit kills "
+        "everything: this one leaves a summary)",
+    )
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     device = "cpu" if args.quick else "cuda"
@@ -213,19 +277,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"solo: {solo_row['tokens_per_s']:,.0f} tokens/s", file=sys.stderr, flush=True)
     with open(os.path.join(args.out, "solo.json"), "w") as f:
         json.dump(solo_row, f, indent=2, default=str)
-    job = run_job(args.out, quick=args.quick)
+    job = run_job(args.out, quick=args.quick, limit_s=args.job_limit_s)
+    if job["stopped_at_limit_s"] is not None:
+        result = stopped_summary(job, args.out, spec, solo_row)
+        return write_summary(args.out, result, format_stopped(result), returncode=0)
     if job["result"] is None:
         print(f"the job failed (exit {job['returncode']}): see {args.out}/main.log", file=sys.stderr)
         return job["returncode"]
     print(f"job: exit 0 in {job['wall_s']:.0f} s; the warm start-up next", file=sys.stderr, flush=True)
     result = summary(job, solo_row, warm_startup(spec))
-    text = format_summary(result)
+    return write_summary(args.out, result, format_summary(result), returncode=job["returncode"])
+
+
+def write_summary(out: str, result: dict, text: str, *, returncode: int) -> int:
     print(text, flush=True)
-    with open(os.path.join(args.out, "main.md"), "w") as f:
+    with open(os.path.join(out, "main.md"), "w") as f:
         f.write(text + "\n")
-    with open(os.path.join(args.out, "main.json"), "w") as f:
+    with open(os.path.join(out, "main.json"), "w") as f:
         json.dump(result, f, indent=2, default=str)
-    return job["returncode"]
+    return returncode
 
 
 if __name__ == "__main__":

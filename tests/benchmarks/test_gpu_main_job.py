@@ -47,3 +47,20 @@ def test_the_main_job_script_measures_the_job_and_a_solo_run_and_writes_its_summ
     assert warm["startup_s"] == pytest.approx(sum(warm["startup_parts_s"].values()))
     text = (tmp_path / "main.md").read_text()
     assert "| sweep vs solo |" in text and text.count("to the first training step") == 2
+
+
+@pytest.mark.slow
+def test_a_job_stopped_at_its_limit_leaves_the_solo_run_and_a_summary_of_what_it_stored(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_main_job.py"), "--quick", "--out", str(tmp_path)]
+        + ["--job-limit-s", "0.5"],  # far less than its first row takes: stopped before it ends, always
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "main.json").read_text())
+    assert result["stopped_at_limit_s"] == 0.5 and result["rows_stored"] < result["rows_planned"] == 96
+    assert json.loads((tmp_path / "solo.json").read_text()) == result["solo"]
+    assert "stopped at its limit" in (tmp_path / "main.md").read_text()
