@@ -6,8 +6,11 @@ Targets: the 95% interval of b holds the planted b in 90-98% of sweeps; the medi
 the largest T is within 5%. With --law alpha each sweep also plants lr_opt ~ B**alpha (alpha uniform in
 [0.3, 1], 4 batch sizes) and the target is the coverage of alpha's 95% interval, 90-98%. With --law main-job
 one planted law (b = -0.21, bowls 3x steeper above lr_opt) is fitted on the main job's own grid
-(sweeps/specs/cpu-quick.yaml) with new noise each time: coverage of b, and each budget's lr_opt error.
-Run: .venv/bin/python benchmarks/calibration.py [--law gamma|alpha|main-job] [--sweeps 200] [--bootstrap 1000]
+(sweeps/specs/cpu-quick.yaml) with new noise each time: coverage of b, and each budget's lr_opt error. With
+--law main-jobs-by-noise the same law, at noise from half to 4x its own, on the CPU and the GPU main job's
+grids (sweeps/specs/gpu-quick.yaml, lr_opt placed mid-grid): the width of b's interval each would give.
+Run: .venv/bin/python benchmarks/calibration.py [--law gamma|alpha|main-job|main-jobs-by-noise] [--sweeps 200]
+     [--bootstrap 1000]
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 # runs from a checkout without `pip install -e .`
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from powersweep.analysis.calibration import (  # noqa: E402
+    CPU_MAIN_JOB,
+    GPU_MAIN_JOB,
     MAIN_JOB_LAW,
     calibrate,
     calibrate_alpha,
@@ -62,7 +68,29 @@ def main_job_report(sweeps: int, n_boot: int) -> None:
     print(result.cells.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
-REPORTS = {"gamma": gamma_report, "alpha": alpha_report, "main-job": main_job_report}
+def main_jobs_by_noise(sweeps: int, n_boot: int) -> None:
+    """b's interval on each main job's grid, at loss noise from half to 4x the planted law's."""
+    print(f"sweeps: {sweeps} per row, bootstrap: {n_boot}; planted b {MAIN_JOB_LAW.b} and the bowls of the")
+    print("CPU main job's law, at each row's noise")
+    print("| grid | noise sd (nats) | median width of b's 95% CI | 90th percentile | coverage of b |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for job in (CPU_MAIN_JOB, GPU_MAIN_JOB):
+        for factor in (0.5, 1, 2, 4):
+            law = replace(job.law, noise_sd=job.law.noise_sd * factor)
+            result = calibrate_main_job(sweeps, job=job, law=law, n_boot=n_boot)
+            widths = result.sweeps["b_high"] - result.sweeps["b_low"]
+            print(
+                f"| {job.spec} | {law.noise_sd:g} | {result.median_b_width:.3f} | "
+                f"{widths.quantile(0.9):.3f} | {result.coverage_b:.2f} |"
+            )
+
+
+REPORTS = {
+    "gamma": gamma_report,
+    "alpha": alpha_report,
+    "main-job": main_job_report,
+    "main-jobs-by-noise": main_jobs_by_noise,
+}
 
 
 def main() -> int:

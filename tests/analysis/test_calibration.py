@@ -1,9 +1,13 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from powersweep.analysis.calibration import (
     ALPHA_BATCH_SIZES,
     ALPHA_RANGE,
+    CPU_MAIN_JOB,
+    GPU_MAIN_JOB,
     MAIN_JOB_LAW,
     calibrate,
     calibrate_alpha,
@@ -12,6 +16,8 @@ from powersweep.analysis.calibration import (
 )
 from powersweep.analysis.pipeline import analyze
 from powersweep.analysis.report import write_report
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_b_intervals_cover_the_planted_b_on_asymmetric_bowls():
@@ -65,3 +71,20 @@ def test_the_main_jobs_grid_gives_b_an_interval_that_holds_the_planted_b():
     assert result.coverage_b >= 0.85
     assert abs(result.median_b - MAIN_JOB_LAW.b) < 0.02
     assert (result.cells["rms_z"] < 1.5).all()  # every budget's errors in line with its standard errors
+
+
+@pytest.mark.parametrize("job", [CPU_MAIN_JOB, GPU_MAIN_JOB], ids=lambda job: job.spec)
+def test_the_main_jobs_calibrated_grids_are_their_shipped_specs(job):
+    from powersweep.sweeps.spec import load_spec
+
+    spec = load_spec(str(ROOT / "sweeps" / "specs" / job.spec))
+    assert tuple(spec.search.lr) == job.lrs and tuple(spec.search.tokens) == job.tokens
+    assert list(spec.search.batch_size) == [job.batch_size] and spec.train.seq_len == job.seq_len
+    assert list(spec.search.models) == [job.model[0]]
+
+
+def test_the_gpu_main_jobs_grid_gives_b_a_narrower_interval_than_the_cpu_jobs_at_the_same_noise():
+    gpu = calibrate_main_job(40, job=GPU_MAIN_JOB, n_boot=300)
+    cpu = calibrate_main_job(40, job=CPU_MAIN_JOB, n_boot=300)
+    assert gpu.coverage_b >= 0.85 and abs(gpu.median_b - GPU_MAIN_JOB.law.b) < 0.02
+    assert gpu.median_b_width < cpu.median_b_width
