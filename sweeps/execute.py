@@ -355,14 +355,14 @@ def trial_gpus(jobs: Sequence[LineageJob | PackedJob], settings: ExecutionSettin
 def _within_gpu_share(job: LineageJob | PackedJob, settings: ExecutionSettings) -> LineageJob | PackedJob:
     """The job with its members' step memory budget set to its share of the GPU (on a GPU of known size), so
     that `micro_batch_size: auto` plans within it and not within whatever other trials left free."""
+    import torch
+
     if settings.gpu_memory_bytes is None:
         return job
     share = trial_gpus([job], settings)
     budget = trial_budget_gib(job, share, gpu_bytes=settings.gpu_memory_bytes)
     members = tuple(replace(m, config=replace(m.config, memory_budget_gib=budget)) for m in _members(job))
     # the allocator enforces the share: an overrun is this trial's OOM, not another's
-    import torch
-
     if torch.cuda.is_available():
         torch.cuda.set_per_process_memory_fraction(min(share, 1.0))
     return PackedJob(members) if isinstance(job, PackedJob) else members[0]
