@@ -95,7 +95,7 @@ def _repeat_notes(corpus, largest: float) -> tuple[str, ...]:
         return ()
     return (
         f"train.data: the largest budget ({largest:,.0f} tokens) reads the train split's "
-        f"{len(corpus.train):,} tokens {times:.2f} times; the paper's runs read each token once, and up to "
+        f"{len(corpus.train):,} tokens {times:,.2f} times; the paper's runs read each token once, and up to "
         "about 4 passes change the loss little (Muennighoff et al. 2023): add data or lower the budgets to "
         "read it once",
     )
