@@ -37,3 +37,11 @@ def test_store_scale_quick_reads_the_same_sweep_from_fewer_files_and_requests(tm
     assert row("written", "s3", "status")["requests"] > 96 * 2
     assert row("compacted", "s3", "status")["requests"] < 20
     assert "| 1,152 | compacted | s3 | status |" in done.stdout  # the RESULTS.md table
+
+
+def test_the_store_writes_sweep_is_the_768_runs_results_md_measures():
+    from powersweep.sweeps.plan import plan
+    from powersweep.sweeps.spec import load_spec
+
+    p = plan(load_spec(str(ROOT / "benchmarks" / "store_writes_768.yaml")))
+    assert (len(p.jobs), sum(len(job.budgets) for job in p.jobs)) == (128, 768)
