@@ -11,17 +11,23 @@ import pytest
 ROOT = Path(__file__).parents[2]
 
 
-@pytest.mark.slow
-def test_the_main_job_script_measures_the_job_and_a_solo_run_and_writes_its_summary(tmp_path):
+def run_quick(out: Path, *options: str) -> dict:
+    """`gpu_main_job.py --quick --out OUT [options]`, which must exit 0: its main.json."""
+    script = ROOT / "benchmarks" / "gpu_main_job.py"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu_main_job.py"), "--quick", "--out", str(tmp_path)],
+        [sys.executable, str(script), "--quick", "--out", str(out), *options],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads((tmp_path / "main.json").read_text())
+    return json.loads((out / "main.json").read_text())
+
+
+@pytest.mark.slow
+def test_the_main_job_script_measures_the_job_and_a_solo_run_and_writes_its_summary(tmp_path):
+    result = run_quick(tmp_path)
     assert result["returncode"] == 0 and result["device"].startswith("cpu")
     assert result["tokens_per_s"] == pytest.approx(result["tokens_planned"] / result["sweep_wall_s"])
     assert result["vs_solo"] == pytest.approx(result["tokens_per_s"] / result["solo_tokens_per_s"])
@@ -51,16 +57,8 @@ def test_the_main_job_script_measures_the_job_and_a_solo_run_and_writes_its_summ
 
 @pytest.mark.slow
 def test_a_job_stopped_at_its_limit_leaves_the_solo_run_and_a_summary_of_what_it_stored(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu_main_job.py"), "--quick", "--out", str(tmp_path)]
-        + ["--job-limit-s", "0.5"],  # far less than its first row takes: stopped before it ends, always
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads((tmp_path / "main.json").read_text())
+    # far less than its first row takes: stopped before it ends, always
+    result = run_quick(tmp_path, "--job-limit-s", "0.5")
     assert result["stopped_at_limit_s"] == 0.5 and result["rows_stored"] < result["rows_planned"] == 96
     assert json.loads((tmp_path / "solo.json").read_text()) == result["solo"]
     assert "stopped at its limit" in (tmp_path / "main.md").read_text()
