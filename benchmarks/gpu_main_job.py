@@ -85,7 +85,11 @@ def run_job(out: str, *, quick: bool, limit_s: float | None = None) -> dict:
         stopped = False
     except subprocess.TimeoutExpired:
         job.send_signal(signal.SIGTERM)
-        stdout, stderr = job.communicate(timeout=STOP_GRACE_S)
+        try:
+            stdout, stderr = job.communicate(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:  # it did not end as asked: its rows stored so far stay all the same
+            job.kill()
+            stdout, stderr = job.communicate()
         stopped = True
     wall_s = time.perf_counter() - start
     with open(os.path.join(out, "main.log"), "w") as log:

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 
 import psutil
 
-VENV_BIN = os.path.dirname(sys.executable)
 START_TIMEOUT_S = 90.0
 
 
@@ -54,8 +53,7 @@ class LocalCluster:
     base_dir: str
     token: str
     env: dict
-    # How a node starts: Ray's command line, run by the interpreter its nodes and jobs run in.
-    ray: list[str] = field(default_factory=lambda: [os.path.join(VENV_BIN, "ray")])
+    ray: list[str]  # how a node starts: Ray's command line, run by the interpreter its nodes and jobs run in
     nodes: list[Node] = field(default_factory=list)
     gcs_port: int = 0
     dashboard_port: int = 0
@@ -182,7 +180,7 @@ class _gone:
         return kind is not None and issubclass(kind, (ProcessLookupError, psutil.NoSuchProcess))
 
 
-def cluster_env(token: str, home: str, bin_dir: str = VENV_BIN) -> dict:
+def cluster_env(token: str, home: str, bin_dir: str) -> dict:
     """The nodes' environment: token auth on, no project on PYTHONPATH (jobs must bring it), `home` as HOME
     (not the user's), `bin_dir` first on PATH (where a job's `python` comes from), fast failure detection (a
     dead raylet is declared dead after 3 missed 1 s health checks instead of 5 x 3 s)."""
@@ -207,18 +205,13 @@ def running_cluster(*, head_cpus: int, python: str | None = None) -> Iterator[Lo
     base_dir = tempfile.mkdtemp(prefix="psray-", dir="/tmp")
     token = secrets.token_hex(32)
     os.mkdir(os.path.join(base_dir, "home"))
-    bin_dir = os.path.dirname(python) if python else VENV_BIN
-    # Ray's own command line, as the `ray` script runs it, for an interpreter other than this one
-    ray = (
-        [python, "-c", "import sys; from ray.scripts.scripts import main; sys.exit(main())"]
-        if python
-        else None
-    )
+    python = python or sys.executable
     cluster = LocalCluster(
         base_dir=base_dir,
         token=token,
-        env=cluster_env(token, os.path.join(base_dir, "home"), bin_dir),
-        **({"ray": ray} if ray else {}),
+        env=cluster_env(token, os.path.join(base_dir, "home"), os.path.dirname(python)),
+        # Ray's own command line, as its `ray` script runs it, by that interpreter
+        ray=[python, "-c", "import sys; from ray.scripts.scripts import main; sys.exit(main())"],
     )
     try:
         cluster.start_head(num_cpus=head_cpus)
