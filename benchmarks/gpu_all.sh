@@ -8,8 +8,8 @@
 #   benchmarks/gpu.py and step_profile.py)
 #
 # Within 15 minutes of one H100 (the machine's start included): `main` alone (the GPU main job, about 6
-# minutes estimated), or two calls on the warm machine: `tests one` (154 s and 187 s there on 2026-11-27,
-# plus up to 28 s of setup), then at once `sweep` (299 s).
+# minutes estimated) and, on the warm machine straight after, `jobshape`; or two calls: `tests one` (154 s and
+# 187 s there on 2026-11-27, plus up to 28 s of setup), then at once `sweep` (299 s).
 #
 # Parts, in the default order (the GPU main job first: the product's answer from GPU runs; then the CUDA-only
 # tests: short, and what every number relies on; then what is least measured so far), with their limits in
@@ -30,6 +30,10 @@
 #                  (benchmarks/step_profile.py; reports in OUT/modes/, their first lines in OUT/modes.md)
 #   head (120)     the head paths table      compile (120) the compile table
 # Not in the default order:
+#   jobshape (90, 150) the GPU main job's packed step (paper-12m, 8 variants at 16 x 512, vocabulary 256) with
+#                  the blocks compiled and with the trunk as CUDA graphs: whether graphs take it off the host's
+#                  pace (benchmarks/step_profile.py; reports in OUT/jobshape/, their first lines in
+#                  OUT/jobshape.md)
 #   checkpoint (2 x 150) what trunk checkpoints cost a lineage of 16 packed paper-12m variants at 16 x 1024, saved in
 #                  the background and synchronously (benchmarks/checkpoint_cost.py)
 set -u
@@ -66,10 +70,22 @@ modes() {  # each compile setting, solo at 16 x 4096 and 8 packed at 16 x 1024 (
   head -qn1 "$OUT"/modes/*.txt > "$OUT/modes.md" 2>/dev/null || true
 }
 
+jobshape() {  # the GPU main job's packed step, blocks compiled and the trunk as CUDA graphs
+  local setting scope mode limit
+  for setting in "blocks default 90" "auto reduce-overhead 150"; do
+    read -r scope mode limit <<< "$setting"
+    run "jobshape-k8-16x512-$scope-$mode" "$limit" "$PY" benchmarks/step_profile.py --preset paper-12m \
+        --shape 16x512 --pack 8 --vocab-size 256 --compile-scope "$scope" --compile-mode "$mode" \
+        --out "$OUT/jobshape"
+  done
+  head -qn1 "$OUT"/jobshape/*.txt > "$OUT/jobshape.md" 2>/dev/null || true
+}
+
 for part in "${PARTS[@]}"; do
   case $part in
     main) run main 510 "$PY" benchmarks/gpu_main_job.py --out "$OUT/main" --job-limit-s 390 ;;
     modes) modes ;;
+    jobshape) jobshape ;;
     profile) run profile-solo 60 "$PY" benchmarks/step_profile.py --preset paper-12m --shape 16x1024 \
                  --out "$OUT" "${ARGS[@]}"
              run profile-solo-no-graphs 60 "$PY" benchmarks/step_profile.py --preset paper-12m --shape 16x1024 \
@@ -88,7 +104,7 @@ for part in "${PARTS[@]}"; do
                --out "$OUT/sweep" "${ARGS[@]}" ;;
     one|head|packed|compile) run "$part" "$(case $part in one) echo 240;; *) echo 120;; esac)" \
                                  "$PY" benchmarks/gpu.py --only "$part" --out "$OUT/$part" "${ARGS[@]}" ;;
-    *) echo "unknown part $part: main tests profile packed sweep one modes head compile checkpoint" >&2
+    *) echo "unknown part $part: main tests profile packed sweep one modes head compile checkpoint jobshape" >&2
        exit 2 ;;
   esac
 done

@@ -9,6 +9,7 @@ with the most host time. A step whose device time is far below its wall time wai
 launches, Python, synchronisations): the host table says where.
 
     python benchmarks/step_profile.py --preset paper-12m --shape 16x1024 [--pack 8] [--out DIR]
+    python benchmarks/step_profile.py --shape 16x512 --pack 8 --vocab-size 256   (the GPU main job's step)
     python benchmarks/step_profile.py --preset cpu-xxs --shape 4x64 --device cpu     (checks it works here)
 """
 
@@ -46,11 +47,12 @@ def trainer_for(
     compile: str | bool,
     head: str,
     compiling: dict | None = None,
+    vocab_size: int | None = None,
 ):
     batch, seq = (int(v) for v in shape.split("x"))
     config = TrainConfig(
         model=preset,
-        model_overrides={"seq_len": seq},
+        model_overrides={"seq_len": seq, **({"vocab_size": vocab_size} if vocab_size else {})},
         batch_size=batch,
         tokens=batch * seq,
         device=device,
@@ -81,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="paper-12m")
     parser.add_argument("--shape", default="16x1024", help="batch x seq")
     parser.add_argument("--pack", type=int, default=0, help="K packed variants (0: one solo Trainer)")
+    parser.add_argument(
+        "--vocab-size",
+        type=int,
+        help="the output head's vocabulary (default: the preset's; the embedded corpus's bytes need 256)",
+    )
     parser.add_argument(
         "--steps",
         type=int,
@@ -113,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         compile=compile,
         head=args.head,
         compiling={"compile_mode": args.compile_mode, "compile_scope": args.compile_scope},
+        vocab_size=args.vocab_size,
     )
     trainer.train_to(1, total_tokens=None)  # compiles (timed_steps takes one more step before its clock)
     on_device = device.type == "cuda"
@@ -141,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     # replays
     launches = sum(e.count for e in events if "LaunchKernel" in e.key or "GraphLaunch" in e.key) / args.steps
     head = (
-        f"{args.preset} {args.shape} pack {args.pack or 'solo'} on {device_name(device)} "
-        f"(compiled: {trainer.compiled}, mode {trainer.compile_mode}, scope {args.compile_scope}, "
+        f"{args.preset} {args.shape} pack {args.pack or 'solo'} vocab {trainer.proxy.vocab_size} on "
+        f"{device_name(device)} (compiled: {trainer.compiled}, mode {trainer.compile_mode}, "
+        f"scope {args.compile_scope}, "
         f"micro-batch {trainer.micro_batch_size}, head {args.head}): {unprofiled * 1e3:.1f} ms/step, "
         f"{tokens_per_s:,.0f} tokens x variants/s unprofiled, peak {peak_gib:.2f} GiB; "
         f"profiled wall {wall * 1e3:.1f} ms/step, "

@@ -4,11 +4,12 @@
 seq and pack, each with where it was measured. A plan's trials are matched to the measured shape nearest to
 theirs (same device and preset; then the nearest pack, and the nearest tokens per step) and their tokens
 divided by its rate; trials run `slots` at a time, and the fixed start-up measured on the device is added.
-The estimate says which shape it stands on, and whether that shape is the trial's own or a neighbour's.
-Nothing here imports torch or Ray: `plan` stays light.
+A shape not measured itself runs no faster than the device's host can issue its steps (`HOST_PACED`).
+The estimate says which shape it stands on, whether that shape is the trial's own or a neighbour's, and
+whether the host set the pace. Nothing here imports torch or Ray: `plan` stays light.
 
->>> estimate_wall(plan(spec, gpu_bytes=80 * GIB), "NVIDIA H100 80GB HBM3").format()
-'estimated wall on H100: 5m42s (313.6M tokens at 1.03M tokens/s, measured ...)'
+>>> estimate_wall(plan(spec, gpu_bytes=80 * GIB), "H100").format()
+'estimated wall on H100: 5m47s (2.688e+08 tokens; nearest measured shape: ...; start-up 40 s)'
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+from powersweep.proxy_models.shapes import PRESETS
+from powersweep.proxy_models.train_config import CUDA_GRAPH_MODES, TrainConfig
 from powersweep.sweeps.plan import Plan
 
 GPUS = ("H100", "H200", "A100", "L40S", "B200")  # the names a CUDA device name contains, and --gpu takes
@@ -57,6 +60,17 @@ RATES: tuple[MeasuredRate, ...] = (
     MeasuredRate("H200", "paper-12m", 16, 4096, 1, 861_761, _H200),
     MeasuredRate("H200", "paper-12m", 16, 4096, 8, 1_160_632, _H200),
 )
+# A small model's step waits on the host: it issues about 53 kernel launches a layer however few tokens it
+# holds (paper-12m, 32 layers: 1,684 solo, 1,718 for 8 packed variants; RESULTS.md, "The GPU tables, one
+# H200"), and its kernels finish before the next ones are issued. So a step takes at least the host's time
+# per layer times the layers, here the step time of the smallest step measured on the device, paper-12m
+# solo at 16 x 1024 (74.7 ms on the H100, 63.5 ms on the H200), whose kernels are a fraction of it. That is
+# the host's pace without CUDA graphs; a trial that may replay them (a solo run under compile_mode 'auto',
+# or a CUDA-graph mode) is not held to it.
+HOST_PACED = {
+    r.device: r for r in RATES if (r.preset, r.batch_size, r.seq_len, r.pack) == ("paper-12m", 16, 1024, 1)
+}
+
 # Wall before the first training step and after the last (Ray's start, the trial's process, CUDA context,
 # building and compiling the variants, the end): the H100 sweep's 250 s wall less its training, eval,
 # checkpoints and store writes, about 40 s (RESULTS.md, second run, call 2).
@@ -70,6 +84,7 @@ class Estimate:
     tokens: int
     basis: tuple[MeasuredRate, ...]  # the measured shapes the trials stood on
     exact: bool  # every trial's own shape was measured
+    host_step_s: float = 0.0  # the longest step held to the host's pace (HOST_PACED); 0: none was
 
     def format(self) -> str:
         shapes = "; ".join(
@@ -77,9 +92,14 @@ class Estimate:
             for r in self.basis[:3]
         ) + ("; ..." if len(self.basis) > 3 else "")
         kind = "measured" if self.exact else "nearest measured shape"
+        host = (
+            f"; held to the host's pace, {self.host_step_s * 1e3:.1f} ms a step at least"
+            if self.host_step_s
+            else ""
+        )
         return (
             f"estimated wall on {self.device}: {_duration(self.seconds)} ({self.tokens:.4g} tokens; "
-            f"{kind}: {shapes}; start-up {STARTUP_S.get(self.device, 0):.0f} s)"
+            f"{kind}: {shapes}{host}; start-up {STARTUP_S.get(self.device, 0):.0f} s)"
         )
 
 
@@ -119,20 +139,36 @@ def estimate_wall(p: Plan, device: str, *, slots: int = 1) -> Estimate | None:
     trials = p.trials
     if not trials:
         return None
-    busy, basis, exact, tokens = [], [], True, 0
+    busy, basis, exact, tokens, host_step_s = [], [], True, 0, 0.0
     for trial in trials:
         config, pack = trial.config, len(trial.members)
         rate = _nearest(device, config.model, config.batch_size, config.proxy.seq_len, pack)
         if rate is None:
             return None
         trial_tokens = sum(planned_tokens(m.config, m.budgets) for m in trial.members)
-        busy.append(trial_tokens / rate.tokens_per_s)
+        tokens_per_s = rate.tokens_per_s
+        own = (rate.batch_size, rate.seq_len, rate.pack) == (config.batch_size, config.proxy.seq_len, pack)
+        floor = None if own else host_step_floor(device, config, pack)
+        step_tokens = config.batch_size * config.proxy.seq_len * pack
+        if floor is not None and step_tokens / floor < tokens_per_s:
+            tokens_per_s, host_step_s = step_tokens / floor, max(host_step_s, floor)
+        busy.append(trial_tokens / tokens_per_s)
         tokens += trial_tokens
-        exact &= (rate.batch_size, rate.seq_len, rate.pack) == (config.batch_size, config.proxy.seq_len, pack)
+        exact &= own
         if rate not in basis:
             basis.append(rate)
     seconds = _makespan(busy, slots) + STARTUP_S.get(device, 0.0)
-    return Estimate(device, seconds, tokens, tuple(basis), exact)
+    return Estimate(device, seconds, tokens, tuple(basis), exact, host_step_s)
+
+
+def host_step_floor(device: str, config: TrainConfig, pack: int) -> float | None:
+    """The fewest seconds a step of `config` takes on `device` without CUDA graphs (HOST_PACED), scaled by
+    its layers; None where the trial may replay CUDA graphs or the device's pace was not measured."""
+    paced = HOST_PACED.get(device)
+    graphs = config.compile_mode in CUDA_GRAPH_MODES or (config.compile_mode == "auto" and pack == 1)
+    if paced is None or graphs:
+        return None
+    return paced.step_tokens / paced.tokens_per_s * config.proxy.n_layers / PRESETS[paced.preset].n_layers
 
 
 def _nearest(device: str, preset: str, batch_size: int, seq_len: int, pack: int) -> MeasuredRate | None:

@@ -77,6 +77,25 @@ def test_the_checkpoint_part_runs_both_modes_with_flags_the_benchmark_takes(tmp_
         assert ("--synchronous" in args) == part.endswith("synchronous")
 
 
+def test_the_jobshape_part_profiles_the_main_jobs_packed_step_with_and_without_cuda_graphs(tmp_path):
+    assert dry_run(tmp_path, "jobshape").returncode == 0
+    parts = [p.split(" rc ")[0] for p in (tmp_path / "parts.txt").read_text().splitlines()]
+    assert parts == ["jobshape-k8-16x512-blocks-default", "jobshape-k8-16x512-auto-reduce-overhead"]
+    from powersweep.sweeps.spec import load_spec
+
+    job = load_spec(str(ROOT / "sweeps" / "specs" / "gpu-quick.yaml"))
+    for part in parts:
+        script, *args = (tmp_path / f"{part}.log").read_text().split()
+        assert Path(script).name == "step_profile.py"
+        assert {a for a in args if a.startswith("--")} <= flags_of("step_profile.py")
+        given = dict(zip(args[::2], args[1::2]))
+        assert given["--preset"] == job.search.models[0] and given["--pack"] == str(len(job.search.lr))
+        assert given["--shape"] == f"{job.search.batch_size[0]}x{job.train.seq_len}"
+        assert given["--vocab-size"] == "256"  # the embedded corpus's bytes: the job's vocab_size 'auto'
+        scope, mode = ("blocks", "default") if "blocks" in part else ("auto", "reduce-overhead")
+        assert (given["--compile-scope"], given["--compile-mode"]) == (scope, mode)
+
+
 def test_an_unknown_part_is_refused(tmp_path):
     done = dry_run(tmp_path, "nonsense")
     assert done.returncode == 2 and "unknown part nonsense" in done.stderr

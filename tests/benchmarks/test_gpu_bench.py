@@ -68,6 +68,8 @@ def test_step_profile_reports_the_unprofiled_step_and_where_its_time_goes(tmp_pa
             "2",
             "--device",
             "cpu",
+            "--vocab-size",
+            "300",
             "--out",
             str(tmp_path),
         ],
@@ -79,7 +81,9 @@ def test_step_profile_reports_the_unprofiled_step_and_where_its_time_goes(tmp_pa
     assert done.returncode == 0, done.stderr[-2000:]
     [report] = tmp_path.glob("step-profile-cpu-xxs-4x64-k2-*.txt")
     head, host_table = report.read_text().split("\n\n")[:2]
-    assert head.startswith("cpu-xxs 4x64 pack 2 on cpu") and "tokens x variants/s unprofiled" in head
+    assert (
+        head.startswith("cpu-xxs 4x64 pack 2 vocab 300 on cpu") and "tokens x variants/s unprofiled" in head
+    )
     tokens_per_s = float(head.split(" ms/step, ")[1].split(" tokens")[0].replace(",", ""))
     step_ms = float(head.split("): ")[1].split(" ms/step")[0])
     # two variants' tokens a step

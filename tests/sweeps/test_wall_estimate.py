@@ -10,6 +10,7 @@ from powersweep.sweeps.plan import plan
 from powersweep.sweeps.spec import load_spec, spec_from_dict
 from powersweep.sweeps.wall_estimate import (
     GPU_BYTES,
+    HOST_PACED,
     RATES,
     STARTUP_S,
     device_name,
@@ -74,6 +75,48 @@ def test_a_shape_not_measured_stands_on_the_nearest_pack_then_step():
     solo = estimate_wall(plan(spec), "H100")  # no GPU memory known: one variant per trial
     assert [(r.pack, r.seq_len) for r in solo.basis] == [(1, 1024)] and solo.seconds > 3 * packed.seconds
     assert estimate_wall(plan(spec), "A100") is None  # nothing measured there
+
+
+def packed_plan(*, run=None, **train):
+    """Eight lrs in one pack at 16 x 512 on an H100: a step of 65,536 tokens, a shape measured nowhere (its
+    neighbour: 16 variants at 16 x 1024, 1.03M tokens/s)."""
+    spec = gpu_spec(lr=[1e-3 * 2**i for i in range(8)])
+    spec["train"].update(seq_len=512, **train)
+    spec["run"] = {"pack": "auto", "gpus_per_trial": "auto", **(run or {})}
+    return plan(spec_from_dict(spec), gpu_bytes=GPU_BYTES["H100"])
+
+
+def test_a_small_packed_step_is_held_to_the_hosts_pace_per_layer():
+    p = packed_plan()
+    assert [len(t.members) for t in p.trials] == [8]
+    paced = HOST_PACED["H100"]  # paper-12m solo at 16 x 1024, 32 layers
+    step_s = paced.step_tokens / paced.tokens_per_s
+    assert step_s == pytest.approx(0.0747, abs=1e-4)  # RESULTS.md: 219,200 tokens/s of 16,384-token steps
+    estimate = estimate_wall(p, "H100")
+    assert not estimate.exact and estimate.host_step_s == pytest.approx(step_s)
+    steps = p.tokens_planned / (8 * 16 * 512)
+    assert estimate.seconds == pytest.approx(steps * step_s + STARTUP_S["H100"])
+    assert "held to the host's pace, 74.7 ms a step at least" in estimate.format()
+    assert p.tokens_planned / (estimate.seconds - STARTUP_S["H100"]) < estimate.basis[0].tokens_per_s
+    # 1.5x the layers, 1.5x the launches a step; half the layers, and the neighbour's rate is the slower
+    more = estimate_wall(packed_plan(model_overrides={"n_layers": 48}), "H100")
+    assert more.host_step_s == pytest.approx(1.5 * step_s)
+    assert more.seconds - STARTUP_S["H100"] == pytest.approx(1.5 * (estimate.seconds - STARTUP_S["H100"]))
+    fewer = estimate_wall(packed_plan(model_overrides={"n_layers": 16}), "H100")
+    assert fewer.host_step_s == 0.0 and fewer.basis == estimate.basis
+
+
+def test_a_trial_that_may_replay_cuda_graphs_or_whose_shape_was_measured_keeps_its_rate():
+    graphs = estimate_wall(packed_plan(run={"compile_mode": "reduce-overhead"}), "H100")
+    assert len(graphs.basis) == 1 and graphs.host_step_s == 0.0 and "host's pace" not in graphs.format()
+    solo = gpu_spec()
+    solo["train"]["seq_len"] = 512  # solo under compile_mode 'auto': its trunk may replay as CUDA graphs
+    assert estimate_wall(plan(spec_from_dict(solo)), "H100").host_step_s == 0.0
+    solo["run"]["compile_mode"] = "default"
+    assert estimate_wall(plan(spec_from_dict(solo)), "H100").host_step_s == pytest.approx(0.0747, abs=1e-4)
+    solo["train"]["seq_len"] = 1024  # the measured shape: its own rate holds the host's pace already
+    measured = estimate_wall(plan(spec_from_dict(solo)), "H100")
+    assert measured.exact and measured.host_step_s == 0.0
 
 
 def test_gpu_names_and_detection():
