@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out",
         help="also write the report to "
-        "DIR/step-profile-<preset>-<shape>-k<pack>-<compile mode>-<compile scope>.txt",
+        "DIR/step-profile-<preset>-<shape>-k<pack>-<compile mode>-<compile scope>[-head-<head>].txt",
     )
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
@@ -170,9 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
+        head = "" if args.head == "auto" else f"-head-{args.head}"
         name = (
             f"step-profile-{args.preset}-{args.shape}-k{args.pack}-{trainer.compile_mode}-"
-            f"{args.compile_scope}.txt"
+            f"{args.compile_scope}{head}.txt"
         )
         with open(os.path.join(args.out, name), "w") as f:
             f.write(report + "\n")

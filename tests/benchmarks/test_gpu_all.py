@@ -77,10 +77,14 @@ def test_the_checkpoint_part_runs_both_modes_with_flags_the_benchmark_takes(tmp_
         assert ("--synchronous" in args) == part.endswith("synchronous")
 
 
-def test_the_jobshape_part_profiles_the_main_jobs_packed_step_with_and_without_cuda_graphs(tmp_path):
+def test_the_jobshape_part_profiles_the_main_jobs_packed_step_as_run_with_the_full_head_and_graphs(tmp_path):
     assert dry_run(tmp_path, "jobshape").returncode == 0
     parts = [p.split(" rc ")[0] for p in (tmp_path / "parts.txt").read_text().splitlines()]
-    assert parts == ["jobshape-k8-16x512-blocks-default", "jobshape-k8-16x512-auto-reduce-overhead"]
+    assert parts == [
+        "jobshape-k8-16x512-blocks-default-head-auto",
+        "jobshape-k8-16x512-blocks-default-head-full",
+        "jobshape-k8-16x512-auto-reduce-overhead-head-auto",
+    ]
     from powersweep.sweeps.spec import load_spec
 
     job = load_spec(str(ROOT / "sweeps" / "specs" / "gpu-quick.yaml"))
@@ -93,7 +97,8 @@ def test_the_jobshape_part_profiles_the_main_jobs_packed_step_with_and_without_c
         assert given["--shape"] == f"{job.search.batch_size[0]}x{job.train.seq_len}"
         assert given["--vocab-size"] == "256"  # the embedded corpus's bytes: the job's vocab_size 'auto'
         scope, mode = ("blocks", "default") if "blocks" in part else ("auto", "reduce-overhead")
-        assert (given["--compile-scope"], given["--compile-mode"]) == (scope, mode)
+        head = part.rsplit("-", 1)[1]
+        assert (given["--compile-scope"], given["--compile-mode"], given["--head"]) == (scope, mode, head)
 
 
 def test_an_unknown_part_is_refused(tmp_path):
