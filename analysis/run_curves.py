@@ -21,10 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.order import model_order
+from powersweep.analysis.table import concat_frames
 from powersweep.store_layout import CURVES_DIR, PARTITION, curve_owners, is_merged, sources
 
 SPIKE_RISE = 0.2  # relative rise of the mean train loss above its running minimum that counts as a jump
@@ -66,7 +68,7 @@ def load_curves(source: str | Path) -> pd.DataFrame:
     one copy of each lineage's points (a lineage's own file, else the newest compacted file holding it:
     ``store_layout.curve_owners``); empty when there are none. Unreadable files are skipped and named in
     ``attrs["skipped_files"]``."""
-    frames, skipped = [], []
+    tables, skipped = [], []
     for root in curve_roots(source):
         for folder in sorted(root.glob(f"{PARTITION}=*")):
             loaded = {}
@@ -74,18 +76,24 @@ def load_curves(source: str | Path) -> pd.DataFrame:
                 if path.name.startswith((".", "_")):
                     continue
                 try:
-                    table = pq.read_table(path)
+                    with pq.ParquetFile(path) as file:
+                        table = file.read()
                     loaded[path.stem] = (table, sources(path.stem, table.schema.metadata))
                 except (OSError, ValueError, pa.ArrowException) as err:
                     skipped.append(f"{path}: {err}")
             owners = curve_owners((name, held) for name, (_, held) in loaded.items())
+            sweep_id = folder.name.partition("=")[2]
             for name, (table, _) in loaded.items():
-                frame = table.to_pandas()
                 if is_merged(name):
-                    frame = frame[frame["lineage_id"].map(owners).eq(name)]
-                frames.append(frame.assign(sweep_id=folder.name.partition("=")[2]))
-    frames = [f for f in frames if len(f)] or frames[:1]
-    curves = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_COLUMNS)
+                    mine = pa.array(
+                        [lineage for lineage, owner in owners.items() if owner == name], pa.string()
+                    )
+                    table = table.filter(pc.is_in(table["lineage_id"], value_set=mine))
+                table = table.drop_columns([c for c in ("sweep_id",) if c in table.column_names])
+                tables.append(
+                    table.append_column("sweep_id", pa.array([sweep_id] * table.num_rows, pa.string()))
+                )
+    curves = concat_frames(tables) if tables else pd.DataFrame(columns=_COLUMNS)
     curves.attrs["skipped_files"] = skipped
     return curves
 

@@ -11,6 +11,7 @@ Only ``model``, ``tokens``, ``batch_size``, ``lr`` and ``loss_eval`` are require
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import unquote
@@ -129,15 +130,22 @@ def _wanted(mapping: dict[str, str]) -> set[str]:
 
 
 def _read_file(path: Path, wanted: set[str]) -> pd.DataFrame:
+    return _frame(_read_any(path, wanted))
+
+
+def _read_any(path: Path, wanted: set[str]) -> pa.Table | pd.DataFrame:
+    """A Parquet file as an Arrow table of the columns it uses (a store's rows have 36, analysis reads about
+    20), a CSV or TSV file as a DataFrame."""
     kind = _SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise AnalysisError(
             f"table file '{path}' has suffix {path.suffix!r}: use one of {', '.join(_SUFFIXES)}"
         )
     try:
-        if kind == "parquet":  # only the columns it uses: a store's rows have 36, analysis reads about 20
-            names = pq.read_schema(path).names
-            return pq.read_table(path, columns=[n for n in names if n in wanted]).to_pandas()
+        if kind == "parquet":
+            with pq.ParquetFile(path) as file:
+                names = file.schema_arrow.names
+                return file.read(columns=[n for n in names if n in wanted])
         return pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
     except _READ_ERRORS as err:
         raise AnalysisError(f"could not read table file '{path}': {err}") from None
@@ -146,23 +154,45 @@ def _read_file(path: Path, wanted: set[str]) -> pd.DataFrame:
 def _read_directory(root: Path, mapping: dict[str, str]) -> tuple[pd.DataFrame, list[str]]:
     if (root / RESULTS_DIR).is_dir() and any((root / RESULTS_DIR).glob(f"{PARTITION}=*")):
         root = root / RESULTS_DIR  # a store: its rows, not the files of its checkpoints, Tune or trackers
-    frames, skipped, paths = [], [], []
+    parts, skipped, paths = [], [], []
     for path in _table_files(root):
         try:
-            frames.append(_with_partitions(_read_file(path, _wanted(mapping)), path.relative_to(root)))
+            parts.append(_with_partitions(_read_any(path, _wanted(mapping)), path.relative_to(root)))
             paths.append(path)
         except AnalysisError as err:
             skipped.append(f"{path}: {err}")
-    frames, foreign = _without_foreign(frames, paths, mapping)
+    parts, foreign = _without_foreign(parts, paths, mapping)
     skipped += foreign
-    if not frames:
+    if not parts:
         detail = f"; first problem: {skipped[0]}" if skipped else ""
         raise AnalysisError(f"no readable .csv or .parquet file under '{root}'{detail}")
+    return concat_frames(parts), skipped
+
+
+def concat_frames(parts: list[pa.Table | pd.DataFrame]) -> pd.DataFrame:
+    """One DataFrame of `parts` in order. Consecutive Arrow tables are joined as Arrow and converted once (a
+    store of 10^5 rows is thousands of small files); tables whose types Arrow cannot unify go through
+    pandas one by one, as CSV frames do."""
+    frames = []
+    for arrow, run in itertools.groupby(parts, key=lambda part: isinstance(part, pa.Table)):
+        run = list(run)
+        if arrow:
+            try:
+                run = [_frame(pa.concat_tables(run, promote_options="permissive"))]
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                run = [_frame(table) for table in run]
+        frames += run
     frames = [f for f in frames if len(f)] or frames[:1]  # concat warns about all-empty frames
-    return pd.concat(frames, ignore_index=True), skipped
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
-def _without_foreign(frames: list[pd.DataFrame], paths: list[Path], mapping: dict[str, str]):
+def _frame(part: pa.Table | pd.DataFrame) -> pd.DataFrame:
+    """A part as a DataFrame with a fresh index (a Parquet file's pandas metadata restores no index: the
+    columns read never include one)."""
+    return part.to_pandas() if isinstance(part, pa.Table) else part
+
+
+def _without_foreign(parts: list, paths: list[Path], mapping: dict[str, str]):
     """Drop files of another schema (no model, tokens, lr or loss column),
     when some file has the results schema.
 
@@ -171,18 +201,22 @@ def _without_foreign(frames: list[pd.DataFrame], paths: list[Path], mapping: dic
     sources = {ALIASES.get(ours, ours): theirs for ours, theirs in mapping.items()}
     needed = [sources.get(name, name) for name in REQUIRED if name != "lr"]  # power-only tables have no lr
 
-    def ours(frame: pd.DataFrame) -> bool:
-        return all(column in frame.columns for column in needed)
+    def lacks(part) -> list[str]:
+        return [column for column in needed if column not in _column_names(part)]
 
-    if not any(ours(f) for f in frames):
-        return frames, []
-    kept = [f for f in frames if ours(f)]
+    if all(lacks(p) for p in parts):
+        return parts, []
+    kept = [p for p in parts if not lacks(p)]
     foreign = [
-        f"{path}: not a results table (no column {', '.join(repr(c) for c in needed if c not in f.columns)})"
-        for f, path in zip(frames, paths)
-        if not ours(f)
+        f"{path}: not a results table (no column {', '.join(repr(c) for c in lacks(p))})"
+        for p, path in zip(parts, paths)
+        if lacks(p)
     ]
     return kept, foreign
+
+
+def _column_names(part: pa.Table | pd.DataFrame) -> list[str]:
+    return part.column_names if isinstance(part, pa.Table) else list(part.columns)
 
 
 def _table_files(root: Path) -> list[Path]:
@@ -206,12 +240,17 @@ def _is_beside_results(parts: tuple[str, ...]) -> bool:
     )
 
 
-def _with_partitions(frame: pd.DataFrame, relative: Path) -> pd.DataFrame:
-    for part in relative.parts[:-1]:
-        key, sep, value = part.partition("=")
-        if sep and key not in frame.columns:  # a column stored in the file wins over its folder name
-            frame[key] = unquote(value)
-    return frame
+def _with_partitions(part: pa.Table | pd.DataFrame, relative: Path) -> pa.Table | pd.DataFrame:
+    """`key=value` folder names as columns; a column stored in the file wins over its folder name."""
+    for folder in relative.parts[:-1]:
+        key, sep, value = folder.partition("=")
+        if not sep or key in _column_names(part):
+            continue
+        if isinstance(part, pa.Table):
+            part = part.append_column(key, pa.array([unquote(value)] * part.num_rows, pa.string()))
+        else:
+            part[key] = unquote(value)
+    return part
 
 
 def _apply_mapping(frame: pd.DataFrame, mapping: dict[str, str]) -> pd.DataFrame:

@@ -124,6 +124,48 @@ def test_hive_directory_reads_partitions_and_skips_a_corrupt_file(tmp_path):
     assert len(table.attrs["skipped_files"]) == 1 and "part-1.parquet" in table.attrs["skipped_files"][0]
 
 
+def _one_by_one(root) -> pd.DataFrame:
+    """The directory as pandas reads it file by file: each file, its folders' key=value as columns."""
+    frames = []
+    for path in sorted(root.rglob("*.parquet")):
+        frame = pd.read_parquet(path)
+        for folder in path.relative_to(root).parts[:-1]:
+            key, _, value = folder.partition("=")
+            frame[key] = frame.get(key, value)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_a_directory_of_many_files_reads_as_pandas_reads_each_of_them(tmp_path):
+    # Files joined as Arrow and converted once: columns that only some files have, a column stored in the
+    # file over its folder's name, ints in one file and floats in another; the same rows and values as
+    # pandas gives file by file.
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        folder = tmp_path / f"sweep_id=s{i % 3}" / f"model={'36M' if i % 2 else '12M'}"
+        folder.mkdir(parents=True, exist_ok=True)
+        frame = _runs(4, seed=i, loss_eval=rng.uniform(3, 4, 4))
+        if i % 4 == 0:
+            frame = frame.assign(tokens=frame["tokens"].astype(np.int64), power_a=4.6)
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / f"lineage-{i:02d}.parquet")
+    table = load_table(tmp_path, tokens_tolerance=0)
+    expected = load_table(_one_by_one(tmp_path), tokens_tolerance=0)
+    assert len(table) == 48 and sorted(set(table["sweep_id"])) == ["s0", "s1", "s2"]
+    assert set(table["model"]) == {"36M"}  # the file's own column wins over model=12M
+    assert table["power_a"].notna().sum() == 12
+    pd.testing.assert_frame_equal(table, expected, check_like=True)
+
+
+def test_files_whose_types_arrow_cannot_join_are_read_through_pandas(tmp_path):
+    # seed stored as text in one file and as numbers in the others: Arrow refuses to join them, so each
+    # file goes through pandas, as a CSV file beside them does, and every row is read in file order.
+    pq.write_table(pa.Table.from_pandas(_runs(3, seed=1), preserve_index=False), tmp_path / "a.parquet")
+    pq.write_table(pa.Table.from_pandas(_runs(3, seed="2"), preserve_index=False), tmp_path / "b.parquet")
+    _runs(3, seed=3).to_csv(tmp_path / "c.csv", index=False)
+    table = load_table(tmp_path)
+    assert len(table) == 9 and [str(s) for s in table["seed"]] == ["1"] * 3 + ["2"] * 3 + ["3"] * 3
+
+
 def test_a_stores_folder_reads_its_results_only(tmp_path):
     # Beside results/, a store holds Tune's per-trial progress.csv (under checkpoints/ray/) and trackers'
     # files: tables of the same columns that are not results.
