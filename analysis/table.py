@@ -187,8 +187,6 @@ def concat_frames(parts: list[pa.Table | pd.DataFrame]) -> pd.DataFrame:
 
 
 def _frame(part: pa.Table | pd.DataFrame) -> pd.DataFrame:
-    """A part as a DataFrame with a fresh index (a Parquet file's pandas metadata restores no index: the
-    columns read never include one)."""
     return part.to_pandas() if isinstance(part, pa.Table) else part
 
 
