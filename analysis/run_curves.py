@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.order import model_order
 from powersweep.analysis.table import concat_frames
+from powersweep.file_threads import map_threads
 from powersweep.store_layout import CURVES_DIR, PARTITION, curve_owners, is_merged, sources
 
 SPIKE_RISE = 0.2  # relative rise of the mean train loss above its running minimum that counts as a jump
@@ -71,16 +72,13 @@ def load_curves(source: str | Path) -> pd.DataFrame:
     tables, skipped = [], []
     for root in curve_roots(source):
         for folder in sorted(root.glob(f"{PARTITION}=*")):
+            paths = [p for p in sorted(folder.glob("*.parquet")) if not p.name.startswith((".", "_"))]
             loaded = {}
-            for path in sorted(folder.glob("*.parquet")):
-                if path.name.startswith((".", "_")):
-                    continue
-                try:
-                    with pq.ParquetFile(path) as file:
-                        table = file.read()
+            for path, table in zip(paths, map_threads(_read_curve, paths)):
+                if isinstance(table, Exception):
+                    skipped.append(f"{path}: {table}")
+                else:
                     loaded[path.stem] = (table, sources(path.stem, table.schema.metadata))
-                except (OSError, ValueError, pa.ArrowException) as err:
-                    skipped.append(f"{path}: {err}")
             owners = curve_owners((name, held) for name, (_, held) in loaded.items())
             sweep_id = folder.name.partition("=")[2]
             for name, (table, _) in loaded.items():
@@ -96,6 +94,15 @@ def load_curves(source: str | Path) -> pd.DataFrame:
     curves = concat_frames(tables) if tables else pd.DataFrame(columns=_COLUMNS)
     curves.attrs["skipped_files"] = skipped
     return curves
+
+
+def _read_curve(path: Path) -> pa.Table | Exception:
+    """A curve file's table, or why it cannot be read."""
+    try:
+        with pq.ParquetFile(path) as file:
+            return file.read()
+    except (OSError, ValueError, pa.ArrowException) as err:
+        return err
 
 
 def run_curves(curves: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:

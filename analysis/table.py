@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from powersweep.analysis.errors import AnalysisError
 from powersweep.analysis.merge import DEFAULT_TOLERANCE, check_tolerance, merge_close
+from powersweep.file_threads import map_threads
 from powersweep.rows import COLUMNS, PHASES, STATUSES  # the store's columns: their one declaration
 from powersweep.store_layout import CURVES_DIR, PARTITION, RESULTS_DIR, SET_ASIDE_DIR
 
@@ -154,13 +155,21 @@ def _read_any(path: Path, wanted: set[str]) -> pa.Table | pd.DataFrame:
 def _read_directory(root: Path, mapping: dict[str, str]) -> tuple[pd.DataFrame, list[str]]:
     if (root / RESULTS_DIR).is_dir() and any((root / RESULTS_DIR).glob(f"{PARTITION}=*")):
         root = root / RESULTS_DIR  # a store: its rows, not the files of its checkpoints, Tune or trackers
-    parts, skipped, paths = [], [], []
-    for path in _table_files(root):
+    wanted, files = _wanted(mapping), _table_files(root)
+
+    def read(path: Path) -> pa.Table | pd.DataFrame | AnalysisError:
         try:
-            parts.append(_with_partitions(_read_any(path, _wanted(mapping)), path.relative_to(root)))
-            paths.append(path)
+            return _with_partitions(_read_any(path, wanted), path.relative_to(root))
         except AnalysisError as err:
-            skipped.append(f"{path}: {err}")
+            return err
+
+    parts, skipped, paths = [], [], []
+    for path, part in zip(files, map_threads(read, files)):
+        if isinstance(part, AnalysisError):
+            skipped.append(f"{path}: {part}")
+        else:
+            parts.append(part)
+            paths.append(path)
     parts, foreign = _without_foreign(parts, paths, mapping)
     skipped += foreign
     if not parts:

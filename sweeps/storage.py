@@ -13,7 +13,6 @@ import os
 import posixpath
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import pyarrow.fs as pafs
@@ -133,11 +132,3 @@ def write_failure(error: OSError) -> str:
     reason = os.strerror(error.errno) if error.errno else error.strerror or str(error).splitlines()[0]
     fix = _WRITE_FIXES.get(error.errno, "make the store writable for this user, or give another --storage")
     return f"{type(error).__name__} [errno {error.errno}] {reason}: {fix}"
-
-
-def map_threads(function: Callable[[str], T], items: list[str]) -> list[T]:
-    """``function`` over ``items`` in threads: pyarrow decodes without the GIL; remote reads wait on I/O."""
-    if len(items) < 2:
-        return [function(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(32, len(items))) as pool:
-        return list(pool.map(function, items))

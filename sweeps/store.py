@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from powersweep.file_threads import map_threads
 from powersweep.store_layout import (
     COMPACTED_PREFIX,
     CURVES_DIR,
@@ -61,7 +62,7 @@ from powersweep.sweeps.schema import (
     rows_to_table,
     table_to_frame,
 )
-from powersweep.sweeps.storage import HIDDEN_PREFIXES, Storage, map_threads
+from powersweep.sweeps.storage import HIDDEN_PREFIXES, Storage
 
 __all__ = ["COLUMN_DOCS", "SCHEMA", "STATUSES", "Compaction", "ReadResult", "ResultStore", "StoreError"]
 
