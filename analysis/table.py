@@ -209,15 +209,17 @@ def _without_foreign(parts: list, paths: list[Path], mapping: dict[str, str]):
     needed = [sources.get(name, name) for name in REQUIRED if name != "lr"]  # power-only tables have no lr
 
     def lacks(part) -> list[str]:
-        return [column for column in needed if column not in _column_names(part)]
+        names = set(_column_names(part))
+        return [column for column in needed if column not in names]
 
-    if all(lacks(p) for p in parts):
+    lacking = [lacks(part) for part in parts]
+    if all(lacking):
         return parts, []
-    kept = [p for p in parts if not lacks(p)]
+    kept = [part for part, lacks in zip(parts, lacking) if not lacks]
     foreign = [
-        f"{path}: not a results table (no column {', '.join(repr(c) for c in lacks(p))})"
-        for p, path in zip(parts, paths)
-        if lacks(p)
+        f"{path}: not a results table (no column {', '.join(repr(c) for c in lacks)})"
+        for path, lacks in zip(paths, lacking)
+        if lacks
     ]
     return kept, foreign
 
