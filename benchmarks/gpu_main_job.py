@@ -61,12 +61,17 @@ def job_spec(quick: bool):
 
 
 def solo(spec, *, device: str) -> dict:
-    """One solo run of the job's shape, as a trial of one variant trains it by default."""
+    """One solo run of the job's shape, as a trial of one variant trains it by default. A run that fails
+    gives its error instead of a rate (tokens_per_s None): the job, whose law matters more, runs all the
+    same."""
     train = spec.train
     overrides = {**train.model_overrides, "seq_len": train.seq_len}
     case = Case(spec.search.models[0], spec.search.batch_size[0], overrides)
-    corpus = load_corpus(DataConfig())
-    row = measure(case, corpus=corpus, device=device, steps=SOLO_STEPS[device], compile="auto")
+    try:
+        corpus = load_corpus(DataConfig())
+        row = measure(case, corpus=corpus, device=device, steps=SOLO_STEPS[device], compile="auto")
+    except Exception as error:  # any failure: it is reported, and the job still runs
+        row = {"tokens_per_s": None, "error": f"{type(error).__name__}: {error}"[:1000]}
     fresh_start(resolve_device(device))  # the trials get the GPU
     return row
 
@@ -185,7 +190,7 @@ def summary(job: dict, solo_row: dict, warm: dict | None = None) -> dict:
         "tokens_planned": tokens,
         "tokens_per_s": tokens_per_s,
         "solo_tokens_per_s": solo_row["tokens_per_s"],
-        "vs_solo": tokens_per_s / solo_row["tokens_per_s"],
+        "vs_solo": tokens_per_s / solo_row["tokens_per_s"] if solo_row["tokens_per_s"] else None,
         "solo": solo_row,
         "law": law,
         "figures": sorted(stem for stem in analysis["figures"]),
@@ -211,7 +216,7 @@ def format_stopped(s: dict) -> str:
             f"`{s['command']}` was stopped after {s['stopped_at_limit_s']:.0f} s (SIGTERM), with "
             f"{s['rows_stored']} of {s['rows_planned']} rows stored (the store and main.log are here).",
             "",
-            f"- one solo run of the shape (compile: auto): {s['solo_tokens_per_s']:,.0f} tokens/s",
+            f"- one solo run of the shape (compile: auto): {_format_solo(s['solo'])}",
             f"- the law from the rows stored (`analyze`, {s['analyze']}): {_format_law(s['law'])}",
         ]
     )
@@ -232,8 +237,8 @@ def format_summary(s: dict) -> str:
             f"| outside training | {s['shares']['outside_training']:.1%} |",
             f"| tokens planned | {s['tokens_planned']:,} |",
             f"| tokens / s over the sweep's wall | {s['tokens_per_s']:,.0f} |",
-            f"| one solo run of the shape (compile: auto) | {s['solo_tokens_per_s']:,.0f} |",
-            f"| sweep vs solo | {s['vs_solo']:.2f}x |",
+            f"| one solo run of the shape (compile: auto) | {_format_solo(s['solo'])} |",
+            f"| sweep vs solo | {_format_ratio(s['vs_solo'])} |",
             f"| law | {fit} |",
             "",
             "breakdown:",
@@ -245,6 +250,16 @@ def format_summary(s: dict) -> str:
             *_format_warm(s.get("warm_startup")),
         ]
     )
+
+
+def _format_ratio(ratio: float | None) -> str:
+    return "no solo rate" if ratio is None else f"{ratio:.2f}x"
+
+
+def _format_solo(row: dict) -> str:
+    if row["tokens_per_s"] is None:
+        return f"failed: {row['error'][:300]}"
+    return f"{row['tokens_per_s']:,.0f} tokens/s"
 
 
 def _format_warm(warm: dict | None) -> list[str]:
@@ -278,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     device = "cpu" if args.quick else "cuda"
     spec = job_spec(args.quick)
     solo_row = {**solo(spec, device=device), "device": device_name(resolve_device(device))}
-    print(f"solo: {solo_row['tokens_per_s']:,.0f} tokens/s", file=sys.stderr, flush=True)
+    print(f"solo: {_format_solo(solo_row)}", file=sys.stderr, flush=True)
     with open(os.path.join(args.out, "solo.json"), "w") as f:
         json.dump(solo_row, f, indent=2, default=str)
     job = run_job(args.out, quick=args.quick, limit_s=args.job_limit_s)

@@ -62,3 +62,23 @@ def test_a_job_stopped_at_its_limit_leaves_the_solo_run_and_a_summary_of_what_it
     assert result["stopped_at_limit_s"] == 0.5 and result["rows_stored"] < result["rows_planned"] == 96
     assert json.loads((tmp_path / "solo.json").read_text()) == result["solo"]
     assert "stopped at its limit" in (tmp_path / "main.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_solo_run_that_fails_is_reported_and_the_job_runs_all_the_same(tmp_path, monkeypatch):
+    # The GPU call has one try: a solo run that fails (here: as if out of memory) must not cost the law.
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import gpu_main_job
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(gpu_main_job, "measure", out_of_memory)
+    assert gpu_main_job.main(["--quick", "--out", str(tmp_path), "--job-limit-s", "0.5"]) == 0
+    solo = json.loads((tmp_path / "solo.json").read_text())
+    assert solo["tokens_per_s"] is None and solo["error"].startswith("RuntimeError: CUDA out of memory")
+    result = json.loads((tmp_path / "main.json").read_text())
+    # the job ran, and was stopped at its limit
+    assert result["stopped_at_limit_s"] == 0.5 and result["rows_planned"] == 96
+    text = (tmp_path / "main.md").read_text()
+    assert "solo run of the shape (compile: auto): failed: RuntimeError: CUDA out of memory" in text
