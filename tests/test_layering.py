@@ -2,9 +2,9 @@
 
 Data flows spec -> plan -> trials -> proxy runs -> rows -> Parquet -> analysis. Everything imports as
 `powersweep.<name>`; the entry points (the command line and the Ray job driver, in `powersweep/`) sit on top,
-only parse and dispatch, and no library imports them. At the bottom, `powersweep.rows` declares the result row
-and `powersweep.store_layout` the store's folders and file names, which every layer shares; they import none
-of them.
+only parse and dispatch, and no library imports them. At the bottom, `powersweep.rows` declares the result
+row, `powersweep.store_layout` the store's folders and file names, and `powersweep.file_threads` reads many
+files at once, which every layer shares; they import none of them.
 """
 
 import ast
@@ -15,9 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARIES = ("proxy_models", "sweeps", "analysis", "cluster")  # folders at the top of the repository
 ENTRY = ("powersweep.cli", "powersweep.job_driver")
-# The bottom: the result row's one declaration and the store's layout (folders, file names): every layer may
-# import them, and they import nothing of the project.
-BASES = ("powersweep.rows", "powersweep.store_layout")
+# The bottom: the result row's one declaration, the store's layout (folders, file names) and reading many
+# files at once: every layer may import them, and they import nothing of the project.
+BASES = ("powersweep.rows", "powersweep.store_layout", "powersweep.file_threads")
 # What each library may not import (a name or any of its submodules).
 FORBIDDEN = {
     "powersweep.proxy_models": (
