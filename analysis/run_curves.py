@@ -87,7 +87,8 @@ def load_curves(source: str | Path) -> pd.DataFrame:
                         [lineage for lineage, owner in owners.items() if owner == name], pa.string()
                     )
                     table = table.filter(pc.is_in(table["lineage_id"], value_set=mine))
-                table = table.drop_columns([c for c in ("sweep_id",) if c in table.column_names])
+                if "sweep_id" in table.column_names:  # the folder's name is the sweep's
+                    table = table.drop_columns(["sweep_id"])
                 tables.append(
                     table.append_column("sweep_id", pa.array([sweep_id] * table.num_rows, pa.string()))
                 )
