@@ -14,7 +14,7 @@ import sys
 from powersweep.cluster.jobs import REPLACE_ENV, SPEC_ENV, STORAGE_ENV, ClusterError
 from powersweep.cluster.nodes import check_nodes
 from powersweep.sweeps.interrupt import SweepInterrupted, interruptible, resume_hint
-from powersweep.sweeps.outcome import is_user_error, one_line, print_report
+from powersweep.sweeps.outcome import error_line, is_user_error, print_report
 from powersweep.sweeps.spec import spec_from_dict
 from powersweep.sweeps.sweep import submit
 
@@ -41,7 +41,7 @@ def main() -> int:
     except Exception as err:
         if not (isinstance(err, ClusterError) or is_user_error(err)):
             raise
-        print(one_line(f"powersweep driver: error: {err}"), file=sys.stderr, flush=True)
+        print(error_line("powersweep driver", err), file=sys.stderr, flush=True)
         return 2
     return print_report(result)
 

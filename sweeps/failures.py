@@ -27,13 +27,22 @@ from powersweep.sweeps.storage import write_failure
 
 FATAL = "fatal"  # the key of a trial's last report when it met a deterministic error
 TRACEBACK = "fatal_traceback"
+FILE = "fatal_file"  # the file a refused write was for ("" if none)
 # A filesystem that refuses a write for these reasons refuses it again on a retry.
 DETERMINISTIC_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 _HOST_OOM = "can't allocate memory"  # torch's CPU allocator's words (DefaultCPUAllocator)
 
 
 class SweepFailure(RuntimeError):
-    """A trial met an error that every retry would meet again; the sweep stopped. One line: cause and fix."""
+    """A trial met an error that every retry would meet again; the sweep stopped. One line: cause and fix,
+    ending with `log_path`, the file that holds the trial's traceback."""
+
+    def __init__(self, line: str, log_path: str):
+        super().__init__(line)
+        self.log_path = log_path
+
+    def __reduce__(self):
+        return SweepFailure, (str(self), self.log_path)
 
 
 def fatal_reason(error: BaseException) -> str | None:
@@ -41,8 +50,7 @@ def fatal_reason(error: BaseException) -> str | None:
     if is_user_error(error):
         return one_line(error)
     if isinstance(error, OSError) and error.errno in DETERMINISTIC_ERRNOS:
-        where = f" ({error.filename})" if error.filename else ""
-        return one_line(f"cannot write{where}: {write_failure(error)}")
+        return one_line(f"cannot write: {write_failure(error)}")  # the file: FILE, shown where there is room
     if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and _HOST_OOM in str(error)):
         return (
             "the trial ran out of host memory: lower run.max_concurrent (fewer trials at once), or train a "
@@ -65,7 +73,8 @@ def reporting_fatal(trainable: Callable[[dict], None]) -> Callable[[dict], None]
                 raise
             from ray import tune
 
-            tune.report({FATAL: reason, TRACEBACK: traceback.format_exc()})
+            file = getattr(error, "filename", None) or ""
+            tune.report({FATAL: reason, FILE: str(file), TRACEBACK: traceback.format_exc()})
 
     return guarded
 
@@ -91,14 +100,21 @@ def fatal_stop():
 
 def raise_fatal(stop, *, log_dirs: Sequence[str]) -> None:
     """After a Tuner's fit: SweepFailure naming the first deterministic error a trial reported (if any), with
-    its traceback written to a log file in the first of `log_dirs` that takes it."""
+    its traceback written to a log file in the first of `log_dirs` that takes it.
+
+    The line holds, by priority: the cause and its fix, the log's path (never cut, however deep the store),
+    and the file a refused write was for where there is room (the traceback names it too)."""
     if stop.fatal is None:
         return
     log = write_log(stop.fatal[TRACEBACK], log_dirs=log_dirs)
-    then = f" [not retried: the sweep stopped; resume once fixed; traceback: {log}]"
-    raise SweepFailure(
-        _cut_middle(one_line(stop.fatal[FATAL], limit=10**6), max(MAX_LINE - 30 - len(then), 80)) + then
-    )
+    then = f" [not retried; resume once fixed; traceback: {log}]"
+    room = MAX_LINE - 30 - (len(then) - len(log))  # 30: the command's prefix, "powersweep submit: error: "
+    cause = _cut_middle(one_line(stop.fatal[FATAL], limit=10**6), room)
+    file = stop.fatal.get(FILE) or ""
+    where = f" (writing {file})"
+    if file and len(cause) + len(where) <= room:
+        cause += where
+    raise SweepFailure(cause + then, log)
 
 
 def _cut_middle(line: str, limit: int) -> str:

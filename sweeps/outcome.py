@@ -39,6 +39,12 @@ def one_line(message: object, *, limit: int = MAX_LINE) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def error_line(command: str, error: BaseException) -> str:
+    """The line `command` prints for a user's `error`: one line of MAX_LINE characters, plus the length of the
+    file the error names as holding its details (`error.log_path`), which is never cut."""
+    return one_line(f"{command}: error: {error}", limit=MAX_LINE + len(getattr(error, "log_path", "")))
+
+
 def is_user_error(error: BaseException) -> bool:
     """Whether `error` is a user mistake (one of USER_ERRORS), without importing anything."""
     for module, name in USER_ERRORS:

@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if not is_user_error(err):
             raise
-        from powersweep.sweeps.outcome import one_line
+        from powersweep.sweeps.outcome import error_line
 
-        print(one_line(f"powersweep {args.command}: error: {err}"), file=sys.stderr)
+        print(error_line(f"powersweep {args.command}", err), file=sys.stderr)
         return 2
 
 

@@ -96,10 +96,52 @@ def test_the_driver_names_the_cause_and_a_log_holding_the_traceback(tmp_path):
     (tmp_path / "a-file").write_text("")
     with pytest.raises(SweepFailure) as raised:  # a log directory that cannot be made: the next one
         raise_fatal(Stop(), log_dirs=[str(tmp_path / "a-file" / "logs"), str(tmp_path / "logs")])
-    line = str(raised.value)
-    assert len(line) <= 300 - 26 and "\n" not in line  # room for the command's prefix in a 300-character line
-    log = line.rsplit("traceback: ", 1)[1].rstrip("]")
+    line, log = str(raised.value), raised.value.log_path
+    assert len(line) - len(log) <= 300 - 26 and "\n" not in line  # room for the command's prefix
+    assert line.endswith(f"traceback: {log}]") and "END" in line
     assert open(log).read().startswith("Traceback") and os.path.dirname(log) == str(tmp_path / "logs")
+
+
+def _full_disk_stop(file: str):
+    error = OSError(errno.ENOSPC, "No space left on device", file)
+
+    class Stop:
+        fatal = {"fatal": fatal_reason(error), "fatal_file": file, "fatal_traceback": "Traceback ..."}
+
+    return Stop()
+
+
+@pytest.mark.parametrize("depth", [1, 4, 12])
+def test_a_deep_store_keeps_the_reason_its_fix_and_the_log_whole_in_the_printed_line(tmp_path, depth):
+    from powersweep.sweeps.outcome import error_line
+
+    store = tmp_path.joinpath(*["a-rather-long-folder-name"] * depth)
+    file = str(store / "results" / "sweep_id=fill" / ("part-" + "0" * 32 + ".parquet"))
+    with pytest.raises(SweepFailure) as raised:
+        raise_fatal(_full_disk_stop(file), log_dirs=[str(store / "checkpoints" / "fill" / "logs")])
+    line = error_line("powersweep submit", raised.value)
+    assert line.startswith(
+        "powersweep submit: error: cannot write: OSError [errno 28] No space left on device"
+    )
+    assert "free space there or give another --storage" in line and "..." not in line
+    assert line.endswith(f"traceback: {raised.value.log_path}]") and os.path.isfile(raised.value.log_path)
+    beyond_the_log = len(line) - len(raised.value.log_path)
+    where = f" (writing {file})"
+    assert beyond_the_log <= 300 and (where in line or beyond_the_log + len(where) > 300)  # named if it fits
+
+
+def test_the_file_a_refused_write_was_for_is_named_where_there_is_room(tmp_path):
+    file = str(tmp_path / "store" / "results" / "part-0.parquet")
+    with pytest.raises(SweepFailure) as raised:
+        raise_fatal(_full_disk_stop(file), log_dirs=[str(tmp_path / "logs")])
+    assert f"--storage (writing {file}) [not retried" in str(raised.value)
+
+
+def test_a_sweep_failure_survives_pickling_with_its_log():
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(SweepFailure("cannot write: x [traceback: /l.log]", "/l.log")))
+    assert str(copy) == "cannot write: x [traceback: /l.log]" and copy.log_path == "/l.log"
 
 
 @pytest.mark.slow
