@@ -1,11 +1,12 @@
-"""The results store at campaign scale: `status`, resume planning and `analyze --no-figures` on stores of
-1k, 10k and 100k rows, as a running sweep leaves them (a file per lineage) and after `powersweep compact`, on
-local disk and against an S3-compatible server on loopback (moto's, with its request counts).
+"""The results store at campaign scale: `status`, `resume` up to its first trial and `analyze --no-figures` on
+stores of 1k, 10k and 100k rows, as a running sweep leaves them (a file per lineage) and after `powersweep
+compact`, on local disk and against an S3-compatible server on loopback (moto's, with its request counts).
 
 The rows are synthetic but go through the store's own write path, as a sweep's trials write them: each row
 into the lineage's file (`ResultStore.lineage_rows`), then the lineage's curve. The sweep is cpu-quick's grid
 (cpu-xxs, 8 lrs, 6 budgets, 6 trunk rows per lineage) at batch sizes 4-32, with as many seeds as the size
-needs (384 rows a seed).
+needs (384 rows a seed), all but the last lineage stored: the sweep stopped one lineage short, and `resume`
+has that one to train.
 Each measurement runs in a fresh process (`--measure`), so its wall time is what a person waits, imports
 included, and its peak memory is its own.
 
@@ -50,9 +51,9 @@ def loss(lr: float, tokens: float, batch_size: int, rng: np.random.Generator) ->
     return 2.6 + 1.4 * (tokens / 125e3) ** -0.25 + 0.08 * math.log(lr / lr_opt) ** 2 + rng.normal(0, 0.003)
 
 
-def fill(storage: str, values: dict, *, seed: int = 0) -> dict:
-    """Write every planned row of the spec `values` into the store at `storage` as a sweep's trials do;
-    returns what it wrote and how long it took."""
+def fill(storage: str, values: dict, *, seed: int = 0, left_out: int = 1) -> dict:
+    """Write every planned row of the spec `values`, but for its last `left_out` lineages', into the store at
+    `storage` as a sweep's trials do; returns what it wrote and how long it took."""
     from powersweep.sweeps.plan import plan
     from powersweep.sweeps.spec import spec_from_dict
     from powersweep.sweeps.store import ResultStore
@@ -62,7 +63,7 @@ def fill(storage: str, values: dict, *, seed: int = 0) -> dict:
     p = plan(sweep_spec)
     store.write_json(spec_path(sweep_spec.name), sweep_spec.to_dict())
     start, rows = time.perf_counter(), 0
-    for done, job in enumerate(p.jobs):
+    for done, job in enumerate(p.jobs[: len(p.jobs) - left_out]):
         c = job.config
         common = {
             "lineage_id": job.lineage_id,
@@ -89,7 +90,7 @@ def fill(storage: str, values: dict, *, seed: int = 0) -> dict:
         rows += len(evaluations)
         if done % max(1, len(p.jobs) // 10) == 0:
             print(f"  filled {done + 1}/{len(p.jobs)} lineages", file=sys.stderr, flush=True)
-    return {"rows": rows, "lineages": len(p.jobs), "fill_s": time.perf_counter() - start}
+    return {"rows": rows, "lineages": len(p.jobs) - left_out, "fill_s": time.perf_counter() - start}
 
 
 def curve(job, rng: np.random.Generator) -> list[dict]:
@@ -132,13 +133,14 @@ def measure(what: str, storage: str, out_dir: str) -> dict:
 
     if what == "resume-plan":
         import powersweep.sweeps.execute  # noqa: F401 - resume imports it to run trials, not to plan
+        import powersweep.sweeps.sweep  # noqa: F401
 
     start = time.perf_counter()
     if what == "status":
         s = status(storage)
         result = {"done": int(sum(v for k, v in s["counts"].items() if k != "missing"))}
     elif what == "resume-plan":
-        result = {"trials": len(resume_plan(storage))}
+        result = {"trials": resume_until_training(storage)}
     elif what == "analyze":
         with open(os.devnull, "w") as quiet:
             stdout, sys.stdout = sys.stdout, quiet
@@ -157,24 +159,25 @@ def measure(what: str, storage: str, out_dir: str) -> dict:
     return {**result, "seconds": seconds, "peak_mb": peak_mb}
 
 
-def resume_plan(storage: str) -> list:
-    """What `resume` decides before it starts Ray: the stored spec planned, unreadable files set aside, the
-    stored rows and curves read, the trials still missing."""
-    from types import SimpleNamespace
+def resume_until_training(storage: str) -> int:
+    """`resume` of the store's sweep up to its first trial, Ray's start left out: what it reads and decides
+    before it trains (its checks before its lock, then, under it, unreadable files set aside and the missing
+    trials planned). The number of trials it would run."""
+    import powersweep.sweeps.execute as execution
+    import powersweep.sweeps.sweep as sweep
 
-    from powersweep.sweeps.execute import missing_rows
-    from powersweep.sweeps.grid_mode import stored_for_planning
-    from powersweep.sweeps.plan import plan
-    from powersweep.sweeps.store import ResultStore
-    from powersweep.sweeps.sweep import stored_spec
+    class Trains(Exception):
+        pass
 
-    sweep_spec = stored_spec(storage)
-    store, p = ResultStore(storage), plan(sweep_spec)
-    store.set_aside(sweep_id=sweep_spec.name, names=p.row_ids)
-    store.set_aside_curves(sweep_id=sweep_spec.name)
-    settings = SimpleNamespace(sweep_id=sweep_spec.name, run=sweep_spec.run)
-    stored = stored_for_planning(p, store, settings)
-    return [j for j in (missing_rows(trial, stored) for trial in p.trials) if j is not None]
+    def execute(jobs, settings, **kwargs):
+        raise Trains(len(jobs))
+
+    sweep._start_ray, execution.execute = (lambda *args, **kwargs: None), execute
+    try:
+        sweep.resume(storage)
+    except Trains as trains:
+        return trains.args[0]
+    return 0  # the store held every row: nothing to train
 
 
 def timed(what: str, storage: str, server=None) -> dict:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from powersweep.sweeps.execute import ExecutionSettings
     from powersweep.sweeps.plan import Plan
     from powersweep.sweeps.spec import SweepSpec
-    from powersweep.sweeps.store import ResultStore
+    from powersweep.sweeps.store import ResultStore, Stock
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ class AdaptiveMode:
             f"{groups} group{'s' if groups > 1 else ''})",
         ]
 
-    def complete(self, p: Plan, store: ResultStore) -> bool:
+    def complete(self, p: Plan, store: ResultStore, stored_ids: set[str]) -> bool:
         from powersweep.sweeps.rounds import searches_done  # done when every group's search has ended
 
         return searches_done(self.searches, store.read(sweep_id=p.sweep_id).table)
@@ -118,7 +118,7 @@ class AdaptiveMode:
     def planned_rows(self, p: Plan, store: ResultStore, settings: ExecutionSettings) -> set[str]:
         return set(p.row_ids)
 
-    def run(self, p: Plan, store: ResultStore, settings: ExecutionSettings) -> ModeRun:
+    def run(self, p: Plan, store: ResultStore, settings: ExecutionSettings, stock: Stock) -> ModeRun:
         from powersweep.sweeps.rounds import run_rounds  # rounds until every group's search ends
 
         rounds = run_rounds(self.searches, settings, pack=p.pack)

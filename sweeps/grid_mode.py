@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from powersweep.sweeps.execute import ExecutionSettings
     from powersweep.sweeps.plan import Plan
     from powersweep.sweeps.spec import SweepSpec
-    from powersweep.sweeps.store import ResultStore
+    from powersweep.sweeps.store import ResultStore, Stock
 
 
 @dataclass(frozen=True)
@@ -66,16 +66,16 @@ class GridMode:
     def describe(self, lines: list[str], summary: dict) -> list[str]:
         return lines
 
-    def complete(self, p: Plan, store: ResultStore) -> bool:
-        return p.row_ids <= store.run_ids(sweep_id=p.sweep_id)
+    def complete(self, p: Plan, store: ResultStore, stored_ids: set[str]) -> bool:
+        return p.row_ids <= stored_ids
 
     def planned_rows(self, p: Plan, store: ResultStore, settings: ExecutionSettings) -> set[str]:
         return set(p.row_ids)
 
-    def run(self, p: Plan, store: ResultStore, settings: ExecutionSettings) -> ModeRun:
+    def run(self, p: Plan, store: ResultStore, settings: ExecutionSettings, stock: Stock) -> ModeRun:
         from powersweep.sweeps.execute import execute, missing_rows  # imports Ray: only when a sweep runs
 
-        stored = stored_for_planning(p, store, settings)
+        stored = stored_for_planning(p, stock, curves=settings.run.curves)
         jobs = [j for j in (missing_rows(trial, stored) for trial in p.trials) if j is not None]
         report = execute(jobs, settings)
         return ModeRun(sum(len(j.members) for j in jobs), report.failed_trials, report)
@@ -96,15 +96,18 @@ def fixed_status(p: Plan, table: pd.DataFrame, run_ids: set[str]) -> dict:
     return {**counted, "lineages": lineages}
 
 
-def stored_for_planning(p: Plan, store: ResultStore, settings: ExecutionSettings) -> set[str]:
-    """The stored row ids the missing jobs are planned from. A lineage that lacks rows and its curve (deleted,
-    or set aside as unreadable) trains all its budgets again from the start, so that its new curve is whole:
-    its stored rows count as missing here (they are not written again, `execute._saver`)."""
-    stored = store.run_ids(sweep_id=settings.sweep_id)
-    if not settings.run.curves:
+def stored_for_planning(p: Plan, stock: Stock, *, curves: bool) -> set[str]:
+    """The stored row ids the missing jobs are planned from (`stock`: what the store holds readable). With
+    `curves` stored, a lineage that lacks rows and its curve (deleted, or set aside as unreadable) trains all
+    its budgets again from the start, so that its new curve is whole: its stored rows count as missing here
+    (they are not written again, `execute._saver`)."""
+    stored = set(stock.run_ids)
+    if not curves:
         return stored
-    curves = store.curve_names(sweep_id=settings.sweep_id)
     redo = {
-        r for j in p.jobs if j.lineage_id not in curves and not set(j.row_ids) <= stored for r in j.row_ids
+        r
+        for j in p.jobs
+        if j.lineage_id not in stock.curve_names and not set(j.row_ids) <= stored
+        for r in j.row_ids
     }
     return stored - redo

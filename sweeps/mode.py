@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from powersweep.sweeps.plan import Plan
     from powersweep.sweeps.progress import ExecutionReport
     from powersweep.sweeps.spec import SweepSpec
-    from powersweep.sweeps.store import ResultStore
+    from powersweep.sweeps.store import ResultStore, Stock
 
 
 @dataclass(frozen=True)
@@ -56,14 +56,15 @@ class SweepMode(Protocol):
     def describe(self, lines: list[str], summary: dict) -> list[str]:
         """The plan's human summary (`format_plan`'s lines) as this mode tells it."""
 
-    def complete(self, p: Plan, store: ResultStore) -> bool:
-        """Whether the store holds every row the sweep would write (its spec already stored as given)."""
+    def complete(self, p: Plan, store: ResultStore, stored_ids: set[str]) -> bool:
+        """Whether the store holds every row the sweep would write (its spec already stored as given;
+        `stored_ids`: the run ids it holds)."""
 
     def planned_rows(self, p: Plan, store: ResultStore, settings: ExecutionSettings) -> set[str]:
         """The rows the sweep writes, as far as they are known before it runs."""
 
-    def run(self, p: Plan, store: ResultStore, settings: ExecutionSettings) -> ModeRun:
-        """Train what the store lacks."""
+    def run(self, p: Plan, store: ResultStore, settings: ExecutionSettings, stock: Stock) -> ModeRun:
+        """Train what the store lacks (`stock`: what it held readable when the sweep took its lock)."""
 
     def status(self, p: Plan, table: pd.DataFrame) -> dict:
         """Progress from the stored `table`: planned, counts, cells, trunk, and `lineages` (the ids whose

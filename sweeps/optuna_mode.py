@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from powersweep.sweeps.execute import ExecutionSettings
     from powersweep.sweeps.plan import Plan
     from powersweep.sweeps.spec import SweepSpec
-    from powersweep.sweeps.store import ResultStore
+    from powersweep.sweeps.store import ResultStore, Stock
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class OptunaMode:
     def describe(self, lines: list[str], summary: dict) -> list[str]:
         return lines
 
-    def complete(self, p: Plan, store: ResultStore) -> bool:
+    def complete(self, p: Plan, store: ResultStore, stored_ids: set[str]) -> bool:
         return False  # the studies decide, once running, whether trials are left
 
     def planned_rows(self, p: Plan, store: ResultStore, settings: ExecutionSettings) -> set[str]:
@@ -97,7 +97,7 @@ class OptunaMode:
 
         return known_row_ids(self.studies, settings, store.read(sweep_id=settings.sweep_id).table)
 
-    def run(self, p: Plan, store: ResultStore, settings: ExecutionSettings) -> ModeRun:
+    def run(self, p: Plan, store: ResultStore, settings: ExecutionSettings, stock: Stock) -> ModeRun:
         from powersweep.sweeps.execute import trial_gpus
         from powersweep.sweeps.search import run_studies  # imports Optuna and Ray
 

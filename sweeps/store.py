@@ -93,6 +93,15 @@ class ReadResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class Stock:
+    """What ``ResultStore.take_stock`` found of a sweep: the files it moved aside and what stays readable."""
+
+    set_aside: tuple[str, ...]  # "<old URI> -> <new URI> (<reason>)" for each file moved, results first
+    run_ids: frozenset[str]  # the run ids of the readable result files
+    curve_names: frozenset[str]  # the lineage ids of the readable curve files
+
+
+@dataclasses.dataclass(frozen=True)
 class Compaction:
     """What ``ResultStore.compact`` did to one sweep."""
 
@@ -276,13 +285,28 @@ class ResultStore:
         schema) to ``set-aside/``, where it is kept and never read, so that its runs are stored again: the
         files written as one of ``names``, and the store's own merged files. Returns ``"<old URI> -> <new
         URI> (<reason>)"`` for each file moved."""
+        return self._set_aside_results(sweep_id, names)[0]
+
+    def take_stock(self, *, sweep_id: str, names: Collection[str]) -> Stock:
+        """``set_aside`` and ``set_aside_curves``, and the run ids and curve names left readable, from one
+        read of each file: what a sweep's driver plans from, under its lock, before it trains."""
+        moved, run_ids = self._set_aside_results(sweep_id, names)
+        moved_curves, curve_names = self._set_aside_curves(sweep_id)
+        return Stock(tuple(moved + moved_curves), frozenset(run_ids), frozenset(curve_names))
+
+    def _set_aside_results(self, sweep_id: str, names: Collection[str]) -> tuple[list[str], set[str]]:
+        """``set_aside``'s moves, and the run ids of the files that read."""
         _check_segment("sweep_id", sweep_id)
         files = self._scan(RESULTS_DIR, sweep_id, lambda p: self._load_result(p, ("run_id",)))
-        return [
-            self._move_aside(f, sweep_id, "result")
-            for f in files
-            if not f.readable and not f.vanished and (f.name in names or is_merged(f.name))
-        ]
+        moved = []
+        for f in files:
+            if f.readable or f.vanished:
+                continue
+            if f.name in names or is_merged(f.name):
+                moved.append(self._move_aside(f, sweep_id, "result"))
+            else:
+                logger.warning("results store %s: skipped unreadable file %s", self.uri, f.path)
+        return moved, {r for f in files if f.readable for r in f.table.column("run_id").to_pylist()}
 
     # -- curves ---------------------------------------------------------------------------------------------
 
@@ -347,7 +371,13 @@ class ResultStore:
         """Move each of the sweep's curve files that cannot be read to ``set-aside/`` (kept, never read), as
         ``set_aside`` does for results: a lineage trained again writes a new curve, never into a broken one.
         Returns ``"<old URI> -> <new URI> (<reason>)"`` for each file moved."""
-        return [self._move_aside(f, sweep_id, "curve") for f in self._curve_footers(sweep_id) if f.problem]
+        return self._set_aside_curves(sweep_id)[0]
+
+    def _set_aside_curves(self, sweep_id: str) -> tuple[list[str], set[str]]:
+        """``set_aside_curves``'s moves, and the names of the curves that read."""
+        files = self._curve_footers(sweep_id)
+        moved = [self._move_aside(f, sweep_id, "curve") for f in files if f.problem]
+        return moved, {name for f in files if f.readable for name in f.held}
 
     # -- sweeps, set aside and metadata ---------------------------------------------------------------------
 

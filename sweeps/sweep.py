@@ -20,10 +20,12 @@ from powersweep.sweeps.plan import Plan, plan, spec_gpu_bytes
 from powersweep.sweeps.preflight import check_free_space, check_host_memory, check_writable
 from powersweep.sweeps.progress import ExecutionReport
 from powersweep.sweeps.spec import SpecError, SweepSpec, spec_from_dict
-from powersweep.sweeps.store import ResultStore, StoreError
+from powersweep.sweeps.store import ResultStore, Stock, StoreError
 from powersweep.sweeps.trackers import check_loggers, prepare, tracking_root
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from powersweep.sweeps.execute import ExecutionSettings  # execution: status and compact need none
 
 # Checks that every node of a cluster at `address` can write the store at a URI and reads the corpus of a
@@ -83,36 +85,34 @@ def submit(
     store, p = ResultStore(storage), plan(spec, gpu_bytes=gpu_memory(spec))
     p = replace(p, notes=p.notes + data_notes + check_gpu_shares(spec, p))  # may refuse: nothing stored yet
     _check_settings(store, spec, replace_sweep=replace_sweep)
-    _check_corpus(store, spec, fingerprint, replace_sweep=replace_sweep)
-    if not replace_sweep and _complete(store, spec, p):
-        return SubmitResult(plan=p, lineages_run=0, failed_trials=0, storage=storage, execution=None)
+    # the sweep's stored rows, read once for the checks before its lock (a sweep to be replaced holds none)
+    stored = None if replace_sweep else store.read(sweep_id=spec.name, columns=["data_fingerprint"]).table
+    if stored is not None:
+        _check_corpus(stored, spec, fingerprint)
+        if _complete(store, spec, p, stored_ids=set(stored["run_id"])):
+            return SubmitResult(plan=p, lineages_run=0, failed_trials=0, storage=storage, execution=None)
     settings = _settings(spec, p, storage, address, checkpoints=checkpoints)
-    ray_at = _check_before_writing(store, p, settings, replace_sweep=replace_sweep)
+    ray_at = _check_before_writing(store, p, settings, stored_rows=0 if stored is None else len(stored))
     settings = replace(settings, startup_marks=(submitted_at, *ray_at))
     with SweepLock(storage, spec.name) as lock:
         replaced = _replace(store, settings) if replace_sweep else None
         _store_spec(store, spec)
-        set_aside = (
-            *store.set_aside(sweep_id=spec.name, names=_planned_rows(p, store, settings)),
-            *store.set_aside_curves(sweep_id=spec.name),
-        )
-        result = _run(spec, p, store, settings)
+        stock = store.take_stock(sweep_id=spec.name, names=_planned_rows(p, store, settings))
+        result = _run(spec, p, store, settings, stock)
     return replace(
         result,
-        set_aside=set_aside,
+        set_aside=stock.set_aside,
         unreadable=_unreadable(store, p, result, settings),
         replaced_lock=lock.previous and describe(lock.previous),
         replaced=replaced,
     )
 
 
-def _check_corpus(store: ResultStore, spec: SweepSpec, fingerprint: str, *, replace_sweep: bool) -> None:
-    """SpecError when rows of the sweep were trained on other data than `train.data` makes now (its
-    `data_fingerprint`): the same source, other tokens (re-tokenized, re-sharded, edited). Unless the sweep is
-    to be replaced, its rows and the new ones would be fitted as if they saw one corpus."""
-    if replace_sweep:
-        return
-    stored = store.read(sweep_id=spec.name, columns=["data_fingerprint"]).table["data_fingerprint"]
+def _check_corpus(rows: pd.DataFrame, spec: SweepSpec, fingerprint: str) -> None:
+    """SpecError when the sweep's stored `rows` were trained on other data than `train.data` makes now (their
+    `data_fingerprint`): the same source, other tokens (re-tokenized, re-sharded, edited). Its rows and the
+    new ones would be fitted as if they saw one corpus."""
+    stored = rows["data_fingerprint"]
     other = stored[stored.notna() & stored.ne("") & stored.ne(fingerprint)]
     if len(other):
         seen = sorted(set(other))
@@ -141,7 +141,7 @@ def _check_settings(store: ResultStore, spec: SweepSpec, *, replace_sweep: bool)
 
 
 def _check_before_writing(
-    store: ResultStore, p: Plan, settings: ExecutionSettings, *, replace_sweep: bool
+    store: ResultStore, p: Plan, settings: ExecutionSettings, *, stored_rows: int
 ) -> tuple[float, float]:
     """What would refuse the sweep later, checked before the lock, the spec or a row is written: no other
     driver, a CPU trial's memory, the store's room and directories, then Ray's resources (Ray starts here).
@@ -152,8 +152,7 @@ def _check_before_writing(
         check_host_memory(
             p, node_bytes=psutil.virtual_memory().available, where="this machine (available now)"
         )
-    stored = 0 if replace_sweep else len(store.run_ids(sweep_id=settings.sweep_id))
-    _check_room(store, p, settings, stored_rows=stored)
+    _check_room(store, p, settings, stored_rows=stored_rows)
     ray_start = time.time()
     _start_ray(settings, p, check_memory=not local_ray)
     return ray_start, time.time()
@@ -261,9 +260,11 @@ def _planned_rows(p: Plan, store: ResultStore, settings: ExecutionSettings) -> s
     return p.mode.planned_rows(p, store, settings)
 
 
-def _run(spec: SweepSpec, p: Plan, store: ResultStore, settings: ExecutionSettings) -> SubmitResult:
+def _run(
+    spec: SweepSpec, p: Plan, store: ResultStore, settings: ExecutionSettings, stock: Stock
+) -> SubmitResult:
     prepare(settings.run.loggers, settings.tracking_root, spec.name)
-    ran = p.mode.run(p, store, settings)
+    ran = p.mode.run(p, store, settings, stock)
     return SubmitResult(
         plan=p,
         lineages_run=ran.lineages_run,
@@ -273,13 +274,14 @@ def _run(spec: SweepSpec, p: Plan, store: ResultStore, settings: ExecutionSettin
     )
 
 
-def _complete(store: ResultStore, spec: SweepSpec, p: Plan) -> bool:
-    """Whether the store already holds the spec as given and every row of the sweep, readable."""
+def _complete(store: ResultStore, spec: SweepSpec, p: Plan, *, stored_ids: set[str]) -> bool:
+    """Whether the store already holds the spec as given and every row of the sweep, readable (`stored_ids`:
+    the run ids it holds)."""
     try:
         same_spec = store.read_json(spec_path(spec.name)) == spec.to_dict()
     except StoreError:
         return False
-    return same_spec and p.mode.complete(p, store)
+    return same_spec and p.mode.complete(p, store, stored_ids)
 
 
 def _store_spec(store: ResultStore, spec: SweepSpec) -> None:

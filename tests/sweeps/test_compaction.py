@@ -3,6 +3,7 @@ readers that see every row once whatever they race with (sweeps/store.py, sweeps
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 
@@ -310,3 +311,26 @@ def test_compact_in_a_loop_beside_a_running_sweep_loses_and_doubles_nothing(tmp_
     assert not curves[keys].fillna(-1).duplicated().any()
     assert len(curves) == len(ResultStore(alone).read_curves(sweep_id="tiny").table)
     assert len(names(ResultStore(storage), "tiny")) == 1 and len(rounds) > 0
+
+
+def test_taking_stock_sets_aside_what_set_aside_would_and_names_what_stays_readable(store):
+    write_each(store, "s", rows("a", 3))
+    write_lineage(store, "s", "b", rows("b", 2))
+    store.write([minimal_row("other", lineage_id="c")], sweep_id="t", name="other")
+    put_raw(store, f"{partition_dir(store, 's')}/broken.parquet", b"not parquet")  # planned: set aside
+    put_raw(store, f"{partition_dir(store, 's')}/stray.parquet", b"not parquet")  # not planned: kept
+    store.write_curve([curve_point(1)], sweep_id="s", name="lin-1")
+    put_raw(store, f"{store._root}/curves/sweep_id=s/lin-2.parquet", b"not parquet")
+    expected_ids = store.run_ids(sweep_id="s")
+    stock = store.take_stock(sweep_id="s", names={"broken", "a-r0"})
+    assert stock.run_ids == expected_ids == {"a-r0", "a-r1", "a-r2", "b-r0", "b-r1"}
+    assert stock.curve_names == {"lin-1"} == store.curve_names(sweep_id="s")
+    assert [m.split(" -> ")[0].rsplit("/", 1)[1] for m in stock.set_aside] == [
+        "broken.parquet",
+        "lin-2.parquet",
+    ]
+    assert "stray.parquet" in names(store, "s") and "broken.parquet" not in names(store, "s")
+    assert (
+        store.set_aside(sweep_id="s", names={"broken"}) == [] and store.set_aside_curves(sweep_id="s") == []
+    )
+    assert store.take_stock(sweep_id="s", names=set()) == dataclasses.replace(stock, set_aside=())

@@ -107,3 +107,47 @@ def test_gpu_shares_are_refused_or_corrected_before_anything_runs():
     tiny = spec_from_dict({**values, "run": {"gpus_per_trial": "auto", "gpu_memory": "1GiB"}})
     with pytest.raises(SpecError, match=r"^run.gpu_memory=1.0GiB: memory budget"):
         check_gpu_shares(tiny, plan(tiny))
+
+
+def test_a_resume_reads_each_stored_file_at_most_twice_before_it_trains(tmp_path, monkeypatch):
+    """Before its lock the sweep's rows are read once, for its checks; under it once more, to set unreadable
+    files aside and plan from what stays readable; its curves once. Only the missing lineage trains."""
+    import collections
+    import posixpath
+
+    from test_store import curve_point, minimal_row
+
+    import powersweep.sweeps.execute as execution
+    import powersweep.sweeps.sweep as sweep_module
+    from powersweep.sweeps.plan import plan
+
+    spec, storage = spec_from_dict(TINY), str(tmp_path / "store")
+    store, [done, left] = ResultStore(storage), plan(spec).jobs
+    rows = store.lineage_rows(sweep_id="tiny", lineage_id=done.lineage_id)
+    for run_id in done.row_ids:
+        rows.write([minimal_row(run_id, lineage_id=done.lineage_id)], name=run_id)
+    store.write_curve([curve_point(1, lineage_id=done.lineage_id)], sweep_id="tiny", name=done.lineage_id)
+    reads = collections.Counter()
+
+    def counting(load):
+        def counted(self, path, columns):
+            reads[posixpath.basename(posixpath.dirname(posixpath.dirname(path)))] += 1  # results or curves
+            return load(self, path, columns)
+
+        return counted
+
+    for method in ("_load_result", "_load_curve"):
+        monkeypatch.setattr(ResultStore, method, counting(getattr(ResultStore, method)))
+
+    class Trains(Exception):
+        pass
+
+    def execute(jobs, settings):
+        raise Trains([m.lineage_id for j in jobs for m in j.members])
+
+    monkeypatch.setattr(sweep_module, "_start_ray", lambda *args, **kwargs: None)
+    monkeypatch.setattr(execution, "execute", execute)
+    with pytest.raises(Trains) as trains:
+        submit(spec, storage=storage)
+    assert trains.value.args[0] == [left.lineage_id]
+    assert reads == {"results": 2, "curves": 1}  # one file of rows, one curve
