@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from powersweep.file_threads import map_threads
+from powersweep.file_threads import LOCAL_THREADS, REMOTE_THREADS, map_threads
 from powersweep.store_layout import (
     COMPACTED_PREFIX,
     CURVES_DIR,
@@ -158,6 +158,11 @@ class ResultStore:
         """The store's directory on this machine's filesystem;
         None for an object store or other remote one."""
         return self._root if isinstance(self._fs, pafs.LocalFileSystem) else None
+
+    @property
+    def _threads(self) -> int:
+        """Threads that read the store's files at once: a local read is CPU-bound, a remote one waits."""
+        return LOCAL_THREADS if self.local_dir is not None else REMOTE_THREADS
 
     @property
     def results_dir(self) -> str:
@@ -489,7 +494,7 @@ class ResultStore:
         vanished between the listing and its read was merged into another, which a new listing shows."""
         for _ in range(_RESCANS):
             paths = self._storage.files(folder, sweep_id, suffix=_SUFFIX[folder])
-            files = map_threads(load, [p for p in paths if keep(p)])
+            files = map_threads(load, [p for p in paths if keep(p)], threads=self._threads)
             if not any(f.vanished for f in files):
                 return files
         logger.warning("results store %s: files kept vanishing while read; read what stayed", self.uri)
@@ -578,7 +583,8 @@ class ResultStore:
     def _merge_results(self, sweep_id: str, paths: list[str], into: str) -> str | None:
         """Write the readable rows of the files ``paths`` (the newest row of each run_id) to ``into``, then
         delete those files that did not change meanwhile. None when none of them reads."""
-        files = [f for f in map_threads(lambda p: self._load_result(p, None), paths) if f.readable]
+        loaded = map_threads(lambda p: self._load_result(p, None), paths, threads=self._threads)
+        files = [f for f in loaded if f.readable]
         if len(files) < 2 and all(is_merged(f.name) for f in files):
             return None  # nothing new to merge
         table = _newest_rows(pa.concat_tables([f.table for f in files])).drop_columns([PARTITION])
@@ -591,7 +597,7 @@ class ResultStore:
         """Merge the own curve files of the ``finished`` lineages (None: all) and the compacted ones into one
         compacted file, with one copy of each lineage's points (``curve_owners``, over every curve file of
         the sweep)."""
-        loaded = map_threads(lambda p: self._load_curve(p, None), paths)
+        loaded = map_threads(lambda p: self._load_curve(p, None), paths, threads=self._threads)
         readable = [f for f in loaded if f.readable]
         chosen = [f for f in readable if is_merged(f.name) or finished is None or f.name in finished]
         if len(chosen) < 2 and not any(not is_merged(f.name) for f in chosen):
