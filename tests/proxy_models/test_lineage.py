@@ -188,7 +188,11 @@ def test_a_lineage_killed_while_writing_its_checkpoint_resumes_and_removes_the_t
         child.kill()
         child.wait()
     left = [name for name in os.listdir(directory) if ".tmp-" in name]
-    assert left == [f"trunk.pt.tmp-{socket.gethostname()}-{child.pid}"]  # beside the first checkpoint
+    ours = f".tmp-{socket.gethostname()}-{child.pid}"
+    assert f"trunk.pt{ours}" in left  # beside the first checkpoint
+    # training goes on while the checkpoint is written (proxy_models/checkpoint.py): the kill may also land in
+    # an atomic write of the lineage's own files (results.json), whose temp file resume must remove as well
+    assert all(name.endswith(ours) for name in left), left
     resumed = train_lineage(config(WSD), BUDGETS, corpus=corpus, checkpoint_dir=str(directory))
     expected = train_lineage(config(WSD), BUDGETS, corpus=corpus)
     assert [r.loss_eval for r in resumed] == pytest.approx([r.loss_eval for r in expected], rel=1e-12)
