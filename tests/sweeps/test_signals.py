@@ -24,7 +24,7 @@ from powersweep.sweeps.store import ResultStore
 # trains for several seconds more, so the signal lands mid-sweep.
 SIGNALS = {
     "name": "signals",
-    "search": {"models": ["cpu-xxs"], "batch_size": [4], "lr": [0.001, 0.002], "tokens": [16384, 1048576]},
+    "search": {"models": ["cpu-xxs"], "batch_size": [4], "lr": [0.001, 0.002], "tokens": [16384, 262144]},
     "train": {"warmup_tokens": 2048, "seq_len": 64, "data": {"eval_tokens": 1024}},
 }
 NOT_OURS = ("Traceback", "*** SIGTERM", "Tuner.restore")  # Python's, Ray's C++ and Ray Tune's ways to end
