@@ -64,9 +64,12 @@ def check_data(spec: SweepSpec) -> CheckedData:
         for seq_len in sorted({spec.train.seq_len or p.seq_len for p in presets.values()}):
             check_windows(corpus, seq_len=seq_len, eval_tokens=data.eval_tokens)
     except DataError as error:  # token shards' errors name the file, or the setting as the spec does
-        named = str(error).startswith(("source=", "eval_source=", "tokenizer="))
+        text = str(error)
+        named = text.startswith(("source=", "eval_source=", "tokenizer="))
         where = "train.data: " if shards else f"train.data.source={_show(data.source)}: "
-        raise SpecError(f"train.data.{error}" if named else f"{where}{error}") from None
+        if not shards and isinstance(data.source, str):  # the line names the source once: room for the fix
+            text = text.replace(f"corpus {_show(data.source)}", "the corpus", 1)
+        raise SpecError(f"train.data.{text}" if named else f"{where}{text}") from None
     for model, preset in presets.items():
         if corpus.vocab_size > preset.vocab_size:
             raise SpecError(

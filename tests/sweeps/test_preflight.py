@@ -53,6 +53,19 @@ def test_data_that_cannot_serve_a_run_is_refused_before_anything_is_written(tmp_
     assert not (tmp_path / "store").exists()
 
 
+def test_a_corpus_too_small_in_a_deep_folder_is_named_once_so_the_fix_fits(tmp_path, capsys):
+    # a source path of 130 characters: named twice, the line would pass 300 characters and lose its fix
+    deep = tmp_path / (
+        "a-long-folder-name" + "-" * (130 - len(str(tmp_path)) - len("/a-long-folder-name/corpus"))
+    )
+    deep.mkdir(parents=True)
+    (deep / "corpus").write_text("hello world")
+    assert len(str(deep / "corpus")) == 130
+    line = refused(tmp_path, capsys, with_data(tmp_path, deep / "corpus"))
+    assert line.count(str(deep)) == 1 and f"train.data.source='{deep / 'corpus'}': the corpus has" in line
+    assert line.endswith("use a larger corpus, or a shorter seq_len")
+
+
 def test_a_cpu_trial_larger_than_the_machines_memory_is_refused(tmp_path, capsys):
     huge = {**TINY, "train": {**TINY["train"], "model_overrides": {"n_layers": 1, "d_model": 10_000_000}}}
     line = refused(tmp_path, capsys, huge)
