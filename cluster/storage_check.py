@@ -7,6 +7,8 @@ shared) fails here, with one line naming the URI and the node, instead of losing
 
 from __future__ import annotations
 
+import re
+
 from powersweep.cluster.jobs import ClusterError
 from powersweep.cluster.nodes import PROBE_TIMEOUT_S, NodeFailure, alive_nodes, on_every_node
 from powersweep.sweeps.store import ResultStore, StoreError
@@ -45,21 +47,25 @@ def _probe_every_node(uri: str, nodes: dict[str, str], timeout_s: float) -> None
     failures += [NodeFailure(nodes[n], why, ran=True) for n, why in answers.items() if why]
     if failures:
         failure = min(failures, key=lambda f: not f.ran)  # the first of the store's own failures, if any
-        raise ClusterError(
-            f"storage {uri!r} is not writable from node {failure.node}: {failure.why}: {SHARED_FIX}"
-        )
+        fix = "" if failure.ran else f": {SHARED_FIX}"  # a probe's answer carries its fix
+        raise ClusterError(f"storage {uri!r} is not writable from node {failure.node}: {failure.why}{fix}")
 
 
 def _write_and_read(uri: str, relpath: str, node_id: str) -> str | None:
-    """Runs on one node: None if the probe round-trips through the store, else why not (one line)."""
+    """Runs on one node: None if the probe round-trips through the store, else why not and the fix (one
+    line). A write the store refused says why in its own words, with its fix (sweeps/storage.py); the
+    caller's line names the store and the node, and the probe's file is of no use to a person."""
     try:
         store = ResultStore(uri)
         store.write_json(relpath, {"node_id": node_id})
         if store.read_json(relpath) != {"node_id": node_id}:
-            return "the probe read back differs from what was written"
-    except (OSError, StoreError, ValueError) as err:
-        text = str(err).strip().removeprefix(f"storage URI {uri!r}: ")  # the caller's line names the store
-        return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+            return f"the probe read back differs from what was written: {SHARED_FIX}"
+    except StoreError as err:
+        text = " ".join(str(err).split()).removeprefix(f"storage URI {uri!r}: ")
+        return re.sub(r"^cannot (\w+) \([^)]*\): ", "", text)
+    except (OSError, ValueError) as err:
+        text = str(err).strip()
+        return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}: {SHARED_FIX}"
     return None
 
 

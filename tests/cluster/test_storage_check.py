@@ -9,6 +9,7 @@ import pytest
 
 from powersweep.cluster.jobs import ClusterError
 from powersweep.cluster.storage_check import PROBE_DIR, check_shared_storage
+from powersweep.sweeps.outcome import error_line
 
 
 def test_a_store_every_node_sees_passes_and_leaves_no_probe(local_ray, tmp_path):
@@ -16,13 +17,22 @@ def test_a_store_every_node_sees_passes_and_leaves_no_probe(local_ray, tmp_path)
     assert os.listdir(tmp_path / "store" / PROBE_DIR) == []
 
 
-def test_a_store_a_node_cannot_write_names_the_uri_and_the_node(local_ray, tmp_path):
-    (tmp_path / "file").write_text("a file where the store's directory should be")
-    uri = str(tmp_path / "file" / "store")
+def test_a_store_a_node_cannot_write_names_the_uri_the_node_the_reason_and_the_fix(local_ray, tmp_path):
+    # a store path of 80 characters: the line a person gets keeps the node's reason and the store's fix
+    file = tmp_path / ("a-file" + "-" * (80 - len(str(tmp_path)) - len("/a-file/store")))
+    file.write_text("a file where the store's directory should be")
+    uri = str(file / "store")
+    assert len(uri) == 80
     with pytest.raises(
         ClusterError, match=f"storage '{uri}' is not writable from node \\S+ \\(node id \\w+\\): "
-    ):
+    ) as raised:
         check_shared_storage(uri)
+    line = error_line("powersweep submit", raised.value)
+    assert line.endswith(
+        ": NotADirectoryError [errno 20] Not a directory: make the store writable for this user, "
+        "or give another --storage"
+    )
+    assert PROBE_DIR not in line  # the probe's file is of no use to a person
 
 
 def test_a_store_private_to_each_process_is_not_shared(local_ray):
