@@ -20,7 +20,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff format --check --quiet . || { echo "the tree is not formatted: run make format"; exit 1; }
 	$(VENV)/bin/ruff check --quiet .
-	$(PY) -X faulthandler -m pytest -q  # -X: a crash, even at exit, prints every thread's stack
+	# Two test files at a time, each file's tests in one process (pytest-xdist): sweeps wait on Ray, trial
+	# processes and kills for part of their wall, which the other file's tests fill. PYTHONFAULTHANDLER: a
+	# crash in any of those processes, even at exit, prints every thread's stack.
+	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q -n 2 --dist loadfile
 
 # the generated reference pages (spec, its JSON Schema, command line), then the site, offline, warnings as errors
 docs: $(STAMP)
