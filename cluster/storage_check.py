@@ -7,10 +7,9 @@ shared) fails here, with one line naming the URI and the node, instead of losing
 
 from __future__ import annotations
 
-import re
-
 from powersweep.cluster.jobs import ClusterError
 from powersweep.cluster.nodes import PROBE_TIMEOUT_S, NodeFailure, alive_nodes, on_every_node
+from powersweep.sweeps.storage import write_failure
 from powersweep.sweeps.store import ResultStore, StoreError
 
 PROBE_DIR = "cluster-probes"  # under the store's root; probes are deleted after the check
@@ -60,11 +59,10 @@ def _write_and_read(uri: str, relpath: str, node_id: str) -> str | None:
         store.write_json(relpath, {"node_id": node_id})
         if store.read_json(relpath) != {"node_id": node_id}:
             return f"the probe read back differs from what was written: {SHARED_FIX}"
-    except StoreError as err:
-        text = " ".join(str(err).split()).removeprefix(f"storage URI {uri!r}: ")
-        return re.sub(r"^cannot (\w+) \([^)]*\): ", "", text)
-    except (OSError, ValueError) as err:
-        text = str(err).strip()
+    except (OSError, StoreError, ValueError) as err:
+        if isinstance(err, StoreError) and isinstance(err.__cause__, OSError):  # the store refused the write
+            return write_failure(err.__cause__)
+        text = str(err).strip().removeprefix(f"storage URI {uri!r}: ")  # the caller's line names the store
         return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}: {SHARED_FIX}"
     return None
 

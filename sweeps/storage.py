@@ -85,7 +85,7 @@ class Storage:
             relpath = posixpath.relpath(path, self.root)
             raise StoreError(
                 f"storage URI {self.uri!r}: cannot {what} ({relpath}): {write_failure(error)}"
-            ) from None
+            ) from error  # kept for a caller that words the refusal its own way (cluster/storage_check.py)
 
     def _put(self, path: str, data: bytes) -> None:
         if self.whole_objects:
