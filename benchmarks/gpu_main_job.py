@@ -79,28 +79,28 @@ def solo(spec, *, device: str) -> dict:
 def run_job(out: str, *, quick: bool, limit_s: float | None = None) -> dict:
     """`powersweep demo --gpu [--quick] --json` in its own process: its wall, exit code and JSON summary.
     Past `limit_s` it is stopped as a person would stop it (SIGTERM: the rows stored so far stay stored)."""
-    checkpoints = tempfile.mkdtemp(prefix="gpu-main-job-")
-    command = [sys.executable, "-m", "powersweep.cli", "demo", "--gpu", *(["--quick"] if quick else [])]
-    command += ["--storage", os.path.join(out, "store"), "--out", os.path.join(out, "report")]
-    command += ["--checkpoints", checkpoints, "--json"]
-    start = time.perf_counter()
-    job = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        stdout, stderr = job.communicate(timeout=limit_s)
-        stopped = False
-    except subprocess.TimeoutExpired:
-        job.send_signal(signal.SIGTERM)
+    with tempfile.TemporaryDirectory(prefix="gpu-main-job-") as checkpoints:  # the rows come home, not these
+        command = [sys.executable, "-m", "powersweep.cli", "demo", "--gpu", *(["--quick"] if quick else [])]
+        command += ["--storage", os.path.join(out, "store"), "--out", os.path.join(out, "report")]
+        command += ["--checkpoints", checkpoints, "--json"]
+        start = time.perf_counter()
+        job = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            stdout, stderr = job.communicate(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:  # it did not end as asked: its rows stored so far stay all the same
-            job.kill()
-            stdout, stderr = job.communicate()
-        stopped = True
+            stdout, stderr = job.communicate(timeout=limit_s)
+            stopped = False
+        except subprocess.TimeoutExpired:
+            job.send_signal(signal.SIGTERM)
+            try:
+                stdout, stderr = job.communicate(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:  # it did not end as asked: the rows stored so far stay
+                job.kill()
+                stdout, stderr = job.communicate()
+            stopped = True
     wall_s = time.perf_counter() - start
     with open(os.path.join(out, "main.log"), "w") as log:
         log.write(stderr + stdout)
     return {
-        "command": " ".join(command[2:]),
+        "command": " ".join(command[2:]).replace(checkpoints, '"$(mktemp -d)"'),  # a folder of its own
         "returncode": job.returncode,
         "wall_s": wall_s,
         "stopped_at_limit_s": limit_s if stopped else None,

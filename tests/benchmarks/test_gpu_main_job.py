@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,8 @@ def test_a_solo_run_that_fails_is_reported_and_the_job_runs_all_the_same(tmp_pat
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(gpu_main_job, "measure", out_of_memory)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     assert gpu_main_job.main(["--quick", "--out", str(tmp_path), "--job-limit-s", "0.5"]) == 0
     solo = json.loads((tmp_path / "solo.json").read_text())
     assert solo["tokens_per_s"] is None and solo["error"].startswith("RuntimeError: CUDA out of memory")
@@ -82,3 +85,5 @@ def test_a_solo_run_that_fails_is_reported_and_the_job_runs_all_the_same(tmp_pat
     assert result["stopped_at_limit_s"] == 0.5 and result["rows_planned"] == 96
     text = (tmp_path / "main.md").read_text()
     assert "solo run of the shape (compile: auto): failed: RuntimeError: CUDA out of memory" in text
+    left = [name for name in os.listdir(tmp_path / "tmp") if name.startswith("gpu-main-job-")]
+    assert left == []  # the job's checkpoints went with it
