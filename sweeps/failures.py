@@ -109,21 +109,12 @@ def raise_fatal(stop, *, log_dirs: Sequence[str]) -> None:
     log = write_log(stop.fatal[TRACEBACK], log_dirs=log_dirs)
     then = f" [not retried; resume once fixed; traceback: {log}]"
     room = MAX_LINE - 30 - (len(then) - len(log))  # 30: the command's prefix, "powersweep submit: error: "
-    cause = _cut_middle(one_line(stop.fatal[FATAL], limit=10**6), room)
+    cause = one_line(stop.fatal[FATAL], limit=room, head=min(room // 4, 40))  # its end: the reason, the fix
     file = stop.fatal.get(FILE) or ""
     where = f" (writing {file})"
     if file and len(cause) + len(where) <= room:
         cause += where
     raise SweepFailure(cause + then, log)
-
-
-def _cut_middle(line: str, limit: int) -> str:
-    """`line` in at most `limit` characters, its middle left out:
-    a cause's end holds the reason and the fix."""
-    if len(line) <= limit:
-        return line
-    head = min(limit // 4, 40)
-    return line[:head] + "..." + line[len(line) - (limit - head - 3) :]
 
 
 def write_log(text: str, *, log_dirs: Sequence[str]) -> str:

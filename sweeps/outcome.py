@@ -28,15 +28,24 @@ USER_ERRORS = (
 )
 
 
-MAX_LINE = 300  # characters of an error line shown to a person: longer ones are cut, ending in "..."
+MAX_LINE = 300  # characters of an error line shown to a person: longer ones lose their middle, as " ... "
+CUT = " ... "
 
 
-def one_line(message: object, *, limit: int = MAX_LINE) -> str:
+def one_line(message: object, *, limit: int = MAX_LINE, head: int | None = None) -> str:
     """`message` as one line of at most `limit` characters: whitespace runs (newlines too) become one space.
     Every error line the command line and the job driver print goes through it, so that a value however large
-    (a 200 MB CSV header, a YAML document) never floods the terminal."""
+    (a 200 MB CSV header, a YAML document) never floods the terminal.
+
+    A longer line keeps its start (`head` characters, by default half of `limit`: the field and its
+    value) and its end (the reason and the fix), and loses its middle (most often the end of a long value)."""
     line = " ".join(str(message).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    if len(line) <= limit:
+        return line
+    if limit < 4 * len(CUT):  # no room for both ends
+        return line[:limit]
+    head = limit // 2 if head is None else min(head, limit - 2 * len(CUT))
+    return line[:head].rstrip() + CUT + line[len(line) - (limit - head - len(CUT)) :].lstrip()
 
 
 def error_line(command: str, error: BaseException) -> str:

@@ -186,5 +186,6 @@ def test_a_huge_header_is_an_error_line_of_readable_length(tmp_path, capsys, hea
         err.count("\n") == 1
         and len(err) <= 301
         and "not found in table" in err
-        and err.rstrip().endswith("...")
+        and "; pass --map model=YOUR_COLUMN tokens=YOUR_COLUMN" in err  # the fix, past the header
+        and err.rstrip().endswith("loss_eval=YOUR_COLUMN")
     )

@@ -1,18 +1,29 @@
 """One error line: whatever the message, one line of at most MAX_LINE characters that keeps its start (the
-field and the value); a longer one ends in "..."."""
+field and the value) and its end (the reason and the fix); a longer one loses its middle, shown as " ... "."""
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from powersweep.sweeps.outcome import MAX_LINE, one_line
+from powersweep.sweeps.outcome import CUT, MAX_LINE, one_line
 
 
 @given(st.text(min_size=0, max_size=3000))
-def test_any_message_is_one_line_of_readable_length(message):
+def test_any_message_is_one_line_of_readable_length_that_keeps_both_ends(message):
     line = one_line(message)
     words = " ".join(message.split())
     assert "\n" not in line and len(line) <= MAX_LINE
-    assert line == words if len(words) <= MAX_LINE else line == words[: MAX_LINE - 3] + "..."
+    if len(words) <= MAX_LINE:
+        assert line == words
+    else:
+        start, end = line.split(CUT, 1)
+        assert words.startswith(start) and words.endswith(end)
+        assert len(start) >= MAX_LINE // 3 and len(end) >= MAX_LINE // 3
+
+
+def test_a_long_value_in_the_middle_leaves_the_field_and_the_fix_whole():
+    source = "/deep" * 100
+    line = one_line(f"train.data.source='{source}': the corpus has 10 train tokens; use a larger corpus")
+    assert line.startswith("train.data.source='/deep") and line.endswith("; use a larger corpus")
 
 
 def test_an_unwritable_directory_is_named_once_so_the_reason_fits():
