@@ -1,6 +1,7 @@
 """`powersweep plan` needs neither torch nor Ray:
 planning reads presets, schedules and token arithmetic only."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -56,3 +57,26 @@ def test_a_cpu_sweep_starts_ray_before_importing_torch(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.slow
+def test_a_sweep_without_loggers_imports_no_tracker_in_its_driver(tmp_path):
+    """Ray Tune's usage tag of its callbacks imports mlflow and wandb (2.3 s) before the first trial starts;
+    a sweep leaves that tag out while its trials run, and puts Ray's function back after."""
+    assert all(importlib.util.find_spec(m) for m in ("mlflow", "wandb"))  # the test extra: both installed
+    code = (
+        "import json, sys\n"
+        "import powersweep.sweeps.sweep as sweep\n"
+        "from powersweep.sweeps.spec import spec_from_dict\n"
+        "from tiny_sweep import TINY\n"
+        f"done = sweep.submit(spec_from_dict(TINY), storage={str(tmp_path / 'store')!r})\n"
+        "from ray.air._internal import usage\n"
+        "trackers = sorted(m for m in ('mlflow', 'wandb') if m in sys.modules)\n"
+        "print(json.dumps([done.failed_trials, trackers, usage.tag_callbacks.__module__]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}  # tiny_sweep
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [0, [], "ray.air._internal.usage"]
