@@ -28,6 +28,11 @@ USER_ERRORS = (
 )
 
 
+def counted(n: int, noun: str) -> str:
+    """`n` and its noun, plural unless one: "1 trial", "8 trials"."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 MAX_LINE = 300  # characters of an error line shown to a person: longer ones lose their middle, as " ... "
 CUT = " ... "
 
@@ -91,7 +96,8 @@ def print_report(result: SubmitResult, *, as_json: bool = False) -> int:
         print(json.dumps(report_summary(result), indent=2, default=str))
     else:
         print(
-            f"ran {result.lineages_run} lineages ({result.failed_trials} failed); results in {result.storage}"
+            f"ran {counted(result.lineages_run, 'lineage')} ({result.failed_trials} failed); "
+            f"results in {result.storage}"
         )
     if result.unreadable:
         print(

@@ -17,6 +17,7 @@ from powersweep.sweeps.grid_mode import GridMode
 from powersweep.sweeps.lineages import LineageJob
 from powersweep.sweeps.mode import SweepMode
 from powersweep.sweeps.optuna_mode import OptunaMode
+from powersweep.sweeps.outcome import counted
 from powersweep.sweeps.spec import SpecError, SweepSpec
 from powersweep.sweeps.trials import (
     PackedJob,
@@ -124,8 +125,8 @@ def format_plan(p: Plan) -> str:
     """A short human summary."""
     s = p.summary()
     lines = [
-        f"sweep {s['sweep_id']}: {s['runs']} runs in {s['lineages']} lineages ({s['trials']} trials), "
-        f"plus {s['trunk_rows']} trunk evaluations",
+        f"sweep {s['sweep_id']}: {counted(s['runs'], 'run')} in {counted(s['lineages'], 'lineage')} "
+        f"({counted(s['trials'], 'trial')}), plus {counted(s['trunk_rows'], 'trunk evaluation')}",
         f"tokens if independent: {s['tokens_independent']:.4g}",
         f"tokens planned:        {s['tokens_planned']:.4g}",
     ]

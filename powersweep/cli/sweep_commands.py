@@ -416,9 +416,10 @@ def demo_command(args) -> int:
     with interruptible_sweep(args, storage=storage, sweep_id=spec.name):
         result = submit(spec, storage=storage, checkpoints=args.checkpoints)
     if not args.json:
-        print(
-            f"results: {result.storage} ({result.lineages_run} lineages run, {result.failed_trials} failed)"
-        )
+        from powersweep.sweeps.outcome import counted
+
+        run = counted(result.lineages_run, "lineage")
+        print(f"results: {result.storage} ({run} run, {result.failed_trials} failed)")
     if result.lineages_run and not args.json:
         summary = result.plan.summary()
         print(

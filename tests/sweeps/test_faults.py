@@ -135,7 +135,7 @@ def test_a_damaged_file_is_set_aside_and_its_rows_trained_again(finished, fault,
     code, out, err = resume(storage, capsys)
     assert code == 0, err
     assert ("moved aside an unreadable result file" in err and name in err) == (fault != "deleted")
-    assert f"ran {len(lost)} lineages (0 failed)" in out
+    assert f"ran {len(lost)} lineage{'' if len(lost) == 1 else 's'} (0 failed)" in out
     assert_repaired(storage, reference)
     assert len(set_aside(storage, kept) - aside_before) == (fault != "deleted")  # kept for a person
 

@@ -1,10 +1,11 @@
 """One error line: whatever the message, one line of at most MAX_LINE characters that keeps its start (the
-field and the value) and its end (the reason and the fix); a longer one loses its middle, shown as " ... "."""
+field and the value) and its end (the reason and the fix); a longer one loses its middle, shown as " ... ".
+And counts as a person reads them."""
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from powersweep.sweeps.outcome import CUT, MAX_LINE, one_line
+from powersweep.sweeps.outcome import CUT, MAX_LINE, counted, one_line
 
 
 @given(st.text(min_size=0, max_size=3000))
@@ -36,3 +37,7 @@ def test_an_unwritable_directory_is_named_once_so_the_reason_fits():
         line = one_line(error)
     assert line.startswith(f"{deep}: cannot write in /proc, the nearest folder that exists, before")
     assert "[errno" in line and not line.endswith("...")
+
+
+def test_counts_are_plural_unless_one():
+    assert [counted(n, "lineage") for n in (0, 1, 2)] == ["0 lineages", "1 lineage", "2 lineages"]

@@ -3,9 +3,10 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_sweep import TINY
 
 from powersweep.proxy_models.memory import CUDA_CONTEXT_BYTES, USABLE_FRACTION, device_budget, step_memory
-from powersweep.sweeps.plan import format_memory_table, memory_table, plan
+from powersweep.sweeps.plan import format_memory_table, format_plan, memory_table, plan
 from powersweep.sweeps.spec import load_spec, spec_from_dict
 from powersweep.sweeps.sweep import gpu_memory
 from powersweep.sweeps.trials import gpu_share, trial_budget_gib, trial_memory
@@ -284,3 +285,10 @@ def test_compile_changes_no_id():
     assert graphed.jobs[0].config.compile_mode == "reduce-overhead" and graphed.row_ids == plans[0].row_ids
     assert graphed.jobs[0].config.compile_scope == "trunk"
     assert [j.lineage_id for j in plans[0].jobs] == [j.lineage_id for j in plans[1].jobs]
+
+
+def test_a_plan_of_one_lineage_says_so_in_the_singular():
+    spec = spec_from_dict({**TINY, "search": {**TINY["search"], "lr": [0.004], "tokens": [1024]}})
+    assert format_plan(plan(spec)).splitlines()[0] == (
+        "sweep tiny: 1 run in 1 lineage (1 trial), plus 1 trunk evaluation"
+    )

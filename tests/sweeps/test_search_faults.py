@@ -61,7 +61,7 @@ def test_a_lost_search_row_is_trained_again_and_no_new_trial_sampled(finished, j
     assert main(["resume", storage]) == 0
     out, err = capsys.readouterr()
     assert ("moved aside an unreadable result file" in err and name in err) == journal_kept
-    assert "ran 1 lineages (0 failed)" in out  # the victim's lineage, no new sample
+    assert "ran 1 lineage (0 failed)" in out  # the victim's lineage, no new sample
     table = stored(storage)
     assert sorted(table["run_id"]) == sorted(reference)  # every row once, none new
     assert dict(zip(table["run_id"], table["loss_eval"])) == pytest.approx(reference, rel=1e-6)
