@@ -292,13 +292,19 @@ def read_coefficients(path: str | Path) -> dict:
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
-        raise AnalysisError(f"could not read coefficients file '{path}': {err}") from None
+        raise AnalysisError(
+            f"could not read coefficients file '{path}': {err}; pass the coefficients.json that "
+            "`powersweep analyze` wrote (under its --out)"
+        ) from None
     return _checked(content, str(path))
 
 
 def _checked(content: dict, where: str) -> dict:
     if not isinstance(content, dict):
-        raise AnalysisError(f"coefficients {where}: expected a JSON object, got {type(content).__name__}")
+        raise AnalysisError(
+            f"coefficients {where}: expected a JSON object, got {type(content).__name__}; "
+            "write the file with `powersweep analyze`"
+        )
     for key in ("a", "b"):
         value = content.get(key)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
@@ -307,7 +313,10 @@ def _checked(content: dict, where: str) -> dict:
                 "write the file with `powersweep analyze`"
             )
     if content["a"] <= 0:
-        raise AnalysisError(f"coefficients {where}: a={content['a']!r} must be positive")
+        raise AnalysisError(
+            f"coefficients {where}: a={content['a']!r} must be positive; "
+            "write the file with `powersweep analyze`"
+        )
     return content
 
 

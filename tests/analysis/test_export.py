@@ -105,7 +105,7 @@ def test_bad_files_and_arguments_are_user_errors(tmp_path):
     with pytest.raises(AnalysisError, match="key 'a' is None"):
         read_coefficients(bad)
     bad.write_text("{not json")
-    with pytest.raises(AnalysisError, match="could not read coefficients"):
+    with pytest.raises(AnalysisError, match="could not read coefficients.*that `powersweep analyze` wrote"):
         read_coefficients(bad)
     with pytest.raises(AnalysisError, match="tokens=-1"):
         predict_lr({"a": 4.6, "b": -0.51}, batch_size=64, tokens=-1)
