@@ -61,43 +61,50 @@ def timed_state_saves() -> dict:
 
 
 def build(mode: str, lineages: int, root: str):
+    """The mode's Tuner and its number of trials."""
     from ray import tune
 
     from powersweep.sweeps.execute import ExecutionSettings, build_tuner, trial_groups
 
     if mode == "default":
         trainable = tune.with_resources(trivial_trial, {"cpu": 1})
-        return tune.Tuner(
+        tuner = tune.Tuner(
             trainable,
             param_space={"jobs": tune.grid_search([(i,) for i in range(lineages)])},
             run_config=tune.RunConfig(storage_path=root, name="default", verbose=0),
         )
+        return tuner, lineages
     if mode == "ours-tune-env-off":
         os.environ.update(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="0", TUNE_GLOBAL_CHECKPOINT_S="auto")
     settings = ExecutionSettings(store_uri=root, sweep_id=mode, checkpoint_root=root)
     groups = trial_groups(list(range(lineages)), 4 if mode == "ours-grouped" else 1)
-    return build_tuner(
+    tuner = build_tuner(
         trivial_trial, settings, param_space={"jobs": tune.grid_search(groups), "settings": settings}
     )
+    return tuner, len(groups)
 
 
 def run_mode(mode: str, lineages: int) -> dict:
     import ray
+
+    from powersweep.sweeps.execute import run_trials
 
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False
     )
     saves = timed_state_saves()
     with tempfile.TemporaryDirectory() as root:
-        tuner = build(mode, lineages, root)
+        tuner, trials = build(mode, lineages, root)
         rss0, start = rss_mib(), time.perf_counter()
-        results = tuner.fit()
+        # Tune's defaults run as Tune runs them, the other modes as a sweep runs its Tuner
+        failed = sum(r.error is not None for r in tuner.fit()) if mode == "default" else run_trials(tuner)
         wall = time.perf_counter() - start
     ray.shutdown()
     return {
         "mode": mode,
         "lineages": lineages,
-        "trials": len(results),
+        "trials": trials,
+        "failed_trials": failed,
         "wall_s": round(wall, 1),
         "s_per_lineage": round(wall / lineages, 3),
         "rss_growth_mib": round(rss_mib() - rss0, 1),
