@@ -16,6 +16,7 @@ from powersweep.sweeps.curve_store import curve_status
 from powersweep.sweeps.data_check import check_data
 from powersweep.sweeps.identity import differences
 from powersweep.sweeps.lock import SweepLock, describe, holder
+from powersweep.sweeps.outcome import counted
 from powersweep.sweeps.plan import Plan, plan, spec_gpu_bytes
 from powersweep.sweeps.preflight import check_free_space, check_host_memory, check_writable
 from powersweep.sweeps.progress import ExecutionReport
@@ -301,7 +302,7 @@ def _unreadable(
     read = store.read(sweep_id=settings.sweep_id, columns=["run_id"])
     missing = sorted(set(_planned_rows(p, store, settings)) - set(read.table["run_id"]))
     why = (
-        f"{result.failed_trials} trials failed: see their errors above"
+        f"{counted(result.failed_trials, 'trial')} failed: see the errors above"
         if result.failed_trials
         else "no trial wrote it"
     )

@@ -151,3 +151,15 @@ def test_a_resume_reads_each_stored_file_at_most_twice_before_it_trains(tmp_path
         submit(spec, storage=storage)
     assert trains.value.args[0] == [left.lineage_id]
     assert reads == {"results": 2, "curves": 1}  # one file of rows, one curve
+
+
+def test_rows_left_unwritten_by_a_failed_trial_say_so_in_the_singular(tmp_path):
+    from powersweep.sweeps.plan import plan
+    from powersweep.sweeps.sweep import SubmitResult, _settings, _unreadable
+
+    spec, storage = spec_from_dict(TINY), str(tmp_path / "store")
+    p = plan(spec)
+    result = SubmitResult(plan=p, lineages_run=2, failed_trials=1, storage=storage, execution=None)
+    lines = _unreadable(ResultStore(storage), p, result, _settings(spec, p, storage, None))
+    assert sorted(line.split(":")[0] for line in lines) == sorted(p.row_ids)  # nothing was stored
+    assert all(line.endswith(": 1 trial failed: see the errors above") for line in lines)
