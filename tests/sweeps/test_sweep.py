@@ -8,7 +8,6 @@ from powersweep.sweeps.store import ResultStore
 from powersweep.sweeps.sweep import status, submit
 
 
-@pytest.mark.slow
 def submitted(parent, spec: dict) -> str:
     """`spec` submitted through the CLI into a new store under the folder `parent`; the store's path."""
     storage, spec_file = str(parent / "store"), parent / f"{spec['name']}.yaml"
@@ -17,6 +16,7 @@ def submitted(parent, spec: dict) -> str:
     return storage
 
 
+@pytest.mark.slow
 def test_submit_resume_and_extend_run_only_what_the_store_lacks(tmp_path, local_ray, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     storage = "store"  # relative: trials run in other working directories and must still find it
