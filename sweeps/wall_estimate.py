@@ -161,6 +161,25 @@ def estimate_wall(p: Plan, device: str, *, slots: int = 1) -> Estimate | None:
     return Estimate(device, seconds, tokens, tuple(basis), exact, host_step_s)
 
 
+def no_estimate(p: Plan, device: str) -> str:
+    """Why `estimate_wall` has none for `p` on `device`, as plan prints it: the trials' presets that have no
+    rate measured there, and the presets measured on each device (so a user can name one that has)."""
+    if not p.trials:
+        return "estimated wall: nothing to train"
+    measured: dict[str, set[str]] = {}
+    for rate in RATES:
+        measured.setdefault(rate.device, set()).add(rate.preset)
+
+    order = {name: i for i, name in enumerate(PRESETS)}
+
+    def names(presets: set[str]) -> str:  # smallest first, as PRESETS lists them
+        return ", ".join(sorted(presets, key=lambda name: (order.get(name, len(order)), name)))
+
+    missing = names({t.config.model for t in p.trials} - measured.get(device, set()))
+    where = "; ".join(f"{name}: {names(presets)}" for name, presets in sorted(measured.items()))
+    return f"estimated wall: no rate measured on {device} for {missing} (measured: {where})"
+
+
 def host_step_floor(device: str, config: TrainConfig, pack: int) -> float | None:
     """The fewest seconds a step of `config` takes on `device` without CUDA graphs (HOST_PACED), scaled by
     its layers; None where the trial may replay CUDA graphs or the device's pace was not measured."""

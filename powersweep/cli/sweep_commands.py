@@ -179,7 +179,7 @@ def plan_command(args) -> int:
     from powersweep.sweeps.plan import format_memory_table, format_plan, memory_table, plan
     from powersweep.sweeps.spec import SpecError
     from powersweep.sweeps.trackers import check_loggers
-    from powersweep.sweeps.wall_estimate import GPU_BYTES, device_name, estimate_wall
+    from powersweep.sweeps.wall_estimate import GPU_BYTES, device_name, estimate_wall, no_estimate
 
     spec = checked_spec(args.spec)
     check_loggers(spec.run.loggers)  # as submit would: a logger's package missing here is one line now
@@ -197,9 +197,7 @@ def plan_command(args) -> int:
     if device is not None:
         estimate = estimate_wall(p, device)
         summary["estimated_wall_s"] = estimate.seconds if estimate else None
-        lines.append(
-            estimate.format() if estimate else f"estimated wall: no rates measured on {device} for it"
-        )
+        lines.append(estimate.format() if estimate else no_estimate(p, device))
     elif spec.run.uses_gpu:
         lines.append("estimated wall: no GPU here; name one with --gpu (e.g. --gpu H100)")
     if gpu_bytes is not None and args.gpu_memory:

@@ -15,6 +15,7 @@ from powersweep.sweeps.wall_estimate import (
     STARTUP_S,
     device_name,
     estimate_wall,
+    no_estimate,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +76,22 @@ def test_a_shape_not_measured_stands_on_the_nearest_pack_then_step():
     solo = estimate_wall(plan(spec), "H100")  # no GPU memory known: one variant per trial
     assert [(r.pack, r.seq_len) for r in solo.basis] == [(1, 1024)] and solo.seconds > 3 * packed.seconds
     assert estimate_wall(plan(spec), "A100") is None  # nothing measured there
+
+
+def test_without_a_rate_plan_names_the_preset_and_where_rates_are():
+    models = {"models": ["paper-12m", "paper-121m"]}
+    line = no_estimate(plan(spec_from_dict(gpu_spec(**models))), "H200")
+    assert estimate_wall(plan(spec_from_dict(gpu_spec(**models))), "H200") is None
+    measured = {}
+    for rate in RATES:
+        measured.setdefault(rate.device, []).append(rate.preset)
+    missing = [m for m in models["models"] if m not in measured["H200"]]
+    assert missing and line.startswith(f"estimated wall: no rate measured on H200 for {', '.join(missing)} (")
+    shown = dict(part.split(": ") for part in line.split("(measured: ")[1].rstrip(")").split("; "))
+    assert {d: set(p.split(", ")) for d, p in shown.items()} == {d: set(p) for d, p in measured.items()}
+    assert no_estimate(plan(spec_from_dict(gpu_spec(models=["paper-12m"]))), "A100").startswith(
+        "estimated wall: no rate measured on A100 for paper-12m ("
+    )
 
 
 def packed_plan(*, run=None, **train):
