@@ -165,7 +165,10 @@ def no_estimate(p: Plan, device: str) -> str:
     """Why `estimate_wall` has none for `p` on `device`, as plan prints it: the trials' presets that have no
     rate measured there, and the presets measured on each device (so a user can name one that has)."""
     if not p.trials:
-        return "estimated wall: nothing to train"
+        chosen = p.mode.searched_trials  # an Optuna search's: none is known before it runs
+        return (
+            "estimated wall: none, its trials are chosen while it runs" if chosen else "estimated wall: 0 s"
+        )
     measured: dict[str, set[str]] = {}
     for rate in RATES:
         measured.setdefault(rate.device, set()).add(rate.preset)

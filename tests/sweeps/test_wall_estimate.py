@@ -92,6 +92,11 @@ def test_without_a_rate_plan_names_the_preset_and_where_rates_are():
     assert no_estimate(plan(spec_from_dict(gpu_spec(models=["paper-12m"]))), "A100").startswith(
         "estimated wall: no rate measured on A100 for paper-12m ("
     )
+    optuna = gpu_spec(mode="optuna", n_trials=4, a_range=[3.0, 5.0], b_range=[-0.6, -0.4])
+    del optuna["search"]["lr"]  # the power schedule searches a and b instead
+    searched = plan(spec_from_dict({**optuna, "train": {**optuna["train"], "schedule": "power"}}))
+    assert not searched.trials and estimate_wall(searched, "H100") is None
+    assert no_estimate(searched, "H100") == "estimated wall: none, its trials are chosen while it runs"
 
 
 def packed_plan(*, run=None, **train):
