@@ -164,11 +164,8 @@ def estimate_wall(p: Plan, device: str, *, slots: int = 1) -> Estimate | None:
 def no_estimate(p: Plan, device: str) -> str:
     """Why `estimate_wall` has none for `p` on `device`, as plan prints it: the trials' presets that have no
     rate measured there, and the presets measured on each device (so a user can name one that has)."""
-    if not p.trials:
-        chosen = p.mode.searched_trials  # an Optuna search's: none is known before it runs
-        return (
-            "estimated wall: none, its trials are chosen while it runs" if chosen else "estimated wall: 0 s"
-        )
+    if not p.trials:  # an Optuna search: a plan always has trials otherwise
+        return "estimated wall: none, its trials are chosen while it runs"
     measured: dict[str, set[str]] = {}
     for rate in RATES:
         measured.setdefault(rate.device, set()).add(rate.preset)

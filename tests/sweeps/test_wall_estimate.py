@@ -80,8 +80,9 @@ def test_a_shape_not_measured_stands_on_the_nearest_pack_then_step():
 
 def test_without_a_rate_plan_names_the_preset_and_where_rates_are():
     models = {"models": ["paper-12m", "paper-121m"]}
-    line = no_estimate(plan(spec_from_dict(gpu_spec(**models))), "H200")
-    assert estimate_wall(plan(spec_from_dict(gpu_spec(**models))), "H200") is None
+    both = plan(spec_from_dict(gpu_spec(**models)))
+    line = no_estimate(both, "H200")
+    assert estimate_wall(both, "H200") is None
     measured = {}
     for rate in RATES:
         measured.setdefault(rate.device, []).append(rate.preset)
