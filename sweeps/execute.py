@@ -601,14 +601,20 @@ def build_tuner(
         if settings.gpu_memory_bytes is not None and "jobs" in param_space
         else {"cpu": settings.run.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
+    concurrency = settings.run.max_concurrent or None
+    if tune_options.get("search_alg") is not None:
+        # With a searcher Tune starts one trial's process at a time, unless a ConcurrencyLimiter says how
+        # many trials may run at once: then as many as there are trials waiting (up to MAX_TRIALS).
+        from ray.tune.search import ConcurrencyLimiter
+
+        tune_options["search_alg"] = ConcurrencyLimiter(
+            tune_options["search_alg"], max_concurrent=concurrency or MAX_TRIALS
+        )
+        concurrency = None
     return tune.Tuner(
         resources,
         param_space=param_space,
-        tune_config=tune.TuneConfig(
-            max_concurrent_trials=settings.run.max_concurrent or None,
-            reuse_actors=True,
-            **tune_options,
-        ),
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True, **tune_options),
         run_config=tune.RunConfig(
             name=settings.sweep_id,
             storage_path=os.path.abspath(os.path.join(settings.checkpoint_root, "ray")),
@@ -750,36 +756,116 @@ def slots(settings: ExecutionSettings, trials: int) -> int:
     return max(1, min(trials, settings.run.max_concurrent or limit, limit))
 
 
+Job = LineageJob | PackedJob
+
+
 def execute(
-    jobs: Sequence[LineageJob | PackedJob], settings: ExecutionSettings, *, stream: TextIO | None = None
+    jobs: Sequence[Job],
+    settings: ExecutionSettings,
+    *,
+    stream: TextIO | None = None,
+    next_round: Callable[[], Sequence[Job]] | None = None,
 ) -> ExecutionReport:
     """Run every job (a lineage or a pack of lineages) in Ray Tune trials, with a status line on `stream`
-    (stderr) as rows are stored. Returns the number of trials that errored and where the wall time went."""
-    from ray import tune
+    (stderr) as rows are stored. Returns the number of trials that errored and where the wall time went.
 
+    With `next_round`, the jobs are a first round: once every trial of a round has ended without an error,
+    `next_round()` gives the next round's jobs (from the rows stored so far), until it gives none. The rounds
+    run in one Tuner, so a round's trials take the processes of the round before where Tune can reuse them."""
     tracker = Tracker([m for job in jobs for m in _members(job)], marks=settings.startup_marks)
     if not jobs:
         return tracker.report(failed_trials=0, slots=0)
     init_ray(settings)
     device = "gpu" if settings.uses_gpu else "cpu"
-    groups = trial_groups(longest_first(jobs, device=device), settings.lineages_per_trial)
+
+    def trials(round_jobs: Sequence[Job]) -> list[tuple]:
+        return trial_groups(longest_first(round_jobs, device=device), settings.lineages_per_trial)
+
+    groups = trials(jobs)
+    most = [len(groups)]  # trials of the largest round
     if settings.gpu_memory_bytes is not None:  # the largest share stands for all in the checks below
         settings = replace(settings, gpus_per_trial=max(trial_gpus(g, settings) for g in groups))
     check_resources(settings)
-    printer, stop, namer = StatusPrinter(tracker, stream=stream), fatal_stop(), trial_namer(groups)
+    printer, stop = StatusPrinter(tracker, stream=stream), fatal_stop()
+    if next_round is None:
+        from ray import tune
+
+        namer = trial_namer(groups)
+        trial_space = {"param_space": {"jobs": tune.grid_search(groups), "settings": settings}}
+    else:
+
+        def later() -> list[tuple]:
+            more = next_round()
+            if not more:
+                return []
+            tracker.add([m for job in more for m in _members(job)])
+            groups = trials(more)
+            most.append(len(groups))
+            return groups
+
+        namer = _round_trial_name
+        trial_space = {
+            "param_space": {"settings": settings},
+            "search_alg": _rounds(groups, later),
+            "num_samples": -1,
+        }
     tuner = build_tuner(
         _trial,
         settings,
-        param_space={"jobs": tune.grid_search(groups), "settings": settings},
         callbacks=[tune_callback(printer)],
         stop=stop,
         trial_name_creator=namer,
         trial_dirname_creator=namer,
+        **trial_space,
     )
     failed = run_trials(tuner)
     printer.update(final=True)
     raise_fatal(stop, log_dirs=log_dirs(settings))
-    return tracker.report(failed_trials=failed, slots=slots(settings, len(groups)))
+    return tracker.report(failed_trials=failed, slots=slots(settings, max(most)))
+
+
+def _rounds(first: Sequence[tuple], later: Callable[[], Sequence[tuple]]):
+    """A Tune searcher handing out trials round by round: `first`'s trial groups, then, once every trial of
+    a round has ended and none with an error, the groups `later()` gives, until it gives none."""
+    from collections import deque
+
+    from ray.tune.search import Searcher
+
+    class Rounds(Searcher):
+        def __init__(self):
+            super().__init__()
+            self.waiting, self.running, self.failed, self.round = deque(first), set(), False, 1
+
+        def set_search_properties(self, metric, mode, config, **spec) -> bool:
+            return True  # the trials' jobs come from the rounds; param_space holds only constants
+
+        def suggest(self, trial_id: str) -> dict | str | None:
+            if not self.waiting and not self.running:
+                if self.failed:  # its rows are missing: `resume` trains them, then goes on
+                    return Searcher.FINISHED
+                self.waiting.extend(later())
+                self.round += 1
+                if not self.waiting:
+                    return Searcher.FINISHED
+            if not self.waiting:
+                return None  # the round's last trials are running: Tune asks again later
+            self.running.add(trial_id)
+            return {"jobs": self.waiting.popleft(), "round": self.round}
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            self.running.discard(trial_id)
+            self.failed |= error
+
+        def save(self, checkpoint_path: str) -> None:
+            """Nothing to save: the store holds what each round asks for."""
+
+    return Rounds()
+
+
+def _round_trial_name(trial) -> str:
+    """A trial's name in a sweep of rounds: its jobs' (`trials.trial_name`), after the first its round."""
+    name, round_number = trial_name(trial.config["jobs"]), trial.config["round"]
+    return name if round_number == 1 else f"{name}_round{round_number}"
 
 
 def log_dirs(settings: ExecutionSettings) -> list[str]:

@@ -132,19 +132,26 @@ class Tracker:
         self.marks = marks  # the driver's start, Ray's start and Ray ready (ExecutionSettings.startup_marks)
         self.first_trial_at = math.inf  # the earliest start a trial reported
         self.first_step: dict | None = None  # the report of the trial whose first step ended first
-        self.lineage_of: dict[str, str] = {}
-        self.tokens_at: dict[str, int] = {}  # run_id -> tokens its lineage has trained once it is stored
-        self.remaining: dict[str, int] = {}  # lineage_id -> budgets not stored yet
-        for job in jobs:
-            self.remaining[job.lineage_id] = len(job.run_ids)
-            for run_id, tokens in zip(job.run_ids, _tokens_at_each_budget(job)):
-                self.lineage_of[run_id], self.tokens_at[run_id] = job.lineage_id, tokens
-        self.tokens_planned = sum(_tokens_at_each_budget(j)[-1] for j in jobs)
+        # each job is a lineage run: the jobs of later rounds (`add`) may train more budgets of a lineage
+        self.job_of: dict[str, int] = {}  # run_id -> the job that trains it
+        self.tokens_at: dict[str, int] = {}  # run_id -> tokens its job has trained once it is stored
+        self.remaining: list[int] = []  # per job: budgets not stored yet
+        self.tokens_planned = 0
         self.stored: set[str] = set()
-        self.lineage_tokens: dict[str, int] = {}
+        self.job_tokens: dict[int, int] = {}  # per job: tokens trained up to its last stored row
         self.work: dict[tuple[str, int], dict] = {}  # (trial_id, pid) -> its latest cumulative timings
         # (clock, fraction_done) once the first row is stored
         self.first_row: tuple[float, float] | None = None
+        self.add(jobs)
+
+    def add(self, jobs: Sequence[LineageJob]) -> None:
+        """Count `jobs` as planned too (a later round's)."""
+        for job in jobs:
+            tokens = _tokens_at_each_budget(job)
+            for run_id, at in zip(job.run_ids, tokens):
+                self.job_of[run_id], self.tokens_at[run_id] = len(self.remaining), at
+            self.remaining.append(len(job.run_ids))
+            self.tokens_planned += tokens[-1]
 
     def on_report(self, trial_id: str, report: dict) -> bool:
         """Take one trial report; True if it stored a row not seen before (a trial's report of a deterministic
@@ -158,12 +165,12 @@ class Tracker:
         ):
             self.first_step = report
         run_id = report["run_id"]
-        if run_id in self.stored or run_id not in self.lineage_of:
+        if run_id in self.stored or run_id not in self.job_of:
             return False
         self.stored.add(run_id)
-        lineage = self.lineage_of[run_id]
-        self.remaining[lineage] -= 1
-        self.lineage_tokens[lineage] = max(self.lineage_tokens.get(lineage, 0), self.tokens_at[run_id])
+        job = self.job_of[run_id]
+        self.remaining[job] -= 1
+        self.job_tokens[job] = max(self.job_tokens.get(job, 0), self.tokens_at[run_id])
         if self.first_row is None:
             self.first_row = (self.clock(), self.fraction_done)
         return True
@@ -171,7 +178,7 @@ class Tracker:
     @property
     def fraction_done(self) -> float:
         """Share of the planned tokens whose results are stored (the rows of small budgets come early)."""
-        return sum(self.lineage_tokens.values()) / self.tokens_planned if self.tokens_planned else 1.0
+        return sum(self.job_tokens.values()) / self.tokens_planned if self.tokens_planned else 1.0
 
     def eta_s(self) -> float | None:
         """Seconds left at the rate since the first stored row (start-up is not part of the rate); None until
@@ -187,9 +194,9 @@ class Tracker:
         """rows stored / planned with a bar, lineages done, elapsed and ETA."""
         elapsed, done, eta_s = self.clock() - self.start, self.fraction_done, self.eta_s()
         eta = "?" if eta_s is None else _duration(eta_s)
-        lineages_done = sum(1 for n in self.remaining.values() if n == 0)
+        lineages_done = sum(1 for n in self.remaining if n == 0)
         return (
-            f"rows {len(self.stored)}/{len(self.lineage_of)} {bar(done)} {done:.0%}  lineages "
+            f"rows {len(self.stored)}/{len(self.job_of)} {bar(done)} {done:.0%}  lineages "
             f"{lineages_done}/{len(self.remaining)}  elapsed {_duration(elapsed)}  eta {eta}"
         )
 

@@ -1,8 +1,9 @@
 """Adaptive mode at run time: each group's search state from the store, and its rounds run through `execute`.
 
-A round is every lineage the groups' searches ask for next (sweeps/adaptive.py), run as one `execute` call
-(the same Ray trials, store and lineage checkpoints as a grid); an lr extended to larger budgets resumes its
-lineage from its checkpoint and trains only the missing budgets. After each round the state is read back
+A round is every lineage the groups' searches ask for next (sweeps/adaptive.py); the rounds run in one
+`execute` call (the same Ray trials, store and lineage checkpoints as a grid), each once the trials of the
+round before have ended, so a trial's process serves several rounds. An lr extended to larger budgets resumes
+its lineage from its checkpoint and trains only the missing budgets. After each round the state is read back
 from the store, so a driver killed at any moment, run again (`resume` or `submit`), recomputes the round in
 progress from the rounds before it, trains what that round lacks, and goes on exactly as it would have.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -71,48 +72,37 @@ def round_jobs(search: LrSearch, state: SearchState, stored_run_ids: set[str]) -
 class RoundsRun:
     """What `run_rounds` did."""
 
-    rounds_run: int  # execute() calls, one per round (a resumed round in progress counts as one)
+    rounds_run: int  # rounds that trained something (a resumed round in progress counts as one)
     lineages_run: int  # lineages trained or extended, over all rounds
     failed_trials: int
-    execution: ExecutionReport | None  # wall-time shares summed over the rounds; None when nothing ran
+    execution: ExecutionReport | None  # where the wall time of the rounds went; None when nothing ran
 
 
 def run_rounds(
     searches: Sequence[LrSearch], settings: ExecutionSettings, *, pack: int = 1, run: Callable = execute
 ) -> RoundsRun:
-    """Run every group's search to its end: read the store, run what the pending rounds lack, repeat.
+    """Run every group's search to its end: read the store, run what the pending rounds lack, repeat; the
+    rounds go to one `run` (`execute`), whose trials outlive a round.
 
     Stops early when a round has failed trials (its rows are missing: `resume` retries it) or trains nothing
     new (a stored row of status 'failed' blocks its group: it is not retried here)."""
-    store, reports, lineages, previous = ResultStore(settings.store_uri), [], 0, None
-    while True:
+    store, rounds = ResultStore(settings.store_uri), []
+
+    def next_round() -> list:
         table = store.read(sweep_id=settings.sweep_id).table
         stored, results = set(table["run_id"]), stored_results(table)
         jobs = [j for s in searches for j in round_jobs(s, search_state(s, results), stored)]
         key = sorted(r for j in jobs for r in j.run_ids)
-        if not jobs or key == previous:
-            break
-        report = run(list(pack_jobs(jobs, pack, gpu_bytes=settings.gpu_memory_bytes)), settings)
-        reports.append(report)
-        lineages, previous = lineages + len(jobs), key
-        if report.failed_trials:
-            break
-    failed = reports[-1].failed_trials if reports else 0
-    return RoundsRun(len(reports), lineages, failed, _combined(reports))
+        if not jobs or (rounds and key == rounds[-1][0]):
+            return []
+        rounds.append((key, len(jobs)))
+        return list(pack_jobs(jobs, pack, gpu_bytes=settings.gpu_memory_bytes))
 
-
-def _combined(reports: list[ExecutionReport]) -> ExecutionReport | None:
-    """One report over several rounds: seconds summed, the largest slot count, the first round's start-up to
-    the first step (the sweep's)."""
-    if not reports:
-        return None
-    own = ("slots", "startup_parts")
-    total = {
-        f.name: sum(getattr(r, f.name) for r in reports) for f in fields(ExecutionReport) if f.name not in own
-    }
-    return ExecutionReport(
-        slots=max(r.slots for r in reports), startup_parts=reports[0].startup_parts, **total
-    )
+    first = next_round()
+    if not first:
+        return RoundsRun(0, 0, 0, None)
+    report = run(first, settings, next_round=next_round)
+    return RoundsRun(len(rounds), sum(n for _, n in rounds), report.failed_trials, report)
 
 
 def adaptive_status(searches: Sequence[LrSearch], table: pd.DataFrame) -> dict:

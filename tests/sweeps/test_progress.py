@@ -4,6 +4,7 @@ import pytest
 from test_execute import STEP, job
 
 from powersweep.proxy_models.budgets import planned_tokens
+from powersweep.sweeps.execute import missing_budgets
 from powersweep.sweeps.progress import StatusPrinter, Tracker, bar
 
 
@@ -39,6 +40,20 @@ def test_tracker_counts_each_row_once_and_ends_at_the_planned_tokens():
             fractions.append(tracker.fraction_done)
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
     assert "rows 5/5" in tracker.line() and "lineages 2/2" in tracker.line()
+
+
+def test_a_later_rounds_jobs_join_the_plan_and_a_lineage_extended_by_them_ends_at_its_planned_tokens():
+    first = job(1e-2, budgets=(STEP * 8,))
+    extended = missing_budgets(job(1e-2, budgets=(STEP * 8, STEP * 16)), set(first.row_ids))
+    assert extended.lineage_id == first.lineage_id and len(extended.run_ids) == 1  # the new budget only
+    tracker = Tracker([first], clock=Clock())
+    tracker.on_report("a", report(first.run_ids[0]))
+    assert tracker.fraction_done == pytest.approx(1.0) and "rows 1/1" in tracker.line()
+    tracker.add([extended])  # the next round
+    assert tracker.fraction_done < 1 and "rows 1/2" in tracker.line() and "lineages 1/2" in tracker.line()
+    assert tracker.on_report("b", report(extended.run_ids[0]))
+    assert tracker.fraction_done == pytest.approx(1.0) and "rows 2/2" in tracker.line()
+    assert "lineages 2/2" in tracker.line()
 
 
 def test_eta_comes_from_the_rate_after_the_first_row_not_from_start_up():

@@ -1,5 +1,6 @@
 """Adaptive rounds: the search state from the store, a driver killed mid-round, status, and analysis."""
 
+import json
 import math
 import time
 
@@ -52,23 +53,25 @@ def fake_execute(kill_after: int | None = None):
     waits on)."""
     stored = [0]
 
-    def run(jobs, settings: ExecutionSettings) -> ExecutionReport:
+    def run(jobs, settings: ExecutionSettings, *, next_round) -> ExecutionReport:
         store = ResultStore(settings.store_uri)
-        done = set(store.read(sweep_id=settings.sweep_id).table["run_id"])
-        for job in jobs:
-            for member in job.members if isinstance(job, PackedJob) else (job,):
-                for tokens, run_id in zip(member.budgets, member.run_ids):
-                    # an extended lineage passes its stored budgets without writing them again
-                    if run_id in done:
-                        continue
-                    if kill_after is not None and stored[0] >= kill_after:
-                        raise Killed
-                    store.write(
-                        [row(member, tokens, run_id, settings.sweep_id)],
-                        sweep_id=settings.sweep_id,
-                        name=run_id,
-                    )
-                    stored[0] += 1
+        while jobs:
+            done = set(store.read(sweep_id=settings.sweep_id).table["run_id"])
+            for job in jobs:
+                for member in job.members if isinstance(job, PackedJob) else (job,):
+                    for tokens, run_id in zip(member.budgets, member.run_ids):
+                        # an extended lineage passes its stored budgets without writing them again
+                        if run_id in done:
+                            continue
+                        if kill_after is not None and stored[0] >= kill_after:
+                            raise Killed
+                        store.write(
+                            [row(member, tokens, run_id, settings.sweep_id)],
+                            sweep_id=settings.sweep_id,
+                            name=run_id,
+                        )
+                        stored[0] += 1
+            jobs = next_round()
         return ExecutionReport(0, stored[0], 1.0, 2, 0.5, 0.1, 0.8)
 
     return run
@@ -213,6 +216,9 @@ def test_driver_killed_in_a_later_round_resumes_to_the_runs_of_an_uninterrupted_
     expected = ResultStore(str(tmp_path / "reference")).read(sweep_id="adaptive").table
     first_round = {r for j in plan(spec).jobs for r in j.run_ids}
     assert set(expected["run_id"]) > first_round | set(expected.query("phase == 'trunk'")["run_id"])
+    rounds_of = trial_processes(tmp_path / "reference" / "checkpoints" / "ray" / "adaptive")
+    assert len(set().union(*rounds_of.values())) >= 3  # the search took 3 rounds or more
+    assert any(len(rounds) > 1 for rounds in rounds_of.values()), rounds_of  # a process served two rounds
 
     spec_file, storage = tmp_path / "adaptive.yaml", tmp_path / "store"
     spec_file.write_text(yaml.safe_dump(LONG))
@@ -237,6 +243,18 @@ def test_driver_killed_in_a_later_round_resumes_to_the_runs_of_an_uninterrupted_
     assert np.allclose(losses[expected["run_id"]], expected["loss_eval"], equal_nan=True)
     created = after.table.set_index("run_id")["created_at"]
     assert all(created[r] == t for r, t in zip(before["run_id"], before["created_at"]))  # not recomputed
+
+
+def trial_processes(experiment) -> dict[int, set[int]]:
+    """The rounds each trial process ran trials of, from Tune's trial folders: the round in each trial's
+    params.json, the process in its reports (result.json)."""
+    rounds_of = {}
+    for trial in experiment.iterdir():
+        if trial.is_dir():
+            round_number = json.loads((trial / "params.json").read_text())["round"]
+            for line in (trial / "result.json").read_text().splitlines():
+                rounds_of.setdefault(json.loads(line)["worker_pid"], set()).add(round_number)
+    return rounds_of
 
 
 def later_rows(storage, first_round: set[str]) -> bool:
