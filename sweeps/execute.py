@@ -786,7 +786,7 @@ def execute(
     if settings.gpu_memory_bytes is not None:  # the largest share stands for all in the checks below
         settings = replace(settings, gpus_per_trial=max(trial_gpus(g, settings) for g in groups))
     check_resources(settings)
-    printer, stop = StatusPrinter(tracker, stream=stream), fatal_stop()
+    printer, stop, raised = StatusPrinter(tracker, stream=stream), fatal_stop(), []
     if next_round is None:
         from ray import tune
 
@@ -795,7 +795,11 @@ def execute(
     else:
 
         def later() -> list[tuple]:
-            more = next_round()
+            try:
+                more = next_round()
+            except Exception as error:  # the rounds end, Tune ends as usual, then it is raised as it was
+                raised.append(error)
+                return []
             if not more:
                 return []
             tracker.add([m for job in more for m in _members(job)])
@@ -821,6 +825,8 @@ def execute(
     failed = run_trials(tuner)
     printer.update(final=True)
     raise_fatal(stop, log_dirs=log_dirs(settings))
+    if raised:
+        raise raised[0]
     return tracker.report(failed_trials=failed, slots=slots(settings, max(most)))
 
 

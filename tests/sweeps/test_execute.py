@@ -123,6 +123,24 @@ def test_ray_sweep_writes_every_budget_to_the_store(tmp_path, local_ray):
     assert [missing_budgets(j, stored) for j in jobs] == [None, None]
 
 
+def test_rounds_run_one_after_another_and_an_error_between_them_is_raised_as_it_was(tmp_path, local_ray):
+    first, second = job(3e-3), job(1e-2)
+    settings = ExecutionSettings(
+        store_uri=str(tmp_path / "store"), sweep_id="t", checkpoint_root=str(tmp_path / "ckpt")
+    )
+    store, asked = ResultStore(settings.store_uri), []
+
+    def next_round():
+        asked.append(set(store.read(sweep_id="t").table["run_id"]))  # the rows stored when it is asked
+        if len(asked) == 1:
+            return [second]
+        raise OSError("the store is unreachable")
+
+    with pytest.raises(OSError, match="the store is unreachable"):
+        execute([first], settings, next_round=next_round)
+    assert asked == [set(first.row_ids), set(first.row_ids) | set(second.row_ids)]  # each after its round
+
+
 @pytest.mark.parametrize(
     "resources, field",
     [
