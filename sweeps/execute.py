@@ -598,7 +598,7 @@ def build_tuner(
     resources = tune.with_resources(
         reporting_fatal(trainable),
         _resources(settings)
-        if settings.gpu_memory_bytes is not None and "jobs" in param_space
+        if settings.gpu_memory_bytes is not None
         else {"cpu": settings.run.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
     concurrency = settings.run.max_concurrent or None
@@ -683,13 +683,15 @@ def trial_namer(groups: Sequence[tuple]) -> Callable:
 
 
 def _resources(settings: ExecutionSettings) -> Callable:
-    """Each trial's Ray resources from its jobs: its CPUs and its share of a GPU (`trial_gpus`)."""
+    """Each trial's Ray resources from its jobs (a grid's, or a round's from the searcher): its CPUs and its
+    share of a GPU (`trial_gpus`); a trial without jobs in its config (an Optuna search's) asks for
+    `settings.gpus_per_trial`."""
     from ray.tune import PlacementGroupFactory
 
     def resources(config: dict) -> PlacementGroupFactory:
-        return PlacementGroupFactory(
-            [{"CPU": settings.run.cpus_per_trial, "GPU": trial_gpus(config["jobs"], settings)}]
-        )
+        jobs = config.get("jobs")
+        gpus = trial_gpus(jobs, settings) if jobs else settings.gpus_per_trial
+        return PlacementGroupFactory([{"CPU": settings.run.cpus_per_trial, "GPU": gpus}])
 
     return resources
 

@@ -73,3 +73,34 @@ def test_trials_sized_by_their_estimate_share_a_gpu_and_store_every_row(tmp_path
     assert sorted(table["run_id"]) == sorted(r for m in members for r in m.row_ids)
     packs = {row.lineage_id: json.loads(row.execution)["pack"] for row in table.itertuples()}
     assert packs == {"lr0.001": 2, "lr0.003": 2, "lr0.01": 1}
+
+
+def wide(lr: float) -> LineageJob:
+    """A lineage whose step, not the CUDA context, sets its share of the GPU (planned, never trained here)."""
+    config = TrainConfig(
+        model="paper-12m",
+        model_overrides={"seq_len": 512},
+        batch_size=16,
+        tokens=16 * 512 * 4,
+        schedule=ScheduleConfig(name="wsd", lr=lr, warmup_tokens=512),
+    )
+    return LineageJob(f"wide{lr:g}", config, (config.tokens,), (f"wide{lr:g}",), (), ())
+
+
+def test_each_trial_asks_for_its_own_jobs_share_and_a_trial_without_jobs_for_the_settings():
+    from dataclasses import replace
+
+    from powersweep.sweeps.execute import _resources
+
+    settings = ExecutionSettings(
+        store_uri="unused", sweep_id="t", checkpoint_root="unused", gpu_memory_bytes=8 * 2**30
+    )
+    pack, solo = PackedJob(tuple(wide(lr) for lr in (1e-3, 2e-3, 4e-3, 8e-3))), wide(1e-2)
+    assert 0 < trial_gpus((solo,), settings) < trial_gpus((pack,), settings)
+    resources = _resources(settings)
+    for jobs in [(pack,), (solo,)]:  # a grid's trial, or a round's as its searcher hands it out
+        assert resources({"jobs": jobs}).bundles == [{"CPU": 1.0, "GPU": trial_gpus(jobs, settings)}]
+    optuna_trial = {"job": solo, "settings": settings}  # its share is the study's, set in gpus_per_trial
+    assert _resources(replace(settings, gpus_per_trial=0.25))(optuna_trial).bundles == [
+        {"CPU": 1.0, "GPU": 0.25}
+    ]
