@@ -774,7 +774,8 @@ def execute(
     With `next_round`, the jobs are a first round: once every trial of a round has ended without an error,
     `next_round()` gives the next round's jobs (from the rows stored so far), until it gives none. The rounds
     run in one Tuner, so a round's trials take the processes of the round before where Tune can reuse them."""
-    tracker = Tracker([m for job in jobs for m in _members(job)], marks=settings.startup_marks)
+    members = [m for job in jobs for m in _members(job)]
+    tracker = Tracker(members, marks=settings.startup_marks, rounds=next_round is not None)
     if not jobs:
         return tracker.report(failed_trials=0, slots=0)
     init_ray(settings)

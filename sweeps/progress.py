@@ -125,8 +125,11 @@ class Tracker:
         clock=time.perf_counter,
         wall_clock=time.time,
         marks: tuple[float, float, float] | None = None,
+        rounds: bool = False,
     ):
         self.clock, self.start = clock, clock()
+        # in a sweep of rounds (adaptive) the round in progress: its line counts the rows asked for so far
+        self.round = 0 if rounds else None
         # trials report their start on this clock (time.time, across processes)
         self.wall_start = wall_clock()
         self.marks = marks  # the driver's start, Ray's start and Ray ready (ExecutionSettings.startup_marks)
@@ -145,7 +148,9 @@ class Tracker:
         self.add(jobs)
 
     def add(self, jobs: Sequence[LineageJob]) -> None:
-        """Count `jobs` as planned too (a later round's)."""
+        """Count `jobs` as planned too: the first jobs, then each later round's."""
+        if self.round is not None:
+            self.round += 1
         for job in jobs:
             tokens = _tokens_at_each_budget(job)
             for run_id, at in zip(job.run_ids, tokens):
@@ -191,12 +196,14 @@ class Tracker:
         return (self.clock() - since) * (1 - done) / (done - done_then)
 
     def line(self) -> str:
-        """rows stored / planned with a bar, lineages done, elapsed and ETA."""
+        """rows stored / planned with a bar, lineages done, elapsed and ETA; in a sweep of rounds, after the
+        round in progress, of the rows asked for so far."""
         elapsed, done, eta_s = self.clock() - self.start, self.fraction_done, self.eta_s()
         eta = "?" if eta_s is None else _duration(eta_s)
         lineages_done = sum(1 for n in self.remaining if n == 0)
         return (
-            f"rows {len(self.stored)}/{len(self.job_of)} {bar(done)} {done:.0%}  lineages "
+            ("" if self.round is None else f"round {self.round}: ")
+            + f"rows {len(self.stored)}/{len(self.job_of)} {bar(done)} {done:.0%}  lineages "
             f"{lineages_done}/{len(self.remaining)}  elapsed {_duration(elapsed)}  eta {eta}"
         )
 

@@ -46,14 +46,16 @@ def test_a_later_rounds_jobs_join_the_plan_and_a_lineage_extended_by_them_ends_a
     first = job(1e-2, budgets=(STEP * 8,))
     extended = missing_budgets(job(1e-2, budgets=(STEP * 8, STEP * 16)), set(first.row_ids))
     assert extended.lineage_id == first.lineage_id and len(extended.run_ids) == 1  # the new budget only
-    tracker = Tracker([first], clock=Clock())
+    tracker = Tracker([first], clock=Clock(), rounds=True)
     tracker.on_report("a", report(first.run_ids[0]))
-    assert tracker.fraction_done == pytest.approx(1.0) and "rows 1/1" in tracker.line()
+    assert tracker.fraction_done == pytest.approx(1.0) and tracker.line().startswith("round 1: rows 1/1 ")
     tracker.add([extended])  # the next round
-    assert tracker.fraction_done < 1 and "rows 1/2" in tracker.line() and "lineages 1/2" in tracker.line()
+    assert tracker.fraction_done < 1 and tracker.line().startswith("round 2: rows 1/2 ")
+    assert "lineages 1/2" in tracker.line()
     assert tracker.on_report("b", report(extended.run_ids[0]))
-    assert tracker.fraction_done == pytest.approx(1.0) and "rows 2/2" in tracker.line()
+    assert tracker.fraction_done == pytest.approx(1.0) and tracker.line().startswith("round 2: rows 2/2 ")
     assert "lineages 2/2" in tracker.line()
+    assert Tracker([first], clock=Clock()).line().startswith("rows 0/1 ")  # a grid has no rounds
 
 
 def test_eta_comes_from_the_rate_after_the_first_row_not_from_start_up():
