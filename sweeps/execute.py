@@ -806,9 +806,9 @@ def execute(
             if not more:
                 return []
             tracker.add([m for job in more for m in _members(job)])
-            groups = trials(more)
-            most.append(len(groups))
-            return groups
+            round_groups = trials(more)
+            most.append(len(round_groups))
+            return round_groups
 
         namer = _round_trial_name
         trial_space = {
