@@ -13,7 +13,8 @@ def corpus():
 def traced():
     """`traced(fn, *args)`: what dynamo puts in the forward graph of fn(*args), as (the names of the functions
     it calls, the subgraphs it holds). Forward only, no_grad: backward needs a real backend for reused
-    regions."""
+    regions. Static shapes, as compile_cache.compile_function compiles, and nothing kept from what earlier
+    tests compiled in this process (a frame seen before at other shapes would be traced dynamic)."""
     import torch
 
     def trace(fn, *args) -> tuple[list[str], set[str]]:
@@ -23,8 +24,9 @@ def traced():
             nodes.extend(graph.graph.nodes)
             return graph.forward
 
+        torch._dynamo.reset()
         with torch.no_grad():
-            torch.compile(fn, backend=record)(*args)
+            torch.compile(fn, backend=record, dynamic=False)(*args)
         calls = [getattr(n.target, "__name__", str(n.target)) for n in nodes if n.op == "call_function"]
         return calls, {n.target for n in nodes if n.op == "get_attr"}
 
