@@ -99,7 +99,9 @@ def test_compiled_forward_trains_like_eager(corpus):
     )
     eager = Trainer(config, corpus=corpus)
     compiled = Trainer(TrainConfig(**{**config.__dict__, "compile": True}), corpus=corpus)
-    eager.run(), compiled.run()
+    for trainer in (eager, compiled):  # training only: an evaluation would compile a graph of its own
+        trainer.train_to(config.steps, total_tokens=config.steps * config.tokens_per_step)
+    assert compiled.compiled and len(eager.recent_losses) == 6
     assert compiled.recent_losses == pytest.approx(eager.recent_losses, rel=1e-9)
     for p, q in zip(eager.model.parameters(), compiled.model.parameters()):
         # the compiled forward trained the same weights
@@ -258,7 +260,9 @@ def test_trunk_compiled_for_cuda_graphs_trains_like_eager(corpus):
     graphed = Trainer(
         TrainConfig(**{**config.__dict__, "compile": True, "compile_mode": "reduce-overhead"}), corpus=corpus
     )
-    eager.run(), graphed.run()
+    for trainer in (eager, graphed):  # training only: an evaluation would compile a graph of its own
+        trainer.train_to(config.steps, total_tokens=config.steps * config.tokens_per_step)
+    assert graphed.compiled and len(eager.recent_losses) == 6
     assert graphed.recent_losses == pytest.approx(eager.recent_losses, rel=1e-9)
     for p, q in zip(eager.model.parameters(), graphed.model.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-9, atol=1e-12)
