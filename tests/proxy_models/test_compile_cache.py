@@ -330,6 +330,40 @@ def test_after_a_failed_compile_auto_starts_eager_in_the_same_process(
     assert Trainer(config, corpus=corpus).compile_error is None  # eager anyway: no failure to report
 
 
+@pytest.fixture
+def aot_eager(monkeypatch):
+    """torch.compile traces as it does with inductor (dynamo, then AOT autograd) and runs the traced graphs
+    eagerly: compiling without generating code. Nothing compiled is kept for later tests."""
+    from powersweep.proxy_models import packed
+
+    compile = torch.compile
+    monkeypatch.setattr(
+        torch, "compile", lambda fn, mode=None, **kwargs: compile(fn, backend="aot_eager", **kwargs)
+    )
+    torch._dynamo.reset()
+    packed.compiled_trunk.cache_clear()
+    yield
+    torch._dynamo.reset()
+    packed.compiled_trunk.cache_clear()
+
+
+@pytest.mark.parametrize("pack", [1, 2])
+def test_a_process_compiles_trunks_of_two_widths_one_after_the_other(corpus, aot_eager, pack):
+    # A trial process Tune reuses may train a lineage of another width next: the trunk's reused block must be
+    # traced again at the new (static) shapes, where dynamic ones fail in dynamo and would train eager.
+    from powersweep.proxy_models.packed import PackedTrainer
+
+    schedules = [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 3e-3)][:pack]
+    for preset in ("cpu-xs", "cpu-xxs"):  # d = 64, then 32
+        config = TrainConfig(**{**TINY, "model": preset}, compile=True, compile_scope="trunk")
+        trainer = (
+            Trainer(config, corpus=corpus) if pack == 1 else PackedTrainer(config, schedules, corpus=corpus)
+        )
+        trainer.train_to(2, total_tokens=config.tokens)
+        assert trainer.compiled and trainer.compile_error is None
+        assert all(len(window) == 2 and all(map(math.isfinite, window)) for window in trainer.loss_windows)
+
+
 def test_auto_evaluates_eager_where_only_the_evaluation_fails_to_compile(corpus, auto_compiles_and_fails):
     # The held-out loss runs without gradients: a graph of its own, compiled at the first evaluation.
     auto_compiles_and_fails["fails"] = lambda: not torch.is_grad_enabled()
