@@ -238,9 +238,29 @@ FAILS = "no working C compiler (injected)"
 
 
 @pytest.fixture
-def auto_compiles_and_fails(monkeypatch):
+def compile_backend(monkeypatch):
+    """`compile_backend(backend)`: torch.compile compiles with `backend` for the rest of the test. Nothing
+    compiled by earlier tests with another backend is used, nor anything compiled here kept for later ones."""
+    from powersweep.proxy_models import packed
+
+    compile = torch.compile
+
+    def use(backend) -> None:
+        monkeypatch.setattr(
+            torch, "compile", lambda fn, mode=None, **kwargs: compile(fn, backend=backend, **kwargs)
+        )
+        torch._dynamo.reset()
+        packed.compiled_trunk.cache_clear()
+
+    yield use
+    torch._dynamo.reset()
+    packed.compiled_trunk.cache_clear()
+
+
+@pytest.fixture
+def auto_compiles_and_fails(monkeypatch, compile_backend):
     """`compile: auto` compiles here, as on CUDA, with a backend that fails when `fails()` says so."""
-    from powersweep.proxy_models import compile_cache, loop, packed
+    from powersweep.proxy_models import compile_cache, loop
 
     state = {"fails": lambda: True, "compiles": 0}
 
@@ -250,17 +270,10 @@ def auto_compiles_and_fails(monkeypatch):
             raise RuntimeError(FAILS)
         return graph.forward
 
-    compile = torch.compile
-    monkeypatch.setattr(
-        torch, "compile", lambda fn, mode=None, **kwargs: compile(fn, backend=backend, **kwargs)
-    )
+    compile_backend(backend)
     monkeypatch.setattr(loop, "resolve_compile", lambda compile, device, moe=False: bool(compile))
     monkeypatch.setattr(compile_cache, "_failure", None)  # and forgotten after the test
-    torch._dynamo.reset()  # nothing compiled by earlier tests with another backend, nor kept for later ones
-    packed.compiled_trunk.cache_clear()
-    yield state
-    torch._dynamo.reset()
-    packed.compiled_trunk.cache_clear()
+    return state
 
 
 def _eager_and_falling_back(corpus, config: TrainConfig, pack: int):
@@ -330,28 +343,14 @@ def test_after_a_failed_compile_auto_starts_eager_in_the_same_process(
     assert Trainer(config, corpus=corpus).compile_error is None  # eager anyway: no failure to report
 
 
-@pytest.fixture
-def aot_eager(monkeypatch):
-    """torch.compile traces as it does with inductor (dynamo, then AOT autograd) and runs the traced graphs
-    eagerly: compiling without generating code. Nothing compiled is kept for later tests."""
-    from powersweep.proxy_models import packed
-
-    compile = torch.compile
-    monkeypatch.setattr(
-        torch, "compile", lambda fn, mode=None, **kwargs: compile(fn, backend="aot_eager", **kwargs)
-    )
-    torch._dynamo.reset()
-    packed.compiled_trunk.cache_clear()
-    yield
-    torch._dynamo.reset()
-    packed.compiled_trunk.cache_clear()
-
-
 @pytest.mark.parametrize("pack", [1, 2])
-def test_a_process_compiles_trunks_of_two_widths_one_after_the_other(corpus, aot_eager, pack):
+def test_a_process_compiles_trunks_of_two_widths_one_after_the_other(corpus, compile_backend, pack):
     # A trial process Tune reuses may train a lineage of another width next: the trunk's reused block must be
     # traced again at the new (static) shapes, where dynamic ones fail in dynamo and would train eager.
+    # aot_eager traces as inductor does (dynamo, then AOT autograd), then runs the graphs: no code generated.
     from powersweep.proxy_models.packed import PackedTrainer
+
+    compile_backend("aot_eager")
 
     schedules = [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 3e-3)][:pack]
     for preset in ("cpu-xs", "cpu-xxs"):  # d = 64, then 32
