@@ -41,6 +41,13 @@ def fill(directory) -> None:
                 handle.flush()
 
 
+def with_errors(stderr: str, storage) -> str:
+    """A failed command's stderr and the trial errors Tune wrote under `storage`: the disk they are on goes
+    with the test."""
+    errors = sorted(storage.rglob("error.txt"))
+    return "\n".join([stderr[-3000:], *(f"{path}:\n{path.read_text()[-2000:]}" for path in errors[:4])])
+
+
 def cli(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": ROOT}
     return subprocess.Popen(
@@ -170,15 +177,14 @@ def test_a_disk_that_fills_mid_sweep_ends_it_in_one_line_without_retries(tmp_pat
     assert len(created) >= 1 and stored["run_id"].is_unique
 
     os.remove(disk / "filler")
-    assert (
-        subprocess.run(
-            [sys.executable, "-m", "powersweep.cli", "resume", str(storage)],
-            capture_output=True,
-            env={**os.environ, "PYTHONPATH": ROOT},
-            timeout=300,
-        ).returncode
-        == 0
+    resumed = subprocess.run(
+        [sys.executable, "-m", "powersweep.cli", "resume", str(storage)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        timeout=300,
     )
+    assert resumed.returncode == 0, with_errors(resumed.stderr, storage)
     after = store.read(sweep_id="fill")
     assert sorted(after.table["run_id"]) == sorted(plan(spec_from_dict(FILL)).row_ids)
     assert after.duplicates_dropped == 0 and after.corrupt_files == []
