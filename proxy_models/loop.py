@@ -167,6 +167,16 @@ class TrainingLoop:
             c.schedule.lr_at(tokens, total_tokens=total_tokens, batch_size=c.batch_size) for c in self.configs
         ]
 
+    def train(self, *, checkpoint_path: str | None = None, checkpoint_every_steps: int = 0) -> None:
+        """Train every variant for the configured budget (each under its own schedule), without evaluating;
+        checkpoints as `train_to`."""
+        self.train_to(
+            self.cfg.steps,
+            total_tokens=self.cfg.steps * self.cfg.tokens_per_step,
+            checkpoint_path=checkpoint_path,
+            checkpoint_every_steps=checkpoint_every_steps,
+        )
+
     def train_to(
         self,
         step: int,

@@ -346,10 +346,6 @@ class PackedTrainer(TrainingLoop):
             log=None,
         )
 
-    def train(self) -> None:
-        """Train every variant for the configured budget (each under its own schedule)."""
-        self.train_to(self.cfg.steps, total_tokens=self.cfg.steps * self.cfg.tokens_per_step)
-
     def train_and_results(self) -> list[RunResult]:
         self.train()
         return self.results()

@@ -157,12 +157,7 @@ class Trainer(TrainingLoop):
         once the last checkpoint is written."""
         if checkpoint_path and checkpoint.exists(checkpoint_path):
             self.load_checkpoint(checkpoint_path)
-        self.train_to(
-            self.cfg.steps,
-            total_tokens=self.cfg.steps * self.cfg.tokens_per_step,
-            checkpoint_path=checkpoint_path,
-            checkpoint_every_steps=checkpoint_every_steps,
-        )
+        self.train(checkpoint_path=checkpoint_path, checkpoint_every_steps=checkpoint_every_steps)
         result = self.result(tokens=self.cfg.tokens)
         if checkpoint_path:
             checkpoint.wait(checkpoint_path)

@@ -225,8 +225,7 @@ def test_a_compiled_trunk_trains_under_bf16_autocast_like_eager(corpus):
     for compile in (False, True):
         cfg = TrainConfig(**config, compile=compile, compile_scope="trunk")
         solo, packed = Trainer(cfg, corpus=corpus), PackedTrainer(cfg, schedules, corpus=corpus)
-        for trainer in (solo, packed):  # training only: an evaluation would compile a graph of its own
-            trainer.train_to(cfg.steps, total_tokens=cfg.steps * cfg.tokens_per_step)
+        solo.train(), packed.train()  # training only: an evaluation would compile a graph of its own
         assert solo.compiled == packed.compiled == compile
         losses[compile] = [solo.recent_losses, *packed.loss_windows]
     for compiled, eager in zip(losses[True], losses[False], strict=True):
@@ -284,7 +283,7 @@ def _eager_and_falling_back(corpus, config: TrainConfig, pack: int):
     for compile in (False, "auto"):
         cfg = replace(config, compile=compile)
         trainer = Trainer(cfg, corpus=corpus) if pack == 1 else PackedTrainer(cfg, schedules, corpus=corpus)
-        trainer.train_to(cfg.steps, total_tokens=cfg.steps * cfg.tokens_per_step)
+        trainer.train()
         runs.append((trainer, trainer.results(tokens=cfg.tokens)))
     return runs
 

@@ -99,8 +99,7 @@ def test_compiled_forward_trains_like_eager(corpus):
     )
     eager = Trainer(config, corpus=corpus)
     compiled = Trainer(TrainConfig(**{**config.__dict__, "compile": True}), corpus=corpus)
-    for trainer in (eager, compiled):  # training only: an evaluation would compile a graph of its own
-        trainer.train_to(config.steps, total_tokens=config.steps * config.tokens_per_step)
+    eager.train(), compiled.train()  # training only: an evaluation would compile a graph of its own
     assert compiled.compiled and len(eager.recent_losses) == 6
     assert compiled.recent_losses == pytest.approx(eager.recent_losses, rel=1e-9)
     for p, q in zip(eager.model.parameters(), compiled.model.parameters()):
@@ -260,8 +259,7 @@ def test_trunk_compiled_for_cuda_graphs_trains_like_eager(corpus):
     graphed = Trainer(
         TrainConfig(**{**config.__dict__, "compile": True, "compile_mode": "reduce-overhead"}), corpus=corpus
     )
-    for trainer in (eager, graphed):  # training only: an evaluation would compile a graph of its own
-        trainer.train_to(config.steps, total_tokens=config.steps * config.tokens_per_step)
+    eager.train(), graphed.train()  # training only: an evaluation would compile a graph of its own
     assert graphed.compiled and len(eager.recent_losses) == 6
     assert graphed.recent_losses == pytest.approx(eager.recent_losses, rel=1e-9)
     for p, q in zip(eager.model.parameters(), graphed.model.parameters()):
