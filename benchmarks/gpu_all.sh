@@ -31,9 +31,10 @@
 #   head (120)     the head paths table      compile (120) the compile table
 # Not in the default order:
 #   jobshape (90, 90, 150) the GPU main job's packed step (paper-12m, 8 variants at 16 x 512, vocabulary 256)
-#                  as the job runs it (the blocks compiled, liger's fused head), with the plain full head (no
-#                  host sync per variant), and with the trunk as CUDA graphs: what takes it off the host's pace
-#                  (benchmarks/step_profile.py; reports in OUT/jobshape/, their first lines in OUT/jobshape.md)
+#                  as the job runs it (the blocks compiled, the plain full head: its logits fit one chunk),
+#                  with liger's fused head (a host sync per variant), and with the trunk as CUDA graphs: what
+#                  keeps it on or takes it off the host's pace (benchmarks/step_profile.py; reports in
+#                  OUT/jobshape/, their first lines in OUT/jobshape.md)
 #   checkpoint (2 x 150) what trunk checkpoints cost a lineage of 16 packed paper-12m variants at 16 x 1024, saved in
 #                  the background and synchronously (benchmarks/checkpoint_cost.py)
 set -u
@@ -70,9 +71,9 @@ modes() {  # each compile setting, solo at 16 x 4096 and 8 packed at 16 x 1024 (
   head -qn1 "$OUT"/modes/*.txt > "$OUT/modes.md" 2>/dev/null || true
 }
 
-jobshape() {  # the GPU main job's packed step as it runs, with the full head, with CUDA graphs
+jobshape() {  # the GPU main job's packed step as it runs, with liger's fused head, with CUDA graphs
   local setting scope mode head limit
-  for setting in "blocks default auto 90" "blocks default full 90" "auto reduce-overhead auto 150"; do
+  for setting in "blocks default auto 90" "blocks default fused 90" "auto reduce-overhead auto 150"; do
     read -r scope mode head limit <<< "$setting"
     run "jobshape-k8-16x512-$scope-$mode-head-$head" "$limit" "$PY" benchmarks/step_profile.py \
         --preset paper-12m --shape 16x512 --pack 8 --vocab-size 256 --compile-scope "$scope" \

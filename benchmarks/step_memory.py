@@ -47,14 +47,14 @@ def child(preset: str, batch_size: int, seq_len: int, settings: dict) -> dict:
     start = time.perf_counter()
     trainer.train_to(1, total_tokens=None)
     seconds = time.perf_counter() - start
-    head = trainer.model.head if trainer.model.head != "auto" else "chunked"
     estimate = step_memory(
         config.proxy,
         micro_batch_size=trainer.micro_batch_size,
         compute_bytes=4,
         param_bytes=4,
         activation_checkpointing=trainer.model.activation_checkpointing,
-        head=head,
+        head=trainer.model.head,
+        fused_head=False,  # a CPU step
     )
     return {
         "before_step_gib": before,

@@ -3,8 +3,9 @@
 Three paths compute the same mean cross-entropy (nats/token) of N tokens:
 - "full": the logits of all N tokens at once, upcast to fp32 (what autograd would do; small models);
 - "chunked": pure torch, `chunk_tokens` rows of logits at a time, each chunk's gradient computed in the
-  forward (as fused kernels do), so only one chunk of logits ever exists (the CPU default for big heads);
-- "fused": liger-kernel's Triton fused linear cross-entropy (CUDA, the `gpu` extra), in a few large chunks.
+  forward (as fused kernels do), so only one chunk of logits ever exists (big heads off CUDA);
+- "fused": liger-kernel's Triton fused linear cross-entropy (CUDA, the `gpu` extra), in a few large chunks
+  (big heads on CUDA).
 `scale` is the muP output multiplier 1 / m_width; every path applies it exactly.
 """
 
@@ -16,7 +17,7 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-from powersweep.proxy_models.memory import chunk_tokens_for, fused_chunking
+from powersweep.proxy_models.memory import chunk_tokens_for, fused_chunking, head_path
 from powersweep.proxy_models.train_config import HEADS
 
 
@@ -34,19 +35,20 @@ def liger_loss():
 
 
 def resolve_head(head: str, *, n_tokens: int, vocab_size: int, device: torch.device) -> str:
-    """The path `head` means for N tokens: 'auto' is fused on CUDA with liger-kernel, else chunked once the
-    logits exceed one chunk (below that one chunk is the full head, and the plain path is the fastest)."""
+    """The path `head` means for N tokens on `device` (`memory.head_path`): 'auto' is the full head while the
+    logits fit one chunk, on any device; above that fused on CUDA with liger-kernel, else chunked."""
     if head not in HEADS:
         raise ValueError(f"head={head!r}: choose one of {list(HEADS)}")
-    if head == "fused" and (device.type != "cuda" or liger_loss() is None):
+    if head == "fused" and not fused_available(device):
         raise RuntimeError(
             "head 'fused' needs CUDA and liger-kernel: pip install -e '.[gpu]' (docs/how-to/gpu.md)"
         )
-    if head != "auto":
-        return head
-    if device.type == "cuda" and liger_loss() is not None:
-        return "fused"
-    return "chunked" if n_tokens > chunk_tokens_for(vocab_size) else "full"
+    return head_path(head, tokens=n_tokens, vocab_size=vocab_size, fused=fused_available(device))
+
+
+def fused_available(device: torch.device) -> bool:
+    """Whether the fused head runs on `device`: CUDA with liger-kernel installed."""
+    return device.type == "cuda" and liger_loss() is not None
 
 
 def head_loss(

@@ -75,6 +75,18 @@ def chunk_tokens_for(vocab_size: int) -> int:
     return max(1, CHUNK_BYTES // (4 * vocab_size))
 
 
+def head_path(head: str, *, tokens: int, vocab_size: int, fused: bool) -> str:
+    """The head's path for a forward of `tokens` tokens (one variant's micro-batch): 'auto' is the full head
+    while its fp32 logits fit one chunk (there no path saves memory worth having, and the plain one waits on
+    nothing), above that the fused head where it runs (`fused`: CUDA with liger-kernel), else the chunked
+    one; any other head is itself. The rule both the model and the memory estimate follow."""
+    if head != "auto":
+        return head
+    if tokens <= chunk_tokens_for(vocab_size):
+        return "full"
+    return "fused" if fused else "chunked"
+
+
 def parse_bytes(text: str) -> int:
     """'80GiB' -> 85899345920, '80GB' -> 8e10, '512MiB', '1e9' (bytes). Raises ConfigError otherwise."""
     match = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
@@ -144,12 +156,14 @@ def step_memory(
     compute_bytes: int = 2,
     param_bytes: int = 4,
     activation_checkpointing: bool = False,
-    head: str = "fused",
+    head: str = "auto",
+    fused_head: bool = True,
     variants: int = 1,
 ) -> StepMemory:
     """Estimated peak bytes of one step of `cfg` at `micro_batch_size` sequences of cfg.seq_len tokens.
 
-    compute_bytes: 2 under bf16 autocast, else param_bytes; head: 'full', 'chunked' or 'fused'. `variants`
+    compute_bytes: 2 under bf16 autocast, else param_bytes; head: a config's head, resolved by `head_path`
+    (`fused_head`: whether the fused head can run, as on a GPU with liger-kernel). `variants`
     packed in lockstep (proxy_models/packed.py) hold every kind of memory once each: stacked parameters and
     optimizer state, activations of the variants folded into the batch, and each variant's head gradients
     (they wait for backward), with one chunk of logits at a time.
@@ -163,8 +177,9 @@ def step_memory(
     else:
         saved = tokens * cfg.n_layers * layer
     saved += 3 * tokens * cfg.d_model * param_bytes  # embedding output, final norm's input and output
+    path = head_path(head, tokens=tokens, vocab_size=cfg.vocab_size, fused=fused_head)
     head_buffers = head_bytes(
-        cfg, tokens, head=head, compute_bytes=compute_bytes, residual_bytes=param_bytes, variants=variants
+        cfg, tokens, head=path, compute_bytes=compute_bytes, residual_bytes=param_bytes, variants=variants
     )
     # A pack's backward hands back every gradient before they are added into its (K, P) buffer.
     handed_back = variants * params * param_bytes if variants > 1 else 0

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from powersweep.proxy_models.head import resolve_head
+from powersweep.proxy_models.head import fused_available
 from powersweep.proxy_models.memory import GIB, USABLE_FRACTION, choose_micro_batch, divisors_descending
 from powersweep.proxy_models.perf import compute_dtype
 from powersweep.proxy_models.shapes import ConfigError
@@ -32,15 +32,13 @@ def plan(loop: TrainingLoop) -> tuple[int, bool]:
         micro = "auto" if loop.device.type == "cuda" else cfg.batch_size
     if micro != "auto":
         return micro, forced
-    head = resolve_head(
-        cfg.head, n_tokens=cfg.tokens_per_step, vocab_size=loop.proxy.vocab_size, device=loop.device
-    )
     choice = choose_micro_batch(
         loop.proxy,
         batch_size=cfg.batch_size,
         budget_bytes=memory_budget_bytes(cfg, loop.device),
         checkpointing=cfg.activation_checkpointing,
-        head=head,
+        head=cfg.head,
+        fused_head=fused_available(loop.device),
         param_bytes=loop.param_dtype.itemsize,
         compute_bytes=compute_dtype(loop.device, cfg.dtype).itemsize,
         variants=loop.k,

@@ -137,7 +137,8 @@ def format_plan(p: Plan) -> str:
 
 def memory_table(p: Plan, *, gpu_bytes: int, gpus_per_trial: float = 0.0) -> list[dict]:
     """Per kind of trial (model, batch size, variants packed): the micro-batch and activation checkpointing
-    `micro_batch_size: auto` would choose on a GPU of `gpu_bytes` (bf16 autocast, fused head), the trial's
+    `micro_batch_size: auto` would choose on a GPU of `gpu_bytes` (bf16 autocast, the spec's head with
+    liger-kernel installed), the trial's
     estimated peak (its step and its trunk copy), the share of a GPU the trial asks Ray for (`gpu_share`) and
     so how many run on one GPU. Raises ConfigError when a cell does not fit even one sequence at a time."""
     budget, rows = device_budget(gpu_bytes), {}
@@ -167,7 +168,7 @@ def format_memory_table(rows: list[dict], *, gpu_bytes: int) -> str:
     """The memory table as text, one line per kind of trial."""
     budget = rows[0]["budget_gib"] if rows else device_budget(gpu_bytes) / GIB
     lines = [
-        f"memory per trial on a {gpu_bytes / GIB:.1f} GiB GPU (a step and the trunk copy; bf16, fused head; "
+        f"memory per trial on a {gpu_bytes / GIB:.1f} GiB GPU (a step and the trunk copy, bf16; "
         f"plan for {budget:.1f} GiB):",
         f"  {'model':<14}{'batch':>6}{'seq':>6}{'pack':>5}{'micro':>7}  {'checkpointing':<14}{'peak GiB':>9}"
         f"{'GPU share':>10}{'per GPU':>8}",

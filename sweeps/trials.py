@@ -71,14 +71,14 @@ MAX_PACK = 16  # pack: auto packs at most this many variants in one trial
 
 def auto_pack(config: TrainConfig, *, gpu_bytes: int | None, candidates: int = MAX_PACK) -> int:
     """`pack: auto`: the most variants (at most `candidates` and MAX_PACK) whose step at the whole batch,
-    beside their trunk copy, fits a GPU of `gpu_bytes` by the memory estimate (bf16, fused head); 1 when no
-    GPU memory is known or none fit. More variants per trial beat more trials per GPU: one process, one CUDA
-    context, larger kernels."""
+    beside their trunk copy, fits a GPU of `gpu_bytes` by the memory estimate (bf16, the config's head); 1
+    when no GPU memory is known or none fit. More variants per trial beat more trials per GPU: one process,
+    one CUDA context, larger kernels."""
     if gpu_bytes is None:
         return 1
     budget = device_budget(gpu_bytes)
     for k in range(min(candidates, MAX_PACK), 1, -1):
-        step = step_memory(config.proxy, micro_batch_size=config.batch_size, variants=k)
+        step = step_memory(config.proxy, micro_batch_size=config.batch_size, head=config.head, variants=k)
         if step.peak + trunk_copy_bytes(config.proxy, variants=k) <= budget:
             return k
     return 1
@@ -93,6 +93,7 @@ def trial_memory(trial: LineageJob | PackedJob, *, gpu_bytes: int) -> MicroBatch
         config.proxy,
         batch_size=config.batch_size,
         budget_bytes=device_budget(gpu_bytes) - trial_trunk_copy(trial),
+        head=config.head,
         variants=members_count(trial),
     )
 

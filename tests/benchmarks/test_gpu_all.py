@@ -77,12 +77,12 @@ def test_the_checkpoint_part_runs_both_modes_with_flags_the_benchmark_takes(tmp_
         assert ("--synchronous" in args) == part.endswith("synchronous")
 
 
-def test_the_jobshape_part_profiles_the_main_jobs_packed_step_as_run_with_the_full_head_and_graphs(tmp_path):
+def test_the_jobshape_part_profiles_the_main_jobs_packed_step_as_run_with_the_fused_head_and_graphs(tmp_path):
     assert dry_run(tmp_path, "jobshape").returncode == 0
     parts = [p.split(" rc ")[0] for p in (tmp_path / "parts.txt").read_text().splitlines()]
     assert parts == [
         "jobshape-k8-16x512-blocks-default-head-auto",
-        "jobshape-k8-16x512-blocks-default-head-full",
+        "jobshape-k8-16x512-blocks-default-head-fused",
         "jobshape-k8-16x512-auto-reduce-overhead-head-auto",
     ]
     from powersweep.sweeps.spec import load_spec

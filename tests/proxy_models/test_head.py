@@ -5,6 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from powersweep.proxy_models import head as head_module
 from powersweep.proxy_models.head import chunk_tokens_for, full_loss, head_loss, liger_loss, resolve_head
 from powersweep.proxy_models.model import ProxyLM
 from powersweep.proxy_models.shapes import get_preset
@@ -84,11 +85,26 @@ def test_auto_head_is_plain_for_small_logits_and_chunked_for_big_ones():
     assert resolve_head("auto", n_tokens=256, vocab_size=256, device=cpu) == "full"  # cpu-xxs: one chunk
     assert resolve_head("auto", n_tokens=4096, vocab_size=49152, device=cpu) == "chunked"
     assert chunk_tokens_for(49152) * 49152 * 4 <= 64 * 2**20
+    one_chunk = chunk_tokens_for(256)
+    assert resolve_head("auto", n_tokens=one_chunk, vocab_size=256, device=cpu) == "full"
+    assert resolve_head("auto", n_tokens=one_chunk + 1, vocab_size=256, device=cpu) == "chunked"
     with pytest.raises(ValueError, match="head='fast'"):
         resolve_head("fast", n_tokens=1, vocab_size=2, device=cpu)
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="gpu"):
             resolve_head("fused", n_tokens=1, vocab_size=2, device=cpu)
+
+
+@pytest.mark.parametrize("liger", [True, False])
+def test_auto_head_on_cuda_is_plain_while_the_logits_fit_one_chunk_and_fused_above(liger, monkeypatch):
+    # No CUDA needed: the choice reads only the device's type and whether liger-kernel is installed.
+    monkeypatch.setattr(head_module, "liger_loss", lambda: (lambda *args, **kwargs: None) if liger else None)
+    cuda = torch.device("cuda")
+    # one variant of the GPU main job (16 x 512 tokens, the embedded corpus's 256 bytes): 8 MiB of logits
+    assert resolve_head("auto", n_tokens=16 * 512, vocab_size=256, device=cuda) == "full"
+    big = resolve_head("auto", n_tokens=16 * 1024, vocab_size=50304, device=cuda)
+    assert big == ("fused" if liger else "chunked")
+    assert resolve_head("auto", n_tokens=16 * 512, vocab_size=256, device=torch.device("cpu")) == "full"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or liger_loss() is None, reason="needs CUDA + liger-kernel")

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,19 @@ def test_memory_grows_with_the_micro_batch_and_shrinks_with_checkpointing_and_ch
     assert checkpointed.peak < plain.peak / 3
     full = step_memory(cfg, micro_batch_size=4, head="full")
     assert full.head > 20 * step_memory(cfg, micro_batch_size=4, head="chunked").head
+
+
+def test_the_estimate_counts_the_head_that_auto_runs():
+    big = get_preset("paper-12m")
+    small = replace(big, vocab_size=256)  # the GPU main job's model, on the embedded corpus's bytes
+    for cfg, micro, path in ((small, 16, "full"), (big, 16, "fused")):
+        auto = step_memory(cfg, micro_batch_size=micro, variants=8)
+        assert auto == step_memory(cfg, micro_batch_size=micro, head=path, variants=8), path
+    without_liger = step_memory(big, micro_batch_size=16, fused_head=False)
+    assert without_liger == step_memory(big, micro_batch_size=16, head="chunked")
+    # the full head keeps every variant's logits for backward: more than the fused head's buffers
+    fused = step_memory(small, micro_batch_size=16, head="fused", variants=8)
+    assert fused.head < step_memory(small, micro_batch_size=16, variants=8).head
 
 
 def test_choice_is_the_largest_divisor_that_fits_then_checkpointing():
