@@ -1,19 +1,24 @@
-"""Torch operations one training step of the main job's model dispatches: a count no busy host disturbs.
+"""Torch operations one training step dispatches: a count no busy host disturbs.
 
-cpu-xxs at batch 4 x 64 (the main job's shape), the 4th step of Trainer.train_to, counted with a
-TorchDispatchMode. Run it from two trees to compare their per-step work:
+By default the CPU main job's model (cpu-xxs at batch 4 x 64), the 4th step of Trainer.train_to; with
+--pack K, a step of K packed variants (PackedTrainer) of --preset at --shape, e.g. the GPU main job's step
+with few tokens (the count does not depend on them). Counted with a TorchDispatchMode. Run it from two trees
+to compare their per-step work:
     .venv/bin/python benchmarks/cpu_step_ops.py
-    PYTHONPATH=/path/to/other/checkout .venv/bin/python benchmarks/cpu_step_ops.py
+    .venv/bin/python benchmarks/cpu_step_ops.py --preset paper-12m --shape 1x16 --pack 8 --vocab-size 256
+    PYTHONPATH=/path/to/other/checkout .venv/bin/python benchmarks/cpu_step_ops.py [...]
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
 import json
 
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from powersweep import proxy_models
+from powersweep.proxy_models.packed import PackedTrainer
 from powersweep.proxy_models.schedules import ScheduleConfig
 from powersweep.proxy_models.trainer import TrainConfig, Trainer
 
@@ -31,20 +36,33 @@ class CountOps(TorchDispatchMode):
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="cpu-xxs")
+    parser.add_argument("--shape", default="4x64", help="batch x seq")
+    parser.add_argument("--pack", type=int, default=0, help="K packed variants (0: one solo Trainer)")
+    parser.add_argument("--vocab-size", type=int, default=None, help="default: the preset's")
+    args = parser.parse_args()
+    batch_size, seq_len = (int(n) for n in args.shape.split("x"))
+    overrides = {"seq_len": seq_len, **({"vocab_size": args.vocab_size} if args.vocab_size else {})}
     config = TrainConfig(
-        model="cpu-xxs",
-        model_overrides={"seq_len": 64},
-        batch_size=4,
-        tokens=4 * 64 * 10**6,
+        model=args.preset,
+        model_overrides=overrides,
+        batch_size=batch_size,
+        tokens=batch_size * seq_len * 10**6,
         schedule=ScheduleConfig(name="constant", lr=1e-2),
         device="cpu",
         log_every_steps=10**6,
     )
-    trainer = Trainer(config)
+    if args.pack:
+        schedules = [ScheduleConfig(name="constant", lr=1e-3 * (i + 1)) for i in range(args.pack)]
+        trainer = PackedTrainer(config, schedules)
+    else:
+        trainer = Trainer(config)
     trainer.train_to(3, total_tokens=None)
     with CountOps() as mode:
         trainer.train_to(4, total_tokens=None)
-    print(f"{proxy_models.__file__}: {sum(mode.counts.values())} aten ops in one step")
+    what = f"{args.preset} {args.shape}" + (f", {args.pack} packed variants" if args.pack else "")
+    print(f"{proxy_models.__file__}: {what}: {sum(mode.counts.values())} aten ops in one step")
     print(json.dumps(dict(sorted(mode.counts.items()))))
 
 

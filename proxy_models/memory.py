@@ -136,9 +136,10 @@ def _liger_chunk_rows(tokens: int, vocab_size: int, d_model: int, chunk_mem_cons
 def head_bytes(
     cfg: ProxyConfig, tokens: int, *, head: str, compute_bytes: int, residual_bytes: int, variants: int = 1
 ) -> int:
-    """Bytes of the output head's buffers for `tokens` tokens on path `head` (full, chunked or fused). Packed
-    `variants` run their heads one after another: each keeps its gradients (or logits) for backward, while
-    one chunk of logits exists at a time."""
+    """Bytes of the output head's buffers for `tokens` tokens on path `head` (full, chunked or fused) of each
+    of `variants` packed ones. The full head keeps every variant's logits for backward (all variants' at
+    once); the others run one variant after another, each keeping its gradients for backward, while one
+    chunk of logits exists at a time."""
     v, d = cfg.vocab_size, cfg.d_model
     if head == "full":
         return variants * tokens * v * (compute_bytes + 3 * 4)

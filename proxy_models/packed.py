@@ -38,7 +38,7 @@ from torch.utils.checkpoint import checkpoint
 
 from powersweep.proxy_models.compile_cache import compile_function, whole_trunk
 from powersweep.proxy_models.data import TokenCorpus
-from powersweep.proxy_models.head import head_loss, resolve_head
+from powersweep.proxy_models.head import full_losses, head_loss, resolve_head
 from powersweep.proxy_models.loop import TrainingLoop
 from powersweep.proxy_models.model import ProxyLM, apply_rope
 from powersweep.proxy_models.mup import multipliers
@@ -251,12 +251,13 @@ class PackedEngine:
         head = resolve_head(
             self.cfg.head, n_tokens=targets.shape[1], vocab_size=self.proxy.vocab_size, device=self.device
         )
-        # Tied output head scaled by 1 / m_width (muP), each variant through the memory-lean head.
+        # Tied output head scaled by 1 / m_width (muP): all variants at once where the logits are small,
+        # else each variant through the memory-lean head.
+        scale = 1.0 / self.proxy.m_width
+        if head == "full":
+            return full_losses(h, wte, targets, scale=scale)
         return torch.stack(
-            [
-                head_loss(h[i], wte[i], targets[i], scale=1.0 / self.proxy.m_width, head=head)
-                for i in range(self.k)
-            ]
+            [head_loss(h[i], wte[i], targets[i], scale=scale, head=head) for i in range(self.k)]
         )
 
     def objective(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -153,12 +153,14 @@ BLOCK_OPTIONS = {
 }
 
 
+@pytest.mark.parametrize("head", ["chunked", "full"])
 @pytest.mark.parametrize("option", sorted(BLOCK_OPTIONS))
-def test_packed_forward_equals_each_variants_own_model(corpus, option):
+def test_packed_forward_equals_each_variants_own_model(corpus, option, head):
     """Distinct weights per variant: each variant's loss and gradients are those of a ProxyLM holding its
-    weights, through bmm, folded SDPA and the chunked head, for every block option."""
+    weights, through bmm, folded SDPA and the head (chunked one variant at a time, or the full head of all
+    variants at once), for every block option."""
     overrides = {"seq_len": 32, "n_layers": 2, **BLOCK_OPTIONS[option]}
-    cfg = config(model_overrides=overrides, head="chunked")
+    cfg = config(model_overrides=overrides, head=head)
     packed = PackedTrainer(
         cfg, [ScheduleConfig(name="constant", lr=lr) for lr in (1e-3, 2e-3, 3e-3)], corpus=corpus
     )
@@ -171,7 +173,7 @@ def test_packed_forward_equals_each_variants_own_model(corpus, option):
     grads = torch.cat([g.flatten(1) for g in grads], dim=1)
     for i in range(3):
         model = ProxyLM(cfg.proxy).double()
-        model.head, model.head_chunk_tokens = "chunked", 40  # several chunks of the 128 tokens
+        model.head, model.head_chunk_tokens = head, 40  # chunked: several chunks of the 128 tokens
         model.load_state_dict(packed.variant_state(i), strict=False)
         loss = model(x, y)[1]
         assert loss.item() == pytest.approx(losses[i].item(), rel=1e-12)
