@@ -19,7 +19,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from typing import TYPE_CHECKING, TextIO
@@ -762,25 +762,21 @@ Job = LineageJob | PackedJob
 
 
 def execute(
-    jobs: Sequence[Job] | Mapping[Hashable, Sequence[Job]],
+    jobs: Sequence[Job],
     settings: ExecutionSettings,
     *,
     stream: TextIO | None = None,
-    next_round: Callable[[Hashable], Sequence[Job]] | None = None,
+    next_round: Callable[[], Sequence[Job]] | None = None,
 ) -> ExecutionReport:
     """Run every job (a lineage or a pack of lineages) in Ray Tune trials, with a status line on `stream`
     (stderr) as rows are stored. Returns the number of trials that errored and where the wall time went.
 
-    With `next_round`, `jobs` maps each chain of rounds (e.g. an adaptive search's group) to its first
-    round: once every trial of a chain's round has ended without an error, `next_round(chain)` gives that
-    chain's next round (from the rows stored so far), until it gives none; chains do not wait for each
-    other. The rounds run in one Tuner, so a round's trials take the processes of the rounds before where
-    Tune can reuse them."""
-    chains = dict(jobs) if next_round is not None else {None: jobs}
-    first = [job for round_jobs in chains.values() for job in round_jobs]
-    members = [m for job in first for m in _members(job)]
+    With `next_round`, the jobs are a first round: once every trial of a round has ended without an error,
+    `next_round()` gives the next round's jobs (from the rows stored so far), until it gives none. The rounds
+    run in one Tuner, so a round's trials take the processes of the round before where Tune can reuse them."""
+    members = [m for job in jobs for m in _members(job)]
     tracker = Tracker(members, marks=settings.startup_marks, rounds=next_round is not None)
-    if not first:
+    if not jobs:
         return tracker.report(failed_trials=0, slots=0)
     init_ray(settings)
     device = "gpu" if settings.uses_gpu else "cpu"
@@ -788,8 +784,8 @@ def execute(
     def trials(round_jobs: Sequence[Job]) -> list[tuple]:
         return trial_groups(longest_first(round_jobs, device=device), settings.lineages_per_trial)
 
-    firsts = {chain: trials(round_jobs) for chain, round_jobs in chains.items() if round_jobs}
-    groups = [g for chain_groups in firsts.values() for g in chain_groups]
+    groups = trials(jobs)
+    most = [len(groups)]  # trials of the largest round
     if settings.gpu_memory_bytes is not None:  # the largest share stands for all in the checks below
         settings = replace(settings, gpus_per_trial=max(trial_gpus(g, settings) for g in groups))
     check_resources(settings)
@@ -799,29 +795,27 @@ def execute(
 
         namer = trial_namer(groups)
         trial_space = {"param_space": {"jobs": tune.grid_search(groups), "settings": settings}}
-        searcher = None
     else:
 
-        def later(chain: Hashable, round_number: int) -> list[tuple]:
-            if raised:  # the rounds end, Tune ends as usual, then the first error is raised as it was
-                return []
+        def later() -> list[tuple]:
             try:
-                more = next_round(chain)
-            except Exception as error:
+                more = next_round()
+            except Exception as error:  # the rounds end, Tune ends as usual, then it is raised as it was
                 raised.append(error)
                 return []
             if not more:
                 return []
-            tracker.add([m for job in more for m in _members(job)], round_number=round_number)
-            return trials(more)
+            tracker.add([m for job in more for m in _members(job)])
+            round_groups = trials(more)
+            most.append(len(round_groups))
+            return round_groups
 
         namer = _round_trial_name
-
-        def cost(trial: tuple) -> float:
-            return sum(job_cost(job, device=device) for job in trial)
-
-        searcher = rounds_searcher(firsts, later, cost=cost)
-        trial_space = {"param_space": {"settings": settings}, "search_alg": searcher, "num_samples": -1}
+        trial_space = {
+            "param_space": {"settings": settings},
+            "search_alg": _rounds(groups, later),
+            "num_samples": -1,
+        }
     tuner = build_tuner(
         _trial,
         settings,
@@ -836,65 +830,40 @@ def execute(
     raise_fatal(stop, log_dirs=log_dirs(settings))
     if raised:
         raise raised[0]
-    most = len(groups) if searcher is None else searcher.most_trials
-    return tracker.report(failed_trials=failed, slots=slots(settings, most))
+    return tracker.report(failed_trials=failed, slots=slots(settings, max(most)))
 
 
-def rounds_searcher(
-    first: Mapping[Hashable, Sequence[tuple]],
-    later: Callable[[Hashable, int], Sequence[tuple]],
-    *,
-    cost: Callable[[tuple], float],
-):
-    """A Tune searcher handing out trials chain by chain, round by round: each chain's `first` trial groups,
-    then, once every trial of a chain's round has ended and none with an error, the groups `later(chain,
-    round_number)` gives for its next round, until it gives none. The trials waiting start longest first
-    (`cost`), whichever chain they belong to; `most_trials` is the most that were waiting or running at once.
-    """
+def _rounds(first: Sequence[tuple], later: Callable[[], Sequence[tuple]]):
+    """A Tune searcher handing out trials round by round: `first`'s trial groups, then, once every trial of
+    a round has ended and none with an error, the groups `later()` gives, until it gives none."""
+    from collections import deque
+
     from ray.tune.search import Searcher
 
     class Rounds(Searcher):
         def __init__(self):
             super().__init__()
-            self.waiting: list[tuple[Hashable, tuple]] = []
-            self.running: dict[str, Hashable] = {}  # trial id -> its chain
-            self.open: dict[Hashable, int] = {}  # chain -> trials of its round not ended
-            self.round = dict.fromkeys(first, 1)
-            self.failed: set[Hashable] = set()  # chains with a failed trial: `resume` trains its rows
-            self.most_trials = 0
-            for chain, groups in first.items():
-                self._start(chain, groups)
-
-        def _start(self, chain: Hashable, groups: Sequence[tuple]) -> None:
-            self.open[chain] = len(groups)
-            self.waiting.extend((chain, g) for g in groups)
-            self.waiting.sort(key=lambda item: cost(item[1]), reverse=True)  # stable: equal costs keep order
-            self.most_trials = max(self.most_trials, len(self.waiting) + len(self.running))
+            self.waiting, self.running, self.failed, self.round = deque(first), set(), False, 1
 
         def set_search_properties(self, metric, mode, config, **spec) -> bool:
             return True  # the trials' jobs come from the rounds; param_space holds only constants
 
         def suggest(self, trial_id: str) -> dict | str | None:
-            for chain in [c for c, n in self.open.items() if n == 0]:  # rounds that have ended
-                del self.open[chain]
-                if chain not in self.failed:
-                    self.round[chain] += 1
-                    if more := later(chain, self.round[chain]):
-                        self._start(chain, more)
+            if not self.waiting and not self.running:
+                if self.failed:  # its rows are missing: `resume` trains them, then goes on
+                    return Searcher.FINISHED
+                self.waiting.extend(later())
+                self.round += 1
+                if not self.waiting:
+                    return Searcher.FINISHED
             if not self.waiting:
-                # none waiting: done once no round is open, else its last trials are running (Tune asks again)
-                return None if self.open else Searcher.FINISHED
-            chain, group = self.waiting.pop(0)
-            self.running[trial_id] = chain
-            return {"jobs": group, "round": self.round[chain]}
+                return None  # the round's last trials are running: Tune asks again later
+            self.running.add(trial_id)
+            return {"jobs": self.waiting.popleft(), "round": self.round}
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            chain = self.running.pop(trial_id, None)
-            if chain is None:
-                return  # not one of the rounds' trials
-            self.open[chain] -= 1
-            if error:
-                self.failed.add(chain)
+            self.running.discard(trial_id)
+            self.failed |= error
 
         def save(self, checkpoint_path: str) -> None:
             """Nothing to save: the store holds what each round asks for."""

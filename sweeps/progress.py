@@ -147,11 +147,10 @@ class Tracker:
         self.first_row: tuple[float, float] | None = None
         self.add(jobs)
 
-    def add(self, jobs: Sequence[LineageJob], *, round_number: int | None = None) -> None:
-        """Count `jobs` as planned too: the first jobs, then each later round's (`round_number`: the round
-        they are, in a sweep of rounds; its line shows the latest round begun)."""
+    def add(self, jobs: Sequence[LineageJob]) -> None:
+        """Count `jobs` as planned too: the first jobs, then each later round's."""
         if self.round is not None:
-            self.round = max(self.round, round_number or self.round + 1)
+            self.round += 1
         for job in jobs:
             tokens = _tokens_at_each_budget(job)
             for run_id, at in zip(job.run_ids, tokens):

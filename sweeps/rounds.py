@@ -1,12 +1,11 @@
 """Adaptive mode at run time: each group's search state from the store, and its rounds run through `execute`.
 
-A round is every lineage a chain's searches ask for next (sweeps/adaptive.py; a chain is the groups of one
-model and batch size); the rounds run in one `execute` call (the same Ray trials, store and lineage
-checkpoints as a grid), each once the trials of its chain's round before have ended, so a trial's process
-serves several rounds. An lr extended to larger budgets resumes its lineage from its checkpoint and trains
-only the missing budgets. After each round the state is read back from the store, so a driver killed at any
-moment, run again (`resume` or `submit`), recomputes the round in progress from the rounds before it, trains
-what that round lacks, and goes on exactly as it would have.
+A round is every lineage the groups' searches ask for next (sweeps/adaptive.py); the rounds run in one
+`execute` call (the same Ray trials, store and lineage checkpoints as a grid), each once the trials of the
+round before have ended, so a trial's process serves several rounds. An lr extended to larger budgets resumes
+its lineage from its checkpoint and trains only the missing budgets. After each round the state is read back
+from the store, so a driver killed at any moment, run again (`resume` or `submit`), recomputes the round in
+progress from the rounds before it, trains what that round lacks, and goes on exactly as it would have.
 """
 
 from __future__ import annotations
@@ -73,7 +72,7 @@ def round_jobs(search: LrSearch, state: SearchState, stored_run_ids: set[str]) -
 class RoundsRun:
     """What `run_rounds` did."""
 
-    rounds_run: int  # rounds that trained something, over the chains (a resumed round in progress counts)
+    rounds_run: int  # rounds that trained something (a resumed round in progress counts as one)
     lineages_run: int  # lineages trained or extended, over all rounds
     failed_trials: int
     execution: ExecutionReport | None  # where the wall time of the rounds went; None when nothing ran
@@ -83,37 +82,27 @@ def run_rounds(
     searches: Sequence[LrSearch], settings: ExecutionSettings, *, pack: int = 1, run: Callable = execute
 ) -> RoundsRun:
     """Run every group's search to its end: read the store, run what the pending rounds lack, repeat; the
-    rounds go to one `run` (`execute`), whose trials outlive a round. The groups of one model and batch
-    size (their seeds, whose lineages pack together) make one chain of rounds; chains do not wait for each
-    other, so a round's last lineage holds back only its own chain.
+    rounds go to one `run` (`execute`), whose trials outlive a round.
 
-    A chain stops early when a round has failed trials (its rows are missing: `resume` retries it) or trains
-    nothing new (a stored row of status 'failed' blocks its group: it is not retried here)."""
+    Stops early when a round has failed trials (its rows are missing: `resume` retries it) or trains nothing
+    new (a stored row of status 'failed' blocks its group: it is not retried here)."""
     store, rounds = ResultStore(settings.store_uri), []
-    chains: dict[tuple, list[LrSearch]] = {}
-    for search in searches:
-        chains.setdefault((search.template.model, search.template.batch_size), []).append(search)
-    last: dict[tuple, list[str]] = {}  # chain -> the run ids of its latest round
 
-    def chain_round(chain: tuple, table: pd.DataFrame) -> list:
+    def next_round() -> list:
+        table = store.read(sweep_id=settings.sweep_id).table
         stored, results = set(table["run_id"]), stored_results(table)
-        jobs = [j for s in chains[chain] for j in round_jobs(s, search_state(s, results), stored)]
+        jobs = [j for s in searches for j in round_jobs(s, search_state(s, results), stored)]
         key = sorted(r for j in jobs for r in j.run_ids)
-        if not jobs or key == last.get(chain):
+        if not jobs or (rounds and key == rounds[-1][0]):
             return []
-        last[chain] = key
-        rounds.append(len(jobs))
+        rounds.append((key, len(jobs)))
         return list(pack_jobs(jobs, pack, gpu_bytes=settings.gpu_memory_bytes))
 
-    def next_round(chain: tuple) -> list:
-        return chain_round(chain, store.read(sweep_id=settings.sweep_id).table)
-
-    table = store.read(sweep_id=settings.sweep_id).table
-    first = {chain: jobs for chain in chains if (jobs := chain_round(chain, table))}
+    first = next_round()
     if not first:
         return RoundsRun(0, 0, 0, None)
     report = run(first, settings, next_round=next_round)
-    return RoundsRun(len(rounds), sum(rounds), report.failed_trials, report)
+    return RoundsRun(len(rounds), sum(n for _, n in rounds), report.failed_trials, report)
 
 
 def adaptive_status(searches: Sequence[LrSearch], table: pd.DataFrame) -> dict:

@@ -17,7 +17,6 @@ from powersweep.sweeps.execute import (
     longest_first,
     missing_budgets,
     missing_rows,
-    rounds_searcher,
     run_job,
     trial_groups,
 )
@@ -131,43 +130,15 @@ def test_rounds_run_one_after_another_and_an_error_between_them_is_raised_as_it_
     )
     store, asked = ResultStore(settings.store_uri), []
 
-    def next_round(chain):
-        assert chain == "search"
+    def next_round():
         asked.append(set(store.read(sweep_id="t").table["run_id"]))  # the rows stored when it is asked
         if len(asked) == 1:
             return [second]
         raise OSError("the store is unreachable")
 
     with pytest.raises(OSError, match="the store is unreachable"):
-        execute({"search": [first]}, settings, next_round=next_round)
+        execute([first], settings, next_round=next_round)
     assert asked == [set(first.row_ids), set(first.row_ids) | set(second.row_ids)]  # each after its round
-
-
-def test_chains_of_rounds_do_not_wait_for_each_other():
-    """The rounds' searcher, driven as Tune drives it: a chain whose round has ended gets its next round while
-    another chain's trial still runs; a chain with a failed trial stops; the sweep ends when all have."""
-    from ray.tune.search import Searcher
-
-    asked, cost = [], {("a1",): 3.0, ("b1",): 1.0, ("b2",): 1.0, ("b3",): 2.0}
-    more = {("b", 2): [("b2",), ("b3",)], ("b", 3): []}
-
-    def later(chain, round_number):
-        asked.append((chain, round_number))
-        return more.get((chain, round_number), [])
-
-    rounds = rounds_searcher({"a": [("a1",)], "b": [("b1",)]}, later, cost=lambda group: cost[group])
-    assert rounds.suggest("t1") == {"jobs": ("a1",), "round": 1}  # the longest first
-    assert rounds.suggest("t2") == {"jobs": ("b1",), "round": 1}
-    assert rounds.suggest("t3") is None and asked == []  # both rounds running: Tune asks again later
-    rounds.on_trial_complete("t2")
-    assert rounds.suggest("t3") == {"jobs": ("b3",), "round": 2} and asked == [("b", 2)]  # a1 still runs
-    assert rounds.suggest("t4") == {"jobs": ("b2",), "round": 2}
-    rounds.on_trial_complete("t3")
-    rounds.on_trial_complete("t4", error=True)  # chain b's round 2 failed: its rows are for `resume`
-    assert rounds.suggest("t5") is None and asked == [("b", 2)]  # not asked again; a1 still runs
-    assert rounds.most_trials == 3  # a1 running, b2 and b3 waiting
-    rounds.on_trial_complete("t1")
-    assert rounds.suggest("t5") == Searcher.FINISHED and asked == [("b", 2), ("a", 2)]
 
 
 @pytest.mark.parametrize(

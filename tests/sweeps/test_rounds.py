@@ -53,10 +53,9 @@ def fake_execute(kill_after: int | None = None):
     waits on)."""
     stored = [0]
 
-    def run(chains, settings: ExecutionSettings, *, next_round) -> ExecutionReport:
-        store, rounds = ResultStore(settings.store_uri), list(chains.items())
-        while rounds:  # a chain's round at a time, the chains in turn
-            chain, jobs = rounds.pop(0)
+    def run(jobs, settings: ExecutionSettings, *, next_round) -> ExecutionReport:
+        store = ResultStore(settings.store_uri)
+        while jobs:
             done = set(store.read(sweep_id=settings.sweep_id).table["run_id"])
             for job in jobs:
                 for member in job.members if isinstance(job, PackedJob) else (job,):
@@ -72,8 +71,7 @@ def fake_execute(kill_after: int | None = None):
                             name=run_id,
                         )
                         stored[0] += 1
-            if more := next_round(chain):
-                rounds.append((chain, more))
+            jobs = next_round()
         return ExecutionReport(0, stored[0], 1.0, 2, 0.5, 0.1, 0.8)
 
     return run
@@ -131,11 +129,11 @@ def test_side_points_reaches_the_policy_and_is_checked():
         spec_from_dict(spec)
 
 
-# two chains of rounds (batch sizes 4 and 8), each of two groups (seeds) whose lineages pack together
-CHAINS = {**ADAPTIVE, "search": {**ADAPTIVE["search"], "batch_size": [4, 8], "seeds": [0, 1]}}
+# four groups (batch sizes 4 and 8, seeds 0 and 1), each searching on its own rows
+GROUPS = {**ADAPTIVE, "search": {**ADAPTIVE["search"], "batch_size": [4, 8], "seeds": [0, 1]}}
 
 
-@pytest.mark.parametrize("spec", [ADAPTIVE, CHAINS], ids=["one chain", "two chains"])
+@pytest.mark.parametrize("spec", [ADAPTIVE, GROUPS], ids=["one group", "four groups"])
 def test_a_driver_killed_at_any_row_resumes_to_the_same_final_runs(tmp_path, spec):
     searches = plan(spec_from_dict(spec)).mode.searches
     reference = settings_for(tmp_path, "reference")
@@ -149,26 +147,6 @@ def test_a_driver_killed_at_any_row_resumes_to_the_same_final_runs(tmp_path, spe
         assert len(stored_ids(settings)) == kill_after
         run_rounds(searches, settings, run=fake_execute())
         assert stored_ids(settings) == expected
-
-
-def test_each_model_and_batch_size_is_a_chain_of_rounds_with_its_seeds_packed_together(tmp_path):
-    searches = plan(spec_from_dict(CHAINS)).mode.searches
-    assert len(searches) == 4  # (batch size, seed) groups
-    first = {}
-
-    def run(chains, settings, *, next_round) -> ExecutionReport:
-        first.update(chains)
-        return ExecutionReport(0, 0, 1.0, 2, 0.5, 0.1, 0.8)
-
-    done = run_rounds(searches, settings_for(tmp_path, "store"), pack=8, run=run)
-    assert set(first) == {("cpu-xs", 4), ("cpu-xs", 8)} and done.rounds_run == 2
-    for (_, batch_size), jobs in first.items():
-        (packed,) = jobs  # the chain's first round: every start lr of both seeds in one trial
-        assert {(m.config.batch_size, m.config.seed) for m in packed.members} == {
-            (batch_size, 0),
-            (batch_size, 1),
-        }
-        assert len(packed.members) == 2 * len(searches[0].policy.start)
 
 
 def test_status_shows_rounds_and_brackets(tmp_path, capsys):
