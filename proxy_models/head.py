@@ -43,7 +43,15 @@ def resolve_head(head: str, *, n_tokens: int, vocab_size: int, device: torch.dev
         raise RuntimeError(
             "head 'fused' needs CUDA and liger-kernel: pip install -e '.[gpu]' (docs/how-to/gpu.md)"
         )
-    return head_path(head, tokens=n_tokens, vocab_size=vocab_size, fused=fused_available(device))
+    fused = may_fuse(head, n_tokens=n_tokens, vocab_size=vocab_size, device=device)
+    return head_path(head, tokens=n_tokens, vocab_size=vocab_size, fused=fused)
+
+
+def may_fuse(head: str, *, n_tokens: int, vocab_size: int, device: torch.device) -> bool:
+    """Whether `head` for up to N tokens is the fused head on `device`. Asks whether liger-kernel is there
+    (its import loads Triton's kernels: seconds of a trial's start) only where the logits exceed one chunk."""
+    wants = head_path(head, tokens=n_tokens, vocab_size=vocab_size, fused=True) == "fused"
+    return wants and fused_available(device)
 
 
 def fused_available(device: torch.device) -> bool:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from powersweep.proxy_models.head import fused_available
+from powersweep.proxy_models.head import may_fuse
 from powersweep.proxy_models.memory import GIB, USABLE_FRACTION, choose_micro_batch, divisors_descending
 from powersweep.proxy_models.perf import compute_dtype
 from powersweep.proxy_models.shapes import ConfigError
@@ -38,7 +38,9 @@ def plan(loop: TrainingLoop) -> tuple[int, bool]:
         budget_bytes=memory_budget_bytes(cfg, loop.device),
         checkpointing=cfg.activation_checkpointing,
         head=cfg.head,
-        fused_head=fused_available(loop.device),
+        fused_head=may_fuse(
+            cfg.head, n_tokens=cfg.tokens_per_step, vocab_size=loop.proxy.vocab_size, device=loop.device
+        ),
         param_bytes=loop.param_dtype.itemsize,
         compute_bytes=compute_dtype(loop.device, cfg.dtype).itemsize,
         variants=loop.k,

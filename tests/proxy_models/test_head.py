@@ -98,12 +98,18 @@ def test_auto_head_is_plain_for_small_logits_and_chunked_for_big_ones():
 @pytest.mark.parametrize("liger", [True, False])
 def test_auto_head_on_cuda_is_plain_while_the_logits_fit_one_chunk_and_fused_above(liger, monkeypatch):
     # No CUDA needed: the choice reads only the device's type and whether liger-kernel is installed.
-    monkeypatch.setattr(head_module, "liger_loss", lambda: (lambda *args, **kwargs: None) if liger else None)
+    asked = []
+
+    def liger_loss():
+        asked.append(True)  # importing liger-kernel loads Triton's kernels: only where it could be used
+        return (lambda *args, **kwargs: None) if liger else None
+
+    monkeypatch.setattr(head_module, "liger_loss", liger_loss)
     cuda = torch.device("cuda")
     # one variant of the GPU main job (16 x 512 tokens, the embedded corpus's 256 bytes): 8 MiB of logits
-    assert resolve_head("auto", n_tokens=16 * 512, vocab_size=256, device=cuda) == "full"
+    assert resolve_head("auto", n_tokens=16 * 512, vocab_size=256, device=cuda) == "full" and not asked
     big = resolve_head("auto", n_tokens=16 * 1024, vocab_size=50304, device=cuda)
-    assert big == ("fused" if liger else "chunked")
+    assert big == ("fused" if liger else "chunked") and asked
     assert resolve_head("auto", n_tokens=16 * 512, vocab_size=256, device=torch.device("cpu")) == "full"
 
 
