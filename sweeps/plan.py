@@ -138,9 +138,9 @@ def format_plan(p: Plan) -> str:
 def memory_table(p: Plan, *, gpu_bytes: int, gpus_per_trial: float = 0.0) -> list[dict]:
     """Per kind of trial (model, batch size, variants packed): the micro-batch and activation checkpointing
     `micro_batch_size: auto` would choose on a GPU of `gpu_bytes` (bf16 autocast, the spec's head with
-    liger-kernel installed), the trial's
-    estimated peak (its step and its trunk copy), the share of a GPU the trial asks Ray for (`gpu_share`) and
-    so how many run on one GPU. Raises ConfigError when a cell does not fit even one sequence at a time."""
+    liger-kernel installed), the trial's estimated peak (its step and its trunk copy), the share of a GPU the
+    trial asks Ray for (`gpu_share`) and so how many run on one GPU. Raises ConfigError when a cell does not
+    fit even one sequence at a time."""
     budget, rows = device_budget(gpu_bytes), {}
     trials = [*pack_jobs(p.jobs, p.pack, gpu_bytes=gpu_bytes), *p.mode.sized()]
     for trial in trials:

@@ -51,9 +51,9 @@ def test_memory_grows_with_the_micro_batch_and_shrinks_with_checkpointing_and_ch
 def test_the_estimate_counts_the_head_that_auto_runs():
     big = get_preset("paper-12m")
     small = replace(big, vocab_size=256)  # the GPU main job's model, on the embedded corpus's bytes
-    for cfg, micro, path in ((small, 16, "full"), (big, 16, "fused")):
-        auto = step_memory(cfg, micro_batch_size=micro, variants=8)
-        assert auto == step_memory(cfg, micro_batch_size=micro, head=path, variants=8), path
+    for cfg, path in ((small, "full"), (big, "fused")):
+        auto = step_memory(cfg, micro_batch_size=16, variants=8)
+        assert auto == step_memory(cfg, micro_batch_size=16, head=path, variants=8), path
     without_liger = step_memory(big, micro_batch_size=16, fused_head=False)
     assert without_liger == step_memory(big, micro_batch_size=16, head="chunked")
     # the full head keeps every variant's logits for backward: more than the fused head's buffers
